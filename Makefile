@@ -1,0 +1,36 @@
+# quantnb: two entry points for a fresh clone.
+#   make demo   set up .venv and run the whole pipeline of configs/demo.yaml on the bundled samples
+#   make test   set up .venv and run the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test venv lint bench clean-runs
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, from the local CPU wheel, so nothing later pulls the CUDA build.
+	$(BIN)/pip install --quiet "torch==2.13.0"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+demo: venv
+	$(BIN)/quantnb pipeline -f configs/demo.yaml
+
+test: venv
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: venv
+	$(BIN)/ruff check lib tests benchmarks
+
+bench: venv
+	$(BIN)/python benchmarks/bench_etl.py
+
+clean-runs:
+	rm -rf runs/* logs/* debug_plots/* data/processed data/labelled
+	touch runs/.gitkeep logs/.gitkeep debug_plots/.gitkeep
