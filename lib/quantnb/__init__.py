@@ -1,0 +1,33 @@
+"""quantnb: research-to-production notebooks for machine-learning crypto trading.
+
+The package is organised by concern: :mod:`quantnb.runlog` (run logging, heartbeats,
+checkpoints, resume), :mod:`quantnb.data` (readers, book reconstruction, bars),
+:mod:`quantnb.stages` (one module per notebook), :mod:`quantnb.models`,
+:mod:`quantnb.rl`, :mod:`quantnb.live`, :mod:`quantnb.runner` and
+:mod:`quantnb.testing`.
+"""
+
+from __future__ import annotations
+
+from quantnb.errors import (
+    ConfigError,
+    DataError,
+    OperationalError,
+    QuantnbError,
+    QuantnbWarning,
+    RateLimitError,
+    TemporaryError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "QuantnbError",
+    "ConfigError",
+    "DataError",
+    "TemporaryError",
+    "RateLimitError",
+    "OperationalError",
+    "QuantnbWarning",
+]

@@ -1,0 +1,1 @@
+"""quantnb.stages."""
