@@ -1,4 +1,10 @@
-"""Run logging, heartbeats, checkpoints and resume: the spine of every quantnb stage."""
+"""Run logging, heartbeats, checkpoints and resume: the spine of every quantnb stage.
+
+Start every run with :func:`start_run` (the one place sinks are configured), then log
+with ``from loguru import logger``. Report each finished item with
+:meth:`RunContext.item_done`, each saved shard with :meth:`RunContext.batch_saved`, and
+commit finished items to :attr:`RunContext.checkpoint` only after their output is on disk.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,39 @@ from quantnb.runlog._atomic import (
     atomic_write_text,
     read_json_tolerant,
 )
+from quantnb.runlog._capture import LOG_FORMAT
+from quantnb.runlog._checkpoint import Checkpoint
+from quantnb.runlog._heartbeat import (
+    BATCH_COLUMNS,
+    HEARTBEAT_COLUMNS,
+    memory_gb,
+    pid_alive,
+    read_heartbeat,
+)
+from quantnb.runlog._record import read_run_record, update_run_record
+from quantnb.runlog._run import RunContext, make_run_id, start_run, worker_initializer
+from quantnb.runlog._secrets import SecretMasker, secret_values
+from quantnb.runlog._workflow import AsyncWorkflowSession, WorkflowSession, log_workflow
 
 __all__ = [
+    "start_run",
+    "RunContext",
+    "make_run_id",
+    "worker_initializer",
+    "Checkpoint",
+    "WorkflowSession",
+    "AsyncWorkflowSession",
+    "log_workflow",
+    "read_heartbeat",
+    "pid_alive",
+    "memory_gb",
+    "read_run_record",
+    "update_run_record",
+    "SecretMasker",
+    "secret_values",
+    "LOG_FORMAT",
+    "HEARTBEAT_COLUMNS",
+    "BATCH_COLUMNS",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_json",

@@ -1,0 +1,89 @@
+"""Checkpoint JSON: which items a run has finished, replaced atomically after each commit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from quantnb.runlog._atomic import atomic_write_json, read_json_tolerant
+from quantnb.runlog._heartbeat import iso, utc_now
+
+
+class Checkpoint:
+    """The finished and failed items of a run; what ``resume=True`` skips.
+
+    The file is ``logs/checkpoints/<run_name>_completed.json`` with fields ``run_id``,
+    ``completed`` (list of item names, in completion order), ``failed`` (item name to
+    reason), ``total_completed``, ``last_updated`` (UTC ISO 8601), ``config_hash`` and
+    ``status``. Every change is written with temp file, fsync and ``os.replace``, so the
+    file on disk is always a whole, earlier-or-current state.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        Checkpoint file.
+    run_id : str
+        Run the checkpoint belongs to.
+    config_hash : str
+        Hash of the canonical parameters; a resume with other parameters is refused.
+    resume : bool
+        Load the existing file (True) or start empty, replacing any old file (False).
+    """
+
+    def __init__(self, path: Path, run_id: str, config_hash: str, resume: bool):
+        self.path = path
+        self.run_id = run_id
+        self.config_hash = config_hash
+        self.completed: list[str] = []
+        self.failed: dict[str, str] = {}
+        self.status = "running"
+        self.extra: dict[str, Any] = {}
+        if resume:
+            data = read_json_tolerant(path)
+            if isinstance(data, dict):
+                self.completed = list(data.get("completed", []))
+                self.failed = dict(data.get("failed", {}))
+                self.extra = dict(data.get("extra", {}))
+        self._done = set(self.completed)
+        self.save()
+
+    def is_completed(self, item: str) -> bool:
+        """Return whether ``item`` finished in this run or an earlier attempt of it."""
+        return item in self._done
+
+    def mark_completed(self, *items: str, **extra: Any) -> None:
+        """Record ``items`` as finished (and clear earlier failures of them); save atomically.
+
+        Call this only after the item's output is durably on disk (its shard written
+        atomically), so a kill between the two never marks unsaved work as done.
+        """
+        for item in items:
+            if item not in self._done:
+                self._done.add(item)
+                self.completed.append(item)
+            self.failed.pop(item, None)
+        self.extra.update(extra)
+        self.save()
+
+    def mark_failed(self, item: str, reason: str) -> None:
+        """Record ``item`` as failed with ``reason`` (e.g. quarantined); save atomically."""
+        self.failed[item] = reason
+        self.save()
+
+    def save(self, status: str | None = None) -> None:
+        """Write the checkpoint atomically, optionally with a new run status."""
+        if status is not None:
+            self.status = status
+        atomic_write_json(
+            self.path,
+            {
+                "run_id": self.run_id,
+                "config_hash": self.config_hash,
+                "status": self.status,
+                "completed": self.completed,
+                "failed": self.failed,
+                "total_completed": len(self.completed),
+                "last_updated": iso(utc_now()),
+                "extra": self.extra,
+            },
+        )

@@ -1,0 +1,149 @@
+"""Heartbeat TSV, batch TSV and heartbeat JSON: what a post-mortem reads after a crash."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from quantnb.runlog._atomic import atomic_write_json, read_json_tolerant
+
+HEARTBEAT_COLUMNS = (
+    "timestamp", "item", "batch_num", "total_batches", "events_count", "mem_gb", "run_id",
+)
+BATCH_COLUMNS = (
+    "timestamp", "batch_num", "items_count", "total_events", "shard_file", "mem_gb", "run_id",
+)
+STATUSES = ("running", "completed", "completed_with_errors", "failed", "interrupted")
+_PROCESS = psutil.Process()
+
+
+def utc_now() -> dt.datetime:
+    """Return the current time, timezone-aware UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+def iso(ts: dt.datetime) -> str:
+    """Format a UTC datetime as ISO 8601 with milliseconds and a ``Z`` suffix."""
+    return ts.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def memory_gb() -> float:
+    """Return the resident memory of this process and its children, GB (1e9 bytes)."""
+    rss = _PROCESS.memory_info().rss
+    try:
+        rss += sum(c.memory_info().rss for c in _PROCESS.children(recursive=True))
+    except psutil.Error:
+        pass
+    return rss / 1e9
+
+
+class TsvLog:
+    """An append-only, line-buffered TSV file with a header written on creation.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        File to append to; created with a header line if missing.
+    columns : tuple of str
+        Column names, in order.
+    """
+
+    def __init__(self, path: Path, columns: tuple[str, ...]):
+        self.path = path
+        self.columns = columns
+        path.parent.mkdir(parents=True, exist_ok=True)
+        new = not path.exists() or path.stat().st_size == 0
+        self._fh = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        if new:
+            self._fh.write("\t".join(columns) + "\n")
+
+    def append(self, *values: Any) -> None:
+        """Append one row; tabs and newlines inside values are replaced by spaces."""
+        if len(values) != len(self.columns):
+            raise ValueError(f"{self.path.name}: {len(values)} values for {len(self.columns)} columns")
+        cells = (str(v).replace("\t", " ").replace("\n", " ") for v in values)
+        self._fh.write("\t".join(cells) + "\n")
+
+    def close(self) -> None:
+        """Close the file."""
+        self._fh.close()
+
+
+class HeartbeatJson:
+    """The current status of a run, replaced atomically at most once per ``min_interval_s``.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        ``logs/heartbeats/<run_name>_heartbeat.json``.
+    base : dict
+        Fields fixed for the run: ``run_id``, ``stage``, ``pid``, ``started_at``.
+    min_interval_s : float
+        Minimum seconds between two writes of a ``running`` status; a final status is
+        always written.
+    """
+
+    def __init__(self, path: Path, base: dict[str, Any], min_interval_s: float = 1.0):
+        self.path = path
+        self.base = dict(base)
+        self.min_interval_s = min_interval_s
+        self._last_write = 0.0
+        self.state: dict[str, Any] = {}
+
+    def update(self, force: bool = False, **fields: Any) -> bool:
+        """Merge ``fields`` into the state and write it if due; return whether it was written."""
+        self.state.update(fields)
+        now = time.monotonic()
+        if not force and now - self._last_write < self.min_interval_s:
+            return False
+        self._last_write = now
+        atomic_write_json(self.path, {**self.base, **self.state})
+        return True
+
+
+def pid_alive(pid: int, create_time: float | None = None) -> bool:
+    """Return whether process ``pid`` is alive (and, if given, started at ``create_time``).
+
+    Parameters
+    ----------
+    pid : int
+        Process id.
+    create_time : float, optional
+        ``psutil.Process.create_time()`` recorded at start, to tell a reused pid apart.
+    """
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return create_time is None or abs(proc.create_time() - create_time) < 1.0
+    except psutil.Error:
+        return False
+
+
+def read_heartbeat(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """Read a heartbeat JSON, reporting ``interrupted`` for a ``running`` run whose pid is dead.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Heartbeat JSON file.
+
+    Returns
+    -------
+    dict or None
+        The heartbeat fields, with ``status`` corrected and ``pid_alive`` added; ``None``
+        when the file is missing or unreadable.
+    """
+    hb = read_json_tolerant(path)
+    if not isinstance(hb, dict):
+        return None
+    alive = pid_alive(int(hb.get("pid", -1)), hb.get("pid_create_time"))
+    hb["pid_alive"] = alive
+    if hb.get("status") == "running" and not alive:
+        hb["status"] = "interrupted"
+    return hb

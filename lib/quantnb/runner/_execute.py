@@ -1,0 +1,259 @@
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import papermill
+import psutil
+from loguru import logger
+from papermill.exceptions import PapermillExecutionError
+
+from quantnb._paths import project_root
+from quantnb.config import StageParams, load_yaml_params
+from quantnb.errors import ConfigError
+from quantnb.runlog import (
+    SecretMasker,
+    atomic_path,
+    read_heartbeat,
+    read_run_record,
+    update_run_record,
+)
+from quantnb.runlog._heartbeat import iso, utc_now
+from quantnb.runlog._record import git_commit, package_versions
+from quantnb.runlog._run import new_run_id
+from quantnb.stages import params_class
+
+EXIT_CODES = {"completed": 0, "completed_with_errors": 0, "failed": 1, "interrupted": 130}
+_KILL_GRACE_S = 30.0
+
+
+@dataclasses.dataclass
+class RunOutcome:
+    """What one ``quantnb run`` produced.
+
+    Attributes
+    ----------
+    run_id, stage, status : str
+        Identity and final status (completed, completed_with_errors, failed, interrupted).
+    notebook : pathlib.Path
+        The executed notebook, saved even when a cell failed.
+    record : dict
+        The final ``run.json``.
+    exit_code : int
+        0 for completed (with or without errors), 1 failed, 130 or 143 interrupted.
+    """
+
+    run_id: str
+    stage: str
+    status: str
+    notebook: Path
+    record: dict[str, Any]
+    exit_code: int
+
+
+def resolve_params(
+    stage: str,
+    *,
+    overrides: dict[str, Any] | None = None,
+    params_file: str | Path | None = None,
+    resume_run_id: str | None = None,
+    root: Path,
+) -> tuple[StageParams, dict[str, Any]]:
+    """Merge a resumed run's parameters, a YAML file and overrides; validate before any work.
+
+    Returns
+    -------
+    (StageParams, dict)
+        The validated model and the explicit values to inject into the notebook.
+
+    Raises
+    ------
+    ConfigError
+        Unknown stage or parameter, ill-typed value, missing run to resume.
+    """
+    cls = params_class(stage)
+    values: dict[str, Any] = {}
+    if resume_run_id:
+        rec = read_run_record(root / "runs" / resume_run_id)
+        if rec is None:
+            raise ConfigError(f"--resume {resume_run_id}: no runs/{resume_run_id}/run.json under {root}")
+        if rec.get("stage") != stage:
+            raise ConfigError(f"--resume {resume_run_id}: that run is stage {rec.get('stage')!r}, not {stage!r}")
+        values.update({k: v for k, v in rec.get("parameters", {}).items()
+                       if k in cls.model_fields and v != cls.model_fields[k].default})
+    if params_file:
+        values.update(load_yaml_params(params_file))
+    values.update(overrides or {})
+    if resume_run_id:
+        values.update(resume=True, run_id=resume_run_id)
+    params = cls.parse(values, source=str(params_file or "command line"))
+    return params, values
+
+
+def _kernel_processes() -> list[psutil.Process]:
+    try:
+        children = psutil.Process().children(recursive=False)
+    except psutil.Error:
+        return []
+    return [c for c in children if "ipykernel" in " ".join(_cmdline(c))]
+
+
+def _cmdline(proc: psutil.Process) -> list[str]:
+    try:
+        return proc.cmdline()
+    except psutil.Error:
+        return []
+
+
+class _SignalRelay:
+    """On SIGTERM/SIGINT: interrupt the kernel (papermill does not pass signals on); escalate."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _SignalRelay:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        first = self.received is None
+        self.received = signum
+        kernels = _kernel_processes()
+        if first:
+            logger.warning("Received {}: interrupting the kernel", signal.Signals(signum).name)
+            for k in kernels:
+                k.send_signal(signal.SIGINT)
+            threading.Timer(_KILL_GRACE_S, self._kill, args=(kernels,)).start()
+        else:
+            logger.warning("Second signal: killing the kernel")
+            self._kill(kernels)
+
+    @staticmethod
+    def _kill(kernels: list[psutil.Process]) -> None:
+        for k in kernels:
+            if k.is_running():
+                k.kill()
+
+
+def _mask_notebook(path: Path) -> None:
+    masker = SecretMasker()
+    if not masker or not path.exists():
+        return
+    text = path.read_text(encoding="utf-8")
+    masked = masker(text)
+    if masked != text:
+        with atomic_path(path) as tmp:
+            tmp.write_text(masked, encoding="utf-8")
+
+
+def _failure(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, PapermillExecutionError):
+        return {"cell_index": exc.cell_index, "exec_count": exc.exec_count, "ename": exc.ename,
+                "evalue": exc.evalue, "source": exc.source[:2000]}
+    return {"ename": type(exc).__name__, "evalue": str(exc)}
+
+
+def run_stage(
+    stage: str,
+    overrides: dict[str, Any] | None = None,
+    *,
+    params_file: str | Path | None = None,
+    resume_run_id: str | None = None,
+    root: str | Path | None = None,
+    kernel_name: str = "python3",
+) -> RunOutcome:
+    """Execute ``notebooks/<stage>.ipynb`` into ``runs/<run_id>/<stage>.ipynb`` and record the run.
+
+    Parameters are validated before anything runs. A failing cell still leaves the
+    executed notebook (papermill saves it) and a ``run.json`` with status ``failed``, the
+    failing cell and the error. SIGTERM or SIGINT interrupts the kernel, so the stage marks
+    itself ``interrupted`` with a consistent checkpoint; a second signal kills the kernel.
+
+    Parameters
+    ----------
+    stage : str
+        One of :data:`quantnb.stages.STAGES`.
+    overrides : dict, optional
+        Parameter values (``-p NAME VALUE``), applied last.
+    params_file : str or pathlib.Path, optional
+        YAML mapping of parameters (``-f``).
+    resume_run_id : str, optional
+        Continue this run (``--resume``): its parameters, ``resume=True``, same run directory.
+    root : str or pathlib.Path, optional
+        Project directory; found from the cwd otherwise.
+    kernel_name : str
+        Jupyter kernel to execute with.
+
+    Returns
+    -------
+    RunOutcome
+
+    Raises
+    ------
+    ConfigError
+        Invalid parameters or stage, or a missing notebook; nothing was run.
+    """
+    base = project_root(root)
+    params, values = resolve_params(stage, overrides=overrides, params_file=params_file,
+                                    resume_run_id=resume_run_id, root=base)
+    notebook_in = base / "notebooks" / f"{stage}.ipynb"
+    if not notebook_in.exists():
+        raise ConfigError(f"{notebook_in}: notebook of stage {stage!r} not found")
+    run_id = resume_run_id or new_run_id(params, base)
+    run_dir = base / "runs" / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    notebook_out = run_dir / f"{stage}.ipynb"
+    if resume_run_id and notebook_out.exists():
+        attempt = len(list(run_dir.glob(f"{stage}.attempt*.ipynb"))) + 1
+        notebook_out.rename(run_dir / f"{stage}.attempt{attempt}.ipynb")
+    if not resume_run_id:
+        update_run_record(run_dir, run_id=run_id, stage=stage, status="pending",
+                          config_hash=params.config_hash(), parameters=params.model_dump(mode="json"),
+                          started_at=iso(utc_now()), git_commit=git_commit(base),
+                          versions=package_versions())
+    inject = {**values, "run_id": run_id, "project_dir": str(base)}
+    update_run_record(run_dir, notebook=str(notebook_out.relative_to(base)), runner_pid=os.getpid())
+    print(f"[quantnb] {stage}: run {run_id} -> {notebook_out.relative_to(base)}", flush=True)
+    t0 = time.monotonic()
+    error: dict[str, Any] | None = None
+    with _SignalRelay() as relay:
+        try:
+            papermill.execute_notebook(
+                str(notebook_in), str(notebook_out), parameters=inject, kernel_name=kernel_name,
+                cwd=str(base), progress_bar=False, log_output=False,
+                request_save_on_cell_execute=True,
+            )
+        except Exception as exc:  # the notebook is saved; we classify the failure below
+            error = _failure(exc)
+    _mask_notebook(notebook_out)
+    record = read_run_record(run_dir) or {}
+    status = record.get("status", "failed")
+    if relay.received is not None:
+        status = "interrupted"
+    elif status in ("running", "pending"):
+        hb = read_heartbeat(base / "logs" / "heartbeats" / f"{run_id}_heartbeat.json")
+        status = "failed" if error else (hb or {}).get("status", "completed")
+        if status == "running":
+            status = "failed"
+    elif error and status in ("completed", "completed_with_errors"):
+        status = "failed"  # the stage finished but a later cell (display) failed
+    record = update_run_record(
+        run_dir, status=status, failure=error, runner_duration_s=round(time.monotonic() - t0, 3),
+        runner_ended_at=iso(utc_now()),
+    )
+    code = EXIT_CODES.get(status, 1)
+    if status == "interrupted" and relay.received == signal.SIGTERM:
+        code = 143
+    return RunOutcome(run_id, stage, status, notebook_out, record, code)

@@ -1,0 +1,67 @@
+"""``quantnb`` command line: ``run`` one stage, or a ``pipeline`` of stages."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import yaml
+
+from quantnb.errors import ConfigError
+from quantnb.stages import STAGES
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="quantnb", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="execute notebooks/<stage>.ipynb into runs/<run_id>/")
+    run.add_argument("stage", choices=sorted(STAGES))
+    run.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                     help="a parameter; VALUE is read as YAML (0.1, true, [a, b])")
+    run.add_argument("-f", "--params-file", help="YAML mapping of parameters")
+    run.add_argument("--resume", metavar="RUN_ID", help="continue this run, skipping finished items")
+    run.add_argument("--root", help="project directory (default: found from the cwd)")
+    pipe = sub.add_parser("pipeline", help="run the stages of a pipeline YAML in order")
+    pipe.add_argument("-f", "--file", required=True, help="pipeline YAML, e.g. configs/demo.yaml")
+    pipe.add_argument("--root", help="project directory (default: found from the cwd)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``quantnb`` command; return the process exit code."""
+    args = _build_parser().parse_args(argv)
+    from quantnb.runner import run_pipeline, run_stage
+
+    try:
+        if args.command == "run":
+            overrides = {name: _parse_value(value) for name, value in args.param}
+            outcome = run_stage(args.stage, overrides, params_file=args.params_file,
+                                resume_run_id=args.resume, root=args.root)
+            print(f"[quantnb] {outcome.stage}: {outcome.status} (run {outcome.run_id})")
+            print(f"[quantnb] notebook: {outcome.notebook}")
+            if outcome.record.get("log"):
+                print(f"[quantnb] log: {outcome.record['log']}")
+            if outcome.record.get("failure"):
+                f = outcome.record["failure"]
+                print(f"[quantnb] failed cell {f.get('cell_index')}: {f.get('ename')}: {f.get('evalue')}",
+                      file=sys.stderr)
+            return outcome.exit_code
+        result = run_pipeline(args.file, root=args.root)
+        print(f"\nPipeline {result.name}: {'ok' if result.ok else 'STOPPED'}\n")
+        print(result.table())
+        return 0 if result.ok else 1
+    except ConfigError as exc:
+        print(f"ConfigError: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
