@@ -221,7 +221,8 @@ class RunContext:
     def _heartbeat_write(self, force: bool = False, **fields: Any) -> None:
         self.heartbeat.update(
             force=force, status=self.status, last_timestamp=iso(utc_now()),
-            total_batches=self.total_batches, progress_pct=self.progress_pct(),
+            total_items=self.total_items, total_batches=self.total_batches,
+            completed_items=len(self.checkpoint.completed), failed_items=len(self.checkpoint.failed), progress_pct=self.progress_pct(),
             events=self.events, memory_gb=round(memory_gb(), 3), eta_s=self._eta_s(), **fields,
         )
 

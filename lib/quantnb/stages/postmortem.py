@@ -1,0 +1,66 @@
+"""Post-mortem stage: where a run stopped, what it finished, memory and throughput over time."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from loguru import logger
+from matplotlib.figure import Figure
+from pydantic import Field
+
+from quantnb.config import StageParams
+from quantnb.postmortem import PostmortemReport, analyse_run, find_latest_run, plot_memory, plot_throughput
+from quantnb.runlog import atomic_write_json, start_run
+
+__all__ = ["PostmortemParams", "PostmortemResult", "run_postmortem"]
+
+
+class PostmortemParams(StageParams):
+    """Parameters of the post-mortem stage."""
+
+    stage = "postmortem"
+    target_run_id: str | None = Field(None, description="Run to analyse; the latest run (of target_stage) if None.")
+    target_stage: str | None = Field(None, description="With target_run_id None: the latest run of this stage.")
+
+    def run_suffix(self) -> str:
+        """Return the analysed run's stage (or ``latest``)."""
+        return (self.target_run_id or self.target_stage or "latest").split("_")[0]
+
+
+@dataclasses.dataclass
+class PostmortemResult:
+    """A post-mortem: the report and its figures (memory, throughput) saved under debug_plots/<run_id>/."""
+
+    report: PostmortemReport
+    figures: list[Figure]
+
+    def summary(self) -> list[Figure]:
+        """Print the report; return the figures (shown inline in a notebook)."""
+        print(self.report.summary())
+        return self.figures
+
+
+def run_postmortem(params: PostmortemParams) -> PostmortemResult:
+    """Analyse a run's heartbeats, batches, checkpoint and log; save plots and a JSON report.
+
+    Raises
+    ------
+    ConfigError
+        If there is no run to analyse.
+    """
+    with start_run(params) as ctx:
+        target = params.target_run_id or find_latest_run(ctx.root, params.target_stage)
+        logger.info("Post-mortem of run {}", target)
+        report = analyse_run(ctx.root, target)
+        for line in report.summary().splitlines():
+            logger.info(line)
+        if report.memory_rising:
+            logger.warning("Memory rose at every one of {} batches: possible leak", len(report.batches))
+        plots = ctx.root / "debug_plots" / target
+        figures = [plot_memory(report, plots / "memory.png"), plot_throughput(report, plots / "throughput.png")]
+        atomic_write_json(ctx.run_dir / "postmortem.json", report.to_dict())
+        ctx.add_output("plots", plots)
+        ctx.add_output("report", ctx.run_dir / "postmortem.json")
+        ctx.set_result(target_run_id=target, target_status=report.status, items_done=report.items_done,
+                       items_failed=report.items_failed, errors=report.log_counts.get("ERROR", 0))
+    return PostmortemResult(report, figures)

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "data" / "samples"
+PYTHON = sys.executable
+QUANTNB = str(Path(sys.executable).with_name("quantnb"))
+
+
+def make_project(root: Path) -> Path:
+    """A throwaway project directory: the repo's notebooks and configs, the samples linked in."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pyproject.toml").write_text("[project]\nname = 'quantnb-test-project'\n")
+    shutil.copytree(REPO / "notebooks", root / "notebooks")
+    if (REPO / "configs").exists():
+        shutil.copytree(REPO / "configs", root / "configs")
+    (root / "data").mkdir()
+    os.symlink(SAMPLES, root / "data" / "samples")
+    return root
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return make_project(tmp_path / "proj")
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([QUANTNB, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
