@@ -18,6 +18,7 @@ from quantnb._paths import project_root
 from quantnb.config import StageParams
 from quantnb.errors import ConfigError, RunInterrupted
 from quantnb.runlog._capture import configure_sinks, configure_worker
+from quantnb.runlog._atomic import read_json_tolerant
 from quantnb.runlog._checkpoint import Checkpoint
 from quantnb.runlog._heartbeat import (
     BATCH_COLUMNS,
@@ -119,8 +120,14 @@ class RunContext:
         self.heartbeat_tsv = TsvLog(self.stage_log_dir / f"heartbeat_{day}.log", HEARTBEAT_COLUMNS)
         self.batch_tsv = TsvLog(self.stage_log_dir / f"batches_{day}.log", BATCH_COLUMNS)
         proc = psutil.Process()
+        hb_path = self.root / "logs" / "heartbeats" / f"{self.run_name}_heartbeat.json"
+        if self.resumed:  # totals are known from the earlier attempt until set_total says otherwise
+            previous = read_json_tolerant(hb_path) or {}
+            self.total_items = previous.get("total_items")
+            self.total_batches = previous.get("total_batches")
+            self.events = int(previous.get("events") or 0)
         self.heartbeat = HeartbeatJson(
-            self.root / "logs" / "heartbeats" / f"{self.run_name}_heartbeat.json",
+            hb_path,
             {"run_id": self.run_id, "stage": self.stage, "pid": os.getpid(),
              "pid_create_time": proc.create_time(), "started_at": iso(self.started_at)},
         )

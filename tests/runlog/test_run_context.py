@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import zipfile
+
+import pytest
+from loguru import logger
+
+from quantnb.config import StageParams
+from quantnb.errors import ConfigError
+from quantnb.runlog import AsyncWorkflowSession, WorkflowSession, log_workflow, read_heartbeat, start_run
+from quantnb.runlog import _capture
+
+
+class DemoParams(StageParams):
+    stage = "demo"
+    alpha: float = 0.5
+    n_workers: int = 1
+
+
+@pytest.fixture(autouse=True)
+def _restore_sinks():
+    yield
+    if _capture._state is not None:
+        _capture._state.restore()
+        _capture._state = None
+
+
+def test_resume_skips_completed_items_and_continues_the_same_log(tmp_path):
+    p = DemoParams(project_dir=str(tmp_path), console_level=None)
+    with pytest.raises(KeyboardInterrupt):
+        with start_run(p) as ctx:
+            ctx.set_total(3)
+            for item in ("a", "b"):
+                ctx.checkpoint.mark_completed(item)
+                ctx.item_done(item, events=10)
+            raise KeyboardInterrupt("simulated SIGINT")
+    first_id, log_path = ctx.run_id, ctx.log_path
+    rec = json.loads((tmp_path / "runs" / first_id / "run.json").read_text())
+    assert rec["status"] == "interrupted"
+    # a different execution-only field (n_workers) does not change the config, so resume finds it
+    p2 = DemoParams(project_dir=str(tmp_path), console_level=None, resume=True, n_workers=4)
+    with start_run(p2) as ctx2:
+        assert ctx2.run_id == first_id and ctx2.resumed
+        todo = [i for i in ("a", "b", "c") if not ctx2.checkpoint.is_completed(i)]
+        assert todo == ["c"]
+        ctx2.checkpoint.mark_completed("c")
+    assert ctx2.log_path == log_path
+    text = log_path.read_text()
+    assert "Starting run" in text and "Resuming run" in text  # one file, continued
+    ckpt = json.loads((tmp_path / "logs" / "checkpoints" / f"{first_id}_completed.json").read_text())
+    assert ckpt["completed"] == ["a", "b", "c"] and ckpt["status"] == "completed"
+    hb = read_heartbeat(tmp_path / "logs" / "heartbeats" / f"{first_id}_heartbeat.json")
+    assert hb["status"] == "completed" and hb["progress_pct"] == 100.0
+
+
+def test_resume_with_other_parameters_is_refused(tmp_path):
+    with start_run(DemoParams(project_dir=str(tmp_path), console_level=None)) as ctx:
+        pass
+    with pytest.raises(ConfigError, match="other parameters"):
+        start_run(DemoParams(project_dir=str(tmp_path), alpha=0.9, run_id=ctx.run_id))
+    with pytest.raises(ConfigError, match="no runs/nope/run.json"):
+        start_run(DemoParams(project_dir=str(tmp_path), run_id="nope"))
+
+
+def test_notebook_namespace_with_misspelt_parameter_is_refused():
+    namespace = {"alpha": 0.1, "alpah": 0.2, "json": json, "DemoParams": DemoParams, "_": None, "In": []}
+    with pytest.raises(ConfigError, match="unknown parameter 'alpah'; did you mean 'alpha'"):
+        DemoParams.from_namespace(namespace)
+    ok = DemoParams.from_namespace({"alpha": 0.1, "json": json, "Out": {}})
+    assert ok.alpha == 0.1
+    with pytest.raises(ConfigError, match="alpha='x'"):
+        DemoParams.parse({"alpha": "x"})
+
+
+def test_failed_run_records_error_and_reraises(tmp_path):
+    with pytest.raises(ZeroDivisionError):
+        with start_run(DemoParams(project_dir=str(tmp_path), console_level=None)) as ctx:
+            1 / 0  # noqa: B018
+    rec = json.loads((ctx.run_dir / "run.json").read_text())
+    assert rec["status"] == "failed" and "ZeroDivisionError" in rec["error"]
+    assert "Traceback" in ctx.log_path.read_text()
+
+
+def test_workflow_sessions_log_start_end_and_errors(tmp_path):
+    ctx = start_run(DemoParams(project_dir=str(tmp_path), console_level=None))
+
+    @log_workflow("decorated")
+    def work(x):
+        return x * 2
+
+    @log_workflow()
+    async def awork():
+        raise ValueError("async failure")
+
+    assert work(2) == 4
+    with pytest.raises(ValueError):
+        asyncio.run(awork())
+    with pytest.raises(KeyError):
+        with WorkflowSession("sync block"):
+            raise KeyError("k")
+
+    async def block():
+        async with AsyncWorkflowSession("async block") as s:
+            await asyncio.sleep(0)
+        return s.elapsed_s
+
+    assert asyncio.run(block()) >= 0
+    ctx.finish()
+    text = ctx.log_path.read_text()
+    for needle in ("Workflow 'decorated' started", "Workflow 'decorated' finished",
+                   "failed after", "ValueError: async failure", "Workflow 'sync block' failed",
+                   "Workflow 'async block' finished"):
+        assert needle in text, needle
+
+
+def test_session_log_rotates_into_zip_files(tmp_path):
+    ctx = start_run(DemoParams(project_dir=str(tmp_path), console_level=None, rotation_mb=0.01))
+    for i in range(400):
+        logger.info("filler line {} {}", i, "x" * 60)
+    ctx.finish()
+    zips = list(ctx.log_path.parent.glob("*.zip"))
+    assert zips, "no rotated archive"
+    with zipfile.ZipFile(zips[0]) as zf:
+        assert "filler line" in zf.read(zf.namelist()[0]).decode()
+
+
+def test_heartbeat_json_is_throttled_to_once_per_second(tmp_path):
+    ctx = start_run(DemoParams(project_dir=str(tmp_path), console_level=None))
+    writes = 0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 1.5:
+        before = ctx.heartbeat._last_write
+        ctx.item_done("x", events=1)
+        writes += ctx.heartbeat._last_write != before
+    ctx.finish()
+    assert 1 <= writes <= 2
