@@ -84,10 +84,28 @@ class StageParams(BaseModel):
             Naming every unknown parameter (with the closest known name) and every
             ill-typed or out-of-range value.
         """
+        from quantnb.runlog._secrets import SecretMasker  # runlog imports this module
+
         try:
-            return cls.model_validate(values)
+            params = cls.model_validate(values)
         except ValidationError as exc:
-            raise ConfigError(cls._explain(exc, source)) from None
+            raise ConfigError(SecretMasker()(cls._explain(exc, source))) from None
+        params._refuse_secrets(source)
+        return params
+
+    def _refuse_secrets(self, source: str) -> None:
+        from quantnb.runlog._secrets import SecretMasker
+
+        masker = SecretMasker()
+        if not masker:
+            return
+        for name, value in self.model_dump(mode="json").items():
+            if masker(json.dumps(value)) != json.dumps(value):
+                raise ConfigError(
+                    f"{type(self).__name__} ({source}): parameter '{name}' carries the value of a secret "
+                    "environment variable; exchange keys are read from the environment only, never passed "
+                    "as parameters"
+                )
 
     @classmethod
     def _explain(cls, exc: ValidationError, source: str) -> str:
