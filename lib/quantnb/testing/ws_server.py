@@ -1,0 +1,205 @@
+"""A loopback websocket server streaming Binance USD-M kline messages from a list of bars.
+
+Each candle is streamed as ``updates_per_bar`` in-progress messages (``"x": false``) then
+exactly one closed message (``"x": true``), in the shape of Binance's USD-M
+"Kline/Candlestick Streams" (``<symbol>@kline_<interval>``). The stream position survives
+reconnections, and :meth:`KlineStreamServer.drop_after` cuts the TCP connection (no close
+frame) at a chosen candle, optionally skipping candles while the client is away, so a
+client must fill them from REST.
+
+References
+----------
+Binance USD-M Futures websocket market streams, "Kline/Candlestick Streams".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import threading
+from collections.abc import Callable, Sequence
+
+from websockets.asyncio.server import ServerConnection, serve
+
+__all__ = ["KlineStreamServer", "kline_message"]
+
+Bar = Sequence[float]  # (open_time_ms, open, high, low, close, volume)
+
+
+def kline_message(bar: Bar, *, symbol: str, interval: str, interval_ms: int, closed: bool,
+                  fraction: float = 1.0) -> str:
+    """Return one Binance kline stream message as JSON text.
+
+    Parameters
+    ----------
+    bar : (open_time_ms, open, high, low, close, volume)
+        The candle; for an in-progress message only ``fraction`` of it is shown.
+    symbol, interval : str
+        Exchange id (``BTCUSDT``) and Binance interval (``1m``).
+    interval_ms : int
+        Candle length, milliseconds.
+    closed : bool
+        The ``x`` field: True only on the final message of the candle.
+    fraction : float
+        Part of the candle elapsed, in (0, 1]; the close is interpolated from the open.
+
+    Returns
+    -------
+    str
+        ``{"e":"kline","E":..,"s":..,"k":{"t","T","s","i","f","L","o","c","h","l","v","n","x","q","V","Q","B"}}``.
+    """
+    t, o, h, lo, c, v = (float(x) for x in bar)
+    t = int(t)
+    close = c if closed else o + (c - o) * fraction
+    high, low = (h, lo) if closed else (max(o, close), min(o, close))
+    vol = v if closed else v * fraction
+    event_ms = t + interval_ms - 1 if closed else t + int(interval_ms * fraction) - 1
+    k = {"t": t, "T": t + interval_ms - 1, "s": symbol, "i": interval, "f": 100, "L": 200,
+         "o": f"{o:.2f}", "c": f"{close:.2f}", "h": f"{high:.2f}", "l": f"{low:.2f}", "v": f"{vol:.3f}",
+         "n": 100, "x": closed, "q": f"{vol * close:.4f}", "V": f"{vol / 2:.3f}", "Q": f"{vol * close / 2:.4f}",
+         "B": "0"}
+    return json.dumps({"e": "kline", "E": event_ms, "s": symbol, "k": k}, separators=(",", ":"))
+
+
+@dataclasses.dataclass
+class _Drop:
+    bar_index: int
+    skip_bars: int
+    mid_candle: bool
+
+
+class KlineStreamServer:
+    """Stream kline messages for ``bars`` to any client connecting to ``ws://127.0.0.1:<port>/ws/...``.
+
+    Parameters
+    ----------
+    bars : sequence of (open_time_ms, open, high, low, close, volume)
+        Candles in ascending open time.
+    symbol, interval : str
+        Exchange id and Binance interval written in the messages.
+    interval_ms : int
+        Candle length, milliseconds.
+    updates_per_bar : int
+        In-progress (``"x": false``) messages before each closed one.
+    message_delay_s : float
+        Pause between messages, seconds (0 = as fast as the socket takes them).
+    on_closed : callable, optional
+        Called with a candle's open time (ms) when it closes on the server clock, also for
+        candles skipped during an outage (before they are skipped); a test uses it to advance
+        the REST server's clock.
+
+    Attributes
+    ----------
+    connections : int
+        Connections accepted so far.
+    cursor : int
+        Index of the next candle to stream.
+    """
+
+    def __init__(self, bars: Sequence[Bar], *, symbol: str = "BTCUSDT", interval: str = "1m",
+                 interval_ms: int = 60_000, updates_per_bar: int = 2, message_delay_s: float = 0.0,
+                 on_closed: Callable[[int], None] | None = None):
+        self.bars = list(bars)
+        self.symbol, self.interval, self.interval_ms = symbol, interval, interval_ms
+        self.updates_per_bar = updates_per_bar
+        self.message_delay_s = message_delay_s
+        self.on_closed = on_closed
+        self.connections = 0
+        self.cursor = 0
+        self.path = f"/ws/{symbol.lower()}@kline_{interval}"
+        self._drops: list[_Drop] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._port = 0
+
+    def drop_after(self, bar_index: int, *, skip_bars: int = 0, mid_candle: bool = False) -> None:
+        """Cut the connection at candle ``bar_index``; resume later at ``bar_index + 1 + skip_bars``.
+
+        Parameters
+        ----------
+        bar_index : int
+            Candle at which the connection dies.
+        skip_bars : int
+            Candles after it that close while the client is away (never streamed).
+        mid_candle : bool
+            Die after the first in-progress message of the candle, so its closed message is
+            never streamed either; otherwise die right after its closed message.
+        """
+        self._drops.append(_Drop(bar_index, skip_bars, mid_candle))
+
+    @property
+    def url(self) -> str:
+        """``ws://127.0.0.1:<port>/ws/<symbol>@kline_<interval>``, the stream's address."""
+        return f"ws://127.0.0.1:{self._port}{self.path}"
+
+    def start(self) -> KlineStreamServer:
+        """Start the event loop thread and listen on an ephemeral port; return self."""
+        self._thread = threading.Thread(target=self._run, name="kline-ws-loopback", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("websocket server did not start within 10 s")
+        return self
+
+    def stop(self) -> None:
+        """Close every connection and stop the server thread."""
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def __enter__(self) -> KlineStreamServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        async with serve(self._serve, "127.0.0.1", 0) as server:
+            self._port = next(iter(server.sockets)).getsockname()[1]
+            self._ready.set()
+            await self._stop.wait()
+
+    async def _serve(self, ws: ServerConnection) -> None:
+        if ws.request is None or ws.request.path.lower() != self.path:
+            await ws.close(1008, "unknown stream")
+            return
+        self.connections += 1
+        while self.cursor < len(self.bars):
+            i = self.cursor
+            drop = next((d for d in self._drops if d.bar_index == i), None)
+            for u in range(self.updates_per_bar):
+                await self._send(ws, self.bars[i], False, (u + 1) / (self.updates_per_bar + 1))
+                if drop is not None and drop.mid_candle:
+                    break
+            if drop is None or not drop.mid_candle:
+                self._closed(i)
+                await self._send(ws, self.bars[i], True, 1.0)
+            self.cursor = i + 1
+            if drop is not None:
+                self._drops.remove(drop)
+                if drop.mid_candle:
+                    self._closed(i)
+                for j in range(i + 1, min(i + 1 + drop.skip_bars, len(self.bars))):
+                    self._closed(j)
+                self.cursor = i + 1 + drop.skip_bars
+                ws.transport.abort()  # no close frame: the client sees a dropped connection
+                return
+        await ws.wait_closed()
+
+    def _closed(self, i: int) -> None:
+        if self.on_closed is not None:
+            self.on_closed(int(self.bars[i][0]))
+
+    async def _send(self, ws: ServerConnection, bar: Bar, closed: bool, fraction: float) -> None:
+        await ws.send(kline_message(bar, symbol=self.symbol, interval=self.interval,
+                                    interval_ms=self.interval_ms, closed=closed, fraction=fraction))
+        if self.message_delay_s:
+            await asyncio.sleep(self.message_delay_s)
