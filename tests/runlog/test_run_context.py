@@ -10,8 +10,7 @@ from loguru import logger
 
 from quantnb.config import StageParams
 from quantnb.errors import ConfigError
-from quantnb.runlog import AsyncWorkflowSession, WorkflowSession, log_workflow, read_heartbeat, start_run
-from quantnb.runlog import _capture
+from quantnb.runlog import AsyncWorkflowSession, WorkflowSession, _capture, log_workflow, read_heartbeat, start_run
 
 
 class DemoParams(StageParams):
