@@ -17,8 +17,8 @@ from loguru import logger
 from quantnb._paths import project_root
 from quantnb.config import StageParams
 from quantnb.errors import ConfigError, RunInterrupted
-from quantnb.runlog._capture import configure_sinks, configure_worker
 from quantnb.runlog._atomic import read_json_tolerant
+from quantnb.runlog._capture import LOG_FORMAT, configure_sinks, configure_worker
 from quantnb.runlog._checkpoint import Checkpoint
 from quantnb.runlog._heartbeat import (
     BATCH_COLUMNS,
@@ -229,7 +229,8 @@ class RunContext:
         self.heartbeat.update(
             force=force, status=self.status, last_timestamp=iso(utc_now()),
             total_items=self.total_items, total_batches=self.total_batches,
-            completed_items=len(self.checkpoint.completed), failed_items=len(self.checkpoint.failed), progress_pct=self.progress_pct(),
+            completed_items=len(self.checkpoint.completed), failed_items=len(self.checkpoint.failed),
+            progress_pct=self.progress_pct(),
             events=self.events, memory_gb=round(memory_gb(), 3), eta_s=self._eta_s(), **fields,
         )
 
@@ -242,6 +243,17 @@ class RunContext:
     def set_result(self, **values: Any) -> None:
         """Record summary values of the run (JSON-serialisable) in run.json."""
         self.results.update(values)
+
+    def add_cumulative_log(self, path: str | Path, level: str = "INFO") -> Path:
+        """Also append this run's records to ``path``, a log shared by every run of the stage.
+
+        The sink lives until the next :func:`start_run` in this process.
+        """
+        dest = Path(path) if Path(path).is_absolute() else self.root / path
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        logger.add(str(dest), level=level, format=LOG_FORMAT, mode="a", buffering=1, encoding="utf-8",
+                   filter=lambda r: "stream" not in r["extra"], diagnose=False)
+        return dest
 
     def worker_initargs(self) -> tuple[str, dict[str, str]]:
         """Arguments for :func:`quantnb.runlog.worker_initializer` in a ProcessPoolExecutor."""

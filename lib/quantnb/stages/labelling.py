@@ -1,0 +1,156 @@
+"""Labelling stage: SELL / NEUTRAL / BUY from forward returns over a lookahead, per ETL Parquet file.
+
+Each input file is one item, labelled in a worker with the first ``lookahead_min`` bars of the
+next file appended as future context, so rows near midnight get complete windows when the data
+is contiguous; rows whose window is incomplete (end of data, or a gap) are excluded, never
+labelled from a partial future. Output goes to ``<output_root>/<suffix>/`` (e.g.
+``data/labelled/SELL_0004_BUY_0008_1h/``) so configurations never overwrite each other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from loguru import logger
+from pydantic import Field, PositiveInt
+
+from quantnb.config import StageParams
+from quantnb.errors import ConfigError, DataError
+from quantnb.research import format_distribution, label_bars, label_distribution, label_suffix
+from quantnb.runlog import RunContext, atomic_path, atomic_write_json, start_run, worker_initializer
+
+__all__ = ["LabellingParams", "LabellingResult", "run_labelling"]
+
+
+class LabellingParams(StageParams):
+    """Parameters of the labelling stage."""
+
+    stage = "labelling"
+    input_glob: str = Field("data/processed/BTC-PERP/*.parquet", description="ETL Parquet files to label.")
+    output_root: str = Field("data/labelled", description="Labelled files go to <output_root>/<suffix>/.")
+    lookahead_min: PositiveInt = Field(60, description="Forward-return horizon, minutes.")
+    threshold_short_frac: float = Field(-0.004, lt=0, gt=-1, description="SELL if forward return <= this.")
+    threshold_long_frac: float = Field(0.008, gt=0, lt=1, description="BUY if forward return >= this.")
+    price_col: str = Field("close", description="Price column; 'micro_price_close' where the ETL has books.")
+    n_workers: PositiveInt = Field(2, description="Worker processes; 1 runs in-process.")
+
+    def run_suffix(self) -> str:
+        """Return the label suffix, e.g. ``SELL_0004_BUY_0008_1h``."""
+        return label_suffix(self.lookahead_min, self.threshold_short_frac, self.threshold_long_frac)
+
+
+@dataclasses.dataclass
+class LabellingResult:
+    """What a labelling run produced: the output directory and the label distribution per file."""
+
+    run_id: str
+    status: str
+    output_dir: Path
+    distribution: pl.DataFrame
+    quarantined: dict[str, str]
+
+    def summary(self) -> pl.DataFrame:
+        """Print the total distribution; return the per-file table."""
+        print(f"Labelling run {self.run_id}: {self.status} -> {self.output_dir}")
+        for path, reason in self.quarantined.items():
+            print(f"  QUARANTINED {path}: {reason}")
+        return self.distribution
+
+
+def _label_one(path: str, next_path: str | None, dest: str, p: dict[str, Any]) -> dict[str, Any]:
+    """Worker: label one file (with the next file's head as future context); write it atomically."""
+    frame = pl.read_parquet(path)
+    if p["price_col"] not in frame.columns:
+        raise DataError(f"{path}: no column {p['price_col']!r} (columns: {', '.join(frame.columns)}); "
+                        "set price_col to one of them", path=path)
+    n_own = frame.height
+    if next_path is not None:
+        head = pl.read_parquet(next_path, n_rows=p["lookahead_min"] + 1).select(frame.columns)
+        frame = pl.concat([frame, head], how="vertical_relaxed")
+    labelled = label_bars(frame, p["lookahead_min"], p["threshold_short_frac"], p["threshold_long_frac"],
+                          price_col=p["price_col"])
+    own_end = frame["ts"][n_own - 1]
+    labelled = labelled.filter(pl.col("ts") <= own_end)
+    with atomic_path(dest) as tmp:
+        labelled.write_parquet(tmp, compression="zstd")
+    return {"rows_in": n_own, "rows_labelled": labelled.height, **label_distribution(labelled)}
+
+
+def _jobs(params: LabellingParams, root: Path, out_dir: Path) -> list[tuple[str, str, str | None, Path]]:
+    files = sorted(root.glob(params.input_glob))
+    if not files:
+        raise ConfigError(f"input_glob={params.input_glob!r}: no file under {root}; run the etl stage first")
+    return [(str(f.relative_to(root)), str(f), str(files[i + 1]) if i + 1 < len(files) else None,
+             out_dir / f.name) for i, f in enumerate(files)]
+
+
+def _record(ctx: RunContext, item: str, dest: Path, n: int, summary: dict[str, Any]) -> None:
+    ctx.batch_saved(n, 1, summary["rows_labelled"], dest)
+    ctx.checkpoint.mark_completed(item)
+    ctx.item_done(item, events=summary["rows_labelled"], batch_num=n)
+    excluded = summary["rows_in"] - summary["rows_labelled"]
+    logger.info("{} -> {} ({} rows, {} excluded without a complete future window)",
+                Path(item).name, format_distribution(summary), summary["rows_labelled"], excluded)
+
+
+def run_labelling(params: LabellingParams) -> LabellingResult:
+    """Label every ETL Parquet file; write ``<output_root>/<suffix>/`` and its ``labelling_config.json``.
+
+    Raises
+    ------
+    ConfigError
+        If no input file matches.
+    """
+    with start_run(params) as ctx:
+        ctx.add_cumulative_log(ctx.stage_log_dir / "labelling_processing.log")
+        out_dir = ctx.root / params.output_root / params.run_suffix()
+        logger.info("Labelling config: lookahead {} min, SELL <= {:+.4%}, BUY >= {:+.4%}, price {} -> {}",
+                    params.lookahead_min, params.threshold_short_frac, params.threshold_long_frac,
+                    params.price_col, out_dir)
+        jobs = _jobs(params, ctx.root, out_dir)
+        ctx.set_total(len(jobs), total_batches=len(jobs))
+        todo = [j for j in jobs if not ctx.checkpoint.is_completed(j[0])]
+        if len(todo) < len(jobs):
+            logger.info("Resume: skipping {} labelled file(s)", len(jobs) - len(todo))
+        p = params.model_dump()
+        mp = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(params.n_workers, mp_context=mp, initializer=worker_initializer,
+                                   initargs=ctx.worker_initargs()) if params.n_workers > 1 and len(todo) > 1 else None
+        try:
+            futures = [(j, pool.submit(_label_one, j[1], j[2], str(j[3]), p) if pool else None) for j in todo]
+            for n, (job, fut) in enumerate(futures):
+                item = job[0]
+                try:
+                    summary = fut.result() if fut else _label_one(job[1], job[2], str(job[3]), p)
+                except DataError as exc:
+                    logger.error("{} quarantined: {}", item, exc)
+                    ctx.checkpoint.mark_failed(item, str(exc))
+                    continue
+                _record(ctx, item, job[3], n, summary)
+        finally:
+            if pool:
+                pool.shutdown(cancel_futures=True)
+        table = _distribution_table(out_dir)
+        totals = {k: float(table[k].sum()) for k in ("SELL", "NEUTRAL", "BUY")} if table.height else {}
+        n_rows = sum(totals.values()) or 1
+        logger.info("Total -> {}", format_distribution({k: v / n_rows for k, v in totals.items()}))
+        atomic_write_json(out_dir / "labelling_config.json", {
+            **params.model_dump(mode="json", exclude=set(params.execution_fields)), "suffix": params.run_suffix(),
+            "run_id": ctx.run_id, "label_counts": totals})
+        ctx.add_output("labelled_dir", out_dir)
+        ctx.set_result(rows=int(n_rows), **{f"frac_{k.lower()}": v / n_rows for k, v in totals.items()})
+    return LabellingResult(ctx.run_id, ctx.status, out_dir, table, dict(ctx.checkpoint.failed))
+
+
+def _distribution_table(out_dir: Path) -> pl.DataFrame:
+    rows = []
+    for f in sorted(out_dir.glob("*.parquet")):
+        counts = pl.read_parquet(f, columns=["label"])["label"].value_counts()
+        by = dict(zip(counts["label"].to_list(), counts["count"].to_list(), strict=True))
+        rows.append({"file": f.name, "SELL": by.get(0, 0), "NEUTRAL": by.get(1, 0), "BUY": by.get(2, 0)})
+    return pl.DataFrame(rows, schema={"file": pl.String, "SELL": pl.Int64, "NEUTRAL": pl.Int64, "BUY": pl.Int64})
