@@ -1,0 +1,214 @@
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+from decimal import Decimal
+
+import polars as pl
+from loguru import logger
+
+from quantnb.errors import ConfigError
+from quantnb.research._bars import _MINUTE_US, check_bars
+
+SELL, NEUTRAL, BUY = 0, 1, 2
+LABEL_NAMES: tuple[str, str, str] = ("SELL", "NEUTRAL", "BUY")
+_SHORT_NAMES = {"SELL": "SELL", "NEUTRAL": "NEU", "BUY": "BUY"}
+# Absolute tolerance on the threshold comparisons: a move that is exactly at a threshold in
+# decimal (100 -> 100.8 for +0.8 %) must count as reaching it despite binary rounding.
+THRESHOLD_TOL = 1e-12
+
+
+def _check_params(lookahead_min: object, threshold_short_frac: object, threshold_long_frac: object) -> None:
+    if isinstance(lookahead_min, bool) or not isinstance(lookahead_min, numbers.Integral) or lookahead_min < 1:
+        raise ConfigError(f"lookahead_min: got {lookahead_min!r}; give a whole number of minutes >= 1, e.g. 60")
+    for name, value, sign in (("threshold_short_frac", threshold_short_frac, -1),
+                              ("threshold_long_frac", threshold_long_frac, 1)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+            raise ConfigError(f"{name}: got {value!r}; give a finite fraction, e.g. {sign * 0.004}")
+        if sign * float(value) <= 0 or abs(float(value)) >= 1:
+            side = "negative (a fall, e.g. -0.004 for -0.4 %)" if sign < 0 else "positive (a rise, e.g. 0.008)"
+            raise ConfigError(f"{name}: got {value!r}; it must be {side} and of magnitude below 1")
+
+
+def label_bars(
+    df: pl.DataFrame,
+    lookahead_min: int,
+    threshold_short_frac: float,
+    threshold_long_frac: float,
+    price_col: str = "close",
+) -> pl.DataFrame:
+    """Label each bar SELL, NEUTRAL or BUY from its forward return over ``lookahead_min`` minutes.
+
+    The forward return of the bar at minute ``t`` is ``p[t + lookahead] / p[t] - 1`` with ``p`` the
+    ``price_col`` column. The label is BUY (2) if it is at least ``threshold_long_frac``, SELL (0) if
+    it is at most ``threshold_short_frac``, else NEUTRAL (1); both comparisons include the
+    threshold (within an absolute tolerance of ``THRESHOLD_TOL`` = 1e-12 for binary rounding).
+
+    A bar without a complete future window is dropped, never labelled from a partial future:
+    the bar ``lookahead_min`` rows later must be exactly ``lookahead_min`` minutes later (so no
+    minute inside the window is missing), no bar in ``(t, t + lookahead]`` may carry
+    ``gap_before == True``, and both prices must be finite and positive. The last
+    ``lookahead_min`` bars of the data and of every contiguous segment before a gap are therefore
+    excluded.
+
+    Parameters
+    ----------
+    df : polars.DataFrame
+        1-minute bars: ``ts`` (Datetime, minute start, strictly increasing) and ``price_col``;
+        optionally ``gap_before`` (Boolean). Other columns are carried through.
+    lookahead_min : int
+        Forward window, minutes, >= 1.
+    threshold_short_frac : float
+        SELL threshold as a fraction, < 0 (-0.004 is -0.4 %).
+    threshold_long_frac : float
+        BUY threshold as a fraction, > 0.
+    price_col : str
+        Price column, e.g. ``close`` or ``micro_price_close``.
+
+    Returns
+    -------
+    polars.DataFrame
+        The labelled bars, in input order: the input columns plus ``fwd_return`` (Float64,
+        fraction) and ``label`` (Int8: 0 SELL, 1 NEUTRAL, 2 BUY). Empty input gives an empty frame
+        with those columns.
+
+    Raises
+    ------
+    ConfigError
+        If a parameter is out of range (the message names the field) or ``price_col`` is absent.
+    DataError
+        If ``ts`` is missing, not a Datetime, off the minute grid, null, unsorted or duplicated.
+    """
+    _check_params(lookahead_min, threshold_short_frac, threshold_long_frac)
+    if price_col not in df.columns:
+        raise ConfigError(f"price_col: column {price_col!r} is not in the bars (columns: {df.columns})")
+    check_bars(df)
+    n_ahead = int(lookahead_min)
+    price = pl.col(price_col).cast(pl.Float64)
+    epoch = pl.col("ts").dt.epoch("us")
+    complete = (epoch.shift(-n_ahead) - epoch) == n_ahead * _MINUTE_US
+    if "gap_before" in df.columns:
+        flags = pl.col("gap_before").fill_null(False).cast(pl.UInt32).cum_sum()
+        complete = complete & (flags.shift(-n_ahead) == flags)
+    fwd = (price.shift(-n_ahead) / price - 1.0).alias("fwd_return")
+    label = (
+        pl.when(pl.col("fwd_return") >= float(threshold_long_frac) - THRESHOLD_TOL).then(pl.lit(BUY, pl.Int8))
+        .when(pl.col("fwd_return") <= float(threshold_short_frac) + THRESHOLD_TOL).then(pl.lit(SELL, pl.Int8))
+        .otherwise(pl.lit(NEUTRAL, pl.Int8))
+        .alias("label")
+    )
+    valid = complete.fill_null(False) & (price > 0) & (price.shift(-n_ahead) > 0) & pl.col("fwd_return").is_finite()
+    out = df.lazy().with_columns(fwd).filter(valid).with_columns(label).collect()
+    logger.debug("labelling: {} bars -> {} labelled, {} without a complete {}-minute future window dropped",
+                 df.height, out.height, df.height - out.height, n_ahead)
+    return out
+
+
+def _frac_digits(frac: float) -> str:
+    permille = (Decimal(repr(abs(float(frac)))) * 1000).normalize()
+    whole, _, decimals = f"{permille:f}".partition(".")
+    return f"{int(whole):04d}" + (f"p{decimals}" if decimals else "")
+
+
+def _lookahead_text(lookahead_min: int) -> str:
+    if lookahead_min % 1440 == 0:
+        return f"{lookahead_min // 1440}d"
+    if lookahead_min % 60 == 0:
+        return f"{lookahead_min // 60}h"
+    return f"{lookahead_min}m"
+
+
+def label_suffix(lookahead_min: int, threshold_short_frac: float, threshold_long_frac: float) -> str:
+    """Return the readable, collision-free name of a labelling configuration.
+
+    Each threshold is written as its magnitude in per mille (units of 0.1 %), the integer part
+    zero-padded to 4 digits; a finer threshold appends its remaining decimals after ``p``, so
+    distinct thresholds always give distinct suffixes: 0.004 -> ``0004``, 0.0125 -> ``0012p5``,
+    0.1 -> ``0100``. The lookahead is written in the largest whole unit: ``1d``, ``4h``, ``90m``.
+
+    Parameters
+    ----------
+    lookahead_min : int
+        Forward window, minutes, >= 1.
+    threshold_short_frac, threshold_long_frac : float
+        SELL (< 0) and BUY (> 0) thresholds as fractions.
+
+    Returns
+    -------
+    str
+        E.g. ``SELL_0004_BUY_0008_1h`` for (60, -0.004, 0.008).
+
+    Raises
+    ------
+    ConfigError
+        If a parameter is out of range (the message names the field).
+    """
+    _check_params(lookahead_min, threshold_short_frac, threshold_long_frac)
+    return (f"SELL_{_frac_digits(threshold_short_frac)}_BUY_{_frac_digits(threshold_long_frac)}_"
+            f"{_lookahead_text(int(lookahead_min))}")
+
+
+def label_counts(df: pl.DataFrame) -> dict[str, int]:
+    """Count the labels of a labelled frame.
+
+    Parameters
+    ----------
+    df : polars.DataFrame
+        Output of :func:`label_bars` (column ``label``, Int8 0/1/2).
+
+    Returns
+    -------
+    dict of str to int
+        ``{"SELL": n, "NEUTRAL": n, "BUY": n}``.
+
+    Raises
+    ------
+    ConfigError
+        If ``df`` has no ``label`` column.
+    """
+    if "label" not in df.columns:
+        raise ConfigError(f"df: no 'label' column (columns: {df.columns}); label the bars with label_bars first")
+    counts = df.get_column("label").value_counts()
+    found = dict(zip(counts["label"].to_list(), counts["count"].to_list(), strict=True))
+    return {name: int(found.get(code, 0)) for code, name in enumerate(LABEL_NAMES)}
+
+
+def label_distribution(data: pl.DataFrame | Mapping[str, int]) -> dict[str, float]:
+    """Return the fraction of SELL, NEUTRAL and BUY labels.
+
+    Parameters
+    ----------
+    data : polars.DataFrame or mapping of str to int
+        A labelled frame, or counts as returned by :func:`label_counts` (sum them to get the
+        distribution over several files).
+
+    Returns
+    -------
+    dict of str to float
+        ``{"SELL": f, "NEUTRAL": f, "BUY": f}``, fractions summing to 1; all 0.0 for no rows.
+
+    Raises
+    ------
+    ConfigError
+        If a frame has no ``label`` column.
+    """
+    counts = label_counts(data) if isinstance(data, pl.DataFrame) else {k: int(data.get(k, 0)) for k in LABEL_NAMES}
+    total = sum(counts.values())
+    return {k: (counts[k] / total if total else 0.0) for k in LABEL_NAMES}
+
+
+def format_distribution(distribution: Mapping[str, float]) -> str:
+    """Format a label distribution as ``SELL: 12.3% | NEU: 74.1% | BUY: 13.6%``.
+
+    Parameters
+    ----------
+    distribution : mapping of str to float
+        Fractions keyed ``SELL``, ``NEUTRAL``, ``BUY``, as from :func:`label_distribution`.
+
+    Returns
+    -------
+    str
+        One line, percentages with one decimal.
+    """
+    return " | ".join(f"{_SHORT_NAMES[k]}: {100.0 * float(distribution.get(k, 0.0)):.1f}%" for k in LABEL_NAMES)

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+from loguru import logger
+
+from quantnb.errors import ConfigError
+from quantnb.research._dataset import WindowDataset
+from quantnb.research._features import build_features, feature_columns
+from quantnb.research._labels import LABEL_NAMES, format_distribution, label_distribution
+from quantnb.research._scaler import FeatureScaler
+from quantnb.research._split import DataSplits, chronological_split
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """Everything training needs from labelled bars: the three window datasets and the scaler.
+
+    Attributes
+    ----------
+    train, val, test : WindowDataset
+        Window datasets of the chronological splits (no window crosses a split or a gap).
+    scaler : FeatureScaler
+        Fitted on the training split only; save it with the model.
+    features : list of str
+        Feature names, in model input order.
+    splits : DataSplits
+        The split frames (with feature columns) and the embargo.
+    seq_len : int
+        Window length, rows (minutes).
+    """
+
+    train: WindowDataset
+    val: WindowDataset
+    test: WindowDataset
+    scaler: FeatureScaler
+    features: list[str]
+    splits: DataSplits
+    seq_len: int
+
+    def summary(self) -> dict[str, Any]:
+        """Return per split: time span, rows, windows and label distribution (JSON/YAML-ready)."""
+        spans = self.splits.spans()
+        out: dict[str, Any] = {}
+        for name, ds in (("train", self.train), ("val", self.val), ("test", self.test)):
+            counts = dict(zip(LABEL_NAMES, (int(c) for c in ds.class_counts()), strict=True))
+            out[name] = {**spans[name], "windows": len(ds), "label_distribution": label_distribution(counts)}
+        return out
+
+
+def prepare_datasets(
+    labelled: pl.DataFrame,
+    *,
+    seq_len: int,
+    train_frac: float,
+    val_frac: float,
+    lookahead_min: int,
+    embargo_min: int | None = None,
+    features: Sequence[str] | None = None,
+) -> PreparedData:
+    """Build features, split chronologically with an embargo, fit the scaler on train, index windows.
+
+    Parameters
+    ----------
+    labelled : polars.DataFrame
+        Output of ``label_bars`` (one or several files concatenated), in time order: ``ts``,
+        OHLCV, optional book columns and ``gap_before``, ``label``.
+    seq_len : int
+        Window length, rows (minutes), >= 1.
+    train_frac, val_frac : float
+        Row fractions of train and validation; test gets the rest.
+    lookahead_min : int
+        The labelling lookahead, minutes (the minimum embargo).
+    embargo_min : int, optional
+        Embargo after each split, minutes; default ``lookahead_min``.
+    features : sequence of str, optional
+        Features to use; default every one the columns allow (see ``feature_columns``).
+
+    Returns
+    -------
+    PreparedData
+
+    Raises
+    ------
+    ConfigError
+        If a parameter is out of range, a column is missing, or a split has no window.
+    DataError
+        If ``ts`` is invalid or a split is empty.
+    """
+    if "label" not in labelled.columns:
+        raise ConfigError(f"labelled: no 'label' column (columns: {labelled.columns}); run label_bars first")
+    names = list(features) if features is not None else feature_columns(labelled.columns)
+    frame = build_features(labelled, names)
+    splits = chronological_split(frame, train_frac=train_frac, val_frac=val_frac,
+                                 lookahead_min=lookahead_min, embargo_min=embargo_min)
+    scaler = FeatureScaler.fit(splits.train, names)
+    sets = [WindowDataset.from_frame(part, scaler, seq_len) for part in (splits.train, splits.val, splits.test)]
+    for name, ds in zip(("train", "val", "test"), sets, strict=True):
+        if len(ds) == 0:
+            raise ConfigError(f"seq_len: {seq_len} leaves no window in the {name} split "
+                              f"({getattr(splits, name).height} rows); use a shorter seq_len or more data")
+        dist = label_distribution(dict(zip(LABEL_NAMES, ds.class_counts().tolist(), strict=True)))
+        logger.info("dataset/{}: {} windows of {} min x {} features | {}", name, len(ds), seq_len, len(names),
+                    format_distribution(dist))
+    return PreparedData(*sets, scaler=scaler, features=names, splits=splits, seq_len=int(seq_len))
