@@ -1,1 +1,75 @@
-"""quantnb.live."""
+"""Live trader: feeds, brokers, risk control, emergency protocol, audit trail and the trading loop.
+
+A session trades one symbol with an agent bundle, one decision per closed candle:
+
+- :class:`ReplayProvider` (processed Parquet bars, default) or :class:`CcxtKlineProvider`
+  (REST history + websocket klines, gap fills) give closed candles;
+- :class:`PaperBroker` (the research fill model) or :class:`CcxtBroker` (Binance USD-M)
+  execute; exchange errors become :class:`~quantnb.errors.TemporaryError`,
+  :class:`~quantnb.errors.RateLimitError` or :class:`~quantnb.errors.OperationalError`
+  at the broker, and :class:`RetryPolicy` retries the temporary ones;
+- :class:`RiskControl` tracks drawdown from peak equity and validates each order;
+- :class:`EmergencyProtocol` cancels, closes reduce-only, confirms flat and records
+  ``emergencias_<ts>.csv``; after a drawdown a ``HALTED_DRAWDOWN`` file blocks restarts;
+- :class:`Trader` runs the loop and writes ``registro_<ts>.csv``, one row per candle.
+"""
+
+from __future__ import annotations
+
+from quantnb.live._audit import EMERGENCIAS_COLUMNS, REGISTRO_COLUMNS, AuditRow, CsvAppender
+from quantnb.live._broker import Broker
+from quantnb.live._ccxt_broker import CcxtBroker
+from quantnb.live._ccxt_feed import CcxtKlineProvider
+from quantnb.live._emergency import (
+    HALT_MARKER,
+    EmergencyProtocol,
+    EmergencyReport,
+    check_not_halted,
+    halt_marker_path,
+)
+from quantnb.live._feed import DataProvider, ReplayProvider, read_bars
+from quantnb.live._paper import PaperBroker
+from quantnb.live._retry import RetryPolicy, retry_temporary
+from quantnb.live._risk import OrderPlan, RiskControl, RiskLimits
+from quantnb.live._stats import SessionStats, StepInfo
+from quantnb.live._trader import AgentLike, Trader, session_timestamp
+from quantnb.live._types import AccountState, Bar, Fill, MarketRules
+from quantnb.live._venue import ENV_KEYS, credentials_from_env, make_exchange, scrub, translate_ccxt_error
+
+__all__ = [
+    "Trader",
+    "AgentLike",
+    "SessionStats",
+    "StepInfo",
+    "session_timestamp",
+    "DataProvider",
+    "ReplayProvider",
+    "CcxtKlineProvider",
+    "read_bars",
+    "Broker",
+    "PaperBroker",
+    "CcxtBroker",
+    "RiskLimits",
+    "RiskControl",
+    "OrderPlan",
+    "RetryPolicy",
+    "retry_temporary",
+    "EmergencyProtocol",
+    "EmergencyReport",
+    "HALT_MARKER",
+    "check_not_halted",
+    "halt_marker_path",
+    "REGISTRO_COLUMNS",
+    "EMERGENCIAS_COLUMNS",
+    "AuditRow",
+    "CsvAppender",
+    "Bar",
+    "AccountState",
+    "Fill",
+    "MarketRules",
+    "ENV_KEYS",
+    "credentials_from_env",
+    "make_exchange",
+    "translate_ccxt_error",
+    "scrub",
+]

@@ -92,7 +92,8 @@ class BinanceLoopbackServer:
         """Start serving on an ephemeral port of ``127.0.0.1``; return self."""
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="binance-loopback", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="binance-loopback",
+                                        daemon=True)
         self._thread.start()
         return self
 
@@ -315,7 +316,8 @@ def configure_ccxt_for_loopback(exchange: Any, base_url: str) -> Any:
     """Point a ccxt ``binanceusdm`` exchange at a loopback server; nothing else is contacted.
 
     Every entry of ``exchange.urls['api']`` is rewritten to ``base_url`` plus its path
-    (``/fapi/v1``, ``/fapi/v2``, ``/fapi/v3``, ``/sapi/v1``, ...), markets are loaded from the
+    (``/fapi/v1``, ``/fapi/v2``, ``/fapi/v3``, ``/sapi/v1``, ...), ccxt's client-side rate
+    limiter is switched off (the server has no weight budget), markets are loaded from the
     linear (USD-M) exchange info only, the authenticated currencies call is disabled, and
     the USD-M error-code table ccxt applies to ``fapi.binance.com`` is applied to the
     loopback host too, so errors translate exactly as in production.
@@ -338,6 +340,7 @@ def configure_ccxt_for_loopback(exchange: Any, base_url: str) -> Any:
         if isinstance(url, str):
             api[name] = root + urlsplit(url).path
     exchange.urls["api"] = api
+    exchange.enableRateLimit = False  # the loopback server has no weight budget; faults are injected instead
     exchange.options["fetchMarkets"] = {"types": ["linear"]}
     exchange.options["fetchCurrencies"] = False
     linear = exchange.exceptions.get("linear", {})

@@ -1,0 +1,122 @@
+"""Append-only CSV audit files: ``registro_<ts>.csv`` (one row per closed bar), ``emergencias_<ts>.csv``."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, TextIO
+
+__all__ = ["REGISTRO_COLUMNS", "EMERGENCIAS_COLUMNS", "AuditRow", "CsvAppender"]
+
+REGISTRO_COLUMNS = (
+    "timestamp", "step", "bar_ts", "close", "action_raw", "target_frac", "side", "qty", "fill_price", "fee_usd",
+    "position", "balance_usd", "equity_usd", "peak_equity_usd", "drawdown_frac", "decision_latency_ms",
+)
+EMERGENCIAS_COLUMNS = (
+    "timestamp", "cause", "detail", "peak_equity_usd", "equity_usd", "drawdown_frac", "orders_cancelled",
+    "positions_closed", "confirmations", "flat_confirmed",
+)
+
+
+@dataclasses.dataclass(slots=True)
+class AuditRow:
+    """One ``registro`` row: the decision and its outcome for one closed bar.
+
+    Attributes
+    ----------
+    timestamp : str
+        Wall-clock UTC time the row was written, ISO 8601.
+    step : int
+        0-based bar index of the session.
+    bar_ts : str
+        The candle's open time, ISO 8601 UTC.
+    close : float
+        The candle's close, USDT.
+    action_raw : float
+        The policy's output, in [-1, 1].
+    target_frac : float
+        Target position over equity after interpretation and risk clipping.
+    side : str
+        ``buy``, ``sell`` or ``""`` (no order).
+    qty, fill_price, fee_usd : float
+        Filled base quantity, average price (USDT) and commission (USDT); 0, nan, 0 without order.
+    position : float
+        Signed position after the step, base units.
+    balance_usd, equity_usd, peak_equity_usd : float
+        Wallet balance, equity and session peak equity after the step, USDT.
+    drawdown_frac : float
+        ``1 - equity / peak``.
+    decision_latency_ms : float
+        From the closed candle's arrival to the order being handed to the broker (or to
+        the no-order decision), milliseconds.
+    """
+
+    timestamp: str
+    step: int
+    bar_ts: str
+    close: float
+    action_raw: float
+    target_frac: float
+    side: str
+    qty: float
+    fill_price: float
+    fee_usd: float
+    position: float
+    balance_usd: float
+    equity_usd: float
+    peak_equity_usd: float
+    drawdown_frac: float
+    decision_latency_ms: float
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else repr(v)
+    return str(v)
+
+
+class CsvAppender:
+    """A CSV file opened for line-buffered appends: each row reaches the OS as it is written.
+
+    The header is written when the file is new or empty; a file left by a killed run is
+    appended to (readers tolerate a truncated last line).
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The CSV file; its folder is created.
+    columns : tuple of str
+        Column names, in order.
+    """
+
+    def __init__(self, path: Path, columns: tuple[str, ...]):
+        self.path = Path(path)
+        self.columns = columns
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        self._fh: TextIO = open(self.path, "a", buffering=1, newline="", encoding="utf-8")  # noqa: SIM115
+        self._writer = csv.writer(self._fh, lineterminator="\n")
+        self.rows = 0
+        if new:
+            self._writer.writerow(columns)
+
+    def write(self, row: AuditRow | dict[str, Any]) -> None:
+        """Append one row (an :class:`AuditRow` or a dict keyed by column) and flush it."""
+        if isinstance(row, AuditRow):
+            self._writer.writerow([_fmt(getattr(row, c)) for c in self.columns])
+        else:
+            self._writer.writerow([_fmt(row.get(c, "")) for c in self.columns])
+        self.rows += 1
+
+    def close(self) -> None:
+        """Close the file."""
+        if not self._fh.closed:
+            self._fh.close()
+
+    def __enter__(self) -> CsvAppender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,83 @@
+"""The broker interface the trader talks to: orders, account, positions, emergency close."""
+
+from __future__ import annotations
+
+import abc
+
+from quantnb.live._types import AccountState, Fill, MarketRules, Side
+
+__all__ = ["Broker"]
+
+
+class Broker(abc.ABC):
+    """One account on one venue, trading one symbol.
+
+    Implementations raise only quantnb errors: :class:`~quantnb.errors.TemporaryError` or
+    :class:`~quantnb.errors.RateLimitError` for what a retry may cure,
+    :class:`~quantnb.errors.OperationalError` for what halts trading.
+
+    Attributes
+    ----------
+    symbol : str
+        The traded symbol.
+    rules : MarketRules
+        Quantity step, minimum quantity and minimum notional of ``symbol``.
+    cheap_account : bool
+        True when :meth:`account` costs no request (paper), so the trader re-reads it
+        after each fill instead of estimating it.
+    """
+
+    symbol: str
+    rules: MarketRules
+    cheap_account: bool = False
+
+    def connect(self) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Open the connection and load the market rules (no-op for paper trading)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Release the connection."""
+
+    def on_bar(self, close_price: float, next_open: float | None) -> None:  # noqa: B027
+        """Tell the broker a candle closed (paper brokers revalue; venues ignore it).
+
+        Parameters
+        ----------
+        close_price : float
+            The candle's close, USDT.
+        next_open : float or None
+            Replay only: the price a market order sent now fills at.
+        """
+
+    @abc.abstractmethod
+    def account(self) -> AccountState:
+        """Return balance, equity and the position in :attr:`symbol`."""
+
+    @abc.abstractmethod
+    def positions(self) -> dict[str, float]:
+        """Return every open position of the account: symbol to signed quantity, base units."""
+
+    @abc.abstractmethod
+    def market_order(self, side: Side, qty: float, *, reduce_only: bool = False,
+                     client_order_id: str | None = None) -> Fill:
+        """Send a market order on :attr:`symbol` and return its fill.
+
+        Parameters
+        ----------
+        side : {"buy", "sell"}
+            Order side.
+        qty : float
+            Quantity, base units, > 0, already rounded to ``rules.qty_step``.
+        reduce_only : bool
+            The order may only shrink the position.
+        client_order_id : str, optional
+            Idempotency key: calling again with the same id after a failure returns the
+            order the venue already took instead of sending a second one.
+        """
+
+    @abc.abstractmethod
+    def cancel_all(self) -> int:
+        """Cancel every open order on :attr:`symbol`; return how many were open."""
+
+    @abc.abstractmethod
+    def close_position(self, symbol: str, qty: float) -> Fill:
+        """Flatten ``qty`` (signed, base units) of ``symbol`` with a reduce-only market order."""

@@ -1,0 +1,198 @@
+"""Emergency protocol: cancel all, close all reduce-only, confirm flat, record, and (drawdown) halt."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+from loguru import logger
+
+from quantnb.errors import ConfigError, QuantnbError
+from quantnb.live._audit import EMERGENCIAS_COLUMNS, CsvAppender
+from quantnb.live._broker import Broker
+from quantnb.live._retry import RetryPolicy
+from quantnb.runlog import atomic_write_text
+
+__all__ = ["HALT_MARKER", "EmergencyCause", "EmergencyReport", "EmergencyProtocol", "check_not_halted",
+           "halt_marker_path"]
+
+HALT_MARKER = "HALTED_DRAWDOWN"
+EmergencyCause = Literal["drawdown", "critical_error", "connection"]
+
+
+def halt_marker_path(out_dir: Path) -> Path:
+    """Return ``<out_dir>/HALTED_DRAWDOWN``, the file that blocks restarts after a drawdown emergency."""
+    return Path(out_dir) / HALT_MARKER
+
+
+def check_not_halted(out_dir: Path) -> None:
+    """Refuse to start while a drawdown emergency's marker file exists.
+
+    Parameters
+    ----------
+    out_dir : pathlib.Path
+        The production folder, ``runs/<train_id>/produccion``.
+
+    Raises
+    ------
+    ConfigError
+        If ``<out_dir>/HALTED_DRAWDOWN`` exists; the message names the file to remove.
+    """
+    marker = halt_marker_path(out_dir)
+    if marker.exists():
+        first = marker.read_text(encoding="utf-8", errors="replace").splitlines()[:1]
+        raise ConfigError(f"trading for this model is halted after a drawdown emergency ({' '.join(first)}). "
+                          f"Review the emergencias CSV and the account, then delete {marker} by hand to allow "
+                          f"a restart")
+
+
+@dataclasses.dataclass
+class EmergencyReport:
+    """What the emergency protocol did.
+
+    Attributes
+    ----------
+    cause : {"drawdown", "critical_error", "connection"}
+        Why it ran.
+    detail : str
+        The triggering error or figures.
+    peak_equity_usd, equity_usd : float
+        Session peak and last known equity, USDT.
+    orders_cancelled : int
+        Open orders cancelled (-1 if the cancel failed).
+    positions_closed : dict of str to float
+        Symbol to the signed quantity closed, base units.
+    confirmations : list of str
+        The venue's answers (order ids, statuses) and any step that failed.
+    flat_confirmed : bool
+        True when the venue reported no open position before the poll timeout.
+    marker_path : pathlib.Path or None
+        The halt marker written (drawdown only).
+    """
+
+    cause: str
+    detail: str
+    peak_equity_usd: float
+    equity_usd: float
+    orders_cancelled: int = 0
+    positions_closed: dict[str, float] = dataclasses.field(default_factory=dict)
+    confirmations: list[str] = dataclasses.field(default_factory=list)
+    flat_confirmed: bool = False
+    marker_path: Path | None = None
+
+
+class EmergencyProtocol:
+    """Flatten the account and stop.
+
+    Parameters
+    ----------
+    broker : Broker
+        The account to flatten.
+    out_dir : pathlib.Path
+        Where ``emergencias_<ts>.csv`` and the halt marker go.
+    session_ts : str
+        The session's timestamp, ``YYYYMMDD_HHMMSS``.
+    retry : RetryPolicy
+        Retry of each exchange call.
+    poll_interval_s, poll_timeout_s : float
+        How often and how long to poll positions until flat, seconds.
+    sleep : callable
+        Injectable sleep.
+    """
+
+    def __init__(self, broker: Broker, out_dir: Path, session_ts: str, retry: RetryPolicy, *,
+                 poll_interval_s: float = 0.5, poll_timeout_s: float = 30.0,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.broker = broker
+        self.out_dir = Path(out_dir)
+        self.path = self.out_dir / f"emergencias_{session_ts}.csv"
+        self.retry = retry
+        self.poll_interval_s = poll_interval_s
+        self.poll_timeout_s = poll_timeout_s
+        self.sleep = sleep
+
+    def run(self, cause: EmergencyCause, detail: str, *, peak_equity_usd: float, equity_usd: float) -> EmergencyReport:
+        """Cancel all orders, close all positions reduce-only, poll until flat, record, halt on drawdown.
+
+        Each exchange call is retried; a step that still fails is recorded and the
+        protocol goes on to the next one. Never raises for an exchange failure.
+
+        Returns
+        -------
+        EmergencyReport
+            Also written as one row of ``emergencias_<ts>.csv``.
+        """
+        logger.critical("live/emergency: cause={} {} — cancelling orders and closing positions", cause, detail)
+        rep = EmergencyReport(cause=cause, detail=detail, peak_equity_usd=peak_equity_usd, equity_usd=equity_usd)
+        try:
+            rep.orders_cancelled = self.retry.call(self.broker.cancel_all)
+            rep.confirmations.append(f"cancel_all: {rep.orders_cancelled} open order(s) cancelled")
+        except QuantnbError as err:
+            rep.orders_cancelled = -1
+            rep.confirmations.append(f"cancel_all FAILED: {err}")
+        rep.flat_confirmed = self.flatten(rep)
+        if rep.flat_confirmed:
+            logger.critical("live/emergency: flat confirmed by the venue; closed {}", rep.positions_closed or "nothing")
+        else:
+            logger.critical("live/emergency: FLAT NOT CONFIRMED after {:.0f} s — check the account by hand: {}",
+                            self.poll_timeout_s, rep.confirmations[-1] if rep.confirmations else "")
+        if cause == "drawdown":
+            rep.marker_path = halt_marker_path(self.out_dir)
+            atomic_write_text(rep.marker_path, f"halted at {_now_iso()} cause=drawdown {detail}\n"
+                                               f"Delete this file by hand to allow the trader to restart.\n")
+        self._record(rep)
+        return rep
+
+    def _positions(self, rep: EmergencyReport) -> dict[str, float] | None:
+        try:
+            return self.retry.call(self.broker.positions)
+        except QuantnbError as err:
+            rep.confirmations.append(f"positions FAILED: {err}")
+            return None
+
+    def flatten(self, rep: EmergencyReport) -> bool:
+        """Close every position reduce-only and poll until the venue reports none.
+
+        Progress (closed quantities, venue answers, failures) is added to ``rep``.
+
+        Returns
+        -------
+        bool
+            True when flat was confirmed before ``poll_timeout_s``.
+        """
+        deadline = time.monotonic() + self.poll_timeout_s
+        while True:
+            open_pos = self._positions(rep)
+            if open_pos is not None and not open_pos:
+                return True
+            for sym, qty in (open_pos or {}).items():
+                try:
+                    fill = self.retry.call(self.broker.close_position, sym, qty)
+                    rep.positions_closed[sym] = rep.positions_closed.get(sym, 0.0) + qty
+                    rep.confirmations.append(f"close {sym} {fill.side} {fill.qty} @ {fill.price} "
+                                             f"order {fill.order_id} {fill.status}")
+                except QuantnbError as err:
+                    rep.confirmations.append(f"close {sym} {qty} FAILED: {err}")
+            self.sleep(self.poll_interval_s)
+            if time.monotonic() >= deadline:
+                final = self._positions(rep)
+                return final is not None and not final
+
+    def _record(self, rep: EmergencyReport) -> None:
+        dd = 1.0 - rep.equity_usd / rep.peak_equity_usd if rep.peak_equity_usd > 0 else float("nan")
+        with CsvAppender(self.path, EMERGENCIAS_COLUMNS) as out:
+            out.write({
+                "timestamp": _now_iso(), "cause": rep.cause, "detail": rep.detail,
+                "peak_equity_usd": rep.peak_equity_usd, "equity_usd": rep.equity_usd, "drawdown_frac": dd,
+                "orders_cancelled": rep.orders_cancelled,
+                "positions_closed": ";".join(f"{s}:{q:g}" for s, q in rep.positions_closed.items()),
+                "confirmations": " | ".join(rep.confirmations), "flat_confirmed": rep.flat_confirmed,
+            })
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")

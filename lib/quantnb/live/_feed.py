@@ -1,0 +1,160 @@
+"""DataProvider interface and ReplayProvider (processed Parquet bars played back as closed candles)."""
+
+from __future__ import annotations
+
+import abc
+import glob
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import polars as pl
+from loguru import logger
+
+from quantnb.errors import ConfigError, DataError
+from quantnb.live._types import Bar
+
+__all__ = ["DataProvider", "ReplayProvider", "OHLCV_COLUMNS", "read_bars"]
+
+OHLCV_COLUMNS = ("ts", "open", "high", "low", "close", "volume")
+
+
+class DataProvider(abc.ABC):
+    """A source of closed candles: a warm-up history, then one event per closed candle.
+
+    Attributes
+    ----------
+    finished : bool
+        True when no candle will ever come again (end of a replay).
+    """
+
+    finished: bool = False
+
+    @abc.abstractmethod
+    def warmup(self) -> list[Bar]:
+        """Return the closed candles before the first traded one (indicator warm-up), oldest first."""
+
+    @abc.abstractmethod
+    def next_bar(self, timeout_s: float) -> Bar | None:
+        """Return the next closed candle, or None if none closed within ``timeout_s`` seconds."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and threads."""
+
+
+def read_bars(source: str | Path | Sequence[str | Path] | pl.DataFrame, *, symbol: str | None = None) -> pl.DataFrame:
+    """Read processed bars (``ts, open, high, low, close, volume`` and any feature columns).
+
+    Parameters
+    ----------
+    source : path, glob, list of paths or polars.DataFrame
+        ETL output, e.g. ``data/processed/BTC-PERP/*.parquet``.
+    symbol : str, optional
+        Keep only this symbol when the frame has a ``symbol`` column.
+
+    Returns
+    -------
+    polars.DataFrame
+        Sorted by ``ts``.
+
+    Raises
+    ------
+    ConfigError
+        If no file matches.
+    DataError
+        If an OHLCV column is missing (the message names the source).
+    """
+    if isinstance(source, pl.DataFrame):
+        df, where = source, "<DataFrame>"
+    else:
+        paths = [source] if isinstance(source, str | Path) else list(source)
+        files = sorted({f for p in paths for f in glob.glob(str(p))})
+        if not files:
+            raise ConfigError(f"no Parquet bars match {paths}; run the ETL stage first or fix the path")
+        df, where = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed"), str(paths)
+    missing = [c for c in OHLCV_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"{where}: bars lack columns {missing}; expected the ETL's processed bars")
+    if symbol is not None and "symbol" in df.columns:
+        df = df.filter(pl.col("symbol") == symbol)
+    return df.sort("ts")
+
+
+class ReplayProvider(DataProvider):
+    """Play processed bars back as closed candles, at a chosen speed.
+
+    Parameters
+    ----------
+    bars : polars.DataFrame
+        Bars sorted by ``ts`` (see :func:`read_bars`); extra columns are passed on in
+        ``extras``.
+    warmup_bars : int
+        Leading bars returned by :meth:`warmup` (indicator history), not traded.
+    speed : float
+        Replay speed factor: 60 plays 1-minute bars one per second; 0 = as fast as possible.
+    bar_interval_s : float
+        Length of a bar, seconds (for the pacing).
+    sleep : callable
+        Injectable sleep.
+
+    Raises
+    ------
+    ConfigError
+        If ``speed < 0`` or there are no bars after the warm-up.
+    """
+
+    def __init__(self, bars: pl.DataFrame, *, warmup_bars: int, speed: float = 0.0, bar_interval_s: float = 60.0,
+                 sleep: Callable[[float], None] = time.sleep):
+        if speed < 0:
+            raise ConfigError(f"replay speed={speed}: must be >= 0 (0 = as fast as possible)")
+        if bars.height <= warmup_bars:
+            raise ConfigError(f"replay has {bars.height} bars but needs more than warmup_bars={warmup_bars}; "
+                              f"give a longer span")
+        self.warmup_bars = warmup_bars
+        self.speed = speed
+        self._pause_s = bar_interval_s / speed if speed > 0 else 0.0
+        self._sleep = sleep
+        ts_ms = (bars["ts"].dt.epoch("ms") if bars.schema["ts"] != pl.Int64 else bars["ts"]).to_list()
+        cols = [bars[c].cast(pl.Float64).to_list() for c in OHLCV_COLUMNS[1:]]
+        self.extra_columns = tuple(c for c in bars.columns if c not in OHLCV_COLUMNS and bars.schema[c].is_numeric())
+        extras = [bars[c].cast(pl.Float64).to_list() for c in self.extra_columns]
+        n = bars.height
+        self._bars = [
+            Bar(ts_ms[i], cols[0][i], cols[1][i], cols[2][i], cols[3][i], cols[4][i], source="replay",
+                next_open=cols[0][i + 1] if i + 1 < n else None,
+                extras=dict(zip(self.extra_columns, (e[i] for e in extras), strict=True)) if extras else None)
+            for i in range(n)
+        ]
+        self._i = warmup_bars
+        self._last_emit = 0.0
+        logger.info("live/feed: replay of {} bars ({} warm-up) at speed {}", n, warmup_bars, speed or "max")
+
+    @property
+    def bars(self) -> list[Bar]:
+        """Every bar of the replay, warm-up included."""
+        return self._bars
+
+    @property
+    def finished(self) -> bool:  # type: ignore[override]
+        """True once every bar has been emitted."""
+        return self._i >= len(self._bars)
+
+    def warmup(self) -> list[Bar]:
+        """Return the first ``warmup_bars`` bars."""
+        return self._bars[: self.warmup_bars]
+
+    def next_bar(self, timeout_s: float) -> Bar | None:
+        """Return the next bar, pacing by ``speed``; None at the end or while pacing beyond ``timeout_s``."""
+        if self.finished:
+            return None
+        if self._pause_s:
+            wait_s = self._last_emit + self._pause_s - time.monotonic()
+            if wait_s > timeout_s:
+                self._sleep(timeout_s)
+                return None
+            if wait_s > 0:
+                self._sleep(wait_s)
+            self._last_emit = time.monotonic()
+        bar = self._bars[self._i]
+        self._i += 1
+        return bar

@@ -1,0 +1,115 @@
+"""PaperBroker: simulated fills through the research fill model and portfolio (quantnb.rl)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+from quantnb.errors import OperationalError
+from quantnb.live._broker import Broker
+from quantnb.live._types import AccountState, Fill, MarketRules, Side
+from quantnb.rl import FillModel, Portfolio
+
+__all__ = ["PaperBroker"]
+
+
+class PaperBroker(Broker):
+    """Fill market orders on paper exactly as the training environment does.
+
+    An order sent on a closed candle fills at the next candle's open (``Bar.next_open``,
+    given by :meth:`on_bar`; the close when there is none) with the fill model's slippage
+    and fee, and is booked in a :class:`quantnb.rl.Portfolio`; equity is marked at the
+    close. Replay sessions therefore see the same account, fill for fill, as the
+    environment's evaluation.
+
+    Parameters
+    ----------
+    symbol : str
+        Name of the traded symbol (labels only).
+    initial_cash_usd : float
+        Starting equity, USD, > 0.
+    fill_model : quantnb.rl.FillModel
+        Fee and slippage (usually the agent bundle's).
+    rules : MarketRules, optional
+        Quantity step and minimum notional to enforce; none by default (as in training).
+
+    Attributes
+    ----------
+    portfolio : quantnb.rl.Portfolio
+        The booked cash, position, fees and trades.
+    """
+
+    cheap_account = True
+
+    def __init__(self, symbol: str, initial_cash_usd: float, fill_model: FillModel, *,
+                 rules: MarketRules | None = None):
+        self.symbol = symbol
+        self.rules = rules or MarketRules()
+        self.fill_model = fill_model
+        self.portfolio = Portfolio(initial_cash_usd)
+        self._mark = math.nan
+        self._exec_price = math.nan
+        self._ids = itertools.count(1)
+
+    def on_bar(self, close_price: float, next_open: float | None) -> None:
+        """Mark equity at ``close_price``; fill later orders at ``next_open`` (or the close)."""
+        self._mark = close_price
+        self._exec_price = next_open if next_open is not None else close_price
+
+    def account(self) -> AccountState:
+        """Return the paper account marked at the last close.
+
+        Raises
+        ------
+        OperationalError
+            If no candle has been seen yet (nothing to mark the position at).
+        """
+        p = self.portfolio
+        mark = self._mark
+        if math.isnan(mark):
+            if p.position_qty:
+                raise OperationalError("paper account has a position but no price yet; call on_bar first")
+            mark = 0.0
+        return AccountState(balance_usd=p.initial_cash_usd + p.realized_pnl_usd - p.fees_paid_usd,
+                            equity_usd=p.equity(mark), position_qty=p.position_qty,
+                            entry_price=p.avg_entry_price_usd, mark_price=mark)
+
+    def positions(self) -> dict[str, float]:
+        """Return ``{symbol: qty}`` when a position is open, else ``{}``."""
+        return {self.symbol: self.portfolio.position_qty} if self.portfolio.position_qty else {}
+
+    def market_order(self, side: Side, qty: float, *, reduce_only: bool = False,
+                     client_order_id: str | None = None) -> Fill:
+        """Fill at the execution price with slippage and fee; see :meth:`Broker.market_order`.
+
+        Raises
+        ------
+        OperationalError
+            If no candle has been seen, the quantity is not positive, or a reduce-only
+            order would grow the position.
+        """
+        if math.isnan(self._exec_price):
+            raise OperationalError("paper order before any candle: no price to fill at")
+        if not qty > 0:
+            raise OperationalError(f"paper order qty={qty!r}: must be > 0")
+        signed = qty if side == "buy" else -qty
+        pos = self.portfolio.position_qty
+        if reduce_only:
+            if pos == 0 or (pos > 0) == (signed > 0):
+                raise OperationalError(f"reduce-only {side} {qty} rejected: position is {pos}")
+            signed = math.copysign(min(qty, abs(pos)), signed)
+        fill = self.fill_model.fill(signed, self._exec_price)
+        oid = str(next(self._ids))
+        cid = client_order_id or f"paper-{oid}"
+        if fill is None:
+            return Fill(side, 0.0, self._exec_price, 0.0, oid, cid, "paper-none", reduce_only)
+        self.portfolio.apply(fill)
+        return Fill(side, abs(fill.qty), fill.price_usd, fill.fee_usd, oid, cid, "paper", reduce_only)
+
+    def cancel_all(self) -> int:
+        """Return 0: paper orders fill at once, none rests."""
+        return 0
+
+    def close_position(self, symbol: str, qty: float) -> Fill:
+        """Flatten the paper position with a reduce-only market order."""
+        return self.market_order("sell" if qty > 0 else "buy", abs(qty), reduce_only=True)

@@ -1,0 +1,138 @@
+"""RiskControl: drawdown from peak equity, order sizing and pre-trade validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from quantnb.errors import ConfigError
+from quantnb.live._types import AccountState, MarketRules, Side
+
+__all__ = ["RiskLimits", "RiskControl", "OrderPlan"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RiskLimits:
+    """Hard limits of a trading session.
+
+    Parameters
+    ----------
+    max_drawdown_frac : float
+        Emergency when equity falls this fraction below its session peak, in (0, 1).
+    max_position_frac : float
+        Largest position notional as a fraction of equity, in (0, 10].
+
+    Raises
+    ------
+    ConfigError
+        If a limit is out of range.
+    """
+
+    max_drawdown_frac: float = 0.2
+    max_position_frac: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.max_drawdown_frac < 1.0:
+            raise ConfigError(f"max_drawdown_frac={self.max_drawdown_frac}: must be in (0, 1), e.g. 0.2 for 20 %")
+        if not 0.0 < self.max_position_frac <= 10.0:
+            raise ConfigError(f"max_position_frac={self.max_position_frac}: must be in (0, 10], e.g. 1.0")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OrderPlan:
+    """An order the risk control sized and validated.
+
+    Attributes
+    ----------
+    side : {"buy", "sell"} or None
+        None when no order is needed or allowed.
+    qty : float
+        Base units, rounded to the venue's step; 0 with ``side=None``.
+    target_frac : float
+        Target position as a fraction of equity after clipping to ``max_position_frac``.
+    reason : str
+        Why no order (``flat change below min notional``, ``system stopping``, ...) or ``""``.
+    """
+
+    side: Side | None
+    qty: float
+    target_frac: float
+    reason: str = ""
+
+
+class RiskControl:
+    """Track drawdown from peak equity and turn a target fraction into a valid order.
+
+    Parameters
+    ----------
+    limits : RiskLimits
+        Drawdown and position limits.
+    rules : MarketRules
+        The venue's quantity step and minimum notional.
+
+    Attributes
+    ----------
+    peak_equity_usd : float
+        Highest equity seen this session, USDT (nan before the first update).
+    drawdown_frac : float
+        ``1 - equity / peak`` at the last update.
+    max_drawdown_frac_seen : float
+        Largest drawdown of the session.
+    """
+
+    def __init__(self, limits: RiskLimits, rules: MarketRules):
+        self.limits = limits
+        self.rules = rules
+        self.peak_equity_usd = math.nan
+        self.drawdown_frac = 0.0
+        self.max_drawdown_frac_seen = 0.0
+
+    def update_equity(self, equity_usd: float) -> bool:
+        """Record ``equity_usd``; return True when the drawdown limit is breached.
+
+        The drawdown is ``1 - equity / max(equity so far)``, the usual peak-to-trough
+        measure (e.g. Magdon-Ismail & Atiya, "Maximum drawdown", Risk 17(10), 2004).
+        """
+        if math.isnan(self.peak_equity_usd) or equity_usd > self.peak_equity_usd:
+            self.peak_equity_usd = equity_usd
+        self.drawdown_frac = 1.0 - equity_usd / self.peak_equity_usd if self.peak_equity_usd > 0 else 1.0
+        self.max_drawdown_frac_seen = max(self.max_drawdown_frac_seen, self.drawdown_frac)
+        return self.drawdown_frac >= self.limits.max_drawdown_frac
+
+    def plan(self, target_frac: float, account: AccountState, price: float, *, system_ok: bool = True) -> OrderPlan:
+        """Size the order moving the position to ``target_frac`` of equity and validate it.
+
+        Checks, in order: system state, positive equity and price, the position limit
+        (the target is clipped to ``±max_position_frac``), the quantity step, and the
+        minimum notional (Binance -4164; an order closing the position exactly is exempt,
+        as reduce-only orders are). Orders that fail a check become no-orders with a reason.
+
+        Parameters
+        ----------
+        target_frac : float
+            Target signed position notional over equity.
+        account : AccountState
+            Current balance, equity and position.
+        price : float
+            Expected fill price, USDT.
+        system_ok : bool
+            False while stopping or in an emergency: nothing is sent.
+        """
+        lim = self.limits.max_position_frac
+        target_frac = min(max(target_frac, -lim), lim)
+        if not system_ok:
+            return OrderPlan(None, 0.0, target_frac, "system not in trading state")
+        if not (account.equity_usd > 0 and price > 0):
+            return OrderPlan(None, 0.0, target_frac, f"equity {account.equity_usd:.2f} USD or price {price} <= 0")
+        delta = target_frac * account.equity_usd / price - account.position_qty
+        qty = abs(delta)
+        step = self.rules.qty_step
+        if step > 0:
+            qty = math.floor(qty / step + 1e-9) * step
+            qty = round(qty, max(0, -math.floor(math.log10(step))) + 2)
+        if qty <= 0 or qty < self.rules.min_qty:
+            return OrderPlan(None, 0.0, target_frac, "change below the quantity step")
+        closes_exactly = math.isclose(qty, abs(account.position_qty)) and delta * account.position_qty < 0
+        if qty * price < self.rules.min_notional_usd and not closes_exactly:
+            return OrderPlan(None, 0.0, target_frac, "change below the minimum notional")
+        return OrderPlan("buy" if delta > 0 else "sell", qty, target_frac)

@@ -1,0 +1,114 @@
+"""Per-step callback payload and end-of-session statistics of the trader."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quantnb.live._emergency import EmergencyReport
+from quantnb.live._types import AccountState, Bar, Fill
+
+__all__ = ["StepInfo", "SessionStats"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StepInfo:
+    """What the trader did on one closed candle (passed to ``on_step``).
+
+    Attributes
+    ----------
+    step : int
+        0-based index of the candle in the session.
+    bar : Bar
+        The closed candle.
+    observation : np.ndarray or None, shape (n_obs,), float32
+        The agent's input (None while features warm up).
+    action_raw, target_frac : float
+        Policy output and the target position fraction after risk clipping (nan if none).
+    fill : Fill or None
+        The order's fill, when one was sent.
+    account : AccountState
+        Account after the step.
+    peak_equity_usd, drawdown_frac : float
+        Session peak equity (USDT) and ``1 - equity / peak``.
+    decision_latency_ms : float
+        Closed candle in hand to order handed to the broker, milliseconds.
+    reason : str
+        Why no order was sent (``dead band``, ``change below the minimum notional``, ...).
+    """
+
+    step: int
+    bar: Bar
+    observation: np.ndarray | None
+    action_raw: float
+    target_frac: float
+    fill: Fill | None
+    account: AccountState
+    peak_equity_usd: float
+    drawdown_frac: float
+    decision_latency_ms: float
+    reason: str
+
+
+@dataclasses.dataclass
+class SessionStats:
+    """Summary of a trading session.
+
+    Attributes
+    ----------
+    session_ts : str
+        ``YYYYMMDD_HHMMSS`` (UTC) naming the session's files.
+    steps, trades : int
+        Closed candles processed and orders filled.
+    fees_usd, pnl_usd : float
+        Commissions paid and equity change over the session, USDT.
+    start_equity_usd, end_equity_usd : float
+        Equity at start and end, USDT.
+    return_frac, max_drawdown_frac : float
+        ``end / start - 1`` and the largest drawdown from peak equity.
+    stopped_by : str
+        ``end_of_data``, ``max_steps``, ``duration``, ``stop_request`` or ``emergency:<cause>``.
+    emergency : EmergencyReport or None
+        Set when the emergency protocol ran.
+    registro_path : pathlib.Path
+        The per-candle audit CSV.
+    emergencias_path : pathlib.Path or None
+        The emergency CSV, when written.
+    latency_p50_ms, latency_p99_ms : float
+        Decision latency percentiles, milliseconds.
+    elapsed_s, bars_per_s : float
+        Wall time of the loop and its throughput.
+    flattened_on_stop : bool or None
+        Whether an orderly stop closed the positions (None if not asked).
+    """
+
+    session_ts: str
+    steps: int = 0
+    trades: int = 0
+    fees_usd: float = 0.0
+    pnl_usd: float = 0.0
+    start_equity_usd: float = float("nan")
+    end_equity_usd: float = float("nan")
+    return_frac: float = float("nan")
+    max_drawdown_frac: float = 0.0
+    stopped_by: str = ""
+    emergency: EmergencyReport | None = None
+    registro_path: Path | None = None
+    emergencias_path: Path | None = None
+    latency_p50_ms: float = float("nan")
+    latency_p99_ms: float = float("nan")
+    elapsed_s: float = 0.0
+    bars_per_s: float = 0.0
+    flattened_on_stop: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict (for ``run.json`` and the log)."""
+        out = dataclasses.asdict(self)
+        out["emergency"] = None if self.emergency is None else {
+            k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self.emergency).items()}
+        for k in ("registro_path", "emergencias_path"):
+            out[k] = None if out[k] is None else str(out[k])
+        return out

@@ -1,0 +1,132 @@
+"""Value types shared by the live trader's components (bars, account, fills, market rules)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+Side = Literal["buy", "sell"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Bar:
+    """One closed candle.
+
+    Attributes
+    ----------
+    open_time_ms : int
+        Candle open time, epoch milliseconds UTC.
+    open, high, low, close : float
+        Prices, quote currency (USDT) per base unit.
+    volume : float
+        Traded volume, in the unit of the training data (USD notional for the bundled
+        BTC-PERP bars; base units for Binance ``v``); see ``quote_volume``.
+    quote_volume : float or None
+        Traded notional, quote currency, when the source gives it (Binance ``q``).
+    source : {"replay", "ws", "rest"}
+        Where the candle came from (``rest`` = history download or a gap fill).
+    next_open : float or None
+        Replay only: the first price after the close (the next candle's open), at which a
+        market order sent on this candle fills, as in the training environment.
+    extras : dict of str to float or None
+        Further numeric columns of the source bar (order-book features), by name.
+    """
+
+    open_time_ms: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    quote_volume: float | None = None
+    source: str = "replay"
+    next_open: float | None = None
+    extras: dict[str, float] | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AccountState:
+    """Account snapshot for one symbol.
+
+    Attributes
+    ----------
+    balance_usd : float
+        Wallet balance, USDT (realized PnL and fees included).
+    equity_usd : float
+        ``balance_usd`` plus unrealized PnL, USDT (Binance ``marginBalance``).
+    position_qty : float
+        Signed position, base units (negative = short).
+    entry_price : float
+        Average entry price of the position, USDT; 0 when flat.
+    mark_price : float
+        Price used to value the position, USDT.
+    """
+
+    balance_usd: float
+    equity_usd: float
+    position_qty: float
+    entry_price: float
+    mark_price: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Fill:
+    """The result of one market order.
+
+    Attributes
+    ----------
+    side : {"buy", "sell"}
+        Order side.
+    qty : float
+        Filled quantity, base units, > 0.
+    price : float
+        Average fill price, USDT.
+    fee_usd : float
+        Commission paid, USDT.
+    order_id : str
+        Venue order id.
+    client_order_id : str
+        Our id for the order (idempotent resubmission key).
+    status : str
+        Venue status (``FILLED``, ``NEW``, ...) or ``paper``.
+    reduce_only : bool
+        Whether the order could only reduce a position.
+    """
+
+    side: Side
+    qty: float
+    price: float
+    fee_usd: float
+    order_id: str
+    client_order_id: str
+    status: str
+    reduce_only: bool = False
+
+    @property
+    def signed_qty(self) -> float:
+        """Quantity with the sign of the side (+ buy, - sell), base units."""
+        return self.qty if self.side == "buy" else -self.qty
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MarketRules:
+    """Exchange rules an order must meet.
+
+    Attributes
+    ----------
+    qty_step : float
+        Quantity increment (Binance ``LOT_SIZE.stepSize``); 0 = any quantity.
+    min_qty : float
+        Smallest quantity (``LOT_SIZE.minQty``), base units.
+    min_notional_usd : float
+        Smallest order notional (``MIN_NOTIONAL.notional``), USDT; reduce-only orders are
+        exempt (Binance error -4164).
+
+    References
+    ----------
+    Binance USD-M Futures, "Exchange Information" (symbol filters) and "Error Codes" -4164.
+    """
+
+    qty_step: float = 0.0
+    min_qty: float = 0.0
+    min_notional_usd: float = 0.0

@@ -1,0 +1,179 @@
+"""Binance USD-M through ccxt: credentials from the environment, exchange setup, error translation.
+
+Exchange errors are translated here, once, into quantnb's classes, with every message
+scrubbed of query strings (signatures, timestamps) and of secret values.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import ccxt
+
+from quantnb.errors import ConfigError, OperationalError, QuantnbError, RateLimitError, TemporaryError
+from quantnb.runlog import SecretMasker
+
+__all__ = ["Mode", "ENV_KEYS", "credentials_from_env", "make_exchange", "translate_ccxt_error", "scrub"]
+
+Mode = Literal["replay", "testnet", "live"]
+
+ENV_KEYS: dict[str, tuple[str, str]] = {
+    "live": ("QUANTNB_BINANCE_API_KEY", "QUANTNB_BINANCE_API_SECRET"),
+    "testnet": ("QUANTNB_BINANCE_TESTNET_API_KEY", "QUANTNB_BINANCE_TESTNET_API_SECRET"),
+}
+
+WS_URLS: dict[str, str] = {  # Binance USD-M market streams; demo trading streams from the testnet host
+    "live": "wss://fstream.binance.com/ws",
+    "testnet": "wss://fstream.binancefuture.com/ws",
+}
+
+_QUERY = re.compile(r"\?[^\s\"']*")
+_SIGNATURE = re.compile(r"signature=[0-9a-fA-F]+")
+
+
+def credentials_from_env(mode: str, environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """Return ``(api_key, api_secret)`` for ``mode`` from environment variables.
+
+    Parameters
+    ----------
+    mode : {"testnet", "live"}
+        Selects ``QUANTNB_BINANCE_TESTNET_API_KEY``/``..._SECRET`` or
+        ``QUANTNB_BINANCE_API_KEY``/``..._SECRET``.
+    environ : mapping, optional
+        Environment to read; ``os.environ`` by default.
+
+    Returns
+    -------
+    tuple of str
+        The key and the secret. Never log them.
+
+    Raises
+    ------
+    ConfigError
+        If ``mode`` has no keys or a variable is unset or empty (the message names the
+        variable, never a value).
+    """
+    if mode not in ENV_KEYS:
+        raise ConfigError(f"mode={mode!r} trades no exchange account; API keys exist for 'testnet' and 'live'")
+    env = os.environ if environ is None else environ
+    key_var, secret_var = ENV_KEYS[mode]
+    missing = [v for v in (key_var, secret_var) if not env.get(v)]
+    if missing:
+        raise ConfigError(f"mode={mode!r} needs API keys in the environment: set {' and '.join(missing)} "
+                          f"(never pass keys as parameters)")
+    return env[key_var], env[secret_var]
+
+
+def make_exchange(mode: str, *, base_url: str | None = None, timeout_s: float = 10.0,
+                  credentials: tuple[str, str] | None = None) -> Any:
+    """Build a ``ccxt.binanceusdm`` for ``mode``.
+
+    Parameters
+    ----------
+    mode : {"testnet", "live"}
+        ``testnet`` uses Binance's demo-trading endpoints (``demo-fapi.binance.com``):
+        ccxt 4.5 refuses ``set_sandbox_mode`` for USD-M futures and points users to demo
+        trading instead.
+    base_url : str, optional
+        Loopback server root (tests, offline demos); replaces every API URL.
+    timeout_s : float
+        HTTP timeout per request, seconds.
+    credentials : tuple of str, optional
+        ``(api_key, api_secret)``; None builds a public-only exchange (klines).
+
+    Returns
+    -------
+    ccxt.binanceusdm
+        Not yet connected (markets not loaded).
+
+    Raises
+    ------
+    ConfigError
+        If ``mode`` is not ``testnet`` or ``live``.
+    """
+    if mode not in ENV_KEYS:
+        raise ConfigError(f"mode={mode!r}: an exchange connection exists for 'testnet' and 'live' only")
+    config: dict[str, Any] = {"timeout": int(timeout_s * 1000), "enableRateLimit": True,
+                              "options": {"fetchMarkets": {"types": ["linear"]}, "fetchCurrencies": False}}
+    if credentials is not None:
+        config["apiKey"], config["secret"] = credentials
+    exchange = ccxt.binanceusdm(config)
+    if mode == "testnet":
+        exchange.enable_demo_trading(True)
+    if base_url is not None:
+        from quantnb.testing.binance_server import configure_ccxt_for_loopback
+
+        configure_ccxt_for_loopback(exchange, base_url)
+    return exchange
+
+
+def scrub(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """Return ``text`` without URL query strings, signatures, or secret values.
+
+    Parameters
+    ----------
+    text : str
+        A message that may quote a request URL (ccxt does).
+    secrets : tuple of str
+        Extra values to mask besides the secret-looking environment variables.
+    """
+    text = _SIGNATURE.sub("signature=***", _QUERY.sub("?<query removed>", text))
+    text = SecretMasker()(text)
+    return SecretMasker([s for s in secrets if s])(text) if any(secrets) else text
+
+
+def _retry_after_s(exchange: Any) -> float | None:
+    headers = getattr(exchange, "last_response_headers", None) or {}
+    value = headers.get("Retry-After") if hasattr(headers, "get") else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def translate_ccxt_error(err: Exception, *, what: str, exchange: Any = None,
+                         secrets: tuple[str, ...] = ()) -> QuantnbError:
+    """Map a ccxt exception to quantnb's classes, scrubbed, naming the operation.
+
+    ============================================  ===================================
+    ccxt                                          quantnb
+    ============================================  ===================================
+    DDoSProtection, RateLimitExceeded (418/429)   RateLimitError(retry_after_s=...)
+    OperationFailed: NetworkError, RequestTimeout TemporaryError
+    ExchangeNotAvailable, 5xx (-1001), BadResponse
+    AuthenticationError, InsufficientFunds,       OperationalError
+    InvalidOrder, any other ExchangeError
+    ============================================  ===================================
+
+    Parameters
+    ----------
+    err : Exception
+        The ccxt exception.
+    what : str
+        The operation, e.g. ``create market order BTC/USDT:USDT``.
+    exchange : ccxt.Exchange, optional
+        Read for the ``Retry-After`` header of the failed response.
+    secrets : tuple of str
+        Values to mask in the message.
+
+    Returns
+    -------
+    QuantnbError
+        Raise it ``from None``: the ccxt message (with its URL) is not chained.
+
+    References
+    ----------
+    Binance USD-M Futures "General Info": 429 and 418 carry ``Retry-After``; 5xx means
+    the execution status is unknown.
+    """
+    msg = f"binanceusdm {what}: {type(err).__name__}: {scrub(str(err), secrets)}"
+    if isinstance(err, ccxt.DDoSProtection | ccxt.RateLimitExceeded):
+        return RateLimitError(msg, retry_after_s=_retry_after_s(exchange))
+    if isinstance(err, ccxt.OperationFailed):
+        return TemporaryError(msg)
+    if isinstance(err, ccxt.AuthenticationError):
+        return OperationalError(msg + " — check the API key's permissions (futures trading enabled, IP allowed)")
+    return OperationalError(msg)
