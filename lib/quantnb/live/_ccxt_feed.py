@@ -215,8 +215,12 @@ class CcxtKlineProvider(DataProvider):
     def close(self) -> None:
         """Stop the stream thread."""
         self._stopping.set()
-        if self._loop is not None and self._task is not None:
-            self._loop.call_soon_threadsafe(self._task.cancel)
+        alive = self._thread is not None and self._thread.is_alive()
+        if alive and self._loop is not None and self._task is not None and not self._loop.is_closed():
+            try:
+                self._loop.call_soon_threadsafe(self._task.cancel)
+            except RuntimeError:  # the loop closed in between: the thread is ending anyway
+                pass
         if self._thread is not None:
             self._thread.join(5)
 

@@ -97,7 +97,7 @@ class RiskControl:
             self.peak_equity_usd = equity_usd
         self.drawdown_frac = 1.0 - equity_usd / self.peak_equity_usd if self.peak_equity_usd > 0 else 1.0
         self.max_drawdown_frac_seen = max(self.max_drawdown_frac_seen, self.drawdown_frac)
-        return self.drawdown_frac >= self.limits.max_drawdown_frac
+        return self.drawdown_frac >= self.limits.max_drawdown_frac - 1e-12  # "reaches", float-tolerant
 
     def plan(self, target_frac: float, account: AccountState, price: float, *, system_ok: bool = True) -> OrderPlan:
         """Size the order moving the position to ``target_frac`` of equity and validate it.

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from quantnb.live._feed import ReplayProvider
+from quantnb.live._types import Bar
+from quantnb.rl import (
+    MARKET_FEATURES,
+    ActionInterpreter,
+    FeatureScaler,
+    IncrementalFeatures,
+    ObservationBuilder,
+    compute_features,
+)
+from quantnb.testing.binance_server import BinanceLoopbackServer
+
+ROOT = Path(__file__).resolve().parents[2]
+OHLCV = ROOT / "data" / "samples" / "ohlcv" / "BTC-PERP_20211231_20220201_1m.csv"
+WARMUP = 60  # the shortest warm-up the rl features accept (longest look-back)
+WINDOW = 2
+
+
+def sample_bars(n: int, offset: int = 0) -> pl.DataFrame:
+    """The first ``n`` real 1-minute BTC-PERP bars of the bundled month (after ``offset``)."""
+    df = pl.read_csv(OHLCV, n_rows=n + offset).slice(offset, n)
+    return df.with_columns(pl.col("timestamp").str.to_datetime(time_unit="us", time_zone="UTC").alias("ts")).drop(
+        "timestamp").select("ts", "open", "high", "low", "close", "volume")
+
+
+class MomentumPolicy:
+    """A deterministic rule: all in long after an up bar, all in short after a down bar."""
+
+    def __init__(self, ret1_index: int):
+        self.ret1_index = ret1_index
+
+    def predict(self, obs: np.ndarray, deterministic: bool = True) -> tuple[np.ndarray, None]:
+        return np.array([1.0 if obs[self.ret1_index] > 0 else -1.0], dtype=np.float32), None
+
+
+class ConstantPolicy:
+    """Always the same action (e.g. 1.0 = fully long)."""
+
+    def __init__(self, action: float):
+        self.action = action
+
+    def predict(self, obs: np.ndarray, deterministic: bool = True) -> tuple[np.ndarray, None]:
+        return np.array([self.action], dtype=np.float32), None
+
+
+@dataclasses.dataclass
+class RuleAgent:
+    model: Any
+    observation_builder: ObservationBuilder
+    action_interpreter: ActionInterpreter
+    warmup_bars: int = WARMUP
+
+    def new_feature_stream(self) -> IncrementalFeatures:
+        b = self.observation_builder
+        return IncrementalFeatures(b.feature_names, window=b.window, warmup_bars=self.warmup_bars)
+
+
+def make_agent(model: Any | None = None, max_position_frac: float = 1.0) -> RuleAgent:
+    bars = sample_bars(400)
+    names = list(MARKET_FEATURES)
+    scaler = FeatureScaler.fit(compute_features(bars, names, warmup_bars=WARMUP), names)
+    builder = ObservationBuilder(names, WINDOW, scaler)
+    ret1 = (WINDOW - 1) * len(names) + names.index("ret_1")
+    return RuleAgent(model or MomentumPolicy(ret1), builder, ActionInterpreter(max_position_frac))
+
+
+class PricedReplay(ReplayProvider):
+    """Replay that also moves the loopback exchange's mark price to each bar's close (times ``factor``)."""
+
+    def __init__(self, bars: pl.DataFrame, server: BinanceLoopbackServer, *, warmup_bars: int,
+                 price_factor=lambda step: 1.0):
+        super().__init__(bars, warmup_bars=warmup_bars)
+        self.server, self.price_factor, self.step = server, price_factor, 0
+
+    def next_bar(self, timeout_s: float) -> Bar | None:
+        bar = super().next_bar(timeout_s)
+        if bar is not None:
+            factor = self.price_factor(self.step)
+            bar = dataclasses.replace(bar, close=bar.close * factor, next_open=None)
+            self.server.set_price("BTCUSDT", bar.close)
+            self.step += 1
+        return bar
+
+
+
+
+class RecordingSleep:
+    """A sleep that records the waits instead of sleeping (fast retries)."""
+
+    def __init__(self):
+        self.calls: list[float] = []
+
+    def __call__(self, s: float) -> None:
+        self.calls.append(s)
