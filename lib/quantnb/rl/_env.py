@@ -1,0 +1,250 @@
+"""Gymnasium trading environment over closed bars."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import polars as pl
+
+from quantnb.errors import ConfigError, DataError
+from quantnb.rl._features import DEFAULT_WARMUP_BARS, compute_features
+from quantnb.rl._observation import ActionInterpreter, ObservationBuilder, PortfolioState
+from quantnb.rl._portfolio import FillModel, Portfolio
+
+_BANKRUPT_EQUITY_RATIO = 1e-6  # reward floor: log(1e-6) when equity is wiped out
+
+
+class TradingEnv(gym.Env):
+    """Trade one instrument bar by bar: the action sets the target position, filled at the next open.
+
+    Step at decision bar ``t`` (after its close): the action becomes a target fraction of
+    equity (:class:`ActionInterpreter`); the order is sized at ``close[t]``
+    (:meth:`Portfolio.order_qty_for_target`) and filled at ``open[t + 1]`` with fee and slippage
+    (:class:`FillModel`); the portfolio is marked at ``close[t + 1]`` and the reward is
+    ``log(equity[t + 1] / equity[t])``. The next observation is built at ``t + 1`` by
+    :class:`ObservationBuilder`. An episode ends with ``truncated=True`` at the end of the
+    period or after ``max_episode_steps``, and with ``terminated=True`` if equity reaches zero.
+
+    Parameters
+    ----------
+    bars : pl.DataFrame
+        ETL bars: ``ts`` (strictly increasing), ``open``, ``close`` (USD) and the features'
+        source columns. Pass the whole history: rows before ``start_ts`` only feed indicators.
+    observation_builder : ObservationBuilder
+        Defines the features, window and scaler.
+    action_interpreter : ActionInterpreter
+        Maps actions to target fractions (``max_position_frac``, ``deadband_frac``).
+    fill_model : FillModel
+        ``fee_bps`` and ``slippage_bps``.
+    features : pl.DataFrame, optional
+        Output of :func:`compute_features` for ``bars`` (computed here when omitted).
+    start_ts, end_ts : datetime, optional
+        Period of the episodes: first decision bar at or after ``start_ts`` (and after warm-up),
+        last mark at or before ``end_ts``. Default: all bars.
+    initial_equity_usd : float, default 10_000.0
+        Equity at the start of each episode, USD.
+    max_episode_steps : int, optional
+        Episode length cap in steps (bars); default the whole period.
+    random_start : bool, default False
+        Start each episode at a uniformly drawn bar (``self.np_random``, seeded by
+        ``reset(seed=...)``) so that ``max_episode_steps`` still fit in the period.
+    warmup_bars : int, default 500
+        Indicator warm-up when ``features`` is computed here.
+
+    Raises
+    ------
+    ConfigError
+        If the period leaves no step after warm-up and window, or ``features`` does not match ``bars``.
+    DataError
+        If bars lack a column or hold a non-positive price.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(
+        self,
+        bars: pl.DataFrame,
+        *,
+        observation_builder: ObservationBuilder,
+        action_interpreter: ActionInterpreter,
+        fill_model: FillModel,
+        features: pl.DataFrame | None = None,
+        start_ts: dt.datetime | None = None,
+        end_ts: dt.datetime | None = None,
+        initial_equity_usd: float = 10_000.0,
+        max_episode_steps: int | None = None,
+        random_start: bool = False,
+        warmup_bars: int = DEFAULT_WARMUP_BARS,
+    ) -> None:
+        super().__init__()
+        self.builder, self.interpreter, self.fill_model = observation_builder, action_interpreter, fill_model
+        names = list(observation_builder.feature_names)
+        if features is None:
+            features = compute_features(bars, names, warmup_bars=warmup_bars)
+        self._check_features(bars, features, names)
+        for col in ("open", "close"):
+            if col not in bars.columns:
+                raise DataError(f"bars lack column {col!r}; pass ETL bars with open and close prices")
+        self._open = bars["open"].cast(pl.Float64).to_numpy()
+        self._close = bars["close"].cast(pl.Float64).to_numpy()
+        if not (np.isfinite(self._open).all() and (self._open > 0).all()):
+            i = int(np.argmax(~(np.isfinite(self._open) & (self._open > 0))))
+            raise DataError(f"bars row {i} (ts={bars['ts'][i]}): open={self._open[i]!r} is not a positive price")
+        self._ts: list[dt.datetime] = bars["ts"].to_list()
+        raw = features.select(names).to_numpy().astype(np.float64)
+        self._scaled = observation_builder.scaler.transform(raw)
+        self._first, self._last = self._period(bars, raw, start_ts, end_ts)
+        if max_episode_steps is not None and int(max_episode_steps) < 1:
+            raise ConfigError(f"max_episode_steps={max_episode_steps!r}: must be >= 1 or None")
+        self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
+        self.random_start = bool(random_start)
+        self.initial_equity_usd = float(initial_equity_usd)
+        self.observation_space = observation_builder.observation_space()
+        self.action_space = action_interpreter.action_space()
+        self.portfolio = Portfolio(self.initial_equity_usd)
+        self._t = self._t_end = self._first
+
+    @staticmethod
+    def _check_features(bars: pl.DataFrame, features: pl.DataFrame, names: list[str]) -> None:
+        missing = [c for c in names if c not in features.columns]
+        if missing:
+            raise ConfigError(f"features lack columns {missing}; compute them with compute_features(bars, names)")
+        if features.height != bars.height or ("ts" in features.columns and not features["ts"].equals(bars["ts"])):
+            raise ConfigError(
+                f"features ({features.height} rows) are not aligned with bars ({bars.height} rows); "
+                "compute them from the same bars frame"
+            )
+
+    def _period(
+        self, bars: pl.DataFrame, raw: np.ndarray, start_ts: dt.datetime | None, end_ts: dt.datetime | None
+    ) -> tuple[int, int]:
+        w = self.builder.window
+        ready = np.isfinite(raw).all(axis=1)
+        # a decision bar needs `window` consecutive ready rows ending at it
+        run = np.convolve(ready.astype(np.int64), np.ones(w, dtype=np.int64))[: len(ready)] == w
+        ts = bars["ts"]
+        lo = 0 if start_ts is None else int(ts.search_sorted(start_ts, side="left"))
+        hi = bars.height - 1 if end_ts is None else int(ts.search_sorted(end_ts, side="right")) - 1
+        cand = np.flatnonzero(run[lo:hi]) + lo  # decision bars t with t + 1 <= hi
+        if cand.size == 0:
+            raise ConfigError(
+                f"no tradable bar between {start_ts} and {end_ts}: the period has {max(hi - lo + 1, 0)} bars but "
+                f"needs more than warm-up plus window={w} ready feature rows; widen the period or pass earlier history"
+            )
+        first = int(cand[0])
+        if not run[first:hi].all():
+            gap = int(np.flatnonzero(~run[first:hi])[0]) + first
+            raise DataError(f"bars row {gap} (ts={ts[gap]}): features are missing inside the period; fix the bars")
+        return first, hi
+
+    @property
+    def n_period_steps(self) -> int:
+        """Return the number of steps of an episode that spans the whole period."""
+        return self._last - self._first
+
+    @property
+    def period_span(self) -> tuple[dt.datetime, dt.datetime]:
+        """Return the timestamps of the first decision bar and the last marked bar."""
+        return self._ts[self._first], self._ts[self._last]
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        """Start an episode; return the first observation and an info dict (see :meth:`step`)."""
+        super().reset(seed=seed)
+        steps = (
+            self.n_period_steps if self.max_episode_steps is None else min(self.max_episode_steps, self.n_period_steps)
+        )
+        start = self._first
+        if self.random_start and self._last - steps > self._first:
+            start = int(self.np_random.integers(self._first, self._last - steps + 1))
+        self._t, self._t_end = start, start + steps
+        self.portfolio = Portfolio(self.initial_equity_usd)
+        return self._observation(), self._info(None, None)
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        """Apply ``action`` at the current bar and move to the next.
+
+        Parameters
+        ----------
+        action : np.ndarray, shape (1,), float32
+            In ``[-1, 1]`` (clipped): target position fraction of ``max_position_frac``.
+
+        Returns
+        -------
+        observation : np.ndarray, shape (n_obs,), float32
+        reward : float
+            ``log(equity[t + 1] / equity[t])``.
+        terminated : bool
+            Equity wiped out.
+        truncated : bool
+            End of the period or of ``max_episode_steps``.
+        info : dict
+            ``bar_ts``, ``close_usd``, ``equity_usd``, ``position_qty``, ``position_frac``,
+            ``action_raw``, ``target_frac``, ``fill_qty``, ``fill_price_usd``, ``fee_usd``.
+        """
+        t, pf = self._t, self.portfolio
+        equity_before = pf.equity(self._close[t])
+        decision = self.interpreter.decide(action, self._position_frac(t))
+        fill = None
+        if decision.rebalance:
+            qty = pf.order_qty_for_target(decision.target_frac, self._close[t])
+            fill = self.fill_model.fill(qty, self._open[t + 1])
+            if fill is not None:
+                pf.apply(fill)
+        self._t = t + 1
+        equity_after = pf.equity(self._close[t + 1])
+        terminated = not equity_after > 0
+        ratio = max(equity_after / equity_before, _BANKRUPT_EQUITY_RATIO) if equity_before > 0 else 1.0
+        reward = math.log(ratio)
+        truncated = self._t >= self._t_end and not terminated
+        return self._observation(), float(reward), terminated, truncated, self._info(decision, fill)
+
+    def _position_frac(self, t: int) -> float:
+        eq = self.portfolio.equity(self._close[t])
+        return self.portfolio.position_qty * self._close[t] / eq if eq > 0 else 0.0
+
+    def _state(self) -> PortfolioState:
+        close = self._close[self._t]
+        if not self.portfolio.equity(close) > 0:
+            return PortfolioState(0.0, 0.0, 0.0)
+        return self.portfolio.state(close, self.initial_equity_usd)
+
+    def _observation(self) -> np.ndarray:
+        t, w = self._t, self.builder.window
+        return self.builder.build_scaled(self._scaled[t - w + 1 : t + 1], self._state())
+
+    def _info(self, decision: Any, fill: Any) -> dict[str, Any]:
+        t, pf = self._t, self.portfolio
+        return {
+            "bar_ts": self._ts[t],
+            "close_usd": float(self._close[t]),
+            "equity_usd": float(pf.equity(self._close[t])),
+            "position_qty": float(pf.position_qty),
+            "position_frac": float(self._position_frac(t)),
+            "action_raw": None if decision is None else decision.action_raw,
+            "target_frac": None if decision is None else decision.target_frac,
+            "fill_qty": 0.0 if fill is None else float(fill.qty),
+            "fill_price_usd": None if fill is None else float(fill.price_usd),
+            "fee_usd": 0.0 if fill is None else float(fill.fee_usd),
+        }
+
+    def get_state(self) -> dict[str, Any]:
+        """Return the episode state (bar index, portfolio, RNG) for an exact training resume."""
+        return {
+            "t": self._t,
+            "t_end": self._t_end,
+            "portfolio": self.portfolio.to_dict(),
+            "np_random": self.np_random.bit_generator.state,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore a state from :meth:`get_state` (same bars and period)."""
+        self._t, self._t_end = int(state["t"]), int(state["t_end"])
+        self.portfolio = Portfolio.from_dict(state["portfolio"])
+        rng_state = state["np_random"]
+        bit_gen = getattr(np.random, rng_state["bit_generator"])()
+        bit_gen.state = rng_state
+        self._np_random = np.random.Generator(bit_gen)

@@ -1,0 +1,105 @@
+"""Parameter and report types of SAC training."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from quantnb.errors import ConfigError
+
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class SacParams(BaseModel):
+    """Hyper-parameters of stable-baselines3's SAC, all explicit (SB3's defaults are not relied on).
+
+    See Haarnoja et al., "Soft Actor-Critic Algorithms and Applications", arXiv:1812.05905, 2018,
+    and the stable-baselines3 SAC documentation for their meaning.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    learning_rate: float = Field(3e-4, gt=0, lt=1, description="Adam step size of actor, critics and entropy.")
+    buffer_size: PositiveInt = Field(100_000, description="Replay buffer capacity, transitions.")
+    batch_size: PositiveInt = Field(256, description="Transitions per gradient step.")
+    tau: float = Field(0.005, gt=0, le=1, description="Polyak coefficient of the target critics.")
+    gamma: float = Field(0.99, ge=0, lt=1, description="Discount factor per step (bar).")
+    train_freq: PositiveInt = Field(1, description="Environment steps between training phases.")
+    gradient_steps: PositiveInt = Field(1, description="Gradient steps per training phase.")
+    learning_starts: int = Field(1_000, ge=0, description="Random-action steps before learning starts.")
+    ent_coef: float | Literal["auto"] = Field("auto", description="Entropy coefficient, or 'auto' to learn it.")
+    net_arch: tuple[PositiveInt, ...] = Field(
+        (64, 64), min_length=1, description="Hidden layer sizes, actor and critics."
+    )
+    seed: int = Field(0, ge=0, description="Seed of python, numpy, torch, the action space and the environment.")
+
+    @classmethod
+    def parse(cls, values: dict) -> SacParams:
+        """Validate ``values`` (unknown names refused); raise :class:`ConfigError` naming the bad field."""
+        try:
+            return cls(**values)
+        except ValidationError as e:
+            raise ConfigError(f"SAC parameters: {e}") from e
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """Training progress reported every ``progress_every_steps``.
+
+    Attributes
+    ----------
+    num_timesteps, total_timesteps : int
+        Environment steps done and planned.
+    fps : float
+        Steps per second since the previous report.
+    mean_reward : float
+        Mean per-step reward (log equity change) since the previous report.
+    mean_episode_return : float or None
+        Mean return of the last 100 finished episodes, None before the first.
+    episodes : int
+        Finished episodes.
+    elapsed_s : float
+        Wall time of this session of training, seconds.
+    """
+
+    num_timesteps: int
+    total_timesteps: int
+    fps: float
+    mean_reward: float
+    mean_episode_return: float | None
+    episodes: int
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """One committed training checkpoint.
+
+    Attributes
+    ----------
+    path : Path
+        Its ``checkpoint.json`` (the commit record, written last).
+    num_timesteps : int
+        Environment steps done when it was written.
+    model_path, replay_buffer_path, state_path : Path
+        SB3 model zip, pickled replay buffer, pickled RNG/episode state.
+    replay_buffer_size : int
+        Transitions stored in the replay buffer.
+    saved_at : datetime
+        UTC time of the commit.
+    params : dict
+        The :class:`SacParams` it was trained with.
+    """
+
+    path: Path
+    num_timesteps: int
+    model_path: Path
+    replay_buffer_path: Path
+    state_path: Path
+    replay_buffer_size: int
+    saved_at: dt.datetime
+    params: dict[str, Any]
