@@ -1,0 +1,274 @@
+"""Optimization stage: an Optuna search, with pruning, over the hybrid TCN-LSTM classifier.
+
+The study lives in ``storage`` (SQLite by default, any SQLAlchemy URL, or an Optuna journal
+file ending in ``.log``/``.jsonl``) under a name derived from the label suffix, and is loaded if it
+exists: a killed optimization resumes and its finished trials count toward ``n_trials``;
+several processes on one storage share the study. Each trial reports validation F1 macro
+every epoch, so the MedianPruner stops weak trials early.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import optuna
+from loguru import logger
+from optuna.trial import TrialState
+from pydantic import Field, PositiveFloat, PositiveInt
+
+from quantnb.config import StageParams
+from quantnb.errors import QuantnbError
+from quantnb.models import HybridTCNLSTM, TrainConfig, Trainer, seed_everything
+from quantnb.research import PreparedData, prepare_datasets
+from quantnb.runlog import RunContext, atomic_write_json, start_run
+from quantnb.stages._labelled import load_labelled
+
+__all__ = ["OptimizationParams", "OptimizationResult", "run_optimization", "open_study"]
+
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class OptimizationParams(StageParams):
+    """Parameters of the optimization stage; list-valued fields are the categorical search space."""
+
+    stage = "optimization"
+    labelled_dir: str = Field("data/labelled/SELL_0004_BUY_0008_1h", description="Output of the labelling stage.")
+    storage: str = Field("sqlite:///runs/optuna/optuna.db",
+                         description="SQLAlchemy URL (relative sqlite paths from the project) or a journal file.")
+    study_name: str | None = Field(None, description="Default: tcnlstm_<label suffix>.")
+    n_trials: PositiveInt = Field(6, description="Finished (complete or pruned) trials the study should reach.")
+    timeout_s: PositiveFloat | None = Field(None, description="Stop starting trials after this many seconds.")
+    seed: int = Field(42, ge=0, description="Seed of the TPE sampler and of each trial's training.")
+    epochs_per_trial: PositiveInt = Field(3, description="Maximum epochs of one trial.")
+    patience: PositiveInt = Field(2, description="Early-stopping patience inside a trial, epochs.")
+    train_frac: float = Field(0.7, gt=0, lt=1, description="Chronological train fraction.")
+    val_frac: float = Field(0.15, gt=0, lt=1, description="Chronological validation fraction.")
+    tcn_channels: list[PositiveInt] = Field([16, 32], description="Choices of TCN channels.")
+    lstm_hidden: list[PositiveInt] = Field([16, 32], description="Choices of LSTM hidden size.")
+    seq_len: list[PositiveInt] = Field([30, 60], description="Choices of window length, minutes.")
+    batch_size: list[PositiveInt] = Field([256, 512], description="Choices of batch size.")
+    lr_min: PositiveFloat = Field(3e-4, description="Learning-rate range, log scale.")
+    lr_max: PositiveFloat = Field(3e-3, description="Learning-rate range, log scale.")
+    dropout_min: float = Field(0.0, ge=0, lt=1, description="Dropout range.")
+    dropout_max: float = Field(0.3, ge=0, lt=1, description="Dropout range.")
+    kernel_size: PositiveInt = Field(3, description="Fixed TCN kernel size.")
+    n_blocks: PositiveInt = Field(2, description="Fixed number of TCN residual blocks.")
+    lstm_layers: PositiveInt = Field(1, description="Fixed LSTM layers.")
+    pruner_startup_trials: int = Field(2, ge=0, description="Trials before the MedianPruner may prune.")
+    num_threads: PositiveInt | None = Field(None, description="torch threads per trial; None keeps torch's.")
+
+    def run_suffix(self) -> str:
+        """Return the label suffix of ``labelled_dir``."""
+        return Path(self.labelled_dir).name
+
+    def resolved_study_name(self) -> str:
+        """Return ``study_name`` or ``tcnlstm_<label suffix>``."""
+        return self.study_name or f"tcnlstm_{self.run_suffix()}"
+
+
+@dataclasses.dataclass
+class OptimizationResult:
+    """Best trial of the study and where its parameters were written."""
+
+    run_id: str
+    study_name: str
+    best_value: float
+    best_params: dict[str, Any]
+    best_params_path: Path
+    trials: Any  # polars.DataFrame of every trial: number, state, value, params
+
+    def summary(self) -> Any:
+        """Print the best trial; return the trials table."""
+        print(f"Study {self.study_name}: best val F1 macro {self.best_value:.4f} with {self.best_params}")
+        print(f"Best parameters: {self.best_params_path}")
+        return self.trials
+
+
+def open_study(storage: str, study_name: str, seed: int, startup_trials: int, root: Path) -> optuna.Study:
+    """Create or load a study with a seeded TPE sampler and a MedianPruner.
+
+    Parameters
+    ----------
+    storage : str
+        ``sqlite:///relative/path.db`` (resolved against ``root``), any SQLAlchemy URL, or a
+        journal file path ending in ``.log`` or ``.jsonl``.
+    study_name : str
+        Loaded if it exists.
+    seed : int
+        TPE sampler seed.
+    startup_trials : int
+        Trials the MedianPruner waits for before pruning.
+    root : pathlib.Path
+        Project directory.
+    """
+    if storage.endswith((".log", ".jsonl")) and "://" not in storage:
+        path = root / storage
+        path.parent.mkdir(parents=True, exist_ok=True)
+        backend = optuna.storages.journal.JournalFileBackend(str(path))
+        store: Any = optuna.storages.JournalStorage(backend)
+    else:
+        kwargs: dict[str, Any] = {}
+        if storage.startswith("sqlite:///") and not storage.startswith("sqlite:////"):
+            db = root / storage.removeprefix("sqlite:///")
+            db.parent.mkdir(parents=True, exist_ok=True)
+            storage = f"sqlite:///{db}"
+            kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+        store = optuna.storages.RDBStorage(storage, heartbeat_interval=5, grace_period=20, **kwargs)
+    return optuna.create_study(
+        study_name=study_name, storage=store, direction="maximize", load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=0),
+    )
+
+
+class _Objective:
+    def __init__(self, params: OptimizationParams, ctx: RunContext, labelled: Any, lookahead_min: int):
+        self.p, self.ctx, self.labelled, self.lookahead_min = params, ctx, labelled, lookahead_min
+        self._data: dict[int, PreparedData] = {}
+
+    def data(self, seq_len: int) -> PreparedData:
+        if seq_len not in self._data:
+            self._data[seq_len] = prepare_datasets(self.labelled, seq_len=seq_len, train_frac=self.p.train_frac,
+                                                   val_frac=self.p.val_frac, lookahead_min=self.lookahead_min)
+        return self._data[seq_len]
+
+    def sample(self, trial: optuna.Trial) -> dict[str, Any]:
+        p = self.p
+        return {
+            "tcn_channels": trial.suggest_categorical("tcn_channels", p.tcn_channels),
+            "lstm_hidden": trial.suggest_categorical("lstm_hidden", p.lstm_hidden),
+            "seq_len": trial.suggest_categorical("seq_len", p.seq_len),
+            "lr": trial.suggest_float("lr", p.lr_min, p.lr_max, log=True),
+            "dropout": trial.suggest_float("dropout", p.dropout_min, p.dropout_max),
+            "batch_size": trial.suggest_categorical("batch_size", p.batch_size),
+        }
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        hp = self.sample(trial)
+        logger.info("Trial {} started: {}", trial.number, hp)
+        try:
+            return self._train(trial, hp)
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:
+            if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
+                import torch
+
+                torch.cuda.empty_cache()
+                logger.warning("Trial {} pruned: CUDA out of memory with {} ({})", trial.number, hp, exc)
+                raise optuna.TrialPruned(f"CUDA out of memory: {exc}") from exc
+            logger.opt(exception=exc).error("Trial {} failed: {}: {}", trial.number, type(exc).__name__, exc)
+            raise
+
+    def _train(self, trial: optuna.Trial, hp: dict[str, Any]) -> float:
+        p = self.p
+        data = self.data(hp["seq_len"])
+        seed_everything(p.seed + trial.number)
+        model = HybridTCNLSTM(len(data.features), tcn_channels=hp["tcn_channels"], kernel_size=p.kernel_size,
+                              n_blocks=p.n_blocks, dropout=hp["dropout"], lstm_hidden=hp["lstm_hidden"],
+                              lstm_layers=p.lstm_layers)
+        cfg = TrainConfig(epochs=p.epochs_per_trial, batch_size=hp["batch_size"], lr=hp["lr"], patience=p.patience,
+                          seed=p.seed + trial.number, num_threads=p.num_threads)
+
+        def on_epoch(st: Any) -> None:
+            trial.report(st.f1_macro, st.epoch)
+            s, n, b = st.f1_per_class
+            logger.info("Trial {} epoch {}: val/f1_macro={:.4f} F1 [S/N/B]={:.3f}/{:.3f}/{:.3f} lr={:.2e}",
+                        trial.number, st.epoch, st.f1_macro, s, n, b, st.lr)
+            if trial.should_prune():
+                reason = f"epoch {st.epoch}: val F1 macro {st.f1_macro:.4f} below the median of earlier trials"
+                logger.info("Trial {} pruned at {}", trial.number, reason)
+                raise optuna.TrialPruned(reason)
+
+        ckpt = self.ctx.run_dir / "trials" / f"trial_{trial.number}"
+        result = Trainer(model, data.train, data.val, cfg, ckpt, on_epoch_end=on_epoch).fit()
+        return float(result.best_f1_macro)
+
+
+def run_optimization(params: OptimizationParams) -> OptimizationResult:
+    """Run (or resume) the study until it has ``n_trials`` finished trials; write the best parameters.
+
+    Raises
+    ------
+    ConfigError
+        If the labelled data is missing.
+    QuantnbError
+        If no trial completed (all pruned or failed).
+    """
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()
+    with start_run(params) as ctx:
+        labelled, label_cfg = load_labelled(ctx.root, params.labelled_dir)
+        name = params.resolved_study_name()
+        study = open_study(params.storage, name, params.seed, params.pruner_startup_trials, ctx.root)
+        finished = len(study.get_trials(deepcopy=False, states=_FINISHED))
+        remaining = max(params.n_trials - finished, 0)
+        logger.info("Study {} in {}: {} finished trial(s), {} to run", name, params.storage.split("?")[0],
+                    finished, remaining)
+        ctx.set_total(params.n_trials)
+        for t in study.get_trials(deepcopy=False, states=_FINISHED):
+            ctx.checkpoint.mark_completed(f"trial-{t.number}")
+
+        def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            state = trial.state.name.lower()
+            if trial.state in _FINISHED:
+                ctx.checkpoint.mark_completed(f"trial-{trial.number}")
+            else:
+                ctx.checkpoint.mark_failed(f"trial-{trial.number}", state)
+            ctx.item_done(f"trial-{trial.number}", events=len(trial.intermediate_values))
+            logger.info("Trial {} {} (value {}); best so far: {}", trial.number, state, trial.value,
+                        _best(study))
+
+        if remaining:
+            study.optimize(_Objective(params, ctx, labelled, int(label_cfg["lookahead_min"])),
+                           n_trials=remaining, timeout=params.timeout_s, catch=(Exception,),
+                           callbacks=[on_trial, optuna.study.MaxTrialsCallback(params.n_trials, states=_FINISHED)],
+                           gc_after_trial=True)
+        if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            raise QuantnbError(f"study {name}: no trial completed; widen the search space or raise n_trials")
+        best = study.best_trial
+        fixed = {"kernel_size": params.kernel_size, "n_blocks": params.n_blocks, "lstm_layers": params.lstm_layers}
+        payload = {"study_name": name, "best_trial": best.number, "val_f1_macro": best.value,
+                   "params": {**best.params, **fixed}, "labelled_dir": params.labelled_dir,
+                   "label_suffix": params.run_suffix(), "lookahead_min": label_cfg["lookahead_min"],
+                   "optimization_run_id": ctx.run_id}
+        path = _best_params_path(params.storage, name, ctx.root)
+        atomic_write_json(path, payload)
+        atomic_write_json(ctx.run_dir / "best_params.json", payload)
+        logger.success("Best trial {}: val F1 macro {:.4f} with {}; written to {}", best.number, best.value,
+                       payload["params"], path)
+        ctx.add_output("best_params", ctx.run_dir / "best_params.json")
+        ctx.set_result(best_value=best.value, best_trial=best.number,
+                       trials=len(study.get_trials(deepcopy=False)))
+        trials = _trials_table(study)
+    return OptimizationResult(ctx.run_id, name, float(best.value), payload["params"],
+                              ctx.run_dir / "best_params.json", trials)
+
+
+def _best(study: optuna.Study) -> str:
+    try:
+        return f"trial {study.best_trial.number} ({study.best_value:.4f})"
+    except ValueError:
+        return "none yet"
+
+
+def _best_params_path(storage: str, name: str, root: Path) -> Path:
+    if storage.startswith("sqlite:///"):
+        db = Path(storage.removeprefix("sqlite:///"))
+        folder = (db if db.is_absolute() else root / db).parent
+    elif "://" not in storage:
+        folder = (root / storage).parent
+    else:
+        folder = root / "runs" / "optuna"
+    return folder / f"{name}_best_params.json"
+
+
+def _trials_table(study: optuna.Study) -> Any:
+    import polars as pl
+
+    rows = [{"number": t.number, "state": t.state.name, "value": t.value,
+             "epochs": len(t.intermediate_values), **{k: str(v) for k, v in t.params.items()}}
+            for t in study.get_trials(deepcopy=False)]
+    return pl.DataFrame(rows) if rows else pl.DataFrame()

@@ -1,0 +1,164 @@
+"""Training stage: the chosen TCN-LSTM trained with class weights, early stopping on F1 macro, resume.
+
+Hyper-parameters come from the optimization's best-parameters JSON (``best_params_path``),
+overridden by any explicitly given field. Checkpoints go to ``runs/<run_id>/checkpoints/``
+(best and last, atomically, every epoch); ``resume=True`` continues from the last one. The
+run ends with a test-set report, a confusion-matrix plot in ``debug_plots/<run_id>/`` and a
+model bundle in ``runs/<run_id>/model/`` that later stages load without the notebook.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from loguru import logger
+from pydantic import Field, PositiveFloat, PositiveInt
+
+from quantnb.config import StageParams
+from quantnb.errors import ConfigError
+from quantnb.models import (
+    HybridTCNLSTM,
+    TrainConfig,
+    Trainer,
+    evaluate,
+    plot_confusion_matrix,
+    save_model_bundle,
+    seed_everything,
+)
+from quantnb.research import prepare_datasets
+from quantnb.runlog import start_run
+from quantnb.stages._labelled import load_labelled
+
+__all__ = ["TrainingParams", "TrainingResult", "run_training"]
+
+_MODEL_DEFAULTS: dict[str, Any] = {"tcn_channels": 32, "kernel_size": 3, "n_blocks": 2, "dropout": 0.1,
+                                   "lstm_hidden": 32, "lstm_layers": 1, "seq_len": 60, "lr": 1e-3,
+                                   "batch_size": 256}
+
+
+class TrainingParams(StageParams):
+    """Parameters of the training stage; model fields left None come from the best-parameters JSON."""
+
+    stage = "training"
+    labelled_dir: str = Field("data/labelled/SELL_0004_BUY_0008_1h", description="Output of the labelling stage.")
+    best_params_path: str | None = Field(None, description="best_params.json of an optimization run.")
+    tcn_channels: PositiveInt | None = Field(None, description="TCN channels.")
+    kernel_size: PositiveInt | None = Field(None, description="TCN kernel size.")
+    n_blocks: PositiveInt | None = Field(None, description="TCN residual blocks.")
+    dropout: float | None = Field(None, ge=0, lt=1, description="Dropout.")
+    lstm_hidden: PositiveInt | None = Field(None, description="LSTM hidden size.")
+    lstm_layers: PositiveInt | None = Field(None, description="LSTM layers.")
+    seq_len: PositiveInt | None = Field(None, description="Window length, minutes.")
+    lr: PositiveFloat | None = Field(None, description="Initial AdamW learning rate.")
+    batch_size: PositiveInt | None = Field(None, description="Windows per step.")
+    epochs: PositiveInt = Field(10, description="Maximum epochs (cosine schedule length).")
+    patience: PositiveInt = Field(3, description="Early-stopping patience on val F1 macro, epochs.")
+    weight_decay: float = Field(1e-2, ge=0, description="AdamW weight decay.")
+    class_weights: list[float] | None = Field(None, description="SELL/NEUTRAL/BUY weights; None: inverse frequency.")
+    train_frac: float = Field(0.7, gt=0, lt=1, description="Chronological train fraction.")
+    val_frac: float = Field(0.15, gt=0, lt=1, description="Chronological validation fraction.")
+    seed: int = Field(42, ge=0, description="Seed of weights init, data order and dropout.")
+    log_every_batches: PositiveInt = Field(200, description="A progress line every this many batches.")
+    num_threads: PositiveInt | None = Field(None, description="torch threads; fix it for bit-reproducible resume.")
+
+    def run_suffix(self) -> str:
+        """Return the label suffix of ``labelled_dir``."""
+        return Path(self.labelled_dir).name
+
+    def model_params(self, root: Path) -> dict[str, Any]:
+        """Merge defaults, the best-parameters JSON and explicit fields (explicit wins).
+
+        Raises
+        ------
+        ConfigError
+            If ``best_params_path`` is given but missing or unreadable.
+        """
+        merged = dict(_MODEL_DEFAULTS)
+        if self.best_params_path:
+            path = root / self.best_params_path
+            try:
+                merged.update(json.loads(path.read_text())["params"])
+            except (FileNotFoundError, json.JSONDecodeError, KeyError) as exc:
+                raise ConfigError(f"best_params_path={self.best_params_path!r}: cannot read 'params' from {path} "
+                                  f"({type(exc).__name__}); run the optimization stage or give the fields") from None
+        merged.update({k: getattr(self, k) for k in _MODEL_DEFAULTS if getattr(self, k) is not None})
+        return merged
+
+
+@dataclasses.dataclass
+class TrainingResult:
+    """Training outcome: history, test metrics and where the bundle and plots went."""
+
+    run_id: str
+    best_val_f1_macro: float
+    test: dict[str, Any]
+    bundle_dir: Path
+    confusion_plot: Path
+    history: list[dict[str, Any]]
+
+    def summary(self) -> Any:
+        """Print test F1 scores; return the per-epoch history as a polars DataFrame."""
+        import polars as pl
+
+        t = self.test
+        print(f"Training {self.run_id}: best val F1 macro {self.best_val_f1_macro:.4f}; test F1 macro "
+              f"{t['f1_macro']:.4f}, weighted {t['f1_weighted']:.4f}, S/N/B {t['f1_sell']:.3f}/"
+              f"{t['f1_neutral']:.3f}/{t['f1_buy']:.3f}")
+        print(f"Model bundle: {self.bundle_dir}")
+        return pl.DataFrame([{k: v for k, v in h.items() if k != "f1_per_class"} for h in self.history])
+
+
+def run_training(params: TrainingParams) -> TrainingResult:
+    """Train, evaluate on the test split, plot the confusion matrix and export the model bundle.
+
+    Raises
+    ------
+    ConfigError
+        Missing labelled data or best parameters, or a resume with different settings.
+    """
+    with start_run(params) as ctx:
+        hp = params.model_params(ctx.root)
+        labelled, label_cfg = load_labelled(ctx.root, params.labelled_dir)
+        data = prepare_datasets(labelled, seq_len=hp["seq_len"], train_frac=params.train_frac,
+                                val_frac=params.val_frac, lookahead_min=int(label_cfg["lookahead_min"]))
+        seed_everything(params.seed)
+        model = HybridTCNLSTM(len(data.features), tcn_channels=hp["tcn_channels"], kernel_size=hp["kernel_size"],
+                              n_blocks=hp["n_blocks"], dropout=hp["dropout"], lstm_hidden=hp["lstm_hidden"],
+                              lstm_layers=hp["lstm_layers"])
+        cfg = TrainConfig(epochs=params.epochs, batch_size=hp["batch_size"], lr=hp["lr"],
+                          weight_decay=params.weight_decay, patience=params.patience,
+                          class_weights=tuple(params.class_weights) if params.class_weights else None,
+                          seed=params.seed, log_every_batches=params.log_every_batches,
+                          num_threads=params.num_threads)
+        logger.info("Model hyper-parameters: {}", hp)
+        ctx.set_total(params.epochs)
+
+        def on_epoch(st: Any) -> None:
+            ctx.checkpoint.mark_completed(f"epoch-{st.epoch}")
+            ctx.item_done(f"epoch-{st.epoch}", events=st.n_train_samples)
+
+        trainer = Trainer(model, data.train, data.val, cfg, ctx.run_dir / "checkpoints", on_epoch_end=on_epoch)
+        result = trainer.fit(resume=ctx.resumed)
+        test = evaluate(model, data.test, batch_size=cfg.eval_batch_size).to_dict()
+        logger.info("test/f1_macro={:.4f} test/f1_weighted={:.4f} test/f1 [S/N/B]={:.3f}/{:.3f}/{:.3f}",
+                    test["f1_macro"], test["f1_weighted"], test["f1_sell"], test["f1_neutral"], test["f1_buy"])
+        plot = ctx.root / "debug_plots" / ctx.run_id / "confusion_matrix.png"
+        plot_confusion_matrix(np.array(test["confusion"]), plot, title=f"{ctx.run_id}: test confusion matrix")
+        bundle = save_model_bundle(ctx.run_dir / "model", model, data.scaler, {
+            "parameters": {**params.model_dump(mode="json", exclude=set(params.execution_fields)), **hp},
+            "train_config": cfg.to_dict(), "seq_len": data.seq_len, "label_suffix": params.run_suffix(),
+            "lookahead_min": label_cfg["lookahead_min"], "labelling": label_cfg, "data_span": data.summary(),
+            "metrics": {"val_f1_macro_best": result.best_f1_macro, "best_epoch": result.best_epoch,
+                        "stopped_early_epoch": result.stopped_early_epoch, "test": test},
+            "class_weights": list(result.class_weights), "training_run_id": ctx.run_id})
+        logger.success("Model bundle written to {}", bundle)
+        ctx.add_output("model", bundle)
+        ctx.add_output("confusion_plot", plot)
+        ctx.set_result(val_f1_macro=result.best_f1_macro, test_f1_macro=test["f1_macro"],
+                       best_epoch=result.best_epoch, stopped_early_epoch=result.stopped_early_epoch)
+    return TrainingResult(ctx.run_id, result.best_f1_macro, test, Path(bundle), plot,
+                          [h.to_dict() for h in result.history])
