@@ -10,6 +10,21 @@ One set of building blocks serves research and production, so they cannot drift:
 - :class:`FillModel` (next bar's open, ``fee_bps``, ``slippage_bps``) and :class:`Portfolio`
   (cash, position, equity, fees, trades), used by the environment and the paper broker.
 
+Research use (what the agent stage calls)::
+
+    feats = compute_features(bars)                         # whole history, one call
+    names = [c for c in feats.columns if c != "ts"]
+    scaler = FeatureScaler.fit(feats.filter(pl.col("ts") < split_ts), names)   # training period only
+    builder = ObservationBuilder(names, window, scaler)
+    env_kw = dict(observation_builder=builder, action_interpreter=ActionInterpreter(max_position_frac, deadband_frac),
+                  fill_model=FillModel(fee_bps, slippage_bps), features=feats)
+    train_env = TradingEnv(bars, **env_kw, end_ts=split_ts, max_episode_steps=1440, random_start=True)
+    result = train_sac(train_env, SacParams(...), total_timesteps=..., checkpoint_dir=run_dir / "checkpoints",
+                       checkpoint_every_steps=..., resume=resume, on_checkpoint=..., on_progress=...)
+    eval_env = TradingEnv(bars, **env_kw, start_ts=split_ts)
+    ev = evaluate_agent(result.model, eval_env, plot_path=debug_dir / "equity_curve.png")
+    save_agent_bundle(run_dir, result.model, scaler, AgentMetadata(window=window, ..., metrics=ev.metrics_dict()))
+
 Live use, per closed bar (everything comes from the agent bundle)::
 
     bundle = load_agent_bundle(run_dir)
@@ -23,10 +38,24 @@ Live use, per closed bar (everything comes from the agent bundle)::
     decision = bundle.action_interpreter.decide(action, portfolio.state(close).position_frac)
     qty = portfolio.order_qty_for_target(decision.target_frac, close)   # sized at the close
     fill = bundle.fill_model.fill(qty, next_open)                        # paper: next bar's open
+
+For research-live parity in replay, start the paper portfolio with
+``bundle.metadata.initial_equity_usd`` (the observation holds equity over initial equity) and
+feed the same bars from the same first bar as the evaluation's feature computation.
 """
 
 from __future__ import annotations
 
+from quantnb.rl._bundle import AgentBundle, AgentMetadata, load_agent_bundle, save_agent_bundle
+from quantnb.rl._checkpoint import latest_checkpoint
+from quantnb.rl._env import TradingEnv
+from quantnb.rl._evaluate import (
+    MINUTES_PER_YEAR,
+    EvaluationResult,
+    PerformanceMetrics,
+    evaluate_agent,
+    performance_metrics,
+)
 from quantnb.rl._features import (
     BOOK_FEATURE_SOURCES,
     DEFAULT_WARMUP_BARS,
@@ -42,10 +71,14 @@ from quantnb.rl._observation import (
     ObservationBuilder,
     PortfolioState,
 )
+from quantnb.rl._plot import plot_equity_curve
 from quantnb.rl._portfolio import Fill, FillModel, Portfolio
 from quantnb.rl._scaler import FeatureScaler
+from quantnb.rl._train import TrainResult, train_sac
+from quantnb.rl._train_types import CheckpointInfo, SacParams, TrainProgress
 
 __all__ = [
+    # features
     "compute_features",
     "available_feature_names",
     "IncrementalFeatures",
@@ -53,6 +86,7 @@ __all__ = [
     "BOOK_FEATURE_SOURCES",
     "DEFAULT_WARMUP_BARS",
     "FeatureScaler",
+    # observation, action, fills (shared with quantnb.live)
     "ObservationBuilder",
     "PortfolioState",
     "PORTFOLIO_STATE_NAMES",
@@ -61,4 +95,24 @@ __all__ = [
     "Fill",
     "FillModel",
     "Portfolio",
+    # environment and training
+    "TradingEnv",
+    "SacParams",
+    "train_sac",
+    "TrainResult",
+    "TrainProgress",
+    "CheckpointInfo",
+    "latest_checkpoint",
+    # evaluation
+    "evaluate_agent",
+    "EvaluationResult",
+    "PerformanceMetrics",
+    "performance_metrics",
+    "plot_equity_curve",
+    "MINUTES_PER_YEAR",
+    # bundle
+    "save_agent_bundle",
+    "load_agent_bundle",
+    "AgentBundle",
+    "AgentMetadata",
 ]

@@ -151,6 +151,11 @@ class TradingEnv(gym.Env):
         """Return the timestamps of the first decision bar and the last marked bar."""
         return self._ts[self._first], self._ts[self._last]
 
+    @property
+    def period_close_usd(self) -> np.ndarray:
+        """Return the closes from the first decision bar to the last mark, shape (n_period_steps + 1,), float64."""
+        return self._close[self._first : self._last + 1].copy()
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         """Start an episode; return the first observation and an info dict (see :meth:`step`)."""
         super().reset(seed=seed)

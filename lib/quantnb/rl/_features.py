@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from loguru import logger
 from numpy.lib.stride_tricks import sliding_window_view
 
 from quantnb.errors import ConfigError, DataError
@@ -67,26 +68,35 @@ BOOK_FEATURE_SOURCES: dict[str, tuple[str, ...]] = {
 _BOOK_COLUMNS = tuple(dict.fromkeys(c for cols in BOOK_FEATURE_SOURCES.values() for c in cols))
 
 
-def available_feature_names(columns: Sequence[str]) -> list[str]:
-    """Return the features computable from bars with these columns, in canonical order.
+def available_feature_names(bars: pl.DataFrame) -> list[str]:
+    """Return the features computable from ``bars``, in canonical order.
+
+    An order-book feature is included when its source columns exist and, after forward
+    filling, hold no null (ETL bars from an OHLCV file carry the book columns, all null).
 
     Parameters
     ----------
-    columns : sequence of str
-        Column names of a bars frame.
+    bars : pl.DataFrame
+        A bars frame (see :func:`compute_features`).
 
     Returns
     -------
     list of str
-        :data:`MARKET_FEATURES` then each order-book feature whose source columns are all present.
+        :data:`MARKET_FEATURES`, then the usable order-book features.
     """
-    cols = set(columns)
-    return [*MARKET_FEATURES, *(f for f, src in BOOK_FEATURE_SOURCES.items() if set(src) <= cols)]
+    out = list(MARKET_FEATURES)
+    for feat, src in BOOK_FEATURE_SOURCES.items():
+        present = all(c in bars.columns for c in src)
+        if present and all(bars[c].cast(pl.Float64).fill_nan(None).forward_fill().null_count() == 0 for c in src):
+            out.append(feat)
+        elif present:
+            logger.info("rl/features {} left out: {} has missing values (no order book for some bars)", feat, src)
+    return out
 
 
-def _check_names(feature_names: Sequence[str] | None, columns: Sequence[str]) -> list[str]:
+def _check_names(feature_names: Sequence[str] | None, bars: pl.DataFrame | None) -> list[str]:
     if feature_names is None:
-        return available_feature_names(columns)
+        return available_feature_names(bars) if bars is not None else list(MARKET_FEATURES)
     known = set(MARKET_FEATURES) | set(BOOK_FEATURE_SOURCES)
     unknown = [f for f in feature_names if f not in known]
     if unknown:
@@ -188,7 +198,7 @@ def compute_features(
     ConfigError
         If a feature name is unknown or ``warmup_bars`` is shorter than the look-back.
     """
-    names = _check_names(feature_names, bars.columns)
+    names = _check_names(feature_names, bars)
     warmup = _check_warmup(warmup_bars)
     _validate_bars(bars, names)
     close = bars["close"].cast(pl.Float64).to_numpy()

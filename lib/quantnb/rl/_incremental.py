@@ -57,7 +57,7 @@ class IncrementalFeatures:
         window: int = 1,
         warmup_bars: int = DEFAULT_WARMUP_BARS,
     ) -> None:
-        self.feature_names: tuple[str, ...] = tuple(_check_names(feature_names or list(MARKET_FEATURES), []))
+        self.feature_names: tuple[str, ...] = tuple(_check_names(feature_names or list(MARKET_FEATURES), None))
         if int(window) < 1:
             raise ConfigError(f"window={window!r}: must be >= 1")
         self.window = int(window)
