@@ -1,1 +1,55 @@
-"""quantnb.data."""
+"""Market data: streaming readers, order-book reconstruction, validation and 1-minute bars.
+
+Typical use (the ETL stage does this per file, in worker processes)::
+
+    from quantnb.data import ingest_file, merge_parts
+    parts = [ingest_file(p).bars for p in paths]          # partial bars + QualityReport per file
+    for (symbol, day), bars in merge_parts(parts).items():  # final bars, schema BAR_SCHEMA
+        ...
+
+Sources (by file name, see :func:`detect_source`): Bybit v5 order-book files
+(``YYYY-MM-DD_SYMBOL_obN.data[.zip]``), Binance USD-M stream captures
+(``SYMBOL_YYYYMMDD.gz``), Binance public trades CSV (``SYMBOL-trades-*.csv``) and
+1-minute OHLCV CSV (``SYMBOL_..._1m.csv``).
+
+Final bar columns (``BAR_SCHEMA``), one row per minute with data, per symbol and UTC day:
+
+- ``ts``: minute start, Datetime[us, UTC]; ``symbol``.
+- ``open, high, low, close``: quote currency per base unit; ``volume``: base units for
+  trades sources, as given by the file for an OHLCV CSV (the bundled BTC-PERP file is in
+  USD notional), null for a book mid; ``ohlcv_source`` says which.
+- ``n_trades``, ``buy_volume`` (taker buys, base units): from trades only.
+- ``mid_close, micro_price_close``: book at the end of the minute; ``spread_bps_mean``:
+  mean over the minute's book updates of ``1e4 * (ask - bid) / mid``.
+- ``bid_depth_10, ask_depth_10``: summed size of the top 10 levels per side at the
+  close, base units; ``imbalance_10 = (bid_depth_10 - ask_depth_10) / (bid_depth_10 + ask_depth_10)``.
+- ``n_book_updates``: book messages applied in the minute; ``resyncs``: book rebuilds
+  from a later snapshot in the minute.
+- ``gap_before``: the symbol's previous bar is 2 minutes or more earlier.
+"""
+
+from __future__ import annotations
+
+from quantnb.data._bars import combine_trade_bars, flag_gaps, trades_to_bars
+from quantnb.data._book import OrderBook
+from quantnb.data._ingest import FileIngest, ingest_file
+from quantnb.data._io import SourceInfo, accepted_patterns, detect_source
+from quantnb.data._merge import merge_parts
+from quantnb.data._quality import QualityReport
+from quantnb.data._schema import BAR_SCHEMA, PART_SCHEMA
+
+__all__ = [
+    "detect_source",
+    "accepted_patterns",
+    "SourceInfo",
+    "ingest_file",
+    "FileIngest",
+    "merge_parts",
+    "OrderBook",
+    "QualityReport",
+    "BAR_SCHEMA",
+    "PART_SCHEMA",
+    "trades_to_bars",
+    "combine_trade_bars",
+    "flag_gaps",
+]

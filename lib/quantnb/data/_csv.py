@@ -1,0 +1,181 @@
+"""CSV sources read with polars: 1-minute OHLCV bars and Binance public trades files."""
+
+from __future__ import annotations
+
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
+
+from quantnb.data._bars import MINUTE_MS, minute_start, trades_to_bars
+from quantnb.data._quality import LOG_LIMIT_PER_KIND, QualityReport
+from quantnb.errors import DataError
+
+OHLCV_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
+TRADE_COLUMNS = ("id", "price", "qty", "quote_qty", "time", "is_buyer_maker")
+_LINE = "line"  # 1-based file line of each row (header = line 1)
+
+
+def _header(path: Path) -> list[str]:
+    with open(path, "rb") as fh:
+        first = fh.readline().decode("utf-8", "replace").strip()
+    if not first:
+        raise DataError(f"{path} line 1: the file is empty; re-download it", path=str(path), line=1)
+    return [c.strip().lower() for c in first.split(",")]
+
+
+def _read_strings(path: Path, columns: Sequence[str], has_header: bool) -> pl.DataFrame:
+    try:
+        frame = pl.read_csv(path, infer_schema=False, has_header=has_header,
+                            new_columns=None if has_header else list(columns))
+    except pl.exceptions.PolarsError as exc:
+        raise DataError(f"{path}: unreadable CSV ({str(exc).splitlines()[0]}); fix or re-download the file",
+                        path=str(path)) from exc
+    frame = frame.rename({c: c.strip().lower() for c in frame.columns})
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path} line 1: missing column(s) {missing}; expected {list(columns)} "
+                        "(header row or Binance's header-less layout)", path=str(path), line=1)
+    return frame.with_row_index(_LINE, offset=2 if has_header else 1).with_columns(pl.col(_LINE).cast(pl.Int64))
+
+
+def _numbers(path: Path, frame: pl.DataFrame, columns: Sequence[str], dtype: pl.DataType) -> pl.DataFrame:
+    """Cast String columns to ``dtype``; raise on the first value that does not parse (naming its line)."""
+    out = frame.with_columns([pl.col(c).str.strip_chars().cast(dtype, strict=False).alias(c) for c in columns])
+    for c in columns:
+        bad = frame.filter(pl.col(c).is_not_null() & out[c].is_null())
+        if bad.height:
+            line, value = bad[_LINE][0], bad[c][0]
+            raise DataError(f"{path} line {line}: column {c!r} value {value!r} is not a number; fix or remove the "
+                            "row, or re-download the file", path=str(path), line=line)
+    return out
+
+
+def _fatal_prices(path: Path, frame: pl.DataFrame, columns: Sequence[str]) -> None:
+    """Raise on an empty, NaN or infinite price (the row cannot be a bar or a trade)."""
+    for c in columns:
+        bad = frame.filter(pl.col(c).is_null() | ~pl.col(c).is_finite())
+        if bad.height:
+            line, value = bad[_LINE][0], bad[c][0]
+            raise DataError(f"{path} line {line}: {c} is {'empty' if value is None else value!r} (NaN, infinite or "
+                            f"missing price; {bad.height} such row(s)); the file is corrupt — re-download it or "
+                            "remove the rows", path=str(path), line=line)
+
+
+def _flag_rows(report: QualityReport, kind: str, rows: pl.DataFrame, message: str) -> None:
+    """Count every row of ``rows`` under ``kind``; log the first ones with their lines."""
+    if not rows.height:
+        return
+    for line in rows[_LINE].head(LOG_LIMIT_PER_KIND).to_list():
+        report.flag(kind, line, message)
+    if rows.height > LOG_LIMIT_PER_KIND:
+        report.flag(kind, None, message, count=rows.height - LOG_LIMIT_PER_KIND)
+
+
+def _epoch_ms(path: Path, col: pl.Series) -> pl.Series:
+    """Parse a timestamp column: epoch ms, s or us (by magnitude) or a date-time string, as UTC epoch ms."""
+    text = col.str.strip_chars()
+    sample = text.drop_nulls().head(1).to_list()
+    if sample and sample[0].lstrip("-").isdigit():
+        num = text.cast(pl.Int64, strict=False)
+        big = num.drop_nulls().abs().max() or 0
+        scale = 1000 if big < 10**11 else (1 if big < 10**14 else 0)
+        return (num * scale if scale else num // 1000).alias(col.name)
+    dt = text.str.to_datetime(strict=False, time_unit="us")
+    if dt.dtype.time_zone is None:  # type: ignore[union-attr]
+        dt = dt.dt.replace_time_zone("UTC")
+    return (dt.dt.convert_time_zone("UTC").dt.epoch("us") // 1000).alias(col.name)
+
+
+def _check_times(path: Path, frame: pl.DataFrame, col: str) -> pl.DataFrame:
+    raw = frame[col]
+    ms = _epoch_ms(path, raw)
+    bad = frame.filter(raw.is_not_null() & ms.is_null())
+    if bad.height or raw.null_count():
+        row = bad if bad.height else frame.filter(raw.is_null())
+        line = row[_LINE][0]
+        raise DataError(f"{path} line {line}: {col} {row[col][0]!r} is not a timestamp (expected "
+                        "'YYYY-MM-DD HH:MM:SS[.ffffff]' UTC or epoch ms/s); fix or remove the row",
+                        path=str(path), line=line)
+    return frame.with_columns(ms)
+
+
+def _order_checks(report: QualityReport, frame: pl.DataFrame, ts: str, what: str) -> None:
+    """Count out-of-order rows and time gaps of 2 minutes or more (in file order / time order)."""
+    prev = pl.col(ts).shift(1)
+    _flag_rows(report, "out_of_order", frame.filter(pl.col(ts) < prev), f"{what} earlier than the row before it")
+    ordered = frame.sort(ts, maintain_order=True)
+    gaps = ordered.filter((pl.col(ts) - pl.col(ts).shift(1)) >= 2 * MINUTE_MS)
+    _flag_rows(report, "time_gaps", gaps, f"2 minutes or more since the previous {what}")
+
+
+def read_ohlcv(path: Path, report: QualityReport) -> pl.DataFrame:
+    """Read a 1-minute OHLCV CSV; return ``ts, open, high, low, close, volume`` rows, sorted, one per minute."""
+    frame = _read_strings(path, OHLCV_COLUMNS, has_header=True)
+    frame = _numbers(path, frame, OHLCV_COLUMNS[1:], pl.Float64())
+    _fatal_prices(path, frame, OHLCV_COLUMNS[1:5])
+    frame = _check_times(path, frame, "timestamp")
+    report.lines, report.messages = frame.height + 1, frame.height
+    unaligned = frame.filter(pl.col("timestamp") % MINUTE_MS != 0)
+    _flag_rows(report, "unaligned_ts", unaligned, "timestamp not on a minute boundary; floored to the minute")
+    frame = frame.with_columns(pl.col("timestamp") // MINUTE_MS * MINUTE_MS)
+    nonpos = frame.filter(pl.min_horizontal("open", "high", "low", "close") <= 0)
+    _flag_rows(report, "non_positive_price", nonpos, "price <= 0; row skipped")
+    frame = frame.filter(pl.min_horizontal("open", "high", "low", "close") > 0)
+    bad_vol = frame.filter(pl.col("volume").is_null() | ~pl.col("volume").is_finite())
+    _flag_rows(report, "nan_inf", bad_vol, "volume is NaN, infinite or empty; set to null")
+    _flag_rows(report, "negative_size", frame.filter(pl.col("volume") < 0), "volume < 0; set to null")
+    frame = frame.with_columns(
+        pl.when(pl.col("volume").is_finite() & (pl.col("volume") >= 0)).then(pl.col("volume")).alias("volume"))
+    incons = frame.filter((pl.col("high") < pl.max_horizontal("open", "close", "low"))
+                          | (pl.col("low") > pl.min_horizontal("open", "close")))
+    _flag_rows(report, "ohlc_inconsistent", incons, "high/low do not bracket open and close; row kept")
+    _order_checks(report, frame, "timestamp", "bar")
+    dups = frame.filter(pl.col("timestamp").is_duplicated() & ~pl.col("timestamp").is_first_distinct())
+    _flag_rows(report, "duplicates", dups, "timestamp repeats an earlier row; the first row is kept")
+    frame = frame.unique("timestamp", keep="first", maintain_order=True).sort("timestamp")
+    return frame.select(ts=minute_start(pl.col("timestamp")), open="open", high="high", low="low", close="close",
+                        volume="volume")
+
+
+def _trades_path(path: Path, tmp: Path) -> Path:
+    if path.suffix.lower() != ".zip":
+        return path
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = [n for n in zf.namelist() if n.lower().endswith(".csv")]
+            if len(names) != 1:
+                raise DataError(f"{path}: the zip archive holds {len(names)} CSV files; expected exactly one — "
+                                "re-download it or unzip it and pass the CSV", path=str(path))
+            return Path(zf.extract(names[0], tmp))
+    except zipfile.BadZipFile as exc:
+        raise DataError(f"{path}: not a valid zip archive ({exc}); re-download it", path=str(path)) from exc
+
+
+def read_trades(path: Path, report: QualityReport) -> pl.DataFrame:
+    """Read a Binance public trades CSV (zip or plain); return 1-minute trade bars (see ``trades_to_bars``)."""
+    with tempfile.TemporaryDirectory(prefix="quantnb-trades-") as tmp:
+        csv = _trades_path(path, Path(tmp))
+        header = _header(csv)
+        has_header = not header[0].lstrip("-").isdigit()
+        frame = _read_strings(csv, TRADE_COLUMNS, has_header)
+    frame = _numbers(path, frame, ("id",), pl.Int64())
+    frame = _numbers(path, frame, ("price", "qty"), pl.Float64())
+    _fatal_prices(path, frame, ("price",))
+    frame = _check_times(path, frame, "time")
+    report.lines, report.messages = frame.height + int(has_header), frame.height
+    frame = frame.with_columns(is_buyer_maker=pl.col("is_buyer_maker").str.strip_chars().str.to_lowercase() == "true")
+    _flag_rows(report, "non_positive_price", frame.filter(pl.col("price") <= 0), "trade price <= 0; trade skipped")
+    _flag_rows(report, "nan_inf", frame.filter(pl.col("qty").is_null() | ~pl.col("qty").is_finite()),
+               "trade qty NaN, infinite or empty; trade skipped")
+    _flag_rows(report, "negative_size", frame.filter(pl.col("qty") < 0), "trade qty < 0; trade skipped")
+    frame = frame.filter((pl.col("price") > 0) & pl.col("qty").is_finite() & (pl.col("qty") >= 0))
+    _order_checks(report, frame, "time", "trade")
+    dups = frame.filter(pl.col("id").is_duplicated() & ~pl.col("id").is_first_distinct())
+    _flag_rows(report, "duplicates", dups, "trade id repeats an earlier row; the first row is kept")
+    frame = frame.unique("id", keep="first", maintain_order=True)
+    report.trades = frame.height
+    trades = frame.select(ts_ms="time", id="id", price="price", qty="qty", is_buyer_maker="is_buyer_maker")
+    return trades_to_bars(trades)

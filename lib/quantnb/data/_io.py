@@ -1,0 +1,127 @@
+"""Source detection from file names, streaming line access to plain/zip/gzip files, error translation."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import re
+import zipfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, NamedTuple
+
+from quantnb.errors import DataError
+
+BYBIT = "bybit_book"
+BINANCE = "binance_usdm"
+OHLCV = "ohlcv_csv"
+TRADES = "trades_csv"
+
+_PATTERNS: tuple[tuple[str, re.Pattern[str], str], ...] = (
+    (BYBIT, re.compile(r"^(?P<day>\d{4}-\d{2}-\d{2})_(?P<symbol>[A-Za-z0-9]+)_ob(?P<depth>\d+)\.data(?:\.zip)?$"),
+     "YYYY-MM-DD_SYMBOL_obN.data[.zip] (Bybit v5 order book)"),
+    (BINANCE, re.compile(r"^(?P<symbol>[A-Za-z0-9]+)_(?P<day>\d{8})(?:\.[A-Za-z0-9]+)?\.gz$"),
+     "SYMBOL_YYYYMMDD[.ext].gz (Binance USD-M stream capture, '<recv_ns> <json>' lines)"),
+    (TRADES, re.compile(r"^(?P<symbol>[A-Za-z0-9]+)-trades-(?P<day>[0-9-]+)\.(?:csv|zip)$"),
+     "SYMBOL-trades-YYYY-MM-DD.csv|.zip (Binance public trades CSV)"),
+    (OHLCV, re.compile(r"^(?P<symbol>[^_]+)_.*1m\.csv$"), "SYMBOL_..._1m.csv (1-minute OHLCV CSV)"),
+)
+
+BUFFER_BYTES = 1 << 20
+IO_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error, zipfile.BadZipFile)
+
+
+class SourceInfo(NamedTuple):
+    """What a file name says: source kind and the symbol it names."""
+
+    kind: str
+    symbol: str
+
+
+def accepted_patterns() -> list[str]:
+    """Return the file-name patterns :func:`detect_source` accepts, in words."""
+    return [desc for _, _, desc in _PATTERNS]
+
+
+def detect_source(path: str | Path) -> SourceInfo:
+    """Detect the source kind and symbol of a raw data file from its name.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file; only its name is used.
+
+    Returns
+    -------
+    SourceInfo
+        ``kind`` is ``"bybit_book"``, ``"binance_usdm"``, ``"trades_csv"`` or ``"ohlcv_csv"``;
+        ``symbol`` is the symbol in the name, upper-cased for exchange files (e.g.
+        ``BTC-PERP_20211231_20220201_1m.csv`` gives ``BTC-PERP``).
+
+    Raises
+    ------
+    DataError
+        If the name matches none of the accepted patterns; the message lists them.
+    """
+    name = Path(path).name
+    for kind, pattern, _ in _PATTERNS:
+        m = pattern.match(name)
+        if m:
+            symbol = m.group("symbol")
+            return SourceInfo(kind, symbol if kind == OHLCV else symbol.upper())
+    raise DataError(
+        f"{path}: unknown file type {name!r}; rename it to one of the accepted patterns: "
+        + "; ".join(accepted_patterns()),
+        path=str(path),
+    )
+
+
+@contextlib.contextmanager
+def open_lines(path: Path) -> Iterator[IO[bytes]]:
+    """Open a plain, ``.zip`` (one member) or ``.gz`` file as a buffered binary stream of lines."""
+    name = path.name.lower()
+    try:
+        if name.endswith(".zip"):
+            with zipfile.ZipFile(path) as zf:
+                members = [i for i in zf.infolist() if not i.is_dir()]
+                if len(members) != 1:
+                    raise DataError(
+                        f"{path}: the zip archive holds {len(members)} files "
+                        f"({', '.join(i.filename for i in members[:5]) or 'none'}); expected exactly one "
+                        "data file — re-download the daily archive or unzip it and pass the file itself",
+                        path=str(path),
+                    )
+                with zf.open(members[0]) as member:
+                    yield io.BufferedReader(member, BUFFER_BYTES)  # type: ignore[arg-type]
+        elif name.endswith(".gz"):
+            with gzip.open(path, "rb") as gz:
+                yield io.BufferedReader(gz, BUFFER_BYTES)  # type: ignore[arg-type]
+        else:
+            with open(path, "rb", buffering=BUFFER_BYTES) as fh:
+                yield fh
+    except zipfile.BadZipFile as exc:
+        raise DataError(f"{path}: not a valid zip archive ({exc}); the download is corrupt or incomplete — "
+                        "re-download it", path=str(path)) from exc
+
+
+def io_error(path: Path, last_line: int, exc: BaseException) -> DataError:
+    """Translate a decompression error met after ``last_line`` good lines into a DataError."""
+    line = last_line + 1
+    if isinstance(exc, EOFError):
+        what = f"the gzip stream ends early ({exc}): the file is truncated"
+    elif isinstance(exc, gzip.BadGzipFile):
+        what = f"not a valid gzip file ({exc})"
+    elif isinstance(exc, zlib.error):
+        what = f"corrupt compressed data ({type(exc).__name__}: {exc}) — gzip/zip stream damaged"
+    else:
+        what = f"corrupt zip member ({exc})"
+    return DataError(f"{path} line {line}: {what}; re-download the file", path=str(path), line=line)
+
+
+def snippet(raw: bytes | str, limit: int = 80) -> str:
+    """Return the start of a line for an error message."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    text = text.rstrip("\r\n")
+    return repr(text if len(text) <= limit else text[:limit] + "...")

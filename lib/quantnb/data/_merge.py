@@ -1,0 +1,104 @@
+"""Merge partial bars of many files into final bars per symbol and UTC day."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+import polars as pl
+from loguru import logger
+
+from quantnb.data._bars import flag_gaps
+from quantnb.data._schema import (
+    BAR_SCHEMA,
+    BOOK_FIELDS,
+    BOOK_RANK,
+    MID_FIELDS,
+    OHLCV_FIELDS,
+    OHLCV_RANK,
+    PART_SCHEMA,
+    TRADE_FIELDS,
+    conform_parts,
+)
+from quantnb.errors import DataError
+
+_KEYS = ["symbol", "ts"]
+
+
+def _pick(frame: pl.DataFrame, rank: dict[str, int]) -> pl.DataFrame:
+    """Keep one row per (symbol, ts): lowest rank, then file name, then values (total order)."""
+    ranked = frame.with_columns(_rank=pl.col("source").replace_strict(rank, return_dtype=pl.Int64))
+    order = [*_KEYS, "_rank", "file", *[c for c in PART_SCHEMA if c not in (*_KEYS, "source", "file")]]
+    return ranked.sort(order, nulls_last=True).unique(_KEYS, keep="first", maintain_order=True)
+
+
+def _warn_conflicts(frame: pl.DataFrame, what: str) -> None:
+    files = frame.group_by(_KEYS).agg(pl.col("file").n_unique().alias("n")).filter(pl.col("n") > 1)
+    if files.height:
+        for symbol, n in files.group_by("symbol").len().sort("symbol").iter_rows():
+            logger.warning("merge: {} minute(s) of {} have {} from more than one file; the higher-priority "
+                           "source (then the first file name) is used", n, symbol, what)
+
+
+def merge_parts(parts: Sequence[pl.DataFrame]) -> dict[tuple[str, dt.date], pl.DataFrame]:
+    """Combine partial bars of many files into final 1-minute bars per symbol and UTC day.
+
+    For each symbol and minute, the OHLCV fields (``open, high, low, close, volume``, and
+    ``n_trades, buy_volume`` where trades exist) come from the highest-priority source
+    that has the minute: trades CSV > stream trades (Binance capture) > OHLCV CSV > mid
+    of a book (mid open/high/low/close, volume null). The book fields come from a book
+    source (Binance capture before Bybit file if both exist). Ties between files of the
+    same source are broken by file name, then by value, so the result does not depend on
+    the order of ``parts``. ``gap_before`` is True when the symbol's previous bar (also
+    across days) is 2 minutes or more earlier. ``ohlcv_source`` names the source used.
+
+    Parameters
+    ----------
+    parts : sequence of polars.DataFrame
+        ``FileIngest.bars`` frames (schema ``PART_SCHEMA``), in any order.
+
+    Returns
+    -------
+    dict of (str, datetime.date) to polars.DataFrame
+        ``(symbol, UTC day) -> bars`` with schema ``BAR_SCHEMA``, sorted by ``ts``; keys
+        in sorted order. Empty if there is no row.
+
+    Raises
+    ------
+    DataError
+        If a part holds an unknown ``source`` or lacks the ``symbol``, ``ts`` or
+        ``source`` column (a foreign or damaged shard).
+    """
+    frames = []
+    for i, part in enumerate(parts):
+        missing = [c for c in ("symbol", "ts", "source", "file") if c not in part.columns]
+        if missing:
+            raise DataError(f"merge_parts: part {i} lacks column(s) {missing}; pass FileIngest.bars frames")
+        if part.height:
+            frames.append(conform_parts(part))
+    if not frames:
+        return {}
+    allp = pl.concat(frames)
+    unknown = sorted(set(allp["source"].unique().to_list()) - set(OHLCV_RANK))
+    if unknown:
+        raise DataError(f"merge_parts: unknown source(s) {unknown}; expected {sorted(OHLCV_RANK)}")
+    is_book = pl.col("source").is_in(list(BOOK_RANK))
+    as_ohlcv = allp.with_columns(
+        [pl.when(is_book).then(pl.col(m)).otherwise(pl.col(o)).alias(o)
+         for o, m in zip(OHLCV_FIELDS[:4], MID_FIELDS, strict=True)]  # a book has no volume: stays null
+    ).filter(pl.col("open").is_not_null())
+    ohlcv = _pick(as_ohlcv, OHLCV_RANK).select(*_KEYS, *OHLCV_FIELDS, *TRADE_FIELDS, ohlcv_source="source")
+    books = allp.filter(is_book)
+    _warn_conflicts(books, "book data")
+    book = _pick(books, BOOK_RANK).select(*_KEYS, *BOOK_FIELDS)
+    bars = (
+        ohlcv.join(book, on=_KEYS, how="full", coalesce=True)
+        .sort(_KEYS)
+        .with_columns(gap_before=flag_gaps(pl.col("ts"), over="symbol"), _day=pl.col("ts").dt.date())
+    )
+    out: dict[tuple[str, dt.date], pl.DataFrame] = {}
+    for (symbol, day), frame in sorted(bars.partition_by(["symbol", "_day"], as_dict=True).items()):
+        out[(symbol, day)] = frame.select([pl.col(c).cast(t) for c, t in BAR_SCHEMA.items()]).sort("ts")
+    logger.info("merge: {} part row(s) -> {} bar(s) in {} symbol-day(s); {} gap(s)", allp.height, bars.height,
+                len(out), int(bars["gap_before"].sum()))
+    return out

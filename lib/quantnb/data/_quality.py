@@ -1,0 +1,191 @@
+"""Per-file data-quality report: every defect counted, the first ones of each kind logged with file and line."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from loguru import logger
+
+# How many findings of one kind are logged one by one; the rest are counted and summarised.
+LOG_LIMIT_PER_KIND = 20
+# How many findings are kept as examples in the report.
+EXAMPLES_LIMIT = 50
+
+COUNTERS = (
+    "nan_inf",
+    "non_positive_price",
+    "negative_size",
+    "crossed",
+    "locked",
+    "seq_gaps",
+    "resyncs",
+    "skipped_unsynced",
+    "skipped_before_snapshot",
+    "stale_dropped",
+    "buffer_dropped",
+    "duplicates",
+    "out_of_order",
+    "time_gaps",
+    "unsynced_minutes",
+    "unsupported_messages",
+    "blank_lines",
+    "ohlc_inconsistent",
+    "unaligned_ts",
+    "symbol_mismatch",
+    "top_repairs",
+)
+
+
+@dataclasses.dataclass
+class QualityReport:
+    """Counts of what one input file contained and every defect found in it.
+
+    Every defect is counted here and logged at WARNING with file and line (the first
+    ``LOG_LIMIT_PER_KIND`` of each kind one by one, the rest in one summary line), so
+    nothing is dropped silently. Fatal corruption is not counted: it raises
+    :class:`~quantnb.errors.DataError` instead.
+
+    Attributes
+    ----------
+    path : str
+        The input file.
+    source : str
+        Source kind: ``bybit_book``, ``binance_usdm``, ``ohlcv_csv`` or ``trades_csv``.
+    symbols : list of str
+        Symbols found in the file.
+    lines, messages : int
+        Lines read; messages (or CSV rows) parsed.
+    snapshots, book_updates, trades, bbo_updates : int
+        Book snapshots applied, book messages applied (snapshots and deltas), trades,
+        best-bid/offer (``bookTicker``) messages.
+    bars : int
+        Partial 1-minute bar rows produced.
+    first_ts, last_ts : str or None
+        First and last exchange timestamp seen (ISO 8601, UTC).
+    nan_inf : int
+        NaN or infinite sizes or volumes (NaN/Inf *prices* are fatal).
+    non_positive_price, negative_size : int
+        Levels, trades or rows with a price <= 0 or a size < 0 (skipped, counted).
+    crossed, locked : int
+        Book states with best bid > best ask (crossed) or == best ask (locked).
+    seq_gaps : int
+        Breaks of the update-id sequence (Bybit ``u`` not +1; Binance ``pu`` != previous ``u``).
+    resyncs : int
+        Book rebuilds from a later snapshot (after a gap, or a snapshot mid-stream).
+    skipped_unsynced : int
+        Book deltas skipped while waiting for a snapshot after a gap.
+    skipped_before_snapshot : int
+        Bybit deltas skipped before the first snapshot (``skip_until_snapshot=True``).
+    stale_dropped : int
+        Binance diffs dropped by the sync rule ``u < lastUpdateId`` (normal, not a defect).
+    buffer_dropped : int
+        Binance diffs dropped because the pre-snapshot buffer was full.
+    duplicates, out_of_order : int
+        Repeated or decreasing timestamps / update ids / trade ids.
+    time_gaps : int
+        Jumps of 2 minutes or more between consecutive events or bars.
+    unsynced_minutes : int
+        Minutes with book messages but no synced book at the close (no book features).
+    unsupported_messages : int
+        Messages of a kind the reader does not use (e.g. ``aggTrade``), skipped.
+    blank_lines : int
+        Empty lines, skipped.
+    ohlc_inconsistent : int
+        OHLCV rows whose high/low do not bracket open and close.
+    unaligned_ts : int
+        Bar timestamps not on a minute boundary (floored to the minute).
+    symbol_mismatch : int
+        Messages whose symbol differs from the file's first symbol (skipped).
+    top_repairs : int
+        Minute closes where the incrementally kept best bid/ask disagreed with a full scan
+        (repaired; expected 0).
+    examples : list of dict
+        The first findings as ``{"kind", "line", "message"}``.
+    """
+
+    path: str
+    source: str
+    symbols: list[str] = dataclasses.field(default_factory=list)
+    lines: int = 0
+    messages: int = 0
+    snapshots: int = 0
+    book_updates: int = 0
+    trades: int = 0
+    bbo_updates: int = 0
+    bars: int = 0
+    first_ts: str | None = None
+    last_ts: str | None = None
+    nan_inf: int = 0
+    non_positive_price: int = 0
+    negative_size: int = 0
+    crossed: int = 0
+    locked: int = 0
+    seq_gaps: int = 0
+    resyncs: int = 0
+    skipped_unsynced: int = 0
+    skipped_before_snapshot: int = 0
+    stale_dropped: int = 0
+    buffer_dropped: int = 0
+    duplicates: int = 0
+    out_of_order: int = 0
+    time_gaps: int = 0
+    unsynced_minutes: int = 0
+    unsupported_messages: int = 0
+    blank_lines: int = 0
+    ohlc_inconsistent: int = 0
+    unaligned_ts: int = 0
+    symbol_mismatch: int = 0
+    top_repairs: int = 0
+    examples: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def flag(self, kind: str, line: int | None, message: str, count: int = 1) -> None:
+        """Count ``count`` findings of ``kind`` at ``line`` and log the first ones at WARNING.
+
+        Parameters
+        ----------
+        kind : str
+            One of the counter attributes (e.g. ``"seq_gaps"``).
+        line : int or None
+            1-based line in the file (for CSV files: the line of the row, header is line 1).
+        message : str
+            What was found and what was done about it.
+        count : int
+            How many findings this call stands for (a CSV check reports all rows at once).
+
+        Raises
+        ------
+        KeyError
+            If ``kind`` is not a counter (a programming error).
+        """
+        if kind not in COUNTERS:
+            raise KeyError(f"unknown quality counter {kind!r}; known: {', '.join(COUNTERS)}")
+        before = getattr(self, kind)
+        setattr(self, kind, before + count)
+        if before < LOG_LIMIT_PER_KIND:
+            where = f"{self.path} line {line}" if line is not None else self.path
+            logger.warning("{}: {} [{}]", where, message, kind)
+            if len(self.examples) < EXAMPLES_LIMIT:
+                self.examples.append({"kind": kind, "line": line, "message": message})
+
+    def finish(self) -> None:
+        """Log one summary WARNING per kind whose findings were not all logged one by one."""
+        for kind in COUNTERS:
+            n = getattr(self, kind)
+            if n > LOG_LIMIT_PER_KIND:
+                logger.warning("{}: {} more {!r} finding(s) not logged one by one (all {} counted)",
+                               self.path, n - LOG_LIMIT_PER_KIND, kind, n)
+
+    @property
+    def defects(self) -> dict[str, int]:
+        """Return the non-zero defect counters (``stale_dropped`` excluded: it is normal syncing)."""
+        return {k: getattr(self, k) for k in COUNTERS if getattr(self, k) and k != "stale_dropped"}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the report as a JSON-serialisable dict."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """Return the report as an indented JSON string."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)

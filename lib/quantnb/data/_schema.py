@@ -1,0 +1,92 @@
+"""Column schemas of partial and final bars, and the source kinds with their merge priority."""
+
+from __future__ import annotations
+
+import polars as pl
+
+UTC_MINUTE = pl.Datetime("us", "UTC")
+
+# Source kinds a FileIngest can produce (the ``source`` column of partial bars).
+TRADES_CSV = "trades_csv"
+BINANCE_TRADES = "binance_trades"
+OHLCV_CSV = "ohlcv_csv"
+BYBIT_BOOK = "bybit_book"
+BINANCE_BOOK = "binance_book"
+
+# Lower rank wins. OHLCV fields: trades CSV > stream trades > OHLCV CSV > mid of a book.
+OHLCV_RANK: dict[str, int] = {TRADES_CSV: 0, BINANCE_TRADES: 1, OHLCV_CSV: 2, BINANCE_BOOK: 3, BYBIT_BOOK: 4}
+# Book fields come from book sources only; between two of them the rank (then the file name) decides.
+BOOK_RANK: dict[str, int] = {BINANCE_BOOK: 0, BYBIT_BOOK: 1}
+
+OHLCV_FIELDS = ("open", "high", "low", "close", "volume")
+TRADE_FIELDS = ("n_trades", "buy_volume")
+MID_FIELDS = ("mid_open", "mid_high", "mid_low", "mid_close")
+BOOK_FIELDS = (
+    "mid_close",
+    "micro_price_close",
+    "spread_bps_mean",
+    "bid_depth_10",
+    "ask_depth_10",
+    "imbalance_10",
+    "n_book_updates",
+    "resyncs",
+)
+
+PART_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.String(),
+    "ts": UTC_MINUTE,
+    "source": pl.String(),
+    "file": pl.String(),
+    "open": pl.Float64(),
+    "high": pl.Float64(),
+    "low": pl.Float64(),
+    "close": pl.Float64(),
+    "volume": pl.Float64(),
+    "n_trades": pl.Int64(),
+    "buy_volume": pl.Float64(),
+    "mid_open": pl.Float64(),
+    "mid_high": pl.Float64(),
+    "mid_low": pl.Float64(),
+    "mid_close": pl.Float64(),
+    "micro_price_close": pl.Float64(),
+    "spread_bps_mean": pl.Float64(),
+    "bid_depth_10": pl.Float64(),
+    "ask_depth_10": pl.Float64(),
+    "imbalance_10": pl.Float64(),
+    "n_book_updates": pl.Int64(),
+    "resyncs": pl.Int64(),
+}
+
+BAR_SCHEMA: dict[str, pl.DataType] = {
+    "ts": UTC_MINUTE,
+    "symbol": pl.String(),
+    "open": pl.Float64(),
+    "high": pl.Float64(),
+    "low": pl.Float64(),
+    "close": pl.Float64(),
+    "volume": pl.Float64(),
+    "n_trades": pl.Int64(),
+    "buy_volume": pl.Float64(),
+    "mid_close": pl.Float64(),
+    "micro_price_close": pl.Float64(),
+    "spread_bps_mean": pl.Float64(),
+    "bid_depth_10": pl.Float64(),
+    "ask_depth_10": pl.Float64(),
+    "imbalance_10": pl.Float64(),
+    "n_book_updates": pl.Int64(),
+    "resyncs": pl.Int64(),
+    "gap_before": pl.Boolean(),
+    "ohlcv_source": pl.String(),
+}
+
+
+def empty_parts() -> pl.DataFrame:
+    return pl.DataFrame(schema=PART_SCHEMA)
+
+
+def conform_parts(frame: pl.DataFrame) -> pl.DataFrame:
+    """Add missing part columns as nulls, cast to PART_SCHEMA and order the columns."""
+    missing = [pl.lit(None, dtype=dt).alias(c) for c, dt in PART_SCHEMA.items() if c not in frame.columns]
+    if missing:
+        frame = frame.with_columns(missing)
+    return frame.select([pl.col(c).cast(dt) for c, dt in PART_SCHEMA.items()])
