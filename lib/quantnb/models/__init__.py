@@ -1,1 +1,60 @@
-"""quantnb.models."""
+"""Models and training: the HybridTCNLSTM classifier, a resumable trainer, F1 metrics and model bundles.
+
+Typical use by the training stage::
+
+    seed_everything(cfg.seed)
+    model = HybridTCNLSTM(n_features=len(data.features), tcn_channels=32, kernel_size=3, n_blocks=3,
+                          dropout=0.1, lstm_hidden=64, lstm_layers=1)
+    trainer = Trainer(model, data.train, data.val, cfg, run_dir / "checkpoints", on_epoch_end=report)
+    result = trainer.fit(resume=resume)             # best weights are left in ``model``
+    test = evaluate(model, data.test)
+    plot_confusion_matrix(test.scores.confusion, plots_dir / "confusion_test.png")
+    save_model_bundle(run_dir / "model", model, data.scaler, {"seq_len": data.seq_len, ...})
+    bundle = load_model_bundle(run_dir / "model")
+"""
+
+from __future__ import annotations
+
+from quantnb.models._bundle import (
+    BUNDLE_FORMAT,
+    METADATA_FILE,
+    SCALER_FILE,
+    WEIGHTS_FILE,
+    ModelBundle,
+    library_versions,
+    load_model_bundle,
+    save_model_bundle,
+)
+from quantnb.models._config import TrainConfig
+from quantnb.models._evaluate import Evaluation, evaluate, plot_confusion_matrix
+from quantnb.models._metrics import ClassificationScores, classification_scores, confusion_matrix, f1_from_confusion
+from quantnb.models._stats import BatchStats, EpochStats, TrainResult
+from quantnb.models._tcn_lstm import CausalConvBlock, HybridTCNLSTM
+from quantnb.models._trainer import Trainer, inverse_frequency_weights, seed_everything
+
+__all__ = [
+    "HybridTCNLSTM",
+    "CausalConvBlock",
+    "TrainConfig",
+    "Trainer",
+    "TrainResult",
+    "EpochStats",
+    "BatchStats",
+    "seed_everything",
+    "inverse_frequency_weights",
+    "evaluate",
+    "Evaluation",
+    "plot_confusion_matrix",
+    "confusion_matrix",
+    "f1_from_confusion",
+    "classification_scores",
+    "ClassificationScores",
+    "save_model_bundle",
+    "load_model_bundle",
+    "ModelBundle",
+    "library_versions",
+    "BUNDLE_FORMAT",
+    "WEIGHTS_FILE",
+    "SCALER_FILE",
+    "METADATA_FILE",
+]

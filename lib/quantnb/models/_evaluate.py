@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from quantnb.models._metrics import ClassificationScores, classification_scores
+from quantnb.research import LABEL_NAMES, WindowDataset
+from quantnb.runlog import atomic_path
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Scores of a model on a window dataset.
+
+    Attributes
+    ----------
+    scores : ClassificationScores
+        F1 macro, weighted, per class and the confusion matrix.
+    loss : float
+        Mean cross-entropy (class-weighted when weights were given; NaN with no samples).
+    n_samples : int
+        Windows evaluated.
+    """
+
+    scores: ClassificationScores
+    loss: float
+    n_samples: int
+
+    def to_dict(self) -> dict[str, object]:
+        """Return a JSON/YAML-ready dict: f1_macro, f1_weighted, f1 per class, accuracy, loss, confusion."""
+        s = self.scores
+        return {"f1_macro": s.f1_macro, "f1_weighted": s.f1_weighted,
+                **{f"f1_{n.lower()}": v for n, v in zip(LABEL_NAMES, s.f1_per_class, strict=True)},
+                "accuracy": s.accuracy, "loss": self.loss, "n_samples": self.n_samples,
+                "confusion": s.confusion.tolist()}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: WindowDataset, *, batch_size: int = 1024,
+             device: torch.device | str | None = None,
+             class_weights: Sequence[float] | torch.Tensor | None = None) -> Evaluation:
+    """Predict every window of ``dataset`` in order and score the predictions.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Maps x of shape (batch, seq_len, n_features) float32 to logits (batch, 3); put in eval mode
+        here and left in eval mode.
+    dataset : WindowDataset
+        Windows with targets in {0, 1, 2}.
+    batch_size : int
+        Windows per forward pass.
+    device : torch.device or str, optional
+        Where to run; default the model's device.
+    class_weights : sequence of 3 float or torch.Tensor, optional
+        Weights of the reported cross-entropy; default unweighted.
+
+    Returns
+    -------
+    Evaluation
+    """
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32, device=dev)
+    model.eval()
+    preds, loss_sum, weight_sum = [], torch.zeros((), device=dev), torch.zeros((), device=dev)
+    for start in range(0, len(dataset), batch_size):
+        x, y = dataset.get_batch(np.arange(start, min(start + batch_size, len(dataset))))
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        logits = model(x)
+        loss_sum += F.cross_entropy(logits, y, weight=weight, reduction="sum")
+        weight_sum += weight[y].sum() if weight is not None else y.numel()
+        preds.append(logits.argmax(dim=1).cpu())
+    y_pred = torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
+    loss = float(loss_sum / weight_sum) if float(weight_sum) > 0 else float("nan")
+    return Evaluation(classification_scores(dataset.targets, y_pred), loss, len(dataset))
+
+
+def plot_confusion_matrix(confusion: np.ndarray, path: str | os.PathLike[str], *, title: str = "Confusion matrix",
+                          class_names: Sequence[str] = LABEL_NAMES) -> Path:
+    """Save a confusion-matrix heat map as PNG (Agg backend, no display needed), atomically.
+
+    Each cell shows the count and the share of its true-class row.
+
+    Parameters
+    ----------
+    confusion : numpy.ndarray, shape (n_classes, n_classes), integer
+        Rows true class, columns predicted class.
+    path : str or os.PathLike
+        Destination PNG; parent directories are created.
+    title : str
+        Figure title, e.g. with the run id and F1 macro.
+    class_names : sequence of str
+        Axis labels.
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    cm = np.asarray(confusion, dtype=np.int64)
+    rows = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=np.float64), where=rows > 0)
+    fig = Figure(figsize=(4.8, 4.2), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    im = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(im, ax=ax, label="share of true class")
+    ticks = np.arange(len(class_names))
+    ax.set_xticks(ticks, labels=list(class_names))
+    ax.set_yticks(ticks, labels=list(class_names))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, f"{cm[i, j]}\n{share[i, j]:.1%}", ha="center", va="center",
+                    color="white" if share[i, j] > 0.5 else "black", fontsize=9)
+    fig.tight_layout()
+    dest = Path(path)
+    with atomic_path(dest) as tmp:
+        fig.savefig(tmp, format="png")
+    return dest
