@@ -28,6 +28,17 @@ def load_labelled(root: Path, labelled_dir: str) -> tuple[pl.DataFrame, dict[str
         raise ConfigError(f"{folder / 'labelling_config.json'} missing: the labelling run did not finish; "
                           "resume it (quantnb run labelling --resume <run_id>)") from None
     frame = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed").sort("ts")
+    frame = drop_empty_columns(frame)
     logger.info("Loaded {} labelled rows from {} file(s) in {} ({} .. {})", frame.height, len(files),
                 labelled_dir, frame["ts"].min(), frame["ts"].max())
     return frame, config
+
+
+def drop_empty_columns(frame: pl.DataFrame) -> pl.DataFrame:
+    """Drop numeric columns with no finite value (e.g. book features of an OHLCV-only symbol), logged."""
+    empty = [c for c, dtype in frame.schema.items()
+             if dtype.is_numeric() and frame[c].is_finite().sum() == 0 and dtype.is_float()
+             or dtype.is_numeric() and frame[c].null_count() == frame.height]
+    if empty:
+        logger.info("Columns without any value, left out of the features: {}", ", ".join(empty))
+    return frame.drop(empty)
