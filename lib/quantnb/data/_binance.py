@@ -12,6 +12,7 @@ unsynced and the minutes until one arrives carry no book features (counted).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -179,9 +180,10 @@ class _BinanceBook:
         return self.bars.frame()
 
 
-def read_binance(path: Path, report: QualityReport, *,
-                 on_crossed: str = "raise") -> tuple[str, pl.DataFrame, pl.DataFrame]:
-    """Replay a Binance USD-M capture; return the symbol, per-minute book rows and trade bars."""
+def read_binance(path: Path, report: QualityReport, *, on_crossed: str = "raise",
+                 on_progress: Callable[[int], None] | None = None
+                 ) -> tuple[str, pl.DataFrame, pl.DataFrame, OrderBook]:
+    """Replay a Binance USD-M capture; return the symbol, per-minute book rows, trade bars and the final book."""
     depth = _BinanceBook(path, report, on_crossed)
     trades = TradeBuffer()
     t_ts, t_id, t_px, t_q, t_m = trades.ts, trades.ids, trades.px, trades.qty, trades.maker
@@ -228,12 +230,14 @@ def read_binance(path: Path, report: QualityReport, *,
                                         "skipped")
                             continue
                         symbol = ev.s
+                    if ev.E >= depth.bars.next_ms and on_progress is not None:
+                        on_progress(lineno)
                     depth.on_depth(ev, lineno)
         except IO_ERRORS as exc:
             raise io_error(path, lineno, exc) from exc
     report.lines, report.messages, report.bbo_updates = lineno, n, n_bbo
     report.symbols = [symbol] if symbol else []
-    return symbol, depth.finish(), trades.bars()
+    return symbol, depth.finish(), trades.bars(), depth.book
 
 
 def _slow(path: Path, line: int, payload: bytes, exc: Exception, report: QualityReport,

@@ -88,15 +88,17 @@ class OrderBook:
             ``(best_bid, best_ask)`` after the update; ``-inf`` / ``inf`` for an empty side.
         """
         if bids:
-            self._bids.update(bids)
-            p, s = max(bids)
-            if p >= self._bb:
-                self._bb = p if s else self._next_bid(bids)
+            bd = self._bids
+            bd.update(bids)
+            p = max(bids)[0]
+            if p >= self._bb:  # the touch may have changed; the stored size decides (last of duplicates wins)
+                self._bb = p if bd[p] else self._next_bid(bids)
         if asks:
-            self._asks.update(asks)
-            p, s = min(asks)
+            ad = self._asks
+            ad.update(asks)
+            p = min(asks)[0]
             if p <= self._ba:
-                self._ba = p if s else self._next_ask(asks)
+                self._ba = p if ad[p] else self._next_ask(asks)
         return self._bb, self._ba
 
     def clear(self) -> None:
@@ -126,7 +128,7 @@ class OrderBook:
         non-empty level, and rescan the whole side only if none is near.
         """
         bb, bd = self._bb, self._bids
-        above = [p for p, s in bids if s and p > bb]
+        above = [p for p, _ in bids if p > bb and bd[p]]
         if above:
             return max(above)
         if bd.get(bb):  # the deleted level was above the best, which stands
@@ -144,7 +146,7 @@ class OrderBook:
     def _next_ask(self, asks: Sequence[Level]) -> float:
         """Best ask after the old best (or a level below it) was deleted; see :meth:`_next_bid`."""
         ba, ad = self._ba, self._asks
-        below = [p for p, s in asks if s and p < ba]
+        below = [p for p, _ in asks if p < ba and ad[p]]
         if below:
             return min(below)
         if ad.get(ba):

@@ -9,6 +9,7 @@ deltas are skipped (counted) until the next snapshot.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -74,9 +75,9 @@ def _slow(path: Path, line: int, raw: bytes, exc: Exception, report: QualityRepo
     return _Msg(loose.type, loose.ts, _Data(d.s, bids, asks, d.u))  # type: ignore[arg-type]
 
 
-def read_bybit(path: Path, report: QualityReport, *, skip_until_snapshot: bool = False,
-               on_crossed: str = "raise") -> tuple[str, pl.DataFrame]:
-    """Replay a Bybit order-book file; return its symbol and per-minute book rows (see BookMinutes)."""
+def read_bybit(path: Path, report: QualityReport, *, skip_until_snapshot: bool = False, on_crossed: str = "raise",
+               on_progress: Callable[[int], None] | None = None) -> tuple[str, pl.DataFrame, OrderBook]:
+    """Replay a Bybit order-book file; return its symbol, per-minute book rows and the final book."""
     book = OrderBook()
     bars = BookMinutes(book, report)
     roll, add, apply = bars.roll, bars.add, book.apply
@@ -110,6 +111,8 @@ def read_bybit(path: Path, report: QualityReport, *, skip_until_snapshot: bool =
                     last_ts = ts
                 if ts >= bars.next_ms:
                     roll(ts)
+                    if on_progress is not None:
+                        on_progress(lineno)
                 if msg.type == "delta":
                     if u != last_u + 1:
                         if not seen_snapshot:
@@ -168,7 +171,7 @@ def read_bybit(path: Path, report: QualityReport, *, skip_until_snapshot: bool =
     if n and not seen_snapshot:
         logger.warning("{}: no snapshot in the file; no book features", path)
     report.symbols = [symbol] if symbol else []
-    return symbol, bars.frame()
+    return symbol, bars.frame(), book
 
 
 def _check_time_symbol(path: Path, line: int, ts: int, last_ts: int, sym: str, symbol: str,

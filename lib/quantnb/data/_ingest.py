@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -11,6 +12,7 @@ from loguru import logger
 
 from quantnb.data import _io
 from quantnb.data._binance import read_binance
+from quantnb.data._book import OrderBook
 from quantnb.data._bybit import read_bybit
 from quantnb.data._csv import read_ohlcv, read_trades
 from quantnb.data._quality import QualityReport
@@ -42,6 +44,8 @@ class FileIngest:
         Messages (JSON sources) or rows (CSV sources) parsed.
     elapsed_s : float
         Wall time of the ingestion, seconds.
+    book : OrderBook or None
+        The reconstructed book at the end of the file (order-book sources), else None.
     """
 
     path: Path
@@ -51,13 +55,15 @@ class FileIngest:
     quality: QualityReport
     n_messages: int
     elapsed_s: float
+    book: OrderBook | None = None
 
 
 def _tag(frame: pl.DataFrame, symbol: str, source: str, path: Path) -> pl.DataFrame:
     return conform_parts(frame.with_columns(symbol=pl.lit(symbol), source=pl.lit(source), file=pl.lit(path.name)))
 
 
-def ingest_file(path: str | Path, *, skip_until_snapshot: bool = False, on_crossed: str = "raise") -> FileIngest:
+def ingest_file(path: str | Path, *, skip_until_snapshot: bool = False, on_crossed: str = "raise",
+                on_progress: Callable[[int], None] | None = None) -> FileIngest:
     """Read one raw file, validate it, and aggregate it into partial 1-minute bars.
 
     Parameters
@@ -98,15 +104,17 @@ def ingest_file(path: str | Path, *, skip_until_snapshot: bool = False, on_cross
     t0 = time.perf_counter()
     report = QualityReport(path=str(path), source=info.kind)
     logger.info("{}: reading as {} ({:.1f} kB)", path, info.kind, path.stat().st_size / 1024)
+    final: OrderBook | None = None
     if info.kind == _io.BYBIT:
-        symbol, book = read_bybit(path, report, skip_until_snapshot=skip_until_snapshot, on_crossed=on_crossed)
+        symbol, book, final = read_bybit(path, report, skip_until_snapshot=skip_until_snapshot,
+                                         on_crossed=on_crossed, on_progress=on_progress)
         if symbol and symbol != info.symbol:
             logger.warning("{}: the file name says {} but the messages are for {}; using {}",
                            path, info.symbol, symbol, symbol)
         symbol = symbol or info.symbol
         bars = _tag(book, symbol, BYBIT_BOOK, path)
     elif info.kind == _io.BINANCE:
-        symbol, book, trades = read_binance(path, report, on_crossed=on_crossed)
+        symbol, book, trades, final = read_binance(path, report, on_crossed=on_crossed, on_progress=on_progress)
         symbol = symbol or info.symbol
         bars = pl.concat([_tag(book, symbol, BINANCE_BOOK, path), _tag(trades, symbol, BINANCE_TRADES, path)])
         report.trades = int(trades["n_trades"].sum())
@@ -132,4 +140,4 @@ def ingest_file(path: str | Path, *, skip_until_snapshot: bool = False, on_cross
         logger.info("{}: {} rows after the 1-minute resample ({})", path, rows, source)
     logger.info("{}: {} messages processed in {:.2f} s (etl/msgs_per_s={:.0f}); defects: {}", path, report.messages,
                 elapsed, report.messages / max(elapsed, 1e-9), report.defects or "none")
-    return FileIngest(path, info.kind, symbol, bars, report, report.messages, elapsed)
+    return FileIngest(path, info.kind, symbol, bars, report, report.messages, elapsed, final)

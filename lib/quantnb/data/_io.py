@@ -106,8 +106,19 @@ def open_lines(path: Path) -> Iterator[IO[bytes]]:
                         "re-download it", path=str(path)) from exc
 
 
+def _readable_gzip_lines(path: Path) -> int:
+    """Count the complete lines before a gzip stream breaks (read-ahead hides where it broke)."""
+    n = 0
+    with contextlib.suppress(*IO_ERRORS), gzip.open(path, "rb") as gz:
+        for _ in gz:
+            n += 1
+    return n
+
+
 def io_error(path: Path, last_line: int, exc: BaseException) -> DataError:
     """Translate a decompression error met after ``last_line`` good lines into a DataError."""
+    if path.name.lower().endswith(".gz"):
+        last_line = _readable_gzip_lines(path)
     line = last_line + 1
     if isinstance(exc, EOFError):
         what = f"the gzip stream ends early ({exc}): the file is truncated"
