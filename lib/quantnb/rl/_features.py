@@ -211,13 +211,13 @@ def compute_features(
     for w in SMA_WINDOWS:
         sma = np.full(n, np.nan)
         if n >= w:
-            sma[w - 1 :] = sliding_window_view(close, w).mean(axis=1)
+            sma[w - 1 :] = np.add.reduce(sliding_window_view(close, w), axis=1) / w
         cols[f"sma_ratio_{w}"] = close / sma - 1.0
     pct_b = np.full(n, np.nan)
     if n >= BB_WINDOW:
         win = sliding_window_view(close, BB_WINDOW)
-        mean = win.mean(axis=1)
-        sd = np.sqrt(((win - mean[:, None]) ** 2).mean(axis=1))
+        mean = np.add.reduce(win, axis=1) / BB_WINDOW
+        sd = np.sqrt(np.add.reduce((win - mean[:, None]) ** 2, axis=1) / BB_WINDOW)
         pct_b[BB_WINDOW - 1 :] = _pct_b(close[BB_WINDOW - 1 :], mean, sd)
     cols[f"bb_pct_b_{BB_WINDOW}"] = pct_b
     rec = _Recursions()

@@ -13,6 +13,7 @@ import polars as pl
 from quantnb.errors import ConfigError, DataError
 from quantnb.rl._features import (
     _LOOKBACK,
+    BB_K,
     BB_WINDOW,
     BOOK_FEATURE_SOURCES,
     DEFAULT_WARMUP_BARS,
@@ -23,7 +24,6 @@ from quantnb.rl._features import (
     _book_formula,
     _check_names,
     _check_warmup,
-    _pct_b,
     _Recursions,
 )
 
@@ -133,20 +133,23 @@ class IncrementalFeatures:
         vals: dict[str, Any] = {}
         for k in RETURN_LAGS:
             vals[f"ret_{k}"] = np.log(close / arr[-1 - k])
-        for w in SMA_WINDOWS:
-            vals[f"sma_ratio_{w}"] = close / arr[-w:].mean() - 1.0
+        for w in SMA_WINDOWS:  # sum / n, exactly as ndarray.mean in the batch version
+            vals[f"sma_ratio_{w}"] = close / (np.add.reduce(arr[-w:]) / w) - 1.0
         win = arr[-BB_WINDOW:]
-        mean = win.mean()
-        vals[f"bb_pct_b_{BB_WINDOW}"] = _pct_b(close, mean, np.sqrt(((win - mean) ** 2).mean()))
+        mean = np.add.reduce(win) / BB_WINDOW
+        sd = math.sqrt(np.add.reduce((win - mean) ** 2) / BB_WINDOW)
+        vals[f"bb_pct_b_{BB_WINDOW}"] = (close - (mean - BB_K * sd)) / (2.0 * BB_K * sd) if sd > 0 else 0.5
         vals["macd_line"] = macd / close
         vals["macd_signal"] = signal / close
         vals["macd_hist"] = vals["macd_line"] - vals["macd_signal"]
         vals[f"rsi_{RSI_PERIOD}"] = rsi
-        with np.errstate(divide="ignore", invalid="ignore"):
-            for f in self.feature_names:
-                if f in BOOK_FEATURE_SOURCES:
-                    vals[f] = _book_formula(f, {c: np.float64(v) for c, v in self._book.items()})
-        return np.array([float(vals[f]) for f in self.feature_names], dtype=np.float64)
+        if self._book_cols:
+            book = {c: np.float64(v) for c, v in self._book.items()}
+            with np.errstate(divide="ignore", invalid="ignore"):
+                for f in self.feature_names:
+                    if f in BOOK_FEATURE_SOURCES:
+                        vals[f] = _book_formula(f, book)
+        return np.array([vals[f] for f in self.feature_names], dtype=np.float64)
 
     @staticmethod
     def _read_close(bar: Mapping[str, Any]) -> float:
