@@ -19,6 +19,7 @@ from quantnb.live._audit import REGISTRO_COLUMNS, AuditRow, CsvAppender
 from quantnb.live._broker import Broker
 from quantnb.live._emergency import EmergencyCause, EmergencyProtocol, EmergencyReport, check_not_halted
 from quantnb.live._feed import DataProvider
+from quantnb.live._inference import deterministic_policy
 from quantnb.live._retry import RetryPolicy
 from quantnb.live._risk import OrderPlan, RiskControl, RiskLimits
 from quantnb.live._stats import SessionStats, StepInfo
@@ -134,6 +135,7 @@ class Trader:
         check_not_halted(self.out_dir)
         self.retry.call(self.broker.connect)
         self.risk.rules = self.broker.rules
+        self._predict = deterministic_policy(self.agent.model)
         feats = self.agent.new_feature_stream()
         for bar in self.provider.warmup():
             feats.update(_bar_fields(bar))
@@ -185,6 +187,8 @@ class Trader:
             if info.fill is not None:
                 stats.trades += 1
                 stats.fees_usd += info.fill.fee_usd
+                logger.info("live/fill step={} {} qty={:g} price_usd={:.2f} fee_usd={:.4f} order={}", step,
+                            info.fill.side, info.fill.qty, info.fill.price, info.fill.fee_usd, info.fill.order_id)
             if self.on_step is not None:
                 self.on_step(info)
             if info.reason == "drawdown limit":
@@ -207,7 +211,7 @@ class Trader:
             position_qty=acct.position_qty, avg_entry_price_usd=acct.entry_price, equity_usd=acct.equity_usd,
             initial_equity_usd=self._equity0, mark_price_usd=bar.close)
         obs = self.agent.observation_builder.build(win, state)
-        action, _ = self.agent.model.predict(obs, deterministic=True)
+        action = self._predict(obs)
         decision = self.agent.action_interpreter.decide(action, state.position_frac)
         if decision.rebalance:
             plan = risk.plan(decision.target_frac, acct, bar.close, system_ok=not self._stop.is_set())
