@@ -319,7 +319,7 @@ def write_ohlcv_csv(
     t0 = dt.datetime.fromisoformat(start)
     price = rng.uniform(20_000, 60_000)
     rows: list[list[str]] = []
-    minute = 0
+    minute = -1
     bad_at = rng.randint(n_minutes // 3, 2 * n_minutes // 3)
     for i in range(n_minutes):
         minute += 6 if defect == "time_gap" and i == bad_at else 1
