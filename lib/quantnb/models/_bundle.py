@@ -140,6 +140,7 @@ def save_model_bundle(directory: str | os.PathLike[str], model: nn.Module, scale
         raise ConfigError(f"metadata: keys {clash} are reserved for the bundle writer; rename them")
     if "features" in metadata and list(metadata["features"]) != scaler.feature_names:
         raise ConfigError("metadata: 'features' differs from the scaler's feature names; drop it or fix it")
+    extra = _plain({k: v for k, v in metadata.items() if k != "features"})  # refuse bad values before writing
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / WEIGHTS_FILE) as tmp:
@@ -154,7 +155,7 @@ def save_model_bundle(directory: str | os.PathLike[str], model: nn.Module, scale
                   "scaler": {"name": SCALER_FILE, "sha256": _sha256(out / SCALER_FILE)}},
         "features": scaler.feature_names,
         "library_versions": library_versions(),
-        **{k: v for k, v in metadata.items() if k != "features"},
+        **extra,
     }
     atomic_write_text(out / METADATA_FILE, yaml.safe_dump(_plain(doc), sort_keys=False, allow_unicode=True))
     return out

@@ -262,7 +262,7 @@ class Trainer:
                             cfg.epochs, b + 1, n_batches, 100.0 * (b + 1) / n_batches, float(loss_sum / weight_sum),
                             seen / max(time.perf_counter() - t0, 1e-9))
             if self.on_batch_end is not None:
-                self.on_batch_end(BatchStats(epoch, b + 1, n_batches, float(loss), len(idx)))
+                self.on_batch_end(BatchStats(epoch, b + 1, n_batches, float(loss.detach()), len(idx)))
         return float(loss_sum / weight_sum) if float(weight_sum) > 0 else float("nan")
 
     def _save_last(self, epoch: int, history: list[EpochStats], stopped: int | None, finished: bool) -> None:
