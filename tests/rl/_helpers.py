@@ -50,17 +50,17 @@ def hand_bars(closes: list[float], opens: list[float] | None = None) -> pl.DataF
 
 def make_env(bars: pl.DataFrame | None = None, *, fee_bps: float = 5.0, slippage_bps: float = 1.0,
              max_position_frac: float = 1.0, deadband_frac: float = 0.02, split: int | None = None,
-             **env_kw) -> TradingEnv:
+             warmup_bars: int = WARMUP, **env_kw) -> TradingEnv:
     """A TradingEnv on ``bars`` (default: first 1,200 real bars) with a scaler fitted on rows < ``split``."""
     bars = small_bars() if bars is None else bars
-    feats = compute_features(bars, warmup_bars=WARMUP)
+    feats = compute_features(bars, warmup_bars=warmup_bars)
     names = [c for c in feats.columns if c != "ts"]
     split = bars.height * 3 // 4 if split is None else split
     scaler = FeatureScaler.fit(feats.head(split), names)
     builder = ObservationBuilder(names, WINDOW, scaler)
     return TradingEnv(bars, observation_builder=builder,
                       action_interpreter=ActionInterpreter(max_position_frac, deadband_frac),
-                      fill_model=FillModel(fee_bps, slippage_bps), features=feats, warmup_bars=WARMUP, **env_kw)
+                      fill_model=FillModel(fee_bps, slippage_bps), features=feats, **env_kw)
 
 
 def tiny_sac_params(**over) -> SacParams:

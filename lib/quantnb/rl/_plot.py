@@ -59,7 +59,8 @@ def plot_equity_curve(result: EvaluationResult, path: str | Path, *, title: str 
         title
         or (
             f"Sharpe {a.sharpe_annualised:.2f} vs {b.sharpe_annualised:.2f} · max drawdown {a.max_drawdown_frac:.2%} "
-            f"vs {b.max_drawdown_frac:.2%} · {a.n_trades} trades · fees {a.fees_usd:,.2f} USD"
+            f"vs {b.max_drawdown_frac:.2%} · {a.n_trades} trade{'' if a.n_trades == 1 else 's'} · "
+            f"fees {a.fees_usd:,.2f} USD"
         )
     )
     dest = Path(path)

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from quantnb.errors import ConfigError
+from quantnb.rl import MINUTES_PER_YEAR, evaluate_agent, performance_metrics
+from tests.rl._helpers import hand_bars, make_env
+
+
+class ConstantPolicy:
+    """Stand-in predictor: always the same action (tests the evaluation loop, not a model)."""
+
+    def __init__(self, action: float) -> None:
+        self.action = action
+        self.calls = 0
+
+    def predict(self, observation, deterministic=False):
+        assert deterministic
+        self.calls += 1
+        return np.array([self.action], dtype=np.float32), None
+
+
+def _sharpe(eq: list[float]) -> float:
+    r = np.diff(eq) / np.asarray(eq[:-1])
+    return float(r.mean() / r.std(ddof=1) * math.sqrt(MINUTES_PER_YEAR))
+
+
+def test_performance_metrics_on_a_hand_built_curve():
+    m = performance_metrics(np.array([100.0, 120.0, 90.0, 135.0]), n_trades=3, fees_usd=1.5)
+    assert m.total_return_frac == pytest.approx(0.35)
+    assert m.max_drawdown_frac == pytest.approx(0.25)  # 120 -> 90
+    assert m.sharpe_annualised == pytest.approx(_sharpe([100.0, 120.0, 90.0, 135.0]))
+    assert (m.n_trades, m.fees_usd, m.n_steps) == (3, 1.5, 3)
+    flat = performance_metrics(np.full(5, 10.0))
+    assert flat.sharpe_annualised == 0.0 and flat.max_drawdown_frac == 0.0
+    with pytest.raises(ConfigError, match=">= 2 positive values"):
+        performance_metrics(np.array([1.0]))
+
+
+def test_always_long_agent_against_buy_and_hold_on_hand_path(tmp_path):
+    pre = [100.0 + 2.0 * math.sin(i / 3.0) for i in range(70)]
+    path = [100.0, 110.0, 99.0, 121.0, 115.0, 130.0]
+    bars = hand_bars(pre + path)  # open = previous close, so the next-open fill is at the decision close
+    env = make_env(bars, fee_bps=10.0, slippage_bps=0.0, deadband_frac=0.01, split=70, start_ts=bars["ts"][70],
+                   warmup_bars=61)
+    policy = ConstantPolicy(1.0)
+    plot = tmp_path / "debug_plots" / "run" / "equity_curve.png"
+    ev = evaluate_agent(policy, env, plot_path=plot)
+    e0, fee = 10_000.0, 10_000.0 * 10e-4
+    expected = [e0] + [e0 * c / 100.0 - fee for c in path[1:]]
+    np.testing.assert_allclose(ev.equity_usd, expected, rtol=1e-12)
+    assert ev.agent.total_return_frac == pytest.approx(12_990 / 10_000 - 1)
+    assert ev.agent.max_drawdown_frac == pytest.approx(1 - 9_890 / 10_990)
+    assert ev.agent.sharpe_annualised == pytest.approx(_sharpe(expected))
+    assert (ev.agent.n_trades, ev.agent.fees_usd) == (1, pytest.approx(fee))
+    assert ev.buy_and_hold.total_return_frac == pytest.approx(0.30)
+    assert ev.buy_and_hold.max_drawdown_frac == pytest.approx(0.10)
+    assert ev.periods_per_year == pytest.approx(MINUTES_PER_YEAR)
+    assert policy.calls == len(ev.actions) == 5 and ev.actions.tolist() == [1.0] * 5
+    assert ev.observations.shape == (5, env.builder.n_obs) and ev.observations.dtype == np.float32
+    assert ev.steps_frame().height == 5 and ev.summary_frame()["metric"][0] == "total_return_frac"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluation_refuses_random_start_env():
+    env = make_env(max_episode_steps=10, random_start=True)
+    with pytest.raises(ConfigError, match="random_start=False"):
+        evaluate_agent(ConstantPolicy(0.0), env)
