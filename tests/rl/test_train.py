@@ -38,6 +38,8 @@ def test_sac_killed_after_checkpoint_resumes_and_matches_uninterrupted_run(tmp_p
     info = latest_checkpoint(ckpt)
     assert info.num_timesteps == 150 and info.replay_buffer_size == 150
     assert json.loads(info.path.read_text())["num_timesteps"] == 150
+    n_obs = train_env().builder.n_obs
+    assert info.replay_buffer_path.stat().st_size < 0.25 * 1_000 * 2 * n_obs * 4  # filled rows only, not 1,000
     assert sorted(p.name for p in ckpt.iterdir() if "step" in p.name) == [
         "replay_buffer_step000000000150.pkl", "sac_model_step000000000150.zip", "train_state_step000000000150.pkl"]
 

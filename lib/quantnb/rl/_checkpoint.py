@@ -20,6 +20,7 @@ from quantnb.runlog import atomic_path, atomic_write_json, read_json_tolerant
 
 COMMIT_FILE = "checkpoint.json"
 _FORMAT = "quantnb.rl.sac_checkpoint/1"
+_BUFFER_FORMAT = "quantnb.rl.replay_buffer/1"
 
 
 def new_model(vec: DummyVecEnv, params: SacParams) -> SAC:
@@ -42,6 +43,35 @@ def new_model(vec: DummyVecEnv, params: SacParams) -> SAC:
     )
 
 
+def _buffer_payload(buf: Any) -> dict[str, Any]:
+    """Only the filled rows: SB3's own save pickles the whole preallocated buffer (GBs for big windows)."""
+    n = buf.buffer_size if buf.full else buf.pos
+    arrays = {k: v[:n] for k, v in vars(buf).items() if isinstance(v, np.ndarray) and v.shape[:1] == (buf.buffer_size,)}
+    return {
+        "format": _BUFFER_FORMAT,
+        "class": type(buf).__name__,
+        "buffer_size": buf.buffer_size,
+        "pos": buf.pos,
+        "full": buf.full,
+        "arrays": arrays,
+    }
+
+
+def _restore_buffer(buf: Any, payload: dict[str, Any], path: Path) -> None:
+    if (
+        payload.get("format") != _BUFFER_FORMAT
+        or payload["class"] != type(buf).__name__
+        or payload["buffer_size"] != buf.buffer_size
+    ):
+        raise ConfigError(
+            f"{path}: replay buffer does not match the model (class or buffer_size differ); "
+            "resume with the checkpoint's parameters or train into a new checkpoint_dir"
+        )
+    for name, arr in payload["arrays"].items():
+        getattr(buf, name)[: len(arr)] = arr
+    buf.pos, buf.full = payload["pos"], payload["full"]
+
+
 def save_checkpoint(ckpt_dir: Path, model: SAC, params: SacParams, stats: dict[str, Any]) -> CheckpointInfo:
     n = int(model.num_timesteps)
     stem = f"step{n:012d}"
@@ -53,7 +83,7 @@ def save_checkpoint(ckpt_dir: Path, model: SAC, params: SacParams, stats: dict[s
     with atomic_path(paths["model"]) as tmp, open(tmp, "wb") as fh:
         model.save(fh)
     with atomic_path(paths["replay_buffer"]) as tmp, open(tmp, "wb") as fh:
-        model.save_replay_buffer(fh)
+        pickle.dump(_buffer_payload(model.replay_buffer), fh, protocol=pickle.HIGHEST_PROTOCOL)
     env = model.get_env().envs[0]  # type: ignore[union-attr]
     state = {
         "python_random": random.getstate(),
@@ -142,7 +172,8 @@ def load_checkpoint(info: CheckpointInfo, vec: DummyVecEnv, params: SacParams) -
         raise ConfigError(
             f"{info.model_path}: does not fit this environment ({e}); use the same features and window"
         ) from e
-    model.load_replay_buffer(info.replay_buffer_path)
+    with open(info.replay_buffer_path, "rb") as fh:
+        _restore_buffer(model.replay_buffer, pickle.load(fh), info.replay_buffer_path)
     with open(info.state_path, "rb") as fh:
         state = pickle.load(fh)  # our own file, named by the committed record
     # SAC.load re-seeds every generator (SB3 _setup_model); put back where the run was
