@@ -132,3 +132,14 @@ def test_incremental_refuses_duplicate_or_malformed_bars_and_keeps_state():
         inc.update({"ts": t0 + dt.timedelta(minutes=1)})
     assert inc.n_seen == 1
     assert inc.window_array() is None and not inc.ready
+
+
+def test_live_stream_started_later_agrees_with_research_once_warmed_up():
+    """A live session seeds its indicators from a short history, not from the dataset's first bar."""
+    bars = month_bars().head(5_000)
+    batch = compute_features(bars).drop("ts").to_numpy()
+    inc = IncrementalFeatures()
+    rows = [inc.update(r) for r in bars.slice(3_000).iter_rows(named=True)]
+    got = np.stack([r for r in rows if r is not None])
+    assert got.shape[0] == 2_000 - DEFAULT_WARMUP_BARS + 1
+    np.testing.assert_allclose(got, batch[3_000 + DEFAULT_WARMUP_BARS - 1 :], rtol=0, atol=1e-9)
