@@ -12,6 +12,10 @@ A session trades one symbol with an agent bundle, one decision per closed candle
 - :class:`EmergencyProtocol` cancels, closes reduce-only, confirms flat and records
   ``emergencias_<ts>.csv``; after a drawdown a ``HALTED_DRAWDOWN`` file blocks restarts;
 - :class:`Trader` runs the loop and writes ``registro_<ts>.csv``, one row per candle.
+
+A stage builds a session with :func:`load_live_config` (the agent bundle of ``train_id``)
+and :func:`build_trader`, then calls ``trader.run()``; its signal handler calls
+``trader.request_stop(flatten=...)``.
 """
 
 from __future__ import annotations
@@ -31,12 +35,17 @@ from quantnb.live._feed import DataProvider, ReplayProvider, read_bars
 from quantnb.live._paper import PaperBroker
 from quantnb.live._retry import RetryPolicy, retry_temporary
 from quantnb.live._risk import OrderPlan, RiskControl, RiskLimits
+from quantnb.live._session import LiveConfig, build_trader, load_live_config, run_with_restarts
 from quantnb.live._stats import SessionStats, StepInfo
 from quantnb.live._trader import AgentLike, Trader, session_timestamp
 from quantnb.live._types import AccountState, Bar, Fill, MarketRules
 from quantnb.live._venue import ENV_KEYS, credentials_from_env, make_exchange, scrub, translate_ccxt_error
 
 __all__ = [
+    "LiveConfig",
+    "load_live_config",
+    "build_trader",
+    "run_with_restarts",
     "Trader",
     "AgentLike",
     "SessionStats",

@@ -1,0 +1,259 @@
+"""Build a trading session from an agent bundle: replay (default), testnet or live."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+from loguru import logger
+
+from quantnb.errors import ConfigError
+from quantnb.live._ccxt_broker import CcxtBroker
+from quantnb.live._ccxt_feed import CcxtKlineProvider
+from quantnb.live._emergency import check_not_halted
+from quantnb.live._feed import ReplayProvider, read_bars
+from quantnb.live._paper import PaperBroker
+from quantnb.live._retry import RetryPolicy
+from quantnb.live._risk import RiskLimits
+from quantnb.live._stats import SessionStats, StepInfo
+from quantnb.live._trader import Trader
+from quantnb.live._venue import WS_URLS
+from quantnb.rl import AgentBundle, load_agent_bundle
+
+__all__ = ["LiveConfig", "load_live_config", "build_trader", "run_with_restarts"]
+
+_TRAIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_TIMEFRAME_S = {"1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200, "4h": 14400,
+                "6h": 21600, "8h": 28800, "12h": 43200, "1d": 86400}
+
+
+@dataclasses.dataclass(frozen=True)
+class LiveConfig:
+    """A loaded agent bundle and where its production files go.
+
+    Attributes
+    ----------
+    train_id : str
+        The training run that made the bundle.
+    bundle_dir : pathlib.Path
+        ``runs/<train_id>/``.
+    out_dir : pathlib.Path
+        ``runs/<train_id>/produccion/``: registro, emergencias and the halt marker.
+    bundle : quantnb.rl.AgentBundle
+        Model, scaler, observation builder, action interpreter, fill model, metadata.
+    timeframe : str
+        Bar interval the agent was trained on (``1m``).
+    """
+
+    train_id: str
+    bundle_dir: Path
+    out_dir: Path
+    bundle: AgentBundle
+    timeframe: str
+
+
+def load_live_config(runs_dir: Path, train_id: str, *, timeframe: str | None = None) -> LiveConfig:
+    """Load ``runs_dir/<train_id>`` as an agent bundle and check it can trade ``timeframe``.
+
+    Parameters
+    ----------
+    runs_dir : pathlib.Path
+        The project's ``runs/`` folder.
+    train_id : str
+        Run id of the agent stage that exported the bundle.
+    timeframe : str, optional
+        Bar interval to trade; must equal the bundle's (features are per bar). Default: the bundle's.
+
+    Returns
+    -------
+    LiveConfig
+
+    Raises
+    ------
+    ConfigError
+        If ``train_id`` is malformed, a bundle file is missing or the files disagree
+        (from :func:`quantnb.rl.load_agent_bundle`), or the timeframe differs from training.
+    """
+    if not train_id or not _TRAIN_ID.match(train_id):
+        raise ConfigError(f"train_id={train_id!r}: give the agent run's id, e.g. 'agent_default_20240101_120000'")
+    bundle_dir = Path(runs_dir) / train_id
+    bundle = load_agent_bundle(bundle_dir)
+    trained_tf = bundle.metadata.timeframe or "1m"
+    tf = timeframe or trained_tf
+    if tf != trained_tf:
+        raise ConfigError(f"timeframe={tf!r} but {bundle_dir}/config_metadata.yaml says the agent was trained on "
+                          f"{trained_tf!r} bars; trade {trained_tf!r} or train an agent on {tf!r} bars")
+    if tf not in _TIMEFRAME_S:
+        raise ConfigError(f"timeframe={tf!r}: use one of {sorted(_TIMEFRAME_S, key=_TIMEFRAME_S.get)}")
+    return LiveConfig(train_id, bundle_dir, bundle_dir / "produccion", bundle, tf)
+
+
+def _ccxt_symbol(symbol: str) -> str:
+    if "/" in symbol:
+        return symbol
+    s = symbol.upper().replace("-", "")
+    if s.endswith("PERP"):
+        s = s[: -len("PERP")] + "USDT"
+    if not s.endswith("USDT"):
+        raise ConfigError(f"symbol={symbol!r}: give a Binance USD-M perpetual, e.g. 'BTCUSDT' or 'BTC/USDT:USDT'")
+    return f"{s[:-4]}/USDT:USDT"
+
+
+def _replay_provider(cfg: LiveConfig, bars: pl.DataFrame | str | Path | Sequence[str | Path],
+                     start_ts: dt.datetime | None, speed: float) -> tuple[ReplayProvider, int]:
+    df = read_bars(bars)
+    m = cfg.bundle.metadata
+    need = m.warmup_bars + m.window - 2
+    first = df["ts"].search_sorted(start_ts, side="left") if start_ts is not None else need
+    if first < need:
+        raise ConfigError(f"replay starts at bar {first} ({df['ts'][min(first, df.height - 1)]}) but the agent needs "
+                          f"{need} bars of history before it (warmup_bars={m.warmup_bars}, window={m.window}); "
+                          f"start later or give earlier bars")
+    if first >= df.height:
+        raise ConfigError(f"replay start {start_ts} is after the last bar {df['ts'][-1]}; pick an earlier start_ts")
+    provider = ReplayProvider(df, warmup_bars=int(first), speed=speed, bar_interval_s=_TIMEFRAME_S[cfg.timeframe])
+    return provider, df.height - int(first)
+
+
+def build_trader(
+    cfg: LiveConfig,
+    *,
+    mode: Literal["replay", "testnet", "live"] = "replay",
+    symbol: str | None = None,
+    limits: RiskLimits,
+    replay_bars: pl.DataFrame | str | Path | Sequence[str | Path] | None = None,
+    replay_start_ts: dt.datetime | None = None,
+    replay_speed: float = 0.0,
+    initial_equity_usd: float | None = None,
+    fee_bps: float | None = None,
+    max_steps: int | None = None,
+    duration_s: float | None = None,
+    confirm_live: bool = False,
+    on_step: Callable[[StepInfo], None] | None = None,
+    retry: RetryPolicy | None = None,
+    rest_base_url: str | None = None,
+    ws_url: str | None = None,
+    timeout_s: float = 10.0,
+) -> Trader:
+    """Assemble a :class:`Trader` for ``mode``; nothing connects until ``trader.run()``.
+
+    Parameters
+    ----------
+    cfg : LiveConfig
+        From :func:`load_live_config`.
+    mode : {"replay", "testnet", "live"}
+        ``replay``: processed bars, paper fills (the research fill model). ``testnet``:
+        Binance USD-M demo trading. ``live``: real money, requires ``confirm_live=True``.
+    symbol : str, optional
+        Exchange symbol for testnet/live (``BTCUSDT`` or ``BTC/USDT:USDT``); a bundle symbol
+        like ``BTC-PERP`` maps to ``BTC/USDT:USDT``. Replay labels only.
+    limits : RiskLimits
+        ``max_drawdown_frac`` and ``max_position_frac``.
+    replay_bars : DataFrame, path, glob or list, optional
+        Processed bars for replay (required in replay mode).
+    replay_start_ts : datetime, optional
+        First traded bar; every earlier bar warms the features up. Default: as soon as the
+        features are ready.
+    replay_speed : float
+        Replay speed factor (60 = a 1-minute bar per second); 0 = as fast as possible.
+    initial_equity_usd : float, optional
+        Paper equity; default the bundle's training equity (needed for observation parity).
+    fee_bps : float, optional
+        Paper fee override, basis points; default the bundle's fill model.
+    max_steps, duration_s : optional
+        Stop after this many bars or seconds.
+    confirm_live : bool
+        Must be True for ``mode="live"``.
+    on_step : callable, optional
+        Called with each :class:`StepInfo` (update the heartbeat there).
+    retry : RetryPolicy, optional
+        Retries of exchange calls (default 3 retries, 1 s apart).
+    rest_base_url, ws_url : str, optional
+        Override Binance's REST root and kline stream URL (loopback servers in tests).
+    timeout_s : float
+        HTTP timeout per request, seconds.
+
+    Returns
+    -------
+    Trader
+        Call ``run()``; call ``request_stop(flatten)`` from a signal handler.
+
+    Raises
+    ------
+    ConfigError
+        Before any connection: ``live`` without ``confirm_live``, an unknown mode, the
+        drawdown halt marker present, missing API key variables, missing replay bars or
+        too little history.
+    """
+    if mode == "live" and not confirm_live:
+        raise ConfigError("mode='live' trades real money: set confirm_live=True to confirm (nothing was sent)")
+    if mode not in ("replay", "testnet", "live"):
+        raise ConfigError(f"mode={mode!r}: use 'replay' (default), 'testnet' or 'live'")
+    check_not_halted(cfg.out_dir)
+    bundle, meta = cfg.bundle, cfg.bundle.metadata
+    retry = retry or RetryPolicy()
+    if mode == "replay":
+        if replay_bars is None:
+            raise ConfigError("mode='replay' needs replay_bars: the processed Parquet bars (path, glob or DataFrame)")
+        provider, n = _replay_provider(cfg, replay_bars, replay_start_ts, replay_speed)
+        fill_model = bundle.fill_model
+        if fee_bps is not None:
+            fill_model = type(fill_model)(fee_bps, fill_model.slippage_bps)
+        broker = PaperBroker(symbol or meta.symbol or "replay", initial_equity_usd or meta.initial_equity_usd,
+                             fill_model)
+        logger.info("live/session: replay of {} bars of {} with agent {}", n, meta.symbol, cfg.train_id)
+    else:
+        sym = _ccxt_symbol(symbol or meta.symbol)
+        broker = CcxtBroker(sym, mode, base_url=rest_base_url, timeout_s=timeout_s)
+        provider = CcxtKlineProvider(broker.exchange, sym, cfg.timeframe, ws_url=ws_url or WS_URLS[mode],
+                                     history_bars=meta.warmup_bars + meta.window - 1, retry=retry)
+        logger.warning("live/session: {} trading of {} with agent {} (max_drawdown_frac={})", mode.upper(), sym,
+                       cfg.train_id, limits.max_drawdown_frac)
+    return Trader(bundle, provider, broker, limits, cfg.out_dir, retry=retry, on_step=on_step, max_steps=max_steps,
+                  duration_s=duration_s)
+
+
+def run_with_restarts(make_trader: Callable[[], Trader], *, max_restarts: int = 3, backoff_s: float = 30.0,
+                      restart_on: tuple[str, ...] = ("connection",),
+                      sleep: Callable[[float], None] = time.sleep) -> list[SessionStats]:
+    """Run sessions, restarting after an emergency whose cause is in ``restart_on``, with backoff.
+
+    A drawdown emergency is never restarted (its marker file refuses it anyway); a session
+    that ends without emergency ends the loop.
+
+    Parameters
+    ----------
+    make_trader : callable
+        Builds a fresh :class:`Trader` (e.g. ``lambda: build_trader(cfg, ...)``).
+    max_restarts : int
+        Restarts allowed in all.
+    backoff_s : float
+        First wait, seconds; doubled after each restart.
+    restart_on : tuple of str
+        Emergency causes that may restart (``connection``, ``critical_error``).
+    sleep : callable
+        Injectable sleep.
+
+    Returns
+    -------
+    list of SessionStats
+        One per session, in order.
+    """
+    sessions: list[SessionStats] = []
+    for attempt in range(max_restarts + 1):
+        stats = make_trader().run()
+        sessions.append(stats)
+        cause = stats.emergency.cause if stats.emergency else None
+        if cause is None or cause == "drawdown" or cause not in restart_on or attempt == max_restarts:
+            break
+        wait_s = backoff_s * 2**attempt
+        logger.warning("live/session: emergency ({}); restart {}/{} in {:.0f} s", cause, attempt + 1, max_restarts,
+                       wait_s)
+        sleep(wait_s)
+    return sessions
