@@ -61,6 +61,8 @@ def test_always_long_agent_against_buy_and_hold_on_hand_path(tmp_path):
     assert ev.periods_per_year == pytest.approx(MINUTES_PER_YEAR)
     assert policy.calls == len(ev.actions) == 5 and ev.actions.tolist() == [1.0] * 5
     assert ev.observations.shape == (5, env.builder.n_obs) and ev.observations.dtype == np.float32
+    assert ev.flat_metrics()["bh_total_return_frac"] == pytest.approx(0.30)
+    assert ev.metrics_dict()["agent"]["n_trades"] == 1
     assert ev.steps_frame().height == 5 and ev.summary_frame()["metric"][0] == "total_return_frac"
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -151,6 +151,12 @@ class EvaluationResult:
             }
         )
 
+    def flat_metrics(self) -> dict[str, float]:
+        """Return ``{"total_return_frac": ..., ..., "bh_total_return_frac": ..., ...}`` (agent, then buy-and-hold)."""
+        out = {k: float(v) for k, v in asdict(self.agent).items()}
+        out.update({f"bh_{k}": float(v) for k, v in asdict(self.buy_and_hold).items()})
+        return out
+
     def metrics_dict(self) -> dict[str, Any]:
         """Return ``{"agent": {...}, "buy_and_hold": {...}}`` of plain floats and ints (for YAML/JSON)."""
         return {"agent": asdict(self.agent), "buy_and_hold": asdict(self.buy_and_hold)}
