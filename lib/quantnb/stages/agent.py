@@ -66,6 +66,7 @@ class AgentParams(StageParams):
     ent_coef: float | Literal["auto"] = Field("auto", description="Entropy coefficient or 'auto'.")
     net_arch: list[PositiveInt] = Field([64, 64], description="Hidden layers of actor and critics.")
     seed: int = Field(0, ge=0, description="Seed of everything random.")
+    num_threads: PositiveInt = Field(1, description="torch threads; one is fastest for these small networks.")
 
     def run_suffix(self) -> str:
         """Return the symbol and training length, e.g. ``BTC-PERP_5000steps``."""
@@ -111,7 +112,10 @@ def run_agent(params: AgentParams) -> AgentResult:
     ConfigError
         Missing bars, or a held-out period leaving too little training data.
     """
+    import torch
+
     with start_run(params) as ctx:
+        torch.set_num_threads(params.num_threads)
         bars = load_bars(ctx.root, params.bars_glob)
         split_ts = bars["ts"].max() - dt.timedelta(days=params.eval_days)
         if bars.filter(pl.col("ts") < split_ts).height < params.window * 10:
@@ -151,6 +155,7 @@ def run_agent(params: AgentParams) -> AgentResult:
         plot = ctx.root / "debug_plots" / ctx.run_id / "equity_curve.png"
         ev = evaluate_agent(trained.model, eval_env, plot_path=plot)
         metrics = ev.metrics_dict()
+        flat = ev.flat_metrics()
         for line in ev.summary_frame().iter_rows(named=True):
             logger.info("eval: {}", line)
         meta = AgentMetadata(
@@ -166,6 +171,5 @@ def run_agent(params: AgentParams) -> AgentResult:
         logger.success("Agent bundle written to {} (train_id={})", bundle, ctx.run_id)
         ctx.add_output("bundle", bundle)
         ctx.add_output("equity_plot", plot)
-        ctx.set_result(train_id=ctx.run_id, eval_start=str(split_ts), **{
-            k: v for k, v in metrics.items() if isinstance(v, int | float)})
+        ctx.set_result(train_id=ctx.run_id, eval_start=str(split_ts), **flat)
     return AgentResult(ctx.run_id, Path(bundle), metrics, plot, ev.summary_frame())
