@@ -12,12 +12,15 @@ flushed row per bar) and one log line per fill. Prints:
 
 each twice: the trader alone under those sinks, and with ``on_step`` calling
 ``RunContext.item_done`` on every bar (what a stage wrapper may do for its heartbeat).
+Also prints the load average: on a shared 2-core machine, preemption by other processes
+(one 4 ms scheduler tick) sets the p99 as soon as the load exceeds the core count.
 
-Run: .venv/bin/python benchmarks/bench_live.py [n_bars]
+Run: .venv/bin/python benchmarks/bench_live.py [n_bars] [repeats]
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -92,6 +95,7 @@ def run_once(agent: Agent, bars: pl.DataFrame, root: Path, tag: str, item_done: 
 def main() -> None:
     n_bars = int(sys.argv[1]) if len(sys.argv) > 1 else 5_000
     repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+
     bars = pl.read_csv(OHLCV, n_rows=n_bars + DEFAULT_WARMUP_BARS + WINDOW).with_columns(
         pl.col("timestamp").str.to_datetime(time_unit="us", time_zone="UTC").alias("ts")).drop("timestamp")
     agent = Agent(bars)
@@ -99,6 +103,7 @@ def main() -> None:
               f"{len(MARKET_FEATURES)} features, SAC MlpPolicy [64, 64], torch threads={torch.get_num_threads()}, "
               f"best of {repeats}")
     print(header)
+    print(f"  load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     for item_done in (False, True):
         best = None
         with tempfile.TemporaryDirectory() as tmp:

@@ -137,10 +137,14 @@ class Trader:
         self.risk.rules = self.broker.rules
         self._predict = deterministic_policy(self.agent.model)
         feats = self.agent.new_feature_stream()
-        for bar in self.provider.warmup():
-            feats.update(_bar_fields(bar))
+        try:
+            for bar in self.provider.warmup():
+                feats.update(_bar_fields(bar))
+            acct = self.retry.call(self.broker.account)
+        except BaseException:
+            self.provider.close()
+            raise
         stats = SessionStats(session_ts=self.session_ts, registro_path=self.registro_path)
-        acct = self.retry.call(self.broker.account)
         stats.start_equity_usd = self._equity0 = acct.equity_usd
         latencies: list[float] = []
         t_start = time.perf_counter()
