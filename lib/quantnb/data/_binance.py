@@ -66,6 +66,7 @@ class _Snapshot(msgspec.Struct):
     lastUpdateId: int
     bids: list[tuple[float, float]]
     asks: list[tuple[float, float]]
+    E: int = -1  # message output time, ms (USD-M REST depth has it; -1 if absent)
 
 
 class _LooseDepth(msgspec.Struct):
@@ -154,6 +155,8 @@ class _BinanceBook:
         self.buffer.append((ev, line))
 
     def on_snapshot(self, snap: _Snapshot, line: int) -> None:
+        if snap.E >= self.bars.next_ms:  # close the minute before the reset, so its close is the old book
+            self.bars.roll(snap.E)
         bids = clean_levels(snap.bids, "bid", self.path, line, self.report)
         asks = clean_levels(snap.asks, "ask", self.path, line, self.report)
         had = self.report.snapshots > 0

@@ -27,14 +27,14 @@ from quantnb.errors import DataError
 GAP_MS = 2 * MINUTE_MS
 
 
-class _Data(msgspec.Struct):
+class _Data(msgspec.Struct, gc=False):
     s: str
     b: list[tuple[Price, Size]]
     a: list[tuple[Price, Size]]
     u: int
 
 
-class _Msg(msgspec.Struct):
+class _Msg(msgspec.Struct, gc=False):
     type: Literal["snapshot", "delta"]
     ts: int
     data: _Data
