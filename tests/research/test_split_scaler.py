@@ -8,7 +8,14 @@ import polars as pl
 import pytest
 
 from quantnb.errors import ConfigError, DataError
-from quantnb.research import FeatureScaler, build_features, chronological_split, label_bars, prepare_datasets
+from quantnb.research import (
+    FeatureScaler,
+    build_features,
+    chronological_split,
+    feature_columns,
+    label_bars,
+    prepare_datasets,
+)
 from tests.research._builders import bars
 
 L = 15
@@ -121,3 +128,21 @@ def test_book_columns_add_book_features() -> None:
         build_features(df.drop("open"))
     with pytest.raises(ConfigError, match="micro_dev_bps"):
         build_features(bars([1.0, 2.0]), ["log_ret_1m", "micro_dev_bps"])
+
+
+def test_entirely_null_columns_count_as_absent() -> None:
+    # the ETL writes every bar column, null where the source lacks it (an OHLCV file has no book)
+    df = bars([100.0, 100.5, 101.0], mid_close=[None, None, None], n_trades=[None, None, None],
+              symbol=["BTC-PERP"] * 3)
+    names = feature_columns(df)
+    assert "log_ret_mid_1m" not in names and "log_n_trades" not in names and "log_volume" in names
+    assert build_features(df).columns[-len(names):] == names
+    assert "log_volume" not in feature_columns(df.with_columns(volume=pl.lit(None, pl.Float64)))  # book-only
+    with pytest.raises(ConfigError, match="log_ret_mid_1m"):
+        build_features(df, ["log_ret_1m", "log_ret_mid_1m"])
+
+
+def test_several_symbols_are_refused_with_a_fix() -> None:
+    a = bars([1.0, 1.0, 1.0], symbol=["BTC"] * 3)
+    with pytest.raises(DataError, match="several symbols.*filter"):
+        label_bars(pl.concat([a, a.with_columns(symbol=pl.lit("ETH"))]), 1, -0.01, 0.01)

@@ -37,6 +37,11 @@ def check_bars(df: pl.DataFrame, *, what: str = "bars") -> None:
         steps = epoch.diff().slice(1)
         if steps.min() <= 0:  # type: ignore[operator]
             row = int((steps <= 0).arg_max()) + 1
+            if "symbol" in df.columns and df.get_column("symbol").n_unique() > 1:
+                raise DataError(
+                    f"{what}: rows of several symbols ({df.get_column('symbol').unique().sort().to_list()[:5]}); "
+                    "process one symbol at a time, e.g. df.filter(pl.col('symbol') == 'BTCUSDT')"
+                )
             raise DataError(
                 f"{what}: row {row}: ts {df['ts'][row]} is not after the previous bar's {df['ts'][row - 1]}; "
                 "sort the bars by ts and drop duplicate minutes"

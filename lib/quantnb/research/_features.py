@@ -1,16 +1,28 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import polars as pl
 
 from quantnb.errors import ConfigError
 from quantnb.research._bars import break_before_expr, check_bars
 
-_OHLCV = ("open", "high", "low", "close", "volume")
+_PRICES = ("open", "high", "low", "close")
 
 
 def _prev(col: str) -> pl.Expr:
     """Return the previous bar's value, null where the bar does not directly follow it."""
     return pl.when(pl.col("_break_before")).then(None).otherwise(pl.col(col).shift(1))
+
+
+def _available(bars: pl.DataFrame | Sequence[str]) -> list[str]:
+    """Return the columns holding data: present, and for a non-empty frame not entirely null."""
+    if not isinstance(bars, pl.DataFrame):
+        return list(bars)
+    if bars.height == 0:
+        return bars.columns
+    nulls = bars.null_count().row(0)
+    return [col for col, n in zip(bars.columns, nulls, strict=True) if n < bars.height]
 
 
 def _feature_exprs(columns: list[str]) -> dict[str, pl.Expr]:
@@ -21,10 +33,11 @@ def _feature_exprs(columns: list[str]) -> dict[str, pl.Expr]:
         "log_hl_range": (c("high") / c("low")).log(),
         "upper_wick": (c("high") / pl.max_horizontal("open", "close")).log(),
         "lower_wick": (pl.min_horizontal("open", "close") / c("low")).log(),
-        "log_volume": c("volume").log1p(),
-        "log_volume_chg": c("volume").log1p() - _prev("volume").log1p(),
     }
     have = set(columns)
+    if "volume" in have:
+        exprs["log_volume"] = c("volume").log1p()
+        exprs["log_volume_chg"] = c("volume").log1p() - _prev("volume").log1p()
     if "mid_close" in have:
         exprs["log_ret_mid_1m"] = (c("mid_close") / _prev("mid_close")).log()
         if "micro_price_close" in have:
@@ -38,15 +51,19 @@ def _feature_exprs(columns: list[str]) -> dict[str, pl.Expr]:
         exprs["log_depth_ratio_10"] = (c("bid_depth_10") / c("ask_depth_10")).log()
     if "n_trades" in have:
         exprs["log_n_trades"] = c("n_trades").cast(pl.Float64).log1p()
-    if "buy_volume" in have:
+    if {"buy_volume", "volume"} <= have:
         exprs["buy_volume_frac"] = pl.when(c("volume") > 0).then(c("buy_volume") / c("volume")).otherwise(0.5)
     if "n_book_updates" in have:
         exprs["log_n_book_updates"] = c("n_book_updates").cast(pl.Float64).log1p()
     return exprs
 
 
-def feature_columns(columns: list[str]) -> list[str]:
-    """Return the names of the model features that bars with these columns provide.
+def feature_columns(bars: pl.DataFrame | Sequence[str]) -> list[str]:
+    """Return the names of the model features that these bars provide.
+
+    A feature is provided when its source columns hold data: for a frame, a column that is
+    entirely null (the ETL writes every bar column, null where the source lacks it, e.g. book
+    columns for an OHLCV file or volume for a book-only file) counts as absent.
 
     Price features are log-returns and log-ratios, volume and counts are ``log1p``-compressed,
     book features are in bps, ratios or logs: all scale-invariant, so a model trained at one
@@ -60,8 +77,8 @@ def feature_columns(columns: list[str]) -> list[str]:
     log_hl_range       ln(high / low)
     upper_wick         ln(high / max(open, close))
     lower_wick         ln(min(open, close) / low)
-    log_volume         ln(1 + volume)
-    log_volume_chg     ln(1 + volume) - ln(1 + prev volume)
+    log_volume         ln(1 + volume)                            (volume)
+    log_volume_chg     ln(1 + volume) - ln(1 + prev volume)      (volume)
     log_ret_mid_1m     ln(mid_close / prev mid_close)            (book)
     micro_dev_bps      (micro_price_close / mid_close - 1) * 1e4 (book)
     spread_bps         spread_bps_mean                           (book)
@@ -75,8 +92,9 @@ def feature_columns(columns: list[str]) -> list[str]:
 
     Parameters
     ----------
-    columns : list of str
-        Column names of the bars (must include ``open, high, low, close, volume``).
+    bars : polars.DataFrame or sequence of str
+        The bars, or just their column names (then every listed column counts as holding data).
+        ``open, high, low, close`` are required.
 
     Returns
     -------
@@ -86,12 +104,13 @@ def feature_columns(columns: list[str]) -> list[str]:
     Raises
     ------
     ConfigError
-        If an OHLCV column is missing.
+        If a price column (open, high, low, close) is missing or entirely null.
     """
-    missing = [c for c in _OHLCV if c not in columns]
+    columns = _available(bars)
+    missing = [c for c in _PRICES if c not in columns]
     if missing:
-        raise ConfigError(f"bars: columns {missing} are missing (have {list(columns)}); features need OHLCV bars")
-    return list(_feature_exprs(list(columns)))
+        raise ConfigError(f"bars: columns {missing} are missing or empty (have {columns}); features need OHLC bars")
+    return list(_feature_exprs(columns))
 
 
 def build_features(df: pl.DataFrame, features: list[str] | None = None) -> pl.DataFrame:
@@ -107,7 +126,7 @@ def build_features(df: pl.DataFrame, features: list[str] | None = None) -> pl.Da
     df : polars.DataFrame
         Bars with ``ts`` and OHLCV columns, optionally book columns (see :func:`feature_columns`).
     features : list of str, optional
-        Features to build (e.g. from a saved model bundle); default all available ones.
+        Features to build (e.g. from a saved model bundle); default ``feature_columns(df)``.
 
     Returns
     -------
@@ -117,18 +136,18 @@ def build_features(df: pl.DataFrame, features: list[str] | None = None) -> pl.Da
     Raises
     ------
     ConfigError
-        If an OHLCV column is missing or a requested feature cannot be built from these columns.
+        If a price column is missing or a requested feature cannot be built from these columns.
     DataError
         If ``ts`` is missing, not a Datetime, off the minute grid, unsorted or duplicated.
     """
-    feature_columns(df.columns)
+    available = feature_columns(df)
     check_bars(df)
     exprs = _feature_exprs(df.columns)
-    wanted = list(exprs) if features is None else list(features)
-    unknown = [f for f in wanted if f not in exprs]
+    wanted = available if features is None else list(features)
+    unknown = [f for f in wanted if f not in available]
     if unknown:
         raise ConfigError(
-            f"features: {unknown} cannot be built from these bars (columns: {df.columns}); "
+            f"features: {unknown} cannot be built from these bars (columns holding data: {_available(df)}); "
             "the model was trained on bars with more columns (e.g. book features) — use matching bars"
         )
     out = (df.lazy().with_columns(break_before_expr(df))

@@ -4,6 +4,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import polars as pl
 from loguru import logger
 
@@ -92,7 +93,7 @@ def prepare_datasets(
     """
     if "label" not in labelled.columns:
         raise ConfigError(f"labelled: no 'label' column (columns: {labelled.columns}); run label_bars first")
-    names = list(features) if features is not None else feature_columns(labelled.columns)
+    names = list(features) if features is not None else feature_columns(labelled)
     frame = build_features(labelled, names)
     splits = chronological_split(frame, train_frac=train_frac, val_frac=val_frac,
                                  lookahead_min=lookahead_min, embargo_min=embargo_min)
@@ -102,6 +103,11 @@ def prepare_datasets(
         if len(ds) == 0:
             raise ConfigError(f"seq_len: {seq_len} leaves no window in the {name} split "
                               f"({getattr(splits, name).height} rows); use a shorter seq_len or more data")
+        unusable = int((~np.isfinite(ds.features).all(axis=1)).sum())
+        if unusable > 0.1 * ds.features.shape[0]:
+            logger.warning("dataset/{}: {} of {} rows have a missing or non-finite feature and cannot enter a "
+                           "window; check the input bars or pass a shorter feature list", name, unusable,
+                           ds.features.shape[0])
         dist = label_distribution(dict(zip(LABEL_NAMES, ds.class_counts().tolist(), strict=True)))
         logger.info("dataset/{}: {} windows of {} min x {} features | {}", name, len(ds), seq_len, len(names),
                     format_distribution(dist))
