@@ -138,7 +138,7 @@ def flag_gaps(ts: pl.Expr, over: str | None = None) -> pl.Expr:
 class TradeBuffer:
     """Column buffers of streamed trades, turned into partial bars every ``chunk`` trades."""
 
-    def __init__(self, chunk: int = 200_000) -> None:
+    def __init__(self, chunk: int = 50_000) -> None:
         self.chunk = chunk
         self.ts, self.ids = array("q"), array("q")
         self.px, self.qty = array("d"), array("d")

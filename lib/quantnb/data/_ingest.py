@@ -95,6 +95,14 @@ def ingest_file(path: str | Path, *, skip_until_snapshot: bool = False, on_cross
         If ``on_crossed`` is not one of the accepted values.
     FileNotFoundError
         If ``path`` does not exist.
+
+    References
+    ----------
+    Bybit v5 API documentation, "WebSocket Stream > Public > Orderbook" (snapshot/delta,
+    size 0 deletes, ``u`` sequence, snapshot with ``u=1`` after a service restart).
+    Binance USD-M Futures documentation, "How to manage a local order book correctly"
+    (buffer diffs, drop ``u < lastUpdateId``, first event ``U <= lastUpdateId <= u``,
+    then ``pu`` equals the previous ``u``).
     """
     check_policy(on_crossed)
     path = Path(path)
