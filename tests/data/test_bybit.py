@@ -164,3 +164,21 @@ def test_bybit_minute_features_match_a_naive_reference(tmp_path):
                          ("imbalance_10", "imbalance_10")):
         for a, b in zip(bars[ours].to_list(), ref[theirs].to_list(), strict=True):
             assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12), ours
+
+
+def test_zip_member_failing_its_crc_raises_data_error(tmp_path):
+    data = BYBIT_XRP.read_bytes()
+    bad = tmp_path / BYBIT_XRP.name
+    bad.write_bytes(data[:30_000] + bytes(b ^ 0xFF for b in data[30_000:30_100]) + data[30_100:])
+    with pytest.raises(DataError, match="corrupt zip member"):
+        ingest_file(bad)
+
+
+@pytest.mark.parametrize("name", ["2024-01-01_BTCUSDT_ob200.data", "BTCUSDT_20240101.gz"])
+def test_order_book_file_without_messages_raises_data_error(tmp_path, name):
+    import gzip
+
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(b"") if name.endswith(".gz") else b"")
+    with pytest.raises(DataError, match="holds no messages"):
+        ingest_file(path)

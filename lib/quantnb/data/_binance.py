@@ -21,7 +21,7 @@ from loguru import logger
 
 from quantnb.data._bars import MINUTE_MS, BookMinutes, TradeBuffer
 from quantnb.data._book import OrderBook
-from quantnb.data._io import IO_ERRORS, io_error, open_lines
+from quantnb.data._io import IO_ERRORS, io_error, no_messages, open_lines
 from quantnb.data._quality import QualityReport
 from quantnb.data._validate import Price, Size, clean_levels, crossed_ok, decode_error
 
@@ -238,6 +238,8 @@ def read_binance(path: Path, report: QualityReport, *, on_crossed: str = "raise"
                     depth.on_depth(ev, lineno)
         except IO_ERRORS as exc:
             raise io_error(path, lineno, exc) from exc
+    if not n:
+        raise no_messages(path)
     report.lines, report.messages, report.bbo_updates = lineno, n, n_bbo
     report.symbols = [symbol] if symbol else []
     return symbol, depth.finish(), trades.bars(), depth.book

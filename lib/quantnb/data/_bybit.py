@@ -19,7 +19,7 @@ from loguru import logger
 
 from quantnb.data._bars import MINUTE_MS, BookMinutes
 from quantnb.data._book import OrderBook
-from quantnb.data._io import IO_ERRORS, io_error, open_lines
+from quantnb.data._io import IO_ERRORS, io_error, no_messages, open_lines
 from quantnb.data._quality import QualityReport
 from quantnb.data._validate import Price, Size, clean_levels, crossed_ok, decode_error
 from quantnb.errors import DataError
@@ -167,6 +167,8 @@ def read_bybit(path: Path, report: QualityReport, *, skip_until_snapshot: bool =
     if report.skipped_unsynced or report.skipped_before_snapshot:
         logger.warning("{}: {} delta(s) skipped while the book was unsynced, {} before the first snapshot",
                        path, report.skipped_unsynced, report.skipped_before_snapshot)
+    if not n:
+        raise no_messages(path)
     report.lines, report.messages = lineno, n
     if n and not seen_snapshot:
         logger.warning("{}: no snapshot in the file; no book features", path)

@@ -116,7 +116,15 @@ def _readable_gzip_lines(path: Path) -> int:
 
 
 def io_error(path: Path, last_line: int, exc: BaseException) -> DataError:
-    """Translate a decompression error met after ``last_line`` good lines into a DataError."""
+    """Translate a decompression error met after ``last_line`` good lines into a DataError.
+
+    Buffered read-ahead surfaces the error before the lines preceding it are handed out,
+    so for gzip the readable lines are counted again; a zip member is checked as a whole
+    (its CRC at the end), so its error names no line.
+    """
+    if path.name.lower().endswith(".zip"):
+        return DataError(f"{path}: corrupt zip member ({type(exc).__name__}: {exc}); re-download the file",
+                         path=str(path))
     if path.name.lower().endswith(".gz"):
         last_line = _readable_gzip_lines(path)
     line = last_line + 1
@@ -124,11 +132,14 @@ def io_error(path: Path, last_line: int, exc: BaseException) -> DataError:
         what = f"the gzip stream ends early ({exc}): the file is truncated"
     elif isinstance(exc, gzip.BadGzipFile):
         what = f"not a valid gzip file ({exc})"
-    elif isinstance(exc, zlib.error):
-        what = f"corrupt compressed data ({type(exc).__name__}: {exc}) — gzip/zip stream damaged"
     else:
-        what = f"corrupt zip member ({exc})"
+        what = f"corrupt compressed data ({type(exc).__name__}: {exc})"
     return DataError(f"{path} line {line}: {what}; re-download the file", path=str(path), line=line)
+
+
+def no_messages(path: Path) -> DataError:
+    """Return the DataError for an order-book file without a single message."""
+    return DataError(f"{path}: the file holds no messages (empty download?); re-download it", path=str(path))
 
 
 def snippet(raw: bytes | str, limit: int = 80) -> str:
