@@ -45,13 +45,21 @@ def make_run_id(stage: str, suffix: str, started: dt.datetime) -> str:
 
 
 def new_run_id(params: StageParams, root: Path) -> str:
-    """Derive a fresh run id for ``params``, unique under ``root/runs``."""
+    """Derive a fresh run id for ``params`` and claim ``root/runs/<run_id>/`` for it.
+
+    The directory is created with ``mkdir`` (no ``exist_ok``), which succeeds for one
+    process only, so two runs started in the same second by two processes get two ids.
+    """
     base = make_run_id(params.stage, params.run_suffix(), utc_now())
+    (root / "runs").mkdir(parents=True, exist_ok=True)
     run_id, n = base, 1
-    while (root / "runs" / run_id).exists():
-        n += 1
-        run_id = f"{base}-{n}"
-    return run_id
+    while True:
+        try:
+            (root / "runs" / run_id).mkdir()
+            return run_id
+        except FileExistsError:
+            n += 1
+            run_id = f"{base}-{n}"
 
 
 def _find_resumable(root: Path, stage: str, config_hash: str) -> str | None:

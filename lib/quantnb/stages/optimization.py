@@ -10,6 +10,7 @@ every epoch, so the MedianPruner stops weak trials early.
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
@@ -115,12 +116,28 @@ def open_study(storage: str, study_name: str, seed: int, startup_trials: int, ro
             db.parent.mkdir(parents=True, exist_ok=True)
             storage = f"sqlite:///{db}"
             kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
-        store = optuna.storages.RDBStorage(storage, heartbeat_interval=5, grace_period=20, **kwargs)
+        store = _rdb_storage(storage, kwargs)
     return optuna.create_study(
         study_name=study_name, storage=store, direction="maximize", load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=0),
     )
+
+
+def _rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 5) -> optuna.storages.RDBStorage:
+    """Open an RDB storage; retry while another worker is creating the same schema (they race)."""
+    import sqlalchemy.exc
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return optuna.storages.RDBStorage(url, heartbeat_interval=5, grace_period=20, **kwargs)
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            if attempt == attempts:
+                raise
+            logger.warning("Storage not ready ({}: {}); retry {}/{}", type(exc).__name__,
+                           str(exc).splitlines()[0][:120], attempt, attempts - 1)
+            time.sleep(0.5 * attempt)
+    raise AssertionError("unreachable")
 
 
 class _Objective:
