@@ -252,15 +252,25 @@ class RunContext:
         """Record summary values of the run (JSON-serialisable) in run.json."""
         self.results.update(values)
 
-    def add_cumulative_log(self, path: str | Path, level: str = "INFO") -> Path:
-        """Also append this run's records to ``path``, a log shared by every run of the stage.
+    def add_cumulative_log(self, path: str | Path, level: str = "INFO", include_streams: bool = False) -> Path:
+        """Also append this run's records to ``path`` (e.g. a log shared by every run of the stage).
 
-        The sink lives until the next :func:`start_run` in this process.
+        The sink is line-buffered like the session log and lives until the next
+        :func:`start_run` in this process.
+
+        Parameters
+        ----------
+        path : str or pathlib.Path
+            Log file, relative to the project directory unless absolute.
+        level : str
+            Lowest level written.
+        include_streams : bool
+            Also write captured stdout/stderr lines.
         """
         dest = Path(path) if Path(path).is_absolute() else self.root / path
         dest.parent.mkdir(parents=True, exist_ok=True)
         logger.add(str(dest), level=level, format=LOG_FORMAT, mode="a", buffering=1, encoding="utf-8",
-                   filter=lambda r: "stream" not in r["extra"], diagnose=False)
+                   filter=None if include_streams else (lambda r: "stream" not in r["extra"]), diagnose=False)
         return dest
 
     def worker_initargs(self) -> tuple[str, dict[str, str]]:

@@ -1,0 +1,161 @@
+"""Live stage: the trader, a long papermill-launched run over an agent bundle.
+
+``mode="replay"`` (default) replays processed bars through a paper broker with the research
+fill model; ``testnet`` and ``live`` trade Binance USD-M through ccxt with keys from the
+environment only (``live`` also needs ``confirm_live=True``, checked before any connection).
+Every closed bar writes a ``registro_<ts>.csv`` row and updates the heartbeat; a drawdown
+breach, a critical error or repeated connection failures run the emergency protocol. One
+production log ``runs/<train_id>/produccion/produccion_<ts>.log`` captures everything.
+SIGTERM/SIGINT stop the loop in order (flattening first if ``flatten_on_stop``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import signal
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+from loguru import logger
+from pydantic import Field, PositiveFloat, PositiveInt
+
+from quantnb.config import StageParams
+from quantnb.errors import ConfigError
+from quantnb.live import RiskLimits, SessionStats, StepInfo, build_trader, load_live_config, session_timestamp
+from quantnb.runlog import start_run
+
+__all__ = ["LiveParams", "LiveResult", "run_live"]
+
+
+class LiveParams(StageParams):
+    """Parameters of the live stage. API keys are never parameters: they come from the environment."""
+
+    stage = "live"
+    train_id: str = Field(..., min_length=1, description="Run id of the agent stage whose bundle trades.")
+    mode: Literal["replay", "testnet", "live"] = Field("replay", description="replay (paper), testnet or live.")
+    symbol: str | None = Field(None, description="Exchange symbol for testnet/live, e.g. BTCUSDT.")
+    timeframe: str = Field("1m", description="Bar interval; must match the bundle's.")
+    replay_glob: str = Field("data/processed/BTC-PERP/*.parquet", description="Processed bars to replay.")
+    replay_start: str | None = Field(
+        None, description="First traded bar (ISO 8601, UTC); default the bundle's evaluation start.")
+    replay_speed: float = Field(0.0, ge=0, description="Replay speed factor (60: a 1-minute bar per second); 0: max.")
+    max_drawdown_frac: float = Field(0.2, gt=0, lt=1, description="Drawdown from peak equity that triggers the "
+                                                                  "emergency protocol.")
+    max_position_frac: float = Field(1.0, gt=0, le=5, description="Largest |position| as a fraction of equity.")
+    fee_bps: float | None = Field(None, ge=0, description="Paper fee override, bps; default the bundle's.")
+    initial_equity_usd: PositiveFloat | None = Field(None, description="Paper equity; default the bundle's.")
+    max_steps: PositiveInt | None = Field(None, description="Stop after this many bars.")
+    duration_s: PositiveFloat | None = Field(None, description="Stop after this many seconds.")
+    confirm_live: bool = Field(False, description="Must be True for mode='live' (real money).")
+    flatten_on_stop: bool = Field(True, description="On SIGTERM/SIGINT, close positions before stopping.")
+    rest_base_url: str | None = Field(None, description="Override Binance's REST root (loopback tests).")
+    ws_url: str | None = Field(None, description="Override the kline websocket URL (loopback tests).")
+    console_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
+        "WARNING", description="The console stays quiet; everything is in the production log.")
+
+    def run_suffix(self) -> str:
+        """Return the mode and the trained agent's short id."""
+        return f"{self.mode}_{self.train_id.split('_')[0]}"
+
+
+@dataclasses.dataclass
+class LiveResult:
+    """Session statistics and the production files of a live run."""
+
+    run_id: str
+    stats: SessionStats
+    production_log: Path
+
+    def summary(self) -> pl.DataFrame:
+        """Print where the files are; return the statistics as a one-row table."""
+        s = self.stats
+        print(f"Live session {s.session_ts}: {s.steps} bars, {s.trades} trades, PnL {s.pnl_usd:,.2f} USD, "
+              f"fees {s.fees_usd:,.2f} USD, max drawdown {s.max_drawdown_frac:.2%}, stopped by {s.stopped_by}")
+        print(f"registro: {s.registro_path}\nproduction log: {self.production_log}")
+        if s.emergency is not None:
+            print(f"EMERGENCY: {s.emergency.cause} -> {s.emergencias_path}")
+        flat = {k: v for k, v in s.to_dict().items() if not isinstance(v, dict)}
+        return pl.DataFrame([flat])
+
+
+def _replay_start(params: LiveParams, metadata: Any) -> dt.datetime | None:
+    text = params.replay_start or (getattr(metadata, "data_span", {}) or {}).get("eval", [None])[0]
+    if text is None:
+        return None
+    try:
+        ts = dt.datetime.fromisoformat(str(text))
+    except ValueError:
+        raise ConfigError(f"replay_start={text!r}: not an ISO 8601 time; e.g. 2022-01-25T05:31:00+00:00") from None
+    return ts if ts.tzinfo else ts.replace(tzinfo=dt.UTC)
+
+
+def run_live(params: LiveParams) -> LiveResult:
+    """Run one trading session and record it.
+
+    Raises
+    ------
+    ConfigError
+        Before any connection: ``live`` without ``confirm_live``, a missing or inconsistent
+        bundle, the drawdown halt marker present, missing API key variables.
+    """
+    with start_run(params) as ctx:
+        cfg = load_live_config(ctx.root / "runs", params.train_id, timeframe=params.timeframe)
+        session_ts = session_timestamp()
+        prod_log = ctx.add_cumulative_log(cfg.out_dir / f"produccion_{session_ts}.log", level="DEBUG",
+                                          include_streams=True)
+        logger.info("Live session {} in {} mode with bundle {} (production log {})", session_ts, params.mode,
+                    cfg.bundle_dir, prod_log)
+
+        def on_step(info: StepInfo) -> None:
+            bar_ts = dt.datetime.fromtimestamp(info.bar.open_time_ms / 1000, dt.UTC)
+            ctx.item_done(f"bar {bar_ts:%Y-%m-%d %H:%M}", events=1)
+
+        trader = build_trader(
+            cfg, mode=params.mode, symbol=params.symbol,
+            limits=RiskLimits(params.max_drawdown_frac, params.max_position_frac),
+            replay_bars=str(ctx.root / params.replay_glob) if params.mode == "replay" else None,
+            replay_start_ts=_replay_start(params, cfg.bundle.metadata) if params.mode == "replay" else None,
+            replay_speed=params.replay_speed, initial_equity_usd=params.initial_equity_usd, fee_bps=params.fee_bps,
+            max_steps=params.max_steps, duration_s=params.duration_s, confirm_live=params.confirm_live,
+            on_step=on_step, rest_base_url=params.rest_base_url, ws_url=params.ws_url)
+        stats, stopped = _run_with_stop_signals(trader, params.flatten_on_stop)
+        summary = stats.to_dict()
+        for key, value in summary.items():
+            if not isinstance(value, dict):
+                logger.info("live/{}={}", key, value)
+        ctx.set_result(**summary)
+        ctx.add_output("registro", stats.registro_path or cfg.out_dir)
+        ctx.add_output("production_log", prod_log)
+        if stats.emergency is not None:
+            logger.critical("Emergency protocol ran: {}", stats.emergency.cause)
+            ctx.add_output("emergencias", stats.emergencias_path or cfg.out_dir)
+        if stopped is not None:
+            ctx.finish("interrupted", error=f"stopped by {stopped}")
+        elif stats.emergency is not None:
+            ctx.finish("completed_with_errors", error=f"emergency: {stats.emergency.cause}")
+    return LiveResult(ctx.run_id, stats, prod_log)
+
+
+def _run_with_stop_signals(trader: Any, flatten: bool) -> tuple[SessionStats, str | None]:
+    """Run the trader with SIGTERM/SIGINT turned into an orderly stop request."""
+    stopped: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        return trader.run(), None
+
+    def on_signal(signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if not stopped:
+            logger.warning("{} received: stopping after this bar{}", name, " and flattening" if flatten else "")
+        stopped.append(name)
+        trader.request_stop(flatten=flatten)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        stats = trader.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return stats, (stopped[0] if stopped else None)
