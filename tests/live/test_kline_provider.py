@@ -42,7 +42,7 @@ def stream_setup(server):
 def _provider(server, ws, **kw):
     return CcxtKlineProvider(make_exchange("testnet", base_url=server.base_url), "BTC/USDT:USDT", "1m",
                              ws_url=ws.url, history_bars=10, retry=RetryPolicy(delay_s=0.01),
-                             clock_ms=server.engine.now_ms, reconnect_initial_s=0.02, **kw)
+                             reconnect_initial_s=0.02, **kw)
 
 
 def test_one_event_per_closed_candle(server, stream_setup):

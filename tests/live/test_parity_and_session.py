@@ -134,3 +134,34 @@ def test_replay_needs_enough_history(bundle_setup):
     with pytest.raises(ConfigError, match="after the last bar"):
         build_trader(cfg, replay_bars=bars, replay_start_ts=bars["ts"][-1] + dt.timedelta(days=1),
                      limits=RiskLimits(0.2, 1.0))
+
+
+def test_testnet_session_streams_klines_and_trades_on_the_exchange(bundle_setup, server, fake_keys):
+    """The whole testnet path on loopback: REST history, websocket candles, orders, registro."""
+    from quantnb.testing.ws_server import KlineStreamServer
+
+    runs, bars, *_ = bundle_setup
+    rows = [(int(t.timestamp() * 1000), o, h, lo, c, v) for t, o, h, lo, c, v in bars.head(100).iter_rows()]
+    server.set_klines("BTCUSDT", "1m", rows, 60_000)
+    server.set_now_ms(rows[69][0] + 60_000)  # 70 candles closed: the warm-up needs 63
+    server.set_price("BTCUSDT", rows[69][4])
+
+    def on_closed(open_ms):
+        i = (open_ms - rows[0][0]) // 60_000
+        server.set_price("BTCUSDT", rows[i][4])
+        server.set_now_ms(open_ms + 60_000)
+
+    with KlineStreamServer(rows[70:], message_delay_s=0.002, on_closed=on_closed) as ws:
+        cfg = load_live_config(runs, TRAIN_ID)
+        steps = []
+        trader = build_trader(cfg, mode="testnet", symbol="BTC-PERP", limits=RiskLimits(0.5, 1.0),
+                              rest_base_url=server.base_url, ws_url=ws.url, max_steps=25, on_step=steps.append)
+        stats = trader.run()
+    assert stats.stopped_by == "max_steps" and stats.steps == 25
+    assert [s.bar.open_time_ms for s in steps] == [r[0] for r in rows[70:95]]
+    assert all(s.bar.source in ("ws", "rest") and s.observation is not None for s in steps)
+    fills = [s.fill for s in steps if s.fill is not None]
+    assert len(fills) == stats.trades > 0 and all(f.status == "FILLED" for f in fills)
+    assert sum(f.signed_qty for f in fills) == pytest.approx(server.position_amt(), abs=1e-9)
+    with open(stats.registro_path, newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == 25

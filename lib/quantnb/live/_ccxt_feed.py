@@ -39,10 +39,6 @@ class _Failed:
         self.reason = reason
 
 
-def _wall_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class CcxtKlineProvider(DataProvider):
     """Closed candles of a Binance USD-M symbol: REST history, websocket stream, REST gap fills.
 
@@ -68,9 +64,10 @@ class CcxtKlineProvider(DataProvider):
         Exponential backoff between reconnection attempts, seconds.
     max_reconnect_failures : int
         Consecutive failed connection attempts before :meth:`next_bar` raises.
-    clock_ms : callable
-        Current time, epoch ms (injectable); a REST candle counts as closed when its
-        close time is before it.
+    clock_ms : callable, optional
+        Current time, epoch ms; a REST candle counts as closed when its close time is
+        before it. Default: the exchange's clock (``GET /fapi/v1/time``, weight 1), read
+        before each REST download so local clock skew cannot pass a forming candle as closed.
 
     Attributes
     ----------
@@ -88,7 +85,7 @@ class CcxtKlineProvider(DataProvider):
     def __init__(self, exchange: Any, symbol: str, timeframe: str, *, ws_url: str, history_bars: int,
                  retry: RetryPolicy, volume_in_quote: bool = False, reconnect_initial_s: float = 0.5,
                  reconnect_max_s: float = 30.0, max_reconnect_failures: int = 10,
-                 clock_ms: Callable[[], int] = _wall_ms):
+                 clock_ms: Callable[[], int] | None = None):
         self._ex = exchange
         self.symbol, self.timeframe = symbol, timeframe
         self._tf_ms = int(exchange.parse_timeframe(timeframe) * 1000)
@@ -123,15 +120,15 @@ class CcxtKlineProvider(DataProvider):
         if start_ms is not None:
             req["startTime"] = start_ms
 
-        def fetch() -> list[list[Any]]:
+        def fetch() -> tuple[int, list[list[Any]]]:
             try:
-                return self._ex.fapiPublicGetKlines(req)
+                now = self._clock_ms() if self._clock_ms is not None else int(self._ex.fetch_time())
+                return now, self._ex.fapiPublicGetKlines(req)
             except ccxt.BaseError as err:
                 raise translate_ccxt_error(err, what=f"klines {self.symbol} {self.timeframe}", exchange=self._ex) \
                     from None
 
-        now = self._clock_ms()
-        rows = self.retry.call(fetch)
+        now, rows = self.retry.call(fetch)
         return [self._bar(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[7], "rest") for r in rows if int(r[6]) < now]
 
     def _bar(self, t: int, o: Any, h: Any, lo: Any, c: Any, v: Any, q: Any, source: str) -> Bar:

@@ -45,6 +45,16 @@ def session_timestamp() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y%m%d_%H%M%S")
 
 
+def _unique_ts(out_dir: Path) -> str:
+    """Return a session timestamp whose CSV files do not exist yet (``-2``, ``-3`` on clashes)."""
+    base = ts = session_timestamp()
+    n = 1
+    while (out_dir / f"registro_{ts}.csv").exists() or (out_dir / f"emergencias_{ts}.csv").exists():
+        n += 1
+        ts = f"{base}-{n}"
+    return ts
+
+
 def _iso_ms(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="seconds")
 
@@ -92,7 +102,7 @@ class Trader:
         self.retry = retry or RetryPolicy()
         self.on_step = on_step
         self.max_steps, self.duration_s, self.poll_s = max_steps, duration_s, poll_s
-        self.session_ts = session_ts or session_timestamp()
+        self.session_ts = session_ts or _unique_ts(self.out_dir)
         self.registro_path = self.out_dir / f"registro_{self.session_ts}.csv"
         self.emergency = EmergencyProtocol(broker, self.out_dir, self.session_ts, self.retry,
                                            poll_interval_s=emergency_poll_interval_s,

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable, Sequence
 
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 
 __all__ = ["KlineStreamServer", "kline_message"]
 
@@ -172,6 +173,12 @@ class KlineStreamServer:
             await ws.close(1008, "unknown stream")
             return
         self.connections += 1
+        try:
+            await self._stream(ws)
+        except ConnectionClosed:
+            pass  # the client left; the cursor keeps the stream position for its next connection
+
+    async def _stream(self, ws: ServerConnection) -> None:
         while self.cursor < len(self.bars):
             i = self.cursor
             drop = next((d for d in self._drops if d.bar_index == i), None)
