@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import polars as pl
 from loguru import logger
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from quantnb.config import StageParams
 from quantnb.errors import ConfigError
@@ -55,6 +55,12 @@ class LiveParams(StageParams):
     ws_url: str | None = Field(None, description="Override the kline websocket URL (loopback tests).")
     console_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
         "WARNING", description="The console stays quiet; everything is in the production log.")
+
+    @model_validator(mode="after")
+    def _live_needs_confirmation(self) -> LiveParams:
+        if self.mode == "live" and not self.confirm_live:
+            raise ValueError("mode='live' trades real money: set confirm_live=True to confirm (nothing was sent)")
+        return self
 
     def run_suffix(self) -> str:
         """Return the mode and the trained agent's short id."""
