@@ -222,7 +222,8 @@ def analyse_run(root: Path, run_id: str) -> PostmortemReport:
                       .agg(pl.len().alias("items"), pl.col("events_count").sum().alias("events"))
                       .sort("minute"))
     counts, errors = _log_stats(root / rec["log"] if rec.get("log") else stage_dir / f"{run_id}.log")
-    last_item = hb.get("last_item") or (heart["item"][-1] if not heart.is_empty() else None)
+    # the TSV has a line per item; the JSON is throttled to once a second and may lag
+    last_item = heart["item"][-1] if not heart.is_empty() else hb.get("last_item")
     return PostmortemReport(
         run_id=run_id, stage=stage, status=status, pid_alive=bool(hb.get("pid_alive", False)),
         last_item=last_item, last_batch_shard=logged[-1] if logged else None,
