@@ -140,6 +140,7 @@ def build_trader(
     rest_base_url: str | None = None,
     ws_url: str | None = None,
     timeout_s: float = 10.0,
+    session_ts: str | None = None,
 ) -> Trader:
     """Assemble a :class:`Trader` for ``mode``; nothing connects until ``trader.run()``.
 
@@ -178,6 +179,9 @@ def build_trader(
         Override Binance's REST root and kline stream URL (loopback servers in tests).
     timeout_s : float
         HTTP timeout per request, seconds.
+    session_ts : str, optional
+        Suffix of ``registro_<ts>.csv`` / ``emergencias_<ts>.csv`` (e.g. the production
+        log's); default the current UTC time, made unique in ``cfg.out_dir``.
 
     Returns
     -------
@@ -216,7 +220,7 @@ def build_trader(
         logger.warning("live/session: {} trading of {} with agent {} (max_drawdown_frac={})", mode.upper(), sym,
                        cfg.train_id, limits.max_drawdown_frac)
     return Trader(bundle, provider, broker, limits, cfg.out_dir, retry=retry, on_step=on_step, max_steps=max_steps,
-                  duration_s=duration_s)
+                  duration_s=duration_s, session_ts=session_ts)
 
 
 def run_with_restarts(make_trader: Callable[[], Trader], *, max_restarts: int = 3, backoff_s: float = 30.0,
