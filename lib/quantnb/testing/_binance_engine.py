@@ -27,6 +27,22 @@ class BinanceApiError(Exception):
 
 @dataclasses.dataclass
 class SymbolSpec:
+    """A USD-M perpetual and its exchange filters (defaults: Binance's BTCUSDT).
+
+    Attributes
+    ----------
+    symbol, base, quote : str
+        Exchange id and assets.
+    tick_size : float
+        Price increment (``PRICE_FILTER.tickSize``), USDT.
+    step_size, min_qty, max_qty : float
+        Quantity increment and bounds (``LOT_SIZE``), base units.
+    min_notional_usd : float
+        Smallest order notional (``MIN_NOTIONAL.notional``), USDT; reduce-only orders exempt.
+    price_precision, quantity_precision : int
+        Decimals of ``pricePrecision`` / ``quantityPrecision``.
+    """
+
     symbol: str = "BTCUSDT"
     base: str = "BTC"
     quote: str = "USDT"
@@ -51,7 +67,14 @@ def _s(x: float, nd: int = 8) -> str:
 
 
 class ExchangeEngine:
-    """Thread-safe account state and matching behind the loopback server."""
+    """Account state and matching behind the loopback server; hold ``lock`` while touching it.
+
+    One-way position mode, cross margin: a market order fills whole at the symbol's price
+    (``prices``), pays ``taker_fee_bps`` of its notional, and realizes PnL on the reduced
+    part; ``reduceOnly`` orders are capped at the position and rejected (-2022) when they
+    would open or grow one; an order needing more initial margin than available is
+    rejected (-2019); LIMIT orders rest until cancelled (nothing crosses them).
+    """
 
     def __init__(
         self,
@@ -78,6 +101,7 @@ class ExchangeEngine:
 
     # --- clock -----------------------------------------------------------------------
     def now_ms(self) -> int:
+        """Return the server clock, epoch ms (frozen by ``fixed_now_ms`` when set)."""
         return self.fixed_now_ms if self.fixed_now_ms is not None else int(time.time() * 1000)
 
     # --- read-only views -------------------------------------------------------------
