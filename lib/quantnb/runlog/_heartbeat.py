@@ -112,6 +112,10 @@ class HeartbeatJson:
         self._last_write = 0.0
         self.state: dict[str, Any] = {}
 
+    def due(self) -> bool:
+        """Return whether a ``running`` update would be written now (the throttle has elapsed)."""
+        return time.monotonic() - self._last_write >= self.min_interval_s
+
     def update(self, force: bool = False, **fields: Any) -> bool:
         """Merge ``fields`` into the state and write it if due; return whether it was written."""
         self.state.update(fields)

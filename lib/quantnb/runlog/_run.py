@@ -204,12 +204,16 @@ class RunContext:
         self._items_this_process += 1
         if total_batches is not None:
             self.total_batches = total_batches
+        now, mem = utc_now(), memory_gb()
         self.heartbeat_tsv.append(
-            iso(utc_now()), item, batch_num if batch_num is not None else "",
+            iso(now), item, batch_num if batch_num is not None else "",
             self.total_batches if self.total_batches is not None else "",
-            events, f"{memory_gb():.3f}", self.run_id,
+            events, f"{mem:.3f}", self.run_id,
         )
-        self._heartbeat_write(last_item=item, batch_num=batch_num)
+        if self.heartbeat.due():
+            self._heartbeat_write(last_item=item, batch_num=batch_num, memory_gb=round(mem, 3))
+        else:
+            self.heartbeat.state.update(last_item=item, batch_num=batch_num)
 
     def batch_saved(self, batch_num: int, items_count: int, total_events: int, shard_file: str | Path) -> None:
         """Record one shard durably written: a batch TSV line."""
@@ -234,12 +238,12 @@ class RunContext:
         return max(self.total_items - done, 0) / rate
 
     def _heartbeat_write(self, force: bool = False, **fields: Any) -> None:
+        fields.setdefault("memory_gb", round(memory_gb(), 3))
         self.heartbeat.update(
             force=force, status=self.status, last_timestamp=iso(utc_now()),
             total_items=self.total_items, total_batches=self.total_batches,
             completed_items=len(self.checkpoint.completed), failed_items=len(self.checkpoint.failed),
-            progress_pct=self.progress_pct(),
-            events=self.events, memory_gb=round(memory_gb(), 3), eta_s=self._eta_s(), **fields,
+            progress_pct=self.progress_pct(), events=self.events, eta_s=self._eta_s(), **fields,
         )
 
     # -- outputs and end -------------------------------------------------------------------

@@ -126,7 +126,7 @@ def run_live(params: LiveParams) -> LiveResult:
             replay_start_ts=_replay_start(params, cfg.bundle.metadata) if params.mode == "replay" else None,
             replay_speed=params.replay_speed, initial_equity_usd=params.initial_equity_usd, fee_bps=params.fee_bps,
             max_steps=params.max_steps, duration_s=params.duration_s, confirm_live=params.confirm_live,
-            on_step=on_step, rest_base_url=params.rest_base_url, ws_url=params.ws_url)
+            on_step=on_step, rest_base_url=params.rest_base_url, ws_url=params.ws_url, session_ts=session_ts)
         stats, stopped = _run_with_stop_signals(trader, params.flatten_on_stop)
         summary = stats.to_dict()
         for key, value in summary.items():

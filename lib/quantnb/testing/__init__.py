@@ -1,1 +1,53 @@
-"""quantnb.testing."""
+"""Fixture builders and loopback exchange servers that tests and users share.
+
+- :mod:`quantnb.testing.builders`: seeded writers of small Bybit, Binance and CSV files,
+  also with defects (crossed book, sequence gap, truncated line, NaN price, ...).
+- :class:`BinanceLoopbackServer`: Binance USD-M REST endpoints on 127.0.0.1 with a matching
+  engine and fault injection (:class:`Fault`); point ccxt at it with
+  :func:`configure_ccxt_for_loopback`.
+- :class:`KlineStreamServer`: a websocket server streaming Binance kline messages.
+
+Importing the servers pulls in ccxt and websockets, so they load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from quantnb.testing.builders import (
+    BuiltFile,
+    write_binance_capture,
+    write_bybit_file,
+    write_ohlcv_csv,
+    write_trades_csv,
+)
+
+__all__ = [
+    "BuiltFile",
+    "write_bybit_file",
+    "write_binance_capture",
+    "write_ohlcv_csv",
+    "write_trades_csv",
+    "BinanceLoopbackServer",
+    "SymbolSpec",
+    "Fault",
+    "configure_ccxt_for_loopback",
+    "KlineStreamServer",
+    "kline_message",
+]
+
+_LAZY = {
+    "BinanceLoopbackServer": "quantnb.testing.binance_server",
+    "SymbolSpec": "quantnb.testing.binance_server",
+    "Fault": "quantnb.testing.binance_server",
+    "configure_ccxt_for_loopback": "quantnb.testing.binance_server",
+    "KlineStreamServer": "quantnb.testing.ws_server",
+    "kline_message": "quantnb.testing.ws_server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'quantnb.testing' has no attribute {name!r}")
