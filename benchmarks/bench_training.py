@@ -12,7 +12,8 @@ atomically with fsync every epoch. Reported: training samples per second of wall
 and the same from process CPU time, which a busy shared machine disturbs less than wall time.
 Goal: Trainer >= 0.9x the bare loop.
 
-Run: .venv/bin/python benchmarks/bench_training.py [n_train_windows] [rounds]
+Run: .venv/bin/python benchmarks/bench_training.py [n_train_windows] [rounds] [torch_threads]
+(1 thread gives the steadiest figures on a busy machine; default torch's own setting.)
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ def line(name: str, samples: int, runs: list[tuple[float, float]]) -> tuple[floa
 def main() -> None:
     n_train = int(sys.argv[1]) if len(sys.argv) > 1 else 3072
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    if len(sys.argv) > 3:
+        torch.set_num_threads(int(sys.argv[3]))
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
     bars = (pl.read_csv(OHLCV).with_columns(pl.col("timestamp").str.to_datetime(time_unit="us", time_zone="UTC")

@@ -6,6 +6,7 @@ import numpy as np
 import optuna
 import pytest
 import torch
+import torch.utils.deterministic
 
 from quantnb.errors import ConfigError
 from quantnb.models import (
@@ -42,10 +43,14 @@ def test_trainer_learns_logs_and_reports_each_epoch(tmp_path: Path, log_messages
     epochs: list[EpochStats] = []
     batches: list[BatchStats] = []
     cfg = TrainConfig(epochs=5, batch_size=32, lr=2e-2, patience=10, num_threads=1, log_every_batches=10, seed=3)
-    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    def torch_globals() -> tuple:
+        return (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+                torch.utils.deterministic.fill_uninitialized_memory, torch.backends.cudnn.deterministic)
+
+    before = torch_globals()
     result = Trainer(tiny_model(3), train, val, cfg, tmp_path, on_epoch_end=epochs.append,
                      on_batch_end=batches.append).fit()
-    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == (threads, det)  # restored
+    assert torch_globals() == before  # the trainer restores torch's global settings
     assert [e.epoch for e in epochs] == [1, 2, 3, 4, 5] and epochs == result.history
     assert len(batches) == 5 * 19 and batches[-1].batch == batches[-1].n_batches == 19
     assert result.best_f1_macro > 0.85 and result.stopped_early_epoch is None
