@@ -86,3 +86,13 @@ def test_prepare_datasets_on_real_bars(btc_bars: pl.DataFrame) -> None:
         prepare_datasets(labelled, seq_len=1000, train_frac=0.7, val_frac=0.15, lookahead_min=30)
     with pytest.raises(ConfigError, match="label"):
         prepare_datasets(btc_bars.head(100), seq_len=8, train_frac=0.7, val_frac=0.15, lookahead_min=30)
+
+
+def test_unlabelled_bars_give_every_usable_window_for_inference() -> None:
+    df = bars([100.0 + i for i in range(12)], minutes=[0, 1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 13])
+    feats = build_features(df)
+    scaler = FeatureScaler.fit(feats, feature_columns(df))
+    ds = WindowDataset.from_frame(feats, scaler, seq_len=3, label_col=None)
+    # rows 0 and 7 have no return (first bar, first after the gap): windows end at 3..6 and 10, 11
+    assert ds.ends.tolist() == [3, 4, 5, 6, 10, 11]
+    assert (ds.targets == -1).all() and ds.class_counts().tolist() == [0, 0, 0]

@@ -115,7 +115,9 @@ class Trainer:
         Directory for ``best.pt`` and ``last.pt`` (created).
     on_epoch_end : callable, optional
         Called with :class:`EpochStats` after each epoch's checkpoint is on disk; an exception it
-        raises (e.g. ``optuna.TrialPruned``) propagates out of :meth:`fit`.
+        raises (e.g. ``optuna.TrialPruned``) propagates out of :meth:`fit`. Epochs restored on
+        resume are not reported again (a kill between the checkpoint and the callback skips
+        that epoch's call).
     on_batch_end : callable, optional
         Called with :class:`BatchStats` after each optimiser step.
 
