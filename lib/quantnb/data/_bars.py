@@ -220,8 +220,8 @@ class BookMinutes:
         else:
             feats = (None, None, None, None)
             when = dt.datetime.fromtimestamp(self.minute * 60, dt.UTC).strftime("%Y-%m-%d %H:%M")
-            self.report.flag("unsynced_minutes", None, f"minute {when} UTC: no synced book at the close; "
-                             "its bar carries no book features")
+            self.report.flag("unsynced_minutes", None, f"minute {when} UTC: no synced (or an empty or crossed) "
+                             "book at the close; its bar carries no book features")
         spread = 2e4 * self.sp_sum / self.sp_n if self.sp_n else None
         mids = (self.m_open, self.m_high, self.m_low, self.m_close) if self.sp_n else (None, None, None, None)
         self.rows.append((self.minute, *mids, feats[0], spread, *feats[1:], self.n, self.resyncs))
