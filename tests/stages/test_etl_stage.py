@@ -3,6 +3,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -14,8 +15,6 @@ import pytest
 
 from quantnb.runlog import read_heartbeat
 from tests.conftest import QUANTNB, SAMPLES, run_cli
-
-FAST_INPUTS = '["data/samples/bybit/*.data*", "data/samples/trades/*.csv", "data/samples/binance_usdm/*.gz"]'
 
 
 def _outputs(root: Path, out_dir: str) -> dict[str, pl.DataFrame]:
@@ -36,38 +35,64 @@ def _kill_tree(pid: int) -> None:
     psutil.wait_procs(procs, timeout=10)
 
 
+def _raw_inputs(root: Path) -> None:
+    """Eight items: six copies of the Binance capture (distinct names) and the two Bybit files."""
+    raw = root / "data" / "raw"
+    raw.mkdir(parents=True)
+    for i in range(6):
+        shutil.copy(SAMPLES / "binance_usdm" / "BTCUSDT_20240808.gz", raw / f"BTCUSDT_2024081{i}.gz")
+    for f in (SAMPLES / "bybit").iterdir():
+        shutil.copy(f, raw / f.name)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout_s: float = 120) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        if path.exists():
+            return True
+        time.sleep(0.02)
+    return path.exists()
+
+
 @pytest.mark.slow
 def test_etl_killed_at_random_points_then_resumed_matches_uninterrupted_run(project):
-    t0 = time.monotonic()
-    ref = run_cli("run", "etl", "-p", "input_globs", FAST_INPUTS, "-p", "output_dir", "data/ref",
-                  "-p", "n_workers", "2", cwd=project)
+    _raw_inputs(project)
+    common = ["-p", "input_globs", '["data/raw/*"]', "-p", "n_workers", "2"]
+    ref = run_cli("run", "etl", *common, "-p", "output_dir", "data/ref", cwd=project)
     assert ref.returncode == 0, ref.stdout + ref.stderr
-    duration = time.monotonic() - t0
     reference = _outputs(project, "data/ref")
     assert reference, "the uninterrupted run wrote no Parquet"
 
     rng = random.Random(7)
-    args = ["run", "etl", "-p", "input_globs", FAST_INPUTS, "-p", "output_dir", "data/out", "-p", "n_workers", "2"]
-    run_id = None
-    kills = 0
+    run_id, kills, attempts, partial = None, 0, 0, []
     while kills < 3:
-        cmd = [QUANTNB, *(args if run_id is None else ["run", "etl", "--resume", run_id])]
-        proc = subprocess.Popen(cmd, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        attempts += 1
+        assert attempts <= 10, f"only {kills} kill(s) landed while the run was working"
+        args = ["run", "etl", *common, "-p", "output_dir", "data/out"] if run_id is None else \
+            ["run", "etl", "--resume", run_id]
+        proc = subprocess.Popen([QUANTNB, *args], cwd=project, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                text=True)
         first = proc.stdout.readline()  # "[quantnb] etl: run <id> -> ..."
         run_id = run_id or first.split(" run ")[1].split()[0]
-        time.sleep(rng.uniform(0.3, 0.9) * duration)
-        if proc.poll() is not None:  # finished before the kill point: try an earlier one
+        heartbeat = project / "logs" / "heartbeats" / f"{run_id}_heartbeat.json"
+        if kills == 0 and not _wait_for(heartbeat, proc):
+            pytest.fail("the run never started")
+        time.sleep(rng.uniform(0.0, 1.5))  # a seeded point: kernel start, workers, a file, the merge
+        if proc.poll() is not None:  # finished first: that was no kill
             continue
         _kill_tree(proc.pid)
+        proc.wait()
         kills += 1
-        hb = read_heartbeat(project / "logs" / "heartbeats" / f"{run_id}_heartbeat.json")
-        if hb is not None:  # the kernel may die before start_run wrote its first heartbeat
-            assert hb["status"] in ("interrupted", "completed"), hb
-            if hb["status"] == "interrupted":
-                assert hb["pid_alive"] is False
-        leftovers = list((project / "data" / "out").rglob("*.parquet"))
-        for p in leftovers:  # whatever is on disk is whole: atomic writes
+        hb = read_heartbeat(heartbeat)
+        assert hb is not None and hb["status"] in ("interrupted", "completed"), hb
+        if hb["status"] == "interrupted":
+            assert hb["pid_alive"] is False
+        for p in (project / "data" / "out").rglob("*.parquet"):  # whatever is on disk is whole
             pl.read_parquet(p)
+        ckpt_path = project / "logs" / "checkpoints" / f"{run_id}_completed.json"
+        if ckpt_path.exists():
+            partial.append(len(json.loads(ckpt_path.read_text())["completed"]))
+    assert any(n < 8 for n in partial), f"no kill landed mid-run (completed items at each kill: {partial})"
     final = run_cli("run", "etl", "--resume", run_id, cwd=project)
     assert final.returncode == 0, final.stdout + final.stderr
     resumed = _outputs(project, "data/out")
@@ -78,6 +103,9 @@ def test_etl_killed_at_random_points_then_resumed_matches_uninterrupted_run(proj
     assert log_text.count("Resuming run") >= 1 and "Starting run" in log_text
     record = json.loads((project / "runs" / run_id / "run.json").read_text())
     assert record["status"] == "completed"
+    ckpt = json.loads((project / "logs" / "checkpoints" / f"{run_id}_completed.json").read_text())
+    inputs = sorted(p.name for p in (project / "data" / "raw").iterdir())
+    assert sorted(Path(c).name for c in ckpt["completed"]) == inputs
 
 
 def _write_corrupt_inputs(raw: Path) -> dict[str, str]:

@@ -55,8 +55,14 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr)
             return outcome.exit_code
         result = run_pipeline(args.file, root=args.root)
-        print(f"\nPipeline {result.name}: {'ok' if result.ok else 'STOPPED'}\n")
+        print(f"\nPipeline {result.name}: {'ok' if result.ok else 'STOPPED at the first failure'}\n")
         print(result.table())
+        print("\nWhere everything went:\n"
+              "  runs/<run_id>/         executed notebook, run.json (status, parameters, outputs), models, bundles\n"
+              "  logs/<stage>/          session logs, heartbeat_<day>.log and batches_<day>.log (TSV)\n"
+              "  logs/heartbeats/       current status per run; logs/checkpoints/: what resume skips\n"
+              "  data/processed/        ETL Parquet; data/labelled/<suffix>/: labels\n"
+              "  debug_plots/<run_id>/  memory, throughput, confusion matrix, equity curve")
         return 0 if result.ok else 1
     except ConfigError as exc:
         print(f"ConfigError: {exc}", file=sys.stderr)
