@@ -2,10 +2,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import importlib.metadata
 import os
 import pickle
-import platform
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +18,7 @@ from torch import nn
 from quantnb.errors import ConfigError
 from quantnb.models._tcn_lstm import HybridTCNLSTM
 from quantnb.research import FeatureScaler
-from quantnb.runlog import atomic_path, atomic_write_text
+from quantnb.runlog import atomic_path, atomic_write_text, package_versions
 
 BUNDLE_FORMAT = "quantnb.model_bundle/1"
 WEIGHTS_FILE = "model.pt"
@@ -28,7 +26,6 @@ SCALER_FILE = "scaler.json"
 METADATA_FILE = "config_metadata.yaml"
 _MODEL_CLASSES: dict[str, type[nn.Module]] = {"HybridTCNLSTM": HybridTCNLSTM}
 _RESERVED = ("format", "created_utc", "model", "files", "library_versions")
-_LIBRARIES = ("quantnb", "torch", "numpy", "polars", "pyarrow", "loguru", "optuna", "pydantic")
 
 
 @dataclass(frozen=True)
@@ -83,14 +80,8 @@ def _sha256(path: Path) -> str:
 
 
 def library_versions() -> dict[str, str]:
-    """Return the versions of python and of the libraries a bundle depends on (absent ones skipped)."""
-    out = {"python": platform.python_version()}
-    for name in _LIBRARIES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return out
+    """Return the versions of python and of the libraries a bundle depends on (see ``quantnb.runlog``)."""
+    return package_versions()
 
 
 def save_model_bundle(directory: str | os.PathLike[str], model: nn.Module, scaler: FeatureScaler,

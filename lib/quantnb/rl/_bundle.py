@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib.metadata
-import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,11 +18,10 @@ from quantnb.rl._incremental import IncrementalFeatures
 from quantnb.rl._observation import PORTFOLIO_STATE_NAMES, ActionInterpreter, ObservationBuilder
 from quantnb.rl._portfolio import FillModel
 from quantnb.rl._scaler import FeatureScaler
-from quantnb.runlog import atomic_path, atomic_write_text
+from quantnb.runlog import atomic_path, atomic_write_text, package_versions
 
 CONFIG_FILE, SCALER_FILE, MODEL_FILE = "config_metadata.yaml", "scaler.json", "sac_model.zip"
 _FORMAT = "quantnb.rl.agent_bundle/1"
-_VERSIONED = ("quantnb", "stable-baselines3", "torch", "gymnasium", "numpy", "polars")
 
 
 @dataclass(frozen=True)
@@ -112,16 +109,6 @@ class AgentBundle:
         return IncrementalFeatures(self.feature_names, window=m.window, warmup_bars=m.warmup_bars)
 
 
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in _VERSIONED:
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            out[dist] = "unknown"
-    return out
-
-
 def _plain(obj: Any) -> Any:
     """Convert numpy scalars, tuples, datetimes and paths to YAML-safe builtins."""
     if isinstance(obj, dict):
@@ -175,7 +162,7 @@ def save_agent_bundle(directory: str | Path, model: SAC, scaler: FeatureScaler, 
         model.save(fh)
     scaler.save(out / SCALER_FILE)
     meta = asdict(metadata)
-    meta.update(feature_names=list(scaler.feature_names), versions=_versions())
+    meta.update(feature_names=list(scaler.feature_names), versions=package_versions())
     doc = {
         "format": _FORMAT,
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
@@ -277,7 +264,7 @@ def load_agent_bundle(directory: str | Path) -> AgentBundle:
 
 
 def _warn_versions(meta: AgentMetadata, path: Path) -> None:
-    now = _versions()
+    now = package_versions()
     for lib in ("stable-baselines3", "torch"):
         saved = meta.versions.get(lib)
         if saved and saved != now.get(lib):

@@ -24,7 +24,7 @@ from quantnb.runlog._heartbeat import (
     pid_alive,
     read_heartbeat,
 )
-from quantnb.runlog._record import read_run_record, update_run_record
+from quantnb.runlog._record import package_versions, read_run_record, update_run_record
 from quantnb.runlog._run import RunContext, make_run_id, start_run, worker_initializer
 from quantnb.runlog._secrets import SecretMasker, secret_values
 from quantnb.runlog._workflow import AsyncWorkflowSession, WorkflowSession, log_workflow
@@ -42,6 +42,7 @@ __all__ = [
     "pid_alive",
     "memory_gb",
     "read_run_record",
+    "package_versions",
     "update_run_record",
     "SecretMasker",
     "secret_values",

@@ -11,13 +11,16 @@ from typing import Any
 from quantnb.runlog._atomic import atomic_write_json, read_json_tolerant
 
 _PACKAGES = (
-    "quantnb", "torch", "numpy", "polars", "pyarrow", "loguru", "papermill", "optuna",
+    "quantnb", "torch", "numpy", "polars", "pyarrow", "msgspec", "loguru", "papermill", "optuna",
     "stable-baselines3", "gymnasium", "ccxt", "pydantic",
 )
 
 
 def package_versions() -> dict[str, str]:
-    """Return Python's and the key libraries' versions (``"missing"`` when not installed)."""
+    """Return Python's and the key libraries' versions (``"missing"`` when not installed).
+
+    The one list of versions recorded everywhere: run.json, model bundles and agent bundles.
+    """
     out = {"python": platform.python_version()}
     for name in _PACKAGES:
         try:
