@@ -111,3 +111,22 @@ def test_research_notebooks_run_through_papermill(tmp_path):
     train_log = (root / "logs" / "training" / f"{train_dir.name}.log").read_text()
     for needle in ("Train Loss", "F1 Macro", "Best model saved"):
         assert needle in train_log, needle
+
+
+def test_changed_search_space_on_an_existing_study_is_refused(labelled_project):
+    from quantnb.errors import ConfigError
+    from quantnb.stages.optimization import OptimizationParams, check_study_compatible, open_study
+
+    root, labelled = labelled_project
+    base = dict(project_dir=str(root), labelled_dir=labelled, tcn_channels=[4, 8], lstm_hidden=[8])
+    study = open_study("sqlite:///runs/optuna/optuna.db", "space_test", 0, 1, root)
+    first = OptimizationParams(**base)
+    check_study_compatible(study, first)
+    trial = study.ask()
+    trial.suggest_categorical("tcn_channels", [4, 8])
+    study.tell(trial, 0.5)
+    check_study_compatible(study, first)  # same space: accepted
+    with pytest.raises(ConfigError, match="tcn_channels.*new study_name"):
+        check_study_compatible(study, OptimizationParams(**{**base, "tcn_channels": [4, 8, 16]}))
+    with pytest.raises(ConfigError, match="epochs_per_trial"):
+        check_study_compatible(study, OptimizationParams(**{**base, "epochs_per_trial": 9}))

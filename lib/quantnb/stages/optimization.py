@@ -10,7 +10,9 @@ every epoch, so the MedianPruner stops weak trials early.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +22,14 @@ from optuna.trial import TrialState
 from pydantic import Field, PositiveFloat, PositiveInt
 
 from quantnb.config import StageParams
-from quantnb.errors import QuantnbError
+from quantnb.errors import ConfigError, QuantnbError
 from quantnb.models import HybridTCNLSTM, TrainConfig, Trainer, seed_everything
 from quantnb.research import PreparedData, prepare_datasets
 from quantnb.runlog import RunContext, atomic_write_json, start_run
 from quantnb.stages._labelled import load_labelled
 
-__all__ = ["OptimizationParams", "OptimizationResult", "run_optimization", "open_study"]
+__all__ = ["OptimizationParams", "OptimizationResult", "run_optimization", "open_study", "search_space",
+           "check_study_compatible"]
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -124,13 +127,59 @@ def open_study(storage: str, study_name: str, seed: int, startup_trials: int, ro
     )
 
 
+def search_space(params: OptimizationParams) -> dict[str, optuna.distributions.BaseDistribution]:
+    """Return the Optuna distributions the trials sample from, by parameter name."""
+    dist = optuna.distributions
+    return {
+        "tcn_channels": dist.CategoricalDistribution(params.tcn_channels),
+        "lstm_hidden": dist.CategoricalDistribution(params.lstm_hidden),
+        "seq_len": dist.CategoricalDistribution(params.seq_len),
+        "lr": dist.FloatDistribution(params.lr_min, params.lr_max, log=True),
+        "dropout": dist.FloatDistribution(params.dropout_min, params.dropout_max),
+        "batch_size": dist.CategoricalDistribution(params.batch_size),
+    }
+
+
+def _fixed_settings(params: OptimizationParams) -> dict[str, Any]:
+    keys = ("kernel_size", "n_blocks", "lstm_layers", "epochs_per_trial", "patience", "train_frac", "val_frac",
+            "labelled_dir")
+    return {k: getattr(params, k) for k in keys}
+
+
+def check_study_compatible(study: optuna.Study, params: OptimizationParams) -> None:
+    """Refuse to add trials to a study whose earlier trials used another search space or settings.
+
+    Raises
+    ------
+    ConfigError
+        Naming the first differing parameter, its stored and requested values, and the fix.
+    """
+    wanted = search_space(params)
+    for trial in study.get_trials(deepcopy=False):
+        for name, stored in trial.distributions.items():
+            if name in wanted and stored != wanted[name]:
+                raise ConfigError(
+                    f"study {study.study_name!r}: trial {trial.number} sampled {name} from {stored}, this run asks "
+                    f"{wanted[name]}; keep the study's search space, or pass a new study_name for the new one")
+    fixed = json.loads(json.dumps(_fixed_settings(params)))
+    stored_fixed = study.user_attrs.get("fixed_settings")
+    if stored_fixed is None:
+        study.set_user_attr("fixed_settings", fixed)
+    elif stored_fixed != fixed:
+        diff = {k: (stored_fixed.get(k), v) for k, v in fixed.items() if stored_fixed.get(k) != v}
+        raise ConfigError(f"study {study.study_name!r} was run with other fixed settings (stored, requested): "
+                          f"{diff}; use the same settings or pass a new study_name")
+
+
 def _rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 5) -> optuna.storages.RDBStorage:
     """Open an RDB storage; retry while another worker is creating the same schema (they race)."""
     import sqlalchemy.exc
 
     for attempt in range(1, attempts + 1):
         try:
-            return optuna.storages.RDBStorage(url, heartbeat_interval=5, grace_period=20, **kwargs)
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5; we rely on them knowingly
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=5, grace_period=20, **kwargs)
         except sqlalchemy.exc.SQLAlchemyError as exc:
             if attempt == attempts:
                 raise
@@ -152,15 +201,13 @@ class _Objective:
         return self._data[seq_len]
 
     def sample(self, trial: optuna.Trial) -> dict[str, Any]:
-        p = self.p
-        return {
-            "tcn_channels": trial.suggest_categorical("tcn_channels", p.tcn_channels),
-            "lstm_hidden": trial.suggest_categorical("lstm_hidden", p.lstm_hidden),
-            "seq_len": trial.suggest_categorical("seq_len", p.seq_len),
-            "lr": trial.suggest_float("lr", p.lr_min, p.lr_max, log=True),
-            "dropout": trial.suggest_float("dropout", p.dropout_min, p.dropout_max),
-            "batch_size": trial.suggest_categorical("batch_size", p.batch_size),
-        }
+        out: dict[str, Any] = {}
+        for name, dist in search_space(self.p).items():
+            if isinstance(dist, optuna.distributions.CategoricalDistribution):
+                out[name] = trial.suggest_categorical(name, list(dist.choices))
+            else:
+                out[name] = trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+        return out
 
     def __call__(self, trial: optuna.Trial) -> float:
         hp = self.sample(trial)
@@ -220,6 +267,7 @@ def run_optimization(params: OptimizationParams) -> OptimizationResult:
         labelled, label_cfg = load_labelled(ctx.root, params.labelled_dir)
         name = params.resolved_study_name()
         study = open_study(params.storage, name, params.seed, params.pruner_startup_trials, ctx.root)
+        check_study_compatible(study, params)
         finished = len(study.get_trials(deepcopy=False, states=_FINISHED))
         remaining = max(params.n_trials - finished, 0)
         logger.info("Study {} in {}: {} finished trial(s), {} to run", name, params.storage.split("?")[0],
