@@ -25,7 +25,14 @@ from pydantic import Field, PositiveInt
 
 from quantnb.config import StageParams
 from quantnb.errors import ConfigError, DataError
-from quantnb.runlog import RunContext, atomic_path, atomic_write_json, start_run, worker_initializer
+from quantnb.runlog import (
+    RunContext,
+    atomic_path,
+    atomic_write_json,
+    read_json_tolerant,
+    start_run,
+    worker_initializer,
+)
 
 __all__ = ["EtlParams", "EtlResult", "run_etl"]
 
@@ -183,8 +190,13 @@ def _merge_and_write(ctx: RunContext, params: EtlParams) -> pl.DataFrame:
 
     shard_paths = sorted((ctx.run_dir / "parts").glob("*.parquet"))
     done = {Path(i).name for i in ctx.checkpoint.completed}
-    parts = [pl.read_parquet(p) for p in shard_paths if p.name.removesuffix(".parquet") in done]
+    used = [p for p in shard_paths if p.name.removesuffix(".parquet") in done]
+    parts = [pl.read_parquet(p) for p in used]
     out_dir = (ctx.root / params.output_dir).resolve()
+    for shard, part in zip(used, parts, strict=True):  # each input's quality report next to its outputs
+        report = read_json_tolerant(shard.with_suffix(".quality.json"))
+        for symbol in sorted(set(part["symbol"].to_list())) if "symbol" in part.columns else []:
+            atomic_write_json(out_dir / symbol / f"{shard.name.removesuffix('.parquet')}.quality.json", report)
     rows = []
     for (symbol, day), frame in sorted(merge_parts(parts).items()):
         dest = out_dir / symbol / f"{day.isoformat()}.parquet"
@@ -226,6 +238,10 @@ def run_etl(params: EtlParams) -> EtlResult:
         inputs = _find_inputs(params, ctx.root)
         logger.info("Found {} input file(s): {}", len(inputs), ", ".join(p.name for p in inputs))
         reports = _process_files(ctx, params, inputs)
+        for item in ctx.checkpoint.completed:  # files finished by an earlier attempt of a resumed run
+            if item not in reports:
+                saved = read_json_tolerant(ctx.run_dir / "parts" / f"{Path(item).name}.quality.json")
+                reports[item] = saved if isinstance(saved, dict) else {}
         outputs = _merge_and_write(ctx, params)
         ctx.set_result(parquet_files=outputs.height, quarantined=len(ctx.checkpoint.failed),
                        bars=int(outputs["rows"].sum()) if outputs.height else 0)
