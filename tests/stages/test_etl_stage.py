@@ -145,7 +145,8 @@ def test_corrupt_files_are_quarantined_and_the_others_finish(project):
     assert [Path(k).name for k in ckpt["completed"]] == ["2026-08-09_BTCUSDT_ob200.data"]
     out = pl.read_parquet(project / "data" / "q" / "BTCUSDT" / "2026-08-09.parquet")
     assert out.height >= 1
-    quality = json.loads((project / "data" / "q" / "BTCUSDT" / "2026-08-09_BTCUSDT_ob200.data.quality.json").read_text())
+    quality_path = project / "data" / "q" / "BTCUSDT" / "2026-08-09_BTCUSDT_ob200.data.quality.json"
+    quality = json.loads(quality_path.read_text())
     assert quality["messages"] == 414 and quality["seq_gaps"] == 0 and quality["crossed"] == 0
     log = (project / "logs" / "etl" / f"{run_dir.name}.log").read_text()
     assert log.count("| ERROR    |") >= len(expected)
