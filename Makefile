@@ -23,6 +23,7 @@ demo: venv
 	$(BIN)/quantnb pipeline -f configs/demo.yaml
 
 test: venv
+	$(BIN)/ruff check lib tests benchmarks
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: venv
