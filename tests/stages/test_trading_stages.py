@@ -17,8 +17,8 @@ def _run(root: Path, *args: str):
     return res
 
 
-@pytest.mark.slow
-def test_agent_then_replay_session_audit_emergency_and_no_secret_anywhere(tmp_path):
+def _agent_bundle(tmp_path: Path) -> tuple[Path, str]:
+    """ETL of the BTC-PERP month, then a tiny SAC agent through the runner; return (root, train_id)."""
     root = make_project(tmp_path / "proj")
     etl = _run(root, "run", "etl", "-p", "input_globs", '["data/samples/ohlcv/*.csv"]', "-p", "n_workers", "1")
     assert etl.returncode == 0, etl.stdout + etl.stderr
@@ -28,7 +28,13 @@ def test_agent_then_replay_session_audit_emergency_and_no_secret_anywhere(tmp_pa
                  "-p", "progress_every_steps", "100", "-p", "net_arch", "[16, 16]", "-p", "batch_size", "64")
     assert agent.returncode == 0, agent.stdout + agent.stderr
     (agent_dir,) = (root / "runs").glob("agent_*")
-    train_id = agent_dir.name
+    return root, agent_dir.name
+
+
+@pytest.mark.slow
+def test_agent_then_replay_session_audit_emergency_and_no_secret_anywhere(tmp_path):
+    root, train_id = _agent_bundle(tmp_path)
+    agent_dir = root / "runs" / train_id
     for name in ("config_metadata.yaml", "scaler.json", "sac_model.zip"):
         assert (agent_dir / name).exists(), name
     assert (root / "debug_plots" / train_id / "equity_curve.png").exists()

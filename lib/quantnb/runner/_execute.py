@@ -116,6 +116,7 @@ class _SignalRelay:
     def __init__(self) -> None:
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
+        self._escalation: threading.Timer | None = None
 
     def __enter__(self) -> _SignalRelay:
         if threading.current_thread() is threading.main_thread():
@@ -124,6 +125,8 @@ class _SignalRelay:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._escalation is not None:  # the kernel stopped in time: no kill, and no 30 s wait to exit
+            self._escalation.cancel()
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
@@ -135,7 +138,9 @@ class _SignalRelay:
             logger.warning("Received {}: interrupting the kernel", signal.Signals(signum).name)
             for k in kernels:
                 k.send_signal(signal.SIGINT)
-            threading.Timer(_KILL_GRACE_S, self._kill, args=(kernels,)).start()
+            self._escalation = threading.Timer(_KILL_GRACE_S, self._kill, args=(kernels,))
+            self._escalation.daemon = True
+            self._escalation.start()
         else:
             logger.warning("Second signal: killing the kernel")
             self._kill(kernels)
