@@ -136,3 +136,50 @@ def test_heartbeat_json_is_throttled_to_once_per_second(tmp_path):
         writes += ctx.heartbeat._last_write != before
     ctx.finish()
     assert 1 <= writes <= 2
+
+
+def _wrapped_interrupt() -> SystemError:
+    """What CPython raises when SIGINT lands inside some C calls: a SystemError with the interrupt chained."""
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise SystemError("<method 'find' of 'bytes' objects> returned a result with an exception set")  # noqa: B904
+    except SystemError as exc:
+        return exc
+
+
+def test_an_interrupt_surfacing_as_another_error_is_still_an_interrupt(tmp_path):
+    from quantnb.runlog import is_interrupt
+
+    wrapped = _wrapped_interrupt()
+    assert is_interrupt(wrapped) and is_interrupt(KeyboardInterrupt())
+    assert not is_interrupt(ValueError("bad value")) and not is_interrupt(None)
+    loop = ValueError("cycle")
+    loop.__context__ = ValueError("back")
+    loop.__context__.__context__ = loop
+    assert not is_interrupt(loop)
+    with pytest.raises(SystemError):
+        with start_run(DemoParams(project_dir=str(tmp_path), console_level=None)) as ctx:
+            raise wrapped
+    assert json.loads((ctx.run_dir / "run.json").read_text())["status"] == "interrupted"
+
+
+def test_etl_does_not_quarantine_a_file_when_the_user_interrupts(tmp_path):
+    from quantnb.stages.etl import EtlParams, _collect
+
+    ctx = start_run(EtlParams(project_dir=str(tmp_path), console_level=None))
+
+    def interrupted_read():
+        raise _wrapped_interrupt()
+
+    with pytest.raises(KeyboardInterrupt):
+        _collect(ctx, "data/raw/x.gz", tmp_path / "x.gz.parquet", 0, {}, interrupted_read)
+    assert ctx.checkpoint.failed == {}
+
+    def buggy_read():
+        raise RuntimeError("a reader bug")
+
+    _collect(ctx, "data/raw/y.gz", tmp_path / "y.gz.parquet", 1, {}, buggy_read)
+    assert "RuntimeError: a reader bug" in ctx.checkpoint.failed["data/raw/y.gz"]  # a real error is quarantined
+    ctx.finish()

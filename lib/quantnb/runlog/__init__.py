@@ -25,7 +25,7 @@ from quantnb.runlog._heartbeat import (
     read_heartbeat,
 )
 from quantnb.runlog._record import package_versions, read_run_record, update_run_record
-from quantnb.runlog._run import RunContext, make_run_id, start_run, worker_initializer
+from quantnb.runlog._run import RunContext, is_interrupt, make_run_id, start_run, worker_initializer
 from quantnb.runlog._secrets import SecretMasker, secret_values
 from quantnb.runlog._workflow import AsyncWorkflowSession, WorkflowSession, log_workflow
 
@@ -34,6 +34,7 @@ __all__ = [
     "RunContext",
     "make_run_id",
     "worker_initializer",
+    "is_interrupt",
     "Checkpoint",
     "WorkflowSession",
     "AsyncWorkflowSession",

@@ -72,6 +72,23 @@ def _find_resumable(root: Path, stage: str, config_hash: str) -> str | None:
     return max(candidates)[1] if candidates else None
 
 
+def is_interrupt(exc: BaseException | None) -> bool:
+    """Return whether ``exc`` is, or was caused by, an interrupt (SIGINT/SIGTERM, :class:`RunInterrupted`).
+
+    A signal that arrives inside C code can surface as another exception (CPython raises
+    ``SystemError: ... returned a result with an exception set``) with the
+    ``KeyboardInterrupt`` chained as its context; code that catches ``Exception`` to
+    quarantine one bad item must re-raise these instead.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt | RunInterrupted):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 class RunContext:
     """One run of a stage: its identity, files, heartbeats and checkpoint.
 
@@ -315,7 +332,7 @@ class RunContext:
     ) -> bool:
         if exc is None:
             self.finish()
-        elif isinstance(exc, KeyboardInterrupt | RunInterrupted):
+        elif is_interrupt(exc):
             logger.warning("Run {} interrupted: {}", self.run_id, exc or type(exc).__name__)
             self.finish("interrupted", error=f"{type(exc).__name__}: {exc}")
         else:

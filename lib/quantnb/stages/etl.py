@@ -29,6 +29,7 @@ from quantnb.runlog import (
     RunContext,
     atomic_path,
     atomic_write_json,
+    is_interrupt,
     read_json_tolerant,
     start_run,
     worker_initializer,
@@ -169,6 +170,8 @@ def _collect(ctx: RunContext, item: str, shard: Path, n: int, reports: dict[str,
         ctx.item_done(item, events=0, batch_num=n)
         return
     except Exception as exc:  # one file's bug must not stop the others; reported in full
+        if is_interrupt(exc):  # a signal that surfaced through C code: stop, do not quarantine
+            raise KeyboardInterrupt(f"interrupted while reading {item}") from exc
         logger.opt(exception=exc).error("{} quarantined after an unexpected error: {}: {}",
                                         item, type(exc).__name__, exc)
         ctx.checkpoint.mark_failed(item, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")

@@ -25,7 +25,7 @@ from quantnb.config import StageParams
 from quantnb.errors import ConfigError, QuantnbError
 from quantnb.models import HybridTCNLSTM, TrainConfig, Trainer, seed_everything
 from quantnb.research import PreparedData, prepare_datasets
-from quantnb.runlog import RunContext, atomic_write_json, start_run
+from quantnb.runlog import RunContext, atomic_write_json, is_interrupt, start_run
 from quantnb.stages._labelled import load_labelled
 
 __all__ = ["OptimizationParams", "OptimizationResult", "run_optimization", "open_study", "search_space",
@@ -217,6 +217,8 @@ class _Objective:
         except optuna.TrialPruned:
             raise
         except Exception as exc:
+            if is_interrupt(exc):  # a signal that surfaced through C code stops the study, not one trial
+                raise KeyboardInterrupt(f"interrupted in trial {trial.number}") from exc
             if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
                 import torch
 
