@@ -13,7 +13,9 @@ from quantnb.runlog._atomic import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    mask_secrets,
     read_json_tolerant,
+    remove_stale_temp_files,
 )
 from quantnb.runlog._capture import LOG_FORMAT
 from quantnb.runlog._checkpoint import Checkpoint
@@ -24,6 +26,8 @@ from quantnb.runlog._heartbeat import (
     pid_alive,
     read_heartbeat,
 )
+from quantnb.runlog._layout import RunPaths
+from quantnb.runlog._progress import ProgressEvent, ProgressListener, add_progress_listener
 from quantnb.runlog._record import package_versions, read_run_record, update_run_record
 from quantnb.runlog._run import RunContext, is_interrupt, make_run_id, start_run, worker_initializer
 from quantnb.runlog._secrets import SecretMasker, secret_values
@@ -32,6 +36,12 @@ from quantnb.runlog._workflow import AsyncWorkflowSession, WorkflowSession, log_
 __all__ = [
     "start_run",
     "RunContext",
+    "RunPaths",
+    "ProgressEvent",
+    "ProgressListener",
+    "add_progress_listener",
+    "mask_secrets",
+    "remove_stale_temp_files",
     "make_run_id",
     "worker_initializer",
     "is_interrupt",

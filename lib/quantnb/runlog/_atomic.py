@@ -1,12 +1,33 @@
+"""Atomic writers (temp file, fsync, rename) that honour the umask and mask secrets."""
+
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+_TMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
+_LEGACY_TMP_MIN_AGE_S = 3600.0
+
+
+def current_umask() -> int:
+    """Return the process umask without changing it (read from /proc; ``os.umask`` elsewhere)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # not thread-safe, hence the /proc path first
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -49,13 +70,14 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=".tmp", dir=dest.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+            os.fchmod(fh.fileno(), 0o666 & ~current_umask())  # mkstemp made it 0600
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -90,8 +112,29 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write UTF-8 ``text`` to ``path`` atomically; see :func:`atomic_write_bytes`."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    """Write UTF-8 ``text`` to ``path`` atomically, secrets masked; see :func:`atomic_write_bytes`.
+
+    Values of secret environment variables (see :func:`quantnb.runlog.secret_values`)
+    are replaced by ``***``, so no file quantnb writes carries one.
+    """
+    return atomic_write_bytes(path, mask_secrets(text).encode("utf-8"))
+
+
+def mask_secrets(text: str) -> str:
+    """Return ``text`` with the values of secret environment variables replaced by ``***``."""
+    from quantnb.runlog._secrets import SecretMasker
+
+    return SecretMasker()(text)
+
+
+def _mask_obj(obj: Any, mask: Any) -> Any:
+    if isinstance(obj, str):
+        return mask(obj)
+    if isinstance(obj, dict):
+        return {(mask(k) if isinstance(k, str) else k): _mask_obj(v, mask) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_mask_obj(v, mask) for v in obj]
+    return obj
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
@@ -105,6 +148,11 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     OSError
         If the write fails.
     """
+    from quantnb.runlog._secrets import SecretMasker
+
+    masker = SecretMasker()
+    if masker:  # mask the values (not the JSON text) so escaped characters cannot hide a secret
+        obj = _mask_obj(json.loads(json.dumps(obj, default=_json_default)), masker)
     text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default)
     return atomic_write_text(path, text + "\n")
 
@@ -137,3 +185,52 @@ def read_json_tolerant(path: str | os.PathLike[str]) -> Any | None:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
         return None
+
+
+def remove_stale_temp_files(*folders: str | os.PathLike[str], recursive: bool = True) -> list[Path]:
+    """Delete temporary files of atomic writes whose writer process is dead.
+
+    A process killed inside :func:`atomic_path` leaves ``.<name>.<pid>.<random>.tmp``
+    behind; a resumed run calls this on its folders. Files of a live writer are kept;
+    files of the older ``.<name>.<random>.tmp`` form are removed when older than an hour.
+
+    Parameters
+    ----------
+    *folders : str or os.PathLike
+        Folders to clean (missing ones are skipped); a :class:`~quantnb.runlog.RunPaths`
+        is accepted and means the run's own folders.
+    recursive : bool
+        Also clean sub-folders.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files removed.
+    """
+    from quantnb.runlog._heartbeat import pid_alive
+    from quantnb.runlog._layout import RunPaths
+
+    dirs: list[Path] = []
+    for folder in folders:
+        if isinstance(folder, RunPaths):
+            dirs += [folder.run_dir, folder.heartbeat_json.parent, folder.checkpoint.parent, folder.debug_plots]
+        else:
+            dirs.append(Path(folder))
+    removed = []
+    now = time.time()
+    for d in dirs:
+        if not d.is_dir():
+            continue
+        for f in d.rglob(".*.tmp") if recursive else d.glob(".*.tmp"):
+            m = _TMP_NAME.match(f.name)
+            try:
+                if m is not None:
+                    if pid_alive(int(m.group("pid"))):
+                        continue
+                elif now - f.stat().st_mtime < _LEGACY_TMP_MIN_AGE_S:
+                    continue
+                f.unlink()
+                removed.append(f)
+            except OSError:
+                continue
+    return removed

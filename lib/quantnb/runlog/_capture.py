@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -161,31 +162,77 @@ class SinkState:
         self.threading_excepthook: Any = None
         self.showwarning: Any = None
         self.ipython_callback: Any = None
+        self.file_sinks: list[int] = []  # loguru handler ids writing the run's files
+
+    def release_capture(self) -> None:
+        """Stop capturing: put back stdout, stderr, hooks and ``warnings.showwarning``.
+
+        Idempotent; each hook is put back once.
+        """
+        if self.stdout is not None:
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+            if isinstance(sys.stdout, _StreamToLogger):
+                sys.stdout = self.stdout
+            self.stdout = None
+        if self.stderr is not None:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            if isinstance(sys.stderr, _StreamToLogger):
+                sys.stderr = self.stderr
+            self.stderr = None
+        if self.excepthook is not None:
+            sys.excepthook = self.excepthook
+            self.excepthook = None
+        if self.threading_excepthook is not None:
+            threading.excepthook = self.threading_excepthook
+            self.threading_excepthook = None
+        if self.showwarning is not None:
+            warnings.showwarning = self.showwarning
+            self.showwarning = None
+        ip = _ipython()
+        if ip is not None and self.ipython_callback is not None:
+            with contextlib.suppress(ValueError):
+                ip.events.unregister("post_run_cell", self.ipython_callback)
+        self.ipython_callback = None
+
+    def release_files(self) -> None:
+        """Remove the sinks that write the run's files (session log, cumulative logs)."""
+        for sink_id in self.file_sinks:
+            with contextlib.suppress(ValueError):
+                logger.remove(sink_id)
+        self.file_sinks = []
 
     def restore(self) -> None:
         """Put back stdout, stderr, hooks and ``warnings.showwarning``; remove all loguru sinks."""
-        if self.stdout is not None:
-            sys.stdout.flush()
-            sys.stdout = self.stdout
-        if self.stderr is not None:
-            sys.stderr.flush()
-            sys.stderr = self.stderr
-        if self.excepthook is not None:
-            sys.excepthook = self.excepthook
-        if self.threading_excepthook is not None:
-            threading.excepthook = self.threading_excepthook
-        if self.showwarning is not None:
-            warnings.showwarning = self.showwarning
-        ip = _ipython()
-        if ip is not None and self.ipython_callback is not None:
-            try:
-                ip.events.unregister("post_run_cell", self.ipython_callback)
-            except ValueError:
-                pass
+        self.release_capture()
+        self.file_sinks = []
         logger.remove()
 
 
 _state: SinkState | None = None
+
+
+def release_sinks(state: SinkState) -> None:
+    """End a run's capture: nothing logged or printed afterwards reaches its files.
+
+    Stdout, stderr, ``warnings`` and the exception hooks are put back; the run's file
+    sinks are removed; the console sink stays, so later ``logger`` calls (and stdlib
+    ``logging``) still show in the notebook or terminal.
+
+    Parameters
+    ----------
+    state : SinkState
+        What :func:`configure_sinks` returned for the run.
+    """
+    state.release_capture()
+    state.release_files()
+
+
+def add_file_sink(state: SinkState | None, sink_id: int) -> None:
+    """Register loguru handler ``sink_id`` as one of the run's files (removed at the run's end)."""
+    if state is not None:
+        state.file_sinks.append(sink_id)
 
 
 def _ipython() -> Any:
@@ -241,7 +288,7 @@ def configure_sinks(
     logger.remove()
     logger.configure(patcher=_make_patcher(masker), extra={})
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    logger.add(
+    file_sink = logger.add(
         str(log_path),
         level="DEBUG",
         format=LOG_FORMAT,
@@ -255,6 +302,7 @@ def configure_sinks(
         backtrace=True,
         diagnose=False,  # diagnose prints local variables: a secret could leak
     )
+    state.file_sinks.append(file_sink)
     console = sys.stderr
     if console_level is not None:
         logger.add(

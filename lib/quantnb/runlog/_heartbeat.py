@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,11 @@ class TsvLog:
 class HeartbeatJson:
     """The current status of a run, replaced atomically at most once per ``min_interval_s``.
 
+    A throttled update is not dropped: it stays pending and :meth:`flush` (called by the
+    run's beat thread every few hundred ms, and at the end) writes it once the interval
+    has elapsed, so the file is at most ``min_interval_s`` (plus the poll) behind the
+    latest item. Thread-safe.
+
     Parameters
     ----------
     path : pathlib.Path
@@ -110,19 +116,41 @@ class HeartbeatJson:
         self.base = dict(base)
         self.min_interval_s = min_interval_s
         self._last_write = 0.0
+        self._pending = False
+        self._lock = threading.RLock()
         self.state: dict[str, Any] = {}
 
     def due(self) -> bool:
         """Return whether a ``running`` update would be written now (the throttle has elapsed)."""
         return time.monotonic() - self._last_write >= self.min_interval_s
 
+    @property
+    def pending(self) -> bool:
+        """Whether the state holds changes not yet written."""
+        return self._pending
+
     def update(self, force: bool = False, **fields: Any) -> bool:
-        """Merge ``fields`` into the state and write it if due; return whether it was written."""
-        self.state.update(fields)
-        now = time.monotonic()
-        if not force and now - self._last_write < self.min_interval_s:
-            return False
-        self._last_write = now
+        """Merge ``fields`` into the state and write it if due; return whether it was written.
+
+        An update not written now stays pending until the next :meth:`flush`.
+        """
+        with self._lock:
+            self.state.update(fields)
+            self._pending = True
+            if not force and not self.due():
+                return False
+            return self._write()
+
+    def flush(self, force: bool = False) -> bool:
+        """Write the pending state if the throttle allows (or ``force``); return whether written."""
+        with self._lock:
+            if not self._pending or (not force and not self.due()):
+                return False
+            return self._write()
+
+    def _write(self) -> bool:
+        self._last_write = time.monotonic()
+        self._pending = False
         atomic_write_json(self.path, {**self.base, **self.state})
         return True
 

@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -17,8 +18,8 @@ from loguru import logger
 from quantnb._paths import project_root
 from quantnb.config import StageParams
 from quantnb.errors import ConfigError, RunInterrupted
-from quantnb.runlog._atomic import read_json_tolerant
-from quantnb.runlog._capture import LOG_FORMAT, configure_sinks, configure_worker
+from quantnb.runlog._atomic import read_json_tolerant, remove_stale_temp_files
+from quantnb.runlog._capture import LOG_FORMAT, add_file_sink, configure_sinks, configure_worker, release_sinks
 from quantnb.runlog._checkpoint import Checkpoint
 from quantnb.runlog._heartbeat import (
     BATCH_COLUMNS,
@@ -29,6 +30,8 @@ from quantnb.runlog._heartbeat import (
     memory_gb,
     utc_now,
 )
+from quantnb.runlog._layout import RunPaths
+from quantnb.runlog._progress import ProgressEvent, ProgressListener, global_listeners, notify
 from quantnb.runlog._record import (
     git_commit,
     package_versions,
@@ -37,6 +40,8 @@ from quantnb.runlog._record import (
 )
 
 _TS_FORMAT = "%Y%m%d_%H%M%S"
+BEAT_INTERVAL_S = 5.0
+_FLUSH_POLL_S = 0.25
 
 
 def make_run_id(stage: str, suffix: str, started: dt.datetime) -> str:
@@ -117,19 +122,27 @@ class RunContext:
         self.run_name = run_id
         self.resumed = resumed
         self.config_hash = params.config_hash()
-        self.run_dir = root / "runs" / run_id
-        self.stage_log_dir = root / "logs" / self.stage
-        self.log_path = self.stage_log_dir / f"{run_id}.log"
+        self.paths = RunPaths(root, run_id, self.stage)
+        self.run_dir = self.paths.run_dir
+        self.stage_log_dir = self.paths.stage_log_dir
+        self.log_path = self.paths.session_log
         self.started_at = utc_now()
         self.status = "running"
         self.outputs: dict[str, str] = {}
         self.results: dict[str, Any] = {}
+        self.metrics: dict[str, Any] = {}
         self.total_items: int | None = None
         self.total_batches: int | None = None
         self.events = 0
+        self.beat_interval_s = BEAT_INTERVAL_S
         self._items_this_process = 0
+        self._items_before = 0  # items reported by earlier attempts (resume)
+        self._message = ""
+        self._listeners: list[ProgressListener] = []
         self._t0 = time.monotonic()
         self._closed = False
+        self._stop_beat = threading.Event()
+        self._beat_thread: threading.Thread | None = None
 
     # -- set-up ------------------------------------------------------------------------
     def _open(self) -> None:
@@ -141,35 +154,38 @@ class RunContext:
             retention_days=p.retention_days,
             third_party_levels=p.third_party_levels,
         )
-        day = self.started_at.strftime("%Y%m%d")
-        self.heartbeat_tsv = TsvLog(self.stage_log_dir / f"heartbeat_{day}.log", HEARTBEAT_COLUMNS)
-        self.batch_tsv = TsvLog(self.stage_log_dir / f"batches_{day}.log", BATCH_COLUMNS)
+        self.heartbeat_tsv = TsvLog(self.paths.heartbeat_tsv(self.started_at), HEARTBEAT_COLUMNS)
+        self.batch_tsv = TsvLog(self.paths.batches_tsv(self.started_at), BATCH_COLUMNS)
         proc = psutil.Process()
-        hb_path = self.root / "logs" / "heartbeats" / f"{self.run_name}_heartbeat.json"
+        hb_path = self.paths.heartbeat_json
         if self.resumed:  # totals are known from the earlier attempt until set_total says otherwise
             previous = read_json_tolerant(hb_path) or {}
             self.total_items = previous.get("total_items")
             self.total_batches = previous.get("total_batches")
             self.events = int(previous.get("events") or 0)
+            self._items_before = int(previous.get("items_done") or 0)
+            remove_stale_temp_files(self.paths, self.root / "data")
         self.heartbeat = HeartbeatJson(
             hb_path,
             {"run_id": self.run_id, "stage": self.stage, "pid": os.getpid(),
              "pid_create_time": proc.create_time(), "started_at": iso(self.started_at)},
         )
-        self.checkpoint = Checkpoint(
-            self.root / "logs" / "checkpoints" / f"{self.run_name}_completed.json",
-            self.run_id, self.config_hash, resume=self.resumed,
-        )
+        self.checkpoint = Checkpoint(self.paths.checkpoint, self.run_id, self.config_hash, resume=self.resumed)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         update_run_record(
             self.run_dir, run_id=self.run_id, stage=self.stage, status="running",
             config_hash=self.config_hash, parameters=p.model_dump(mode="json"),
             started_at=self.run_dir_started_at(), resumed_at=iso(self.started_at) if self.resumed else None,
-            pid=os.getpid(), log=str(self.log_path.relative_to(self.root)),
+            pid=os.getpid(), pid_create_time=proc.create_time(), interrupted_detected_at=None,
+            log=str(self.log_path.relative_to(self.root)),
             git_commit=git_commit(self.root), versions=package_versions(),
         )
         self._heartbeat_write(force=True)
         self._install_sigterm()
+        self._emit("start")
+        self._beat_thread = threading.Thread(target=self._beat_loop, name=f"heartbeat-{self.run_id}",
+                                             daemon=True)
+        self._beat_thread.start()
         verb = "Resuming" if self.resumed else "Starting"
         logger.info("{} run {} (stage {}, config {})", verb, self.run_id, self.stage, self.config_hash)
         logger.info("Session log: {}", self.log_path)
@@ -193,11 +209,39 @@ class RunContext:
         signal.signal(signal.SIGTERM, on_sigterm)
 
     # -- progress ------------------------------------------------------------------------
+    def add_progress_listener(self, listener: ProgressListener) -> Callable[[], None]:
+        """Call ``listener`` with a :class:`ProgressEvent` on every item, total, beat and at the end.
+
+        The events carry the numbers the heartbeat JSON holds (done, total, rate, ETA,
+        memory, last message). Item events come from the thread calling
+        :meth:`item_done`; beats come from the heartbeat's daemon thread every
+        ``beat_interval_s``. A failing listener is logged at DEBUG and never stops the run.
+        See also :func:`quantnb.runlog.add_progress_listener` for every run of the process.
+
+        Returns
+        -------
+        callable
+            Call it to remove the listener.
+        """
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return remove
+
     def set_total(self, total_items: int | None, total_batches: int | None = None) -> None:
-        """Declare how many items (and batches) the run has in all, for progress and ETA."""
+        """Declare how many items (and batches) the run has in all, for progress and ETA.
+
+        Call it again when the total changes, e.g. with the epoch training stopped at
+        when early stopping ends it: the ETA and progress follow at once.
+        """
         self.total_items = total_items
-        self.total_batches = total_batches
+        if total_batches is not None or total_items is None:
+            self.total_batches = total_batches
         self._heartbeat_write(force=True)
+        self._emit("total")
 
     def item_done(
         self,
@@ -206,7 +250,10 @@ class RunContext:
         batch_num: int | None = None,
         total_batches: int | None = None,
     ) -> None:
-        """Record one finished item: a heartbeat TSV line, and the heartbeat JSON if due.
+        """Record one finished item: a heartbeat TSV line, and the heartbeat JSON.
+
+        The JSON is written at most once a second; an update held back by that throttle
+        is written by the heartbeat thread within about a second, never dropped.
 
         Parameters
         ----------
@@ -219,6 +266,7 @@ class RunContext:
         """
         self.events += events
         self._items_this_process += 1
+        self._message = item
         if total_batches is not None:
             self.total_batches = total_batches
         now, mem = utc_now(), memory_gb()
@@ -227,32 +275,52 @@ class RunContext:
             self.total_batches if self.total_batches is not None else "",
             events, f"{mem:.3f}", self.run_id,
         )
-        if self.heartbeat.due():
-            self._heartbeat_write(last_item=item, batch_num=batch_num, memory_gb=round(mem, 3))
-        else:
-            self.heartbeat.state.update(last_item=item, batch_num=batch_num)
+        self._heartbeat_write(last_item=item, batch_num=batch_num, memory_gb=round(mem, 3))
+        self._emit("item", mem)
 
-    def batch_saved(self, batch_num: int, items_count: int, total_events: int, shard_file: str | Path) -> None:
-        """Record one shard durably written: a batch TSV line."""
-        self.batch_tsv.append(
-            iso(utc_now()), batch_num, items_count, total_events, str(shard_file),
-            f"{memory_gb():.3f}", self.run_id,
-        )
-        self._heartbeat_write(batch_num=batch_num, force=True)
+    def beat(self, message: str | None = None) -> None:
+        """Report liveness (and optionally a progress message) between items.
+
+        The heartbeat thread already beats every ``beat_interval_s``; call this to show
+        a message (e.g. SAC steps between checkpoints) without finishing an item.
+        """
+        if message is not None:
+            self._message = message
+        self._heartbeat_write(last_beat_at=iso(utc_now()), message=self._message)
+        self._emit("beat")
+
+    def record_metrics(self, **metrics: Any) -> None:
+        """Record the run's headline metrics in ``run.json`` (``metrics``), now.
+
+        Shown by ``quantnb runs``, :func:`quantnb.runlog.list_runs` and the pipeline
+        summary; call it with JSON-serialisable values as soon as they are known.
+        """
+        self.metrics.update(metrics)
+        update_run_record(self.run_dir, metrics=dict(self.metrics))
+
+    def items_done(self) -> int:
+        """Items finished (completed or failed) in this run, earlier attempts included."""
+        ckpt = len(self.checkpoint.completed) + len(self.checkpoint.failed)
+        return max(ckpt, self._items_before + self._items_this_process)
 
     def progress_pct(self) -> float | None:
         """Percent of items finished (completed or failed), or None without a total."""
         if not self.total_items:
             return None
-        done = len(self.checkpoint.completed) + len(self.checkpoint.failed)
-        return min(100.0, 100.0 * done / self.total_items)
+        return min(100.0, 100.0 * self.items_done() / self.total_items)
+
+    def _rate(self) -> float | None:
+        if not self._items_this_process:
+            return None
+        return self._items_this_process / max(time.monotonic() - self._t0, 1e-9)
 
     def _eta_s(self) -> float | None:
-        if not self.total_items or not self._items_this_process:
+        rate = self._rate()
+        if not self.total_items or rate is None:
             return None
-        done = len(self.checkpoint.completed) + len(self.checkpoint.failed)
-        rate = self._items_this_process / max(time.monotonic() - self._t0, 1e-9)
-        return max(self.total_items - done, 0) / rate
+        if self.status != "running":
+            return 0.0
+        return max(self.total_items - self.items_done(), 0) / rate
 
     def _heartbeat_write(self, force: bool = False, **fields: Any) -> None:
         fields.setdefault("memory_gb", round(memory_gb(), 3))
@@ -260,8 +328,38 @@ class RunContext:
             force=force, status=self.status, last_timestamp=iso(utc_now()),
             total_items=self.total_items, total_batches=self.total_batches,
             completed_items=len(self.checkpoint.completed), failed_items=len(self.checkpoint.failed),
-            progress_pct=self.progress_pct(), events=self.events, eta_s=self._eta_s(), **fields,
+            items_done=self.items_done(), progress_pct=self.progress_pct(), events=self.events,
+            eta_s=self._eta_s(), **fields,
         )
+
+    def _emit(self, kind: str, mem_gb: float | None = None) -> None:
+        listeners = [*self._listeners, *global_listeners()]
+        if not listeners:
+            return
+        rate = self._rate()
+        event = ProgressEvent(
+            run_id=self.run_id, stage=self.stage, kind=kind, done=self.items_done(), total=self.total_items,
+            rate=rate, eta_s=self._eta_s(), rss_mb=round((mem_gb if mem_gb is not None else memory_gb()) * 1000, 1),
+            message=self._message, status=self.status,
+        )
+        notify(listeners, event)
+
+    def _beat_loop(self) -> None:
+        next_beat = time.monotonic() + self.beat_interval_s
+        while not self._stop_beat.wait(_FLUSH_POLL_S):
+            try:
+                self.heartbeat.flush()
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + self.beat_interval_s
+                    self._heartbeat_write(force=True, last_beat_at=iso(utc_now()))
+                    self._emit("beat")
+            except Exception as exc:  # a full disk must not kill the beat thread silently
+                logger.debug("heartbeat beat failed: {}: {}", type(exc).__name__, exc)
+
+    def _stop_beat_thread(self) -> None:
+        self._stop_beat.set()
+        if self._beat_thread is not None and self._beat_thread is not threading.current_thread():
+            self._beat_thread.join(timeout=5)
 
     # -- outputs and end -------------------------------------------------------------------
     def add_output(self, name: str, path: str | Path) -> None:
@@ -276,8 +374,7 @@ class RunContext:
     def add_cumulative_log(self, path: str | Path, level: str = "INFO", include_streams: bool = False) -> Path:
         """Also append this run's records to ``path`` (e.g. a log shared by every run of the stage).
 
-        The sink is line-buffered like the session log and lives until the next
-        :func:`start_run` in this process.
+        The sink is line-buffered like the session log and is removed when the run ends.
 
         Parameters
         ----------
@@ -290,8 +387,10 @@ class RunContext:
         """
         dest = Path(path) if Path(path).is_absolute() else self.root / path
         dest.parent.mkdir(parents=True, exist_ok=True)
-        logger.add(str(dest), level=level, format=LOG_FORMAT, mode="a", buffering=1, encoding="utf-8",
-                   filter=None if include_streams else (lambda r: "stream" not in r["extra"]), diagnose=False)
+        sink_id = logger.add(str(dest), level=level, format=LOG_FORMAT, mode="a", buffering=1,
+                             encoding="utf-8", diagnose=False,
+                             filter=None if include_streams else (lambda r: "stream" not in r["extra"]))
+        add_file_sink(self._sinks, sink_id)
         return dest
 
     def worker_initargs(self) -> tuple[str, dict[str, str]]:
@@ -305,14 +404,16 @@ class RunContext:
         self._closed = True
         if status is None:
             status = "completed_with_errors" if self.checkpoint.failed else "completed"
+        self._stop_beat_thread()
         self.status = status
         ended = utc_now()
         self.checkpoint.save(status=status)
-        self._heartbeat_write(force=True)
+        self._heartbeat_write(force=True, last_beat_at=iso(ended))
         update_run_record(
             self.run_dir, status=status, ended_at=iso(ended),
             duration_s=round((ended - self.started_at).total_seconds(), 3), error=error,
-            outputs=self.outputs, results=self.results,
+            outputs=self.outputs, results=self.results, metrics=dict(self.metrics),
+            items_done=self.items_done(), total_items=self.total_items,
             failed_items=self.checkpoint.failed, completed_items=len(self.checkpoint.completed),
         )
         level = "SUCCESS" if status == "completed" else "WARNING" if status != "failed" else "ERROR"
@@ -322,6 +423,8 @@ class RunContext:
             logger.warning("Resume with resume=True, or: quantnb run {} --resume {}", self.stage, self.run_id)
         self.heartbeat_tsv.close()
         self.batch_tsv.close()
+        self._emit("finish")
+        release_sinks(self._sinks)  # later cells of the notebook no longer reach this run's files
         return status
 
     def __enter__(self) -> RunContext:

@@ -1,10 +1,13 @@
+"""Secret values of the environment, and masking them in text."""
+
 from __future__ import annotations
 
+import functools
 import os
 import re
 
 _SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD", re.IGNORECASE)
-_MIN_SECRET_LEN = 6  # shorter values ("1", "true") would mask ordinary words
+_MIN_SECRET_LEN = 4  # shorter values ("1", "on") would mask ordinary characters
 MASK = "***"
 
 
@@ -12,7 +15,7 @@ def secret_values(environ: dict[str, str] | None = None) -> list[str]:
     """Return the values of environment variables whose names look secret.
 
     A name containing KEY, SECRET, TOKEN or PASSWORD (any case) marks its value as a
-    secret; values shorter than 6 characters are ignored (they would mask ordinary words).
+    secret; values shorter than 4 characters are ignored (they would mask ordinary text).
 
     Parameters
     ----------
@@ -29,6 +32,11 @@ def secret_values(environ: dict[str, str] | None = None) -> list[str]:
     return sorted(values, key=len, reverse=True)
 
 
+@functools.lru_cache(maxsize=16)
+def _compile(values: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile("|".join(re.escape(v) for v in values))
+
+
 class SecretMasker:
     """Replace secret values in text with ``***``.
 
@@ -40,9 +48,7 @@ class SecretMasker:
 
     def __init__(self, values: list[str] | None = None):
         self.values = secret_values() if values is None else sorted(values, key=len, reverse=True)
-        self._pattern = (
-            re.compile("|".join(re.escape(v) for v in self.values)) if self.values else None
-        )
+        self._pattern = _compile(tuple(self.values)) if self.values else None
 
     def __call__(self, text: str) -> str:
         """Return ``text`` with every secret value replaced by ``***``."""

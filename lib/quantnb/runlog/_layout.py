@@ -1,0 +1,93 @@
+"""RunPaths: the one owner of a run's file layout under the project directory."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from pathlib import Path
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPaths:
+    """Where every file of one run lives.
+
+    Every reader and writer of a run (the run context, the runner, the post-mortem, the
+    run monitor) builds its paths here instead of spelling them out.
+
+    Parameters
+    ----------
+    root : pathlib.Path
+        Project directory (holds ``runs/`` and ``logs/``).
+    run_id : str
+        ``<stage>_<suffix>_<YYYYMMDD_HHMMSS>``.
+    stage : str
+        The run's stage (names ``logs/<stage>/`` and the notebook).
+
+    Examples
+    --------
+    >>> p = RunPaths(Path("/p"), "etl_x_20260101_000000", "etl")
+    >>> p.record.as_posix()
+    '/p/runs/etl_x_20260101_000000/run.json'
+    """
+
+    root: Path
+    run_id: str
+    stage: str
+
+    @property
+    def run_dir(self) -> Path:
+        """``runs/<run_id>/``: run.json, the executed notebook, models, bundles."""
+        return self.root / "runs" / self.run_id
+
+    @property
+    def record(self) -> Path:
+        """``runs/<run_id>/run.json``."""
+        return self.run_dir / "run.json"
+
+    @property
+    def notebook(self) -> Path:
+        """``runs/<run_id>/<stage>.ipynb``, the executed notebook."""
+        return self.run_dir / f"{self.stage}.ipynb"
+
+    @property
+    def stage_log_dir(self) -> Path:
+        """``logs/<stage>/``: session logs and the heartbeat/batch TSVs of the stage."""
+        return self.root / "logs" / self.stage
+
+    @property
+    def session_log(self) -> Path:
+        """``logs/<stage>/<run_id>.log``."""
+        return self.stage_log_dir / f"{self.run_id}.log"
+
+    def heartbeat_tsv(self, day: dt.date | dt.datetime) -> Path:
+        """``logs/<stage>/heartbeat_<YYYYMMDD>.log``, shared by the stage's runs of that day."""
+        return self.stage_log_dir / f"heartbeat_{day:%Y%m%d}.log"
+
+    def batches_tsv(self, day: dt.date | dt.datetime) -> Path:
+        """``logs/<stage>/batches_<YYYYMMDD>.log``."""
+        return self.stage_log_dir / f"batches_{day:%Y%m%d}.log"
+
+    @property
+    def heartbeat_tsvs(self) -> list[Path]:
+        """Every heartbeat TSV of the stage (a run may span days)."""
+        return sorted(self.stage_log_dir.glob("heartbeat_*.log"))
+
+    @property
+    def batches_tsvs(self) -> list[Path]:
+        """Every batch TSV of the stage."""
+        return sorted(self.stage_log_dir.glob("batches_*.log"))
+
+    @property
+    def heartbeat_json(self) -> Path:
+        """``logs/heartbeats/<run_id>_heartbeat.json``, the run's current status."""
+        return self.root / "logs" / "heartbeats" / f"{self.run_id}_heartbeat.json"
+
+    @property
+    def checkpoint(self) -> Path:
+        """``logs/checkpoints/<run_id>_completed.json``, what resume skips."""
+        return self.root / "logs" / "checkpoints" / f"{self.run_id}_completed.json"
+
+    @property
+    def debug_plots(self) -> Path:
+        """``debug_plots/<run_id>/``."""
+        return self.root / "debug_plots" / self.run_id

@@ -1,0 +1,107 @@
+"""Progress events: what the heartbeat records, offered to displays (widgets, tqdm, a monitor)."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable
+
+from loguru import logger
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgressEvent:
+    """One progress update of a run, built from the same numbers as the heartbeat JSON.
+
+    Attributes
+    ----------
+    run_id, stage : str
+        The run the event belongs to.
+    kind : str
+        ``start`` (run opened), ``item`` (:meth:`RunContext.item_done`), ``total``
+        (:meth:`RunContext.set_total`), ``beat`` (liveness beat between items, or
+        :meth:`RunContext.beat`) or ``finish`` (final status).
+    done : int
+        Items finished (completed or failed), this attempt and earlier ones.
+    total : int or None
+        Items in all; None while unknown.
+    rate : float or None
+        Items per second in this process; None before the first item.
+    eta_s : float or None
+        Seconds left at the current rate; None without a total or a rate.
+    rss_mb : float
+        Resident memory of the process and its children, MB (1e6 bytes).
+    message : str
+        The last item's name or the last :meth:`RunContext.beat` message.
+    status : str
+        ``running`` until ``finish``, then the run's final status.
+    """
+
+    run_id: str
+    stage: str
+    kind: str
+    done: int
+    total: int | None
+    rate: float | None
+    eta_s: float | None
+    rss_mb: float
+    message: str
+    status: str
+
+    @property
+    def fraction(self) -> float | None:
+        """``done / total`` capped at 1, or None without a total."""
+        if not self.total:
+            return None
+        return min(1.0, self.done / self.total)
+
+
+ProgressListener = Callable[[ProgressEvent], None]
+
+_global_listeners: list[ProgressListener] = []
+_global_lock = threading.Lock()
+
+
+def add_progress_listener(listener: ProgressListener) -> Callable[[], None]:
+    """Call ``listener`` with every :class:`ProgressEvent` of every run started in this process.
+
+    For a display that must exist before the stage function opens its run (a notebook
+    cell calling ``run_etl(params)``): the ``start`` event carries the new run's id.
+    Listeners run in the thread that produced the event (the stage's thread for items,
+    the heartbeat's daemon thread for beats); an exception in one is logged at DEBUG
+    and never stops the run.
+
+    Parameters
+    ----------
+    listener : callable
+        Called with one :class:`ProgressEvent`.
+
+    Returns
+    -------
+    callable
+        Call it (no arguments) to remove the listener.
+    """
+    with _global_lock:
+        _global_listeners.append(listener)
+
+    def remove() -> None:
+        with _global_lock:
+            if listener in _global_listeners:
+                _global_listeners.remove(listener)
+
+    return remove
+
+
+def global_listeners() -> list[ProgressListener]:
+    """Return a snapshot of the process-wide listeners."""
+    with _global_lock:
+        return list(_global_listeners)
+
+
+def notify(listeners: list[ProgressListener], event: ProgressEvent) -> None:
+    """Call every listener with ``event``; a failing listener is logged at DEBUG and skipped."""
+    for listener in listeners:
+        try:
+            listener(event)
+        except Exception as exc:  # a display must never break a run
+            logger.debug("progress listener {!r} failed: {}: {}", listener, type(exc).__name__, exc)
