@@ -27,8 +27,14 @@ from quantnb.runlog._heartbeat import (
     read_heartbeat,
 )
 from quantnb.runlog._layout import RunPaths
+from quantnb.runlog._monitor import RunSummary, format_runs_table, list_runs, runs_frame
 from quantnb.runlog._progress import ProgressEvent, ProgressListener, add_progress_listener
-from quantnb.runlog._record import package_versions, read_run_record, update_run_record
+from quantnb.runlog._record import (
+    mark_dead_run_interrupted,
+    package_versions,
+    read_run_record,
+    update_run_record,
+)
 from quantnb.runlog._run import RunContext, is_interrupt, make_run_id, start_run, worker_initializer
 from quantnb.runlog._secrets import SecretMasker, secret_values
 from quantnb.runlog._workflow import AsyncWorkflowSession, WorkflowSession, log_workflow
@@ -37,6 +43,11 @@ __all__ = [
     "start_run",
     "RunContext",
     "RunPaths",
+    "RunSummary",
+    "list_runs",
+    "runs_frame",
+    "format_runs_table",
+    "mark_dead_run_interrupted",
     "ProgressEvent",
     "ProgressListener",
     "add_progress_listener",

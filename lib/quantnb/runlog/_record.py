@@ -74,7 +74,73 @@ def update_run_record(run_dir: Path, **fields: Any) -> dict[str, Any]:
     return record
 
 
-def read_run_record(run_dir: Path) -> dict[str, Any] | None:
-    """Return ``run_dir/run.json`` as a dict, or None if missing or unreadable."""
+def read_run_record(run_dir: Path, *, detect_dead: bool = True) -> dict[str, Any] | None:
+    """Return ``run_dir/run.json`` as a dict, or None if missing or unreadable.
+
+    With ``detect_dead`` (the default), a ``running`` or ``pending`` record whose
+    processes are all dead is first marked ``interrupted`` in the file itself (see
+    :func:`mark_dead_run_interrupted`), so every command that reads runs repairs the
+    record of a killed run.
+    """
     record = read_json_tolerant(run_dir / "run.json")
-    return record if isinstance(record, dict) else None
+    if not isinstance(record, dict):
+        return None
+    if detect_dead:
+        record = mark_dead_run_interrupted(run_dir, record)
+    return record
+
+
+def run_processes_alive(record: dict[str, Any]) -> bool | None:
+    """Return whether any process recorded in a run.json still runs (None if none is recorded).
+
+    The kernel's ``pid`` and the runner's ``runner_pid`` are checked against their
+    recorded ``psutil`` create times, so a reused pid does not count as alive.
+    """
+    from quantnb.runlog._heartbeat import pid_alive
+
+    checked = False
+    for pid_key, ct_key in (("pid", "pid_create_time"), ("runner_pid", "runner_pid_create_time")):
+        pid = record.get(pid_key)
+        if isinstance(pid, int) and pid > 0:
+            checked = True
+            if pid_alive(pid, record.get(ct_key)):
+                return True
+    return False if checked else None
+
+
+def mark_dead_run_interrupted(run_dir: Path, record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Mark a ``running``/``pending`` run whose processes are all dead as ``interrupted``.
+
+    The change is written atomically into ``run.json`` with ``interrupted_detected_at``
+    (UTC ISO 8601, when this check found the processes dead) and
+    ``interrupted_reason``. A record of a live run, a finished run or one without
+    recorded processes is returned unchanged.
+
+    Parameters
+    ----------
+    run_dir : pathlib.Path
+        ``runs/<run_id>/``.
+    record : dict, optional
+        The record already read; read from disk otherwise.
+
+    Returns
+    -------
+    dict
+        The record, updated when it was marked.
+    """
+    from quantnb.runlog._heartbeat import iso, utc_now
+
+    if record is None:
+        record = read_json_tolerant(run_dir / "run.json")
+        if not isinstance(record, dict):
+            return {}
+    if record.get("status") not in ("running", "pending"):
+        return record
+    if run_processes_alive(record) is not False:
+        return record
+    pids = ", ".join(str(record[k]) for k in ("pid", "runner_pid") if record.get(k))
+    return update_run_record(
+        run_dir, status="interrupted", interrupted_detected_at=iso(utc_now()),
+        interrupted_reason=f"status was {record.get('status')!r} but its process(es) ({pids}) are dead "
+                           "(killed, e.g. SIGKILL or out of memory)",
+    )

@@ -176,7 +176,7 @@ class RunContext:
             self.run_dir, run_id=self.run_id, stage=self.stage, status="running",
             config_hash=self.config_hash, parameters=p.model_dump(mode="json"),
             started_at=self.run_dir_started_at(), resumed_at=iso(self.started_at) if self.resumed else None,
-            pid=os.getpid(), pid_create_time=proc.create_time(), interrupted_detected_at=None,
+            pid=os.getpid(), pid_create_time=proc.create_time(),
             log=str(self.log_path.relative_to(self.root)),
             git_commit=git_commit(self.root), versions=package_versions(),
         )

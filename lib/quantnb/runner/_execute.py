@@ -17,10 +17,13 @@ from quantnb._paths import project_root
 from quantnb.config import StageParams, load_yaml_params
 from quantnb.errors import ConfigError
 from quantnb.runlog import (
+    RunPaths,
     SecretMasker,
     atomic_path,
+    list_runs,
     read_heartbeat,
     read_run_record,
+    remove_stale_temp_files,
     update_run_record,
 )
 from quantnb.runlog._heartbeat import iso, utc_now
@@ -211,25 +214,31 @@ def run_stage(
         Invalid parameters or stage, or a missing notebook; nothing was run.
     """
     base = project_root(root)
+    list_runs(base)  # marks runs whose processes died (SIGKILL) as interrupted in their run.json
     params, values = resolve_params(stage, overrides=overrides, params_file=params_file,
                                     resume_run_id=resume_run_id, root=base)
     notebook_in = base / "notebooks" / f"{stage}.ipynb"
     if not notebook_in.exists():
         raise ConfigError(f"{notebook_in}: notebook of stage {stage!r} not found")
     run_id = resume_run_id or new_run_id(params, base)
-    run_dir = base / "runs" / run_id
+    paths = RunPaths(base, run_id, stage)
+    run_dir = paths.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    notebook_out = run_dir / f"{stage}.ipynb"
+    notebook_out = paths.notebook
     if resume_run_id and notebook_out.exists():
         attempt = len(list(run_dir.glob(f"{stage}.attempt*.ipynb"))) + 1
         notebook_out.rename(run_dir / f"{stage}.attempt{attempt}.ipynb")
+    if resume_run_id:
+        remove_stale_temp_files(paths)
+    me = psutil.Process()
+    runner = {"runner_pid": os.getpid(), "runner_pid_create_time": me.create_time()}
     if not resume_run_id:
         update_run_record(run_dir, run_id=run_id, stage=stage, status="pending",
                           config_hash=params.config_hash(), parameters=params.model_dump(mode="json"),
                           started_at=iso(utc_now()), git_commit=git_commit(base),
-                          versions=package_versions())
+                          versions=package_versions(), **runner)
     inject = {**values, "run_id": run_id, "project_dir": str(base)}
-    update_run_record(run_dir, notebook=str(notebook_out.relative_to(base)), runner_pid=os.getpid())
+    update_run_record(run_dir, notebook=str(notebook_out.relative_to(base)), **runner)
     print(f"[quantnb] {stage}: run {run_id} -> {notebook_out.relative_to(base)}", flush=True)
     t0 = time.monotonic()
     error: dict[str, Any] | None = None
@@ -243,12 +252,12 @@ def run_stage(
         except Exception as exc:  # the notebook is saved; we classify the failure below
             error = _failure(exc)
     _mask_notebook(notebook_out)
-    record = read_run_record(run_dir) or {}
+    record = read_run_record(run_dir, detect_dead=False) or {}
     status = record.get("status", "failed")
     if relay.received is not None:
         status = "interrupted"
     elif status in ("running", "pending"):
-        hb = read_heartbeat(base / "logs" / "heartbeats" / f"{run_id}_heartbeat.json")
+        hb = read_heartbeat(paths.heartbeat_json)
         status = "failed" if error else (hb or {}).get("status", "completed")
         if status == "running":
             status = "failed"

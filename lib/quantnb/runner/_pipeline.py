@@ -8,6 +8,7 @@ from typing import Any
 from quantnb._paths import project_root
 from quantnb.config import load_yaml_params
 from quantnb.errors import ConfigError
+from quantnb.runlog._monitor import format_metrics, list_runs
 from quantnb.runner._execute import RunOutcome, run_stage
 
 _REF = re.compile(r"\$\{([A-Za-z0-9_\-]+)\.run_id\}")
@@ -22,12 +23,13 @@ class PipelineResult:
     ok: bool
 
     def table(self) -> str:
-        """Return a plain-text summary table: step, stage, status, duration, outputs."""
-        rows = [("step", "stage", "status", "duration_s", "run_id / outputs")]
+        """Return a plain-text summary table: step, stage, status, duration, metrics, outputs."""
+        rows = [("step", "stage", "status", "duration_s", "run_id | metrics | outputs")]
         for step_id, o in self.outcomes:
             duration = o.record.get("duration_s") or o.record.get("runner_duration_s") or ""
             outputs = ", ".join(f"{k}={v}" for k, v in (o.record.get("outputs") or {}).items())
-            tail = o.run_id + (f" | {outputs}" if outputs else "")
+            metrics = format_metrics(o.stage, o.record.get("metrics") or {}, width=80)
+            tail = o.run_id + (f" | {metrics}" if metrics else "") + (f" | {outputs}" if outputs else "")
             rows.append((step_id, o.stage, o.status, f"{duration}", tail))
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         lines = []
@@ -76,6 +78,7 @@ def run_pipeline(config: str | Path, *, root: str | Path | None = None) -> Pipel
         If the file is malformed; each step's parameters are validated when it starts.
     """
     base = project_root(root)
+    list_runs(base)  # marks runs whose processes died as interrupted
     spec = load_yaml_params(config)
     steps = spec.get("stages")
     if not isinstance(steps, list) or not steps:

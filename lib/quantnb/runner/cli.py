@@ -1,4 +1,4 @@
-"""``quantnb`` command line: ``run`` one stage, or a ``pipeline`` of stages."""
+"""``quantnb`` command line: ``run`` one stage, a ``pipeline`` of stages, or list ``runs``."""
 
 from __future__ import annotations
 
@@ -29,6 +29,11 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("-f", "--params-file", help="YAML mapping of parameters")
     run.add_argument("--resume", metavar="RUN_ID", help="continue this run, skipping finished items")
     run.add_argument("--root", help="project directory (default: found from the cwd)")
+    runs = sub.add_parser("runs", help="list runs: status (dead processes detected), progress, ETA, metrics")
+    runs.add_argument("--stage", choices=sorted(STAGES), help="only runs of this stage")
+    runs.add_argument("--status", choices=("pending", "running", "completed", "completed_with_errors",
+                                           "failed", "interrupted"), help="only runs with this status")
+    runs.add_argument("--root", help="project directory (default: found from the cwd)")
     pipe = sub.add_parser("pipeline", help="run the stages of a pipeline YAML in order")
     pipe.add_argument("-f", "--file", required=True, help="pipeline YAML, e.g. configs/demo.yaml")
     pipe.add_argument("--root", help="project directory (default: found from the cwd)")
@@ -41,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     from quantnb.runner import run_pipeline, run_stage
 
     try:
+        if args.command == "runs":
+            return _runs(args)
         if args.command == "run":
             overrides = {name: _parse_value(value) for name, value in args.param}
             outcome = run_stage(args.stage, overrides, params_file=args.params_file,
@@ -67,6 +74,19 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ConfigError: {exc}", file=sys.stderr)
         return 2
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from quantnb._paths import project_root
+    from quantnb.runlog import format_runs_table, list_runs
+
+    root = project_root(args.root)
+    summaries = list_runs(root, stage=args.stage, status=args.status)
+    if not summaries:
+        print(f"no runs under {root / 'runs'}" + (" matching the filters" if args.stage or args.status else ""))
+        return 0
+    print(format_runs_table(summaries, root))
+    return 0
 
 
 if __name__ == "__main__":

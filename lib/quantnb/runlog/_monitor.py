@@ -1,0 +1,227 @@
+"""The run monitor: one summary per run (status with dead-process detection, progress, metrics)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any
+
+from quantnb._paths import project_root
+from quantnb.runlog._atomic import read_json_tolerant
+from quantnb.runlog._heartbeat import read_heartbeat, utc_now
+from quantnb.runlog._layout import RunPaths
+from quantnb.runlog._record import read_run_record
+
+# The metric shown first for each stage (the rest follow in recording order).
+HEADLINE_METRICS = {
+    "etl": ("files", "bars", "quarantined"),
+    "labelling": ("distribution",),
+    "optimization": ("best_f1_macro",),
+    "training": ("test_f1_macro",),
+    "agent": ("return_frac", "sharpe", "max_drawdown_frac", "buy_hold_return_frac"),
+    "live": ("pnl_usd", "trades", "max_drawdown_frac"),
+}
+_HEADLINE_WIDTH = 60
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSummary:
+    """One row of the run monitor.
+
+    Attributes
+    ----------
+    run_id, stage, status : str
+        ``status`` is run.json's, with a ``running`` run whose processes are dead
+        already marked ``interrupted`` (in the file too).
+    pid_alive : bool or None
+        Whether the run's process still runs (None when no process was recorded).
+    done, total : int or None
+        Items finished and in all (heartbeat).
+    progress_pct, eta_s : float or None
+        Percent done and seconds left (ETA only while running).
+    started_at, ended_at : datetime.datetime or None
+        UTC.
+    duration_s : float or None
+        Until the end, or until now for a running run.
+    metrics : dict
+        The run's headline metrics (``run.json`` ``metrics``).
+    log : pathlib.Path or None
+        Session log.
+    interrupted_detected_at : str or None
+        When a dead process was detected (ISO UTC).
+    """
+
+    run_id: str
+    stage: str
+    status: str
+    pid_alive: bool | None
+    done: int | None
+    total: int | None
+    progress_pct: float | None
+    eta_s: float | None
+    started_at: dt.datetime | None
+    ended_at: dt.datetime | None
+    duration_s: float | None
+    metrics: dict[str, Any]
+    log: Path | None
+    interrupted_detected_at: str | None = None
+
+    @property
+    def headline(self) -> str:
+        """The stage's headline metrics as ``name=value`` text, first ones first."""
+        return format_metrics(self.stage, self.metrics)
+
+    def to_row(self) -> dict[str, Any]:
+        """Return the summary as a flat dict (one row of :func:`runs_frame`)."""
+        row = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "metrics"}
+        row["log"] = str(self.log) if self.log else None
+        row["headline"] = self.headline
+        return row
+
+
+def _parse_ts(value: Any) -> dt.datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(dt.UTC)
+    except ValueError:
+        return None
+
+
+def _fmt_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_fmt_value(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def format_metrics(stage: str, metrics: dict[str, Any], width: int = _HEADLINE_WIDTH) -> str:
+    """Return ``metrics`` as compact ``name=value`` text, the stage's headline ones first."""
+    first = [k for k in HEADLINE_METRICS.get(stage, ()) if k in metrics]
+    keys = first + [k for k in metrics if k not in first]
+    text = " ".join(f"{k}={_fmt_value(metrics[k])}" for k in keys)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def summarise_run(root: Path, run_id: str) -> RunSummary | None:
+    """Return the :class:`RunSummary` of ``runs/<run_id>``, or None without a run.json."""
+    rec = read_run_record(root / "runs" / run_id)  # marks a dead "running" run interrupted
+    if rec is None:
+        return None
+    stage = str(rec.get("stage") or run_id.split("_")[0])
+    paths = RunPaths(root, run_id, stage)
+    hb = read_heartbeat(paths.heartbeat_json) or {}
+    status = str(rec.get("status") or hb.get("status") or "unknown")
+    started, ended = _parse_ts(rec.get("started_at")), _parse_ts(rec.get("ended_at"))
+    duration = rec.get("duration_s")
+    if ended is None and status == "interrupted":  # killed: it ran until its last heartbeat
+        ended = _parse_ts(hb.get("last_beat_at")) or _parse_ts(hb.get("last_timestamp"))
+    if status == "running" and started is not None:
+        duration = (utc_now() - started).total_seconds()
+    elif duration is None and started is not None and ended is not None:
+        duration = (ended - started).total_seconds()
+    total = hb.get("total_items", rec.get("total_items"))
+    done = hb.get("items_done", rec.get("items_done"))
+    ckpt = read_json_tolerant(paths.checkpoint)
+    if isinstance(ckpt, dict):  # committed after every item, so never behind the throttled heartbeat
+        committed = len(ckpt.get("completed") or []) + len(ckpt.get("failed") or {})
+        done = max(int(done or 0), committed) if done is not None or committed else done
+    pct = hb.get("progress_pct")
+    if total and done is not None:
+        pct = min(100.0, 100.0 * done / total)
+    log = rec.get("log")
+    return RunSummary(
+        run_id=run_id, stage=stage, status=status,
+        pid_alive=hb.get("pid_alive") if hb else None,
+        done=int(done) if done is not None else None, total=int(total) if total is not None else None,
+        progress_pct=float(pct) if pct is not None else None,
+        eta_s=hb.get("eta_s") if status == "running" else None,
+        started_at=started, ended_at=ended,
+        duration_s=float(duration) if duration is not None else None,
+        metrics=dict(rec.get("metrics") or {}),
+        log=(root / log) if log else paths.session_log,
+        interrupted_detected_at=rec.get("interrupted_detected_at"),
+    )
+
+
+def list_runs(
+    project_dir: str | os.PathLike[str] | None = None,
+    *,
+    stage: str | None = None,
+    status: str | None = None,
+) -> list[RunSummary]:
+    """Return a summary of every run under ``project_dir/runs``, newest first.
+
+    Reading the runs repairs them: a ``running`` run whose processes are dead is
+    marked ``interrupted`` in its run.json (with ``interrupted_detected_at``).
+
+    Parameters
+    ----------
+    project_dir : str or os.PathLike, optional
+        Project directory; found from the cwd (or ``QUANTNB_HOME``) otherwise.
+    stage : str, optional
+        Only runs of this stage.
+    status : str, optional
+        Only runs with this status (after dead-process detection).
+
+    Returns
+    -------
+    list of RunSummary
+    """
+    root = project_root(project_dir)
+    out = []
+    for rec_path in sorted((root / "runs").glob("*/run.json")):
+        summary = summarise_run(root, rec_path.parent.name)
+        if summary is None or (stage and summary.stage != stage) or (status and summary.status != status):
+            continue
+        out.append(summary)
+    epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
+    return sorted(out, key=lambda s: (s.started_at or epoch, s.run_id), reverse=True)
+
+
+def runs_frame(
+    project_dir: str | os.PathLike[str] | None = None,
+    *,
+    stage: str | None = None,
+    status: str | None = None,
+) -> Any:
+    """Return :func:`list_runs` as a polars DataFrame (one row per run, ``headline`` as text)."""
+    import polars as pl
+
+    rows = [s.to_row() for s in list_runs(project_dir, stage=stage, status=status)]
+    return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
+
+
+def _fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def format_runs_table(summaries: list[RunSummary], root: Path | None = None) -> str:
+    """Return the run monitor as plain text: id, stage, status, progress, ETA, start, duration, metric, log."""
+    header = ("run_id", "stage", "status", "progress", "eta", "started (UTC)", "duration", "headline", "log")
+    rows = [header]
+    for s in summaries:
+        if s.total:
+            progress = f"{s.done or 0}/{s.total}" + (f" {s.progress_pct:.0f}%" if s.progress_pct is not None else "")
+        else:
+            progress = f"{s.done}" if s.done else ""
+        log = s.log
+        if log is not None and root is not None and log.is_relative_to(root):
+            log = log.relative_to(root)
+        rows.append((
+            s.run_id, s.stage, s.status, progress, _fmt_duration(s.eta_s),
+            s.started_at.strftime("%Y-%m-%d %H:%M:%S") if s.started_at else "",
+            _fmt_duration(s.duration_s), s.headline, str(log or ""),
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
