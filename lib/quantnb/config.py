@@ -10,13 +10,85 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, model_validator
 
+from quantnb._secrets import SecretMasker
 from quantnb.errors import ConfigError
 
 __all__ = ["StageParams", "load_yaml_params"]
 
 _IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
+# Parameters naming a run or a study: one path component, never a path.
+_ID_FIELDS = frozenset({"run_id", "train_id", "target_run_id", "study_name"})
+# Parameters naming where a stage writes: inside the project directory.
+_OUTPUT_FIELDS = frozenset({"output_dir", "output_root", "out_dir", "plots_dir"})
+
+
+def check_path_component(name: str, value: str | None) -> str | None:
+    """Return why ``value`` is not a safe single path component (a run id, a study name), or None.
+
+    Refused: empty, ``.``/``..``, a path separator, a NUL byte, a leading ``-`` or ``~``.
+
+    Parameters
+    ----------
+    name : str
+        The parameter's name, quoted in the message.
+    value : str or None
+        The value; None is accepted (unset).
+    """
+    if value is None:
+        return None
+    if (not value or value in (".", "..") or "/" in value or "\\" in value or "\x00" in value
+            or value[0] in "-~"):
+        return (f"{name}={value!r} is not a plain name (it must not contain '/', be '..' or start with "
+                f"'-' or '~', which would reach outside the project); pass the id as `quantnb runs` lists it")
+    return None
+
+
+def check_inside_project(name: str, value: str | None, project_dir: str | None = None) -> str | None:
+    """Return why output folder ``value`` would leave the project directory, or None.
+
+    Relative values are taken from the project directory (``project_dir``, else the one
+    found from the cwd); ``..`` that climbs out of it, or an absolute path elsewhere, is
+    refused.
+    """
+    if value is None:
+        return None
+    from quantnb._paths import project_root
+
+    root = project_root(project_dir)
+    target = (root / Path(value).expanduser()).resolve()
+    if target != root and not target.is_relative_to(root):
+        return (f"{name}={value!r} resolves to {target}, outside the project directory {root}; "
+                "give a folder inside the project (relative paths are taken from it)")
+    return None
+
+
+def cross_field_problems(values: dict[str, Any]) -> list[str]:
+    """Return the cross-field rule violations among parameter ``values`` (empty if none).
+
+    Rules: for every ``<x>_min`` with an ``<x>_max`` (both set), min <= max;
+    ``train_frac + val_frac < 1``; ``threshold_short_frac < 0 < threshold_long_frac``.
+    Each message names the parameters, their values and the fix.
+    """
+    problems = []
+    for name, lo in values.items():
+        if not name.endswith("_min"):
+            continue
+        hi_name = name.removesuffix("_min") + "_max"
+        hi = values.get(hi_name)
+        if isinstance(lo, int | float) and isinstance(hi, int | float) and lo > hi:
+            problems.append(f"{name}={lo!r} > {hi_name}={hi!r}: the range is empty; "
+                            f"set {name} <= {hi_name} (swap them?)")
+    train, val = values.get("train_frac"), values.get("val_frac")
+    if isinstance(train, int | float) and isinstance(val, int | float) and train + val >= 1:
+        problems.append(f"train_frac={train!r} + val_frac={val!r} = {train + val:g} leaves no test split; "
+                        "make train_frac + val_frac < 1")
+    short, long_ = values.get("threshold_short_frac"), values.get("threshold_long_frac")
+    if isinstance(short, int | float) and isinstance(long_, int | float) and not short < 0 < long_:
+        problems.append(f"threshold_short_frac={short!r}, threshold_long_frac={long_!r}: need "
+                        "threshold_short_frac < 0 < threshold_long_frac (a fall sells, a rise buys)")
+    return problems
 
 
 class StageParams(BaseModel):
@@ -56,6 +128,28 @@ class StageParams(BaseModel):
         """Return a short readable summary of the config, used in run ids and log names."""
         return "default"
 
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> Self:
+        """Rules between fields, checked before any work, whatever the stage.
+
+        Every ``<x>_min``/``<x>_max`` pair must satisfy min <= max; ``train_frac +
+        val_frac`` must leave a test split; ``threshold_short_frac < 0 <
+        threshold_long_frac``; ids stay one path component and output folders stay in
+        the project (:func:`check_inside_project`).
+        """
+        values = {name: getattr(self, name) for name in type(self).model_fields}
+        problems = cross_field_problems(values)
+        for name, value in values.items():
+            if not isinstance(value, str):
+                continue
+            if name in _ID_FIELDS or name.endswith("_run_id"):
+                problems += [p for p in [check_path_component(name, value)] if p]
+            elif name in _OUTPUT_FIELDS:
+                problems += [p for p in [check_inside_project(name, value, self.project_dir)] if p]
+        if problems:
+            raise ValueError("\n  - ".join(problems))
+        return self
+
     def config_hash(self) -> str:
         """Return the first 12 hex digits of SHA-256 of the canonical computing parameters."""
         payload = self.model_dump(mode="json", exclude=set(self.execution_fields))
@@ -84,8 +178,6 @@ class StageParams(BaseModel):
             Naming every unknown parameter (with the closest known name) and every
             ill-typed or out-of-range value.
         """
-        from quantnb.runlog._secrets import SecretMasker  # runlog imports this module
-
         try:
             params = cls.model_validate(values)
         except ValidationError as exc:
@@ -94,8 +186,6 @@ class StageParams(BaseModel):
         return params
 
     def _refuse_secrets(self, source: str) -> None:
-        from quantnb.runlog._secrets import SecretMasker
-
         masker = SecretMasker()
         if not masker:
             return
@@ -117,6 +207,8 @@ class StageParams(BaseModel):
                 close = difflib.get_close_matches(str(err["loc"][0]), known, n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(known)}"
                 lines.append(f"  - unknown parameter '{name}'{hint}")
+            elif not err["loc"]:  # a cross-field rule: its message names the fields and values
+                lines.append(f"  - {str(err['msg']).removeprefix('Value error, ')}")
             else:
                 lines.append(f"  - {name}={err.get('input')!r}: {err['msg']}")
         return "\n".join(lines)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import polars as pl
 from loguru import logger
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from quantnb.config import StageParams
 from quantnb.errors import ConfigError
@@ -67,6 +67,17 @@ class AgentParams(StageParams):
     net_arch: list[PositiveInt] = Field([64, 64], description="Hidden layers of actor and critics.")
     seed: int = Field(0, ge=0, description="Seed of everything random.")
     num_threads: PositiveInt = Field(1, description="torch threads; one is fastest for these small networks.")
+
+    @model_validator(mode="after")
+    def _steps_fit_the_run(self) -> AgentParams:
+        problems = [f"{n}={getattr(self, n)} > total_timesteps={self.total_timesteps}: set {n} <= total_timesteps"
+                    for n in ("checkpoint_every_steps", "learning_starts") if getattr(self, n) > self.total_timesteps]
+        if self.batch_size > self.buffer_size:
+            problems.append(f"batch_size={self.batch_size} > buffer_size={self.buffer_size}: "
+                            "set batch_size <= buffer_size")
+        if problems:
+            raise ValueError("\n  - ".join(problems))
+        return self
 
     def run_suffix(self) -> str:
         """Return the symbol and training length, e.g. ``BTC-PERP_5000steps``."""

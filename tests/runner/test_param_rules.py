@@ -1,0 +1,66 @@
+"""Cross-field rules and path-escaping ids are ConfigErrors before any work."""
+
+from __future__ import annotations
+
+import pytest
+
+from quantnb.errors import ConfigError
+from quantnb.stages.agent import AgentParams
+from quantnb.stages.etl import EtlParams
+from quantnb.stages.labelling import LabellingParams
+from quantnb.stages.live import LiveParams
+from quantnb.stages.optimization import OptimizationParams
+from quantnb.stages.postmortem import PostmortemParams
+from quantnb.stages.training import TrainingParams
+from tests.conftest import run_cli
+
+
+@pytest.mark.parametrize(("cls", "values", "needles"), [
+    (OptimizationParams, {"lr_min": 1e-2, "lr_max": 1e-3}, ["lr_min=0.01 > lr_max=0.001", "set lr_min <= lr_max"]),
+    (OptimizationParams, {"dropout_min": 0.5, "dropout_max": 0.1}, ["dropout_min=0.5 > dropout_max=0.1"]),
+    (OptimizationParams, {"train_frac": 0.8, "val_frac": 0.2}, ["train_frac=0.8 + val_frac=0.2", "< 1"]),
+    (TrainingParams, {"train_frac": 0.9, "val_frac": 0.15}, ["leaves no test split"]),
+    (AgentParams, {"total_timesteps": 500, "checkpoint_every_steps": 1000},
+     ["checkpoint_every_steps=1000 > total_timesteps=500"]),
+    (AgentParams, {"batch_size": 512, "buffer_size": 100}, ["batch_size=512 > buffer_size=100"]),
+])
+def test_cross_field_rules_name_the_parameters_values_and_fix(cls, values, needles):
+    with pytest.raises(ConfigError) as info:
+        cls.parse(values)
+    for needle in needles:
+        assert needle in str(info.value), str(info.value)
+
+
+def test_threshold_rule_is_checked_by_the_shared_validator():
+    from quantnb.config import cross_field_problems
+
+    (problem,) = cross_field_problems({"threshold_short_frac": 0.01, "threshold_long_frac": 0.02})
+    assert "threshold_short_frac < 0 < threshold_long_frac" in problem
+    assert LabellingParams.parse({}).threshold_short_frac < 0  # defaults pass
+
+
+@pytest.mark.parametrize(("cls", "values", "name"), [
+    (LiveParams, {"train_id": "../../etc"}, "train_id"),
+    (LiveParams, {"train_id": "agent_x", "run_id": "../x"}, "run_id"),
+    (PostmortemParams, {"target_run_id": "/etc"}, "target_run_id"),
+    (OptimizationParams, {"study_name": "../../evil"}, "study_name"),
+])
+def test_ids_that_escape_the_project_are_refused(cls, values, name):
+    with pytest.raises(ConfigError, match=f"{name}=.*is not a plain name"):
+        cls.parse(values)
+
+
+def test_output_folders_outside_the_project_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="output_dir='../../out'.*outside the project directory"):
+        EtlParams.parse({"output_dir": "../../out", "project_dir": str(tmp_path)})
+    with pytest.raises(ConfigError, match="output_root='/etc'"):
+        LabellingParams.parse({"output_root": "/etc", "project_dir": str(tmp_path)})
+    ok = EtlParams.parse({"output_dir": str(tmp_path / "data" / "x"), "project_dir": str(tmp_path)})
+    assert ok.output_dir.endswith("x")
+
+
+def test_the_cli_refuses_an_escaping_train_id_with_a_config_error(project):
+    res = run_cli("run", "live", "-p", "train_id", "../../etc", cwd=project)
+    assert res.returncode == 2 and "ConfigError" in res.stderr and "train_id='../../etc'" in res.stderr
+    assert "Traceback" not in res.stderr and "FileNotFoundError" not in res.stderr
+    assert not (project / "runs").exists() or not any((project / "runs").iterdir())
