@@ -191,10 +191,15 @@ class StageParams(BaseModel):
             return
         for name, value in self.model_dump(mode="json").items():
             if masker(json.dumps(value)) != json.dumps(value):
+                hint = ""
+                if "notebook" in source:  # papermill wrote the output notebook before this cell
+                    hint = (" If you passed it with papermill -p, quantnb's papermill hook masked it in the "
+                            "output notebook; without that hook (quantnb not installed with pip install -e .) "
+                            "the output notebook you named holds the value: delete that file.")
                 raise ConfigError(
                     f"{type(self).__name__} ({source}): parameter '{name}' carries the value of a secret "
                     "environment variable; exchange keys are read from the environment only, never passed "
-                    "as parameters"
+                    "as parameters." + hint
                 )
 
     @classmethod

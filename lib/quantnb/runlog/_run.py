@@ -278,6 +278,14 @@ class RunContext:
         self._heartbeat_write(last_item=item, batch_num=batch_num, memory_gb=round(mem, 3))
         self._emit("item", mem)
 
+    def batch_saved(self, batch_num: int, items_count: int, total_events: int, shard_file: str | Path) -> None:
+        """Record one shard durably written: a batch TSV line."""
+        self.batch_tsv.append(
+            iso(utc_now()), batch_num, items_count, total_events, str(shard_file),
+            f"{memory_gb():.3f}", self.run_id,
+        )
+        self._heartbeat_write(batch_num=batch_num, force=True)
+
     def beat(self, message: str | None = None) -> None:
         """Report liveness (and optionally a progress message) between items.
 

@@ -29,6 +29,7 @@ from quantnb.runlog import (
 from quantnb.runlog._heartbeat import iso, utc_now
 from quantnb.runlog._record import git_commit, package_versions
 from quantnb.runlog._run import new_run_id
+from quantnb.runner._papermill_io import install as install_masking_io
 from quantnb.stages import params_class
 
 EXIT_CODES = {"completed": 0, "completed_with_errors": 0, "failed": 1, "interrupted": 130}
@@ -242,6 +243,7 @@ def run_stage(
     print(f"[quantnb] {stage}: run {run_id} -> {notebook_out.relative_to(base)}", flush=True)
     t0 = time.monotonic()
     error: dict[str, Any] | None = None
+    install_masking_io()  # the notebooks papermill saves while cells run carry no secret either
     with _SignalRelay() as relay:
         try:
             papermill.execute_notebook(
