@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -94,6 +95,15 @@ def test_post_mortem_marks_a_killed_run_interrupted(tmp_path):
 def test_resume_marks_a_killed_run_interrupted_then_continues_it(tmp_path):
     root = tmp_path / "proj"
     killed = _killed_run(root)
+    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    stale = [root / "runs" / killed / f".model.pt.{dead_pid}.x1y2.tmp",  # writers killed mid-write
+             root / "data" / "processed" / "BTC" / f".2024-01-01.parquet.{dead_pid}.abcd.tmp",
+             root / "logs" / "checkpoints" / f".{killed}_completed.json.{dead_pid}.q.tmp"]
+    live = root / "data" / "processed" / "BTC" / f".other.parquet.{os.getpid()}.zz.tmp"  # a live writer's
+    for path in [*stale, live]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
     with start_run(SleeperParams(project_dir=str(root), console_level=None, resume=True)) as ctx:
         assert ctx.run_id == killed and ctx.resumed
         assert _on_disk(root, killed)["interrupted_detected_at"]  # detected before it resumed
@@ -101,6 +111,9 @@ def test_resume_marks_a_killed_run_interrupted_then_continues_it(tmp_path):
             ctx.checkpoint.mark_completed(f"item{i}")
     rec = _on_disk(root, killed)
     assert rec["status"] == "completed" and rec["interrupted_detected_at"]
+    assert not any(p.exists() for p in stale) and live.exists()
+    left = [p for p in root.rglob("*.tmp") if p != live]
+    assert not left, left
 
 
 def test_a_reused_pid_does_not_keep_a_dead_run_alive(tmp_path):
@@ -108,8 +121,6 @@ def test_a_reused_pid_does_not_keep_a_dead_run_alive(tmp_path):
     killed = _killed_run(root)
     rec_path = root / "runs" / killed / "run.json"
     rec = json.loads(rec_path.read_text())
-    import os
-
     rec["pid"] = os.getpid()  # a live process, but not the one that started the run
     rec_path.write_text(json.dumps(rec))
     assert read_run_record(root / "runs" / killed)["status"] == "interrupted"
