@@ -138,6 +138,7 @@ class RunContext:
         self._items_this_process = 0
         self._items_before = 0  # items reported by earlier attempts (resume)
         self._message = ""
+        self._declared_total: int | None = None
         self._listeners: list[ProgressListener] = []
         self._t0 = time.monotonic()
         self._closed = False
@@ -164,6 +165,7 @@ class RunContext:
             self.total_batches = previous.get("total_batches")
             self.events = int(previous.get("events") or 0)
             self._items_before = int(previous.get("items_done") or 0)
+            self._declared_total = previous.get("declared_total_items")
             remove_stale_temp_files(self.paths, self.root / "data")
         self.heartbeat = HeartbeatJson(
             hb_path,
@@ -238,6 +240,8 @@ class RunContext:
         when early stopping ends it: the ETA and progress follow at once.
         """
         self.total_items = total_items
+        if self._declared_total is None:
+            self._declared_total = total_items
         if total_batches is not None or total_items is None:
             self.total_batches = total_batches
         self._heartbeat_write(force=True)
@@ -285,6 +289,15 @@ class RunContext:
             f"{memory_gb():.3f}", self.run_id,
         )
         self._heartbeat_write(batch_num=batch_num, force=True)
+
+    def set_shard_retention(self, keep_last: int | None) -> None:
+        """Declare that only the newest ``keep_last`` shards logged by :meth:`batch_saved` are kept.
+
+        For rolling checkpoints that delete older ones by design: the post-mortem then
+        reports the older shards as pruned, not missing. Recorded in run.json
+        (``shard_retention``).
+        """
+        update_run_record(self.run_dir, shard_retention={"keep_last": keep_last})
 
     def beat(self, message: str | None = None) -> None:
         """Report liveness (and optionally a progress message) between items.
@@ -336,7 +349,8 @@ class RunContext:
             force=force, status=self.status, last_timestamp=iso(utc_now()),
             total_items=self.total_items, total_batches=self.total_batches,
             completed_items=len(self.checkpoint.completed), failed_items=len(self.checkpoint.failed),
-            items_done=self.items_done(), progress_pct=self.progress_pct(), events=self.events,
+            items_done=self.items_done(), declared_total_items=self._declared_total,
+            progress_pct=self.progress_pct(), events=self.events,
             eta_s=self._eta_s(), **fields,
         )
 

@@ -9,7 +9,15 @@ from matplotlib.figure import Figure
 from pydantic import Field
 
 from quantnb.config import StageParams
-from quantnb.postmortem import PostmortemReport, analyse_run, find_latest_run, plot_memory, plot_throughput
+from quantnb.postmortem import (
+    PostmortemReport,
+    analyse_run,
+    find_latest_run,
+    plot_learning_curve,
+    plot_memory,
+    plot_throughput,
+    plot_timeline,
+)
 from quantnb.runlog import atomic_write_json, start_run
 
 __all__ = ["PostmortemParams", "PostmortemResult", "run_postmortem"]
@@ -29,7 +37,11 @@ class PostmortemParams(StageParams):
 
 @dataclasses.dataclass
 class PostmortemResult:
-    """A post-mortem: the report and its figures (memory, throughput) saved under debug_plots/<run_id>/."""
+    """A post-mortem: the report and its figures saved under debug_plots/<run_id>/.
+
+    The figures are memory and throughput over time, and, when the run has them,
+    learning curves (training, optimization) and the WARNING/ERROR timeline.
+    """
 
     report: PostmortemReport
     figures: list[Figure]
@@ -55,12 +67,20 @@ def run_postmortem(params: PostmortemParams) -> PostmortemResult:
         for line in report.summary().splitlines():
             logger.info(line)
         if report.memory_rising:
-            logger.warning("Memory rose at every one of {} batches: possible leak", len(report.batches))
+            t = report.memory_trend
+            logger.warning("Memory rose {:+.0f} MB/h ({:+.0%} over the run, R^2 {:.2f}, {} points): possible leak",
+                           t["slope_mb_per_h"], t["rise_frac"], t["r2"], t["points"])
         plots = ctx.root / "debug_plots" / target
         figures = [plot_memory(report, plots / "memory.png"), plot_throughput(report, plots / "throughput.png")]
+        for extra in (plot_learning_curve(report, plots / "learning_curve.png"),
+                      plot_timeline(report, plots / "timeline.png")):
+            if extra is not None:
+                figures.append(extra)
         atomic_write_json(ctx.run_dir / "postmortem.json", report.to_dict())
         ctx.add_output("plots", plots)
         ctx.add_output("report", ctx.run_dir / "postmortem.json")
         ctx.set_result(target_run_id=target, target_status=report.status, items_done=report.items_done,
                        items_failed=report.items_failed, errors=report.log_counts.get("ERROR", 0))
+        ctx.record_metrics(target_status=report.status, errors=report.log_counts.get("ERROR", 0),
+                           possible_leak=report.memory_rising)
     return PostmortemResult(report, figures)
