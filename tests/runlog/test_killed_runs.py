@@ -124,3 +124,13 @@ def test_a_reused_pid_does_not_keep_a_dead_run_alive(tmp_path):
     rec["pid"] = os.getpid()  # a live process, but not the one that started the run
     rec_path.write_text(json.dumps(rec))
     assert read_run_record(root / "runs" / killed)["status"] == "interrupted"
+
+
+def test_quantnb_run_and_pipeline_mark_dead_runs_first(tmp_path):
+    from quantnb.runlog import mark_dead_runs
+
+    root = tmp_path / "proj"
+    killed = _killed_run(root)
+    assert mark_dead_runs(root) == [killed]  # what `quantnb run` and `quantnb pipeline` call first
+    assert _on_disk(root, killed)["status"] == "interrupted"
+    assert mark_dead_runs(root) == []

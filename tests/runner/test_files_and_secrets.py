@@ -47,6 +47,7 @@ def test_a_quarantined_secret_line_reaches_no_file_and_files_honour_the_umask(tm
     run_id = next(p.name for p in (root / "runs").iterdir() if p.name.startswith("etl_"))
     rec = json.loads((root / "runs" / run_id / "run.json").read_text())
     assert rec["status"] == "completed_with_errors"
+    assert rec["metrics"]["files"] == 1 and rec["metrics"]["quarantined"] == 1 and rec["metrics"]["bars"] > 0
     (reason,) = rec["failed_items"].values()
     assert "***" in reason  # the quarantine reason quotes the line, masked
     files = _project_files(root)

@@ -4,6 +4,8 @@ Start every run with :func:`start_run` (the one place sinks are configured), the
 with ``from loguru import logger``. Report each finished item with
 :meth:`RunContext.item_done`, each saved shard with :meth:`RunContext.batch_saved`, and
 commit finished items to :attr:`RunContext.checkpoint` only after their output is on disk.
+Record headline metrics with :meth:`RunContext.record_metrics`; displays follow progress
+with :func:`add_progress_listener`; :func:`list_runs` is the run monitor.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from quantnb.runlog._monitor import RunSummary, format_runs_table, list_runs, ru
 from quantnb.runlog._progress import ProgressEvent, ProgressListener, add_progress_listener
 from quantnb.runlog._record import (
     mark_dead_run_interrupted,
+    mark_dead_runs,
     package_versions,
     read_run_record,
     update_run_record,
@@ -48,6 +51,7 @@ __all__ = [
     "runs_frame",
     "format_runs_table",
     "mark_dead_run_interrupted",
+    "mark_dead_runs",
     "ProgressEvent",
     "ProgressListener",
     "add_progress_listener",

@@ -20,7 +20,7 @@ HEADLINE_METRICS = {
     "labelling": ("distribution",),
     "optimization": ("best_f1_macro",),
     "training": ("test_f1_macro",),
-    "agent": ("return_frac", "sharpe", "max_drawdown_frac", "buy_hold_return_frac"),
+    "agent": ("return_frac", "sharpe", "max_drawdown_frac", "bh_return_frac"),
     "live": ("pnl_usd", "trades", "max_drawdown_frac"),
 }
 _HEADLINE_WIDTH = 60

@@ -144,3 +144,15 @@ def mark_dead_run_interrupted(run_dir: Path, record: dict[str, Any] | None = Non
         interrupted_reason=f"status was {record.get('status')!r} but its process(es) ({pids}) are dead "
                            "(killed, e.g. SIGKILL or out of memory)",
     )
+
+
+def mark_dead_runs(root: Path) -> list[str]:
+    """Check every ``root/runs/*/run.json``; mark the dead ``running`` ones interrupted; return their ids."""
+    marked = []
+    for rec_path in sorted((root / "runs").glob("*/run.json")):
+        before = read_json_tolerant(rec_path)
+        if not isinstance(before, dict) or before.get("status") not in ("running", "pending"):
+            continue
+        if mark_dead_run_interrupted(rec_path.parent, before).get("status") == "interrupted":
+            marked.append(rec_path.parent.name)
+    return marked

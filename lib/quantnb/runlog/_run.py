@@ -99,7 +99,12 @@ class RunContext:
 
     Build it with :func:`start_run`; use it as a context manager so the run ends with
     the right status (``completed``, ``completed_with_errors``, ``failed`` or
-    ``interrupted``) whatever happens in the block.
+    ``interrupted``) whatever happens in the block. When it ends, the run's log capture
+    ends too: later prints and log records do not reach its files.
+
+    Progress: :meth:`set_total`, :meth:`item_done`, :meth:`beat` feed the heartbeat JSON
+    (and a daemon thread beats every ``beat_interval_s``); displays subscribe with
+    :meth:`add_progress_listener`.
 
     Attributes
     ----------
@@ -108,6 +113,10 @@ class RunContext:
         checkpoint files.
     root, run_dir, log_path : pathlib.Path
         Project directory, ``runs/<run_id>/`` and the session log.
+    paths : RunPaths
+        Every file of the run (run.json, notebook, heartbeats, checkpoint).
+    metrics : dict
+        Headline metrics recorded with :meth:`record_metrics` (run.json ``metrics``).
     checkpoint : Checkpoint
         Finished and failed items; ``resume`` skips the finished ones.
     resumed : bool

@@ -20,7 +20,7 @@ from quantnb.runlog import (
     RunPaths,
     SecretMasker,
     atomic_path,
-    list_runs,
+    mark_dead_runs,
     read_heartbeat,
     read_run_record,
     remove_stale_temp_files,
@@ -215,7 +215,7 @@ def run_stage(
         Invalid parameters or stage, or a missing notebook; nothing was run.
     """
     base = project_root(root)
-    list_runs(base)  # marks runs whose processes died (SIGKILL) as interrupted in their run.json
+    mark_dead_runs(base)  # runs whose processes died (SIGKILL) become interrupted in their run.json
     params, values = resolve_params(stage, overrides=overrides, params_file=params_file,
                                     resume_run_id=resume_run_id, root=base)
     notebook_in = base / "notebooks" / f"{stage}.ipynb"

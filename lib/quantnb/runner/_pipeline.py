@@ -8,7 +8,8 @@ from typing import Any
 from quantnb._paths import project_root
 from quantnb.config import load_yaml_params
 from quantnb.errors import ConfigError
-from quantnb.runlog._monitor import format_metrics, list_runs
+from quantnb.runlog._monitor import format_metrics
+from quantnb.runlog._record import mark_dead_runs
 from quantnb.runner._execute import RunOutcome, run_stage
 
 _REF = re.compile(r"\$\{([A-Za-z0-9_\-]+)\.run_id\}")
@@ -78,7 +79,7 @@ def run_pipeline(config: str | Path, *, root: str | Path | None = None) -> Pipel
         If the file is malformed; each step's parameters are validated when it starts.
     """
     base = project_root(root)
-    list_runs(base)  # marks runs whose processes died as interrupted
+    mark_dead_runs(base)  # runs whose processes died become interrupted in their run.json
     spec = load_yaml_params(config)
     steps = spec.get("stages")
     if not isinstance(steps, list) or not steps:

@@ -39,6 +39,12 @@ from quantnb.stages._labelled import drop_empty_columns
 __all__ = ["AgentParams", "AgentResult", "run_agent", "load_bars"]
 
 
+_HEADLINE = {  # run.json metrics name -> evaluation metric
+    "return_frac": "total_return_frac", "sharpe": "sharpe_annualised", "max_drawdown_frac": "max_drawdown_frac",
+    "bh_return_frac": "bh_total_return_frac", "bh_max_drawdown_frac": "bh_max_drawdown_frac",
+}
+
+
 class AgentParams(StageParams):
     """Parameters of the agent stage (environment, SAC hyper-parameters, evaluation split)."""
 
@@ -145,6 +151,7 @@ def run_agent(params: AgentParams) -> AgentResult:
                                random_start=True)
         sac = SacParams.parse({k: getattr(params, k) for k in SacParams.model_fields})
         ctx.set_total(params.total_timesteps // params.checkpoint_every_steps)
+        ctx.set_shard_retention(keep_last=1)  # the rolling checkpoint deletes older ones by design
 
         def on_checkpoint(info: Any) -> None:
             item = f"step-{info.num_timesteps}"
@@ -183,4 +190,5 @@ def run_agent(params: AgentParams) -> AgentResult:
         ctx.add_output("bundle", bundle)
         ctx.add_output("equity_plot", plot)
         ctx.set_result(train_id=ctx.run_id, eval_start=str(split_ts), **flat)
+        ctx.record_metrics(**{k: flat.get(v) for k, v in _HEADLINE.items()})
     return AgentResult(ctx.run_id, Path(bundle), metrics, plot, ev.summary_frame())

@@ -144,6 +144,7 @@ def run_labelling(params: LabellingParams) -> LabellingResult:
             "run_id": ctx.run_id, "label_counts": totals})
         ctx.add_output("labelled_dir", out_dir)
         ctx.set_result(rows=int(n_rows), **{f"frac_{k.lower()}": v / n_rows for k, v in totals.items()})
+        ctx.record_metrics(distribution={k: round(v / n_rows, 4) for k, v in totals.items()}, rows=int(n_rows))
     return LabellingResult(ctx.run_id, ctx.status, out_dir, table, dict(ctx.checkpoint.failed))
 
 

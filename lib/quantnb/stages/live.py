@@ -133,6 +133,7 @@ def run_live(params: LiveParams) -> LiveResult:
             if not isinstance(value, dict):
                 logger.info("live/{}={}", key, value)
         ctx.set_result(**summary)
+        ctx.record_metrics(pnl_usd=stats.pnl_usd, trades=stats.trades, max_drawdown_frac=stats.max_drawdown_frac)
         ctx.add_output("registro", stats.registro_path or cfg.out_dir)
         ctx.add_output("production_log", prod_log)
         if stats.emergency is not None:

@@ -309,6 +309,8 @@ def run_optimization(params: OptimizationParams) -> OptimizationResult:
         ctx.add_output("best_params", ctx.run_dir / "best_params.json")
         ctx.set_result(best_value=best.value, best_trial=best.number,
                        trials=len(study.get_trials(deepcopy=False)))
+        ctx.record_metrics(best_f1_macro=best.value, best_trial=best.number,
+                           trials=len(study.get_trials(deepcopy=False)))
         trials = _trials_table(study)
     return OptimizationResult(ctx.run_id, name, float(best.value), payload["params"],
                               ctx.run_dir / "best_params.json", trials)

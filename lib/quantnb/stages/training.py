@@ -143,6 +143,8 @@ def run_training(params: TrainingParams) -> TrainingResult:
 
         trainer = Trainer(model, data.train, data.val, cfg, ctx.run_dir / "checkpoints", on_epoch_end=on_epoch)
         result = trainer.fit(resume=ctx.resumed)
+        if result.stopped_early_epoch:  # early stopping: the run's total is the epochs it ran (ETA, post-mortem)
+            ctx.set_total(result.stopped_early_epoch)
         test = evaluate(model, data.test, batch_size=cfg.eval_batch_size).to_dict()
         logger.info("test/f1_macro={:.4f} test/f1_weighted={:.4f} test/f1 [S/N/B]={:.3f}/{:.3f}/{:.3f}",
                     test["f1_macro"], test["f1_weighted"], test["f1_sell"], test["f1_neutral"], test["f1_buy"])
@@ -160,5 +162,7 @@ def run_training(params: TrainingParams) -> TrainingResult:
         ctx.add_output("confusion_plot", plot)
         ctx.set_result(val_f1_macro=result.best_f1_macro, test_f1_macro=test["f1_macro"],
                        best_epoch=result.best_epoch, stopped_early_epoch=result.stopped_early_epoch)
+        ctx.record_metrics(test_f1_macro=test["f1_macro"], val_f1_macro=result.best_f1_macro,
+                           best_epoch=result.best_epoch)
     return TrainingResult(ctx.run_id, result.best_f1_macro, test, Path(bundle), plot,
                           [h.to_dict() for h in result.history])
