@@ -248,8 +248,8 @@ def run_etl(params: EtlParams) -> EtlResult:
         outputs = _merge_and_write(ctx, params)
         ctx.set_result(parquet_files=outputs.height, quarantined=len(ctx.checkpoint.failed),
                        bars=int(outputs["rows"].sum()) if outputs.height else 0)
-        ctx.record_metrics(files=len(ctx.checkpoint.completed), bars=int(outputs["rows"].sum()) if outputs.height
-                           else 0, quarantined=len(ctx.checkpoint.failed))
+        ctx.record_metrics(files=len(ctx.checkpoint.completed), quarantined=len(ctx.checkpoint.failed),
+                           bars=int(outputs["rows"].sum()) if outputs.height else 0)
     for item, reason in ctx.checkpoint.failed.items():
         logger.warning("Quarantined {}: {}", item, reason.splitlines()[0])
     return EtlResult(ctx.run_id, ctx.status, outputs, dict(ctx.checkpoint.failed), reports)
