@@ -11,6 +11,7 @@ from typing import Any
 
 import psutil
 
+from quantnb._secrets import SecretMasker
 from quantnb.runlog._atomic import atomic_write_json, read_json_tolerant
 
 HEARTBEAT_COLUMNS = (
@@ -77,14 +78,15 @@ class TsvLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         new = not path.exists() or path.stat().st_size == 0
         self._fh = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        self._mask = SecretMasker()  # an item named after an input (a path) could quote a secret
         if new:
             self._fh.write("\t".join(columns) + "\n")
 
     def append(self, *values: Any) -> None:
-        """Append one row; tabs and newlines inside values are replaced by spaces."""
+        """Append one row; secrets masked, tabs and newlines inside values replaced by spaces."""
         if len(values) != len(self.columns):
             raise ValueError(f"{self.path.name}: {len(values)} values for {len(self.columns)} columns")
-        cells = (str(v).replace("\t", " ").replace("\n", " ") for v in values)
+        cells = (self._mask(str(v)).replace("\t", " ").replace("\n", " ") for v in values)
         self._fh.write("\t".join(cells) + "\n")
 
     def close(self) -> None:
