@@ -72,3 +72,35 @@ def test_sigterm_stops_a_live_session_in_order_and_records_its_statistics(tmp_pa
         assert key in results
     (registro,) = registro_dir.glob("registro_*.csv")
     assert len(registro.read_text().splitlines()) - 1 == results["steps"]
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_whole_tree_is_recorded_interrupted_then_resumed(project):
+    import psutil
+
+    _raw_inputs(project)
+    proc, run_id = _start(project, "run", "etl", "-p", "input_globs", '["data/raw/*"]', "-p", "n_workers", "1")
+    ckpt_path = project / "logs" / "checkpoints" / f"{run_id}_completed.json"
+    assert _wait_for(ckpt_path, proc)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not json.loads(ckpt_path.read_text())["completed"]:
+        time.sleep(0.05)
+    tree = [proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True))]
+    for pid in tree:  # runner, kernel and workers: nobody writes an end
+        try:
+            psutil.Process(pid).kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.communicate(timeout=60)
+    record_path = project / "runs" / run_id / "run.json"
+    assert json.loads(record_path.read_text())["status"] == "running"
+    listed = run_cli("runs", "--stage", "etl", cwd=project)
+    assert listed.returncode == 0 and " interrupted " in listed.stdout, listed.stdout + listed.stderr
+    record = json.loads(record_path.read_text())
+    assert record["status"] == "interrupted" and record["interrupted_detected_at"]
+    done = run_cli("run", "etl", "--resume", run_id, cwd=project)
+    assert done.returncode == 0, done.stdout + done.stderr
+    record = json.loads(record_path.read_text())
+    assert record["status"] == "completed" and record["interrupted_detected_at"]
+    assert not list(project.rglob("*.tmp"))
+    assert _outputs(project, "data/processed")
