@@ -35,6 +35,10 @@ class ProgressEvent:
         The last item's name or the last :meth:`RunContext.beat` message.
     status : str
         ``running`` until ``finish``, then the run's final status.
+    elapsed_s : float
+        Seconds since this attempt started.
+    events : int
+        Events reported with the items (messages, samples, steps), all attempts.
     """
 
     run_id: str
@@ -47,6 +51,8 @@ class ProgressEvent:
     rss_mb: float
     message: str
     status: str
+    elapsed_s: float = 0.0
+    events: int = 0
 
     @property
     def fraction(self) -> float | None:

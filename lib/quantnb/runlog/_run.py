@@ -191,7 +191,7 @@ class RunContext:
             log=str(self.log_path.relative_to(self.root)),
             git_commit=git_commit(self.root), versions=package_versions(),
         )
-        self._heartbeat_write(force=True)
+        self._heartbeat_write(force=True, last_beat_at=iso(utc_now()))
         self._install_sigterm()
         self._emit("start")
         self._beat_thread = threading.Thread(target=self._beat_loop, name=f"heartbeat-{self.run_id}",
@@ -371,7 +371,8 @@ class RunContext:
         event = ProgressEvent(
             run_id=self.run_id, stage=self.stage, kind=kind, done=self.items_done(), total=self.total_items,
             rate=rate, eta_s=self._eta_s(), rss_mb=round((mem_gb if mem_gb is not None else memory_gb()) * 1000, 1),
-            message=self._message, status=self.status,
+            message=self._message, status=self.status, elapsed_s=round(time.monotonic() - self._t0, 3),
+            events=self.events,
         )
         notify(listeners, event)
 
