@@ -74,7 +74,7 @@ def test_quantnb_runs_marks_a_killed_run_interrupted_and_lists_every_status(tmp_
     assert " interrupted " in lines[killed] and "2/10" in lines[killed] and "files=2" in lines[killed]
     assert " completed " in lines[completed] and "3/3 100%" in lines[completed]
     assert "files=3 bars=42 quarantined=0" in lines[completed]
-    assert " failed " in lines[failed]
+    assert " failed " in lines[failed] and "RuntimeError: boom" in lines[failed]
     assert f"logs/sleeper/{completed}.log" in lines[completed]
     only = run_cli("runs", "--root", str(root), "--status", "interrupted", cwd=tmp_path)
     assert killed in only.stdout and completed not in only.stdout and failed not in only.stdout

@@ -51,6 +51,8 @@ class RunSummary:
         Session log.
     interrupted_detected_at : str or None
         When a dead process was detected (ISO UTC).
+    error : str or None
+        Why a failed or interrupted run stopped (its error, failing cell or dead process).
     """
 
     run_id: str
@@ -67,11 +69,15 @@ class RunSummary:
     metrics: dict[str, Any]
     log: Path | None
     interrupted_detected_at: str | None = None
+    error: str | None = None
 
     @property
     def headline(self) -> str:
-        """The stage's headline metrics as ``name=value`` text, first ones first."""
-        return format_metrics(self.stage, self.metrics)
+        """The stage's headline metrics as ``name=value`` text, first ones first; else the error."""
+        text = format_metrics(self.stage, self.metrics)
+        if not text and self.error and self.status not in ("completed", "running", "pending"):
+            text = self.error if len(self.error) <= _HEADLINE_WIDTH else self.error[: _HEADLINE_WIDTH - 1] + "…"
+        return text
 
     def to_row(self) -> dict[str, Any]:
         """Return the summary as a flat dict (one row of :func:`runs_frame`)."""
@@ -133,6 +139,10 @@ def summarise_run(root: Path, run_id: str) -> RunSummary | None:
     if total and done is not None:
         pct = min(100.0, 100.0 * done / total)
     log = rec.get("log")
+    failure = rec.get("failure") if isinstance(rec.get("failure"), dict) else {}
+    error = (f"{failure['ename']}: {failure.get('evalue', '')}" if failure.get("ename") else None) or rec.get("error")
+    if error is None and rec.get("interrupted_detected_at"):
+        error = "process died (killed?)"
     return RunSummary(
         run_id=run_id, stage=stage, status=status,
         pid_alive=hb.get("pid_alive") if hb else None,
@@ -144,6 +154,7 @@ def summarise_run(root: Path, run_id: str) -> RunSummary | None:
         metrics=dict(rec.get("metrics") or {}),
         log=(root / log) if log else paths.session_log,
         interrupted_detected_at=rec.get("interrupted_detected_at"),
+        error=str(error).splitlines()[0] if error else None,
     )
 
 
