@@ -145,6 +145,7 @@ def test_learning_curves_timeline_and_readable_time_axes(tmp_path):
         logger.error("an error")
     report = analyse_run(tmp_path, ctx.run_id)
     assert report.learning_curve["f1_macro"].to_list() == [0.30, 0.41, 0.45]
+    assert "Epoch 3/3 | Train Loss" in report.last_progress  # the last progress line of the log
     assert report.timeline["level"].to_list() == ["WARNING", "ERROR"]
     plots = tmp_path / "plots"
     assert plot_learning_curve(report, plots / "lc.png") is not None and (plots / "lc.png").stat().st_size > 1000

@@ -16,6 +16,8 @@ from quantnb.runlog import RunPaths, read_heartbeat, read_json_tolerant, read_ru
 _LINE = re.compile(r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) \| (?P<level>[A-Z]+)\s*\| (?P<rest>.*)$")
 _MESSAGE = re.compile(r"^[^|]*\|[^|]*\| (?P<msg>.*)$")  # "process:thread | name:line | message"
 _TIMELINE_LEVELS = ("WARNING", "ERROR", "CRITICAL")
+# A progress line: "3/10", "40.0%", "steps=4000", "epoch 3" (the stages' own progress messages)
+_PROGRESS = re.compile(r"\b\d+/\d+\b|\d+(?:\.\d+)?%|steps=\d+|\b[Ee]poch \d+|\bTrial \d+")
 _CAUSE_PATTERNS = (
     re.compile(r"Received (SIG[A-Z]+)"),
     re.compile(r"Run \S+ interrupted: (.+)"),
@@ -51,7 +53,8 @@ class PostmortemReport:
     last_item, last_batch_shard : str or None
         The last finished item (heartbeat TSV) and the last shard saved (batch TSV).
     last_progress : str or None
-        The last progress line: last item, when, done/total.
+        The last progress line of the log (e.g. ``Epoch 3/10 | batch 200/500``), else the
+        last finished item with its time and done/total.
     last_log_line : str or None
         The last line of the session log (what the run was doing when it stopped).
     cause : str or None
@@ -249,6 +252,7 @@ class _LogScan:
     timeline: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     causes: list[str] = dataclasses.field(default_factory=list)
     last_line: str | None = None
+    last_progress_line: str | None = None
     epochs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     trial_epochs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     trial_ends: list[dict[str, Any]] = dataclasses.field(default_factory=list)
@@ -275,6 +279,8 @@ def _scan_log(log_path: Path, run_id: str) -> _LogScan:
             msg = mm.group("msg") if mm else rest
             scan.counts[level] = scan.counts.get(level, 0) + 1
             scan.last_line = raw.rstrip()[:300]
+            if level in ("INFO", "SUCCESS") and _PROGRESS.search(msg):
+                scan.last_progress_line = f"{m.group('ts')} {msg}"[:300]
             if level in _TIMELINE_LEVELS:
                 scan.timeline.append({"timestamp": m.group("ts"), "level": level, "message": msg[:300]})
             if level in ("ERROR", "CRITICAL"):
@@ -423,8 +429,8 @@ def analyse_run(root: Path, run_id: str) -> PostmortemReport:
     finished = status in ("completed", "completed_with_errors")
     declared = hb.get("declared_total_items")  # the first total; an early stop shrinks total_items
     stopped_early = bool(finished and total is not None and declared is not None and total < declared)
-    last_progress = None
-    if last_item is not None:
+    last_progress = scan.last_progress_line
+    if last_progress is None and last_item is not None:
         when = str(heart["timestamp"][-1]) if not heart.is_empty() else hb.get("last_timestamp")
         of = f" of {total}" if total is not None else ""
         last_progress = f"{last_item} at {when} ({done + failed} done{of})"
