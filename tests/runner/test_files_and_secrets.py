@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import QUANTNB, SAMPLES
 
 SECRET = "s3cr3t-V4lue-77"  # the value of FOO_SECRET, quoted by a quarantined input line
@@ -38,6 +40,7 @@ def _quantnb(root: Path, *args: str, env: dict[str, str]) -> subprocess.Complete
                           env={**os.environ, **env}, preexec_fn=lambda: os.umask(0o022))
 
 
+@pytest.mark.slow
 def test_a_quarantined_secret_line_reaches_no_file_and_files_honour_the_umask(tmp_path):
     root = _etl_project(tmp_path / "proj")
     res = _quantnb(root, "run", "etl", "-p", "input_globs", "[data/in/*.csv]", "-p", "n_workers", "1",
@@ -67,6 +70,7 @@ def test_a_quarantined_secret_line_reaches_no_file_and_files_honour_the_umask(tm
         assert SECRET.encode() not in path.read_bytes(), path
 
 
+@pytest.mark.slow
 def test_plain_papermill_never_writes_a_secret_parameter(project):
     out = project / "out.ipynb"
     key = "pm-s3cret-9911"
