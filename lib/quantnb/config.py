@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, model_validator
 
+from quantnb._paths import project_root
 from quantnb._secrets import SecretMasker
 from quantnb.errors import ConfigError
 
@@ -54,8 +55,6 @@ def check_inside_project(name: str, value: str | None, project_dir: str | None =
     """
     if value is None:
         return None
-    from quantnb._paths import project_root
-
     root = project_root(project_dir)
     target = (root / Path(value).expanduser()).resolve()
     if target != root and not target.is_relative_to(root):

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from quantnb._secrets import SecretMasker
+
 _TMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
 _LEGACY_TMP_MIN_AGE_S = 3600.0
 
@@ -122,8 +124,6 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 def mask_secrets(text: str) -> str:
     """Return ``text`` with the values of secret environment variables replaced by ``***``."""
-    from quantnb.runlog._secrets import SecretMasker
-
     return SecretMasker()(text)
 
 
@@ -148,8 +148,6 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     OSError
         If the write fails.
     """
-    from quantnb.runlog._secrets import SecretMasker
-
     masker = SecretMasker()
     if masker:  # mask the values (not the JSON text) so escaped characters cannot hide a secret
         obj = _mask_obj(json.loads(json.dumps(obj, default=_json_default)), masker)

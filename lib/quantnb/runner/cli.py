@@ -43,11 +43,11 @@ def _build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``quantnb`` command; return the process exit code."""
     args = _build_parser().parse_args(argv)
+    if args.command == "runs":  # reads files only: no papermill, no stage imports
+        return _runs(args)
     from quantnb.runner import run_pipeline, run_stage
 
     try:
-        if args.command == "runs":
-            return _runs(args)
         if args.command == "run":
             overrides = {name: _parse_value(value) for name, value in args.param}
             outcome = run_stage(args.stage, overrides, params_file=args.params_file,
