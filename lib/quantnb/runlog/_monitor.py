@@ -105,7 +105,17 @@ def _fmt_value(value: Any) -> str:
 
 
 def format_metrics(stage: str, metrics: dict[str, Any], width: int = _HEADLINE_WIDTH) -> str:
-    """Return ``metrics`` as compact ``name=value`` text, the stage's headline ones first."""
+    """Return ``metrics`` as compact ``name=value`` text, the stage's headline ones first.
+
+    Parameters
+    ----------
+    stage : str
+        Stage of the run (chooses the headline metrics, :data:`HEADLINE_METRICS`).
+    metrics : dict
+        Name to value.
+    width : int
+        Longest text returned; longer text ends with an ellipsis.
+    """
     first = [k for k in HEADLINE_METRICS.get(stage, ()) if k in metrics]
     keys = first + [k for k in metrics if k not in first]
     text = " ".join(f"{k}={_fmt_value(metrics[k])}" for k in keys)
@@ -113,7 +123,15 @@ def format_metrics(stage: str, metrics: dict[str, Any], width: int = _HEADLINE_W
 
 
 def summarise_run(root: Path, run_id: str) -> RunSummary | None:
-    """Return the :class:`RunSummary` of ``runs/<run_id>``, or None without a run.json."""
+    """Return the :class:`RunSummary` of ``runs/<run_id>``, or None without a run.json.
+
+    Parameters
+    ----------
+    root : pathlib.Path
+        Project directory.
+    run_id : str
+        A directory of ``root/runs``.
+    """
     rec = read_run_record(root / "runs" / run_id)  # marks a dead "running" run interrupted
     if rec is None:
         return None
@@ -216,7 +234,15 @@ def _fmt_duration(seconds: float | None) -> str:
 
 
 def format_runs_table(summaries: list[RunSummary], root: Path | None = None) -> str:
-    """Return the run monitor as plain text: id, stage, status, progress, ETA, start, duration, metric, log."""
+    """Return the run monitor as plain text: id, stage, status, progress, ETA, start, duration, metric, log.
+
+    Parameters
+    ----------
+    summaries : list of RunSummary
+        Rows, in the order shown (see :func:`list_runs`).
+    root : pathlib.Path, optional
+        Project directory; log paths are shown relative to it.
+    """
     header = ("run_id", "stage", "status", "progress", "eta", "started (UTC)", "duration", "headline", "log")
     rows = [header]
     for s in summaries:

@@ -229,6 +229,11 @@ class RunContext:
         ``beat_interval_s``. A failing listener is logged at DEBUG and never stops the run.
         See also :func:`quantnb.runlog.add_progress_listener` for every run of the process.
 
+        Parameters
+        ----------
+        listener : callable
+            Called with one :class:`~quantnb.runlog.ProgressEvent`.
+
         Returns
         -------
         callable
@@ -247,6 +252,13 @@ class RunContext:
 
         Call it again when the total changes, e.g. with the epoch training stopped at
         when early stopping ends it: the ETA and progress follow at once.
+
+        Parameters
+        ----------
+        total_items : int or None
+            Items in all; None for an open-ended run (live).
+        total_batches : int, optional
+            Shards in all.
         """
         self.total_items = total_items
         if self._declared_total is None:
@@ -305,6 +317,11 @@ class RunContext:
         For rolling checkpoints that delete older ones by design: the post-mortem then
         reports the older shards as pruned, not missing. Recorded in run.json
         (``shard_retention``).
+
+        Parameters
+        ----------
+        keep_last : int or None
+            Shards kept; None means every shard must stay on disk (the default).
         """
         update_run_record(self.run_dir, shard_retention={"keep_last": keep_last})
 
@@ -313,6 +330,11 @@ class RunContext:
 
         The heartbeat thread already beats every ``beat_interval_s``; call this to show
         a message (e.g. SAC steps between checkpoints) without finishing an item.
+
+        Parameters
+        ----------
+        message : str, optional
+            Shown as the event's ``message`` and the heartbeat's ``message`` field.
         """
         if message is not None:
             self._message = message
@@ -324,6 +346,12 @@ class RunContext:
 
         Shown by ``quantnb runs``, :func:`quantnb.runlog.list_runs` and the pipeline
         summary; call it with JSON-serialisable values as soon as they are known.
+
+        Parameters
+        ----------
+        **metrics
+            Name to value, e.g. ``files=12, bars=17280, quarantined=1``; merged with the
+            metrics recorded before (a resumed run keeps the earlier attempt's).
         """
         self.metrics.update(metrics)
         update_run_record(self.run_dir, metrics=dict(self.metrics))
