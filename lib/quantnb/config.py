@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 import types
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
@@ -17,6 +18,7 @@ from quantnb.errors import ConfigError
 __all__ = ["StageParams", "load_yaml_params"]
 
 _IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
+_URL_PASSWORD = re.compile(r"(://[^/@\s:]*:)[^/@\s]*@|((?<=[?&])password=)[^&\s'\"]*", re.IGNORECASE)  # echoed inputs
 
 
 class StageParams(BaseModel):
@@ -118,7 +120,9 @@ class StageParams(BaseModel):
                 hint = f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(known)}"
                 lines.append(f"  - unknown parameter '{name}'{hint}")
             else:
-                lines.append(f"  - {name}={err.get('input')!r}: {err['msg']}")
+                shown = _URL_PASSWORD.sub(lambda m: f"{m.group(1) or m.group(2)}***" + ("@" if m.group(1) else ""),
+                                          repr(err.get("input")))
+                lines.append(f"  - {name}={shown}: {err['msg']}")
         return "\n".join(lines)
 
     @classmethod
