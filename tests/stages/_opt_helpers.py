@@ -32,11 +32,11 @@ def study_name(labelled: str) -> str:
     return f"tcnlstm_{Path(labelled).name}"
 
 
-def load(storage: str, labelled: str) -> optuna.Study | None:
-    """The study, or None while it does not exist yet."""
+def load(storage: Any, labelled: str, name: str | None = None) -> optuna.Study | None:
+    """The study (``storage``: a URL or an Optuna storage), or None while it does not exist yet."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
-        return optuna.load_study(study_name=study_name(labelled), storage=storage)
+        return optuna.load_study(study_name=name or study_name(labelled), storage=storage)
     except Exception:  # noqa: BLE001 - not created yet, schema being created, database locked
         return None
 

@@ -34,6 +34,8 @@ from loguru import logger
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from quantnb.errors import ConfigError
+
 __all__ = ["OWNER_ATTR", "KEY_ATTR", "PASSWORD_ENV", "TrialSeededSampler", "RetryKilledTrial", "trial_key",
            "recover_dead_trials", "check_storage_url", "rdb_storage", "finished_outcome", "space_size",
            "worker_identity"]
@@ -92,6 +94,10 @@ def rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 5) -> optuna.s
                     url, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
                     heartbeat_stale_trial_callback=RetryKilledTrial(), **kwargs)
         except sqlalchemy.exc.SQLAlchemyError as exc:
+            if "password" in str(exc).lower():  # the server wants one (or another): retrying will not help
+                raise ConfigError(
+                    f"storage {url}: the database refused the connection ({str(exc).splitlines()[0][-160:]}); "
+                    f"set {PASSWORD_ENV} (or PGPASSWORD) to the database user's password") from None
             if attempt == attempts:
                 raise
             logger.warning("Storage not ready ({}: {}); retry {}/{}", type(exc).__name__,

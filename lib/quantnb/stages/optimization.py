@@ -312,7 +312,7 @@ def run_optimization(params: OptimizationParams) -> OptimizationResult:
         counts = _counts(study)
         remaining = max(target - counts["finished"] - counts["running"], 0)
         logger.info("Study {} in {}: {} finished trial(s), {} running in other workers, {} queued again after a "
-                    "kill ({} now), {} to run here at most", name, params.storage.split("?")[0], counts["finished"],
+                    "kill ({} now), {} more to start", name, params.storage.split("?")[0], counts["finished"],
                     counts["running"], counts["waiting"], len(recovered), remaining)
         ctx.set_total(target)
         for t in study.get_trials(deepcopy=False, states=_FINISHED):
@@ -328,15 +328,25 @@ def run_optimization(params: OptimizationParams) -> OptimizationResult:
             logger.info("Trial {} {} (value {}); best so far: {}", trial.number, state, trial.value,
                         _best(study))
 
+        failures_here = [0]
+
         def stop_when_enough(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            """Stop at ``target`` finished trials, counting the running ones of live workers.
+
+            Not a fixed number of trials per worker: when another worker dies, this one runs its
+            retried trial and the trials it would have run. A worker whose own trials failed
+            ``target`` times gives up (a bug, not bad luck).
+            """
+            failures_here[0] += trial.state == TrialState.FAIL
             recover_dead_trials(study)  # a worker that died meanwhile: its trial is queued again, and counted
             c = _counts(study)
-            if c["finished"] >= target or (not c["waiting"] and c["finished"] + c["running"] >= target):
+            if (c["finished"] >= target or (not c["waiting"] and c["finished"] + c["running"] >= target)
+                    or failures_here[0] >= target):
                 study.stop()
 
-        if remaining:
+        if remaining or counts["waiting"]:
             study.optimize(_Objective(params, ctx, labelled, int(label_cfg["lookahead_min"])),
-                           n_trials=remaining, timeout=params.timeout_s, catch=(Exception,),
+                           n_trials=None, timeout=params.timeout_s, catch=(Exception,),
                            callbacks=[on_trial, stop_when_enough], gc_after_trial=True)
         if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             raise QuantnbError(f"study {name}: no trial completed; widen the search space or raise n_trials")
