@@ -72,9 +72,9 @@ def test_study_killed_twice_at_seeded_random_points_resumes_to_the_uninterrupted
     retries = [t for t in trials if "failed_trial" in t.system_attrs]
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     assert len(retries) == len(failed), "every trial a kill left behind is retried, and only those"
-    for r in retries:  # a retry keeps its original's setting (when the original had drawn one)
+    for r in retries:  # a retry keeps what its original had drawn (a kill may land between two parameters)
         original = next(t for t in trials if t.number == r.system_attrs["failed_trial"])
-        assert not original.params or original.params == r.params
+        assert original.params.items() <= r.params.items()
     record = json.loads((root / "runs" / run_id / "run.json").read_text())
     assert record["status"] == "completed" and record["results"]["finished_trials"] == N_TRIALS
 
@@ -109,7 +109,14 @@ def test_a_trial_left_running_by_a_dead_worker_is_retried_with_its_setting(tmp_p
     import subprocess
     import sys
 
-    from quantnb.stages._study import KEY_ATTR, OWNER_ATTR, recover_dead_trials, trial_key, worker_identity
+    from quantnb.stages._study import (
+        KEY_ATTR,
+        KILLED_ATTR,
+        OWNER_ATTR,
+        recover_dead_trials,
+        trial_key,
+        worker_identity,
+    )
     from quantnb.stages.optimization import open_study
 
     study = open_study("sqlite:///s.db", "retry", 0, 1, tmp_path)
@@ -129,3 +136,12 @@ def test_a_trial_left_running_by_a_dead_worker_is_retried_with_its_setting(tmp_p
     assert fresh.number == 2 and fresh.params == trials[0].params
     new = study.ask()
     assert trial_key(study.get_trials(deepcopy=False), study.get_trials(deepcopy=False)[3]) == 2 == new.number - 1
+    # a recovery killed between failing a trial and queuing its retry: the next recovery queues it
+    orphan = study.ask()
+    orphan.set_user_attr(OWNER_ATTR, {**worker_identity(), "pid": dead.pid})
+    study._storage.set_trial_system_attr(orphan._trial_id, KILLED_ATTR, True)
+    study.tell(orphan, state=TrialState.FAIL)
+    assert recover_dead_trials(study) == [orphan.number]
+    assert recover_dead_trials(study) == []
+    (retry,) = [t for t in study.get_trials(deepcopy=False) if t.system_attrs.get("failed_trial") == orphan.number]
+    assert retry.state == TrialState.WAITING and retry.user_attrs[KEY_ATTR] == 3

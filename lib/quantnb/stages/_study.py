@@ -12,7 +12,9 @@ What makes a study reproducible under kills and shareable by several workers:
 * **Retries.** A RUNNING trial whose worker is dead (same host: its pid is gone; another host:
   Optuna's heartbeat is older than the grace period) is marked FAIL and re-enqueued as a WAITING
   trial with its own parameters (:class:`RetryKilledTrial`, the attributes of Optuna's
-  ``RetryHeartbeatStaleTrialCallback``), which the next worker picks up first.
+  ``RetryHeartbeatStaleTrialCallback``), which the next worker picks up first. Every worker of a
+  study must therefore be a quantnb worker: a trial with no worker identity that has run longer
+  than the grace period is taken for one whose worker died before writing it.
 """
 
 from __future__ import annotations
@@ -36,12 +38,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from quantnb.errors import ConfigError
 
-__all__ = ["OWNER_ATTR", "KEY_ATTR", "PASSWORD_ENV", "TrialSeededSampler", "RetryKilledTrial", "trial_key",
-           "recover_dead_trials", "check_storage_url", "rdb_storage", "finished_outcome", "space_size",
+__all__ = ["OWNER_ATTR", "KEY_ATTR", "KILLED_ATTR", "PASSWORD_ENV", "TrialSeededSampler", "RetryKilledTrial",
+           "trial_key", "recover_dead_trials", "check_storage_url", "rdb_storage", "finished_outcome", "space_size",
            "worker_identity"]
 
 OWNER_ATTR = "worker"      # user attr: host, boot time, pid and pid start time of the process running the trial
 KEY_ATTR = "trial_key"     # user attr: the trial's identity (see the module docstring)
+KILLED_ATTR = "quantnb:killed"  # system attr: failed because its worker died (set before the FAIL)
 PASSWORD_ENV = "QUANTNB_OPTUNA_STORAGE_PASSWORD"
 HEARTBEAT_INTERVAL_S = 5
 GRACE_PERIOD_S = 20
@@ -169,7 +172,8 @@ class RetryKilledTrial:
             logger.error("Trial {} was killed {} times with {}; not retried again", trial.number, len(history),
                          trial.params)
             return
-        system_attrs = {**{k: v for k, v in trial.system_attrs.items() if not k.startswith("tpe:")},
+        system_attrs = {**{k: v for k, v in trial.system_attrs.items()
+                           if not k.startswith("tpe:") and k != KILLED_ATTR},
                         "failed_trial": trial.system_attrs.get("failed_trial", trial.number),
                         "retry_history": history}
         user_attrs = {k: v for k, v in trial.user_attrs.items() if k != OWNER_ATTR}
@@ -185,21 +189,34 @@ def recover_dead_trials(study: optuna.Study, grace_s: float = GRACE_PERIOD_S,
                         retry: RetryKilledTrial | None = None) -> list[int]:
     """Fail the RUNNING trials whose worker is dead and queue a retry of each; return their numbers.
 
-    Safe with several workers: only the one whose FAIL is stored first queues the retry.
+    Safe with several workers: only the one whose FAIL is stored first queues the retry. The
+    trial is marked ``KILLED_ATTR`` before it is failed, so a recovery killed between the FAIL
+    and the retry is completed by the next one (a FAIL trial marked killed that no retry names).
     """
     retry = retry or RetryKilledTrial()
     recovered = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if not _owner_dead(t, grace_s):
             continue
+        study._storage.set_trial_system_attr(t._trial_id, KILLED_ATTR, True)
         try:
             study.tell(t.number, state=TrialState.FAIL)
         except (ValueError, RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
             continue  # another worker got there first (or the trial just finished)
-        failed = next(u for u in study.get_trials(deepcopy=True) if u.number == t.number)
-        retry(study, failed)
+        retry(study, _frozen(study, t.number))
         recovered.append(t.number)
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    for t in trials:  # a FAIL left by a recovery that was itself killed before queuing the retry
+        if (t.state == TrialState.FAIL and t.system_attrs.get(KILLED_ATTR) and t.number not in retried
+                and len(t.system_attrs.get("retry_history", [])) < retry.max_retry):
+            retry(study, _frozen(study, t.number))
+            recovered.append(t.number)
     return recovered
+
+
+def _frozen(study: optuna.Study, number: int) -> FrozenTrial:
+    return next(u for u in study.get_trials(deepcopy=True) if u.number == number)
 
 
 # -- the sampler ---------------------------------------------------------------------------
