@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -41,14 +42,15 @@ def test_study_killed_twice_at_seeded_random_points_resumes_to_the_uninterrupted
     root = make_project(tmp_path / "killed")
     write_labelled_month_slice(root)
     storage = sqlite_url(root)
-    rng = random.Random(20261130)
+    rng = random.Random(int(os.environ.get("QUANTNB_TEST_KILL_SEED", "20261130")))  # other seeds: other points
     args = ["-p", "labelled_dir", labelled, "-p", "n_trials", str(N_TRIALS), *SMALL_STUDY_CLI]
     run_id, kills = None, []
     for attempt in range(2):  # kill the first run, then the resumed one, each at a seeded random point
         proc = cli(root, *(["--resume", run_id] if run_id else args))
         study = load(storage, labelled)
         existing = len(study.get_trials(deepcopy=False)) if study else 0
-        at_trial = existing + rng.randrange(0, 2)  # while this trial runs (or between it and the next)
+        # while this trial runs (or between it and the next): the first kill anywhere in the study
+        at_trial = existing + rng.randrange(0, N_TRIALS - 1 if attempt == 0 else 2)
         delay_s = rng.uniform(0.0, 1.2)
         if wait_for_running_trial(storage, labelled, at_trial, proc):
             time.sleep(delay_s)

@@ -24,8 +24,6 @@ import hashlib
 import itertools
 import os
 import socket
-import time
-import warnings
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -39,15 +37,15 @@ from optuna.trial import FrozenTrial, TrialState
 from quantnb.errors import ConfigError
 
 __all__ = ["OWNER_ATTR", "KEY_ATTR", "KILLED_ATTR", "PASSWORD_ENV", "TrialSeededSampler", "RetryKilledTrial",
-           "trial_key", "recover_dead_trials", "check_storage_url", "rdb_storage", "finished_outcome", "space_size",
-           "worker_identity"]
+           "trial_key", "recover_dead_trials", "check_storage_url", "server_kwargs", "refuse_password_error",
+           "finished_outcome", "space_size", "worker_identity"]
 
 OWNER_ATTR = "worker"      # user attr: host, boot time, pid and pid start time of the process running the trial
 KEY_ATTR = "trial_key"     # user attr: the trial's identity (see the module docstring)
 KILLED_ATTR = "quantnb:killed"  # system attr: failed because its worker died (set before the FAIL)
 PASSWORD_ENV = "QUANTNB_OPTUNA_STORAGE_PASSWORD"
-HEARTBEAT_INTERVAL_S = 5
-GRACE_PERIOD_S = 20
+HEARTBEAT_INTERVAL_S = 5  # what optimization._rdb_storage sets
+GRACE_PERIOD_S = 20       # idem; also the age of a trial without a worker identity taken as dead
 MAX_RETRIES = 3
 _LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 
@@ -75,38 +73,26 @@ def check_storage_url(storage: str) -> str:
     return storage
 
 
-def rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 5) -> optuna.storages.RDBStorage:
-    """Open an RDB storage with heartbeats and killed-trial retries.
+def server_kwargs(url: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Add to RDBStorage ``kwargs`` what a server database needs.
 
-    Retries while another worker is creating the same schema (they race). For a server database
-    the password is taken from :data:`PASSWORD_ENV` when set and passed to the driver, never
-    put in the URL.
+    That is the password from :data:`PASSWORD_ENV` (handed to the driver, never put in the URL;
+    libpq reads ``PGPASSWORD`` itself) and a pre-ping of pooled connections.
     """
-    import sqlalchemy.exc
-
-    if not url.startswith("sqlite") and os.environ.get(PASSWORD_ENV):
-        engine = kwargs.setdefault("engine_kwargs", {})
-        engine.setdefault("connect_args", {})["password"] = os.environ[PASSWORD_ENV]
     if not url.startswith("sqlite"):
-        kwargs.setdefault("engine_kwargs", {}).setdefault("pool_pre_ping", True)
-    for attempt in range(1, attempts + 1):
-        try:
-            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5; we rely on them knowingly
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
-                    url, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
-                    heartbeat_stale_trial_callback=RetryKilledTrial(), **kwargs)
-        except sqlalchemy.exc.SQLAlchemyError as exc:
-            if "password" in str(exc).lower():  # the server wants one (or another): retrying will not help
-                raise ConfigError(
-                    f"storage {url}: the database refused the connection ({str(exc).splitlines()[0][-160:]}); "
-                    f"set {PASSWORD_ENV} (or PGPASSWORD) to the database user's password") from None
-            if attempt == attempts:
-                raise
-            logger.warning("Storage not ready ({}: {}); retry {}/{}", type(exc).__name__,
-                           str(exc).splitlines()[0][:120], attempt, attempts - 1)
-            time.sleep(0.5 * attempt)
-    raise AssertionError("unreachable")
+        engine = kwargs.setdefault("engine_kwargs", {})
+        engine.setdefault("pool_pre_ping", True)
+        if os.environ.get(PASSWORD_ENV):
+            engine.setdefault("connect_args", {})["password"] = os.environ[PASSWORD_ENV]
+    return kwargs
+
+
+def refuse_password_error(url: str, exc: Exception) -> None:
+    """Raise :class:`ConfigError` if ``exc`` says the server wants a (another) password: retrying won't help."""
+    if "password" in str(exc).lower():
+        raise ConfigError(
+            f"storage {url}: the database refused the connection ({str(exc).splitlines()[0][-160:]}); "
+            f"set {PASSWORD_ENV} (or PGPASSWORD) to the database user's password") from None
 
 
 # -- trial identity ----------------------------------------------------------------------

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -39,11 +40,13 @@ from quantnb.stages._labelled import load_labelled
 from quantnb.stages._study import (
     KEY_ATTR,
     OWNER_ATTR,
+    RetryKilledTrial,
     TrialSeededSampler,
     check_storage_url,
     finished_outcome,
-    rdb_storage,
     recover_dead_trials,
+    refuse_password_error,
+    server_kwargs,
     space_size,
     trial_key,
     worker_identity,
@@ -161,7 +164,7 @@ def open_study(storage: str, study_name: str, seed: int, startup_trials: int, ro
             db.parent.mkdir(parents=True, exist_ok=True)
             storage = f"sqlite:///{db}"
             kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
-        store = rdb_storage(storage, kwargs)
+        store = _rdb_storage(storage, server_kwargs(storage, kwargs))
     study = optuna.create_study(
         study_name=study_name, storage=store, direction="maximize", load_if_exists=True,
         sampler=TrialSeededSampler(seed, space or {}),
@@ -172,6 +175,35 @@ def open_study(storage: str, study_name: str, seed: int, startup_trials: int, ro
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(["f1_macro"])
     return study
+
+
+def _rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 5) -> optuna.storages.RDBStorage:
+    """Open an RDB storage; retry while another worker is creating the same schema (they race).
+
+    Heartbeats every 5 s; a trial whose heartbeat is 20 s old is failed and queued again with its own
+    parameters (:class:`~quantnb.stages._study.RetryKilledTrial`).
+
+    Raises
+    ------
+    ConfigError
+        If the server refuses the password (or gets none).
+    """
+    import sqlalchemy.exc
+
+    for attempt in range(1, attempts + 1):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5; we rely on them knowingly
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=5, grace_period=20,
+                                                  heartbeat_stale_trial_callback=RetryKilledTrial(), **kwargs)
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            refuse_password_error(url, exc)
+            if attempt == attempts:
+                raise
+            logger.warning("Storage not ready ({}: {}); retry {}/{}", type(exc).__name__,
+                           str(exc).splitlines()[0][:120], attempt, attempts - 1)
+            time.sleep(0.5 * attempt)
+    raise AssertionError("unreachable")
 
 
 def search_space(params: OptimizationParams) -> dict[str, optuna.distributions.BaseDistribution]:
