@@ -122,6 +122,7 @@ def test_a_trial_left_running_by_a_dead_worker_is_retried_with_its_setting(tmp_p
     from quantnb.stages.optimization import open_study
 
     study = open_study("sqlite:///s.db", "retry", 0, 1, tmp_path)
+    assert study.metric_names == ["f1_macro"]  # what optuna-dashboard shows
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     for owner in ({**worker_identity(), "pid": dead.pid}, worker_identity()):  # a dead one, then this process
@@ -147,3 +148,25 @@ def test_a_trial_left_running_by_a_dead_worker_is_retried_with_its_setting(tmp_p
     assert recover_dead_trials(study) == []
     (retry,) = [t for t in study.get_trials(deepcopy=False) if t.system_attrs.get("failed_trial") == orphan.number]
     assert retry.state == TrialState.WAITING and retry.user_attrs[KEY_ATTR] == 3
+
+
+def test_a_small_finite_space_is_covered_without_repeats_and_its_size_caps_the_study(tmp_path: Path):
+    import optuna
+
+    from quantnb.stages._study import TrialSeededSampler, space_size
+    from quantnb.stages.optimization import _target_trials
+
+    space = {"a": optuna.distributions.CategoricalDistribution([1, 2, 3]),
+             "b": optuna.distributions.CategoricalDistribution(["x", "y"]),
+             "c": optuna.distributions.FloatDistribution(0.5, 0.5)}
+    assert space_size(space) == 6 and _target_trials(10, space) == 6 and _target_trials(4, space) == 4
+
+    def run(seed: int) -> list[tuple]:
+        study = optuna.create_study(sampler=TrialSeededSampler(seed, space))
+        study.optimize(lambda t: t.suggest_categorical("a", [1, 2, 3]) + len(t.suggest_categorical("b", ["x", "y"]))
+                       + t.suggest_float("c", 0.5, 0.5), n_trials=6)
+        return [tuple(sorted(t.params.items())) for t in study.trials]
+
+    settings = run(3)
+    assert len(set(settings)) == 6  # every setting once, though random draws collide often in 6
+    assert run(3) == settings and run(4) != settings  # the seed decides, nothing else
