@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import make_project
+from tests.conftest import make_project, run_cli
 from tests.stages._opt_helpers import (
     FINISHED,
     SMALL_STUDY_CLI,
@@ -104,6 +104,11 @@ def test_storage_url_with_a_password_is_refused_before_anything_is_written(tmp_p
         assert "s3cr3t-pw" not in str(err.value)
     ok = OptimizationParams.parse({"storage": "postgresql+psycopg://quantnb@127.0.0.1:5432/optuna"})
     assert ok.storage.endswith("/optuna")
+    root = make_project(tmp_path / "proj")
+    out = run_cli("run", "optimization", "-p", "storage", "postgresql+psycopg://quantnb:s3cr3t-pw@127.0.0.1/optuna",
+                  cwd=root)
+    assert out.returncode == 2 and "QUANTNB_OPTUNA_STORAGE_PASSWORD" in out.stderr
+    assert "s3cr3t-pw" not in out.stdout + out.stderr and not (root / "runs").exists()
 
 
 def test_a_trial_left_running_by_a_dead_worker_is_retried_with_its_setting(tmp_path: Path):
