@@ -175,3 +175,29 @@ def test_a_small_finite_space_is_covered_without_repeats_and_its_size_caps_the_s
     settings = run(3)
     assert len(set(settings)) == 6  # every setting once, though random draws collide often in 6
     assert run(3) == settings and run(4) != settings  # the seed decides, nothing else
+
+
+def test_a_trial_of_another_machine_is_retried_once_its_heartbeat_is_stale(tmp_path: Path):
+    import warnings
+
+    import optuna
+
+    from quantnb.stages._study import OWNER_ATTR, RetryKilledTrial, recover_dead_trials, worker_identity
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/h.db", heartbeat_interval=1, grace_period=1,
+                                             heartbeat_stale_trial_callback=RetryKilledTrial())
+        study = optuna.create_study(storage=storage)
+        trial = study.ask()
+    trial.set_user_attr(OWNER_ATTR, {**worker_identity(), "host": "another-machine"})
+    trial.suggest_int("n", 1, 9)
+    storage.record_heartbeat(trial._trial_id)
+    assert recover_dead_trials(study) == []  # not ours to judge by pid: its heartbeat is fresh
+    time.sleep(2.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        optuna.storages.fail_stale_trials(study)  # what Study.optimize runs before each trial
+    first, retry = study.get_trials(deepcopy=False)
+    assert first.state == TrialState.FAIL and retry.state == TrialState.WAITING
+    assert retry.params == first.params and retry.system_attrs["failed_trial"] == 0

@@ -45,7 +45,9 @@ KEY_ATTR = "trial_key"     # user attr: the trial's identity (see the module doc
 KILLED_ATTR = "quantnb:killed"  # system attr: failed because its worker died (set before the FAIL)
 PASSWORD_ENV = "QUANTNB_OPTUNA_STORAGE_PASSWORD"
 HEARTBEAT_INTERVAL_S = 5  # what optimization._rdb_storage sets
-GRACE_PERIOD_S = 20       # idem; also the age of a trial without a worker identity taken as dead
+# heartbeat age after which a trial of another machine is taken as dead (long: a loaded machine may delay
+# a heartbeat); also the age of a trial without a worker identity taken as dead
+GRACE_PERIOD_S = 60
 MAX_RETRIES = 3
 _LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 

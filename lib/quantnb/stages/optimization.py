@@ -38,6 +38,8 @@ from quantnb.research import PreparedData, prepare_datasets
 from quantnb.runlog import RunContext, atomic_write_json, is_interrupt, start_run
 from quantnb.stages._labelled import load_labelled
 from quantnb.stages._study import (
+    GRACE_PERIOD_S,
+    HEARTBEAT_INTERVAL_S,
     KEY_ATTR,
     OWNER_ATTR,
     RetryKilledTrial,
@@ -180,7 +182,7 @@ def open_study(storage: str, study_name: str, seed: int, startup_trials: int, ro
 def _rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 5) -> optuna.storages.RDBStorage:
     """Open an RDB storage; retry while another worker is creating the same schema (they race).
 
-    Heartbeats every 5 s; a trial whose heartbeat is 20 s old is failed and queued again with its own
+    Heartbeats every 5 s; a trial whose heartbeat is 60 s old is failed and queued again with its own
     parameters (:class:`~quantnb.stages._study.RetryKilledTrial`).
 
     Raises
@@ -194,8 +196,9 @@ def _rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 5) -> optuna.
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5; we rely on them knowingly
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, heartbeat_interval=5, grace_period=20,
-                                                  heartbeat_stale_trial_callback=RetryKilledTrial(), **kwargs)
+                return optuna.storages.RDBStorage(
+                    url, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
+                    heartbeat_stale_trial_callback=RetryKilledTrial(), **kwargs)
         except sqlalchemy.exc.SQLAlchemyError as exc:
             refuse_password_error(url, exc)
             if attempt == attempts:
