@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 import types
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
@@ -19,6 +20,9 @@ from quantnb.errors import ConfigError
 __all__ = ["StageParams", "load_yaml_params"]
 
 _IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
+_URL_PASSWORD = re.compile(r"(://[^/@\s:]*:)[^/@\s]*@|((?<=[?&])password=)[^&\s'\"]*", re.IGNORECASE)  # echoed inputs
+
+
 # Parameters naming a run or a study: one path component, never a path.
 _ID_FIELDS = frozenset({"run_id", "train_id", "target_run_id", "study_name"})
 # Parameters naming where a stage writes: inside the project directory.
@@ -214,7 +218,9 @@ class StageParams(BaseModel):
             elif not err["loc"]:  # a cross-field rule: its message names the fields and values
                 lines.append(f"  - {str(err['msg']).removeprefix('Value error, ')}")
             else:
-                lines.append(f"  - {name}={err.get('input')!r}: {err['msg']}")
+                shown = _URL_PASSWORD.sub(lambda m: f"{m.group(1) or m.group(2)}***" + ("@" if m.group(1) else ""),
+                                          repr(err.get("input")))
+                lines.append(f"  - {name}={shown}: {err['msg']}")
         return "\n".join(lines)
 
     @classmethod

@@ -32,3 +32,12 @@ def write_labelled_month_slice(root: Path, n_days: int = 3) -> str:
 def labelled_project(tmp_path: Path) -> tuple[Path, str]:
     root = make_project(tmp_path / "proj")
     return root, write_labelled_month_slice(root)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL server for the session (quantnb.testing.postgres); tests use their own study names."""
+    from quantnb.testing.postgres import postgres_server
+
+    with postgres_server() as server:
+        yield server

@@ -1,10 +1,20 @@
 """Optimization stage: an Optuna search, with pruning, over the hybrid TCN-LSTM classifier.
 
-The study lives in ``storage`` (SQLite by default, any SQLAlchemy URL, or an Optuna journal
-file ending in ``.log``/``.jsonl``) under a name derived from the label suffix, and is loaded if it
-exists: a killed optimization resumes and its finished trials count toward ``n_trials``;
-several processes on one storage share the study. Each trial reports validation F1 macro
-every epoch, so the MedianPruner stops weak trials early.
+The study lives in ``storage`` (SQLite by default, any SQLAlchemy URL such as PostgreSQL's
+``postgresql+psycopg://user@host/db``, or an Optuna journal file ending in ``.log``/``.jsonl``)
+under a name derived from the label suffix, and is loaded if it exists. Each trial reports
+validation F1 macro every epoch, so the MedianPruner stops weak trials early.
+
+Kills and several workers (the rules are in :mod:`quantnb.stages._study`):
+
+* a study killed at any point (runner, kernel, workers) and resumed, or run again with the same
+  parameters, ends with the same finished trials as an uninterrupted one: settings are drawn from
+  ``(seed, trial key)``, a trial left RUNNING by a dead worker is failed and retried with its own
+  parameters, and training is seeded by the trial key, which a retry keeps
+  (:func:`~quantnb.stages._study.finished_outcome` is what "the same" compares);
+* several processes (or machines) on one storage and study name share it: no two trials get the
+  same setting while the space has others, and the study stops at ``n_trials`` finished trials
+  (one more at most when two workers start their last trial at the same instant).
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ from typing import Any
 import optuna
 from loguru import logger
 from optuna.trial import TrialState
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator
 
 from quantnb.config import StageParams
 from quantnb.errors import ConfigError, QuantnbError
@@ -27,9 +37,25 @@ from quantnb.models import HybridTCNLSTM, TrainConfig, Trainer, seed_everything
 from quantnb.research import PreparedData, prepare_datasets
 from quantnb.runlog import RunContext, atomic_write_json, is_interrupt, start_run
 from quantnb.stages._labelled import load_labelled
+from quantnb.stages._study import (
+    GRACE_PERIOD_S,
+    HEARTBEAT_INTERVAL_S,
+    KEY_ATTR,
+    OWNER_ATTR,
+    RetryKilledTrial,
+    TrialSeededSampler,
+    check_storage_url,
+    finished_outcome,
+    recover_dead_trials,
+    refuse_password_error,
+    server_kwargs,
+    space_size,
+    trial_key,
+    worker_identity,
+)
 
 __all__ = ["OptimizationParams", "OptimizationResult", "run_optimization", "open_study", "search_space",
-           "check_study_compatible"]
+           "check_study_compatible", "finished_outcome"]
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -40,11 +66,12 @@ class OptimizationParams(StageParams):
     stage = "optimization"
     labelled_dir: str = Field("data/labelled/SELL_0004_BUY_0008_1h", description="Output of the labelling stage.")
     storage: str = Field("sqlite:///runs/optuna/optuna.db",
-                         description="SQLAlchemy URL (relative sqlite paths from the project) or a journal file.")
+                         description="SQLAlchemy URL (relative sqlite paths from the project) or a journal file; "
+                                     "no password in it: QUANTNB_OPTUNA_STORAGE_PASSWORD or PGPASSWORD.")
     study_name: str | None = Field(None, description="Default: tcnlstm_<label suffix>.")
     n_trials: PositiveInt = Field(6, description="Finished (complete or pruned) trials the study should reach.")
     timeout_s: PositiveFloat | None = Field(None, description="Stop starting trials after this many seconds.")
-    seed: int = Field(42, ge=0, description="Seed of the TPE sampler and of each trial's training.")
+    seed: int = Field(42, ge=0, description="Seed of the sampler and of each trial's training (with the trial key).")
     epochs_per_trial: PositiveInt = Field(3, description="Maximum epochs of one trial.")
     patience: PositiveInt = Field(2, description="Early-stopping patience inside a trial, epochs.")
     train_frac: float = Field(0.7, gt=0, lt=1, description="Chronological train fraction.")
@@ -62,6 +89,11 @@ class OptimizationParams(StageParams):
     lstm_layers: PositiveInt = Field(1, description="Fixed LSTM layers.")
     pruner_startup_trials: int = Field(2, ge=0, description="Trials before the MedianPruner may prune.")
     num_threads: PositiveInt | None = Field(None, description="torch threads per trial; None keeps torch's.")
+
+    @field_validator("storage")
+    @classmethod
+    def _no_password_in_storage(cls, value: str) -> str:
+        return check_storage_url(value)
 
     def run_suffix(self) -> str:
         """Return the label suffix of ``labelled_dir``."""
@@ -90,23 +122,38 @@ class OptimizationResult:
         return self.trials
 
 
-def open_study(storage: str, study_name: str, seed: int, startup_trials: int, root: Path) -> optuna.Study:
-    """Create or load a study with a seeded TPE sampler and a MedianPruner.
+def open_study(storage: str, study_name: str, seed: int, startup_trials: int, root: Path,
+               space: dict[str, optuna.distributions.BaseDistribution] | None = None) -> optuna.Study:
+    """Create or load a study with a :class:`~quantnb.stages._study.TrialSeededSampler` and a MedianPruner.
 
     Parameters
     ----------
     storage : str
-        ``sqlite:///relative/path.db`` (resolved against ``root``), any SQLAlchemy URL, or a
-        journal file path ending in ``.log`` or ``.jsonl``.
+        ``sqlite:///relative/path.db`` (resolved against ``root``), any SQLAlchemy URL (for
+        PostgreSQL ``postgresql+psycopg://user@host:5432/db``, its password in the environment:
+        ``QUANTNB_OPTUNA_STORAGE_PASSWORD`` or ``PGPASSWORD``), or a journal file path ending in
+        ``.log`` or ``.jsonl``.
     study_name : str
         Loaded if it exists.
     seed : int
-        TPE sampler seed.
+        Sampler seed; each trial draws from ``(seed, trial key)``.
     startup_trials : int
         Trials the MedianPruner waits for before pruning.
     root : pathlib.Path
         Project directory.
+    space : dict of str to BaseDistribution, optional
+        The whole search space (:func:`search_space`), drawn at once per trial so that no
+        setting repeats; without it the sampler draws parameter by parameter.
+
+    Raises
+    ------
+    ConfigError
+        If ``storage`` carries a password.
     """
+    try:
+        check_storage_url(storage)
+    except ValueError as exc:
+        raise ConfigError(f"storage: {exc}") from None
     if storage.endswith((".log", ".jsonl")) and "://" not in storage:
         path = root / storage
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,12 +166,47 @@ def open_study(storage: str, study_name: str, seed: int, startup_trials: int, ro
             db.parent.mkdir(parents=True, exist_ok=True)
             storage = f"sqlite:///{db}"
             kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
-        store = _rdb_storage(storage, kwargs)
-    return optuna.create_study(
+        store = _rdb_storage(storage, server_kwargs(storage, kwargs))
+    study = optuna.create_study(
         study_name=study_name, storage=store, direction="maximize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=seed),
+        sampler=TrialSeededSampler(seed, space or {}),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=0),
     )
+    if study.metric_names != ["f1_macro"]:
+        with warnings.catch_warnings():  # "experimental" in Optuna 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(["f1_macro"])
+    return study
+
+
+def _rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 5) -> optuna.storages.RDBStorage:
+    """Open an RDB storage; retry while another worker is creating the same schema (they race).
+
+    Heartbeats every 5 s; a trial whose heartbeat is 60 s old is failed and queued again with its own
+    parameters (:class:`~quantnb.stages._study.RetryKilledTrial`).
+
+    Raises
+    ------
+    ConfigError
+        If the server refuses the password (or gets none).
+    """
+    import sqlalchemy.exc
+
+    for attempt in range(1, attempts + 1):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5; we rely on them knowingly
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
+                    heartbeat_stale_trial_callback=RetryKilledTrial(), **kwargs)
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            refuse_password_error(url, exc)
+            if attempt == attempts:
+                raise
+            logger.warning("Storage not ready ({}: {}); retry {}/{}", type(exc).__name__,
+                           str(exc).splitlines()[0][:120], attempt, attempts - 1)
+            time.sleep(0.5 * attempt)
+    raise AssertionError("unreachable")
 
 
 def search_space(params: OptimizationParams) -> dict[str, optuna.distributions.BaseDistribution]:
@@ -171,24 +253,6 @@ def check_study_compatible(study: optuna.Study, params: OptimizationParams) -> N
                           f"{diff}; use the same settings or pass a new study_name")
 
 
-def _rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 5) -> optuna.storages.RDBStorage:
-    """Open an RDB storage; retry while another worker is creating the same schema (they race)."""
-    import sqlalchemy.exc
-
-    for attempt in range(1, attempts + 1):
-        try:
-            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5; we rely on them knowingly
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, heartbeat_interval=5, grace_period=20, **kwargs)
-        except sqlalchemy.exc.SQLAlchemyError as exc:
-            if attempt == attempts:
-                raise
-            logger.warning("Storage not ready ({}: {}); retry {}/{}", type(exc).__name__,
-                           str(exc).splitlines()[0][:120], attempt, attempts - 1)
-            time.sleep(0.5 * attempt)
-    raise AssertionError("unreachable")
-
-
 class _Objective:
     def __init__(self, params: OptimizationParams, ctx: RunContext, labelled: Any, lookahead_min: int):
         self.p, self.ctx, self.labelled, self.lookahead_min = params, ctx, labelled, lookahead_min
@@ -210,10 +274,17 @@ class _Objective:
         return out
 
     def __call__(self, trial: optuna.Trial) -> float:
+        trial.set_user_attr(OWNER_ATTR, worker_identity())  # first: a dead worker's trial is found by this
+        trials = trial.study.get_trials(deepcopy=False)
+        frozen = next(t for t in trials if t.number == trial.number)
+        key = trial_key(trials, frozen)
+        trial.set_user_attr(KEY_ATTR, key)
         hp = self.sample(trial)
-        logger.info("Trial {} started: {}", trial.number, hp)
+        retry_of = frozen.system_attrs.get("failed_trial")
+        logger.info("Trial {} started (key {}{}): {}", trial.number, key,
+                    f", retry of trial {retry_of}" if retry_of is not None else "", hp)
         try:
-            return self._train(trial, hp)
+            return self._train(trial, hp, key)
         except optuna.TrialPruned:
             raise
         except Exception as exc:
@@ -228,15 +299,15 @@ class _Objective:
             logger.opt(exception=exc).error("Trial {} failed: {}: {}", trial.number, type(exc).__name__, exc)
             raise
 
-    def _train(self, trial: optuna.Trial, hp: dict[str, Any]) -> float:
+    def _train(self, trial: optuna.Trial, hp: dict[str, Any], key: int) -> float:
         p = self.p
         data = self.data(hp["seq_len"])
-        seed_everything(p.seed + trial.number)
+        seed_everything(p.seed + key)  # the key, not the number: a retry trains exactly as its original
         model = HybridTCNLSTM(len(data.features), tcn_channels=hp["tcn_channels"], kernel_size=p.kernel_size,
                               n_blocks=p.n_blocks, dropout=hp["dropout"], lstm_hidden=hp["lstm_hidden"],
                               lstm_layers=p.lstm_layers)
         cfg = TrainConfig(epochs=p.epochs_per_trial, batch_size=hp["batch_size"], lr=hp["lr"], patience=p.patience,
-                          seed=p.seed + trial.number, num_threads=p.num_threads)
+                          seed=p.seed + key, num_threads=p.num_threads)
 
         def on_epoch(st: Any) -> None:
             trial.report(st.f1_macro, st.epoch)
@@ -268,13 +339,17 @@ def run_optimization(params: OptimizationParams) -> OptimizationResult:
     with start_run(params) as ctx:
         labelled, label_cfg = load_labelled(ctx.root, params.labelled_dir)
         name = params.resolved_study_name()
-        study = open_study(params.storage, name, params.seed, params.pruner_startup_trials, ctx.root)
+        space = search_space(params)
+        study = open_study(params.storage, name, params.seed, params.pruner_startup_trials, ctx.root, space=space)
         check_study_compatible(study, params)
-        finished = len(study.get_trials(deepcopy=False, states=_FINISHED))
-        remaining = max(params.n_trials - finished, 0)
-        logger.info("Study {} in {}: {} finished trial(s), {} to run", name, params.storage.split("?")[0],
-                    finished, remaining)
-        ctx.set_total(params.n_trials)
+        target = _target_trials(params.n_trials, space)
+        recovered = recover_dead_trials(study)
+        counts = _counts(study)
+        remaining = max(target - counts["finished"] - counts["running"], 0)
+        logger.info("Study {} in {}: {} finished trial(s), {} running in other workers, {} queued again after a "
+                    "kill ({} now), {} more to start", name, params.storage.split("?")[0], counts["finished"],
+                    counts["running"], counts["waiting"], len(recovered), remaining)
+        ctx.set_total(target)
         for t in study.get_trials(deepcopy=False, states=_FINISHED):
             ctx.checkpoint.mark_completed(f"trial-{t.number}")
 
@@ -288,11 +363,26 @@ def run_optimization(params: OptimizationParams) -> OptimizationResult:
             logger.info("Trial {} {} (value {}); best so far: {}", trial.number, state, trial.value,
                         _best(study))
 
-        if remaining:
+        failures_here = [0]
+
+        def stop_when_enough(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            """Stop at ``target`` finished trials, counting the running ones of live workers.
+
+            Not a fixed number of trials per worker: when another worker dies, this one runs its
+            retried trial and the trials it would have run. A worker whose own trials failed
+            ``target`` times gives up (a bug, not bad luck).
+            """
+            failures_here[0] += trial.state == TrialState.FAIL
+            recover_dead_trials(study)  # a worker that died meanwhile: its trial is queued again, and counted
+            c = _counts(study)
+            if (c["finished"] >= target or (not c["waiting"] and c["finished"] + c["running"] >= target)
+                    or failures_here[0] >= target):
+                study.stop()
+
+        if remaining or counts["waiting"]:
             study.optimize(_Objective(params, ctx, labelled, int(label_cfg["lookahead_min"])),
-                           n_trials=remaining, timeout=params.timeout_s, catch=(Exception,),
-                           callbacks=[on_trial, optuna.study.MaxTrialsCallback(params.n_trials, states=_FINISHED)],
-                           gc_after_trial=True)
+                           n_trials=None, timeout=params.timeout_s, catch=(Exception,),
+                           callbacks=[on_trial, stop_when_enough], gc_after_trial=True)
         if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             raise QuantnbError(f"study {name}: no trial completed; widen the search space or raise n_trials")
         best = study.best_trial
@@ -307,13 +397,29 @@ def run_optimization(params: OptimizationParams) -> OptimizationResult:
         logger.success("Best trial {}: val F1 macro {:.4f} with {}; written to {}", best.number, best.value,
                        payload["params"], path)
         ctx.add_output("best_params", ctx.run_dir / "best_params.json")
+        all_trials = study.get_trials(deepcopy=False)
         ctx.set_result(best_value=best.value, best_trial=best.number,
-                       trials=len(study.get_trials(deepcopy=False)))
-        ctx.record_metrics(best_f1_macro=best.value, best_trial=best.number,
-                           trials=len(study.get_trials(deepcopy=False)))
+                       finished_trials=sum(t.state in _FINISHED for t in all_trials), trials=len(all_trials),
+                       retried_trials=sum("failed_trial" in t.system_attrs for t in all_trials))
+        ctx.record_metrics(best_f1_macro=best.value, best_trial=best.number, trials=len(all_trials))
         trials = _trials_table(study)
     return OptimizationResult(ctx.run_id, name, float(best.value), payload["params"],
                               ctx.run_dir / "best_params.json", trials)
+
+
+def _target_trials(n_trials: int, space: dict[str, optuna.distributions.BaseDistribution]) -> int:
+    size = space_size(space)
+    if size is not None and size < n_trials:
+        logger.warning("The search space holds {} distinct settings only: the study stops at {} trials, not "
+                       "n_trials={}", size, size, n_trials)
+        return size
+    return n_trials
+
+
+def _counts(study: optuna.Study) -> dict[str, int]:
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    return {"finished": sum(s in _FINISHED for s in states), "running": states.count(TrialState.RUNNING),
+            "waiting": states.count(TrialState.WAITING)}
 
 
 def _best(study: optuna.Study) -> str:
@@ -338,6 +444,7 @@ def _trials_table(study: optuna.Study) -> Any:
     import polars as pl
 
     rows = [{"number": t.number, "state": t.state.name, "value": t.value,
-             "epochs": len(t.intermediate_values), **{k: str(v) for k, v in t.params.items()}}
+             "epochs": len(t.intermediate_values), "key": t.user_attrs.get(KEY_ATTR),
+             "retry_of": t.system_attrs.get("failed_trial"), **{k: str(v) for k, v in t.params.items()}}
             for t in study.get_trials(deepcopy=False)]
     return pl.DataFrame(rows) if rows else pl.DataFrame()
