@@ -1,14 +1,17 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
+from loguru import logger
 
 from quantnb.live._feed import ReplayProvider
 from quantnb.live._types import Bar
+from quantnb.retry import RetryPolicy
 from quantnb.rl import (
     MARKET_FEATURES,
     ActionInterpreter,
@@ -85,12 +88,35 @@ class PricedReplay(ReplayProvider):
         bar = super().next_bar(timeout_s)
         if bar is not None:
             factor = self.price_factor(self.step)
-            bar = dataclasses.replace(bar, close=bar.close * factor, next_open=None)
+            bar = dataclasses.replace(bar, open=bar.open * factor, high=bar.high * factor, low=bar.low * factor,
+                                      close=bar.close * factor, next_open=None)
             self.server.set_price("BTCUSDT", bar.close)
             self.step += 1
         return bar
 
 
+class RetryWaits:
+    """Collect the waits the retry policy logs (``retrying in X s``); stamina's test mode skips the sleeping."""
+
+    _PATTERN = re.compile(r"retrying in ([0-9.]+) s")
+
+    def __init__(self):
+        self.calls: list[float] = []
+        self._sink = logger.add(self._on_message, level="WARNING", format="{message}")
+
+    def _on_message(self, message) -> None:
+        m = self._PATTERN.search(str(message))
+        if m:
+            self.calls.append(float(m.group(1)))
+
+    def close(self) -> None:
+        logger.remove(self._sink)
+
+
+def fixed_retry(wait_s: float = 1.0, attempts: int = 4) -> RetryPolicy:
+    """A retry policy with a constant wait and no jitter (deterministic logged waits)."""
+    return RetryPolicy(attempts=attempts, wait_initial_s=wait_s, wait_exp_base=1.0, wait_jitter_s=0.0,
+                       timeout_s=None, what="test/retry")
 
 
 class RecordingSleep:
