@@ -41,3 +41,14 @@ def fake_keys(monkeypatch):
 @pytest.fixture
 def fast_retry(retry_waits):
     return fixed_retry(1.0), retry_waits
+
+
+@pytest.fixture
+def caplog_loguru():
+    """Messages logged at WARNING or above while the test runs."""
+    from loguru import logger
+
+    messages: list[str] = []
+    sink = logger.add(lambda m: messages.append(str(m)), level="WARNING", format="{level} {message}")
+    yield messages
+    logger.remove(sink)
