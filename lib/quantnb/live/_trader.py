@@ -238,6 +238,8 @@ class Trader:
                                            resumed=rec is not None, state_path=self.store.path)
         self._registro = CsvAppender(self.registro_path, REGISTRO_COLUMNS)
         feed = _FeatureFeed(self.agent, self.bar_interval_ms)
+        if st.last_bar_ms is not None:
+            self.provider.resume_after(st.last_bar_ms)
         try:
             try:
                 for bar in self.provider.warmup():
