@@ -143,7 +143,7 @@ class TraderState:
         out = dataclasses.asdict(self)
         out["version"] = STATE_VERSION
         out["trading_state"] = self.trading_state.value
-        return json.dumps(_nan_to_none(out), indent=1, sort_keys=True) + "\n"
+        return json.dumps(_nan_to_none(out), sort_keys=True) + "\n"
 
     @classmethod
     def from_json(cls, text: str, *, where: str = "<state>") -> TraderState:

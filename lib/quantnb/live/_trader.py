@@ -404,7 +404,8 @@ class Trader:
         if plan.side is not None:
             cid = f"qnb-{st.order_tag}-{step}"
             st.pending_orders = [PendingOrder(cid, plan.side, plan.qty, False, step, bar.open_time_ms, "bar")]
-            self._save()  # the intent, before the order is sent
+            if not isinstance(self.broker, PaperBroker):  # a paper fill lives in this process: the state of the
+                self._save()  # previous step already covers a kill; a venue's order needs its intent on disk first
             fill = self.retry.call(self.broker.market_order, plan.side, plan.qty, client_order_id=cid)
             if fill.qty <= 0:
                 fill = None
