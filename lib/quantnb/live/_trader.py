@@ -154,6 +154,7 @@ class Trader:
         self.st: TraderState | None = None
         self._registro: CsvAppender | None = None
         self._acct: AccountState | None = None
+        self._acct_estimated = False  # the account after a venue fill is estimated (realized PnL not read back)
         self._bar: Bar | None = None
         self._stats: SessionStats | None = None
 
@@ -201,7 +202,8 @@ class Trader:
         if self._acct is not None:
             a = self._acct
             st.account = {"balance_usd": a.balance_usd, "equity_usd": a.equity_usd, "position_qty": a.position_qty,
-                          "entry_price": a.entry_price}
+                          "entry_price": a.entry_price,
+                          "balance_estimated": float(self._acct_estimated)}
         if isinstance(self.broker, PaperBroker):
             st.paper = self.broker.snapshot()
         if self._registro is not None:
@@ -356,6 +358,7 @@ class Trader:
             st.last_close = bar.close
             self._bar = bar
         self._acct = info.account
+        self._acct_estimated = info.fill is not None and not self.broker.cheap_account
         self._save()
 
     def _count_fill(self, fill: Fill) -> None:
@@ -483,6 +486,7 @@ class Trader:
         st.pending_orders = [p for p in st.pending_orders if p.client_order_id != fill.client_order_id]
         st.step += 1
         self._acct = acct
+        self._acct_estimated = event != "reconcile_fill" and not self.broker.cheap_account
         if self._stats is not None:
             self._stats.end_equity_usd = acct.equity_usd
         self._save()
