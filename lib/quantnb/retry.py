@@ -169,7 +169,15 @@ class RetryPolicy:
                            failures, self.attempts, type(exc).__name__, exc, wait)
             return wait
 
-        for attempt in stamina.retry_context(on=hook, attempts=self.attempts, timeout=None):
+        try:  # fast path: a call that succeeds costs no retry machinery (the trader calls this every bar)
+            return fn(*args, **kwargs)
+        except TemporaryError as err:
+            wait = hook(err)
+            if wait is False:
+                raise
+        if not stamina.is_testing():
+            time.sleep(float(wait))
+        for attempt in stamina.retry_context(on=hook, attempts=self.attempts - 1, timeout=None):
             with attempt:
                 return fn(*args, **kwargs)
         raise AssertionError("unreachable")  # pragma: no cover - stamina re-raises the last error

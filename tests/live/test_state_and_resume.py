@@ -95,3 +95,26 @@ def test_an_unreadable_state_file_refuses_to_start_naming_the_file(tmp_path):
     state_path(tmp_path, "replay").write_text("{not json")
     with pytest.raises(ConfigError, match="state_replay.json.*fresh_start=True"):
         _trader(tmp_path, sample_bars(START + 5))[0].run()
+
+
+def test_state_store_replaces_atomically_leaves_no_stray_files_and_archives_the_content(tmp_path):
+    from quantnb.live import PendingOrder, TraderState
+
+    store = StateStore(tmp_path, "replay")
+    state = TraderState(mode="replay", session_ts="s", order_tag="t", peak_equity_usd=123.5)
+    for step in range(5):
+        state.step = step
+        state.pending_orders = [PendingOrder(f"qnb-t-{step}", "buy", 0.1, False, step, 0)]
+        store.save(state)
+    assert store.load().step == 4 and store.load().pending_orders[0].client_order_id == "qnb-t-4"
+    assert len(list(tmp_path.glob(".state_replay.*.json"))) == 1  # the previous data files are gone
+    (tmp_path / ".state_replay.999.1.json").write_text("left by a killed writer")
+    StateStore(tmp_path, "replay")
+    assert len(list(tmp_path.glob(".state_replay.*.json"))) == 1
+    archived = store.archive("test")
+    assert archived is not None and not archived.is_symlink() and json.loads(archived.read_text())["step"] == 4
+    assert store.load() is None and not list(tmp_path.glob(".state_replay.*.json"))
+    durable = StateStore(tmp_path, "testnet")  # testnet/live: temporary file, fsync, os.replace
+    assert durable.fsync and not store.fsync
+    durable.save(TraderState(mode="testnet", session_ts="s", order_tag="t"))
+    assert not durable.path.is_symlink() and durable.load().mode == "testnet"

@@ -141,7 +141,13 @@ def _registro_content(root: Path, train_id: str) -> list[dict]:
 
 def _state(root: Path, train_id: str) -> dict:
     path = root / "runs" / train_id / "produccion" / "state_replay.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    for _ in range(50):  # read while the trader replaces it: the link may move between resolve and open
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            if not path.is_symlink() and not path.exists():
+                return {}
+    return {}
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ either the previous step's state or this step's, never half of one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import enum
@@ -140,7 +141,8 @@ class TraderState:
 
     def to_json(self) -> str:
         """Return the state as JSON (floats round-trip exactly; NaN written as null)."""
-        out = dataclasses.asdict(self)
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # asdict's deep copy is slow
+        out["pending_orders"] = [dataclasses.asdict(p) for p in self.pending_orders]
         out["version"] = STATE_VERSION
         out["trading_state"] = self.trading_state.value
         return json.dumps(_nan_to_none(out), sort_keys=True) + "\n"
@@ -204,6 +206,16 @@ class StateStore:
         self.mode = mode
         self.path = state_path(out_dir, mode)
         self.fsync = mode != "replay" if fsync is None else fsync
+        self._seq = 0
+        self._remove_orphans()
+
+    def _remove_orphans(self) -> None:
+        """Remove data files of the link scheme (see :meth:`save`) that the state file does not point to."""
+        current = os.readlink(self.path) if self.path.is_symlink() else None
+        for f in self.path.parent.glob(f".{self.path.stem}.*.json"):
+            if f.name != current:
+                with contextlib.suppress(FileNotFoundError):
+                    f.unlink()
 
     def load(self) -> TraderState | None:
         """Return the recorded state, or None when there is none.
@@ -226,10 +238,23 @@ class StateStore:
         if self.fsync:
             atomic_write_text(self.path, state.to_json())
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(state.to_json(), encoding="utf-8")
-        os.replace(tmp, self.path)
+        # Without fsync, renaming a new file over the old one still makes ext4 start writing it back
+        # (auto_da_alloc), ~0.5-2.5 ms a bar; a fresh data file and an atomic swap of a symbolic link
+        # to it cost ~0.07 ms and are just as atomic against a kill.
+        folder = self.path.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        self._seq += 1
+        data = folder / f".{self.path.stem}.{os.getpid()}.{self._seq}.json"
+        data.write_text(state.to_json(), encoding="utf-8")
+        link = folder / f".{self.path.name}.link"
+        with contextlib.suppress(FileNotFoundError):
+            link.unlink()
+        os.symlink(data.name, link)
+        previous = os.readlink(self.path) if self.path.is_symlink() else None
+        os.replace(link, self.path)
+        if previous and previous != data.name:
+            with contextlib.suppress(FileNotFoundError):
+                (folder / previous).unlink()
 
     def archive(self, reason: str) -> Path | None:
         """Rename the state file to ``state_<mode>.<UTC ts>.json`` (a deliberate fresh start); return the new path."""
@@ -237,6 +262,11 @@ class StateStore:
             return None
         ts = dt.datetime.now(dt.UTC).strftime("%Y%m%d_%H%M%S_%f")
         dest = self.path.with_name(f"{self.path.stem}.{ts}.json")
-        self.path.replace(dest)
+        if self.path.is_symlink():  # keep the content, not a link to a data file that will be removed
+            atomic_write_text(dest, self.path.read_text(encoding="utf-8"))
+            self.path.unlink()
+            self._remove_orphans()
+        else:
+            self.path.replace(dest)
         logger.warning("live/state: {}: previous state moved to {}", reason, dest)
         return dest
