@@ -3,9 +3,11 @@
 ``runs/<train_id>/produccion/state_<mode>.json`` holds what a restarted session needs to
 continue rather than start flat: the paper account, peak equity (the drawdown guard), the
 last bar processed, the trading state, and every order sent but not yet confirmed (its
-intent, with the client order id, is written before the order is sent). The file is
-replaced atomically (temporary file, fsync, ``os.replace``), so a kill at any instant leaves
-either the previous step's state or this step's, never half of one.
+intent, with the client order id, is written before a venue order is sent). The file is
+replaced atomically, so a kill at any instant leaves either the previous step's state or
+this step's, never half of one: testnet/live write a temporary file, fsync it and
+``os.replace`` it; replay writes a new hidden data file and ``os.replace``s the
+``state_replay.json`` symbolic link to it (see :class:`StateStore`).
 """
 
 from __future__ import annotations
