@@ -1,14 +1,17 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
+from loguru import logger
 
 from quantnb.live._feed import ReplayProvider
 from quantnb.live._types import Bar
+from quantnb.retry import RetryPolicy
 from quantnb.rl import (
     MARKET_FEATURES,
     ActionInterpreter,
@@ -85,12 +88,35 @@ class PricedReplay(ReplayProvider):
         bar = super().next_bar(timeout_s)
         if bar is not None:
             factor = self.price_factor(self.step)
-            bar = dataclasses.replace(bar, close=bar.close * factor, next_open=None)
+            bar = dataclasses.replace(bar, open=bar.open * factor, high=bar.high * factor, low=bar.low * factor,
+                                      close=bar.close * factor, next_open=None)
             self.server.set_price("BTCUSDT", bar.close)
             self.step += 1
         return bar
 
 
+class RetryWaits:
+    """Collect the waits the retry policy logs (``retrying in X s``); stamina's test mode skips the sleeping."""
+
+    _PATTERN = re.compile(r"retrying in ([0-9.]+) s")
+
+    def __init__(self):
+        self.calls: list[float] = []
+        self._sink = logger.add(self._on_message, level="WARNING", format="{message}")
+
+    def _on_message(self, message) -> None:
+        m = self._PATTERN.search(str(message))
+        if m:
+            self.calls.append(float(m.group(1)))
+
+    def close(self) -> None:
+        logger.remove(self._sink)
+
+
+def fixed_retry(wait_s: float = 1.0, attempts: int = 4) -> RetryPolicy:
+    """A retry policy with a constant wait and no jitter (deterministic logged waits)."""
+    return RetryPolicy(attempts=attempts, wait_initial_s=wait_s, wait_exp_base=1.0, wait_jitter_s=0.0,
+                       timeout_s=None, what="test/retry")
 
 
 class RecordingSleep:
@@ -101,3 +127,39 @@ class RecordingSleep:
 
     def __call__(self, s: float) -> None:
         self.calls.append(s)
+
+
+def save_tiny_bundle(bundle_dir: Path, bars: pl.DataFrame, split_ts: Any, *, window: int = 4, learn_steps: int = 150,
+                     always_long: bool = False) -> None:
+    """Train a tiny SAC agent on ``bars`` before ``split_ts`` and save it as an agent bundle in ``bundle_dir``.
+
+    ``always_long`` rewires the actor's output layer to a constant +1 (fully long on every bar), for
+    tests that need a position open at a known time.
+    """
+    import torch
+    from stable_baselines3 import SAC
+
+    from quantnb.rl import AgentMetadata, FillModel, TradingEnv, save_agent_bundle
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        feats = compute_features(bars, warmup_bars=WARMUP)
+        names = [c for c in feats.columns if c != "ts"]
+        scaler = FeatureScaler.fit(feats.filter(feats["ts"] < split_ts), names)
+        env = TradingEnv(bars, observation_builder=ObservationBuilder(names, window, scaler),
+                         action_interpreter=ActionInterpreter(1.0, 0.02), fill_model=FillModel(4.0, 1.0),
+                         features=feats, initial_equity_usd=10_000.0, warmup_bars=WARMUP, end_ts=split_ts,
+                         max_episode_steps=100, random_start=True)
+        model = SAC("MlpPolicy", env, buffer_size=1_000, learning_starts=50, batch_size=32, seed=0, device="cpu",
+                    policy_kwargs={"net_arch": [32, 32]}, verbose=0)
+        model.learn(learn_steps)
+        if always_long:
+            with torch.no_grad():
+                model.policy.actor.mu.weight.zero_()
+                model.policy.actor.mu.bias.fill_(5.0)
+        meta = AgentMetadata(window=window, fee_bps=4.0, slippage_bps=1.0, max_position_frac=1.0, deadband_frac=0.02,
+                             warmup_bars=WARMUP, initial_equity_usd=10_000.0, symbol="BTC-PERP", timeframe="1m")
+        save_agent_bundle(bundle_dir, model, scaler, meta)
+    finally:
+        torch.set_num_threads(threads)

@@ -3,10 +3,24 @@ from __future__ import annotations
 import secrets
 
 import pytest
+import stamina
 
-from quantnb.live._retry import RetryPolicy
 from quantnb.testing.binance_server import BinanceLoopbackServer
-from tests.live._helpers import RecordingSleep
+from tests.live._helpers import RetryWaits, fixed_retry
+
+
+@pytest.fixture(autouse=True)
+def no_retry_sleep():
+    """stamina's test mode: retries happen (attempts kept) but nothing sleeps; the logged waits stay."""
+    with stamina.set_testing(True, attempts=1000, cap=True):
+        yield
+
+
+@pytest.fixture
+def retry_waits():
+    waits = RetryWaits()
+    yield waits
+    waits.close()
 
 
 @pytest.fixture
@@ -25,6 +39,16 @@ def fake_keys(monkeypatch):
 
 
 @pytest.fixture
-def fast_retry():
-    sleep = RecordingSleep()
-    return RetryPolicy(max_retries=3, delay_s=1.0, sleep=sleep), sleep
+def fast_retry(retry_waits):
+    return fixed_retry(1.0), retry_waits
+
+
+@pytest.fixture
+def caplog_loguru():
+    """Messages logged at WARNING or above while the test runs."""
+    from loguru import logger
+
+    messages: list[str] = []
+    sink = logger.add(lambda m: messages.append(str(m)), level="WARNING", format="{level} {message}")
+    yield messages
+    logger.remove(sink)

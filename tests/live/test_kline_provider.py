@@ -6,9 +6,9 @@ import time
 import pytest
 
 from quantnb.errors import TemporaryError
-from quantnb.live import CcxtKlineProvider, RetryPolicy, make_exchange
+from quantnb.live import CcxtKlineProvider, make_exchange
 from quantnb.testing.ws_server import KlineStreamServer
-from tests.live._helpers import sample_bars
+from tests.live._helpers import fixed_retry, sample_bars
 
 MINUTE_MS = 60_000
 
@@ -41,7 +41,7 @@ def stream_setup(server):
 
 def _provider(server, ws, **kw):
     return CcxtKlineProvider(make_exchange("testnet", base_url=server.base_url), "BTC/USDT:USDT", "1m",
-                             ws_url=ws.url, history_bars=10, retry=RetryPolicy(delay_s=0.01),
+                             ws_url=ws.url, history_bars=10, retry=fixed_retry(0.01),
                              reconnect_initial_s=0.02, **kw)
 
 
@@ -86,7 +86,7 @@ def test_repeated_connection_failure_raises_temporary_error(server):
     sock.close()  # nothing listens there
     provider = CcxtKlineProvider(make_exchange("testnet", base_url=server.base_url), "BTC/USDT:USDT", "1m",
                                  ws_url=f"ws://127.0.0.1:{port}/ws/btcusdt@kline_1m", history_bars=0,
-                                 retry=RetryPolicy(delay_s=0.01), reconnect_initial_s=0.01,
+                                 retry=fixed_retry(0.01), reconnect_initial_s=0.01,
                                  max_reconnect_failures=2)
     provider.warmup()
     with pytest.raises(TemporaryError, match="3 reconnection attempts failed"):

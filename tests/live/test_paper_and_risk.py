@@ -5,9 +5,17 @@ import math
 import pytest
 
 from quantnb.errors import ConfigError, OperationalError, RateLimitError, TemporaryError
-from quantnb.live import AccountState, MarketRules, PaperBroker, RetryPolicy, RiskControl, RiskLimits, retry_temporary
+from quantnb.live import (
+    AccountState,
+    MarketRules,
+    PaperBroker,
+    RetryPolicy,
+    RiskControl,
+    RiskLimits,
+    TradingState,
+    retry_temporary,
+)
 from quantnb.rl import FillModel
-from tests.live._helpers import RecordingSleep
 
 
 def test_paper_fills_at_next_open_with_slippage_and_fee_and_marks_at_close():
@@ -53,7 +61,11 @@ def test_risk_sizes_rounds_to_step_and_clips_to_position_limit():
     assert plan.side is None and "minimum notional" in plan.reason
     plan = risk.plan(0.0, _acct(pos=0.001), 50_000.0)  # closing a small position exactly is allowed
     assert (plan.side, plan.qty) == ("sell", 0.001)
-    assert risk.plan(1.0, _acct(), 50_000.0, system_ok=False).side is None
+    assert risk.plan(1.0, _acct(), 50_000.0, state=TradingState.HALTED).side is None
+    reducing = TradingState.REDUCING
+    assert risk.plan(1.0, _acct(), 50_000.0, state=reducing).side is None  # would open a position
+    assert risk.plan(1.0, _acct(pos=0.05), 50_000.0, state=reducing).side is None  # would grow it
+    assert (risk.plan(0.0, _acct(pos=0.05), 50_000.0, state=reducing).side, "sell") == ("sell", "sell")
 
 
 def test_drawdown_is_measured_from_peak_equity():
@@ -73,11 +85,11 @@ def test_risk_limits_refuse_out_of_range_values(kwargs):
         RiskLimits(**kwargs)
 
 
-def test_retry_retries_only_temporary_errors_and_honours_retry_after():
-    sleep = RecordingSleep()
+def test_retry_retries_only_temporary_errors_and_honours_retry_after(retry_waits):
     calls = []
 
-    @retry_temporary(RetryPolicy(max_retries=3, delay_s=0.5, sleep=sleep))
+    @retry_temporary(RetryPolicy(attempts=4, wait_initial_s=0.5, wait_exp_base=1.0, wait_jitter_s=0.0,
+                                 max_retry_after_s=60.0))
     def flaky(fails: list) -> str:
         calls.append(1)
         if fails:
@@ -85,14 +97,14 @@ def test_retry_retries_only_temporary_errors_and_honours_retry_after():
         return "ok"
 
     assert flaky([TemporaryError("5xx"), RateLimitError("429", retry_after_s=7.0)]) == "ok"
-    assert sleep.calls == [0.5, 7.0]
+    assert retry_waits.calls == [0.5, 7.0]
     calls.clear()
     with pytest.raises(OperationalError):
         flaky([OperationalError("rejected"), TemporaryError("x")])
     assert len(calls) == 1  # never retried
-    with pytest.raises(RateLimitError):  # a ban longer than max_delay_s is not waited out
+    with pytest.raises(RateLimitError):  # a ban longer than max_retry_after_s is not waited out
         flaky([RateLimitError("418", retry_after_s=3600.0)])
-    sleep.calls.clear()
+    retry_waits.calls.clear()
     with pytest.raises(TemporaryError, match="4"):
         flaky([TemporaryError(str(i)) for i in range(1, 6)])
-    assert sleep.calls == [0.5, 0.5, 0.5]
+    assert retry_waits.calls == [0.5, 0.5, 0.5]

@@ -11,12 +11,11 @@ from quantnb.live import (
     CcxtBroker,
     PaperBroker,
     ReplayProvider,
-    RetryPolicy,
     RiskLimits,
     Trader,
 )
 from quantnb.rl import MARKET_FEATURES, FillModel
-from tests.live._helpers import WARMUP, WINDOW, PricedReplay, RecordingSleep, make_agent, sample_bars
+from tests.live._helpers import WARMUP, WINDOW, PricedReplay, RecordingSleep, fixed_retry, make_agent, sample_bars
 
 
 def _replay_trader(tmp_path, n_bars=50, **kw):
@@ -61,7 +60,13 @@ def test_stop_request_ends_the_session_in_order_and_flattens(tmp_path):
     stats = trader.run()
     assert stats.stopped_by == "stop_request" and stats.steps == 10
     assert stats.flattened_on_stop is True and broker.positions() == {}
-    assert len(_rows(stats.registro_path)) - 1 == 10
+    rows = _rows(stats.registro_path)
+    assert len(rows) - 1 == 10 + 1  # ten bars, then the closing fill of the orderly stop
+    last = dict(zip(rows[0], rows[-1], strict=True))
+    assert last["event"] == "stop_flatten" and float(last["qty"]) > 0 and float(last["position"]) == 0.0
+    assert stats.trades == broker.portfolio.n_trades == sum(1 for r in rows[1:] if r[6])
+    assert stats.fees_usd == pytest.approx(broker.portfolio.fees_paid_usd)
+    assert stats.end_equity_usd == pytest.approx(float(last["equity_usd"]))
 
 
 def test_max_steps_and_replay_speed(tmp_path):
@@ -89,7 +94,7 @@ def test_fake_keys_never_reach_any_file_or_log(server, fake_keys, tmp_path):
 
         trader = Trader(make_agent(), PricedReplay(bars, server, warmup_bars=WARMUP + WINDOW - 2, price_factor=factor),
                         CcxtBroker("BTCUSDT", "testnet", base_url=server.base_url), RiskLimits(0.5, 1.0), tmp_path,
-                        retry=RetryPolicy(delay_s=0.01, sleep=RecordingSleep()), emergency_poll_interval_s=0.01)
+                        retry=fixed_retry(0.01), emergency_poll_interval_s=0.01)
         stats = trader.run()
     finally:
         logger.remove(sink)

@@ -71,7 +71,8 @@ def test_sigterm_stops_a_live_session_in_order_and_records_its_statistics(tmp_pa
     for key in ("trades", "pnl_usd", "fees_usd", "max_drawdown_frac"):
         assert key in results
     (registro,) = registro_dir.glob("registro_*.csv")
-    assert len(registro.read_text().splitlines()) - 1 == results["steps"]
+    events = [line.split(",")[16] for line in registro.read_text().splitlines()[1:]]  # the "event" column
+    assert events.count("bar") == results["steps"] and set(events) <= {"bar", "stop_flatten"}
 
 
 @pytest.mark.slow

@@ -7,11 +7,16 @@ A session trades one symbol with an agent bundle, one decision per closed candle
 - :class:`PaperBroker` (the research fill model) or :class:`CcxtBroker` (Binance USD-M)
   execute; exchange errors become :class:`~quantnb.errors.TemporaryError`,
   :class:`~quantnb.errors.RateLimitError` or :class:`~quantnb.errors.OperationalError`
-  at the broker, and :class:`RetryPolicy` retries the temporary ones;
+  at the broker, and :class:`quantnb.retry.RetryPolicy` retries the temporary ones;
 - :class:`RiskControl` tracks drawdown from peak equity and validates each order;
 - :class:`EmergencyProtocol` cancels, closes reduce-only, confirms flat and records
   ``emergencias_<ts>.csv``; after a drawdown a ``HALTED_DRAWDOWN`` file blocks restarts;
-- :class:`Trader` runs the loop and writes ``registro_<ts>.csv``, one row per candle.
+- :class:`Trader` runs the loop and writes ``registro_<ts>.csv``, one row per candle and per
+  closing fill; its state (:class:`TraderState`, one :class:`TradingState`: active / reducing /
+  halted) is written atomically to ``state_<mode>.json`` after every step, so a restarted
+  session continues (replay) or reconciles with the venue (testnet/live);
+- :func:`validate_bar` rejects NaN/Inf, non-positive or inconsistent candles; a gap restarts
+  the features.
 
 A stage builds a session with :func:`load_live_config` (the agent bundle of ``train_id``)
 and :func:`build_trader`, then calls ``trader.run()``; its signal handler calls
@@ -32,10 +37,13 @@ from quantnb.live._emergency import (
     halt_marker_path,
 )
 from quantnb.live._feed import DataProvider, ReplayProvider, read_bars
+from quantnb.live._guard import BadBarError, validate_bar
 from quantnb.live._paper import PaperBroker
+from quantnb.live._resume import RECONCILIATION_COLUMNS
 from quantnb.live._retry import RetryPolicy, retry_temporary
 from quantnb.live._risk import OrderPlan, RiskControl, RiskLimits
 from quantnb.live._session import LiveConfig, build_trader, load_live_config, run_with_restarts
+from quantnb.live._state import PendingOrder, StateStore, TraderState, TradingState, state_path
 from quantnb.live._stats import SessionStats, StepInfo
 from quantnb.live._trader import AgentLike, Trader, session_timestamp
 from quantnb.live._types import AccountState, Bar, Fill, MarketRules
@@ -63,6 +71,14 @@ __all__ = [
     "OrderPlan",
     "RetryPolicy",
     "retry_temporary",
+    "TradingState",
+    "TraderState",
+    "PendingOrder",
+    "StateStore",
+    "state_path",
+    "BadBarError",
+    "validate_bar",
+    "RECONCILIATION_COLUMNS",
     "EmergencyProtocol",
     "EmergencyReport",
     "HALT_MARKER",

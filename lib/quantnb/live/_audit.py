@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import os
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -13,6 +14,7 @@ __all__ = ["REGISTRO_COLUMNS", "EMERGENCIAS_COLUMNS", "AuditRow", "CsvAppender"]
 REGISTRO_COLUMNS = (
     "timestamp", "step", "bar_ts", "close", "action_raw", "target_frac", "side", "qty", "fill_price", "fee_usd",
     "position", "balance_usd", "equity_usd", "peak_equity_usd", "drawdown_frac", "decision_latency_ms",
+    "event", "client_order_id", "gap_before", "note",
 )
 EMERGENCIAS_COLUMNS = (
     "timestamp", "cause", "detail", "peak_equity_usd", "equity_usd", "drawdown_frac", "orders_cancelled",
@@ -51,6 +53,16 @@ class AuditRow:
     decision_latency_ms : float
         From the closed candle's arrival to the order being handed to the broker (or to
         the no-order decision), milliseconds.
+    event : str
+        ``bar`` (a decision on a closed candle), ``rejected`` (a bad candle, not acted on),
+        ``stop_flatten`` (closing fill of an orderly stop), ``emergency_close`` (closing fill
+        of the emergency protocol) or ``reconcile_fill`` (an in-flight order a restart found filled).
+    client_order_id : str
+        Our id of the order, ``""`` without one.
+    gap_before : int
+        1 when candles are missing before this one (the features warm up again), else 0.
+    note : str
+        Why no order was sent, or the rejection reason.
     """
 
     timestamp: str
@@ -69,6 +81,10 @@ class AuditRow:
     peak_equity_usd: float
     drawdown_frac: float
     decision_latency_ms: float
+    event: str = "bar"
+    client_order_id: str = ""
+    gap_before: int = 0
+    note: str = ""
 
 
 def _fmt(v: Any) -> str:
@@ -109,6 +125,11 @@ class CsvAppender:
         else:
             self._writer.writerow([_fmt(row.get(c, "")) for c in self.columns])
         self.rows += 1
+
+    def tell(self) -> int:
+        """Return the file's size in bytes after the rows written so far."""
+        self._fh.flush()
+        return os.fstat(self._fh.fileno()).st_size
 
     def close(self) -> None:
         """Close the file."""

@@ -79,5 +79,31 @@ class Broker(abc.ABC):
         """Cancel every open order on :attr:`symbol`; return how many were open."""
 
     @abc.abstractmethod
-    def close_position(self, symbol: str, qty: float) -> Fill:
-        """Flatten ``qty`` (signed, base units) of ``symbol`` with a reduce-only market order."""
+    def close_position(self, symbol: str, qty: float, *, client_order_id: str | None = None) -> Fill:
+        """Flatten ``qty`` (signed, base units) of ``symbol`` with a reduce-only market order.
+
+        Parameters
+        ----------
+        symbol : str
+            The position's symbol.
+        qty : float
+            Signed quantity to close, base units.
+        client_order_id : str, optional
+            Our id for the closing order (recorded before sending).
+        """
+
+    def open_orders(self) -> list[str]:
+        """Return the client order ids of orders resting on :attr:`symbol` (none on paper)."""
+        return []
+
+    def order_status(self, client_order_id: str) -> tuple[str, Fill | None]:
+        """Ask the venue what became of ``client_order_id``.
+
+        Returns
+        -------
+        tuple of (str, Fill or None)
+            ``("filled", fill)``, ``("open", None)`` (resting or partly filled) or
+            ``("missing", None)`` (the venue never took it). Paper brokers keep nothing
+            across processes: always ``missing``.
+        """
+        return "missing", None

@@ -185,10 +185,37 @@ class CcxtBroker(Broker):
         self._call("cancel all orders", self._ex.cancel_all_orders, self.symbol)
         return n
 
-    def close_position(self, symbol: str, qty: float) -> Fill:
+    def close_position(self, symbol: str, qty: float, *, client_order_id: str | None = None) -> Fill:
         """Flatten ``qty`` (signed, base units) of ``symbol`` with a reduce-only market order."""
         side: Side = "sell" if qty > 0 else "buy"
-        return self._market(symbol, side, abs(qty), True, None)
+        return self._market(symbol, side, abs(qty), True, client_order_id)
+
+    def open_orders(self) -> list[str]:
+        """Return the client order ids of the orders open on :attr:`symbol`."""
+        orders = self._call("fetch open orders", self._ex.fetch_open_orders, self.symbol)
+        return [str(o.get("clientOrderId") or o.get("id")) for o in orders]
+
+    def order_status(self, client_order_id: str) -> tuple[str, Fill | None]:
+        """Look ``client_order_id`` up on the venue (``GET /fapi/v1/order?origClientOrderId=``).
+
+        Returns
+        -------
+        tuple of (str, Fill or None)
+            ``("filled", fill)`` with its trades and fees, ``("open", None)`` while it rests
+            or is partly filled, ``("missing", None)`` when the venue never took it (or it
+            was cancelled or expired unfilled).
+        """
+        order = self._lookup(self.symbol, client_order_id)
+        if order is None:
+            return "missing", None
+        filled = float(order.get("filled") or 0.0)
+        if order.get("status") == "closed" and filled > 0:
+            return "filled", self._to_fill(self.symbol, order, bool(order.get("reduceOnly")))
+        if order.get("status") == "open":
+            return "open", None
+        if filled > 0:
+            return "filled", self._to_fill(self.symbol, order, bool(order.get("reduceOnly")))
+        return "missing", None
 
     def close(self) -> None:
         """Drop the HTTP session."""

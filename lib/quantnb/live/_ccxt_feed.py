@@ -24,9 +24,9 @@ from websockets.asyncio.client import connect
 
 from quantnb.errors import TemporaryError
 from quantnb.live._feed import DataProvider
-from quantnb.live._retry import RetryPolicy
 from quantnb.live._types import Bar
 from quantnb.live._venue import translate_ccxt_error
+from quantnb.retry import RetryPolicy, translate_error
 
 __all__ = ["CcxtKlineProvider"]
 
@@ -61,7 +61,8 @@ class CcxtKlineProvider(DataProvider):
         Emit the quote-currency volume (Binance ``q``, USDT notional) as ``Bar.volume``,
         as the bundled BTC-PERP training bars count volume; else base units (``v``).
     reconnect_initial_s, reconnect_max_s : float
-        Exponential backoff between reconnection attempts, seconds.
+        Exponential backoff (with jitter, :class:`quantnb.retry.RetryPolicy`) between
+        reconnection attempts, seconds.
     max_reconnect_failures : int
         Consecutive failed connection attempts before :meth:`next_bar` raises.
     clock_ms : callable, optional
@@ -95,6 +96,9 @@ class CcxtKlineProvider(DataProvider):
         self.volume_in_quote = volume_in_quote
         self.reconnect_initial_s, self.reconnect_max_s = reconnect_initial_s, reconnect_max_s
         self.max_reconnect_failures = max_reconnect_failures
+        self.reconnect = RetryPolicy(attempts=max_reconnect_failures + 1, timeout_s=None,
+                                     wait_initial_s=reconnect_initial_s, wait_max_s=reconnect_max_s,
+                                     wait_jitter_s=reconnect_initial_s / 2, what="live/feed")
         self._clock_ms = clock_ms
         self.window: collections.deque[Bar] = collections.deque(maxlen=max(history_bars, 1))
         self.connections = self.duplicates_dropped = self.backfilled = 0
@@ -236,12 +240,13 @@ class CcxtKlineProvider(DataProvider):
         asyncio.run(main())
 
     async def _stream(self) -> None:
-        failures, backoff_s = 0, self.reconnect_initial_s
+        failures = 0
         while not self._stopping.is_set():
+            wait_s = self.reconnect.wait_s(TemporaryError("closed"), 1) or 0.0
             try:
                 async with connect(self.ws_url, open_timeout=10, ping_interval=20, ping_timeout=20,
                                    close_timeout=1) as ws:
-                    failures, backoff_s = 0, self.reconnect_initial_s
+                    failures = 0
                     self.connections += 1
                     self._q.put(_CONNECTED)
                     async for raw in ws:
@@ -251,13 +256,16 @@ class CcxtKlineProvider(DataProvider):
                 logger.warning("live/feed: kline stream closed by the server; reconnecting")
             except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as err:
                 failures += 1
-                logger.warning("live/feed: kline stream lost ({}: {}); reconnect attempt {} in {:.2f} s",
-                               type(err).__name__, err, failures, backoff_s)
+                temp = translate_error(err, what=f"kline stream {self.ws_url}")
+                if not isinstance(temp, TemporaryError):
+                    temp = TemporaryError(str(temp))
+                wait_s = self.reconnect.wait_s(temp, failures) or 0.0
+                logger.warning("live/feed: kline stream lost ({}); reconnect attempt {} in {:.2f} s", temp,
+                               failures, wait_s)
                 if failures > self.max_reconnect_failures:
                     self._q.put(_Failed(f"{failures} reconnection attempts failed, last: {type(err).__name__}"))
                     return
-            await asyncio.sleep(backoff_s)
-            backoff_s = min(backoff_s * 2, self.reconnect_max_s)
+            await asyncio.sleep(wait_s)
 
     def _parse(self, raw: str | bytes) -> Bar | None:
         msg = json.loads(raw)

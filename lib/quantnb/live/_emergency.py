@@ -7,21 +7,36 @@ import datetime as dt
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from loguru import logger
 
 from quantnb.errors import ConfigError, QuantnbError
 from quantnb.live._audit import EMERGENCIAS_COLUMNS, CsvAppender
 from quantnb.live._broker import Broker
-from quantnb.live._retry import RetryPolicy
+from quantnb.live._state import TradingState
+from quantnb.live._types import Fill
+from quantnb.retry import RetryPolicy
 from quantnb.runlog import atomic_write_text
 
-__all__ = ["HALT_MARKER", "EmergencyCause", "EmergencyReport", "EmergencyProtocol", "check_not_halted",
-           "halt_marker_path"]
+__all__ = ["HALT_MARKER", "EmergencyCause", "EmergencyReport", "EmergencyProtocol", "OrderJournal",
+           "check_not_halted", "halt_marker_path"]
 
 HALT_MARKER = "HALTED_DRAWDOWN"
-EmergencyCause = Literal["drawdown", "critical_error", "connection"]
+EmergencyCause = Literal["drawdown", "critical_error", "connection", "bad_data"]
+
+
+class OrderJournal(Protocol):
+    """Where the closing orders of a flatten are recorded (the trader: state file and registro)."""
+
+    def order_intent(self, side: str, qty: float, purpose: str) -> str:
+        """Record the intent of a reduce-only order before it is sent; return its client order id."""
+
+    def order_filled(self, fill: Fill, purpose: str) -> None:
+        """Record the fill of an order announced by :meth:`order_intent`."""
+
+    def order_failed(self, client_order_id: str) -> None:
+        """Forget an intent whose order failed (the venue is asked again on restart if unsure)."""
 
 
 def halt_marker_path(out_dir: Path) -> Path:
@@ -56,7 +71,7 @@ class EmergencyReport:
 
     Attributes
     ----------
-    cause : {"drawdown", "critical_error", "connection"}
+    cause : {"drawdown", "critical_error", "connection", "bad_data", "stop_request"}
         Why it ran.
     detail : str
         The triggering error or figures.
@@ -102,12 +117,21 @@ class EmergencyProtocol:
         How often and how long to poll positions until flat, seconds.
     sleep : callable
         Injectable sleep.
+    journal : OrderJournal, optional
+        Records each closing order's intent before it is sent and its fill after.
+
+    Attributes
+    ----------
+    state : TradingState
+        ``HALTED`` once :meth:`run` started.
     """
 
     def __init__(self, broker: Broker, out_dir: Path, session_ts: str, retry: RetryPolicy, *,
                  poll_interval_s: float = 0.5, poll_timeout_s: float = 30.0,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, journal: OrderJournal | None = None):
         self.broker = broker
+        self.journal = journal
+        self.state = TradingState.ACTIVE
         self.out_dir = Path(out_dir)
         self.path = self.out_dir / f"emergencias_{session_ts}.csv"
         self.retry = retry
@@ -127,6 +151,7 @@ class EmergencyProtocol:
             Also written as one row of ``emergencias_<ts>.csv``.
         """
         logger.critical("live/emergency: cause={} {} — cancelling orders and closing positions", cause, detail)
+        self.state = TradingState.HALTED
         rep = EmergencyReport(cause=cause, detail=detail, peak_equity_usd=peak_equity_usd, equity_usd=equity_usd)
         try:
             rep.orders_cancelled = self.retry.call(self.broker.cancel_all)
@@ -134,7 +159,7 @@ class EmergencyProtocol:
         except QuantnbError as err:
             rep.orders_cancelled = -1
             rep.confirmations.append(f"cancel_all FAILED: {err}")
-        rep.flat_confirmed = self.flatten(rep)
+        rep.flat_confirmed = self.flatten(rep, purpose="emergency_close")
         if rep.flat_confirmed:
             logger.critical("live/emergency: flat confirmed by the venue; closed {}", rep.positions_closed or "nothing")
         else:
@@ -142,7 +167,8 @@ class EmergencyProtocol:
                             self.poll_timeout_s, rep.confirmations[-1] if rep.confirmations else "")
         if cause == "drawdown":
             rep.marker_path = halt_marker_path(self.out_dir)
-            atomic_write_text(rep.marker_path, f"halted at {_now_iso()} cause=drawdown {detail}\n"
+            atomic_write_text(rep.marker_path, f"state={TradingState.HALTED.value} at {_now_iso()} cause=drawdown "
+                                               f"{detail}\n"
                                                f"Delete this file by hand to allow the trader to restart.\n")
         self._record(rep)
         return rep
@@ -154,10 +180,18 @@ class EmergencyProtocol:
             rep.confirmations.append(f"positions FAILED: {err}")
             return None
 
-    def flatten(self, rep: EmergencyReport) -> bool:
+    def flatten(self, rep: EmergencyReport, purpose: str = "emergency_close") -> bool:
         """Close every position reduce-only and poll until the venue reports none.
 
-        Progress (closed quantities, venue answers, failures) is added to ``rep``.
+        Progress (closed quantities, venue answers, failures) is added to ``rep``; each
+        closing order goes through the journal (intent before, fill after).
+
+        Parameters
+        ----------
+        rep : EmergencyReport
+            Collects what was done.
+        purpose : str
+            ``emergency_close`` or ``stop_flatten``, recorded with each fill.
 
         Returns
         -------
@@ -170,13 +204,20 @@ class EmergencyProtocol:
             if open_pos is not None and not open_pos:
                 return True
             for sym, qty in (open_pos or {}).items():
+                cid = None
                 try:
-                    fill = self.retry.call(self.broker.close_position, sym, qty)
+                    if self.journal is not None and sym == self.broker.symbol:
+                        cid = self.journal.order_intent("sell" if qty > 0 else "buy", abs(qty), purpose)
+                    fill = self.retry.call(self.broker.close_position, sym, qty, client_order_id=cid)
+                    if self.journal is not None and cid is not None:
+                        self.journal.order_filled(fill, purpose)
                     rep.positions_closed[sym] = rep.positions_closed.get(sym, 0.0) + qty
                     rep.confirmations.append(f"close {sym} {fill.side} {fill.qty} @ {fill.price} "
                                              f"order {fill.order_id} {fill.status}")
                 except QuantnbError as err:
                     rep.confirmations.append(f"close {sym} {qty} FAILED: {err}")
+                    if self.journal is not None and cid is not None:
+                        self.journal.order_failed(cid)
             self.sleep(self.poll_interval_s)
             if time.monotonic() >= deadline:
                 final = self._positions(rep)

@@ -41,6 +41,9 @@ class DataProvider(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and threads."""
 
+    def resume_after(self, open_time_ms: int) -> None:  # noqa: B027 - optional hook
+        """Hint that candles opening at or before ``open_time_ms`` were processed before a restart (no pacing)."""
+
 
 def read_bars(source: str | Path | Sequence[str | Path] | pl.DataFrame, *, symbol: str | None = None) -> pl.DataFrame:
     """Read processed bars (``ts, open, high, low, close, volume`` and any feature columns).
@@ -127,6 +130,7 @@ class ReplayProvider(DataProvider):
         ]
         self._i = warmup_bars
         self._last_emit = 0.0
+        self._seen_until_ms = -1
         logger.info("live/feed: replay of {} bars ({} warm-up) at speed {}", n, warmup_bars, speed or "max")
 
     @property
@@ -139,6 +143,10 @@ class ReplayProvider(DataProvider):
         """True once every bar has been emitted."""
         return self._i >= len(self._bars)
 
+    def resume_after(self, open_time_ms: int) -> None:
+        """Play candles up to ``open_time_ms`` (processed before a restart) without pacing."""
+        self._seen_until_ms = open_time_ms
+
     def warmup(self) -> list[Bar]:
         """Return the first ``warmup_bars`` bars."""
         return self._bars[: self.warmup_bars]
@@ -147,7 +155,7 @@ class ReplayProvider(DataProvider):
         """Return the next bar, pacing by ``speed``; None at the end or while pacing beyond ``timeout_s``."""
         if self.finished:
             return None
-        if self._pause_s:
+        if self._pause_s and self._bars[self._i].open_time_ms > self._seen_until_ms:
             wait_s = self._last_emit + self._pause_s - time.monotonic()
             if wait_s > timeout_s:
                 self._sleep(timeout_s)

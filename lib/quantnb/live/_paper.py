@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 
 from quantnb.errors import OperationalError
@@ -49,12 +48,38 @@ class PaperBroker(Broker):
         self.portfolio = Portfolio(initial_cash_usd)
         self._mark = math.nan
         self._exec_price = math.nan
-        self._ids = itertools.count(1)
+        self._next_id = 1
 
     def on_bar(self, close_price: float, next_open: float | None) -> None:
-        """Mark equity at ``close_price``; fill later orders at ``next_open`` (or the close)."""
+        """Mark equity at ``close_price``; fill later orders at ``next_open`` (or the close).
+
+        A price that is not finite and positive is ignored (the last valid one stays), so an
+        emergency close can always fill at the last valid price.
+        """
+        if not (math.isfinite(close_price) and close_price > 0):
+            return
         self._mark = close_price
-        self._exec_price = next_open if next_open is not None else close_price
+        ok_next = next_open is not None and math.isfinite(next_open) and next_open > 0
+        self._exec_price = next_open if ok_next else close_price
+
+    def snapshot(self) -> dict[str, float]:
+        """Return the portfolio (cash, position, entry price, fees, realized PnL, trades) as plain numbers."""
+        p = self.portfolio
+        return {"initial_cash_usd": p.initial_cash_usd, "cash_usd": p.cash_usd, "position_qty": p.position_qty,
+                "avg_entry_price_usd": p.avg_entry_price_usd, "realized_pnl_usd": p.realized_pnl_usd,
+                "fees_paid_usd": p.fees_paid_usd, "traded_notional_usd": p.traded_notional_usd,
+                "n_trades": p.n_trades, "next_order_id": self._next_id}
+
+    def restore(self, snap: dict[str, float], last_close: float | None) -> None:
+        """Load a :meth:`snapshot` and mark the account at ``last_close`` (a resumed session)."""
+        p = self.portfolio
+        for key in ("initial_cash_usd", "cash_usd", "position_qty", "avg_entry_price_usd", "realized_pnl_usd",
+                    "fees_paid_usd", "traded_notional_usd"):
+            setattr(p, key, float(snap[key]))
+        p.n_trades = int(snap["n_trades"])
+        self._next_id = int(snap.get("next_order_id", 1))
+        if last_close is not None:
+            self.on_bar(last_close, None)
 
     def account(self) -> AccountState:
         """Return the paper account marked at the last close.
@@ -99,7 +124,8 @@ class PaperBroker(Broker):
                 raise OperationalError(f"reduce-only {side} {qty} rejected: position is {pos}")
             signed = math.copysign(min(qty, abs(pos)), signed)
         fill = self.fill_model.fill(signed, self._exec_price)
-        oid = str(next(self._ids))
+        oid = str(self._next_id)
+        self._next_id += 1
         cid = client_order_id or f"paper-{oid}"
         if fill is None:
             return Fill(side, 0.0, self._exec_price, 0.0, oid, cid, "paper-none", reduce_only)
@@ -110,6 +136,7 @@ class PaperBroker(Broker):
         """Return 0: paper orders fill at once, none rests."""
         return 0
 
-    def close_position(self, symbol: str, qty: float) -> Fill:
-        """Flatten the paper position with a reduce-only market order."""
-        return self.market_order("sell" if qty > 0 else "buy", abs(qty), reduce_only=True)
+    def close_position(self, symbol: str, qty: float, *, client_order_id: str | None = None) -> Fill:
+        """Flatten the paper position with a reduce-only market order at the last valid price."""
+        return self.market_order("sell" if qty > 0 else "buy", abs(qty), reduce_only=True,
+                                 client_order_id=client_order_id)

@@ -6,6 +6,7 @@ import dataclasses
 import math
 
 from quantnb.errors import ConfigError
+from quantnb.live._state import TradingState
 from quantnb.live._types import AccountState, MarketRules, Side
 
 __all__ = ["RiskLimits", "RiskControl", "OrderPlan"]
@@ -99,10 +100,17 @@ class RiskControl:
         self.max_drawdown_frac_seen = max(self.max_drawdown_frac_seen, self.drawdown_frac)
         return self.drawdown_frac >= self.limits.max_drawdown_frac - 1e-12  # "reaches", float-tolerant
 
-    def plan(self, target_frac: float, account: AccountState, price: float, *, system_ok: bool = True) -> OrderPlan:
+    def restore(self, peak_equity_usd: float, max_drawdown_frac_seen: float) -> None:
+        """Continue a recorded session's drawdown guard: its peak equity (USDT) and largest drawdown."""
+        self.peak_equity_usd = float(peak_equity_usd)
+        self.max_drawdown_frac_seen = float(max_drawdown_frac_seen)
+
+    def plan(self, target_frac: float, account: AccountState, price: float, *,
+             state: TradingState = TradingState.ACTIVE) -> OrderPlan:
         """Size the order moving the position to ``target_frac`` of equity and validate it.
 
-        Checks, in order: system state, positive equity and price, the position limit
+        Checks, in order: trading state (``HALTED``: nothing; ``REDUCING``: only orders
+        that shrink the position), positive equity and price, the position limit
         (the target is clipped to ``±max_position_frac``), the quantity step, and the
         minimum notional (Binance -4164; an order closing the position exactly is exempt,
         as reduce-only orders are). Orders that fail a check become no-orders with a reason.
@@ -115,13 +123,18 @@ class RiskControl:
             Current balance, equity and position.
         price : float
             Expected fill price, USDT.
-        system_ok : bool
-            False while stopping or in an emergency: nothing is sent.
+        state : TradingState
+            The trader's state.
+
+        Returns
+        -------
+        OrderPlan
+            The validated order, or a no-order with its reason.
         """
         lim = self.limits.max_position_frac
         target_frac = min(max(target_frac, -lim), lim)
-        if not system_ok:
-            return OrderPlan(None, 0.0, target_frac, "system not in trading state")
+        if state is TradingState.HALTED:
+            return OrderPlan(None, 0.0, target_frac, "trading halted")
         if not (account.equity_usd > 0 and price > 0):
             return OrderPlan(None, 0.0, target_frac, f"equity {account.equity_usd:.2f} USD or price {price} <= 0")
         delta = target_frac * account.equity_usd / price - account.position_qty
@@ -132,6 +145,9 @@ class RiskControl:
             qty = round(qty, max(0, -math.floor(math.log10(step))) + 2)
         if qty <= 0 or qty < self.rules.min_qty:
             return OrderPlan(None, 0.0, target_frac, "change below the quantity step")
+        if state is TradingState.REDUCING and (account.position_qty == 0 or delta * account.position_qty > 0
+                                               or qty > abs(account.position_qty) + 1e-12):
+            return OrderPlan(None, 0.0, target_frac, "trading state reducing: only orders that shrink the position")
         closes_exactly = math.isclose(qty, abs(account.position_qty)) and delta * account.position_qty < 0
         if qty * price < self.rules.min_notional_usd and not closes_exactly:
             return OrderPlan(None, 0.0, target_frac, "change below the minimum notional")

@@ -13,17 +13,17 @@ from typing import Literal
 import polars as pl
 from loguru import logger
 
-from quantnb.errors import ConfigError
+from quantnb.errors import ConfigError, TemporaryError
 from quantnb.live._ccxt_broker import CcxtBroker
 from quantnb.live._ccxt_feed import CcxtKlineProvider
 from quantnb.live._emergency import check_not_halted
 from quantnb.live._feed import ReplayProvider, read_bars
 from quantnb.live._paper import PaperBroker
-from quantnb.live._retry import RetryPolicy
 from quantnb.live._risk import RiskLimits
 from quantnb.live._stats import SessionStats, StepInfo
 from quantnb.live._trader import Trader
 from quantnb.live._venue import WS_URLS
+from quantnb.retry import RetryPolicy
 from quantnb.rl import AgentBundle, load_agent_bundle
 
 __all__ = ["LiveConfig", "load_live_config", "build_trader", "run_with_restarts"]
@@ -141,6 +141,8 @@ def build_trader(
     ws_url: str | None = None,
     timeout_s: float = 10.0,
     session_ts: str | None = None,
+    fresh_start: bool = False,
+    max_bad_bars: int = 3,
 ) -> Trader:
     """Assemble a :class:`Trader` for ``mode``; nothing connects until ``trader.run()``.
 
@@ -174,14 +176,23 @@ def build_trader(
     on_step : callable, optional
         Called with each :class:`StepInfo` (update the heartbeat there).
     retry : RetryPolicy, optional
-        Retries of exchange calls (default 3 retries, 1 s apart).
+        Retries of exchange calls (default :class:`quantnb.retry.RetryPolicy`: 4 attempts,
+        exponential backoff with jitter, ``Retry-After`` honoured).
     rest_base_url, ws_url : str, optional
         Override Binance's REST root and kline stream URL (loopback servers in tests).
     timeout_s : float
         HTTP timeout per request, seconds.
     session_ts : str, optional
-        Suffix of ``registro_<ts>.csv`` / ``emergencias_<ts>.csv`` (e.g. the production
-        log's); default the current UTC time, made unique in ``cfg.out_dir``.
+        Suffix of ``registro_<ts>.csv`` / ``emergencias_<ts>.csv`` of a new session (e.g.
+        the production log's); default the current UTC time, made unique in ``cfg.out_dir``.
+        A resumed session keeps its recorded suffix.
+    fresh_start : bool
+        Set aside the recorded state of ``cfg.out_dir`` and ``mode`` (logged at WARNING): a new
+        account and peak equity. By default a session continues the recorded one (replay: from
+        the bar after the last recorded; testnet/live: reconciled with the venue).
+    max_bad_bars : int
+        Consecutive rejected candles (NaN/Inf, non-positive, inconsistent OHLC) that trigger the
+        emergency protocol.
 
     Returns
     -------
@@ -201,7 +212,7 @@ def build_trader(
         raise ConfigError(f"mode={mode!r}: use 'replay' (default), 'testnet' or 'live'")
     check_not_halted(cfg.out_dir)
     bundle, meta = cfg.bundle, cfg.bundle.metadata
-    retry = retry or RetryPolicy()
+    retry = retry or RetryPolicy(what="live/retry")
     if mode == "replay":
         if replay_bars is None:
             raise ConfigError("mode='replay' needs replay_bars: the processed Parquet bars (path, glob or DataFrame)")
@@ -220,7 +231,8 @@ def build_trader(
         logger.warning("live/session: {} trading of {} with agent {} (max_drawdown_frac={})", mode.upper(), sym,
                        cfg.train_id, limits.max_drawdown_frac)
     return Trader(bundle, provider, broker, limits, cfg.out_dir, retry=retry, on_step=on_step, max_steps=max_steps,
-                  duration_s=duration_s, session_ts=session_ts)
+                  duration_s=duration_s, session_ts=session_ts, mode=mode, fresh_start=fresh_start,
+                  bar_interval_ms=_TIMEFRAME_S[cfg.timeframe] * 1000, max_bad_bars=max_bad_bars)
 
 
 def run_with_restarts(make_trader: Callable[[], Trader], *, max_restarts: int = 3, backoff_s: float = 30.0,
@@ -229,7 +241,9 @@ def run_with_restarts(make_trader: Callable[[], Trader], *, max_restarts: int = 
     """Run sessions, restarting after an emergency whose cause is in ``restart_on``, with backoff.
 
     A drawdown emergency is never restarted (its marker file refuses it anyway); a session
-    that ends without emergency ends the loop.
+    that ends without emergency ends the loop. Each restart continues the recorded state
+    (same account and peak equity). The waits follow :class:`quantnb.retry.RetryPolicy`
+    (exponential from ``backoff_s``, with jitter).
 
     Parameters
     ----------
@@ -256,7 +270,9 @@ def run_with_restarts(make_trader: Callable[[], Trader], *, max_restarts: int = 
         cause = stats.emergency.cause if stats.emergency else None
         if cause is None or cause == "drawdown" or cause not in restart_on or attempt == max_restarts:
             break
-        wait_s = backoff_s * 2**attempt
+        wait_s = RetryPolicy(attempts=max_restarts + 1, timeout_s=None, wait_initial_s=backoff_s,
+                             wait_max_s=backoff_s * 2**max_restarts, wait_jitter_s=backoff_s / 10).wait_s(
+            TemporaryError(cause), attempt + 1) or backoff_s
         logger.warning("live/session: emergency ({}); restart {}/{} in {:.0f} s", cause, attempt + 1, max_restarts,
                        wait_s)
         sleep(wait_s)

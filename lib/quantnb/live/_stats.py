@@ -38,6 +38,11 @@ class StepInfo:
         Closed candle in hand to order handed to the broker, milliseconds.
     reason : str
         Why no order was sent (``dead band``, ``change below the minimum notional``, ...).
+    event : str
+        ``bar``, ``rejected``, ``stop_flatten``, ``emergency_close`` or ``reconcile_fill``
+        (see :class:`AuditRow`).
+    gap_before : bool
+        Candles are missing before this one; the features warm up again.
     """
 
     step: int
@@ -51,6 +56,8 @@ class StepInfo:
     drawdown_frac: float
     decision_latency_ms: float
     reason: str
+    event: str = "bar"
+    gap_before: bool = False
 
 
 @dataclasses.dataclass
@@ -83,6 +90,12 @@ class SessionStats:
         Wall time of the loop and its throughput.
     flattened_on_stop : bool or None
         Whether an orderly stop closed the positions (None if not asked).
+    resumed : bool
+        The session continued a recorded state (restart after a kill, a stop or an emergency).
+    state_path, reconciliation_path : pathlib.Path or None
+        The state file and, for a resumed session, the reconciliation CSV.
+    bad_bars, gaps : int
+        Candles rejected and gaps met.
     """
 
     session_ts: str
@@ -103,12 +116,17 @@ class SessionStats:
     elapsed_s: float = 0.0
     bars_per_s: float = 0.0
     flattened_on_stop: bool | None = None
+    resumed: bool = False
+    state_path: Path | None = None
+    reconciliation_path: Path | None = None
+    bad_bars: int = 0
+    gaps: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict (for ``run.json`` and the log)."""
         out = dataclasses.asdict(self)
         out["emergency"] = None if self.emergency is None else {
             k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self.emergency).items()}
-        for k in ("registro_path", "emergencias_path"):
+        for k in ("registro_path", "emergencias_path", "state_path", "reconciliation_path"):
             out[k] = None if out[k] is None else str(out[k])
         return out

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -19,11 +18,15 @@ from quantnb.live._audit import REGISTRO_COLUMNS, AuditRow, CsvAppender
 from quantnb.live._broker import Broker
 from quantnb.live._emergency import EmergencyCause, EmergencyProtocol, EmergencyReport, check_not_halted
 from quantnb.live._feed import DataProvider
+from quantnb.live._guard import BadBarError, bar_iso, validate_bar
 from quantnb.live._inference import deterministic_policy
-from quantnb.live._retry import RetryPolicy
+from quantnb.live._paper import PaperBroker
+from quantnb.live._resume import cut_registro, load_recorded_state, reconcile
 from quantnb.live._risk import OrderPlan, RiskControl, RiskLimits
+from quantnb.live._state import PendingOrder, StateStore, TraderState, TradingState
 from quantnb.live._stats import SessionStats, StepInfo
 from quantnb.live._types import AccountState, Bar, Fill
+from quantnb.retry import RetryPolicy
 from quantnb.rl import ActionInterpreter, IncrementalFeatures, ObservationBuilder, PortfolioState
 
 __all__ = ["AgentLike", "Trader", "session_timestamp"]
@@ -55,12 +58,35 @@ def _unique_ts(out_dir: Path) -> str:
     return ts
 
 
-def _iso_ms(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="seconds")
+class _FeatureFeed:
+    """The agent's incremental features under the gap policy: a gap restarts them (a fresh warm-up)."""
+
+    def __init__(self, agent: AgentLike, interval_ms: int):
+        self.agent, self.interval_ms = agent, interval_ms
+        self.feats = agent.new_feature_stream()
+        self.last_ms: int | None = None
+
+    def push(self, bar: Bar) -> bool:
+        """Add a validated candle; return True when candles are missing before it (features restarted)."""
+        gap = self.last_ms is not None and bar.open_time_ms - self.last_ms > self.interval_ms
+        if gap:
+            self.feats = self.agent.new_feature_stream()
+        self.feats.update(_bar_fields(bar))
+        self.last_ms = bar.open_time_ms
+        return gap
+
+    def window(self) -> np.ndarray | None:
+        return self.feats.window_array()
 
 
 class Trader:
-    """Trade one symbol with an agent: per closed candle, account, drawdown, decision, order, audit.
+    """Trade one symbol with an agent: per closed candle, account, drawdown, decision, order, audit, state.
+
+    After every candle the state (paper account, peak equity, last candle, trading state,
+    in-flight orders) is written atomically to ``state_<mode>.json``; an order's intent with
+    its client order id is written before the order is sent. A trader started again for the
+    same folder and mode continues that state (see :mod:`quantnb.live._resume`) unless
+    ``fresh_start``.
 
     Parameters
     ----------
@@ -74,47 +100,66 @@ class Trader:
     limits : RiskLimits
         Drawdown and position limits.
     out_dir : pathlib.Path
-        ``runs/<train_id>/produccion``: ``registro_<ts>.csv``, ``emergencias_<ts>.csv`` and
-        the halt marker go here.
-    retry : RetryPolicy
-        Retry of every exchange call (3 retries 1 s apart by default).
+        ``runs/<train_id>/produccion``: ``registro_<ts>.csv``, ``emergencias_<ts>.csv``,
+        ``reconciliacion_<ts>.csv``, ``state_<mode>.json`` and the halt marker go here.
+    retry : RetryPolicy, optional
+        Retry of every exchange call (:class:`quantnb.retry.RetryPolicy` by default).
     on_step : callable, optional
         Called with a :class:`StepInfo` after each candle (the stage updates its heartbeat).
     max_steps : int, optional
-        Stop after this many candles.
+        Stop after this many candles (of this process).
     duration_s : float, optional
         Stop after this many seconds of wall time.
     session_ts : str, optional
-        File suffix; :func:`session_timestamp` by default.
+        File suffix of a new session; :func:`session_timestamp` by default. A resumed
+        session keeps its recorded suffix (it appends to its registro).
     poll_s : float
         Longest wait for a candle before the stop flag is checked again, seconds.
     emergency_poll_timeout_s, emergency_poll_interval_s : float
         How long and how often the emergency protocol polls for flat, seconds.
+    mode : {"replay", "testnet", "live"}
+        Names the state file; a paper broker's state is the truth, a venue's is reconciled.
+    fresh_start : bool
+        Set aside a recorded state deliberately (logged at WARNING): new account, new peak.
+    bar_interval_ms : int
+        Candle length, ms; a larger step between candles is a gap.
+    max_bad_bars : int
+        Consecutive rejected candles that trigger the emergency protocol (cause ``bad_data``).
+    sleep : callable
+        Injectable sleep (the emergency protocol's polling).
     """
 
     def __init__(self, agent: AgentLike, provider: DataProvider, broker: Broker, limits: RiskLimits,
                  out_dir: Path, *, retry: RetryPolicy | None = None,
                  on_step: Callable[[StepInfo], None] | None = None, max_steps: int | None = None,
                  duration_s: float | None = None, session_ts: str | None = None, poll_s: float = 0.5,
-                 emergency_poll_timeout_s: float = 30.0, emergency_poll_interval_s: float = 0.5):
+                 emergency_poll_timeout_s: float = 30.0, emergency_poll_interval_s: float = 0.5,
+                 mode: str = "replay", fresh_start: bool = False, bar_interval_ms: int = 60_000,
+                 max_bad_bars: int = 3, sleep: Callable[[float], None] = time.sleep):
         self.agent, self.provider, self.broker, self.limits = agent, provider, broker, limits
         self.out_dir = Path(out_dir)
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or RetryPolicy(what="live/retry")
         self.on_step = on_step
         self.max_steps, self.duration_s, self.poll_s = max_steps, duration_s, poll_s
-        self.session_ts = session_ts or _unique_ts(self.out_dir)
+        self.mode, self.fresh_start = mode, fresh_start
+        self.bar_interval_ms, self.max_bad_bars = int(bar_interval_ms), max(1, int(max_bad_bars))
+        self.store = StateStore(self.out_dir, mode)
+        self._new_ts = session_ts
+        self.session_ts = session_ts or ""
         self.registro_path = self.out_dir / f"registro_{self.session_ts}.csv"
-        self.emergency = EmergencyProtocol(broker, self.out_dir, self.session_ts, self.retry,
-                                           poll_interval_s=emergency_poll_interval_s,
-                                           poll_timeout_s=emergency_poll_timeout_s, sleep=self.retry.sleep)
-        self._stop = threading.Event()
+        self._poll = (emergency_poll_interval_s, emergency_poll_timeout_s, sleep)
+        self.trading_state = TradingState.ACTIVE
         self._flatten_on_stop = False
-        self._order_tag = uuid.uuid4().hex[:10]
-        self._equity0 = math.nan
         self.risk = RiskControl(limits, broker.rules)
+        self.st: TraderState | None = None
+        self._registro: CsvAppender | None = None
+        self._acct: AccountState | None = None
+        self._acct_estimated = False  # the account after a venue fill is estimated (realized PnL not read back)
+        self._bar: Bar | None = None
+        self._stats: SessionStats | None = None
 
     def request_stop(self, flatten: bool = False) -> None:
-        """Ask the loop to stop after the current candle (safe from a signal handler).
+        """Ask the loop to stop after the current candle (safe from a signal handler): state ``REDUCING``.
 
         Parameters
         ----------
@@ -122,7 +167,48 @@ class Trader:
             Close all positions (reduce-only) and cancel orders before returning.
         """
         self._flatten_on_stop = self._flatten_on_stop or flatten
-        self._stop.set()
+        if self.trading_state is TradingState.ACTIVE:
+            self.trading_state = TradingState.REDUCING
+
+    # --- session set-up -----------------------------------------------------------------
+    def _begin(self, rec: TraderState | None) -> None:
+        if rec is None:
+            ts = self._new_ts or _unique_ts(self.out_dir)
+            self.st = TraderState(mode=self.mode, session_ts=ts, order_tag=uuid.uuid4().hex[:10])
+        else:
+            self.st = rec
+            rec.restarts += 1
+            self.risk.restore(rec.peak_equity_usd, rec.max_drawdown_frac_seen)
+            if isinstance(self.broker, PaperBroker) and rec.paper is not None:
+                self.broker.restore(rec.paper, rec.last_close)
+            logger.warning("live/state: resuming {} session {} at step {} after bar {} (restart {}): equity_usd={} "
+                           "peak_equity_usd={} state={}", self.mode, rec.session_ts, rec.step,
+                           bar_iso(rec.last_bar_ms) if rec.last_bar_ms is not None else "none", rec.restarts,
+                           rec.account.get("equity_usd"), rec.peak_equity_usd, rec.trading_state.value)
+        self.session_ts = self.st.session_ts
+        self.registro_path = self.out_dir / f"registro_{self.session_ts}.csv"
+        if rec is not None:
+            cut_registro(self.registro_path, rec.registro_bytes)
+        interval_s, timeout_s, sleep = self._poll
+        self.emergency = EmergencyProtocol(self.broker, self.out_dir, self.session_ts, self.retry,
+                                           poll_interval_s=interval_s, poll_timeout_s=timeout_s, sleep=sleep,
+                                           journal=self)
+
+    def _save(self) -> None:
+        st = self.st
+        assert st is not None
+        st.trading_state = self.trading_state
+        st.peak_equity_usd, st.max_drawdown_frac_seen = self.risk.peak_equity_usd, self.risk.max_drawdown_frac_seen
+        if self._acct is not None:
+            a = self._acct
+            st.account = {"balance_usd": a.balance_usd, "equity_usd": a.equity_usd, "position_qty": a.position_qty,
+                          "entry_price": a.entry_price,
+                          "balance_estimated": float(self._acct_estimated)}
+        if isinstance(self.broker, PaperBroker):
+            st.paper = self.broker.snapshot()
+        if self._registro is not None:
+            st.registro_bytes = self._registro.tell()
+        self.store.save(st)
 
     def run(self) -> SessionStats:
         """Run the session until the data ends, a limit is reached, a stop is requested or an emergency.
@@ -136,7 +222,7 @@ class Trader:
         Raises
         ------
         ConfigError
-            Before any order: halt marker present, symbol unknown, keys rejected.
+            Before any order: halt marker present, symbol unknown, keys rejected, state file unreadable.
         TemporaryError
             If the venue cannot be reached during start-up.
         Exception
@@ -146,22 +232,46 @@ class Trader:
         self.retry.call(self.broker.connect)
         self.risk.rules = self.broker.rules
         self._predict = deterministic_policy(self.agent.model)
-        feats = self.agent.new_feature_stream()
+        rec = load_recorded_state(self.store, fresh_start=self.fresh_start)
+        self._begin(rec)
+        st = self.st
+        assert st is not None
+        stats = self._stats = SessionStats(session_ts=self.session_ts, registro_path=self.registro_path,
+                                           resumed=rec is not None, state_path=self.store.path)
+        self._registro = CsvAppender(self.registro_path, REGISTRO_COLUMNS)
+        feed = _FeatureFeed(self.agent, self.bar_interval_ms)
+        if st.last_bar_ms is not None:
+            self.provider.resume_after(st.last_bar_ms)
         try:
-            for bar in self.provider.warmup():
-                feats.update(_bar_fields(bar))
-            acct = self.retry.call(self.broker.account)
-        except BaseException:
-            self.provider.close()
-            raise
-        stats = SessionStats(session_ts=self.session_ts, registro_path=self.registro_path)
-        stats.start_equity_usd = self._equity0 = acct.equity_usd
-        latencies: list[float] = []
-        t_start = time.perf_counter()
-        logger.info("live/session: start equity_usd={:.2f} registro={}", acct.equity_usd, self.registro_path)
-        with CsvAppender(self.registro_path, REGISTRO_COLUMNS) as registro:
             try:
-                stats.stopped_by = self._loop(feats, registro, stats, latencies, t_start)
+                for bar in self.provider.warmup():
+                    self._feed_only(feed, bar)
+                if rec is not None:
+                    stats.reconciliation_path = self.out_dir / f"reconciliacion_{self.session_ts}.csv"
+                    found = reconcile(rec, self.broker, self.retry, stats.reconciliation_path,
+                                      paper=isinstance(self.broker, PaperBroker))
+                    st.pending_orders = []
+                    for _purpose, fill in found.fills:
+                        self._acct = found.account
+                        self._write_fill_row("reconcile_fill", fill, found.account)
+                    acct = found.account
+                else:
+                    acct = self.retry.call(self.broker.account)
+                    st.equity0_usd = acct.equity_usd
+                self._acct = acct
+                if st.trading_state is TradingState.HALTED:
+                    st.trading_state, st.halt_cause = TradingState.ACTIVE, ""
+                self._save()
+            except BaseException:
+                self.provider.close()
+                raise
+            stats.start_equity_usd = acct.equity_usd
+            latencies: list[float] = []
+            t_start = time.perf_counter()
+            logger.info("live/session: start equity_usd={:.2f} registro={} state={}", acct.equity_usd,
+                        self.registro_path, self.store.path)
+            try:
+                stats.stopped_by = self._loop(feed, stats, latencies, t_start)
             except TemporaryError as err:
                 self._emergency(stats, "connection", str(err))
             except QuantnbError as err:
@@ -171,20 +281,37 @@ class Trader:
                 raise
             finally:
                 self.provider.close()
-        if stats.stopped_by == "stop_request" and self._flatten_on_stop:
-            rep = EmergencyReport("stop_request", "orderly stop", self.risk.peak_equity_usd, stats.end_equity_usd)
-            rep.orders_cancelled = self._safe(self.broker.cancel_all, -1)
-            stats.flattened_on_stop = self.emergency.flatten(rep)
-        self._finish(stats, latencies, time.perf_counter() - t_start)
+            if stats.stopped_by == "stop_request" and self._flatten_on_stop:
+                rep = EmergencyReport("stop_request", "orderly stop", self.risk.peak_equity_usd, stats.end_equity_usd)
+                rep.orders_cancelled = self._safe(self.broker.cancel_all, -1)
+                stats.flattened_on_stop = self.emergency.flatten(rep, purpose="stop_flatten")
+            if stats.stopped_by == "end_of_data":
+                st.completed = True
+            self._save()
+            self._finish(stats, latencies, time.perf_counter() - t_start)
+        finally:
+            self._registro.close()
         return stats
 
-    def _loop(self, feats: IncrementalFeatures, registro: CsvAppender, stats: SessionStats, latencies: list[float],
-              t_start: float) -> str:
-        step = 0
+    # --- the loop -------------------------------------------------------------------------
+    def _feed_only(self, feed: _FeatureFeed, bar: Bar) -> None:
+        """Warm-up and already-processed candles: features only, with the same bad-bar and gap rules."""
+        try:
+            validate_bar(bar)
+        except BadBarError as err:
+            logger.warning("live/feed: warm-up {}", err)
+            return
+        if feed.push(bar):
+            logger.warning("live/feed: gap before warm-up bar {}: features restart", bar_iso(bar.open_time_ms))
+
+    def _loop(self, feed: _FeatureFeed, stats: SessionStats, latencies: list[float], t_start: float) -> str:
+        st = self.st
+        assert st is not None
+        n = 0
         while True:
-            if self._stop.is_set():
+            if self.trading_state is TradingState.REDUCING:
                 return "stop_request"
-            if self.max_steps is not None and step >= self.max_steps:
+            if self.max_steps is not None and n >= self.max_steps:
                 return "max_steps"
             if self.duration_s is not None and time.perf_counter() - t_start >= self.duration_s:
                 return "duration"
@@ -193,15 +320,19 @@ class Trader:
                 if self.provider.finished:
                     return "end_of_data"
                 continue
-            info = self._step(step, bar, feats, time.perf_counter())
+            if st.last_bar_ms is not None and bar.open_time_ms <= st.last_bar_ms:
+                self._feed_only(feed, bar)  # processed before the restart
+                continue
+            info = self._step(st.step, bar, feed, time.perf_counter())
+            n += 1
             latencies.append(info.decision_latency_ms)
-            registro.write(self._row(info))
-            stats.steps = step + 1
+            self._commit(info, bar)
+            stats.steps += 1
             stats.end_equity_usd = info.account.equity_usd
+            stats.bad_bars += info.event == "rejected"
+            stats.gaps += info.gap_before
             if info.fill is not None:
-                stats.trades += 1
-                stats.fees_usd += info.fill.fee_usd
-                logger.info("live/fill step={} {} qty={:g} price_usd={:.2f} fee_usd={:.4f} order={}", step,
+                logger.info("live/fill step={} {} qty={:g} price_usd={:.2f} fee_usd={:.4f} order={}", info.step,
                             info.fill.side, info.fill.qty, info.fill.price, info.fill.fee_usd, info.fill.order_id)
             if self.on_step is not None:
                 self.on_step(info)
@@ -209,38 +340,81 @@ class Trader:
                 self._emergency(stats, "drawdown", f"drawdown {info.drawdown_frac:.4f} >= max_drawdown_frac "
                                                    f"{self.limits.max_drawdown_frac}")
                 return stats.stopped_by
-            step += 1
+            if st.bad_bars_in_row >= self.max_bad_bars:
+                self._emergency(stats, "bad_data", f"{st.bad_bars_in_row} bad bars in a row, last: {info.reason}")
+                return stats.stopped_by
 
-    def _step(self, step: int, bar: Bar, feats: IncrementalFeatures, t0: float) -> StepInfo:
+    def _commit(self, info: StepInfo, bar: Bar) -> None:
+        """Write the step's registro row, then its state (the row is cut back on restart if the state is not)."""
+        st = self.st
+        assert st is not None and self._registro is not None
+        self._registro.write(self._row(info))
+        if info.fill is not None:
+            self._count_fill(info.fill)
+        st.pending_orders = []
+        st.step = info.step + 1
+        st.last_bar_ms = bar.open_time_ms
+        if info.event != "rejected":
+            st.last_close = bar.close
+            self._bar = bar
+        self._acct = info.account
+        self._acct_estimated = info.fill is not None and not self.broker.cheap_account
+        self._save()
+
+    def _count_fill(self, fill: Fill) -> None:
+        if self._stats is not None:
+            self._stats.trades += 1
+            self._stats.fees_usd += fill.fee_usd
+
+    def _step(self, step: int, bar: Bar, feed: _FeatureFeed, t0: float) -> StepInfo:
+        st = self.st
+        assert st is not None and self._acct is not None
+        try:
+            validate_bar(bar)
+        except BadBarError as err:
+            st.bad_bars_in_row += 1
+            logger.error("live/feed: {} ({} bad bar(s) in a row; the emergency runs at {})", err,
+                         st.bad_bars_in_row, self.max_bad_bars)
+            return StepInfo(step, bar, None, math.nan, math.nan, None, self._acct, self.risk.peak_equity_usd,
+                            self.risk.drawdown_frac, (time.perf_counter() - t0) * 1e3, str(err), event="rejected")
+        st.bad_bars_in_row = 0
+        gap = feed.push(bar)
+        if gap:
+            logger.warning("live/feed: gap before bar {} ({} missing candle(s)): features restart; no decision "
+                           "until they are warm", bar_iso(bar.open_time_ms),
+                           (bar.open_time_ms - (self._bar.open_time_ms if self._bar else bar.open_time_ms))
+                           // self.bar_interval_ms - 1)
         risk = self.risk
         self.broker.on_bar(bar.close, bar.next_open)
         acct = self.retry.call(self.broker.account)
         breached = risk.update_equity(acct.equity_usd)
-        feats.update(_bar_fields(bar))
-        win = feats.window_array()
+        win = feed.window()
         if breached or win is None:
             reason = "drawdown limit" if breached else "features warming up"
-            return self._info(step, bar, None, math.nan, math.nan, None, acct, t0, reason, time.perf_counter())
+            return self._info(step, bar, None, math.nan, math.nan, None, acct, t0, reason, time.perf_counter(), gap)
         state = PortfolioState.from_account(
             position_qty=acct.position_qty, avg_entry_price_usd=acct.entry_price, equity_usd=acct.equity_usd,
-            initial_equity_usd=self._equity0, mark_price_usd=bar.close)
+            initial_equity_usd=st.equity0_usd, mark_price_usd=bar.close)
         obs = self.agent.observation_builder.build(win, state)
         action = self._predict(obs)
         decision = self.agent.action_interpreter.decide(action, state.position_frac)
         if decision.rebalance:
-            plan = risk.plan(decision.target_frac, acct, bar.close, system_ok=not self._stop.is_set())
+            plan = risk.plan(decision.target_frac, acct, bar.close, state=self.trading_state)
         else:
             plan = OrderPlan(None, 0.0, decision.target_frac, "dead band")
         fill = None
         latency_t = time.perf_counter()
         if plan.side is not None:
-            fill = self.retry.call(self.broker.market_order, plan.side, plan.qty,
-                                   client_order_id=f"qnb-{self._order_tag}-{step}")
+            cid = f"qnb-{st.order_tag}-{step}"
+            st.pending_orders = [PendingOrder(cid, plan.side, plan.qty, False, step, bar.open_time_ms, "bar")]
+            if not isinstance(self.broker, PaperBroker):  # a paper fill lives in this process: the state of the
+                self._save()  # previous step already covers a kill; a venue's order needs its intent on disk first
+            fill = self.retry.call(self.broker.market_order, plan.side, plan.qty, client_order_id=cid)
             if fill.qty <= 0:
                 fill = None
             acct = self._after_fill(acct, fill)
         return self._info(step, bar, obs, decision.action_raw, plan.target_frac, fill, acct, t0, plan.reason,
-                          latency_t)
+                          latency_t, gap)
 
     def _after_fill(self, acct: AccountState, fill: Fill | None) -> AccountState:
         if fill is None:
@@ -253,24 +427,77 @@ class Trader:
                             acct.entry_price if pos * acct.position_qty > 0 else fill.price, acct.mark_price)
 
     def _info(self, step: int, bar: Bar, obs: np.ndarray | None, action_raw: float, target_frac: float,
-              fill: Fill | None, acct: AccountState, t0: float, reason: str, t_decided: float) -> StepInfo:
+              fill: Fill | None, acct: AccountState, t0: float, reason: str, t_decided: float,
+              gap: bool = False) -> StepInfo:
         return StepInfo(step, bar, obs, action_raw, target_frac, fill, acct, self.risk.peak_equity_usd,
-                        self.risk.drawdown_frac, (t_decided - t0) * 1e3, reason)
+                        self.risk.drawdown_frac, (t_decided - t0) * 1e3, reason, gap_before=gap)
 
     @staticmethod
     def _row(info: StepInfo) -> AuditRow:
         f, a = info.fill, info.account
         return AuditRow(
             timestamp=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), step=info.step,
-            bar_ts=_iso_ms(info.bar.open_time_ms), close=info.bar.close, action_raw=info.action_raw,
+            bar_ts=bar_iso(info.bar.open_time_ms), close=info.bar.close, action_raw=info.action_raw,
             target_frac=info.target_frac, side=f.side if f else "", qty=f.qty if f else 0.0,
             fill_price=f.price if f else math.nan, fee_usd=f.fee_usd if f else 0.0, position=a.position_qty,
             balance_usd=a.balance_usd, equity_usd=a.equity_usd, peak_equity_usd=info.peak_equity_usd,
-            drawdown_frac=info.drawdown_frac, decision_latency_ms=round(info.decision_latency_ms, 4))
+            drawdown_frac=info.drawdown_frac, decision_latency_ms=round(info.decision_latency_ms, 4),
+            event=info.event, client_order_id=f.client_order_id if f else "", gap_before=int(info.gap_before),
+            note=info.reason)
+
+    # --- OrderJournal: closing orders of a flatten ----------------------------------------
+    def order_intent(self, side: str, qty: float, purpose: str) -> str:
+        """Record a closing order's intent (state file) before it is sent; return its client order id."""
+        st = self.st
+        assert st is not None
+        cid = f"qnb-{st.order_tag}-{st.step}{'f' if purpose == 'stop_flatten' else 'e'}{len(st.pending_orders)}"
+        st.pending_orders.append(PendingOrder(cid, side, qty, True, st.step, st.last_bar_ms or 0, purpose))
+        self._save()
+        return cid
+
+    def order_filled(self, fill: Fill, purpose: str) -> None:
+        """Write a closing fill to the registro (event ``purpose``) and the state."""
+        try:
+            acct = self.retry.call(self.broker.account) if self.broker.cheap_account or self._acct is None \
+                else self._after_fill(self._acct, fill)
+        except QuantnbError:
+            acct = self._after_fill(self._acct, fill) if self._acct is not None else None
+        self._write_fill_row(purpose, fill, acct)
+
+    def order_failed(self, client_order_id: str) -> None:
+        """Keep a failed closing order's intent: the venue is asked about it on restart."""
+        logger.warning("live/state: closing order {} failed; its intent stays recorded for the restart",
+                       client_order_id)
+
+    def _write_fill_row(self, event: str, fill: Fill, acct: AccountState | None) -> None:
+        st = self.st
+        assert st is not None and self._registro is not None
+        acct = acct or self._acct
+        assert acct is not None
+        bar = self._bar or Bar(st.last_bar_ms or 0, math.nan, math.nan, math.nan, st.last_close or math.nan, 0.0)
+        if acct.equity_usd == acct.equity_usd:
+            self.risk.update_equity(acct.equity_usd)
+        info = StepInfo(st.step, bar, None, math.nan, math.nan, fill, acct, self.risk.peak_equity_usd,
+                        self.risk.drawdown_frac, 0.0, "", event=event)
+        self._registro.write(self._row(info))
+        self._count_fill(fill)
+        logger.warning("live/fill {} {} qty={:g} price_usd={:.2f} fee_usd={:.4f} order={} ({})", event, fill.side,
+                       fill.qty, fill.price, fill.fee_usd, fill.order_id, fill.client_order_id)
+        st.pending_orders = [p for p in st.pending_orders if p.client_order_id != fill.client_order_id]
+        st.step += 1
+        self._acct = acct
+        self._acct_estimated = event != "reconcile_fill" and not self.broker.cheap_account
+        if self._stats is not None:
+            self._stats.end_equity_usd = acct.equity_usd
+        self._save()
 
     def _emergency(self, stats: SessionStats, cause: EmergencyCause, detail: str) -> None:
         peak = self.risk.peak_equity_usd
         equity = stats.end_equity_usd if not math.isnan(stats.end_equity_usd) else stats.start_equity_usd
+        self.trading_state = TradingState.HALTED
+        if self.st is not None:
+            self.st.halt_cause = cause
+            self._save()
         stats.emergency = self.emergency.run(cause, detail, peak_equity_usd=peak, equity_usd=equity)
         stats.emergencias_path = self.emergency.path
         stats.stopped_by = f"emergency:{cause}"

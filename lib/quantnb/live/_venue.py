@@ -14,6 +14,7 @@ from typing import Any, Literal
 import ccxt
 
 from quantnb.errors import ConfigError, OperationalError, QuantnbError, RateLimitError, TemporaryError
+from quantnb.retry import retry_after_s_from_headers
 from quantnb.runlog import SecretMasker
 
 __all__ = ["Mode", "ENV_KEYS", "credentials_from_env", "make_exchange", "translate_ccxt_error", "scrub"]
@@ -126,12 +127,7 @@ def scrub(text: str, secrets: tuple[str, ...] = ()) -> str:
 
 
 def _retry_after_s(exchange: Any) -> float | None:
-    headers = getattr(exchange, "last_response_headers", None) or {}
-    value = headers.get("Retry-After") if hasattr(headers, "get") else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
+    return retry_after_s_from_headers(getattr(exchange, "last_response_headers", None) or {})
 
 
 def translate_ccxt_error(err: Exception, *, what: str, exchange: Any = None,

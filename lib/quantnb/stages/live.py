@@ -7,6 +7,11 @@ Every closed bar writes a ``registro_<ts>.csv`` row and updates the heartbeat; a
 breach, a critical error or repeated connection failures run the emergency protocol. One
 production log ``runs/<train_id>/produccion/produccion_<ts>.log`` captures everything.
 SIGTERM/SIGINT stop the loop in order (flattening first if ``flatten_on_stop``).
+
+The trader's state is written atomically after every bar to
+``runs/<train_id>/produccion/state_<mode>.json``; a session started again for the same
+``train_id`` and mode continues it (``fresh_start=True`` starts anew, logged). A session
+that ends in the emergency protocol is recorded ``failed`` (exit code 1 from ``quantnb run``).
 """
 
 from __future__ import annotations
@@ -51,6 +56,11 @@ class LiveParams(StageParams):
     duration_s: PositiveFloat | None = Field(None, description="Stop after this many seconds.")
     confirm_live: bool = Field(False, description="Must be True for mode='live' (real money).")
     flatten_on_stop: bool = Field(True, description="On SIGTERM/SIGINT, close positions before stopping.")
+    fresh_start: bool = Field(False, description="Set aside the recorded trader state of this train_id and mode "
+                                                 "(new account, new peak equity); logged at WARNING. By default a "
+                                                 "session continues the recorded one.")
+    max_bad_bars: PositiveInt = Field(3, description="Consecutive rejected bars (NaN/Inf, non-positive, inconsistent "
+                                                     "OHLC) that trigger the emergency protocol.")
     rest_base_url: str | None = Field(None, description="Override Binance's REST root (loopback tests).")
     ws_url: str | None = Field(None, description="Override the kline websocket URL (loopback tests).")
     console_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
@@ -101,11 +111,24 @@ def _replay_start(params: LiveParams, metadata: Any) -> dt.datetime | None:
 def run_live(params: LiveParams) -> LiveResult:
     """Run one trading session and record it.
 
+    Parameters
+    ----------
+    params : LiveParams
+        The validated parameters.
+
+    Returns
+    -------
+    LiveResult
+        Statistics and files. The run is recorded ``completed`` (end of data, ``max_steps``,
+        ``duration_s``), ``interrupted`` (SIGTERM/SIGINT) or ``failed`` (the emergency
+        protocol ran: drawdown, bad data, connection or critical error).
+
     Raises
     ------
     ConfigError
         Before any connection: ``live`` without ``confirm_live``, a missing or inconsistent
-        bundle, the drawdown halt marker present, missing API key variables.
+        bundle, the drawdown halt marker present, missing API key variables, an unreadable
+        state file.
     """
     with start_run(params) as ctx:
         cfg = load_live_config(ctx.root / "runs", params.train_id, timeframe=params.timeframe)
@@ -126,7 +149,8 @@ def run_live(params: LiveParams) -> LiveResult:
             replay_start_ts=_replay_start(params, cfg.bundle.metadata) if params.mode == "replay" else None,
             replay_speed=params.replay_speed, initial_equity_usd=params.initial_equity_usd, fee_bps=params.fee_bps,
             max_steps=params.max_steps, duration_s=params.duration_s, confirm_live=params.confirm_live,
-            on_step=on_step, rest_base_url=params.rest_base_url, ws_url=params.ws_url, session_ts=session_ts)
+            on_step=on_step, rest_base_url=params.rest_base_url, ws_url=params.ws_url, session_ts=session_ts,
+            fresh_start=params.fresh_start, max_bad_bars=params.max_bad_bars)
         stats, stopped = _run_with_stop_signals(trader, params.flatten_on_stop)
         summary = stats.to_dict()
         for key, value in summary.items():
@@ -139,10 +163,13 @@ def run_live(params: LiveParams) -> LiveResult:
         if stats.emergency is not None:
             logger.critical("Emergency protocol ran: {}", stats.emergency.cause)
             ctx.add_output("emergencias", stats.emergencias_path or cfg.out_dir)
-        if stopped is not None:
+        ctx.add_output("state", stats.state_path or cfg.out_dir)
+        if stats.reconciliation_path is not None:
+            ctx.add_output("reconciliation", stats.reconciliation_path)
+        if stats.emergency is not None:  # an emergency is a failed session (non-zero exit), even after a signal
+            ctx.finish("failed", error=f"emergency: {stats.emergency.cause}: {stats.emergency.detail}")
+        elif stopped is not None:
             ctx.finish("interrupted", error=f"stopped by {stopped}")
-        elif stats.emergency is not None:
-            ctx.finish("completed_with_errors", error=f"emergency: {stats.emergency.cause}")
     return LiveResult(ctx.run_id, stats, prod_log)
 
 

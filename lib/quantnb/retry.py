@@ -1,0 +1,287 @@
+"""The one retry policy of quantnb: retry :class:`~quantnb.errors.TemporaryError` only, with backoff and jitter.
+
+Every caller that retries (the live broker and feed, the trading session) goes through
+:class:`RetryPolicy`, built on `stamina <https://stamina.hynek.me>`_ (tenacity underneath):
+
+- foreign errors are translated once, at the boundary, into quantnb's classes
+  (:func:`translate_error`; ccxt's in :func:`quantnb.live.translate_ccxt_error`): what a retry
+  may cure becomes :class:`~quantnb.errors.TemporaryError`, a venue asking us to slow down
+  :class:`~quantnb.errors.RateLimitError` with ``retry_after_s`` (from ``Retry-After``,
+  :func:`retry_after_s_from_headers`);
+- only :class:`~quantnb.errors.TemporaryError` (and so :class:`~quantnb.errors.RateLimitError`)
+  is retried, anything else propagates at once;
+- the wait before retry ``n`` (1-based) is ``min(wait_max_s, wait_initial_s * wait_exp_base**(n-1)
+  + uniform(0, wait_jitter_s))``, or the venue's ``Retry-After`` when it asks for longer; a ban
+  longer than ``max_retry_after_s`` is not waited out (the error propagates so the caller can
+  run its emergency protocol);
+- ``attempts`` and ``timeout_s`` bound the whole call; every retry is logged at WARNING, the
+  final failure at ERROR.
+
+Tests make the waits zero with ``stamina.set_testing(True, attempts=100, cap=True)`` (the
+logged waits are still computed), as stamina documents.
+
+Example
+-------
+>>> from quantnb.retry import RetryPolicy
+>>> policy = RetryPolicy(attempts=5, wait_initial_s=0.5, wait_max_s=8.0)
+>>> policy.call(fetch_klines, "BTCUSDT")             # doctest: +SKIP
+>>> @policy.decorate                                 # doctest: +SKIP
+... def account(): ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import email.utils
+import functools
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, ParamSpec, TypeVar
+
+import stamina
+from loguru import logger
+
+from quantnb.errors import ConfigError, QuantnbError, RateLimitError, TemporaryError
+
+__all__ = ["RetryPolicy", "retry_temporary", "translate_error", "retry_after_s_from_headers"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """How a temporary failure is retried (exponential backoff with jitter, ``Retry-After`` honoured).
+
+    Parameters
+    ----------
+    attempts : int
+        Attempts in all, the first included (4: up to three retries); >= 1.
+    timeout_s : float or None
+        Give up when the next wait would end later than this many seconds after the first
+        attempt; None = no time limit.
+    wait_initial_s : float
+        Wait before the first retry, seconds (before jitter).
+    wait_max_s : float
+        Cap on a computed wait, seconds (the venue's ``Retry-After`` may exceed it up to
+        ``max_retry_after_s``).
+    wait_jitter_s : float
+        Uniform random jitter added to each computed wait, seconds (0 = none).
+    wait_exp_base : float
+        Growth factor of the wait per retry, >= 1.
+    max_retry_after_s : float
+        Longest ``Retry-After`` waited out, seconds; a longer ban (Binance 418) is re-raised at once.
+    what : str
+        Log prefix, e.g. ``live/retry``.
+
+    Raises
+    ------
+    ConfigError
+        If a number is out of range.
+    """
+
+    attempts: int = 4
+    timeout_s: float | None = 120.0
+    wait_initial_s: float = 0.5
+    wait_max_s: float = 10.0
+    wait_jitter_s: float = 0.5
+    wait_exp_base: float = 2.0
+    max_retry_after_s: float = 60.0
+    what: str = "retry"
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ConfigError(f"RetryPolicy attempts={self.attempts}: must be >= 1 (1 = no retry)")
+        for name in ("wait_initial_s", "wait_max_s", "wait_jitter_s", "max_retry_after_s"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"RetryPolicy {name}={getattr(self, name)}: must be >= 0 seconds")
+        if self.timeout_s is not None and not self.timeout_s > 0:
+            raise ConfigError(f"RetryPolicy timeout_s={self.timeout_s}: must be > 0 seconds or None")
+        if not self.wait_exp_base >= 1:
+            raise ConfigError(f"RetryPolicy wait_exp_base={self.wait_exp_base}: must be >= 1")
+
+    def wait_s(self, err: BaseException, retry_num: int, rng: random.Random | None = None) -> float | None:
+        """Return the wait before retry ``retry_num`` after ``err``, or None when it must not be retried.
+
+        Parameters
+        ----------
+        err : BaseException
+            The failure of the last attempt.
+        retry_num : int
+            1-based number of the retry about to happen.
+        rng : random.Random, optional
+            Jitter source (the module's by default).
+
+        Returns
+        -------
+        float or None
+            Seconds; None if ``err`` is not a :class:`TemporaryError` or the venue asked for
+            longer than ``max_retry_after_s``.
+        """
+        if not isinstance(err, TemporaryError):
+            return None
+        jitter = (rng or random).uniform(0.0, self.wait_jitter_s) if self.wait_jitter_s else 0.0
+        try:
+            wait = min(self.wait_max_s, self.wait_initial_s * self.wait_exp_base ** (retry_num - 1) + jitter)
+        except OverflowError:
+            wait = self.wait_max_s
+        if isinstance(err, RateLimitError) and err.retry_after_s is not None:
+            if err.retry_after_s > self.max_retry_after_s:
+                return None
+            wait = max(wait, float(err.retry_after_s))
+        return wait
+
+    def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Call ``fn``; retry it on :class:`TemporaryError` under this policy.
+
+        Returns
+        -------
+        object
+            What ``fn`` returns.
+
+        Raises
+        ------
+        TemporaryError
+            The last failure, once ``attempts`` or ``timeout_s`` is spent, or at once for a
+            ban longer than ``max_retry_after_s``.
+        Exception
+            Any other error of ``fn``, at once (never retried).
+        """
+        name = getattr(fn, "__qualname__", None) or repr(fn)
+        t0 = time.monotonic()
+        failures = 0
+
+        def hook(exc: Exception) -> bool | float:
+            nonlocal failures
+            failures += 1
+            if not isinstance(exc, TemporaryError):
+                return False
+            wait = self.wait_s(exc, failures)
+            late = self.timeout_s is not None and wait is not None and \
+                time.monotonic() - t0 + wait > self.timeout_s
+            if wait is None or failures >= self.attempts or late:
+                why = ("the venue asks to wait longer than max_retry_after_s" if wait is None
+                       else "timeout_s reached" if late else "attempts spent")
+                logger.error("{}: {} failed after {} attempt(s) ({}): {}", self.what, name, failures, why, exc)
+                return False
+            logger.warning("{}: {} attempt {}/{} failed ({}: {}); retrying in {:.3f} s", self.what, name,
+                           failures, self.attempts, type(exc).__name__, exc, wait)
+            return wait
+
+        try:  # fast path: a call that succeeds costs no retry machinery (the trader calls this every bar)
+            return fn(*args, **kwargs)
+        except TemporaryError as err:
+            wait = hook(err)
+            if wait is False:
+                raise
+        if not stamina.is_testing():
+            time.sleep(float(wait))
+        for attempt in stamina.retry_context(on=hook, attempts=self.attempts - 1, timeout=None):
+            with attempt:
+                return fn(*args, **kwargs)
+        raise AssertionError("unreachable")  # pragma: no cover - stamina re-raises the last error
+
+    def decorate(self, fn: Callable[P, T]) -> Callable[P, T]:
+        """Return ``fn`` wrapped so each call goes through :meth:`call`."""
+
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            return self.call(fn, *args, **kwargs)
+
+        return wrapper
+
+
+def retry_temporary(policy: RetryPolicy | None = None) -> Callable[[Callable[P, T]], Callable[P, T]]:
+    """Return a decorator retrying :class:`TemporaryError` under ``policy`` (default :class:`RetryPolicy`).
+
+    Parameters
+    ----------
+    policy : RetryPolicy, optional
+        The policy; ``RetryPolicy()`` by default.
+
+    Returns
+    -------
+    callable
+        The decorator.
+    """
+    return (policy or RetryPolicy()).decorate
+
+
+def retry_after_s_from_headers(headers: Mapping[str, Any] | None, *, now_s: float | None = None) -> float | None:
+    """Return the wait a ``Retry-After`` header asks for, seconds, or None.
+
+    Parameters
+    ----------
+    headers : mapping or None
+        Response headers (case-insensitive lookup of ``Retry-After``).
+    now_s : float, optional
+        Current epoch time, seconds, for the HTTP-date form; ``time.time()`` by default.
+
+    Returns
+    -------
+    float or None
+        Delta-seconds, or the time until an HTTP-date (RFC 9110 section 10.2.3), >= 0;
+        None when the header is absent or unreadable.
+    """
+    if not headers:
+        return None
+    value = None
+    for key in ("Retry-After", "retry-after", "RETRY-AFTER"):
+        value = headers.get(key) if hasattr(headers, "get") else None
+        if value is not None:
+            break
+    if value is None:
+        value = next((v for k, v in dict(headers).items() if str(k).lower() == "retry-after"), None)
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(str(value))
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now_s is None else now_s))
+
+
+def translate_error(err: BaseException, *, what: str, headers: Mapping[str, Any] | None = None,
+                    status: int | None = None) -> QuantnbError:
+    """Map a foreign error at a network boundary to quantnb's classes (raise the result ``from err``).
+
+    ==========================================================  =====================================
+    foreign error                                               quantnb
+    ==========================================================  =====================================
+    a quantnb error                                             itself
+    HTTP 429 or 418                                             RateLimitError(retry_after_s=...)
+    HTTP 5xx, ``TimeoutError``, ``ConnectionError``, ``OSError``  TemporaryError
+    anything else                                               OperationalError
+    ==========================================================  =====================================
+
+    Parameters
+    ----------
+    err : BaseException
+        The caught error.
+    what : str
+        The operation, named in the message (``GET /fapi/v1/klines``).
+    headers : mapping, optional
+        Response headers, read for ``Retry-After``.
+    status : int, optional
+        HTTP status of the failed response, when there was one.
+
+    Returns
+    -------
+    QuantnbError
+        The translated error.
+    """
+    from quantnb.errors import OperationalError
+
+    if isinstance(err, QuantnbError):
+        return err
+    msg = f"{what}: {type(err).__name__}: {err}"
+    if status in (418, 429):
+        return RateLimitError(msg, retry_after_s=retry_after_s_from_headers(headers))
+    if (status is not None and 500 <= status < 600) or isinstance(err, TimeoutError | ConnectionError | OSError):
+        return TemporaryError(msg)
+    return OperationalError(msg)
