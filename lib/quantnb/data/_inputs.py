@@ -60,12 +60,29 @@ def expand_glob(root: Path, pattern: str) -> list[Path]:
     base = Path(text) if os.path.isabs(text) else root / text
     if os.path.lexists(base) or not _GLOB_CHARS.search(text):
         return [base] if os.path.lexists(base) else []
+    text = _escape_literal_folders(root, text)
     if os.path.isabs(text):
         found = glob.glob(text, recursive=True)
     else:
         found = [str(root / m) for m in glob.glob(text, root_dir=root, recursive=True)]
     # "**" also yields the folder itself with a trailing separator: one entry per path
     return sorted({Path(m.rstrip(os.sep) or os.sep) for m in found})
+
+
+def _escape_literal_folders(root: Path, text: str) -> str:
+    """Escape the leading components that exist as named (a folder ``outside [1]``), so glob takes them literally."""
+    parts = Path(text).parts
+    prefix = Path(parts[0]) if os.path.isabs(text) else root
+    out = [parts[0]] if os.path.isabs(text) else []
+    for part in parts[1:] if os.path.isabs(text) else parts:
+        if _GLOB_CHARS.search(part) and os.path.lexists(prefix / part):
+            out.append(glob.escape(part))
+        elif _GLOB_CHARS.search(part):
+            return os.path.join(*out, part, *parts[len(out) + 1:]) if out else text
+        else:
+            out.append(part)
+        prefix = prefix / part
+    return os.path.join(*out) if out else text
 
 
 def item_key(path: Path, root: Path) -> str:

@@ -43,7 +43,8 @@ class AgentParams(StageParams):
     """Parameters of the agent stage (environment, SAC hyper-parameters, evaluation split)."""
 
     stage = "agent"
-    bars_glob: str = Field("data/processed/BTC-PERP/*.parquet", description="ETL Parquet bars of one symbol.")
+    bars_glob: str = Field("data/processed/unknown/perp/BTC-PERP/*.parquet",
+                           description="ETL Parquet bars of one instrument (<venue>/<market>/<SYMBOL>/).")
     eval_days: PositiveFloat = Field(7.0, description="The last days held out for evaluation (and live replay).")
     window: PositiveInt = Field(32, description="Bars of scaled features in one observation.")
     fee_bps: float = Field(4.0, ge=0, description="Taker fee on notional, bps.")
@@ -97,10 +98,12 @@ def load_bars(root: Path, bars_glob: str) -> pl.DataFrame:
     ConfigError
         If nothing matches.
     """
-    files = sorted(root.glob(bars_glob))
+    from quantnb.data import expand_glob  # relative or absolute, '**'; never globbed again by polars
+
+    files = [f for f in expand_glob(root, bars_glob) if f.is_file()]
     if not files:
         raise ConfigError(f"bars_glob={bars_glob!r}: no file under {root}; run the etl stage first")
-    bars = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed").sort("ts")
+    bars = pl.concat([pl.read_parquet(f.read_bytes()) for f in files], how="diagonal_relaxed").sort("ts")
     return drop_empty_columns(bars)
 
 

@@ -244,23 +244,32 @@ def _process_files(ctx: RunContext, params: EtlParams, inputs: list[Path]) -> di
                 str(p), str(shard), {**options, "key": item}))
         return reports
     mp = multiprocessing.get_context("spawn")  # fork of a threaded kernel can deadlock polars
-    with ProcessPoolExecutor(min(params.n_workers, len(jobs)), mp_context=mp,
-                             initializer=worker_initializer, initargs=ctx.worker_initargs()) as pool:
+    pool = ProcessPoolExecutor(min(params.n_workers, len(jobs)), mp_context=mp,
+                               initializer=worker_initializer, initargs=ctx.worker_initargs())
+    try:
         futures: list[tuple[str, Path, Future[dict[str, Any]]]] = [
             (item, shard, pool.submit(ingest_item, str(p), str(shard), {**options, "key": item}))
             for p, item, shard in jobs
         ]
-        try:
-            for n, (item, shard, fut) in enumerate(futures):
-                commit_item(ctx, item, shard, n, reports, fut.result)
-        except BrokenProcessPool as exc:
-            pending = [item for item, _, _ in futures if not ctx.checkpoint.is_completed(item)
-                       and item not in ctx.checkpoint.failed]
-            raise RuntimeError(
-                f"the ETL worker pool crashed ({exc}): a worker process died (killed by a signal or the "
-                f"out-of-memory killer?); {len(pending)} file(s) not processed stay not done: resume the run "
-                f"(quantnb run etl --resume {ctx.run_id}), with fewer n_workers if memory is short") from exc
+        for n, (item, shard, fut) in enumerate(futures):
+            commit_item(ctx, item, shard, n, reports, fut.result)
+    except BrokenProcessPool as exc:
+        pending = [item for _, item, _ in jobs if not ctx.checkpoint.is_completed(item)]
+        raise RuntimeError(
+            f"the ETL worker pool crashed ({exc}): a worker process died (killed by a signal or the "
+            f"out-of-memory killer?); {len(pending)} file(s) not processed stay not done: resume the run "
+            f"(quantnb run etl --resume {ctx.run_id}), with fewer n_workers if memory is short") from exc
+    finally:
+        _shutdown(pool)
     return reports
+
+
+def _shutdown(pool: ProcessPoolExecutor) -> None:
+    """Shut the pool down; a broken pool's shutdown can raise (``OSError: handle is closed``): logged, not raised."""
+    try:
+        pool.shutdown(wait=True, cancel_futures=True)
+    except OSError as exc:
+        logger.debug("worker pool shutdown after a crash: {}: {}", type(exc).__name__, exc)
 
 
 def commit_item(ctx: RunContext, item: str, shard: Path, n: int, reports: dict[str, dict[str, Any]],
