@@ -11,7 +11,6 @@ import polars as pl
 import pytest
 
 from quantnb.data import ingest_file
-from quantnb.data._io import market_from_path
 from quantnb.testing.builders import write_ohlcv_csv, write_trades_csv
 from tests.data._samples import BINANCE, BYBIT_XRP, ingested
 
@@ -61,6 +60,8 @@ def test_spot_capture_sequence_gap_is_detected(tmp_path):
 
 
 def test_market_comes_from_the_archive_folders_else_the_parameter(tmp_path):
+    from quantnb.data._io import market_from_path
+
     assert market_from_path("/d/orderbook/spot/XRPUSDT/2024-12-01_XRPUSDT_ob500.data.zip", "bybit_book") == "spot"
     assert market_from_path("/d/orderbook/linear/XRPUSDT/x.data.zip", "bybit_book") == "linear"
     assert market_from_path("/d/data/futures/um/daily/trades/BTCUSDT/x.csv", "trades_csv") == "usdm"

@@ -1,9 +1,9 @@
 """ETL stage: raw exchange files to validated 1-minute bars with order-book features, as Parquet.
 
 Each input file is one item, identified by its path (relative to the project, or absolute
-outside it): ingested in a worker process by :func:`ingest_item` into a partial-bars shard
+outside it): ingested in a worker process by :func:`_ingest_to_shard` into a partial-bars shard
 (``runs/<run_id>/parts/<name>-<hash of the path>.parquet``, written atomically) and
-committed to the checkpoint by :func:`commit_item`; a corrupt file, or a path that is not a
+committed to the checkpoint by :func:`_collect`; a corrupt file, or a path that is not a
 readable regular file, is quarantined (listed in the checkpoint and run.json) and the others
 go on. When every file is done, the shards are merged per instrument (venue, market, symbol)
 and UTC day into ``<output_dir>/<venue>/<market>/<SYMBOL>/<YYYY-MM-DD>.parquet``, e.g.
@@ -40,7 +40,7 @@ from quantnb.runlog import (
     worker_initializer,
 )
 
-__all__ = ["EtlParams", "EtlResult", "run_etl", "ingest_item", "commit_item"]
+__all__ = ["EtlParams", "EtlResult", "run_etl"]
 
 # Version of the item identity in checkpoints and shard names: 2 = path-based (1 = file name).
 ITEM_FORMAT = 2
@@ -171,7 +171,7 @@ def _find_inputs(params: EtlParams, root: Path) -> tuple[list[Path], dict[str, s
     return [files[k] for k in sorted(files)], bad
 
 
-def ingest_item(path: str, shard: str, options: dict[str, Any]) -> dict[str, Any]:
+def _ingest_to_shard(path: str, shard: str, options: dict[str, Any]) -> dict[str, Any]:
     """Worker: ingest one raw file into a partial-bars shard (written atomically); return its summary.
 
     Parameters
@@ -240,7 +240,7 @@ def _process_files(ctx: RunContext, params: EtlParams, inputs: list[Path]) -> di
                "ohlcv_venue": params.ohlcv_venue}
     if params.n_workers == 1 or len(jobs) <= 1:
         for n, (p, item, shard) in enumerate(jobs):
-            commit_item(ctx, item, shard, n, reports, lambda p=p, item=item, shard=shard: ingest_item(
+            _collect(ctx, item, shard, n, reports, lambda p=p, item=item, shard=shard: _ingest_to_shard(
                 str(p), str(shard), {**options, "key": item}))
         return reports
     mp = multiprocessing.get_context("spawn")  # fork of a threaded kernel can deadlock polars
@@ -248,11 +248,11 @@ def _process_files(ctx: RunContext, params: EtlParams, inputs: list[Path]) -> di
                                initializer=worker_initializer, initargs=ctx.worker_initargs())
     try:
         futures: list[tuple[str, Path, Future[dict[str, Any]]]] = [
-            (item, shard, pool.submit(ingest_item, str(p), str(shard), {**options, "key": item}))
+            (item, shard, pool.submit(_ingest_to_shard, str(p), str(shard), {**options, "key": item}))
             for p, item, shard in jobs
         ]
         for n, (item, shard, fut) in enumerate(futures):
-            commit_item(ctx, item, shard, n, reports, fut.result)
+            _collect(ctx, item, shard, n, reports, fut.result)
     except BrokenProcessPool as exc:
         pending = [item for _, item, _ in jobs if not ctx.checkpoint.is_completed(item)]
         raise RuntimeError(
@@ -272,7 +272,7 @@ def _shutdown(pool: ProcessPoolExecutor) -> None:
         logger.debug("worker pool shutdown after a crash: {}: {}", type(exc).__name__, exc)
 
 
-def commit_item(ctx: RunContext, item: str, shard: Path, n: int, reports: dict[str, dict[str, Any]],
+def _collect(ctx: RunContext, item: str, shard: Path, n: int, reports: dict[str, dict[str, Any]],
                 get: Any) -> None:
     """Driver: take one item's result from ``get()`` and commit it (checkpoint), or quarantine the item.
 
