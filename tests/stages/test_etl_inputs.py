@@ -94,7 +94,7 @@ def test_instrument_from_parameters_when_the_folders_name_no_market(project):
 
 
 def test_recursive_absolute_and_odd_paths_then_resume_then_label_an_absolute_glob(project, tmp_path):
-    odd = project / "data" / "raw dir" / "données ü" / "deep"
+    odd = project / "data" / "raw dir" / "données ü" / "deep [x]*"
     odd.mkdir(parents=True)
     built = write_ohlcv_csv(odd, start="2024-01-01 22:00", n_minutes=240, seed=3).path
     outside = tmp_path / "outside [1]" / "x y"
@@ -118,6 +118,17 @@ def test_recursive_absolute_and_odd_paths_then_resume_then_label_an_absolute_glo
     assert lab.status == "completed", lab.quarantined
     assert sorted(lab.distribution["file"]) == ["2024-01-01.parquet", "2024-01-02.parquet"]
     assert SAFE_RUN_ID.match(lab.run_id)
+    # the agent's and the live replay's bars globs: absolute with '**', under a folder holding '[1]'
+    from quantnb.stages.agent import load_bars
+    from quantnb.stages.live import _replay_files
+
+    odd_out = tmp_path / "outside [1]" / "bars"
+    shutil.copytree(project / "data" / "out put" / "unknown", odd_out)
+    pattern = str(odd_out / "**" / "*.parquet")
+    assert load_bars(project, pattern).height == 240
+    from quantnb.live._feed import read_bars
+
+    assert read_bars(_replay_files(project, pattern)).height == 240
 
 
 def test_labelling_refuses_a_glob_spanning_two_instruments(project):

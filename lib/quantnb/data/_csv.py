@@ -28,7 +28,7 @@ def _header(path: Path) -> list[str]:
 
 def _read_strings(path: Path, columns: Sequence[str], has_header: bool) -> pl.DataFrame:
     try:
-        frame = pl.read_csv(path, infer_schema=False, has_header=has_header,
+        frame = pl.read_csv(path, infer_schema=False, has_header=has_header, glob=False,
                             new_columns=None if has_header else list(columns))
     except pl.exceptions.PolarsError as exc:
         raise DataError(f"{path}: unreadable CSV ({str(exc).splitlines()[0]}); fix or re-download the file",

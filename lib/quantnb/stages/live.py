@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import glob
 import signal
 import threading
 from pathlib import Path
@@ -171,4 +172,5 @@ def _replay_files(root: Path, pattern: str) -> list[str] | str:
     """``replay_glob`` expanded (relative or absolute, ``**``); the pattern if nothing matches (the feed says so)."""
     from quantnb.data import expand_glob
 
-    return [str(f) for f in expand_glob(root, pattern) if f.is_file()] or str(root / pattern)
+    # escaped: the feed passes each entry through glob.glob again; a name may hold '[' or '*'
+    return [glob.escape(str(f)) for f in expand_glob(root, pattern) if f.is_file()] or str(root / pattern)
