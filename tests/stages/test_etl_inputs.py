@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -200,6 +201,18 @@ def test_file_without_data_rows_is_reported_in_run_json_and_quality(project):
     assert _record(project, res.run_id)["results"]["empty_inputs"] == [item]
     log = (project / "logs" / "etl" / f"{res.run_id}.log").read_text()
     assert any("WARNING" in line and "no data rows" in line and empty.name in line for line in log.splitlines())
+
+
+def test_empty_gz_capture_is_an_error_not_a_silent_success(project):
+    raw = project / "data" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "BTCUSDT_20240809.gz").write_bytes(b"")  # a failed download
+    with gzip.open(raw / "BTCUSDT_20240810.gz", "wb"):
+        pass  # a valid gzip stream holding nothing
+    res = _etl(project, ["data/raw/*.gz"])
+    assert res.status == "completed_with_errors"
+    for name in ("BTCUSDT_20240809.gz", "BTCUSDT_20240810.gz"):
+        assert "holds no messages" in res.quarantined[f"data/raw/{name}"]
 
 
 def test_resume_of_a_checkpoint_that_names_inputs_by_file_name_is_refused(project):
