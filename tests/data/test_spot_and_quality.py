@@ -119,3 +119,20 @@ def test_duplicate_trade_ids_with_other_values_are_counted(tmp_path):
     (conflict,) = q.duplicate_conflicts
     assert conflict["kept"]["price"] + 10 == pytest.approx(conflict["dropped"]["price"])
     assert conflict["kept_line"] == 6
+
+
+def test_ingest_refuses_a_fifo_or_a_directory_without_blocking(tmp_path):
+    import os
+
+    from quantnb.errors import DataError
+
+    fifo = tmp_path / "2024-12-01_XRPUSDT_ob500.data"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="FIFO"):
+        ingest_file(fifo)
+    folder = tmp_path / "BTCUSDT_20240808.gz"
+    folder.mkdir()
+    with pytest.raises(DataError, match="a directory"):
+        ingest_file(folder)
+    with pytest.raises(FileNotFoundError):
+        ingest_file(tmp_path / "BTCUSDT_20240807.gz")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -15,6 +16,7 @@ from quantnb.data._binance import read_binance
 from quantnb.data._book import OrderBook
 from quantnb.data._bybit import read_bybit
 from quantnb.data._csv import read_ohlcv, read_trades
+from quantnb.data._inputs import check_regular_file
 from quantnb.data._quality import QualityReport
 from quantnb.data._schema import BINANCE_BOOK, BINANCE_TRADES, BYBIT_BOOK, OHLCV_CSV, TRADES_CSV, conform_parts
 from quantnb.data._validate import check_policy
@@ -125,8 +127,9 @@ def ingest_file(path: str | Path, *, skip_until_snapshot: bool = False, on_cross
         Unknown file name; bad zip or gzip (incl. truncated); a non-JSON or truncated
         line; a missing field or unexpected layout; a Bybit delta before any snapshot
         (unless ``skip_until_snapshot``); a NaN or infinite price or size; a crossed book
-        (with ``on_crossed="raise"``); a CSV value that does not parse. The message names
-        the file, the line and the fix.
+        (with ``on_crossed="raise"``); a CSV value that does not parse; a path that is
+        not a readable regular file (directory, FIFO, device, broken link). The message
+        names the file, the line and the fix.
     ConfigError
         If ``on_crossed`` is not one of the accepted values.
     FileNotFoundError
@@ -143,8 +146,11 @@ def ingest_file(path: str | Path, *, skip_until_snapshot: bool = False, on_cross
     check_policy(on_crossed)
     path = Path(path)
     info = _io.detect_source(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+    problem = check_regular_file(path)  # a directory, FIFO, device, broken link or unreadable file
+    if problem is not None:
+        if not os.path.lexists(path):
+            raise FileNotFoundError(f"{path}: no such file")
+        raise DataError(problem, path=str(path))
     t0 = time.perf_counter()
     report = QualityReport(path=str(path), source=info.kind)
     key = key or path.name
