@@ -64,6 +64,11 @@ def test_same_file_name_in_two_folders_is_two_inputs_and_two_instruments(project
         bars = pl.read_parquet(project / "data" / "out" / "bybit" / market / "XRPUSDT" / "2024-12-01.parquet")
         assert bars.select("venue", "market", "symbol").unique().rows() == [("bybit", market, "XRPUSDT")]
     assert set(res.outputs["market"]) == {"linear", "spot"}
+    from quantnb.stages.agent import load_bars  # the agent never trains on two instruments at once
+
+    with pytest.raises(ConfigError, match="2 instruments"):
+        load_bars(project, "data/out/**/*.parquet")
+    assert load_bars(project, "data/out/bybit/spot/**/*.parquet")["market"].unique().to_list() == ["spot"]
 
 
 def test_same_name_same_instrument_in_two_folders_keeps_both_inputs(project):

@@ -96,7 +96,7 @@ def load_bars(root: Path, bars_glob: str) -> pl.DataFrame:
     Raises
     ------
     ConfigError
-        If nothing matches.
+        If nothing matches, or the bars are of several instruments.
     """
     from quantnb.data import expand_glob  # relative or absolute, '**'; never globbed again by polars
 
@@ -104,6 +104,12 @@ def load_bars(root: Path, bars_glob: str) -> pl.DataFrame:
     if not files:
         raise ConfigError(f"bars_glob={bars_glob!r}: no file under {root}; run the etl stage first")
     bars = pl.concat([pl.read_parquet(f.read_bytes()) for f in files], how="diagonal_relaxed").sort("ts")
+    keys = [c for c in ("venue", "market", "symbol") if c in bars.columns]
+    instruments = bars.select(keys).unique().sort(keys).rows() if keys else []
+    if len(instruments) > 1:
+        raise ConfigError(f"bars_glob={bars_glob!r} matches bars of {len(instruments)} instruments "
+                          f"({', '.join('/'.join(map(str, i)) for i in instruments[:4])}); the ETL writes one folder "
+                          "per instrument (<venue>/<market>/<SYMBOL>/): point bars_glob at one of them")
     return drop_empty_columns(bars)
 
 
@@ -164,7 +170,8 @@ def run_agent(params: AgentParams) -> AgentResult:
         meta = AgentMetadata(
             window=params.window, fee_bps=params.fee_bps, slippage_bps=params.slippage_bps,
             max_position_frac=params.max_position_frac, deadband_frac=params.deadband_frac,
-            initial_equity_usd=params.initial_equity_usd, symbol=Path(params.bars_glob).parent.name,
+            initial_equity_usd=params.initial_equity_usd,
+            symbol=bars["symbol"][0] if "symbol" in bars.columns else Path(params.bars_glob).parent.name,
             timeframe="1m", data_span={"train": [str(bars["ts"].min()), str(split_ts)],
                                        "eval": [str(split_ts), str(bars["ts"].max())]},
             sac_params=sac.model_dump(mode="json"),
