@@ -182,6 +182,19 @@ def test_whatever_is_not_a_readable_regular_file_is_quarantined_with_an_error(pr
     assert _parquets(project) == ["bybit/linear/BTCUSDT/2026-08-09.parquet"]
 
 
+def test_a_recursive_pattern_walks_folders_and_a_plain_one_reports_them(project):
+    raw = project / "data" / "raw"
+    (raw / "a" / "b").mkdir(parents=True)
+    shutil.copy(BYBIT_BTC, raw / "a" / "b" / BYBIT_BTC.name)
+    shutil.copy(BYBIT_XRP, raw / BYBIT_XRP.name)
+    res = _etl(project, ["data/raw/**/*"])
+    assert res.status == "completed" and res.quarantined == {}
+    assert sorted(_checkpoint(project, res.run_id)["completed"]) == [
+        f"data/raw/{BYBIT_XRP.name}", f"data/raw/a/b/{BYBIT_BTC.name}"]
+    plain = _etl(project, ["data/raw/*"], output_dir="data/out2")
+    assert list(plain.quarantined) == ["data/raw/a"] and "a directory" in plain.quarantined["data/raw/a"]
+
+
 def test_unreadable_file_is_quarantined(project):
     if os.geteuid() == 0:
         pytest.skip("runs as root: chmod 000 does not stop root from reading; the other non-file kinds are tested")

@@ -35,7 +35,7 @@ from __future__ import annotations
 from quantnb.data._bars import combine_trade_bars, flag_gaps, trades_to_bars
 from quantnb.data._book import OrderBook
 from quantnb.data._ingest import FileIngest, ingest_file
-from quantnb.data._inputs import check_regular_file, expand_glob, item_key, shard_stem
+from quantnb.data._inputs import check_regular_file, expand_glob, item_key, shard_stem, traversed_folder
 from quantnb.data._io import SourceInfo, accepted_patterns, detect_source
 from quantnb.data._merge import instrument_path, merge_parts
 from quantnb.data._quality import QualityReport
@@ -53,6 +53,7 @@ __all__ = [
     "item_key",
     "shard_stem",
     "check_regular_file",
+    "traversed_folder",
     "OrderBook",
     "QualityReport",
     "BAR_SCHEMA",

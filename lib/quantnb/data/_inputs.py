@@ -14,7 +14,7 @@ import re
 import stat
 from pathlib import Path
 
-__all__ = ["expand_glob", "item_key", "shard_stem", "check_regular_file", "safe_token"]
+__all__ = ["expand_glob", "item_key", "shard_stem", "check_regular_file", "safe_token", "traversed_folder"]
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -83,6 +83,18 @@ def _escape_literal_folders(root: Path, text: str) -> str:
             out.append(part)
         prefix = prefix / part
     return os.path.join(*out) if out else text
+
+
+def traversed_folder(pattern: str, path: Path) -> bool:
+    """Return whether ``path`` is a folder that a recursive ``pattern`` walks through (``.../**`` or ``.../**/*``).
+
+    Such a pattern matches the folder and, by the same pattern, every file under it, so
+    the folder itself is no input and no error. A folder matched any other way (``data/*``,
+    a folder named ``x.gz`` matched by ``**/*.gz``, a literal path) is an error for the caller.
+    """
+    parts = Path(pattern).parts
+    recursive = "**" in parts and parts[-1] in ("**", "*")
+    return recursive and os.path.isdir(path) and not os.path.islink(path)
 
 
 def item_key(path: Path, root: Path) -> str:

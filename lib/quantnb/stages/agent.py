@@ -96,11 +96,15 @@ def load_bars(root: Path, bars_glob: str) -> pl.DataFrame:
     Raises
     ------
     ConfigError
-        If nothing matches, or the bars are of several instruments.
+        If nothing matches, a match is not a readable regular file, or the bars are of
+        several instruments.
     """
-    from quantnb.data import expand_glob  # relative or absolute, '**'; never globbed again by polars
+    from quantnb.data import check_regular_file, expand_glob, traversed_folder  # relative or absolute, '**'
 
-    files = [f for f in expand_glob(root, bars_glob) if f.is_file()]
+    files = [f for f in expand_glob(root, bars_glob) if not traversed_folder(bars_glob, f)]
+    problems = [p for f in files if (p := check_regular_file(f)) is not None]
+    if problems:
+        raise ConfigError(f"bars_glob={bars_glob!r}: {'; '.join(problems[:3])}")
     if not files:
         raise ConfigError(f"bars_glob={bars_glob!r}: no file under {root}; run the etl stage first")
     bars = pl.concat([pl.read_parquet(f.read_bytes()) for f in files], how="diagonal_relaxed").sort("ts")

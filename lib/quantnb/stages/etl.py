@@ -151,7 +151,7 @@ class EtlResult:
 
 def _find_inputs(params: EtlParams, root: Path) -> tuple[list[Path], dict[str, str]]:
     """Expand ``input_globs``; return the readable regular files and, per other path, why it is not one."""
-    from quantnb.data import check_regular_file, expand_glob, item_key
+    from quantnb.data import check_regular_file, expand_glob, item_key, traversed_folder
 
     files: dict[str, Path] = {}
     bad: dict[str, str] = {}
@@ -160,6 +160,9 @@ def _find_inputs(params: EtlParams, root: Path) -> tuple[list[Path], dict[str, s
         if not matches:
             logger.warning("Input pattern {!r} matched no file under {}", pattern, root)
         for m in matches:
+            if traversed_folder(pattern, m):  # "data/raw/**/*": its files are matched too
+                logger.debug("{}: a folder walked by the recursive pattern {!r}", m, pattern)
+                continue
             key = item_key(m, root)
             problem = check_regular_file(m)
             if problem is None:

@@ -92,9 +92,9 @@ def _label_one(path: str, next_path: str | None, dest: str, p: dict[str, Any]) -
 def _jobs(params: LabellingParams, root: Path, out_dir: Path
           ) -> tuple[list[tuple[str, str, str | None, Path]], dict[str, str]]:
     """Expand ``input_glob``: one job per readable file (in time order), and why each other match is not one."""
-    from quantnb.data import check_regular_file, expand_glob, item_key
+    from quantnb.data import check_regular_file, expand_glob, item_key, traversed_folder
 
-    matches = expand_glob(root, params.input_glob)
+    matches = [m for m in expand_glob(root, params.input_glob) if not traversed_folder(params.input_glob, m)]
     bad = {item_key(m, root): f"{problem} (matched by input_glob {params.input_glob!r})"
            for m in matches if (problem := check_regular_file(m)) is not None}
     files = sorted((m for m in matches if item_key(m, root) not in bad), key=lambda f: (f.name, str(f)))
