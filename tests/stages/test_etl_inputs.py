@@ -272,11 +272,12 @@ def test_a_crashed_worker_pool_fails_the_run_and_resume_processes_the_files(proj
     run_id = proc.stdout.readline().split(" run ")[1].split()[0]
     deadline = time.monotonic() + 180
     killed = False
+    log = project / "logs" / "etl" / f"{run_id}.log"
     while time.monotonic() < deadline and proc.poll() is None and not killed:
-        for worker in _spawned_workers(proc.pid):  # SIGKILL a worker as soon as one exists (the OOM killer's way)
-            worker.send_signal(signal.SIGKILL)
+        workers = _spawned_workers(proc.pid)
+        if workers and log.exists() and "reading as" in log.read_text():  # a worker is reading a file
+            workers[0].send_signal(signal.SIGKILL)  # what the out-of-memory killer does
             killed = True
-            break
         time.sleep(0.01)
     out, _ = proc.communicate(timeout=300)
     assert killed, "no worker process was seen"

@@ -249,29 +249,53 @@ def _process_files(ctx: RunContext, params: EtlParams, inputs: list[Path]) -> di
     mp = multiprocessing.get_context("spawn")  # fork of a threaded kernel can deadlock polars
     pool = ProcessPoolExecutor(min(params.n_workers, len(jobs)), mp_context=mp,
                                initializer=worker_initializer, initargs=ctx.worker_initargs())
+    broken = False
     try:
         futures: list[tuple[str, Path, Future[dict[str, Any]]]] = [
             (item, shard, pool.submit(_ingest_to_shard, str(p), str(shard), {**options, "key": item}))
             for p, item, shard in jobs
         ]
         for n, (item, shard, fut) in enumerate(futures):
-            _collect(ctx, item, shard, n, reports, fut.result)
+            _collect(ctx, item, shard, n, reports, lambda fut=fut: _result(pool, fut))
     except BrokenProcessPool as exc:
+        broken = True
         pending = [item for _, item, _ in jobs if not ctx.checkpoint.is_completed(item)]
         raise RuntimeError(
             f"the ETL worker pool crashed ({exc}): a worker process died (killed by a signal or the "
             f"out-of-memory killer?); {len(pending)} file(s) not processed stay not done: resume the run "
             f"(quantnb run etl --resume {ctx.run_id}), with fewer n_workers if memory is short") from exc
     finally:
-        _shutdown(pool)
+        _shutdown(pool, broken)
     return reports
 
 
-def _shutdown(pool: ProcessPoolExecutor) -> None:
-    """Shut the pool down; a broken pool's shutdown can raise (``OSError: handle is closed``): logged, not raised."""
+def _result(pool: ProcessPoolExecutor, fut: Future[dict[str, Any]]) -> dict[str, Any]:
+    """Wait for ``fut``; raise BrokenProcessPool as soon as a worker process has died.
+
+    The executor notices a dead worker itself, but a worker killed while it held the
+    task queue can leave it waiting forever (CPython gh-94777), so the processes are
+    watched here too.
+    """
+    while True:
+        try:
+            return fut.result(timeout=1.0)
+        except TimeoutError:
+            procs = dict(getattr(pool, "_processes", None) or {})  # pid -> Process (CPython's executor)
+            dead = {pid: proc.exitcode for pid, proc in procs.items() if proc.exitcode is not None}
+            if dead:
+                pid, code = next(iter(dead.items()))
+                raise BrokenProcessPool(f"worker process {pid} exited with code {code}") from None
+
+
+def _shutdown(pool: ProcessPoolExecutor, broken: bool) -> None:
+    """Shut the pool down; after a crash, terminate the other workers instead of waiting for them."""
     try:
-        pool.shutdown(wait=True, cancel_futures=True)
-    except OSError as exc:
+        if broken:
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                if proc.exitcode is None:
+                    proc.terminate()
+        pool.shutdown(wait=not broken, cancel_futures=True)
+    except OSError as exc:  # a broken pool's shutdown can raise "handle is closed"
         logger.debug("worker pool shutdown after a crash: {}: {}", type(exc).__name__, exc)
 
 
