@@ -17,7 +17,18 @@ DAY = dt.date(2024, 1, 2)
 
 @pytest.fixture(scope="module")
 def overlapping_parts(tmp_path_factory) -> dict[str, pl.DataFrame]:
-    """Four sources for BTCUSDT on the same minutes of 2024-01-02."""
+    """Four sources for BTCUSDT on the same minutes of 2024-01-02, relabelled as one instrument (the priority
+    rules apply within an instrument; the real venues differ, see test_two_instruments_never_merge)."""
+    return {k: v.with_columns(venue=pl.lit("test"), market=pl.lit("perp"))
+            for k, v in _overlapping_raw(tmp_path_factory).items()}
+
+
+@pytest.fixture(scope="module")
+def overlapping_raw(tmp_path_factory) -> dict[str, pl.DataFrame]:
+    return _overlapping_raw(tmp_path_factory)
+
+
+def _overlapping_raw(tmp_path_factory) -> dict[str, pl.DataFrame]:
     d = tmp_path_factory.mktemp("overlap")
     return {
         "trades_csv": ingest_file(write_trades_csv(d, symbol="BTCUSDT", day="2024-01-02", seed=1).path).bars,
@@ -78,8 +89,8 @@ def test_merge_result_does_not_depend_on_the_order_of_parts(overlapping_parts):
 
 def test_final_frames_follow_bar_schema_one_row_per_minute_sorted(overlapping_parts):
     result = merge_parts(list(overlapping_parts.values()))
-    assert list(result) == [("BTCUSDT", DAY)]
-    bars = result[("BTCUSDT", DAY)]
+    assert list(result) == [("test/perp/BTCUSDT", DAY)]
+    bars = result[("test/perp/BTCUSDT", DAY)]
     assert bars.schema == pl.Schema(BAR_SCHEMA)
     assert bars["ts"].is_sorted() and bars["ts"].is_unique().all()
     assert (bars["ts"].dt.date() == DAY).all()
@@ -119,3 +130,23 @@ def test_all_permutations_of_three_parts_agree(overlapping_parts):
     results = [merge_parts(list(perm)) for perm in itertools.permutations(parts)]
     for other in results[1:]:
         assert all(other[k].equals(v) for k, v in results[0].items())
+
+
+def test_two_instruments_never_merge(overlapping_raw):
+    """Binance USD-M (capture + trades CSV), Bybit linear and an OHLCV CSV of 'BTCUSDT': three instruments."""
+    result = merge_parts(list(overlapping_raw.values()))
+    assert list(result) == [("binance/usdm/BTCUSDT", DAY), ("bybit/linear/BTCUSDT", DAY), ("unknown/perp/BTCUSDT", DAY)]
+    for (instrument, _), bars in result.items():
+        venue, market, symbol = instrument.split("/")
+        assert bars.select("venue", "market", "symbol").unique().rows() == [(venue, market, symbol)]
+    assert set(result[("bybit/linear/BTCUSDT", DAY)]["ohlcv_source"]) == {"bybit_book"}
+    assert set(result[("binance/usdm/BTCUSDT", DAY)]["ohlcv_source"]) == {"trades_csv"}
+
+
+def test_same_symbol_in_two_markets_of_one_venue_stays_apart(overlapping_raw):
+    linear = overlapping_raw["bybit"]
+    spot = linear.with_columns(market=pl.lit("spot"), mid_close=pl.col("mid_close") * 1.01)
+    result = merge_parts([linear, spot])
+    assert sorted(result) == [("bybit/linear/BTCUSDT", DAY), ("bybit/spot/BTCUSDT", DAY)]
+    lin, spo = result[("bybit/linear/BTCUSDT", DAY)], result[("bybit/spot/BTCUSDT", DAY)]
+    assert lin.height == spo.height and not lin["mid_close"].equals(spo["mid_close"])

@@ -10,6 +10,7 @@ import nbformat
 import polars as pl
 import pytest
 
+from quantnb.data import shard_stem
 from tests.conftest import QUANTNB, run_cli
 from tests.stages.test_etl_stage import _outputs, _raw_inputs, _wait_for
 
@@ -38,7 +39,7 @@ def test_signal_to_runner_interrupts_the_kernel_and_resume_completes(project, si
     ckpt = json.loads(ckpt_path.read_text())
     assert ckpt["status"] == "interrupted" and 1 <= len(ckpt["completed"]) < 8
     for item in ckpt["completed"]:  # consistent: every committed item has its shard on disk, whole
-        pl.read_parquet(project / "runs" / run_id / "parts" / f"{Path(item).name}.parquet")
+        pl.read_parquet(project / "runs" / run_id / "parts" / f"{shard_stem(item)}.parquet")
     nb = nbformat.read(project / "runs" / run_id / "etl.ipynb", as_version=4)
     assert any(o.get("ename") == "KeyboardInterrupt" for c in nb.cells for o in c.get("outputs", []))
     log = (project / "logs" / "etl" / f"{run_id}.log").read_text()

@@ -143,9 +143,10 @@ def test_corrupt_files_are_quarantined_and_the_others_finish(project):
     ckpt = json.loads((project / "logs" / "checkpoints" / f"{run_dir.name}_completed.json").read_text())
     assert {Path(k).name for k in ckpt["failed"]} == set(expected)
     assert [Path(k).name for k in ckpt["completed"]] == ["2026-08-09_BTCUSDT_ob200.data"]
-    out = pl.read_parquet(project / "data" / "q" / "BTCUSDT" / "2026-08-09.parquet")
+    out = pl.read_parquet(project / "data" / "q" / "bybit" / "linear" / "BTCUSDT" / "2026-08-09.parquet")
     assert out.height >= 1
-    quality_path = project / "data" / "q" / "BTCUSDT" / "2026-08-09_BTCUSDT_ob200.data.quality.json"
+    (quality_path,) = (project / "data" / "q" / "bybit" / "linear" / "BTCUSDT").glob(
+        "2026-08-09_BTCUSDT_ob200.data-*.quality.json")
     quality = json.loads(quality_path.read_text())
     assert quality["messages"] == 414 and quality["seq_gaps"] == 0 and quality["crossed"] == 0
     log = (project / "logs" / "etl" / f"{run_dir.name}.log").read_text()

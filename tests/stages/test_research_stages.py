@@ -82,7 +82,7 @@ def test_research_notebooks_run_through_papermill(tmp_path):
     etl = run_cli("run", "etl", "-p", "input_globs", '["data/samples/ohlcv/*.csv"]', "-p", "n_workers", "1",
                   cwd=root)
     assert etl.returncode == 0, etl.stdout + etl.stderr
-    lab = run_cli("run", "labelling", "-p", "input_glob", "data/processed/BTC-PERP/2022-01-0[1-4].parquet",
+    lab = run_cli("run", "labelling", "-p", "input_glob", "data/processed/unknown/perp/BTC-PERP/2022-01-0[1-4].parquet",
                   "-p", "lookahead_min", "30", "-p", "threshold_short_frac", "-0.002",
                   "-p", "threshold_long_frac", "0.002", cwd=root)
     assert lab.returncode == 0, lab.stdout + lab.stderr

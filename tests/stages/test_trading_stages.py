@@ -30,7 +30,7 @@ def _agent_bundle(tmp_path: Path) -> tuple[Path, str]:
     root = make_project(tmp_path / "proj")
     etl = _run(root, "run", "etl", "-p", "input_globs", '["data/samples/ohlcv/*.csv"]', "-p", "n_workers", "1")
     assert etl.returncode == 0, etl.stdout + etl.stderr
-    agent = _run(root, "run", "agent", "-p", "bars_glob", "data/processed/BTC-PERP/2022-01-[23]*.parquet",
+    agent = _run(root, "run", "agent", "-p", "bars_glob", "data/processed/unknown/perp/BTC-PERP/2022-01-[23]*.parquet",
                  "-p", "eval_days", "1", "-p", "window", "8", "-p", "total_timesteps", "300",
                  "-p", "buffer_size", "300", "-p", "learning_starts", "100", "-p", "checkpoint_every_steps", "100",
                  "-p", "progress_every_steps", "100", "-p", "net_arch", "[16, 16]", "-p", "batch_size", "64")

@@ -4,17 +4,19 @@ Typical use (the ETL stage does this per file, in worker processes)::
 
     from quantnb.data import ingest_file, merge_parts
     parts = [ingest_file(p).bars for p in paths]          # partial bars + QualityReport per file
-    for (symbol, day), bars in merge_parts(parts).items():  # final bars, schema BAR_SCHEMA
+    for (instrument, day), bars in merge_parts(parts).items():  # "venue/market/SYMBOL", BAR_SCHEMA
         ...
 
 Sources (by file name, see :func:`detect_source`): Bybit v5 order-book files
-(``YYYY-MM-DD_SYMBOL_obN.data[.zip]``), Binance USD-M stream captures
+(``YYYY-MM-DD_SYMBOL_obN.data[.zip]``), Binance USD-M or spot stream captures
 (``SYMBOL_YYYYMMDD.gz``), Binance public trades CSV (``SYMBOL-trades-*.csv``) and
 1-minute OHLCV CSV (``SYMBOL_..._1m.csv``).
 
-Final bar columns (``BAR_SCHEMA``), one row per minute with data, per symbol and UTC day:
+Final bar columns (``BAR_SCHEMA``), one row per minute with data, per instrument and UTC day:
 
-- ``ts``: minute start, Datetime[us, UTC]; ``symbol``.
+- ``ts``: minute start, Datetime[us, UTC]; ``venue, market, symbol``: the instrument
+  (e.g. ``bybit, linear, BTCUSDT``; ``binance, spot, BTCUSDT``). Two instruments never
+  share a frame.
 - ``open, high, low, close``: quote currency per base unit; ``volume``: base units for
   trades sources, as given by the file for an OHLCV CSV (the bundled BTC-PERP file is in
   USD notional), null for a book mid; ``ohlcv_source`` says which.
@@ -33,8 +35,9 @@ from __future__ import annotations
 from quantnb.data._bars import combine_trade_bars, flag_gaps, trades_to_bars
 from quantnb.data._book import OrderBook
 from quantnb.data._ingest import FileIngest, ingest_file
+from quantnb.data._inputs import check_regular_file, expand_glob, item_key, shard_stem, traversed_folder
 from quantnb.data._io import SourceInfo, accepted_patterns, detect_source
-from quantnb.data._merge import merge_parts
+from quantnb.data._merge import instrument_path, merge_parts
 from quantnb.data._quality import QualityReport
 from quantnb.data._schema import BAR_SCHEMA, PART_SCHEMA
 
@@ -45,6 +48,12 @@ __all__ = [
     "ingest_file",
     "FileIngest",
     "merge_parts",
+    "instrument_path",
+    "expand_glob",
+    "item_key",
+    "shard_stem",
+    "check_regular_file",
+    "traversed_folder",
     "OrderBook",
     "QualityReport",
     "BAR_SCHEMA",

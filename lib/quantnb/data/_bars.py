@@ -114,15 +114,15 @@ def combine_trade_bars(bars: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def flag_gaps(ts: pl.Expr, over: str | None = None) -> pl.Expr:
+def flag_gaps(ts: pl.Expr, over: str | list[str] | None = None) -> pl.Expr:
     """Return a Boolean expression: True where the previous bar is ``GAP_MIN`` (2) minutes or more earlier.
 
     Parameters
     ----------
     ts : polars.Expr
         Sorted minute starts (Datetime).
-    over : str or None
-        Column whose groups (e.g. ``"symbol"``) are flagged separately.
+    over : str, list of str or None
+        Column(s) whose groups (e.g. ``["venue", "market", "symbol"]``) are flagged separately.
 
     Returns
     -------

@@ -1,12 +1,19 @@
-"""Binance USD-M stream captures (gzip, ``<recv_ns> <json>`` lines): depth diffs synced to a REST snapshot, trades.
+"""Binance stream captures (gzip, ``<recv_ns> <json>`` lines), USD-M or spot: depth synced to a snapshot, trades.
 
-Sync rules (Binance USD-M Futures docs, "How to manage a local order book correctly"):
-buffer the diff events until the REST snapshot; drop any event with ``u < lastUpdateId``;
-the first applied event has ``U <= lastUpdateId <= u``; after that each event's ``pu``
-must equal the previous event's ``u``, otherwise the book is out of sync and must be
-rebuilt from a new snapshot. A capture may hold no later snapshot: the book then stays
-unsynced and the minutes until one arrives carry no book features (counted).
-``bookTicker`` messages are checked (values, crossed/locked) and counted, not used for features.
+Sync rules (Binance docs, "How to manage a local order book correctly"), chosen per event
+by its fields: buffer the diff events until the REST snapshot, then
+
+- USD-M futures (events carry ``pu``): drop any event with ``u < lastUpdateId``; the first
+  applied event has ``U <= lastUpdateId <= u``; after that each event's ``pu`` must equal
+  the previous event's ``u``;
+- spot (no ``pu``): drop any event with ``u <= lastUpdateId``; the first applied event has
+  ``U <= lastUpdateId + 1 <= u``; after that each event's ``U`` must equal the previous
+  event's ``u + 1``.
+
+A break means the book is out of sync and must be rebuilt from a new snapshot. A capture
+may hold no later snapshot: the book then stays unsynced and the minutes until one arrives
+carry no book features (counted). ``bookTicker`` messages (spot ones carry no ``e`` field)
+are checked (values, crossed/locked) and counted, not used for features.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from quantnb.data._validate import Price, Size, clean_levels, crossed_ok, decode
 
 GAP_MS = 2 * MINUTE_MS
 BUFFER_MAX = 20_000  # diff events kept while waiting for a snapshot (Binance: "buffer the events")
+NO_PU = -(2**62)  # a spot depth event has no ``pu`` field
 
 
 class _Depth(msgspec.Struct, tag="depthUpdate", tag_field="e"):
@@ -34,9 +42,9 @@ class _Depth(msgspec.Struct, tag="depthUpdate", tag_field="e"):
     s: str
     U: int
     u: int
-    pu: int
     b: list[tuple[Price, Size]]
     a: list[tuple[Price, Size]]
+    pu: int = NO_PU
 
 
 class _Trade(msgspec.Struct, tag="trade", tag_field="e"):
@@ -74,9 +82,9 @@ class _LooseDepth(msgspec.Struct):
     s: str
     U: int
     u: int
-    pu: int
     b: list[tuple[float, float]]
     a: list[tuple[float, float]]
+    pu: int = NO_PU
 
 
 _DECODE = msgspec.json.Decoder(_Frame, strict=False).decode
@@ -96,9 +104,11 @@ class _BinanceBook:
         self.buffer: deque[tuple[_Depth, int]] = deque()
         self.last_e = -1
         self.n_depth = 0
+        self.n_spot = 0  # depth events without ``pu`` (spot rules)
 
     def on_depth(self, ev: _Depth, line: int) -> None:
         self.n_depth += 1
+        self.n_spot += ev.pu == NO_PU
         if ev.E < self.last_e:
             self.report.flag("out_of_order", line, f"depthUpdate E={ev.E} earlier than the previous E={self.last_e}")
         else:
@@ -111,26 +121,35 @@ class _BinanceBook:
         self._sequence(ev, line)
 
     def _sequence(self, ev: _Depth, line: int) -> None:
+        spot = ev.pu == NO_PU
         if self.bars.synced:
-            if ev.pu != self.prev_u:
+            if spot and ev.U != self.prev_u + 1:
+                self.report.flag("seq_gaps", line, f"depthUpdate U={ev.U} != previous u+1={self.prev_u + 1} "
+                                 "(spot rule); book cleared, waiting for a new snapshot")
+            elif not spot and ev.pu != self.prev_u:
                 self.report.flag("seq_gaps", line, f"depthUpdate pu={ev.pu} != previous u={self.prev_u}; book "
                                  "cleared, waiting for a new snapshot")
-                self._unsync()
-                self._buffer(ev, line)
             else:
                 self._apply(ev, line)
-        elif self.snapshot_id is None:
+                return
+            self._unsync()
             self._buffer(ev, line)
-        elif ev.u < self.snapshot_id:
+            return
+        if self.snapshot_id is None:
+            self._buffer(ev, line)
+            return
+        target = self.snapshot_id + 1 if spot else self.snapshot_id  # spot: U <= lastUpdateId+1 <= u
+        if ev.u < target:
             self.report.stale_dropped += 1
-        elif ev.U <= self.snapshot_id:
+        elif ev.U <= target:
             self.bars.synced = True
-            logger.info("{} line {}: book synced: first diff U={} <= lastUpdateId={} <= u={}",
-                        self.path, line, ev.U, self.snapshot_id, ev.u)
+            logger.info("{} line {}: book synced: first diff U={} <= {}={} <= u={} ({} rule)", self.path, line, ev.U,
+                        "lastUpdateId+1" if spot else "lastUpdateId", target, ev.u, "spot" if spot else "USD-M")
             self._apply(ev, line)
         else:
-            self.report.flag("seq_gaps", line, f"first diff after the snapshot starts at U={ev.U} > lastUpdateId="
-                             f"{self.snapshot_id}: the snapshot is too old; waiting for a new one")
+            self.report.flag("seq_gaps", line, f"first diff after the snapshot starts at U={ev.U} > "
+                             f"{'lastUpdateId+1' if spot else 'lastUpdateId'}={target}: the snapshot is too old; "
+                             "waiting for a new one")
             self._unsync()
             self._buffer(ev, line)
 
@@ -193,6 +212,8 @@ def read_binance(path: Path, report: QualityReport, *, on_crossed: str = "raise"
     decode = _DECODE
     symbol = ""
     last_t = last_id = -1
+    last_trade: _Trade | None = None
+    last_trade_line: int | None = None
     n = n_bbo = 0
     lineno = 0
     with open_lines(path) as fh:
@@ -213,11 +234,12 @@ def read_binance(path: Path, report: QualityReport, *, on_crossed: str = "raise"
                         _bbo_crossed(ev, lineno, report)
                 elif cls is _Trade:
                     if ev.T < last_t or ev.t <= last_id or ev.s != symbol or ev.T - last_t >= GAP_MS:
-                        if not _trade_checks(ev, lineno, last_t, last_id, symbol, report):
+                        if not _trade_checks(ev, lineno, last_t, last_id, symbol, report, last_trade, last_trade_line):
                             continue
                         symbol = symbol or ev.s
                     last_t = max(ev.T, last_t)
                     last_id = max(ev.t, last_id)
+                    last_trade, last_trade_line = ev, lineno
                     t_ts.append(ev.T)
                     t_id.append(ev.t)
                     t_px.append(ev.p)
@@ -242,6 +264,11 @@ def read_binance(path: Path, report: QualityReport, *, on_crossed: str = "raise"
         raise no_messages(path)
     report.lines, report.messages, report.bbo_updates = lineno, n, n_bbo
     report.symbols = [symbol] if symbol else []
+    if depth.n_depth:  # the sync rule the events carried: USD-M (``pu``) or spot (no ``pu``)
+        report.market = "spot" if depth.n_spot == depth.n_depth else "usdm"
+        if 0 < depth.n_spot < depth.n_depth:
+            logger.warning("{}: {} of {} depth events lack 'pu' (spot) and the others carry it (USD-M); "
+                           "a capture should hold one market", path, depth.n_spot, depth.n_depth)
     return symbol, depth.finish(), trades.bars(), depth.book
 
 
@@ -263,6 +290,8 @@ def _slow(path: Path, line: int, payload: bytes, exc: Exception, report: Quality
         return None
     data = obj.get("data", obj) if isinstance(obj, dict) else None
     kind = data.get("e") if isinstance(data, dict) else None
+    if kind is None and isinstance(data, dict) and {"u", "s", "b", "B", "a", "A"} <= data.keys():
+        kind = "bookTicker"  # a spot bookTicker carries no event type
     if kind not in ("depthUpdate", "trade", "bookTicker"):
         report.flag("unsupported_messages", line, f"event {kind!r} is not depthUpdate/trade/bookTicker; skipped")
         return None
@@ -304,7 +333,7 @@ def _loose_event(path: Path, line: int, kind: str, data: bytes,
     if isinstance(ev, _LooseDepth):
         bids = clean_levels(ev.b, "bid", path, line, report)
         asks = clean_levels(ev.a, "ask", path, line, report)
-        return _Depth(ev.E, ev.s, ev.U, ev.u, ev.pu, bids, asks)
+        return _Depth(E=ev.E, s=ev.s, U=ev.U, u=ev.u, b=bids, a=asks, pu=ev.pu)
     if isinstance(ev, _LooseTrade):
         levels = [(ev.p, ev.q)]
         ident = f"trade t={ev.t}"
@@ -324,13 +353,17 @@ def _bbo_crossed(ev: _Ticker, line: int, report: QualityReport) -> None:
                 "counted (bookTicker does not feed the book features)")
 
 
-def _trade_checks(ev: _Trade, line: int, last_t: int, last_id: int, symbol: str, report: QualityReport) -> bool:
+def _trade_checks(ev: _Trade, line: int, last_t: int, last_id: int, symbol: str, report: QualityReport,
+                  last: _Trade | None = None, last_line: int | None = None) -> bool:
     """Handle the rare cases of the trade checks; return False to skip the trade."""
     if symbol and ev.s != symbol:
         report.flag("symbol_mismatch", line, f"trade for {ev.s!r} in a {symbol} capture; skipped")
         return False
     if ev.t == last_id:
-        report.flag("duplicates", line, f"trade id t={ev.t} repeated; skipped")
+        report.flag("duplicates", line, f"trade id t={ev.t} repeated; the first one is kept")
+        if last is not None and (last.T, last.p, last.q, last.m) != (ev.T, ev.p, ev.q, ev.m):
+            report.conflict(line, f"trade id t={ev.t}", last_line, {"T": last.T, "p": last.p, "q": last.q, "m": last.m},
+                            {"T": ev.T, "p": ev.p, "q": ev.q, "m": ev.m})
         return False
     if ev.t < last_id or ev.T < last_t:
         report.flag("out_of_order", line, f"trade t={ev.t} T={ev.T} after t={last_id} T={last_t}")

@@ -28,7 +28,7 @@ def _header(path: Path) -> list[str]:
 
 def _read_strings(path: Path, columns: Sequence[str], has_header: bool) -> pl.DataFrame:
     try:
-        frame = pl.read_csv(path, infer_schema=False, has_header=has_header,
+        frame = pl.read_csv(path, infer_schema=False, has_header=has_header, glob=False,
                             new_columns=None if has_header else list(columns))
     except pl.exceptions.PolarsError as exc:
         raise DataError(f"{path}: unreadable CSV ({str(exc).splitlines()[0]}); fix or re-download the file",
@@ -72,6 +72,29 @@ def _flag_rows(report: QualityReport, kind: str, rows: pl.DataFrame, message: st
         report.flag(kind, line, message)
     if rows.height > LOG_LIMIT_PER_KIND:
         report.flag(kind, None, message, count=rows.height - LOG_LIMIT_PER_KIND)
+
+
+def _flag_conflicts(report: QualityReport, frame: pl.DataFrame, dups: pl.DataFrame, key: str,
+                    values: Sequence[str]) -> None:
+    """Count the duplicates of ``key`` whose ``values`` differ from the first row (the one kept), with both values."""
+    if not dups.height:
+        return
+    kept = frame.filter(pl.col(key).is_first_distinct()).select(key, *values, pl.col(_LINE).alias("_kept_line"),
+                                                                 *[pl.col(v).alias(f"_kept_{v}") for v in values])
+    pairs = dups.select(key, *values, _LINE).join(kept.drop(values), on=key, how="left")
+    differs = pl.any_horizontal([pl.col(v).ne_missing(pl.col(f"_kept_{v}")) for v in values])
+    conflicts = pairs.filter(differs).sort(_LINE)
+    for row in conflicts.head(LOG_LIMIT_PER_KIND).iter_rows(named=True):
+        label = key
+        if key == "timestamp":  # epoch ms -> ISO
+            label = f"timestamp {pl.Series([row[key]]).cast(pl.Datetime('ms', 'UTC'))[0].isoformat()}"
+        else:
+            label = f"{key} {row[key]}"
+        report.conflict(row[_LINE], label, row["_kept_line"], {v: row[f"_kept_{v}"] for v in values},
+                        {v: row[v] for v in values})
+    if conflicts.height > LOG_LIMIT_PER_KIND:
+        report.flag("conflicting_duplicates", None, f"more duplicates of {key} with other values than the row kept "
+                    "(the first row of each is kept)", count=conflicts.height - LOG_LIMIT_PER_KIND)
 
 
 def _epoch_ms(path: Path, col: pl.Series) -> pl.Series:
@@ -135,6 +158,7 @@ def read_ohlcv(path: Path, report: QualityReport) -> pl.DataFrame:
     _order_checks(report, frame, "timestamp", "bar")
     dups = frame.filter(pl.col("timestamp").is_duplicated() & ~pl.col("timestamp").is_first_distinct())
     _flag_rows(report, "duplicates", dups, "timestamp repeats an earlier row; the first row is kept")
+    _flag_conflicts(report, frame, dups, "timestamp", OHLCV_COLUMNS[1:])
     frame = frame.unique("timestamp", keep="first", maintain_order=True).sort("timestamp")
     return frame.select(ts=minute_start(pl.col("timestamp")), open="open", high="high", low="low", close="close",
                         volume="volume")
@@ -175,6 +199,7 @@ def read_trades(path: Path, report: QualityReport) -> pl.DataFrame:
     _order_checks(report, frame, "time", "trade")
     dups = frame.filter(pl.col("id").is_duplicated() & ~pl.col("id").is_first_distinct())
     _flag_rows(report, "duplicates", dups, "trade id repeats an earlier row; the first row is kept")
+    _flag_conflicts(report, frame, dups, "id", ("price", "qty", "time", "is_buyer_maker"))
     frame = frame.unique("id", keep="first", maintain_order=True)
     report.trades = frame.height
     trades = frame.select(ts_ms="time", id="id", price="price", qty="qty", is_buyer_maker="is_buyer_maker")

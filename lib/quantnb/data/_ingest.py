@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import polars as pl
@@ -15,6 +16,7 @@ from quantnb.data._binance import read_binance
 from quantnb.data._book import OrderBook
 from quantnb.data._bybit import read_bybit
 from quantnb.data._csv import read_ohlcv, read_trades
+from quantnb.data._inputs import check_regular_file
 from quantnb.data._quality import QualityReport
 from quantnb.data._schema import BINANCE_BOOK, BINANCE_TRADES, BYBIT_BOOK, OHLCV_CSV, TRADES_CSV, conform_parts
 from quantnb.data._validate import check_policy
@@ -33,8 +35,10 @@ class FileIngest:
         Detected file kind (see :func:`detect_source`).
     symbol : str
         The symbol the file describes.
+    venue, market : str
+        The rest of the instrument: e.g. ``bybit``/``linear``, ``binance``/``spot``.
     bars : polars.DataFrame
-        Partial 1-minute bars, schema ``PART_SCHEMA``: ``symbol, ts, source, file`` and the
+        Partial 1-minute bars, schema ``PART_SCHEMA``: ``venue, market, symbol, ts, source, file`` and the
         fields this source provides (the others null). ``source`` is ``trades_csv``,
         ``binance_trades``, ``ohlcv_csv``, ``binance_book`` or ``bybit_book``; a Binance
         capture gives two sources. Sorted by ``source, ts``; one row per source and minute.
@@ -51,6 +55,8 @@ class FileIngest:
     path: Path
     kind: str
     symbol: str
+    venue: str
+    market: str
     bars: pl.DataFrame
     quality: QualityReport
     n_messages: int
@@ -58,12 +64,32 @@ class FileIngest:
     book: OrderBook | None = None
 
 
-def _tag(frame: pl.DataFrame, symbol: str, source: str, path: Path) -> pl.DataFrame:
-    return conform_parts(frame.with_columns(symbol=pl.lit(symbol), source=pl.lit(source), file=pl.lit(path.name)))
+# The market of a file whose folders name none (and, for a Binance capture, whose events do not tell).
+DEFAULT_MARKETS: dict[str, str] = {_io.BYBIT: "linear", _io.BINANCE: "usdm", _io.TRADES: "usdm", _io.OHLCV: "perp"}
+DEFAULT_OHLCV_VENUE = "unknown"
+
+
+def _tag(frame: pl.DataFrame, symbol: str, source: str, key: str) -> pl.DataFrame:
+    return conform_parts(frame.with_columns(symbol=pl.lit(symbol), source=pl.lit(source), file=pl.lit(key)))
+
+
+def _instrument(path: Path, kind: str, report: QualityReport, default_markets: Mapping[str, str] | None,
+                ohlcv_venue: str) -> tuple[str, str]:
+    """Venue and market of a file: the archive folder layout, else what the reader saw, else the default."""
+    venue = _io.VENUES.get(kind, ohlcv_venue)
+    from_path = _io.market_from_path(path, kind)
+    seen = report.market  # a Binance capture: "usdm" (events carry pu) or "spot"
+    if from_path and seen and from_path != seen:
+        logger.warning("{}: the folders say market {!r} but the depth events follow the {} rules; using {!r} "
+                       "(the folder)", path, from_path, seen, from_path)
+    market = from_path or seen or {**DEFAULT_MARKETS, **(default_markets or {})}[kind]
+    return venue, market
 
 
 def ingest_file(path: str | Path, *, skip_until_snapshot: bool = False, on_crossed: str = "raise",
-                on_progress: Callable[[int], None] | None = None) -> FileIngest:
+                on_progress: Callable[[int], None] | None = None, key: str | None = None,
+                default_markets: Mapping[str, str] | None = None,
+                ohlcv_venue: str = DEFAULT_OHLCV_VENUE) -> FileIngest:
     """Read one raw file, validate it, and aggregate it into partial 1-minute bars.
 
     Parameters
@@ -77,6 +103,18 @@ def ingest_file(path: str | Path, *, skip_until_snapshot: bool = False, on_cross
         DataError naming the line, or ``"skip"``: count it and leave the update out of
         the features (the minute close carries no book features while crossed). A locked
         book (bid == ask) is counted and kept.
+    on_progress : callable, optional
+        Called with the line number as minutes close (order-book sources).
+    key : str, optional
+        The input's identity written to the ``file`` column (the ETL passes the path
+        relative to the project); the file name by default.
+    default_markets : mapping of str to str, optional
+        Source kind to the market of files whose folders name none (Bybit ``linear/``,
+        ``spot/``...; Binance ``futures/um/``, ``spot/``...), merged over
+        ``DEFAULT_MARKETS``. A Binance capture's events decide before it: ``pu`` present
+        means ``usdm``, absent ``spot``.
+    ohlcv_venue : str
+        Venue of a 1-minute OHLCV CSV (its name and format tell none).
 
     Returns
     -------
@@ -89,8 +127,9 @@ def ingest_file(path: str | Path, *, skip_until_snapshot: bool = False, on_cross
         Unknown file name; bad zip or gzip (incl. truncated); a non-JSON or truncated
         line; a missing field or unexpected layout; a Bybit delta before any snapshot
         (unless ``skip_until_snapshot``); a NaN or infinite price or size; a crossed book
-        (with ``on_crossed="raise"``); a CSV value that does not parse. The message names
-        the file, the line and the fix.
+        (with ``on_crossed="raise"``); a CSV value that does not parse; a path that is
+        not a readable regular file (directory, FIFO, device, broken link). The message
+        names the file, the line and the fix.
     ConfigError
         If ``on_crossed`` is not one of the accepted values.
     FileNotFoundError
@@ -107,10 +146,14 @@ def ingest_file(path: str | Path, *, skip_until_snapshot: bool = False, on_cross
     check_policy(on_crossed)
     path = Path(path)
     info = _io.detect_source(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+    problem = check_regular_file(path)  # a directory, FIFO, device, broken link or unreadable file
+    if problem is not None:
+        if not os.path.lexists(path):
+            raise FileNotFoundError(f"{path}: no such file")
+        raise DataError(problem, path=str(path))
     t0 = time.perf_counter()
     report = QualityReport(path=str(path), source=info.kind)
+    key = key or path.name
     logger.info("{}: reading as {} ({:.1f} kB)", path, info.kind, path.stat().st_size / 1024)
     final: OrderBook | None = None
     if info.kind == _io.BYBIT:
@@ -120,32 +163,39 @@ def ingest_file(path: str | Path, *, skip_until_snapshot: bool = False, on_cross
             logger.warning("{}: the file name says {} but the messages are for {}; using {}",
                            path, info.symbol, symbol, symbol)
         symbol = symbol or info.symbol
-        bars = _tag(book, symbol, BYBIT_BOOK, path)
+        bars = _tag(book, symbol, BYBIT_BOOK, key)
     elif info.kind == _io.BINANCE:
         symbol, book, trades, final = read_binance(path, report, on_crossed=on_crossed, on_progress=on_progress)
         symbol = symbol or info.symbol
-        bars = pl.concat([_tag(book, symbol, BINANCE_BOOK, path), _tag(trades, symbol, BINANCE_TRADES, path)])
+        bars = pl.concat([_tag(book, symbol, BINANCE_BOOK, key), _tag(trades, symbol, BINANCE_TRADES, key)])
         report.trades = int(trades["n_trades"].sum())
     elif info.kind == _io.OHLCV:
         symbol = info.symbol
-        bars = _tag(read_ohlcv(path, report), symbol, OHLCV_CSV, path)
+        bars = _tag(read_ohlcv(path, report), symbol, OHLCV_CSV, key)
         report.symbols = [symbol]
     elif info.kind == _io.TRADES:
         symbol = info.symbol
-        bars = _tag(read_trades(path, report), symbol, TRADES_CSV, path)
+        bars = _tag(read_trades(path, report), symbol, TRADES_CSV, key)
         report.symbols = [symbol]
     else:  # pragma: no cover - detect_source returns only the kinds above
         raise DataError(f"{path}: no reader for kind {info.kind!r}", path=str(path))
-    bars = bars.sort(["source", "ts"])
+    venue, market = _instrument(path, info.kind, report, default_markets, ohlcv_venue)
+    report.venue, report.market = venue, market
+    bars = bars.with_columns(venue=pl.lit(venue), market=pl.lit(market)).select(bars.columns).sort(["source", "ts"])
     report.book_updates = int(bars["n_book_updates"].sum())
     report.bars = bars.height
     if bars.height:
         report.first_ts = bars["ts"].min().isoformat()  # type: ignore[union-attr]
         report.last_ts = bars["ts"].max().isoformat()  # type: ignore[union-attr]
+    if not bars.height:
+        report.no_data_rows = True
+        logger.warning("{}: no data rows ({} line(s), {} message(s)): the file produces no bar; check that it is "
+                       "the file you meant (a CSV with a header only, an empty download?)", path, report.lines,
+                       report.messages)
     report.finish()
     elapsed = time.perf_counter() - t0
     for source, rows in bars.group_by("source", maintain_order=True).len().iter_rows():
         logger.info("{}: {} rows after the 1-minute resample ({})", path, rows, source)
     logger.info("{}: {} messages processed in {:.2f} s (etl/msgs_per_s={:.0f}); defects: {}", path, report.messages,
                 elapsed, report.messages / max(elapsed, 1e-9), report.defects or "none")
-    return FileIngest(path, info.kind, symbol, bars, report, report.messages, elapsed, final)
+    return FileIngest(path, info.kind, symbol, venue, market, bars, report, report.messages, elapsed, final)

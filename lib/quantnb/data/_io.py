@@ -40,6 +40,42 @@ class SourceInfo(NamedTuple):
     symbol: str
 
 
+# The venue of each source kind (an OHLCV CSV names none: the ETL's ``ohlcv_venue`` parameter).
+VENUES = {BYBIT: "bybit", BINANCE: "binance", TRADES: "binance"}
+# Bybit's archive folders (``.../orderbook/linear/BTCUSDT/...``, ``.../spot/...``) are the market names.
+BYBIT_MARKETS = ("linear", "inverse", "spot", "option")
+# Binance's archive folders: ``data/futures/um/...`` (USD-M), ``data/futures/cm/...`` (COIN-M), ``data/spot/...``.
+BINANCE_MARKETS = {("futures", "um"): "usdm", ("futures", "cm"): "coinm", ("spot",): "spot",
+                   ("usdm",): "usdm", ("um",): "usdm", ("coinm",): "coinm", ("cm",): "coinm"}
+MARKET_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+def market_from_path(path: str | Path, kind: str) -> str | None:
+    """Return the market an exchange's archive folder layout gives ``path``, or None if it gives none.
+
+    The nearest matching folder wins: Bybit ``linear``, ``inverse``, ``spot``, ``option``;
+    Binance ``futures/um`` (or ``usdm``, ``um``) -> ``usdm``, ``futures/cm`` (``coinm``,
+    ``cm``) -> ``coinm``, ``spot`` -> ``spot``. Folder names are compared in lower case.
+
+    Parameters
+    ----------
+    path : str or Path
+        The input file.
+    kind : str
+        Its source kind (:func:`detect_source`); an OHLCV CSV has no layout (None).
+    """
+    parts = [p.lower() for p in Path(path).parts[:-1]]
+    for i in range(len(parts) - 1, -1, -1):
+        if kind == BYBIT and parts[i] in BYBIT_MARKETS:
+            return parts[i]
+        if kind in (BINANCE, TRADES):
+            if parts[i] in ("um", "cm") and i > 0 and parts[i - 1] == "futures":
+                return BINANCE_MARKETS[("futures", parts[i])]
+            if (parts[i],) in BINANCE_MARKETS:
+                return BINANCE_MARKETS[(parts[i],)]
+    return None
+
+
 def accepted_patterns() -> list[str]:
     """Return the file-name patterns :func:`detect_source` accepts, in words."""
     return [desc for _, _, desc in _PATTERNS]

@@ -22,11 +22,12 @@ from quantnb.data._schema import (
 )
 from quantnb.errors import DataError
 
-_KEYS = ["symbol", "ts"]
+_INSTRUMENT = ["venue", "market", "symbol"]
+_KEYS = [*_INSTRUMENT, "ts"]
 
 
 def _pick(frame: pl.DataFrame, rank: dict[str, int]) -> pl.DataFrame:
-    """Keep one row per (symbol, ts): lowest rank, then file name, then values (total order)."""
+    """Keep one row per (instrument, ts): lowest rank, then file name, then values (total order)."""
     ranked = frame.with_columns(_rank=pl.col("source").replace_strict(rank, return_dtype=pl.Int64))
     order = [*_KEYS, "_rank", "file", *[c for c in PART_SCHEMA if c not in (*_KEYS, "source", "file")]]
     return ranked.sort(order, nulls_last=True).unique(_KEYS, keep="first", maintain_order=True)
@@ -35,22 +36,31 @@ def _pick(frame: pl.DataFrame, rank: dict[str, int]) -> pl.DataFrame:
 def _warn_conflicts(frame: pl.DataFrame, what: str) -> None:
     files = frame.group_by(_KEYS).agg(pl.col("file").n_unique().alias("n")).filter(pl.col("n") > 1)
     if files.height:
-        for symbol, n in files.group_by("symbol").len().sort("symbol").iter_rows():
-            logger.warning("merge: {} minute(s) of {} have {} from more than one file; the higher-priority "
-                           "source (then the first file name) is used", n, symbol, what)
+        for venue, market, symbol, n in files.group_by(_INSTRUMENT).len().sort(_INSTRUMENT).iter_rows():
+            logger.warning("merge: {} minute(s) of {}/{}/{} have {} from more than one file; the higher-priority "
+                           "source (then the first file path) is used", n, venue, market, symbol, what)
+
+
+def instrument_path(venue: str, market: str, symbol: str) -> str:
+    """Return ``<venue>/<market>/<SYMBOL>``, the instrument's folder under the ETL's output directory."""
+    return f"{venue}/{market}/{symbol}"
 
 
 def merge_parts(parts: Sequence[pl.DataFrame]) -> dict[tuple[str, dt.date], pl.DataFrame]:
-    """Combine partial bars of many files into final 1-minute bars per symbol and UTC day.
+    """Combine partial bars of many files into final 1-minute bars per instrument and UTC day.
 
-    For each symbol and minute, the OHLCV fields (``open, high, low, close, volume``, and
-    ``n_trades, buy_volume`` where trades exist) come from the highest-priority source
-    that has the minute: trades CSV > stream trades (Binance capture) > OHLCV CSV > mid
-    of a book (mid open/high/low/close, volume null). The book fields come from a book
-    source (Binance capture before Bybit file if both exist). Ties between files of the
-    same source are broken by file name, then by value, so the result does not depend on
-    the order of ``parts``. ``gap_before`` is True when the symbol's previous bar (also
-    across days) is 2 minutes or more earlier. ``ohlcv_source`` names the source used.
+    An instrument is ``venue, market, symbol`` (e.g. ``bybit, linear, BTCUSDT`` and
+    ``bybit, spot, BTCUSDT`` are two): parts of two instruments never merge. A part
+    without ``venue``/``market`` columns counts as ``unknown``. For each instrument and
+    minute, the OHLCV fields (``open, high, low, close, volume``, and ``n_trades,
+    buy_volume`` where trades exist) come from the highest-priority source that has the
+    minute: trades CSV > stream trades (Binance capture) > OHLCV CSV > mid of a book (mid
+    open/high/low/close, volume null). The book fields come from a book source (Binance
+    capture before Bybit file if both exist). Ties between files of the same source are
+    broken by the ``file`` column (the input's path), then by value, so the result does
+    not depend on the order of ``parts``. ``gap_before`` is True when the instrument's
+    previous bar (also across days) is 2 minutes or more earlier. ``ohlcv_source`` names
+    the source used.
 
     Parameters
     ----------
@@ -60,7 +70,8 @@ def merge_parts(parts: Sequence[pl.DataFrame]) -> dict[tuple[str, dt.date], pl.D
     Returns
     -------
     dict of (str, datetime.date) to polars.DataFrame
-        ``(symbol, UTC day) -> bars`` with schema ``BAR_SCHEMA``, sorted by ``ts``; keys
+        ``(instrument, UTC day) -> bars`` where instrument is ``<venue>/<market>/<SYMBOL>``
+        (:func:`instrument_path`), with schema ``BAR_SCHEMA``, sorted by ``ts``; keys
         in sorted order. Empty if there is no row.
 
     Raises
@@ -75,7 +86,7 @@ def merge_parts(parts: Sequence[pl.DataFrame]) -> dict[tuple[str, dt.date], pl.D
         if missing:
             raise DataError(f"merge_parts: part {i} lacks column(s) {missing}; pass FileIngest.bars frames")
         if part.height:
-            frames.append(conform_parts(part))
+            frames.append(conform_parts(part).with_columns(pl.col("venue", "market").fill_null("unknown")))
     if not frames:
         return {}
     allp = pl.concat(frames)
@@ -94,11 +105,12 @@ def merge_parts(parts: Sequence[pl.DataFrame]) -> dict[tuple[str, dt.date], pl.D
     bars = (
         ohlcv.join(book, on=_KEYS, how="full", coalesce=True)
         .sort(_KEYS)
-        .with_columns(gap_before=flag_gaps(pl.col("ts"), over="symbol"), _day=pl.col("ts").dt.date())
+        .with_columns(gap_before=flag_gaps(pl.col("ts"), over=_INSTRUMENT), _day=pl.col("ts").dt.date())
     )
     out: dict[tuple[str, dt.date], pl.DataFrame] = {}
-    for (symbol, day), frame in sorted(bars.partition_by(["symbol", "_day"], as_dict=True).items()):
-        out[(symbol, day)] = frame.select([pl.col(c).cast(t) for c, t in BAR_SCHEMA.items()]).sort("ts")
-    logger.info("merge: {} part row(s) -> {} bar(s) in {} symbol-day(s); {} gap(s)", allp.height, bars.height,
+    for (venue, market, symbol, day), frame in sorted(bars.partition_by([*_INSTRUMENT, "_day"], as_dict=True).items()):
+        key = (instrument_path(venue, market, symbol), day)
+        out[key] = frame.select([pl.col(c).cast(t) for c, t in BAR_SCHEMA.items()]).sort("ts")
+    logger.info("merge: {} part row(s) -> {} bar(s) in {} instrument-day(s); {} gap(s)", allp.height, bars.height,
                 len(out), int(bars["gap_before"].sum()))
     return out

@@ -26,6 +26,7 @@ COUNTERS = (
     "stale_dropped",
     "buffer_dropped",
     "duplicates",
+    "conflicting_duplicates",
     "out_of_order",
     "time_gaps",
     "unsynced_minutes",
@@ -53,6 +54,9 @@ class QualityReport:
         The input file.
     source : str
         Source kind: ``bybit_book``, ``binance_usdm``, ``ohlcv_csv`` or ``trades_csv``.
+    venue, market : str
+        The instrument's venue (``bybit``, ``binance``, the ETL's ``ohlcv_venue``) and
+        market (``linear``, ``spot``, ``usdm``...); empty until the ingestion sets them.
     symbols : list of str
         Symbols found in the file.
     lines, messages : int
@@ -62,6 +66,9 @@ class QualityReport:
         best-bid/offer (``bookTicker``) messages.
     bars : int
         Partial 1-minute bar rows produced.
+    no_data_rows : bool
+        The file holds no data row (e.g. a CSV with a header only, or a capture without
+        a trade or a synced book); reported at WARNING, the file produces no bar.
     first_ts, last_ts : str or None
         First and last exchange timestamp seen (ISO 8601, UTC).
     nan_inf : int
@@ -84,6 +91,12 @@ class QualityReport:
         Binance diffs dropped because the pre-snapshot buffer was full.
     duplicates, out_of_order : int
         Repeated or decreasing timestamps / update ids / trade ids.
+    conflicting_duplicates : int
+        Duplicates (counted in ``duplicates`` too) whose values differ from the row kept.
+    duplicate_conflicts : list of dict
+        The first of them as ``{"line", "key", "kept_line", "kept", "dropped"}``: the key
+        (timestamp or trade id), the values of the row kept (the first in the file) and
+        of the row dropped.
     time_gaps : int
         Jumps of 2 minutes or more between consecutive events or bars.
     unsynced_minutes : int
@@ -107,6 +120,8 @@ class QualityReport:
 
     path: str
     source: str
+    venue: str = ""
+    market: str = ""
     symbols: list[str] = dataclasses.field(default_factory=list)
     lines: int = 0
     messages: int = 0
@@ -115,6 +130,7 @@ class QualityReport:
     trades: int = 0
     bbo_updates: int = 0
     bars: int = 0
+    no_data_rows: bool = False
     first_ts: str | None = None
     last_ts: str | None = None
     nan_inf: int = 0
@@ -129,6 +145,7 @@ class QualityReport:
     stale_dropped: int = 0
     buffer_dropped: int = 0
     duplicates: int = 0
+    conflicting_duplicates: int = 0
     out_of_order: int = 0
     time_gaps: int = 0
     unsynced_minutes: int = 0
@@ -139,6 +156,7 @@ class QualityReport:
     symbol_mismatch: int = 0
     top_repairs: int = 0
     examples: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    duplicate_conflicts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def flag(self, kind: str, line: int | None, message: str, count: int = 1) -> None:
         """Count ``count`` findings of ``kind`` at ``line`` and log the first ones at WARNING.
@@ -168,6 +186,25 @@ class QualityReport:
             logger.warning("{}: {} [{}]", where, message, kind)
             if len(self.examples) < EXAMPLES_LIMIT:
                 self.examples.append({"kind": kind, "line": line, "message": message})
+
+    def conflict(self, line: int | None, key: Any, kept_line: int | None, kept: dict[str, Any],
+                 dropped: dict[str, Any]) -> None:
+        """Count a duplicate whose values differ from the row kept; keep both values as an example.
+
+        Parameters
+        ----------
+        line, kept_line : int or None
+            File lines of the dropped and of the kept row.
+        key : Any
+            The duplicated timestamp or id.
+        kept, dropped : dict
+            Field values of the row kept and of the row dropped.
+        """
+        msg = (f"duplicate {key} with other values: kept line {kept_line} {kept}, dropped line {line} {dropped}")
+        self.flag("conflicting_duplicates", line, msg)
+        if len(self.duplicate_conflicts) < EXAMPLES_LIMIT:
+            self.duplicate_conflicts.append({"line": line, "key": str(key), "kept_line": kept_line,
+                                             "kept": kept, "dropped": dropped})
 
     def finish(self) -> None:
         """Log one summary WARNING per kind whose findings were not all logged one by one."""

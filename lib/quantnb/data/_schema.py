@@ -33,6 +33,8 @@ BOOK_FIELDS = (
 )
 
 PART_SCHEMA: dict[str, pl.DataType] = {
+    "venue": pl.String(),
+    "market": pl.String(),
     "symbol": pl.String(),
     "ts": UTC_MINUTE,
     "source": pl.String(),
@@ -59,6 +61,8 @@ PART_SCHEMA: dict[str, pl.DataType] = {
 
 BAR_SCHEMA: dict[str, pl.DataType] = {
     "ts": UTC_MINUTE,
+    "venue": pl.String(),
+    "market": pl.String(),
     "symbol": pl.String(),
     "open": pl.Float64(),
     "high": pl.Float64(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import signal
 import threading
 import time
@@ -45,8 +46,13 @@ _FLUSH_POLL_S = 0.25
 
 
 def make_run_id(stage: str, suffix: str, started: dt.datetime) -> str:
-    """Return ``<stage>_<suffix>_<YYYYMMDD_HHMMSS>`` (UTC), the run's directory and log name."""
-    return f"{stage}_{suffix}_{started.astimezone(dt.UTC).strftime(_TS_FORMAT)}"
+    """Return ``<stage>_<suffix>_<YYYYMMDD_HHMMSS>`` (UTC), the run's directory and log name.
+
+    The suffix is reduced to ``[A-Za-z0-9_.-]`` (other runs of characters become ``-``), so
+    a glob pattern or a path in a parameter (``**``, ``/``, spaces) never reaches a path.
+    """
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", suffix).strip("-.")[:64].strip("-.") or "none"
+    return f"{stage}_{safe}_{started.astimezone(dt.UTC).strftime(_TS_FORMAT)}"
 
 
 def new_run_id(params: StageParams, root: Path) -> str:

@@ -49,7 +49,8 @@ class AgentParams(StageParams):
     """Parameters of the agent stage (environment, SAC hyper-parameters, evaluation split)."""
 
     stage = "agent"
-    bars_glob: str = Field("data/processed/BTC-PERP/*.parquet", description="ETL Parquet bars of one symbol.")
+    bars_glob: str = Field("data/processed/unknown/perp/BTC-PERP/*.parquet",
+                           description="ETL Parquet bars of one instrument (<venue>/<market>/<SYMBOL>/).")
     eval_days: PositiveFloat = Field(7.0, description="The last days held out for evaluation (and live replay).")
     window: PositiveInt = Field(32, description="Bars of scaled features in one observation.")
     fee_bps: float = Field(4.0, ge=0, description="Taker fee on notional, bps.")
@@ -112,12 +113,24 @@ def load_bars(root: Path, bars_glob: str) -> pl.DataFrame:
     Raises
     ------
     ConfigError
-        If nothing matches.
+        If nothing matches, a match is not a readable regular file, or the bars are of
+        several instruments.
     """
-    files = sorted(root.glob(bars_glob))
+    from quantnb.data import check_regular_file, expand_glob, traversed_folder  # relative or absolute, '**'
+
+    files = [f for f in expand_glob(root, bars_glob) if not traversed_folder(bars_glob, f)]
+    problems = [p for f in files if (p := check_regular_file(f)) is not None]
+    if problems:
+        raise ConfigError(f"bars_glob={bars_glob!r}: {'; '.join(problems[:3])}")
     if not files:
         raise ConfigError(f"bars_glob={bars_glob!r}: no file under {root}; run the etl stage first")
-    bars = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed").sort("ts")
+    bars = pl.concat([pl.read_parquet(f.read_bytes()) for f in files], how="diagonal_relaxed").sort("ts")
+    keys = [c for c in ("venue", "market", "symbol") if c in bars.columns]
+    instruments = bars.select(keys).unique().sort(keys).rows() if keys else []
+    if len(instruments) > 1:
+        raise ConfigError(f"bars_glob={bars_glob!r} matches bars of {len(instruments)} instruments "
+                          f"({', '.join('/'.join(map(str, i)) for i in instruments[:4])}); the ETL writes one folder "
+                          "per instrument (<venue>/<market>/<SYMBOL>/): point bars_glob at one of them")
     return drop_empty_columns(bars)
 
 
@@ -179,7 +192,8 @@ def run_agent(params: AgentParams) -> AgentResult:
         meta = AgentMetadata(
             window=params.window, fee_bps=params.fee_bps, slippage_bps=params.slippage_bps,
             max_position_frac=params.max_position_frac, deadband_frac=params.deadband_frac,
-            initial_equity_usd=params.initial_equity_usd, symbol=Path(params.bars_glob).parent.name,
+            initial_equity_usd=params.initial_equity_usd,
+            symbol=bars["symbol"][0] if "symbol" in bars.columns else Path(params.bars_glob).parent.name,
             timeframe="1m", data_span={"train": [str(bars["ts"].min()), str(split_ts)],
                                        "eval": [str(split_ts), str(bars["ts"].max())]},
             sac_params=sac.model_dump(mode="json"),

@@ -1,12 +1,16 @@
 """ETL stage: raw exchange files to validated 1-minute bars with order-book features, as Parquet.
 
-Each input file is one item: ingested in a worker process into a partial-bars shard
-(``runs/<run_id>/parts/<file>.parquet``, written atomically) and committed to the
-checkpoint; a corrupt file is quarantined (listed in the checkpoint and run.json) and
-the others go on. When every file is done, the shards are merged per symbol and UTC day
-into ``<output_dir>/<SYMBOL>/<YYYY-MM-DD>.parquet``. Shards and outputs are written
+Each input file is one item, identified by its path (relative to the project, or absolute
+outside it): ingested in a worker process by :func:`_ingest_to_shard` into a partial-bars shard
+(``runs/<run_id>/parts/<name>-<hash of the path>.parquet``, written atomically) and
+committed to the checkpoint by :func:`_collect`; a corrupt file, or a path that is not a
+readable regular file, is quarantined (listed in the checkpoint and run.json) and the others
+go on. When every file is done, the shards are merged per instrument (venue, market, symbol)
+and UTC day into ``<output_dir>/<venue>/<market>/<SYMBOL>/<YYYY-MM-DD>.parquet``, e.g.
+``data/processed/bybit/linear/BTCUSDT/2026-08-09.parquet``. Shards and outputs are written
 atomically and the merge is deterministic, so a run killed at any instant and resumed
-writes the same Parquet as one never interrupted.
+writes the same Parquet as one never interrupted. A crashed worker pool fails the run;
+the files it did not finish stay not done, so a resume processes them.
 """
 
 from __future__ import annotations
@@ -16,12 +20,13 @@ import multiprocessing
 import time
 import traceback
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 from loguru import logger
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, field_validator
 
 from quantnb.config import StageParams
 from quantnb.errors import ConfigError, DataError
@@ -37,6 +42,9 @@ from quantnb.runlog import (
 
 __all__ = ["EtlParams", "EtlResult", "run_etl"]
 
+# Version of the item identity in checkpoints and shard names: 2 = path-based (1 = file name).
+ITEM_FORMAT = 2
+
 DEFAULT_GLOBS = [
     "data/samples/bybit/*.data*",
     "data/samples/binance_usdm/*.gz",
@@ -51,22 +59,59 @@ class EtlParams(StageParams):
     stage = "etl"
     input_globs: list[str] = Field(
         default_factory=lambda: list(DEFAULT_GLOBS),
-        description="Glob patterns of raw files, relative to the project directory.",
+        description="Paths or glob patterns of raw files, relative to the project directory or absolute; "
+                    "'**' matches any number of folders. Whatever they name that is not a readable regular "
+                    "file is quarantined with an error.",
     )
-    output_dir: str = Field("data/processed", description="Where <SYMBOL>/<YYYY-MM-DD>.parquet go.")
+    output_dir: str = Field("data/processed",
+                            description="Where <venue>/<market>/<SYMBOL>/<YYYY-MM-DD>.parquet go.")
     n_workers: PositiveInt = Field(2, description="Worker processes; 1 runs in-process.")
     skip_until_snapshot: bool = Field(
         False, description="Skip order-book deltas before the first snapshot instead of failing the file."
     )
+    bybit_market: str = Field(
+        "linear", description="Market of Bybit files whose folders name none (Bybit's archive layout has "
+                              "linear/, inverse/, spot/, option/ folders; those win)."
+    )
+    binance_market: str = Field(
+        "usdm", description="Market of Binance trades CSVs whose folders name none (futures/um/ -> usdm, "
+                            "futures/cm/ -> coinm, spot/ -> spot win). A capture's depth events decide first: "
+                            "with 'pu' usdm, without spot."
+    )
+    ohlcv_venue: str = Field("unknown", description="Venue of 1-minute OHLCV CSV files (their name tells none).")
+    ohlcv_market: str = Field("perp", description="Market of 1-minute OHLCV CSV files.")
+
+    @field_validator("bybit_market", "binance_market", "ohlcv_venue", "ohlcv_market")
+    @classmethod
+    def _folder_name(cls, value: str) -> str:
+        from quantnb.data._io import MARKET_RE
+
+        if not MARKET_RE.match(value):
+            raise ValueError(f"{value!r} must be lower-case letters, digits, '_' or '-' (it names an output folder)")
+        return value
 
     def run_suffix(self) -> str:
-        """Return the input folders' names, e.g. ``bybit-binance_usdm-trades-ohlcv``."""
+        """Return the input folders' names, e.g. ``bybit-binance_usdm-trades-ohlcv`` (``[A-Za-z0-9_.-]`` only)."""
+        from quantnb.data._inputs import safe_token
+
         names = []
         for pattern in self.input_globs:
-            parent = Path(pattern).parent.name or "root"
-            if parent not in names:
-                names.append(parent)
-        return "-".join(names)[:48] or "none"
+            folders = [p for p in Path(pattern).parent.parts if p not in ("/", ".", "..") and not _is_glob(p)]
+            name = safe_token(folders[-1], 24) if folders else "root"
+            if name not in names:
+                names.append(name)
+        return safe_token("-".join(names), 48)
+
+    def default_markets(self) -> dict[str, str]:
+        """Source kind to the market of files whose folders name none."""
+        from quantnb.data import _io
+
+        return {_io.BYBIT: self.bybit_market, _io.TRADES: self.binance_market, _io.BINANCE: self.binance_market,
+                _io.OHLCV: self.ohlcv_market}
+
+
+def _is_glob(part: str) -> bool:
+    return any(c in part for c in "*?[")
 
 
 @dataclasses.dataclass
@@ -78,11 +123,13 @@ class EtlResult:
     run_id, status : str
         The run and its final status.
     outputs : polars.DataFrame
-        One row per Parquet written: ``symbol, day, rows, gaps, path, size_kb``.
+        One row per Parquet written: ``venue, market, symbol, day, rows, gaps, path, size_kb``.
     quarantined : dict of str to str
-        Input file to the reason it was quarantined.
+        Input (its path relative to the project, or absolute) to the reason it was quarantined.
     quality : dict of str to dict
-        Input file to its quality report.
+        Input to its quality report.
+    empty_inputs : list of str
+        Inputs that held no data row (reported at WARNING, in run.json and the quality report).
     """
 
     run_id: str
@@ -90,37 +137,65 @@ class EtlResult:
     outputs: pl.DataFrame
     quarantined: dict[str, str]
     quality: dict[str, dict[str, Any]]
+    empty_inputs: list[str] = dataclasses.field(default_factory=list)
 
     def summary(self) -> pl.DataFrame:
         """Print the status and quarantined files; return the outputs table (shown in a notebook)."""
         print(f"ETL run {self.run_id}: {self.status}, {self.outputs.height} Parquet file(s)")
         for path, reason in self.quarantined.items():
             print(f"  QUARANTINED {path}: {reason}")
+        for path in self.empty_inputs:
+            print(f"  NO DATA ROWS {path}")
         return self.outputs
 
 
-def _find_inputs(params: EtlParams, root: Path) -> list[Path]:
+def _find_inputs(params: EtlParams, root: Path) -> tuple[list[Path], dict[str, str]]:
+    """Expand ``input_globs``; return the readable regular files and, per other path, why it is not one."""
+    from quantnb.data import check_regular_file, expand_glob, item_key, traversed_folder
+
     files: dict[str, Path] = {}
+    bad: dict[str, str] = {}
     for pattern in params.input_globs:
-        matches = sorted(root.glob(pattern)) if not Path(pattern).is_absolute() else sorted(
-            Path("/").glob(pattern.lstrip("/"))
-        )
+        matches = expand_glob(root, pattern)
         if not matches:
             logger.warning("Input pattern {!r} matched no file under {}", pattern, root)
         for m in matches:
-            if m.is_file():
-                files[str(m)] = m
-    if not files:
+            if traversed_folder(pattern, m):  # "data/raw/**/*": its files are matched too
+                logger.debug("{}: a folder walked by the recursive pattern {!r}", m, pattern)
+                continue
+            key = item_key(m, root)
+            problem = check_regular_file(m)
+            if problem is None:
+                files[key] = m
+            else:
+                bad[key] = f"{problem} (matched by input_globs pattern {pattern!r})"
+    if not files and not bad:
         raise ConfigError(f"input_globs={params.input_globs}: no input file found under {root}")
-    return [files[k] for k in sorted(files)]
+    return [files[k] for k in sorted(files)], bad
 
 
-def _ingest_to_shard(path: str, shard: str, skip_until_snapshot: bool) -> dict[str, Any]:
-    """Worker: ingest one raw file into a partial-bars shard; return its summary."""
+def _ingest_to_shard(path: str, shard: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Worker: ingest one raw file into a partial-bars shard (written atomically); return its summary.
+
+    Parameters
+    ----------
+    path : str
+        The input file.
+    shard : str
+        Where the partial bars go (``runs/<run_id>/parts/<shard_stem>.parquet``).
+    options : dict
+        Keyword arguments of :func:`quantnb.data.ingest_file` (``key``,
+        ``skip_until_snapshot``, ``default_markets``, ``ohlcv_venue``).
+
+    Returns
+    -------
+    dict
+        ``n_messages, rows, quality, elapsed_s``.
+    """
     from quantnb.data import ingest_file
 
     t0 = time.perf_counter()
-    result = ingest_file(Path(path), skip_until_snapshot=skip_until_snapshot)
+    result = ingest_file(Path(path), **options)
     with atomic_path(shard) as tmp:
         result.bars.write_parquet(tmp, compression="zstd")
     return {
@@ -132,36 +207,106 @@ def _ingest_to_shard(path: str, shard: str, skip_until_snapshot: bool) -> dict[s
 
 
 def _item_name(path: Path, root: Path) -> str:
-    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+    from quantnb.data import item_key
+
+    return item_key(path, root)
+
+
+def _shard_path(ctx: RunContext, item: str) -> Path:
+    from quantnb.data import shard_stem
+
+    return ctx.run_dir / "parts" / f"{shard_stem(item)}.parquet"
+
+
+def _check_item_format(ctx: RunContext) -> None:
+    """Refuse to resume a checkpoint whose items were named by file name (older quantnb)."""
+    fmt = ctx.checkpoint.extra.get("etl_item_format")
+    if ctx.checkpoint.completed and fmt != ITEM_FORMAT:
+        raise ConfigError(
+            f"run {ctx.run_id}: its checkpoint ({ctx.checkpoint.path}) was written by an older quantnb that named "
+            "ETL inputs by file name (format 1; this one names them by path, format 2), so its finished files "
+            "cannot be matched safely; start a new run (leave resume/run_id unset)")
+    if fmt != ITEM_FORMAT:
+        ctx.checkpoint.extra["etl_item_format"] = ITEM_FORMAT
+        ctx.checkpoint.save()
 
 
 def _process_files(ctx: RunContext, params: EtlParams, inputs: list[Path]) -> dict[str, dict[str, Any]]:
-    parts_dir = ctx.run_dir / "parts"
+    """Driver: ingest every not-done input (in workers) and commit each result in input order."""
     todo = [p for p in inputs if not ctx.checkpoint.is_completed(_item_name(p, ctx.root))]
     skipped = len(inputs) - len(todo)
     if skipped:
         logger.info("Resume: skipping {} file(s) the checkpoint lists as done", skipped)
-    ctx.set_total(len(inputs), total_batches=len(inputs))
     reports: dict[str, dict[str, Any]] = {}
-    jobs = [(p, _item_name(p, ctx.root), parts_dir / f"{p.name}.parquet") for p in todo]
+    jobs = [(p, item, _shard_path(ctx, item)) for p in todo for item in [_item_name(p, ctx.root)]]
+    options = {"skip_until_snapshot": params.skip_until_snapshot, "default_markets": params.default_markets(),
+               "ohlcv_venue": params.ohlcv_venue}
     if params.n_workers == 1 or len(jobs) <= 1:
         for n, (p, item, shard) in enumerate(jobs):
-            _collect(ctx, item, shard, n, reports, lambda p=p, shard=shard: _ingest_to_shard(
-                str(p), str(shard), params.skip_until_snapshot))
+            _collect(ctx, item, shard, n, reports, lambda p=p, item=item, shard=shard: _ingest_to_shard(
+                str(p), str(shard), {**options, "key": item}))
         return reports
     mp = multiprocessing.get_context("spawn")  # fork of a threaded kernel can deadlock polars
-    with ProcessPoolExecutor(min(params.n_workers, len(jobs)), mp_context=mp,
-                             initializer=worker_initializer, initargs=ctx.worker_initargs()) as pool:
+    pool = ProcessPoolExecutor(min(params.n_workers, len(jobs)), mp_context=mp,
+                               initializer=worker_initializer, initargs=ctx.worker_initargs())
+    broken = False
+    try:
         futures: list[tuple[str, Path, Future[dict[str, Any]]]] = [
-            (item, shard, pool.submit(_ingest_to_shard, str(p), str(shard), params.skip_until_snapshot))
+            (item, shard, pool.submit(_ingest_to_shard, str(p), str(shard), {**options, "key": item}))
             for p, item, shard in jobs
         ]
         for n, (item, shard, fut) in enumerate(futures):
-            _collect(ctx, item, shard, n, reports, fut.result)
+            _collect(ctx, item, shard, n, reports, lambda fut=fut: _result(pool, fut))
+    except BrokenProcessPool as exc:
+        broken = True
+        pending = [item for _, item, _ in jobs if not ctx.checkpoint.is_completed(item)]
+        raise RuntimeError(
+            f"the ETL worker pool crashed ({exc}): a worker process died (killed by a signal or the "
+            f"out-of-memory killer?); {len(pending)} file(s) not processed stay not done: resume the run "
+            f"(quantnb run etl --resume {ctx.run_id}), with fewer n_workers if memory is short") from exc
+    finally:
+        _shutdown(pool, broken)
     return reports
 
 
-def _collect(ctx: RunContext, item: str, shard: Path, n: int, reports: dict[str, dict[str, Any]], get: Any) -> None:
+def _result(pool: ProcessPoolExecutor, fut: Future[dict[str, Any]]) -> dict[str, Any]:
+    """Wait for ``fut``; raise BrokenProcessPool as soon as a worker process has died.
+
+    The executor notices a dead worker itself, but a worker killed while it held the
+    task queue can leave it waiting forever (CPython gh-94777), so the processes are
+    watched here too.
+    """
+    while True:
+        try:
+            return fut.result(timeout=1.0)
+        except TimeoutError:
+            procs = dict(getattr(pool, "_processes", None) or {})  # pid -> Process (CPython's executor)
+            dead = {pid: proc.exitcode for pid, proc in procs.items() if proc.exitcode is not None}
+            if dead:
+                pid, code = next(iter(dead.items()))
+                raise BrokenProcessPool(f"worker process {pid} exited with code {code}") from None
+
+
+def _shutdown(pool: ProcessPoolExecutor, broken: bool) -> None:
+    """Shut the pool down; after a crash, terminate the other workers instead of waiting for them."""
+    try:
+        if broken:
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                if proc.exitcode is None:
+                    proc.terminate()
+        pool.shutdown(wait=not broken, cancel_futures=True)
+    except OSError as exc:  # a broken pool's shutdown can raise "handle is closed"
+        logger.debug("worker pool shutdown after a crash: {}: {}", type(exc).__name__, exc)
+
+
+def _collect(ctx: RunContext, item: str, shard: Path, n: int, reports: dict[str, dict[str, Any]],
+                get: Any) -> None:
+    """Driver: take one item's result from ``get()`` and commit it (checkpoint), or quarantine the item.
+
+    A :class:`~quantnb.errors.DataError` or any other error of the item quarantines it;
+    an interrupt, or a crash of the worker pool (``BrokenProcessPool``), is re-raised and
+    leaves the item not done.
+    """
     try:
         summary = get()
     except DataError as exc:
@@ -169,6 +314,8 @@ def _collect(ctx: RunContext, item: str, shard: Path, n: int, reports: dict[str,
         ctx.checkpoint.mark_failed(item, str(exc))
         ctx.item_done(item, events=0, batch_num=n)
         return
+    except BrokenProcessPool:
+        raise
     except Exception as exc:  # one file's bug must not stop the others; reported in full
         if is_interrupt(exc):  # a signal that surfaced through C code: stop, do not quarantine
             raise KeyboardInterrupt(f"interrupted while reading {item}") from exc
@@ -188,37 +335,45 @@ def _collect(ctx: RunContext, item: str, shard: Path, n: int, reports: dict[str,
                 shard.name, shard.stat().st_size / 1024)
 
 
+def _read_parquet(path: Path) -> pl.DataFrame:
+    """Read one Parquet file by path, never as a glob (a path may hold ``*``, ``?`` or ``[``)."""
+    with open(path, "rb") as fh:
+        return pl.read_parquet(fh)
+
+
 def _merge_and_write(ctx: RunContext, params: EtlParams) -> pl.DataFrame:
     from quantnb.data import merge_parts
 
-    shard_paths = sorted((ctx.run_dir / "parts").glob("*.parquet"))
-    done = {Path(i).name for i in ctx.checkpoint.completed}
-    used = [p for p in shard_paths if p.name.removesuffix(".parquet") in done]
-    parts = [pl.read_parquet(p) for p in used]
+    used = [_shard_path(ctx, item) for item in sorted(ctx.checkpoint.completed)]
+    parts = [_read_parquet(p) for p in used]
     out_dir = (ctx.root / params.output_dir).resolve()
     for shard, part in zip(used, parts, strict=True):  # each input's quality report next to its outputs
         report = read_json_tolerant(shard.with_suffix(".quality.json"))
-        for symbol in sorted(set(part["symbol"].to_list())) if "symbol" in part.columns else []:
-            atomic_write_json(out_dir / symbol / f"{shard.name.removesuffix('.parquet')}.quality.json", report)
+        instruments = part.select("venue", "market", "symbol").unique().sort("venue", "market", "symbol")
+        for venue, market, symbol in instruments.iter_rows():
+            dest = out_dir / venue / market / symbol / f"{shard.name.removesuffix('.parquet')}.quality.json"
+            atomic_write_json(dest, report)
     rows = []
-    for (symbol, day), frame in sorted(merge_parts(parts).items()):
-        dest = out_dir / symbol / f"{day.isoformat()}.parquet"
+    for (instrument, day), frame in sorted(merge_parts(parts).items()):
+        dest = out_dir / instrument / f"{day.isoformat()}.parquet"
         with atomic_path(dest) as tmp:
             frame.write_parquet(tmp, compression="zstd")
         gaps = int(frame["gap_before"].sum()) if "gap_before" in frame.columns else 0
         size_kb = dest.stat().st_size / 1024
         logger.info("Saved {} ({} rows, {} gap(s), {:.1f} kB)", dest, frame.height, gaps, size_kb)
-        rows.append({"symbol": symbol, "day": day.isoformat(), "rows": frame.height, "gaps": gaps,
+        venue, market, symbol = instrument.split("/", 2)
+        rows.append({"venue": venue, "market": market, "symbol": symbol, "day": day.isoformat(),
+                     "rows": frame.height, "gaps": gaps,
                      "path": str(dest.relative_to(ctx.root) if dest.is_relative_to(ctx.root) else dest),
                      "size_kb": round(size_kb, 1)})
     ctx.add_output("parquet_dir", out_dir)
-    schema = {"symbol": pl.String, "day": pl.String, "rows": pl.Int64, "gaps": pl.Int64,
-              "path": pl.String, "size_kb": pl.Float64}
+    schema = {"venue": pl.String, "market": pl.String, "symbol": pl.String, "day": pl.String, "rows": pl.Int64,
+              "gaps": pl.Int64, "path": pl.String, "size_kb": pl.Float64}
     return pl.DataFrame(rows, schema=schema)
 
 
 def run_etl(params: EtlParams) -> EtlResult:
-    """Run the ETL stage: ingest every input file in parallel, then merge into daily Parquet.
+    """Run the ETL stage: ingest every input file in parallel, then merge into daily Parquet per instrument.
 
     Parameters
     ----------
@@ -228,28 +383,41 @@ def run_etl(params: EtlParams) -> EtlResult:
     Returns
     -------
     EtlResult
-        Outputs table, quarantined files with reasons, quality reports.
+        Outputs table, quarantined files with reasons, quality reports, inputs without data rows.
 
     Raises
     ------
     ConfigError
-        If no input file matches ``input_globs``.
+        If no input path matches ``input_globs``, or when resuming a checkpoint written by
+        an older quantnb (inputs named by file name).
+    RuntimeError
+        If the worker pool crashed (a worker was killed): the run is ``failed``; resume it.
     KeyboardInterrupt
         On SIGINT/SIGTERM; the run is recorded ``interrupted`` and can be resumed.
     """
     with start_run(params) as ctx:
-        inputs = _find_inputs(params, ctx.root)
-        logger.info("Found {} input file(s): {}", len(inputs), ", ".join(p.name for p in inputs))
+        _check_item_format(ctx)
+        inputs, bad = _find_inputs(params, ctx.root)
+        logger.info("Found {} input file(s): {}", len(inputs), ", ".join(_item_name(p, ctx.root) for p in inputs))
+        ctx.set_total(len(inputs) + len(bad), total_batches=len(inputs) + len(bad))
+        for item, reason in sorted(bad.items()):
+            logger.error("{} quarantined: {}", item, reason)
+            ctx.checkpoint.mark_failed(item, reason)
         reports = _process_files(ctx, params, inputs)
         for item in ctx.checkpoint.completed:  # files finished by an earlier attempt of a resumed run
             if item not in reports:
-                saved = read_json_tolerant(ctx.run_dir / "parts" / f"{Path(item).name}.quality.json")
+                saved = read_json_tolerant(_shard_path(ctx, item).with_suffix(".quality.json"))
                 reports[item] = saved if isinstance(saved, dict) else {}
+        empty = sorted(item for item, rep in reports.items() if rep.get("no_data_rows"))
+        for item in empty:
+            logger.warning("{}: no data rows; it produced no bar (see its quality report)", item)
         outputs = _merge_and_write(ctx, params)
         ctx.set_result(parquet_files=outputs.height, quarantined=len(ctx.checkpoint.failed),
-                       bars=int(outputs["rows"].sum()) if outputs.height else 0)
+                       bars=int(outputs["rows"].sum()) if outputs.height else 0, empty_inputs=empty,
+                       instruments=sorted({f"{v}/{m}/{s}" for v, m, s in
+                                           outputs.select("venue", "market", "symbol").iter_rows()}))
         ctx.record_metrics(files=len(ctx.checkpoint.completed), quarantined=len(ctx.checkpoint.failed),
-                           bars=int(outputs["rows"].sum()) if outputs.height else 0)
+                           bars=int(outputs["rows"].sum()) if outputs.height else 0, empty_inputs=len(empty))
     for item, reason in ctx.checkpoint.failed.items():
         logger.warning("Quarantined {}: {}", item, reason.splitlines()[0])
-    return EtlResult(ctx.run_id, ctx.status, outputs, dict(ctx.checkpoint.failed), reports)
+    return EtlResult(ctx.run_id, ctx.status, outputs, dict(ctx.checkpoint.failed), reports, empty)

@@ -31,7 +31,9 @@ class LabellingParams(StageParams):
     """Parameters of the labelling stage."""
 
     stage = "labelling"
-    input_glob: str = Field("data/processed/BTC-PERP/*.parquet", description="ETL Parquet files to label.")
+    input_glob: str = Field("data/processed/unknown/perp/BTC-PERP/*.parquet",
+                            description="ETL Parquet files of one instrument to label: a path or glob, relative to "
+                                        "the project or absolute; '**' matches any number of folders.")
     output_root: str = Field("data/labelled", description="Labelled files go to <output_root>/<suffix>/.")
     lookahead_min: PositiveInt = Field(60, description="Forward-return horizon, minutes.")
     threshold_short_frac: float = Field(-0.004, lt=0, gt=-1, description="SELL if forward return <= this.")
@@ -62,15 +64,21 @@ class LabellingResult:
         return self.distribution
 
 
+def _read_parquet(path: str | Path, n_rows: int | None = None) -> pl.DataFrame:
+    """Read one Parquet file by path, never as a glob (a path may hold ``*``, ``?`` or ``[``)."""
+    with open(path, "rb") as fh:
+        return pl.read_parquet(fh, n_rows=n_rows)
+
+
 def _label_one(path: str, next_path: str | None, dest: str, p: dict[str, Any]) -> dict[str, Any]:
     """Worker: label one file (with the next file's head as future context); write it atomically."""
-    frame = pl.read_parquet(path)
+    frame = _read_parquet(path)
     if p["price_col"] not in frame.columns:
         raise DataError(f"{path}: no column {p['price_col']!r} (columns: {', '.join(frame.columns)}); "
                         "set price_col to one of them", path=path)
     n_own = frame.height
     if next_path is not None:
-        head = pl.read_parquet(next_path, n_rows=p["lookahead_min"] + 1).select(frame.columns)
+        head = _read_parquet(next_path, n_rows=p["lookahead_min"] + 1).select(frame.columns)
         frame = pl.concat([frame, head], how="vertical_relaxed")
     labelled = label_bars(frame, p["lookahead_min"], p["threshold_short_frac"], p["threshold_long_frac"],
                           price_col=p["price_col"])
@@ -81,12 +89,25 @@ def _label_one(path: str, next_path: str | None, dest: str, p: dict[str, Any]) -
     return {"rows_in": n_own, "rows_labelled": labelled.height, **label_distribution(labelled)}
 
 
-def _jobs(params: LabellingParams, root: Path, out_dir: Path) -> list[tuple[str, str, str | None, Path]]:
-    files = sorted(root.glob(params.input_glob))
-    if not files:
+def _jobs(params: LabellingParams, root: Path, out_dir: Path
+          ) -> tuple[list[tuple[str, str, str | None, Path]], dict[str, str]]:
+    """Expand ``input_glob``: one job per readable file (in time order), and why each other match is not one."""
+    from quantnb.data import check_regular_file, expand_glob, item_key, traversed_folder
+
+    matches = [m for m in expand_glob(root, params.input_glob) if not traversed_folder(params.input_glob, m)]
+    bad = {item_key(m, root): f"{problem} (matched by input_glob {params.input_glob!r})"
+           for m in matches if (problem := check_regular_file(m)) is not None}
+    files = sorted((m for m in matches if item_key(m, root) not in bad), key=lambda f: (f.name, str(f)))
+    if not files and not bad:
         raise ConfigError(f"input_glob={params.input_glob!r}: no file under {root}; run the etl stage first")
-    return [(str(f.relative_to(root)), str(f), str(files[i + 1]) if i + 1 < len(files) else None,
-             out_dir / f.name) for i, f in enumerate(files)]
+    folders = sorted({item_key(f.parent, root) for f in files})
+    if len(folders) > 1:  # files of several instruments (the ETL writes one folder per instrument)
+        raise ConfigError(f"input_glob={params.input_glob!r} matches files in {len(folders)} folders "
+                          f"({', '.join(folders[:4])}{', ...' if len(folders) > 4 else ''}); the ETL writes one "
+                          "folder per instrument (<venue>/<market>/<SYMBOL>/): label one instrument per run, "
+                          "e.g. input_glob='data/processed/bybit/linear/BTCUSDT/*.parquet'")
+    return [(item_key(f, root), str(f), str(files[i + 1]) if i + 1 < len(files) else None,
+             out_dir / f.name) for i, f in enumerate(files)], bad
 
 
 def _record(ctx: RunContext, item: str, dest: Path, n: int, summary: dict[str, Any]) -> None:
@@ -104,7 +125,7 @@ def run_labelling(params: LabellingParams) -> LabellingResult:
     Raises
     ------
     ConfigError
-        If no input file matches.
+        If nothing matches ``input_glob``, or it matches files of several folders (instruments).
     """
     with start_run(params) as ctx:
         ctx.add_cumulative_log(ctx.stage_log_dir / "labelling_processing.log")
@@ -112,8 +133,11 @@ def run_labelling(params: LabellingParams) -> LabellingResult:
         logger.info("Labelling config: lookahead {} min, SELL <= {:+.4%}, BUY >= {:+.4%}, price {} -> {}",
                     params.lookahead_min, params.threshold_short_frac, params.threshold_long_frac,
                     params.price_col, out_dir)
-        jobs = _jobs(params, ctx.root, out_dir)
-        ctx.set_total(len(jobs), total_batches=len(jobs))
+        jobs, bad = _jobs(params, ctx.root, out_dir)
+        ctx.set_total(len(jobs) + len(bad), total_batches=len(jobs) + len(bad))
+        for item, reason in sorted(bad.items()):
+            logger.error("{} quarantined: {}", item, reason)
+            ctx.checkpoint.mark_failed(item, reason)
         todo = [j for j in jobs if not ctx.checkpoint.is_completed(j[0])]
         if len(todo) < len(jobs):
             logger.info("Resume: skipping {} labelled file(s)", len(jobs) - len(todo))
@@ -151,7 +175,8 @@ def run_labelling(params: LabellingParams) -> LabellingResult:
 def _distribution_table(out_dir: Path) -> pl.DataFrame:
     rows = []
     for f in sorted(out_dir.glob("*.parquet")):
-        counts = pl.read_parquet(f, columns=["label"])["label"].value_counts()
+        with open(f, "rb") as fh:
+            counts = pl.read_parquet(fh, columns=["label"])["label"].value_counts()
         by = dict(zip(counts["label"].to_list(), counts["count"].to_list(), strict=True))
         rows.append({"file": f.name, "SELL": by.get(0, 0), "NEUTRAL": by.get(1, 0), "BUY": by.get(2, 0)})
     return pl.DataFrame(rows, schema={"file": pl.String, "SELL": pl.Int64, "NEUTRAL": pl.Int64, "BUY": pl.Int64})

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import glob
 import signal
 import threading
 from pathlib import Path
@@ -43,7 +44,7 @@ class LiveParams(StageParams):
     mode: Literal["replay", "testnet", "live"] = Field("replay", description="replay (paper), testnet or live.")
     symbol: str | None = Field(None, description="Exchange symbol for testnet/live, e.g. BTCUSDT.")
     timeframe: str = Field("1m", description="Bar interval; must match the bundle's.")
-    replay_glob: str = Field("data/processed/BTC-PERP/*.parquet", description="Processed bars to replay.")
+    replay_glob: str = Field("data/processed/unknown/perp/BTC-PERP/*.parquet", description="Processed bars to replay.")
     replay_start: str | None = Field(
         None, description="First traded bar (ISO 8601, UTC); default the bundle's evaluation start.")
     replay_speed: float = Field(0.0, ge=0, description="Replay speed factor (60: a 1-minute bar per second); 0: max.")
@@ -145,7 +146,7 @@ def run_live(params: LiveParams) -> LiveResult:
         trader = build_trader(
             cfg, mode=params.mode, symbol=params.symbol,
             limits=RiskLimits(params.max_drawdown_frac, params.max_position_frac),
-            replay_bars=str(ctx.root / params.replay_glob) if params.mode == "replay" else None,
+            replay_bars=_replay_files(ctx.root, params.replay_glob) if params.mode == "replay" else None,
             replay_start_ts=_replay_start(params, cfg.bundle.metadata) if params.mode == "replay" else None,
             replay_speed=params.replay_speed, initial_equity_usd=params.initial_equity_usd, fee_bps=params.fee_bps,
             max_steps=params.max_steps, duration_s=params.duration_s, confirm_live=params.confirm_live,
@@ -193,3 +194,11 @@ def _run_with_stop_signals(trader: Any, flatten: bool) -> tuple[SessionStats, st
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return stats, (stopped[0] if stopped else None)
+
+
+def _replay_files(root: Path, pattern: str) -> list[str] | str:
+    """``replay_glob`` expanded (relative or absolute, ``**``); the pattern if nothing matches (the feed says so)."""
+    from quantnb.data import expand_glob
+
+    # escaped: the feed passes each entry through glob.glob again; a name may hold '[' or '*'
+    return [glob.escape(str(f)) for f in expand_glob(root, pattern) if f.is_file()] or str(root / pattern)
