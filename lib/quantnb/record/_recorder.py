@@ -137,18 +137,22 @@ class Recorder:
         (SIGINT, or SIGTERM under :func:`quantnb.runlog.start_run`) stops the recorder, which
         flushes every sink before this returns; the interrupt is then raised again.
         """
+        finished = threading.Event()
+
         def target() -> None:
             try:
                 self.run()
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                 self._error = exc
+            finally:
+                finished.set()
 
         self._thread = threading.Thread(target=target, name="quantnb-recorder", daemon=True)
         self._thread.start()
         interrupted: BaseException | None = None
-        while self._thread.is_alive():
+        while not finished.is_set():  # not Thread.join: an interrupted join can leave is_alive() wrong (3.11)
             try:
-                self._thread.join(poll_s)
+                finished.wait(poll_s)
             except KeyboardInterrupt as exc:
                 if interrupted is None:
                     logger.warning("Interrupt received: stopping the recorder and flushing every sink")
@@ -189,11 +193,14 @@ class Recorder:
                 self.stopped_by = "error"
                 raise client_task.exception()  # type: ignore[misc]
         finally:
-            for t in (client_task, flusher, reporter, *waiters):
+            self._stop.set()  # the flusher finishes a flush in progress and returns
+            for t in (client_task, reporter, *waiters):
                 t.cancel()
-            for t in (client_task, flusher, reporter, *waiters):
+            for t in (client_task, reporter, *waiters):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
+            with contextlib.suppress(Exception):
+                await flusher
             await self.flush()
             self._report(final=True)
             if self.clickhouse is not None:
@@ -213,9 +220,18 @@ class Recorder:
 
     # -- flush and progress -------------------------------------------------------------------
     async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.cfg.flush_every_s)
-            await self.flush()
+        """Flush every ``flush_every_s`` until the stop event; a flush in progress always completes."""
+        assert self._stop is not None
+        while not self._stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.cfg.flush_every_s)
+            if self._stop.is_set():
+                return
+            try:
+                await self.flush()
+            except Exception as exc:  # a sink error must not stop recording; the next flush retries
+                logger.opt(exception=exc).error("Flush failed ({}: {}); the frames are kept for the next flush",
+                                                type(exc).__name__, exc)
 
     async def flush(self) -> None:
         """Append raw lines, write a Parquet shard and insert it into ClickHouse."""
@@ -223,10 +239,14 @@ class Recorder:
             self.raw.flush()
         if self.parquet is None:
             return
-        shard = await asyncio.to_thread(self.parquet.flush)
-        if shard is None:
+        batch = self.parquet.detach()  # in the recording thread: the frames buffered until now
+        if batch is None:
             return
-        path, rows, frames = shard
+        try:
+            path, rows, frames = await asyncio.to_thread(self.parquet.write_batch, batch)
+        except Exception:
+            self.parquet.restore(batch)
+            raise
         in_ch = None
         if self.clickhouse is not None:
             in_ch = await asyncio.to_thread(self.clickhouse.insert_shard, path)

@@ -191,6 +191,9 @@ class ParquetSink:
         self.root = root
         self.venue, self.market, self.prefix = venue, market, prefix
         root.mkdir(parents=True, exist_ok=True)
+        for tmp in root.glob(".*.parquet.*.tmp"):  # a shard a killed recorder was writing: never complete
+            logger.warning("Removing {}: a shard left incomplete by an earlier kill", tmp)
+            tmp.unlink(missing_ok=True)
         self._recv: dict[str, list[int]] = defaultdict(list)
         self._text: dict[str, list[bytes]] = defaultdict(list)
         self._sym: list[str] = []
@@ -207,25 +210,47 @@ class ParquetSink:
             self._sym.append(symbol)
         self.pending += 1
 
-    def flush(self) -> tuple[Path, int, int] | None:
-        """Write the buffered frames as one shard atomically; return ``(path, rows, frames)`` or None if empty."""
+    def detach(self) -> tuple[str, dict[str, list[int]], dict[str, list[bytes]], list[str], int] | None:
+        """Take the buffered frames (in the recording thread) as one batch with its shard name; None if empty."""
         if not self.pending:
             return None
-        shard = f"{self.prefix}_{self.n:06d}"
-        frames = [events_frame(k, self._recv[k], self._text[k], venue=self.venue, market=self.market,
-                               symbols=self._sym if k == BINANCE_SNAPSHOT else None, shard=shard)
-                  for k in self._text if self._text[k]]
+        batch = (f"{self.prefix}_{self.n:06d}", self._recv, self._text, self._sym, self.pending)
+        self._recv, self._text, self._sym = defaultdict(list), defaultdict(list), []
+        self.pending = 0
+        self.n += 1
+        return batch
+
+    def restore(self, batch: tuple[str, dict[str, list[int]], dict[str, list[bytes]], list[str], int]) -> None:
+        """Put back a batch whose write failed, before the frames buffered since (the next shard holds both)."""
+        _, recv, text, sym, pending = batch
+        for k in text:
+            recv[k].extend(self._recv.get(k, []))
+            text[k].extend(self._text.get(k, []))
+        for k in self._text:
+            if k not in text:
+                recv[k], text[k] = self._recv[k], self._text[k]
+        self._recv, self._text, self._sym = recv, text, sym + self._sym
+        self.pending += pending
+
+    def write_batch(self, batch: tuple[str, dict[str, list[int]], dict[str, list[bytes]], list[str], int]
+                    ) -> tuple[Path, int, int]:
+        """Decode a detached batch, write it as one shard atomically (any thread); return ``(path, rows, frames)``."""
+        shard, recv, text, sym, n_frames = batch
+        frames = [events_frame(k, recv[k], text[k], venue=self.venue, market=self.market,
+                               symbols=sym if k == BINANCE_SNAPSHOT else None, shard=shard)
+                  for k in text if text[k]]
         table = pl.concat(frames).sort("recv_ns", maintain_order=True) if len(frames) > 1 else frames[0]
         path = self.root / f"{shard}.parquet"
         with atomic_path(path) as tmp:
             table.write_parquet(tmp, compression="zstd", compression_level=1, statistics=True)
-        n_frames = self.pending
-        self._recv, self._text, self._sym = defaultdict(list), defaultdict(list), []
-        self.pending = 0
-        self.n += 1
         self.rows += table.height
         self.bytes += path.stat().st_size
         return path, table.height, n_frames
+
+    def flush(self) -> tuple[Path, int, int] | None:
+        """Write the buffered frames as one shard atomically; return ``(path, rows, frames)`` or None if empty."""
+        batch = self.detach()
+        return None if batch is None else self.write_batch(batch)
 
     def close(self) -> None:
         pass
