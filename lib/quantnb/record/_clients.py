@@ -315,11 +315,9 @@ class BinanceClient(_Client):
             logger.info("binance: connected (connection {}); streams {} subscribed by URL", self.connections,
                         ", ".join(self.streams()))
             self.confirmed.set()
-            for s in self.symbols:  # a reconnect resyncs every book from a new REST snapshot
-                b = self.books[s]
-                if b.synced or b.depth.snapshot_id is not None:
-                    b.depth._unsync()
-                    b.depth.buffer.clear()
+            # After a reconnect the book carries on only if the first diff chains (pu == previous u, Binance's
+            # rule); a diff missed while away breaks the chain, which clears the book and fetches a new REST
+            # snapshot. The raw file then replays identically through the ETL (same frames, same order).
             tasks: list[asyncio.Task] = []
             try:
                 await self._receive(ws, tasks)

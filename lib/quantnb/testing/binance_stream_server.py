@@ -133,7 +133,7 @@ class BinanceStreamServer:
         self.n_sent = 0
         self.cursor = 0
         self.done = threading.Event()
-        self._drops: set[int] = set()
+        self._drops: dict[int, int] = {}
         self._gaps: set[int] = set()
         self._aloop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -141,9 +141,9 @@ class BinanceStreamServer:
         self._stop: asyncio.Event | None = None
         self._port = 0
 
-    def drop_after(self, index: int) -> None:
-        """Cut the connection (no close frame) right after script frame ``index``."""
-        self._drops.add(index)
+    def drop_after(self, index: int, skip: int = 0) -> None:
+        """Cut the connection (no close frame) right after script frame ``index``; ``skip`` frames pass while away."""
+        self._drops[index] = skip
 
     def gap_at(self, index: int) -> None:
         """Never send script frame ``index`` (a depth diff): the next diff's ``pu`` will not match."""
@@ -269,7 +269,10 @@ class BinanceStreamServer:
                 elif self.n_sent % 64 == 0:
                     await asyncio.sleep(0)
             if i in self._drops:
-                self._drops.discard(i)
+                for j in range(i + 1, min(n, i + 1 + self._drops.pop(i))):  # they happen while the client is away
+                    if self.kinds[j][1] == "depth" and not self.loop:
+                        self._apply(self.frames[j])
+                    self.cursor = j + 1
                 ws.transport.abort()
                 return
 
