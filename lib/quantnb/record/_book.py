@@ -186,6 +186,7 @@ class BinanceLiveBook:
         self.gaps = 0
         self.line = 0
         self.first_logged = False
+        self.last_event: object = None
 
     @property
     def book(self) -> OrderBook:
@@ -210,7 +211,7 @@ class BinanceLiveBook:
     def on_frame(self, text: bytes) -> str | None:
         """Apply one combined-stream frame; return ``"gap"``, ``"depth"``, ``"trade"`` or ``"bbo"``."""
         self.line += 1
-        ev = _BINANCE_FRAME(text).data
+        ev = self.last_event = _BINANCE_FRAME(text).data
         cls = type(ev)
         if cls is _Depth:
             gap = self.depth.bars.synced and ev.pu != self.depth.prev_u

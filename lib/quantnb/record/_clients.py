@@ -53,7 +53,7 @@ BYBIT_PING_S = 20.0
 _OPEN_TIMEOUT_S = 10.0
 _CONN_ERRORS = (OSError, ConnectionClosed, InvalidHandshake, asyncio.TimeoutError, EOFError)
 
-OnFrame = Callable[[str, str, int, int, bytes], None]
+OnFrame = Callable[..., None]  # (kind, symbol, recv_ns, exch_ms, text, decoded=None)
 
 
 class Counters:
@@ -202,7 +202,10 @@ class BybitClient(_Client):
             if text.startswith(b'{"topic":"orderbook.'):
                 msg = decode(text)
                 sym = msg.data.s
-                c = counters[sym]
+                c = counters.get(sym)
+                if c is None:
+                    logger.warning("bybit: frame for unsubscribed symbol {!r} ignored: {!r}", sym, text[:120])
+                    continue
                 c["messages"] += 1
                 c["bytes_in"] += len(text)
                 if msg.type == "snapshot":
@@ -216,10 +219,13 @@ class BybitClient(_Client):
                     self._resync.put_nowait(msg.topic)
                 if book.resyncs != before:
                     c["resyncs"] += 1
-                on_frame(BYBIT_BOOK, sym, recv_ns, msg.ts, text)
+                on_frame(BYBIT_BOOK, sym, recv_ns, msg.ts, text, msg)
             elif text.startswith(b'{"topic":"publicTrade.'):
                 sym = text[22:text.index(b'"', 22)].decode()
-                c = counters[sym]
+                c = counters.get(sym)
+                if c is None:
+                    logger.warning("bybit: trade for unsubscribed symbol {!r} ignored", sym)
+                    continue
                 c["messages"] += 1
                 c["bytes_in"] += len(text)
                 c["trades"] += text.count(b'"T":')
@@ -354,7 +360,7 @@ class BinanceClient(_Client):
             c["deltas"] += 1
             if what == "gap":
                 c["gaps"] += 1
-            on_frame(BINANCE_DEPTH, sym, recv_ns, 0, text)
+            on_frame(BINANCE_DEPTH, sym, recv_ns, 0, text, book.last_event)
             if want_book and book.needs_snapshot and sym not in self._fetching:
                 self._fetching.add(sym)
                 tasks.append(asyncio.create_task(self._snapshot(sym)))

@@ -20,10 +20,14 @@ Columns (``EVENT_SCHEMA``):
 
 from __future__ import annotations
 
+from itertools import chain
+from typing import Any
+
+import numpy as np
 import polars as pl
 
-__all__ = ["EVENT_SCHEMA", "events_frame", "BYBIT_BOOK", "BYBIT_TRADE", "BINANCE_DEPTH", "BINANCE_TRADE",
-           "BINANCE_BBO", "BINANCE_SNAPSHOT"]
+__all__ = ["EVENT_SCHEMA", "events_frame", "book_events_from_decoded", "BYBIT_BOOK", "BYBIT_TRADE",
+           "BINANCE_DEPTH", "BINANCE_TRADE", "BINANCE_BBO", "BINANCE_SNAPSHOT"]
 
 EVENT_SCHEMA: dict[str, pl.DataType] = {
     "recv_ns": pl.Int64(), "exch_ms": pl.Int64(), "venue": pl.String(), "market": pl.String(),
@@ -143,3 +147,57 @@ def events_frame(kind: str, recv_ns: list[int], texts: list[bytes], *, venue: st
         raise ValueError(f"unknown frame kind {kind!r}")
     rows = rows.with_columns(venue=pl.lit(venue), market=pl.lit(market), shard=pl.lit(shard))
     return rows.select([pl.col(c).cast(t) for c, t in EVENT_SCHEMA.items()])
+
+
+def book_events_from_decoded(kind: str, recv_ns: list[int], msgs: list[Any], *, venue: str, market: str,
+                             shard: str = "") -> pl.DataFrame:
+    """Build book event rows from frames the client already decoded (the fast path of the sinks).
+
+    Same rows as :func:`events_frame` on the frames' text (prices and sizes are the same
+    correctly rounded parses of the same decimal strings), without decoding the JSON again.
+
+    Parameters
+    ----------
+    kind : {BYBIT_BOOK, BINANCE_DEPTH}
+    recv_ns : list of int
+        Receive time of each frame, ns.
+    msgs : list
+        ``BybitBookMsg`` (Bybit) or the ETL's ``_Depth`` events (Binance), one per frame.
+    venue, market, shard : str
+        Written in every row.
+
+    Returns
+    -------
+    polars.DataFrame
+        Schema ``EVENT_SCHEMA``, frames in order, bids then asks within a frame.
+    """
+    if not msgs:
+        return pl.DataFrame(schema=EVENT_SCHEMA)
+    if kind == BYBIT_BOOK:
+        data = [m.data for m in msgs]
+        head = {"exch_ms": [m.ts for m in msgs], "type": [m.type for m in msgs], "symbol": [d.s for d in data],
+                "update_id": [d.u for d in data], "seq": [d.seq for d in data]}
+    elif kind == BINANCE_DEPTH:
+        data = msgs
+        head = {"exch_ms": [m.E for m in msgs], "type": ["delta"] * len(msgs), "symbol": [d.s for d in data],
+                "update_id": [d.u for d in data], "seq": [d.pu for d in data]}
+    else:
+        raise ValueError(f"no decoded fast path for frame kind {kind!r}")
+    nb = np.fromiter(map(len, (d.b for d in data)), np.int64, len(data))
+    na = np.fromiter(map(len, (d.a for d in data)), np.int64, len(data))
+    n = nb + na
+    # each frame's bids then asks, frames in order, flattened to price, size, price, size, ...
+    flat = np.fromiter(chain.from_iterable(chain.from_iterable(chain(d.b, d.a) for d in data)), np.float64)
+    total = int(n.sum())
+    idx = np.repeat(np.arange(len(data)), n)
+    pos = np.arange(total) - np.repeat(np.cumsum(n) - n, n)
+    is_bid = pos < np.repeat(nb, n)
+    frame = pl.DataFrame({"recv_ns": np.asarray(recv_ns, np.int64)[idx], "_bid": is_bid,
+                          "price": flat[0::2], "size": flat[1::2]})
+    gather = pl.Series("_i", idx)
+    out = frame.with_columns(
+        *[pl.Series(k, v).gather(gather) for k, v in head.items()],
+        venue=pl.lit(venue), market=pl.lit(market), channel=pl.lit("book"),
+        side=pl.when(pl.col("_bid")).then(pl.lit("bid")).otherwise(pl.lit("ask")),
+        trade_id=pl.lit(None, pl.String), shard=pl.lit(shard))
+    return out.select([pl.col(c).cast(t) for c, t in EVENT_SCHEMA.items()])

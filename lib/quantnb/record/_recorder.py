@@ -108,11 +108,12 @@ class Recorder:
         self.started = threading.Event()
 
     # -- frames -----------------------------------------------------------------------------
-    def on_frame(self, kind: str, symbol: str, recv_ns: int, exch_ms: int, text: bytes) -> None:
-        """Hand one frame to every sink (called by the client for each frame received)."""
+    def on_frame(self, kind: str, symbol: str, recv_ns: int, exch_ms: int, text: bytes,
+                 decoded: Any = None) -> None:
+        """Hand one frame (and the client's decoded form of it, if any) to every sink."""
         self.messages += 1
         for w in self._write_fns:
-            w(kind, symbol, recv_ns, exch_ms, text)
+            w(kind, symbol, recv_ns, exch_ms, text, decoded)
         if self.cfg.max_messages is not None and self.messages >= self.cfg.max_messages and self._stop is not None:
             if self.stopped_by is None:
                 self.stopped_by = "max_messages"

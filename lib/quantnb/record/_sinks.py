@@ -28,11 +28,19 @@ import polars as pl
 from loguru import logger
 
 from quantnb.errors import ConfigError
-from quantnb.record._events import BINANCE_SNAPSHOT, BYBIT_BOOK, EVENT_SCHEMA, events_frame
+from quantnb.record._events import (
+    BINANCE_DEPTH,
+    BINANCE_SNAPSHOT,
+    BYBIT_BOOK,
+    EVENT_SCHEMA,
+    book_events_from_decoded,
+    events_frame,
+)
 from quantnb.runlog import atomic_path
 
 __all__ = ["RawSink", "ParquetSink", "ClickHouseSink", "repair_raw_file", "TABLE_DDL"]
 
+_DECODED = {BYBIT_BOOK: f"{BYBIT_BOOK}:dec", BINANCE_DEPTH: f"{BINANCE_DEPTH}:dec"}  # kept as decoded objects
 _NS_PER_DAY = 86_400 * 10**9
 _MS_PER_DAY = 86_400_000
 
@@ -133,7 +141,7 @@ class RawSink:
             self._names[key] = p
         return p
 
-    def write(self, kind: str, symbol: str, recv_ns: int, exch_ms: int, text: bytes) -> None:
+    def write(self, kind: str, symbol: str, recv_ns: int, exch_ms: int, text: bytes, decoded: Any = None) -> None:
         """Buffer one frame; Bybit files roll on the frame's exchange day, Binance on the receive day."""
         if self.venue == "bybit":
             self._buf[self._path(kind, symbol, exch_ms // _MS_PER_DAY)].append(text)
@@ -202,8 +210,11 @@ class ParquetSink:
         self.rows = 0
         self.pending = 0
 
-    def write(self, kind: str, symbol: str, recv_ns: int, exch_ms: int, text: bytes) -> None:
-        """Buffer one frame until the next flush."""
+    def write(self, kind: str, symbol: str, recv_ns: int, exch_ms: int, text: bytes, decoded: Any = None) -> None:
+        """Buffer one frame until the next flush (book frames the client decoded are kept decoded)."""
+        if decoded is not None and kind in _DECODED:
+            kind = _DECODED[kind]
+            text = decoded
         self._recv[kind].append(recv_ns)
         self._text[kind].append(text)
         if kind == BINANCE_SNAPSHOT:
@@ -236,7 +247,9 @@ class ParquetSink:
                     ) -> tuple[Path, int, int]:
         """Decode a detached batch, write it as one shard atomically (any thread); return ``(path, rows, frames)``."""
         shard, recv, text, sym, n_frames = batch
-        frames = [events_frame(k, recv[k], text[k], venue=self.venue, market=self.market,
+        frames = [book_events_from_decoded(k[:-4], recv[k], text[k], venue=self.venue, market=self.market,
+                                           shard=shard) if k.endswith(":dec") else
+                  events_frame(k, recv[k], text[k], venue=self.venue, market=self.market,
                                symbols=sym if k == BINANCE_SNAPSHOT else None, shard=shard)
                   for k in text if text[k]]
         table = pl.concat(frames).sort("recv_ns", maintain_order=True) if len(frames) > 1 else frames[0]

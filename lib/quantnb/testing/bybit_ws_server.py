@@ -213,7 +213,7 @@ class BybitStreamServer:
                     for topic in args:
                         subscribed.add(topic)
                         book = self._books.get(topic)
-                        if topic.startswith("orderbook.") and book is not None:
+                        if topic.startswith("orderbook.") and book is not None and book.symbol:
                             await self._send(ws, book.snapshot(topic))
                     if streamer is None:
                         streamer = asyncio.create_task(self._stream(ws, subscribed))
