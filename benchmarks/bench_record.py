@@ -89,7 +89,7 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     rows = []
     try:
-        for sinks in (("raw",), ("raw", "parquet", "clickhouse")):
+        for sinks in (("raw",), ("raw", "parquet"), ("raw", "parquet", "clickhouse")):
             with tempfile.TemporaryDirectory() as tmp:
                 r = run_config(sinks, seconds, url, Path(tmp))
             rows.append((sinks, r))

@@ -56,6 +56,7 @@ class RecorderConfig:
     shard_prefix: str = "events"
     backoff_base_s: float = 0.5
     ping_every_s: float = 20.0
+    max_batch_frames: int = 20_000
 
 
 OnShard = Callable[[Path, int, int, bool | None], None]
@@ -101,6 +102,7 @@ class Recorder:
         self._write_fns = [s.write for s in self._writers]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
+        self._flush_now: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._t0 = time.monotonic()
@@ -114,6 +116,8 @@ class Recorder:
         self.messages += 1
         for w in self._write_fns:
             w(kind, symbol, recv_ns, exch_ms, text, decoded)
+        if self.parquet is not None and self.parquet.pending >= self.cfg.max_batch_frames and self._flush_now:
+            self._flush_now.set()  # bounded batches: memory stays flat at any rate
         if self.cfg.max_messages is not None and self.messages >= self.cfg.max_messages and self._stop is not None:
             if self.stopped_by is None:
                 self.stopped_by = "max_messages"
@@ -169,6 +173,7 @@ class Recorder:
         cfg = self.cfg
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        self._flush_now = asyncio.Event()
         if self.stopped_by is not None:
             self._stop.set()
         if cfg.clickhouse:
@@ -222,11 +227,15 @@ class Recorder:
     # -- flush and progress -------------------------------------------------------------------
     async def _flush_loop(self) -> None:
         """Flush every ``flush_every_s`` until the stop event; a flush in progress always completes."""
-        assert self._stop is not None
-        while not self._stop.is_set():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.cfg.flush_every_s)
-            if self._stop.is_set():
+        assert self._stop is not None and self._flush_now is not None
+        stop, now = self._stop, self._flush_now
+        while not stop.is_set():
+            waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(now.wait())]
+            await asyncio.wait(waits, timeout=self.cfg.flush_every_s, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+            now.clear()
+            if stop.is_set():
                 return
             try:
                 await self.flush()
