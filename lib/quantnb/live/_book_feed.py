@@ -121,8 +121,8 @@ class BookFeatureProvider(DataProvider):
         return self.inner.finished
 
     def warmup(self) -> list[Bar]:
-        """Return the inner provider's warm-up candles (no book: the features wait for the live book)."""
-        return self.inner.warmup()
+        """Return the inner provider's warm-up candles, book columns null (the features wait for the live book)."""
+        return [_with_extras(b, dict.fromkeys(BOOK_COLUMNS)) for b in self.inner.warmup()]
 
     def next_bar(self, timeout_s: float) -> Bar | None:
         """Return the next closed candle with its minute's book columns in ``extras`` (None before a synced book)."""
@@ -132,11 +132,10 @@ class BookFeatureProvider(DataProvider):
         row = self.book_row(bar.open_time_ms)
         if row is None:
             self.missing_book += 1
-            return bar
-        extras = dict(bar.extras or {})
-        extras.update(row)
-        return Bar(bar.open_time_ms, bar.open, bar.high, bar.low, bar.close, bar.volume,
-                   quote_volume=bar.quote_volume, source=bar.source, next_open=bar.next_open, extras=extras)
+            logger.warning("live/book_feed: no synced book for the candle of {} (book columns null)",
+                           bar.open_time_ms)
+            row = dict.fromkeys(BOOK_COLUMNS)
+        return _with_extras(bar, row)
 
     def book_row(self, minute_ms: int) -> dict[str, float | None] | None:
         """Return the book columns of the minute starting at ``minute_ms`` (waits up to ``book_wait_s``)."""
@@ -175,6 +174,13 @@ class BookFeatureProvider(DataProvider):
         self.recorder.request_stop()
         self._thread.join(10)
         self.inner.close()
+
+
+def _with_extras(bar: Bar, row: dict[str, Any]) -> Bar:
+    extras = dict(bar.extras or {})
+    extras.update(row)
+    return Bar(bar.open_time_ms, bar.open, bar.high, bar.low, bar.close, bar.volume, quote_volume=bar.quote_volume,
+               source=bar.source, next_open=bar.next_open, extras=extras)
 
 
 def with_book_features(provider: DataProvider, feature_names: Sequence[str], symbol: str, *,
