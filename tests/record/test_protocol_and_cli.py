@@ -67,3 +67,27 @@ def test_quantnb_run_record_executes_the_notebook(project):
     assert rec["status"] == "completed" and rec["results"]["messages"] == 414
     raw = project / "data" / "recorded" / "raw" / "bybit_linear" / f"2026-08-09_{SYMBOL}_ob200.data"
     assert (ingest_file(raw).book.best_bid, ingest_file(raw).book.best_ask) == (65114.2, 65114.3)
+
+
+def test_reconnect_backoff_is_exponential_with_full_jitter():
+    from quantnb.record import backoff_s
+
+    draws = [[backoff_s(a, 0.5, 30.0) for _ in range(200)] for a in (1, 2, 3, 10)]
+    assert all(0.0 <= d <= 0.5 for d in draws[0]) and max(draws[0]) > 0.25
+    assert all(0.0 <= d <= 2.0 for d in draws[2]) and max(draws[2]) > 1.0
+    assert all(d <= 30.0 for d in draws[3]) and max(draws[3]) > 15.0  # capped
+    assert len({round(d, 6) for d in draws[1]}) > 150  # jittered, not a fixed delay
+
+
+def test_a_silent_bybit_connection_is_closed_and_reconnected(tmp_path):
+    """No frame and no pong for 3 ping periods: the client drops the connection and reconnects."""
+    frames = load_bybit_frames()[:30]
+    with BybitStreamServer(frames, message_delay_s=0.0) as srv:
+        srv.pongs_enabled = False
+        cfg = config(tmp_path, venue="bybit", market="linear", symbols=(SYMBOL,), channels=("book",),
+                     ws_url=srv.url(), ping_every_s=0.2, duration_s=3.0)
+        from quantnb.record import Recorder
+
+        rec = Recorder(cfg)
+        rec.run()
+    assert srv.connections >= 2 and rec.counters.by_symbol[SYMBOL]["reconnects"] >= 1

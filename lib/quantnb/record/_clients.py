@@ -146,6 +146,7 @@ class BybitClient(_Client):
         self.url, self.depth, self.channels, self.ping_every_s = url, depth, tuple(channels), ping_every_s
         self.books = {s: BybitLiveBook(s) for s in self.symbols}
         self.pongs = 0
+        self._last_rx_ns = time.time_ns()
         self._resync: asyncio.Queue[str] = asyncio.Queue()
 
     def topics(self) -> list[str]:
@@ -162,6 +163,7 @@ class BybitClient(_Client):
         async with connect(self.url, ping_interval=None, max_size=None, compression=None,
                            open_timeout=_OPEN_TIMEOUT_S, close_timeout=2) as ws:
             self.connections += 1
+            self._last_rx_ns = time.time_ns()
             topics = self.topics()
             for s in self.symbols:  # a new connection starts from a new snapshot
                 b = self.books[s]
@@ -178,9 +180,15 @@ class BybitClient(_Client):
                     t.cancel()
 
     async def _ping(self, ws: Any) -> None:
+        """Send Bybit's heartbeat every ``ping_every_s``; a connection silent for 3 periods is closed (reconnect)."""
         n = 0
         while True:
             await asyncio.sleep(self.ping_every_s)
+            silent_s = (time.time_ns() - self._last_rx_ns) / 1e9
+            if silent_s > 3 * self.ping_every_s:
+                logger.warning("bybit: nothing received for {:.1f} s (not even a pong); reconnecting", silent_s)
+                ws.transport.abort()
+                return
             n += 1
             await ws.send(json.dumps({"op": "ping", "req_id": f"ping{n}"}))
             logger.debug("bybit: ping {} sent", n)
@@ -198,7 +206,7 @@ class BybitClient(_Client):
         clock = time.time_ns
         while True:
             text = await ws.recv(decode=False)
-            recv_ns = clock()
+            recv_ns = self._last_rx_ns = clock()
             if text.startswith(b'{"topic":"orderbook.'):
                 msg = decode(text)
                 sym = msg.data.s

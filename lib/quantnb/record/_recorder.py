@@ -57,6 +57,8 @@ class RecorderConfig:
     backoff_base_s: float = 0.5
     ping_every_s: float = 20.0
     max_batch_frames: int = 20_000
+    log_frames: bool = False
+    binance_depth_speed: str = "100ms"
 
 
 OnShard = Callable[[Path, int, int, bool | None], None]
@@ -98,6 +100,7 @@ class Recorder:
                         if cfg.parquet_dir is not None else None)
         self.clickhouse: ClickHouseSink | None = None
         self.client: BybitClient | BinanceClient | None = None
+        self._log_frames = cfg.log_frames
         self._writers = [s for s in (self.raw, self.parquet) if s is not None]
         self._write_fns = [s.write for s in self._writers]
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -114,6 +117,8 @@ class Recorder:
                  decoded: Any = None) -> None:
         """Hand one frame (and the client's decoded form of it, if any) to every sink."""
         self.messages += 1
+        if self._log_frames:
+            logger.debug("{} {} recv_ns={} {!r}", kind, symbol, recv_ns, text[:160])
         for w in self._write_fns:
             w(kind, symbol, recv_ns, exch_ms, text, decoded)
         if self.parquet is not None and self.parquet.pending >= self.cfg.max_batch_frames and self._flush_now:
@@ -222,6 +227,7 @@ class Recorder:
         return BinanceClient(list(cfg.symbols), self.on_frame, self.counters, ws_url=cfg.ws_url or BINANCE_WS_URL,
                              rest_url=cfg.rest_url or BINANCE_REST_URL, channels=cfg.channels,
                              snapshot_limit=next((n for n in _BINANCE_LIMITS if n >= cfg.depth), 1000),
+                             depth_speed=cfg.binance_depth_speed,
                              backoff_base_s=cfg.backoff_base_s)
 
     # -- flush and progress -------------------------------------------------------------------

@@ -60,6 +60,9 @@ class RecordParams(StageParams):
     clickhouse_table: str = Field("quantnb.book_events", description="database.table of the events.")
     flush_every_s: PositiveFloat = Field(5.0, description="Sink flush period, seconds (the most a kill -9 loses).")
     progress_every_s: PositiveFloat = Field(60.0, description="Progress report period, seconds.")
+    binance_depth_speed: Literal["100ms", "0ms", "250ms", "500ms"] = Field(
+        "100ms", description="Binance diff-depth stream speed: <symbol>@depth@<speed> (0ms: every update).")
+    log_frames: bool = Field(False, description="Log every frame at DEBUG (session log only; slows recording).")
 
     @model_validator(mode="after")
     def _check(self) -> RecordParams:
@@ -138,7 +141,8 @@ def run_record(params: RecordParams) -> RecordResult:
             clickhouse_url=params.clickhouse_url, clickhouse_path=(ctx.root / params.clickhouse_path).resolve(),
             clickhouse_table=params.clickhouse_table, flush_every_s=params.flush_every_s,
             progress_every_s=params.progress_every_s, duration_s=params.duration_s,
-            max_messages=params.max_messages, shard_prefix=prefix)
+            max_messages=params.max_messages, shard_prefix=prefix, log_frames=params.log_frames,
+            binance_depth_speed=params.binance_depth_speed)
         for name, path in (("raw_dir", raw_dir), ("parquet_dir", parquet_dir)):
             if path is not None:
                 ctx.add_output(name, path)

@@ -117,6 +117,7 @@ class BybitStreamServer:
         self.loop = loop
         self.connections = 0
         self.pings = 0
+        self.pongs_enabled = True  # False: a server that went silent (the client must reconnect)
         self.subscriptions: list[list[str]] = []
         self.sent: list[str] = []
         self.n_sent = 0
@@ -197,6 +198,8 @@ class BybitStreamServer:
                 req_id = msg.get("req_id", "")
                 if op == "ping":
                     self.pings += 1
+                    if not self.pongs_enabled:
+                        continue
                     await ws.send(json.dumps({"success": True, "ret_msg": "pong", "conn_id": conn_id,
                                               "req_id": req_id, "op": "ping"}, separators=(",", ":")))
                 elif op in ("subscribe", "unsubscribe"):
