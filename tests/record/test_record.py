@@ -43,6 +43,12 @@ def test_bybit_stage_all_sinks_then_etl_reproduces_the_sample(project):
     ing = ingest_file(raw)
     assert (ing.book.best_bid, ing.book.best_ask) == (65114.2, 65114.3)
     assert _etl_bars(raw).equals(_etl_bars(SAMPLE_OB200))
+    from quantnb.stages.etl import EtlParams, run_etl
+
+    etl = run_etl(EtlParams(input_globs=["data/recorded/raw/*/*.data", "data/recorded/raw/*/*.gz"], n_workers=1,
+                            output_dir="data/processed_rec", project_dir=str(project), console_level=None))
+    assert etl.status == "completed" and not etl.quarantined
+    assert pl.read_parquet(project / etl.outputs["path"][0]).equals(_etl_bars(SAMPLE_OB200))
     # parquet: exactly the events sent
     got = read_events(res.parquet_dir)
     want = events_frame(BYBIT_BOOK, [0] * len(sent), [s.encode() for s in sent], venue="bybit", market="linear")
