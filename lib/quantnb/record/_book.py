@@ -128,14 +128,18 @@ class BybitLiveBook:
             return None
         if msg.type != "snapshot":
             return None
+        repeat = self.synced and u == self.last_u  # orderbook.1 repeats its snapshot after 3 s without change
         bb, ba = book.reset(d.b, d.a)
         self.last_u = u
         self.snapshots += 1
         if self.seen_snapshot:
-            self.resyncs += 1
-            bars.resyncs += 1
-            logger.warning("{}: new snapshot u={} (seq={}): book rebuilt (resync {})", self.symbol, u, d.seq,
-                           self.resyncs)
+            bars.resyncs += 1  # as the ETL counts it, so the bars agree
+            if repeat:
+                logger.debug("{}: snapshot repeated (u={} unchanged)", self.symbol, u)
+            else:
+                self.resyncs += 1
+                logger.warning("{}: new snapshot u={} (seq={}): book rebuilt (resync {})", self.symbol, u, d.seq,
+                               self.resyncs)
         else:
             nb, na = book.n_levels()
             logger.info("{}: first snapshot: u={}, {} bid / {} ask levels, best bid/ask {}/{}", self.symbol, u,

@@ -384,7 +384,7 @@ class BinanceClient(_Client):
                     await asyncio.sleep(min(5.0, 0.05 * 2 ** attempt))
                 attempt += 1
                 async with self._http.get(url, params={"symbol": sym, "limit": str(self.snapshot_limit)}) as resp:
-                    text = await resp.read()
+                    text = (await resp.read()).strip().replace(b"\n", b"")  # one line in the raw file
                     if resp.status != 200:
                         logger.warning("binance: GET /fapi/v1/depth {} -> HTTP {}: {!r}; retrying", sym, resp.status,
                                        text[:200])
