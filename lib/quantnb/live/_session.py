@@ -228,6 +228,9 @@ def build_trader(
         broker = CcxtBroker(sym, mode, base_url=rest_base_url, timeout_s=timeout_s)
         provider = CcxtKlineProvider(broker.exchange, sym, cfg.timeframe, ws_url=ws_url or WS_URLS[mode],
                                      history_bars=meta.warmup_bars + meta.window - 1, retry=retry)
+        from quantnb.live._book_feed import with_book_features  # order-book features from the live book
+
+        provider = with_book_features(provider, meta.feature_names, sym, mode=mode)
         logger.warning("live/session: {} trading of {} with agent {} (max_drawdown_frac={})", mode.upper(), sym,
                        cfg.train_id, limits.max_drawdown_frac)
     return Trader(bundle, provider, broker, limits, cfg.out_dir, retry=retry, on_step=on_step, max_steps=max_steps,

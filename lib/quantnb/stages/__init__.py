@@ -21,6 +21,7 @@ STAGES: dict[str, str] = {
     "training": "quantnb.stages.training:TrainingParams",
     "agent": "quantnb.stages.agent:AgentParams",
     "live": "quantnb.stages.live:LiveParams",
+    "record": "quantnb.stages.record:RecordParams",
 }
 
 

@@ -6,6 +6,9 @@
   engine and fault injection (:class:`Fault`); point ccxt at it with
   :func:`configure_ccxt_for_loopback`.
 - :class:`KlineStreamServer`: a websocket server streaming Binance kline messages.
+- :class:`BybitStreamServer`, :class:`BinanceStreamServer`: Bybit v5 public and Binance USD-M
+  market-stream servers replaying the real samples (subscribe/ack, ping/pong, snapshots and
+  deltas, REST depth snapshots, injected drops and sequence gaps).
 
 Importing the servers pulls in ccxt and websockets, so they load on first use.
 """
@@ -35,6 +38,8 @@ __all__ = [
     "configure_ccxt_for_loopback",
     "KlineStreamServer",
     "kline_message",
+    "BybitStreamServer",
+    "BinanceStreamServer",
 ]
 
 _LAZY = {
@@ -44,6 +49,8 @@ _LAZY = {
     "configure_ccxt_for_loopback": "quantnb.testing.binance_server",
     "KlineStreamServer": "quantnb.testing.ws_server",
     "kline_message": "quantnb.testing.ws_server",
+    "BybitStreamServer": "quantnb.testing.bybit_ws_server",
+    "BinanceStreamServer": "quantnb.testing.binance_stream_server",
 }
 
 

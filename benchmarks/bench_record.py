@@ -1,0 +1,109 @@
+"""Recorder benchmark: frames per second per core on loopback, raw sink alone vs raw + Parquet + ClickHouse.
+
+A loopback Bybit v5 server (its own process) streams the real ``orderbook.200.BTCUSDT``
+sample (1 snapshot + 413 deltas, ~500 bytes and ~17 levels per delta) in an endless loop as
+fast as the socket takes it; the recorder (this process) keeps the live book, builds the
+minute features and writes the sinks, flushing every ``flush_every_s``. Reported per
+configuration:
+
+- frames/s per core = frames received / CPU seconds of the recorder process (user + system,
+  all its threads: websocket, book, sinks, chDB); goal >= 50,000 with all three sinks;
+- wall-clock frames/s (bounded by the server on a shared 2-core machine);
+- resident memory at 10 %, 50 % and the end of the run (flat = no growth with time).
+
+Run: .venv/bin/python benchmarks/bench_record.py [seconds_per_config]  (the issue asks 600)
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+from loguru import logger
+
+GOAL = 50_000.0
+
+
+def _serve(port_q: mp.Queue, stop: mp.Event) -> None:  # type: ignore[valid-type]
+    from quantnb.testing.bybit_ws_server import BybitStreamServer
+
+    srv = BybitStreamServer(loop=True).start()
+    port_q.put(srv.port)
+    stop.wait()
+    srv.stop()
+
+
+def run_config(sinks: tuple[str, ...], seconds: float, url: str, tmp: Path) -> dict[str, float]:
+    """Record for ``seconds`` with ``sinks``; return throughput and memory figures."""
+    from quantnb.record import Recorder, RecorderConfig
+
+    cfg = RecorderConfig(
+        venue="bybit", market="linear", symbols=("BTCUSDT",), depth=200, channels=("book",), ws_url=url,
+        raw_dir=tmp / "raw", parquet_dir=tmp / "parquet" if "parquet" in sinks else None,
+        clickhouse="clickhouse" in sinks, clickhouse_path=tmp / "ch", flush_every_s=5.0,
+        progress_every_s=max(seconds / 4, 5.0), duration_s=seconds)
+    rec = Recorder(cfg)
+    proc = psutil.Process()
+    rss: list[tuple[float, float]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        t0 = time.monotonic()
+        while not done.wait(1.0):
+            rss.append((time.monotonic() - t0, proc.memory_info().rss / 2**20))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    cpu0, t0 = proc.cpu_times(), time.monotonic()
+    sampler.start()
+    rec.run()
+    done.set()
+    cpu1, wall = proc.cpu_times(), time.monotonic() - t0
+    cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+
+    def at(frac: float) -> float:
+        if not rss:
+            return float("nan")
+        return rss[min(len(rss) - 1, int(frac * len(rss)))][1]
+
+    return {"frames": rec.messages, "cpu_s": cpu, "wall_s": wall, "per_core": rec.messages / max(cpu, 1e-9),
+            "wall_rate": rec.messages / wall, "rss10": at(0.1), "rss50": at(0.5), "rss_end": at(1.0),
+            "gaps": rec.counters.total("gaps")}
+
+
+def main() -> None:
+    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 600.0
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING")
+    ctx = mp.get_context("spawn")
+    q, stop = ctx.Queue(), ctx.Event()
+    server = ctx.Process(target=_serve, args=(q, stop), daemon=True)
+    server.start()
+    url = f"ws://127.0.0.1:{q.get(timeout=60)}/v5/public/linear"
+    print(f"loopback Bybit server pid {server.pid}; recorder pid {os.getpid()}; {seconds:.0f} s per configuration; "
+          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    rows = []
+    try:
+        for sinks in (("raw",), ("raw", "parquet"), ("raw", "parquet", "clickhouse")):
+            with tempfile.TemporaryDirectory() as tmp:
+                r = run_config(sinks, seconds, url, Path(tmp))
+            rows.append((sinks, r))
+            print(f"{'+'.join(sinks):24s} frames {r['frames']:>10,}  cpu {r['cpu_s']:7.1f} s  "
+                  f"per core {r['per_core']:>9,.0f} frames/s  wall {r['wall_rate']:>9,.0f} frames/s  "
+                  f"RSS MB 10%/50%/end {r['rss10']:.0f}/{r['rss50']:.0f}/{r['rss_end']:.0f}  gaps {r['gaps']}")
+    finally:
+        stop.set()
+        server.join(10)
+    full = rows[-1][1]
+    print(f"all sinks: {full['per_core']:,.0f} frames/s per core = {full['per_core'] / GOAL:.2f} x the goal "
+          f"({GOAL:,.0f}); raw alone {rows[0][1]['per_core']:,.0f}; memory growth 10%->end "
+          f"{full['rss_end'] - full['rss10']:+.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

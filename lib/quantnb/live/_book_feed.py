@@ -1,0 +1,225 @@
+"""Order-book features for testnet/live: closed candles joined with the live book's minute features.
+
+:class:`BookFeatureProvider` wraps a candle provider (e.g. ``CcxtKlineProvider``) and runs a
+live book client of :mod:`quantnb.record` (no sinks) in a background thread. Each closed candle
+gets, in :attr:`Bar.extras`, the book columns of its minute (``mid_close``,
+``micro_price_close``, ``spread_bps_mean``, ``bid_depth_10``, ``ask_depth_10``,
+``imbalance_10``), computed by the ETL's own ``OrderBook`` and minute aggregation, so the
+agent sees the same numbers the ETL gives for a recording of the same stream.
+
+:func:`with_book_features` is the hook the session builder calls: it returns the provider
+unchanged when the bundle needs no book feature, wraps it when it does, and refuses at
+start (:class:`~quantnb.errors.ConfigError`) a bundle whose features no live feed gives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import polars as pl
+from loguru import logger
+
+from quantnb.errors import ConfigError
+from quantnb.live._feed import DataProvider
+from quantnb.live._types import Bar
+
+__all__ = ["BookFeatureProvider", "with_book_features", "BOOK_COLUMNS", "check_live_features"]
+
+BOOK_COLUMNS = ("mid_close", "micro_price_close", "spread_bps_mean", "bid_depth_10", "ask_depth_10", "imbalance_10")
+_MINUTE_MS = 60_000
+
+
+def check_live_features(feature_names: Sequence[str], *, book_feed: bool) -> list[str]:
+    """Return the bundle's order-book features; raise if a live feed cannot give some feature.
+
+    Parameters
+    ----------
+    feature_names : sequence of str
+        The agent bundle's ``feature_names``.
+    book_feed : bool
+        Whether a live order-book feed is available for the session.
+
+    Raises
+    ------
+    ConfigError
+        Naming the features: unknown to both the kline and the book feed, or book
+        features when ``book_feed`` is False.
+    """
+    from quantnb.rl._features import BOOK_FEATURE_SOURCES, MARKET_FEATURES
+
+    unknown = [f for f in feature_names if f not in MARKET_FEATURES and f not in BOOK_FEATURE_SOURCES]
+    if unknown:
+        raise ConfigError(f"the agent bundle needs features {unknown} that no live feed gives (kline features: "
+                          f"{', '.join(MARKET_FEATURES)}; order-book features: {', '.join(BOOK_FEATURE_SOURCES)}); "
+                          "retrain the agent without them")
+    book = [f for f in feature_names if f in BOOK_FEATURE_SOURCES]
+    if book and not book_feed:
+        raise ConfigError(f"the agent bundle needs order-book features {book} but this session's feed is klines "
+                          "only; enable the live book feed (book_feed) or retrain the agent without them")
+    return book
+
+
+class BookFeatureProvider(DataProvider):
+    """Candles from ``inner`` with the live book's features of each candle's minute in ``extras``.
+
+    Parameters
+    ----------
+    inner : DataProvider
+        The candle source (1-minute candles).
+    symbol : str
+        Exchange symbol of the book, e.g. ``BTCUSDT``.
+    venue : {"binance", "bybit"}
+        The book's venue (the trader trades Binance USD-M; its book is the default).
+    ws_url, rest_url : str, optional
+        Stream and REST roots; None: the venue's production endpoints (pass the testnet's
+        for a testnet session).
+    market : str
+        ``usdm`` for Binance; ``linear`` or ``spot`` for Bybit.
+    depth : int
+        Bybit book depth / Binance REST snapshot levels.
+    book_wait_s : float
+        How long a candle waits for the book to pass its minute (the next update after the
+        minute's end closes the minute, as in the ETL) before the book's current state is used.
+
+    Attributes
+    ----------
+    recorder : quantnb.record.Recorder
+        The book client (no sinks); its ``counters`` hold gaps, resyncs and reconnects.
+    """
+
+    def __init__(self, inner: DataProvider, symbol: str, *, venue: str = "binance", ws_url: str | None = None,
+                 rest_url: str | None = None, market: str | None = None, depth: int = 1000,
+                 book_wait_s: float = 2.0) -> None:
+        from quantnb.record import Recorder, RecorderConfig
+
+        self.inner = inner
+        self.symbol = symbol.upper().replace("/", "").split(":")[0]
+        self.book_wait_s = book_wait_s
+        cfg = RecorderConfig(venue=venue, market=market or ("usdm" if venue == "binance" else "linear"),
+                             symbols=(self.symbol,), depth=depth, channels=("book",), ws_url=ws_url,
+                             rest_url=rest_url, progress_every_s=300.0, flush_every_s=3600.0)
+        self.recorder = Recorder(cfg)
+        self._thread = threading.Thread(target=self._run, name="book-feed", daemon=True)
+        self._thread.start()
+        if not self.recorder.started.wait(30):
+            raise ConfigError(f"the live book feed for {self.symbol} did not start within 30 s")
+        self.missing_book = 0
+
+    def _run(self) -> None:
+        try:
+            self.recorder.run()
+        except Exception as exc:  # noqa: BLE001 - reported; candles then carry no book features
+            logger.opt(exception=exc).error("live book feed for {} stopped: {}: {}", self.symbol,
+                                            type(exc).__name__, exc)
+
+    @property
+    def finished(self) -> bool:  # type: ignore[override]
+        return self.inner.finished
+
+    def warmup(self) -> list[Bar]:
+        """Return the inner provider's warm-up candles, book columns null (the features wait for the live book)."""
+        return [_with_extras(b, dict.fromkeys(BOOK_COLUMNS)) for b in self.inner.warmup()]
+
+    def next_bar(self, timeout_s: float) -> Bar | None:
+        """Return the next closed candle with its minute's book columns in ``extras`` (None before a synced book)."""
+        bar = self.inner.next_bar(timeout_s)
+        if bar is None:
+            return None
+        row = self.book_row(bar.open_time_ms)
+        if row is None:
+            self.missing_book += 1
+            logger.warning("live/book_feed: no synced book for the candle of {} (book columns null)",
+                           bar.open_time_ms)
+            row = dict.fromkeys(BOOK_COLUMNS)
+        return _with_extras(bar, row)
+
+    def book_row(self, minute_ms: int) -> dict[str, float | None] | None:
+        """Return the book columns of the minute starting at ``minute_ms`` (waits up to ``book_wait_s``)."""
+        loop = self.recorder._loop
+        client = self.recorder.client
+        if loop is None or client is None:
+            return None
+        deadline = time.monotonic() + self.book_wait_s
+        while True:
+            fut = asyncio.run_coroutine_threadsafe(self._parts(minute_ms), loop)
+            try:
+                passed, part = fut.result(timeout=max(self.book_wait_s, 1.0))
+            except Exception as exc:  # noqa: BLE001 - the feed is down: no book for this candle
+                logger.warning("live book feed: no book for minute {} ({}: {})", minute_ms, type(exc).__name__, exc)
+                return None
+            if passed or time.monotonic() >= deadline:
+                break
+            time.sleep(0.02)
+        if part is None or part.height == 0:
+            return None
+        return {c: part[c][0] for c in BOOK_COLUMNS}
+
+    async def _parts(self, minute_ms: int) -> tuple[bool, pl.DataFrame | None]:
+        """In the feed's loop: whether the book passed the minute, and that minute's partial-bar row."""
+        book = self.recorder.client.books[self.symbol]  # type: ignore[union-attr]
+        minutes = book.minutes if hasattr(book, "minutes") else book.depth.bars
+        passed = minutes.next_ms > minute_ms + _MINUTE_MS
+        if minutes.minute < 0 and not minutes.rows:
+            return passed, None
+        parts = book.parts()
+        ts = pl.lit(minute_ms * 1000).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+        return passed, parts.filter((pl.col("ts") == ts) & pl.col("mid_close").is_not_null())
+
+    def close(self) -> None:
+        """Stop the book feed and the inner provider."""
+        self.recorder.request_stop()
+        self._thread.join(10)
+        self.inner.close()
+
+
+def _with_extras(bar: Bar, row: dict[str, Any]) -> Bar:
+    extras = dict(bar.extras or {})
+    extras.update(row)
+    return Bar(bar.open_time_ms, bar.open, bar.high, bar.low, bar.close, bar.volume, quote_volume=bar.quote_volume,
+               source=bar.source, next_open=bar.next_open, extras=extras)
+
+
+def with_book_features(provider: DataProvider, feature_names: Sequence[str], symbol: str, *,
+                       mode: str = "live", book_feed: bool = True, **kw: Any) -> DataProvider:
+    """Wrap ``provider`` with the live book when the bundle's features need it (else return it unchanged).
+
+    Parameters
+    ----------
+    provider : DataProvider
+        The candle feed.
+    feature_names : sequence of str
+        The bundle's features.
+    symbol : str
+        ``BTCUSDT`` or ``BTC/USDT:USDT``.
+    mode : {"testnet", "live"}
+        Picks Binance USD-M's testnet or production market-data endpoints; the environment
+        variables ``QUANTNB_BOOK_WS_URL`` and ``QUANTNB_BOOK_REST_URL`` override them
+        (a loopback server in tests).
+    book_feed : bool
+        False refuses bundles with order-book features.
+    **kw
+        Passed to :class:`BookFeatureProvider`.
+
+    Raises
+    ------
+    ConfigError
+        At start, naming the features the session's feeds cannot give.
+    """
+    import os
+
+    from quantnb.record import BINANCE_REST_URL, BINANCE_TESTNET_REST_URL, BINANCE_TESTNET_WS_URL, BINANCE_WS_URL
+
+    book = check_live_features(feature_names, book_feed=book_feed)
+    if not book:
+        return provider
+    ws, rest = (BINANCE_TESTNET_WS_URL, BINANCE_TESTNET_REST_URL) if mode == "testnet" else (BINANCE_WS_URL,
+                                                                                            BINANCE_REST_URL)
+    kw.setdefault("ws_url", os.environ.get("QUANTNB_BOOK_WS_URL") or ws)
+    kw.setdefault("rest_url", os.environ.get("QUANTNB_BOOK_REST_URL") or rest)
+    logger.info("live/book_feed: the agent needs order-book features {}; starting the live book of {} ({})", book,
+                symbol, kw["ws_url"])
+    return BookFeatureProvider(provider, symbol, **kw)

@@ -1,0 +1,325 @@
+"""The recorder: one venue client, its live books, the sinks, periodic flushes and progress reports."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from quantnb.record._clients import (
+    BINANCE_REST_URL,
+    BINANCE_WS_URL,
+    BYBIT_URLS,
+    BinanceClient,
+    BybitClient,
+    Counters,
+)
+from quantnb.record._sinks import ClickHouseSink, ParquetSink, RawSink
+
+__all__ = ["Recorder", "RecorderConfig"]
+
+_BINANCE_LIMITS = (5, 10, 20, 50, 100, 500, 1000)  # GET /fapi/v1/depth accepted limits
+
+
+@dataclasses.dataclass(frozen=True)
+class RecorderConfig:
+    """What to record and where (see :class:`quantnb.stages.record.RecordParams` for each field).
+
+    Paths are absolute. ``clickhouse_path`` is the embedded chDB folder (used when
+    ``clickhouse_url`` is None).
+    """
+
+    venue: str
+    market: str
+    symbols: tuple[str, ...]
+    depth: int = 200
+    channels: tuple[str, ...] = ("book", "trades")
+    ws_url: str | None = None
+    rest_url: str | None = None
+    raw_dir: Path | None = None
+    parquet_dir: Path | None = None
+    clickhouse: bool = False
+    clickhouse_url: str | None = None
+    clickhouse_path: Path | None = None
+    clickhouse_table: str = "quantnb.book_events"
+    flush_every_s: float = 5.0
+    progress_every_s: float = 60.0
+    duration_s: float | None = None
+    max_messages: int | None = None
+    shard_prefix: str = "events"
+    backoff_base_s: float = 0.5
+    ping_every_s: float = 20.0
+    max_batch_frames: int = 20_000
+    log_frames: bool = False
+    binance_depth_speed: str = "100ms"
+
+
+OnShard = Callable[[Path, int, int, bool | None], None]
+
+
+class Recorder:
+    """Record one venue's streams into the configured sinks until stopped.
+
+    Parameters
+    ----------
+    cfg : RecorderConfig
+    on_shard : callable, optional
+        ``on_shard(path, rows, frames, in_clickhouse)`` after each Parquet shard is written
+        (``in_clickhouse`` None without the ClickHouse sink).
+    on_progress : callable, optional
+        ``on_progress(report)`` every ``progress_every_s`` and at the end; ``report`` is
+        :meth:`report`'s dict.
+
+    Attributes
+    ----------
+    counters : Counters
+        Per-symbol counters.
+    messages : int
+        Frames received (REST snapshots included).
+    stopped_by : str or None
+        ``duration``, ``max_messages``, ``stop`` (a signal or :meth:`request_stop`) or ``error``.
+    """
+
+    def __init__(self, cfg: RecorderConfig, *, on_shard: OnShard | None = None,
+                 on_progress: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.cfg = cfg
+        self.on_shard = on_shard
+        self.on_progress = on_progress
+        self.counters = Counters(list(cfg.symbols))
+        self.messages = 0
+        self.stopped_by: str | None = None
+        self.raw = RawSink(cfg.raw_dir, cfg.venue, cfg.depth) if cfg.raw_dir is not None else None
+        self.parquet = (ParquetSink(cfg.parquet_dir, cfg.venue, cfg.market, cfg.shard_prefix)
+                        if cfg.parquet_dir is not None else None)
+        self.clickhouse: ClickHouseSink | None = None
+        self.client: BybitClient | BinanceClient | None = None
+        self._log_frames = cfg.log_frames
+        self._writers = [s for s in (self.raw, self.parquet) if s is not None]
+        self._write_fns = [s.write for s in self._writers]
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._flush_now: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._t0 = time.monotonic()
+        self._last_report = (self._t0, 0)
+        self.started = threading.Event()
+
+    # -- frames -----------------------------------------------------------------------------
+    def on_frame(self, kind: str, symbol: str, recv_ns: int, exch_ms: int, text: bytes,
+                 decoded: Any = None) -> None:
+        """Hand one frame (and the client's decoded form of it, if any) to every sink."""
+        self.messages += 1
+        if self._log_frames:
+            logger.debug("{} {} recv_ns={} {!r}", kind, symbol, recv_ns, text[:160])
+        for w in self._write_fns:
+            w(kind, symbol, recv_ns, exch_ms, text, decoded)
+        if self.parquet is not None and self.parquet.pending >= self.cfg.max_batch_frames and self._flush_now:
+            self._flush_now.set()  # bounded batches: memory stays flat at any rate
+        if self.cfg.max_messages is not None and self.messages >= self.cfg.max_messages and self._stop is not None:
+            if self.stopped_by is None:
+                self.stopped_by = "max_messages"
+            self._stop.set()
+
+    # -- control ----------------------------------------------------------------------------
+    def request_stop(self, reason: str = "stop") -> None:
+        """Ask the recorder to stop, flush every sink and return (thread-safe)."""
+        if self.stopped_by is None:
+            self.stopped_by = reason
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+
+    def run(self) -> None:
+        """Record in this thread until stopped (``asyncio.run`` of :meth:`arun`)."""
+        asyncio.run(self.arun())
+
+    def run_in_thread(self, poll_s: float = 0.2) -> None:
+        """Record in a background thread; the calling thread waits and turns KeyboardInterrupt into a stop.
+
+        Works in a Jupyter kernel (whose thread has a running event loop). A KeyboardInterrupt
+        (SIGINT, or SIGTERM under :func:`quantnb.runlog.start_run`) stops the recorder, which
+        flushes every sink before this returns; the interrupt is then raised again.
+        """
+        finished = threading.Event()
+
+        def target() -> None:
+            try:
+                self.run()
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                self._error = exc
+            finally:
+                finished.set()
+
+        self._thread = threading.Thread(target=target, name="quantnb-recorder", daemon=True)
+        self._thread.start()
+        interrupted: BaseException | None = None
+        while not finished.is_set():  # not Thread.join: an interrupted join can leave is_alive() wrong (3.11)
+            try:
+                finished.wait(poll_s)
+            except KeyboardInterrupt as exc:
+                if interrupted is None:
+                    logger.warning("Interrupt received: stopping the recorder and flushing every sink")
+                interrupted = exc
+                self.request_stop("stop")
+        if self._error is not None:
+            raise self._error
+        if interrupted is not None:
+            raise interrupted
+
+    async def arun(self) -> None:
+        """Connect, record and flush until a stop condition; flush and close every sink at the end."""
+        cfg = self.cfg
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._flush_now = asyncio.Event()
+        if self.stopped_by is not None:
+            self._stop.set()
+        if cfg.clickhouse:
+            self.clickhouse = ClickHouseSink(cfg.clickhouse_url, cfg.clickhouse_path or Path("data/clickhouse"),
+                                             cfg.clickhouse_table)
+            if cfg.parquet_dir is not None:  # shards an earlier (killed) recorder wrote but did not insert
+                await asyncio.to_thread(self.clickhouse.backfill, cfg.parquet_dir)
+        self.client = self._make_client()
+        client_task = asyncio.create_task(self.client.run(), name="client")
+        flusher = asyncio.create_task(self._flush_loop(), name="flush")
+        reporter = asyncio.create_task(self._progress_loop(), name="progress")
+        self._t0 = time.monotonic()
+        self._last_report = (self._t0, 0)
+        self.started.set()
+        waiters = [asyncio.create_task(self._stop.wait())]
+        try:
+            timeout = cfg.duration_s
+            done, _ = await asyncio.wait([*waiters, client_task], timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if not done and self.stopped_by is None:
+                self.stopped_by = "duration"
+            if client_task in done and client_task.exception() is not None:
+                self.stopped_by = "error"
+                raise client_task.exception()  # type: ignore[misc]
+        finally:
+            self._stop.set()  # the flusher finishes a flush in progress and returns
+            for t in (client_task, reporter, *waiters):
+                t.cancel()
+            for t in (client_task, reporter, *waiters):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            with contextlib.suppress(Exception):
+                await flusher
+            await self.flush()
+            self._report(final=True)
+            if self.clickhouse is not None:
+                self.clickhouse.close()
+
+    def _make_client(self) -> BybitClient | BinanceClient:
+        cfg = self.cfg
+        if cfg.venue == "bybit":
+            url = cfg.ws_url or BYBIT_URLS[cfg.market]
+            return BybitClient(list(cfg.symbols), self.on_frame, self.counters, url=url, depth=cfg.depth,
+                               channels=cfg.channels, ping_every_s=cfg.ping_every_s,
+                               backoff_base_s=cfg.backoff_base_s)
+        return BinanceClient(list(cfg.symbols), self.on_frame, self.counters, ws_url=cfg.ws_url or BINANCE_WS_URL,
+                             rest_url=cfg.rest_url or BINANCE_REST_URL, channels=cfg.channels,
+                             snapshot_limit=next((n for n in _BINANCE_LIMITS if n >= cfg.depth), 1000),
+                             depth_speed=cfg.binance_depth_speed,
+                             backoff_base_s=cfg.backoff_base_s)
+
+    # -- flush and progress -------------------------------------------------------------------
+    async def _flush_loop(self) -> None:
+        """Flush every ``flush_every_s`` until the stop event; a flush in progress always completes."""
+        assert self._stop is not None and self._flush_now is not None
+        stop, now = self._stop, self._flush_now
+        while not stop.is_set():
+            waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(now.wait())]
+            await asyncio.wait(waits, timeout=self.cfg.flush_every_s, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+            now.clear()
+            if stop.is_set():
+                return
+            try:
+                await self.flush()
+            except Exception as exc:  # a sink error must not stop recording; the next flush retries
+                logger.opt(exception=exc).error("Flush failed ({}: {}); the frames are kept for the next flush",
+                                                type(exc).__name__, exc)
+
+    async def flush(self) -> None:
+        """Append raw lines, write a Parquet shard and insert it into ClickHouse."""
+        if self.raw is not None:
+            self.raw.flush()
+        if self.parquet is None:
+            return
+        batch = self.parquet.detach()  # in the recording thread: the frames buffered until now
+        if batch is None:
+            return
+        try:
+            path, rows, frames = await asyncio.to_thread(self.parquet.write_batch, batch)
+        except Exception:
+            self.parquet.restore(batch)
+            raise
+        in_ch = None
+        if self.clickhouse is not None:
+            in_ch = await asyncio.to_thread(self.clickhouse.insert_shard, path)
+        logger.debug("Shard {}: {} rows from {} frames{}", path.name, rows, frames,
+                     "" if in_ch is None else f", ClickHouse {'ok' if in_ch else 'FAILED (backfill later)'}")
+        if self.on_shard is not None:
+            self.on_shard(path, rows, frames, in_ch)
+
+    async def _progress_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.progress_every_s)
+            self._report()
+
+    def sink_bytes(self) -> dict[str, int]:
+        """Bytes written so far per sink."""
+        out = {}
+        if self.raw is not None:
+            out["raw"] = self.raw.bytes
+        if self.parquet is not None:
+            out["parquet"] = self.parquet.bytes
+        if self.clickhouse is not None:
+            out["clickhouse"] = self.clickhouse.bytes
+        return out
+
+    def report(self) -> dict[str, Any]:
+        """Counters per symbol, totals, messages/s over the run, bytes per sink (JSON-ready)."""
+        elapsed = max(time.monotonic() - self._t0, 1e-9)
+        out: dict[str, Any] = {
+            "messages": self.messages, "elapsed_s": round(elapsed, 3), "msgs_per_s": round(self.messages / elapsed, 1),
+            "sink_bytes": self.sink_bytes(), "per_symbol": self.counters.to_dict(),
+        }
+        for f in Counters.FIELDS:
+            out[f] = self.counters.total(f)
+        if self.parquet is not None:
+            out["shards"] = self.parquet.n
+            out["parquet_rows"] = self.parquet.rows
+        if self.clickhouse is not None:
+            out["clickhouse_shards"] = self.clickhouse.inserted
+            out["clickhouse_rows"] = self.clickhouse.rows
+            out["clickhouse_backlog"] = list(self.clickhouse.backlog)
+        if self.client is not None:
+            out["connections"] = self.client.connections
+        return out
+
+    def _report(self, final: bool = False) -> None:
+        now = time.monotonic()
+        t_prev, n_prev = self._last_report
+        rate = (self.messages - n_prev) / max(now - t_prev, 1e-9)
+        self._last_report = (now, self.messages)
+        rep = self.report()
+        sinks = ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in rep["sink_bytes"].items()) or "none"
+        head = "Final counters" if final else "Progress"
+        logger.info("{}: {} messages ({:.0f} msgs/s lately, {:.0f} overall); sinks: {}", head, self.messages, rate,
+                    rep["msgs_per_s"], sinks)
+        for sym, c in rep["per_symbol"].items():
+            logger.info("  {}: snapshots={} deltas={} trades={} bbo={} gaps={} resyncs={} reconnects={} messages={}",
+                        sym, c["snapshots"], c["deltas"], c["trades"], c["bbo"], c["gaps"], c["resyncs"],
+                        c["reconnects"], c["messages"])
+        if self.on_progress is not None:
+            self.on_progress(rep)

@@ -1,0 +1,425 @@
+"""Recorder sinks: raw venue archives, Parquet event shards, and a ClickHouse table.
+
+- :class:`RawSink`: each frame in the venue's own daily archive format, one file per
+  symbol and UTC day: Bybit ``YYYY-MM-DD_<SYMBOL>_ob<depth>.data`` (NDJSON, the frames
+  unchanged, as Bybit publishes them; trades in ``YYYY-MM-DD_<SYMBOL>_publicTrade.ndjson``),
+  Binance ``<SYMBOL>_<YYYYMMDD>.gz`` (``<recv_ns> <json>`` lines, one gzip member per flush;
+  REST snapshots included). Files are appended at each flush; on first use in a process a
+  torn end (a partial line or gzip member left by a kill) is cut.
+- :class:`ParquetSink`: the normalized events table (:mod:`quantnb.record._events`) in
+  shards written atomically at each flush; a restarted recorder writes new shards.
+- :class:`ClickHouseSink`: the shards inserted into a MergeTree table, embedded chDB or
+  a server through clickhouse-connect; idempotent (a shard already in the table is skipped;
+  each insert carries the shard as deduplication token).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+import zlib
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import polars as pl
+from loguru import logger
+
+from quantnb.errors import ConfigError
+from quantnb.record._events import (
+    BINANCE_DEPTH,
+    BINANCE_SNAPSHOT,
+    BYBIT_BOOK,
+    EVENT_SCHEMA,
+    book_events_from_decoded,
+    events_frame,
+)
+from quantnb.runlog import atomic_path
+
+__all__ = ["RawSink", "ParquetSink", "ClickHouseSink", "repair_raw_file", "TABLE_DDL"]
+
+_DECODED = {BYBIT_BOOK: f"{BYBIT_BOOK}:dec", BINANCE_DEPTH: f"{BINANCE_DEPTH}:dec"}  # kept as decoded objects
+_NS_PER_DAY = 86_400 * 10**9
+_MS_PER_DAY = 86_400_000
+
+
+def _day(ms: int) -> dt.date:
+    return dt.date(1970, 1, 1) + dt.timedelta(days=ms // _MS_PER_DAY)
+
+
+def _gzip_good_length(path: Path) -> int:
+    """Byte length of the complete gzip members at the start of ``path``."""
+    good = pos = 0
+    d = zlib.decompressobj(31)
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                data = chunk
+                while data:
+                    d.decompress(data, 1 << 22)
+                    while d.unconsumed_tail and not d.eof:
+                        d.decompress(d.unconsumed_tail, 1 << 22)
+                    if d.eof:
+                        pos += len(data) - len(d.unused_data)
+                        good = pos
+                        data = d.unused_data
+                        d = zlib.decompressobj(31)
+                    else:
+                        pos += len(data)
+                        data = b""
+    except zlib.error:
+        pass
+    return good
+
+
+def repair_raw_file(path: Path) -> int:
+    """Cut a torn end off a raw file (a partial last line, or a partial gzip member); return bytes cut."""
+    if not path.exists():
+        return 0
+    size = path.stat().st_size
+    if not size:
+        return 0
+    if path.name.endswith(".gz"):
+        keep = _gzip_good_length(path)
+    else:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, size - (1 << 16)))
+            tail = fh.read()
+        if tail.endswith(b"\n"):
+            return 0
+        nl = tail.rfind(b"\n")
+        if nl < 0:  # one partial line longer than the window: scan the whole file
+            keep = path.read_bytes().rfind(b"\n") + 1
+        else:
+            keep = size - len(tail) + nl + 1
+    if keep < size:
+        with open(path, "r+b") as fh:
+            fh.truncate(keep)
+        logger.warning("{}: cut a torn end of {} byte(s) left by an earlier kill; the file now ends in whole "
+                       "{}", path, size - keep, "gzip members" if path.name.endswith(".gz") else "lines")
+    return size - keep
+
+
+class RawSink:
+    """Append frames to the venue's daily archive files under ``root``.
+
+    Parameters
+    ----------
+    root : pathlib.Path
+        Folder of the files (created).
+    venue : {"bybit", "binance"}
+    depth : int
+        Bybit book depth in the file name (``ob<depth>``).
+    """
+
+    name = "raw"
+
+    def __init__(self, root: Path, venue: str, depth: int) -> None:
+        self.root = root
+        self.venue = venue
+        self.depth = depth
+        root.mkdir(parents=True, exist_ok=True)
+        self._buf: dict[Path, list[bytes]] = defaultdict(list)
+        self._names: dict[tuple[str, str, int], Path] = {}
+        self._checked: set[Path] = set()
+        self.bytes = 0
+        self.files: set[str] = set()
+
+    def _path(self, kind: str, symbol: str, day_key: int) -> Path:
+        key = (kind, symbol, day_key)
+        p = self._names.get(key)
+        if p is None:
+            if self.venue == "bybit":
+                day = _day(day_key * _MS_PER_DAY).isoformat()
+                tail = f"ob{self.depth}.data" if kind == BYBIT_BOOK else "publicTrade.ndjson"
+                p = self.root / f"{day}_{symbol}_{tail}"
+            else:
+                day = _day(day_key * _MS_PER_DAY).strftime("%Y%m%d")
+                p = self.root / f"{symbol}_{day}.gz"
+            self._names[key] = p
+        return p
+
+    def write(self, kind: str, symbol: str, recv_ns: int, exch_ms: int, text: bytes, decoded: Any = None) -> None:
+        """Buffer one frame; Bybit files roll on the frame's exchange day, Binance on the receive day."""
+        if self.venue == "bybit":
+            self._buf[self._path(kind, symbol, exch_ms // _MS_PER_DAY)].append(text)
+        else:
+            self._buf[self._path("binance", symbol, recv_ns // _NS_PER_DAY)].append(b"%d %s" % (recv_ns, text))
+
+    def flush(self) -> int:
+        """Append the buffered lines to their files; return bytes written."""
+        written = 0
+        for path, lines in self._buf.items():
+            if not lines:
+                continue
+            if path not in self._checked:
+                repair_raw_file(path)
+                self._checked.add(path)
+            lines.append(b"")
+            data = b"\n".join(lines)
+            if path.name.endswith(".gz"):
+                comp = zlib.compressobj(1, zlib.DEFLATED, 31)
+                data = comp.compress(data) + comp.flush()
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+            written += len(data)
+            self.files.add(str(path))
+        self._buf = defaultdict(list)
+        self.bytes += written
+        return written
+
+    def close(self) -> None:
+        self.flush()
+
+
+class ParquetSink:
+    """Normalized events in Parquet shards ``<root>/<prefix>_<n>.parquet``, one per flush.
+
+    Parameters
+    ----------
+    root : pathlib.Path
+        Shard folder (created).
+    venue, market : str
+        Written in every row.
+    prefix : str
+        Shard name prefix, unique per recorder process (e.g. run id, start time and pid),
+        so a restarted recorder never overwrites an earlier shard.
+    """
+
+    name = "parquet"
+
+    def __init__(self, root: Path, venue: str, market: str, prefix: str) -> None:
+        self.root = root
+        self.venue, self.market, self.prefix = venue, market, prefix
+        root.mkdir(parents=True, exist_ok=True)
+        for tmp in root.glob(".*.parquet.*.tmp"):  # a shard a killed recorder was writing: never complete
+            logger.warning("Removing {}: a shard left incomplete by an earlier kill", tmp)
+            tmp.unlink(missing_ok=True)
+        self._recv: dict[str, list[int]] = defaultdict(list)
+        self._text: dict[str, list[bytes]] = defaultdict(list)
+        self._sym: list[str] = []
+        self.n = 0
+        self.bytes = 0
+        self.rows = 0
+        self.pending = 0
+
+    def write(self, kind: str, symbol: str, recv_ns: int, exch_ms: int, text: bytes, decoded: Any = None) -> None:
+        """Buffer one frame until the next flush (book frames the client decoded are kept decoded)."""
+        if decoded is not None and kind in _DECODED:
+            kind = _DECODED[kind]
+            text = decoded
+        self._recv[kind].append(recv_ns)
+        self._text[kind].append(text)
+        if kind == BINANCE_SNAPSHOT:
+            self._sym.append(symbol)
+        self.pending += 1
+
+    def detach(self) -> tuple[str, dict[str, list[int]], dict[str, list[bytes]], list[str], int] | None:
+        """Take the buffered frames (in the recording thread) as one batch with its shard name; None if empty."""
+        if not self.pending:
+            return None
+        batch = (f"{self.prefix}_{self.n:06d}", self._recv, self._text, self._sym, self.pending)
+        self._recv, self._text, self._sym = defaultdict(list), defaultdict(list), []
+        self.pending = 0
+        self.n += 1
+        return batch
+
+    def restore(self, batch: tuple[str, dict[str, list[int]], dict[str, list[bytes]], list[str], int]) -> None:
+        """Put back a batch whose write failed, before the frames buffered since (the next shard holds both)."""
+        _, recv, text, sym, pending = batch
+        for k in text:
+            recv[k].extend(self._recv.get(k, []))
+            text[k].extend(self._text.get(k, []))
+        for k in self._text:
+            if k not in text:
+                recv[k], text[k] = self._recv[k], self._text[k]
+        self._recv, self._text, self._sym = recv, text, sym + self._sym
+        self.pending += pending
+
+    def write_batch(self, batch: tuple[str, dict[str, list[int]], dict[str, list[bytes]], list[str], int]
+                    ) -> tuple[Path, int, int]:
+        """Decode a detached batch, write it as one shard atomically (any thread); return ``(path, rows, frames)``."""
+        shard, recv, text, sym, n_frames = batch
+        frames = [book_events_from_decoded(k[:-4], recv[k], text[k], venue=self.venue, market=self.market,
+                                           shard=shard) if k.endswith(":dec") else
+                  events_frame(k, recv[k], text[k], venue=self.venue, market=self.market,
+                               symbols=sym if k == BINANCE_SNAPSHOT else None, shard=shard)
+                  for k in text if text[k]]
+        table = pl.concat(frames).sort("recv_ns", maintain_order=True) if len(frames) > 1 else frames[0]
+        path = self.root / f"{shard}.parquet"
+        with atomic_path(path) as tmp:
+            table.write_parquet(tmp, compression="zstd", compression_level=1, statistics=True)
+        self.rows += table.height
+        self.bytes += path.stat().st_size
+        return path, table.height, n_frames
+
+    def flush(self) -> tuple[Path, int, int] | None:
+        """Write the buffered frames as one shard atomically; return ``(path, rows, frames)`` or None if empty."""
+        batch = self.detach()
+        return None if batch is None else self.write_batch(batch)
+
+    def close(self) -> None:
+        pass
+
+
+TABLE_DDL = """CREATE TABLE IF NOT EXISTS {table} (
+    recv_ns Int64, exch_ms Int64, venue LowCardinality(String), market LowCardinality(String),
+    symbol LowCardinality(String), channel LowCardinality(String), type LowCardinality(String),
+    update_id Nullable(Int64), seq Nullable(Int64), side LowCardinality(String), price Float64, size Float64,
+    trade_id Nullable(String), shard String
+) ENGINE = MergeTree
+PARTITION BY toDate(intDiv(recv_ns, 1000000000))
+ORDER BY (symbol, recv_ns)
+SETTINGS non_replicated_deduplication_window = 10000"""
+
+
+class ClickHouseSink:
+    """Insert Parquet shards into a ClickHouse MergeTree table, once each.
+
+    Parameters
+    ----------
+    url : str or None
+        ``None``: embedded chDB with its data under ``path``. Otherwise a server URL
+        ``http(s)://user@host:port/database`` for clickhouse-connect; the password comes
+        from the environment variable ``CLICKHOUSE_PASSWORD`` only.
+    path : pathlib.Path
+        chDB data folder (embedded only).
+    table : str
+        Table name, ``database.table`` (created if missing).
+    retries : int
+        Attempts per insert before the shard is left in Parquet for backfill.
+
+    Attributes
+    ----------
+    inserted, rows : int
+        Shards and rows inserted by this process.
+    backlog : list of str
+        Shards that failed every attempt (they stay in Parquet; :meth:`backfill` retries).
+    """
+
+    name = "clickhouse"
+
+    def __init__(self, url: str | None, path: Path, table: str = "quantnb.book_events", retries: int = 3,
+                 retry_wait_s: float = 0.5) -> None:
+        self.url, self.path, self.table = url, path, table
+        self.retries, self.retry_wait_s = retries, retry_wait_s
+        self.inserted = self.rows = 0
+        self.bytes = 0
+        self.backlog: list[str] = []
+        db = table.split(".")[0] if "." in table else "default"
+        if url is None:
+            import chdb.session
+
+            path.mkdir(parents=True, exist_ok=True)
+            self._session = chdb.session.Session(str(path))
+            self._client = None
+        else:
+            import clickhouse_connect
+
+            u = urlsplit(url)
+            if u.password:
+                raise ConfigError(f"clickhouse_url={u.scheme}://{u.username}:***@{u.hostname}: put no password in "
+                                  "the URL; set the CLICKHOUSE_PASSWORD environment variable")
+            self._session = None
+            self._client = clickhouse_connect.get_client(
+                host=u.hostname or "localhost", port=u.port or (8443 if u.scheme == "https" else 8123),
+                username=u.username or "default", password=os.environ.get("CLICKHOUSE_PASSWORD", ""),
+                secure=u.scheme == "https", database=(u.path.strip("/") or "default"))
+        self._exec(f"CREATE DATABASE IF NOT EXISTS {db}")
+        self._exec(TABLE_DDL.format(table=table))
+
+    def _exec(self, sql: str) -> Any:
+        if self._session is not None:
+            return self._session.query(sql, "CSV")
+        return self._client.command(sql)
+
+    def _scalar(self, sql: str) -> int:
+        if self._session is not None:
+            return int(str(self._session.query(sql, "CSV")).strip() or 0)
+        return int(self._client.command(sql))
+
+    def shards_in_table(self) -> set[str]:
+        """Return the shard names already in the table."""
+        if self._session is not None:
+            out = str(self._session.query(f"SELECT DISTINCT shard FROM {self.table}", "TSV")).split()
+            return set(out)
+        return {r[0] for r in self._client.query(f"SELECT DISTINCT shard FROM {self.table}").result_rows}
+
+    def insert_shard(self, path: Path) -> bool:
+        """Insert one shard unless the table holds it already; retry, else leave it for backfill.
+
+        Returns
+        -------
+        bool
+            True if the shard is in the table now (inserted or already there).
+        """
+        shard = path.stem
+        last: Exception | None = None
+        for attempt in range(1, self.retries + 1):
+            try:
+                if self._scalar(f"SELECT count() FROM {self.table} WHERE shard = '{shard}'"):
+                    logger.debug("ClickHouse already holds shard {}; not inserted again", shard)
+                    return True
+                if self._session is not None:
+                    self._session.query(
+                        f"INSERT INTO {self.table} SETTINGS insert_deduplication_token = '{shard}', "
+                        f"max_insert_block_size = 100000000, min_insert_block_size_rows = 100000000 "
+                        f"SELECT * FROM file('{path.resolve()}', Parquet)", "CSV")
+                    n = pl.scan_parquet(path).select(pl.len()).collect().item()
+                else:
+                    table = pl.read_parquet(path)
+                    self._client.insert_arrow(self.table, table.to_arrow(),
+                                              settings={"insert_deduplication_token": shard})
+                    n = table.height
+                self.inserted += 1
+                self.rows += n
+                self.bytes += path.stat().st_size
+                return True
+            except Exception as exc:  # noqa: BLE001 - any driver error: retry, then backlog
+                last = exc
+                logger.warning("ClickHouse insert of shard {} failed (attempt {}/{}): {}: {}", shard, attempt,
+                               self.retries, type(exc).__name__, exc)
+                time.sleep(self.retry_wait_s * attempt)
+        logger.error("ClickHouse insert of shard {} failed {} times ({}); its events stay in {} and are listed "
+                     "for backfill", shard, self.retries, last, path)
+        if shard not in self.backlog:
+            self.backlog.append(shard)
+        return False
+
+    def backfill(self, shard_dir: Path) -> list[str]:
+        """Insert every shard of ``shard_dir`` the table lacks (e.g. after a kill or failed inserts)."""
+        have = self.shards_in_table()
+        done = []
+        for path in sorted(shard_dir.glob("*.parquet")):
+            if path.stem not in have and self.insert_shard(path):
+                done.append(path.stem)
+                if path.stem in self.backlog:
+                    self.backlog.remove(path.stem)
+        if done:
+            logger.info("ClickHouse backfill: inserted {} shard(s) missing from {}", len(done), self.table)
+        return done
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+        if self._client is not None:
+            self._client.close()
+
+
+def read_events(shard_dir: Path) -> pl.DataFrame:
+    """Read every Parquet shard of ``shard_dir`` (schema ``EVENT_SCHEMA``), in shard order."""
+    paths = sorted(shard_dir.glob("*.parquet"))
+    if not paths:
+        return pl.DataFrame(schema=EVENT_SCHEMA)
+    return pl.concat([pl.read_parquet(p) for p in paths])
+
+
+__all__ += ["read_events"]

@@ -1,0 +1,93 @@
+"""Keep-alive, trades and the `quantnb run record` command against the loopback servers."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+from quantnb.data import ingest_file
+from quantnb.record import read_events
+from quantnb.testing.binance_stream_server import BinanceStreamServer, load_binance_capture
+from quantnb.testing.bybit_ws_server import BybitStreamServer, load_bybit_frames, trade_frame
+from tests.conftest import run_cli
+from tests.record._helpers import config, record_until_done
+
+SYMBOL = "BTCUSDT"
+
+
+def test_bybit_pings_every_period_and_trades_are_recorded(tmp_path):
+    book = load_bybit_frames()[:120]
+    trades = [trade_frame(SYMBOL, 1786310818200 + i, f"{65114.2 + i % 3 * 0.1:.1f}", "0.004",
+                          "Buy" if i % 2 else "Sell", 753843954913 + i, f"id-{i}") for i in range(40)]
+    script = [f for pair in zip(book[:40], trades, strict=True) for f in pair] + book[40:]
+    with BybitStreamServer(script, message_delay_s=0.01) as srv:
+        rec = record_until_done(config(tmp_path, venue="bybit", market="linear", symbols=(SYMBOL,),
+                                       channels=("book", "trades"), ws_url=srv.url(), ping_every_s=0.1), srv)
+        pings = srv.pings
+    assert srv.subscriptions == [[f"orderbook.200.{SYMBOL}", f"publicTrade.{SYMBOL}"]]
+    assert pings >= 3 and rec.client.pongs == pings
+    c = rec.counters.by_symbol[SYMBOL]
+    assert (c["trades"], c["deltas"], c["snapshots"]) == (40, 119, 1)
+    ev = read_events(tmp_path / "parquet")
+    tr = ev.filter(pl.col("channel") == "trade").sort("seq")
+    assert tr.height == 40 and tr["trade_id"].to_list() == [f"id-{i}" for i in range(40)]
+    assert tr["side"].to_list()[:2] == ["sell", "buy"] and tr["size"].sum() == pytest.approx(0.16)
+    files = sorted(p.name for p in (tmp_path / "raw").iterdir())
+    assert files == [f"2026-08-09_{SYMBOL}_ob200.data", f"2026-08-09_{SYMBOL}_publicTrade.ndjson"]
+    assert len((tmp_path / "raw" / files[1]).read_text().splitlines()) == 40
+
+
+def test_binance_reconnect_with_missed_diffs_resyncs_and_etl_agrees(tmp_path):
+    snap, frames = load_binance_capture(max_frames=1500)
+    with BinanceStreamServer(snap, frames, message_delay_s=0.002) as srv:  # paced: synced before the drop
+        srv.drop_after(700, skip=60)  # diffs published while the client is away
+        rec = record_until_done(config(tmp_path, venue="binance", market="usdm", symbols=(SYMBOL,),
+                                       channels=("book", "trades", "bbo"), ws_url=srv.ws_url,
+                                       rest_url=srv.rest_url), srv)
+    c = rec.counters.by_symbol[SYMBOL]
+    assert (c["reconnects"], c["gaps"], c["resyncs"], srv.connections) == (1, 1, 1, 2), c
+    b = rec.client.books[SYMBOL]
+    assert b.synced and not b.book.is_crossed
+    ing = ingest_file(next((tmp_path / "raw").glob("*.gz")))
+    assert ing.quality.seq_gaps == 1 and ing.quality.resyncs == 1
+    assert ing.book.levels("ask", 50) == b.book.levels("ask", 50)
+    assert ing.book.levels("bid", 50) == b.book.levels("bid", 50)
+
+
+@pytest.mark.slow
+def test_quantnb_run_record_executes_the_notebook(project):
+    with BybitStreamServer() as srv:
+        out = run_cli("run", "record", "-p", "ws_url", srv.url(), "-p", "max_messages", "414", "-p", "channels",
+                      "[book]", "-p", "flush_every_s", "0.5", cwd=project, timeout=240)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    run = sorted((project / "runs").glob("record_*"))[-1]
+    rec = json.loads((run / "run.json").read_text())
+    assert rec["status"] == "completed" and rec["results"]["messages"] == 414
+    raw = project / "data" / "recorded" / "raw" / "bybit_linear" / f"2026-08-09_{SYMBOL}_ob200.data"
+    assert (ingest_file(raw).book.best_bid, ingest_file(raw).book.best_ask) == (65114.2, 65114.3)
+
+
+def test_reconnect_backoff_is_exponential_with_full_jitter():
+    from quantnb.record import backoff_s
+
+    draws = [[backoff_s(a, 0.5, 30.0) for _ in range(200)] for a in (1, 2, 3, 10)]
+    assert all(0.0 <= d <= 0.5 for d in draws[0]) and max(draws[0]) > 0.25
+    assert all(0.0 <= d <= 2.0 for d in draws[2]) and max(draws[2]) > 1.0
+    assert all(d <= 30.0 for d in draws[3]) and max(draws[3]) > 15.0  # capped
+    assert len({round(d, 6) for d in draws[1]}) > 150  # jittered, not a fixed delay
+
+
+def test_a_silent_bybit_connection_is_closed_and_reconnected(tmp_path):
+    """No frame and no pong for 3 ping periods: the client drops the connection and reconnects."""
+    frames = load_bybit_frames()[:30]
+    with BybitStreamServer(frames, message_delay_s=0.0) as srv:
+        srv.pongs_enabled = False
+        cfg = config(tmp_path, venue="bybit", market="linear", symbols=(SYMBOL,), channels=("book",),
+                     ws_url=srv.url(), ping_every_s=0.2, duration_s=3.0)
+        from quantnb.record import Recorder
+
+        rec = Recorder(cfg)
+        rec.run()
+    assert srv.connections >= 2 and rec.counters.by_symbol[SYMBOL]["reconnects"] >= 1
