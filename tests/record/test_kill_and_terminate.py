@@ -59,8 +59,8 @@ def _ch(project, sql: str) -> str:
 
 
 def test_sigkill_then_restart_leaves_whole_files_and_no_duplicate_rows(project):
-    raw = project / "data" / "recorded" / "raw" / "bybit_linear" / f"2026-08-09_{SYMBOL}_ob200.data"
-    shards = project / "data" / "recorded" / "parquet" / "bybit_linear"
+    raw = project / "data" / "recorded" / "raw" / "bybit" / "linear" / f"2026-08-09_{SYMBOL}_ob200.data"
+    shards = project / "data" / "recorded" / "parquet" / "bybit" / "linear"
     with BybitStreamServer(message_delay_s=0.015) as srv:
         proc = _child(_params(project, srv))
         _wait_for_shards(shards, 2, proc)
@@ -92,8 +92,8 @@ def test_sigkill_then_restart_leaves_whole_files_and_no_duplicate_rows(project):
 
 
 def test_sigterm_flushes_every_sink_and_records_final_counters(project):
-    raw = project / "data" / "recorded" / "raw" / "bybit_linear" / f"2026-08-09_{SYMBOL}_ob200.data"
-    shards = project / "data" / "recorded" / "parquet" / "bybit_linear"
+    raw = project / "data" / "recorded" / "raw" / "bybit" / "linear" / f"2026-08-09_{SYMBOL}_ob200.data"
+    shards = project / "data" / "recorded" / "parquet" / "bybit" / "linear"
     with BybitStreamServer(message_delay_s=0.015) as srv:
         proc = _child(_params(project, srv, flush_every_s=60.0, sinks=["raw", "parquet"]))
         deadline = time.monotonic() + 90

@@ -65,7 +65,7 @@ def test_quantnb_run_record_executes_the_notebook(project):
     run = sorted((project / "runs").glob("record_*"))[-1]
     rec = json.loads((run / "run.json").read_text())
     assert rec["status"] == "completed" and rec["results"]["messages"] == 414
-    raw = project / "data" / "recorded" / "raw" / "bybit_linear" / f"2026-08-09_{SYMBOL}_ob200.data"
+    raw = project / "data" / "recorded" / "raw" / "bybit" / "linear" / f"2026-08-09_{SYMBOL}_ob200.data"
     assert (ingest_file(raw).book.best_bid, ingest_file(raw).book.best_ask) == (65114.2, 65114.3)
 
 

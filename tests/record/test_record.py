@@ -45,7 +45,7 @@ def test_bybit_stage_all_sinks_then_etl_reproduces_the_sample(project):
     assert _etl_bars(raw).equals(_etl_bars(SAMPLE_OB200))
     from quantnb.stages.etl import EtlParams, run_etl
 
-    etl = run_etl(EtlParams(input_globs=["data/recorded/raw/*/*.data", "data/recorded/raw/*/*.gz"], n_workers=1,
+    etl = run_etl(EtlParams(input_globs=["data/recorded/raw/**/*.data", "data/recorded/raw/**/*.gz"], n_workers=1,
                             output_dir="data/processed_rec", project_dir=str(project), console_level=None))
     assert etl.status == "completed" and not etl.quarantined
     assert pl.read_parquet(project / etl.outputs["path"][0]).equals(_etl_bars(SAMPLE_OB200))

@@ -48,8 +48,9 @@ class BybitBookMsg(msgspec.Struct, gc=False):
 decode_bybit_book = msgspec.json.Decoder(BybitBookMsg, strict=False).decode
 
 
-def _tag(frame: pl.DataFrame, symbol: str, source: str, label: str) -> pl.DataFrame:
-    return conform_parts(frame.with_columns(symbol=pl.lit(symbol), source=pl.lit(source), file=pl.lit(label)))
+def _tag(frame: pl.DataFrame, symbol: str, source: str, label: str, venue: str, market: str) -> pl.DataFrame:
+    return conform_parts(frame.with_columns(symbol=pl.lit(symbol), source=pl.lit(source), file=pl.lit(label),
+                                            venue=pl.lit(venue), market=pl.lit(market)))
 
 
 def _merged(parts: list[pl.DataFrame]) -> pl.DataFrame:
@@ -79,8 +80,8 @@ class BybitLiveBook:
         Snapshots applied, snapshots after the first (rebuilds) and update-id breaks.
     """
 
-    def __init__(self, symbol: str) -> None:
-        self.symbol = symbol
+    def __init__(self, symbol: str, market: str = "linear") -> None:
+        self.symbol, self.market = symbol, market
         self.report = QualityReport(path=f"live:{symbol}", source=BYBIT_BOOK)
         self.book = OrderBook()
         self.minutes = BookMinutes(self.book, self.report)
@@ -154,7 +155,7 @@ class BybitLiveBook:
     def parts(self) -> pl.DataFrame:
         """Return the minutes so far (the open one closed at its current state) as ETL partial bars."""
         frame = _copy_minutes(self.minutes).frame()
-        return _tag(frame, self.symbol, BYBIT_BOOK, f"live:{self.symbol}")
+        return _tag(frame, self.symbol, BYBIT_BOOK, f"live:{self.symbol}", "bybit", self.market)
 
     def bars(self) -> pl.DataFrame:
         """Return final 1-minute bars (schema ``BAR_SCHEMA``) through the ETL's ``merge_parts``."""
@@ -184,8 +185,8 @@ class BinanceLiveBook:
         REST snapshots applied, those after the first, ``pu`` breaks.
     """
 
-    def __init__(self, symbol: str) -> None:
-        self.symbol = symbol
+    def __init__(self, symbol: str, market: str = "usdm") -> None:
+        self.symbol, self.market = symbol, market
         self.report = QualityReport(path=f"live:{symbol}", source=BINANCE_BOOK)
         self.depth = _BinanceBook(Path(f"live:{symbol}"), self.report, "skip")
         self.trades = TradeBuffer()
@@ -263,8 +264,8 @@ class BinanceLiveBook:
                                                   type(self.trades.px)("d", self.trades.px),
                                                   type(self.trades.qty)("d", self.trades.qty), list(self.trades.maker))
         label = f"live:{self.symbol}"
-        return pl.concat([_tag(book, self.symbol, BINANCE_BOOK, label),
-                          _tag(tb.bars(), self.symbol, BINANCE_TRADES, label)])
+        return pl.concat([_tag(book, self.symbol, BINANCE_BOOK, label, "binance", self.market),
+                          _tag(tb.bars(), self.symbol, BINANCE_TRADES, label, "binance", self.market)])
 
     def bars(self) -> pl.DataFrame:
         """Return final 1-minute bars (schema ``BAR_SCHEMA``) through the ETL's ``merge_parts``."""

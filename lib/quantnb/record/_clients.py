@@ -141,10 +141,10 @@ class BybitClient(_Client):
 
     def __init__(self, symbols: list[str], on_frame: OnFrame, counters: Counters, *, url: str, depth: int = 200,
                  channels: tuple[str, ...] = ("book", "trades"), ping_every_s: float = BYBIT_PING_S,
-                 **kw: Any) -> None:
+                 market: str = "linear", **kw: Any) -> None:
         super().__init__(symbols, on_frame, counters, **kw)
         self.url, self.depth, self.channels, self.ping_every_s = url, depth, tuple(channels), ping_every_s
-        self.books = {s: BybitLiveBook(s) for s in self.symbols}
+        self.books = {s: BybitLiveBook(s, market) for s in self.symbols}
         self.pongs = 0
         self._last_rx_ns = time.time_ns()
         self._resync: asyncio.Queue[str] = asyncio.Queue()
@@ -297,11 +297,11 @@ class BinanceClient(_Client):
 
     def __init__(self, symbols: list[str], on_frame: OnFrame, counters: Counters, *, ws_url: str, rest_url: str,
                  channels: tuple[str, ...] = ("book", "trades", "bbo"), depth_speed: str = "100ms",
-                 snapshot_limit: int = 1000, **kw: Any) -> None:
+                 snapshot_limit: int = 1000, market: str = "usdm", **kw: Any) -> None:
         super().__init__(symbols, on_frame, counters, **kw)
         self.ws_url, self.rest_url = ws_url.rstrip("/"), rest_url.rstrip("/")
         self.channels, self.depth_speed, self.snapshot_limit = tuple(channels), depth_speed, snapshot_limit
-        self.books = {s: BinanceLiveBook(s) for s in self.symbols}
+        self.books = {s: BinanceLiveBook(s, market) for s in self.symbols}
         self._fetching: set[str] = set()
         self._http: Any = None
 

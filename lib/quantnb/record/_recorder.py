@@ -222,12 +222,12 @@ class Recorder:
         if cfg.venue == "bybit":
             url = cfg.ws_url or BYBIT_URLS[cfg.market]
             return BybitClient(list(cfg.symbols), self.on_frame, self.counters, url=url, depth=cfg.depth,
-                               channels=cfg.channels, ping_every_s=cfg.ping_every_s,
+                               channels=cfg.channels, ping_every_s=cfg.ping_every_s, market=cfg.market,
                                backoff_base_s=cfg.backoff_base_s)
         return BinanceClient(list(cfg.symbols), self.on_frame, self.counters, ws_url=cfg.ws_url or BINANCE_WS_URL,
                              rest_url=cfg.rest_url or BINANCE_REST_URL, channels=cfg.channels,
                              snapshot_limit=next((n for n in _BINANCE_LIMITS if n >= cfg.depth), 1000),
-                             depth_speed=cfg.binance_depth_speed,
+                             depth_speed=cfg.binance_depth_speed, market=cfg.market,
                              backoff_base_s=cfg.backoff_base_s)
 
     # -- flush and progress -------------------------------------------------------------------

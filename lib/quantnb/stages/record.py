@@ -4,10 +4,10 @@ A long papermill-launched run (``quantnb run record``). The venue's websocket st
 recorded until ``duration_s``, ``max_messages`` or SIGTERM/SIGINT, which flush every sink
 and end with the final counters. Files:
 
-- raw: ``<output_dir>/raw/<venue>_<market>/`` in the venue's daily archive format (Bybit
+- raw: ``<output_dir>/raw/<venue>/<market>/`` in the venue's daily archive format (Bybit
   ``YYYY-MM-DD_<SYMBOL>_ob<depth>.data``, Binance ``<SYMBOL>_<YYYYMMDD>.gz``), which
   ``quantnb run etl`` reads unchanged;
-- parquet: ``<output_dir>/parquet/<venue>_<market>/<shard>.parquet``, the normalized events
+- parquet: ``<output_dir>/parquet/<venue>/<market>/<shard>.parquet``, the normalized events
   table, one shard per ``flush_every_s`` (listed in the checkpoint and the batch TSV);
 - clickhouse: table ``quantnb.book_events`` of embedded chDB under ``clickhouse_path``, or
   of the server at ``clickhouse_url`` (password from ``CLICKHOUSE_PASSWORD``).
@@ -130,7 +130,7 @@ def run_record(params: RecordParams) -> RecordResult:
 
     with start_run(params) as ctx:
         out = (ctx.root / params.output_dir).resolve()
-        tag = f"{params.venue}_{params.market}"
+        tag = Path(params.venue) / params.market  # the exchange's folder layout: the ETL reads the market from it
         raw_dir = out / "raw" / tag if "raw" in params.sinks else None
         parquet_dir = out / "parquet" / tag if "parquet" in params.sinks else None
         prefix = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}_{os.getpid()}"
