@@ -46,6 +46,7 @@ feed the same bars from the same first bar as the evaluation's feature computati
 
 from __future__ import annotations
 
+from quantnb.features import FeatureScaler
 from quantnb.rl._bundle import AgentBundle, AgentMetadata, load_agent_bundle, save_agent_bundle
 from quantnb.rl._checkpoint import latest_checkpoint
 from quantnb.rl._env import TradingEnv
@@ -73,7 +74,6 @@ from quantnb.rl._observation import (
 )
 from quantnb.rl._plot import plot_equity_curve
 from quantnb.rl._portfolio import Fill, FillModel, Portfolio
-from quantnb.rl._scaler import FeatureScaler
 from quantnb.rl._train import TrainResult, train_sac
 from quantnb.rl._train_types import CheckpointInfo, SacParams, TrainProgress
 

@@ -13,11 +13,11 @@ from loguru import logger
 from stable_baselines3 import SAC
 
 from quantnb.errors import ConfigError
+from quantnb.features import FeatureScaler
 from quantnb.rl._features import DEFAULT_WARMUP_BARS
 from quantnb.rl._incremental import IncrementalFeatures
 from quantnb.rl._observation import PORTFOLIO_STATE_NAMES, ActionInterpreter, ObservationBuilder
 from quantnb.rl._portfolio import FillModel
-from quantnb.rl._scaler import FeatureScaler
 from quantnb.runlog import atomic_path, atomic_write_text, package_versions
 
 CONFIG_FILE, SCALER_FILE, MODEL_FILE = "config_metadata.yaml", "scaler.json", "sac_model.zip"

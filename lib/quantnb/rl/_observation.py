@@ -15,7 +15,7 @@ import gymnasium as gym
 import numpy as np
 
 from quantnb.errors import ConfigError, DataError, OperationalError
-from quantnb.rl._scaler import FeatureScaler
+from quantnb.features import FeatureScaler
 
 PORTFOLIO_STATE_NAMES: tuple[str, ...] = ("position_frac", "unrealized_pnl_frac", "equity_ratio")
 
@@ -91,7 +91,7 @@ class ObservationBuilder:
 
     The observation is ``concat(scaled_window.ravel(), portfolio_state)``: the last ``window``
     rows of features (oldest first, row-major, so features of one bar are contiguous), each
-    scaled with ``scaler`` (z-score clipped to ``+-scaler.clip_sigma``), then the three values
+    scaled with ``scaler`` (z-score, clipped to ``+-scaler.clip_sigma`` when set), then the three values
     of :class:`PortfolioState` clipped to ``+-state_clip``.
 
     Parameters
@@ -139,9 +139,16 @@ class ObservationBuilder:
         self.n_obs = self.window * self.n_features + len(PORTFOLIO_STATE_NAMES)
 
     def observation_space(self) -> gym.spaces.Box:
-        """Return the ``Box`` every observation lies in, shape (n_obs,), float32."""
+        """Return the ``Box`` every observation lies in.
+
+        Returns
+        -------
+        gymnasium.spaces.Box
+            Shape (n_obs,), float32; unbounded feature part when the scaler does not clip.
+        """
         n_win = self.window * self.n_features
-        low = np.concatenate([np.full(n_win, -self.scaler.clip_sigma), np.full(3, -self.state_clip)])
+        clip = np.inf if self.scaler.clip_sigma is None else self.scaler.clip_sigma
+        low = np.concatenate([np.full(n_win, -clip), np.full(3, -self.state_clip)])
         return gym.spaces.Box(low=low.astype(np.float32), high=-low.astype(np.float32), dtype=np.float32)
 
     def build(self, features_window: np.ndarray, state: PortfolioState) -> np.ndarray:
