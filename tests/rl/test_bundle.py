@@ -34,7 +34,7 @@ def test_bundle_round_trip_gives_the_same_predictions_and_live_pieces(bundle_dir
     b = load_agent_bundle(d)
     expected, _ = model.predict(obs, deterministic=True)
     np.testing.assert_array_equal(b.model.predict(obs, deterministic=True)[0], expected)
-    assert b.feature_names == b.metadata.feature_names == b.scaler.feature_names
+    assert b.feature_names == b.metadata.feature_names == tuple(b.scaler.feature_names)
     assert b.observation_builder.n_obs == obs.shape[0] and b.observation_builder.window == WINDOW
     assert (b.action_interpreter.max_position_frac, b.action_interpreter.deadband_frac) == (1.0, 0.02)
     assert (b.fill_model.fee_bps, b.fill_model.slippage_bps) == (5.0, 1.0)

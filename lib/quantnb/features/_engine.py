@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -15,6 +16,18 @@ from quantnb.features._library import DEFAULT_WARMUP_BARS, MIN_RECURSIVE_WARMUP
 from quantnb.features._spec import FORWARD_FILLED, GAP_THRESHOLD, NP_OPS, FeatureSpec, NpSource, get_specs
 
 _GAP_US = int(GAP_THRESHOLD.total_seconds() * 1_000_000)
+_GAP_S = GAP_THRESHOLD.total_seconds()
+
+
+def _seconds(ts: Any) -> float:
+    """Return ``ts`` in seconds since the epoch: a datetime, a numpy datetime64, or int milliseconds."""
+    if isinstance(ts, dt.datetime):
+        return ts.timestamp()
+    if isinstance(ts, np.datetime64):
+        return float(ts.astype("datetime64[us]").astype(np.int64)) / 1e6
+    if isinstance(ts, (int, float, np.integer, np.floating)):
+        return float(ts) / 1000.0  # the live feed's open_time_ms
+    raise DataError(f"bar ts={ts!r} ({type(ts).__name__}): expected a datetime or int milliseconds since the epoch")
 
 
 def segment_start_expr(columns: Sequence[str]) -> pl.Expr:
@@ -199,8 +212,9 @@ class FeatureStream:
         ----------
         bar : mapping
             The source columns of the features (order-book values: None or NaN means
-            "unchanged", like the batch forward fill), optionally ``ts`` (datetime, checked to
-            increase; a step of 2 minutes or more restarts every feature) and ``gap_before``.
+            "unchanged", like the batch forward fill), optionally ``ts`` (datetime, or int
+            milliseconds since the epoch as the live feed's ``open_time_ms``; checked to increase;
+            a step of 2 minutes or more restarts every feature) and ``gap_before``.
 
         Returns
         -------
@@ -219,7 +233,7 @@ class FeatureStream:
         if ts is not None and self._last_ts is not None:
             if not ts > self._last_ts:
                 raise DataError(f"bar ts={ts} does not follow the previous bar ts={self._last_ts}; drop duplicates")
-            gap = gap or (ts - self._last_ts) >= GAP_THRESHOLD
+            gap = gap or _seconds(ts) - _seconds(self._last_ts) >= _GAP_S
         if gap:
             self._restart()
         self._last_ts = ts if ts is not None else self._last_ts
