@@ -59,11 +59,11 @@ def test_inconsistent_bundle_files_are_config_errors(bundle_dir, tmp_path):
     with pytest.raises(ConfigError, match="directory not found"):
         load_agent_bundle(tmp_path / "nope")
     cfg = yaml.safe_load((d / "config_metadata.yaml").read_text())
-    cfg["window"] = WINDOW + 1
+    cfg["env"]["window"] = WINDOW + 1
     (d / "config_metadata.yaml").write_text(yaml.safe_dump(cfg))
     with pytest.raises(ConfigError, match="different runs"):
         load_agent_bundle(d)
-    cfg["window"] = WINDOW
+    cfg["env"]["window"] = WINDOW
     (d / "config_metadata.yaml").write_text(yaml.safe_dump(cfg))
     sc = json.loads((d / "scaler.json").read_text())
     sc["feature_names"] = list(reversed(sc["feature_names"]))
