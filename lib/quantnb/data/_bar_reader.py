@@ -87,6 +87,42 @@ def bar_files(root: str | os.PathLike[str], pattern: str) -> list[Path]:
     return sorted(Path(p) for p in _glob.glob(str(base), recursive=True) if Path(p).is_file())
 
 
+def read_bar_files(paths: Sequence[str | os.PathLike[str]]) -> pl.DataFrame:
+    """Read Parquet bar files into one frame sorted by ``ts`` (columns unified), unchecked.
+
+    For callers that filter the frame first (e.g. one symbol of several); :func:`read_bars`
+    reads and checks.
+
+    Parameters
+    ----------
+    paths : sequence of str or path-like
+        Parquet files, at least one.
+
+    Returns
+    -------
+    polars.DataFrame
+        ``diagonal_relaxed`` concatenation, sorted by ``ts``.
+
+    Raises
+    ------
+    ConfigError
+        If ``paths`` is empty.
+    DataError
+        If a file cannot be read (naming it) or has no ``ts``.
+    """
+    if not paths:
+        raise ConfigError("bars: no file given; pass at least one Parquet file of ETL bars")
+    frames = []
+    for p in paths:
+        try:
+            frames.append(pl.read_parquet(p))
+        except (OSError, pl.exceptions.PolarsError) as e:
+            raise DataError(f"{p}: cannot read the bar file ({e}); re-run the etl stage for it") from e
+        if "ts" not in frames[-1].columns:
+            raise DataError(f"{p}: no 'ts' column (columns: {frames[-1].columns}); not an ETL bar file")
+    return pl.concat(frames, how="diagonal_relaxed").sort("ts")
+
+
 def read_bars(files: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *, root: str | os.PathLike[str] = ".",
               drop_empty: bool = True) -> pl.DataFrame:
     """Read ETL bar files into one frame in time order, checked with :func:`check_bars`.
@@ -121,15 +157,7 @@ def read_bars(files: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], 
                               "run the etl stage first or fix the glob")
     else:
         paths = [Path(p) for p in files]
-        if not paths:
-            raise ConfigError("bars: no file given; pass at least one Parquet file of ETL bars")
-    frames = []
-    for p in paths:
-        try:
-            frames.append(pl.read_parquet(p))
-        except (OSError, pl.exceptions.PolarsError) as e:
-            raise DataError(f"{p}: cannot read the bar file ({e}); re-run the etl stage for it") from e
-    bars = pl.concat(frames, how="diagonal_relaxed").sort("ts")
+    bars = read_bar_files(paths)
     if drop_empty and bars.height:
         bars = bars.select([c for c, n in zip(bars.columns, bars.null_count().row(0), strict=True)
                             if n < bars.height])
