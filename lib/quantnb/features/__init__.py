@@ -24,6 +24,7 @@ import polars as pl
 
 from quantnb.features._engine import (
     FeatureStream,
+    RowWindow,
     check_warmup,
     compute_batch,
     segment_start_expr,
@@ -78,6 +79,7 @@ __all__ = [
     "get_specs",
     "compute_batch",
     "FeatureStream",
+    "RowWindow",
     "FeatureScaler",
     "available_features",
     "segment_start_expr",

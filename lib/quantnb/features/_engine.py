@@ -154,7 +154,57 @@ def _check_frame(bars: pl.DataFrame, specs: Sequence[FeatureSpec]) -> None:
                             "sort the bars by ts and drop duplicate minutes")
 
 
-class FeatureStream:
+class RowWindow:
+    """The last ``window`` complete feature rows of one segment, and feeding a whole frame.
+
+    Base of the live feature streams; subclasses set ``window`` and ``_rows`` (a deque of
+    ``maxlen=window``) and define ``update``.
+    """
+
+    window: int
+    _rows: deque[np.ndarray]
+
+    def update(self, bar: Mapping[str, Any]) -> np.ndarray | None:  # pragma: no cover - abstract
+        """Add one closed bar; return its feature row or None (see the subclasses)."""
+        raise NotImplementedError
+
+    @property
+    def ready(self) -> bool:
+        """Return True once :meth:`window_array` has ``window`` rows."""
+        return len(self._rows) == self.window
+
+    def update_frame(self, bars: pl.DataFrame) -> int:
+        """Feed every row of ``bars`` in order (history before going live).
+
+        Parameters
+        ----------
+        bars : polars.DataFrame
+            Closed bars with the source columns (and ``ts``).
+
+        Returns
+        -------
+        int
+            How many rows gave a complete feature row.
+
+        Raises
+        ------
+        DataError
+            As ``update``.
+        """
+        return sum(self.update(row) is not None for row in bars.iter_rows(named=True))
+
+    def window_array(self) -> np.ndarray | None:
+        """Return the last ``window`` feature rows, oldest first, or None until there are that many.
+
+        Returns
+        -------
+        numpy.ndarray, shape (window, n_features), float64, or None
+            Rows of one segment only (a gap empties the window).
+        """
+        return np.stack(self._rows) if self.ready else None
+
+
+class FeatureStream(RowWindow):
     """Compute features one closed bar at a time (the incremental engine), equal to :func:`compute_batch`.
 
     After the same bars, :meth:`update` returns the corresponding row of :func:`compute_batch`
@@ -199,11 +249,6 @@ class FeatureStream:
         self._last_book: dict[str, Any] = {}
         self.n_segment = 0
         self._rows.clear()
-
-    @property
-    def ready(self) -> bool:
-        """Return True once :meth:`window_array` has ``window`` rows."""
-        return len(self._rows) == self.window
 
     def update(self, bar: Mapping[str, Any]) -> np.ndarray | None:
         """Add one closed bar; return its feature row.
@@ -254,36 +299,6 @@ class FeatureStream:
             return None
         self._rows.append(row)
         return row.copy()
-
-    def update_frame(self, bars: pl.DataFrame) -> int:
-        """Feed every row of ``bars`` in order (history before going live).
-
-        Parameters
-        ----------
-        bars : polars.DataFrame
-            Closed bars with the source columns (and ``ts``).
-
-        Returns
-        -------
-        int
-            How many rows gave a complete feature row.
-
-        Raises
-        ------
-        DataError
-            As :meth:`update`.
-        """
-        return sum(self.update(row) is not None for row in bars.iter_rows(named=True))
-
-    def window_array(self) -> np.ndarray | None:
-        """Return the last ``window`` feature rows, oldest first, or None until there are that many.
-
-        Returns
-        -------
-        numpy.ndarray, shape (window, n_features), float64, or None
-            Rows of one segment only (a gap empties the window).
-        """
-        return np.stack(self._rows) if self.ready else None
 
     @staticmethod
     def _read(bar: Mapping[str, Any], col: str) -> np.float64:

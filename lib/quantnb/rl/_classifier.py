@@ -24,7 +24,7 @@ import polars as pl
 import torch
 
 from quantnb.errors import ConfigError
-from quantnb.features import FeatureStream, compute_batch, segment_start_expr
+from quantnb.features import FeatureStream, RowWindow, compute_batch, segment_start_expr
 from quantnb.models import ModelBundle, load_model_bundle
 from quantnb.rl._incremental import IncrementalFeatures
 
@@ -168,7 +168,7 @@ class ClassifierStream:
         return self.signal._probs(x[None])[0]
 
 
-class AgentFeatureStream:
+class AgentFeatureStream(RowWindow):
     """The agent's live feature rows: market features, then (when the bundle has one) the classifier's.
 
     Drop-in for :class:`IncrementalFeatures` in the live trader: :meth:`update`,
@@ -211,11 +211,6 @@ class AgentFeatureStream:
         """Return the number of bars fed."""
         return self._market.n_seen
 
-    @property
-    def ready(self) -> bool:
-        """Return True once :meth:`window_array` has ``window`` rows."""
-        return len(self._rows) == self.window
-
     def update(self, bar: Mapping[str, Any]) -> np.ndarray | None:
         """Add one closed bar; return its full feature row.
 
@@ -245,31 +240,3 @@ class AgentFeatureStream:
             return None
         self._rows.append(row)
         return row.copy()
-
-    def update_frame(self, bars: pl.DataFrame) -> int:
-        """Feed every row of ``bars``; return how many gave a complete row.
-
-        Parameters
-        ----------
-        bars : polars.DataFrame
-            Closed bars in time order.
-
-        Returns
-        -------
-        int
-
-        Raises
-        ------
-        DataError
-            As :meth:`update`.
-        """
-        return sum(self.update(r) is not None for r in bars.iter_rows(named=True))
-
-    def window_array(self) -> np.ndarray | None:
-        """Return the last ``window`` rows, shape (window, n_features), float64, or None until complete.
-
-        Returns
-        -------
-        numpy.ndarray or None
-        """
-        return np.stack(self._rows) if self.ready else None
