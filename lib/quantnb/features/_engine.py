@@ -165,7 +165,23 @@ class RowWindow:
     _rows: deque[np.ndarray]
 
     def update(self, bar: Mapping[str, Any]) -> np.ndarray | None:  # pragma: no cover - abstract
-        """Add one closed bar; return its feature row or None (see the subclasses)."""
+        """Add one closed bar; return its feature row or None (see the subclasses).
+
+        Parameters
+        ----------
+        bar : mapping
+            The bar's fields.
+
+        Returns
+        -------
+        numpy.ndarray or None
+            The feature row, None while warming up.
+
+        Raises
+        ------
+        NotImplementedError
+            Always, here; subclasses implement it.
+        """
         raise NotImplementedError
 
     @property

@@ -172,14 +172,56 @@ class NpSource:
         return self._h[col][-1]
 
     def lag(self, col: str, k: int) -> Any:
+        """Return ``col`` ``k`` bars before the current one.
+
+        Parameters
+        ----------
+        col : str
+            Source column.
+        k : int
+            Lag, bars (>= 1).
+
+        Returns
+        -------
+        numpy.float64
+            NaN when the segment has fewer than ``k + 1`` bars.
+        """
         h = self._h[col]
         return h[-1 - k] if len(h) > k else np.float64(np.nan)
 
     def window(self, col: str, n: int) -> list[Any]:
+        """Return the last ``n`` values of ``col``, oldest first.
+
+        Parameters
+        ----------
+        col : str
+            Source column.
+        n : int
+            Window length, bars.
+
+        Returns
+        -------
+        list of numpy.float64
+            ``n`` NaN while the segment is shorter than ``n``.
+        """
         h = self._h[col]
         return [self.lag(col, k) for k in range(n - 1, 0, -1)] + [h[-1]] if len(h) >= n else [np.float64(np.nan)] * n
 
     def ema(self, value: Any, alpha: float) -> Any:
+        """Advance this call's exponential mean by ``value`` and return it (``adjust=False``).
+
+        Parameters
+        ----------
+        value : float
+            The new observation; NaN leaves the mean unchanged (as polars' ``ignore_nulls``).
+        alpha : float
+            Smoothing factor in (0, 1].
+
+        Returns
+        -------
+        numpy.float64
+            The mean; seeded with the segment's first non-missing value.
+        """
         i, self._i = self._i, self._i + 1
         if i == len(self._ema):
             self._ema.append(np.float64(np.nan))

@@ -298,7 +298,13 @@ class TradingEnv(gym.Env):
         }
 
     def get_state(self) -> dict[str, Any]:
-        """Return the episode state (bar index, portfolio, RNG) for an exact training resume."""
+        """Return the episode state for an exact training resume.
+
+        Returns
+        -------
+        dict
+            ``t``, ``t_end`` (bar indices), ``portfolio`` and ``np_random`` (the RNG state).
+        """
         return {
             "t": self._t,
             "t_end": self._t_end,
@@ -307,7 +313,13 @@ class TradingEnv(gym.Env):
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Restore a state from :meth:`get_state` (same bars and period)."""
+        """Restore a state from :meth:`get_state` (same bars and period).
+
+        Parameters
+        ----------
+        state : dict
+            Output of :meth:`get_state`.
+        """
         self._t, self._t_end = int(state["t"]), int(state["t_end"])
         self.portfolio = Portfolio.from_dict(state["portfolio"])
         rng_state = state["np_random"]

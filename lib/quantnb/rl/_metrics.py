@@ -122,14 +122,27 @@ class EvaluationResult:
     periods_per_year: float
 
     def summary_frame(self) -> pl.DataFrame:
-        """Return one row per metric with columns ``metric``, ``agent``, ``buy_and_hold``."""
+        """Return the metrics table.
+
+        Returns
+        -------
+        polars.DataFrame
+            One row per metric, columns ``metric``, ``agent``, ``buy_and_hold`` (Float64).
+        """
         a, b = asdict(self.agent), asdict(self.buy_and_hold)
         return pl.DataFrame(
             {"metric": list(a), "agent": [float(v) for v in a.values()], "buy_and_hold": [float(v) for v in b.values()]}
         )
 
     def steps_frame(self) -> pl.DataFrame:
-        """Return one row per step: ``bar_ts`` (decision bar), ``action_raw``, ``target_frac``, ``equity_usd`` after."""
+        """Return the steps table.
+
+        Returns
+        -------
+        polars.DataFrame
+            One row per step: ``bar_ts`` (decision bar), ``action_raw``, ``target_frac``,
+            ``position_frac_after``, ``equity_usd_after``.
+        """
         return pl.DataFrame(
             {
                 "bar_ts": self.bar_ts[:-1],
@@ -141,11 +154,23 @@ class EvaluationResult:
         )
 
     def flat_metrics(self) -> dict[str, float]:
-        """Return ``{"total_return_frac": ..., ..., "bh_total_return_frac": ..., ...}`` (agent, then buy-and-hold)."""
+        """Return the metrics as one flat mapping.
+
+        Returns
+        -------
+        dict of str to float
+            ``{"total_return_frac": ..., ..., "bh_total_return_frac": ..., ...}`` (agent, then buy-and-hold).
+        """
         out = {k: float(v) for k, v in asdict(self.agent).items()}
         out.update({f"bh_{k}": float(v) for k, v in asdict(self.buy_and_hold).items()})
         return out
 
     def metrics_dict(self) -> dict[str, Any]:
-        """Return ``{"agent": {...}, "buy_and_hold": {...}}`` of plain floats and ints (for YAML/JSON)."""
+        """Return the metrics nested by curve.
+
+        Returns
+        -------
+        dict
+            ``{"agent": {...}, "buy_and_hold": {...}}`` of plain floats and ints (for YAML/JSON).
+        """
         return {"agent": asdict(self.agent), "buy_and_hold": asdict(self.buy_and_hold)}

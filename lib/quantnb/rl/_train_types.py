@@ -39,7 +39,22 @@ class SacParams(BaseModel):
 
     @classmethod
     def parse(cls, values: dict) -> SacParams:
-        """Validate ``values`` (unknown names refused); raise :class:`ConfigError` naming the bad field."""
+        """Validate ``values`` (unknown names refused).
+
+        Parameters
+        ----------
+        values : dict
+            Field names to values.
+
+        Returns
+        -------
+        SacParams
+
+        Raises
+        ------
+        ConfigError
+            Naming the bad field (e.g. ``net_arch=[]``: at least one hidden layer).
+        """
         try:
             return cls(**values)
         except ValidationError as e:

@@ -97,7 +97,13 @@ class AgentResult:
     table: pl.DataFrame
 
     def summary(self) -> pl.DataFrame:
-        """Print where the bundle is; return agent vs buy-and-hold metrics."""
+        """Print where the bundle is; return the evaluation table.
+
+        Returns
+        -------
+        polars.DataFrame
+            ``metric``, ``agent``, optionally ``baseline_agent``, and ``buy_and_hold``.
+        """
         print(f"Agent bundle {self.bundle_dir} (train_id={self.train_id}); equity curve {self.equity_plot}")
         return self.table
 
