@@ -205,7 +205,7 @@ class NpSource:
             ``n`` NaN while the segment is shorter than ``n``.
         """
         h = self._h[col]
-        return [self.lag(col, k) for k in range(n - 1, 0, -1)] + [h[-1]] if len(h) >= n else [np.float64(np.nan)] * n
+        return list(h)[-n:] if len(h) >= n else [np.float64(np.nan)] * n
 
     def ema(self, value: Any, alpha: float) -> Any:
         """Advance this call's exponential mean by ``value`` and return it (``adjust=False``).
