@@ -70,6 +70,16 @@ class AgentParams(StageParams):
     sac: SacParams = Field(default_factory=SacParams, description="SAC hyper-parameters.")
     env: EnvSpec = Field(default_factory=EnvSpec, description="Trading environment (window, fees, position).")
 
+    @classmethod
+    def flat_names(cls) -> frozenset[str]:
+        """Return the flat parameter names accepted besides the fields (those of SacParams and EnvSpec).
+
+        Returns
+        -------
+        frozenset of str
+        """
+        return frozenset(SacParams.model_fields) | frozenset(EnvSpec.model_fields)
+
     @model_validator(mode="before")
     @classmethod
     def _nest(cls, values: Any) -> Any:
