@@ -24,10 +24,12 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
+from quantnb.data._bars import GAP_MIN
 from quantnb.errors import ConfigError
 
-GAP_THRESHOLD = dt.timedelta(minutes=2)
-"""A step between bar timestamps of this much or more is a gap: every feature restarts after it."""
+GAP_THRESHOLD = dt.timedelta(minutes=GAP_MIN)
+"""A step between bar timestamps of this much or more is a gap (the ETL's ``gap_before`` rule,
+:data:`quantnb.data._bars.GAP_MIN` = 2 minutes): every feature restarts after it."""
 
 #: Source columns that carry an order-book snapshot: a null there means "unchanged", so it is
 #: forward-filled, but only inside a segment (never across a gap).
