@@ -34,7 +34,7 @@ def test_bundle_round_trip_gives_the_same_predictions_and_live_pieces(bundle_dir
     b = load_agent_bundle(d)
     expected, _ = model.predict(obs, deterministic=True)
     np.testing.assert_array_equal(b.model.predict(obs, deterministic=True)[0], expected)
-    assert b.feature_names == b.metadata.feature_names == b.scaler.feature_names
+    assert b.feature_names == b.metadata.feature_names == tuple(b.scaler.feature_names)
     assert b.observation_builder.n_obs == obs.shape[0] and b.observation_builder.window == WINDOW
     assert (b.action_interpreter.max_position_frac, b.action_interpreter.deadband_frac) == (1.0, 0.02)
     assert (b.fill_model.fee_bps, b.fill_model.slippage_bps) == (5.0, 1.0)
@@ -59,11 +59,11 @@ def test_inconsistent_bundle_files_are_config_errors(bundle_dir, tmp_path):
     with pytest.raises(ConfigError, match="directory not found"):
         load_agent_bundle(tmp_path / "nope")
     cfg = yaml.safe_load((d / "config_metadata.yaml").read_text())
-    cfg["window"] = WINDOW + 1
+    cfg["env"]["window"] = WINDOW + 1
     (d / "config_metadata.yaml").write_text(yaml.safe_dump(cfg))
     with pytest.raises(ConfigError, match="different runs"):
         load_agent_bundle(d)
-    cfg["window"] = WINDOW
+    cfg["env"]["window"] = WINDOW
     (d / "config_metadata.yaml").write_text(yaml.safe_dump(cfg))
     sc = json.loads((d / "scaler.json").read_text())
     sc["feature_names"] = list(reversed(sc["feature_names"]))

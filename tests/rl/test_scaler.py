@@ -39,7 +39,7 @@ def test_constant_feature_gets_unit_scale_and_nan_stays_nan():
 
 
 def test_scaler_errors_name_the_file_and_the_fix(tmp_path):
-    with pytest.raises(ConfigError, match="scaler file not found"):
+    with pytest.raises(ConfigError, match="scaler file is missing"):
         FeatureScaler.load(tmp_path / "nope.json")
     bad = tmp_path / "bad.json"
     bad.write_text("{truncated")
@@ -49,9 +49,9 @@ def test_scaler_errors_name_the_file_and_the_fix(tmp_path):
     d = sc.to_dict()
     del d["std"]
     (tmp_path / "partial.json").write_text(json.dumps(d))
-    with pytest.raises(ConfigError, match="partial.json: missing key 'std'"):
+    with pytest.raises(ConfigError, match="partial.json: key 'std' is missing"):
         FeatureScaler.load(tmp_path / "partial.json")
-    with pytest.raises(ConfigError, match="lacks columns"):
+    with pytest.raises(ConfigError, match="are not columns"):
         FeatureScaler.fit(pl.DataFrame({"a": [1.0, 2.0]}), ["a", "b"])
     with pytest.raises(ConfigError, match="n_features=1"):
         sc.transform(np.zeros((2, 3)))

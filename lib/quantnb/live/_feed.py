@@ -11,6 +11,7 @@ from pathlib import Path
 import polars as pl
 from loguru import logger
 
+from quantnb.data import read_bar_files
 from quantnb.errors import ConfigError, DataError
 from quantnb.live._types import Bar
 
@@ -74,7 +75,7 @@ def read_bars(source: str | Path | Sequence[str | Path] | pl.DataFrame, *, symbo
         files = sorted({f for p in paths for f in glob.glob(str(p))})
         if not files:
             raise ConfigError(f"no Parquet bars match {paths}; run the ETL stage first or fix the path")
-        df, where = pl.concat([pl.read_parquet(f, glob=False) for f in files], how="diagonal_relaxed"), str(paths)
+        df, where = read_bar_files(files), str(paths)
     missing = [c for c in OHLCV_COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"{where}: bars lack columns {missing}; expected the ETL's processed bars")

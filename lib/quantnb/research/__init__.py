@@ -11,6 +11,7 @@ Typical use by the labelling and training stages::
 
 from __future__ import annotations
 
+from quantnb.features import FeatureScaler
 from quantnb.research._dataset import N_CLASSES, WindowDataset
 from quantnb.research._features import build_features, feature_columns
 from quantnb.research._labels import (
@@ -26,7 +27,6 @@ from quantnb.research._labels import (
     label_suffix,
 )
 from quantnb.research._prepare import PreparedData, prepare_datasets
-from quantnb.research._scaler import FeatureScaler
 from quantnb.research._split import DataSplits, chronological_split
 
 __all__ = [

@@ -9,8 +9,8 @@ import torch
 from torch.utils.data import Dataset
 
 from quantnb.errors import ConfigError
+from quantnb.features import FeatureScaler
 from quantnb.research._bars import break_before_expr, check_bars
-from quantnb.research._scaler import FeatureScaler
 
 N_CLASSES = 3
 

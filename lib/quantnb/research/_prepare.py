@@ -9,10 +9,10 @@ import polars as pl
 from loguru import logger
 
 from quantnb.errors import ConfigError
+from quantnb.features import FeatureScaler
 from quantnb.research._dataset import WindowDataset
 from quantnb.research._features import build_features, feature_columns
 from quantnb.research._labels import LABEL_NAMES, format_distribution, label_distribution
-from quantnb.research._scaler import FeatureScaler
 from quantnb.research._split import DataSplits, chronological_split
 
 

@@ -46,8 +46,10 @@ feed the same bars from the same first bar as the evaluation's feature computati
 
 from __future__ import annotations
 
+from quantnb.features import FeatureScaler
 from quantnb.rl._bundle import AgentBundle, AgentMetadata, load_agent_bundle, save_agent_bundle
 from quantnb.rl._checkpoint import latest_checkpoint
+from quantnb.rl._classifier import CLASSIFIER_FEATURES, AgentFeatureStream, ClassifierSignal, ClassifierStream
 from quantnb.rl._env import TradingEnv
 from quantnb.rl._evaluate import (
     MINUTES_PER_YEAR,
@@ -73,9 +75,8 @@ from quantnb.rl._observation import (
 )
 from quantnb.rl._plot import plot_equity_curve
 from quantnb.rl._portfolio import Fill, FillModel, Portfolio
-from quantnb.rl._scaler import FeatureScaler
 from quantnb.rl._train import TrainResult, train_sac
-from quantnb.rl._train_types import CheckpointInfo, SacParams, TrainProgress
+from quantnb.rl._train_types import CheckpointInfo, EnvSpec, SacParams, TrainProgress, nest_flat_params
 
 __all__ = [
     # features
@@ -86,6 +87,11 @@ __all__ = [
     "BOOK_FEATURE_SOURCES",
     "DEFAULT_WARMUP_BARS",
     "FeatureScaler",
+    # the classifier's probabilities as agent features
+    "ClassifierSignal",
+    "ClassifierStream",
+    "AgentFeatureStream",
+    "CLASSIFIER_FEATURES",
     # observation, action, fills (shared with quantnb.live)
     "ObservationBuilder",
     "PortfolioState",
@@ -98,6 +104,8 @@ __all__ = [
     # environment and training
     "TradingEnv",
     "SacParams",
+    "EnvSpec",
+    "nest_flat_params",
     "train_sac",
     "TrainResult",
     "TrainProgress",

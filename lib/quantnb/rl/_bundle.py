@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass, field
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,41 +15,47 @@ from loguru import logger
 from stable_baselines3 import SAC
 
 from quantnb.errors import ConfigError
-from quantnb.rl._features import DEFAULT_WARMUP_BARS
+from quantnb.features import FeatureScaler
+from quantnb.rl._classifier import CLASSIFIER_FEATURES, AgentFeatureStream, ClassifierSignal
 from quantnb.rl._incremental import IncrementalFeatures
 from quantnb.rl._observation import PORTFOLIO_STATE_NAMES, ActionInterpreter, ObservationBuilder
 from quantnb.rl._portfolio import FillModel
-from quantnb.rl._scaler import FeatureScaler
+from quantnb.rl._train_types import EnvSpec, SacParams, nest_flat_params
 from quantnb.runlog import atomic_path, atomic_write_text, package_versions
 
 CONFIG_FILE, SCALER_FILE, MODEL_FILE = "config_metadata.yaml", "scaler.json", "sac_model.zip"
-_FORMAT = "quantnb.rl.agent_bundle/1"
+CLASSIFIER_DIR = "classifier"
+_FORMAT = "quantnb.rl.agent_bundle/2"
+_FORMAT_1 = "quantnb.rl.agent_bundle/1"
+#: Features whose definition changed with the feature layer: an agent bundle of format 1 using
+#: them saw other numbers in training than it would see now, so it is refused.
+_CHANGED_FEATURES = {
+    "spread_bps_mean": "renamed spread_bps",
+    "log_depth_10": "was ln(bid + ask depth), is now ln(1 + bid + ask depth)",
+}
+_ENV_KEYS = tuple(EnvSpec.model_fields)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class AgentMetadata:
     """What the live trader must reproduce, and the provenance of the agent.
 
-    Attributes
+    Holds the environment and SAC settings as :class:`EnvSpec` and :class:`SacParams`
+    (stored verbatim in the bundle); ``window``, ``fee_bps`` and the other environment
+    figures are read from ``env``.
+
+    Parameters
     ----------
-    window : int
-        Bars in the observation window.
-    fee_bps, slippage_bps : float
-        Fill model used in training, basis points.
-    max_position_frac, deadband_frac : float
-        Action interpreter settings.
-    warmup_bars : int
-        Indicator warm-up of :func:`compute_features` / :class:`IncrementalFeatures`.
-    state_clip : float
-        Bound of the portfolio-state values in the observation.
-    initial_equity_usd : float
-        Equity of each training episode, USD.
+    env : EnvSpec, optional
+        The environment settings; built from the flat keyword arguments (``window``,
+        ``fee_bps``, ``slippage_bps``, ``max_position_frac``, ``deadband_frac``,
+        ``warmup_bars``, ``state_clip``, ``initial_equity_usd``, ...) when omitted.
+    sac : SacParams, optional
+        The SAC hyper-parameters (default :class:`SacParams`'s); ``sac_params`` (a dict) is accepted too.
     symbol, timeframe : str
         Instrument and bar interval trained on (e.g. ``"BTC-PERP"``, ``"1m"``).
     data_span : dict
-        ``train_start``, ``train_end``, ``eval_start``, ``eval_end`` (ISO strings) and any extra.
-    sac_params : dict
-        ``SacParams.model_dump()``.
+        Training and evaluation spans (ISO strings).
     params : dict
         The stage's parameters.
     metrics : dict
@@ -56,24 +64,85 @@ class AgentMetadata:
         Filled from the scaler by :func:`save_agent_bundle`.
     versions : dict
         Filled by :func:`save_agent_bundle`: python and library versions.
+    classifier : dict
+        Empty, or ``train_id`` and ``seq_len`` of the classifier whose probabilities the agent sees.
+    **flat
+        Flat environment fields, mapped by :func:`nest_flat_params` (the one mapping).
+
+    Raises
+    ------
+    ConfigError
+        If a value is invalid or a name unknown.
     """
 
-    window: int
-    fee_bps: float
-    slippage_bps: float
-    max_position_frac: float
-    deadband_frac: float = 0.0
-    warmup_bars: int = DEFAULT_WARMUP_BARS
-    state_clip: float = 10.0
-    initial_equity_usd: float = 10_000.0
-    symbol: str = ""
-    timeframe: str = ""
-    data_span: dict[str, Any] = field(default_factory=dict)
-    sac_params: dict[str, Any] = field(default_factory=dict)
-    params: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    feature_names: tuple[str, ...] = ()
-    versions: dict[str, str] = field(default_factory=dict)
+    env: EnvSpec
+    sac: SacParams
+    symbol: str
+    timeframe: str
+    data_span: dict[str, Any]
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    feature_names: tuple[str, ...]
+    versions: dict[str, str]
+    classifier: dict[str, Any]
+
+    def __init__(self, *, env: EnvSpec | None = None, sac: SacParams | None = None, symbol: str = "",
+                 timeframe: str = "", data_span: dict[str, Any] | None = None, params: dict[str, Any] | None = None,
+                 metrics: dict[str, Any] | None = None, feature_names: Sequence[str] = (),
+                 versions: dict[str, str] | None = None, classifier: dict[str, Any] | None = None,
+                 sac_params: dict[str, Any] | None = None, **flat: Any) -> None:
+        unknown = [k for k in flat if k not in _ENV_KEYS]
+        if unknown:
+            raise ConfigError(f"AgentMetadata: unknown fields {unknown}; environment fields are {list(_ENV_KEYS)}")
+        nested = nest_flat_params({**flat, **({"env": env} if env is not None else {}),
+                                   **({"sac": sac} if sac is not None else {})})
+        sac_values = nested.get("sac") or dict(sac_params or {})
+        values = {"env": EnvSpec.parse(dict(nested.get("env") or {})), "sac": SacParams.parse(dict(sac_values)),
+                  "symbol": symbol, "timeframe": timeframe, "data_span": dict(data_span or {}),
+                  "params": dict(params or {}), "metrics": dict(metrics or {}), "feature_names": tuple(feature_names),
+                  "versions": dict(versions or {}), "classifier": dict(classifier or {})}
+        for k, v in values.items():
+            object.__setattr__(self, k, v)
+
+    def replace(self, **changes: Any) -> AgentMetadata:
+        """Return a copy with ``changes`` applied (same keywords as the constructor).
+
+        Parameters
+        ----------
+        **changes
+            Fields to change.
+
+        Returns
+        -------
+        AgentMetadata
+        """
+        values = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        if any(k in _ENV_KEYS for k in changes):
+            values["env"] = self.env.model_copy(update={k: changes.pop(k) for k in list(changes) if k in _ENV_KEYS})
+        values.update(changes)
+        return AgentMetadata(**values)
+
+    window = property(lambda self: self.env.window, doc="Bars in the observation window.")
+    fee_bps = property(lambda self: self.env.fee_bps, doc="Fill model fee, bps.")
+    slippage_bps = property(lambda self: self.env.slippage_bps, doc="Fill model slippage, bps.")
+    max_position_frac = property(lambda self: self.env.max_position_frac, doc="Largest |position| / equity.")
+    deadband_frac = property(lambda self: self.env.deadband_frac, doc="Dead band of the action interpreter.")
+    warmup_bars = property(lambda self: self.env.warmup_bars, doc="Indicator warm-up, bars.")
+    state_clip = property(lambda self: self.env.state_clip, doc="Bound of the portfolio-state values.")
+    initial_equity_usd = property(lambda self: self.env.initial_equity_usd, doc="Equity of each episode, USD.")
+    sac_params = property(lambda self: self.sac.model_dump(mode="json"), doc="The SAC parameters as a dict.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the YAML-ready content (``env`` and ``sac`` verbatim).
+
+        Returns
+        -------
+        dict
+        """
+        out = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        out["env"], out["sac"] = self.env.model_dump(mode="json"), self.sac.model_dump(mode="json")
+        out["feature_names"] = list(self.feature_names)
+        return out
 
 
 @dataclass
@@ -92,6 +161,8 @@ class AgentBundle:
         The training fill model (for the paper broker).
     feature_names : tuple of str
     metadata : AgentMetadata
+    classifier : ClassifierSignal or None
+        The classifier whose probabilities are the last three features, if the agent was trained with one.
     """
 
     directory: Path
@@ -102,11 +173,21 @@ class AgentBundle:
     fill_model: FillModel
     feature_names: tuple[str, ...]
     metadata: AgentMetadata
+    classifier: ClassifierSignal | None = None
 
-    def new_feature_stream(self) -> IncrementalFeatures:
-        """Return fresh :class:`IncrementalFeatures` with the bundle's features, window and warm-up."""
+    def new_feature_stream(self) -> IncrementalFeatures | AgentFeatureStream:
+        """Return a fresh live feature stream with the bundle's features, window and warm-up.
+
+        Returns
+        -------
+        IncrementalFeatures or AgentFeatureStream
+            The latter when the bundle has a classifier (its probabilities are computed bar by bar too).
+        """
         m = self.metadata
-        return IncrementalFeatures(self.feature_names, window=m.window, warmup_bars=m.warmup_bars)
+        if self.classifier is None:
+            return IncrementalFeatures(self.feature_names, window=m.window, warmup_bars=m.warmup_bars)
+        return AgentFeatureStream(self.feature_names, window=m.window, warmup_bars=m.warmup_bars,
+                                  classifier=self.classifier)
 
 
 def _plain(obj: Any) -> Any:
@@ -122,10 +203,13 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def save_agent_bundle(directory: str | Path, model: SAC, scaler: FeatureScaler, metadata: AgentMetadata) -> Path:
+def save_agent_bundle(directory: str | Path, model: SAC, scaler: FeatureScaler, metadata: AgentMetadata, *,
+                      classifier_dir: str | Path | None = None) -> Path:
     """Write ``sac_model.zip``, ``scaler.json`` and, last, ``config_metadata.yaml`` into ``directory``.
 
     Every file is written atomically and the YAML last, so a directory with a YAML is complete.
+    With ``classifier_dir``, that model bundle is copied to ``classifier/`` so the agent
+    bundle stays self-contained (the live trader computes the probabilities from it).
 
     Parameters
     ----------
@@ -137,6 +221,9 @@ def save_agent_bundle(directory: str | Path, model: SAC, scaler: FeatureScaler, 
         The scaler fitted on the training period; its feature list is the bundle's.
     metadata : AgentMetadata
         Settings and provenance; ``feature_names`` and ``versions`` are filled in here.
+    classifier_dir : str or Path, optional
+        The classifier's model bundle (a training run's ``model`` directory), when the
+        features end with :data:`CLASSIFIER_FEATURES`.
 
     Returns
     -------
@@ -158,15 +245,25 @@ def save_agent_bundle(directory: str | Path, model: SAC, scaler: FeatureScaler, 
             f"{len(scaler.feature_names)} scaler features give ({n_obs},); "
             "save the scaler and window it was trained with"
         )
+    if (classifier_dir is None) == bool(set(CLASSIFIER_FEATURES) & set(scaler.feature_names)):
+        raise ConfigError(f"features {list(scaler.feature_names)}: pass classifier_dir exactly when the features "
+                          f"include the classifier's {list(CLASSIFIER_FEATURES)}")
     with atomic_path(out / MODEL_FILE) as tmp, open(tmp, "wb") as fh:
         model.save(fh)
     scaler.save(out / SCALER_FILE)
-    meta = asdict(metadata)
+    files = {"model": MODEL_FILE, "scaler": SCALER_FILE}
+    if classifier_dir is not None:
+        dest = out / CLASSIFIER_DIR
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(Path(classifier_dir), dest)
+        files["classifier"] = CLASSIFIER_DIR
+    meta = metadata.to_dict()
     meta.update(feature_names=list(scaler.feature_names), versions=package_versions())
     doc = {
         "format": _FORMAT,
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
-        "files": {"model": MODEL_FILE, "scaler": SCALER_FILE},
+        "files": files,
         "observation": {"n_obs": n_obs, "portfolio_state": list(PORTFOLIO_STATE_NAMES)},
         **meta,
     }
@@ -185,18 +282,34 @@ def _read_config(path: Path) -> dict[str, Any]:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e}); restore it from the training run") from e
-    if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
-        raise ConfigError(f"{path}: not a quantnb agent bundle (format {_FORMAT!r} expected); re-export the bundle")
+    if not isinstance(doc, dict) or doc.get("format") not in (_FORMAT, _FORMAT_1):
+        raise ConfigError(f"{path}: not a quantnb agent bundle (format {_FORMAT!r} or {_FORMAT_1!r} expected); "
+                          "re-export the bundle")
+    if doc["format"] == _FORMAT_1:
+        changed = {f: why for f, why in _CHANGED_FEATURES.items() if f in (doc.get("feature_names") or [])}
+        if changed:
+            raise ConfigError(
+                f"{path}: this agent (bundle format {_FORMAT_1!r}) was trained on features whose definition has "
+                f"changed since ({'; '.join(f'{f} {why}' for f, why in changed.items())}), so it would see other "
+                "numbers than in training; retrain it with the agent notebook (same parameters) and trade the new "
+                "bundle")
     return doc
 
 
 def _metadata(doc: dict[str, Any], path: Path) -> AgentMetadata:
-    names = {f for f in AgentMetadata.__dataclass_fields__}
     try:
-        kwargs = {k: doc[k] for k in names if k in doc}
-        kwargs["feature_names"] = tuple(doc["feature_names"])
-        return AgentMetadata(**kwargs)
-    except (KeyError, TypeError) as e:
+        if doc["format"] == _FORMAT_1:  # flat environment fields, sac_params: mapped by nest_flat_params
+            flat = {k: doc[k] for k in _ENV_KEYS if k in doc}
+            return AgentMetadata(**flat, sac_params=doc.get("sac_params") or {}, symbol=doc.get("symbol", ""),
+                                 timeframe=doc.get("timeframe", ""), data_span=doc.get("data_span"),
+                                 params=doc.get("params"), metrics=doc.get("metrics"),
+                                 feature_names=tuple(doc["feature_names"]), versions=doc.get("versions"))
+        return AgentMetadata(env=EnvSpec.parse(doc["env"]), sac=SacParams.parse(doc["sac"]),
+                             symbol=doc.get("symbol", ""), timeframe=doc.get("timeframe", ""),
+                             data_span=doc.get("data_span"), params=doc.get("params"), metrics=doc.get("metrics"),
+                             feature_names=tuple(doc["feature_names"]), versions=doc.get("versions"),
+                             classifier=doc.get("classifier"))
+    except (KeyError, TypeError, ConfigError) as e:
         raise ConfigError(f"{path}: missing or malformed field {e}; re-export the bundle") from e
 
 
@@ -250,6 +363,9 @@ def load_agent_bundle(directory: str | Path) -> AgentBundle:
             f"{model.action_space.shape}, but {cfg_path} gives ({builder.n_obs},) and (1,); the files come from "
             "different runs: copy all three from one training run"
         )
+    classifier = None
+    if any(f in CLASSIFIER_FEATURES for f in meta.feature_names):
+        classifier = ClassifierSignal.load(d / CLASSIFIER_DIR)
     _warn_versions(meta, cfg_path)
     return AgentBundle(
         directory=d,
@@ -260,6 +376,7 @@ def load_agent_bundle(directory: str | Path) -> AgentBundle:
         fill_model=fill_model,
         feature_names=meta.feature_names,
         metadata=meta,
+        classifier=classifier,
     )
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 
 from quantnb.errors import ConfigError, DataError
+from quantnb.features import segment_start_expr
 from quantnb.rl._features import DEFAULT_WARMUP_BARS, compute_features
 from quantnb.rl._observation import ActionInterpreter, ObservationBuilder, PortfolioState
 from quantnb.rl._portfolio import FillModel, Portfolio
@@ -27,7 +28,14 @@ class TradingEnv(gym.Env):
     (:class:`FillModel`); the portfolio is marked at ``close[t + 1]`` and the reward is
     ``log(equity[t + 1] / equity[t])``. The next observation is built at ``t + 1`` by
     :class:`ObservationBuilder`. An episode ends with ``truncated=True`` at the end of the
-    period or after ``max_episode_steps``, and with ``terminated=True`` if equity reaches zero.
+    period, after ``max_episode_steps``, or at the last bar before a gap, and with
+    ``terminated=True`` if equity reaches zero.
+
+    Gaps: a step of 2 minutes or more between bars (or ``gap_before``) restarts the features
+    (:mod:`quantnb.features`), so no observation spans a gap: a decision bar needs ``window``
+    ready feature rows in its own segment and its next bar in that segment too. After a gap
+    the environment waits for the warm-up; ``reset(options={"continue": True})`` resumes an
+    evaluation at the next run of decision bars with the same portfolio.
 
     Parameters
     ----------
@@ -122,50 +130,103 @@ class TradingEnv(gym.Env):
     def _period(
         self, bars: pl.DataFrame, raw: np.ndarray, start_ts: dt.datetime | None, end_ts: dt.datetime | None
     ) -> tuple[int, int]:
-        w = self.builder.window
+        """Find the decision bars: a full window of ready rows in one segment, and a next bar in it too."""
+        w, n = self.builder.window, bars.height
         ready = np.isfinite(raw).all(axis=1)
-        # a decision bar needs `window` consecutive ready rows ending at it
-        run = np.convolve(ready.astype(np.int64), np.ones(w, dtype=np.int64))[: len(ready)] == w
+        seg = bars.select(segment_start_expr(bars.columns).cum_sum()).to_series().to_numpy()
+        # observation at t: `window` consecutive ready rows ending at t, all in t's segment
+        run = np.convolve(ready.astype(np.int64), np.ones(w, dtype=np.int64))[:n] == w
+        same = np.zeros(n, dtype=bool)
+        same[w - 1 :] = seg[w - 1 :] == seg[: n - w + 1]
+        obs_ok = run & same
         ts = bars["ts"]
         lo = 0 if start_ts is None else int(ts.search_sorted(start_ts, side="left"))
-        hi = bars.height - 1 if end_ts is None else int(ts.search_sorted(end_ts, side="right")) - 1
-        cand = np.flatnonzero(run[lo:hi]) + lo  # decision bars t with t + 1 <= hi
+        hi = n - 1 if end_ts is None else int(ts.search_sorted(end_ts, side="right")) - 1
+        dec = np.zeros(n, dtype=bool)  # a step from t fills at open[t + 1] and marks close[t + 1]: same segment
+        if hi > lo:
+            t = np.arange(lo, hi)
+            dec[t] = obs_ok[t] & obs_ok[t + 1] & (seg[t] == seg[t + 1])
+        cand = np.flatnonzero(dec)
         if cand.size == 0:
             raise ConfigError(
                 f"no tradable bar between {start_ts} and {end_ts}: the period has {max(hi - lo + 1, 0)} bars but "
-                f"needs more than warm-up plus window={w} ready feature rows; widen the period or pass earlier history"
+                f"needs more than warm-up plus window={w} ready feature rows in one segment (a gap of 2 minutes or "
+                "more restarts the warm-up); widen the period or pass earlier history"
             )
-        first = int(cand[0])
-        if not run[first:hi].all():
-            gap = int(np.flatnonzero(~run[first:hi])[0]) + first
-            raise DataError(f"bars row {gap} (ts={ts[gap]}): features are missing inside the period; fix the bars")
-        return first, hi
+        self._dec = dec
+        # for each decision bar, the mark that ends its run of decision bars (the bar after the run's last)
+        self._run_end = np.zeros(n, dtype=np.int64)
+        nxt = -1
+        for i in range(n - 1, -1, -1):
+            if dec[i]:
+                nxt = i + 1 if nxt < 0 or not dec[i + 1] else nxt
+                self._run_end[i] = nxt
+            else:
+                nxt = -1
+        return int(cand[0]), hi
 
     @property
     def n_period_steps(self) -> int:
-        """Return the number of steps of an episode that spans the whole period."""
-        return self._last - self._first
+        """Return the number of decision bars of the period (steps of an evaluation over all of it)."""
+        return int(self._dec.sum())
 
     @property
     def period_span(self) -> tuple[dt.datetime, dt.datetime]:
         """Return the timestamps of the first decision bar and the last marked bar."""
-        return self._ts[self._first], self._ts[self._last]
+        return self._ts[self._first], self._ts[int(np.flatnonzero(self._dec)[-1]) + 1]
 
     @property
     def period_close_usd(self) -> np.ndarray:
-        """Return the closes from the first decision bar to the last mark, shape (n_period_steps + 1,), float64."""
+        """Return the closes from the first decision bar to the last mark, shape (bars,), float64."""
         return self._close[self._first : self._last + 1].copy()
 
+    @property
+    def has_next_run(self) -> bool:
+        """Return True when a later run of decision bars (after a gap) is left in the period."""
+        return bool(self._dec[self._t + 1 :].any()) if self._t + 1 < self._dec.size else False
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        """Start an episode; return the first observation and an info dict (see :meth:`step`)."""
+        """Start an episode; return the first observation and an info dict (see :meth:`step`).
+
+        Parameters
+        ----------
+        seed : int, optional
+            Seeds ``self.np_random`` (random starts).
+        options : dict, optional
+            ``{"continue": True}``: start at the next run of decision bars after the current bar
+            (after a gap), keeping the portfolio, so an evaluation holds its position through the gap.
+
+        Returns
+        -------
+        observation : numpy.ndarray, shape (n_obs,), float32
+        info : dict
+            As :meth:`step`'s, without a decision.
+
+        Raises
+        ------
+        ConfigError
+            If ``continue`` is asked and no later run is left.
+        """
         super().reset(seed=seed)
+        if options and options.get("continue"):
+            later = np.flatnonzero(self._dec[self._t + 1 :])
+            if later.size == 0:
+                raise ConfigError("reset(options={'continue': True}): no decision bar is left after the current one")
+            start = self._t + 1 + int(later[0])
+            steps = self.n_period_steps if self.max_episode_steps is None else self.max_episode_steps
+            self._t, self._t_end = start, min(start + steps, int(self._run_end[start]))
+            return self._observation(), self._info(None, None)
         steps = (
             self.n_period_steps if self.max_episode_steps is None else min(self.max_episode_steps, self.n_period_steps)
         )
         start = self._first
-        if self.random_start and self._last - steps > self._first:
-            start = int(self.np_random.integers(self._first, self._last - steps + 1))
-        self._t, self._t_end = start, start + steps
+        if self.random_start:
+            idx = np.flatnonzero(self._dec)
+            fits = idx[self._run_end[idx] - idx >= steps]
+            cand = fits if fits.size else idx
+            if cand.size > 1:
+                start = int(cand[self.np_random.integers(0, cand.size)])
+        self._t, self._t_end = start, min(start + steps, int(self._run_end[start]))
         self.portfolio = Portfolio(self.initial_equity_usd)
         return self._observation(), self._info(None, None)
 
@@ -237,7 +298,13 @@ class TradingEnv(gym.Env):
         }
 
     def get_state(self) -> dict[str, Any]:
-        """Return the episode state (bar index, portfolio, RNG) for an exact training resume."""
+        """Return the episode state for an exact training resume.
+
+        Returns
+        -------
+        dict
+            ``t``, ``t_end`` (bar indices), ``portfolio`` and ``np_random`` (the RNG state).
+        """
         return {
             "t": self._t,
             "t_end": self._t_end,
@@ -246,7 +313,13 @@ class TradingEnv(gym.Env):
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Restore a state from :meth:`get_state` (same bars and period)."""
+        """Restore a state from :meth:`get_state` (same bars and period).
+
+        Parameters
+        ----------
+        state : dict
+            Output of :meth:`get_state`.
+        """
         self._t, self._t_end = int(state["t"]), int(state["t_end"])
         self.portfolio = Portfolio.from_dict(state["portfolio"])
         rng_state = state["np_random"]

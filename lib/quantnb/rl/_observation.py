@@ -15,9 +15,11 @@ import gymnasium as gym
 import numpy as np
 
 from quantnb.errors import ConfigError, DataError, OperationalError
-from quantnb.rl._scaler import FeatureScaler
+from quantnb.features import FeatureScaler
 
 PORTFOLIO_STATE_NAMES: tuple[str, ...] = ("position_frac", "unrealized_pnl_frac", "equity_ratio")
+DEFAULT_FEATURE_CLIP_SIGMA = 5.0
+"""Bound of the scaled features in an observation when the scaler itself does not clip."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,8 @@ class ObservationBuilder:
 
     The observation is ``concat(scaled_window.ravel(), portfolio_state)``: the last ``window``
     rows of features (oldest first, row-major, so features of one bar are contiguous), each
-    scaled with ``scaler`` (z-score clipped to ``+-scaler.clip_sigma``), then the three values
+    scaled with ``scaler`` and clipped to ``+-feature_clip`` (the scaler's ``clip_sigma``, or
+    :data:`DEFAULT_FEATURE_CLIP_SIGMA` = 5 when the scaler does not clip), then the three values
     of :class:`PortfolioState` clipped to ``+-state_clip``.
 
     Parameters
@@ -135,13 +138,20 @@ class ObservationBuilder:
         self.window = int(window)
         self.scaler = scaler
         self.state_clip = float(state_clip)
+        self.feature_clip = DEFAULT_FEATURE_CLIP_SIGMA if scaler.clip_sigma is None else float(scaler.clip_sigma)
         self.n_features = len(names)
         self.n_obs = self.window * self.n_features + len(PORTFOLIO_STATE_NAMES)
 
     def observation_space(self) -> gym.spaces.Box:
-        """Return the ``Box`` every observation lies in, shape (n_obs,), float32."""
+        """Return the ``Box`` every observation lies in.
+
+        Returns
+        -------
+        gymnasium.spaces.Box
+            Shape (n_obs,), float32: features in ``+-feature_clip``, state in ``+-state_clip``.
+        """
         n_win = self.window * self.n_features
-        low = np.concatenate([np.full(n_win, -self.scaler.clip_sigma), np.full(3, -self.state_clip)])
+        low = np.concatenate([np.full(n_win, -self.feature_clip), np.full(3, -self.state_clip)])
         return gym.spaces.Box(low=low.astype(np.float32), high=-low.astype(np.float32), dtype=np.float32)
 
     def build(self, features_window: np.ndarray, state: PortfolioState) -> np.ndarray:
@@ -186,7 +196,7 @@ class ObservationBuilder:
         win = self._check_window(scaled_window)
         out = np.empty(self.n_obs, dtype=np.float64)
         n_win = self.window * self.n_features
-        out[:n_win] = win.ravel()
+        out[:n_win] = np.clip(win.ravel(), -self.feature_clip, self.feature_clip)
         out[n_win:] = np.clip(state.as_array(), -self.state_clip, self.state_clip)
         return out.astype(np.float32)
 

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from quantnb.rl._metrics import EvaluationResult
 from quantnb.runlog import atomic_path
-
-if TYPE_CHECKING:
-    from quantnb.rl._evaluate import EvaluationResult
 
 
 def plot_equity_curve(result: EvaluationResult, path: str | Path, *, title: str | None = None) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -14,14 +14,42 @@ from quantnb.errors import ConfigError
 PositiveInt = Annotated[int, Field(gt=0)]
 
 
-class SacParams(BaseModel):
+class _Params(BaseModel):
+    """Frozen parameters, unknown names refused, validated by :meth:`parse`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @classmethod
+    def parse(cls, values: dict) -> Self:
+        """Validate ``values`` (unknown names refused).
+
+        Parameters
+        ----------
+        values : dict
+            Field names to values.
+
+        Returns
+        -------
+        SacParams or EnvSpec
+            An instance of the class it is called on.
+
+        Raises
+        ------
+        ConfigError
+            Naming the bad field (e.g. ``net_arch=[]``: at least one hidden layer).
+        """
+        try:
+            return cls(**values)
+        except ValidationError as e:
+            raise ConfigError(f"{cls.__name__} parameters: {e}") from e
+
+
+class SacParams(_Params):
     """Hyper-parameters of stable-baselines3's SAC, all explicit (SB3's defaults are not relied on).
 
     See Haarnoja et al., "Soft Actor-Critic Algorithms and Applications", arXiv:1812.05905, 2018,
     and the stable-baselines3 SAC documentation for their meaning.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     learning_rate: float = Field(3e-4, gt=0, lt=1, description="Adam step size of actor, critics and entropy.")
     buffer_size: PositiveInt = Field(100_000, description="Replay buffer capacity, transitions.")
@@ -36,14 +64,6 @@ class SacParams(BaseModel):
         (64, 64), min_length=1, description="Hidden layer sizes, actor and critics."
     )
     seed: int = Field(0, ge=0, description="Seed of python, numpy, torch, the action space and the environment.")
-
-    @classmethod
-    def parse(cls, values: dict) -> SacParams:
-        """Validate ``values`` (unknown names refused); raise :class:`ConfigError` naming the bad field."""
-        try:
-            return cls(**values)
-        except ValidationError as e:
-            raise ConfigError(f"SAC parameters: {e}") from e
 
 
 @dataclass(frozen=True)
@@ -103,3 +123,61 @@ class CheckpointInfo:
     replay_buffer_size: int
     saved_at: dt.datetime
     params: dict[str, Any]
+
+
+class EnvSpec(_Params):
+    """Settings of the trading environment an agent is trained in, and that live trading must reproduce.
+
+    Stored verbatim in the agent bundle (``env:``); :class:`AgentMetadata` reads its figures from here.
+    """
+
+    window: PositiveInt = Field(32, description="Bars of scaled features in one observation.")
+    fee_bps: float = Field(4.0, ge=0, description="Taker fee on notional, bps.")
+    slippage_bps: float = Field(1.0, ge=0, description="Fill price slippage against the next open, bps.")
+    max_position_frac: float = Field(1.0, gt=0, le=5, description="Largest |position| as a fraction of equity.")
+    deadband_frac: float = Field(0.05, ge=0, lt=1, description="Ignore target changes smaller than this.")
+    initial_equity_usd: float = Field(10_000.0, gt=0, description="Starting equity of every episode, USD.")
+    max_episode_steps: PositiveInt = Field(1440, description="Bars per training episode (random starts).")
+    warmup_bars: int = Field(500, ge=60, description="Warm-up of the recursive indicators after a start or gap.")
+    state_clip: float = Field(10.0, gt=0, description="Bound of the portfolio-state values in an observation.")
+    feature_clip_sigma: float = Field(5.0, gt=0, description="Bound of the scaled features, standard deviations.")
+
+
+def nest_flat_params(values: dict[str, Any]) -> dict[str, Any]:
+    """Move flat SAC and environment parameters into ``sac`` and ``env`` (the one place they are mapped).
+
+    Notebooks and ``quantnb run -p`` pass flat names (``buffer_size``, ``window``); the agent
+    stage and its bundle hold :class:`SacParams` and :class:`EnvSpec`. A flat value of None
+    means "not set" (the class default applies), so defaults live in those two classes only.
+
+    Parameters
+    ----------
+    values : dict
+        Parameter names to values; may already hold ``sac`` / ``env`` (dicts or models).
+
+    Returns
+    -------
+    dict
+        A copy with every :class:`SacParams` / :class:`EnvSpec` field name moved into ``sac`` / ``env``.
+
+    Raises
+    ------
+    ConfigError
+        If a name is given both flat and inside ``sac`` or ``env`` with different values.
+    """
+    out = dict(values)
+    for key, model in (("sac", SacParams), ("env", EnvSpec)):
+        given = out.get(key) or {}
+        nested = dict(given.model_dump() if isinstance(given, BaseModel) else given)
+        for name in model.model_fields:
+            if name not in out:
+                continue
+            value = out.pop(name)
+            if value is None:
+                continue
+            if name in nested and nested[name] != value:
+                raise ConfigError(f"{name}={value!r} given flat and as {key}.{name}={nested[name]!r}; give it once")
+            nested[name] = value
+        if nested or key in out:
+            out[key] = nested
+    return out

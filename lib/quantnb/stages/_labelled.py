@@ -7,6 +7,7 @@ from typing import Any
 import polars as pl
 from loguru import logger
 
+from quantnb.data import read_bar_files
 from quantnb.errors import ConfigError
 
 
@@ -27,17 +28,11 @@ def load_labelled(root: Path, labelled_dir: str) -> tuple[pl.DataFrame, dict[str
     except FileNotFoundError:
         raise ConfigError(f"{folder / 'labelling_config.json'} missing: the labelling run did not finish; "
                           "resume it (quantnb run labelling --resume <run_id>)") from None
-    frame = pl.concat([_read_parquet(f) for f in files], how="diagonal_relaxed").sort("ts")
+    frame = read_bar_files(files)
     frame = drop_empty_columns(frame)
     logger.info("Loaded {} labelled rows from {} file(s) in {} ({} .. {})", frame.height, len(files),
                 labelled_dir, frame["ts"].min(), frame["ts"].max())
     return frame, config
-
-
-def _read_parquet(path: Path) -> pl.DataFrame:
-    """Read one Parquet file by path, never as a glob (a path may hold ``*``, ``?`` or ``[``)."""
-    with open(path, "rb") as fh:
-        return pl.read_parquet(fh)
 
 
 def drop_empty_columns(frame: pl.DataFrame) -> pl.DataFrame:

@@ -12,17 +12,20 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import polars as pl
 from loguru import logger
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from quantnb.config import StageParams
+from quantnb.data import read_bars
 from quantnb.errors import ConfigError
 from quantnb.rl import (
     ActionInterpreter,
     AgentMetadata,
+    ClassifierSignal,
+    EnvSpec,
     FeatureScaler,
     FillModel,
     ObservationBuilder,
@@ -30,6 +33,8 @@ from quantnb.rl import (
     TradingEnv,
     compute_features,
     evaluate_agent,
+    load_agent_bundle,
+    nest_flat_params,
     save_agent_bundle,
     train_sac,
 )
@@ -46,49 +51,68 @@ _HEADLINE = {  # run.json metrics name -> evaluation metric
 
 
 class AgentParams(StageParams):
-    """Parameters of the agent stage (environment, SAC hyper-parameters, evaluation split)."""
+    """Parameters of the agent stage: data split and training length, plus ``sac`` and ``env``.
+
+    The SAC hyper-parameters are a :class:`SacParams` and the environment an
+    :class:`EnvSpec`, stored verbatim in the bundle. Flat names (``buffer_size``, ``window``,
+    as the notebook and ``quantnb run -p`` give them) are moved into ``sac`` / ``env`` by
+    :func:`quantnb.rl.nest_flat_params`, the one place they are mapped; a flat value of None
+    leaves the class default (``buffer_size`` 100,000 and ``learning_starts`` 1,000: SacParams').
+    """
 
     stage = "agent"
     bars_glob: str = Field("data/processed/unknown/perp/BTC-PERP/*.parquet",
                            description="ETL Parquet bars of one instrument (<venue>/<market>/<SYMBOL>/).")
     eval_days: PositiveFloat = Field(7.0, description="The last days held out for evaluation (and live replay).")
-    window: PositiveInt = Field(32, description="Bars of scaled features in one observation.")
-    fee_bps: float = Field(4.0, ge=0, description="Taker fee on notional, bps.")
-    slippage_bps: float = Field(1.0, ge=0, description="Fill price slippage against the next open, bps.")
-    max_position_frac: float = Field(1.0, gt=0, le=5, description="Largest |position| as a fraction of equity.")
-    deadband_frac: float = Field(0.05, ge=0, lt=1, description="Ignore target changes smaller than this.")
-    initial_equity_usd: PositiveFloat = Field(10_000.0, description="Starting equity of every episode, USD.")
-    max_episode_steps: PositiveInt = Field(1440, description="Bars per training episode (random starts).")
     total_timesteps: PositiveInt = Field(5_000, description="Environment steps to train.")
     checkpoint_every_steps: PositiveInt = Field(1_000, description="Checkpoint model and replay buffer this often.")
     progress_every_steps: PositiveInt = Field(500, description="A progress line this often.")
-    learning_rate: float = Field(3e-4, gt=0, lt=1, description="SAC Adam step size.")
-    buffer_size: PositiveInt = Field(50_000, description="Replay buffer capacity, transitions.")
-    batch_size: PositiveInt = Field(256, description="Transitions per gradient step.")
-    tau: float = Field(0.005, gt=0, le=1, description="Target critic Polyak coefficient.")
-    gamma: float = Field(0.99, ge=0, lt=1, description="Discount per bar.")
-    train_freq: PositiveInt = Field(1, description="Steps between training phases.")
-    gradient_steps: PositiveInt = Field(1, description="Gradient steps per training phase.")
-    learning_starts: int = Field(500, ge=0, description="Random-action steps before learning.")
-    ent_coef: float | Literal["auto"] = Field("auto", description="Entropy coefficient or 'auto'.")
-    net_arch: list[PositiveInt] = Field([64, 64], description="Hidden layers of actor and critics.")
-    seed: int = Field(0, ge=0, description="Seed of everything random.")
     num_threads: PositiveInt = Field(1, description="torch threads; one is fastest for these small networks.")
+    classifier_train_id: str | None = Field(
+        None, description="Training run whose classifier (runs/<id>/model) adds its class probabilities to the "
+                          "observation; None: market features only.")
+    baseline_agent_id: str | None = Field(
+        None, description="An earlier agent run (e.g. the same agent without classifier) whose evaluation joins the "
+                          "table as a column, next to this agent and buy-and-hold; None: no such column.")
+    sac: SacParams = Field(default_factory=SacParams, description="SAC hyper-parameters.")
+    env: EnvSpec = Field(default_factory=EnvSpec, description="Trading environment (window, fees, position).")
+
+    @classmethod
+    def flat_names(cls) -> frozenset[str]:
+        """Return the flat parameter names accepted besides the fields (those of SacParams and EnvSpec).
+
+        Returns
+        -------
+        frozenset of str
+        """
+        return frozenset(SacParams.model_fields) | frozenset(EnvSpec.model_fields)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest(cls, values: Any) -> Any:
+        return nest_flat_params(values) if isinstance(values, dict) else values
 
     @model_validator(mode="after")
     def _steps_fit_the_run(self) -> AgentParams:
-        problems = [f"{n}={getattr(self, n)} > total_timesteps={self.total_timesteps}: set {n} <= total_timesteps"
-                    for n in ("checkpoint_every_steps", "learning_starts") if getattr(self, n) > self.total_timesteps]
-        if self.batch_size > self.buffer_size:
-            problems.append(f"batch_size={self.batch_size} > buffer_size={self.buffer_size}: "
+        steps = {"checkpoint_every_steps": self.checkpoint_every_steps, "learning_starts": self.sac.learning_starts}
+        problems = [f"{n}={v} > total_timesteps={self.total_timesteps}: set {n} <= total_timesteps"
+                    for n, v in steps.items() if v > self.total_timesteps]
+        if self.sac.batch_size > self.sac.buffer_size:
+            problems.append(f"batch_size={self.sac.batch_size} > buffer_size={self.sac.buffer_size}: "
                             "set batch_size <= buffer_size")
         if problems:
             raise ValueError("\n  - ".join(problems))
         return self
 
     def run_suffix(self) -> str:
-        """Return the symbol and training length, e.g. ``BTC-PERP_5000steps``."""
-        return f"{Path(self.bars_glob).parent.name}_{self.total_timesteps}steps"
+        """Return the symbol, training length and classifier use, e.g. ``BTC-PERP_5000steps``.
+
+        Returns
+        -------
+        str
+        """
+        clf = "_clf" if self.classifier_train_id else ""
+        return f"{Path(self.bars_glob).parent.name}_{self.total_timesteps}steps{clf}"
 
 
 @dataclasses.dataclass
@@ -102,29 +126,41 @@ class AgentResult:
     table: pl.DataFrame
 
     def summary(self) -> pl.DataFrame:
-        """Print where the bundle is; return agent vs buy-and-hold metrics."""
+        """Print where the bundle is; return the evaluation table.
+
+        Returns
+        -------
+        polars.DataFrame
+            ``metric``, ``agent``, optionally ``baseline_agent``, and ``buy_and_hold``.
+        """
         print(f"Agent bundle {self.bundle_dir} (train_id={self.train_id}); equity curve {self.equity_plot}")
         return self.table
 
 
 def load_bars(root: Path, bars_glob: str) -> pl.DataFrame:
-    """Read and concatenate the ETL bars matching ``bars_glob``, in time order, empty columns dropped.
+    """Read the ETL bars matching ``bars_glob`` (see :func:`quantnb.data.read_bars`), empty columns dropped.
+
+    Parameters
+    ----------
+    root : Path
+        Project root the glob is relative to.
+    bars_glob : str
+        Glob of the Parquet bar files of one symbol.
+
+    Returns
+    -------
+    polars.DataFrame
+        In time order, checked (:func:`quantnb.data.check_bars`).
 
     Raises
     ------
     ConfigError
         If nothing matches, a match is not a readable regular file, or the bars are of
         several instruments.
+    DataError
+        If a file is unreadable or the bars are not a clean minute series.
     """
-    from quantnb.data import check_regular_file, expand_glob, traversed_folder  # relative or absolute, '**'
-
-    files = [f for f in expand_glob(root, bars_glob) if not traversed_folder(bars_glob, f)]
-    problems = [p for f in files if (p := check_regular_file(f)) is not None]
-    if problems:
-        raise ConfigError(f"bars_glob={bars_glob!r}: {'; '.join(problems[:3])}")
-    if not files:
-        raise ConfigError(f"bars_glob={bars_glob!r}: no file under {root}; run the etl stage first")
-    bars = pl.concat([pl.read_parquet(f.read_bytes()) for f in files], how="diagonal_relaxed").sort("ts")
+    bars = read_bars(bars_glob, root=root)
     keys = [c for c in ("venue", "market", "symbol") if c in bars.columns]
     instruments = bars.select(keys).unique().sort(keys).rows() if keys else []
     if len(instruments) > 1:
@@ -137,10 +173,22 @@ def load_bars(root: Path, bars_glob: str) -> pl.DataFrame:
 def run_agent(params: AgentParams) -> AgentResult:
     """Train (or resume) the SAC agent, evaluate it on the held-out days, export the bundle.
 
+    Parameters
+    ----------
+    params : AgentParams
+        The stage's parameters (``sac``, ``env``, optional ``classifier_train_id``).
+
+    Returns
+    -------
+    AgentResult
+        Run id, bundle directory, metrics and the agent-versus-buy-and-hold table.
+
     Raises
     ------
     ConfigError
-        Missing bars, or a held-out period leaving too little training data.
+        Missing bars or classifier bundle, or a held-out period leaving too little training data.
+    DataError
+        If the bars are not a clean minute series.
     """
     import torch
 
@@ -148,21 +196,30 @@ def run_agent(params: AgentParams) -> AgentResult:
         torch.set_num_threads(params.num_threads)
         bars = load_bars(ctx.root, params.bars_glob)
         split_ts = bars["ts"].max() - dt.timedelta(days=params.eval_days)
-        if bars.filter(pl.col("ts") < split_ts).height < params.window * 10:
-            raise ConfigError(f"eval_days={params.eval_days} leaves under {params.window * 10} training bars")
-        feats = compute_features(bars)
+        if bars.filter(pl.col("ts") < split_ts).height < params.env.window * 10:
+            raise ConfigError(f"eval_days={params.eval_days} leaves under {params.env.window * 10} training bars")
+        env = params.env
+        feats = compute_features(bars, warmup_bars=env.warmup_bars)
+        classifier, clf_dir = None, None
+        if params.classifier_train_id:
+            clf_dir = ctx.root / "runs" / params.classifier_train_id / "model"
+            classifier = ClassifierSignal.load(clf_dir)
+            if classifier.seq_len >= env.warmup_bars:
+                raise ConfigError(f"classifier_train_id={params.classifier_train_id!r}: its seq_len "
+                                  f"{classifier.seq_len} must be below warmup_bars={env.warmup_bars}")
+            feats = feats.hstack(classifier.batch(bars).drop("ts"))
         names = [c for c in feats.columns if c != "ts"]
-        scaler = FeatureScaler.fit(feats.filter(pl.col("ts") < split_ts), names)
+        scaler = FeatureScaler.fit(feats.filter(pl.col("ts") < split_ts), names, clip_sigma=env.feature_clip_sigma)
         logger.info("Bars {} .. {}; training before {}, evaluation after; {} features: {}",
                     bars["ts"].min(), bars["ts"].max(), split_ts, len(names), ", ".join(names))
         env_kw: dict[str, Any] = dict(
-            observation_builder=ObservationBuilder(names, params.window, scaler),
-            action_interpreter=ActionInterpreter(params.max_position_frac, params.deadband_frac),
-            fill_model=FillModel(params.fee_bps, params.slippage_bps), features=feats,
-            initial_equity_usd=params.initial_equity_usd)
-        train_env = TradingEnv(bars, **env_kw, end_ts=split_ts, max_episode_steps=params.max_episode_steps,
+            observation_builder=ObservationBuilder(names, env.window, scaler, state_clip=env.state_clip),
+            action_interpreter=ActionInterpreter(env.max_position_frac, env.deadband_frac),
+            fill_model=FillModel(env.fee_bps, env.slippage_bps), features=feats,
+            initial_equity_usd=env.initial_equity_usd, warmup_bars=env.warmup_bars)
+        train_env = TradingEnv(bars, **env_kw, end_ts=split_ts, max_episode_steps=env.max_episode_steps,
                                random_start=True)
-        sac = SacParams.parse({k: getattr(params, k) for k in SacParams.model_fields})
+        sac = params.sac
         ctx.set_total(params.total_timesteps // params.checkpoint_every_steps)
         ctx.set_shard_retention(keep_last=1)  # the rolling checkpoint deletes older ones by design
 
@@ -187,22 +244,34 @@ def run_agent(params: AgentParams) -> AgentResult:
         ev = evaluate_agent(trained.model, eval_env, plot_path=plot)
         metrics = ev.metrics_dict()
         flat = ev.flat_metrics()
-        for line in ev.summary_frame().iter_rows(named=True):
+        table = ev.summary_frame()
+        if params.baseline_agent_id:
+            table = _with_baseline(table, ctx.root / "runs" / params.baseline_agent_id, str(split_ts))
+        for line in table.iter_rows(named=True):
             logger.info("eval: {}", line)
         meta = AgentMetadata(
-            window=params.window, fee_bps=params.fee_bps, slippage_bps=params.slippage_bps,
-            max_position_frac=params.max_position_frac, deadband_frac=params.deadband_frac,
-            initial_equity_usd=params.initial_equity_usd,
+            env=env, sac=sac, timeframe="1m",
             symbol=bars["symbol"][0] if "symbol" in bars.columns else Path(params.bars_glob).parent.name,
-            timeframe="1m", data_span={"train": [str(bars["ts"].min()), str(split_ts)],
-                                       "eval": [str(split_ts), str(bars["ts"].max())]},
-            sac_params=sac.model_dump(mode="json"),
-            params=params.model_dump(mode="json", exclude=set(params.execution_fields)),
-            metrics=metrics, feature_names=tuple(names))
-        bundle = save_agent_bundle(ctx.run_dir, trained.model, scaler, meta)
+            data_span={"train": [str(bars["ts"].min()), str(split_ts)], "eval": [str(split_ts), str(bars["ts"].max())]},
+            params=params.model_dump(mode="json", exclude=set(params.execution_fields)), metrics=metrics,
+            feature_names=tuple(names),
+            classifier={} if classifier is None else {"train_id": params.classifier_train_id,
+                                                      "seq_len": classifier.seq_len})
+        bundle = save_agent_bundle(ctx.run_dir, trained.model, scaler, meta, classifier_dir=clf_dir)
         logger.success("Agent bundle written to {} (train_id={})", bundle, ctx.run_id)
         ctx.add_output("bundle", bundle)
         ctx.add_output("equity_plot", plot)
         ctx.set_result(train_id=ctx.run_id, eval_start=str(split_ts), **flat)
         ctx.record_metrics(**{k: flat.get(v) for k, v in _HEADLINE.items()})
-    return AgentResult(ctx.run_id, Path(bundle), metrics, plot, ev.summary_frame())
+    return AgentResult(ctx.run_id, Path(bundle), metrics, plot, table)
+
+
+def _with_baseline(table: pl.DataFrame, bundle_dir: Path, eval_start: str) -> pl.DataFrame:
+    """Insert the baseline agent's evaluation metrics as column ``baseline_agent`` (before buy-and-hold)."""
+    meta = load_agent_bundle(bundle_dir).metadata
+    base = meta.metrics.get("agent") or {}
+    if meta.data_span.get("eval", [None])[0] != eval_start:
+        logger.warning("baseline agent {} was evaluated from {}, this agent from {}: the columns are not comparable",
+                       bundle_dir.name, meta.data_span.get("eval", [None])[0], eval_start)
+    col = pl.Series("baseline_agent", [float(base[m]) if m in base else None for m in table["metric"]], pl.Float64)
+    return table.select("metric", "agent").with_columns(col).hstack(table.select("buy_and_hold"))

@@ -1,0 +1,166 @@
+"""The one reader and checker of ETL bar files (Parquet, one symbol, 1-minute bars)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
+
+from quantnb.errors import ConfigError, DataError
+
+_MINUTE_US = 60_000_000
+
+
+def check_bars(df: pl.DataFrame, *, what: str = "bars") -> None:
+    """Refuse a frame whose ``ts`` is missing, not a datetime, off the minute grid, unsorted or duplicated.
+
+    Parameters
+    ----------
+    df : polars.DataFrame
+        Bars of one symbol with a ``ts`` column (minute start, Datetime[us, UTC]).
+    what : str, default "bars"
+        What the frame is, for messages (e.g. a file name).
+
+    Raises
+    ------
+    DataError
+        Naming ``what``, the row and the fix.
+    """
+    if "ts" not in df.columns:
+        raise DataError(
+            f"{what}: no 'ts' column (columns: {df.columns}); bars need a 'ts' Datetime column holding "
+            "each minute's start, as the ETL writes it"
+        )
+    dtype = df.schema["ts"]
+    if not isinstance(dtype, pl.Datetime):
+        raise DataError(
+            f"{what}: column 'ts' has dtype {dtype}, expected Datetime[us, UTC]; parse it first, e.g. "
+            "pl.col('ts').str.to_datetime(time_unit='us', time_zone='UTC')"
+        )
+    if df.height == 0:
+        return
+    epoch = df.get_column("ts").dt.epoch("us")
+    if epoch.null_count():
+        row = int(epoch.is_null().arg_max())
+        raise DataError(f"{what}: row {row}: 'ts' is null; drop or repair that bar")
+    off_grid = (epoch % _MINUTE_US) != 0
+    if off_grid.any():
+        row = int(off_grid.arg_max())
+        raise DataError(
+            f"{what}: row {row}: ts {df['ts'][row]} is not on the minute grid; bars must be 1-minute bars "
+            "stamped at the minute start — resample them first"
+        )
+    if df.height > 1:
+        steps = epoch.diff().slice(1)
+        if steps.min() <= 0:  # type: ignore[operator]
+            row = int((steps <= 0).arg_max()) + 1
+            if "symbol" in df.columns and df.get_column("symbol").n_unique() > 1:
+                raise DataError(
+                    f"{what}: rows of several symbols ({df.get_column('symbol').unique().sort().to_list()[:5]}); "
+                    "process one symbol at a time, e.g. df.filter(pl.col('symbol') == 'BTCUSDT')"
+                )
+            raise DataError(
+                f"{what}: row {row}: ts {df['ts'][row]} is not after the previous bar's {df['ts'][row - 1]}; "
+                "sort the bars by ts and drop duplicate minutes"
+            )
+
+
+def bar_files(root: str | os.PathLike[str], pattern: str) -> list[Path]:
+    """Return the files under ``root`` matching the glob ``pattern`` (``**`` recurses), sorted.
+
+    Parameters
+    ----------
+    root : str or path-like
+        Project root the pattern is relative to (an absolute pattern ignores it).
+    pattern : str
+        Glob, e.g. ``data/processed/BTC-PERP/*.parquet``.
+
+    Returns
+    -------
+    list of Path
+        Sorted; empty when nothing matches.
+    """
+    from quantnb.data._inputs import expand_glob, traversed_folder  # relative or absolute, '**', odd names
+
+    return [p for p in expand_glob(Path(root), pattern) if p.is_file() and not traversed_folder(pattern, p)]
+
+
+def read_bar_files(paths: Sequence[str | os.PathLike[str]]) -> pl.DataFrame:
+    """Read Parquet bar files into one frame sorted by ``ts`` (columns unified), unchecked.
+
+    For callers that filter the frame first (e.g. one symbol of several); :func:`read_bars`
+    reads and checks.
+
+    Parameters
+    ----------
+    paths : sequence of str or path-like
+        Parquet files, at least one.
+
+    Returns
+    -------
+    polars.DataFrame
+        ``diagonal_relaxed`` concatenation, sorted by ``ts``.
+
+    Raises
+    ------
+    ConfigError
+        If ``paths`` is empty.
+    DataError
+        If a file cannot be read (naming it) or has no ``ts``.
+    """
+    if not paths:
+        raise ConfigError("bars: no file given; pass at least one Parquet file of ETL bars")
+    frames = []
+    for p in paths:
+        try:
+            with open(p, "rb") as fh:  # by handle: a path may hold '*', '?' or '[' (never a glob)
+                frames.append(pl.read_parquet(fh))
+        except (OSError, pl.exceptions.PolarsError) as e:
+            raise DataError(f"{p}: cannot read the bar file ({e}); re-run the etl stage for it") from e
+        if "ts" not in frames[-1].columns:
+            raise DataError(f"{p}: no 'ts' column (columns: {frames[-1].columns}); not an ETL bar file")
+    return pl.concat(frames, how="diagonal_relaxed").sort("ts")
+
+
+def read_bars(files: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *, root: str | os.PathLike[str] = ".",
+              drop_empty: bool = True) -> pl.DataFrame:
+    """Read ETL bar files into one frame in time order, checked with :func:`check_bars`.
+
+    Parameters
+    ----------
+    files : str, path-like, or sequence of them
+        A glob pattern (relative to ``root``) or the Parquet files themselves.
+    root : str or path-like, default "."
+        Base of a relative glob pattern.
+    drop_empty : bool, default True
+        Drop columns that are entirely null (the ETL writes every bar column; an OHLCV source
+        leaves the book columns empty).
+
+    Returns
+    -------
+    polars.DataFrame
+        Concatenated (columns unified, ``diagonal_relaxed``), sorted by ``ts``.
+
+    Raises
+    ------
+    ConfigError
+        If nothing matches the pattern.
+    DataError
+        If a file cannot be read (naming it), or the bars fail :func:`check_bars` (e.g. the
+        same minute in two files).
+    """
+    if isinstance(files, (str, os.PathLike)):
+        paths = bar_files(root, str(files))
+        if not paths:
+            raise ConfigError(f"bars: no file matches {str(files)!r} under {Path(root).resolve()}; "
+                              "run the etl stage first or fix the glob")
+    else:
+        paths = [Path(p) for p in files]
+    bars = read_bar_files(paths)
+    if drop_empty and bars.height:
+        bars = bars.select([c for c, n in zip(bars.columns, bars.null_count().row(0), strict=True)
+                            if n < bars.height])
+    check_bars(bars, what=f"bars from {paths[0]}" + (f" and {len(paths) - 1} more files" if len(paths) > 1 else ""))
+    return bars

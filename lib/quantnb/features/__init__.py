@@ -1,0 +1,96 @@
+"""One feature layer from bars to agent to live.
+
+A registry of :class:`FeatureSpec` (name, source columns, one formula, warm-up in bars,
+behaviour at a gap) generates both engines, so research, the RL environment and the live
+trader compute the same numbers:
+
+- :func:`compute_batch` evaluates the formulas as polars expressions over whole frames
+  (research datasets, the training environment);
+- :class:`FeatureStream` evaluates the same formulas on numpy scalars one closed bar at a
+  time (the live trader), equal to the batch rows to 1e-9.
+
+One gap policy: a step of :data:`GAP_THRESHOLD` (2 minutes) or more between bar timestamps,
+or ``gap_before = True``, starts a new segment; every lag, window and recursion restarts there,
+so no value spans a gap. :class:`FeatureScaler` standardises features (optionally clipped) and
+reads every scaler file the project has written. The feature table is in
+:mod:`quantnb.features._library`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import polars as pl
+
+from quantnb.features._engine import (
+    FeatureStream,
+    RowWindow,
+    check_warmup,
+    compute_batch,
+    segment_start_expr,
+    spec_warmup,
+)
+from quantnb.features._library import (
+    AGENT_FEATURES,
+    BOOK_FEATURE_SOURCES,
+    DEFAULT_WARMUP_BARS,
+    MARKET_FEATURES,
+    MIN_RECURSIVE_WARMUP,
+    RESEARCH_FEATURES,
+)
+from quantnb.features._scaler import FeatureScaler
+from quantnb.features._spec import FORWARD_FILLED, GAP_THRESHOLD, REGISTRY, FeatureSpec, get_specs, register
+
+
+def available_features(bars: pl.DataFrame | Sequence[str], candidates: Sequence[str]) -> list[str]:
+    """Return the features of ``candidates`` whose source columns hold data, in the given order.
+
+    Parameters
+    ----------
+    bars : polars.DataFrame or sequence of str
+        The bars, or just column names (then every listed column counts as holding data). In a
+        frame a column that is entirely null (the ETL writes every bar column, null where the
+        source lacks it) counts as absent.
+    candidates : sequence of str
+        Registered feature names, e.g. :data:`RESEARCH_FEATURES` or :data:`AGENT_FEATURES`.
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    ConfigError
+        If a candidate is not registered.
+    """
+    specs = get_specs(list(candidates))
+    if isinstance(bars, pl.DataFrame):
+        have = {c for c, n in zip(bars.columns, bars.null_count().row(0), strict=True)
+                if bars.height == 0 or n < bars.height} if bars.width else set()
+    else:
+        have = set(bars)
+    return [s.name for s in specs if set(s.sources) <= have]
+
+
+__all__ = [
+    "FeatureSpec",
+    "REGISTRY",
+    "register",
+    "get_specs",
+    "compute_batch",
+    "FeatureStream",
+    "RowWindow",
+    "FeatureScaler",
+    "available_features",
+    "segment_start_expr",
+    "check_warmup",
+    "spec_warmup",
+    "GAP_THRESHOLD",
+    "FORWARD_FILLED",
+    "RESEARCH_FEATURES",
+    "MARKET_FEATURES",
+    "AGENT_FEATURES",
+    "BOOK_FEATURE_SOURCES",
+    "DEFAULT_WARMUP_BARS",
+    "MIN_RECURSIVE_WARMUP",
+]

@@ -1,0 +1,242 @@
+"""The classifier's signal in the agent's observation: class probabilities of a trained model bundle.
+
+The training stage's TCN-LSTM (``runs/<training run>/model``) reads a window of ``seq_len``
+scaled research features ending at bar ``t`` and gives P(SELL), P(NEUTRAL), P(BUY). The agent
+sees them as three more feature columns (:data:`CLASSIFIER_FEATURES`), scaled and windowed
+like the others. They are causal (bar ``t`` uses bars up to ``t``) and follow the one gap
+policy: the window must lie in one segment, so they are null for ``seq_len`` bars after a gap.
+
+The environment computes them for all bars at once (:meth:`ClassifierSignal.batch`), the live
+trader one closed bar at a time (:meth:`ClassifierSignal.stream`); both use the same features
+(:mod:`quantnb.features`), the same scaler and the same network, and agree to 1e-6 (float32
+network, evaluated in batches of windows versus one window).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from quantnb.errors import ConfigError
+from quantnb.features import FeatureStream, RowWindow, compute_batch, segment_start_expr
+from quantnb.models import ModelBundle, load_model_bundle
+from quantnb.rl._incremental import IncrementalFeatures
+
+CLASSIFIER_FEATURES: tuple[str, ...] = ("clf_p_sell", "clf_p_neutral", "clf_p_buy")
+_BATCH = 1024
+
+
+class ClassifierSignal:
+    """A trained classifier bundle turned into three probability features.
+
+    Parameters
+    ----------
+    bundle : quantnb.models.ModelBundle
+        Loaded with :func:`quantnb.models.load_model_bundle`; its metadata holds ``seq_len``.
+
+    Raises
+    ------
+    ConfigError
+        If the bundle has no ``seq_len`` or the model does not give three classes.
+    """
+
+    def __init__(self, bundle: ModelBundle) -> None:
+        seq_len = bundle.metadata.get("seq_len")
+        if not isinstance(seq_len, int) or seq_len < 1:
+            raise ConfigError(f"{bundle.path}: config_metadata.yaml has no positive integer seq_len; "
+                              "use the 'model' directory of a training run")
+        self.bundle = bundle
+        self.seq_len = int(seq_len)
+        self.features = list(bundle.features)
+        self.model = bundle.model.to("cpu").eval()
+
+    @classmethod
+    def load(cls, directory: str | Path) -> ClassifierSignal:
+        """Load the model bundle in ``directory`` (a training run's ``model`` directory).
+
+        Parameters
+        ----------
+        directory : str or Path
+            The model bundle directory.
+
+        Returns
+        -------
+        ClassifierSignal
+
+        Raises
+        ------
+        ConfigError
+            If the bundle is missing or invalid (the message names the file).
+        """
+        return cls(load_model_bundle(directory))
+
+    def _probs(self, windows: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            logits = self.model(torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)))
+        if logits.shape[-1] != len(CLASSIFIER_FEATURES):
+            raise ConfigError(f"{self.bundle.path}: the model gives {logits.shape[-1]} classes, the agent needs 3")
+        return torch.softmax(logits.double(), dim=-1).numpy()
+
+    def batch(self, bars: pl.DataFrame) -> pl.DataFrame:
+        """Return the class probabilities of every bar.
+
+        Parameters
+        ----------
+        bars : polars.DataFrame
+            Bars (``ts`` strictly increasing) with the classifier's source columns.
+
+        Returns
+        -------
+        polars.DataFrame
+            ``ts`` and :data:`CLASSIFIER_FEATURES` (Float64, rows sum to 1); null where the
+            ``seq_len`` window ending at the bar is not complete inside one segment.
+
+        Raises
+        ------
+        DataError
+            If a source column is missing or ``ts`` does not increase.
+        """
+        feats = compute_batch(bars, self.features)
+        x = self.bundle.scaler.transform(feats, dtype=np.float32)
+        n, w = bars.height, self.seq_len
+        seg = bars.select(segment_start_expr(bars.columns).cum_sum()).to_series().to_numpy() if n else np.zeros(0)
+        ok = np.isfinite(x).all(axis=1).astype(np.int64)
+        full = np.zeros(n, dtype=bool)
+        if n >= w:
+            complete = np.convolve(ok, np.ones(w, dtype=np.int64))[w - 1 : n] == w
+            full[w - 1 :] = complete & (seg[w - 1 :] == seg[: n - w + 1])  # the window lies in one segment
+        ends = np.flatnonzero(full)
+        out = np.full((n, len(CLASSIFIER_FEATURES)), np.nan)
+        for lo in range(0, ends.size, _BATCH):
+            e = ends[lo : lo + _BATCH]
+            out[e] = self._probs(np.stack([x[i - w + 1 : i + 1] for i in e]))
+        frame = pl.DataFrame({"ts": bars["ts"]} if "ts" in bars.columns else {})
+        return frame.with_columns([pl.Series(c, out[:, j]).fill_nan(None) for j, c in enumerate(CLASSIFIER_FEATURES)])
+
+    def stream(self) -> ClassifierStream:
+        """Return a fresh one-bar-at-a-time computation of the probabilities (for the live trader).
+
+        Returns
+        -------
+        ClassifierStream
+        """
+        return ClassifierStream(self)
+
+
+class ClassifierStream:
+    """The classifier's probabilities, one closed bar at a time (see :meth:`ClassifierSignal.stream`).
+
+    Parameters
+    ----------
+    signal : ClassifierSignal
+        The loaded classifier.
+    """
+
+    def __init__(self, signal: ClassifierSignal) -> None:
+        self.signal = signal
+        self._feats = FeatureStream(signal.features, window=signal.seq_len)
+
+    def update(self, bar: Mapping[str, Any]) -> np.ndarray | None:
+        """Add one closed bar; return its probabilities.
+
+        Parameters
+        ----------
+        bar : mapping
+            The classifier's source columns and ``ts`` (see :meth:`FeatureStream.update`).
+
+        Returns
+        -------
+        numpy.ndarray, shape (3,), float64, or None
+            P(SELL), P(NEUTRAL), P(BUY); None until ``seq_len`` feature rows of one segment exist.
+
+        Raises
+        ------
+        DataError
+            If the bar lacks a field or does not follow the previous one.
+        """
+        self._feats.update(bar)
+        win = self._feats.window_array()
+        if win is None:
+            return None
+        x = self.signal.bundle.scaler.transform(win, dtype=np.float32)
+        return self.signal._probs(x[None])[0]
+
+
+class AgentFeatureStream(RowWindow):
+    """The agent's live feature rows: market features, then (when the bundle has one) the classifier's.
+
+    Drop-in for :class:`IncrementalFeatures` in the live trader: :meth:`update`,
+    :meth:`window_array`, :attr:`ready`.
+
+    Parameters
+    ----------
+    feature_names : sequence of str
+        The bundle's features: registered names, then :data:`CLASSIFIER_FEATURES` if a
+        classifier is given.
+    window : int
+        Rows in :meth:`window_array`.
+    warmup_bars : int
+        Warm-up of the recursive indicators.
+    classifier : ClassifierSignal, optional
+        The bundle's classifier.
+
+    Raises
+    ------
+    ConfigError
+        If the classifier features are listed without a classifier, or the reverse.
+    """
+
+    def __init__(self, feature_names: Sequence[str], *, window: int, warmup_bars: int,
+                 classifier: ClassifierSignal | None = None) -> None:
+        names = list(feature_names)
+        has = [c for c in CLASSIFIER_FEATURES if c in names]
+        if (classifier is None) != (not has) or (has and names[-3:] != list(CLASSIFIER_FEATURES)):
+            raise ConfigError(f"features {names}: the classifier's {list(CLASSIFIER_FEATURES)} must come last, "
+                              "and exactly when the bundle has a classifier")
+        self.feature_names = tuple(names)
+        self.window = int(window)
+        self.warmup_bars = int(warmup_bars)
+        self._market = IncrementalFeatures(names[:-3] if has else names, window=1, warmup_bars=warmup_bars)
+        self._clf = classifier.stream() if classifier is not None else None
+        self._rows: deque[np.ndarray] = deque(maxlen=self.window)
+
+    @property
+    def n_seen(self) -> int:
+        """Return the number of bars fed."""
+        return self._market.n_seen
+
+    def update(self, bar: Mapping[str, Any]) -> np.ndarray | None:
+        """Add one closed bar; return its full feature row.
+
+        Parameters
+        ----------
+        bar : mapping
+            ``ts``, ``close`` and every source column of the features.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n_features,), float64, or None
+            None while a part is warming up (the window then restarts).
+
+        Raises
+        ------
+        DataError
+            As :meth:`IncrementalFeatures.update`.
+        """
+        row = self._market.update(bar)
+        if self._market.n_segment == 1:  # a start or a gap: the window restarts, as in the environment
+            self._rows.clear()
+        if self._clf is not None:
+            probs = self._clf.update(bar)
+            row = None if row is None or probs is None else np.concatenate([row, probs])
+        if row is None:
+            self._rows.clear()
+            return None
+        self._rows.append(row)
+        return row.copy()

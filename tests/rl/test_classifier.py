@@ -1,0 +1,109 @@
+"""The classifier's probabilities reach the agent: same numbers in the environment and in the live trader."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from stable_baselines3 import SAC
+
+from quantnb.errors import ConfigError
+from quantnb.live import RiskLimits, build_trader, load_live_config
+from quantnb.models import HybridTCNLSTM, save_model_bundle
+from quantnb.research import build_features, feature_columns
+from quantnb.rl import (
+    CLASSIFIER_FEATURES,
+    ActionInterpreter,
+    AgentFeatureStream,
+    AgentMetadata,
+    ClassifierSignal,
+    FeatureScaler,
+    FillModel,
+    ObservationBuilder,
+    TradingEnv,
+    compute_features,
+    evaluate_agent,
+    load_agent_bundle,
+    save_agent_bundle,
+)
+from tests.rl._helpers import month_bars
+
+SEQ_LEN, WARMUP, WINDOW, N_BARS, SPLIT = 12, 60, 3, 900, 650
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(tmp_path_factory):
+    """A model bundle as the training stage writes it: an (untrained, seeded) TCN-LSTM and its scaler."""
+    torch.manual_seed(0)
+    bars = month_bars().head(3_000)
+    names = feature_columns(bars)
+    scaler = FeatureScaler.fit(build_features(bars, names), names)
+    model = HybridTCNLSTM(len(names), tcn_channels=4, n_blocks=1, lstm_hidden=8).eval()
+    out = tmp_path_factory.mktemp("clf") / "model"
+    save_model_bundle(out, model, scaler, {"seq_len": SEQ_LEN})
+    return out
+
+
+def _gappy(n: int) -> pl.DataFrame:
+    bars = month_bars().head(n)
+    keep = np.ones(n, dtype=bool)
+    keep[300:303] = False
+    return bars.filter(pl.Series(keep))
+
+
+def test_probabilities_equal_batch_and_stream_and_restart_after_a_gap(classifier_dir):
+    sig = ClassifierSignal.load(classifier_dir)
+    bars = _gappy(700)
+    batch = sig.batch(bars).select(CLASSIFIER_FEATURES).to_numpy()
+    stream = sig.stream()
+    got = np.array([(lambda p: np.full(3, np.nan) if p is None else p)(stream.update(r))
+                    for r in bars.iter_rows(named=True)])
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(batch))
+    ok = ~np.isnan(batch[:, 0])
+    np.testing.assert_allclose(got[ok], batch[ok], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(batch[ok].sum(axis=1), 1.0, atol=1e-12)
+    # causal and gap-aware: the first window needs SEQ_LEN rows with log_ret_1m, i.e. from bar 1
+    first = int(np.flatnonzero(ok)[0])
+    assert first == SEQ_LEN  # log_ret_1m is null on bar 0
+    after_gap = 300  # row 300 of the gappy frame is the first bar after the gap
+    assert np.isnan(batch[after_gap : after_gap + SEQ_LEN, 0]).all() and not np.isnan(batch[after_gap + SEQ_LEN, 0])
+
+
+def test_agent_with_classifier_trades_the_same_in_the_environment_and_live(classifier_dir, tmp_path):
+    torch.set_num_threads(1)
+    sig = ClassifierSignal.load(classifier_dir)
+    bars = month_bars().head(N_BARS)
+    split = bars["ts"][SPLIT]
+    feats = compute_features(bars, warmup_bars=WARMUP).hstack(sig.batch(bars).drop("ts"))
+    names = [c for c in feats.columns if c != "ts"]
+    assert names[-3:] == list(CLASSIFIER_FEATURES)
+    scaler = FeatureScaler.fit(feats.filter(pl.col("ts") < split), names, clip_sigma=5.0)
+    kw = dict(observation_builder=ObservationBuilder(names, WINDOW, scaler), action_interpreter=ActionInterpreter(1, 0),
+              fill_model=FillModel(4.0, 1.0), features=feats, warmup_bars=WARMUP)
+    train_env = TradingEnv(bars, **kw, end_ts=split, max_episode_steps=100, random_start=True)
+    model = SAC("MlpPolicy", train_env, buffer_size=500, learning_starts=50, batch_size=32, seed=0, device="cpu",
+                policy_kwargs={"net_arch": [16]}, verbose=0)
+    model.learn(80)
+    ev = evaluate_agent(model, TradingEnv(bars, **kw, start_ts=split))
+    runs = tmp_path / "runs"
+    meta = AgentMetadata(window=WINDOW, fee_bps=4.0, slippage_bps=1.0, max_position_frac=1.0, deadband_frac=0.0,
+                         warmup_bars=WARMUP, symbol="BTC-PERP", timeframe="1m",
+                         classifier={"train_id": "training_x", "seq_len": SEQ_LEN})
+    with pytest.raises(ConfigError, match="classifier_dir"):
+        save_agent_bundle(runs / "agent_clf", model, scaler, meta)
+    save_agent_bundle(runs / "agent_clf", model, scaler, meta, classifier_dir=classifier_dir)
+    bundle = load_agent_bundle(runs / "agent_clf")
+    assert bundle.classifier is not None and isinstance(bundle.new_feature_stream(), AgentFeatureStream)
+    steps = []
+    cfg = load_live_config(runs, "agent_clf")
+    build_trader(cfg, mode="replay", replay_bars=bars, replay_start_ts=split, limits=RiskLimits(0.9, 1.0),
+                 on_step=steps.append).run()
+    n = len(ev.actions)
+    live_obs = np.stack([s.observation for s in steps[:n]])
+    # the classifier's columns of every window row: environment (batch) and live (bar by bar) agree
+    n_f = len(names)
+    clf_cols = [r * n_f + n_f - 3 + j for r in range(WINDOW) for j in range(3)]
+    np.testing.assert_allclose(live_obs[:, clf_cols], ev.observations[:, clf_cols], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(live_obs, ev.observations, rtol=0, atol=1e-5)
+    np.testing.assert_allclose([s.action_raw for s in steps[:n]], ev.actions, rtol=0, atol=1e-4)
