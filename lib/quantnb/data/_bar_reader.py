@@ -146,7 +146,8 @@ def read_bars(files: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], 
     Raises
     ------
     ConfigError
-        If nothing matches the pattern.
+        If nothing matches the pattern, or the bars are of several instruments
+        (``venue``/``market``/``symbol``).
     DataError
         If a file cannot be read (naming it), or the bars fail :func:`check_bars` (e.g. the
         same minute in two files).
@@ -159,6 +160,13 @@ def read_bars(files: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], 
     else:
         paths = [Path(p) for p in files]
     bars = read_bar_files(paths)
+    keys = [c for c in ("venue", "market", "symbol") if c in bars.columns]
+    instruments = bars.select(keys).unique().sort(keys).rows() if keys else []
+    if len(instruments) > 1:
+        names = ", ".join("/".join(map(str, i)) for i in instruments[:4])
+        raise ConfigError(f"bars: {files if isinstance(files, str) else paths[0]!s} matches bars of "
+                          f"{len(instruments)} instruments ({names}); "
+                          "the ETL writes one folder per instrument (<venue>/<market>/<SYMBOL>/): point at one of them")
     if drop_empty and bars.height:
         bars = bars.select([c for c, n in zip(bars.columns, bars.null_count().row(0), strict=True)
                             if n < bars.height])
