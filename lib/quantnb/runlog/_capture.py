@@ -255,7 +255,7 @@ def configure_sinks(
         backtrace=True,
         diagnose=False,  # diagnose prints local variables: a secret could leak
     )
-    console = sys.stderr
+    console = sys.stdout  # notebook output: a few plain lines, not a stderr wall
     if console_level is not None:
         logger.add(
             console,

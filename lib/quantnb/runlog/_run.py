@@ -130,6 +130,7 @@ class RunContext:
         self._items_this_process = 0
         self._t0 = time.monotonic()
         self._closed = False
+        self._progress_listeners: list[Any] = []
 
     # -- set-up ------------------------------------------------------------------------
     def _open(self) -> None:
@@ -170,6 +171,9 @@ class RunContext:
         )
         self._heartbeat_write(force=True)
         self._install_sigterm()
+        from quantnb.display import attach_progress  # a widget in JupyterLab, log lines otherwise
+
+        attach_progress(self)
         verb = "Resuming" if self.resumed else "Starting"
         logger.info("{} run {} (stage {}, config {})", verb, self.run_id, self.stage, self.config_hash)
         logger.info("Session log: {}", self.log_path)
@@ -198,6 +202,7 @@ class RunContext:
         self.total_items = total_items
         self.total_batches = total_batches
         self._heartbeat_write(force=True)
+        self._emit_progress("")
 
     def item_done(
         self,
@@ -231,6 +236,23 @@ class RunContext:
             self._heartbeat_write(last_item=item, batch_num=batch_num, memory_gb=round(mem, 3))
         else:
             self.heartbeat.state.update(last_item=item, batch_num=batch_num)
+        self._emit_progress(item, mem)
+
+    def add_progress_listener(self, listener: Any) -> None:
+        """Call ``listener`` with a progress mapping (done, total, message, rss_gb, status) per event."""
+        self._progress_listeners.append(listener)
+
+    def _emit_progress(self, message: str, mem_gb: float | None = None) -> None:
+        if not self._progress_listeners:
+            return
+        done = max(len(self.checkpoint.completed) + len(self.checkpoint.failed), self._items_this_process)
+        event = {"done": done, "total": self.total_items, "message": message, "status": self.status,
+                 "rss_gb": mem_gb if mem_gb is not None else memory_gb(), "eta_s": self._eta_s()}
+        for listener in list(self._progress_listeners):
+            try:
+                listener(event)
+            except Exception as exc:  # a display must never break a run
+                logger.debug("progress listener failed: {}: {}", type(exc).__name__, exc)
 
     def batch_saved(self, batch_num: int, items_count: int, total_events: int, shard_file: str | Path) -> None:
         """Record one shard durably written: a batch TSV line."""
@@ -309,6 +331,7 @@ class RunContext:
         ended = utc_now()
         self.checkpoint.save(status=status)
         self._heartbeat_write(force=True)
+        self._emit_progress("")
         update_run_record(
             self.run_dir, status=status, ended_at=iso(ended),
             duration_s=round((ended - self.started_at).total_seconds(), 3), error=error,

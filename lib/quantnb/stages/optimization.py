@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 from pydantic import Field, PositiveFloat, PositiveInt
 
 from quantnb.config import StageParams
+from quantnb.display import result_html
 from quantnb.errors import ConfigError, QuantnbError
 from quantnb.models import HybridTCNLSTM, TrainConfig, Trainer, seed_everything
 from quantnb.research import PreparedData, prepare_datasets
@@ -82,6 +83,9 @@ class OptimizationResult:
     best_params: dict[str, Any]
     best_params_path: Path
     trials: Any  # polars.DataFrame of every trial: number, state, value, params
+
+    def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
+        return result_html(self)
 
     def summary(self) -> Any:
         """Print the best trial; return the trials table."""

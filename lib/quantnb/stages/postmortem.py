@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
+import matplotlib.pyplot as plt
 from loguru import logger
 from matplotlib.figure import Figure
 from pydantic import Field
 
 from quantnb.config import StageParams
+from quantnb.display import result_html
 from quantnb.postmortem import PostmortemReport, analyse_run, find_latest_run, plot_memory, plot_throughput
 from quantnb.runlog import atomic_write_json, start_run
 
@@ -34,6 +36,9 @@ class PostmortemResult:
     report: PostmortemReport
     figures: list[Figure]
 
+    def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
+        return result_html(self)
+
     def summary(self) -> list[Figure]:
         """Print the report; return the figures (shown inline in a notebook)."""
         print(self.report.summary())
@@ -58,6 +63,8 @@ def run_postmortem(params: PostmortemParams) -> PostmortemResult:
             logger.warning("Memory rose at every one of {} batches: possible leak", len(report.batches))
         plots = ctx.root / "debug_plots" / target
         figures = [plot_memory(report, plots / "memory.png"), plot_throughput(report, plots / "throughput.png")]
+        for fig in figures:  # shown once, by the result's HTML, not again by pyplot's inline backend
+            plt.close(fig)
         atomic_write_json(ctx.run_dir / "postmortem.json", report.to_dict())
         ctx.add_output("plots", plots)
         ctx.add_output("report", ctx.run_dir / "postmortem.json")
