@@ -9,11 +9,22 @@ import pytest
 from quantnb.stages import STAGES, params_class
 from tests.conftest import REPO
 
-NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+TOOLS = {"monitor"}  # notebooks that are not a stage
+NOTEBOOKS = sorted(p for p in (REPO / "notebooks").glob("*.ipynb") if p.stem not in TOOLS)
 
 
 def test_every_stage_has_a_notebook():
     assert {p.stem for p in NOTEBOOKS} == set(STAGES)
+
+
+def test_monitor_notebook_is_thin_and_displays_the_run_monitor():
+    nb = nbformat.read(REPO / "notebooks" / "monitor.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", [])
+    for cell in code:
+        tree = ast.parse(cell.source)
+        assert not [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.ClassDef)]
+    assert "RunMonitor(" in code[-1].source and code[-1].source.rstrip().endswith("monitor")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

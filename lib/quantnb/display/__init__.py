@@ -7,6 +7,7 @@ line of a notebook cell (``result``) shows a compact table and the run's plots i
 from __future__ import annotations
 
 from quantnb.display._html import quality_html, result_html, table_html
+from quantnb.display._monitor import RunMonitor, read_runs
 from quantnb.display._progress import (
     HEADLESS_ENV,
     ProgressDisplay,
@@ -18,6 +19,8 @@ from quantnb.display._progress import (
 __all__ = [
     "HEADLESS_ENV",
     "ProgressDisplay",
+    "RunMonitor",
+    "read_runs",
     "ProgressEvent",
     "attach_progress",
     "in_interactive_frontend",
