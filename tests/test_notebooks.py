@@ -86,3 +86,17 @@ def test_misspelt_name_in_the_parameters_cell_or_injected_by_papermill_is_refuse
     assert "Traceback" not in out and "config.py" not in out, "one message, not the library's traceback"
     _run(shell, "n_workers = 2\nskip_untill_snapshot = True")
     assert isinstance(_run(shell, call).error_in_exec, ConfigError)
+
+
+def test_console_lines_reach_each_cell_after_the_run_reconfigured_stdout(tmp_path):
+    """ipykernel re-targets sys.stdout at every cell (set_parent); our capture must pass that on."""
+    import nbclient
+
+    nb = nbformat.v4.new_notebook()
+    start = (f"from pathlib import Path\nfrom loguru import logger\nfrom quantnb.runlog._capture import "
+             f"configure_sinks\nconfigure_sinks(Path({str(tmp_path / 'a.log')!r}))\nlogger.info('first')")
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in (
+        start, "print('print between')", start.replace("first", "second"))]
+    nbclient.NotebookClient(nb, kernel_name="python3", timeout=120).execute()
+    texts = ["".join(o.get("text", "") for o in c.outputs) for c in nb.cells]
+    assert "first" in texts[0] and "print between" in texts[1] and "second" in texts[2], texts

@@ -19,7 +19,7 @@ _STYLE = (
     "text-align:right;white-space:nowrap;border-bottom:1px solid var(--jp-border-color2,#ddd)}"
     ".qnb th{font-weight:600}.qnb td.l,.qnb th.l{text-align:left}.qnb .ok{color:#1a7f37}"
     ".qnb .bad{color:#cf222e;font-weight:600}.qnb .warn{color:#9a6700}.qnb .dim{color:#777}"
-    ".qnb img{max-width:100%;height:auto;margin-right:6px}</style>"
+    ".qnb td.w{white-space:normal;word-break:break-all}.qnb img{max-width:100%;height:auto;margin-right:6px}</style>"
 )
 _STATUS_CLASS = {"completed": "ok", "completed_with_errors": "warn", "failed": "bad", "interrupted": "bad",
                  "running": "dim"}
@@ -66,7 +66,7 @@ def table_html(rows: Any, *, max_rows: int = 30, columns: Iterable[str] | None =
         An HTML ``<table>`` in a horizontally scrolling box (never wider than the page).
     """
     if isinstance(rows, Mapping):
-        body = "".join(f"<tr><th class='l'>{_esc(k)}</th><td class='l'>{_esc(_cell(v)[0])}</td></tr>"
+        body = "".join(f"<tr><th class='l'>{_esc(k)}</th><td class='l w'>{_esc(_cell(v)[0])}</td></tr>"
                        for k, v in rows.items())
         return f"<div class='qnb-scroll'><table>{body}</table></div>"
     if hasattr(rows, "to_dicts"):

@@ -12,10 +12,18 @@ from quantnb.display._progress import _fmt_duration
 
 __all__ = ["RunMonitor", "read_runs"]
 
-_COLUMNS = ("run", "stage", "status", "progress", "ETA", "started (UTC)", "duration", "headline", "")
-_WIDTHS = "minmax(220px,2.2fr) 90px 150px 170px 60px 135px 70px minmax(160px,1.5fr) 110px"
+_COLUMNS = ("run", "stage", "status", "progress", "ETA", "started UTC", "duration", "headline", "")
+_WIDTHS = "minmax(0,1.5fr) 70px 128px 112px 44px 104px 56px minmax(0,2fr) 104px"
 _STATUS_COLOURS = {"completed": "#1a7f37", "completed_with_errors": "#9a6700", "failed": "#cf222e",
                    "interrupted": "#cf222e", "running": "#0969da", "pending": "#777"}
+
+
+def _short_id(run_id: str, width: int = 30) -> str:
+    """Keep the stage and the timestamp, which tell runs apart: ``etl_bybit…_20261130_020835``."""
+    if len(run_id) <= width:
+        return run_id
+    tail = run_id[-15:]  # YYYYMMDD_HHMMSS
+    return run_id[: width - len(tail) - 2] + "…_" + tail
 
 
 def _iso_to_dt(value: Any) -> dt.datetime | None:
@@ -171,10 +179,11 @@ class RunMonitor:
     def _cells(self, rows: list[dict[str, Any]]) -> list[Any]:
         import ipywidgets as w
 
-        def cell(text: str, bold: bool = False) -> Any:
+        def cell(text: str, bold: bool = False, shown: str | None = None) -> Any:
             style = "font-weight:600;" if bold else ""
             return w.HTML(f"<div style='font-size:12px;{style}white-space:nowrap;overflow:hidden;"
-                          f"text-overflow:ellipsis' title='{html.escape(text)}'>{html.escape(text)}</div>")
+                          f"text-overflow:ellipsis' title='{html.escape(text)}'>{html.escape(shown or text)}</div>",
+                          layout=w.Layout(min_width="0", overflow="hidden"))
 
         cells: list[Any] = [cell(c, bold=True) for c in _COLUMNS]
         for r in rows:
@@ -183,7 +192,7 @@ class RunMonitor:
             done, total = r.get("done"), r.get("total")
             progress = f"{done or 0}/{total}" if total else (str(done) if done else "")
             bar = w.FloatProgress(value=min((done or 0) / total, 1.0) if total else 0.0, min=0.0, max=1.0,
-                                  layout=w.Layout(width="70px"),
+                                  layout=w.Layout(width="56px", min_width="56px"),
                                   bar_style="success" if status == "completed" else
                                   "danger" if status in ("failed", "interrupted") else "info")
             started = _iso_to_dt(r.get("started_at"))
@@ -191,11 +200,13 @@ class RunMonitor:
                               tooltip=f"run the post-mortem of {r['run_id']}")
             button.on_click(lambda _b, rid=r["run_id"]: self.show_postmortem(rid))
             cells += [
-                cell(r["run_id"]), cell(str(r.get("stage"))),
-                w.HTML(f"<span style='font-size:12px;color:{colour};font-weight:600'>{html.escape(status)}</span>"),
-                w.HBox([bar, cell(progress)], layout=w.Layout(align_items="center")),
+                cell(r["run_id"], shown=_short_id(r["run_id"])), cell(str(r.get("stage"))),
+                w.HTML(f"<span style='font-size:12px;color:{colour};font-weight:600'>{html.escape(status)}</span>",
+                       layout=w.Layout(min_width="0", overflow="hidden")),
+                w.HBox([bar, cell(progress)], layout=w.Layout(align_items="center", min_width="0")),
                 cell(_fmt_duration(r.get("eta_s")) if r.get("eta_s") is not None else ""),
-                cell(started.strftime("%Y-%m-%d %H:%M:%S") if started else ""),
+                cell(started.strftime("%Y-%m-%d %H:%M:%S") if started else "",
+                     shown=started.strftime("%m-%d %H:%M:%S") if started else ""),
                 cell(_fmt_duration(r.get("duration_s")) if r.get("duration_s") is not None else ""),
                 cell(str(r.get("headline") or "")), button,
             ]

@@ -137,9 +137,10 @@ class ProgressDisplay:
         from IPython.display import display
 
         self._bar = w.FloatProgress(value=0.0, min=0.0, max=1.0, bar_style="info",
-                                    layout=w.Layout(width="260px"))
-        self._text = w.HTML(value=f"<code>{self.label}</code>: starting")
-        self.box = w.HBox([self._bar, self._text], layout=w.Layout(align_items="center"))
+                                    layout=w.Layout(width="220px", min_width="220px"))
+        self._text = w.HTML(value=f"<code>{self.label}</code>: starting",
+                            layout=w.Layout(min_width="0", overflow="hidden", flex="1 1 auto"))
+        self.box = w.HBox([self._bar, self._text], layout=w.Layout(align_items="center", width="100%"))
         self.box.add_class("quantnb-progress")
         display(self.box)
 
@@ -147,8 +148,9 @@ class ProgressDisplay:
     def __call__(self, event: Any) -> None:
         """Take one progress event (a :class:`ProgressEvent`, a mapping or an object)."""
         ev = ProgressEvent.coerce(event)
-        if not ev.message and self._last is not None:  # a total or final event: keep the last item
-            ev = dataclasses.replace(ev, message=self._last.message)
+        if self._last is not None:  # a total or final event: keep the last item and memory
+            ev = dataclasses.replace(ev, message=ev.message or self._last.message,
+                                     rss_gb=ev.rss_gb if ev.rss_gb is not None else self._last.rss_gb)
         self._last = ev
         if self._first_done is None:
             self._first_done = ev.done
@@ -212,8 +214,9 @@ class ProgressDisplay:
             self._bar.bar_style = "danger"
         else:
             self._bar.bar_style = "warning"
-        self._text.value = (f"<code>{html.escape(self.label)}</code>&nbsp; "
-                            f"{html.escape(self.line(ev))}")
+        line = html.escape(self.line(ev))
+        self._text.value = (f"<div style='white-space:nowrap;overflow:hidden;text-overflow:ellipsis;font-size:12px'"
+                            f" title='{html.escape(self.label)}: {line}'>{line}</div>")
 
     def close(self) -> None:
         """Draw the last event (if throttled); the widget stays on the page with its final state."""

@@ -98,7 +98,7 @@ def _record(ctx: RunContext, item: str, dest: Path, n: int, summary: dict[str, A
     ctx.checkpoint.mark_completed(item)
     ctx.item_done(item, events=summary["rows_labelled"], batch_num=n)
     excluded = summary["rows_in"] - summary["rows_labelled"]
-    logger.info("{} -> {} ({} rows, {} excluded without a complete future window)",
+    logger.debug("{} -> {} ({} rows, {} excluded without a complete future window)",
                 Path(item).name, format_distribution(summary), summary["rows_labelled"], excluded)
 
 

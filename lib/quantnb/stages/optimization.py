@@ -215,7 +215,7 @@ class _Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         hp = self.sample(trial)
-        logger.info("Trial {} started: {}", trial.number, hp)
+        logger.debug("Trial {} started: {}", trial.number, hp)
         try:
             return self._train(trial, hp)
         except optuna.TrialPruned:
@@ -245,11 +245,11 @@ class _Objective:
         def on_epoch(st: Any) -> None:
             trial.report(st.f1_macro, st.epoch)
             s, n, b = st.f1_per_class
-            logger.info("Trial {} epoch {}: val/f1_macro={:.4f} F1 [S/N/B]={:.3f}/{:.3f}/{:.3f} lr={:.2e}",
+            logger.debug("Trial {} epoch {}: val/f1_macro={:.4f} F1 [S/N/B]={:.3f}/{:.3f}/{:.3f} lr={:.2e}",
                         trial.number, st.epoch, st.f1_macro, s, n, b, st.lr)
             if trial.should_prune():
                 reason = f"epoch {st.epoch}: val F1 macro {st.f1_macro:.4f} below the median of earlier trials"
-                logger.info("Trial {} pruned at {}", trial.number, reason)
+                logger.debug("Trial {} pruned at {}", trial.number, reason)
                 raise optuna.TrialPruned(reason)
 
         ckpt = self.ctx.run_dir / "trials" / f"trial_{trial.number}"

@@ -58,7 +58,7 @@ def run_postmortem(params: PostmortemParams) -> PostmortemResult:
         logger.info("Post-mortem of run {}", target)
         report = analyse_run(ctx.root, target)
         for line in report.summary().splitlines():
-            logger.info(line)
+            logger.debug(line)
         if report.memory_rising:
             logger.warning("Memory rose at every one of {} batches: possible leak", len(report.batches))
         plots = ctx.root / "debug_plots" / target
