@@ -94,7 +94,7 @@ def test_console_lines_reach_each_cell_after_the_run_reconfigured_stdout(tmp_pat
 
     nb = nbformat.v4.new_notebook()
     start = (f"from pathlib import Path\nfrom loguru import logger\nfrom quantnb.runlog._capture import "
-             f"configure_sinks\nconfigure_sinks(Path({str(tmp_path / 'a.log')!r}))\nlogger.info('first')")
+             f"configure_sinks\nconfigure_sinks(Path({str(tmp_path / 'a.log')!r}))\nlogger.warning('first')")
     nb.cells = [nbformat.v4.new_code_cell(s) for s in (
         start, "print('print between')", start.replace("first", "second"))]
     nbclient.NotebookClient(nb, kernel_name="python3", timeout=120).execute()
