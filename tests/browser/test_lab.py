@@ -89,7 +89,7 @@ def test_etl_run_all_twice_then_the_monitor_shows_both_runs(page, lab: Lab):
     monitor = page.locator(".quantnb-monitor")
     monitor.wait_for()
     for run_id in runs:
-        page.get_by_text(run_id, exact=True).first.wait_for(timeout=30_000)
+        monitor.locator(f"[title='{run_id}']").first.wait_for(timeout=30_000)  # shortened, full id on hover
     assert monitor.inner_text().count("completed") >= 2
     page.screenshot(path=str(SCREENSHOTS / "monitor_two_runs.png"), full_page=False)
     monitor.get_by_role("button", name="post-mortem").first.click()

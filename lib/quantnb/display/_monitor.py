@@ -13,17 +13,9 @@ from quantnb.display._progress import _fmt_duration
 __all__ = ["RunMonitor", "read_runs"]
 
 _COLUMNS = ("run", "stage", "status", "progress", "ETA", "started UTC", "duration", "headline", "")
-_WIDTHS = "minmax(0,1.5fr) 70px 128px 112px 44px 104px 56px minmax(0,2fr) 104px"
+_WIDTHS = "minmax(0,1.3fr) 64px 110px 100px 44px 96px 60px minmax(0,2fr) 92px"
 _STATUS_COLOURS = {"completed": "#1a7f37", "completed_with_errors": "#9a6700", "failed": "#cf222e",
                    "interrupted": "#cf222e", "running": "#0969da", "pending": "#777"}
-
-
-def _short_id(run_id: str, width: int = 30) -> str:
-    """Keep the stage and the timestamp, which tell runs apart: ``etl_bybit…_20261130_020835``."""
-    if len(run_id) <= width:
-        return run_id
-    tail = run_id[-15:]  # YYYYMMDD_HHMMSS
-    return run_id[: width - len(tail) - 2] + "…_" + tail
 
 
 def _iso_to_dt(value: Any) -> dt.datetime | None:
@@ -179,8 +171,8 @@ class RunMonitor:
     def _cells(self, rows: list[dict[str, Any]]) -> list[Any]:
         import ipywidgets as w
 
-        def cell(text: str, bold: bool = False, shown: str | None = None) -> Any:
-            style = "font-weight:600;" if bold else ""
+        def cell(text: str, bold: bool = False, shown: str | None = None, tail: bool = False) -> Any:
+            style = ("font-weight:600;" if bold else "") + ("direction:rtl;text-align:left;" if tail else "")
             return w.HTML(f"<div style='font-size:12px;{style}white-space:nowrap;overflow:hidden;"
                           f"text-overflow:ellipsis' title='{html.escape(text)}'>{html.escape(shown or text)}</div>",
                           layout=w.Layout(min_width="0", overflow="hidden"))
@@ -192,15 +184,15 @@ class RunMonitor:
             done, total = r.get("done"), r.get("total")
             progress = f"{done or 0}/{total}" if total else (str(done) if done else "")
             bar = w.FloatProgress(value=min((done or 0) / total, 1.0) if total else 0.0, min=0.0, max=1.0,
-                                  layout=w.Layout(width="56px", min_width="56px"),
+                                  layout=w.Layout(width="48px", min_width="48px"),
                                   bar_style="success" if status == "completed" else
                                   "danger" if status in ("failed", "interrupted") else "info")
             started = _iso_to_dt(r.get("started_at"))
-            button = w.Button(description="post-mortem", layout=w.Layout(width="105px"),
+            button = w.Button(description="post-mortem", layout=w.Layout(width="90px"),
                               tooltip=f"run the post-mortem of {r['run_id']}")
             button.on_click(lambda _b, rid=r["run_id"]: self.show_postmortem(rid))
             cells += [
-                cell(r["run_id"], shown=_short_id(r["run_id"])), cell(str(r.get("stage"))),
+                cell(r["run_id"], tail=True), cell(str(r.get("stage"))),  # the end (timestamp) tells runs apart
                 w.HTML(f"<span style='font-size:12px;color:{colour};font-weight:600'>{html.escape(status)}</span>",
                        layout=w.Layout(min_width="0", overflow="hidden")),
                 w.HBox([bar, cell(progress)], layout=w.Layout(align_items="center", min_width="0")),
