@@ -58,3 +58,31 @@ def test_etl_result_html_summarises_outputs_quarantine_and_quality(project):
     broken = EtlResult("r", "completed_with_errors", pl.DataFrame(schema=result.outputs.schema),
                        {"data/x.zip": "DataError: truncated\nmore"}, {})
     assert "1 file(s) quarantined" in result_html(broken) and "DataError: truncated" in result_html(broken)
+
+
+def test_training_optimization_and_agent_results_render_tables_and_inline_plots(tmp_path):
+    from matplotlib.figure import Figure
+
+    from quantnb.stages.agent import AgentResult
+    from quantnb.stages.optimization import OptimizationResult
+    from quantnb.stages.training import TrainingResult
+
+    png = tmp_path / "plot.png"
+    fig = Figure(figsize=(2, 2))
+    fig.subplots().plot([0, 1], [1, 0])
+    fig.savefig(png)
+    history = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.1 / e, "f1_macro": 0.3 + 0.05 * e,
+                "is_best": e == 3, "f1_per_class": (0.1, 0.2, 0.3)} for e in (1, 2, 3)]
+    test = {"f1_macro": 0.41, "f1_weighted": 0.5, "f1_sell": 0.3, "f1_neutral": 0.6, "f1_buy": 0.33}
+    training = TrainingResult("training_x", 0.45, test, tmp_path / "model", png, history)._repr_html_()
+    assert training.count("data:image/png;base64,") == 2, "learning curves and the confusion matrix"
+    assert "0.4100" in training and "f1_weighted" in training
+    trials = pl.DataFrame({"number": [0, 1, 2], "state": ["COMPLETE", "PRUNED", "COMPLETE"],
+                           "value": [0.31, None, 0.42]})
+    opt = OptimizationResult("optimization_x", "study", 0.42, {"lr": 1e-3}, tmp_path / "best.json", trials)
+    html = opt._repr_html_()
+    assert "Best trials" in html and html.index("0.42") < html.index("0.31"), "best trial first"
+    agent = AgentResult("agent_x", tmp_path / "bundle", {}, png,
+                        pl.DataFrame({"policy": ["agent", "buy_and_hold"], "return_frac": [0.02, -0.01]}))
+    html = agent._repr_html_()
+    assert "buy_and_hold" in html and "data:image/png;base64," in html and "train_id=agent_x" in html

@@ -19,7 +19,8 @@ _STYLE = (
     "text-align:right;white-space:nowrap;border-bottom:1px solid var(--jp-border-color2,#ddd)}"
     ".qnb th{font-weight:600}.qnb td.l,.qnb th.l{text-align:left}.qnb .ok{color:#1a7f37}"
     ".qnb .bad{color:#cf222e;font-weight:600}.qnb .warn{color:#9a6700}.qnb .dim{color:#777}"
-    ".qnb td.w{white-space:normal;word-break:break-all}.qnb img{max-width:100%;height:auto;margin-right:6px}</style>"
+    ".qnb td.w{white-space:normal;word-break:break-word;min-width:240px}"
+    ".qnb img{max-width:100%;height:auto;margin-right:6px}</style>"
 )
 _STATUS_CLASS = {"completed": "ok", "completed_with_errors": "warn", "failed": "bad", "interrupted": "bad",
                  "running": "dim"}
@@ -86,7 +87,7 @@ def table_html(rows: Any, *, max_rows: int = 30, columns: Iterable[str] | None =
         tds = []
         for c in cols:
             text, numeric = _cell(r.get(c))
-            cls = "" if numeric else " class='l'"
+            cls = "" if numeric else " class='l w'" if len(text) > 60 else " class='l'"
             tds.append(f"<td{cls}>{_esc(text)}</td>")
         lines.append("<tr>" + "".join(tds) + "</tr>")
     more = len(records) - max_rows
@@ -213,7 +214,8 @@ def _training(r: Any) -> str:
     return (_header("Training", r.run_id, None)
             + f"<div>best val F1 macro <b>{r.best_val_f1_macro:.4f}</b>; test F1 macro <b>{t.get('f1_macro', 0):.4f}"
             f"</b>; bundle <code>{_esc(r.bundle_dir)}</code></div>"
-            + table_html(metrics) + learning_curves_html(history) + image_html(r.confusion_plot, width_px=360))
+            + table_html(metrics) + "<div style='display:flex;flex-wrap:wrap;gap:8px;align-items:flex-start'>"
+            + learning_curves_html(history) + image_html(r.confusion_plot, width_px=320) + "</div>")
 
 
 def _agent(r: Any) -> str:

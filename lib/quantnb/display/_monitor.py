@@ -13,7 +13,7 @@ from quantnb.display._progress import _fmt_duration
 __all__ = ["RunMonitor", "read_runs"]
 
 _COLUMNS = ("run", "stage", "status", "progress", "ETA", "started UTC", "duration", "headline", "")
-_WIDTHS = "minmax(0,1.3fr) 64px 110px 100px 44px 96px 60px minmax(0,2fr) 92px"
+_WIDTHS = "minmax(0,1.3fr) 64px 110px 100px 44px 96px 60px minmax(0,2fr) 108px"
 _STATUS_COLOURS = {"completed": "#1a7f37", "completed_with_errors": "#9a6700", "failed": "#cf222e",
                    "interrupted": "#cf222e", "running": "#0969da", "pending": "#777"}
 
@@ -173,9 +173,9 @@ class RunMonitor:
 
         def cell(text: str, bold: bool = False, shown: str | None = None, tail: bool = False) -> Any:
             style = ("font-weight:600;" if bold else "") + ("direction:rtl;text-align:left;" if tail else "")
-            return w.HTML(f"<div style='font-size:12px;{style}white-space:nowrap;overflow:hidden;"
+            return w.HTML(f"<div style='font-size:12px;{style}white-space:nowrap;overflow:hidden;width:100%;"
                           f"text-overflow:ellipsis' title='{html.escape(text)}'>{html.escape(shown or text)}</div>",
-                          layout=w.Layout(min_width="0", overflow="hidden"))
+                          layout=w.Layout(min_width="0", width="100%", overflow="hidden"))
 
         cells: list[Any] = [cell(c, bold=True) for c in _COLUMNS]
         for r in rows:
@@ -188,7 +188,7 @@ class RunMonitor:
                                   bar_style="success" if status == "completed" else
                                   "danger" if status in ("failed", "interrupted") else "info")
             started = _iso_to_dt(r.get("started_at"))
-            button = w.Button(description="post-mortem", layout=w.Layout(width="90px"),
+            button = w.Button(description="post-mortem", layout=w.Layout(width="106px"),
                               tooltip=f"run the post-mortem of {r['run_id']}")
             button.on_click(lambda _b, rid=r["run_id"]: self.show_postmortem(rid))
             cells += [
