@@ -59,7 +59,8 @@ def _papermill_cmd(python: str, project: Path, stage: str, out: Path) -> list[st
 
 def _quantnb_cmd(quantnb: str, stage: str) -> list[str]:
     params = STAGE_PARAMS[stage]
-    cmd = [quantnb, "run", stage, "-q"]
+    help_text = subprocess.run([quantnb, "run", "--help"], capture_output=True, text=True, check=False).stdout
+    cmd = [quantnb, "run", stage, *(["-q"] if "--quiet" in help_text else [])]  # older runners have no -q
     for name, value in zip(params[::2], params[1::2], strict=True):
         cmd += ["-p", name, value]
     return cmd

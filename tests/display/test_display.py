@@ -86,3 +86,12 @@ def test_training_optimization_and_agent_results_render_tables_and_inline_plots(
                         pl.DataFrame({"policy": ["agent", "buy_and_hold"], "return_frac": [0.02, -0.01]}))
     html = agent._repr_html_()
     assert "buy_and_hold" in html and "data:image/png;base64," in html and "train_id=agent_x" in html
+
+
+def test_no_widget_outside_a_kernel_a_person_looks_at(monkeypatch):
+    from quantnb.display import HEADLESS_ENV, in_interactive_frontend
+
+    assert not in_interactive_frontend()  # plain Python (pytest): no IPython kernel
+    monkeypatch.setenv(HEADLESS_ENV, "1")  # what quantnb run sets for its kernels
+    assert not in_interactive_frontend()
+    assert ProgressDisplay("r", widget=None).box is None

@@ -18,7 +18,8 @@ __all__ = ["ProgressEvent", "ProgressDisplay", "attach_progress", "in_interactiv
 
 #: Set to 1 by ``quantnb run`` in the kernel's environment: no widget, progress lines in the log.
 HEADLESS_ENV = "QUANTNB_HEADLESS"
-_HEADLESS_PARENTS = ("papermill", "nbconvert", "nbclient", "quantnb")
+# Executors whose kernels nobody looks at (matched against the parent's argv, by base name).
+_HEADLESS_PARENTS = frozenset({"papermill", "nbconvert", "nbclient", "jupyter-nbconvert", "jupyter-execute"})
 _UNITS = {"etl": "files", "labelling": "files", "optimization": "trials", "training": "epochs",
           "agent": "checkpoints", "live": "bars", "postmortem": "items"}
 _WIDGET_MIN_INTERVAL_S = 0.25
@@ -83,10 +84,10 @@ def in_interactive_frontend() -> bool:
     try:
         import psutil
 
-        parent = " ".join(psutil.Process().parent().cmdline())
+        argv = psutil.Process().parent().cmdline()
     except Exception:  # noqa: BLE001 (no parent information: assume a person)
         return True
-    return not any(name in parent for name in _HEADLESS_PARENTS)
+    return not any(os.path.basename(arg) in _HEADLESS_PARENTS for arg in argv)
 
 
 def _fmt_duration(seconds: float | None) -> str:
