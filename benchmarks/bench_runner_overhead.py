@@ -84,16 +84,22 @@ def main() -> int:
         if "postmortem" in args.stages:  # something to analyse
             subprocess.run(_quantnb_cmd(args.quantnb[0], "etl"), cwd=project, capture_output=True, check=False)
         print(f"{'stage':<11} {'runner':<44} {'papermill s':>11} {'quantnb s':>10} {'overhead s':>10} "
-              f"{'ratio':>6} {'runner imports s':>16}")
+              f"{'ratio':>6} {'stage import s':>14}")
         for stage in args.stages:
-            for quantnb in args.quantnb:
-                python = str(Path(quantnb).with_name("python"))
-                pm = statistics.median(_timed(_papermill_cmd(python, project, stage, Path(tmp) / f"pm_{i}.ipynb"),
-                                              project) for i in range(args.repeats))
-                qn = statistics.median(_timed(_quantnb_cmd(quantnb, stage), project) for _ in range(args.repeats))
-                label = quantnb if len(quantnb) <= 44 else "…" + quantnb[-43:]
-                print(f"{stage:<11} {label:<44} {pm:>11.2f} {qn:>10.2f} {qn - pm:>10.2f} {qn / pm:>6.2f} "
-                      f"{_import_s(python, stage):>16.2f}", flush=True)
+            pm: list[float] = []
+            qn: dict[str, list[float]] = {q: [] for q in args.quantnb}
+            cmds = {q: _quantnb_cmd(q, stage) for q in args.quantnb}
+            python = str(Path(args.quantnb[0]).with_name("python"))
+            for i in range(args.repeats):  # round-robin, so load drift on a shared machine hits all alike
+                pm.append(_timed(_papermill_cmd(python, project, stage, Path(tmp) / f"pm_{i}.ipynb"), project))
+                for q in args.quantnb:
+                    qn[q].append(_timed(cmds[q], project))
+            pm_s = statistics.median(pm)
+            for q in args.quantnb:
+                q_s = statistics.median(qn[q])
+                label = q if len(q) <= 44 else "…" + q[-43:]
+                print(f"{stage:<11} {label:<44} {pm_s:>11.2f} {q_s:>10.2f} {q_s - pm_s:>10.2f} {q_s / pm_s:>6.2f} "
+                      f"{_import_s(str(Path(q).with_name('python')), stage):>14.2f}", flush=True)
     return 0
 
 
