@@ -13,9 +13,14 @@ from quantnb.display._progress import _fmt_duration
 __all__ = ["RunMonitor", "read_runs"]
 
 _COLUMNS = ("run", "stage", "status", "progress", "ETA", "started UTC", "duration", "headline", "")
-_WIDTHS = "minmax(0,1.3fr) 64px 110px 100px 44px 96px 60px minmax(0,2fr) 108px"
+_WIDTHS = "minmax(110px,1fr) 64px 110px 100px 44px 96px 60px minmax(0,2fr) 108px"
 _STATUS_COLOURS = {"completed": "#1a7f37", "completed_with_errors": "#9a6700", "failed": "#cf222e",
                    "interrupted": "#cf222e", "running": "#0969da", "pending": "#777"}
+
+
+def _short_id(run_id: str, width: int = 12) -> str:
+    """Return the end of a run id (its UTC timestamp tells runs apart); the full id is the cell's tooltip."""
+    return run_id if len(run_id) <= width else "…" + run_id[-(width - 1):]
 
 
 def _iso_to_dt(value: Any) -> dt.datetime | None:
@@ -171,8 +176,8 @@ class RunMonitor:
     def _cells(self, rows: list[dict[str, Any]]) -> list[Any]:
         import ipywidgets as w
 
-        def cell(text: str, bold: bool = False, shown: str | None = None, tail: bool = False) -> Any:
-            style = ("font-weight:600;" if bold else "") + ("direction:rtl;text-align:left;" if tail else "")
+        def cell(text: str, bold: bool = False, shown: str | None = None) -> Any:
+            style = "font-weight:600;" if bold else ""
             return w.HTML(f"<div style='font-size:12px;{style}white-space:nowrap;overflow:hidden;width:100%;"
                           f"text-overflow:ellipsis' title='{html.escape(text)}'>{html.escape(shown or text)}</div>",
                           layout=w.Layout(min_width="0", width="100%", overflow="hidden"))
@@ -192,7 +197,7 @@ class RunMonitor:
                               tooltip=f"run the post-mortem of {r['run_id']}")
             button.on_click(lambda _b, rid=r["run_id"]: self.show_postmortem(rid))
             cells += [
-                cell(r["run_id"], tail=True), cell(str(r.get("stage"))),  # the end (timestamp) tells runs apart
+                cell(r["run_id"], shown=_short_id(r["run_id"])), cell(str(r.get("stage"))),
                 w.HTML(f"<span style='font-size:12px;color:{colour};font-weight:600'>{html.escape(status)}</span>",
                        layout=w.Layout(min_width="0", overflow="hidden")),
                 w.HBox([bar, cell(progress)], layout=w.Layout(align_items="center", min_width="0")),
