@@ -1,12 +1,13 @@
 # quantnb: two entry points for a fresh clone.
 #   make demo   set up .venv and run the whole pipeline of configs/demo.yaml on the bundled samples
 #   make test   set up .venv and run the test suite
+#   make lab    JupyterLab on the project's kernel: 127.0.0.1 only, random token (the URL is printed)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv lint bench clean-runs
+.PHONY: demo test venv lint bench clean-runs lab
 
 venv: $(STAMP)
 
@@ -25,6 +26,9 @@ demo: venv
 test: venv
 	$(BIN)/ruff check lib tests benchmarks
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lab: venv
+	$(BIN)/python -m quantnb.lab
 
 lint: venv
 	$(BIN)/ruff check lib tests benchmarks

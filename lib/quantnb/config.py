@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import difflib
 import hashlib
 import json
@@ -225,25 +226,110 @@ class StageParams(BaseModel):
 
     @classmethod
     def from_namespace(cls, namespace: dict[str, Any]) -> Self:
-        """Build parameters from a notebook's globals (the parameters cell plus papermill's injection).
+        """Build parameters from a notebook's parameters cell (and the cell papermill injects).
 
-        Every public global that is not a module, class or function is taken as a
-        parameter, so a misspelt name injected by papermill (which only warns) is refused.
+        In IPython (``namespace`` holds the input history ``In``), only the names assigned
+        by the parameters cells that ran just before the calling cell are taken: the
+        cells of plain literal assignments, walking back from the calling cell, that set a
+        field of the model or that papermill injected (``# Parameters``). So ``result``,
+        ``params`` or any exploratory variable of an earlier Run All are ignored, while a
+        misspelt name in the parameters cell or injected by papermill (which only warns)
+        is refused. Without a history (a plain dict, a script), every public global that
+        is not a module, class or function is taken.
+
+        Parameters
+        ----------
+        namespace : dict
+            ``globals()`` of the notebook.
+
+        Returns
+        -------
+        StageParams
+            The validated, frozen parameters.
 
         Raises
         ------
         ConfigError
-            As :meth:`parse`.
+            As :meth:`parse`; shown in a notebook as one message without a traceback.
         """
-        values = {
-            k: v
-            for k, v in namespace.items()
-            if not k.startswith("_")
-            and k not in _IPYTHON_NAMES
-            and not isinstance(v, types.ModuleType | type)
-            and not callable(v)
-        }
+        _install_notebook_error_display()
+        names = _parameter_cell_names(namespace.get("In"), set(cls.model_fields))
+        if names is None:
+            values = {
+                k: v
+                for k, v in namespace.items()
+                if not k.startswith("_")
+                and k not in _IPYTHON_NAMES
+                and not isinstance(v, types.ModuleType | type)
+                and not callable(v)
+            }
+        else:
+            values = {k: namespace[k] for k in sorted(names) if k in namespace}
         return cls.parse(values, source="notebook parameters")
+
+
+_PAPERMILL_MARKER = "# Parameters"
+_MAX_CELLS_BACK = 50
+
+
+def _cell_assignments(source: str) -> set[str] | None:
+    """Names a cell of plain assignments sets (no calls), or None if it does anything else."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            continue
+        if isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if not all(isinstance(t, ast.Name) for t in targets):
+                return None
+            if node.value is not None and any(isinstance(n, ast.Call | ast.Lambda | ast.Await)
+                                              for n in ast.walk(node.value)):
+                return None
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+            continue
+        return None
+    return names
+
+
+def _parameter_cell_names(history: Any, fields: set[str]) -> set[str] | None:
+    """Names set by the parameters cells run just before the calling cell; None without history."""
+    if not isinstance(history, list) or len(history) < 2:
+        return None
+    names: set[str] = set()
+    for source in reversed(history[-1 - _MAX_CELLS_BACK:-1]):  # history[-1] is the calling cell
+        if not isinstance(source, str):
+            break
+        if not source.strip():
+            continue
+        assigned = _cell_assignments(source)
+        if assigned is None:
+            break
+        if source.lstrip().startswith(_PAPERMILL_MARKER) or assigned & fields:
+            names |= assigned
+    return names or set(fields)
+
+
+def _install_notebook_error_display() -> None:
+    """In IPython, show a ConfigError as one clear message instead of a library traceback."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    ip = get_ipython()
+    if ip is None or getattr(ip, "custom_exceptions", ()):  # ours already, or someone else's: leave it
+        return
+
+    def show(shell: Any, etype: type[BaseException], value: BaseException, tb: Any,
+             tb_offset: int | None = None) -> list[str]:
+        text = f"\x1b[1;31m{etype.__name__}\x1b[0m: {value}"
+        shell._showtraceback(etype, value, [text])  # an error output: the cell (and papermill) still fail
+        return []
+
+    ip.set_custom_exc((ConfigError,), show)
 
 
 def load_yaml_params(path: str | Path) -> dict[str, Any]:

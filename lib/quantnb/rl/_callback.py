@@ -75,7 +75,7 @@ class CheckpointProgress(BaseCallback):
     def _checkpoint(self) -> None:
         info = save_checkpoint(self.ckpt_dir, self.model, self.params, self.stats_state())
         self.last, self._last_step = info, info.num_timesteps
-        logger.info(
+        logger.debug(
             "rl/checkpoint step={} replay_buffer_size={} path={}",
             info.num_timesteps,
             info.replay_buffer_size,
@@ -97,7 +97,7 @@ class CheckpointProgress(BaseCallback):
             episodes=self.episodes,
             elapsed_s=now - self._t0,
         )
-        logger.info(
+        logger.debug(
             "rl/steps={}/{} rl/fps={:.1f} rl/mean_reward={:.3e} rl/mean_episode_return={} rl/episodes={}",
             n,
             self.total,

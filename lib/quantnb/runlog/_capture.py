@@ -114,6 +114,12 @@ class _StreamToLogger(io.TextIOBase):
     def writable(self) -> bool:  # noqa: D102
         return True
 
+    def __getattr__(self, name: str) -> Any:
+        # ipykernel calls sys.stdout.set_parent(...) at every cell: without it, output goes to the old cell
+        if self.original is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.original, name)
+
 
 class _AppendFileSink:
     """Worker-process sink: whole lines appended with O_APPEND; follows the parent's rotation."""
@@ -261,6 +267,18 @@ def _route_stdlib(levels: dict[str, str] | None) -> None:
         lg.setLevel(logging.NOTSET if name not in parsed else parsed[name])
 
 
+# Modules whose INFO lines are the run's story (start, one summary per phase, end); the rest
+# (readers, book sync, trainer epochs, SB3 steps) is per-file/per-item detail for the session log.
+_CONSOLE_INFO_MODULES = ("quantnb.stages.", "quantnb.runlog.")
+_WARNING_NO = 30
+
+
+def _console_filter(record: Any) -> bool:
+    if "stream" in record["extra"] or record["extra"].get("console") is False:
+        return False
+    return record["level"].no >= _WARNING_NO or (record["name"] or "").startswith(_CONSOLE_INFO_MODULES)
+
+
 def _log_warning(message: Any, category: type, filename: str, lineno: int, *_: Any) -> None:
     logger.patch(lambda r: r.update(name="warnings", line=lineno)).warning(
         "{}: {} ({}:{})", category.__name__, message, filename, lineno
@@ -303,13 +321,13 @@ def configure_sinks(
         diagnose=False,  # diagnose prints local variables: a secret could leak
     )
     state.file_sinks.append(file_sink)
-    console = sys.stderr
+    console = sys.stdout  # notebook output: a few plain lines, not a stderr wall
     if console_level is not None:
         logger.add(
             console,
             level=console_level.upper(),
             format=CONSOLE_FORMAT,
-            filter=lambda r: "stream" not in r["extra"],
+            filter=_console_filter,
             colorize=False,
             backtrace=False,
             diagnose=False,
@@ -351,7 +369,8 @@ def _install_exception_hooks(state: SinkState, console: TextIO) -> None:
         def post_run_cell(result: Any) -> None:
             err = getattr(result, "error_in_exec", None)
             if err is not None:
-                logger.opt(exception=err).error("Notebook cell raised {}", type(err).__name__)
+                # the session log keeps the traceback; the notebook already shows the error once
+                logger.bind(console=False).opt(exception=err).error("Notebook cell raised {}", type(err).__name__)
 
         ip.events.register("post_run_cell", post_run_cell)
         state.ipython_callback = post_run_cell

@@ -199,6 +199,9 @@ class RunContext:
         )
         self._heartbeat_write(force=True, last_beat_at=iso(utc_now()))
         self._install_sigterm()
+        from quantnb.display import attach_progress  # a widget in JupyterLab, log lines otherwise
+
+        attach_progress(self)
         self._emit("start")
         self._beat_thread = threading.Thread(target=self._beat_loop, name=f"heartbeat-{self.run_id}",
                                              daemon=True)

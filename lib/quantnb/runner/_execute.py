@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from papermill.exceptions import PapermillExecutionError
 
 from quantnb._paths import project_root
 from quantnb.config import StageParams, load_yaml_params
+from quantnb.display._progress import HEADLESS_ENV
 from quantnb.errors import ConfigError
 from quantnb.runlog import (
     RunPaths,
@@ -30,6 +32,7 @@ from quantnb.runlog._heartbeat import iso, utc_now
 from quantnb.runlog._record import git_commit, package_versions
 from quantnb.runlog._run import new_run_id
 from quantnb.runner._papermill_io import install as install_masking_io
+from quantnb.runner._watch import HeartbeatProgress, ipc_kernel_manager_class
 from quantnb.stages import params_class
 
 EXIT_CODES = {"completed": 0, "completed_with_errors": 0, "failed": 1, "interrupted": 130}
@@ -182,6 +185,8 @@ def run_stage(
     resume_run_id: str | None = None,
     root: str | Path | None = None,
     kernel_name: str = "python3",
+    progress: bool | None = None,
+    log_output: bool = False,
 ) -> RunOutcome:
     """Execute ``notebooks/<stage>.ipynb`` into ``runs/<run_id>/<stage>.ipynb`` and record the run.
 
@@ -203,7 +208,13 @@ def run_stage(
     root : str or pathlib.Path, optional
         Project directory; found from the cwd otherwise.
     kernel_name : str
-        Jupyter kernel to execute with.
+        Jupyter kernel to execute with (over IPC sockets, not TCP).
+    progress : bool or None
+        A live terminal line (tqdm, from the run's heartbeat JSON) on stderr; None shows it
+        only when stderr is a terminal; False (``--quiet``) never.
+    log_output : bool
+        Stream the kernel's output (its console log lines) to this process's stdout/stderr
+        (``--log-output``); the progress line is then left out.
 
     Returns
     -------
@@ -244,15 +255,25 @@ def run_stage(
     t0 = time.monotonic()
     error: dict[str, Any] | None = None
     install_masking_io()  # the notebooks papermill saves while cells run carry no secret either
-    with _SignalRelay() as relay:
+    hb_path = base / "logs" / "heartbeats" / f"{run_id}_heartbeat.json"
+    show = False if (log_output or progress is False) else (True if progress else sys.stderr.isatty())
+    streams = {"stdout_file": sys.stdout, "stderr_file": sys.stderr} if log_output else {}
+    previous_headless = os.environ.get(HEADLESS_ENV)
+    os.environ[HEADLESS_ENV] = "1"  # the kernel inherits it: progress lines in the log, no widget state
+    with _SignalRelay() as relay, HeartbeatProgress(hb_path, stage, disable=not show):
         try:
             papermill.execute_notebook(
                 str(notebook_in), str(notebook_out), parameters=inject, kernel_name=kernel_name,
-                cwd=str(base), progress_bar=False, log_output=False,
-                request_save_on_cell_execute=True,
+                cwd=str(base), progress_bar=False, log_output=False, request_save_on_cell_execute=True,
+                kernel_manager_class=ipc_kernel_manager_class(), **streams,
             )
         except Exception as exc:  # the notebook is saved; we classify the failure below
             error = _failure(exc)
+        finally:
+            if previous_headless is None:
+                os.environ.pop(HEADLESS_ENV, None)
+            else:
+                os.environ[HEADLESS_ENV] = previous_headless
     _mask_notebook(notebook_out)
     record = read_run_record(run_dir, detect_dead=False) or {}
     status = record.get("status", "failed")

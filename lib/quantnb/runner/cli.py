@@ -29,6 +29,9 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("-f", "--params-file", help="YAML mapping of parameters")
     run.add_argument("--resume", metavar="RUN_ID", help="continue this run, skipping finished items")
     run.add_argument("--root", help="project directory (default: found from the cwd)")
+    run.add_argument("-q", "--quiet", action="store_true", help="no live progress line")
+    run.add_argument("--log-output", action="store_true",
+                     help="stream the kernel's log lines here (instead of the progress line)")
     runs = sub.add_parser("runs", help="list runs: status (dead processes detected), progress, ETA, metrics")
     runs.add_argument("--stage", choices=sorted(STAGES), help="only runs of this stage")
     runs.add_argument("--status", choices=("pending", "running", "completed", "completed_with_errors",
@@ -51,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             overrides = {name: _parse_value(value) for name, value in args.param}
             outcome = run_stage(args.stage, overrides, params_file=args.params_file,
-                                resume_run_id=args.resume, root=args.root)
+                                resume_run_id=args.resume, root=args.root,
+                                progress=False if args.quiet else None, log_output=args.log_output)
             print(f"[quantnb] {outcome.stage}: {outcome.status} (run {outcome.run_id})")
             print(f"[quantnb] notebook: {outcome.notebook}")
             if outcome.record.get("log"):

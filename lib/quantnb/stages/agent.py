@@ -20,6 +20,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from quantnb.config import StageParams
 from quantnb.data import read_bars
+from quantnb.display import result_html
 from quantnb.errors import ConfigError
 from quantnb.rl import (
     ActionInterpreter,
@@ -125,6 +126,9 @@ class AgentResult:
     equity_plot: Path
     table: pl.DataFrame
 
+    def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
+        return result_html(self)
+
     def summary(self) -> pl.DataFrame:
         """Print where the bundle is; return the evaluation table.
 
@@ -224,15 +228,11 @@ def run_agent(params: AgentParams) -> AgentResult:
             ctx.checkpoint.mark_completed(item)
             ctx.item_done(item, events=info.num_timesteps)
 
-        def on_progress(pr: Any) -> None:
-            logger.info("agent/steps={} of {} agent/fps={:.0f} agent/mean_reward={:.2e} episodes={}",
-                        pr.num_timesteps, pr.total_timesteps, pr.fps, pr.mean_reward, pr.episodes)
-
         trained = train_sac(train_env, sac, total_timesteps=params.total_timesteps,
                             checkpoint_dir=ctx.run_dir / "checkpoints",
                             checkpoint_every_steps=params.checkpoint_every_steps, resume=ctx.resumed,
                             progress_every_steps=params.progress_every_steps,
-                            on_checkpoint=on_checkpoint, on_progress=on_progress)
+                            on_checkpoint=on_checkpoint)  # rl/steps lines: DEBUG, once
         eval_env = TradingEnv(bars, **env_kw, start_ts=split_ts)
         plot = ctx.root / "debug_plots" / ctx.run_id / "equity_curve.png"
         ev = evaluate_agent(trained.model, eval_env, plot_path=plot)

@@ -29,6 +29,7 @@ from loguru import logger
 from pydantic import Field, PositiveInt, field_validator
 
 from quantnb.config import StageParams
+from quantnb.display import result_html
 from quantnb.errors import ConfigError, DataError
 from quantnb.runlog import (
     RunContext,
@@ -138,6 +139,9 @@ class EtlResult:
     quarantined: dict[str, str]
     quality: dict[str, dict[str, Any]]
     empty_inputs: list[str] = dataclasses.field(default_factory=list)
+
+    def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
+        return result_html(self)
 
     def summary(self) -> pl.DataFrame:
         """Print the status and quarantined files; return the outputs table (shown in a notebook)."""
@@ -330,7 +334,7 @@ def _collect(ctx: RunContext, item: str, shard: Path, n: int, reports: dict[str,
     ctx.checkpoint.mark_completed(item)
     ctx.item_done(item, events=summary["n_messages"], batch_num=n)
     rate = summary["n_messages"] / max(summary["elapsed_s"], 1e-9)
-    logger.info("{}: {} messages -> {} partial bar rows in {:.2f} s (etl/msgs_per_s={:.0f}); shard {} ({:.1f} kB)",
+    logger.debug("{}: {} messages -> {} partial bar rows in {:.2f} s (etl/msgs_per_s={:.0f}); shard {} ({:.1f} kB)",
                 item, summary["n_messages"], summary["rows"], summary["elapsed_s"], rate,
                 shard.name, shard.stat().st_size / 1024)
 
@@ -360,13 +364,14 @@ def _merge_and_write(ctx: RunContext, params: EtlParams) -> pl.DataFrame:
             frame.write_parquet(tmp, compression="zstd")
         gaps = int(frame["gap_before"].sum()) if "gap_before" in frame.columns else 0
         size_kb = dest.stat().st_size / 1024
-        logger.info("Saved {} ({} rows, {} gap(s), {:.1f} kB)", dest, frame.height, gaps, size_kb)
+        logger.debug("Saved {} ({} rows, {} gap(s), {:.1f} kB)", dest, frame.height, gaps, size_kb)
         venue, market, symbol = instrument.split("/", 2)
         rows.append({"venue": venue, "market": market, "symbol": symbol, "day": day.isoformat(),
                      "rows": frame.height, "gaps": gaps,
                      "path": str(dest.relative_to(ctx.root) if dest.is_relative_to(ctx.root) else dest),
                      "size_kb": round(size_kb, 1)})
     ctx.add_output("parquet_dir", out_dir)
+    logger.info("Merged: {} Parquet file(s), {} bars, under {}", len(rows), sum(r["rows"] for r in rows), out_dir)
     schema = {"venue": pl.String, "market": pl.String, "symbol": pl.String, "day": pl.String, "rows": pl.Int64,
               "gaps": pl.Int64, "path": pl.String, "size_kb": pl.Float64}
     return pl.DataFrame(rows, schema=schema)
@@ -398,12 +403,14 @@ def run_etl(params: EtlParams) -> EtlResult:
     with start_run(params) as ctx:
         _check_item_format(ctx)
         inputs, bad = _find_inputs(params, ctx.root)
-        logger.info("Found {} input file(s): {}", len(inputs), ", ".join(_item_name(p, ctx.root) for p in inputs))
+        logger.info("Found {} input file(s)", len(inputs))
+        logger.debug("Inputs: {}", ", ".join(_item_name(p, ctx.root) for p in inputs))
         ctx.set_total(len(inputs) + len(bad), total_batches=len(inputs) + len(bad))
         for item, reason in sorted(bad.items()):
             logger.error("{} quarantined: {}", item, reason)
             ctx.checkpoint.mark_failed(item, reason)
         reports = _process_files(ctx, params, inputs)
+        logger.info("Ingested {} file(s), {} quarantined", len(reports), len(ctx.checkpoint.failed))
         for item in ctx.checkpoint.completed:  # files finished by an earlier attempt of a resumed run
             if item not in reports:
                 saved = read_json_tolerant(_shard_path(ctx, item).with_suffix(".quality.json"))

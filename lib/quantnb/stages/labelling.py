@@ -20,6 +20,7 @@ from loguru import logger
 from pydantic import Field, PositiveInt
 
 from quantnb.config import StageParams
+from quantnb.display import result_html
 from quantnb.errors import ConfigError, DataError
 from quantnb.research import format_distribution, label_bars, label_distribution, label_suffix
 from quantnb.runlog import RunContext, atomic_path, atomic_write_json, start_run, worker_initializer
@@ -55,6 +56,9 @@ class LabellingResult:
     output_dir: Path
     distribution: pl.DataFrame
     quarantined: dict[str, str]
+
+    def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
+        return result_html(self)
 
     def summary(self) -> pl.DataFrame:
         """Print the total distribution; return the per-file table."""
@@ -115,7 +119,7 @@ def _record(ctx: RunContext, item: str, dest: Path, n: int, summary: dict[str, A
     ctx.checkpoint.mark_completed(item)
     ctx.item_done(item, events=summary["rows_labelled"], batch_num=n)
     excluded = summary["rows_in"] - summary["rows_labelled"]
-    logger.info("{} -> {} ({} rows, {} excluded without a complete future window)",
+    logger.debug("{} -> {} ({} rows, {} excluded without a complete future window)",
                 Path(item).name, format_distribution(summary), summary["rows_labelled"], excluded)
 
 

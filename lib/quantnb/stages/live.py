@@ -29,6 +29,7 @@ from loguru import logger
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from quantnb.config import StageParams
+from quantnb.display import result_html
 from quantnb.errors import ConfigError
 from quantnb.live import RiskLimits, SessionStats, StepInfo, build_trader, load_live_config, session_timestamp
 from quantnb.runlog import start_run
@@ -85,6 +86,9 @@ class LiveResult:
     run_id: str
     stats: SessionStats
     production_log: Path
+
+    def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
+        return result_html(self)
 
     def summary(self) -> pl.DataFrame:
         """Print where the files are; return the statistics as a one-row table."""

@@ -32,6 +32,7 @@ from optuna.trial import TrialState
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator
 
 from quantnb.config import StageParams
+from quantnb.display import result_html
 from quantnb.errors import ConfigError, QuantnbError
 from quantnb.models import HybridTCNLSTM, TrainConfig, Trainer, seed_everything
 from quantnb.research import PreparedData, prepare_datasets
@@ -114,6 +115,9 @@ class OptimizationResult:
     best_params: dict[str, Any]
     best_params_path: Path
     trials: Any  # polars.DataFrame of every trial: number, state, value, params
+
+    def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
+        return result_html(self)
 
     def summary(self) -> Any:
         """Print the best trial; return the trials table."""
@@ -281,7 +285,7 @@ class _Objective:
         trial.set_user_attr(KEY_ATTR, key)
         hp = self.sample(trial)
         retry_of = frozen.system_attrs.get("failed_trial")
-        logger.info("Trial {} started (key {}{}): {}", trial.number, key,
+        logger.debug("Trial {} started (key {}{}): {}", trial.number, key,
                     f", retry of trial {retry_of}" if retry_of is not None else "", hp)
         try:
             return self._train(trial, hp, key)
@@ -312,11 +316,11 @@ class _Objective:
         def on_epoch(st: Any) -> None:
             trial.report(st.f1_macro, st.epoch)
             s, n, b = st.f1_per_class
-            logger.info("Trial {} epoch {}: val/f1_macro={:.4f} F1 [S/N/B]={:.3f}/{:.3f}/{:.3f} lr={:.2e}",
+            logger.debug("Trial {} epoch {}: val/f1_macro={:.4f} F1 [S/N/B]={:.3f}/{:.3f}/{:.3f} lr={:.2e}",
                         trial.number, st.epoch, st.f1_macro, s, n, b, st.lr)
             if trial.should_prune():
                 reason = f"epoch {st.epoch}: val F1 macro {st.f1_macro:.4f} below the median of earlier trials"
-                logger.info("Trial {} pruned at {}", trial.number, reason)
+                logger.debug("Trial {} pruned at {}", trial.number, reason)
                 raise optuna.TrialPruned(reason)
 
         ckpt = self.ctx.run_dir / "trials" / f"trial_{trial.number}"

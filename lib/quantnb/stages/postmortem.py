@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
+import matplotlib.pyplot as plt
 from loguru import logger
 from matplotlib.figure import Figure
 from pydantic import Field
 
 from quantnb.config import StageParams
+from quantnb.display import result_html
 from quantnb.postmortem import (
     PostmortemReport,
     analyse_run,
@@ -46,6 +48,9 @@ class PostmortemResult:
     report: PostmortemReport
     figures: list[Figure]
 
+    def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
+        return result_html(self)
+
     def summary(self) -> list[Figure]:
         """Print the report; return the figures (shown inline in a notebook)."""
         print(self.report.summary())
@@ -65,7 +70,7 @@ def run_postmortem(params: PostmortemParams) -> PostmortemResult:
         logger.info("Post-mortem of run {}", target)
         report = analyse_run(ctx.root, target)
         for line in report.summary().splitlines():
-            logger.info(line)
+            logger.debug(line)
         if report.memory_rising:
             t = report.memory_trend
             logger.warning("Memory rose {:+.0f} MB/h ({:+.0%} over the run, R^2 {:.2f}, {} points): possible leak",
@@ -76,6 +81,8 @@ def run_postmortem(params: PostmortemParams) -> PostmortemResult:
                       plot_timeline(report, plots / "timeline.png")):
             if extra is not None:
                 figures.append(extra)
+        for fig in figures:  # shown once, by the result's HTML, not again by pyplot's inline backend
+            plt.close(fig)
         atomic_write_json(ctx.run_dir / "postmortem.json", report.to_dict())
         ctx.add_output("plots", plots)
         ctx.add_output("report", ctx.run_dir / "postmortem.json")

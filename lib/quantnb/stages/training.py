@@ -19,6 +19,7 @@ from loguru import logger
 from pydantic import Field, PositiveFloat, PositiveInt
 
 from quantnb.config import StageParams
+from quantnb.display import result_html
 from quantnb.errors import ConfigError
 from quantnb.models import (
     HybridTCNLSTM,
@@ -99,6 +100,9 @@ class TrainingResult:
     bundle_dir: Path
     confusion_plot: Path
     history: list[dict[str, Any]]
+
+    def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
+        return result_html(self)
 
     def summary(self) -> Any:
         """Print test F1 scores; return the per-epoch history as a polars DataFrame."""

@@ -1,0 +1,30 @@
+"""What a person sees of a run in a notebook: progress widgets and HTML summaries of results.
+
+Results of every stage have a one-line ``_repr_html_`` that delegates here, so the last
+line of a notebook cell (``result``) shows a compact table and the run's plots inline.
+"""
+
+from __future__ import annotations
+
+from quantnb.display._html import quality_html, result_html, table_html
+from quantnb.display._monitor import RunMonitor, read_runs
+from quantnb.display._progress import (
+    HEADLESS_ENV,
+    ProgressDisplay,
+    ProgressEvent,
+    attach_progress,
+    in_interactive_frontend,
+)
+
+__all__ = [
+    "HEADLESS_ENV",
+    "ProgressDisplay",
+    "RunMonitor",
+    "read_runs",
+    "ProgressEvent",
+    "attach_progress",
+    "in_interactive_frontend",
+    "quality_html",
+    "result_html",
+    "table_html",
+]

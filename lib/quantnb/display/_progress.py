@@ -1,0 +1,243 @@
+"""One progress mechanism: a widget in JupyterLab, DEBUG lines in the session log when headless.
+
+Fed by the same events that feed the heartbeat (:meth:`quantnb.runlog.RunContext.item_done`):
+files for the ETL and labelling, trials, epochs, SAC checkpoints, bars.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from loguru import logger
+
+__all__ = ["ProgressEvent", "ProgressDisplay", "attach_progress", "in_interactive_frontend", "HEADLESS_ENV"]
+
+#: Set to 1 by ``quantnb run`` in the kernel's environment: no widget, progress lines in the log.
+HEADLESS_ENV = "QUANTNB_HEADLESS"
+# Executors whose kernels nobody looks at (matched against the parent's argv, by base name).
+_HEADLESS_PARENTS = frozenset({"papermill", "nbconvert", "nbclient", "jupyter-nbconvert", "jupyter-execute"})
+_UNITS = {"etl": "files", "labelling": "files", "optimization": "trials", "training": "epochs",
+          "agent": "checkpoints", "live": "bars", "postmortem": "items"}
+_WIDGET_MIN_INTERVAL_S = 0.25
+_LOG_MIN_INTERVAL_S = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgressEvent:
+    """One progress report of a run.
+
+    Attributes
+    ----------
+    done : int
+        Items finished (completed or failed), this attempt and earlier ones.
+    total : int or None
+        Items in all, None while unknown.
+    message : str
+        The last item (a file, ``epoch-3``, ``trial-5``, a bar's time).
+    rss_gb : float or None
+        Resident memory of the process, GB.
+    status : str
+        ``running`` until the run ends, then its final status.
+    rate_per_s, eta_s : float or None
+        Items per second and seconds left, when the sender knows them (else estimated here).
+    """
+
+    done: int
+    total: int | None
+    message: str = ""
+    rss_gb: float | None = None
+    status: str = "running"
+    rate_per_s: float | None = None
+    eta_s: float | None = None
+
+    @classmethod
+    def coerce(cls, event: Any) -> ProgressEvent:
+        """Build an event from a mapping or any object with the same attribute names."""
+        if isinstance(event, ProgressEvent):
+            return event
+        get = event.get if isinstance(event, Mapping) else (lambda k, d=None: getattr(event, k, d))
+        total = get("total")
+        rss_gb = get("rss_gb", get("memory_gb"))
+        if rss_gb is None and get("rss_mb") is not None:  # runlog's ProgressEvent: MB of 1e6 bytes
+            rss_gb = float(get("rss_mb")) / 1000.0
+        return cls(done=int(get("done", 0) or 0), total=int(total) if total else None,
+                   message=str(get("message", "") or get("item", "") or ""), rss_gb=rss_gb,
+                   status=str(get("status", "running") or "running"),
+                   rate_per_s=get("rate_per_s", get("rate")), eta_s=get("eta_s"))
+
+
+def in_interactive_frontend() -> bool:
+    """Return whether code runs in a Jupyter kernel a person is looking at (not papermill, not a script)."""
+    if os.environ.get(HEADLESS_ENV) == "1":
+        return False
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    ip = get_ipython()
+    if ip is None or type(ip).__name__ != "ZMQInteractiveShell":
+        return False
+    try:
+        import psutil
+
+        argv = psutil.Process().parent().cmdline()
+    except Exception:  # noqa: BLE001 (no parent information: assume a person)
+        return True
+    return not any(os.path.basename(arg) in _HEADLESS_PARENTS for arg in argv)
+
+
+def _fmt_duration(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "?"
+    s = int(round(seconds))
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class ProgressDisplay:
+    """Shows a run's progress: done/total, rate, ETA, memory and the last item.
+
+    In JupyterLab (see :func:`in_interactive_frontend`) a small ipywidgets bar; otherwise
+    a DEBUG line in the session log at most every few seconds (and at the end), so an
+    executed notebook keeps no widget state.
+
+    Parameters
+    ----------
+    label : str
+        What runs, e.g. the run id.
+    unit : str
+        What an item is (files, epochs, trials).
+    widget : bool, optional
+        Force (True) or refuse (False) the widget; detected when None.
+    """
+
+    def __init__(self, label: str, unit: str = "items", *, widget: bool | None = None):
+        self.label = label
+        self.unit = unit
+        self._t0 = time.monotonic()
+        self._first_done: int | None = None
+        self._last_draw = 0.0
+        self._last: ProgressEvent | None = None
+        self._bar: Any = None
+        self._text: Any = None
+        self.box: Any = None
+        use_widget = in_interactive_frontend() if widget is None else widget
+        if use_widget:
+            try:
+                self._make_widget()
+            except ImportError:
+                self.box = None
+
+    def _make_widget(self) -> None:
+        import ipywidgets as w
+        from IPython.display import display
+
+        self._bar = w.FloatProgress(value=0.0, min=0.0, max=1.0, bar_style="info",
+                                    layout=w.Layout(width="220px", min_width="220px"))
+        self._text = w.HTML(value=f"<code>{self.label}</code>: starting",
+                            layout=w.Layout(min_width="0", overflow="hidden", flex="1 1 auto"))
+        self.box = w.HBox([self._bar, self._text], layout=w.Layout(align_items="center", width="100%"))
+        self.box.add_class("quantnb-progress")
+        display(self.box)
+
+    # -- events -----------------------------------------------------------------------
+    def __call__(self, event: Any) -> None:
+        """Take one progress event (a :class:`ProgressEvent`, a mapping or an object)."""
+        ev = ProgressEvent.coerce(event)
+        if self._last is not None:  # a total or final event: keep the last item and memory
+            ev = dataclasses.replace(ev, message=ev.message or self._last.message,
+                                     rss_gb=ev.rss_gb if ev.rss_gb is not None else self._last.rss_gb)
+        self._last = ev
+        if self._first_done is None:
+            self._first_done = ev.done
+        final = ev.status != "running"
+        now = time.monotonic()
+        interval = _WIDGET_MIN_INTERVAL_S if self.box is not None else _LOG_MIN_INTERVAL_S
+        if not final and now - self._last_draw < interval and not (ev.total and ev.done >= ev.total):
+            return
+        self._last_draw = now
+        if self.box is not None:
+            self._draw_widget(ev)
+        else:
+            logger.debug("progress {}", self.line(ev))
+
+    def rate_per_s(self, ev: ProgressEvent) -> float | None:
+        """Items per second: the sender's, else since this display started (this attempt's items)."""
+        if ev.rate_per_s:
+            return ev.rate_per_s
+        elapsed = time.monotonic() - self._t0
+        n = ev.done - (self._first_done or 0)
+        return n / elapsed if elapsed > 0 and n > 0 else None
+
+    def eta_s(self, ev: ProgressEvent) -> float | None:
+        """Seconds left: the sender's estimate, else at the current rate; None when unknown."""
+        if ev.eta_s is not None:
+            return ev.eta_s
+        rate = self.rate_per_s(ev)
+        if not ev.total or rate is None:
+            return None
+        return max(ev.total - ev.done, 0) / rate
+
+    def line(self, ev: ProgressEvent) -> str:
+        """One line: ``12/37 files (32%) · 3.1 files/s · ETA 0:12 · RSS 0.45 GB · last: x``."""
+        parts = [f"{ev.done}/{ev.total if ev.total else '?'} {self.unit}"]
+        if ev.total:
+            parts[0] += f" ({100.0 * min(ev.done / ev.total, 1.0):.0f}%)"
+        rate = self.rate_per_s(ev)
+        if rate is not None:
+            parts.append(f"{rate:.2f} {self.unit}/s" if rate < 10 else f"{rate:.0f} {self.unit}/s")
+        if ev.status == "running":
+            parts.append(f"ETA {_fmt_duration(self.eta_s(ev))}")
+        else:
+            parts.append(f"{ev.status} in {_fmt_duration(time.monotonic() - self._t0)}")
+        if ev.rss_gb is not None:
+            parts.append(f"RSS {ev.rss_gb:.2f} GB")
+        if ev.message:
+            parts.append(f"last: {ev.message}")
+        return " · ".join(parts)
+
+    def _draw_widget(self, ev: ProgressEvent) -> None:
+        import html
+
+        frac = min(ev.done / ev.total, 1.0) if ev.total else 0.0
+        self._bar.value = frac
+        if ev.status == "running":
+            self._bar.bar_style = "info"
+        elif ev.status == "completed":
+            self._bar.bar_style = "success"
+            self._bar.value = 1.0 if ev.total else self._bar.value
+        elif ev.status in ("failed", "interrupted"):
+            self._bar.bar_style = "danger"
+        else:
+            self._bar.bar_style = "warning"
+        line = html.escape(self.line(ev))
+        self._text.value = (f"<div style='white-space:nowrap;overflow:hidden;text-overflow:ellipsis;font-size:12px'"
+                            f" title='{html.escape(self.label)}: {line}'>{line}</div>")
+
+    def close(self) -> None:
+        """Draw the last event (if throttled); the widget stays on the page with its final state."""
+        if self._last is not None and self.box is not None:
+            self._draw_widget(self._last)
+
+
+def attach_progress(ctx: Any) -> ProgressDisplay:
+    """Create a :class:`ProgressDisplay` for a run and subscribe it to the run's progress events.
+
+    Parameters
+    ----------
+    ctx : quantnb.runlog.RunContext
+        The run; its ``add_progress_listener`` delivers an event per finished item, when the
+        total is set and when the run ends.
+
+    Returns
+    -------
+    ProgressDisplay
+    """
+    display = ProgressDisplay(ctx.run_id, _UNITS.get(ctx.stage, "items"))
+    ctx.add_progress_listener(display)
+    return display

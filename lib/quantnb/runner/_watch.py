@@ -1,0 +1,146 @@
+"""What ``quantnb run`` shows while the kernel works: a live tqdm line from the run's heartbeat JSON."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+from typing import Any, TextIO
+
+from quantnb.runlog import read_json_tolerant
+
+__all__ = ["HeartbeatProgress", "ipc_kernel_manager_class"]
+
+_POLL_S = 0.5
+
+
+class _Line:
+    """Give tqdm a plain write/flush view of a stream.
+
+    On a terminal shared with the kernel, tqdm writing to ``sys.stderr`` itself showed
+    nothing; through this view (ASCII bar) it does.
+    """
+
+    def __init__(self, stream: TextIO):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
+class HeartbeatProgress:
+    """Tail a run's heartbeat JSON in a thread and draw it as one tqdm line.
+
+    The kernel writes the heartbeat (at most ~1 s late); the runner only reads it, so
+    the terminal line, the JupyterLab widget and ``quantnb runs`` show the same numbers.
+
+    Parameters
+    ----------
+    heartbeat_path : pathlib.Path
+        ``logs/heartbeats/<run_id>_heartbeat.json``.
+    label : str
+        Shown before the bar (the stage).
+    file : text stream, optional
+        Where the line goes (stderr by default).
+    disable : bool or None
+        True hides the line; None hides it when ``file`` is not a terminal (CI logs).
+    """
+
+    def __init__(self, heartbeat_path: Path, label: str, *, file: TextIO | None = None,
+                 disable: bool | None = None, poll_s: float = _POLL_S):
+        self.path = heartbeat_path
+        self.label = label
+        self.file = file
+        self.disable = disable
+        self.poll_s = poll_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._bar: Any = None
+        self.last: dict[str, Any] | None = None
+
+    def __enter__(self) -> HeartbeatProgress:
+        if self.disable is True:
+            return self
+        self._thread = threading.Thread(target=self._loop, name="quantnb-progress", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._bar is not None:
+            self.refresh()
+            self._bar.close()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            self.refresh()
+
+    def _open_bar(self) -> None:
+        import shutil
+
+        from tqdm import tqdm
+
+        columns = shutil.get_terminal_size((100, 24)).columns
+        self._bar = tqdm(total=None, desc=self.label, unit="item", file=self.file or _Line(sys.stderr),
+                         disable=self.disable, ncols=columns if columns >= 40 else 100, leave=True)
+
+    def refresh(self) -> None:
+        """Read the heartbeat once and redraw the line (a missing or torn file is skipped)."""
+        hb = read_json_tolerant(self.path)
+        if not isinstance(hb, dict) or self.disable is True:
+            return
+        if self._bar is None:
+            self._open_bar()
+        self.last = hb
+        total = hb.get("total_items")
+        done = hb.get("items_done")
+        if done is None:
+            done = int(hb.get("completed_items") or 0) + int(hb.get("failed_items") or 0)
+        if total and self._bar.total != total:
+            first = self._bar.total is None
+            self._bar.reset(total=int(total))
+            if first:  # items of an earlier attempt are not this attempt's rate
+                self._bar.initial = int(done)
+            self._bar.bar_format = ("{desc}: {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} "
+                                    "[{elapsed}<{remaining}, {rate_fmt}]{postfix}")
+        self._bar.n = int(done)
+        post = []
+        if hb.get("status") not in (None, "running"):
+            post.append(str(hb["status"]))
+        if hb.get("failed_items"):
+            post.append(f"{hb['failed_items']} failed")
+        if hb.get("memory_gb") is not None:
+            post.append(f"RSS {float(hb['memory_gb']):.2f} GB")
+        if hb.get("last_item"):
+            post.append(str(hb["last_item"])[-48:])
+        self._bar.set_postfix_str(" · ".join(post), refresh=False)
+        self._bar.refresh()
+
+
+def ipc_kernel_manager_class() -> type:
+    """Return an AsyncKernelManager class on IPC (Unix sockets) in Jupyter's runtime directory, not TCP on loopback.
+
+    ipykernel warns "Kernel is running over TCP without encryption" for every TCP kernel;
+    IPC sockets are files only our user can open, so the warning's cause goes away, not just
+    the message.
+    """
+    import uuid
+
+    from jupyter_client import AsyncKernelManager
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    class _IpcKernelManager(AsyncKernelManager):  # type: ignore[misc]
+        def __init__(self, **kwargs: Any):
+            kwargs.setdefault("transport", "ipc")
+            super().__init__(**kwargs)
+            if self.transport == "ipc":
+                runtime = Path(jupyter_runtime_dir())
+                runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+                self.ip = str(runtime / f"quantnb-{uuid.uuid4().hex[:12]}-ipc")
+
+    return _IpcKernelManager

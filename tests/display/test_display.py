@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import dataclasses
+
+import polars as pl
+from loguru import logger
+
+from quantnb.display import ProgressDisplay, ProgressEvent, quality_html, result_html
+from quantnb.stages.etl import EtlParams, EtlResult, run_etl
+
+
+def test_headless_progress_goes_to_the_log_as_lines_not_a_widget():
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(m.record["message"]), level="DEBUG")
+    try:
+        display = ProgressDisplay("etl_x", "files", widget=False)
+        for done in range(1, 4):
+            display({"done": done, "total": 3, "message": f"f{done}.csv", "rss_gb": 0.25})
+        display({"done": 3, "total": 3, "message": "", "status": "completed"})
+    finally:
+        logger.remove(sink)
+    assert display.box is None
+    assert lines and lines[-1].startswith("progress 3/3 files (100%)")
+    assert "completed in" in lines[-1] and "RSS 0.25 GB" in lines[-1] and "last: f3.csv" in lines[-1]
+
+
+def test_progress_event_takes_the_runlog_event_shape():
+    @dataclasses.dataclass
+    class RunlogEvent:  # quantnb.runlog.ProgressEvent's fields
+        done: int = 2
+        total: int = 8
+        rate: float = 0.5
+        eta_s: float = 12.0
+        rss_mb: float = 420.0
+        message: str = "epoch-2"
+        status: str = "running"
+
+    ev = ProgressEvent.coerce(RunlogEvent())
+    assert (ev.done, ev.total, ev.rss_gb, ev.rate_per_s, ev.eta_s, ev.message) == (2, 8, 0.42, 0.5, 12.0, "epoch-2")
+    line = ProgressDisplay("r", "epochs", widget=False).line(ev)
+    assert "2/8 epochs (25%)" in line and "ETA 0:12" in line
+
+
+def test_quality_table_shows_only_files_and_counters_with_defects():
+    clean = {"path": "a.data", "crossed": 0, "seq_gaps": 0, "examples": []}
+    bad = {"path": "b.data", "crossed": 0, "seq_gaps": 3, "time_gaps": 1, "stale_dropped": 50, "examples": []}
+    html = quality_html({"data/a.data": clean, "data/b.data": bad})
+    assert "1 file(s) with defects, 1 clean" in html
+    assert "seq_gaps" in html and "time_gaps" in html
+    assert "crossed" not in html and "stale_dropped" not in html and "a.data" not in html
+
+
+def test_etl_result_html_summarises_outputs_quarantine_and_quality(project):
+    result = run_etl(EtlParams(input_globs=["data/samples/ohlcv/*.csv"], n_workers=1, console_level=None,
+                               project_dir=str(project)))
+    html = result._repr_html_()
+    assert result.run_id in html and "completed" in html and "BTC-PERP" in html and "Data quality" in html
+    broken = EtlResult("r", "completed_with_errors", pl.DataFrame(schema=result.outputs.schema),
+                       {"data/x.zip": "DataError: truncated\nmore"}, {})
+    assert "1 file(s) quarantined" in result_html(broken) and "DataError: truncated" in result_html(broken)
+
+
+def test_training_optimization_and_agent_results_render_tables_and_inline_plots(tmp_path):
+    from matplotlib.figure import Figure
+
+    from quantnb.stages.agent import AgentResult
+    from quantnb.stages.optimization import OptimizationResult
+    from quantnb.stages.training import TrainingResult
+
+    png = tmp_path / "plot.png"
+    fig = Figure(figsize=(2, 2))
+    fig.subplots().plot([0, 1], [1, 0])
+    fig.savefig(png)
+    history = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.1 / e, "f1_macro": 0.3 + 0.05 * e,
+                "is_best": e == 3, "f1_per_class": (0.1, 0.2, 0.3)} for e in (1, 2, 3)]
+    test = {"f1_macro": 0.41, "f1_weighted": 0.5, "f1_sell": 0.3, "f1_neutral": 0.6, "f1_buy": 0.33}
+    training = TrainingResult("training_x", 0.45, test, tmp_path / "model", png, history)._repr_html_()
+    assert training.count("data:image/png;base64,") == 2, "learning curves and the confusion matrix"
+    assert "0.4100" in training and "f1_weighted" in training
+    trials = pl.DataFrame({"number": [0, 1, 2], "state": ["COMPLETE", "PRUNED", "COMPLETE"],
+                           "value": [0.31, None, 0.42]})
+    opt = OptimizationResult("optimization_x", "study", 0.42, {"lr": 1e-3}, tmp_path / "best.json", trials)
+    html = opt._repr_html_()
+    assert "Best trials" in html and html.index("0.42") < html.index("0.31"), "best trial first"
+    agent = AgentResult("agent_x", tmp_path / "bundle", {}, png,
+                        pl.DataFrame({"policy": ["agent", "buy_and_hold"], "return_frac": [0.02, -0.01]}))
+    html = agent._repr_html_()
+    assert "buy_and_hold" in html and "data:image/png;base64," in html and "train_id=agent_x" in html
+
+
+def test_no_widget_outside_a_kernel_a_person_looks_at(monkeypatch):
+    from quantnb.display import HEADLESS_ENV, in_interactive_frontend
+
+    assert not in_interactive_frontend()  # plain Python (pytest): no IPython kernel
+    monkeypatch.setenv(HEADLESS_ENV, "1")  # what quantnb run sets for its kernels
+    assert not in_interactive_frontend()
+    assert ProgressDisplay("r", widget=None).box is None
