@@ -179,10 +179,11 @@ def _etl(r: Any) -> str:
 
     out = r.outputs
     n, bars = out.height, int(out["rows"].sum()) if out.height else 0
-    by_symbol = out.group_by("symbol").agg(
+    keys = [c for c in ("venue", "market", "symbol") if c in out.columns]  # one row per instrument
+    by_symbol = out.group_by(keys).agg(
         days=pl.len(), first_day=pl.col("day").min(), last_day=pl.col("day").max(), bars=pl.col("rows").sum(),
         gaps=pl.col("gaps").sum(), size_kb=pl.col("size_kb").sum().round(1),
-    ).sort("symbol") if n else out
+    ).sort(keys) if n else out
     return (_header("ETL", r.run_id, r.status)
             + f"<div>{n} Parquet file(s), {bars:,} bars, {len(r.quarantined)} quarantined</div>"
             + table_html(by_symbol) + _quarantine(r.quarantined) + quality_html(r.quality))

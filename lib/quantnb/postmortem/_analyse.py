@@ -180,7 +180,7 @@ class PostmortemReport:
         ]
         if m:
             trend = ""
-            if t.get("slope_mb_per_h") is not None:
+            if t.get("slope_mb_per_h") is not None and t.get("points", 0) >= LEAK_MIN_POINTS:
                 trend = f"; trend {t['slope_mb_per_h']:+.0f} MB/h over {t['points']} points"
             lines.append(f"  memory: min {m['min']:.3f} / max {m['max']:.3f} / mean {m['mean']:.3f} GB{trend}"
                          + (f"  WARNING: sustained rise (possible leak): >= {LEAK_MIN_SLOPE_MB_PER_H:.0f} MB/h "

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from quantnb.postmortem._analyse import PostmortemReport
+from quantnb.postmortem._analyse import LEAK_MIN_POINTS, PostmortemReport
 
 _LEVEL_Y = {"WARNING": 0, "ERROR": 1, "CRITICAL": 2}
 _LEVEL_COLOUR = {"WARNING": "tab:orange", "ERROR": "tab:red", "CRITICAL": "darkred"}
@@ -55,7 +55,8 @@ def plot_memory(report: PostmortemReport, path: Path) -> Figure:
                 "s", label="per batch")
     trend = report.memory_trend.get("slope_mb_per_h")
     title = f"{report.run_id}: memory"
-    if trend is not None:
+    if trend is not None and report.memory_trend.get("points", 0) >= LEAK_MIN_POINTS:  # a slope of a few
+        # samples over seconds extrapolates to absurd MB/h: no trend is stated below the leak rule's minimum
         title += f" (trend {trend:+.0f} MB/h" + (", possible leak)" if report.memory_rising else ")")
     ax.set_title(title)
     ax.set_ylabel("RSS, GB")
