@@ -17,7 +17,7 @@ import time
 import traceback
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import polars as pl
 from loguru import logger
@@ -25,6 +25,7 @@ from pydantic import Field, PositiveInt
 
 from quantnb.config import StageParams
 from quantnb.errors import ConfigError, DataError
+from quantnb.parallel import EXECUTOR_FIELDS, ExecutorKind, open_executor
 from quantnb.runlog import (
     RunContext,
     atomic_path,
@@ -58,6 +59,9 @@ class EtlParams(StageParams):
     skip_until_snapshot: bool = Field(
         False, description="Skip order-book deltas before the first snapshot instead of failing the file."
     )
+    executor: ExecutorKind = Field("local", description="'local' process pool or 'dask' (README: Scaling out).")
+    scheduler: str | None = Field(None, description="Dask scheduler tcp://host:8786; None: a local cluster.")
+    execution_fields: ClassVar[frozenset[str]] = StageParams.execution_fields | EXECUTOR_FIELDS
 
     def run_suffix(self) -> str:
         """Return the input folders' names, e.g. ``bybit-binance_usdm-trades-ohlcv``."""
@@ -144,6 +148,14 @@ def _process_files(ctx: RunContext, params: EtlParams, inputs: list[Path]) -> di
     ctx.set_total(len(inputs), total_batches=len(inputs))
     reports: dict[str, dict[str, Any]] = {}
     jobs = [(p, _item_name(p, ctx.root), parts_dir / f"{p.name}.parquet") for p in todo]
+    if params.executor == "dask":  # items as Dask tasks; this process alone commits and logs them
+        shards = {item: (n, shard) for n, (_, item, shard) in enumerate(jobs)}
+        with open_executor("dask", n_workers=params.n_workers, scheduler=params.scheduler, ctx=ctx) as ex:
+            for p, item, shard in jobs:
+                ex.submit(item, _ingest_to_shard, str(p), str(shard), params.skip_until_snapshot)
+            for done in ex.as_completed():
+                _collect(ctx, done.key, shards[done.key][1], shards[done.key][0], reports, done.result)
+        return reports
     if params.n_workers == 1 or len(jobs) <= 1:
         for n, (p, item, shard) in enumerate(jobs):
             _collect(ctx, item, shard, n, reports, lambda p=p, shard=shard: _ingest_to_shard(
