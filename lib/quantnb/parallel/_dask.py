@@ -170,8 +170,10 @@ class DaskExecutor:
         _, rec = event
         t = _worker_time(rec["t"])
         process, thread = _Ident(rec["pid"], rec["process"]), _Ident(0, rec["thread"])
+        # bound like captured streams: in the session log only, as records of local pool workers are
         logger.patch(lambda r: r.update(time=t, name=rec["name"], function=rec["function"], line=rec["line"],
-                                        process=process, thread=thread)).log(rec["level"], "{}", rec["message"])
+                                        process=process, thread=thread)).bind(stream="dask-worker").log(
+            rec["level"], "{}", rec["message"])
         with self._cond:
             self._seen[rec["attempt"]] += 1
             self._cond.notify_all()
