@@ -7,8 +7,10 @@ its layout). The LocalCluster each run starts has two worker processes.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -20,7 +22,7 @@ import pytest
 from quantnb.errors import ConfigError
 from quantnb.stages.etl import EtlParams, run_etl
 from quantnb.stages.labelling import LabellingParams, run_labelling
-from tests.conftest import QUANTNB, SAMPLES, run_cli
+from tests.conftest import PYTHON, QUANTNB, SAMPLES, run_cli
 
 WORKER_TAG = "dask-worker@"  # process name of records forwarded from Dask workers
 
@@ -99,6 +101,48 @@ def test_unreachable_scheduler_is_a_config_error_naming_the_fix(project, monkeyp
 
         with open_executor("local", n_workers=1, scheduler="tcp://x:1", ctx=None):  # type: ignore[arg-type]
             pass
+
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    """A scheduler and two worker processes started the way the README says, on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "POLARS_MAX_THREADS": "1"}
+    procs = [subprocess.Popen([PYTHON, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port",
+                               str(port), "--no-dashboard"], stdout=subprocess.DEVNULL,
+                              stderr=open(tmp_path / "scheduler.log", "w"), env=env)]
+    procs.append(subprocess.Popen([PYTHON, "-m", "distributed.cli.dask_worker", address, "--nworkers", "2",
+                                   "--nthreads", "1", "--memory-limit", "0", "--no-dashboard"],
+                                  stdout=subprocess.DEVNULL, stderr=open(tmp_path / "workers.log", "w"), env=env))
+    try:
+        from distributed import Client
+
+        with Client(address, timeout=60, set_as_default=False) as client:
+            client.wait_for_workers(2, timeout=120)
+        yield address
+    finally:
+        for p in reversed(procs):  # workers first, then the scheduler; each by its own pid
+            p.terminate()
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+@pytest.mark.slow
+def test_etl_on_a_running_scheduler_writes_the_local_parquet_and_logs_worker_records(project, dask_cluster):
+    _raw_inputs(project, n_copies=2)
+    local = _etl(project, "local", "data/local")
+    remote = run_etl(EtlParams(input_globs=["data/raw/*"], output_dir="data/remote", executor="dask",
+                               scheduler=dask_cluster, project_dir=str(project), console_level=None))
+    assert remote.quarantined == local.quarantined and len(remote.quarantined) == 1
+    assert _parquet_bytes(project / "data" / "remote") == _parquet_bytes(project / "data" / "local")
+    log = (project / "logs" / "etl" / f"{remote.run_id}.log").read_text()
+    assert f"Dask: scheduler {dask_cluster} with 2 worker(s)" in log
+    assert sum(1 for ln in log.splitlines() if WORKER_TAG in ln and "messages processed" in ln) == 2
 
 
 # -- faults, through `quantnb run` (the driver is the notebook's kernel) -----------------------------------
