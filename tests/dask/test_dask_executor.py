@@ -96,6 +96,8 @@ def test_unreachable_scheduler_is_a_config_error_naming_the_fix(project, monkeyp
     with pytest.raises(ConfigError, match="scheduler='tcp://127.0.0.1:9'.*dask scheduler"):
         run_etl(EtlParams(input_globs=["data/raw/*"], executor="dask", scheduler="tcp://127.0.0.1:9",
                           project_dir=str(project), console_level=None))
+    with pytest.raises(ConfigError, match="scheduler='tcp://x:1' is only used with executor='dask'"):
+        EtlParams.parse({"scheduler": "tcp://x:1"})
     with pytest.raises(ConfigError, match="executor='dask'"):
         from quantnb.parallel import open_executor
 

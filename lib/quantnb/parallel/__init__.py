@@ -23,6 +23,7 @@ from quantnb.parallel._executor import (
     LocalExecutor,
     open_executor,
 )
+from quantnb.parallel._params import ParallelStageParams
 
 __all__ = [
     "EXECUTOR_FIELDS",
@@ -31,5 +32,6 @@ __all__ = [
     "ExecutorKind",
     "ItemExecutor",
     "LocalExecutor",
+    "ParallelStageParams",
     "open_executor",
 ]

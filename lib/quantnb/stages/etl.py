@@ -17,15 +17,14 @@ import time
 import traceback
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import polars as pl
 from loguru import logger
 from pydantic import Field, PositiveInt
 
-from quantnb.config import StageParams
 from quantnb.errors import ConfigError, DataError
-from quantnb.parallel import EXECUTOR_FIELDS, ExecutorKind, open_executor
+from quantnb.parallel import ParallelStageParams, open_executor
 from quantnb.runlog import (
     RunContext,
     atomic_path,
@@ -46,7 +45,7 @@ DEFAULT_GLOBS = [
 ]
 
 
-class EtlParams(StageParams):
+class EtlParams(ParallelStageParams):  # + executor, scheduler
     """Parameters of the ETL stage."""
 
     stage = "etl"
@@ -59,9 +58,6 @@ class EtlParams(StageParams):
     skip_until_snapshot: bool = Field(
         False, description="Skip order-book deltas before the first snapshot instead of failing the file."
     )
-    executor: ExecutorKind = Field("local", description="'local' process pool or 'dask' (README: Scaling out).")
-    scheduler: str | None = Field(None, description="Dask scheduler tcp://host:8786; None: a local cluster.")
-    execution_fields: ClassVar[frozenset[str]] = StageParams.execution_fields | EXECUTOR_FIELDS
 
     def run_suffix(self) -> str:
         """Return the input folders' names, e.g. ``bybit-binance_usdm-trades-ohlcv``."""

@@ -13,22 +13,21 @@ import dataclasses
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import polars as pl
 from loguru import logger
 from pydantic import Field, PositiveInt
 
-from quantnb.config import StageParams
 from quantnb.errors import ConfigError, DataError
-from quantnb.parallel import EXECUTOR_FIELDS, ExecutorKind, open_executor
+from quantnb.parallel import ParallelStageParams, open_executor
 from quantnb.research import format_distribution, label_bars, label_distribution, label_suffix
 from quantnb.runlog import RunContext, atomic_path, atomic_write_json, start_run, worker_initializer
 
 __all__ = ["LabellingParams", "LabellingResult", "run_labelling"]
 
 
-class LabellingParams(StageParams):
+class LabellingParams(ParallelStageParams):  # + executor, scheduler
     """Parameters of the labelling stage."""
 
     stage = "labelling"
@@ -39,9 +38,6 @@ class LabellingParams(StageParams):
     threshold_long_frac: float = Field(0.008, gt=0, lt=1, description="BUY if forward return >= this.")
     price_col: str = Field("close", description="Price column; 'micro_price_close' where the ETL has books.")
     n_workers: PositiveInt = Field(2, description="Worker processes; 1 runs in-process.")
-    executor: ExecutorKind = Field("local", description="'local' process pool or 'dask' (README: Scaling out).")
-    scheduler: str | None = Field(None, description="Dask scheduler tcp://host:8786; None: a local cluster.")
-    execution_fields: ClassVar[frozenset[str]] = StageParams.execution_fields | EXECUTOR_FIELDS
 
     def run_suffix(self) -> str:
         """Return the label suffix, e.g. ``SELL_0004_BUY_0008_1h``."""
