@@ -1,8 +1,8 @@
 """ETL on a 2-worker local Dask cluster against the 2-process local executor; a scaling estimate.
 
 Inputs: the Binance USD-M capture in ``data/samples`` replayed (as in ``bench_etl.py``) to
-``--messages`` messages per file, copied to 16 files under different names and folders of a
-throwaway project. Each round runs :func:`quantnb.stages.etl.run_etl` once with
+``--messages`` messages per file (1M by default, about 3.5 s of one core), copied to 16 files
+under different names and folders of a throwaway project. Each round runs :func:`quantnb.stages.etl.run_etl` once with
 ``executor="local"`` and once with ``executor="dask"`` (the order alternates between rounds),
 timing the whole call: run set-up, starting the workers (process pool or LocalCluster), the
 16 files, the merge and the run record. POLARS_MAX_THREADS=1, so each worker is one core.
@@ -16,12 +16,15 @@ task wrapper, which forwards log records), which feed the estimate printed at th
 The machine is shared: the load average is printed with every round and the figures can be
 noisy; compare the median ratio, and rerun when the load is low.
 
-Usage: ``python benchmarks/bench_dask.py [--rounds 3] [--files 16] [--messages 400000]``.
+Usage: ``python benchmarks/bench_dask.py [--rounds 3] [--files 16] [--messages 1000000]``
+(``--messages 0``: plain copies of the sample, where the fixed cost of starting and stopping the
+cluster dominates).
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import importlib.util
 import math
 import os
@@ -53,7 +56,10 @@ def _project(tmp: Path, n_files: int, n_messages: int) -> tuple[Path, int]:
     root = tmp / "proj"
     (root / "data").mkdir(parents=True)
     (root / "pyproject.toml").write_text("[project]\nname = 'bench-dask'\n")
-    capture = _make_binance(tmp, n_messages)
+    sample = HERE.parent / "data" / "samples" / "binance_usdm" / "BTCUSDT_20240808.gz"
+    capture = _make_binance(tmp, n_messages) if n_messages else sample
+    if not n_messages:  # plain copies of the sample capture
+        n_messages = sum(1 for _ in gzip.open(sample))
     for i in range(n_files):  # 16 replayed captures, different names and folders
         dest = root / "data" / "raw" / f"capture{i % 4}" / f"BTCUSDT_2024{(i // 28) + 8:02d}{(i % 28) + 1:02d}.gz"
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -104,7 +110,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--files", type=int, default=16)
-    ap.add_argument("--messages", type=int, default=400_000, help="messages per replayed capture")
+    ap.add_argument("--messages", type=int, default=1_000_000,
+                    help="messages per replayed capture; 0: plain copies of the sample (93,953 messages)")
     args = ap.parse_args()
     logger.remove()
     print(f"load average before: {_load()} on {os.cpu_count()} CPU(s) (a shared machine: figures may be noisy)")
