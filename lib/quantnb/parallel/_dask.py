@@ -148,7 +148,7 @@ class DaskExecutor:
                             self._cluster.scheduler_address)
             self._client = Client(self._cluster or scheduler, timeout=_CONNECT_TIMEOUT_S, set_as_default=False)
         except BaseException as exc:
-            self.close()
+            self.close(wait=True)
             if not isinstance(exc, OSError):  # OSError (TimeoutError): an unreachable scheduler
                 raise
             raise ConfigError(f"scheduler={scheduler!r}: cannot reach the Dask scheduler ({exc}); start one "
@@ -162,7 +162,7 @@ class DaskExecutor:
                 logger.info("Dask: scheduler {} with {} worker(s)", scheduler, n)
             self._client.subscribe_topic(self._topic, self._relay)
         except BaseException:
-            self.close()
+            self.close(wait=True)
             raise
 
     def _relay(self, event: tuple[float, dict[str, Any]]) -> None:
@@ -223,8 +223,13 @@ class DaskExecutor:
                 logger.debug("{}: task raised on the worker:\n{}", key, out["traceback"].rstrip())
             yield Completed(key, lambda out=out: _unwrap(out))
 
-    def close(self) -> None:
-        """Cancel the tasks not consumed, unsubscribe, close the client and the local cluster."""
+    def close(self, wait: bool = False) -> None:
+        """Cancel the tasks not consumed, unsubscribe, close the client and the local cluster.
+
+        The LocalCluster (about a second or two to stop its workers) is closed by a
+        non-daemon thread unless ``wait``, so the driver goes on with the merge meanwhile;
+        the interpreter waits for that thread before it exits.
+        """
         client, cluster, self._client, self._cluster = self._client, self._cluster, None, None
         if client is not None:
             if self._futures:
@@ -233,7 +238,17 @@ class DaskExecutor:
             client.unsubscribe_topic(self._topic)
             client.close()
         if cluster is not None:
-            cluster.close()
+            if wait:
+                cluster.close()
+            else:
+                threading.Thread(target=_close_cluster, args=(cluster,), name="quantnb-dask-close").start()
+
+
+def _close_cluster(cluster: Any) -> None:
+    try:
+        cluster.close()
+    except Exception as exc:  # the workers die with this process anyway; say so and go on
+        logger.warning("Dask: closing the local cluster failed: {}: {}", type(exc).__name__, exc)
 
 
 def _reraise(exc: BaseException) -> Any:
