@@ -28,9 +28,9 @@ import polars as pl
 from loguru import logger
 from pydantic import Field, PositiveInt, field_validator
 
-from quantnb.config import StageParams
 from quantnb.display import result_html
 from quantnb.errors import ConfigError, DataError
+from quantnb.parallel import ParallelStageParams, open_executor
 from quantnb.runlog import (
     RunContext,
     atomic_path,
@@ -54,7 +54,7 @@ DEFAULT_GLOBS = [
 ]
 
 
-class EtlParams(StageParams):
+class EtlParams(ParallelStageParams):  # + executor, scheduler
     """Parameters of the ETL stage."""
 
     stage = "etl"
@@ -245,6 +245,14 @@ def _process_files(ctx: RunContext, params: EtlParams, inputs: list[Path]) -> di
     jobs = [(p, item, _shard_path(ctx, item)) for p in todo for item in [_item_name(p, ctx.root)]]
     options = {"skip_until_snapshot": params.skip_until_snapshot, "default_markets": params.default_markets(),
                "ohlcv_venue": params.ohlcv_venue}
+    if params.executor == "dask":  # items as Dask tasks; this process alone commits and logs them
+        shards = {item: (n, shard) for n, (_, item, shard) in enumerate(jobs)}
+        with open_executor("dask", n_workers=params.n_workers, scheduler=params.scheduler, ctx=ctx) as ex:
+            for p, item, shard in jobs:
+                ex.submit(item, _ingest_to_shard, str(p), str(shard), {**options, "key": item})
+            for done in ex.as_completed():
+                _collect(ctx, done.key, shards[done.key][1], shards[done.key][0], reports, done.result)
+        return reports
     if params.n_workers == 1 or len(jobs) <= 1:
         for n, (p, item, shard) in enumerate(jobs):
             _collect(ctx, item, shard, n, reports, lambda p=p, item=item, shard=shard: _ingest_to_shard(

@@ -19,16 +19,16 @@ import polars as pl
 from loguru import logger
 from pydantic import Field, PositiveInt
 
-from quantnb.config import StageParams
 from quantnb.display import result_html
 from quantnb.errors import ConfigError, DataError
+from quantnb.parallel import ParallelStageParams, open_executor
 from quantnb.research import format_distribution, label_bars, label_distribution, label_suffix
 from quantnb.runlog import RunContext, atomic_path, atomic_write_json, start_run, worker_initializer
 
 __all__ = ["LabellingParams", "LabellingResult", "run_labelling"]
 
 
-class LabellingParams(StageParams):
+class LabellingParams(ParallelStageParams):  # + executor, scheduler
     """Parameters of the labelling stage."""
 
     stage = "labelling"
@@ -146,6 +146,9 @@ def run_labelling(params: LabellingParams) -> LabellingResult:
         if len(todo) < len(jobs):
             logger.info("Resume: skipping {} labelled file(s)", len(jobs) - len(todo))
         p = params.model_dump()
+        if params.executor == "dask":  # items as Dask tasks; this process alone commits and logs them
+            _label_on_dask(ctx, params, todo, p)
+            todo = []
         mp = multiprocessing.get_context("spawn")
         pool = ProcessPoolExecutor(params.n_workers, mp_context=mp, initializer=worker_initializer,
                                    initargs=ctx.worker_initargs()) if params.n_workers > 1 and len(todo) > 1 else None
@@ -174,6 +177,24 @@ def run_labelling(params: LabellingParams) -> LabellingResult:
         ctx.set_result(rows=int(n_rows), **{f"frac_{k.lower()}": v / n_rows for k, v in totals.items()})
         ctx.record_metrics(distribution={k: round(v / n_rows, 4) for k, v in totals.items()}, rows=int(n_rows))
     return LabellingResult(ctx.run_id, ctx.status, out_dir, table, dict(ctx.checkpoint.failed))
+
+
+def _label_on_dask(ctx: RunContext, params: LabellingParams, todo: list[tuple[str, str, str | None, Path]],
+                   p: dict[str, Any]) -> None:
+    """Label ``todo`` as Dask tasks; record each file here as its task completes."""
+    index = {job[0]: (n, job) for n, job in enumerate(todo)}
+    with open_executor("dask", n_workers=params.n_workers, scheduler=params.scheduler, ctx=ctx) as ex:
+        for item, path, next_path, dest in todo:
+            ex.submit(item, _label_one, path, next_path, str(dest), p)
+        for done in ex.as_completed():
+            n, job = index[done.key]
+            try:
+                summary = done.result()
+            except DataError as exc:
+                logger.error("{} quarantined: {}", done.key, exc)
+                ctx.checkpoint.mark_failed(done.key, str(exc))
+                continue
+            _record(ctx, done.key, job[3], n, summary)
 
 
 def _distribution_table(out_dir: Path) -> pl.DataFrame:
