@@ -112,6 +112,7 @@ def test_a_second_session_of_the_same_folder_and_mode_is_refused_naming_the_firs
 
 _SESSION = textwrap.dedent("""
     import sys
+    import time
     from pathlib import Path
     sys.path.insert(0, {root!r})
     from quantnb.errors import ConfigError
@@ -122,6 +123,9 @@ _SESSION = textwrap.dedent("""
     trader = Trader(make_agent(), ReplayProvider(bars, warmup_bars={start}, speed=float(sys.argv[2])),
                     PaperBroker("BTC-PERP", 10_000.0, FillModel(fee_bps=5.0, slippage_bps=1.0)),
                     RiskLimits(0.5, 1.0), Path(sys.argv[1]), run_id=sys.argv[3])
+    go = Path(sys.argv[4]) if len(sys.argv) > 4 else None
+    while go is not None and not go.exists():  # imported and built: start trading when the test says so
+        time.sleep(0.01)
     try:
         stats = trader.run()
     except ConfigError as err:
@@ -137,9 +141,9 @@ def test_two_processes_one_refused_first_completes_and_a_killed_session_never_bl
     script.write_text(_SESSION.format(root=str(ROOT), n=START + 40, start=START))
     out = tmp_path / "produccion"
 
-    def start(speed: float, run_id: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, str(script), str(out), str(speed), run_id], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+    def start(speed: float, run_id: str, *go: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, str(script), str(out), str(speed), run_id, *go],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def wait_for_step(proc: subprocess.Popen, step: int) -> None:
         deadline = time.monotonic() + 240
@@ -150,9 +154,11 @@ def test_two_processes_one_refused_first_completes_and_a_killed_session_never_bl
             time.sleep(0.05)
         raise AssertionError(f"session did not reach step {step}: {proc.communicate()}")
 
-    first = start(600.0, "run-one")  # 0.1 s a bar: 4 s of trading
+    go = tmp_path / "go"
+    second = start(0.0, "run-two", str(go))  # ready (imports done) before the first is well under way
+    first = start(300.0, "run-one")  # 0.2 s a bar: 8 s of trading
     wait_for_step(first, 2)
-    second = start(0.0, "run-two")
+    go.touch()
     out2, err2 = second.communicate(timeout=240)
     assert second.returncode == 3 and f"pid {first.pid}, run id run-one" in out2, out2 + err2
     out1, err1 = first.communicate(timeout=240)
