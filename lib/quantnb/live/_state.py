@@ -332,7 +332,10 @@ class StateStore:
                 or time.monotonic() - self._snapshot_t >= self.snapshot_every_s:
             self._write_snapshot(state)
             return
-        os.write(self._journal_fd, state.to_json_bytes())  # one write: a kill leaves the line whole or torn
+        line = state.to_json_bytes()
+        done = os.write(self._journal_fd, line)  # one write: a kill leaves the line whole or torn
+        while done < len(line):  # a short write (disk nearly full): finish the line before the next one
+            done += os.write(self._journal_fd, line[done:])
 
     def _write_snapshot(self, state: TraderState) -> None:
         # Without fsync, renaming a new file over the old one still makes ext4 start writing it back
