@@ -227,3 +227,30 @@ def test_each_retry_appears_once_in_the_logs(caplog_loguru):
     ours = [m for m in caplog_loguru if "t/retry" in m and "retrying in" in m]
     assert len(ours) == 3, caplog_loguru  # three failures, three retry lines
     assert not [r for r in records if r.name.startswith("stamina")], [r.getMessage() for r in records]
+
+
+class _Killed(BaseException):
+    """Stands for a kill inside the loop: the session ends without its final snapshot."""
+
+
+def test_a_session_stopped_dead_between_snapshots_resumes_from_the_journal_like_an_uninterrupted_one(tmp_path):
+    from tests.live.test_state_and_resume import _content
+
+    bars = sample_bars(START + 40)
+    ref = _trader(tmp_path / "ref", bars).run()
+
+    def die(info) -> None:
+        if info.step == 17:
+            raise _Killed
+
+    out = tmp_path / "killed"
+    with pytest.raises(_Killed):
+        _trader(out, bars, on_step=die).run()
+    assert json.loads(state_path(out, "replay").read_text())["step"] == 0  # only the start snapshot
+    assert read_latest_state(out, "replay").step == 18  # the journal holds every step
+    with open(journal_path(out, "replay"), "ab") as fh:
+        fh.write(b'{"mode": "replay", "step": 99')  # and a torn line
+    resumed = _trader(out, bars).run()
+    assert resumed.resumed and resumed.steps == 40 - 18
+    assert _content(resumed.registro_path) == _content(ref.registro_path)
+    assert journal_path(out, "replay").stat().st_size == 0 and read_latest_state(out, "replay").completed
