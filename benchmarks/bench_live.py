@@ -5,7 +5,8 @@ stable-baselines3 SAC policy (untrained: inference cost does not depend on the w
 is the production set-up: ``start_run`` configures the session log (DEBUG, line-buffered, secrets
 masked), ``on_step`` reports every bar to the run context (heartbeat TSV line + throttled heartbeat
 JSON) and a loguru file sink is added at DEBUG; the trader writes ``registro_<ts>.csv`` (one
-flushed row per bar) and one log line per fill. Prints:
+flushed row per bar), its crash-safe state (replay: one journal line per bar, a full snapshot
+every 2,000 bars or 10 s) and one log line per fill. Prints:
 
 - decision latency, closed bar in hand -> order handed to the broker: p50 / p99 (goal p99 <= 5 ms);
 - replay throughput in bars per second (goal >= 2,000 bars/s);

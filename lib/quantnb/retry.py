@@ -49,6 +49,30 @@ __all__ = ["RetryPolicy", "retry_temporary", "translate_error", "retry_after_s_f
 P = ParamSpec("P")
 T = TypeVar("T")
 
+_stamina_quiet = False
+
+
+def _quiet_stamina_logging() -> None:
+    """Drop stamina's own retry logging (each retry is logged once, by :meth:`RetryPolicy.call`).
+
+    stamina's default hooks log every scheduled retry through the standard ``logging`` module,
+    which the session log captures: each retry would appear twice. Its Prometheus counter is
+    kept when ``prometheus_client`` is installed. Done once, at the first retry, so importing
+    this module changes nothing.
+    """
+    global _stamina_quiet
+    if _stamina_quiet:
+        return
+    hooks: list[Any] = []
+    try:
+        import prometheus_client  # noqa: F401
+
+        hooks.append(stamina.instrumentation.PrometheusOnRetryHook)
+    except ImportError:
+        pass
+    stamina.instrumentation.set_on_retry_hooks(hooks)
+    _stamina_quiet = True
+
 
 @dataclasses.dataclass(frozen=True)
 class RetryPolicy:
@@ -175,6 +199,7 @@ class RetryPolicy:
             wait = hook(err)
             if wait is False:
                 raise
+        _quiet_stamina_logging()
         if not stamina.is_testing():
             time.sleep(float(wait))
         for attempt in stamina.retry_context(on=hook, attempts=self.attempts - 1, timeout=None):

@@ -140,14 +140,11 @@ def _registro_content(root: Path, train_id: str) -> list[dict]:
 
 
 def _state(root: Path, train_id: str) -> dict:
-    path = root / "runs" / train_id / "produccion" / "state_replay.json"
-    for _ in range(50):  # read while the trader replaces it: the link may move between resolve and open
-        try:
-            return json.loads(path.read_text())
-        except FileNotFoundError:
-            if not path.is_symlink() and not path.exists():
-                return {}
-    return {}
+    """The newest recorded replay state (snapshot or journal line), read while the trader writes; {} if none."""
+    from quantnb.live import read_latest_state
+
+    state = read_latest_state(root / "runs" / train_id / "produccion", "replay")
+    return {} if state is None else json.loads(state.to_json())
 
 
 @pytest.mark.slow

@@ -43,7 +43,16 @@ from quantnb.live._resume import RECONCILIATION_COLUMNS
 from quantnb.live._retry import RetryPolicy, retry_temporary
 from quantnb.live._risk import OrderPlan, RiskControl, RiskLimits
 from quantnb.live._session import LiveConfig, build_trader, load_live_config, run_with_restarts
-from quantnb.live._state import PendingOrder, StateStore, TraderState, TradingState, state_path
+from quantnb.live._state import (
+    PendingOrder,
+    SessionLock,
+    StateStore,
+    TraderState,
+    TradingState,
+    journal_path,
+    read_latest_state,
+    state_path,
+)
 from quantnb.live._stats import SessionStats, StepInfo
 from quantnb.live._trader import AgentLike, Trader, session_timestamp
 from quantnb.live._types import AccountState, Bar, Fill, MarketRules
@@ -76,6 +85,9 @@ __all__ = [
     "PendingOrder",
     "StateStore",
     "state_path",
+    "SessionLock",
+    "journal_path",
+    "read_latest_state",
     "BadBarError",
     "validate_bar",
     "RECONCILIATION_COLUMNS",

@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import Any, TextIO
 
+from quantnb._secrets import SecretMasker
+
 __all__ = ["REGISTRO_COLUMNS", "EMERGENCIAS_COLUMNS", "AuditRow", "CsvAppender"]
 
 REGISTRO_COLUMNS = (
@@ -97,7 +99,9 @@ class CsvAppender:
     """A CSV file opened for line-buffered appends: each row reaches the OS as it is written.
 
     The header is written when the file is new or empty; a file left by a killed run is
-    appended to (readers tolerate a truncated last line).
+    appended to (readers tolerate a truncated last line). Values of secret environment
+    variables (names with KEY, SECRET, TOKEN or PASSWORD, 4+ characters; read when the file
+    is opened) are written as ``***`` (only text fields can carry one; numbers cost nothing).
 
     Parameters
     ----------
@@ -114,16 +118,22 @@ class CsvAppender:
         new = not self.path.exists() or self.path.stat().st_size == 0
         self._fh: TextIO = open(self.path, "a", buffering=1, newline="", encoding="utf-8")  # noqa: SIM115
         self._writer = csv.writer(self._fh, lineterminator="\n")
+        self._mask = SecretMasker()
         self.rows = 0
         if new:
             self._writer.writerow(columns)
 
     def write(self, row: AuditRow | dict[str, Any]) -> None:
-        """Append one row (an :class:`AuditRow` or a dict keyed by column) and flush it."""
+        """Append one row (an :class:`AuditRow` or a dict keyed by column), secrets masked, and flush it."""
         if isinstance(row, AuditRow):
-            self._writer.writerow([_fmt(getattr(row, c)) for c in self.columns])
+            values = [getattr(row, c) for c in self.columns]
         else:
-            self._writer.writerow([_fmt(row.get(c, "")) for c in self.columns])
+            values = [row.get(c, "") for c in self.columns]
+        if self._mask:
+            mask = self._mask
+            self._writer.writerow([mask(v) if isinstance(v, str) else _fmt(v) for v in values])
+        else:
+            self._writer.writerow([_fmt(v) for v in values])
         self.rows += 1
 
     def tell(self) -> int:

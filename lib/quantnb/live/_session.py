@@ -143,6 +143,7 @@ def build_trader(
     session_ts: str | None = None,
     fresh_start: bool = False,
     max_bad_bars: int = 3,
+    run_id: str = "",
 ) -> Trader:
     """Assemble a :class:`Trader` for ``mode``; nothing connects until ``trader.run()``.
 
@@ -193,6 +194,8 @@ def build_trader(
     max_bad_bars : int
         Consecutive rejected candles (NaN/Inf, non-positive, inconsistent OHLC) that trigger the
         emergency protocol.
+    run_id : str
+        The run's id, recorded in the session lock (a second session is refused naming it).
 
     Returns
     -------
@@ -235,7 +238,7 @@ def build_trader(
                        cfg.train_id, limits.max_drawdown_frac)
     return Trader(bundle, provider, broker, limits, cfg.out_dir, retry=retry, on_step=on_step, max_steps=max_steps,
                   duration_s=duration_s, session_ts=session_ts, mode=mode, fresh_start=fresh_start,
-                  bar_interval_ms=_TIMEFRAME_S[cfg.timeframe] * 1000, max_bad_bars=max_bad_bars)
+                  bar_interval_ms=_TIMEFRAME_S[cfg.timeframe] * 1000, max_bad_bars=max_bad_bars, run_id=run_id)
 
 
 def run_with_restarts(make_trader: Callable[[], Trader], *, max_restarts: int = 3, backoff_s: float = 30.0,

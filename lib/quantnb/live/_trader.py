@@ -23,7 +23,7 @@ from quantnb.live._inference import deterministic_policy
 from quantnb.live._paper import PaperBroker
 from quantnb.live._resume import cut_registro, load_recorded_state, reconcile
 from quantnb.live._risk import OrderPlan, RiskControl, RiskLimits
-from quantnb.live._state import PendingOrder, StateStore, TraderState, TradingState
+from quantnb.live._state import PendingOrder, SessionLock, StateStore, TraderState, TradingState
 from quantnb.live._stats import SessionStats, StepInfo
 from quantnb.live._types import AccountState, Bar, Fill
 from quantnb.retry import RetryPolicy
@@ -127,6 +127,8 @@ class Trader:
         Consecutive rejected candles that trigger the emergency protocol (cause ``bad_data``).
     sleep : callable
         Injectable sleep (the emergency protocol's polling).
+    run_id : str
+        The run's id, recorded in the session lock (a second session is refused naming it).
     """
 
     def __init__(self, agent: AgentLike, provider: DataProvider, broker: Broker, limits: RiskLimits,
@@ -135,7 +137,7 @@ class Trader:
                  duration_s: float | None = None, session_ts: str | None = None, poll_s: float = 0.5,
                  emergency_poll_timeout_s: float = 30.0, emergency_poll_interval_s: float = 0.5,
                  mode: str = "replay", fresh_start: bool = False, bar_interval_ms: int = 60_000,
-                 max_bad_bars: int = 3, sleep: Callable[[float], None] = time.sleep):
+                 max_bad_bars: int = 3, sleep: Callable[[float], None] = time.sleep, run_id: str = ""):
         self.agent, self.provider, self.broker, self.limits = agent, provider, broker, limits
         self.out_dir = Path(out_dir)
         self.retry = retry or RetryPolicy(what="live/retry")
@@ -144,6 +146,8 @@ class Trader:
         self.mode, self.fresh_start = mode, fresh_start
         self.bar_interval_ms, self.max_bad_bars = int(bar_interval_ms), max(1, int(max_bad_bars))
         self.store = StateStore(self.out_dir, mode)
+        self.lock = SessionLock(self.out_dir, mode)
+        self.run_id = run_id
         self._new_ts = session_ts
         self.session_ts = session_ts or ""
         self.registro_path = self.out_dir / f"registro_{self.session_ts}.csv"
@@ -194,7 +198,7 @@ class Trader:
                                            poll_interval_s=interval_s, poll_timeout_s=timeout_s, sleep=sleep,
                                            journal=self)
 
-    def _save(self) -> None:
+    def _save(self, snapshot: bool = False) -> None:
         st = self.st
         assert st is not None
         st.trading_state = self.trading_state
@@ -208,7 +212,7 @@ class Trader:
             st.paper = self.broker.snapshot()
         if self._registro is not None:
             st.registro_bytes = self._registro.tell()
-        self.store.save(st)
+        self.store.save(st, snapshot=snapshot)
 
     def run(self) -> SessionStats:
         """Run the session until the data ends, a limit is reached, a stop is requested or an emergency.
@@ -222,12 +226,22 @@ class Trader:
         Raises
         ------
         ConfigError
-            Before any order: halt marker present, symbol unknown, keys rejected, state file unreadable.
+            Before any order: another session of this folder and mode is running, halt marker
+            present, symbol unknown, keys rejected, state file unreadable.
         TemporaryError
             If the venue cannot be reached during start-up.
         Exception
             A programming error inside the loop is re-raised after the emergency protocol.
         """
+        self.lock.acquire(self.run_id, self._new_ts or "")
+        try:
+            self.store._remove_orphans()  # under the lock: no other writer
+            return self._run()
+        finally:
+            self.store.close()
+            self.lock.release()
+
+    def _run(self) -> SessionStats:
         check_not_halted(self.out_dir)
         self.retry.call(self.broker.connect)
         self.risk.rules = self.broker.rules
@@ -261,7 +275,7 @@ class Trader:
                 self._acct = acct
                 if st.trading_state is TradingState.HALTED:
                     st.trading_state, st.halt_cause = TradingState.ACTIVE, ""
-                self._save()
+                self._save(snapshot=True)
             except BaseException:
                 self.provider.close()
                 raise
@@ -287,7 +301,7 @@ class Trader:
                 stats.flattened_on_stop = self.emergency.flatten(rep, purpose="stop_flatten")
             if stats.stopped_by == "end_of_data":
                 st.completed = True
-            self._save()
+            self._save(snapshot=True)
             self._finish(stats, latencies, time.perf_counter() - t_start)
         finally:
             self._registro.close()

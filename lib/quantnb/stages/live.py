@@ -155,7 +155,7 @@ def run_live(params: LiveParams) -> LiveResult:
             replay_speed=params.replay_speed, initial_equity_usd=params.initial_equity_usd, fee_bps=params.fee_bps,
             max_steps=params.max_steps, duration_s=params.duration_s, confirm_live=params.confirm_live,
             on_step=on_step, rest_base_url=params.rest_base_url, ws_url=params.ws_url, session_ts=session_ts,
-            fresh_start=params.fresh_start, max_bad_bars=params.max_bad_bars)
+            fresh_start=params.fresh_start, max_bad_bars=params.max_bad_bars, run_id=ctx.run_id)
         stats, stopped = _run_with_stop_signals(trader, params.flatten_on_stop)
         summary = stats.to_dict()
         for key, value in summary.items():
