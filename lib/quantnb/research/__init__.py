@@ -11,23 +11,50 @@ Typical use by the labelling and training stages::
 
 from __future__ import annotations
 
-from quantnb.features import FeatureScaler
-from quantnb.research._dataset import N_CLASSES, WindowDataset
-from quantnb.research._features import build_features, feature_columns
-from quantnb.research._labels import (
-    BUY,
-    LABEL_NAMES,
-    NEUTRAL,
-    SELL,
-    THRESHOLD_TOL,
-    format_distribution,
-    label_bars,
-    label_counts,
-    label_distribution,
-    label_suffix,
-)
-from quantnb.research._prepare import PreparedData, prepare_datasets
-from quantnb.research._split import DataSplits, chronological_split
+from typing import TYPE_CHECKING
+
+from quantnb._lazy import attach
+
+if TYPE_CHECKING:  # the names for type checkers; at run time each loads on first use
+    from quantnb.features import FeatureScaler
+    from quantnb.research._dataset import N_CLASSES, WindowDataset
+    from quantnb.research._features import build_features, feature_columns
+    from quantnb.research._labels import (
+        BUY,
+        LABEL_NAMES,
+        NEUTRAL,
+        SELL,
+        THRESHOLD_TOL,
+        format_distribution,
+        label_bars,
+        label_counts,
+        label_distribution,
+        label_suffix,
+    )
+    from quantnb.research._prepare import PreparedData, prepare_datasets
+    from quantnb.research._split import DataSplits, chronological_split
+
+__getattr__, __dir__ = attach(__name__, {
+    "FeatureScaler": "quantnb.features",
+    "N_CLASSES": "quantnb.research._dataset",
+    "WindowDataset": "quantnb.research._dataset",
+    "build_features": "quantnb.research._features",
+    "feature_columns": "quantnb.research._features",
+    "BUY": "quantnb.research._labels",
+    "LABEL_NAMES": "quantnb.research._labels",
+    "NEUTRAL": "quantnb.research._labels",
+    "SELL": "quantnb.research._labels",
+    "THRESHOLD_TOL": "quantnb.research._labels",
+    "format_distribution": "quantnb.research._labels",
+    "label_bars": "quantnb.research._labels",
+    "label_counts": "quantnb.research._labels",
+    "label_distribution": "quantnb.research._labels",
+    "label_suffix": "quantnb.research._labels",
+    "PreparedData": "quantnb.research._prepare",
+    "prepare_datasets": "quantnb.research._prepare",
+    "DataSplits": "quantnb.research._split",
+    "chronological_split": "quantnb.research._split",
+})
 
 __all__ = [
     "label_bars",

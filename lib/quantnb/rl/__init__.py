@@ -46,37 +46,83 @@ feed the same bars from the same first bar as the evaluation's feature computati
 
 from __future__ import annotations
 
-from quantnb.features import FeatureScaler
-from quantnb.rl._bundle import AgentBundle, AgentMetadata, load_agent_bundle, save_agent_bundle
-from quantnb.rl._checkpoint import latest_checkpoint
-from quantnb.rl._classifier import CLASSIFIER_FEATURES, AgentFeatureStream, ClassifierSignal, ClassifierStream
-from quantnb.rl._env import TradingEnv
-from quantnb.rl._evaluate import (
-    MINUTES_PER_YEAR,
-    EvaluationResult,
-    PerformanceMetrics,
-    evaluate_agent,
-    performance_metrics,
-)
-from quantnb.rl._features import (
-    BOOK_FEATURE_SOURCES,
-    DEFAULT_WARMUP_BARS,
-    MARKET_FEATURES,
-    available_feature_names,
-    compute_features,
-)
-from quantnb.rl._incremental import IncrementalFeatures
-from quantnb.rl._observation import (
-    PORTFOLIO_STATE_NAMES,
-    ActionInterpreter,
-    Decision,
-    ObservationBuilder,
-    PortfolioState,
-)
-from quantnb.rl._plot import plot_equity_curve
-from quantnb.rl._portfolio import Fill, FillModel, Portfolio
-from quantnb.rl._train import TrainResult, train_sac
-from quantnb.rl._train_types import CheckpointInfo, EnvSpec, SacParams, TrainProgress, nest_flat_params
+from typing import TYPE_CHECKING
+
+from quantnb._lazy import attach
+
+if TYPE_CHECKING:  # the names for type checkers; at run time each loads on first use
+    from quantnb.features import FeatureScaler
+    from quantnb.rl._bundle import AgentBundle, AgentMetadata, load_agent_bundle, save_agent_bundle
+    from quantnb.rl._checkpoint import latest_checkpoint
+    from quantnb.rl._classifier import CLASSIFIER_FEATURES, AgentFeatureStream, ClassifierSignal, ClassifierStream
+    from quantnb.rl._env import TradingEnv
+    from quantnb.rl._evaluate import (
+        MINUTES_PER_YEAR,
+        EvaluationResult,
+        PerformanceMetrics,
+        evaluate_agent,
+        performance_metrics,
+    )
+    from quantnb.rl._features import (
+        BOOK_FEATURE_SOURCES,
+        DEFAULT_WARMUP_BARS,
+        MARKET_FEATURES,
+        available_feature_names,
+        compute_features,
+    )
+    from quantnb.rl._incremental import IncrementalFeatures
+    from quantnb.rl._observation import (
+        PORTFOLIO_STATE_NAMES,
+        ActionInterpreter,
+        Decision,
+        ObservationBuilder,
+        PortfolioState,
+    )
+    from quantnb.rl._plot import plot_equity_curve
+    from quantnb.rl._portfolio import Fill, FillModel, Portfolio
+    from quantnb.rl._train import TrainResult, train_sac
+    from quantnb.rl._train_types import CheckpointInfo, EnvSpec, SacParams, TrainProgress, nest_flat_params
+
+__getattr__, __dir__ = attach(__name__, {
+    "FeatureScaler": "quantnb.features",
+    "AgentBundle": "quantnb.rl._bundle",
+    "AgentMetadata": "quantnb.rl._bundle",
+    "load_agent_bundle": "quantnb.rl._bundle",
+    "save_agent_bundle": "quantnb.rl._bundle",
+    "latest_checkpoint": "quantnb.rl._checkpoint",
+    "CLASSIFIER_FEATURES": "quantnb.rl._classifier",
+    "AgentFeatureStream": "quantnb.rl._classifier",
+    "ClassifierSignal": "quantnb.rl._classifier",
+    "ClassifierStream": "quantnb.rl._classifier",
+    "TradingEnv": "quantnb.rl._env",
+    "MINUTES_PER_YEAR": "quantnb.rl._evaluate",
+    "EvaluationResult": "quantnb.rl._evaluate",
+    "PerformanceMetrics": "quantnb.rl._evaluate",
+    "evaluate_agent": "quantnb.rl._evaluate",
+    "performance_metrics": "quantnb.rl._evaluate",
+    "BOOK_FEATURE_SOURCES": "quantnb.rl._features",
+    "DEFAULT_WARMUP_BARS": "quantnb.rl._features",
+    "MARKET_FEATURES": "quantnb.rl._features",
+    "available_feature_names": "quantnb.rl._features",
+    "compute_features": "quantnb.rl._features",
+    "IncrementalFeatures": "quantnb.rl._incremental",
+    "PORTFOLIO_STATE_NAMES": "quantnb.rl._observation",
+    "ActionInterpreter": "quantnb.rl._observation",
+    "Decision": "quantnb.rl._observation",
+    "ObservationBuilder": "quantnb.rl._observation",
+    "PortfolioState": "quantnb.rl._observation",
+    "plot_equity_curve": "quantnb.rl._plot",
+    "Fill": "quantnb.rl._portfolio",
+    "FillModel": "quantnb.rl._portfolio",
+    "Portfolio": "quantnb.rl._portfolio",
+    "TrainResult": "quantnb.rl._train",
+    "train_sac": "quantnb.rl._train",
+    "CheckpointInfo": "quantnb.rl._train_types",
+    "EnvSpec": "quantnb.rl._train_types",
+    "SacParams": "quantnb.rl._train_types",
+    "TrainProgress": "quantnb.rl._train_types",
+    "nest_flat_params": "quantnb.rl._train_types",
+})
 
 __all__ = [
     # features

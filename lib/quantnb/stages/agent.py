@@ -22,23 +22,7 @@ from quantnb.config import StageParams
 from quantnb.data import read_bars
 from quantnb.display import result_html
 from quantnb.errors import ConfigError
-from quantnb.rl import (
-    ActionInterpreter,
-    AgentMetadata,
-    ClassifierSignal,
-    EnvSpec,
-    FeatureScaler,
-    FillModel,
-    ObservationBuilder,
-    SacParams,
-    TradingEnv,
-    compute_features,
-    evaluate_agent,
-    load_agent_bundle,
-    nest_flat_params,
-    save_agent_bundle,
-    train_sac,
-)
+from quantnb.rl._train_types import EnvSpec, SacParams, nest_flat_params  # light: pydantic only
 from quantnb.runlog import start_run
 from quantnb.stages._labelled import drop_empty_columns
 
@@ -188,7 +172,22 @@ def run_agent(params: AgentParams) -> AgentResult:
     DataError
         If the bars are not a clean minute series.
     """
+    # heavy: imported by the run, not by the runner's parameter validation
     import torch
+
+    from quantnb.rl import (
+        ActionInterpreter,
+        AgentMetadata,
+        ClassifierSignal,
+        FeatureScaler,
+        FillModel,
+        ObservationBuilder,
+        TradingEnv,
+        compute_features,
+        evaluate_agent,
+        save_agent_bundle,
+        train_sac,
+    )
 
     with start_run(params) as ctx:
         torch.set_num_threads(params.num_threads)
@@ -262,6 +261,8 @@ def run_agent(params: AgentParams) -> AgentResult:
 
 def _with_baseline(table: pl.DataFrame, bundle_dir: Path, eval_start: str) -> pl.DataFrame:
     """Insert the baseline agent's evaluation metrics as column ``baseline_agent`` (before buy-and-hold)."""
+    from quantnb.rl import load_agent_bundle  # heavy (stable-baselines3): not at module import
+
     meta = load_agent_bundle(bundle_dir).metadata
     base = meta.metrics.get("agent") or {}
     if meta.data_span.get("eval", [None])[0] != eval_start:

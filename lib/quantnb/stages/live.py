@@ -22,7 +22,7 @@ import glob
 import signal
 import threading
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 from loguru import logger
@@ -31,8 +31,10 @@ from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 from quantnb.config import StageParams
 from quantnb.display import result_html
 from quantnb.errors import ConfigError
-from quantnb.live import RiskLimits, SessionStats, StepInfo, build_trader, load_live_config, session_timestamp
 from quantnb.runlog import start_run
+
+if TYPE_CHECKING:
+    from quantnb.live import SessionStats
 
 __all__ = ["LiveParams", "LiveResult", "run_live"]
 
@@ -135,6 +137,9 @@ def run_live(params: LiveParams) -> LiveResult:
         bundle, the drawdown halt marker present, missing API key variables, an unreadable
         state file.
     """
+    # heavy: imported by the run, not by the runner's parameter validation
+    from quantnb.live import RiskLimits, StepInfo, build_trader, load_live_config, session_timestamp
+
     with start_run(params) as ctx:
         cfg = load_live_config(ctx.root / "runs", params.train_id, timeframe=params.timeframe)
         session_ts = session_timestamp()

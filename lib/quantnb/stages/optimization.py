@@ -24,7 +24,7 @@ import json
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from loguru import logger
@@ -34,8 +34,6 @@ from pydantic import Field, PositiveFloat, PositiveInt, field_validator
 from quantnb.config import StageParams
 from quantnb.display import result_html
 from quantnb.errors import ConfigError, QuantnbError
-from quantnb.models import HybridTCNLSTM, TrainConfig, Trainer, seed_everything
-from quantnb.research import PreparedData, prepare_datasets
 from quantnb.runlog import RunContext, atomic_write_json, is_interrupt, start_run
 from quantnb.stages._labelled import load_labelled
 from quantnb.stages._study import (
@@ -54,6 +52,9 @@ from quantnb.stages._study import (
     trial_key,
     worker_identity,
 )
+
+if TYPE_CHECKING:
+    from quantnb.research import PreparedData
 
 __all__ = ["OptimizationParams", "OptimizationResult", "run_optimization", "open_study", "search_space",
            "check_study_compatible", "finished_outcome"]
@@ -263,6 +264,8 @@ class _Objective:
         self._data: dict[int, PreparedData] = {}
 
     def data(self, seq_len: int) -> PreparedData:
+        from quantnb.research import prepare_datasets  # torch: loaded by the run, not by parameter validation
+
         if seq_len not in self._data:
             self._data[seq_len] = prepare_datasets(self.labelled, seq_len=seq_len, train_frac=self.p.train_frac,
                                                    val_frac=self.p.val_frac, lookahead_min=self.lookahead_min)
@@ -304,6 +307,8 @@ class _Objective:
             raise
 
     def _train(self, trial: optuna.Trial, hp: dict[str, Any], key: int) -> float:
+        from quantnb.models import HybridTCNLSTM, TrainConfig, Trainer, seed_everything  # torch, as above
+
         p = self.p
         data = self.data(hp["seq_len"])
         seed_everything(p.seed + key)  # the key, not the number: a retry trains exactly as its original

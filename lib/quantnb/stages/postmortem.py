@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
-import matplotlib.pyplot as plt
 from loguru import logger
-from matplotlib.figure import Figure
 from pydantic import Field
 
 from quantnb.config import StageParams
 from quantnb.display import result_html
-from quantnb.postmortem import (
-    PostmortemReport,
-    analyse_run,
-    find_latest_run,
-    plot_learning_curve,
-    plot_memory,
-    plot_throughput,
-    plot_timeline,
-)
 from quantnb.runlog import atomic_write_json, start_run
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from quantnb.postmortem import PostmortemReport
 
 __all__ = ["PostmortemParams", "PostmortemResult", "run_postmortem"]
 
@@ -65,6 +60,17 @@ def run_postmortem(params: PostmortemParams) -> PostmortemResult:
     ConfigError
         If there is no run to analyse.
     """
+    import matplotlib.pyplot as plt  # heavy: imported by the run, not by the runner's parameter validation
+
+    from quantnb.postmortem import (
+        analyse_run,
+        find_latest_run,
+        plot_learning_curve,
+        plot_memory,
+        plot_throughput,
+        plot_timeline,
+    )
+
     with start_run(params) as ctx:
         target = params.target_run_id or find_latest_run(ctx.root, params.target_stage)
         logger.info("Post-mortem of run {}", target)

@@ -21,16 +21,6 @@ from pydantic import Field, PositiveFloat, PositiveInt
 from quantnb.config import StageParams
 from quantnb.display import result_html
 from quantnb.errors import ConfigError
-from quantnb.models import (
-    HybridTCNLSTM,
-    TrainConfig,
-    Trainer,
-    evaluate,
-    plot_confusion_matrix,
-    save_model_bundle,
-    seed_everything,
-)
-from quantnb.research import prepare_datasets
 from quantnb.runlog import start_run
 from quantnb.stages._labelled import load_labelled
 
@@ -124,6 +114,18 @@ def run_training(params: TrainingParams) -> TrainingResult:
     ConfigError
         Missing labelled data or best parameters, or a resume with different settings.
     """
+    # heavy: imported by the run, not by the runner's parameter validation
+    from quantnb.models import (
+        HybridTCNLSTM,
+        TrainConfig,
+        Trainer,
+        evaluate,
+        plot_confusion_matrix,
+        save_model_bundle,
+        seed_everything,
+    )
+    from quantnb.research import prepare_datasets
+
     with start_run(params) as ctx:
         hp = params.model_params(ctx.root)
         labelled, label_cfg = load_labelled(ctx.root, params.labelled_dir)
