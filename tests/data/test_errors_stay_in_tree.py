@@ -34,3 +34,18 @@ def test_malformed_delta_level_is_a_data_error_not_a_value_or_type_error(bad):
 def test_malformed_snapshot_level_is_a_data_error_caught_by_the_root():
     with pytest.raises(QuantnbError, match=r"malformed snapshot level"):
         OrderBook().reset([(100.0,)], [])
+
+
+def test_data_error_names_bar_and_field_and_keeps_them_across_pickling():
+    import pickle
+
+    import polars as pl
+
+    from quantnb.data import check_bars
+
+    ts = pl.Series("ts", [0, 60_000_000, 60_000_000], dtype=pl.Datetime("us", "UTC"))
+    with pytest.raises(DataError, match=r"row 2: ts .* is not after the previous bar") as info:
+        check_bars(pl.DataFrame({"ts": ts}), what="x.parquet")
+    assert (info.value.bar, info.value.field) == (2, "ts")
+    back = pickle.loads(pickle.dumps(DataError("m", path="p", line=3, bar="2026-01-01T00:00", field="close")))
+    assert (str(back), back.path, back.line, back.bar, back.field) == ("m", "p", 3, "2026-01-01T00:00", "close")

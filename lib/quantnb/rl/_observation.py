@@ -211,7 +211,8 @@ class ObservationBuilder:
             row, col = np.argwhere(~np.isfinite(arr))[0]
             raise DataError(
                 f"feature {self.feature_names[col]!r} is {arr[row, col]} in window row {row}; "
-                "features are not warmed up yet or a bar is bad; feed more history before trading"
+                "features are not warmed up yet or a bar is bad; feed more history before trading",
+                bar=int(row), field=self.feature_names[col]
             )
         return arr
 
