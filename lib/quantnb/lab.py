@@ -69,7 +69,18 @@ def _widget_extension_args() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Start JupyterLab in the foreground; return its exit code."""
+    """Start JupyterLab in the foreground; return its exit code.
+
+    Parameters
+    ----------
+    argv : list of str or None
+        Command-line arguments (``--port``, ``--root``); None reads ``sys.argv``.
+
+    Returns
+    -------
+    int
+        JupyterLab's exit code.
+    """
     parser = argparse.ArgumentParser(prog="python -m quantnb.lab", description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("QUANTNB_LAB_PORT", "8888")))
     parser.add_argument("--root", default=None, help="project directory (default: found from the cwd)")

@@ -308,6 +308,11 @@ class OrderBook:
     def imbalance(self, n_levels: int = 10) -> float:
         """Return the depth imbalance of the top ``n_levels`` levels per side.
 
+        Parameters
+        ----------
+        n_levels : int, default 10
+            Levels per side, counted from the best price.
+
         Returns
         -------
         float

@@ -42,7 +42,20 @@ def _warn_conflicts(frame: pl.DataFrame, what: str) -> None:
 
 
 def instrument_path(venue: str, market: str, symbol: str) -> str:
-    """Return ``<venue>/<market>/<SYMBOL>``, the instrument's folder under the ETL's output directory."""
+    """Return ``<venue>/<market>/<SYMBOL>``, the instrument's folder under the ETL's output directory.
+
+    Parameters
+    ----------
+    venue, market : str
+        E.g. ``"bybit"`` and ``"linear"``.
+    symbol : str
+        Exchange symbol; upper-cased in the path.
+
+    Returns
+    -------
+    str
+        A relative POSIX path.
+    """
     return f"{venue}/{market}/{symbol}"
 
 
