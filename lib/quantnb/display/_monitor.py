@@ -210,7 +210,18 @@ class RunMonitor:
         return cells
 
     def show_postmortem(self, run_id: str) -> Any:
-        """Run the post-mortem stage on ``run_id`` and show its result below the table."""
+        """Run the post-mortem stage on ``run_id`` and show its result below the table.
+
+        Parameters
+        ----------
+        run_id : str
+            The run to analyse (a folder name under ``runs/``).
+
+        Returns
+        -------
+        PostmortemResult
+            The post-mortem stage's result (also displayed).
+        """
         from IPython.display import display
 
         from quantnb.stages.postmortem import PostmortemParams, run_postmortem
