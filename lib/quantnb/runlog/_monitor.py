@@ -217,7 +217,22 @@ def runs_frame(
     stage: str | None = None,
     status: str | None = None,
 ) -> Any:
-    """Return :func:`list_runs` as a polars DataFrame (one row per run, ``headline`` as text)."""
+    """Return :func:`list_runs` as a polars DataFrame (one row per run, ``headline`` as text).
+
+    Parameters
+    ----------
+    project_dir : str, path-like or None
+        Project directory; None finds it from the cwd.
+    stage : str or None
+        Only runs of this stage.
+    status : str or None
+        Only runs with this status.
+
+    Returns
+    -------
+    polars.DataFrame
+        One row per run, newest first, with :meth:`RunSummary.to_row` columns.
+    """
     import polars as pl
 
     rows = [s.to_row() for s in list_runs(project_dir, stage=stage, status=status)]
