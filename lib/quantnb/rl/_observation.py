@@ -187,7 +187,9 @@ class ObservationBuilder:
         Parameters
         ----------
         scaled_window : np.ndarray, shape (window, n_features), float64
+            The last ``window`` feature rows, oldest first, already scaled.
         state : PortfolioState
+            The portfolio's state at the decision time.
 
         Returns
         -------

@@ -321,8 +321,9 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
         Parameters
         ----------
         study : optuna.Study
-        trial : optuna.trial.FrozenTrial
             Unused: the space is fixed.
+        trial : optuna.trial.FrozenTrial
+            Unused.
 
         Returns
         -------
