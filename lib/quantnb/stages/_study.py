@@ -72,14 +72,15 @@ def check_storage_url(storage: str) -> str:
 
     Raises
     ------
-    ValueError
-        If the URL has ``user:password@`` or a ``password=`` query parameter.
+    ConfigError
+        If the URL has ``user:password@`` or a ``password=`` query parameter (a
+        ``ValueError`` too, so a pydantic validator reports it as a validation error).
     """
     if "://" not in storage:
         return storage
     parts = urlsplit(storage)
     if parts.password is not None or "password" in {k.lower() for k in parse_qs(parts.query)}:
-        raise ValueError(
+        raise ConfigError(
             "the storage URL carries a password, which would be written to run.json and the logs; "
             f"remove it from the URL and set {PASSWORD_ENV} (or PGPASSWORD) in the environment instead")
     return storage
