@@ -41,6 +41,11 @@ def check_path_component(name: str, value: str | None) -> str | None:
         The parameter's name, quoted in the message.
     value : str or None
         The value; None is accepted (unset).
+
+    Returns
+    -------
+    str or None
+        The problem and its fix, or None when ``value`` is safe or unset.
     """
     if value is None:
         return None

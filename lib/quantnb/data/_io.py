@@ -63,6 +63,12 @@ def market_from_path(path: str | Path, kind: str) -> str | None:
         The input file.
     kind : str
         Its source kind (:func:`detect_source`); an OHLCV CSV has no layout (None).
+
+    Returns
+    -------
+    str or None
+        ``linear``, ``inverse``, ``spot``, ``option``, ``usdm`` or ``coinm``; None when no
+        folder of ``path`` names a market.
     """
     parts = [p.lower() for p in Path(path).parts[:-1]]
     for i in range(len(parts) - 1, -1, -1):

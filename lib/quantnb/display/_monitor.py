@@ -78,6 +78,11 @@ def read_runs(project_dir: str | Path | None = None, stage: str | None = None) -
         Project directory; found from the cwd otherwise.
     stage : str, optional
         Only runs of this stage.
+
+    Returns
+    -------
+    list of dict
+        One dict per run, newest first.
     """
     from quantnb._paths import project_root
 

@@ -189,6 +189,11 @@ class Portfolio:
         initial_equity_usd : float, optional
             Denominator of ``equity_ratio``; defaults to ``initial_cash_usd``.
 
+        Returns
+        -------
+        PortfolioState
+            ``position_frac``, ``unrealized_pnl_frac`` and ``equity_ratio`` at ``mark_price_usd``.
+
         Raises
         ------
         OperationalError

@@ -206,6 +206,11 @@ def pid_alive(pid: int, create_time: float | None = None) -> bool:
         Process id.
     create_time : float, optional
         ``psutil.Process.create_time()`` recorded at start, to tell a reused pid apart.
+
+    Returns
+    -------
+    bool
+        False if there is no such process, or it started at another time (a reused pid).
     """
     try:
         proc = psutil.Process(pid)

@@ -524,6 +524,11 @@ class RunContext:
             Lowest level written.
         include_streams : bool
             Also write captured stdout/stderr lines.
+
+        Returns
+        -------
+        pathlib.Path
+            The log file (under the project directory when ``path`` is relative).
         """
         dest = Path(path) if Path(path).is_absolute() else self.root / path
         dest.parent.mkdir(parents=True, exist_ok=True)

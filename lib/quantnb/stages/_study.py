@@ -144,6 +144,11 @@ def trial_key(trials: Sequence[FrozenTrial], trial: FrozenTrial) -> int:
         Every trial of the study (any state), as the storage returns them.
     trial : FrozenTrial
         The trial to name.
+
+    Returns
+    -------
+    int
+        0-based key, stable across retries and resumes.
     """
     if KEY_ATTR in trial.user_attrs:
         return int(trial.user_attrs[KEY_ATTR])

@@ -149,6 +149,11 @@ def open_study(storage: str, study_name: str, seed: int, startup_trials: int, ro
         The whole search space (:func:`search_space`), drawn at once per trial so that no
         setting repeats; without it the sampler draws parameter by parameter.
 
+    Returns
+    -------
+    optuna.Study
+        Direction ``maximize`` (validation F1 macro).
+
     Raises
     ------
     ConfigError

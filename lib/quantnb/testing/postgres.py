@@ -152,6 +152,11 @@ def start_postgres(
     timeout_s : float
         How long ``pg_ctl`` waits for the server to accept connections.
 
+    Returns
+    -------
+    PostgresServer
+        The running server; call :meth:`PostgresServer.stop` (or use :func:`postgres_server`).
+
     Raises
     ------
     FileNotFoundError
