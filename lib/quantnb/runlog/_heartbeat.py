@@ -100,6 +100,11 @@ class TsvLog:
         ----------
         *values : Any
             One value per column, formatted with ``str``.
+
+        Raises
+        ------
+        ValueError
+            If the number of values differs from the number of columns (a programming error).
         """
         if len(values) != len(self.columns):
             raise ValueError(f"{self.path.name}: {len(values)} values for {len(self.columns)} columns")

@@ -113,7 +113,13 @@ class BinanceLoopbackServer:
 
     @property
     def base_url(self) -> str:
-        """``http://127.0.0.1:<port>``, the root to give :func:`configure_ccxt_for_loopback`."""
+        """``http://127.0.0.1:<port>``, the root to give :func:`configure_ccxt_for_loopback`.
+
+        Raises
+        ------
+        RuntimeError
+            If the server was not started.
+        """
         if self._httpd is None:
             raise RuntimeError("server not started: call start() first")
         return f"http://127.0.0.1:{self._httpd.server_address[1]}"
