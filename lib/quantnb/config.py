@@ -41,6 +41,11 @@ def check_path_component(name: str, value: str | None) -> str | None:
         The parameter's name, quoted in the message.
     value : str or None
         The value; None is accepted (unset).
+
+    Returns
+    -------
+    str or None
+        The problem and its fix, or None when ``value`` is safe or unset.
     """
     if value is None:
         return None
@@ -57,6 +62,20 @@ def check_inside_project(name: str, value: str | None, project_dir: str | None =
     Relative values are taken from the project directory (``project_dir``, else the one
     found from the cwd); ``..`` that climbs out of it, or an absolute path elsewhere, is
     refused.
+
+    Parameters
+    ----------
+    name : str
+        The parameter's name, for the message (e.g. ``"output_dir"``).
+    value : str or None
+        The folder as given; None is always accepted.
+    project_dir : str or None
+        Project root; None finds it from the current directory.
+
+    Returns
+    -------
+    str or None
+        The problem and its fix, or None when ``value`` stays inside the project.
     """
     if value is None:
         return None
@@ -74,6 +93,16 @@ def cross_field_problems(values: dict[str, Any]) -> list[str]:
     Rules: for every ``<x>_min`` with an ``<x>_max`` (both set), min <= max;
     ``train_frac + val_frac < 1``; ``threshold_short_frac < 0 < threshold_long_frac``.
     Each message names the parameters, their values and the fix.
+
+    Parameters
+    ----------
+    values : dict of str to Any
+        Parameter names and values as given (unset parameters may be absent or None).
+
+    Returns
+    -------
+    list of str
+        One message per violated rule, in the order of the rules above.
     """
     problems = []
     for name, lo in values.items():
@@ -334,6 +363,16 @@ def _install_notebook_error_display() -> None:
 
 def load_yaml_params(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping of parameter names to values.
+
+    Parameters
+    ----------
+    path : str or Path
+        A YAML file holding one mapping of parameter names to values.
+
+    Returns
+    -------
+    dict of str to Any
+        The mapping as parsed (not yet validated by a params model).
 
     Raises
     ------

@@ -45,19 +45,33 @@ class DataError(QuantnbError):
         The input file, when known.
     line : int or None
         1-based line number in that file, when known.
+    bar : str, int or None
+        The bar at fault when the input is a frame or a stream of bars rather than a text
+        file: its ``ts`` (ISO 8601 string or epoch milliseconds) or its 0-based row index.
+    field : str or None
+        The column or field at fault (e.g. ``"ts"``, ``"close"``), when known.
+
+    Attributes
+    ----------
+    path, line, bar, field
+        As given, so a caller can quarantine or report without parsing the message.
     """
 
-    def __init__(self, message: str, *, path: str | None = None, line: int | None = None):
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
+                 bar: str | int | None = None, field: str | None = None):
         super().__init__(message)
         self.path = path
         self.line = line
+        self.bar = bar
+        self.field = field
 
-    def __reduce__(self):  # keep path/line across process boundaries (ProcessPoolExecutor)
-        return (_rebuild_data_error, (str(self), self.path, self.line))
+    def __reduce__(self):  # keep the structured fields across process boundaries (ProcessPoolExecutor)
+        return (_rebuild_data_error, (str(self), self.path, self.line, self.bar, self.field))
 
 
-def _rebuild_data_error(message: str, path: str | None, line: int | None) -> DataError:
-    return DataError(message, path=path, line=line)
+def _rebuild_data_error(message: str, path: str | None, line: int | None,
+                        bar: str | int | None = None, field: str | None = None) -> DataError:
+    return DataError(message, path=path, line=line, bar=bar, field=field)
 
 
 class TemporaryError(QuantnbError):

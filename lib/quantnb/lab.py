@@ -13,6 +13,8 @@ import secrets
 import sys
 from pathlib import Path
 
+from quantnb.errors import ConfigError
+
 __all__ = ["lab_command", "main"]
 
 
@@ -30,13 +32,18 @@ def lab_command(port: int, token: str, root: str | Path, *, python: str | None =
     python : str, optional
         Interpreter of the project's environment (this one by default).
 
+    Returns
+    -------
+    list of str
+        ``[python, "-m", "jupyterlab", ...]`` with port, token and root directory options.
+
     Raises
     ------
-    ValueError
+    ConfigError
         If ``token`` is empty (that would switch authentication off).
     """
     if not token:
-        raise ValueError("an empty token switches JupyterLab's authentication off; pass a random token")
+        raise ConfigError("an empty token switches JupyterLab's authentication off; pass a random token")
     return [
         python or sys.executable, "-m", "jupyterlab", "--no-browser",
         "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
@@ -69,7 +76,18 @@ def _widget_extension_args() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Start JupyterLab in the foreground; return its exit code."""
+    """Start JupyterLab in the foreground; return its exit code.
+
+    Parameters
+    ----------
+    argv : list of str or None
+        Command-line arguments (``--port``, ``--root``); None reads ``sys.argv``.
+
+    Returns
+    -------
+    int
+        JupyterLab's exit code.
+    """
     parser = argparse.ArgumentParser(prog="python -m quantnb.lab", description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("QUANTNB_LAB_PORT", "8888")))
     parser.add_argument("--root", default=None, help="project directory (default: found from the cwd)")

@@ -31,26 +31,29 @@ def check_bars(df: pl.DataFrame, *, what: str = "bars") -> None:
     if "ts" not in df.columns:
         raise DataError(
             f"{what}: no 'ts' column (columns: {df.columns}); bars need a 'ts' Datetime column holding "
-            "each minute's start, as the ETL writes it"
+            "each minute's start, as the ETL writes it",
+            field="ts"
         )
     dtype = df.schema["ts"]
     if not isinstance(dtype, pl.Datetime):
         raise DataError(
             f"{what}: column 'ts' has dtype {dtype}, expected Datetime[us, UTC]; parse it first, e.g. "
-            "pl.col('ts').str.to_datetime(time_unit='us', time_zone='UTC')"
+            "pl.col('ts').str.to_datetime(time_unit='us', time_zone='UTC')",
+            field="ts"
         )
     if df.height == 0:
         return
     epoch = df.get_column("ts").dt.epoch("us")
     if epoch.null_count():
         row = int(epoch.is_null().arg_max())
-        raise DataError(f"{what}: row {row}: 'ts' is null; drop or repair that bar")
+        raise DataError(f"{what}: row {row}: 'ts' is null; drop or repair that bar", bar=row, field="ts")
     off_grid = (epoch % _MINUTE_US) != 0
     if off_grid.any():
         row = int(off_grid.arg_max())
         raise DataError(
             f"{what}: row {row}: ts {df['ts'][row]} is not on the minute grid; bars must be 1-minute bars "
-            "stamped at the minute start — resample them first"
+            "stamped at the minute start — resample them first",
+            bar=row, field="ts"
         )
     if df.height > 1:
         steps = epoch.diff().slice(1)
@@ -59,11 +62,13 @@ def check_bars(df: pl.DataFrame, *, what: str = "bars") -> None:
             if "symbol" in df.columns and df.get_column("symbol").n_unique() > 1:
                 raise DataError(
                     f"{what}: rows of several symbols ({df.get_column('symbol').unique().sort().to_list()[:5]}); "
-                    "process one symbol at a time, e.g. df.filter(pl.col('symbol') == 'BTCUSDT')"
+                    "process one symbol at a time, e.g. df.filter(pl.col('symbol') == 'BTCUSDT')",
+                    field="symbol"
                 )
             raise DataError(
                 f"{what}: row {row}: ts {df['ts'][row]} is not after the previous bar's {df['ts'][row - 1]}; "
-                "sort the bars by ts and drop duplicate minutes"
+                "sort the bars by ts and drop duplicate minutes",
+                bar=row, field="ts"
             )
 
 
@@ -118,9 +123,10 @@ def read_bar_files(paths: Sequence[str | os.PathLike[str]]) -> pl.DataFrame:
             with open(p, "rb") as fh:  # by handle: a path may hold '*', '?' or '[' (never a glob)
                 frames.append(pl.read_parquet(fh))
         except (OSError, pl.exceptions.PolarsError) as e:
-            raise DataError(f"{p}: cannot read the bar file ({e}); re-run the etl stage for it") from e
+            raise DataError(f"{p}: cannot read the bar file ({e}); re-run the etl stage for it", path=str(p)) from e
         if "ts" not in frames[-1].columns:
-            raise DataError(f"{p}: no 'ts' column (columns: {frames[-1].columns}); not an ETL bar file")
+            raise DataError(f"{p}: no 'ts' column (columns: {frames[-1].columns}); not an ETL bar file",
+                            path=str(p), field="ts")
     return pl.concat(frames, how="diagonal_relaxed").sort("ts")
 
 

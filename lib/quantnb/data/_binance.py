@@ -205,7 +205,45 @@ class _BinanceBook:
 def read_binance(path: Path, report: QualityReport, *, on_crossed: str = "raise",
                  on_progress: Callable[[int], None] | None = None
                  ) -> tuple[str, pl.DataFrame, pl.DataFrame, OrderBook]:
-    """Replay a Binance USD-M capture; return the symbol, per-minute book rows, trade bars and the final book."""
+    """Replay a Binance USD-M capture; return the symbol, per-minute book rows, trade bars and the final book.
+
+    Parameters
+    ----------
+    path : Path
+        A Binance USD-M capture (``depthUpdate`` and ``trade``/``aggTrade`` messages, one
+        JSON object a line; plain, ``.gz`` or ``.zip``).
+    report : QualityReport
+        Where every defect is counted, with its line.
+    on_crossed : {"raise", "skip"}
+        What a crossed book does: raise :class:`DataError`, or count it and leave the
+        update out of the features.
+    on_progress : callable or None
+        Called with the number of lines read so far, now and then.
+
+    Returns
+    -------
+    symbol : str
+        The capture's symbol, e.g. ``"BTCUSDT"``.
+    book_rows : polars.DataFrame
+        One row a minute of book features (``ts`` Datetime[us, UTC], mid OHLC, micro-price,
+        ``spread_bps_mean``, depth and imbalance of the top 10 levels, update counts).
+    trade_bars : polars.DataFrame
+        One-minute trade bars (see :func:`trades_to_bars`).
+    book : OrderBook
+        The book after the last message.
+
+    Raises
+    ------
+    DataError
+        If the file cannot be read or decoded, has no message, its sequence, time or symbol
+        is inconsistent, or the book crosses with ``on_crossed="raise"``; the message names
+        the file, the line and the fix.
+
+    References
+    ----------
+    Binance USD-M futures, "How to manage a local order book correctly" (``U``/``u``/``pu``
+    sequencing of diff. depth streams), developers.binance.com.
+    """
     depth = _BinanceBook(path, report, on_crossed)
     trades = TradeBuffer()
     t_ts, t_id, t_px, t_q, t_m = trades.ts, trades.ids, trades.px, trades.qty, trades.maker

@@ -7,6 +7,8 @@ import math
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 
+from quantnb.errors import ConfigError, DataError
+
 _INF = math.inf
 Level = tuple[float, float]
 MAX_PROBES = 256  # price steps walked from a deleted best level before a full rescan
@@ -20,6 +22,11 @@ def _decimals(price: float) -> int:
         return max(0, -exp) if isinstance(exp, int) else 0
     dot = text.find(".")
     return 0 if dot < 0 or text.endswith(".0") else len(text) - dot - 1
+
+
+def _malformed(kind: str, err: Exception) -> str:
+    return (f"malformed {kind} level ({err}); each level must be a (price, size) pair of floats — "
+            "the parser passed a bad row: quarantine the file and reset the book from the next snapshot")
 
 
 class OrderBook:
@@ -65,9 +72,17 @@ class OrderBook:
         -------
         tuple of float
             ``(best_bid, best_ask)``; ``-inf`` / ``inf`` for an empty side.
+
+        Raises
+        ------
+        DataError
+            If a level is not a ``(price, size)`` pair of numbers.
         """
-        self._bids = dict(bids)
-        self._asks = dict(asks)
+        try:
+            self._bids = dict(bids)
+            self._asks = dict(asks)
+        except (TypeError, ValueError) as e:
+            raise DataError(_malformed("snapshot", e)) from e
         self.compact()
         self._infer_scale()
         self._bb = max(self._bids) if self._bids else -_INF
@@ -86,19 +101,28 @@ class OrderBook:
         -------
         tuple of float
             ``(best_bid, best_ask)`` after the update; ``-inf`` / ``inf`` for an empty side.
+
+        Raises
+        ------
+        DataError
+            If a level is not a ``(price, size)`` pair of numbers; the book is then
+            inconsistent and must be reset from a snapshot.
         """
-        if bids:
-            bd = self._bids
-            bd.update(bids)
-            p = max(bids)[0]
-            if p >= self._bb:  # the touch may have changed; the stored size decides (last of duplicates wins)
-                self._bb = p if bd[p] else self._next_bid(bids)
-        if asks:
-            ad = self._asks
-            ad.update(asks)
-            p = min(asks)[0]
-            if p <= self._ba:
-                self._ba = p if ad[p] else self._next_ask(asks)
+        try:
+            if bids:
+                bd = self._bids
+                bd.update(bids)
+                p = max(bids)[0]
+                if p >= self._bb:  # the touch may have changed; the stored size decides (last of duplicates wins)
+                    self._bb = p if bd[p] else self._next_bid(bids)
+            if asks:
+                ad = self._asks
+                ad.update(asks)
+                p = min(asks)[0]
+                if p <= self._ba:
+                    self._ba = p if ad[p] else self._next_ask(asks)
+        except (TypeError, ValueError) as e:
+            raise DataError(_malformed("delta", e)) from e
         return self._bb, self._ba
 
     def clear(self) -> None:
@@ -246,8 +270,8 @@ class OrderBook:
 
         Raises
         ------
-        ValueError
-            If ``side`` is neither ``"bid"`` nor ``"ask"``.
+        ConfigError
+            If ``side`` is neither ``"bid"`` nor ``"ask"`` (a ``ValueError`` too).
         """
         self.compact()
         if side == "bid":
@@ -255,7 +279,7 @@ class OrderBook:
         elif side == "ask":
             book, prices = self._asks, heapq.nsmallest(n_levels, self._asks) if n_levels else sorted(self._asks)
         else:
-            raise ValueError(f"side={side!r}: expected 'bid' or 'ask'")
+            raise ConfigError(f"OrderBook.levels: side={side!r}; pass side='bid' or side='ask'")
         return [(p, book[p]) for p in prices]
 
     def n_levels(self) -> tuple[int, int]:
@@ -283,6 +307,11 @@ class OrderBook:
 
     def imbalance(self, n_levels: int = 10) -> float:
         """Return the depth imbalance of the top ``n_levels`` levels per side.
+
+        Parameters
+        ----------
+        n_levels : int, default 10
+            Levels per side, counted from the best price.
 
         Returns
         -------

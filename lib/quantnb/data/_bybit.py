@@ -77,7 +77,46 @@ def _slow(path: Path, line: int, raw: bytes, exc: Exception, report: QualityRepo
 
 def read_bybit(path: Path, report: QualityReport, *, skip_until_snapshot: bool = False, on_crossed: str = "raise",
                on_progress: Callable[[int], None] | None = None) -> tuple[str, pl.DataFrame, OrderBook]:
-    """Replay a Bybit order-book file; return its symbol, per-minute book rows and the final book."""
+    """Replay a Bybit order-book file; return its symbol, per-minute book rows and the final book.
+
+    Parameters
+    ----------
+    path : Path
+        A Bybit ``ob500`` order-book archive (one JSON ``snapshot``/``delta`` message a line;
+        plain, ``.gz`` or ``.zip``).
+    report : QualityReport
+        Where every defect is counted, with its line.
+    skip_until_snapshot : bool, default False
+        Skip (and count) deltas before the first snapshot instead of raising: for files
+        truncated at the start.
+    on_crossed : {"raise", "skip"}
+        What a crossed book does: raise :class:`DataError`, or count it and leave the
+        update out of the features.
+    on_progress : callable or None
+        Called with the number of lines read so far, now and then.
+
+    Returns
+    -------
+    symbol : str
+        The file's symbol, e.g. ``"BTCUSDT"``.
+    book_rows : polars.DataFrame
+        One row a minute of book features (``ts`` Datetime[us, UTC], mid OHLC, micro-price,
+        ``spread_bps_mean``, depth and imbalance of the top 10 levels, update counts).
+    book : OrderBook
+        The book after the last message.
+
+    Raises
+    ------
+    DataError
+        If the file cannot be read or decoded, has no message, a delta precedes every
+        snapshot (without ``skip_until_snapshot``), time or symbol is inconsistent, or the
+        book crosses with ``on_crossed="raise"``; the message names file, line and fix.
+
+    References
+    ----------
+    Bybit v5 WebSocket "Orderbook" topic: a snapshot resets the book, deltas carry absolute
+    sizes (0 deletes a level) and the update id ``u`` (``u=1`` after a service restart).
+    """
     book = OrderBook()
     bars = BookMinutes(book, report)
     roll, add, apply = bars.roll, bars.add, book.apply

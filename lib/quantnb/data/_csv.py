@@ -135,7 +135,27 @@ def _order_checks(report: QualityReport, frame: pl.DataFrame, ts: str, what: str
 
 
 def read_ohlcv(path: Path, report: QualityReport) -> pl.DataFrame:
-    """Read a 1-minute OHLCV CSV; return ``ts, open, high, low, close, volume`` rows, sorted, one per minute."""
+    """Read a 1-minute OHLCV CSV; return ``ts, open, high, low, close, volume`` rows, sorted, one per minute.
+
+    Parameters
+    ----------
+    path : Path
+        CSV with the header ``timestamp, open, high, low, close, volume``; ``timestamp``
+        is epoch ms, s or us (by magnitude) or ``YYYY-MM-DD HH:MM:SS[.ffffff]`` UTC.
+    report : QualityReport
+        Where duplicates, gaps, OHLC inconsistencies and unaligned stamps are counted.
+
+    Returns
+    -------
+    polars.DataFrame
+        Columns ``ts`` (Datetime[us, UTC], minute start), ``open``, ``high``, ``low``,
+        ``close`` (quote per base unit) and ``volume`` (base units), Float64.
+
+    Raises
+    ------
+    DataError
+        If the file cannot be read or parsed; the message names the file, line and fix.
+    """
     frame = _read_strings(path, OHLCV_COLUMNS, has_header=True)
     frame = _numbers(path, frame, OHLCV_COLUMNS[1:], pl.Float64())
     _fatal_prices(path, frame, OHLCV_COLUMNS[1:5])
@@ -179,7 +199,30 @@ def _trades_path(path: Path, tmp: Path) -> Path:
 
 
 def read_trades(path: Path, report: QualityReport) -> pl.DataFrame:
-    """Read a Binance public trades CSV (zip or plain); return 1-minute trade bars (see ``trades_to_bars``)."""
+    """Read a Binance public trades CSV (zip or plain); return 1-minute trade bars (see ``trades_to_bars``).
+
+    Parameters
+    ----------
+    path : Path
+        Binance public-data trades CSV (``id, price, qty, quote_qty, time, is_buyer_maker``,
+        with or without header); plain or ``.zip``.
+    report : QualityReport
+        Where duplicates, out-of-order trades and bad values are counted.
+
+    Returns
+    -------
+    polars.DataFrame
+        One row a minute with :data:`TRADE_BAR_SCHEMA` columns.
+
+    Raises
+    ------
+    DataError
+        If the file cannot be read or parsed; the message names the file, line and fix.
+
+    References
+    ----------
+    Binance public data, https://github.com/binance/binance-public-data (trades files).
+    """
     with tempfile.TemporaryDirectory(prefix="quantnb-trades-") as tmp:
         csv = _trades_path(path, Path(tmp))
         header = _header(csv)

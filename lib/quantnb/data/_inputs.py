@@ -91,6 +91,18 @@ def traversed_folder(pattern: str, path: Path) -> bool:
     Such a pattern matches the folder and, by the same pattern, every file under it, so
     the folder itself is no input and no error. A folder matched any other way (``data/*``,
     a folder named ``x.gz`` matched by ``**/*.gz``, a literal path) is an error for the caller.
+
+    Parameters
+    ----------
+    pattern : str
+        The glob as given by the user.
+    path : Path
+        One match of ``pattern``.
+
+    Returns
+    -------
+    bool
+        True if ``path`` is a folder walked by a trailing ``**`` of ``pattern``.
     """
     parts = Path(pattern).parts
     recursive = "**" in parts and parts[-1] in ("**", "*")
@@ -102,6 +114,18 @@ def item_key(path: Path, root: Path) -> str:
 
     Two files of the same name in different folders (Bybit's ``linear/`` and ``spot/``
     archives of one symbol and day) get different keys.
+
+    Parameters
+    ----------
+    path : Path
+        The input file.
+    root : Path
+        The project root.
+
+    Returns
+    -------
+    str
+        POSIX path relative to ``root``, or the absolute path if outside it.
     """
     absolute = path if path.is_absolute() else root / path
     absolute = Path(os.path.normpath(absolute))
@@ -116,6 +140,16 @@ def shard_stem(key: str) -> str:
 
     E.g. ``data/raw/linear/BTCUSDT/2024-12-01_BTCUSDT_ob500.data.zip`` gives
     ``2024-12-01_BTCUSDT_ob500.data.zip-<16 hex digits>``; only ``[A-Za-z0-9_.-]`` characters.
+
+    Parameters
+    ----------
+    key : str
+        An item key (see :func:`item_key`).
+
+    Returns
+    -------
+    str
+        ``<file name with unsafe characters replaced>-<16 hex digits of sha256(key)>``.
     """
     digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:16]
     return f"{safe_token(Path(key).name, 80)}-{digest}"

@@ -63,6 +63,12 @@ def market_from_path(path: str | Path, kind: str) -> str | None:
         The input file.
     kind : str
         Its source kind (:func:`detect_source`); an OHLCV CSV has no layout (None).
+
+    Returns
+    -------
+    str or None
+        ``linear``, ``inverse``, ``spot``, ``option``, ``usdm`` or ``coinm``; None when no
+        folder of ``path`` names a market.
     """
     parts = [p.lower() for p in Path(path).parts[:-1]]
     for i in range(len(parts) - 1, -1, -1):
@@ -116,7 +122,23 @@ def detect_source(path: str | Path) -> SourceInfo:
 
 @contextlib.contextmanager
 def open_lines(path: Path) -> Iterator[IO[bytes]]:
-    """Open a plain, ``.zip`` (one member) or ``.gz`` file as a buffered binary stream of lines."""
+    """Open a plain, ``.zip`` (one member) or ``.gz`` file as a buffered binary stream of lines.
+
+    Parameters
+    ----------
+    path : Path
+        The file; the compression is chosen by its suffix.
+
+    Yields
+    ------
+    IO[bytes]
+        A binary stream; iterate it for lines (each ending in a newline except maybe the last).
+
+    Raises
+    ------
+    DataError
+        If the file cannot be opened or a zip holds other than one member.
+    """
     name = path.name.lower()
     try:
         if name.endswith(".zip"):
@@ -157,6 +179,20 @@ def io_error(path: Path, last_line: int, exc: BaseException) -> DataError:
     Buffered read-ahead surfaces the error before the lines preceding it are handed out,
     so for gzip the readable lines are counted again; a zip member is checked as a whole
     (its CRC at the end), so its error names no line.
+
+    Parameters
+    ----------
+    path : Path
+        The file being read.
+    last_line : int
+        1-based number of the last line handed out before the error.
+    exc : BaseException
+        The decompression or OS error.
+
+    Returns
+    -------
+    DataError
+        With ``path`` and, when known, ``line`` filled; the caller raises it ``from exc``.
     """
     if path.name.lower().endswith(".zip"):
         return DataError(f"{path}: corrupt zip member ({type(exc).__name__}: {exc}); re-download the file",
@@ -174,12 +210,37 @@ def io_error(path: Path, last_line: int, exc: BaseException) -> DataError:
 
 
 def no_messages(path: Path) -> DataError:
-    """Return the DataError for an order-book file without a single message."""
+    """Return the DataError for an order-book file without a single message.
+
+    Parameters
+    ----------
+    path : Path
+        The empty (or blank) file.
+
+    Returns
+    -------
+    DataError
+        Naming the file and the fix (re-download it).
+    """
     return DataError(f"{path}: the file holds no messages (empty download?); re-download it", path=str(path))
 
 
 def snippet(raw: bytes | str, limit: int = 80) -> str:
-    """Return the start of a line for an error message."""
+    """Return the start of a line for an error message.
+
+    Parameters
+    ----------
+    raw : bytes or str
+        The line; bytes are decoded as UTF-8 with replacement.
+    limit : int, default 80
+        Characters kept before an ellipsis.
+
+    Returns
+    -------
+    str
+        The line without its line end, cut to ``limit`` characters plus ``...``,
+        ``repr``-quoted.
+    """
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
     text = text.rstrip("\r\n")
     return repr(text if len(text) <= limit else text[:limit] + "...")

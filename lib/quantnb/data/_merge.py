@@ -42,7 +42,20 @@ def _warn_conflicts(frame: pl.DataFrame, what: str) -> None:
 
 
 def instrument_path(venue: str, market: str, symbol: str) -> str:
-    """Return ``<venue>/<market>/<SYMBOL>``, the instrument's folder under the ETL's output directory."""
+    """Return ``<venue>/<market>/<SYMBOL>``, the instrument's folder under the ETL's output directory.
+
+    Parameters
+    ----------
+    venue, market : str
+        E.g. ``"bybit"`` and ``"linear"``.
+    symbol : str
+        Exchange symbol; upper-cased in the path.
+
+    Returns
+    -------
+    str
+        A relative POSIX path.
+    """
     return f"{venue}/{market}/{symbol}"
 
 
@@ -84,7 +97,8 @@ def merge_parts(parts: Sequence[pl.DataFrame]) -> dict[tuple[str, dt.date], pl.D
     for i, part in enumerate(parts):
         missing = [c for c in ("symbol", "ts", "source", "file") if c not in part.columns]
         if missing:
-            raise DataError(f"merge_parts: part {i} lacks column(s) {missing}; pass FileIngest.bars frames")
+            raise DataError(f"merge_parts: part {i} lacks column(s) {missing}; pass FileIngest.bars frames",
+                            field=missing[0])
         if part.height:
             frames.append(conform_parts(part).with_columns(pl.col("venue", "market").fill_null("unknown")))
     if not frames:
@@ -92,7 +106,7 @@ def merge_parts(parts: Sequence[pl.DataFrame]) -> dict[tuple[str, dt.date], pl.D
     allp = pl.concat(frames)
     unknown = sorted(set(allp["source"].unique().to_list()) - set(OHLCV_RANK))
     if unknown:
-        raise DataError(f"merge_parts: unknown source(s) {unknown}; expected {sorted(OHLCV_RANK)}")
+        raise DataError(f"merge_parts: unknown source(s) {unknown}; expected {sorted(OHLCV_RANK)}", field="source")
     is_book = pl.col("source").is_in(list(BOOK_RANK))
     as_ohlcv = allp.with_columns(
         [pl.when(is_book).then(pl.col(m)).otherwise(pl.col(o)).alias(o)

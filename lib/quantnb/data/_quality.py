@@ -8,6 +8,8 @@ from typing import Any
 
 from loguru import logger
 
+from quantnb.errors import ConfigError
+
 # How many findings of one kind are logged one by one; the rest are counted and summarised.
 LOG_LIMIT_PER_KIND = 20
 # How many findings are kept as examples in the report.
@@ -174,11 +176,12 @@ class QualityReport:
 
         Raises
         ------
-        KeyError
-            If ``kind`` is not a counter (a programming error).
+        ConfigError
+            If ``kind`` is not one of :data:`COUNTERS` (a programming error in the caller).
         """
         if kind not in COUNTERS:
-            raise KeyError(f"unknown quality counter {kind!r}; known: {', '.join(COUNTERS)}")
+            raise ConfigError(f"{self.path}: unknown quality counter {kind!r} (line {line}); "
+                              f"pass one of: {', '.join(COUNTERS)}")
         before = getattr(self, kind)
         setattr(self, kind, before + count)
         if before < LOG_LIMIT_PER_KIND:

@@ -97,7 +97,20 @@ def table_html(rows: Any, *, max_rows: int = 30, columns: Iterable[str] | None =
 
 
 def image_html(path: str | Path | None, *, width_px: int | None = None) -> str:
-    """Embed a PNG file (base64) so it shows inline and survives in the saved notebook; '' if absent."""
+    """Embed a PNG file (base64) so it shows inline and survives in the saved notebook; '' if absent.
+
+    Parameters
+    ----------
+    path : str, Path or None
+        A PNG file; None or a missing file gives ``''``.
+    width_px : int or None
+        Display width in CSS pixels; None keeps the image's own width.
+
+    Returns
+    -------
+    str
+        An ``<img>`` element with a ``data:image/png;base64`` source, or ``''``.
+    """
     if path is None or not Path(path).is_file():
         return ""
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
@@ -106,7 +119,20 @@ def image_html(path: str | Path | None, *, width_px: int | None = None) -> str:
 
 
 def figure_html(fig: Any, *, width_px: int | None = None) -> str:
-    """Embed a matplotlib figure as a PNG."""
+    """Embed a matplotlib figure as a PNG.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        The figure; it is not closed.
+    width_px : int or None
+        Display width in CSS pixels; None keeps the rendered width.
+
+    Returns
+    -------
+    str
+        An ``<img>`` element with a base64 PNG source.
+    """
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     data = base64.b64encode(buf.getvalue()).decode("ascii")
@@ -115,7 +141,21 @@ def figure_html(fig: Any, *, width_px: int | None = None) -> str:
 
 
 def learning_curves_html(history: list[Mapping[str, Any]], *, title: str = "") -> str:
-    """Plot loss (train, val) and F1 macro per epoch side by side; '' without history."""
+    """Plot loss (train, val) and F1 macro per epoch side by side; '' without history.
+
+    Parameters
+    ----------
+    history : list of mapping
+        One mapping per epoch with ``epoch``, ``train_loss``, ``val_loss``, ``f1_macro``
+        (validation) and ``is_best`` (marked); missing values are not plotted.
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    str
+        An ``<img>`` element, or ``''`` when ``history`` is empty.
+    """
     if not history:
         return ""
     from matplotlib.figure import Figure
@@ -142,7 +182,19 @@ def learning_curves_html(history: list[Mapping[str, Any]], *, title: str = "") -
 
 
 def quality_html(quality: Mapping[str, Mapping[str, Any]]) -> str:
-    """Render quality reports as one table: a row per file with defects, a column per non-zero counter."""
+    """Render quality reports as one table: a row per file with defects, a column per non-zero counter.
+
+    Parameters
+    ----------
+    quality : mapping of str to mapping
+        File name to its :meth:`QualityReport.to_dict` output.
+
+    Returns
+    -------
+    str
+        A heading counting files with defects and clean files, then a ``<table>`` of the
+        files with defects (no table when every file is clean).
+    """
     try:
         from quantnb.data._quality import COUNTERS
 

@@ -78,6 +78,11 @@ def read_runs(project_dir: str | Path | None = None, stage: str | None = None) -
         Project directory; found from the cwd otherwise.
     stage : str, optional
         Only runs of this stage.
+
+    Returns
+    -------
+    list of dict
+        One dict per run, newest first.
     """
     from quantnb._paths import project_root
 
@@ -210,7 +215,18 @@ class RunMonitor:
         return cells
 
     def show_postmortem(self, run_id: str) -> Any:
-        """Run the post-mortem stage on ``run_id`` and show its result below the table."""
+        """Run the post-mortem stage on ``run_id`` and show its result below the table.
+
+        Parameters
+        ----------
+        run_id : str
+            The run to analyse (a folder name under ``runs/``).
+
+        Returns
+        -------
+        PostmortemResult
+            The post-mortem stage's result (also displayed).
+        """
         from IPython.display import display
 
         from quantnb.stages.postmortem import PostmortemParams, run_postmortem

@@ -56,7 +56,18 @@ class ProgressEvent:
 
     @classmethod
     def coerce(cls, event: Any) -> ProgressEvent:
-        """Build an event from a mapping or any object with the same attribute names."""
+        """Build an event from a mapping or any object with the same attribute names.
+
+        Parameters
+        ----------
+        event : mapping or object
+            A :class:`ProgressEvent`, a mapping of its field names, or an object with those attributes.
+
+        Returns
+        -------
+        ProgressEvent
+            ``event`` itself when it already is one.
+        """
         if isinstance(event, ProgressEvent):
             return event
         get = event.get if isinstance(event, Mapping) else (lambda k, d=None: getattr(event, k, d))
@@ -167,7 +178,18 @@ class ProgressDisplay:
             logger.debug("progress {}", self.line(ev))
 
     def rate_per_s(self, ev: ProgressEvent) -> float | None:
-        """Items per second: the sender's, else since this display started (this attempt's items)."""
+        """Items per second: the sender's, else since this display started (this attempt's items).
+
+        Parameters
+        ----------
+        ev : ProgressEvent
+            The latest event.
+
+        Returns
+        -------
+        float or None
+            Items per second, None before any item finished.
+        """
         if ev.rate_per_s:
             return ev.rate_per_s
         elapsed = time.monotonic() - self._t0
@@ -175,7 +197,18 @@ class ProgressDisplay:
         return n / elapsed if elapsed > 0 and n > 0 else None
 
     def eta_s(self, ev: ProgressEvent) -> float | None:
-        """Seconds left: the sender's estimate, else at the current rate; None when unknown."""
+        """Seconds left: the sender's estimate, else at the current rate; None when unknown.
+
+        Parameters
+        ----------
+        ev : ProgressEvent
+            The latest event.
+
+        Returns
+        -------
+        float or None
+            Seconds left, None when the total or the rate is unknown.
+        """
         if ev.eta_s is not None:
             return ev.eta_s
         rate = self.rate_per_s(ev)
@@ -184,7 +217,18 @@ class ProgressDisplay:
         return max(ev.total - ev.done, 0) / rate
 
     def line(self, ev: ProgressEvent) -> str:
-        """One line: ``12/37 files (32%) · 3.1 files/s · ETA 0:12 · RSS 0.45 GB · last: x``."""
+        """One line: ``12/37 files (32%) · 3.1 files/s · ETA 0:12 · RSS 0.45 GB · last: x``.
+
+        Parameters
+        ----------
+        ev : ProgressEvent
+            The latest event.
+
+        Returns
+        -------
+        str
+            The text line (parts that are unknown are left out).
+        """
         parts = [f"{ev.done}/{ev.total if ev.total else '?'} {self.unit}"]
         if ev.total:
             parts[0] += f" ({100.0 * min(ev.done / ev.total, 1.0):.0f}%)"

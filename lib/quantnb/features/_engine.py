@@ -27,7 +27,8 @@ def _seconds(ts: Any) -> float:
         return float(ts.astype("datetime64[us]").astype(np.int64)) / 1e6
     if isinstance(ts, (int, float, np.integer, np.floating)):
         return float(ts) / 1000.0  # the live feed's open_time_ms
-    raise DataError(f"bar ts={ts!r} ({type(ts).__name__}): expected a datetime or int milliseconds since the epoch")
+    raise DataError(f"bar ts={ts!r} ({type(ts).__name__}): expected a datetime or int milliseconds since the epoch",
+                    bar=repr(ts), field="ts")
 
 
 def segment_start_expr(columns: Sequence[str]) -> pl.Expr:
@@ -144,14 +145,14 @@ def _check_frame(bars: pl.DataFrame, specs: Sequence[FeatureSpec]) -> None:
     missing = [c for c in need if c not in bars.columns]
     if missing:
         raise DataError(f"bars lack columns {missing} that the features need; pass ETL bars "
-                        "(ts, open, high, low, close, volume[, book columns])")
+                        "(ts, open, high, low, close, volume[, book columns])", field=missing[0])
     if bars.height > 1:
         steps = bars["ts"].dt.epoch("us").diff().slice(1)
         bad = steps.is_null() | (steps <= 0)
         if bad.any():
             i = int(bad.arg_max()) + 1
             raise DataError(f"bars row {i} (ts={bars['ts'][i]}): timestamps must increase strictly; "
-                            "sort the bars by ts and drop duplicate minutes")
+                            "sort the bars by ts and drop duplicate minutes", bar=i, field="ts")
 
 
 class RowWindow:
@@ -293,7 +294,8 @@ class FeatureStream(RowWindow):
         gap = bool(bar.get("gap_before") or False)
         if ts is not None and self._last_ts is not None:
             if not ts > self._last_ts:
-                raise DataError(f"bar ts={ts} does not follow the previous bar ts={self._last_ts}; drop duplicates")
+                raise DataError(f"bar ts={ts} does not follow the previous bar ts={self._last_ts}; drop duplicates",
+                                bar=str(ts), field="ts")
             gap = gap or _seconds(ts) - _seconds(self._last_ts) >= _GAP_S
         if gap:
             self._restart()
@@ -320,11 +322,12 @@ class FeatureStream(RowWindow):
     def _read(bar: Mapping[str, Any], col: str) -> np.float64:
         if col not in bar:
             raise DataError(f"bar lacks field {col!r} (fields: {sorted(bar)}) that the features need; "
-                            "add it to the feed or use a bundle trained without it")
+                            "add it to the feed or use a bundle trained without it", bar=str(bar.get("ts")), field=col)
         v = bar[col]
         if v is None:
             return np.float64(np.nan)
         try:
             return np.float64(v)
         except (TypeError, ValueError) as e:
-            raise DataError(f"bar field {col}={v!r} (ts={bar.get('ts')}) is not a number; fix the feed") from e
+            raise DataError(f"bar field {col}={v!r} (ts={bar.get('ts')}) is not a number; fix the feed",
+                            bar=str(bar.get("ts")), field=col) from e

@@ -30,7 +30,13 @@ def capture_rng_states() -> dict[str, Any]:
 
 
 def restore_rng_states(states: dict[str, Any]) -> None:
-    """Restore RNG states captured by :func:`capture_rng_states`."""
+    """Restore RNG states captured by :func:`capture_rng_states`.
+
+    Parameters
+    ----------
+    states : dict of str to Any
+        The ``torch``, ``cuda`` (or None), ``numpy`` and ``python`` states, as captured.
+    """
     torch.set_rng_state(states["torch"])
     if states.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -42,7 +48,21 @@ def restore_rng_states(states: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
-    """Write a training state with ``torch.save`` atomically (temporary file, fsync, rename)."""
+    """Write a training state with ``torch.save`` atomically (temporary file, fsync, rename).
+
+    Parameters
+    ----------
+    path : Path
+        Destination file; replaced atomically.
+    state : dict of str to Any
+        Tensors, plain containers and numbers only (it is loaded with ``weights_only=True``);
+        a ``format`` key is added.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     with atomic_path(path) as tmp:
         torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
     return path
@@ -50,6 +70,16 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read a state written by :func:`save_checkpoint` (``weights_only`` unpickling: no code runs).
+
+    Parameters
+    ----------
+    path : Path
+        The checkpoint file.
+
+    Returns
+    -------
+    dict of str to Any
+        The saved state, ``format`` key included; tensors on the CPU.
 
     Raises
     ------
@@ -69,6 +99,15 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 def check_compatible(path: Path, state: dict[str, Any], expected: dict[str, Any]) -> None:
     """Refuse to resume when a result-changing setting or the data differ from the checkpoint.
+
+    Parameters
+    ----------
+    path : Path
+        The checkpoint, for the message.
+    state : dict of str to Any
+        The loaded checkpoint state.
+    expected : dict of str to Any
+        Setting names and this run's values; each is compared to the state's.
 
     Raises
     ------

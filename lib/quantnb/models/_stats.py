@@ -65,7 +65,17 @@ class EpochStats:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EpochStats:
-        """Rebuild from :meth:`to_dict` output."""
+        """Rebuild from :meth:`to_dict` output.
+
+        Parameters
+        ----------
+        d : dict of str to Any
+            Field names to values, as :meth:`to_dict` wrote them.
+
+        Returns
+        -------
+        EpochStats
+        """
         return cls(**{**d, "f1_per_class": tuple(d["f1_per_class"])})
 
 

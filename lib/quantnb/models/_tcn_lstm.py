@@ -55,6 +55,7 @@ class CausalConvBlock(nn.Module):
         Parameters
         ----------
         x : torch.Tensor, shape (batch, in_channels, seq_len), float32
+            Input sequence, oldest step first; padded on the left so the block stays causal.
 
         Returns
         -------

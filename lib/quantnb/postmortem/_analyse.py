@@ -207,6 +207,20 @@ class PostmortemReport:
 def find_latest_run(root: Path, stage: str | None = None, exclude_stage: str | None = "postmortem") -> str:
     """Return the run id in ``root/runs`` that started last (optionally of one stage).
 
+    Parameters
+    ----------
+    root : Path
+        Project directory (holding ``runs/``).
+    stage : str or None
+        Only runs of this stage; None for any.
+    exclude_stage : str or None, default "postmortem"
+        Skip runs of this stage (post-mortems do not analyse each other by default).
+
+    Returns
+    -------
+    str
+        The run id (the folder name).
+
     Raises
     ------
     ConfigError
@@ -322,7 +336,20 @@ def _shards(batches: pl.DataFrame, root: Path, keep_last: int | None) -> tuple[l
 
 
 def memory_trend(heart: pl.DataFrame) -> dict[str, Any]:
-    """Fit memory over time; return points, slope (MB/h), fitted rise (fraction), R^2 and thresholds."""
+    """Fit memory over time; return points, slope (MB/h), fitted rise (fraction), R^2 and thresholds.
+
+    Parameters
+    ----------
+    heart : polars.DataFrame
+        Heartbeat rows with ``timestamp`` (Datetime) and ``mem_gb`` (resident memory, GB).
+
+    Returns
+    -------
+    dict of str to Any
+        ``points``, ``slope_mb_per_h`` (least-squares line), ``rise_frac`` (fitted rise over
+        the fitted start), ``r2`` (coefficient of determination; None when under 2 points)
+        and the ``min_*`` thresholds :func:`is_leak` applies.
+    """
     out: dict[str, Any] = {"points": 0, "slope_mb_per_h": None, "rise_frac": None, "r2": None,
                            "min_points": LEAK_MIN_POINTS, "min_slope_mb_per_h": LEAK_MIN_SLOPE_MB_PER_H,
                            "min_rise_frac": LEAK_MIN_RISE_FRAC, "min_r2": LEAK_MIN_R2}
@@ -347,7 +374,18 @@ def memory_trend(heart: pl.DataFrame) -> dict[str, Any]:
 
 
 def is_leak(trend: dict[str, Any]) -> bool:
-    """Return whether a :func:`memory_trend` meets every leak threshold."""
+    """Return whether a :func:`memory_trend` meets every leak threshold.
+
+    Parameters
+    ----------
+    trend : dict of str to Any
+        Output of :func:`memory_trend`.
+
+    Returns
+    -------
+    bool
+        True if points, slope, rise and R^2 all reach their ``LEAK_MIN_*`` thresholds.
+    """
     return (trend["points"] >= LEAK_MIN_POINTS and trend["slope_mb_per_h"] is not None
             and trend["slope_mb_per_h"] >= LEAK_MIN_SLOPE_MB_PER_H and trend["rise_frac"] >= LEAK_MIN_RISE_FRAC
             and trend["r2"] >= LEAK_MIN_R2)

@@ -38,6 +38,13 @@ def _save(fig: Figure, path: Path) -> Figure:
 def plot_memory(report: PostmortemReport, path: Path) -> Figure:
     """Plot resident memory (GB) per heartbeat and per batch over time; save a PNG to ``path``.
 
+    Parameters
+    ----------
+    report : PostmortemReport
+        The analysed run.
+    path : Path
+        PNG to write.
+
     Returns
     -------
     matplotlib.figure.Figure
@@ -69,6 +76,13 @@ def plot_memory(report: PostmortemReport, path: Path) -> Figure:
 def plot_throughput(report: PostmortemReport, path: Path) -> Figure:
     """Plot items finished per minute over time; save a PNG to ``path``.
 
+    Parameters
+    ----------
+    report : PostmortemReport
+        The analysed run.
+    path : Path
+        PNG to write.
+
     Returns
     -------
     matplotlib.figure.Figure
@@ -85,6 +99,13 @@ def plot_throughput(report: PostmortemReport, path: Path) -> Figure:
 
 def plot_learning_curve(report: PostmortemReport, path: Path) -> Figure | None:
     """Plot loss and F1 macro per epoch (training) or F1 macro per trial (optimization); save a PNG.
+
+    Parameters
+    ----------
+    report : PostmortemReport
+        The analysed run.
+    path : Path
+        PNG to write (only when there is something to plot).
 
     Returns
     -------
@@ -126,6 +147,13 @@ def plot_learning_curve(report: PostmortemReport, path: Path) -> Figure | None:
 
 def plot_timeline(report: PostmortemReport, path: Path) -> Figure | None:
     """Plot every WARNING/ERROR/CRITICAL line of the log over time; save a PNG.
+
+    Parameters
+    ----------
+    report : PostmortemReport
+        The analysed run.
+    path : Path
+        PNG to write (only when there is something to plot).
 
     Returns
     -------

@@ -24,6 +24,19 @@ _BUFFER_FORMAT = "quantnb.rl.replay_buffer/1"
 
 
 def new_model(vec: DummyVecEnv, params: SacParams) -> SAC:
+    """Return a fresh SB3 ``SAC`` with an MLP policy on ``vec``, configured by ``params`` (CPU).
+
+    Parameters
+    ----------
+    vec : DummyVecEnv
+        The (single) training environment.
+    params : SacParams
+        Hyper-parameters; ``net_arch`` and ``seed`` included.
+
+    Returns
+    -------
+    stable_baselines3.SAC
+    """
     return SAC(
         "MlpPolicy",
         vec,
@@ -73,6 +86,27 @@ def _restore_buffer(buf: Any, payload: dict[str, Any], path: Path) -> None:
 
 
 def save_checkpoint(ckpt_dir: Path, model: SAC, params: SacParams, stats: dict[str, Any]) -> CheckpointInfo:
+    """Save the model and the filled rows of its replay buffer, then commit them in ``checkpoint.json``.
+
+    Files are written atomically; the commit file is replaced last, so a crash leaves the
+    previous checkpoint in force.
+
+    Parameters
+    ----------
+    ckpt_dir : Path
+        Checkpoint folder.
+    model : stable_baselines3.SAC
+        The model being trained.
+    params : SacParams
+        Stored so that a resume with other parameters is refused.
+    stats : dict of str to Any
+        Episode statistics to restore on resume.
+
+    Returns
+    -------
+    CheckpointInfo
+        What was committed (step, paths, time).
+    """
     n = int(model.num_timesteps)
     stem = f"step{n:012d}"
     paths = {
@@ -158,6 +192,29 @@ def latest_checkpoint(checkpoint_dir: str | Path) -> CheckpointInfo | None:
 
 
 def load_checkpoint(info: CheckpointInfo, vec: DummyVecEnv, params: SacParams) -> tuple[SAC, dict[str, Any]]:
+    """Load the model and replay buffer a :class:`CheckpointInfo` names, onto environment ``vec``.
+
+    Parameters
+    ----------
+    info : CheckpointInfo
+        The committed checkpoint (see :func:`latest_checkpoint`).
+    vec : DummyVecEnv
+        The environment to attach; its spaces must match the saved model's.
+    params : SacParams
+        This run's parameters; they must equal the checkpoint's.
+
+    Returns
+    -------
+    model : stable_baselines3.SAC
+        With its replay buffer restored.
+    stats : dict of str to Any
+        Episode statistics saved with the checkpoint.
+
+    Raises
+    ------
+    ConfigError
+        If the parameters differ, the model does not fit ``vec``, or the buffer does not match.
+    """
     given = params.model_dump(mode="json")
     diff = {k: (info.params.get(k), v) for k, v in given.items() if info.params.get(k) != v}
     if diff:

@@ -96,12 +96,13 @@ class TradingEnv(gym.Env):
         self._check_features(bars, features, names)
         for col in ("open", "close"):
             if col not in bars.columns:
-                raise DataError(f"bars lack column {col!r}; pass ETL bars with open and close prices")
+                raise DataError(f"bars lack column {col!r}; pass ETL bars with open and close prices", field=col)
         self._open = bars["open"].cast(pl.Float64).to_numpy()
         self._close = bars["close"].cast(pl.Float64).to_numpy()
         if not (np.isfinite(self._open).all() and (self._open > 0).all()):
             i = int(np.argmax(~(np.isfinite(self._open) & (self._open > 0))))
-            raise DataError(f"bars row {i} (ts={bars['ts'][i]}): open={self._open[i]!r} is not a positive price")
+            raise DataError(f"bars row {i} (ts={bars['ts'][i]}): open={self._open[i]!r} is not a positive price",
+                            bar=i, field="open")
         self._ts: list[dt.datetime] = bars["ts"].to_list()
         raw = features.select(names).to_numpy().astype(np.float64)
         self._scaled = observation_builder.scaler.transform(raw)

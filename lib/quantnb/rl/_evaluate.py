@@ -22,7 +22,21 @@ class Predictor(Protocol):
     """Anything with SB3's ``predict`` (a ``SAC`` model, or a stub in tests)."""
 
     def predict(self, observation: np.ndarray, deterministic: bool = ...) -> tuple[np.ndarray, Any]:
-        """Return ``(action, state)`` for ``observation``."""
+        """Return ``(action, state)`` for ``observation``.
+
+        Parameters
+        ----------
+        observation : numpy.ndarray, shape (n_obs,), float32
+            One observation.
+        deterministic : bool
+            Take the policy's mean action instead of sampling.
+
+        Returns
+        -------
+        action : numpy.ndarray, shape (n_actions,), float32
+        state : Any
+            Recurrent state (None for SAC).
+        """
         ...
 
 

@@ -106,10 +106,11 @@ def check_close(bars: pl.DataFrame) -> None:
     """
     if "close" not in bars.columns:
         raise DataError(f"bars lack column 'close' (columns: {bars.columns}); pass ETL bars "
-                        "(ts, open, high, low, close, volume[, book])")
+                        "(ts, open, high, low, close, volume[, book])", field="close")
     close = bars["close"].cast(pl.Float64)
     bad = close.is_null() | ~close.is_finite() | (close <= 0)
     if bad.any():
         i = int(bad.arg_max())
         ts = bars["ts"][i] if "ts" in bars.columns else None
-        raise DataError(f"bars row {i} (ts={ts}): close={close[i]!r} is not a positive price; fix the ETL")
+        raise DataError(f"bars row {i} (ts={ts}): close={close[i]!r} is not a positive price; fix the ETL",
+                        bar=i, field="close")

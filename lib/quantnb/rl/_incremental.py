@@ -58,11 +58,13 @@ class IncrementalFeatures(FeatureStream):
             increase; the state is left unchanged.
         """
         if "close" not in bar:
-            raise DataError(f"bar lacks field 'close' (fields: {sorted(bar)}); pass closed OHLCV bars")
+            raise DataError(f"bar lacks field 'close' (fields: {sorted(bar)}); pass closed OHLCV bars",
+                            bar=str(bar.get("ts")), field="close")
         try:
             close = float(bar["close"])
         except (TypeError, ValueError) as e:
-            raise DataError(f"bar close={bar['close']!r} is not a number") from e
+            raise DataError(f"bar close={bar['close']!r} is not a number", bar=str(bar.get("ts")), field="close") from e
         if not (math.isfinite(close) and close > 0):
-            raise DataError(f"bar close={close!r} (ts={bar.get('ts')}) is not a positive price; skip or fix the bar")
+            raise DataError(f"bar close={close!r} (ts={bar.get('ts')}) is not a positive price; skip or fix the bar",
+                            bar=str(bar.get("ts")), field="close")
         return super().update(bar)

@@ -187,7 +187,9 @@ class ObservationBuilder:
         Parameters
         ----------
         scaled_window : np.ndarray, shape (window, n_features), float64
+            The last ``window`` feature rows, oldest first, already scaled.
         state : PortfolioState
+            The portfolio's state at the decision time.
 
         Returns
         -------
@@ -211,7 +213,8 @@ class ObservationBuilder:
             row, col = np.argwhere(~np.isfinite(arr))[0]
             raise DataError(
                 f"feature {self.feature_names[col]!r} is {arr[row, col]} in window row {row}; "
-                "features are not warmed up yet or a bar is bad; feed more history before trading"
+                "features are not warmed up yet or a bar is bad; feed more history before trading",
+                bar=int(row), field=self.feature_names[col]
             )
         return arr
 

@@ -70,7 +70,20 @@ class FillModel:
         self.slippage_bps = float(slippage_bps)
 
     def fill_price(self, qty: float, reference_price_usd: float) -> float:
-        """Return the price a market order of signed ``qty`` fills at, USD per unit."""
+        """Return the price a market order of signed ``qty`` fills at, USD per unit.
+
+        Parameters
+        ----------
+        qty : float
+            Signed order size, base units; > 0 buys.
+        reference_price_usd : float
+            Price before slippage, USD per unit.
+
+        Returns
+        -------
+        float
+            ``reference * (1 + slippage_bps / 1e4)`` for a buy, ``(1 - ...)`` for a sell.
+        """
         slip = self.slippage_bps / 1e4
         return reference_price_usd * (1.0 + slip) if qty > 0 else reference_price_usd * (1.0 - slip)
 
@@ -137,11 +150,33 @@ class Portfolio:
         self.n_trades = 0
 
     def equity(self, mark_price_usd: float) -> float:
-        """Return equity marked at ``mark_price_usd``, USD."""
+        """Return equity marked at ``mark_price_usd``, USD.
+
+        Parameters
+        ----------
+        mark_price_usd : float
+            Mark price, USD per unit.
+
+        Returns
+        -------
+        float
+            Cash plus the position marked at ``mark_price_usd``, USD.
+        """
         return self.cash_usd + self.position_qty * mark_price_usd
 
     def unrealized_pnl(self, mark_price_usd: float) -> float:
-        """Return the open position's PnL at ``mark_price_usd``, USD (fees excluded)."""
+        """Return the open position's PnL at ``mark_price_usd``, USD (fees excluded).
+
+        Parameters
+        ----------
+        mark_price_usd : float
+            Mark price, USD per unit.
+
+        Returns
+        -------
+        float
+            ``position * (mark - average entry)``, USD; 0 when flat.
+        """
         return self.position_qty * (mark_price_usd - self.avg_entry_price_usd) if self.position_qty else 0.0
 
     def state(self, mark_price_usd: float, initial_equity_usd: float | None = None) -> PortfolioState:
@@ -153,6 +188,11 @@ class Portfolio:
             Usually the last close, USD per unit.
         initial_equity_usd : float, optional
             Denominator of ``equity_ratio``; defaults to ``initial_cash_usd``.
+
+        Returns
+        -------
+        PortfolioState
+            ``position_frac``, ``unrealized_pnl_frac`` and ``equity_ratio`` at ``mark_price_usd``.
 
         Raises
         ------
@@ -188,7 +228,13 @@ class Portfolio:
         return target_frac * self.equity(price_usd) / price_usd - self.position_qty
 
     def apply(self, fill: Fill) -> None:
-        """Book ``fill``: cash, position, average entry, realised PnL, fees and trade count."""
+        """Book ``fill``: cash, position, average entry, realised PnL, fees and trade count.
+
+        Parameters
+        ----------
+        fill : Fill
+            A fill from :meth:`FillModel.fill` (signed quantity, price and fee in USD).
+        """
         pos, qty, px = self.position_qty, fill.qty, fill.price_usd
         new_pos = pos + qty
         if pos == 0 or (pos > 0) == (qty > 0):  # open or add
@@ -212,7 +258,17 @@ class Portfolio:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Portfolio:
-        """Rebuild a portfolio from :meth:`to_dict` output."""
+        """Rebuild a portfolio from :meth:`to_dict` output.
+
+        Parameters
+        ----------
+        data : dict of str to Any
+            Field names to values.
+
+        Returns
+        -------
+        Portfolio
+        """
         p = cls(data["initial_cash_usd"])
         for k, v in data.items():
             setattr(p, k, v)

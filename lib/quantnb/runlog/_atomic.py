@@ -118,12 +118,35 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 
     Values of secret environment variables (see :func:`quantnb.runlog.secret_values`)
     are replaced by ``***``, so no file quantnb writes carries one.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Destination file; its folder is created if missing.
+    text : str
+        Content, written as UTF-8.
+
+    Returns
+    -------
+    Path
+        ``path``.
     """
     return atomic_write_bytes(path, mask_secrets(text).encode("utf-8"))
 
 
 def mask_secrets(text: str) -> str:
-    """Return ``text`` with the values of secret environment variables replaced by ``***``."""
+    """Return ``text`` with the values of secret environment variables replaced by ``***``.
+
+    Parameters
+    ----------
+    text : str
+        Any text about to be written or shown.
+
+    Returns
+    -------
+    str
+        ``text`` with each secret value replaced by ``***``.
+    """
     return SecretMasker()(text)
 
 
@@ -139,6 +162,18 @@ def _mask_obj(obj: Any, mask: Any) -> Any:
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically; see :func:`atomic_write_bytes`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Destination file; its folder is created if missing.
+    obj : Any
+        JSON-serialisable object (paths and datetimes are written as strings).
+
+    Returns
+    -------
+    Path
+        ``path``.
 
     Raises
     ------

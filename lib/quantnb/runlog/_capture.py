@@ -236,7 +236,15 @@ def release_sinks(state: SinkState) -> None:
 
 
 def add_file_sink(state: SinkState | None, sink_id: int) -> None:
-    """Register loguru handler ``sink_id`` as one of the run's files (removed at the run's end)."""
+    """Register loguru handler ``sink_id`` as one of the run's files (removed at the run's end).
+
+    Parameters
+    ----------
+    state : SinkState or None
+        The run's sink state; None (no run configured) does nothing.
+    sink_id : int
+        The id ``logger.add`` returned.
+    """
     if state is not None:
         state.file_sinks.append(sink_id)
 
@@ -297,6 +305,27 @@ def configure_sinks(
     """Configure every sink of this process for one run; undo any previous configuration.
 
     See :func:`quantnb.runlog.start_run` for the meaning of each argument.
+
+    Parameters
+    ----------
+    log_path : Path
+        The session log (DEBUG and up, line-buffered, secrets masked); its folder is created.
+    console_level : str or None, default "INFO"
+        Lowest level shown on stdout (a few plain lines); None shows nothing.
+    rotation_mb : float, default 50.0
+        Size in MB at which the log file is rotated (and zipped).
+    retention_days : float, default 7.0
+        Age in days after which rotated files are deleted.
+    third_party_levels : dict of str to str or None
+        Standard-library logger name to level (e.g. ``{"optuna": "WARNING"}``); those loggers
+        are routed into loguru.
+    capture_stdio : bool, default True
+        Route ``print`` and stderr into the log too (stdout at INFO, stderr at WARNING).
+
+    Returns
+    -------
+    SinkState
+        What to undo at the run's end (:func:`release_sinks`).
     """
     global _state
     if _state is not None:

@@ -48,7 +48,17 @@ class Checkpoint:
         self.save()
 
     def is_completed(self, item: str) -> bool:
-        """Return whether ``item`` finished in this run or an earlier attempt of it."""
+        """Return whether ``item`` finished in this run or an earlier attempt of it.
+
+        Parameters
+        ----------
+        item : str
+            Item key (e.g. an input file's path relative to the project).
+
+        Returns
+        -------
+        bool
+        """
         return item in self._done
 
     def mark_completed(self, *items: str, **extra: Any) -> None:
@@ -56,6 +66,13 @@ class Checkpoint:
 
         Call this only after the item's output is durably on disk (its shard written
         atomically), so a kill between the two never marks unsaved work as done.
+
+        Parameters
+        ----------
+        *items : str
+            Item keys.
+        **extra : Any
+            JSON-serialisable values merged into the checkpoint's ``extra`` mapping (e.g. a counter).
         """
         for item in items:
             if item not in self._done:
@@ -66,12 +83,26 @@ class Checkpoint:
         self.save()
 
     def mark_failed(self, item: str, reason: str) -> None:
-        """Record ``item`` as failed with ``reason`` (e.g. quarantined); save atomically."""
+        """Record ``item`` as failed with ``reason`` (e.g. quarantined); save atomically.
+
+        Parameters
+        ----------
+        item : str
+            Item key.
+        reason : str
+            Why it failed, with its fix (shown by the run summary).
+        """
         self.failed[item] = reason
         self.save()
 
     def save(self, status: str | None = None) -> None:
-        """Write the checkpoint atomically, optionally with a new run status."""
+        """Write the checkpoint atomically, optionally with a new run status.
+
+        Parameters
+        ----------
+        status : str or None
+            New run status (``completed``, ``interrupted``...); None keeps the current one.
+        """
         if status is not None:
             self.status = status
         atomic_write_json(

@@ -30,7 +30,18 @@ def utc_now() -> dt.datetime:
 
 
 def iso(ts: dt.datetime) -> str:
-    """Format a UTC datetime as ISO 8601 with milliseconds and a ``Z`` suffix."""
+    """Format a UTC datetime as ISO 8601 with milliseconds and a ``Z`` suffix.
+
+    Parameters
+    ----------
+    ts : datetime.datetime
+        A timezone-aware datetime (converted to UTC).
+
+    Returns
+    -------
+    str
+        E.g. ``"2026-01-05T12:00:00.123Z"``.
+    """
     return ts.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
@@ -83,7 +94,18 @@ class TsvLog:
             self._fh.write("\t".join(columns) + "\n")
 
     def append(self, *values: Any) -> None:
-        """Append one row; secrets masked, tabs and newlines inside values replaced by spaces."""
+        """Append one row; secrets masked, tabs and newlines inside values replaced by spaces.
+
+        Parameters
+        ----------
+        *values : Any
+            One value per column, formatted with ``str``.
+
+        Raises
+        ------
+        ValueError
+            If the number of values differs from the number of columns (a programming error).
+        """
         if len(values) != len(self.columns):
             raise ValueError(f"{self.path.name}: {len(values)} values for {len(self.columns)} columns")
         cells = (self._mask(str(v)).replace("\t", " ").replace("\n", " ") for v in values)
@@ -135,6 +157,18 @@ class HeartbeatJson:
         """Merge ``fields`` into the state and write it if due; return whether it was written.
 
         An update not written now stays pending until the next :meth:`flush`.
+
+        Parameters
+        ----------
+        force : bool, default False
+            Write now whatever the throttle says.
+        **fields : Any
+            JSON-serialisable state fields.
+
+        Returns
+        -------
+        bool
+            True if the file was written.
         """
         with self._lock:
             self.state.update(fields)
@@ -144,7 +178,18 @@ class HeartbeatJson:
             return self._write()
 
     def flush(self, force: bool = False) -> bool:
-        """Write the pending state if the throttle allows (or ``force``); return whether written."""
+        """Write the pending state if the throttle allows (or ``force``); return whether written.
+
+        Parameters
+        ----------
+        force : bool, default False
+            Write now whatever the throttle says.
+
+        Returns
+        -------
+        bool
+            True if the file was written.
+        """
         with self._lock:
             if not self._pending or (not force and not self.due()):
                 return False
@@ -166,6 +211,11 @@ def pid_alive(pid: int, create_time: float | None = None) -> bool:
         Process id.
     create_time : float, optional
         ``psutil.Process.create_time()`` recorded at start, to tell a reused pid apart.
+
+    Returns
+    -------
+    bool
+        False if there is no such process, or it started at another time (a reused pid).
     """
     try:
         proc = psutil.Process(pid)

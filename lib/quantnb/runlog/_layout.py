@@ -60,11 +60,31 @@ class RunPaths:
         return self.stage_log_dir / f"{self.run_id}.log"
 
     def heartbeat_tsv(self, day: dt.date | dt.datetime) -> Path:
-        """``logs/<stage>/heartbeat_<YYYYMMDD>.log``, shared by the stage's runs of that day."""
+        """``logs/<stage>/heartbeat_<YYYYMMDD>.log``, shared by the stage's runs of that day.
+
+        Parameters
+        ----------
+        day : datetime.date or datetime.datetime
+            The UTC day.
+
+        Returns
+        -------
+        Path
+        """
         return self.stage_log_dir / f"heartbeat_{day:%Y%m%d}.log"
 
     def batches_tsv(self, day: dt.date | dt.datetime) -> Path:
-        """``logs/<stage>/batches_<YYYYMMDD>.log``."""
+        """``logs/<stage>/batches_<YYYYMMDD>.log``.
+
+        Parameters
+        ----------
+        day : datetime.date or datetime.datetime
+            The UTC day.
+
+        Returns
+        -------
+        Path
+        """
         return self.stage_log_dir / f"batches_{day:%Y%m%d}.log"
 
     @property

@@ -115,6 +115,11 @@ def format_metrics(stage: str, metrics: dict[str, Any], width: int = _HEADLINE_W
         Name to value.
     width : int
         Longest text returned; longer text ends with an ellipsis.
+
+    Returns
+    -------
+    str
+        At most ``width`` characters; ``''`` without metrics.
     """
     first = [k for k in HEADLINE_METRICS.get(stage, ()) if k in metrics]
     keys = first + [k for k in metrics if k not in first]
@@ -131,6 +136,10 @@ def summarise_run(root: Path, run_id: str) -> RunSummary | None:
         Project directory.
     run_id : str
         A directory of ``root/runs``.
+
+    Returns
+    -------
+    RunSummary or None
     """
     rec = read_run_record(root / "runs" / run_id)  # marks a dead "running" run interrupted
     if rec is None:
@@ -217,7 +226,22 @@ def runs_frame(
     stage: str | None = None,
     status: str | None = None,
 ) -> Any:
-    """Return :func:`list_runs` as a polars DataFrame (one row per run, ``headline`` as text)."""
+    """Return :func:`list_runs` as a polars DataFrame (one row per run, ``headline`` as text).
+
+    Parameters
+    ----------
+    project_dir : str, path-like or None
+        Project directory; None finds it from the cwd.
+    stage : str or None
+        Only runs of this stage.
+    status : str or None
+        Only runs with this status.
+
+    Returns
+    -------
+    polars.DataFrame
+        One row per run, newest first, with :meth:`RunSummary.to_row` columns.
+    """
     import polars as pl
 
     rows = [s.to_row() for s in list_runs(project_dir, stage=stage, status=status)]
@@ -242,6 +266,11 @@ def format_runs_table(summaries: list[RunSummary], root: Path | None = None) -> 
         Rows, in the order shown (see :func:`list_runs`).
     root : pathlib.Path, optional
         Project directory; log paths are shown relative to it.
+
+    Returns
+    -------
+    str
+        A header line and one line per run.
     """
     header = ("run_id", "stage", "status", "progress", "eta", "started (UTC)", "duration", "headline", "log")
     rows = [header]

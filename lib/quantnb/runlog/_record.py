@@ -31,7 +31,19 @@ def package_versions() -> dict[str, str]:
 
 
 def git_commit(root: Path) -> str | None:
-    """Return ``HEAD``'s commit in ``root`` with ``-dirty`` if the tree has changes, or None."""
+    """Return ``HEAD``'s commit in ``root`` with ``-dirty`` if the tree has changes, or None.
+
+    Parameters
+    ----------
+    root : Path
+        A folder inside a git work tree.
+
+    Returns
+    -------
+    str or None
+        The commit hash, with ``-dirty`` appended when there are uncommitted changes; None
+        outside a repository or without git.
+    """
     try:
         sha = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"],
@@ -81,6 +93,17 @@ def read_run_record(run_dir: Path, *, detect_dead: bool = True) -> dict[str, Any
     processes are all dead is first marked ``interrupted`` in the file itself (see
     :func:`mark_dead_run_interrupted`), so every command that reads runs repairs the
     record of a killed run.
+
+    Parameters
+    ----------
+    run_dir : Path
+        ``runs/<run_id>/``.
+    detect_dead : bool, default True
+        Mark a dead ``running``/``pending`` run ``interrupted`` before returning it.
+
+    Returns
+    -------
+    dict of str to Any or None
     """
     record = read_json_tolerant(run_dir / "run.json")
     if not isinstance(record, dict):
@@ -95,6 +118,16 @@ def run_processes_alive(record: dict[str, Any]) -> bool | None:
 
     The kernel's ``pid`` and the runner's ``runner_pid`` are checked against their
     recorded ``psutil`` create times, so a reused pid does not count as alive.
+
+    Parameters
+    ----------
+    record : dict of str to Any
+        A run.json record.
+
+    Returns
+    -------
+    bool or None
+        True if a recorded process still runs, False if all are dead, None if none is recorded.
     """
     from quantnb.runlog._heartbeat import pid_alive
 
@@ -147,7 +180,18 @@ def mark_dead_run_interrupted(run_dir: Path, record: dict[str, Any] | None = Non
 
 
 def mark_dead_runs(root: Path) -> list[str]:
-    """Check every ``root/runs/*/run.json``; mark the dead ``running`` ones interrupted; return their ids."""
+    """Check every ``root/runs/*/run.json``; mark the dead ``running`` ones interrupted; return their ids.
+
+    Parameters
+    ----------
+    root : Path
+        Project directory (holding ``runs/``).
+
+    Returns
+    -------
+    list of str
+        Run ids marked ``interrupted`` by this call.
+    """
     marked = []
     for rec_path in sorted((root / "runs").glob("*/run.json")):
         before = read_json_tolerant(rec_path)

@@ -50,6 +50,19 @@ def make_run_id(stage: str, suffix: str, started: dt.datetime) -> str:
 
     The suffix is reduced to ``[A-Za-z0-9_.-]`` (other runs of characters become ``-``), so
     a glob pattern or a path in a parameter (``**``, ``/``, spaces) never reaches a path.
+
+    Parameters
+    ----------
+    stage : str
+        Stage name.
+    suffix : str
+        Readable config suffix (e.g. ``SELL_0004_BUY_0008_1h``); may be empty.
+    started : datetime.datetime
+        Start time, timezone-aware.
+
+    Returns
+    -------
+    str
     """
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", suffix).strip("-.")[:64].strip("-.") or "none"
     return f"{stage}_{safe}_{started.astimezone(dt.UTC).strftime(_TS_FORMAT)}"
@@ -60,6 +73,18 @@ def new_run_id(params: StageParams, root: Path) -> str:
 
     The directory is created with ``mkdir`` (no ``exist_ok``), which succeeds for one
     process only, so two runs started in the same second by two processes get two ids.
+
+    Parameters
+    ----------
+    params : StageParams
+        The stage's parameters (stage name and suffix come from them).
+    root : Path
+        Project directory.
+
+    Returns
+    -------
+    str
+        The claimed run id; its folder exists.
     """
     base = make_run_id(params.stage, params.run_suffix(), utc_now())
     (root / "runs").mkdir(parents=True, exist_ok=True)
@@ -90,6 +115,15 @@ def is_interrupt(exc: BaseException | None) -> bool:
     ``SystemError: ... returned a result with an exception set``) with the
     ``KeyboardInterrupt`` chained as its context; code that catches ``Exception`` to
     quarantine one bad item must re-raise these instead.
+
+    Parameters
+    ----------
+    exc : BaseException or None
+        The exception caught; None gives False.
+
+    Returns
+    -------
+    bool
     """
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
@@ -111,6 +145,17 @@ class RunContext:
     Progress: :meth:`set_total`, :meth:`item_done`, :meth:`beat` feed the heartbeat JSON
     (and a daemon thread beats every ``beat_interval_s``); displays subscribe with
     :meth:`add_progress_listener`.
+
+    Parameters
+    ----------
+    params : StageParams
+        The stage's validated parameters.
+    root : Path
+        Project directory.
+    run_id : str
+        The run's id (its folder ``runs/<run_id>/`` exists).
+    resumed : bool
+        Whether the run continues an earlier attempt (its checkpoint is loaded).
 
     Attributes
     ----------
@@ -313,7 +358,19 @@ class RunContext:
         self._emit("item", mem)
 
     def batch_saved(self, batch_num: int, items_count: int, total_events: int, shard_file: str | Path) -> None:
-        """Record one shard durably written: a batch TSV line."""
+        """Record one shard durably written: a batch TSV line.
+
+        Parameters
+        ----------
+        batch_num : int
+            1-based number of the batch in this run.
+        items_count : int
+            Input items in the batch.
+        total_events : int
+            Rows or events the shard holds.
+        shard_file : str or Path
+            The shard written.
+        """
         self.batch_tsv.append(
             iso(utc_now()), batch_num, items_count, total_events, str(shard_file),
             f"{memory_gb():.3f}", self.run_id,
@@ -432,12 +489,26 @@ class RunContext:
 
     # -- outputs and end -------------------------------------------------------------------
     def add_output(self, name: str, path: str | Path) -> None:
-        """Name an output of the run (recorded in run.json, shown by the pipeline summary)."""
+        """Name an output of the run (recorded in run.json, shown by the pipeline summary).
+
+        Parameters
+        ----------
+        name : str
+            Output name (e.g. ``"bars"``).
+        path : str or Path
+            File or folder, stored relative to the project when inside it.
+        """
         p = Path(path)
         self.outputs[name] = str(p.relative_to(self.root) if p.is_absolute() and p.is_relative_to(self.root) else p)
 
     def set_result(self, **values: Any) -> None:
-        """Record summary values of the run (JSON-serialisable) in run.json."""
+        """Record summary values of the run (JSON-serialisable) in run.json.
+
+        Parameters
+        ----------
+        **values : Any
+            Result names to JSON-serialisable values; merged into run.json ``results``.
+        """
         self.results.update(values)
 
     def add_cumulative_log(self, path: str | Path, level: str = "INFO", include_streams: bool = False) -> Path:
@@ -453,6 +524,11 @@ class RunContext:
             Lowest level written.
         include_streams : bool
             Also write captured stdout/stderr lines.
+
+        Returns
+        -------
+        pathlib.Path
+            The log file (under the project directory when ``path`` is relative).
         """
         dest = Path(path) if Path(path).is_absolute() else self.root / path
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -467,7 +543,20 @@ class RunContext:
         return (str(self.log_path), dict(self.params.third_party_levels))
 
     def finish(self, status: str | None = None, error: str | None = None) -> str:
-        """End the run: final heartbeat, checkpoint status, run.json; return the status."""
+        """End the run: final heartbeat, checkpoint status, run.json; return the status.
+
+        Parameters
+        ----------
+        status : str or None
+            Final status; None gives ``completed``, or ``completed_with_errors`` when items failed.
+        error : str or None
+            The failure's reason, recorded in run.json.
+
+        Returns
+        -------
+        str
+            The final status (the first one if the run had already ended).
+        """
         if self._closed:
             return self.status
         self._closed = True
@@ -576,5 +665,12 @@ def worker_initializer(log_path: str, third_party_levels: dict[str, str]) -> Non
     """ProcessPoolExecutor initializer: route the worker's logs into the session log.
 
     Use as ``ProcessPoolExecutor(n, initializer=worker_initializer, initargs=ctx.worker_initargs())``.
+
+    Parameters
+    ----------
+    log_path : str
+        The session log of the run.
+    third_party_levels : dict of str to str
+        Standard-library logger name to level, as for the parent process.
     """
     configure_worker(log_path, third_party_levels)

@@ -84,6 +84,11 @@ def log_workflow(name: str | None = None) -> Callable[[F], F]:
     ----------
     name : str, optional
         Workflow name; the function's qualified name by default.
+
+    Returns
+    -------
+    callable
+        The decorator; it keeps the function's signature and name.
     """
 
     def decorate(func: F) -> F:

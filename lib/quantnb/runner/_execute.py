@@ -73,6 +73,19 @@ def resolve_params(
 ) -> tuple[StageParams, dict[str, Any]]:
     """Merge a resumed run's parameters, a YAML file and overrides; validate before any work.
 
+    Parameters
+    ----------
+    stage : str
+        Stage name (``etl``, ``labelling``, ...).
+    overrides : dict of str to Any or None
+        Values given on the command line; they win over the file and the resumed run.
+    params_file : str, Path or None
+        YAML mapping of parameter values.
+    resume_run_id : str or None
+        A run whose recorded parameters are the base (its ``resume`` is set).
+    root : Path
+        Project directory (holding ``runs/``).
+
     Returns
     -------
     (StageParams, dict)

@@ -20,7 +20,21 @@ from quantnb._secrets import SecretMasker
 class MaskingLocalHandler(LocalHandler):
     """papermill's local file handler, with secret values replaced by ``***`` in what it writes."""
 
-    def write(self, buf: str, path: str) -> Any:  # noqa: D102
+    def write(self, buf: str, path: str) -> Any:
+        """Write ``buf`` to ``path`` with every known secret value masked.
+
+        Parameters
+        ----------
+        buf : str
+            Text papermill writes (a notebook as JSON).
+        path : str
+            Destination file.
+
+        Returns
+        -------
+        Any
+            What papermill's ``LocalHandler.write`` returns.
+        """
         return super().write(SecretMasker()(buf), path)
 
 

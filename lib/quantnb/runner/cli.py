@@ -44,7 +44,18 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``quantnb`` command; return the process exit code."""
+    """Entry point of the ``quantnb`` command; return the process exit code.
+
+    Parameters
+    ----------
+    argv : list of str or None
+        Command-line arguments without the program name; None reads ``sys.argv``.
+
+    Returns
+    -------
+    int
+        0 on success, non-zero on a refused or failed run.
+    """
     args = _build_parser().parse_args(argv)
     if args.command == "runs":  # reads files only: no papermill, no stage imports
         return _runs(args)

@@ -28,6 +28,15 @@ STAGES: dict[str, str] = {
 def params_class(stage: str) -> type[StageParams]:
     """Return the parameter model of ``stage``.
 
+    Parameters
+    ----------
+    stage : str
+        Stage name, e.g. ``"etl"``.
+
+    Returns
+    -------
+    type of StageParams
+
     Raises
     ------
     ConfigError

@@ -14,6 +14,20 @@ from quantnb.errors import ConfigError
 def load_labelled(root: Path, labelled_dir: str) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Read every labelled Parquet of ``labelled_dir`` in time order, and its labelling config.
 
+    Parameters
+    ----------
+    root : Path
+        Project directory.
+    labelled_dir : str
+        Folder of the labelling stage's output, relative to ``root``.
+
+    Returns
+    -------
+    frame : polars.DataFrame
+        All labelled rows, sorted by ``ts``.
+    config : dict of str to Any
+        The labelling run's ``labelling_config.json``.
+
     Raises
     ------
     ConfigError
@@ -36,7 +50,18 @@ def load_labelled(root: Path, labelled_dir: str) -> tuple[pl.DataFrame, dict[str
 
 
 def drop_empty_columns(frame: pl.DataFrame) -> pl.DataFrame:
-    """Drop numeric columns with no finite value (e.g. book features of an OHLCV-only symbol), logged."""
+    """Drop numeric columns with no finite value (e.g. book features of an OHLCV-only symbol), logged.
+
+    Parameters
+    ----------
+    frame : polars.DataFrame
+        Features (and labels).
+
+    Returns
+    -------
+    polars.DataFrame
+        ``frame`` without the numeric columns that hold only null, NaN or infinite values.
+    """
     empty = [c for c, dtype in frame.schema.items()
              if dtype.is_numeric() and frame[c].is_finite().sum() == 0 and dtype.is_float()
              or dtype.is_numeric() and frame[c].null_count() == frame.height]

@@ -60,16 +60,27 @@ def check_storage_url(storage: str) -> str:
     database password must come from the environment: :data:`PASSWORD_ENV`, or libpq's own
     ``PGPASSWORD`` / ``~/.pgpass`` for PostgreSQL.
 
+    Parameters
+    ----------
+    storage : str
+        SQLAlchemy URL of the Optuna storage (``sqlite:///...``, ``postgresql+psycopg://...``).
+
+    Returns
+    -------
+    str
+        ``storage``.
+
     Raises
     ------
-    ValueError
-        If the URL has ``user:password@`` or a ``password=`` query parameter.
+    ConfigError
+        If the URL has ``user:password@`` or a ``password=`` query parameter (a
+        ``ValueError`` too, so a pydantic validator reports it as a validation error).
     """
     if "://" not in storage:
         return storage
     parts = urlsplit(storage)
     if parts.password is not None or "password" in {k.lower() for k in parse_qs(parts.query)}:
-        raise ValueError(
+        raise ConfigError(
             "the storage URL carries a password, which would be written to run.json and the logs; "
             f"remove it from the URL and set {PASSWORD_ENV} (or PGPASSWORD) in the environment instead")
     return storage
@@ -80,6 +91,19 @@ def server_kwargs(url: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 
     That is the password from :data:`PASSWORD_ENV` (handed to the driver, never put in the URL;
     libpq reads ``PGPASSWORD`` itself) and a pre-ping of pooled connections.
+
+    Parameters
+    ----------
+    url : str
+        Storage URL (already checked by :func:`check_storage_url`).
+    kwargs : dict of str to Any
+        Keyword arguments of ``optuna.storages.RDBStorage``; updated in place.
+
+    Returns
+    -------
+    dict of str to Any
+        ``kwargs``, whose ``engine_kwargs`` gain ``pool_pre_ping`` and the password's
+        ``connect_args`` (server URLs only; SQLite is left as is).
     """
     if not url.startswith("sqlite"):
         engine = kwargs.setdefault("engine_kwargs", {})
@@ -90,7 +114,20 @@ def server_kwargs(url: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def refuse_password_error(url: str, exc: Exception) -> None:
-    """Raise :class:`ConfigError` if ``exc`` says the server wants a (another) password: retrying won't help."""
+    """Raise :class:`ConfigError` if ``exc`` says the server wants a (another) password: retrying won't help.
+
+    Parameters
+    ----------
+    url : str
+        Storage URL, for the message.
+    exc : Exception
+        The error the connection attempt raised.
+
+    Raises
+    ------
+    ConfigError
+        If ``exc`` is an authentication failure; otherwise the function returns.
+    """
     if "password" in str(exc).lower():
         raise ConfigError(
             f"storage {url}: the database refused the connection ({str(exc).splitlines()[0][-160:]}); "
@@ -107,6 +144,11 @@ def trial_key(trials: Sequence[FrozenTrial], trial: FrozenTrial) -> int:
         Every trial of the study (any state), as the storage returns them.
     trial : FrozenTrial
         The trial to name.
+
+    Returns
+    -------
+    int
+        0-based key, stable across retries and resumes.
     """
     if KEY_ATTR in trial.user_attrs:
         return int(trial.user_attrs[KEY_ATTR])
@@ -149,6 +191,11 @@ class RetryKilledTrial:
     first attempt's number, ``retry_history``), so Optuna's helpers read them; the dead
     worker's identity is dropped, the trial key is kept. A trial retried ``max_retry`` times
     (e.g. one that kills its worker by running out of memory) stays FAIL.
+
+    Parameters
+    ----------
+    max_retry : int
+        Retries of one trial after which it stays FAIL.
     """
 
     def __init__(self, max_retry: int = MAX_RETRIES):
@@ -180,6 +227,21 @@ def recover_dead_trials(study: optuna.Study, grace_s: float = GRACE_PERIOD_S,
     Safe with several workers: only the one whose FAIL is stored first queues the retry. The
     trial is marked ``KILLED_ATTR`` before it is failed, so a recovery killed between the FAIL
     and the retry is completed by the next one (a FAIL trial marked killed that no retry names).
+
+    Parameters
+    ----------
+    study : optuna.Study
+        The study (its storage shared by the workers).
+    grace_s : float
+        Seconds after its start after which a RUNNING trial that recorded no owner process
+        counts as dead (a recorded owner is checked by pid and create time).
+    retry : RetryKilledTrial or None
+        The retry policy; None uses one with the default ``max_retry``.
+
+    Returns
+    -------
+    list of int
+        Numbers of the trials whose retry this call queued.
     """
     retry = retry or RetryKilledTrial()
     recovered = []
@@ -218,7 +280,18 @@ def _canon(params: dict[str, Any]) -> tuple[tuple[str, str], ...]:
 
 
 def space_size(space: dict[str, BaseDistribution]) -> int | None:
-    """Return how many distinct settings ``space`` holds, or None if it is continuous."""
+    """Return how many distinct settings ``space`` holds, or None if it is continuous.
+
+    Parameters
+    ----------
+    space : dict of str to optuna.distributions.BaseDistribution
+        Parameter name to distribution.
+
+    Returns
+    -------
+    int or None
+        The product of each parameter's number of values; None if one is continuous.
+    """
     size = 1
     for dist in space.values():
         if dist.single():
@@ -249,12 +322,39 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
         self.seed, self.space, self.max_draws = seed, dict(space), max_draws
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        """Return the declared space (its single-valued parameters left to Optuna)."""
+        """Return the declared space (its single-valued parameters left to Optuna).
+
+        Parameters
+        ----------
+        study : optuna.Study
+            Unused: the space is fixed.
+        trial : optuna.trial.FrozenTrial
+            Unused.
+
+        Returns
+        -------
+        dict of str to optuna.distributions.BaseDistribution
+        """
         return {k: d for k, d in self.space.items() if not d.single()}
 
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        """Draw the whole setting of ``trial`` (see the class docstring)."""
+        """Draw the whole setting of ``trial`` (see the class docstring).
+
+        Parameters
+        ----------
+        study : optuna.Study
+            The study.
+        trial : optuna.trial.FrozenTrial
+            The trial being sampled.
+        search_space : dict of str to optuna.distributions.BaseDistribution
+            The relative space Optuna passes (the declared one).
+
+        Returns
+        -------
+        dict of str to Any
+            Parameter name to value.
+        """
         if not search_space:
             return {}
         setting = self.draw(study, trial)
@@ -262,7 +362,24 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
-        """Sample a parameter outside the declared space (not used by the stage) from the trial's TPE."""
+        """Sample a parameter outside the declared space (not used by the stage) from the trial's TPE.
+
+        Parameters
+        ----------
+        study : optuna.Study
+            The study.
+        trial : optuna.trial.FrozenTrial
+            The trial being sampled.
+        param_name : str
+            The parameter.
+        param_distribution : optuna.distributions.BaseDistribution
+            Its distribution.
+
+        Returns
+        -------
+        Any
+            A value of ``param_distribution``.
+        """
         return self._tpe(trial.number, 0).sample_independent(study, trial, param_name, param_distribution)
 
     def _tpe(self, key: int, draw: int) -> optuna.samplers.TPESampler:
@@ -274,6 +391,18 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
         Deterministic given the study's history: draw ``d`` uses a TPE seeded from
         ``(seed, key, d)``; after ``max_draws`` collisions a finite space is enumerated in
         order from a seeded offset; an exhausted space returns the last draw (a WARNING).
+
+        Parameters
+        ----------
+        study : optuna.Study
+            The study (its live and finished trials are the settings to avoid).
+        trial : optuna.trial.FrozenTrial
+            The trial; its key seeds the draws.
+
+        Returns
+        -------
+        dict of str to Any
+            Parameter name to value.
         """
         trials = study.get_trials(deepcopy=False)
         key = trial_key(trials, trial)
@@ -314,6 +443,15 @@ def finished_outcome(study: optuna.Study) -> list[dict[str, Any]]:
     under a new one, with the same key, parameters and value. Two studies (one killed and
     resumed, one uninterrupted, same seed) have ended the same when these lists are equal; the
     FAIL trials of a killed worker are not in the list, so they are not counted.
+
+    Parameters
+    ----------
+    study : optuna.Study
+        The study.
+
+    Returns
+    -------
+    list of dict
     """
     trials = study.get_trials(deepcopy=False)
     rows = [{"key": trial_key(trials, t), "params": dict(sorted(t.params.items())), "value": t.value,

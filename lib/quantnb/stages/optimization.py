@@ -150,6 +150,11 @@ def open_study(storage: str, study_name: str, seed: int, startup_trials: int, ro
         The whole search space (:func:`search_space`), drawn at once per trial so that no
         setting repeats; without it the sampler draws parameter by parameter.
 
+    Returns
+    -------
+    optuna.Study
+        Direction ``maximize`` (validation F1 macro).
+
     Raises
     ------
     ConfigError
@@ -215,7 +220,17 @@ def _rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 5) -> optuna.
 
 
 def search_space(params: OptimizationParams) -> dict[str, optuna.distributions.BaseDistribution]:
-    """Return the Optuna distributions the trials sample from, by parameter name."""
+    """Return the Optuna distributions the trials sample from, by parameter name.
+
+    Parameters
+    ----------
+    params : OptimizationParams
+        The stage's parameters (their ``*_min``/``*_max``/``*_choices`` fields).
+
+    Returns
+    -------
+    dict of str to optuna.distributions.BaseDistribution
+    """
     dist = optuna.distributions
     return {
         "tcn_channels": dist.CategoricalDistribution(params.tcn_channels),
@@ -235,6 +250,13 @@ def _fixed_settings(params: OptimizationParams) -> dict[str, Any]:
 
 def check_study_compatible(study: optuna.Study, params: OptimizationParams) -> None:
     """Refuse to add trials to a study whose earlier trials used another search space or settings.
+
+    Parameters
+    ----------
+    study : optuna.Study
+        The loaded study.
+    params : OptimizationParams
+        This run's parameters.
 
     Raises
     ------
@@ -335,6 +357,16 @@ class _Objective:
 
 def run_optimization(params: OptimizationParams) -> OptimizationResult:
     """Run (or resume) the study until it has ``n_trials`` finished trials; write the best parameters.
+
+    Parameters
+    ----------
+    params : OptimizationParams
+        The stage's validated parameters.
+
+    Returns
+    -------
+    OptimizationResult
+        Best trial, its parameters and where they were written, trial counts.
 
     Raises
     ------

@@ -55,6 +55,16 @@ class PostmortemResult:
 def run_postmortem(params: PostmortemParams) -> PostmortemResult:
     """Analyse a run's heartbeats, batches, checkpoint and log; save plots and a JSON report.
 
+    Parameters
+    ----------
+    params : PostmortemParams
+        The stage's validated parameters (``target_run_id``, or the latest run).
+
+    Returns
+    -------
+    PostmortemResult
+        The report, its JSON path and the plots.
+
     Raises
     ------
     ConfigError

@@ -63,6 +63,16 @@ class TrainingParams(StageParams):
     def model_params(self, root: Path) -> dict[str, Any]:
         """Merge defaults, the best-parameters JSON and explicit fields (explicit wins).
 
+        Parameters
+        ----------
+        root : Path
+            Project directory (``best_params_path`` is relative to it).
+
+        Returns
+        -------
+        dict of str to Any
+            Model and trainer settings.
+
         Raises
         ------
         ConfigError
@@ -108,6 +118,16 @@ class TrainingResult:
 
 def run_training(params: TrainingParams) -> TrainingResult:
     """Train, evaluate on the test split, plot the confusion matrix and export the model bundle.
+
+    Parameters
+    ----------
+    params : TrainingParams
+        The stage's validated parameters.
+
+    Returns
+    -------
+    TrainingResult
+        Test metrics, the bundle's path, the learning curves and the confusion matrix.
 
     Raises
     ------

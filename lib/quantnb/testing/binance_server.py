@@ -113,14 +113,28 @@ class BinanceLoopbackServer:
 
     @property
     def base_url(self) -> str:
-        """``http://127.0.0.1:<port>``, the root to give :func:`configure_ccxt_for_loopback`."""
+        """``http://127.0.0.1:<port>``, the root to give :func:`configure_ccxt_for_loopback`.
+
+        Raises
+        ------
+        RuntimeError
+            If the server was not started.
+        """
         if self._httpd is None:
             raise RuntimeError("server not started: call start() first")
         return f"http://127.0.0.1:{self._httpd.server_address[1]}"
 
     # --- market and account control --------------------------------------------------
     def set_price(self, symbol: str, price: float) -> None:
-        """Set the mark/last price, USDT, at which market orders on ``symbol`` fill."""
+        """Set the mark/last price, USDT, at which market orders on ``symbol`` fill.
+
+        Parameters
+        ----------
+        symbol : str
+            A listed symbol.
+        price : float
+            USDT per unit.
+        """
         with self.engine.lock:
             self.engine.prices[symbol] = float(price)
 
@@ -128,6 +142,11 @@ class BinanceLoopbackServer:
         """Freeze the server clock at ``now_ms`` (epoch ms; None = wall clock).
 
         Klines opening after this instant are not served, as on the real venue.
+
+        Parameters
+        ----------
+        now_ms : int or None
+            Epoch milliseconds, or None for the wall clock.
         """
         with self.engine.lock:
             self.engine.fixed_now_ms = now_ms
@@ -153,7 +172,18 @@ class BinanceLoopbackServer:
             self.engine.klines[(symbol, interval)] = rows
 
     def position_amt(self, symbol: str = "BTCUSDT") -> float:
-        """Return the signed position of ``symbol``, base units."""
+        """Return the signed position of ``symbol``, base units.
+
+        Parameters
+        ----------
+        symbol : str, default "BTCUSDT"
+            A listed symbol.
+
+        Returns
+        -------
+        float
+            > 0 long, < 0 short, 0 flat.
+        """
         with self.engine.lock:
             return self.engine.positions[symbol].amt
 
@@ -176,6 +206,26 @@ class BinanceLoopbackServer:
         after_processing: bool = False,
     ) -> Fault:
         """Make the next ``count`` requests to ``path`` fail; see :class:`Fault` for the fields.
+
+        Parameters
+        ----------
+        kind : {"status", "timeout", "drop"}
+            What the server does instead of answering: an error reply with ``status``, a
+            wait of ``delay_s`` before answering, or a closed connection.
+        path : str or None
+            Request path the fault applies to; None for every path.
+        method : str or None
+            HTTP method it applies to; None for every method.
+        count : int, default 1
+            Requests that fail.
+        status : int, default 503
+            HTTP status of an error reply.
+        retry_after_s : float or None
+            ``Retry-After`` header of the reply, seconds.
+        delay_s : float, default 5.0
+            How long a delay fault holds the request.
+        after_processing : bool, default False
+            Act the fault out after the request took effect (e.g. an order placed, its reply lost).
 
         Returns
         -------

@@ -57,7 +57,18 @@ class PostgresServer:
     run_as: str | None
 
     def url(self, driver: str = "postgresql+psycopg") -> str:
-        """Return the SQLAlchemy URL, without the password (pass that through the environment)."""
+        """Return the SQLAlchemy URL, without the password (pass that through the environment).
+
+        Parameters
+        ----------
+        driver : str, default "postgresql+psycopg"
+            SQLAlchemy dialect and driver.
+
+        Returns
+        -------
+        str
+            ``<driver>://<user>@<host>:<port>/<dbname>``.
+        """
         return f"{driver}://{self.user}@{self.host}:{self.port}/{self.dbname}"
 
     def env(self) -> dict[str, str]:
@@ -141,6 +152,11 @@ def start_postgres(
     timeout_s : float
         How long ``pg_ctl`` waits for the server to accept connections.
 
+    Returns
+    -------
+    PostgresServer
+        The running server; call :meth:`PostgresServer.stop` (or use :func:`postgres_server`).
+
     Raises
     ------
     FileNotFoundError
@@ -187,7 +203,18 @@ def start_postgres(
 
 @contextlib.contextmanager
 def postgres_server(**kwargs: object) -> Iterator[PostgresServer]:
-    """Context manager around :func:`start_postgres`: the server is stopped and deleted on exit."""
+    """Context manager around :func:`start_postgres`: the server is stopped and deleted on exit.
+
+    Parameters
+    ----------
+    **kwargs : object
+        Passed to :func:`start_postgres`.
+
+    Yields
+    ------
+    PostgresServer
+        The running server.
+    """
     server = start_postgres(**kwargs)  # type: ignore[arg-type]
     try:
         yield server

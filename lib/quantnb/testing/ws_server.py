@@ -137,7 +137,13 @@ class KlineStreamServer:
         return f"ws://127.0.0.1:{self._port}{self.path}"
 
     def start(self) -> KlineStreamServer:
-        """Start the event loop thread and listen on an ephemeral port; return self."""
+        """Start the event loop thread and listen on an ephemeral port; return self.
+
+        Raises
+        ------
+        RuntimeError
+            If the server does not accept connections within 10 s.
+        """
         self._thread = threading.Thread(target=self._run, name="kline-ws-loopback", daemon=True)
         self._thread.start()
         if not self._ready.wait(10):
