@@ -186,7 +186,22 @@ class DaskExecutor:
             self._seen.pop(attempt, None)
 
     def submit(self, key: str, fn: Callable[..., Any], *args: Any) -> None:
-        """Queue ``fn(*args)`` as the task of item ``key``."""
+        """Queue ``fn(*args)`` as the task of item ``key`` on the cluster.
+
+        Parameters
+        ----------
+        key : str
+            The item's identity (its checkpoint key); :meth:`as_completed` yields it back.
+        fn : callable
+            A module-level function (pickled to the worker).
+        *args
+            Its arguments, picklable.
+
+        Raises
+        ------
+        ExecutorError
+            After :meth:`close`.
+        """
         if self._client is None:
             raise ExecutorError("submit after close")
         fut = self._client.submit(_run_task, self._topic, fn, *args, pure=False,
@@ -229,6 +244,11 @@ class DaskExecutor:
         The LocalCluster (about a second or two to stop its workers) is closed by a
         non-daemon thread unless ``wait``, so the driver goes on with the merge meanwhile;
         the interpreter waits for that thread before it exits.
+
+        Parameters
+        ----------
+        wait : bool, default False
+            Stop the local cluster before returning.
         """
         client, cluster, self._client, self._cluster = self._client, self._cluster, None, None
         if client is not None:

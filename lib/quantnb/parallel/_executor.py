@@ -52,7 +52,17 @@ class ItemExecutor(Protocol):
     """What a file-parallel stage needs from an executor."""
 
     def submit(self, key: str, fn: Callable[..., Any], *args: Any) -> None:
-        """Queue ``fn(*args)`` as the task of item ``key`` (module-level ``fn``, picklable args)."""
+        """Queue ``fn(*args)`` as the task of item ``key``.
+
+        Parameters
+        ----------
+        key : str
+            The item's identity (its checkpoint key); :meth:`as_completed` yields it back.
+        fn : callable
+            A module-level function (pickled to the worker).
+        *args
+            Its arguments, picklable.
+        """
 
     def as_completed(self) -> Iterator[Completed]:
         """Yield every submitted task once, as it finishes (any order)."""
@@ -82,6 +92,17 @@ class LocalExecutor:
         self._futures: dict[Future[Any], str] = {}
 
     def submit(self, key: str, fn: Callable[..., Any], *args: Any) -> None:
+        """Queue ``fn(*args)`` as the task of item ``key`` (in this process when ``n_workers == 1``).
+
+        Parameters
+        ----------
+        key : str
+            The item's identity (its checkpoint key); :meth:`as_completed` yields it back.
+        fn : callable
+            A module-level function (pickled to the worker).
+        *args
+            Its arguments, picklable.
+        """
         if self._n_workers == 1:
             self._queued.append((key, fn, args))
             return
