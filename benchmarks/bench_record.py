@@ -11,7 +11,8 @@ configuration:
 - wall-clock frames/s (bounded by the server on a shared 2-core machine);
 - resident memory at 10 %, 50 % and the end of the run (flat = no growth with time).
 
-Run: .venv/bin/python benchmarks/bench_record.py [seconds_per_config]  (the issue asks 600)
+Run: .venv/bin/python benchmarks/bench_record.py [seconds_per_config] [configs]  (the issue asks 600;
+configs e.g. ``raw+parquet+clickhouse,raw``; default: the three above)
 """
 
 from __future__ import annotations
@@ -60,11 +61,14 @@ def run_config(sinks: tuple[str, ...], seconds: float, url: str, tmp: Path) -> d
 
     sampler = threading.Thread(target=sample, daemon=True)
     cpu0, t0 = proc.cpu_times(), time.monotonic()
+    th0 = {t.id: t.user_time + t.system_time for t in proc.threads()}
     sampler.start()
     rec.run()
     done.set()
     cpu1, wall = proc.cpu_times(), time.monotonic() - t0
     cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+    main_tid = threading.get_native_id()
+    main_cpu = next(t.user_time + t.system_time for t in proc.threads() if t.id == main_tid) - th0.get(main_tid, 0.0)
 
     def at(frac: float) -> float:
         if not rss:
@@ -73,7 +77,9 @@ def run_config(sinks: tuple[str, ...], seconds: float, url: str, tmp: Path) -> d
 
     return {"frames": rec.messages, "cpu_s": cpu, "wall_s": wall, "per_core": rec.messages / max(cpu, 1e-9),
             "wall_rate": rec.messages / wall, "rss10": at(0.1), "rss50": at(0.5), "rss_end": at(1.0),
-            "gaps": rec.counters.total("gaps")}
+            "gaps": rec.counters.total("gaps"),
+            "main_us": 1e6 * main_cpu / max(rec.messages, 1), "other_us": 1e6 * (cpu - main_cpu) / max(rec.messages, 1),
+            "sys_us": 1e6 * (cpu1.system - cpu0.system) / max(rec.messages, 1)}
 
 
 def main() -> None:
@@ -89,20 +95,26 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     rows = []
     try:
-        for sinks in (("raw",), ("raw", "parquet"), ("raw", "parquet", "clickhouse")):
+        configs = [("raw",), ("raw", "parquet"), ("raw", "parquet", "clickhouse")]
+        if len(sys.argv) > 2:  # e.g. raw+parquet+clickhouse,raw
+            configs = [tuple(c.split("+")) for c in sys.argv[2].split(",")]
+        for sinks in configs:
             with tempfile.TemporaryDirectory() as tmp:
                 r = run_config(sinks, seconds, url, Path(tmp))
             rows.append((sinks, r))
             print(f"{'+'.join(sinks):24s} frames {r['frames']:>10,}  cpu {r['cpu_s']:7.1f} s  "
-                  f"per core {r['per_core']:>9,.0f} frames/s  wall {r['wall_rate']:>9,.0f} frames/s  "
-                  f"RSS MB 10%/50%/end {r['rss10']:.0f}/{r['rss50']:.0f}/{r['rss_end']:.0f}  gaps {r['gaps']}")
+                  f"per core {r['per_core']:>9,.0f} frames/s ({r['per_core'] / GOAL:.2f}x goal)  "
+                  f"wall {r['wall_rate']:>9,.0f} frames/s  "
+                  f"RSS MB 10%/50%/end {r['rss10']:.0f}/{r['rss50']:.0f}/{r['rss_end']:.0f}  gaps {r['gaps']}  "
+                  f"CPU us/frame: event-loop thread {r['main_us']:.1f}, other threads {r['other_us']:.1f} "
+                  f"(system, all threads {r['sys_us']:.1f})")
     finally:
         stop.set()
         server.join(10)
-    full = rows[-1][1]
-    print(f"all sinks: {full['per_core']:,.0f} frames/s per core = {full['per_core'] / GOAL:.2f} x the goal "
-          f"({GOAL:,.0f}); raw alone {rows[0][1]['per_core']:,.0f}; memory growth 10%->end "
-          f"{full['rss_end'] - full['rss10']:+.0f} MB")
+    for sinks, r in rows:
+        print(f"{'+'.join(sinks)}: {r['per_core'] / GOAL:.2f} x the goal ({GOAL:,.0f} frames/s per core); memory "
+              f"growth 10%->end {r['rss_end'] - r['rss10']:+.0f} MB")
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

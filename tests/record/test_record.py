@@ -168,3 +168,30 @@ def test_params_refuse_inconsistent_values(bad):
 
     with pytest.raises((ConfigError, ValueError)):
         RecordParams.parse(bad)
+
+
+def test_clickhouse_shard_in_table_is_not_inserted_again_by_a_new_sink(tmp_path):
+    """A restarted sink learns the table's shards once and skips them; parquet shards carry no statistics."""
+    import pyarrow.parquet as papq
+
+    frames = load_bybit_frames()[:30]
+    pq = ParquetSink(tmp_path / "pq", "bybit", "linear", "r")
+    paths = []
+    for _ in range(2):
+        for f in frames:
+            pq.write(BYBIT_BOOK, SYMBOL, 1, 0, f.encode())
+        paths.append(pq.flush()[0])
+    assert papq.ParquetFile(paths[0]).metadata.row_group(0).column(0).statistics is None
+    ch = ClickHouseSink(None, tmp_path / "ch")
+    try:
+        assert ch.insert_shard(paths[0]) and ch.inserted == 1
+        rows = ch._scalar("SELECT count() FROM quantnb.book_events")
+    finally:
+        ch.close()
+    ch = ClickHouseSink(None, tmp_path / "ch")  # a restarted recorder's sink
+    try:
+        assert ch.insert_shard(paths[0]) and ch.inserted == 0  # known from the table: skipped
+        assert ch.insert_shard(paths[1]) and ch.insert_shard(paths[1]) and ch.inserted == 1
+        assert ch._scalar("SELECT count() FROM quantnb.book_events") == 2 * rows
+    finally:
+        ch.close()

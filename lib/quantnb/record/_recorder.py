@@ -56,7 +56,7 @@ class RecorderConfig:
     shard_prefix: str = "events"
     backoff_base_s: float = 0.5
     ping_every_s: float = 20.0
-    max_batch_frames: int = 20_000
+    max_batch_frames: int = 50_000
     log_frames: bool = False
     binance_depth_speed: str = "100ms"
 
