@@ -124,7 +124,13 @@ class CsvAppender:
             self._writer.writerow(columns)
 
     def write(self, row: AuditRow | dict[str, Any]) -> None:
-        """Append one row (an :class:`AuditRow` or a dict keyed by column), secrets masked, and flush it."""
+        """Append one row (an :class:`AuditRow` or a dict keyed by column), secrets masked, and flush it.
+
+        Parameters
+        ----------
+        row : AuditRow or dict of str to Any
+            The row; a dict may omit columns (written empty) and its unknown keys are ignored.
+        """
         if isinstance(row, AuditRow):
             values = [getattr(row, c) for c in self.columns]
         else:

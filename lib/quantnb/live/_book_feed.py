@@ -125,7 +125,13 @@ class BookFeatureProvider(DataProvider):
         return [_with_extras(b, dict.fromkeys(BOOK_COLUMNS)) for b in self.inner.warmup()]
 
     def next_bar(self, timeout_s: float) -> Bar | None:
-        """Return the next closed candle with its minute's book columns in ``extras`` (None before a synced book)."""
+        """Return the next closed candle with its minute's book columns in ``extras`` (None before a synced book).
+
+        Parameters
+        ----------
+        timeout_s : float
+            Seconds to wait for the inner provider's next closed candle.
+        """
         bar = self.inner.next_bar(timeout_s)
         if bar is None:
             return None
@@ -138,7 +144,13 @@ class BookFeatureProvider(DataProvider):
         return _with_extras(bar, row)
 
     def book_row(self, minute_ms: int) -> dict[str, float | None] | None:
-        """Return the book columns of the minute starting at ``minute_ms`` (waits up to ``book_wait_s``)."""
+        """Return the book columns of the minute starting at ``minute_ms`` (waits up to ``book_wait_s``).
+
+        Parameters
+        ----------
+        minute_ms : int
+            Open time of the minute, milliseconds since the Unix epoch (UTC).
+        """
         loop = self.recorder._loop
         client = self.recorder.client
         if loop is None or client is None:

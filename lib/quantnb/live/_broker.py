@@ -99,6 +99,11 @@ class Broker(abc.ABC):
     def order_status(self, client_order_id: str) -> tuple[str, Fill | None]:
         """Ask the venue what became of ``client_order_id``.
 
+        Parameters
+        ----------
+        client_order_id : str
+            The client order id the order was (or may have been) sent with.
+
         Returns
         -------
         tuple of (str, Fill or None)

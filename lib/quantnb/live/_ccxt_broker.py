@@ -136,7 +136,20 @@ class CcxtBroker(Broker):
 
     def market_order(self, side: Side, qty: float, *, reduce_only: bool = False,
                      client_order_id: str | None = None) -> Fill:
-        """Send a market order (see :meth:`Broker.market_order`); idempotent per ``client_order_id``."""
+        """Send a market order (see :meth:`Broker.market_order`); idempotent per ``client_order_id``.
+
+        Parameters
+        ----------
+        side : {"buy", "sell"}
+            Order side.
+        qty : float
+            Quantity, base units; > 0.
+        reduce_only : bool, default False
+            Send with ``reduceOnly`` so the order can only shrink the position.
+        client_order_id : str, optional
+            Client order id (``newClientOrderId``); a fresh ``qnb-<hex>`` id when None. An id
+            already sent by this broker is first looked up on the venue and not resent if taken.
+        """
         return self._market(self.symbol, side, qty, reduce_only, client_order_id)
 
     def _market(self, symbol: str, side: Side, qty: float, reduce_only: bool, cid: str | None) -> Fill:
@@ -186,7 +199,17 @@ class CcxtBroker(Broker):
         return n
 
     def close_position(self, symbol: str, qty: float, *, client_order_id: str | None = None) -> Fill:
-        """Flatten ``qty`` (signed, base units) of ``symbol`` with a reduce-only market order."""
+        """Flatten ``qty`` (signed, base units) of ``symbol`` with a reduce-only market order.
+
+        Parameters
+        ----------
+        symbol : str
+            The ccxt symbol of the position.
+        qty : float
+            Signed position to flatten, base units (> 0 long: sells; < 0 short: buys).
+        client_order_id : str, optional
+            Client order id; a fresh one when None.
+        """
         side: Side = "sell" if qty > 0 else "buy"
         return self._market(symbol, side, abs(qty), True, client_order_id)
 
@@ -197,6 +220,11 @@ class CcxtBroker(Broker):
 
     def order_status(self, client_order_id: str) -> tuple[str, Fill | None]:
         """Look ``client_order_id`` up on the venue (``GET /fapi/v1/order?origClientOrderId=``).
+
+        Parameters
+        ----------
+        client_order_id : str
+            The client order id (``origClientOrderId``) to look up on :attr:`symbol`.
 
         Returns
         -------

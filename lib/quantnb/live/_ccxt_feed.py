@@ -182,6 +182,11 @@ class CcxtKlineProvider(DataProvider):
     def next_bar(self, timeout_s: float) -> Bar | None:
         """Return the next closed candle, or None after ``timeout_s`` seconds without one.
 
+        Parameters
+        ----------
+        timeout_s : float
+            Seconds to wait for a candle to close.
+
         Raises
         ------
         TemporaryError

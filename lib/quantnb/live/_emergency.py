@@ -30,17 +30,47 @@ class OrderJournal(Protocol):
     """Where the closing orders of a flatten are recorded (the trader: state file and registro)."""
 
     def order_intent(self, side: str, qty: float, purpose: str) -> str:
-        """Record the intent of a reduce-only order before it is sent; return its client order id."""
+        """Record the intent of a reduce-only order before it is sent; return its client order id.
+
+        Parameters
+        ----------
+        side : str
+            ``"buy"`` or ``"sell"``.
+        qty : float
+            Quantity, base units; > 0.
+        purpose : str
+            Why the order is sent (e.g. ``"stop_flatten"``), recorded with the intent.
+        """
 
     def order_filled(self, fill: Fill, purpose: str) -> None:
-        """Record the fill of an order announced by :meth:`order_intent`."""
+        """Record the fill of an order announced by :meth:`order_intent`.
+
+        Parameters
+        ----------
+        fill : Fill
+            The venue's fill.
+        purpose : str
+            The purpose given to :meth:`order_intent`.
+        """
 
     def order_failed(self, client_order_id: str) -> None:
-        """Forget an intent whose order failed (the venue is asked again on restart if unsure)."""
+        """Forget an intent whose order failed (the venue is asked again on restart if unsure).
+
+        Parameters
+        ----------
+        client_order_id : str
+            The id :meth:`order_intent` returned.
+        """
 
 
 def halt_marker_path(out_dir: Path) -> Path:
-    """Return ``<out_dir>/HALTED_DRAWDOWN``, the file that blocks restarts after a drawdown emergency."""
+    """Return ``<out_dir>/HALTED_DRAWDOWN``, the file that blocks restarts after a drawdown emergency.
+
+    Parameters
+    ----------
+    out_dir : pathlib.Path
+        The production folder, ``runs/<train_id>/produccion``.
+    """
     return Path(out_dir) / HALT_MARKER
 
 
@@ -144,6 +174,17 @@ class EmergencyProtocol:
 
         Each exchange call is retried; a step that still fails is recorded and the
         protocol goes on to the next one. Never raises for an exchange failure.
+
+        Parameters
+        ----------
+        cause : {"drawdown", "critical_error", "connection", "bad_data"}
+            What triggered the emergency; a drawdown cause also writes the halt marker.
+        detail : str
+            Free text recorded with the cause (the failing call, the drawdown reached).
+        peak_equity_usd : float
+            Peak equity of the session, USDT.
+        equity_usd : float
+            Equity when the emergency began, USDT.
 
         Returns
         -------

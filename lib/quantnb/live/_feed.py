@@ -37,13 +37,25 @@ class DataProvider(abc.ABC):
 
     @abc.abstractmethod
     def next_bar(self, timeout_s: float) -> Bar | None:
-        """Return the next closed candle, or None if none closed within ``timeout_s`` seconds."""
+        """Return the next closed candle, or None if none closed within ``timeout_s`` seconds.
+
+        Parameters
+        ----------
+        timeout_s : float
+            Seconds to wait for a candle to close.
+        """
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and threads."""
 
     def resume_after(self, open_time_ms: int) -> None:  # noqa: B027 - optional hook
-        """Hint that candles opening at or before ``open_time_ms`` were processed before a restart (no pacing)."""
+        """Hint that candles opening at or before ``open_time_ms`` were processed before a restart (no pacing).
+
+        Parameters
+        ----------
+        open_time_ms : int
+            Open time of the last processed candle, milliseconds since the Unix epoch (UTC).
+        """
 
 
 def read_bars(source: str | Path | Sequence[str | Path] | pl.DataFrame, *, symbol: str | None = None) -> pl.DataFrame:
@@ -145,7 +157,13 @@ class ReplayProvider(DataProvider):
         return self._i >= len(self._bars)
 
     def resume_after(self, open_time_ms: int) -> None:
-        """Play candles up to ``open_time_ms`` (processed before a restart) without pacing."""
+        """Play candles up to ``open_time_ms`` (processed before a restart) without pacing.
+
+        Parameters
+        ----------
+        open_time_ms : int
+            Open time of the last processed candle, milliseconds since the Unix epoch (UTC).
+        """
         self._seen_until_ms = open_time_ms
 
     def warmup(self) -> list[Bar]:
@@ -153,7 +171,13 @@ class ReplayProvider(DataProvider):
         return self._bars[: self.warmup_bars]
 
     def next_bar(self, timeout_s: float) -> Bar | None:
-        """Return the next bar, pacing by ``speed``; None at the end or while pacing beyond ``timeout_s``."""
+        """Return the next bar, pacing by ``speed``; None at the end or while pacing beyond ``timeout_s``.
+
+        Parameters
+        ----------
+        timeout_s : float
+            Longest pause, in seconds, this call may wait for the next bar's turn.
+        """
         if self.finished:
             return None
         if self._pause_s and self._bars[self._i].open_time_ms > self._seen_until_ms:

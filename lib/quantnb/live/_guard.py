@@ -12,7 +12,13 @@ __all__ = ["BadBarError", "validate_bar", "bar_iso"]
 
 
 def bar_iso(open_time_ms: int) -> str:
-    """Return a candle's open time as ISO 8601 UTC (seconds)."""
+    """Return a candle's open time as ISO 8601 UTC (seconds).
+
+    Parameters
+    ----------
+    open_time_ms : int
+        Open time, milliseconds since the Unix epoch (UTC).
+    """
     return dt.datetime.fromtimestamp(open_time_ms / 1000, dt.UTC).isoformat(timespec="seconds")
 
 

@@ -55,6 +55,13 @@ class PaperBroker(Broker):
 
         A price that is not finite and positive is ignored (the last valid one stays), so an
         emergency close can always fill at the last valid price.
+
+        Parameters
+        ----------
+        close_price : float
+            The candle's close, USDT per base unit; marks equity.
+        next_open : float or None
+            The next candle's open (the fill price of orders sent now); None or invalid: the close.
         """
         if not (math.isfinite(close_price) and close_price > 0):
             return
@@ -71,7 +78,22 @@ class PaperBroker(Broker):
                 "n_trades": p.n_trades, "next_order_id": self._next_id}
 
     def restore(self, snap: dict[str, float], last_close: float | None) -> None:
-        """Load a :meth:`snapshot` and mark the account at ``last_close`` (a resumed session)."""
+        """Load a :meth:`snapshot` and mark the account at ``last_close`` (a resumed session).
+
+        Parameters
+        ----------
+        snap : dict of str to float
+            A :meth:`snapshot` (keys ``initial_cash_usd``, ``cash_usd``, ``position_qty``,
+            ``avg_entry_price_usd``, ``realized_pnl_usd``, ``fees_paid_usd``,
+            ``traded_notional_usd``, ``n_trades`` and optionally ``next_order_id``).
+        last_close : float or None
+            Last close seen, USDT per base unit; None leaves the account unmarked.
+
+        Raises
+        ------
+        KeyError
+            If ``snap`` lacks one of the required keys.
+        """
         p = self.portfolio
         for key in ("initial_cash_usd", "cash_usd", "position_qty", "avg_entry_price_usd", "realized_pnl_usd",
                     "fees_paid_usd", "traded_notional_usd"):
@@ -107,6 +129,17 @@ class PaperBroker(Broker):
                      client_order_id: str | None = None) -> Fill:
         """Fill at the execution price with slippage and fee; see :meth:`Broker.market_order`.
 
+        Parameters
+        ----------
+        side : {"buy", "sell"}
+            Order side.
+        qty : float
+            Quantity, base units; > 0.
+        reduce_only : bool, default False
+            Refuse an order that would grow the position.
+        client_order_id : str, optional
+            Recorded on the fill; a sequential paper id when None.
+
         Raises
         ------
         OperationalError
@@ -137,6 +170,21 @@ class PaperBroker(Broker):
         return 0
 
     def close_position(self, symbol: str, qty: float, *, client_order_id: str | None = None) -> Fill:
-        """Flatten the paper position with a reduce-only market order at the last valid price."""
+        """Flatten the paper position with a reduce-only market order at the last valid price.
+
+        Parameters
+        ----------
+        symbol : str
+            Ignored (the paper broker trades one symbol).
+        qty : float
+            Signed position to flatten, base units (> 0 long: sells; < 0 short: buys).
+        client_order_id : str, optional
+            Recorded on the fill.
+
+        Raises
+        ------
+        OperationalError
+            If no candle has been seen yet, ``qty`` is 0, or there is no position to reduce.
+        """
         return self.market_order("sell" if qty > 0 else "buy", abs(qty), reduce_only=True,
                                  client_order_id=client_order_id)

@@ -58,7 +58,15 @@ def load_recorded_state(store: StateStore, *, fresh_start: bool) -> TraderState 
 
 
 def cut_registro(path: Path, size_bytes: int) -> int:
-    """Cut ``path`` back to ``size_bytes`` (rows written after the last recorded step); return bytes removed."""
+    """Cut ``path`` back to ``size_bytes`` (rows written after the last recorded step); return bytes removed.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The registro CSV; a missing file removes nothing.
+    size_bytes : int
+        Size recorded with the last step, bytes; a file not longer is left as is.
+    """
     if not path.exists():
         return 0
     extra = path.stat().st_size - size_bytes

@@ -93,6 +93,11 @@ class RiskControl:
 
         The drawdown is ``1 - equity / max(equity so far)``, the usual peak-to-trough
         measure (e.g. Magdon-Ismail & Atiya, "Maximum drawdown", Risk 17(10), 2004).
+
+        Parameters
+        ----------
+        equity_usd : float
+            Current account equity, USDT.
         """
         if math.isnan(self.peak_equity_usd) or equity_usd > self.peak_equity_usd:
             self.peak_equity_usd = equity_usd
@@ -101,7 +106,15 @@ class RiskControl:
         return self.drawdown_frac >= self.limits.max_drawdown_frac - 1e-12  # "reaches", float-tolerant
 
     def restore(self, peak_equity_usd: float, max_drawdown_frac_seen: float) -> None:
-        """Continue a recorded session's drawdown guard: its peak equity (USDT) and largest drawdown."""
+        """Continue a recorded session's drawdown guard: its peak equity (USDT) and largest drawdown.
+
+        Parameters
+        ----------
+        peak_equity_usd : float
+            Peak equity of the recorded session, USDT.
+        max_drawdown_frac_seen : float
+            Largest drawdown the session reached, fraction of the peak (0-1).
+        """
         self.peak_equity_usd = float(peak_equity_usd)
         self.max_drawdown_frac_seen = float(max_drawdown_frac_seen)
 

@@ -169,6 +169,13 @@ class TraderState:
     def from_json(cls, text: str, *, where: str = "<state>") -> TraderState:
         """Parse :meth:`to_json` output.
 
+        Parameters
+        ----------
+        text : str
+            JSON written by :meth:`to_json`.
+        where : str, default "<state>"
+            The file or journal line the text came from, for error messages.
+
         Raises
         ------
         ConfigError
@@ -201,7 +208,15 @@ _ENCODER = msgspec.json.Encoder(enc_hook=_enc_hook)  # NaN and inf are written a
 
 
 def journal_path(out_dir: Path, mode: str) -> Path:
-    """Return ``<out_dir>/state_<mode>.journal``, the per-step state lines written after the last snapshot."""
+    """Return ``<out_dir>/state_<mode>.journal``, the per-step state lines written after the last snapshot.
+
+    Parameters
+    ----------
+    out_dir : pathlib.Path
+        The production folder, ``runs/<train_id>/produccion``.
+    mode : str
+        Trading mode (``"replay"``, ``"testnet"`` or ``"live"``).
+    """
     return Path(out_dir) / f"state_{mode}.journal"
 
 
@@ -238,6 +253,13 @@ def read_latest_state(out_dir: Path, mode: str) -> TraderState | None:
 
     Safe while a session writes (nothing is removed or locked).
 
+    Parameters
+    ----------
+    out_dir : pathlib.Path
+        The production folder, ``runs/<train_id>/produccion``.
+    mode : str
+        Trading mode (``"replay"``, ``"testnet"`` or ``"live"``).
+
     Raises
     ------
     ConfigError
@@ -251,7 +273,15 @@ def read_latest_state(out_dir: Path, mode: str) -> TraderState | None:
 
 
 def state_path(out_dir: Path, mode: str) -> Path:
-    """Return ``<out_dir>/state_<mode>.json``, the trader state of one ``train_id`` and mode."""
+    """Return ``<out_dir>/state_<mode>.json``, the trader state of one ``train_id`` and mode.
+
+    Parameters
+    ----------
+    out_dir : pathlib.Path
+        The production folder, ``runs/<train_id>/produccion``.
+    mode : str
+        Trading mode (``"replay"``, ``"testnet"`` or ``"live"``).
+    """
     return Path(out_dir) / f"state_{mode}.json"
 
 
@@ -369,7 +399,13 @@ class StateStore:
             self._journal_fd = None
 
     def archive(self, reason: str) -> Path | None:
-        """Rename the state file to ``state_<mode>.<UTC ts>.json`` (a deliberate fresh start); return the new path."""
+        """Rename the state file to ``state_<mode>.<UTC ts>.json`` (a deliberate fresh start); return the new path.
+
+        Parameters
+        ----------
+        reason : str
+            Why the state is set aside; logged.
+        """
         latest = self.load() if self.journal.exists() else None
         self.close()
         if not self.path.exists() and latest is None:
@@ -435,6 +471,13 @@ class SessionLock:
 
     def acquire(self, run_id: str = "", session_ts: str = "") -> None:
         """Take the lock and record this process in it.
+
+        Parameters
+        ----------
+        run_id : str, default ""
+            The run id recorded in the lock file.
+        session_ts : str, default ""
+            The session's start time (UTC), recorded in the lock file.
 
         Raises
         ------

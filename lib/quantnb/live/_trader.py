@@ -461,7 +461,17 @@ class Trader:
 
     # --- OrderJournal: closing orders of a flatten ----------------------------------------
     def order_intent(self, side: str, qty: float, purpose: str) -> str:
-        """Record a closing order's intent (state file) before it is sent; return its client order id."""
+        """Record a closing order's intent (state file) before it is sent; return its client order id.
+
+        Parameters
+        ----------
+        side : str
+            ``"buy"`` or ``"sell"``.
+        qty : float
+            Quantity, base units; > 0.
+        purpose : str
+            ``"stop_flatten"`` or an emergency purpose; part of the client order id.
+        """
         st = self.st
         assert st is not None
         cid = f"qnb-{st.order_tag}-{st.step}{'f' if purpose == 'stop_flatten' else 'e'}{len(st.pending_orders)}"
@@ -470,7 +480,15 @@ class Trader:
         return cid
 
     def order_filled(self, fill: Fill, purpose: str) -> None:
-        """Write a closing fill to the registro (event ``purpose``) and the state."""
+        """Write a closing fill to the registro (event ``purpose``) and the state.
+
+        Parameters
+        ----------
+        fill : Fill
+            The venue's fill.
+        purpose : str
+            The purpose given to :meth:`order_intent`; the registro row's event.
+        """
         try:
             acct = self.retry.call(self.broker.account) if self.broker.cheap_account or self._acct is None \
                 else self._after_fill(self._acct, fill)
@@ -479,7 +497,13 @@ class Trader:
         self._write_fill_row(purpose, fill, acct)
 
     def order_failed(self, client_order_id: str) -> None:
-        """Keep a failed closing order's intent: the venue is asked about it on restart."""
+        """Keep a failed closing order's intent: the venue is asked about it on restart.
+
+        Parameters
+        ----------
+        client_order_id : str
+            The id :meth:`order_intent` returned.
+        """
         logger.warning("live/state: closing order {} failed; its intent stays recorded for the restart",
                        client_order_id)
 
