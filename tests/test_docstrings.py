@@ -14,7 +14,6 @@ from pathlib import Path
 LIB = Path(__file__).resolve().parents[1] / "lib" / "quantnb"
 
 EXCLUDED = (
-    "record/",
     "retry.py",
     "stages/etl.py",
     "stages/labelling.py",

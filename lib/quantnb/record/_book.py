@@ -96,6 +96,11 @@ class BybitLiveBook:
         Mirrors ``quantnb.data._bybit.read_bybit``: the minute rolls before the frame is
         applied; a delta must have ``u == last_u + 1``; a repeated ``u`` is skipped; a break
         clears the book, whose deltas are then skipped until the next snapshot.
+
+        Parameters
+        ----------
+        msg : BybitBookMsg
+            One decoded ``orderbook.<depth>.<symbol>`` frame (``type`` snapshot or delta; ``ts`` in ms).
         """
         bars, book = self.minutes, self.book
         d = msg.data
@@ -177,6 +182,13 @@ class BinanceLiveBook:
     ``u < lastUpdateId``; first ``U <= lastUpdateId <= u``; then ``pu`` == previous ``u``), and
     a break unsyncs the book until the next snapshot.
 
+    Parameters
+    ----------
+    symbol : str
+        Exchange symbol, e.g. ``BTCUSDT``.
+    market : str, default "usdm"
+        Market label written with the events.
+
     Attributes
     ----------
     needs_snapshot : bool
@@ -216,7 +228,13 @@ class BinanceLiveBook:
         return self.report.resyncs
 
     def on_frame(self, text: bytes) -> str | None:
-        """Apply one combined-stream frame; return ``"gap"``, ``"depth"``, ``"trade"`` or ``"bbo"``."""
+        """Apply one combined-stream frame; return ``"gap"``, ``"depth"``, ``"trade"`` or ``"bbo"``.
+
+        Parameters
+        ----------
+        text : bytes
+            One combined-stream frame (``{"stream": ..., "data": ...}``) of ``depth``, ``trade`` or ``bookTicker``.
+        """
         self.line += 1
         ev = self.last_event = _BINANCE_FRAME(text).data
         cls = type(ev)
@@ -244,7 +262,13 @@ class BinanceLiveBook:
         return "bbo"
 
     def on_snapshot(self, text: bytes) -> None:
-        """Apply a REST depth snapshot (``{"lastUpdateId","E","bids","asks"}``) and replay buffered diffs."""
+        """Apply a REST depth snapshot (``{"lastUpdateId","E","bids","asks"}``) and replay buffered diffs.
+
+        Parameters
+        ----------
+        text : bytes
+            The body of ``GET /fapi/v1/depth`` (Binance USD-M Futures API, "Order Book").
+        """
         self.line += 1
         self.depth.on_snapshot(_DECODE_SNAPSHOT(text), self.line)
 

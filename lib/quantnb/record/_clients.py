@@ -57,7 +57,13 @@ OnFrame = Callable[..., None]  # (kind, symbol, recv_ns, exch_ms, text, decoded=
 
 
 class Counters:
-    """Per-symbol counters of a recording session (JSON-ready via :meth:`to_dict`)."""
+    """Per-symbol counters of a recording session (JSON-ready via :meth:`to_dict`).
+
+    Parameters
+    ----------
+    symbols : list of str
+        The recorded symbols; each starts with every field of ``FIELDS`` at 0.
+    """
 
     FIELDS = ("messages", "snapshots", "deltas", "trades", "bbo", "gaps", "resyncs", "reconnects", "bytes_in")
 
@@ -65,9 +71,42 @@ class Counters:
         self.by_symbol: dict[str, dict[str, int]] = {s: dict.fromkeys(self.FIELDS, 0) for s in symbols}
 
     def add(self, symbol: str, field: str, n: int = 1) -> None:
+        """Add ``n`` to one symbol's counter.
+
+        Parameters
+        ----------
+        symbol : str
+            One of the symbols given to the constructor.
+        field : str
+            One of ``FIELDS``.
+        n : int, default 1
+            Amount to add (messages, or bytes for ``bytes_in``).
+
+        Raises
+        ------
+        KeyError
+            If ``symbol`` or ``field`` is unknown.
+        """
         self.by_symbol[symbol][field] += n
 
     def total(self, field: str) -> int:
+        """Return one counter summed over all symbols.
+
+        Parameters
+        ----------
+        field : str
+            One of ``FIELDS``.
+
+        Returns
+        -------
+        int
+            The sum.
+
+        Raises
+        ------
+        KeyError
+            If ``field`` is unknown.
+        """
         return sum(c[field] for c in self.by_symbol.values())
 
     def to_dict(self) -> dict[str, dict[str, int]]:
@@ -75,7 +114,26 @@ class Counters:
 
 
 def backoff_s(attempt: int, base_s: float = 0.5, cap_s: float = 30.0) -> float:
-    """Delay before reconnect ``attempt`` (1, 2, ...): exponential backoff with full jitter, seconds."""
+    """Delay before reconnect ``attempt`` (1, 2, ...): exponential backoff with full jitter, seconds.
+
+    Parameters
+    ----------
+    attempt : int
+        Reconnect attempt, from 1.
+    base_s : float, default 0.5
+        Upper bound of the first delay, seconds; doubles per attempt.
+    cap_s : float, default 30.0
+        Largest upper bound, seconds.
+
+    Returns
+    -------
+    float
+        A delay drawn uniformly from ``[0, min(cap_s, base_s * 2 ** (attempt - 1))]``, seconds.
+
+    References
+    ----------
+    M. Brooker, "Exponential Backoff And Jitter", AWS Architecture Blog, 2015 ("full jitter").
+    """
     return random.uniform(0.0, min(cap_s, base_s * 2 ** (attempt - 1)))
 
 

@@ -159,6 +159,7 @@ def book_events_from_decoded(kind: str, recv_ns: list[int], msgs: list[Any], *, 
     Parameters
     ----------
     kind : {BYBIT_BOOK, BINANCE_DEPTH}
+        The frame kind of ``msgs``.
     recv_ns : list of int
         Receive time of each frame, ns.
     msgs : list

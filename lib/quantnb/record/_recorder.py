@@ -115,7 +115,24 @@ class Recorder:
     # -- frames -----------------------------------------------------------------------------
     def on_frame(self, kind: str, symbol: str, recv_ns: int, exch_ms: int, text: bytes,
                  decoded: Any = None) -> None:
-        """Hand one frame (and the client's decoded form of it, if any) to every sink."""
+        """Hand one frame (and the client's decoded form of it, if any) to every sink.
+
+        Parameters
+        ----------
+        kind : str
+            Frame kind (``BYBIT_BOOK``, ``BYBIT_TRADE``, ``BINANCE_DEPTH``, ``BINANCE_TRADE``,
+            ``BINANCE_BBO`` or ``BINANCE_SNAPSHOT``).
+        symbol : str
+            Exchange symbol, e.g. ``BTCUSDT``.
+        recv_ns : int
+            Local receive time, nanoseconds since the Unix epoch (UTC).
+        exch_ms : int
+            Exchange timestamp, milliseconds since the Unix epoch (Bybit frames); 0 for Binance frames.
+        text : bytes
+            The frame exactly as received (for a snapshot, the REST response body).
+        decoded : Any, optional
+            The client's decoded form of a book frame (``BybitBookMsg`` or the ETL's depth event), if any.
+        """
         self.messages += 1
         if self._log_frames:
             logger.debug("{} {} recv_ns={} {!r}", kind, symbol, recv_ns, text[:160])
@@ -130,7 +147,13 @@ class Recorder:
 
     # -- control ----------------------------------------------------------------------------
     def request_stop(self, reason: str = "stop") -> None:
-        """Ask the recorder to stop, flush every sink and return (thread-safe)."""
+        """Ask the recorder to stop, flush every sink and return (thread-safe).
+
+        Parameters
+        ----------
+        reason : str, default "stop"
+            Recorded as ``stopped_by`` unless a stop reason is already set.
+        """
         if self.stopped_by is None:
             self.stopped_by = reason
         if self._loop is not None and self._stop is not None:
@@ -146,6 +169,11 @@ class Recorder:
         Works in a Jupyter kernel (whose thread has a running event loop). A KeyboardInterrupt
         (SIGINT, or SIGTERM under :func:`quantnb.runlog.start_run`) stops the recorder, which
         flushes every sink before this returns; the interrupt is then raised again.
+
+        Parameters
+        ----------
+        poll_s : float, default 0.2
+            How often the calling thread checks whether the recorder finished, seconds.
         """
         finished = threading.Event()
 

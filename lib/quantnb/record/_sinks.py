@@ -75,7 +75,13 @@ def _gzip_good_length(path: Path) -> int:
 
 
 def repair_raw_file(path: Path) -> int:
-    """Cut a torn end off a raw file (a partial last line, or a partial gzip member); return bytes cut."""
+    """Cut a torn end off a raw file (a partial last line, or a partial gzip member); return bytes cut.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        A raw file (``.gz`` or plain text); a missing or empty file is left alone.
+    """
     if not path.exists():
         return 0
     size = path.stat().st_size
@@ -142,7 +148,24 @@ class RawSink:
         return p
 
     def write(self, kind: str, symbol: str, recv_ns: int, exch_ms: int, text: bytes, decoded: Any = None) -> None:
-        """Buffer one frame; Bybit files roll on the frame's exchange day, Binance on the receive day."""
+        """Buffer one frame; Bybit files roll on the frame's exchange day, Binance on the receive day.
+
+        Parameters
+        ----------
+        kind : str
+            Frame kind (``BYBIT_BOOK``, ``BYBIT_TRADE``, ``BINANCE_DEPTH``, ``BINANCE_TRADE``,
+            ``BINANCE_BBO`` or ``BINANCE_SNAPSHOT``).
+        symbol : str
+            Exchange symbol, e.g. ``BTCUSDT``.
+        recv_ns : int
+            Local receive time, nanoseconds since the Unix epoch (UTC).
+        exch_ms : int
+            Exchange timestamp, milliseconds since the Unix epoch (Bybit frames); 0 for Binance frames.
+        text : bytes
+            The frame exactly as received (for a snapshot, the REST response body).
+        decoded : Any, optional
+            The client's decoded form of a book frame (``BybitBookMsg`` or the ETL's depth event), if any.
+        """
         if self.venue == "bybit":
             self._buf[self._path(kind, symbol, exch_ms // _MS_PER_DAY)].append(text)
         else:
@@ -211,7 +234,24 @@ class ParquetSink:
         self.pending = 0
 
     def write(self, kind: str, symbol: str, recv_ns: int, exch_ms: int, text: bytes, decoded: Any = None) -> None:
-        """Buffer one frame until the next flush (book frames the client decoded are kept decoded)."""
+        """Buffer one frame until the next flush (book frames the client decoded are kept decoded).
+
+        Parameters
+        ----------
+        kind : str
+            Frame kind (``BYBIT_BOOK``, ``BYBIT_TRADE``, ``BINANCE_DEPTH``, ``BINANCE_TRADE``,
+            ``BINANCE_BBO`` or ``BINANCE_SNAPSHOT``).
+        symbol : str
+            Exchange symbol, e.g. ``BTCUSDT``.
+        recv_ns : int
+            Local receive time, nanoseconds since the Unix epoch (UTC).
+        exch_ms : int
+            Exchange timestamp, milliseconds since the Unix epoch (Bybit frames); 0 for Binance frames.
+        text : bytes
+            The frame exactly as received (for a snapshot, the REST response body).
+        decoded : Any, optional
+            The client's decoded form of a book frame (``BybitBookMsg`` or the ETL's depth event), if any.
+        """
         if decoded is not None and kind in _DECODED:
             kind = _DECODED[kind]
             text = decoded
@@ -232,7 +272,14 @@ class ParquetSink:
         return batch
 
     def restore(self, batch: tuple[str, dict[str, list[int]], dict[str, list[bytes]], list[str], int]) -> None:
-        """Put back a batch whose write failed, before the frames buffered since (the next shard holds both)."""
+        """Put back a batch whose write failed, before the frames buffered since (the next shard holds both).
+
+        Parameters
+        ----------
+        batch : tuple of (str, dict, dict, list of str, int)
+            A batch from :meth:`detach`: shard name, receive times (ns) and frames per kind,
+            snapshot symbols, and number of frames.
+        """
         _, recv, text, sym, pending = batch
         for k in text:
             recv[k].extend(self._recv.get(k, []))
@@ -245,7 +292,14 @@ class ParquetSink:
 
     def write_batch(self, batch: tuple[str, dict[str, list[int]], dict[str, list[bytes]], list[str], int]
                     ) -> tuple[Path, int, int]:
-        """Decode a detached batch, write it as one shard atomically (any thread); return ``(path, rows, frames)``."""
+        """Decode a detached batch, write it as one shard atomically (any thread); return ``(path, rows, frames)``.
+
+        Parameters
+        ----------
+        batch : tuple of (str, dict, dict, list of str, int)
+            A batch from :meth:`detach`: shard name, receive times (ns) and frames per kind,
+            snapshot symbols, and number of frames.
+        """
         shard, recv, text, sym, n_frames = batch
         frames = [book_events_from_decoded(k[:-4], recv[k], text[k], venue=self.venue, market=self.market,
                                            shard=shard) if k.endswith(":dec") else
@@ -361,6 +415,11 @@ class ClickHouseSink:
     def insert_shard(self, path: Path) -> bool:
         """Insert one shard unless the table holds it already; retry, else leave it for backfill.
 
+        Parameters
+        ----------
+        path : pathlib.Path
+            A Parquet shard written by :class:`ParquetSink`; its stem is the shard name.
+
         Returns
         -------
         bool
@@ -406,7 +465,18 @@ class ClickHouseSink:
         return False
 
     def backfill(self, shard_dir: Path) -> list[str]:
-        """Insert every shard of ``shard_dir`` the table lacks (e.g. after a kill or failed inserts)."""
+        """Insert every shard of ``shard_dir`` the table lacks (e.g. after a kill or failed inserts).
+
+        Parameters
+        ----------
+        shard_dir : pathlib.Path
+            The folder of Parquet shards.
+
+        Returns
+        -------
+        list of str
+            The shard names inserted now; a shard that fails all retries stays in ``backlog``.
+        """
         have = self._known = self.shards_in_table()
         done = []
         for path in sorted(shard_dir.glob("*.parquet")):
@@ -427,7 +497,18 @@ class ClickHouseSink:
 
 
 def read_events(shard_dir: Path) -> pl.DataFrame:
-    """Read every Parquet shard of ``shard_dir`` (schema ``EVENT_SCHEMA``), in shard order."""
+    """Read every Parquet shard of ``shard_dir`` (schema ``EVENT_SCHEMA``), in shard order.
+
+    Parameters
+    ----------
+    shard_dir : pathlib.Path
+        The folder of Parquet shards.
+
+    Returns
+    -------
+    polars.DataFrame
+        Schema ``EVENT_SCHEMA``; empty when the folder holds no shard.
+    """
     paths = sorted(shard_dir.glob("*.parquet"))
     if not paths:
         return pl.DataFrame(schema=EVENT_SCHEMA)
