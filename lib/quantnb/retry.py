@@ -159,6 +159,13 @@ class RetryPolicy:
     def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Call ``fn``; retry it on :class:`TemporaryError` under this policy.
 
+        Parameters
+        ----------
+        fn : callable
+            The call to make.
+        *args, **kwargs
+            Passed to ``fn`` on every attempt.
+
         Returns
         -------
         object
@@ -208,7 +215,18 @@ class RetryPolicy:
         raise AssertionError("unreachable")  # pragma: no cover - stamina re-raises the last error
 
     def decorate(self, fn: Callable[P, T]) -> Callable[P, T]:
-        """Return ``fn`` wrapped so each call goes through :meth:`call`."""
+        """Return ``fn`` wrapped so each call goes through :meth:`call`.
+
+        Parameters
+        ----------
+        fn : callable
+            The function to wrap (its name and docstring are kept, :func:`functools.wraps`).
+
+        Returns
+        -------
+        callable
+            A function with ``fn``'s signature that retries :class:`TemporaryError` under this policy.
+        """
 
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:

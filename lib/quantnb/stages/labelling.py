@@ -126,6 +126,16 @@ def _record(ctx: RunContext, item: str, dest: Path, n: int, summary: dict[str, A
 def run_labelling(params: LabellingParams) -> LabellingResult:
     """Label every ETL Parquet file; write ``<output_root>/<suffix>/`` and its ``labelling_config.json``.
 
+    Parameters
+    ----------
+    params : LabellingParams
+        The validated stage parameters.
+
+    Returns
+    -------
+    LabellingResult
+        The run id and status, the output folder, the label distribution per file and the quarantined files.
+
     Raises
     ------
     ConfigError

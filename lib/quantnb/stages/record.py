@@ -117,6 +117,11 @@ class RecordResult:
 def run_record(params: RecordParams) -> RecordResult:
     """Record the venue's streams into the chosen sinks until a stop condition or a signal.
 
+    Parameters
+    ----------
+    params : RecordParams
+        The validated stage parameters (venue, symbols, sinks, stop conditions).
+
     Returns
     -------
     RecordResult

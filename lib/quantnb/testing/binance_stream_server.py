@@ -49,6 +49,14 @@ _decode = msgspec.json.Decoder().decode
 def load_binance_capture(path: str | Path = SAMPLE_CAPTURE, max_frames: int | None = None) -> tuple[str, list[str]]:
     """Split a capture into its first REST snapshot and the stream frames after the sync point.
 
+    Parameters
+    ----------
+    path : str or pathlib.Path, default SAMPLE_CAPTURE
+        A gzip capture of ``<recv_ns> <json>`` lines (REST snapshots and combined-stream
+        frames), e.g. ``data/samples/binance_usdm/BTCUSDT_20240808.gz``.
+    max_frames : int, optional
+        Stop after this many frames; all of them when None.
+
     Returns
     -------
     tuple
@@ -142,11 +150,25 @@ class BinanceStreamServer:
         self._port = 0
 
     def drop_after(self, index: int, skip: int = 0) -> None:
-        """Cut the connection (no close frame) right after script frame ``index``; ``skip`` frames pass while away."""
+        """Cut the connection (no close frame) right after script frame ``index``; ``skip`` frames pass while away.
+
+        Parameters
+        ----------
+        index : int
+            Index in the script of the last frame sent before the cut.
+        skip : int, default 0
+            Frames after ``index`` that are never sent (they pass while the client reconnects).
+        """
         self._drops[index] = skip
 
     def gap_at(self, index: int) -> None:
-        """Never send script frame ``index`` (a depth diff): the next diff's ``pu`` will not match."""
+        """Never send script frame ``index`` (a depth diff): the next diff's ``pu`` will not match.
+
+        Parameters
+        ----------
+        index : int
+            Index in the script of the depth diff to leave out.
+        """
         self._gaps.add(index)
 
     @property

@@ -37,12 +37,38 @@ _decode = msgspec.json.Decoder().decode
 
 
 def load_bybit_frames(path: str | Path = SAMPLE_OB200) -> list[str]:
-    """Return the lines of a Bybit order-book archive file (each one websocket frame), newline stripped."""
+    """Return the lines of a Bybit order-book archive file (each one websocket frame), newline stripped.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path, default SAMPLE_OB200
+        A Bybit ``ob200.data`` archive file (one JSON frame per line).
+    """
     return [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
 
 
 def trade_frame(symbol: str, ts_ms: int, price: str, size: str, side: str, seq: int, trade_id: str) -> str:
-    """Return one ``publicTrade.<SYMBOL>`` frame in Bybit's layout (one trade)."""
+    """Return one ``publicTrade.<SYMBOL>`` frame in Bybit's layout (one trade).
+
+    Parameters
+    ----------
+    symbol : str
+        Exchange symbol, e.g. ``BTCUSDT``.
+    ts_ms : int
+        Trade and frame time, milliseconds since the Unix epoch (``T`` and ``ts``).
+    price, size : str
+        Price (quote per base unit) and size (base units), decimal strings as Bybit sends them.
+    side : str
+        Taker side, ``"Buy"`` or ``"Sell"`` (``S``).
+    seq : int
+        Cross sequence (``seq``).
+    trade_id : str
+        Trade id (``i``).
+
+    References
+    ----------
+    Bybit v5 API docs, "WebSocket Stream > Public > Trade".
+    """
     return json.dumps({"topic": f"publicTrade.{symbol}", "type": "snapshot", "ts": ts_ms,
                        "data": [{"T": ts_ms, "s": symbol, "S": side, "v": size, "p": price, "L": "PlusTick",
                                  "i": trade_id, "BT": False, "RPI": False, "seq": seq}]}, separators=(",", ":"))
@@ -134,11 +160,23 @@ class BybitStreamServer:
 
     # -- faults -----------------------------------------------------------------------------
     def drop_after(self, index: int) -> None:
-        """Cut the connection (no close frame) right after script frame ``index`` is sent."""
+        """Cut the connection (no close frame) right after script frame ``index`` is sent.
+
+        Parameters
+        ----------
+        index : int
+            Index in the script of the last frame sent before the cut.
+        """
         self._drops.add(index)
 
     def gap_at(self, index: int) -> None:
-        """Never send script frame ``index`` (a delta): the client sees its update id jump."""
+        """Never send script frame ``index`` (a delta): the client sees its update id jump.
+
+        Parameters
+        ----------
+        index : int
+            Index in the script of the delta to leave out.
+        """
         self._gaps.add(index)
 
     # -- life cycle -------------------------------------------------------------------------
@@ -148,7 +186,18 @@ class BybitStreamServer:
         return self._port
 
     def url(self, market: str = "linear") -> str:
-        """``ws://127.0.0.1:<port>/v5/public/<market>``."""
+        """``ws://127.0.0.1:<port>/v5/public/<market>``.
+
+        Parameters
+        ----------
+        market : str, default "linear"
+            The v5 public channel path (``linear``, ``spot``, ``inverse``...).
+
+        Returns
+        -------
+        str
+            The websocket URL.
+        """
         return f"ws://127.0.0.1:{self._port}/v5/public/{market}"
 
     def start(self) -> BybitStreamServer:
