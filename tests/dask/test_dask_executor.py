@@ -170,13 +170,21 @@ def _wait_committed(root: Path, run_id: str, proc: subprocess.Popen, n: int, tim
     pytest.fail(f"the run committed fewer than {n} file(s) (exit code {proc.poll()})")
 
 
+def _cmdline(proc: psutil.Process) -> list[str]:
+    """A child's command line; empty for one that exited meanwhile (a short-lived helper, a zombie)."""
+    try:
+        return proc.cmdline()
+    except (psutil.ZombieProcess, psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
+
+
 def _dask_workers(runner_pid: int) -> tuple[psutil.Process, list[psutil.Process]]:
     """The kernel under the runner, and its Dask worker processes (spawned children)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         kernels = psutil.Process(runner_pid).children()
         if kernels:
-            workers = [c for c in kernels[0].children() if "spawn_main" in " ".join(c.cmdline())]
+            workers = [c for c in kernels[0].children() if "spawn_main" in " ".join(_cmdline(c))]
             if len(workers) == 2:
                 return kernels[0], workers
         time.sleep(0.05)

@@ -21,7 +21,7 @@ SMALL = dict(eval_days=0.5, window=4, total_timesteps=200, buffer_size=300, lear
 def test_agent_stage_with_classifier_compares_with_the_plain_agent_and_buy_and_hold(tmp_path):
     root = make_project(tmp_path / "proj")
     bars = month_bars().head(3 * 1440)
-    out = root / "data" / "processed" / "BTC-PERP"
+    out = root / "data" / "processed" / "unknown" / "perp" / "BTC-PERP"
     out.mkdir(parents=True)
     bars.write_parquet(out / "2022-01-01.parquet")
     torch.manual_seed(0)
