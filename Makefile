@@ -24,6 +24,7 @@ demo: venv
 	$(BIN)/quantnb pipeline -f configs/demo.yaml
 
 test: venv
+	bash scripts/system-deps.sh  # Debian's chromium and postgresql, when missing
 	$(BIN)/ruff check lib tests benchmarks
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
