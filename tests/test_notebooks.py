@@ -100,3 +100,14 @@ def test_console_lines_reach_each_cell_after_the_run_reconfigured_stdout(tmp_pat
     nbclient.NotebookClient(nb, kernel_name="python3", timeout=120).execute()
     texts = ["".join(o.get("text", "") for o in c.outputs) for c in nb.cells]
     assert "first" in texts[0] and "print between" in texts[1] and "second" in texts[2], texts
+
+
+@pytest.mark.parametrize("config", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_pipeline_parameters_are_in_the_notebooks_parameters_cells(config):
+    """Papermill only warns ('Passed unknown parameter') for a name the parameters cell lacks."""
+    import yaml
+
+    for step in yaml.safe_load(config.read_text())["stages"]:
+        cell = set(papermill.inspect_notebook(str(REPO / "notebooks" / f"{step['stage']}.ipynb")))
+        missing = set(step.get("params") or {}) - cell
+        assert not missing, f"{config.name}: {step['stage']} notebook's parameters cell lacks {sorted(missing)}"
