@@ -240,8 +240,9 @@ def run_agent(params: AgentParams) -> AgentResult:
         table = ev.summary_frame()
         if params.baseline_agent_id:
             table = _with_baseline(table, ctx.root / "runs" / params.baseline_agent_id, str(split_ts))
-        for line in table.iter_rows(named=True):
-            logger.info("eval: {}", line)
+        for line in table.iter_rows(named=True):  # e.g. "eval total_return_frac: agent -0.01571 | buy_and_hold 0.07263"
+            logger.info("eval {}: {}", line["metric"], " | ".join(
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in line.items() if k != "metric"))
         meta = AgentMetadata(
             env=env, sac=sac, timeframe="1m",
             symbol=bars["symbol"][0] if "symbol" in bars.columns else Path(params.bars_glob).parent.name,
