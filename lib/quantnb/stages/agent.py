@@ -242,7 +242,7 @@ def run_agent(params: AgentParams) -> AgentResult:
             table = _with_baseline(table, ctx.root / "runs" / params.baseline_agent_id, str(split_ts))
         for line in table.iter_rows(named=True):  # e.g. "eval total_return_frac: agent -0.01571 | buy_and_hold 0.07263"
             logger.info("eval {}: {}", line["metric"], " | ".join(
-                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in line.items() if k != "metric"))
+                _fmt_metric(k, v) for k, v in line.items() if k != "metric"))
         meta = AgentMetadata(
             env=env, sac=sac, timeframe="1m",
             symbol=bars["symbol"][0] if "symbol" in bars.columns else Path(params.bars_glob).parent.name,
@@ -258,6 +258,12 @@ def run_agent(params: AgentParams) -> AgentResult:
         ctx.set_result(train_id=ctx.run_id, eval_start=str(split_ts), **flat)
         ctx.record_metrics(**{k: flat.get(v) for k, v in _HEADLINE.items()})
     return AgentResult(ctx.run_id, Path(bundle), metrics, plot, table)
+
+
+def _fmt_metric(name: str, value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return f"{name} {value:,.0f}"  # counts: 10,080 steps, not 1.008e+04
+    return f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
 
 
 def _with_baseline(table: pl.DataFrame, bundle_dir: Path, eval_start: str) -> pl.DataFrame:
