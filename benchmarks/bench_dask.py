@@ -14,7 +14,9 @@ task wrapper, which forwards log records), which feed the estimate printed at th
     T(N machines, k workers each) ~ T_start + ceil(F / (N k)) * c_file + F * o_task + T_merge
 
 The machine is shared: the load average is printed with every round and the figures can be
-noisy; compare the median ratio, and rerun when the load is low.
+noisy; compare the median ratio, and rerun when the load is low. The CPU seconds of all the
+run's processes (driver, scheduler, nannies, workers) are printed too: they vary less than
+wall time on a machine whose speed changes under other tenants.
 
 Usage: ``python benchmarks/bench_dask.py [--rounds 3] [--files 16] [--messages 1000000]``
 (``--messages 0``: plain copies of the sample, where the fixed cost of starting and stopping the
@@ -31,6 +33,7 @@ import os
 import shutil
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -67,14 +70,24 @@ def _project(tmp: Path, n_files: int, n_messages: int) -> tuple[Path, int]:
     return root, n_messages
 
 
-def _run(root: Path, executor: str, tag: str) -> float:
-    t0 = time.perf_counter()
+def _cpu_s() -> float:
+    """CPU seconds (user + system) of this process and of its reaped children (pool and Dask workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def _run(root: Path, executor: str, tag: str) -> tuple[float, float]:
+    """(wall s, CPU s of every process of the run) of one ETL run."""
+    c0, t0 = _cpu_s(), time.perf_counter()
     result = run_etl(EtlParams(input_globs=["data/raw/*/*.gz"], output_dir=f"data/out_{tag}", n_workers=N_WORKERS,
                                executor=executor, project_dir=str(root), console_level=None))
     wall = time.perf_counter() - t0
+    for th in threading.enumerate():  # the LocalCluster is closed in the background: its workers' CPU too
+        if th.name == "quantnb-dask-close":
+            th.join()
     if result.status != "completed":
         raise SystemExit(f"{executor} run ended {result.status}: {result.quarantined}")
-    return wall
+    return wall, _cpu_s() - c0
 
 
 def _load() -> str:
@@ -120,12 +133,15 @@ def main() -> None:
         size_mb = next((root / "data" / "raw").rglob("*.gz")).stat().st_size / 1e6
         print(f"{args.files} files of {n_msgs} messages ({size_mb:.1f} MB gzip) each; {N_WORKERS} workers")
         walls: dict[str, list[float]] = {"local": [], "dask": []}
+        cpus: dict[str, list[float]] = {"local": [], "dask": []}
         for r in range(args.rounds):
             order = ("local", "dask") if r % 2 == 0 else ("dask", "local")
             for executor in order:
-                wall = _run(root, executor, f"{executor}{r}")
+                wall, cpu = _run(root, executor, f"{executor}{r}")
                 walls[executor].append(wall)
-                print(f"round {r + 1}: {executor:<5} {wall:7.2f} s   load {_load()}")
+                cpus[executor].append(cpu)
+                print(f"round {r + 1}: {executor:<5} {wall:7.2f} s wall, {cpu:7.2f} CPU s (all processes)   "
+                      f"load {_load()}")
         ref = sorted((root / "data" / "out_local0").rglob("*.parquet"))
         same = all(p.read_bytes() == (root / "data" / "out_dask0" / p.relative_to(root / "data" / "out_local0"))
                    .read_bytes() for p in ref)
@@ -134,6 +150,9 @@ def main() -> None:
         print(f"median wall: local {loc:.2f} s, dask {dsk:.2f} s; dask/local = {dsk / loc:.3f} "
               f"(per round: {', '.join(f'{x:.3f}' for x in ratios)}); goal <= 1.15: "
               f"{'met' if dsk / loc <= 1.15 else 'NOT met'}; Parquet byte-identical: {same}")
+        cl, cd = statistics.median(cpus["local"]), statistics.median(cpus["dask"])
+        print(f"median CPU (less sensitive to a noisy machine than wall time): local {cl:.2f} s, dask {cd:.2f} s; "
+              f"dask/local = {cd / cl:.3f}")
         start_s, stop_s, o_task, c_file = _cluster_costs(next((root / "data" / "raw").rglob("*.gz")), 400)
     print(f"LocalCluster start {start_s:.2f} s, stop {stop_s:.2f} s; scheduler overhead per task "
           f"{o_task * 1e3:.2f} ms; per-file cost c_file {c_file:.2f} s ({n_msgs / c_file:,.0f} msgs/s, one core)")

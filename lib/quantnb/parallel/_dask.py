@@ -24,6 +24,7 @@ import traceback
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
@@ -34,6 +35,28 @@ from quantnb.parallel._executor import Completed, ExecutorError
 
 _LOG_WAIT_S = 10.0  # how long the driver waits for a finished task's log records to arrive
 _CONNECT_TIMEOUT_S = 60
+
+# Dask settings for the LocalCluster a run starts and for `dask worker` (DASK_CONFIG); why each: the file
+DASK_CONFIG_FILE = Path(__file__).with_name("dask.yaml")
+
+
+def _local_cluster_config() -> dict[str, Any]:
+    """Return the settings of :data:`DASK_CONFIG_FILE` as dotted keys (``dask.config.set`` replaces a nested dict).
+
+    Returns
+    -------
+    dict of str to Any
+        E.g. ``{"distributed.worker.profile.enabled": False, ...}``.
+    """
+    import yaml
+
+    def flat(d: dict[str, Any], prefix: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    return flat(yaml.safe_load(DASK_CONFIG_FILE.read_text(encoding="utf-8")), "")
 
 
 class _Ident:
@@ -142,8 +165,11 @@ class DaskExecutor:
         self._client = None
         try:
             if scheduler is None:
-                self._cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                             dashboard_address=None, memory_limit=0)
+                import dask
+
+                with dask.config.set(_local_cluster_config()):  # read once, when the cluster starts
+                    self._cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                                 dashboard_address=None, memory_limit=0)
                 logger.info("Dask: local cluster with {} worker process(es) at {}", n_workers,
                             self._cluster.scheduler_address)
             self._client = Client(self._cluster or scheduler, timeout=_CONNECT_TIMEOUT_S, set_as_default=False)
