@@ -48,7 +48,8 @@ def run_config(sinks: tuple[str, ...], seconds: float, url: str, tmp: Path) -> d
         venue="bybit", market="linear", symbols=("BTCUSDT",), depth=200, channels=("book",), ws_url=url,
         raw_dir=tmp / "raw", parquet_dir=tmp / "parquet" if "parquet" in sinks else None,
         clickhouse="clickhouse" in sinks, clickhouse_path=tmp / "ch", flush_every_s=5.0,
-        progress_every_s=max(seconds / 4, 5.0), duration_s=seconds)
+        progress_every_s=max(seconds / 4, 5.0), duration_s=seconds,
+        max_batch_frames=int(os.environ.get("QUANTNB_BENCH_BATCH", "50000")))
     rec = Recorder(cfg)
     proc = psutil.Process()
     rss: list[tuple[float, float]] = []
@@ -77,7 +78,10 @@ def run_config(sinks: tuple[str, ...], seconds: float, url: str, tmp: Path) -> d
 
     return {"frames": rec.messages, "cpu_s": cpu, "wall_s": wall, "per_core": rec.messages / max(cpu, 1e-9),
             "wall_rate": rec.messages / wall, "rss10": at(0.1), "rss50": at(0.5), "rss_end": at(1.0),
-            "gaps": rec.counters.total("gaps"),
+            "gaps": rec.counters.total("gaps"), "pauses": rec.backpressure_pauses,
+            "shards": rec.parquet.n if rec.parquet is not None else 0, "rss": rss,
+            "pq_events": rec.parquet.rows if rec.parquet is not None else None,
+            "ch_events": rec.clickhouse.rows if rec.clickhouse is not None else None,
             "main_us": 1e6 * main_cpu / max(rec.messages, 1), "other_us": 1e6 * (cpu - main_cpu) / max(rec.messages, 1),
             "sys_us": 1e6 * (cpu1.system - cpu0.system) / max(rec.messages, 1)}
 
@@ -107,7 +111,12 @@ def main() -> None:
                   f"wall {r['wall_rate']:>9,.0f} frames/s  "
                   f"RSS MB 10%/50%/end {r['rss10']:.0f}/{r['rss50']:.0f}/{r['rss_end']:.0f}  gaps {r['gaps']}  "
                   f"CPU us/frame: event-loop thread {r['main_us']:.1f}, other threads {r['other_us']:.1f} "
-                  f"(system, all threads {r['sys_us']:.1f})")
+                  f"(system, all threads {r['sys_us']:.1f}); shards {r['shards']}, backpressure pauses "
+                  f"{r['pauses']}" + ("" if r["ch_events"] is None else
+                                      f"; events in Parquet {r['pq_events']:,}, in ClickHouse {r['ch_events']:,}"))
+            if len(r["rss"]) > 1:
+                step = max(1, len(r["rss"]) // 12)
+                print("    RSS MB over the run: " + " ".join(f"{t:.0f}s:{m:.0f}" for t, m in r["rss"][::step]))
     finally:
         stop.set()
         server.join(10)

@@ -195,3 +195,80 @@ def test_clickhouse_shard_in_table_is_not_inserted_again_by_a_new_sink(tmp_path)
         assert ch._scalar("SELECT count() FROM quantnb.book_events") == 2 * rows
     finally:
         ch.close()
+
+
+def test_stored_frames_expand_to_exactly_the_events_of_one_row_per_level(tmp_path):
+    """The stored layout (a row per frame, levels as lists) loses nothing: Bybit and Binance, empty deltas too."""
+    import sys
+
+    from quantnb.record._book import decode_bybit_book
+    from quantnb.record._events import BookColumns, events_from_frames, frames_from_events
+
+    texts = [f.encode() for f in load_bybit_frames()[:60]]
+    empty = json.loads(texts[5])
+    empty["data"]["b"], empty["data"]["a"], empty["data"]["u"] = [], [], empty["data"]["u"]
+    texts[5] = json.dumps(empty, separators=(",", ":")).encode()  # a delta with no level: no event row
+    recv = list(range(1, len(texts) + 1))
+    want = events_frame(BYBIT_BOOK, recv, texts, venue="bybit", market="linear", shard="s")
+    cols = BookColumns(BYBIT_BOOK)
+    for r, t in zip(recv, texts, strict=True):
+        cols.add(r, decode_bybit_book(t))
+    assert sys.getrefcount(cols) == 2, "no reference cycle: a batch is freed when dropped, not at a GC pass"
+    stored = cols.frame(venue="bybit", market="linear", shard="s")
+    assert stored.height == len(texts) and stored["n_bids"][5] == 0 and stored["price"][5].len() == 0
+    assert events_from_frames(stored).equals(want)
+    assert frames_from_events(events_frame(BYBIT_BOOK, recv, texts, venue="bybit", market="linear", shard="s",
+                                           frame_index=True)).drop("n_bids", "price", "size").equals(
+        stored.filter(pl.col("price").list.len() > 0).drop("n_bids", "price", "size"))
+    # Binance: depth diffs through the client's decoded events, trades and bookTicker through the text path
+    from quantnb.data._binance import _DECODE
+
+    _, frames = load_binance_capture(max_frames=600)
+    for kind, tag in ((BINANCE_DEPTH, "depthUpdate"), (BINANCE_TRADE, '"e":"trade"'), (BINANCE_BBO, "bookTicker")):
+        sel = [f.encode() for f in frames if tag in f[:80]][:100]
+        assert sel, tag
+        r = list(range(len(sel)))
+        want = events_frame(kind, r, sel, venue="binance", market="usdm", shard="s")
+        if kind == BINANCE_DEPTH:
+            c = BookColumns(kind)
+            for i, t in zip(r, sel, strict=True):
+                c.add(i, _DECODE(t).data)
+            stored = c.frame(venue="binance", market="usdm", shard="s")
+        else:
+            stored = frames_from_events(events_frame(kind, r, sel, venue="binance", market="usdm", shard="s",
+                                                     frame_index=True))
+        assert events_from_frames(stored).equals(want), kind
+
+
+def test_clickhouse_refuses_a_table_of_the_earlier_one_row_per_level_layout(tmp_path):
+    from quantnb.errors import ConfigError
+
+    sess = chdb.session.Session(str(tmp_path / "ch"))
+    sess.query("CREATE DATABASE quantnb")
+    sess.query("CREATE TABLE quantnb.book_events (recv_ns Int64, price Float64) ENGINE = MergeTree ORDER BY recv_ns")
+    sess.close()
+    with pytest.raises(ConfigError, match="quantnb.book_events is a MergeTree table.*clickhouse_table"):
+        ClickHouseSink(None, tmp_path / "ch")
+    ch = ClickHouseSink(None, tmp_path / "ch", table="quantnb.book_events2")
+    ch.close()
+
+
+def test_sinks_behind_the_stream_pause_reading_and_lose_nothing(tmp_path, monkeypatch):
+    """Backpressure: a slow flush stops reading the socket (bounded memory); every frame still reaches Parquet."""
+    import time as _time
+
+    slow = ParquetSink.write_batch
+
+    def write_slowly(self, batch):  # a disk that takes 0.3 s per shard
+        _time.sleep(0.3)
+        return slow(self, batch)
+
+    monkeypatch.setattr(ParquetSink, "write_batch", write_slowly)
+    with BybitStreamServer() as srv:
+        rec = record_until_done(config(tmp_path, venue="bybit", market="linear", symbols=(SYMBOL,), channels=("book",),
+                                       ws_url=srv.url(), max_batch_frames=20, flush_every_s=5.0), srv)
+        sent = list(srv.sent)
+    assert rec.backpressure_pauses >= 1 and rec.report()["backpressure_pauses"] == rec.backpressure_pauses
+    got = read_events(tmp_path / "parquet")
+    want = events_frame(BYBIT_BOOK, [0] * len(sent), [s.encode() for s in sent], venue="bybit", market="linear")
+    assert len(sent) == N_FRAMES and got.drop(NO_TIME).equals(want.drop(NO_TIME))

@@ -1,4 +1,4 @@
-"""Websocket clients for Bybit v5 public streams and Binance USD-M market streams (on ``websockets``).
+"""Websocket clients for Bybit v5 public streams and Binance USD-M market streams (on ``picows``).
 
 Each client keeps one connection, reconnects with exponential backoff and full jitter,
 resubscribes, keeps the live books (:mod:`quantnb.record._book`) and hands every frame,
@@ -6,13 +6,21 @@ as received, to a callback ``on_frame(kind, symbol, recv_ns, exch_ms, text)``.
 
 Keep-alive: Bybit wants ``{"op":"ping"}`` from the client about every 20 s (v5 docs,
 "Connect > How to Send the Heartbeat Packet"); Binance pings the client every 3 minutes
-and closes connections that do not answer pong within 10 minutes (``websockets`` answers
-pings automatically).
+and closes connections that do not answer pong within 10 minutes (picows answers pings
+automatically).
+
+Why picows and not ``websockets`` or aiohttp: receiving one ~500-byte Bybit book frame on
+loopback and doing nothing with it costs 10.2 us of user CPU with ``websockets`` 17.4
+(``await ws.recv()``: a future and a queue per message, frame parsing in Python) and about
+the same with aiohttp 3.14, against 3.2-3.6 us with picows 2.3 (MIT), whose frame parser
+is Cython and which hands frames to a callback. The recorder's goal is 50,000 frames/s per
+core, i.e. 20 us per frame for everything; ``websockets`` alone took half of that.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
@@ -21,8 +29,7 @@ from typing import Any
 
 import msgspec
 from loguru import logger
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from picows import WSError, WSInvalidURL, WSListener, WSMsgType, ws_connect
 
 from quantnb.record._book import BinanceLiveBook, BybitLiveBook, decode_bybit_book
 from quantnb.record._events import (
@@ -51,7 +58,88 @@ BINANCE_TESTNET_WS_URL = "wss://stream.binancefuture.com"
 BINANCE_TESTNET_REST_URL = "https://testnet.binancefuture.com"
 BYBIT_PING_S = 20.0
 _OPEN_TIMEOUT_S = 10.0
-_CONN_ERRORS = (OSError, ConnectionClosed, InvalidHandshake, asyncio.TimeoutError, EOFError)
+_MAX_FRAME_BYTES = 64 << 20  # a REST-sized snapshot over the websocket is ~1 MB; refuse anything absurd
+_CONN_ERRORS = (OSError, WSError, asyncio.TimeoutError, EOFError)
+
+
+class _Listener(WSListener):
+    """picows callbacks of one connection: whole messages to ``on_message(bytes)``, errors kept for the session.
+
+    Fragmented messages (a first frame with FIN unset, then CONTINUATION frames) are joined;
+    a CLOSE frame is answered and the connection closed; PINGs are answered by picows.
+    An exception raised by ``on_message`` closes the connection and is re-raised by
+    :func:`_connection` (not swallowed into a reconnect).
+    """
+
+    def __init__(self, on_message: Callable[[bytes], None]) -> None:
+        super().__init__()
+        self.on_message = on_message
+        self.error: BaseException | None = None
+        self.close_code: Any = None
+        self._parts: list[bytes] | None = None
+
+    def on_ws_frame(self, transport: Any, frame: Any) -> None:
+        kind = frame.msg_type
+        try:
+            if kind == WSMsgType.TEXT or kind == WSMsgType.BINARY:
+                if frame.fin:
+                    self.on_message(frame.get_payload_as_bytes())
+                else:
+                    self._parts = [frame.get_payload_as_bytes()]
+            elif kind == WSMsgType.CONTINUATION:
+                if self._parts is None:
+                    raise ConnectionResetError("websocket protocol error: a continuation frame with no message "
+                                               "started")
+                self._parts.append(frame.get_payload_as_bytes())
+                if frame.fin:
+                    parts, self._parts = self._parts, None
+                    self.on_message(b"".join(parts))
+            elif kind == WSMsgType.CLOSE:
+                self.close_code = frame.get_close_code()
+                transport.send_close(self.close_code, frame.get_close_message())
+                transport.disconnect()
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the session once the connection is down
+            if self.error is None:
+                self.error = exc
+            transport.disconnect()
+
+
+async def _connection(url: str, on_message: Callable[[bytes], None]) -> tuple[Any, _Listener]:
+    """Open a websocket to ``url`` (TCP, TLS for wss, handshake) within ``_OPEN_TIMEOUT_S``.
+
+    Raises
+    ------
+    ValueError
+        If ``url`` is not a ws:// or wss:// URL.
+    OSError, picows.WSError, asyncio.TimeoutError
+        If the connection or the handshake fails (the client reconnects).
+    """
+    try:
+        return await asyncio.wait_for(
+            ws_connect(lambda: _Listener(on_message), url, websocket_handshake_timeout=_OPEN_TIMEOUT_S,
+                       max_frame_size=_MAX_FRAME_BYTES, enable_auto_pong=True, logger_name="record"),
+            _OPEN_TIMEOUT_S)
+    except WSInvalidURL as exc:
+        raise ValueError(f"websocket URL {url!r} is not a ws:// or wss:// URL: {exc}") from exc
+
+
+async def _until_closed(transport: Any, listener: _Listener) -> None:
+    """Wait until the connection is down; re-raise the listener's error, else raise ConnectionResetError."""
+    try:
+        await transport.wait_disconnected()
+    finally:
+        if not transport.is_disconnected:  # cancelled (the recorder stops): close politely, then drop
+            with contextlib.suppress(Exception):
+                transport.send_close()
+            transport.disconnect()
+    if listener.error is not None:
+        raise listener.error
+    raise ConnectionResetError(f"the server closed the connection (close code {listener.close_code})"
+                               if listener.close_code is not None else "the connection was dropped")
+
+
+def _send(transport: Any, obj: Any) -> None:
+    transport.send(WSMsgType.TEXT, json.dumps(obj).encode())
 
 OnFrame = Callable[..., None]  # (kind, symbol, recv_ns, exch_ms, text, decoded=None)
 
@@ -148,6 +236,8 @@ class _Client:
         self.backoff_base_s, self.backoff_cap_s = backoff_base_s, backoff_cap_s
         self.connections = 0
         self.confirmed = asyncio.Event()
+        self._transport: Any = None
+        self._paused = False
 
     async def run(self) -> None:
         """Connect, subscribe and stream until cancelled; reconnect with backoff on any failure."""
@@ -158,8 +248,6 @@ class _Client:
                 attempt = 0
             except asyncio.CancelledError:
                 raise
-            except InvalidURI as exc:
-                raise ValueError(f"{self.venue} websocket URL {exc.uri!r} is not a ws:// or wss:// URL") from exc
             except _CONN_ERRORS as exc:
                 attempt += 1
                 delay = backoff_s(attempt, self.backoff_base_s, self.backoff_cap_s)
@@ -171,6 +259,28 @@ class _Client:
 
     async def _session(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def pause_reading(self) -> bool:
+        """Stop reading the socket (backpressure: TCP flow control then holds the sender).
+
+        Returns
+        -------
+        bool
+            True if reading was running and is now paused.
+        """
+        tr = self._transport
+        if self._paused or tr is None or tr.is_disconnected:
+            return False
+        tr.underlying_transport.pause_reading()
+        self._paused = True
+        return True
+
+    def resume_reading(self) -> None:
+        """Read the socket again after :meth:`pause_reading` (no-op otherwise)."""
+        tr, self._paused = self._transport, False
+        if tr is not None and not tr.is_disconnected:
+            with contextlib.suppress(RuntimeError):  # not paused (a new connection)
+                tr.underlying_transport.resume_reading()
 
 
 class BybitClient(_Client):
@@ -218,26 +328,26 @@ class BybitClient(_Client):
 
     async def _session(self) -> None:
         logger.info("bybit: connecting to {}", self.url)
-        async with connect(self.url, ping_interval=None, max_size=None, compression=None,
-                           open_timeout=_OPEN_TIMEOUT_S, close_timeout=2) as ws:
-            self.connections += 1
-            self._last_rx_ns = time.time_ns()
-            topics = self.topics()
-            for s in self.symbols:  # a new connection starts from a new snapshot
-                b = self.books[s]
-                if b.synced:
-                    b.book.clear()
-                    b.synced = b.minutes.synced = False
-            logger.info("bybit: connected (connection {}); subscribing to {}", self.connections, ", ".join(topics))
-            await ws.send(json.dumps({"op": "subscribe", "req_id": f"sub{self.connections}", "args": topics}))
-            tasks = [asyncio.create_task(self._ping(ws)), asyncio.create_task(self._resubscriber(ws))]
-            try:
-                await self._receive(ws)
-            finally:
-                for t in tasks:
-                    t.cancel()
+        transport, listener = await _connection(self.url, self._on_message)
+        self._transport, self._paused = transport, False
+        self.connections += 1
+        self._last_rx_ns = time.time_ns()
+        topics = self.topics()
+        for s in self.symbols:  # a new connection starts from a new snapshot
+            b = self.books[s]
+            if b.synced:
+                b.book.clear()
+                b.synced = b.minutes.synced = False
+        logger.info("bybit: connected (connection {}); subscribing to {}", self.connections, ", ".join(topics))
+        _send(transport, {"op": "subscribe", "req_id": f"sub{self.connections}", "args": topics})
+        tasks = [asyncio.create_task(self._ping(transport)), asyncio.create_task(self._resubscriber(transport))]
+        try:
+            await _until_closed(transport, listener)
+        finally:
+            for t in tasks:
+                t.cancel()
 
-    async def _ping(self, ws: Any) -> None:
+    async def _ping(self, transport: Any) -> None:
         """Send Bybit's heartbeat every ``ping_every_s``; a connection silent for 3 periods is closed (reconnect)."""
         n = 0
         while True:
@@ -245,59 +355,55 @@ class BybitClient(_Client):
             silent_s = (time.time_ns() - self._last_rx_ns) / 1e9
             if silent_s > 3 * self.ping_every_s:
                 logger.warning("bybit: nothing received for {:.1f} s (not even a pong); reconnecting", silent_s)
-                ws.transport.abort()
+                transport.disconnect()
                 return
             n += 1
-            await ws.send(json.dumps({"op": "ping", "req_id": f"ping{n}"}))
+            _send(transport, {"op": "ping", "req_id": f"ping{n}"})
             logger.debug("bybit: ping {} sent", n)
 
-    async def _resubscriber(self, ws: Any) -> None:
+    async def _resubscriber(self, transport: Any) -> None:
         while True:
             topic = await self._resync.get()
             logger.info("bybit: resubscribing to {} for a new snapshot", topic)
-            await ws.send(json.dumps({"op": "unsubscribe", "req_id": f"unsub-{topic}", "args": [topic]}))
-            await ws.send(json.dumps({"op": "subscribe", "req_id": f"resub-{topic}", "args": [topic]}))
+            _send(transport, {"op": "unsubscribe", "req_id": f"unsub-{topic}", "args": [topic]})
+            _send(transport, {"op": "subscribe", "req_id": f"resub-{topic}", "args": [topic]})
 
-    async def _receive(self, ws: Any) -> None:
-        books, counters, on_frame = self.books, self.counters.by_symbol, self.on_frame
-        decode = decode_bybit_book
-        clock = time.time_ns
-        while True:
-            text = await ws.recv(decode=False)
-            recv_ns = self._last_rx_ns = clock()
-            if text.startswith(b'{"topic":"orderbook.'):
-                msg = decode(text)
-                sym = msg.data.s
-                c = counters.get(sym)
-                if c is None:
-                    logger.warning("bybit: frame for unsubscribed symbol {!r} ignored: {!r}", sym, text[:120])
-                    continue
-                c["messages"] += 1
-                c["bytes_in"] += len(text)
-                if msg.type == "snapshot":
-                    c["snapshots"] += 1
-                else:
-                    c["deltas"] += 1
-                book = books[sym]
-                before = book.resyncs
-                if book.on_message(msg) == "gap":
-                    c["gaps"] += 1
-                    self._resync.put_nowait(msg.topic)
-                if book.resyncs != before:
-                    c["resyncs"] += 1
-                on_frame(BYBIT_BOOK, sym, recv_ns, msg.ts, text, msg)
-            elif text.startswith(b'{"topic":"publicTrade.'):
-                sym = text[22:text.index(b'"', 22)].decode()
-                c = counters.get(sym)
-                if c is None:
-                    logger.warning("bybit: trade for unsubscribed symbol {!r} ignored", sym)
-                    continue
-                c["messages"] += 1
-                c["bytes_in"] += len(text)
-                c["trades"] += text.count(b'"T":')
-                on_frame(BYBIT_TRADE, sym, recv_ns, _ts(text), text)
+    def _on_message(self, text: bytes) -> None:
+        """Handle one frame (called by picows on the event loop, as it is parsed)."""
+        recv_ns = self._last_rx_ns = time.time_ns()
+        if text.startswith(b'{"topic":"orderbook.'):
+            msg = decode_bybit_book(text)
+            sym = msg.data.s
+            c = self.counters.by_symbol.get(sym)
+            if c is None:
+                logger.warning("bybit: frame for unsubscribed symbol {!r} ignored: {!r}", sym, text[:120])
+                return
+            c["messages"] += 1
+            c["bytes_in"] += len(text)
+            if msg.type == "snapshot":
+                c["snapshots"] += 1
             else:
-                self._control(text)
+                c["deltas"] += 1
+            book = self.books[sym]
+            before = book.resyncs
+            if book.on_message(msg) == "gap":
+                c["gaps"] += 1
+                self._resync.put_nowait(msg.topic)
+            if book.resyncs != before:
+                c["resyncs"] += 1
+            self.on_frame(BYBIT_BOOK, sym, recv_ns, msg.ts, text, msg)
+        elif text.startswith(b'{"topic":"publicTrade.'):
+            sym = text[22:text.index(b'"', 22)].decode()
+            c = self.counters.by_symbol.get(sym)
+            if c is None:
+                logger.warning("bybit: trade for unsubscribed symbol {!r} ignored", sym)
+                return
+            c["messages"] += 1
+            c["bytes_in"] += len(text)
+            c["trades"] += text.count(b'"T":')
+            self.on_frame(BYBIT_TRADE, sym, recv_ns, _ts(text), text)
+        else:
+            self._control(text)
 
     def _control(self, text: bytes) -> None:
         try:
@@ -362,6 +468,8 @@ class BinanceClient(_Client):
         self.books = {s: BinanceLiveBook(s, market) for s in self.symbols}
         self._fetching: set[str] = set()
         self._http: Any = None
+        self._tasks: list[asyncio.Task] = []
+        self.want_book = "book" in self.channels
 
     def streams(self) -> list[str]:
         out = []
@@ -380,8 +488,9 @@ class BinanceClient(_Client):
 
         url = f"{self.ws_url}/stream?streams={'/'.join(self.streams())}"
         logger.info("binance: connecting to {}", url)
-        async with aiohttp.ClientSession() as http, connect(url, ping_interval=None, max_size=None, compression=None,
-                                                             open_timeout=_OPEN_TIMEOUT_S, close_timeout=2) as ws:
+        async with aiohttp.ClientSession() as http:
+            transport, listener = await _connection(url, self._on_message)
+            self._transport, self._paused = transport, False
             self._http = http
             self.connections += 1
             logger.info("binance: connected (connection {}); streams {} subscribed by URL", self.connections,
@@ -390,46 +499,42 @@ class BinanceClient(_Client):
             # After a reconnect the book carries on only if the first diff chains (pu == previous u, Binance's
             # rule); a diff missed while away breaks the chain, which clears the book and fetches a new REST
             # snapshot. The raw file then replays identically through the ETL (same frames, same order).
-            tasks: list[asyncio.Task] = []
+            self._tasks = []
             try:
-                await self._receive(ws, tasks)
+                await _until_closed(transport, listener)
             finally:
-                for t in tasks:
+                for t in self._tasks:
                     t.cancel()
                 self._fetching.clear()
 
-    async def _receive(self, ws: Any, tasks: list[asyncio.Task]) -> None:
-        books, counters, on_frame = self.books, self.counters.by_symbol, self.on_frame
-        clock = time.time_ns
-        want_book = "book" in self.channels
-        while True:
-            text = await ws.recv(decode=False)
-            recv_ns = clock()
-            at = text.find(b"@")
-            sym = text[11:at].decode().upper() if text.startswith(b'{"stream":"') and at > 0 else ""
-            book = books.get(sym)
-            if book is None:
-                logger.debug("binance: ignored frame {!r}", text[:200])
-                continue
-            c = counters[sym]
-            c["messages"] += 1
-            c["bytes_in"] += len(text)
-            what = book.on_frame(text)
-            if what == "bbo":
-                c["bbo"] += 1
-                on_frame(BINANCE_BBO, sym, recv_ns, 0, text)
-                continue
-            if what == "trade":
-                c["trades"] += 1
-                on_frame(BINANCE_TRADE, sym, recv_ns, 0, text)
-                continue
-            c["deltas"] += 1
-            if what == "gap":
-                c["gaps"] += 1
-            on_frame(BINANCE_DEPTH, sym, recv_ns, 0, text, book.last_event)
-            if want_book and book.needs_snapshot and sym not in self._fetching:
-                self._fetching.add(sym)
-                tasks.append(asyncio.create_task(self._snapshot(sym)))
+    def _on_message(self, text: bytes) -> None:
+        """Handle one frame (called by picows on the event loop, as it is parsed)."""
+        recv_ns = time.time_ns()
+        at = text.find(b"@")
+        sym = text[11:at].decode().upper() if text.startswith(b'{"stream":"') and at > 0 else ""
+        book = self.books.get(sym)
+        if book is None:
+            logger.debug("binance: ignored frame {!r}", text[:200])
+            return
+        c = self.counters.by_symbol[sym]
+        c["messages"] += 1
+        c["bytes_in"] += len(text)
+        what = book.on_frame(text)
+        if what == "bbo":
+            c["bbo"] += 1
+            self.on_frame(BINANCE_BBO, sym, recv_ns, 0, text)
+            return
+        if what == "trade":
+            c["trades"] += 1
+            self.on_frame(BINANCE_TRADE, sym, recv_ns, 0, text)
+            return
+        c["deltas"] += 1
+        if what == "gap":
+            c["gaps"] += 1
+        self.on_frame(BINANCE_DEPTH, sym, recv_ns, 0, text, book.last_event)
+        if self.want_book and book.needs_snapshot and sym not in self._fetching:
+            self._fetching.add(sym)
+            self._tasks.append(asyncio.create_task(self._snapshot(sym)))
 
     async def _snapshot(self, sym: str, delay_s: float = 0.0) -> None:
         """Fetch REST snapshots until the book syncs (a too-old snapshot is fetched again)."""

@@ -85,6 +85,9 @@ class Recorder:
         Frames received (REST snapshots included).
     stopped_by : str or None
         ``duration``, ``max_messages``, ``stop`` (a signal or :meth:`request_stop`) or ``error``.
+    backpressure_pauses : int
+        Times reading the socket was paused because the sinks fell two batches
+        (``max_batch_frames``) behind; in the reports as ``backpressure_pauses``.
     """
 
     def __init__(self, cfg: RecorderConfig, *, on_shard: OnShard | None = None,
@@ -110,6 +113,8 @@ class Recorder:
         self._error: BaseException | None = None
         self._t0 = time.monotonic()
         self._last_report = (self._t0, 0)
+        self._flushing = False
+        self.backpressure_pauses = 0
         self.started = threading.Event()
 
     # -- frames -----------------------------------------------------------------------------
@@ -140,6 +145,11 @@ class Recorder:
             w(kind, symbol, recv_ns, exch_ms, text, decoded)
         if self.parquet is not None and self.parquet.pending >= self.cfg.max_batch_frames and self._flush_now:
             self._flush_now.set()  # bounded batches: memory stays flat at any rate
+            if self._flushing and self.parquet.pending >= 2 * self.cfg.max_batch_frames and self.client is not None:
+                # the sinks fall behind the stream: stop reading the socket until the flush in progress
+                # is done (TCP flow control holds the sender), so memory stays bounded
+                if self.client.pause_reading():
+                    self.backpressure_pauses += 1
         if self.cfg.max_messages is not None and self.messages >= self.cfg.max_messages and self._stop is not None:
             if self.stopped_by is None:
                 self.stopped_by = "max_messages"
@@ -286,15 +296,21 @@ class Recorder:
         batch = self.parquet.detach()  # in the recording thread: the frames buffered until now
         if batch is None:
             return
+        self._flushing = True
         try:
-            path, rows, frames = await asyncio.to_thread(self.parquet.write_batch, batch)
-        except Exception:
-            self.parquet.restore(batch)
-            raise
-        in_ch = None
-        if self.clickhouse is not None:
-            in_ch = await asyncio.to_thread(self.clickhouse.insert_shard, path)
-        logger.debug("Shard {}: {} rows from {} frames{}", path.name, rows, frames,
+            try:
+                path, rows, frames = await asyncio.to_thread(self.parquet.write_batch, batch)
+            except Exception:
+                self.parquet.restore(batch)
+                raise
+            in_ch = None
+            if self.clickhouse is not None:
+                in_ch = await asyncio.to_thread(self.clickhouse.insert_shard, path, rows)
+        finally:
+            self._flushing = False
+            if self.client is not None:
+                self.client.resume_reading()
+        logger.debug("Shard {}: {} events from {} frames{}", path.name, rows, frames,
                      "" if in_ch is None else f", ClickHouse {'ok' if in_ch else 'FAILED (backfill later)'}")
         if self.on_shard is not None:
             self.on_shard(path, rows, frames, in_ch)
@@ -333,6 +349,7 @@ class Recorder:
             out["clickhouse_backlog"] = list(self.clickhouse.backlog)
         if self.client is not None:
             out["connections"] = self.client.connections
+        out["backpressure_pauses"] = self.backpressure_pauses
         return out
 
     def _report(self, final: bool = False) -> None:

@@ -6,11 +6,13 @@
   Binance ``<SYMBOL>_<YYYYMMDD>.gz`` (``<recv_ns> <json>`` lines, one gzip member per flush;
   REST snapshots included). Files are appended at each flush; on first use in a process a
   torn end (a partial line or gzip member left by a kill) is cut.
-- :class:`ParquetSink`: the normalized events table (:mod:`quantnb.record._events`) in
-  shards written atomically at each flush; a restarted recorder writes new shards.
-- :class:`ClickHouseSink`: the shards inserted into a MergeTree table, embedded chDB or
-  a server through clickhouse-connect; idempotent (a shard already in the table is skipped;
-  each insert carries the shard as deduplication token).
+- :class:`ParquetSink`: the events (:mod:`quantnb.record._events`; stored one row per frame,
+  ``FRAME_SCHEMA``, read back one row per level by :func:`read_events`) in shards written
+  atomically at each flush; a restarted recorder writes new shards.
+- :class:`ClickHouseSink`: the shards inserted into a MergeTree table ``<table>_frames``
+  (same layout), with the view ``<table>`` giving one row per level (``EVENT_SCHEMA``);
+  embedded chDB or a server through clickhouse-connect; idempotent (a shard already in the
+  table is skipped; each insert carries the shard as deduplication token).
 """
 
 from __future__ import annotations
@@ -33,14 +35,16 @@ from quantnb.record._events import (
     BINANCE_SNAPSHOT,
     BYBIT_BOOK,
     EVENT_SCHEMA,
-    book_events_from_decoded,
+    BookColumns,
     events_frame,
+    events_from_frames,
+    frames_from_events,
 )
 from quantnb.runlog import atomic_path
 
 __all__ = ["RawSink", "ParquetSink", "ClickHouseSink", "repair_raw_file", "TABLE_DDL"]
 
-_DECODED = {BYBIT_BOOK: f"{BYBIT_BOOK}:dec", BINANCE_DEPTH: f"{BINANCE_DEPTH}:dec"}  # kept as decoded objects
+_DECODED = (BYBIT_BOOK, BINANCE_DEPTH)  # kinds whose decoded frames are kept as columns (BookColumns)
 _NS_PER_DAY = 86_400 * 10**9
 _MS_PER_DAY = 86_400_000
 
@@ -227,6 +231,7 @@ class ParquetSink:
             tmp.unlink(missing_ok=True)
         self._recv: dict[str, list[int]] = defaultdict(list)
         self._text: dict[str, list[bytes]] = defaultdict(list)
+        self._cols: dict[str, BookColumns] = {}
         self._sym: list[str] = []
         self.n = 0
         self.bytes = 0
@@ -234,7 +239,7 @@ class ParquetSink:
         self.pending = 0
 
     def write(self, kind: str, symbol: str, recv_ns: int, exch_ms: int, text: bytes, decoded: Any = None) -> None:
-        """Buffer one frame until the next flush (book frames the client decoded are kept decoded).
+        """Buffer one frame until the next flush (a book frame the client decoded is buffered as columns).
 
         Parameters
         ----------
@@ -252,72 +257,92 @@ class ParquetSink:
         decoded : Any, optional
             The client's decoded form of a book frame (``BybitBookMsg`` or the ETL's depth event), if any.
         """
+        self.pending += 1
         if decoded is not None and kind in _DECODED:
-            kind = _DECODED[kind]
-            text = decoded
+            cols = self._cols.get(kind)
+            if cols is None:
+                cols = self._cols[kind] = BookColumns(kind)
+            cols.add(recv_ns, decoded)
+            return
         self._recv[kind].append(recv_ns)
         self._text[kind].append(text)
         if kind == BINANCE_SNAPSHOT:
             self._sym.append(symbol)
-        self.pending += 1
 
-    def detach(self) -> tuple[str, dict[str, list[int]], dict[str, list[bytes]], list[str], int] | None:
-        """Take the buffered frames (in the recording thread) as one batch with its shard name; None if empty."""
+    def detach(self) -> tuple | None:
+        """Take the buffered frames (in the recording thread) as one batch with its shard name; None if empty.
+
+        Returns
+        -------
+        tuple or None
+            ``(shard, recv_ns per kind, frames per kind, snapshot symbols, BookColumns per kind, n_frames)``.
+        """
         if not self.pending:
             return None
-        batch = (f"{self.prefix}_{self.n:06d}", self._recv, self._text, self._sym, self.pending)
-        self._recv, self._text, self._sym = defaultdict(list), defaultdict(list), []
+        batch = (f"{self.prefix}_{self.n:06d}", self._recv, self._text, self._sym, self._cols, self.pending)
+        self._recv, self._text, self._sym, self._cols = defaultdict(list), defaultdict(list), [], {}
         self.pending = 0
         self.n += 1
         return batch
 
-    def restore(self, batch: tuple[str, dict[str, list[int]], dict[str, list[bytes]], list[str], int]) -> None:
+    def restore(self, batch: tuple) -> None:
         """Put back a batch whose write failed, before the frames buffered since (the next shard holds both).
 
         Parameters
         ----------
-        batch : tuple of (str, dict, dict, list of str, int)
-            A batch from :meth:`detach`: shard name, receive times (ns) and frames per kind,
-            snapshot symbols, and number of frames.
+        batch : tuple
+            A batch from :meth:`detach`.
         """
-        _, recv, text, sym, pending = batch
+        _, recv, text, sym, cols, pending = batch
         for k in text:
             recv[k].extend(self._recv.get(k, []))
             text[k].extend(self._text.get(k, []))
         for k in self._text:
             if k not in text:
                 recv[k], text[k] = self._recv[k], self._text[k]
-        self._recv, self._text, self._sym = recv, text, sym + self._sym
+        for k, c in self._cols.items():
+            if k in cols:
+                cols[k].extend(c)
+            else:
+                cols[k] = c
+        self._recv, self._text, self._sym, self._cols = recv, text, sym + self._sym, cols
         self.pending += pending
 
-    def write_batch(self, batch: tuple[str, dict[str, list[int]], dict[str, list[bytes]], list[str], int]
-                    ) -> tuple[Path, int, int]:
-        """Decode a detached batch, write it as one shard atomically (any thread); return ``(path, rows, frames)``.
+    def write_batch(self, batch: tuple) -> tuple[Path, int, int]:
+        """Build a detached batch's rows and write them as one shard atomically (any thread).
+
+        The shard stores one row per frame (``FRAME_SCHEMA``); :func:`read_events` gives one
+        row per level or trade.
 
         Parameters
         ----------
-        batch : tuple of (str, dict, dict, list of str, int)
-            A batch from :meth:`detach`: shard name, receive times (ns) and frames per kind,
-            snapshot symbols, and number of frames.
+        batch : tuple
+            A batch from :meth:`detach`.
+
+        Returns
+        -------
+        tuple of (pathlib.Path, int, int)
+            The shard, its number of events (rows of :func:`read_events`) and of frames.
         """
-        shard, recv, text, sym, n_frames = batch
-        frames = [book_events_from_decoded(k[:-4], recv[k], text[k], venue=self.venue, market=self.market,
-                                           shard=shard) if k.endswith(":dec") else
-                  events_frame(k, recv[k], text[k], venue=self.venue, market=self.market,
-                               symbols=sym if k == BINANCE_SNAPSHOT else None, shard=shard)
-                  for k in text if text[k]]
+        shard, recv, text, sym, cols, n_frames = batch
+        frames = [c.frame(venue=self.venue, market=self.market, shard=shard) for c in cols.values() if len(c)]
+        frames += [frames_from_events(events_frame(k, recv[k], text[k], venue=self.venue, market=self.market,
+                                                   symbols=sym if k == BINANCE_SNAPSHOT else None, shard=shard,
+                                                   frame_index=True))
+                   for k in text if text[k]]
         table = pl.concat(frames).sort("recv_ns", maintain_order=True) if len(frames) > 1 else frames[0]
+        rows = int(table["price"].list.len().sum())
         path = self.root / f"{shard}.parquet"
         with atomic_path(path) as tmp:
             # no column statistics: a shard is one flush, read whole (ClickHouse, read_events); they
             # cost ~1 us per frame (a quarter of the write) for pruning nothing
             table.write_parquet(tmp, compression="zstd", compression_level=1, statistics=False)
-        self.rows += table.height
+        self.rows += rows
         self.bytes += path.stat().st_size
-        return path, table.height, n_frames
+        return path, rows, n_frames
 
     def flush(self) -> tuple[Path, int, int] | None:
-        """Write the buffered frames as one shard atomically; return ``(path, rows, frames)`` or None if empty."""
+        """Write the buffered frames as one shard atomically; return ``(path, events, frames)`` or None if empty."""
         batch = self.detach()
         return None if batch is None else self.write_batch(batch)
 
@@ -325,20 +350,29 @@ class ParquetSink:
         pass
 
 
-TABLE_DDL = """CREATE TABLE IF NOT EXISTS {table} (
+TABLE_DDL = """CREATE TABLE IF NOT EXISTS {table}_frames (
     recv_ns Int64, exch_ms Int64, venue LowCardinality(String), market LowCardinality(String),
     symbol LowCardinality(String), channel LowCardinality(String), type LowCardinality(String),
-    update_id Nullable(Int64), seq Nullable(Int64), side LowCardinality(String), price Float64, size Float64,
-    trade_id Nullable(String), shard String
+    update_id Nullable(Int64), seq Nullable(Int64), side LowCardinality(Nullable(String)), n_bids UInt32,
+    price Array(Float64), size Array(Float64), trade_id Nullable(String), shard LowCardinality(String)
 ) ENGINE = MergeTree
 PARTITION BY toDate(intDiv(recv_ns, 1000000000))
 ORDER BY (symbol, recv_ns)
 SETTINGS non_replicated_deduplication_window = 10000, min_rows_for_wide_part = 4000000,
     min_bytes_for_wide_part = 1000000000"""
 
+# One row per level or trade, EVENT_SCHEMA's columns, over the stored frames.
+VIEW_DDL = """CREATE VIEW IF NOT EXISTS {table} AS
+SELECT recv_ns, exch_ms, venue, market, symbol, channel, type, update_id, seq,
+    if(channel = 'trade', side, if(k <= n_bids, 'bid', 'ask')) AS side, price, size, trade_id, shard
+FROM {table}_frames ARRAY JOIN price, size, arrayEnumerate(price) AS k"""
+
 
 class ClickHouseSink:
     """Insert Parquet shards into a ClickHouse MergeTree table, once each.
+
+    The shards' rows (one per frame) go into the MergeTree table ``<table>_frames``; the view
+    ``<table>`` gives one row per level or trade, the columns of ``EVENT_SCHEMA``.
 
     Parameters
     ----------
@@ -349,14 +383,15 @@ class ClickHouseSink:
     path : pathlib.Path
         chDB data folder (embedded only).
     table : str
-        Table name, ``database.table`` (created if missing).
+        ``database.name`` of the events view; the MergeTree table is ``<table>_frames`` (both
+        created if missing).
     retries : int
         Attempts per insert before the shard is left in Parquet for backfill.
 
     Attributes
     ----------
     inserted, rows : int
-        Shards and rows inserted by this process.
+        Shards and events (rows of the view) inserted by this process.
     backlog : list of str
         Shards that failed every attempt (they stay in Parquet; :meth:`backfill` retries).
     """
@@ -393,7 +428,16 @@ class ClickHouseSink:
                 username=u.username or "default", password=os.environ.get("CLICKHOUSE_PASSWORD", ""),
                 secure=u.scheme == "https", database=(u.path.strip("/") or "default"))
         self._exec(f"CREATE DATABASE IF NOT EXISTS {db}")
+        name = table.split(".")[-1]
+        found = f"SELECT engine FROM system.tables WHERE database = '{db}' AND name = '{name}'"
+        engine = str(self._exec(found) if self._session is not None else self._client.command(found)).strip()
+        engine = engine.strip('"')
+        if engine and engine != "View":
+            raise ConfigError(f"ClickHouse {table} is a {engine} table, not the events view of {table}_frames "
+                              "(a table of an earlier quantnb layout?): set clickhouse_table to a new name, or "
+                              f"rename {table} in ClickHouse")
         self._exec(TABLE_DDL.format(table=table))
+        self._exec(VIEW_DDL.format(table=table))
 
     def _exec(self, sql: str) -> Any:
         if self._session is not None:
@@ -408,17 +452,19 @@ class ClickHouseSink:
     def shards_in_table(self) -> set[str]:
         """Return the shard names already in the table."""
         if self._session is not None:
-            out = str(self._session.query(f"SELECT DISTINCT shard FROM {self.table}", "TSV")).split()
+            out = str(self._session.query(f"SELECT DISTINCT shard FROM {self.table}_frames", "TSV")).split()
             return set(out)
-        return {r[0] for r in self._client.query(f"SELECT DISTINCT shard FROM {self.table}").result_rows}
+        return {r[0] for r in self._client.query(f"SELECT DISTINCT shard FROM {self.table}_frames").result_rows}
 
-    def insert_shard(self, path: Path) -> bool:
+    def insert_shard(self, path: Path, events: int | None = None) -> bool:
         """Insert one shard unless the table holds it already; retry, else leave it for backfill.
 
         Parameters
         ----------
         path : pathlib.Path
             A Parquet shard written by :class:`ParquetSink`; its stem is the shard name.
+        events : int, optional
+            Its number of events (rows of the view), if known; else counted from the file.
 
         Returns
         -------
@@ -433,21 +479,22 @@ class ClickHouseSink:
                     self._known = self.shards_in_table()
                 # after a failed attempt the insert may have landed all the same: ask the table itself
                 if shard in self._known or (last is not None and self._scalar(
-                        f"SELECT count() FROM {self.table} WHERE shard = '{shard}'")):
+                        f"SELECT count() FROM {self.table}_frames WHERE shard = '{shard}'")):
                     logger.debug("ClickHouse already holds shard {}; not inserted again", shard)
                     self._known.add(shard)
                     return True
                 if self._session is not None:
                     self._session.query(
-                        f"INSERT INTO {self.table} SETTINGS insert_deduplication_token = '{shard}', "
+                        f"INSERT INTO {self.table}_frames SETTINGS insert_deduplication_token = '{shard}', "
                         f"max_insert_block_size = 100000000, min_insert_block_size_rows = 100000000 "
                         f"SELECT * FROM file('{path.resolve()}', Parquet)", "CSV")
-                    n = pl.scan_parquet(path).select(pl.len()).collect().item()
+                    n = events if events is not None else int(
+                        pl.scan_parquet(path).select(pl.col("price").list.len().sum()).collect().item())
                 else:
                     table = pl.read_parquet(path)
-                    self._client.insert_arrow(self.table, table.to_arrow(),
+                    self._client.insert_arrow(f"{self.table}_frames", table.to_arrow(),
                                               settings={"insert_deduplication_token": shard})
-                    n = table.height
+                    n = int(table["price"].list.len().sum())
                 self._known.add(shard)
                 self.inserted += 1
                 self.rows += n
@@ -497,7 +544,7 @@ class ClickHouseSink:
 
 
 def read_events(shard_dir: Path) -> pl.DataFrame:
-    """Read every Parquet shard of ``shard_dir`` (schema ``EVENT_SCHEMA``), in shard order.
+    """Read every Parquet shard of ``shard_dir`` as events (one row per level or trade), in shard order.
 
     Parameters
     ----------
@@ -512,7 +559,7 @@ def read_events(shard_dir: Path) -> pl.DataFrame:
     paths = sorted(shard_dir.glob("*.parquet"))
     if not paths:
         return pl.DataFrame(schema=EVENT_SCHEMA)
-    return pl.concat([pl.read_parquet(p) for p in paths])
+    return events_from_frames(pl.concat([pl.read_parquet(p) for p in paths]))
 
 
-__all__ += ["read_events"]
+__all__ += ["read_events", "VIEW_DDL"]
