@@ -9,7 +9,9 @@ configuration:
 - frames/s per core = frames received / CPU seconds of the recorder process (user + system,
   all its threads: websocket, book, sinks, chDB); goal >= 50,000 with all three sinks;
 - wall-clock frames/s (bounded by the server on a shared 2-core machine);
-- resident memory at 10 %, 50 % and the end of the run (flat = no growth with time).
+- resident memory at 10 %, 50 % and the end of the run (flat = no growth with time), and
+  sampled over the run;
+- shards written, backpressure pauses, and the events in Parquet and in ClickHouse (equal).
 
 Run: .venv/bin/python benchmarks/bench_record.py [seconds_per_config] [configs]  (the issue asks 600;
 configs e.g. ``raw+parquet+clickhouse,raw``; default: the three above)

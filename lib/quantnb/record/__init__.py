@@ -2,7 +2,7 @@
 
 - :class:`BybitClient` (v5 public, linear/spot: ``orderbook.<depth>.<SYMBOL>``,
   ``publicTrade.<SYMBOL>``) and :class:`BinanceClient` (USD-M: ``@depth@100ms`` synced to a
-  REST snapshot, ``@trade``, ``@bookTicker``), written on ``websockets``.
+  REST snapshot, ``@trade``, ``@bookTicker``), written on ``picows``.
 - :class:`BybitLiveBook`, :class:`BinanceLiveBook`: the ETL's ``OrderBook`` and minute
   aggregation, so recorded-then-ETL'd bars equal the live bars.
 - :class:`Recorder` with :class:`RawSink`, :class:`ParquetSink`, :class:`ClickHouseSink`.

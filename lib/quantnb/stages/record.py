@@ -8,9 +8,12 @@ and end with the final counters. Files:
   ``YYYY-MM-DD_<SYMBOL>_ob<depth>.data``, Binance ``<SYMBOL>_<YYYYMMDD>.gz``), which
   ``quantnb run etl`` reads unchanged;
 - parquet: ``<output_dir>/parquet/<venue>/<market>/<shard>.parquet``, the normalized events
-  table, one shard per ``flush_every_s`` (listed in the checkpoint and the batch TSV);
-- clickhouse: table ``quantnb.book_events`` of embedded chDB under ``clickhouse_path``, or
-  of the server at ``clickhouse_url`` (password from ``CLICKHOUSE_PASSWORD``).
+  table, one shard per ``flush_every_s`` (listed in the checkpoint and the batch TSV), stored
+  one row per frame with the levels as lists (``quantnb.record.read_events`` gives one row per
+  level);
+- clickhouse: view ``quantnb.book_events`` (one row per level) over the MergeTree table
+  ``quantnb.book_events_frames``, in embedded chDB under ``clickhouse_path``, or on the server
+  at ``clickhouse_url`` (password from ``CLICKHOUSE_PASSWORD``).
 
 After a ``kill -9`` at most the last flush interval is missing; the next run cuts any torn
 raw line, inserts the shards ClickHouse lacks, and writes new shards.
@@ -57,7 +60,7 @@ class RecordParams(StageParams):
         default_factory=lambda: ["raw", "parquet"], min_length=1, description="Where the frames go.")
     clickhouse_url: str | None = Field(None, description="ClickHouse server http(s)://user@host:port/db; None: chDB.")
     clickhouse_path: str = Field("data/clickhouse", description="Embedded chDB folder, relative to the project.")
-    clickhouse_table: str = Field("quantnb.book_events", description="database.table of the events.")
+    clickhouse_table: str = Field("quantnb.book_events", description="database.name of the events view (the table is <name>_frames).")
     flush_every_s: PositiveFloat = Field(5.0, description="Sink flush period, seconds (the most a kill -9 loses).")
     progress_every_s: PositiveFloat = Field(60.0, description="Progress report period, seconds.")
     binance_depth_speed: Literal["100ms", "0ms", "250ms", "500ms"] = Field(
