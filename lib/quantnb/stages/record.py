@@ -60,7 +60,8 @@ class RecordParams(StageParams):
         default_factory=lambda: ["raw", "parquet"], min_length=1, description="Where the frames go.")
     clickhouse_url: str | None = Field(None, description="ClickHouse server http(s)://user@host:port/db; None: chDB.")
     clickhouse_path: str = Field("data/clickhouse", description="Embedded chDB folder, relative to the project.")
-    clickhouse_table: str = Field("quantnb.book_events", description="database.name of the events view (the table is <name>_frames).")
+    clickhouse_table: str = Field("quantnb.book_events",
+                                  description="database.name of the events view (the table is <name>_frames).")
     flush_every_s: PositiveFloat = Field(5.0, description="Sink flush period, seconds (the most a kill -9 loses).")
     progress_every_s: PositiveFloat = Field(60.0, description="Progress report period, seconds.")
     binance_depth_speed: Literal["100ms", "0ms", "250ms", "500ms"] = Field(
