@@ -27,7 +27,7 @@ def _etl_bars(path):
     return pl.concat([merged[k] for k in sorted(merged)])
 
 
-def test_bybit_stage_all_sinks_then_etl_reproduces_the_sample(project):
+def test_bybit_stage_all_sinks_then_etl_reproduces_the_sample(project, capsys):
     with BybitStreamServer() as srv:
         params = RecordParams(venue="bybit", market="linear", symbols=[SYMBOL], depth=200, channels=["book"],
                               ws_url=srv.url("linear"), sinks=["raw", "parquet", "clickhouse"],
@@ -67,6 +67,14 @@ def test_bybit_stage_all_sinks_then_etl_reproduces_the_sample(project):
     assert n == got.height and dup == 0
     assert math.isclose(bid, float((got.filter(pl.col("side") == "bid")["price"]
                                     * got.filter(pl.col("side") == "bid")["size"]).sum()), rel_tol=1e-12)
+    # the notebook's summary says where each sink wrote and how to read it
+    capsys.readouterr()
+    table = res.summary()
+    printed = capsys.readouterr().out
+    assert f"{N_FRAMES} messages" in printed and "stopped by max_messages" in printed
+    assert f"{got.height:,} events (quantnb.record.read_events" in printed
+    assert f"clickhouse: view quantnb.book_events (table quantnb.book_events_frames): {n:,} events" in printed
+    assert table.filter(pl.col("symbol") == SYMBOL)["deltas"].item() == N_FRAMES - 1
     # counters in run.json and the heartbeat
     rec = json.loads((project / "runs" / res.run_id / "run.json").read_text())
     c = rec["results"]["per_symbol"][SYMBOL]

@@ -100,6 +100,8 @@ class RecordResult:
         Final counters: totals, ``per_symbol`` counters, ``sink_bytes``, shards.
     raw_dir, parquet_dir : pathlib.Path or None
         Where the files are.
+    clickhouse_table : str or None
+        The ClickHouse events view (``database.name``; the table is ``<name>_frames``), if that sink ran.
     """
 
     run_id: str
@@ -107,13 +109,33 @@ class RecordResult:
     report: dict[str, Any]
     raw_dir: Path | None
     parquet_dir: Path | None
+    clickhouse_table: str | None = None
 
     def summary(self) -> pl.DataFrame:
-        """Print totals and folders; return the per-symbol counters as a table."""
+        """Print totals, where each sink wrote and how to read it; return the per-symbol counters as a table.
+
+        Returns
+        -------
+        polars.DataFrame
+            One row per symbol: the counters (snapshots, deltas, trades, gaps, resyncs, ...).
+        """
         r = self.report
-        print(f"Record run {self.run_id}: {self.status}, {r.get('messages', 0)} messages, "
-              f"{r.get('msgs_per_s', 0)} msgs/s, shards {r.get('shards', 0)}")
-        print(f"raw: {self.raw_dir}\nparquet: {self.parquet_dir}")
+        stopped = f", stopped by {r['stopped_by']}" if r.get("stopped_by") else ""
+        print(f"Record run {self.run_id}: {self.status}, {r.get('messages', 0):,} messages "
+              f"({r.get('msgs_per_s', 0):,.0f} msgs/s){stopped}")
+        if self.raw_dir is not None:
+            print(f"raw: {self.raw_dir} (read by `quantnb run etl` unchanged)")
+        if self.parquet_dir is not None:
+            print(f"parquet: {self.parquet_dir}: {r.get('shards', 0)} shard(s), {r.get('parquet_rows', 0):,} events "
+                  "(quantnb.record.read_events(folder): one row per level or trade)")
+        if self.clickhouse_table is not None:
+            backlog = r.get("clickhouse_backlog") or []
+            print(f"clickhouse: view {self.clickhouse_table} (table {self.clickhouse_table}_frames): "
+                  f"{r.get('clickhouse_rows', 0):,} events inserted by this run; "
+                  + (f"{len(backlog)} shard(s) to backfill (the next run inserts them)" if backlog else "no backlog"))
+        if r.get("backpressure_pauses"):
+            print(f"the sinks fell behind the stream {r['backpressure_pauses']} time(s): reading paused until the "
+                  "flush ended (nothing lost; a faster disk or fewer symbols per recorder avoids it)")
         rows = [{"symbol": s, **c} for s, c in r.get("per_symbol", {}).items()]
         return pl.DataFrame(rows)
 
@@ -167,7 +189,9 @@ def run_record(params: RecordParams) -> RecordResult:
                 ctx.checkpoint.mark_failed(f"clickhouse/{path.stem}", "insert failed; the shard stays in Parquet "
                                            "and is inserted by the next run (backfill)")
             ctx.batch_saved(n, frames, rows, path)
-            ctx.item_done(f"shard {path.name}", events=frames, batch_num=n)
+            c = rec.counters  # the progress line (widget, heartbeat) says how the stream goes, not only the shard
+            ctx.item_done(f"shard {path.name} · {rec.messages:,} msgs · gaps {c.total('gaps')} · resyncs "
+                          f"{c.total('resyncs')} · reconnects {c.total('reconnects')}", events=frames, batch_num=n)
 
         def on_progress(rep: dict[str, Any]) -> None:
             ctx.heartbeat.update(force=True, recorder=rep)
@@ -182,11 +206,19 @@ def run_record(params: RecordParams) -> RecordResult:
         rep["stopped_by"] = rec.stopped_by
         ctx.set_result(**rep)
         ctx.heartbeat.update(force=True, recorder=rep)
-        for key in ("messages", "snapshots", "deltas", "trades", "gaps", "resyncs", "reconnects", "msgs_per_s"):
-            logger.info("record/{}={}", key, rep.get(key))
+        keys = ("messages", "snapshots", "deltas", "trades", "gaps", "resyncs", "reconnects", "msgs_per_s")
+        for key in keys:  # one greppable metric line each, in the session log
+            logger.debug("record/{}={}", key, rep.get(key))
+        logger.info("Recorded {:,} messages ({:,.0f} msgs/s): {:,} snapshot(s), {:,} deltas, {:,} trades; {} gap(s), "
+                    "{} resync(s), {} reconnect(s){}", rep.get("messages", 0), rep.get("msgs_per_s", 0),
+                    rep.get("snapshots", 0), rep.get("deltas", 0), rep.get("trades", 0), rep.get("gaps", 0),
+                    rep.get("resyncs", 0), rep.get("reconnects", 0),
+                    f"; reading paused {rep['backpressure_pauses']} time(s) while the sinks caught up"
+                    if rep.get("backpressure_pauses") else "")
         if interrupted is not None:
             ctx.finish("interrupted", error=f"stopped by a signal ({interrupted}); every sink was flushed")
         elif rep.get("clickhouse_backlog"):
             ctx.finish("completed_with_errors", error=f"{len(rep['clickhouse_backlog'])} shard(s) not in ClickHouse "
                        "(they are in Parquet; the next run backfills them)")
-    return RecordResult(ctx.run_id, ctx.status, rep, raw_dir, parquet_dir)
+    return RecordResult(ctx.run_id, ctx.status, rep, raw_dir, parquet_dir,
+                        params.clickhouse_table if "clickhouse" in params.sinks else None)
