@@ -110,3 +110,49 @@ def test_a_misspelt_parameter_shows_one_clear_config_error(page, lab: Lab):
     assert "Traceback" not in everything, f"a traceback reached the notebook:\n{everything}"
     errors.first.scroll_into_view_if_needed()
     page.screenshot(path=str(SCREENSHOTS / "etl_config_error.png"), full_page=False)
+
+
+def test_record_in_the_lab_then_interrupt_flushes_and_says_so(page, lab: Lab):
+    """Record from a loopback Bybit server in JupyterLab; the kernel's Interrupt stops it cleanly."""
+    from quantnb.record import read_events
+    from quantnb.testing.bybit_ws_server import BybitStreamServer
+
+    with BybitStreamServer(loop=True, message_delay_s=0.005) as srv:  # endless, ~200 frames/s
+        _open(page, lab, "notebooks/record.ipynb")
+        _set_parameters_cell(page, "ws_url = None", f"ws_url = {srv.url('linear')!r}")
+        _set_parameters_cell(page, 'channels = ["book", "trades"]', 'channels = ["book"]')
+        _set_parameters_cell(page, "flush_every_s = 5.0", "flush_every_s = 1.0")
+        before = _state(page)["counts"]
+        page.locator("#jp-MainMenu .lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+        page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+        progress = page.locator(".quantnb-progress").first
+        page.wait_for_function("""() => { const p = document.querySelector('.quantnb-progress');
+                                          return p && /[2-9] shards|[0-9]{2,} shards/.test(p.innerText); }""",
+                               timeout=120_000, polling=500)
+        running = progress.inner_text()
+        assert "msgs" in running and "gaps 0" in running, running
+        page.screenshot(path=str(SCREENSHOTS / "record_running.png"), full_page=False)
+        page.locator("#jp-MainMenu .lm-MenuBar-itemLabel", has_text=re.compile(r"^Kernel$")).click()
+        page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Interrupt Kernel$")).click()
+        page.wait_for_function(f"() => {{ const s = ({_STATE_JS})(); return s && s.status === 'idle' && !s.busy; }}",
+                               timeout=120_000, polling=500)
+    assert _state(page)["counts"][1] > (before[1] or 0)
+    console = "\n".join(_outputs(page, "application/vnd.jupyter.stdout").all_inner_texts())
+    assert "Recorded " in console and "ended: interrupted" in console, console
+    assert len(console.splitlines()) <= 12, f"console too chatty:\n{console}"
+    errors = "\n".join(_outputs(page, _STDERR).all_inner_texts())
+    assert len(errors.splitlines()) <= 6, f"a traceback wall:\n{errors}"
+    everything = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
+    assert "Traceback" not in everything, f"a traceback reached the notebook:\n{everything}"
+    assert "interrupted" in progress.inner_text(), progress.inner_text()
+    page.locator(".jp-OutputArea-output").last.scroll_into_view_if_needed()
+    page.screenshot(path=str(SCREENSHOTS / "record_interrupted.png"), full_page=False)
+    runs = sorted((lab.project / "runs").glob("record_*"))
+    assert len(runs) == 1
+    import json
+
+    results = json.loads((runs[0] / "run.json").read_text())["results"]
+    assert results["stopped_by"] == "stop" and results["messages"] > 0
+    assert "stopped by an interrupt or SIGTERM (every sink flushed)" in everything
+    events = read_events(lab.project / "data" / "recorded" / "parquet" / "bybit" / "linear")
+    assert events.select("recv_ns", "update_id").unique().height == results["messages"], "a frame lost on interrupt"

@@ -120,7 +120,9 @@ class RecordResult:
             One row per symbol: the counters (snapshots, deltas, trades, gaps, resyncs, ...).
         """
         r = self.report
-        stopped = f", stopped by {r['stopped_by']}" if r.get("stopped_by") else ""
+        why = {"stop": "an interrupt or SIGTERM (every sink flushed)", "duration": "duration_s",
+               "max_messages": "max_messages", "error": "an error (see the session log)"}
+        stopped = f", stopped by {why.get(r['stopped_by'], r['stopped_by'])}" if r.get("stopped_by") else ""
         print(f"Record run {self.run_id}: {self.status}, {r.get('messages', 0):,} messages "
               f"({r.get('msgs_per_s', 0):,.0f} msgs/s){stopped}")
         if self.raw_dir is not None:
