@@ -91,3 +91,51 @@ def test_a_silent_bybit_connection_is_closed_and_reconnected(tmp_path):
         rec = Recorder(cfg)
         rec.run()
     assert srv.connections >= 2 and rec.counters.by_symbol[SYMBOL]["reconnects"] >= 1
+
+
+def _self_signed(tmp_path):
+    """A certificate for localhost/127.0.0.1 and its key, made by the openssl command line."""
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def test_wss_records_over_tls_and_an_untrusted_certificate_is_refused(tmp_path, monkeypatch):
+    """The venues are wss:// only: TLS through picows's default context, certificates verified."""
+    import ssl
+    import threading
+    import time
+
+    from quantnb.record import Recorder
+    from quantnb.testing.bybit_ws_server import SAMPLE_OB200
+
+    cert, key = _self_signed(tmp_path)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    from loguru import logger
+
+    warnings: list[str] = []
+    sink = logger.add(lambda m: warnings.append(m.record["message"]), level="WARNING")
+    with BybitStreamServer(ssl_context=server_ctx) as srv:  # not trusted: the handshake must fail, nothing recorded
+        assert srv.url().startswith("wss://localhost:")
+        rec = Recorder(config(tmp_path / "untrusted", venue="bybit", market="linear", symbols=(SYMBOL,),
+                              channels=("book",), ws_url=srv.url(), backoff_base_s=0.05))
+        t = threading.Thread(target=rec.run, daemon=True)
+        t.start()
+        time.sleep(2.0)
+        rec.request_stop()
+        t.join(30)
+        assert rec.messages == 0 and srv.subscriptions == [] and rec.counters.total("reconnects") >= 1
+    logger.remove(sink)
+    assert any("CERTIFICATE_VERIFY_FAILED" in w and "SSL_CERT_FILE" in w for w in warnings), warnings
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trusted, as a venue's certificate is by the system's CAs
+    with BybitStreamServer(ssl_context=server_ctx) as srv:
+        rec = record_until_done(config(tmp_path / "trusted", venue="bybit", market="linear", symbols=(SYMBOL,),
+                                       channels=("book",), ws_url=srv.url()), srv)
+    assert rec.messages == 414 and rec.counters.by_symbol[SYMBOL]["gaps"] == 0
+    raw = tmp_path / "trusted" / "raw" / f"2026-08-09_{SYMBOL}_ob200.data"
+    assert raw.read_bytes() == SAMPLE_OB200.read_bytes()

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import random
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -251,8 +252,10 @@ class _Client:
             except _CONN_ERRORS as exc:
                 attempt += 1
                 delay = backoff_s(attempt, self.backoff_base_s, self.backoff_cap_s)
-                logger.warning("{} connection lost or refused ({}: {}); reconnect attempt {} in {:.2f} s",
-                               self.venue, type(exc).__name__, exc, attempt, delay)
+                hint = ("; the server's TLS certificate is not trusted here: behind a TLS-inspecting proxy, point "
+                        "SSL_CERT_FILE at its CA bundle" if isinstance(exc, ssl.SSLCertVerificationError) else "")
+                logger.warning("{} connection lost or refused ({}: {}){}; reconnect attempt {} in {:.2f} s",
+                               self.venue, type(exc).__name__, exc, hint, attempt, delay)
                 await asyncio.sleep(delay)
             for s in self.symbols:
                 self.counters.add(s, "reconnects")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import threading
 import uuid
 from collections.abc import Sequence
@@ -120,6 +121,8 @@ class BybitStreamServer:
         topic restarts with its snapshot frame.
     start_delay_s : float
         Pause after a subscription's acknowledgement before streaming.
+    ssl_context : ssl.SSLContext, optional
+        Serve ``wss://`` (TLS) with this server context; :meth:`url` then names ``localhost``.
 
     Attributes
     ----------
@@ -135,7 +138,8 @@ class BybitStreamServer:
     """
 
     def __init__(self, frames: Sequence[str] | None = None, *, message_delay_s: float = 0.0, loop: bool = False,
-                 start_delay_s: float = 0.0) -> None:
+                 start_delay_s: float = 0.0, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.ssl_context = ssl_context
         self.frames = list(frames) if frames is not None else load_bybit_frames()
         self.topics = [_decode(f)["topic"] for f in self.frames]
         self.message_delay_s = message_delay_s
@@ -186,7 +190,7 @@ class BybitStreamServer:
         return self._port
 
     def url(self, market: str = "linear") -> str:
-        """``ws://127.0.0.1:<port>/v5/public/<market>``.
+        """``ws://127.0.0.1:<port>/v5/public/<market>`` (``wss://localhost:...`` with ``ssl_context``).
 
         Parameters
         ----------
@@ -198,6 +202,8 @@ class BybitStreamServer:
         str
             The websocket URL.
         """
+        if self.ssl_context is not None:  # a certificate names a host: localhost
+            return f"wss://localhost:{self._port}/v5/public/{market}"
         return f"ws://127.0.0.1:{self._port}/v5/public/{market}"
 
     def start(self) -> BybitStreamServer:
@@ -225,7 +231,8 @@ class BybitStreamServer:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        async with serve(self._serve, "127.0.0.1", 0, max_size=None, compression=None) as server:
+        async with serve(self._serve, "127.0.0.1", 0, max_size=None, compression=None,
+                         ssl=self.ssl_context) as server:
             self._port = next(iter(server.sockets)).getsockname()[1]
             self._ready.set()
             await self._stop.wait()
