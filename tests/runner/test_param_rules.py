@@ -64,3 +64,27 @@ def test_the_cli_refuses_an_escaping_train_id_with_a_config_error(project):
     assert res.returncode == 2 and "ConfigError" in res.stderr and "train_id='../../etc'" in res.stderr
     assert "Traceback" not in res.stderr and "FileNotFoundError" not in res.stderr
     assert not (project / "runs").exists() or not any((project / "runs").iterdir())
+
+
+@pytest.mark.parametrize("stage", ["etl", "record", "labelling"])
+def test_resume_injects_only_what_the_run_changed_and_every_name_is_in_the_parameters_cell(stage, tmp_path):
+    """A resumed run's recorded parameters: defaults (default_factory ones too) are not injected again."""
+    import json
+
+    import papermill
+
+    from quantnb.runner._execute import resolve_params
+    from quantnb.stages import params_class
+
+    cls = params_class(stage)
+    recorded = cls.parse({"project_dir": str(tmp_path), "console_level": "WARNING"}).model_dump(mode="json")
+    run = tmp_path / "runs" / "old_run"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"stage": stage, "parameters": recorded}))
+    _, values = resolve_params(stage, overrides={}, resume_run_id="old_run", root=tmp_path)
+    assert "third_party_levels" not in values  # {} from a default_factory: papermill warned 'unknown parameter'
+    assert values["console_level"] == "WARNING" and values["resume"] is True and values["run_id"] == "old_run"
+    from tests.conftest import REPO
+
+    cell = set(papermill.inspect_notebook(str(REPO / "notebooks" / f"{stage}.ipynb")))
+    assert set(values) <= cell, f"not in the {stage} notebook's parameters cell: {sorted(set(values) - cell)}"

@@ -104,8 +104,11 @@ def resolve_params(
             raise ConfigError(f"--resume {resume_run_id}: no runs/{resume_run_id}/run.json under {root}")
         if rec.get("stage") != stage:
             raise ConfigError(f"--resume {resume_run_id}: that run is stage {rec.get('stage')!r}, not {stage!r}")
+        # only what differs from the default is injected: a default the notebook's parameters cell does not
+        # list (e.g. third_party_levels={}, from a default_factory) would make papermill warn about it
+        fields = cls.model_fields
         values.update({k: v for k, v in rec.get("parameters", {}).items()
-                       if k in cls.model_fields and v != cls.model_fields[k].default})
+                       if k in fields and v != fields[k].get_default(call_default_factory=True)})
     if params_file:
         values.update(load_yaml_params(params_file))
     values.update(overrides or {})
