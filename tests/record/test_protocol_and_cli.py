@@ -57,16 +57,24 @@ def test_binance_reconnect_with_missed_diffs_resyncs_and_etl_agrees(tmp_path):
 
 
 @pytest.mark.slow
-def test_quantnb_run_record_executes_the_notebook(project):
-    with BybitStreamServer() as srv:
-        out = run_cli("run", "record", "-p", "ws_url", srv.url(), "-p", "max_messages", "414", "-p", "channels",
+def test_quantnb_run_record_executes_the_notebook_then_resumes_with_another_stop(project):
+    """`quantnb run record`, then `--resume` with another max_messages: the same run goes on in new shards."""
+    with BybitStreamServer(message_delay_s=0.01) as srv:  # paced: the script's rest is left for the resumed session
+        out = run_cli("run", "record", "-p", "ws_url", srv.url(), "-p", "max_messages", "200", "-p", "channels",
                       "[book]", "-p", "flush_every_s", "0.5", cwd=project, timeout=240)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    run = sorted((project / "runs").glob("record_*"))[-1]
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        run = sorted((project / "runs").glob("record_*"))[-1]
+        again = run_cli("run", "record", "--resume", run.name, "-p", "max_messages", "100", cwd=project, timeout=240)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "Passed unknown parameter" not in again.stdout + again.stderr
     rec = json.loads((run / "run.json").read_text())
-    assert rec["status"] == "completed" and rec["results"]["messages"] == 414
+    assert rec["status"] == "completed" and rec["results"]["messages"] == 100  # this session: a snapshot + 99
+    shards = sorted((project / "data" / "recorded" / "parquet" / "bybit" / "linear").glob("*.parquet"))
+    assert len(shards) >= 2 and len({p.name.split("_")[1] for p in shards}) == 2  # two processes' shards
     raw = project / "data" / "recorded" / "raw" / "bybit" / "linear" / f"2026-08-09_{SYMBOL}_ob200.data"
-    assert (ingest_file(raw).book.best_bid, ingest_file(raw).book.best_ask) == (65114.2, 65114.3)
+    assert len(raw.read_bytes().splitlines()) == 300  # 200 frames, then the resumed session's 100
+    ing = ingest_file(raw)
+    assert ing.quality.resyncs == 1 and not ing.book.is_crossed  # the new connection's snapshot rebuilt the book
 
 
 def test_reconnect_backoff_is_exponential_with_full_jitter():

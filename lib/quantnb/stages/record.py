@@ -25,7 +25,7 @@ import dataclasses
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import polars as pl
 from loguru import logger
@@ -40,9 +40,16 @@ _DEPTHS = {"linear": (1, 50, 200, 500), "spot": (1, 50, 200)}
 
 
 class RecordParams(StageParams):
-    """Parameters of the record stage."""
+    """Parameters of the record stage.
+
+    How long to record and how often to report are not part of the config hash: a resumed
+    recording (``quantnb run record --resume <id> -p duration_s 3600``) goes on into new
+    shards of the same run with another stop condition.
+    """
 
     stage = "record"
+    execution_fields: ClassVar[frozenset[str]] = StageParams.execution_fields | frozenset(
+        {"duration_s", "max_messages", "progress_every_s", "log_frames"})
     venue: Literal["bybit", "binance"] = Field("bybit", description="Exchange.")
     market: Literal["linear", "spot", "usdm"] = Field("linear", description="bybit: linear | spot; binance: usdm.")
     symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT"], min_length=1, description="Exchange symbols.")
