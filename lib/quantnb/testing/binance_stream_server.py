@@ -35,10 +35,12 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+
+from quantnb.testing._loopback import LoopbackWebsocketServer
 
 __all__ = ["BinanceStreamServer", "load_binance_capture", "SAMPLE_CAPTURE"]
 
@@ -86,7 +88,7 @@ def load_binance_capture(path: str | Path = SAMPLE_CAPTURE, max_frames: int | No
     return snapshot, frames
 
 
-class BinanceStreamServer:
+class BinanceStreamServer(LoopbackWebsocketServer):
     """Replay Binance USD-M stream frames and serve depth snapshots on ``127.0.0.1``.
 
     Parameters
@@ -115,8 +117,11 @@ class BinanceStreamServer:
         Set when the script has been streamed to its end.
     """
 
+    _thread_name = "binance-ws-loopback"
+
     def __init__(self, snapshot: str | None = None, frames: Sequence[str] | None = None, *,
                  message_delay_s: float = 0.0, ping_interval_s: float | None = 5.0, loop: bool = False) -> None:
+        super().__init__()
         if snapshot is None or frames is None:
             snapshot, frames = load_binance_capture()
         snap = _decode(snapshot)
@@ -143,11 +148,6 @@ class BinanceStreamServer:
         self.done = threading.Event()
         self._drops: dict[int, int] = {}
         self._gaps: set[int] = set()
-        self._aloop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._port = 0
 
     def drop_after(self, index: int, skip: int = 0) -> None:
         """Cut the connection (no close frame) right after script frame ``index``; ``skip`` frames pass while away.
@@ -172,11 +172,6 @@ class BinanceStreamServer:
         self._gaps.add(index)
 
     @property
-    def port(self) -> int:
-        """The listening TCP port (0 before :meth:`start`)."""
-        return self._port
-
-    @property
     def ws_url(self) -> str:
         """``ws://127.0.0.1:<port>``: the websocket root (``/stream?streams=`` is appended by clients)."""
         return f"ws://127.0.0.1:{self._port}"
@@ -186,36 +181,10 @@ class BinanceStreamServer:
         """``http://127.0.0.1:<port>``: the REST root (``/fapi/v1/depth``)."""
         return f"http://127.0.0.1:{self._port}"
 
-    def start(self) -> BinanceStreamServer:
-        """Start the event-loop thread and listen on an ephemeral port; return self."""
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="binance-ws-loopback",
-                                        daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("Binance loopback stream server did not start within 10 s")
-        return self
-
-    def stop(self) -> None:
-        """Close every connection and stop the server thread."""
-        if self._aloop is not None and self._stop is not None:
-            self._aloop.call_soon_threadsafe(self._stop.set)
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def __enter__(self) -> BinanceStreamServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    async def _main(self) -> None:
-        self._aloop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        async with serve(self._serve, "127.0.0.1", 0, process_request=self._http, max_size=None, compression=None,
-                         ping_interval=self.ping_interval_s) as server:
-            self._port = next(iter(server.sockets)).getsockname()[1]
-            self._ready.set()
-            await self._stop.wait()
+    def _serve_options(self) -> dict:
+        """Return ``serve``'s options: REST on the same port, no size limit, no compression, pings."""
+        return {"process_request": self._http, "max_size": None, "compression": None,
+                "ping_interval": self.ping_interval_s}
 
     # -- REST ---------------------------------------------------------------------------------
     def _http(self, conn: ServerConnection, request: Request) -> Response | None:

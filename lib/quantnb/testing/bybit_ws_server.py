@@ -28,8 +28,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+
+from quantnb.testing._loopback import LoopbackWebsocketServer
 
 __all__ = ["BybitStreamServer", "load_bybit_frames", "SAMPLE_OB200"]
 
@@ -106,7 +108,7 @@ class _TopicBook:
                                     "u": self.u, "seq": self.seq}, "cts": self.ts}, separators=(",", ":"))
 
 
-class BybitStreamServer:
+class BybitStreamServer(LoopbackWebsocketServer):
     """Replay Bybit v5 public frames to websocket clients on ``127.0.0.1``.
 
     Parameters
@@ -137,8 +139,11 @@ class BybitStreamServer:
         Set when the script has been streamed to its end.
     """
 
+    _thread_name = "bybit-ws-loopback"
+
     def __init__(self, frames: Sequence[str] | None = None, *, message_delay_s: float = 0.0, loop: bool = False,
                  start_delay_s: float = 0.0, ssl_context: ssl.SSLContext | None = None) -> None:
+        super().__init__()
         self.ssl_context = ssl_context
         self.frames = list(frames) if frames is not None else load_bybit_frames()
         self.topics = [_decode(f)["topic"] for f in self.frames]
@@ -156,11 +161,6 @@ class BybitStreamServer:
         self._books: dict[str, _TopicBook] = {}
         self._drops: set[int] = set()
         self._gaps: set[int] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._port = 0
 
     # -- faults -----------------------------------------------------------------------------
     def drop_after(self, index: int) -> None:
@@ -184,11 +184,6 @@ class BybitStreamServer:
         self._gaps.add(index)
 
     # -- life cycle -------------------------------------------------------------------------
-    @property
-    def port(self) -> int:
-        """The listening TCP port (0 before :meth:`start`)."""
-        return self._port
-
     def url(self, market: str = "linear") -> str:
         """``ws://127.0.0.1:<port>/v5/public/<market>`` (``wss://localhost:...`` with ``ssl_context``).
 
@@ -206,36 +201,9 @@ class BybitStreamServer:
             return f"wss://localhost:{self._port}/v5/public/{market}"
         return f"ws://127.0.0.1:{self._port}/v5/public/{market}"
 
-    def start(self) -> BybitStreamServer:
-        """Start the event-loop thread and listen on an ephemeral port; return self."""
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="bybit-ws-loopback",
-                                        daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("Bybit loopback websocket server did not start within 10 s")
-        return self
-
-    def stop(self) -> None:
-        """Close every connection and stop the server thread."""
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def __enter__(self) -> BybitStreamServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        async with serve(self._serve, "127.0.0.1", 0, max_size=None, compression=None,
-                         ssl=self.ssl_context) as server:
-            self._port = next(iter(server.sockets)).getsockname()[1]
-            self._ready.set()
-            await self._stop.wait()
+    def _serve_options(self) -> dict:
+        """Return ``serve``'s options: no size limit, no compression, TLS with ``ssl_context``."""
+        return {"max_size": None, "compression": None, "ssl": self.ssl_context}
 
     # -- protocol -----------------------------------------------------------------------------
     async def _serve(self, ws: ServerConnection) -> None:

@@ -17,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import threading
 from collections.abc import Callable, Sequence
 
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+
+from quantnb.testing._loopback import LoopbackWebsocketServer
 
 __all__ = ["KlineStreamServer", "kline_message"]
 
@@ -70,7 +71,7 @@ class _Drop:
     mid_candle: bool
 
 
-class KlineStreamServer:
+class KlineStreamServer(LoopbackWebsocketServer):
     """Stream kline messages for ``bars`` to any client connecting to ``ws://127.0.0.1:<port>/ws/...``.
 
     Parameters
@@ -98,9 +99,12 @@ class KlineStreamServer:
         Index of the next candle to stream.
     """
 
+    _thread_name = "kline-ws-loopback"
+
     def __init__(self, bars: Sequence[Bar], *, symbol: str = "BTCUSDT", interval: str = "1m",
                  interval_ms: int = 60_000, updates_per_bar: int = 2, message_delay_s: float = 0.0,
                  on_closed: Callable[[int], None] | None = None):
+        super().__init__()
         self.bars = list(bars)
         self.symbol, self.interval, self.interval_ms = symbol, interval, interval_ms
         self.updates_per_bar = updates_per_bar
@@ -110,11 +114,6 @@ class KlineStreamServer:
         self.cursor = 0
         self.path = f"/ws/{symbol.lower()}@kline_{interval}"
         self._drops: list[_Drop] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._port = 0
 
     def drop_after(self, bar_index: int, *, skip_bars: int = 0, mid_candle: bool = False) -> None:
         """Cut the connection at candle ``bar_index``; resume later at ``bar_index + 1 + skip_bars``.
@@ -135,44 +134,6 @@ class KlineStreamServer:
     def url(self) -> str:
         """``ws://127.0.0.1:<port>/ws/<symbol>@kline_<interval>``, the stream's address."""
         return f"ws://127.0.0.1:{self._port}{self.path}"
-
-    def start(self) -> KlineStreamServer:
-        """Start the event loop thread and listen on an ephemeral port; return self.
-
-        Raises
-        ------
-        RuntimeError
-            If the server does not accept connections within 10 s.
-        """
-        self._thread = threading.Thread(target=self._run, name="kline-ws-loopback", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("websocket server did not start within 10 s")
-        return self
-
-    def stop(self) -> None:
-        """Close every connection and stop the server thread."""
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def __enter__(self) -> KlineStreamServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _run(self) -> None:
-        asyncio.run(self._main())
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        async with serve(self._serve, "127.0.0.1", 0) as server:
-            self._port = next(iter(server.sockets)).getsockname()[1]
-            self._ready.set()
-            await self._stop.wait()
 
     async def _serve(self, ws: ServerConnection) -> None:
         if ws.request is None or ws.request.path.lower() != self.path:
