@@ -108,7 +108,8 @@ def test_unreachable_scheduler_is_a_config_error_naming_the_fix(project, monkeyp
 def test_the_runs_local_cluster_uses_quantnbs_dask_settings_not_dasks_defaults():
     """The settings measured to cost ~20 % of a file's CPU (MALLOC_TRIM_THRESHOLD_, the profiler) are off."""
     import dask
-    from quantnb.parallel._dask import DASK_CONFIG_FILE, DaskExecutor
+    from quantnb.parallel import DASK_CONFIG_FILE
+    from quantnb.parallel._dask import DaskExecutor
 
     assert dask.config.get("distributed.nanny.pre-spawn-environ")["MALLOC_TRIM_THRESHOLD_"] == 65536  # Dask's own
     ex = DaskExecutor(n_workers=1, scheduler=None, run_id="settings")
@@ -131,7 +132,7 @@ def dask_cluster(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     address = f"tcp://127.0.0.1:{port}"
-    from quantnb.parallel._dask import DASK_CONFIG_FILE
+    from quantnb.parallel import DASK_CONFIG_FILE
 
     env = {**os.environ, "POLARS_MAX_THREADS": "1", "DASK_CONFIG": str(DASK_CONFIG_FILE)}
     procs = [subprocess.Popen([PYTHON, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port",

@@ -15,6 +15,7 @@ resume contract is the same whichever executor runs the items.
 from __future__ import annotations
 
 from quantnb.parallel._executor import (
+    DASK_CONFIG_FILE,
     EXECUTOR_FIELDS,
     Completed,
     ExecutorError,
@@ -26,6 +27,7 @@ from quantnb.parallel._executor import (
 from quantnb.parallel._params import ParallelStageParams
 
 __all__ = [
+    "DASK_CONFIG_FILE",
     "EXECUTOR_FIELDS",
     "Completed",
     "ExecutorError",

@@ -24,20 +24,17 @@ import traceback
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 from loguru import logger
 
 from quantnb.errors import ConfigError
-from quantnb.parallel._executor import Completed, ExecutorError
+from quantnb.parallel._executor import DASK_CONFIG_FILE, Completed, ExecutorError
 
 _LOG_WAIT_S = 10.0  # how long the driver waits for a finished task's log records to arrive
 _CONNECT_TIMEOUT_S = 60
 
-# Dask settings for the LocalCluster a run starts and for `dask worker` (DASK_CONFIG); why each: the file
-DASK_CONFIG_FILE = Path(__file__).with_name("dask.yaml")
 
 
 def _local_cluster_config() -> dict[str, Any]:

@@ -7,6 +7,7 @@ import multiprocessing
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from quantnb.errors import ConfigError, QuantnbError
@@ -17,6 +18,9 @@ if TYPE_CHECKING:
 
 ExecutorKind = Literal["local", "dask"]
 EXECUTOR_FIELDS = frozenset({"executor", "scheduler"})  # how to run, not what: outside the config hash
+# Dask settings of the LocalCluster a run starts and of `dask worker` started with DASK_CONFIG=<this file>;
+# the file says why each one
+DASK_CONFIG_FILE = Path(__file__).with_name("dask.yaml")
 
 
 class ExecutorError(QuantnbError):
