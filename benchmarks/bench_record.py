@@ -50,8 +50,7 @@ def run_config(sinks: tuple[str, ...], seconds: float, url: str, tmp: Path) -> d
         venue="bybit", market="linear", symbols=("BTCUSDT",), depth=200, channels=("book",), ws_url=url,
         raw_dir=tmp / "raw", parquet_dir=tmp / "parquet" if "parquet" in sinks else None,
         clickhouse="clickhouse" in sinks, clickhouse_path=tmp / "ch", flush_every_s=5.0,
-        progress_every_s=max(seconds / 4, 5.0), duration_s=seconds,
-        max_batch_frames=int(os.environ.get("QUANTNB_BENCH_BATCH", "50000")))
+        progress_every_s=max(seconds / 4, 5.0), duration_s=seconds)
     rec = Recorder(cfg)
     proc = psutil.Process()
     rss: list[tuple[float, float]] = []

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-__all__ = ["EVENT_SCHEMA", "FRAME_SCHEMA", "events_frame", "frames_from_decoded", "BookColumns",
+__all__ = ["EVENT_SCHEMA", "FRAME_SCHEMA", "events_frame", "BookColumns",
            "frames_from_events", "events_from_frames", "BYBIT_BOOK", "BYBIT_TRADE",
            "BINANCE_DEPTH", "BINANCE_TRADE", "BINANCE_BBO", "BINANCE_SNAPSHOT"]
 
@@ -284,6 +284,11 @@ class BookColumns:
         ----------
         venue, market, shard : str
             Written in every row.
+
+        Returns
+        -------
+        polars.DataFrame
+            Schema ``FRAME_SCHEMA``, ``len(self)`` rows.
         """
         import pyarrow as pa
 
@@ -310,41 +315,6 @@ class BookColumns:
             venue=pl.lit(venue), market=pl.lit(market), channel=pl.lit("book"),
             side=pl.lit(None, pl.String), trade_id=pl.lit(None, pl.String), shard=pl.lit(shard))
         return frame.select([pl.col(c).cast(t) for c, t in FRAME_SCHEMA.items()])
-
-
-def frames_from_decoded(kind: str, recv_ns: list[int], msgs: list[Any], *, venue: str, market: str,
-                        shard: str = "") -> pl.DataFrame:
-    """Build stored rows (one per frame) from book frames the client already decoded (the sinks' fast path).
-
-    Same rows as ``frames_from_events(events_frame(...))`` on the frames' text (prices and
-    sizes are the same correctly rounded parses of the same decimal strings), without
-    decoding the JSON again or making a row per level.
-
-    Parameters
-    ----------
-    kind : {BYBIT_BOOK, BINANCE_DEPTH}
-        The frame kind of ``msgs``.
-    recv_ns : list of int
-        Receive time of each frame, ns.
-    msgs : list
-        ``BybitBookMsg`` (Bybit) or the ETL's ``_Depth`` events (Binance), one per frame.
-    venue, market, shard : str
-        Written in every row.
-
-    Returns
-    -------
-    polars.DataFrame
-        Schema ``FRAME_SCHEMA``, one row per frame, in order.
-
-    Raises
-    ------
-    ValueError
-        For a kind without a decoded form.
-    """
-    cols = BookColumns(kind)
-    for r, m in zip(recv_ns, msgs, strict=True):
-        cols.add(r, m)
-    return cols.frame(venue=venue, market=market, shard=shard)
 
 
 def events_from_frames(frames: pl.DataFrame) -> pl.DataFrame:

@@ -430,8 +430,7 @@ class ClickHouseSink:
         self._exec(f"CREATE DATABASE IF NOT EXISTS {db}")
         name = table.split(".")[-1]
         found = f"SELECT engine FROM system.tables WHERE database = '{db}' AND name = '{name}'"
-        engine = str(self._exec(found) if self._session is not None else self._client.command(found)).strip()
-        engine = engine.strip('"')
+        engine = str(self._exec(found)).strip().strip('"')  # chDB's CSV quotes it
         if engine and engine != "View":
             raise ConfigError(f"ClickHouse {table} is a {engine} table, not the events view of {table}_frames "
                               "(a table of an earlier quantnb layout?): set clickhouse_table to a new name, or "
