@@ -17,6 +17,7 @@ from quantnb.errors import ConfigError, TemporaryError
 from quantnb.live._ccxt_broker import CcxtBroker
 from quantnb.live._ccxt_feed import CcxtKlineProvider
 from quantnb.live._emergency import check_not_halted
+from quantnb.live._endpoints import check_endpoint_override
 from quantnb.live._feed import ReplayProvider, read_bars
 from quantnb.live._paper import PaperBroker
 from quantnb.live._risk import RiskLimits
@@ -180,7 +181,9 @@ def build_trader(
         Retries of exchange calls (default :class:`quantnb.retry.RetryPolicy`: 4 attempts,
         exponential backoff with jitter, ``Retry-After`` honoured).
     rest_base_url, ws_url : str, optional
-        Override Binance's REST root and kline stream URL (loopback servers in tests).
+        Override Binance's REST root and kline stream URL (loopback servers in tests); refused
+        in ``live`` and, in ``testnet``, outside loopback unless Binance's testnet over TLS
+        (:func:`quantnb.live._endpoints.check_endpoint_override`).
     timeout_s : float
         HTTP timeout per request, seconds.
     session_ts : str, optional
@@ -205,7 +208,8 @@ def build_trader(
     Raises
     ------
     ConfigError
-        Before any connection: ``live`` without ``confirm_live``, an unknown mode, the
+        Before any connection: ``live`` without ``confirm_live``, an endpoint override that
+        could send the keys to a foreign host, an unknown mode, the
         drawdown halt marker present, missing API key variables, missing replay bars or
         too little history.
     """
@@ -227,6 +231,8 @@ def build_trader(
                              fill_model)
         logger.info("live/session: replay of {} bars of {} with agent {}", n, meta.symbol, cfg.train_id)
     else:
+        check_endpoint_override(mode, "rest_base_url", rest_base_url)
+        check_endpoint_override(mode, "ws_url", ws_url)
         sym = _ccxt_symbol(symbol or meta.symbol)
         broker = CcxtBroker(sym, mode, base_url=rest_base_url, timeout_s=timeout_s)
         provider = CcxtKlineProvider(broker.exchange, sym, cfg.timeframe, ws_url=ws_url or WS_URLS[mode],

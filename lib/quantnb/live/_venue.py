@@ -14,6 +14,7 @@ from typing import Any, Literal
 import ccxt
 
 from quantnb.errors import ConfigError, OperationalError, QuantnbError, RateLimitError, TemporaryError
+from quantnb.live._endpoints import check_endpoint_override
 from quantnb.retry import retry_after_s_from_headers
 from quantnb.runlog import SecretMasker
 
@@ -93,10 +94,12 @@ def make_exchange(mode: str, *, base_url: str | None = None, timeout_s: float = 
     Raises
     ------
     ConfigError
-        If ``mode`` is not ``testnet`` or ``live``.
+        If ``mode`` is not ``testnet`` or ``live``, or ``base_url`` could send the keys to a
+        foreign host (:func:`quantnb.live._endpoints.check_endpoint_override`).
     """
     if mode not in ENV_KEYS:
         raise ConfigError(f"mode={mode!r}: an exchange connection exists for 'testnet' and 'live' only")
+    check_endpoint_override(mode, "base_url", base_url)
     config: dict[str, Any] = {"timeout": int(timeout_s * 1000), "enableRateLimit": True,
                               "options": {"fetchMarkets": {"types": ["linear"]}, "fetchCurrencies": False}}
     if credentials is not None:

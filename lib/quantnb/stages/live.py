@@ -65,8 +65,11 @@ class LiveParams(StageParams):
                                                  "session continues the recorded one.")
     max_bad_bars: PositiveInt = Field(3, description="Consecutive rejected bars (NaN/Inf, non-positive, inconsistent "
                                                      "OHLC) that trigger the emergency protocol.")
-    rest_base_url: str | None = Field(None, description="Override Binance's REST root (loopback tests).")
-    ws_url: str | None = Field(None, description="Override the kline websocket URL (loopback tests).")
+    rest_base_url: str | None = Field(None, description="Override Binance's REST root (loopback tests): refused in "
+                                                        "live; in testnet a loopback address or Binance's testnet "
+                                                        "host over https only.")
+    ws_url: str | None = Field(None, description="Override the kline websocket URL (loopback tests): refused in live; "
+                                                 "in testnet a loopback address or Binance's testnet over wss only.")
     console_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
         "WARNING", description="The console stays quiet; everything is in the production log.")
 
@@ -74,6 +77,11 @@ class LiveParams(StageParams):
     def _live_needs_confirmation(self) -> LiveParams:
         if self.mode == "live" and not self.confirm_live:
             raise ValueError("mode='live' trades real money: set confirm_live=True to confirm (nothing was sent)")
+        if self.rest_base_url is not None or self.ws_url is not None:  # rare: the rule's module only then
+            from quantnb.live._endpoints import check_endpoint_override
+
+            check_endpoint_override(self.mode, "rest_base_url", self.rest_base_url)
+            check_endpoint_override(self.mode, "ws_url", self.ws_url)
         return self
 
     def run_suffix(self) -> str:
