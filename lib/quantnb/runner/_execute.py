@@ -293,8 +293,12 @@ def run_stage(
     _mask_notebook(notebook_out)
     record = read_run_record(run_dir, detect_dead=False) or {}
     status = record.get("status", "failed")
+    signal_fields: dict[str, Any] = {}
     if relay.received is not None:
         status = "interrupted"
+        name = signal.Signals(relay.received).name  # the kernel saw the SIGINT we relayed: record the real one
+        signal_fields = {"signal": name, "error": str(record.get("error") or f"stopped by {name}").replace(
+            "SIGINT", name)}
     elif status in ("running", "pending"):
         hb = read_heartbeat(paths.heartbeat_json)
         status = "failed" if error else (hb or {}).get("status", "completed")
@@ -304,7 +308,7 @@ def run_stage(
         status = "failed"  # the stage finished but a later cell (display) failed
     record = update_run_record(
         run_dir, status=status, failure=error, runner_duration_s=round(time.monotonic() - t0, 3),
-        runner_ended_at=iso(utc_now()),
+        runner_ended_at=iso(utc_now()), **signal_fields,
     )
     code = EXIT_CODES.get(status, 1)
     if status == "interrupted" and relay.received == signal.SIGTERM:
