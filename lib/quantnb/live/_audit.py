@@ -57,6 +57,7 @@ class AuditRow:
         the no-order decision), milliseconds.
     event : str
         ``bar`` (a decision on a closed candle), ``rejected`` (a bad candle, not acted on),
+        ``order_rejected`` (the venue refused the bar's order; skipped, reason in ``note``),
         ``stop_flatten`` (closing fill of an orderly stop), ``emergency_close`` (closing fill
         of the emergency protocol) or ``reconcile_fill`` (an in-flight order a restart found filled).
     client_order_id : str

@@ -39,7 +39,7 @@ class StepInfo:
     reason : str
         Why no order was sent (``dead band``, ``change below the minimum notional``, ...).
     event : str
-        ``bar``, ``rejected``, ``stop_flatten``, ``emergency_close`` or ``reconcile_fill``
+        ``bar``, ``rejected``, ``order_rejected``, ``stop_flatten``, ``emergency_close`` or ``reconcile_fill``
         (see :class:`AuditRow`).
     gap_before : bool
         Candles are missing before this one; the features warm up again.
@@ -96,6 +96,10 @@ class SessionStats:
         The state file and, for a resumed session, the reconciliation CSV.
     bad_bars, gaps : int
         Candles rejected and gaps met.
+    orders_rejected : int
+        Orders the venue refused (each skipped, with a registro row ``order_rejected``).
+    feed_fallbacks : int
+        REST fallbacks asked by the stale-feed watchdog.
     """
 
     session_ts: str
@@ -121,6 +125,8 @@ class SessionStats:
     reconciliation_path: Path | None = None
     bad_bars: int = 0
     gaps: int = 0
+    orders_rejected: int = 0
+    feed_fallbacks: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict (for ``run.json`` and the log)."""

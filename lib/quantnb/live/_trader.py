@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -13,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 from loguru import logger
 
-from quantnb.errors import QuantnbError, TemporaryError
+from quantnb.errors import OrderRejectedError, QuantnbError, TemporaryError
 from quantnb.live._audit import REGISTRO_COLUMNS, AuditRow, CsvAppender
 from quantnb.live._broker import Broker
 from quantnb.live._emergency import EmergencyCause, EmergencyProtocol, EmergencyReport, check_not_halted
@@ -26,6 +28,7 @@ from quantnb.live._risk import OrderPlan, RiskControl, RiskLimits
 from quantnb.live._state import PendingOrder, SessionLock, StateStore, TraderState, TradingState
 from quantnb.live._stats import SessionStats, StepInfo
 from quantnb.live._types import AccountState, Bar, Fill
+from quantnb.live._watchdog import FeedWatchdog, StopGuard, missing_features
 from quantnb.retry import RetryPolicy
 from quantnb.rl import ActionInterpreter, IncrementalFeatures, ObservationBuilder, PortfolioState
 
@@ -129,6 +132,23 @@ class Trader:
         Injectable sleep (the emergency protocol's polling).
     run_id : str
         The run's id, recorded in the session lock (a second session is refused naming it).
+    max_order_rejections : int
+        Consecutive bars whose order the venue refused (e.g. ``-2019 Margin is insufficient``)
+        that trigger the emergency protocol (cause ``order_rejected``). A single rejection is a
+        registro row (event ``order_rejected``) and the bar is skipped.
+    stale_bar_s : float, optional
+        Candle length in wall-clock seconds for the stale-feed watchdog; None (replay) turns it off.
+    stale_warn_bars, stale_emergency_bars : int
+        Missed bars (no closed candle, or none carrying every needed feature) after which the
+        trader logs a WARNING and asks the provider for a REST fallback (again at each further
+        missed bar), and after which it runs the emergency protocol (cause ``stale_feed``).
+    needed_columns : sequence of str
+        Candle extras the agent's features are computed from (the live book's columns); a candle
+        lacking one counts as missed for the watchdog.
+    stop_timeout_s : float
+        After a stop request the state is saved as ``reducing`` at once; if the stop (and its
+        flatten) is not done within this many seconds, an emergencias row records the unconfirmed
+        flatten. Keep it below the runner's kill grace (30 s).
     """
 
     def __init__(self, agent: AgentLike, provider: DataProvider, broker: Broker, limits: RiskLimits,
@@ -137,7 +157,9 @@ class Trader:
                  duration_s: float | None = None, session_ts: str | None = None, poll_s: float = 0.5,
                  emergency_poll_timeout_s: float = 30.0, emergency_poll_interval_s: float = 0.5,
                  mode: str = "replay", fresh_start: bool = False, bar_interval_ms: int = 60_000,
-                 max_bad_bars: int = 3, sleep: Callable[[float], None] = time.sleep, run_id: str = ""):
+                 max_bad_bars: int = 3, sleep: Callable[[float], None] = time.sleep, run_id: str = "",
+                 max_order_rejections: int = 3, stale_bar_s: float | None = None, stale_warn_bars: int = 2,
+                 stale_emergency_bars: int = 5, needed_columns: tuple[str, ...] = (), stop_timeout_s: float = 20.0):
         self.agent, self.provider, self.broker, self.limits = agent, provider, broker, limits
         self.out_dir = Path(out_dir)
         self.retry = retry or RetryPolicy(what="live/retry")
@@ -161,6 +183,12 @@ class Trader:
         self._acct_estimated = False  # the account after a venue fill is estimated (realized PnL not read back)
         self._bar: Bar | None = None
         self._stats: SessionStats | None = None
+        self.max_order_rejections, self._rejections_in_row = max(1, int(max_order_rejections)), 0
+        self.stale_bar_s, self.needed_columns = stale_bar_s, tuple(needed_columns)
+        self.stale_warn_bars, self.stale_emergency_bars = int(stale_warn_bars), int(stale_emergency_bars)
+        self.stop_timeout_s = stop_timeout_s
+        self._save_lock = threading.RLock()  # the stop guard's thread saves too
+        self._stop_guard: StopGuard | None = None
 
     def request_stop(self, flatten: bool = False) -> None:
         """Ask the loop to stop after the current candle (safe from a signal handler): state ``REDUCING``.
@@ -173,6 +201,20 @@ class Trader:
         self._flatten_on_stop = self._flatten_on_stop or flatten
         if self.trading_state is TradingState.ACTIVE:
             self.trading_state = TradingState.REDUCING
+        if self._stop_guard is None and self.st is not None:
+            self._stop_guard = StopGuard(self.stop_timeout_s, self._save, self._record_unconfirmed_stop)
+
+    def _record_unconfirmed_stop(self) -> None:
+        """Record in emergencias that the stop's flatten was not confirmed by the stop guard's deadline."""
+        pos = self._acct.position_qty if self._acct is not None else math.nan
+        eq = self._acct.equity_usd if self._acct is not None else math.nan
+        rep = EmergencyReport("stop_request", f"stop requested; the flatten was not confirmed within "
+                                              f"stop_timeout_s={self.stop_timeout_s:g} s (venue unreachable or slow); "
+                                              f"last known position {pos:g}", self.risk.peak_equity_usd, eq)
+        rep.confirmations.append("flatten NOT CONFIRMED at the stop deadline; check the account by hand")
+        logger.critical("live/stop: flatten not confirmed within {:g} s; recorded in {} (state {})",
+                        self.stop_timeout_s, self.emergency.path, self.trading_state.value)
+        self.emergency.record(rep)
 
     # --- session set-up -----------------------------------------------------------------
     def _begin(self, rec: TraderState | None) -> None:
@@ -199,6 +241,10 @@ class Trader:
                                            journal=self)
 
     def _save(self, snapshot: bool = False) -> None:
+        with self._save_lock:
+            self._save_locked(snapshot)
+
+    def _save_locked(self, snapshot: bool) -> None:
         st = self.st
         assert st is not None
         st.trading_state = self.trading_state
@@ -238,6 +284,8 @@ class Trader:
             self.store._remove_orphans()  # under the lock: no other writer
             return self._run()
         finally:
+            if self._stop_guard is not None:
+                self._stop_guard.done()
             self.store.close()
             self.lock.release()
 
@@ -298,7 +346,11 @@ class Trader:
             if stats.stopped_by == "stop_request" and self._flatten_on_stop:
                 rep = EmergencyReport("stop_request", "orderly stop", self.risk.peak_equity_usd, stats.end_equity_usd)
                 rep.orders_cancelled = self._safe(self.broker.cancel_all, -1)
-                stats.flattened_on_stop = self.emergency.flatten(rep, purpose="stop_flatten")
+                stats.flattened_on_stop = rep.flat_confirmed = self.emergency.flatten(rep, purpose="stop_flatten")
+                if not rep.flat_confirmed:  # a failed flatten attempt is on record, not only in the log
+                    rep.detail = "orderly stop: flatten NOT confirmed"
+                    self.emergency.record(rep)
+                    stats.emergencias_path = self.emergency.path
             if stats.stopped_by == "end_of_data":
                 st.completed = True
             self._save(snapshot=True)
@@ -322,6 +374,7 @@ class Trader:
         st = self.st
         assert st is not None
         n = 0
+        watchdog = FeedWatchdog(self.stale_bar_s) if self.stale_bar_s else None
         while True:
             if self.trading_state is TradingState.REDUCING:
                 return "stop_request"
@@ -333,7 +386,16 @@ class Trader:
             if bar is None:
                 if self.provider.finished:
                     return "end_of_data"
+                if watchdog is not None and self._stale(watchdog, stats):
+                    return stats.stopped_by
                 continue
+            if watchdog is not None:
+                lacking = missing_features(bar.extras, self.needed_columns)
+                if not lacking:
+                    watchdog.fed()
+                else:
+                    logger.warning("live/feed: candle {} lacks {} that the agent needs (counted as missed)",
+                                   bar_iso(bar.open_time_ms), lacking)
             if st.last_bar_ms is not None and bar.open_time_ms <= st.last_bar_ms:
                 self._feed_only(feed, bar)  # processed before the restart
                 continue
@@ -357,6 +419,29 @@ class Trader:
             if st.bad_bars_in_row >= self.max_bad_bars:
                 self._emergency(stats, "bad_data", f"{st.bad_bars_in_row} bad bars in a row, last: {info.reason}")
                 return stats.stopped_by
+            if self._rejections_in_row >= self.max_order_rejections:
+                self._emergency(stats, "order_rejected", f"{self._rejections_in_row} orders in a row refused by the "
+                                                         f"venue (max_order_rejections), last: {info.reason}")
+                return stats.stopped_by
+            if watchdog is not None and self._stale(watchdog, stats):
+                return stats.stopped_by
+
+    def _stale(self, watchdog: FeedWatchdog, stats: SessionStats) -> bool:
+        """Act on missed bars: WARNING and a REST fallback, then the emergency; return True when it ran."""
+        missed = watchdog.missed_bars()
+        if missed >= self.stale_emergency_bars:
+            self._emergency(stats, "stale_feed", f"the feed gave no complete candle for {missed} bar(s) "
+                                                 f"(stale_emergency_bars={self.stale_emergency_bars}); REST fallback "
+                                                 "gave none either")
+            return True
+        if missed >= self.stale_warn_bars and missed > watchdog.fallback_at:
+            watchdog.fallback_at = missed
+            stats.feed_fallbacks += 1
+            logger.warning("live/feed: stale feed: no complete candle for {} bar(s) (stale_warn_bars={}); asking REST "
+                           "for the missed candles; the emergency runs at {}", missed, self.stale_warn_bars,
+                           self.stale_emergency_bars)
+            self.provider.fallback()
+        return False
 
     def _commit(self, info: StepInfo, bar: Bar) -> None:
         """Write the step's registro row, then its state (the row is cut back on restart if the state is not)."""
@@ -423,7 +508,19 @@ class Trader:
             st.pending_orders = [PendingOrder(cid, plan.side, plan.qty, False, step, bar.open_time_ms, "bar")]
             if not isinstance(self.broker, PaperBroker):  # a paper fill lives in this process: the state of the
                 self._save()  # previous step already covers a kill; a venue's order needs its intent on disk first
-            fill = self.retry.call(self.broker.market_order, plan.side, plan.qty, client_order_id=cid)
+            try:
+                fill = self.retry.call(self.broker.market_order, plan.side, plan.qty, client_order_id=cid)
+            except OrderRejectedError as err:
+                self._rejections_in_row += 1
+                if self._stats is not None:
+                    self._stats.orders_rejected += 1
+                logger.error("live/order: {} {:g} refused by the venue ({} in a row; the emergency runs at {}): {}",
+                             plan.side, plan.qty, self._rejections_in_row, self.max_order_rejections, err)
+                info = self._info(step, bar, obs, decision.action_raw, plan.target_frac, None, acct, t0,
+                                  f"order {cid} {plan.side} {plan.qty:g} refused, skipped: {err}", time.perf_counter(),
+                                  gap)
+                return dataclasses.replace(info, event="order_rejected")
+            self._rejections_in_row = 0
             if fill.qty <= 0:
                 fill = None
             acct = self._after_fill(acct, fill)

@@ -177,6 +177,11 @@ class AgentBundle:
     metadata: AgentMetadata
     classifier: ClassifierSignal | None = None
 
+    @property
+    def computed_features(self) -> tuple[str, ...]:
+        """Features the bundle computes itself from the bars: its classifier's probabilities, if it carries one."""
+        return tuple(f for f in self.feature_names if f in CLASSIFIER_FEATURES) if self.classifier is not None else ()
+
     def new_feature_stream(self) -> IncrementalFeatures | AgentFeatureStream:
         """Return a fresh live feature stream with the bundle's features, window and warm-up.
 

@@ -65,6 +65,19 @@ class LiveParams(StageParams):
                                                  "session continues the recorded one.")
     max_bad_bars: PositiveInt = Field(3, description="Consecutive rejected bars (NaN/Inf, non-positive, inconsistent "
                                                      "OHLC) that trigger the emergency protocol.")
+    max_order_rejections: PositiveInt = Field(3, description="Consecutive orders refused by the venue (e.g. -2019 "
+                                                             "Margin is insufficient) that trigger the emergency "
+                                                             "protocol; one refusal is a registro row "
+                                                             "(order_rejected) and the bar is skipped.")
+    stale_warn_bars: PositiveInt = Field(2, description="testnet/live: bars with no complete candle (stream open but "
+                                                        "silent, or a needed order-book column missing) before a "
+                                                        "WARNING and a REST fallback for the missed candles.")
+    stale_emergency_bars: PositiveInt = Field(5, description="testnet/live: missed bars (REST gave none either) that "
+                                                             "trigger the emergency protocol (cause stale_feed).")
+    stop_timeout_s: PositiveFloat = Field(20.0, lt=30.0, description="After SIGTERM/SIGINT the state is saved as "
+                                                                      "'reducing' at once; a flatten not confirmed "
+                                                                      "within this many seconds is recorded in "
+                                                                      "emergencias (before the runner's 30 s kill).")
     rest_base_url: str | None = Field(None, description="Override Binance's REST root (loopback tests): refused in "
                                                         "live; in testnet a loopback address or Binance's testnet "
                                                         "host over https only.")
@@ -77,6 +90,9 @@ class LiveParams(StageParams):
     def _live_needs_confirmation(self) -> LiveParams:
         if self.mode == "live" and not self.confirm_live:
             raise ValueError("mode='live' trades real money: set confirm_live=True to confirm (nothing was sent)")
+        if self.stale_emergency_bars <= self.stale_warn_bars:
+            raise ValueError(f"stale_emergency_bars={self.stale_emergency_bars} must exceed stale_warn_bars="
+                             f"{self.stale_warn_bars}: the REST fallback comes before the emergency")
         if self.rest_base_url is not None or self.ws_url is not None:  # rare: the rule's module only then
             from quantnb.live._endpoints import check_endpoint_override
 
@@ -168,7 +184,9 @@ def run_live(params: LiveParams) -> LiveResult:
             replay_speed=params.replay_speed, initial_equity_usd=params.initial_equity_usd, fee_bps=params.fee_bps,
             max_steps=params.max_steps, duration_s=params.duration_s, confirm_live=params.confirm_live,
             on_step=on_step, rest_base_url=params.rest_base_url, ws_url=params.ws_url, session_ts=session_ts,
-            fresh_start=params.fresh_start, max_bad_bars=params.max_bad_bars, run_id=ctx.run_id)
+            fresh_start=params.fresh_start, max_bad_bars=params.max_bad_bars, run_id=ctx.run_id,
+            max_order_rejections=params.max_order_rejections, stale_warn_bars=params.stale_warn_bars,
+            stale_emergency_bars=params.stale_emergency_bars, stop_timeout_s=params.stop_timeout_s)
         stats, stopped = _run_with_stop_signals(trader, params.flatten_on_stop)
         summary = stats.to_dict()
         for key, value in summary.items():
