@@ -264,6 +264,26 @@ class EmergencyProtocol:
                 final = self._positions(rep)
                 return final is not None and not final
 
+    def record_unconfirmed_stop(self, timeout_s: float, position_qty: float, peak_equity_usd: float,
+                                equity_usd: float) -> None:
+        """Record a stop whose flatten was not confirmed within ``timeout_s`` (the venue did not answer in time).
+
+        Parameters
+        ----------
+        timeout_s : float
+            The stop's time limit, seconds.
+        position_qty : float
+            Last known position, base units.
+        peak_equity_usd, equity_usd : float
+            Session peak and last known equity, USDT.
+        """
+        rep = EmergencyReport("stop_request", f"stop requested; the flatten was not confirmed within "
+                                              f"stop_timeout_s={timeout_s:g} s (venue unreachable or slow); last "
+                                              f"known position {position_qty:g}", peak_equity_usd, equity_usd)
+        rep.confirmations.append("flatten NOT CONFIRMED at the stop deadline; check the account by hand")
+        logger.critical("live/stop: flatten not confirmed within {:g} s; recorded in {}", timeout_s, self.path)
+        self.record(rep)
+
     def record(self, rep: EmergencyReport) -> None:
         """Append ``rep`` as one row of ``emergencias_<ts>.csv`` (created with its header).
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import math
 import threading
 import time
@@ -16,7 +15,7 @@ import numpy as np
 from loguru import logger
 
 from quantnb.errors import OrderRejectedError, QuantnbError, TemporaryError
-from quantnb.live._audit import REGISTRO_COLUMNS, AuditRow, CsvAppender
+from quantnb.live._audit import REGISTRO_COLUMNS, CsvAppender, unique_session_ts
 from quantnb.live._broker import Broker
 from quantnb.live._emergency import EmergencyCause, EmergencyProtocol, EmergencyReport, check_not_halted
 from quantnb.live._feed import DataProvider
@@ -32,7 +31,7 @@ from quantnb.live._watchdog import FeedWatchdog, StopGuard, missing_features
 from quantnb.retry import RetryPolicy
 from quantnb.rl import ActionInterpreter, IncrementalFeatures, ObservationBuilder, PortfolioState
 
-__all__ = ["AgentLike", "Trader", "session_timestamp"]
+__all__ = ["AgentLike", "Trader"]
 
 
 class AgentLike(Protocol):
@@ -44,21 +43,6 @@ class AgentLike(Protocol):
 
     def new_feature_stream(self) -> IncrementalFeatures:
         """Return fresh incremental features matching the training features."""
-
-
-def session_timestamp() -> str:
-    """Return the current UTC time as ``YYYYMMDD_HHMMSS``, the suffix of a session's files."""
-    return dt.datetime.now(dt.UTC).strftime("%Y%m%d_%H%M%S")
-
-
-def _unique_ts(out_dir: Path) -> str:
-    """Return a session timestamp whose CSV files do not exist yet (``-2``, ``-3`` on clashes)."""
-    base = ts = session_timestamp()
-    n = 1
-    while (out_dir / f"registro_{ts}.csv").exists() or (out_dir / f"emergencias_{ts}.csv").exists():
-        n += 1
-        ts = f"{base}-{n}"
-    return ts
 
 
 class _FeatureFeed:
@@ -206,20 +190,14 @@ class Trader:
 
     def _record_unconfirmed_stop(self) -> None:
         """Record in emergencias that the stop's flatten was not confirmed by the stop guard's deadline."""
-        pos = self._acct.position_qty if self._acct is not None else math.nan
-        eq = self._acct.equity_usd if self._acct is not None else math.nan
-        rep = EmergencyReport("stop_request", f"stop requested; the flatten was not confirmed within "
-                                              f"stop_timeout_s={self.stop_timeout_s:g} s (venue unreachable or slow); "
-                                              f"last known position {pos:g}", self.risk.peak_equity_usd, eq)
-        rep.confirmations.append("flatten NOT CONFIRMED at the stop deadline; check the account by hand")
-        logger.critical("live/stop: flatten not confirmed within {:g} s; recorded in {} (state {})",
-                        self.stop_timeout_s, self.emergency.path, self.trading_state.value)
-        self.emergency.record(rep)
+        a = self._acct
+        self.emergency.record_unconfirmed_stop(self.stop_timeout_s, a.position_qty if a else math.nan,
+                                               self.risk.peak_equity_usd, a.equity_usd if a else math.nan)
 
     # --- session set-up -----------------------------------------------------------------
     def _begin(self, rec: TraderState | None) -> None:
         if rec is None:
-            ts = self._new_ts or _unique_ts(self.out_dir)
+            ts = self._new_ts or unique_session_ts(self.out_dir)
             self.st = TraderState(mode=self.mode, session_ts=ts, order_tag=uuid.uuid4().hex[:10])
         else:
             self.st = rec
@@ -354,7 +332,7 @@ class Trader:
             if stats.stopped_by == "end_of_data":
                 st.completed = True
             self._save(snapshot=True)
-            self._finish(stats, latencies, time.perf_counter() - t_start)
+            stats.finish(self.risk.max_drawdown_frac_seen, latencies, time.perf_counter() - t_start)
         finally:
             self._registro.close()
         return stats
@@ -374,7 +352,8 @@ class Trader:
         st = self.st
         assert st is not None
         n = 0
-        watchdog = FeedWatchdog(self.stale_bar_s) if self.stale_bar_s else None
+        watchdog = FeedWatchdog(self.stale_bar_s, self.stale_warn_bars, self.stale_emergency_bars) \
+            if self.stale_bar_s else None
         while True:
             if self.trading_state is TradingState.REDUCING:
                 return "stop_request"
@@ -428,26 +407,19 @@ class Trader:
 
     def _stale(self, watchdog: FeedWatchdog, stats: SessionStats) -> bool:
         """Act on missed bars: WARNING and a REST fallback, then the emergency; return True when it ran."""
-        missed = watchdog.missed_bars()
-        if missed >= self.stale_emergency_bars:
-            self._emergency(stats, "stale_feed", f"the feed gave no complete candle for {missed} bar(s) "
-                                                 f"(stale_emergency_bars={self.stale_emergency_bars}); REST fallback "
-                                                 "gave none either")
-            return True
-        if missed >= self.stale_warn_bars and missed > watchdog.fallback_at:
-            watchdog.fallback_at = missed
+        verdict = watchdog.verdict()
+        if verdict == "fallback":
             stats.feed_fallbacks += 1
-            logger.warning("live/feed: stale feed: no complete candle for {} bar(s) (stale_warn_bars={}); asking REST "
-                           "for the missed candles; the emergency runs at {}", missed, self.stale_warn_bars,
-                           self.stale_emergency_bars)
             self.provider.fallback()
-        return False
+        elif verdict:
+            self._emergency(stats, "stale_feed", verdict)
+        return verdict not in ("", "fallback")
 
     def _commit(self, info: StepInfo, bar: Bar) -> None:
         """Write the step's registro row, then its state (the row is cut back on restart if the state is not)."""
         st = self.st
         assert st is not None and self._registro is not None
-        self._registro.write(self._row(info))
+        self._registro.write(info.audit_row())
         if info.fill is not None:
             self._count_fill(info.fill)
         st.pending_orders = []
@@ -543,19 +515,6 @@ class Trader:
         return StepInfo(step, bar, obs, action_raw, target_frac, fill, acct, self.risk.peak_equity_usd,
                         self.risk.drawdown_frac, (t_decided - t0) * 1e3, reason, gap_before=gap)
 
-    @staticmethod
-    def _row(info: StepInfo) -> AuditRow:
-        f, a = info.fill, info.account
-        return AuditRow(
-            timestamp=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), step=info.step,
-            bar_ts=bar_iso(info.bar.open_time_ms), close=info.bar.close, action_raw=info.action_raw,
-            target_frac=info.target_frac, side=f.side if f else "", qty=f.qty if f else 0.0,
-            fill_price=f.price if f else math.nan, fee_usd=f.fee_usd if f else 0.0, position=a.position_qty,
-            balance_usd=a.balance_usd, equity_usd=a.equity_usd, peak_equity_usd=info.peak_equity_usd,
-            drawdown_frac=info.drawdown_frac, decision_latency_ms=round(info.decision_latency_ms, 4),
-            event=info.event, client_order_id=f.client_order_id if f else "", gap_before=int(info.gap_before),
-            note=info.reason)
-
     # --- OrderJournal: closing orders of a flatten ----------------------------------------
     def order_intent(self, side: str, qty: float, purpose: str) -> str:
         """Record a closing order's intent (state file) before it is sent; return its client order id.
@@ -614,7 +573,7 @@ class Trader:
             self.risk.update_equity(acct.equity_usd)
         info = StepInfo(st.step, bar, None, math.nan, math.nan, fill, acct, self.risk.peak_equity_usd,
                         self.risk.drawdown_frac, 0.0, "", event=event)
-        self._registro.write(self._row(info))
+        self._registro.write(info.audit_row())
         self._count_fill(fill)
         logger.warning("live/fill {} {} qty={:g} price_usd={:.2f} fee_usd={:.4f} order={} ({})", event, fill.side,
                        fill.qty, fill.price, fill.fee_usd, fill.order_id, fill.client_order_id)
@@ -644,19 +603,6 @@ class Trader:
             logger.error("live/session: {} failed during the orderly stop: {}", getattr(fn, "__name__", fn), err)
             return default
 
-    def _finish(self, stats: SessionStats, latencies: list[float], elapsed_s: float) -> None:
-        stats.max_drawdown_frac = self.risk.max_drawdown_frac_seen
-        if math.isnan(stats.end_equity_usd):
-            stats.end_equity_usd = stats.start_equity_usd
-        stats.pnl_usd = stats.end_equity_usd - stats.start_equity_usd
-        stats.return_frac = stats.end_equity_usd / stats.start_equity_usd - 1.0 if stats.start_equity_usd else math.nan
-        if latencies:
-            stats.latency_p50_ms, stats.latency_p99_ms = (float(x) for x in np.percentile(latencies, [50, 99]))
-        stats.elapsed_s = elapsed_s
-        stats.bars_per_s = stats.steps / elapsed_s if elapsed_s > 0 else 0.0
-        logger.info("live/session: stopped_by={} steps={} trades={} live/pnl_usd={:.2f} live/fees_usd={:.2f} "
-                    "live/max_drawdown_frac={:.4f} live/latency_p99_ms={:.3f}", stats.stopped_by, stats.steps,
-                    stats.trades, stats.pnl_usd, stats.fees_usd, stats.max_drawdown_frac, stats.latency_p99_ms)
 
 
 def _bar_fields(bar: Bar) -> dict[str, Any]:

@@ -43,12 +43,16 @@ class FeedWatchdog:
     ----------
     bar_s : float
         Candle length in wall-clock seconds (60 for 1-minute candles).
+    warn_bars, emergency_bars : int
+        Missed bars before a WARNING and a REST fallback (again at each further missed bar),
+        and before the emergency protocol.
     clock : callable
         Monotonic clock, seconds.
     """
 
-    def __init__(self, bar_s: float, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, bar_s: float, warn_bars: int, emergency_bars: int, clock: Callable[[], float] = time.monotonic):
         self.bar_s, self.clock = float(bar_s), clock
+        self.warn_bars, self.emergency_bars = warn_bars, emergency_bars
         self.last_s = clock()
         self.fallback_at = 0  # missed-bar count at the last REST fallback
 
@@ -60,6 +64,20 @@ class FeedWatchdog:
     def missed_bars(self) -> int:
         """Return the whole bars missed since the last complete candle (0 while the next is due)."""
         return max(0, int((self.clock() - self.last_s) / self.bar_s) - 1)
+
+    def verdict(self) -> str:
+        """Return ``""`` (wait), ``"fallback"`` (logged at WARNING: ask REST) or the emergency's detail."""
+        missed = self.missed_bars()
+        if missed >= self.emergency_bars:
+            return (f"the feed gave no complete candle for {missed} bar(s) (stale_emergency_bars="
+                    f"{self.emergency_bars}); the REST fallback gave none either")
+        if missed >= self.warn_bars and missed > self.fallback_at:
+            self.fallback_at = missed
+            logger.warning("live/feed: stale feed: no complete candle for {} bar(s) (stale_warn_bars={}); asking REST "
+                           "for the missed candles; the emergency runs at {}", missed, self.warn_bars,
+                           self.emergency_bars)
+            return "fallback"
+        return ""
 
 
 class StopGuard:
