@@ -417,20 +417,21 @@ class Trader:
 
     def _commit(self, info: StepInfo, bar: Bar) -> None:
         """Write the step's registro row, then its state (the row is cut back on restart if the state is not)."""
-        st = self.st
-        assert st is not None and self._registro is not None
-        self._registro.write(info.audit_row())
-        if info.fill is not None:
-            self._count_fill(info.fill)
-        st.pending_orders = []
-        st.step = info.step + 1
-        st.last_bar_ms = bar.open_time_ms
-        if info.event != "rejected":
-            st.last_close = bar.close
-            self._bar = bar
-        self._acct = info.account
-        self._acct_estimated = info.fill is not None and not self.broker.cheap_account
-        self._save()
+        with self._save_lock:  # the stop guard saves from its thread: never between row and state
+            st = self.st
+            assert st is not None and self._registro is not None
+            self._registro.write(info.audit_row())
+            if info.fill is not None:
+                self._count_fill(info.fill)
+            st.pending_orders = []
+            st.step = info.step + 1
+            st.last_bar_ms = bar.open_time_ms
+            if info.event != "rejected":
+                st.last_close = bar.close
+                self._bar = bar
+            self._acct = info.account
+            self._acct_estimated = info.fill is not None and not self.broker.cheap_account
+            self._save()
 
     def _count_fill(self, fill: Fill) -> None:
         if self._stats is not None:
@@ -564,26 +565,27 @@ class Trader:
                        client_order_id)
 
     def _write_fill_row(self, event: str, fill: Fill, acct: AccountState | None) -> None:
-        st = self.st
-        assert st is not None and self._registro is not None
-        acct = acct or self._acct
-        assert acct is not None
-        bar = self._bar or Bar(st.last_bar_ms or 0, math.nan, math.nan, math.nan, st.last_close or math.nan, 0.0)
-        if acct.equity_usd == acct.equity_usd:
-            self.risk.update_equity(acct.equity_usd)
-        info = StepInfo(st.step, bar, None, math.nan, math.nan, fill, acct, self.risk.peak_equity_usd,
-                        self.risk.drawdown_frac, 0.0, "", event=event)
-        self._registro.write(info.audit_row())
-        self._count_fill(fill)
-        logger.warning("live/fill {} {} qty={:g} price_usd={:.2f} fee_usd={:.4f} order={} ({})", event, fill.side,
-                       fill.qty, fill.price, fill.fee_usd, fill.order_id, fill.client_order_id)
-        st.pending_orders = [p for p in st.pending_orders if p.client_order_id != fill.client_order_id]
-        st.step += 1
-        self._acct = acct
-        self._acct_estimated = event != "reconcile_fill" and not self.broker.cheap_account
-        if self._stats is not None:
-            self._stats.end_equity_usd = acct.equity_usd
-        self._save()
+        with self._save_lock:  # the stop guard saves from its thread: never between row and state
+            st = self.st
+            assert st is not None and self._registro is not None
+            acct = acct or self._acct
+            assert acct is not None
+            bar = self._bar or Bar(st.last_bar_ms or 0, math.nan, math.nan, math.nan, st.last_close or math.nan, 0.0)
+            if acct.equity_usd == acct.equity_usd:
+                self.risk.update_equity(acct.equity_usd)
+            info = StepInfo(st.step, bar, None, math.nan, math.nan, fill, acct, self.risk.peak_equity_usd,
+                            self.risk.drawdown_frac, 0.0, "", event=event)
+            self._registro.write(info.audit_row())
+            self._count_fill(fill)
+            logger.warning("live/fill {} {} qty={:g} price_usd={:.2f} fee_usd={:.4f} order={} ({})", event, fill.side,
+                           fill.qty, fill.price, fill.fee_usd, fill.order_id, fill.client_order_id)
+            st.pending_orders = [p for p in st.pending_orders if p.client_order_id != fill.client_order_id]
+            st.step += 1
+            self._acct = acct
+            self._acct_estimated = event != "reconcile_fill" and not self.broker.cheap_account
+            if self._stats is not None:
+                self._stats.end_equity_usd = acct.equity_usd
+            self._save()
 
     def _emergency(self, stats: SessionStats, cause: EmergencyCause, detail: str) -> None:
         peak = self.risk.peak_equity_usd
