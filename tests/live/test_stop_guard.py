@@ -69,3 +69,27 @@ def test_stop_while_the_venue_hangs_is_on_record_well_before_the_kill(server, fa
         runner.join(60)
     assert not runner.is_alive()
     assert result["stats"].stopped_by.startswith(("stop_request", "emergency:"))
+
+
+def test_a_stop_whose_flatten_fails_is_recorded_in_emergencias(server, fake_keys, tmp_path):
+    bars = sample_bars(WARMUP + WINDOW + 40)
+    holder = {}
+
+    def factor(step):
+        if step == 3:  # a signal arrives; from now on the venue refuses every order with 503
+            server.inject_fault("status", "/fapi/v1/order", method="POST", status=503, count=10_000)
+            holder["trader"].request_stop(flatten=True)
+        return 1.0
+
+    provider = PricedReplay(bars, server, warmup_bars=WARMUP + WINDOW - 2, price_factor=factor)
+    broker = CcxtBroker("BTC/USDT:USDT", "testnet", base_url=server.base_url)
+    trader = holder["trader"] = Trader(make_agent(ConstantPolicy(0.5)), provider, broker, RiskLimits(0.5, 1.0),
+                                       tmp_path, retry=fixed_retry(0.01), mode="testnet",
+                                       emergency_poll_interval_s=0.01, emergency_poll_timeout_s=0.5)
+    stats = trader.run()
+    assert stats.stopped_by == "stop_request" and stats.flattened_on_stop is False
+    assert server.position_amt() > 0  # the position is still open: that must be on record
+    (row,) = list(csv.DictReader(stats.emergencias_path.open(newline="")))
+    assert row["cause"] == "stop_request" and row["flat_confirmed"] == "False"
+    assert "flatten NOT confirmed" in row["detail"] and "FAILED" in row["confirmations"]
+    assert _state(tmp_path)["trading_state"] == "reducing"
