@@ -8,13 +8,14 @@ from typing import Any
 
 import yaml
 
+from quantnb._yaml import safe_load_bounded
 from quantnb.errors import ConfigError
 from quantnb.stages import STAGES
 
 
 def _parse_value(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return safe_load_bounded(text, source="-p value")
     except yaml.YAMLError:
         return text
 
