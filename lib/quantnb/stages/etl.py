@@ -249,7 +249,7 @@ def _process_files(ctx: RunContext, params: EtlParams, inputs: list[Path]) -> di
         shards = {item: (n, shard) for n, (_, item, shard) in enumerate(jobs)}
         with open_executor("dask", n_workers=params.n_workers, scheduler=params.scheduler, ctx=ctx) as ex:
             for p, item, shard in jobs:
-                ex.submit(item, _ingest_to_shard, str(p), str(shard), {**options, "key": item})
+                ex.submit(item, _ingest_to_shard, str(p), str(shard), {**options, "key": item}, inputs=(str(p),))
             for done in ex.as_completed():
                 _collect(ctx, done.key, shards[done.key][1], shards[done.key][0], reports, done.result)
         return reports
