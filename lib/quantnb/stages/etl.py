@@ -22,7 +22,7 @@ import traceback
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 from loguru import logger
@@ -69,6 +69,10 @@ class EtlParams(ParallelStageParams):  # + executor, scheduler
     n_workers: PositiveInt = Field(2, description="Worker processes; 1 runs in-process.")
     skip_until_snapshot: bool = Field(
         False, description="Skip order-book deltas before the first snapshot instead of failing the file."
+    )
+    on_crossed: Literal["raise", "skip"] = Field(
+        "raise", description="A book that crosses (best bid > best ask) after an update: 'raise' quarantines "
+                             "the file; 'skip' counts the crossed states and leaves them out of the features."
     )
     bybit_market: str = Field(
         "linear", description="Market of Bybit files whose folders name none (Bybit's archive layout has "
@@ -243,7 +247,8 @@ def _process_files(ctx: RunContext, params: EtlParams, inputs: list[Path]) -> di
         logger.info("Resume: skipping {} file(s) the checkpoint lists as done", skipped)
     reports: dict[str, dict[str, Any]] = {}
     jobs = [(p, item, _shard_path(ctx, item)) for p in todo for item in [_item_name(p, ctx.root)]]
-    options = {"skip_until_snapshot": params.skip_until_snapshot, "default_markets": params.default_markets(),
+    options = {"skip_until_snapshot": params.skip_until_snapshot, "on_crossed": params.on_crossed,
+               "default_markets": params.default_markets(),
                "ohlcv_venue": params.ohlcv_venue}
     if params.executor == "dask":  # items as Dask tasks; this process alone commits and logs them
         shards = {item: (n, shard) for n, (_, item, shard) in enumerate(jobs)}
