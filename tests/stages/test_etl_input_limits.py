@@ -49,3 +49,22 @@ def test_a_crossed_book_is_quarantined_with_advice_that_works(project):
     assert again.status == "completed" and not again.quarantined
     (quality,) = again.quality.values()
     assert quality["crossed"] >= 1
+
+
+def test_a_spot_file_among_linear_ones_is_a_conflict_reported_per_file(project):
+    import json
+
+    linear = project / "data" / "raw" / "orderbook" / "linear" / "BTCUSDT"
+    kept = write_bybit_file(linear, depth=50, seed=11)  # the linear capture
+    stray = write_bybit_file(linear, depth=200, seed=12)  # same symbol and day, e.g. spot, in the linear folder
+    res = _etl(project, ["data/raw/**/*.data"])
+    assert res.status == "completed" and not res.quarantined
+    rel = {p: str(p.relative_to(project)) for p in (kept.path, stray.path)}
+    (conflict,) = res.conflicts
+    assert conflict["instrument"] == "bybit/linear/BTCUSDT" and conflict["minutes"] >= 2
+    assert {conflict["file"], conflict["used"]} == set(rel.values())
+    rec = json.loads((project / "runs" / res.run_id / "run.json").read_text())
+    assert rec["results"]["conflicts"] == res.conflicts
+    log = (project / "logs" / "etl" / f"{res.run_id}.log").read_text()
+    line = next(ln for ln in log.splitlines() if "merge: " in ln)
+    assert "WARNING" in line and conflict["file"] in line and conflict["used"] in line

@@ -135,6 +135,9 @@ class EtlResult:
         Input to its quality report.
     empty_inputs : list of str
         Inputs that held no data row (reported at WARNING, in run.json and the quality report).
+    conflicts : list of dict
+        Per input whose book data another input of the same instrument gave instead, for some
+        minutes (see :func:`quantnb.data.book_conflicts`); in run.json ``results.conflicts``.
     """
 
     run_id: str
@@ -143,6 +146,7 @@ class EtlResult:
     quarantined: dict[str, str]
     quality: dict[str, dict[str, Any]]
     empty_inputs: list[str] = dataclasses.field(default_factory=list)
+    conflicts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
         return result_html(self)
@@ -154,6 +158,8 @@ class EtlResult:
             print(f"  QUARANTINED {path}: {reason}")
         for path in self.empty_inputs:
             print(f"  NO DATA ROWS {path}")
+        for c in self.conflicts:
+            print(f"  CONFLICT {c['file']}: {c['minutes']} minute(s) of {c['instrument']} taken from {c['used']}")
         return self.outputs
 
 
@@ -359,10 +365,11 @@ def _read_parquet(path: Path) -> pl.DataFrame:
 
 
 def _merge_and_write(ctx: RunContext, params: EtlParams) -> pl.DataFrame:
-    from quantnb.data import merge_parts
+    from quantnb.data import book_conflicts, merge_parts
 
     used = [_shard_path(ctx, item) for item in sorted(ctx.checkpoint.completed)]
     parts = [_read_parquet(p) for p in used]
+    ctx.set_result(conflicts=book_conflicts(parts))  # merge_parts logs each at WARNING
     out_dir = (ctx.root / params.output_dir).resolve()
     for shard, part in zip(used, parts, strict=True):  # each input's quality report next to its outputs
         report = read_json_tolerant(shard.with_suffix(".quality.json"))
@@ -440,4 +447,5 @@ def run_etl(params: EtlParams) -> EtlResult:
                            bars=int(outputs["rows"].sum()) if outputs.height else 0, empty_inputs=len(empty))
     for item, reason in ctx.checkpoint.failed.items():
         logger.warning("Quarantined {}: {}", item, reason.splitlines()[0])
-    return EtlResult(ctx.run_id, ctx.status, outputs, dict(ctx.checkpoint.failed), reports, empty)
+    return EtlResult(ctx.run_id, ctx.status, outputs, dict(ctx.checkpoint.failed), reports, empty,
+                     list(ctx.results.get("conflicts", [])))
