@@ -25,6 +25,7 @@ from quantnb.runlog import (
     mark_dead_runs,
     read_heartbeat,
     read_run_record,
+    refuse_live_run,
     remove_stale_temp_files,
     update_run_record,
 )
@@ -94,7 +95,8 @@ def resolve_params(
     Raises
     ------
     ConfigError
-        Unknown stage or parameter, ill-typed value, missing run to resume.
+        Unknown stage or parameter, ill-typed value, missing run to resume, a run to resume
+        that is still running (its pid named) or that had other parameters. Nothing is written.
     """
     cls = params_class(stage)
     values: dict[str, Any] = {}
@@ -104,6 +106,7 @@ def resolve_params(
             raise ConfigError(f"--resume {resume_run_id}: no runs/{resume_run_id}/run.json under {root}")
         if rec.get("stage") != stage:
             raise ConfigError(f"--resume {resume_run_id}: that run is stage {rec.get('stage')!r}, not {stage!r}")
+        refuse_live_run(f"--resume {resume_run_id}", rec)
         # only what differs from the default is injected: a default the notebook's parameters cell does not
         # list (e.g. third_party_levels={}, from a default_factory) would make papermill warn about it
         fields = cls.model_fields
@@ -115,6 +118,12 @@ def resolve_params(
     if resume_run_id:
         values.update(resume=True, run_id=resume_run_id)
     params = cls.parse(values, source=str(params_file or "command line"))
+    if resume_run_id and rec.get("config_hash") not in (None, params.config_hash()):
+        changed = sorted(k for k, v in params.model_dump(mode="json").items()
+                         if k not in params.execution_fields and rec.get("parameters", {}).get(k, v) != v)
+        raise ConfigError(f"--resume {resume_run_id}: that run was started with other parameters "
+                          f"({', '.join(changed) or 'config ' + str(rec.get('config_hash'))} differ); "
+                          "resume it with its own parameters (no -p/-f), or start a new run without --resume")
     return params, values
 
 
