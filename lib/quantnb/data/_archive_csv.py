@@ -270,9 +270,9 @@ def read_bybit_trades(path: Path, report: QualityReport) -> pl.DataFrame:
     """
     try:
         frame = pl.read_csv(path, infer_schema=False, glob=False)
-    except pl.exceptions.PolarsError as exc:
-        raise DataError(f"{path}: unreadable CSV ({str(exc).splitlines()[0]}); re-download it",
-                        path=str(path)) from exc
+    except (pl.exceptions.PolarsError, OSError) as exc:  # a truncated gzip is an OSError ("unexpected end")
+        raise DataError(f"{path}: unreadable CSV ({type(exc).__name__}: {str(exc).splitlines()[0]}); the file is "
+                        "corrupt or truncated — re-download it", path=str(path)) from exc
     frame = frame.rename({c: c.strip().lower() for c in frame.columns})
     size = "size" if "size" in frame.columns else "volume"
     missing = [c for c in ("timestamp", "side", "price", size) if c not in frame.columns]
