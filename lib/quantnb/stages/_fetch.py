@@ -19,6 +19,7 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import aiohttp
 from loguru import logger
@@ -45,12 +46,12 @@ class Outcome:
     reason: str = ""
 
 
-def part_path(dest: Path) -> Path:
+def _part_path(dest: Path) -> Path:
     """Return the hidden partial-download file of ``dest`` (globs such as ``*.zip`` never match it)."""
     return dest.parent / f".{dest.name}.part"
 
 
-def sha256_file(path: Path) -> str:
+def _sha256_file(path: Path) -> str:
     """Return the hex SHA-256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -67,7 +68,18 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def container_problem(path: Path, name: str) -> str | None:
+def _flush(fh: BinaryIO) -> None:
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
+def _place(part: Path, dest: Path) -> None:
+    """Rename the verified part file onto its destination (atomic on POSIX) and make the rename durable."""
+    os.replace(part, dest)
+    _fsync_dir(dest.parent)
+
+
+def _container_problem(path: Path, name: str) -> str | None:
     """Return why a zip or gzip file without a published checksum is broken (its own CRCs), or None."""
     try:
         if name.endswith(".zip"):
@@ -125,7 +137,20 @@ class Fetcher:
             await self.session.close()
 
     def url(self, file: ArchiveFile, suffix: str = "") -> str:
-        """Return the URL of ``file`` (plus ``suffix``, e.g. ``.CHECKSUM``)."""
+        """Return the URL of ``file`` (plus ``suffix``, e.g. ``.CHECKSUM``).
+
+        Parameters
+        ----------
+        file : ArchiveFile
+            The archive file.
+        suffix : str
+            Appended to its path.
+
+        Returns
+        -------
+        str
+            ``<base_url>/<path><suffix>``.
+        """
         return f"{self.base_url}/{file.path}{suffix}"
 
     async def _checksum_once(self, url: str) -> str:
@@ -170,8 +195,7 @@ class Fetcher:
                         fh.write(chunk)
                         received += len(chunk)
                         self.on_bytes(len(chunk))
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                    await asyncio.to_thread(_flush, fh)  # an fsync must not stall the other transfers
                 expected = resp.content_length
                 if expected is not None and received != expected:
                     raise TemporaryError(f"GET {url}: connection closed after {received} of {expected} bytes")
@@ -203,10 +227,10 @@ class Fetcher:
         try:
             expected = (await self.policy.acall(self._checksum_once, self.url(file, ".CHECKSUM"))
                         if file.checksum else None)
-            if expected is not None and dest.is_file() and sha256_file(dest) == expected:
+            if expected is not None and dest.is_file() and _sha256_file(dest) == expected:
                 logger.debug("{}: in place and matches its checksum; kept", file.path)
                 return Outcome(file.path, "skipped")
-            part = part_path(dest)
+            part = _part_path(dest)
             received = await self.policy.acall(self._data_once, self.url(file), part)
         except Missing as exc:
             logger.warning("{}: missing from the archive ({}); the venue did not publish it — listed under "
@@ -223,14 +247,13 @@ class Fetcher:
             logger.error("{}: {}; quarantined to {} (never left where the ETL reads) — re-download it later or "
                          "report it to the venue", file.path, problem, target)
             return Outcome(file.path, "corrupt", received, reason=problem)
-        os.replace(part, dest)
-        _fsync_dir(dest.parent)
+        await asyncio.to_thread(_place, part, dest)
         return Outcome(file.path, "downloaded", received)
 
     @staticmethod
     def _verify(part: Path, file: ArchiveFile, expected: str | None) -> str | None:
         if expected is not None:
-            actual = sha256_file(part)
+            actual = _sha256_file(part)
             return None if actual == expected else (f"SHA-256 {actual} differs from the published .CHECKSUM "
                                                     f"{expected}")
-        return container_problem(part, file.name)
+        return _container_problem(part, file.name)

@@ -205,10 +205,7 @@ async def _run_all(ctx: RunContext, params: DownloadParams, todo: list[Any], out
                 if stop.is_set():
                     raise KeyboardInterrupt("download stopped")
                 outcome = await fut
-                _commit(ctx, outcome, n)
-                progress.files += 1
-                ctx.item_done(f"{outcome.item.rsplit('/', 1)[-1]} {outcome.status} · {progress.line()}",
-                              events=outcome.bytes, batch_num=n)
+                await asyncio.to_thread(_commit, ctx, outcome, n, progress)  # one writer; the loop goes on
                 outcomes.append(outcome)
         finally:
             beater.cancel()
@@ -218,8 +215,8 @@ async def _run_all(ctx: RunContext, params: DownloadParams, todo: list[Any], out
     return outcomes
 
 
-def _commit(ctx: RunContext, outcome: Any, n: int) -> None:
-    """Record one file's outcome in the checkpoint (verified files are what a resume skips)."""
+def _commit(ctx: RunContext, outcome: Any, n: int, progress: _Progress) -> None:
+    """Record one file's outcome in the checkpoint (verified files are what a resume skips) and the progress."""
     if outcome.status in ("downloaded", "skipped"):
         if outcome.item in ctx.checkpoint.extra.get("missing", []):  # published since an earlier attempt
             ctx.checkpoint.extra["missing"].remove(outcome.item)
@@ -231,6 +228,9 @@ def _commit(ctx: RunContext, outcome: Any, n: int) -> None:
         if outcome.item not in missing:
             missing.append(outcome.item)
         ctx.checkpoint.save()
+    progress.files += 1
+    ctx.item_done(f"{outcome.item.rsplit('/', 1)[-1]} {outcome.status} · {progress.line()}", events=outcome.bytes,
+                  batch_num=n)
 
 
 def _run_loop(ctx: RunContext, params: DownloadParams, todo: list[Any], out_dir: Path,

@@ -55,7 +55,20 @@ FUNDING_RATE = 0.0001  # Binance's interest-rate component per 8 h; NOT a record
 
 
 def zip_bytes(name: str, data: bytes) -> bytes:
-    """Return a zip archive holding ``data`` as member ``name`` (deflated, fixed timestamps)."""
+    """Return a zip archive holding ``data`` as member ``name`` (deflated, fixed timestamps).
+
+    Parameters
+    ----------
+    name : str
+        The member's name, e.g. ``BTCUSDT-1m-2022-01-01.csv``.
+    data : bytes
+        Its content.
+
+    Returns
+    -------
+    bytes
+        The zip file.
+    """
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         info = zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0))
@@ -65,7 +78,20 @@ def zip_bytes(name: str, data: bytes) -> bytes:
 
 
 def checksum_text(name: str, data: bytes) -> bytes:
-    """Return a Binance ``.CHECKSUM`` body: ``<sha256 hex>  <file name>``."""
+    """Return a Binance ``.CHECKSUM`` body: ``<sha256 hex>  <file name>``.
+
+    Parameters
+    ----------
+    name : str
+        The zip's file name.
+    data : bytes
+        The zip's content.
+
+    Returns
+    -------
+    bytes
+        One line, as data.binance.vision publishes it.
+    """
     return f"{hashlib.sha256(data).hexdigest()}  {name}\n".encode()
 
 
@@ -127,12 +153,24 @@ class ArchiveServer:
             self.files[f"{path}.CHECKSUM"] = checksum_text(path.rsplit("/", 1)[-1], data)
 
     def corrupt_checksum(self, path: str) -> None:
-        """Publish a ``.CHECKSUM`` for ``path`` that its content does not match."""
+        """Publish a ``.CHECKSUM`` for ``path`` that its content does not match.
+
+        Parameters
+        ----------
+        path : str
+            Archive path of a file already served.
+        """
         path = path.lstrip("/")
         self.files[f"{path}.CHECKSUM"] = checksum_text(path.rsplit("/", 1)[-1], self.files[path] + b"x")
 
     def remove(self, path: str) -> None:
-        """Answer 404 for ``path`` and its checksum (a day the venue did not publish)."""
+        """Answer 404 for ``path`` and its checksum (a day the venue did not publish).
+
+        Parameters
+        ----------
+        path : str
+            Archive path.
+        """
         path = path.lstrip("/")
         self.files.pop(path, None)
         self.files.pop(f"{path}.CHECKSUM", None)
