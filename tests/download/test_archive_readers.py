@@ -109,3 +109,17 @@ def test_a_truncated_bybit_trades_gzip_is_a_data_error(tmp_path, archive_files):
     with pytest.raises(DataError, match="BTCUSDT2024-08-09.csv.gz"):
         ingest_file(path)
     assert gzip.decompress(data)  # the whole file is fine
+
+
+def test_spot_trades_without_header_with_is_best_match_in_microseconds_equal_the_futures_file(tmp_path):
+    src = (SAMPLES / "trades" / "BTCUSDT-trades-2024-08-08.csv").read_text().splitlines()[1:]
+    rows = []
+    for line in src:  # Binance spot layout: no header, a 7th column, times in us (from 2025 on)
+        f = line.split(",")
+        rows.append(",".join([*f[:4], str(int(f[4]) * 1000), f[5], "true"]))
+    path = _put(tmp_path, "data/spot/daily/trades/BTCUSDT/BTCUSDT-trades-2024-08-08.zip",
+                zip_bytes("BTCUSDT-trades-2024-08-08.csv", ("\n".join(rows) + "\n").encode()))
+    got = ingest_file(path)
+    assert got.market == "spot"
+    want = _trades_bars()
+    assert got.bars.sort("ts").select(*TRADE_BAR, "n_trades").equals(want.select(*TRADE_BAR, "n_trades"))

@@ -227,7 +227,8 @@ def read_trades(path: Path, report: QualityReport) -> pl.DataFrame:
         csv = _trades_path(path, Path(tmp))
         header = _header(csv)
         has_header = not header[0].lstrip("-").isdigit()
-        frame = _read_strings(csv, TRADE_COLUMNS, has_header)
+        spot = not has_header and len(header) == len(TRADE_COLUMNS) + 1  # Binance spot: + is_best_match
+        frame = _read_strings(csv, (*TRADE_COLUMNS, "is_best_match") if spot else TRADE_COLUMNS, has_header)
     frame = _numbers(path, frame, ("id",), pl.Int64())
     frame = _numbers(path, frame, ("price", "qty"), pl.Float64())
     _fatal_prices(path, frame, ("price",))

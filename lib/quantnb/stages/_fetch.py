@@ -222,7 +222,7 @@ class Fetcher:
             (retries spent; the part file is kept for the next attempt).
         """
         dest = self.out_dir / file.path
-        if trusted and dest.is_file():
+        if (trusted or not file.checksum) and dest.is_file():  # placed only once verified (atomic rename)
             return Outcome(file.path, "skipped")
         try:
             expected = (await self.policy.acall(self._checksum_once, self.url(file, ".CHECKSUM"))

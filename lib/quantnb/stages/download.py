@@ -19,6 +19,7 @@ continues a part file with an HTTP Range request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import re
@@ -255,8 +256,9 @@ def _run_loop(ctx: RunContext, params: DownloadParams, todo: list[Any], out_dir:
             thread.join(0.2)
     except KeyboardInterrupt:
         stop.set()
-        for task in asyncio.all_tasks(loop) if not loop.is_closed() else ():
-            loop.call_soon_threadsafe(task.cancel)
+        if not loop.is_closed():  # cancel every transfer from inside the loop (all_tasks is not thread-safe)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(lambda: [t.cancel() for t in asyncio.all_tasks(loop)])
         thread.join(30)
         raise
     if "error" in box:
