@@ -146,3 +146,15 @@ def test_bybit_files_are_checked_by_their_own_crc(project, archive, archive_file
     res = _download(project, archive, venue="bybit", market="linear", data_type="orderbook", symbols=["XRPUSDT"],
                     start="2024-12-01", end="2024-12-01")
     assert res.status == "completed" and (project / "data" / "raw" / path).read_bytes() == good
+
+
+def test_downloaded_funding_rates_become_one_series_per_instrument_in_parquet(project, archive):
+    _download(project, archive, data_type="fundingRate", start="2024-08-08", end="2024-08-08")
+    _download(project, archive, data_type="fundingRate", start="2022-01-31", end="2022-01-31")
+    etl = _etl(project, ["data/raw/**/*.zip"])
+    assert etl.status == "completed" and not etl.quarantined and etl.outputs.height == 0
+    path = project / "data" / "processed" / "binance" / "usdm" / "BTCUSDT" / "funding" / "funding.parquet"
+    series = pl.read_parquet(path)
+    assert series.columns == ["venue", "market", "symbol", "ts", "funding_rate", "funding_interval_h"]
+    assert series.height == 2 * 31 * 3 and series["ts"].is_sorted() and series["ts"].n_unique() == series.height
+    assert _record(project, etl.run_id)["outputs"]["funding_binance_usdm_BTCUSDT"].endswith("funding.parquet")
