@@ -158,3 +158,14 @@ def test_downloaded_funding_rates_become_one_series_per_instrument_in_parquet(pr
     assert series.columns == ["venue", "market", "symbol", "ts", "funding_rate", "funding_interval_h"]
     assert series.height == 2 * 31 * 3 and series["ts"].is_sorted() and series["ts"].n_unique() == series.height
     assert _record(project, etl.run_id)["outputs"]["funding_binance_usdm_BTCUSDT"].endswith("funding.parquet")
+
+
+def test_a_server_slower_than_timeout_s_is_retried_and_the_file_arrives(project, archive, archive_files):
+    url_path = "/" + KLINES.format(1)
+    archive.inject_fault(Fault(kind="timeout", path=url_path, delay_s=2.0))
+    res = _download(project, archive, end="2022-01-01", timeout_s=0.5)
+    assert res.status == "completed" and res.files["status"].to_list() == ["downloaded"]
+    assert [p for _, p, _ in archive.requests].count(url_path) == 2
+    assert (project / "data" / "raw" / KLINES.format(1)).read_bytes() == archive_files[KLINES.format(1)]
+    log = (project / _record(project, res.run_id)["log"]).read_text()
+    assert "retrying in" in log and "Timeout" in log

@@ -249,10 +249,16 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_HEAD(self) -> None:  # noqa: N802 - http.server's name
-        self._answer(body=False)
+        self._guarded(body=False)
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        self._answer(body=True)
+        self._guarded(body=True)
+
+    def _guarded(self, body: bool) -> None:
+        try:
+            self._answer(body)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (its timeout): nothing to answer
+            self.close_connection = True
 
     def _status(self, code: int, headers: dict[str, str] | None = None) -> None:
         body = f"{code}\n".encode()
