@@ -58,3 +58,34 @@ def test_sigkill_of_the_whole_tree_mid_download_then_resume_gives_the_same_files
     assert any(r.startswith("bytes=") and r != "bytes=0-" for _, _, r in after), "no part file was continued"
     record = json.loads((project / "runs" / run_id / "run.json").read_text())
     assert record["status"] == "completed" and record["results"]["downloaded"] + record["results"]["skipped"] == 8
+
+
+@pytest.mark.slow
+def test_sigterm_mid_download_records_interrupted_keeps_the_part_file_and_resume_completes(project, archive_files):
+    import signal
+
+    with ArchiveServer(archive_files, bytes_per_s=20_000) as srv:
+        args = ["run", "download", "-p", "base_url", srv.url, "-p", "start", "2022-01-01", "-p", "end",
+                "2022-01-03", "-p", "max_concurrency", "1"]
+        proc = subprocess.Popen([QUANTNB, *args], cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        run_id = proc.stdout.readline().split(" run ")[1].split()[0]
+        raw = project / "data" / "raw"
+        deadline = time.monotonic() + 120
+        parts: list = []
+        while time.monotonic() < deadline and proc.poll() is None and not parts:
+            parts = [p for p in raw.rglob(".*.part") if p.stat().st_size > 0] if raw.exists() else []
+            time.sleep(0.02)
+        assert parts, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 143, out + err
+        record = json.loads((project / "runs" / run_id / "run.json").read_text())
+        assert record["status"] == "interrupted"
+        assert any(p.stat().st_size > 0 for p in raw.rglob(".*.part"))  # kept for the Range request
+        srv.bytes_per_s = None
+        done = run_cli("run", "download", "--resume", run_id, cwd=project)
+        assert done.returncode == 0, done.stdout + done.stderr
+    for day in (1, 2, 3):
+        assert (raw / KLINES.format(day)).read_bytes() == archive_files[KLINES.format(day)]
+    assert json.loads((project / "runs" / run_id / "run.json").read_text())["status"] == "completed"
