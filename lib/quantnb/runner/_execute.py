@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import sys
@@ -274,7 +275,8 @@ def run_stage(
                           config_hash=params.config_hash(), parameters=params.model_dump(mode="json"),
                           started_at=iso(utc_now()), git_commit=git_commit(base),
                           versions=package_versions(), **runner)
-    inject = {**values, "run_id": run_id, "project_dir": str(base)}
+    # YAML dates (start: 2024-07-01) reach the notebook as ISO strings; papermill stores the parameters as JSON
+    inject = {**json.loads(json.dumps(values, default=str)), "run_id": run_id, "project_dir": str(base)}
     update_run_record(run_dir, notebook=str(notebook_out.relative_to(base)), **runner)
     print(f"[quantnb] {stage}: run {run_id} -> {notebook_out.relative_to(base)}", flush=True)
     t0 = time.monotonic()
