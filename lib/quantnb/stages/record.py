@@ -31,7 +31,7 @@ import polars as pl
 from loguru import logger
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
-from quantnb.config import StageParams
+from quantnb.config import OutputDir, StageParams, resolve_output_dir
 from quantnb.runlog import start_run
 
 __all__ = ["RecordParams", "RecordResult", "run_record"]
@@ -62,11 +62,13 @@ class RecordParams(StageParams):
     max_messages: PositiveInt | None = Field(None, description="Stop after this many frames; None: no limit.")
     ws_url: str | None = Field(None, description="Websocket URL/root; None: the venue's production endpoint.")
     rest_url: str | None = Field(None, description="Binance REST root for depth snapshots; None: production.")
-    output_dir: str = Field("data/recorded", description="raw/ and parquet/ go under it, relative to the project.")
+    output_dir: OutputDir = Field("data/recorded", description="raw/ and parquet/ go under it: an absolute folder "
+                                  "or one relative to the project.")
     sinks: list[Literal["raw", "parquet", "clickhouse"]] = Field(
         default_factory=lambda: ["raw", "parquet"], min_length=1, description="Where the frames go.")
     clickhouse_url: str | None = Field(None, description="ClickHouse server http(s)://user@host:port/db; None: chDB.")
-    clickhouse_path: str = Field("data/clickhouse", description="Embedded chDB folder, relative to the project.")
+    clickhouse_path: OutputDir = Field("data/clickhouse", description="Embedded chDB folder: absolute or relative "
+                                      "to the project.")
     clickhouse_table: str = Field("quantnb.book_events",
                                   description="database.name of the events view (the table is <name>_frames).")
     flush_every_s: PositiveFloat = Field(5.0, description="Sink flush period, seconds (the most a kill -9 loses).")
@@ -169,7 +171,7 @@ def run_record(params: RecordParams) -> RecordResult:
     from quantnb.record import Recorder, RecorderConfig
 
     with start_run(params) as ctx:
-        out = (ctx.root / params.output_dir).resolve()
+        out = resolve_output_dir(params.output_dir, ctx.root)
         tag = Path(params.venue) / params.market  # the exchange's folder layout: the ETL reads the market from it
         raw_dir = out / "raw" / tag if "raw" in params.sinks else None
         parquet_dir = out / "parquet" / tag if "parquet" in params.sinks else None
@@ -178,7 +180,7 @@ def run_record(params: RecordParams) -> RecordResult:
             venue=params.venue, market=params.market, symbols=tuple(s.upper() for s in params.symbols),
             depth=params.depth, channels=tuple(params.channels), ws_url=params.ws_url, rest_url=params.rest_url,
             raw_dir=raw_dir, parquet_dir=parquet_dir, clickhouse="clickhouse" in params.sinks,
-            clickhouse_url=params.clickhouse_url, clickhouse_path=(ctx.root / params.clickhouse_path).resolve(),
+            clickhouse_url=params.clickhouse_url, clickhouse_path=resolve_output_dir(params.clickhouse_path, ctx.root),
             clickhouse_table=params.clickhouse_table, flush_every_s=params.flush_every_s,
             progress_every_s=params.progress_every_s, duration_s=params.duration_s,
             max_messages=params.max_messages, shard_prefix=prefix, log_frames=params.log_frames,
