@@ -8,7 +8,7 @@ from typing import Any
 from quantnb._paths import project_root
 from quantnb.config import load_yaml_params
 from quantnb.errors import ConfigError
-from quantnb.runlog._monitor import format_metrics
+from quantnb.runlog._monitor import fit_table, format_metrics
 from quantnb.runlog._record import mark_dead_runs
 from quantnb.runner._execute import RunOutcome, resolve_params, run_stage
 
@@ -24,22 +24,26 @@ class PipelineResult:
     outcomes: list[tuple[str, RunOutcome]]
     ok: bool
 
-    def table(self) -> str:
-        """Return a plain-text summary table: step, stage, status, duration, metrics, outputs."""
-        rows = [("step", "stage", "status", "duration_s", "run_id | metrics | outputs")]
+    def table(self, width: int | None = None) -> str:
+        """Return a plain-text summary table: step, stage, status, duration, run id, metrics, outputs.
+
+        Parameters
+        ----------
+        width : int or None
+            Characters per line; None: the terminal's. Columns that do not fit go on an
+            indented line under their step (see :func:`quantnb.runlog._monitor.fit_table`).
+
+        Returns
+        -------
+        str
+        """
+        rows = []
         for step_id, o in self.outcomes:
             duration = o.record.get("duration_s") or o.record.get("runner_duration_s") or ""
-            outputs = ", ".join(f"{k}={v}" for k, v in (o.record.get("outputs") or {}).items())
+            outputs = "  ".join(f"{k}={v}" for k, v in (o.record.get("outputs") or {}).items())
             metrics = format_metrics(o.stage, o.record.get("metrics") or {}, width=80)
-            tail = o.run_id + (f" | {metrics}" if metrics else "") + (f" | {outputs}" if outputs else "")
-            rows.append((step_id, o.stage, o.status, f"{duration}", tail))
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        lines = []
-        for n, r in enumerate(rows):
-            lines.append("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
-            if n == 0:
-                lines.append("-" * (sum(widths) + 8 + 40))
-        return "\n".join(lines)
+            rows.append((step_id, o.stage, o.status, f"{duration}", o.run_id, metrics, outputs))
+        return fit_table(("step", "stage", "status", "duration_s", "run_id", "metrics", "outputs"), rows, width)
 
 
 def _substitute(value: Any, done: dict[str, RunOutcome | None], where: str) -> Any:
