@@ -31,10 +31,12 @@ import polars as pl
 from loguru import logger
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
+from quantnb._paths import project_root
 from quantnb.config import OutputDir, StageParams, resolve_output_dir
+from quantnb.errors import ConfigError
 from quantnb.runlog import start_run
 
-__all__ = ["RecordParams", "RecordResult", "run_record"]
+__all__ = ["RecordParams", "RecordResult", "run_record", "open_clickhouse", "ClickHouseQuery"]
 
 _DEPTHS = {"linear": (1, 50, 200, 500), "spot": (1, 50, 200)}
 
@@ -233,3 +235,88 @@ def run_record(params: RecordParams) -> RecordResult:
                        "(they are in Parquet; the next run backfills them)")
     return RecordResult(ctx.run_id, ctx.status, rep, raw_dir, parquet_dir,
                         params.clickhouse_table if "clickhouse" in params.sinks else None)
+
+
+class ClickHouseQuery:
+    """The recorder's ClickHouse opened for queries (see :func:`open_clickhouse`); results as polars frames."""
+
+    def __init__(self, session: Any = None, client: Any = None, where: str = "") -> None:
+        self._session, self._client, self.where = session, client, where
+
+    def query(self, sql: str) -> pl.DataFrame:
+        """Run ``sql`` and return its result.
+
+        Parameters
+        ----------
+        sql : str
+            A ClickHouse query, e.g. ``SELECT count() FROM quantnb.book_events``.
+
+        Returns
+        -------
+        polars.DataFrame
+            The result, one column per selected expression (ClickHouse types mapped by Arrow).
+        """
+        if self._session is not None:
+            return pl.from_arrow(self._session.query(sql, "ArrowTable"))
+        return pl.from_arrow(self._client.query_arrow(sql))
+
+    def close(self) -> None:
+        """Release the database (embedded chDB allows one process per folder)."""
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> ClickHouseQuery:  # noqa: D105
+        return self
+
+    def __exit__(self, *exc: object) -> None:  # noqa: D105
+        self.close()
+
+
+def open_clickhouse(path: str | os.PathLike[str] | None = None, *, url: str | None = None,
+                    project_dir: str | None = None) -> ClickHouseQuery:
+    """Open the ClickHouse the record stage writes, for queries.
+
+    Embedded chDB by default, at the record stage's ``clickhouse_path`` default
+    (``data/clickhouse``) taken from the project directory, whatever the working
+    directory (a notebook's is ``notebooks/``); a server with ``url``
+    (``http(s)://user@host:port/db``, the password from ``CLICKHOUSE_PASSWORD``).
+
+    Parameters
+    ----------
+    path : str, os.PathLike or None
+        The chDB folder the recorder wrote (its ``clickhouse_path``): absolute, or
+        relative to the project. None: the default.
+    url : str or None
+        A ClickHouse server instead of the embedded chDB.
+    project_dir : str or None
+        Project directory; found from the working directory (or ``QUANTNB_HOME``) if None.
+
+    Returns
+    -------
+    ClickHouseQuery
+        ``.query(sql) -> polars.DataFrame``; close it (or use ``with``) before a recorder
+        opens the same chDB folder.
+
+    Raises
+    ------
+    ConfigError
+        If the chDB folder does not exist (nothing recorded there: it is not created
+        empty), or ``url`` carries a password.
+    """
+    if url is not None:
+        from quantnb.record._sinks import clickhouse_server_client  # imports nothing heavy until called
+
+        return ClickHouseQuery(client=clickhouse_server_client(url, "url"), where=url)
+    import chdb.session
+
+    given = path if path is not None else RecordParams.model_fields["clickhouse_path"].default
+    folder = resolve_output_dir(given, project_root(project_dir))
+    if not folder.is_dir():
+        raise ConfigError(f"open_clickhouse: no ClickHouse data at {folder} (path={str(given)!r}, relative paths "
+                          "are taken from the project); record with -p sinks '[raw, parquet, clickhouse]' first, "
+                          "or pass the recorder's clickhouse_path")
+    return ClickHouseQuery(session=chdb.session.Session(str(folder)), where=str(folder))
