@@ -25,8 +25,8 @@ EXIT_CODES_TEXT = ("0    completed (also with quarantined files)", "1    failed 
                    "143  interrupted (SIGTERM); resume with --resume RUN_ID")
 
 
-def plain(text: str) -> str:
-    """Return docstring text with reStructuredText roles and literals written plainly."""
+def _plain(text: str) -> str:
+    """Docstring text with reStructuredText roles and literals written plainly."""
     return _LITERAL.sub(r"\1", _ROLE.sub(r"\1", text))
 
 
@@ -78,7 +78,7 @@ def stage_help(stage: str, usage: str, width: int | None = None) -> str:
     cls = params_class(stage)
     module = importlib.import_module(STAGES[stage].split(":")[0])
     out = [usage.rstrip(), ""]
-    for para in plain(module.__doc__ or cls.__doc__ or "").strip().split("\n\n"):
+    for para in _plain(module.__doc__ or cls.__doc__ or "").strip().split("\n\n"):
         out += textwrap.wrap(" ".join(para.split()), width) + [""]
     common = set(StageParams.model_fields)
     for title, names in (("parameters (-p NAME VALUE, VALUE read as YAML; or a YAML mapping with -f FILE):",
@@ -90,7 +90,7 @@ def stage_help(stage: str, usage: str, width: int | None = None) -> str:
             field = cls.model_fields[name]
             kind = " ".join([_type_name(field.annotation), *_bounds(field.metadata)])
             out.append(f"  {name} : {kind} = {_default(field)}")
-            out += textwrap.wrap(plain(field.description or ""), width, initial_indent="      ",
+            out += textwrap.wrap(_plain(field.description or ""), width, initial_indent="      ",
                                  subsequent_indent="      ")
         out.append("")
     out += ["options:",
@@ -106,7 +106,19 @@ def stage_help(stage: str, usage: str, width: int | None = None) -> str:
 
 
 class StageHelpAction(argparse.Action):
-    """``-h/--help`` of a stage's sub-command: print :func:`stage_help` (imports the stage only then)."""
+    """``-h/--help`` of a stage's sub-command: print :func:`stage_help` (imports the stage only then).
+
+    Parameters
+    ----------
+    option_strings : list of str
+        ``["-h", "--help"]``.
+    dest : str
+        Ignored (the action stores nothing).
+    stage : str
+        The stage whose help is printed.
+    help : str or None
+        The option's own help line.
+    """
 
     def __init__(self, option_strings: list[str], dest: str, stage: str, help: str | None = None) -> None:  # noqa: A002
         super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0, help=help)

@@ -17,7 +17,20 @@ _DONE = ("completed", "completed_with_errors")
 
 
 def completed_runs(root: Path, stage: str) -> list[dict[str, Any]]:
-    """Return the run.json of every completed run of ``stage`` under ``root/runs``, newest first."""
+    """Return the run.json of every completed run of ``stage`` under ``root/runs``, newest first.
+
+    Parameters
+    ----------
+    root : pathlib.Path
+        Project directory.
+    stage : str
+        Stage name.
+
+    Returns
+    -------
+    list of dict
+        Records (status completed or completed_with_errors), each with ``run_id``, by end time.
+    """
     found = []
     for rec_path in (root / "runs").glob("*/run.json"):
         rec = read_run_record(rec_path.parent, detect_dead=False)
@@ -31,8 +44,22 @@ def latest_output(project_dir: str | os.PathLike[str] | None, stage: str, output
                   *, parameter: tuple[str, str] | None = None) -> tuple[str, str] | None:
     """Return ``(run_id, path)`` of ``output`` of the latest completed ``stage`` run, or None.
 
-    ``parameter=(name, folder)`` keeps only runs whose recorded parameter ``name`` names
-    the same folder (both taken from the project when relative).
+    Parameters
+    ----------
+    project_dir : str, os.PathLike or None
+        Project directory; found from the cwd if None.
+    stage : str
+        The earlier stage, e.g. ``"labelling"``.
+    output : str
+        The name the run recorded the output under (``outputs.<name>`` in run.json).
+    parameter : (str, str) or None
+        ``(name, folder)``: only runs whose recorded parameter ``name`` names the same
+        folder (both taken from the project when relative).
+
+    Returns
+    -------
+    (str, str) or None
+        The run id and the output's path as recorded (relative to the project when inside it).
     """
     root = project_root(project_dir)
     for rec in completed_runs(root, stage):
@@ -48,7 +75,21 @@ def latest_output(project_dir: str | os.PathLike[str] | None, stage: str, output
 
 
 def latest_run_ids(project_dir: str | os.PathLike[str] | None, stage: str, n: int = 5) -> list[str]:
-    """Return the ids of the ``n`` latest completed runs of ``stage``, newest first."""
+    """Return the ids of the ``n`` latest completed runs of ``stage``, newest first.
+
+    Parameters
+    ----------
+    project_dir : str, os.PathLike or None
+        Project directory; found from the cwd if None.
+    stage : str
+        Stage name.
+    n : int
+        At most this many.
+
+    Returns
+    -------
+    list of str
+    """
     return [r["run_id"] for r in completed_runs(project_root(project_dir), stage)[:n]]
 
 

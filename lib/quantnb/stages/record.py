@@ -238,7 +238,17 @@ def run_record(params: RecordParams) -> RecordResult:
 
 
 class ClickHouseQuery:
-    """The recorder's ClickHouse opened for queries (see :func:`open_clickhouse`); results as polars frames."""
+    """The recorder's ClickHouse opened for queries (see :func:`open_clickhouse`); results as polars frames.
+
+    Parameters
+    ----------
+    session : chdb.session.Session or None
+        An embedded chDB session.
+    client : clickhouse_connect client or None
+        A server client (when ``session`` is None).
+    where : str
+        The folder or server, for messages.
+    """
 
     def __init__(self, session: Any = None, client: Any = None, where: str = "") -> None:
         self._session, self._client, self.where = session, client, where
