@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import os
 import shutil
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -274,14 +275,17 @@ def fit_table(header: tuple[str, ...], rows: list[tuple[str, ...]], width: int |
     rows : list of tuple of str
         One tuple per row, as long as ``header``.
     width : int or None
-        Characters per line; None: the terminal's (``COLUMNS``, else 100 when not a terminal).
+        Characters per line; None: ``COLUMNS``, else the terminal's, else (output piped to
+        a file or a program) no limit: one line per row.
 
     Returns
     -------
     str
         The header, a rule, and the rows.
     """
-    width = width or shutil.get_terminal_size((100, 24)).columns
+    if width is None:
+        piped = "COLUMNS" not in os.environ and not sys.stdout.isatty()
+        width = sys.maxsize if piped else shutil.get_terminal_size().columns
     table = [header, *rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     keep = len(header)
@@ -291,7 +295,7 @@ def fit_table(header: tuple[str, ...], rows: list[tuple[str, ...]], width: int |
     for n, r in enumerate(table):
         lines.append("  ".join(c.ljust(w) for c, w in zip(r[:keep], widths[:keep], strict=True)).rstrip())
         if n == 0:
-            lines.append("-" * min(width, max(len(lines[0]), sum(widths[:keep]) + 2 * (keep - 1))))
+            lines.append("-" * min(width, sum(widths[:keep]) + 2 * (keep - 1)))
             continue
         for i in range(keep, len(header)):
             if r[i]:
