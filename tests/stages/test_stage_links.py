@@ -77,6 +77,7 @@ def test_training_takes_the_latest_optimizations_best_params_for_the_same_labell
     res = run_training(p)
     log = (root / "logs" / "training" / f"{res.run_id}.log").read_text()
     assert f"from {on_newer.run_id}, the latest completed optimization" in log
+    assert "(torch threads: 1)" in log  # the default: one thread is fastest for these small models
     meta = yaml.safe_load((res.bundle_dir / "config_metadata.yaml").read_text())
     assert _record(root, res.run_id)["parameters"]["best_params_path"] == opt_run["outputs"]["best_params"]
     for name in ("seq_len", "tcn_channels", "lstm_hidden", "lr", "dropout"):  # trained on those, not the defaults
@@ -98,3 +99,15 @@ def test_an_empty_train_id_says_where_agent_ids_come_from_and_lists_the_latest(t
         LiveParams.parse({"train_id": "", "project_dir": str(root)})
     assert "the latest completed: agent_x_20261202_000000, agent_x_20261200_000000" in str(err.value)
     assert "length" not in str(err.value)
+
+
+@pytest.mark.parametrize("stage", ["optimization", "training"])
+def test_torch_threads_default_to_one_in_the_parameters_and_the_notebook(stage):
+    import papermill
+
+    from quantnb.stages import params_class
+    from tests.conftest import REPO
+
+    assert params_class(stage).model_fields["num_threads"].default == 1
+    cell = papermill.inspect_notebook(str(REPO / "notebooks" / f"{stage}.ipynb"))
+    assert cell["num_threads"]["default"] == "1", "the notebook's parameters cell overrides the model's default"
