@@ -3,8 +3,10 @@
 Each input file is one item, labelled in a worker with the first ``lookahead_min`` bars of the
 next file appended as future context, so rows near midnight get complete windows when the data
 is contiguous; rows whose window is incomplete (end of data, or a gap) are excluded, never
-labelled from a partial future. Output goes to ``<output_root>/<suffix>/`` (e.g.
-``data/labelled/SELL_0004_BUY_0008_1h/``) so configurations never overwrite each other.
+labelled from a partial future. Output goes to ``output_dir`` if given (any absolute folder, or
+one relative to the project), else ``<output_root>/<suffix>/`` (e.g.
+``data/labelled/SELL_0004_BUY_0008_1h/``) so configurations never overwrite each other; the run
+records it as ``outputs.labelled_dir``, which optimization and training take by default.
 """
 
 from __future__ import annotations
