@@ -12,7 +12,7 @@ import pytest
 from quantnb.errors import ConfigError
 from quantnb.stages.etl import EtlParams, run_etl
 from quantnb.stages.labelling import LabellingParams, run_labelling
-from tests.conftest import SAMPLES, make_project
+from tests.conftest import SAMPLES, make_project, run_cli
 
 OB200 = SAMPLES / "bybit" / "2026-08-09_BTCUSDT_ob200.data"
 
@@ -111,4 +111,10 @@ def test_a_symbolic_link_in_runs_that_points_elsewhere_is_not_written_through(tw
     with pytest.raises(ConfigError, match="symbolic link"):
         run_etl(EtlParams(input_globs=[str(OB200)], output_dir=str(volume / "a"), n_workers=1, resume=True,
                           run_id=first.run_id, project_dir=str(root), console_level=None))
+    assert {p: p.stat().st_mtime_ns for p in elsewhere.rglob("*")} == before
+    record = json.loads((elsewhere / "run.json").read_text())  # a dead "running" run: listing it writes nothing
+    (elsewhere / "run.json").write_text(json.dumps({**record, "status": "running", "pid": 2**22 + 12345}))
+    before = {p: p.stat().st_mtime_ns for p in elsewhere.rglob("*")}
+    res = run_cli("run", "etl", "--resume", first.run_id, cwd=root)
+    assert res.returncode == 2 and "symbolic link" in res.stderr, res.stderr
     assert {p: p.stat().st_mtime_ns for p in elsewhere.rglob("*")} == before

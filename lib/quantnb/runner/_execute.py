@@ -103,6 +103,7 @@ def resolve_params(
     cls = params_class(stage)
     values: dict[str, Any] = {}
     if resume_run_id:
+        check_run_dir(root, resume_run_id)
         rec = read_run_record(root / "runs" / resume_run_id)
         if rec is None:
             raise ConfigError(f"--resume {resume_run_id}: no runs/{resume_run_id}/run.json under {root}")
