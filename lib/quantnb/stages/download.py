@@ -32,7 +32,7 @@ import polars as pl
 from loguru import logger
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
-from quantnb.config import StageParams
+from quantnb.config import OutputDir, StageParams, resolve_output_dir
 from quantnb.runlog import RunContext, start_run
 
 __all__ = ["DownloadParams", "DownloadResult", "run_download"]
@@ -62,7 +62,8 @@ class DownloadParams(StageParams):
     end: dt.date = Field(dt.date(2024, 9, 30), description="Last UTC day, inclusive (YYYY-MM-DD).")
     base_url: str | None = Field(None, description="Archive root URL; None: the venue's public archive. Set it "
                                                    "for a mirror or a loopback server.")
-    output_dir: str = Field("data/raw", description="Where the archive's folder layout is reproduced.")
+    output_dir: OutputDir = Field("data/raw", description="Where the archive's folder layout is reproduced: any "
+                                                        "absolute folder, or one relative to the project.")
     book_depth: PositiveInt | None = Field(None, description="Bybit order-book depth in the file name; None: 500 "
                                                              "(linear, inverse), 200 (spot).")
     max_concurrency: PositiveInt = Field(8, le=64, description="Files transferred at once.")
@@ -290,7 +291,7 @@ def run_download(params: DownloadParams) -> DownloadResult:
     from quantnb.data._archive import plan_files
 
     with start_run(params) as ctx:
-        out_dir = (ctx.root / params.output_dir).resolve()
+        out_dir = resolve_output_dir(params.output_dir, ctx.root)
         files = plan_files(params.venue, params.market, params.data_type, params.symbols, params.start, params.end,
                            interval=params.interval, book_depth=params.book_depth)
         ctx.add_output("download_dir", out_dir)

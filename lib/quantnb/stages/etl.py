@@ -28,6 +28,7 @@ import polars as pl
 from loguru import logger
 from pydantic import Field, PositiveInt, field_validator
 
+from quantnb.config import OutputDir, resolve_output_dir
 from quantnb.display import result_html
 from quantnb.errors import ConfigError, DataError
 from quantnb.parallel import ParallelStageParams, open_executor
@@ -64,8 +65,9 @@ class EtlParams(ParallelStageParams):  # + executor, scheduler
                     "'**' matches any number of folders. Whatever they name that is not a readable regular "
                     "file is quarantined with an error.",
     )
-    output_dir: str = Field("data/processed",
-                            description="Where <venue>/<market>/<SYMBOL>/<YYYY-MM-DD>.parquet go.")
+    output_dir: OutputDir = Field("data/processed",
+                                  description="Where <venue>/<market>/<SYMBOL>/<YYYY-MM-DD>.parquet go: an absolute "
+                                              "folder, or one relative to the project.")
     n_workers: PositiveInt = Field(2, description="Worker processes; 1 runs in-process.")
     skip_until_snapshot: bool = Field(
         False, description="Skip order-book deltas before the first snapshot instead of failing the file."
@@ -398,7 +400,7 @@ def _merge_and_write(ctx: RunContext, params: EtlParams) -> pl.DataFrame:
     used = [_shard_path(ctx, item) for item in sorted(ctx.checkpoint.completed)]
     parts = [_read_parquet(p) for p in used]
     ctx.set_result(conflicts=book_conflicts(parts))  # merge_parts logs each at WARNING
-    out_dir = (ctx.root / params.output_dir).resolve()
+    out_dir = resolve_output_dir(params.output_dir, ctx.root)
     for shard, part in zip(used, parts, strict=True):  # each input's quality report next to its outputs
         report = read_json_tolerant(shard.with_suffix(".quality.json"))
         instruments = part.select("venue", "market", "symbol").unique().sort("venue", "market", "symbol")
