@@ -261,8 +261,8 @@ class _Client:
                     self.counters.add(s, "stalls")
                 logger.warning("{}: {} on connection {}{}; reconnecting and resyncing", self.venue, why,
                                self.connections, self._alive_hint())
-                self._invalidate(None)
-                transport.disconnect()
+                transport.disconnect()  # Bybit: the new connection starts from new snapshots; Binance: a diff
+                # missed while silent breaks the pu chain, which fetches a new REST snapshot
                 return
 
     def _watch_book(self) -> bool:

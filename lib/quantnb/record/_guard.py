@@ -3,8 +3,9 @@
 - :func:`check_identifier`: a ClickHouse database/table name must match
   ``[A-Za-z_][A-Za-z0-9_.]*`` before it reaches a query (it is spliced into SQL text).
 - :class:`FolderLock`: one recorder per output folder, an exclusive ``flock`` on
-  ``.<folder name>.recorder.lock`` beside the folder (not in it: the folder holds only data) held for the recording's life (released by the kernel when
-  the process dies, so a killed recorder never blocks its restart), as the trader's
+  ``.<folder name>.recorder.lock`` beside the folder (the folder holds only data), held for
+  the recording's life (released by the kernel when the process dies, so a killed
+  recorder never blocks its restart), as the trader's
   :class:`quantnb.live._state.SessionLock` does; the second recorder is refused with the
   first one's pid.
 - :class:`Quarantine`: frames that cannot be decoded are appended, with their connection
