@@ -7,8 +7,10 @@ arrives is retried, not waited for forever. The HTTP session exists before the w
 connects, so the first snapshot request of a connection always has it.
 
 At each UTC day roll (receive time) a fresh REST snapshot is fetched and recorded, so the
-new day's raw file holds a snapshot the ETL syncs to (the diffs received before it are
-buffered by the ETL, Binance's own procedure); the live book is not reset by it.
+new day's raw file holds a snapshot the ETL syncs to; the live book is not reset by it. A
+"day book" (the ETL's own state machine fed the new day's frames, as the ETL will read the
+file) follows until it syncs: a snapshot too old for the diffs that follow it (the ETL's
+``U <= lastUpdateId <= u`` rule) is fetched again, so the file is known to sync on its own.
 
 References
 ----------
@@ -84,6 +86,8 @@ class BinanceClient(_Client):
         self._http_ready = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._day: dict[str, int] = {}
+        self._day_books: dict[str, BinanceLiveBook] = {}
+        self._market = market
         self.want_book = "book" in self.channels
 
     def streams(self) -> list[str]:
@@ -156,6 +160,13 @@ class BinanceClient(_Client):
                 self._invalidate(sym)
                 self._fetch(sym)
             return
+        day_book = self._day_books.get(sym)
+        if day_book is not None and b"depthUpdate" in text[:80]:
+            day_book.on_frame(text)
+            if day_book.synced:  # the new day's file syncs on its own
+                del self._day_books[sym]
+            elif day_book.needs_snapshot:
+                self._fetch(sym)
         c["messages"] += 1
         c["bytes_in"] += len(text)
         day = recv_ns // _NS_PER_DAY
@@ -181,19 +192,18 @@ class BinanceClient(_Client):
         if self.want_book and book.needs_snapshot:
             self._fetch(sym)
 
-    def _fetch(self, sym: str, roll: bool = False) -> None:
+    def _fetch(self, sym: str) -> None:
         if sym not in self._fetching:
             self._fetching.add(sym)
-            self._tasks.append(asyncio.create_task(self._snapshot(sym, roll)))
+            self._tasks.append(asyncio.create_task(self._snapshot(sym)))
 
     def _day_roll(self, sym: str) -> None:
         """Record a fresh REST snapshot at the UTC day roll, so the new day's raw file can be synced on its own."""
         if not self.want_book:
             return
-        if sym in self._fetching:  # a resync snapshot is on its way: it lands in the new day's file
-            return
         logger.info("binance: {} UTC day roll: fetching a REST snapshot for the new day's raw file", sym)
-        self._fetch(sym, roll=True)
+        self._day_books[sym] = BinanceLiveBook(sym, self._market)
+        self._fetch(sym)  # a resync snapshot already on its way serves the new day's file too
 
     async def _get_snapshot(self, sym: str) -> tuple[int, bytes]:
         """GET one depth snapshot; retry timeouts, connection errors and non-200 replies with backoff until it comes."""
@@ -226,20 +236,20 @@ class BinanceClient(_Client):
                     "{:.2f} s", sym, failures, err, wait)
                 await asyncio.sleep(wait)
 
-    async def _snapshot(self, sym: str, roll: bool = False) -> None:
-        """Fetch REST snapshots until the book syncs (a too-old or unreadable snapshot is fetched again)."""
+    def _needing(self, sym: str) -> list[BinanceLiveBook]:
+        return [b for b in (self.books[sym], self._day_books.get(sym)) if b is not None and b.needs_snapshot]
+
+    async def _snapshot(self, sym: str) -> None:
+        """Fetch REST snapshots until the live book (and the new day's book) sync; a too-old one is fetched again."""
         book, c = self.books[sym], self.counters.by_symbol[sym]
         try:
-            while roll or book.needs_snapshot:
+            while self._needing(sym):
                 recv_ns, text = await self._get_snapshot(sym)
-                if roll and not book.needs_snapshot:  # recorded for the new day's file; the live book is current
-                    c["snapshots"] += 1
-                    self.on_frame(BINANCE_SNAPSHOT, sym, recv_ns, 0, text)
-                    return
-                roll = False
                 before = book.resyncs
+                targets = self._needing(sym)
                 try:
-                    book.on_snapshot(text)
+                    for b in targets:
+                        b.on_snapshot(text)
                 except msgspec.DecodeError as exc:
                     self._bad_frame(text, exc, recv_ns, sym)
                     await asyncio.sleep(self.snapshot_retry.wait_initial_s)
@@ -249,7 +259,7 @@ class BinanceClient(_Client):
                     c["resyncs"] += 1
                 self.on_frame(BINANCE_SNAPSHOT, sym, recv_ns, 0, text)
                 self._check(sym, c, text, False)
-                if book.synced:
+                if book in targets and book.synced:
                     logger.info("binance: {} book synced to REST snapshot lastUpdateId={} (best bid/ask {}/{})",
                                 sym, book.depth.snapshot_id, book.book.best_bid, book.book.best_ask)
         finally:

@@ -10,6 +10,7 @@ is found on open (``CHECK TABLE``).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import time
 from pathlib import Path
@@ -234,6 +235,23 @@ def _sql_str(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _status_locked(path: Path) -> bool:
+    """Return True when another process holds the ``flock`` of the chDB folder's ``status`` file."""
+    try:
+        fd = os.open(path / "status", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False
+
+
 def _open_chdb(path: Path) -> Any:
     """Open an embedded chDB session on ``path``; a refusal names the folder and its cause (in use, damaged)."""
     import chdb.session
@@ -244,12 +262,13 @@ def _open_chdb(path: Path) -> Any:
     except Exception as exc:  # noqa: BLE001 - chDB raises RuntimeError/ChdbError with the server's text
         text = str(exc)
         cause = text[text.rfind("DB::Exception:") + 14:].strip() if "DB::Exception:" in text else text
-        if "Cannot lock file" in text or "already running" in text:
+        if "Cannot lock file" in text or "already running" in text or _status_locked(path):
             pid = ""
             with contextlib.suppress(OSError):
                 pid = next((ln.split(":", 1)[1].strip() for ln in (path / "status").read_text().splitlines()
                             if ln.startswith("PID:")), "")
-            why = f"another process uses it (pid {pid or '?'}, from its status file): stop it or use another folder"
+            why = (f"another process uses it (pid {pid or '?'}, from its status file; Cannot lock file "
+                   f"{path / 'status'}): stop it or use another folder")
         else:
             why = "it could not be opened (damaged or unreadable?): move it aside or restore it from a backup"
         raise OperationalError(f"chDB folder {path}: {why}; cause: {cause[:300]}") from exc

@@ -148,6 +148,7 @@ class _Client:
     """What both venue clients share: reconnect loop, bad-frame quarantine, book checks, liveness watchdog."""
 
     venue = ""
+    clock_ns = staticmethod(time.time_ns)  # receive time (UTC ns): the raw files' days follow it
 
     def __init__(self, symbols: list[str], on_frame: OnFrame, counters: Counters, *, backoff_base_s: float = 0.5,
                  backoff_cap_s: float = 30.0, stale_after_s: float | None = 30.0,
@@ -164,7 +165,6 @@ class _Client:
         self.bad_frames = 0
         self.stalls = 0
         self.confirmed = asyncio.Event()
-        self.clock_ns: Callable[[], int] = time.time_ns  # receive time (UTC ns): the raw files' days follow it
         self._transport: Any = None
         self._paused = False
         self._bad_on_conn = 0
