@@ -15,8 +15,7 @@ import pytest
 
 from quantnb.data import ingest_file
 from quantnb.errors import ConfigError, OperationalError
-from quantnb.record import ClickHouseSink, Recorder, RecorderConfig, read_events
-from quantnb.record._binance_client import BinanceClient
+from quantnb.record import BinanceClient, ClickHouseSink, Recorder, RecorderConfig, read_events
 from quantnb.record._sinks import ParquetSink, RawSink
 from quantnb.stages.record import RecordParams, run_record
 from quantnb.testing.binance_stream_server import BinanceStreamServer, load_binance_capture
@@ -62,7 +61,7 @@ def test_binance_day_roll_records_a_rest_snapshot_in_the_new_days_file(tmp_path,
     snap, frames = load_binance_capture(max_frames=1500)
     midnight_ns = 1_924_992_000 * 10**9  # 2031-01-01T00:00:00Z
     offset = midnight_ns - time.time_ns() - 2 * 10**9  # the receive clock reaches midnight 2 s from now
-    monkeypatch.setattr(BinanceClient, "clock_ns", staticmethod(lambda: time.time_ns() + offset))
+    monkeypatch.setattr(BinanceClient, "clock_ns", staticmethod(lambda: time.time_ns() + offset), raising=False)
     with BinanceStreamServer(snap, frames, message_delay_s=0.003) as srv:
         rec = record_until_done(config(tmp_path, venue="binance", market="usdm", symbols=(SYMBOL,),
                                        channels=("book", "trades", "bbo"), ws_url=srv.ws_url,
