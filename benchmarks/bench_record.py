@@ -88,7 +88,14 @@ def run_config(sinks: tuple[str, ...], seconds: float, url: str, tmp: Path) -> d
 
 
 def main() -> None:
-    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 600.0
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Recorder frames/s per core on a loopback Bybit stream.")
+    ap.add_argument("seconds", nargs="?", type=float, default=600.0, help="seconds per configuration (600)")
+    ap.add_argument("configs", nargs="?", default="raw,raw+parquet,raw+parquet+clickhouse",
+                    help="comma-separated sink sets, e.g. raw+parquet+clickhouse,raw")
+    args = ap.parse_args()
+    seconds = args.seconds
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
     ctx = mp.get_context("spawn")
@@ -100,9 +107,7 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     rows = []
     try:
-        configs = [("raw",), ("raw", "parquet"), ("raw", "parquet", "clickhouse")]
-        if len(sys.argv) > 2:  # e.g. raw+parquet+clickhouse,raw
-            configs = [tuple(c.split("+")) for c in sys.argv[2].split(",")]
+        configs = [tuple(c.split("+")) for c in args.configs.split(",")]
         for sinks in configs:
             with tempfile.TemporaryDirectory() as tmp:
                 r = run_config(sinks, seconds, url, Path(tmp))

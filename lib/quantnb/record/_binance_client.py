@@ -21,7 +21,6 @@ Binance USD-M Futures documentation, "How to manage a local order book correctly
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import msgspec
@@ -85,7 +84,6 @@ class BinanceClient(_Client):
         self._http: Any = None
         self._http_ready = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
-        self._day: dict[str, int] = {}
         self._day_books: dict[str, BinanceLiveBook] = {}
         self._market = market
         self.want_book = "book" in self.channels
@@ -144,7 +142,6 @@ class BinanceClient(_Client):
     def _on_message(self, text: bytes) -> None:
         """Handle one frame (called by picows on the event loop, as it is parsed)."""
         recv_ns = self.clock_ns()
-        now = self._last_data = time.monotonic()
         at = text.find(b"@")
         sym = text[11:at].decode("utf-8", "replace").upper() if text.startswith(b'{"stream":"') and at > 0 else ""
         book = self.books.get(sym)
@@ -169,10 +166,10 @@ class BinanceClient(_Client):
                 self._fetch(sym)
         c["messages"] += 1
         c["bytes_in"] += len(text)
-        day = recv_ns // _NS_PER_DAY
-        if self._day.get(sym, day) != day:
-            self._day_roll(sym)
-        self._day[sym] = day
+        if recv_ns >= self._day_end[sym]:  # the first frame of a UTC day (receive time)
+            if self._day_end[sym] >= 0:
+                self._day_roll(sym)
+            self._day_end[sym] = (recv_ns // _NS_PER_DAY + 1) * _NS_PER_DAY
         if what == "bbo":
             c["bbo"] += 1
             self._check(sym, c, text, False)
@@ -183,11 +180,12 @@ class BinanceClient(_Client):
             self._check(sym, c, text, False)
             self.on_frame(BINANCE_TRADE, sym, recv_ns, 0, text)
             return
-        self._last_book[sym] = now
         c["deltas"] += 1
         if what == "gap":
             c["gaps"] += 1
-        self._check(sym, c, text, book.synced and book.book.is_crossed)
+        crossed = book.synced and book.book.is_crossed
+        if crossed or text.find(b"n") >= 0 or text.find(b"N") >= 0:
+            self._check(sym, c, text, crossed)
         self.on_frame(BINANCE_DEPTH, sym, recv_ns, 0, text, book.last_event)
         if self.want_book and book.needs_snapshot:
             self._fetch(sym)

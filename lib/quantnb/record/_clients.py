@@ -169,8 +169,7 @@ class _Client:
         self._paused = False
         self._bad_on_conn = 0
         self._warned: set[tuple[str, str, int]] = set()
-        self._last_data = time.monotonic()
-        self._last_book: dict[str, float] = {}
+        self._day_end: dict[str, int] = dict.fromkeys(self.symbols, -1)  # end of the current UTC day per symbol
 
     async def run(self) -> None:
         """Connect, subscribe and stream until cancelled; reconnect with backoff on any failure."""
@@ -199,8 +198,6 @@ class _Client:
         """Reset the per-connection state (a new connection starts its liveness clocks and its log-once flags)."""
         self.connections += 1
         self._bad_on_conn = 0
-        now = self._last_data = time.monotonic()
-        self._last_book = dict.fromkeys(self.symbols, now)
 
     def _bad_frame(self, text: bytes, exc: Exception, recv_ns: int, symbol: str | None) -> None:
         """Count, quarantine and log (once per connection) a frame that cannot be decoded."""
@@ -222,7 +219,7 @@ class _Client:
 
     def _check(self, sym: str, c: dict[str, int], text: bytes, crossed: bool) -> None:
         """Flag a frame with a NaN/inf price or size, and a book left crossed (counted; warned once per connection)."""
-        if has_nonfinite(text):
+        if (text.find(b"n") >= 0 or text.find(b"N") >= 0) and has_nonfinite(text):
             c["nan_prices"] += 1
             self._warn_once("nan", sym, "{}: {} frame with a NaN/inf price or size (counted as nan_prices; the ETL "
                             "drops such levels): {!r}", self.venue, sym, text[:160])
@@ -238,22 +235,37 @@ class _Client:
             logger.warning(fmt + " (once per connection)", *args)
 
     async def _watchdog(self, transport: Any) -> None:
-        """Close a connection with no data for ``stale_after_s`` or a book silent for ``book_stale_after_s``."""
+        """Close a connection with no data for ``stale_after_s`` or a book silent for ``book_stale_after_s``.
+
+        Reads the per-symbol counters each tick (a quarter of the shorter timeout), so the
+        frames themselves pay nothing for it.
+        """
         limits = [x for x in (self.stale_after_s, self.book_stale_after_s) if x]
         if not limits:
             return
         period = min(limits) / 4
+        by = self.counters.by_symbol
+        t0 = time.monotonic()
+        total_seen, total_at = sum(c["messages"] for c in by.values()), t0
+        book_seen = {s: (by[s]["snapshots"] + by[s]["deltas"], t0) for s in self.symbols}
         while True:
             await asyncio.sleep(period)
             now = time.monotonic()
+            total = sum(c["messages"] for c in by.values())
+            if total != total_seen:
+                total_seen, total_at = total, now
+            for s in self.symbols:
+                n = by[s]["snapshots"] + by[s]["deltas"]
+                if n != book_seen[s][0]:
+                    book_seen[s] = (n, now)
             why, syms = "", self.symbols
-            if self.stale_after_s and now - self._last_data > self.stale_after_s:
-                why = f"no data frame for {now - self._last_data:.1f} s (stale_after_s={self.stale_after_s:g})"
+            if self.stale_after_s and now - total_at > self.stale_after_s:
+                why = f"no data frame for {now - total_at:.1f} s (stale_after_s={self.stale_after_s:g})"
             elif self.book_stale_after_s and self._watch_book():
-                late = [s for s, t in self._last_book.items() if now - t > self.book_stale_after_s]
+                late = [s for s in self.symbols if now - book_seen[s][1] > self.book_stale_after_s]
                 if late:
                     syms = late
-                    why = (f"no book frame for {', '.join(late)} for {now - min(self._last_book[s] for s in late):.1f}"
+                    why = (f"no book frame for {', '.join(late)} for {now - min(book_seen[s][1] for s in late):.1f}"
                            f" s (book_stale_after_s={self.book_stale_after_s:g})")
             if why:
                 self.stalls += 1
@@ -366,10 +378,8 @@ class BybitClient(_Client):
         self.url, self.depth, self.channels, self.ping_every_s = url, depth, tuple(channels), ping_every_s
         self.books = {s: BybitLiveBook(s, market) for s in self.symbols}
         self.pongs = 0
-        self._last_rx = time.monotonic()
+        self._last_rx_ns = time.time_ns()
         self._resync: asyncio.Queue[str] = asyncio.Queue()
-        self._day: dict[str, int] = {}
-        self._seq: dict[str, int] = {}
 
     def topics(self) -> list[str]:
         out = []
@@ -385,7 +395,7 @@ class BybitClient(_Client):
         transport, listener = await _connection(self.url, self._on_message)
         self._transport, self._paused = transport, False
         self._connected()
-        self._last_rx = time.monotonic()
+        self._last_rx_ns = self.clock_ns()
         topics = self.topics()
         for s in self.symbols:  # a new connection starts from a new snapshot
             b = self.books[s]
@@ -406,7 +416,7 @@ class BybitClient(_Client):
         return "book" in self.channels
 
     def _alive_hint(self) -> str:
-        silent = time.monotonic() - self._last_rx
+        silent = (self.clock_ns() - self._last_rx_ns) / 1e9
         return f" (the server still answers: last pong or frame {silent:.1f} s ago)" if silent < 2 * self.ping_every_s \
             else ""
 
@@ -415,7 +425,7 @@ class BybitClient(_Client):
         for s in [sym] if sym else self.symbols:
             b = self.books[s]
             b.book.clear()
-            b.synced = b.minutes.synced = False
+            b.synced = b.minutes.synced = b.crossed = False
             if "book" in self.channels and sym:
                 self._resync.put_nowait(f"orderbook.{self.depth}.{s}")
 
@@ -424,7 +434,7 @@ class BybitClient(_Client):
         n = 0
         while True:
             await asyncio.sleep(self.ping_every_s)
-            silent_s = time.monotonic() - self._last_rx
+            silent_s = (self.clock_ns() - self._last_rx_ns) / 1e9
             if silent_s > 3 * self.ping_every_s:
                 logger.warning("bybit: nothing received for {:.1f} s (not even a pong); reconnecting", silent_s)
                 transport.disconnect()
@@ -442,10 +452,8 @@ class BybitClient(_Client):
 
     def _on_message(self, text: bytes) -> None:
         """Handle one frame (called by picows on the event loop, as it is parsed)."""
-        recv_ns = self.clock_ns()
-        now = self._last_rx = time.monotonic()
+        recv_ns = self._last_rx_ns = self.clock_ns()
         if text.startswith(b'{"topic":"orderbook.'):
-            self._last_data = now
             try:
                 msg = decode_bybit_book(text)
             except msgspec.DecodeError as exc:  # truncated JSON, or wrong types (ValidationError)
@@ -459,7 +467,6 @@ class BybitClient(_Client):
             if c is None:
                 logger.warning("bybit: frame for unsubscribed symbol {!r} ignored: {!r}", sym, text[:120])
                 return
-            self._last_book[sym] = now
             c["messages"] += 1
             c["bytes_in"] += len(text)
             if msg.type == "snapshot":
@@ -467,21 +474,20 @@ class BybitClient(_Client):
             else:
                 c["deltas"] += 1
             book = self.books[sym]
-            day = msg.ts // _MS_PER_DAY
-            if self._day.get(sym, day) != day and msg.type == "delta":
-                self._day_roll(sym, book, msg, recv_ns)
-            self._day[sym] = day
-            self._seq[sym] = msg.data.seq
+            if msg.ts >= self._day_end[sym]:  # the first frame of a UTC day (exchange time)
+                if self._day_end[sym] >= 0 and msg.type == "delta":
+                    self._day_roll(sym, book, msg, recv_ns)
+                self._day_end[sym] = (msg.ts // _MS_PER_DAY + 1) * _MS_PER_DAY
             before = book.resyncs
             if book.on_message(msg) == "gap":
                 c["gaps"] += 1
                 self._resync.put_nowait(msg.topic)
             if book.resyncs != before:
                 c["resyncs"] += 1
-            self._check(sym, c, text, book.synced and book.book.is_crossed)
+            if book.crossed or text.find(b"n") >= 0 or text.find(b"N") >= 0:
+                self._check(sym, c, text, book.crossed)
             self.on_frame(BYBIT_BOOK, sym, recv_ns, msg.ts, text, msg)
         elif text.startswith(b'{"topic":"publicTrade.'):
-            self._last_data = now
             try:
                 tr = _decode_bybit_trades(text)
             except msgspec.DecodeError as exc:
@@ -510,7 +516,7 @@ class BybitClient(_Client):
         ts = msg.ts // _MS_PER_DAY * _MS_PER_DAY
         side = {"b": book.book.levels("bid"), "a": book.book.levels("ask")}
         data = {"s": sym, **{k: [[repr(p), repr(q)] for p, q in v] for k, v in side.items()},
-                "u": book.last_u, "seq": self._seq.get(sym, 0)}
+                "u": book.last_u, "seq": msg.data.seq}
         line = json.dumps({"topic": msg.topic, "type": "snapshot", "ts": ts, "data": data, "cts": ts},
                           separators=(",", ":")).encode()
         logger.info("bybit: {} UTC day roll: the new day's raw file starts with the live book as a snapshot (u={}, "

@@ -68,6 +68,10 @@ def has_nonfinite(text: bytes) -> bool:
     text : bytes
         A venue frame (JSON) as received.
     """
+    # screen first (two memchr): every spelling of NaN and inf holds an n or N, which Bybit book and Binance
+    # depth frames (keys, types, usual symbols) otherwise lack; the regex alone costs ~1 us a frame
+    if text.find(b"n") < 0 and text.find(b"N") < 0:
+        return False
     return _NONFINITE.search(text) is not None
 
 
