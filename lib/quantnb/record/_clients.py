@@ -426,7 +426,7 @@ class BybitClient(_Client):
             b = self.books[s]
             b.book.clear()
             b.synced = b.minutes.synced = b.crossed = False
-            if "book" in self.channels and sym:
+            if "book" in self.channels:
                 self._resync.put_nowait(f"orderbook.{self.depth}.{s}")
 
     async def _ping(self, transport: Any) -> None:
