@@ -244,3 +244,30 @@ def test_stop_sends_a_close_frame_with_code_1000(tmp_path):
             time.sleep(0.05)
         codes = list(srv.close_codes)
     assert codes == [1000]
+
+
+@pytest.fixture
+def tiny_tmpfs(project):
+    """A 160 KiB tmpfs on the project's data/recorded (root only; skipped where mount is not allowed)."""
+    mnt = project / "data" / "recorded"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_a_really_full_disk_keeps_whole_lines_no_duplicates_and_fails_the_run(project, tiny_tmpfs):
+    with BybitStreamServer(message_delay_s=0.003) as srv:
+        res = run_record(RecordParams(venue="bybit", market="linear", symbols=[SYMBOL], depth=200, channels=["book"],
+                                      ws_url=srv.url(), sinks=["raw", "parquet"], max_messages=414,
+                                      flush_every_s=0.1, project_dir=str(project), console_level=None))
+    script = load_bybit_frames()
+    lines = (res.raw_dir / f"2026-08-09_{SYMBOL}_ob200.data").read_text().splitlines()
+    assert 0 < len(lines) < 414 and lines == script[:len(lines)], len(lines)  # whole frames, in order, once
+    assert res.status == "failed" and res.report["unflushed_frames"] >= 414 - len(lines)
+    assert res.report["flush_failures"] >= 1
+    shards = read_events(res.parquet_dir)
+    if shards.height:
+        assert shards.select(pl.struct("update_id", "type").n_unique()).item() == \
+            shards.select(pl.struct("shard", "update_id", "type").n_unique()).item()  # no frame in two shards
