@@ -245,6 +245,9 @@ class BinanceClient(_Client):
                 recv_ns, text = await self._get_snapshot(sym)
                 before = book.resyncs
                 targets = self._needing(sym)
+                day_book = self._day_books.get(sym)
+                if day_book is not None and day_book not in targets:
+                    targets.append(day_book)  # the snapshot goes into the new day's file: its book takes it too
                 try:
                     for b in targets:
                         b.on_snapshot(text)

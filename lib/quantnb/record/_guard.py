@@ -132,8 +132,8 @@ class Quarantine:
 
     Parameters
     ----------
-    folder : pathlib.Path
-        Where the file goes (created at the first bad frame).
+    folder : pathlib.Path or None
+        Where the file goes (created at the first bad frame); None: frames are counted, not kept.
     prefix : str
         File name prefix (the recorder's shard prefix: unique per process).
 
@@ -141,10 +141,12 @@ class Quarantine:
     ----------
     n : int
         Frames quarantined by this process.
+    path : pathlib.Path or None
+        The file (None without a folder).
     """
 
-    def __init__(self, folder: Path, prefix: str) -> None:
-        self.path = Path(folder) / f"{prefix}_bad_frames.ndjson"
+    def __init__(self, folder: Path | None, prefix: str) -> None:
+        self.path = Path(folder) / f"{prefix}_bad_frames.ndjson" if folder is not None else None
         self.n = 0
 
     def add(self, *, venue: str, connection: int, recv_ns: int, reason: str, text: bytes,
@@ -166,10 +168,12 @@ class Quarantine:
         symbol : str, optional
             The symbol, when it could be read.
         """
+        self.n += 1
+        if self.path is None:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps({"recv_ns": recv_ns, "venue": venue, "connection": connection, "symbol": symbol,
                            "reason": reason, "bytes": len(text),
                            "frame": text[:_MAX_QUARANTINED_BYTES].decode("utf-8", "replace")})
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
-        self.n += 1

@@ -147,8 +147,9 @@ class Recorder:
         self.client: BybitClient | BinanceClient | None = None
         self._log_frames = cfg.log_frames
         self._write_fns: list[Callable[..., None]] = []
-        q = cfg.quarantine_dir or ((cfg.raw_dir or cfg.parquet_dir or Path("data/recorded")).parent / "quarantine")
-        self.quarantine = Quarantine(q, cfg.shard_prefix)
+        base = cfg.raw_dir or cfg.parquet_dir
+        q = cfg.quarantine_dir or (base.parent / "quarantine" if base is not None else None)
+        self.quarantine = Quarantine(q, cfg.shard_prefix)  # no folder (a book feed without sinks): counted only
         self.sink_errors: list[str] = []
         self.clickhouse_error: str | None = None
         self.unflushed_frames = 0
@@ -459,7 +460,7 @@ class Recorder:
             out["connections"] = self.client.connections
             out["bad_frames"] = self.client.bad_frames  # those of no known symbol included
             out["stalls"] = self.client.stalls
-        if self.quarantine.n:
+        if self.quarantine.n and self.quarantine.path is not None:
             out["quarantine_file"] = str(self.quarantine.path)
         out["sink_errors"] = list(self.sink_errors[-20:])
         out["flush_failures"] = len(self.sink_errors)
