@@ -157,19 +157,19 @@ class BinanceClient(_Client):
                 self._invalidate(sym)
                 self._fetch(sym)
             return
-        day_book = self._day_books.get(sym)
-        if day_book is not None and b"depthUpdate" in text[:80]:
-            day_book.on_frame(text)
-            if day_book.synced:  # the new day's file syncs on its own
-                del self._day_books[sym]
-            elif day_book.needs_snapshot:
-                self._fetch(sym)
         c["messages"] += 1
         c["bytes_in"] += len(text)
         if recv_ns >= self._day_end[sym]:  # the first frame of a UTC day (receive time)
             if self._day_end[sym] >= 0:
                 self._day_roll(sym)
             self._day_end[sym] = (recv_ns // _NS_PER_DAY + 1) * _NS_PER_DAY
+        day_book = self._day_books.get(sym)
+        if day_book is not None and what != "bbo" and what != "trade":  # as the ETL will read the new day's file
+            day_book.on_frame(text)
+            if day_book.synced:  # the new day's file syncs on its own
+                del self._day_books[sym]
+            elif day_book.needs_snapshot:
+                self._fetch(sym)
         if what == "bbo":
             c["bbo"] += 1
             self._check(sym, c, text, False)
