@@ -2,7 +2,17 @@
 
 Each client keeps one connection, reconnects with exponential backoff and full jitter,
 resubscribes, keeps the live books (:mod:`quantnb.record._book`) and hands every frame,
-as received, to a callback ``on_frame(kind, symbol, recv_ns, exch_ms, text)``.
+as received, to a callback ``on_frame(kind, symbol, recv_ns, exch_ms, text)``. The Binance
+client is in :mod:`quantnb.record._binance_client`, the websocket plumbing in
+:mod:`quantnb.record._ws`.
+
+A frame that cannot be decoded is handed to ``on_bad_frame`` (quarantine), counted
+(``bad_frames``), logged once per connection, and its book resyncs; the connection stays
+up. NaN/inf prices and crossed books are counted (``nan_prices``, ``crossed``) and warned
+once per connection. A watchdog reads the counters every quarter of the shorter timeout
+and closes a connection with no data frame for ``stale_after_s`` (Bybit pongs do not
+count) or a book channel silent for ``book_stale_after_s`` (``stalls``); the reconnect
+resyncs (Bybit: new snapshots; Binance: the ``pu`` chain, else a REST snapshot).
 
 Keep-alive: Bybit wants ``{"op":"ping"}`` from the client about every 20 s (v5 docs,
 "Connect > How to Send the Heartbeat Packet"); Binance pings the client every 3 minutes
