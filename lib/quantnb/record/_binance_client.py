@@ -229,9 +229,13 @@ class BinanceClient(_Client):
                 wait = policy.wait_s(err, min(failures, policy.attempts))
                 if wait is None:  # a ban longer than the policy waits out: wait it all the same, the book needs it
                     wait = float(getattr(err, "retry_after_s", None) or policy.wait_max_s)
-                log = logger.error if failures == policy.attempts else logger.warning
-                log("binance: GET /fapi/v1/depth {} failed (attempt {}: {}); the book stays unsynced, retrying in "
-                    "{:.2f} s", sym, failures, err, wait)
+                if failures < policy.attempts or failures % 20 == 0:
+                    log = logger.warning if failures < policy.attempts else logger.error
+                    log("binance: GET /fapi/v1/depth {} failed (attempt {}: {}); the book stays unsynced, retrying in"
+                        " {:.2f} s", sym, failures, err, wait)
+                elif failures == policy.attempts:
+                    logger.error("binance: GET /fapi/v1/depth {} failed {} times ({}); the book stays unsynced; "
+                                 "retrying every {:.0f} s (logged every 20th attempt)", sym, failures, err, wait)
                 await asyncio.sleep(wait)
 
     def _needing(self, sym: str) -> list[BinanceLiveBook]:

@@ -153,6 +153,7 @@ class Recorder:
         self.sink_errors: list[str] = []
         self.clickhouse_error: str | None = None
         self.unflushed_frames = 0
+        self._failing = 0  # failed flushes in a row
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._flush_now: asyncio.Event | None = None
@@ -378,12 +379,19 @@ class Recorder:
                 await self.flush()
             except Exception as exc:  # noqa: BLE001 - a sink error must not stop recording; the next flush retries
                 self._flush_failed(exc)
+            else:
+                if self._failing:
+                    logger.warning("Flush succeeded after {} failed one(s): every kept frame is written", self._failing)
+                self._failing = 0
 
     def _flush_failed(self, exc: BaseException, final: bool = False) -> None:
         """Count a failed flush; at the final flush, the frames still buffered are lost (counted)."""
         self.sink_errors.append(f"{type(exc).__name__}: {exc}"[:500])
+        self._failing += 1
         if not final:
-            logger.error("Flush failed ({}: {}); the frames are kept for the next flush", type(exc).__name__, exc)
+            if self._failing % 12 == 1:  # the first failure, then about once a minute (no log wall on a full disk)
+                logger.error("Flush failed ({}: {}); the frames are kept for the next flush ({} failure(s) in a row)",
+                             type(exc).__name__, exc, self._failing)
             return
         raw_left = self.raw.pending if self.raw is not None else 0
         self.unflushed_frames = max(raw_left, self.parquet.pending if self.parquet is not None else 0)
