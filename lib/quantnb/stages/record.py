@@ -52,7 +52,7 @@ class RecordParams(StageParams):
 
     stage = "record"
     execution_fields: ClassVar[frozenset[str]] = StageParams.execution_fields | frozenset(
-        {"duration_s", "max_messages", "progress_every_s", "log_frames"})
+        {"duration_s", "max_messages", "progress_every_s", "log_frames", "stale_after_s", "book_stale_after_s"})
     venue: Literal["bybit", "binance"] = Field("bybit", description="Exchange.")
     market: Literal["linear", "spot", "usdm"] = Field("linear", description="bybit: linear | spot; binance: usdm.")
     symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT"], min_length=1, description="Exchange symbols.")
@@ -61,7 +61,8 @@ class RecordParams(StageParams):
     channels: list[Literal["book", "trades", "bbo"]] = Field(
         default_factory=lambda: ["book", "trades"], min_length=1,
         description="book (order book), trades, bbo (Binance bookTicker).")
-    duration_s: PositiveFloat | None = Field(None, description="Stop after this many seconds; None: until stopped.")
+    duration_s: PositiveFloat | None = Field(None, allow_inf_nan=False,
+                                             description="Stop after this many seconds; None: until stopped.")
     max_messages: PositiveInt | None = Field(None, description="Stop after this many frames; None: no limit.")
     ws_url: str | None = Field(None, description="Websocket URL/root; None: the venue's production endpoint.")
     rest_url: str | None = Field(None, description="Binance REST root for depth snapshots; None: production.")
@@ -73,9 +74,17 @@ class RecordParams(StageParams):
     clickhouse_path: OutputDir = Field("data/clickhouse", description="Embedded chDB folder: absolute or relative "
                                       "to the project.")
     clickhouse_table: str = Field("quantnb.book_events",
-                                  description="database.name of the events view (the table is <name>_frames).")
-    flush_every_s: PositiveFloat = Field(5.0, description="Sink flush period, seconds (the most a kill -9 loses).")
-    progress_every_s: PositiveFloat = Field(60.0, description="Progress report period, seconds.")
+                                  description="database.name of the events view (the table is <name>_frames); "
+                                              "letters, digits, '_' and '.' only.")
+    flush_every_s: PositiveFloat = Field(5.0, allow_inf_nan=False,
+                                         description="Sink flush period, seconds (the most a kill -9 loses).")
+    progress_every_s: PositiveFloat = Field(60.0, allow_inf_nan=False, description="Progress report period, seconds.")
+    stale_after_s: PositiveFloat | None = Field(
+        30.0, allow_inf_nan=False, description="Liveness: a connection with no data frame (pongs do not count) for "
+        "this long is closed, reconnected and resynced, seconds; None: not checked.")
+    book_stale_after_s: PositiveFloat | None = Field(
+        60.0, allow_inf_nan=False, description="Liveness per channel: a symbol whose book sends nothing for this long "
+        "is resynced the same way, seconds; None: not checked. Trades are not timed (a quiet market is normal).")
     binance_depth_speed: Literal["100ms", "0ms", "250ms", "500ms"] = Field(
         "100ms", description="Binance diff-depth stream speed: <symbol>@depth@<speed> (0ms: every update).")
     log_frames: bool = Field(False, description="Log every frame at DEBUG (session log only; slows recording).")
@@ -96,6 +105,9 @@ class RecordParams(StageParams):
                              f"{', '.join(map(str, _DEPTHS[self.market]))}")
         if self.venue == "bybit" and "bbo" in self.channels:
             raise ValueError("channels: 'bbo' is a Binance stream (bookTicker); Bybit's top of book is orderbook.1")
+        from quantnb.record._guard import check_identifier
+
+        check_identifier(self.clickhouse_table)  # it is spliced into SQL text
         if "clickhouse" in self.sinks and "parquet" not in self.sinks:
             raise ValueError("sinks: 'clickhouse' needs 'parquet' too (shards are inserted from Parquet, and "
                              "stay there for backfill when an insert fails)")
@@ -152,6 +164,19 @@ class RecordResult:
             print(f"clickhouse: view {self.clickhouse_table} (table {self.clickhouse_table}_frames): "
                   f"{r.get('clickhouse_rows', 0):,} events inserted by this run; "
                   + (f"{len(backlog)} shard(s) to backfill (the next run inserts them)" if backlog else "no backlog"))
+        if r.get("bad_frames"):
+            print(f"{r['bad_frames']} bad frame(s) (undecodable) quarantined in {r.get('quarantine_file')}; the "
+                  "books resynced")
+        for key, what in (("nan_prices", "frame(s) with a NaN/inf price"), ("crossed", "crossed-book frame(s)"),
+                          ("stalls", "silent stream(s) reconnected (liveness timeout)")):
+            if r.get(key):
+                print(f"{r[key]} {what}")
+        if r.get("clickhouse_error"):
+            print(f"clickhouse: not recorded: {r['clickhouse_error'][:300]}")
+        if r.get("unflushed_frames"):
+            print(f"{r['unflushed_frames']} frame(s) could not be written (disk full?); see the session log")
+        elif r.get("flush_failures"):
+            print(f"{r['flush_failures']} flush(es) failed and were retried; nothing lost")
         if r.get("backpressure_pauses"):
             print(f"the sinks fell behind the stream {r['backpressure_pauses']} time(s): reading paused until the "
                   "flush ended (nothing lost; a faster disk or fewer symbols per recorder avoids it)")
@@ -192,7 +217,8 @@ def run_record(params: RecordParams) -> RecordResult:
             clickhouse_table=params.clickhouse_table, flush_every_s=params.flush_every_s,
             progress_every_s=params.progress_every_s, duration_s=params.duration_s,
             max_messages=params.max_messages, shard_prefix=prefix, log_frames=params.log_frames,
-            binance_depth_speed=params.binance_depth_speed)
+            binance_depth_speed=params.binance_depth_speed, quarantine_dir=out / "quarantine" / tag,
+            stale_after_s=params.stale_after_s, book_stale_after_s=params.book_stale_after_s)
         for name, path in (("raw_dir", raw_dir), ("parquet_dir", parquet_dir)):
             if path is not None:
                 ctx.add_output(name, path)
@@ -234,8 +260,22 @@ def run_record(params: RecordParams) -> RecordResult:
                     rep.get("resyncs", 0), rep.get("reconnects", 0),
                     f"; reading paused {rep['backpressure_pauses']} time(s) while the sinks caught up"
                     if rep.get("backpressure_pauses") else "")
-        if interrupted is not None:
+        if rep.get("bad_frames"):
+            logger.warning("{} bad frame(s) quarantined in {} (the books resynced; recording went on)",
+                           rep["bad_frames"], rep.get("quarantine_file"))
+        if rep.get("unflushed_frames"):
+            ctx.finish("failed", error=f"{rep['unflushed_frames']} frame(s) could not be written by the final flush "
+                       f"({rep['sink_errors'][-1] if rep['sink_errors'] else 'sink error'}); free disk space before "
+                       "the next run")
+        elif interrupted is not None:
             ctx.finish("interrupted", error=f"stopped by a signal ({interrupted}); every sink was flushed")
+        elif rep.get("clickhouse_error"):
+            ctx.finish("completed_with_errors", error=f"ClickHouse sink unavailable ({rep['clickhouse_error'][:300]}); "
+                       "raw and Parquet recorded everything; the next run inserts the shards (backfill)")
+        elif rep.get("flush_failures"):
+            ctx.finish("completed_with_errors", error=f"{rep['flush_failures']} flush(es) failed "
+                       f"({rep['sink_errors'][-1] if rep['sink_errors'] else ''}); their frames were kept and "
+                       "written by a later flush, nothing lost")
         elif rep.get("clickhouse_backlog"):
             ctx.finish("completed_with_errors", error=f"{len(rep['clickhouse_backlog'])} shard(s) not in ClickHouse "
                        "(they are in Parquet; the next run backfills them)")
@@ -324,7 +364,7 @@ def open_clickhouse(path: str | os.PathLike[str] | None = None, *, url: str | No
         empty), or ``url`` carries a password.
     """
     if url is not None:
-        from quantnb.record._sinks import clickhouse_server_client  # imports nothing heavy until called
+        from quantnb.record._clickhouse import clickhouse_server_client  # imports nothing heavy until called
 
         return ClickHouseQuery(client=clickhouse_server_client(url, "url"), where=url)
     import chdb.session
