@@ -50,7 +50,8 @@ def reference_volatility(minutes: list[int], gap: list[bool], closes: list[float
     return out
 
 
-def reference_triple_barrier(df: pl.DataFrame, horizon: int, pt: float, sl: float, span: int) -> list[tuple]:
+def reference_triple_barrier(df: pl.DataFrame, horizon: int, pt: float, sl: float, span: int,
+                             events: np.ndarray | None = None) -> list[tuple]:
     """Slow, obviously correct triple barrier: walk each bar's path minute by minute."""
     minutes = [int((t - df["ts"][0]).total_seconds() // 60) for t in df["ts"].to_list()]
     gap = df["gap_before"].to_list() if "gap_before" in df.columns else [False] * df.height
@@ -58,7 +59,7 @@ def reference_triple_barrier(df: pl.DataFrame, horizon: int, pt: float, sl: floa
     vol = reference_volatility(minutes, gap, closes, span)
     out = []
     for i, p0 in enumerate(closes):
-        if math.isnan(vol[i]) or vol[i] <= 0:
+        if math.isnan(vol[i]) or vol[i] <= 0 or (events is not None and not events[i]):
             continue
         width = vol[i] * math.sqrt(horizon)
         up, down = pt * width, -sl * width
@@ -86,16 +87,19 @@ def test_ewm_volatility_matches_the_recursion_on_the_month(btc_bars: pl.DataFram
     assert got[~np.isnan(got)] == pytest.approx(ref[~np.isnan(ref)], rel=1e-9)
 
 
-@pytest.mark.parametrize(("n_rows", "horizon", "pt", "sl"), [
-    (12_000, 60, 1.0, 1.0),
-    pytest.param(None, 60, 1.0, 1.0, marks=pytest.mark.slow),
-    pytest.param(None, 240, 2.0, 0.5, marks=pytest.mark.slow),
+@pytest.mark.parametrize(("n_rows", "horizon", "pt", "sl", "cusum"), [
+    (12_000, 60, 1.0, 1.0, None),
+    (None, 90, 1.0, 2.0, 0.003),  # few events: the sparse walk
+    pytest.param(None, 60, 1.0, 1.0, None, marks=pytest.mark.slow),
+    pytest.param(None, 240, 2.0, 0.5, None, marks=pytest.mark.slow),
 ])
 def test_triple_barrier_equals_the_slow_reference_on_the_bundled_month(btc_bars: pl.DataFrame, n_rows: int | None,
-                                                                       horizon: int, pt: float, sl: float) -> None:
+                                                                       horizon: int, pt: float, sl: float,
+                                                                       cusum: float | None) -> None:
     df = with_gaps(btc_bars if n_rows is None else btc_bars.head(n_rows))
-    ref = reference_triple_barrier(df, horizon, pt, sl, 60)
-    got = triple_barrier_labels(df, horizon, pt, sl, vol_span_min=60)
+    events = None if cusum is None else cusum_events(df, cusum)
+    ref = reference_triple_barrier(df, horizon, pt, sl, 60, events)
+    got = triple_barrier_labels(df, horizon, pt, sl, vol_span_min=60, events=events)
     ts = df["ts"]
     assert got["ts"].to_list() == [ts[i] for i, *_ in ref]
     assert got["t1"].to_list() == [ts[j] for _, j, *_ in ref]

@@ -19,7 +19,6 @@ from quantnb.errors import ConfigError
 from quantnb.research._bars import _MINUTE_US, break_before_expr, check_bars
 
 BARRIER_STOP_LOSS, BARRIER_VERTICAL, BARRIER_PROFIT_TAKE = -1, 0, 1
-_CHUNK_ROWS = 100_000  # rows per block of the (rows, max_holding) forward-return matrix
 _TOL = 1e-12  # same absolute tolerance as the fixed-horizon thresholds (THRESHOLD_TOL)
 
 
@@ -199,22 +198,8 @@ def triple_barrier_labels(df: pl.DataFrame, max_holding_min: int, profit_take_mu
     cand = np.flatnonzero(ev & np.isfinite(p) & np.isfinite(vol) & (vol > 0))
     pad_p = np.concatenate([p, np.full(horizon, np.nan)])
     pad_seg = np.concatenate([seg, np.full(horizon, -1)])
-    steps = np.arange(1, horizon + 1)
-    for lo in range(0, cand.shape[0], _CHUNK_ROWS):
-        rows = cand[lo:lo + _CHUNK_ROWS]
-        fwd = pad_p[rows[:, None] + steps[None, :]] / p[rows, None] - 1.0
-        ok = (pad_seg[rows[:, None] + steps[None, :]] == seg[rows, None]) & np.isfinite(fwd)
-        ok = np.cumprod(ok, axis=1).astype(bool)  # the path stops at its first gap or bad price
-        touch = ok & ((fwd >= (pt * vol[rows])[:, None] - _TOL) | (fwd <= -(sl * vol[rows])[:, None] + _TOL))
-        hit = touch.any(axis=1)
-        first = np.argmax(touch, axis=1)
-        full = ok[:, -1]
-        k = np.where(hit, first, horizon - 1)
-        keep = hit | full
-        e = rows + k + 1
-        up = fwd[np.arange(rows.shape[0]), k] > 0
-        end[rows[keep]] = e[keep]
-        code[rows[keep]] = np.where(hit, np.where(up, BARRIER_PROFIT_TAKE, BARRIER_STOP_LOSS), BARRIER_VERTICAL)[keep]
+    walk = _walk_dense if cand.shape[0] * 8 > n else _walk_sparse
+    walk(cand, p, seg, pad_p, pad_seg, pt * vol - _TOL, -sl * vol + _TOL, horizon, end, code)
     idx = np.flatnonzero(end >= 0)
     e = end[idx]
     labels = np.where(code[idx] == BARRIER_PROFIT_TAKE, 2, np.where(code[idx] == BARRIER_STOP_LOSS, 0, 1))
@@ -225,6 +210,38 @@ def triple_barrier_labels(df: pl.DataFrame, max_holding_min: int, profit_take_mu
         barrier=pl.Series(code[idx], dtype=pl.Int8),
         vol_frac=pl.Series(vol[idx], dtype=pl.Float64),
     )
+
+
+def _walk_dense(cand: np.ndarray, p: np.ndarray, seg: np.ndarray, pad_p: np.ndarray, pad_seg: np.ndarray,
+                up_at: np.ndarray, down_at: np.ndarray, horizon: int, end: np.ndarray, code: np.ndarray) -> None:
+    """Walk every open path one minute at a time over whole-array slices (most bars are events)."""
+    n = p.shape[0]
+    open_ = np.zeros(n, dtype=bool)
+    open_[cand] = True
+    for k in range(1, horizon + 1):  # a path closes at a touch, a gap or a bad price
+        fwd = pad_p[k:k + n] / p - 1.0
+        open_ &= (pad_seg[k:k + n] == seg) & np.isfinite(fwd)
+        hit = np.flatnonzero(open_ & ((fwd >= up_at) | (fwd <= down_at)))
+        end[hit] = hit + k
+        code[hit] = np.where(fwd[hit] > 0, BARRIER_PROFIT_TAKE, BARRIER_STOP_LOSS)
+        open_[hit] = False
+    last = np.flatnonzero(open_)
+    end[last], code[last] = last + horizon, BARRIER_VERTICAL
+
+
+def _walk_sparse(cand: np.ndarray, p: np.ndarray, seg: np.ndarray, pad_p: np.ndarray, pad_seg: np.ndarray,
+                 up_at: np.ndarray, down_at: np.ndarray, horizon: int, end: np.ndarray, code: np.ndarray) -> None:
+    """Walk the open paths of few events (e.g. CUSUM's) one minute at a time, dropping closed ones."""
+    rows, p0, sg, up, down = cand, p[cand], seg[cand], up_at[cand], down_at[cand]
+    for k in range(1, horizon + 1):
+        fwd = pad_p[rows + k] / p0 - 1.0
+        alive = (pad_seg[rows + k] == sg) & np.isfinite(fwd)
+        hit = alive & ((fwd >= up) | (fwd <= down))
+        end[rows[hit]] = rows[hit] + k
+        code[rows[hit]] = np.where(fwd[hit] > 0, BARRIER_PROFIT_TAKE, BARRIER_STOP_LOSS)
+        keep = alive & ~hit
+        rows, p0, sg, up, down = rows[keep], p0[keep], sg[keep], up[keep], down[keep]
+    end[rows], code[rows] = rows + horizon, BARRIER_VERTICAL
 
 
 def sample_weights(labelled: pl.DataFrame, bars: pl.DataFrame, price_col: str = "close") -> pl.DataFrame:
@@ -268,15 +285,12 @@ def sample_weights(labelled: pl.DataFrame, bars: pl.DataFrame, price_col: str = 
             and (e > s).all()):
         raise ConfigError("labelled: a label's ts or t1 is not a bar of the given bars (or t1 <= ts); "
                           "pass the bars the labels were computed from")
-    delta = np.zeros(n + 1, dtype=np.int64)
-    np.add.at(delta, s + 1, 1)
-    np.add.at(delta, e + 1, -1)
-    conc = np.cumsum(delta[:-1])
+    conc = np.cumsum(np.bincount(s + 1, minlength=n + 1) - np.bincount(e + 1, minlength=n + 1))[:n]
     inv = np.where(conc > 0, 1.0 / np.maximum(conc, 1), 0.0)
     r = np.nan_to_num(_returns(_prices(bars, price_col), _segments(bars)), nan=0.0)
     inv_cum = np.concatenate([[0.0], np.cumsum(inv)])
     att_cum = np.concatenate([[0.0], np.cumsum(r * inv)])
-    uniq = (inv_cum[e + 1] - inv_cum[s + 1]) / (e - s)
+    uniq = np.clip((inv_cum[e + 1] - inv_cum[s + 1]) / (e - s), 1e-300, 1.0)  # prefix-sum rounding stays in (0, 1]
     ret_w = np.abs(att_cum[e + 1] - att_cum[s + 1])
     return labelled.with_columns(uniqueness=pl.Series(uniq, dtype=pl.Float64),
                                  return_weight=pl.Series(ret_w, dtype=pl.Float64))
