@@ -69,3 +69,13 @@ def test_cusum_events_get_their_own_folder(etl_project) -> None:
     assert res.output_dir.name == "SELL_0004_BUY_0008_1h_CUSUM0005"
     got = read_dir(res.output_dir)
     assert 50 < got.height < 500 and ((got["uniqueness"] > 0.0) & (got["uniqueness"] <= 1.0)).all()
+
+
+def test_a_broken_previous_file_is_quarantined_and_gives_no_context(etl_project) -> None:
+    root, bars = etl_project
+    bars.head(10).drop("close").write_parquet(root / FOLDER / "0000_no_close.parquet")  # sorts before the days
+    res = run_labelling(LabellingParams(project_dir=str(root), input_glob=f"{FOLDER}/*.parquet", n_workers=1,
+                                        console_level=None, method="triple_barrier"))
+    assert res.status == "completed_with_errors" and list(res.quarantined) == [f"{FOLDER}/0000_no_close.parquet"]
+    whole = label_events(bars, "triple_barrier")
+    assert read_dir(res.output_dir).select("ts", "label", "t1").equals(whole.select("ts", "label", "t1"))

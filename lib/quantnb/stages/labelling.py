@@ -131,10 +131,10 @@ def _label_one(path: str, next_path: str | None, dest: str, p: dict[str, Any],
     n_own = frame.height
     own_start, own_end = (frame["ts"][0], frame["ts"][n_own - 1]) if n_own else (None, None)
     n_tail, n_head = _context_rows(p)
-    if prev_path is not None and n_own:
-        tail = _read_parquet(prev_path).tail(n_tail).select(frame.columns)
-        if tail.height and tail["ts"][-1] < own_start:
-            frame = pl.concat([tail, frame], how="vertical_relaxed")
+    if prev_path is not None and n_own:  # a broken or overlapping previous file is its own problem, not context
+        tail = _read_parquet(prev_path).tail(n_tail)
+        if set(frame.columns) <= set(tail.columns) and tail.height and tail["ts"][-1] < own_start:
+            frame = pl.concat([tail.select(frame.columns), frame], how="vertical_relaxed")
     if next_path is not None:
         head = _read_parquet(next_path, n_rows=n_head).select(frame.columns)
         frame = pl.concat([frame, head], how="vertical_relaxed")
