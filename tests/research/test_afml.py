@@ -21,6 +21,7 @@ from quantnb.research import (
     label_bars,
     label_events,
     sample_weights,
+    sequential_bootstrap,
     triple_barrier_labels,
 )
 from tests.research._builders import T0, bars
@@ -237,3 +238,43 @@ def test_label_functions_on_random_paths(steps: list[int], horizon: int, method:
         assert ((touched["label"] == 2) == (touched["barrier"] == BARRIER_PROFIT_TAKE)).all()
         assert (out.filter(pl.col("barrier") == BARRIER_VERTICAL)["t1"] - out.filter(
             pl.col("barrier") == BARRIER_VERTICAL)["ts"] == dt.timedelta(minutes=horizon)).all()
+
+
+def reference_sequential_bootstrap(spans: list[tuple[int, int]], n_draws: int, seed: int) -> list[int]:
+    """AFML snippet 4.5, brute force: recount every label's uniqueness against all draws at each step."""
+    rng = np.random.default_rng(seed)
+    drawn: list[int] = []
+    for _ in range(n_draws):
+        u = []
+        for s, e in spans:
+            u.append(sum(1.0 / (1 + sum(1 for d in drawn if spans[d][0] < t <= spans[d][1]))
+                         for t in range(s + 1, e + 1)) / (e - s))
+        cum = np.cumsum(u)
+        drawn.append(min(int(np.searchsorted(cum, rng.random() * cum[-1], side="right")), len(spans) - 1))
+    return drawn
+
+
+def test_sequential_bootstrap_equals_the_brute_force_reference() -> None:
+    spans = [(0, 3), (1, 4), (2, 3), (6, 9), (7, 8), (0, 9), (4, 5)]
+    df = pl.DataFrame({"ts": [T0 + s * MINUTE for s, _ in spans], "t1": [T0 + e * MINUTE for _, e in spans]})
+    for seed in range(5):
+        assert sequential_bootstrap(df, 20, seed).tolist() == reference_sequential_bootstrap(spans, 20, seed)
+    assert sequential_bootstrap(df.head(0)).shape == (0,)
+    with pytest.raises(ConfigError, match="n_draws"):
+        sequential_bootstrap(df, 0)
+
+
+def test_sequential_bootstrap_draws_more_unique_samples_than_a_standard_one(btc_bars: pl.DataFrame) -> None:
+    labels = label_events(btc_bars.head(3000), "fixed_horizon", lookahead_min=60)
+
+    def mean_uniqueness(rows: np.ndarray) -> float:  # AFML 4.5.4: of the sample's labels among themselves
+        drawn = labels[rows]
+        conc = np.zeros(4000)
+        start = ((drawn["ts"] - btc_bars["ts"][0]).dt.total_minutes()).to_numpy()
+        for s in start:
+            conc[s + 1:s + 61] += 1
+        return float(np.mean([np.mean(1 / conc[s + 1:s + 61]) for s in start]))
+
+    seq = [mean_uniqueness(sequential_bootstrap(labels, 500, seed)) for seed in range(3)]
+    std = [mean_uniqueness(np.random.default_rng(seed).integers(0, labels.height, 500)) for seed in range(3)]
+    assert min(seq) > max(std)

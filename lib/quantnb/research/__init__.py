@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # the names for type checkers; at run time each loads on firs
         ewm_volatility,
         fixed_horizon_t1,
         sample_weights,
+        sequential_bootstrap,
         triple_barrier_labels,
     )
     from quantnb.research._dataset import N_CLASSES, WindowDataset
@@ -54,6 +55,7 @@ __getattr__, __dir__ = attach(__name__, {
     "ewm_volatility": "quantnb.research._afml",
     "fixed_horizon_t1": "quantnb.research._afml",
     "sample_weights": "quantnb.research._afml",
+    "sequential_bootstrap": "quantnb.research._afml",
     "triple_barrier_labels": "quantnb.research._afml",
     "N_CLASSES": "quantnb.research._dataset",
     "WindowDataset": "quantnb.research._dataset",
@@ -86,6 +88,7 @@ __all__ = [
     "ewm_volatility",
     "fixed_horizon_t1",
     "sample_weights",
+    "sequential_bootstrap",
     "triple_barrier_labels",
     "label_suffix",
     "label_counts",
