@@ -79,3 +79,22 @@ def test_a_broken_previous_file_is_quarantined_and_gives_no_context(etl_project)
     assert res.status == "completed_with_errors" and list(res.quarantined) == [f"{FOLDER}/0000_no_close.parquet"]
     whole = label_events(bars, "triple_barrier")
     assert read_dir(res.output_dir).select("ts", "label", "t1").equals(whole.select("ts", "label", "t1"))
+
+
+@pytest.mark.slow
+def test_training_on_triple_barrier_labels_with_uniqueness_weights(etl_project) -> None:
+    from quantnb.stages.training import TrainingParams, run_training
+
+    root, _ = etl_project
+    lab = run_labelling(LabellingParams(project_dir=str(root), input_glob=f"{FOLDER}/*.parquet", n_workers=1,
+                                        console_level=None, method="triple_barrier", max_holding_min=30))
+    labelled = lab.output_dir.relative_to(root).as_posix()
+    small = {"tcn_channels": 4, "kernel_size": 2, "n_blocks": 1, "dropout": 0.0, "lstm_hidden": 4,
+             "lstm_layers": 1, "seq_len": 8, "lr": 1e-2, "batch_size": 512, "epochs": 1, "num_threads": 1}
+    runs = {}
+    for weight in (None, "uniqueness"):
+        res = run_training(TrainingParams(project_dir=str(root), labelled_dir=labelled, console_level=None,
+                                          sample_weight_col=weight, **small))
+        runs[weight] = json.loads((root / "runs" / res.run_id / "run.json").read_text())
+    assert all(r["status"] == "completed" for r in runs.values())
+    assert runs[None]["results"] != runs["uniqueness"]["results"]  # the weights reach the loss
