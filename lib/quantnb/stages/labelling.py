@@ -1,10 +1,12 @@
-"""Labelling stage: SELL / NEUTRAL / BUY from forward returns over a lookahead, per ETL Parquet file.
+"""Labelling stage: SELL / NEUTRAL / BUY per ETL Parquet file, fixed-horizon or triple-barrier, with AFML weights.
 
-Each input file is one item, labelled in a worker with the first ``lookahead_min`` bars of the
-next file appended as future context, so rows near midnight get complete windows when the data
-is contiguous; rows whose window is incomplete (end of data, or a gap) are excluded, never
-labelled from a partial future. Output goes to ``<output_root>/<suffix>/`` (e.g.
-``data/labelled/SELL_0004_BUY_0008_1h/``) so configurations never overwrite each other.
+Each input file is one item, labelled in a worker with the previous file's tail and the next
+file's head as context, so rows near midnight get complete windows when the data is contiguous
+and each label's ``t1``, ``uniqueness`` and ``return_weight`` equal those of the whole series;
+rows whose window is incomplete (end of data, or a gap) are excluded, never labelled from a
+partial future. Output goes to ``<output_root>/<suffix>/`` (e.g.
+``data/labelled/SELL_0004_BUY_0008_1h/`` or ``TB_PT1_SL1_VOL1h_1h/``) so configurations never
+overwrite each other.
 """
 
 from __future__ import annotations
@@ -210,6 +212,9 @@ def run_labelling(params: LabellingParams) -> LabellingResult:
             logger.info("Labelling config: lookahead {} min, SELL <= {:+.4%}, BUY >= {:+.4%}, price {} -> {}",
                         params.lookahead_min, params.threshold_short_frac, params.threshold_long_frac,
                         params.price_col, out_dir)
+        if params.cusum_threshold is not None:
+            logger.info("CUSUM filter: only bars where the cumulative log return since the last event passes "
+                        "+-{} are labelled", params.cusum_threshold)
         jobs, bad = _jobs(params, ctx.root, out_dir)
         ctx.set_total(len(jobs) + len(bad), total_batches=len(jobs) + len(bad))
         for item, reason in sorted(bad.items()):
