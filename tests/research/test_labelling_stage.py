@@ -41,6 +41,10 @@ def test_fixed_horizon_stage_keeps_todays_labels_and_adds_exact_weights(etl_proj
     assert got.select(today.columns).equals(today)  # the labels of before, to the byte
     whole = label_events(bars, "fixed_horizon", lookahead_min=60)
     assert got.select("ts", "t1").equals(whole.select("ts", "t1"))
+    metrics = json.loads((root / "runs" / res.run_id / "run.json").read_text())["metrics"]
+    assert metrics["mean_uniqueness"] == pytest.approx(whole["uniqueness"].mean(), abs=1e-6)  # rounded to 6 places
+    assert metrics["mean_uniqueness"] == pytest.approx(1 / 60, rel=0.05)  # 1-hour labels on every minute
+    assert res.distribution["effective_labels"].sum() == pytest.approx(whole["uniqueness"].sum())
     for col in ("uniqueness", "return_weight"):  # per file as on the whole series (prefix sums: rounding only)
         assert got[col].to_numpy() == pytest.approx(whole[col].to_numpy(), rel=1e-9, abs=1e-15)
 

@@ -248,14 +248,17 @@ def run_labelling(params: LabellingParams) -> LabellingResult:
         table = _distribution_table(out_dir)
         totals = {k: float(table[k].sum()) for k in ("SELL", "NEUTRAL", "BUY")} if table.height else {}
         n_rows = sum(totals.values()) or 1
-        logger.info("Total -> {}", format_distribution({k: v / n_rows for k, v in totals.items()}))
+        effective = float(table["effective_labels"].sum()) if table.height else 0.0
+        logger.info("Total -> {} | mean uniqueness {:.4f}: about {:,.0f} effectively independent labels",
+                    format_distribution({k: v / n_rows for k, v in totals.items()}), effective / n_rows, effective)
         atomic_write_json(out_dir / "labelling_config.json", {
             **params.model_dump(mode="json", exclude=set(params.execution_fields)), "suffix": params.run_suffix(),
             **({"lookahead_min": params.max_holding_min} if params.method == "triple_barrier" else {}),
             "run_id": ctx.run_id, "label_counts": totals})
         ctx.add_output("labelled_dir", out_dir)
         ctx.set_result(rows=int(n_rows), **{f"frac_{k.lower()}": v / n_rows for k, v in totals.items()})
-        ctx.record_metrics(distribution={k: round(v / n_rows, 4) for k, v in totals.items()}, rows=int(n_rows))
+        ctx.record_metrics(distribution={k: round(v / n_rows, 4) for k, v in totals.items()}, rows=int(n_rows),
+                           mean_uniqueness=round(effective / n_rows, 6))
     return LabellingResult(ctx.run_id, ctx.status, out_dir, table, dict(ctx.checkpoint.failed))
 
 
@@ -281,8 +284,14 @@ def _label_on_dask(ctx: RunContext, params: LabellingParams,
 def _distribution_table(out_dir: Path) -> pl.DataFrame:
     rows = []
     for f in sorted(out_dir.glob("*.parquet")):
-        with open(f, "rb") as fh:
-            counts = pl.read_parquet(fh, columns=["label"])["label"].value_counts()
+        with open(f, "rb") as fh:  # a file of an older version (resumed run) has no uniqueness: it counts 0
+            names = [c for c in ("label", "uniqueness") if c in pl.read_parquet_schema(fh)]
+            fh.seek(0)
+            frame = pl.read_parquet(fh, columns=names).with_columns(uniqueness=pl.col("uniqueness")
+                                                                    if "uniqueness" in names else pl.lit(0.0))
+        counts = frame["label"].value_counts()
         by = dict(zip(counts["label"].to_list(), counts["count"].to_list(), strict=True))
-        rows.append({"file": f.name, "SELL": by.get(0, 0), "NEUTRAL": by.get(1, 0), "BUY": by.get(2, 0)})
-    return pl.DataFrame(rows, schema={"file": pl.String, "SELL": pl.Int64, "NEUTRAL": pl.Int64, "BUY": pl.Int64})
+        rows.append({"file": f.name, "SELL": by.get(0, 0), "NEUTRAL": by.get(1, 0), "BUY": by.get(2, 0),
+                     "effective_labels": float(frame["uniqueness"].sum())})
+    return pl.DataFrame(rows, schema={"file": pl.String, "SELL": pl.Int64, "NEUTRAL": pl.Int64, "BUY": pl.Int64,
+                                      "effective_labels": pl.Float64})
