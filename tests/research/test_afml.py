@@ -278,3 +278,22 @@ def test_sequential_bootstrap_draws_more_unique_samples_than_a_standard_one(btc_
     seq = [mean_uniqueness(sequential_bootstrap(labels, 500, seed)) for seed in range(3)]
     std = [mean_uniqueness(np.random.default_rng(seed).integers(0, labels.height, 500)) for seed in range(3)]
     assert min(seq) > max(std)
+
+
+@settings(max_examples=100, deadline=None)
+@given(spans=st.lists(st.tuples(st.integers(0, 30), st.integers(1, 8)), min_size=0, max_size=25))
+@example(spans=[])
+def test_uniqueness_equals_a_brute_force_count_for_any_spans(spans: list[tuple[int, int]]) -> None:
+    closes = [100.0 + (i % 7) - 3 for i in range(40)]
+    df = bars(closes)
+    utc = pl.Datetime("us", "UTC")
+    labelled = pl.DataFrame({"ts": pl.Series([T0 + s * MINUTE for s, _ in spans], dtype=utc),
+                             "t1": pl.Series([T0 + (s + n) * MINUTE for s, n in spans], dtype=utc)})
+    out = sample_weights(labelled, df)
+    assert out.height == len(spans)
+    for (s, n), u, w in zip(spans, out["uniqueness"].to_list(), out["return_weight"].to_list(), strict=True):
+        conc = [sum(1 for s2, n2 in spans if s2 < t <= s2 + n2) for t in range(s + 1, s + n + 1)]
+        assert u == pytest.approx(sum(1 / c for c in conc) / n, rel=1e-12)
+        assert 0 < u <= 1
+        ret = sum(math.log(closes[t] / closes[t - 1]) / c for t, c in zip(range(s + 1, s + n + 1), conc, strict=True))
+        assert w == pytest.approx(abs(ret), rel=1e-9, abs=1e-15)
