@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import numpy as np
 from loguru import logger
@@ -56,6 +56,9 @@ class TrainingParams(LabelledDataParams):
     patience: PositiveInt = Field(3, description="Early-stopping patience on val F1 macro, epochs.")
     weight_decay: float = Field(1e-2, ge=0, description="AdamW weight decay.")
     class_weights: list[float] | None = Field(None, description="SELL/NEUTRAL/BUY weights; None: inverse frequency.")
+    sample_weight_col: Literal["uniqueness", "return_weight"] | None = Field(
+        None, description="Weigh each window's loss by its label's AFML uniqueness or return-attribution weight "
+                          "(columns of the labelling stage); None: unweighted.")
     train_frac: float = Field(0.7, gt=0, lt=1, description="Chronological train fraction.")
     val_frac: float = Field(0.15, gt=0, lt=1, description="Chronological validation fraction.")
     seed: int = Field(42, ge=0, description="Seed of weights init, data order and dropout.")
@@ -177,7 +180,8 @@ def run_training(params: TrainingParams) -> TrainingResult:
         hp = params.model_params(ctx.root)
         labelled, label_cfg = load_labelled(ctx.root, params.labelled_dir)
         data = prepare_datasets(labelled, seq_len=hp["seq_len"], train_frac=params.train_frac,
-                                val_frac=params.val_frac, lookahead_min=int(label_cfg["lookahead_min"]))
+                                val_frac=params.val_frac, lookahead_min=int(label_cfg["lookahead_min"]),
+                                weight_col=params.sample_weight_col)
         seed_everything(params.seed)
         model = HybridTCNLSTM(len(data.features), tcn_channels=hp["tcn_channels"], kernel_size=hp["kernel_size"],
                               n_blocks=hp["n_blocks"], dropout=hp["dropout"], lstm_hidden=hp["lstm_hidden"],
