@@ -56,8 +56,10 @@ def interrupt_line(ctx: Any, reason: str) -> str:
     unit = _UNITS.get(ctx.stage, "items")
     done = len(ctx.checkpoint.completed)
     total = f"/{ctx.total_items}" if ctx.total_items else ""
-    where = reason.split(" during ", 1)[1] if " during " in reason else ""
-    stopped = f"run {ctx.run_id} interrupted" + (f" during {where}" if where else "")
+    where = _where(getattr(ctx, "_step", None), getattr(ctx, "_message", ""))
+    by = " by SIGTERM" if "SIGTERM" in reason else ""
+    stopped = f"run {ctx.run_id} interrupted{by}" + (f" {where}" if where.startswith("after ") else
+                                                  f" during {where}" if where else "")
     return (f"{stopped}; {done}{total} {unit} finished and saved; resume: quantnb run {ctx.stage} --resume "
             f"{ctx.run_id} (or resume=True in the parameters cell)")
 
