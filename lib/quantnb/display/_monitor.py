@@ -106,6 +106,8 @@ def read_runs(project_dir: str | Path | None = None, stage: str | None = None) -
         row.setdefault("headline", getattr(s, "headline", ""))
         if format_metrics is not None and getattr(s, "metrics", None):  # whole: the table wraps, never cuts
             row["headline"] = format_metrics(s.stage, s.metrics, width=_HEADLINE_CHARS)
+        elif getattr(s, "error", None) and row.get("status") not in ("completed", "running", "pending"):
+            row["headline"] = str(s.error)[:_HEADLINE_CHARS]
         rows.append(row)
     return rows
 
@@ -165,10 +167,12 @@ class _Row:
 def _cell(text: str, bold: bool = False, shown: str | None = None, wrap: bool = False) -> str:
     """Return a cell's HTML; ``wrap`` breaks long ids and headlines over lines instead of hiding their ends."""
     style = "font-weight:600;" if bold else ""
-    flow = ("white-space:normal;overflow-wrap:anywhere;line-height:1.25;" if wrap
+    flow = ("white-space:normal;overflow-wrap:break-word;line-height:1.25;" if wrap
             else "white-space:nowrap;overflow:hidden;text-overflow:ellipsis;")
-    return (f"<div style='font-size:12px;{style}{flow}width:100%' title='{html.escape(text)}'>"
-            f"{html.escape(shown or text)}</div>")
+    body = html.escape(shown or text)
+    if wrap:  # break ids after their underscores (SELL_0004_BUY_0008_30m_ | 20261207_072745), not inside a token
+        body = body.replace("_", "_<wbr>")
+    return f"<div style='font-size:12px;{style}{flow}width:100%' title='{html.escape(text)}'>{body}</div>"
 
 
 class RunMonitor:
