@@ -50,7 +50,21 @@ def interrupt_reason(exc: BaseException, step: dict[str, Any] | None = None, las
 
 
 def interrupt_line(ctx: Any, reason: str) -> str:
-    """Return the one line shown for an interrupted run: what stopped, what was saved, the resume command."""
+    """Return the one line shown for an interrupted run: what stopped, what was saved, the resume command.
+
+    Parameters
+    ----------
+    ctx : quantnb.runlog.RunContext
+        The interrupted run (its checkpoint, total and last step).
+    reason : str
+        :func:`interrupt_reason` of the interrupt (says whether it was SIGTERM).
+
+    Returns
+    -------
+    str
+        ``run <id> interrupted during trial 1 · epoch 2/3 · batch 18/47; 1/4 trials finished and
+        saved; resume: quantnb run <stage> --resume <id> (or resume=True in the parameters cell)``.
+    """
     from quantnb.display._progress import _UNITS
 
     unit = _UNITS.get(ctx.stage, "items")

@@ -77,7 +77,18 @@ class ProgressEvent:
 
 
 def singular_unit(unit: str) -> str:
-    """Return the singular of a plural unit name: ``batches`` -> ``batch``, ``epochs`` -> ``epoch``."""
+    """Return the singular of a plural unit name: ``batches`` -> ``batch``, ``epochs`` -> ``epoch``.
+
+    Parameters
+    ----------
+    unit : str
+        A unit name in the plural, as displays use them (``files``, ``trials``, ``batches``).
+
+    Returns
+    -------
+    str
+        The singular; a name not ending in ``s`` is returned unchanged.
+    """
     if unit.endswith(("ches", "shes", "sses", "xes")):
         return unit[:-2]
     return unit[:-1] if unit.endswith("s") and len(unit) > 1 else unit
