@@ -158,3 +158,12 @@ def test_optunas_interrupted_trial_echo_stays_in_the_session_log(tmp_path, capsy
     echoes = [line for line in log if "Trial 1 failed" in line]
     assert len(echoes) == 2 and all("| DEBUG    |" in line for line in echoes), echoes
     assert "KeyboardInterrupt" in "\n".join(log), "the session log keeps the traceback"
+
+
+def test_the_runs_sigterm_handler_ends_with_the_run(tmp_path):
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    with start_run(StepParams(project_dir=str(tmp_path), console_level=None)):
+        assert signal.getsignal(signal.SIGTERM) is not before  # SIGTERM interrupts the run like Ctrl-C
+    assert signal.getsignal(signal.SIGTERM) is before, "the run's SIGTERM handler outlived the run"

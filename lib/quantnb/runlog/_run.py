@@ -274,7 +274,13 @@ class RunContext:
         def on_sigterm(signum: int, frame: Any) -> None:
             raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
-        signal.signal(signal.SIGTERM, on_sigterm)
+        self._previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
+
+    def _restore_sigterm(self) -> None:
+        """Put back the SIGTERM handler of before the run: a kernel told to exit later exits, not raises."""
+        previous, self._previous_sigterm = getattr(self, "_previous_sigterm", None), None
+        if previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
 
     # -- progress ------------------------------------------------------------------------
     def add_progress_listener(self, listener: ProgressListener) -> Callable[[], None]:
@@ -600,6 +606,7 @@ class RunContext:
         if status is None:
             status = "completed_with_errors" if self.checkpoint.failed else "completed"
         self._stop_beat_thread()
+        self._restore_sigterm()
         self.status = status
         ended = utc_now()
         self.checkpoint.save(status=status)
