@@ -136,7 +136,7 @@ class _Row:
         done, total = r.get("done"), r.get("total")
         started = _iso_to_dt(r.get("started_at"))
         values = {
-            "run": _cell(self.run_id, shown=_short_id(self.run_id, str(r.get("stage") or "")), wrap=True),
+            "run": _cell(self.run_id, shown=_short_id(self.run_id, str(r.get("stage") or "")), wrap=True, is_id=True),
             "stage": _cell(str(r.get("stage")), wrap=True),
             "status": (f"<span style='font-size:12px;color:{_STATUS_COLOURS.get(status, '#444')};font-weight:600'>"
                        f"{html.escape(status)}</span>"),
@@ -164,13 +164,13 @@ class _Row:
             c.close()
 
 
-def _cell(text: str, bold: bool = False, shown: str | None = None, wrap: bool = False) -> str:
+def _cell(text: str, bold: bool = False, shown: str | None = None, wrap: bool = False, is_id: bool = False) -> str:
     """Return a cell's HTML; ``wrap`` breaks long ids and headlines over lines instead of hiding their ends."""
     style = "font-weight:600;" if bold else ""
     flow = ("white-space:normal;overflow-wrap:break-word;line-height:1.25;" if wrap
             else "white-space:nowrap;overflow:hidden;text-overflow:ellipsis;")
     body = html.escape(shown or text)
-    if wrap:  # break ids after their underscores (SELL_0004_BUY_0008_30m_ | 20261207_072745), not inside a token
+    if is_id:  # break ids after their underscores (SELL_0004_BUY_0008_30m_ | 20261207_072745), not inside a token
         body = body.replace("_", "_<wbr>")
     return f"<div style='font-size:12px;{style}{flow}width:100%' title='{html.escape(text)}'>{body}</div>"
 

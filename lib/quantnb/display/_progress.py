@@ -297,7 +297,7 @@ class ProgressDisplay:
         rate = self.rate_per_s(ev)
         if rate is not None:
             parts.append(_fmt_rate(rate, self.unit))
-        if ev.status == "running":
+        if ev.status == "running" and ev.total:  # open-ended (a recording, live): no "ETA ?" for ever
             parts.append(f"ETA {_fmt_duration(self.eta_s(ev))}")
         else:
             parts.append(f"{ev.status} in {_fmt_duration(time.monotonic() - self._t0)}")
