@@ -212,6 +212,7 @@ class RunMonitor:
         self._lock = threading.Lock()
         self._row_widgets: dict[str, _Row] = {}
         self._order: list[str] | None = None
+        self._files: tuple = ()
         self._status = w.HTML()
         refresh = w.Button(description="Refresh", icon="refresh", layout=w.Layout(width="100px"))
         refresh.on_click(lambda _b: self.refresh())
@@ -239,14 +240,36 @@ class RunMonitor:
     def _loop(self) -> None:
         while not self._stop.wait(self.refresh_s):
             try:
-                self.refresh()
+                self.refresh(force=False)
             except Exception as exc:  # noqa: BLE001 (a torn file must not end the monitor; the rows stay)
                 text = f"<span style='color:#cf222e'>refresh failed: {html.escape(str(exc))}</span>"
                 if self._status.value != text:
                     self._status.value = text
 
-    def refresh(self) -> None:
-        """Re-read the runs; add, move or drop rows as runs come and go, and change only the cells that changed."""
+    def _files_signature(self) -> tuple:
+        """Modification times of every run record and heartbeat: unchanged means nothing to re-read."""
+        out = []
+        for pattern in ("runs/*/run.json", "logs/heartbeats/*.json"):
+            for path in self.root.glob(pattern):
+                try:
+                    out.append((str(path), path.stat().st_mtime_ns))
+                except OSError:  # removed meanwhile
+                    continue
+        return tuple(sorted(out))
+
+    def refresh(self, force: bool = True) -> None:
+        """Re-read the runs; add, move or drop rows as runs come and go, and change only the cells that changed.
+
+        Parameters
+        ----------
+        force : bool
+            Re-read even when no run record or heartbeat file changed and nothing runs (the
+            refresh thread passes False: an idle monitor reads a directory listing, not every file).
+        """
+        files = self._files_signature()
+        if not force and files == self._files and not any(r.get("status") == "running" for r in self.rows):
+            return
+        self._files = files
         with self._lock:
             rows = read_runs(self.root, self.stage)[: self.max_runs]
             self.rows = rows
