@@ -202,6 +202,7 @@ class RunContext:
         self._declared_total: int | None = None
         self._listeners: list[ProgressListener] = []
         self._step: dict[str, Any] | None = None  # progress inside the current item (report_step)
+        self._previous_sigterm: Any = None  # put back when the run ends
         self._last_step_emit = 0.0
         self._t0 = time.monotonic()
         self._closed = False
@@ -278,7 +279,7 @@ class RunContext:
 
     def _restore_sigterm(self) -> None:
         """Put back the SIGTERM handler of before the run: a kernel told to exit later exits, not raises."""
-        previous, self._previous_sigterm = getattr(self, "_previous_sigterm", None), None
+        previous, self._previous_sigterm = self._previous_sigterm, None
         if previous is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, previous)
 
