@@ -107,6 +107,7 @@ def test_interrupting_training_shows_one_line_with_what_was_saved_and_how_to_res
     assert f"run {run_id} interrupted during epoch " in lines[0] and " · batch " in lines[0], lines[0]
     assert "epochs finished and saved" in lines[0], lines[0]
     assert f"resume: quantnb run training --resume {run_id}" in lines[0], lines[0]
+    assert errors[0]["ename"] == "KeyboardInterrupt" and f"--resume {run_id}" in errors[0]["evalue"], errors[0]
     stdout = "".join(m["content"]["text"] for m in msgs if m["msg_type"] == "stream")
     assert "Traceback" not in stdout and len(stdout.splitlines()) <= 10, stdout
     rec = json.loads((project / "runs" / run_id / "run.json").read_text())

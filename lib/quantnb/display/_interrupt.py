@@ -83,7 +83,8 @@ def show_interrupt_as_one_line(exc: BaseException, ctx: Any, reason: str) -> Non
 
     IPython renders an exception that has ``_render_traceback_`` with what it returns; the
     exception still propagates, so Run All stops at the cell and papermill records the
-    failure. Outside IPython, or when an inner run already set it, nothing changes.
+    failure. A bare ``KeyboardInterrupt()`` also gets the line as its message (the error's
+    ``evalue``). Outside IPython, or when an inner run already set it, nothing changes.
 
     Parameters
     ----------
@@ -102,8 +103,11 @@ def show_interrupt_as_one_line(exc: BaseException, ctx: Any, reason: str) -> Non
         return
     if get_ipython() is None:
         return
-    text = f"\x1b[1;31m{type(exc).__name__}\x1b[0m: {interrupt_line(ctx, reason)}"
+    line = interrupt_line(ctx, reason)
+    text = f"\x1b[1;31m{type(exc).__name__}\x1b[0m: {line}"
     try:
         exc._render_traceback_ = lambda: [text]  # type: ignore[attr-defined]
     except AttributeError:  # an exception type with __slots__: IPython shows its traceback
-        pass
+        return
+    if not exc.args:  # a bare KeyboardInterrupt(): the error's evalue (papermill, `quantnb run`) says it too
+        exc.args = (line,)
