@@ -347,8 +347,13 @@ class _Objective:
                 logger.debug("Trial {} pruned at {}", trial.number, reason)
                 raise optuna.TrialPruned(reason)
 
+        def on_batch(b: Any) -> None:  # an epoch of the trial in progress: the cell does not look hung
+            epochs = p.epochs_per_trial
+            self.ctx.report_step(b.batch, b.n_batches, "batches", context=f"trial {trial.number} · epoch {b.epoch}/"
+                                 f"{epochs}", item_fraction=(b.epoch - 1 + b.batch / b.n_batches) / epochs)
+
         ckpt = self.ctx.run_dir / "trials" / f"trial_{trial.number}"
-        result = Trainer(model, data.train, data.val, cfg, ckpt, on_epoch_end=on_epoch).fit()
+        result = Trainer(model, data.train, data.val, cfg, ckpt, on_epoch_end=on_epoch, on_batch_end=on_batch).fit()
         return float(result.best_f1_macro)
 
 
