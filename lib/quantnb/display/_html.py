@@ -274,6 +274,7 @@ def _training(r: Any) -> str:
 def _agent(r: Any) -> str:
     return (_header("Agent", r.train_id, None) + f"<div>bundle <code>{_esc(r.bundle_dir)}</code> "
             f"(live: <code>train_id={_esc(r.train_id)}</code>)</div>"
+            + "".join(f"<div>{_esc(v)}</div>" for v in getattr(r, "verdicts", []))
             + table_html(r.table) + image_html(r.equity_plot))
 
 

@@ -108,12 +108,13 @@ class SharpeReport:
 
 
 def _verdict(name: str, r: SharpeReport) -> str:
+    days = f"{r.n_days} day" + ("s" if r.n_days != 1 else "")
     ci = f"{r.ci_level:.0%} CI of the annualised Sharpe [{r.sharpe_ci_low:.2f}, {r.sharpe_ci_high:.2f}]"
     if r.psr <= 1 - SIGNIFICANCE and r.sharpe_ci_high < 0:
-        return f"{name}: loses, distinguishably from zero ({ci}, PSR {r.psr:.2f}) over {r.n_days} days."
+        return f"{name}: loses, distinguishably from zero ({ci}, PSR {r.psr:.2f}) over {days}."
     if r.psr < SIGNIFICANCE or r.sharpe_ci_low <= 0 <= r.sharpe_ci_high:
         return (f"{name}: not distinguishable from zero ({ci}, PSR {r.psr:.2f} < {SIGNIFICANCE}) over "
-                f"{r.n_days} days.")
+                f"{days}.")
     if r.dsr < SIGNIFICANCE:
         return (f"{name}: positive alone (PSR {r.psr:.2f}), but not once {r.n_trials} trials are counted "
                 f"(DSR {r.dsr:.2f} < {SIGNIFICANCE}); {ci}.")

@@ -10,6 +10,7 @@ import numpy as np
 from loguru import logger
 
 from quantnb.errors import ConfigError
+from quantnb.evaluation import sharpe_report
 from quantnb.rl._env import TradingEnv
 from quantnb.rl._metrics import MINUTES_PER_YEAR, EvaluationResult, PerformanceMetrics, performance_metrics
 from quantnb.rl._plot import plot_equity_curve
@@ -49,7 +50,8 @@ def _periods_per_year(ts: list[dt.datetime]) -> float:
 
 
 def evaluate_agent(
-    model: Predictor, env: TradingEnv, *, plot_path: str | Path | None = None, periods_per_year: float | None = None
+    model: Predictor, env: TradingEnv, *, plot_path: str | Path | None = None, periods_per_year: float | None = None,
+    n_trials: int = 1, trial_sharpe_var: float | None = None, n_boot: int = 1000, seed: int = 0,
 ) -> EvaluationResult:
     """Run the agent deterministically over ``env``'s whole period and measure it.
 
@@ -64,6 +66,12 @@ def evaluate_agent(
     periods_per_year : float, optional
         Bars per year for the Sharpe ratio; default inferred from the median bar spacing
         (525,600 for 1-minute bars).
+    n_trials : int, default 1
+        Configurations evaluated on this period (this one included), for the deflated Sharpe.
+    trial_sharpe_var : float, optional
+        Variance of those trials' per-bar Sharpes (see :func:`quantnb.evaluation.deflated_sharpe_ratio`).
+    n_boot, seed : int
+        Bootstrap resamples and seed of the confidence intervals (:func:`quantnb.evaluation.sharpe_report`).
 
     Returns
     -------
@@ -105,8 +113,12 @@ def evaluate_agent(
     ppy = _periods_per_year(ts) if periods_per_year is None else float(periods_per_year)
     eq = np.array(equity, dtype=np.float64)
     close = np.array(closes, dtype=np.float64)
-    bh = eq[0] * close / close[0]
+    bh = _buy_and_hold(eq[0], close, env.fill_model.fee_bps, env.fill_model.slippage_bps)
     pf = env.portfolio
+    stats = {name: sharpe_report(curve, ts, periods_per_year=ppy, n_trials=n_trials if name == "agent" else 1,
+                                 trial_sharpe_var=trial_sharpe_var if name == "agent" else None, n_boot=n_boot,
+                                 seed=seed, name=name)
+             for name, curve in (("agent", eq), ("buy-and-hold", bh))} if eq.size >= 3 else {}
     result = EvaluationResult(
         agent=performance_metrics(eq, periods_per_year=ppy, n_trades=pf.n_trades, fees_usd=pf.fees_paid_usd),
         buy_and_hold=performance_metrics(bh, periods_per_year=ppy),
@@ -118,6 +130,8 @@ def evaluate_agent(
         actions=np.array(actions, dtype=np.float32),
         target_fracs=np.array(targets, dtype=np.float64),
         periods_per_year=ppy,
+        agent_stats=stats.get("agent"),
+        buy_and_hold_stats=stats.get("buy-and-hold"),
     )
     a, b = result.agent, result.buy_and_hold
     logger.info(
@@ -131,6 +145,14 @@ def evaluate_agent(
         b.total_return_frac,
         b.max_drawdown_frac,
     )
+    for line in result.verdicts():
+        logger.info("eval/verdict {}", line)
     if plot_path is not None:
         plot_equity_curve(result, plot_path)
     return result
+
+
+def _buy_and_hold(equity0_usd: float, close_usd: np.ndarray, fee_bps: float, slippage_bps: float) -> np.ndarray:
+    """Equity of buying with all of ``equity0_usd`` at ``close_usd[0]`` with the agent's costs, marked at each close."""
+    qty = equity0_usd / (close_usd[0] * (1 + slippage_bps / 1e4) * (1 + fee_bps / 1e4))
+    return np.concatenate([[equity0_usd], qty * close_usd[1:]])

@@ -14,6 +14,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 from loguru import logger
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
@@ -22,8 +23,9 @@ from quantnb.config import StageParams
 from quantnb.data import read_bars
 from quantnb.display import result_html
 from quantnb.errors import ConfigError
+from quantnb.rl._metrics import MINUTES_PER_YEAR
 from quantnb.rl._train_types import EnvSpec, SacParams, nest_flat_params  # light: pydantic only
-from quantnb.runlog import start_run
+from quantnb.runlog import list_runs, read_run_record, start_run
 from quantnb.stages._labelled import drop_empty_columns
 
 __all__ = ["AgentParams", "AgentResult", "run_agent", "load_bars"]
@@ -32,6 +34,10 @@ __all__ = ["AgentParams", "AgentResult", "run_agent", "load_bars"]
 _HEADLINE = {  # run.json metrics name -> evaluation metric
     "return_frac": "total_return_frac", "sharpe": "sharpe_annualised", "max_drawdown_frac": "max_drawdown_frac",
     "bh_return_frac": "bh_total_return_frac", "bh_max_drawdown_frac": "bh_max_drawdown_frac",
+    "sharpe_ci_low": "sharpe_ci_low", "sharpe_ci_high": "sharpe_ci_high", "sharpe_daily": "sharpe_daily_annualised",
+    "return_ci_low": "return_ci_low", "return_ci_high": "return_ci_high", "psr": "psr", "dsr": "dsr",
+    "n_trials": "n_trials", "min_track_record_days": "min_track_record_days", "bh_sharpe": "bh_sharpe_annualised",
+    "bh_sharpe_ci_low": "bh_sharpe_ci_low", "bh_sharpe_ci_high": "bh_sharpe_ci_high", "bh_psr": "bh_psr",
 }
 
 
@@ -109,6 +115,7 @@ class AgentResult:
     metrics: dict[str, Any]
     equity_plot: Path
     table: pl.DataFrame
+    verdicts: list[str] = dataclasses.field(default_factory=list)
 
     def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
         return result_html(self)
@@ -122,6 +129,8 @@ class AgentResult:
             ``metric``, ``agent``, optionally ``baseline_agent``, and ``buy_and_hold``.
         """
         print(f"Agent bundle {self.bundle_dir} (train_id={self.train_id}); equity curve {self.equity_plot}")
+        for line in self.verdicts:
+            print(line)
         return self.table
 
 
@@ -234,7 +243,13 @@ def run_agent(params: AgentParams) -> AgentResult:
                             on_checkpoint=on_checkpoint)  # rl/steps lines: DEBUG, once
         eval_env = TradingEnv(bars, **env_kw, start_ts=split_ts)
         plot = ctx.root / "debug_plots" / ctx.run_id / "equity_curve.png"
-        ev = evaluate_agent(trained.model, eval_env, plot_path=plot)
+        earlier = earlier_trial_sharpes(ctx.root, params.bars_glob, str(split_ts), exclude=ctx.run_id)
+        n_eval = bars.filter(pl.col("ts") >= split_ts).height
+        trial_var = _trial_sharpe_var(earlier, n_eval)
+        logger.info("{} earlier agent run(s) evaluated on this span: n_trials={} for the deflated Sharpe",
+                    len(earlier), len(earlier) + 1)
+        ev = evaluate_agent(trained.model, eval_env, plot_path=plot, n_trials=len(earlier) + 1,
+                            trial_sharpe_var=trial_var, seed=sac.seed)
         metrics = ev.metrics_dict()
         flat = ev.flat_metrics()
         table = ev.summary_frame()
@@ -257,7 +272,8 @@ def run_agent(params: AgentParams) -> AgentResult:
         ctx.add_output("equity_plot", plot)
         ctx.set_result(train_id=ctx.run_id, eval_start=str(split_ts), **flat)
         ctx.record_metrics(**{k: flat.get(v) for k, v in _HEADLINE.items()})
-    return AgentResult(ctx.run_id, Path(bundle), metrics, plot, table)
+        ctx.record_metrics(verdict=" ".join(ev.verdicts()))
+    return AgentResult(ctx.run_id, Path(bundle), metrics, plot, table, ev.verdicts())
 
 
 def _fmt_metric(name: str, value: Any) -> str:
@@ -275,5 +291,49 @@ def _with_baseline(table: pl.DataFrame, bundle_dir: Path, eval_start: str) -> pl
     if meta.data_span.get("eval", [None])[0] != eval_start:
         logger.warning("baseline agent {} was evaluated from {}, this agent from {}: the columns are not comparable",
                        bundle_dir.name, meta.data_span.get("eval", [None])[0], eval_start)
-    col = pl.Series("baseline_agent", [float(base[m]) if m in base else None for m in table["metric"]], pl.Float64)
+    col = pl.Series("baseline_agent", [float(base[m]) if base.get(m) is not None else None for m in table["metric"]],
+                    pl.Float64)
     return table.select("metric", "agent").with_columns(col).hstack(table.select("buy_and_hold"))
+
+
+def earlier_trial_sharpes(root: Path, bars_glob: str, eval_start: str, *, exclude: str | None = None) -> list[float]:
+    """Return the annualised Sharpe of every completed agent run evaluated on the same bars and span.
+
+    The trial registry of the deflated Sharpe: runs listed by :func:`quantnb.runlog.list_runs`
+    (what ``quantnb runs`` shows) whose run.json has the same ``bars_glob`` parameter and
+    ``eval_start`` result. A run without a recorded Sharpe counts as a trial with an unknown Sharpe (NaN).
+
+    Parameters
+    ----------
+    root : Path
+        Project root.
+    bars_glob : str
+        The bars the agent was evaluated on.
+    eval_start : str
+        First evaluation bar, as the stage records it (``str(split_ts)``).
+    exclude : str, optional
+        A run id not to count (the current run).
+
+    Returns
+    -------
+    list of float
+        One annualised Sharpe per earlier trial (NaN where not recorded).
+    """
+    out: list[float] = []
+    for summary in list_runs(root, stage="agent", status="completed"):
+        rec = read_run_record(root / "runs" / summary.run_id, detect_dead=False) or {}
+        results, parameters = rec.get("results") or {}, rec.get("parameters") or {}
+        if summary.run_id == exclude or results.get("eval_start") != eval_start or \
+                parameters.get("bars_glob") != bars_glob:
+            continue
+        sharpe = results.get("sharpe_annualised")
+        out.append(float(sharpe) if isinstance(sharpe, int | float) else float("nan"))
+    return out
+
+
+def _trial_sharpe_var(annualised: list[float], n_eval_bars: int) -> float | None:
+    """Variance of the trials' per-bar Sharpes, floored at the estimation noise ``1/(n-1)``; None under 2 known."""
+    known = np.array([x for x in annualised if np.isfinite(x)]) / np.sqrt(MINUTES_PER_YEAR)  # 1-minute bars
+    if known.size < 2:
+        return None
+    return max(float(known.var(ddof=1)), 1.0 / max(n_eval_bars - 1, 1))
