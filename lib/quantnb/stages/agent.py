@@ -213,6 +213,7 @@ def run_agent(params: AgentParams) -> AgentResult:
             if classifier.seq_len >= env.warmup_bars:
                 raise ConfigError(f"classifier_train_id={params.classifier_train_id!r}: its seq_len "
                                   f"{classifier.seq_len} must be below warmup_bars={env.warmup_bars}")
+            check_no_stacking_leak(classifier.bundle.metadata, params.classifier_train_id, split_ts, bars["ts"].max())
             feats = feats.hstack(classifier.batch(bars).drop("ts"))
         names = [c for c in feats.columns if c != "ts"]
         scaler = FeatureScaler.fit(feats.filter(pl.col("ts") < split_ts), names, clip_sigma=env.feature_clip_sigma)
@@ -337,3 +338,53 @@ def _trial_sharpe_var(annualised: list[float], n_eval_bars: int) -> float | None
     if known.size < 2:
         return None
     return max(float(known.var(ddof=1)), 1.0 / max(n_eval_bars - 1, 1))
+
+
+def _utc(value: Any) -> dt.datetime:
+    t = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t.astimezone(dt.UTC)
+
+
+def check_no_stacking_leak(
+    classifier_metadata: dict[str, Any], classifier_id: str, eval_start: dt.datetime, eval_end: dt.datetime
+) -> None:
+    """Refuse a classifier whose training or validation data reaches the agent's evaluation span.
+
+    The classifier was fitted on its train span and selected (Optuna objective, early stopping,
+    best checkpoint) on its validation span; labels look ``lookahead_min`` past each bar. If that
+    reach, ``[train start, validation end + lookahead]``, overlaps the agent's evaluation span, the
+    agent is judged on data its classifier was chosen on: a stacking leak.
+
+    Parameters
+    ----------
+    classifier_metadata : dict
+        The classifier bundle's ``config_metadata.yaml`` (``data_span`` with ``train`` and ``val``
+        ``start`` / ``end`` ISO times, and ``lookahead_min``), as the training stage writes it.
+    classifier_id : str
+        Its training run id, for the message.
+    eval_start, eval_end : datetime.datetime
+        The agent's evaluation span (UTC; naive means UTC).
+
+    Raises
+    ------
+    ConfigError
+        Naming both spans and the overlap in hours, or saying that the bundle records no span.
+    """
+    span = classifier_metadata.get("data_span") or {}
+    try:
+        start, val_end = _utc(span["train"]["start"]), _utc(span["val"]["end"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"classifier_train_id={classifier_id!r}: its config_metadata.yaml records no usable "
+                          f"data_span train/val ({e!r}), so a stacking leak into the agent's evaluation cannot be "
+                          "ruled out; retrain it with the training stage, which records the spans") from e
+    reach = val_end + dt.timedelta(minutes=float(classifier_metadata.get("lookahead_min") or 0))
+    ev0, ev1 = _utc(eval_start), _utc(eval_end)
+    overlap_h = (min(reach, ev1) - max(start, ev0)).total_seconds() / 3600.0
+    if overlap_h >= 0:
+        raise ConfigError(
+            f"classifier_train_id={classifier_id!r}: its train + validation span {start.isoformat()} .. "
+            f"{reach.isoformat()} (validation end plus the {classifier_metadata.get('lookahead_min') or 0} min label "
+            f"horizon) overlaps the agent's evaluation span {ev0.isoformat()} .. {ev1.isoformat()} by "
+            f"{overlap_h:.1f} hours: the agent would be judged on data its classifier was fitted and selected on. "
+            "Train the classifier (and its optimization) with a smaller train_frac + val_frac so that its test span "
+            "covers the evaluation, or shorten eval_days")
