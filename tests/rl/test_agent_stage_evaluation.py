@@ -41,3 +41,33 @@ def test_agent_runs_on_the_same_span_are_counted_as_trials_and_every_figure_has_
     assert {"sharpe_ci_low", "dsr", "n_trials"} <= set(table["metric"])
     assert dict(zip(table["metric"], table["agent"], strict=True))["n_trials"] == 2
     assert second.verdicts and html.escape(second.verdicts[0]) in second._repr_html_()
+
+
+@pytest.mark.slow
+def test_walk_forward_trains_each_fold_on_the_past_only_and_stitches_the_out_of_sample_curve(tmp_path):
+    import datetime as dt
+
+    from quantnb.rl import load_agent_bundle
+
+    root = make_project(tmp_path / "proj")
+    out = root / "data" / "processed" / "unknown" / "perp" / "BTC-PERP"
+    out.mkdir(parents=True)
+    month_bars().head(2 * 1440).write_parquet(out / "2022-01-01.parquet")
+    res = run_agent(AgentParams.parse({**SMALL, "project_dir": str(root), "walk_forward_folds": 2,
+                                       "walk_forward_mode": "rolling", "walk_forward_embargo_min": 30}))
+    folds = res.folds.to_dicts()
+    assert len(folds) == 2
+    for f in folds:
+        train_end, test_start = dt.datetime.fromisoformat(f["train_end"]), dt.datetime.fromisoformat(f["test_start"])
+        assert train_end < test_start - dt.timedelta(minutes=30)  # the past only, embargoed
+    assert folds[0]["test_end"] <= folds[1]["test_start"]
+    assert folds[1]["train_start"] is not None and folds[1]["train_start"] > folds[0]["train_start"]  # rolling
+    stitched = res.metrics["agent"]
+    assert 1 + stitched["total_return_frac"] == pytest.approx(
+        (1 + folds[0]["return_frac"]) * (1 + folds[1]["return_frac"]), rel=1e-9)
+    assert "walk-forward, 2 folds" in res.verdicts[0]
+    assert res.metrics["walk_forward"]["mode"] == "rolling"
+    meta = load_agent_bundle(res.bundle_dir.parent).metadata
+    assert meta.data_span["eval"][0] == folds[1]["test_start"]  # live replays the last fold's test span
+    run = json.loads((root / "runs" / res.train_id / "run.json").read_text())
+    assert run["metrics"]["walk_forward_folds"] == 2 and len(run["results"]["walk_forward_folds"]) == 2

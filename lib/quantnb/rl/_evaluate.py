@@ -16,7 +16,7 @@ from quantnb.rl._metrics import MINUTES_PER_YEAR, EvaluationResult, PerformanceM
 from quantnb.rl._plot import plot_equity_curve
 
 __all__ = ["MINUTES_PER_YEAR", "EvaluationResult", "PerformanceMetrics", "Predictor", "evaluate_agent",
-           "performance_metrics"]
+           "performance_metrics", "stitch_evaluations"]
 
 
 class Predictor(Protocol):
@@ -156,3 +156,56 @@ def _buy_and_hold(equity0_usd: float, close_usd: np.ndarray, fee_bps: float, sli
     """Equity of buying with all of ``equity0_usd`` at ``close_usd[0]`` with the agent's costs, marked at each close."""
     qty = equity0_usd / (close_usd[0] * (1 + slippage_bps / 1e4) * (1 + fee_bps / 1e4))
     return np.concatenate([[equity0_usd], qty * close_usd[1:]])
+
+
+def stitch_evaluations(
+    folds: list[EvaluationResult], *, n_trials: int = 1, trial_sharpe_var: float | None = None, n_boot: int = 1000,
+    seed: int = 0,
+) -> EvaluationResult:
+    """Chain the out-of-sample evaluations of walk-forward folds into one equity curve and measure it.
+
+    Each fold's per-bar returns are compounded in fold order from the first fold's initial equity
+    (a fold starts flat, as its evaluation did); buy-and-hold is stitched alike.
+
+    Parameters
+    ----------
+    folds : list of EvaluationResult
+        In time order, non-overlapping test spans.
+    n_trials, trial_sharpe_var, n_boot, seed
+        As in :func:`evaluate_agent`, for the stitched curve's uncertainty.
+
+    Returns
+    -------
+    EvaluationResult
+        Over all test bars; trades and fees summed.
+
+    Raises
+    ------
+    ConfigError
+        If ``folds`` is empty.
+    """
+    if not folds:
+        raise ConfigError("walk-forward: no fold to stitch; give walk_forward_folds >= 1")
+
+    def chain(curves: list[np.ndarray]) -> np.ndarray:
+        r = np.concatenate([c[1:] / c[:-1] for c in curves])
+        return curves[0][0] * np.concatenate([[1.0], np.cumprod(r)])
+
+    eq = chain([f.equity_usd for f in folds])
+    bh = chain([f.buy_and_hold_equity_usd for f in folds])
+    ts = [folds[0].bar_ts[0]] + [t for f in folds for t in f.bar_ts[1:]]
+    ppy = folds[0].periods_per_year
+    stats = {name: sharpe_report(curve, ts, periods_per_year=ppy, n_trials=n_trials if name == "agent" else 1,
+                                 trial_sharpe_var=trial_sharpe_var if name == "agent" else None, n_boot=n_boot,
+                                 seed=seed, name=f"{name} (walk-forward, {len(folds)} folds)")
+             for name, curve in (("agent", eq), ("buy-and-hold", bh))}
+    return EvaluationResult(
+        agent=performance_metrics(eq, periods_per_year=ppy, n_trades=sum(f.agent.n_trades for f in folds),
+                                  fees_usd=sum(f.agent.fees_usd for f in folds)),
+        buy_and_hold=performance_metrics(bh, periods_per_year=ppy),
+        bar_ts=ts, equity_usd=eq, buy_and_hold_equity_usd=bh,
+        position_frac=np.concatenate([folds[0].position_frac[:1]] + [f.position_frac[1:] for f in folds]),
+        observations=np.concatenate([f.observations for f in folds]),
+        actions=np.concatenate([f.actions for f in folds]),
+        target_fracs=np.concatenate([f.target_fracs for f in folds]),
+        periods_per_year=ppy, agent_stats=stats["agent"], buy_and_hold_stats=stats["buy-and-hold"])

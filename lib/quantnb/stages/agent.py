@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -65,6 +65,12 @@ class AgentParams(StageParams):
     baseline_agent_id: str | None = Field(
         None, description="An earlier agent run (e.g. the same agent without classifier) whose evaluation joins the "
                           "table as a column, next to this agent and buy-and-hold; None: no such column.")
+    walk_forward_folds: int = Field(
+        0, ge=0, description="Walk-forward folds over all bars (each trains on the past only and tests on the next "
+                             "block; the stitched out-of-sample curve is reported); 0: one split, the last eval_days.")
+    walk_forward_mode: Literal["anchored", "rolling"] = Field(
+        "anchored", description="Walk-forward training window: every earlier block, or the previous one only.")
+    walk_forward_embargo_min: PositiveInt = Field(60, description="Minutes between a fold's training and its test.")
     sac: SacParams = Field(default_factory=SacParams, description="SAC hyper-parameters.")
     env: EnvSpec = Field(default_factory=EnvSpec, description="Trading environment (window, fees, position).")
 
@@ -116,6 +122,7 @@ class AgentResult:
     equity_plot: Path
     table: pl.DataFrame
     verdicts: list[str] = dataclasses.field(default_factory=list)
+    folds: pl.DataFrame | None = None
 
     def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
         return result_html(self)
@@ -131,6 +138,8 @@ class AgentResult:
         print(f"Agent bundle {self.bundle_dir} (train_id={self.train_id}); equity curve {self.equity_plot}")
         for line in self.verdicts:
             print(line)
+        if self.folds is not None:
+            print(self.folds)
         return self.table
 
 
@@ -184,27 +193,15 @@ def run_agent(params: AgentParams) -> AgentResult:
     # heavy: imported by the run, not by the runner's parameter validation
     import torch
 
-    from quantnb.rl import (
-        ActionInterpreter,
-        AgentMetadata,
-        ClassifierSignal,
-        FeatureScaler,
-        FillModel,
-        ObservationBuilder,
-        TradingEnv,
-        compute_features,
-        evaluate_agent,
-        save_agent_bundle,
-        train_sac,
-    )
+    from quantnb.rl import AgentMetadata, ClassifierSignal, compute_features, save_agent_bundle
+    from quantnb.rl._evaluate import stitch_evaluations
 
     with start_run(params) as ctx:
         torch.set_num_threads(params.num_threads)
         bars = load_bars(ctx.root, params.bars_glob)
-        split_ts = bars["ts"].max() - dt.timedelta(days=params.eval_days)
-        if bars.filter(pl.col("ts") < split_ts).height < params.env.window * 10:
-            raise ConfigError(f"eval_days={params.eval_days} leaves under {params.env.window * 10} training bars")
         env = params.env
+        spans = agent_spans(bars, params)
+        eval_start = spans[0][2]
         feats = compute_features(bars, warmup_bars=env.warmup_bars)
         classifier, clf_dir = None, None
         if params.classifier_train_id:
@@ -213,56 +210,48 @@ def run_agent(params: AgentParams) -> AgentResult:
             if classifier.seq_len >= env.warmup_bars:
                 raise ConfigError(f"classifier_train_id={params.classifier_train_id!r}: its seq_len "
                                   f"{classifier.seq_len} must be below warmup_bars={env.warmup_bars}")
-            check_no_stacking_leak(classifier.bundle.metadata, params.classifier_train_id, split_ts, bars["ts"].max())
+            check_no_stacking_leak(classifier.bundle.metadata, params.classifier_train_id, eval_start,
+                                   bars["ts"].max())
             feats = feats.hstack(classifier.batch(bars).drop("ts"))
         names = [c for c in feats.columns if c != "ts"]
-        scaler = FeatureScaler.fit(feats.filter(pl.col("ts") < split_ts), names, clip_sigma=env.feature_clip_sigma)
-        logger.info("Bars {} .. {}; training before {}, evaluation after; {} features: {}",
-                    bars["ts"].min(), bars["ts"].max(), split_ts, len(names), ", ".join(names))
-        env_kw: dict[str, Any] = dict(
-            observation_builder=ObservationBuilder(names, env.window, scaler, state_clip=env.state_clip),
-            action_interpreter=ActionInterpreter(env.max_position_frac, env.deadband_frac),
-            fill_model=FillModel(env.fee_bps, env.slippage_bps), features=feats,
-            initial_equity_usd=env.initial_equity_usd, warmup_bars=env.warmup_bars)
-        train_env = TradingEnv(bars, **env_kw, end_ts=split_ts, max_episode_steps=env.max_episode_steps,
-                               random_start=True)
-        sac = params.sac
-        ctx.set_total(params.total_timesteps // params.checkpoint_every_steps)
-        ctx.set_shard_retention(keep_last=1)  # the rolling checkpoint deletes older ones by design
-
-        def on_checkpoint(info: Any) -> None:
-            item = f"step-{info.num_timesteps}"
-            ctx.batch_saved(info.num_timesteps // params.checkpoint_every_steps, 1, info.num_timesteps,
-                            info.model_path)
-            ctx.checkpoint.mark_completed(item)
-            ctx.item_done(item, events=info.num_timesteps)
-
-        trained = train_sac(train_env, sac, total_timesteps=params.total_timesteps,
-                            checkpoint_dir=ctx.run_dir / "checkpoints",
-                            checkpoint_every_steps=params.checkpoint_every_steps, resume=ctx.resumed,
-                            progress_every_steps=params.progress_every_steps,
-                            on_checkpoint=on_checkpoint)  # rl/steps lines: DEBUG, once
-        eval_env = TradingEnv(bars, **env_kw, start_ts=split_ts)
-        plot = ctx.root / "debug_plots" / ctx.run_id / "equity_curve.png"
-        earlier = earlier_trial_sharpes(ctx.root, params.bars_glob, str(split_ts), exclude=ctx.run_id)
-        n_eval = bars.filter(pl.col("ts") >= split_ts).height
-        trial_var = _trial_sharpe_var(earlier, n_eval)
+        logger.info("Bars {} .. {}; {} features: {}", bars["ts"].min(), bars["ts"].max(), len(names),
+                    ", ".join(names))
+        earlier = earlier_trial_sharpes(ctx.root, params.bars_glob, str(eval_start), exclude=ctx.run_id)
+        trial_var = _trial_sharpe_var(earlier, bars.filter(pl.col("ts") >= eval_start).height)
+        n_trials = len(earlier) + 1
         logger.info("{} earlier agent run(s) evaluated on this span: n_trials={} for the deflated Sharpe",
-                    len(earlier), len(earlier) + 1)
-        ev = evaluate_agent(trained.model, eval_env, plot_path=plot, n_trials=len(earlier) + 1,
-                            trial_sharpe_var=trial_var, seed=sac.seed)
+                    len(earlier), n_trials)
+        ctx.set_total(params.total_timesteps // params.checkpoint_every_steps * len(spans))
+        ctx.set_shard_retention(keep_last=1)  # the rolling checkpoint deletes older ones by design
+        plot = ctx.root / "debug_plots" / ctx.run_id / "equity_curve.png"
+        fits = [_fit_and_evaluate(ctx, params, bars, feats, names, span, k if len(spans) > 1 else None,
+                                  n_trials=n_trials, trial_var=trial_var) for k, span in enumerate(spans)]
+        trained, scaler, _ = fits[-1]
+        if len(fits) == 1:
+            ev = fits[0][2]
+        else:
+            ev = stitch_evaluations([f[2] for f in fits], n_trials=n_trials, trial_sharpe_var=trial_var,
+                                    seed=params.sac.seed)
+            for line in ev.verdicts():
+                logger.info("eval/verdict {}", line)
+        _plot(ev, plot)
         metrics = ev.metrics_dict()
         flat = ev.flat_metrics()
         table = ev.summary_frame()
+        fold_table = _fold_table(spans, [f[2] for f in fits]) if len(fits) > 1 else None
+        if fold_table is not None:
+            metrics["walk_forward"] = {"folds": fold_table.to_dicts(), "mode": params.walk_forward_mode,
+                                       "embargo_min": params.walk_forward_embargo_min}
         if params.baseline_agent_id:
-            table = _with_baseline(table, ctx.root / "runs" / params.baseline_agent_id, str(split_ts))
+            table = _with_baseline(table, ctx.root / "runs" / params.baseline_agent_id, str(eval_start))
         for line in table.iter_rows(named=True):  # e.g. "eval total_return_frac: agent -0.01571 | buy_and_hold 0.07263"
             logger.info("eval {}: {}", line["metric"], " | ".join(
                 _fmt_metric(k, v) for k, v in line.items() if k != "metric"))
+        train_start, train_end, last_start, last_end = spans[-1]
         meta = AgentMetadata(
-            env=env, sac=sac, timeframe="1m",
+            env=env, sac=params.sac, timeframe="1m",
             symbol=bars["symbol"][0] if "symbol" in bars.columns else Path(params.bars_glob).parent.name,
-            data_span={"train": [str(bars["ts"].min()), str(split_ts)], "eval": [str(split_ts), str(bars["ts"].max())]},
+            data_span={"train": [str(train_start), str(train_end)], "eval": [str(last_start), str(last_end)]},
             params=params.model_dump(mode="json", exclude=set(params.execution_fields)), metrics=metrics,
             feature_names=tuple(names),
             classifier={} if classifier is None else {"train_id": params.classifier_train_id,
@@ -271,10 +260,135 @@ def run_agent(params: AgentParams) -> AgentResult:
         logger.success("Agent bundle written to {} (train_id={})", bundle, ctx.run_id)
         ctx.add_output("bundle", bundle)
         ctx.add_output("equity_plot", plot)
-        ctx.set_result(train_id=ctx.run_id, eval_start=str(split_ts), **flat)
+        ctx.set_result(train_id=ctx.run_id, eval_start=str(eval_start), **flat,
+                       **({"walk_forward_folds": fold_table.to_dicts()} if fold_table is not None else {}))
         ctx.record_metrics(**{k: flat.get(v) for k, v in _HEADLINE.items()})
-        ctx.record_metrics(verdict=" ".join(ev.verdicts()))
-    return AgentResult(ctx.run_id, Path(bundle), metrics, plot, table, ev.verdicts())
+        ctx.record_metrics(verdict=" ".join(ev.verdicts()),
+                           **({"walk_forward_folds": len(fits)} if fold_table is not None else {}))
+    return AgentResult(ctx.run_id, Path(bundle), metrics, plot, table, ev.verdicts(), fold_table)
+
+
+Span = tuple[dt.datetime | None, dt.datetime, dt.datetime, dt.datetime | None]  # train start/end, test start/end
+
+
+def agent_spans(bars: pl.DataFrame, params: AgentParams) -> list[Span]:
+    """Return the training and evaluation spans: one split, or the walk-forward folds.
+
+    Without walk-forward, training takes the bars before the last ``eval_days`` and evaluation the
+    rest. With ``walk_forward_folds = k``, the decision bars after the warm-up are cut into
+    ``k + 1`` blocks (:func:`quantnb.evaluation.walk_forward_splits`); fold ``i`` evaluates on block
+    ``i + 1`` and trains on the past only (``anchored``: every earlier block, ``rolling``: block
+    ``i``), its last training mark ``walk_forward_embargo_min`` minutes and more before the test.
+    A decision's reward ends at the next bar's close, so the label end time is ``ts + 1 min``.
+
+    Parameters
+    ----------
+    bars : polars.DataFrame
+        The instrument's 1-minute bars, ``ts`` ascending.
+    params : AgentParams
+        ``eval_days`` or ``walk_forward_folds`` / ``walk_forward_mode`` / ``walk_forward_embargo_min``.
+
+    Returns
+    -------
+    list of (train_start or None, train_end, test_start, test_end or None)
+        None: from the first bar / to the last one.
+
+    Raises
+    ------
+    ConfigError
+        If a training span would hold fewer than ``10 * window`` bars.
+    """
+    from quantnb.evaluation import walk_forward_splits
+
+    ts = bars["ts"]
+    if not params.walk_forward_folds:
+        split_ts = ts.max() - dt.timedelta(days=params.eval_days)
+        if bars.filter(pl.col("ts") < split_ts).height < params.env.window * 10:
+            raise ConfigError(f"eval_days={params.eval_days} leaves under {params.env.window * 10} training bars")
+        return [(None, split_ts, split_ts, None)]
+    t0 = ts.to_numpy()[params.env.warmup_bars:].astype("datetime64[us]")
+    t1 = t0 + np.timedelta64(1, "m")
+    folds = walk_forward_splits(t0, t1, n_folds=params.walk_forward_folds, mode=params.walk_forward_mode,
+                                embargo=dt.timedelta(minutes=params.walk_forward_embargo_min))
+    out: list[Span] = []
+    for k, f in enumerate(folds):
+        if f.train.size < params.env.window * 10:
+            raise ConfigError(f"walk_forward_folds={params.walk_forward_folds}: fold {k} trains on {f.train.size} "
+                              f"bars, under {params.env.window * 10}; use fewer folds or more data")
+        start = None if params.walk_forward_mode == "anchored" else _py(t0[f.train[0]])
+        out.append((start, _py(t1[f.train[-1]]), _py(f.test_start), _py(f.test_end)))
+    return out
+
+
+def _py(t: np.datetime64) -> dt.datetime:
+    return dt.datetime.fromisoformat(str(t.astype("datetime64[us]"))).replace(tzinfo=dt.UTC)
+
+
+def _fit_and_evaluate(ctx: Any, params: AgentParams, bars: pl.DataFrame, feats: pl.DataFrame, names: list[str],
+                      span: Span, fold: int | None, *, n_trials: int, trial_var: float | None) -> tuple[Any, Any, Any]:
+    """Fit the scaler and SAC on the span's training bars, evaluate on its test bars: (trained, scaler, evaluation)."""
+    from quantnb.rl import (
+        ActionInterpreter,
+        FeatureScaler,
+        FillModel,
+        ObservationBuilder,
+        TradingEnv,
+        evaluate_agent,
+        train_sac,
+    )
+
+    train_start, train_end, test_start, test_end = span
+    env = params.env
+    rows = pl.col("ts") < train_end
+    scaler = FeatureScaler.fit(feats.filter(rows if train_start is None else rows & (pl.col("ts") >= train_start)),
+                               names, clip_sigma=env.feature_clip_sigma)
+    where = "" if fold is None else f"fold {fold}: "
+    logger.info("{}training {} .. {}, evaluation {} .. {}", where, train_start or bars["ts"].min(), train_end,
+                test_start, test_end or bars["ts"].max())
+    env_kw: dict[str, Any] = dict(
+        observation_builder=ObservationBuilder(names, env.window, scaler, state_clip=env.state_clip),
+        action_interpreter=ActionInterpreter(env.max_position_frac, env.deadband_frac),
+        fill_model=FillModel(env.fee_bps, env.slippage_bps), features=feats,
+        initial_equity_usd=env.initial_equity_usd, warmup_bars=env.warmup_bars)
+    train_env = TradingEnv(bars, **env_kw, start_ts=train_start, end_ts=train_end,
+                           max_episode_steps=env.max_episode_steps, random_start=True)
+    per_fold = params.total_timesteps // params.checkpoint_every_steps
+    tag = "" if fold is None else f"fold{fold}-"
+
+    def on_checkpoint(info: Any) -> None:
+        item = f"{tag}step-{info.num_timesteps}"
+        done = (fold or 0) * per_fold + info.num_timesteps // params.checkpoint_every_steps
+        ctx.batch_saved(done, 1, info.num_timesteps, info.model_path)
+        ctx.checkpoint.mark_completed(item)
+        ctx.item_done(item, events=info.num_timesteps)
+
+    ckpt = ctx.run_dir / "checkpoints" if fold is None else ctx.run_dir / "checkpoints" / f"fold_{fold}"
+    trained = train_sac(train_env, params.sac, total_timesteps=params.total_timesteps, checkpoint_dir=ckpt,
+                        checkpoint_every_steps=params.checkpoint_every_steps, resume=ctx.resumed,
+                        progress_every_steps=params.progress_every_steps,
+                        on_checkpoint=on_checkpoint)  # rl/steps lines: DEBUG, once
+    eval_env = TradingEnv(bars, **env_kw, start_ts=test_start, end_ts=test_end)
+    ev = evaluate_agent(trained.model, eval_env, n_trials=n_trials, trial_sharpe_var=trial_var, seed=params.sac.seed)
+    return trained, scaler, ev
+
+
+def _plot(ev: Any, path: Path) -> None:
+    from quantnb.rl import plot_equity_curve
+
+    plot_equity_curve(ev, path)
+
+
+def _fold_table(spans: list[Span], evs: list[Any]) -> pl.DataFrame:
+    """One row per walk-forward fold: spans, the agent's return and Sharpe with its CI, buy-and-hold's."""
+    rows = []
+    for k, ((t0, t1, s0, s1), ev) in enumerate(zip(spans, evs, strict=True)):
+        a = ev.agent_stats
+        rows.append({"fold": k, "train_start": str(t0) if t0 else None, "train_end": str(t1), "test_start": str(s0),
+                     "test_end": str(s1), "return_frac": ev.agent.total_return_frac,
+                     "sharpe": ev.agent.sharpe_annualised, "sharpe_ci_low": a.sharpe_ci_low if a else None,
+                     "sharpe_ci_high": a.sharpe_ci_high if a else None, "n_trades": ev.agent.n_trades,
+                     "bh_return_frac": ev.buy_and_hold.total_return_frac})
+    return pl.DataFrame(rows, infer_schema_length=None)
 
 
 def _fmt_metric(name: str, value: Any) -> str:
