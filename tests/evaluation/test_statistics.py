@@ -23,6 +23,7 @@ from quantnb.evaluation import (
     return_moments,
     sharpe_ratio,
     sharpe_report,
+    shift_null,
     stationary_bootstrap_indices,
     walk_forward_splits,
 )
@@ -185,3 +186,17 @@ def test_walk_forward_with_datetimes_rolling_and_anchored():
         walk_forward_splits(t0[::-1], t1[::-1], n_folds=2)
     with pytest.raises(ConfigError, match="same non-zero length"):
         purged_kfold_splits(np.array([]), np.array([]), n_folds=2)
+
+
+def test_shift_null_rewards_timing_and_not_exposure():
+    rng = np.random.default_rng(21)
+    r = rng.normal(0, 1e-3, 5_000)
+    prophet = np.sign(r)  # knows the next return: timing skill
+    assert shift_null(prophet, r, n_shifts=199, seed=1).p_value == pytest.approx(1 / 200)
+    always_long = np.ones(5_000)  # exposure only: every shift is the same series
+    res = shift_null(always_long, r, n_shifts=199, seed=1)
+    assert res.p_value == 1.0 and res.gross_return_frac == pytest.approx(r.sum())
+    noise = rng.choice([-1.0, 0.0, 1.0], 5_000)  # no timing
+    assert 0.05 < shift_null(noise, r, n_shifts=199, seed=1).p_value < 0.95
+    with pytest.raises(ConfigError, match="two equal 1-d finite arrays"):
+        shift_null(np.ones(3), np.ones(4))

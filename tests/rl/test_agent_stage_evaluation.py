@@ -30,7 +30,7 @@ def test_agent_runs_on_the_same_span_are_counted_as_trials_and_every_figure_has_
     m3 = json.loads((root / "runs" / other_span.train_id / "run.json").read_text())["metrics"]
     assert (m1["n_trials"], m2["n_trials"], m3["n_trials"]) == (1, 2, 1)
     for key in ("sharpe_ci_low", "sharpe_ci_high", "sharpe_daily", "psr", "dsr", "return_ci_low", "return_ci_high",
-                "bh_sharpe", "bh_sharpe_ci_low", "bh_psr", "verdict"):
+                "bh_sharpe", "bh_sharpe_ci_low", "bh_psr", "verdict", "timing_p_value"):
         assert key in m2, key
     assert m2["sharpe_ci_low"] <= m2["sharpe"] <= m2["sharpe_ci_high"]
     assert m2["dsr"] <= m2["psr"]

@@ -96,4 +96,8 @@ def test_every_evaluation_figure_carries_its_uncertainty_and_buy_and_hold_pays_t
     free = close[-1] / close[0] - 1
     assert one.buy_and_hold.total_return_frac == pytest.approx((1 + free) / (1.0005 * 1.0001) - 1, rel=1e-9)
     assert one.metrics_dict()["agent"]["verdict"] == a.verdict
-    assert len(one.verdicts()) == 2 and one.verdicts()[1].startswith("buy-and-hold:")
+    assert one.verdicts()[1].startswith("buy-and-hold:") and one.verdicts()[2].startswith("timing:")
+    # the timing null holds the agent's own positions: same exposure, same gross return when not shifted
+    held, r = one.position_frac[:-1], one.asset_return
+    assert one.timing_null.gross_return_frac == pytest.approx(float(held @ r))
+    assert one.flat_metrics()["timing_p_value"] == one.timing_null.p_value

@@ -10,7 +10,7 @@ import numpy as np
 from loguru import logger
 
 from quantnb.errors import ConfigError
-from quantnb.evaluation import sharpe_report
+from quantnb.evaluation import sharpe_report, shift_null
 from quantnb.rl._env import TradingEnv
 from quantnb.rl._metrics import MINUTES_PER_YEAR, EvaluationResult, PerformanceMetrics, performance_metrics
 from quantnb.rl._plot import plot_equity_curve
@@ -132,7 +132,9 @@ def evaluate_agent(
         periods_per_year=ppy,
         agent_stats=stats.get("agent"),
         buy_and_hold_stats=stats.get("buy-and-hold"),
+        asset_return=close[1:] / close[:-1] - 1.0,
     )
+    result = _with_timing_null(result, seed)
     a, b = result.agent, result.buy_and_hold
     logger.info(
         "eval/total_return_frac={:.4f} eval/sharpe={:.2f} eval/max_drawdown_frac={:.4f} eval/n_trades={} "
@@ -149,6 +151,14 @@ def evaluate_agent(
         logger.info("eval/verdict {}", line)
     if plot_path is not None:
         plot_equity_curve(result, plot_path)
+    return result
+
+
+def _with_timing_null(result: EvaluationResult, seed: int) -> EvaluationResult:
+    """Attach the shift null of the agent's positions (needs 2 steps or more)."""
+    r = result.asset_return
+    if r is not None and r.size >= 2:
+        result.timing_null = shift_null(result.position_frac[:-1], r, seed=seed)
     return result
 
 
@@ -199,7 +209,7 @@ def stitch_evaluations(
                                  trial_sharpe_var=trial_sharpe_var if name == "agent" else None, n_boot=n_boot,
                                  seed=seed, name=f"{name} (walk-forward, {len(folds)} folds)")
              for name, curve in (("agent", eq), ("buy-and-hold", bh))}
-    return EvaluationResult(
+    result = EvaluationResult(
         agent=performance_metrics(eq, periods_per_year=ppy, n_trades=sum(f.agent.n_trades for f in folds),
                                   fees_usd=sum(f.agent.fees_usd for f in folds)),
         buy_and_hold=performance_metrics(bh, periods_per_year=ppy),
@@ -208,4 +218,10 @@ def stitch_evaluations(
         observations=np.concatenate([f.observations for f in folds]),
         actions=np.concatenate([f.actions for f in folds]),
         target_fracs=np.concatenate([f.target_fracs for f in folds]),
-        periods_per_year=ppy, agent_stats=stats["agent"], buy_and_hold_stats=stats["buy-and-hold"])
+        periods_per_year=ppy, agent_stats=stats["agent"], buy_and_hold_stats=stats["buy-and-hold"],
+        asset_return=np.concatenate([f.asset_return for f in folds if f.asset_return is not None]),
+    )
+    held = np.concatenate([f.position_frac[:-1] for f in folds])  # each fold's own steps, starting flat
+    if result.asset_return is not None and held.size == result.asset_return.size >= 2:
+        result.timing_null = shift_null(held, result.asset_return, seed=seed)
+    return result

@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 
 from quantnb.errors import ConfigError
-from quantnb.evaluation import SharpeReport
+from quantnb.evaluation import SharpeReport, ShiftNull
 
 MINUTES_PER_YEAR = 525_600  # 365 * 24 * 60: crypto trades around the clock
 
@@ -112,6 +112,11 @@ class EvaluationResult:
     agent_stats, buy_and_hold_stats : SharpeReport or None
         Every figure's uncertainty (bootstrap CIs, daily Sharpe, PSR, DSR with ``n_trials``,
         minimum track-record length) and a verdict sentence; None only when built by hand.
+    asset_return : np.ndarray or None, shape (n_steps,), float64
+        The instrument's close-to-close return over each step.
+    timing_null : ShiftNull or None
+        The agent's gross return against its own positions circularly shifted (same exposure and
+        turnover, timing destroyed): ``p_value`` of its timing.
     """
 
     agent: PerformanceMetrics
@@ -126,6 +131,8 @@ class EvaluationResult:
     periods_per_year: float
     agent_stats: SharpeReport | None = None
     buy_and_hold_stats: SharpeReport | None = None
+    asset_return: np.ndarray | None = None
+    timing_null: ShiftNull | None = None
 
     def _stats(self) -> list[tuple[str, PerformanceMetrics, SharpeReport | None]]:
         return [("agent", self.agent, self.agent_stats), ("buy_and_hold", self.buy_and_hold, self.buy_and_hold_stats)]
@@ -144,7 +151,13 @@ class EvaluationResult:
         list of str
             Empty when the uncertainty was not computed.
         """
-        return [s.verdict for _, _, s in self._stats() if s is not None]
+        out = [s.verdict for _, _, s in self._stats() if s is not None]
+        n = self.timing_null
+        if n is not None:
+            skill = "beats" if n.p_value < 0.05 else "does not beat"
+            out.append(f"timing: the agent's gross return {n.gross_return_frac:+.4f} {skill} its own positions "
+                       f"shifted in time (mean {n.null_mean:+.4f}, p = {n.p_value:.3f}, {n.n_shifts} shifts).")
+        return out
 
     def summary_frame(self) -> pl.DataFrame:
         """Return the metrics table.
@@ -192,6 +205,9 @@ class EvaluationResult:
         a, b = (self._rows(p, s) for _, p, s in self._stats())
         out = {k: _num(v) for k, v in a.items()}
         out.update({f"bh_{k}": _num(v) for k, v in b.items()})
+        if self.timing_null is not None:
+            out["timing_p_value"] = self.timing_null.p_value
+            out["gross_return_frac"] = self.timing_null.gross_return_frac
         return out
 
     def metrics_dict(self) -> dict[str, Any]:
@@ -206,6 +222,8 @@ class EvaluationResult:
         out: dict[str, Any] = {}
         for name, perf, stats in self._stats():
             out[name] = {**asdict(perf), **(stats.to_dict() if stats is not None else {})}
+        if self.timing_null is not None:
+            out["agent"]["timing_null"] = asdict(self.timing_null)
         return out
 
 

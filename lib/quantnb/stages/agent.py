@@ -38,6 +38,7 @@ _HEADLINE = {  # run.json metrics name -> evaluation metric
     "return_ci_low": "return_ci_low", "return_ci_high": "return_ci_high", "psr": "psr", "dsr": "dsr",
     "n_trials": "n_trials", "min_track_record_days": "min_track_record_days", "bh_sharpe": "bh_sharpe_annualised",
     "bh_sharpe_ci_low": "bh_sharpe_ci_low", "bh_sharpe_ci_high": "bh_sharpe_ci_high", "bh_psr": "bh_psr",
+    "timing_p_value": "timing_p_value",
 }
 
 
