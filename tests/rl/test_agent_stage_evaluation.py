@@ -71,3 +71,27 @@ def test_walk_forward_trains_each_fold_on_the_past_only_and_stitches_the_out_of_
     assert meta.data_span["eval"][0] == folds[1]["test_start"]  # live replays the last fold's test span
     run = json.loads((root / "runs" / res.train_id / "run.json").read_text())
     assert run["metrics"]["walk_forward_folds"] == 2 and len(run["results"]["walk_forward_folds"]) == 2
+
+
+@pytest.mark.slow
+def test_seeds_are_trials_and_each_metric_gets_its_spread_across_seeds(tmp_path):
+    import numpy as np
+
+    root = make_project(tmp_path / "proj")
+    out = root / "data" / "processed" / "unknown" / "perp" / "BTC-PERP"
+    out.mkdir(parents=True)
+    month_bars().head(2 * 1440).write_parquet(out / "2022-01-01.parquet")
+    res = run_agent(AgentParams.parse({**SMALL, "project_dir": str(root), "seeds": [3, 4]}))
+    one = run_agent(AgentParams.parse({**SMALL, "project_dir": str(root), "seed": 4}))
+    rows = {r["metric"]: r for r in res.seeds.to_dicts()}
+    ret = rows["total_return_frac"]
+    assert ret["seed_3"] == pytest.approx(res.metrics["agent"]["total_return_frac"])  # the bundle is seed 3's
+    assert ret["seed_4"] == pytest.approx(one.metrics["agent"]["total_return_frac"])  # seed 4 alone: the same
+    assert ret["mean"] == pytest.approx((ret["seed_3"] + ret["seed_4"]) / 2)
+    assert ret["sd"] == pytest.approx(float(np.std([ret["seed_3"], ret["seed_4"]], ddof=1)))
+    assert ret["ci_low"] <= ret["mean"] <= ret["ci_high"]
+    run = json.loads((root / "runs" / res.train_id / "run.json").read_text())
+    assert run["metrics"]["n_trials"] == 2  # two seeds on this span
+    assert run["metrics"]["seeds"]["sharpe_annualised"]["sd"] >= 0
+    # the later run counts both seeds of the earlier one, and itself
+    assert json.loads((root / "runs" / one.train_id / "run.json").read_text())["metrics"]["n_trials"] == 3

@@ -12,7 +12,7 @@ from __future__ import annotations
 from quantnb.evaluation._bootstrap import BootstrapCI, bootstrap_ci, stationary_bootstrap_indices
 from quantnb.evaluation._nulls import ShiftNull, shift_null
 from quantnb.evaluation._pbo import pbo_cscv
-from quantnb.evaluation._report import SharpeReport, daily_returns, sharpe_report
+from quantnb.evaluation._report import SharpeReport, daily_returns, mean_ci, sharpe_report
 from quantnb.evaluation._sharpe import (
     ReturnMoments,
     deflated_sharpe_ratio,
@@ -27,7 +27,7 @@ from quantnb.evaluation._splits import Fold, purged_kfold_splits, walk_forward_s
 
 __all__ = [
     "BootstrapCI", "Fold", "ReturnMoments", "SharpeReport", "ShiftNull", "bootstrap_ci", "daily_returns",
-    "deflated_sharpe_ratio", "expected_max_sharpe", "min_track_record_length", "pbo_cscv",
+    "deflated_sharpe_ratio", "expected_max_sharpe", "mean_ci", "min_track_record_length", "pbo_cscv",
     "probabilistic_sharpe_ratio", "purged_kfold_splits", "return_moments", "sharpe_ratio", "sharpe_report",
     "sharpe_std_error", "shift_null", "stationary_bootstrap_indices", "walk_forward_splits",
 ]

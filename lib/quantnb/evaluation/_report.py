@@ -176,3 +176,35 @@ def sharpe_report(
         min_track_record_days=None if math.isinf(mtrl) else mtrl * 365.0 / periods_per_year,
         skew=mom.skew, kurtosis=mom.kurtosis, n_bars=mom.n, ci_level=level, verdict="")
     return SharpeReport(**{**asdict(report), "verdict": _verdict(name, report)})
+
+
+# two-sided 95 % Student-t quantiles t_{0.975, df}, df = 1 .. 30 (any statistics table)
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def mean_ci(values: np.ndarray) -> tuple[float, float, float, float]:
+    """Return the mean, sd and 95 % Student-t interval of the mean of a few values (e.g. one per seed).
+
+    Parameters
+    ----------
+    values : np.ndarray, shape (n,), float64
+        n >= 2, finite.
+
+    Returns
+    -------
+    (mean, sd, ci_low, ci_high) : tuple of float
+        ``sd`` with ``ddof=1``; ``mean -+ t_{0.975, n-1} * sd / sqrt(n)`` (1.96 beyond 30 degrees of freedom).
+
+    Raises
+    ------
+    ConfigError
+        If fewer than 2 values or one is not finite.
+    """
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if v.size < 2 or not np.isfinite(v).all():
+        raise ConfigError(f"mean_ci: need >= 2 finite values, got {v.tolist()}")
+    mean, sd = float(v.mean()), float(v.std(ddof=1))
+    t = _T975[v.size - 2] if v.size - 1 <= len(_T975) else 1.96
+    half = t * sd / math.sqrt(v.size)
+    return mean, sd, mean - half, mean + half

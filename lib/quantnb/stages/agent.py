@@ -12,12 +12,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import polars as pl
 from loguru import logger
-from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from quantnb.config import StageParams
 from quantnb.data import read_bars
@@ -72,6 +72,9 @@ class AgentParams(StageParams):
     walk_forward_mode: Literal["anchored", "rolling"] = Field(
         "anchored", description="Walk-forward training window: every earlier block, or the previous one only.")
     walk_forward_embargo_min: PositiveInt = Field(60, description="Minutes between a fold's training and its test.")
+    seeds: list[NonNegativeInt] | None = Field(
+        None, min_length=1, description="Train and evaluate once per seed (overrides sac.seed): mean, sd and 95 % CI "
+                                        "of each metric across seeds; the bundle is the first seed's. None: sac.seed.")
     sac: SacParams = Field(default_factory=SacParams, description="SAC hyper-parameters.")
     env: EnvSpec = Field(default_factory=EnvSpec, description="Trading environment (window, fees, position).")
 
@@ -124,6 +127,7 @@ class AgentResult:
     table: pl.DataFrame
     verdicts: list[str] = dataclasses.field(default_factory=list)
     folds: pl.DataFrame | None = None
+    seeds: pl.DataFrame | None = None
 
     def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
         return result_html(self)
@@ -141,6 +145,8 @@ class AgentResult:
             print(line)
         if self.folds is not None:
             print(self.folds)
+        if self.seeds is not None:
+            print(self.seeds)
         return self.table
 
 
@@ -219,22 +225,30 @@ def run_agent(params: AgentParams) -> AgentResult:
                     ", ".join(names))
         earlier = earlier_trial_sharpes(ctx.root, params.bars_glob, str(eval_start), exclude=ctx.run_id)
         trial_var = _trial_sharpe_var(earlier, bars.filter(pl.col("ts") >= eval_start).height)
-        n_trials = len(earlier) + 1
-        logger.info("{} earlier agent run(s) evaluated on this span: n_trials={} for the deflated Sharpe",
-                    len(earlier), n_trials)
-        ctx.set_total(params.total_timesteps // params.checkpoint_every_steps * len(spans))
+        seeds = list(params.seeds or [params.sac.seed])
+        n_trials = len(earlier) + len(seeds)
+        logger.info("{} earlier agent run(s) evaluated on this span and {} seed(s): n_trials={} for the deflated "
+                    "Sharpe", len(earlier), len(seeds), n_trials)
+        ctx.set_total(params.total_timesteps // params.checkpoint_every_steps * len(spans) * len(seeds))
         ctx.set_shard_retention(keep_last=1)  # the rolling checkpoint deletes older ones by design
         plot = ctx.root / "debug_plots" / ctx.run_id / "equity_curve.png"
-        fits = [_fit_and_evaluate(ctx, params, bars, feats, names, span, k if len(spans) > 1 else None,
-                                  n_trials=n_trials, trial_var=trial_var) for k, span in enumerate(spans)]
+        per_seed = []
+        for i, seed in enumerate(seeds):
+            sac = params.sac.model_copy(update={"seed": seed})
+            where = _Where(seed if len(seeds) > 1 else None, None, i * len(spans))
+            fits = [_fit_and_evaluate(ctx, params, sac, bars, feats, names, span,
+                                      where._replace(fold=k if len(spans) > 1 else None, index=where.index + k),
+                                      n_trials=n_trials, trial_var=trial_var) for k, span in enumerate(spans)]
+            if len(fits) == 1:
+                ev = fits[0][2]
+            else:
+                ev = stitch_evaluations([f[2] for f in fits], n_trials=n_trials, trial_sharpe_var=trial_var,
+                                        seed=seed)
+                for line in ev.verdicts():
+                    logger.info("eval/verdict {}", line)
+            per_seed.append((fits, ev))
+        fits, ev = per_seed[0]  # the bundle and the table: the first seed's
         trained, scaler, _ = fits[-1]
-        if len(fits) == 1:
-            ev = fits[0][2]
-        else:
-            ev = stitch_evaluations([f[2] for f in fits], n_trials=n_trials, trial_sharpe_var=trial_var,
-                                    seed=params.sac.seed)
-            for line in ev.verdicts():
-                logger.info("eval/verdict {}", line)
         _plot(ev, plot)
         metrics = ev.metrics_dict()
         flat = ev.flat_metrics()
@@ -243,6 +257,10 @@ def run_agent(params: AgentParams) -> AgentResult:
         if fold_table is not None:
             metrics["walk_forward"] = {"folds": fold_table.to_dicts(), "mode": params.walk_forward_mode,
                                        "embargo_min": params.walk_forward_embargo_min}
+        seed_table = seed_summary(seeds, [e for _, e in per_seed]) if len(seeds) > 1 else None
+        if seed_table is not None:
+            metrics["seeds"] = seed_table.to_dicts()
+            logger.info("Across {} seeds:\n{}", len(seeds), seed_table)
         if params.baseline_agent_id:
             table = _with_baseline(table, ctx.root / "runs" / params.baseline_agent_id, str(eval_start))
         for line in table.iter_rows(named=True):  # e.g. "eval total_return_frac: agent -0.01571 | buy_and_hold 0.07263"
@@ -262,11 +280,13 @@ def run_agent(params: AgentParams) -> AgentResult:
         ctx.add_output("bundle", bundle)
         ctx.add_output("equity_plot", plot)
         ctx.set_result(train_id=ctx.run_id, eval_start=str(eval_start), **flat,
+                       trial_sharpes_annualised=[e.agent.sharpe_annualised for _, e in per_seed],
                        **({"walk_forward_folds": fold_table.to_dicts()} if fold_table is not None else {}))
         ctx.record_metrics(**{k: flat.get(v) for k, v in _HEADLINE.items()})
         ctx.record_metrics(verdict=" ".join(ev.verdicts()),
-                           **({"walk_forward_folds": len(fits)} if fold_table is not None else {}))
-    return AgentResult(ctx.run_id, Path(bundle), metrics, plot, table, ev.verdicts(), fold_table)
+                           **({"walk_forward_folds": len(fits)} if fold_table is not None else {}),
+                           **({"seeds": _seed_metrics(seed_table)} if seed_table is not None else {}))
+    return AgentResult(ctx.run_id, Path(bundle), metrics, plot, table, ev.verdicts(), fold_table, seed_table)
 
 
 Span = tuple[dt.datetime | None, dt.datetime, dt.datetime, dt.datetime | None]  # train start/end, test start/end
@@ -325,8 +345,15 @@ def _py(t: np.datetime64) -> dt.datetime:
     return dt.datetime.fromisoformat(str(t.astype("datetime64[us]"))).replace(tzinfo=dt.UTC)
 
 
-def _fit_and_evaluate(ctx: Any, params: AgentParams, bars: pl.DataFrame, feats: pl.DataFrame, names: list[str],
-                      span: Span, fold: int | None, *, n_trials: int, trial_var: float | None) -> tuple[Any, Any, Any]:
+class _Where(NamedTuple):
+    seed: int | None  # None: the only seed
+    fold: int | None  # None: one split
+    index: int  # 0-based position among every (seed, fold) fit, for progress
+
+
+def _fit_and_evaluate(ctx: Any, params: AgentParams, sac: SacParams, bars: pl.DataFrame, feats: pl.DataFrame,
+                      names: list[str], span: Span, at: _Where, *, n_trials: int,
+                      trial_var: float | None) -> tuple[Any, Any, Any]:
     """Fit the scaler and SAC on the span's training bars, evaluate on its test bars: (trained, scaler, evaluation)."""
     from quantnb.rl import (
         ActionInterpreter,
@@ -343,7 +370,7 @@ def _fit_and_evaluate(ctx: Any, params: AgentParams, bars: pl.DataFrame, feats: 
     rows = pl.col("ts") < train_end
     scaler = FeatureScaler.fit(feats.filter(rows if train_start is None else rows & (pl.col("ts") >= train_start)),
                                names, clip_sigma=env.feature_clip_sigma)
-    where = "" if fold is None else f"fold {fold}: "
+    where = "".join(f"{n} {v}: " for n, v in (("seed", at.seed), ("fold", at.fold)) if v is not None)
     logger.info("{}training {} .. {}, evaluation {} .. {}", where, train_start or bars["ts"].min(), train_end,
                 test_start, test_end or bars["ts"].max())
     env_kw: dict[str, Any] = dict(
@@ -354,23 +381,66 @@ def _fit_and_evaluate(ctx: Any, params: AgentParams, bars: pl.DataFrame, feats: 
     train_env = TradingEnv(bars, **env_kw, start_ts=train_start, end_ts=train_end,
                            max_episode_steps=env.max_episode_steps, random_start=True)
     per_fold = params.total_timesteps // params.checkpoint_every_steps
-    tag = "" if fold is None else f"fold{fold}-"
+    tag = "".join(f"{n}{v}-" for n, v in (("seed", at.seed), ("fold", at.fold)) if v is not None)
 
     def on_checkpoint(info: Any) -> None:
         item = f"{tag}step-{info.num_timesteps}"
-        done = (fold or 0) * per_fold + info.num_timesteps // params.checkpoint_every_steps
+        done = at.index * per_fold + info.num_timesteps // params.checkpoint_every_steps
         ctx.batch_saved(done, 1, info.num_timesteps, info.model_path)
         ctx.checkpoint.mark_completed(item)
         ctx.item_done(item, events=info.num_timesteps)
 
-    ckpt = ctx.run_dir / "checkpoints" if fold is None else ctx.run_dir / "checkpoints" / f"fold_{fold}"
-    trained = train_sac(train_env, params.sac, total_timesteps=params.total_timesteps, checkpoint_dir=ckpt,
+    ckpt = ctx.run_dir / "checkpoints"
+    ckpt = ckpt if at.seed is None else ckpt / f"seed_{at.seed}"
+    ckpt = ckpt if at.fold is None else ckpt / f"fold_{at.fold}"
+    trained = train_sac(train_env, sac, total_timesteps=params.total_timesteps, checkpoint_dir=ckpt,
                         checkpoint_every_steps=params.checkpoint_every_steps, resume=ctx.resumed,
                         progress_every_steps=params.progress_every_steps,
                         on_checkpoint=on_checkpoint)  # rl/steps lines: DEBUG, once
     eval_env = TradingEnv(bars, **env_kw, start_ts=test_start, end_ts=test_end)
-    ev = evaluate_agent(trained.model, eval_env, n_trials=n_trials, trial_sharpe_var=trial_var, seed=params.sac.seed)
+    ev = evaluate_agent(trained.model, eval_env, n_trials=n_trials, trial_sharpe_var=trial_var, seed=sac.seed)
     return trained, scaler, ev
+
+
+_SEED_METRICS = ("total_return_frac", "sharpe_annualised", "sharpe_daily_annualised", "psr", "dsr", "max_drawdown_frac",
+                 "bh_total_return_frac", "timing_p_value")
+
+
+def seed_summary(seeds: list[int], evaluations: list[Any]) -> pl.DataFrame:
+    """Return each metric per seed with its mean, sd and 95 % t-interval across seeds.
+
+    Parameters
+    ----------
+    seeds : list of int
+        The seeds, in the order of ``evaluations``.
+    evaluations : list of EvaluationResult
+        One per seed (stitched over the folds under walk-forward).
+
+    Returns
+    -------
+    polars.DataFrame
+        Columns ``metric``, ``seed_<s>`` for each seed, ``mean``, ``sd``, ``ci_low``, ``ci_high`` (Float64).
+    """
+    from quantnb.evaluation import mean_ci
+
+    flats = [e.flat_metrics() for e in evaluations]
+    rows = []
+    for m in _SEED_METRICS:
+        values = [f.get(m) for f in flats]
+        known = [float(v) for v in values if v is not None]
+        ci = mean_ci(np.array(known)) if len(known) >= 2 else (None, None, None, None)
+        rows.append({"metric": m, **{f"seed_{s}": v for s, v in zip(seeds, values, strict=True)},
+                     "mean": ci[0], "sd": ci[1], "ci_low": ci[2], "ci_high": ci[3]})
+    return pl.DataFrame(rows, infer_schema_length=None)
+
+
+def _seed_metrics(table: pl.DataFrame) -> dict[str, Any]:
+    """Return the across-seed mean and CI of return and Sharpe, for run.json metrics."""
+    out: dict[str, Any] = {}
+    for row in table.iter_rows(named=True):
+        if row["metric"] in ("total_return_frac", "sharpe_annualised"):
+            out[row["metric"]] = {k: row[k] for k in ("mean", "sd", "ci_low", "ci_high")}
+    return out
 
 
 def _plot(ev: Any, path: Path) -> None:
@@ -413,7 +483,7 @@ def _with_baseline(table: pl.DataFrame, bundle_dir: Path, eval_start: str) -> pl
 
 
 def earlier_trial_sharpes(root: Path, bars_glob: str, eval_start: str, *, exclude: str | None = None) -> list[float]:
-    """Return the annualised Sharpe of every completed agent run evaluated on the same bars and span.
+    """Return the annualised Sharpe of every trial (run and seed) of completed agent runs on the same bars and span.
 
     The trial registry of the deflated Sharpe: runs listed by :func:`quantnb.runlog.list_runs`
     (what ``quantnb runs`` shows) whose run.json has the same ``bars_glob`` parameter and
@@ -433,7 +503,8 @@ def earlier_trial_sharpes(root: Path, bars_glob: str, eval_start: str, *, exclud
     Returns
     -------
     list of float
-        One annualised Sharpe per earlier trial (NaN where not recorded).
+        One annualised Sharpe per earlier trial, each seed of a run with ``seeds`` counted (NaN where not
+        recorded).
     """
     out: list[float] = []
     for summary in list_runs(root, stage="agent", status="completed"):
@@ -442,8 +513,9 @@ def earlier_trial_sharpes(root: Path, bars_glob: str, eval_start: str, *, exclud
         if summary.run_id == exclude or results.get("eval_start") != eval_start or \
                 parameters.get("bars_glob") != bars_glob:
             continue
-        sharpe = results.get("sharpe_annualised")
-        out.append(float(sharpe) if isinstance(sharpe, int | float) else float("nan"))
+        per_seed = results.get("trial_sharpes_annualised")  # one per seed
+        sharpes = per_seed if isinstance(per_seed, list) and per_seed else [results.get("sharpe_annualised")]
+        out.extend(float(x) if isinstance(x, int | float) else float("nan") for x in sharpes)
     return out
 
 
