@@ -56,7 +56,7 @@ def test_walk_forward_trains_each_fold_on_the_past_only_and_stitches_the_out_of_
     res = run_agent(AgentParams.parse({**SMALL, "project_dir": str(root), "walk_forward_folds": 2,
                                        "walk_forward_mode": "rolling", "walk_forward_embargo_min": 30}))
     folds = res.folds.to_dicts()
-    assert len(folds) == 2
+    assert len(folds) == 2 and "walk-forward folds" in res._repr_html_()
     for f in folds:
         train_end, test_start = dt.datetime.fromisoformat(f["train_end"]), dt.datetime.fromisoformat(f["test_start"])
         assert train_end < test_start - dt.timedelta(minutes=30)  # the past only, embargoed
@@ -83,6 +83,7 @@ def test_seeds_are_trials_and_each_metric_gets_its_spread_across_seeds(tmp_path)
     month_bars().head(2 * 1440).write_parquet(out / "2022-01-01.parquet")
     res = run_agent(AgentParams.parse({**SMALL, "project_dir": str(root), "seeds": [3, 4]}))
     one = run_agent(AgentParams.parse({**SMALL, "project_dir": str(root), "seed": 4}))
+    assert "across seeds" in res._repr_html_()
     rows = {r["metric"]: r for r in res.seeds.to_dicts()}
     ret = rows["total_return_frac"]
     assert ret["seed_3"] == pytest.approx(res.metrics["agent"]["total_return_frac"])  # the bundle is seed 3's
