@@ -96,3 +96,32 @@ def test_seeds_are_trials_and_each_metric_gets_its_spread_across_seeds(tmp_path)
     assert run["metrics"]["seeds"]["sharpe_annualised"]["sd"] >= 0
     # the later run counts both seeds of the earlier one, and itself
     assert json.loads((root / "runs" / one.train_id / "run.json").read_text())["metrics"]["n_trials"] == 3
+
+
+def _random_walk_bars(n: int, seed: int):
+    import datetime as dt
+
+    import numpy as np
+    import polars as pl
+
+    rng = np.random.default_rng(seed)
+    close = 30_000.0 * np.exp(np.cumsum(rng.normal(0.0, 1e-3, n)))  # driftless: no edge to find
+    open_ = np.r_[close[0], close[:-1]]
+    start = dt.datetime(2022, 1, 1, tzinfo=dt.UTC)
+    return pl.DataFrame({
+        "ts": pl.Series([start + dt.timedelta(minutes=i) for i in range(n)]).dt.cast_time_unit("us"),
+        "open": open_, "high": np.maximum(open_, close) * 1.0002, "low": np.minimum(open_, close) * 0.9998,
+        "close": close, "volume": rng.uniform(1.0, 10.0, n)})
+
+
+@pytest.mark.slow
+def test_on_a_driftless_random_walk_the_walk_forward_report_over_two_seeds_claims_no_skill(tmp_path):
+    root = make_project(tmp_path / "proj")
+    out = root / "data" / "processed" / "unknown" / "perp" / "BTC-PERP"
+    out.mkdir(parents=True)
+    _random_walk_bars(2 * 1440, seed=8).write_parquet(out / "2022-01-01.parquet")
+    res = run_agent(AgentParams.parse({**SMALL, "project_dir": str(root), "walk_forward_folds": 2, "seeds": [0, 1]}))
+    assert res.metrics["agent"]["n_trials"] == 2 and res.metrics["agent"]["dsr"] < 0.95
+    assert not any("distinguishable from zero after" in v for v in res.verdicts), res.verdicts
+    rows = {r["metric"]: r for r in res.seeds.to_dicts()}
+    assert rows["sharpe_annualised"]["ci_low"] < rows["sharpe_annualised"]["ci_high"]
