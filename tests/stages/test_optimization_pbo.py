@@ -16,6 +16,7 @@ def _run(root, labelled, **over):
                                 **{**SMALL_STUDY, "pruner_startup_trials": 5, **over})
     res = run_optimization(params)
     run = json.loads((root / "runs" / res.run_id / "run.json").read_text())
+    assert res.selection["n_trials"] == run["metrics"]["n_trials"]
     return json.loads(res.best_params_path.read_text()), run
 
 

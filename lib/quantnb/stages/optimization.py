@@ -127,6 +127,7 @@ class OptimizationResult:
     best_params: dict[str, Any]
     best_params_path: Path
     trials: Any  # polars.DataFrame of every trial: number, state, value, params
+    selection: dict[str, Any] = dataclasses.field(default_factory=dict)  # n_trials, pbo, cv_folds, fold scores
 
     def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
         return result_html(self)
@@ -135,6 +136,11 @@ class OptimizationResult:
         """Print the best trial; return the trials table."""
         print(f"Study {self.study_name}: best val F1 macro {self.best_value:.4f} with {self.best_params}")
         print(f"Best parameters: {self.best_params_path}")
+        if self.selection:
+            pbo = self.selection.get("pbo")
+            print(f"Selected from {self.selection.get('n_trials')} trials; probability of backtest overfitting: "
+                  + (f"{pbo:.2f} (CSCV over {self.selection.get('cv_folds')} folds)" if pbo is not None else
+                     "not measured (needs cv_folds >= 2)"))
         return self.trials
 
 
@@ -497,7 +503,7 @@ def run_optimization(params: OptimizationParams) -> OptimizationResult:
                            n_trials=len(finished), pbo=pbo)
         trials = _trials_table(study)
     return OptimizationResult(ctx.run_id, name, float(best.value), payload["params"],
-                              ctx.run_dir / "best_params.json", trials)
+                              ctx.run_dir / "best_params.json", trials, selection)
 
 
 def _target_trials(n_trials: int, space: dict[str, optuna.distributions.BaseDistribution]) -> int:
