@@ -41,6 +41,11 @@ def test_agent_runs_on_the_same_span_are_counted_as_trials_and_every_figure_has_
     assert {"sharpe_ci_low", "dsr", "n_trials"} <= set(table["metric"])
     assert dict(zip(table["metric"], table["agent"], strict=True))["n_trials"] == 2
     assert second.verdicts and html.escape(second.verdicts[0]) in second._repr_html_()
+    from quantnb.rl import load_agent_bundle
+
+    span = load_agent_bundle(second.bundle_dir.parent).metadata.data_span  # one split: the whole bars, as before
+    assert span["train"][0].startswith("2021-12-31") and span["eval"][1].startswith("2022-01-02")
+    assert span["train"][1] == span["eval"][0]
 
 
 @pytest.mark.slow

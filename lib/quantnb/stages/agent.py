@@ -277,9 +277,10 @@ def run_agent(params: AgentParams) -> AgentResult:
                 _fmt_metric(k, v) for k, v in line.items() if k != "metric"))
         train_start, train_end, last_start, last_end = spans[-1]
         meta = AgentMetadata(
-            env=env, sac=params.sac, timeframe="1m",
+            env=env, sac=params.sac.model_copy(update={"seed": seeds[0]}), timeframe="1m",
             symbol=bars["symbol"][0] if "symbol" in bars.columns else Path(params.bars_glob).parent.name,
-            data_span={"train": [str(train_start), str(train_end)], "eval": [str(last_start), str(last_end)]},
+            data_span={"train": [str(train_start or bars["ts"].min()), str(train_end)],
+                       "eval": [str(last_start), str(last_end or bars["ts"].max())]},
             params=params.model_dump(mode="json", exclude=set(params.execution_fields)), metrics=metrics,
             feature_names=tuple(names),
             classifier={} if classifier is None else {"train_id": params.classifier_train_id,
