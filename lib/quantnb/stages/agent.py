@@ -43,7 +43,7 @@ _HEADLINE = {  # run.json metrics name -> evaluation metric
     "bh_return_frac": "bh_total_return_frac", "bh_max_drawdown_frac": "bh_max_drawdown_frac",
     "sharpe_ci_low": "sharpe_ci_low", "sharpe_ci_high": "sharpe_ci_high", "sharpe_daily": "sharpe_daily_annualised",
     "return_ci_low": "return_ci_low", "return_ci_high": "return_ci_high", "psr": "psr", "dsr": "dsr",
-    "n_trials": "n_trials", "min_track_record_days": "min_track_record_days", "bh_sharpe": "bh_sharpe_annualised",
+    "min_track_record_days": "min_track_record_days", "bh_sharpe": "bh_sharpe_annualised",
     "bh_sharpe_ci_low": "bh_sharpe_ci_low", "bh_sharpe_ci_high": "bh_sharpe_ci_high", "bh_psr": "bh_psr",
     "timing_p_value": "timing_p_value",
 }
@@ -292,7 +292,7 @@ def run_agent(params: AgentParams) -> AgentResult:
         ctx.set_result(train_id=ctx.run_id, eval_start=str(eval_start), **flat,
                        trial_sharpes_annualised=[e.agent.sharpe_annualised for _, e in per_seed],
                        **({"walk_forward_folds": fold_table.to_dicts()} if fold_table is not None else {}))
-        ctx.record_metrics(**{k: flat.get(v) for k, v in _HEADLINE.items()})
+        ctx.record_metrics(**{k: flat.get(v) for k, v in _HEADLINE.items()}, n_trials=n_trials)
         ctx.record_metrics(verdict=" ".join(ev.verdicts()),
                            **({"walk_forward_folds": len(fits)} if fold_table is not None else {}),
                            **({"seeds": _seed_metrics(seed_table)} if seed_table is not None else {}))
