@@ -11,6 +11,7 @@ Run: .venv/bin/python benchmarks/bench_labelling.py [n_rows]
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import time
@@ -51,7 +52,9 @@ def bench(df: pl.DataFrame, runs: int = 5) -> tuple[float, float, pl.DataFrame]:
 def main() -> None:
     logger.remove()
     logger.add(sys.stderr, level="INFO")
-    n_rows = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000_000
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("n_rows", nargs="?", type=int, default=10_000_000, help="rows to label (default 10M)")
+    n_rows = parser.parse_args().n_rows
     df = repeated(month(), n_rows)
     print(f"labelling {df.height:,} rows ({label_suffix(60, -0.004, 0.008)}), polars {pl.__version__}, "
           f"{pl.thread_pool_size()} threads")

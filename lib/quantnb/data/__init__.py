@@ -10,7 +10,10 @@ Typical use (the ETL stage does this per file, in worker processes)::
 Sources (by file name, see :func:`detect_source`): Bybit v5 order-book files
 (``YYYY-MM-DD_SYMBOL_obN.data[.zip]``), Binance USD-M or spot stream captures
 (``SYMBOL_YYYYMMDD.gz``), Binance public trades CSV (``SYMBOL-trades-*.csv``) and
-1-minute OHLCV CSV (``SYMBOL_..._1m.csv``).
+1-minute OHLCV CSV (``SYMBOL_..._1m.csv``); the venues' public archive files the download
+stage fetches: Binance ``SYMBOL-1m-*``, ``-aggTrades-``, ``-bookTicker-`` and
+``-fundingRate-`` zips (a funding series, ``FileIngest.funding``, not bars) and Bybit trades
+(``SYMBOL2024-08-08.csv.gz``), read by :mod:`quantnb.data._archive_csv`.
 
 Final bar columns (``BAR_SCHEMA``), one row per minute with data, per instrument and UTC day:
 
@@ -38,7 +41,7 @@ from quantnb.data._book import OrderBook
 from quantnb.data._ingest import FileIngest, ingest_file
 from quantnb.data._inputs import check_regular_file, expand_glob, item_key, shard_stem, traversed_folder
 from quantnb.data._io import SourceInfo, accepted_patterns, detect_source
-from quantnb.data._merge import instrument_path, merge_parts
+from quantnb.data._merge import book_conflicts, instrument_path, merge_parts
 from quantnb.data._quality import QualityReport
 from quantnb.data._schema import BAR_SCHEMA, PART_SCHEMA
 
@@ -49,6 +52,7 @@ __all__ = [
     "ingest_file",
     "FileIngest",
     "merge_parts",
+    "book_conflicts",
     "instrument_path",
     "expand_glob",
     "item_key",

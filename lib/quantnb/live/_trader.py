@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import datetime as dt
+import dataclasses
 import math
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -13,8 +14,8 @@ from typing import Any, Protocol
 import numpy as np
 from loguru import logger
 
-from quantnb.errors import QuantnbError, TemporaryError
-from quantnb.live._audit import REGISTRO_COLUMNS, AuditRow, CsvAppender
+from quantnb.errors import OrderRejectedError, QuantnbError, TemporaryError
+from quantnb.live._audit import REGISTRO_COLUMNS, CsvAppender, unique_session_ts
 from quantnb.live._broker import Broker
 from quantnb.live._emergency import EmergencyCause, EmergencyProtocol, EmergencyReport, check_not_halted
 from quantnb.live._feed import DataProvider
@@ -26,10 +27,11 @@ from quantnb.live._risk import OrderPlan, RiskControl, RiskLimits
 from quantnb.live._state import PendingOrder, SessionLock, StateStore, TraderState, TradingState
 from quantnb.live._stats import SessionStats, StepInfo
 from quantnb.live._types import AccountState, Bar, Fill
+from quantnb.live._watchdog import FeedWatchdog, StopGuard, missing_features
 from quantnb.retry import RetryPolicy
 from quantnb.rl import ActionInterpreter, IncrementalFeatures, ObservationBuilder, PortfolioState
 
-__all__ = ["AgentLike", "Trader", "session_timestamp"]
+__all__ = ["AgentLike", "Trader"]
 
 
 class AgentLike(Protocol):
@@ -41,21 +43,6 @@ class AgentLike(Protocol):
 
     def new_feature_stream(self) -> IncrementalFeatures:
         """Return fresh incremental features matching the training features."""
-
-
-def session_timestamp() -> str:
-    """Return the current UTC time as ``YYYYMMDD_HHMMSS``, the suffix of a session's files."""
-    return dt.datetime.now(dt.UTC).strftime("%Y%m%d_%H%M%S")
-
-
-def _unique_ts(out_dir: Path) -> str:
-    """Return a session timestamp whose CSV files do not exist yet (``-2``, ``-3`` on clashes)."""
-    base = ts = session_timestamp()
-    n = 1
-    while (out_dir / f"registro_{ts}.csv").exists() or (out_dir / f"emergencias_{ts}.csv").exists():
-        n += 1
-        ts = f"{base}-{n}"
-    return ts
 
 
 class _FeatureFeed:
@@ -129,6 +116,23 @@ class Trader:
         Injectable sleep (the emergency protocol's polling).
     run_id : str
         The run's id, recorded in the session lock (a second session is refused naming it).
+    max_order_rejections : int
+        Consecutive bars whose order the venue refused (e.g. ``-2019 Margin is insufficient``)
+        that trigger the emergency protocol (cause ``order_rejected``). A single rejection is a
+        registro row (event ``order_rejected``) and the bar is skipped.
+    stale_bar_s : float, optional
+        Candle length in wall-clock seconds for the stale-feed watchdog; None (replay) turns it off.
+    stale_warn_bars, stale_emergency_bars : int
+        Missed bars (no closed candle, or none carrying every needed feature) after which the
+        trader logs a WARNING and asks the provider for a REST fallback (again at each further
+        missed bar), and after which it runs the emergency protocol (cause ``stale_feed``).
+    needed_columns : sequence of str
+        Candle extras the agent's features are computed from (the live book's columns); a candle
+        lacking one counts as missed for the watchdog.
+    stop_timeout_s : float
+        After a stop request the state is saved as ``reducing`` at once; if the stop (and its
+        flatten) is not done within this many seconds, an emergencias row records the unconfirmed
+        flatten. Keep it below the runner's kill grace (30 s).
     """
 
     def __init__(self, agent: AgentLike, provider: DataProvider, broker: Broker, limits: RiskLimits,
@@ -137,7 +141,9 @@ class Trader:
                  duration_s: float | None = None, session_ts: str | None = None, poll_s: float = 0.5,
                  emergency_poll_timeout_s: float = 30.0, emergency_poll_interval_s: float = 0.5,
                  mode: str = "replay", fresh_start: bool = False, bar_interval_ms: int = 60_000,
-                 max_bad_bars: int = 3, sleep: Callable[[float], None] = time.sleep, run_id: str = ""):
+                 max_bad_bars: int = 3, sleep: Callable[[float], None] = time.sleep, run_id: str = "",
+                 max_order_rejections: int = 3, stale_bar_s: float | None = None, stale_warn_bars: int = 2,
+                 stale_emergency_bars: int = 5, needed_columns: tuple[str, ...] = (), stop_timeout_s: float = 20.0):
         self.agent, self.provider, self.broker, self.limits = agent, provider, broker, limits
         self.out_dir = Path(out_dir)
         self.retry = retry or RetryPolicy(what="live/retry")
@@ -161,6 +167,12 @@ class Trader:
         self._acct_estimated = False  # the account after a venue fill is estimated (realized PnL not read back)
         self._bar: Bar | None = None
         self._stats: SessionStats | None = None
+        self.max_order_rejections, self._rejections_in_row = max(1, int(max_order_rejections)), 0
+        self.stale_bar_s, self.needed_columns = stale_bar_s, tuple(needed_columns)
+        self.stale_warn_bars, self.stale_emergency_bars = int(stale_warn_bars), int(stale_emergency_bars)
+        self.stop_timeout_s = stop_timeout_s
+        self._save_lock = threading.RLock()  # the stop guard's thread saves too
+        self._stop_guard: StopGuard | None = None
 
     def request_stop(self, flatten: bool = False) -> None:
         """Ask the loop to stop after the current candle (safe from a signal handler): state ``REDUCING``.
@@ -173,11 +185,19 @@ class Trader:
         self._flatten_on_stop = self._flatten_on_stop or flatten
         if self.trading_state is TradingState.ACTIVE:
             self.trading_state = TradingState.REDUCING
+        if self._stop_guard is None and self.st is not None:
+            self._stop_guard = StopGuard(self.stop_timeout_s, self._save, self._record_unconfirmed_stop)
+
+    def _record_unconfirmed_stop(self) -> None:
+        """Record in emergencias that the stop's flatten was not confirmed by the stop guard's deadline."""
+        a = self._acct
+        self.emergency.record_unconfirmed_stop(self.stop_timeout_s, a.position_qty if a else math.nan,
+                                               self.risk.peak_equity_usd, a.equity_usd if a else math.nan)
 
     # --- session set-up -----------------------------------------------------------------
     def _begin(self, rec: TraderState | None) -> None:
         if rec is None:
-            ts = self._new_ts or _unique_ts(self.out_dir)
+            ts = self._new_ts or unique_session_ts(self.out_dir)
             self.st = TraderState(mode=self.mode, session_ts=ts, order_tag=uuid.uuid4().hex[:10])
         else:
             self.st = rec
@@ -199,6 +219,10 @@ class Trader:
                                            journal=self)
 
     def _save(self, snapshot: bool = False) -> None:
+        with self._save_lock:
+            self._save_locked(snapshot)
+
+    def _save_locked(self, snapshot: bool) -> None:
         st = self.st
         assert st is not None
         st.trading_state = self.trading_state
@@ -238,6 +262,8 @@ class Trader:
             self.store._remove_orphans()  # under the lock: no other writer
             return self._run()
         finally:
+            if self._stop_guard is not None:
+                self._stop_guard.done()
             self.store.close()
             self.lock.release()
 
@@ -298,11 +324,15 @@ class Trader:
             if stats.stopped_by == "stop_request" and self._flatten_on_stop:
                 rep = EmergencyReport("stop_request", "orderly stop", self.risk.peak_equity_usd, stats.end_equity_usd)
                 rep.orders_cancelled = self._safe(self.broker.cancel_all, -1)
-                stats.flattened_on_stop = self.emergency.flatten(rep, purpose="stop_flatten")
+                stats.flattened_on_stop = rep.flat_confirmed = self.emergency.flatten(rep, purpose="stop_flatten")
+                if not rep.flat_confirmed:  # a failed flatten attempt is on record, not only in the log
+                    rep.detail = "orderly stop: flatten NOT confirmed"
+                    self.emergency.record(rep)
+                    stats.emergencias_path = self.emergency.path
             if stats.stopped_by == "end_of_data":
                 st.completed = True
             self._save(snapshot=True)
-            self._finish(stats, latencies, time.perf_counter() - t_start)
+            stats.finish(self.risk.max_drawdown_frac_seen, latencies, time.perf_counter() - t_start)
         finally:
             self._registro.close()
         return stats
@@ -322,6 +352,8 @@ class Trader:
         st = self.st
         assert st is not None
         n = 0
+        watchdog = FeedWatchdog(self.stale_bar_s, self.stale_warn_bars, self.stale_emergency_bars) \
+            if self.stale_bar_s else None
         while True:
             if self.trading_state is TradingState.REDUCING:
                 return "stop_request"
@@ -333,7 +365,16 @@ class Trader:
             if bar is None:
                 if self.provider.finished:
                     return "end_of_data"
+                if watchdog is not None and self._stale(watchdog, stats):
+                    return stats.stopped_by
                 continue
+            if watchdog is not None:
+                lacking = missing_features(bar.extras, self.needed_columns)
+                if not lacking:
+                    watchdog.fed()
+                else:
+                    logger.warning("live/feed: candle {} lacks {} that the agent needs (counted as missed)",
+                                   bar_iso(bar.open_time_ms), lacking)
             if st.last_bar_ms is not None and bar.open_time_ms <= st.last_bar_ms:
                 self._feed_only(feed, bar)  # processed before the restart
                 continue
@@ -357,23 +398,40 @@ class Trader:
             if st.bad_bars_in_row >= self.max_bad_bars:
                 self._emergency(stats, "bad_data", f"{st.bad_bars_in_row} bad bars in a row, last: {info.reason}")
                 return stats.stopped_by
+            if self._rejections_in_row >= self.max_order_rejections:
+                self._emergency(stats, "order_rejected", f"{self._rejections_in_row} orders in a row refused by the "
+                                                         f"venue (max_order_rejections), last: {info.reason}")
+                return stats.stopped_by
+            if watchdog is not None and self._stale(watchdog, stats):
+                return stats.stopped_by
+
+    def _stale(self, watchdog: FeedWatchdog, stats: SessionStats) -> bool:
+        """Act on missed bars: WARNING and a REST fallback, then the emergency; return True when it ran."""
+        verdict = watchdog.verdict()
+        if verdict == "fallback":
+            stats.feed_fallbacks += 1
+            self.provider.fallback()
+        elif verdict:
+            self._emergency(stats, "stale_feed", verdict)
+        return verdict not in ("", "fallback")
 
     def _commit(self, info: StepInfo, bar: Bar) -> None:
         """Write the step's registro row, then its state (the row is cut back on restart if the state is not)."""
-        st = self.st
-        assert st is not None and self._registro is not None
-        self._registro.write(self._row(info))
-        if info.fill is not None:
-            self._count_fill(info.fill)
-        st.pending_orders = []
-        st.step = info.step + 1
-        st.last_bar_ms = bar.open_time_ms
-        if info.event != "rejected":
-            st.last_close = bar.close
-            self._bar = bar
-        self._acct = info.account
-        self._acct_estimated = info.fill is not None and not self.broker.cheap_account
-        self._save()
+        with self._save_lock:  # the stop guard saves from its thread: never between row and state
+            st = self.st
+            assert st is not None and self._registro is not None
+            self._registro.write(info.audit_row())
+            if info.fill is not None:
+                self._count_fill(info.fill)
+            st.pending_orders = []
+            st.step = info.step + 1
+            st.last_bar_ms = bar.open_time_ms
+            if info.event != "rejected":
+                st.last_close = bar.close
+                self._bar = bar
+            self._acct = info.account
+            self._acct_estimated = info.fill is not None and not self.broker.cheap_account
+            self._save()
 
     def _count_fill(self, fill: Fill) -> None:
         if self._stats is not None:
@@ -423,7 +481,19 @@ class Trader:
             st.pending_orders = [PendingOrder(cid, plan.side, plan.qty, False, step, bar.open_time_ms, "bar")]
             if not isinstance(self.broker, PaperBroker):  # a paper fill lives in this process: the state of the
                 self._save()  # previous step already covers a kill; a venue's order needs its intent on disk first
-            fill = self.retry.call(self.broker.market_order, plan.side, plan.qty, client_order_id=cid)
+            try:
+                fill = self.retry.call(self.broker.market_order, plan.side, plan.qty, client_order_id=cid)
+            except OrderRejectedError as err:
+                self._rejections_in_row += 1
+                if self._stats is not None:
+                    self._stats.orders_rejected += 1
+                logger.error("live/order: {} {:g} refused by the venue ({} in a row; the emergency runs at {}): {}",
+                             plan.side, plan.qty, self._rejections_in_row, self.max_order_rejections, err)
+                info = self._info(step, bar, obs, decision.action_raw, plan.target_frac, None, acct, t0,
+                                  f"order {cid} {plan.side} {plan.qty:g} refused, skipped: {err}", time.perf_counter(),
+                                  gap)
+                return dataclasses.replace(info, event="order_rejected")
+            self._rejections_in_row = 0
             if fill.qty <= 0:
                 fill = None
             acct = self._after_fill(acct, fill)
@@ -445,19 +515,6 @@ class Trader:
               gap: bool = False) -> StepInfo:
         return StepInfo(step, bar, obs, action_raw, target_frac, fill, acct, self.risk.peak_equity_usd,
                         self.risk.drawdown_frac, (t_decided - t0) * 1e3, reason, gap_before=gap)
-
-    @staticmethod
-    def _row(info: StepInfo) -> AuditRow:
-        f, a = info.fill, info.account
-        return AuditRow(
-            timestamp=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), step=info.step,
-            bar_ts=bar_iso(info.bar.open_time_ms), close=info.bar.close, action_raw=info.action_raw,
-            target_frac=info.target_frac, side=f.side if f else "", qty=f.qty if f else 0.0,
-            fill_price=f.price if f else math.nan, fee_usd=f.fee_usd if f else 0.0, position=a.position_qty,
-            balance_usd=a.balance_usd, equity_usd=a.equity_usd, peak_equity_usd=info.peak_equity_usd,
-            drawdown_frac=info.drawdown_frac, decision_latency_ms=round(info.decision_latency_ms, 4),
-            event=info.event, client_order_id=f.client_order_id if f else "", gap_before=int(info.gap_before),
-            note=info.reason)
 
     # --- OrderJournal: closing orders of a flatten ----------------------------------------
     def order_intent(self, side: str, qty: float, purpose: str) -> str:
@@ -508,26 +565,27 @@ class Trader:
                        client_order_id)
 
     def _write_fill_row(self, event: str, fill: Fill, acct: AccountState | None) -> None:
-        st = self.st
-        assert st is not None and self._registro is not None
-        acct = acct or self._acct
-        assert acct is not None
-        bar = self._bar or Bar(st.last_bar_ms or 0, math.nan, math.nan, math.nan, st.last_close or math.nan, 0.0)
-        if acct.equity_usd == acct.equity_usd:
-            self.risk.update_equity(acct.equity_usd)
-        info = StepInfo(st.step, bar, None, math.nan, math.nan, fill, acct, self.risk.peak_equity_usd,
-                        self.risk.drawdown_frac, 0.0, "", event=event)
-        self._registro.write(self._row(info))
-        self._count_fill(fill)
-        logger.warning("live/fill {} {} qty={:g} price_usd={:.2f} fee_usd={:.4f} order={} ({})", event, fill.side,
-                       fill.qty, fill.price, fill.fee_usd, fill.order_id, fill.client_order_id)
-        st.pending_orders = [p for p in st.pending_orders if p.client_order_id != fill.client_order_id]
-        st.step += 1
-        self._acct = acct
-        self._acct_estimated = event != "reconcile_fill" and not self.broker.cheap_account
-        if self._stats is not None:
-            self._stats.end_equity_usd = acct.equity_usd
-        self._save()
+        with self._save_lock:  # the stop guard saves from its thread: never between row and state
+            st = self.st
+            assert st is not None and self._registro is not None
+            acct = acct or self._acct
+            assert acct is not None
+            bar = self._bar or Bar(st.last_bar_ms or 0, math.nan, math.nan, math.nan, st.last_close or math.nan, 0.0)
+            if acct.equity_usd == acct.equity_usd:
+                self.risk.update_equity(acct.equity_usd)
+            info = StepInfo(st.step, bar, None, math.nan, math.nan, fill, acct, self.risk.peak_equity_usd,
+                            self.risk.drawdown_frac, 0.0, "", event=event)
+            self._registro.write(info.audit_row())
+            self._count_fill(fill)
+            logger.warning("live/fill {} {} qty={:g} price_usd={:.2f} fee_usd={:.4f} order={} ({})", event, fill.side,
+                           fill.qty, fill.price, fill.fee_usd, fill.order_id, fill.client_order_id)
+            st.pending_orders = [p for p in st.pending_orders if p.client_order_id != fill.client_order_id]
+            st.step += 1
+            self._acct = acct
+            self._acct_estimated = event != "reconcile_fill" and not self.broker.cheap_account
+            if self._stats is not None:
+                self._stats.end_equity_usd = acct.equity_usd
+            self._save()
 
     def _emergency(self, stats: SessionStats, cause: EmergencyCause, detail: str) -> None:
         peak = self.risk.peak_equity_usd
@@ -547,19 +605,6 @@ class Trader:
             logger.error("live/session: {} failed during the orderly stop: {}", getattr(fn, "__name__", fn), err)
             return default
 
-    def _finish(self, stats: SessionStats, latencies: list[float], elapsed_s: float) -> None:
-        stats.max_drawdown_frac = self.risk.max_drawdown_frac_seen
-        if math.isnan(stats.end_equity_usd):
-            stats.end_equity_usd = stats.start_equity_usd
-        stats.pnl_usd = stats.end_equity_usd - stats.start_equity_usd
-        stats.return_frac = stats.end_equity_usd / stats.start_equity_usd - 1.0 if stats.start_equity_usd else math.nan
-        if latencies:
-            stats.latency_p50_ms, stats.latency_p99_ms = (float(x) for x in np.percentile(latencies, [50, 99]))
-        stats.elapsed_s = elapsed_s
-        stats.bars_per_s = stats.steps / elapsed_s if elapsed_s > 0 else 0.0
-        logger.info("live/session: stopped_by={} steps={} trades={} live/pnl_usd={:.2f} live/fees_usd={:.2f} "
-                    "live/max_drawdown_frac={:.4f} live/latency_p99_ms={:.3f}", stats.stopped_by, stats.steps,
-                    stats.trades, stats.pnl_usd, stats.fees_usd, stats.max_drawdown_frac, stats.latency_p99_ms)
 
 
 def _bar_fields(bar: Bar) -> dict[str, Any]:

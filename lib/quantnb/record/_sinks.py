@@ -368,6 +368,37 @@ SELECT recv_ns, exch_ms, venue, market, symbol, channel, type, update_id, seq,
 FROM {table}_frames ARRAY JOIN price, size, arrayEnumerate(price) AS k"""
 
 
+def clickhouse_server_client(url: str, name: str = "clickhouse_url") -> Any:
+    """Return a clickhouse-connect client for ``http(s)://user@host:port/database``.
+
+    Parameters
+    ----------
+    url : str
+        The server; the password comes from ``CLICKHOUSE_PASSWORD`` only.
+    name : str
+        The parameter that gave ``url``, quoted in the error.
+
+    Returns
+    -------
+    clickhouse_connect.driver.Client
+
+    Raises
+    ------
+    ConfigError
+        If ``url`` carries a password.
+    """
+    import clickhouse_connect
+
+    u = urlsplit(url)
+    if u.password:
+        raise ConfigError(f"{name}={u.scheme}://{u.username}:***@{u.hostname}: put no password in the URL; set the "
+                          "CLICKHOUSE_PASSWORD environment variable")
+    return clickhouse_connect.get_client(
+        host=u.hostname or "localhost", port=u.port or (8443 if u.scheme == "https" else 8123),
+        username=u.username or "default", password=os.environ.get("CLICKHOUSE_PASSWORD", ""),
+        secure=u.scheme == "https", database=(u.path.strip("/") or "default"))
+
+
 class ClickHouseSink:
     """Insert Parquet shards into a ClickHouse MergeTree table, once each.
 
@@ -416,17 +447,8 @@ class ClickHouseSink:
             self._session = chdb.session.Session(str(path))
             self._client = None
         else:
-            import clickhouse_connect
-
-            u = urlsplit(url)
-            if u.password:
-                raise ConfigError(f"clickhouse_url={u.scheme}://{u.username}:***@{u.hostname}: put no password in "
-                                  "the URL; set the CLICKHOUSE_PASSWORD environment variable")
             self._session = None
-            self._client = clickhouse_connect.get_client(
-                host=u.hostname or "localhost", port=u.port or (8443 if u.scheme == "https" else 8123),
-                username=u.username or "default", password=os.environ.get("CLICKHOUSE_PASSWORD", ""),
-                secure=u.scheme == "https", database=(u.path.strip("/") or "default"))
+            self._client = clickhouse_server_client(url)
         self._exec(f"CREATE DATABASE IF NOT EXISTS {db}")
         name = table.split(".")[-1]
         found = f"SELECT engine FROM system.tables WHERE database = '{db}' AND name = '{name}'"

@@ -22,12 +22,13 @@ import traceback
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 from loguru import logger
 from pydantic import Field, PositiveInt, field_validator
 
+from quantnb.config import OutputDir, resolve_output_dir
 from quantnb.display import result_html
 from quantnb.errors import ConfigError, DataError
 from quantnb.parallel import ParallelStageParams, open_executor
@@ -64,11 +65,16 @@ class EtlParams(ParallelStageParams):  # + executor, scheduler
                     "'**' matches any number of folders. Whatever they name that is not a readable regular "
                     "file is quarantined with an error.",
     )
-    output_dir: str = Field("data/processed",
-                            description="Where <venue>/<market>/<SYMBOL>/<YYYY-MM-DD>.parquet go.")
+    output_dir: OutputDir = Field("data/processed",
+                                  description="Where <venue>/<market>/<SYMBOL>/<YYYY-MM-DD>.parquet go: an absolute "
+                                              "folder, or one relative to the project.")
     n_workers: PositiveInt = Field(2, description="Worker processes; 1 runs in-process.")
     skip_until_snapshot: bool = Field(
         False, description="Skip order-book deltas before the first snapshot instead of failing the file."
+    )
+    on_crossed: Literal["raise", "skip"] = Field(
+        "raise", description="A book that crosses (best bid > best ask) after an update: 'raise' quarantines "
+                             "the file; 'skip' counts the crossed states and leaves them out of the features."
     )
     bybit_market: str = Field(
         "linear", description="Market of Bybit files whose folders name none (Bybit's archive layout has "
@@ -107,7 +113,8 @@ class EtlParams(ParallelStageParams):  # + executor, scheduler
         """Source kind to the market of files whose folders name none."""
         from quantnb.data import _io
 
-        return {_io.BYBIT: self.bybit_market, _io.TRADES: self.binance_market, _io.BINANCE: self.binance_market,
+        binance = dict.fromkeys(_io.BINANCE_ARCHIVE_KINDS, self.binance_market)
+        return {**binance, _io.BYBIT: self.bybit_market, _io.BYBIT_TRADES: self.bybit_market,
                 _io.OHLCV: self.ohlcv_market}
 
 
@@ -131,6 +138,9 @@ class EtlResult:
         Input to its quality report.
     empty_inputs : list of str
         Inputs that held no data row (reported at WARNING, in run.json and the quality report).
+    conflicts : list of dict
+        Per input whose book data another input of the same instrument gave instead, for some
+        minutes (see :func:`quantnb.data.book_conflicts`); in run.json ``results.conflicts``.
     """
 
     run_id: str
@@ -139,6 +149,7 @@ class EtlResult:
     quarantined: dict[str, str]
     quality: dict[str, dict[str, Any]]
     empty_inputs: list[str] = dataclasses.field(default_factory=list)
+    conflicts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
         return result_html(self)
@@ -150,6 +161,8 @@ class EtlResult:
             print(f"  QUARANTINED {path}: {reason}")
         for path in self.empty_inputs:
             print(f"  NO DATA ROWS {path}")
+        for c in self.conflicts:
+            print(f"  CONFLICT {c['file']}: {c['minutes']} minute(s) of {c['instrument']} taken from {c['used']}")
         return self.outputs
 
 
@@ -202,12 +215,39 @@ def _ingest_to_shard(path: str, shard: str, options: dict[str, Any]) -> dict[str
     result = ingest_file(Path(path), **options)
     with atomic_path(shard) as tmp:
         result.bars.write_parquet(tmp, compression="zstd")
+    if result.funding is not None:  # a funding-rate file: its series, merged per instrument by _write_funding
+        with atomic_path(_funding_shard(Path(shard))) as tmp:
+            result.funding.write_parquet(tmp, compression="zstd")
     return {
         "n_messages": int(result.n_messages),
         "rows": result.bars.height,
         "quality": result.quality.to_dict(),
         "elapsed_s": time.perf_counter() - t0,
     }
+
+
+def _funding_shard(shard: Path) -> Path:
+    return shard.with_suffix(".funding.parquet")
+
+
+def _write_funding(ctx: RunContext, used: list[Path], out_dir: Path) -> int:
+    """Merge the funding series of every funding-rate input into ``<instrument>/funding/funding.parquet``."""
+    from quantnb.data import instrument_path
+
+    frames = [_read_parquet(_funding_shard(s)) for s in used if _funding_shard(s).exists()]
+    if not frames:
+        return 0
+    series = pl.concat(frames).sort("venue", "market", "symbol", "ts", "file").unique(
+        ["venue", "market", "symbol", "ts"], keep="first", maintain_order=True)
+    for (venue, market, symbol), frame in sorted(series.partition_by(["venue", "market", "symbol"],
+                                                                     as_dict=True).items()):
+        dest = out_dir / instrument_path(venue, market, symbol) / "funding" / "funding.parquet"
+        with atomic_path(dest) as tmp:
+            frame.drop("file").write_parquet(tmp, compression="zstd")
+        ctx.add_output(f"funding_{venue}_{market}_{symbol}", dest)
+        logger.info("Saved {} ({} funding rate(s), {} to {})", dest, frame.height, frame["ts"].min(),
+                    frame["ts"].max())
+    return series.height
 
 
 def _item_name(path: Path, root: Path) -> str:
@@ -243,13 +283,14 @@ def _process_files(ctx: RunContext, params: EtlParams, inputs: list[Path]) -> di
         logger.info("Resume: skipping {} file(s) the checkpoint lists as done", skipped)
     reports: dict[str, dict[str, Any]] = {}
     jobs = [(p, item, _shard_path(ctx, item)) for p in todo for item in [_item_name(p, ctx.root)]]
-    options = {"skip_until_snapshot": params.skip_until_snapshot, "default_markets": params.default_markets(),
+    options = {"skip_until_snapshot": params.skip_until_snapshot, "on_crossed": params.on_crossed,
+               "default_markets": params.default_markets(),
                "ohlcv_venue": params.ohlcv_venue}
     if params.executor == "dask":  # items as Dask tasks; this process alone commits and logs them
         shards = {item: (n, shard) for n, (_, item, shard) in enumerate(jobs)}
         with open_executor("dask", n_workers=params.n_workers, scheduler=params.scheduler, ctx=ctx) as ex:
             for p, item, shard in jobs:
-                ex.submit(item, _ingest_to_shard, str(p), str(shard), {**options, "key": item})
+                ex.submit(item, _ingest_to_shard, str(p), str(shard), {**options, "key": item}, inputs=(str(p),))
             for done in ex.as_completed():
                 _collect(ctx, done.key, shards[done.key][1], shards[done.key][0], reports, done.result)
         return reports
@@ -354,11 +395,12 @@ def _read_parquet(path: Path) -> pl.DataFrame:
 
 
 def _merge_and_write(ctx: RunContext, params: EtlParams) -> pl.DataFrame:
-    from quantnb.data import merge_parts
+    from quantnb.data import book_conflicts, merge_parts
 
     used = [_shard_path(ctx, item) for item in sorted(ctx.checkpoint.completed)]
     parts = [_read_parquet(p) for p in used]
-    out_dir = (ctx.root / params.output_dir).resolve()
+    ctx.set_result(conflicts=book_conflicts(parts))  # merge_parts logs each at WARNING
+    out_dir = resolve_output_dir(params.output_dir, ctx.root)
     for shard, part in zip(used, parts, strict=True):  # each input's quality report next to its outputs
         report = read_json_tolerant(shard.with_suffix(".quality.json"))
         instruments = part.select("venue", "market", "symbol").unique().sort("venue", "market", "symbol")
@@ -379,6 +421,7 @@ def _merge_and_write(ctx: RunContext, params: EtlParams) -> pl.DataFrame:
                      "path": str(dest.relative_to(ctx.root) if dest.is_relative_to(ctx.root) else dest),
                      "size_kb": round(size_kb, 1)})
     ctx.add_output("parquet_dir", out_dir)
+    _write_funding(ctx, used, out_dir)
     logger.info("Merged: {} Parquet file(s), {} bars, under {}", len(rows), sum(r["rows"] for r in rows), out_dir)
     schema = {"venue": pl.String, "market": pl.String, "symbol": pl.String, "day": pl.String, "rows": pl.Int64,
               "gaps": pl.Int64, "path": pl.String, "size_kb": pl.Float64}
@@ -435,4 +478,5 @@ def run_etl(params: EtlParams) -> EtlResult:
                            bars=int(outputs["rows"].sum()) if outputs.height else 0, empty_inputs=len(empty))
     for item, reason in ctx.checkpoint.failed.items():
         logger.warning("Quarantined {}: {}", item, reason.splitlines()[0])
-    return EtlResult(ctx.run_id, ctx.status, outputs, dict(ctx.checkpoint.failed), reports, empty)
+    return EtlResult(ctx.run_id, ctx.status, outputs, dict(ctx.checkpoint.failed), reports, empty,
+                     list(ctx.results.get("conflicts", [])))

@@ -3,8 +3,10 @@
 Each input file is one item, labelled in a worker with the first ``lookahead_min`` bars of the
 next file appended as future context, so rows near midnight get complete windows when the data
 is contiguous; rows whose window is incomplete (end of data, or a gap) are excluded, never
-labelled from a partial future. Output goes to ``<output_root>/<suffix>/`` (e.g.
-``data/labelled/SELL_0004_BUY_0008_1h/``) so configurations never overwrite each other.
+labelled from a partial future. Output goes to ``output_dir`` if given (any absolute folder, or
+one relative to the project), else ``<output_root>/<suffix>/`` (e.g.
+``data/labelled/SELL_0004_BUY_0008_1h/``) so configurations never overwrite each other; the run
+records it as ``outputs.labelled_dir``, which optimization and training take by default.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import polars as pl
 from loguru import logger
 from pydantic import Field, PositiveInt
 
+from quantnb.config import OutputDir, resolve_output_dir
 from quantnb.display import result_html
 from quantnb.errors import ConfigError, DataError
 from quantnb.parallel import ParallelStageParams, open_executor
@@ -35,7 +38,12 @@ class LabellingParams(ParallelStageParams):  # + executor, scheduler
     input_glob: str = Field("data/processed/unknown/perp/BTC-PERP/*.parquet",
                             description="ETL Parquet files of one instrument to label: a path or glob, relative to "
                                         "the project or absolute; '**' matches any number of folders.")
-    output_root: str = Field("data/labelled", description="Labelled files go to <output_root>/<suffix>/.")
+    output_root: OutputDir = Field("data/labelled", description="Labelled files go to <output_root>/<suffix>/ "
+                                                             "unless output_dir is given.")
+    output_dir: OutputDir | None = Field(
+        None, description="Folder of the labelled files, absolute or relative to the project; None: "
+                          "<output_root>/<suffix>/. Recorded in run.json as outputs.labelled_dir, which "
+                          "optimization and training take by default.")
     lookahead_min: PositiveInt = Field(60, description="Forward-return horizon, minutes.")
     threshold_short_frac: float = Field(-0.004, lt=0, gt=-1, description="SELL if forward return <= this.")
     threshold_long_frac: float = Field(0.008, gt=0, lt=1, description="BUY if forward return >= this.")
@@ -45,6 +53,23 @@ class LabellingParams(ParallelStageParams):  # + executor, scheduler
     def run_suffix(self) -> str:
         """Return the label suffix, e.g. ``SELL_0004_BUY_0008_1h``."""
         return label_suffix(self.lookahead_min, self.threshold_short_frac, self.threshold_long_frac)
+
+    def labelled_dir(self, root: Path) -> Path:
+        """Return the absolute folder the labelled files go to.
+
+        Parameters
+        ----------
+        root : Path
+            Project directory (relative folders are taken from it).
+
+        Returns
+        -------
+        Path
+            ``output_dir``, else ``<output_root>/<suffix>``.
+        """
+        if self.output_dir is not None:
+            return resolve_output_dir(self.output_dir, root)
+        return resolve_output_dir(self.output_root, root) / self.run_suffix()
 
 
 @dataclasses.dataclass
@@ -124,7 +149,7 @@ def _record(ctx: RunContext, item: str, dest: Path, n: int, summary: dict[str, A
 
 
 def run_labelling(params: LabellingParams) -> LabellingResult:
-    """Label every ETL Parquet file; write ``<output_root>/<suffix>/`` and its ``labelling_config.json``.
+    """Label every ETL Parquet file into ``output_dir`` (``<output_root>/<suffix>/``) with ``labelling_config.json``.
 
     Parameters
     ----------
@@ -143,7 +168,7 @@ def run_labelling(params: LabellingParams) -> LabellingResult:
     """
     with start_run(params) as ctx:
         ctx.add_cumulative_log(ctx.stage_log_dir / "labelling_processing.log")
-        out_dir = ctx.root / params.output_root / params.run_suffix()
+        out_dir = params.labelled_dir(ctx.root)
         logger.info("Labelling config: lookahead {} min, SELL <= {:+.4%}, BUY >= {:+.4%}, price {} -> {}",
                     params.lookahead_min, params.threshold_short_frac, params.threshold_long_frac,
                     params.price_col, out_dir)

@@ -32,6 +32,7 @@ from quantnb.config import StageParams
 from quantnb.display import result_html
 from quantnb.errors import ConfigError
 from quantnb.runlog import start_run
+from quantnb.stages._links import latest_run_ids
 
 if TYPE_CHECKING:
     from quantnb.live import SessionStats
@@ -43,7 +44,8 @@ class LiveParams(StageParams):
     """Parameters of the live stage. API keys are never parameters: they come from the environment."""
 
     stage = "live"
-    train_id: str = Field(..., min_length=1, description="Run id of the agent stage whose bundle trades.")
+    train_id: str = Field("", description="Run id of the agent stage whose bundle trades (quantnb runs --stage "
+                                          "agent lists them).")
     mode: Literal["replay", "testnet", "live"] = Field("replay", description="replay (paper), testnet or live.")
     symbol: str | None = Field(None, description="Exchange symbol for testnet/live, e.g. BTCUSDT.")
     timeframe: str = Field("1m", description="Bar interval; must match the bundle's.")
@@ -65,15 +67,50 @@ class LiveParams(StageParams):
                                                  "session continues the recorded one.")
     max_bad_bars: PositiveInt = Field(3, description="Consecutive rejected bars (NaN/Inf, non-positive, inconsistent "
                                                      "OHLC) that trigger the emergency protocol.")
-    rest_base_url: str | None = Field(None, description="Override Binance's REST root (loopback tests).")
-    ws_url: str | None = Field(None, description="Override the kline websocket URL (loopback tests).")
+    max_order_rejections: PositiveInt = Field(3, description="Consecutive orders refused by the venue (e.g. -2019 "
+                                                             "Margin is insufficient) that trigger the emergency "
+                                                             "protocol; one refusal is a registro row "
+                                                             "(order_rejected) and the bar is skipped.")
+    stale_warn_bars: PositiveInt = Field(2, description="testnet/live: bars with no complete candle (stream open but "
+                                                        "silent, or a needed order-book column missing) before a "
+                                                        "WARNING and a REST fallback for the missed candles.")
+    stale_emergency_bars: PositiveInt = Field(5, description="testnet/live: missed bars (REST gave none either) that "
+                                                             "trigger the emergency protocol (cause stale_feed).")
+    stop_timeout_s: PositiveFloat = Field(20.0, lt=30.0, description="After SIGTERM/SIGINT the state is saved as "
+                                                                      "'reducing' at once; a flatten not confirmed "
+                                                                      "within this many seconds is recorded in "
+                                                                      "emergencias (before the runner's 30 s kill).")
+    rest_base_url: str | None = Field(None, description="Override Binance's REST root (loopback tests): refused in "
+                                                        "live; in testnet a loopback address or Binance's testnet "
+                                                        "host over https only.")
+    ws_url: str | None = Field(None, description="Override the kline websocket URL (loopback tests): refused in live; "
+                                                 "in testnet a loopback address or Binance's testnet over wss only.")
     console_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
         "WARNING", description="The console stays quiet; everything is in the production log.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _train_id_given(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("train_id"):
+            latest = latest_run_ids(data.get("project_dir"), "agent")
+            listed = (f"; the latest completed: {', '.join(latest)}" if latest
+                      else "; no agent run has completed yet: run the agent stage first (quantnb run agent)")
+            raise ValueError("train_id is empty: give the run id of the agent stage run whose bundle trades "
+                             f"(`quantnb runs --stage agent` lists them){listed}")
+        return data
 
     @model_validator(mode="after")
     def _live_needs_confirmation(self) -> LiveParams:
         if self.mode == "live" and not self.confirm_live:
             raise ValueError("mode='live' trades real money: set confirm_live=True to confirm (nothing was sent)")
+        if self.stale_emergency_bars <= self.stale_warn_bars:
+            raise ValueError(f"stale_emergency_bars={self.stale_emergency_bars} must exceed stale_warn_bars="
+                             f"{self.stale_warn_bars}: the REST fallback comes before the emergency")
+        if self.rest_base_url is not None or self.ws_url is not None:  # rare: the rule's module only then
+            from quantnb.live._endpoints import check_endpoint_override
+
+            check_endpoint_override(self.mode, "rest_base_url", self.rest_base_url)
+            check_endpoint_override(self.mode, "ws_url", self.ws_url)
         return self
 
     def run_suffix(self) -> str:
@@ -160,7 +197,9 @@ def run_live(params: LiveParams) -> LiveResult:
             replay_speed=params.replay_speed, initial_equity_usd=params.initial_equity_usd, fee_bps=params.fee_bps,
             max_steps=params.max_steps, duration_s=params.duration_s, confirm_live=params.confirm_live,
             on_step=on_step, rest_base_url=params.rest_base_url, ws_url=params.ws_url, session_ts=session_ts,
-            fresh_start=params.fresh_start, max_bad_bars=params.max_bad_bars, run_id=ctx.run_id)
+            fresh_start=params.fresh_start, max_bad_bars=params.max_bad_bars, run_id=ctx.run_id,
+            max_order_rejections=params.max_order_rejections, stale_warn_bars=params.stale_warn_bars,
+            stale_emergency_bars=params.stale_emergency_bars, stop_timeout_s=params.stop_timeout_s)
         stats, stopped = _run_with_stop_signals(trader, params.flatten_on_stop)
         summary = stats.to_dict()
         for key, value in summary.items():

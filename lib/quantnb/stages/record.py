@@ -29,12 +29,15 @@ from typing import Any, ClassVar, Literal
 
 import polars as pl
 from loguru import logger
-from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
-from quantnb.config import StageParams
+from quantnb._paths import project_root
+from quantnb._secrets import refuse_password_in_url
+from quantnb.config import OutputDir, StageParams, resolve_output_dir
+from quantnb.errors import ConfigError
 from quantnb.runlog import start_run
 
-__all__ = ["RecordParams", "RecordResult", "run_record"]
+__all__ = ["RecordParams", "RecordResult", "run_record", "open_clickhouse", "ClickHouseQuery"]
 
 _DEPTHS = {"linear": (1, 50, 200, 500), "spot": (1, 50, 200)}
 
@@ -62,11 +65,13 @@ class RecordParams(StageParams):
     max_messages: PositiveInt | None = Field(None, description="Stop after this many frames; None: no limit.")
     ws_url: str | None = Field(None, description="Websocket URL/root; None: the venue's production endpoint.")
     rest_url: str | None = Field(None, description="Binance REST root for depth snapshots; None: production.")
-    output_dir: str = Field("data/recorded", description="raw/ and parquet/ go under it, relative to the project.")
+    output_dir: OutputDir = Field("data/recorded", description="raw/ and parquet/ go under it: an absolute folder "
+                                  "or one relative to the project.")
     sinks: list[Literal["raw", "parquet", "clickhouse"]] = Field(
         default_factory=lambda: ["raw", "parquet"], min_length=1, description="Where the frames go.")
     clickhouse_url: str | None = Field(None, description="ClickHouse server http(s)://user@host:port/db; None: chDB.")
-    clickhouse_path: str = Field("data/clickhouse", description="Embedded chDB folder, relative to the project.")
+    clickhouse_path: OutputDir = Field("data/clickhouse", description="Embedded chDB folder: absolute or relative "
+                                      "to the project.")
     clickhouse_table: str = Field("quantnb.book_events",
                                   description="database.name of the events view (the table is <name>_frames).")
     flush_every_s: PositiveFloat = Field(5.0, description="Sink flush period, seconds (the most a kill -9 loses).")
@@ -74,6 +79,11 @@ class RecordParams(StageParams):
     binance_depth_speed: Literal["100ms", "0ms", "250ms", "500ms"] = Field(
         "100ms", description="Binance diff-depth stream speed: <symbol>@depth@<speed> (0ms: every update).")
     log_frames: bool = Field(False, description="Log every frame at DEBUG (session log only; slows recording).")
+
+    @field_validator("clickhouse_url")
+    @classmethod
+    def _no_password_in_clickhouse_url(cls, value: str | None) -> str | None:
+        return value and refuse_password_in_url(value, what="clickhouse_url", env="CLICKHOUSE_PASSWORD")
 
     @model_validator(mode="after")
     def _check(self) -> RecordParams:
@@ -169,7 +179,7 @@ def run_record(params: RecordParams) -> RecordResult:
     from quantnb.record import Recorder, RecorderConfig
 
     with start_run(params) as ctx:
-        out = (ctx.root / params.output_dir).resolve()
+        out = resolve_output_dir(params.output_dir, ctx.root)
         tag = Path(params.venue) / params.market  # the exchange's folder layout: the ETL reads the market from it
         raw_dir = out / "raw" / tag if "raw" in params.sinks else None
         parquet_dir = out / "parquet" / tag if "parquet" in params.sinks else None
@@ -178,7 +188,7 @@ def run_record(params: RecordParams) -> RecordResult:
             venue=params.venue, market=params.market, symbols=tuple(s.upper() for s in params.symbols),
             depth=params.depth, channels=tuple(params.channels), ws_url=params.ws_url, rest_url=params.rest_url,
             raw_dir=raw_dir, parquet_dir=parquet_dir, clickhouse="clickhouse" in params.sinks,
-            clickhouse_url=params.clickhouse_url, clickhouse_path=(ctx.root / params.clickhouse_path).resolve(),
+            clickhouse_url=params.clickhouse_url, clickhouse_path=resolve_output_dir(params.clickhouse_path, ctx.root),
             clickhouse_table=params.clickhouse_table, flush_every_s=params.flush_every_s,
             progress_every_s=params.progress_every_s, duration_s=params.duration_s,
             max_messages=params.max_messages, shard_prefix=prefix, log_frames=params.log_frames,
@@ -231,3 +241,98 @@ def run_record(params: RecordParams) -> RecordResult:
                        "(they are in Parquet; the next run backfills them)")
     return RecordResult(ctx.run_id, ctx.status, rep, raw_dir, parquet_dir,
                         params.clickhouse_table if "clickhouse" in params.sinks else None)
+
+
+class ClickHouseQuery:
+    """The recorder's ClickHouse opened for queries (see :func:`open_clickhouse`); results as polars frames.
+
+    Parameters
+    ----------
+    session : chdb.session.Session or None
+        An embedded chDB session.
+    client : clickhouse_connect client or None
+        A server client (when ``session`` is None).
+    where : str
+        The folder or server, for messages.
+    """
+
+    def __init__(self, session: Any = None, client: Any = None, where: str = "") -> None:
+        self._session, self._client, self.where = session, client, where
+
+    def query(self, sql: str) -> pl.DataFrame:
+        """Run ``sql`` and return its result.
+
+        Parameters
+        ----------
+        sql : str
+            A ClickHouse query, e.g. ``SELECT count() FROM quantnb.book_events``.
+
+        Returns
+        -------
+        polars.DataFrame
+            The result, one column per selected expression (ClickHouse types mapped by Arrow).
+        """
+        if self._session is not None:
+            return pl.from_arrow(self._session.query(sql, "ArrowTable"))
+        return pl.from_arrow(self._client.query_arrow(sql))
+
+    def close(self) -> None:
+        """Release the database (embedded chDB allows one process per folder)."""
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> ClickHouseQuery:  # noqa: D105
+        return self
+
+    def __exit__(self, *exc: object) -> None:  # noqa: D105
+        self.close()
+
+
+def open_clickhouse(path: str | os.PathLike[str] | None = None, *, url: str | None = None,
+                    project_dir: str | None = None) -> ClickHouseQuery:
+    """Open the ClickHouse the record stage writes, for queries.
+
+    Embedded chDB by default, at the record stage's ``clickhouse_path`` default
+    (``data/clickhouse``) taken from the project directory, whatever the working
+    directory (a notebook's is ``notebooks/``); a server with ``url``
+    (``http(s)://user@host:port/db``, the password from ``CLICKHOUSE_PASSWORD``).
+
+    Parameters
+    ----------
+    path : str, os.PathLike or None
+        The chDB folder the recorder wrote (its ``clickhouse_path``): absolute, or
+        relative to the project. None: the default.
+    url : str or None
+        A ClickHouse server instead of the embedded chDB.
+    project_dir : str or None
+        Project directory; found from the working directory (or ``QUANTNB_HOME``) if None.
+
+    Returns
+    -------
+    ClickHouseQuery
+        ``.query(sql) -> polars.DataFrame``; close it (or use ``with``) before a recorder
+        opens the same chDB folder.
+
+    Raises
+    ------
+    ConfigError
+        If the chDB folder does not exist (nothing recorded there: it is not created
+        empty), or ``url`` carries a password.
+    """
+    if url is not None:
+        from quantnb.record._sinks import clickhouse_server_client  # imports nothing heavy until called
+
+        return ClickHouseQuery(client=clickhouse_server_client(url, "url"), where=url)
+    import chdb.session
+
+    given = path if path is not None else RecordParams.model_fields["clickhouse_path"].default
+    folder = resolve_output_dir(given, project_root(project_dir))
+    if not folder.is_dir():
+        raise ConfigError(f"open_clickhouse: no ClickHouse data at {folder} (path={str(given)!r}, relative paths "
+                          "are taken from the project); record with -p sinks '[raw, parquet, clickhouse]' first, "
+                          "or pass the recorder's clickhouse_path")
+    return ClickHouseQuery(session=chdb.session.Session(str(folder)), where=str(folder))
