@@ -44,3 +44,19 @@ def test_odd_cv_folds_are_refused():
     with pytest.raises(ValidationError, match="even number"):
         OptimizationParams(cv_folds=3)
     assert OptimizationParams(cv_folds=4).cv_folds == 4
+
+
+def test_cv_rows_keep_fitting_and_early_stopping_labels_clear_of_the_scored_group():
+    import numpy as np
+
+    from quantnb.stages._cv import cv_rows
+
+    t0 = np.datetime64("2022-01-01T00:00", "us") + np.arange(2_000) * np.timedelta64(1, "m")
+    h = np.timedelta64(60, "m")
+    for fit, inner, test in cv_rows(t0, n_folds=4, lookahead_min=60):
+        start, end = t0[test[0]], t0[test[-1]] + h
+        for rows in (fit, inner):
+            before, after = rows[t0[rows] < start], rows[t0[rows] > start]
+            assert (t0[before] + h < start - h).all() and (t0[after] > end + h).all()
+        assert (t0[fit] + h < t0[inner[0]] - h).all()  # early stopping never sees what was fitted on
+        assert not set(fit) & set(inner) and not set(inner) & set(test)

@@ -60,16 +60,11 @@ def cv_datasets(data: PreparedData, *, n_folds: int, lookahead_min: int, inner_v
     from quantnb.research import WindowDataset
 
     frame = pl.concat([data.splits.train, data.splits.val], how="vertical_relaxed")
-    ts = frame["ts"].to_numpy()
-    horizon = np.timedelta64(dt.timedelta(minutes=lookahead_min)).astype("timedelta64[us]")
-    t0 = ts.astype("datetime64[us]")
+    t0 = frame["ts"].to_numpy().astype("datetime64[us]")
     folds = []
-    for k, fold in enumerate(purged_kfold_splits(t0, t0 + horizon, n_folds=n_folds, embargo=horizon)):
-        rows = fold.train
-        cut = int(rows.size * (1 - inner_val_frac))
-        inner = rows[cut:]
-        fit = rows[:cut][t0[rows[:cut]] + 2 * horizon < t0[inner[0]]] if inner.size else rows[:cut]
-        fit_frame, inner_frame, test_frame = (frame[idx.tolist()] for idx in (fit, inner, fold.test))
+    for k, (fit, inner, test) in enumerate(cv_rows(t0, n_folds=n_folds, lookahead_min=lookahead_min,
+                                                   inner_val_frac=inner_val_frac)):
+        fit_frame, inner_frame, test_frame = (frame[idx.tolist()] for idx in (fit, inner, test))
         scaler = FeatureScaler.fit(fit_frame, data.features)
         sets = [WindowDataset.from_frame(f, scaler, data.seq_len) for f in (fit_frame, inner_frame, test_frame)]
         for name, ds in zip(("training", "inner validation", "test"), sets, strict=True):
@@ -78,6 +73,37 @@ def cv_datasets(data: PreparedData, *, n_folds: int, lookahead_min: int, inner_v
                                   "use fewer folds or more data")
         folds.append(CvFold(*sets))
     return folds
+
+
+def cv_rows(t0: np.ndarray, *, n_folds: int, lookahead_min: int,
+            inner_val_frac: float = 0.15) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Return, per purged fold, the row positions that fit, stop early (inner validation) and score.
+
+    Parameters
+    ----------
+    t0 : np.ndarray, shape (n,), datetime64[us]
+        Bar times, ascending; each label ends ``lookahead_min`` later.
+    n_folds : int
+        Test groups, >= 2.
+    lookahead_min : int
+        Label horizon and embargo, minutes.
+    inner_val_frac : float, default 0.15
+        Share of each fold's training rows (the last ones) held out for early stopping; the fitting
+        rows whose labels reach within ``lookahead_min`` of it are purged.
+
+    Returns
+    -------
+    list of (fit, inner, test) : tuple of np.ndarray, int64
+    """
+    horizon = np.timedelta64(dt.timedelta(minutes=lookahead_min)).astype("timedelta64[us]")
+    out = []
+    for fold in purged_kfold_splits(t0, t0 + horizon, n_folds=n_folds, embargo=horizon):
+        rows = fold.train
+        cut = int(rows.size * (1 - inner_val_frac))
+        inner = rows[cut:]
+        fit = rows[:cut][t0[rows[:cut]] + 2 * horizon < t0[inner[0]]] if inner.size else rows[:cut]
+        out.append((fit, inner, fold.test))
+    return out
 
 
 def pbo_of_study(trials: list[Any], n_folds: int) -> tuple[float | None, int]:
