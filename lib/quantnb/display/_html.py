@@ -290,7 +290,12 @@ def _training(r: Any) -> str:
 def _agent(r: Any) -> str:
     return (_header("Agent", r.train_id, None) + f"<div>bundle <code>{_esc(r.bundle_dir)}</code> "
             f"(live: <code>train_id={_esc(r.train_id)}</code>)</div>"
-            + table_html(r.table) + image_html(r.equity_plot))
+            + "".join(f"<div>{_esc(v)}</div>" for v in getattr(r, "verdicts", []))
+            + table_html(r.table)
+            + "".join(f"<details><summary>{name}</summary>{table_html(t)}</details>"
+                      for name, t in (("walk-forward folds", getattr(r, "folds", None)),
+                                      ("across seeds", getattr(r, "seeds", None))) if t is not None)
+            + image_html(r.equity_plot))
 
 
 def _live(r: Any) -> str:
