@@ -29,6 +29,7 @@ from quantnb.live._types import Bar
 
 __all__ = ["BookFeatureProvider", "with_book_features", "BOOK_COLUMNS", "check_live_features"]
 
+KLINE_COLUMNS = ("open", "high", "low", "close", "volume")
 BOOK_COLUMNS = ("mid_close", "micro_price_close", "spread_bps_mean", "bid_depth_10", "ask_depth_10", "imbalance_10")
 _MINUTE_MS = 60_000
 
@@ -49,14 +50,16 @@ def check_live_features(feature_names: Sequence[str], *, book_feed: bool) -> lis
         Naming the features: unknown to both the kline and the book feed, or book
         features when ``book_feed`` is False.
     """
-    from quantnb.rl._features import BOOK_FEATURE_SOURCES, MARKET_FEATURES
+    from quantnb.features import REGISTRY
 
-    unknown = [f for f in feature_names if f not in MARKET_FEATURES and f not in BOOK_FEATURE_SOURCES]
+    # judged by source columns: a classifier's inputs (log_body, ...) come from the same klines
+    sources = {f: set(REGISTRY[f].sources) if f in REGISTRY else {f} for f in feature_names}
+    unknown = [f for f, src in sources.items() if not src <= {*KLINE_COLUMNS, *BOOK_COLUMNS}]
     if unknown:
-        raise ConfigError(f"the agent bundle needs features {unknown} that no live feed gives (kline features: "
-                          f"{', '.join(MARKET_FEATURES)}; order-book features: {', '.join(BOOK_FEATURE_SOURCES)}); "
+        raise ConfigError(f"the agent bundle needs features {unknown} that no live feed gives (kline columns: "
+                          f"{', '.join(KLINE_COLUMNS)}; order-book columns: {', '.join(BOOK_COLUMNS)}); "
                           "retrain the agent without them")
-    book = [f for f in feature_names if f in BOOK_FEATURE_SOURCES]
+    book = [f for f, src in sources.items() if src & set(BOOK_COLUMNS)]
     if book and not book_feed:
         raise ConfigError(f"the agent bundle needs order-book features {book} but this session's feed is klines "
                           "only; enable the live book feed (book_feed) or retrain the agent without them")

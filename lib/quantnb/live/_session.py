@@ -144,6 +144,7 @@ def build_trader(
     fresh_start: bool = False,
     max_bad_bars: int = 3,
     run_id: str = "",
+    on_warmup: Callable[[int, int], None] | None = None,
 ) -> Trader:
     """Assemble a :class:`Trader` for ``mode``; nothing connects until ``trader.run()``.
 
@@ -196,6 +197,8 @@ def build_trader(
         emergency protocol.
     run_id : str
         The run's id, recorded in the session lock (a second session is refused naming it).
+    on_warmup : callable, optional
+        Called with ``(done, total)`` history candles during the features' warm-up.
 
     Returns
     -------
@@ -233,12 +236,13 @@ def build_trader(
                                      history_bars=meta.warmup_bars + meta.window - 1, retry=retry)
         from quantnb.live._book_feed import with_book_features  # order-book features from the live book
 
-        provider = with_book_features(provider, meta.feature_names, sym, mode=mode)
+        provider = with_book_features(provider, bundle.feed_features, sym, mode=mode)  # a classifier's inputs too
         logger.warning("live/session: {} trading of {} with agent {} (max_drawdown_frac={})", mode.upper(), sym,
                        cfg.train_id, limits.max_drawdown_frac)
     return Trader(bundle, provider, broker, limits, cfg.out_dir, retry=retry, on_step=on_step, max_steps=max_steps,
                   duration_s=duration_s, session_ts=session_ts, mode=mode, fresh_start=fresh_start,
-                  bar_interval_ms=_TIMEFRAME_S[cfg.timeframe] * 1000, max_bad_bars=max_bad_bars, run_id=run_id)
+                  bar_interval_ms=_TIMEFRAME_S[cfg.timeframe] * 1000, max_bad_bars=max_bad_bars, run_id=run_id,
+                  on_warmup=on_warmup)
 
 
 def run_with_restarts(make_trader: Callable[[], Trader], *, max_restarts: int = 3, backoff_s: float = 30.0,

@@ -6,7 +6,7 @@ import datetime as dt
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -71,7 +71,7 @@ class _FeatureFeed:
         gap = self.last_ms is not None and bar.open_time_ms - self.last_ms > self.interval_ms
         if gap:
             self.feats = self.agent.new_feature_stream()
-        self.feats.update(_bar_fields(bar))
+        self.feats.push(_bar_fields(bar))  # a classifier's forward pass waits for window(): one batch after a warm-up
         self.last_ms = bar.open_time_ms
         return gap
 
@@ -129,6 +129,9 @@ class Trader:
         Injectable sleep (the emergency protocol's polling).
     run_id : str
         The run's id, recorded in the session lock (a second session is refused naming it).
+    on_warmup : callable, optional
+        Called with ``(done, total)`` candles while the history warms the features up (the
+        stage shows it as the run's progress message), and once at the end.
     """
 
     def __init__(self, agent: AgentLike, provider: DataProvider, broker: Broker, limits: RiskLimits,
@@ -137,11 +140,12 @@ class Trader:
                  duration_s: float | None = None, session_ts: str | None = None, poll_s: float = 0.5,
                  emergency_poll_timeout_s: float = 30.0, emergency_poll_interval_s: float = 0.5,
                  mode: str = "replay", fresh_start: bool = False, bar_interval_ms: int = 60_000,
-                 max_bad_bars: int = 3, sleep: Callable[[float], None] = time.sleep, run_id: str = ""):
+                 max_bad_bars: int = 3, sleep: Callable[[float], None] = time.sleep, run_id: str = "",
+                 on_warmup: Callable[[int, int], None] | None = None):
         self.agent, self.provider, self.broker, self.limits = agent, provider, broker, limits
         self.out_dir = Path(out_dir)
         self.retry = retry or RetryPolicy(what="live/retry")
-        self.on_step = on_step
+        self.on_step, self.on_warmup = on_step, on_warmup
         self.max_steps, self.duration_s, self.poll_s = max_steps, duration_s, poll_s
         self.mode, self.fresh_start = mode, fresh_start
         self.bar_interval_ms, self.max_bad_bars = int(bar_interval_ms), max(1, int(max_bad_bars))
@@ -258,8 +262,7 @@ class Trader:
             self.provider.resume_after(st.last_bar_ms)
         try:
             try:
-                for bar in self.provider.warmup():
-                    self._feed_only(feed, bar)
+                self._warm_up(feed, self.provider.warmup())
                 if rec is not None:
                     stats.reconciliation_path = self.out_dir / f"reconciliacion_{self.session_ts}.csv"
                     found = reconcile(rec, self.broker, self.retry, stats.reconciliation_path,
@@ -308,6 +311,21 @@ class Trader:
         return stats
 
     # --- the loop -------------------------------------------------------------------------
+    def _warm_up(self, feed: _FeatureFeed, bars: Sequence[Bar]) -> None:
+        """Feed the history candles, reporting ``on_warmup(done, total)`` about twice a second."""
+        total, t0 = len(bars), time.perf_counter()
+        logger.info("live/warmup: {} candles of history warm the features up", total)
+        last = t0
+        for i, bar in enumerate(bars, 1):
+            self._feed_only(feed, bar)
+            if self.on_warmup is not None and (i & 255 == 0 or i == total) and (
+                    i == total or time.perf_counter() - last >= 0.5):
+                self.on_warmup(i, total)
+                last = time.perf_counter()
+        ready = feed.window() is not None  # a classifier computes the window's probabilities here, in one batch
+        logger.info("live/warmup: {} candles in {:.2f} s; features {}", total, time.perf_counter() - t0,
+                    "ready" if ready else "still warming up (the first decisions wait)")
+
     def _feed_only(self, feed: _FeatureFeed, bar: Bar) -> None:
         """Warm-up and already-processed candles: features only, with the same bad-bar and gap rules."""
         try:

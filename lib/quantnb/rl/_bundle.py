@@ -175,6 +175,28 @@ class AgentBundle:
     metadata: AgentMetadata
     classifier: ClassifierSignal | None = None
 
+    @property
+    def has_classifier(self) -> bool:
+        """Return True when the last three features are a classifier's probabilities (the bundle carries it).
+
+        Such a bundle computes :data:`CLASSIFIER_FEATURES` itself, from the bars of the feed
+        (:class:`AgentFeatureStream`); a feed must give the sources of :attr:`feed_features`.
+        """
+        return self.classifier is not None
+
+    @property
+    def feed_features(self) -> tuple[str, ...]:
+        """Return the registered features computed from the feed's bars: the agent's, then its classifier's inputs.
+
+        The agent's features without :data:`CLASSIFIER_FEATURES` (computed by the bundle's
+        classifier, not read from the feed), followed by the classifier's own input features
+        (:mod:`quantnb.features` names), each once. Their ``sources`` are the bar columns a
+        live feed must give.
+        """
+        own = [f for f in self.feature_names if f not in CLASSIFIER_FEATURES]
+        inputs = list(self.classifier.features) if self.classifier is not None else []
+        return tuple(dict.fromkeys(own + inputs))
+
     def new_feature_stream(self) -> IncrementalFeatures | AgentFeatureStream:
         """Return a fresh live feature stream with the bundle's features, window and warm-up.
 

@@ -152,6 +152,9 @@ def run_live(params: LiveParams) -> LiveResult:
             bar_ts = dt.datetime.fromtimestamp(info.bar.open_time_ms / 1000, dt.UTC)
             ctx.item_done(f"bar {bar_ts:%Y-%m-%d %H:%M}", events=1)
 
+        def on_warmup(done: int, total: int) -> None:
+            ctx.beat(f"warm-up {done:,}/{total:,} bars of history")
+
         trader = build_trader(
             cfg, mode=params.mode, symbol=params.symbol,
             limits=RiskLimits(params.max_drawdown_frac, params.max_position_frac),
@@ -160,7 +163,8 @@ def run_live(params: LiveParams) -> LiveResult:
             replay_speed=params.replay_speed, initial_equity_usd=params.initial_equity_usd, fee_bps=params.fee_bps,
             max_steps=params.max_steps, duration_s=params.duration_s, confirm_live=params.confirm_live,
             on_step=on_step, rest_base_url=params.rest_base_url, ws_url=params.ws_url, session_ts=session_ts,
-            fresh_start=params.fresh_start, max_bad_bars=params.max_bad_bars, run_id=ctx.run_id)
+            fresh_start=params.fresh_start, max_bad_bars=params.max_bad_bars, run_id=ctx.run_id,
+            on_warmup=on_warmup)
         stats, stopped = _run_with_stop_signals(trader, params.flatten_on_stop)
         summary = stats.to_dict()
         for key, value in summary.items():
