@@ -167,3 +167,36 @@ def test_deferred_warm_up_ends_as_one_bar_at_a_time_after_a_gap_or_bad_row_near_
         assert (wa is None) == (wb is None)
         if wa is not None:
             np.testing.assert_allclose(wb, wa, rtol=0, atol=1e-6)
+
+
+def test_deferred_warm_up_with_forward_filled_book_features_equals_bar_by_bar(tmp_path):
+    """A classifier on book columns (forward-filled, so every bar counts): its engine sees each bar, the net waits."""
+    torch.manual_seed(1)
+    bars = month_bars().head(800)
+    mid = bars["close"].to_list()
+    for i in range(0, 800, 37):
+        mid[i] = None  # a minute without a book update: carried forward, in batch and bar by bar
+    bars = bars.with_columns(pl.Series("mid_close", mid, dtype=pl.Float64), spread_bps_mean=pl.lit(0.5))
+    names = ["log_ret_1m", "log_ret_mid_1m", "spread_bps"]
+    clf_dir = tmp_path / "model"
+    save_model_bundle(clf_dir, HybridTCNLSTM(len(names), tcn_channels=4, n_blocks=1, lstm_hidden=8).eval(),
+                      FeatureScaler.fit(build_features(bars, names), names), {"seq_len": SEQ_LEN})
+    sig = ClassifierSignal.load(clf_dir)
+    calls = _counting(sig)
+    feats = ["ret_1", "rsi_14", *CLASSIFIER_FEATURES]
+    a = AgentFeatureStream(feats, window=WINDOW, warmup_bars=WARMUP, classifier=sig)
+    b = AgentFeatureStream(feats, window=WINDOW, warmup_bars=WARMUP, classifier=sig)
+    rows = list(bars.iter_rows(named=True))
+    for r in rows[:700]:
+        a.update(r)
+    n_a = sum(calls)
+    for r in rows[:700]:
+        b.push(r)
+    np.testing.assert_allclose(b.window_array(), a.window_array(), rtol=0, atol=1e-6)
+    assert sum(calls) - n_a == WINDOW
+    for r in rows[700:]:
+        a.update(r)
+        b.push(r)
+        np.testing.assert_allclose(b.window_array(), a.window_array(), rtol=0, atol=1e-6)
+    batch = sig.batch(bars).select(CLASSIFIER_FEATURES).to_numpy()[-WINDOW:]
+    np.testing.assert_allclose(b.window_array()[:, -3:], batch, rtol=0, atol=1e-6)

@@ -230,8 +230,10 @@ class AgentFeatureStream(RowWindow):
             # rows of non-recursive, non-forward-filled features depend on the last few bars only
             local = not any(s.recursive for s in specs) and not set(self._clf_sources) & FORWARD_FILLED
             depth = max([s.warmup_bars + s.lookback for s in specs] + [1])
+            self._local = local
             self._unseen: deque[tuple[int, Mapping[str, Any]]] = deque(
-                maxlen=self.window + classifier.seq_len + depth if local else None)
+                maxlen=self.window + classifier.seq_len + depth)
+            self._wins: deque[np.ndarray | None] = deque(maxlen=self.window)  # not local: the pending rows' windows
         self._n = 0  # bars pushed
         self._clf_n = 0  # bars the classifier's feature engine has seen
 
@@ -270,13 +272,21 @@ class AgentFeatureStream(RowWindow):
         self._n += 1
         if self._market.n_segment == 1:  # a start or a gap: the window restarts, as in the environment
             self._clear()
+        win = None
         if self._clf is not None:
-            self._unseen.append((self._n, bar))
+            if self._local:
+                self._unseen.append((self._n, bar))
+            else:  # rows depend on every earlier bar: the feature engine sees each bar now
+                self._clf_feats.update(bar)
+                win = self._clf_feats.window_array() if row is not None else None
+                self._clf_n = self._n
         if row is None:
             self._clear()
             return
         if self._clf is not None:
             self._pending.append(self._n)  # the market row now; the probabilities join it in _resolve
+            if not self._local:
+                self._wins.append(win)
         self._rows.append(row)
 
     def update(self, bar: Mapping[str, Any]) -> np.ndarray | None:
@@ -314,24 +324,24 @@ class AgentFeatureStream(RowWindow):
     def _clear(self) -> None:
         self._rows.clear()
         self._pending.clear()
+        if self._clf is not None:
+            self._wins.clear()
 
     def _resolve(self) -> None:
         """Compute the waiting rows' probabilities in one batch; drop rows whose classifier window is incomplete."""
-        if self._clf is None or not self._unseen:
+        if self._clf is None or not self._pending:
             return
         sig, todo = self._clf, set(self._pending)
-        first_n = self._unseen[0][0]
-        if first_n != self._clf_n + 1:  # older bars were dropped: rows here do not depend on them
-            self._clf_feats = FeatureStream(sig.features, window=sig.seq_len)
-        windows: dict[int, np.ndarray | None] = {}
-        for n, bar in self._unseen:
-            self._clf_feats.update(bar)
-            if n in todo:
-                windows[n] = self._clf_feats.window_array()
-        self._clf_n = self._unseen[-1][0]
-        self._unseen.clear()
-        if not todo:
-            return
+        windows: dict[int, np.ndarray | None] = {} if self._local else dict(zip(self._pending, self._wins, strict=True))
+        if self._local:
+            if self._unseen[0][0] != self._clf_n + 1:  # older bars were dropped: rows here do not depend on them
+                self._clf_feats = FeatureStream(sig.features, window=sig.seq_len)
+            for n, bar in self._unseen:
+                self._clf_feats.update(bar)
+                if n in todo:
+                    windows[n] = self._clf_feats.window_array()
+            self._clf_n = self._unseen[-1][0]
+            self._unseen.clear()
         rows, pending = list(self._rows), list(self._pending)
         offset = len(rows) - len(pending)  # pending rows are the newest ones
         bad = [i for i, n in enumerate(pending) if windows.get(n) is None]
@@ -346,3 +356,4 @@ class AgentFeatureStream(RowWindow):
                 rows[offset + j] = np.concatenate([rows[offset + j], p])
         self._rows = deque(rows, maxlen=self.window)
         self._pending.clear()
+        self._wins.clear()
