@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 import statistics
 import time
 
@@ -27,6 +28,7 @@ from quantnb.rl import (
     compute_features,
     save_agent_bundle,
 )
+from tests.conftest import make_project
 from tests.live._helpers import sample_bars
 
 WARMUP, WINDOW, SEQ_LEN, HISTORY = 60, 4, 16, 4_000
@@ -141,3 +143,30 @@ def test_testnet_classifier_agent_on_loopback_sees_the_replays_observations(agen
     with open(stats.registro_path, newline="") as fh:
         assert len(list(csv.DictReader(fh))) == n_live
     assert pl.read_csv(stats.registro_path).height == n_live
+
+
+def test_live_stage_shows_the_warm_up_with_its_total_and_infers_on_one_thread(agents, tmp_path):
+    """The notebook's progress message counts the history bars against their total; torch runs one thread."""
+    from quantnb.runlog import add_progress_listener
+    from quantnb.stages.live import LiveParams, run_live
+
+    runs, bars = agents
+    root = make_project(tmp_path / "proj")
+    shutil.copytree(runs / CLF, root / "runs" / CLF)
+    out = root / "data" / "processed" / "unknown" / "perp" / "BTC-PERP"
+    out.mkdir(parents=True)
+    bars.write_parquet(out / "2022-01-01.parquet")
+    seen = []
+    remove = add_progress_listener(lambda ev: seen.append((ev.kind, ev.message, torch.get_num_threads())))
+    torch.set_num_threads(2)
+    try:
+        result = run_live(LiveParams.parse({"project_dir": str(root), "train_id": CLF, "max_steps": 3,
+                                            "replay_start": bars["ts"][HISTORY].isoformat(), "console_level": None}))
+        assert torch.get_num_threads() == 2, "the session's setting is undone after it"
+    finally:
+        remove()
+        torch.set_num_threads(1)
+    assert result.stats.steps == 3
+    warm = [m for k, m, _ in seen if m.startswith("warm-up")]
+    assert warm and warm[-1] == f"warm-up {HISTORY:,}/{HISTORY:,} bars of history", warm
+    assert {n for k, _, n in seen if k == "item"} == {1}, "decisions ran on one torch thread"

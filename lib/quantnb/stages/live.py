@@ -65,6 +65,9 @@ class LiveParams(StageParams):
                                                  "session continues the recorded one.")
     max_bad_bars: PositiveInt = Field(3, description="Consecutive rejected bars (NaN/Inf, non-positive, inconsistent "
                                                      "OHLC) that trigger the emergency protocol.")
+    num_threads: PositiveInt = Field(1, description="torch threads for the agent's and the classifier's inference; "
+                                                   "one is fastest for these small networks (two threads made a "
+                                                   "classifier agent's replay 7x slower on a busy 2-core machine).")
     rest_base_url: str | None = Field(None, description="Override Binance's REST root (loopback tests).")
     ws_url: str | None = Field(None, description="Override the kline websocket URL (loopback tests).")
     console_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
@@ -165,7 +168,14 @@ def run_live(params: LiveParams) -> LiveResult:
             on_step=on_step, rest_base_url=params.rest_base_url, ws_url=params.ws_url, session_ts=session_ts,
             fresh_start=params.fresh_start, max_bad_bars=params.max_bad_bars, run_id=ctx.run_id,
             on_warmup=on_warmup)
-        stats, stopped = _run_with_stop_signals(trader, params.flatten_on_stop)
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(params.num_threads)
+        try:
+            stats, stopped = _run_with_stop_signals(trader, params.flatten_on_stop)
+        finally:
+            torch.set_num_threads(threads)
         summary = stats.to_dict()
         for key, value in summary.items():
             if not isinstance(value, dict):
