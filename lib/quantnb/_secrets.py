@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
+from urllib.parse import parse_qs, urlsplit
+
+from quantnb.errors import ConfigError
 
 _SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD", re.IGNORECASE)
 _MIN_SECRET_LEN = 4  # shorter values ("1", "on") would mask ordinary characters
@@ -32,13 +36,46 @@ def secret_values(environ: dict[str, str] | None = None) -> list[str]:
     return sorted(values, key=len, reverse=True)
 
 
+_ESCAPE_DEPTH = 2  # a repr inside a JSON string (a quarantine reason in a notebook's output) is two levels
+
+
+def _escapes(text: str) -> set[str]:
+    """One level of quoting: JSON (ASCII and not) and Python ``repr``, without the quotes."""
+    return {json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1], repr(text)[1:-1]}
+
+
+def escaped_forms(value: str) -> list[str]:
+    """Return ``value`` and its JSON- and ``repr``-escaped forms, up to two levels deep, longest first.
+
+    A secret holding a backslash or a quote is written escaped once in run.json or a ``repr``
+    (a backslash doubled), and twice in a notebook's JSON quoting a ``repr``; masking only the
+    raw value would let those through.
+
+    Parameters
+    ----------
+    value : str
+        A secret value.
+
+    Returns
+    -------
+    list of str
+        The distinct forms, longest first.
+    """
+    forms, level = {value}, {value}
+    for _ in range(_ESCAPE_DEPTH):
+        level = {e for f in level for e in _escapes(f)} - forms
+        forms |= level
+    return sorted(forms, key=len, reverse=True)
+
+
 @functools.lru_cache(maxsize=16)
 def _compile(values: tuple[str, ...]) -> re.Pattern[str]:
-    return re.compile("|".join(re.escape(v) for v in values))
+    forms = sorted({f for v in values for f in escaped_forms(v)}, key=len, reverse=True)
+    return re.compile("|".join(re.escape(f) for f in forms))
 
 
 class SecretMasker:
-    """Replace secret values in text with ``***``.
+    """Replace secret values in text with ``***``, raw or JSON/``repr``-escaped (see :func:`escaped_forms`).
 
     Parameters
     ----------
@@ -58,3 +95,39 @@ class SecretMasker:
 
     def __bool__(self) -> bool:
         return self._pattern is not None
+
+
+def refuse_password_in_url(url: str, *, what: str, env: str) -> str:
+    """Refuse a URL that carries a password; return it unchanged otherwise.
+
+    Parameters are written to ``run.json``, the executed notebook and the session log, so a
+    password must come from the environment. Stage parameter models call this in a validator,
+    so the refusal comes before the run exists (nothing written).
+
+    Parameters
+    ----------
+    url : str
+        A server URL (``http://user@host:8123/db``, an SQLAlchemy URL); text without ``://`` passes.
+    what : str
+        How the user names the URL in the message (``"the storage URL"``, ``"clickhouse_url"``).
+    env : str
+        The environment variable(s) to hold the password instead, as the message should name them.
+
+    Returns
+    -------
+    str
+        ``url``.
+
+    Raises
+    ------
+    ConfigError
+        If the URL has ``user:password@`` or a ``password=`` query parameter (a ``ValueError``
+        too, so a pydantic validator reports it as a validation error). The password is not quoted.
+    """
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is not None or "password" in {k.lower() for k in parse_qs(parts.query)}:
+        raise ConfigError(f"{what} carries a password, which would be written to run.json, the notebook and the "
+                          f"logs; remove it from the URL and set {env} in the environment instead")
+    return url

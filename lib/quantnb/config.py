@@ -7,6 +7,7 @@ import difflib
 import hashlib
 import json
 import re
+import reprlib
 import types
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
@@ -16,12 +17,21 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationErro
 
 from quantnb._paths import project_root
 from quantnb._secrets import SecretMasker
+from quantnb._yaml import safe_load_bounded
 from quantnb.errors import ConfigError
 
 __all__ = ["StageParams", "load_yaml_params"]
 
 _IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
 _URL_PASSWORD = re.compile(r"(://[^/@\s:]*:)[^/@\s]*@|((?<=[?&])password=)[^&\s'\"]*", re.IGNORECASE)  # echoed inputs
+_REPR = reprlib.Repr()  # a value quoted in an error: a few levels and items (keywords only from Python 3.12)
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 8, 8, 400, 200
+_SHOWN_CHARS = 200  # an error quotes at most this much of a value
+
+
+def _short_repr(text: str) -> str:
+    """``text`` cut to :data:`_SHOWN_CHARS` characters, saying how long it was."""
+    return text if len(text) <= _SHOWN_CHARS else f"{text[:_SHOWN_CHARS]}… ({len(text):,} chars)"
 
 
 # Parameters naming a run or a study: one path component, never a path.
@@ -248,8 +258,9 @@ class StageParams(BaseModel):
             elif not err["loc"]:  # a cross-field rule: its message names the fields and values
                 lines.append(f"  - {str(err['msg']).removeprefix('Value error, ')}")
             else:
-                shown = _URL_PASSWORD.sub(lambda m: f"{m.group(1) or m.group(2)}***" + ("@" if m.group(1) else ""),
-                                          repr(err.get("input")))
+                shown = _short_repr(_URL_PASSWORD.sub(
+                    lambda m: f"{m.group(1) or m.group(2)}***" + ("@" if m.group(1) else ""),
+                    _REPR.repr(err.get("input"))))
                 lines.append(f"  - {name}={shown}: {err['msg']}")
         return "\n".join(lines)
 
@@ -381,7 +392,7 @@ def load_yaml_params(path: str | Path) -> dict[str, Any]:
     """
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = safe_load_bounded(p.read_text(encoding="utf-8"), source=str(p))  # refuses alias bombs
     except FileNotFoundError:
         raise ConfigError(f"{p}: parameter file not found") from None
     except yaml.YAMLError as exc:

@@ -20,6 +20,7 @@ __all__ = [
     "TemporaryError",
     "RateLimitError",
     "OperationalError",
+    "OrderRejectedError",
     "RunInterrupted",
     "QuantnbWarning",
     "DataQualityWarning",
@@ -103,6 +104,13 @@ def _rebuild_rate_limit_error(message: str, retry_after_s: float | None) -> Rate
 
 class OperationalError(QuantnbError):
     """A failure that makes trading unsafe: halt, flatten, alert."""
+
+
+class OrderRejectedError(OperationalError):
+    """The venue refused one order (e.g. Binance ``-2019 Margin is insufficient``): record it, skip, go on.
+
+    Repeated rejections make trading unsafe: the trader then runs the emergency protocol.
+    """
 
 
 class RunInterrupted(QuantnbError):

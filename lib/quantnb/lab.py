@@ -2,7 +2,10 @@
 
 Run as ``python -m quantnb.lab [--port N] [--root DIR]``. The server binds 127.0.0.1,
 token authentication stays on (a fresh random token each start, never empty), kernels talk
-over IPC sockets rather than TCP, and the URL with the token is printed first.
+over IPC sockets rather than TCP, and the URL with the token is printed first. The token
+reaches JupyterLab through the ``JUPYTER_TOKEN`` environment variable, never its command
+line (``ps`` and ``/proc/<pid>/cmdline`` are readable by every local user; the environment
+only by the same user).
 """
 
 from __future__ import annotations
@@ -11,22 +14,23 @@ import argparse
 import os
 import secrets
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from quantnb.errors import ConfigError
 
-__all__ = ["lab_command", "main"]
+__all__ = ["lab_command", "lab_environment", "main"]
 
 
-def lab_command(port: int, token: str, root: str | Path, *, python: str | None = None) -> list[str]:
+def lab_command(port: int, root: str | Path, *, python: str | None = None) -> list[str]:
     """Return the command line that starts JupyterLab for the project.
+
+    The command line carries no token: start it with :func:`lab_environment`'s environment.
 
     Parameters
     ----------
     port : int
         TCP port on 127.0.0.1; no retry on another port (the printed URL must be right).
-    token : str
-        Authentication token; must not be empty.
     root : str or pathlib.Path
         Project directory (JupyterLab's root and the kernels' working directory).
     python : str, optional
@@ -35,7 +39,36 @@ def lab_command(port: int, token: str, root: str | Path, *, python: str | None =
     Returns
     -------
     list of str
-        ``[python, "-m", "jupyterlab", ...]`` with port, token and root directory options.
+        ``[python, "-m", "jupyterlab", ...]`` with port and root directory options.
+    """
+    return [
+        python or sys.executable, "-m", "jupyterlab", "--no-browser",
+        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        f"--ServerApp.root_dir={root}",
+        "--KernelManager.transport=ipc",  # Unix sockets: no "TCP without encryption" warning, no open port
+        "--MappingKernelManager.default_kernel_name=python3",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.extension_manager=readonly",  # no PyPI queries from the extension manager
+        *_widget_extension_args(),
+        *(["--ServerApp.allow_root=True"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),  # containers
+    ]
+
+
+def lab_environment(token: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Return the environment that hands JupyterLab its token (``JUPYTER_TOKEN``).
+
+    Parameters
+    ----------
+    token : str
+        Authentication token; must not be empty.
+    environ : mapping of str to str, optional
+        Base environment; ``os.environ`` by default. ``JUPYTER_TOKEN_FILE`` is dropped from it
+        (it would be read only when ``JUPYTER_TOKEN`` is unset, but says another token exists).
+
+    Returns
+    -------
+    dict of str to str
+        A copy of ``environ`` with ``JUPYTER_TOKEN`` set.
 
     Raises
     ------
@@ -44,17 +77,9 @@ def lab_command(port: int, token: str, root: str | Path, *, python: str | None =
     """
     if not token:
         raise ConfigError("an empty token switches JupyterLab's authentication off; pass a random token")
-    return [
-        python or sys.executable, "-m", "jupyterlab", "--no-browser",
-        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-        "--KernelManager.transport=ipc",  # Unix sockets: no "TCP without encryption" warning, no open port
-        "--MappingKernelManager.default_kernel_name=python3",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        "--LabApp.extension_manager=readonly",  # no PyPI queries from the extension manager
-        *_widget_extension_args(),
-        *(["--ServerApp.allow_root=True"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),  # containers
-    ]
+    env = {k: v for k, v in (os.environ if environ is None else environ).items() if k != "JUPYTER_TOKEN_FILE"}
+    env["JUPYTER_TOKEN"] = token
+    return env
 
 
 def _widget_extension_args() -> list[str]:
@@ -98,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     token = secrets.token_urlsafe(24)
     print(f"JupyterLab for {root}\n  open: http://127.0.0.1:{args.port}/lab/tree/notebooks?token={token}\n"
           "  (loopback only; the token changes at every start; Ctrl-C stops the server)", flush=True)
-    cmd = lab_command(args.port, token, root)
-    os.execv(cmd[0], cmd)
+    cmd = lab_command(args.port, root)
+    os.execve(cmd[0], cmd, lab_environment(token))
     return 0  # pragma: no cover (execv does not return)
 
 

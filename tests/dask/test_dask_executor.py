@@ -292,3 +292,65 @@ def test_sigkill_of_the_driver_then_resume_skips_committed_files_and_gives_the_s
     log = (project / "logs" / "etl" / f"{run_id}.log").read_text()
     assert f"Resume: skipping {committed} file(s)" in log
     assert _parquet_bytes(project / "data" / "out") == reference
+
+
+def _can_unshare_mounts() -> bool:
+    try:
+        return subprocess.run(["unshare", "-m", "--propagation", "private", "true"], capture_output=True,
+                              timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.fixture
+def blind_worker(project, tmp_path):
+    """A scheduler and one real worker whose mount namespace hides the project's data/raw behind a tmpfs."""
+    if not _can_unshare_mounts():
+        pytest.skip("needs `unshare -m` (a private mount namespace) to give a worker another view of the disk")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    raw = project / "data" / "raw"
+    raw.mkdir(parents=True)
+    env = {**os.environ, "POLARS_MAX_THREADS": "1"}
+    procs = [subprocess.Popen([PYTHON, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port",
+                               str(port), "--no-dashboard"], stdout=subprocess.DEVNULL,
+                              stderr=open(tmp_path / "scheduler.log", "w"), env=env)]
+    worker = (f"mount -t tmpfs -o size=1m quantnb-test '{raw}' && exec {PYTHON} -m distributed.cli.dask_worker "
+              f"{address} --nworkers 1 --nthreads 1 --memory-limit 0 --no-dashboard --name blind-worker")
+    procs.append(subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", worker],
+                                  stdout=subprocess.DEVNULL, stderr=open(tmp_path / "worker.log", "w"), env=env))
+    try:
+        from distributed import Client
+
+        with Client(address, timeout=60, set_as_default=False) as client:
+            client.wait_for_workers(1, timeout=120)
+            (worker_address,) = client.scheduler_info()["workers"]
+        yield address, worker_address
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+@pytest.mark.slow
+def test_a_worker_that_cannot_see_the_inputs_fails_the_run_naming_it_and_quarantines_nothing(project, blind_worker):
+    from quantnb.parallel import ExecutorError
+
+    scheduler, worker_address = blind_worker
+    shutil.copy(SAMPLES / "binance_usdm" / "BTCUSDT_20240808.gz", project / "data" / "raw" / "BTCUSDT_20240810.gz")
+    with pytest.raises(ExecutorError) as err:
+        run_etl(EtlParams(input_globs=["data/raw/*"], output_dir="data/out", executor="dask", scheduler=scheduler,
+                          project_dir=str(project), console_level=None))
+    text = str(err.value)
+    assert f"Dask worker {worker_address}" in text and "BTCUSDT_20240810.gz" in text and "cannot see" in text
+    assert "Nothing was quarantined" in text
+    (run_dir,) = (project / "runs").iterdir()
+    rec = json.loads((run_dir / "run.json").read_text())
+    assert rec["status"] == "failed" and worker_address in rec["error"]
+    checkpoint = json.loads((project / "logs" / "checkpoints" / f"{run_dir.name}_completed.json").read_text())
+    assert checkpoint["failed"] == {} and checkpoint["completed"] == []  # the file stays not done, not blamed

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -68,5 +69,7 @@ def test_inconsistent_bundle_files_are_config_errors(bundle_dir, tmp_path):
     sc = json.loads((d / "scaler.json").read_text())
     sc["feature_names"] = list(reversed(sc["feature_names"]))
     (d / "scaler.json").write_text(json.dumps(sc))
+    cfg["sha256"]["scaler.json"] = hashlib.sha256((d / "scaler.json").read_bytes()).hexdigest()  # past the digest
+    (d / "config_metadata.yaml").write_text(yaml.safe_dump(cfg))
     with pytest.raises(ConfigError, match="scaler.json lists features"):
         load_agent_bundle(d)

@@ -38,7 +38,7 @@ from quantnb.data._book import OrderBook
 from quantnb.data._ingest import FileIngest, ingest_file
 from quantnb.data._inputs import check_regular_file, expand_glob, item_key, shard_stem, traversed_folder
 from quantnb.data._io import SourceInfo, accepted_patterns, detect_source
-from quantnb.data._merge import instrument_path, merge_parts
+from quantnb.data._merge import book_conflicts, instrument_path, merge_parts
 from quantnb.data._quality import QualityReport
 from quantnb.data._schema import BAR_SCHEMA, PART_SCHEMA
 
@@ -49,6 +49,7 @@ __all__ = [
     "ingest_file",
     "FileIngest",
     "merge_parts",
+    "book_conflicts",
     "instrument_path",
     "expand_glob",
     "item_key",

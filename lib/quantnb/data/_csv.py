@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import tempfile
 import zipfile
 from collections.abc import Sequence
@@ -10,6 +11,7 @@ from pathlib import Path
 import polars as pl
 
 from quantnb.data._bars import MINUTE_MS, minute_start, trades_to_bars
+from quantnb.data._io import IO_ERRORS, MAX_LINE_BYTES, LineStream, check_line_lengths, line_too_long, snippet
 from quantnb.data._quality import LOG_LIMIT_PER_KIND, QualityReport
 from quantnb.errors import DataError
 
@@ -18,21 +20,54 @@ TRADE_COLUMNS = ("id", "price", "qty", "quote_qty", "time", "is_buyer_maker")
 _LINE = "line"  # 1-based file line of each row (header = line 1)
 
 
-def _header(path: Path) -> list[str]:
+def _header(path: Path, shown: Path | None = None) -> list[str]:
     with open(path, "rb") as fh:
-        first = fh.readline().decode("utf-8", "replace").strip()
+        raw = fh.readline(MAX_LINE_BYTES + 1)
+    if len(raw) > MAX_LINE_BYTES:
+        raise line_too_long(shown or path, 1)
+    first = raw.decode("utf-8", "replace").strip()
     if not first:
-        raise DataError(f"{path} line 1: the file is empty; re-download it", path=str(path), line=1)
+        raise DataError(f"{shown or path} line 1: the file is empty; re-download it", path=str(shown or path), line=1)
     return [c.strip().lower() for c in first.split(",")]
 
 
-def _read_strings(path: Path, columns: Sequence[str], has_header: bool) -> pl.DataFrame:
+def _locate_problem(path: Path, n_fields: int) -> tuple[int, str] | None:
+    """Find the first line polars could not read: not UTF-8, a stray quote, or another number of fields."""
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(LineStream(fh, path), 1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return lineno, f"not UTF-8 text (byte {exc.start + 1} of the line is {raw[exc.start:exc.start + 1]!r})"
+            if not text.strip():
+                continue
+            try:
+                (row,) = csv.reader([text])
+            except (csv.Error, ValueError) as exc:
+                return lineno, f"not a CSV row ({exc}): {snippet(text)}"
+            if any('"' in f for f in row):
+                return lineno, f"a quote inside an unquoted field: {snippet(text)}"
+            if len(row) != n_fields:
+                return lineno, f"{len(row)} fields, expected {n_fields}: {snippet(text)}"
+    return None
+
+
+def _read_strings(path: Path, columns: Sequence[str], has_header: bool, shown: Path | None = None) -> pl.DataFrame:
+    shown = shown or path  # the file the user named (a zip) when ``path`` is its extracted member
+    with open(path, "rb") as fh:
+        check_line_lengths(fh, shown)  # polars would hold a huge line whole
     try:
         frame = pl.read_csv(path, infer_schema=False, has_header=has_header, glob=False,
                             new_columns=None if has_header else list(columns))
     except pl.exceptions.PolarsError as exc:
-        raise DataError(f"{path}: unreadable CSV ({str(exc).splitlines()[0]}); fix or re-download the file",
-                        path=str(path)) from exc
+        n_fields = len(_header(path, shown)) if has_header else len(columns)
+        found = _locate_problem(path, n_fields)
+        if found is not None:
+            line, what = found
+            raise DataError(f"{shown} line {line}: {what}; fix or remove the line, or re-download the file",
+                            path=str(shown), line=line) from exc
+        raise DataError(f"{shown}: unreadable CSV ({str(exc).splitlines()[0]}); fix or re-download the file",
+                        path=str(shown)) from exc
     frame = frame.rename({c: c.strip().lower() for c in frame.columns})
     missing = [c for c in columns if c not in frame.columns]
     if missing:
@@ -185,6 +220,7 @@ def read_ohlcv(path: Path, report: QualityReport) -> pl.DataFrame:
 
 
 def _trades_path(path: Path, tmp: Path) -> Path:
+    """Return the CSV itself, or a zip's CSV member extracted into ``tmp`` (line lengths checked on the way)."""
     if path.suffix.lower() != ".zip":
         return path
     try:
@@ -193,8 +229,11 @@ def _trades_path(path: Path, tmp: Path) -> Path:
             if len(names) != 1:
                 raise DataError(f"{path}: the zip archive holds {len(names)} CSV files; expected exactly one — "
                                 "re-download it or unzip it and pass the CSV", path=str(path))
-            return Path(zf.extract(names[0], tmp))
-    except zipfile.BadZipFile as exc:
+            out = tmp / "member.csv"
+            with zf.open(names[0]) as member, open(out, "wb") as fh:
+                check_line_lengths(member, path, copy_to=fh)  # stops at a huge line, before it is on disk
+            return out
+    except (zipfile.BadZipFile, *IO_ERRORS) as exc:
         raise DataError(f"{path}: not a valid zip archive ({exc}); re-download it", path=str(path)) from exc
 
 
@@ -224,10 +263,10 @@ def read_trades(path: Path, report: QualityReport) -> pl.DataFrame:
     Binance public data, https://github.com/binance/binance-public-data (trades files).
     """
     with tempfile.TemporaryDirectory(prefix="quantnb-trades-") as tmp:
-        csv = _trades_path(path, Path(tmp))
-        header = _header(csv)
+        member = _trades_path(path, Path(tmp))
+        header = _header(member, path)
         has_header = not header[0].lstrip("-").isdigit()
-        frame = _read_strings(csv, TRADE_COLUMNS, has_header)
+        frame = _read_strings(member, TRADE_COLUMNS, has_header, shown=path)
     frame = _numbers(path, frame, ("id",), pl.Int64())
     frame = _numbers(path, frame, ("price", "qty"), pl.Float64())
     _fatal_prices(path, frame, ("price",))

@@ -61,12 +61,52 @@ def expand_glob(root: Path, pattern: str) -> list[Path]:
     if os.path.lexists(base) or not _GLOB_CHARS.search(text):
         return [base] if os.path.lexists(base) else []
     text = _escape_literal_folders(root, text)
-    if os.path.isabs(text):
-        found = glob.glob(text, recursive=True)
-    else:
-        found = [str(root / m) for m in glob.glob(text, root_dir=root, recursive=True)]
+    if not os.path.isabs(text):
+        text = os.path.join(glob.escape(str(root)), text)
     # "**" also yields the folder itself with a trailing separator: one entry per path
-    return sorted({Path(m.rstrip(os.sep) or os.sep) for m in found})
+    return sorted({Path(m.rstrip(os.sep) or os.sep) for m in _glob(text)})
+
+
+def _glob(text: str) -> list[str]:
+    """``glob.glob(text, recursive=True)``, but ``**`` enters each real folder once (no symlink loops).
+
+    Python's glob follows a symbolic link to a parent folder again and again (40 levels, and
+    exponentially many paths with two such links); here one ``**`` walks each real folder
+    (device and inode) once.
+    """
+    parts = Path(text).parts
+    if "**" not in parts:
+        return glob.glob(text)
+    i = parts.index("**")
+    heads = glob.glob(os.path.join(*parts[:i])) if i else [os.curdir]
+    rest = parts[i + 1:]
+    found: list[str] = []
+    for head in heads:
+        for folder, files in _walk_once(head):
+            if not rest:  # a trailing "**": each folder walked, and the files in it
+                found += [folder + os.sep, *(os.path.join(folder, f) for f in files)]
+            else:
+                found += _glob(os.path.join(glob.escape(folder), *rest))
+    return found
+
+
+def _walk_once(top: str) -> list[tuple[str, list[str]]]:
+    """Folders under ``top`` (itself first) with their visible non-folder entries, each real folder once."""
+    out: list[tuple[str, list[str]]] = []
+    seen = {(st.st_dev, st.st_ino) for a in Path(os.path.realpath(top)).parents for st in [os.stat(a)]}  # a link up
+    for folder, dirs, files in os.walk(top, followlinks=True):
+        try:
+            st = os.stat(folder)
+        except OSError:
+            dirs[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:  # reached again through a symbolic link: a loop or a second path
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # glob's "**" skips hidden folders
+        out.append((folder, sorted(f for f in files if not f.startswith("."))))
+    return out
 
 
 def _escape_literal_folders(root: Path, text: str) -> str:

@@ -30,6 +30,9 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], str], ...] = (
 )
 
 BUFFER_BYTES = 1 << 20
+# The longest line any reader accepts. A Bybit ob500 or a Binance 1000-level snapshot is under 100 kB;
+# a line past this is not data (a 2 MB zip can hold one 2 GiB line, which whole would take 4+ GB of RAM).
+MAX_LINE_BYTES = 16 << 20
 IO_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error, zipfile.BadZipFile)
 
 
@@ -120,24 +123,137 @@ def detect_source(path: str | Path) -> SourceInfo:
     )
 
 
+def line_too_long(path: Path, line: int, max_bytes: int = MAX_LINE_BYTES) -> DataError:
+    """Return the DataError for a line longer than ``max_bytes`` (named by its 1-based number).
+
+    Parameters
+    ----------
+    path : Path
+        The file.
+    line : int
+        1-based number of the line.
+    max_bytes : int
+        The limit it passed.
+
+    Returns
+    -------
+    DataError
+        With ``path`` and ``line``; the file is quarantined.
+    """
+    return DataError(f"{path} line {line}: longer than {max_bytes:,} bytes; no record of "
+                     "this format is that long, so the file is corrupt or not this kind of data — re-download it",
+                     path=str(path), line=line)
+
+
+class LineStream:
+    """Lines of a binary stream, each at most ``max_bytes`` long (else a :class:`DataError` naming it).
+
+    Iterating reads at most ``max_bytes + 1`` bytes per line, so a file holding one huge line
+    costs that much memory, not the line's length. Other attributes are the stream's.
+
+    Parameters
+    ----------
+    stream : IO[bytes]
+        A buffered binary stream.
+    path : Path
+        The file, for the error message.
+    max_bytes : int
+        The longest line accepted, bytes (line end included).
+    """
+
+    def __init__(self, stream: IO[bytes], path: Path, max_bytes: int = MAX_LINE_BYTES):
+        self._stream, self._path, self._max = stream, path, max_bytes
+        self.lines = 0  # lines handed out so far
+
+    def __iter__(self) -> LineStream:
+        return self
+
+    def __next__(self) -> bytes:
+        raw = self._stream.readline(self._max + 1)
+        if not raw:
+            raise StopIteration
+        if len(raw) > self._max:
+            raise line_too_long(self._path, self.lines + 1, self._max)
+        self.lines += 1
+        return raw
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
+def check_line_lengths(stream: IO[bytes], path: Path, max_bytes: int = MAX_LINE_BYTES,
+                       copy_to: IO[bytes] | None = None) -> int:
+    """Read ``stream`` to its end in 1 MiB blocks; raise if a line is longer than ``max_bytes``.
+
+    For readers that hand a whole file to a library (polars' CSV reader): the check costs one
+    pass at block speed and ``BUFFER_BYTES`` of memory, whatever the line lengths.
+
+    Parameters
+    ----------
+    stream : IO[bytes]
+        The file's bytes (decompressed).
+    path : Path
+        The file, for the error message.
+    max_bytes : int
+        The longest line accepted, bytes (line end included).
+    copy_to : IO[bytes], optional
+        Where to write every block read (extracting a zip member while checking it).
+
+    Returns
+    -------
+    int
+        Number of lines (a last line without a line end counts).
+
+    Raises
+    ------
+    DataError
+        Naming the first line longer than ``max_bytes``.
+    """
+    lines, run = 0, 0  # complete lines so far; bytes of the current, unfinished line
+    while block := stream.read(BUFFER_BYTES):
+        if copy_to is not None:
+            copy_to.write(block)
+        first = block.find(b"\n")
+        if first < 0:
+            run += len(block)
+            if run > max_bytes:
+                raise line_too_long(path, lines + 1, max_bytes)
+            continue
+        if run + first + 1 > max_bytes:
+            raise line_too_long(path, lines + 1, max_bytes)
+        if max_bytes < len(block):  # a small limit: lines inside the block count too
+            inner = block[first + 1:block.rfind(b"\n") + 1].split(b"\n")[:-1]
+            long_ = next((i for i, seg in enumerate(inner) if len(seg) + 1 > max_bytes), None)
+            if long_ is not None:
+                raise line_too_long(path, lines + 2 + long_, max_bytes)
+        lines += block.count(b"\n")
+        run = len(block) - block.rfind(b"\n") - 1
+        if run > max_bytes:
+            raise line_too_long(path, lines + 1, max_bytes)
+    return lines + (1 if run else 0)
+
+
 @contextlib.contextmanager
-def open_lines(path: Path) -> Iterator[IO[bytes]]:
+def open_lines(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[LineStream]:
     """Open a plain, ``.zip`` (one member) or ``.gz`` file as a buffered binary stream of lines.
 
     Parameters
     ----------
     path : Path
         The file; the compression is chosen by its suffix.
+    max_line_bytes : int
+        The longest line accepted (:data:`MAX_LINE_BYTES` by default).
 
     Yields
     ------
-    IO[bytes]
-        A binary stream; iterate it for lines (each ending in a newline except maybe the last).
+    LineStream
+        Iterate it for lines (each ending in a newline except maybe the last).
 
     Raises
     ------
     DataError
-        If the file cannot be opened or a zip holds other than one member.
+        If the file cannot be opened or a zip holds other than one member; while iterating,
+        for a line longer than ``max_line_bytes`` (naming its number).
     """
     name = path.name.lower()
     try:
@@ -152,13 +268,13 @@ def open_lines(path: Path) -> Iterator[IO[bytes]]:
                         path=str(path),
                     )
                 with zf.open(members[0]) as member:
-                    yield io.BufferedReader(member, BUFFER_BYTES)  # type: ignore[arg-type]
+                    yield LineStream(io.BufferedReader(member, BUFFER_BYTES), path, max_line_bytes)  # type: ignore[arg-type]
         elif name.endswith(".gz"):
             with gzip.open(path, "rb") as gz:
-                yield io.BufferedReader(gz, BUFFER_BYTES)  # type: ignore[arg-type]
+                yield LineStream(io.BufferedReader(gz, BUFFER_BYTES), path, max_line_bytes)  # type: ignore[arg-type]
         else:
             with open(path, "rb", buffering=BUFFER_BYTES) as fh:
-                yield fh
+                yield LineStream(fh, path, max_line_bytes)
     except zipfile.BadZipFile as exc:
         raise DataError(f"{path}: not a valid zip archive ({exc}); the download is corrupt or incomplete — "
                         "re-download it", path=str(path)) from exc
@@ -167,8 +283,8 @@ def open_lines(path: Path) -> Iterator[IO[bytes]]:
 def _readable_gzip_lines(path: Path) -> int:
     """Count the complete lines before a gzip stream breaks (read-ahead hides where it broke)."""
     n = 0
-    with contextlib.suppress(*IO_ERRORS), gzip.open(path, "rb") as gz:
-        for _ in gz:
+    with contextlib.suppress(*IO_ERRORS, DataError), gzip.open(path, "rb") as gz:
+        for _ in LineStream(gz, path):  # type: ignore[arg-type]
             n += 1
     return n
 

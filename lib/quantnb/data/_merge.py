@@ -33,12 +33,51 @@ def _pick(frame: pl.DataFrame, rank: dict[str, int]) -> pl.DataFrame:
     return ranked.sort(order, nulls_last=True).unique(_KEYS, keep="first", maintain_order=True)
 
 
-def _warn_conflicts(frame: pl.DataFrame, what: str) -> None:
-    files = frame.group_by(_KEYS).agg(pl.col("file").n_unique().alias("n")).filter(pl.col("n") > 1)
-    if files.height:
-        for venue, market, symbol, n in files.group_by(_INSTRUMENT).len().sort(_INSTRUMENT).iter_rows():
-            logger.warning("merge: {} minute(s) of {}/{}/{} have {} from more than one file; the higher-priority "
-                           "source (then the first file path) is used", n, venue, market, symbol, what)
+def _file_conflicts(books: pl.DataFrame) -> pl.DataFrame:
+    """Per file: the minutes whose book data another file gave instead (instrument, file, used, minutes, first)."""
+    used = _pick(books, BOOK_RANK).select(*_KEYS, used=pl.col("file"))
+    lost = books.join(used, on=_KEYS, how="inner").filter(pl.col("file") != pl.col("used"))
+    return (lost.group_by(*_INSTRUMENT, "file", "used")
+            .agg(minutes=pl.len(), first=pl.col("ts").min()).sort(*_INSTRUMENT, "file", "used"))
+
+
+def _book_rows(parts: Sequence[pl.DataFrame]) -> pl.DataFrame | None:
+    frames = [conform_parts(p).with_columns(pl.col("venue", "market").fill_null("unknown")) for p in parts if p.height]
+    books = pl.concat(frames).filter(pl.col("source").is_in(list(BOOK_RANK))) if frames else None
+    return books if books is not None and books.height else None
+
+
+def book_conflicts(parts: Sequence[pl.DataFrame]) -> list[dict[str, object]]:
+    """Return, per input file, the minutes of book data that another file of its instrument gave instead.
+
+    Two files of one instrument cover the same minutes: a second capture of a day, or a file
+    of another market in this market's folder (a spot file among linear ones). :func:`merge_parts`
+    keeps one file's book per minute; the other file's rows are not used, and this says which.
+
+    Parameters
+    ----------
+    parts : sequence of polars.DataFrame
+        ``FileIngest.bars`` frames, as given to :func:`merge_parts`.
+
+    Returns
+    -------
+    list of dict
+        One dict per (instrument, file not used, file used): ``instrument``
+        (``venue/market/SYMBOL``), ``file``, ``used``, ``minutes`` (int) and ``first``
+        (ISO 8601 UTC of the first such minute); sorted.
+    """
+    books = _book_rows(parts)
+    if books is None:
+        return []
+    return [{"instrument": instrument_path(v, m, sym), "file": f, "used": u, "minutes": n, "first": t.isoformat()}
+            for v, m, sym, f, u, n, t in _file_conflicts(books).iter_rows()]
+
+
+def _warn_conflicts(books: pl.DataFrame) -> None:
+    for v, m, sym, file, used, n, first in _file_conflicts(books).iter_rows():
+        logger.warning("merge: {}: {} minute(s) of {} from {} on have book data from {} too, which is used "
+                       "instead; two files of one instrument (a second copy, or a file of another market in "
+                       "this market's folder?)", file, n, instrument_path(v, m, sym), first.isoformat(), used)
 
 
 def instrument_path(venue: str, market: str, symbol: str) -> str:
@@ -114,7 +153,7 @@ def merge_parts(parts: Sequence[pl.DataFrame]) -> dict[tuple[str, dt.date], pl.D
     ).filter(pl.col("open").is_not_null())
     ohlcv = _pick(as_ohlcv, OHLCV_RANK).select(*_KEYS, *OHLCV_FIELDS, *TRADE_FIELDS, ohlcv_source="source")
     books = allp.filter(is_book)
-    _warn_conflicts(books, "book data")
+    _warn_conflicts(books)
     book = _pick(books, BOOK_RANK).select(*_KEYS, *BOOK_FIELDS)
     bars = (
         ohlcv.join(book, on=_KEYS, how="full", coalesce=True)

@@ -135,8 +135,9 @@ def crossed_error(path: Path, line: int, bb: float, ba: float, ident: str) -> Da
     """
     return DataError(
         f"{path} line {line}: the book is crossed after applying this message ({ident}: best bid {bb!r} > "
-        f"best ask {ba!r}); an update is missing or corrupt — re-download the file, or pass on_crossed='skip' "
-        "to count crossed states and leave them out of the features",
+        f"best ask {ba!r}); an update is missing or corrupt — re-download the file, or run the ETL with "
+        "on_crossed='skip' (quantnb run etl -p on_crossed skip) to count crossed states and leave them out "
+        "of the features",
         path=str(path), line=line,
     )
 

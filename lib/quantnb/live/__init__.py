@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from quantnb._lazy import attach
 
 if TYPE_CHECKING:  # the names for type checkers; at run time each loads on first use
-    from quantnb.live._audit import EMERGENCIAS_COLUMNS, REGISTRO_COLUMNS, AuditRow, CsvAppender
+    from quantnb.live._audit import EMERGENCIAS_COLUMNS, REGISTRO_COLUMNS, AuditRow, CsvAppender, session_timestamp
     from quantnb.live._broker import Broker
     from quantnb.live._ccxt_broker import CcxtBroker
     from quantnb.live._ccxt_feed import CcxtKlineProvider
@@ -59,7 +59,7 @@ if TYPE_CHECKING:  # the names for type checkers; at run time each loads on firs
         state_path,
     )
     from quantnb.live._stats import SessionStats, StepInfo
-    from quantnb.live._trader import AgentLike, Trader, session_timestamp
+    from quantnb.live._trader import AgentLike, Trader
     from quantnb.live._types import AccountState, Bar, Fill, MarketRules
     from quantnb.live._venue import ENV_KEYS, credentials_from_env, make_exchange, scrub, translate_ccxt_error
 
@@ -104,7 +104,7 @@ __getattr__, __dir__ = attach(__name__, {
     "StepInfo": "quantnb.live._stats",
     "AgentLike": "quantnb.live._trader",
     "Trader": "quantnb.live._trader",
-    "session_timestamp": "quantnb.live._trader",
+    "session_timestamp": "quantnb.live._audit",
     "AccountState": "quantnb.live._types",
     "Bar": "quantnb.live._types",
     "Fill": "quantnb.live._types",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime as dt
 import math
 import os
 from pathlib import Path
@@ -11,7 +12,8 @@ from typing import Any, TextIO
 
 from quantnb._secrets import SecretMasker
 
-__all__ = ["REGISTRO_COLUMNS", "EMERGENCIAS_COLUMNS", "AuditRow", "CsvAppender"]
+__all__ = ["REGISTRO_COLUMNS", "EMERGENCIAS_COLUMNS", "AuditRow", "CsvAppender", "session_timestamp",
+           "unique_session_ts"]
 
 REGISTRO_COLUMNS = (
     "timestamp", "step", "bar_ts", "close", "action_raw", "target_frac", "side", "qty", "fill_price", "fee_usd",
@@ -22,6 +24,27 @@ EMERGENCIAS_COLUMNS = (
     "timestamp", "cause", "detail", "peak_equity_usd", "equity_usd", "drawdown_frac", "orders_cancelled",
     "positions_closed", "confirmations", "flat_confirmed",
 )
+
+
+def session_timestamp() -> str:
+    """Return the current UTC time as ``YYYYMMDD_HHMMSS``, the suffix of a session's files."""
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%d_%H%M%S")
+
+
+def unique_session_ts(out_dir: Path) -> str:
+    """Return a session timestamp whose CSV files do not exist yet in ``out_dir`` (``-2``, ``-3`` on clashes).
+
+    Parameters
+    ----------
+    out_dir : pathlib.Path
+        The production folder.
+    """
+    base = ts = session_timestamp()
+    n = 1
+    while (out_dir / f"registro_{ts}.csv").exists() or (out_dir / f"emergencias_{ts}.csv").exists():
+        n += 1
+        ts = f"{base}-{n}"
+    return ts
 
 
 @dataclasses.dataclass(slots=True)
@@ -57,6 +80,7 @@ class AuditRow:
         the no-order decision), milliseconds.
     event : str
         ``bar`` (a decision on a closed candle), ``rejected`` (a bad candle, not acted on),
+        ``order_rejected`` (the venue refused the bar's order; skipped, reason in ``note``),
         ``stop_flatten`` (closing fill of an orderly stop), ``emergency_close`` (closing fill
         of the emergency protocol) or ``reconcile_fill`` (an in-flight order a restart found filled).
     client_order_id : str

@@ -27,14 +27,64 @@ from quantnb.errors import ConfigError
 from quantnb.live._feed import DataProvider
 from quantnb.live._types import Bar
 
-__all__ = ["BookFeatureProvider", "with_book_features", "BOOK_COLUMNS", "check_live_features"]
+__all__ = ["BookFeatureProvider", "with_book_features", "BOOK_COLUMNS", "check_live_features", "check_replay_features",
+           "book_source_columns"]
 
-KLINE_COLUMNS = ("open", "high", "low", "close", "volume")
 BOOK_COLUMNS = ("mid_close", "micro_price_close", "spread_bps_mean", "bid_depth_10", "ask_depth_10", "imbalance_10")
 _MINUTE_MS = 60_000
 
 
-def check_live_features(feature_names: Sequence[str], *, book_feed: bool) -> list[str]:
+def book_source_columns(feature_names: Sequence[str]) -> tuple[str, ...]:
+    """Return the book columns (``spread_bps_mean``, ...) the bundle's order-book features are computed from.
+
+    Parameters
+    ----------
+    feature_names : sequence of str
+        The agent bundle's ``feature_names``.
+    """
+    from quantnb.rl._features import BOOK_FEATURE_SOURCES
+
+    return tuple(dict.fromkeys(c for f in feature_names for c in BOOK_FEATURE_SOURCES.get(f, ())))
+
+
+def check_replay_features(feature_names: Sequence[str], bars: pl.DataFrame, *, computed: Sequence[str] = (),
+                          where: str = "the replay bars") -> None:
+    """Refuse a replay whose bars cannot give some feature of the agent (before any bar is traded).
+
+    Parameters
+    ----------
+    feature_names : sequence of str
+        The agent bundle's ``feature_names``.
+    bars : polars.DataFrame
+        The replay's bars (OHLCV plus any book columns).
+    computed : sequence of str
+        Features the bundle computes itself from the bars (its classifier's probabilities,
+        :attr:`quantnb.rl.AgentBundle.computed_features`).
+    where : str
+        Names the bars in the message.
+
+    Raises
+    ------
+    ConfigError
+        Naming the features and the columns the bars lack (absent or all null), e.g. an agent
+        needing ``spread_bps`` replayed on OHLCV-only bars.
+    """
+    from quantnb.rl._features import BOOK_FEATURE_SOURCES, MARKET_FEATURES
+
+    wanted = [f for f in feature_names if f not in computed]
+    unknown = [f for f in wanted if f not in MARKET_FEATURES and f not in BOOK_FEATURE_SOURCES]
+    lacking = {f: [c for c in BOOK_FEATURE_SOURCES[f] if c not in bars.columns or bars[c].is_null().all()
+                   or (bars[c].dtype.is_float() and bars[c].is_nan().all())]
+               for f in wanted if f in BOOK_FEATURE_SOURCES}
+    lacking = {f: cols for f, cols in lacking.items() if cols}
+    if unknown or lacking:
+        what = [f"{f} (needs column {', '.join(cols)})" for f, cols in lacking.items()] + unknown
+        raise ConfigError(f"the agent needs features {what} that {where} cannot give (columns: "
+                          f"{', '.join(bars.columns)}); replay the ETL's bars with order-book columns (a recording "
+                          "of the book), or trade an agent trained without these features")
+
+
+def check_live_features(feature_names: Sequence[str], *, book_feed: bool, computed: Sequence[str] = ()) -> list[str]:
     """Return the bundle's order-book features; raise if a live feed cannot give some feature.
 
     Parameters
@@ -43,6 +93,9 @@ def check_live_features(feature_names: Sequence[str], *, book_feed: bool) -> lis
         The agent bundle's ``feature_names``.
     book_feed : bool
         Whether a live order-book feed is available for the session.
+    computed : sequence of str
+        Features the bundle computes itself from the candles (its classifier's probabilities,
+        :attr:`quantnb.rl.AgentBundle.computed_features`): available whatever the feed.
 
     Raises
     ------
@@ -50,16 +103,15 @@ def check_live_features(feature_names: Sequence[str], *, book_feed: bool) -> lis
         Naming the features: unknown to both the kline and the book feed, or book
         features when ``book_feed`` is False.
     """
-    from quantnb.features import REGISTRY
+    from quantnb.rl._features import BOOK_FEATURE_SOURCES, MARKET_FEATURES
 
-    # judged by source columns: a classifier's inputs (log_body, ...) come from the same klines
-    sources = {f: set(REGISTRY[f].sources) if f in REGISTRY else {f} for f in feature_names}
-    unknown = [f for f, src in sources.items() if not src <= {*KLINE_COLUMNS, *BOOK_COLUMNS}]
+    feature_names = [f for f in feature_names if f not in computed]
+    unknown = [f for f in feature_names if f not in MARKET_FEATURES and f not in BOOK_FEATURE_SOURCES]
     if unknown:
-        raise ConfigError(f"the agent bundle needs features {unknown} that no live feed gives (kline columns: "
-                          f"{', '.join(KLINE_COLUMNS)}; order-book columns: {', '.join(BOOK_COLUMNS)}); "
+        raise ConfigError(f"the agent bundle needs features {unknown} that no live feed gives (kline features: "
+                          f"{', '.join(MARKET_FEATURES)}; order-book features: {', '.join(BOOK_FEATURE_SOURCES)}); "
                           "retrain the agent without them")
-    book = [f for f, src in sources.items() if src & set(BOOK_COLUMNS)]
+    book = [f for f in feature_names if f in BOOK_FEATURE_SOURCES]
     if book and not book_feed:
         raise ConfigError(f"the agent bundle needs order-book features {book} but this session's feed is klines "
                           "only; enable the live book feed (book_feed) or retrain the agent without them")
@@ -87,6 +139,14 @@ class BookFeatureProvider(DataProvider):
     book_wait_s : float
         How long a candle waits for the book to pass its minute (the next update after the
         minute's end closes the minute, as in the ETL) before the book's current state is used.
+    sync_timeout_s : float
+        How long the start waits for a synced book; the session is refused past it.
+
+    Raises
+    ------
+    ConfigError
+        At start, if the book feed gives no synced book within ``sync_timeout_s`` (feed down):
+        the agent's order-book features could never be computed.
 
     Attributes
     ----------
@@ -96,7 +156,7 @@ class BookFeatureProvider(DataProvider):
 
     def __init__(self, inner: DataProvider, symbol: str, *, venue: str = "binance", ws_url: str | None = None,
                  rest_url: str | None = None, market: str | None = None, depth: int = 1000,
-                 book_wait_s: float = 2.0) -> None:
+                 book_wait_s: float = 2.0, sync_timeout_s: float = 30.0) -> None:
         from quantnb.record import Recorder, RecorderConfig
 
         self.inner = inner
@@ -108,9 +168,27 @@ class BookFeatureProvider(DataProvider):
         self.recorder = Recorder(cfg)
         self._thread = threading.Thread(target=self._run, name="book-feed", daemon=True)
         self._thread.start()
-        if not self.recorder.started.wait(30):
-            raise ConfigError(f"the live book feed for {self.symbol} did not start within 30 s")
         self.missing_book = 0
+        if not self.recorder.started.wait(30):
+            self._refuse(f"the live book feed for {self.symbol} did not start within 30 s")
+        deadline = time.monotonic() + sync_timeout_s
+        while not self._synced():
+            if time.monotonic() >= deadline or not self._thread.is_alive():
+                self._refuse(f"the live book feed of {self.symbol} ({ws_url or 'venue default'}) gave no synced book "
+                             f"within sync_timeout_s={sync_timeout_s:g} s (feed down or blocked)")
+            time.sleep(0.05)
+
+    def _synced(self) -> bool:
+        client = self.recorder.client
+        book = None if client is None else client.books.get(self.symbol)
+        return bool(book is not None and book.synced)
+
+    def _refuse(self, why: str) -> None:
+        self.recorder.request_stop()
+        self._thread.join(10)
+        raise ConfigError(f"{why}: the agent's order-book features cannot be computed, so the session does not "
+                          "start (nothing was traded); check the book stream's address and the network, then start "
+                          "again")
 
     def _run(self) -> None:
         try:
@@ -184,6 +262,10 @@ class BookFeatureProvider(DataProvider):
         ts = pl.lit(minute_ms * 1000).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
         return passed, parts.filter((pl.col("ts") == ts) & pl.col("mid_close").is_not_null())
 
+    def fallback(self) -> None:
+        """Ask the candle provider for its REST fallback (the book has none: its columns stay missing)."""
+        self.inner.fallback()
+
     def close(self) -> None:
         """Stop the book feed and the inner provider."""
         self.recorder.request_stop()
@@ -199,7 +281,8 @@ def _with_extras(bar: Bar, row: dict[str, Any]) -> Bar:
 
 
 def with_book_features(provider: DataProvider, feature_names: Sequence[str], symbol: str, *,
-                       mode: str = "live", book_feed: bool = True, **kw: Any) -> DataProvider:
+                       mode: str = "live", book_feed: bool = True, computed: Sequence[str] = (),
+                       **kw: Any) -> DataProvider:
     """Wrap ``provider`` with the live book when the bundle's features need it (else return it unchanged).
 
     Parameters
@@ -216,6 +299,8 @@ def with_book_features(provider: DataProvider, feature_names: Sequence[str], sym
         (a loopback server in tests).
     book_feed : bool
         False refuses bundles with order-book features.
+    computed : sequence of str
+        Features the bundle computes itself (``AgentBundle.computed_features``).
     **kw
         Passed to :class:`BookFeatureProvider`.
 
@@ -228,7 +313,7 @@ def with_book_features(provider: DataProvider, feature_names: Sequence[str], sym
 
     from quantnb.record import BINANCE_REST_URL, BINANCE_TESTNET_REST_URL, BINANCE_TESTNET_WS_URL, BINANCE_WS_URL
 
-    book = check_live_features(feature_names, book_feed=book_feed)
+    book = check_live_features(feature_names, book_feed=book_feed, computed=computed)
     if not book:
         return provider
     ws, rest = (BINANCE_TESTNET_WS_URL, BINANCE_TESTNET_REST_URL) if mode == "testnet" else (BINANCE_WS_URL,

@@ -218,6 +218,17 @@ class CcxtKlineProvider(DataProvider):
                     self._backfill(item.open_time_ms)
                 self._accept(item)
 
+    def fallback(self) -> None:
+        """Queue the closed candles after the last one emitted, from REST (the stream is silent).
+
+        Raises
+        ------
+        TemporaryError
+            If REST fails all its retries.
+        """
+        if self._last_ms >= 0:
+            self._backfill(None)
+
     def close(self) -> None:
         """Stop the stream thread."""
         self._stopping.set()

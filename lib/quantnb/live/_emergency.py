@@ -23,7 +23,7 @@ __all__ = ["HALT_MARKER", "EmergencyCause", "EmergencyReport", "EmergencyProtoco
            "check_not_halted", "halt_marker_path"]
 
 HALT_MARKER = "HALTED_DRAWDOWN"
-EmergencyCause = Literal["drawdown", "critical_error", "connection", "bad_data"]
+EmergencyCause = Literal["drawdown", "critical_error", "connection", "bad_data", "order_rejected", "stale_feed"]
 
 
 class OrderJournal(Protocol):
@@ -101,7 +101,7 @@ class EmergencyReport:
 
     Attributes
     ----------
-    cause : {"drawdown", "critical_error", "connection", "bad_data", "stop_request"}
+    cause : {"drawdown", "critical_error", "connection", "bad_data", "order_rejected", "stale_feed", "stop_request"}
         Why it ran.
     detail : str
         The triggering error or figures.
@@ -177,7 +177,7 @@ class EmergencyProtocol:
 
         Parameters
         ----------
-        cause : {"drawdown", "critical_error", "connection", "bad_data"}
+        cause : {"drawdown", "critical_error", "connection", "bad_data", "order_rejected", "stale_feed"}
             What triggered the emergency; a drawdown cause also writes the halt marker.
         detail : str
             Free text recorded with the cause (the failing call, the drawdown reached).
@@ -211,7 +211,7 @@ class EmergencyProtocol:
             atomic_write_text(rep.marker_path, f"state={TradingState.HALTED.value} at {_now_iso()} cause=drawdown "
                                                f"{detail}\n"
                                                f"Delete this file by hand to allow the trader to restart.\n")
-        self._record(rep)
+        self.record(rep)
         return rep
 
     def _positions(self, rep: EmergencyReport) -> dict[str, float] | None:
@@ -264,7 +264,34 @@ class EmergencyProtocol:
                 final = self._positions(rep)
                 return final is not None and not final
 
-    def _record(self, rep: EmergencyReport) -> None:
+    def record_unconfirmed_stop(self, timeout_s: float, position_qty: float, peak_equity_usd: float,
+                                equity_usd: float) -> None:
+        """Record a stop whose flatten was not confirmed within ``timeout_s`` (the venue did not answer in time).
+
+        Parameters
+        ----------
+        timeout_s : float
+            The stop's time limit, seconds.
+        position_qty : float
+            Last known position, base units.
+        peak_equity_usd, equity_usd : float
+            Session peak and last known equity, USDT.
+        """
+        rep = EmergencyReport("stop_request", f"stop requested; the flatten was not confirmed within "
+                                              f"stop_timeout_s={timeout_s:g} s (venue unreachable or slow); last "
+                                              f"known position {position_qty:g}", peak_equity_usd, equity_usd)
+        rep.confirmations.append("flatten NOT CONFIRMED at the stop deadline; check the account by hand")
+        logger.critical("live/stop: flatten not confirmed within {:g} s; recorded in {}", timeout_s, self.path)
+        self.record(rep)
+
+    def record(self, rep: EmergencyReport) -> None:
+        """Append ``rep`` as one row of ``emergencias_<ts>.csv`` (created with its header).
+
+        Parameters
+        ----------
+        rep : EmergencyReport
+            What was done; ``flat_confirmed`` False records a flatten that failed.
+        """
         dd = 1.0 - rep.equity_usd / rep.peak_equity_usd if rep.peak_equity_usd > 0 else float("nan")
         with CsvAppender(self.path, EMERGENCIAS_COLUMNS) as out:
             out.write({

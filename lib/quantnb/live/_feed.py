@@ -48,6 +48,15 @@ class DataProvider(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and threads."""
 
+    def fallback(self) -> None:  # noqa: B027 - optional hook
+        """Fetch the closed candles the stream did not deliver by another route (REST), for the stale-feed watchdog.
+
+        Raises
+        ------
+        TemporaryError
+            If the other route fails too (after its retries).
+        """
+
     def resume_after(self, open_time_ms: int) -> None:  # noqa: B027 - optional hook
         """Hint that candles opening at or before ``open_time_ms`` were processed before a restart (no pacing).
 

@@ -8,15 +8,17 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import polars as pl
 from loguru import logger
 
 from quantnb.errors import ConfigError, TemporaryError
+from quantnb.live._book_feed import book_source_columns, check_replay_features, with_book_features
 from quantnb.live._ccxt_broker import CcxtBroker
 from quantnb.live._ccxt_feed import CcxtKlineProvider
 from quantnb.live._emergency import check_not_halted
+from quantnb.live._endpoints import check_endpoint_override
 from quantnb.live._feed import ReplayProvider, read_bars
 from quantnb.live._paper import PaperBroker
 from quantnb.live._risk import RiskLimits
@@ -108,6 +110,8 @@ def _ccxt_symbol(symbol: str) -> str:
 def _replay_provider(cfg: LiveConfig, bars: pl.DataFrame | str | Path | Sequence[str | Path],
                      start_ts: dt.datetime | None, speed: float) -> tuple[ReplayProvider, int]:
     df = read_bars(bars)
+    where = "the replay bars" + ("" if isinstance(bars, pl.DataFrame) else f" {str(bars)[:200]}")
+    check_replay_features(cfg.bundle.feature_names, df, computed=cfg.bundle.computed_features, where=where)
     m = cfg.bundle.metadata
     need = m.warmup_bars + m.window - 2
     first = df["ts"].search_sorted(start_ts, side="left") if start_ts is not None else need
@@ -144,6 +148,10 @@ def build_trader(
     fresh_start: bool = False,
     max_bad_bars: int = 3,
     run_id: str = "",
+    max_order_rejections: int = 3,
+    stale_warn_bars: int = 2,
+    stale_emergency_bars: int = 5,
+    stop_timeout_s: float = 20.0,
     on_warmup: Callable[[int, int], None] | None = None,
 ) -> Trader:
     """Assemble a :class:`Trader` for ``mode``; nothing connects until ``trader.run()``.
@@ -181,7 +189,9 @@ def build_trader(
         Retries of exchange calls (default :class:`quantnb.retry.RetryPolicy`: 4 attempts,
         exponential backoff with jitter, ``Retry-After`` honoured).
     rest_base_url, ws_url : str, optional
-        Override Binance's REST root and kline stream URL (loopback servers in tests).
+        Override Binance's REST root and kline stream URL (loopback servers in tests); refused
+        in ``live`` and, in ``testnet``, outside loopback unless Binance's testnet over TLS
+        (:func:`quantnb.live._endpoints.check_endpoint_override`).
     timeout_s : float
         HTTP timeout per request, seconds.
     session_ts : str, optional
@@ -197,6 +207,15 @@ def build_trader(
         emergency protocol.
     run_id : str
         The run's id, recorded in the session lock (a second session is refused naming it).
+    max_order_rejections : int
+        Consecutive refused orders that trigger the emergency protocol; one refusal is recorded
+        (registro event ``order_rejected``) and the bar skipped.
+    stale_warn_bars, stale_emergency_bars : int
+        testnet/live: bars without a complete candle (stream open but silent, or a needed book
+        column missing) before a WARNING and a REST fallback, and before the emergency protocol.
+    stop_timeout_s : float
+        Seconds a stop request may take before its unconfirmed flatten is recorded (below the
+        runner's 30 s kill grace).
     on_warmup : callable, optional
         Called with ``(done, total)`` history candles during the features' warm-up.
 
@@ -208,7 +227,9 @@ def build_trader(
     Raises
     ------
     ConfigError
-        Before any connection: ``live`` without ``confirm_live``, an unknown mode, the
+        Before any connection: ``live`` without ``confirm_live``, an endpoint override that
+        could send the keys to a foreign host, features the feed cannot give (replay bars
+        without the book columns, a live book that does not sync), an unknown mode, the
         drawdown halt marker present, missing API key variables, missing replay bars or
         too little history.
     """
@@ -219,6 +240,7 @@ def build_trader(
     check_not_halted(cfg.out_dir)
     bundle, meta = cfg.bundle, cfg.bundle.metadata
     retry = retry or RetryPolicy(what="live/retry")
+    watch: dict[str, Any] = {}  # the stale-feed watchdog: off in replay (the bars are checked at start)
     if mode == "replay":
         if replay_bars is None:
             raise ConfigError("mode='replay' needs replay_bars: the processed Parquet bars (path, glob or DataFrame)")
@@ -230,19 +252,24 @@ def build_trader(
                              fill_model)
         logger.info("live/session: replay of {} bars of {} with agent {}", n, meta.symbol, cfg.train_id)
     else:
+        check_endpoint_override(mode, "rest_base_url", rest_base_url)
+        check_endpoint_override(mode, "ws_url", ws_url)
         sym = _ccxt_symbol(symbol or meta.symbol)
         broker = CcxtBroker(sym, mode, base_url=rest_base_url, timeout_s=timeout_s)
         provider = CcxtKlineProvider(broker.exchange, sym, cfg.timeframe, ws_url=ws_url or WS_URLS[mode],
                                      history_bars=meta.warmup_bars + meta.window - 1, retry=retry)
-        from quantnb.live._book_feed import with_book_features  # order-book features from the live book
-
-        provider = with_book_features(provider, bundle.feed_features, sym, mode=mode)  # a classifier's inputs too
+        provider = with_book_features(provider, meta.feature_names, sym, mode=mode, computed=bundle.computed_features)
+        watch = {"stale_bar_s": float(_TIMEFRAME_S[cfg.timeframe]),
+                 "needed_columns": book_source_columns([f for f in meta.feature_names
+                                                        if f not in bundle.computed_features])}
         logger.warning("live/session: {} trading of {} with agent {} (max_drawdown_frac={})", mode.upper(), sym,
                        cfg.train_id, limits.max_drawdown_frac)
     return Trader(bundle, provider, broker, limits, cfg.out_dir, retry=retry, on_step=on_step, max_steps=max_steps,
                   duration_s=duration_s, session_ts=session_ts, mode=mode, fresh_start=fresh_start,
                   bar_interval_ms=_TIMEFRAME_S[cfg.timeframe] * 1000, max_bad_bars=max_bad_bars, run_id=run_id,
-                  on_warmup=on_warmup)
+                  max_order_rejections=max_order_rejections, stale_warn_bars=stale_warn_bars,
+                  stale_emergency_bars=stale_emergency_bars, stop_timeout_s=stop_timeout_s,
+                  on_warmup=on_warmup, **watch)
 
 
 def run_with_restarts(make_trader: Callable[[], Trader], *, max_restarts: int = 3, backoff_s: float = 30.0,

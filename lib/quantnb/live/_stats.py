@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from loguru import logger
 
+from quantnb.live._audit import AuditRow
 from quantnb.live._emergency import EmergencyReport
+from quantnb.live._guard import bar_iso
 from quantnb.live._types import AccountState, Bar, Fill
 
 __all__ = ["StepInfo", "SessionStats"]
@@ -39,7 +44,7 @@ class StepInfo:
     reason : str
         Why no order was sent (``dead band``, ``change below the minimum notional``, ...).
     event : str
-        ``bar``, ``rejected``, ``stop_flatten``, ``emergency_close`` or ``reconcile_fill``
+        ``bar``, ``rejected``, ``order_rejected``, ``stop_flatten``, ``emergency_close`` or ``reconcile_fill``
         (see :class:`AuditRow`).
     gap_before : bool
         Candles are missing before this one; the features warm up again.
@@ -58,6 +63,19 @@ class StepInfo:
     reason: str
     event: str = "bar"
     gap_before: bool = False
+
+    def audit_row(self) -> AuditRow:
+        """Return the step's ``registro`` row (written now: ``timestamp`` is the wall clock)."""
+        f, a = self.fill, self.account
+        return AuditRow(
+            timestamp=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), step=self.step,
+            bar_ts=bar_iso(self.bar.open_time_ms), close=self.bar.close, action_raw=self.action_raw,
+            target_frac=self.target_frac, side=f.side if f else "", qty=f.qty if f else 0.0,
+            fill_price=f.price if f else math.nan, fee_usd=f.fee_usd if f else 0.0, position=a.position_qty,
+            balance_usd=a.balance_usd, equity_usd=a.equity_usd, peak_equity_usd=self.peak_equity_usd,
+            drawdown_frac=self.drawdown_frac, decision_latency_ms=round(self.decision_latency_ms, 4),
+            event=self.event, client_order_id=f.client_order_id if f else "", gap_before=int(self.gap_before),
+            note=self.reason)
 
 
 @dataclasses.dataclass
@@ -96,6 +114,10 @@ class SessionStats:
         The state file and, for a resumed session, the reconciliation CSV.
     bad_bars, gaps : int
         Candles rejected and gaps met.
+    orders_rejected : int
+        Orders the venue refused (each skipped, with a registro row ``order_rejected``).
+    feed_fallbacks : int
+        REST fallbacks asked by the stale-feed watchdog.
     """
 
     session_ts: str
@@ -121,6 +143,33 @@ class SessionStats:
     reconciliation_path: Path | None = None
     bad_bars: int = 0
     gaps: int = 0
+    orders_rejected: int = 0
+    feed_fallbacks: int = 0
+
+    def finish(self, max_drawdown_frac: float, latencies_ms: list[float], elapsed_s: float) -> None:
+        """Fill the end-of-session figures (PnL, return, latency percentiles, throughput) and log them.
+
+        Parameters
+        ----------
+        max_drawdown_frac : float
+            Largest drawdown from peak equity seen.
+        latencies_ms : list of float
+            Decision latency of each step, milliseconds.
+        elapsed_s : float
+            Wall time of the loop, seconds.
+        """
+        self.max_drawdown_frac = max_drawdown_frac
+        if math.isnan(self.end_equity_usd):
+            self.end_equity_usd = self.start_equity_usd
+        self.pnl_usd = self.end_equity_usd - self.start_equity_usd
+        self.return_frac = self.end_equity_usd / self.start_equity_usd - 1.0 if self.start_equity_usd else math.nan
+        if latencies_ms:
+            self.latency_p50_ms, self.latency_p99_ms = (float(x) for x in np.percentile(latencies_ms, [50, 99]))
+        self.elapsed_s = elapsed_s
+        self.bars_per_s = self.steps / elapsed_s if elapsed_s > 0 else 0.0
+        logger.info("live/session: stopped_by={} steps={} trades={} live/pnl_usd={:.2f} live/fees_usd={:.2f} "
+                    "live/max_drawdown_frac={:.4f} live/latency_p99_ms={:.3f}", self.stopped_by, self.steps,
+                    self.trades, self.pnl_usd, self.fees_usd, self.max_drawdown_frac, self.latency_p99_ms)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict (for ``run.json`` and the log)."""

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import datetime as dt
+import dataclasses
 import math
+import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 from loguru import logger
 
-from quantnb.errors import QuantnbError, TemporaryError
-from quantnb.live._audit import REGISTRO_COLUMNS, AuditRow, CsvAppender
+from quantnb.errors import OrderRejectedError, QuantnbError, TemporaryError
+from quantnb.live._audit import REGISTRO_COLUMNS, CsvAppender, unique_session_ts
 from quantnb.live._broker import Broker
 from quantnb.live._emergency import EmergencyCause, EmergencyProtocol, EmergencyReport, check_not_halted
 from quantnb.live._feed import DataProvider
@@ -26,10 +27,12 @@ from quantnb.live._risk import OrderPlan, RiskControl, RiskLimits
 from quantnb.live._state import PendingOrder, SessionLock, StateStore, TraderState, TradingState
 from quantnb.live._stats import SessionStats, StepInfo
 from quantnb.live._types import AccountState, Bar, Fill
+from quantnb.live._warmup import FeatureFeed, warm_up
+from quantnb.live._watchdog import FeedWatchdog, StopGuard, missing_features
 from quantnb.retry import RetryPolicy
 from quantnb.rl import ActionInterpreter, IncrementalFeatures, ObservationBuilder, PortfolioState
 
-__all__ = ["AgentLike", "Trader", "session_timestamp"]
+__all__ = ["AgentLike", "Trader"]
 
 
 class AgentLike(Protocol):
@@ -41,42 +44,6 @@ class AgentLike(Protocol):
 
     def new_feature_stream(self) -> IncrementalFeatures:
         """Return fresh incremental features matching the training features."""
-
-
-def session_timestamp() -> str:
-    """Return the current UTC time as ``YYYYMMDD_HHMMSS``, the suffix of a session's files."""
-    return dt.datetime.now(dt.UTC).strftime("%Y%m%d_%H%M%S")
-
-
-def _unique_ts(out_dir: Path) -> str:
-    """Return a session timestamp whose CSV files do not exist yet (``-2``, ``-3`` on clashes)."""
-    base = ts = session_timestamp()
-    n = 1
-    while (out_dir / f"registro_{ts}.csv").exists() or (out_dir / f"emergencias_{ts}.csv").exists():
-        n += 1
-        ts = f"{base}-{n}"
-    return ts
-
-
-class _FeatureFeed:
-    """The agent's incremental features under the gap policy: a gap restarts them (a fresh warm-up)."""
-
-    def __init__(self, agent: AgentLike, interval_ms: int):
-        self.agent, self.interval_ms = agent, interval_ms
-        self.feats = agent.new_feature_stream()
-        self.last_ms: int | None = None
-
-    def push(self, bar: Bar) -> bool:
-        """Add a validated candle; return True when candles are missing before it (features restarted)."""
-        gap = self.last_ms is not None and bar.open_time_ms - self.last_ms > self.interval_ms
-        if gap:
-            self.feats = self.agent.new_feature_stream()
-        self.feats.push(_bar_fields(bar))  # a classifier's forward pass waits for window(): one batch after a warm-up
-        self.last_ms = bar.open_time_ms
-        return gap
-
-    def window(self) -> np.ndarray | None:
-        return self.feats.window_array()
 
 
 class Trader:
@@ -129,6 +96,23 @@ class Trader:
         Injectable sleep (the emergency protocol's polling).
     run_id : str
         The run's id, recorded in the session lock (a second session is refused naming it).
+    max_order_rejections : int
+        Consecutive bars whose order the venue refused (e.g. ``-2019 Margin is insufficient``)
+        that trigger the emergency protocol (cause ``order_rejected``). A single rejection is a
+        registro row (event ``order_rejected``) and the bar is skipped.
+    stale_bar_s : float, optional
+        Candle length in wall-clock seconds for the stale-feed watchdog; None (replay) turns it off.
+    stale_warn_bars, stale_emergency_bars : int
+        Missed bars (no closed candle, or none carrying every needed feature) after which the
+        trader logs a WARNING and asks the provider for a REST fallback (again at each further
+        missed bar), and after which it runs the emergency protocol (cause ``stale_feed``).
+    needed_columns : sequence of str
+        Candle extras the agent's features are computed from (the live book's columns); a candle
+        lacking one counts as missed for the watchdog.
+    stop_timeout_s : float
+        After a stop request the state is saved as ``reducing`` at once; if the stop (and its
+        flatten) is not done within this many seconds, an emergencias row records the unconfirmed
+        flatten. Keep it below the runner's kill grace (30 s).
     on_warmup : callable, optional
         Called with ``(done, total)`` candles while the history warms the features up (the
         stage shows it as the run's progress message), and once at the end.
@@ -141,6 +125,8 @@ class Trader:
                  emergency_poll_timeout_s: float = 30.0, emergency_poll_interval_s: float = 0.5,
                  mode: str = "replay", fresh_start: bool = False, bar_interval_ms: int = 60_000,
                  max_bad_bars: int = 3, sleep: Callable[[float], None] = time.sleep, run_id: str = "",
+                 max_order_rejections: int = 3, stale_bar_s: float | None = None, stale_warn_bars: int = 2,
+                 stale_emergency_bars: int = 5, needed_columns: tuple[str, ...] = (), stop_timeout_s: float = 20.0,
                  on_warmup: Callable[[int, int], None] | None = None):
         self.agent, self.provider, self.broker, self.limits = agent, provider, broker, limits
         self.out_dir = Path(out_dir)
@@ -165,6 +151,12 @@ class Trader:
         self._acct_estimated = False  # the account after a venue fill is estimated (realized PnL not read back)
         self._bar: Bar | None = None
         self._stats: SessionStats | None = None
+        self.max_order_rejections, self._rejections_in_row = max(1, int(max_order_rejections)), 0
+        self.stale_bar_s, self.needed_columns = stale_bar_s, tuple(needed_columns)
+        self.stale_warn_bars, self.stale_emergency_bars = int(stale_warn_bars), int(stale_emergency_bars)
+        self.stop_timeout_s = stop_timeout_s
+        self._save_lock = threading.RLock()  # the stop guard's thread saves too
+        self._stop_guard: StopGuard | None = None
 
     def request_stop(self, flatten: bool = False) -> None:
         """Ask the loop to stop after the current candle (safe from a signal handler): state ``REDUCING``.
@@ -177,11 +169,19 @@ class Trader:
         self._flatten_on_stop = self._flatten_on_stop or flatten
         if self.trading_state is TradingState.ACTIVE:
             self.trading_state = TradingState.REDUCING
+        if self._stop_guard is None and self.st is not None:
+            self._stop_guard = StopGuard(self.stop_timeout_s, self._save, self._record_unconfirmed_stop)
+
+    def _record_unconfirmed_stop(self) -> None:
+        """Record in emergencias that the stop's flatten was not confirmed by the stop guard's deadline."""
+        a = self._acct
+        self.emergency.record_unconfirmed_stop(self.stop_timeout_s, a.position_qty if a else math.nan,
+                                               self.risk.peak_equity_usd, a.equity_usd if a else math.nan)
 
     # --- session set-up -----------------------------------------------------------------
     def _begin(self, rec: TraderState | None) -> None:
         if rec is None:
-            ts = self._new_ts or _unique_ts(self.out_dir)
+            ts = self._new_ts or unique_session_ts(self.out_dir)
             self.st = TraderState(mode=self.mode, session_ts=ts, order_tag=uuid.uuid4().hex[:10])
         else:
             self.st = rec
@@ -203,6 +203,10 @@ class Trader:
                                            journal=self)
 
     def _save(self, snapshot: bool = False) -> None:
+        with self._save_lock:
+            self._save_locked(snapshot)
+
+    def _save_locked(self, snapshot: bool) -> None:
         st = self.st
         assert st is not None
         st.trading_state = self.trading_state
@@ -242,6 +246,8 @@ class Trader:
             self.store._remove_orphans()  # under the lock: no other writer
             return self._run()
         finally:
+            if self._stop_guard is not None:
+                self._stop_guard.done()
             self.store.close()
             self.lock.release()
 
@@ -257,12 +263,12 @@ class Trader:
         stats = self._stats = SessionStats(session_ts=self.session_ts, registro_path=self.registro_path,
                                            resumed=rec is not None, state_path=self.store.path)
         self._registro = CsvAppender(self.registro_path, REGISTRO_COLUMNS)
-        feed = _FeatureFeed(self.agent, self.bar_interval_ms)
+        feed = FeatureFeed(self.agent, self.bar_interval_ms)
         if st.last_bar_ms is not None:
             self.provider.resume_after(st.last_bar_ms)
         try:
             try:
-                self._warm_up(feed, self.provider.warmup())
+                warm_up(feed, self.provider.warmup(), self._feed_only, self.on_warmup)
                 if rec is not None:
                     stats.reconciliation_path = self.out_dir / f"reconciliacion_{self.session_ts}.csv"
                     found = reconcile(rec, self.broker, self.retry, stats.reconciliation_path,
@@ -301,32 +307,21 @@ class Trader:
             if stats.stopped_by == "stop_request" and self._flatten_on_stop:
                 rep = EmergencyReport("stop_request", "orderly stop", self.risk.peak_equity_usd, stats.end_equity_usd)
                 rep.orders_cancelled = self._safe(self.broker.cancel_all, -1)
-                stats.flattened_on_stop = self.emergency.flatten(rep, purpose="stop_flatten")
+                stats.flattened_on_stop = rep.flat_confirmed = self.emergency.flatten(rep, purpose="stop_flatten")
+                if not rep.flat_confirmed:  # a failed flatten attempt is on record, not only in the log
+                    rep.detail = "orderly stop: flatten NOT confirmed"
+                    self.emergency.record(rep)
+                    stats.emergencias_path = self.emergency.path
             if stats.stopped_by == "end_of_data":
                 st.completed = True
             self._save(snapshot=True)
-            self._finish(stats, latencies, time.perf_counter() - t_start)
+            stats.finish(self.risk.max_drawdown_frac_seen, latencies, time.perf_counter() - t_start)
         finally:
             self._registro.close()
         return stats
 
     # --- the loop -------------------------------------------------------------------------
-    def _warm_up(self, feed: _FeatureFeed, bars: Sequence[Bar]) -> None:
-        """Feed the history candles, reporting ``on_warmup(done, total)`` about twice a second."""
-        total, t0 = len(bars), time.perf_counter()
-        logger.info("live/warmup: {} candles of history warm the features up", total)
-        last = t0
-        for i, bar in enumerate(bars, 1):
-            self._feed_only(feed, bar)
-            if self.on_warmup is not None and (i & 255 == 0 or i == total) and (
-                    i == total or time.perf_counter() - last >= 0.5):
-                self.on_warmup(i, total)
-                last = time.perf_counter()
-        ready = feed.window() is not None  # a classifier computes the window's probabilities here, in one batch
-        logger.info("live/warmup: {} candles in {:.2f} s; features {}", total, time.perf_counter() - t0,
-                    "ready" if ready else "still warming up (the first decisions wait)")
-
-    def _feed_only(self, feed: _FeatureFeed, bar: Bar) -> None:
+    def _feed_only(self, feed: FeatureFeed, bar: Bar) -> None:
         """Warm-up and already-processed candles: features only, with the same bad-bar and gap rules."""
         try:
             validate_bar(bar)
@@ -336,10 +331,12 @@ class Trader:
         if feed.push(bar):
             logger.warning("live/feed: gap before warm-up bar {}: features restart", bar_iso(bar.open_time_ms))
 
-    def _loop(self, feed: _FeatureFeed, stats: SessionStats, latencies: list[float], t_start: float) -> str:
+    def _loop(self, feed: FeatureFeed, stats: SessionStats, latencies: list[float], t_start: float) -> str:
         st = self.st
         assert st is not None
         n = 0
+        watchdog = FeedWatchdog(self.stale_bar_s, self.stale_warn_bars, self.stale_emergency_bars) \
+            if self.stale_bar_s else None
         while True:
             if self.trading_state is TradingState.REDUCING:
                 return "stop_request"
@@ -351,7 +348,16 @@ class Trader:
             if bar is None:
                 if self.provider.finished:
                     return "end_of_data"
+                if watchdog is not None and self._stale(watchdog, stats):
+                    return stats.stopped_by
                 continue
+            if watchdog is not None:
+                lacking = missing_features(bar.extras, self.needed_columns)
+                if not lacking:
+                    watchdog.fed()
+                else:
+                    logger.warning("live/feed: candle {} lacks {} that the agent needs (counted as missed)",
+                                   bar_iso(bar.open_time_ms), lacking)
             if st.last_bar_ms is not None and bar.open_time_ms <= st.last_bar_ms:
                 self._feed_only(feed, bar)  # processed before the restart
                 continue
@@ -375,30 +381,47 @@ class Trader:
             if st.bad_bars_in_row >= self.max_bad_bars:
                 self._emergency(stats, "bad_data", f"{st.bad_bars_in_row} bad bars in a row, last: {info.reason}")
                 return stats.stopped_by
+            if self._rejections_in_row >= self.max_order_rejections:
+                self._emergency(stats, "order_rejected", f"{self._rejections_in_row} orders in a row refused by the "
+                                                         f"venue (max_order_rejections), last: {info.reason}")
+                return stats.stopped_by
+            if watchdog is not None and self._stale(watchdog, stats):
+                return stats.stopped_by
+
+    def _stale(self, watchdog: FeedWatchdog, stats: SessionStats) -> bool:
+        """Act on missed bars: WARNING and a REST fallback, then the emergency; return True when it ran."""
+        verdict = watchdog.verdict()
+        if verdict == "fallback":
+            stats.feed_fallbacks += 1
+            self.provider.fallback()
+        elif verdict:
+            self._emergency(stats, "stale_feed", verdict)
+        return verdict not in ("", "fallback")
 
     def _commit(self, info: StepInfo, bar: Bar) -> None:
         """Write the step's registro row, then its state (the row is cut back on restart if the state is not)."""
-        st = self.st
-        assert st is not None and self._registro is not None
-        self._registro.write(self._row(info))
-        if info.fill is not None:
-            self._count_fill(info.fill)
-        st.pending_orders = []
-        st.step = info.step + 1
-        st.last_bar_ms = bar.open_time_ms
-        if info.event != "rejected":
-            st.last_close = bar.close
-            self._bar = bar
-        self._acct = info.account
-        self._acct_estimated = info.fill is not None and not self.broker.cheap_account
-        self._save()
+        with self._save_lock:  # the stop guard saves from its thread: never between row and state
+            st = self.st
+            assert st is not None and self._registro is not None
+            self._registro.write(info.audit_row())
+            if info.fill is not None:
+                self._count_fill(info.fill)
+            st.pending_orders = []
+            st.step = info.step + 1
+            st.last_bar_ms = bar.open_time_ms
+            if info.event != "rejected":
+                st.last_close = bar.close
+                self._bar = bar
+            self._acct = info.account
+            self._acct_estimated = info.fill is not None and not self.broker.cheap_account
+            self._save()
 
     def _count_fill(self, fill: Fill) -> None:
         if self._stats is not None:
             self._stats.trades += 1
             self._stats.fees_usd += fill.fee_usd
 
-    def _step(self, step: int, bar: Bar, feed: _FeatureFeed, t0: float) -> StepInfo:
+    def _step(self, step: int, bar: Bar, feed: FeatureFeed, t0: float) -> StepInfo:
         st = self.st
         assert st is not None and self._acct is not None
         try:
@@ -441,7 +464,19 @@ class Trader:
             st.pending_orders = [PendingOrder(cid, plan.side, plan.qty, False, step, bar.open_time_ms, "bar")]
             if not isinstance(self.broker, PaperBroker):  # a paper fill lives in this process: the state of the
                 self._save()  # previous step already covers a kill; a venue's order needs its intent on disk first
-            fill = self.retry.call(self.broker.market_order, plan.side, plan.qty, client_order_id=cid)
+            try:
+                fill = self.retry.call(self.broker.market_order, plan.side, plan.qty, client_order_id=cid)
+            except OrderRejectedError as err:
+                self._rejections_in_row += 1
+                if self._stats is not None:
+                    self._stats.orders_rejected += 1
+                logger.error("live/order: {} {:g} refused by the venue ({} in a row; the emergency runs at {}): {}",
+                             plan.side, plan.qty, self._rejections_in_row, self.max_order_rejections, err)
+                info = self._info(step, bar, obs, decision.action_raw, plan.target_frac, None, acct, t0,
+                                  f"order {cid} {plan.side} {plan.qty:g} refused, skipped: {err}", time.perf_counter(),
+                                  gap)
+                return dataclasses.replace(info, event="order_rejected")
+            self._rejections_in_row = 0
             if fill.qty <= 0:
                 fill = None
             acct = self._after_fill(acct, fill)
@@ -463,19 +498,6 @@ class Trader:
               gap: bool = False) -> StepInfo:
         return StepInfo(step, bar, obs, action_raw, target_frac, fill, acct, self.risk.peak_equity_usd,
                         self.risk.drawdown_frac, (t_decided - t0) * 1e3, reason, gap_before=gap)
-
-    @staticmethod
-    def _row(info: StepInfo) -> AuditRow:
-        f, a = info.fill, info.account
-        return AuditRow(
-            timestamp=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), step=info.step,
-            bar_ts=bar_iso(info.bar.open_time_ms), close=info.bar.close, action_raw=info.action_raw,
-            target_frac=info.target_frac, side=f.side if f else "", qty=f.qty if f else 0.0,
-            fill_price=f.price if f else math.nan, fee_usd=f.fee_usd if f else 0.0, position=a.position_qty,
-            balance_usd=a.balance_usd, equity_usd=a.equity_usd, peak_equity_usd=info.peak_equity_usd,
-            drawdown_frac=info.drawdown_frac, decision_latency_ms=round(info.decision_latency_ms, 4),
-            event=info.event, client_order_id=f.client_order_id if f else "", gap_before=int(info.gap_before),
-            note=info.reason)
 
     # --- OrderJournal: closing orders of a flatten ----------------------------------------
     def order_intent(self, side: str, qty: float, purpose: str) -> str:
@@ -526,26 +548,27 @@ class Trader:
                        client_order_id)
 
     def _write_fill_row(self, event: str, fill: Fill, acct: AccountState | None) -> None:
-        st = self.st
-        assert st is not None and self._registro is not None
-        acct = acct or self._acct
-        assert acct is not None
-        bar = self._bar or Bar(st.last_bar_ms or 0, math.nan, math.nan, math.nan, st.last_close or math.nan, 0.0)
-        if acct.equity_usd == acct.equity_usd:
-            self.risk.update_equity(acct.equity_usd)
-        info = StepInfo(st.step, bar, None, math.nan, math.nan, fill, acct, self.risk.peak_equity_usd,
-                        self.risk.drawdown_frac, 0.0, "", event=event)
-        self._registro.write(self._row(info))
-        self._count_fill(fill)
-        logger.warning("live/fill {} {} qty={:g} price_usd={:.2f} fee_usd={:.4f} order={} ({})", event, fill.side,
-                       fill.qty, fill.price, fill.fee_usd, fill.order_id, fill.client_order_id)
-        st.pending_orders = [p for p in st.pending_orders if p.client_order_id != fill.client_order_id]
-        st.step += 1
-        self._acct = acct
-        self._acct_estimated = event != "reconcile_fill" and not self.broker.cheap_account
-        if self._stats is not None:
-            self._stats.end_equity_usd = acct.equity_usd
-        self._save()
+        with self._save_lock:  # the stop guard saves from its thread: never between row and state
+            st = self.st
+            assert st is not None and self._registro is not None
+            acct = acct or self._acct
+            assert acct is not None
+            bar = self._bar or Bar(st.last_bar_ms or 0, math.nan, math.nan, math.nan, st.last_close or math.nan, 0.0)
+            if acct.equity_usd == acct.equity_usd:
+                self.risk.update_equity(acct.equity_usd)
+            info = StepInfo(st.step, bar, None, math.nan, math.nan, fill, acct, self.risk.peak_equity_usd,
+                            self.risk.drawdown_frac, 0.0, "", event=event)
+            self._registro.write(info.audit_row())
+            self._count_fill(fill)
+            logger.warning("live/fill {} {} qty={:g} price_usd={:.2f} fee_usd={:.4f} order={} ({})", event, fill.side,
+                           fill.qty, fill.price, fill.fee_usd, fill.order_id, fill.client_order_id)
+            st.pending_orders = [p for p in st.pending_orders if p.client_order_id != fill.client_order_id]
+            st.step += 1
+            self._acct = acct
+            self._acct_estimated = event != "reconcile_fill" and not self.broker.cheap_account
+            if self._stats is not None:
+                self._stats.end_equity_usd = acct.equity_usd
+            self._save()
 
     def _emergency(self, stats: SessionStats, cause: EmergencyCause, detail: str) -> None:
         peak = self.risk.peak_equity_usd
@@ -564,26 +587,3 @@ class Trader:
         except QuantnbError as err:
             logger.error("live/session: {} failed during the orderly stop: {}", getattr(fn, "__name__", fn), err)
             return default
-
-    def _finish(self, stats: SessionStats, latencies: list[float], elapsed_s: float) -> None:
-        stats.max_drawdown_frac = self.risk.max_drawdown_frac_seen
-        if math.isnan(stats.end_equity_usd):
-            stats.end_equity_usd = stats.start_equity_usd
-        stats.pnl_usd = stats.end_equity_usd - stats.start_equity_usd
-        stats.return_frac = stats.end_equity_usd / stats.start_equity_usd - 1.0 if stats.start_equity_usd else math.nan
-        if latencies:
-            stats.latency_p50_ms, stats.latency_p99_ms = (float(x) for x in np.percentile(latencies, [50, 99]))
-        stats.elapsed_s = elapsed_s
-        stats.bars_per_s = stats.steps / elapsed_s if elapsed_s > 0 else 0.0
-        logger.info("live/session: stopped_by={} steps={} trades={} live/pnl_usd={:.2f} live/fees_usd={:.2f} "
-                    "live/max_drawdown_frac={:.4f} live/latency_p99_ms={:.3f}", stats.stopped_by, stats.steps,
-                    stats.trades, stats.pnl_usd, stats.fees_usd, stats.max_drawdown_frac, stats.latency_p99_ms)
-
-
-def _bar_fields(bar: Bar) -> dict[str, Any]:
-    fields: dict[str, Any] = {"ts": bar.open_time_ms, "close": bar.close, "open": bar.open, "high": bar.high,
-                              "low": bar.low, "volume": bar.volume}
-    if bar.extras:
-        fields.update(bar.extras)
-    return fields
-

@@ -13,7 +13,15 @@ from typing import Any, Literal
 
 import ccxt
 
-from quantnb.errors import ConfigError, OperationalError, QuantnbError, RateLimitError, TemporaryError
+from quantnb.errors import (
+    ConfigError,
+    OperationalError,
+    OrderRejectedError,
+    QuantnbError,
+    RateLimitError,
+    TemporaryError,
+)
+from quantnb.live._endpoints import check_endpoint_override
 from quantnb.retry import retry_after_s_from_headers
 from quantnb.runlog import SecretMasker
 
@@ -93,10 +101,12 @@ def make_exchange(mode: str, *, base_url: str | None = None, timeout_s: float = 
     Raises
     ------
     ConfigError
-        If ``mode`` is not ``testnet`` or ``live``.
+        If ``mode`` is not ``testnet`` or ``live``, or ``base_url`` could send the keys to a
+        foreign host (:func:`quantnb.live._endpoints.check_endpoint_override`).
     """
     if mode not in ENV_KEYS:
         raise ConfigError(f"mode={mode!r}: an exchange connection exists for 'testnet' and 'live' only")
+    check_endpoint_override(mode, "base_url", base_url)
     config: dict[str, Any] = {"timeout": int(timeout_s * 1000), "enableRateLimit": True,
                               "options": {"fetchMarkets": {"types": ["linear"]}, "fetchCurrencies": False}}
     if credentials is not None:
@@ -140,8 +150,9 @@ def translate_ccxt_error(err: Exception, *, what: str, exchange: Any = None,
     DDoSProtection, RateLimitExceeded (418/429)   RateLimitError(retry_after_s=...)
     OperationFailed: NetworkError, RequestTimeout TemporaryError
     ExchangeNotAvailable, 5xx (-1001), BadResponse
-    AuthenticationError, InsufficientFunds,       OperationalError
-    InvalidOrder, any other ExchangeError
+    InsufficientFunds (-2019), InvalidOrder       OrderRejectedError (one order refused;
+    (not OrderNotFound)                           the trader skips it)
+    AuthenticationError, any other ExchangeError  OperationalError
     ============================================  ===================================
 
     Parameters
@@ -170,6 +181,9 @@ def translate_ccxt_error(err: Exception, *, what: str, exchange: Any = None,
         return RateLimitError(msg, retry_after_s=_retry_after_s(exchange))
     if isinstance(err, ccxt.OperationFailed):
         return TemporaryError(msg)
+    if isinstance(err, ccxt.InsufficientFunds) or (isinstance(err, ccxt.InvalidOrder)
+                                                   and not isinstance(err, ccxt.OrderNotFound)):
+        return OrderRejectedError(msg)
     if isinstance(err, ccxt.AuthenticationError):
         return OperationalError(msg + " — check the API key's permissions (futures trading enabled, IP allowed)")
     return OperationalError(msg)

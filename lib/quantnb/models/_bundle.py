@@ -71,7 +71,14 @@ def _plain(value: Any) -> Any:
                       "pass plain numbers, strings, lists and dicts")
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Return the SHA-256 of the file at ``path`` as 64 hex digits (read in 1 MiB chunks).
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The file to hash.
+    """
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -142,8 +149,8 @@ def save_model_bundle(directory: str | os.PathLike[str], model: nn.Module, scale
         "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "model": {"class": name, "params": params,
                   "n_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)},
-        "files": {"weights": {"name": WEIGHTS_FILE, "sha256": _sha256(out / WEIGHTS_FILE)},
-                  "scaler": {"name": SCALER_FILE, "sha256": _sha256(out / SCALER_FILE)}},
+        "files": {"weights": {"name": WEIGHTS_FILE, "sha256": sha256_file(out / WEIGHTS_FILE)},
+                  "scaler": {"name": SCALER_FILE, "sha256": sha256_file(out / SCALER_FILE)}},
         "features": scaler.feature_names,
         "library_versions": library_versions(),
         **extra,
@@ -178,7 +185,7 @@ def _checked_file(directory: Path, doc: dict[str, Any], role: str) -> Path:
         raise ConfigError(f"{meta}: files.{role} must give 'name' and 'sha256'; re-save the bundle") from e
     if not path.is_file():
         raise ConfigError(f"{path}: missing ({role} file of the bundle); copy the whole bundle directory")
-    if _sha256(path) != digest:
+    if sha256_file(path) != digest:
         raise ConfigError(f"{path}: SHA-256 differs from {meta} ({role} file replaced or corrupt); "
                           "restore the bundle as saved")
     return path

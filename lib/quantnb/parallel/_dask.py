@@ -9,7 +9,8 @@ stage, so a file's log lines are in the session log before the checkpoint lists 
 
 The task's own exceptions travel back inside its result (a ``DataError`` quarantines the
 file, as locally); failures of the cluster itself (a worker killed more often than
-``distributed.scheduler.allowed-failures``, a lost scheduler) raise :class:`ExecutorError`.
+``distributed.scheduler.allowed-failures``, a lost scheduler, a worker that cannot see an
+input file the driver sees) raise :class:`ExecutorError`.
 A worker killed mid-task is normal: Dask reruns the task elsewhere and, since shards are
 written atomically under a fixed name, the output is the same.
 """
@@ -23,7 +24,7 @@ import threading
 import traceback
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
@@ -80,13 +81,27 @@ def _worker_time(ts: float) -> dt.datetime:
         return dt.datetime.fromtimestamp(ts, tz=dt.UTC)
 
 
-def _run_task(topic: str, fn: Callable[..., Any], *args: Any) -> dict[str, Any]:
-    """Worker: run ``fn(*args)``, forwarding this thread's loguru records to the driver."""
+def _unseen_input(inputs: Sequence[str]) -> str | None:
+    """Return the first input this worker cannot stat, with the reason; None if it sees them all."""
+    for path in inputs:
+        try:
+            os.stat(path)
+        except OSError as exc:
+            return f"{path} ({type(exc).__name__}: {exc.strerror or exc})"
+    return None
+
+
+def _run_task(topic: str, fn: Callable[..., Any], inputs: Sequence[str], *args: Any) -> dict[str, Any]:
+    """Worker: check it sees ``inputs``, run ``fn(*args)``, forwarding this thread's loguru records."""
     from distributed import get_worker
 
     worker = get_worker()
     attempt, tid, sent = uuid.uuid4().hex, threading.get_ident(), 0
     process = f"dask-worker@{socket.gethostname()}/{os.getpid()}"
+    unseen = _unseen_input(inputs)
+    if unseen is not None:  # the driver saw this file: the worker's file system is at fault, not the data
+        return {"attempt": attempt, "n_logs": 0,
+                "infrastructure": f"Dask worker {worker.address} ({process}) cannot see the input {unseen}"}
 
     def ship(message: Any) -> None:
         nonlocal sent
@@ -208,7 +223,7 @@ class DaskExecutor:
                                key, self._seen[attempt], n, _LOG_WAIT_S)
             self._seen.pop(attempt, None)
 
-    def submit(self, key: str, fn: Callable[..., Any], *args: Any) -> None:
+    def submit(self, key: str, fn: Callable[..., Any], *args: Any, inputs: Sequence[str] = ()) -> None:
         """Queue ``fn(*args)`` as the task of item ``key`` on the cluster.
 
         Parameters
@@ -219,6 +234,9 @@ class DaskExecutor:
             A module-level function (pickled to the worker).
         *args
             Its arguments, picklable.
+        inputs : sequence of str
+            Files the task reads, as the driver sees them; the worker checks it sees each one
+            before ``fn`` runs (else :meth:`as_completed` raises :class:`ExecutorError`).
 
         Raises
         ------
@@ -227,7 +245,7 @@ class DaskExecutor:
         """
         if self._client is None:
             raise ExecutorError("submit after close")
-        fut = self._client.submit(_run_task, self._topic, fn, *args, pure=False,
+        fut = self._client.submit(_run_task, self._topic, fn, tuple(inputs), *args, pure=False,
                                   key=f"quantnb-{self._run_id}-{uuid.uuid4().hex}")
         self._futures[fut] = key
 
@@ -238,7 +256,8 @@ class DaskExecutor:
         ------
         ExecutorError
             If a task could not be run by the cluster (its workers died
-            ``allowed-failures`` times, the scheduler went away).
+            ``allowed-failures`` times, the scheduler went away), or its worker cannot
+            see one of its ``inputs`` (naming the worker and the file).
         """
         from distributed import as_completed
 
@@ -257,6 +276,11 @@ class DaskExecutor:
             finally:
                 fut.release()
             self._wait_logs(out["attempt"], out["n_logs"], key)
+            if "infrastructure" in out:
+                raise ExecutorError(
+                    f"{out['infrastructure']}, which the driver sees: every worker must see the inputs at the "
+                    "same path as the driver (a shared or identically mounted folder). Nothing was quarantined; "
+                    "fix that worker's mounts (or stop it), then resume the run to process the files not done")
             if "error" in out:
                 logger.debug("{}: task raised on the worker:\n{}", key, out["traceback"].rstrip())
             yield Completed(key, lambda out=out: _unwrap(out))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -55,7 +55,7 @@ class Completed:
 class ItemExecutor(Protocol):
     """What a file-parallel stage needs from an executor."""
 
-    def submit(self, key: str, fn: Callable[..., Any], *args: Any) -> None:
+    def submit(self, key: str, fn: Callable[..., Any], *args: Any, inputs: Sequence[str] = ()) -> None:
         """Queue ``fn(*args)`` as the task of item ``key``.
 
         Parameters
@@ -66,6 +66,10 @@ class ItemExecutor(Protocol):
             A module-level function (pickled to the worker).
         *args
             Its arguments, picklable.
+        inputs : sequence of str
+            Files the task reads, which the driver has seen; an executor whose workers may
+            not share the driver's file system checks them there first (a worker that cannot
+            see them is an :class:`ExecutorError`, not the item's fault).
         """
 
     def as_completed(self) -> Iterator[Completed]:
@@ -95,7 +99,7 @@ class LocalExecutor:
         self._queued: list[tuple[str, Callable[..., Any], tuple[Any, ...]]] = []
         self._futures: dict[Future[Any], str] = {}
 
-    def submit(self, key: str, fn: Callable[..., Any], *args: Any) -> None:
+    def submit(self, key: str, fn: Callable[..., Any], *args: Any, inputs: Sequence[str] = ()) -> None:
         """Queue ``fn(*args)`` as the task of item ``key`` (in this process when ``n_workers == 1``).
 
         Parameters
@@ -106,6 +110,8 @@ class LocalExecutor:
             A module-level function (pickled to the worker).
         *args
             Its arguments, picklable.
+        inputs : sequence of str
+            Files the task reads; unused here (the workers share this machine's file system).
         """
         if self._n_workers == 1:
             self._queued.append((key, fn, args))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from stable_baselines3 import SAC
 
 from quantnb.errors import ConfigError
 from quantnb.features import FeatureScaler
+from quantnb.models._bundle import sha256_file
 from quantnb.rl._classifier import CLASSIFIER_FEATURES, AgentFeatureStream, ClassifierSignal
 from quantnb.rl._incremental import IncrementalFeatures
 from quantnb.rl._observation import PORTFOLIO_STATE_NAMES, ActionInterpreter, ObservationBuilder
@@ -176,26 +178,9 @@ class AgentBundle:
     classifier: ClassifierSignal | None = None
 
     @property
-    def has_classifier(self) -> bool:
-        """Return True when the last three features are a classifier's probabilities (the bundle carries it).
-
-        Such a bundle computes :data:`CLASSIFIER_FEATURES` itself, from the bars of the feed
-        (:class:`AgentFeatureStream`); a feed must give the sources of :attr:`feed_features`.
-        """
-        return self.classifier is not None
-
-    @property
-    def feed_features(self) -> tuple[str, ...]:
-        """Return the registered features computed from the feed's bars: the agent's, then its classifier's inputs.
-
-        The agent's features without :data:`CLASSIFIER_FEATURES` (computed by the bundle's
-        classifier, not read from the feed), followed by the classifier's own input features
-        (:mod:`quantnb.features` names), each once. Their ``sources`` are the bar columns a
-        live feed must give.
-        """
-        own = [f for f in self.feature_names if f not in CLASSIFIER_FEATURES]
-        inputs = list(self.classifier.features) if self.classifier is not None else []
-        return tuple(dict.fromkeys(own + inputs))
+    def computed_features(self) -> tuple[str, ...]:
+        """Features the bundle computes itself from the bars: its classifier's probabilities, if it carries one."""
+        return tuple(f for f in self.feature_names if f in CLASSIFIER_FEATURES) if self.classifier is not None else ()
 
     def new_feature_stream(self) -> IncrementalFeatures | AgentFeatureStream:
         """Return a fresh live feature stream with the bundle's features, window and warm-up.
@@ -230,6 +215,8 @@ def save_agent_bundle(directory: str | Path, model: SAC, scaler: FeatureScaler, 
     """Write ``sac_model.zip``, ``scaler.json`` and, last, ``config_metadata.yaml`` into ``directory``.
 
     Every file is written atomically and the YAML last, so a directory with a YAML is complete.
+    The YAML's ``sha256`` maps each other file of the bundle (classifier files included, paths
+    relative to ``directory``) to its SHA-256; :func:`load_agent_bundle` refuses a mismatch.
     With ``classifier_dir``, that model bundle is copied to ``classifier/`` so the agent
     bundle stays self-contained (the live trader computes the probabilities from it).
 
@@ -280,12 +267,14 @@ def save_agent_bundle(directory: str | Path, model: SAC, scaler: FeatureScaler, 
             shutil.rmtree(dest)
         shutil.copytree(Path(classifier_dir), dest)
         files["classifier"] = CLASSIFIER_DIR
+    digests = {rel: sha256_file(out / rel) for rel in _bundle_files(out, classifier_dir is not None)}
     meta = metadata.to_dict()
     meta.update(feature_names=list(scaler.feature_names), versions=package_versions())
     doc = {
         "format": _FORMAT,
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
         "files": files,
+        "sha256": digests,
         "observation": {"n_obs": n_obs, "portfolio_state": list(PORTFOLIO_STATE_NAMES)},
         **meta,
     }
@@ -351,8 +340,9 @@ def load_agent_bundle(directory: str | Path) -> AgentBundle:
     ------
     ConfigError
         Naming the file and the fix, if ``config_metadata.yaml``, ``scaler.json`` or
-        ``sac_model.zip`` is missing or unreadable, or they disagree (feature list, window,
-        observation or action shape).
+        ``sac_model.zip`` is missing, unreadable or truncated, a file's SHA-256 differs from the
+        one recorded at save time (see :func:`check_bundle_files`), or they disagree (feature
+        list, window, observation or action shape).
     """
     d = Path(directory)
     if not d.is_dir():
@@ -361,18 +351,21 @@ def load_agent_bundle(directory: str | Path) -> AgentBundle:
     doc = _read_config(cfg_path)
     meta = _metadata(doc, cfg_path)
     scaler_path, model_path = d / SCALER_FILE, d / MODEL_FILE
+    if not model_path.is_file():
+        raise ConfigError(f"{model_path} is missing; copy sac_model.zip from the training run or re-export the bundle")
+    check_bundle_files(d, doc)
     scaler = FeatureScaler.load(scaler_path)
     if tuple(scaler.feature_names) != meta.feature_names:
         raise ConfigError(
             f"{scaler_path} lists features {list(scaler.feature_names)} but {cfg_path} lists "
             f"{list(meta.feature_names)}; the files come from different runs: copy all three from one training run"
         )
-    if not model_path.is_file():
-        raise ConfigError(f"{model_path} is missing; copy sac_model.zip from the training run or re-export the bundle")
     try:
         model = SAC.load(model_path, device="cpu")
-    except (ValueError, KeyError, OSError, RuntimeError) as e:
-        raise ConfigError(f"{model_path}: cannot load the SAC model ({e}); re-export the bundle") from e
+    except (ValueError, KeyError, OSError, RuntimeError, EOFError, AssertionError, zipfile.BadZipFile) as e:
+        # stable-baselines3 asserts on a zip without data (a truncated file): name the file, whatever it raised
+        raise ConfigError(f"{model_path}: cannot load the SAC model ({type(e).__name__}: {e}); the file is truncated "
+                          "or corrupt — copy it again from the training run or re-export the bundle") from e
     try:
         builder = ObservationBuilder(meta.feature_names, meta.window, scaler, state_clip=meta.state_clip)
         interpreter = ActionInterpreter(meta.max_position_frac, meta.deadband_frac)
@@ -400,6 +393,56 @@ def load_agent_bundle(directory: str | Path) -> AgentBundle:
         metadata=meta,
         classifier=classifier,
     )
+
+
+def _bundle_files(directory: Path, with_classifier: bool) -> list[str]:
+    """Return the bundle's files whose SHA-256 is recorded, relative to ``directory``, sorted."""
+    files = [MODEL_FILE, SCALER_FILE]
+    if with_classifier:
+        files += [p.relative_to(directory).as_posix() for p in (directory / CLASSIFIER_DIR).rglob("*") if p.is_file()]
+    return sorted(files)
+
+
+def check_bundle_files(directory: str | Path, doc: dict[str, Any]) -> None:
+    """Compare every file of an agent bundle with the SHA-256 recorded in its ``config_metadata.yaml``.
+
+    A bundle saved before the digests were recorded (no ``sha256`` key) is accepted with a
+    WARNING naming it: it carries no evidence either way, refusing it would strand every agent
+    trained before, and a truncated model file is still refused by the loader. Re-export it (or
+    retrain) to have it checked.
+
+    Parameters
+    ----------
+    directory : str or Path
+        The bundle directory.
+    doc : dict
+        Its parsed ``config_metadata.yaml``.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file: a recorded file is missing, or its SHA-256 differs (edited, replaced or
+        truncated since the bundle was saved); or the ``sha256`` entry is malformed.
+    """
+    d = Path(directory)
+    cfg_path = d / CONFIG_FILE
+    digests = doc.get("sha256")
+    if digests is None:
+        logger.warning("{}: this agent bundle records no SHA-256 of its files (saved by an older quantnb), so edits "
+                       "to scaler.json or sac_model.zip cannot be detected; re-export or retrain it to have them "
+                       "checked", cfg_path)
+        return
+    if not isinstance(digests, dict) or not digests or not all(isinstance(v, str) for v in digests.values()):
+        raise ConfigError(f"{cfg_path}: 'sha256' must map each bundle file to its SHA-256; re-export the bundle")
+    for rel, digest in digests.items():
+        path = d / str(rel)
+        if ".." in Path(str(rel)).parts or not path.is_file():
+            raise ConfigError(f"{path}: listed in {cfg_path} but missing; copy the whole bundle directory from the "
+                              "training run")
+        if sha256_file(path) != digest:
+            raise ConfigError(f"{path}: SHA-256 differs from the one recorded in {cfg_path} when the bundle was saved "
+                              "(the file was edited, replaced or truncated); restore the bundle as saved by the "
+                              "training run or re-export it — an edited file changes what the agent sees")
 
 
 def _warn_versions(meta: AgentMetadata, path: Path) -> None:

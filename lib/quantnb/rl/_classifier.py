@@ -275,7 +275,7 @@ class AgentFeatureStream(RowWindow):
         win = None
         if self._clf is not None:
             if self._local:
-                self._unseen.append((self._n, bar))
+                self._unseen.append((self._n, dict(bar)))  # a copy: the caller may reuse its mapping
             else:  # rows depend on every earlier bar: the feature engine sees each bar now
                 self._clf_feats.update(bar)
                 win = self._clf_feats.window_array() if row is not None else None

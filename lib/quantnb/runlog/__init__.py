@@ -36,6 +36,7 @@ from quantnb.runlog._record import (
     mark_dead_runs,
     package_versions,
     read_run_record,
+    refuse_live_run,
     update_run_record,
 )
 from quantnb.runlog._run import RunContext, is_interrupt, make_run_id, start_run, worker_initializer
@@ -68,6 +69,7 @@ __all__ = [
     "pid_alive",
     "memory_gb",
     "read_run_record",
+    "refuse_live_run",
     "package_versions",
     "update_run_record",
     "SecretMasker",

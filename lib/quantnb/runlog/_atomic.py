@@ -220,6 +220,37 @@ def read_json_tolerant(path: str | os.PathLike[str]) -> Any | None:
         return None
 
 
+def json_unreadable_reason(path: str | os.PathLike[str]) -> str | None:
+    """Return why an existing JSON file cannot be read (None if it is missing or reads fine).
+
+    :func:`read_json_tolerant` answers None for both a missing and a corrupt file; a caller
+    that must report corruption (a run record, a checkpoint) asks this to tell them apart.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        File to check.
+
+    Returns
+    -------
+    str or None
+        E.g. ``"not JSON: Expecting value at line 1 column 1"``; None when fine or missing.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    try:
+        json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8 text (byte {exc.start})"
+    except json.JSONDecodeError as exc:
+        return f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno}; {len(data)} bytes)"
+    return None
+
+
 def remove_stale_temp_files(*folders: str | os.PathLike[str], recursive: bool = True) -> list[Path]:
     """Delete temporary files of atomic writes whose writer process is dead.
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
-from quantnb.runlog._atomic import atomic_write_json, read_json_tolerant
+from loguru import logger
+
+from quantnb.runlog._atomic import atomic_write_json, json_unreadable_reason, read_json_tolerant
 from quantnb.runlog._heartbeat import iso, utc_now
 
 
@@ -40,6 +43,13 @@ class Checkpoint:
         self.extra: dict[str, Any] = {}
         if resume:
             data = read_json_tolerant(path)
+            reason = json_unreadable_reason(path) or (
+                "not a JSON object" if data is not None and not isinstance(data, dict) else None)
+            if reason is not None:
+                kept = path.with_name(path.name + ".corrupt")
+                os.replace(path, kept)  # save() below would overwrite the only evidence
+                logger.warning("Checkpoint {} is unreadable ({}): resuming as if no item were finished, so "
+                               "every item is done again; the file is kept as {}", path, reason, kept.name)
             if isinstance(data, dict):
                 self.completed = list(data.get("completed", []))
                 self.failed = dict(data.get("failed", {}))

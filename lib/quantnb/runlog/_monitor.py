@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from quantnb._paths import project_root
-from quantnb.runlog._atomic import read_json_tolerant
+from quantnb.runlog._atomic import json_unreadable_reason, read_json_tolerant
 from quantnb.runlog._heartbeat import read_heartbeat, utc_now
 from quantnb.runlog._layout import RunPaths
 from quantnb.runlog._record import read_run_record
@@ -130,6 +130,9 @@ def format_metrics(stage: str, metrics: dict[str, Any], width: int = _HEADLINE_W
 def summarise_run(root: Path, run_id: str) -> RunSummary | None:
     """Return the :class:`RunSummary` of ``runs/<run_id>``, or None without a run.json.
 
+    A run.json that exists but cannot be read gives status ``unreadable`` with the reason
+    in ``error`` (listed, not skipped).
+
     Parameters
     ----------
     root : pathlib.Path
@@ -143,7 +146,7 @@ def summarise_run(root: Path, run_id: str) -> RunSummary | None:
     """
     rec = read_run_record(root / "runs" / run_id)  # marks a dead "running" run interrupted
     if rec is None:
-        return None
+        return _unreadable(root, run_id)
     stage = str(rec.get("stage") or run_id.split("_")[0])
     paths = RunPaths(root, run_id, stage)
     hb = read_heartbeat(paths.heartbeat_json) or {}
@@ -183,6 +186,20 @@ def summarise_run(root: Path, run_id: str) -> RunSummary | None:
         interrupted_detected_at=rec.get("interrupted_detected_at"),
         error=str(error).splitlines()[0] if error else None,
     )
+
+
+def _unreadable(root: Path, run_id: str) -> RunSummary | None:
+    """Summarise a run whose run.json exists but cannot be read (listed with why, not skipped)."""
+    path = root / "runs" / run_id / "run.json"
+    reason = json_unreadable_reason(path) or ("not a JSON object" if path.exists() else None)
+    if reason is None:
+        return None
+    stage = run_id.split("_")[0]
+    return RunSummary(
+        run_id=run_id, stage=stage, status="unreadable", pid_alive=None, done=None, total=None,
+        progress_pct=None, eta_s=None, started_at=None, ended_at=None, duration_s=None, metrics={},
+        log=RunPaths(root, run_id, stage).session_log,
+        error=f"runs/{run_id}/run.json {reason}; see the session log, restore the file or remove the folder")
 
 
 def list_runs(

@@ -8,7 +8,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from quantnb.errors import ConfigError
 from quantnb.runlog._atomic import atomic_write_json, read_json_tolerant
+from quantnb.runlog._heartbeat import pid_alive
 
 _PACKAGES = (
     "quantnb", "torch", "numpy", "polars", "pyarrow", "msgspec", "loguru", "papermill", "optuna",
@@ -129,16 +131,62 @@ def run_processes_alive(record: dict[str, Any]) -> bool | None:
     bool or None
         True if a recorded process still runs, False if all are dead, None if none is recorded.
     """
-    from quantnb.runlog._heartbeat import pid_alive
+    pids = _recorded_pids(record)
+    return any(pid_alive(pid, ct) for pid, ct in pids) if pids else None
 
-    checked = False
-    for pid_key, ct_key in (("pid", "pid_create_time"), ("runner_pid", "runner_pid_create_time")):
-        pid = record.get(pid_key)
-        if isinstance(pid, int) and pid > 0:
-            checked = True
-            if pid_alive(pid, record.get(ct_key)):
-                return True
-    return False if checked else None
+
+def _recorded_pids(record: dict[str, Any], exclude: tuple[int, ...] = ()) -> list[tuple[int, float | None]]:
+    """(pid, create time) of the kernel and the runner as recorded, kernel first."""
+    keys = (("pid", "pid_create_time"), ("runner_pid", "runner_pid_create_time"))
+    return [(record[p], record.get(c)) for p, c in keys
+            if isinstance(record.get(p), int) and record[p] > 0 and record[p] not in exclude]
+
+
+def live_run_pid(record: dict[str, Any], *, exclude: tuple[int, ...] = ()) -> int | None:
+    """Return a live process of a ``running``/``pending`` run (kernel first, then runner), or None.
+
+    The same pid + create-time test as dead-run detection (:func:`run_processes_alive`), so a
+    reused pid does not count.
+
+    Parameters
+    ----------
+    record : dict of str to Any
+        A run.json record.
+    exclude : tuple of int
+        Pids that do not count (this process and its runner, continuing their own run).
+
+    Returns
+    -------
+    int or None
+        The pid of a process still working on the run; None if the run is finished or all dead.
+    """
+    if record.get("status") not in ("running", "pending"):
+        return None
+    return next((pid for pid, ct in _recorded_pids(record, exclude) if pid_alive(pid, ct)), None)
+
+
+def refuse_live_run(run_id: str, record: dict[str, Any], *, exclude: tuple[int, ...] = ()) -> None:
+    """Refuse to resume a run whose process still runs (two processes would write one run).
+
+    Parameters
+    ----------
+    run_id : str
+        The run to resume, as the user named it.
+    record : dict of str to Any
+        Its run.json.
+    exclude : tuple of int
+        Pids that do not count (see :func:`live_run_pid`).
+
+    Raises
+    ------
+    ConfigError
+        Naming the live pid, if :func:`live_run_pid` finds one.
+    """
+    pid = live_run_pid(record, exclude=exclude)
+    if pid is not None:
+        raise ConfigError(f"resume {run_id}: the run is still {record.get('status')} in process {pid}; "
+                          f"two processes would write one run. Wait for it to end, or stop it first "
+                          f"(kill -TERM {pid}: it saves its checkpoint), then resume")
 
 
 def mark_dead_run_interrupted(run_dir: Path, record: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -35,8 +35,10 @@ from quantnb.runlog._layout import RunPaths
 from quantnb.runlog._progress import ProgressEvent, ProgressListener, global_listeners, notify
 from quantnb.runlog._record import (
     git_commit,
+    live_run_pid,
     package_versions,
     read_run_record,
+    refuse_live_run,
     update_run_record,
 )
 
@@ -103,7 +105,8 @@ def _find_resumable(root: Path, stage: str, config_hash: str) -> str | None:
     candidates = []
     for rec_path in (root / "runs").glob(f"{stage}_*/run.json"):
         rec = read_run_record(rec_path.parent)
-        if rec and rec.get("config_hash") == config_hash and rec.get("status") != "completed":
+        if (rec and rec.get("config_hash") == config_hash and rec.get("status") != "completed"
+                and live_run_pid(rec) is None):  # a run still going is not ours to join
             candidates.append((rec.get("started_at", ""), rec_path.parent.name))
     return max(candidates)[1] if candidates else None
 
@@ -644,6 +647,7 @@ def start_run(params: StageParams, *, root: str | os.PathLike[str] | None = None
         if rec is None:
             raise ConfigError(f"run_id={run_id!r}: no runs/{run_id}/run.json under {base}; "
                               "pass an existing run id or leave run_id unset for a new run")
+        refuse_live_run(f"run_id={run_id!r}", rec, exclude=(os.getpid(), os.getppid()))  # not our own runner
         if rec.get("config_hash") not in (None, params.config_hash()):
             raise ConfigError(f"run_id={run_id!r} was started with other parameters "
                               f"(config {rec.get('config_hash')} vs {params.config_hash()}); "

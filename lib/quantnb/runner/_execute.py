@@ -25,6 +25,7 @@ from quantnb.runlog import (
     mark_dead_runs,
     read_heartbeat,
     read_run_record,
+    refuse_live_run,
     remove_stale_temp_files,
     update_run_record,
 )
@@ -94,7 +95,8 @@ def resolve_params(
     Raises
     ------
     ConfigError
-        Unknown stage or parameter, ill-typed value, missing run to resume.
+        Unknown stage or parameter, ill-typed value, missing run to resume, a run to resume
+        that is still running (its pid named) or that had other parameters. Nothing is written.
     """
     cls = params_class(stage)
     values: dict[str, Any] = {}
@@ -104,6 +106,7 @@ def resolve_params(
             raise ConfigError(f"--resume {resume_run_id}: no runs/{resume_run_id}/run.json under {root}")
         if rec.get("stage") != stage:
             raise ConfigError(f"--resume {resume_run_id}: that run is stage {rec.get('stage')!r}, not {stage!r}")
+        refuse_live_run(f"--resume {resume_run_id}", rec)
         # only what differs from the default is injected: a default the notebook's parameters cell does not
         # list (e.g. third_party_levels={}, from a default_factory) would make papermill warn about it
         fields = cls.model_fields
@@ -115,6 +118,12 @@ def resolve_params(
     if resume_run_id:
         values.update(resume=True, run_id=resume_run_id)
     params = cls.parse(values, source=str(params_file or "command line"))
+    if resume_run_id and rec.get("config_hash") not in (None, params.config_hash()):
+        changed = sorted(k for k, v in params.model_dump(mode="json").items()
+                         if k not in params.execution_fields and rec.get("parameters", {}).get(k, v) != v)
+        raise ConfigError(f"--resume {resume_run_id}: that run was started with other parameters "
+                          f"({', '.join(changed) or 'config ' + str(rec.get('config_hash'))} differ); "
+                          "resume it with its own parameters (no -p/-f), or start a new run without --resume")
     return params, values
 
 
@@ -293,8 +302,12 @@ def run_stage(
     _mask_notebook(notebook_out)
     record = read_run_record(run_dir, detect_dead=False) or {}
     status = record.get("status", "failed")
+    signal_fields: dict[str, Any] = {}
     if relay.received is not None:
         status = "interrupted"
+        name = signal.Signals(relay.received).name  # the kernel saw the SIGINT we relayed: record the real one
+        signal_fields = {"signal": name, "error": str(record.get("error") or f"stopped by {name}").replace(
+            "SIGINT", name)}
     elif status in ("running", "pending"):
         hb = read_heartbeat(paths.heartbeat_json)
         status = "failed" if error else (hb or {}).get("status", "completed")
@@ -304,7 +317,7 @@ def run_stage(
         status = "failed"  # the stage finished but a later cell (display) failed
     record = update_run_record(
         run_dir, status=status, failure=error, runner_duration_s=round(time.monotonic() - t0, 3),
-        runner_ended_at=iso(utc_now()),
+        runner_ended_at=iso(utc_now()), **signal_fields,
     )
     code = EXIT_CODES.get(status, 1)
     if status == "interrupted" and relay.received == signal.SIGTERM:

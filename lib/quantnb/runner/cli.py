@@ -8,13 +8,14 @@ from typing import Any
 
 import yaml
 
+from quantnb._yaml import safe_load_bounded
 from quantnb.errors import ConfigError
 from quantnb.stages import STAGES
 
 
 def _parse_value(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return safe_load_bounded(text, source="-p value")
     except yaml.YAMLError:
         return text
 
@@ -35,7 +36,8 @@ def _build_parser() -> argparse.ArgumentParser:
     runs = sub.add_parser("runs", help="list runs: status (dead processes detected), progress, ETA, metrics")
     runs.add_argument("--stage", choices=sorted(STAGES), help="only runs of this stage")
     runs.add_argument("--status", choices=("pending", "running", "completed", "completed_with_errors",
-                                           "failed", "interrupted"), help="only runs with this status")
+                                           "failed", "interrupted", "unreadable"),
+                      help="only runs with this status")
     runs.add_argument("--root", help="project directory (default: found from the cwd)")
     pipe = sub.add_parser("pipeline", help="run the stages of a pipeline YAML in order")
     pipe.add_argument("-f", "--file", required=True, help="pipeline YAML, e.g. configs/demo.yaml")

@@ -26,7 +26,6 @@ import os
 import socket
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import optuna
 import psutil
@@ -34,6 +33,7 @@ from loguru import logger
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from quantnb._secrets import refuse_password_in_url
 from quantnb.errors import ConfigError
 
 __all__ = ["OWNER_ATTR", "KEY_ATTR", "KILLED_ATTR", "PASSWORD_ENV", "TrialSeededSampler", "RetryKilledTrial",
@@ -76,14 +76,7 @@ def check_storage_url(storage: str) -> str:
         If the URL has ``user:password@`` or a ``password=`` query parameter (a
         ``ValueError`` too, so a pydantic validator reports it as a validation error).
     """
-    if "://" not in storage:
-        return storage
-    parts = urlsplit(storage)
-    if parts.password is not None or "password" in {k.lower() for k in parse_qs(parts.query)}:
-        raise ConfigError(
-            "the storage URL carries a password, which would be written to run.json and the logs; "
-            f"remove it from the URL and set {PASSWORD_ENV} (or PGPASSWORD) in the environment instead")
-    return storage
+    return refuse_password_in_url(storage, what="the storage URL", env=f"{PASSWORD_ENV} (or PGPASSWORD)")
 
 
 def server_kwargs(url: str, kwargs: dict[str, Any]) -> dict[str, Any]:

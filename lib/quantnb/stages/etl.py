@@ -22,7 +22,7 @@ import traceback
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 from loguru import logger
@@ -69,6 +69,10 @@ class EtlParams(ParallelStageParams):  # + executor, scheduler
     n_workers: PositiveInt = Field(2, description="Worker processes; 1 runs in-process.")
     skip_until_snapshot: bool = Field(
         False, description="Skip order-book deltas before the first snapshot instead of failing the file."
+    )
+    on_crossed: Literal["raise", "skip"] = Field(
+        "raise", description="A book that crosses (best bid > best ask) after an update: 'raise' quarantines "
+                             "the file; 'skip' counts the crossed states and leaves them out of the features."
     )
     bybit_market: str = Field(
         "linear", description="Market of Bybit files whose folders name none (Bybit's archive layout has "
@@ -131,6 +135,9 @@ class EtlResult:
         Input to its quality report.
     empty_inputs : list of str
         Inputs that held no data row (reported at WARNING, in run.json and the quality report).
+    conflicts : list of dict
+        Per input whose book data another input of the same instrument gave instead, for some
+        minutes (see :func:`quantnb.data.book_conflicts`); in run.json ``results.conflicts``.
     """
 
     run_id: str
@@ -139,6 +146,7 @@ class EtlResult:
     quarantined: dict[str, str]
     quality: dict[str, dict[str, Any]]
     empty_inputs: list[str] = dataclasses.field(default_factory=list)
+    conflicts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
         return result_html(self)
@@ -150,6 +158,8 @@ class EtlResult:
             print(f"  QUARANTINED {path}: {reason}")
         for path in self.empty_inputs:
             print(f"  NO DATA ROWS {path}")
+        for c in self.conflicts:
+            print(f"  CONFLICT {c['file']}: {c['minutes']} minute(s) of {c['instrument']} taken from {c['used']}")
         return self.outputs
 
 
@@ -243,13 +253,14 @@ def _process_files(ctx: RunContext, params: EtlParams, inputs: list[Path]) -> di
         logger.info("Resume: skipping {} file(s) the checkpoint lists as done", skipped)
     reports: dict[str, dict[str, Any]] = {}
     jobs = [(p, item, _shard_path(ctx, item)) for p in todo for item in [_item_name(p, ctx.root)]]
-    options = {"skip_until_snapshot": params.skip_until_snapshot, "default_markets": params.default_markets(),
+    options = {"skip_until_snapshot": params.skip_until_snapshot, "on_crossed": params.on_crossed,
+               "default_markets": params.default_markets(),
                "ohlcv_venue": params.ohlcv_venue}
     if params.executor == "dask":  # items as Dask tasks; this process alone commits and logs them
         shards = {item: (n, shard) for n, (_, item, shard) in enumerate(jobs)}
         with open_executor("dask", n_workers=params.n_workers, scheduler=params.scheduler, ctx=ctx) as ex:
             for p, item, shard in jobs:
-                ex.submit(item, _ingest_to_shard, str(p), str(shard), {**options, "key": item})
+                ex.submit(item, _ingest_to_shard, str(p), str(shard), {**options, "key": item}, inputs=(str(p),))
             for done in ex.as_completed():
                 _collect(ctx, done.key, shards[done.key][1], shards[done.key][0], reports, done.result)
         return reports
@@ -354,10 +365,11 @@ def _read_parquet(path: Path) -> pl.DataFrame:
 
 
 def _merge_and_write(ctx: RunContext, params: EtlParams) -> pl.DataFrame:
-    from quantnb.data import merge_parts
+    from quantnb.data import book_conflicts, merge_parts
 
     used = [_shard_path(ctx, item) for item in sorted(ctx.checkpoint.completed)]
     parts = [_read_parquet(p) for p in used]
+    ctx.set_result(conflicts=book_conflicts(parts))  # merge_parts logs each at WARNING
     out_dir = (ctx.root / params.output_dir).resolve()
     for shard, part in zip(used, parts, strict=True):  # each input's quality report next to its outputs
         report = read_json_tolerant(shard.with_suffix(".quality.json"))
@@ -435,4 +447,5 @@ def run_etl(params: EtlParams) -> EtlResult:
                            bars=int(outputs["rows"].sum()) if outputs.height else 0, empty_inputs=len(empty))
     for item, reason in ctx.checkpoint.failed.items():
         logger.warning("Quarantined {}: {}", item, reason.splitlines()[0])
-    return EtlResult(ctx.run_id, ctx.status, outputs, dict(ctx.checkpoint.failed), reports, empty)
+    return EtlResult(ctx.run_id, ctx.status, outputs, dict(ctx.checkpoint.failed), reports, empty,
+                     list(ctx.results.get("conflicts", [])))

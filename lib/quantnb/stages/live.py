@@ -65,11 +65,27 @@ class LiveParams(StageParams):
                                                  "session continues the recorded one.")
     max_bad_bars: PositiveInt = Field(3, description="Consecutive rejected bars (NaN/Inf, non-positive, inconsistent "
                                                      "OHLC) that trigger the emergency protocol.")
+    max_order_rejections: PositiveInt = Field(3, description="Consecutive orders refused by the venue (e.g. -2019 "
+                                                             "Margin is insufficient) that trigger the emergency "
+                                                             "protocol; one refusal is a registro row "
+                                                             "(order_rejected) and the bar is skipped.")
+    stale_warn_bars: PositiveInt = Field(2, description="testnet/live: bars with no complete candle (stream open but "
+                                                        "silent, or a needed order-book column missing) before a "
+                                                        "WARNING and a REST fallback for the missed candles.")
+    stale_emergency_bars: PositiveInt = Field(5, description="testnet/live: missed bars (REST gave none either) that "
+                                                             "trigger the emergency protocol (cause stale_feed).")
+    stop_timeout_s: PositiveFloat = Field(20.0, lt=30.0, description="After SIGTERM/SIGINT the state is saved as "
+                                                                      "'reducing' at once; a flatten not confirmed "
+                                                                      "within this many seconds is recorded in "
+                                                                      "emergencias (before the runner's 30 s kill).")
     num_threads: PositiveInt = Field(1, description="torch threads for the agent's and the classifier's inference; "
                                                    "one is fastest for these small networks (two threads made a "
                                                    "classifier agent's replay 7x slower on a busy 2-core machine).")
-    rest_base_url: str | None = Field(None, description="Override Binance's REST root (loopback tests).")
-    ws_url: str | None = Field(None, description="Override the kline websocket URL (loopback tests).")
+    rest_base_url: str | None = Field(None, description="Override Binance's REST root (loopback tests): refused in "
+                                                        "live; in testnet a loopback address or Binance's testnet "
+                                                        "host over https only.")
+    ws_url: str | None = Field(None, description="Override the kline websocket URL (loopback tests): refused in live; "
+                                                 "in testnet a loopback address or Binance's testnet over wss only.")
     console_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
         "WARNING", description="The console stays quiet; everything is in the production log.")
 
@@ -77,6 +93,14 @@ class LiveParams(StageParams):
     def _live_needs_confirmation(self) -> LiveParams:
         if self.mode == "live" and not self.confirm_live:
             raise ValueError("mode='live' trades real money: set confirm_live=True to confirm (nothing was sent)")
+        if self.stale_emergency_bars <= self.stale_warn_bars:
+            raise ValueError(f"stale_emergency_bars={self.stale_emergency_bars} must exceed stale_warn_bars="
+                             f"{self.stale_warn_bars}: the REST fallback comes before the emergency")
+        if self.rest_base_url is not None or self.ws_url is not None:  # rare: the rule's module only then
+            from quantnb.live._endpoints import check_endpoint_override
+
+            check_endpoint_override(self.mode, "rest_base_url", self.rest_base_url)
+            check_endpoint_override(self.mode, "ws_url", self.ws_url)
         return self
 
     def run_suffix(self) -> str:
@@ -167,6 +191,8 @@ def run_live(params: LiveParams) -> LiveResult:
             max_steps=params.max_steps, duration_s=params.duration_s, confirm_live=params.confirm_live,
             on_step=on_step, rest_base_url=params.rest_base_url, ws_url=params.ws_url, session_ts=session_ts,
             fresh_start=params.fresh_start, max_bad_bars=params.max_bad_bars, run_id=ctx.run_id,
+            max_order_rejections=params.max_order_rejections, stale_warn_bars=params.stale_warn_bars,
+            stale_emergency_bars=params.stale_emergency_bars, stop_timeout_s=params.stop_timeout_s,
             on_warmup=on_warmup)
         import torch
 

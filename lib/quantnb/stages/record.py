@@ -29,8 +29,9 @@ from typing import Any, ClassVar, Literal
 
 import polars as pl
 from loguru import logger
-from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
+from quantnb._secrets import refuse_password_in_url
 from quantnb.config import StageParams
 from quantnb.runlog import start_run
 
@@ -74,6 +75,11 @@ class RecordParams(StageParams):
     binance_depth_speed: Literal["100ms", "0ms", "250ms", "500ms"] = Field(
         "100ms", description="Binance diff-depth stream speed: <symbol>@depth@<speed> (0ms: every update).")
     log_frames: bool = Field(False, description="Log every frame at DEBUG (session log only; slows recording).")
+
+    @field_validator("clickhouse_url")
+    @classmethod
+    def _no_password_in_clickhouse_url(cls, value: str | None) -> str | None:
+        return value and refuse_password_in_url(value, what="clickhouse_url", env="CLICKHOUSE_PASSWORD")
 
     @model_validator(mode="after")
     def _check(self) -> RecordParams:

@@ -11,6 +11,7 @@ FaultKind = Literal["status", "timeout", "drop"]
 # Binance's error bodies for the statuses we inject (USD-M Futures "Error Codes" and
 # "General Info: HTTP Return Codes"). 5xx: "the execution status is UNKNOWN".
 ERROR_BODIES: dict[int, tuple[int, str]] = {
+    400: (-2019, "Margin is insufficient."),  # an order the venue refuses (ccxt: InsufficientFunds)
     418: (-1003, "Way too many requests; IP(127.0.0.1) banned until {until}. Please use the websocket for "
                  "live updates to avoid bans."),
     429: (-1003, "Too many requests; current limit of IP(127.0.0.1) is 2400 requests per minute. Please use "
