@@ -107,3 +107,96 @@ def test_agent_with_classifier_trades_the_same_in_the_environment_and_live(class
     np.testing.assert_allclose(live_obs[:, clf_cols], ev.observations[:, clf_cols], rtol=0, atol=1e-5)
     np.testing.assert_allclose(live_obs, ev.observations, rtol=0, atol=1e-5)
     np.testing.assert_allclose([s.action_raw for s in steps[:n]], ev.actions, rtol=0, atol=1e-4)
+
+
+def _counting(sig: ClassifierSignal) -> list[int]:
+    """Windows the classifier's network evaluates, per call (a forward hook on the model)."""
+    calls: list[int] = []
+    sig.model.register_forward_hook(lambda mod, args, out: calls.append(int(args[0].shape[0])))
+    return calls
+
+
+def test_deferred_warm_up_equals_bar_by_bar_and_runs_the_network_only_for_the_window(classifier_dir):
+    """push() over a long history, then one window: the same rows as update() bar by bar, one small batch."""
+    bars = _gappy(900)
+    vol = bars["volume"].to_list()
+    vol[840] = None  # an unusable classifier row: its windows end the rows before it, as in the environment
+    bars = bars.with_columns(pl.Series("volume", vol, dtype=pl.Float64))
+    names = ["ret_1", "rsi_14", "macd_hist", *CLASSIFIER_FEATURES]
+    sig_a, sig_b = ClassifierSignal.load(classifier_dir), ClassifierSignal.load(classifier_dir)
+    a = AgentFeatureStream(names, window=WINDOW, warmup_bars=WARMUP, classifier=sig_a)
+    b = AgentFeatureStream(names, window=WINDOW, warmup_bars=WARMUP, classifier=sig_b)
+    calls = _counting(sig_b)
+    rows = list(bars.iter_rows(named=True))
+    tail = 830  # from here on, b asks for the window after every bar (as the trader does when trading)
+    for r in rows[:tail]:
+        a.update(r)
+        b.push(r)
+    assert calls == [], "nothing ran before a window was asked for"
+    np.testing.assert_allclose(b.window_array(), a.window_array(), rtol=0, atol=1e-6)
+    assert calls == [WINDOW], "the warm-up evaluated only the windows the observation reads, in one batch"
+    ready = []
+    for r in rows[tail:]:
+        a.update(r)
+        b.push(r)
+        wa, wb = a.window_array(), b.window_array()
+        assert (wa is None) == (wb is None)
+        ready.append(wb is not None)
+        if wa is not None:
+            np.testing.assert_allclose(wb, wa, rtol=0, atol=1e-6)
+    assert not all(ready) and any(ready), "the NaN volume made some windows incomplete, later ones complete"
+    assert sum(calls) <= WINDOW + len(rows) - tail
+
+
+def test_deferred_warm_up_ends_as_one_bar_at_a_time_after_a_gap_or_bad_row_near_the_end(classifier_dir):
+    """The bounded history the classifier's features are rebuilt from gives the same last window."""
+    sig = ClassifierSignal.load(classifier_dir)
+    names = ["ret_1", "macd_line", *CLASSIFIER_FEATURES]
+    base = month_bars().head(1_000)
+    for cut in (975, 985, 990, 995):  # a missing stretch of bars, then history to the end
+        keep = np.ones(base.height, dtype=bool)
+        keep[cut : cut + 2] = False
+        bars = base.filter(pl.Series(keep)).with_columns(
+            pl.when(pl.int_range(pl.len()) == cut - 30).then(None).otherwise(pl.col("volume")).alias("volume"))
+        a = AgentFeatureStream(names, window=WINDOW, warmup_bars=WARMUP, classifier=sig)
+        b = AgentFeatureStream(names, window=WINDOW, warmup_bars=WARMUP, classifier=sig)
+        for r in bars.iter_rows(named=True):
+            a.update(r)
+            b.push(r)
+        wa, wb = a.window_array(), b.window_array()
+        assert (wa is None) == (wb is None)
+        if wa is not None:
+            np.testing.assert_allclose(wb, wa, rtol=0, atol=1e-6)
+
+
+def test_deferred_warm_up_with_forward_filled_book_features_equals_bar_by_bar(tmp_path):
+    """A classifier on book columns (forward-filled, so every bar counts): its engine sees each bar, the net waits."""
+    torch.manual_seed(1)
+    bars = month_bars().head(800)
+    mid = bars["close"].to_list()
+    for i in range(0, 800, 37):
+        mid[i] = None  # a minute without a book update: carried forward, in batch and bar by bar
+    bars = bars.with_columns(pl.Series("mid_close", mid, dtype=pl.Float64), spread_bps_mean=pl.lit(0.5))
+    names = ["log_ret_1m", "log_ret_mid_1m", "spread_bps"]
+    clf_dir = tmp_path / "model"
+    save_model_bundle(clf_dir, HybridTCNLSTM(len(names), tcn_channels=4, n_blocks=1, lstm_hidden=8).eval(),
+                      FeatureScaler.fit(build_features(bars, names), names), {"seq_len": SEQ_LEN})
+    sig = ClassifierSignal.load(clf_dir)
+    calls = _counting(sig)
+    feats = ["ret_1", "rsi_14", *CLASSIFIER_FEATURES]
+    a = AgentFeatureStream(feats, window=WINDOW, warmup_bars=WARMUP, classifier=sig)
+    b = AgentFeatureStream(feats, window=WINDOW, warmup_bars=WARMUP, classifier=sig)
+    rows = list(bars.iter_rows(named=True))
+    for r in rows[:700]:
+        a.update(r)
+    n_a = sum(calls)
+    for r in rows[:700]:
+        b.push(r)
+    np.testing.assert_allclose(b.window_array(), a.window_array(), rtol=0, atol=1e-6)
+    assert sum(calls) - n_a == WINDOW
+    for r in rows[700:]:
+        a.update(r)
+        b.push(r)
+        np.testing.assert_allclose(b.window_array(), a.window_array(), rtol=0, atol=1e-6)
+    batch = sig.batch(bars).select(CLASSIFIER_FEATURES).to_numpy()[-WINDOW:]
+    np.testing.assert_allclose(b.window_array()[:, -3:], batch, rtol=0, atol=1e-6)

@@ -152,6 +152,7 @@ def build_trader(
     stale_warn_bars: int = 2,
     stale_emergency_bars: int = 5,
     stop_timeout_s: float = 20.0,
+    on_warmup: Callable[[int, int], None] | None = None,
 ) -> Trader:
     """Assemble a :class:`Trader` for ``mode``; nothing connects until ``trader.run()``.
 
@@ -215,6 +216,8 @@ def build_trader(
     stop_timeout_s : float
         Seconds a stop request may take before its unconfirmed flatten is recorded (below the
         runner's 30 s kill grace).
+    on_warmup : callable, optional
+        Called with ``(done, total)`` history candles during the features' warm-up.
 
     Returns
     -------
@@ -265,7 +268,8 @@ def build_trader(
                   duration_s=duration_s, session_ts=session_ts, mode=mode, fresh_start=fresh_start,
                   bar_interval_ms=_TIMEFRAME_S[cfg.timeframe] * 1000, max_bad_bars=max_bad_bars, run_id=run_id,
                   max_order_rejections=max_order_rejections, stale_warn_bars=stale_warn_bars,
-                  stale_emergency_bars=stale_emergency_bars, stop_timeout_s=stop_timeout_s, **watch)
+                  stale_emergency_bars=stale_emergency_bars, stop_timeout_s=stop_timeout_s,
+                  on_warmup=on_warmup, **watch)
 
 
 def run_with_restarts(make_trader: Callable[[], Trader], *, max_restarts: int = 3, backoff_s: float = 30.0,

@@ -27,6 +27,7 @@ from quantnb.live._risk import OrderPlan, RiskControl, RiskLimits
 from quantnb.live._state import PendingOrder, SessionLock, StateStore, TraderState, TradingState
 from quantnb.live._stats import SessionStats, StepInfo
 from quantnb.live._types import AccountState, Bar, Fill
+from quantnb.live._warmup import FeatureFeed, warm_up
 from quantnb.live._watchdog import FeedWatchdog, StopGuard, missing_features
 from quantnb.retry import RetryPolicy
 from quantnb.rl import ActionInterpreter, IncrementalFeatures, ObservationBuilder, PortfolioState
@@ -43,27 +44,6 @@ class AgentLike(Protocol):
 
     def new_feature_stream(self) -> IncrementalFeatures:
         """Return fresh incremental features matching the training features."""
-
-
-class _FeatureFeed:
-    """The agent's incremental features under the gap policy: a gap restarts them (a fresh warm-up)."""
-
-    def __init__(self, agent: AgentLike, interval_ms: int):
-        self.agent, self.interval_ms = agent, interval_ms
-        self.feats = agent.new_feature_stream()
-        self.last_ms: int | None = None
-
-    def push(self, bar: Bar) -> bool:
-        """Add a validated candle; return True when candles are missing before it (features restarted)."""
-        gap = self.last_ms is not None and bar.open_time_ms - self.last_ms > self.interval_ms
-        if gap:
-            self.feats = self.agent.new_feature_stream()
-        self.feats.update(_bar_fields(bar))
-        self.last_ms = bar.open_time_ms
-        return gap
-
-    def window(self) -> np.ndarray | None:
-        return self.feats.window_array()
 
 
 class Trader:
@@ -133,6 +113,9 @@ class Trader:
         After a stop request the state is saved as ``reducing`` at once; if the stop (and its
         flatten) is not done within this many seconds, an emergencias row records the unconfirmed
         flatten. Keep it below the runner's kill grace (30 s).
+    on_warmup : callable, optional
+        Called with ``(done, total)`` candles while the history warms the features up (the
+        stage shows it as the run's progress message), and once at the end.
     """
 
     def __init__(self, agent: AgentLike, provider: DataProvider, broker: Broker, limits: RiskLimits,
@@ -143,11 +126,12 @@ class Trader:
                  mode: str = "replay", fresh_start: bool = False, bar_interval_ms: int = 60_000,
                  max_bad_bars: int = 3, sleep: Callable[[float], None] = time.sleep, run_id: str = "",
                  max_order_rejections: int = 3, stale_bar_s: float | None = None, stale_warn_bars: int = 2,
-                 stale_emergency_bars: int = 5, needed_columns: tuple[str, ...] = (), stop_timeout_s: float = 20.0):
+                 stale_emergency_bars: int = 5, needed_columns: tuple[str, ...] = (), stop_timeout_s: float = 20.0,
+                 on_warmup: Callable[[int, int], None] | None = None):
         self.agent, self.provider, self.broker, self.limits = agent, provider, broker, limits
         self.out_dir = Path(out_dir)
         self.retry = retry or RetryPolicy(what="live/retry")
-        self.on_step = on_step
+        self.on_step, self.on_warmup = on_step, on_warmup
         self.max_steps, self.duration_s, self.poll_s = max_steps, duration_s, poll_s
         self.mode, self.fresh_start = mode, fresh_start
         self.bar_interval_ms, self.max_bad_bars = int(bar_interval_ms), max(1, int(max_bad_bars))
@@ -279,13 +263,12 @@ class Trader:
         stats = self._stats = SessionStats(session_ts=self.session_ts, registro_path=self.registro_path,
                                            resumed=rec is not None, state_path=self.store.path)
         self._registro = CsvAppender(self.registro_path, REGISTRO_COLUMNS)
-        feed = _FeatureFeed(self.agent, self.bar_interval_ms)
+        feed = FeatureFeed(self.agent, self.bar_interval_ms)
         if st.last_bar_ms is not None:
             self.provider.resume_after(st.last_bar_ms)
         try:
             try:
-                for bar in self.provider.warmup():
-                    self._feed_only(feed, bar)
+                warm_up(feed, self.provider.warmup(), self._feed_only, self.on_warmup)
                 if rec is not None:
                     stats.reconciliation_path = self.out_dir / f"reconciliacion_{self.session_ts}.csv"
                     found = reconcile(rec, self.broker, self.retry, stats.reconciliation_path,
@@ -338,7 +321,7 @@ class Trader:
         return stats
 
     # --- the loop -------------------------------------------------------------------------
-    def _feed_only(self, feed: _FeatureFeed, bar: Bar) -> None:
+    def _feed_only(self, feed: FeatureFeed, bar: Bar) -> None:
         """Warm-up and already-processed candles: features only, with the same bad-bar and gap rules."""
         try:
             validate_bar(bar)
@@ -348,7 +331,7 @@ class Trader:
         if feed.push(bar):
             logger.warning("live/feed: gap before warm-up bar {}: features restart", bar_iso(bar.open_time_ms))
 
-    def _loop(self, feed: _FeatureFeed, stats: SessionStats, latencies: list[float], t_start: float) -> str:
+    def _loop(self, feed: FeatureFeed, stats: SessionStats, latencies: list[float], t_start: float) -> str:
         st = self.st
         assert st is not None
         n = 0
@@ -438,7 +421,7 @@ class Trader:
             self._stats.trades += 1
             self._stats.fees_usd += fill.fee_usd
 
-    def _step(self, step: int, bar: Bar, feed: _FeatureFeed, t0: float) -> StepInfo:
+    def _step(self, step: int, bar: Bar, feed: FeatureFeed, t0: float) -> StepInfo:
         st = self.st
         assert st is not None and self._acct is not None
         try:
@@ -604,13 +587,3 @@ class Trader:
         except QuantnbError as err:
             logger.error("live/session: {} failed during the orderly stop: {}", getattr(fn, "__name__", fn), err)
             return default
-
-
-
-def _bar_fields(bar: Bar) -> dict[str, Any]:
-    fields: dict[str, Any] = {"ts": bar.open_time_ms, "close": bar.close, "open": bar.open, "high": bar.high,
-                              "low": bar.low, "volume": bar.volume}
-    if bar.extras:
-        fields.update(bar.extras)
-    return fields
-

@@ -23,8 +23,15 @@ import numpy as np
 import polars as pl
 import torch
 
-from quantnb.errors import ConfigError
-from quantnb.features import FeatureStream, RowWindow, compute_batch, segment_start_expr
+from quantnb.errors import ConfigError, DataError
+from quantnb.features import (
+    FORWARD_FILLED,
+    FeatureStream,
+    RowWindow,
+    compute_batch,
+    get_specs,
+    segment_start_expr,
+)
 from quantnb.models import ModelBundle, load_model_bundle
 from quantnb.rl._incremental import IncrementalFeatures
 
@@ -171,8 +178,17 @@ class ClassifierStream:
 class AgentFeatureStream(RowWindow):
     """The agent's live feature rows: market features, then (when the bundle has one) the classifier's.
 
-    Drop-in for :class:`IncrementalFeatures` in the live trader: :meth:`update`,
+    Drop-in for :class:`IncrementalFeatures` in the live trader: :meth:`push`, :meth:`update`,
     :meth:`window_array`, :attr:`ready`.
+
+    The classifier's forward pass is deferred: :meth:`push` only records the bar, and
+    :meth:`window_array` (or :attr:`ready`) computes the probabilities of the rows still
+    missing them in one batch. A warm-up over many bars thus runs the network only for the
+    ``window`` rows the observation reads, instead of once per bar; one bar at a time
+    (push, then ``window_array``) it runs once per bar as before. When the classifier's
+    features are neither recursive nor forward-filled (the OHLCV features are lag-1 at most),
+    its feature engine is also fed only the last bars the window needs (rows there do not
+    depend on older bars), so a long warm-up costs about what the agent's market features cost.
 
     Parameters
     ----------
@@ -203,16 +219,78 @@ class AgentFeatureStream(RowWindow):
         self.window = int(window)
         self.warmup_bars = int(warmup_bars)
         self._market = IncrementalFeatures(names[:-3] if has else names, window=1, warmup_bars=warmup_bars)
-        self._clf = classifier.stream() if classifier is not None else None
+        self._clf = classifier
         self._rows: deque[np.ndarray] = deque(maxlen=self.window)
+        self._pending: deque[int] = deque(maxlen=self.window)  # bar numbers of rows whose probabilities wait
+        if classifier is not None:
+            self._clf_feats = FeatureStream(classifier.features, window=classifier.seq_len)
+            specs = get_specs(classifier.features)
+            self._clf_sources = tuple(dict.fromkeys(c for s in specs for c in s.sources))
+            self._clf_source_set = frozenset(self._clf_sources)
+            # rows of non-recursive, non-forward-filled features depend on the last few bars only
+            local = not any(s.recursive for s in specs) and not set(self._clf_sources) & FORWARD_FILLED
+            depth = max([s.warmup_bars + s.lookback for s in specs] + [1])
+            self._local = local
+            self._unseen: deque[tuple[int, Mapping[str, Any]]] = deque(
+                maxlen=self.window + classifier.seq_len + depth)
+            self._wins: deque[np.ndarray | None] = deque(maxlen=self.window)  # not local: the pending rows' windows
+        self._n = 0  # bars pushed
+        self._clf_n = 0  # bars the classifier's feature engine has seen
 
     @property
     def n_seen(self) -> int:
         """Return the number of bars fed."""
         return self._market.n_seen
 
+    @property
+    def ready(self) -> bool:
+        """Return True once :meth:`window_array` has ``window`` rows (computes deferred probabilities)."""
+        self._resolve()
+        return len(self._rows) == self.window
+
+    def push(self, bar: Mapping[str, Any]) -> None:
+        """Add one closed bar; its classifier probabilities are computed when a window is asked for.
+
+        Parameters
+        ----------
+        bar : mapping
+            ``ts``, ``close`` and every source column of the features.
+
+        Raises
+        ------
+        DataError
+            As :meth:`IncrementalFeatures.update`, or if the bar lacks a column the classifier
+            needs (the state is then left unchanged).
+        """
+        if self._clf is not None and not self._clf_source_set.issubset(bar.keys()):
+            missing = [c for c in self._clf_sources if c not in bar]
+            if missing:
+                raise DataError(f"bar lacks fields {missing} (fields: {sorted(bar)}) that the classifier's "
+                                "features need; add them to the feed or use an agent trained without the classifier",
+                                bar=str(bar.get("ts")), field=missing[0])
+        row = self._market.update(bar)
+        self._n += 1
+        if self._market.n_segment == 1:  # a start or a gap: the window restarts, as in the environment
+            self._clear()
+        win = None
+        if self._clf is not None:
+            if self._local:
+                self._unseen.append((self._n, dict(bar)))  # a copy: the caller may reuse its mapping
+            else:  # rows depend on every earlier bar: the feature engine sees each bar now
+                self._clf_feats.update(bar)
+                win = self._clf_feats.window_array() if row is not None else None
+                self._clf_n = self._n
+        if row is None:
+            self._clear()
+            return
+        if self._clf is not None:
+            self._pending.append(self._n)  # the market row now; the probabilities join it in _resolve
+            if not self._local:
+                self._wins.append(win)
+        self._rows.append(row)
+
     def update(self, bar: Mapping[str, Any]) -> np.ndarray | None:
-        """Add one closed bar; return its full feature row.
+        """Add one closed bar; return its full feature row (the classifier runs now).
 
         Parameters
         ----------
@@ -227,16 +305,55 @@ class AgentFeatureStream(RowWindow):
         Raises
         ------
         DataError
-            As :meth:`IncrementalFeatures.update`.
+            As :meth:`push`.
         """
-        row = self._market.update(bar)
-        if self._market.n_segment == 1:  # a start or a gap: the window restarts, as in the environment
-            self._rows.clear()
+        self.push(bar)
+        self._resolve()
+        return self._rows[-1].copy() if self._rows else None  # rows end at the newest bar, or are empty
+
+    def window_array(self) -> np.ndarray | None:
+        """Return the last ``window`` feature rows, oldest first, or None until there are that many.
+
+        Returns
+        -------
+        numpy.ndarray, shape (window, n_features), float64, or None
+            Rows of one segment only (a gap empties the window).
+        """
+        return np.stack(self._rows) if self.ready else None
+
+    def _clear(self) -> None:
+        self._rows.clear()
+        self._pending.clear()
         if self._clf is not None:
-            probs = self._clf.update(bar)
-            row = None if row is None or probs is None else np.concatenate([row, probs])
-        if row is None:
-            self._rows.clear()
-            return None
-        self._rows.append(row)
-        return row.copy()
+            self._wins.clear()
+
+    def _resolve(self) -> None:
+        """Compute the waiting rows' probabilities in one batch; drop rows whose classifier window is incomplete."""
+        if self._clf is None or not self._pending:
+            return
+        sig, todo = self._clf, set(self._pending)
+        windows: dict[int, np.ndarray | None] = {} if self._local else dict(zip(self._pending, self._wins, strict=True))
+        if self._local:
+            if self._unseen[0][0] != self._clf_n + 1:  # older bars were dropped: rows here do not depend on them
+                self._clf_feats = FeatureStream(sig.features, window=sig.seq_len)
+            for n, bar in self._unseen:
+                self._clf_feats.update(bar)
+                if n in todo:
+                    windows[n] = self._clf_feats.window_array()
+            self._clf_n = self._unseen[-1][0]
+            self._unseen.clear()
+        rows, pending = list(self._rows), list(self._pending)
+        offset = len(rows) - len(pending)  # pending rows are the newest ones
+        bad = [i for i, n in enumerate(pending) if windows.get(n) is None]
+        keep = pending[bad[-1] + 1:] if bad else pending
+        if bad:  # an incomplete classifier window ends the rows before it, as a None row does
+            rows = rows[offset + bad[-1] + 1:]
+            offset = 0
+        if keep:
+            x = sig.bundle.scaler.transform(np.concatenate([windows[n] for n in keep]), dtype=np.float32)
+            probs = sig._probs(x.reshape(len(keep), sig.seq_len, -1))
+            for j, p in enumerate(probs):
+                rows[offset + j] = np.concatenate([rows[offset + j], p])
+        self._rows = deque(rows, maxlen=self.window)
+        self._pending.clear()
+        self._wins.clear()

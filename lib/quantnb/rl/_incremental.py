@@ -68,3 +68,18 @@ class IncrementalFeatures(FeatureStream):
             raise DataError(f"bar close={close!r} (ts={bar.get('ts')}) is not a positive price; skip or fix the bar",
                             bar=str(bar.get("ts")), field="close")
         return super().update(bar)
+
+    def push(self, bar: Mapping[str, Any]) -> None:
+        """Add one closed bar (as :meth:`update`, without returning the row): the live trader's call.
+
+        Parameters
+        ----------
+        bar : mapping
+            As :meth:`update`.
+
+        Raises
+        ------
+        DataError
+            As :meth:`update`.
+        """
+        self.update(bar)

@@ -80,6 +80,9 @@ class LiveParams(StageParams):
                                                                       "'reducing' at once; a flatten not confirmed "
                                                                       "within this many seconds is recorded in "
                                                                       "emergencias (before the runner's 30 s kill).")
+    num_threads: PositiveInt = Field(1, description="torch threads for the agent's and the classifier's inference; "
+                                                   "one is fastest for these small networks (two threads made a "
+                                                   "classifier agent's replay 7x slower on a busy 2-core machine).")
     rest_base_url: str | None = Field(None, description="Override Binance's REST root (loopback tests): refused in "
                                                         "live; in testnet a loopback address or Binance's testnet "
                                                         "host over https only.")
@@ -189,6 +192,9 @@ def run_live(params: LiveParams) -> LiveResult:
             bar_ts = dt.datetime.fromtimestamp(info.bar.open_time_ms / 1000, dt.UTC)
             ctx.item_done(f"bar {bar_ts:%Y-%m-%d %H:%M}", events=1)
 
+        def on_warmup(done: int, total: int) -> None:
+            ctx.beat(f"warm-up {done:,}/{total:,} bars of history")
+
         trader = build_trader(
             cfg, mode=params.mode, symbol=params.symbol,
             limits=RiskLimits(params.max_drawdown_frac, params.max_position_frac),
@@ -199,10 +205,18 @@ def run_live(params: LiveParams) -> LiveResult:
             on_step=on_step, rest_base_url=params.rest_base_url, ws_url=params.ws_url, session_ts=session_ts,
             fresh_start=params.fresh_start, max_bad_bars=params.max_bad_bars, run_id=ctx.run_id,
             max_order_rejections=params.max_order_rejections, stale_warn_bars=params.stale_warn_bars,
-            stale_emergency_bars=params.stale_emergency_bars, stop_timeout_s=params.stop_timeout_s)
+            stale_emergency_bars=params.stale_emergency_bars, stop_timeout_s=params.stop_timeout_s,
+            on_warmup=on_warmup)
         if params.mode == "replay":  # a finite replay: its progress has a total from the start
             ctx.set_total(_replay_total(trader.provider, params.max_steps))
-        stats, stopped = _run_with_stop_signals(trader, params.flatten_on_stop)
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(params.num_threads)
+        try:
+            stats, stopped = _run_with_stop_signals(trader, params.flatten_on_stop)
+        finally:
+            torch.set_num_threads(threads)
         summary = stats.to_dict()
         for key, value in summary.items():
             if not isinstance(value, dict):
