@@ -283,6 +283,7 @@ def _training(r: Any) -> str:
     return (_header("Training", r.run_id, None)
             + f"<div>best val F1 macro <b>{r.best_val_f1_macro:.4f}</b>; test F1 macro <b>{t.get('f1_macro', 0):.4f}"
             f"</b>; bundle <code>{_esc(r.bundle_dir)}</code></div>"
+            + "".join(f"<div>{_esc(b['verdict'])}</div>" for b in t.get("baselines", {}).values())
             + table_html(metrics) + "<div style='display:flex;flex-wrap:wrap;gap:8px;align-items:flex-start'>"
             + learning_curves_html(history) + image_html(r.confusion_plot) + "</div>")
 
