@@ -133,9 +133,11 @@ def compare_to_baseline(y_true: np.ndarray, y_model: np.ndarray, y_base: np.ndar
         Mean block length, rows; give the label horizon (lookahead) so overlapping labels stay
         together; default ``n ** (1/3)``.
     n_boot : int, default 1000
+        Paired resamples.
     level : float, default 0.95
         Two-sided coverage.
     seed : int, default 0
+        Seed of the resamples; the same seed and inputs give the same interval.
     chunk : int, default 50
         Resamples drawn at once (memory ``chunk * n``); keep it fixed for reproducible figures.
 

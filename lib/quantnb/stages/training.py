@@ -148,7 +148,7 @@ class TrainingResult:
 
 
 def _baselines(data: Any, labelled: Any, lookahead_min: int, y_pred: np.ndarray, seed: int) -> dict[str, Any]:
-    """Persistence and majority-class baselines on the test windows, each with the paired F1 macro CI."""
+    """Score the persistence and majority-class baselines on the test windows, each with the paired F1 macro CI."""
     import polars as pl
 
     from quantnb.evaluation import compare_to_baseline, persistence_predictions
