@@ -296,7 +296,9 @@ def _agent(r: Any) -> str:
             + "".join(f"<details><summary>{name}</summary>{table_html(t)}</details>"
                       for name, t in (("walk-forward folds", getattr(r, "folds", None)),
                                       ("across seeds", getattr(r, "seeds", None))) if t is not None)
-            + image_html(r.equity_plot))
+            + (image_html(r.tear_sheet) + "<details><summary>equity and position</summary>"
+               + image_html(r.equity_plot) + "</details>" if getattr(r, "tear_sheet", None) else
+               image_html(r.equity_plot)))
 
 
 def _live(r: Any) -> str:

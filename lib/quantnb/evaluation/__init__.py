@@ -17,7 +17,7 @@ from quantnb.evaluation._baselines import (
     persistence_predictions,
 )
 from quantnb.evaluation._bootstrap import BootstrapCI, bootstrap_ci, stationary_bootstrap_indices
-from quantnb.evaluation._nulls import ShiftNull, shift_null
+from quantnb.evaluation._nulls import ShiftNull, shift_null, shift_null_samples
 from quantnb.evaluation._pbo import pbo_cscv
 from quantnb.evaluation._report import SharpeReport, daily_returns, mean_ci, sharpe_report
 from quantnb.evaluation._sharpe import (
@@ -37,5 +37,5 @@ __all__ = [
     "Fold", "ReturnMoments", "SharpeReport", "ShiftNull", "bootstrap_ci", "daily_returns",
     "deflated_sharpe_ratio", "expected_max_sharpe", "mean_ci", "min_track_record_length", "pbo_cscv",
     "probabilistic_sharpe_ratio", "purged_kfold_splits", "return_moments", "sharpe_ratio", "sharpe_report",
-    "sharpe_std_error", "shift_null", "stationary_bootstrap_indices", "walk_forward_splits",
+    "sharpe_std_error", "shift_null", "shift_null_samples", "stationary_bootstrap_indices", "walk_forward_splits",
 ]
