@@ -161,12 +161,14 @@ def plot_tear_sheet(data: dict[str, Any], path: str | Path, *, title: str = "") 
         if k % 2:
             ax_eq.axvspan(x[0], x[-1], color="grey", alpha=0.08, lw=0)
         ax_eq.plot(x, f["agent"], color="tab:blue", lw=1.2, label="agent" if k == 0 else None)
-        ax_eq.annotate(f"fold {f['fold']}", (x[0], 0.0), xytext=(3, 3), textcoords="offset points",
+        name = f"fold {f['fold']}" if len(data["folds"]) > 1 else "held out"
+        ax_eq.annotate(name, (x[0], 0.0), xytext=(3, 3), textcoords="offset points",
                        xycoords=("data", "axes fraction"), va="bottom", fontsize=8, color="dimgrey")
         ax_eq.plot(x, f["buy_and_hold"], color="tab:orange", lw=1.0, ls="--", label="buy and hold" if k == 0 else None)
     ax_eq.axhline(1.0, color="grey", lw=0.6)
     n_f = len(data["folds"])
-    ax_eq.set(title=f"Equity per fold ({n_f} fold{'s' if n_f > 1 else ''}; each from 1)", ylabel="growth of 1",
+    ax_eq.set(title=f"Equity per fold ({n_f} folds; each from 1)" if n_f > 1 else "Equity, held-out span (from 1)",
+              ylabel="growth of 1",
               xlabel=f"days since {start} UTC")
     ax_eq.legend(loc="best", fontsize=9)
     d = data["drawdown"]
@@ -194,8 +196,9 @@ def plot_tear_sheet(data: dict[str, Any], path: str | Path, *, title: str = "") 
     ax_fold.bar(pos - 0.2, [f["return_frac"] * 100 for f in folds], 0.4, color="tab:blue", label="agent")
     ax_fold.bar(pos + 0.2, [f["bh_return_frac"] * 100 for f in folds], 0.4, color="tab:orange", label="buy and hold")
     ax_fold.axhline(0.0, color="black", lw=0.8)
-    ax_fold.set_xticks(pos, labels=[f"fold {f['fold']}" for f in folds])
-    ax_fold.set(title="Return per fold (after fees)", ylabel="%")
+    ax_fold.set_xticks(pos, labels=[f"fold {f['fold']}" if len(folds) > 1 else "held out" for f in folds])
+    ax_fold.set_xlim(-1.0, len(folds))  # one fold: bars of a readable width, not the whole panel
+    ax_fold.set(title="Return per fold (after fees)" if len(folds) > 1 else "Return (after fees)", ylabel="%")
     ax_fold.margins(y=0.3)  # room for the legend beyond the longest bar
     ax_fold.legend(loc="best", fontsize=9)
     s = data["seeds"]
