@@ -101,3 +101,28 @@ def test_every_evaluation_figure_carries_its_uncertainty_and_buy_and_hold_pays_t
     held, r = one.position_frac[:-1], one.asset_return
     assert one.timing_null.gross_return_frac == pytest.approx(float(held @ r))
     assert one.flat_metrics()["timing_p_value"] == one.timing_null.p_value
+
+
+def test_the_always_flat_null_says_whether_trading_beat_doing_nothing_after_fees():
+    bars = month_bars().slice(0, 4_500)
+    flat_env = make_env(bars, fee_bps=5.0, slippage_bps=1.0, split=600, start_ts=bars["ts"][600])
+    never = evaluate_agent(ConstantPolicy(0.0), flat_env, n_boot=300, seed=2)  # never trades: it *is* the null
+    n = never.flat_null()
+    assert never.agent.n_trades == 0 and n["agent_minus_flat_return_frac"] == 0.0
+    assert n["diff_ci_low"] == n["diff_ci_high"] == 0.0 and "is not distinguishable from staying flat" in n["verdict"]
+    long_env = make_env(bars, fee_bps=5.0, slippage_bps=1.0, split=600, start_ts=bars["ts"][600])
+    long = evaluate_agent(ConstantPolicy(1.0), long_env, n_boot=300, seed=2)
+    f = long.metrics_dict()["always_flat"]
+    assert f["agent_minus_flat_return_frac"] == long.agent.total_return_frac
+    assert (f["diff_ci_low"], f["diff_ci_high"]) == (long.agent_stats.return_ci_low, long.agent_stats.return_ci_high)
+    assert f["fees_usd"] == 0.0 and f["n_trades"] == 0
+    assert long.verdicts()[-1] == f["verdict"] and f["verdict"].startswith("always-flat:")
+    assert f"{long.agent.fees_usd:,.2f} USD fees" in f["verdict"]
+    # a losing series by construction: every step loses 1 %, so the agent loses to the flat book distinguishably
+    eq = 10_000.0 * 0.99 ** np.arange(50)
+    from dataclasses import replace
+
+    from quantnb.evaluation import sharpe_report
+    losing = replace(long, agent=performance_metrics(eq), agent_stats=sharpe_report(
+        eq * (1 + 1e-4 * np.sin(np.arange(50))), long.bar_ts[:50], periods_per_year=MINUTES_PER_YEAR, n_boot=200))
+    assert "loses to staying flat" in losing.flat_null()["verdict"]

@@ -283,6 +283,7 @@ def _training(r: Any) -> str:
     return (_header("Training", r.run_id, None)
             + f"<div>best val F1 macro <b>{r.best_val_f1_macro:.4f}</b>; test F1 macro <b>{t.get('f1_macro', 0):.4f}"
             f"</b>; bundle <code>{_esc(r.bundle_dir)}</code></div>"
+            + "".join(f"<div>{_esc(b['verdict'])}</div>" for b in t.get("baselines", {}).values())
             + table_html(metrics) + "<div style='display:flex;flex-wrap:wrap;gap:8px;align-items:flex-start'>"
             + learning_curves_html(history) + image_html(r.confusion_plot) + "</div>")
 
@@ -295,7 +296,9 @@ def _agent(r: Any) -> str:
             + "".join(f"<details><summary>{name}</summary>{table_html(t)}</details>"
                       for name, t in (("walk-forward folds", getattr(r, "folds", None)),
                                       ("across seeds", getattr(r, "seeds", None))) if t is not None)
-            + image_html(r.equity_plot))
+            + (image_html(r.tear_sheet) + "<details><summary>equity and position</summary>"
+               + image_html(r.equity_plot) + "</details>" if getattr(r, "tear_sheet", None) else
+               image_html(r.equity_plot)))
 
 
 def _live(r: Any) -> str:

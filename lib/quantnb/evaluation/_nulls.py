@@ -31,6 +31,34 @@ class ShiftNull:
     n_shifts: int
 
 
+def shift_null_samples(held_frac: np.ndarray, asset_return: np.ndarray, *, n_shifts: int = 999,
+                       seed: int = 0) -> tuple[float, np.ndarray]:
+    """Return the observed gross return and the shifted copies' gross returns (the null's draws).
+
+    Parameters
+    ----------
+    held_frac, asset_return, n_shifts, seed
+        As in :func:`shift_null` (the same draws for the same seed).
+
+    Returns
+    -------
+    (observed, null) : tuple of float and np.ndarray, shape (n_shifts,), float64
+
+    Raises
+    ------
+    ConfigError
+        As :func:`shift_null`.
+    """
+    held = np.asarray(held_frac, dtype=np.float64)
+    r = np.asarray(asset_return, dtype=np.float64)
+    if held.shape != r.shape or held.ndim != 1 or held.size < 2 or not (np.isfinite(held).all()
+                                                                       and np.isfinite(r).all()):
+        raise ConfigError(f"positions {held.shape} and returns {r.shape}: give two equal 1-d finite arrays of >= 2 "
+                          "steps")
+    offsets = np.random.default_rng(seed).integers(1, held.size, n_shifts)
+    return float(held @ r), np.array([float(np.roll(held, int(k)) @ r) for k in offsets])
+
+
 def shift_null(held_frac: np.ndarray, asset_return: np.ndarray, *, n_shifts: int = 999, seed: int = 0) -> ShiftNull:
     """Test whether the positions' timing earns more than the same positions at random offsets.
 
@@ -62,14 +90,6 @@ def shift_null(held_frac: np.ndarray, asset_return: np.ndarray, *, n_shifts: int
     A cost-matched permutation benchmark, after the bootstrap of trading rules in White, "A Reality
     Check for Data Snooping", Econometrica 68(5), 2000.
     """
-    held = np.asarray(held_frac, dtype=np.float64)
-    r = np.asarray(asset_return, dtype=np.float64)
-    if held.shape != r.shape or held.ndim != 1 or held.size < 2 or not (np.isfinite(held).all()
-                                                                       and np.isfinite(r).all()):
-        raise ConfigError(f"positions {held.shape} and returns {r.shape}: give two equal 1-d finite arrays of >= 2 "
-                          "steps")
-    observed = float(held @ r)
-    offsets = np.random.default_rng(seed).integers(1, held.size, n_shifts)
-    null = np.array([float(np.roll(held, int(k)) @ r) for k in offsets])
+    observed, null = shift_null_samples(held_frac, asset_return, n_shifts=n_shifts, seed=seed)
     return ShiftNull(observed, float(null.mean()), float(null.std(ddof=1)) if null.size > 1 else 0.0,
                      float((1 + (null >= observed).sum()) / (1 + null.size)), int(null.size))

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +29,14 @@ class Evaluation:
         Mean cross-entropy (class-weighted when weights were given; NaN with no samples).
     n_samples : int
         Windows evaluated.
+    predictions : numpy.ndarray, shape (n_samples,), int64
+        Predicted class of each window, in dataset order (not in ``to_dict``).
     """
 
     scores: ClassificationScores
     loss: float
     n_samples: int
+    predictions: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False, compare=False)
 
     def to_dict(self) -> dict[str, object]:
         """Return a JSON/YAML-ready dict: f1_macro, f1_weighted, f1 per class, accuracy, loss, confusion."""
@@ -81,7 +84,7 @@ def evaluate(model: nn.Module, dataset: WindowDataset, *, batch_size: int = 1024
         preds.append(logits.argmax(dim=1).cpu())
     y_pred = torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
     loss = float(loss_sum / weight_sum) if float(weight_sum) > 0 else float("nan")
-    return Evaluation(classification_scores(dataset.targets, y_pred), loss, len(dataset))
+    return Evaluation(classification_scores(dataset.targets, y_pred), loss, len(dataset), y_pred.astype(np.int64))
 
 
 def plot_confusion_matrix(confusion: np.ndarray, path: str | os.PathLike[str], *, title: str = "Confusion matrix",

@@ -157,7 +157,37 @@ class EvaluationResult:
             skill = "beats" if n.p_value < 0.05 else "does not beat"
             out.append(f"timing: the agent's gross return {n.gross_return_frac:+.4f} {skill} its own positions "
                        f"shifted in time (mean {n.null_mean:+.4f}, p = {n.p_value:.3f}, {n.n_shifts} shifts).")
+        flat = self.flat_null()
+        if flat is not None:
+            out.append(flat["verdict"])
         return out
+
+    def flat_null(self) -> dict[str, Any] | None:
+        """Compare the agent with staying flat throughout (return 0, no trades, no fees).
+
+        The difference is the agent's own net return, so its bootstrap interval
+        (``agent_stats.return_ci_low`` .. ``return_ci_high``) decides whether trading beat doing nothing
+        after costs.
+
+        Returns
+        -------
+        dict or None
+            ``total_return_frac``, ``sharpe_annualised``, ``max_drawdown_frac``, ``n_trades``, ``fees_usd`` of
+            the flat book (all 0), ``agent_minus_flat_return_frac``, ``diff_ci_low``, ``diff_ci_high`` and a
+            ``verdict`` sentence; None when the uncertainty was not computed.
+        """
+        s = self.agent_stats
+        if s is None:
+            return None
+        diff = self.agent.total_return_frac
+        ci = f"{s.ci_level:.0%} CI [{s.return_ci_low:+.2%}, {s.return_ci_high:+.2%}]"
+        words = ("beats" if s.return_ci_low > 0 else "loses to" if s.return_ci_high < 0
+                 else "is not distinguishable from")
+        verdict = (f"always-flat: the agent's net return {diff:+.2%} ({ci}, after {self.agent.fees_usd:,.2f} USD "
+                   f"fees) {words} staying flat (0 %, no fees).")
+        return {"total_return_frac": 0.0, "sharpe_annualised": 0.0, "max_drawdown_frac": 0.0, "n_trades": 0,
+                "fees_usd": 0.0, "agent_minus_flat_return_frac": diff, "diff_ci_low": s.return_ci_low,
+                "diff_ci_high": s.return_ci_high, "verdict": verdict}
 
     def summary_frame(self) -> pl.DataFrame:
         """Return the metrics table.
@@ -216,7 +246,8 @@ class EvaluationResult:
         Returns
         -------
         dict
-            ``{"agent": {...}, "buy_and_hold": {...}}`` of plain floats and ints (for YAML/JSON), each
+            ``{"agent": {...}, "buy_and_hold": {...}, "always_flat": {...}}`` (the last with the
+            uncertainty only, see :meth:`flat_null`) of plain floats and ints (for YAML/JSON), each
             with its uncertainty fields and ``verdict`` when computed.
         """
         out: dict[str, Any] = {}
@@ -224,6 +255,9 @@ class EvaluationResult:
             out[name] = {**asdict(perf), **(stats.to_dict() if stats is not None else {})}
         if self.timing_null is not None:
             out["agent"]["timing_null"] = asdict(self.timing_null)
+        flat = self.flat_null()
+        if flat is not None:
+            out["always_flat"] = flat
         return out
 
 

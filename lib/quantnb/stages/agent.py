@@ -135,6 +135,7 @@ class AgentResult:
     verdicts: list[str] = dataclasses.field(default_factory=list)
     folds: pl.DataFrame | None = None
     seeds: pl.DataFrame | None = None
+    tear_sheet: Path | None = None
 
     def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
         return result_html(self)
@@ -259,6 +260,7 @@ def run_agent(params: AgentParams) -> AgentResult:
         fits, ev = per_seed[0]  # the bundle and the table: the first seed's
         trained, scaler, _ = fits[-1]
         _plot(ev, plot)
+        sheet, sheet_png = _tear_sheet(ctx, fits, ev, per_seed, seeds)
         metrics = ev.metrics_dict()
         flat = ev.flat_metrics()
         table = ev.summary_frame()
@@ -289,14 +291,17 @@ def run_agent(params: AgentParams) -> AgentResult:
         logger.success("Agent bundle written to {} (train_id={})", bundle, ctx.run_id)
         ctx.add_output("bundle", bundle)
         ctx.add_output("equity_plot", plot)
+        ctx.add_output("tear_sheet", sheet_png)
         ctx.set_result(train_id=ctx.run_id, eval_start=str(eval_start), **flat,
                        trial_sharpes_annualised=[e.agent.sharpe_annualised for _, e in per_seed],
                        **({"walk_forward_folds": fold_table.to_dicts()} if fold_table is not None else {}))
         ctx.record_metrics(**{k: flat.get(v) for k, v in _HEADLINE.items()}, n_trials=n_trials)
         ctx.record_metrics(verdict=" ".join(ev.verdicts()),
                            **({"walk_forward_folds": len(fits)} if fold_table is not None else {}),
-                           **({"seeds": _seed_metrics(seed_table)} if seed_table is not None else {}))
-    return AgentResult(ctx.run_id, Path(bundle), metrics, plot, table, ev.verdicts(), fold_table, seed_table)
+                           **({"seeds": _seed_metrics(seed_table)} if seed_table is not None else {}),
+                           tear_sheet=sheet)
+    return AgentResult(ctx.run_id, Path(bundle), metrics, plot, table, ev.verdicts(), fold_table, seed_table,
+                       sheet_png)
 
 
 class _Where(NamedTuple):
@@ -360,6 +365,15 @@ def _plot(ev: Any, path: Path) -> None:
     from quantnb.rl import plot_equity_curve
 
     plot_equity_curve(ev, path)
+
+
+def _tear_sheet(ctx: Any, fits: list[Any], ev: Any, per_seed: list[Any], seeds: list[int]) -> tuple[dict, Path]:
+    """Compute the tear sheet's data (for run.json metrics) and draw it to debug_plots/<run id>/tear_sheet.png."""
+    from quantnb.rl._tearsheet import plot_tear_sheet, tear_sheet_data
+
+    sheet = tear_sheet_data([f[2] for f in fits], ev, [e for _, e in per_seed], seeds, null_seed=seeds[0])
+    png = plot_tear_sheet(sheet, ctx.root / "debug_plots" / ctx.run_id / "tear_sheet.png", title=ctx.run_id)
+    return sheet, png
 
 
 def _fmt_metric(name: str, value: Any) -> str:

@@ -3,7 +3,8 @@
 Hyper-parameters come from the optimization's best-parameters JSON (``best_params_path``),
 overridden by any explicitly given field. Checkpoints go to ``runs/<run_id>/checkpoints/``
 (best and last, atomically, every epoch); ``resume=True`` continues from the last one. The
-run ends with a test-set report, a confusion-matrix plot in ``debug_plots/<run_id>/`` and a
+run ends with a test-set report (beside the persistence and majority-class baselines, each with
+the paired block bootstrap CI of the F1 macro difference), a confusion-matrix plot in ``debug_plots/<run_id>/`` and a
 model bundle in ``runs/<run_id>/model/`` that later stages load without the notebook.
 """
 
@@ -140,8 +141,32 @@ class TrainingResult:
         print(f"Training {self.run_id}: best val F1 macro {self.best_val_f1_macro:.4f}; test F1 macro "
               f"{t['f1_macro']:.4f}, weighted {t['f1_weighted']:.4f}, S/N/B {t['f1_sell']:.3f}/"
               f"{t['f1_neutral']:.3f}/{t['f1_buy']:.3f}")
+        for b in t.get("baselines", {}).values():
+            print(b["verdict"])
         print(f"Model bundle: {self.bundle_dir}")
         return pl.DataFrame([{k: v for k, v in h.items() if k != "f1_per_class"} for h in self.history])
+
+
+def _baselines(data: Any, labelled: Any, lookahead_min: int, y_pred: np.ndarray, seed: int) -> dict[str, Any]:
+    """Score the persistence and majority-class baselines on the test windows, each with the paired F1 macro CI."""
+    import polars as pl
+
+    from quantnb.evaluation import compare_to_baseline, persistence_predictions
+
+    y_true = data.test.targets
+    majority = int(np.bincount(data.train.targets, minlength=3).argmax())
+    minutes = pl.col("ts").dt.epoch("s") // 60
+    end_min = data.splits.test.select(minutes).to_series().to_numpy()[data.test.ends]
+    lab = labelled.select(minutes.alias("m"), pl.col("label").cast(pl.Int64).fill_null(-1))
+    persist, coverage = persistence_predictions(end_min, lab["m"].to_numpy(), lab["label"].to_numpy(),
+                                                lookahead_min, majority)
+    block = max(float(lookahead_min), len(y_true) ** (1 / 3))  # labels overlap over the lookahead
+    out = {}
+    for name, base in (("persistence", persist), ("majority", np.full_like(y_true, majority))):
+        out[name] = compare_to_baseline(y_true, y_pred, base, baseline=name, mean_block_len=block, seed=seed).to_dict()
+    out["persistence"]["coverage"] = coverage  # share of rows whose bar t - lookahead had a label
+    out["majority"]["class"] = majority
+    return out
 
 
 def run_training(params: TrainingParams) -> TrainingResult:
@@ -206,7 +231,11 @@ def run_training(params: TrainingParams) -> TrainingResult:
         result = trainer.fit(resume=ctx.resumed)
         if result.stopped_early_epoch:  # early stopping: the run's total is the epochs it ran (ETA, post-mortem)
             ctx.set_total(result.stopped_early_epoch)
-        test = evaluate(model, data.test, batch_size=cfg.eval_batch_size).to_dict()
+        ev = evaluate(model, data.test, batch_size=cfg.eval_batch_size)
+        test = ev.to_dict()
+        test["baselines"] = _baselines(data, labelled, int(label_cfg["lookahead_min"]), ev.predictions, params.seed)
+        for b in test["baselines"].values():
+            logger.info("baseline/{}: {}", b["baseline"], b["verdict"])
         logger.info("test/f1_macro={:.4f} test/f1_weighted={:.4f} test/f1 [S/N/B]={:.3f}/{:.3f}/{:.3f}",
                     test["f1_macro"], test["f1_weighted"], test["f1_sell"], test["f1_neutral"], test["f1_buy"])
         plot = ctx.root / "debug_plots" / ctx.run_id / "confusion_matrix.png"
@@ -224,6 +253,6 @@ def run_training(params: TrainingParams) -> TrainingResult:
         ctx.set_result(val_f1_macro=result.best_f1_macro, test_f1_macro=test["f1_macro"],
                        best_epoch=result.best_epoch, stopped_early_epoch=result.stopped_early_epoch)
         ctx.record_metrics(test_f1_macro=test["f1_macro"], val_f1_macro=result.best_f1_macro,
-                           best_epoch=result.best_epoch)
+                           best_epoch=result.best_epoch, baselines=test["baselines"])
     return TrainingResult(ctx.run_id, result.best_f1_macro, test, Path(bundle), plot,
                           [h.to_dict() for h in result.history])
