@@ -55,6 +55,7 @@ if TYPE_CHECKING:  # the names for type checkers; at run time each loads on firs
     from quantnb.rl._bundle import AgentBundle, AgentMetadata, load_agent_bundle, save_agent_bundle
     from quantnb.rl._checkpoint import latest_checkpoint
     from quantnb.rl._classifier import CLASSIFIER_FEATURES, AgentFeatureStream, ClassifierSignal, ClassifierStream
+    from quantnb.rl._costs import VENUE_FEES, BarQuote, FeeSchedule, Fill, FillModel, walk_book
     from quantnb.rl._env import TradingEnv
     from quantnb.rl._evaluate import (
         MINUTES_PER_YEAR,
@@ -78,8 +79,10 @@ if TYPE_CHECKING:  # the names for type checkers; at run time each loads on firs
         ObservationBuilder,
         PortfolioState,
     )
+    from quantnb.rl._perp import MARGIN_TIERS, FundingRates, MarginTier
     from quantnb.rl._plot import plot_equity_curve
-    from quantnb.rl._portfolio import Fill, FillModel, Portfolio
+    from quantnb.rl._portfolio import Portfolio
+    from quantnb.rl._rules import MarketRules
     from quantnb.rl._train import TrainResult, train_sac
     from quantnb.rl._train_types import CheckpointInfo, EnvSpec, SacParams, TrainProgress, nest_flat_params
 
@@ -112,8 +115,16 @@ __getattr__, __dir__ = attach(__name__, {
     "ObservationBuilder": "quantnb.rl._observation",
     "PortfolioState": "quantnb.rl._observation",
     "plot_equity_curve": "quantnb.rl._plot",
-    "Fill": "quantnb.rl._portfolio",
-    "FillModel": "quantnb.rl._portfolio",
+    "BarQuote": "quantnb.rl._costs",
+    "FeeSchedule": "quantnb.rl._costs",
+    "Fill": "quantnb.rl._costs",
+    "FillModel": "quantnb.rl._costs",
+    "VENUE_FEES": "quantnb.rl._costs",
+    "walk_book": "quantnb.rl._costs",
+    "FundingRates": "quantnb.rl._perp",
+    "MARGIN_TIERS": "quantnb.rl._perp",
+    "MarginTier": "quantnb.rl._perp",
+    "MarketRules": "quantnb.rl._rules",
     "Portfolio": "quantnb.rl._portfolio",
     "TrainResult": "quantnb.rl._train",
     "train_sac": "quantnb.rl._train",
@@ -147,6 +158,15 @@ __all__ = [
     "Fill",
     "FillModel",
     "Portfolio",
+    # execution costs, perpetual economics, venue rules
+    "BarQuote",
+    "FeeSchedule",
+    "VENUE_FEES",
+    "walk_book",
+    "FundingRates",
+    "MarginTier",
+    "MARGIN_TIERS",
+    "MarketRules",
     # environment and training
     "TradingEnv",
     "SacParams",
