@@ -163,6 +163,7 @@ class CcxtBroker(Broker):
         params: dict[str, Any] = {"newClientOrderId": cid, "newOrderRespType": "RESULT"}
         if reduce_only:
             params["reduceOnly"] = True
+        qty = self.rules.round_qty(qty) if symbol == self.symbol else qty  # MarketRules: the one rounding rule
         amount = float(self._ex.amount_to_precision(symbol, qty))
         order = self._call(f"create market {side} {amount} {symbol}", self._ex.create_order, symbol, "market",
                            side, amount, None, params)
