@@ -192,7 +192,7 @@ class PaperBroker(Broker):
                 raise OperationalError(f"reduce-only {side} {qty} rejected: position is {pos}")
             signed = math.copysign(min(qty, abs(pos)), signed)
         if self.rules != MarketRules():
-            signed, why = self.rules.admit(signed, self._exec_price, pos)
+            signed, why = self.rules.admit(signed, self._mark, pos)  # valued at the decision price, as the env
             if why:
                 raise OperationalError(f"paper {side} {qty} refused by the market rules: {why} ({self.rules})")
         fill = self.fill_model.fill(signed, self._exec_price, quote=self._quote)
