@@ -97,7 +97,8 @@ class CcxtBroker(Broker):
         m = markets[sym]
         self.rules = MarketRules(qty_step=float(m["precision"]["amount"] or 0.0),
                                  min_qty=float(m["limits"]["amount"]["min"] or 0.0),
-                                 min_notional_usd=float(m["limits"]["cost"]["min"] or 0.0))
+                                 min_notional_usd=float(m["limits"]["cost"]["min"] or 0.0),
+                                 tick_size=float(m["precision"]["price"] or 0.0))
         try:
             self.account()
         except OperationalError as err:
