@@ -164,3 +164,20 @@ def test_paper_broker_and_environment_charge_the_same_to_the_digit(tmp_path):
     ep, pp = env.portfolio.to_dict(), paper.portfolio.to_dict()
     assert ep == pp  # cash, position, fees, impact, funding, trades: equal to the digit
     assert pp["impact_paid_usd"] > 0 and pp["funding_paid_usd"] != 0
+
+
+class _Constant:
+    def predict(self, observation, deterministic=True):
+        return np.array([0.8], dtype=np.float32), None
+
+
+def test_evaluation_reports_cost_bps_fees_impact_and_funding():
+    from quantnb.rl import evaluate_agent
+
+    env = _env(small_bars(), FillModel(5.0, 2.0), funding=FundingRates(constant_rate=0.0001))
+    a = evaluate_agent(_Constant(), env).agent
+    pf = env.portfolio
+    assert a.fees_usd == pf.fees_paid_usd > 0 and a.impact_usd == pf.impact_paid_usd > 0
+    assert a.cost_bps == pytest.approx((pf.fees_paid_usd + pf.impact_paid_usd) / pf.traded_notional_usd * 1e4)
+    assert 6.9 < a.cost_bps < 7.1  # 5 bps fee + 2 bps slippage
+    assert a.funding_usd == pf.funding_paid_usd > 0  # a long pays a positive rate at 08:00 and 16:00

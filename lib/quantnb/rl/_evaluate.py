@@ -108,7 +108,8 @@ def evaluate_agent(
     bh = eq[0] * close / close[0]
     pf = env.portfolio
     result = EvaluationResult(
-        agent=performance_metrics(eq, periods_per_year=ppy, n_trades=pf.n_trades, fees_usd=pf.fees_paid_usd),
+        agent=performance_metrics(eq, periods_per_year=ppy, n_trades=pf.n_trades, fees_usd=pf.fees_paid_usd,
+                                  costs=pf.cost_summary()),
         buy_and_hold=performance_metrics(bh, periods_per_year=ppy),
         bar_ts=ts,
         equity_usd=eq,
