@@ -214,6 +214,19 @@ class FillModel:
     def for_venue(cls, venue: str, slippage_bps: float = 0.0, **kw: float | bool) -> FillModel:
         """Return a model with the taker and maker fees of ``venue`` (a key of :data:`VENUE_FEES`).
 
+        Parameters
+        ----------
+        venue : str
+            ``"binance_usdm"`` or ``"bybit_linear"``.
+        slippage_bps : float, default 0.0
+            Adverse price move per fill, bps.
+        **kw
+            ``cross_spread``, ``impact_coef``, ``capacity_frac`` (see the class).
+
+        Returns
+        -------
+        FillModel
+
         Raises
         ------
         ConfigError

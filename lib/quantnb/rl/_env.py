@@ -146,7 +146,17 @@ class TradingEnv(gym.Env):
         return bars[name].cast(pl.Float64).fill_null(np.nan).to_numpy() if name in bars.columns else default
 
     def quote(self, t: int) -> BarQuote:
-        """Return bar ``t``'s :class:`BarQuote` (what the fill model sees for an order decided at ``t``)."""
+        """Return bar ``t``'s :class:`BarQuote` (what the fill model sees for an order decided at ``t``).
+
+        Parameters
+        ----------
+        t : int
+            Bar index into the environment's bars.
+
+        Returns
+        -------
+        BarQuote
+        """
         q = {k: (None if v is None else float(v[t])) for k, v in self._quote_cols.items()}
         return BarQuote.from_bar(float(self._high[t]), float(self._low[t]), float(self._close[t]), q["volume"],
                                  q["spread_bps_mean"], q["bid_depth_10"], q["ask_depth_10"])

@@ -81,6 +81,17 @@ class FundingRates:
     def from_parquet(cls, path: str | Path, constant_rate: float = DEFAULT_FUNDING_RATE) -> FundingRates:
         """Read a series with columns ``ts`` (UTC datetime or epoch ms) and ``rate`` (fraction).
 
+        Parameters
+        ----------
+        path : str or Path
+            Parquet file, one row per settlement.
+        constant_rate : float, default 0.0001
+            Rate for settlements the file does not list.
+
+        Returns
+        -------
+        FundingRates
+
         Raises
         ------
         DataError
@@ -102,7 +113,18 @@ class FundingRates:
         return cls(df["ts"].to_list(), rates, constant_rate)
 
     def rate_at(self, settlement: dt.datetime) -> float:
-        """Return the rate paid at ``settlement`` (the series' value, else the constant fallback)."""
+        """Return the rate paid at ``settlement`` (the series' value, else the constant fallback).
+
+        Parameters
+        ----------
+        settlement : datetime
+            A settlement time (UTC, on the hour).
+
+        Returns
+        -------
+        float
+            Fraction of position value per interval.
+        """
         return self._by_time.get(settlement, self.constant_rate)
 
 

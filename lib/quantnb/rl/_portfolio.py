@@ -207,7 +207,19 @@ class Portfolio:
         return p
 
     def maintenance_margin(self, mark_price_usd: float, tiers: tuple[MarginTier, ...]) -> float:
-        """Return the position's maintenance margin at ``mark_price_usd``, USD (see :mod:`quantnb.rl._perp`)."""
+        """Return the position's maintenance margin at ``mark_price_usd``, USD (see :mod:`quantnb.rl._perp`).
+
+        Parameters
+        ----------
+        mark_price_usd : float
+            Mark price, USD per unit.
+        tiers : tuple of MarginTier
+            The symbol's brackets.
+
+        Returns
+        -------
+        float
+        """
         return maintenance_margin_usd(abs(self.position_qty) * mark_price_usd, tiers)
 
     def cost_summary(self) -> dict[str, float]:

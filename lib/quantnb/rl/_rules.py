@@ -85,7 +85,17 @@ class MarketRules:
         return math.copysign(round(q, _decimals(step)), qty) if q else 0.0
 
     def round_price(self, price_usd: float) -> float:
-        """Round a price to the nearest tick, USDT (``price_usd`` itself when the tick is 0)."""
+        """Round a price to the nearest tick, USDT (``price_usd`` itself when the tick is 0).
+
+        Parameters
+        ----------
+        price_usd : float
+            Price, USDT per unit.
+
+        Returns
+        -------
+        float
+        """
         t = self.tick_size
         return round(round(price_usd / t) * t, _decimals(t)) if t > 0 else price_usd
 
