@@ -127,3 +127,22 @@ def test_portfolio_cost_summary_reports_cost_bps_fees_impact():
     assert s["impact_usd"] == pytest.approx(0.1 * 8.0 + 0.1 * 8.2)
     assert s["cost_bps"] == pytest.approx((s["fees_usd"] + s["impact_usd"]) / traded * 1e4)
     assert s["funding_usd"] == 0.0
+
+
+def test_square_root_coefficient_fitted_from_a_recorded_book_by_hand():
+    from quantnb.rl import fit_impact_coef
+
+    data = _snapshot("2024-12-01_XRPUSDT_ob500.data.zip")
+    asks, bids = _side(data["a"], True), _side(data["b"], False)
+    mid = (asks[0][0] + bids[0][0]) / 2
+    sizes, sigma, vol = [1e5, 1e6, 3e6], 0.002, 5e7
+    xs = [sigma * math.sqrt(n / vol) for n in sizes]
+    cs = [(_hand_walk(asks, n / mid) - asks[0][0]) / mid for n in sizes]
+    y = fit_impact_coef(asks, mid, sigma, vol, sizes)
+    assert y == pytest.approx(sum(c * x for c, x in zip(cs, xs, strict=True)) / sum(x * x for x in xs), rel=1e-9)
+    assert y > 0
+    # the fitted model prices a 1M USD buy within a factor 2 of the walk (beyond the touch)
+    fm = FillModel(0.0, 0.0, impact_coef=y)
+    fill = fm.fill(1e6 / mid, asks[0][0], quote=BarQuote(sigma_frac=sigma, volume_usd=vol))
+    model_cost = fill.price_usd / asks[0][0] - 1
+    assert 0.5 < model_cost / cs[1] < 2.0

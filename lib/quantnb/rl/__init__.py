@@ -55,7 +55,7 @@ if TYPE_CHECKING:  # the names for type checkers; at run time each loads on firs
     from quantnb.rl._bundle import AgentBundle, AgentMetadata, load_agent_bundle, save_agent_bundle
     from quantnb.rl._checkpoint import latest_checkpoint
     from quantnb.rl._classifier import CLASSIFIER_FEATURES, AgentFeatureStream, ClassifierSignal, ClassifierStream
-    from quantnb.rl._costs import VENUE_FEES, BarQuote, FeeSchedule, Fill, FillModel, walk_book
+    from quantnb.rl._costs import VENUE_FEES, BarQuote, FeeSchedule, Fill, FillModel, fit_impact_coef, walk_book
     from quantnb.rl._env import TradingEnv
     from quantnb.rl._evaluate import (
         MINUTES_PER_YEAR,
@@ -121,6 +121,7 @@ __getattr__, __dir__ = attach(__name__, {
     "FillModel": "quantnb.rl._costs",
     "VENUE_FEES": "quantnb.rl._costs",
     "walk_book": "quantnb.rl._costs",
+    "fit_impact_coef": "quantnb.rl._costs",
     "FundingRates": "quantnb.rl._perp",
     "MARGIN_TIERS": "quantnb.rl._perp",
     "MarginTier": "quantnb.rl._perp",
@@ -163,6 +164,7 @@ __all__ = [
     "FeeSchedule",
     "VENUE_FEES",
     "walk_book",
+    "fit_impact_coef",
     "FundingRates",
     "MarginTier",
     "MARGIN_TIERS",

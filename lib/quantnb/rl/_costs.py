@@ -10,7 +10,7 @@ from loguru import logger
 
 from quantnb.errors import ConfigError, OperationalError
 
-__all__ = ["BarQuote", "FeeSchedule", "Fill", "FillModel", "VENUE_FEES", "walk_book"]
+__all__ = ["BarQuote", "FeeSchedule", "Fill", "FillModel", "VENUE_FEES", "fit_impact_coef", "walk_book"]
 
 _MIN_QTY = 1e-12  # base units; smaller orders are rounding noise and are not sent
 _PARKINSON = 1.0 / math.sqrt(4.0 * math.log(2.0))
@@ -156,6 +156,52 @@ def walk_book(levels: Sequence[tuple[float, float]], qty: float) -> tuple[float,
             break
     filled = qty - max(left, 0.0)
     return filled, (cost / filled if filled > 0 else math.nan)
+
+
+def fit_impact_coef(levels: Sequence[tuple[float, float]], mid_usd: float, sigma_frac: float, volume_usd: float,
+                    notionals_usd: Sequence[float]) -> float:
+    """Fit Y of the square-root law to a recorded book: least squares of walk cost on ``sigma * sqrt(Q / V)``.
+
+    The cost of each size is the book walk's average price over the half-spread price (the touch),
+    as a fraction of mid, so that ``cross_spread`` and the fitted impact add up to the walk.
+
+    Parameters
+    ----------
+    levels : sequence of (price_usd, size)
+        One side of a recorded book, best first (asks for buys).
+    mid_usd : float
+        Mid price, USD per unit.
+    sigma_frac : float
+        Volatility over the horizon of ``volume_usd`` (e.g. one bar), fraction, > 0.
+    volume_usd : float
+        Notional traded over that horizon, USD, > 0.
+    notionals_usd : sequence of float
+        Order sizes to fit on, USD; sizes the book cannot fill are left out.
+
+    Returns
+    -------
+    float
+        ``Y = sum(c x) / sum(x x)`` with ``x = sigma * sqrt(Q / V)`` and ``c`` the walk cost beyond the touch.
+
+    Raises
+    ------
+    ConfigError
+        If sigma or volume is not positive, or no size fills.
+    """
+    if not (sigma_frac > 0 and volume_usd > 0):
+        raise ConfigError(f"sigma_frac={sigma_frac!r}, volume_usd={volume_usd!r}: both must be > 0 to fit impact")
+    touch = levels[0][0]
+    num = den = 0.0
+    for n in notionals_usd:
+        filled, avg = walk_book(levels, n / mid_usd)
+        if filled < n / mid_usd:
+            continue
+        x = sigma_frac * math.sqrt(n / volume_usd)
+        num += abs(avg - touch) / mid_usd * x
+        den += x * x
+    if den == 0:
+        raise ConfigError(f"no size in notionals_usd={list(notionals_usd)} fills against the {len(levels)} levels")
+    return num / den
 
 
 class FillModel:
