@@ -126,6 +126,8 @@ class TradingEnv(gym.Env):
         self.market_rules, self.funding, self.margin_tiers = market_rules, funding, margin_tiers
         self._high = self._col(bars, "high", self._close)
         self._low = self._col(bars, "low", self._close)
+        eight_h_us = 8 * 3600 * 10**6  # settlements at 00/08/16 UTC are the multiples of 8 h since the epoch
+        self._interval_no = bars["ts"].dt.cast_time_unit("us").dt.epoch("us").to_numpy() // eight_h_us
         self._quote_cols = {c: self._col(bars, c, None) for c in
                             ("volume", "spread_bps_mean", "bid_depth_10", "ask_depth_10")}
         raw = features.select(names).to_numpy().astype(np.float64)
@@ -301,7 +303,7 @@ class TradingEnv(gym.Env):
         equity_before = pf.equity(self._close[t])
         decision = self.interpreter.decide(action, self._position_frac(t))
         fill, funding_usd = None, 0.0
-        if self.funding is not None and pf.position_qty:
+        if self.funding is not None and pf.position_qty and self._interval_no[t + 1] > self._interval_no[t]:
             for s in settlements_between(self._ts[t], self._ts[t + 1]):
                 funding_usd += pf.pay_funding(self.funding.rate_at(s), self._open[t + 1])
         if decision.rebalance:
