@@ -146,3 +146,10 @@ def test_square_root_coefficient_fitted_from_a_recorded_book_by_hand():
     fill = fm.fill(1e6 / mid, asks[0][0], quote=BarQuote(sigma_frac=sigma, volume_usd=vol))
     model_cost = fill.price_usd / asks[0][0] - 1
     assert 0.5 < model_cost / cs[1] < 2.0
+
+
+def test_replace_keeps_every_other_setting():
+    fm = FillModel.for_venue("bybit_linear", 1.0, cross_spread=True, impact_coef=0.3)
+    assert (fm.fee_bps, fm.maker_fee_bps) == (5.5, 2.0)
+    r = fm.replace(fee_bps=4.0)
+    assert (r.fee_bps, r.maker_fee_bps, r.slippage_bps, r.cross_spread, r.impact_coef) == (4.0, 2.0, 1.0, True, 0.3)

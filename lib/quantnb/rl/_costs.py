@@ -283,6 +283,24 @@ class FillModel:
         f = VENUE_FEES[venue]
         return cls(f.taker_bps, slippage_bps, maker_fee_bps=f.maker_bps, **kw)  # type: ignore[arg-type]
 
+    def replace(self, **changes: float | bool) -> FillModel:
+        """Return a copy with some settings changed (e.g. a session's ``fee_bps`` override).
+
+        Parameters
+        ----------
+        **changes
+            Constructor arguments to change (``fee_bps``, ``slippage_bps``, ``cross_spread``, ...).
+
+        Returns
+        -------
+        FillModel
+        """
+        kw: dict[str, float | bool] = {"fee_bps": self.fee_bps, "slippage_bps": self.slippage_bps,
+                                       "maker_fee_bps": self.maker_fee_bps, "cross_spread": self.cross_spread,
+                                       "impact_coef": self.impact_coef, "capacity_frac": self.capacity_frac}
+        kw.update(changes)
+        return FillModel(**kw)  # type: ignore[arg-type]
+
     @property
     def uses_quotes(self) -> bool:
         """Return True when fills depend on the bar's quote (spread or impact switched on)."""
