@@ -181,3 +181,43 @@ def test_evaluation_reports_cost_bps_fees_impact_and_funding():
     assert a.cost_bps == pytest.approx((pf.fees_paid_usd + pf.impact_paid_usd) / pf.traded_notional_usd * 1e4)
     assert 6.9 < a.cost_bps < 7.1  # 5 bps fee + 2 bps slippage
     assert a.funding_usd == pf.funding_paid_usd > 0  # a long pays a positive rate at 08:00 and 16:00
+
+
+def test_a_position_held_through_a_gap_pays_its_settlement_in_env_and_paper_alike():
+    full = small_bars()
+    gap = (pl.col("ts") >= dt.datetime(2022, 1, 1, 7, 40, tzinfo=dt.UTC)) & \
+        (pl.col("ts") < dt.datetime(2022, 1, 1, 8, 20, tzinfo=dt.UTC))
+    bars = full.filter(~gap)
+    funding = FundingRates(constant_rate=0.0003)
+    env = _env(bars, FillModel(4.0, 1.0), funding=funding)
+    paper = PaperBroker("BTCUSDT", 10_000.0, FillModel(4.0, 1.0), funding=funding)
+    closes, opens, ts = bars["close"].to_numpy(), bars["open"].to_numpy(), bars["ts"].to_list()
+    after = next(i for i, x in enumerate(ts) if x.hour == 8 and x.minute == 20)  # first bar after the gap
+    env.reset()
+    fed, held_at_gap = 0, None
+    while True:
+        t = env._t
+        for i in range(fed, t + 1):
+            paper.on_bar(closes[i], opens[i + 1], bar=_bar(bars, i))
+        fed = t + 1
+        decision = env.interpreter.decide(np.array([0.7]), env._position_frac(t))
+        if decision.rebalance:
+            qty = paper.portfolio.order_qty_for_target(decision.target_frac, closes[t])
+            paper.market_order("buy" if qty > 0 else "sell", abs(qty))
+        _, _, term, trunc, _ = env.step(np.array([0.7]))
+        if trunc and env.has_next_run:
+            if held_at_gap is None and env._t < after:
+                held_at_gap = env.portfolio.position_qty
+                before = env.portfolio.funding_paid_usd
+                env.reset(options={"continue": True})
+                assert env.portfolio.funding_paid_usd - before == pytest.approx(
+                    held_at_gap * opens[after] * 0.0003, rel=1e-12)  # 08:00 paid at the first open after it
+                continue
+            env.reset(options={"continue": True})
+            continue
+        if term or trunc:
+            break
+    for i in range(fed, env._t + 1):
+        paper.on_bar(closes[i], opens[i + 1] if i + 1 < len(opens) else None, bar=_bar(bars, i, i + 1 < len(opens)))
+    assert held_at_gap is not None and held_at_gap > 0
+    assert env.portfolio.to_dict() == paper.portfolio.to_dict()

@@ -59,6 +59,7 @@ class PaperBroker(Broker):
         self.funding, self.margin_tiers, self.bar_interval_ms = funding, margin_tiers, int(bar_interval_ms)
         self.portfolio = Portfolio(initial_cash_usd)
         self._quote: BarQuote | None = None
+        self._settled_to: dt.datetime | None = None  # funding settled up to here
         self._mark = math.nan
         self._exec_price = math.nan
         self._next_id = 1
@@ -68,9 +69,10 @@ class PaperBroker(Broker):
 
         A price that is not finite and positive is ignored (the last valid one stays), so an
         emergency close can always fill at the last valid price. With ``bar``, in the
-        environment's order: a liquidation if the bar's range reached the liquidation price,
-        then funding for the settlements in ``(open_time, open_time + interval]`` marked at the
-        fill price, then the bar's :class:`quantnb.rl.BarQuote` for the next orders.
+        environment's order: funding for settlements missed in a gap (at the bar's open), a
+        liquidation if the bar's range reached the liquidation price, then funding for the
+        settlements in ``(open_time, open_time + interval]`` marked at the fill price, then the
+        bar's :class:`quantnb.rl.BarQuote` for the next orders.
 
         Parameters
         ----------
@@ -89,12 +91,17 @@ class PaperBroker(Broker):
         if bar is None:
             return
         pf = self.portfolio
+        t0 = dt.datetime.fromtimestamp(bar.open_time_ms / 1000, dt.UTC)
+        t1 = t0 + dt.timedelta(milliseconds=self.bar_interval_ms)
+        if self.funding is not None and pf.position_qty and self._settled_to is not None:
+            for s in settlements_between(self._settled_to, t0):  # missed in a gap: the first price after is the open
+                pf.pay_funding(self.funding.rate_at(s), bar.open)
         if self.margin_tiers is not None:
             pf.liquidate_if_breached(bar.low, bar.high, self.margin_tiers)
         if self.funding is not None and pf.position_qty:
-            t0 = dt.datetime.fromtimestamp(bar.open_time_ms / 1000, dt.UTC)
-            for s in settlements_between(t0, t0 + dt.timedelta(milliseconds=self.bar_interval_ms)):
+            for s in settlements_between(t0, t1):
                 pf.pay_funding(self.funding.rate_at(s), self._exec_price)
+        self._settled_to = t1
         if self.fill_model.uses_quotes:
             ex = bar.extras or {}
             self._quote = BarQuote.from_bar(bar.high, bar.low, bar.close, bar.volume, ex.get("spread_bps_mean"),

@@ -7,8 +7,10 @@ One set of building blocks serves research and production, so they cannot drift:
 - :class:`FeatureScaler` fitted on the training period only;
 - :class:`ObservationBuilder` (scaled feature window + :class:`PortfolioState`) and
   :class:`ActionInterpreter` (action in ``[-1, 1]`` -> target position fraction of equity);
-- :class:`FillModel` (next bar's open, ``fee_bps``, ``slippage_bps``) and :class:`Portfolio`
-  (cash, position, equity, fees, trades), used by the environment and the paper broker.
+- :class:`FillModel` (next bar's open, ``fee_bps``, ``slippage_bps``; optionally spread, square-root
+  impact or a recorded book walk) and :class:`Portfolio` (cash, position, equity, fees, impact,
+  funding, liquidation), with :class:`FundingRates`, :data:`MARGIN_TIERS` and :class:`MarketRules`:
+  one execution-cost model used alike by the environment and the paper broker.
 
 Research use (what the agent stage calls)::
 

@@ -70,7 +70,9 @@ class TradingEnv(gym.Env):
         as the live risk manager does); none by default.
     funding : FundingRates, optional
         Perpetual funding: each settlement ``s`` with ``ts[t] < s <= ts[t + 1]`` is paid by the
-        position held before the fill at ``open[t + 1]``, marked at that open. None: no funding.
+        position held before the fill at ``open[t + 1]``, marked at that open (the first price at
+        or after ``s``); a position held through a gap pays the gap's settlements the same way.
+        None: no funding.
     margin_tiers : tuple of MarginTier, optional
         Maintenance-margin brackets: after each fill the bar's low (long) or high (short) is
         checked against the liquidation price; a liquidation ends the episode (``terminated``).
@@ -260,6 +262,7 @@ class TradingEnv(gym.Env):
             if later.size == 0:
                 raise ConfigError("reset(options={'continue': True}): no decision bar is left after the current one")
             start = self._t + 1 + int(later[0])
+            self._hold_through(self._t, start)
             steps = self.n_period_steps if self.max_episode_steps is None else self.max_episode_steps
             self._t, self._t_end = start, min(start + steps, int(self._run_end[start]))
             return self._observation(), self._info(None, None)
@@ -326,6 +329,16 @@ class TradingEnv(gym.Env):
         info = self._info(decision, fill)
         info.update(funding_usd=funding_usd, liquidation_price_usd=liquidated)
         return self._observation(), float(reward), terminated, truncated, info
+
+    def _hold_through(self, a: int, b: int) -> None:
+        """Pay funding and check margin on bars a+1..b, held through a gap (each settlement at the next open)."""
+        pf = self.portfolio
+        for i in range(a + 1, b + 1):
+            if self.funding is not None and pf.position_qty and self._interval_no[i] > self._interval_no[i - 1]:
+                for s in settlements_between(self._ts[i - 1], self._ts[i]):
+                    pf.pay_funding(self.funding.rate_at(s), self._open[i])
+            if self.margin_tiers is not None:
+                pf.liquidate_if_breached(self._low[i], self._high[i], self.margin_tiers)
 
     def _position_frac(self, t: int) -> float:
         eq = self.portfolio.equity(self._close[t])
