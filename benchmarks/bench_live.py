@@ -21,8 +21,8 @@ Run: .venv/bin/python benchmarks/bench_live.py [n_bars] [repeats]
 
 from __future__ import annotations
 
+import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -94,8 +94,11 @@ def run_once(agent: Agent, bars: pl.DataFrame, root: Path, tag: str, item_done: 
 
 
 def main() -> None:
-    n_bars = int(sys.argv[1]) if len(sys.argv) > 1 else 5_000
-    repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("n_bars", nargs="?", type=int, default=5_000, help="bars replayed (default 5000)")
+    parser.add_argument("repeats", nargs="?", type=int, default=3, help="rounds, best reported (default 3)")
+    args = parser.parse_args()
+    n_bars, repeats = args.n_bars, args.repeats
 
     bars = pl.read_csv(OHLCV, n_rows=n_bars + DEFAULT_WARMUP_BARS + WINDOW).with_columns(
         pl.col("timestamp").str.to_datetime(time_unit="us", time_zone="UTC").alias("ts")).drop("timestamp")

@@ -19,6 +19,7 @@ configs e.g. ``raw+parquet+clickhouse,raw``; default: the three above)
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing as mp
 import os
 import sys
@@ -88,7 +89,12 @@ def run_config(sinks: tuple[str, ...], seconds: float, url: str, tmp: Path) -> d
 
 
 def main() -> None:
-    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 600.0
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("seconds", nargs="?", type=float, default=600.0, help="seconds per configuration (600)")
+    parser.add_argument("configs", nargs="?", help="sink sets, e.g. raw+parquet+clickhouse,raw (default: raw, "
+                                                   "raw+parquet, raw+parquet+clickhouse)")
+    args = parser.parse_args()
+    seconds = args.seconds
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
     ctx = mp.get_context("spawn")
@@ -101,8 +107,8 @@ def main() -> None:
     rows = []
     try:
         configs = [("raw",), ("raw", "parquet"), ("raw", "parquet", "clickhouse")]
-        if len(sys.argv) > 2:  # e.g. raw+parquet+clickhouse,raw
-            configs = [tuple(c.split("+")) for c in sys.argv[2].split(",")]
+        if args.configs:  # e.g. raw+parquet+clickhouse,raw
+            configs = [tuple(c.split("+")) for c in args.configs.split(",")]
         for sinks in configs:
             with tempfile.TemporaryDirectory() as tmp:
                 r = run_config(sinks, seconds, url, Path(tmp))

@@ -18,6 +18,7 @@ Run: .venv/bin/python benchmarks/bench_training.py [n_train_windows] [rounds] [t
 
 from __future__ import annotations
 
+import argparse
 import math
 import statistics
 import sys
@@ -85,10 +86,14 @@ def line(name: str, samples: int, runs: list[tuple[float, float]]) -> tuple[floa
 
 
 def main() -> None:
-    n_train = int(sys.argv[1]) if len(sys.argv) > 1 else 3072
-    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-    if len(sys.argv) > 3:
-        torch.set_num_threads(int(sys.argv[3]))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("n_train", nargs="?", type=int, default=3072, help="training windows (default 3072)")
+    parser.add_argument("rounds", nargs="?", type=int, default=3, help="rounds (default 3)")
+    parser.add_argument("torch_threads", nargs="?", type=int, help="torch threads (default: torch's)")
+    args = parser.parse_args()
+    n_train, rounds = args.n_train, args.rounds
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
     bars = (pl.read_csv(OHLCV).with_columns(pl.col("timestamp").str.to_datetime(time_unit="us", time_zone="UTC")

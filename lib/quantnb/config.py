@@ -6,21 +6,31 @@ import ast
 import difflib
 import hashlib
 import json
+import os
 import re
 import reprlib
 import types
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
 from quantnb._paths import project_root
 from quantnb._secrets import SecretMasker
 from quantnb._yaml import safe_load_bounded
 from quantnb.errors import ConfigError
 
-__all__ = ["StageParams", "load_yaml_params"]
+__all__ = ["StageParams", "OutputDir", "resolve_output_dir", "load_yaml_params"]
 
 _IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
 _URL_PASSWORD = re.compile(r"(://[^/@\s:]*:)[^/@\s]*@|((?<=[?&])password=)[^&\s'\"]*", re.IGNORECASE)  # echoed inputs
@@ -36,8 +46,8 @@ def _short_repr(text: str) -> str:
 
 # Parameters naming a run or a study: one path component, never a path.
 _ID_FIELDS = frozenset({"run_id", "train_id", "target_run_id", "study_name"})
-# Parameters naming where a stage writes: inside the project directory.
-_OUTPUT_FIELDS = frozenset({"output_dir", "output_root", "out_dir", "plots_dir"})
+# The project's own folders: a stage's output folder may not be one of them or lie inside one.
+_SPINE_DIRS = ("runs", "logs")
 
 
 def check_path_component(name: str, value: str | None) -> str | None:
@@ -66,35 +76,75 @@ def check_path_component(name: str, value: str | None) -> str | None:
     return None
 
 
-def check_inside_project(name: str, value: str | None, project_dir: str | None = None) -> str | None:
-    """Return why output folder ``value`` would leave the project directory, or None.
+def resolve_output_dir(value: str | os.PathLike[str], root: str | os.PathLike[str]) -> Path:
+    """Return the absolute folder an output-folder parameter names.
 
-    Relative values are taken from the project directory (``project_dir``, else the one
-    found from the cwd); ``..`` that climbs out of it, or an absolute path elsewhere, is
-    refused.
+    An absolute value (``~`` expanded) is taken as it is, anywhere on the machine; a
+    relative one is taken from the project directory ``root`` (never from the cwd, which
+    is ``notebooks/`` in JupyterLab); a ``..`` the user wrote is kept. The result is
+    normalised, not resolved: symbolic links the user put in the path are followed.
+
+    Parameters
+    ----------
+    value : str or os.PathLike
+        The folder as given, e.g. ``"data/processed"`` or ``"/mnt/data/processed"``.
+    root : str or os.PathLike
+        The project directory.
+
+    Returns
+    -------
+    pathlib.Path
+        An absolute, normalised path.
+    """
+    path = Path(value).expanduser()
+    return Path(os.path.normpath(path if path.is_absolute() else Path(root) / path))
+
+
+def check_output_dir(name: str, value: str | None, project_dir: str | None = None) -> str | None:
+    """Return why ``value`` cannot be a stage's output folder, or None.
+
+    Any absolute folder and any relative one (taken from the project, ``..`` included)
+    is accepted; refused are an empty value, a NUL byte, and the project directory
+    itself or its ``runs/`` and ``logs/`` folders (or a folder inside them), which belong
+    to the run spine.
 
     Parameters
     ----------
     name : str
-        The parameter's name, for the message (e.g. ``"output_dir"``).
+        The parameter's name, quoted in the message.
     value : str or None
-        The folder as given; None is always accepted.
+        The folder as given; None is accepted (unset).
     project_dir : str or None
         Project root; None finds it from the current directory.
 
     Returns
     -------
     str or None
-        The problem and its fix, or None when ``value`` stays inside the project.
+        The problem and its fix, or None when ``value`` can be written to.
     """
     if value is None:
         return None
-    root = project_root(project_dir)
-    target = (root / Path(value).expanduser()).resolve()
-    if target != root and not target.is_relative_to(root):
-        return (f"{name}={value!r} resolves to {target}, outside the project directory {root}; "
-                "give a folder inside the project (relative paths are taken from it)")
+    if not value.strip() or "\x00" in value:
+        return f"{name}={value!r} is not a folder; give a path, absolute or relative to the project"
+    root = Path(os.path.normpath(project_root(project_dir)))
+    target = resolve_output_dir(value, root)
+    if target == root or any(target.is_relative_to(root / d) for d in _SPINE_DIRS):
+        return (f"{name}={value!r} resolves to {target}, the project directory or inside its runs/ or logs/ "
+                "folder, which hold the runs' own files; give another folder (e.g. data/<name>, or an "
+                "absolute path)")
     return None
+
+
+def _validate_output_dir(value: str, info: ValidationInfo) -> str:
+    problem = check_output_dir(info.field_name or "output folder", value, (info.data or {}).get("project_dir"))
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+#: Type of every parameter naming a folder a stage writes to (ETL, labelling, record, download...):
+#: any absolute path, or a path relative to the project; resolve it with :func:`resolve_output_dir`.
+OutputDir = Annotated[str, AfterValidator(_validate_output_dir)]
 
 
 def cross_field_problems(values: dict[str, Any]) -> list[str]:
@@ -177,8 +227,8 @@ class StageParams(BaseModel):
 
         Every ``<x>_min``/``<x>_max`` pair must satisfy min <= max; ``train_frac +
         val_frac`` must leave a test split; ``threshold_short_frac < 0 <
-        threshold_long_frac``; ids stay one path component and output folders stay in
-        the project (:func:`check_inside_project`).
+        threshold_long_frac``; ids stay one path component. Output folders are checked by
+        their type, :data:`OutputDir`.
         """
         values = {name: getattr(self, name) for name in type(self).model_fields}
         problems = cross_field_problems(values)
@@ -187,8 +237,6 @@ class StageParams(BaseModel):
                 continue
             if name in _ID_FIELDS or name.endswith("_run_id"):
                 problems += [p for p in [check_path_component(name, value)] if p]
-            elif name in _OUTPUT_FIELDS:
-                problems += [p for p in [check_inside_project(name, value, self.project_dir)] if p]
         if problems:
             raise ValueError("\n  - ".join(problems))
         return self

@@ -36,7 +36,7 @@ import email.utils
 import functools
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ParamSpec, TypeVar
 
 import stamina
@@ -179,7 +179,23 @@ class RetryPolicy:
         Exception
             Any other error of ``fn``, at once (never retried).
         """
-        name = getattr(fn, "__qualname__", None) or repr(fn)
+        hook = self._hook(getattr(fn, "__qualname__", None) or repr(fn))
+        try:  # fast path: a call that succeeds costs no retry machinery (the trader calls this every bar)
+            return fn(*args, **kwargs)
+        except TemporaryError as err:
+            wait = hook(err)
+            if wait is False:
+                raise
+        _quiet_stamina_logging()
+        if not stamina.is_testing():
+            time.sleep(float(wait))
+        for attempt in stamina.retry_context(on=hook, attempts=self.attempts - 1, timeout=None):
+            with attempt:
+                return fn(*args, **kwargs)
+        raise AssertionError("unreachable")  # pragma: no cover - stamina re-raises the last error
+
+    def _hook(self, name: str) -> Callable[[Exception], bool | float]:
+        """Return stamina's ``on`` hook for one call: the wait before the next retry, or False to stop."""
         t0 = time.monotonic()
         failures = 0
 
@@ -200,18 +216,49 @@ class RetryPolicy:
                            failures, self.attempts, type(exc).__name__, exc, wait)
             return wait
 
-        try:  # fast path: a call that succeeds costs no retry machinery (the trader calls this every bar)
-            return fn(*args, **kwargs)
+        return hook
+
+    async def acall(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """Await ``fn(*args, **kwargs)``; retry it on :class:`TemporaryError` under this policy.
+
+        The asynchronous twin of :meth:`call` (same waits, logging and limits); the waits
+        are ``asyncio.sleep`` so other tasks of the loop go on.
+
+        Parameters
+        ----------
+        fn : callable
+            A coroutine function; called anew on every attempt.
+        *args, **kwargs
+            Passed to ``fn`` on every attempt.
+
+        Returns
+        -------
+        object
+            What the awaited ``fn`` returns.
+
+        Raises
+        ------
+        TemporaryError
+            The last failure, once ``attempts`` or ``timeout_s`` is spent, or at once for a
+            ban longer than ``max_retry_after_s``.
+        Exception
+            Any other error of ``fn``, at once (never retried).
+        """
+        import asyncio
+
+        hook = self._hook(getattr(fn, "__qualname__", None) or repr(fn))
+        try:
+            return await fn(*args, **kwargs)
         except TemporaryError as err:
             wait = hook(err)
             if wait is False:
                 raise
         _quiet_stamina_logging()
         if not stamina.is_testing():
-            time.sleep(float(wait))
-        for attempt in stamina.retry_context(on=hook, attempts=self.attempts - 1, timeout=None):
+            await asyncio.sleep(float(wait))
+        async for attempt in stamina.retry_context(on=hook, attempts=self.attempts - 1, timeout=None):
             with attempt:
-                return fn(*args, **kwargs)
+                return await fn(*args, **kwargs)
         raise AssertionError("unreachable")  # pragma: no cover - stamina re-raises the last error
 
     def decorate(self, fn: Callable[P, T]) -> Callable[P, T]:
@@ -298,6 +345,7 @@ def translate_error(err: BaseException, *, what: str, headers: Mapping[str, Any]
     ==========================================================  =====================================
     a quantnb error                                             itself
     HTTP 429 or 418                                             RateLimitError(retry_after_s=...)
+    HTTP 503 with a ``Retry-After`` header                      RateLimitError(retry_after_s=...)
     HTTP 5xx, ``TimeoutError``, ``ConnectionError``, ``OSError``  TemporaryError
     anything else                                               OperationalError
     ==========================================================  =====================================
@@ -324,6 +372,8 @@ def translate_error(err: BaseException, *, what: str, headers: Mapping[str, Any]
         return err
     msg = f"{what}: {type(err).__name__}: {err}"
     if status in (418, 429):
+        return RateLimitError(msg, retry_after_s=retry_after_s_from_headers(headers))
+    if status == 503 and retry_after_s_from_headers(headers) is not None:  # RFC 9110 10.2.3: back in N s
         return RateLimitError(msg, retry_after_s=retry_after_s_from_headers(headers))
     if (status is not None and 500 <= status < 600) or isinstance(err, TimeoutError | ConnectionError | OSError):
         return TemporaryError(msg)

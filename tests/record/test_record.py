@@ -110,7 +110,8 @@ def test_bybit_gap_and_drop_resync_are_counted_and_live_bars_equal_etl_bars(tmp_
 def test_binance_sync_gap_and_etl_parity(tmp_path):
     snap, frames = load_binance_capture(max_frames=4000)
     depth_idx = [i for i, f in enumerate(frames) if "depthUpdate" in f[:80]]
-    with BinanceStreamServer(snap, frames, ping_interval_s=0.2) as srv:
+    # paced (0.5 ms a frame): the first REST snapshot lands before the gap on a loaded machine too
+    with BinanceStreamServer(snap, frames, ping_interval_s=0.2, message_delay_s=0.0005) as srv:
         srv.gap_at(depth_idx[150])
         rec = record_until_done(config(tmp_path, venue="binance", market="usdm", symbols=(SYMBOL,),
                                        channels=("book", "trades", "bbo"), ws_url=srv.ws_url,

@@ -50,13 +50,17 @@ def test_ids_that_escape_the_project_are_refused(cls, values, name):
         cls.parse(values)
 
 
-def test_output_folders_outside_the_project_are_refused(tmp_path):
-    with pytest.raises(ConfigError, match="output_dir='../../out'.*outside the project directory"):
-        EtlParams.parse({"output_dir": "../../out", "project_dir": str(tmp_path)})
-    with pytest.raises(ConfigError, match="output_root='/etc'"):
-        LabellingParams.parse({"output_root": "/etc", "project_dir": str(tmp_path)})
-    ok = EtlParams.parse({"output_dir": str(tmp_path / "data" / "x"), "project_dir": str(tmp_path)})
-    assert ok.output_dir.endswith("x")
+def test_output_folders_may_be_anywhere_but_the_projects_own_run_folders(tmp_path):
+    from quantnb.config import resolve_output_dir
+
+    project = tmp_path / "proj"
+    ok = EtlParams.parse({"output_dir": "../../out", "project_dir": str(project)})
+    assert resolve_output_dir(ok.output_dir, project) == tmp_path.parent / "out"
+    assert LabellingParams.parse({"output_root": "/srv/labelled", "project_dir": str(project)}).output_root
+    with pytest.raises(ConfigError, match="output_dir='runs/etl'.*runs/ or logs/"):
+        EtlParams.parse({"output_dir": "runs/etl", "project_dir": str(project)})
+    with pytest.raises(ConfigError, match="output_root='./logs/../logs'"):
+        LabellingParams.parse({"output_root": "./logs/../logs", "project_dir": str(project)})
 
 
 def test_the_cli_refuses_an_escaping_train_id_with_a_config_error(project):

@@ -10,7 +10,10 @@ Typical use (the ETL stage does this per file, in worker processes)::
 Sources (by file name, see :func:`detect_source`): Bybit v5 order-book files
 (``YYYY-MM-DD_SYMBOL_obN.data[.zip]``), Binance USD-M or spot stream captures
 (``SYMBOL_YYYYMMDD.gz``), Binance public trades CSV (``SYMBOL-trades-*.csv``) and
-1-minute OHLCV CSV (``SYMBOL_..._1m.csv``).
+1-minute OHLCV CSV (``SYMBOL_..._1m.csv``); the venues' public archive files the download
+stage fetches: Binance ``SYMBOL-1m-*``, ``-aggTrades-``, ``-bookTicker-`` and
+``-fundingRate-`` zips (a funding series, ``FileIngest.funding``, not bars) and Bybit trades
+(``SYMBOL2024-08-08.csv.gz``), read by :mod:`quantnb.data._archive_csv`.
 
 Final bar columns (``BAR_SCHEMA``), one row per minute with data, per instrument and UTC day:
 

@@ -266,7 +266,9 @@ def read_trades(path: Path, report: QualityReport) -> pl.DataFrame:
         member = _trades_path(path, Path(tmp))
         header = _header(member, path)
         has_header = not header[0].lstrip("-").isdigit()
-        frame = _read_strings(member, TRADE_COLUMNS, has_header, shown=path)
+        spot = not has_header and len(header) == len(TRADE_COLUMNS) + 1  # Binance spot: + is_best_match
+        columns = (*TRADE_COLUMNS, "is_best_match") if spot else TRADE_COLUMNS
+        frame = _read_strings(member, columns, has_header, shown=path)
     frame = _numbers(path, frame, ("id",), pl.Int64())
     frame = _numbers(path, frame, ("price", "qty"), pl.Float64())
     _fatal_prices(path, frame, ("price",))

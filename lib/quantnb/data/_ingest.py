@@ -12,13 +12,33 @@ import polars as pl
 from loguru import logger
 
 from quantnb.data import _io
+from quantnb.data._archive_csv import (
+    FUNDING_SCHEMA,
+    read_agg_trades,
+    read_book_ticker,
+    read_bybit_trades,
+    read_funding,
+    read_klines,
+)
 from quantnb.data._binance import read_binance
 from quantnb.data._book import OrderBook
 from quantnb.data._bybit import read_bybit
 from quantnb.data._csv import read_ohlcv, read_trades
 from quantnb.data._inputs import check_regular_file
 from quantnb.data._quality import QualityReport
-from quantnb.data._schema import BINANCE_BOOK, BINANCE_TRADES, BYBIT_BOOK, OHLCV_CSV, TRADES_CSV, conform_parts
+from quantnb.data._schema import (
+    BINANCE_AGGTRADES,
+    BINANCE_BOOK,
+    BINANCE_BOOKTICKER,
+    BINANCE_KLINES,
+    BINANCE_TRADES,
+    BYBIT_BOOK,
+    BYBIT_TRADES,
+    OHLCV_CSV,
+    TRADES_CSV,
+    conform_parts,
+    empty_parts,
+)
 from quantnb.data._validate import check_policy
 from quantnb.errors import DataError
 
@@ -50,6 +70,10 @@ class FileIngest:
         Wall time of the ingestion, seconds.
     book : OrderBook or None
         The reconstructed book at the end of the file (order-book sources), else None.
+    funding : polars.DataFrame or None
+        A funding-rate file's series (``venue, market, symbol, ts, funding_rate,
+        funding_interval_h, file``; :data:`~quantnb.data._archive_csv.FUNDING_SCHEMA`), else None;
+        such a file gives no bars.
     """
 
     path: Path
@@ -62,10 +86,18 @@ class FileIngest:
     n_messages: int
     elapsed_s: float
     book: OrderBook | None = None
+    funding: pl.DataFrame | None = None
 
 
 # The market of a file whose folders name none (and, for a Binance capture, whose events do not tell).
-DEFAULT_MARKETS: dict[str, str] = {_io.BYBIT: "linear", _io.BINANCE: "usdm", _io.TRADES: "usdm", _io.OHLCV: "perp"}
+DEFAULT_MARKETS: dict[str, str] = {_io.BYBIT: "linear", _io.BINANCE: "usdm", _io.TRADES: "usdm", _io.OHLCV: "perp",
+                                   _io.KLINES: "usdm", _io.AGG_TRADES: "usdm", _io.BOOK_TICKER: "usdm",
+                                   _io.FUNDING: "usdm", _io.BYBIT_TRADES: "linear"}
+# Archive CSV kinds: the reader and the ``source`` of their partial bars.
+_ARCHIVE_READERS: dict[str, tuple[Callable[[Path, QualityReport], pl.DataFrame], str]] = {
+    _io.KLINES: (read_klines, BINANCE_KLINES), _io.AGG_TRADES: (read_agg_trades, BINANCE_AGGTRADES),
+    _io.BOOK_TICKER: (read_book_ticker, BINANCE_BOOKTICKER), _io.BYBIT_TRADES: (read_bybit_trades, BYBIT_TRADES),
+}
 DEFAULT_OHLCV_VENUE = "unknown"
 
 
@@ -156,6 +188,7 @@ def ingest_file(path: str | Path, *, skip_until_snapshot: bool = False, on_cross
     key = key or path.name
     logger.info("{}: reading as {} ({:.1f} kB)", path, info.kind, path.stat().st_size / 1024)
     final: OrderBook | None = None
+    funding: pl.DataFrame | None = None
     if info.kind == _io.BYBIT:
         symbol, book, final = read_bybit(path, report, skip_until_snapshot=skip_until_snapshot,
                                          on_crossed=on_crossed, on_progress=on_progress)
@@ -177,17 +210,30 @@ def ingest_file(path: str | Path, *, skip_until_snapshot: bool = False, on_cross
         symbol = info.symbol
         bars = _tag(read_trades(path, report), symbol, TRADES_CSV, key)
         report.symbols = [symbol]
+    elif info.kind in _ARCHIVE_READERS:
+        symbol = info.symbol
+        reader, source = _ARCHIVE_READERS[info.kind]
+        bars = _tag(reader(path, report), symbol, source, key)
+        report.symbols = [symbol]
+    elif info.kind == _io.FUNDING:
+        symbol = info.symbol
+        funding = read_funding(path, report).with_columns(symbol=pl.lit(symbol), file=pl.lit(key))
+        bars = empty_parts()
+        report.symbols = [symbol]
     else:  # pragma: no cover - detect_source returns only the kinds above
         raise DataError(f"{path}: no reader for kind {info.kind!r}", path=str(path))
     venue, market = _instrument(path, info.kind, report, default_markets, ohlcv_venue)
     report.venue, report.market = venue, market
     bars = bars.with_columns(venue=pl.lit(venue), market=pl.lit(market)).select(bars.columns).sort(["source", "ts"])
+    if funding is not None:
+        funding = funding.with_columns(venue=pl.lit(venue), market=pl.lit(market)).select(
+            [pl.col(c).cast(t) for c, t in FUNDING_SCHEMA.items()])
     report.book_updates = int(bars["n_book_updates"].sum())
     report.bars = bars.height
     if bars.height:
         report.first_ts = bars["ts"].min().isoformat()  # type: ignore[union-attr]
         report.last_ts = bars["ts"].max().isoformat()  # type: ignore[union-attr]
-    if not bars.height:
+    if not bars.height and not (funding is not None and funding.height):
         report.no_data_rows = True
         logger.warning("{}: no data rows ({} line(s), {} message(s)): the file produces no bar; check that it is "
                        "the file you meant (a CSV with a header only, an empty download?)", path, report.lines,
@@ -198,4 +244,4 @@ def ingest_file(path: str | Path, *, skip_until_snapshot: bool = False, on_cross
         logger.info("{}: {} rows after the 1-minute resample ({})", path, rows, source)
     logger.info("{}: {} messages processed in {:.2f} s (etl/msgs_per_s={:.0f}); defects: {}", path, report.messages,
                 elapsed, report.messages / max(elapsed, 1e-9), report.defects or "none")
-    return FileIngest(path, info.kind, symbol, venue, market, bars, report, report.messages, elapsed, final)
+    return FileIngest(path, info.kind, symbol, venue, market, bars, report, report.messages, elapsed, final, funding)

@@ -18,6 +18,12 @@ BYBIT = "bybit_book"
 BINANCE = "binance_usdm"
 OHLCV = "ohlcv_csv"
 TRADES = "trades_csv"
+# Files of the venues' public archives (the download stage fetches them; :mod:`quantnb.data._archive_csv` reads them).
+KLINES = "binance_klines"
+AGG_TRADES = "binance_aggtrades"
+BOOK_TICKER = "binance_bookticker"
+FUNDING = "binance_funding"
+BYBIT_TRADES = "bybit_trades"
 
 _PATTERNS: tuple[tuple[str, re.Pattern[str], str], ...] = (
     (BYBIT, re.compile(r"^(?P<day>\d{4}-\d{2}-\d{2})_(?P<symbol>[A-Za-z0-9]+)_ob(?P<depth>\d+)\.data(?:\.zip)?$"),
@@ -26,6 +32,16 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], str], ...] = (
      "SYMBOL_YYYYMMDD[.ext].gz (Binance USD-M stream capture, '<recv_ns> <json>' lines)"),
     (TRADES, re.compile(r"^(?P<symbol>[A-Za-z0-9]+)-trades-(?P<day>[0-9-]+)\.(?:csv|zip)$"),
      "SYMBOL-trades-YYYY-MM-DD.csv|.zip (Binance public trades CSV)"),
+    (KLINES, re.compile(r"^(?P<symbol>[A-Za-z0-9]+)-(?P<interval>\d+(?:s|m|h|d|w|mo))-(?P<day>[0-9-]+)\.(?:csv|zip)$"),
+     "SYMBOL-1m-YYYY-MM[-DD].csv|.zip (Binance public klines)"),
+    (AGG_TRADES, re.compile(r"^(?P<symbol>[A-Za-z0-9]+)-aggTrades-(?P<day>[0-9-]+)\.(?:csv|zip)$"),
+     "SYMBOL-aggTrades-YYYY-MM[-DD].csv|.zip (Binance public aggTrades)"),
+    (BOOK_TICKER, re.compile(r"^(?P<symbol>[A-Za-z0-9]+)-bookTicker-(?P<day>[0-9-]+)\.(?:csv|zip)$"),
+     "SYMBOL-bookTicker-YYYY-MM[-DD].csv|.zip (Binance public bookTicker)"),
+    (FUNDING, re.compile(r"^(?P<symbol>[A-Za-z0-9]+)-fundingRate-(?P<day>[0-9-]+)\.(?:csv|zip)$"),
+     "SYMBOL-fundingRate-YYYY-MM.csv|.zip (Binance public funding rates)"),
+    (BYBIT_TRADES, re.compile(r"^(?P<symbol>[A-Z0-9]+?)_?(?P<day>\d{4}-\d{2}-\d{2})\.csv(?:\.gz)?$"),
+     "SYMBOLYYYY-MM-DD.csv.gz or SYMBOL_YYYY-MM-DD.csv.gz (Bybit public trades)"),
     (OHLCV, re.compile(r"^(?P<symbol>[^_]+)_.*1m\.csv$"), "SYMBOL_..._1m.csv (1-minute OHLCV CSV)"),
 )
 
@@ -44,7 +60,9 @@ class SourceInfo(NamedTuple):
 
 
 # The venue of each source kind (an OHLCV CSV names none: the ETL's ``ohlcv_venue`` parameter).
-VENUES = {BYBIT: "bybit", BINANCE: "binance", TRADES: "binance"}
+VENUES = {BYBIT: "bybit", BINANCE: "binance", TRADES: "binance", KLINES: "binance", AGG_TRADES: "binance",
+          BOOK_TICKER: "binance", FUNDING: "binance", BYBIT_TRADES: "bybit"}
+BINANCE_ARCHIVE_KINDS = (BINANCE, TRADES, KLINES, AGG_TRADES, BOOK_TICKER, FUNDING)
 # Bybit's archive folders (``.../orderbook/linear/BTCUSDT/...``, ``.../spot/...``) are the market names.
 BYBIT_MARKETS = ("linear", "inverse", "spot", "option")
 # Binance's archive folders: ``data/futures/um/...`` (USD-M), ``data/futures/cm/...`` (COIN-M), ``data/spot/...``.
@@ -77,7 +95,10 @@ def market_from_path(path: str | Path, kind: str) -> str | None:
     for i in range(len(parts) - 1, -1, -1):
         if kind == BYBIT and parts[i] in BYBIT_MARKETS:
             return parts[i]
-        if kind in (BINANCE, TRADES):
+        if kind == BYBIT_TRADES and parts[i] in ("spot", "trading"):  # Bybit's trades folders
+            inverse = re.match(r"^[A-Z0-9]+USD(?:[A-Z]\d{2})?_?\d{4}-", Path(path).name)  # BTCUSD, BTCUSDH25
+            return "spot" if parts[i] == "spot" else "inverse" if inverse else "linear"
+        if kind in BINANCE_ARCHIVE_KINDS:
             if parts[i] in ("um", "cm") and i > 0 and parts[i - 1] == "futures":
                 return BINANCE_MARKETS[("futures", parts[i])]
             if (parts[i],) in BINANCE_MARKETS:

@@ -12,11 +12,17 @@ BINANCE_TRADES = "binance_trades"
 OHLCV_CSV = "ohlcv_csv"
 BYBIT_BOOK = "bybit_book"
 BINANCE_BOOK = "binance_book"
+BINANCE_KLINES = "binance_klines"
+BINANCE_AGGTRADES = "binance_aggtrades"
+BINANCE_BOOKTICKER = "binance_bookticker"
+BYBIT_TRADES = "bybit_trades"
 
-# Lower rank wins. OHLCV fields: trades CSV > stream trades > OHLCV CSV > mid of a book.
-OHLCV_RANK: dict[str, int] = {TRADES_CSV: 0, BINANCE_TRADES: 1, OHLCV_CSV: 2, BINANCE_BOOK: 3, BYBIT_BOOK: 4}
+# Lower rank wins. OHLCV fields: trades files > stream trades > aggregate trades > klines > OHLCV CSV > mid of a book.
+OHLCV_RANK: dict[str, int] = {TRADES_CSV: 0, BYBIT_TRADES: 1, BINANCE_TRADES: 2, BINANCE_AGGTRADES: 3,
+                              BINANCE_KLINES: 4, OHLCV_CSV: 5, BINANCE_BOOK: 6, BYBIT_BOOK: 7, BINANCE_BOOKTICKER: 8}
 # Book fields come from book sources only; between two of them the rank (then the file name) decides.
-BOOK_RANK: dict[str, int] = {BINANCE_BOOK: 0, BYBIT_BOOK: 1}
+# A bookTicker (top of book only) gives mid, micro-price and spread, no depth: a full book wins.
+BOOK_RANK: dict[str, int] = {BINANCE_BOOK: 0, BYBIT_BOOK: 1, BINANCE_BOOKTICKER: 2}
 
 OHLCV_FIELDS = ("open", "high", "low", "close", "volume")
 TRADE_FIELDS = ("n_trades", "buy_volume")

@@ -21,7 +21,7 @@ HEADLESS_ENV = "QUANTNB_HEADLESS"
 # Executors whose kernels nobody looks at (matched against the parent's argv, by base name).
 _HEADLESS_PARENTS = frozenset({"papermill", "nbconvert", "nbclient", "jupyter-nbconvert", "jupyter-execute"})
 _UNITS = {"etl": "files", "labelling": "files", "optimization": "trials", "training": "epochs",
-          "agent": "checkpoints", "live": "bars", "postmortem": "items", "record": "shards"}
+          "agent": "checkpoints", "live": "bars", "postmortem": "items", "record": "shards", "download": "files"}
 _WIDGET_MIN_INTERVAL_S = 0.25
 _LOG_MIN_INTERVAL_S = 5.0
 

@@ -93,7 +93,8 @@ def _resolve_device(name: str) -> torch.device:
 class Trainer:
     """Train a 3-class window classifier with early stopping and crash-safe checkpoints.
 
-    Class-weighted ``CrossEntropyLoss``, ``AdamW``, ``CosineAnnealingLR`` stepped per epoch
+    Class-weighted ``CrossEntropyLoss`` (times each window's sample weight when ``train`` has
+    weights, e.g. AFML uniqueness: López de Prado 2018, ch. 4), ``AdamW``, ``CosineAnnealingLR`` stepped per epoch
     (``T_max = epochs``), gradient-norm clipping, early stopping on validation F1 macro. After
     every epoch ``best.pt`` (weights, when F1 macro improved) and ``last.pt`` (model, optimiser,
     scheduler, epoch, early-stopping state, history, RNG states) are written atomically to
@@ -142,7 +143,8 @@ class Trainer:
     def _identity(self) -> dict[str, Any]:
         cfg = self.config.to_dict()
         return {**{k: cfg[k] for k in RESULT_FIELDS}, "model": getattr(self.model, "config", None),
-                "n_train_windows": len(self.train), "n_val_windows": len(self.val)}
+                "n_train_windows": len(self.train), "n_val_windows": len(self.val),
+                **({"sample_weighted": True} if self.train.weights is not None else {})}
 
     def fit(self, resume: bool = False) -> TrainResult:
         """Train until ``epochs`` or early stopping; leave the best weights in the model.
@@ -171,6 +173,8 @@ class Trainer:
         self.model.to(dev)
         weights = cfg.class_weights or inverse_frequency_weights(self.train.class_counts())
         self._weight = torch.tensor(weights, dtype=torch.float32, device=dev)
+        sw = self.train.window_weights  # AFML sample weights (uniqueness, return attribution) when the labels have them
+        self._sample_weight = None if sw is None else torch.tensor(sw, dtype=torch.float32, device=dev)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=cfg.epochs, eta_min=cfg.eta_min)
         self.es = {"best_f1_macro": -math.inf, "best_epoch": 0, "epochs_without_improvement": 0}
@@ -255,12 +259,16 @@ class Trainer:
             x, y = self.train.get_batch(idx)
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
             self.opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(self.model(x), y, weight=self._weight)
+            if self._sample_weight is None:
+                loss = F.cross_entropy(self.model(x), y, weight=self._weight)
+            else:  # sum_i s_i c_{y_i} CE_i / sum_i s_i c_{y_i}: the class-weighted mean with sample weights s
+                sw = self._sample_weight[torch.from_numpy(idx).to(dev)] * self._weight[y]
+                loss = (F.cross_entropy(self.model(x), y, reduction="none") * sw).sum() / sw.sum().clamp_min(1e-12)
             loss.backward()
             if cfg.max_grad_norm is not None:
                 nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
             self.opt.step()
-            w = self._weight[y].sum()
+            w = self._weight[y].sum() if self._sample_weight is None else sw.sum()
             loss_sum += loss.detach() * w
             weight_sum += w
             if (b + 1) % cfg.log_every_batches == 0:

@@ -12,7 +12,9 @@ The recorder stage (:mod:`quantnb.stages.record`) runs a :class:`Recorder` under
 
 from __future__ import annotations
 
+from quantnb.record._binance_client import BinanceClient
 from quantnb.record._book import BinanceLiveBook, BybitLiveBook
+from quantnb.record._clickhouse import ClickHouseSink
 from quantnb.record._clients import (
     BINANCE_REST_URL,
     BINANCE_TESTNET_REST_URL,
@@ -20,14 +22,13 @@ from quantnb.record._clients import (
     BINANCE_WS_URL,
     BYBIT_TESTNET_URLS,
     BYBIT_URLS,
-    BinanceClient,
     BybitClient,
     Counters,
     backoff_s,
 )
 from quantnb.record._events import EVENT_SCHEMA, events_frame
 from quantnb.record._recorder import Recorder, RecorderConfig
-from quantnb.record._sinks import ClickHouseSink, ParquetSink, RawSink, read_events, repair_raw_file
+from quantnb.record._sinks import ParquetSink, RawSink, read_events, repair_raw_file
 
 __all__ = [
     "BybitClient", "BinanceClient", "Counters", "backoff_s", "BybitLiveBook", "BinanceLiveBook",

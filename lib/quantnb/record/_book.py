@@ -89,6 +89,7 @@ class BybitLiveBook:
         self.synced = False
         self.seen_snapshot = False
         self.snapshots = self.resyncs = self.gaps = 0
+        self.crossed = False  # the book after the last frame applied had best bid > best ask
 
     def on_message(self, msg: BybitBookMsg) -> str | None:
         """Apply one frame; return ``"gap"`` when the update id broke (resubscribe for a snapshot).
@@ -118,7 +119,7 @@ class BybitLiveBook:
                     prev = self.last_u
                     self.gaps += 1
                     book.clear()
-                    self.synced = bars.synced = False
+                    self.synced = bars.synced = self.crossed = False
                     self.last_u = u
                     logger.warning("{}: update id jumped from u={} to u={}; book cleared, resyncing from a new "
                                    "snapshot", self.symbol, prev, u)
@@ -127,7 +128,8 @@ class BybitLiveBook:
             if not self.synced:
                 return None
             bb, ba = book.apply(d.b, d.a)
-            if bb > ba:  # crossed: counted in the minute, left out of its features (ETL on_crossed="skip")
+            self.crossed = bb > ba
+            if self.crossed:  # counted in the minute, left out of its features (ETL on_crossed="skip")
                 bars.n += 1
                 return None
             bars.add(bb, ba)
@@ -151,6 +153,7 @@ class BybitLiveBook:
             logger.info("{}: first snapshot: u={}, {} bid / {} ask levels, best bid/ask {}/{}", self.symbol, u,
                         nb, na, bb, ba)
         self.seen_snapshot = self.synced = bars.synced = True
+        self.crossed = bb > ba
         if bb > ba:
             bars.n += 1
             return None

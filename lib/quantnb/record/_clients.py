@@ -2,7 +2,17 @@
 
 Each client keeps one connection, reconnects with exponential backoff and full jitter,
 resubscribes, keeps the live books (:mod:`quantnb.record._book`) and hands every frame,
-as received, to a callback ``on_frame(kind, symbol, recv_ns, exch_ms, text)``.
+as received, to a callback ``on_frame(kind, symbol, recv_ns, exch_ms, text)``. The Binance
+client is in :mod:`quantnb.record._binance_client`, the websocket plumbing in
+:mod:`quantnb.record._ws`.
+
+A frame that cannot be decoded is handed to ``on_bad_frame`` (quarantine), counted
+(``bad_frames``), logged once per connection, and its book resyncs; the connection stays
+up. NaN/inf prices and crossed books are counted (``nan_prices``, ``crossed``) and warned
+once per connection. A watchdog reads the counters every quarter of the shorter timeout
+and closes a connection with no data frame for ``stale_after_s`` (Bybit pongs do not
+count) or a book channel silent for ``book_stale_after_s`` (``stalls``); the reconnect
+resyncs (Bybit: new snapshots; Binance: the ``pu`` chain, else a REST snapshot).
 
 Keep-alive: Bybit wants ``{"op":"ping"}`` from the client about every 20 s (v5 docs,
 "Connect > How to Send the Heartbeat Packet"); Binance pings the client every 3 minutes
@@ -30,19 +40,16 @@ from typing import Any
 
 import msgspec
 from loguru import logger
-from picows import WSError, WSInvalidURL, WSListener, WSMsgType, ws_connect
 
-from quantnb.record._book import BinanceLiveBook, BybitLiveBook, decode_bybit_book
+from quantnb.record._book import BybitLiveBook, decode_bybit_book
 from quantnb.record._events import (
-    BINANCE_BBO,
-    BINANCE_DEPTH,
-    BINANCE_SNAPSHOT,
-    BINANCE_TRADE,
     BYBIT_BOOK,
     BYBIT_TRADE,
 )
+from quantnb.record._guard import has_nonfinite
+from quantnb.record._ws import _CONN_ERRORS, _connection, _send, _until_closed
 
-__all__ = ["BybitClient", "BinanceClient", "Counters", "BYBIT_URLS", "BINANCE_WS_URL", "BINANCE_REST_URL",
+__all__ = ["BybitClient", "Counters", "BYBIT_URLS", "BINANCE_WS_URL", "BINANCE_REST_URL",
            "backoff_s"]
 
 BYBIT_URLS = {
@@ -58,89 +65,8 @@ BINANCE_REST_URL = "https://fapi.binance.com"
 BINANCE_TESTNET_WS_URL = "wss://stream.binancefuture.com"
 BINANCE_TESTNET_REST_URL = "https://testnet.binancefuture.com"
 BYBIT_PING_S = 20.0
-_OPEN_TIMEOUT_S = 10.0
-_MAX_FRAME_BYTES = 64 << 20  # a REST-sized snapshot over the websocket is ~1 MB; refuse anything absurd
-_CONN_ERRORS = (OSError, WSError, asyncio.TimeoutError, EOFError)
+_MS_PER_DAY = 86_400_000
 
-
-class _Listener(WSListener):
-    """picows callbacks of one connection: whole messages to ``on_message(bytes)``, errors kept for the session.
-
-    Fragmented messages (a first frame with FIN unset, then CONTINUATION frames) are joined;
-    a CLOSE frame is answered and the connection closed; PINGs are answered by picows.
-    An exception raised by ``on_message`` closes the connection and is re-raised by
-    :func:`_connection` (not swallowed into a reconnect).
-    """
-
-    def __init__(self, on_message: Callable[[bytes], None]) -> None:
-        super().__init__()
-        self.on_message = on_message
-        self.error: BaseException | None = None
-        self.close_code: Any = None
-        self._parts: list[bytes] | None = None
-
-    def on_ws_frame(self, transport: Any, frame: Any) -> None:
-        kind = frame.msg_type
-        try:
-            if kind == WSMsgType.TEXT or kind == WSMsgType.BINARY:
-                if frame.fin:
-                    self.on_message(frame.get_payload_as_bytes())
-                else:
-                    self._parts = [frame.get_payload_as_bytes()]
-            elif kind == WSMsgType.CONTINUATION:
-                if self._parts is None:
-                    raise ConnectionResetError("websocket protocol error: a continuation frame with no message "
-                                               "started")
-                self._parts.append(frame.get_payload_as_bytes())
-                if frame.fin:
-                    parts, self._parts = self._parts, None
-                    self.on_message(b"".join(parts))
-            elif kind == WSMsgType.CLOSE:
-                self.close_code = frame.get_close_code()
-                transport.send_close(self.close_code, frame.get_close_message())
-                transport.disconnect()
-        except BaseException as exc:  # noqa: BLE001 - re-raised by the session once the connection is down
-            if self.error is None:
-                self.error = exc
-            transport.disconnect()
-
-
-async def _connection(url: str, on_message: Callable[[bytes], None]) -> tuple[Any, _Listener]:
-    """Open a websocket to ``url`` (TCP, TLS for wss, handshake) within ``_OPEN_TIMEOUT_S``.
-
-    Raises
-    ------
-    ValueError
-        If ``url`` is not a ws:// or wss:// URL.
-    OSError, picows.WSError, asyncio.TimeoutError
-        If the connection or the handshake fails (the client reconnects).
-    """
-    try:
-        return await asyncio.wait_for(
-            ws_connect(lambda: _Listener(on_message), url, websocket_handshake_timeout=_OPEN_TIMEOUT_S,
-                       max_frame_size=_MAX_FRAME_BYTES, enable_auto_pong=True, logger_name="record"),
-            _OPEN_TIMEOUT_S)
-    except WSInvalidURL as exc:
-        raise ValueError(f"websocket URL {url!r} is not a ws:// or wss:// URL: {exc}") from exc
-
-
-async def _until_closed(transport: Any, listener: _Listener) -> None:
-    """Wait until the connection is down; re-raise the listener's error, else raise ConnectionResetError."""
-    try:
-        await transport.wait_disconnected()
-    finally:
-        if not transport.is_disconnected:  # cancelled (the recorder stops): close politely, then drop
-            with contextlib.suppress(Exception):
-                transport.send_close()
-            transport.disconnect()
-    if listener.error is not None:
-        raise listener.error
-    raise ConnectionResetError(f"the server closed the connection (close code {listener.close_code})"
-                               if listener.close_code is not None else "the connection was dropped")
-
-
-def _send(transport: Any, obj: Any) -> None:
-    transport.send(WSMsgType.TEXT, json.dumps(obj).encode())
 
 OnFrame = Callable[..., None]  # (kind, symbol, recv_ns, exch_ms, text, decoded=None)
 
@@ -154,7 +80,8 @@ class Counters:
         The recorded symbols; each starts with every field of ``FIELDS`` at 0.
     """
 
-    FIELDS = ("messages", "snapshots", "deltas", "trades", "bbo", "gaps", "resyncs", "reconnects", "bytes_in")
+    FIELDS = ("messages", "snapshots", "deltas", "trades", "bbo", "gaps", "resyncs", "reconnects", "bytes_in",
+              "bad_frames", "nan_prices", "crossed", "stalls")
 
     def __init__(self, symbols: list[str]) -> None:
         self.by_symbol: dict[str, dict[str, int]] = {s: dict.fromkeys(self.FIELDS, 0) for s in symbols}
@@ -226,19 +153,33 @@ def backoff_s(attempt: int, base_s: float = 0.5, cap_s: float = 30.0) -> float:
     return random.uniform(0.0, min(cap_s, base_s * 2 ** (attempt - 1)))
 
 
+
 class _Client:
+    """What both venue clients share: reconnect loop, bad-frame quarantine, book checks, liveness watchdog."""
+
     venue = ""
+    clock_ns = staticmethod(time.time_ns)  # receive time (UTC ns): the raw files' days follow it
 
     def __init__(self, symbols: list[str], on_frame: OnFrame, counters: Counters, *, backoff_base_s: float = 0.5,
-                 backoff_cap_s: float = 30.0) -> None:
+                 backoff_cap_s: float = 30.0, stale_after_s: float | None = 30.0,
+                 book_stale_after_s: float | None = 60.0, on_bad_frame: Callable[..., None] | None = None,
+                 on_raw_only: OnFrame | None = None) -> None:
         self.symbols = [s.upper() for s in symbols]
         self.on_frame = on_frame
+        self.on_bad_frame = on_bad_frame
+        self.on_raw_only = on_raw_only
         self.counters = counters
         self.backoff_base_s, self.backoff_cap_s = backoff_base_s, backoff_cap_s
+        self.stale_after_s, self.book_stale_after_s = stale_after_s, book_stale_after_s
         self.connections = 0
+        self.bad_frames = 0
+        self.stalls = 0
         self.confirmed = asyncio.Event()
         self._transport: Any = None
         self._paused = False
+        self._bad_on_conn = 0
+        self._warned: set[tuple[str, str, int]] = set()
+        self._day_end: dict[str, int] = dict.fromkeys(self.symbols, -1)  # end of the current UTC day per symbol
 
     async def run(self) -> None:
         """Connect, subscribe and stream until cancelled; reconnect with backoff on any failure."""
@@ -261,6 +202,98 @@ class _Client:
                 self.counters.add(s, "reconnects")
 
     async def _session(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _connected(self) -> None:
+        """Reset the per-connection state (a new connection starts its liveness clocks and its log-once flags)."""
+        self.connections += 1
+        self._bad_on_conn = 0
+
+    def _bad_frame(self, text: bytes, exc: Exception, recv_ns: int, symbol: str | None) -> None:
+        """Count, quarantine and log (once per connection) a frame that cannot be decoded."""
+        self.bad_frames += 1
+        if symbol in self.counters.by_symbol:
+            self.counters.add(symbol, "bad_frames")
+        self._bad_on_conn += 1
+        reason = f"{type(exc).__name__}: {exc}"
+        if self._bad_on_conn == 1:
+            logger.warning("{}: bad frame on connection {} ({}); quarantined, {} resyncing, recording goes on "
+                           "(further bad frames on this connection are counted, not logged): {!r}", self.venue,
+                           self.connections, reason, f"{symbol} book" if symbol else "the books", text[:120])
+        else:
+            logger.debug("{}: bad frame {} on connection {} ({})", self.venue, self._bad_on_conn, self.connections,
+                         reason)
+        if self.on_bad_frame is not None:
+            self.on_bad_frame(venue=self.venue, connection=self.connections, recv_ns=recv_ns, reason=reason,
+                              text=text, symbol=symbol)
+
+    def _check(self, sym: str, c: dict[str, int], text: bytes, crossed: bool) -> None:
+        """Flag a frame with a NaN/inf price or size, and a book left crossed (counted; warned once per connection)."""
+        if (text.find(b"n") >= 0 or text.find(b"N") >= 0) and has_nonfinite(text):
+            c["nan_prices"] += 1
+            self._warn_once("nan", sym, "{}: {} frame with a NaN/inf price or size (counted as nan_prices; the ETL "
+                            "drops such levels): {!r}", self.venue, sym, text[:160])
+        if crossed:
+            c["crossed"] += 1
+            self._warn_once("crossed", sym, "{}: {} book crossed after a frame (best bid >= best ask; counted as "
+                            "crossed, left out of the minute's features as the ETL does)", self.venue, sym)
+
+    def _warn_once(self, what: str, sym: str, fmt: str, *args: Any) -> None:
+        key = (what, sym, self.connections)
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning(fmt + " (once per connection)", *args)
+
+    async def _watchdog(self, transport: Any) -> None:
+        """Close a connection with no data for ``stale_after_s`` or a book silent for ``book_stale_after_s``.
+
+        Reads the per-symbol counters each tick (a quarter of the shorter timeout), so the
+        frames themselves pay nothing for it.
+        """
+        limits = [x for x in (self.stale_after_s, self.book_stale_after_s) if x]
+        if not limits:
+            return
+        period = min(limits) / 4
+        by = self.counters.by_symbol
+        t0 = time.monotonic()
+        total_seen, total_at = sum(c["messages"] for c in by.values()), t0
+        book_seen = {s: (by[s]["snapshots"] + by[s]["deltas"], t0) for s in self.symbols}
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            total = sum(c["messages"] for c in by.values())
+            if total != total_seen:
+                total_seen, total_at = total, now
+            for s in self.symbols:
+                n = by[s]["snapshots"] + by[s]["deltas"]
+                if n != book_seen[s][0]:
+                    book_seen[s] = (n, now)
+            why, syms = "", self.symbols
+            if self.stale_after_s and now - total_at > self.stale_after_s:
+                why = f"no data frame for {now - total_at:.1f} s (stale_after_s={self.stale_after_s:g})"
+            elif self.book_stale_after_s and self._watch_book():
+                late = [s for s in self.symbols if now - book_seen[s][1] > self.book_stale_after_s]
+                if late:
+                    syms = late
+                    why = (f"no book frame for {', '.join(late)} for {now - min(book_seen[s][1] for s in late):.1f}"
+                           f" s (book_stale_after_s={self.book_stale_after_s:g})")
+            if why:
+                self.stalls += 1
+                for s in syms:
+                    self.counters.add(s, "stalls")
+                logger.warning("{}: {} on connection {}{}; reconnecting and resyncing", self.venue, why,
+                               self.connections, self._alive_hint())
+                transport.disconnect()  # Bybit: the new connection starts from new snapshots; Binance: a diff
+                # missed while silent breaks the pu chain, which fetches a new REST snapshot
+                return
+
+    def _watch_book(self) -> bool:
+        return False
+
+    def _alive_hint(self) -> str:
+        return ""
+
+    def _invalidate(self, sym: str | None) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def pause_reading(self) -> bool:
@@ -286,6 +319,34 @@ class _Client:
                 tr.underlying_transport.resume_reading()
 
 
+class _BybitTrade(msgspec.Struct):
+    T: int
+    s: str
+    S: str
+    v: str
+    p: str
+    i: str
+    seq: int = 0
+
+
+class _BybitTrades(msgspec.Struct):
+    topic: str
+    ts: int
+    data: list[_BybitTrade]
+
+
+_decode_bybit_trades = msgspec.json.Decoder(_BybitTrades).decode  # the types the Parquet sink reads them with
+
+
+def _topic_symbol(text: bytes) -> str | None:
+    """Return the symbol of a Bybit frame's topic (``orderbook.200.BTCUSDT`` -> ``BTCUSDT``) from the bytes."""
+    i = text.find(b'"topic":"')
+    j = text.find(b'"', i + 9) if i >= 0 else -1
+    if j < 0:
+        return None
+    return text[i + 9:j].rsplit(b".", 1)[-1].decode("utf-8", "replace")
+
+
 class BybitClient(_Client):
     """Bybit v5 public streams (linear or spot): ``orderbook.<depth>.<SYMBOL>``, ``publicTrade.<SYMBOL>``.
 
@@ -293,7 +354,7 @@ class BybitClient(_Client):
     ----------
     symbols : list of str
     on_frame : callable
-        ``on_frame(kind, symbol, recv_ns, exch_ms, text)`` for every data frame.
+        ``on_frame(kind, symbol, recv_ns, exch_ms, text, decoded=None)`` for every data frame.
     counters : Counters
     url : str
         ``wss://stream.bybit.com/v5/public/linear`` (or spot, or a testnet / loopback URL).
@@ -302,6 +363,16 @@ class BybitClient(_Client):
     channels : list of {"book", "trades"}
     ping_every_s : float
         Client heartbeat period (Bybit: 20 s).
+    stale_after_s, book_stale_after_s : float or None
+        Liveness: a connection with no data frame for ``stale_after_s`` (pongs do not count),
+        or a symbol with no book frame for ``book_stale_after_s``, is closed with a WARNING,
+        then reconnected and resubscribed (new snapshots). None: not checked.
+    on_bad_frame : callable, optional
+        ``on_bad_frame(venue=, connection=, recv_ns=, reason=, text=, symbol=)`` for a frame that
+        cannot be decoded (it is not recorded; the book resubscribes for a snapshot).
+    on_raw_only : callable, optional
+        ``on_raw_only(kind, symbol, recv_ns, exch_ms, text)`` for the snapshot line written at a
+        UTC day roll (the live book, so the new day's raw file starts with a snapshot).
 
     Attributes
     ----------
@@ -333,8 +404,8 @@ class BybitClient(_Client):
         logger.info("bybit: connecting to {}", self.url)
         transport, listener = await _connection(self.url, self._on_message)
         self._transport, self._paused = transport, False
-        self.connections += 1
-        self._last_rx_ns = time.time_ns()
+        self._connected()
+        self._last_rx_ns = self.clock_ns()
         topics = self.topics()
         for s in self.symbols:  # a new connection starts from a new snapshot
             b = self.books[s]
@@ -343,19 +414,37 @@ class BybitClient(_Client):
                 b.synced = b.minutes.synced = False
         logger.info("bybit: connected (connection {}); subscribing to {}", self.connections, ", ".join(topics))
         _send(transport, {"op": "subscribe", "req_id": f"sub{self.connections}", "args": topics})
-        tasks = [asyncio.create_task(self._ping(transport)), asyncio.create_task(self._resubscriber(transport))]
+        tasks = [asyncio.create_task(self._ping(transport)), asyncio.create_task(self._resubscriber(transport)),
+                 asyncio.create_task(self._watchdog(transport))]
         try:
             await _until_closed(transport, listener)
         finally:
             for t in tasks:
                 t.cancel()
 
+    def _watch_book(self) -> bool:
+        return "book" in self.channels
+
+    def _alive_hint(self) -> str:
+        silent = (self.clock_ns() - self._last_rx_ns) / 1e9
+        return f" (the server still answers: last pong or frame {silent:.1f} s ago)" if silent < 2 * self.ping_every_s \
+            else ""
+
+    def _invalidate(self, sym: str | None) -> None:
+        """Drop the book of ``sym`` (all when None) and resubscribe its topic for a new snapshot."""
+        for s in [sym] if sym else self.symbols:
+            b = self.books[s]
+            b.book.clear()
+            b.synced = b.minutes.synced = b.crossed = False
+            if "book" in self.channels:
+                self._resync.put_nowait(f"orderbook.{self.depth}.{s}")
+
     async def _ping(self, transport: Any) -> None:
         """Send Bybit's heartbeat every ``ping_every_s``; a connection silent for 3 periods is closed (reconnect)."""
         n = 0
         while True:
             await asyncio.sleep(self.ping_every_s)
-            silent_s = (time.time_ns() - self._last_rx_ns) / 1e9
+            silent_s = (self.clock_ns() - self._last_rx_ns) / 1e9
             if silent_s > 3 * self.ping_every_s:
                 logger.warning("bybit: nothing received for {:.1f} s (not even a pong); reconnecting", silent_s)
                 transport.disconnect()
@@ -373,9 +462,16 @@ class BybitClient(_Client):
 
     def _on_message(self, text: bytes) -> None:
         """Handle one frame (called by picows on the event loop, as it is parsed)."""
-        recv_ns = self._last_rx_ns = time.time_ns()
+        recv_ns = self._last_rx_ns = self.clock_ns()
         if text.startswith(b'{"topic":"orderbook.'):
-            msg = decode_bybit_book(text)
+            try:
+                msg = decode_bybit_book(text)
+            except msgspec.DecodeError as exc:  # truncated JSON, or wrong types (ValidationError)
+                sym = _topic_symbol(text)
+                sym = sym if sym in self.books else None
+                self._bad_frame(text, exc, recv_ns, sym)
+                self._invalidate(sym)
+                return
             sym = msg.data.s
             c = self.counters.by_symbol.get(sym)
             if c is None:
@@ -388,34 +484,66 @@ class BybitClient(_Client):
             else:
                 c["deltas"] += 1
             book = self.books[sym]
+            if msg.ts >= self._day_end[sym]:  # the first frame of a UTC day (exchange time)
+                if self._day_end[sym] >= 0 and msg.type == "delta":
+                    self._day_roll(sym, book, msg, recv_ns)
+                self._day_end[sym] = (msg.ts // _MS_PER_DAY + 1) * _MS_PER_DAY
             before = book.resyncs
             if book.on_message(msg) == "gap":
                 c["gaps"] += 1
                 self._resync.put_nowait(msg.topic)
             if book.resyncs != before:
                 c["resyncs"] += 1
+            if book.crossed or text.find(b"n") >= 0 or text.find(b"N") >= 0:
+                self._check(sym, c, text, book.crossed)
             self.on_frame(BYBIT_BOOK, sym, recv_ns, msg.ts, text, msg)
         elif text.startswith(b'{"topic":"publicTrade.'):
-            sym = text[22:text.index(b'"', 22)].decode()
+            try:
+                tr = _decode_bybit_trades(text)
+            except msgspec.DecodeError as exc:
+                self._bad_frame(text, exc, recv_ns, _topic_symbol(text))
+                return
+            sym = tr.topic[12:]
             c = self.counters.by_symbol.get(sym)
             if c is None:
                 logger.warning("bybit: trade for unsubscribed symbol {!r} ignored", sym)
                 return
             c["messages"] += 1
             c["bytes_in"] += len(text)
-            c["trades"] += text.count(b'"T":')
-            self.on_frame(BYBIT_TRADE, sym, recv_ns, _ts(text), text)
+            c["trades"] += len(tr.data)
+            self._check(sym, c, text, False)
+            self.on_frame(BYBIT_TRADE, sym, recv_ns, tr.ts, text)
         else:
             self._control(text)
+
+    def _day_roll(self, sym: str, book: BybitLiveBook, msg: Any, recv_ns: int) -> None:
+        """Start the new UTC day's raw file with the live book as a snapshot line (each day's file stands alone)."""
+        if not book.synced:
+            logger.warning("bybit: {} UTC day roll while the book is unsynced: the new day's raw file starts at the "
+                           "next snapshot (resubscribing)", sym)
+            self._invalidate(sym)
+            return
+        ts = msg.ts // _MS_PER_DAY * _MS_PER_DAY
+        side = {"b": book.book.levels("bid"), "a": book.book.levels("ask")}
+        data = {"s": sym, **{k: [[repr(p), repr(q)] for p, q in v] for k, v in side.items()},
+                "u": book.last_u, "seq": msg.data.seq}
+        line = json.dumps({"topic": msg.topic, "type": "snapshot", "ts": ts, "data": data, "cts": ts},
+                          separators=(",", ":")).encode()
+        logger.info("bybit: {} UTC day roll: the new day's raw file starts with the live book as a snapshot (u={}, "
+                    "{} bid / {} ask levels)", sym, book.last_u, len(side["b"]), len(side["a"]))
+        if self.on_raw_only is not None:
+            self.on_raw_only(BYBIT_BOOK, sym, recv_ns, ts, line)
 
     def _control(self, text: bytes) -> None:
         try:
             msg = msgspec.json.decode(text)
-        except msgspec.DecodeError:
-            logger.warning("bybit: undecodable frame {!r}", text[:200])
+        except msgspec.DecodeError as exc:
+            self._bad_frame(text, exc, self.clock_ns(), None)
             return
         op = msg.get("op") if isinstance(msg, dict) else None
-        if op == "ping" or msg.get("ret_msg") == "pong":
+        if not isinstance(msg, dict):
+            logger.debug("bybit: ignored frame {!r}", text[:200])
+        elif op == "ping" or msg.get("ret_msg") == "pong":
             self.pongs += 1
             logger.debug("bybit: pong")
         elif op in ("subscribe", "unsubscribe"):
@@ -426,146 +554,3 @@ class BybitClient(_Client):
                 logger.error("bybit: {} refused: {}", op, msg.get("ret_msg"))
         else:
             logger.debug("bybit: ignored frame {!r}", text[:200])
-
-
-def _ts(text: bytes) -> int:
-    i = text.find(b'"ts":')
-    if i < 0:
-        return 0
-    j = i + 5
-    k = j
-    while k < len(text) and 48 <= text[k] <= 57:
-        k += 1
-    return int(text[j:k]) if k > j else 0
-
-
-class BinanceClient(_Client):
-    """Binance USD-M market streams: ``<symbol>@depth@100ms`` (or ``@0ms``) synced to REST, ``@trade``, ``@bookTicker``.
-
-    Parameters
-    ----------
-    symbols : list of str
-    on_frame : callable
-        ``on_frame(kind, symbol, recv_ns, exch_ms, text)`` for every frame and every REST snapshot.
-    counters : Counters
-    ws_url, rest_url : str
-        Websocket root (``/stream?streams=...`` appended) and REST root (``/fapi/v1/depth``).
-    channels : list of {"book", "trades", "bbo"}
-    depth_speed : {"100ms", "0ms", "250ms", "500ms"}
-    snapshot_limit : int
-        Levels of the REST snapshot (Binance: 5 ... 1000).
-
-    Attributes
-    ----------
-    books : dict of str to BinanceLiveBook
-    """
-
-    venue = "binance"
-
-    def __init__(self, symbols: list[str], on_frame: OnFrame, counters: Counters, *, ws_url: str, rest_url: str,
-                 channels: tuple[str, ...] = ("book", "trades", "bbo"), depth_speed: str = "100ms",
-                 snapshot_limit: int = 1000, market: str = "usdm", **kw: Any) -> None:
-        super().__init__(symbols, on_frame, counters, **kw)
-        self.ws_url, self.rest_url = ws_url.rstrip("/"), rest_url.rstrip("/")
-        self.channels, self.depth_speed, self.snapshot_limit = tuple(channels), depth_speed, snapshot_limit
-        self.books = {s: BinanceLiveBook(s, market) for s in self.symbols}
-        self._fetching: set[str] = set()
-        self._http: Any = None
-        self._tasks: list[asyncio.Task] = []
-        self.want_book = "book" in self.channels
-
-    def streams(self) -> list[str]:
-        out = []
-        for s in self.symbols:
-            low = s.lower()
-            if "book" in self.channels:
-                out.append(f"{low}@depth@{self.depth_speed}")
-            if "trades" in self.channels:
-                out.append(f"{low}@trade")
-            if "bbo" in self.channels:
-                out.append(f"{low}@bookTicker")
-        return out
-
-    async def _session(self) -> None:
-        import aiohttp
-
-        url = f"{self.ws_url}/stream?streams={'/'.join(self.streams())}"
-        logger.info("binance: connecting to {}", url)
-        async with aiohttp.ClientSession() as http:
-            transport, listener = await _connection(url, self._on_message)
-            self._transport, self._paused = transport, False
-            self._http = http
-            self.connections += 1
-            logger.info("binance: connected (connection {}); streams {} subscribed by URL", self.connections,
-                        ", ".join(self.streams()))
-            self.confirmed.set()
-            # After a reconnect the book carries on only if the first diff chains (pu == previous u, Binance's
-            # rule); a diff missed while away breaks the chain, which clears the book and fetches a new REST
-            # snapshot. The raw file then replays identically through the ETL (same frames, same order).
-            self._tasks = []
-            try:
-                await _until_closed(transport, listener)
-            finally:
-                for t in self._tasks:
-                    t.cancel()
-                self._fetching.clear()
-
-    def _on_message(self, text: bytes) -> None:
-        """Handle one frame (called by picows on the event loop, as it is parsed)."""
-        recv_ns = time.time_ns()
-        at = text.find(b"@")
-        sym = text[11:at].decode().upper() if text.startswith(b'{"stream":"') and at > 0 else ""
-        book = self.books.get(sym)
-        if book is None:
-            logger.debug("binance: ignored frame {!r}", text[:200])
-            return
-        c = self.counters.by_symbol[sym]
-        c["messages"] += 1
-        c["bytes_in"] += len(text)
-        what = book.on_frame(text)
-        if what == "bbo":
-            c["bbo"] += 1
-            self.on_frame(BINANCE_BBO, sym, recv_ns, 0, text)
-            return
-        if what == "trade":
-            c["trades"] += 1
-            self.on_frame(BINANCE_TRADE, sym, recv_ns, 0, text)
-            return
-        c["deltas"] += 1
-        if what == "gap":
-            c["gaps"] += 1
-        self.on_frame(BINANCE_DEPTH, sym, recv_ns, 0, text, book.last_event)
-        if self.want_book and book.needs_snapshot and sym not in self._fetching:
-            self._fetching.add(sym)
-            self._tasks.append(asyncio.create_task(self._snapshot(sym)))
-
-    async def _snapshot(self, sym: str, delay_s: float = 0.0) -> None:
-        """Fetch REST snapshots until the book syncs (a too-old snapshot is fetched again)."""
-        book, c = self.books[sym], self.counters.by_symbol[sym]
-        url = f"{self.rest_url}/fapi/v1/depth"
-        attempt = 0
-        try:
-            while book.needs_snapshot:
-                if attempt:
-                    await asyncio.sleep(min(5.0, 0.05 * 2 ** attempt))
-                attempt += 1
-                async with self._http.get(url, params={"symbol": sym, "limit": str(self.snapshot_limit)}) as resp:
-                    text = (await resp.read()).strip().replace(b"\n", b"")  # one line in the raw file
-                    if resp.status != 200:
-                        logger.warning("binance: GET /fapi/v1/depth {} -> HTTP {}: {!r}; retrying", sym, resp.status,
-                                       text[:200])
-                        continue
-                recv_ns = time.time_ns()
-                before = book.resyncs
-                book.on_snapshot(text)
-                c["snapshots"] += 1
-                if book.resyncs != before:
-                    c["resyncs"] += 1
-                self.on_frame(BINANCE_SNAPSHOT, sym, recv_ns, 0, text)
-                lid = book.depth.snapshot_id
-                if book.synced:
-                    bb, ba = book.book.best_bid, book.book.best_ask
-                    logger.info("binance: {} book synced to REST snapshot lastUpdateId={} (best bid/ask {}/{})",
-                                sym, lid, bb, ba)
-        finally:
-            self._fetching.discard(sym)

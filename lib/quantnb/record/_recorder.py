@@ -1,4 +1,11 @@
-"""The recorder: one venue client, its live books, the sinks, periodic flushes and progress reports."""
+"""The recorder: one venue client, its live books, the sinks, periodic flushes and progress reports.
+
+Guarantees: one recorder per output folder (:class:`~quantnb.record._guard.FolderLock`); a
+frame that cannot be decoded is quarantined and counted, the recording goes on; a failed
+flush keeps every frame for the next one (exactly once) and is counted in ``sink_errors``;
+frames a final flush could not write are counted in ``unflushed_frames``; a ClickHouse
+sink that cannot open leaves raw and Parquet recording (``clickhouse_error``).
+"""
 
 from __future__ import annotations
 
@@ -13,15 +20,18 @@ from typing import Any
 
 from loguru import logger
 
+from quantnb.errors import ConfigError
+from quantnb.record._binance_client import BinanceClient
+from quantnb.record._clickhouse import ClickHouseSink
 from quantnb.record._clients import (
     BINANCE_REST_URL,
     BINANCE_WS_URL,
     BYBIT_URLS,
-    BinanceClient,
     BybitClient,
     Counters,
 )
-from quantnb.record._sinks import ClickHouseSink, ParquetSink, RawSink
+from quantnb.record._guard import FolderLock, Quarantine
+from quantnb.record._sinks import ParquetSink, RawSink
 
 __all__ = ["Recorder", "RecorderConfig"]
 
@@ -33,7 +43,15 @@ class RecorderConfig:
     """What to record and where (see :class:`quantnb.stages.record.RecordParams` for each field).
 
     Paths are absolute. ``clickhouse_path`` is the embedded chDB folder (used when
-    ``clickhouse_url`` is None).
+    ``clickhouse_url`` is None). ``quarantine_dir`` (default: ``quarantine`` beside the raw
+    or Parquet folder) receives the frames that could not be decoded.
+    ``stale_after_s``/``book_stale_after_s``: liveness timeouts of a connection (no data
+    frame) and of each symbol's book channel, seconds (None: not checked).
+
+    Raises
+    ------
+    ConfigError
+        A non-finite or non-positive ``flush_every_s``/``duration_s``/timeout.
     """
 
     venue: str
@@ -59,6 +77,19 @@ class RecorderConfig:
     max_batch_frames: int = 50_000
     log_frames: bool = False
     binance_depth_speed: str = "100ms"
+    quarantine_dir: Path | None = None
+    stale_after_s: float | None = 30.0
+    book_stale_after_s: float | None = 60.0
+    snapshot_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("flush_every_s", "progress_every_s", "duration_s", "stale_after_s", "book_stale_after_s",
+                     "snapshot_timeout_s"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and 0 < v < float("inf")):
+                raise ConfigError(f"RecorderConfig {name}={v!r}: must be a finite number of seconds > 0"
+                                  + (" (or None)" if name in ("duration_s", "stale_after_s", "book_stale_after_s")
+                                     else ""))
 
 
 OnShard = Callable[[Path, int, int, bool | None], None]
@@ -88,6 +119,17 @@ class Recorder:
     backpressure_pauses : int
         Times reading the socket was paused because the sinks fell two batches
         (``max_batch_frames``) behind; in the reports as ``backpressure_pauses``.
+    sink_errors : list of str
+        One line per failed flush (the frames were kept and written by a later flush).
+    unflushed_frames : int
+        Frames the final flush could not write (lost: the run is then ``failed``).
+    clickhouse_error : str or None
+        Why the ClickHouse sink could not open (raw and Parquet recorded all the same).
+
+    Raises
+    ------
+    ConfigError
+        From :meth:`arun`: another recorder holds one of the output folders (naming its pid).
     """
 
     def __init__(self, cfg: RecorderConfig, *, on_shard: OnShard | None = None,
@@ -98,14 +140,20 @@ class Recorder:
         self.counters = Counters(list(cfg.symbols))
         self.messages = 0
         self.stopped_by: str | None = None
-        self.raw = RawSink(cfg.raw_dir, cfg.venue, cfg.depth) if cfg.raw_dir is not None else None
-        self.parquet = (ParquetSink(cfg.parquet_dir, cfg.venue, cfg.market, cfg.shard_prefix)
-                        if cfg.parquet_dir is not None else None)
+        # the sinks open in arun, once the folders are locked (a ParquetSink removes temp files it finds)
+        self.raw: RawSink | None = None
+        self.parquet: ParquetSink | None = None
         self.clickhouse: ClickHouseSink | None = None
         self.client: BybitClient | BinanceClient | None = None
         self._log_frames = cfg.log_frames
-        self._writers = [s for s in (self.raw, self.parquet) if s is not None]
-        self._write_fns = [s.write for s in self._writers]
+        self._write_fns: list[Callable[..., None]] = []
+        base = cfg.raw_dir or cfg.parquet_dir
+        q = cfg.quarantine_dir or (base.parent / "quarantine" if base is not None else None)
+        self.quarantine = Quarantine(q, cfg.shard_prefix)  # no folder (a book feed without sinks): counted only
+        self.sink_errors: list[str] = []
+        self.clickhouse_error: str | None = None
+        self.unflushed_frames = 0
+        self._failing = 0  # failed flushes in a row
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._flush_now: asyncio.Event | None = None
@@ -138,6 +186,8 @@ class Recorder:
         decoded : Any, optional
             The client's decoded form of a book frame (``BybitBookMsg`` or the ETL's depth event), if any.
         """
+        if self.cfg.max_messages is not None and self.messages >= self.cfg.max_messages:
+            return  # arrived between the stop request and the connection's close: not recorded (exactly max_messages)
         self.messages += 1
         if self._log_frames:
             logger.debug("{} {} recv_ns={} {!r}", kind, symbol, recv_ns, text[:160])
@@ -213,17 +263,56 @@ class Recorder:
 
     async def arun(self) -> None:
         """Connect, record and flush until a stop condition; flush and close every sink at the end."""
+        locks = [FolderLock(d) for d in dict.fromkeys(x for x in (self.cfg.raw_dir, self.cfg.parquet_dir) if x)]
+        held: list[FolderLock] = []
+        try:
+            for lock in locks:
+                lock.acquire()
+                held.append(lock)
+            await self._arun()
+        finally:
+            for lock in held:
+                lock.release()
+
+    def _open_sinks(self) -> None:
+        cfg = self.cfg
+        self.raw = RawSink(cfg.raw_dir, cfg.venue, cfg.depth) if cfg.raw_dir is not None else None
+        self.parquet = (ParquetSink(cfg.parquet_dir, cfg.venue, cfg.market, cfg.shard_prefix)
+                        if cfg.parquet_dir is not None else None)
+        self._write_fns = [s.write for s in (self.raw, self.parquet) if s is not None]
+
+    async def _open_clickhouse(self) -> None:
+        """Open the ClickHouse sink; if it cannot open, say why and record to raw/Parquet without it."""
+        cfg = self.cfg
+        try:
+            self.clickhouse = ClickHouseSink(cfg.clickhouse_url, cfg.clickhouse_path or Path("data/clickhouse"),
+                                             cfg.clickhouse_table)
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any driver error: the other sinks record on
+            self.clickhouse = None
+            self.clickhouse_error = f"{type(exc).__name__}: {exc}"
+            self.sink_errors.append(f"clickhouse: {exc}")
+            logger.error("ClickHouse sink unavailable ({}); raw and Parquet keep recording, and a later run inserts "
+                         "the shards (backfill)", exc)
+            return
+        if cfg.parquet_dir is not None:  # shards an earlier (killed) recorder wrote but did not insert
+            await asyncio.to_thread(self.clickhouse.backfill, cfg.parquet_dir)
+
+    def _raw_only(self, kind: str, symbol: str, recv_ns: int, exch_ms: int, text: bytes) -> None:
+        if self.raw is not None:
+            self.raw.write(kind, symbol, recv_ns, exch_ms, text)
+
+    async def _arun(self) -> None:
         cfg = self.cfg
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         self._flush_now = asyncio.Event()
         if self.stopped_by is not None:
             self._stop.set()
+        self._open_sinks()
         if cfg.clickhouse:
-            self.clickhouse = ClickHouseSink(cfg.clickhouse_url, cfg.clickhouse_path or Path("data/clickhouse"),
-                                             cfg.clickhouse_table)
-            if cfg.parquet_dir is not None:  # shards an earlier (killed) recorder wrote but did not insert
-                await asyncio.to_thread(self.clickhouse.backfill, cfg.parquet_dir)
+            await self._open_clickhouse()
         self.client = self._make_client()
         client_task = asyncio.create_task(self.client.run(), name="client")
         flusher = asyncio.create_task(self._flush_loop(), name="flush")
@@ -250,23 +339,28 @@ class Recorder:
                     await t
             with contextlib.suppress(Exception):
                 await flusher
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception as exc:  # noqa: BLE001 - counted; the stage marks the run failed
+                self._flush_failed(exc, final=True)
             self._report(final=True)
             if self.clickhouse is not None:
                 self.clickhouse.close()
 
     def _make_client(self) -> BybitClient | BinanceClient:
         cfg = self.cfg
+        kw = dict(backoff_base_s=cfg.backoff_base_s, stale_after_s=cfg.stale_after_s,
+                  book_stale_after_s=cfg.book_stale_after_s, on_bad_frame=self.quarantine.add,
+                  on_raw_only=self._raw_only)
         if cfg.venue == "bybit":
             url = cfg.ws_url or BYBIT_URLS[cfg.market]
             return BybitClient(list(cfg.symbols), self.on_frame, self.counters, url=url, depth=cfg.depth,
-                               channels=cfg.channels, ping_every_s=cfg.ping_every_s, market=cfg.market,
-                               backoff_base_s=cfg.backoff_base_s)
+                               channels=cfg.channels, ping_every_s=cfg.ping_every_s, market=cfg.market, **kw)
         return BinanceClient(list(cfg.symbols), self.on_frame, self.counters, ws_url=cfg.ws_url or BINANCE_WS_URL,
                              rest_url=cfg.rest_url or BINANCE_REST_URL, channels=cfg.channels,
                              snapshot_limit=next((n for n in _BINANCE_LIMITS if n >= cfg.depth), 1000),
                              depth_speed=cfg.binance_depth_speed, market=cfg.market,
-                             backoff_base_s=cfg.backoff_base_s)
+                             snapshot_timeout_s=cfg.snapshot_timeout_s, **kw)
 
     # -- flush and progress -------------------------------------------------------------------
     async def _flush_loop(self) -> None:
@@ -283,19 +377,40 @@ class Recorder:
                 return
             try:
                 await self.flush()
-            except Exception as exc:  # a sink error must not stop recording; the next flush retries
-                logger.opt(exception=exc).error("Flush failed ({}: {}); the frames are kept for the next flush",
-                                                type(exc).__name__, exc)
+            except Exception as exc:  # noqa: BLE001 - a sink error must not stop recording; the next flush retries
+                self._flush_failed(exc)
+            else:
+                if self._failing:
+                    logger.warning("Flush succeeded after {} failed one(s): every kept frame is written", self._failing)
+                self._failing = 0
+
+    def _flush_failed(self, exc: BaseException, final: bool = False) -> None:
+        """Count a failed flush; at the final flush, the frames still buffered are lost (counted)."""
+        self.sink_errors.append(f"{type(exc).__name__}: {exc}"[:500])
+        self._failing += 1
+        if not final:
+            if self._failing % 12 == 1:  # the first failure, then about once a minute (no log wall on a full disk)
+                logger.error("Flush failed ({}: {}); the frames are kept for the next flush ({} failure(s) in a row)",
+                             type(exc).__name__, exc, self._failing)
+            return
+        raw_left = self.raw.pending if self.raw is not None else 0
+        self.unflushed_frames = max(raw_left, self.parquet.pending if self.parquet is not None else 0)
+        logger.error("Final flush failed ({}: {}); {} frame(s) could not be written", type(exc).__name__, exc,
+                     self.unflushed_frames)
 
     async def flush(self) -> None:
-        """Append raw lines, write a Parquet shard and insert it into ClickHouse."""
+        """Append raw lines, write a Parquet shard and insert it into ClickHouse (a raw failure is raised last)."""
+        raw_exc: OSError | None = None
         if self.raw is not None:
-            self.raw.flush()
-        if self.parquet is None:
+            try:
+                self.raw.flush()
+            except OSError as exc:
+                raw_exc = exc
+        if self.parquet is None or not self.parquet.pending:
+            if raw_exc is not None:
+                raise raw_exc
             return
         batch = self.parquet.detach()  # in the recording thread: the frames buffered until now
-        if batch is None:
-            return
         self._flushing = True
         try:
             try:
@@ -314,6 +429,8 @@ class Recorder:
                      "" if in_ch is None else f", ClickHouse {'ok' if in_ch else 'FAILED (backfill later)'}")
         if self.on_shard is not None:
             self.on_shard(path, rows, frames, in_ch)
+        if raw_exc is not None:
+            raise raw_exc
 
     async def _progress_loop(self) -> None:
         while True:
@@ -349,6 +466,15 @@ class Recorder:
             out["clickhouse_backlog"] = list(self.clickhouse.backlog)
         if self.client is not None:
             out["connections"] = self.client.connections
+            out["bad_frames"] = self.client.bad_frames  # those of no known symbol included
+            out["stalls"] = self.client.stalls
+        if self.quarantine.n and self.quarantine.path is not None:
+            out["quarantine_file"] = str(self.quarantine.path)
+        out["sink_errors"] = list(self.sink_errors[-20:])
+        out["flush_failures"] = len(self.sink_errors)
+        out["unflushed_frames"] = self.unflushed_frames
+        if self.clickhouse_error is not None:
+            out["clickhouse_error"] = self.clickhouse_error
         out["backpressure_pauses"] = self.backpressure_pauses
         return out
 

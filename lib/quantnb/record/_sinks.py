@@ -19,17 +19,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import time
 import zlib
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import polars as pl
 from loguru import logger
 
-from quantnb.errors import ConfigError
 from quantnb.record._events import (
     BINANCE_DEPTH,
     BINANCE_SNAPSHOT,
@@ -42,7 +39,7 @@ from quantnb.record._events import (
 )
 from quantnb.runlog import atomic_path
 
-__all__ = ["RawSink", "ParquetSink", "ClickHouseSink", "repair_raw_file", "TABLE_DDL"]
+__all__ = ["RawSink", "ParquetSink", "repair_raw_file"]
 
 _DECODED = (BYBIT_BOOK, BINANCE_DEPTH)  # kinds whose decoded frames are kept as columns (BookColumns)
 _NS_PER_DAY = 86_400 * 10**9
@@ -175,32 +172,71 @@ class RawSink:
         else:
             self._buf[self._path("binance", symbol, recv_ns // _NS_PER_DAY)].append(b"%d %s" % (recv_ns, text))
 
+    @property
+    def pending(self) -> int:
+        """Lines buffered for the next flush."""
+        return sum(len(v) for v in self._buf.values())
+
     def flush(self) -> int:
-        """Append the buffered lines to their files; return bytes written."""
+        """Append the buffered lines to their files; return bytes written.
+
+        A file whose write fails (disk full, I/O error) is cut back to its size before the
+        write, so it ends in whole lines (gzip members), and keeps its lines for the next
+        flush: each frame lands in its file exactly once. The other files are written.
+
+        Raises
+        ------
+        OSError
+            After trying every file, when one failed (naming it and the frames kept).
+        """
         written = 0
+        kept: dict[Path, list[bytes]] = {}
+        errors: list[str] = []
+        first: OSError | None = None
         for path, lines in self._buf.items():
             if not lines:
                 continue
-            if path not in self._checked:
-                repair_raw_file(path)
-                self._checked.add(path)
-            lines.append(b"")
-            data = b"\n".join(lines)
-            if path.name.endswith(".gz"):
-                comp = zlib.compressobj(1, zlib.DEFLATED, 31)
-                data = comp.compress(data) + comp.flush()
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                if path not in self._checked:
+                    repair_raw_file(path)
+                    self._checked.add(path)
+                data = b"\n".join(lines) + b"\n"
+                if path.name.endswith(".gz"):
+                    comp = zlib.compressobj(1, zlib.DEFLATED, 31)
+                    data = comp.compress(data) + comp.flush()
+                self._append(path, data)
+            except OSError as exc:
+                kept[path] = lines
+                first = first or exc
+                errors.append(f"{path}: {exc.strerror or exc} ({len(lines)} frame(s) kept for the next flush)")
+                continue
+            written += len(data)
+            self.files.add(str(path))
+        self._buf = defaultdict(list, kept)
+        self.bytes += written
+        if first is not None:
+            raise OSError(first.errno, "raw sink write failed: " + "; ".join(errors)) from first
+        return written
+
+    _write = staticmethod(os.write)  # the one write call (a test injects a full disk here)
+
+    def _append(self, path: Path, data: bytes) -> None:
+        """Append ``data`` whole or not at all: a failed or short write is truncated back to the old end."""
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            start = os.fstat(fd).st_size
             try:
                 view = memoryview(data)
                 while view:
-                    view = view[os.write(fd, view):]
-            finally:
-                os.close(fd)
-            written += len(data)
-            self.files.add(str(path))
-        self._buf = defaultdict(list)
-        self.bytes += written
-        return written
+                    view = view[self._write(fd, view):]
+            except OSError:
+                try:
+                    os.ftruncate(fd, start)
+                except OSError:  # cannot roll back: the next flush cuts the torn end first
+                    self._checked.discard(path)
+                raise
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         self.flush()
@@ -294,18 +330,20 @@ class ParquetSink:
             A batch from :meth:`detach`.
         """
         _, recv, text, sym, cols, pending = batch
-        for k in text:
-            recv[k].extend(self._recv.get(k, []))
-            text[k].extend(self._text.get(k, []))
+        recv, text = defaultdict(list, {k: list(v) for k, v in recv.items()}), \
+            defaultdict(list, {k: list(v) for k, v in text.items()})
         for k in self._text:
-            if k not in text:
-                recv[k], text[k] = self._recv[k], self._text[k]
-        for k, c in self._cols.items():
-            if k in cols:
-                cols[k].extend(c)
-            else:
-                cols[k] = c
-        self._recv, self._text, self._sym, self._cols = recv, text, sym + self._sym, cols
+            recv[k].extend(self._recv[k])
+            text[k].extend(self._text[k])
+        merged: dict[str, BookColumns] = {}
+        for k in {*cols, *self._cols}:
+            # new accumulators, copied: the failed write may still export the batch's buffers (numpy views),
+            # and an exported array cannot grow (BufferError)
+            m = merged[k] = BookColumns(k)
+            for part in (cols.get(k), self._cols.get(k)):
+                if part is not None:
+                    m.extend(part)
+        self._recv, self._text, self._sym, self._cols = recv, text, sym + self._sym, merged
         self.pending += pending
 
     def write_batch(self, batch: tuple) -> tuple[Path, int, int]:
@@ -350,198 +388,6 @@ class ParquetSink:
         pass
 
 
-TABLE_DDL = """CREATE TABLE IF NOT EXISTS {table}_frames (
-    recv_ns Int64, exch_ms Int64, venue LowCardinality(String), market LowCardinality(String),
-    symbol LowCardinality(String), channel LowCardinality(String), type LowCardinality(String),
-    update_id Nullable(Int64), seq Nullable(Int64), side LowCardinality(Nullable(String)), n_bids UInt32,
-    price Array(Float64), size Array(Float64), trade_id Nullable(String), shard LowCardinality(String)
-) ENGINE = MergeTree
-PARTITION BY toDate(intDiv(recv_ns, 1000000000))
-ORDER BY (symbol, recv_ns)
-SETTINGS non_replicated_deduplication_window = 10000, min_rows_for_wide_part = 4000000,
-    min_bytes_for_wide_part = 1000000000"""
-
-# One row per level or trade, EVENT_SCHEMA's columns, over the stored frames.
-VIEW_DDL = """CREATE VIEW IF NOT EXISTS {table} AS
-SELECT recv_ns, exch_ms, venue, market, symbol, channel, type, update_id, seq,
-    if(channel = 'trade', side, if(k <= n_bids, 'bid', 'ask')) AS side, price, size, trade_id, shard
-FROM {table}_frames ARRAY JOIN price, size, arrayEnumerate(price) AS k"""
-
-
-class ClickHouseSink:
-    """Insert Parquet shards into a ClickHouse MergeTree table, once each.
-
-    The shards' rows (one per frame) go into the MergeTree table ``<table>_frames``; the view
-    ``<table>`` gives one row per level or trade, the columns of ``EVENT_SCHEMA``.
-
-    Parameters
-    ----------
-    url : str or None
-        ``None``: embedded chDB with its data under ``path``. Otherwise a server URL
-        ``http(s)://user@host:port/database`` for clickhouse-connect; the password comes
-        from the environment variable ``CLICKHOUSE_PASSWORD`` only.
-    path : pathlib.Path
-        chDB data folder (embedded only).
-    table : str
-        ``database.name`` of the events view; the MergeTree table is ``<table>_frames`` (both
-        created if missing).
-    retries : int
-        Attempts per insert before the shard is left in Parquet for backfill.
-
-    Attributes
-    ----------
-    inserted, rows : int
-        Shards and events (rows of the view) inserted by this process.
-    backlog : list of str
-        Shards that failed every attempt (they stay in Parquet; :meth:`backfill` retries).
-    """
-
-    name = "clickhouse"
-
-    def __init__(self, url: str | None, path: Path, table: str = "quantnb.book_events", retries: int = 3,
-                 retry_wait_s: float = 0.5) -> None:
-        self.url, self.path, self.table = url, path, table
-        self.retries, self.retry_wait_s = retries, retry_wait_s
-        self.inserted = self.rows = 0
-        self.bytes = 0
-        self.backlog: list[str] = []
-        # shards known to be in the table: read once (first insert), then kept up to date by this
-        # process, so an insert does not scan the whole shard column (a cost growing with the table)
-        self._known: set[str] | None = None
-        db = table.split(".")[0] if "." in table else "default"
-        if url is None:
-            import chdb.session
-
-            path.mkdir(parents=True, exist_ok=True)
-            self._session = chdb.session.Session(str(path))
-            self._client = None
-        else:
-            import clickhouse_connect
-
-            u = urlsplit(url)
-            if u.password:
-                raise ConfigError(f"clickhouse_url={u.scheme}://{u.username}:***@{u.hostname}: put no password in "
-                                  "the URL; set the CLICKHOUSE_PASSWORD environment variable")
-            self._session = None
-            self._client = clickhouse_connect.get_client(
-                host=u.hostname or "localhost", port=u.port or (8443 if u.scheme == "https" else 8123),
-                username=u.username or "default", password=os.environ.get("CLICKHOUSE_PASSWORD", ""),
-                secure=u.scheme == "https", database=(u.path.strip("/") or "default"))
-        self._exec(f"CREATE DATABASE IF NOT EXISTS {db}")
-        name = table.split(".")[-1]
-        found = f"SELECT engine FROM system.tables WHERE database = '{db}' AND name = '{name}'"
-        engine = str(self._exec(found)).strip().strip('"')  # chDB's CSV quotes it
-        if engine and engine != "View":
-            raise ConfigError(f"ClickHouse {table} is a {engine} table, not the events view of {table}_frames "
-                              "(a table of an earlier quantnb layout?): set clickhouse_table to a new name, or "
-                              f"rename {table} in ClickHouse")
-        self._exec(TABLE_DDL.format(table=table))
-        self._exec(VIEW_DDL.format(table=table))
-
-    def _exec(self, sql: str) -> Any:
-        if self._session is not None:
-            return self._session.query(sql, "CSV")
-        return self._client.command(sql)
-
-    def _scalar(self, sql: str) -> int:
-        if self._session is not None:
-            return int(str(self._session.query(sql, "CSV")).strip() or 0)
-        return int(self._client.command(sql))
-
-    def shards_in_table(self) -> set[str]:
-        """Return the shard names already in the table."""
-        if self._session is not None:
-            out = str(self._session.query(f"SELECT DISTINCT shard FROM {self.table}_frames", "TSV")).split()
-            return set(out)
-        return {r[0] for r in self._client.query(f"SELECT DISTINCT shard FROM {self.table}_frames").result_rows}
-
-    def insert_shard(self, path: Path, events: int | None = None) -> bool:
-        """Insert one shard unless the table holds it already; retry, else leave it for backfill.
-
-        Parameters
-        ----------
-        path : pathlib.Path
-            A Parquet shard written by :class:`ParquetSink`; its stem is the shard name.
-        events : int, optional
-            Its number of events (rows of the view), if known; else counted from the file.
-
-        Returns
-        -------
-        bool
-            True if the shard is in the table now (inserted or already there).
-        """
-        shard = path.stem
-        last: Exception | None = None
-        for attempt in range(1, self.retries + 1):
-            try:
-                if self._known is None:
-                    self._known = self.shards_in_table()
-                # after a failed attempt the insert may have landed all the same: ask the table itself
-                if shard in self._known or (last is not None and self._scalar(
-                        f"SELECT count() FROM {self.table}_frames WHERE shard = '{shard}'")):
-                    logger.debug("ClickHouse already holds shard {}; not inserted again", shard)
-                    self._known.add(shard)
-                    return True
-                if self._session is not None:
-                    self._session.query(
-                        f"INSERT INTO {self.table}_frames SETTINGS insert_deduplication_token = '{shard}', "
-                        f"max_insert_block_size = 100000000, min_insert_block_size_rows = 100000000 "
-                        f"SELECT * FROM file('{path.resolve()}', Parquet)", "CSV")
-                    n = events if events is not None else int(
-                        pl.scan_parquet(path).select(pl.col("price").list.len().sum()).collect().item())
-                else:
-                    table = pl.read_parquet(path)
-                    self._client.insert_arrow(f"{self.table}_frames", table.to_arrow(),
-                                              settings={"insert_deduplication_token": shard})
-                    n = int(table["price"].list.len().sum())
-                self._known.add(shard)
-                self.inserted += 1
-                self.rows += n
-                self.bytes += path.stat().st_size
-                return True
-            except Exception as exc:  # noqa: BLE001 - any driver error: retry, then backlog
-                last = exc
-                logger.warning("ClickHouse insert of shard {} failed (attempt {}/{}): {}: {}", shard, attempt,
-                               self.retries, type(exc).__name__, exc)
-                time.sleep(self.retry_wait_s * attempt)
-        logger.error("ClickHouse insert of shard {} failed {} times ({}); its events stay in {} and are listed "
-                     "for backfill", shard, self.retries, last, path)
-        if shard not in self.backlog:
-            self.backlog.append(shard)
-        return False
-
-    def backfill(self, shard_dir: Path) -> list[str]:
-        """Insert every shard of ``shard_dir`` the table lacks (e.g. after a kill or failed inserts).
-
-        Parameters
-        ----------
-        shard_dir : pathlib.Path
-            The folder of Parquet shards.
-
-        Returns
-        -------
-        list of str
-            The shard names inserted now; a shard that fails all retries stays in ``backlog``.
-        """
-        have = self._known = self.shards_in_table()
-        done = []
-        for path in sorted(shard_dir.glob("*.parquet")):
-            if path.stem not in have and self.insert_shard(path):
-                done.append(path.stem)
-                if path.stem in self.backlog:
-                    self.backlog.remove(path.stem)
-        if done:
-            logger.info("ClickHouse backfill: inserted {} shard(s) missing from {}", len(done), self.table)
-        return done
-
-    def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-            self._session = None
-        if self._client is not None:
-            self._client.close()
-
-
 def read_events(shard_dir: Path) -> pl.DataFrame:
     """Read every Parquet shard of ``shard_dir`` as events (one row per level or trade), in shard order.
 
@@ -561,4 +407,4 @@ def read_events(shard_dir: Path) -> pl.DataFrame:
     return events_from_frames(pl.concat([pl.read_parquet(p) for p in paths]))
 
 
-__all__ += ["read_events", "VIEW_DDL"]
+__all__ += ["read_events"]

@@ -17,6 +17,17 @@ from quantnb._lazy import attach
 
 if TYPE_CHECKING:  # the names for type checkers; at run time each loads on first use
     from quantnb.features import FeatureScaler
+    from quantnb.research._afml import (
+        BARRIER_PROFIT_TAKE,
+        BARRIER_STOP_LOSS,
+        BARRIER_VERTICAL,
+        cusum_events,
+        ewm_volatility,
+        fixed_horizon_t1,
+        sample_weights,
+        sequential_bootstrap,
+        triple_barrier_labels,
+    )
     from quantnb.research._dataset import N_CLASSES, WindowDataset
     from quantnb.research._features import build_features, feature_columns
     from quantnb.research._labels import (
@@ -29,6 +40,7 @@ if TYPE_CHECKING:  # the names for type checkers; at run time each loads on firs
         label_bars,
         label_counts,
         label_distribution,
+        label_events,
         label_suffix,
     )
     from quantnb.research._prepare import PreparedData, prepare_datasets
@@ -36,6 +48,15 @@ if TYPE_CHECKING:  # the names for type checkers; at run time each loads on firs
 
 __getattr__, __dir__ = attach(__name__, {
     "FeatureScaler": "quantnb.features",
+    "BARRIER_PROFIT_TAKE": "quantnb.research._afml",
+    "BARRIER_STOP_LOSS": "quantnb.research._afml",
+    "BARRIER_VERTICAL": "quantnb.research._afml",
+    "cusum_events": "quantnb.research._afml",
+    "ewm_volatility": "quantnb.research._afml",
+    "fixed_horizon_t1": "quantnb.research._afml",
+    "sample_weights": "quantnb.research._afml",
+    "sequential_bootstrap": "quantnb.research._afml",
+    "triple_barrier_labels": "quantnb.research._afml",
     "N_CLASSES": "quantnb.research._dataset",
     "WindowDataset": "quantnb.research._dataset",
     "build_features": "quantnb.research._features",
@@ -50,6 +71,7 @@ __getattr__, __dir__ = attach(__name__, {
     "label_counts": "quantnb.research._labels",
     "label_distribution": "quantnb.research._labels",
     "label_suffix": "quantnb.research._labels",
+    "label_events": "quantnb.research._labels",
     "PreparedData": "quantnb.research._prepare",
     "prepare_datasets": "quantnb.research._prepare",
     "DataSplits": "quantnb.research._split",
@@ -58,6 +80,16 @@ __getattr__, __dir__ = attach(__name__, {
 
 __all__ = [
     "label_bars",
+    "label_events",
+    "BARRIER_PROFIT_TAKE",
+    "BARRIER_STOP_LOSS",
+    "BARRIER_VERTICAL",
+    "cusum_events",
+    "ewm_volatility",
+    "fixed_horizon_t1",
+    "sample_weights",
+    "sequential_bootstrap",
+    "triple_barrier_labels",
     "label_suffix",
     "label_counts",
     "label_distribution",

@@ -34,15 +34,19 @@ class WindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         Window length, rows (minutes), >= 1.
     break_before : numpy.ndarray, shape (rows,), bool, optional
         True where a row does not directly follow the previous one (a gap); default none.
+    weights : numpy.ndarray, shape (rows,), float, optional
+        Sample weight of each row's label (e.g. AFML uniqueness), finite and >= 0; a window takes
+        the weight of its last row. Default none: every window weighs the same.
 
     Raises
     ------
     ConfigError
-        If ``seq_len`` is not a positive integer or the array shapes disagree.
+        If ``seq_len`` is not a positive integer, the array shapes disagree or a weight is
+        negative or not finite on a labelled row.
     """
 
     def __init__(self, features: np.ndarray, labels: np.ndarray, seq_len: int,
-                 break_before: np.ndarray | None = None):
+                 break_before: np.ndarray | None = None, weights: np.ndarray | None = None):
         if isinstance(seq_len, bool) or not isinstance(seq_len, numbers.Integral) or seq_len < 1:
             raise ConfigError(f"seq_len: got {seq_len!r}; give a window length in minutes >= 1, e.g. 60")
         x = np.ascontiguousarray(features, dtype=np.float32)
@@ -56,11 +60,12 @@ class WindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self.labels = y
         self.seq_len = int(seq_len)
         self.ends = _window_ends(x, y, brk, self.seq_len)
+        self.weights = None if weights is None else _check_weights(weights, y.shape, self.ends)
         self._offsets = np.arange(-self.seq_len + 1, 1, dtype=np.int64)
 
     @classmethod
     def from_frame(cls, df: pl.DataFrame, scaler: FeatureScaler, seq_len: int,
-                   label_col: str | None = "label") -> WindowDataset:
+                   label_col: str | None = "label", weight_col: str | None = None) -> WindowDataset:
         """Build the dataset of one split from a frame of bars with feature columns.
 
         Parameters
@@ -74,6 +79,9 @@ class WindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             Window length, rows (minutes).
         label_col : str or None
             Label column; ``None`` for unlabelled bars (inference: every usable window, target -1).
+        weight_col : str or None
+            Sample-weight column (``uniqueness`` or ``return_weight`` of the labelling stage);
+            ``None``: unweighted.
 
         Returns
         -------
@@ -89,13 +97,17 @@ class WindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         check_bars(df)
         if label_col is not None and label_col not in df.columns:
             raise ConfigError(f"label_col: column {label_col!r} is not in the frame; label the bars first")
+        if weight_col is not None and weight_col not in df.columns:
+            raise ConfigError(f"weight_col: column {weight_col!r} is not in the frame (columns: {df.columns}); "
+                              "label with the labelling stage of this version, or pass weight_col=None")
         x = scaler.transform(df)
         brk = df.select(break_before_expr(df)).to_series().to_numpy() if df.height else np.zeros(0, bool)
         if label_col is None:
             y = np.zeros(df.height, dtype=np.int64)
         else:
             y = df.get_column(label_col).cast(pl.Int64).fill_null(-1).to_numpy()
-        ds = cls(x, y, seq_len, brk)
+        w = None if weight_col is None else df.get_column(weight_col).cast(pl.Float64).fill_null(0.0).to_numpy()
+        ds = cls(x, y, seq_len, brk, w)
         if label_col is None:
             ds.labels[:] = -1
         return ds
@@ -118,6 +130,11 @@ class WindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def targets(self) -> np.ndarray:
         """numpy.ndarray, shape (n_windows,), int64: the target of every window."""
         return self.labels[self.ends]
+
+    @property
+    def window_weights(self) -> np.ndarray | None:
+        """numpy.ndarray, shape (n_windows,), float64, or None: the sample weight of every window."""
+        return None if self.weights is None else self.weights[self.ends]
 
     def class_counts(self) -> np.ndarray:
         """Return numpy.ndarray, shape (3,), int64: windows per class (SELL, NEUTRAL, BUY)."""
@@ -154,3 +171,15 @@ def _window_ends(x: np.ndarray, y: np.ndarray, brk: np.ndarray, seq_len: int) ->
     ok = (bad_cum[ends + 1] - bad_cum[starts] == 0) & (brk_cum[ends + 1] - brk_cum[starts + 1] == 0)
     ok &= (y[ends] >= 0) & (y[ends] < N_CLASSES)
     return ends[ok]
+
+
+def _check_weights(weights: np.ndarray, shape: tuple[int, ...], ends: np.ndarray) -> np.ndarray:
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != shape:
+        raise ConfigError(f"weights {w.shape} must have shape (rows,) = {shape}")
+    used = w[ends]
+    bad = np.flatnonzero(~np.isfinite(used) | (used < 0))
+    if bad.size:
+        raise ConfigError(f"weights: row {int(ends[bad[0]])} has weight {used[bad[0]]!r}; sample weights must be "
+                          "finite and >= 0 (relabel the data)")
+    return w

@@ -212,3 +212,62 @@ def format_distribution(distribution: Mapping[str, float]) -> str:
         One line, percentages with one decimal.
     """
     return " | ".join(f"{_SHORT_NAMES[k]}: {100.0 * float(distribution.get(k, 0.0)):.1f}%" for k in LABEL_NAMES)
+
+
+def label_events(df: pl.DataFrame, method: str = "fixed_horizon", *, lookahead_min: int = 60,
+                 threshold_short_frac: float = -0.004, threshold_long_frac: float = 0.008,
+                 max_holding_min: int = 60, profit_take_mult: float = 1.0, stop_loss_mult: float = 1.0,
+                 vol_span_min: int = 60, cusum_threshold: float | None = None,
+                 price_col: str = "close") -> pl.DataFrame:
+    """Label bars by ``method`` and add each label's end ``t1``, ``uniqueness`` and ``return_weight``.
+
+    ``fixed_horizon`` is :func:`label_bars` (its columns and values unchanged) with
+    ``t1 = ts + lookahead_min``; ``triple_barrier`` is
+    :func:`quantnb.research.triple_barrier_labels` (adds ``barrier`` and ``vol_frac``). With
+    ``cusum_threshold`` only the bars picked by :func:`quantnb.research.cusum_events` are
+    labelled. Uniqueness and return weights come from
+    :func:`quantnb.research.sample_weights` (AFML sections 4.3-4.6), computed over the labels
+    of ``df``.
+
+    Parameters
+    ----------
+    df : polars.DataFrame
+        1-minute bars: ``ts``, ``price_col``, optional ``gap_before``.
+    method : {"fixed_horizon", "triple_barrier"}
+        Labelling method.
+    lookahead_min, threshold_short_frac, threshold_long_frac : int, float, float
+        Fixed-horizon parameters (see :func:`label_bars`).
+    max_holding_min, profit_take_mult, stop_loss_mult, vol_span_min : int, float, float, int
+        Triple-barrier parameters (see :func:`quantnb.research.triple_barrier_labels`).
+    cusum_threshold : float, optional
+        CUSUM filter threshold on cumulative log returns, > 0; default label every bar.
+    price_col : str
+        Price column.
+
+    Returns
+    -------
+    polars.DataFrame
+        The labelled bars with ``fwd_return``, ``label``, ``t1`` (UTC Datetime like ``ts``),
+        ``uniqueness`` and ``return_weight`` (Float64).
+
+    Raises
+    ------
+    ConfigError
+        If ``method`` is unknown or a parameter is out of range (the message names it).
+    DataError
+        If ``ts`` is invalid.
+    """
+    from quantnb.research._afml import cusum_events, fixed_horizon_t1, sample_weights, triple_barrier_labels
+
+    if method not in ("fixed_horizon", "triple_barrier"):
+        raise ConfigError(f"method: got {method!r}; give 'fixed_horizon' or 'triple_barrier'")
+    events = None if cusum_threshold is None else cusum_events(df, cusum_threshold, price_col)
+    if method == "triple_barrier":
+        out = triple_barrier_labels(df, max_holding_min, profit_take_mult, stop_loss_mult, vol_span_min,
+                                    price_col, events)
+    else:
+        out = label_bars(df, lookahead_min, threshold_short_frac, threshold_long_frac, price_col)
+        if events is not None:
+            out = out.filter(pl.col("ts").is_in(df.filter(pl.Series(events)).get_column("ts").implode()))
+        out = fixed_horizon_t1(out, lookahead_min)
+    return sample_weights(out, df, price_col)

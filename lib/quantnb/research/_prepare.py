@@ -61,6 +61,7 @@ def prepare_datasets(
     lookahead_min: int,
     embargo_min: int | None = None,
     features: Sequence[str] | None = None,
+    weight_col: str | None = None,
 ) -> PreparedData:
     """Build features, split chronologically with an embargo, fit the scaler on train, index windows.
 
@@ -79,6 +80,9 @@ def prepare_datasets(
         Embargo after each split, minutes; default ``lookahead_min``.
     features : sequence of str, optional
         Features to use; default every one the columns allow (see ``feature_columns``).
+    weight_col : str, optional
+        Sample-weight column of the labels (``uniqueness`` or ``return_weight``), carried by
+        the windows and used by the trainer's loss; default unweighted.
 
     Returns
     -------
@@ -98,7 +102,8 @@ def prepare_datasets(
     splits = chronological_split(frame, train_frac=train_frac, val_frac=val_frac,
                                  lookahead_min=lookahead_min, embargo_min=embargo_min)
     scaler = FeatureScaler.fit(splits.train, names)
-    sets = [WindowDataset.from_frame(part, scaler, seq_len) for part in (splits.train, splits.val, splits.test)]
+    sets = [WindowDataset.from_frame(part, scaler, seq_len, weight_col=weight_col)
+            for part in (splits.train, splits.val, splits.test)]
     for name, ds in zip(("train", "val", "test"), sets, strict=True):
         if len(ds) == 0:
             raise ConfigError(f"seq_len: {seq_len} leaves no window in the {name} split "

@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import shutil
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -274,7 +277,51 @@ def _fmt_duration(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def format_runs_table(summaries: list[RunSummary], root: Path | None = None) -> str:
+def fit_table(header: tuple[str, ...], rows: list[tuple[str, ...]], width: int | None = None) -> str:
+    """Return ``rows`` as an aligned plain-text table no wider than ``width`` where it can be.
+
+    Columns are kept from the left while they fit (the first always); each of the others
+    goes on an indented line under its row as ``name: value``, wrapped at spaces, so
+    nothing is cut: a single value longer than the width (a long path) stays whole on its
+    own line.
+
+    Parameters
+    ----------
+    header : tuple of str
+        Column names, most important first.
+    rows : list of tuple of str
+        One tuple per row, as long as ``header``.
+    width : int or None
+        Characters per line; None: ``COLUMNS``, else the terminal's, else (output piped to
+        a file or a program) no limit: one line per row.
+
+    Returns
+    -------
+    str
+        The header, a rule, and the rows.
+    """
+    if width is None:
+        piped = "COLUMNS" not in os.environ and not sys.stdout.isatty()
+        width = sys.maxsize if piped else shutil.get_terminal_size().columns
+    table = [header, *rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    keep = len(header)
+    while keep > 1 and sum(widths[:keep]) + 2 * (keep - 1) > width:
+        keep -= 1
+    lines = []
+    for n, r in enumerate(table):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r[:keep], widths[:keep], strict=True)).rstrip())
+        if n == 0:
+            lines.append("-" * min(width, sum(widths[:keep]) + 2 * (keep - 1)))
+            continue
+        for i in range(keep, len(header)):
+            if r[i]:
+                lines += textwrap.wrap(f"{header[i]}: {r[i]}", width, initial_indent="    ",
+                                       subsequent_indent="      ", break_long_words=False, break_on_hyphens=False)
+    return "\n".join(lines)
+
+
+def format_runs_table(summaries: list[RunSummary], root: Path | None = None, width: int | None = None) -> str:
     """Return the run monitor as plain text: id, stage, status, progress, ETA, start, duration, metric, log.
 
     Parameters
@@ -283,11 +330,14 @@ def format_runs_table(summaries: list[RunSummary], root: Path | None = None) -> 
         Rows, in the order shown (see :func:`list_runs`).
     root : pathlib.Path, optional
         Project directory; log paths are shown relative to it.
+    width : int or None
+        Characters per line (see :func:`fit_table`); None: the terminal's width.
 
     Returns
     -------
     str
-        A header line and one line per run.
+        A header line and one line per run, the columns that do not fit on an indented
+        line under it.
     """
     header = ("run_id", "stage", "status", "progress", "eta", "started (UTC)", "duration", "headline", "log")
     rows = [header]
@@ -304,7 +354,4 @@ def format_runs_table(summaries: list[RunSummary], root: Path | None = None) -> 
             s.started_at.strftime("%Y-%m-%d %H:%M:%S") if s.started_at else "",
             _fmt_duration(s.duration_s), s.headline, str(log or ""),
         ))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines)
+    return fit_table(header, rows[1:], width)

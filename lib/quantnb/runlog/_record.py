@@ -195,7 +195,8 @@ def mark_dead_run_interrupted(run_dir: Path, record: dict[str, Any] | None = Non
     The change is written atomically into ``run.json`` with ``interrupted_detected_at``
     (UTC ISO 8601, when this check found the processes dead) and
     ``interrupted_reason``. A record of a live run, a finished run or one without
-    recorded processes is returned unchanged.
+    recorded processes is returned unchanged, as is one whose ``run_dir`` is a symbolic
+    link (a run's files are not written through a link that leaves ``runs/``).
 
     Parameters
     ----------
@@ -217,7 +218,7 @@ def mark_dead_run_interrupted(run_dir: Path, record: dict[str, Any] | None = Non
             return {}
     if record.get("status") not in ("running", "pending"):
         return record
-    if run_processes_alive(record) is not False:
+    if run_processes_alive(record) is not False or run_dir.is_symlink():  # a link out of runs/: not written
         return record
     pids = ", ".join(str(record[k]) for k in ("pid", "runner_pid") if record.get(k))
     return update_run_record(

@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 from loguru import logger
 
-from quantnb._paths import project_root
+from quantnb._paths import check_run_dir, project_root
 from quantnb.config import StageParams
 from quantnb.errors import ConfigError, RunInterrupted
 from quantnb.runlog._atomic import read_json_tolerant, remove_stale_temp_files
@@ -658,6 +658,7 @@ def start_run(params: StageParams, *, root: str | os.PathLike[str] | None = None
         run_id, resumed = (found, True) if found else (new_run_id(params, base), False)
     else:
         run_id, resumed = new_run_id(params, base), False
+    check_run_dir(base, run_id)  # a link in runs/ pointing elsewhere is not written through
     ctx = RunContext(params, base, run_id, resumed)
     ctx._open()
     if params.resume and not resumed:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import sys
@@ -14,7 +15,7 @@ import psutil
 from loguru import logger
 from papermill.exceptions import PapermillExecutionError
 
-from quantnb._paths import project_root
+from quantnb._paths import check_run_dir, project_root
 from quantnb.config import StageParams, load_yaml_params
 from quantnb.display._progress import HEADLESS_ENV
 from quantnb.errors import ConfigError
@@ -71,6 +72,7 @@ def resolve_params(
     params_file: str | Path | None = None,
     resume_run_id: str | None = None,
     root: Path,
+    source: str | None = None,
 ) -> tuple[StageParams, dict[str, Any]]:
     """Merge a resumed run's parameters, a YAML file and overrides; validate before any work.
 
@@ -86,6 +88,9 @@ def resolve_params(
         A run whose recorded parameters are the base (its ``resume`` is set).
     root : Path
         Project directory (holding ``runs/``).
+    source : str or None
+        Where the values came from, quoted in errors (a pipeline's file and step);
+        None: the params file, else "command line".
 
     Returns
     -------
@@ -101,6 +106,7 @@ def resolve_params(
     cls = params_class(stage)
     values: dict[str, Any] = {}
     if resume_run_id:
+        check_run_dir(root, resume_run_id)
         rec = read_run_record(root / "runs" / resume_run_id)
         if rec is None:
             raise ConfigError(f"--resume {resume_run_id}: no runs/{resume_run_id}/run.json under {root}")
@@ -117,7 +123,7 @@ def resolve_params(
     values.update(overrides or {})
     if resume_run_id:
         values.update(resume=True, run_id=resume_run_id)
-    params = cls.parse(values, source=str(params_file or "command line"))
+    params = cls.parse(values, source=source or str(params_file or "command line"))
     if resume_run_id and rec.get("config_hash") not in (None, params.config_hash()):
         changed = sorted(k for k, v in params.model_dump(mode="json").items()
                          if k not in params.execution_fields and rec.get("parameters", {}).get(k, v) != v)
@@ -212,6 +218,7 @@ def run_stage(
     kernel_name: str = "python3",
     progress: bool | None = None,
     log_output: bool = False,
+    source: str | None = None,
 ) -> RunOutcome:
     """Execute ``notebooks/<stage>.ipynb`` into ``runs/<run_id>/<stage>.ipynb`` and record the run.
 
@@ -240,6 +247,8 @@ def run_stage(
     log_output : bool
         Stream the kernel's output (its console log lines) to this process's stdout/stderr
         (``--log-output``); the progress line is then left out.
+    source : str or None
+        Where the parameters came from, quoted in a refusal (a pipeline's file and step).
 
     Returns
     -------
@@ -253,11 +262,12 @@ def run_stage(
     base = project_root(root)
     mark_dead_runs(base)  # runs whose processes died (SIGKILL) become interrupted in their run.json
     params, values = resolve_params(stage, overrides=overrides, params_file=params_file,
-                                    resume_run_id=resume_run_id, root=base)
+                                    resume_run_id=resume_run_id, root=base, source=source)
     notebook_in = base / "notebooks" / f"{stage}.ipynb"
     if not notebook_in.exists():
         raise ConfigError(f"{notebook_in}: notebook of stage {stage!r} not found")
     run_id = resume_run_id or new_run_id(params, base)
+    check_run_dir(base, run_id)  # a link in runs/ pointing elsewhere is not written through
     paths = RunPaths(base, run_id, stage)
     run_dir = paths.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -274,7 +284,8 @@ def run_stage(
                           config_hash=params.config_hash(), parameters=params.model_dump(mode="json"),
                           started_at=iso(utc_now()), git_commit=git_commit(base),
                           versions=package_versions(), **runner)
-    inject = {**values, "run_id": run_id, "project_dir": str(base)}
+    # YAML dates (start: 2024-07-01) reach the notebook as ISO strings; papermill stores the parameters as JSON
+    inject = {**json.loads(json.dumps(values, default=str)), "run_id": run_id, "project_dir": str(base)}
     update_run_record(run_dir, notebook=str(notebook_out.relative_to(base)), **runner)
     print(f"[quantnb] {stage}: run {run_id} -> {notebook_out.relative_to(base)}", flush=True)
     t0 = time.monotonic()

@@ -8,11 +8,12 @@ from typing import Any
 from quantnb._paths import project_root
 from quantnb.config import load_yaml_params
 from quantnb.errors import ConfigError
-from quantnb.runlog._monitor import format_metrics
+from quantnb.runlog._monitor import fit_table, format_metrics
 from quantnb.runlog._record import mark_dead_runs
-from quantnb.runner._execute import RunOutcome, run_stage
+from quantnb.runner._execute import RunOutcome, resolve_params, run_stage
 
-_REF = re.compile(r"\$\{([A-Za-z0-9_\-]+)\.run_id\}")
+# ${<step id>.run_id} or ${<step id>.outputs.<name>} (an output the step recorded in its run.json)
+_REF = re.compile(r"\$\{([A-Za-z0-9_\-]+)\.(run_id|outputs\.[A-Za-z0-9_\-]+)\}")
 
 
 @dataclasses.dataclass
@@ -23,44 +24,120 @@ class PipelineResult:
     outcomes: list[tuple[str, RunOutcome]]
     ok: bool
 
-    def table(self) -> str:
-        """Return a plain-text summary table: step, stage, status, duration, metrics, outputs."""
-        rows = [("step", "stage", "status", "duration_s", "run_id | metrics | outputs")]
+    def table(self, width: int | None = None) -> str:
+        """Return a plain-text summary table: step, stage, status, duration, run id, metrics, outputs.
+
+        Parameters
+        ----------
+        width : int or None
+            Characters per line; None: the terminal's. Columns that do not fit go on an
+            indented line under their step (see :func:`quantnb.runlog._monitor.fit_table`).
+
+        Returns
+        -------
+        str
+        """
+        rows = []
         for step_id, o in self.outcomes:
             duration = o.record.get("duration_s") or o.record.get("runner_duration_s") or ""
-            outputs = ", ".join(f"{k}={v}" for k, v in (o.record.get("outputs") or {}).items())
+            outputs = "  ".join(f"{k}={v}" for k, v in (o.record.get("outputs") or {}).items())
             metrics = format_metrics(o.stage, o.record.get("metrics") or {}, width=80)
-            tail = o.run_id + (f" | {metrics}" if metrics else "") + (f" | {outputs}" if outputs else "")
-            rows.append((step_id, o.stage, o.status, f"{duration}", tail))
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        lines = []
-        for n, r in enumerate(rows):
-            lines.append("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
-            if n == 0:
-                lines.append("-" * (sum(widths) + 8 + 40))
-        return "\n".join(lines)
+            rows.append((step_id, o.stage, o.status, f"{duration}", o.run_id, metrics, outputs))
+        return fit_table(("step", "stage", "status", "duration_s", "run_id", "metrics", "outputs"), rows, width)
 
 
-def _substitute(value: Any, run_ids: dict[str, str], step: str) -> Any:
+def _substitute(value: Any, done: dict[str, RunOutcome | None], where: str) -> Any:
+    """Replace every ``${id.run_id}``/``${id.outputs.name}``; a step not run yet (None) gives a placeholder."""
     if isinstance(value, str):
         def repl(m: re.Match[str]) -> str:
-            ref = m.group(1)
-            if ref not in run_ids:
-                raise ConfigError(f"pipeline step {step!r}: ${{{ref}.run_id}} refers to no earlier step")
-            return run_ids[ref]
+            ref, attr = m.group(1), m.group(2)
+            if ref not in done:
+                raise ConfigError(f"{where}: {m.group(0)} refers to no earlier step (ids: {', '.join(done) or 'none'})")
+            outcome = done[ref]
+            if outcome is None:  # validating before anything runs: a plain name stands for the future value
+                return f"{ref}_pending"
+            if attr == "run_id":
+                return outcome.run_id
+            name = attr.removeprefix("outputs.")
+            outputs = outcome.record.get("outputs") or {}
+            if name not in outputs:
+                raise ConfigError(f"{where}: {m.group(0)}: run {outcome.run_id} recorded no output {name!r} "
+                                  f"(it recorded: {', '.join(outputs) or 'none'})")
+            return str(outputs[name])
         return _REF.sub(repl, value)
     if isinstance(value, dict):
-        return {k: _substitute(v, run_ids, step) for k, v in value.items()}
+        return {k: _substitute(v, done, where) for k, v in value.items()}
     if isinstance(value, list):
-        return [_substitute(v, run_ids, step) for v in value]
+        return [_substitute(v, done, where) for v in value]
     return value
+
+
+def _steps(config: str | Path, spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(step id, stage, raw params)`` of every step; refuse a malformed list or a repeated id."""
+    steps = spec.get("stages")
+    if not isinstance(steps, list) or not steps:
+        raise ConfigError(f"{config}: 'stages' must be a non-empty list of {{stage, params}}")
+    out: list[tuple[str, str, dict[str, Any]]] = []
+    for n, step in enumerate(steps):
+        if not isinstance(step, dict) or "stage" not in step:
+            raise ConfigError(f"{config}: stages[{n}] needs a 'stage' key")
+        step_id = str(step.get("id", step["stage"]))
+        if any(step_id == s[0] for s in out):
+            raise ConfigError(f"{config}: stages[{n}]: id {step_id!r} is used twice; give this step its own 'id'")
+        params = step.get("params") or {}
+        if not isinstance(params, dict):
+            raise ConfigError(f"{config}: step {step_id!r} (stages[{n}]): 'params' must be a mapping")
+        out.append((step_id, str(step["stage"]), params))
+    return out
+
+
+def _where(config: str | Path, n: int, step_id: str) -> str:
+    return f"{config}, step {step_id!r} (stages[{n}])"
+
+
+def validate_pipeline(config: str | Path, *, root: str | Path | None = None) -> list[tuple[str, str]]:
+    """Check every step of a pipeline YAML before anything runs.
+
+    Each step's parameters are validated by its stage's model (unknown names, types,
+    ranges, rules between fields), with ``${id.run_id}`` and ``${id.outputs.name}``
+    standing for values of earlier steps; a reference to no earlier step is refused.
+
+    Parameters
+    ----------
+    config : str or pathlib.Path
+        Pipeline YAML.
+    root : str or pathlib.Path, optional
+        Project directory.
+
+    Returns
+    -------
+    list of (str, str)
+        ``(step id, stage)`` of every step, in order.
+
+    Raises
+    ------
+    ConfigError
+        Naming the YAML file and the step, for the first step whose parameters are invalid.
+    """
+    base = project_root(root)
+    spec = load_yaml_params(config)
+    steps = _steps(config, spec)
+    done: dict[str, RunOutcome | None] = {}
+    for n, (step_id, stage, raw) in enumerate(steps):
+        where = _where(config, n, step_id)
+        resolve_params(stage, overrides=_substitute(raw, done, where), root=base, source=where)
+        done[step_id] = None
+    return [(step_id, stage) for step_id, stage, _ in steps]
 
 
 def run_pipeline(config: str | Path, *, root: str | Path | None = None) -> PipelineResult:
     """Run the stages listed in a pipeline YAML in order; stop at the first failure.
 
     The file holds ``name`` and ``stages``, a list of ``{stage, id (optional), params}``.
-    A parameter value may refer to an earlier step's run as ``${<id>.run_id}``.
+    A parameter value may refer to an earlier step's run as ``${<id>.run_id}``, or to an
+    output it recorded in its run.json as ``${<id>.outputs.<name>}`` (e.g.
+    ``${labelling.outputs.labelled_dir}``). Every step's parameters are validated (see
+    :func:`validate_pipeline`) before the first step runs.
 
     Parameters
     ----------
@@ -76,24 +153,21 @@ def run_pipeline(config: str | Path, *, root: str | Path | None = None) -> Pipel
     Raises
     ------
     ConfigError
-        If the file is malformed; each step's parameters are validated when it starts.
+        If the file is malformed or a step's parameters are invalid (naming the file and
+        the step); nothing has run then.
     """
     base = project_root(root)
     mark_dead_runs(base)  # runs whose processes died become interrupted in their run.json
+    validate_pipeline(config, root=base)
     spec = load_yaml_params(config)
-    steps = spec.get("stages")
-    if not isinstance(steps, list) or not steps:
-        raise ConfigError(f"{config}: 'stages' must be a non-empty list of {{stage, params}}")
-    run_ids: dict[str, str] = {}
+    name = str(spec.get("name", Path(config).stem))
+    done: dict[str, RunOutcome | None] = {}
     outcomes: list[tuple[str, RunOutcome]] = []
-    for n, step in enumerate(steps):
-        if not isinstance(step, dict) or "stage" not in step:
-            raise ConfigError(f"{config}: stages[{n}] needs a 'stage' key")
-        step_id = str(step.get("id", step["stage"]))
-        params = _substitute(step.get("params") or {}, run_ids, step_id)
-        outcome = run_stage(step["stage"], params, root=base)
-        run_ids[step_id] = outcome.run_id
+    for n, (step_id, stage, raw) in enumerate(_steps(config, spec)):
+        where = _where(config, n, step_id)
+        outcome = run_stage(stage, _substitute(raw, done, where), root=base, source=where)
+        done[step_id] = outcome
         outcomes.append((step_id, outcome))
         if outcome.status in ("failed", "interrupted"):
-            return PipelineResult(str(spec.get("name", Path(config).stem)), outcomes, False)
-    return PipelineResult(str(spec.get("name", Path(config).stem)), outcomes, True)
+            return PipelineResult(name, outcomes, False)
+    return PipelineResult(name, outcomes, True)

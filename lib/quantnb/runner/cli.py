@@ -10,7 +10,11 @@ import yaml
 
 from quantnb._yaml import safe_load_bounded
 from quantnb.errors import ConfigError
+from quantnb.runner._clihelp import StageHelpAction
 from quantnb.stages import STAGES
+
+_DESCRIPTION = ("quantnb: run one stage's notebook (run), the stages of a pipeline YAML (pipeline), "
+                "or list the runs (runs). quantnb run <stage> --help lists a stage's parameters.")
 
 
 def _parse_value(text: str) -> Any:
@@ -20,19 +24,31 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def _run_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="a parameter; VALUE is read as YAML (0.1, true, [a, b])")
+    common.add_argument("-f", "--params-file", help="YAML mapping of parameters")
+    common.add_argument("--resume", metavar="RUN_ID", help="continue this run, skipping finished items")
+    common.add_argument("--root", help="project directory (default: found from the cwd)")
+    common.add_argument("-q", "--quiet", action="store_true", help="no live progress line")
+    common.add_argument("--log-output", action="store_true",
+                        help="stream the kernel's log lines here (instead of the progress line)")
+    return common
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="quantnb", description=__doc__)
+    parser = argparse.ArgumentParser(prog="quantnb", description=_DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="execute notebooks/<stage>.ipynb into runs/<run_id>/")
-    run.add_argument("stage", choices=sorted(STAGES))
-    run.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                     help="a parameter; VALUE is read as YAML (0.1, true, [a, b])")
-    run.add_argument("-f", "--params-file", help="YAML mapping of parameters")
-    run.add_argument("--resume", metavar="RUN_ID", help="continue this run, skipping finished items")
-    run.add_argument("--root", help="project directory (default: found from the cwd)")
-    run.add_argument("-q", "--quiet", action="store_true", help="no live progress line")
-    run.add_argument("--log-output", action="store_true",
-                     help="stream the kernel's log lines here (instead of the progress line)")
+    run = sub.add_parser("run", help="execute notebooks/<stage>.ipynb into runs/<run_id>/",
+                         description="Execute notebooks/<stage>.ipynb into runs/<run_id>/ and record the run. "
+                                     "quantnb run <stage> --help lists the stage's parameters.")
+    stages = run.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    common = _run_options()
+    for name in STAGES:  # help built on demand: listing runs imports no stage
+        stage = stages.add_parser(name, parents=[common], add_help=False, help=f"the {name} stage (-h: its parameters)")
+        stage.add_argument("-h", "--help", action=StageHelpAction, stage=name,
+                           help="the stage's description, parameters and exit codes")
     runs = sub.add_parser("runs", help="list runs: status (dead processes detected), progress, ETA, metrics")
     runs.add_argument("--stage", choices=sorted(STAGES), help="only runs of this stage")
     runs.add_argument("--status", choices=("pending", "running", "completed", "completed_with_errors",
@@ -85,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
               "  runs/<run_id>/         executed notebook, run.json (status, parameters, outputs), models, bundles\n"
               "  logs/<stage>/          session logs, heartbeat_<day>.log and batches_<day>.log (TSV)\n"
               "  logs/heartbeats/       current status per run; logs/checkpoints/: what resume skips\n"
-              "  data/processed/        ETL Parquet; data/labelled/<suffix>/: labels\n"
+              "  data/processed/        ETL Parquet; data/labelled/<suffix>/: labels (or their output_dir)\n"
               "  debug_plots/<run_id>/  memory, throughput, confusion matrix, equity curve")
         return 0 if result.ok else 1
     except ConfigError as exc:

@@ -22,6 +22,7 @@ STAGES: dict[str, str] = {
     "agent": "quantnb.stages.agent:AgentParams",
     "live": "quantnb.stages.live:LiveParams",
     "record": "quantnb.stages.record:RecordParams",
+    "download": "quantnb.stages.download:DownloadParams",
 }
 
 

@@ -28,6 +28,7 @@ import polars as pl
 from loguru import logger
 from pydantic import Field, PositiveInt, field_validator
 
+from quantnb.config import OutputDir, resolve_output_dir
 from quantnb.display import result_html
 from quantnb.errors import ConfigError, DataError
 from quantnb.parallel import ParallelStageParams, open_executor
@@ -64,8 +65,9 @@ class EtlParams(ParallelStageParams):  # + executor, scheduler
                     "'**' matches any number of folders. Whatever they name that is not a readable regular "
                     "file is quarantined with an error.",
     )
-    output_dir: str = Field("data/processed",
-                            description="Where <venue>/<market>/<SYMBOL>/<YYYY-MM-DD>.parquet go.")
+    output_dir: OutputDir = Field("data/processed",
+                                  description="Where <venue>/<market>/<SYMBOL>/<YYYY-MM-DD>.parquet go: an absolute "
+                                              "folder, or one relative to the project.")
     n_workers: PositiveInt = Field(2, description="Worker processes; 1 runs in-process.")
     skip_until_snapshot: bool = Field(
         False, description="Skip order-book deltas before the first snapshot instead of failing the file."
@@ -111,7 +113,8 @@ class EtlParams(ParallelStageParams):  # + executor, scheduler
         """Source kind to the market of files whose folders name none."""
         from quantnb.data import _io
 
-        return {_io.BYBIT: self.bybit_market, _io.TRADES: self.binance_market, _io.BINANCE: self.binance_market,
+        binance = dict.fromkeys(_io.BINANCE_ARCHIVE_KINDS, self.binance_market)
+        return {**binance, _io.BYBIT: self.bybit_market, _io.BYBIT_TRADES: self.bybit_market,
                 _io.OHLCV: self.ohlcv_market}
 
 
@@ -212,12 +215,39 @@ def _ingest_to_shard(path: str, shard: str, options: dict[str, Any]) -> dict[str
     result = ingest_file(Path(path), **options)
     with atomic_path(shard) as tmp:
         result.bars.write_parquet(tmp, compression="zstd")
+    if result.funding is not None:  # a funding-rate file: its series, merged per instrument by _write_funding
+        with atomic_path(_funding_shard(Path(shard))) as tmp:
+            result.funding.write_parquet(tmp, compression="zstd")
     return {
         "n_messages": int(result.n_messages),
         "rows": result.bars.height,
         "quality": result.quality.to_dict(),
         "elapsed_s": time.perf_counter() - t0,
     }
+
+
+def _funding_shard(shard: Path) -> Path:
+    return shard.with_suffix(".funding.parquet")
+
+
+def _write_funding(ctx: RunContext, used: list[Path], out_dir: Path) -> int:
+    """Merge the funding series of every funding-rate input into ``<instrument>/funding/funding.parquet``."""
+    from quantnb.data import instrument_path
+
+    frames = [_read_parquet(_funding_shard(s)) for s in used if _funding_shard(s).exists()]
+    if not frames:
+        return 0
+    series = pl.concat(frames).sort("venue", "market", "symbol", "ts", "file").unique(
+        ["venue", "market", "symbol", "ts"], keep="first", maintain_order=True)
+    for (venue, market, symbol), frame in sorted(series.partition_by(["venue", "market", "symbol"],
+                                                                     as_dict=True).items()):
+        dest = out_dir / instrument_path(venue, market, symbol) / "funding" / "funding.parquet"
+        with atomic_path(dest) as tmp:
+            frame.drop("file").write_parquet(tmp, compression="zstd")
+        ctx.add_output(f"funding_{venue}_{market}_{symbol}", dest)
+        logger.info("Saved {} ({} funding rate(s), {} to {})", dest, frame.height, frame["ts"].min(),
+                    frame["ts"].max())
+    return series.height
 
 
 def _item_name(path: Path, root: Path) -> str:
@@ -370,7 +400,7 @@ def _merge_and_write(ctx: RunContext, params: EtlParams) -> pl.DataFrame:
     used = [_shard_path(ctx, item) for item in sorted(ctx.checkpoint.completed)]
     parts = [_read_parquet(p) for p in used]
     ctx.set_result(conflicts=book_conflicts(parts))  # merge_parts logs each at WARNING
-    out_dir = (ctx.root / params.output_dir).resolve()
+    out_dir = resolve_output_dir(params.output_dir, ctx.root)
     for shard, part in zip(used, parts, strict=True):  # each input's quality report next to its outputs
         report = read_json_tolerant(shard.with_suffix(".quality.json"))
         instruments = part.select("venue", "market", "symbol").unique().sort("venue", "market", "symbol")
@@ -391,6 +421,7 @@ def _merge_and_write(ctx: RunContext, params: EtlParams) -> pl.DataFrame:
                      "path": str(dest.relative_to(ctx.root) if dest.is_relative_to(ctx.root) else dest),
                      "size_kb": round(size_kb, 1)})
     ctx.add_output("parquet_dir", out_dir)
+    _write_funding(ctx, used, out_dir)
     logger.info("Merged: {} Parquet file(s), {} bars, under {}", len(rows), sum(r["rows"] for r in rows), out_dir)
     schema = {"venue": pl.String, "market": pl.String, "symbol": pl.String, "day": pl.String, "rows": pl.Int64,
               "gaps": pl.Int64, "path": pl.String, "size_kb": pl.Float64}

@@ -1,10 +1,13 @@
-"""Labelling stage: SELL / NEUTRAL / BUY from forward returns over a lookahead, per ETL Parquet file.
+"""Labelling stage: SELL / NEUTRAL / BUY per ETL Parquet file, fixed-horizon or triple-barrier, with AFML weights.
 
-Each input file is one item, labelled in a worker with the first ``lookahead_min`` bars of the
-next file appended as future context, so rows near midnight get complete windows when the data
-is contiguous; rows whose window is incomplete (end of data, or a gap) are excluded, never
-labelled from a partial future. Output goes to ``<output_root>/<suffix>/`` (e.g.
-``data/labelled/SELL_0004_BUY_0008_1h/``) so configurations never overwrite each other.
+Each input file is one item, labelled in a worker with the previous file's tail and the next
+file's head as context, so rows near midnight get complete windows when the data is contiguous
+and each label's ``t1``, ``uniqueness`` and ``return_weight`` equal those of the whole series;
+rows whose window is incomplete (end of data, or a gap) are excluded, never labelled from a
+partial future. Output goes to ``output_dir`` if given (any absolute folder, or one relative to
+the project), else ``<output_root>/<suffix>/`` (e.g. ``data/labelled/SELL_0004_BUY_0008_1h/`` or
+``TB_PT1_SL1_VOL1h_1h/``) so configurations never overwrite each other; the run records it as
+``outputs.labelled_dir``, which optimization and training take by default.
 """
 
 from __future__ import annotations
@@ -13,16 +16,17 @@ import dataclasses
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 from loguru import logger
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt
 
+from quantnb.config import OutputDir, resolve_output_dir
 from quantnb.display import result_html
 from quantnb.errors import ConfigError, DataError
 from quantnb.parallel import ParallelStageParams, open_executor
-from quantnb.research import format_distribution, label_bars, label_distribution, label_suffix
+from quantnb.research import format_distribution, label_distribution, label_events, label_suffix
 from quantnb.runlog import RunContext, atomic_path, atomic_write_json, start_run, worker_initializer
 
 __all__ = ["LabellingParams", "LabellingResult", "run_labelling"]
@@ -35,16 +39,52 @@ class LabellingParams(ParallelStageParams):  # + executor, scheduler
     input_glob: str = Field("data/processed/unknown/perp/BTC-PERP/*.parquet",
                             description="ETL Parquet files of one instrument to label: a path or glob, relative to "
                                         "the project or absolute; '**' matches any number of folders.")
-    output_root: str = Field("data/labelled", description="Labelled files go to <output_root>/<suffix>/.")
+    output_root: OutputDir = Field("data/labelled", description="Labelled files go to <output_root>/<suffix>/ "
+                                                             "unless output_dir is given.")
+    output_dir: OutputDir | None = Field(
+        None, description="Folder of the labelled files, absolute or relative to the project; None: "
+                          "<output_root>/<suffix>/. Recorded in run.json as outputs.labelled_dir, which "
+                          "optimization and training take by default.")
     lookahead_min: PositiveInt = Field(60, description="Forward-return horizon, minutes.")
     threshold_short_frac: float = Field(-0.004, lt=0, gt=-1, description="SELL if forward return <= this.")
     threshold_long_frac: float = Field(0.008, gt=0, lt=1, description="BUY if forward return >= this.")
     price_col: str = Field("close", description="Price column; 'micro_price_close' where the ETL has books.")
     n_workers: PositiveInt = Field(2, description="Worker processes; 1 runs in-process.")
+    method: Literal["fixed_horizon", "triple_barrier"] = Field(
+        "fixed_horizon", description="fixed_horizon: forward return over lookahead_min vs the two thresholds; "
+                                     "triple_barrier: first of the EWM-volatility barriers and max_holding_min "
+                                     "(AFML 3.4).")
+    max_holding_min: PositiveInt = Field(60, description="triple_barrier: vertical barrier, minutes after the bar; "
+                                                         "labelling_config.json records it as lookahead_min, the "
+                                                         "longest label and so the embargo of later splits.")
+    profit_take_mult: PositiveFloat = Field(1.0, description="triple_barrier: upper barrier, in holding-period "
+                                                             "volatilities above the price.")
+    stop_loss_mult: PositiveFloat = Field(1.0, description="triple_barrier: lower barrier, in volatilities below.")
+    vol_span_min: PositiveInt = Field(60, description="triple_barrier: span of the EWM volatility of 1-minute "
+                                                      "log returns, minutes.")
+    cusum_threshold: PositiveFloat | None = Field(None, description="Label only the bars a symmetric CUSUM filter "
+                                                                    "on log returns picks (AFML 2.5.2.1); None: all.")
 
     def run_suffix(self) -> str:
-        """Return the label suffix, e.g. ``SELL_0004_BUY_0008_1h``."""
-        return label_suffix(self.lookahead_min, self.threshold_short_frac, self.threshold_long_frac)
+        """Return the label suffix, e.g. ``SELL_0004_BUY_0008_1h`` or ``TB_PT1_SL1_VOL1h_1h``."""
+        return labelling_suffix(self.model_dump())
+
+    def labelled_dir(self, root: Path) -> Path:
+        """Return the absolute folder the labelled files go to.
+
+        Parameters
+        ----------
+        root : Path
+            Project directory (relative folders are taken from it).
+
+        Returns
+        -------
+        Path
+            ``output_dir``, else ``<output_root>/<suffix>``.
+        """
+        if self.output_dir is not None:
+            return resolve_output_dir(self.output_dir, root)
+        return resolve_output_dir(self.output_root, root) / self.run_suffix()
 
 
 @dataclasses.dataclass
@@ -74,27 +114,71 @@ def _read_parquet(path: str | Path, n_rows: int | None = None) -> pl.DataFrame:
         return pl.read_parquet(fh, n_rows=n_rows)
 
 
-def _label_one(path: str, next_path: str | None, dest: str, p: dict[str, Any]) -> dict[str, Any]:
-    """Worker: label one file (with the next file's head as future context); write it atomically."""
+def labelling_suffix(p: dict[str, Any]) -> str:
+    """Return the output folder name of a labelling configuration (a dict of :class:`LabellingParams` fields).
+
+    Parameters
+    ----------
+    p : dict
+        ``method``, the method's fields and ``cusum_threshold``.
+
+    Returns
+    -------
+    str
+        ``SELL_0004_BUY_0008_1h`` (fixed horizon, unchanged) or ``TB_PT1_SL1p5_VOL1h_1h``;
+        ``_CUSUM0005`` is appended when the CUSUM filter is on (threshold in per mille).
+    """
+    from quantnb.research._labels import _frac_digits, _lookahead_text
+
+    if p.get("method", "fixed_horizon") == "triple_barrier":
+        def mult(v: float) -> str:
+            return repr(float(v)).removesuffix(".0").replace(".", "p")
+        base = (f"TB_PT{mult(p['profit_take_mult'])}_SL{mult(p['stop_loss_mult'])}_"
+                f"VOL{_lookahead_text(p['vol_span_min'])}_{_lookahead_text(p['max_holding_min'])}")
+    else:
+        base = label_suffix(p["lookahead_min"], p["threshold_short_frac"], p["threshold_long_frac"])
+    return base + (f"_CUSUM{_frac_digits(p['cusum_threshold'])}" if p.get("cusum_threshold") else "")
+
+
+def _context_rows(p: dict[str, Any]) -> tuple[int, int]:
+    """Rows of the previous file's tail and the next file's head a file needs for exact labels and weights."""
+    span = p["max_holding_min"] if p["method"] == "triple_barrier" else p["lookahead_min"]
+    warmup = 10 * p["vol_span_min"] if p["method"] == "triple_barrier" else 0
+    return span + warmup, 2 * span + 1
+
+
+def _label_one(path: str, next_path: str | None, dest: str, p: dict[str, Any],
+               prev_path: str | None = None) -> dict[str, Any]:
+    """Worker: label one file (with the previous file's tail and the next one's head as context); write atomically."""
     frame = _read_parquet(path)
     if p["price_col"] not in frame.columns:
         raise DataError(f"{path}: no column {p['price_col']!r} (columns: {', '.join(frame.columns)}); "
                         "set price_col to one of them", path=path)
     n_own = frame.height
+    own_start, own_end = (frame["ts"][0], frame["ts"][n_own - 1]) if n_own else (None, None)
+    n_tail, n_head = _context_rows(p)
+    if prev_path is not None and n_own:  # a broken or overlapping previous file is its own problem, not context
+        tail = _read_parquet(prev_path).tail(n_tail)
+        if set(frame.columns) <= set(tail.columns) and tail.height and tail["ts"][-1] < own_start:
+            frame = pl.concat([tail.select(frame.columns), frame], how="vertical_relaxed")
     if next_path is not None:
-        head = _read_parquet(next_path, n_rows=p["lookahead_min"] + 1).select(frame.columns)
+        head = _read_parquet(next_path, n_rows=n_head).select(frame.columns)
         frame = pl.concat([frame, head], how="vertical_relaxed")
-    labelled = label_bars(frame, p["lookahead_min"], p["threshold_short_frac"], p["threshold_long_frac"],
-                          price_col=p["price_col"])
-    own_end = frame["ts"][n_own - 1]
-    labelled = labelled.filter(pl.col("ts") <= own_end)
+    labelled = label_events(frame, p["method"], lookahead_min=p["lookahead_min"],
+                            threshold_short_frac=p["threshold_short_frac"],
+                            threshold_long_frac=p["threshold_long_frac"], max_holding_min=p["max_holding_min"],
+                            profit_take_mult=p["profit_take_mult"], stop_loss_mult=p["stop_loss_mult"],
+                            vol_span_min=p["vol_span_min"], cusum_threshold=p["cusum_threshold"],
+                            price_col=p["price_col"])
+    if n_own:
+        labelled = labelled.filter((pl.col("ts") >= own_start) & (pl.col("ts") <= own_end))
     with atomic_path(dest) as tmp:
         labelled.write_parquet(tmp, compression="zstd")
     return {"rows_in": n_own, "rows_labelled": labelled.height, **label_distribution(labelled)}
 
 
 def _jobs(params: LabellingParams, root: Path, out_dir: Path
-          ) -> tuple[list[tuple[str, str, str | None, Path]], dict[str, str]]:
+          ) -> tuple[list[tuple[str, str, str | None, Path, str | None]], dict[str, str]]:
     """Expand ``input_glob``: one job per readable file (in time order), and why each other match is not one."""
     from quantnb.data import check_regular_file, expand_glob, item_key, traversed_folder
 
@@ -111,7 +195,7 @@ def _jobs(params: LabellingParams, root: Path, out_dir: Path
                           "folder per instrument (<venue>/<market>/<SYMBOL>/): label one instrument per run, "
                           "e.g. input_glob='data/processed/bybit/linear/BTCUSDT/*.parquet'")
     return [(item_key(f, root), str(f), str(files[i + 1]) if i + 1 < len(files) else None,
-             out_dir / f.name) for i, f in enumerate(files)], bad
+             out_dir / f.name, str(files[i - 1]) if i > 0 else None) for i, f in enumerate(files)], bad
 
 
 def _record(ctx: RunContext, item: str, dest: Path, n: int, summary: dict[str, Any]) -> None:
@@ -124,7 +208,7 @@ def _record(ctx: RunContext, item: str, dest: Path, n: int, summary: dict[str, A
 
 
 def run_labelling(params: LabellingParams) -> LabellingResult:
-    """Label every ETL Parquet file; write ``<output_root>/<suffix>/`` and its ``labelling_config.json``.
+    """Label every ETL Parquet file into ``output_dir`` (``<output_root>/<suffix>/``) with ``labelling_config.json``.
 
     Parameters
     ----------
@@ -143,10 +227,18 @@ def run_labelling(params: LabellingParams) -> LabellingResult:
     """
     with start_run(params) as ctx:
         ctx.add_cumulative_log(ctx.stage_log_dir / "labelling_processing.log")
-        out_dir = ctx.root / params.output_root / params.run_suffix()
-        logger.info("Labelling config: lookahead {} min, SELL <= {:+.4%}, BUY >= {:+.4%}, price {} -> {}",
-                    params.lookahead_min, params.threshold_short_frac, params.threshold_long_frac,
-                    params.price_col, out_dir)
+        out_dir = params.labelled_dir(ctx.root)
+        if params.method == "triple_barrier":
+            logger.info("Labelling config: triple barrier, +{} / -{} x EWM vol ({} min span), vertical {} min, "
+                        "price {} -> {}", params.profit_take_mult, params.stop_loss_mult, params.vol_span_min,
+                        params.max_holding_min, params.price_col, out_dir)
+        else:
+            logger.info("Labelling config: lookahead {} min, SELL <= {:+.4%}, BUY >= {:+.4%}, price {} -> {}",
+                        params.lookahead_min, params.threshold_short_frac, params.threshold_long_frac,
+                        params.price_col, out_dir)
+        if params.cusum_threshold is not None:
+            logger.info("CUSUM filter: only bars where the cumulative log return since the last event passes "
+                        "+-{} are labelled", params.cusum_threshold)
         jobs, bad = _jobs(params, ctx.root, out_dir)
         ctx.set_total(len(jobs) + len(bad), total_batches=len(jobs) + len(bad))
         for item, reason in sorted(bad.items()):
@@ -163,11 +255,12 @@ def run_labelling(params: LabellingParams) -> LabellingResult:
         pool = ProcessPoolExecutor(params.n_workers, mp_context=mp, initializer=worker_initializer,
                                    initargs=ctx.worker_initargs()) if params.n_workers > 1 and len(todo) > 1 else None
         try:
-            futures = [(j, pool.submit(_label_one, j[1], j[2], str(j[3]), p) if pool else None) for j in todo]
+            futures = [(j, pool.submit(_label_one, j[1], j[2], str(j[3]), p, j[4]) if pool else None)
+                       for j in todo]
             for n, (job, fut) in enumerate(futures):
                 item = job[0]
                 try:
-                    summary = fut.result() if fut else _label_one(job[1], job[2], str(job[3]), p)
+                    summary = fut.result() if fut else _label_one(job[1], job[2], str(job[3]), p, job[4])
                 except DataError as exc:
                     logger.error("{} quarantined: {}", item, exc)
                     ctx.checkpoint.mark_failed(item, str(exc))
@@ -179,23 +272,28 @@ def run_labelling(params: LabellingParams) -> LabellingResult:
         table = _distribution_table(out_dir)
         totals = {k: float(table[k].sum()) for k in ("SELL", "NEUTRAL", "BUY")} if table.height else {}
         n_rows = sum(totals.values()) or 1
-        logger.info("Total -> {}", format_distribution({k: v / n_rows for k, v in totals.items()}))
+        effective = float(table["effective_labels"].sum()) if table.height else 0.0
+        logger.info("Total -> {} | mean uniqueness {:.4f}: about {:,.0f} effectively independent labels",
+                    format_distribution({k: v / n_rows for k, v in totals.items()}), effective / n_rows, effective)
         atomic_write_json(out_dir / "labelling_config.json", {
             **params.model_dump(mode="json", exclude=set(params.execution_fields)), "suffix": params.run_suffix(),
+            **({"lookahead_min": params.max_holding_min} if params.method == "triple_barrier" else {}),
             "run_id": ctx.run_id, "label_counts": totals})
         ctx.add_output("labelled_dir", out_dir)
         ctx.set_result(rows=int(n_rows), **{f"frac_{k.lower()}": v / n_rows for k, v in totals.items()})
-        ctx.record_metrics(distribution={k: round(v / n_rows, 4) for k, v in totals.items()}, rows=int(n_rows))
+        ctx.record_metrics(distribution={k: round(v / n_rows, 4) for k, v in totals.items()}, rows=int(n_rows),
+                           mean_uniqueness=round(effective / n_rows, 6))
     return LabellingResult(ctx.run_id, ctx.status, out_dir, table, dict(ctx.checkpoint.failed))
 
 
-def _label_on_dask(ctx: RunContext, params: LabellingParams, todo: list[tuple[str, str, str | None, Path]],
+def _label_on_dask(ctx: RunContext, params: LabellingParams,
+                   todo: list[tuple[str, str, str | None, Path, str | None]],
                    p: dict[str, Any]) -> None:
     """Label ``todo`` as Dask tasks; record each file here as its task completes."""
     index = {job[0]: (n, job) for n, job in enumerate(todo)}
     with open_executor("dask", n_workers=params.n_workers, scheduler=params.scheduler, ctx=ctx) as ex:
-        for item, path, next_path, dest in todo:
-            ex.submit(item, _label_one, path, next_path, str(dest), p)
+        for item, path, next_path, dest, prev_path in todo:
+            ex.submit(item, _label_one, path, next_path, str(dest), p, prev_path)
         for done in ex.as_completed():
             n, job = index[done.key]
             try:
@@ -210,8 +308,14 @@ def _label_on_dask(ctx: RunContext, params: LabellingParams, todo: list[tuple[st
 def _distribution_table(out_dir: Path) -> pl.DataFrame:
     rows = []
     for f in sorted(out_dir.glob("*.parquet")):
-        with open(f, "rb") as fh:
-            counts = pl.read_parquet(fh, columns=["label"])["label"].value_counts()
+        with open(f, "rb") as fh:  # a file of an older version (resumed run) has no uniqueness: it counts 0
+            names = [c for c in ("label", "uniqueness") if c in pl.read_parquet_schema(fh)]
+            fh.seek(0)
+            frame = pl.read_parquet(fh, columns=names).with_columns(uniqueness=pl.col("uniqueness")
+                                                                    if "uniqueness" in names else pl.lit(0.0))
+        counts = frame["label"].value_counts()
         by = dict(zip(counts["label"].to_list(), counts["count"].to_list(), strict=True))
-        rows.append({"file": f.name, "SELL": by.get(0, 0), "NEUTRAL": by.get(1, 0), "BUY": by.get(2, 0)})
-    return pl.DataFrame(rows, schema={"file": pl.String, "SELL": pl.Int64, "NEUTRAL": pl.Int64, "BUY": pl.Int64})
+        rows.append({"file": f.name, "SELL": by.get(0, 0), "NEUTRAL": by.get(1, 0), "BUY": by.get(2, 0),
+                     "effective_labels": float(frame["uniqueness"].sum())})
+    return pl.DataFrame(rows, schema={"file": pl.String, "SELL": pl.Int64, "NEUTRAL": pl.Int64, "BUY": pl.Int64,
+                                      "effective_labels": pl.Float64})

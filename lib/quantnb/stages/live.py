@@ -32,6 +32,7 @@ from quantnb.config import StageParams
 from quantnb.display import result_html
 from quantnb.errors import ConfigError
 from quantnb.runlog import start_run
+from quantnb.stages._links import latest_run_ids
 
 if TYPE_CHECKING:
     from quantnb.live import SessionStats
@@ -43,7 +44,8 @@ class LiveParams(StageParams):
     """Parameters of the live stage. API keys are never parameters: they come from the environment."""
 
     stage = "live"
-    train_id: str = Field(..., min_length=1, description="Run id of the agent stage whose bundle trades.")
+    train_id: str = Field("", description="Run id of the agent stage whose bundle trades (quantnb runs --stage "
+                                          "agent lists them).")
     mode: Literal["replay", "testnet", "live"] = Field("replay", description="replay (paper), testnet or live.")
     symbol: str | None = Field(None, description="Exchange symbol for testnet/live, e.g. BTCUSDT.")
     timeframe: str = Field("1m", description="Bar interval; must match the bundle's.")
@@ -85,6 +87,17 @@ class LiveParams(StageParams):
                                                  "in testnet a loopback address or Binance's testnet over wss only.")
     console_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
         "WARNING", description="The console stays quiet; everything is in the production log.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _train_id_given(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("train_id"):
+            latest = latest_run_ids(data.get("project_dir"), "agent")
+            listed = (f"; the latest completed: {', '.join(latest)}" if latest
+                      else "; no agent run has completed yet: run the agent stage first (quantnb run agent)")
+            raise ValueError("train_id is empty: give the run id of the agent stage run whose bundle trades "
+                             f"(`quantnb runs --stage agent` lists them){listed}")
+        return data
 
     @model_validator(mode="after")
     def _live_needs_confirmation(self) -> LiveParams:

@@ -31,11 +31,13 @@ import polars as pl
 from loguru import logger
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
+from quantnb._paths import project_root
 from quantnb._secrets import refuse_password_in_url
-from quantnb.config import StageParams
+from quantnb.config import OutputDir, StageParams, resolve_output_dir
+from quantnb.errors import ConfigError
 from quantnb.runlog import start_run
 
-__all__ = ["RecordParams", "RecordResult", "run_record"]
+__all__ = ["RecordParams", "RecordResult", "run_record", "open_clickhouse", "ClickHouseQuery"]
 
 _DEPTHS = {"linear": (1, 50, 200, 500), "spot": (1, 50, 200)}
 
@@ -50,7 +52,7 @@ class RecordParams(StageParams):
 
     stage = "record"
     execution_fields: ClassVar[frozenset[str]] = StageParams.execution_fields | frozenset(
-        {"duration_s", "max_messages", "progress_every_s", "log_frames"})
+        {"duration_s", "max_messages", "progress_every_s", "log_frames", "stale_after_s", "book_stale_after_s"})
     venue: Literal["bybit", "binance"] = Field("bybit", description="Exchange.")
     market: Literal["linear", "spot", "usdm"] = Field("linear", description="bybit: linear | spot; binance: usdm.")
     symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT"], min_length=1, description="Exchange symbols.")
@@ -59,19 +61,30 @@ class RecordParams(StageParams):
     channels: list[Literal["book", "trades", "bbo"]] = Field(
         default_factory=lambda: ["book", "trades"], min_length=1,
         description="book (order book), trades, bbo (Binance bookTicker).")
-    duration_s: PositiveFloat | None = Field(None, description="Stop after this many seconds; None: until stopped.")
+    duration_s: PositiveFloat | None = Field(None, allow_inf_nan=False,
+                                             description="Stop after this many seconds; None: until stopped.")
     max_messages: PositiveInt | None = Field(None, description="Stop after this many frames; None: no limit.")
     ws_url: str | None = Field(None, description="Websocket URL/root; None: the venue's production endpoint.")
     rest_url: str | None = Field(None, description="Binance REST root for depth snapshots; None: production.")
-    output_dir: str = Field("data/recorded", description="raw/ and parquet/ go under it, relative to the project.")
+    output_dir: OutputDir = Field("data/recorded", description="raw/ and parquet/ go under it: an absolute folder "
+                                  "or one relative to the project.")
     sinks: list[Literal["raw", "parquet", "clickhouse"]] = Field(
         default_factory=lambda: ["raw", "parquet"], min_length=1, description="Where the frames go.")
     clickhouse_url: str | None = Field(None, description="ClickHouse server http(s)://user@host:port/db; None: chDB.")
-    clickhouse_path: str = Field("data/clickhouse", description="Embedded chDB folder, relative to the project.")
+    clickhouse_path: OutputDir = Field("data/clickhouse", description="Embedded chDB folder: absolute or relative "
+                                      "to the project.")
     clickhouse_table: str = Field("quantnb.book_events",
-                                  description="database.name of the events view (the table is <name>_frames).")
-    flush_every_s: PositiveFloat = Field(5.0, description="Sink flush period, seconds (the most a kill -9 loses).")
-    progress_every_s: PositiveFloat = Field(60.0, description="Progress report period, seconds.")
+                                  description="database.name of the events view (the table is <name>_frames); "
+                                              "letters, digits, '_' and '.' only.")
+    flush_every_s: PositiveFloat = Field(5.0, allow_inf_nan=False,
+                                         description="Sink flush period, seconds (the most a kill -9 loses).")
+    progress_every_s: PositiveFloat = Field(60.0, allow_inf_nan=False, description="Progress report period, seconds.")
+    stale_after_s: PositiveFloat | None = Field(
+        30.0, allow_inf_nan=False, description="Liveness: a connection with no data frame (pongs do not count) for "
+        "this long is closed, reconnected and resynced, seconds; None: not checked.")
+    book_stale_after_s: PositiveFloat | None = Field(
+        60.0, allow_inf_nan=False, description="Liveness per channel: a symbol whose book sends nothing for this long "
+        "is resynced the same way, seconds; None: not checked. Trades are not timed (a quiet market is normal).")
     binance_depth_speed: Literal["100ms", "0ms", "250ms", "500ms"] = Field(
         "100ms", description="Binance diff-depth stream speed: <symbol>@depth@<speed> (0ms: every update).")
     log_frames: bool = Field(False, description="Log every frame at DEBUG (session log only; slows recording).")
@@ -92,6 +105,9 @@ class RecordParams(StageParams):
                              f"{', '.join(map(str, _DEPTHS[self.market]))}")
         if self.venue == "bybit" and "bbo" in self.channels:
             raise ValueError("channels: 'bbo' is a Binance stream (bookTicker); Bybit's top of book is orderbook.1")
+        from quantnb.record._guard import check_identifier
+
+        check_identifier(self.clickhouse_table)  # it is spliced into SQL text
         if "clickhouse" in self.sinks and "parquet" not in self.sinks:
             raise ValueError("sinks: 'clickhouse' needs 'parquet' too (shards are inserted from Parquet, and "
                              "stay there for backfill when an insert fails)")
@@ -148,6 +164,19 @@ class RecordResult:
             print(f"clickhouse: view {self.clickhouse_table} (table {self.clickhouse_table}_frames): "
                   f"{r.get('clickhouse_rows', 0):,} events inserted by this run; "
                   + (f"{len(backlog)} shard(s) to backfill (the next run inserts them)" if backlog else "no backlog"))
+        if r.get("bad_frames"):
+            print(f"{r['bad_frames']} bad frame(s) (undecodable) quarantined in {r.get('quarantine_file')}; the "
+                  "books resynced")
+        for key, what in (("nan_prices", "frame(s) with a NaN/inf price"), ("crossed", "crossed-book frame(s)"),
+                          ("stalls", "silent stream(s) reconnected (liveness timeout)")):
+            if r.get(key):
+                print(f"{r[key]} {what}")
+        if r.get("clickhouse_error"):
+            print(f"clickhouse: not recorded: {r['clickhouse_error'][:300]}")
+        if r.get("unflushed_frames"):
+            print(f"{r['unflushed_frames']} frame(s) could not be written (disk full?); see the session log")
+        elif r.get("flush_failures"):
+            print(f"{r['flush_failures']} flush(es) failed and were retried; nothing lost")
         if r.get("backpressure_pauses"):
             print(f"the sinks fell behind the stream {r['backpressure_pauses']} time(s): reading paused until the "
                   "flush ended (nothing lost; a faster disk or fewer symbols per recorder avoids it)")
@@ -175,7 +204,7 @@ def run_record(params: RecordParams) -> RecordResult:
     from quantnb.record import Recorder, RecorderConfig
 
     with start_run(params) as ctx:
-        out = (ctx.root / params.output_dir).resolve()
+        out = resolve_output_dir(params.output_dir, ctx.root)
         tag = Path(params.venue) / params.market  # the exchange's folder layout: the ETL reads the market from it
         raw_dir = out / "raw" / tag if "raw" in params.sinks else None
         parquet_dir = out / "parquet" / tag if "parquet" in params.sinks else None
@@ -184,11 +213,12 @@ def run_record(params: RecordParams) -> RecordResult:
             venue=params.venue, market=params.market, symbols=tuple(s.upper() for s in params.symbols),
             depth=params.depth, channels=tuple(params.channels), ws_url=params.ws_url, rest_url=params.rest_url,
             raw_dir=raw_dir, parquet_dir=parquet_dir, clickhouse="clickhouse" in params.sinks,
-            clickhouse_url=params.clickhouse_url, clickhouse_path=(ctx.root / params.clickhouse_path).resolve(),
+            clickhouse_url=params.clickhouse_url, clickhouse_path=resolve_output_dir(params.clickhouse_path, ctx.root),
             clickhouse_table=params.clickhouse_table, flush_every_s=params.flush_every_s,
             progress_every_s=params.progress_every_s, duration_s=params.duration_s,
             max_messages=params.max_messages, shard_prefix=prefix, log_frames=params.log_frames,
-            binance_depth_speed=params.binance_depth_speed)
+            binance_depth_speed=params.binance_depth_speed, quarantine_dir=out / "quarantine" / tag,
+            stale_after_s=params.stale_after_s, book_stale_after_s=params.book_stale_after_s)
         for name, path in (("raw_dir", raw_dir), ("parquet_dir", parquet_dir)):
             if path is not None:
                 ctx.add_output(name, path)
@@ -230,10 +260,119 @@ def run_record(params: RecordParams) -> RecordResult:
                     rep.get("resyncs", 0), rep.get("reconnects", 0),
                     f"; reading paused {rep['backpressure_pauses']} time(s) while the sinks caught up"
                     if rep.get("backpressure_pauses") else "")
-        if interrupted is not None:
+        if rep.get("bad_frames"):
+            logger.warning("{} bad frame(s) quarantined in {} (the books resynced; recording went on)",
+                           rep["bad_frames"], rep.get("quarantine_file"))
+        if rep.get("unflushed_frames"):
+            ctx.finish("failed", error=f"{rep['unflushed_frames']} frame(s) could not be written by the final flush "
+                       f"({rep['sink_errors'][-1] if rep['sink_errors'] else 'sink error'}); free disk space before "
+                       "the next run")
+        elif interrupted is not None:
             ctx.finish("interrupted", error=f"stopped by a signal ({interrupted}); every sink was flushed")
+        elif rep.get("clickhouse_error"):
+            ctx.finish("completed_with_errors", error=f"ClickHouse sink unavailable ({rep['clickhouse_error'][:300]}); "
+                       "raw and Parquet recorded everything; the next run inserts the shards (backfill)")
+        elif rep.get("flush_failures"):
+            ctx.finish("completed_with_errors", error=f"{rep['flush_failures']} flush(es) failed "
+                       f"({rep['sink_errors'][-1] if rep['sink_errors'] else ''}); their frames were kept and "
+                       "written by a later flush, nothing lost")
         elif rep.get("clickhouse_backlog"):
             ctx.finish("completed_with_errors", error=f"{len(rep['clickhouse_backlog'])} shard(s) not in ClickHouse "
                        "(they are in Parquet; the next run backfills them)")
     return RecordResult(ctx.run_id, ctx.status, rep, raw_dir, parquet_dir,
                         params.clickhouse_table if "clickhouse" in params.sinks else None)
+
+
+class ClickHouseQuery:
+    """The recorder's ClickHouse opened for queries (see :func:`open_clickhouse`); results as polars frames.
+
+    Parameters
+    ----------
+    session : chdb.session.Session or None
+        An embedded chDB session.
+    client : clickhouse_connect client or None
+        A server client (when ``session`` is None).
+    where : str
+        The folder or server, for messages.
+    """
+
+    def __init__(self, session: Any = None, client: Any = None, where: str = "") -> None:
+        self._session, self._client, self.where = session, client, where
+
+    def query(self, sql: str) -> pl.DataFrame:
+        """Run ``sql`` and return its result.
+
+        Parameters
+        ----------
+        sql : str
+            A ClickHouse query, e.g. ``SELECT count() FROM quantnb.book_events``.
+
+        Returns
+        -------
+        polars.DataFrame
+            The result, one column per selected expression (ClickHouse types mapped by Arrow).
+        """
+        if self._session is not None:
+            return pl.from_arrow(self._session.query(sql, "ArrowTable"))
+        return pl.from_arrow(self._client.query_arrow(sql))
+
+    def close(self) -> None:
+        """Release the database (embedded chDB allows one process per folder)."""
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> ClickHouseQuery:  # noqa: D105
+        return self
+
+    def __exit__(self, *exc: object) -> None:  # noqa: D105
+        self.close()
+
+
+def open_clickhouse(path: str | os.PathLike[str] | None = None, *, url: str | None = None,
+                    project_dir: str | None = None) -> ClickHouseQuery:
+    """Open the ClickHouse the record stage writes, for queries.
+
+    Embedded chDB by default, at the record stage's ``clickhouse_path`` default
+    (``data/clickhouse``) taken from the project directory, whatever the working
+    directory (a notebook's is ``notebooks/``); a server with ``url``
+    (``http(s)://user@host:port/db``, the password from ``CLICKHOUSE_PASSWORD``).
+
+    Parameters
+    ----------
+    path : str, os.PathLike or None
+        The chDB folder the recorder wrote (its ``clickhouse_path``): absolute, or
+        relative to the project. None: the default.
+    url : str or None
+        A ClickHouse server instead of the embedded chDB.
+    project_dir : str or None
+        Project directory; found from the working directory (or ``QUANTNB_HOME``) if None.
+
+    Returns
+    -------
+    ClickHouseQuery
+        ``.query(sql) -> polars.DataFrame``; close it (or use ``with``) before a recorder
+        opens the same chDB folder.
+
+    Raises
+    ------
+    ConfigError
+        If the chDB folder does not exist (nothing recorded there: it is not created
+        empty), or ``url`` carries a password.
+    """
+    if url is not None:
+        from quantnb.record._clickhouse import clickhouse_server_client  # imports nothing heavy until called
+
+        return ClickHouseQuery(client=clickhouse_server_client(url, "url"), where=url)
+    import chdb.session
+
+    given = path if path is not None else RecordParams.model_fields["clickhouse_path"].default
+    folder = resolve_output_dir(given, project_root(project_dir))
+    if not folder.is_dir():
+        raise ConfigError(f"open_clickhouse: no ClickHouse data at {folder} (path={str(given)!r}, relative paths "
+                          "are taken from the project); record with -p sinks '[raw, parquet, clickhouse]' first, "
+                          "or pass the recorder's clickhouse_path")
+    return ClickHouseQuery(session=chdb.session.Session(str(folder)), where=str(folder))

@@ -12,17 +12,17 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Self
 
 import numpy as np
 from loguru import logger
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt, PrivateAttr, model_validator
 
-from quantnb.config import StageParams
 from quantnb.display import result_html
 from quantnb.errors import ConfigError
 from quantnb.runlog import start_run
 from quantnb.stages._labelled import load_labelled
+from quantnb.stages._links import LabelledDataParams, latest_output
 
 __all__ = ["TrainingParams", "TrainingResult", "run_training"]
 
@@ -31,12 +31,18 @@ _MODEL_DEFAULTS: dict[str, Any] = {"tcn_channels": 32, "kernel_size": 3, "n_bloc
                                    "batch_size": 256}
 
 
-class TrainingParams(StageParams):
-    """Parameters of the training stage; model fields left None come from the best-parameters JSON."""
+class TrainingParams(LabelledDataParams):
+    """Parameters of the training stage; model fields left None come from the best-parameters JSON.
+
+    ``best_params_path=None`` takes the best parameters of the latest completed optimization
+    run on the same ``labelled_dir`` (when the parameters are validated); the run logs which,
+    or that there is none and the built-in defaults are used.
+    """
 
     stage = "training"
-    labelled_dir: str = Field("data/labelled/SELL_0004_BUY_0008_1h", description="Output of the labelling stage.")
-    best_params_path: str | None = Field(None, description="best_params.json of an optimization run.")
+    best_params_path: str | None = Field(
+        None, description="best_params.json of an optimization run; None: the latest completed optimization's "
+                          "on the same labelled_dir, else built-in defaults.")
     tcn_channels: PositiveInt | None = Field(None, description="TCN channels.")
     kernel_size: PositiveInt | None = Field(None, description="TCN kernel size.")
     n_blocks: PositiveInt | None = Field(None, description="TCN residual blocks.")
@@ -50,15 +56,37 @@ class TrainingParams(StageParams):
     patience: PositiveInt = Field(3, description="Early-stopping patience on val F1 macro, epochs.")
     weight_decay: float = Field(1e-2, ge=0, description="AdamW weight decay.")
     class_weights: list[float] | None = Field(None, description="SELL/NEUTRAL/BUY weights; None: inverse frequency.")
+    sample_weight_col: Literal["uniqueness", "return_weight"] | None = Field(
+        None, description="Weigh each window's loss by its label's AFML uniqueness or return-attribution weight "
+                          "(columns of the labelling stage); None: unweighted.")
     train_frac: float = Field(0.7, gt=0, lt=1, description="Chronological train fraction.")
     val_frac: float = Field(0.15, gt=0, lt=1, description="Chronological validation fraction.")
     seed: int = Field(42, ge=0, description="Seed of weights init, data order and dropout.")
     log_every_batches: PositiveInt = Field(200, description="A progress line every this many batches.")
-    num_threads: PositiveInt | None = Field(None, description="torch threads; fix it for bit-reproducible resume.")
+    num_threads: PositiveInt | None = Field(
+        1, description="torch threads; 1 (the default) is fastest for these small models and makes resume "
+                       "bit-reproducible; None keeps torch's.")
+    _best_params_from: str | None = PrivateAttr(None)
 
-    def run_suffix(self) -> str:
-        """Return the label suffix of ``labelled_dir``."""
-        return Path(self.labelled_dir).name
+    @model_validator(mode="after")
+    def _latest_best_params(self) -> Self:
+        if self.best_params_path is None and self.labelled_dir is not None:
+            found = latest_output(self.project_dir, "optimization", "best_params",
+                                  parameter=("labelled_dir", self.labelled_dir))
+            if found is not None:
+                object.__setattr__(self, "best_params_path", found[1])  # frozen: set once, while validating
+                self._best_params_from = found[0]
+        return self
+
+    def best_params_source(self) -> str:
+        """Return where the model's hyper-parameters come from, for the run's log."""
+        if self.best_params_path is None:
+            return (f"no completed optimization run on {self.labelled_dir}: built-in defaults "
+                    "(and the fields given); run the optimization stage or pass best_params_path")
+        if self._best_params_from is None:
+            return f"best_params_path {self.best_params_path} (given)"
+        return (f"{self.best_params_path}, from {self._best_params_from}, the latest completed optimization "
+                f"on {self.labelled_dir}")
 
     def model_params(self, root: Path) -> dict[str, Any]:
         """Merge defaults, the best-parameters JSON and explicit fields (explicit wins).
@@ -147,10 +175,13 @@ def run_training(params: TrainingParams) -> TrainingResult:
     from quantnb.research import prepare_datasets
 
     with start_run(params) as ctx:
+        logger.info("Labelled data: {}", params.labelled_source())
+        logger.info("Hyper-parameters: {}", params.best_params_source())
         hp = params.model_params(ctx.root)
         labelled, label_cfg = load_labelled(ctx.root, params.labelled_dir)
         data = prepare_datasets(labelled, seq_len=hp["seq_len"], train_frac=params.train_frac,
-                                val_frac=params.val_frac, lookahead_min=int(label_cfg["lookahead_min"]))
+                                val_frac=params.val_frac, lookahead_min=int(label_cfg["lookahead_min"]),
+                                weight_col=params.sample_weight_col)
         seed_everything(params.seed)
         model = HybridTCNLSTM(len(data.features), tcn_channels=hp["tcn_channels"], kernel_size=hp["kernel_size"],
                               n_blocks=hp["n_blocks"], dropout=hp["dropout"], lstm_hidden=hp["lstm_hidden"],

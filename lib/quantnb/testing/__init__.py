@@ -9,6 +9,9 @@
 - :class:`BybitStreamServer`, :class:`BinanceStreamServer`: Bybit v5 public and Binance USD-M
   market-stream servers replaying the real samples (subscribe/ack, ping/pong, snapshots and
   deltas, REST depth snapshots, injected drops and sequence gaps).
+- :class:`ArchiveServer`: the venues' public archives (Binance data.binance.vision with
+  ``.CHECKSUM`` files, Bybit) over HTTP with Range requests and injected faults;
+  :func:`sample_archive` fills it from the bundled samples.
 
 Importing the servers pulls in ccxt and websockets, so they load on first use.
 """
@@ -40,6 +43,8 @@ __all__ = [
     "kline_message",
     "BybitStreamServer",
     "BinanceStreamServer",
+    "ArchiveServer",
+    "sample_archive",
 ]
 
 _LAZY = {
@@ -51,6 +56,8 @@ _LAZY = {
     "kline_message": "quantnb.testing.ws_server",
     "BybitStreamServer": "quantnb.testing.bybit_ws_server",
     "BinanceStreamServer": "quantnb.testing.binance_stream_server",
+    "ArchiveServer": "quantnb.testing.archive_server",
+    "sample_archive": "quantnb.testing.archive_server",
 }
 
 

@@ -14,7 +14,11 @@ The server's book starts from the capture's REST snapshot; diffs before the sync
 not streamed. The script position survives reconnections. The server pings every
 ``ping_interval_s`` (Binance pings every 3 minutes; the client must answer pong).
 Faults: :meth:`BinanceStreamServer.drop_after` cuts the TCP connection after a frame,
-:meth:`BinanceStreamServer.gap_at` skips a depth diff (``pu`` no longer matches).
+:meth:`BinanceStreamServer.gap_at` skips a depth diff (``pu`` no longer matches),
+:meth:`BinanceStreamServer.inject_after` sends an arbitrary frame,
+:meth:`BinanceStreamServer.stall_after` leaves a connection open and silent,
+:meth:`BinanceStreamServer.hang_rest` makes snapshot requests wait without a reply.
+``close_codes`` records the code of every close frame a client sent.
 
 References
 ----------
@@ -148,6 +152,10 @@ class BinanceStreamServer(LoopbackWebsocketServer):
         self.done = threading.Event()
         self._drops: dict[int, int] = {}
         self._gaps: set[int] = set()
+        self._inject: dict[int, list[str]] = {}
+        self._stalls: dict[int, int] = {}
+        self._hang: list[float] = []
+        self.close_codes: list[int] = []
 
     def drop_after(self, index: int, skip: int = 0) -> None:
         """Cut the connection (no close frame) right after script frame ``index``; ``skip`` frames pass while away.
@@ -171,6 +179,45 @@ class BinanceStreamServer(LoopbackWebsocketServer):
         """
         self._gaps.add(index)
 
+    def inject_after(self, index: int, text: str) -> None:
+        """Send ``text`` as one frame, as is, right after script frame ``index`` (a truncated or ill-typed frame).
+
+        Parameters
+        ----------
+        index : int
+            Index in the script of the frame sent before it.
+        text : str
+            The frame.
+        """
+        self._inject.setdefault(index, []).append(text)
+
+    def stall_after(self, index: int, skip: int = 0) -> None:
+        """Stop sending on the connection after script frame ``index``, without closing it.
+
+        The next connection goes on from the following frame, after ``skip`` frames that pass
+        (the server's book moves) while the connection is silent.
+
+        Parameters
+        ----------
+        index : int
+            Index in the script of the last frame sent before the silence.
+        skip : int, default 0
+            Frames after ``index`` that are never sent.
+        """
+        self._stalls[index] = skip
+
+    def hang_rest(self, count: int, delay_s: float = 30.0) -> None:
+        """Hold the next ``count`` snapshot requests ``delay_s`` seconds each before answering.
+
+        Parameters
+        ----------
+        count : int
+            Requests to hold.
+        delay_s : float, default 30.0
+            How long each is held, seconds.
+        """
+        self._hang.extend([delay_s] * count)
+
     @property
     def ws_url(self) -> str:
         """``ws://127.0.0.1:<port>``: the websocket root (``/stream?streams=`` is appended by clients)."""
@@ -193,6 +240,15 @@ class BinanceStreamServer(LoopbackWebsocketServer):
             return None  # a websocket handshake
         if url.path != "/fapi/v1/depth":
             return self._json(404, {"code": -1, "msg": f"unknown endpoint {url.path}"})
+        if self._hang:
+            return self._held(conn, request, self._hang.pop(0))
+        return self._depth(url)
+
+    async def _held(self, conn: ServerConnection, request: Request, delay_s: float) -> Response:
+        await asyncio.sleep(delay_s)
+        return self._depth(urlsplit(request.path))
+
+    def _depth(self, url) -> Response:
         q = {k: v[0] for k, v in parse_qs(url.query).items()}
         limit = int(q.get("limit", 500))
         bids = sorted(self.bids.items(), key=lambda kv: -float(kv[0]))[:limit]
@@ -228,6 +284,9 @@ class BinanceStreamServer(LoopbackWebsocketServer):
             await self._stream(ws, wanted, combined)
         except ConnectionClosed:
             pass
+        finally:
+            if ws.protocol.close_rcvd is not None:
+                self.close_codes.append(ws.protocol.close_rcvd.code)
 
     async def _stream(self, ws: ServerConnection, wanted: set[tuple[str, str]], combined: bool) -> None:
         n = len(self.frames)
@@ -255,17 +314,27 @@ class BinanceStreamServer(LoopbackWebsocketServer):
                 self.n_sent += 1
                 if not self.loop:
                     self.sent.append(frame)
+                for extra in self._inject.pop(i, []):
+                    await ws.send(extra)
                 if self.message_delay_s:
                     await asyncio.sleep(self.message_delay_s)
                 elif self.n_sent % 64 == 0:
                     await asyncio.sleep(0)
+            if i in self._stalls:
+                self._skip(i, self._stalls.pop(i))
+                await ws.wait_closed()  # silent: no frame, no close
+                return
             if i in self._drops:
-                for j in range(i + 1, min(n, i + 1 + self._drops.pop(i))):  # they happen while the client is away
-                    if self.kinds[j][1] == "depth" and not self.loop:
-                        self._apply(self.frames[j])
-                    self.cursor = j + 1
+                self._skip(i, self._drops.pop(i))
                 ws.transport.abort()
                 return
+
+    def _skip(self, i: int, count: int) -> None:
+        """Let ``count`` frames after ``i`` pass unsent (they happen while the client is away or deaf)."""
+        for j in range(i + 1, min(len(self.frames), i + 1 + count)):
+            if self.kinds[j][1] == "depth" and not self.loop:
+                self._apply(self.frames[j])
+            self.cursor = j + 1
 
     def _apply(self, frame: str) -> None:
         d = _decode(frame)["data"]

@@ -9,7 +9,10 @@ topics' frames; the script position survives reconnections. On each (re)subscrip
 order-book topic the server first sends a ``snapshot`` of its current book (as Bybit does),
 then the following ``delta`` frames. Faults: :meth:`BybitStreamServer.drop_after` cuts the
 TCP connection (no close frame) after a frame, :meth:`BybitStreamServer.gap_at` skips a
-delta (the client sees the update id ``u`` jump).
+delta (the client sees the update id ``u`` jump), :meth:`BybitStreamServer.inject_after` sends
+an arbitrary (e.g. truncated or ill-typed) frame, :meth:`BybitStreamServer.stall_after` stops
+the data on a connection that keeps answering pings. ``close_codes`` records the code of
+every close frame a client sent.
 
 References
 ----------
@@ -137,6 +140,8 @@ class BybitStreamServer(LoopbackWebsocketServer):
         when ``loop`` is set.
     done : threading.Event
         Set when the script has been streamed to its end.
+    close_codes : list of int
+        The close code of each connection a client closed with a close frame.
     """
 
     _thread_name = "bybit-ws-loopback"
@@ -161,6 +166,9 @@ class BybitStreamServer(LoopbackWebsocketServer):
         self._books: dict[str, _TopicBook] = {}
         self._drops: set[int] = set()
         self._gaps: set[int] = set()
+        self._inject: dict[int, list[str]] = {}
+        self._stalls: set[int] = set()
+        self.close_codes: list[int] = []
 
     # -- faults -----------------------------------------------------------------------------
     def drop_after(self, index: int) -> None:
@@ -182,6 +190,30 @@ class BybitStreamServer(LoopbackWebsocketServer):
             Index in the script of the delta to leave out.
         """
         self._gaps.add(index)
+
+    def inject_after(self, index: int, text: str) -> None:
+        """Send ``text`` as one frame, as is (topic routing skipped), right after script frame ``index``.
+
+        Parameters
+        ----------
+        index : int
+            Index in the script of the frame sent before it.
+        text : str
+            The frame, e.g. a truncated or ill-typed copy of a real one.
+        """
+        self._inject.setdefault(index, []).append(text)
+
+    def stall_after(self, index: int) -> None:
+        """Stop sending data on the connection after script frame ``index`` (pings are still answered).
+
+        The next connection goes on from the following frame.
+
+        Parameters
+        ----------
+        index : int
+            Index in the script of the last frame sent before the silence.
+        """
+        self._stalls.add(index)
 
     # -- life cycle -------------------------------------------------------------------------
     def url(self, market: str = "linear") -> str:
@@ -252,6 +284,8 @@ class BybitStreamServer(LoopbackWebsocketServer):
         finally:
             if streamer is not None:
                 streamer.cancel()
+            if ws.protocol.close_rcvd is not None:
+                self.close_codes.append(ws.protocol.close_rcvd.code)
 
     async def _send(self, ws: ServerConnection, frame: str) -> None:
         await ws.send(frame)
@@ -282,10 +316,15 @@ class BybitStreamServer(LoopbackWebsocketServer):
                     continue
                 if topic in subscribed:
                     await self._send(ws, frame)
+                    for extra in self._inject.pop(i, []):
+                        await self._send(ws, extra)
                     if self.message_delay_s:
                         await asyncio.sleep(self.message_delay_s)
                     elif self.n_sent % 64 == 0:
                         await asyncio.sleep(0)
+                if i in self._stalls:
+                    self._stalls.discard(i)
+                    return  # silence: the connection stays open and answers pings
                 if i in self._drops:
                     self._drops.discard(i)
                     ws.transport.abort()

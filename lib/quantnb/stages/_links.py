@@ -1,0 +1,142 @@
+"""How a stage finds the recorded outputs of the stages before it (the latest completed runs)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Self
+
+from pydantic import Field, PrivateAttr, model_validator
+
+from quantnb._paths import project_root
+from quantnb.config import StageParams, resolve_output_dir
+from quantnb.errors import ConfigError
+from quantnb.runlog import read_run_record
+
+_DONE = ("completed", "completed_with_errors")
+
+
+def completed_runs(root: Path, stage: str) -> list[dict[str, Any]]:
+    """Return the run.json of every completed run of ``stage`` under ``root/runs``, newest first.
+
+    Parameters
+    ----------
+    root : pathlib.Path
+        Project directory.
+    stage : str
+        Stage name.
+
+    Returns
+    -------
+    list of dict
+        Records (status completed or completed_with_errors), each with ``run_id``, by end time.
+    """
+    found = []
+    for rec_path in (root / "runs").glob("*/run.json"):
+        rec = read_run_record(rec_path.parent, detect_dead=False)
+        if rec and rec.get("stage") == stage and rec.get("status") in _DONE:
+            found.append({**rec, "run_id": rec.get("run_id") or rec_path.parent.name})
+    return sorted(found, key=lambda r: (str(r.get("ended_at") or r.get("started_at") or ""), r["run_id"]),
+                  reverse=True)
+
+
+def latest_output(project_dir: str | os.PathLike[str] | None, stage: str, output: str,
+                  *, parameter: tuple[str, str] | None = None) -> tuple[str, str] | None:
+    """Return ``(run_id, path)`` of ``output`` of the latest completed ``stage`` run, or None.
+
+    Parameters
+    ----------
+    project_dir : str, os.PathLike or None
+        Project directory; found from the cwd if None.
+    stage : str
+        The earlier stage, e.g. ``"labelling"``.
+    output : str
+        The name the run recorded the output under (``outputs.<name>`` in run.json).
+    parameter : (str, str) or None
+        ``(name, folder)``: only runs whose recorded parameter ``name`` names the same
+        folder (both taken from the project when relative).
+
+    Returns
+    -------
+    (str, str) or None
+        The run id and the output's path as recorded (relative to the project when inside it).
+    """
+    root = project_root(project_dir)
+    for rec in completed_runs(root, stage):
+        path = (rec.get("outputs") or {}).get(output)
+        if not path:
+            continue
+        if parameter is not None:
+            given = (rec.get("parameters") or {}).get(parameter[0])
+            if not given or resolve_output_dir(given, root) != resolve_output_dir(parameter[1], root):
+                continue
+        return rec["run_id"], str(path)
+    return None
+
+
+def latest_run_ids(project_dir: str | os.PathLike[str] | None, stage: str, n: int = 5) -> list[str]:
+    """Return the ids of the ``n`` latest completed runs of ``stage``, newest first.
+
+    Parameters
+    ----------
+    project_dir : str, os.PathLike or None
+        Project directory; found from the cwd if None.
+    stage : str
+        Stage name.
+    n : int
+        At most this many.
+
+    Returns
+    -------
+    list of str
+    """
+    return [r["run_id"] for r in completed_runs(project_root(project_dir), stage)[:n]]
+
+
+class LabelledDataParams(StageParams):
+    """Parameters of a stage that reads the labelling stage's output (optimization, training).
+
+    ``labelled_dir=None`` takes the output of the latest completed labelling run (its
+    ``outputs.labelled_dir`` in run.json) when the parameters are validated, so the run
+    records, hashes and resumes with the folder it used; :meth:`labelled_source` says
+    which run it came from.
+    """
+
+    labelled_dir: str | None = Field(
+        None, description="Output folder of the labelling stage (absolute or relative to the project); None: "
+                          "the latest completed labelling run's (quantnb runs --stage labelling).")
+    _labelled_from: str | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _latest_labelled(self) -> Self:
+        if self.labelled_dir is None:
+            found = latest_output(self.project_dir, "labelling", "labelled_dir")
+            if found is not None:
+                object.__setattr__(self, "labelled_dir", found[1])  # frozen: set once, while validating
+                self._labelled_from = found[0]
+        return self
+
+    def run_suffix(self) -> str:
+        """Return the label suffix: the name of ``labelled_dir``."""
+        return Path(self.labelled_dir).name if self.labelled_dir else "unlabelled"
+
+    def labelled_source(self) -> str:
+        """Return ``labelled_dir`` and where it came from, for the run's log.
+
+        Returns
+        -------
+        str
+            The folder, and the labelling run it was taken from when it was not given.
+
+        Raises
+        ------
+        ConfigError
+            If ``labelled_dir`` was not given and no labelling run has completed.
+        """
+        if self.labelled_dir is None:
+            raise ConfigError("labelled_dir: not given, and no completed labelling run under runs/ to take it from; "
+                              "run the labelling stage first (quantnb run labelling) or pass labelled_dir")
+        if self._labelled_from is None:
+            return f"labelled_dir {self.labelled_dir} (given)"
+        return (f"labelled_dir {self.labelled_dir}: the output of {self._labelled_from}, the latest completed "
+                "labelling run (pass labelled_dir to choose another)")
