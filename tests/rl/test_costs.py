@@ -153,3 +153,29 @@ def test_replace_keeps_every_other_setting():
     assert (fm.fee_bps, fm.maker_fee_bps) == (5.5, 2.0)
     r = fm.replace(fee_bps=4.0)
     assert (r.fee_bps, r.maker_fee_bps, r.slippage_bps, r.cross_spread, r.impact_coef) == (4.0, 2.0, 1.0, True, 0.3)
+
+
+def test_env_spec_selects_the_cost_model_and_the_bundle_carries_it(tmp_path):
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from quantnb.rl import MARGIN_TIERS, AgentMetadata, EnvSpec, MarketRules, load_agent_bundle, save_agent_bundle
+    from tests.rl._helpers import WARMUP, WINDOW, eval_env
+
+    flat = EnvSpec().cost_setup("BTC-PERP")  # the default: today's flat model, nothing else
+    assert (flat["fill_model"].fee_bps, flat["fill_model"].slippage_bps, flat["fill_model"].uses_quotes) == (4.0, 1.0,
+                                                                                                          False)
+    assert flat["market_rules"] is flat["funding"] is flat["margin_tiers"] is None
+    env = eval_env()
+    model = SAC("MlpPolicy", DummyVecEnv([lambda: env]), policy_kwargs={"net_arch": [8]}, buffer_size=10, seed=1,
+                device="cpu", verbose=0)
+    meta = AgentMetadata(window=WINDOW, warmup_bars=WARMUP, fee_bps=5.5, symbol="BTCUSDT", timeframe="1m",
+                         cross_spread=True, impact_coef=0.4, venue_rules="bybit_linear", funding_rate=0.0001)
+    save_agent_bundle(tmp_path / "run", model, env.builder.scaler, meta)
+    b = load_agent_bundle(tmp_path / "run")
+    fm = b.fill_model
+    assert (fm.fee_bps, fm.cross_spread, fm.impact_coef) == (5.5, True, 0.4)
+    setup = b.metadata.env.cost_setup(b.metadata.symbol)
+    assert setup["market_rules"] == MarketRules.for_venue("bybit_linear", "BTCUSDT")
+    assert setup["funding"].rate_at(None) == 0.0001 and setup["margin_tiers"] is MARGIN_TIERS.get(("bybit_linear",
+                                                                                                   "BTCUSDT"))

@@ -180,7 +180,6 @@ def run_agent(params: AgentParams) -> AgentResult:
         AgentMetadata,
         ClassifierSignal,
         FeatureScaler,
-        FillModel,
         ObservationBuilder,
         TradingEnv,
         compute_features,
@@ -196,6 +195,7 @@ def run_agent(params: AgentParams) -> AgentResult:
         if bars.filter(pl.col("ts") < split_ts).height < params.env.window * 10:
             raise ConfigError(f"eval_days={params.eval_days} leaves under {params.env.window * 10} training bars")
         env = params.env
+        symbol = bars["symbol"][0] if "symbol" in bars.columns else Path(params.bars_glob).parent.name
         feats = compute_features(bars, warmup_bars=env.warmup_bars)
         classifier, clf_dir = None, None
         if params.classifier_train_id:
@@ -212,8 +212,8 @@ def run_agent(params: AgentParams) -> AgentResult:
         env_kw: dict[str, Any] = dict(
             observation_builder=ObservationBuilder(names, env.window, scaler, state_clip=env.state_clip),
             action_interpreter=ActionInterpreter(env.max_position_frac, env.deadband_frac),
-            fill_model=FillModel(env.fee_bps, env.slippage_bps), features=feats,
-            initial_equity_usd=env.initial_equity_usd, warmup_bars=env.warmup_bars)
+            features=feats, initial_equity_usd=env.initial_equity_usd, warmup_bars=env.warmup_bars,
+            **env.cost_setup(symbol))  # fees, spread, impact, venue rules, funding, margin: one cost model
         train_env = TradingEnv(bars, **env_kw, end_ts=split_ts, max_episode_steps=env.max_episode_steps,
                                random_start=True)
         sac = params.sac
@@ -245,7 +245,7 @@ def run_agent(params: AgentParams) -> AgentResult:
                 _fmt_metric(k, v) for k, v in line.items() if k != "metric"))
         meta = AgentMetadata(
             env=env, sac=sac, timeframe="1m",
-            symbol=bars["symbol"][0] if "symbol" in bars.columns else Path(params.bars_glob).parent.name,
+            symbol=symbol,
             data_span={"train": [str(bars["ts"].min()), str(split_ts)], "eval": [str(split_ts), str(bars["ts"].max())]},
             params=params.model_dump(mode="json", exclude=set(params.execution_fields)), metrics=metrics,
             feature_names=tuple(names),
