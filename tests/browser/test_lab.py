@@ -126,8 +126,8 @@ def test_record_in_the_lab_then_interrupt_flushes_and_says_so(page, lab: Lab):
         page.locator("#jp-MainMenu .lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
         page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
         progress = page.locator(".quantnb-progress").first
-        page.wait_for_function("""() => { const p = document.querySelector('.quantnb-progress');
-                                          return p && /[2-9] shards|[0-9]{2,} shards/.test(p.innerText); }""",
+        page.wait_for_function(r"""() => { const p = document.querySelector('.quantnb-progress');
+                                          return p && /(^|\s)([2-9]|\d{2,})\/(\?|\d+) shards/.test(p.innerText); }""",
                                timeout=120_000, polling=500)
         running = progress.inner_text()
         assert "msgs" in running and "gaps 0" in running, running

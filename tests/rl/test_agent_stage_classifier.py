@@ -28,7 +28,9 @@ def test_agent_stage_with_classifier_compares_with_the_plain_agent_and_buy_and_h
     names = feature_columns(bars)
     scaler = FeatureScaler.fit(build_features(bars.head(1440), names), names)
     save_model_bundle(root / "runs" / "training_x" / "model",
-                      HybridTCNLSTM(len(names), tcn_channels=4, n_blocks=1, lstm_hidden=8), scaler, {"seq_len": 16})
+                      HybridTCNLSTM(len(names), tcn_channels=4, n_blocks=1, lstm_hidden=8), scaler,
+                      {"seq_len": 16, "lookahead_min": 60,  # fitted and selected on the first day only: no leak
+                       "data_span": {"train": {"start": str(bars["ts"][0])}, "val": {"end": str(bars["ts"][1439])}}})
     plain = run_agent(AgentParams.parse({**SMALL, "project_dir": str(root)}))
     both = run_agent(AgentParams.parse({**SMALL, "project_dir": str(root), "classifier_train_id": "training_x",
                                         "baseline_agent_id": plain.train_id}))

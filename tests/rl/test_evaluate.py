@@ -7,7 +7,7 @@ import pytest
 
 from quantnb.errors import ConfigError
 from quantnb.rl import MINUTES_PER_YEAR, evaluate_agent, performance_metrics
-from tests.rl._helpers import hand_bars, make_env
+from tests.rl._helpers import hand_bars, make_env, month_bars
 
 
 class ConstantPolicy:
@@ -56,12 +56,12 @@ def test_always_long_agent_against_buy_and_hold_on_hand_path(tmp_path):
     assert ev.agent.max_drawdown_frac == pytest.approx(1 - 9_890 / 10_990)
     assert ev.agent.sharpe_annualised == pytest.approx(_sharpe(expected))
     assert (ev.agent.n_trades, ev.agent.fees_usd) == (1, pytest.approx(fee))
-    assert ev.buy_and_hold.total_return_frac == pytest.approx(0.30)
+    assert ev.buy_and_hold.total_return_frac == pytest.approx(1.30 / 1.001 - 1)  # pays the agent's 10 bps entry fee
     assert ev.buy_and_hold.max_drawdown_frac == pytest.approx(0.10)
     assert ev.periods_per_year == pytest.approx(MINUTES_PER_YEAR)
     assert policy.calls == len(ev.actions) == 5 and ev.actions.tolist() == [1.0] * 5
     assert ev.observations.shape == (5, env.builder.n_obs) and ev.observations.dtype == np.float32
-    assert ev.flat_metrics()["bh_total_return_frac"] == pytest.approx(0.30)
+    assert ev.flat_metrics()["bh_total_return_frac"] == pytest.approx(1.30 / 1.001 - 1)
     assert ev.metrics_dict()["agent"]["n_trades"] == 1
     assert ev.steps_frame().height == 5 and ev.summary_frame()["metric"][0] == "total_return_frac"
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -71,3 +71,33 @@ def test_evaluation_refuses_random_start_env():
     env = make_env(max_episode_steps=10, random_start=True)
     with pytest.raises(ConfigError, match="random_start=False"):
         evaluate_agent(ConstantPolicy(0.0), env)
+
+
+def test_every_evaluation_figure_carries_its_uncertainty_and_buy_and_hold_pays_the_same_fees():
+    bars = month_bars().slice(0, 4_500)  # ~3 days of real minutes: far too short to show skill
+    env = make_env(bars, fee_bps=5.0, slippage_bps=1.0, split=600, start_ts=bars["ts"][600])
+    one = evaluate_agent(ConstantPolicy(1.0), env, n_trials=1, n_boot=300, seed=4)
+    env8 = make_env(bars, fee_bps=5.0, slippage_bps=1.0, split=600, start_ts=bars["ts"][600])
+    eight = evaluate_agent(ConstantPolicy(1.0), env8, n_trials=8, n_boot=300, seed=4)
+    table = {r["metric"]: r for r in one.summary_frame().iter_rows(named=True)}
+    for row in ("sharpe_ci_low", "sharpe_ci_high", "sharpe_daily_annualised", "return_ci_low", "return_ci_high",
+                "psr", "dsr", "n_trials", "min_track_record_days"):
+        assert row in table, row
+    a = one.agent_stats
+    assert a.sharpe_ci_low < one.agent.sharpe_annualised < a.sharpe_ci_high
+    assert a.return_ci_low < one.agent.total_return_frac < a.return_ci_high
+    assert a.sharpe_ci_low < 0 < a.sharpe_ci_high and "not distinguishable from zero" in a.verdict
+    assert a.sharpe_daily_annualised is not None and a.n_days >= 3
+    # more trials on the same data can only deflate the Sharpe; the figures themselves do not move
+    assert eight.agent_stats.dsr < one.agent_stats.dsr and eight.agent_stats.n_trials == 8
+    assert eight.agent_stats.sharpe_ci_low == a.sharpe_ci_low  # seeded
+    # buy-and-hold pays entry fee and slippage: 6 bps of the initial equity, against the free version
+    close = bars["close"].to_numpy()[600:]
+    free = close[-1] / close[0] - 1
+    assert one.buy_and_hold.total_return_frac == pytest.approx((1 + free) / (1.0005 * 1.0001) - 1, rel=1e-9)
+    assert one.metrics_dict()["agent"]["verdict"] == a.verdict
+    assert one.verdicts()[1].startswith("buy-and-hold:") and one.verdicts()[2].startswith("timing:")
+    # the timing null holds the agent's own positions: same exposure, same gross return when not shifted
+    held, r = one.position_frac[:-1], one.asset_return
+    assert one.timing_null.gross_return_frac == pytest.approx(float(held @ r))
+    assert one.flat_metrics()["timing_p_value"] == one.timing_null.p_value

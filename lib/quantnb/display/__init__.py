@@ -7,6 +7,7 @@ line of a notebook cell (``result``) shows a compact table and the run's plots i
 from __future__ import annotations
 
 from quantnb.display._html import quality_html, result_html, table_html
+from quantnb.display._interrupt import interrupt_reason, show_interrupt_as_one_line
 from quantnb.display._monitor import RunMonitor, read_runs
 from quantnb.display._progress import (
     HEADLESS_ENV,
@@ -24,6 +25,8 @@ __all__ = [
     "ProgressEvent",
     "attach_progress",
     "in_interactive_frontend",
+    "interrupt_reason",
+    "show_interrupt_as_one_line",
     "quality_html",
     "result_html",
     "table_html",

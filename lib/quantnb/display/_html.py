@@ -10,7 +10,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["result_html", "table_html", "quality_html", "image_html", "figure_html", "learning_curves_html"]
+__all__ = ["result_html", "table_html", "quality_html", "image_html", "figure_html", "learning_curves_html",
+           "integer_ticks"]
 
 _STYLE = (
     "<style>.qnb{font-family:var(--jp-ui-font-family,sans-serif);font-size:12px;max-width:100%}"
@@ -140,6 +141,20 @@ def figure_html(fig: Any, *, width_px: int | None = None) -> str:
     return f"<img src='data:image/png;base64,{data}'{width}>"
 
 
+def integer_ticks(*axes: Any) -> None:
+    """Put x ticks on whole numbers only (epochs, trials): no ``2.5`` epoch on the axis.
+
+    Parameters
+    ----------
+    *axes : matplotlib.axes.Axes
+        Axes whose x axis counts epochs or trials.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def learning_curves_html(history: list[Mapping[str, Any]], *, title: str = "") -> str:
     """Plot loss (train, val) and F1 macro per epoch side by side; '' without history.
 
@@ -175,6 +190,7 @@ def learning_curves_html(history: list[Mapping[str, Any]], *, title: str = "") -
         ax2.axvline(best[-1], color="grey", linestyle=":", label=f"best epoch {best[-1]}")
         ax2.legend(fontsize=8)
     ax2.set(title="validation F1 macro", xlabel="epoch")
+    integer_ticks(ax1, ax2)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
@@ -268,13 +284,18 @@ def _training(r: Any) -> str:
             + f"<div>best val F1 macro <b>{r.best_val_f1_macro:.4f}</b>; test F1 macro <b>{t.get('f1_macro', 0):.4f}"
             f"</b>; bundle <code>{_esc(r.bundle_dir)}</code></div>"
             + table_html(metrics) + "<div style='display:flex;flex-wrap:wrap;gap:8px;align-items:flex-start'>"
-            + learning_curves_html(history) + image_html(r.confusion_plot, width_px=320) + "</div>")
+            + learning_curves_html(history) + image_html(r.confusion_plot) + "</div>")
 
 
 def _agent(r: Any) -> str:
     return (_header("Agent", r.train_id, None) + f"<div>bundle <code>{_esc(r.bundle_dir)}</code> "
             f"(live: <code>train_id={_esc(r.train_id)}</code>)</div>"
-            + table_html(r.table) + image_html(r.equity_plot))
+            + "".join(f"<div>{_esc(v)}</div>" for v in getattr(r, "verdicts", []))
+            + table_html(r.table)
+            + "".join(f"<details><summary>{name}</summary>{table_html(t)}</details>"
+                      for name, t in (("walk-forward folds", getattr(r, "folds", None)),
+                                      ("across seeds", getattr(r, "seeds", None))) if t is not None)
+            + image_html(r.equity_plot))
 
 
 def _live(r: Any) -> str:
@@ -294,14 +315,28 @@ def _postmortem(r: Any) -> str:
     d = rep.to_dict() if hasattr(rep, "to_dict") else {}
     scalars = {k: v for k, v in d.items() if not isinstance(v, dict | list) and v is not None}
     errors = "".join(f"<div class='bad'><code>{_esc(e)}</code></div>" for e in (d.get("last_errors") or [])[-5:])
-    figures = "".join(figure_html(f, width_px=420) for f in (r.figures or []))
+    figures = "".join(f"<div>{figure_html(f)}</div>" for f in (r.figures or []))  # full size: readable text
     return (_header("Post-mortem", d.get("run_id"), d.get("status")) + table_html(scalars)
             + errors + f"<div>{figures}</div>")
 
 
-_RENDERERS = {"EtlResult": _etl, "LabellingResult": _labelling, "OptimizationResult": _optimization,
-              "TrainingResult": _training, "AgentResult": _agent, "LiveResult": _live,
-              "PostmortemResult": _postmortem}
+def _record(r: Any) -> str:
+    import contextlib
+    import io as _io
+
+    buf = _io.StringIO()
+    with contextlib.redirect_stdout(buf):  # the sentences RecordResult.summary() prints, and its table
+        per_symbol = r.summary()
+    lines = "".join(f"<div>{_esc(line)}</div>" for line in buf.getvalue().splitlines()[1:] if line.strip())
+    first = buf.getvalue().splitlines()[0] if buf.getvalue() else ""
+    head = first.split(": ", 1)[1] if ": " in first else first
+    return (_header("Record", r.run_id, r.status) + f"<div>{_esc(head)}</div>" + lines
+            + "<h4>Per symbol</h4>" + table_html(per_symbol))
+
+
+_RENDERERS = {"RecordResult": _record, "EtlResult": _etl, "LabellingResult": _labelling,
+              "OptimizationResult": _optimization, "TrainingResult": _training, "AgentResult": _agent,
+              "LiveResult": _live, "PostmortemResult": _postmortem}
 
 
 def result_html(result: Any) -> str:
@@ -311,7 +346,7 @@ def result_html(result: Any) -> str:
     ----------
     result : object
         An ``EtlResult``, ``LabellingResult``, ``OptimizationResult``, ``TrainingResult``,
-        ``AgentResult``, ``LiveResult`` or ``PostmortemResult``.
+        ``AgentResult``, ``LiveResult``, ``PostmortemResult`` or ``RecordResult``.
 
     Returns
     -------

@@ -13,14 +13,19 @@ from quantnb.display._progress import _fmt_duration
 __all__ = ["RunMonitor", "read_runs"]
 
 _COLUMNS = ("run", "stage", "status", "progress", "ETA", "started UTC", "duration", "headline", "")
-_WIDTHS = "minmax(110px,1fr) 64px 110px 100px 44px 96px 60px minmax(0,2fr) 108px"
+_WIDTHS = "minmax(150px,1.3fr) 84px 104px 100px 44px 96px 60px minmax(120px,2fr) 108px"
+_HEADLINE_CHARS = 240  # metrics shown in the headline cell (wrapped over lines), about four lines
 _STATUS_COLOURS = {"completed": "#1a7f37", "completed_with_errors": "#9a6700", "failed": "#cf222e",
                    "interrupted": "#cf222e", "running": "#0969da", "pending": "#777"}
 
 
-def _short_id(run_id: str, width: int = 12) -> str:
-    """Return the end of a run id (its UTC timestamp tells runs apart); the full id is the cell's tooltip."""
-    return run_id if len(run_id) <= width else "…" + run_id[-(width - 1):]
+def _short_id(run_id: str, stage: str = "") -> str:
+    """Return the run id without its stage prefix (the stage has its column); the full id is the cell's tooltip.
+
+    Nothing else is cut: the config suffix (``_30m`` or ``_1h``) and the timestamp both tell runs apart.
+    """
+    prefix = f"{stage}_"
+    return run_id[len(prefix):] if stage and run_id.startswith(prefix) and len(run_id) > len(prefix) else run_id
 
 
 def _iso_to_dt(value: Any) -> dt.datetime | None:
@@ -61,7 +66,7 @@ def _fallback_rows(root: Path, stage: str | None) -> list[dict[str, Any]]:
                      "total": hb.get("total_items"), "eta_s": hb.get("eta_s") if status == "running" else None,
                      "started_at": started, "duration_s": duration, "log": rec.get("log"),
                      "headline": " ".join(f"{k}={v}" for k, v in results.items()
-                                          if not isinstance(v, dict | list))[:80]})
+                                          if not isinstance(v, dict | list))[:_HEADLINE_CHARS]})
     epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
     return sorted(rows, key=lambda r: (r["started_at"] or epoch, r["run_id"]), reverse=True)
 
@@ -92,20 +97,93 @@ def read_runs(project_dir: str | Path | None = None, stage: str | None = None) -
     except ImportError:
         return _fallback_rows(root, stage)
     rows = []
+    try:
+        from quantnb.runlog._monitor import format_metrics
+    except ImportError:
+        format_metrics = None
     for s in list_runs(root, stage=stage):
         row = s.to_row() if hasattr(s, "to_row") else dict(s)
         row.setdefault("headline", getattr(s, "headline", ""))
+        if format_metrics is not None and getattr(s, "metrics", None):  # whole: the table wraps, never cuts
+            row["headline"] = format_metrics(s.stage, s.metrics, width=_HEADLINE_CHARS)
+        elif getattr(s, "error", None) and row.get("status") not in ("completed", "running", "pending"):
+            row["headline"] = str(s.error)[:_HEADLINE_CHARS]
         rows.append(row)
     return rows
+
+
+class _Row:
+    """The widgets of one run's row, built once; :meth:`update` changes only the cells whose text changed."""
+
+    def __init__(self, run_id: str, on_postmortem: Any):
+        import ipywidgets as w
+
+        self.run_id = run_id
+        self.texts: dict[str, Any] = {}
+        for name in ("run", "stage", "status", "progress", "eta", "started", "duration", "headline"):
+            self.texts[name] = w.HTML(layout=w.Layout(min_width="0", width="100%", overflow="hidden"))
+        self.bar = w.FloatProgress(value=0.0, min=0.0, max=1.0, layout=w.Layout(width="48px", min_width="48px"))
+        button = w.Button(description="post-mortem", layout=w.Layout(width="106px"),
+                          tooltip=f"run the post-mortem of {run_id}")
+        button.on_click(lambda _b: on_postmortem(run_id))
+        t = self.texts
+        self.cells = [t["run"], t["stage"], t["status"],
+                      w.HBox([self.bar, t["progress"]], layout=w.Layout(align_items="center", min_width="0")),
+                      t["eta"], t["started"], t["duration"], t["headline"], button]
+
+    def update(self, r: dict[str, Any]) -> None:
+        status = str(r.get("status"))
+        done, total = r.get("done"), r.get("total")
+        started = _iso_to_dt(r.get("started_at"))
+        values = {
+            "run": _cell(self.run_id, shown=_short_id(self.run_id, str(r.get("stage") or "")), wrap=True, is_id=True),
+            "stage": _cell(str(r.get("stage")), wrap=True),
+            "status": (f"<span style='font-size:12px;color:{_STATUS_COLOURS.get(status, '#444')};font-weight:600'>"
+                       f"{html.escape(status)}</span>"),
+            "progress": _cell(f"{done or 0}/{total}" if total else (str(done) if done else "")),
+            "eta": _cell(_fmt_duration(r.get("eta_s")) if r.get("eta_s") is not None else ""),
+            "started": _cell(started.strftime("%Y-%m-%d %H:%M:%S") if started else "",
+                             shown=started.strftime("%m-%d %H:%M:%S") if started else ""),
+            "duration": _cell(_fmt_duration(r.get("duration_s")) if r.get("duration_s") is not None else ""),
+            "headline": _cell(str(r.get("headline") or ""), wrap=True),
+        }
+        for name, value in values.items():
+            if self.texts[name].value != value:  # an unchanged cell sends nothing to the browser
+                self.texts[name].value = value
+        frac = min((done or 0) / total, 1.0) if total else 0.0
+        style = "success" if status == "completed" else "danger" if status in ("failed", "interrupted") else "info"
+        if self.bar.value != frac:
+            self.bar.value = frac
+        if self.bar.bar_style != style:
+            self.bar.bar_style = style
+
+    def close(self) -> None:
+        for c in self.cells:
+            for child in getattr(c, "children", ()):
+                child.close()
+            c.close()
+
+
+def _cell(text: str, bold: bool = False, shown: str | None = None, wrap: bool = False, is_id: bool = False) -> str:
+    """Return a cell's HTML; ``wrap`` breaks long ids and headlines over lines instead of hiding their ends."""
+    style = "font-weight:600;" if bold else ""
+    flow = ("white-space:normal;overflow-wrap:break-word;line-height:1.25;" if wrap
+            else "white-space:nowrap;overflow:hidden;text-overflow:ellipsis;")
+    body = html.escape(shown or text)
+    if is_id:  # break ids after their underscores (SELL_0004_BUY_0008_30m_ | 20261207_072745), not inside a token
+        body = body.replace("_", "_<wbr>")
+    return f"<div style='font-size:12px;{style}{flow}width:100%' title='{html.escape(text)}'>{body}</div>"
 
 
 class RunMonitor:
     """A self-refreshing table of runs (ipywidgets), with a post-mortem button per run.
 
     Display it as the last expression of a cell. A daemon thread re-reads the run
-    records and heartbeat JSONs every ``refresh_s`` seconds, so the table keeps moving
-    while runs go on in other kernels or terminals. The post-mortem button runs the
-    post-mortem stage on that run in this kernel and shows its result below the table.
+    records and heartbeat JSONs every ``refresh_s`` seconds and changes only the cells
+    whose text changed: a monitor with nothing running sends nothing to the browser
+    (a kernel left open without a browser buffers nothing), a running run costs a
+    few small messages per refresh. The post-mortem button runs the post-mortem stage
+    on that run in this kernel and shows its result below the table.
 
     Parameters
     ----------
@@ -132,12 +210,16 @@ class RunMonitor:
         self.rows: list[dict[str, Any]] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._signature: Any = None
+        self._row_widgets: dict[str, _Row] = {}
+        self._order: list[str] | None = None
+        self._files: tuple = ()
         self._status = w.HTML()
         refresh = w.Button(description="Refresh", icon="refresh", layout=w.Layout(width="100px"))
         refresh.on_click(lambda _b: self.refresh())
-        self._grid = w.GridBox(layout=w.Layout(grid_template_columns=_WIDTHS, grid_gap="2px 8px",
-                                                align_items="center", width="100%"))
+        self._header = [w.HTML(_cell(c, bold=True), layout=w.Layout(min_width="0", width="100%"))
+                        for c in _COLUMNS]
+        self._grid = w.GridBox(self._header, layout=w.Layout(grid_template_columns=_WIDTHS, grid_gap="2px 8px",
+                                                             align_items="center", width="100%"))
         self.output = w.Output()
         self.widget = w.VBox([w.HBox([refresh, self._status], layout=w.Layout(align_items="center")),
                               self._grid, self.output])
@@ -158,61 +240,56 @@ class RunMonitor:
     def _loop(self) -> None:
         while not self._stop.wait(self.refresh_s):
             try:
-                self.refresh()
-            except Exception as exc:  # noqa: BLE001 (a torn file must not end the monitor)
-                self._status.value = f"<span style='color:#cf222e'>refresh failed: {html.escape(str(exc))}</span>"
+                self.refresh(force=False)
+            except Exception as exc:  # noqa: BLE001 (a torn file must not end the monitor; the rows stay)
+                text = f"<span style='color:#cf222e'>refresh failed: {html.escape(str(exc))}</span>"
+                if self._status.value != text:
+                    self._status.value = text
 
-    def refresh(self) -> None:
-        """Re-read the runs and redraw the rows that changed."""
+    def _files_signature(self) -> tuple:
+        """Modification times of every run record and heartbeat: unchanged means nothing to re-read."""
+        out = []
+        for pattern in ("runs/*/run.json", "logs/heartbeats/*.json"):
+            for path in self.root.glob(pattern):
+                try:
+                    out.append((str(path), path.stat().st_mtime_ns))
+                except OSError:  # removed meanwhile
+                    continue
+        return tuple(sorted(out))
+
+    def refresh(self, force: bool = True) -> None:
+        """Re-read the runs; add, move or drop rows as runs come and go, and change only the cells that changed.
+
+        Parameters
+        ----------
+        force : bool
+            Re-read even when no run record or heartbeat file changed and nothing runs (the
+            refresh thread passes False: an idle monitor reads a directory listing, not every file).
+        """
+        files = self._files_signature()
+        if not force and files == self._files and not any(r.get("status") == "running" for r in self.rows):
+            return
+        self._files = files
         with self._lock:
             rows = read_runs(self.root, self.stage)[: self.max_runs]
             self.rows = rows
-            now = dt.datetime.now(dt.UTC).strftime("%H:%M:%S")
             running = sum(r.get("status") == "running" for r in rows)
-            self._status.value = (f"<span style='font-size:12px'>&nbsp;{len(rows)} run(s), {running} running · "
-                                  f"<code>{html.escape(str(self.root))}</code> · updated {now} UTC</span>")
-            signature = [(r["run_id"], r.get("status"), r.get("done"), r.get("total"), r.get("headline"),
-                          round(r.get("duration_s") or 0)) for r in rows]
-            if signature == self._signature:
-                return
-            self._signature = signature
-            self._grid.children = self._cells(rows)
-
-    def _cells(self, rows: list[dict[str, Any]]) -> list[Any]:
-        import ipywidgets as w
-
-        def cell(text: str, bold: bool = False, shown: str | None = None) -> Any:
-            style = "font-weight:600;" if bold else ""
-            return w.HTML(f"<div style='font-size:12px;{style}white-space:nowrap;overflow:hidden;width:100%;"
-                          f"text-overflow:ellipsis' title='{html.escape(text)}'>{html.escape(shown or text)}</div>",
-                          layout=w.Layout(min_width="0", width="100%", overflow="hidden"))
-
-        cells: list[Any] = [cell(c, bold=True) for c in _COLUMNS]
-        for r in rows:
-            status = str(r.get("status"))
-            colour = _STATUS_COLOURS.get(status, "#444")
-            done, total = r.get("done"), r.get("total")
-            progress = f"{done or 0}/{total}" if total else (str(done) if done else "")
-            bar = w.FloatProgress(value=min((done or 0) / total, 1.0) if total else 0.0, min=0.0, max=1.0,
-                                  layout=w.Layout(width="48px", min_width="48px"),
-                                  bar_style="success" if status == "completed" else
-                                  "danger" if status in ("failed", "interrupted") else "info")
-            started = _iso_to_dt(r.get("started_at"))
-            button = w.Button(description="post-mortem", layout=w.Layout(width="106px"),
-                              tooltip=f"run the post-mortem of {r['run_id']}")
-            button.on_click(lambda _b, rid=r["run_id"]: self.show_postmortem(rid))
-            cells += [
-                cell(r["run_id"], shown=_short_id(r["run_id"])), cell(str(r.get("stage"))),
-                w.HTML(f"<span style='font-size:12px;color:{colour};font-weight:600'>{html.escape(status)}</span>",
-                       layout=w.Layout(min_width="0", overflow="hidden")),
-                w.HBox([bar, cell(progress)], layout=w.Layout(align_items="center", min_width="0")),
-                cell(_fmt_duration(r.get("eta_s")) if r.get("eta_s") is not None else ""),
-                cell(started.strftime("%Y-%m-%d %H:%M:%S") if started else "",
-                     shown=started.strftime("%m-%d %H:%M:%S") if started else ""),
-                cell(_fmt_duration(r.get("duration_s")) if r.get("duration_s") is not None else ""),
-                cell(str(r.get("headline") or "")), button,
-            ]
-        return cells
+            every = f"refreshed every {self.refresh_s:g} s" if self.refresh_s > 0 else "refreshed on the button"
+            status = (f"<span style='font-size:12px'>&nbsp;{len(rows)} run(s), {running} running · "
+                      f"<code>{html.escape(str(self.root))}</code> · {every}</span>")
+            if self._status.value != status:
+                self._status.value = status
+            for r in rows:
+                row = self._row_widgets.get(r["run_id"])
+                if row is None:
+                    row = self._row_widgets[r["run_id"]] = _Row(r["run_id"], self.show_postmortem)
+                row.update(r)
+            order = [r["run_id"] for r in rows]
+            if order != self._order:  # a run came, went or moved: only then the grid's children change
+                self._order = order
+                self._grid.children = [*self._header, *(c for rid in order for c in self._row_widgets[rid].cells)]
+                for rid in set(self._row_widgets) - set(order):
+                    self._row_widgets.pop(rid).close()
 
     def show_postmortem(self, run_id: str) -> Any:
         """Run the post-mortem stage on ``run_id`` and show its result below the table.

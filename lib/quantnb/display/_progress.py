@@ -14,6 +14,8 @@ from typing import Any
 
 from loguru import logger
 
+from quantnb.runlog._progress import singular_unit
+
 __all__ = ["ProgressEvent", "ProgressDisplay", "attach_progress", "in_interactive_frontend", "HEADLESS_ENV"]
 
 #: Set to 1 by ``quantnb run`` in the kernel's environment: no widget, progress lines in the log.
@@ -24,6 +26,7 @@ _UNITS = {"etl": "files", "labelling": "files", "optimization": "trials", "train
           "agent": "checkpoints", "live": "bars", "postmortem": "items", "record": "shards", "download": "files"}
 _WIDGET_MIN_INTERVAL_S = 0.25
 _LOG_MIN_INTERVAL_S = 5.0
+_MIN_RATE_WINDOW_S = 1.0  # a rate measured over less time jumps about
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +47,17 @@ class ProgressEvent:
         ``running`` until the run ends, then its final status.
     rate_per_s, eta_s : float or None
         Items per second and seconds left, when the sender knows them (else estimated here).
+    kind : str
+        ``start``, ``total``, ``item``, ``step``, ``beat`` or ``finish`` (see
+        :class:`quantnb.runlog.ProgressEvent`); ``item`` when unknown.
+    step_done, step_total : int or None
+        Progress inside the current item, e.g. batch 40 of 120.
+    step_unit : str
+        What a step is (``batches``).
+    context : str
+        Where the steps are (``trial 3 · epoch 2/5``).
+    item_fraction : float or None
+        Fraction of the current item finished, in [0, 1].
     """
 
     done: int
@@ -53,6 +67,18 @@ class ProgressEvent:
     status: str = "running"
     rate_per_s: float | None = None
     eta_s: float | None = None
+    kind: str = "item"
+    step_done: int | None = None
+    step_total: int | None = None
+    step_unit: str = ""
+    context: str = ""
+    item_fraction: float | None = None
+
+    @property
+    def progress(self) -> float:
+        """Items finished plus the fraction of the current one (``2.33`` epochs)."""
+        frac = self.item_fraction if self.item_fraction is not None and self.status == "running" else 0.0
+        return self.done + (min(frac, 1.0) if self.total is None or self.done < self.total else 0.0)
 
     @classmethod
     def coerce(cls, event: Any) -> ProgressEvent:
@@ -75,10 +101,16 @@ class ProgressEvent:
         rss_gb = get("rss_gb", get("memory_gb"))
         if rss_gb is None and get("rss_mb") is not None:  # runlog's ProgressEvent: MB of 1e6 bytes
             rss_gb = float(get("rss_mb")) / 1000.0
+        step_done, step_total, frac = get("step_done"), get("step_total"), get("item_fraction")
         return cls(done=int(get("done", 0) or 0), total=int(total) if total else None,
                    message=str(get("message", "") or get("item", "") or ""), rss_gb=rss_gb,
                    status=str(get("status", "running") or "running"),
-                   rate_per_s=get("rate_per_s", get("rate")), eta_s=get("eta_s"))
+                   rate_per_s=get("rate_per_s", get("rate")), eta_s=get("eta_s"),
+                   kind=str(get("kind", "item") or "item"),
+                   step_done=int(step_done) if step_done is not None else None,
+                   step_total=int(step_total) if step_total else None,
+                   step_unit=str(get("step_unit", "") or ""), context=str(get("context", "") or ""),
+                   item_fraction=float(frac) if frac is not None else None)
 
 
 def in_interactive_frontend() -> bool:
@@ -99,6 +131,21 @@ def in_interactive_frontend() -> bool:
     except Exception:  # noqa: BLE001 (no parent information: assume a person)
         return True
     return not any(os.path.basename(arg) in _HEADLESS_PARENTS for arg in argv)
+
+
+def _fmt_rate(rate_per_s: float, unit: str) -> str:
+    """``3.1 files/s`` when fast; ``41 s/epoch`` or ``2.3 min/trial`` when an item takes a second or more."""
+    if rate_per_s >= 10:
+        return f"{rate_per_s:.0f} {unit}/s"
+    if rate_per_s >= 1:
+        return f"{rate_per_s:.1f} {unit}/s"
+    per = 1.0 / rate_per_s
+    one = singular_unit(unit)
+    if per < 120:
+        return f"{per:.1f} s/{one}" if per < 10 else f"{per:.0f} s/{one}"
+    if per < 7200:
+        return f"{per / 60:.1f} min/{one}"
+    return f"{per / 3600:.1f} h/{one}"
 
 
 def _fmt_duration(seconds: float | None) -> str:
@@ -132,7 +179,9 @@ class ProgressDisplay:
         self.unit = unit
         self._t0 = time.monotonic()
         self._first_done: int | None = None
+        self._base: tuple[float, float] | None = None  # (time, progress) of the first item or step event
         self._last_draw = 0.0
+        self._drawn_total: int | None = None
         self._last: ProgressEvent | None = None
         self._bar: Any = None
         self._text: Any = None
@@ -164,14 +213,18 @@ class ProgressDisplay:
             ev = dataclasses.replace(ev, message=ev.message or self._last.message,
                                      rss_gb=ev.rss_gb if ev.rss_gb is not None else self._last.rss_gb)
         self._last = ev
+        now = time.monotonic()
         if self._first_done is None:
             self._first_done = ev.done
+        if self._base is None and ev.kind in ("item", "step"):
+            self._base = (now, ev.progress)
         final = ev.status != "running"
-        now = time.monotonic()
         interval = _WIDGET_MIN_INTERVAL_S if self.box is not None else _LOG_MIN_INTERVAL_S
-        if not final and now - self._last_draw < interval and not (ev.total and ev.done >= ev.total):
+        news = ev.total != self._drawn_total or ev.kind in ("start", "total")  # a total is shown at once
+        if not final and not news and now - self._last_draw < interval and not (ev.total and ev.done >= ev.total):
             return
         self._last_draw = now
+        self._drawn_total = ev.total
         if self.box is not None:
             self._draw_widget(ev)
         else:
@@ -190,6 +243,11 @@ class ProgressDisplay:
         float or None
             Items per second, None before any item finished.
         """
+        if self._base is not None:  # from the first item or step on: no set-up time, fractions of items count
+            t0, p0 = self._base
+            elapsed, n = time.monotonic() - t0, ev.progress - p0
+            if elapsed >= _MIN_RATE_WINDOW_S and n > 0:
+                return n / elapsed
         if ev.rate_per_s:
             return ev.rate_per_s
         elapsed = time.monotonic() - self._t0
@@ -209,15 +267,15 @@ class ProgressDisplay:
         float or None
             Seconds left, None when the total or the rate is unknown.
         """
-        if ev.eta_s is not None:
-            return ev.eta_s
         rate = self.rate_per_s(ev)
+        if ev.eta_s is not None and (ev.item_fraction is None or rate is None):
+            return ev.eta_s
         if not ev.total or rate is None:
             return None
-        return max(ev.total - ev.done, 0) / rate
+        return max(ev.total - ev.progress, 0.0) / rate
 
     def line(self, ev: ProgressEvent) -> str:
-        """One line: ``12/37 files (32%) · 3.1 files/s · ETA 0:12 · RSS 0.45 GB · last: x``.
+        """One line: ``2/10 epochs (23%) · epoch 3/10: batch 40/120 · 41 s/epoch · ETA 5:14 · RSS 0.45 GB · last: x``.
 
         Parameters
         ----------
@@ -231,11 +289,15 @@ class ProgressDisplay:
         """
         parts = [f"{ev.done}/{ev.total if ev.total else '?'} {self.unit}"]
         if ev.total:
-            parts[0] += f" ({100.0 * min(ev.done / ev.total, 1.0):.0f}%)"
+            parts[0] += f" ({100.0 * min(ev.progress / ev.total, 1.0):.0f}%)"
+        if ev.status == "running" and (ev.context or ev.step_done is not None):
+            step = f"{singular_unit(ev.step_unit or 'steps')} {ev.step_done}/{ev.step_total or '?'}" \
+                if ev.step_done is not None else ""
+            parts.append(" · ".join(p for p in (ev.context, step) if p))
         rate = self.rate_per_s(ev)
         if rate is not None:
-            parts.append(f"{rate:.2f} {self.unit}/s" if rate < 10 else f"{rate:.0f} {self.unit}/s")
-        if ev.status == "running":
+            parts.append(_fmt_rate(rate, self.unit))
+        if ev.status == "running" and ev.total:  # open-ended (a recording, live): no "ETA ?" for ever
             parts.append(f"ETA {_fmt_duration(self.eta_s(ev))}")
         else:
             parts.append(f"{ev.status} in {_fmt_duration(time.monotonic() - self._t0)}")

@@ -14,6 +14,8 @@ from quantnb.models._metrics import ClassificationScores, classification_scores
 from quantnb.research import LABEL_NAMES, WindowDataset
 from quantnb.runlog import atomic_path
 
+_TITLE_CHARS = 36  # a longer confusion-matrix title is split after its run id
+
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -120,7 +122,9 @@ def plot_confusion_matrix(confusion: np.ndarray, path: str | os.PathLike[str], *
     ax.set_yticks(ticks, labels=list(class_names))
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title)
+    head, sep, tail = title.rpartition(": ")  # "<run id>: test confusion matrix" on two lines: never clipped
+    fig.suptitle(f"{head}:\n{tail}" if sep and len(title) > _TITLE_CHARS else title, fontsize=9)  # over the
+    # whole figure: a long title centred on the axes ran into the colour bar
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
             ax.text(j, i, f"{cm[i, j]}\n{share[i, j]:.1%}", ha="center", va="center",

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from quantnb.display._html import integer_ticks
 from quantnb.postmortem._analyse import LEAK_MIN_POINTS, PostmortemReport
 
 _LEVEL_Y = {"WARNING": 0, "ERROR": 1, "CRITICAL": 2}
@@ -126,6 +127,7 @@ def plot_learning_curve(report: PostmortemReport, path: Path) -> Figure | None:
         ax_f1.set_xlabel("epoch")
         ax_f1.set_ylabel("val F1 macro")
         fig.suptitle(f"{report.run_id}: learning curves")
+        integer_ticks(ax_loss, ax_f1)
         return _save(fig, path)
     fig, (ax_ep, ax_tr) = plt.subplots(1, 2, figsize=(10, 3.5))
     if not curve.is_empty():
@@ -142,6 +144,7 @@ def plot_learning_curve(report: PostmortemReport, path: Path) -> Figure | None:
     ax_tr.set_xlabel("trial")
     ax_tr.set_ylabel("val F1 macro")
     fig.suptitle(f"{report.run_id}: optimization")
+    integer_ticks(ax_ep, ax_tr)
     return _save(fig, path)
 
 

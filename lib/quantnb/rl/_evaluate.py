@@ -10,12 +10,13 @@ import numpy as np
 from loguru import logger
 
 from quantnb.errors import ConfigError
+from quantnb.evaluation import sharpe_report, shift_null
 from quantnb.rl._env import TradingEnv
 from quantnb.rl._metrics import MINUTES_PER_YEAR, EvaluationResult, PerformanceMetrics, performance_metrics
 from quantnb.rl._plot import plot_equity_curve
 
 __all__ = ["MINUTES_PER_YEAR", "EvaluationResult", "PerformanceMetrics", "Predictor", "evaluate_agent",
-           "performance_metrics"]
+           "performance_metrics", "stitch_evaluations"]
 
 
 class Predictor(Protocol):
@@ -49,7 +50,8 @@ def _periods_per_year(ts: list[dt.datetime]) -> float:
 
 
 def evaluate_agent(
-    model: Predictor, env: TradingEnv, *, plot_path: str | Path | None = None, periods_per_year: float | None = None
+    model: Predictor, env: TradingEnv, *, plot_path: str | Path | None = None, periods_per_year: float | None = None,
+    n_trials: int = 1, trial_sharpe_var: float | None = None, n_boot: int = 1000, seed: int = 0,
 ) -> EvaluationResult:
     """Run the agent deterministically over ``env``'s whole period and measure it.
 
@@ -64,6 +66,12 @@ def evaluate_agent(
     periods_per_year : float, optional
         Bars per year for the Sharpe ratio; default inferred from the median bar spacing
         (525,600 for 1-minute bars).
+    n_trials : int, default 1
+        Configurations evaluated on this period (this one included), for the deflated Sharpe.
+    trial_sharpe_var : float, optional
+        Variance of those trials' per-bar Sharpes (see :func:`quantnb.evaluation.deflated_sharpe_ratio`).
+    n_boot, seed : int
+        Bootstrap resamples and seed of the confidence intervals (:func:`quantnb.evaluation.sharpe_report`).
 
     Returns
     -------
@@ -105,8 +113,12 @@ def evaluate_agent(
     ppy = _periods_per_year(ts) if periods_per_year is None else float(periods_per_year)
     eq = np.array(equity, dtype=np.float64)
     close = np.array(closes, dtype=np.float64)
-    bh = eq[0] * close / close[0]
+    bh = _buy_and_hold(eq[0], close, env.fill_model.fee_bps, env.fill_model.slippage_bps)
     pf = env.portfolio
+    stats = {name: sharpe_report(curve, ts, periods_per_year=ppy, n_trials=n_trials if name == "agent" else 1,
+                                 trial_sharpe_var=trial_sharpe_var if name == "agent" else None, n_boot=n_boot,
+                                 seed=seed, name=name)
+             for name, curve in (("agent", eq), ("buy-and-hold", bh))} if eq.size >= 3 else {}
     result = EvaluationResult(
         agent=performance_metrics(eq, periods_per_year=ppy, n_trades=pf.n_trades, fees_usd=pf.fees_paid_usd,
                                   costs=pf.cost_summary()),
@@ -119,7 +131,11 @@ def evaluate_agent(
         actions=np.array(actions, dtype=np.float32),
         target_fracs=np.array(targets, dtype=np.float64),
         periods_per_year=ppy,
+        agent_stats=stats.get("agent"),
+        buy_and_hold_stats=stats.get("buy-and-hold"),
+        asset_return=close[1:] / close[:-1] - 1.0,
     )
+    result = _with_timing_null(result, seed)
     a, b = result.agent, result.buy_and_hold
     logger.info(
         "eval/total_return_frac={:.4f} eval/sharpe={:.2f} eval/max_drawdown_frac={:.4f} eval/n_trades={} "
@@ -132,6 +148,81 @@ def evaluate_agent(
         b.total_return_frac,
         b.max_drawdown_frac,
     )
+    for line in result.verdicts():
+        logger.info("eval/verdict {}", line)
     if plot_path is not None:
         plot_equity_curve(result, plot_path)
+    return result
+
+
+def _with_timing_null(result: EvaluationResult, seed: int) -> EvaluationResult:
+    """Attach the shift null of the agent's positions (needs 2 steps or more)."""
+    r = result.asset_return
+    if r is not None and r.size >= 2:
+        result.timing_null = shift_null(result.position_frac[:-1], r, seed=seed)
+    return result
+
+
+def _buy_and_hold(equity0_usd: float, close_usd: np.ndarray, fee_bps: float, slippage_bps: float) -> np.ndarray:
+    """Equity of buying with all of ``equity0_usd`` at ``close_usd[0]`` with the agent's costs, marked at each close."""
+    qty = equity0_usd / (close_usd[0] * (1 + slippage_bps / 1e4) * (1 + fee_bps / 1e4))
+    return np.concatenate([[equity0_usd], qty * close_usd[1:]])
+
+
+def stitch_evaluations(
+    folds: list[EvaluationResult], *, n_trials: int = 1, trial_sharpe_var: float | None = None, n_boot: int = 1000,
+    seed: int = 0,
+) -> EvaluationResult:
+    """Chain the out-of-sample evaluations of walk-forward folds into one equity curve and measure it.
+
+    Each fold's per-bar returns are compounded in fold order from the first fold's initial equity
+    (a fold starts flat, as its evaluation did); buy-and-hold is stitched alike.
+
+    Parameters
+    ----------
+    folds : list of EvaluationResult
+        In time order, non-overlapping test spans.
+    n_trials, trial_sharpe_var, n_boot, seed
+        As in :func:`evaluate_agent`, for the stitched curve's uncertainty.
+
+    Returns
+    -------
+    EvaluationResult
+        Over all test bars; trades and fees summed.
+
+    Raises
+    ------
+    ConfigError
+        If ``folds`` is empty.
+    """
+    if not folds:
+        raise ConfigError("walk-forward: no fold to stitch; give walk_forward_folds >= 1")
+
+    def chain(curves: list[np.ndarray]) -> np.ndarray:
+        r = np.concatenate([c[1:] / c[:-1] for c in curves])
+        return curves[0][0] * np.concatenate([[1.0], np.cumprod(r)])
+
+    eq = chain([f.equity_usd for f in folds])
+    bh = chain([f.buy_and_hold_equity_usd for f in folds])
+    ts = [folds[0].bar_ts[0]] + [t for f in folds for t in f.bar_ts[1:]]
+    ppy = folds[0].periods_per_year
+    stats = {name: sharpe_report(curve, ts, periods_per_year=ppy, n_trials=n_trials if name == "agent" else 1,
+                                 trial_sharpe_var=trial_sharpe_var if name == "agent" else None, n_boot=n_boot,
+                                 seed=seed, name=f"{name} (walk-forward, {len(folds)} folds)")
+             for name, curve in (("agent", eq), ("buy-and-hold", bh))}
+    result = EvaluationResult(
+        agent=performance_metrics(eq, periods_per_year=ppy, n_trades=sum(f.agent.n_trades for f in folds),
+                                  fees_usd=sum(f.agent.fees_usd for f in folds)),
+        buy_and_hold=performance_metrics(bh, periods_per_year=ppy),
+        bar_ts=ts, equity_usd=eq, buy_and_hold_equity_usd=bh,
+        position_frac=np.concatenate([folds[0].position_frac[:1]] + [f.position_frac[1:] for f in folds]),
+        observations=np.concatenate([f.observations for f in folds]),
+        actions=np.concatenate([f.actions for f in folds]),
+        target_fracs=np.concatenate([f.target_fracs for f in folds]),
+        periods_per_year=ppy, agent_stats=stats["agent"], buy_and_hold_stats=stats["buy-and-hold"],
+        asset_return=np.concatenate([f.asset_return for f in folds if f.asset_return is not None]),
+    )
+    held = np.concatenate([f.position_frac[:-1] for f in folds])  # each fold's own steps, starting flat
+    if result.asset_return is not None and held.size == result.asset_return.size >= 2:
+        result.timing_null = shift_null(held, result.asset_return, seed=seed)
     return result

@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 
 from quantnb.errors import ConfigError
+from quantnb.evaluation import SharpeReport, ShiftNull
 
 MINUTES_PER_YEAR = 525_600  # 365 * 24 * 60: crypto trades around the clock
 
@@ -104,8 +105,8 @@ class EvaluationResult:
     Attributes
     ----------
     agent, buy_and_hold : PerformanceMetrics
-        Buy-and-hold holds ``initial_equity_usd`` of the instrument from the first decision
-        bar's close, without fees.
+        Buy-and-hold buys the instrument with all of ``initial_equity_usd`` at the first decision
+        bar's close, paying the agent's fee and slippage (no closing fill: marked like the agent).
     bar_ts : list of datetime
         Mark times, ``n_steps + 1``: the first decision bar, then each bar after a step.
     equity_usd, buy_and_hold_equity_usd : np.ndarray, shape (n_steps + 1,), float64
@@ -119,6 +120,14 @@ class EvaluationResult:
         Targets from the action interpreter.
     periods_per_year : float
         Used for the Sharpe ratios.
+    agent_stats, buy_and_hold_stats : SharpeReport or None
+        Every figure's uncertainty (bootstrap CIs, daily Sharpe, PSR, DSR with ``n_trials``,
+        minimum track-record length) and a verdict sentence; None only when built by hand.
+    asset_return : np.ndarray or None, shape (n_steps,), float64
+        The instrument's close-to-close return over each step.
+    timing_null : ShiftNull or None
+        The agent's gross return against its own positions circularly shifted (same exposure and
+        turnover, timing destroyed): ``p_value`` of its timing.
     """
 
     agent: PerformanceMetrics
@@ -131,6 +140,35 @@ class EvaluationResult:
     actions: np.ndarray
     target_fracs: np.ndarray
     periods_per_year: float
+    agent_stats: SharpeReport | None = None
+    buy_and_hold_stats: SharpeReport | None = None
+    asset_return: np.ndarray | None = None
+    timing_null: ShiftNull | None = None
+
+    def _stats(self) -> list[tuple[str, PerformanceMetrics, SharpeReport | None]]:
+        return [("agent", self.agent, self.agent_stats), ("buy_and_hold", self.buy_and_hold, self.buy_and_hold_stats)]
+
+    def _rows(self, perf: PerformanceMetrics, stats: SharpeReport | None) -> dict[str, Any]:
+        row: dict[str, Any] = asdict(perf)
+        if stats is not None:
+            row.update({k: v for k, v in stats.to_dict().items() if k in _STAT_ROWS})
+        return row
+
+    def verdicts(self) -> list[str]:
+        """Return one sentence per curve: whether its result is distinguishable from zero.
+
+        Returns
+        -------
+        list of str
+            Empty when the uncertainty was not computed.
+        """
+        out = [s.verdict for _, _, s in self._stats() if s is not None]
+        n = self.timing_null
+        if n is not None:
+            skill = "beats" if n.p_value < 0.05 else "does not beat"
+            out.append(f"timing: the agent's gross return {n.gross_return_frac:+.4f} {skill} its own positions "
+                       f"shifted in time (mean {n.null_mean:+.4f}, p = {n.p_value:.3f}, {n.n_shifts} shifts).")
+        return out
 
     def summary_frame(self) -> pl.DataFrame:
         """Return the metrics table.
@@ -138,11 +176,14 @@ class EvaluationResult:
         Returns
         -------
         polars.DataFrame
-            One row per metric, columns ``metric``, ``agent``, ``buy_and_hold`` (Float64).
+            One row per metric, columns ``metric``, ``agent``, ``buy_and_hold`` (Float64, null
+            where a figure does not exist, e.g. the daily Sharpe of under 2 days): the
+            performance, then the uncertainty rows (``sharpe_ci_low`` ... ``n_trials``).
         """
-        a, b = asdict(self.agent), asdict(self.buy_and_hold)
+        a, b = (self._rows(p, s) for _, p, s in self._stats())
         return pl.DataFrame(
-            {"metric": list(a), "agent": [float(v) for v in a.values()], "buy_and_hold": [float(v) for v in b.values()]}
+            {"metric": list(a), "agent": [_num(v) for v in a.values()], "buy_and_hold": [_num(b[k]) for k in a]},
+            schema={"metric": pl.String, "agent": pl.Float64, "buy_and_hold": pl.Float64},
         )
 
     def steps_frame(self) -> pl.DataFrame:
@@ -172,8 +213,12 @@ class EvaluationResult:
         dict of str to float
             ``{"total_return_frac": ..., ..., "bh_total_return_frac": ..., ...}`` (agent, then buy-and-hold).
         """
-        out = {k: float(v) for k, v in asdict(self.agent).items()}
-        out.update({f"bh_{k}": float(v) for k, v in asdict(self.buy_and_hold).items()})
+        a, b = (self._rows(p, s) for _, p, s in self._stats())
+        out = {k: _num(v) for k, v in a.items()}
+        out.update({f"bh_{k}": _num(v) for k, v in b.items()})
+        if self.timing_null is not None:
+            out["timing_p_value"] = self.timing_null.p_value
+            out["gross_return_frac"] = self.timing_null.gross_return_frac
         return out
 
     def metrics_dict(self) -> dict[str, Any]:
@@ -182,6 +227,20 @@ class EvaluationResult:
         Returns
         -------
         dict
-            ``{"agent": {...}, "buy_and_hold": {...}}`` of plain floats and ints (for YAML/JSON).
+            ``{"agent": {...}, "buy_and_hold": {...}}`` of plain floats and ints (for YAML/JSON), each
+            with its uncertainty fields and ``verdict`` when computed.
         """
-        return {"agent": asdict(self.agent), "buy_and_hold": asdict(self.buy_and_hold)}
+        out: dict[str, Any] = {}
+        for name, perf, stats in self._stats():
+            out[name] = {**asdict(perf), **(stats.to_dict() if stats is not None else {})}
+        if self.timing_null is not None:
+            out["agent"]["timing_null"] = asdict(self.timing_null)
+        return out
+
+
+_STAT_ROWS = ("sharpe_ci_low", "sharpe_ci_high", "sharpe_daily_annualised", "return_ci_low", "return_ci_high", "psr",
+              "dsr", "n_trials", "min_track_record_days")
+
+
+def _num(v: Any) -> float | None:
+    return None if v is None else float(v)

@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from loguru import logger
 
+from quantnb.errors import RunInterrupted
 from quantnb.runlog._secrets import SecretMasker
 
 LOG_FORMAT = (
@@ -51,6 +52,8 @@ class _InterceptHandler(logging.Handler):
             level: str | int = logger.level(record.levelname).name
         except ValueError:
             level = record.levelno
+        if _is_interrupt_echo(record):
+            level = "DEBUG"  # the run says it was interrupted, once; the library's echo goes to the log only
         frame, depth = sys._getframe(0), 0
         while frame is not None and (depth == 0 or frame.f_code.co_filename == logging.__file__):
             frame = frame.f_back
@@ -58,6 +61,24 @@ class _InterceptHandler(logging.Handler):
         logger.opt(depth=depth, exception=record.exc_info).bind(stdlib=record.name).log(
             level, record.getMessage()
         )
+
+
+_interrupt_echo = threading.local()
+
+
+def _is_interrupt_echo(record: logging.LogRecord) -> bool:
+    """Whether ``record`` is a library's report of an interrupt it passes on (optuna's "Trial 3 failed ...").
+
+    Optuna logs an interrupted trial as a WARNING with the KeyboardInterrupt's traceback, then
+    "Trial 3 failed with value None."; the run's own interrupt line says it all.
+    """
+    exc = record.exc_info[1] if record.exc_info else None
+    if exc is not None and isinstance(exc, KeyboardInterrupt | RunInterrupted):
+        _interrupt_echo.logger = record.name
+        return True
+    follow_up = getattr(_interrupt_echo, "logger", None) == record.name and "failed with value" in record.getMessage()
+    _interrupt_echo.logger = None
+    return follow_up
 
 
 class _StreamToLogger(io.TextIOBase):

@@ -19,8 +19,8 @@ class ProgressEvent:
         The run the event belongs to.
     kind : str
         ``start`` (run opened), ``item`` (:meth:`RunContext.item_done`), ``total``
-        (:meth:`RunContext.set_total`), ``beat`` (liveness beat between items, or
-        :meth:`RunContext.beat`) or ``finish`` (final status).
+        (:meth:`RunContext.set_total`), ``step`` (:meth:`RunContext.report_step`), ``beat``
+        (liveness beat between items, or :meth:`RunContext.beat`) or ``finish`` (final status).
     done : int
         Items finished (completed or failed), this attempt and earlier ones.
     total : int or None
@@ -39,6 +39,15 @@ class ProgressEvent:
         Seconds since this attempt started.
     events : int
         Events reported with the items (messages, samples, steps), all attempts.
+    step_done, step_total : int or None
+        Progress inside the current item (:meth:`RunContext.report_step`), e.g. batch 40 of 120;
+        None when the stage reports none.
+    step_unit : str
+        What a step is (``batches``).
+    context : str
+        Where the steps are, e.g. ``trial 3 · epoch 2/5``.
+    item_fraction : float or None
+        Fraction of the current item done, in [0, 1] (for an ETA between items).
     """
 
     run_id: str
@@ -53,6 +62,11 @@ class ProgressEvent:
     status: str
     elapsed_s: float = 0.0
     events: int = 0
+    step_done: int | None = None
+    step_total: int | None = None
+    step_unit: str = ""
+    context: str = ""
+    item_fraction: float | None = None
 
     @property
     def fraction(self) -> float | None:
@@ -60,6 +74,24 @@ class ProgressEvent:
         if not self.total:
             return None
         return min(1.0, self.done / self.total)
+
+
+def singular_unit(unit: str) -> str:
+    """Return the singular of a plural unit name: ``batches`` -> ``batch``, ``epochs`` -> ``epoch``.
+
+    Parameters
+    ----------
+    unit : str
+        A unit name in the plural, as displays use them (``files``, ``trials``, ``batches``).
+
+    Returns
+    -------
+    str
+        The singular; a name not ending in ``s`` is returned unchanged.
+    """
+    if unit.endswith(("ches", "shes", "sses", "xes")):
+        return unit[:-2]
+    return unit[:-1] if unit.endswith("s") and len(unit) > 1 else unit
 
 
 ProgressListener = Callable[[ProgressEvent], None]

@@ -32,7 +32,7 @@ from quantnb.runlog._heartbeat import (
     utc_now,
 )
 from quantnb.runlog._layout import RunPaths
-from quantnb.runlog._progress import ProgressEvent, ProgressListener, global_listeners, notify
+from quantnb.runlog._progress import ProgressEvent, ProgressListener, global_listeners, notify, singular_unit
 from quantnb.runlog._record import (
     git_commit,
     live_run_pid,
@@ -44,6 +44,7 @@ from quantnb.runlog._record import (
 
 _TS_FORMAT = "%Y%m%d_%H%M%S"
 BEAT_INTERVAL_S = 5.0
+_STEP_MIN_INTERVAL_S = 0.2  # report_step: events sent on at most this often
 _FLUSH_POLL_S = 0.25
 
 
@@ -203,6 +204,9 @@ class RunContext:
         self._message = ""
         self._declared_total: int | None = None
         self._listeners: list[ProgressListener] = []
+        self._step: dict[str, Any] | None = None  # progress inside the current item (report_step)
+        self._previous_sigterm: Any = None  # put back when the run ends
+        self._last_step_emit = 0.0
         self._t0 = time.monotonic()
         self._closed = False
         self._stop_beat = threading.Event()
@@ -274,7 +278,13 @@ class RunContext:
         def on_sigterm(signum: int, frame: Any) -> None:
             raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
-        signal.signal(signal.SIGTERM, on_sigterm)
+        self._previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
+
+    def _restore_sigterm(self) -> None:
+        """Put back the SIGTERM handler of before the run: a kernel told to exit later exits, not raises."""
+        previous, self._previous_sigterm = self._previous_sigterm, None
+        if previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
 
     # -- progress ------------------------------------------------------------------------
     def add_progress_listener(self, listener: ProgressListener) -> Callable[[], None]:
@@ -357,8 +367,42 @@ class RunContext:
             self.total_batches if self.total_batches is not None else "",
             events, f"{mem:.3f}", self.run_id,
         )
-        self._heartbeat_write(last_item=item, batch_num=batch_num, memory_gb=round(mem, 3))
+        step = {"step": None} if self._step is not None else {}
+        self._step = None  # the next item's steps start afresh
+        self._heartbeat_write(last_item=item, batch_num=batch_num, memory_gb=round(mem, 3), **step)
         self._emit("item", mem)
+
+    def report_step(self, done: int, total: int | None, unit: str = "batches", context: str = "",
+                    item_fraction: float | None = None) -> None:
+        """Report progress inside the current item (batches of an epoch, epochs of a trial).
+
+        For items that take minutes: displays show ``epoch 3/10 · batch 40/120`` and an ETA
+        from the fraction done, and the heartbeat JSON's ``step`` says where the run is.
+        At most one event every 0.2 s is sent on (the last step of an item always), so
+        calling it after every batch costs little; :meth:`item_done` clears it.
+
+        Parameters
+        ----------
+        done, total : int, int or None
+            Steps finished in the current item, and in all (None while unknown).
+        unit : str
+            What a step is, plural (``batches``).
+        context : str
+            Where the steps are, e.g. ``trial 3 · epoch 2/5``.
+        item_fraction : float, optional
+            Fraction of the current item finished, in [0, 1]; ``done / total`` when None.
+        """
+        if item_fraction is None and total:
+            item_fraction = done / total
+        self._step = {"step_done": done, "step_total": total, "step_unit": unit, "context": context,
+                      "item_fraction": None if item_fraction is None else min(max(float(item_fraction), 0.0), 1.0)}
+        now = time.monotonic()
+        if now - self._last_step_emit < _STEP_MIN_INTERVAL_S and not (total and done >= total):
+            return
+        self._last_step_emit = now
+        where = " · ".join(p for p in (context, f"{singular_unit(unit)} {done}/{total or '?'}") if p)
+        self._heartbeat_write(step=where)
+        self._emit("step")
 
     def batch_saved(self, batch_num: int, items_count: int, total_events: int, shard_file: str | Path) -> None:
         """Record one shard durably written: a batch TSV line.
@@ -469,7 +513,7 @@ class RunContext:
             run_id=self.run_id, stage=self.stage, kind=kind, done=self.items_done(), total=self.total_items,
             rate=rate, eta_s=self._eta_s(), rss_mb=round((mem_gb if mem_gb is not None else memory_gb()) * 1000, 1),
             message=self._message, status=self.status, elapsed_s=round(time.monotonic() - self._t0, 3),
-            events=self.events,
+            events=self.events, **(self._step if self._step is not None and self.status == "running" else {}),
         )
         notify(listeners, event)
 
@@ -566,6 +610,7 @@ class RunContext:
         if status is None:
             status = "completed_with_errors" if self.checkpoint.failed else "completed"
         self._stop_beat_thread()
+        self._restore_sigterm()
         self.status = status
         ended = utc_now()
         self.checkpoint.save(status=status)
@@ -597,8 +642,12 @@ class RunContext:
         if exc is None:
             self.finish()
         elif is_interrupt(exc):
-            logger.warning("Run {} interrupted: {}", self.run_id, exc or type(exc).__name__)
-            self.finish("interrupted", error=f"{type(exc).__name__}: {exc}")
+            from quantnb.display import interrupt_reason, show_interrupt_as_one_line
+
+            reason = interrupt_reason(exc, self._step, self._message)
+            logger.bind(console=False).warning("Run {} interrupted: {}", self.run_id, reason)
+            self.finish("interrupted", error=reason)
+            show_interrupt_as_one_line(exc, self, reason)
         else:
             logger.opt(exception=(exc_type, exc, tb)).error(
                 "Run {} failed: {}: {}", self.run_id, type(exc).__name__, exc

@@ -10,13 +10,12 @@ are written atomically every ``checkpoint_every_steps``; ``resume=True`` continu
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import polars as pl
 from loguru import logger
-from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from quantnb.config import StageParams
 from quantnb.data import read_bars
@@ -24,6 +23,16 @@ from quantnb.display import result_html
 from quantnb.errors import ConfigError
 from quantnb.rl._train_types import EnvSpec, SacParams, nest_flat_params  # light: pydantic only
 from quantnb.runlog import start_run
+from quantnb.stages._agent_eval import (
+    Span,
+    _fold_table,
+    _seed_metrics,
+    _trial_sharpe_var,
+    agent_spans,
+    check_no_stacking_leak,
+    earlier_trial_sharpes,
+    seed_summary,
+)
 from quantnb.stages._labelled import drop_empty_columns
 
 __all__ = ["AgentParams", "AgentResult", "run_agent", "load_bars"]
@@ -32,6 +41,11 @@ __all__ = ["AgentParams", "AgentResult", "run_agent", "load_bars"]
 _HEADLINE = {  # run.json metrics name -> evaluation metric
     "return_frac": "total_return_frac", "sharpe": "sharpe_annualised", "max_drawdown_frac": "max_drawdown_frac",
     "bh_return_frac": "bh_total_return_frac", "bh_max_drawdown_frac": "bh_max_drawdown_frac",
+    "sharpe_ci_low": "sharpe_ci_low", "sharpe_ci_high": "sharpe_ci_high", "sharpe_daily": "sharpe_daily_annualised",
+    "return_ci_low": "return_ci_low", "return_ci_high": "return_ci_high", "psr": "psr", "dsr": "dsr",
+    "min_track_record_days": "min_track_record_days", "bh_sharpe": "bh_sharpe_annualised",
+    "bh_sharpe_ci_low": "bh_sharpe_ci_low", "bh_sharpe_ci_high": "bh_sharpe_ci_high", "bh_psr": "bh_psr",
+    "timing_p_value": "timing_p_value",
 }
 
 
@@ -59,6 +73,15 @@ class AgentParams(StageParams):
     baseline_agent_id: str | None = Field(
         None, description="An earlier agent run (e.g. the same agent without classifier) whose evaluation joins the "
                           "table as a column, next to this agent and buy-and-hold; None: no such column.")
+    walk_forward_folds: int = Field(
+        0, ge=0, description="Walk-forward folds over all bars (each trains on the past only and tests on the next "
+                             "block; the stitched out-of-sample curve is reported); 0: one split, the last eval_days.")
+    walk_forward_mode: Literal["anchored", "rolling"] = Field(
+        "anchored", description="Walk-forward training window: every earlier block, or the previous one only.")
+    walk_forward_embargo_min: PositiveInt = Field(60, description="Minutes between a fold's training and its test.")
+    seeds: list[NonNegativeInt] | None = Field(
+        None, min_length=1, description="Train and evaluate once per seed (overrides sac.seed): mean, sd and 95 % CI "
+                                        "of each metric across seeds; the bundle is the first seed's. None: sac.seed.")
     sac: SacParams = Field(default_factory=SacParams, description="SAC hyper-parameters.")
     env: EnvSpec = Field(default_factory=EnvSpec, description="Trading environment (window, fees, position).")
 
@@ -109,6 +132,9 @@ class AgentResult:
     metrics: dict[str, Any]
     equity_plot: Path
     table: pl.DataFrame
+    verdicts: list[str] = dataclasses.field(default_factory=list)
+    folds: pl.DataFrame | None = None
+    seeds: pl.DataFrame | None = None
 
     def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
         return result_html(self)
@@ -122,6 +148,12 @@ class AgentResult:
             ``metric``, ``agent``, optionally ``baseline_agent``, and ``buy_and_hold``.
         """
         print(f"Agent bundle {self.bundle_dir} (train_id={self.train_id}); equity curve {self.equity_plot}")
+        for line in self.verdicts:
+            print(line)
+        if self.folds is not None:
+            print(self.folds)
+        if self.seeds is not None:
+            print(self.seeds)
         return self.table
 
 
@@ -175,27 +207,17 @@ def run_agent(params: AgentParams) -> AgentResult:
     # heavy: imported by the run, not by the runner's parameter validation
     import torch
 
-    from quantnb.rl import (
-        ActionInterpreter,
-        AgentMetadata,
-        ClassifierSignal,
-        FeatureScaler,
-        ObservationBuilder,
-        TradingEnv,
-        compute_features,
-        evaluate_agent,
-        save_agent_bundle,
-        train_sac,
-    )
+    from quantnb.rl import AgentMetadata, ClassifierSignal, compute_features, save_agent_bundle
+    from quantnb.rl._evaluate import stitch_evaluations
 
     with start_run(params) as ctx:
         torch.set_num_threads(params.num_threads)
         bars = load_bars(ctx.root, params.bars_glob)
-        split_ts = bars["ts"].max() - dt.timedelta(days=params.eval_days)
-        if bars.filter(pl.col("ts") < split_ts).height < params.env.window * 10:
-            raise ConfigError(f"eval_days={params.eval_days} leaves under {params.env.window * 10} training bars")
         env = params.env
-        symbol = bars["symbol"][0] if "symbol" in bars.columns else Path(params.bars_glob).parent.name
+        spans = agent_spans(bars, eval_days=params.eval_days, window=env.window, warmup_bars=env.warmup_bars,
+                            walk_forward_folds=params.walk_forward_folds, walk_forward_mode=params.walk_forward_mode,
+                            walk_forward_embargo_min=params.walk_forward_embargo_min)
+        eval_start = spans[0][2]
         feats = compute_features(bars, warmup_bars=env.warmup_bars)
         classifier, clf_dir = None, None
         if params.classifier_train_id:
@@ -204,49 +226,61 @@ def run_agent(params: AgentParams) -> AgentResult:
             if classifier.seq_len >= env.warmup_bars:
                 raise ConfigError(f"classifier_train_id={params.classifier_train_id!r}: its seq_len "
                                   f"{classifier.seq_len} must be below warmup_bars={env.warmup_bars}")
+            check_no_stacking_leak(classifier.bundle.metadata, params.classifier_train_id, eval_start,
+                                   bars["ts"].max())
             feats = feats.hstack(classifier.batch(bars).drop("ts"))
         names = [c for c in feats.columns if c != "ts"]
-        scaler = FeatureScaler.fit(feats.filter(pl.col("ts") < split_ts), names, clip_sigma=env.feature_clip_sigma)
-        logger.info("Bars {} .. {}; training before {}, evaluation after; {} features: {}",
-                    bars["ts"].min(), bars["ts"].max(), split_ts, len(names), ", ".join(names))
-        env_kw: dict[str, Any] = dict(
-            observation_builder=ObservationBuilder(names, env.window, scaler, state_clip=env.state_clip),
-            action_interpreter=ActionInterpreter(env.max_position_frac, env.deadband_frac),
-            features=feats, initial_equity_usd=env.initial_equity_usd, warmup_bars=env.warmup_bars,
-            **env.cost_setup(symbol))  # fees, spread, impact, venue rules, funding, margin: one cost model
-        train_env = TradingEnv(bars, **env_kw, end_ts=split_ts, max_episode_steps=env.max_episode_steps,
-                               random_start=True)
-        sac = params.sac
-        ctx.set_total(params.total_timesteps // params.checkpoint_every_steps)
+        logger.info("Bars {} .. {}; {} features: {}", bars["ts"].min(), bars["ts"].max(), len(names),
+                    ", ".join(names))
+        earlier = earlier_trial_sharpes(ctx.root, params.bars_glob, str(eval_start), exclude=ctx.run_id)
+        trial_var = _trial_sharpe_var(earlier, bars.filter(pl.col("ts") >= eval_start).height)
+        seeds = list(params.seeds or [params.sac.seed])
+        n_trials = len(earlier) + len(seeds)
+        logger.info("{} earlier agent run(s) evaluated on this span and {} seed(s): n_trials={} for the deflated "
+                    "Sharpe", len(earlier), len(seeds), n_trials)
+        ctx.set_total(params.total_timesteps // params.checkpoint_every_steps * len(spans) * len(seeds))
         ctx.set_shard_retention(keep_last=1)  # the rolling checkpoint deletes older ones by design
-
-        def on_checkpoint(info: Any) -> None:
-            item = f"step-{info.num_timesteps}"
-            ctx.batch_saved(info.num_timesteps // params.checkpoint_every_steps, 1, info.num_timesteps,
-                            info.model_path)
-            ctx.checkpoint.mark_completed(item)
-            ctx.item_done(item, events=info.num_timesteps)
-
-        trained = train_sac(train_env, sac, total_timesteps=params.total_timesteps,
-                            checkpoint_dir=ctx.run_dir / "checkpoints",
-                            checkpoint_every_steps=params.checkpoint_every_steps, resume=ctx.resumed,
-                            progress_every_steps=params.progress_every_steps,
-                            on_checkpoint=on_checkpoint)  # rl/steps lines: DEBUG, once
-        eval_env = TradingEnv(bars, **env_kw, start_ts=split_ts)
         plot = ctx.root / "debug_plots" / ctx.run_id / "equity_curve.png"
-        ev = evaluate_agent(trained.model, eval_env, plot_path=plot)
+        per_seed = []
+        for i, seed in enumerate(seeds):
+            sac = params.sac.model_copy(update={"seed": seed})
+            where = _Where(seed if len(seeds) > 1 else None, None, i * len(spans))
+            fits = [_fit_and_evaluate(ctx, params, sac, bars, feats, names, span,
+                                      where._replace(fold=k if len(spans) > 1 else None, index=where.index + k),
+                                      n_trials=n_trials, trial_var=trial_var) for k, span in enumerate(spans)]
+            if len(fits) == 1:
+                ev = fits[0][2]
+            else:
+                ev = stitch_evaluations([f[2] for f in fits], n_trials=n_trials, trial_sharpe_var=trial_var,
+                                        seed=seed)
+                for line in ev.verdicts():
+                    logger.info("eval/verdict {}", line)
+            per_seed.append((fits, ev))
+        fits, ev = per_seed[0]  # the bundle and the table: the first seed's
+        trained, scaler, _ = fits[-1]
+        _plot(ev, plot)
         metrics = ev.metrics_dict()
         flat = ev.flat_metrics()
         table = ev.summary_frame()
+        fold_table = _fold_table(spans, [f[2] for f in fits]) if len(fits) > 1 else None
+        if fold_table is not None:
+            metrics["walk_forward"] = {"folds": fold_table.to_dicts(), "mode": params.walk_forward_mode,
+                                       "embargo_min": params.walk_forward_embargo_min}
+        seed_table = seed_summary(seeds, [e for _, e in per_seed]) if len(seeds) > 1 else None
+        if seed_table is not None:
+            metrics["seeds"] = seed_table.to_dicts()
+            logger.info("Across {} seeds:\n{}", len(seeds), seed_table)
         if params.baseline_agent_id:
-            table = _with_baseline(table, ctx.root / "runs" / params.baseline_agent_id, str(split_ts))
+            table = _with_baseline(table, ctx.root / "runs" / params.baseline_agent_id, str(eval_start))
         for line in table.iter_rows(named=True):  # e.g. "eval total_return_frac: agent -0.01571 | buy_and_hold 0.07263"
             logger.info("eval {}: {}", line["metric"], " | ".join(
                 _fmt_metric(k, v) for k, v in line.items() if k != "metric"))
+        train_start, train_end, last_start, last_end = spans[-1]
         meta = AgentMetadata(
-            env=env, sac=sac, timeframe="1m",
-            symbol=symbol,
-            data_span={"train": [str(bars["ts"].min()), str(split_ts)], "eval": [str(split_ts), str(bars["ts"].max())]},
+            env=env, sac=params.sac.model_copy(update={"seed": seeds[0]}), timeframe="1m",
+            symbol=_symbol(params, bars),
+            data_span={"train": [str(train_start or bars["ts"].min()), str(train_end)],
+                       "eval": [str(last_start), str(last_end or bars["ts"].max())]},
             params=params.model_dump(mode="json", exclude=set(params.execution_fields)), metrics=metrics,
             feature_names=tuple(names),
             classifier={} if classifier is None else {"train_id": params.classifier_train_id,
@@ -255,9 +289,81 @@ def run_agent(params: AgentParams) -> AgentResult:
         logger.success("Agent bundle written to {} (train_id={})", bundle, ctx.run_id)
         ctx.add_output("bundle", bundle)
         ctx.add_output("equity_plot", plot)
-        ctx.set_result(train_id=ctx.run_id, eval_start=str(split_ts), **flat)
-        ctx.record_metrics(**{k: flat.get(v) for k, v in _HEADLINE.items()})
-    return AgentResult(ctx.run_id, Path(bundle), metrics, plot, table)
+        ctx.set_result(train_id=ctx.run_id, eval_start=str(eval_start), **flat,
+                       trial_sharpes_annualised=[e.agent.sharpe_annualised for _, e in per_seed],
+                       **({"walk_forward_folds": fold_table.to_dicts()} if fold_table is not None else {}))
+        ctx.record_metrics(**{k: flat.get(v) for k, v in _HEADLINE.items()}, n_trials=n_trials)
+        ctx.record_metrics(verdict=" ".join(ev.verdicts()),
+                           **({"walk_forward_folds": len(fits)} if fold_table is not None else {}),
+                           **({"seeds": _seed_metrics(seed_table)} if seed_table is not None else {}))
+    return AgentResult(ctx.run_id, Path(bundle), metrics, plot, table, ev.verdicts(), fold_table, seed_table)
+
+
+def _symbol(params: AgentParams, bars: pl.DataFrame) -> str:
+    """Return the instrument: the bars' ``symbol`` column, else the bars folder's name."""
+    return bars["symbol"][0] if "symbol" in bars.columns else Path(params.bars_glob).parent.name
+
+
+class _Where(NamedTuple):
+    seed: int | None  # None: the only seed
+    fold: int | None  # None: one split
+    index: int  # 0-based position among every (seed, fold) fit, for progress
+
+
+def _fit_and_evaluate(ctx: Any, params: AgentParams, sac: SacParams, bars: pl.DataFrame, feats: pl.DataFrame,
+                      names: list[str], span: Span, at: _Where, *, n_trials: int,
+                      trial_var: float | None) -> tuple[Any, Any, Any]:
+    """Fit the scaler and SAC on the span's training bars, evaluate on its test bars: (trained, scaler, evaluation)."""
+    from quantnb.rl import (
+        ActionInterpreter,
+        FeatureScaler,
+        ObservationBuilder,
+        TradingEnv,
+        evaluate_agent,
+        train_sac,
+    )
+
+    train_start, train_end, test_start, test_end = span
+    env = params.env
+    rows = pl.col("ts") < train_end
+    scaler = FeatureScaler.fit(feats.filter(rows if train_start is None else rows & (pl.col("ts") >= train_start)),
+                               names, clip_sigma=env.feature_clip_sigma)
+    where = "".join(f"{n} {v}: " for n, v in (("seed", at.seed), ("fold", at.fold)) if v is not None)
+    logger.info("{}training {} .. {}, evaluation {} .. {}", where, train_start or bars["ts"].min(), train_end,
+                test_start, test_end or bars["ts"].max())
+    env_kw: dict[str, Any] = dict(
+        observation_builder=ObservationBuilder(names, env.window, scaler, state_clip=env.state_clip),
+        action_interpreter=ActionInterpreter(env.max_position_frac, env.deadband_frac),
+        features=feats, initial_equity_usd=env.initial_equity_usd, warmup_bars=env.warmup_bars,
+        **env.cost_setup(_symbol(params, bars)))  # fees, spread, impact, venue rules, funding, margin: one model
+    train_env = TradingEnv(bars, **env_kw, start_ts=train_start, end_ts=train_end,
+                           max_episode_steps=env.max_episode_steps, random_start=True)
+    per_fold = params.total_timesteps // params.checkpoint_every_steps
+    tag = "".join(f"{n}{v}-" for n, v in (("seed", at.seed), ("fold", at.fold)) if v is not None)
+
+    def on_checkpoint(info: Any) -> None:
+        item = f"{tag}step-{info.num_timesteps}"
+        done = at.index * per_fold + info.num_timesteps // params.checkpoint_every_steps
+        ctx.batch_saved(done, 1, info.num_timesteps, info.model_path)
+        ctx.checkpoint.mark_completed(item)
+        ctx.item_done(item, events=info.num_timesteps)
+
+    ckpt = ctx.run_dir / "checkpoints"
+    ckpt = ckpt if at.seed is None else ckpt / f"seed_{at.seed}"
+    ckpt = ckpt if at.fold is None else ckpt / f"fold_{at.fold}"
+    trained = train_sac(train_env, sac, total_timesteps=params.total_timesteps, checkpoint_dir=ckpt,
+                        checkpoint_every_steps=params.checkpoint_every_steps, resume=ctx.resumed,
+                        progress_every_steps=params.progress_every_steps,
+                        on_checkpoint=on_checkpoint)  # rl/steps lines: DEBUG, once
+    eval_env = TradingEnv(bars, **env_kw, start_ts=test_start, end_ts=test_end)
+    ev = evaluate_agent(trained.model, eval_env, n_trials=n_trials, trial_sharpe_var=trial_var, seed=sac.seed)
+    return trained, scaler, ev
+
+
+def _plot(ev: Any, path: Path) -> None:
+    from quantnb.rl import plot_equity_curve
+
+    plot_equity_curve(ev, path)
 
 
 def _fmt_metric(name: str, value: Any) -> str:
@@ -275,5 +381,6 @@ def _with_baseline(table: pl.DataFrame, bundle_dir: Path, eval_start: str) -> pl
     if meta.data_span.get("eval", [None])[0] != eval_start:
         logger.warning("baseline agent {} was evaluated from {}, this agent from {}: the columns are not comparable",
                        bundle_dir.name, meta.data_span.get("eval", [None])[0], eval_start)
-    col = pl.Series("baseline_agent", [float(base[m]) if m in base else None for m in table["metric"]], pl.Float64)
+    col = pl.Series("baseline_agent", [float(base[m]) if base.get(m) is not None else None for m in table["metric"]],
+                    pl.Float64)
     return table.select("metric", "agent").with_columns(col).hstack(table.select("buy_and_hold"))

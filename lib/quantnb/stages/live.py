@@ -200,6 +200,8 @@ def run_live(params: LiveParams) -> LiveResult:
             fresh_start=params.fresh_start, max_bad_bars=params.max_bad_bars, run_id=ctx.run_id,
             max_order_rejections=params.max_order_rejections, stale_warn_bars=params.stale_warn_bars,
             stale_emergency_bars=params.stale_emergency_bars, stop_timeout_s=params.stop_timeout_s)
+        if params.mode == "replay":  # a finite replay: its progress has a total from the start
+            ctx.set_total(_replay_total(trader.provider, params.max_steps))
         stats, stopped = _run_with_stop_signals(trader, params.flatten_on_stop)
         summary = stats.to_dict()
         for key, value in summary.items():
@@ -220,6 +222,15 @@ def run_live(params: LiveParams) -> LiveResult:
         elif stopped is not None:
             ctx.finish("interrupted", error=f"stopped by {stopped}")
     return LiveResult(ctx.run_id, stats, prod_log)
+
+
+def _replay_total(provider: Any, max_steps: int | None) -> int | None:
+    """Bars a replay will trade (after its warm-up, at most ``max_steps``); None when the feed cannot say."""
+    bars, warmup = getattr(provider, "bars", None), getattr(provider, "warmup_bars", None)
+    if bars is None or warmup is None:
+        return None
+    n = max(len(bars) - int(warmup), 0)
+    return min(n, max_steps) if max_steps else n
 
 
 def _run_with_stop_signals(trader: Any, flatten: bool) -> tuple[SessionStats, str | None]:

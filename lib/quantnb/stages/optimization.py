@@ -34,6 +34,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, field_validator
 from quantnb.display import result_html
 from quantnb.errors import ConfigError, QuantnbError
 from quantnb.runlog import RunContext, atomic_write_json, is_interrupt, start_run
+from quantnb.stages._cv import FOLD_SCORES_ATTR, CvFold, cv_datasets, pbo_of_study
 from quantnb.stages._labelled import load_labelled
 from quantnb.stages._links import LabelledDataParams
 from quantnb.stages._study import (
@@ -92,6 +93,16 @@ class OptimizationParams(LabelledDataParams):
     num_threads: PositiveInt | None = Field(
         1, description="torch threads per trial; 1 (the default) is fastest for these small models, 2-5x faster "
                        "than torch's default on a busy 2-core machine; None keeps torch's.")
+    cv_folds: PositiveInt = Field(
+        1, description="Purged k-fold folds over train + validation for the objective (mean F1 macro over folds, "
+                       "early stopping on an inner split) and the PBO; even. 1: the single validation split, no PBO.")
+
+    @field_validator("cv_folds")
+    @classmethod
+    def _even_folds(cls, value: int) -> int:
+        if value != 1 and value % 2:
+            raise ValueError(f"cv_folds={value}: give 1 or an even number (CSCV splits the folds into halves)")
+        return value
 
     @field_validator("storage")
     @classmethod
@@ -113,6 +124,7 @@ class OptimizationResult:
     best_params: dict[str, Any]
     best_params_path: Path
     trials: Any  # polars.DataFrame of every trial: number, state, value, params
+    selection: dict[str, Any] = dataclasses.field(default_factory=dict)  # n_trials, pbo, cv_folds, fold scores
 
     def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
         return result_html(self)
@@ -121,6 +133,11 @@ class OptimizationResult:
         """Print the best trial; return the trials table."""
         print(f"Study {self.study_name}: best val F1 macro {self.best_value:.4f} with {self.best_params}")
         print(f"Best parameters: {self.best_params_path}")
+        if self.selection:
+            pbo = self.selection.get("pbo")
+            print(f"Selected from {self.selection.get('n_trials')} trials; probability of backtest overfitting: "
+                  + (f"{pbo:.2f} (CSCV over {self.selection.get('cv_folds')} folds)" if pbo is not None else
+                     "not measured (needs cv_folds >= 2)"))
         return self.trials
 
 
@@ -241,7 +258,7 @@ def search_space(params: OptimizationParams) -> dict[str, optuna.distributions.B
 
 def _fixed_settings(params: OptimizationParams) -> dict[str, Any]:
     keys = ("kernel_size", "n_blocks", "lstm_layers", "epochs_per_trial", "patience", "train_frac", "val_frac",
-            "labelled_dir")
+            "labelled_dir") + (("cv_folds",) if params.cv_folds != 1 else ())  # studies from before cv_folds load
     return {k: getattr(params, k) for k in keys}
 
 
@@ -281,6 +298,7 @@ class _Objective:
     def __init__(self, params: OptimizationParams, ctx: RunContext, labelled: Any, lookahead_min: int):
         self.p, self.ctx, self.labelled, self.lookahead_min = params, ctx, labelled, lookahead_min
         self._data: dict[int, PreparedData] = {}
+        self._folds: dict[int, list[CvFold]] = {}
 
     def data(self, seq_len: int) -> PreparedData:
         from quantnb.research import prepare_datasets  # torch: loaded by the run, not by parameter validation
@@ -289,6 +307,12 @@ class _Objective:
             self._data[seq_len] = prepare_datasets(self.labelled, seq_len=seq_len, train_frac=self.p.train_frac,
                                                    val_frac=self.p.val_frac, lookahead_min=self.lookahead_min)
         return self._data[seq_len]
+
+    def folds(self, seq_len: int) -> list[CvFold]:
+        if seq_len not in self._folds:
+            self._folds[seq_len] = cv_datasets(self.data(seq_len), n_folds=self.p.cv_folds,
+                                               lookahead_min=self.lookahead_min)
+        return self._folds[seq_len]
 
     def sample(self, trial: optuna.Trial) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -310,7 +334,7 @@ class _Objective:
         logger.debug("Trial {} started (key {}{}): {}", trial.number, key,
                     f", retry of trial {retry_of}" if retry_of is not None else "", hp)
         try:
-            return self._train(trial, hp, key)
+            return self._train_cv(trial, hp, key) if self.p.cv_folds > 1 else self._train(trial, hp, key)
         except optuna.TrialPruned:
             raise
         except Exception as exc:
@@ -347,9 +371,39 @@ class _Objective:
                 logger.debug("Trial {} pruned at {}", trial.number, reason)
                 raise optuna.TrialPruned(reason)
 
+        def on_batch(b: Any) -> None:  # an epoch of the trial in progress: the cell does not look hung
+            epochs = p.epochs_per_trial
+            self.ctx.report_step(b.batch, b.n_batches, "batches", context=f"trial {trial.number} · epoch {b.epoch}/"
+                                 f"{epochs}", item_fraction=(b.epoch - 1 + b.batch / b.n_batches) / epochs)
+
         ckpt = self.ctx.run_dir / "trials" / f"trial_{trial.number}"
-        result = Trainer(model, data.train, data.val, cfg, ckpt, on_epoch_end=on_epoch).fit()
+        result = Trainer(model, data.train, data.val, cfg, ckpt, on_epoch_end=on_epoch, on_batch_end=on_batch).fit()
         return float(result.best_f1_macro)
+
+    def _train_cv(self, trial: optuna.Trial, hp: dict[str, Any], key: int) -> float:
+        """Mean test F1 macro over the purged folds; each fold stops early on its inner split."""
+        import numpy as np
+
+        from quantnb.models import HybridTCNLSTM, TrainConfig, Trainer, evaluate, seed_everything  # torch
+
+        p, scores = self.p, []
+        for k, fold in enumerate(self.folds(hp["seq_len"])):
+            seed_everything(p.seed + key)
+            model = HybridTCNLSTM(fold.train.n_features, tcn_channels=hp["tcn_channels"], kernel_size=p.kernel_size,
+                                  n_blocks=p.n_blocks, dropout=hp["dropout"], lstm_hidden=hp["lstm_hidden"],
+                                  lstm_layers=p.lstm_layers)
+            cfg = TrainConfig(epochs=p.epochs_per_trial, batch_size=hp["batch_size"], lr=hp["lr"],
+                              patience=p.patience, seed=p.seed + key, num_threads=p.num_threads)
+            Trainer(model, fold.train, fold.inner_val, cfg,
+                    self.ctx.run_dir / "trials" / f"trial_{trial.number}" / f"fold_{k}").fit()
+            scores.append(float(evaluate(model, fold.test).scores.f1_macro))
+            logger.debug("Trial {} fold {}: test F1 macro {:.4f}", trial.number, k, scores[-1])
+            trial.report(float(np.mean(scores)), k)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"fold {k}: mean F1 macro {np.mean(scores):.4f} below the median")
+        trial.set_user_attr(FOLD_SCORES_ATTR, scores)
+        trial.set_user_attr("f1_macro_sd", float(np.std(scores, ddof=1)))
+        return float(np.mean(scores))
 
 
 def run_optimization(params: OptimizationParams) -> OptimizationResult:
@@ -426,7 +480,15 @@ def run_optimization(params: OptimizationParams) -> OptimizationResult:
             raise QuantnbError(f"study {name}: no trial completed; widen the search space or raise n_trials")
         best = study.best_trial
         fixed = {"kernel_size": params.kernel_size, "n_blocks": params.n_blocks, "lstm_layers": params.lstm_layers}
-        payload = {"study_name": name, "best_trial": best.number, "val_f1_macro": best.value,
+        finished = study.get_trials(deepcopy=False, states=_FINISHED)
+        pbo, n_pbo = pbo_of_study(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), params.cv_folds)
+        selection = {"n_trials": len(finished), "pbo": pbo, "pbo_trials": n_pbo, "cv_folds": params.cv_folds,
+                     "fold_f1_macro": best.user_attrs.get(FOLD_SCORES_ATTR),
+                     "f1_macro_sd": best.user_attrs.get("f1_macro_sd")}
+        logger.info("Selection: best of {} trial(s); {}", len(finished),
+                    f"PBO {pbo:.2f} (CSCV over {n_pbo} trials x {params.cv_folds} folds)" if pbo is not None else
+                    "no PBO (needs cv_folds >= 2 and 2 completed trials)")
+        payload = {"study_name": name, "best_trial": best.number, "val_f1_macro": best.value, **selection,
                    "params": {**best.params, **fixed}, "labelled_dir": params.labelled_dir,
                    "label_suffix": params.run_suffix(), "lookahead_min": label_cfg["lookahead_min"],
                    "optimization_run_id": ctx.run_id}
@@ -437,13 +499,14 @@ def run_optimization(params: OptimizationParams) -> OptimizationResult:
                        payload["params"], path)
         ctx.add_output("best_params", ctx.run_dir / "best_params.json")
         all_trials = study.get_trials(deepcopy=False)
-        ctx.set_result(best_value=best.value, best_trial=best.number,
+        ctx.set_result(best_value=best.value, best_trial=best.number, **selection,
                        finished_trials=sum(t.state in _FINISHED for t in all_trials), trials=len(all_trials),
                        retried_trials=sum("failed_trial" in t.system_attrs for t in all_trials))
-        ctx.record_metrics(best_f1_macro=best.value, best_trial=best.number, trials=len(all_trials))
+        ctx.record_metrics(best_f1_macro=best.value, best_trial=best.number, trials=len(all_trials),
+                           n_trials=len(finished), pbo=pbo)
         trials = _trials_table(study)
     return OptimizationResult(ctx.run_id, name, float(best.value), payload["params"],
-                              ctx.run_dir / "best_params.json", trials)
+                              ctx.run_dir / "best_params.json", trials, selection)
 
 
 def _target_trials(n_trials: int, space: dict[str, optuna.distributions.BaseDistribution]) -> int:

@@ -140,6 +140,11 @@ class RecordResult:
     parquet_dir: Path | None
     clickhouse_table: str | None = None
 
+    def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
+        from quantnb.display import result_html
+
+        return result_html(self)
+
     def summary(self) -> pl.DataFrame:
         """Print totals, where each sink wrote and how to read it; return the per-symbol counters as a table.
 

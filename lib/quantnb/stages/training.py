@@ -198,7 +198,11 @@ def run_training(params: TrainingParams) -> TrainingResult:
             ctx.checkpoint.mark_completed(f"epoch-{st.epoch}")
             ctx.item_done(f"epoch-{st.epoch}", events=st.n_train_samples)
 
-        trainer = Trainer(model, data.train, data.val, cfg, ctx.run_dir / "checkpoints", on_epoch_end=on_epoch)
+        def on_batch(b: Any) -> None:
+            ctx.report_step(b.batch, b.n_batches, "batches", context=f"epoch {b.epoch}/{params.epochs}")
+
+        trainer = Trainer(model, data.train, data.val, cfg, ctx.run_dir / "checkpoints", on_epoch_end=on_epoch,
+                          on_batch_end=on_batch)
         result = trainer.fit(resume=ctx.resumed)
         if result.stopped_early_epoch:  # early stopping: the run's total is the epochs it ran (ETA, post-mortem)
             ctx.set_total(result.stopped_early_epoch)

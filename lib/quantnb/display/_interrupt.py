@@ -1,0 +1,113 @@
+"""An interrupted run in a notebook: one line (what stopped, what was saved, how to resume), not a traceback wall."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quantnb.runlog._progress import singular_unit
+
+__all__ = ["interrupt_reason", "show_interrupt_as_one_line"]
+
+_SIGINT = "SIGINT (Ctrl-C, or Kernel > Interrupt in Jupyter)"
+
+
+def _where(step: dict[str, Any] | None, last_item: str) -> str:
+    if step:
+        unit = str(step.get("step_unit") or "steps")
+        done, total = step.get("step_done"), step.get("step_total")
+        here = f"{singular_unit(unit)} {done}/{total or '?'}" if done is not None else ""
+        return " · ".join(p for p in (str(step.get("context") or ""), here) if p)
+    return f"after {last_item}" if last_item else ""
+
+
+def interrupt_reason(exc: BaseException, step: dict[str, Any] | None = None, last_item: str = "") -> str:
+    """Return why and where a run stopped: ``KeyboardInterrupt: SIGINT (...) during trial 1 · epoch 2/3``.
+
+    Parameters
+    ----------
+    exc : BaseException
+        The interrupt (``KeyboardInterrupt``, :class:`~quantnb.errors.RunInterrupted`), perhaps
+        chained under another exception.
+    step : dict, optional
+        The run's last :meth:`~quantnb.runlog.RunContext.report_step` fields
+        (``context``, ``step_done``, ``step_total``, ``step_unit``).
+    last_item : str
+        The last finished item's name (``trial-0``), used when no step is known.
+
+    Returns
+    -------
+    str
+        One line, never empty: a bare ``KeyboardInterrupt()`` reads as SIGINT.
+    """
+    what = str(exc).strip()
+    if not what and isinstance(exc, KeyboardInterrupt):
+        what = _SIGINT
+    where = _where(step, last_item)
+    text = f"{type(exc).__name__}: {what or 'stopped'}"
+    if where:
+        text += f" ({where})" if where.startswith("after ") else f" during {where}"
+    return text
+
+
+def interrupt_line(ctx: Any, reason: str) -> str:
+    """Return the one line shown for an interrupted run: what stopped, what was saved, the resume command.
+
+    Parameters
+    ----------
+    ctx : quantnb.runlog.RunContext
+        The interrupted run (its checkpoint, total and last step).
+    reason : str
+        :func:`interrupt_reason` of the interrupt (says whether it was SIGTERM).
+
+    Returns
+    -------
+    str
+        ``run <id> interrupted during trial 1 · epoch 2/3 · batch 18/47; 1/4 trials finished and
+        saved; resume: quantnb run <stage> --resume <id> (or resume=True in the parameters cell)``.
+    """
+    from quantnb.display._progress import _UNITS
+
+    unit = _UNITS.get(ctx.stage, "items")
+    done = len(ctx.checkpoint.completed)
+    total = f"/{ctx.total_items}" if ctx.total_items else ""
+    where = _where(getattr(ctx, "_step", None), getattr(ctx, "_message", ""))
+    by = " by SIGTERM" if "SIGTERM" in reason else ""
+    stopped = f"run {ctx.run_id} interrupted{by}" + (f" {where}" if where.startswith("after ") else
+                                                  f" during {where}" if where else "")
+    return (f"{stopped}; {done}{total} {unit} finished and saved; resume: quantnb run {ctx.stage} --resume "
+            f"{ctx.run_id} (or resume=True in the parameters cell)")
+
+
+def show_interrupt_as_one_line(exc: BaseException, ctx: Any, reason: str) -> None:
+    """Make IPython show ``exc`` as one line (:func:`interrupt_line`) instead of its traceback.
+
+    IPython renders an exception that has ``_render_traceback_`` with what it returns; the
+    exception still propagates, so Run All stops at the cell and papermill records the
+    failure. A bare ``KeyboardInterrupt()`` also gets the line as its message (the error's
+    ``evalue``). Outside IPython, or when an inner run already set it, nothing changes.
+
+    Parameters
+    ----------
+    exc : BaseException
+        The interrupt leaving the run's ``with`` block.
+    ctx : quantnb.runlog.RunContext
+        The interrupted run.
+    reason : str
+        :func:`interrupt_reason` of ``exc``.
+    """
+    if getattr(exc, "_render_traceback_", None) is not None:
+        return
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    if get_ipython() is None:
+        return
+    line = interrupt_line(ctx, reason)
+    text = f"\x1b[1;31m{type(exc).__name__}\x1b[0m: {line}"
+    try:
+        exc._render_traceback_ = lambda: [text]  # type: ignore[attr-defined]
+    except AttributeError:  # an exception type with __slots__: IPython shows its traceback
+        return
+    if not exc.args:  # a bare KeyboardInterrupt(): the error's evalue (papermill, `quantnb run`) says it too
+        exc.args = (line,)

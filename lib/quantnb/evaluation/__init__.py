@@ -1,0 +1,33 @@
+"""Evaluation statistics: Sharpe inference, bootstrap intervals, nulls, PBO, purged splits.
+
+One owner for every figure of uncertainty the stages report: the per-bar and daily Sharpe,
+a stationary block bootstrap CI, the probabilistic and deflated Sharpe ratios, the minimum
+track-record length, a cost-matched shift null of a position series' timing, the probability
+of backtest overfitting (CSCV) and purged, embargoed k-fold and walk-forward splits. numpy and
+the standard library only (no scipy).
+"""
+
+from __future__ import annotations
+
+from quantnb.evaluation._bootstrap import BootstrapCI, bootstrap_ci, stationary_bootstrap_indices
+from quantnb.evaluation._nulls import ShiftNull, shift_null
+from quantnb.evaluation._pbo import pbo_cscv
+from quantnb.evaluation._report import SharpeReport, daily_returns, mean_ci, sharpe_report
+from quantnb.evaluation._sharpe import (
+    ReturnMoments,
+    deflated_sharpe_ratio,
+    expected_max_sharpe,
+    min_track_record_length,
+    probabilistic_sharpe_ratio,
+    return_moments,
+    sharpe_ratio,
+    sharpe_std_error,
+)
+from quantnb.evaluation._splits import Fold, purged_kfold_splits, walk_forward_splits
+
+__all__ = [
+    "BootstrapCI", "Fold", "ReturnMoments", "SharpeReport", "ShiftNull", "bootstrap_ci", "daily_returns",
+    "deflated_sharpe_ratio", "expected_max_sharpe", "mean_ci", "min_track_record_length", "pbo_cscv",
+    "probabilistic_sharpe_ratio", "purged_kfold_splits", "return_moments", "sharpe_ratio", "sharpe_report",
+    "sharpe_std_error", "shift_null", "stationary_bootstrap_indices", "walk_forward_splits",
+]

@@ -1,0 +1,220 @@
+"""The agent stage's evaluation protocol: spans (one split or walk-forward), trial registry, leak check, tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from quantnb.errors import ConfigError
+from quantnb.evaluation import mean_ci, walk_forward_splits
+from quantnb.rl._metrics import MINUTES_PER_YEAR
+from quantnb.runlog import list_runs, read_run_record
+
+Span = tuple[dt.datetime | None, dt.datetime, dt.datetime, dt.datetime | None]  # train start/end, test start/end
+
+
+def agent_spans(bars: pl.DataFrame, *, eval_days: float, window: int, warmup_bars: int, walk_forward_folds: int = 0,
+                walk_forward_mode: str = "anchored", walk_forward_embargo_min: int = 60) -> list[Span]:
+    """Return the training and evaluation spans: one split, or the walk-forward folds.
+
+    Without walk-forward, training takes the bars before the last ``eval_days`` and evaluation the
+    rest. With ``walk_forward_folds = k``, the decision bars after the warm-up are cut into
+    ``k + 1`` blocks (:func:`quantnb.evaluation.walk_forward_splits`); fold ``i`` evaluates on block
+    ``i + 1`` and trains on the past only (``anchored``: every earlier block, ``rolling``: block
+    ``i``), its last training mark ``walk_forward_embargo_min`` minutes and more before the test.
+    A decision's reward ends at the next bar's close, so the label end time is ``ts + 1 min``.
+
+    Parameters
+    ----------
+    bars : polars.DataFrame
+        The instrument's 1-minute bars, ``ts`` ascending.
+    eval_days : float
+        Without walk-forward, the last days held out.
+    window, warmup_bars : int
+        The environment's observation window and warm-up, bars.
+    walk_forward_folds, walk_forward_mode, walk_forward_embargo_min
+        As :class:`~quantnb.stages.agent.AgentParams` names them; 0 folds: one split.
+
+    Returns
+    -------
+    list of (train_start or None, train_end, test_start, test_end or None)
+        None: from the first bar / to the last one.
+
+    Raises
+    ------
+    ConfigError
+        If a training span would hold fewer than ``10 * window`` bars.
+    """
+    ts = bars["ts"]
+    if not walk_forward_folds:
+        split_ts = ts.max() - dt.timedelta(days=eval_days)
+        if bars.filter(pl.col("ts") < split_ts).height < window * 10:
+            raise ConfigError(f"eval_days={eval_days} leaves under {window * 10} training bars")
+        return [(None, split_ts, split_ts, None)]
+    t0 = ts.to_numpy()[warmup_bars:].astype("datetime64[us]")
+    t1 = t0 + np.timedelta64(1, "m")
+    folds = walk_forward_splits(t0, t1, n_folds=walk_forward_folds, mode=walk_forward_mode,
+                                embargo=dt.timedelta(minutes=walk_forward_embargo_min))
+    out: list[Span] = []
+    for k, f in enumerate(folds):
+        if f.train.size < window * 10:
+            raise ConfigError(f"walk_forward_folds={walk_forward_folds}: fold {k} trains on {f.train.size} "
+                              f"bars, under {window * 10}; use fewer folds or more data")
+        start = None if walk_forward_mode == "anchored" else _py(t0[f.train[0]])
+        out.append((start, _py(t1[f.train[-1]]), _py(f.test_start), _py(f.test_end)))
+    return out
+
+
+def _py(t: np.datetime64) -> dt.datetime:
+    return dt.datetime.fromisoformat(str(t.astype("datetime64[us]"))).replace(tzinfo=dt.UTC)
+
+
+_SEED_METRICS = ("total_return_frac", "sharpe_annualised", "sharpe_daily_annualised", "psr", "dsr", "max_drawdown_frac",
+                 "bh_total_return_frac", "timing_p_value")
+
+
+def seed_summary(seeds: list[int], evaluations: list[Any]) -> pl.DataFrame:
+    """Return each metric per seed with its mean, sd and 95 % t-interval across seeds.
+
+    Parameters
+    ----------
+    seeds : list of int
+        The seeds, in the order of ``evaluations``.
+    evaluations : list of EvaluationResult
+        One per seed (stitched over the folds under walk-forward).
+
+    Returns
+    -------
+    polars.DataFrame
+        Columns ``metric``, ``seed_<s>`` for each seed, ``mean``, ``sd``, ``ci_low``, ``ci_high`` (Float64).
+    """
+    flats = [e.flat_metrics() for e in evaluations]
+    rows = []
+    for m in _SEED_METRICS:
+        values = [f.get(m) for f in flats]
+        known = [float(v) for v in values if v is not None]
+        ci = mean_ci(np.array(known)) if len(known) >= 2 else (None, None, None, None)
+        rows.append({"metric": m, **{f"seed_{s}": v for s, v in zip(seeds, values, strict=True)},
+                     "mean": ci[0], "sd": ci[1], "ci_low": ci[2], "ci_high": ci[3]})
+    return pl.DataFrame(rows, infer_schema_length=None)
+
+
+def _seed_metrics(table: pl.DataFrame) -> dict[str, Any]:
+    """Return the across-seed mean and CI of return and Sharpe, for run.json metrics."""
+    out: dict[str, Any] = {}
+    for row in table.iter_rows(named=True):
+        if row["metric"] in ("total_return_frac", "sharpe_annualised"):
+            out[row["metric"]] = {k: row[k] for k in ("mean", "sd", "ci_low", "ci_high")}
+    return out
+
+
+def _fold_table(spans: list[Span], evs: list[Any]) -> pl.DataFrame:
+    """One row per walk-forward fold: spans, the agent's return and Sharpe with its CI, buy-and-hold's."""
+    rows = []
+    for k, ((t0, t1, s0, s1), ev) in enumerate(zip(spans, evs, strict=True)):
+        a = ev.agent_stats
+        rows.append({"fold": k, "train_start": str(t0) if t0 else None, "train_end": str(t1), "test_start": str(s0),
+                     "test_end": str(s1), "return_frac": ev.agent.total_return_frac,
+                     "sharpe": ev.agent.sharpe_annualised, "sharpe_ci_low": a.sharpe_ci_low if a else None,
+                     "sharpe_ci_high": a.sharpe_ci_high if a else None, "n_trades": ev.agent.n_trades,
+                     "bh_return_frac": ev.buy_and_hold.total_return_frac})
+    return pl.DataFrame(rows, infer_schema_length=None)
+
+
+def earlier_trial_sharpes(root: Path, bars_glob: str, eval_start: str, *, exclude: str | None = None) -> list[float]:
+    """Return the annualised Sharpe of every trial (run and seed) of completed agent runs on the same bars and span.
+
+    The trial registry of the deflated Sharpe: runs listed by :func:`quantnb.runlog.list_runs`
+    (what ``quantnb runs`` shows) whose run.json has the same ``bars_glob`` parameter and
+    ``eval_start`` result. A run without a recorded Sharpe counts as a trial with an unknown Sharpe (NaN).
+
+    Parameters
+    ----------
+    root : Path
+        Project root.
+    bars_glob : str
+        The bars the agent was evaluated on.
+    eval_start : str
+        First evaluation bar, as the stage records it (``str(split_ts)``).
+    exclude : str, optional
+        A run id not to count (the current run).
+
+    Returns
+    -------
+    list of float
+        One annualised Sharpe per earlier trial, each seed of a run with ``seeds`` counted (NaN where not
+        recorded).
+    """
+    out: list[float] = []
+    for summary in list_runs(root, stage="agent", status="completed"):
+        rec = read_run_record(root / "runs" / summary.run_id, detect_dead=False) or {}
+        results, parameters = rec.get("results") or {}, rec.get("parameters") or {}
+        if summary.run_id == exclude or results.get("eval_start") != eval_start or \
+                parameters.get("bars_glob") != bars_glob:
+            continue
+        per_seed = results.get("trial_sharpes_annualised")  # one per seed
+        sharpes = per_seed if isinstance(per_seed, list) and per_seed else [results.get("sharpe_annualised")]
+        out.extend(float(x) if isinstance(x, int | float) else float("nan") for x in sharpes)
+    return out
+
+
+def _trial_sharpe_var(annualised: list[float], n_eval_bars: int) -> float | None:
+    """Variance of the trials' per-bar Sharpes, floored at the estimation noise ``1/(n-1)``; None under 2 known."""
+    known = np.array([x for x in annualised if np.isfinite(x)]) / np.sqrt(MINUTES_PER_YEAR)  # 1-minute bars
+    if known.size < 2:
+        return None
+    return max(float(known.var(ddof=1)), 1.0 / max(n_eval_bars - 1, 1))
+
+
+def _utc(value: Any) -> dt.datetime:
+    t = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t.astimezone(dt.UTC)
+
+
+def check_no_stacking_leak(
+    classifier_metadata: dict[str, Any], classifier_id: str, eval_start: dt.datetime, eval_end: dt.datetime
+) -> None:
+    """Refuse a classifier whose training or validation data reaches the agent's evaluation span.
+
+    The classifier was fitted on its train span and selected (Optuna objective, early stopping,
+    best checkpoint) on its validation span; labels look ``lookahead_min`` past each bar. If that
+    reach, ``[train start, validation end + lookahead]``, overlaps the agent's evaluation span, the
+    agent is judged on data its classifier was chosen on: a stacking leak.
+
+    Parameters
+    ----------
+    classifier_metadata : dict
+        The classifier bundle's ``config_metadata.yaml`` (``data_span`` with ``train`` and ``val``
+        ``start`` / ``end`` ISO times, and ``lookahead_min``), as the training stage writes it.
+    classifier_id : str
+        Its training run id, for the message.
+    eval_start, eval_end : datetime.datetime
+        The agent's evaluation span (UTC; naive means UTC).
+
+    Raises
+    ------
+    ConfigError
+        Naming both spans and the overlap in hours, or saying that the bundle records no span.
+    """
+    span = classifier_metadata.get("data_span") or {}
+    try:
+        start, val_end = _utc(span["train"]["start"]), _utc(span["val"]["end"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"classifier_train_id={classifier_id!r}: its config_metadata.yaml records no usable "
+                          f"data_span train/val ({e!r}), so a stacking leak into the agent's evaluation cannot be "
+                          "ruled out; retrain it with the training stage, which records the spans") from e
+    reach = val_end + dt.timedelta(minutes=float(classifier_metadata.get("lookahead_min") or 0))
+    ev0, ev1 = _utc(eval_start), _utc(eval_end)
+    overlap_h = (min(reach, ev1) - max(start, ev0)).total_seconds() / 3600.0
+    if overlap_h >= 0:
+        raise ConfigError(
+            f"classifier_train_id={classifier_id!r}: its train + validation span {start.isoformat()} .. "
+            f"{reach.isoformat()} (validation end plus the {classifier_metadata.get('lookahead_min') or 0} min label "
+            f"horizon) overlaps the agent's evaluation span {ev0.isoformat()} .. {ev1.isoformat()} by "
+            f"{overlap_h:.1f} hours: the agent would be judged on data its classifier was fitted and selected on. "
+            "Train the classifier (and its optimization) with a smaller train_frac + val_frac so that its test span "
+            "covers the evaluation, or shorten eval_days")
