@@ -221,3 +221,19 @@ def test_a_position_held_through_a_gap_pays_its_settlement_in_env_and_paper_alik
         paper.on_bar(closes[i], opens[i + 1] if i + 1 < len(opens) else None, bar=_bar(bars, i, i + 1 < len(opens)))
     assert held_at_gap is not None and held_at_gap > 0
     assert env.portfolio.to_dict() == paper.portfolio.to_dict()
+
+
+def test_walk_forward_stitching_sums_impact_and_funding_and_weights_cost_bps():
+    from quantnb.rl import evaluate_agent
+    from quantnb.rl._evaluate import stitch_evaluations
+
+    bars = small_bars()
+    mid = bars["ts"][700]
+    evs = []
+    for kw, fm in ((dict(end_ts=mid), FillModel(5.0, 2.0)), (dict(start_ts=mid), FillModel(4.0, 1.0))):
+        env = _env(bars, fm, funding=FundingRates(constant_rate=0.0001), **kw)
+        evs.append(evaluate_agent(_Constant(), env, n_boot=50))
+    s = stitch_evaluations(evs, n_boot=50).agent
+    assert s.impact_usd == pytest.approx(sum(e.agent.impact_usd for e in evs))
+    assert s.funding_usd == pytest.approx(sum(e.agent.funding_usd for e in evs))
+    assert evs[1].agent.cost_bps < s.cost_bps < evs[0].agent.cost_bps  # between the folds' 4 + 1 and 5 + 2 bps
