@@ -237,3 +237,18 @@ def test_walk_forward_stitching_sums_impact_and_funding_and_weights_cost_bps():
     assert s.impact_usd == pytest.approx(sum(e.agent.impact_usd for e in evs))
     assert s.funding_usd == pytest.approx(sum(e.agent.funding_usd for e in evs))
     assert evs[1].agent.cost_bps < s.cost_bps < evs[0].agent.cost_bps  # between the folds' 4 + 1 and 5 + 2 bps
+
+
+def test_buy_and_hold_pays_the_same_funding():
+    from quantnb.rl import evaluate_agent
+
+    bars = small_bars()
+    env = _env(bars, FillModel(4.0, 1.0), funding=FundingRates(constant_rate=0.0005))
+    ev = evaluate_agent(_Constant(), env, n_boot=50)
+    close = np.array([bars["close"][bars["ts"].to_list().index(x)] for x in ev.bar_ts])
+    qty = ev.equity_usd[0] / (close[0] * (1 + 1e-4) * (1 + 4e-4))  # bought with all equity at the agent's costs
+    ts, opens = bars["ts"].to_list(), bars["open"].to_numpy()
+    hand = sum(qty * opens[i] * 0.0005 for i in range(1, len(ts))
+               if ev.bar_ts[0] < ts[i] <= ev.bar_ts[-1] and ts[i].minute == 0 and ts[i].hour in (0, 8, 16))
+    assert hand > 0
+    assert ev.buy_and_hold_equity_usd[-1] == pytest.approx(qty * close[-1] - hand, rel=1e-12)

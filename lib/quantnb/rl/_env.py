@@ -330,6 +330,36 @@ class TradingEnv(gym.Env):
         info.update(funding_usd=funding_usd, liquidation_price_usd=liquidated)
         return self._observation(), float(reward), terminated, truncated, info
 
+    def hold_funding_usd(self, qty: float, bar_ts: list[dt.datetime]) -> np.ndarray:
+        """Return the cumulative funding a constant position pays over the marks ``bar_ts`` (buy-and-hold).
+
+        Parameters
+        ----------
+        qty : float
+            Signed position held throughout, base units.
+        bar_ts : list of datetime
+            Marked bars, as :func:`evaluate_agent` records them (bars of this environment).
+
+        Returns
+        -------
+        np.ndarray, shape (len(bar_ts),), float64
+            Funding paid up to each mark, USD (0 at the first; all 0 without ``funding``); each
+            settlement at the open of the first bar at or after it, as the agent pays it.
+        """
+        out = np.zeros(len(bar_ts))
+        if self.funding is None or not qty:
+            return out
+        where = {x: i for i, x in enumerate(self._ts)}
+        idx = [where[x] for x in bar_ts]
+        paid = 0.0
+        for k in range(1, len(idx)):
+            for i in range(idx[k - 1] + 1, idx[k] + 1):
+                if self._interval_no[i] > self._interval_no[i - 1]:
+                    for s in settlements_between(self._ts[i - 1], self._ts[i]):
+                        paid += qty * self._open[i] * self.funding.rate_at(s)
+            out[k] = paid
+        return out
+
     def _hold_through(self, a: int, b: int) -> None:
         """Pay funding and check margin on bars a+1..b, held through a gap (each settlement at the next open)."""
         pf = self.portfolio

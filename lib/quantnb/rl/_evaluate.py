@@ -114,6 +114,7 @@ def evaluate_agent(
     eq = np.array(equity, dtype=np.float64)
     close = np.array(closes, dtype=np.float64)
     bh = _buy_and_hold(eq[0], close, env.fill_model.fee_bps, env.fill_model.slippage_bps)
+    bh = bh - env.hold_funding_usd(bh[-1] / close[-1], ts)  # buy-and-hold pays the agent's funding too
     pf = env.portfolio
     stats = {name: sharpe_report(curve, ts, periods_per_year=ppy, n_trials=n_trials if name == "agent" else 1,
                                  trial_sharpe_var=trial_sharpe_var if name == "agent" else None, n_boot=n_boot,
