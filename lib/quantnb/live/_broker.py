@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 
-from quantnb.live._types import AccountState, Fill, MarketRules, Side
+from quantnb.live._types import AccountState, Bar, Fill, MarketRules, Side
 
 __all__ = ["Broker"]
 
@@ -37,7 +37,7 @@ class Broker(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Release the connection."""
 
-    def on_bar(self, close_price: float, next_open: float | None) -> None:  # noqa: B027
+    def on_bar(self, close_price: float, next_open: float | None, *, bar: Bar | None = None) -> None:  # noqa: B027
         """Tell the broker a candle closed (paper brokers revalue; venues ignore it).
 
         Parameters
@@ -46,6 +46,8 @@ class Broker(abc.ABC):
             The candle's close, USDT.
         next_open : float or None
             Replay only: the price a market order sent now fills at.
+        bar : Bar, optional
+            The candle (paper brokers take its range, volume and time for costs, funding and margin).
         """
 
     @abc.abstractmethod

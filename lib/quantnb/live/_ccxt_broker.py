@@ -97,7 +97,8 @@ class CcxtBroker(Broker):
         m = markets[sym]
         self.rules = MarketRules(qty_step=float(m["precision"]["amount"] or 0.0),
                                  min_qty=float(m["limits"]["amount"]["min"] or 0.0),
-                                 min_notional_usd=float(m["limits"]["cost"]["min"] or 0.0))
+                                 min_notional_usd=float(m["limits"]["cost"]["min"] or 0.0),
+                                 tick_size=float(m["precision"]["price"] or 0.0))
         try:
             self.account()
         except OperationalError as err:
@@ -163,6 +164,7 @@ class CcxtBroker(Broker):
         params: dict[str, Any] = {"newClientOrderId": cid, "newOrderRespType": "RESULT"}
         if reduce_only:
             params["reduceOnly"] = True
+        qty = self.rules.round_qty(qty) if symbol == self.symbol else qty  # MarketRules: the one rounding rule
         amount = float(self._ex.amount_to_precision(symbol, qty))
         order = self._call(f"create market {side} {amount} {symbol}", self._ex.create_order, symbol, "market",
                            side, amount, None, params)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 
 from quantnb.errors import OperationalError
 from quantnb.live._broker import Broker
-from quantnb.live._types import AccountState, Fill, MarketRules, Side
-from quantnb.rl import FillModel, Portfolio
+from quantnb.live._types import AccountState, Bar, Fill, MarketRules, Side
+from quantnb.rl._costs import BarQuote, FillModel
+from quantnb.rl._perp import FundingRates, MarginTier, settlements_between
+from quantnb.rl._portfolio import Portfolio
 
 __all__ = ["PaperBroker"]
 
@@ -30,7 +33,14 @@ class PaperBroker(Broker):
     fill_model : quantnb.rl.FillModel
         Fee and slippage (usually the agent bundle's).
     rules : MarketRules, optional
-        Quantity step and minimum notional to enforce; none by default (as in training).
+        Quantity step and minimum notional to enforce (:meth:`MarketRules.admit`, as the
+        environment's ``market_rules``); none by default (as in training).
+    funding : FundingRates, optional
+        Perpetual funding, paid as the environment pays it (needs :meth:`on_bar` ``bar=``).
+    margin_tiers : tuple of MarginTier, optional
+        Maintenance-margin brackets: a bar whose range reaches the liquidation price closes the position.
+    bar_interval_ms : int, default 60_000
+        Candle length: the settlements paid on a candle are those in ``(open_time, open_time + interval]``.
 
     Attributes
     ----------
@@ -41,20 +51,28 @@ class PaperBroker(Broker):
     cheap_account = True
 
     def __init__(self, symbol: str, initial_cash_usd: float, fill_model: FillModel, *,
-                 rules: MarketRules | None = None):
+                 rules: MarketRules | None = None, funding: FundingRates | None = None,
+                 margin_tiers: tuple[MarginTier, ...] | None = None, bar_interval_ms: int = 60_000):
         self.symbol = symbol
         self.rules = rules or MarketRules()
         self.fill_model = fill_model
+        self.funding, self.margin_tiers, self.bar_interval_ms = funding, margin_tiers, int(bar_interval_ms)
         self.portfolio = Portfolio(initial_cash_usd)
+        self._quote: BarQuote | None = None
+        self._settled_to: dt.datetime | None = None  # funding settled up to here
         self._mark = math.nan
         self._exec_price = math.nan
         self._next_id = 1
 
-    def on_bar(self, close_price: float, next_open: float | None) -> None:
+    def on_bar(self, close_price: float, next_open: float | None, *, bar: Bar | None = None) -> None:
         """Mark equity at ``close_price``; fill later orders at ``next_open`` (or the close).
 
         A price that is not finite and positive is ignored (the last valid one stays), so an
-        emergency close can always fill at the last valid price.
+        emergency close can always fill at the last valid price. With ``bar``, in the
+        environment's order: funding for settlements missed in a gap (at the bar's open), a
+        liquidation if the bar's range reached the liquidation price, then funding for the
+        settlements in ``(open_time, open_time + interval]`` marked at the fill price, then the
+        bar's :class:`quantnb.rl.BarQuote` for the next orders.
 
         Parameters
         ----------
@@ -62,12 +80,32 @@ class PaperBroker(Broker):
             The candle's close, USDT per base unit; marks equity.
         next_open : float or None
             The next candle's open (the fill price of orders sent now); None or invalid: the close.
+        bar : Bar, optional
+            The candle itself (range, volume, book extras and open time).
         """
         if not (math.isfinite(close_price) and close_price > 0):
             return
         self._mark = close_price
         ok_next = next_open is not None and math.isfinite(next_open) and next_open > 0
         self._exec_price = next_open if ok_next else close_price
+        if bar is None:
+            return
+        pf = self.portfolio
+        t0 = dt.datetime.fromtimestamp(bar.open_time_ms / 1000, dt.UTC)
+        t1 = t0 + dt.timedelta(milliseconds=self.bar_interval_ms)
+        if self.funding is not None and pf.position_qty and self._settled_to is not None:
+            for s in settlements_between(self._settled_to, t0):  # missed in a gap: the first price after is the open
+                pf.pay_funding(self.funding.rate_at(s), bar.open)
+        if self.margin_tiers is not None:
+            pf.liquidate_if_breached(bar.low, bar.high, self.margin_tiers)
+        if self.funding is not None and pf.position_qty:
+            for s in settlements_between(t0, t1):
+                pf.pay_funding(self.funding.rate_at(s), self._exec_price)
+        self._settled_to = t1
+        if self.fill_model.uses_quotes:
+            ex = bar.extras or {}
+            self._quote = BarQuote.from_bar(bar.high, bar.low, bar.close, bar.volume, ex.get("spread_bps_mean"),
+                                            ex.get("bid_depth_10"), ex.get("ask_depth_10"))
 
     def snapshot(self) -> dict[str, float]:
         """Return the portfolio (cash, position, entry price, fees, realized PnL, trades) as plain numbers."""
@@ -75,7 +113,8 @@ class PaperBroker(Broker):
         return {"initial_cash_usd": p.initial_cash_usd, "cash_usd": p.cash_usd, "position_qty": p.position_qty,
                 "avg_entry_price_usd": p.avg_entry_price_usd, "realized_pnl_usd": p.realized_pnl_usd,
                 "fees_paid_usd": p.fees_paid_usd, "traded_notional_usd": p.traded_notional_usd,
-                "n_trades": p.n_trades, "next_order_id": self._next_id}
+                "n_trades": p.n_trades, "next_order_id": self._next_id, "impact_paid_usd": p.impact_paid_usd,
+                "funding_paid_usd": p.funding_paid_usd, "n_liquidations": p.n_liquidations}
 
     def restore(self, snap: dict[str, float], last_close: float | None) -> None:
         """Load a :meth:`snapshot` and mark the account at ``last_close`` (a resumed session).
@@ -99,6 +138,9 @@ class PaperBroker(Broker):
                     "fees_paid_usd", "traded_notional_usd"):
             setattr(p, key, float(snap[key]))
         p.n_trades = int(snap["n_trades"])
+        p.impact_paid_usd = float(snap.get("impact_paid_usd", 0.0))
+        p.funding_paid_usd = float(snap.get("funding_paid_usd", 0.0))
+        p.n_liquidations = int(snap.get("n_liquidations", 0))
         self._next_id = int(snap.get("next_order_id", 1))
         if last_close is not None:
             self.on_bar(last_close, None)
@@ -117,7 +159,7 @@ class PaperBroker(Broker):
             if p.position_qty:
                 raise OperationalError("paper account has a position but no price yet; call on_bar first")
             mark = 0.0
-        return AccountState(balance_usd=p.initial_cash_usd + p.realized_pnl_usd - p.fees_paid_usd,
+        return AccountState(balance_usd=p.initial_cash_usd + p.realized_pnl_usd - p.fees_paid_usd - p.funding_paid_usd,
                             equity_usd=p.equity(mark), position_qty=p.position_qty,
                             entry_price=p.avg_entry_price_usd, mark_price=mark)
 
@@ -143,8 +185,8 @@ class PaperBroker(Broker):
         Raises
         ------
         OperationalError
-            If no candle has been seen, the quantity is not positive, or a reduce-only
-            order would grow the position.
+            If no candle has been seen, the quantity is not positive, a reduce-only order
+            would grow the position, or the rounded order is below the market rules' minimums.
         """
         if math.isnan(self._exec_price):
             raise OperationalError("paper order before any candle: no price to fill at")
@@ -156,7 +198,11 @@ class PaperBroker(Broker):
             if pos == 0 or (pos > 0) == (signed > 0):
                 raise OperationalError(f"reduce-only {side} {qty} rejected: position is {pos}")
             signed = math.copysign(min(qty, abs(pos)), signed)
-        fill = self.fill_model.fill(signed, self._exec_price)
+        if self.rules != MarketRules():
+            signed, why = self.rules.admit(signed, self._mark, pos)  # valued at the decision price, as the env
+            if why:
+                raise OperationalError(f"paper {side} {qty} refused by the market rules: {why} ({self.rules})")
+        fill = self.fill_model.fill(signed, self._exec_price, quote=self._quote)
         oid = str(self._next_id)
         self._next_id += 1
         cid = client_order_id or f"paper-{oid}"

@@ -152,10 +152,7 @@ class RiskControl:
             return OrderPlan(None, 0.0, target_frac, f"equity {account.equity_usd:.2f} USD or price {price} <= 0")
         delta = target_frac * account.equity_usd / price - account.position_qty
         qty = abs(delta)
-        step = self.rules.qty_step
-        if step > 0:
-            qty = math.floor(qty / step + 1e-9) * step
-            qty = round(qty, max(0, -math.floor(math.log10(step))) + 2)
+        qty = self.rules.round_qty(qty)
         if qty <= 0 or qty < self.rules.min_qty:
             return OrderPlan(None, 0.0, target_frac, "change below the quantity step")
         if state is TradingState.REDUCING and (account.position_qty == 0 or delta * account.position_qty > 0

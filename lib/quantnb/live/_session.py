@@ -247,9 +247,11 @@ def build_trader(
         provider, n = _replay_provider(cfg, replay_bars, replay_start_ts, replay_speed)
         fill_model = bundle.fill_model
         if fee_bps is not None:
-            fill_model = type(fill_model)(fee_bps, fill_model.slippage_bps)
+            fill_model = fill_model.replace(fee_bps=fee_bps)  # keeps spread, impact and maker settings
+        costs = meta.env.cost_setup(symbol or meta.symbol)  # the training environment's rules, funding, margin
         broker = PaperBroker(symbol or meta.symbol or "replay", initial_equity_usd or meta.initial_equity_usd,
-                             fill_model)
+                             fill_model, rules=costs["market_rules"], funding=costs["funding"],
+                             margin_tiers=costs["margin_tiers"])
         logger.info("live/session: replay of {} bars of {} with agent {}", n, meta.symbol, cfg.train_id)
     else:
         check_endpoint_override(mode, "rest_base_url", rest_base_url)

@@ -440,7 +440,7 @@ class Trader:
                            (bar.open_time_ms - (self._bar.open_time_ms if self._bar else bar.open_time_ms))
                            // self.bar_interval_ms - 1)
         risk = self.risk
-        self.broker.on_bar(bar.close, bar.next_open)
+        self.broker.on_bar(bar.close, bar.next_open, bar=bar)
         acct = self.retry.call(self.broker.account)
         breached = risk.update_equity(acct.equity_usd)
         win = feed.window()

@@ -5,6 +5,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from quantnb.rl._rules import MarketRules  # the one owner; re-exported here for live code
+
+__all__ = ["AccountState", "Bar", "Fill", "MarketRules", "Side"]
+
 Side = Literal["buy", "sell"]
 
 
@@ -106,27 +110,3 @@ class Fill:
     def signed_qty(self) -> float:
         """Quantity with the sign of the side (+ buy, - sell), base units."""
         return self.qty if self.side == "buy" else -self.qty
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class MarketRules:
-    """Exchange rules an order must meet.
-
-    Attributes
-    ----------
-    qty_step : float
-        Quantity increment (Binance ``LOT_SIZE.stepSize``); 0 = any quantity.
-    min_qty : float
-        Smallest quantity (``LOT_SIZE.minQty``), base units.
-    min_notional_usd : float
-        Smallest order notional (``MIN_NOTIONAL.notional``), USDT; reduce-only orders are
-        exempt (Binance error -4164).
-
-    References
-    ----------
-    Binance USD-M Futures, "Exchange Information" (symbol filters) and "Error Codes" -4164.
-    """
-
-    qty_step: float = 0.0
-    min_qty: float = 0.0
-    min_notional_usd: float = 0.0

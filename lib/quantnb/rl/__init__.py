@@ -7,8 +7,10 @@ One set of building blocks serves research and production, so they cannot drift:
 - :class:`FeatureScaler` fitted on the training period only;
 - :class:`ObservationBuilder` (scaled feature window + :class:`PortfolioState`) and
   :class:`ActionInterpreter` (action in ``[-1, 1]`` -> target position fraction of equity);
-- :class:`FillModel` (next bar's open, ``fee_bps``, ``slippage_bps``) and :class:`Portfolio`
-  (cash, position, equity, fees, trades), used by the environment and the paper broker.
+- :class:`FillModel` (next bar's open, ``fee_bps``, ``slippage_bps``; optionally spread, square-root
+  impact or a recorded book walk) and :class:`Portfolio` (cash, position, equity, fees, impact,
+  funding, liquidation), with :class:`FundingRates`, :data:`MARGIN_TIERS` and :class:`MarketRules`:
+  one execution-cost model used alike by the environment and the paper broker.
 
 Research use (what the agent stage calls)::
 
@@ -55,6 +57,7 @@ if TYPE_CHECKING:  # the names for type checkers; at run time each loads on firs
     from quantnb.rl._bundle import AgentBundle, AgentMetadata, load_agent_bundle, save_agent_bundle
     from quantnb.rl._checkpoint import latest_checkpoint
     from quantnb.rl._classifier import CLASSIFIER_FEATURES, AgentFeatureStream, ClassifierSignal, ClassifierStream
+    from quantnb.rl._costs import VENUE_FEES, BarQuote, FeeSchedule, Fill, FillModel, fit_impact_coef, walk_book
     from quantnb.rl._env import TradingEnv
     from quantnb.rl._evaluate import (
         MINUTES_PER_YEAR,
@@ -78,8 +81,10 @@ if TYPE_CHECKING:  # the names for type checkers; at run time each loads on firs
         ObservationBuilder,
         PortfolioState,
     )
+    from quantnb.rl._perp import MARGIN_TIERS, FundingRates, MarginTier
     from quantnb.rl._plot import plot_equity_curve
-    from quantnb.rl._portfolio import Fill, FillModel, Portfolio
+    from quantnb.rl._portfolio import Portfolio
+    from quantnb.rl._rules import MarketRules
     from quantnb.rl._train import TrainResult, train_sac
     from quantnb.rl._train_types import CheckpointInfo, EnvSpec, SacParams, TrainProgress, nest_flat_params
 
@@ -112,8 +117,17 @@ __getattr__, __dir__ = attach(__name__, {
     "ObservationBuilder": "quantnb.rl._observation",
     "PortfolioState": "quantnb.rl._observation",
     "plot_equity_curve": "quantnb.rl._plot",
-    "Fill": "quantnb.rl._portfolio",
-    "FillModel": "quantnb.rl._portfolio",
+    "BarQuote": "quantnb.rl._costs",
+    "FeeSchedule": "quantnb.rl._costs",
+    "Fill": "quantnb.rl._costs",
+    "FillModel": "quantnb.rl._costs",
+    "VENUE_FEES": "quantnb.rl._costs",
+    "walk_book": "quantnb.rl._costs",
+    "fit_impact_coef": "quantnb.rl._costs",
+    "FundingRates": "quantnb.rl._perp",
+    "MARGIN_TIERS": "quantnb.rl._perp",
+    "MarginTier": "quantnb.rl._perp",
+    "MarketRules": "quantnb.rl._rules",
     "Portfolio": "quantnb.rl._portfolio",
     "TrainResult": "quantnb.rl._train",
     "train_sac": "quantnb.rl._train",
@@ -147,6 +161,16 @@ __all__ = [
     "Fill",
     "FillModel",
     "Portfolio",
+    # execution costs, perpetual economics, venue rules
+    "BarQuote",
+    "FeeSchedule",
+    "VENUE_FEES",
+    "walk_book",
+    "fit_impact_coef",
+    "FundingRates",
+    "MarginTier",
+    "MARGIN_TIERS",
+    "MarketRules",
     # environment and training
     "TradingEnv",
     "SacParams",

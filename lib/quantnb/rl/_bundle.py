@@ -369,7 +369,7 @@ def load_agent_bundle(directory: str | Path) -> AgentBundle:
     try:
         builder = ObservationBuilder(meta.feature_names, meta.window, scaler, state_clip=meta.state_clip)
         interpreter = ActionInterpreter(meta.max_position_frac, meta.deadband_frac)
-        fill_model = FillModel(meta.fee_bps, meta.slippage_bps)
+        fill_model = meta.env.cost_setup(meta.symbol)["fill_model"]
     except ConfigError as e:
         raise ConfigError(f"{cfg_path}: {e}") from e
     if tuple(model.observation_space.shape or ()) != (builder.n_obs,) or tuple(model.action_space.shape or ()) != (1,):

@@ -12,9 +12,12 @@ import polars as pl
 
 from quantnb.errors import ConfigError, DataError
 from quantnb.features import segment_start_expr
+from quantnb.rl._costs import BarQuote, FillModel
 from quantnb.rl._features import DEFAULT_WARMUP_BARS, compute_features
 from quantnb.rl._observation import ActionInterpreter, ObservationBuilder, PortfolioState
-from quantnb.rl._portfolio import FillModel, Portfolio
+from quantnb.rl._perp import FundingRates, MarginTier, settlements_between
+from quantnb.rl._portfolio import Portfolio
+from quantnb.rl._rules import MarketRules
 
 _BANKRUPT_EQUITY_RATIO = 1e-6  # reward floor: log(1e-6) when equity is wiped out
 
@@ -62,6 +65,21 @@ class TradingEnv(gym.Env):
         ``reset(seed=...)``) so that ``max_episode_steps`` still fit in the period.
     warmup_bars : int, default 500
         Indicator warm-up when ``features`` is computed here.
+    market_rules : MarketRules, optional
+        Lot step, minimum quantity and notional applied to each order (:meth:`MarketRules.admit`,
+        as the live risk manager does); none by default.
+    funding : FundingRates, optional
+        Perpetual funding: each settlement ``s`` with ``ts[t] < s <= ts[t + 1]`` is paid by the
+        position held before the fill at ``open[t + 1]``, marked at that open (the first price at
+        or after ``s``); a position held through a gap pays the gap's settlements the same way.
+        None: no funding.
+    margin_tiers : tuple of MarginTier, optional
+        Maintenance-margin brackets: after each fill the bar's low (long) or high (short) is
+        checked against the liquidation price; a liquidation ends the episode (``terminated``).
+
+    The fill model sees the decision bar's :class:`BarQuote` (``high``, ``low``, ``close``,
+    ``volume`` as USD, and ``spread_bps_mean``, ``bid_depth_10``, ``ask_depth_10`` where the bars
+    have them) when its spread or impact terms are switched on.
 
     Raises
     ------
@@ -87,6 +105,9 @@ class TradingEnv(gym.Env):
         max_episode_steps: int | None = None,
         random_start: bool = False,
         warmup_bars: int = DEFAULT_WARMUP_BARS,
+        market_rules: MarketRules | None = None,
+        funding: FundingRates | None = None,
+        margin_tiers: tuple[MarginTier, ...] | None = None,
     ) -> None:
         super().__init__()
         self.builder, self.interpreter, self.fill_model = observation_builder, action_interpreter, fill_model
@@ -104,6 +125,13 @@ class TradingEnv(gym.Env):
             raise DataError(f"bars row {i} (ts={bars['ts'][i]}): open={self._open[i]!r} is not a positive price",
                             bar=i, field="open")
         self._ts: list[dt.datetime] = bars["ts"].to_list()
+        self.market_rules, self.funding, self.margin_tiers = market_rules, funding, margin_tiers
+        self._high = self._col(bars, "high", self._close)
+        self._low = self._col(bars, "low", self._close)
+        eight_h_us = 8 * 3600 * 10**6  # settlements at 00/08/16 UTC are the multiples of 8 h since the epoch
+        self._interval_no = bars["ts"].dt.cast_time_unit("us").dt.epoch("us").to_numpy() // eight_h_us
+        self._quote_cols = {c: self._col(bars, c, None) for c in
+                            ("volume", "spread_bps_mean", "bid_depth_10", "ask_depth_10")}
         raw = features.select(names).to_numpy().astype(np.float64)
         self._scaled = observation_builder.scaler.transform(raw)
         self._first, self._last = self._period(bars, raw, start_ts, end_ts)
@@ -116,6 +144,26 @@ class TradingEnv(gym.Env):
         self.action_space = action_interpreter.action_space()
         self.portfolio = Portfolio(self.initial_equity_usd)
         self._t = self._t_end = self._first
+
+    @staticmethod
+    def _col(bars: pl.DataFrame, name: str, default: np.ndarray | None) -> np.ndarray | None:
+        return bars[name].cast(pl.Float64).fill_null(np.nan).to_numpy() if name in bars.columns else default
+
+    def quote(self, t: int) -> BarQuote:
+        """Return bar ``t``'s :class:`BarQuote` (what the fill model sees for an order decided at ``t``).
+
+        Parameters
+        ----------
+        t : int
+            Bar index into the environment's bars.
+
+        Returns
+        -------
+        BarQuote
+        """
+        q = {k: (None if v is None else float(v[t])) for k, v in self._quote_cols.items()}
+        return BarQuote.from_bar(float(self._high[t]), float(self._low[t]), float(self._close[t]), q["volume"],
+                                 q["spread_bps_mean"], q["bid_depth_10"], q["ask_depth_10"])
 
     @staticmethod
     def _check_features(bars: pl.DataFrame, features: pl.DataFrame, names: list[str]) -> None:
@@ -214,6 +262,7 @@ class TradingEnv(gym.Env):
             if later.size == 0:
                 raise ConfigError("reset(options={'continue': True}): no decision bar is left after the current one")
             start = self._t + 1 + int(later[0])
+            self._hold_through(self._t, start)
             steps = self.n_period_steps if self.max_episode_steps is None else self.max_episode_steps
             self._t, self._t_end = start, min(start + steps, int(self._run_end[start]))
             return self._observation(), self._info(None, None)
@@ -250,24 +299,76 @@ class TradingEnv(gym.Env):
             End of the period or of ``max_episode_steps``.
         info : dict
             ``bar_ts``, ``close_usd``, ``equity_usd``, ``position_qty``, ``position_frac``,
-            ``action_raw``, ``target_frac``, ``fill_qty``, ``fill_price_usd``, ``fee_usd``.
+            ``action_raw``, ``target_frac``, ``fill_qty``, ``fill_price_usd``, ``fee_usd``,
+            ``impact_usd``, ``funding_usd`` and ``liquidation_price_usd`` (None unless liquidated).
         """
         t, pf = self._t, self.portfolio
         equity_before = pf.equity(self._close[t])
         decision = self.interpreter.decide(action, self._position_frac(t))
-        fill = None
+        fill, funding_usd = None, 0.0
+        if self.funding is not None and pf.position_qty and self._interval_no[t + 1] > self._interval_no[t]:
+            for s in settlements_between(self._ts[t], self._ts[t + 1]):
+                funding_usd += pf.pay_funding(self.funding.rate_at(s), self._open[t + 1])
         if decision.rebalance:
             qty = pf.order_qty_for_target(decision.target_frac, self._close[t])
-            fill = self.fill_model.fill(qty, self._open[t + 1])
+            if self.market_rules is not None:
+                qty, _ = self.market_rules.admit(qty, self._close[t], pf.position_qty)
+            quote = self.quote(t) if self.fill_model.uses_quotes else None
+            fill = self.fill_model.fill(qty, self._open[t + 1], quote=quote)
             if fill is not None:
                 pf.apply(fill)
+        liquidated = None
+        if self.margin_tiers is not None:
+            liquidated = pf.liquidate_if_breached(self._low[t + 1], self._high[t + 1], self.margin_tiers)
         self._t = t + 1
         equity_after = pf.equity(self._close[t + 1])
-        terminated = not equity_after > 0
+        terminated = not equity_after > 0 or liquidated is not None
         ratio = max(equity_after / equity_before, _BANKRUPT_EQUITY_RATIO) if equity_before > 0 else 1.0
         reward = math.log(ratio)
         truncated = self._t >= self._t_end and not terminated
-        return self._observation(), float(reward), terminated, truncated, self._info(decision, fill)
+        info = self._info(decision, fill)
+        info.update(funding_usd=funding_usd, liquidation_price_usd=liquidated)
+        return self._observation(), float(reward), terminated, truncated, info
+
+    def hold_funding_usd(self, qty: float, bar_ts: list[dt.datetime]) -> np.ndarray:
+        """Return the cumulative funding a constant position pays over the marks ``bar_ts`` (buy-and-hold).
+
+        Parameters
+        ----------
+        qty : float
+            Signed position held throughout, base units.
+        bar_ts : list of datetime
+            Marked bars, as :func:`evaluate_agent` records them (bars of this environment).
+
+        Returns
+        -------
+        np.ndarray, shape (len(bar_ts),), float64
+            Funding paid up to each mark, USD (0 at the first; all 0 without ``funding``); each
+            settlement at the open of the first bar at or after it, as the agent pays it.
+        """
+        out = np.zeros(len(bar_ts))
+        if self.funding is None or not qty:
+            return out
+        where = {x: i for i, x in enumerate(self._ts)}
+        idx = [where[x] for x in bar_ts]
+        paid = 0.0
+        for k in range(1, len(idx)):
+            for i in range(idx[k - 1] + 1, idx[k] + 1):
+                if self._interval_no[i] > self._interval_no[i - 1]:
+                    for s in settlements_between(self._ts[i - 1], self._ts[i]):
+                        paid += qty * self._open[i] * self.funding.rate_at(s)
+            out[k] = paid
+        return out
+
+    def _hold_through(self, a: int, b: int) -> None:
+        """Pay funding and check margin on bars a+1..b, held through a gap (each settlement at the next open)."""
+        pf = self.portfolio
+        for i in range(a + 1, b + 1):
+            if self.funding is not None and pf.position_qty and self._interval_no[i] > self._interval_no[i - 1]:
+                for s in settlements_between(self._ts[i - 1], self._ts[i]):
+                    pf.pay_funding(self.funding.rate_at(s), self._open[i])
+            if self.margin_tiers is not None:
+                pf.liquidate_if_breached(self._low[i], self._high[i], self.margin_tiers)
 
     def _position_frac(self, t: int) -> float:
         eq = self.portfolio.equity(self._close[t])
@@ -296,6 +397,7 @@ class TradingEnv(gym.Env):
             "fill_qty": 0.0 if fill is None else float(fill.qty),
             "fill_price_usd": None if fill is None else float(fill.price_usd),
             "fee_usd": 0.0 if fill is None else float(fill.fee_usd),
+            "impact_usd": 0.0 if fill is None else float(fill.impact_usd),
         }
 
     def get_state(self) -> dict[str, Any]:

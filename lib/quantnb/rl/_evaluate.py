@@ -114,13 +114,15 @@ def evaluate_agent(
     eq = np.array(equity, dtype=np.float64)
     close = np.array(closes, dtype=np.float64)
     bh = _buy_and_hold(eq[0], close, env.fill_model.fee_bps, env.fill_model.slippage_bps)
+    bh = bh - env.hold_funding_usd(bh[-1] / close[-1], ts)  # buy-and-hold pays the agent's funding too
     pf = env.portfolio
     stats = {name: sharpe_report(curve, ts, periods_per_year=ppy, n_trials=n_trials if name == "agent" else 1,
                                  trial_sharpe_var=trial_sharpe_var if name == "agent" else None, n_boot=n_boot,
                                  seed=seed, name=name)
              for name, curve in (("agent", eq), ("buy-and-hold", bh))} if eq.size >= 3 else {}
     result = EvaluationResult(
-        agent=performance_metrics(eq, periods_per_year=ppy, n_trades=pf.n_trades, fees_usd=pf.fees_paid_usd),
+        agent=performance_metrics(eq, periods_per_year=ppy, n_trades=pf.n_trades, fees_usd=pf.fees_paid_usd,
+                                  costs=pf.cost_summary()),
         buy_and_hold=performance_metrics(bh, periods_per_year=ppy),
         bar_ts=ts,
         equity_usd=eq,
@@ -211,7 +213,7 @@ def stitch_evaluations(
              for name, curve in (("agent", eq), ("buy-and-hold", bh))}
     result = EvaluationResult(
         agent=performance_metrics(eq, periods_per_year=ppy, n_trades=sum(f.agent.n_trades for f in folds),
-                                  fees_usd=sum(f.agent.fees_usd for f in folds)),
+                                  fees_usd=sum(f.agent.fees_usd for f in folds), costs=_summed_costs(folds)),
         buy_and_hold=performance_metrics(bh, periods_per_year=ppy),
         bar_ts=ts, equity_usd=eq, buy_and_hold_equity_usd=bh,
         position_frac=np.concatenate([folds[0].position_frac[:1]] + [f.position_frac[1:] for f in folds]),
@@ -225,3 +227,12 @@ def stitch_evaluations(
     if result.asset_return is not None and held.size == result.asset_return.size >= 2:
         result.timing_null = shift_null(held, result.asset_return, seed=seed)
     return result
+
+
+def _summed_costs(folds: list[EvaluationResult]) -> dict[str, float]:
+    """Sum impact and funding over folds; cost_bps weighted by each fold's traded notional."""
+    paid = [f.agent.fees_usd + f.agent.impact_usd for f in folds]
+    traded = sum(p / f.agent.cost_bps * 1e4 for p, f in zip(paid, folds, strict=True) if f.agent.cost_bps > 0)
+    return {"cost_bps": sum(paid) / traded * 1e4 if traded > 0 else 0.0,
+            "impact_usd": sum(f.agent.impact_usd for f in folds),
+            "funding_usd": sum(f.agent.funding_usd for f in folds)}

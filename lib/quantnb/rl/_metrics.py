@@ -37,6 +37,10 @@ class PerformanceMetrics:
         Fees paid, USD.
     n_steps : int
         Bars traded (``len(equity) - 1``).
+    cost_bps : float
+        Execution costs (fees and price impact) per traded notional, bps.
+    impact_usd, funding_usd : float
+        Price impact of fills against their reference price, and funding paid (< 0: received), USD.
     """
 
     total_return_frac: float
@@ -45,10 +49,14 @@ class PerformanceMetrics:
     n_trades: int
     fees_usd: float
     n_steps: int
+    cost_bps: float = 0.0
+    impact_usd: float = 0.0
+    funding_usd: float = 0.0
 
 
 def performance_metrics(
-    equity_usd: np.ndarray, *, periods_per_year: float = MINUTES_PER_YEAR, n_trades: int = 0, fees_usd: float = 0.0
+    equity_usd: np.ndarray, *, periods_per_year: float = MINUTES_PER_YEAR, n_trades: int = 0, fees_usd: float = 0.0,
+    costs: dict[str, float] | None = None,
 ) -> PerformanceMetrics:
     """Compute return, Sharpe and drawdown of an equity curve.
 
@@ -60,6 +68,8 @@ def performance_metrics(
         Bars per year (525,600 for 1-minute bars).
     n_trades, fees_usd : int, float
         Copied into the result.
+    costs : dict of str to float, optional
+        ``cost_bps``, ``impact_usd`` and ``funding_usd`` (from :meth:`Portfolio.cost_summary`), copied.
 
     Returns
     -------
@@ -84,6 +94,7 @@ def performance_metrics(
         n_trades=int(n_trades),
         fees_usd=float(fees_usd),
         n_steps=int(eq.size - 1),
+        **{k: float(v) for k, v in (costs or {}).items() if k in ("cost_bps", "impact_usd", "funding_usd")},
     )
 
 

@@ -1,129 +1,25 @@
-"""Fill model and portfolio accounting shared by the environment and the paper broker."""
+"""Portfolio accounting shared by the environment and the paper broker (fills: :mod:`quantnb.rl._costs`)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
-from quantnb.errors import ConfigError, OperationalError
+from quantnb.errors import ConfigError
+from quantnb.rl._costs import _MIN_QTY, Fill, FillModel
 from quantnb.rl._observation import PortfolioState
+from quantnb.rl._perp import MarginTier, liquidation_price_usd, maintenance_margin_usd
 
-_MIN_QTY = 1e-12  # base units; smaller orders are rounding noise and are not sent
-
-
-@dataclass(frozen=True)
-class Fill:
-    """One executed market order.
-
-    Attributes
-    ----------
-    qty : float
-        Signed quantity, base units: > 0 bought, < 0 sold.
-    price_usd : float
-        Fill price after slippage, USD per unit.
-    reference_price_usd : float
-        Price the order was filled against before slippage (the next bar's open), USD.
-    notional_usd : float
-        ``abs(qty) * price_usd``.
-    fee_usd : float
-        ``notional_usd * fee_bps / 1e4``.
-    """
-
-    qty: float
-    price_usd: float
-    reference_price_usd: float
-    notional_usd: float
-    fee_usd: float
-
-    @property
-    def side(self) -> str:
-        """Return ``"buy"`` or ``"sell"``."""
-        return "buy" if self.qty > 0 else "sell"
-
-
-class FillModel:
-    """Fill market orders at a reference price with proportional slippage and fee.
-
-    A buy pays ``ref * (1 + slippage_bps / 1e4)``, a sell receives ``ref * (1 - slippage_bps
-    / 1e4)``; the fee is ``fee_bps / 1e4`` of the filled notional, paid in USD. In research
-    and replay the reference is the open of the bar after the decision.
-
-    Parameters
-    ----------
-    fee_bps : float
-        Taker fee, basis points of notional, >= 0 (Binance USD-M taker: 5 bps at VIP 0 as of 2024).
-    slippage_bps : float
-        Adverse price move per fill, basis points, >= 0.
-
-    Raises
-    ------
-    ConfigError
-        If a parameter is negative or not finite.
-    """
-
-    def __init__(self, fee_bps: float, slippage_bps: float) -> None:
-        for name, v in (("fee_bps", fee_bps), ("slippage_bps", slippage_bps)):
-            if not (math.isfinite(v) and 0 <= v < 1e4):
-                raise ConfigError(f"{name}={v!r}: must be in [0, 10000) basis points")
-        self.fee_bps = float(fee_bps)
-        self.slippage_bps = float(slippage_bps)
-
-    def fill_price(self, qty: float, reference_price_usd: float) -> float:
-        """Return the price a market order of signed ``qty`` fills at, USD per unit.
-
-        Parameters
-        ----------
-        qty : float
-            Signed order size, base units; > 0 buys.
-        reference_price_usd : float
-            Price before slippage, USD per unit.
-
-        Returns
-        -------
-        float
-            ``reference * (1 + slippage_bps / 1e4)`` for a buy, ``(1 - ...)`` for a sell.
-        """
-        slip = self.slippage_bps / 1e4
-        return reference_price_usd * (1.0 + slip) if qty > 0 else reference_price_usd * (1.0 - slip)
-
-    def fill(self, qty: float, reference_price_usd: float) -> Fill | None:
-        """Fill a market order.
-
-        Parameters
-        ----------
-        qty : float
-            Signed order quantity, base units (> 0 buy, < 0 sell).
-        reference_price_usd : float
-            Price before slippage (the next bar's open), USD per unit, > 0.
-
-        Returns
-        -------
-        Fill or None
-            None when ``abs(qty) < 1e-12`` (nothing to do).
-
-        Raises
-        ------
-        OperationalError
-            If the reference price is not positive and finite (a bad bar: do not trade on it).
-        """
-        if not (math.isfinite(reference_price_usd) and reference_price_usd > 0):
-            raise OperationalError(f"reference_price_usd={reference_price_usd!r}: cannot fill at a non-positive price")
-        if not math.isfinite(qty):
-            raise OperationalError(f"order qty={qty!r} is not finite; refusing to send it")
-        if abs(qty) < _MIN_QTY:
-            return None
-        price = self.fill_price(qty, reference_price_usd)
-        notional = abs(qty) * price
-        return Fill(qty, price, reference_price_usd, notional, notional * self.fee_bps / 1e4)
+__all__ = ["Fill", "FillModel", "Portfolio"]
 
 
 class Portfolio:
     """Cash-and-position accounting of one linear USD-margined instrument.
 
     Cash moves by ``-qty * price - fee`` on each fill, so ``equity = cash + qty * mark`` equals
-    ``initial + realised PnL + unrealised PnL - fees`` for longs and shorts alike (a perpetual's
-    margin accounting without funding, which is not modelled).
+    ``initial + realised PnL + unrealised PnL - fees - funding`` for longs and shorts alike (a
+    perpetual's cross-margin accounting): :meth:`pay_funding` books funding at each settlement and
+    :meth:`liquidate_if_breached` closes the position where equity falls to the maintenance margin.
 
     Parameters
     ----------
@@ -133,8 +29,10 @@ class Portfolio:
     Attributes
     ----------
     cash_usd, position_qty, avg_entry_price_usd, realized_pnl_usd, fees_paid_usd, traded_notional_usd : float
-    n_trades : int
-        Number of fills.
+    impact_paid_usd, funding_paid_usd : float
+        Price costs of fills against their reference, and funding paid (< 0: received), USD.
+    n_trades, n_liquidations : int
+        Number of fills and of liquidations.
     """
 
     def __init__(self, initial_cash_usd: float) -> None:
@@ -148,6 +46,9 @@ class Portfolio:
         self.fees_paid_usd = 0.0
         self.traded_notional_usd = 0.0
         self.n_trades = 0
+        self.impact_paid_usd = 0.0
+        self.funding_paid_usd = 0.0
+        self.n_liquidations = 0
 
     def equity(self, mark_price_usd: float) -> float:
         """Return equity marked at ``mark_price_usd``, USD.
@@ -250,7 +151,83 @@ class Portfolio:
         self.cash_usd -= qty * px + fill.fee_usd
         self.fees_paid_usd += fill.fee_usd
         self.traded_notional_usd += fill.notional_usd
+        self.impact_paid_usd += fill.impact_usd
         self.n_trades += 1
+
+    def pay_funding(self, rate: float, mark_price_usd: float) -> float:
+        """Book one funding settlement: the position pays ``qty * mark * rate`` (longs pay when rate > 0).
+
+        Parameters
+        ----------
+        rate : float
+            Funding rate of the interval, fraction (0.0001 = 0.01 %).
+        mark_price_usd : float
+            Mark price at the settlement, USD per unit.
+
+        Returns
+        -------
+        float
+            The amount paid, USD (< 0: received); Binance/Bybit "funding fee = position value x rate".
+        """
+        amount = self.position_qty * mark_price_usd * rate
+        self.cash_usd -= amount
+        self.funding_paid_usd += amount
+        return amount
+
+    def liquidate_if_breached(self, low_usd: float, high_usd: float, tiers: tuple[MarginTier, ...]) -> float | None:
+        """Close the position at its liquidation price if the bar's range reached it.
+
+        The liquidation price is where equity equals the maintenance margin of the venue's
+        bracket (:func:`quantnb.rl._perp.liquidation_price_usd`); the position is closed there
+        (no fee), leaving that maintenance margin as equity. A gap through the price is
+        closed at the liquidation price too (the venue's insurance fund takes the gap).
+
+        Parameters
+        ----------
+        low_usd, high_usd : float
+            The bar's low and high (a long is hit at the low, a short at the high), USD per unit.
+        tiers : tuple of MarginTier
+            The symbol's maintenance-margin brackets.
+
+        Returns
+        -------
+        float or None
+            The liquidation price, USD per unit, or None when not liquidated.
+        """
+        q = self.position_qty
+        if not q:
+            return None
+        p = liquidation_price_usd(self.cash_usd, q, tiers)
+        if math.isnan(p) or (q > 0 and low_usd > p) or (q < 0 and high_usd < p):
+            return None
+        self.realized_pnl_usd += q * (p - self.avg_entry_price_usd)
+        self.cash_usd += q * p
+        self.position_qty, self.avg_entry_price_usd = 0.0, 0.0
+        self.n_liquidations += 1
+        return p
+
+    def maintenance_margin(self, mark_price_usd: float, tiers: tuple[MarginTier, ...]) -> float:
+        """Return the position's maintenance margin at ``mark_price_usd``, USD (see :mod:`quantnb.rl._perp`).
+
+        Parameters
+        ----------
+        mark_price_usd : float
+            Mark price, USD per unit.
+        tiers : tuple of MarginTier
+            The symbol's brackets.
+
+        Returns
+        -------
+        float
+        """
+        return maintenance_margin_usd(abs(self.position_qty) * mark_price_usd, tiers)
+
+    def cost_summary(self) -> dict[str, float]:
+        """Return ``cost_bps`` (fees + impact per traded notional), ``fees_usd``, ``impact_usd``, ``funding_usd``."""
+        paid = self.fees_paid_usd + self.impact_paid_usd
+        bps = paid / self.traded_notional_usd * 1e4 if self.traded_notional_usd > 0 else 0.0
+        return {"cost_bps": bps, "fees_usd": self.fees_paid_usd, "impact_usd": self.impact_paid_usd,
+                "funding_usd": self.funding_paid_usd}
 
     def to_dict(self) -> dict[str, Any]:
         """Return the full state as a JSON-ready dict (for checkpoints and audit)."""

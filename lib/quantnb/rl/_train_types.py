@@ -141,6 +141,44 @@ class EnvSpec(_Params):
     warmup_bars: int = Field(500, ge=60, description="Warm-up of the recursive indicators after a start or gap.")
     state_clip: float = Field(10.0, gt=0, description="Bound of the portfolio-state values in an observation.")
     feature_clip_sigma: float = Field(5.0, gt=0, description="Bound of the scaled features, standard deviations.")
+    cross_spread: bool = Field(False, description="Pay half the decision bar's spread_bps_mean on each fill.")
+    impact_coef: float = Field(0.0, ge=0, description="Y of the square-root impact Y*sigma*sqrt(Q/V); 0 = off.")
+    venue_rules: Literal["binance_usdm", "bybit_linear"] | None = Field(
+        None, description="Apply this venue's lot step, minimum notional and margin tiers (None: none).")
+    funding_rate: float | None = Field(
+        None, ge=-0.01, le=0.01, description="Constant perpetual funding rate per 8-hour settlement; None: off.")
+
+    def cost_setup(self, symbol: str) -> dict[str, Any]:
+        """Return the execution-cost pieces of the environment and the paper broker for ``symbol``.
+
+        Parameters
+        ----------
+        symbol : str
+            Venue symbol (``BTCUSDT``); looked up only when ``venue_rules`` is set.
+
+        Returns
+        -------
+        dict
+            ``fill_model``, ``market_rules``, ``funding`` and ``margin_tiers`` (None where off): the
+            keyword arguments :class:`TradingEnv` takes and :class:`quantnb.live.PaperBroker` mirrors.
+
+        Raises
+        ------
+        ConfigError
+            If ``venue_rules`` is set and the symbol is not in the venue tables.
+        """
+        from quantnb.rl._costs import FillModel
+        from quantnb.rl._perp import MARGIN_TIERS, FundingRates
+        from quantnb.rl._rules import MarketRules
+
+        rules = tiers = None
+        if self.venue_rules is not None:
+            rules = MarketRules.for_venue(self.venue_rules, symbol)
+            tiers = MARGIN_TIERS.get((self.venue_rules, symbol.replace("/", "").split(":")[0].upper()))
+        return {"fill_model": FillModel(self.fee_bps, self.slippage_bps, cross_spread=self.cross_spread,
+                                        impact_coef=self.impact_coef),
+                "market_rules": rules, "margin_tiers": tiers,
+                "funding": None if self.funding_rate is None else FundingRates(constant_rate=self.funding_rate)}
 
 
 def nest_flat_params(values: dict[str, Any]) -> dict[str, Any]:

@@ -280,7 +280,7 @@ def run_agent(params: AgentParams) -> AgentResult:
         train_start, train_end, last_start, last_end = spans[-1]
         meta = AgentMetadata(
             env=env, sac=params.sac.model_copy(update={"seed": seeds[0]}), timeframe="1m",
-            symbol=bars["symbol"][0] if "symbol" in bars.columns else Path(params.bars_glob).parent.name,
+            symbol=_symbol(params, bars),
             data_span={"train": [str(train_start or bars["ts"].min()), str(train_end)],
                        "eval": [str(last_start), str(last_end or bars["ts"].max())]},
             params=params.model_dump(mode="json", exclude=set(params.execution_fields)), metrics=metrics,
@@ -304,6 +304,11 @@ def run_agent(params: AgentParams) -> AgentResult:
                        sheet_png)
 
 
+def _symbol(params: AgentParams, bars: pl.DataFrame) -> str:
+    """Return the instrument: the bars' ``symbol`` column, else the bars folder's name."""
+    return bars["symbol"][0] if "symbol" in bars.columns else Path(params.bars_glob).parent.name
+
+
 class _Where(NamedTuple):
     seed: int | None  # None: the only seed
     fold: int | None  # None: one split
@@ -317,7 +322,6 @@ def _fit_and_evaluate(ctx: Any, params: AgentParams, sac: SacParams, bars: pl.Da
     from quantnb.rl import (
         ActionInterpreter,
         FeatureScaler,
-        FillModel,
         ObservationBuilder,
         TradingEnv,
         evaluate_agent,
@@ -335,8 +339,8 @@ def _fit_and_evaluate(ctx: Any, params: AgentParams, sac: SacParams, bars: pl.Da
     env_kw: dict[str, Any] = dict(
         observation_builder=ObservationBuilder(names, env.window, scaler, state_clip=env.state_clip),
         action_interpreter=ActionInterpreter(env.max_position_frac, env.deadband_frac),
-        fill_model=FillModel(env.fee_bps, env.slippage_bps), features=feats,
-        initial_equity_usd=env.initial_equity_usd, warmup_bars=env.warmup_bars)
+        features=feats, initial_equity_usd=env.initial_equity_usd, warmup_bars=env.warmup_bars,
+        **env.cost_setup(_symbol(params, bars)))  # fees, spread, impact, venue rules, funding, margin: one model
     train_env = TradingEnv(bars, **env_kw, start_ts=train_start, end_ts=train_end,
                            max_episode_steps=env.max_episode_steps, random_start=True)
     per_fold = params.total_timesteps // params.checkpoint_every_steps
