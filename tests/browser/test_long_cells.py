@@ -29,7 +29,7 @@ def test_optimization_shows_progress_inside_a_trial_then_an_interrupt_is_one_lin
 
     labelled = write_labelled_month_slice(lab.project)
     _open(page, lab, "notebooks/optimization.ipynb")
-    _set_parameters_cell(page, '"data/labelled/SELL_0004_BUY_0008_1h"', repr(labelled))
+    _set_parameters_cell(page, "labelled_dir = None", f"labelled_dir = {str(labelled)!r}")
     for old, new in _SMALL_SLOW_STUDY:
         _set_parameters_cell(page, old, new)
     before = _state(page)["counts"]

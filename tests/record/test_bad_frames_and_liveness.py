@@ -120,7 +120,10 @@ def test_bybit_book_channel_silence_while_trades_flow_is_detected(tmp_path, warn
                                        channels=("book", "trades"), ws_url=srv.url(), ping_every_s=0.2,
                                        stale_after_s=None, book_stale_after_s=0.6), srv, timeout_s=30)
     c = rec.counters.by_symbol[SYMBOL]
-    assert c["stalls"] >= 1 and srv.connections >= 2 and c["trades"] == 60
+    assert c["stalls"] >= 1 and srv.connections >= 2
+    # each stall closes the connection on purpose: a trade the server writes into that closing socket
+    # is lost, as it would be on the venue; none is recorded twice
+    assert 60 - c["stalls"] <= c["trades"] <= 60
     assert any("no book frame for BTCUSDT" in w for w in warnings)
 
 
