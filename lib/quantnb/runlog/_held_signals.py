@@ -21,6 +21,16 @@ def signals_held(restore: dict[int, Any] | None = None) -> Iterator[list[int]]:
     (and nothing can interrupt the block). On leaving, each signal gets back its handler of
     before the block, or the one ``restore`` names for it. The caller decides what a late
     signal means: :func:`redeliver` it, or drop it when the run already ended interrupted.
+
+    Parameters
+    ----------
+    restore : dict of int to handler, optional
+        Signal number to the handler it gets when the block ends (instead of its handler of before).
+
+    Yields
+    ------
+    list of int
+        The signal numbers that arrived inside the block, in order.
     """
     late: list[int] = []
     if threading.current_thread() is not threading.main_thread():
@@ -39,7 +49,17 @@ def signals_held(restore: dict[int, Any] | None = None) -> Iterator[list[int]]:
 
 
 def redeliver(late: list[int], status: str, run_id: str) -> None:
-    """Act on the signals held while run ``run_id`` ended: dropped if it ended interrupted, raised again otherwise."""
+    """Act on the signals held while run ``run_id`` ended: dropped if it ended interrupted, raised again otherwise.
+
+    Parameters
+    ----------
+    late : list of int
+        Signal numbers from :func:`signals_held`; each distinct one is raised once, in order.
+    status : str
+        The status the run ended with.
+    run_id : str
+        The run, named in the DEBUG line.
+    """
     if not late:
         return
     names = ", ".join(signal.Signals(s).name for s in dict.fromkeys(late))
