@@ -31,6 +31,7 @@ from quantnb.runlog._heartbeat import (
     memory_gb,
     utc_now,
 )
+from quantnb.runlog._held_signals import redeliver, signals_held
 from quantnb.runlog._layout import RunPaths
 from quantnb.runlog._progress import ProgressEvent, ProgressListener, global_listeners, notify, singular_unit
 from quantnb.runlog._record import (
@@ -280,11 +281,10 @@ class RunContext:
 
         self._previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
 
-    def _restore_sigterm(self) -> None:
-        """Put back the SIGTERM handler of before the run: a kernel told to exit later exits, not raises."""
+    def _signals_held(self) -> Any:
+        """Hold SIGINT/SIGTERM while the run's end is written; SIGTERM then gets its handler of before the run."""
         previous, self._previous_sigterm = self._previous_sigterm, None
-        if previous is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, previous)
+        return signals_held({signal.SIGTERM: previous} if previous is not None else None)
 
     # -- progress ------------------------------------------------------------------------
     def add_progress_listener(self, listener: ProgressListener) -> Callable[[], None]:
@@ -592,6 +592,10 @@ class RunContext:
     def finish(self, status: str | None = None, error: str | None = None) -> str:
         """End the run: final heartbeat, checkpoint status, run.json; return the status.
 
+        The record is written whatever signal arrives meanwhile: SIGINT/SIGTERM are held
+        until it is, then dropped if the run ended ``interrupted`` (a second Ctrl-C, or
+        jupyter_client's interrupt before a kernel shutdown) and delivered otherwise.
+
         Parameters
         ----------
         status : str or None
@@ -606,11 +610,19 @@ class RunContext:
         """
         if self._closed:
             return self.status
+        with self._signals_held() as late:
+            status = self._finish(status, error)
+        redeliver(late, status, self.run_id)
+        return status
+
+    def _finish(self, status: str | None, error: str | None, *, resume_hint_on_console: bool = True) -> str:
+        """Write the run's end (see :meth:`finish`), signals already held by the caller."""
+        if self._closed:
+            return self.status
         self._closed = True
         if status is None:
             status = "completed_with_errors" if self.checkpoint.failed else "completed"
         self._stop_beat_thread()
-        self._restore_sigterm()
         self.status = status
         ended = utc_now()
         self.checkpoint.save(status=status)
@@ -625,8 +637,9 @@ class RunContext:
         level = "SUCCESS" if status == "completed" else "WARNING" if status != "failed" else "ERROR"
         logger.log(level, "Run {} ended: {} in {:.1f} s", self.run_id, status,
                    (ended - self.started_at).total_seconds())
-        if status == "interrupted":
-            logger.warning("Resume with resume=True, or: quantnb run {} --resume {}", self.stage, self.run_id)
+        if status == "interrupted":  # in a notebook the one red line already says it: the log file keeps it
+            logger.bind(console=resume_hint_on_console).warning(
+                "Resume with resume=True, or: quantnb run {} --resume {}", self.stage, self.run_id)
         self.heartbeat_tsv.close()
         self.batch_tsv.close()
         self._emit("finish")
@@ -639,21 +652,29 @@ class RunContext:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
+        with self._signals_held() as late:  # a late interrupt cannot stop the record half-written
+            status = self._exit(exc_type, exc, tb)
+        redeliver(late, status, self.run_id)
+        return False
+
+    def _exit(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+              tb: TracebackType | None) -> str:
+        """Record how the ``with`` block ended; return the status."""
         if exc is None:
-            self.finish()
-        elif is_interrupt(exc):
+            return self._finish(None, None)
+        if is_interrupt(exc):
             from quantnb.display import interrupt_reason, show_interrupt_as_one_line
 
             reason = interrupt_reason(exc, self._step, self._message)
             logger.bind(console=False).warning("Run {} interrupted: {}", self.run_id, reason)
-            self.finish("interrupted", error=reason)
+            had_line = getattr(exc, "_render_traceback_", None) is not None  # an inner run's line
             show_interrupt_as_one_line(exc, self, reason)
-        else:
-            logger.opt(exception=(exc_type, exc, tb)).error(
-                "Run {} failed: {}: {}", self.run_id, type(exc).__name__, exc
-            )
-            self.finish("failed", error=f"{type(exc).__name__}: {exc}")
-        return False
+            ours = not had_line and getattr(exc, "_render_traceback_", None) is not None
+            return self._finish("interrupted", reason, resume_hint_on_console=not ours)
+        logger.opt(exception=(exc_type, exc, tb)).error(
+            "Run {} failed: {}: {}", self.run_id, type(exc).__name__, exc
+        )
+        return self._finish("failed", f"{type(exc).__name__}: {exc}")
 
 
 def start_run(params: StageParams, *, root: str | os.PathLike[str] | None = None) -> RunContext:

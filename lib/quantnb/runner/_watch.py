@@ -123,11 +123,19 @@ class HeartbeatProgress:
 
 
 def ipc_kernel_manager_class() -> type:
-    """Return an AsyncKernelManager class on IPC (Unix sockets) in Jupyter's runtime directory, not TCP on loopback.
+    """Return an AsyncKernelManager class on IPC (Unix sockets) that shuts its kernel down without a SIGINT.
 
     ipykernel warns "Kernel is running over TCP without encryption" for every TCP kernel;
-    IPC sockets are files only our user can open, so the warning's cause goes away, not just
-    the message.
+    IPC sockets in Jupyter's runtime directory are files only our user can open, so the
+    warning's cause goes away, not just the message.
+
+    jupyter_client's ``shutdown_kernel`` (8.x, ``KernelManager._async_shutdown_kernel``)
+    interrupts the kernel before sending ``shutdown_request``. That second SIGINT of a run
+    lands wherever the kernel is: in a shell handler still open after the last cell (ipykernel
+    logs ``[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.`` at the end of a run that
+    completed), or in the run's ``finish`` after a relayed interrupt. Here a shutdown sends
+    only ``shutdown_request``; a kernel that does not exit in ``shutdown_wait_time`` is still
+    terminated and killed by jupyter_client.
     """
     import uuid
 
@@ -142,5 +150,10 @@ def ipc_kernel_manager_class() -> type:
                 runtime = Path(jupyter_runtime_dir())
                 runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
                 self.ip = str(runtime / f"quantnb-{uuid.uuid4().hex[:12]}-ipc")
+
+        async def _async_interrupt_kernel(self) -> None:
+            if self.shutting_down:  # set by shutdown_kernel just before its interrupt: skip that one
+                return
+            await super()._async_interrupt_kernel()
 
     return _IpcKernelManager
