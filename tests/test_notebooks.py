@@ -39,6 +39,10 @@ def test_notebook_is_thin_and_its_parameters_match_the_stage_model(path):
         assert not defs, f"{path.name}: definitions belong in the library: {[d.name for d in defs]}"
         assert "os.chdir" not in cell.source and "pip install" not in cell.source
     inferred = papermill.inspect_notebook(str(path))  # what papermill itself can parse
+    assigned = {t.id for n in ast.parse(tagged[0].source).body if isinstance(n, ast.Assign)
+                for t in n.targets if isinstance(t, ast.Name)}
+    # papermill skips a line with two '=' (a '>=' in its comment too), so -p cannot set that name
+    assert assigned <= set(inferred), f"{path.name}: papermill cannot parse {sorted(assigned - set(inferred))}"
     model = params_class(path.stem)
     unknown = set(inferred) - set(model.model_fields) - set(getattr(model, "flat_names", frozenset)())
     assert not unknown, f"{path.name}: parameters the model does not know: {unknown}"
