@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import glob
+import re
 import signal
 import threading
 from pathlib import Path
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 
 __all__ = ["LiveParams", "LiveResult", "run_live"]
 
+
+_RUN_TIMESTAMP = re.compile(r"_\d{8}_\d{6}$")  # the UTC stamp that ends every run id
 
 class LiveParams(StageParams):
     """Parameters of the live stage. API keys are never parameters: they come from the environment."""
@@ -117,8 +120,8 @@ class LiveParams(StageParams):
         return self
 
     def run_suffix(self) -> str:
-        """Return the mode and the trained agent's short id."""
-        return f"{self.mode}_{self.train_id.split('_')[0]}"
+        """Return the mode and the agent's run id without its timestamp (``replay_agent_BTC-PERP_6000steps_clf``)."""
+        return f"{self.mode}_{_RUN_TIMESTAMP.sub('', self.train_id)}"
 
 
 @dataclasses.dataclass
