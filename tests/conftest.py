@@ -36,3 +36,14 @@ def run_cli(
 ) -> subprocess.CompletedProcess:
     return subprocess.run([QUANTNB, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(autouse=True)
+def _restore_run_sinks():
+    """Give back stdout/stderr and loguru's sinks that a test's run left captured."""
+    yield
+    from quantnb.runlog import _capture
+
+    if _capture._state is not None:
+        _capture._state.restore()
+        _capture._state = None

@@ -22,14 +22,6 @@ class MonParams(StageParams):
     stage = "labelling"
 
 
-@pytest.fixture(autouse=True)
-def _restore_sinks():
-    yield
-    if _capture._state is not None:
-        _capture._state.restore()
-        _capture._state = None
-
-
 @pytest.fixture
 def kernel(tmp_path: Path) -> Iterator[tuple[object, object, Path]]:
     from jupyter_client.manager import start_new_kernel

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 from quantnb.config import StageParams
-from quantnb.runlog import _capture, start_run
+from quantnb.runlog import start_run
 
 
 class LabelParams(StageParams):
@@ -16,14 +14,6 @@ class LabelParams(StageParams):
 
     def run_suffix(self) -> str:
         return f"SELL_0004_BUY_0008_{self.horizon}"
-
-
-@pytest.fixture(autouse=True)
-def _restore_sinks():
-    yield
-    if _capture._state is not None:
-        _capture._state.restore()
-        _capture._state = None
 
 
 def _live_widgets() -> int:

@@ -11,19 +11,11 @@ from loguru import logger
 
 from quantnb.config import StageParams
 from quantnb.display import ProgressDisplay
-from quantnb.runlog import _capture, add_progress_listener, start_run
+from quantnb.runlog import add_progress_listener, start_run
 
 
 class StepParams(StageParams):
     stage = "training"
-
-
-@pytest.fixture(autouse=True)
-def _restore_sinks():
-    yield
-    if _capture._state is not None:
-        _capture._state.restore()
-        _capture._state = None
 
 
 class _Clock:

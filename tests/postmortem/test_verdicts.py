@@ -18,20 +18,12 @@ from quantnb.postmortem import (
     plot_memory,
     plot_timeline,
 )
-from quantnb.runlog import _capture, start_run
+from quantnb.runlog import start_run
 
 
 class PmParams(StageParams):
     stage = "pmtest"
     variant: int = 0
-
-
-@pytest.fixture(autouse=True)
-def _restore_sinks():
-    yield
-    if _capture._state is not None:
-        _capture._state.restore()
-        _capture._state = None
 
 
 def _params(root, variant: int = 0) -> PmParams:

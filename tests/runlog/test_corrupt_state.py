@@ -7,20 +7,12 @@ import json
 import pytest
 
 from quantnb.config import StageParams
-from quantnb.runlog import _capture, list_runs, start_run
+from quantnb.runlog import list_runs, start_run
 from tests.conftest import run_cli
 
 
 class DemoParams(StageParams):
     stage = "demo"
-
-
-@pytest.fixture(autouse=True)
-def _restore_sinks():
-    yield
-    if _capture._state is not None:
-        _capture._state.restore()
-        _capture._state = None
 
 
 def _finished_run(root, items=("a", "b")) -> str:

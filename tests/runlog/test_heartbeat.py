@@ -5,22 +5,12 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
-
 from quantnb.config import StageParams
-from quantnb.runlog import _capture, add_progress_listener, start_run
+from quantnb.runlog import add_progress_listener, start_run
 
 
 class HbParams(StageParams):
     stage = "hb"
-
-
-@pytest.fixture(autouse=True)
-def _restore_sinks():
-    yield
-    if _capture._state is not None:
-        _capture._state.restore()
-        _capture._state = None
 
 
 def _wait_for(pred, timeout_s: float = 20.0) -> bool:

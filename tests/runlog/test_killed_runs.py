@@ -13,7 +13,7 @@ import pytest
 
 from quantnb.config import StageParams
 from quantnb.postmortem import analyse_run
-from quantnb.runlog import _capture, list_runs, read_run_record, start_run
+from quantnb.runlog import list_runs, read_run_record, start_run
 from tests.conftest import run_cli
 
 SLEEPER = Path(__file__).with_name("_sleeper.py")
@@ -21,14 +21,6 @@ SLEEPER = Path(__file__).with_name("_sleeper.py")
 
 class SleeperParams(StageParams):
     stage = "sleeper"
-
-
-@pytest.fixture(autouse=True)
-def _restore_sinks():
-    yield
-    if _capture._state is not None:
-        _capture._state.restore()
-        _capture._state = None
 
 
 def _killed_run(root: Path) -> str:

@@ -10,20 +10,12 @@ import signal
 import pytest
 
 from quantnb.config import StageParams
-from quantnb.runlog import _capture, _run, start_run
+from quantnb.runlog import _run, start_run
 
 
 class LateParams(StageParams):
     stage = "late"
     alpha: float = 0.5
-
-
-@pytest.fixture(autouse=True)
-def _restore_sinks():
-    yield
-    if _capture._state is not None:
-        _capture._state.restore()
-        _capture._state = None
 
 
 def _signal_before(fn, signum):

@@ -10,21 +10,13 @@ from loguru import logger
 
 from quantnb.config import StageParams
 from quantnb.errors import ConfigError
-from quantnb.runlog import AsyncWorkflowSession, WorkflowSession, _capture, log_workflow, read_heartbeat, start_run
+from quantnb.runlog import AsyncWorkflowSession, WorkflowSession, log_workflow, read_heartbeat, start_run
 
 
 class DemoParams(StageParams):
     stage = "demo"
     alpha: float = 0.5
     n_workers: int = 1
-
-
-@pytest.fixture(autouse=True)
-def _restore_sinks():
-    yield
-    if _capture._state is not None:
-        _capture._state.restore()
-        _capture._state = None
 
 
 def test_resume_skips_completed_items_and_continues_the_same_log(tmp_path):

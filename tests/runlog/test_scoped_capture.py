@@ -10,19 +10,11 @@ import pytest
 from loguru import logger
 
 from quantnb.config import StageParams
-from quantnb.runlog import _capture, start_run
+from quantnb.runlog import start_run
 
 
 class ScopeParams(StageParams):
     stage = "scope"
-
-
-@pytest.fixture(autouse=True)
-def _restore_sinks():
-    yield
-    if _capture._state is not None:
-        _capture._state.restore()
-        _capture._state = None
 
 
 @pytest.mark.parametrize("outcome", ["returns", "raises"])

@@ -13,7 +13,7 @@ import pytest
 
 from quantnb.config import StageParams
 from quantnb.errors import ConfigError
-from quantnb.runlog import _capture, start_run
+from quantnb.runlog import start_run
 from quantnb.runner import resolve_params
 from quantnb.stages import STAGES
 from tests.conftest import make_project, run_cli
@@ -23,14 +23,6 @@ SLEEPER = Path(__file__).parents[1] / "runlog" / "_sleeper.py"
 
 class SleeperParams(StageParams):
     stage = "sleeper"
-
-
-@pytest.fixture(autouse=True)
-def _restore_sinks():
-    yield
-    if _capture._state is not None:
-        _capture._state.restore()
-        _capture._state = None
 
 
 @pytest.fixture
