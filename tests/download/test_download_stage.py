@@ -169,3 +169,26 @@ def test_a_server_slower_than_timeout_s_is_retried_and_the_file_arrives(project,
     assert (project / "data" / "raw" / KLINES.format(1)).read_bytes() == archive_files[KLINES.format(1)]
     log = (project / _record(project, res.run_id)["log"]).read_text()
     assert "retrying in" in log and "Timeout" in log
+
+
+def test_the_notebook_result_names_the_missing_and_corrupt_files_where_they_went_and_a_next_step_that_runs(
+        project, archive):
+    import html
+    import re
+
+    from quantnb.runner.cli import _parse_value
+
+    archive.remove(KLINES.format(2))
+    archive.corrupt_checksum(KLINES.format(3))
+    res = _download(project, archive, end="2022-01-04")
+    page = html.unescape(re.sub(r"<[^>]+>", " ", res._repr_html_()))
+    assert re.search(r"4 file\(s\) planned: 2 downloaded, 1 missing, 1 corrupt", page), page
+    assert f"2 verified file(s) in  {project / 'data' / 'raw'}" in page, page
+    assert "BTCUSDT-1m-2022-01-02.zip" in page and "not published by the venue (404)" in page, page
+    assert "BTCUSDT-1m-2022-01-03.zip" in page and "differs from the published .CHECKSUM" in page, page
+    assert str(project / "runs" / res.run_id / "quarantine") in page, page
+    globs = re.search(r"quantnb run etl -p input_globs '([^']+)'", page)
+    assert globs, page
+    etl = _etl(project, _parse_value(globs.group(1)))  # the suggested next step reads what was downloaded
+    assert etl.status == "completed"
+    assert sorted(_bars(project)["ts"].dt.date().unique().to_list()) == [dt.date(2022, 1, 1), dt.date(2022, 1, 4)]

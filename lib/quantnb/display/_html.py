@@ -23,6 +23,7 @@ _STYLE = (
     ".qnb td.w{white-space:normal;word-break:break-word;min-width:240px}"
     ".qnb img{max-width:100%;height:auto;margin-right:6px}</style>"
 )
+_LEFT = " class='l'"
 _STATUS_CLASS = {"completed": "ok", "completed_with_errors": "warn", "failed": "bad", "interrupted": "bad",
                  "running": "dim"}
 
@@ -82,7 +83,8 @@ def table_html(rows: Any, *, max_rows: int = 30, columns: Iterable[str] | None =
         cols = list(columns or dict.fromkeys(k for r in records for k in r))
     if not records:
         return "<div class='dim'>(none)</div>"
-    head = "".join(f"<th>{_esc(c)}</th>" for c in cols)
+    first = records[0]  # a text column's header sits over its left-aligned values
+    head = "".join(f"<th{'' if _cell(first.get(c))[1] else _LEFT}>{_esc(c)}</th>" for c in cols)
     lines = []
     for r in records[:max_rows]:
         tds = []
@@ -337,7 +339,32 @@ def _record(r: Any) -> str:
             + "<h4>Per symbol</h4>" + table_html(per_symbol))
 
 
-_RENDERERS = {"RecordResult": _record, "EtlResult": _etl, "LabellingResult": _labelling,
+def _download(r: Any) -> str:
+    counts = dict(r.files.group_by("status").len().iter_rows()) if r.files.height else {}
+    order = ["downloaded", "skipped", "missing", "corrupt", "failed", "not_done"]
+    said = ", ".join(f"{counts[s]} {s.replace('_', ' ')}" for s in order if counts.get(s))
+    rate = r.bytes_total / 1e6 / max(r.elapsed_s, 1e-9)
+    missing = [{"file": p.rsplit("/", 1)[-1], "archive path": p} for p in r.missing]
+    bad = [{"file": x["path"].rsplit("/", 1)[-1], "status": x["status"],
+            "reason": (x["reason"] or "").splitlines()[0].split("; quarantined")[0][:200]}
+           for x in r.files.filter(r.files["status"].is_in(["corrupt", "failed"])).iter_rows(named=True)]
+    quarantine = getattr(r, "quarantine_dir", None)
+    ok = counts.get("downloaded", 0) + counts.get("skipped", 0)
+    return (_header("Download", r.run_id, r.status)
+            + f"<div>{len(r.files)} file(s) planned: {_esc(said)}; {r.bytes_total / 1e6:.1f} MB in "
+            f"{r.elapsed_s:.1f} s ({rate:.1f} MB/s)</div>"
+            + f"<div>{ok} verified file(s) in <code>{_esc(r.output_dir)}</code></div>"
+            + (f"<h4 class='warn'>{len(missing)} not published by the venue (404): a later run with "
+               f"<code>resume = True</code> asks again</h4>" + table_html(missing) if missing else "")
+            + (f"<h4 class='bad'>{len(bad)} file(s) not usable</h4>" + table_html(bad)
+               + (f"<div>quarantined under <code>{_esc(quarantine)}</code>; rerun with <code>resume = True</code> "
+                  "to fetch them again</div>" if quarantine else "") if bad else "")
+            + (f"<div>next: <code>quantnb run etl -p input_globs '[{_esc(r.output_dir)}/**/*.zip, "
+               f"{_esc(r.output_dir)}/**/*.gz]'</code> "
+               "or <code>notebooks/etl.ipynb</code></div>" if ok else ""))
+
+
+_RENDERERS = {"DownloadResult": _download, "RecordResult": _record, "EtlResult": _etl, "LabellingResult": _labelling,
               "OptimizationResult": _optimization, "TrainingResult": _training, "AgentResult": _agent,
               "LiveResult": _live, "PostmortemResult": _postmortem}
 
@@ -348,7 +375,7 @@ def result_html(result: Any) -> str:
     Parameters
     ----------
     result : object
-        An ``EtlResult``, ``LabellingResult``, ``OptimizationResult``, ``TrainingResult``,
+        A ``DownloadResult``, ``EtlResult``, ``LabellingResult``, ``OptimizationResult``, ``TrainingResult``,
         ``AgentResult``, ``LiveResult``, ``PostmortemResult`` or ``RecordResult``.
 
     Returns
@@ -358,4 +385,5 @@ def result_html(result: Any) -> str:
     """
     render = _RENDERERS.get(type(result).__name__)
     body = render(result) if render else f"<pre>{_esc(repr(result))}</pre>"
-    return f"{_STYLE}<div class='qnb'>{body}</div>"
+    kind = type(result).__name__.removesuffix("Result").lower()
+    return f"{_STYLE}<div class='qnb qnb-{kind}'>{body}</div>"

@@ -322,7 +322,7 @@ class ProgressDisplay:
         else:
             self._bar.bar_style = "warning"
         line = html.escape(self.line(ev))
-        self._text.value = (f"<div style='white-space:nowrap;overflow:hidden;text-overflow:ellipsis;font-size:12px'"
+        self._text.value = (f"<div style='white-space:normal;overflow-wrap:anywhere;font-size:12px'"
                             f" title='{html.escape(self.label)}: {line}'>{line}</div>")
 
     def close(self) -> None:
