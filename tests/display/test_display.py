@@ -95,3 +95,48 @@ def test_no_widget_outside_a_kernel_a_person_looks_at(monkeypatch):
     monkeypatch.setenv(HEADLESS_ENV, "1")  # what quantnb run sets for its kernels
     assert not in_interactive_frontend()
     assert ProgressDisplay("r", widget=None).box is None
+
+
+def test_the_agent_result_shows_each_figure_with_its_interval_the_span_and_the_trial_count(tmp_path):
+    import re
+
+    from quantnb.stages.agent import AgentResult
+
+    table = pl.DataFrame({
+        "metric": ["total_return_frac", "sharpe_annualised", "sharpe_ci_low", "sharpe_ci_high", "return_ci_low",
+                   "return_ci_high", "sharpe_daily_annualised", "psr", "n_trials"],
+        "agent": [-0.02244, -205.0, -272.0, -146.1, -0.02989, -0.01477, None, 5.55e-17, 3.0],
+        "buy_and_hold": [0.0011, 1.886, -50.65, 52.47, -0.03364, 0.03629, None, 0.5278, 3.0]})
+    span = {"train": ["2021-12-31 23:01:00+00:00", "2022-01-02 11:00:00+00:00"],
+            "eval": ["2022-01-02 11:00:00+00:00", "2022-01-02 23:00:00+00:00"]}
+    agent = AgentResult("agent_x", tmp_path / "bundle", {"n_trials": 3}, tmp_path / "none.png", table,
+                        data_span=span)
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", agent._repr_html_()))
+    assert "sharpe_annualised [95% CI] -205 [-272, -146.1] 1.886 [-50.65, 52.47]" in text, text
+    assert "total_return_frac [95% CI] -0.02244 [-0.02989, -0.01477]" in text, text
+    assert "sharpe_ci_low" not in text and "return_ci_high" not in text, "an interval sits beside its figure"
+    assert "psr 0.00 0.53" in text and "e-17" not in text, text
+    assert "sharpe_daily_annualised n/a n/a" in text, "an empty figure says so"
+    assert "evaluated on 2022-01-02 11:00 → 2022-01-02 23:00 UTC (0.5 days)" in text, text
+    assert "trained on 2021-12-31 23:01 → 2022-01-02 11:00; 3 trial(s) on this span" in text, text
+
+
+def test_the_training_result_shows_the_split_spans_and_each_baseline_difference_with_its_interval(tmp_path):
+    import re
+
+    from quantnb.stages.training import TrainingResult
+
+    base = {"level": 0.95, "mean_block_len": 30.0, "n_boot": 1000}
+    test = {"f1_macro": 0.7305, "f1_weighted": 0.8, "baselines": {
+        "persistence": {**base, "baseline": "persistence", "f1_macro": 0.6125, "model_minus_baseline": 0.118,
+                        "diff_ci_low": 0.047, "diff_ci_high": 0.165, "verdict": "the model beats the persistence"},
+        "majority": {**base, "baseline": "majority", "f1_macro": 0.2107, "model_minus_baseline": 0.52,
+                     "diff_ci_low": -0.01, "diff_ci_high": 0.626, "verdict": "not distinguishable"}}}
+    span = {name: {"start": f"2024-01-0{d}T00:00:00+00:00", "end": f"2024-01-0{d}T23:59:00+00:00", "rows": 1440,
+                   "windows": w} for name, d, w in (("train", 1, 6019), ("val", 5, 1254), ("test", 6, 1255))}
+    res = TrainingResult("training_x", 0.87, test, tmp_path / "model", tmp_path / "none.png", [], span)
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", res._repr_html_()))
+    assert "test 2024-01-06 00:00 → 2024-01-06 23:59 (1,255 windows)" in text, text
+    assert "train 2024-01-01 00:00 → 2024-01-01 23:59 (6,019 windows)" in text, text
+    assert "persistence 0.6125 +0.118 [+0.047, +0.165]" in text, text
+    assert "majority 0.2107 +0.520 [-0.010, +0.626]" in text, text

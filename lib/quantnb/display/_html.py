@@ -277,6 +277,27 @@ def _optimization(r: Any) -> str:
             + table_html(dict(r.best_params)) + best)
 
 
+def _splits_line(span: Mapping[str, Any] | None) -> str:
+    if not span:
+        return ""
+    parts = [f"{name} {_esc(_minute(s['start']))} → {_esc(_minute(s.get('end')))}"
+             f" ({s.get('windows', s.get('rows', '?')):,} windows)" for name, s in span.items()
+             if isinstance(s, Mapping) and s.get("start")]
+    return f"<div>data (UTC): {'; '.join(parts)}</div>" if parts else ""
+
+
+def _baselines_html(baselines: Mapping[str, Mapping[str, Any]]) -> str:
+    """Each free baseline's F1 macro and the model's paired difference with its interval, then the verdicts."""
+    if not baselines:
+        return ""
+    rows = [{"baseline": b.get("baseline", name), "baseline F1 macro": b.get("f1_macro"),
+             f"model − baseline [{100 * b.get('level', 0.95):.0f}% CI]":
+             f"{b['model_minus_baseline']:+.3f} [{b['diff_ci_low']:+.3f}, {b['diff_ci_high']:+.3f}]"}
+            for name, b in baselines.items() if "model_minus_baseline" in b]
+    return ("<h4>Against free baselines (test split, paired block bootstrap)</h4>" + table_html(rows)
+            + "".join(f"<div class='dim'>{_esc(b['verdict'])}</div>" for b in baselines.values() if "verdict" in b))
+
+
 def _training(r: Any) -> str:
     t = r.test
     keys = ["f1_macro", "f1_weighted", "f1_sell", "f1_neutral", "f1_buy", "accuracy"]
@@ -285,16 +306,64 @@ def _training(r: Any) -> str:
     return (_header("Training", r.run_id, None)
             + f"<div>best val F1 macro <b>{r.best_val_f1_macro:.4f}</b>; test F1 macro <b>{t.get('f1_macro', 0):.4f}"
             f"</b>; bundle <code>{_esc(r.bundle_dir)}</code></div>"
-            + "".join(f"<div>{_esc(b['verdict'])}</div>" for b in t.get("baselines", {}).values())
-            + table_html(metrics) + "<div style='display:flex;flex-wrap:wrap;gap:8px;align-items:flex-start'>"
+            + _splits_line(getattr(r, "data_span", None))
+            + table_html(metrics) + _baselines_html(t.get("baselines") or {})
+            + "<div style='display:flex;flex-wrap:wrap;gap:8px;align-items:flex-start'>"
             + learning_curves_html(history) + image_html(r.confusion_plot) + "</div>")
+
+
+_CI_OF = {"sharpe": "sharpe_annualised", "return": "total_return_frac"}  # <p>_ci_low/high -> the figure they bound
+
+
+def _metrics_with_intervals(table: Any) -> list[dict[str, Any]]:
+    """Metric rows with each ``<p>_ci_low``/``_ci_high`` pair shown as ``value [low, high]`` beside its figure."""
+    rows = {r["metric"]: r for r in table.to_dicts()}
+    cols = [c for c in table.columns if c != "metric"]
+    out = []
+    for name, row in rows.items():
+        if name.endswith(("_ci_low", "_ci_high")):
+            continue
+        prefix = next((p for p, fig in _CI_OF.items() if fig == name), name)
+        lo, hi = rows.get(f"{prefix}_ci_low"), rows.get(f"{prefix}_ci_high")
+        shown: dict[str, Any] = {"metric": f"{name} [95% CI]" if lo and hi else name}
+        for c in cols:
+            v = row.get(c)
+            text = "n/a" if v is None else f"{v:.2f}" if name in ("psr", "dsr") else _cell(v)[0]
+            if lo and hi and lo.get(c) is not None and hi.get(c) is not None:
+                text += f" [{_cell(lo[c])[0]}, {_cell(hi[c])[0]}]"
+            shown[c] = text
+        out.append(shown)
+    return out
+
+
+def _minute(t: Any) -> str:
+    """``2022-01-02T11:00:00+00:00`` -> ``2022-01-02 11:00``."""
+    return str(t)[:16].replace("T", " ")
+
+
+def _span_line(r: Any) -> str:
+    span, m = getattr(r, "data_span", None) or {}, getattr(r, "metrics", None) or {}
+    ev, tr = span.get("eval") or [None, None], span.get("train") or [None, None]
+    if not ev[0]:
+        return ""
+    import datetime as _dt
+
+    day = _minute
+    try:
+        days = (_dt.datetime.fromisoformat(str(ev[1])) - _dt.datetime.fromisoformat(str(ev[0]))).total_seconds() / 86400
+        length = f" ({days:.1f} days)"
+    except (TypeError, ValueError):
+        length = ""
+    trials = f"; {m['n_trials']} trial(s) on this span (the DSR deflates for them)" if m.get("n_trials") else ""
+    return (f"<div>evaluated on <b>{_esc(day(ev[0]))} → {_esc(day(ev[1]))} UTC</b>{length}; trained on "
+            f"{_esc(day(tr[0]))} → {_esc(day(tr[1]))}{trials}</div>")
 
 
 def _agent(r: Any) -> str:
     return (_header("Agent", r.train_id, None) + f"<div>bundle <code>{_esc(r.bundle_dir)}</code> "
-            f"(live: <code>train_id={_esc(r.train_id)}</code>)</div>"
+            f"(live: <code>train_id={_esc(r.train_id)}</code>)</div>" + _span_line(r)
             + "".join(f"<div>{_esc(v)}</div>" for v in getattr(r, "verdicts", []))
-            + table_html(r.table)
+            + table_html(_metrics_with_intervals(r.table) if "metric" in r.table.columns else r.table)
             + "".join(f"<details><summary>{name}</summary>{table_html(t)}</details>"
                       for name, t in (("walk-forward folds", getattr(r, "folds", None)),
                                       ("across seeds", getattr(r, "seeds", None))) if t is not None)

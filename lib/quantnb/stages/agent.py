@@ -136,6 +136,7 @@ class AgentResult:
     folds: pl.DataFrame | None = None
     seeds: pl.DataFrame | None = None
     tear_sheet: Path | None = None
+    data_span: dict[str, list[str]] | None = None  # {"train": [start, end], "eval": [start, end]}, UTC
 
     def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
         return result_html(self)
@@ -301,7 +302,7 @@ def run_agent(params: AgentParams) -> AgentResult:
                            **({"seeds": _seed_metrics(seed_table)} if seed_table is not None else {}),
                            tear_sheet=sheet)
     return AgentResult(ctx.run_id, Path(bundle), metrics, plot, table, ev.verdicts(), fold_table, seed_table,
-                       sheet_png)
+                       sheet_png, meta.data_span)
 
 
 def _symbol(params: AgentParams, bars: pl.DataFrame) -> str:

@@ -129,6 +129,7 @@ class TrainingResult:
     bundle_dir: Path
     confusion_plot: Path
     history: list[dict[str, Any]]
+    data_span: dict[str, Any] | None = None  # per split: start, end (ISO 8601 UTC), rows, windows
 
     def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
         return result_html(self)
@@ -255,4 +256,4 @@ def run_training(params: TrainingParams) -> TrainingResult:
         ctx.record_metrics(test_f1_macro=test["f1_macro"], val_f1_macro=result.best_f1_macro,
                            best_epoch=result.best_epoch, baselines=test["baselines"])
     return TrainingResult(ctx.run_id, result.best_f1_macro, test, Path(bundle), plot,
-                          [h.to_dict() for h in result.history])
+                          [h.to_dict() for h in result.history], data.summary())
