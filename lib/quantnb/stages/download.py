@@ -183,7 +183,7 @@ class _Progress:
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.t0, 1e-9)
         rate = self.bytes / elapsed
-        eta = (self.total_files - self.files) * elapsed / self.files if self.files else None
+        eta = (self.total_files - self.files) * elapsed / self.files if 0 < self.files < self.total_files else None
         eta_txt = f" · ETA {eta:.0f} s" if eta is not None else ""
         return (f"{self.files}/{self.total_files} files · {self.bytes / 1e6:.1f} MB · {rate / 1e6:.2f} MB/s"
                 f"{eta_txt}")
