@@ -15,8 +15,7 @@ _SMALL_SLOW_STUDY = [  # one setting, small batches: a trial takes tens of secon
     ("n_trials = 6", "n_trials = 3"), ("epochs_per_trial = 3", "epochs_per_trial = 20"),
     ("tcn_channels = [16, 32]", "tcn_channels = [16]"), ("lstm_hidden = [16, 32]", "lstm_hidden = [16]"),
     ("seq_len = [30, 60]", "seq_len = [30]"), ("batch_size = [256, 512]", "batch_size = [32]"),
-    ("num_threads = None", "num_threads = 1"),
-]
+]  # num_threads is 1 by default
 
 
 def _menu(page, menu: str, item: str) -> None:
