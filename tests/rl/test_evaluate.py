@@ -58,6 +58,9 @@ def test_always_long_agent_against_buy_and_hold_on_hand_path(tmp_path):
     assert (ev.agent.n_trades, ev.agent.fees_usd) == (1, pytest.approx(fee))
     assert ev.buy_and_hold.total_return_frac == pytest.approx(1.30 / 1.001 - 1)  # pays the agent's 10 bps entry fee
     assert ev.buy_and_hold.max_drawdown_frac == pytest.approx(0.10)
+    # the table reports what buy-and-hold paid: one buy of 10,000 / 1.001 USD notional at 10 bps
+    bh = ev.buy_and_hold
+    assert (bh.n_trades, bh.fees_usd, bh.cost_bps) == (1, pytest.approx(e0 / 1.001 * 1e-3), pytest.approx(10.0))
     assert ev.periods_per_year == pytest.approx(MINUTES_PER_YEAR)
     assert policy.calls == len(ev.actions) == 5 and ev.actions.tolist() == [1.0] * 5
     assert ev.observations.shape == (5, env.builder.n_obs) and ev.observations.dtype == np.float32

@@ -114,7 +114,10 @@ def evaluate_agent(
     eq = np.array(equity, dtype=np.float64)
     close = np.array(closes, dtype=np.float64)
     bh = _buy_and_hold(eq[0], close, env.fill_model.fee_bps, env.fill_model.slippage_bps)
-    bh = bh - env.hold_funding_usd(bh[-1] / close[-1], ts)  # buy-and-hold pays the agent's funding too
+    bh_funding = env.hold_funding_usd(bh[-1] / close[-1], ts)  # buy-and-hold pays the agent's funding too
+    bh = bh - bh_funding
+    bh_costs = _buy_and_hold_costs(eq[0], env.fill_model.fee_bps, env.fill_model.slippage_bps,
+                                   float(bh_funding[-1]) if np.size(bh_funding) else 0.0)
     pf = env.portfolio
     stats = {name: sharpe_report(curve, ts, periods_per_year=ppy, n_trials=n_trials if name == "agent" else 1,
                                  trial_sharpe_var=trial_sharpe_var if name == "agent" else None, n_boot=n_boot,
@@ -123,7 +126,8 @@ def evaluate_agent(
     result = EvaluationResult(
         agent=performance_metrics(eq, periods_per_year=ppy, n_trades=pf.n_trades, fees_usd=pf.fees_paid_usd,
                                   costs=pf.cost_summary()),
-        buy_and_hold=performance_metrics(bh, periods_per_year=ppy),
+        buy_and_hold=performance_metrics(bh, periods_per_year=ppy, n_trades=1, fees_usd=bh_costs["fees_usd"],
+                                         costs=bh_costs),
         bar_ts=ts,
         equity_usd=eq,
         buy_and_hold_equity_usd=bh,
@@ -170,6 +174,14 @@ def _buy_and_hold(equity0_usd: float, close_usd: np.ndarray, fee_bps: float, sli
     return np.concatenate([[equity0_usd], qty * close_usd[1:]])
 
 
+def _buy_and_hold_costs(equity0_usd: float, fee_bps: float, slippage_bps: float, funding_usd: float) -> dict:
+    """Return the fees, slippage and funding of :func:`_buy_and_hold`'s one buy, keyed as ``cost_summary``."""
+    notional = equity0_usd / (1 + fee_bps / 1e4)  # the price with slippage times the quantity
+    fees, impact = notional * fee_bps / 1e4, notional * slippage_bps / (1e4 + slippage_bps)
+    return {"cost_bps": (fees + impact) / notional * 1e4, "fees_usd": fees, "impact_usd": impact,
+            "funding_usd": funding_usd}
+
+
 def stitch_evaluations(
     folds: list[EvaluationResult], *, n_trials: int = 1, trial_sharpe_var: float | None = None, n_boot: int = 1000,
     seed: int = 0,
@@ -214,7 +226,9 @@ def stitch_evaluations(
     result = EvaluationResult(
         agent=performance_metrics(eq, periods_per_year=ppy, n_trades=sum(f.agent.n_trades for f in folds),
                                   fees_usd=sum(f.agent.fees_usd for f in folds), costs=_summed_costs(folds)),
-        buy_and_hold=performance_metrics(bh, periods_per_year=ppy),
+        buy_and_hold=performance_metrics(bh, periods_per_year=ppy, n_trades=sum(f.buy_and_hold.n_trades for f in folds),
+                                         fees_usd=sum(f.buy_and_hold.fees_usd for f in folds),
+                                         costs=_summed_costs(folds, "buy_and_hold")),
         bar_ts=ts, equity_usd=eq, buy_and_hold_equity_usd=bh,
         position_frac=np.concatenate([folds[0].position_frac[:1]] + [f.position_frac[1:] for f in folds]),
         observations=np.concatenate([f.observations for f in folds]),
@@ -229,10 +243,10 @@ def stitch_evaluations(
     return result
 
 
-def _summed_costs(folds: list[EvaluationResult]) -> dict[str, float]:
-    """Sum impact and funding over folds; cost_bps weighted by each fold's traded notional."""
-    paid = [f.agent.fees_usd + f.agent.impact_usd for f in folds]
-    traded = sum(p / f.agent.cost_bps * 1e4 for p, f in zip(paid, folds, strict=True) if f.agent.cost_bps > 0)
-    return {"cost_bps": sum(paid) / traded * 1e4 if traded > 0 else 0.0,
-            "impact_usd": sum(f.agent.impact_usd for f in folds),
-            "funding_usd": sum(f.agent.funding_usd for f in folds)}
+def _summed_costs(folds: list[EvaluationResult], curve: str = "agent") -> dict[str, float]:
+    """Sum fees, impact and funding of one curve over folds; cost_bps weighted by each fold's traded notional."""
+    m = [getattr(f, curve) for f in folds]
+    paid = [x.fees_usd + x.impact_usd for x in m]
+    traded = sum(p / x.cost_bps * 1e4 for p, x in zip(paid, m, strict=True) if x.cost_bps > 0)
+    return {"cost_bps": sum(paid) / traded * 1e4 if traded > 0 else 0.0, "fees_usd": sum(x.fees_usd for x in m),
+            "impact_usd": sum(x.impact_usd for x in m), "funding_usd": sum(x.funding_usd for x in m)}
