@@ -24,7 +24,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import enum
-import fcntl
 import math
 import os
 import time
@@ -34,6 +33,7 @@ from typing import Any
 import msgspec
 from loguru import logger
 
+from quantnb._pidlock import PidLock
 from quantnb.errors import ConfigError
 from quantnb.runlog import atomic_write_text
 
@@ -427,7 +427,7 @@ class StateStore:
         return dest
 
 
-class SessionLock:
+class SessionLock(PidLock):
     """One session per ``train_id`` and mode: an exclusive ``flock`` on ``.session_<mode>.lock``.
 
     The lock is held for the session's life and released by the kernel when the process
@@ -443,31 +443,8 @@ class SessionLock:
     """
 
     def __init__(self, out_dir: Path, mode: str):
-        self.path = Path(out_dir) / f".session_{mode}.lock"
+        super().__init__(Path(out_dir) / f".session_{mode}.lock", file_mode=0o666)
         self.mode = mode
-        self._fd: int | None = None
-
-    def _holder(self) -> dict[str, Any]:
-        try:
-            raw = msgspec.json.decode(self.path.read_bytes())
-        except (OSError, msgspec.DecodeError):
-            return {}
-        return raw if isinstance(raw, dict) else {}
-
-    def free(self) -> bool:
-        """Return True when no session holds the lock (probed without keeping it)."""
-        if self._fd is not None:
-            return True
-        if not self.path.parent.exists():
-            return True
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        finally:
-            os.close(fd)  # closing the descriptor releases a lock taken through it
-        return True
 
     def acquire(self, run_id: str = "", session_ts: str = "") -> None:
         """Take the lock and record this process in it.
@@ -485,24 +462,9 @@ class SessionLock:
             If another session of this ``train_id`` and mode holds it (the message names its
             pid, run id and start time).
         """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            h = self._holder()
+        if not self.try_acquire(run_id=run_id, session_ts=session_ts):
+            h = self.holder()
             raise ConfigError(
                 f"{self.path}: another {self.mode} session of this train_id is running (pid {h.get('pid', '?')}, "
                 f"run id {h.get('run_id') or '?'}, started {h.get('started_at', '?')}); two sessions must not trade "
-                f"one account: stop it (SIGTERM {h.get('pid', '<pid>')}) or wait for it to end") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, msgspec.json.encode({"pid": os.getpid(), "run_id": run_id, "session_ts": session_ts,
-                                          "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}))
-        self._fd = fd
-
-    def release(self) -> None:
-        """Release the lock (idempotent)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+                f"one account: stop it (SIGTERM {h.get('pid', '<pid>')}) or wait for it to end")

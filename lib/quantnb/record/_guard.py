@@ -15,14 +15,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import fcntl
 import json
-import os
 import re
 from pathlib import Path
-from typing import Any
 
+from quantnb._pidlock import PidLock
 from quantnb.errors import ConfigError
 
 __all__ = ["check_identifier", "FolderLock", "Quarantine", "has_nonfinite", "IDENTIFIER_RE"]
@@ -75,7 +72,7 @@ def has_nonfinite(text: bytes) -> bool:
     return _NONFINITE.search(text) is not None
 
 
-class FolderLock:
+class FolderLock(PidLock):
     """One recorder per folder: an exclusive ``flock`` on ``.<name>.recorder.lock`` beside the folder.
 
     Parameters
@@ -86,15 +83,7 @@ class FolderLock:
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
-        self.path = self.folder.parent / f".{self.folder.name}.recorder.lock"
-        self._fd: int | None = None
-
-    def _holder(self) -> dict[str, Any]:
-        try:
-            raw = json.loads(self.path.read_bytes() or b"{}")
-        except (OSError, ValueError):
-            return {}
-        return raw if isinstance(raw, dict) else {}
+        super().__init__(self.folder.parent / f".{self.folder.name}.recorder.lock")
 
     def acquire(self) -> None:
         """Take the lock and record this process (pid, start time) in it.
@@ -105,26 +94,12 @@ class FolderLock:
             If another recorder holds it: the message names the folder and that recorder's pid.
         """
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            h = self._holder()
+        if not self.try_acquire():
+            h = self.holder()
             raise ConfigError(
                 f"{self.folder}: another recorder writes this folder (pid {h.get('pid', '?')}, started "
                 f"{h.get('started_at', '?')}); two recorders would write every frame twice into one raw file: stop "
-                f"it (kill -TERM {h.get('pid', '<pid>')}) or give this one another output_dir") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(),
-                                 "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}).encode())
-        self._fd = fd
-
-    def release(self) -> None:
-        """Release the lock (idempotent)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+                f"it (kill -TERM {h.get('pid', '<pid>')}) or give this one another output_dir")
 
 
 class Quarantine:
