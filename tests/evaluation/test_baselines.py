@@ -62,6 +62,7 @@ def test_on_a_driftless_random_walk_the_classifier_does_not_beat_persistence(tmp
     assert p["diff_ci_low"] <= 0.0  # no significant edge over the free baseline
     assert "beats" not in p["verdict"]
     assert p["model_minus_baseline"] == pytest.approx(test["f1_macro"] - p["f1_macro"])
+    assert test["f1_macro_ci_low"] < test["f1_macro"] < test["f1_macro_ci_high"]  # the figure with its interval
     assert m["f1_macro"] < 0.3  # one class of three predicted: F1 macro at most 1/3 of one class's F1
 
 
@@ -94,6 +95,8 @@ def test_batched_f1_macro_matches_the_scores_module_and_the_paired_interval_is_r
     one = compare_to_baseline(y, a, b, baseline="coin", mean_block_len=10, n_boot=200, seed=1)
     assert one == compare_to_baseline(y, a, b, baseline="coin", mean_block_len=10, n_boot=200, seed=1)
     assert one.diff_ci_low < one.model_minus_baseline < one.diff_ci_high
+    model_f1 = classification_scores(y, a).f1_macro  # the model's own interval, from the same resamples
+    assert one.model_ci_low < model_f1 < one.model_ci_high < 1.0 and f"{model_f1:.3f} (95% CI [" in one.verdict
     same = compare_to_baseline(y, a, a, baseline="itself", n_boot=100)
     assert same.diff_ci_low == same.diff_ci_high == 0.0  # paired: identical predictions never differ
     assert "not distinguishable" in same.verdict

@@ -92,6 +92,8 @@ class BaselineComparison:
         Model F1 macro minus the baseline's.
     diff_ci_low, diff_ci_high : float
         Percentile interval of that difference over paired resamples of the rows.
+    model_ci_low, model_ci_high : float
+        Percentile interval of the model's own F1 macro over the same resamples.
     level : float
     mean_block_len : float
         Rows per bootstrap block (at least the label horizon: overlapping labels are dependent).
@@ -105,6 +107,8 @@ class BaselineComparison:
     model_minus_baseline: float
     diff_ci_low: float
     diff_ci_high: float
+    model_ci_low: float
+    model_ci_high: float
     level: float
     mean_block_len: float
     n_boot: int
@@ -162,11 +166,14 @@ def compare_to_baseline(y_true: np.ndarray, y_model: np.ndarray, y_base: np.ndar
     block = min(float(yt.size), default_block_len(yt.size) if mean_block_len is None else float(mean_block_len))
     whole = np.arange(yt.size)
     f1_model, f1_base = float(f1_macro_of_resamples(yt, ym, whole)[0]), float(f1_macro_of_resamples(yt, yb, whole)[0])
-    diffs = []
+    diffs, models = [], []
     for k in range(0, n_boot, chunk):
         idx = stationary_bootstrap_indices(yt.size, min(chunk, n_boot - k), max(block, 1.0), seed + k)
-        diffs.append(f1_macro_of_resamples(yt, ym, idx) - f1_macro_of_resamples(yt, yb, idx))
-    lo, hi = np.quantile(np.concatenate(diffs), [(1 - level) / 2, (1 + level) / 2])
+        models.append(f1_macro_of_resamples(yt, ym, idx))
+        diffs.append(models[-1] - f1_macro_of_resamples(yt, yb, idx))
+    q = [(1 - level) / 2, (1 + level) / 2]
+    lo, hi = np.quantile(np.concatenate(diffs), q)
+    m_lo, m_hi = np.quantile(np.concatenate(models), q)
     diff = f1_model - f1_base
     ci = f"{level:.0%} CI [{lo:+.3f}, {hi:+.3f}]"
     if lo > 0:
@@ -175,6 +182,8 @@ def compare_to_baseline(y_true: np.ndarray, y_model: np.ndarray, y_base: np.ndar
         words = f"the model is worse than the {baseline} baseline"
     else:
         words = f"the model is not distinguishable from the {baseline} baseline"
-    verdict = (f"Test F1 macro {f1_model:.3f} vs {baseline} {f1_base:.3f}: difference {diff:+.3f} ({ci}); "
+    verdict = (f"Test F1 macro {f1_model:.3f} ({level:.0%} CI [{m_lo:.3f}, {m_hi:.3f}]) vs {baseline} "
+               f"{f1_base:.3f}: difference {diff:+.3f} ({ci}); "
                f"{words}.")
-    return BaselineComparison(baseline, f1_base, diff, float(lo), float(hi), level, block, n_boot, verdict)
+    return BaselineComparison(baseline, f1_base, diff, float(lo), float(hi), float(m_lo), float(m_hi), level, block,
+                              n_boot, verdict)

@@ -235,6 +235,8 @@ def run_training(params: TrainingParams) -> TrainingResult:
         ev = evaluate(model, data.test, batch_size=cfg.eval_batch_size)
         test = ev.to_dict()
         test["baselines"] = _baselines(data, labelled, int(label_cfg["lookahead_min"]), ev.predictions, params.seed)
+        ci = test["baselines"]["persistence"]  # the model's own interval, from the same resamples
+        test["f1_macro_ci_low"], test["f1_macro_ci_high"] = ci["model_ci_low"], ci["model_ci_high"]
         for b in test["baselines"].values():
             logger.info("baseline/{}: {}", b["baseline"], b["verdict"])
         logger.info("test/f1_macro={:.4f} test/f1_weighted={:.4f} test/f1 [S/N/B]={:.3f}/{:.3f}/{:.3f}",
@@ -252,8 +254,10 @@ def run_training(params: TrainingParams) -> TrainingResult:
         ctx.add_output("model", bundle)
         ctx.add_output("confusion_plot", plot)
         ctx.set_result(val_f1_macro=result.best_f1_macro, test_f1_macro=test["f1_macro"],
+                       test_f1_macro_ci=[round(ci["model_ci_low"], 4), round(ci["model_ci_high"], 4)],
                        best_epoch=result.best_epoch, stopped_early_epoch=result.stopped_early_epoch)
-        ctx.record_metrics(test_f1_macro=test["f1_macro"], val_f1_macro=result.best_f1_macro,
+        ctx.record_metrics(test_f1_macro=test["f1_macro"], test_f1_macro_ci_low=ci["model_ci_low"],
+                           test_f1_macro_ci_high=ci["model_ci_high"], val_f1_macro=result.best_f1_macro,
                            best_epoch=result.best_epoch, baselines=test["baselines"])
     return TrainingResult(ctx.run_id, result.best_f1_macro, test, Path(bundle), plot,
                           [h.to_dict() for h in result.history], data.summary())
