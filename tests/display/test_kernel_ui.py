@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,18 +76,15 @@ def test_interrupting_training_shows_one_line_with_what_was_saved_and_how_to_res
             f"num_threads=1, project_dir={str(project)!r}))")
     msg_id = kc.execute(code)
     sent: list[str] = []
-    first_epoch_at: list[float] = []
 
-    def interrupt_mid_epoch() -> None:  # in the second epoch, once a batch of it is reported (or 2 s in)
+    def interrupt_mid_epoch() -> None:  # once an epoch is saved and a batch of the next one is reported
         if sent:
             return
         for hb in (project / "logs" / "heartbeats").glob("training_*_heartbeat.json"):
             state = json.loads(hb.read_text() or "{}")
-            if (state.get("items_done") or 0) >= 1:
-                first_epoch_at.append(time.monotonic())
-                if "batch" in str(state.get("step") or "") or time.monotonic() - first_epoch_at[0] > 2:
-                    km.interrupt_kernel()
-                    sent.append(str(state.get("step")))
+            if (state.get("items_done") or 0) >= 1 and "batch" in str(state.get("step") or ""):
+                km.interrupt_kernel()
+                sent.append(str(state.get("step")))
 
     msgs = _drain(kc, msg_id, 300, on_tick=interrupt_mid_epoch)
     assert sent, "training never reported a batch inside its second epoch"
@@ -96,7 +94,10 @@ def test_interrupting_training_shows_one_line_with_what_was_saved_and_how_to_res
     lines = "\n".join(errors[0]["traceback"]).splitlines()
     assert len(lines) == 1, lines
     run_id = next((project / "runs").glob("training_*")).name
-    assert f"run {run_id} interrupted during epoch " in lines[0] and " · batch " in lines[0], lines[0]
+    # the SIGINT lands inside a batch ("during epoch 3/30 · batch 7/40") or, on a loaded machine, just
+    # after an epoch was saved and before the next one reported its first batch ("after epoch-3")
+    assert re.search(rf"run {run_id} interrupted (during epoch \d+/30 · batch \d+/\d+|after epoch-\d+);",
+                     lines[0]), lines[0]
     assert "epochs finished and saved" in lines[0], lines[0]
     assert f"resume: quantnb run training --resume {run_id}" in lines[0], lines[0]
     assert errors[0]["ename"] == "KeyboardInterrupt" and f"--resume {run_id}" in errors[0]["evalue"], errors[0]

@@ -268,8 +268,10 @@ def test_sinks_behind_the_stream_pause_reading_and_lose_nothing(tmp_path, monkey
 
     slow = ParquetSink.write_batch
 
-    def write_slowly(self, batch):  # a disk that takes 0.3 s per shard
-        _time.sleep(0.3)
+    def write_slowly(self, batch):  # a disk slower than the stream: the shard is written once 2 batches wait behind it
+        deadline = _time.monotonic() + 10.0
+        while self.pending < 2 * 20 + 1 and _time.monotonic() < deadline and len(srv.sent) < N_FRAMES:
+            _time.sleep(0.01)
         return slow(self, batch)
 
     monkeypatch.setattr(ParquetSink, "write_batch", write_slowly)
