@@ -25,11 +25,11 @@ from quantnb.runlog._heartbeat import (
     BATCH_COLUMNS,
     HEARTBEAT_COLUMNS,
     memory_gb,
-    pid_alive,
     read_heartbeat,
 )
 from quantnb.runlog._layout import RunPaths
 from quantnb.runlog._monitor import RunSummary, format_runs_table, list_runs, runs_frame
+from quantnb.runlog._process import pid_alive
 from quantnb.runlog._progress import ProgressEvent, ProgressListener, add_progress_listener
 from quantnb.runlog._record import (
     mark_dead_run_interrupted,

@@ -10,7 +10,7 @@ from typing import Any
 
 from quantnb.errors import ConfigError
 from quantnb.runlog._atomic import atomic_write_json, read_json_tolerant
-from quantnb.runlog._heartbeat import pid_alive
+from quantnb.runlog._process import pid_alive
 
 _PACKAGES = (
     "quantnb", "torch", "numpy", "polars", "pyarrow", "msgspec", "loguru", "papermill", "optuna",
