@@ -16,8 +16,8 @@ from loguru import logger
 from torch import nn
 from torch.nn import functional as F
 
+import quantnb.models._checkpoint as ckpt
 from quantnb.errors import ConfigError
-from quantnb.models import _checkpoint as ckpt
 from quantnb.models._config import RESULT_FIELDS, TrainConfig
 from quantnb.models._evaluate import evaluate
 from quantnb.models._stats import BatchStats, EpochStats, TrainResult
