@@ -123,7 +123,7 @@ def test_an_interrupt_has_a_reason_in_the_log_and_run_json(tmp_path):
 
 
 def test_interrupt_reason_says_sigterm_and_where():
-    from quantnb.display import interrupt_reason
+    from quantnb.runlog import interrupt_reason
 
     assert interrupt_reason(KeyboardInterrupt("signal SIGTERM"), None, "trial-3") == \
         "KeyboardInterrupt: signal SIGTERM (after trial-3)"

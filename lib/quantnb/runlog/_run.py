@@ -32,6 +32,8 @@ from quantnb.runlog._heartbeat import (
     utc_now,
 )
 from quantnb.runlog._held_signals import redeliver, signals_held
+from quantnb.runlog._hooks import interrupt_hooks, start_hooks
+from quantnb.runlog._interrupt import interrupt_reason
 from quantnb.runlog._layout import RunPaths
 from quantnb.runlog._progress import ProgressEvent, ProgressListener, global_listeners, notify, singular_unit
 from quantnb.runlog._record import (
@@ -252,9 +254,8 @@ class RunContext:
         )
         self._heartbeat_write(force=True, last_beat_at=iso(utc_now()))
         self._install_sigterm()
-        from quantnb.display import attach_progress  # a widget in JupyterLab, log lines otherwise
-
-        attach_progress(self)
+        for hook in start_hooks():  # quantnb.display's: a widget in JupyterLab, log lines otherwise
+            hook(self)
         self._emit("start")
         self._beat_thread = threading.Thread(target=self._beat_loop, name=f"heartbeat-{self.run_id}",
                                              daemon=True)
@@ -663,12 +664,11 @@ class RunContext:
         if exc is None:
             return self._finish(None, None)
         if is_interrupt(exc):
-            from quantnb.display import interrupt_reason, show_interrupt_as_one_line
-
             reason = interrupt_reason(exc, self._step, self._message)
             logger.bind(console=False).warning("Run {} interrupted: {}", self.run_id, reason)
             had_line = getattr(exc, "_render_traceback_", None) is not None  # an inner run's line
-            show_interrupt_as_one_line(exc, self, reason)
+            for hook in interrupt_hooks():  # quantnb.display's: one line in a notebook, not a traceback
+                hook(exc, self, reason)
             ours = not had_line and getattr(exc, "_render_traceback_", None) is not None
             return self._finish("interrupted", reason, resume_hint_on_console=not ours)
         logger.opt(exception=(exc_type, exc, tb)).error(
