@@ -5,11 +5,15 @@ with ``from loguru import logger``. Report each finished item with
 :meth:`RunContext.item_done`, each saved shard with :meth:`RunContext.batch_saved`, and
 commit finished items to :attr:`RunContext.checkpoint` only after their output is on disk.
 Record headline metrics with :meth:`RunContext.record_metrics`; displays follow progress
-with :func:`add_progress_listener`; :func:`list_runs` is the run monitor.
+with :func:`add_progress_listener`; :func:`list_runs` is the run monitor; :func:`analyse_run`
+reads a finished or dead run back (the post-mortem; it loads polars on first use).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from quantnb._lazy import attach
 from quantnb.runlog._atomic import (
     atomic_path,
     atomic_write_bytes,
@@ -45,12 +49,21 @@ from quantnb.runlog._run import RunContext, is_interrupt, make_run_id, start_run
 from quantnb.runlog._secrets import SecretMasker, secret_values
 from quantnb.runlog._workflow import AsyncWorkflowSession, WorkflowSession, log_workflow
 
+if TYPE_CHECKING:  # the post-mortem reader loads polars and numpy: on first use only
+    from quantnb.runlog._postmortem import PostmortemReport, analyse_run, find_latest_run
+
+__getattr__, __dir__ = attach(__name__, dict.fromkeys(("PostmortemReport", "analyse_run", "find_latest_run"),
+                                                      "quantnb.runlog._postmortem"))
+
 __all__ = [
     "start_run",
     "RunContext",
     "RunPaths",
     "RunSummary",
     "list_runs",
+    "analyse_run",
+    "find_latest_run",
+    "PostmortemReport",
     "runs_frame",
     "format_runs_table",
     "mark_dead_run_interrupted",
