@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loguru import logger
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
     from quantnb.runlog import PostmortemReport
 
-__all__ = ["PostmortemParams", "PostmortemResult", "run_postmortem"]
+__all__ = ["PostmortemParams", "PostmortemResult", "run_postmortem", "postmortem_of"]
 
 
 class PostmortemParams(StageParams):
@@ -101,3 +102,27 @@ def run_postmortem(params: PostmortemParams) -> PostmortemResult:
         ctx.record_metrics(target_status=report.status, errors=report.log_counts.get("ERROR", 0),
                            possible_leak=report.memory_rising)
     return PostmortemResult(report, figures)
+
+
+def postmortem_of(run_id: str, project_dir: str | Path) -> PostmortemResult:
+    """Run the post-mortem stage on ``run_id`` with a quiet console: the run monitor's button.
+
+    Parameters
+    ----------
+    run_id : str
+        The run to analyse (a folder name under ``runs/``).
+    project_dir : str or pathlib.Path
+        The project holding it.
+
+    Returns
+    -------
+    PostmortemResult
+        As :func:`run_postmortem`.
+
+    Examples
+    --------
+    >>> from quantnb.display import RunMonitor  # doctest: +SKIP
+    >>> RunMonitor(refresh_s=2.0, postmortem=postmortem_of)  # doctest: +SKIP
+    """
+    return run_postmortem(PostmortemParams(target_run_id=run_id, project_dir=str(project_dir),
+                                           console_level="WARNING"))
