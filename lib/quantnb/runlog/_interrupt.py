@@ -12,7 +12,15 @@ _SIGINT = "SIGINT (Ctrl-C, or Kernel > Interrupt in Jupyter)"
 
 
 def where_stopped(step: dict[str, Any] | None, last_item: str) -> str:
-    """Return where a run was: ``trial 1 · epoch 2/3`` from its last step, else ``after <last item>``."""
+    """Return where a run was: ``trial 1 · epoch 2/3`` from its last step, else ``after <last item>``.
+
+    Parameters
+    ----------
+    step : dict or None
+        The run's last :meth:`~quantnb.runlog.RunContext.report_step` fields.
+    last_item : str
+        The last finished item's name; ``""`` when none.
+    """
     if step:
         unit = str(step.get("step_unit") or "steps")
         done, total = step.get("step_done"), step.get("step_total")

@@ -10,6 +10,7 @@ from typing import Any
 
 from quantnb.errors import ConfigError
 from quantnb.runlog._atomic import atomic_write_json, read_json_tolerant
+from quantnb.runlog._heartbeat import iso, utc_now
 from quantnb.runlog._process import pid_alive
 
 _PACKAGES = (
@@ -210,8 +211,6 @@ def mark_dead_run_interrupted(run_dir: Path, record: dict[str, Any] | None = Non
     dict
         The record, updated when it was marked.
     """
-    from quantnb.runlog._heartbeat import iso, utc_now
-
     if record is None:
         record = read_json_tolerant(run_dir / "run.json")
         if not isinstance(record, dict):
