@@ -31,8 +31,7 @@ from quantnb.runlog._heartbeat import (
     memory_gb,
     read_heartbeat,
 )
-from quantnb.runlog._hooks import on_run_interrupt, on_run_start
-from quantnb.runlog._interrupt import interrupt_reason
+from quantnb.runlog._interrupt import interrupt_reason, on_run_interrupt, on_run_start
 from quantnb.runlog._layout import RunPaths
 from quantnb.runlog._monitor import RunSummary, format_runs_table, list_runs, runs_frame
 from quantnb.runlog._process import pid_alive

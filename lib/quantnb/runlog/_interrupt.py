@@ -1,12 +1,47 @@
-"""Why and where a run stopped, in one line (the run record, the log and the notebook say the same)."""
+"""Why and where a run stopped, in one line; and the hooks a front end adds to every run.
+
+The run spine knows no display: :mod:`quantnb.display` registers its progress widget and its
+one-line interrupt here when it is imported (every stage module imports it).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from quantnb.runlog._progress import singular_unit
 
-__all__ = ["interrupt_reason", "where_stopped"]
+__all__ = ["interrupt_reason", "where_stopped", "on_run_start", "on_run_interrupt"]
+
+START_HOOKS: list[Callable[[Any], None]] = []
+INTERRUPT_HOOKS: list[Callable[[BaseException, Any, str], None]] = []
+
+
+def on_run_start(hook: Callable[[Any], None]) -> None:
+    """Call ``hook(ctx)`` when any run of this process opens, before its ``start`` event (once per hook).
+
+    Parameters
+    ----------
+    hook : callable
+        Receives the :class:`~quantnb.runlog.RunContext`, e.g. to subscribe a progress display
+        with ``ctx.add_progress_listener``; an exception it raises stops the run's start.
+    """
+    if hook not in START_HOOKS:
+        START_HOOKS.append(hook)
+
+
+def on_run_interrupt(hook: Callable[[BaseException, Any, str], None]) -> None:
+    """Call ``hook(exc, ctx, reason)`` when an interrupt (Ctrl-C, SIGTERM) leaves a run (once per hook).
+
+    Parameters
+    ----------
+    hook : callable
+        Receives the interrupt, the run and :func:`interrupt_reason`'s line before the run's
+        end is recorded; the interrupt propagates afterwards whatever the hook does.
+    """
+    if hook not in INTERRUPT_HOOKS:
+        INTERRUPT_HOOKS.append(hook)
+
 
 _SIGINT = "SIGINT (Ctrl-C, or Kernel > Interrupt in Jupyter)"
 

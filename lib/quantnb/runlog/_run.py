@@ -32,8 +32,7 @@ from quantnb.runlog._heartbeat import (
     utc_now,
 )
 from quantnb.runlog._held_signals import redeliver, signals_held
-from quantnb.runlog._hooks import interrupt_hooks, start_hooks
-from quantnb.runlog._interrupt import interrupt_reason
+from quantnb.runlog._interrupt import INTERRUPT_HOOKS, START_HOOKS, interrupt_reason
 from quantnb.runlog._layout import RunPaths
 from quantnb.runlog._progress import ProgressEvent, ProgressListener, global_listeners, notify, singular_unit
 from quantnb.runlog._record import (
@@ -254,7 +253,7 @@ class RunContext:
         )
         self._heartbeat_write(force=True, last_beat_at=iso(utc_now()))
         self._install_sigterm()
-        for hook in start_hooks():  # quantnb.display's: a widget in JupyterLab, log lines otherwise
+        for hook in START_HOOKS:  # quantnb.display's: a widget in JupyterLab, log lines otherwise
             hook(self)
         self._emit("start")
         self._beat_thread = threading.Thread(target=self._beat_loop, name=f"heartbeat-{self.run_id}",
@@ -667,7 +666,7 @@ class RunContext:
             reason = interrupt_reason(exc, self._step, self._message)
             logger.bind(console=False).warning("Run {} interrupted: {}", self.run_id, reason)
             had_line = getattr(exc, "_render_traceback_", None) is not None  # an inner run's line
-            for hook in interrupt_hooks():  # quantnb.display's: one line in a notebook, not a traceback
+            for hook in INTERRUPT_HOOKS:  # quantnb.display's: one line in a notebook, not a traceback
                 hook(exc, self, reason)
             ours = not had_line and getattr(exc, "_render_traceback_", None) is not None
             return self._finish("interrupted", reason, resume_hint_on_console=not ours)

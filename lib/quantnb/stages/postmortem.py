@@ -117,12 +117,7 @@ def postmortem_of(run_id: str, project_dir: str | Path) -> PostmortemResult:
     Returns
     -------
     PostmortemResult
-        As :func:`run_postmortem`.
-
-    Examples
-    --------
-    >>> from quantnb.display import RunMonitor  # doctest: +SKIP
-    >>> RunMonitor(refresh_s=2.0, postmortem=postmortem_of)  # doctest: +SKIP
+        As :func:`run_postmortem`; ``RunMonitor(postmortem=postmortem_of)`` shows it below the table.
     """
     return run_postmortem(PostmortemParams(target_run_id=run_id, project_dir=str(project_dir),
                                            console_level="WARNING"))
