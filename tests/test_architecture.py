@@ -4,7 +4,9 @@ Every module is parsed with :mod:`ast`; every import counts, at module level, in
 function or under ``TYPE_CHECKING``, because an import inside a function that closes a circle
 hides the circle, not the design problem. Only quantnb's own modules count (a lazy
 ``import torch`` is fine). ``from pkg import name`` counts as importing ``pkg`` and, when
-``name`` is a module, ``pkg.name`` (as ``../shared/tools/import_circles.py`` counts).
+``name`` is a module, ``pkg.name`` (as ``../shared/tools/import_circles.py`` counts). A quoted
+module name (``"quantnb.features"``, ``"quantnb.stages.etl:EtlParams"``), as ``importlib`` and the
+lazy re-exports of ``quantnb._lazy`` take it, counts too.
 
 The layer order below is the one ``ARCHITECTURE.md`` states; a module may import its own
 layer and the layers under it. A package that is in neither must be placed in both.
@@ -45,6 +47,7 @@ ALLOWED_CIRCLES: tuple[frozenset[str], ...] = (
 )
 
 Graph = dict[str, list[tuple[str, int]]]
+_QUOTED = re.compile(r"""["'](quantnb(?:\.\w+)+)(?::\w+)?["']""")
 
 
 def _module_name(path: Path, root: Path) -> str:
@@ -69,7 +72,11 @@ def import_graph(root: Path = LIB) -> tuple[Graph, dict[str, Path]]:
     graph: Graph = {m: [] for m in files}
     for mod, path in files.items():
         package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
-        for node in _statements(ast.parse(path.read_text(encoding="utf-8"), str(path)).body):
+        source = path.read_text(encoding="utf-8")
+        for m in _QUOTED.finditer(source):  # importlib.import_module("quantnb.x"), attach(..., {"n": "quantnb.x"})
+            if m.group(1) in files and m.group(1) != mod and m.group(1) not in {t for t, _ in graph[mod]}:
+                graph[mod].append((m.group(1), source.count("\n", 0, m.start()) + 1))
+        for node in _statements(ast.parse(source, str(path)).body):
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
@@ -196,6 +203,7 @@ def test_the_checks_find_a_circle_an_upward_import_and_a_test_kit_import(tmp_pat
         "runlog/_run.py": "def start_run():\n    from quantnb.display import attach  # hidden in a function\n",
         "display/__init__.py": "from .monitor import RunMonitor\n",
         "display/monitor.py": "import quantnb.runlog\n",
+        "data/__init__.py": "import importlib\n\nimportlib.import_module('quantnb.display.monitor')\n",
         "live/_venue.py": "if True:\n    from quantnb.testing.server import patch\n",
         "testing/server.py": "from quantnb.errors import *\n",
     }.items():
@@ -205,7 +213,8 @@ def test_the_checks_find_a_circle_an_upward_import_and_a_test_kit_import(tmp_pat
     assert circles(graph) == [frozenset({"quantnb.runlog", "quantnb.runlog._run", "quantnb.display",
                                          "quantnb.display.monitor"})]
     up = "\n".join(layer_problems(graph, files))
-    assert up.count("\n") == 1 and "_run.py:2: quantnb.runlog._run imports quantnb.display," in up, up
+    assert "data/__init__.py:3: quantnb.data imports quantnb.display.monitor," in up, up  # by a quoted name
+    assert up.count("\n") == 2 and "_run.py:2: quantnb.runlog._run imports quantnb.display," in up, up
     assert "_venue.py:2: quantnb.live._venue imports quantnb.testing.server," in up, up  # testing is the top layer
     kit = kit_imports(graph, files)
     assert len(kit) == 1 and "quantnb.live._venue imports the test kit" in kit[0], kit
