@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import Field, PrivateAttr, model_validator
 
@@ -14,6 +14,7 @@ from quantnb.errors import ConfigError
 from quantnb.runlog import read_run_record
 
 _DONE = ("completed", "completed_with_errors")
+SampleWeightCol = Literal["uniqueness", "return_weight"] | None  # the labels' AFML weights (training, optimization)
 
 
 def completed_runs(root: Path, stage: str) -> list[dict[str, Any]]:
