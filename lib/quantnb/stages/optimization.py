@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 
@@ -44,19 +42,14 @@ from quantnb.stages._cv import (
     pbo_of_study,
 )
 from quantnb.stages._labelled import load_labelled
-from quantnb.stages._links import LabelledDataParams, SampleWeightCol
+from quantnb.stages._links import LabelledDataParams, SampleWeightCol, record_labelled_span
 from quantnb.stages._study import (
-    GRACE_PERIOD_S,
-    HEARTBEAT_INTERVAL_S,
     KEY_ATTR,
     OWNER_ATTR,
-    RetryKilledTrial,
-    TrialSeededSampler,
     check_storage_url,
     finished_outcome,
+    open_study,
     recover_dead_trials,
-    refuse_password_error,
-    server_kwargs,
     space_size,
     trial_key,
     worker_identity,
@@ -176,98 +169,6 @@ class OptimizationResult:
                   + (f"{pbo:.2f} (CSCV over {self.selection.get('pbo_columns')} {_columns_word(self.selection)})"
                      if pbo is not None else "not measured (needs cv_folds >= 2, or cpcv with an even cv_groups)"))
         return self.trials
-
-
-def open_study(storage: str, study_name: str, seed: int, startup_trials: int, root: Path,
-               space: dict[str, optuna.distributions.BaseDistribution] | None = None) -> optuna.Study:
-    """Create or load a study with a :class:`~quantnb.stages._study.TrialSeededSampler` and a MedianPruner.
-
-    Parameters
-    ----------
-    storage : str
-        ``sqlite:///relative/path.db`` (resolved against ``root``), any SQLAlchemy URL (for
-        PostgreSQL ``postgresql+psycopg://user@host:5432/db``, its password in the environment:
-        ``QUANTNB_OPTUNA_STORAGE_PASSWORD`` or ``PGPASSWORD``), or a journal file path ending in
-        ``.log`` or ``.jsonl``.
-    study_name : str
-        Loaded if it exists.
-    seed : int
-        Sampler seed; each trial draws from ``(seed, trial key)``.
-    startup_trials : int
-        Trials the MedianPruner waits for before pruning.
-    root : pathlib.Path
-        Project directory.
-    space : dict of str to BaseDistribution, optional
-        The whole search space (:func:`search_space`), drawn at once per trial so that no
-        setting repeats; without it the sampler draws parameter by parameter.
-
-    Returns
-    -------
-    optuna.Study
-        Direction ``maximize`` (validation F1 macro).
-
-    Raises
-    ------
-    ConfigError
-        If ``storage`` carries a password.
-    """
-    try:
-        check_storage_url(storage)
-    except ValueError as exc:
-        raise ConfigError(f"storage: {exc}") from None
-    if storage.endswith((".log", ".jsonl")) and "://" not in storage:
-        path = root / storage
-        path.parent.mkdir(parents=True, exist_ok=True)
-        backend = optuna.storages.journal.JournalFileBackend(str(path))
-        store: Any = optuna.storages.JournalStorage(backend)
-    else:
-        kwargs: dict[str, Any] = {}
-        if storage.startswith("sqlite:///") and not storage.startswith("sqlite:////"):
-            db = root / storage.removeprefix("sqlite:///")
-            db.parent.mkdir(parents=True, exist_ok=True)
-            storage = f"sqlite:///{db}"
-            kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
-        store = _rdb_storage(storage, server_kwargs(storage, kwargs))
-    study = optuna.create_study(
-        study_name=study_name, storage=store, direction="maximize", load_if_exists=True,
-        sampler=TrialSeededSampler(seed, space or {}),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=0),
-    )
-    if study.metric_names != ["f1_macro"]:
-        with warnings.catch_warnings():  # "experimental" in Optuna 5
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(["f1_macro"])
-    return study
-
-
-def _rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 5) -> optuna.storages.RDBStorage:
-    """Open an RDB storage; retry while another worker is creating the same schema (they race).
-
-    Heartbeats every 5 s; a trial whose heartbeat is 60 s old is failed and queued again with its own
-    parameters (:class:`~quantnb.stages._study.RetryKilledTrial`).
-
-    Raises
-    ------
-    ConfigError
-        If the server refuses the password (or gets none).
-    """
-    import sqlalchemy.exc
-
-    for attempt in range(1, attempts + 1):
-        try:
-            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5; we rely on them knowingly
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
-                    url, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
-                    heartbeat_stale_trial_callback=RetryKilledTrial(), **kwargs)
-        except sqlalchemy.exc.SQLAlchemyError as exc:
-            refuse_password_error(url, exc)
-            if attempt == attempts:
-                raise
-            logger.warning("Storage not ready ({}: {}); retry {}/{}", type(exc).__name__,
-                           str(exc).splitlines()[0][:120], attempt, attempts - 1)
-            time.sleep(0.5 * attempt)
-    raise AssertionError("unreachable")
 
 
 def search_space(params: OptimizationParams) -> dict[str, optuna.distributions.BaseDistribution]:
@@ -505,6 +406,9 @@ def run_optimization(params: OptimizationParams) -> OptimizationResult:
             raise ConfigError(f"sample_weight_col={params.sample_weight_col!r}: the labels in {params.labelled_dir} "
                               f"have no such column (labelled before the AFML weights); label them again with the "
                               "labelling stage, or pass sample_weight_col=None")
+        looked_at = record_labelled_span(ctx, labelled, label_cfg, params.labelled_dir,
+                                         *_selection_span(params, labelled, int(label_cfg["lookahead_min"])),
+                                         what="selection")
         name = params.resolved_study_name()
         space = search_space(params)
         study = open_study(params.storage, name, params.seed, params.pruner_startup_trials, ctx.root, space=space)
@@ -561,7 +465,7 @@ def run_optimization(params: OptimizationParams) -> OptimizationResult:
                      "cv_mode": params.cv_mode, "pbo_columns": columns if params.uses_cv() else None,
                      "fold_f1_macro": best.user_attrs.get(FOLD_SCORES_ATTR),
                      "f1_macro_sd": best.user_attrs.get("f1_macro_sd"),
-                     "sample_weight_col": params.sample_weight_col}
+                     "sample_weight_col": params.sample_weight_col, "test_span_evaluations": looked_at}
         if params.cv_mode == "cpcv":
             selection.update(cv_groups=params.cv_groups, cv_test_groups=params.cv_test_groups,
                              n_splits=cpcv_split_count(params.cv_groups, params.cv_test_groups),
@@ -591,6 +495,15 @@ def run_optimization(params: OptimizationParams) -> OptimizationResult:
         trials = _trials_table(study)
     return OptimizationResult(ctx.run_id, name, float(best.value), payload["params"],
                               ctx.run_dir / "best_params.json", trials, selection)
+
+
+def _selection_span(params: OptimizationParams, labelled: Any, lookahead_min: int) -> tuple[str, str]:
+    """Return the first and last bar the objective scores: validation, or train + validation with CV."""
+    from quantnb.research import chronological_split
+
+    spans = chronological_split(labelled, train_frac=params.train_frac, val_frac=params.val_frac,
+                                lookahead_min=lookahead_min).spans()
+    return spans["train" if params.uses_cv() else "val"]["start"], spans["val"]["end"]
 
 
 def _target_trials(n_trials: int, space: dict[str, optuna.distributions.BaseDistribution]) -> int:

@@ -23,7 +23,7 @@ from quantnb.display import result_html
 from quantnb.errors import ConfigError
 from quantnb.runlog import start_run
 from quantnb.stages._labelled import load_labelled
-from quantnb.stages._links import LabelledDataParams, SampleWeightCol, latest_output
+from quantnb.stages._links import LabelledDataParams, SampleWeightCol, latest_output, record_labelled_span
 
 __all__ = ["TrainingParams", "TrainingResult", "run_training"]
 
@@ -232,6 +232,9 @@ def run_training(params: TrainingParams) -> TrainingResult:
         result = trainer.fit(resume=ctx.resumed)
         if result.stopped_early_epoch:  # early stopping: the run's total is the epochs it ran (ETA, post-mortem)
             ctx.set_total(result.stopped_early_epoch)
+        test_span = data.splits.spans()["test"]  # counted before it is scored: a run that fails later looked too
+        record_labelled_span(ctx, labelled, label_cfg, params.labelled_dir, test_span["start"], test_span["end"],
+                             what="test split")
         ev = evaluate(model, data.test, batch_size=cfg.eval_batch_size)
         test = ev.to_dict()
         test["baselines"] = _baselines(data, labelled, int(label_cfg["lookahead_min"]), ev.predictions, params.seed)
