@@ -52,7 +52,19 @@ class SpanEvaluation:
     started_at: dt.datetime | None
 
     def overlaps(self, instrument: str, start: dt.datetime, end: dt.datetime) -> bool:
-        """Return whether this evaluation is on ``instrument`` and shares a moment with ``[start, end]``."""
+        """Return whether this evaluation is on ``instrument`` and shares a moment with ``[start, end]``.
+
+        Parameters
+        ----------
+        instrument : str
+            The instrument.
+        start, end : datetime.datetime
+            The other span, UTC-aware, both ends included.
+
+        Returns
+        -------
+        bool
+        """
         return self.instrument == instrument and self.start <= end and start <= self.end
 
 
