@@ -19,8 +19,10 @@ Kills and several workers (the rules are in :mod:`quantnb.stages._study`):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 
@@ -346,8 +348,9 @@ class _Objective:
                               patience=p.patience, seed=p.seed + key, num_threads=p.num_threads)
             Trainer(model, fold.train, fold.inner_val, cfg,
                     self.ctx.run_dir / "trials" / f"trial_{trial.number}" / f"fold_{k}").fit()
-            for g, ds in zip(fold.groups, fold.tests, strict=True):
-                scored[k, g] = (ds.targets, evaluate(model, ds).predictions)
+            with _threads(p.num_threads):  # the trainer sets them for fit() only
+                for g, ds in zip(fold.groups, fold.tests, strict=True):
+                    scored[k, g] = (ds.targets, evaluate(model, ds).predictions)
             scores.append(_f1([scored[k, g] for g in fold.groups], classification_scores))
             logger.debug("Trial {} split {} (groups {}): test F1 macro {:.4f}", trial.number, k, fold.groups,
                          scores[-1])
@@ -367,6 +370,20 @@ class _Objective:
                                                    for path in cpcv_paths(p.cv_groups, p.cv_test_groups)])
         trial.set_user_attr("f1_macro_sd", float(np.std(scores, ddof=1)))
         return float(np.mean(scores))
+
+
+@contextlib.contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch threads (None: torch's), then restore them."""
+    import torch
+
+    saved = torch.get_num_threads()
+    try:
+        if n is not None:
+            torch.set_num_threads(n)
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def _f1(parts: list[tuple[Any, Any]], classification_scores: Any) -> float:
