@@ -88,6 +88,8 @@ def test_datetimes_and_bad_arguments():
             start, end = t0[rows[0]], t0[rows[-1]] + h
             near = s.train[(t0[s.train] + h >= start - h) & (t0[s.train] <= end + h)]
             assert near.size == 0
+    with pytest.raises(ConfigError, match="non-zero length"):
+        cpcv_splits([], [], n_groups=2, n_test_groups=1)
     with pytest.raises(ConfigError, match="cv_test_groups"):
         cpcv_splits(t0, t0, n_groups=4, n_test_groups=4)
     with pytest.raises(ConfigError, match="more groups"):
