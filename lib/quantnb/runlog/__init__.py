@@ -6,7 +6,8 @@ with ``from loguru import logger``. Report each finished item with
 commit finished items to :attr:`RunContext.checkpoint` only after their output is on disk.
 Record headline metrics with :meth:`RunContext.record_metrics`; displays follow progress
 with :func:`add_progress_listener`; :func:`list_runs` is the run monitor; :func:`analyse_run`
-reads a finished or dead run back (the post-mortem; it loads polars on first use).
+reads a finished or dead run back (the post-mortem; it loads polars on first use). A stage that
+scores a model on a span calls :func:`record_test_spans`, which counts the earlier runs that looked at it.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from quantnb.runlog._record import (
 )
 from quantnb.runlog._run import RunContext, is_interrupt, make_run_id, start_run, worker_initializer
 from quantnb.runlog._secrets import SecretMasker, secret_values
+from quantnb.runlog._spans import SpanEvaluation, earlier_span_runs, record_test_spans, span_evaluations
 from quantnb.runlog._workflow import AsyncWorkflowSession, WorkflowSession, log_workflow
 
 if TYPE_CHECKING:  # the post-mortem reader loads polars and numpy: on first use only
@@ -99,4 +101,8 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "read_json_tolerant",
+    "SpanEvaluation",
+    "span_evaluations",
+    "earlier_span_runs",
+    "record_test_spans",
 ]

@@ -22,7 +22,7 @@ from quantnb.data import read_bars
 from quantnb.display import result_html
 from quantnb.errors import ConfigError
 from quantnb.rl._train_types import EnvSpec, SacParams, nest_flat_params  # light: pydantic only
-from quantnb.runlog import start_run
+from quantnb.runlog import record_test_spans, start_run
 from quantnb.stages._agent_eval import (
     Span,
     _fold_table,
@@ -237,6 +237,8 @@ def run_agent(params: AgentParams) -> AgentResult:
         earlier = earlier_trial_sharpes(ctx.root, params.bars_glob, str(eval_start), exclude=ctx.run_id)
         trial_var = _trial_sharpe_var(earlier, bars.filter(pl.col("ts") >= eval_start).height)
         seeds = list(params.seeds or [params.sac.seed])
+        record_test_spans(ctx, [(s[2], s[3] or bars["ts"].max()) for s in spans], instrument=_symbol(params, bars),
+                          what=[f"agent fold {k}" for k in range(len(spans))])
         n_trials = len(earlier) + len(seeds)
         logger.info("{} earlier agent run(s) evaluated on this span and {} seed(s): n_trials={} for the deflated "
                     "Sharpe", len(earlier), len(seeds), n_trials)

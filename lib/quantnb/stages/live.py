@@ -32,7 +32,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 from quantnb.config import StageParams
 from quantnb.display import result_html
 from quantnb.errors import ConfigError
-from quantnb.runlog import start_run
+from quantnb.runlog import record_test_spans, start_run
 from quantnb.stages._links import latest_run_ids
 
 if TYPE_CHECKING:
@@ -212,6 +212,8 @@ def run_live(params: LiveParams) -> LiveResult:
             on_warmup=on_warmup)
         if params.mode == "replay":  # a finite replay: its progress has a total from the start
             ctx.set_total(_replay_total(trader.provider, params.max_steps))
+            record_test_spans(ctx, [_replay_span(trader.provider, params.max_steps)],
+                              instrument=cfg.bundle.metadata.symbol, what="replay")
         import torch
 
         threads = torch.get_num_threads()
@@ -248,6 +250,14 @@ def _replay_total(provider: Any, max_steps: int | None) -> int | None:
         return None
     n = max(len(bars) - int(warmup), 0)
     return min(n, max_steps) if max_steps else n
+
+
+def _replay_span(provider: Any, max_steps: int | None) -> tuple[dt.datetime, dt.datetime]:
+    """Return the first bar the replay trades and the end of its last (after the warm-up, <= ``max_steps``), UTC."""
+    bars, first = provider.bars, int(provider.warmup_bars)
+    last = min(len(bars), first + max_steps) - 1 if max_steps else len(bars) - 1
+    return (dt.datetime.fromtimestamp(bars[first].open_time_ms / 1000, dt.UTC),
+            dt.datetime.fromtimestamp(bars[last].open_time_ms / 1000 + 60, dt.UTC))
 
 
 def _run_with_stop_signals(trader: Any, flatten: bool) -> tuple[SessionStats, str | None]:

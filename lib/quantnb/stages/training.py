@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 import numpy as np
 from loguru import logger
@@ -23,7 +23,7 @@ from quantnb.display import result_html
 from quantnb.errors import ConfigError
 from quantnb.runlog import start_run
 from quantnb.stages._labelled import load_labelled
-from quantnb.stages._links import LabelledDataParams, latest_output
+from quantnb.stages._links import LabelledDataParams, SampleWeightCol, latest_output, record_labelled_span
 
 __all__ = ["TrainingParams", "TrainingResult", "run_training"]
 
@@ -57,7 +57,7 @@ class TrainingParams(LabelledDataParams):
     patience: PositiveInt = Field(3, description="Early-stopping patience on val F1 macro, epochs.")
     weight_decay: float = Field(1e-2, ge=0, description="AdamW weight decay.")
     class_weights: list[float] | None = Field(None, description="SELL/NEUTRAL/BUY weights; None: inverse frequency.")
-    sample_weight_col: Literal["uniqueness", "return_weight"] | None = Field(
+    sample_weight_col: SampleWeightCol = Field(
         None, description="Weigh each window's loss by its label's AFML uniqueness or return-attribution weight "
                           "(columns of the labelling stage); None: unweighted.")
     train_frac: float = Field(0.7, gt=0, lt=1, description="Chronological train fraction.")
@@ -232,6 +232,9 @@ def run_training(params: TrainingParams) -> TrainingResult:
         result = trainer.fit(resume=ctx.resumed)
         if result.stopped_early_epoch:  # early stopping: the run's total is the epochs it ran (ETA, post-mortem)
             ctx.set_total(result.stopped_early_epoch)
+        test_span = data.splits.spans()["test"]  # counted before it is scored: a run that fails later looked too
+        record_labelled_span(ctx, labelled, label_cfg, params.labelled_dir, test_span["start"], test_span["end"],
+                             what="test split")
         ev = evaluate(model, data.test, batch_size=cfg.eval_batch_size)
         test = ev.to_dict()
         test["baselines"] = _baselines(data, labelled, int(label_cfg["lookahead_min"]), ev.predictions, params.seed)
