@@ -83,7 +83,7 @@ def evaluate(model: nn.Module, dataset: WindowDataset, *, batch_size: int = 1024
     weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32, device=dev)
     model.eval()
     n_classes = int(getattr(model, "n_classes", 3))
-    preds, probs, loss_sum, weight_sum = [], torch.zeros((), device=dev), torch.zeros((), device=dev)
+    preds, probs, loss_sum, weight_sum = [], [], torch.zeros((), device=dev), torch.zeros((), device=dev)
     for start in range(0, len(dataset), batch_size):
         x, y = dataset.get_batch(np.arange(start, min(start + batch_size, len(dataset))))
         x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)

@@ -230,7 +230,7 @@ def bet_size(prob: np.ndarray | float, side: np.ndarray | float = 1.0, *, step: 
     p = np.atleast_1d(np.asarray(prob, dtype=np.float64))
     if not (np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()):
         bad = p[~(np.isfinite(p) & (p >= 0) & (p <= 1))][0]
-        raise ConfigError(f"prob: {bad!r} is not a probability; give values in [0, 1]")
+        raise ConfigError(f"prob: {float(bad)!r} is not a probability; give values in [0, 1]")
     if step is not None and not (isinstance(step, int | float) and 0 < step <= 1):
         raise ConfigError(f"step: got {step!r}; give a discretisation step in (0, 1], e.g. 0.1, or None")
     with np.errstate(divide="ignore", invalid="ignore"):

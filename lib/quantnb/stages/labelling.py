@@ -362,10 +362,10 @@ def _distribution_table(out_dir: Path, names: tuple[str, ...] = LABEL_NAMES) -> 
     rows = []
     for f in sorted(out_dir.glob("*.parquet")):
         with open(f, "rb") as fh:  # a file of an older version (resumed run) has no uniqueness: it counts 0
-            names = [c for c in ("label", "uniqueness") if c in pl.read_parquet_schema(fh)]
+            cols = [c for c in ("label", "uniqueness") if c in pl.read_parquet_schema(fh)]
             fh.seek(0)
-            frame = pl.read_parquet(fh, columns=names).with_columns(uniqueness=pl.col("uniqueness")
-                                                                    if "uniqueness" in names else pl.lit(0.0))
+            frame = pl.read_parquet(fh, columns=cols).with_columns(uniqueness=pl.col("uniqueness")
+                                                                   if "uniqueness" in cols else pl.lit(0.0))
         counts = frame["label"].value_counts()
         by = dict(zip(counts["label"].to_list(), counts["count"].to_list(), strict=True))
         rows.append({"file": f.name, **{k: by.get(code, 0) for code, k in enumerate(names)},
