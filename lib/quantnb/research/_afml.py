@@ -193,7 +193,7 @@ def triple_barrier_labels(df: pl.DataFrame, max_holding_min: int, profit_take_mu
     if ev.shape != (n,):
         raise ConfigError(f"events: shape {ev.shape}; give one bool per bar ({n},)")
     cand = np.flatnonzero(ev & np.isfinite(p) & np.isfinite(vol) & (vol > 0))
-    end, code = first_touch(df, p, cand, pt * vol, -sl * vol, horizon)
+    end, code = _first_touch(df, p, cand, pt * vol, -sl * vol, horizon)
     idx = np.flatnonzero(end >= 0)
     e = end[idx]
     labels = np.where(code[idx] == BARRIER_PROFIT_TAKE, 2, np.where(code[idx] == BARRIER_STOP_LOSS, 0, 1))
@@ -206,7 +206,7 @@ def triple_barrier_labels(df: pl.DataFrame, max_holding_min: int, profit_take_mu
     )
 
 
-def first_touch(df: pl.DataFrame, p: np.ndarray, cand: np.ndarray, up_frac: np.ndarray, down_frac: np.ndarray,
+def _first_touch(df: pl.DataFrame, p: np.ndarray, cand: np.ndarray, up_frac: np.ndarray, down_frac: np.ndarray,
                 horizon: int) -> tuple[np.ndarray, np.ndarray]:
     """Walk the price paths of rows ``cand`` to the first barrier; return (end row or -1, raw barrier code) per row.
 

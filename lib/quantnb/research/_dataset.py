@@ -137,7 +137,17 @@ class WindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return None if self.weights is None else self.weights[self.ends]
 
     def class_counts(self, n_classes: int = N_CLASSES) -> np.ndarray:
-        """Return numpy.ndarray, shape (n_classes,), int64: windows per class (SELL, NEUTRAL, BUY; SKIP, TAKE)."""
+        """Count the windows per class.
+
+        Parameters
+        ----------
+        n_classes : int
+            3 (SELL, NEUTRAL, BUY) or 2 (SKIP, TAKE: meta-labels).
+
+        Returns
+        -------
+        numpy.ndarray, shape (n_classes,), int64
+        """
         t = self.targets
         return np.bincount(t[t >= 0], minlength=n_classes)[:n_classes].astype(np.int64)
 

@@ -17,12 +17,12 @@ import polars as pl
 from quantnb.errors import ConfigError, DataError
 from quantnb.research._afml import (
     BARRIER_PROFIT_TAKE,
+    _first_touch,
     _positive_int,
     _positive_real,
     _prices,
     _segments,
     ewm_volatility,
-    first_touch,
 )
 from quantnb.research._bars import check_bars
 
@@ -177,7 +177,7 @@ def meta_labels(df: pl.DataFrame, side: np.ndarray, max_holding_min: int, profit
     vol = ewm_volatility(df, vol_span_min, price_col) * math.sqrt(horizon)
     cand = np.flatnonzero(ev & (sd != 0) & np.isfinite(p) & np.isfinite(vol) & (vol > 0))
     long_ = sd > 0  # a long takes profit above the price, a short below it
-    end, code = first_touch(df, p, cand, np.where(long_, pt, sl) * vol, -np.where(long_, sl, pt) * vol, horizon)
+    end, code = _first_touch(df, p, cand, np.where(long_, pt, sl) * vol, -np.where(long_, sl, pt) * vol, horizon)
     idx = np.flatnonzero(end >= 0)
     e, s = end[idx], sd[idx]
     fwd = p[e] / p[idx] - 1.0
