@@ -19,6 +19,7 @@ from quantnb.research import (
     label_events,
     meta_labels,
     momentum_side,
+    prepare_datasets,
     side_from_column,
 )
 from tests.research._builders import bars
@@ -179,3 +180,19 @@ def test_a_driftless_market_and_an_uninformed_probability_claim_nothing() -> Non
     assert "not distinguishable" in res.verdict
     # shrinking the bets is not skill: the comparison is per unit of bet, not per signal
     assert abs(res.sized_return_per_signal) < abs(res.unsized_return_per_trade)
+
+
+def test_a_sparse_primary_keeps_every_bar_so_windows_end_at_its_bets(btc_bars: pl.DataFrame) -> None:
+    df = btc_bars.head(6000)
+    idx = np.arange(df.height)
+    side = np.where(idx % 97 == 0, 1, np.where(idx % 131 == 0, -1, 0))
+    out = label_events(df.with_columns(signal=pl.Series(side)), "meta", side_rule="column", side_col="signal",
+                       max_holding_min=30, vol_span_min=30, keep_unlabelled=True)
+    assert out.height == df.height and out["side"].to_list() == side.tolist()
+    bets = out.filter(pl.col("label").is_not_null())
+    assert 80 < bets.height <= int((side != 0).sum()) and (bets["side"] != 0).all()
+    assert out.filter(pl.col("side") == 0)["label"].null_count() == int((side == 0).sum())
+    data = prepare_datasets(out, seq_len=16, train_frac=0.6, val_frac=0.2, lookahead_min=30, extra_features=("side",))
+    windows = len(data.train) + len(data.val) + len(data.test)
+    assert windows > 0.8 * bets.height  # a window of 16 bars ends at (nearly) every labelled bet
+    assert data.features[-1] == "side" and set(data.train.targets.tolist()) == {0, 1}

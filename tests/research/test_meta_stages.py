@@ -24,17 +24,21 @@ def test_meta_stage_labels_across_files_as_on_the_whole_series(etl_project) -> N
                                         console_level=None, **META))
     assert res.status == "completed" and res.output_dir.name == "META_MOM30m_PT1_SL1_VOL30m_30m_COST11"
     got = read_dir(res.output_dir)
-    whole = label_events(bars, **META)
+    assert got.height == bars.height  # every bar, side 0 and no label where the primary has no bet
+    whole = label_events(bars, **META, keep_unlabelled=True)
     cols = ["ts", "side", "label", "t1", "barrier", "trade_return"]
     assert got.select(cols).equals(whole.select(cols))  # the momentum side and barriers see the previous file
-    assert got["uniqueness"].to_numpy() == pytest.approx(whole["uniqueness"].to_numpy(), rel=1e-9)
+    labelled = whole.filter(pl.col("label").is_not_null())
+    assert labelled.height > 0.9 * bars.height and labelled.select(cols).equals(label_events(bars, **META).select(cols))
+    assert got["uniqueness"].drop_nulls().to_numpy() == pytest.approx(labelled["uniqueness"].to_numpy(), rel=1e-9)
     assert res.distribution.columns == ["file", "SKIP", "TAKE", "effective_labels"]
-    assert res.distribution["SKIP"].sum() + res.distribution["TAKE"].sum() == whole.height
+    assert res.distribution["SKIP"].sum() + res.distribution["TAKE"].sum() == labelled.height
     config = json.loads((res.output_dir / "labelling_config.json").read_text())
     assert config["method"] == "meta" and config["lookahead_min"] == 30 and config["meta_cost_bps"] == 11.0
 
 
 def test_training_a_secondary_model_on_meta_labels_reports_precision_and_sizing(etl_project) -> None:
+    from quantnb.models import load_model_bundle
     from quantnb.stages.training import TrainingParams, run_training
 
     root, _ = etl_project
@@ -52,9 +56,11 @@ def test_training_a_secondary_model_on_meta_labels_reports_precision_and_sizing(
     assert take_all["diff_ci_low"] is None or take_all["diff_ci_low"] <= take_all["diff_ci_high"]
     sizing = t["meta"]["sizing"]
     assert sizing["n_signals"] == t["n_samples"] and sizing["cost_bps"] == 11.0
-    data = prepare_datasets(labels, seq_len=8, train_frac=0.7, val_frac=0.15, lookahead_min=30)
+    data = prepare_datasets(labels, seq_len=8, train_frac=0.7, val_frac=0.15, lookahead_min=30,
+                            extra_features=("side",))
     tested = data.splits.test["trade_return"].to_numpy()[data.test.ends]  # the primary's bets of the test windows
     assert sizing["unsized_return_per_trade"] == pytest.approx(tested.mean() - 11e-4, rel=1e-9)
+    assert load_model_bundle(res.bundle_dir).features[-1] == "side"  # the secondary sees the primary's side
     run = json.loads((root / "runs" / res.run_id / "run.json").read_text())
     assert run["status"] == "completed" and "sizing" in run["metrics"]["meta"]
     html = res._repr_html_()

@@ -220,7 +220,7 @@ def label_events(df: pl.DataFrame, method: str = "fixed_horizon", *, lookahead_m
                  max_holding_min: int = 60, profit_take_mult: float = 1.0, stop_loss_mult: float = 1.0,
                  vol_span_min: int = 60, cusum_threshold: float | None = None,
                  price_col: str = "close", side_rule: str = "momentum", momentum_min: int = 60,
-                 side_col: str = "side", meta_cost_bps: float = 0.0) -> pl.DataFrame:
+                 side_col: str = "side", meta_cost_bps: float = 0.0, keep_unlabelled: bool = False) -> pl.DataFrame:
     """Label bars by ``method`` and add each label's end ``t1``, ``uniqueness`` and ``return_weight``.
 
     ``fixed_horizon`` is :func:`label_bars` (its columns and values unchanged) with
@@ -256,6 +256,9 @@ def label_events(df: pl.DataFrame, method: str = "fixed_horizon", *, lookahead_m
         meta: the side column when ``side_rule="column"``.
     meta_cost_bps : float
         meta: round-trip cost a TAKE label must exceed, bps.
+    keep_unlabelled : bool
+        meta: return every bar of ``df`` with its ``side`` (0: no bet) and null label columns where
+        there is no label, so that windows of bars can end at sparse bets; default only labelled bars.
 
     Returns
     -------
@@ -281,7 +284,13 @@ def label_events(df: pl.DataFrame, method: str = "fixed_horizon", *, lookahead_m
         side = momentum_side(df, momentum_min, price_col) if side_rule == "momentum" else side_from_column(df, side_col)
         out = meta_labels(df, side, max_holding_min, profit_take_mult, stop_loss_mult, vol_span_min, meta_cost_bps,
                           price_col, events)
-    elif method == "triple_barrier":
+        out = sample_weights(out, df, price_col)
+        if not keep_unlabelled:
+            return out
+        added = [c for c in out.columns if c not in df.columns and c != "side"]
+        return df.with_columns(side=pl.Series(side, dtype=pl.Int8)).join(out.select("ts", *added), on="ts",
+                                                                          how="left", maintain_order="left")
+    if method == "triple_barrier":
         out = triple_barrier_labels(df, max_holding_min, profit_take_mult, stop_loss_mult, vol_span_min,
                                     price_col, events)
     else:

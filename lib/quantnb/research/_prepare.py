@@ -66,6 +66,7 @@ def prepare_datasets(
     features: Sequence[str] | None = None,
     weight_col: str | None = None,
     class_names: Sequence[str] = LABEL_NAMES,
+    extra_features: Sequence[str] = (),
 ) -> PreparedData:
     """Build features, split chronologically with an embargo, fit the scaler on train, index windows.
 
@@ -90,6 +91,10 @@ def prepare_datasets(
     class_names : sequence of str
         Names of the label classes 0, 1, ...: SELL, NEUTRAL, BUY (default) or
         :data:`quantnb.research.META_LABEL_NAMES` for meta-labels.
+    extra_features : sequence of str
+        Columns of ``labelled`` fed to the model as they are (scaled like the others) after the
+        registry's features, e.g. ``("side",)``: the primary's side for a meta-labelling secondary
+        model (AFML 3.6); a null makes its row unusable.
 
     Returns
     -------
@@ -106,6 +111,11 @@ def prepare_datasets(
         raise ConfigError(f"labelled: no 'label' column (columns: {labelled.columns}); run label_bars first")
     names = list(features) if features is not None else feature_columns(labelled)
     frame = build_features(labelled, names)
+    missing = [c for c in extra_features if c not in labelled.columns]
+    if missing:
+        raise ConfigError(f"extra_features: {missing} are not columns of the labelled bars (columns: "
+                          f"{labelled.columns}); relabel the data or drop them")
+    names = names + [c for c in extra_features if c not in names]
     splits = chronological_split(frame, train_frac=train_frac, val_frac=val_frac,
                                  lookahead_min=lookahead_min, embargo_min=embargo_min)
     scaler = FeatureScaler.fit(splits.train, names)

@@ -195,11 +195,13 @@ def _label_one(path: str, next_path: str | None, dest: str, p: dict[str, Any],
                             profit_take_mult=p["profit_take_mult"], stop_loss_mult=p["stop_loss_mult"],
                             vol_span_min=p["vol_span_min"], cusum_threshold=p["cusum_threshold"],
                             price_col=p["price_col"], side_rule=p["side_rule"], momentum_min=p["momentum_min"],
-                            side_col=p["side_col"], meta_cost_bps=p["meta_cost_bps"])
+                            side_col=p["side_col"], meta_cost_bps=p["meta_cost_bps"],
+                            keep_unlabelled=p["method"] == "meta")
     if n_own:
         labelled = labelled.filter((pl.col("ts") >= own_start) & (pl.col("ts") <= own_end))
     with atomic_path(dest) as tmp:
         labelled.write_parquet(tmp, compression="zstd")
+    labelled = labelled.filter(pl.col("label").is_not_null())  # meta files keep every bar: count the labels
     return {"rows_in": n_own, "rows_labelled": labelled.height, **_shares(labelled, _class_names(p["method"]))}
 
 

@@ -234,7 +234,8 @@ def run_training(params: TrainingParams) -> TrainingResult:
         data = prepare_datasets(labelled, seq_len=hp["seq_len"], train_frac=params.train_frac,
                                 val_frac=params.val_frac, lookahead_min=int(label_cfg["lookahead_min"]),
                                 weight_col=params.sample_weight_col,
-                                class_names=META_LABEL_NAMES if meta else LABEL_NAMES)
+                                class_names=META_LABEL_NAMES if meta else LABEL_NAMES,
+                                extra_features=("side",) if meta else ())  # the secondary sees the primary's side
         seed_everything(params.seed)
         model = HybridTCNLSTM(len(data.features), tcn_channels=hp["tcn_channels"], kernel_size=hp["kernel_size"],
                               n_blocks=hp["n_blocks"], dropout=hp["dropout"], lstm_hidden=hp["lstm_hidden"],
