@@ -37,7 +37,26 @@ def test_meta_stage_labels_across_files_as_on_the_whole_series(etl_project) -> N
     assert config["method"] == "meta" and config["lookahead_min"] == 30 and config["meta_cost_bps"] == 11.0
 
 
-def test_training_a_secondary_model_on_meta_labels_reports_precision_and_sizing(etl_project) -> None:
+def test_a_bad_side_column_quarantines_its_file_and_the_others_are_labelled(etl_project) -> None:
+    root, bars = etl_project
+    files = sorted((root / FOLDER).glob("*.parquet"))
+    for i, path in enumerate(files):
+        frame = pl.read_parquet(path)
+        side = [1 if k % 7 == 0 else 0 for k in range(frame.height)]
+        if i == 1:
+            side[100] = 3  # a bad side in the second file
+        frame.with_columns(signal=pl.Series(side)).write_parquet(path)
+    res = run_labelling(LabellingParams(project_dir=str(root), input_glob=f"{FOLDER}/*.parquet", n_workers=1,
+                                        console_level=None, method="meta", side_rule="column", side_col="signal",
+                                        max_holding_min=30, vol_span_min=30))
+    assert res.status == "completed_with_errors" and list(res.quarantined) == [f"{FOLDER}/{files[1].name}"]
+    assert "field signal: side 3; a side must be -1 (short), 0 (no bet) or +1 (long)" in res.quarantined[
+        f"{FOLDER}/{files[1].name}"]
+    assert res.output_dir.name == "META_COLsignal_PT1_SL1_VOL30m_30m"
+    assert len(list(res.output_dir.glob("*.parquet"))) == len(files) - 1
+
+
+def test_training_a_secondary_model_on_meta_labels_reports_precision_and_sizing(etl_project, capsys) -> None:
     from quantnb.models import load_model_bundle
     from quantnb.stages.training import TrainingParams, run_training
 
@@ -63,6 +82,9 @@ def test_training_a_secondary_model_on_meta_labels_reports_precision_and_sizing(
     assert load_model_bundle(res.bundle_dir).features[-1] == "side"  # the secondary sees the primary's side
     run = json.loads((root / "runs" / res.run_id / "run.json").read_text())
     assert run["status"] == "completed" and "sizing" in run["metrics"]["meta"]
+    res.summary()
+    printed = capsys.readouterr().out
+    assert "SKIP/TAKE" in printed and "always taking the primary's side" in printed and "Net return per trade" in printed
     html = res._repr_html_()
     assert "Meta-labelling (test split" in html and "precision on TAKE" in html and "net return per trade" in html
 
