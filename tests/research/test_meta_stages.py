@@ -68,6 +68,9 @@ def test_training_a_secondary_model_on_meta_labels_reports_precision_and_sizing(
     t = res.test
     assert len(t["confusion"]) == 2 and {"f1_skip", "f1_take"} <= set(t) and "f1_sell" not in t
     assert t["f1_macro"] == pytest.approx((t["f1_skip"] + t["f1_take"]) / 2)  # over 2 classes, not 3
+    assert set(t["baselines"]) == {"persistence", "majority", "take_all"}
+    assert t["baselines"]["take_all"]["f1_macro"] == pytest.approx(  # F1(SKIP) = 0, F1(TAKE) = 2 q / (1 + q)
+        (2 * t["meta"]["take_all"]["baseline_precision"] / (1 + t["meta"]["take_all"]["baseline_precision"])) / 2)
     take_all = t["meta"]["take_all"]
     labels = pl.concat([pl.read_parquet(f) for f in sorted(lab.output_dir.glob("*.parquet"))])
     assert 0 < take_all["baseline_precision"] < 1 and labels["label"].mean() == pytest.approx(

@@ -162,6 +162,7 @@ def _baselines(data: Any, labelled: Any, lookahead_min: int, y_pred: np.ndarray,
     import polars as pl
 
     from quantnb.evaluation import compare_to_baseline, persistence_predictions
+    from quantnb.research import META_LABEL_NAMES
 
     y_true, n_classes = data.test.targets, len(data.class_names)
     majority = int(np.bincount(data.train.targets, minlength=n_classes).argmax())
@@ -177,6 +178,9 @@ def _baselines(data: Any, labelled: Any, lookahead_min: int, y_pred: np.ndarray,
                                         n_classes=n_classes).to_dict()
     out["persistence"]["coverage"] = coverage  # share of rows whose bar t - lookahead had a label
     out["majority"]["class"] = majority
+    if data.class_names == META_LABEL_NAMES:  # meta-labels: the primary alone takes every bet (TAKE everywhere)
+        out["take_all"] = compare_to_baseline(y_true, y_pred, np.ones_like(y_true), baseline="always-take (primary)",
+                                              mean_block_len=block, seed=seed, n_classes=n_classes).to_dict()
     return out
 
 
