@@ -44,14 +44,14 @@ def test_a_bad_side_column_quarantines_its_file_and_the_others_are_labelled(etl_
         frame = pl.read_parquet(path)
         side = [1 if k % 7 == 0 else 0 for k in range(frame.height)]
         if i == 1:
-            side[100] = 3  # a bad side in the second file
+            side[-1] = 3  # a bad side in the second file, in the tail the third file reads as context
         frame.with_columns(signal=pl.Series(side)).write_parquet(path)
     res = run_labelling(LabellingParams(project_dir=str(root), input_glob=f"{FOLDER}/*.parquet", n_workers=1,
                                         console_level=None, method="meta", side_rule="column", side_col="signal",
                                         max_holding_min=30, vol_span_min=30))
     assert res.status == "completed_with_errors" and list(res.quarantined) == [f"{FOLDER}/{files[1].name}"]
-    assert "field signal: side 3; a side must be -1 (short), 0 (no bet) or +1 (long)" in res.quarantined[
-        f"{FOLDER}/{files[1].name}"]
+    reason = res.quarantined[f"{FOLDER}/{files[1].name}"]
+    assert f"{files[1]}: bar 2022-01-01 23:59:00+00:00 field signal: side 3; a side must be -1" in reason
     assert res.output_dir.name == "META_COLsignal_PT1_SL1_VOL30m_30m"
     assert len(list(res.output_dir.glob("*.parquet"))) == len(files) - 1
 

@@ -33,6 +33,7 @@ from quantnb.research import (
     label_distribution,
     label_events,
     label_suffix,
+    side_from_column,
 )
 from quantnb.runlog import RunContext, atomic_path, atomic_write_json, start_run, worker_initializer
 
@@ -179,16 +180,21 @@ def _label_one(path: str, next_path: str | None, dest: str, p: dict[str, Any],
     if p["price_col"] not in frame.columns:
         raise DataError(f"{path}: no column {p['price_col']!r} (columns: {', '.join(frame.columns)}); "
                         "set price_col to one of them", path=path)
+    side_problem = _side_problem(frame, p)
+    if side_problem is not None:
+        raise DataError(f"{path}: {side_problem}", path=path, field=p["side_col"])
     n_own = frame.height
     own_start, own_end = (frame["ts"][0], frame["ts"][n_own - 1]) if n_own else (None, None)
     n_tail, n_head = _context_rows(p)
     if prev_path is not None and n_own:  # a broken or overlapping previous file is its own problem, not context
         tail = _read_parquet(prev_path).tail(n_tail)
-        if set(frame.columns) <= set(tail.columns) and tail.height and tail["ts"][-1] < own_start:
+        if set(frame.columns) <= set(tail.columns) and tail.height and tail["ts"][-1] < own_start \
+                and _side_problem(tail, p) is None:
             frame = pl.concat([tail.select(frame.columns), frame], how="vertical_relaxed")
     if next_path is not None:
         head = _read_parquet(next_path, n_rows=n_head).select(frame.columns)
-        frame = pl.concat([frame, head], how="vertical_relaxed")
+        if _side_problem(head, p) is None:
+            frame = pl.concat([frame, head], how="vertical_relaxed")
     labelled = label_events(frame, p["method"], lookahead_min=p["lookahead_min"],
                             threshold_short_frac=p["threshold_short_frac"],
                             threshold_long_frac=p["threshold_long_frac"], max_holding_min=p["max_holding_min"],
@@ -203,6 +209,17 @@ def _label_one(path: str, next_path: str | None, dest: str, p: dict[str, Any],
         labelled.write_parquet(tmp, compression="zstd")
     labelled = labelled.filter(pl.col("label").is_not_null())  # meta files keep every bar: count the labels
     return {"rows_in": n_own, "rows_labelled": labelled.height, **_shares(labelled, _class_names(p["method"]))}
+
+
+def _side_problem(frame: pl.DataFrame, p: dict[str, Any]) -> str | None:
+    """Why the bars' side column cannot serve as the primary's side (meta, side_rule column), else None."""
+    if p["method"] != "meta" or p["side_rule"] != "column":
+        return None
+    try:
+        side_from_column(frame, p["side_col"])
+    except (ConfigError, DataError) as exc:
+        return str(exc)
+    return None
 
 
 def _class_names(method: str) -> tuple[str, ...]:
