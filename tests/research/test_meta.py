@@ -127,6 +127,8 @@ def test_a_bad_side_column_names_the_bar_the_value_and_the_fix() -> None:
         side_from_column(df, "side")
     with pytest.raises(ConfigError, match="side_col: column 'signal'"):
         side_from_column(df, "signal")
+    with pytest.raises(DataError, match="field side: side 'long'"):
+        side_from_column(bars([100.0, 101.0], side=["long", None]), "side")
     ok = bars([100.0, 101.0, 102.0], side=[1, None, -1])
     assert side_from_column(ok, "side").tolist() == [1, 0, -1]
 

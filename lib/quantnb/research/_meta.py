@@ -99,8 +99,11 @@ def side_from_column(df: pl.DataFrame, side_col: str) -> np.ndarray:
     if side_col not in df.columns:
         raise ConfigError(f"side_col: column {side_col!r} is not in the bars (columns: {df.columns}); "
                           "add the primary's side (-1, 0, +1) to the bars or use side_rule='momentum'")
-    raw = df.get_column(side_col).cast(pl.Float64, strict=False).fill_null(0.0).fill_nan(None).to_numpy()
-    bad = np.flatnonzero(~np.isin(raw, (-1.0, 0.0, 1.0)))
+    col = df.get_column(side_col)
+    num = col.cast(pl.Float64, strict=False)
+    unreadable = (num.is_null() & col.is_not_null()).to_numpy()  # e.g. "long": not a number, not a missing side
+    raw = num.fill_null(0.0).fill_nan(None).to_numpy()
+    bad = np.flatnonzero(~np.isin(raw, (-1.0, 0.0, 1.0)) | unreadable)
     if bad.size:
         i = int(bad[0])
         raise DataError(f"bar {df['ts'][i]} field {side_col}: side {df[side_col][i]!r}; a side must be -1 (short), "
