@@ -19,7 +19,7 @@ class EpochStats:
     f1_macro, f1_weighted : float
         Validation F1, macro and support-weighted.
     f1_per_class : tuple of float
-        Validation F1 of SELL, NEUTRAL, BUY.
+        Validation F1 of SELL, NEUTRAL, BUY (SKIP, TAKE for meta-labels).
     lr : float
         Learning rate used during this epoch.
     is_best : bool
@@ -52,9 +52,10 @@ class EpochStats:
 
     def metrics(self) -> dict[str, float]:
         """Return the metrics under namespaced keys (``train/loss``, ``val/f1_macro``, ``train/lr`` ...)."""
-        s, n, b = self.f1_per_class
+        names = ("sell", "neutral", "buy") if len(self.f1_per_class) == 3 else ("skip", "take")
         return {"train/loss": self.train_loss, "val/loss": self.val_loss, "val/f1_macro": self.f1_macro,
-                "val/f1_weighted": self.f1_weighted, "val/f1_sell": s, "val/f1_neutral": n, "val/f1_buy": b,
+                "val/f1_weighted": self.f1_weighted,
+                **{f"val/f1_{n}": v for n, v in zip(names, self.f1_per_class, strict=False)},
                 "train/lr": self.lr, "train/samples_per_s": self.n_train_samples / max(self.duration_s, 1e-9)}
 
     def to_dict(self) -> dict[str, Any]:
