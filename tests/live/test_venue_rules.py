@@ -58,7 +58,7 @@ def test_lot_step_and_min_notional_round_identically_in_env_paper_and_testnet(se
         paper = PaperBroker("BTCUSDT", EQUITY, FillModel(5.0, 0.0), rules=rules)
         paper.on_bar(close, nxt)
         try:
-            got_paper.append(paper.market_order("buy" if q > 0 else "sell", abs(q)).signed_qty)
+            got_paper.append(paper.market_order("buy" if q > 0 else "sell", abs(q)).qty)
         except OperationalError:
             got_paper.append(0.0)
 
@@ -68,7 +68,7 @@ def test_lot_step_and_min_notional_round_identically_in_env_paper_and_testnet(se
         if plan.side is None:
             got_testnet.append(0.0)
         else:
-            got_testnet.append(broker.market_order(plan.side, plan.qty).signed_qty)
+            got_testnet.append(broker.market_order(plan.side, plan.qty).qty)
 
     expected = [0.012, -0.056, 0.0, 0.0, -0.25, 0.0, 0.1]  # 0.0021 BTC ~ 97 USD and 0.0029 -> 0.002 < 100 USD
     assert got_env == pytest.approx(expected, abs=1e-12)

@@ -155,7 +155,7 @@ def test_paper_broker_and_environment_charge_the_same_to_the_digit(tmp_path):
             assert info["fill_qty"] == 0.0
         else:
             n_fills += 1
-            assert (pfill.signed_qty, pfill.price, pfill.fee_usd) == (info["fill_qty"], info["fill_price_usd"],
+            assert (pfill.qty, pfill.price_usd, pfill.fee_usd) == (info["fill_qty"], info["fill_price_usd"],
                                                                    info["fee_usd"])
             assert math.isclose(round(pfill.qty / 0.001), pfill.qty / 0.001, abs_tol=1e-9)  # on the lot step
         t += 1

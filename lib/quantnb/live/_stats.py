@@ -14,7 +14,8 @@ from loguru import logger
 from quantnb.live._audit import AuditRow
 from quantnb.live._emergency import EmergencyReport
 from quantnb.live._guard import bar_iso
-from quantnb.live._types import AccountState, Bar, Fill
+from quantnb.live._types import AccountState, Bar
+from quantnb.rl._costs import Fill
 
 __all__ = ["StepInfo", "SessionStats"]
 
@@ -70,8 +71,8 @@ class StepInfo:
         return AuditRow(
             timestamp=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), step=self.step,
             bar_ts=bar_iso(self.bar.open_time_ms), close=self.bar.close, action_raw=self.action_raw,
-            target_frac=self.target_frac, side=f.side if f else "", qty=f.qty if f else 0.0,
-            fill_price=f.price if f else math.nan, fee_usd=f.fee_usd if f else 0.0, position=a.position_qty,
+            target_frac=self.target_frac, side=f.side if f else "", qty=abs(f.qty) if f else 0.0,
+            fill_price=f.price_usd if f else math.nan, fee_usd=f.fee_usd if f else 0.0, position=a.position_qty,
             balance_usd=a.balance_usd, equity_usd=a.equity_usd, peak_equity_usd=self.peak_equity_usd,
             drawdown_frac=self.drawdown_frac, decision_latency_ms=round(self.decision_latency_ms, 4),
             event=self.event, client_order_id=f.client_order_id if f else "", gap_before=int(self.gap_before),
