@@ -15,8 +15,8 @@ from quantnb.errors import ConfigError, QuantnbError
 from quantnb.live._audit import EMERGENCIAS_COLUMNS, CsvAppender
 from quantnb.live._broker import Broker
 from quantnb.live._state import TradingState
-from quantnb.rl._costs import Fill
 from quantnb.retry import RetryPolicy
+from quantnb.rl._costs import Fill
 from quantnb.runlog import atomic_write_text
 
 __all__ = ["HALT_MARKER", "EmergencyCause", "EmergencyReport", "EmergencyProtocol", "OrderJournal",

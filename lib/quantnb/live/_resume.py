@@ -13,8 +13,8 @@ from quantnb.live._audit import CsvAppender
 from quantnb.live._broker import Broker
 from quantnb.live._state import StateStore, TraderState, TradingState
 from quantnb.live._types import AccountState
-from quantnb.rl._costs import Fill
 from quantnb.retry import RetryPolicy
+from quantnb.rl._costs import Fill
 
 __all__ = ["RECONCILIATION_COLUMNS", "Reconciliation", "load_recorded_state", "cut_registro", "reconcile"]
 
@@ -164,7 +164,8 @@ def reconcile(rec: TraderState, broker: Broker, retry: RetryPolicy, path: Path, 
                       "missing": "never executed; nothing to record"}[status]
             out.write({"timestamp": _now(), "item": f"order {p.client_order_id}",
                        "recorded": f"in flight {p.purpose} {p.side} {p.qty!r}",
-                       "venue": status if fill is None else f"filled {fill.side} {abs(fill.qty)!r} @ {fill.price_usd!r}",
+                       "venue": status if fill is None
+                       else f"filled {fill.side} {abs(fill.qty)!r} @ {fill.price_usd!r}",
                        "action": action})
             if fill is not None:
                 fills.append((p.purpose, fill))

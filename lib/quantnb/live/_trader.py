@@ -27,11 +27,11 @@ from quantnb.live._risk import OrderPlan, RiskControl, RiskLimits
 from quantnb.live._state import PendingOrder, SessionLock, StateStore, TraderState, TradingState
 from quantnb.live._stats import SessionStats, StepInfo
 from quantnb.live._types import AccountState, Bar
-from quantnb.rl._costs import Fill
 from quantnb.live._warmup import FeatureFeed, warm_up
 from quantnb.live._watchdog import FeedWatchdog, StopGuard, missing_features
 from quantnb.retry import RetryPolicy
 from quantnb.rl import ActionInterpreter, IncrementalFeatures, ObservationBuilder, PortfolioState
+from quantnb.rl._costs import Fill
 
 __all__ = ["AgentLike", "Trader"]
 
@@ -371,8 +371,9 @@ class Trader:
             stats.bad_bars += info.event == "rejected"
             stats.gaps += info.gap_before
             if info.fill is not None:
+                f = info.fill
                 logger.info("live/fill step={} {} qty={:g} price_usd={:.2f} fee_usd={:.4f} order={}", info.step,
-                            info.fill.side, abs(info.fill.qty), info.fill.price_usd, info.fill.fee_usd, info.fill.order_id)
+                            f.side, abs(f.qty), f.price_usd, f.fee_usd, f.order_id)
             if self.on_step is not None:
                 self.on_step(info)
             if info.reason == "drawdown limit":
