@@ -95,6 +95,10 @@ class Broker(abc.ABC):
             Our id for the closing order (recorded before sending).
         """
 
+    def funding_paid_usd(self) -> float | None:
+        """Return the funding booked so far, USD (< 0: received): a paper broker's; None where the venue books it."""
+        return None
+
     def in_flight_qty(self) -> float:
         """Return the signed quantity sent but not yet filled, base units (a paper broker's latency; else 0)."""
         return 0.0

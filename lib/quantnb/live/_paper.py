@@ -240,6 +240,10 @@ class PaperBroker(Broker):
     def _tick_rules(self) -> MarketRules | None:
         return self.rules if self.rules.tick_size > 0 else None
 
+    def funding_paid_usd(self) -> float:
+        """Return the funding the paper portfolio paid so far, USD (< 0: received)."""
+        return self.portfolio.funding_paid_usd
+
     def in_flight_qty(self) -> float:
         """Return the signed quantity of orders sent but not yet filled (``latency_bars`` > 0), base units."""
         return sum(q for _, q, _ in self._in_flight)

@@ -49,6 +49,8 @@ class StepInfo:
         (see :class:`AuditRow`).
     gap_before : bool
         Candles are missing before this one; the features warm up again.
+    funding_usd : float
+        Funding booked on this candle, USDT (< 0: received); nan where the venue books it.
     """
 
     step: int
@@ -64,6 +66,7 @@ class StepInfo:
     reason: str
     event: str = "bar"
     gap_before: bool = False
+    funding_usd: float = 0.0
 
     def audit_row(self) -> AuditRow:
         """Return the step's ``registro`` row (written now: ``timestamp`` is the wall clock)."""
@@ -76,7 +79,7 @@ class StepInfo:
             balance_usd=a.balance_usd, equity_usd=a.equity_usd, peak_equity_usd=self.peak_equity_usd,
             drawdown_frac=self.drawdown_frac, decision_latency_ms=round(self.decision_latency_ms, 4),
             event=self.event, client_order_id=f.client_order_id if f else "", gap_before=int(self.gap_before),
-            note=self.reason)
+            note=self.reason, funding_usd=self.funding_usd)
 
 
 @dataclasses.dataclass
@@ -91,6 +94,11 @@ class SessionStats:
         Closed candles processed and orders filled.
     fees_usd, pnl_usd : float
         Commissions paid and equity change over the session, USDT.
+    funding_usd : float or None
+        Funding paid over the session, USDT (< 0: received), as the research environment books it
+        for the same bars; None where the venue books it (testnet, live).
+    gross_pnl_usd : float or None
+        ``pnl_usd + fees_usd + funding_usd``: the PnL before fees and funding, USDT.
     start_equity_usd, end_equity_usd : float
         Equity at start and end, USDT.
     return_frac, max_drawdown_frac : float
@@ -126,6 +134,8 @@ class SessionStats:
     trades: int = 0
     fees_usd: float = 0.0
     pnl_usd: float = 0.0
+    funding_usd: float | None = 0.0
+    gross_pnl_usd: float | None = None
     start_equity_usd: float = float("nan")
     end_equity_usd: float = float("nan")
     return_frac: float = float("nan")
@@ -164,13 +174,16 @@ class SessionStats:
             self.end_equity_usd = self.start_equity_usd
         self.pnl_usd = self.end_equity_usd - self.start_equity_usd
         self.return_frac = self.end_equity_usd / self.start_equity_usd - 1.0 if self.start_equity_usd else math.nan
+        if self.funding_usd is not None:
+            self.gross_pnl_usd = self.pnl_usd + self.fees_usd + self.funding_usd
         if latencies_ms:
             self.latency_p50_ms, self.latency_p99_ms = (float(x) for x in np.percentile(latencies_ms, [50, 99]))
         self.elapsed_s = elapsed_s
         self.bars_per_s = self.steps / elapsed_s if elapsed_s > 0 else 0.0
         logger.info("live/session: stopped_by={} steps={} trades={} live/pnl_usd={:.2f} live/fees_usd={:.2f} "
-                    "live/max_drawdown_frac={:.4f} live/latency_p99_ms={:.3f}", self.stopped_by, self.steps,
-                    self.trades, self.pnl_usd, self.fees_usd, self.max_drawdown_frac, self.latency_p99_ms)
+                    "live/funding_usd={} live/max_drawdown_frac={:.4f} live/latency_p99_ms={:.3f}", self.stopped_by,
+                    self.steps, self.trades, self.pnl_usd, self.fees_usd, self.funding_usd, self.max_drawdown_frac,
+                    self.latency_p99_ms)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict (for ``run.json`` and the log)."""
