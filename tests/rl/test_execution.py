@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 
 import numpy as np
+import polars as pl
 import pytest
 
 import quantnb.live
 import quantnb.live._types as live_types
 from quantnb.errors import ConfigError, OperationalError
 from quantnb.live._paper import PaperBroker
-from quantnb.rl import Fill, FillModel, MarketRules
+from quantnb.rl import Fill, FillModel, FundingRates, MarketRules, evaluate_agent
+from quantnb.stages._agent_eval import cost_metrics
 from tests.rl._helpers import small_bars
 from tests.rl.test_perp import _bar, _env
 
@@ -84,3 +87,47 @@ def test_latency_bars_is_a_non_negative_integer():
     with pytest.raises(ConfigError, match="latency_bars"):
         _env(small_bars(), FillModel(5.0, 1.0), latency_bars=1.5)
     assert not math.isnan(RULES.tick_size)
+
+
+class _Seeded:
+    """A stub policy: seeded uniform actions (a market with no edge for it)."""
+
+    def __init__(self) -> None:
+        self.rng = np.random.default_rng(2)
+
+    def predict(self, obs, deterministic=True):
+        return np.array([self.rng.uniform(-1, 1)], dtype=np.float32), None
+
+
+def test_gross_return_minus_costs_and_funding_is_the_net_return_for_the_agent_and_buy_and_hold():
+    bars = small_bars().with_columns(spread_bps_mean=pl.lit(3.0))
+    fm = FillModel(5.0, 1.0, cross_spread=True, impact_coef=0.5)
+    env = _env(bars, fm, max_frac=2.0, deadband=0.05, market_rules=RULES, funding=FundingRates(constant_rate=0.0005))
+    fills: list[tuple[float, dt.datetime]] = []
+    step = env.step
+
+    def recording_step(action):
+        out = step(action)
+        fills.append((out[4]["fill_qty"], out[4]["bar_ts"]))
+        return out
+
+    env.step = recording_step
+    ev = evaluate_agent(_Seeded(), env, n_boot=20)
+    a, b, e0 = ev.agent, ev.buy_and_hold, ev.equity_usd[0]
+    opens = dict(zip(bars["ts"].to_list(), bars["open"].to_list(), strict=True))
+    # by hand: the fills at their reference prices (the fill bar's open), the position marked at the last close
+    q_end = sum(q for q, _ in fills)
+    close = bars.filter(pl.col("ts").is_in(ev.bar_ts))["close"].to_numpy()  # the marks of the evaluation
+    gross_usd = -sum(q * opens[t] for q, t in fills) + q_end * close[-1]
+    assert a.impact_usd > 0 and a.fees_usd > 0 and a.funding_usd != 0 and a.n_trades > 20
+    assert a.cost_usd == a.fees_usd + a.impact_usd
+    assert a.gross_return_frac * e0 == pytest.approx(gross_usd, rel=1e-9, abs=1e-6)
+    assert a.gross_return_frac - (a.cost_usd + a.funding_usd) / e0 == pytest.approx(a.total_return_frac, abs=1e-12)
+    # buy-and-hold pays the same kinds of cost through the same fill model: spread and impact included
+    qty = (ev.buy_and_hold_equity_usd[-1] + b.funding_usd) / close[-1]
+    assert b.gross_return_frac * e0 == pytest.approx(qty * (close[-1] - close[0]), rel=1e-9)
+    assert b.impact_usd > qty * close[0] * (1e-4 + 1.5e-4) and b.funding_usd > 0
+    assert b.gross_return_frac - (b.cost_usd + b.funding_usd) / e0 == pytest.approx(b.total_return_frac, abs=1e-12)
+    m = cost_metrics(ev.flat_metrics())  # run.json's figures
+    assert m["net_return_frac"] == a.total_return_frac and m["bh_gross_return_frac"] == b.gross_return_frac
+    assert {"gross_return_frac", "cost_usd", "funding_usd"} <= set(ev.summary_frame()["metric"].to_list())

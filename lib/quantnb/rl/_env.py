@@ -226,6 +226,11 @@ class TradingEnv(gym.Env):
         return int(cand[0]), hi
 
     @property
+    def first_decision_bar(self) -> int:
+        """Return the index of the period's first decision bar (where an evaluation starts)."""
+        return self._first
+
+    @property
     def n_period_steps(self) -> int:
         """Return the number of decision bars of the period (steps of an evaluation over all of it)."""
         return int(self._dec.sum())
