@@ -131,3 +131,22 @@ def test_gross_return_minus_costs_and_funding_is_the_net_return_for_the_agent_an
     m = cost_metrics(ev.flat_metrics())  # run.json's figures
     assert m["net_return_frac"] == a.total_return_frac and m["bh_gross_return_frac"] == b.gross_return_frac
     assert {"gross_return_frac", "cost_usd", "funding_usd"} <= set(ev.summary_frame()["metric"].to_list())
+
+
+def test_orders_in_flight_survive_a_paper_snapshot_and_restore():
+    def broker() -> PaperBroker:
+        return PaperBroker("BTCUSDT", 10_000.0, FillModel(5.0, 1.0), rules=RULES, latency_bars=2)
+
+    a = broker()
+    a.on_bar(46_000.0, 46_010.0)
+    pending = a.market_order("buy", 0.1)
+    assert (pending.qty, pending.unfilled_qty, pending.status, a.in_flight_qty()) == (0.0, 0.1, "paper-pending", 0.1)
+    b = broker()
+    b.restore(a.snapshot(), 46_000.0)
+    assert b.in_flight_qty() == 0.1
+    for px in (46_020.0, 46_030.0, 46_040.0):
+        for x in (a, b):
+            x.on_bar(px, px + 5.0)
+    assert a.portfolio.to_dict() == b.portfolio.to_dict()
+    assert b.portfolio.position_qty == 0.1 and b.in_flight_qty() == 0.0
+    assert b.portfolio.avg_entry_price_usd == RULES.round_fill_price(46_035.0 * (1 + 1e-4), 1.0)  # open of bar 3

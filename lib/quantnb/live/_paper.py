@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
+from typing import Any
 
 from quantnb.errors import ConfigError, OperationalError
 from quantnb.live._broker import Broker
@@ -126,21 +127,23 @@ class PaperBroker(Broker):
             self._quote = BarQuote.from_bar(bar.high, bar.low, bar.close, bar.volume, ex.get("spread_bps_mean"),
                                             ex.get("bid_depth_10"), ex.get("ask_depth_10"))
 
-    def snapshot(self) -> dict[str, float]:
-        """Return the portfolio (cash, position, entry price, fees, realized PnL, trades) as plain numbers."""
+    def snapshot(self) -> dict[str, Any]:
+        """Return the portfolio (cash, position, entry price, fees, realized PnL, trades) and the orders in flight."""
         p = self.portfolio
         return {"initial_cash_usd": p.initial_cash_usd, "cash_usd": p.cash_usd, "position_qty": p.position_qty,
                 "avg_entry_price_usd": p.avg_entry_price_usd, "realized_pnl_usd": p.realized_pnl_usd,
                 "fees_paid_usd": p.fees_paid_usd, "traded_notional_usd": p.traded_notional_usd,
                 "n_trades": p.n_trades, "next_order_id": self._next_id, "impact_paid_usd": p.impact_paid_usd,
-                "funding_paid_usd": p.funding_paid_usd, "n_liquidations": p.n_liquidations}
+                "funding_paid_usd": p.funding_paid_usd, "n_liquidations": p.n_liquidations,
+                "in_flight": [[due - self._bar_no, q, None if quote is None else dataclasses.asdict(quote)]
+                              for due, q, quote in self._in_flight]}
 
-    def restore(self, snap: dict[str, float], last_close: float | None) -> None:
+    def restore(self, snap: dict[str, Any], last_close: float | None) -> None:
         """Load a :meth:`snapshot` and mark the account at ``last_close`` (a resumed session).
 
         Parameters
         ----------
-        snap : dict of str to float
+        snap : dict of str to Any
             A :meth:`snapshot` (keys ``initial_cash_usd``, ``cash_usd``, ``position_qty``,
             ``avg_entry_price_usd``, ``realized_pnl_usd``, ``fees_paid_usd``,
             ``traded_notional_usd``, ``n_trades`` and optionally ``next_order_id``).
@@ -161,8 +164,10 @@ class PaperBroker(Broker):
         p.funding_paid_usd = float(snap.get("funding_paid_usd", 0.0))
         p.n_liquidations = int(snap.get("n_liquidations", 0))
         self._next_id = int(snap.get("next_order_id", 1))
-        if last_close is not None:
-            self.on_bar(last_close, None)
+        self._in_flight = [(self._bar_no + int(k), float(q), None if quote is None else BarQuote(**quote))
+                           for k, q, quote in snap.get("in_flight", [])]  # bars still to wait, as counted on save
+        if last_close is not None and math.isfinite(last_close) and last_close > 0:
+            self._mark = self._exec_price = last_close  # marks without counting a bar (orders in flight wait)
 
     def account(self) -> AccountState:
         """Return the paper account marked at the last close.

@@ -147,7 +147,7 @@ class MarginTier:
     max_leverage: float
 
 
-# Maintenance-margin tiers per (venue, symbol), selected by the venue (``EnvParams.venue_rules``).
+# Maintenance-margin tiers per (venue, symbol), selected by the venue (``EnvSpec.venue_rules``).
 # Binance USD-M BTCUSDT leverage brackets (GET /fapi/v1/leverageBracket, "Leverage and Margin of
 # USDⓈ-M Futures", as published 2024; check the live endpoint before relying on a tier).
 MARGIN_TIERS: dict[tuple[str, str], tuple[MarginTier, ...]] = {
