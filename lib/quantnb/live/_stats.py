@@ -157,6 +157,17 @@ class SessionStats:
     orders_rejected: int = 0
     feed_fallbacks: int = 0
 
+    def book_funding(self, info: StepInfo, before_usd: float | None, after_usd: float | None) -> StepInfo:
+        """Add the funding the broker booked during a step to the session and to the step (None: the venue's)."""
+        if before_usd is None or after_usd is None:
+            self.funding_usd = None
+            return dataclasses.replace(info, funding_usd=math.nan)
+        if after_usd == before_usd:
+            return info
+        if self.funding_usd is not None:
+            self.funding_usd += after_usd - before_usd
+        return dataclasses.replace(info, funding_usd=after_usd - before_usd)
+
     def finish(self, max_drawdown_frac: float, latencies_ms: list[float], elapsed_s: float) -> None:
         """Fill the end-of-session figures (PnL, return, latency percentiles, throughput) and log them.
 

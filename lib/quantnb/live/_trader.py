@@ -362,15 +362,9 @@ class Trader:
             if st.last_bar_ms is not None and bar.open_time_ms <= st.last_bar_ms:
                 self._feed_only(feed, bar)  # processed before the restart
                 continue
-            paid0 = self.broker.funding_paid_usd()
-            info = self._step(st.step, bar, feed, time.perf_counter())
-            paid1 = self.broker.funding_paid_usd()
-            if paid0 is None or paid1 is None:
-                info, stats.funding_usd = dataclasses.replace(info, funding_usd=math.nan), None
-            elif paid1 != paid0:
-                info = dataclasses.replace(info, funding_usd=paid1 - paid0)
-                if stats.funding_usd is not None:
-                    stats.funding_usd += paid1 - paid0
+            paid = self.broker.funding_paid_usd()
+            info = stats.book_funding(self._step(st.step, bar, feed, time.perf_counter()), paid,
+                                      self.broker.funding_paid_usd())
             n += 1
             latencies.append(info.decision_latency_ms)
             self._commit(info, bar)

@@ -27,8 +27,8 @@ class TradingEnv(gym.Env):
 
     Step at decision bar ``t`` (after its close): the action becomes a target fraction of
     equity (:class:`ActionInterpreter`); the order is sized at ``close[t]``
-    (:meth:`Portfolio.order_qty_for_target`) and filled at ``open[t + 1]`` with fee and slippage
-    (:class:`FillModel`); the portfolio is marked at ``close[t + 1]`` and the reward is
+    (:meth:`Portfolio.order_qty_for_target`) and filled at ``open[t + 1]`` (``open[t + 1 + latency_bars]``)
+    with fee and slippage (:class:`FillModel`); the portfolio is marked at ``close[t + 1]`` and the reward is
     ``log(equity[t + 1] / equity[t])``. The next observation is built at ``t + 1`` by
     :class:`ObservationBuilder`. An episode ends with ``truncated=True`` at the end of the
     period, after ``max_episode_steps``, or at the last bar before a gap, and with
@@ -318,7 +318,8 @@ class TradingEnv(gym.Env):
         info : dict
             ``bar_ts``, ``close_usd``, ``equity_usd``, ``position_qty``, ``position_frac``,
             ``action_raw``, ``target_frac``, ``fill_qty``, ``fill_price_usd``, ``fee_usd``,
-            ``impact_usd``, ``funding_usd`` and ``liquidation_price_usd`` (None unless liquidated).
+            ``impact_usd`` (of the fill booked at ``open[t + 1]``: the order decided ``latency_bars``
+            steps earlier), ``funding_usd`` and ``liquidation_price_usd`` (None unless liquidated).
         """
         t, pf = self._t, self.portfolio
         equity_before = pf.equity(self._close[t])
