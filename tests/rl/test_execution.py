@@ -150,3 +150,13 @@ def test_orders_in_flight_survive_a_paper_snapshot_and_restore():
     assert a.portfolio.to_dict() == b.portfolio.to_dict()
     assert b.portfolio.position_qty == 0.1 and b.in_flight_qty() == 0.0
     assert b.portfolio.avg_entry_price_usd == RULES.round_fill_price(46_035.0 * (1 + 1e-4), 1.0)  # open of bar 3
+
+
+def test_the_evaluation_says_gross_costs_funding_and_net_in_one_line():
+    env = _env(small_bars(), FillModel(5.0, 1.0), max_frac=2.0, funding=FundingRates(constant_rate=0.0005))
+    ev = evaluate_agent(_Seeded(), env, n_boot=20)
+    line = ev.cost_line()
+    assert line in ev.verdicts() and ev.verdicts()[-1].startswith("always-flat:")
+    a = ev.agent
+    assert f"agent gross {a.gross_return_frac:+.2%}" in line and f"= net {a.total_return_frac:+.2%}" in line
+    assert f"{a.fees_usd:,.2f} USD fees" in line and "buy-and-hold gross" in line

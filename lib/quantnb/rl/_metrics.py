@@ -187,8 +187,20 @@ class EvaluationResult:
                        f"shifted in time (mean {n.null_mean:+.4f}, p = {n.p_value:.3f}, {n.n_shifts} shifts).")
         flat = self.flat_null()
         if flat is not None:
+            out.append(self.cost_line())
             out.append(flat["verdict"])
         return out
+
+    def cost_line(self) -> str:
+        """Return one sentence: gross return, costs, funding and net return of the agent and of buy-and-hold."""
+        e0 = float(self.equity_usd[0])
+
+        def part(name: str, m: PerformanceMetrics) -> str:
+            return (f"{name} gross {m.gross_return_frac:+.2%} - costs {m.cost_usd / e0:.2%} ({m.fees_usd:,.2f} USD "
+                    f"fees + {m.impact_usd:,.2f} USD spread and impact) - funding {m.funding_usd / e0:+.2%} "
+                    f"= net {m.total_return_frac:+.2%}")
+
+        return f"costs: {part('agent', self.agent)}; {part('buy-and-hold', self.buy_and_hold)}."
 
     def flat_null(self) -> dict[str, Any] | None:
         """Compare the agent with staying flat throughout (return 0, no trades, no fees).
