@@ -158,7 +158,20 @@ class SessionStats:
     feed_fallbacks: int = 0
 
     def book_funding(self, info: StepInfo, before_usd: float | None, after_usd: float | None) -> StepInfo:
-        """Add the funding the broker booked during a step to the session and to the step (None: the venue's)."""
+        """Add the funding the broker booked during a step to the session and return the step with it.
+
+        Parameters
+        ----------
+        info : StepInfo
+            The step.
+        before_usd, after_usd : float or None
+            :meth:`Broker.funding_paid_usd` before and after the step, USDT; None: the venue books funding.
+
+        Returns
+        -------
+        StepInfo
+            With ``funding_usd`` set (nan where the venue books it).
+        """
         if before_usd is None or after_usd is None:
             self.funding_usd = None
             return dataclasses.replace(info, funding_usd=math.nan)
