@@ -65,7 +65,8 @@ def test_agent_then_replay_session_audit_emergency_and_no_secret_anywhere(tmp_pa
     assert bar_ts[0][:16] >= eval_start.replace(" ", "T")[:16]
     assert list(rows[0]) == ["timestamp", "step", "bar_ts", "close", "action_raw", "target_frac", "side", "qty",
                              "fill_price", "fee_usd", "position", "balance_usd", "equity_usd", "peak_equity_usd",
-                             "drawdown_frac", "decision_latency_ms", "event", "client_order_id", "gap_before", "note"]
+                             "drawdown_frac", "decision_latency_ms", "event", "client_order_id", "gap_before", "note",
+                             "funding_usd"]
     assert list((agent_dir / "produccion").glob("produccion_*.log"))
 
     breach = _run(root, "run", "live", "-p", "train_id", train_id, "-p", "max_drawdown_frac", "0.0001",

@@ -60,7 +60,7 @@ if TYPE_CHECKING:  # the names for type checkers; at run time each loads on firs
     )
     from quantnb.live._stats import SessionStats, StepInfo
     from quantnb.live._trader import AgentLike, Trader
-    from quantnb.live._types import AccountState, Bar, Fill, MarketRules
+    from quantnb.live._types import AccountState, Bar, MarketRules
     from quantnb.live._venue import ENV_KEYS, credentials_from_env, make_exchange, scrub, translate_ccxt_error
 
 __getattr__, __dir__ = attach(__name__, {
@@ -107,7 +107,6 @@ __getattr__, __dir__ = attach(__name__, {
     "session_timestamp": "quantnb.live._audit",
     "AccountState": "quantnb.live._types",
     "Bar": "quantnb.live._types",
-    "Fill": "quantnb.live._types",
     "MarketRules": "quantnb.live._types",
     "ENV_KEYS": "quantnb.live._venue",
     "credentials_from_env": "quantnb.live._venue",
@@ -160,7 +159,6 @@ __all__ = [
     "CsvAppender",
     "Bar",
     "AccountState",
-    "Fill",
     "MarketRules",
     "ENV_KEYS",
     "credentials_from_env",

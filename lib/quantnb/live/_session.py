@@ -251,7 +251,7 @@ def build_trader(
         costs = meta.env.cost_setup(symbol or meta.symbol)  # the training environment's rules, funding, margin
         broker = PaperBroker(symbol or meta.symbol or "replay", initial_equity_usd or meta.initial_equity_usd,
                              fill_model, rules=costs["market_rules"], funding=costs["funding"],
-                             margin_tiers=costs["margin_tiers"])
+                             margin_tiers=costs["margin_tiers"], latency_bars=costs["latency_bars"])
         logger.info("live/session: replay of {} bars of {} with agent {}", n, meta.symbol, cfg.train_id)
     else:
         check_endpoint_override(mode, "rest_base_url", rest_base_url)

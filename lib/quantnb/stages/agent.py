@@ -30,6 +30,7 @@ from quantnb.stages._agent_eval import (
     _trial_sharpe_var,
     agent_spans,
     check_no_stacking_leak,
+    cost_metrics,
     earlier_trial_sharpes,
     seed_summary,
 )
@@ -299,6 +300,7 @@ def run_agent(params: AgentParams) -> AgentResult:
                        trial_sharpes_annualised=[e.agent.sharpe_annualised for _, e in per_seed],
                        **({"walk_forward_folds": fold_table.to_dicts()} if fold_table is not None else {}))
         ctx.record_metrics(**{k: flat.get(v) for k, v in _HEADLINE.items()}, n_trials=n_trials)
+        ctx.record_metrics(**cost_metrics(flat))  # gross return, costs, funding, net: agent and buy-and-hold
         ctx.record_metrics(verdict=" ".join(ev.verdicts()),
                            **({"walk_forward_folds": len(fits)} if fold_table is not None else {}),
                            **({"seeds": _seed_metrics(seed_table)} if seed_table is not None else {}),

@@ -227,7 +227,8 @@ def run_live(params: LiveParams) -> LiveResult:
             if not isinstance(value, dict):
                 logger.info("live/{}={}", key, value)
         ctx.set_result(**summary)
-        ctx.record_metrics(pnl_usd=stats.pnl_usd, trades=stats.trades, max_drawdown_frac=stats.max_drawdown_frac)
+        ctx.record_metrics(pnl_usd=stats.pnl_usd, trades=stats.trades, max_drawdown_frac=stats.max_drawdown_frac,
+                           fees_usd=stats.fees_usd, funding_usd=stats.funding_usd, gross_pnl_usd=stats.gross_pnl_usd)
         ctx.add_output("registro", stats.registro_path or cfg.out_dir)
         ctx.add_output("production_log", prod_log)
         if stats.emergency is not None:
