@@ -12,7 +12,6 @@ from quantnb.display._monitor import RunMonitor, read_runs
 from quantnb.display._progress import (
     HEADLESS_ENV,
     ProgressDisplay,
-    ProgressEvent,
     attach_progress,
     in_interactive_frontend,
 )
@@ -22,7 +21,6 @@ __all__ = [
     "ProgressDisplay",
     "RunMonitor",
     "read_runs",
-    "ProgressEvent",
     "attach_progress",
     "in_interactive_frontend",
     "interrupt_reason",
