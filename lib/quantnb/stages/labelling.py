@@ -221,6 +221,9 @@ def run_labelling(params: LabellingParams) -> LabellingResult:
     ------
     ConfigError
         If nothing matches ``input_glob``, or it matches files of several folders (instruments).
+    ExecutorError
+        If a worker process was killed (out of memory, SIGKILL) or a Dask worker cannot see an
+        input: the run is ``failed``, nothing is quarantined; resume it.
     """
     with start_run(params) as ctx:
         ctx.add_cumulative_log(ctx.stage_log_dir / "labelling_processing.log")
