@@ -5,14 +5,13 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 LIB = Path(__file__).resolve().parents[2] / "lib" / "quantnb"
 
 
-@pytest.mark.parametrize("name", ["ProgressEvent", "TrainResult"])
-def test_the_type_has_one_definition_in_lib(name):
-    where = [str(p.relative_to(LIB)) for p in sorted(LIB.rglob("*.py"))
-             for node in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
-             if isinstance(node, ast.ClassDef) and node.name == name]
-    assert len(where) == 1, f"{name} is defined in {where}"
+def test_progress_event_and_train_result_have_one_definition_each_in_lib():
+    names = {"ProgressEvent": [], "TrainResult": []}
+    for path in sorted(LIB.rglob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:  # module-level classes
+            if isinstance(node, ast.ClassDef) and node.name in names:
+                names[node.name].append(str(path.relative_to(LIB)))
+    assert names == {"ProgressEvent": ["runlog/_progress.py"], "TrainResult": ["models/_stats.py"]}, names
