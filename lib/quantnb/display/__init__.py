@@ -12,7 +12,6 @@ from quantnb.display._monitor import RunMonitor, read_runs
 from quantnb.display._progress import (
     HEADLESS_ENV,
     ProgressDisplay,
-    ProgressEvent,
     attach_progress,
     in_interactive_frontend,
 )
@@ -23,7 +22,6 @@ __all__ = [
     "ProgressDisplay",
     "RunMonitor",
     "read_runs",
-    "ProgressEvent",
     "attach_progress",
     "in_interactive_frontend",
     "show_interrupt_as_one_line",

@@ -170,7 +170,7 @@ class Trainer:
             return self._fit(resume)
 
     def _fit(self, resume: bool) -> TrainResult:
-        cfg, dev = self.config, _resolve_device(self.config.device)
+        cfg, dev, t_start = self.config, _resolve_device(self.config.device), time.perf_counter()
         self.model.to(dev)
         n_classes = int(getattr(self.model, "n_classes", 3))  # 3 (SELL/NEUTRAL/BUY) or 2 (meta-labels)
         counts = self.train.class_counts(n_classes)
@@ -225,8 +225,11 @@ class Trainer:
             self.model.load_state_dict(best["model"])
         logger.info("Training finished: best F1 Macro {:.4f} at epoch {} ({} epochs run)",
                     self.es["best_f1_macro"], self.es["best_epoch"], epoch)
-        return TrainResult(history, float(self.es["best_f1_macro"]), int(self.es["best_epoch"]), stopped,
-                           tuple(weights), self.best_path, self.last_path, done)
+        return TrainResult(model=self.model, steps_done=epoch, step_unit="epochs", resumed_from_step=done,
+                           last_checkpoint_path=self.last_path, best_model_path=self.best_path,
+                           elapsed_s=time.perf_counter() - t_start, history=history,
+                           best_f1_macro=float(self.es["best_f1_macro"]), best_epoch=int(self.es["best_epoch"]),
+                           stopped_early_epoch=stopped, class_weights=tuple(weights))
 
     def _run_epoch(self, epoch: int, dev: torch.device) -> EpochStats:
         cfg, t0 = self.config, time.perf_counter()

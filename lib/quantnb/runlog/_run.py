@@ -511,7 +511,7 @@ class RunContext:
         rate = self._rate()
         event = ProgressEvent(
             run_id=self.run_id, stage=self.stage, kind=kind, done=self.items_done(), total=self.total_items,
-            rate=rate, eta_s=self._eta_s(), rss_mb=round((mem_gb if mem_gb is not None else memory_gb()) * 1000, 1),
+            rate_per_s=rate, eta_s=self._eta_s(), rss_gb=round(mem_gb if mem_gb is not None else memory_gb(), 4),
             message=self._message, status=self.status, elapsed_s=round(time.monotonic() - self._t0, 3),
             events=self.events, **(self._step if self._step is not None and self.status == "running" else {}),
         )

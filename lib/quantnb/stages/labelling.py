@@ -13,8 +13,6 @@ the project), else ``<output_root>/<suffix>/`` (e.g. ``data/labelled/SELL_0004_B
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,12 +33,12 @@ from quantnb.research import (
     label_suffix,
     side_from_column,
 )
-from quantnb.runlog import RunContext, atomic_path, atomic_write_json, start_run, worker_initializer
+from quantnb.runlog import RunContext, atomic_path, atomic_write_json, start_run
 
 __all__ = ["LabellingParams", "LabellingResult", "run_labelling"]
 
 
-class LabellingParams(ParallelStageParams):  # + executor, scheduler
+class LabellingParams(ParallelStageParams):  # + n_workers, executor, scheduler
     """Parameters of the labelling stage."""
 
     stage = "labelling"
@@ -57,7 +55,6 @@ class LabellingParams(ParallelStageParams):  # + executor, scheduler
     threshold_short_frac: float = Field(-0.004, lt=0, gt=-1, description="SELL if forward return <= this.")
     threshold_long_frac: float = Field(0.008, gt=0, lt=1, description="BUY if forward return >= this.")
     price_col: str = Field("close", description="Price column; 'micro_price_close' where the ETL has books.")
-    n_workers: PositiveInt = Field(2, description="Worker processes; 1 runs in-process.")
     method: Literal["fixed_horizon", "triple_barrier", "meta"] = Field(
         "fixed_horizon", description="fixed_horizon: forward return over lookahead_min vs the two thresholds; "
                                      "triple_barrier: first of the EWM-volatility barriers and max_holding_min "
@@ -288,6 +285,9 @@ def run_labelling(params: LabellingParams) -> LabellingResult:
     ------
     ConfigError
         If nothing matches ``input_glob``, or it matches files of several folders (instruments).
+    ExecutorError
+        If a worker process was killed (out of memory, SIGKILL) or a Dask worker cannot see an
+        input: the run is ``failed``, nothing is quarantined; resume it.
     """
     with start_run(params) as ctx:
         ctx.add_cumulative_log(ctx.stage_log_dir / "labelling_processing.log")
@@ -318,28 +318,7 @@ def run_labelling(params: LabellingParams) -> LabellingResult:
         todo = [j for j in jobs if not ctx.checkpoint.is_completed(j[0])]
         if len(todo) < len(jobs):
             logger.info("Resume: skipping {} labelled file(s)", len(jobs) - len(todo))
-        p = params.model_dump()
-        if params.executor == "dask":  # items as Dask tasks; this process alone commits and logs them
-            _label_on_dask(ctx, params, todo, p)
-            todo = []
-        mp = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(params.n_workers, mp_context=mp, initializer=worker_initializer,
-                                   initargs=ctx.worker_initargs()) if params.n_workers > 1 and len(todo) > 1 else None
-        try:
-            futures = [(j, pool.submit(_label_one, j[1], j[2], str(j[3]), p, j[4]) if pool else None)
-                       for j in todo]
-            for n, (job, fut) in enumerate(futures):
-                item = job[0]
-                try:
-                    summary = fut.result() if fut else _label_one(job[1], job[2], str(job[3]), p, job[4])
-                except DataError as exc:
-                    logger.error("{} quarantined: {}", item, exc)
-                    ctx.checkpoint.mark_failed(item, str(exc))
-                    continue
-                _record(ctx, item, job[3], n, summary)
-        finally:
-            if pool:
-                pool.shutdown(cancel_futures=True)
+        _label_files(ctx, params, todo)
         names = _class_names(params.method)
         table = _distribution_table(out_dir, names)
         totals = {k: float(table[k].sum()) for k in names} if table.height else {}
@@ -358,14 +337,15 @@ def run_labelling(params: LabellingParams) -> LabellingResult:
     return LabellingResult(ctx.run_id, ctx.status, out_dir, table, dict(ctx.checkpoint.failed))
 
 
-def _label_on_dask(ctx: RunContext, params: LabellingParams,
-                   todo: list[tuple[str, str, str | None, Path, str | None]],
-                   p: dict[str, Any]) -> None:
-    """Label ``todo`` as Dask tasks; record each file here as its task completes."""
+def _label_files(ctx: RunContext, params: LabellingParams,
+                 todo: list[tuple[str, str, str | None, Path, str | None]]) -> None:
+    """Label ``todo`` through the stage's executor; record each file here as its task completes."""
+    p = params.model_dump()
     index = {job[0]: (n, job) for n, job in enumerate(todo)}
-    with open_executor("dask", n_workers=params.n_workers, scheduler=params.scheduler, ctx=ctx) as ex:
+    with open_executor(params, ctx) as ex:
         for item, path, next_path, dest, prev_path in todo:
-            ex.submit(item, _label_one, path, next_path, str(dest), p, prev_path)
+            ex.submit(item, _label_one, path, next_path, str(dest), p, prev_path,
+                      inputs=tuple(f for f in (path, next_path, prev_path) if f is not None))
         for done in ex.as_completed():
             n, job = index[done.key]
             try:
