@@ -41,10 +41,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 )
 
 #: Circles let through for now, each exactly (a circle that grows or a new one fails).
-ALLOWED_CIRCLES: tuple[frozenset[str], ...] = (
-    # parallel/ is being rebuilt as the one executor (h-owners, issue 17): remove this entry when it merges.
-    frozenset({"quantnb.parallel._dask", "quantnb.parallel._executor"}),
-)
+ALLOWED_CIRCLES: tuple[frozenset[str], ...] = ()  # none: a new circle is moved to its owner, not allowed here
 
 Graph = dict[str, list[tuple[str, int]]]
 _QUOTED = re.compile(r"""["'](quantnb(?:\.\w+)+)(?::\w+)?["']""")
