@@ -43,13 +43,13 @@ def load_labelled(root: Path, labelled_dir: str) -> tuple[pl.DataFrame, dict[str
         raise ConfigError(f"{folder / 'labelling_config.json'} missing: the labelling run did not finish; "
                           "resume it (quantnb run labelling --resume <run_id>)") from None
     frame = read_bar_files(files)
-    frame = drop_empty_columns(frame)
+    frame = _drop_empty_columns(frame)
     logger.info("Loaded {} labelled rows from {} file(s) in {} ({} .. {})", frame.height, len(files),
                 labelled_dir, frame["ts"].min(), frame["ts"].max())
     return frame, config
 
 
-def drop_empty_columns(frame: pl.DataFrame) -> pl.DataFrame:
+def _drop_empty_columns(frame: pl.DataFrame) -> pl.DataFrame:
     """Drop the columns without data (:func:`quantnb.data.data_columns`: e.g. book columns of OHLCV bars), logged."""
     keep = set(data_columns(frame))
     empty = [c for c in frame.columns if c not in keep]
