@@ -47,9 +47,10 @@ def test_headerless_trades_csv_reads_like_one_with_header(tmp_path):
     assert with_header.equals(without)
 
 
-@pytest.mark.parametrize("writer", [write_ohlcv_csv, write_trades_csv])
-@pytest.mark.parametrize(("defect", "needle"), [("nan_price", "NaN"), ("bad_number", "is not a number")])
-def test_unparseable_or_nan_price_raises_data_error_with_line(tmp_path, writer, defect, needle):
+@pytest.mark.parametrize(("writer", "defect", "needle"), [
+    (write_ohlcv_csv, "bad_number", "is not a number"), (write_trades_csv, "bad_number", "is not a number"),
+    (write_trades_csv, "nan_price", "NaN")])  # a NaN *bar* price rejects the bar (tests/data/test_bar_rules.py)
+def test_unparseable_value_or_nan_trade_price_raises_data_error_with_line(tmp_path, writer, defect, needle):
     built = writer(tmp_path, defect=defect, seed=4)
     with pytest.raises(DataError) as err:
         ingest_file(built.path)

@@ -13,13 +13,14 @@ from typing import Any, Literal
 import polars as pl
 from loguru import logger
 
+from quantnb.data import read_bars
 from quantnb.errors import ConfigError, TemporaryError
 from quantnb.live._book_feed import book_source_columns, check_replay_features, with_book_features
 from quantnb.live._ccxt_broker import CcxtBroker
 from quantnb.live._ccxt_feed import CcxtKlineProvider
 from quantnb.live._emergency import check_not_halted
 from quantnb.live._endpoints import check_endpoint_override
-from quantnb.live._feed import ReplayProvider, read_bars
+from quantnb.live._feed import ReplayProvider
 from quantnb.live._paper import PaperBroker
 from quantnb.live._risk import RiskLimits
 from quantnb.live._stats import SessionStats, StepInfo

@@ -325,7 +325,7 @@ class Trader:
     def _feed_only(self, feed: FeatureFeed, bar: Bar) -> None:
         """Warm-up and already-processed candles: features only, with the same bad-bar and gap rules."""
         try:
-            validate_bar(bar)
+            validate_bar(bar, prev_ms=feed.last_ms, interval_ms=self.bar_interval_ms)
         except BadBarError as err:
             logger.warning("live/feed: warm-up {}", err)
             return
@@ -429,7 +429,7 @@ class Trader:
         st = self.st
         assert st is not None and self._acct is not None
         try:
-            validate_bar(bar)
+            validate_bar(bar, prev_ms=feed.last_ms, interval_ms=self.bar_interval_ms)
         except BadBarError as err:
             st.bad_bars_in_row += 1
             logger.error("live/feed: {} ({} bad bar(s) in a row; the emergency runs at {})", err,

@@ -34,7 +34,6 @@ from quantnb.stages._agent_eval import (
     earlier_trial_sharpes,
     seed_summary,
 )
-from quantnb.stages._labelled import drop_empty_columns
 
 __all__ = ["AgentParams", "AgentResult", "run_agent", "load_bars"]
 
@@ -183,8 +182,7 @@ def load_bars(root: Path, bars_glob: str) -> pl.DataFrame:
     DataError
         If a file is unreadable or the bars are not a clean minute series.
     """
-    bars = read_bars(bars_glob, root=root)  # refuses several instruments
-    return drop_empty_columns(bars)
+    return read_bars(bars_glob, root=root)  # refuses several instruments, drops empty columns
 
 
 def run_agent(params: AgentParams) -> AgentResult:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import glob
 import re
 import signal
 import threading
@@ -287,5 +286,4 @@ def _replay_files(root: Path, pattern: str) -> list[str] | str:
     """``replay_glob`` expanded (relative or absolute, ``**``); the pattern if nothing matches (the feed says so)."""
     from quantnb.data import expand_glob
 
-    # escaped: the feed passes each entry through glob.glob again; a name may hold '[' or '*'
-    return [glob.escape(str(f)) for f in expand_glob(root, pattern) if f.is_file()] or str(root / pattern)
+    return [str(f) for f in expand_glob(root, pattern) if f.is_file()] or str(root / pattern)
