@@ -79,3 +79,12 @@ def test_quality_report_round_trips_through_json(tmp_path):
     report = json.loads(result.quality.to_json())
     assert report == result.quality.to_dict()
     assert report["duplicates"] == 1 and report["path"] == str(result.path)
+
+
+def test_a_real_ohlcv_file_stored_newest_first_gives_the_same_bars(tmp_path):
+    """Exports that list the latest bar first are read oldest-first, not cut to one bar by the out_of_order rule."""
+    lines = OHLCV.read_text().splitlines()
+    path = tmp_path / OHLCV.name
+    path.write_text("\n".join([lines[0], *reversed(lines[1:])]) + "\n")
+    got = ingest_file(path, on_crossed="skip")
+    assert got.bars.drop("file").equals(ingested(OHLCV).bars.drop("file")) and got.quality.defects == {}

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import polars as pl
 
-from quantnb.data._bar_rules import judge_bars
+from quantnb.data._bar_rules import judge_bars, oldest_first
 from quantnb.data._bars import MINUTE_MS, minute_start, trades_to_bars
 from quantnb.data._csv import (
     _LINE,
@@ -106,7 +106,7 @@ def read_klines(path: Path, report: QualityReport) -> pl.DataFrame:
     frame = _read(path, KLINE_COLUMNS, KLINE_COLUMNS[:11])
     frame = _numbers(path, frame, ("open", "high", "low", "close", "volume", "taker_buy_volume"), pl.Float64())
     frame = _numbers(path, frame, ("count",), pl.Int64())
-    frame = _check_times(path, frame, "open_time")
+    frame = oldest_first(_check_times(path, frame, "open_time"), "open_time", path)
     report.lines, report.messages = frame.height, frame.height
     _flag_rows(report, "unaligned_ts", frame.filter(pl.col("open_time") % MINUTE_MS != 0),
                "open_time not on a minute boundary; floored to the minute")

@@ -54,6 +54,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import polars as pl
+from loguru import logger
 
 from quantnb.data._quality import LOG_LIMIT_PER_KIND, QualityReport
 
@@ -248,6 +249,19 @@ def check_bar(ts_ms: int, open: Any, high: Any, low: Any, close: Any, volume: An
                 return [finding]
             flags.append(finding)
     return flags
+
+
+def oldest_first(frame: pl.DataFrame, ts: str, path: Any) -> pl.DataFrame:
+    """Return a file stored newest-first (every row no later than the one before) reversed, with an INFO line.
+
+    Exports that list the latest bar first are common; read as they are, every row after the
+    first would be ``out_of_order``. A file in no order at all is left to that rule.
+    """
+    col = frame[ts]
+    if frame.height > 1 and col.is_sorted(descending=True) and not col.is_sorted():
+        logger.info("{}: rows are stored newest-first; read oldest-first", path)
+        return frame.reverse()
+    return frame
 
 
 def judge_bars(frame: pl.DataFrame, report: QualityReport, *, ts: str = "ts", line: str | None = None,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import polars as pl
 
-from quantnb.data._bar_rules import judge_bars
+from quantnb.data._bar_rules import judge_bars, oldest_first
 from quantnb.data._bars import MINUTE_MS, minute_start, trades_to_bars
 from quantnb.data._io import IO_ERRORS, MAX_LINE_BYTES, LineStream, check_line_lengths, line_too_long, snippet
 from quantnb.data._quality import LOG_LIMIT_PER_KIND, QualityReport
@@ -197,7 +197,7 @@ def read_ohlcv(path: Path, report: QualityReport) -> pl.DataFrame:
     """
     frame = _read_strings(path, OHLCV_COLUMNS, has_header=True)
     frame = _numbers(path, frame, OHLCV_COLUMNS[1:], pl.Float64())
-    frame = _check_times(path, frame, "timestamp")
+    frame = oldest_first(_check_times(path, frame, "timestamp"), "timestamp", path)
     report.lines, report.messages = frame.height + 1, frame.height
     unaligned = frame.filter(pl.col("timestamp") % MINUTE_MS != 0)
     _flag_rows(report, "unaligned_ts", unaligned, "timestamp not on a minute boundary; floored to the minute")
