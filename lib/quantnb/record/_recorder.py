@@ -216,8 +216,11 @@ class Recorder:
         """
         if self.stopped_by is None:
             self.stopped_by = reason
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            try:
+                self._loop.call_soon_threadsafe(self._stop.set)
+            except RuntimeError:  # the loop closed between the check and the call: the recorder already stopped
+                pass
 
     def run(self) -> None:
         """Record in this thread until stopped (``asyncio.run`` of :meth:`arun`)."""
