@@ -60,7 +60,7 @@ def test_testnet_with_the_book_feed_down_is_refused_at_start(spread_bundle):
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()  # nothing listens: the book feed is down
-    candles = ReplayProvider(ohlcv, warmup_bars=10)
+    candles = ReplayProvider(ohlcv, history_bars=10)
     t0 = time.monotonic()
     with pytest.raises(ConfigError, match="gave no synced book within sync_timeout_s=2 s"):
         with_book_features(candles, ["ret_1", "spread_bps"], "BTCUSDT", mode="testnet",

@@ -121,7 +121,7 @@ def _replay_provider(cfg: LiveConfig, bars: pl.DataFrame | str | Path | Sequence
                           f"start later or give earlier bars")
     if first >= df.height:
         raise ConfigError(f"replay start {start_ts} is after the last bar {df['ts'][-1]}; pick an earlier start_ts")
-    provider = ReplayProvider(df, warmup_bars=int(first), speed=speed, bar_interval_s=_TIMEFRAME_S[cfg.timeframe])
+    provider = ReplayProvider(df, history_bars=int(first), speed=speed, bar_interval_s=_TIMEFRAME_S[cfg.timeframe])
     return provider, df.height - int(first)
 
 

@@ -246,7 +246,7 @@ def run_live(params: LiveParams) -> LiveResult:
 
 def _replay_total(provider: Any, max_steps: int | None) -> int | None:
     """Bars a replay will trade (after its warm-up, at most ``max_steps``); None when the feed cannot say."""
-    bars, warmup = getattr(provider, "bars", None), getattr(provider, "warmup_bars", None)
+    bars, warmup = getattr(provider, "bars", None), getattr(provider, "history_bars", None)
     if bars is None or warmup is None:
         return None
     n = max(len(bars) - int(warmup), 0)
@@ -255,7 +255,7 @@ def _replay_total(provider: Any, max_steps: int | None) -> int | None:
 
 def _replay_span(provider: Any, max_steps: int | None) -> tuple[dt.datetime, dt.datetime]:
     """Return the first bar the replay trades and the end of its last (after the warm-up, <= ``max_steps``), UTC."""
-    bars, first = provider.bars, int(provider.warmup_bars)
+    bars, first = provider.bars, int(provider.history_bars)
     last = min(len(bars), first + max_steps) - 1 if max_steps else len(bars) - 1
     return (dt.datetime.fromtimestamp(bars[first].open_time_ms / 1000, dt.UTC),
             dt.datetime.fromtimestamp(bars[last].open_time_ms / 1000 + 60, dt.UTC))
