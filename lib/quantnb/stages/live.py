@@ -124,7 +124,7 @@ class LiveParams(StageParams):
         return self
 
     def session_settings(self) -> SessionSettings:
-        """Return the trader's settings: every :class:`~quantnb.live.SessionSettings` field copied by name.
+        """Return the trader's settings: each :class:`~quantnb.live.SessionSettings` field this stage has, by name.
 
         Returns
         -------
@@ -135,7 +135,7 @@ class LiveParams(StageParams):
         ConfigError
             A value the session or its risk limits refuse (e.g. ``max_drawdown_frac`` outside (0, 1)).
         """
-        names = [f.name for f in dataclasses.fields(SessionSettings) if f.name != "limits"]
+        names = [f.name for f in dataclasses.fields(SessionSettings) if f.name in type(self).model_fields]
         limits = RiskLimits(**{f.name: getattr(self, f.name) for f in dataclasses.fields(RiskLimits)})
         return SessionSettings(limits=limits, **{n: getattr(self, n) for n in names})
 
