@@ -22,41 +22,22 @@ class SessionSettings:
     Parameters
     ----------
     mode : {"replay", "testnet", "live"}
-        ``replay``: processed bars, paper fills (the research fill model). ``testnet``: Binance
-        USD-M demo trading. ``live``: real money, requires ``confirm_live=True``.
+        ``replay``: processed bars, paper fills; ``testnet``: Binance USD-M demo trading;
+        ``live``: real money, only with ``confirm_live=True``.
     symbol : str, optional
-        Exchange symbol for testnet/live (``BTCUSDT`` or ``BTC/USDT:USDT``; a bundle symbol like
-        ``BTC-PERP`` maps to ``BTC/USDT:USDT``). Replay: a label only.
+        Exchange symbol for testnet/live (``BTCUSDT``, ``BTC/USDT:USDT``; ``BTC-PERP`` maps to the latter).
     limits : RiskLimits
         ``max_drawdown_frac`` and ``max_position_frac`` (checked there, once).
-    replay_speed : float
-        Replay speed factor (60 = a 1-minute bar per second); 0 = as fast as possible.
-    initial_equity_usd : float, optional
-        Paper equity, USD; default the bundle's training equity (needed for observation parity).
-    fee_bps : float, optional
-        Paper taker fee override, basis points of notional; default the bundle's fill model.
-    max_steps, duration_s : optional
-        Stop after this many bars or seconds.
-    confirm_live : bool
-        Must be True for ``mode="live"``.
-    rest_base_url, ws_url : str, optional
-        Override Binance's REST root and kline stream URL (loopback servers in tests); refused
-        in ``live`` and, in ``testnet``, outside loopback unless Binance's testnet over TLS.
-    timeout_s : float
-        HTTP timeout per request, seconds.
-    fresh_start : bool
-        Set aside the recorded state (new account and peak equity; logged at WARNING).
-    max_bad_bars : int
-        Consecutive rejected candles (NaN/Inf, non-positive, inconsistent OHLC) that trigger the
-        emergency protocol.
-    max_order_rejections : int
-        Consecutive refused orders that trigger the emergency protocol.
-    stale_warn_bars, stale_emergency_bars : int
-        testnet/live: bars without a complete candle before a WARNING and a REST fallback, and
-        before the emergency protocol (``stale_emergency_bars > stale_warn_bars``).
-    stop_timeout_s : float
-        Seconds a stop request may take before its unconfirmed flatten is recorded (below the
-        runner's 30 s kill grace).
+    replay_speed, initial_equity_usd, fee_bps : optional
+        Replay pace (60: a 1-minute bar a second; 0: at once); paper equity (USD) and taker fee (bps),
+        by default the bundle's (observation parity).
+    max_steps, duration_s, confirm_live, fresh_start
+        Stop after bars or seconds; confirm real money; set the recorded state aside (logged).
+    rest_base_url, ws_url, timeout_s
+        Endpoint overrides (loopback or Binance's testnet over TLS only; none in ``live``), HTTP timeout (s).
+    max_bad_bars, max_order_rejections, stale_warn_bars, stale_emergency_bars, stop_timeout_s
+        Emergency triggers: bad candles or refused orders in a row; bars without a candle before a
+        WARNING and REST fallback, then the emergency; seconds a stop may take (below the runner's 30 s).
 
     Raises
     ------

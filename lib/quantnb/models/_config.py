@@ -16,7 +16,15 @@ RESULT_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "patience", "min_
 
 
 def config_default(cls: type, name: str) -> Any:
-    """Return the default of field ``name`` of the dataclass ``cls`` (what a stage parameter reads)."""
+    """Return the default of field ``name`` of the dataclass ``cls`` (what a stage parameter reads).
+
+    Parameters
+    ----------
+    cls : type
+        The owner of the default, e.g. :class:`TrainConfig`.
+    name : str
+        One of its fields.
+    """
     f = cls.__dataclass_fields__[name]
     return f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import torch
@@ -8,15 +7,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from quantnb.errors import ConfigError
-from quantnb.models._config import ModelConfig
+from quantnb.models._config import ModelConfig, _whole
 
 _M = ModelConfig  # the architecture's defaults are ModelConfig's
-
-
-def _check_int(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ConfigError(f"{name}: got {value!r}; give a whole number >= {low}")
-    return int(value)
 
 
 class CausalConvBlock(nn.Module):
@@ -103,8 +96,9 @@ class HybridTCNLSTM(nn.Module):
         super().__init__()
         arch = ModelConfig(tcn_channels=tcn_channels, kernel_size=kernel_size, n_blocks=n_blocks, dropout=dropout,
                            lstm_hidden=lstm_hidden, lstm_layers=lstm_layers)  # validates, naming the field
-        self.n_features = _check_int("n_features", n_features, 1)
-        self.n_classes = _check_int("n_classes", n_classes, 2)
+        _whole("n_features", n_features, 1)
+        _whole("n_classes", n_classes, 2)
+        self.n_features, self.n_classes = int(n_features), int(n_classes)
         self.tcn_channels, self.kernel_size, self.n_blocks = arch.tcn_channels, arch.kernel_size, arch.n_blocks
         self.dropout, self.lstm_hidden, self.lstm_layers = arch.dropout, arch.lstm_hidden, arch.lstm_layers
         chans = [self.n_features] + [self.tcn_channels] * self.n_blocks

@@ -124,17 +124,7 @@ class LiveParams(StageParams):
         return self
 
     def session_settings(self) -> SessionSettings:
-        """Return the trader's settings: each :class:`~quantnb.live.SessionSettings` field this stage has, by name.
-
-        Returns
-        -------
-        SessionSettings
-
-        Raises
-        ------
-        ConfigError
-            A value the session or its risk limits refuse (e.g. ``max_drawdown_frac`` outside (0, 1)).
-        """
+        """Return the trader's :class:`~quantnb.live.SessionSettings`, each field copied by name (checked there)."""
         names = [f.name for f in dataclasses.fields(SessionSettings) if f.name in type(self).model_fields]
         limits = RiskLimits(**{f.name: getattr(self, f.name) for f in dataclasses.fields(RiskLimits)})
         return SessionSettings(limits=limits, **{n: getattr(self, n) for n in names})
