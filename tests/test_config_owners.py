@@ -187,6 +187,9 @@ def _resolved(values: dict, tmp_path: pathlib.Path) -> dict:
 def test_composed_configs_parse_the_flat_parameters_of_notebooks_and_yaml(stage, tmp_path):
     model = {"training": TrainingParams, "optimization": OptimizationParams, "live": LiveParams,
              "record": RecordParams}[stage]
+    shown = {k: v for k, v in _notebook_values(stage).items() if k in model.model_fields}
+    # the parameters cell shows the defaults as values: they must be the owners' (a drift would run silently)
+    assert {k: _norm(v) for k, v in shown.items()} == {k: _norm(_param_default(model, k)) for k in shown}
     sources = [_notebook_values(stage), *_yaml_steps(stage)]
     for values in sources:
         values = _resolved(values, tmp_path)
