@@ -8,48 +8,29 @@ from typing import Any
 
 from quantnb.errors import ConfigError
 
-__all__ = ["ModelConfig", "TrainConfig", "RESULT_FIELDS", "config_default"]
+__all__ = ["ModelConfig", "TrainConfig", "RESULT_FIELDS"]
 
 # Fields that change the computed result: a resumed run must use the same values.
 RESULT_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "patience", "min_delta", "class_weights",
                  "max_grad_norm", "eta_min", "seed")
 
 
-def config_default(cls: type, name: str) -> Any:
-    """Return the default of field ``name`` of the dataclass ``cls`` (what a stage parameter reads).
-
-    Parameters
-    ----------
-    cls : type
-        The owner of the default, e.g. :class:`TrainConfig`.
-    name : str
-        One of its fields.
-    """
-    f = cls.__dataclass_fields__[name]
-    return f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-
-
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of the hybrid TCN-LSTM: the one place its defaults are written.
 
-    :class:`~quantnb.models.HybridTCNLSTM`, the training stage (fields left None), the
-    optimization stage's fixed values and the model bundle all read them from here.
+    Read by :class:`~quantnb.models.HybridTCNLSTM`, the training stage (fields left None) and the
+    optimization stage's fixed values; the model bundle stores the model's.
 
     Parameters
     ----------
-    tcn_channels : int
-        Channels of every TCN block, >= 1.
-    kernel_size : int
-        TCN kernel width, >= 2.
-    n_blocks : int
-        TCN residual blocks, >= 1; receptive field ``1 + 2 (k - 1)(2**n_blocks - 1)`` steps.
+    tcn_channels, kernel_size, n_blocks : int
+        Channels of every TCN block (>= 1), kernel width (>= 2), residual blocks (>= 1); the
+        receptive field is ``1 + 2 (kernel_size - 1)(2**n_blocks - 1)`` steps.
     dropout : float
         Dropout in the TCN blocks and between LSTM layers, in [0, 1).
-    lstm_hidden : int
-        LSTM hidden size, >= 1.
-    lstm_layers : int
-        Stacked LSTM layers, >= 1.
+    lstm_hidden, lstm_layers : int
+        LSTM hidden size and stacked layers, >= 1.
 
     Raises
     ------

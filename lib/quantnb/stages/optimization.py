@@ -34,7 +34,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_v
 from quantnb.display import result_html
 from quantnb.errors import ConfigError, QuantnbError
 from quantnb.evaluation import cpcv_path_count, cpcv_split_count
-from quantnb.models._config import ModelConfig, TrainConfig, config_default
+from quantnb.models._config import ModelConfig, TrainConfig
 from quantnb.runlog import RunContext, atomic_write_json, is_interrupt, start_run
 from quantnb.stages._cv import (
     FOLD_SCORES_ATTR,
@@ -77,7 +77,7 @@ class OptimizationParams(LabelledDataParams):
     study_name: str | None = Field(None, description="Default: tcnlstm_<label suffix>.")
     n_trials: PositiveInt = Field(6, description="Finished (complete or pruned) trials the study should reach.")
     timeout_s: PositiveFloat | None = Field(None, description="Stop starting trials after this many seconds.")
-    seed: int = Field(config_default(TrainConfig, "seed"), ge=0,
+    seed: int = Field(TrainConfig.seed, ge=0,
                       description="Seed of the sampler and of each trial's training (with the trial key).")
     epochs_per_trial: PositiveInt = Field(3, description="Maximum epochs of one trial.")
     patience: PositiveInt = Field(2, description="Early-stopping patience inside a trial, epochs.")
@@ -91,10 +91,10 @@ class OptimizationParams(LabelledDataParams):
     lr_max: PositiveFloat = Field(3e-3, description="Learning-rate range, log scale.")
     dropout_min: float = Field(0.0, ge=0, lt=1, description="Dropout range.")
     dropout_max: float = Field(0.3, ge=0, lt=1, description="Dropout range.")
-    kernel_size: PositiveInt = Field(config_default(ModelConfig, "kernel_size"), description="Fixed TCN kernel size.")
-    n_blocks: PositiveInt = Field(config_default(ModelConfig, "n_blocks"),
+    kernel_size: PositiveInt = Field(ModelConfig.kernel_size, description="Fixed TCN kernel size.")
+    n_blocks: PositiveInt = Field(ModelConfig.n_blocks,
                                   description="Fixed number of TCN residual blocks.")
-    lstm_layers: PositiveInt = Field(config_default(ModelConfig, "lstm_layers"), description="Fixed LSTM layers.")
+    lstm_layers: PositiveInt = Field(ModelConfig.lstm_layers, description="Fixed LSTM layers.")
     pruner_startup_trials: int = Field(2, ge=0, description="Trials before the MedianPruner may prune.")
     num_threads: PositiveInt | None = Field(
         1, description="torch threads per trial; 1 (the default) is fastest for these small models, 2-5x faster "

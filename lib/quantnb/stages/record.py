@@ -126,19 +126,14 @@ class RecordParams(StageParams):
         return self
 
     def recorder_config(self, root: Path, **where: Any) -> RecorderConfig:
-        """Return the recorder's config: every field it shares with these parameters, copied by name.
+        """Return the recorder's config: each field it shares with these parameters, copied by name.
 
         Parameters
         ----------
         root : pathlib.Path
-            Project directory (``clickhouse_path`` is taken from it when relative).
+            Project directory (a relative ``clickhouse_path`` is taken from it).
         **where
-            The settings the stage derives, not the user: ``raw_dir``, ``parquet_dir``,
-            ``quarantine_dir``, ``shard_prefix``.
-
-        Returns
-        -------
-        RecorderConfig
+            What the stage derives: ``raw_dir``, ``parquet_dir``, ``quarantine_dir``, ``shard_prefix``.
         """
         shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(RecorderConfig)
                   if f.name in type(self).model_fields}

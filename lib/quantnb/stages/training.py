@@ -26,7 +26,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, PrivateAttr, model_valid
 
 from quantnb.display import result_html
 from quantnb.errors import ConfigError
-from quantnb.models._config import ModelConfig, TrainConfig, config_default
+from quantnb.models._config import ModelConfig, TrainConfig
 from quantnb.runlog import start_run
 from quantnb.stages._labelled import load_labelled
 from quantnb.stages._links import LabelledDataParams, SampleWeightCol, latest_output, record_labelled_span
@@ -36,8 +36,8 @@ __all__ = ["TrainingParams", "TrainingResult", "run_training"]
 _SEQ_LEN = 60  # window length, minutes, when neither the best parameters nor the caller give one
 # Hyper-parameters an optimization may choose: the defaults are ModelConfig's and TrainConfig's, read, not copied.
 _MODEL_DEFAULTS: dict[str, Any] = {**dataclasses.asdict(ModelConfig()), "seq_len": _SEQ_LEN,
-                                   "lr": config_default(TrainConfig, "lr"),
-                                   "batch_size": config_default(TrainConfig, "batch_size")}
+                                   "lr": TrainConfig.lr,
+                                   "batch_size": TrainConfig.batch_size}
 
 
 class TrainingParams(LabelledDataParams):
@@ -65,11 +65,11 @@ class TrainingParams(LabelledDataParams):
     seq_len: PositiveInt | None = Field(None, description="Window length, minutes.")
     lr: PositiveFloat | None = Field(None, description="Initial AdamW learning rate.")
     batch_size: PositiveInt | None = Field(None, description="Windows per step.")
-    epochs: PositiveInt = Field(config_default(TrainConfig, "epochs"),
+    epochs: PositiveInt = Field(TrainConfig.epochs,
                                 description="Maximum epochs (cosine schedule length).")
-    patience: PositiveInt = Field(config_default(TrainConfig, "patience"),
+    patience: PositiveInt = Field(TrainConfig.patience,
                                   description="Early-stopping patience on val F1 macro, epochs.")
-    weight_decay: float = Field(config_default(TrainConfig, "weight_decay"), ge=0, description="AdamW weight decay.")
+    weight_decay: float = Field(TrainConfig.weight_decay, ge=0, description="AdamW weight decay.")
     class_weights: list[float] | None = Field(None, description="SELL/NEUTRAL/BUY weights (SKIP/TAKE on "
                                                                 "meta-labels); None: inverse frequency.")
     sample_weight_col: SampleWeightCol = Field(
@@ -77,9 +77,9 @@ class TrainingParams(LabelledDataParams):
                           "(columns of the labelling stage); None: unweighted.")
     train_frac: float = Field(0.7, gt=0, lt=1, description="Chronological train fraction.")
     val_frac: float = Field(0.15, gt=0, lt=1, description="Chronological validation fraction.")
-    seed: int = Field(config_default(TrainConfig, "seed"), ge=0, description="Seed of weights init, data order and "
+    seed: int = Field(TrainConfig.seed, ge=0, description="Seed of weights init, data order and "
                                                                             "dropout.")
-    log_every_batches: PositiveInt = Field(config_default(TrainConfig, "log_every_batches"),
+    log_every_batches: PositiveInt = Field(TrainConfig.log_every_batches,
                                            description="A progress line every this many batches.")
     num_threads: PositiveInt | None = Field(
         1, description="torch threads; 1 (the default) is fastest for these small models and makes resume "
