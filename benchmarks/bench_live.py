@@ -79,7 +79,7 @@ class Agent:
 def run_once(agent: Agent, bars: pl.DataFrame, root: Path, tag: str, item_done: bool):
     with start_run(BenchParams(console_level=None, project_dir=str(root))) as ctx:
         sink = logger.add(root / f"debug_{tag}.log", level="DEBUG", enqueue=False)
-        provider = ReplayProvider(bars, warmup_bars=DEFAULT_WARMUP_BARS + WINDOW - 2, speed=0.0)
+        provider = ReplayProvider(bars, history_bars=DEFAULT_WARMUP_BARS + WINDOW - 2, speed=0.0)
         broker = PaperBroker("BTC-PERP", 10_000.0, agent.fill_model)
         trader = Trader(agent, provider, broker, RiskLimits(0.99, 1.0), ctx.run_dir / "produccion",
                         on_step=(lambda info: ctx.item_done(item=f"bar-{info.step}", events=1)) if item_done else None,

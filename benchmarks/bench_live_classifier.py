@@ -94,7 +94,7 @@ def _synthetic(runs: Path, seq_len: int) -> tuple[str, str]:
 def _first_decision_s(runs: Path, train_id: str, bars, history: int) -> float:  # noqa: ANN001
     import shutil
 
-    from quantnb.live import RiskLimits, build_trader, load_live_config
+    from quantnb.live import RiskLimits, SessionSettings, build_trader, load_live_config
 
     cfg = load_live_config(runs, train_id)
     eval_start = (cfg.bundle.metadata.data_span or {}).get("eval", [None])[0]
@@ -105,8 +105,8 @@ def _first_decision_s(runs: Path, train_id: str, bars, history: int) -> float:  
     window = bars.slice(start - history, history + 5)
     shutil.rmtree(cfg.out_dir, ignore_errors=True)  # no recorded state: a fresh session each time
     t0 = time.perf_counter()
-    trader = build_trader(cfg, mode="replay", replay_bars=window, replay_start_ts=window["ts"][history],
-                          limits=RiskLimits(0.9, 1.0), max_steps=1)
+    trader = build_trader(cfg, SessionSettings(mode="replay", limits=RiskLimits(0.9, 1.0), max_steps=1),
+                          replay_bars=window, replay_start_ts=window["ts"][history])
     stats = trader.run()
     elapsed = time.perf_counter() - t0
     if stats.steps != 1:

@@ -79,9 +79,9 @@ def make_agent(model: Any | None = None, max_position_frac: float = 1.0) -> Rule
 class PricedReplay(ReplayProvider):
     """Replay that also moves the loopback exchange's mark price to each bar's close (times ``factor``)."""
 
-    def __init__(self, bars: pl.DataFrame, server: BinanceLoopbackServer, *, warmup_bars: int,
+    def __init__(self, bars: pl.DataFrame, server: BinanceLoopbackServer, *, history_bars: int,
                  price_factor=lambda step: 1.0):
-        super().__init__(bars, warmup_bars=warmup_bars)
+        super().__init__(bars, history_bars=history_bars)
         self.server, self.price_factor, self.step = server, price_factor, 0
 
     def next_bar(self, timeout_s: float) -> Bar | None:

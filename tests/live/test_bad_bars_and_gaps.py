@@ -19,7 +19,7 @@ def _rows(path):
 
 
 def _run(tmp_path, bars, *, model=None, **kw):
-    provider = ReplayProvider(bars, warmup_bars=START)
+    provider = ReplayProvider(bars, history_bars=START)
     broker = PaperBroker("BTC-PERP", 10_000.0, FillModel(fee_bps=5.0, slippage_bps=2.0))
     trader = Trader(make_agent(model), provider, broker, RiskLimits(0.5, 1.0), tmp_path,
                     emergency_poll_interval_s=0.01, emergency_poll_timeout_s=5.0, **kw)

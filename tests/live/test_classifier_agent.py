@@ -13,7 +13,7 @@ import pytest
 import torch
 from stable_baselines3 import SAC
 
-from quantnb.live import RiskLimits, build_trader, load_live_config
+from quantnb.live import RiskLimits, SessionSettings, build_trader, load_live_config
 from quantnb.models import HybridTCNLSTM, save_model_bundle
 from quantnb.research import build_features, feature_columns
 from quantnb.rl import (
@@ -72,8 +72,8 @@ def _first_decision_s(runs, train_id, bars, windows=None, warmup=None):
     if windows is not None:  # windows the classifier's network evaluates
         cfg.bundle.classifier.model.register_forward_hook(lambda m, a, out: windows.append(int(a[0].shape[0])))
     kw = {} if warmup is None else {"on_warmup": warmup}
-    trader = build_trader(cfg, replay_bars=bars, replay_start_ts=bars["ts"][HISTORY], limits=RiskLimits(0.9, 1.0),
-                          max_steps=1, fresh_start=True, **kw)
+    trader = build_trader(cfg, SessionSettings(limits=RiskLimits(0.9, 1.0), max_steps=1, fresh_start=True),
+                          replay_bars=bars, replay_start_ts=bars["ts"][HISTORY], **kw)
     t0 = time.perf_counter()
     stats = trader.run()
     elapsed = time.perf_counter() - t0
@@ -117,8 +117,8 @@ def test_testnet_classifier_agent_on_loopback_sees_the_replays_observations(agen
     with KlineStreamServer(rows[80:], message_delay_s=0.002, on_closed=on_closed) as ws:
         cfg = load_live_config(runs, CLF)
         live = []
-        stats = build_trader(cfg, mode="testnet", symbol="BTC-PERP", limits=RiskLimits(0.9, 1.0),
-                             rest_base_url=server.base_url, ws_url=ws.url, max_steps=n_live,
+        stats = build_trader(cfg, SessionSettings(mode="testnet", symbol="BTC-PERP", limits=RiskLimits(0.9, 1.0),
+                                                  rest_base_url=server.base_url, ws_url=ws.url, max_steps=n_live),
                              on_step=live.append).run()
     assert stats.stopped_by == "max_steps" and stats.steps == n_live and stats.emergency is None
     assert [s.bar.open_time_ms for s in live] == [r[0] for r in rows[80 : 80 + n_live]]
@@ -127,8 +127,8 @@ def test_testnet_classifier_agent_on_loopback_sees_the_replays_observations(agen
     history = WARMUP + WINDOW - 1
     same = bars.slice(80 - history, history + n_live)
     replayed = []
-    build_trader(load_live_config(runs, CLF), replay_bars=same, replay_start_ts=same["ts"][history],
-                 limits=RiskLimits(0.9, 1.0), on_step=replayed.append, fresh_start=True).run()
+    build_trader(load_live_config(runs, CLF), SessionSettings(limits=RiskLimits(0.9, 1.0), fresh_start=True),
+                 replay_bars=same, replay_start_ts=same["ts"][history], on_step=replayed.append).run()
     assert [s.bar.open_time_ms for s in replayed[:n_live]] == [s.bar.open_time_ms for s in live]
     n_market = WINDOW * len(cfg.bundle.feature_names)  # the portfolio's 3 values follow (accounts differ)
     live_obs = np.stack([s.observation[:n_market] for s in live])

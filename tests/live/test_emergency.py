@@ -11,7 +11,7 @@ from tests.live._helpers import WARMUP, WINDOW, ConstantPolicy, PricedReplay, fi
 
 def _trader(server, out_dir, *, price_factor=lambda step: 1.0, max_drawdown_frac=0.2, n_bars=40):
     bars = sample_bars(WARMUP + WINDOW + n_bars)
-    provider = PricedReplay(bars, server, warmup_bars=WARMUP + WINDOW - 2, price_factor=price_factor)
+    provider = PricedReplay(bars, server, history_bars=WARMUP + WINDOW - 2, price_factor=price_factor)
     broker = CcxtBroker("BTC/USDT:USDT", "testnet", base_url=server.base_url)
     retry = fixed_retry(1.0)
     return Trader(make_agent(ConstantPolicy(0.5)), provider, broker,

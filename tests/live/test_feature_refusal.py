@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from quantnb.errors import ConfigError
-from quantnb.live import ReplayProvider, RiskLimits, build_trader, load_live_config
+from quantnb.live import ReplayProvider, RiskLimits, SessionSettings, build_trader, load_live_config
 from quantnb.live._book_feed import check_live_features, with_book_features
 from quantnb.rl import CLASSIFIER_FEATURES
 from tests.live._helpers import sample_bars, save_tiny_bundle
@@ -33,12 +33,14 @@ def test_replay_on_ohlcv_bars_of_an_agent_needing_spread_bps_is_refused_at_start
     cfg = load_live_config(runs, TRAIN_ID)
     assert "spread_bps" in cfg.bundle.feature_names
     with pytest.raises(ConfigError, match=r"spread_bps \(needs column spread_bps_mean\)"):
-        build_trader(cfg, replay_bars=ohlcv, replay_start_ts=ohlcv["ts"][300], limits=RiskLimits(0.5, 1.0))
+        build_trader(cfg, SessionSettings(limits=RiskLimits(0.5, 1.0)), replay_bars=ohlcv,
+                     replay_start_ts=ohlcv["ts"][300])
     all_null = with_book.with_columns(pl.lit(None, pl.Float64).alias("spread_bps_mean"))
     with pytest.raises(ConfigError, match="spread_bps_mean"):
-        build_trader(cfg, replay_bars=all_null, replay_start_ts=ohlcv["ts"][300], limits=RiskLimits(0.5, 1.0))
-    trader = build_trader(cfg, replay_bars=with_book, replay_start_ts=ohlcv["ts"][300], limits=RiskLimits(0.5, 1.0),
-                          max_steps=3)  # the bars that carry the column trade
+        build_trader(cfg, SessionSettings(limits=RiskLimits(0.5, 1.0)), replay_bars=all_null,
+                     replay_start_ts=ohlcv["ts"][300])
+    trader = build_trader(cfg, SessionSettings(limits=RiskLimits(0.5, 1.0), max_steps=3), replay_bars=with_book,
+                          replay_start_ts=ohlcv["ts"][300])  # the bars that carry the column trade
     assert trader.run().steps == 3
 
 
@@ -60,7 +62,7 @@ def test_testnet_with_the_book_feed_down_is_refused_at_start(spread_bundle):
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()  # nothing listens: the book feed is down
-    candles = ReplayProvider(ohlcv, warmup_bars=10)
+    candles = ReplayProvider(ohlcv, history_bars=10)
     t0 = time.monotonic()
     with pytest.raises(ConfigError, match="gave no synced book within sync_timeout_s=2 s"):
         with_book_features(candles, ["ret_1", "spread_bps"], "BTCUSDT", mode="testnet",

@@ -60,7 +60,7 @@ def test_a_feed_that_stops_giving_a_needed_feature_counts_as_stale(tmp_path, cap
     bars = sample_bars(WARMUP + WINDOW + 40)
     spread = [1.5 if i < WARMUP + 10 else math.nan for i in range(bars.height)]  # the book column dies at bar 10
     bars = bars.with_columns(pl.Series("spread_bps_mean", spread))
-    provider = ReplayProvider(bars, warmup_bars=WARMUP + WINDOW - 2, speed=300.0)  # a 1-minute bar each 0.2 s
+    provider = ReplayProvider(bars, history_bars=WARMUP + WINDOW - 2, speed=300.0)  # a 1-minute bar each 0.2 s
     broker = PaperBroker("BTC-PERP", 10_000.0, FillModel(4.0, 1.0))
     trader = Trader(make_agent(ConstantPolicy(0.5)), provider, broker, RiskLimits(0.5, 1.0), tmp_path,
                     poll_s=0.05, stale_bar_s=0.2, stale_warn_bars=2, stale_emergency_bars=4,

@@ -25,7 +25,7 @@ def test_registro_and_session_metrics_carry_the_funding_research_books_for_the_s
     bars = sample_bars(lead + 560)  # through the 08:00 settlement
     agent = make_agent(ConstantPolicy(0.8))
     broker = PaperBroker("BTC-PERP", 10_000.0, FillModel(5.0, 1.0), funding=_funding())
-    stats = Trader(agent, ReplayProvider(bars, warmup_bars=lead), broker, RiskLimits(0.5, 1.0), tmp_path).run()
+    stats = Trader(agent, ReplayProvider(bars, history_bars=lead), broker, RiskLimits(0.5, 1.0), tmp_path).run()
     with open(stats.registro_path, newline="") as fh:
         rows = list(csv.DictReader(fh))
     paid = {r["bar_ts"]: float(r["funding_usd"]) for r in rows if float(r["funding_usd"])}

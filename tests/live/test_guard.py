@@ -128,7 +128,7 @@ def test_a_duplicated_candle_in_a_replay_is_refused_and_never_reaches_the_featur
 
     def run(frame, folder):
         broker = PaperBroker("BTC-PERP", 10_000.0, FillModel(fee_bps=5.0, slippage_bps=2.0))
-        trader = Trader(agent, ReplayProvider(frame, warmup_bars=start), broker, RiskLimits(0.5, 1.0),
+        trader = Trader(agent, ReplayProvider(frame, history_bars=start), broker, RiskLimits(0.5, 1.0),
                         tmp_path / folder, emergency_poll_interval_s=0.01, emergency_poll_timeout_s=5.0)
         stats = trader.run()
         with open(stats.registro_path, newline="") as fh:

@@ -90,7 +90,7 @@ def test_archive_keeps_the_newest_journal_state_and_removes_the_journal(tmp_path
 
 
 def _trader(out_dir, bars, **kw):
-    provider = ReplayProvider(bars, warmup_bars=START)
+    provider = ReplayProvider(bars, history_bars=START)
     broker = PaperBroker("BTC-PERP", 10_000.0, FillModel(fee_bps=5.0, slippage_bps=1.0))
     return Trader(make_agent(), provider, broker, RiskLimits(0.5, 1.0), out_dir, emergency_poll_interval_s=0.01, **kw)
 
@@ -120,7 +120,7 @@ _SESSION = textwrap.dedent("""
     from quantnb.rl import FillModel
     from tests.live._helpers import make_agent, sample_bars
     bars = sample_bars({n})
-    trader = Trader(make_agent(), ReplayProvider(bars, warmup_bars={start}, speed=float(sys.argv[2])),
+    trader = Trader(make_agent(), ReplayProvider(bars, history_bars={start}, speed=float(sys.argv[2])),
                     PaperBroker("BTC-PERP", 10_000.0, FillModel(fee_bps=5.0, slippage_bps=1.0)),
                     RiskLimits(0.5, 1.0), Path(sys.argv[1]), run_id=sys.argv[3])
     go = Path(sys.argv[4]) if len(sys.argv) > 4 else None

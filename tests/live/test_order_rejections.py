@@ -12,7 +12,7 @@ ORDER = "/fapi/v1/order"
 
 def _trader(server, out_dir, n_bars=8):
     bars = sample_bars(WARMUP + WINDOW + n_bars)
-    provider = PricedReplay(bars, server, warmup_bars=WARMUP + WINDOW - 2)
+    provider = PricedReplay(bars, server, history_bars=WARMUP + WINDOW - 2)
     broker = CcxtBroker("BTC/USDT:USDT", "testnet", base_url=server.base_url)
     return Trader(make_agent(ConstantPolicy(0.5)), provider, broker, RiskLimits(0.5, 1.0), out_dir,
                   retry=fixed_retry(1.0), emergency_poll_interval_s=0.01, emergency_poll_timeout_s=2.0,

@@ -9,7 +9,7 @@ import torch
 from stable_baselines3 import SAC
 
 from quantnb.errors import ConfigError
-from quantnb.live import RiskLimits, build_trader, load_live_config, run_with_restarts
+from quantnb.live import RiskLimits, SessionSettings, build_trader, load_live_config, run_with_restarts
 from quantnb.live._inference import deterministic_policy
 from quantnb.rl import (
     ActionInterpreter,
@@ -57,8 +57,8 @@ def test_replay_session_observations_and_actions_equal_the_evaluation(bundle_set
     runs, bars, split, ev = bundle_setup
     cfg = load_live_config(runs, TRAIN_ID)
     steps = []
-    trader = build_trader(cfg, mode="replay", replay_bars=bars, replay_start_ts=split, limits=RiskLimits(0.9, 1.0),
-                          on_step=steps.append)
+    trader = build_trader(cfg, SessionSettings(mode="replay", limits=RiskLimits(0.9, 1.0)), replay_bars=bars,
+                          replay_start_ts=split, on_step=steps.append)
     stats = trader.run()
     n = len(ev.actions)  # the evaluation decides on every bar but the last
     assert n == N_BARS - 500 - 1 and stats.steps == n + 1
@@ -90,14 +90,15 @@ def test_fast_inference_is_bit_identical_to_predict(bundle_setup):
 def test_small_drawdown_limit_triggers_emergency_in_replay(bundle_setup, tmp_path):
     runs, bars, split, _ = bundle_setup
     cfg = load_live_config(runs, TRAIN_ID)
-    stats = build_trader(cfg, replay_bars=bars, replay_start_ts=split, limits=RiskLimits(0.0005, 1.0)).run()
+    stats = build_trader(cfg, SessionSettings(limits=RiskLimits(0.0005, 1.0)), replay_bars=bars,
+                         replay_start_ts=split).run()
     assert stats.stopped_by == "emergency:drawdown" and stats.emergency.flat_confirmed
     assert stats.emergencias_path.exists() and (cfg.out_dir / "HALTED_DRAWDOWN").exists()
     with pytest.raises(ConfigError, match="HALTED_DRAWDOWN"):
-        build_trader(cfg, replay_bars=bars, limits=RiskLimits(0.2, 1.0))
+        build_trader(cfg, SessionSettings(limits=RiskLimits(0.2, 1.0)), replay_bars=bars)
     (cfg.out_dir / "HALTED_DRAWDOWN").unlink()
-    assert run_with_restarts(lambda: build_trader(cfg, replay_bars=bars, replay_start_ts=split,
-                                                  limits=RiskLimits(0.5, 1.0), max_steps=5))[0].steps == 5
+    assert run_with_restarts(lambda: build_trader(cfg, SessionSettings(limits=RiskLimits(0.5, 1.0), max_steps=5),
+                                                  replay_bars=bars, replay_start_ts=split))[0].steps == 5
 
 
 def test_live_mode_without_confirmation_is_refused_before_any_connection(bundle_setup, monkeypatch):
@@ -105,9 +106,9 @@ def test_live_mode_without_confirmation_is_refused_before_any_connection(bundle_
     monkeypatch.setenv("QUANTNB_BINANCE_API_KEY", "k" * 32)
     monkeypatch.setenv("QUANTNB_BINANCE_API_SECRET", "s" * 48)
     cfg = load_live_config(runs, TRAIN_ID)
-    with pytest.raises(ConfigError, match="confirm_live=True"):
-        build_trader(cfg, mode="live", symbol="BTCUSDT", limits=RiskLimits(0.1, 1.0),
-                     rest_base_url="http://127.0.0.1:9")  # nothing listens: any connection would fail otherwise
+    with pytest.raises(ConfigError, match="confirm_live=True"):  # refused by the settings, before build_trader
+        build_trader(cfg, SessionSettings(mode="live", symbol="BTCUSDT", limits=RiskLimits(0.1, 1.0),
+                                          rest_base_url="http://127.0.0.1:9"))  # nothing listens there
 
 
 def test_bundle_problems_are_config_errors_naming_the_file(bundle_setup, tmp_path):
@@ -130,10 +131,11 @@ def test_replay_needs_enough_history(bundle_setup):
     runs, bars, *_ = bundle_setup
     cfg = load_live_config(runs, TRAIN_ID)
     with pytest.raises(ConfigError, match="bars of history"):
-        build_trader(cfg, replay_bars=bars, replay_start_ts=bars["ts"][10], limits=RiskLimits(0.2, 1.0))
+        build_trader(cfg, SessionSettings(limits=RiskLimits(0.2, 1.0)), replay_bars=bars,
+                     replay_start_ts=bars["ts"][10])
     with pytest.raises(ConfigError, match="after the last bar"):
-        build_trader(cfg, replay_bars=bars, replay_start_ts=bars["ts"][-1] + dt.timedelta(days=1),
-                     limits=RiskLimits(0.2, 1.0))
+        build_trader(cfg, SessionSettings(limits=RiskLimits(0.2, 1.0)), replay_bars=bars,
+                     replay_start_ts=bars["ts"][-1] + dt.timedelta(days=1))
 
 
 def test_testnet_session_streams_klines_and_trades_on_the_exchange(bundle_setup, server, fake_keys):
@@ -154,8 +156,9 @@ def test_testnet_session_streams_klines_and_trades_on_the_exchange(bundle_setup,
     with KlineStreamServer(rows[70:], message_delay_s=0.002, on_closed=on_closed) as ws:
         cfg = load_live_config(runs, TRAIN_ID)
         steps = []
-        trader = build_trader(cfg, mode="testnet", symbol="BTC-PERP", limits=RiskLimits(0.5, 1.0),
-                              rest_base_url=server.base_url, ws_url=ws.url, max_steps=25, on_step=steps.append)
+        trader = build_trader(cfg, SessionSettings(mode="testnet", symbol="BTC-PERP", limits=RiskLimits(0.5, 1.0),
+                                                   rest_base_url=server.base_url, ws_url=ws.url, max_steps=25),
+                              on_step=steps.append)
         stats = trader.run()
     assert stats.stopped_by == "max_steps" and stats.steps == 25
     assert [s.bar.open_time_ms for s in steps] == [r[0] for r in rows[70:95]]

@@ -10,7 +10,7 @@ from tests.live._helpers import WARMUP, WINDOW, ConstantPolicy, PricedReplay, fi
 
 
 def _trader(server, out_dir, bars, **kw):
-    provider = PricedReplay(bars, server, warmup_bars=WARMUP + WINDOW - 2)
+    provider = PricedReplay(bars, server, history_bars=WARMUP + WINDOW - 2)
     broker = CcxtBroker("BTC/USDT:USDT", "testnet", base_url=server.base_url)
     return Trader(make_agent(ConstantPolicy(0.5)), provider, broker, RiskLimits(0.5, 1.0), out_dir,
                   retry=fixed_retry(0.01), mode="testnet", emergency_poll_interval_s=0.01, **kw)

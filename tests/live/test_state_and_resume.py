@@ -15,7 +15,7 @@ VOLATILE = 14_000  # a stretch of the real month where the momentum rule loses a
 
 
 def _trader(out_dir, bars, *, max_drawdown_frac=0.5, **kw):
-    provider = ReplayProvider(bars, warmup_bars=START)
+    provider = ReplayProvider(bars, history_bars=START)
     broker = PaperBroker("BTC-PERP", 10_000.0, FillModel(fee_bps=5.0, slippage_bps=1.0))
     trader = Trader(make_agent(), provider, broker, RiskLimits(max_drawdown_frac, 1.0), out_dir,
                     emergency_poll_interval_s=0.01, **kw)

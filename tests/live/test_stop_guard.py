@@ -31,7 +31,7 @@ def test_stop_while_the_venue_hangs_is_on_record_well_before_the_kill(server, fa
             hang.set()
         return 1.0
 
-    provider = PricedReplay(bars, server, warmup_bars=WARMUP + WINDOW - 2, price_factor=factor)
+    provider = PricedReplay(bars, server, history_bars=WARMUP + WINDOW - 2, price_factor=factor)
     broker = CcxtBroker("BTC/USDT:USDT", "testnet", base_url=server.base_url, timeout_s=1.0)
     trader = Trader(make_agent(ConstantPolicy(0.5)), provider, broker, RiskLimits(0.5, 1.0), tmp_path,
                     retry=fixed_retry(0.01), mode="testnet", emergency_poll_interval_s=0.01,
@@ -81,7 +81,7 @@ def test_a_stop_whose_flatten_fails_is_recorded_in_emergencias(server, fake_keys
             holder["trader"].request_stop(flatten=True)
         return 1.0
 
-    provider = PricedReplay(bars, server, warmup_bars=WARMUP + WINDOW - 2, price_factor=factor)
+    provider = PricedReplay(bars, server, history_bars=WARMUP + WINDOW - 2, price_factor=factor)
     broker = CcxtBroker("BTC/USDT:USDT", "testnet", base_url=server.base_url)
     trader = holder["trader"] = Trader(make_agent(ConstantPolicy(0.5)), provider, broker, RiskLimits(0.5, 1.0),
                                        tmp_path, retry=fixed_retry(0.01), mode="testnet",

@@ -20,7 +20,7 @@ from tests.live._helpers import WARMUP, WINDOW, PricedReplay, RecordingSleep, fi
 
 def _replay_trader(tmp_path, n_bars=50, **kw):
     bars = sample_bars(WARMUP + WINDOW - 2 + n_bars)
-    provider = ReplayProvider(bars, warmup_bars=WARMUP + WINDOW - 2)
+    provider = ReplayProvider(bars, history_bars=WARMUP + WINDOW - 2)
     broker = PaperBroker("BTC-PERP", 10_000.0, FillModel(fee_bps=5.0, slippage_bps=1.0))
     return Trader(make_agent(), provider, broker, RiskLimits(0.5, 1.0), tmp_path, **kw), provider, broker
 
@@ -72,7 +72,7 @@ def test_stop_request_ends_the_session_in_order_and_flattens(tmp_path):
 def test_max_steps_and_replay_speed(tmp_path):
     slept = RecordingSleep()
     bars = sample_bars(WARMUP + WINDOW + 10)
-    provider = ReplayProvider(bars, warmup_bars=WARMUP + WINDOW - 2, speed=600.0, sleep=slept)
+    provider = ReplayProvider(bars, history_bars=WARMUP + WINDOW - 2, speed=600.0, sleep=slept)
     broker = PaperBroker("BTC-PERP", 10_000.0, FillModel(5.0, 0.0))
     stats = Trader(make_agent(), provider, broker, RiskLimits(0.5, 1.0), tmp_path, max_steps=5).run()
     assert stats.stopped_by == "max_steps" and stats.steps == 5
@@ -92,7 +92,7 @@ def test_fake_keys_never_reach_any_file_or_log(server, fake_keys, tmp_path):
                 server.inject_fault("status", "/fapi/v3/account", status=429, retry_after_s=0.01, count=5)
             return 1.0
 
-        trader = Trader(make_agent(), PricedReplay(bars, server, warmup_bars=WARMUP + WINDOW - 2, price_factor=factor),
+        trader = Trader(make_agent(), PricedReplay(bars, server, history_bars=WARMUP + WINDOW - 2, price_factor=factor),
                         CcxtBroker("BTCUSDT", "testnet", base_url=server.base_url), RiskLimits(0.5, 1.0), tmp_path,
                         retry=fixed_retry(0.01), emergency_poll_interval_s=0.01)
         stats = trader.run()

@@ -10,7 +10,7 @@ import torch
 from stable_baselines3 import SAC
 
 from quantnb.data import ingest_file, merge_parts
-from quantnb.live import RiskLimits, build_trader, load_live_config
+from quantnb.live import RiskLimits, SessionSettings, build_trader, load_live_config
 from quantnb.rl import (
     ActionInterpreter,
     AgentMetadata,
@@ -82,9 +82,9 @@ def test_testnet_session_with_a_book_feature_agent_runs_on_the_live_book(tmp_pat
             cfg = load_live_config(runs, TRAIN_ID)
             assert set(cfg.bundle.metadata.feature_names) == set(names)
             steps = []
-            trader = build_trader(cfg, mode="testnet", symbol="BTC-PERP", limits=RiskLimits(0.9, 1.0),
-                                  rest_base_url=rest.base_url, ws_url=ws.url, max_steps=len(live_rows),
-                                  on_step=steps.append)
+            settings = SessionSettings(mode="testnet", symbol="BTC-PERP", limits=RiskLimits(0.9, 1.0),
+                                       rest_base_url=rest.base_url, ws_url=ws.url, max_steps=len(live_rows))
+            trader = build_trader(cfg, settings, on_step=steps.append)
             stats = trader.run()
     finally:
         rest.stop()

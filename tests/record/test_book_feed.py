@@ -29,7 +29,7 @@ def test_candles_carry_the_live_book_features_the_etl_computes(tmp_path):
     etl = pl.concat([merged[k] for k in sorted(merged)])
     candles = etl.select("ts", "open", "high", "low", "close", "volume")  # klines: no book columns
     with BinanceStreamServer(message_delay_s=0.0) as srv:
-        feed = BookFeatureProvider(ReplayProvider(candles, warmup_bars=1), "BTC/USDT:USDT", ws_url=srv.ws_url,
+        feed = BookFeatureProvider(ReplayProvider(candles, history_bars=1), "BTC/USDT:USDT", ws_url=srv.ws_url,
                                    rest_url=srv.rest_url, book_wait_s=1.0)
         try:
             assert srv.done.wait(60), "the loopback stream did not finish"

@@ -98,7 +98,7 @@ def test_agent_params_compose_sac_and_env_from_flat_names():
     p = AgentParams.parse({"buffer_size": 300, "window": 8, "net_arch": [16, 16], "seed": None, "fee_bps": None})
     assert p.sac.buffer_size == 300 and p.sac.net_arch == (16, 16) and p.env.window == 8
     assert p.sac.learning_starts == SacParams().learning_starts == 1_000  # SacParams' defaults, one copy
-    assert p.env.fee_bps == 4.0
+    assert p.env.fee_bps == 5.0  # DEFAULT_FEE_BPS: Binance USD-M VIP 0 taker
     assert AgentParams.parse({"sac": {"buffer_size": 300}}).config_hash() == AgentParams.parse(
         {"buffer_size": 300}).config_hash()
     with pytest.raises(ConfigError, match="net_arch"):

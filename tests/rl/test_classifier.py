@@ -9,7 +9,7 @@ import torch
 from stable_baselines3 import SAC
 
 from quantnb.errors import ConfigError
-from quantnb.live import RiskLimits, build_trader, load_live_config
+from quantnb.live import RiskLimits, SessionSettings, build_trader, load_live_config
 from quantnb.models import HybridTCNLSTM, save_model_bundle
 from quantnb.research import build_features, feature_columns
 from quantnb.rl import (
@@ -97,8 +97,8 @@ def test_agent_with_classifier_trades_the_same_in_the_environment_and_live(class
     assert bundle.classifier is not None and isinstance(bundle.new_feature_stream(), AgentFeatureStream)
     steps = []
     cfg = load_live_config(runs, "agent_clf")
-    build_trader(cfg, mode="replay", replay_bars=bars, replay_start_ts=split, limits=RiskLimits(0.9, 1.0),
-                 on_step=steps.append).run()
+    build_trader(cfg, SessionSettings(mode="replay", limits=RiskLimits(0.9, 1.0)), replay_bars=bars,
+                 replay_start_ts=split, on_step=steps.append).run()
     n = len(ev.actions)
     live_obs = np.stack([s.observation for s in steps[:n]])
     # the classifier's columns of every window row: environment (batch) and live (bar by bar) agree

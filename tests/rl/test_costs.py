@@ -163,7 +163,7 @@ def test_env_spec_selects_the_cost_model_and_the_bundle_carries_it(tmp_path):
     from tests.rl._helpers import WARMUP, WINDOW, eval_env
 
     flat = EnvSpec().cost_setup("BTC-PERP")  # the default: today's flat model, nothing else
-    assert (flat["fill_model"].fee_bps, flat["fill_model"].slippage_bps, flat["fill_model"].uses_quotes) == (4.0, 1.0,
+    assert (flat["fill_model"].fee_bps, flat["fill_model"].slippage_bps, flat["fill_model"].uses_quotes) == (5.0, 1.0,
                                                                                                           False)
     assert flat["market_rules"] is flat["funding"] is flat["margin_tiers"] is None
     env = eval_env()

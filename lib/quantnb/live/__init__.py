@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # the names for type checkers; at run time each loads on firs
     from quantnb.live._retry import RetryPolicy, retry_temporary
     from quantnb.live._risk import OrderPlan, RiskControl, RiskLimits
     from quantnb.live._session import LiveConfig, build_trader, load_live_config, run_with_restarts
+    from quantnb.live._settings import SessionSettings
     from quantnb.live._state import (
         PendingOrder,
         SessionLock,
@@ -91,6 +92,7 @@ __getattr__, __dir__ = attach(__name__, {
     "build_trader": "quantnb.live._session",
     "load_live_config": "quantnb.live._session",
     "run_with_restarts": "quantnb.live._session",
+    "SessionSettings": "quantnb.live._settings",
     "PendingOrder": "quantnb.live._state",
     "SessionLock": "quantnb.live._state",
     "StateStore": "quantnb.live._state",
@@ -116,6 +118,7 @@ __getattr__, __dir__ = attach(__name__, {
 
 __all__ = [
     "LiveConfig",
+    "SessionSettings",
     "load_live_config",
     "build_trader",
     "run_with_restarts",

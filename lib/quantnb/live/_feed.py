@@ -72,8 +72,10 @@ class ReplayProvider(DataProvider):
     bars : polars.DataFrame
         Bars sorted by ``ts`` (see :func:`quantnb.data.read_bars`); extra numeric columns are
         passed on in ``extras``; without a ``volume`` column each candle's volume is None.
-    warmup_bars : int
-        Leading bars returned by :meth:`warmup` (indicator history), not traded.
+    history_bars : int
+        Leading bars returned by :meth:`warmup` (the history that warms the features up), not
+        traded: the index of the first traded bar. Not ``warmup_bars``, the indicators' warm-up
+        after a start or gap (``EnvSpec.warmup_bars``), which is one part of it.
     speed : float
         Replay speed factor: 60 plays 1-minute bars one per second; 0 = as fast as possible.
     bar_interval_s : float
@@ -87,14 +89,14 @@ class ReplayProvider(DataProvider):
         If ``speed < 0`` or there are no bars after the warm-up.
     """
 
-    def __init__(self, bars: pl.DataFrame, *, warmup_bars: int, speed: float = 0.0, bar_interval_s: float = 60.0,
+    def __init__(self, bars: pl.DataFrame, *, history_bars: int, speed: float = 0.0, bar_interval_s: float = 60.0,
                  sleep: Callable[[float], None] = time.sleep):
         if speed < 0:
             raise ConfigError(f"replay speed={speed}: must be >= 0 (0 = as fast as possible)")
-        if bars.height <= warmup_bars:
-            raise ConfigError(f"replay has {bars.height} bars but needs more than warmup_bars={warmup_bars}; "
+        if bars.height <= history_bars:
+            raise ConfigError(f"replay has {bars.height} bars but needs more than history_bars={history_bars}; "
                               f"give a longer span")
-        self.warmup_bars = warmup_bars
+        self.history_bars = history_bars
         self.speed = speed
         self._pause_s = bar_interval_s / speed if speed > 0 else 0.0
         self._sleep = sleep
@@ -110,10 +112,10 @@ class ReplayProvider(DataProvider):
                 extras=dict(zip(self.extra_columns, (e[i] for e in extras), strict=True)) if extras else None)
             for i in range(n)
         ]
-        self._i = warmup_bars
+        self._i = history_bars
         self._last_emit = 0.0
         self._seen_until_ms = -1
-        logger.info("live/feed: replay of {} bars ({} warm-up) at speed {}", n, warmup_bars, speed or "max")
+        logger.info("live/feed: replay of {} bars ({} of history) at speed {}", n, history_bars, speed or "max")
 
     @property
     def bars(self) -> list[Bar]:
@@ -136,8 +138,8 @@ class ReplayProvider(DataProvider):
         self._seen_until_ms = open_time_ms
 
     def warmup(self) -> list[Bar]:
-        """Return the first ``warmup_bars`` bars."""
-        return self._bars[: self.warmup_bars]
+        """Return the first ``history_bars`` bars."""
+        return self._bars[: self.history_bars]
 
     def next_bar(self, timeout_s: float) -> Bar | None:
         """Return the next bar, pacing by ``speed``; None at the end or while pacing beyond ``timeout_s``.

@@ -9,7 +9,9 @@ from quantnb.errors import ConfigError
 from quantnb.live._state import TradingState
 from quantnb.live._types import AccountState, MarketRules, Side
 
-__all__ = ["RiskLimits", "RiskControl", "OrderPlan"]
+__all__ = ["RiskLimits", "RiskControl", "OrderPlan", "MAX_POSITION_FRAC"]
+
+MAX_POSITION_FRAC = 5.0  # the largest position limit, fraction of equity (EnvSpec's bound: an agent trains within it)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,7 +23,7 @@ class RiskLimits:
     max_drawdown_frac : float
         Emergency when equity falls this fraction below its session peak, in (0, 1).
     max_position_frac : float
-        Largest position notional as a fraction of equity, in (0, 10].
+        Largest position notional as a fraction of equity, in (0, 5] (the agent's environment's bound).
 
     Raises
     ------
@@ -33,10 +35,11 @@ class RiskLimits:
     max_position_frac: float = 1.0
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.max_drawdown_frac < 1.0:
+        if not 0.0 < self.max_drawdown_frac < 1.0:  # a NaN fails too
             raise ConfigError(f"max_drawdown_frac={self.max_drawdown_frac}: must be in (0, 1), e.g. 0.2 for 20 %")
-        if not 0.0 < self.max_position_frac <= 10.0:
-            raise ConfigError(f"max_position_frac={self.max_position_frac}: must be in (0, 10], e.g. 1.0")
+        if not 0.0 < self.max_position_frac <= MAX_POSITION_FRAC:
+            raise ConfigError(f"max_position_frac={self.max_position_frac}: must be in (0, {MAX_POSITION_FRAC:g}], "
+                              "e.g. 1.0")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ import datetime as dt
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import polars as pl
 from loguru import logger
@@ -19,10 +19,9 @@ from quantnb.live._book_feed import book_source_columns, check_replay_features, 
 from quantnb.live._ccxt_broker import CcxtBroker
 from quantnb.live._ccxt_feed import CcxtKlineProvider
 from quantnb.live._emergency import check_not_halted
-from quantnb.live._endpoints import check_endpoint_override
 from quantnb.live._feed import ReplayProvider
 from quantnb.live._paper import PaperBroker
-from quantnb.live._risk import RiskLimits
+from quantnb.live._settings import SessionSettings
 from quantnb.live._stats import SessionStats, StepInfo
 from quantnb.live._trader import Trader
 from quantnb.live._venue import WS_URLS
@@ -122,103 +121,49 @@ def _replay_provider(cfg: LiveConfig, bars: pl.DataFrame | str | Path | Sequence
                           f"start later or give earlier bars")
     if first >= df.height:
         raise ConfigError(f"replay start {start_ts} is after the last bar {df['ts'][-1]}; pick an earlier start_ts")
-    provider = ReplayProvider(df, warmup_bars=int(first), speed=speed, bar_interval_s=_TIMEFRAME_S[cfg.timeframe])
+    provider = ReplayProvider(df, history_bars=int(first), speed=speed, bar_interval_s=_TIMEFRAME_S[cfg.timeframe])
     return provider, df.height - int(first)
 
 
 def build_trader(
     cfg: LiveConfig,
+    settings: SessionSettings | None = None,
     *,
-    mode: Literal["replay", "testnet", "live"] = "replay",
-    symbol: str | None = None,
-    limits: RiskLimits,
     replay_bars: pl.DataFrame | str | Path | Sequence[str | Path] | None = None,
     replay_start_ts: dt.datetime | None = None,
-    replay_speed: float = 0.0,
-    initial_equity_usd: float | None = None,
-    fee_bps: float | None = None,
-    max_steps: int | None = None,
-    duration_s: float | None = None,
-    confirm_live: bool = False,
     on_step: Callable[[StepInfo], None] | None = None,
-    retry: RetryPolicy | None = None,
-    rest_base_url: str | None = None,
-    ws_url: str | None = None,
-    timeout_s: float = 10.0,
-    session_ts: str | None = None,
-    fresh_start: bool = False,
-    max_bad_bars: int = 3,
-    run_id: str = "",
-    max_order_rejections: int = 3,
-    stale_warn_bars: int = 2,
-    stale_emergency_bars: int = 5,
-    stop_timeout_s: float = 20.0,
     on_warmup: Callable[[int, int], None] | None = None,
+    retry: RetryPolicy | None = None,
+    session_ts: str | None = None,
+    run_id: str = "",
 ) -> Trader:
-    """Assemble a :class:`Trader` for ``mode``; nothing connects until ``trader.run()``.
+    """Assemble a :class:`Trader` for ``settings.mode``; nothing connects until ``trader.run()``.
 
     Parameters
     ----------
     cfg : LiveConfig
         From :func:`load_live_config`.
-    mode : {"replay", "testnet", "live"}
-        ``replay``: processed bars, paper fills (the research fill model). ``testnet``:
-        Binance USD-M demo trading. ``live``: real money, requires ``confirm_live=True``.
-    symbol : str, optional
-        Exchange symbol for testnet/live (``BTCUSDT`` or ``BTC/USDT:USDT``); a bundle symbol
-        like ``BTC-PERP`` maps to ``BTC/USDT:USDT``. Replay labels only.
-    limits : RiskLimits
-        ``max_drawdown_frac`` and ``max_position_frac``.
+    settings : SessionSettings, optional
+        What the person chose (mode, symbol, risk limits, stop conditions, endpoints...), checked
+        when it was built; default ``SessionSettings()`` (a replay with the default limits).
     replay_bars : DataFrame, path, glob or list, optional
         Processed bars for replay (required in replay mode).
     replay_start_ts : datetime, optional
         First traded bar; every earlier bar warms the features up. Default: as soon as the
         features are ready.
-    replay_speed : float
-        Replay speed factor (60 = a 1-minute bar per second); 0 = as fast as possible.
-    initial_equity_usd : float, optional
-        Paper equity; default the bundle's training equity (needed for observation parity).
-    fee_bps : float, optional
-        Paper fee override, basis points; default the bundle's fill model.
-    max_steps, duration_s : optional
-        Stop after this many bars or seconds.
-    confirm_live : bool
-        Must be True for ``mode="live"``.
     on_step : callable, optional
         Called with each :class:`StepInfo` (update the heartbeat there).
+    on_warmup : callable, optional
+        Called with ``(done, total)`` history candles during the features' warm-up.
     retry : RetryPolicy, optional
         Retries of exchange calls (default :class:`quantnb.retry.RetryPolicy`: 4 attempts,
         exponential backoff with jitter, ``Retry-After`` honoured).
-    rest_base_url, ws_url : str, optional
-        Override Binance's REST root and kline stream URL (loopback servers in tests); refused
-        in ``live`` and, in ``testnet``, outside loopback unless Binance's testnet over TLS
-        (:func:`quantnb.live._endpoints.check_endpoint_override`).
-    timeout_s : float
-        HTTP timeout per request, seconds.
     session_ts : str, optional
         Suffix of ``registro_<ts>.csv`` / ``emergencias_<ts>.csv`` of a new session (e.g.
         the production log's); default the current UTC time, made unique in ``cfg.out_dir``.
         A resumed session keeps its recorded suffix.
-    fresh_start : bool
-        Set aside the recorded state of ``cfg.out_dir`` and ``mode`` (logged at WARNING): a new
-        account and peak equity. By default a session continues the recorded one (replay: from
-        the bar after the last recorded; testnet/live: reconciled with the venue).
-    max_bad_bars : int
-        Consecutive rejected candles (NaN/Inf, non-positive, inconsistent OHLC) that trigger the
-        emergency protocol.
     run_id : str
         The run's id, recorded in the session lock (a second session is refused naming it).
-    max_order_rejections : int
-        Consecutive refused orders that trigger the emergency protocol; one refusal is recorded
-        (registro event ``order_rejected``) and the bar skipped.
-    stale_warn_bars, stale_emergency_bars : int
-        testnet/live: bars without a complete candle (stream open but silent, or a needed book
-        column missing) before a WARNING and a REST fallback, and before the emergency protocol.
-    stop_timeout_s : float
-        Seconds a stop request may take before its unconfirmed flatten is recorded (below the
-        runner's 30 s kill grace).
-    on_warmup : callable, optional
-        Called with ``(done, total)`` history candles during the features' warm-up.
 
     Returns
     -------
@@ -228,16 +173,12 @@ def build_trader(
     Raises
     ------
     ConfigError
-        Before any connection: ``live`` without ``confirm_live``, an endpoint override that
-        could send the keys to a foreign host, features the feed cannot give (replay bars
-        without the book columns, a live book that does not sync), an unknown mode, the
-        drawdown halt marker present, missing API key variables, missing replay bars or
-        too little history.
+        Before any connection: features the feed cannot give (replay bars without the book
+        columns, a live book that does not sync), the drawdown halt marker present, missing API
+        key variables, missing replay bars or too little history.
     """
-    if mode == "live" and not confirm_live:
-        raise ConfigError("mode='live' trades real money: set confirm_live=True to confirm (nothing was sent)")
-    if mode not in ("replay", "testnet", "live"):
-        raise ConfigError(f"mode={mode!r}: use 'replay' (default), 'testnet' or 'live'")
+    s = settings if settings is not None else SessionSettings()
+    mode, symbol, limits = s.mode, s.symbol, s.limits
     check_not_halted(cfg.out_dir)
     bundle, meta = cfg.bundle, cfg.bundle.metadata
     retry = retry or RetryPolicy(what="live/retry")
@@ -245,21 +186,19 @@ def build_trader(
     if mode == "replay":
         if replay_bars is None:
             raise ConfigError("mode='replay' needs replay_bars: the processed Parquet bars (path, glob or DataFrame)")
-        provider, n = _replay_provider(cfg, replay_bars, replay_start_ts, replay_speed)
+        provider, n = _replay_provider(cfg, replay_bars, replay_start_ts, s.replay_speed)
         fill_model = bundle.fill_model
-        if fee_bps is not None:
-            fill_model = fill_model.replace(fee_bps=fee_bps)  # keeps spread, impact and maker settings
+        if s.fee_bps is not None:
+            fill_model = fill_model.replace(fee_bps=s.fee_bps)  # keeps spread, impact and maker settings
         costs = meta.env.cost_setup(symbol or meta.symbol)  # the training environment's rules, funding, margin
-        broker = PaperBroker(symbol or meta.symbol or "replay", initial_equity_usd or meta.initial_equity_usd,
+        broker = PaperBroker(symbol or meta.symbol or "replay", s.initial_equity_usd or meta.initial_equity_usd,
                              fill_model, rules=costs["market_rules"], funding=costs["funding"],
                              margin_tiers=costs["margin_tiers"], latency_bars=costs["latency_bars"])
         logger.info("live/session: replay of {} bars of {} with agent {}", n, meta.symbol, cfg.train_id)
     else:
-        check_endpoint_override(mode, "rest_base_url", rest_base_url)
-        check_endpoint_override(mode, "ws_url", ws_url)
         sym = _ccxt_symbol(symbol or meta.symbol)
-        broker = CcxtBroker(sym, mode, base_url=rest_base_url, timeout_s=timeout_s)
-        provider = CcxtKlineProvider(broker.exchange, sym, cfg.timeframe, ws_url=ws_url or WS_URLS[mode],
+        broker = CcxtBroker(sym, mode, base_url=s.rest_base_url, timeout_s=s.timeout_s)
+        provider = CcxtKlineProvider(broker.exchange, sym, cfg.timeframe, ws_url=s.ws_url or WS_URLS[mode],
                                      history_bars=meta.warmup_bars + meta.window - 1, retry=retry)
         provider = with_book_features(provider, meta.feature_names, sym, mode=mode, computed=bundle.computed_features)
         watch = {"stale_bar_s": float(_TIMEFRAME_S[cfg.timeframe]),
@@ -267,11 +206,11 @@ def build_trader(
                                                         if f not in bundle.computed_features])}
         logger.warning("live/session: {} trading of {} with agent {} (max_drawdown_frac={})", mode.upper(), sym,
                        cfg.train_id, limits.max_drawdown_frac)
-    return Trader(bundle, provider, broker, limits, cfg.out_dir, retry=retry, on_step=on_step, max_steps=max_steps,
-                  duration_s=duration_s, session_ts=session_ts, mode=mode, fresh_start=fresh_start,
-                  bar_interval_ms=_TIMEFRAME_S[cfg.timeframe] * 1000, max_bad_bars=max_bad_bars, run_id=run_id,
-                  max_order_rejections=max_order_rejections, stale_warn_bars=stale_warn_bars,
-                  stale_emergency_bars=stale_emergency_bars, stop_timeout_s=stop_timeout_s,
+    return Trader(bundle, provider, broker, limits, cfg.out_dir, retry=retry, on_step=on_step, max_steps=s.max_steps,
+                  duration_s=s.duration_s, session_ts=session_ts, mode=mode, fresh_start=s.fresh_start,
+                  bar_interval_ms=_TIMEFRAME_S[cfg.timeframe] * 1000, max_bad_bars=s.max_bad_bars, run_id=run_id,
+                  max_order_rejections=s.max_order_rejections, stale_warn_bars=s.stale_warn_bars,
+                  stale_emergency_bars=s.stale_emergency_bars, stop_timeout_s=s.stop_timeout_s,
                   on_warmup=on_warmup, **watch)
 
 

@@ -24,6 +24,7 @@ from quantnb.live._inference import deterministic_policy
 from quantnb.live._paper import PaperBroker
 from quantnb.live._resume import cut_registro, load_recorded_state, reconcile
 from quantnb.live._risk import OrderPlan, RiskControl, RiskLimits
+from quantnb.live._settings import SessionSettings
 from quantnb.live._state import PendingOrder, SessionLock, StateStore, TraderState, TradingState
 from quantnb.live._stats import SessionStats, StepInfo
 from quantnb.live._types import AccountState, Bar
@@ -34,6 +35,8 @@ from quantnb.rl import ActionInterpreter, IncrementalFeatures, ObservationBuilde
 from quantnb.rl._costs import Fill
 
 __all__ = ["AgentLike", "Trader"]
+
+_S = SessionSettings  # the session defaults, written once there
 
 
 class AgentLike(Protocol):
@@ -124,10 +127,11 @@ class Trader:
                  on_step: Callable[[StepInfo], None] | None = None, max_steps: int | None = None,
                  duration_s: float | None = None, session_ts: str | None = None, poll_s: float = 0.5,
                  emergency_poll_timeout_s: float = 30.0, emergency_poll_interval_s: float = 0.5,
-                 mode: str = "replay", fresh_start: bool = False, bar_interval_ms: int = 60_000,
-                 max_bad_bars: int = 3, sleep: Callable[[float], None] = time.sleep, run_id: str = "",
-                 max_order_rejections: int = 3, stale_bar_s: float | None = None, stale_warn_bars: int = 2,
-                 stale_emergency_bars: int = 5, needed_columns: tuple[str, ...] = (), stop_timeout_s: float = 20.0,
+                 mode: str = _S.mode, fresh_start: bool = _S.fresh_start, bar_interval_ms: int = 60_000,
+                 max_bad_bars: int = _S.max_bad_bars, sleep: Callable[[float], None] = time.sleep, run_id: str = "",
+                 max_order_rejections: int = _S.max_order_rejections, stale_bar_s: float | None = None,
+                 stale_warn_bars: int = _S.stale_warn_bars, stale_emergency_bars: int = _S.stale_emergency_bars,
+                 needed_columns: tuple[str, ...] = (), stop_timeout_s: float = _S.stop_timeout_s,
                  on_warmup: Callable[[int, int], None] | None = None):
         self.agent, self.provider, self.broker, self.limits = agent, provider, broker, limits
         self.out_dir = Path(out_dir)

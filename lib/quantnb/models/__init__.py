@@ -2,9 +2,9 @@
 
 Typical use by the training stage::
 
+    cfg = TrainConfig(epochs=10)                    # defaults: TrainConfig's; the architecture's: ModelConfig's
     seed_everything(cfg.seed)
-    model = HybridTCNLSTM(n_features=len(data.features), tcn_channels=32, kernel_size=3, n_blocks=3,
-                          dropout=0.1, lstm_hidden=64, lstm_layers=1)
+    model = HybridTCNLSTM(len(data.features), **dataclasses.asdict(ModelConfig(lstm_hidden=64)))
     trainer = Trainer(model, data.train, data.val, cfg, run_dir / "checkpoints", on_epoch_end=report)
     result = trainer.fit(resume=resume)             # best weights are left in ``model``
     test = evaluate(model, data.test)
@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # the names for type checkers; at run time each loads on firs
         load_model_bundle,
         save_model_bundle,
     )
-    from quantnb.models._config import TrainConfig
+    from quantnb.models._config import ModelConfig, TrainConfig
     from quantnb.models._evaluate import Evaluation, evaluate, plot_confusion_matrix
     from quantnb.models._metrics import ClassificationScores, classification_scores, confusion_matrix, f1_from_confusion
     from quantnb.models._stats import BatchStats, EpochStats, TrainResult
@@ -46,6 +46,7 @@ __getattr__, __dir__ = attach(__name__, {
     "library_versions": "quantnb.models._bundle",
     "load_model_bundle": "quantnb.models._bundle",
     "save_model_bundle": "quantnb.models._bundle",
+    "ModelConfig": "quantnb.models._config",
     "TrainConfig": "quantnb.models._config",
     "Evaluation": "quantnb.models._evaluate",
     "evaluate": "quantnb.models._evaluate",
@@ -67,6 +68,7 @@ __getattr__, __dir__ = attach(__name__, {
 __all__ = [
     "HybridTCNLSTM",
     "CausalConvBlock",
+    "ModelConfig",
     "TrainConfig",
     "Trainer",
     "TrainResult",

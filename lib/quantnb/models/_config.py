@@ -8,9 +8,52 @@ from typing import Any
 
 from quantnb.errors import ConfigError
 
+__all__ = ["ModelConfig", "TrainConfig", "RESULT_FIELDS"]
+
 # Fields that change the computed result: a resumed run must use the same values.
 RESULT_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "patience", "min_delta", "class_weights",
                  "max_grad_norm", "eta_min", "seed")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the hybrid TCN-LSTM: the one place its defaults are written.
+
+    Read by :class:`~quantnb.models.HybridTCNLSTM`, the training stage (fields left None) and the
+    optimization stage's fixed values; the model bundle stores the model's.
+
+    Parameters
+    ----------
+    tcn_channels, kernel_size, n_blocks : int
+        Channels of every TCN block (>= 1), kernel width (>= 2), residual blocks (>= 1); the
+        receptive field is ``1 + 2 (kernel_size - 1)(2**n_blocks - 1)`` steps.
+    dropout : float
+        Dropout in the TCN blocks and between LSTM layers, in [0, 1).
+    lstm_hidden, lstm_layers : int
+        LSTM hidden size and stacked layers, >= 1.
+
+    Raises
+    ------
+    ConfigError
+        If a value is out of range (the message names the field).
+    """
+
+    tcn_channels: int = 32
+    kernel_size: int = 3
+    n_blocks: int = 2
+    dropout: float = 0.1
+    lstm_hidden: int = 32
+    lstm_layers: int = 1
+
+    def __post_init__(self) -> None:
+        for name, low in (("tcn_channels", 1), ("kernel_size", 2), ("n_blocks", 1), ("lstm_hidden", 1),
+                          ("lstm_layers", 1)):
+            _whole(name, getattr(self, name), low)
+            object.__setattr__(self, name, int(getattr(self, name)))
+        d = self.dropout
+        if isinstance(d, bool) or not isinstance(d, numbers.Real) or not 0.0 <= float(d) < 1.0:
+            raise ConfigError(f"dropout: got {d!r}; give a probability in [0, 1), e.g. 0.1")
+        object.__setattr__(self, "dropout", float(d))
 
 
 @dataclass(frozen=True)
@@ -57,11 +100,11 @@ class TrainConfig:
         If a value is out of range (the message names the field).
     """
 
-    epochs: int = 20
+    epochs: int = 10
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-2
-    patience: int = 5
+    patience: int = 3
     min_delta: float = 0.0
     class_weights: tuple[float, ...] | None = None
     max_grad_norm: float | None = 1.0

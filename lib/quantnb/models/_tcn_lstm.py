@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import torch
@@ -8,12 +7,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from quantnb.errors import ConfigError
+from quantnb.models._config import ModelConfig, _whole
 
-
-def _check_int(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ConfigError(f"{name}: got {value!r}; give a whole number >= {low}")
-    return int(value)
+_M = ModelConfig  # the architecture's defaults are ModelConfig's
 
 
 class CausalConvBlock(nn.Module):
@@ -78,18 +74,8 @@ class HybridTCNLSTM(nn.Module):
     ----------
     n_features : int
         Input features per time step, >= 1.
-    tcn_channels : int
-        Channels of every TCN block, >= 1.
-    kernel_size : int
-        TCN kernel width, >= 2.
-    n_blocks : int
-        Number of TCN residual blocks, >= 1; receptive field ``1 + 2 (k - 1)(2**n_blocks - 1)`` steps.
-    dropout : float
-        Dropout in the TCN blocks and between LSTM layers, in [0, 1).
-    lstm_hidden : int
-        LSTM hidden size, >= 1.
-    lstm_layers : int
-        Stacked LSTM layers, >= 1.
+    tcn_channels, kernel_size, n_blocks, dropout, lstm_hidden, lstm_layers
+        The architecture; defaults and ranges are :class:`~quantnb.models.ModelConfig`'s.
     n_classes : int
         Output classes, default 3.
 
@@ -104,19 +90,17 @@ class HybridTCNLSTM(nn.Module):
     "Long Short-Term Memory", Neural Computation 9(8), 1997.
     """
 
-    def __init__(self, n_features: int, tcn_channels: int = 32, kernel_size: int = 3, n_blocks: int = 3,
-                 dropout: float = 0.1, lstm_hidden: int = 64, lstm_layers: int = 1, n_classes: int = 3):
+    def __init__(self, n_features: int, tcn_channels: int = _M.tcn_channels, kernel_size: int = _M.kernel_size,
+                 n_blocks: int = _M.n_blocks, dropout: float = _M.dropout, lstm_hidden: int = _M.lstm_hidden,
+                 lstm_layers: int = _M.lstm_layers, n_classes: int = 3):
         super().__init__()
-        self.n_features = _check_int("n_features", n_features, 1)
-        self.tcn_channels = _check_int("tcn_channels", tcn_channels, 1)
-        self.kernel_size = _check_int("kernel_size", kernel_size, 2)
-        self.n_blocks = _check_int("n_blocks", n_blocks, 1)
-        self.lstm_hidden = _check_int("lstm_hidden", lstm_hidden, 1)
-        self.lstm_layers = _check_int("lstm_layers", lstm_layers, 1)
-        self.n_classes = _check_int("n_classes", n_classes, 2)
-        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= float(dropout) < 1.0:
-            raise ConfigError(f"dropout: got {dropout!r}; give a probability in [0, 1), e.g. 0.1")
-        self.dropout = float(dropout)
+        arch = ModelConfig(tcn_channels=tcn_channels, kernel_size=kernel_size, n_blocks=n_blocks, dropout=dropout,
+                           lstm_hidden=lstm_hidden, lstm_layers=lstm_layers)  # validates, naming the field
+        _whole("n_features", n_features, 1)
+        _whole("n_classes", n_classes, 2)
+        self.n_features, self.n_classes = int(n_features), int(n_classes)
+        self.tcn_channels, self.kernel_size, self.n_blocks = arch.tcn_channels, arch.kernel_size, arch.n_blocks
+        self.dropout, self.lstm_hidden, self.lstm_layers = arch.dropout, arch.lstm_hidden, arch.lstm_layers
         chans = [self.n_features] + [self.tcn_channels] * self.n_blocks
         self.tcn = nn.Sequential(*(CausalConvBlock(chans[i], chans[i + 1], self.kernel_size, 2**i, self.dropout)
                                    for i in range(self.n_blocks)))

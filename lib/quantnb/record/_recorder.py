@@ -33,7 +33,9 @@ from quantnb.record._clients import (
 from quantnb.record._guard import FolderLock, Quarantine
 from quantnb.record._sinks import ParquetSink, RawSink
 
-__all__ = ["Recorder", "RecorderConfig"]
+__all__ = ["Recorder", "RecorderConfig", "CLICKHOUSE_PATH"]
+
+CLICKHOUSE_PATH = "data/clickhouse"  # the embedded chDB folder, relative to the project (the record stage's default)
 
 _BINANCE_LIMITS = (5, 10, 20, 50, 100, 500, 1000)  # GET /fapi/v1/depth accepted limits
 
@@ -288,7 +290,7 @@ class Recorder:
         """Open the ClickHouse sink; if it cannot open, say why and record to raw/Parquet without it."""
         cfg = self.cfg
         try:
-            self.clickhouse = ClickHouseSink(cfg.clickhouse_url, cfg.clickhouse_path or Path("data/clickhouse"),
+            self.clickhouse = ClickHouseSink(cfg.clickhouse_url, cfg.clickhouse_path or Path(CLICKHOUSE_PATH),
                                              cfg.clickhouse_table)
         except ConfigError:
             raise

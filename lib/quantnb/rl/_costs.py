@@ -11,7 +11,8 @@ from loguru import logger
 from quantnb.errors import ConfigError, OperationalError
 from quantnb.rl._rules import MarketRules
 
-__all__ = ["BarQuote", "FeeSchedule", "Fill", "FillModel", "VENUE_FEES", "fit_impact_coef", "walk_book"]
+__all__ = ["BarQuote", "DEFAULT_FEE_BPS", "FeeSchedule", "Fill", "FillModel", "VENUE_FEES", "fit_impact_coef",
+           "walk_book"]
 
 _MIN_QTY = 1e-12  # base units; smaller orders are rounding noise and are not sent
 _PARKINSON = 1.0 / math.sqrt(4.0 * math.log(2.0))
@@ -72,14 +73,15 @@ class FeeSchedule:
 
     Attributes
     ----------
-    maker_bps, taker_bps : float
-        Fee of a resting (maker) and of an aggressive (taker) order, bps.
+    maker_fee_bps, fee_bps : float
+        Fee of a resting (maker) and of an aggressive (taker) order, bps (``fee_bps`` is the
+        taker fee everywhere: :class:`FillModel`, ``EnvSpec``, the live stage, the loopback venue).
     venue : str
         Venue and tier the figures come from.
     """
 
-    maker_bps: float
-    taker_bps: float
+    maker_fee_bps: float
+    fee_bps: float
     venue: str = ""
 
 
@@ -90,6 +92,11 @@ VENUE_FEES: dict[str, FeeSchedule] = {
     # maker 0.0200 %, taker 0.0550 %.
     "bybit_linear": FeeSchedule(2.0, 5.5, "bybit_linear non-VIP"),
 }
+
+#: The one default fee, bps: the taker fee of the venue quantnb trades (Binance USD-M futures, VIP 0,
+#: 0.0500 %, https://www.binance.com/en/fee/futureFee). The agent's environment, the paper broker it
+#: configures and the loopback Binance server read it, so research pays what live pays.
+DEFAULT_FEE_BPS: float = VENUE_FEES["binance_usdm"].fee_bps
 
 
 @dataclass(frozen=True)
@@ -295,7 +302,7 @@ class FillModel:
         if venue not in VENUE_FEES:
             raise ConfigError(f"venue={venue!r} has no fee table; use one of {sorted(VENUE_FEES)} or pass fee_bps")
         f = VENUE_FEES[venue]
-        return cls(f.taker_bps, slippage_bps, maker_fee_bps=f.maker_bps, **kw)  # type: ignore[arg-type]
+        return cls(f.fee_bps, slippage_bps, maker_fee_bps=f.maker_fee_bps, **kw)  # type: ignore[arg-type]
 
     def replace(self, **changes: float | bool) -> FillModel:
         """Return a copy with some settings changed (e.g. a session's ``fee_bps`` override).

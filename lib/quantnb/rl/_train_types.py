@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from quantnb.errors import ConfigError
+from quantnb.rl._costs import DEFAULT_FEE_BPS
 
 PositiveInt = Annotated[int, Field(gt=0)]
 
@@ -132,7 +133,8 @@ class EnvSpec(_Params):
     """
 
     window: PositiveInt = Field(32, description="Bars of scaled features in one observation.")
-    fee_bps: float = Field(4.0, ge=0, description="Taker fee on notional, bps.")
+    fee_bps: float = Field(DEFAULT_FEE_BPS, ge=0, description="Taker fee on notional, bps (default: Binance USD-M "
+                                                              "VIP 0 taker, rl._costs.DEFAULT_FEE_BPS).")
     slippage_bps: float = Field(1.0, ge=0, description="Fill price slippage against the next open, bps.")
     max_position_frac: float = Field(1.0, gt=0, le=5, description="Largest |position| as a fraction of equity.")
     deadband_frac: float = Field(0.05, ge=0, lt=1, description="Ignore target changes smaller than this.")

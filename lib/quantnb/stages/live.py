@@ -31,6 +31,8 @@ from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 from quantnb.config import StageParams
 from quantnb.display import result_html
 from quantnb.errors import ConfigError
+from quantnb.live._risk import RiskLimits
+from quantnb.live._settings import SessionSettings
 from quantnb.runlog import record_test_spans, start_run
 from quantnb.stages._links import latest_run_ids
 
@@ -41,55 +43,66 @@ __all__ = ["LiveParams", "LiveResult", "run_live"]
 
 
 _RUN_TIMESTAMP = re.compile(r"_\d{8}_\d{6}$")  # the UTC stamp that ends every run id
+_S, _L = SessionSettings, RiskLimits  # the session's and the limits' defaults, written once there
 
 class LiveParams(StageParams):
-    """Parameters of the live stage. API keys are never parameters: they come from the environment."""
+    """Parameters of the live stage. API keys are never parameters: they come from the environment.
+
+    The notebook's flat fields of :class:`quantnb.live.SessionSettings` and
+    :class:`quantnb.live.RiskLimits`: their defaults are read from there, and
+    :meth:`session_settings` builds (and so checks, once) the settings the trader takes.
+    """
 
     stage = "live"
     train_id: str = Field("", description="Run id of the agent stage whose bundle trades (quantnb runs --stage "
                                           "agent lists them).")
-    mode: Literal["replay", "testnet", "live"] = Field("replay", description="replay (paper), testnet or live.")
-    symbol: str | None = Field(None, description="Exchange symbol for testnet/live, e.g. BTCUSDT.")
+    mode: Literal["replay", "testnet", "live"] = Field(_S.mode, description="replay (paper), testnet or live.")
+    symbol: str | None = Field(_S.symbol, description="Exchange symbol for testnet/live, e.g. BTCUSDT.")
     timeframe: str = Field("1m", description="Bar interval; must match the bundle's.")
     replay_glob: str = Field("data/processed/unknown/perp/BTC-PERP/*.parquet", description="Processed bars to replay.")
     replay_start: str | None = Field(
         None, description="First traded bar (ISO 8601, UTC); default the bundle's evaluation start.")
-    replay_speed: float = Field(0.0, ge=0, description="Replay speed factor (60: a 1-minute bar per second); 0: max.")
-    max_drawdown_frac: float = Field(0.2, gt=0, lt=1, description="Drawdown from peak equity that triggers the "
-                                                                  "emergency protocol.")
-    max_position_frac: float = Field(1.0, gt=0, le=5, description="Largest |position| as a fraction of equity.")
-    fee_bps: float | None = Field(None, ge=0, description="Paper fee override, bps; default the bundle's.")
-    initial_equity_usd: PositiveFloat | None = Field(None, description="Paper equity; default the bundle's.")
-    max_steps: PositiveInt | None = Field(None, description="Stop after this many bars.")
-    duration_s: PositiveFloat | None = Field(None, description="Stop after this many seconds.")
-    confirm_live: bool = Field(False, description="Must be True for mode='live' (real money).")
+    replay_speed: float = Field(
+        _S.replay_speed, ge=0, description="Replay speed factor (60: a 1-minute bar per second); 0: max.")
+    max_drawdown_frac: float = Field(_L.max_drawdown_frac, description="Drawdown from peak equity that triggers "
+                                                                       "the emergency protocol, in (0, 1).")
+    max_position_frac: float = Field(_L.max_position_frac, description="Largest |position| as a fraction of equity.")
+    fee_bps: float | None = Field(_S.fee_bps, ge=0, description="Paper taker fee override, bps; default the "
+                                                                "bundle's.")
+    initial_equity_usd: PositiveFloat | None = Field(_S.initial_equity_usd,
+                                                     description="Paper equity; default the bundle's.")
+    max_steps: PositiveInt | None = Field(_S.max_steps, description="Stop after this many bars.")
+    duration_s: PositiveFloat | None = Field(_S.duration_s, description="Stop after this many seconds.")
+    confirm_live: bool = Field(_S.confirm_live, description="Must be True for mode='live' (real money).")
     flatten_on_stop: bool = Field(True, description="On SIGTERM/SIGINT, close positions before stopping.")
-    fresh_start: bool = Field(False, description="Set aside the recorded trader state of this train_id and mode "
-                                                 "(new account, new peak equity); logged at WARNING. By default a "
-                                                 "session continues the recorded one.")
-    max_bad_bars: PositiveInt = Field(3, description="Consecutive rejected bars (NaN/Inf, non-positive, inconsistent "
-                                                     "OHLC) that trigger the emergency protocol.")
-    max_order_rejections: PositiveInt = Field(3, description="Consecutive orders refused by the venue (e.g. -2019 "
-                                                             "Margin is insufficient) that trigger the emergency "
-                                                             "protocol; one refusal is a registro row "
-                                                             "(order_rejected) and the bar is skipped.")
-    stale_warn_bars: PositiveInt = Field(2, description="testnet/live: bars with no complete candle (stream open but "
-                                                        "silent, or a needed order-book column missing) before a "
-                                                        "WARNING and a REST fallback for the missed candles.")
-    stale_emergency_bars: PositiveInt = Field(5, description="testnet/live: missed bars (REST gave none either) that "
-                                                             "trigger the emergency protocol (cause stale_feed).")
-    stop_timeout_s: PositiveFloat = Field(20.0, lt=30.0, description="After SIGTERM/SIGINT the state is saved as "
-                                                                      "'reducing' at once; a flatten not confirmed "
-                                                                      "within this many seconds is recorded in "
-                                                                      "emergencias (before the runner's 30 s kill).")
+    fresh_start: bool = Field(
+        _S.fresh_start, description="Set aside the recorded trader state of this train_id and mode (new account, "
+        "new peak equity); logged at WARNING. By default a session continues the recorded one.")
+    max_bad_bars: PositiveInt = Field(
+        _S.max_bad_bars, description="Consecutive rejected bars (NaN/Inf, non-positive, inconsistent OHLC) that "
+        "trigger the emergency protocol.")
+    max_order_rejections: PositiveInt = Field(
+        _S.max_order_rejections, description="Consecutive orders refused by the venue (e.g. -2019 Margin is "
+        "insufficient) that trigger the emergency protocol; one refusal is a registro row (order_rejected) and the "
+        "bar is skipped.")
+    stale_warn_bars: PositiveInt = Field(
+        _S.stale_warn_bars, description="testnet/live: bars with no complete candle (stream open but silent, or a "
+        "needed order-book column missing) before a WARNING and a REST fallback for the missed candles.")
+    stale_emergency_bars: PositiveInt = Field(
+        _S.stale_emergency_bars, description="testnet/live: missed bars (REST gave none either) that trigger the "
+        "emergency protocol (cause stale_feed).")
+    stop_timeout_s: PositiveFloat = Field(
+        _S.stop_timeout_s, lt=30.0, description="After SIGTERM/SIGINT the state is saved as 'reducing' at once; a "
+        "flatten not confirmed within this many seconds is recorded in emergencias (before the runner's 30 s kill).")
     num_threads: PositiveInt = Field(1, description="torch threads for the agent's and the classifier's inference; "
                                                    "one is fastest for these small networks (two threads made a "
                                                    "classifier agent's replay 7x slower on a busy 2-core machine).")
-    rest_base_url: str | None = Field(None, description="Override Binance's REST root (loopback tests): refused in "
-                                                        "live; in testnet a loopback address or Binance's testnet "
-                                                        "host over https only.")
-    ws_url: str | None = Field(None, description="Override the kline websocket URL (loopback tests): refused in live; "
-                                                 "in testnet a loopback address or Binance's testnet over wss only.")
+    rest_base_url: str | None = Field(
+        _S.rest_base_url, description="Override Binance's REST root (loopback tests): refused in live; in testnet a "
+        "loopback address or Binance's testnet host over https only.")
+    ws_url: str | None = Field(
+        _S.ws_url, description="Override the kline websocket URL (loopback tests): refused in live; in testnet a "
+        "loopback address or Binance's testnet over wss only.")
     console_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
         "WARNING", description="The console stays quiet; everything is in the production log.")
 
@@ -105,18 +118,15 @@ class LiveParams(StageParams):
         return data
 
     @model_validator(mode="after")
-    def _live_needs_confirmation(self) -> LiveParams:
-        if self.mode == "live" and not self.confirm_live:
-            raise ValueError("mode='live' trades real money: set confirm_live=True to confirm (nothing was sent)")
-        if self.stale_emergency_bars <= self.stale_warn_bars:
-            raise ValueError(f"stale_emergency_bars={self.stale_emergency_bars} must exceed stale_warn_bars="
-                             f"{self.stale_warn_bars}: the REST fallback comes before the emergency")
-        if self.rest_base_url is not None or self.ws_url is not None:  # rare: the rule's module only then
-            from quantnb.live._endpoints import check_endpoint_override
-
-            check_endpoint_override(self.mode, "rest_base_url", self.rest_base_url)
-            check_endpoint_override(self.mode, "ws_url", self.ws_url)
+    def _checked_by_the_session(self) -> LiveParams:
+        self.session_settings()  # RiskLimits and SessionSettings check their fields (ConfigError is a ValueError)
         return self
+
+    def session_settings(self) -> SessionSettings:
+        """Return the trader's :class:`~quantnb.live.SessionSettings`, each field copied by name (checked there)."""
+        names = [f.name for f in dataclasses.fields(SessionSettings) if f.name in type(self).model_fields]
+        limits = RiskLimits(**{f.name: getattr(self, f.name) for f in dataclasses.fields(RiskLimits)})
+        return SessionSettings(limits=limits, **{n: getattr(self, n) for n in names})
 
     def run_suffix(self) -> str:
         """Return the mode and the agent's run id without its timestamp (``replay_agent_BTC-PERP_6000steps_clf``)."""
@@ -180,7 +190,7 @@ def run_live(params: LiveParams) -> LiveResult:
         state file.
     """
     # heavy: imported by the run, not by the runner's parameter validation
-    from quantnb.live import RiskLimits, StepInfo, build_trader, load_live_config, session_timestamp
+    from quantnb.live import StepInfo, build_trader, load_live_config, session_timestamp
 
     with start_run(params) as ctx:
         cfg = load_live_config(ctx.root / "runs", params.train_id, timeframe=params.timeframe)
@@ -198,17 +208,10 @@ def run_live(params: LiveParams) -> LiveResult:
             ctx.beat(f"warm-up {done:,}/{total:,} bars of history")
 
         trader = build_trader(
-            cfg, mode=params.mode, symbol=params.symbol,
-            limits=RiskLimits(params.max_drawdown_frac, params.max_position_frac),
+            cfg, params.session_settings(),
             replay_bars=_replay_files(ctx.root, params.replay_glob) if params.mode == "replay" else None,
             replay_start_ts=_replay_start(params, cfg.bundle.metadata) if params.mode == "replay" else None,
-            replay_speed=params.replay_speed, initial_equity_usd=params.initial_equity_usd, fee_bps=params.fee_bps,
-            max_steps=params.max_steps, duration_s=params.duration_s, confirm_live=params.confirm_live,
-            on_step=on_step, rest_base_url=params.rest_base_url, ws_url=params.ws_url, session_ts=session_ts,
-            fresh_start=params.fresh_start, max_bad_bars=params.max_bad_bars, run_id=ctx.run_id,
-            max_order_rejections=params.max_order_rejections, stale_warn_bars=params.stale_warn_bars,
-            stale_emergency_bars=params.stale_emergency_bars, stop_timeout_s=params.stop_timeout_s,
-            on_warmup=on_warmup)
+            on_step=on_step, on_warmup=on_warmup, session_ts=session_ts, run_id=ctx.run_id)
         if params.mode == "replay":  # a finite replay: its progress has a total from the start
             ctx.set_total(_replay_total(trader.provider, params.max_steps))
             record_test_spans(ctx, [_replay_span(trader.provider, params.max_steps)],
@@ -245,7 +248,7 @@ def run_live(params: LiveParams) -> LiveResult:
 
 def _replay_total(provider: Any, max_steps: int | None) -> int | None:
     """Bars a replay will trade (after its warm-up, at most ``max_steps``); None when the feed cannot say."""
-    bars, warmup = getattr(provider, "bars", None), getattr(provider, "warmup_bars", None)
+    bars, warmup = getattr(provider, "bars", None), getattr(provider, "history_bars", None)
     if bars is None or warmup is None:
         return None
     n = max(len(bars) - int(warmup), 0)
@@ -254,7 +257,7 @@ def _replay_total(provider: Any, max_steps: int | None) -> int | None:
 
 def _replay_span(provider: Any, max_steps: int | None) -> tuple[dt.datetime, dt.datetime]:
     """Return the first bar the replay trades and the end of its last (after the warm-up, <= ``max_steps``), UTC."""
-    bars, first = provider.bars, int(provider.warmup_bars)
+    bars, first = provider.bars, int(provider.history_bars)
     last = min(len(bars), first + max_steps) - 1 if max_steps else len(bars) - 1
     return (dt.datetime.fromtimestamp(bars[first].open_time_ms / 1000, dt.UTC),
             dt.datetime.fromtimestamp(bars[last].open_time_ms / 1000 + 60, dt.UTC))

@@ -34,6 +34,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_v
 from quantnb.display import result_html
 from quantnb.errors import ConfigError, QuantnbError
 from quantnb.evaluation import cpcv_path_count, cpcv_split_count
+from quantnb.models._config import ModelConfig, TrainConfig
 from quantnb.runlog import RunContext, atomic_write_json, is_interrupt, start_run
 from quantnb.stages._cv import (
     FOLD_SCORES_ATTR,
@@ -76,7 +77,8 @@ class OptimizationParams(LabelledDataParams):
     study_name: str | None = Field(None, description="Default: tcnlstm_<label suffix>.")
     n_trials: PositiveInt = Field(6, description="Finished (complete or pruned) trials the study should reach.")
     timeout_s: PositiveFloat | None = Field(None, description="Stop starting trials after this many seconds.")
-    seed: int = Field(42, ge=0, description="Seed of the sampler and of each trial's training (with the trial key).")
+    seed: int = Field(TrainConfig.seed, ge=0,
+                      description="Seed of the sampler and of each trial's training (with the trial key).")
     epochs_per_trial: PositiveInt = Field(3, description="Maximum epochs of one trial.")
     patience: PositiveInt = Field(2, description="Early-stopping patience inside a trial, epochs.")
     train_frac: float = Field(0.7, gt=0, lt=1, description="Chronological train fraction.")
@@ -89,9 +91,10 @@ class OptimizationParams(LabelledDataParams):
     lr_max: PositiveFloat = Field(3e-3, description="Learning-rate range, log scale.")
     dropout_min: float = Field(0.0, ge=0, lt=1, description="Dropout range.")
     dropout_max: float = Field(0.3, ge=0, lt=1, description="Dropout range.")
-    kernel_size: PositiveInt = Field(3, description="Fixed TCN kernel size.")
-    n_blocks: PositiveInt = Field(2, description="Fixed number of TCN residual blocks.")
-    lstm_layers: PositiveInt = Field(1, description="Fixed LSTM layers.")
+    kernel_size: PositiveInt = Field(ModelConfig.kernel_size, description="Fixed TCN kernel size.")
+    n_blocks: PositiveInt = Field(ModelConfig.n_blocks,
+                                  description="Fixed number of TCN residual blocks.")
+    lstm_layers: PositiveInt = Field(ModelConfig.lstm_layers, description="Fixed LSTM layers.")
     pruner_startup_trials: int = Field(2, ge=0, description="Trials before the MedianPruner may prune.")
     num_threads: PositiveInt | None = Field(
         1, description="torch threads per trial; 1 (the default) is fastest for these small models, 2-5x faster "
@@ -194,6 +197,18 @@ def search_space(params: OptimizationParams) -> dict[str, optuna.distributions.B
         "dropout": dist.FloatDistribution(params.dropout_min, params.dropout_max),
         "batch_size": dist.CategoricalDistribution(params.batch_size),
     }
+
+
+def _trial_model(p: OptimizationParams, hp: dict[str, Any]) -> ModelConfig:
+    """Return the architecture of a trial: its sampled choices and the study's fixed values."""
+    return ModelConfig(tcn_channels=hp["tcn_channels"], kernel_size=p.kernel_size, n_blocks=p.n_blocks,
+                       dropout=hp["dropout"], lstm_hidden=hp["lstm_hidden"], lstm_layers=p.lstm_layers)
+
+
+def _trial_train(p: OptimizationParams, hp: dict[str, Any], key: int) -> TrainConfig:
+    """Return a trial's trainer settings (budget ``epochs_per_trial``, ``patience``), seeded by the trial key."""
+    return TrainConfig(epochs=p.epochs_per_trial, batch_size=hp["batch_size"], lr=hp["lr"], patience=p.patience,
+                       seed=p.seed + key, num_threads=p.num_threads)
 
 
 def _fixed_settings(params: OptimizationParams) -> dict[str, Any]:
@@ -300,16 +315,13 @@ class _Objective:
             raise
 
     def _train(self, trial: optuna.Trial, hp: dict[str, Any], key: int) -> float:
-        from quantnb.models import HybridTCNLSTM, TrainConfig, Trainer, seed_everything  # torch, as above
+        from quantnb.models import HybridTCNLSTM, Trainer, seed_everything  # torch, as above
 
         p = self.p
         data = self.data(hp["seq_len"])
         seed_everything(p.seed + key)  # the key, not the number: a retry trains exactly as its original
-        model = HybridTCNLSTM(len(data.features), tcn_channels=hp["tcn_channels"], kernel_size=p.kernel_size,
-                              n_blocks=p.n_blocks, dropout=hp["dropout"], lstm_hidden=hp["lstm_hidden"],
-                              lstm_layers=p.lstm_layers)
-        cfg = TrainConfig(epochs=p.epochs_per_trial, batch_size=hp["batch_size"], lr=hp["lr"], patience=p.patience,
-                          seed=p.seed + key, num_threads=p.num_threads)
+        model = HybridTCNLSTM(len(data.features), **dataclasses.asdict(_trial_model(p, hp)))
+        cfg = _trial_train(p, hp, key)
 
         def on_epoch(st: Any) -> None:
             trial.report(st.f1_macro, st.epoch)
@@ -334,18 +346,15 @@ class _Objective:
         """Mean test F1 macro over the purged splits; each split stops early on its inner split."""
         import numpy as np
 
-        from quantnb.models import HybridTCNLSTM, TrainConfig, Trainer, classification_scores, evaluate, seed_everything
+        from quantnb.models import HybridTCNLSTM, Trainer, classification_scores, evaluate, seed_everything
 
         p, scores = self.p, []
         scored: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}  # (split, group) -> (targets, predictions)
         folds = self.folds(hp["seq_len"])
         for k, fold in enumerate(folds):
             seed_everything(p.seed + key)
-            model = HybridTCNLSTM(fold.train.n_features, tcn_channels=hp["tcn_channels"], kernel_size=p.kernel_size,
-                                  n_blocks=p.n_blocks, dropout=hp["dropout"], lstm_hidden=hp["lstm_hidden"],
-                                  lstm_layers=p.lstm_layers)
-            cfg = TrainConfig(epochs=p.epochs_per_trial, batch_size=hp["batch_size"], lr=hp["lr"],
-                              patience=p.patience, seed=p.seed + key, num_threads=p.num_threads)
+            model = HybridTCNLSTM(fold.train.n_features, **dataclasses.asdict(_trial_model(p, hp)))
+            cfg = _trial_train(p, hp, key)
             Trainer(model, fold.train, fold.inner_val, cfg,
                     self.ctx.run_dir / "trials" / f"trial_{trial.number}" / f"fold_{k}").fit()
             with _threads(p.num_threads):  # the trainer sets them for fit() only

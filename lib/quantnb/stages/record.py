@@ -35,11 +35,14 @@ from quantnb._paths import project_root
 from quantnb._secrets import refuse_password_in_url
 from quantnb.config import OutputDir, StageParams, resolve_output_dir
 from quantnb.errors import ConfigError
+from quantnb.record import Recorder, RecorderConfig
+from quantnb.record._recorder import CLICKHOUSE_PATH
 from quantnb.runlog import start_run
 
 __all__ = ["RecordParams", "RecordResult", "run_record", "open_clickhouse", "ClickHouseQuery"]
 
 _DEPTHS = {"linear": (1, 50, 200, 500), "spot": (1, 50, 200)}
+_R = RecorderConfig  # the recorder's settings and their defaults: written there once, read here
 
 
 class RecordParams(StageParams):
@@ -48,6 +51,10 @@ class RecordParams(StageParams):
     How long to record and how often to report are not part of the config hash: a resumed
     recording (``quantnb run record --resume <id> -p duration_s 3600``) goes on into new
     shards of the same run with another stop condition.
+
+    The fields the recorder shares take their defaults from
+    :class:`~quantnb.record.RecorderConfig`, and :meth:`recorder_config` copies every one
+    of them by name: nothing is written twice.
     """
 
     stage = "record"
@@ -56,38 +63,43 @@ class RecordParams(StageParams):
     venue: Literal["bybit", "binance"] = Field("bybit", description="Exchange.")
     market: Literal["linear", "spot", "usdm"] = Field("linear", description="bybit: linear | spot; binance: usdm.")
     symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT"], min_length=1, description="Exchange symbols.")
-    depth: PositiveInt = Field(200, description="Bybit book depth (1, 50, 200, 500); Binance: REST snapshot levels "
-                                            "(rounded up to 5, 10, 20, 50, 100, 500 or 1000).")
+    depth: PositiveInt = Field(_R.depth, description="Bybit book depth (1, 50, 200, 500); Binance: REST snapshot "
+                                                     "levels (rounded up to 5, 10, 20, 50, 100, 500 or 1000).")
     channels: list[Literal["book", "trades", "bbo"]] = Field(
-        default_factory=lambda: ["book", "trades"], min_length=1,
+        default_factory=lambda: list(_R.channels), min_length=1,
         description="book (order book), trades, bbo (Binance bookTicker).")
-    duration_s: PositiveFloat | None = Field(None, allow_inf_nan=False,
+    duration_s: PositiveFloat | None = Field(_R.duration_s, allow_inf_nan=False,
                                              description="Stop after this many seconds; None: until stopped.")
-    max_messages: PositiveInt | None = Field(None, description="Stop after this many frames; None: no limit.")
-    ws_url: str | None = Field(None, description="Websocket URL/root; None: the venue's production endpoint.")
-    rest_url: str | None = Field(None, description="Binance REST root for depth snapshots; None: production.")
+    max_messages: PositiveInt | None = Field(_R.max_messages,
+                                             description="Stop after this many frames; None: no limit.")
+    ws_url: str | None = Field(_R.ws_url, description="Websocket URL/root; None: the venue's production endpoint.")
+    rest_url: str | None = Field(_R.rest_url, description="Binance REST root for depth snapshots; None: production.")
     output_dir: OutputDir = Field("data/recorded", description="raw/ and parquet/ go under it: an absolute folder "
                                   "or one relative to the project.")
     sinks: list[Literal["raw", "parquet", "clickhouse"]] = Field(
         default_factory=lambda: ["raw", "parquet"], min_length=1, description="Where the frames go.")
-    clickhouse_url: str | None = Field(None, description="ClickHouse server http(s)://user@host:port/db; None: chDB.")
-    clickhouse_path: OutputDir = Field("data/clickhouse", description="Embedded chDB folder: absolute or relative "
+    clickhouse_url: str | None = Field(_R.clickhouse_url,
+                                       description="ClickHouse server http(s)://user@host:port/db; None: chDB.")
+    clickhouse_path: OutputDir = Field(CLICKHOUSE_PATH, description="Embedded chDB folder: absolute or relative "
                                       "to the project.")
-    clickhouse_table: str = Field("quantnb.book_events",
+    clickhouse_table: str = Field(_R.clickhouse_table,
                                   description="database.name of the events view (the table is <name>_frames); "
                                               "letters, digits, '_' and '.' only.")
-    flush_every_s: PositiveFloat = Field(5.0, allow_inf_nan=False,
+    flush_every_s: PositiveFloat = Field(_R.flush_every_s, allow_inf_nan=False,
                                          description="Sink flush period, seconds (the most a kill -9 loses).")
-    progress_every_s: PositiveFloat = Field(60.0, allow_inf_nan=False, description="Progress report period, seconds.")
+    progress_every_s: PositiveFloat = Field(_R.progress_every_s, allow_inf_nan=False,
+                                            description="Progress report period, seconds.")
     stale_after_s: PositiveFloat | None = Field(
-        30.0, allow_inf_nan=False, description="Liveness: a connection with no data frame (pongs do not count) for "
-        "this long is closed, reconnected and resynced, seconds; None: not checked.")
+        _R.stale_after_s, allow_inf_nan=False, description="Liveness: a connection with no data frame (pongs do not "
+        "count) for this long is closed, reconnected and resynced, seconds; None: not checked.")
     book_stale_after_s: PositiveFloat | None = Field(
-        60.0, allow_inf_nan=False, description="Liveness per channel: a symbol whose book sends nothing for this long "
-        "is resynced the same way, seconds; None: not checked. Trades are not timed (a quiet market is normal).")
+        _R.book_stale_after_s, allow_inf_nan=False, description="Liveness per channel: a symbol whose book sends "
+        "nothing for this long is resynced the same way, seconds; None: not checked. Trades are not timed (a quiet "
+        "market is normal).")
     binance_depth_speed: Literal["100ms", "0ms", "250ms", "500ms"] = Field(
-        "100ms", description="Binance diff-depth stream speed: <symbol>@depth@<speed> (0ms: every update).")
-    log_frames: bool = Field(False, description="Log every frame at DEBUG (session log only; slows recording).")
+        _R.binance_depth_speed,
+        description="Binance diff-depth stream speed: <symbol>@depth@<speed> (0ms: every update).")
+    log_frames: bool = Field(_R.log_frames, description="Log every frame at DEBUG (session log only; slows recording).")
 
     @field_validator("clickhouse_url")
     @classmethod
@@ -112,6 +124,23 @@ class RecordParams(StageParams):
             raise ValueError("sinks: 'clickhouse' needs 'parquet' too (shards are inserted from Parquet, and "
                              "stay there for backfill when an insert fails)")
         return self
+
+    def recorder_config(self, root: Path, **where: Any) -> RecorderConfig:
+        """Return the recorder's config: each field it shares with these parameters, copied by name.
+
+        Parameters
+        ----------
+        root : pathlib.Path
+            Project directory (a relative ``clickhouse_path`` is taken from it).
+        **where
+            What the stage derives: ``raw_dir``, ``parquet_dir``, ``quarantine_dir``, ``shard_prefix``.
+        """
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(RecorderConfig)
+                  if f.name in type(self).model_fields}
+        shared.update(symbols=tuple(s.upper() for s in self.symbols), channels=tuple(self.channels),
+                      clickhouse_path=resolve_output_dir(self.clickhouse_path, root),
+                      clickhouse="clickhouse" in self.sinks)
+        return RecorderConfig(**shared, **where)
 
     def run_suffix(self) -> str:
         """Return venue, market and the first symbols, e.g. ``bybit-linear-BTCUSDT``."""
@@ -206,24 +235,14 @@ def run_record(params: RecordParams) -> RecordResult:
     ConfigError
         Invalid parameters (before any connection); a password in ``clickhouse_url``.
     """
-    from quantnb.record import Recorder, RecorderConfig
-
     with start_run(params) as ctx:
         out = resolve_output_dir(params.output_dir, ctx.root)
         tag = Path(params.venue) / params.market  # the exchange's folder layout: the ETL reads the market from it
         raw_dir = out / "raw" / tag if "raw" in params.sinks else None
         parquet_dir = out / "parquet" / tag if "parquet" in params.sinks else None
         prefix = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}_{os.getpid()}"
-        cfg = RecorderConfig(
-            venue=params.venue, market=params.market, symbols=tuple(s.upper() for s in params.symbols),
-            depth=params.depth, channels=tuple(params.channels), ws_url=params.ws_url, rest_url=params.rest_url,
-            raw_dir=raw_dir, parquet_dir=parquet_dir, clickhouse="clickhouse" in params.sinks,
-            clickhouse_url=params.clickhouse_url, clickhouse_path=resolve_output_dir(params.clickhouse_path, ctx.root),
-            clickhouse_table=params.clickhouse_table, flush_every_s=params.flush_every_s,
-            progress_every_s=params.progress_every_s, duration_s=params.duration_s,
-            max_messages=params.max_messages, shard_prefix=prefix, log_frames=params.log_frames,
-            binance_depth_speed=params.binance_depth_speed, quarantine_dir=out / "quarantine" / tag,
-            stale_after_s=params.stale_after_s, book_stale_after_s=params.book_stale_after_s)
+        cfg = params.recorder_config(ctx.root, raw_dir=raw_dir, parquet_dir=parquet_dir, shard_prefix=prefix,
+                                     quarantine_dir=out / "quarantine" / tag)
         for name, path in (("raw_dir", raw_dir), ("parquet_dir", parquet_dir)):
             if path is not None:
                 ctx.add_output(name, path)

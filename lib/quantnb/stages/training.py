@@ -26,19 +26,26 @@ from pydantic import Field, PositiveFloat, PositiveInt, PrivateAttr, model_valid
 
 from quantnb.display import result_html
 from quantnb.errors import ConfigError
+from quantnb.models._config import ModelConfig, TrainConfig
 from quantnb.runlog import start_run
 from quantnb.stages._labelled import load_labelled
 from quantnb.stages._links import LabelledDataParams, SampleWeightCol, latest_output, record_labelled_span
 
 __all__ = ["TrainingParams", "TrainingResult", "run_training"]
 
-_MODEL_DEFAULTS: dict[str, Any] = {"tcn_channels": 32, "kernel_size": 3, "n_blocks": 2, "dropout": 0.1,
-                                   "lstm_hidden": 32, "lstm_layers": 1, "seq_len": 60, "lr": 1e-3,
-                                   "batch_size": 256}
+_SEQ_LEN = 60  # window length, minutes, when neither the best parameters nor the caller give one
+# Hyper-parameters an optimization may choose: the defaults are ModelConfig's and TrainConfig's, read, not copied.
+_MODEL_DEFAULTS: dict[str, Any] = {**dataclasses.asdict(ModelConfig()), "seq_len": _SEQ_LEN,
+                                   "lr": TrainConfig.lr,
+                                   "batch_size": TrainConfig.batch_size}
 
 
 class TrainingParams(LabelledDataParams):
     """Parameters of the training stage; model fields left None come from the best-parameters JSON.
+
+    Defaults are read from their one owner: the architecture's from :class:`~quantnb.models.ModelConfig`,
+    the trainer's (epochs, patience, lr, batch size, weight decay, seed) from
+    :class:`~quantnb.models.TrainConfig`. The fields stay flat (``-p epochs=5``), as in the notebook.
 
     ``best_params_path=None`` takes the best parameters of the latest completed optimization
     run on the same ``labelled_dir`` (when the parameters are validated); the run logs which,
@@ -58,9 +65,11 @@ class TrainingParams(LabelledDataParams):
     seq_len: PositiveInt | None = Field(None, description="Window length, minutes.")
     lr: PositiveFloat | None = Field(None, description="Initial AdamW learning rate.")
     batch_size: PositiveInt | None = Field(None, description="Windows per step.")
-    epochs: PositiveInt = Field(10, description="Maximum epochs (cosine schedule length).")
-    patience: PositiveInt = Field(3, description="Early-stopping patience on val F1 macro, epochs.")
-    weight_decay: float = Field(1e-2, ge=0, description="AdamW weight decay.")
+    epochs: PositiveInt = Field(TrainConfig.epochs,
+                                description="Maximum epochs (cosine schedule length).")
+    patience: PositiveInt = Field(TrainConfig.patience,
+                                  description="Early-stopping patience on val F1 macro, epochs.")
+    weight_decay: float = Field(TrainConfig.weight_decay, ge=0, description="AdamW weight decay.")
     class_weights: list[float] | None = Field(None, description="SELL/NEUTRAL/BUY weights (SKIP/TAKE on "
                                                                 "meta-labels); None: inverse frequency.")
     sample_weight_col: SampleWeightCol = Field(
@@ -68,8 +77,10 @@ class TrainingParams(LabelledDataParams):
                           "(columns of the labelling stage); None: unweighted.")
     train_frac: float = Field(0.7, gt=0, lt=1, description="Chronological train fraction.")
     val_frac: float = Field(0.15, gt=0, lt=1, description="Chronological validation fraction.")
-    seed: int = Field(42, ge=0, description="Seed of weights init, data order and dropout.")
-    log_every_batches: PositiveInt = Field(200, description="A progress line every this many batches.")
+    seed: int = Field(TrainConfig.seed, ge=0, description="Seed of weights init, data order and "
+                                                                            "dropout.")
+    log_every_batches: PositiveInt = Field(TrainConfig.log_every_batches,
+                                           description="A progress line every this many batches.")
     num_threads: PositiveInt | None = Field(
         1, description="torch threads; 1 (the default) is fastest for these small models and makes resume "
                        "bit-reproducible; None keeps torch's.")
@@ -218,7 +229,6 @@ def run_training(params: TrainingParams) -> TrainingResult:
     # heavy: imported by the run, not by the runner's parameter validation
     from quantnb.models import (
         HybridTCNLSTM,
-        TrainConfig,
         Trainer,
         evaluate,
         plot_confusion_matrix,
@@ -241,9 +251,8 @@ def run_training(params: TrainingParams) -> TrainingResult:
                                 class_names=META_LABEL_NAMES if meta else LABEL_NAMES,
                                 extra_features=("side",) if meta else ())  # the secondary sees the primary's side
         seed_everything(params.seed)
-        model = HybridTCNLSTM(len(data.features), tcn_channels=hp["tcn_channels"], kernel_size=hp["kernel_size"],
-                              n_blocks=hp["n_blocks"], dropout=hp["dropout"], lstm_hidden=hp["lstm_hidden"],
-                              lstm_layers=hp["lstm_layers"], n_classes=len(data.class_names))
+        arch = ModelConfig(**{f: hp[f] for f in ModelConfig.__dataclass_fields__})
+        model = HybridTCNLSTM(len(data.features), **dataclasses.asdict(arch), n_classes=len(data.class_names))
         cfg = TrainConfig(epochs=params.epochs, batch_size=hp["batch_size"], lr=hp["lr"],
                           weight_decay=params.weight_decay, patience=params.patience,
                           class_weights=tuple(params.class_weights) if params.class_weights else None,

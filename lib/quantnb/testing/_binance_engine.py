@@ -80,7 +80,7 @@ class ExchangeEngine:
     """Account state and matching behind the loopback server; hold ``lock`` while touching it.
 
     One-way position mode, cross margin: a market order fills whole at the symbol's price
-    (``prices``), pays ``taker_fee_bps`` of its notional, and realizes PnL on the reduced
+    (``prices``), pays ``fee_bps`` of its notional, and realizes PnL on the reduced
     part; ``reduceOnly`` orders are capped at the position and rejected (-2022) when they
     would open or grow one; an order needing more initial margin than available is
     rejected (-2019); LIMIT orders rest until cancelled (nothing crosses them).
@@ -91,7 +91,7 @@ class ExchangeEngine:
         The listed symbols.
     balance_usd : float
         Starting wallet balance, USDT.
-    taker_fee_bps : float
+    fee_bps : float
         Fee of a market order, basis points of its notional.
     leverage : int
         Account leverage (initial margin = notional / leverage).
@@ -104,14 +104,14 @@ class ExchangeEngine:
         specs: list[SymbolSpec],
         *,
         balance_usd: float,
-        taker_fee_bps: float,
+        fee_bps: float,
         leverage: int,
         prices: dict[str, float],
     ):
         self.lock = threading.RLock()
         self.specs = {s.symbol: s for s in specs}
         self.wallet_usd = float(balance_usd)
-        self.taker_fee_bps = float(taker_fee_bps)
+        self.fee_bps = float(fee_bps)
         self.leverage = int(leverage)
         self.prices = dict(prices)
         self.positions = {s.symbol: _Position() for s in specs}
@@ -433,7 +433,7 @@ class ExchangeEngine:
         pos = self.positions[symbol]
         new_amt = pos.amt + signed
         extra_im = (abs(new_amt) - abs(pos.amt)) * price / self.leverage
-        fee = abs(signed) * price * self.taker_fee_bps / 1e4
+        fee = abs(signed) * price * self.fee_bps / 1e4
         avail = self.wallet_usd + sum(self._upnl(s) for s in self.positions) - self._initial_margin()
         if extra_im > 0 and extra_im + fee > avail:
             raise BinanceApiError(400, -2019, "Margin is insufficient.")
@@ -442,7 +442,7 @@ class ExchangeEngine:
         symbol = order["symbol"]
         pos = self.positions[symbol]
         qty = abs(signed)
-        fee = qty * price * self.taker_fee_bps / 1e4
+        fee = qty * price * self.fee_bps / 1e4
         realized = 0.0
         if pos.amt == 0 or math.copysign(1.0, pos.amt) == math.copysign(1.0, signed):
             new_amt = pos.amt + signed

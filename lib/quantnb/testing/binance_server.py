@@ -28,6 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from quantnb.rl._costs import DEFAULT_FEE_BPS
 from quantnb.testing._binance_engine import BinanceApiError, ExchangeEngine, SymbolSpec
 from quantnb.testing._faults import ERROR_BODIES, Fault, FaultKind, FaultPlan
 
@@ -48,9 +49,9 @@ class BinanceLoopbackServer:
         Initial mark price per symbol, USDT; default 50,000 for each.
     balance_usd : float
         Initial USDT wallet balance.
-    taker_fee_bps : float
-        Commission on every market fill, basis points of notional (Binance's regular
-        USD-M taker rate is 5 bps).
+    fee_bps : float
+        Commission on every market fill (a taker fee), basis points of notional; default
+        :data:`quantnb.rl._costs.DEFAULT_FEE_BPS`, Binance's regular USD-M taker rate.
     leverage : int
         Leverage used for initial-margin checks (error -2019 "Margin is insufficient.").
     api_key, api_secret : str, optional
@@ -71,14 +72,14 @@ class BinanceLoopbackServer:
         symbols: Sequence[SymbolSpec] | None = None,
         prices: dict[str, float] | None = None,
         balance_usd: float = 10_000.0,
-        taker_fee_bps: float = 5.0,
+        fee_bps: float = DEFAULT_FEE_BPS,
         leverage: int = 20,
         api_key: str | None = None,
         api_secret: str | None = None,
     ):
         specs = list(symbols) if symbols else [SymbolSpec()]
         prices = prices or {s.symbol: 50_000.0 for s in specs}
-        self.engine = ExchangeEngine(specs, balance_usd=balance_usd, taker_fee_bps=taker_fee_bps,
+        self.engine = ExchangeEngine(specs, balance_usd=balance_usd, fee_bps=fee_bps,
                                      leverage=leverage, prices=prices)
         self.faults = FaultPlan()
         self.requests: list[tuple[str, str, dict[str, str]]] = []
