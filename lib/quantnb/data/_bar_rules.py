@@ -256,6 +256,15 @@ def oldest_first(frame: pl.DataFrame, ts: str, path: Any) -> pl.DataFrame:
 
     Exports that list the latest bar first are common; read as they are, every row after the
     first would be ``out_of_order``. A file in no order at all is left to that rule.
+
+    Parameters
+    ----------
+    frame : polars.DataFrame
+        The file's rows in file order.
+    ts : str
+        Its time column.
+    path : str or Path
+        The file, for the log line.
     """
     col = frame[ts]
     if frame.height > 1 and col.is_sorted(descending=True) and not col.is_sorted():
