@@ -148,7 +148,15 @@ class LiveResult:
 
 
 def _replay_start(params: LiveParams, metadata: Any) -> dt.datetime | None:
-    text = params.replay_start or (getattr(metadata, "data_span", {}) or {}).get("eval", [None])[0]
+    """The given start, else the bars after the agent's walk-forward, else its (last) evaluation span, said plainly."""
+    span = getattr(metadata, "data_span", {}) or {}
+    text = params.replay_start or (span.get("after_eval") or [None])[0]
+    if text is None:
+        text = span.get("eval", [None])[0]
+        if text is not None:
+            logger.warning("Replaying from {}: the agent's evaluation span, data the agent was evaluated and "
+                           "selected on (research = live parity, not out-of-sample); walk_forward_holdout_days on "
+                           "the agent keeps later bars for the replay", text)
     if text is None:
         return None
     try:
