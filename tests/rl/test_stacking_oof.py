@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 import torch
 
+import quantnb.stages._agent_folds as folds
 from quantnb.models import HybridTCNLSTM, TrainConfig, load_model_bundle, save_model_bundle
 from quantnb.research import build_features, feature_columns, label_events
 from quantnb.rl import FeatureScaler, load_agent_bundle
@@ -90,3 +91,33 @@ def test_every_probability_an_agent_fold_trains_on_comes_from_a_model_whose_labe
     live = _utc(bundle.classifier.bundle.metadata["data_span"]["label_t1_max"])
     assert live < _utc(after[0]) - emb and bundle.metadata.classifier["oof"] is True
     assert bundle.metadata.metrics["classifier_oof"] is True
+
+
+@pytest.mark.slow
+def test_a_run_stopped_between_classifiers_resumes_without_retraining_those_it_finished(tmp_path, monkeypatch):
+    root = _project(tmp_path, days=2.0)
+    params = {**SMALL, "project_dir": str(root)}
+    fit = folds.fit_fold_classifier
+
+    def crash_at_block_2(*args, **kwargs):  # the fault: the run dies between two classifiers' trainings
+        if kwargs["model_id"] == "block_2":
+            raise RuntimeError("killed")
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(folds, "fit_fold_classifier", crash_at_block_2)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_agent(AgentParams.parse(params))
+    monkeypatch.setattr(folds, "fit_fold_classifier", fit)
+    (run_dir,) = (root / "runs").glob("agent_*")
+    done = run_dir / "classifiers" / "block_1" / "model"
+    assert (done / "config_metadata.yaml").exists()
+    assert not (run_dir / "classifiers" / "block_2" / "model").exists()
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in done.iterdir()}
+    res = run_agent(AgentParams.parse({**params, "resume": True}))
+    assert res.train_id == run_dir.name
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in done.iterdir()} == before  # not retrained
+    rec = read_run_record(run_dir)
+    assert rec["status"] == "completed" and rec["metrics"]["classifier_oof"] is True
+    assert [m["model_id"] for m in rec["metrics"]["classifier_models"]] == ["block_1", "block_2", "block_3"]
+    log = (root / "logs" / "agent" / f"{run_dir.name}.log").read_text()
+    assert "classifier block_1: trained before the restart" in log

@@ -148,7 +148,7 @@ class LiveResult:
 
 
 def _replay_start(params: LiveParams, metadata: Any) -> dt.datetime | None:
-    """The given start, else the bars after the agent's walk-forward, else its (last) evaluation span, said plainly."""
+    """Return the given start, else the bars after the walk-forward, else the evaluation start (said plainly)."""
     span = getattr(metadata, "data_span", {}) or {}
     text = params.replay_start or (span.get("after_eval") or [None])[0]
     if text is None:
