@@ -78,13 +78,21 @@ class Stacking:
     live: FoldClassifier
 
 
-def block_starts(spans: list[Span]) -> list[dt.datetime]:
-    """Return the start of blocks ``1 .. K``: each walk-forward fold's test start, in time order."""
-    return [s[2] for s in spans]
-
-
 def stacked_spans(spans: list[Span], *, mode: str) -> list[Span]:
-    """Return the folds an agent on out-of-fold probabilities can train: fold 0 left out, training from block 1."""
+    """Return the folds an agent on out-of-fold probabilities can train: fold 0 left out, training from block 1.
+
+    Parameters
+    ----------
+    spans : list of Span
+        Every walk-forward fold, as :func:`~quantnb.stages._agent_eval.agent_spans` gives them.
+    mode : {"anchored", "rolling"}
+        ``anchored`` folds train from block 1's start (block 0 has no out-of-fold probability).
+
+    Returns
+    -------
+    list of Span
+        Folds ``1 .. K-1``.
+    """
     block1 = spans[0][2]
     return [(block1 if mode == "anchored" else t0, t1, s0, s1) for (t0, t1, s0, s1) in spans[1:]]
 
@@ -249,7 +257,7 @@ def build_stacking(root: Path, run_dir: Path, source_dir: Path, bars: pl.DataFra
                           "cannot be retrained per walk-forward fold; retrain it with the training stage")
     labelled, _ = load_labelled(root, labelled_dir)
     embargo = dt.timedelta(minutes=embargo_min)
-    starts = [_utc(s) for s in block_starts(spans)]
+    starts = [_utc(s[2]) for s in spans]  # blocks 1 .. K: each fold's test start
     models = []
     for j, start in enumerate(starts, start=1):
         m = fit_fold_classifier(source, labelled, cutoff=start - embargo, directory=run_dir / "classifiers" /

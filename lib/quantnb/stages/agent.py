@@ -336,12 +336,13 @@ def run_agent(params: AgentParams) -> AgentResult:
                        trial_sharpes_annualised=[e.agent.sharpe_annualised for _, e in per_seed],
                        **({"walk_forward_folds": fold_table.to_dicts()} if fold_table is not None else {}))
         ctx.record_metrics(**{k: flat.get(v) for k, v in _HEADLINE.items()}, n_trials=n_trials)
-        ctx.record_metrics(verdict=" ".join(ev.verdicts()),
+        verdicts = [*ev.verdicts(), *_size_verdict(params, len(fits))]
+        ctx.record_metrics(verdict=" ".join(verdicts),
                            **({"walk_forward_folds": len(fits)} if fold_table is not None else {}),
                            **(_stacking_metrics(stack) if stack is not None else {}),
                            **({"seeds": _seed_metrics(seed_table)} if seed_table is not None else {}),
                            tear_sheet=sheet)
-    return AgentResult(ctx.run_id, Path(bundle), metrics, plot, table, ev.verdicts(), fold_table, seed_table,
+    return AgentResult(ctx.run_id, Path(bundle), metrics, plot, table, verdicts, fold_table, seed_table,
                        sheet_png, meta.data_span)
 
 
@@ -383,6 +384,17 @@ def _stacking(ctx: Any, params: AgentParams, bars: pl.DataFrame, spans: list[Spa
 def _stacking_metrics(stack: Any) -> dict[str, Any]:
     return {"classifier_oof": True, "classifier_models": [m.record() for m in stack.models],
             "classifier_live": stack.live.record()}
+
+
+_SKILL_STEPS = 100_000  # SAC's benchmarks train 1e5 to 1e6 steps (Haarnoja et al., "Soft Actor-Critic", 2018)
+
+
+def _size_verdict(params: AgentParams, n_folds: int) -> list[str]:
+    """Say so when the training is far too short to show skill (the demo's sizing)."""
+    if params.total_timesteps >= _SKILL_STEPS:
+        return []
+    return [f"size: {params.total_timesteps:,} SAC steps per fit ({n_folds} fold(s)) is sized for speed, not skill: "
+            f"SAC is usually trained for 10^5-10^6 steps, so this run says nothing about an edge."]
 
 
 def _symbol(params: AgentParams, bars: pl.DataFrame) -> str:
