@@ -54,7 +54,8 @@ class LiveParams(StageParams):
     timeframe: str = Field("1m", description="Bar interval; must match the bundle's.")
     replay_glob: str = Field("data/processed/unknown/perp/BTC-PERP/*.parquet", description="Processed bars to replay.")
     replay_start: str | None = Field(
-        None, description="First traded bar (ISO 8601, UTC); default the bundle's evaluation start.")
+        None, description="First traded bar (ISO 8601, UTC); default the bars after the agent's walk-forward "
+                          "(walk_forward_holdout_days), else its evaluation start.")
     replay_speed: float = Field(0.0, ge=0, description="Replay speed factor (60: a 1-minute bar per second); 0: max.")
     max_drawdown_frac: float = Field(0.2, gt=0, lt=1, description="Drawdown from peak equity that triggers the "
                                                                   "emergency protocol.")
