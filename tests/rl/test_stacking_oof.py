@@ -81,6 +81,8 @@ def test_every_probability_an_agent_fold_trains_on_comes_from_a_model_whose_labe
         assert train.height > 0 and train[PROVENANCE_COLUMN].null_count() < train.height
         for ts, mid in train.drop_nulls(PROVENANCE_COLUMN).iter_rows():
             assert reach[mid] < ts.replace(tzinfo=dt.UTC) - emb, (f["fold"], ts, mid)
+        # anchored from block 1: each earlier block's rows carry their own model's probabilities
+        assert set(train[PROVENANCE_COLUMN].drop_nulls()) == {f"block_{j}" for j in range(1, f["fold"] + 1)}
         test = prov.filter((pl.col("ts") >= _utc(f["test_start"])) & (pl.col("ts") < _utc(f["test_end"])))
         assert test.drop_nulls(PROVENANCE_COLUMN)[PROVENANCE_COLUMN].unique().to_list() == [f"block_{f['fold'] + 1}"]
     # the exported classifier learnt from labels ending before the live replay's default span, which follows the
