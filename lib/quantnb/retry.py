@@ -34,10 +34,11 @@ from __future__ import annotations
 import dataclasses
 import email.utils
 import functools
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import stamina
 from loguru import logger
@@ -80,8 +81,9 @@ class RetryPolicy:
 
     Parameters
     ----------
-    attempts : int
-        Attempts in all, the first included (4: up to three retries); >= 1.
+    attempts : int or None
+        Attempts in all, the first included (4: up to three retries); >= 1. None: until the
+        call succeeds or its task is cancelled (a reconnect loop); set ``timeout_s`` None too.
     timeout_s : float or None
         Give up when the next wait would end later than this many seconds after the first
         attempt; None = no time limit.
@@ -91,13 +93,22 @@ class RetryPolicy:
         Cap on a computed wait, seconds (the venue's ``Retry-After`` may exceed it up to
         ``max_retry_after_s``).
     wait_jitter_s : float
-        Uniform random jitter added to each computed wait, seconds (0 = none).
+        Uniform random jitter added to each computed wait, seconds (0 = none); unused with
+        ``jitter="full"``.
     wait_exp_base : float
         Growth factor of the wait per retry, >= 1.
     max_retry_after_s : float
         Longest ``Retry-After`` waited out, seconds; a longer ban (Binance 418) is re-raised at once.
     what : str
         Log prefix, e.g. ``live/retry``.
+    jitter : {"added", "full"}
+        ``added``: the formula above. ``full``: a wait drawn uniformly from
+        ``[0, min(wait_max_s, wait_initial_s * wait_exp_base**(n-1))]`` (M. Brooker, "Exponential
+        Backoff And Jitter", AWS Architecture Blog, 2015), for many clients reconnecting at once.
+    quiet_after : int or None
+        Log each failure of a call up to this many, then only every 20th (at ERROR); None: each.
+    rng : random.Random or None
+        Jitter source (the ``random`` module's by default); a seeded one makes the waits reproducible.
 
     Raises
     ------
@@ -113,9 +124,12 @@ class RetryPolicy:
     wait_exp_base: float = 2.0
     max_retry_after_s: float = 60.0
     what: str = "retry"
+    jitter: Literal["added", "full"] = "added"
+    quiet_after: int | None = None
+    rng: random.Random | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.attempts < 1:
+        if self.attempts is not None and self.attempts < 1:
             raise ConfigError(f"RetryPolicy attempts={self.attempts}: must be >= 1 (1 = no retry)")
         for name in ("wait_initial_s", "wait_max_s", "wait_jitter_s", "max_retry_after_s"):
             if not getattr(self, name) >= 0:
@@ -135,7 +149,7 @@ class RetryPolicy:
         retry_num : int
             1-based number of the retry about to happen.
         rng : random.Random, optional
-            Jitter source (the module's by default).
+            Jitter source (default: the policy's ``rng``, else the ``random`` module).
 
         Returns
         -------
@@ -145,11 +159,15 @@ class RetryPolicy:
         """
         if not isinstance(err, TemporaryError):
             return None
-        jitter = (rng or random).uniform(0.0, self.wait_jitter_s) if self.wait_jitter_s else 0.0
+        draw = (rng or self.rng or random).uniform
         try:
-            wait = min(self.wait_max_s, self.wait_initial_s * self.wait_exp_base ** (retry_num - 1) + jitter)
+            grown = self.wait_initial_s * self.wait_exp_base ** (retry_num - 1)
         except OverflowError:
-            wait = self.wait_max_s
+            grown = math.inf
+        if self.jitter == "full":
+            wait = draw(0.0, min(self.wait_max_s, grown))
+        else:
+            wait = min(self.wait_max_s, grown + (draw(0.0, self.wait_jitter_s) if self.wait_jitter_s else 0.0))
         if isinstance(err, RateLimitError) and err.retry_after_s is not None:
             if err.retry_after_s > self.max_retry_after_s:
                 return None
@@ -189,10 +207,13 @@ class RetryPolicy:
         _quiet_stamina_logging()
         if not stamina.is_testing():
             time.sleep(float(wait))
-        for attempt in stamina.retry_context(on=hook, attempts=self.attempts - 1, timeout=None):
+        for attempt in stamina.retry_context(on=hook, attempts=self._retries(), timeout=None):
             with attempt:
                 return fn(*args, **kwargs)
         raise AssertionError("unreachable")  # pragma: no cover - stamina re-raises the last error
+
+    def _retries(self) -> int | None:
+        return None if self.attempts is None else self.attempts - 1
 
     def _hook(self, name: str) -> Callable[[Exception], bool | float]:
         """Return stamina's ``on`` hook for one call: the wait before the next retry, or False to stop."""
@@ -207,13 +228,18 @@ class RetryPolicy:
             wait = self.wait_s(exc, failures)
             late = self.timeout_s is not None and wait is not None and \
                 time.monotonic() - t0 + wait > self.timeout_s
-            if wait is None or failures >= self.attempts or late:
+            if wait is None or (self.attempts is not None and failures >= self.attempts) or late:
                 why = ("the venue asks to wait longer than max_retry_after_s" if wait is None
                        else "timeout_s reached" if late else "attempts spent")
                 logger.error("{}: {} failed after {} attempt(s) ({}): {}", self.what, name, failures, why, exc)
                 return False
-            logger.warning("{}: {} attempt {}/{} failed ({}: {}); retrying in {:.3f} s", self.what, name,
-                           failures, self.attempts, type(exc).__name__, exc, wait)
+            of = f"/{self.attempts}" if self.attempts is not None else ""
+            if self.quiet_after is None or failures < self.quiet_after:
+                logger.warning("{}: {} attempt {}{} failed ({}: {}); retrying in {:.3f} s", self.what, name,
+                               failures, of, type(exc).__name__, exc, wait)
+            elif failures == self.quiet_after or failures % 20 == 0:
+                logger.error("{}: {} attempt {}{} failed ({}: {}); retrying in {:.3f} s (from now on every 20th "
+                             "failure is logged)", self.what, name, failures, of, type(exc).__name__, exc, wait)
             return wait
 
         return hook
@@ -256,7 +282,7 @@ class RetryPolicy:
         _quiet_stamina_logging()
         if not stamina.is_testing():
             await asyncio.sleep(float(wait))
-        async for attempt in stamina.retry_context(on=hook, attempts=self.attempts - 1, timeout=None):
+        async for attempt in stamina.retry_context(on=hook, attempts=self._retries(), timeout=None):
             with attempt:
                 return await fn(*args, **kwargs)
         raise AssertionError("unreachable")  # pragma: no cover - stamina re-raises the last error

@@ -47,9 +47,10 @@ def test_headerless_trades_csv_reads_like_one_with_header(tmp_path):
     assert with_header.equals(without)
 
 
-@pytest.mark.parametrize("writer", [write_ohlcv_csv, write_trades_csv])
-@pytest.mark.parametrize(("defect", "needle"), [("nan_price", "NaN"), ("bad_number", "is not a number")])
-def test_unparseable_or_nan_price_raises_data_error_with_line(tmp_path, writer, defect, needle):
+@pytest.mark.parametrize(("writer", "defect", "needle"), [
+    (write_ohlcv_csv, "bad_number", "is not a number"), (write_trades_csv, "bad_number", "is not a number"),
+    (write_trades_csv, "nan_price", "NaN")])  # a NaN *bar* price rejects the bar (tests/data/test_bar_rules.py)
+def test_unparseable_value_or_nan_trade_price_raises_data_error_with_line(tmp_path, writer, defect, needle):
     built = writer(tmp_path, defect=defect, seed=4)
     with pytest.raises(DataError) as err:
         ingest_file(built.path)
@@ -78,3 +79,12 @@ def test_quality_report_round_trips_through_json(tmp_path):
     report = json.loads(result.quality.to_json())
     assert report == result.quality.to_dict()
     assert report["duplicates"] == 1 and report["path"] == str(result.path)
+
+
+def test_a_real_ohlcv_file_stored_newest_first_gives_the_same_bars(tmp_path):
+    """Exports that list the latest bar first are read oldest-first, not cut to one bar by the out_of_order rule."""
+    lines = OHLCV.read_text().splitlines()
+    path = tmp_path / OHLCV.name
+    path.write_text("\n".join([lines[0], *reversed(lines[1:])]) + "\n")
+    got = ingest_file(path, on_crossed="skip")
+    assert got.bars.drop("file").equals(ingested(OHLCV).bars.drop("file")) and got.quality.defects == {}

@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-import dataclasses
-
 import polars as pl
 from loguru import logger
 
-from quantnb.display import ProgressDisplay, ProgressEvent, quality_html, result_html
+from quantnb.display import ProgressDisplay, quality_html, result_html
+from quantnb.runlog import ProgressEvent
 from quantnb.stages.etl import EtlParams, EtlResult, run_etl
 
 
@@ -15,8 +14,8 @@ def test_headless_progress_goes_to_the_log_as_lines_not_a_widget():
     try:
         display = ProgressDisplay("etl_x", "files", widget=False)
         for done in range(1, 4):
-            display({"done": done, "total": 3, "message": f"f{done}.csv", "rss_gb": 0.25})
-        display({"done": 3, "total": 3, "message": "", "status": "completed"})
+            display(ProgressEvent(done=done, total=3, message=f"f{done}.csv", rss_gb=0.25))
+        display(ProgressEvent(done=3, total=3, status="completed"))
     finally:
         logger.remove(sink)
     assert display.box is None
@@ -24,21 +23,19 @@ def test_headless_progress_goes_to_the_log_as_lines_not_a_widget():
     assert "completed in" in lines[-1] and "RSS 0.25 GB" in lines[-1] and "last: f3.csv" in lines[-1]
 
 
-def test_progress_event_takes_the_runlog_event_shape():
-    @dataclasses.dataclass
-    class RunlogEvent:  # quantnb.runlog.ProgressEvent's fields
-        done: int = 2
-        total: int = 8
-        rate: float = 0.5
-        eta_s: float = 12.0
-        rss_mb: float = 420.0
-        message: str = "epoch-2"
-        status: str = "running"
+def test_the_display_draws_the_memory_a_run_measures_in_gb(tmp_path):
+    from quantnb.runlog import memory_gb, start_run
 
-    ev = ProgressEvent.coerce(RunlogEvent())
-    assert (ev.done, ev.total, ev.rss_gb, ev.rate_per_s, ev.eta_s, ev.message) == (2, 8, 0.42, 0.5, 12.0, "epoch-2")
+    ctx = start_run(EtlParams(project_dir=str(tmp_path), console_level=None))
+    seen: list[ProgressEvent] = []
+    ctx.add_progress_listener(seen.append)
+    ctx.set_total(8)
+    ctx.item_done("epoch-2")
+    ctx.finish()
+    ev = next(e for e in seen if e.kind == "item")
+    assert abs(ev.rss_gb - memory_gb()) < 0.5, (ev.rss_gb, memory_gb())  # GB, as the heartbeat: not MB
     line = ProgressDisplay("r", "epochs", widget=False).line(ev)
-    assert "2/8 epochs (25%)" in line and "ETA 0:12" in line
+    assert "1/8 epochs (12%)" in line and f"RSS {ev.rss_gb:.2f} GB" in line and "last: epoch-2" in line
 
 
 def test_quality_table_shows_only_files_and_counters_with_defects():

@@ -55,3 +55,19 @@ def test_a_running_run_changes_its_cells_without_building_new_widgets(tmp_path):
         assert any(f"SELL_0004_BUY_0008_{horizon}_20" in s for s in shown), shown  # suffix and time, not "…"
     headline = next(s for s in shown if s.startswith("distribution="))
     assert "threshold_short_frac=-0.004" in headline, headline  # the headline is whole (wrapped, not cut)
+
+
+def test_post_mortem_button_runs_the_stage_given_to_the_monitor(tmp_path):
+    from quantnb.display import RunMonitor
+    from quantnb.stages.postmortem import postmortem_of
+
+    with start_run(LabelParams(project_dir=str(tmp_path), console_level=None)) as ctx:
+        ctx.item_done("file-0")
+    bare = RunMonitor(project_dir=tmp_path, refresh_s=0)
+    button = bare._grid.children[-1]
+    assert button.disabled, "a monitor without a post-mortem offers no button that does nothing"
+    monitor = RunMonitor(project_dir=tmp_path, refresh_s=0, postmortem=postmortem_of)
+    assert not monitor._grid.children[-1].disabled
+    result = monitor.show_postmortem(ctx.run_id)
+    assert result.report.run_id == ctx.run_id and result.report.status == "completed"
+    assert (tmp_path / "debug_plots" / ctx.run_id / "memory.png").is_file()  # the stage saved its plots

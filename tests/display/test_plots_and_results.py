@@ -41,7 +41,7 @@ def test_postmortem_figures_are_shown_at_their_own_readable_size():
 
 
 def test_learning_curve_epochs_and_trials_are_whole_numbers(tmp_path: Path):
-    from quantnb.postmortem._plots import plot_learning_curve
+    from quantnb.display._postmortem import plot_learning_curve
 
     curve = pl.DataFrame({"epoch": [1, 2, 3], "train_loss": [1.0, 0.8, 0.7], "val_loss": [1.1, 0.9, 0.85],
                           "f1_macro": [0.3, 0.35, 0.4]})

@@ -11,7 +11,7 @@ from loguru import logger
 
 from quantnb.config import StageParams
 from quantnb.display import ProgressDisplay
-from quantnb.runlog import add_progress_listener, start_run
+from quantnb.runlog import ProgressEvent, add_progress_listener, start_run
 
 
 class StepParams(StageParams):
@@ -39,13 +39,13 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
 
 def test_a_slow_epoch_shows_its_batches_seconds_per_epoch_and_an_eta(clock: _Clock):
     display = ProgressDisplay("training_x", "epochs", widget=False)
-    display({"kind": "start", "done": 0, "total": None})
-    display({"kind": "total", "done": 0, "total": 10})
+    display(ProgressEvent(kind="start", done=0, total=None))
+    display(ProgressEvent(kind="total", done=0, total=10))
     # 120 batches an epoch, one every 0.5 s: an epoch takes 60 s, no epoch has finished yet
     for batch in range(1, 41):
         clock.now += 0.5
-        display({"kind": "step", "done": 0, "total": 10, "step_done": batch, "step_total": 120,
-                 "step_unit": "batches", "context": "epoch 1/10", "item_fraction": batch / 120})
+        display(ProgressEvent(kind="step", done=0, total=10, step_done=batch, step_total=120,
+                              step_unit="batches", context="epoch 1/10", item_fraction=batch / 120))
     line = display.line(display._last)
     assert "0/10 epochs (3%)" in line, line
     assert "epoch 1/10 · batch 40/120" in line, line
@@ -70,9 +70,9 @@ def test_a_total_is_drawn_at_once_even_inside_the_throttle(clock: _Clock):
     sink = logger.add(lambda m: lines.append(m.record["message"]), level="DEBUG")
     try:
         display = ProgressDisplay("etl_x", "files", widget=False)
-        display({"kind": "start", "done": 0, "total": None})
+        display(ProgressEvent(kind="start", done=0, total=None))
         clock.now += 0.01  # "Found 5 input file(s)", then set_total: well inside the throttle
-        display({"kind": "total", "done": 0, "total": 5})
+        display(ProgressEvent(kind="total", done=0, total=5))
     finally:
         logger.remove(sink)
     assert lines[-1].startswith("progress 0/5 files (0%)"), lines
@@ -123,7 +123,7 @@ def test_an_interrupt_has_a_reason_in_the_log_and_run_json(tmp_path):
 
 
 def test_interrupt_reason_says_sigterm_and_where():
-    from quantnb.display import interrupt_reason
+    from quantnb.runlog import interrupt_reason
 
     assert interrupt_reason(KeyboardInterrupt("signal SIGTERM"), None, "trial-3") == \
         "KeyboardInterrupt: signal SIGTERM (after trial-3)"

@@ -120,6 +120,9 @@ def test_iid_zero_mean_returns_with_eight_trials_are_not_called_skill():
     assert rep.return_ci_low < 0 < rep.return_ci_high
     assert "not distinguishable from zero" in rep.verdict
     assert rep.n_days == 8 and rep.sharpe_daily_annualised is not None
+    assert rep.verdict.endswith("over 7.0 days."), rep.verdict  # the span of the bars, not the 8 dates they touch
+    half = sharpe_report(*_curve(rng.normal(0.0, 1e-3, 720)), periods_per_year=525_600, name="agent")
+    assert half.verdict.endswith("over 0.5 days."), half.verdict
 
 
 def test_a_planted_seeded_drift_is_called_skill_after_eight_trials():

@@ -19,7 +19,7 @@ def test_market_order_round_trip_buy_then_reduce_only_sell(server, fake_keys):
     assert (broker.rules.qty_step, broker.rules.min_qty, broker.rules.min_notional_usd) == (0.001, 0.001, 100.0)
 
     buy = broker.market_order("buy", 0.01, client_order_id="qnb-test-1")
-    assert (buy.side, buy.qty, buy.price, buy.status) == ("buy", 0.01, 46_000.0, "FILLED")
+    assert (buy.side, buy.qty, buy.price_usd, buy.status) == ("buy", 0.01, 46_000.0, "FILLED")
     assert buy.fee_usd == pytest.approx(0.01 * 46_000 * 5e-4)
     assert buy.client_order_id == "qnb-test-1"
     acct = broker.account()
@@ -29,7 +29,7 @@ def test_market_order_round_trip_buy_then_reduce_only_sell(server, fake_keys):
     acct = broker.account()
     assert acct.equity_usd == pytest.approx(10_000 - buy.fee_usd + 0.01 * 500)
     sell = broker.market_order("sell", 0.01, reduce_only=True)
-    assert sell.reduce_only and sell.price == 46_500.0
+    assert sell.reduce_only and sell.price_usd == 46_500.0
     assert server.position_amt() == 0.0
     assert broker.account().balance_usd == pytest.approx(10_000 + 5.0 - buy.fee_usd - sell.fee_usd)
     sent = [p for m, path, p in server.requests if m == "POST" and path == "/fapi/v1/order"]

@@ -22,15 +22,15 @@ def test_paper_fills_at_next_open_with_slippage_and_fee_and_marks_at_close():
     broker = PaperBroker("BTC-PERP", 10_000.0, FillModel(fee_bps=5.0, slippage_bps=2.0))
     broker.on_bar(close_price=46_000.0, next_open=46_100.0)
     fill = broker.market_order("buy", 0.1)
-    assert fill.price == pytest.approx(46_100.0 * (1 + 2e-4))
-    assert fill.fee_usd == pytest.approx(0.1 * fill.price * 5e-4)
+    assert fill.price_usd == pytest.approx(46_100.0 * (1 + 2e-4))
+    assert fill.fee_usd == pytest.approx(0.1 * fill.price_usd * 5e-4)
     acct = broker.account()  # still marked at the close of the decision bar
     assert acct.position_qty == pytest.approx(0.1)
-    assert acct.equity_usd == pytest.approx(10_000.0 - 0.1 * fill.price - fill.fee_usd + 0.1 * 46_000.0)
+    assert acct.equity_usd == pytest.approx(10_000.0 - 0.1 * fill.price_usd - fill.fee_usd + 0.1 * 46_000.0)
     assert acct.balance_usd == pytest.approx(10_000.0 - fill.fee_usd)
     broker.on_bar(close_price=47_000.0, next_open=None)  # last bar: fills at the close
     close = broker.close_position("BTC-PERP", 0.1)
-    assert close.side == "sell" and close.reduce_only and close.price == pytest.approx(47_000.0 * (1 - 2e-4))
+    assert close.side == "sell" and close.reduce_only and close.price_usd == pytest.approx(47_000.0 * (1 - 2e-4))
     assert broker.positions() == {}
     assert broker.portfolio.n_trades == 2
 

@@ -162,6 +162,6 @@ def test_testnet_session_streams_klines_and_trades_on_the_exchange(bundle_setup,
     assert all(s.bar.source in ("ws", "rest") and s.observation is not None for s in steps)
     fills = [s.fill for s in steps if s.fill is not None]
     assert len(fills) == stats.trades > 0 and all(f.status == "FILLED" for f in fills)
-    assert sum(f.signed_qty for f in fills) == pytest.approx(server.position_amt(), abs=1e-9)
+    assert sum(f.qty for f in fills) == pytest.approx(server.position_amt(), abs=1e-9)
     with open(stats.registro_path, newline="") as fh:
         assert len(list(csv.DictReader(fh))) == 25

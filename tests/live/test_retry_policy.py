@@ -70,3 +70,36 @@ def test_attempts_and_timeout_bound_the_call_and_each_retry_is_a_warning(caplog_
 def test_policy_refuses_out_of_range_values(kwargs):
     with pytest.raises(ConfigError):
         RetryPolicy(**kwargs)
+
+
+def test_session_restarts_wait_the_policys_growing_backoff_and_stop_at_a_clean_end(caplog_loguru):
+    """Two connection emergencies, then a clean session: two restarts, waiting ~backoff_s * 2**(n-1) each."""
+    import re
+    from types import SimpleNamespace
+
+    from quantnb.live import run_with_restarts
+
+    causes = iter(["connection", "connection", None, "connection"])
+
+    class Trader:
+        def run(self):
+            cause = next(causes)
+            return SimpleNamespace(emergency=SimpleNamespace(cause=cause) if cause else None)
+
+    sessions = run_with_restarts(Trader, max_restarts=3, backoff_s=0.01)
+    assert [s.emergency.cause if s.emergency else None for s in sessions] == ["connection", "connection", None]
+    waits = [float(re.search(r"retrying in ([0-9.]+) s", m).group(1)) for m in caplog_loguru if "live/session" in m]
+    assert len(waits) == 2 and 0.01 <= waits[0] <= 0.0115 and 0.02 <= waits[1] <= 0.0215  # + up to backoff_s/10
+
+
+def test_a_drawdown_emergency_is_never_restarted_and_spent_restarts_end_the_loop(caplog_loguru):
+    from types import SimpleNamespace
+
+    from quantnb.live import run_with_restarts
+
+    def trader(cause):
+        return lambda: SimpleNamespace(run=lambda: SimpleNamespace(emergency=SimpleNamespace(cause=cause)))
+
+    assert len(run_with_restarts(trader("drawdown"), max_restarts=3, backoff_s=0.01)) == 1
+    assert len(run_with_restarts(trader("connection"), max_restarts=2, backoff_s=0.01)) == 3
+    assert any("live/session" in m and "attempts spent" in m for m in caplog_loguru)

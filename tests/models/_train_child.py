@@ -47,7 +47,7 @@ def main(argv: list[str]) -> None:
     test = evaluate(model, data.test)
     result_path.write_text(json.dumps({
         "history": [h.to_dict() for h in result.history], "best_f1_macro": result.best_f1_macro,
-        "best_epoch": result.best_epoch, "resumed_from_epoch": result.resumed_from_epoch,
+        "best_epoch": result.best_epoch, "resumed_from_epoch": result.resumed_from_step,
         "test": test.to_dict()}))
 
 

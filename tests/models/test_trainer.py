@@ -78,7 +78,8 @@ def test_early_stopping_fires_after_patience(tmp_path: Path, log_messages: list[
     assert [h.epochs_without_improvement for h in result.history] == [0, 1, 2]
     assert any("Early stopping at epoch 3" in m for m in log_messages)
     again = Trainer(tiny_model(3), train, val, cfg, tmp_path).fit(resume=True)  # finished: returns at once
-    assert again.history == result.history and again.resumed_from_epoch == 3
+    assert again.history == result.history and again.resumed_from_step == 3
+    assert (again.steps_done, again.step_unit) == (3, "epochs")
 
 
 def test_callback_exception_propagates_after_the_checkpoint(tmp_path: Path) -> None:

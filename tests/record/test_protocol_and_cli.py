@@ -77,14 +77,39 @@ def test_quantnb_run_record_executes_the_notebook_then_resumes_with_another_stop
     assert ing.quality.resyncs == 1 and not ing.book.is_crossed  # the new connection's snapshot rebuilt the book
 
 
-def test_reconnect_backoff_is_exponential_with_full_jitter():
-    from quantnb.record import backoff_s
+def test_refused_reconnects_wait_the_policys_full_jitter_draws_and_are_counted():
+    """Each wait is a full-jitter draw from [0, min(cap, base * 2**(n-1))] (Brooker, AWS 2015), from the policy."""
+    import asyncio
+    import dataclasses
+    import random
+    import re
+    import socket
 
-    draws = [[backoff_s(a, 0.5, 30.0) for _ in range(200)] for a in (1, 2, 3, 10)]
-    assert all(0.0 <= d <= 0.5 for d in draws[0]) and max(draws[0]) > 0.25
-    assert all(0.0 <= d <= 2.0 for d in draws[2]) and max(draws[2]) > 1.0
-    assert all(d <= 30.0 for d in draws[3]) and max(draws[3]) > 15.0  # capped
-    assert len({round(d, 6) for d in draws[1]}) > 150  # jittered, not a fixed delay
+    import stamina
+    from loguru import logger
+
+    from quantnb.errors import TemporaryError
+    from quantnb.record import BybitClient, Counters
+
+    logged: list[str] = []
+    with socket.socket() as closed:  # bound, not listening: a loopback port that refuses connections
+        closed.bind(("127.0.0.1", 0))
+        counters = Counters([SYMBOL])
+        client = BybitClient([SYMBOL], lambda *a, **k: None, counters, url=f"ws://127.0.0.1:{closed.getsockname()[1]}",
+                             backoff_base_s=0.5, backoff_cap_s=3.0)
+        client.reconnect = dataclasses.replace(client.reconnect, rng=random.Random(11))
+        sink = logger.add(lambda m: logged.append(m.record["message"]), level="WARNING")
+        try:
+            with stamina.set_testing(True, attempts=6, cap=True):  # waits logged, not slept; 7 failures, then it stops
+                with pytest.raises(TemporaryError, match="bybit connection lost or refused"):
+                    asyncio.run(client.run())
+        finally:
+            logger.remove(sink)
+    waits = [float(re.search(r"retrying in ([0-9.]+) s", m).group(1)) for m in logged if "retrying in" in m]
+    draw = random.Random(11)
+    expected = [draw.uniform(0.0, min(3.0, 0.5 * 2 ** (n - 1))) for n in range(1, 8)]
+    assert waits == pytest.approx(expected, abs=1e-3) and max(waits) > 0.5  # grows with the failures
+    assert counters.by_symbol[SYMBOL]["reconnects"] == 7
 
 
 def test_a_silent_bybit_connection_is_closed_and_reconnected(tmp_path):

@@ -199,7 +199,7 @@ def test_cusum_filter_by_hand() -> None:
     (lambda df: triple_barrier_labels(df, 60, stop_loss_mult=float("nan")), "stop_loss_mult"),
     (lambda df: triple_barrier_labels(df, 60, vol_span_min=True), "vol_span_min"),
     (lambda df: cusum_events(df, -0.01), "cusum_threshold"),
-    (lambda df: label_events(df, "meta"), "method"),
+    (lambda df: label_events(df, "quantile"), "method"),
     (lambda df: sample_weights(df, df), "t1"),
 ])
 def test_bad_parameters_name_the_field(call, field: str) -> None:

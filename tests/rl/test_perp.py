@@ -24,6 +24,7 @@ from quantnb.rl import (
     compute_features,
 )
 from quantnb.rl._perp import maintenance_margin_usd, settlements_between
+from quantnb.rl._train_types import EnvSpec
 from tests.rl._helpers import WARMUP, WINDOW, small_bars
 
 BTC_TIERS = MARGIN_TIERS[("binance_usdm", "BTCUSDT")]
@@ -155,7 +156,7 @@ def test_paper_broker_and_environment_charge_the_same_to_the_digit(tmp_path):
             assert info["fill_qty"] == 0.0
         else:
             n_fills += 1
-            assert (pfill.signed_qty, pfill.price, pfill.fee_usd) == (info["fill_qty"], info["fill_price_usd"],
+            assert (pfill.qty, pfill.price_usd, pfill.fee_usd) == (info["fill_qty"], info["fill_price_usd"],
                                                                    info["fee_usd"])
             assert math.isclose(round(pfill.qty / 0.001), pfill.qty / 0.001, abs_tol=1e-9)  # on the lot step
         t += 1
@@ -252,3 +253,37 @@ def test_buy_and_hold_pays_the_same_funding():
                if ev.bar_ts[0] < ts[i] <= ev.bar_ts[-1] and ts[i].minute == 0 and ts[i].hour in (0, 8, 16))
     assert hand > 0
     assert ev.buy_and_hold_equity_usd[-1] == pytest.approx(qty * close[-1] - hand, rel=1e-12)
+
+
+@pytest.mark.parametrize(("venue", "floor_usd", "cap_usd", "mmr", "deduction_usd"), [
+    # Binance bracket 4: cum = 50k * 0.1 % + 600k * 0.15 % + 3M * 0.35 %
+    ("binance_usdm", 3_000_000.0, 12_000_000.0, 0.01, 50.0 + 900.0 + 10_500.0),
+    # Bybit tier 3: mmDeduction = 2M * 0.5 % + 4M * 0.5 %
+    ("bybit_linear", 4_000_000.0, 6_000_000.0, 0.015, 10_000.0 + 20_000.0),
+])
+def test_a_large_5x_long_is_liquidated_at_each_venues_tiered_maintenance_margin(venue, floor_usd, cap_usd, mmr,
+                                                                              deduction_usd):
+    tiers = MARGIN_TIERS[(venue, "BTCUSDT")]
+    env = _env(_crash_bars(), FillModel(5.0, 1.0), max_frac=5.0, deadband=0.5, margin_tiers=tiers,
+               initial_equity_usd=1_200_000.0)  # 6M USDT of notional: a high tier on both venues
+    env.reset()
+    term = False
+    while not term:
+        cash0, q0 = env.portfolio.cash_usd, env.portfolio.position_qty
+        _, _, term, trunc, info = env.step(np.array([1.0], dtype=np.float32))
+        assert not trunc, "the crash must liquidate the position before the data ends"
+    q = q0 + info["fill_qty"]
+    cash = cash0 - info["fill_qty"] * (info["fill_price_usd"] or 0.0) - info["fee_usd"]
+    hand_p = -(cash + deduction_usd) / (q * (1 - mmr))  # equity cash + q p = q p mmr - deduction
+    assert floor_usd <= q * hand_p < cap_usd
+    assert info["liquidation_price_usd"] == pytest.approx(hand_p, rel=1e-12)
+    assert env.portfolio.cash_usd == pytest.approx(mmr * q * hand_p - deduction_usd, rel=1e-9)
+
+
+def test_margin_tiers_are_selected_by_the_venue():
+    for venue in ("binance_usdm", "bybit_linear"):
+        tiers = EnvSpec(venue_rules=venue).cost_setup("BTC/USDT:USDT")["margin_tiers"]
+        assert tiers is MARGIN_TIERS[(venue, "BTCUSDT")]
+        assert all(a.floor_usd < b.floor_usd and a.mmr < b.mmr and a.max_leverage > b.max_leverage
+                   for a, b in zip(tiers, tiers[1:], strict=False))
+    assert MARGIN_TIERS[("bybit_linear", "BTCUSDT")][0] != MARGIN_TIERS[("binance_usdm", "BTCUSDT")][0]

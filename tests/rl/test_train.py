@@ -29,7 +29,7 @@ def test_sac_killed_after_checkpoint_resumes_and_matches_uninterrupted_run(tmp_p
     assert [p.num_timesteps for p in progress] == [100, 200, 300]
     assert all(p.fps > 0 and np.isfinite(p.mean_reward) for p in progress)
     assert [c.num_timesteps for c in checkpoints] == [50, 100, 150, 200, 250, 300]
-    assert straight.num_timesteps == TOTAL and straight.resumed_from is None
+    assert straight.steps_done == TOTAL and straight.resumed_from_step == 0 and straight.step_unit == "env_steps"
 
     ckpt = tmp_path / "killed"
     child = subprocess.run([sys.executable, "-m", "tests.rl._sac_child", str(ckpt), "150", str(TOTAL)],
@@ -51,10 +51,10 @@ def test_sac_killed_after_checkpoint_resumes_and_matches_uninterrupted_run(tmp_p
 
     resumed = train_sac(train_env(), tiny_sac_params(), total_timesteps=TOTAL, checkpoint_dir=ckpt,
                         checkpoint_every_steps=50, resume=True)
-    assert resumed.resumed_from == 150
-    assert resumed.num_timesteps == TOTAL
+    assert resumed.resumed_from_step == 150
+    assert resumed.steps_done == TOTAL
     assert resumed.model.replay_buffer.size() == TOTAL  # 150 restored + 150 new
-    assert resumed.checkpoint.num_timesteps == TOTAL
+    assert json.loads(resumed.last_checkpoint_path.read_text())["num_timesteps"] == TOTAL
     a, b = _params_of(straight.model), _params_of(resumed.model)
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed run diverged from the uninterrupted one"
     np.testing.assert_array_equal(straight.model.replay_buffer.observations, resumed.model.replay_buffer.observations)

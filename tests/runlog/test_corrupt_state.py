@@ -61,3 +61,26 @@ def test_a_corrupt_checkpoint_is_a_warning_naming_it_and_is_kept(tmp_path):
     assert "WARNING" in warning and ckpt.name in warning and "not JSON" in warning
     assert ckpt.with_name(ckpt.name + ".corrupt").read_bytes() == torn
     assert json.loads(ckpt.read_text())["status"] == "completed"
+
+
+@pytest.mark.parametrize("garbage", [b'{"run_id": "demo_x", "status": "compl', b"\xff\xfe\x00", b"[1, 2]"],
+                         ids=["torn", "binary", "not-an-object"])
+def test_updating_a_corrupt_run_json_keeps_the_old_bytes_beside_the_new_record(tmp_path, garbage):
+    """update_run_record never throws away what it cannot read: the bytes move to run.json.unreadable-<UTC>."""
+    from loguru import logger
+
+    from quantnb.runlog import update_run_record
+
+    (tmp_path / "run.json").write_bytes(garbage)
+    said: list[str] = []
+    sink = logger.add(lambda m: said.append(str(m)), level="WARNING")
+    try:
+        rec = update_run_record(tmp_path, status="interrupted")
+    finally:
+        logger.remove(sink)
+    kept = list(tmp_path.glob("run.json.unreadable-*"))
+    assert rec == {"status": "interrupted"} and json.loads((tmp_path / "run.json").read_text()) == rec
+    assert len(kept) == 1 and kept[0].read_bytes() == garbage
+    assert len(said) == 1 and "run.json was unreadable" in said[0] and kept[0].name in said[0], said
+    update_run_record(tmp_path, status="completed")  # a readable record is merged, nothing more is moved aside
+    assert len(list(tmp_path.glob("run.json.unreadable-*"))) == 1

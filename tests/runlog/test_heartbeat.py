@@ -52,8 +52,8 @@ def test_liveness_beat_between_items_and_listener_events(tmp_path):
     kinds = [e.kind for e in events]
     assert kinds[0] == "start" and "total" in kinds and "item" in kinds and kinds[-1] == "finish"
     item = next(e for e in events if e.kind == "item")
-    assert item.done == 1 and item.total == 10 and item.message == "a" and item.rss_mb > 0
-    assert item.rate is not None and item.eta_s is not None
+    assert item.done == 1 and item.total == 10 and item.message == "a" and item.rss_gb > 0
+    assert item.rate_per_s is not None and item.eta_s is not None
     assert events[-1].status == "completed"
 
 

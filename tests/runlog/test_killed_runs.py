@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from quantnb.config import StageParams
-from quantnb.postmortem import analyse_run
-from quantnb.runlog import list_runs, read_run_record, start_run
+from quantnb.runlog import analyse_run, list_runs, read_run_record, start_run
 from tests.conftest import run_cli
 
 SLEEPER = Path(__file__).with_name("_sleeper.py")

@@ -31,11 +31,11 @@ def test_validating_a_stage_imports_no_heavy_library(stage):
 def test_lazy_packages_still_export_every_name():
     import quantnb.live
     import quantnb.models
-    import quantnb.postmortem
     import quantnb.research
     import quantnb.rl
+    import quantnb.runlog
 
-    for pkg in (quantnb.live, quantnb.models, quantnb.postmortem, quantnb.research, quantnb.rl):
+    for pkg in (quantnb.live, quantnb.models, quantnb.research, quantnb.runlog, quantnb.rl):
         missing = [n for n in pkg.__all__ if getattr(pkg, n, None) is None]
         assert not missing, f"{pkg.__name__}: {missing}"
         assert set(pkg.__all__) <= set(dir(pkg))

@@ -132,7 +132,7 @@ def test_recursive_absolute_and_odd_paths_then_resume_then_label_an_absolute_glo
     shutil.copytree(project / "data" / "out put" / "unknown", odd_out)
     pattern = str(odd_out / "**" / "*.parquet")
     assert load_bars(project, pattern).height == 240
-    from quantnb.live._feed import read_bars
+    from quantnb.data import read_bars
 
     assert read_bars(_replay_files(project, pattern)).height == 240
 

@@ -48,12 +48,15 @@ def test_agent_then_replay_session_audit_emergency_and_no_secret_anywhere(tmp_pa
     assert (root / "debug_plots" / train_id / "equity_curve.png").exists()
     agent_record = json.loads((agent_dir / "run.json").read_text())
     eval_start = agent_record["results"]["eval_start"]
+    assert agent_record["test_spans"][0]["what"] == "agent fold 0"
+    assert agent_record["metrics"]["test_span_evaluations"] == 0
 
     live = _run(root, "run", "live", "-p", "train_id", train_id)
     assert live.returncode == 0, live.stdout + live.stderr
     (live_dir,) = (root / "runs").glob("live_*")
     record = json.loads((live_dir / "run.json").read_text())
     assert record["status"] == "completed" and record["results"]["stopped_by"] == "end_of_data"
+    assert record["results"]["test_span_runs"] == [train_id]  # the replay span is the agent's evaluation span
     (registro,) = (agent_dir / "produccion").glob("registro_*.csv")
     rows = [r for r in csv.DictReader(registro.open()) if r["event"] == "bar"]
     assert len(rows) == record["results"]["steps"] > 0
@@ -62,7 +65,8 @@ def test_agent_then_replay_session_audit_emergency_and_no_secret_anywhere(tmp_pa
     assert bar_ts[0][:16] >= eval_start.replace(" ", "T")[:16]
     assert list(rows[0]) == ["timestamp", "step", "bar_ts", "close", "action_raw", "target_frac", "side", "qty",
                              "fill_price", "fee_usd", "position", "balance_usd", "equity_usd", "peak_equity_usd",
-                             "drawdown_frac", "decision_latency_ms", "event", "client_order_id", "gap_before", "note"]
+                             "drawdown_frac", "decision_latency_ms", "event", "client_order_id", "gap_before", "note",
+                             "funding_usd"]
     assert list((agent_dir / "produccion").glob("produccion_*.log"))
 
     breach = _run(root, "run", "live", "-p", "train_id", train_id, "-p", "max_drawdown_frac", "0.0001",
@@ -75,6 +79,7 @@ def test_agent_then_replay_session_audit_emergency_and_no_secret_anywhere(tmp_pa
                      key=lambda p: json.loads((p / "run.json").read_text())["started_at"])
     brec = json.loads((breach_dir / "run.json").read_text())
     assert brec["status"] == "failed" and brec["results"]["stopped_by"] == "emergency:drawdown"
+    assert brec["metrics"]["test_span_evaluations"] == 2  # the agent's evaluation and the first replay
 
     again = _run(root, "run", "live", "-p", "train_id", train_id)
     assert again.returncode == 1

@@ -36,6 +36,7 @@ Final bar columns (``BAR_SCHEMA``), one row per minute with data, per instrument
 from __future__ import annotations
 
 from quantnb.data._bar_reader import bar_files, check_bars, read_bar_files, read_bars
+from quantnb.data._bar_rules import BAR_RULES, BarFinding, Verdict, bar_iso, check_bar, data_columns
 from quantnb.data._bars import combine_trade_bars, flag_gaps, trades_to_bars
 from quantnb.data._book import OrderBook
 from quantnb.data._ingest import FileIngest, ingest_file
@@ -70,4 +71,5 @@ __all__ = [
     "read_bar_files",
     "bar_files",
     "check_bars",
+    "BAR_RULES", "BarFinding", "Verdict", "bar_iso", "check_bar", "data_columns",
 ]

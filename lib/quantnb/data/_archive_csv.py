@@ -24,6 +24,7 @@ from pathlib import Path
 
 import polars as pl
 
+from quantnb.data._bar_rules import judge_bars, oldest_first
 from quantnb.data._bars import MINUTE_MS, minute_start, trades_to_bars
 from quantnb.data._csv import (
     _LINE,
@@ -37,6 +38,7 @@ from quantnb.data._csv import (
     _trades_path,
 )
 from quantnb.data._quality import QualityReport
+from quantnb.data._schema import MID_FIELDS
 from quantnb.errors import DataError
 
 KLINE_COLUMNS = ("open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume", "count",
@@ -82,12 +84,13 @@ def read_klines(path: Path, report: QualityReport) -> pl.DataFrame:
         volume, close_time, quote_volume, count, taker_buy_volume, ...``, with a header
         (futures) or without (spot); ``open_time`` in ms, or us (spot from 2025).
     report : QualityReport
-        Where duplicates, gaps and unaligned stamps are counted.
+        Where unaligned stamps and the bar rules' findings are counted (as for
+        :func:`~quantnb.data._csv.read_ohlcv`).
 
     Returns
     -------
     polars.DataFrame
-        ``ts`` (Datetime[us, UTC]), ``open, high, low, close`` (quote per base unit),
+        The accepted klines: ``ts`` (Datetime[us, UTC]), ``open, high, low, close`` (quote per base unit),
         ``volume`` and ``buy_volume`` (taker buys; base units), ``n_trades`` (Int64).
 
     Raises
@@ -103,16 +106,12 @@ def read_klines(path: Path, report: QualityReport) -> pl.DataFrame:
     frame = _read(path, KLINE_COLUMNS, KLINE_COLUMNS[:11])
     frame = _numbers(path, frame, ("open", "high", "low", "close", "volume", "taker_buy_volume"), pl.Float64())
     frame = _numbers(path, frame, ("count",), pl.Int64())
-    _fatal_prices(path, frame, ("open", "high", "low", "close"))
-    frame = _check_times(path, frame, "open_time")
+    frame = oldest_first(_check_times(path, frame, "open_time"), "open_time", path)
     report.lines, report.messages = frame.height, frame.height
     _flag_rows(report, "unaligned_ts", frame.filter(pl.col("open_time") % MINUTE_MS != 0),
                "open_time not on a minute boundary; floored to the minute")
-    frame = frame.with_columns(pl.col("open_time") // MINUTE_MS * MINUTE_MS)
-    _order_checks(report, frame, "open_time", "kline")
-    dups = frame.filter(pl.col("open_time").is_duplicated() & ~pl.col("open_time").is_first_distinct())
-    _flag_rows(report, "duplicates", dups, "open_time repeats an earlier row; the first row is kept")
-    frame = frame.unique("open_time", keep="first", maintain_order=True).sort("open_time")
+    frame = judge_bars(frame.with_columns(pl.col("open_time") // MINUTE_MS * MINUTE_MS), report, ts="open_time",
+                       line=_LINE)
     return frame.select(ts=minute_start(pl.col("open_time")), open="open", high="high", low="low", close="close",
                         volume="volume", n_trades="count", buy_volume="taker_buy_volume")
 
@@ -155,7 +154,7 @@ def read_agg_trades(path: Path, report: QualityReport) -> pl.DataFrame:
     frame = frame.unique("agg_trade_id", keep="first", maintain_order=True)
     trades = frame.select(ts_ms="transact_time", id="agg_trade_id", price="price", qty="quantity",
                           is_buyer_maker="is_buyer_maker")
-    bars = trades_to_bars(trades)
+    bars = judge_bars(trades_to_bars(trades), report, sequence=False)
     counts = (frame.with_columns(n=pl.col("last_trade_id") - pl.col("first_trade_id") + 1,
                                  ts=minute_start(pl.col("transact_time")))
               .group_by("ts").agg(pl.col("n").sum().cast(pl.Int64)))
@@ -201,7 +200,7 @@ def read_book_ticker(path: Path, report: QualityReport) -> pl.DataFrame:
     frame = frame.filter((b <= a) & (b > 0) & (bq >= 0) & (aq >= 0)).sort("transaction_time", "update_id")
     mid = (b + a) / 2
     micro = pl.when(bq + aq > 0).then((b * aq + a * bq) / (bq + aq)).otherwise(mid)
-    return (frame.with_columns(ts=minute_start(pl.col("transaction_time")), _mid=mid, _micro=micro,
+    bars = (frame.with_columns(ts=minute_start(pl.col("transaction_time")), _mid=mid, _micro=micro,
                                _sp=1e4 * (a - b) / mid)
             .group_by("ts", maintain_order=True)
             .agg(mid_open=pl.col("_mid").first(), mid_high=pl.col("_mid").max(), mid_low=pl.col("_mid").min(),
@@ -209,6 +208,7 @@ def read_book_ticker(path: Path, report: QualityReport) -> pl.DataFrame:
                  spread_bps_mean=pl.col("_sp").mean(), n_book_updates=pl.len().cast(pl.Int64),
                  resyncs=pl.lit(0, pl.Int64))
             .sort("ts"))
+    return judge_bars(bars, report, columns=MID_FIELDS, sequence=False)
 
 
 def read_funding(path: Path, report: QualityReport) -> pl.DataFrame:
@@ -293,4 +293,5 @@ def read_bybit_trades(path: Path, report: QualityReport) -> pl.DataFrame:
     frame = frame.filter((pl.col(size) > 0) & (pl.col("price") > 0))
     _order_checks(report, frame, "ts_ms", "trade")
     report.trades = frame.height
-    return trades_to_bars(frame.select("ts_ms", id=_LINE, price="price", qty=size, is_buyer_maker="is_buyer_maker"))
+    bars = trades_to_bars(frame.select("ts_ms", id=_LINE, price="price", qty=size, is_buyer_maker="is_buyer_maker"))
+    return judge_bars(bars, report, sequence=False)

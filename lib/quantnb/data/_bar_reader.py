@@ -8,6 +8,8 @@ from pathlib import Path
 
 import polars as pl
 
+from quantnb.data._bar_rules import data_columns
+from quantnb.data._inputs import expand_glob, traversed_folder
 from quantnb.errors import ConfigError, DataError
 
 _MINUTE_US = 60_000_000
@@ -87,8 +89,6 @@ def bar_files(root: str | os.PathLike[str], pattern: str) -> list[Path]:
     list of Path
         Sorted; empty when nothing matches.
     """
-    from quantnb.data._inputs import expand_glob, traversed_folder  # relative or absolute, '**', odd names
-
     return [p for p in expand_glob(Path(root), pattern) if p.is_file() and not traversed_folder(pattern, p)]
 
 
@@ -130,24 +130,31 @@ def read_bar_files(paths: Sequence[str | os.PathLike[str]]) -> pl.DataFrame:
     return pl.concat(frames, how="diagonal_relaxed").sort("ts")
 
 
-def read_bars(files: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *, root: str | os.PathLike[str] = ".",
-              drop_empty: bool = True) -> pl.DataFrame:
-    """Read ETL bar files into one frame in time order, checked with :func:`check_bars`.
+def read_bars(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | pl.DataFrame, *,
+              root: str | os.PathLike[str] = ".", drop_empty: bool = True) -> pl.DataFrame:
+    """Read bars for research or a replay: one instrument, in time order, checked, empty columns dropped.
+
+    The one reader of bars, for the agent stage, the live replay and the tests alike. It
+    checks the series (:func:`check_bars`: minute grid, strictly increasing ``ts``), not each
+    bar's values: the ETL wrote bars its rules accepted, and the trader's guard judges every
+    candle of a replay by the same rules (:mod:`quantnb.data._bar_rules`).
 
     Parameters
     ----------
-    files : str, path-like, or sequence of them
-        A glob pattern (relative to ``root``) or the Parquet files themselves.
+    source : str, path-like, sequence of them, or polars.DataFrame
+        A glob pattern (relative to ``root``), the Parquet files themselves, or bars already
+        in memory (e.g. ``data/processed/bybit/linear/BTCUSDT/*.parquet``).
     root : str or path-like, default "."
         Base of a relative glob pattern.
     drop_empty : bool, default True
-        Drop columns that are entirely null (the ETL writes every bar column; an OHLCV source
-        leaves the book columns empty).
+        Keep only the columns that hold data (:func:`~quantnb.data._bar_rules.data_columns`:
+        the ETL writes every bar column, an OHLCV source leaves the book columns empty).
 
     Returns
     -------
     polars.DataFrame
-        Concatenated (columns unified, ``diagonal_relaxed``), sorted by ``ts``.
+        ``ts`` (Datetime[us, UTC]), ``open, high, low, close`` and the other columns
+        (unified across files, ``diagonal_relaxed``), sorted by ``ts``.
 
     Raises
     ------
@@ -155,26 +162,32 @@ def read_bars(files: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], 
         If nothing matches the pattern, or the bars are of several instruments
         (``venue``/``market``/``symbol``).
     DataError
-        If a file cannot be read (naming it), or the bars fail :func:`check_bars` (e.g. the
-        same minute in two files).
+        If a file cannot be read (naming it), a price column is missing or empty, or the bars
+        fail :func:`check_bars` (e.g. the same minute in two files).
     """
-    if isinstance(files, (str, os.PathLike)):
-        paths = bar_files(root, str(files))
-        if not paths:
-            raise ConfigError(f"bars: no file matches {str(files)!r} under {Path(root).resolve()}; "
-                              "run the etl stage first or fix the glob")
+    if isinstance(source, pl.DataFrame):
+        bars, where, first = source.sort("ts") if "ts" in source.columns else source, "bars <DataFrame>", None
     else:
-        paths = [Path(p) for p in files]
-    bars = read_bar_files(paths)
+        if isinstance(source, str | os.PathLike):
+            paths = bar_files(root, str(source))
+            if not paths:
+                raise ConfigError(f"bars: no file matches {str(source)!r} under {Path(root).resolve()}; "
+                                  "run the etl stage first or fix the glob")
+        else:
+            paths = [Path(p) for p in source]
+        bars, first = read_bar_files(paths), paths[0]
+        where = f"bars from {first}" + (f" and {len(paths) - 1} more files" if len(paths) > 1 else "")
     keys = [c for c in ("venue", "market", "symbol") if c in bars.columns]
     instruments = bars.select(keys).unique().sort(keys).rows() if keys else []
     if len(instruments) > 1:
         names = ", ".join("/".join(map(str, i)) for i in instruments[:4])
-        raise ConfigError(f"bars: {files if isinstance(files, str) else paths[0]!s} matches bars of "
-                          f"{len(instruments)} instruments ({names}); "
+        raise ConfigError(f"{where} hold {len(instruments)} instruments ({names}); "
                           "the ETL writes one folder per instrument (<venue>/<market>/<SYMBOL>/): point at one of them")
-    if drop_empty and bars.height:
-        bars = bars.select([c for c, n in zip(bars.columns, bars.null_count().row(0), strict=True)
-                            if n < bars.height])
-    check_bars(bars, what=f"bars from {paths[0]}" + (f" and {len(paths) - 1} more files" if len(paths) > 1 else ""))
+    if drop_empty:
+        bars = bars.select(data_columns(bars))
+    missing = [c for c in ("open", "high", "low", "close") if c not in bars.columns]
+    if missing:
+        raise DataError(f"{where}: price column(s) {missing} missing or empty (columns: {bars.columns}); "
+                        "expected the ETL's bars", path=None if first is None else str(first), field=missing[0])
+    check_bars(bars, what=where)
     return bars

@@ -8,11 +8,11 @@ from array import array
 
 import polars as pl
 
+from quantnb.data._bar_rules import MINUTE_MS, judge_bars
 from quantnb.data._book import OrderBook
 from quantnb.data._quality import QualityReport
-from quantnb.data._schema import UTC_MINUTE
+from quantnb.data._schema import MID_FIELDS, UTC_MINUTE
 
-MINUTE_MS = 60_000
 _INF = math.inf
 DEPTH_LEVELS = 10
 GAP_MIN = 2
@@ -269,4 +269,7 @@ class BookMinutes:
             self._close()
             self.minute = -1
         rows = pl.DataFrame(self.rows, schema=_BOOK_ROW_SCHEMA, orient="row")
-        return rows.with_columns(ts=minute_start(pl.col("minute") * MINUTE_MS)).drop("minute")
+        rows = rows.with_columns(ts=minute_start(pl.col("minute") * MINUTE_MS)).drop("minute")
+        priced = pl.col("mid_open").is_not_null()  # a minute without a valid spread has no mid bar to judge
+        kept = judge_bars(rows.filter(priced), self.report, columns=MID_FIELDS, sequence=False)
+        return pl.concat([kept, rows.filter(~priced)]).sort("ts")

@@ -26,6 +26,7 @@ import msgspec
 import polars as pl
 from loguru import logger
 
+from quantnb.data._bar_rules import judge_bars
 from quantnb.data._bars import MINUTE_MS, BookMinutes, TradeBuffer
 from quantnb.data._book import OrderBook
 from quantnb.data._io import IO_ERRORS, io_error, no_messages, open_lines
@@ -307,7 +308,7 @@ def read_binance(path: Path, report: QualityReport, *, on_crossed: str = "raise"
         if 0 < depth.n_spot < depth.n_depth:
             logger.warning("{}: {} of {} depth events lack 'pu' (spot) and the others carry it (USD-M); "
                            "a capture should hold one market", path, depth.n_spot, depth.n_depth)
-    return symbol, depth.finish(), trades.bars(), depth.book
+    return symbol, depth.finish(), judge_bars(trades.bars(), report, sequence=False), depth.book
 
 
 def _slow(path: Path, line: int, payload: bytes, exc: Exception, report: QualityReport,

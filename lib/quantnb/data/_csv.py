@@ -10,6 +10,7 @@ from pathlib import Path
 
 import polars as pl
 
+from quantnb.data._bar_rules import judge_bars, oldest_first
 from quantnb.data._bars import MINUTE_MS, minute_start, trades_to_bars
 from quantnb.data._io import IO_ERRORS, MAX_LINE_BYTES, LineStream, check_line_lengths, line_too_long, snippet
 from quantnb.data._quality import LOG_LIMIT_PER_KIND, QualityReport
@@ -170,7 +171,7 @@ def _order_checks(report: QualityReport, frame: pl.DataFrame, ts: str, what: str
 
 
 def read_ohlcv(path: Path, report: QualityReport) -> pl.DataFrame:
-    """Read a 1-minute OHLCV CSV; return ``ts, open, high, low, close, volume`` rows, sorted, one per minute.
+    """Read a 1-minute OHLCV CSV; return the rows the bar rules accept (``ts, open, high, low, close, volume``).
 
     Parameters
     ----------
@@ -178,43 +179,33 @@ def read_ohlcv(path: Path, report: QualityReport) -> pl.DataFrame:
         CSV with the header ``timestamp, open, high, low, close, volume``; ``timestamp``
         is epoch ms, s or us (by magnitude) or ``YYYY-MM-DD HH:MM:SS[.ffffff]`` UTC.
     report : QualityReport
-        Where duplicates, gaps, OHLC inconsistencies and unaligned stamps are counted.
+        Where unaligned stamps and every bar rule broken (:mod:`quantnb.data._bar_rules`:
+        a bad price or volume, OHLC inconsistent, a duplicate or earlier minute rejected; zero
+        volume and gaps flagged) are counted, with their lines.
 
     Returns
     -------
     polars.DataFrame
-        Columns ``ts`` (Datetime[us, UTC], minute start), ``open``, ``high``, ``low``,
-        ``close`` (quote per base unit) and ``volume`` (base units), Float64.
+        Columns ``ts`` (Datetime[us, UTC], minute start, increasing), ``open``, ``high``,
+        ``low``, ``close`` (quote per base unit) and ``volume`` (base units), Float64.
 
     Raises
     ------
     DataError
-        If the file cannot be read or parsed; the message names the file, line and fix.
+        If the file cannot be read or a value does not parse as a number or a timestamp;
+        the message names the file, line and fix.
     """
     frame = _read_strings(path, OHLCV_COLUMNS, has_header=True)
     frame = _numbers(path, frame, OHLCV_COLUMNS[1:], pl.Float64())
-    _fatal_prices(path, frame, OHLCV_COLUMNS[1:5])
-    frame = _check_times(path, frame, "timestamp")
+    frame = oldest_first(_check_times(path, frame, "timestamp"), "timestamp", path)
     report.lines, report.messages = frame.height + 1, frame.height
     unaligned = frame.filter(pl.col("timestamp") % MINUTE_MS != 0)
     _flag_rows(report, "unaligned_ts", unaligned, "timestamp not on a minute boundary; floored to the minute")
     frame = frame.with_columns(pl.col("timestamp") // MINUTE_MS * MINUTE_MS)
-    nonpos = frame.filter(pl.min_horizontal("open", "high", "low", "close") <= 0)
-    _flag_rows(report, "non_positive_price", nonpos, "price <= 0; row skipped")
-    frame = frame.filter(pl.min_horizontal("open", "high", "low", "close") > 0)
-    bad_vol = frame.filter(pl.col("volume").is_null() | ~pl.col("volume").is_finite())
-    _flag_rows(report, "nan_inf", bad_vol, "volume is NaN, infinite or empty; set to null")
-    _flag_rows(report, "negative_size", frame.filter(pl.col("volume") < 0), "volume < 0; set to null")
-    frame = frame.with_columns(
-        pl.when(pl.col("volume").is_finite() & (pl.col("volume") >= 0)).then(pl.col("volume")).alias("volume"))
-    incons = frame.filter((pl.col("high") < pl.max_horizontal("open", "close", "low"))
-                          | (pl.col("low") > pl.min_horizontal("open", "close")))
-    _flag_rows(report, "ohlc_inconsistent", incons, "high/low do not bracket open and close; row kept")
-    _order_checks(report, frame, "timestamp", "bar")
-    dups = frame.filter(pl.col("timestamp").is_duplicated() & ~pl.col("timestamp").is_first_distinct())
-    _flag_rows(report, "duplicates", dups, "timestamp repeats an earlier row; the first row is kept")
-    _flag_conflicts(report, frame, dups, "timestamp", OHLCV_COLUMNS[1:])
-    frame = frame.unique("timestamp", keep="first", maintain_order=True).sort("timestamp")
+    kept = judge_bars(frame, report, ts="timestamp", line=_LINE)
+    _flag_conflicts(report, kept, frame.join(kept, on=_LINE, how="anti").filter(
+        pl.col("timestamp").is_in(kept["timestamp"].implode())), "timestamp", OHLCV_COLUMNS[1:])
+    frame = kept
     return frame.select(ts=minute_start(pl.col("timestamp")), open="open", high="high", low="low", close="close",
                         volume="volume")
 
@@ -287,4 +278,4 @@ def read_trades(path: Path, report: QualityReport) -> pl.DataFrame:
     frame = frame.unique("id", keep="first", maintain_order=True)
     report.trades = frame.height
     trades = frame.select(ts_ms="time", id="id", price="price", qty="qty", is_buyer_maker="is_buyer_maker")
-    return trades_to_bars(trades)
+    return judge_bars(trades_to_bars(trades), report, sequence=False)

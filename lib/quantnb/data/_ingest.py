@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 from loguru import logger
 
-from quantnb.data import _io
+import quantnb.data._io as _io
 from quantnb.data._archive_csv import (
     FUNDING_SCHEMA,
     read_agg_trades,

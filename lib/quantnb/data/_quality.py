@@ -35,6 +35,7 @@ COUNTERS = (
     "unsupported_messages",
     "blank_lines",
     "ohlc_inconsistent",
+    "zero_volume",
     "unaligned_ts",
     "symbol_mismatch",
     "top_repairs",
@@ -108,7 +109,10 @@ class QualityReport:
     blank_lines : int
         Empty lines, skipped.
     ohlc_inconsistent : int
-        OHLCV rows whose high/low do not bracket open and close.
+        Bars whose high/low do not bracket open and close (rejected).
+    zero_volume : int
+        Bars with volume 0 while the price moved (kept); see :mod:`quantnb.data._bar_rules`,
+        which owns every bar rule and the counter each is counted under.
     unaligned_ts : int
         Bar timestamps not on a minute boundary (floored to the minute).
     symbol_mismatch : int
@@ -154,6 +158,7 @@ class QualityReport:
     unsupported_messages: int = 0
     blank_lines: int = 0
     ohlc_inconsistent: int = 0
+    zero_volume: int = 0
     unaligned_ts: int = 0
     symbol_mismatch: int = 0
     top_repairs: int = 0

@@ -7,27 +7,30 @@ line of a notebook cell (``result``) shows a compact table and the run's plots i
 from __future__ import annotations
 
 from quantnb.display._html import quality_html, result_html, table_html
-from quantnb.display._interrupt import interrupt_reason, show_interrupt_as_one_line
+from quantnb.display._interrupt import show_interrupt_as_one_line
 from quantnb.display._monitor import RunMonitor, read_runs
 from quantnb.display._progress import (
     HEADLESS_ENV,
     ProgressDisplay,
-    ProgressEvent,
     attach_progress,
     in_interactive_frontend,
 )
+from quantnb.runlog import on_run_interrupt, on_run_start
 
 __all__ = [
     "HEADLESS_ENV",
     "ProgressDisplay",
     "RunMonitor",
     "read_runs",
-    "ProgressEvent",
     "attach_progress",
     "in_interactive_frontend",
-    "interrupt_reason",
     "show_interrupt_as_one_line",
     "quality_html",
     "result_html",
     "table_html",
 ]
+
+# Every run of the process gets the progress display and the one-line interrupt: the run spine
+# calls these hooks and imports no display (every stage module imports this package).
+on_run_start(attach_progress)
+on_run_interrupt(show_interrupt_as_one_line)

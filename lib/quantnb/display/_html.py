@@ -298,16 +298,33 @@ def _baselines_html(baselines: Mapping[str, Mapping[str, Any]]) -> str:
             + "".join(f"<div class='dim'>{_esc(b['verdict'])}</div>" for b in baselines.values() if "verdict" in b))
 
 
+def _meta_html(meta: Mapping[str, Any] | None) -> str:
+    """Meta-labels: the secondary's precision against always taking the primary's side, sized against unsized bets."""
+    if not meta:
+        return ""
+    p, z = meta.get("take_all") or {}, meta.get("sizing") or {}
+
+    def bps(v: Any) -> str:
+        return "–" if v is None else f"{1e4 * v:+.2f} bps"
+
+    rows = [{"": "always take the primary's side", "precision on TAKE": p.get("baseline_precision"),
+             "net return per trade": bps(z.get("unsized_return_per_trade")), "hit rate": z.get("unsized_hit_rate")},
+            {"": "secondary model (sized by its probability)", "precision on TAKE": p.get("precision"),
+             "net return per trade": bps(z.get("sized_return_per_trade")), "hit rate": z.get("sized_hit_rate")}]
+    return ("<h4>Meta-labelling (test split, paired block bootstrap)</h4>" + table_html(rows)
+            + "".join(f"<div class='dim'>{_esc(v)}</div>" for v in meta.get("verdicts", [])))
+
+
 def _training(r: Any) -> str:
     t = r.test
-    keys = ["f1_macro", "f1_weighted", "f1_sell", "f1_neutral", "f1_buy", "accuracy"]
+    keys = ["f1_macro", "f1_weighted", "f1_sell", "f1_neutral", "f1_buy", "f1_skip", "f1_take", "accuracy"]
     metrics = {k: t[k] for k in keys if k in t}
     history = [{k: v for k, v in h.items() if k != "f1_per_class"} for h in r.history]
     return (_header("Training", r.run_id, None)
             + f"<div>best val F1 macro <b>{r.best_val_f1_macro:.4f}</b>; test F1 macro <b>{t.get('f1_macro', 0):.4f}"
             f"</b>; bundle <code>{_esc(r.bundle_dir)}</code></div>"
             + _splits_line(getattr(r, "data_span", None))
-            + table_html(metrics) + _baselines_html(t.get("baselines") or {})
+            + table_html(metrics) + _baselines_html(t.get("baselines") or {}) + _meta_html(t.get("meta"))
             + "<div style='display:flex;flex-wrap:wrap;gap:8px;align-items:flex-start'>"
             + learning_curves_html(history) + image_html(r.confusion_plot) + "</div>")
 

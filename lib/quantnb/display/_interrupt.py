@@ -4,49 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from quantnb.runlog._progress import singular_unit
+from quantnb.display._progress import _UNITS
+from quantnb.runlog._interrupt import where_stopped
 
-__all__ = ["interrupt_reason", "show_interrupt_as_one_line"]
-
-_SIGINT = "SIGINT (Ctrl-C, or Kernel > Interrupt in Jupyter)"
-
-
-def _where(step: dict[str, Any] | None, last_item: str) -> str:
-    if step:
-        unit = str(step.get("step_unit") or "steps")
-        done, total = step.get("step_done"), step.get("step_total")
-        here = f"{singular_unit(unit)} {done}/{total or '?'}" if done is not None else ""
-        return " · ".join(p for p in (str(step.get("context") or ""), here) if p)
-    return f"after {last_item}" if last_item else ""
-
-
-def interrupt_reason(exc: BaseException, step: dict[str, Any] | None = None, last_item: str = "") -> str:
-    """Return why and where a run stopped: ``KeyboardInterrupt: SIGINT (...) during trial 1 · epoch 2/3``.
-
-    Parameters
-    ----------
-    exc : BaseException
-        The interrupt (``KeyboardInterrupt``, :class:`~quantnb.errors.RunInterrupted`), perhaps
-        chained under another exception.
-    step : dict, optional
-        The run's last :meth:`~quantnb.runlog.RunContext.report_step` fields
-        (``context``, ``step_done``, ``step_total``, ``step_unit``).
-    last_item : str
-        The last finished item's name (``trial-0``), used when no step is known.
-
-    Returns
-    -------
-    str
-        One line, never empty: a bare ``KeyboardInterrupt()`` reads as SIGINT.
-    """
-    what = str(exc).strip()
-    if not what and isinstance(exc, KeyboardInterrupt):
-        what = _SIGINT
-    where = _where(step, last_item)
-    text = f"{type(exc).__name__}: {what or 'stopped'}"
-    if where:
-        text += f" ({where})" if where.startswith("after ") else f" during {where}"
-    return text
+__all__ = ["interrupt_line", "show_interrupt_as_one_line"]
 
 
 def interrupt_line(ctx: Any, reason: str) -> str:
@@ -57,7 +18,7 @@ def interrupt_line(ctx: Any, reason: str) -> str:
     ctx : quantnb.runlog.RunContext
         The interrupted run (its checkpoint, total and last step).
     reason : str
-        :func:`interrupt_reason` of the interrupt (says whether it was SIGTERM).
+        :func:`~quantnb.runlog.interrupt_reason` of the interrupt (says whether it was SIGTERM).
 
     Returns
     -------
@@ -65,12 +26,10 @@ def interrupt_line(ctx: Any, reason: str) -> str:
         ``run <id> interrupted during trial 1 · epoch 2/3 · batch 18/47; 1/4 trials finished and
         saved; resume: quantnb run <stage> --resume <id> (or resume=True in the parameters cell)``.
     """
-    from quantnb.display._progress import _UNITS
-
     unit = _UNITS.get(ctx.stage, "items")
     done = len(ctx.checkpoint.completed)
     total = f"/{ctx.total_items}" if ctx.total_items else ""
-    where = _where(getattr(ctx, "_step", None), getattr(ctx, "_message", ""))
+    where = where_stopped(getattr(ctx, "_step", None), getattr(ctx, "_message", ""))
     by = " by SIGTERM" if "SIGTERM" in reason else ""
     stopped = f"run {ctx.run_id} interrupted{by}" + (f" {where}" if where.startswith("after ") else
                                                   f" during {where}" if where else "")
@@ -93,7 +52,7 @@ def show_interrupt_as_one_line(exc: BaseException, ctx: Any, reason: str) -> Non
     ctx : quantnb.runlog.RunContext
         The interrupted run.
     reason : str
-        :func:`interrupt_reason` of ``exc``.
+        :func:`~quantnb.runlog.interrupt_reason` of ``exc``.
     """
     if getattr(exc, "_render_traceback_", None) is not None:
         return

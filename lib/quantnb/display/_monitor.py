@@ -5,10 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import html
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from quantnb._paths import project_root
 from quantnb.display._progress import _fmt_duration
+from quantnb.errors import ConfigError
+from quantnb.runlog import list_runs
+from quantnb.runlog._monitor import format_metrics
 
 __all__ = ["RunMonitor", "read_runs"]
 
@@ -39,43 +44,11 @@ def _iso_to_dt(value: Any) -> dt.datetime | None:
         return None
 
 
-def _fallback_rows(root: Path, stage: str | None) -> list[dict[str, Any]]:
-    """Read runs/*/run.json and the heartbeat JSONs (used until ``quantnb.runlog.list_runs`` exists)."""
-    from quantnb.runlog import read_heartbeat, read_run_record
-
-    rows = []
-    for rec_path in (root / "runs").glob("*/run.json"):
-        rec = read_run_record(rec_path.parent) or {}
-        run_id = rec_path.parent.name
-        st = str(rec.get("stage") or run_id.split("_")[0])
-        if stage and st != stage:
-            continue
-        hb = read_heartbeat(root / "logs" / "heartbeats" / f"{run_id}_heartbeat.json") or {}
-        status = str(rec.get("status") or "unknown")
-        if status == "running" and hb.get("status") == "interrupted":
-            status = "interrupted"  # the process is dead
-        done = hb.get("items_done")
-        if done is None and hb:
-            done = int(hb.get("completed_items") or 0) + int(hb.get("failed_items") or 0)
-        started = _iso_to_dt(rec.get("started_at"))
-        duration = rec.get("duration_s")
-        if status == "running" and started is not None:
-            duration = (dt.datetime.now(dt.UTC) - started).total_seconds()
-        results = rec.get("metrics") or rec.get("results") or {}
-        rows.append({"run_id": run_id, "stage": st, "status": status, "done": done,
-                     "total": hb.get("total_items"), "eta_s": hb.get("eta_s") if status == "running" else None,
-                     "started_at": started, "duration_s": duration, "log": rec.get("log"),
-                     "headline": " ".join(f"{k}={v}" for k, v in results.items()
-                                          if not isinstance(v, dict | list))[:_HEADLINE_CHARS]})
-    epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
-    return sorted(rows, key=lambda r: (r["started_at"] or epoch, r["run_id"]), reverse=True)
-
-
 def read_runs(project_dir: str | Path | None = None, stage: str | None = None) -> list[dict[str, Any]]:
     """Return one dict per run (newest first): run_id, stage, status, done, total, eta_s, started_at, ...
 
-    Uses ``quantnb.runlog.list_runs`` (dead processes read ``interrupted``) when the
-    installed quantnb has it, else a small reader of run.json and heartbeat files.
+    Reads :func:`quantnb.runlog.list_runs` (a dead process reads ``interrupted``); the
+    headline is the run's metrics, whole (the table wraps it), else its error.
 
     Parameters
     ----------
@@ -89,24 +62,12 @@ def read_runs(project_dir: str | Path | None = None, stage: str | None = None) -
     list of dict
         One dict per run, newest first.
     """
-    from quantnb._paths import project_root
-
-    root = project_root(project_dir)
-    try:
-        from quantnb.runlog import list_runs  # type: ignore[attr-defined]
-    except ImportError:
-        return _fallback_rows(root, stage)
     rows = []
-    try:
-        from quantnb.runlog._monitor import format_metrics
-    except ImportError:
-        format_metrics = None
-    for s in list_runs(root, stage=stage):
-        row = s.to_row() if hasattr(s, "to_row") else dict(s)
-        row.setdefault("headline", getattr(s, "headline", ""))
-        if format_metrics is not None and getattr(s, "metrics", None):  # whole: the table wraps, never cuts
+    for s in list_runs(project_root(project_dir), stage=stage):
+        row = s.to_row()
+        if s.metrics:
             row["headline"] = format_metrics(s.stage, s.metrics, width=_HEADLINE_CHARS)
-        elif getattr(s, "error", None) and row.get("status") not in ("completed", "running", "pending"):
+        elif s.error and row.get("status") not in ("completed", "running", "pending"):
             row["headline"] = str(s.error)[:_HEADLINE_CHARS]
         rows.append(row)
     return rows
@@ -115,7 +76,7 @@ def read_runs(project_dir: str | Path | None = None, stage: str | None = None) -
 class _Row:
     """The widgets of one run's row, built once; :meth:`update` changes only the cells whose text changed."""
 
-    def __init__(self, run_id: str, on_postmortem: Any):
+    def __init__(self, run_id: str, on_postmortem: Callable[[str], Any] | None):
         import ipywidgets as w
 
         self.run_id = run_id
@@ -124,8 +85,9 @@ class _Row:
             self.texts[name] = w.HTML(layout=w.Layout(min_width="0", width="100%", overflow="hidden"))
         self.bar = w.FloatProgress(value=0.0, min=0.0, max=1.0, layout=w.Layout(width="48px", min_width="48px"))
         button = w.Button(description="post-mortem", layout=w.Layout(width="106px"),
-                          tooltip=f"run the post-mortem of {run_id}")
-        button.on_click(lambda _b: on_postmortem(run_id))
+                          tooltip=f"run the post-mortem of {run_id}", disabled=on_postmortem is None)
+        if on_postmortem is not None:
+            button.on_click(lambda _b: on_postmortem(run_id))
         t = self.texts
         self.cells = [t["run"], t["stage"], t["status"],
                       w.HBox([self.bar, t["progress"]], layout=w.Layout(align_items="center", min_width="0")),
@@ -176,14 +138,14 @@ def _cell(text: str, bold: bool = False, shown: str | None = None, wrap: bool = 
 
 
 class RunMonitor:
-    """A self-refreshing table of runs (ipywidgets), with a post-mortem button per run.
+    """A self-refreshing table of runs (ipywidgets), with a post-mortem button per run when given one.
 
     Display it as the last expression of a cell. A daemon thread re-reads the run
     records and heartbeat JSONs every ``refresh_s`` seconds and changes only the cells
     whose text changed: a monitor with nothing running sends nothing to the browser
     (a kernel left open without a browser buffers nothing), a running run costs a
-    few small messages per refresh. The post-mortem button runs the post-mortem stage
-    on that run in this kernel and shows its result below the table.
+    few small messages per refresh. The post-mortem button calls ``postmortem`` on that run
+    in this kernel and shows what it returns below the table.
 
     Parameters
     ----------
@@ -195,14 +157,16 @@ class RunMonitor:
         Seconds between refreshes; 0 refreshes only on the button.
     max_runs : int
         Newest runs shown.
+    postmortem : callable, optional
+        ``postmortem(run_id, project_dir)`` returns something to display, e.g.
+        :func:`quantnb.stages.postmortem.postmortem_of`; None disables the buttons.
     """
 
     def __init__(self, project_dir: str | Path | None = None, stage: str | None = None, refresh_s: float = 2.0,
-                 max_runs: int = 30):
+                 max_runs: int = 30, postmortem: Callable[[str, Path], Any] | None = None):
         import ipywidgets as w
 
-        from quantnb._paths import project_root
-
+        self.postmortem = postmortem
         self.root = project_root(project_dir)
         self.stage = stage
         self.refresh_s = refresh_s
@@ -282,7 +246,8 @@ class RunMonitor:
             for r in rows:
                 row = self._row_widgets.get(r["run_id"])
                 if row is None:
-                    row = self._row_widgets[r["run_id"]] = _Row(r["run_id"], self.show_postmortem)
+                    row = self._row_widgets[r["run_id"]] = _Row(
+                        r["run_id"], self.show_postmortem if self.postmortem is not None else None)
                 row.update(r)
             order = [r["run_id"] for r in rows]
             if order != self._order:  # a run came, went or moved: only then the grid's children change
@@ -292,7 +257,7 @@ class RunMonitor:
                     self._row_widgets.pop(rid).close()
 
     def show_postmortem(self, run_id: str) -> Any:
-        """Run the post-mortem stage on ``run_id`` and show its result below the table.
+        """Call ``postmortem`` on ``run_id`` and show its result below the table.
 
         Parameters
         ----------
@@ -301,18 +266,23 @@ class RunMonitor:
 
         Returns
         -------
-        PostmortemResult
-            The post-mortem stage's result (also displayed).
+        object
+            What ``postmortem`` returned (also displayed).
+
+        Raises
+        ------
+        ConfigError
+            If the monitor was built without ``postmortem``.
         """
         from IPython.display import display
 
-        from quantnb.stages.postmortem import PostmortemParams, run_postmortem
-
+        if self.postmortem is None:
+            raise ConfigError("this RunMonitor has no post-mortem: pass postmortem=postmortem_of "
+                              "(from quantnb.stages.postmortem)")
         self.output.clear_output()
         with self.output:
             print(f"post-mortem of {run_id} …")
-            result = run_postmortem(PostmortemParams(target_run_id=run_id, project_dir=str(self.root),
-                                                     console_level="WARNING"))
+            result = self.postmortem(run_id, self.root)
             self.output.clear_output()
             display(result)
         return result

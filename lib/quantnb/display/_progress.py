@@ -9,14 +9,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Mapping
 from typing import Any
 
 from loguru import logger
 
-from quantnb.runlog._progress import singular_unit
+from quantnb.runlog._progress import ProgressEvent, singular_unit
 
-__all__ = ["ProgressEvent", "ProgressDisplay", "attach_progress", "in_interactive_frontend", "HEADLESS_ENV"]
+__all__ = ["ProgressDisplay", "attach_progress", "in_interactive_frontend", "HEADLESS_ENV"]
 
 #: Set to 1 by ``quantnb run`` in the kernel's environment: no widget, progress lines in the log.
 HEADLESS_ENV = "QUANTNB_HEADLESS"
@@ -27,90 +26,6 @@ _UNITS = {"etl": "files", "labelling": "files", "optimization": "trials", "train
 _WIDGET_MIN_INTERVAL_S = 0.25
 _LOG_MIN_INTERVAL_S = 5.0
 _MIN_RATE_WINDOW_S = 1.0  # a rate measured over less time jumps about
-
-
-@dataclasses.dataclass(frozen=True)
-class ProgressEvent:
-    """One progress report of a run.
-
-    Attributes
-    ----------
-    done : int
-        Items finished (completed or failed), this attempt and earlier ones.
-    total : int or None
-        Items in all, None while unknown.
-    message : str
-        The last item (a file, ``epoch-3``, ``trial-5``, a bar's time).
-    rss_gb : float or None
-        Resident memory of the process, GB.
-    status : str
-        ``running`` until the run ends, then its final status.
-    rate_per_s, eta_s : float or None
-        Items per second and seconds left, when the sender knows them (else estimated here).
-    kind : str
-        ``start``, ``total``, ``item``, ``step``, ``beat`` or ``finish`` (see
-        :class:`quantnb.runlog.ProgressEvent`); ``item`` when unknown.
-    step_done, step_total : int or None
-        Progress inside the current item, e.g. batch 40 of 120.
-    step_unit : str
-        What a step is (``batches``).
-    context : str
-        Where the steps are (``trial 3 · epoch 2/5``).
-    item_fraction : float or None
-        Fraction of the current item finished, in [0, 1].
-    """
-
-    done: int
-    total: int | None
-    message: str = ""
-    rss_gb: float | None = None
-    status: str = "running"
-    rate_per_s: float | None = None
-    eta_s: float | None = None
-    kind: str = "item"
-    step_done: int | None = None
-    step_total: int | None = None
-    step_unit: str = ""
-    context: str = ""
-    item_fraction: float | None = None
-
-    @property
-    def progress(self) -> float:
-        """Items finished plus the fraction of the current one (``2.33`` epochs)."""
-        frac = self.item_fraction if self.item_fraction is not None and self.status == "running" else 0.0
-        return self.done + (min(frac, 1.0) if self.total is None or self.done < self.total else 0.0)
-
-    @classmethod
-    def coerce(cls, event: Any) -> ProgressEvent:
-        """Build an event from a mapping or any object with the same attribute names.
-
-        Parameters
-        ----------
-        event : mapping or object
-            A :class:`ProgressEvent`, a mapping of its field names, or an object with those attributes.
-
-        Returns
-        -------
-        ProgressEvent
-            ``event`` itself when it already is one.
-        """
-        if isinstance(event, ProgressEvent):
-            return event
-        get = event.get if isinstance(event, Mapping) else (lambda k, d=None: getattr(event, k, d))
-        total = get("total")
-        rss_gb = get("rss_gb", get("memory_gb"))
-        if rss_gb is None and get("rss_mb") is not None:  # runlog's ProgressEvent: MB of 1e6 bytes
-            rss_gb = float(get("rss_mb")) / 1000.0
-        step_done, step_total, frac = get("step_done"), get("step_total"), get("item_fraction")
-        return cls(done=int(get("done", 0) or 0), total=int(total) if total else None,
-                   message=str(get("message", "") or get("item", "") or ""), rss_gb=rss_gb,
-                   status=str(get("status", "running") or "running"),
-                   rate_per_s=get("rate_per_s", get("rate")), eta_s=get("eta_s"),
-                   kind=str(get("kind", "item") or "item"),
-                   step_done=int(step_done) if step_done is not None else None,
-                   step_total=int(step_total) if step_total else None,
-                   step_unit=str(get("step_unit", "") or ""), context=str(get("context", "") or ""),
-                   item_fraction=float(frac) if frac is not None else None)
 
 
 def in_interactive_frontend() -> bool:
@@ -206,9 +121,8 @@ class ProgressDisplay:
         display(self.box)
 
     # -- events -----------------------------------------------------------------------
-    def __call__(self, event: Any) -> None:
-        """Take one progress event (a :class:`ProgressEvent`, a mapping or an object)."""
-        ev = ProgressEvent.coerce(event)
+    def __call__(self, ev: ProgressEvent) -> None:
+        """Take one progress event (what :meth:`quantnb.runlog.RunContext.add_progress_listener` delivers)."""
         if self._last is not None:  # a total or final event: keep the last item and memory
             ev = dataclasses.replace(ev, message=ev.message or self._last.message,
                                      rss_gb=ev.rss_gb if ev.rss_gb is not None else self._last.rss_gb)

@@ -4,7 +4,8 @@ One owner for every figure of uncertainty the stages report: the per-bar and dai
 a stationary block bootstrap CI, the probabilistic and deflated Sharpe ratios, the minimum
 track-record length, free classification baselines (persistence, majority class) with a paired
 bootstrap of F1 macro, a cost-matched shift null of a position series' timing, the probability
-of backtest overfitting (CSCV) and purged, embargoed k-fold and walk-forward splits. numpy and
+of backtest overfitting (CSCV) and purged, embargoed k-fold, combinatorial (CPCV) and walk-forward
+splits. numpy and
 the standard library only (no scipy).
 """
 
@@ -17,6 +18,7 @@ from quantnb.evaluation._baselines import (
     persistence_predictions,
 )
 from quantnb.evaluation._bootstrap import BootstrapCI, bootstrap_ci, stationary_bootstrap_indices
+from quantnb.evaluation._cpcv import CpcvSplit, cpcv_path_count, cpcv_paths, cpcv_split_count, cpcv_splits
 from quantnb.evaluation._nulls import ShiftNull, shift_null, shift_null_samples
 from quantnb.evaluation._pbo import pbo_cscv
 from quantnb.evaluation._report import SharpeReport, daily_returns, mean_ci, sharpe_report
@@ -33,7 +35,8 @@ from quantnb.evaluation._sharpe import (
 from quantnb.evaluation._splits import Fold, purged_kfold_splits, walk_forward_splits
 
 __all__ = [
-    "BaselineComparison", "BootstrapCI", "compare_to_baseline", "f1_macro_of_resamples", "persistence_predictions",
+    "BaselineComparison", "BootstrapCI", "CpcvSplit", "cpcv_path_count", "cpcv_paths", "cpcv_split_count",
+    "cpcv_splits", "compare_to_baseline", "f1_macro_of_resamples", "persistence_predictions",
     "Fold", "ReturnMoments", "SharpeReport", "ShiftNull", "bootstrap_ci", "daily_returns",
     "deflated_sharpe_ratio", "expected_max_sharpe", "mean_ci", "min_track_record_length", "pbo_cscv",
     "probabilistic_sharpe_ratio", "purged_kfold_splits", "return_moments", "sharpe_ratio", "sharpe_report",

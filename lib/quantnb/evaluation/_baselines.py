@@ -13,8 +13,9 @@ from quantnb.evaluation._bootstrap import default_block_len, stationary_bootstra
 N_CLASSES = 3
 
 
-def f1_macro_of_resamples(y_true: np.ndarray, y_pred: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Return the F1 macro over 3 classes of each resample of the rows (zero_division=0, as scikit-learn).
+def f1_macro_of_resamples(y_true: np.ndarray, y_pred: np.ndarray, idx: np.ndarray,
+                          n_classes: int = N_CLASSES) -> np.ndarray:
+    """Return the F1 macro over ``n_classes`` classes of each resample of the rows (zero_division=0, as scikit-learn).
 
     Parameters
     ----------
@@ -22,6 +23,8 @@ def f1_macro_of_resamples(y_true: np.ndarray, y_pred: np.ndarray, idx: np.ndarra
         Classes in {0, 1, 2}.
     idx : np.ndarray, shape (m, n) or (n,), int
         Row positions of each resample.
+    n_classes : int, default 3
+        Classes ``0 .. n_classes - 1`` (2 for meta-labels).
 
     Returns
     -------
@@ -29,8 +32,9 @@ def f1_macro_of_resamples(y_true: np.ndarray, y_pred: np.ndarray, idx: np.ndarra
     """
     rows = np.atleast_2d(idx)
     m = rows.shape[0]
-    code = y_true[rows] * N_CLASSES + y_pred[rows] + (N_CLASSES * N_CLASSES) * np.arange(m)[:, None]
-    cm = np.bincount(code.ravel(), minlength=m * N_CLASSES * N_CLASSES).reshape(m, N_CLASSES, N_CLASSES)
+    k = int(n_classes)
+    code = y_true[rows] * k + y_pred[rows] + (k * k) * np.arange(m)[:, None]
+    cm = np.bincount(code.ravel(), minlength=m * k * k).reshape(m, k, k)
     tp = np.diagonal(cm, axis1=1, axis2=2).astype(np.float64)
     denom = cm.sum(axis=2) + cm.sum(axis=1)  # support + predicted count
     return np.divide(2.0 * tp, denom, out=np.zeros_like(tp), where=denom > 0).mean(axis=1)
@@ -121,7 +125,7 @@ class BaselineComparison:
 
 def compare_to_baseline(y_true: np.ndarray, y_model: np.ndarray, y_base: np.ndarray, *, baseline: str,
                         mean_block_len: float | None = None, n_boot: int = 1000, level: float = 0.95,
-                        seed: int = 0, chunk: int = 50) -> BaselineComparison:
+                        seed: int = 0, chunk: int = 50, n_classes: int = N_CLASSES) -> BaselineComparison:
     """Compare a classifier's F1 macro with a baseline's by a paired stationary block bootstrap over rows.
 
     Both predictions are scored on the same resampled rows, so the interval is of the difference
@@ -144,6 +148,8 @@ def compare_to_baseline(y_true: np.ndarray, y_model: np.ndarray, y_base: np.ndar
         Seed of the resamples; the same seed and inputs give the same interval.
     chunk : int, default 50
         Resamples drawn at once (memory ``chunk * n``); keep it fixed for reproducible figures.
+    n_classes : int, default 3
+        Classes ``0 .. n_classes - 1`` the F1 macro averages over (2 for meta-labels).
 
     Returns
     -------
@@ -159,18 +165,20 @@ def compare_to_baseline(y_true: np.ndarray, y_model: np.ndarray, y_base: np.ndar
         raise ConfigError(f"y_true {yt.shape}, y_model {ym.shape}, y_base {yb.shape}: give three equal 1-d arrays "
                           "of >= 2 rows")
     for name, a in (("y_true", yt), ("y_model", ym), ("y_base", yb)):
-        if a.min() < 0 or a.max() >= N_CLASSES:
-            raise ConfigError(f"{name}: classes {sorted(set(a.tolist()))[:5]} outside 0, 1, 2; drop unlabelled rows")
+        if a.min() < 0 or a.max() >= n_classes:
+            raise ConfigError(f"{name}: classes {sorted(set(a.tolist()))[:5]} outside 0 .. {n_classes - 1}; drop "
+                              "unlabelled rows")
     if not 0.0 < level < 1.0:
         raise ConfigError(f"level={level}: give a coverage strictly between 0 and 1, e.g. 0.95")
     block = min(float(yt.size), default_block_len(yt.size) if mean_block_len is None else float(mean_block_len))
     whole = np.arange(yt.size)
-    f1_model, f1_base = float(f1_macro_of_resamples(yt, ym, whole)[0]), float(f1_macro_of_resamples(yt, yb, whole)[0])
+    f1_model = float(f1_macro_of_resamples(yt, ym, whole, n_classes)[0])
+    f1_base = float(f1_macro_of_resamples(yt, yb, whole, n_classes)[0])
     diffs, models = [], []
     for k in range(0, n_boot, chunk):
         idx = stationary_bootstrap_indices(yt.size, min(chunk, n_boot - k), max(block, 1.0), seed + k)
-        models.append(f1_macro_of_resamples(yt, ym, idx))
-        diffs.append(models[-1] - f1_macro_of_resamples(yt, yb, idx))
+        models.append(f1_macro_of_resamples(yt, ym, idx, n_classes))
+        diffs.append(models[-1] - f1_macro_of_resamples(yt, yb, idx, n_classes))
     q = [(1 - level) / 2, (1 + level) / 2]
     lo, hi = np.quantile(np.concatenate(diffs), q)
     m_lo, m_hi = np.quantile(np.concatenate(models), q)

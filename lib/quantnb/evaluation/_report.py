@@ -107,8 +107,9 @@ class SharpeReport:
         return asdict(self)
 
 
-def _verdict(name: str, r: SharpeReport) -> str:
-    days = f"{r.n_days} day" + ("s" if r.n_days != 1 else "")
+def _verdict(name: str, r: SharpeReport, periods_per_year: float) -> str:
+    span_days = r.n_bars * 365.0 / periods_per_year  # the bars' span, not the calendar days they touch
+    days = f"{span_days:.1f} day" + ("" if f"{span_days:.1f}" == "1.0" else "s")
     ci = f"{r.ci_level:.0%} CI of the annualised Sharpe [{r.sharpe_ci_low:.2f}, {r.sharpe_ci_high:.2f}]"
     if r.psr <= 1 - SIGNIFICANCE and r.sharpe_ci_high < 0:
         return f"{name}: loses, distinguishably from zero ({ci}, PSR {r.psr:.2f}) over {days}."
@@ -175,7 +176,7 @@ def sharpe_report(
         n_trials=int(n_trials),
         min_track_record_days=None if math.isinf(mtrl) else mtrl * 365.0 / periods_per_year,
         skew=mom.skew, kurtosis=mom.kurtosis, n_bars=mom.n, ci_level=level, verdict="")
-    return SharpeReport(**{**asdict(report), "verdict": _verdict(name, report)})
+    return SharpeReport(**{**asdict(report), "verdict": _verdict(name, report, periods_per_year)})
 
 
 # two-sided 95 % Student-t quantiles t_{0.975, df}, df = 1 .. 30 (any statistics table)

@@ -53,9 +53,14 @@ def _times(t0: Any, t1: Any, embargo: Any) -> tuple[np.ndarray, np.ndarray, Any]
     return a, b, emb
 
 
+def _clear_of(a: np.ndarray, b: np.ndarray, emb: Any, start: Any, end: Any) -> np.ndarray:
+    """Mask of labels that end before ``start - emb`` or start after ``end + emb`` (the purge and embargo rule)."""
+    return (b < start - emb) | (a > end + emb)
+
+
 def _fold(a: np.ndarray, b: np.ndarray, emb: Any, test: np.ndarray, candidates: np.ndarray) -> Fold:
     start, end = a[test[0]], b[test].max()
-    keep = (b[candidates] < start - emb) | (a[candidates] > end + emb)
+    keep = _clear_of(a[candidates], b[candidates], emb, start, end)
     return Fold(np.sort(candidates[keep]), test, start, end)
 
 

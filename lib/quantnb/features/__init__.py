@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
+from quantnb.data import data_columns
 from quantnb.features._engine import (
     FeatureStream,
     RowWindow,
@@ -49,8 +50,7 @@ def available_features(bars: pl.DataFrame | Sequence[str], candidates: Sequence[
     ----------
     bars : polars.DataFrame or sequence of str
         The bars, or just column names (then every listed column counts as holding data). In a
-        frame a column that is entirely null (the ETL writes every bar column, null where the
-        source lacks it) counts as absent.
+        frame a column without data (:func:`quantnb.data.data_columns`) counts as absent.
     candidates : sequence of str
         Registered feature names, e.g. :data:`RESEARCH_FEATURES` or :data:`AGENT_FEATURES`.
 
@@ -65,8 +65,7 @@ def available_features(bars: pl.DataFrame | Sequence[str], candidates: Sequence[
     """
     specs = get_specs(list(candidates))
     if isinstance(bars, pl.DataFrame):
-        have = {c for c, n in zip(bars.columns, bars.null_count().row(0), strict=True)
-                if bars.height == 0 or n < bars.height} if bars.width else set()
+        have = set(data_columns(bars))
     else:
         have = set(bars)
     return [s.name for s in specs if set(s.sources) <= have]

@@ -15,8 +15,8 @@ A session trades one symbol with an agent bundle, one decision per closed candle
   closing fill; its state (:class:`TraderState`, one :class:`TradingState`: active / reducing /
   halted) is written atomically to ``state_<mode>.json`` after every step, so a restarted
   session continues (replay) or reconciles with the venue (testnet/live);
-- :func:`validate_bar` rejects NaN/Inf, non-positive or inconsistent candles; a gap restarts
-  the features.
+- :func:`validate_bar` judges each candle by the ETL's bar rules (:mod:`quantnb.data._bar_rules`):
+  a rejected one is not acted on; a gap restarts the features.
 
 A stage builds a session with :func:`load_live_config` (the agent bundle of ``train_id``)
 and :func:`build_trader`, then calls ``trader.run()``; its signal handler calls
@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # the names for type checkers; at run time each loads on firs
         check_not_halted,
         halt_marker_path,
     )
-    from quantnb.live._feed import DataProvider, ReplayProvider, read_bars
+    from quantnb.live._feed import DataProvider, ReplayProvider
     from quantnb.live._guard import BadBarError, validate_bar
     from quantnb.live._paper import PaperBroker
     from quantnb.live._resume import RECONCILIATION_COLUMNS
@@ -60,7 +60,7 @@ if TYPE_CHECKING:  # the names for type checkers; at run time each loads on firs
     )
     from quantnb.live._stats import SessionStats, StepInfo
     from quantnb.live._trader import AgentLike, Trader
-    from quantnb.live._types import AccountState, Bar, Fill, MarketRules
+    from quantnb.live._types import AccountState, Bar, MarketRules
     from quantnb.live._venue import ENV_KEYS, credentials_from_env, make_exchange, scrub, translate_ccxt_error
 
 __getattr__, __dir__ = attach(__name__, {
@@ -78,7 +78,6 @@ __getattr__, __dir__ = attach(__name__, {
     "halt_marker_path": "quantnb.live._emergency",
     "DataProvider": "quantnb.live._feed",
     "ReplayProvider": "quantnb.live._feed",
-    "read_bars": "quantnb.live._feed",
     "BadBarError": "quantnb.live._guard",
     "validate_bar": "quantnb.live._guard",
     "PaperBroker": "quantnb.live._paper",
@@ -107,7 +106,6 @@ __getattr__, __dir__ = attach(__name__, {
     "session_timestamp": "quantnb.live._audit",
     "AccountState": "quantnb.live._types",
     "Bar": "quantnb.live._types",
-    "Fill": "quantnb.live._types",
     "MarketRules": "quantnb.live._types",
     "ENV_KEYS": "quantnb.live._venue",
     "credentials_from_env": "quantnb.live._venue",
@@ -129,7 +127,6 @@ __all__ = [
     "DataProvider",
     "ReplayProvider",
     "CcxtKlineProvider",
-    "read_bars",
     "Broker",
     "PaperBroker",
     "CcxtBroker",
@@ -160,7 +157,6 @@ __all__ = [
     "CsvAppender",
     "Bar",
     "AccountState",
-    "Fill",
     "MarketRules",
     "ENV_KEYS",
     "credentials_from_env",

@@ -18,7 +18,7 @@ __all__ = ["REGISTRO_COLUMNS", "EMERGENCIAS_COLUMNS", "AuditRow", "CsvAppender",
 REGISTRO_COLUMNS = (
     "timestamp", "step", "bar_ts", "close", "action_raw", "target_frac", "side", "qty", "fill_price", "fee_usd",
     "position", "balance_usd", "equity_usd", "peak_equity_usd", "drawdown_frac", "decision_latency_ms",
-    "event", "client_order_id", "gap_before", "note",
+    "event", "client_order_id", "gap_before", "note", "funding_usd",
 )
 EMERGENCIAS_COLUMNS = (
     "timestamp", "cause", "detail", "peak_equity_usd", "equity_usd", "drawdown_frac", "orders_cancelled",
@@ -69,6 +69,9 @@ class AuditRow:
         ``buy``, ``sell`` or ``""`` (no order).
     qty, fill_price, fee_usd : float
         Filled base quantity, average price (USDT) and commission (USDT); 0, nan, 0 without order.
+    funding_usd : float
+        Funding paid at the settlements booked on this bar, USDT (< 0: received); empty where the
+        venue books it (testnet, live: read the venue's income history).
     position : float
         Signed position after the step, base units.
     balance_usd, equity_usd, peak_equity_usd : float
@@ -111,6 +114,7 @@ class AuditRow:
     client_order_id: str = ""
     gap_before: int = 0
     note: str = ""
+    funding_usd: float = 0.0
 
 
 def _fmt(v: Any) -> str:

@@ -23,6 +23,7 @@ from typing import Any
 import polars as pl
 from loguru import logger
 
+from quantnb.data import data_columns
 from quantnb.errors import ConfigError
 from quantnb.live._feed import DataProvider
 from quantnb.live._types import Bar
@@ -73,8 +74,8 @@ def check_replay_features(feature_names: Sequence[str], bars: pl.DataFrame, *, c
 
     wanted = [f for f in feature_names if f not in computed]
     unknown = [f for f in wanted if f not in MARKET_FEATURES and f not in BOOK_FEATURE_SOURCES]
-    lacking = {f: [c for c in BOOK_FEATURE_SOURCES[f] if c not in bars.columns or bars[c].is_null().all()
-                   or (bars[c].dtype.is_float() and bars[c].is_nan().all())]
+    have = set(data_columns(bars))
+    lacking = {f: [c for c in BOOK_FEATURE_SOURCES[f] if c not in have]
                for f in wanted if f in BOOK_FEATURE_SOURCES}
     lacking = {f: cols for f, cols in lacking.items() if cols}
     if unknown or lacking:

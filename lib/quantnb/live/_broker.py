@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import abc
 
-from quantnb.live._types import AccountState, Bar, Fill, MarketRules, Side
+from quantnb.live._types import AccountState, Bar, MarketRules, Side
+from quantnb.rl._costs import Fill
 
 __all__ = ["Broker"]
 
@@ -93,6 +94,14 @@ class Broker(abc.ABC):
         client_order_id : str, optional
             Our id for the closing order (recorded before sending).
         """
+
+    def funding_paid_usd(self) -> float | None:
+        """Return the funding booked so far, USD (< 0: received): a paper broker's; None where the venue books it."""
+        return None
+
+    def in_flight_qty(self) -> float:
+        """Return the signed quantity sent but not yet filled, base units (a paper broker's latency; else 0)."""
+        return 0.0
 
     def open_orders(self) -> list[str]:
         """Return the client order ids of orders resting on :attr:`symbol` (none on paper)."""

@@ -11,8 +11,9 @@ from loguru import logger
 
 from quantnb.errors import ConfigError, OperationalError
 from quantnb.live._broker import Broker
-from quantnb.live._types import AccountState, Fill, MarketRules, Side
+from quantnb.live._types import AccountState, MarketRules, Side
 from quantnb.live._venue import ENV_KEYS, credentials_from_env, make_exchange, translate_ccxt_error
+from quantnb.rl._costs import Fill
 
 __all__ = ["CcxtBroker"]
 
@@ -190,8 +191,9 @@ class CcxtBroker(Broker):
         trades = self._call("fetch order trades", self._ex.fetch_my_trades, symbol, None, None,
                             {"orderId": order["id"]})
         fee = sum(abs(float((t.get("fee") or {}).get("cost") or 0.0)) for t in trades)
-        return Fill(side=order["side"], qty=filled, price=float(order.get("average") or order.get("price") or 0.0),
-                    fee_usd=fee, order_id=str(order["id"]), client_order_id=str(order.get("clientOrderId")),
+        return Fill(qty=filled if order["side"] == "buy" else -filled,
+                    price_usd=float(order.get("average") or order.get("price") or 0.0), fee_usd=fee,
+                    order_id=str(order["id"]), client_order_id=str(order.get("clientOrderId")),
                     status=str(order.get("info", {}).get("status", order.get("status"))), reduce_only=reduce_only)
 
     def cancel_all(self) -> int:

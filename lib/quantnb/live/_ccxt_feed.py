@@ -256,32 +256,37 @@ class CcxtKlineProvider(DataProvider):
         asyncio.run(main())
 
     async def _stream(self) -> None:
-        failures = 0
+        """Keep the kline stream open: connection attempts retried under :attr:`reconnect`, then ``_Failed``."""
         while not self._stopping.is_set():
-            wait_s = self.reconnect.wait_s(TemporaryError("closed"), 1) or 0.0
             try:
-                async with connect(self.ws_url, open_timeout=10, ping_interval=20, ping_timeout=20,
-                                   close_timeout=1) as ws:
-                    failures = 0
-                    self.connections += 1
-                    self._q.put(_CONNECTED)
-                    async for raw in ws:
-                        bar = self._parse(raw)
-                        if bar is not None:
-                            self._q.put(bar)
-                logger.warning("live/feed: kline stream closed by the server; reconnecting")
-            except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as err:
-                failures += 1
-                temp = translate_error(err, what=f"kline stream {self.ws_url}")
-                if not isinstance(temp, TemporaryError):
-                    temp = TemporaryError(str(temp))
-                wait_s = self.reconnect.wait_s(temp, failures) or 0.0
-                logger.warning("live/feed: kline stream lost ({}); reconnect attempt {} in {:.2f} s", temp,
-                               failures, wait_s)
-                if failures > self.max_reconnect_failures:
-                    self._q.put(_Failed(f"{failures} reconnection attempts failed, last: {type(err).__name__}"))
-                    return
-            await asyncio.sleep(wait_s)
+                await self.reconnect.acall(self._connect_once)
+            except TemporaryError as err:  # max_reconnect_failures + 1 attempts in a row never connected
+                self._q.put(_Failed(f"{self.max_reconnect_failures + 1} reconnection attempts failed, last: "
+                                    f"{type(err.__cause__ or err).__name__}"))
+                return
+            await asyncio.sleep(self.reconnect.wait_s(TemporaryError("closed"), 1) or 0.0)  # it was up: reconnect
+
+    async def _connect_once(self) -> None:
+        """Stream until the connection ends; one that never opens is a TemporaryError (retried by the policy)."""
+        opened = False
+        try:
+            async with connect(self.ws_url, open_timeout=10, ping_interval=20, ping_timeout=20,
+                               close_timeout=1) as ws:
+                opened = True
+                self.connections += 1
+                self._q.put(_CONNECTED)
+                async for raw in ws:
+                    bar = self._parse(raw)
+                    if bar is not None:
+                        self._q.put(bar)
+            logger.warning("live/feed: kline stream closed by the server; reconnecting")
+        except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as err:
+            temp = translate_error(err, what=f"kline stream {self.ws_url}")
+            if not isinstance(temp, TemporaryError):
+                temp = TemporaryError(str(temp))
+            if not opened:
+                raise temp from err
+            logger.warning("live/feed: kline stream lost ({}); reconnecting", temp)
 
     def _parse(self, raw: str | bytes) -> Bar | None:
         msg = json.loads(raw)

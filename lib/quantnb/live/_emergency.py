@@ -15,8 +15,8 @@ from quantnb.errors import ConfigError, QuantnbError
 from quantnb.live._audit import EMERGENCIAS_COLUMNS, CsvAppender
 from quantnb.live._broker import Broker
 from quantnb.live._state import TradingState
-from quantnb.live._types import Fill
 from quantnb.retry import RetryPolicy
+from quantnb.rl._costs import Fill
 from quantnb.runlog import atomic_write_text
 
 __all__ = ["HALT_MARKER", "EmergencyCause", "EmergencyReport", "EmergencyProtocol", "OrderJournal",
@@ -253,7 +253,7 @@ class EmergencyProtocol:
                     if self.journal is not None and cid is not None:
                         self.journal.order_filled(fill, purpose)
                     rep.positions_closed[sym] = rep.positions_closed.get(sym, 0.0) + qty
-                    rep.confirmations.append(f"close {sym} {fill.side} {fill.qty} @ {fill.price} "
+                    rep.confirmations.append(f"close {sym} {fill.side} {abs(fill.qty)} @ {fill.price_usd} "
                                              f"order {fill.order_id} {fill.status}")
                 except QuantnbError as err:
                     rep.confirmations.append(f"close {sym} {qty} FAILED: {err}")

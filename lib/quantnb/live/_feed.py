@@ -1,21 +1,18 @@
-"""DataProvider interface and ReplayProvider (processed Parquet bars played back as closed candles)."""
+"""DataProvider interface and ReplayProvider (bars of :func:`quantnb.data.read_bars` played back as candles)."""
 
 from __future__ import annotations
 
 import abc
-import glob
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
 
 import polars as pl
 from loguru import logger
 
-from quantnb.data import read_bar_files
-from quantnb.errors import ConfigError, DataError
+from quantnb.errors import ConfigError
 from quantnb.live._types import Bar
 
-__all__ = ["DataProvider", "ReplayProvider", "OHLCV_COLUMNS", "read_bars"]
+__all__ = ["DataProvider", "ReplayProvider", "OHLCV_COLUMNS"]
 
 OHLCV_COLUMNS = ("ts", "open", "high", "low", "close", "volume")
 
@@ -67,52 +64,14 @@ class DataProvider(abc.ABC):
         """
 
 
-def read_bars(source: str | Path | Sequence[str | Path] | pl.DataFrame, *, symbol: str | None = None) -> pl.DataFrame:
-    """Read processed bars (``ts, open, high, low, close, volume`` and any feature columns).
-
-    Parameters
-    ----------
-    source : path, glob, list of paths or polars.DataFrame
-        ETL output, e.g. ``data/processed/BTC-PERP/*.parquet``.
-    symbol : str, optional
-        Keep only this symbol when the frame has a ``symbol`` column.
-
-    Returns
-    -------
-    polars.DataFrame
-        Sorted by ``ts``.
-
-    Raises
-    ------
-    ConfigError
-        If no file matches.
-    DataError
-        If an OHLCV column is missing (the message names the source).
-    """
-    if isinstance(source, pl.DataFrame):
-        df, where = source, "<DataFrame>"
-    else:
-        paths = [source] if isinstance(source, str | Path) else list(source)
-        files = sorted({f for p in paths for f in glob.glob(str(p))})
-        if not files:
-            raise ConfigError(f"no Parquet bars match {paths}; run the ETL stage first or fix the path")
-        df, where = read_bar_files(files), str(paths)
-    missing = [c for c in OHLCV_COLUMNS if c not in df.columns]
-    if missing:
-        raise DataError(f"{where}: bars lack columns {missing}; expected the ETL's processed bars")
-    if symbol is not None and "symbol" in df.columns:
-        df = df.filter(pl.col("symbol") == symbol)
-    return df.sort("ts")
-
-
 class ReplayProvider(DataProvider):
     """Play processed bars back as closed candles, at a chosen speed.
 
     Parameters
     ----------
     bars : polars.DataFrame
-        Bars sorted by ``ts`` (see :func:`read_bars`); extra columns are passed on in
-        ``extras``.
+        Bars sorted by ``ts`` (see :func:`quantnb.data.read_bars`); extra numeric columns are
+        passed on in ``extras``; without a ``volume`` column each candle's volume is None.
     warmup_bars : int
         Leading bars returned by :meth:`warmup` (indicator history), not traded.
     speed : float
@@ -140,7 +99,8 @@ class ReplayProvider(DataProvider):
         self._pause_s = bar_interval_s / speed if speed > 0 else 0.0
         self._sleep = sleep
         ts_ms = (bars["ts"].dt.epoch("ms") if bars.schema["ts"] != pl.Int64 else bars["ts"]).to_list()
-        cols = [bars[c].cast(pl.Float64).to_list() for c in OHLCV_COLUMNS[1:]]
+        cols = [bars[c].cast(pl.Float64).to_list() if c in bars.columns else [None] * bars.height
+                for c in OHLCV_COLUMNS[1:]]
         self.extra_columns = tuple(c for c in bars.columns if c not in OHLCV_COLUMNS and bars.schema[c].is_numeric())
         extras = [bars[c].cast(pl.Float64).to_list() for c in self.extra_columns]
         n = bars.height

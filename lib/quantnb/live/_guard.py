@@ -1,29 +1,18 @@
-"""Checks on each candle before the trader acts on it: bad values are rejected, gaps detected."""
+"""The trader's guard: each candle judged by the ETL's bar rules (:mod:`quantnb.data._bar_rules`) before it is used."""
 
 from __future__ import annotations
 
-import datetime as dt
-import math
+from loguru import logger
 
+from quantnb.data import BarFinding, Verdict, bar_iso, check_bar
 from quantnb.errors import DataError
 from quantnb.live._types import Bar
 
 __all__ = ["BadBarError", "validate_bar", "bar_iso"]
 
 
-def bar_iso(open_time_ms: int) -> str:
-    """Return a candle's open time as ISO 8601 UTC (seconds).
-
-    Parameters
-    ----------
-    open_time_ms : int
-        Open time, milliseconds since the Unix epoch (UTC).
-    """
-    return dt.datetime.fromtimestamp(open_time_ms / 1000, dt.UTC).isoformat(timespec="seconds")
-
-
 class BadBarError(DataError):
-    """A candle the trader must not act on.
+    """A candle the trader must not act on (a bar rule with the ``reject`` verdict).
 
     Parameters
     ----------
@@ -32,56 +21,58 @@ class BadBarError(DataError):
     bar_ts : str
         The candle's open time, ISO 8601 UTC.
     field : str
-        The offending field (``close``, ``high``, ...).
+        The offending field (``close``, ``high``, ``ts``...).
+    rule : str
+        The broken rule's name (:data:`quantnb.data._bar_rules.BAR_RULES`).
     """
 
-    def __init__(self, message: str, *, bar_ts: str, field: str):
-        super().__init__(message)
+    def __init__(self, message: str, *, bar_ts: str, field: str, rule: str = ""):
+        super().__init__(message, bar=bar_ts, field=field)
         self.bar_ts = bar_ts
-        self.field = field
+        self.rule = rule
 
     def __reduce__(self):  # keep the fields across process boundaries
-        return (_rebuild, (str(self), self.bar_ts, self.field))
+        return (_rebuild, (str(self), self.bar_ts, self.field, self.rule))
 
 
-def _rebuild(message: str, bar_ts: str, field: str) -> BadBarError:
-    return BadBarError(message, bar_ts=bar_ts, field=field)
+def _rebuild(message: str, bar_ts: str, field: str, rule: str = "") -> BadBarError:
+    return BadBarError(message, bar_ts=bar_ts, field=field, rule=rule)
 
 
-def validate_bar(bar: Bar) -> None:
-    """Refuse a candle with a non-finite or non-positive price, a negative volume, or inconsistent OHLC.
+def validate_bar(bar: Bar, *, prev_ms: int | None = None, interval_ms: int = 60_000) -> list[BarFinding]:
+    """Judge a candle by the ETL's bar rules; raise on a reject verdict, log and return the flags.
 
     Parameters
     ----------
     bar : Bar
         The closed candle.
+    prev_ms : int or None
+        Open time of the last candle the features took (None: the first), for the duplicate,
+        out-of-order and gap rules.
+    interval_ms : int, default 60_000
+        Candle length, milliseconds.
+
+    Returns
+    -------
+    list of BarFinding
+        The ``flag`` findings (e.g. zero volume while the price moved, a gap); the candle is
+        used. A zero-volume flag is logged at WARNING here; a gap is logged and acted on
+        (features restart) by the feature feed.
 
     Raises
     ------
     BadBarError
-        Naming the candle's open time and the field: NaN/Inf in ``open``, ``high``, ``low``,
-        ``close`` or ``volume``; a price <= 0; ``volume < 0``; ``high < low``; ``open`` or
-        ``close`` outside ``[low, high]``.
+        Naming the candle's open time, the field, its value and the rule: a NaN, infinite or
+        non-positive price; a NaN, infinite or negative volume; high/low not bracketing open
+        and close; the minute of the previous candle again, or an earlier one.
     """
-    ts = bar_iso(bar.open_time_ms)
-
-    def bad(field: str, value: float, why: str) -> BadBarError:
-        return BadBarError(f"bar {ts} field {field}={value!r}: {why}; the trader does not act on this bar "
-                           f"(check the data source)", bar_ts=ts, field=field)
-
-    for field in ("open", "high", "low", "close"):
-        value = getattr(bar, field)
-        if not isinstance(value, int | float) or not math.isfinite(value):
-            raise bad(field, value, "not a finite number")
-        if value <= 0:
-            raise bad(field, value, "price must be > 0")
-    if not isinstance(bar.volume, int | float) or not math.isfinite(bar.volume):
-        raise bad("volume", bar.volume, "not a finite number")
-    if bar.volume < 0:
-        raise bad("volume", bar.volume, "volume must be >= 0")
-    if bar.high < bar.low:
-        raise bad("high", bar.high, f"high below low={bar.low!r}")
-    for field in ("open", "close"):
-        value = getattr(bar, field)
-        if not bar.low <= value <= bar.high:
-            raise bad(field, value, f"outside [low={bar.low!r}, high={bar.high!r}]")
+    findings = check_bar(bar.open_time_ms, bar.open, bar.high, bar.low, bar.close, bar.volume, prev_ms=prev_ms,
+                         interval_ms=interval_ms)
+    if findings and findings[0].rule.verdict is Verdict.REJECT:
+        f = findings[0]
+        raise BadBarError(f"{f.message}; the trader does not act on this bar", bar_ts=bar_iso(f.ts_ms),
+                          field=f.field, rule=f.rule.name)
+    for f in findings:
+        if f.rule.name != "gap":
+            logger.warning("live/feed: {}", f.message)
+    return findings

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
+from typing import Any
 
-from quantnb.errors import OperationalError
+from quantnb.errors import ConfigError, OperationalError
 from quantnb.live._broker import Broker
-from quantnb.live._types import AccountState, Bar, Fill, MarketRules, Side
-from quantnb.rl._costs import BarQuote, FillModel
+from quantnb.live._types import AccountState, Bar, MarketRules, Side
+from quantnb.rl._costs import BarQuote, Fill, FillModel
 from quantnb.rl._perp import FundingRates, MarginTier, settlements_between
 from quantnb.rl._portfolio import Portfolio
 
@@ -41,6 +43,12 @@ class PaperBroker(Broker):
         Maintenance-margin brackets: a bar whose range reaches the liquidation price closes the position.
     bar_interval_ms : int, default 60_000
         Candle length: the settlements paid on a candle are those in ``(open_time, open_time + interval]``.
+    latency_bars : int, default 0
+        An order sent on candle ``t`` fills at the open of candle ``t + 1 + latency_bars`` (booked at the
+        start of :meth:`on_bar` of candle ``t + 1 + latency_bars``, with candle ``t``'s quote), as the
+        environment's ``latency_bars``; :meth:`market_order` then returns a fill of 0 with the order as
+        ``unfilled_qty`` (status ``paper-pending``) and :meth:`in_flight_qty` counts it for sizing.
+        :meth:`close_position` flattens at once.
 
     Attributes
     ----------
@@ -52,7 +60,13 @@ class PaperBroker(Broker):
 
     def __init__(self, symbol: str, initial_cash_usd: float, fill_model: FillModel, *,
                  rules: MarketRules | None = None, funding: FundingRates | None = None,
-                 margin_tiers: tuple[MarginTier, ...] | None = None, bar_interval_ms: int = 60_000):
+                 margin_tiers: tuple[MarginTier, ...] | None = None, bar_interval_ms: int = 60_000,
+                 latency_bars: int = 0):
+        if not (isinstance(latency_bars, int) and latency_bars >= 0):
+            raise ConfigError(f"latency_bars={latency_bars!r}: must be an integer >= 0 (0 = fill at the next open)")
+        self.latency_bars = latency_bars
+        self._in_flight: list[tuple[int, float, BarQuote | None]] = []  # (candle no. due, signed qty, quote)
+        self._bar_no = 0  # candles seen through on_bar
         self.symbol = symbol
         self.rules = rules or MarketRules()
         self.fill_model = fill_model
@@ -85,6 +99,12 @@ class PaperBroker(Broker):
         """
         if not (math.isfinite(close_price) and close_price > 0):
             return
+        self._bar_no += 1
+        for _, qty, quote in [o for o in self._in_flight if o[0] == self._bar_no]:  # fill at the open of this bar
+            fill = self.fill_model.fill(qty, self._exec_price, quote=quote, rules=self._tick_rules)
+            if fill is not None:
+                self.portfolio.apply(fill)
+        self._in_flight = [o for o in self._in_flight if o[0] > self._bar_no]
         self._mark = close_price
         ok_next = next_open is not None and math.isfinite(next_open) and next_open > 0
         self._exec_price = next_open if ok_next else close_price
@@ -107,21 +127,23 @@ class PaperBroker(Broker):
             self._quote = BarQuote.from_bar(bar.high, bar.low, bar.close, bar.volume, ex.get("spread_bps_mean"),
                                             ex.get("bid_depth_10"), ex.get("ask_depth_10"))
 
-    def snapshot(self) -> dict[str, float]:
-        """Return the portfolio (cash, position, entry price, fees, realized PnL, trades) as plain numbers."""
+    def snapshot(self) -> dict[str, Any]:
+        """Return the portfolio (cash, position, entry price, fees, realized PnL, trades) and the orders in flight."""
         p = self.portfolio
         return {"initial_cash_usd": p.initial_cash_usd, "cash_usd": p.cash_usd, "position_qty": p.position_qty,
                 "avg_entry_price_usd": p.avg_entry_price_usd, "realized_pnl_usd": p.realized_pnl_usd,
                 "fees_paid_usd": p.fees_paid_usd, "traded_notional_usd": p.traded_notional_usd,
                 "n_trades": p.n_trades, "next_order_id": self._next_id, "impact_paid_usd": p.impact_paid_usd,
-                "funding_paid_usd": p.funding_paid_usd, "n_liquidations": p.n_liquidations}
+                "funding_paid_usd": p.funding_paid_usd, "n_liquidations": p.n_liquidations,
+                "in_flight": [[due - self._bar_no, q, None if quote is None else dataclasses.asdict(quote)]
+                              for due, q, quote in self._in_flight]}
 
-    def restore(self, snap: dict[str, float], last_close: float | None) -> None:
+    def restore(self, snap: dict[str, Any], last_close: float | None) -> None:
         """Load a :meth:`snapshot` and mark the account at ``last_close`` (a resumed session).
 
         Parameters
         ----------
-        snap : dict of str to float
+        snap : dict of str to Any
             A :meth:`snapshot` (keys ``initial_cash_usd``, ``cash_usd``, ``position_qty``,
             ``avg_entry_price_usd``, ``realized_pnl_usd``, ``fees_paid_usd``,
             ``traded_notional_usd``, ``n_trades`` and optionally ``next_order_id``).
@@ -142,8 +164,10 @@ class PaperBroker(Broker):
         p.funding_paid_usd = float(snap.get("funding_paid_usd", 0.0))
         p.n_liquidations = int(snap.get("n_liquidations", 0))
         self._next_id = int(snap.get("next_order_id", 1))
-        if last_close is not None:
-            self.on_bar(last_close, None)
+        self._in_flight = [(self._bar_no + int(k), float(q), None if quote is None else BarQuote(**quote))
+                           for k, q, quote in snap.get("in_flight", [])]  # bars still to wait, as counted on save
+        if last_close is not None and math.isfinite(last_close) and last_close > 0:
+            self._mark = self._exec_price = last_close  # marks without counting a bar (orders in flight wait)
 
     def account(self) -> AccountState:
         """Return the paper account marked at the last close.
@@ -199,21 +223,40 @@ class PaperBroker(Broker):
                 raise OperationalError(f"reduce-only {side} {qty} rejected: position is {pos}")
             signed = math.copysign(min(qty, abs(pos)), signed)
         if self.rules != MarketRules():
-            signed, why = self.rules.admit(signed, self._mark, pos)  # valued at the decision price, as the env
+            flying = self.in_flight_qty()
+            signed, why = self.rules.admit(signed, self._mark, pos + flying)  # at the decision price, as the env
             if why:
                 raise OperationalError(f"paper {side} {qty} refused by the market rules: {why} ({self.rules})")
-        fill = self.fill_model.fill(signed, self._exec_price, quote=self._quote)
         oid = str(self._next_id)
         self._next_id += 1
         cid = client_order_id or f"paper-{oid}"
+        if self.latency_bars and not reduce_only:
+            self._in_flight.append((self._bar_no + 1 + self.latency_bars, signed, self._quote))
+            return Fill(0.0, self._exec_price, 0.0, self._exec_price, unfilled_qty=signed, order_id=oid,
+                        client_order_id=cid, status="paper-pending")
+        fill = self.fill_model.fill(signed, self._exec_price, quote=self._quote, rules=self._tick_rules)
         if fill is None:
-            return Fill(side, 0.0, self._exec_price, 0.0, oid, cid, "paper-none", reduce_only)
+            return Fill(0.0, self._exec_price, 0.0, self._exec_price, unfilled_qty=signed, order_id=oid,
+                        client_order_id=cid, status="paper-none", reduce_only=reduce_only)
         self.portfolio.apply(fill)
-        return Fill(side, abs(fill.qty), fill.price_usd, fill.fee_usd, oid, cid, "paper", reduce_only)
+        return dataclasses.replace(fill, order_id=oid, client_order_id=cid, status="paper", reduce_only=reduce_only)
+
+    @property
+    def _tick_rules(self) -> MarketRules | None:
+        return self.rules if self.rules.tick_size > 0 else None
+
+    def funding_paid_usd(self) -> float:
+        """Return the funding the paper portfolio paid so far, USD (< 0: received)."""
+        return self.portfolio.funding_paid_usd
+
+    def in_flight_qty(self) -> float:
+        """Return the signed quantity of orders sent but not yet filled (``latency_bars`` > 0), base units."""
+        return sum(q for _, q, _ in self._in_flight)
 
     def cancel_all(self) -> int:
-        """Return 0: paper orders fill at once, none rests."""
-        return 0
+        """Cancel the orders in flight (``latency_bars``); return how many there were."""
+        n, self._in_flight = len(self._in_flight), []
+        return n
 
     def close_position(self, symbol: str, qty: float, *, client_order_id: str | None = None) -> Fill:
         """Flatten the paper position with a reduce-only market order at the last valid price.

@@ -12,8 +12,9 @@ from loguru import logger
 from quantnb.live._audit import CsvAppender
 from quantnb.live._broker import Broker
 from quantnb.live._state import StateStore, TraderState, TradingState
-from quantnb.live._types import AccountState, Fill
+from quantnb.live._types import AccountState
 from quantnb.retry import RetryPolicy
+from quantnb.rl._costs import Fill
 
 __all__ = ["RECONCILIATION_COLUMNS", "Reconciliation", "load_recorded_state", "cut_registro", "reconcile"]
 
@@ -163,7 +164,8 @@ def reconcile(rec: TraderState, broker: Broker, retry: RetryPolicy, path: Path, 
                       "missing": "never executed; nothing to record"}[status]
             out.write({"timestamp": _now(), "item": f"order {p.client_order_id}",
                        "recorded": f"in flight {p.purpose} {p.side} {p.qty!r}",
-                       "venue": status if fill is None else f"filled {fill.side} {fill.qty!r} @ {fill.price!r}",
+                       "venue": status if fill is None
+                       else f"filled {fill.side} {abs(fill.qty)!r} @ {fill.price_usd!r}",
                        "action": action})
             if fill is not None:
                 fills.append((p.purpose, fill))
@@ -176,7 +178,7 @@ def reconcile(rec: TraderState, broker: Broker, retry: RetryPolicy, path: Path, 
                 logger.warning("live/state: {} order(s) resting on the venue ({}); cancelled", cancelled, open_ids)
                 out.write({"timestamp": _now(), "item": "open orders", "recorded": "none",
                            "venue": " ".join(open_ids), "action": f"cancelled {cancelled}"})
-            expected_pos = float(acct0.get("position_qty", 0.0)) + sum(f.signed_qty for _, f in fills)
+            expected_pos = float(acct0.get("position_qty", 0.0)) + sum(f.qty for _, f in fills)
             if abs(account.position_qty - expected_pos) > 1e-9:
                 n += 1
                 logger.warning("live/state: position differs: recorded {:g} (with resolved fills), venue {:g}; "
@@ -184,7 +186,7 @@ def reconcile(rec: TraderState, broker: Broker, retry: RetryPolicy, path: Path, 
                 out.write({"timestamp": _now(), "item": "position", "recorded": repr(expected_pos),
                            "venue": repr(account.position_qty), "action": "use the venue's position"})
             recorded_bal = acct0.get("balance_usd")
-            tolerance_usd = 0.01 + sum(abs(f.qty * f.price) * 0.01 + f.fee_usd for _, f in fills)
+            tolerance_usd = 0.01 + sum(abs(f.qty * f.price_usd) * 0.01 + f.fee_usd for _, f in fills)
             if acct0.get("balance_estimated"):  # the last step's fill: realized PnL was not read back
                 tolerance_usd += 0.01 * abs(float(acct0.get("equity_usd") or 0.0))
             if recorded_bal is not None and abs(account.balance_usd - recorded_bal) > tolerance_usd:

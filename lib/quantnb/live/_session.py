@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import re
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -13,13 +13,14 @@ from typing import Any, Literal
 import polars as pl
 from loguru import logger
 
+from quantnb.data import read_bars
 from quantnb.errors import ConfigError, TemporaryError
 from quantnb.live._book_feed import book_source_columns, check_replay_features, with_book_features
 from quantnb.live._ccxt_broker import CcxtBroker
 from quantnb.live._ccxt_feed import CcxtKlineProvider
 from quantnb.live._emergency import check_not_halted
 from quantnb.live._endpoints import check_endpoint_override
-from quantnb.live._feed import ReplayProvider, read_bars
+from quantnb.live._feed import ReplayProvider
 from quantnb.live._paper import PaperBroker
 from quantnb.live._risk import RiskLimits
 from quantnb.live._stats import SessionStats, StepInfo
@@ -251,7 +252,7 @@ def build_trader(
         costs = meta.env.cost_setup(symbol or meta.symbol)  # the training environment's rules, funding, margin
         broker = PaperBroker(symbol or meta.symbol or "replay", initial_equity_usd or meta.initial_equity_usd,
                              fill_model, rules=costs["market_rules"], funding=costs["funding"],
-                             margin_tiers=costs["margin_tiers"])
+                             margin_tiers=costs["margin_tiers"], latency_bars=costs["latency_bars"])
         logger.info("live/session: replay of {} bars of {} with agent {}", n, meta.symbol, cfg.train_id)
     else:
         check_endpoint_override(mode, "rest_base_url", rest_base_url)
@@ -274,15 +275,19 @@ def build_trader(
                   on_warmup=on_warmup, **watch)
 
 
+class _Restart(TemporaryError):
+    """A session ended in an emergency that may be restarted."""
+
+
 def run_with_restarts(make_trader: Callable[[], Trader], *, max_restarts: int = 3, backoff_s: float = 30.0,
-                      restart_on: tuple[str, ...] = ("connection",),
-                      sleep: Callable[[float], None] = time.sleep) -> list[SessionStats]:
+                      restart_on: tuple[str, ...] = ("connection",)) -> list[SessionStats]:
     """Run sessions, restarting after an emergency whose cause is in ``restart_on``, with backoff.
 
     A drawdown emergency is never restarted (its marker file refuses it anyway); a session
     that ends without emergency ends the loop. Each restart continues the recorded state
-    (same account and peak equity). The waits follow :class:`quantnb.retry.RetryPolicy`
-    (exponential from ``backoff_s``, with jitter).
+    (same account and peak equity). The restarts are retries under a
+    :class:`quantnb.retry.RetryPolicy` (exponential from ``backoff_s``, with jitter of a tenth
+    of it; stamina's test mode skips the waits).
 
     Parameters
     ----------
@@ -294,8 +299,6 @@ def run_with_restarts(make_trader: Callable[[], Trader], *, max_restarts: int = 
         First wait, seconds; doubled after each restart.
     restart_on : tuple of str
         Emergency causes that may restart (``connection``, ``critical_error``).
-    sleep : callable
-        Injectable sleep.
 
     Returns
     -------
@@ -303,16 +306,16 @@ def run_with_restarts(make_trader: Callable[[], Trader], *, max_restarts: int = 
         One per session, in order.
     """
     sessions: list[SessionStats] = []
-    for attempt in range(max_restarts + 1):
+
+    def session() -> None:
         stats = make_trader().run()
         sessions.append(stats)
         cause = stats.emergency.cause if stats.emergency else None
-        if cause is None or cause == "drawdown" or cause not in restart_on or attempt == max_restarts:
-            break
-        wait_s = RetryPolicy(attempts=max_restarts + 1, timeout_s=None, wait_initial_s=backoff_s,
-                             wait_max_s=backoff_s * 2**max_restarts, wait_jitter_s=backoff_s / 10).wait_s(
-            TemporaryError(cause), attempt + 1) or backoff_s
-        logger.warning("live/session: emergency ({}); restart {}/{} in {:.0f} s", cause, attempt + 1, max_restarts,
-                       wait_s)
-        sleep(wait_s)
+        if cause is not None and cause != "drawdown" and cause in restart_on:
+            raise _Restart(f"session {len(sessions)} ended in an emergency ({cause})")
+
+    policy = RetryPolicy(attempts=max_restarts + 1, timeout_s=None, wait_initial_s=backoff_s,
+                         wait_max_s=backoff_s * 2**max_restarts, wait_jitter_s=backoff_s / 10, what="live/session")
+    with contextlib.suppress(_Restart):  # restarts spent: the policy logged it; the sessions say how each ended
+        policy.call(session)
     return sessions

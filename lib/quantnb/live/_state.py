@@ -147,7 +147,7 @@ class TraderState:
     bad_bars_in_row: int = 0
     registro_bytes: int = 0
     account: dict[str, float] = dataclasses.field(default_factory=dict)
-    paper: dict[str, float] | None = None
+    paper: dict[str, Any] | None = None
     pending_orders: list[PendingOrder] = dataclasses.field(default_factory=list)
     completed: bool = False
     halt_cause: str = ""

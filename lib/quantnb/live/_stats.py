@@ -14,7 +14,8 @@ from loguru import logger
 from quantnb.live._audit import AuditRow
 from quantnb.live._emergency import EmergencyReport
 from quantnb.live._guard import bar_iso
-from quantnb.live._types import AccountState, Bar, Fill
+from quantnb.live._types import AccountState, Bar
+from quantnb.rl._costs import Fill
 
 __all__ = ["StepInfo", "SessionStats"]
 
@@ -48,6 +49,8 @@ class StepInfo:
         (see :class:`AuditRow`).
     gap_before : bool
         Candles are missing before this one; the features warm up again.
+    funding_usd : float
+        Funding booked on this candle, USDT (< 0: received); nan where the venue books it.
     """
 
     step: int
@@ -63,6 +66,7 @@ class StepInfo:
     reason: str
     event: str = "bar"
     gap_before: bool = False
+    funding_usd: float = 0.0
 
     def audit_row(self) -> AuditRow:
         """Return the step's ``registro`` row (written now: ``timestamp`` is the wall clock)."""
@@ -70,12 +74,12 @@ class StepInfo:
         return AuditRow(
             timestamp=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), step=self.step,
             bar_ts=bar_iso(self.bar.open_time_ms), close=self.bar.close, action_raw=self.action_raw,
-            target_frac=self.target_frac, side=f.side if f else "", qty=f.qty if f else 0.0,
-            fill_price=f.price if f else math.nan, fee_usd=f.fee_usd if f else 0.0, position=a.position_qty,
+            target_frac=self.target_frac, side=f.side if f else "", qty=abs(f.qty) if f else 0.0,
+            fill_price=f.price_usd if f else math.nan, fee_usd=f.fee_usd if f else 0.0, position=a.position_qty,
             balance_usd=a.balance_usd, equity_usd=a.equity_usd, peak_equity_usd=self.peak_equity_usd,
             drawdown_frac=self.drawdown_frac, decision_latency_ms=round(self.decision_latency_ms, 4),
             event=self.event, client_order_id=f.client_order_id if f else "", gap_before=int(self.gap_before),
-            note=self.reason)
+            note=self.reason, funding_usd=self.funding_usd)
 
 
 @dataclasses.dataclass
@@ -90,6 +94,11 @@ class SessionStats:
         Closed candles processed and orders filled.
     fees_usd, pnl_usd : float
         Commissions paid and equity change over the session, USDT.
+    funding_usd : float or None
+        Funding paid over the session, USDT (< 0: received), as the research environment books it
+        for the same bars; None where the venue books it (testnet, live).
+    gross_pnl_usd : float or None
+        ``pnl_usd + fees_usd + funding_usd``: the PnL before fees and funding, USDT.
     start_equity_usd, end_equity_usd : float
         Equity at start and end, USDT.
     return_frac, max_drawdown_frac : float
@@ -125,6 +134,8 @@ class SessionStats:
     trades: int = 0
     fees_usd: float = 0.0
     pnl_usd: float = 0.0
+    funding_usd: float | None = 0.0
+    gross_pnl_usd: float | None = None
     start_equity_usd: float = float("nan")
     end_equity_usd: float = float("nan")
     return_frac: float = float("nan")
@@ -146,6 +157,30 @@ class SessionStats:
     orders_rejected: int = 0
     feed_fallbacks: int = 0
 
+    def book_funding(self, info: StepInfo, before_usd: float | None, after_usd: float | None) -> StepInfo:
+        """Add the funding the broker booked during a step to the session and return the step with it.
+
+        Parameters
+        ----------
+        info : StepInfo
+            The step.
+        before_usd, after_usd : float or None
+            :meth:`Broker.funding_paid_usd` before and after the step, USDT; None: the venue books funding.
+
+        Returns
+        -------
+        StepInfo
+            With ``funding_usd`` set (nan where the venue books it).
+        """
+        if before_usd is None or after_usd is None:
+            self.funding_usd = None
+            return dataclasses.replace(info, funding_usd=math.nan)
+        if after_usd == before_usd:
+            return info
+        if self.funding_usd is not None:
+            self.funding_usd += after_usd - before_usd
+        return dataclasses.replace(info, funding_usd=after_usd - before_usd)
+
     def finish(self, max_drawdown_frac: float, latencies_ms: list[float], elapsed_s: float) -> None:
         """Fill the end-of-session figures (PnL, return, latency percentiles, throughput) and log them.
 
@@ -163,13 +198,16 @@ class SessionStats:
             self.end_equity_usd = self.start_equity_usd
         self.pnl_usd = self.end_equity_usd - self.start_equity_usd
         self.return_frac = self.end_equity_usd / self.start_equity_usd - 1.0 if self.start_equity_usd else math.nan
+        if self.funding_usd is not None:
+            self.gross_pnl_usd = self.pnl_usd + self.fees_usd + self.funding_usd
         if latencies_ms:
             self.latency_p50_ms, self.latency_p99_ms = (float(x) for x in np.percentile(latencies_ms, [50, 99]))
         self.elapsed_s = elapsed_s
         self.bars_per_s = self.steps / elapsed_s if elapsed_s > 0 else 0.0
         logger.info("live/session: stopped_by={} steps={} trades={} live/pnl_usd={:.2f} live/fees_usd={:.2f} "
-                    "live/max_drawdown_frac={:.4f} live/latency_p99_ms={:.3f}", self.stopped_by, self.steps,
-                    self.trades, self.pnl_usd, self.fees_usd, self.max_drawdown_frac, self.latency_p99_ms)
+                    "live/funding_usd={} live/max_drawdown_frac={:.4f} live/latency_p99_ms={:.3f}", self.stopped_by,
+                    self.steps, self.trades, self.pnl_usd, self.fees_usd, self.funding_usd, self.max_drawdown_frac,
+                    self.latency_p99_ms)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict (for ``run.json`` and the log)."""

@@ -26,11 +26,12 @@ from quantnb.live._resume import cut_registro, load_recorded_state, reconcile
 from quantnb.live._risk import OrderPlan, RiskControl, RiskLimits
 from quantnb.live._state import PendingOrder, SessionLock, StateStore, TraderState, TradingState
 from quantnb.live._stats import SessionStats, StepInfo
-from quantnb.live._types import AccountState, Bar, Fill
+from quantnb.live._types import AccountState, Bar
 from quantnb.live._warmup import FeatureFeed, warm_up
 from quantnb.live._watchdog import FeedWatchdog, StopGuard, missing_features
 from quantnb.retry import RetryPolicy
 from quantnb.rl import ActionInterpreter, IncrementalFeatures, ObservationBuilder, PortfolioState
+from quantnb.rl._costs import Fill
 
 __all__ = ["AgentLike", "Trader"]
 
@@ -324,7 +325,7 @@ class Trader:
     def _feed_only(self, feed: FeatureFeed, bar: Bar) -> None:
         """Warm-up and already-processed candles: features only, with the same bad-bar and gap rules."""
         try:
-            validate_bar(bar)
+            validate_bar(bar, prev_ms=feed.last_ms, interval_ms=self.bar_interval_ms)
         except BadBarError as err:
             logger.warning("live/feed: warm-up {}", err)
             return
@@ -361,7 +362,9 @@ class Trader:
             if st.last_bar_ms is not None and bar.open_time_ms <= st.last_bar_ms:
                 self._feed_only(feed, bar)  # processed before the restart
                 continue
-            info = self._step(st.step, bar, feed, time.perf_counter())
+            paid = self.broker.funding_paid_usd()
+            info = stats.book_funding(self._step(st.step, bar, feed, time.perf_counter()), paid,
+                                      self.broker.funding_paid_usd())
             n += 1
             latencies.append(info.decision_latency_ms)
             self._commit(info, bar)
@@ -370,8 +373,9 @@ class Trader:
             stats.bad_bars += info.event == "rejected"
             stats.gaps += info.gap_before
             if info.fill is not None:
+                f = info.fill
                 logger.info("live/fill step={} {} qty={:g} price_usd={:.2f} fee_usd={:.4f} order={}", info.step,
-                            info.fill.side, info.fill.qty, info.fill.price, info.fill.fee_usd, info.fill.order_id)
+                            f.side, abs(f.qty), f.price_usd, f.fee_usd, f.order_id)
             if self.on_step is not None:
                 self.on_step(info)
             if info.reason == "drawdown limit":
@@ -425,7 +429,7 @@ class Trader:
         st = self.st
         assert st is not None and self._acct is not None
         try:
-            validate_bar(bar)
+            validate_bar(bar, prev_ms=feed.last_ms, interval_ms=self.bar_interval_ms)
         except BadBarError as err:
             st.bad_bars_in_row += 1
             logger.error("live/feed: {} ({} bad bar(s) in a row; the emergency runs at {})", err,
@@ -454,7 +458,9 @@ class Trader:
         action = self._predict(obs)
         decision = self.agent.action_interpreter.decide(action, state.position_frac)
         if decision.rebalance:
-            plan = risk.plan(decision.target_frac, acct, bar.close, state=self.trading_state)
+            flying = self.broker.in_flight_qty()  # orders still in flight count as held (latency_bars)
+            sized = dataclasses.replace(acct, position_qty=acct.position_qty + flying) if flying else acct
+            plan = risk.plan(decision.target_frac, sized, bar.close, state=self.trading_state)
         else:
             plan = OrderPlan(None, 0.0, decision.target_frac, "dead band")
         fill = None
@@ -477,7 +483,7 @@ class Trader:
                                   gap)
                 return dataclasses.replace(info, event="order_rejected")
             self._rejections_in_row = 0
-            if fill.qty <= 0:
+            if not fill.qty:
                 fill = None
             acct = self._after_fill(acct, fill)
         return self._info(step, bar, obs, decision.action_raw, plan.target_frac, fill, acct, t0, plan.reason,
@@ -488,10 +494,10 @@ class Trader:
             return acct
         if self.broker.cheap_account:
             return self.broker.account()
-        pos = acct.position_qty + fill.signed_qty
-        slip_cost = (fill.price - acct.mark_price) * fill.signed_qty if acct.mark_price else 0.0
+        pos = acct.position_qty + fill.qty
+        slip_cost = (fill.price_usd - acct.mark_price) * fill.qty if acct.mark_price else 0.0
         return AccountState(acct.balance_usd - fill.fee_usd, acct.equity_usd - fill.fee_usd - slip_cost, pos,
-                            acct.entry_price if pos * acct.position_qty > 0 else fill.price, acct.mark_price)
+                            acct.entry_price if pos * acct.position_qty > 0 else fill.price_usd, acct.mark_price)
 
     def _info(self, step: int, bar: Bar, obs: np.ndarray | None, action_raw: float, target_frac: float,
               fill: Fill | None, acct: AccountState, t0: float, reason: str, t_decided: float,
@@ -561,7 +567,7 @@ class Trader:
             self._registro.write(info.audit_row())
             self._count_fill(fill)
             logger.warning("live/fill {} {} qty={:g} price_usd={:.2f} fee_usd={:.4f} order={} ({})", event, fill.side,
-                           fill.qty, fill.price, fill.fee_usd, fill.order_id, fill.client_order_id)
+                           abs(fill.qty), fill.price_usd, fill.fee_usd, fill.order_id, fill.client_order_id)
             st.pending_orders = [p for p in st.pending_orders if p.client_order_id != fill.client_order_id]
             st.step += 1
             self._acct = acct

@@ -1,4 +1,4 @@
-"""Value types shared by the live trader's components (bars, account, fills, market rules)."""
+"""Value types shared by the live trader's components (bars, account, market rules; fills: quantnb.rl._costs)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Literal
 
 from quantnb.rl._rules import MarketRules  # the one owner; re-exported here for live code
 
-__all__ = ["AccountState", "Bar", "Fill", "MarketRules", "Side"]
+__all__ = ["AccountState", "Bar", "MarketRules", "Side"]
 
 Side = Literal["buy", "sell"]
 
@@ -71,42 +71,3 @@ class AccountState:
     position_qty: float
     entry_price: float
     mark_price: float
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Fill:
-    """The result of one market order.
-
-    Attributes
-    ----------
-    side : {"buy", "sell"}
-        Order side.
-    qty : float
-        Filled quantity, base units, > 0.
-    price : float
-        Average fill price, USDT.
-    fee_usd : float
-        Commission paid, USDT.
-    order_id : str
-        Venue order id.
-    client_order_id : str
-        Our id for the order (idempotent resubmission key).
-    status : str
-        Venue status (``FILLED``, ``NEW``, ...) or ``paper``.
-    reduce_only : bool
-        Whether the order could only reduce a position.
-    """
-
-    side: Side
-    qty: float
-    price: float
-    fee_usd: float
-    order_id: str
-    client_order_id: str
-    status: str
-    reduce_only: bool = False
-
-    @property
-    def signed_qty(self) -> float:
-        """Quantity with the sign of the side (+ buy, - sell), base units."""
-        return self.qty if self.side == "buy" else -self.qty

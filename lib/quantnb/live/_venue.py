@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Mapping
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import ccxt
 
@@ -115,10 +116,19 @@ def make_exchange(mode: str, *, base_url: str | None = None, timeout_s: float = 
     if mode == "testnet":
         exchange.enable_demo_trading(True)
     if base_url is not None:
-        from quantnb.testing.binance_server import configure_ccxt_for_loopback
-
-        configure_ccxt_for_loopback(exchange, base_url)
+        _use_base_url(exchange, base_url)
     return exchange
+
+
+def _use_base_url(exchange: Any, base_url: str) -> None:
+    """Send every REST call to ``base_url`` (a loopback server or a testnet host) as Binance's own host would be."""
+    root = base_url.rstrip("/")
+    exchange.urls["api"] = {name: root + urlsplit(url).path if isinstance(url, str) else url
+                            for name, url in exchange.urls["api"].items()}
+    exchange.enableRateLimit = False  # the override has no weight budget to share; faults are injected instead
+    linear = exchange.exceptions.get("linear", {})  # the USD-M error codes ccxt applies to fapi.binance.com
+    for kind in ("exact", "broad"):
+        exchange.exceptions[kind] = {**exchange.exceptions.get(kind, {}), **linear.get(kind, {})}
 
 
 def scrub(text: str, secrets: tuple[str, ...] = ()) -> str:

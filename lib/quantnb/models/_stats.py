@@ -3,7 +3,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class EpochStats:
     f1_macro, f1_weighted : float
         Validation F1, macro and support-weighted.
     f1_per_class : tuple of float
-        Validation F1 of SELL, NEUTRAL, BUY.
+        Validation F1 of SELL, NEUTRAL, BUY (SKIP, TAKE for meta-labels).
     lr : float
         Learning rate used during this epoch.
     is_best : bool
@@ -52,9 +52,10 @@ class EpochStats:
 
     def metrics(self) -> dict[str, float]:
         """Return the metrics under namespaced keys (``train/loss``, ``val/f1_macro``, ``train/lr`` ...)."""
-        s, n, b = self.f1_per_class
+        names = ("sell", "neutral", "buy") if len(self.f1_per_class) == 3 else ("skip", "take")
         return {"train/loss": self.train_loss, "val/loss": self.val_loss, "val/f1_macro": self.f1_macro,
-                "val/f1_weighted": self.f1_weighted, "val/f1_sell": s, "val/f1_neutral": n, "val/f1_buy": b,
+                "val/f1_weighted": self.f1_weighted,
+                **{f"val/f1_{n}": v for n, v in zip(names, self.f1_per_class, strict=False)},
                 "train/lr": self.lr, "train/samples_per_s": self.n_train_samples / max(self.duration_s, 1e-9)}
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,35 +105,52 @@ class BatchStats:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """Outcome of :meth:`Trainer.fit`.
+    """Outcome of a training call that checkpoints as it goes, for the classifier and the agent alike.
+
+    :meth:`quantnb.models.Trainer.fit` counts in epochs, :func:`quantnb.rl.train_sac` in
+    environment steps (``step_unit``); the classifier-only fields are empty for the agent.
 
     Attributes
     ----------
+    model : torch.nn.Module or stable_baselines3.SAC
+        The trained model: the classifier with its best weights loaded, the SAC agent at its last step.
+    steps_done : int
+        Training done in all, restored part included, in ``step_unit``.
+    step_unit : {"epochs", "env_steps"}
+        What a step is.
+    resumed_from_step : int
+        Steps restored from a checkpoint, in ``step_unit``; 0 for a fresh start.
+    last_checkpoint_path : pathlib.Path
+        The full training state a resume starts from: ``last.pt``, or the agent's ``checkpoint.json``.
+    best_model_path : pathlib.Path
+        The weights to deploy: ``best.pt`` (best validation F1 macro), or the agent's model zip.
+    elapsed_s : float
+        Wall time of this call, seconds.
     history : list of EpochStats
-        Every completed epoch, including those restored from a checkpoint.
-    best_f1_macro : float
-        Best validation F1 macro; ``best_epoch`` is where it was reached.
-    best_epoch : int
+        Classifier: every completed epoch, restored ones included; agent: empty.
+    best_f1_macro : float or None
+        Classifier: best validation F1 macro, reached at ``best_epoch``; agent: None.
+    best_epoch : int or None
     stopped_early_epoch : int or None
-        Epoch where early stopping fired; ``None`` if training ran all epochs.
+        Classifier: epoch where early stopping fired; None if training ran all epochs (and for the agent).
     class_weights : tuple of float
-        Cross-entropy weights used (SELL, NEUTRAL, BUY).
-    best_model_path, last_checkpoint_path : pathlib.Path
-        ``best.pt`` (model weights) and ``last.pt`` (full training state).
-    resumed_from_epoch : int
-        Epochs restored from the checkpoint (0 for a fresh run).
+        Classifier: cross-entropy weights used (SELL, NEUTRAL, BUY); agent: empty.
     """
 
-    history: list[EpochStats]
-    best_f1_macro: float
-    best_epoch: int
-    stopped_early_epoch: int | None
-    class_weights: tuple[float, ...]
-    best_model_path: Path
+    model: Any
+    steps_done: int
+    step_unit: Literal["epochs", "env_steps"]
+    resumed_from_step: int
     last_checkpoint_path: Path
-    resumed_from_epoch: int
+    best_model_path: Path
+    elapsed_s: float
+    history: list[EpochStats] = dataclasses.field(default_factory=list)
+    best_f1_macro: float | None = None
+    best_epoch: int | None = None
+    stopped_early_epoch: int | None = None
+    class_weights: tuple[float, ...] = ()
 
     @property
     def final(self) -> EpochStats:
-        """Return the stats of the last completed epoch."""
+        """Return the stats of the last completed epoch (classifier)."""
         return self.history[-1]

@@ -16,10 +16,10 @@ from loguru import logger
 from torch import nn
 from torch.nn import functional as F
 
+import quantnb.models._checkpoint as ckpt
 from quantnb.errors import ConfigError
-from quantnb.models import _checkpoint as ckpt
 from quantnb.models._config import RESULT_FIELDS, TrainConfig
-from quantnb.models._evaluate import evaluate
+from quantnb.models._evaluate import class_names, evaluate
 from quantnb.models._stats import BatchStats, EpochStats, TrainResult
 from quantnb.research import WindowDataset
 
@@ -91,7 +91,7 @@ def _resolve_device(name: str) -> torch.device:
 
 
 class Trainer:
-    """Train a 3-class window classifier with early stopping and crash-safe checkpoints.
+    """Train a window classifier (3 classes, or 2 for meta-labels) with early stopping and crash-safe checkpoints.
 
     Class-weighted ``CrossEntropyLoss`` (times each window's sample weight when ``train`` has
     weights, e.g. AFML uniqueness: López de Prado 2018, ch. 4), ``AdamW``, ``CosineAnnealingLR`` stepped per epoch
@@ -106,8 +106,9 @@ class Trainer:
     Parameters
     ----------
     model : torch.nn.Module
-        Maps x of shape (batch, seq_len, n_features) float32 to logits (batch, 3), e.g.
-        :class:`HybridTCNLSTM`. Seed torch before building it (:func:`seed_everything`).
+        Maps x of shape (batch, seq_len, n_features) float32 to logits (batch, n_classes), e.g.
+        :class:`HybridTCNLSTM`; ``model.n_classes`` (default 3) sets the class weights' length. Seed
+        torch before building it (:func:`seed_everything`).
     train, val : WindowDataset
         Training and validation windows.
     config : TrainConfig
@@ -169,9 +170,14 @@ class Trainer:
             return self._fit(resume)
 
     def _fit(self, resume: bool) -> TrainResult:
-        cfg, dev = self.config, _resolve_device(self.config.device)
+        cfg, dev, t_start = self.config, _resolve_device(self.config.device), time.perf_counter()
         self.model.to(dev)
-        weights = cfg.class_weights or inverse_frequency_weights(self.train.class_counts())
+        n_classes = int(getattr(self.model, "n_classes", 3))  # 3 (SELL/NEUTRAL/BUY) or 2 (meta-labels)
+        counts = self.train.class_counts(n_classes)
+        weights = cfg.class_weights or inverse_frequency_weights(counts)
+        if len(weights) != n_classes:
+            raise ConfigError(f"class_weights: {len(weights)} weights for a model of {n_classes} classes; give "
+                              f"one weight per class or None")
         self._weight = torch.tensor(weights, dtype=torch.float32, device=dev)
         sw = self.train.window_weights  # AFML sample weights (uniqueness, return attribution) when the labels have them
         self._sample_weight = None if sw is None else torch.tensor(sw, dtype=torch.float32, device=dev)
@@ -197,8 +203,9 @@ class Trainer:
         n_params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         logger.info("Device: {} (torch threads: {}) | Parameters: {:,} trainable | train {:,} / val {:,} windows",
                     dev, torch.get_num_threads(), n_params, len(self.train), len(self.val))
-        source = "given" if cfg.class_weights else f"inverse class frequency on train {self.train.class_counts()}"
-        logger.info("Class weights [S/N/B]: {} ({})", "/".join(f"{w:.4f}" for w in weights), source)
+        source = "given" if cfg.class_weights else f"inverse class frequency on train {counts}"
+        logger.info("Class weights [{}]: {} ({})", "/".join(n[0] for n in class_names(n_classes)),
+                    "/".join(f"{w:.4f}" for w in weights), source)
         epoch = done
         while not finished and epoch < cfg.epochs:
             epoch += 1
@@ -218,8 +225,11 @@ class Trainer:
             self.model.load_state_dict(best["model"])
         logger.info("Training finished: best F1 Macro {:.4f} at epoch {} ({} epochs run)",
                     self.es["best_f1_macro"], self.es["best_epoch"], epoch)
-        return TrainResult(history, float(self.es["best_f1_macro"]), int(self.es["best_epoch"]), stopped,
-                           tuple(weights), self.best_path, self.last_path, done)
+        return TrainResult(model=self.model, steps_done=epoch, step_unit="epochs", resumed_from_step=done,
+                           last_checkpoint_path=self.last_path, best_model_path=self.best_path,
+                           elapsed_s=time.perf_counter() - t_start, history=history,
+                           best_f1_macro=float(self.es["best_f1_macro"]), best_epoch=int(self.es["best_epoch"]),
+                           stopped_early_epoch=stopped, class_weights=tuple(weights))
 
     def _run_epoch(self, epoch: int, dev: torch.device) -> EpochStats:
         cfg, t0 = self.config, time.perf_counter()
@@ -238,10 +248,10 @@ class Trainer:
         stats = EpochStats(epoch, cfg.epochs, train_loss, ev.loss, sc.f1_macro, sc.f1_weighted, sc.f1_per_class, lr,
                            improved, float(self.es["best_f1_macro"]), int(self.es["best_epoch"]),
                            int(self.es["epochs_without_improvement"]), len(self.train), time.perf_counter() - t0)
-        s, n, b = sc.f1_per_class
+        names = class_names(len(sc.f1_per_class))
         logger.info("Epoch {}/{} | Train Loss: {:.4f} | Val Loss: {:.4f} | F1 Macro: {:.4f} | F1 Weighted: {:.4f} | "
-                    "F1 [S/N/B]: {:.3f}/{:.3f}/{:.3f} | LR: {:.3e}", epoch, cfg.epochs, train_loss, ev.loss,
-                    sc.f1_macro, sc.f1_weighted, s, n, b, lr)
+                    "F1 [{}]: {} | LR: {:.3e}", epoch, cfg.epochs, train_loss, ev.loss, sc.f1_macro, sc.f1_weighted,
+                    "/".join(n[0] for n in names), "/".join(f"{v:.3f}" for v in sc.f1_per_class), lr)
         logger.debug(" ".join(f"{k}={v:.6g}" for k, v in stats.metrics().items()))
         if improved:
             logger.info("Best model saved (F1 Macro: {:.4f}) -> {}", sc.f1_macro, self.best_path)

@@ -31,7 +31,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from loguru import logger
 
 from quantnb.errors import ConfigError
-from quantnb.parallel._executor import DASK_CONFIG_FILE, Completed, ExecutorError
+from quantnb.parallel._types import DASK_CONFIG_FILE, Completed, ExecutorError
 
 _LOG_WAIT_S = 10.0  # how long the driver waits for a finished task's log records to arrive
 _CONNECT_TIMEOUT_S = 60

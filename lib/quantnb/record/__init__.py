@@ -24,14 +24,13 @@ from quantnb.record._clients import (
     BYBIT_URLS,
     BybitClient,
     Counters,
-    backoff_s,
 )
 from quantnb.record._events import EVENT_SCHEMA, events_frame
 from quantnb.record._recorder import Recorder, RecorderConfig
 from quantnb.record._sinks import ParquetSink, RawSink, read_events, repair_raw_file
 
 __all__ = [
-    "BybitClient", "BinanceClient", "Counters", "backoff_s", "BybitLiveBook", "BinanceLiveBook",
+    "BybitClient", "BinanceClient", "Counters", "BybitLiveBook", "BinanceLiveBook",
     "Recorder", "RecorderConfig", "RawSink", "ParquetSink", "ClickHouseSink", "read_events", "repair_raw_file",
     "EVENT_SCHEMA", "events_frame", "BYBIT_URLS", "BYBIT_TESTNET_URLS", "BINANCE_WS_URL", "BINANCE_REST_URL",
     "BINANCE_TESTNET_WS_URL", "BINANCE_TESTNET_REST_URL",

@@ -21,6 +21,7 @@ Binance USD-M Futures documentation, "How to manage a local order book correctly
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 import msgspec
@@ -63,7 +64,8 @@ class BinanceClient(_Client):
     ----------
     books : dict of str to BinanceLiveBook
     snapshot_retry : RetryPolicy
-        The waits between snapshot attempts (after ``attempts`` failures it goes on at ``wait_max_s``).
+        The waits between snapshot attempts: until the book syncs, a ban waited out (the book needs
+        the snapshot), each failure logged up to the 5th, then every 20th.
     """
 
     venue = "binance"
@@ -76,9 +78,10 @@ class BinanceClient(_Client):
         self.ws_url, self.rest_url = ws_url.rstrip("/"), rest_url.rstrip("/")
         self.channels, self.depth_speed, self.snapshot_limit = tuple(channels), depth_speed, snapshot_limit
         self.snapshot_timeout_s = snapshot_timeout_s
-        self.snapshot_retry = RetryPolicy(attempts=5, timeout_s=None, wait_initial_s=self.backoff_base_s,
+        self.snapshot_retry = RetryPolicy(attempts=None, timeout_s=None, wait_initial_s=self.backoff_base_s,
                                           wait_max_s=max(self.backoff_cap_s, self.backoff_base_s),
-                                          wait_jitter_s=self.backoff_base_s, what="record/binance-snapshot")
+                                          wait_jitter_s=self.backoff_base_s, max_retry_after_s=math.inf,
+                                          quiet_after=5, what="record/binance-snapshot")
         self.books = {s: BinanceLiveBook(s, market) for s in self.symbols}
         self._fetching: set[str] = set()
         self._http: Any = None
@@ -204,39 +207,28 @@ class BinanceClient(_Client):
         self._fetch(sym)  # a resync snapshot already on its way serves the new day's file too
 
     async def _get_snapshot(self, sym: str) -> tuple[int, bytes]:
-        """GET one depth snapshot; retry timeouts, connection errors and non-200 replies with backoff until it comes."""
+        """GET one depth snapshot; retry timeouts, connection errors and non-200 replies (:attr:`snapshot_retry`)."""
+        return await self.snapshot_retry.acall(self._get_snapshot_once, sym)
+
+    async def _get_snapshot_once(self, sym: str) -> tuple[int, bytes]:
         import aiohttp
 
-        url = f"{self.rest_url}/fapi/v1/depth"
-        timeout = aiohttp.ClientTimeout(total=self.snapshot_timeout_s)
-        policy, failures = self.snapshot_retry, 0
-        while True:
-            await self._http_ready.wait()
-            try:
-                async with self._http.get(url, params={"symbol": sym, "limit": str(self.snapshot_limit)},
-                                          timeout=timeout) as resp:
-                    text = (await resp.read()).strip().replace(b"\n", b"")  # one line in the raw file
-                    if resp.status == 429 or resp.status == 418:
-                        raise RateLimitError(f"HTTP {resp.status}: {text[:200]!r}",
-                                             retry_after_s=retry_after_s_from_headers(resp.headers))
-                    if resp.status != 200:
-                        raise TemporaryError(f"HTTP {resp.status}: {text[:200]!r}")
-                return self.clock_ns(), text
-            except (TimeoutError, aiohttp.ClientError, TemporaryError) as exc:
-                failures += 1
-                err = exc if isinstance(exc, TemporaryError) else TemporaryError(
-                    f"{type(exc).__name__}: {exc}" if str(exc) else f"no reply in {self.snapshot_timeout_s:g} s")
-                wait = policy.wait_s(err, min(failures, policy.attempts))
-                if wait is None:  # a ban longer than the policy waits out: wait it all the same, the book needs it
-                    wait = float(getattr(err, "retry_after_s", None) or policy.wait_max_s)
-                if failures < policy.attempts or failures % 20 == 0:
-                    log = logger.warning if failures < policy.attempts else logger.error
-                    log("binance: GET /fapi/v1/depth {} failed (attempt {}: {}); the book stays unsynced, retrying in"
-                        " {:.2f} s", sym, failures, err, wait)
-                elif failures == policy.attempts:
-                    logger.error("binance: GET /fapi/v1/depth {} failed {} times ({}); the book stays unsynced; "
-                                 "retrying every {:.0f} s (logged every 20th attempt)", sym, failures, err, wait)
-                await asyncio.sleep(wait)
+        what = f"GET /fapi/v1/depth {sym} failed"
+        await self._http_ready.wait()
+        try:
+            async with self._http.get(f"{self.rest_url}/fapi/v1/depth",
+                                      params={"symbol": sym, "limit": str(self.snapshot_limit)},
+                                      timeout=aiohttp.ClientTimeout(total=self.snapshot_timeout_s)) as resp:
+                text = (await resp.read()).strip().replace(b"\n", b"")  # one line in the raw file
+                if resp.status == 429 or resp.status == 418:
+                    raise RateLimitError(f"{what}: HTTP {resp.status}: {text[:200]!r}; the book stays unsynced",
+                                         retry_after_s=retry_after_s_from_headers(resp.headers))
+                if resp.status != 200:
+                    raise TemporaryError(f"{what}: HTTP {resp.status}: {text[:200]!r}; the book stays unsynced")
+            return self.clock_ns(), text
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            why = f"{type(exc).__name__}: {exc}" if str(exc) else f"no reply in {self.snapshot_timeout_s:g} s"
+            raise TemporaryError(f"{what}: {why}; the book stays unsynced") from exc
 
     def _needing(self, sym: str) -> list[BinanceLiveBook]:
         return [b for b in (self.books[sym], self._day_books.get(sym)) if b is not None and b.needs_snapshot]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,8 +20,9 @@ import polars as pl
 from loguru import logger
 
 from quantnb._secrets import refuse_password_in_url
-from quantnb.errors import ConfigError, OperationalError
+from quantnb.errors import ConfigError, OperationalError, TemporaryError
 from quantnb.record._guard import check_identifier
+from quantnb.retry import RetryPolicy
 
 __all__ = ["ClickHouseSink", "TABLE_DDL", "VIEW_DDL"]
 
@@ -64,6 +64,9 @@ class ClickHouseSink:
         created if missing).
     retries : int
         Attempts per insert before the shard is left in Parquet for backfill.
+    retry_wait_s : float
+        Wait before the first retry, seconds; doubled per retry, at most ``retry_wait_s * retries``
+        (:attr:`retry`, a :class:`quantnb.retry.RetryPolicy`).
 
     Attributes
     ----------
@@ -79,6 +82,8 @@ class ClickHouseSink:
                  retry_wait_s: float = 0.5) -> None:
         self.url, self.path, self.table = url, path, table
         self.retries, self.retry_wait_s = retries, retry_wait_s
+        self.retry = RetryPolicy(attempts=retries, timeout_s=None, wait_initial_s=retry_wait_s,
+                                 wait_max_s=retry_wait_s * retries, wait_jitter_s=0.0, what="record/clickhouse")
         self.inserted = self.rows = 0
         self.bytes = 0
         self.backlog: list[str] = []
@@ -162,44 +167,50 @@ class ClickHouseSink:
             True if the shard is in the table now (inserted or already there).
         """
         shard = path.stem
-        last: Exception | None = None
-        for attempt in range(1, self.retries + 1):
+        failures: list[Exception] = []
+
+        def attempt() -> bool:
             try:
-                if self._known is None:
-                    self._known = self.shards_in_table()
-                # after a failed attempt the insert may have landed all the same: ask the table itself
-                if shard in self._known or (last is not None and self._scalar(
-                        f"SELECT count() FROM {self.table}_frames WHERE shard = {_sql_str(shard)}")):
-                    logger.debug("ClickHouse already holds shard {}; not inserted again", shard)
-                    self._known.add(shard)
-                    return True
-                if self._session is not None:
-                    self._session.query(
-                        f"INSERT INTO {self.table}_frames SETTINGS insert_deduplication_token = {_sql_str(shard)}, "
-                        f"max_insert_block_size = 100000000, min_insert_block_size_rows = 100000000 "
-                        f"SELECT * FROM file({_sql_str(str(path.resolve()))}, Parquet)", "CSV")
-                    n = events if events is not None else int(
-                        pl.scan_parquet(path).select(pl.col("price").list.len().sum()).collect().item())
-                else:
-                    table = pl.read_parquet(path)
-                    self._client.insert_arrow(f"{self.table}_frames", table.to_arrow(),
-                                              settings={"insert_deduplication_token": shard})
-                    n = int(table["price"].list.len().sum())
-                self._known.add(shard)
-                self.inserted += 1
-                self.rows += n
-                self.bytes += path.stat().st_size
-                return True
-            except Exception as exc:  # noqa: BLE001 - any driver error: retry, then backlog
-                last = exc
-                logger.warning("ClickHouse insert of shard {} failed (attempt {}/{}): {}: {}", shard, attempt,
-                               self.retries, type(exc).__name__, exc)
-                time.sleep(self.retry_wait_s * attempt)
-        logger.error("ClickHouse insert of shard {} failed {} times ({}); its events stay in {} and are listed "
-                     "for backfill", shard, self.retries, last, path)
+                return self._insert(path, shard, events, verify=bool(failures))
+            except Exception as exc:  # noqa: BLE001 - any driver error: retried, then the shard is backlogged
+                failures.append(exc)
+                raise TemporaryError(f"ClickHouse insert of shard {shard}: {type(exc).__name__}: {exc}") from exc
+
+        try:
+            return self.retry.call(attempt)
+        except TemporaryError:
+            logger.error("ClickHouse insert of shard {} failed {} times ({}); its events stay in {} and are listed "
+                         "for backfill", shard, len(failures), failures[-1], path)
         if shard not in self.backlog:
             self.backlog.append(shard)
         return False
+
+    def _insert(self, path: Path, shard: str, events: int | None, verify: bool) -> bool:
+        """Insert one shard (after a failed attempt, first ask the table whether it landed all the same)."""
+        if self._known is None:
+            self._known = self.shards_in_table()
+        if shard in self._known or (verify and self._scalar(
+                f"SELECT count() FROM {self.table}_frames WHERE shard = {_sql_str(shard)}")):
+            logger.debug("ClickHouse already holds shard {}; not inserted again", shard)
+            self._known.add(shard)
+            return True
+        if self._session is not None:
+            self._session.query(
+                f"INSERT INTO {self.table}_frames SETTINGS insert_deduplication_token = {_sql_str(shard)}, "
+                f"max_insert_block_size = 100000000, min_insert_block_size_rows = 100000000 "
+                f"SELECT * FROM file({_sql_str(str(path.resolve()))}, Parquet)", "CSV")
+            n = events if events is not None else int(
+                pl.scan_parquet(path).select(pl.col("price").list.len().sum()).collect().item())
+        else:
+            table = pl.read_parquet(path)
+            self._client.insert_arrow(f"{self.table}_frames", table.to_arrow(),
+                                      settings={"insert_deduplication_token": shard})
+            n = int(table["price"].list.len().sum())
+        self._known.add(shard)
+        self.inserted += 1
+        self.rows += n
+        self.bytes += path.stat().st_size
+        return True
 
     def backfill(self, shard_dir: Path) -> list[str]:
         """Insert every shard of ``shard_dir`` the table lacks (e.g. after a kill or failed inserts).

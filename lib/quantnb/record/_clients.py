@@ -1,6 +1,7 @@
 """Websocket clients for Bybit v5 public streams and Binance USD-M market streams (on ``picows``).
 
-Each client keeps one connection, reconnects with exponential backoff and full jitter,
+Each client keeps one connection, reconnects with exponential backoff and full jitter
+(its :attr:`reconnect` :class:`quantnb.retry.RetryPolicy`),
 resubscribes, keeps the live books (:mod:`quantnb.record._book`) and hands every frame,
 as received, to a callback ``on_frame(kind, symbol, recv_ns, exch_ms, text)``. The Binance
 client is in :mod:`quantnb.record._binance_client`, the websocket plumbing in
@@ -32,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import random
 import ssl
 import time
 from collections.abc import Callable
@@ -41,6 +41,7 @@ from typing import Any
 import msgspec
 from loguru import logger
 
+from quantnb.errors import TemporaryError
 from quantnb.record._book import BybitLiveBook, decode_bybit_book
 from quantnb.record._events import (
     BYBIT_BOOK,
@@ -48,9 +49,9 @@ from quantnb.record._events import (
 )
 from quantnb.record._guard import has_nonfinite
 from quantnb.record._ws import _CONN_ERRORS, _connection, _send, _until_closed
+from quantnb.retry import RetryPolicy
 
-__all__ = ["BybitClient", "Counters", "BYBIT_URLS", "BINANCE_WS_URL", "BINANCE_REST_URL",
-           "backoff_s"]
+__all__ = ["BybitClient", "Counters", "BYBIT_URLS", "BINANCE_WS_URL", "BINANCE_REST_URL"]
 
 BYBIT_URLS = {
     "linear": "wss://stream.bybit.com/v5/public/linear",
@@ -129,31 +130,6 @@ class Counters:
         return {s: dict(c) for s, c in self.by_symbol.items()}
 
 
-def backoff_s(attempt: int, base_s: float = 0.5, cap_s: float = 30.0) -> float:
-    """Delay before reconnect ``attempt`` (1, 2, ...): exponential backoff with full jitter, seconds.
-
-    Parameters
-    ----------
-    attempt : int
-        Reconnect attempt, from 1.
-    base_s : float, default 0.5
-        Upper bound of the first delay, seconds; doubles per attempt.
-    cap_s : float, default 30.0
-        Largest upper bound, seconds.
-
-    Returns
-    -------
-    float
-        A delay drawn uniformly from ``[0, min(cap_s, base_s * 2 ** (attempt - 1))]``, seconds.
-
-    References
-    ----------
-    M. Brooker, "Exponential Backoff And Jitter", AWS Architecture Blog, 2015 ("full jitter").
-    """
-    return random.uniform(0.0, min(cap_s, base_s * 2 ** (attempt - 1)))
-
-
-
 class _Client:
     """What both venue clients share: reconnect loop, bad-frame quarantine, book checks, liveness watchdog."""
 
@@ -170,6 +146,8 @@ class _Client:
         self.on_raw_only = on_raw_only
         self.counters = counters
         self.backoff_base_s, self.backoff_cap_s = backoff_base_s, backoff_cap_s
+        self.reconnect = RetryPolicy(attempts=None, timeout_s=None, wait_initial_s=backoff_base_s,
+                                     wait_max_s=backoff_cap_s, jitter="full", what=f"record/{self.venue}")
         self.stale_after_s, self.book_stale_after_s = stale_after_s, book_stale_after_s
         self.connections = 0
         self.bad_frames = 0
@@ -182,24 +160,25 @@ class _Client:
         self._day_end: dict[str, int] = dict.fromkeys(self.symbols, -1)  # end of the current UTC day per symbol
 
     async def run(self) -> None:
-        """Connect, subscribe and stream until cancelled; reconnect with backoff on any failure."""
-        attempt = 0
+        """Stream until cancelled; reconnect at once after a clean close, else after the :attr:`reconnect` wait."""
         while True:
-            try:
-                await self._session()
-                attempt = 0
-            except asyncio.CancelledError:
-                raise
-            except _CONN_ERRORS as exc:
-                attempt += 1
-                delay = backoff_s(attempt, self.backoff_base_s, self.backoff_cap_s)
-                hint = ("; the server's TLS certificate is not trusted here: behind a TLS-inspecting proxy, point "
-                        "SSL_CERT_FILE at its CA bundle" if isinstance(exc, ssl.SSLCertVerificationError) else "")
-                logger.warning("{} connection lost or refused ({}: {}){}; reconnect attempt {} in {:.2f} s",
-                               self.venue, type(exc).__name__, exc, hint, attempt, delay)
-                await asyncio.sleep(delay)
-            for s in self.symbols:
-                self.counters.add(s, "reconnects")
+            await self.reconnect.acall(self._connect_once)
+
+    async def _connect_once(self) -> None:
+        """One connection, start to end; a lost or refused one is a TemporaryError (retried under the policy)."""
+        try:
+            await self._session()
+        except _CONN_ERRORS as exc:
+            hint = ("; the server's TLS certificate is not trusted here: behind a TLS-inspecting proxy, point "
+                    "SSL_CERT_FILE at its CA bundle" if isinstance(exc, ssl.SSLCertVerificationError) else "")
+            self._count_reconnect()
+            raise TemporaryError(f"{self.venue} connection lost or refused ({type(exc).__name__}: {exc}){hint}") \
+                from exc
+        self._count_reconnect()
+
+    def _count_reconnect(self) -> None:
+        for s in self.symbols:
+            self.counters.add(s, "reconnects")
 
     async def _session(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -43,7 +43,17 @@ if TYPE_CHECKING:  # the names for type checkers; at run time each loads on firs
         label_events,
         label_suffix,
     )
+    from quantnb.research._meta import (
+        META_LABEL_NAMES,
+        SKIP,
+        TAKE,
+        bet_size,
+        meta_labels,
+        momentum_side,
+        side_from_column,
+    )
     from quantnb.research._prepare import PreparedData, prepare_datasets
+    from quantnb.research._sizing import SizingComparison, compare_precision_to_take_all, compare_sizing
     from quantnb.research._split import DataSplits, chronological_split
 
 __getattr__, __dir__ = attach(__name__, {
@@ -72,6 +82,16 @@ __getattr__, __dir__ = attach(__name__, {
     "label_distribution": "quantnb.research._labels",
     "label_suffix": "quantnb.research._labels",
     "label_events": "quantnb.research._labels",
+    "META_LABEL_NAMES": "quantnb.research._meta",
+    "SKIP": "quantnb.research._meta",
+    "TAKE": "quantnb.research._meta",
+    "bet_size": "quantnb.research._meta",
+    "meta_labels": "quantnb.research._meta",
+    "momentum_side": "quantnb.research._meta",
+    "side_from_column": "quantnb.research._meta",
+    "SizingComparison": "quantnb.research._sizing",
+    "compare_sizing": "quantnb.research._sizing",
+    "compare_precision_to_take_all": "quantnb.research._sizing",
     "PreparedData": "quantnb.research._prepare",
     "prepare_datasets": "quantnb.research._prepare",
     "DataSplits": "quantnb.research._split",
@@ -90,6 +110,16 @@ __all__ = [
     "sample_weights",
     "sequential_bootstrap",
     "triple_barrier_labels",
+    "meta_labels",
+    "momentum_side",
+    "side_from_column",
+    "bet_size",
+    "compare_sizing",
+    "compare_precision_to_take_all",
+    "SizingComparison",
+    "META_LABEL_NAMES",
+    "SKIP",
+    "TAKE",
     "label_suffix",
     "label_counts",
     "label_distribution",

@@ -192,14 +192,8 @@ def triple_barrier_labels(df: pl.DataFrame, max_holding_min: int, profit_take_mu
     ev = np.ones(n, dtype=bool) if events is None else np.asarray(events, dtype=bool)
     if ev.shape != (n,):
         raise ConfigError(f"events: shape {ev.shape}; give one bool per bar ({n},)")
-    seg = _segments(df)
-    end = np.full(n, -1, dtype=np.int64)
-    code = np.zeros(n, dtype=np.int8)
     cand = np.flatnonzero(ev & np.isfinite(p) & np.isfinite(vol) & (vol > 0))
-    pad_p = np.concatenate([p, np.full(horizon, np.nan)])
-    pad_seg = np.concatenate([seg, np.full(horizon, -1)])
-    walk = _walk_dense if cand.shape[0] * 8 > n else _walk_sparse
-    walk(cand, p, seg, pad_p, pad_seg, pt * vol - _TOL, -sl * vol + _TOL, horizon, end, code)
+    end, code = _first_touch(df, p, cand, pt * vol, -sl * vol, horizon)
     idx = np.flatnonzero(end >= 0)
     e = end[idx]
     labels = np.where(code[idx] == BARRIER_PROFIT_TAKE, 2, np.where(code[idx] == BARRIER_STOP_LOSS, 0, 1))
@@ -210,6 +204,24 @@ def triple_barrier_labels(df: pl.DataFrame, max_holding_min: int, profit_take_mu
         barrier=pl.Series(code[idx], dtype=pl.Int8),
         vol_frac=pl.Series(vol[idx], dtype=pl.Float64),
     )
+
+
+def _first_touch(df: pl.DataFrame, p: np.ndarray, cand: np.ndarray, up_frac: np.ndarray, down_frac: np.ndarray,
+                horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """Walk the price paths of rows ``cand`` to the first barrier; return (end row or -1, raw barrier code) per row.
+
+    ``up_frac`` / ``down_frac`` (shape (rows,)) are the price-return barriers above and below
+    (``down_frac`` < 0); the code is 1 for the upper, -1 for the lower, 0 for the vertical barrier.
+    """
+    n = df.height
+    seg = _segments(df)
+    end = np.full(n, -1, dtype=np.int64)
+    code = np.zeros(n, dtype=np.int8)
+    pad_p = np.concatenate([p, np.full(horizon, np.nan)])
+    pad_seg = np.concatenate([seg, np.full(horizon, -1)])
+    walk = _walk_dense if cand.shape[0] * 8 > n else _walk_sparse
+    walk(cand, p, seg, pad_p, pad_seg, up_frac - _TOL, down_frac + _TOL, horizon, end, code)
+    return end, code
 
 
 def _walk_dense(cand: np.ndarray, p: np.ndarray, seg: np.ndarray, pad_p: np.ndarray, pad_seg: np.ndarray,

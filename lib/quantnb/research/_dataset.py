@@ -136,10 +136,20 @@ class WindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         """numpy.ndarray, shape (n_windows,), float64, or None: the sample weight of every window."""
         return None if self.weights is None else self.weights[self.ends]
 
-    def class_counts(self) -> np.ndarray:
-        """Return numpy.ndarray, shape (3,), int64: windows per class (SELL, NEUTRAL, BUY)."""
+    def class_counts(self, n_classes: int = N_CLASSES) -> np.ndarray:
+        """Count the windows per class.
+
+        Parameters
+        ----------
+        n_classes : int
+            3 (SELL, NEUTRAL, BUY) or 2 (SKIP, TAKE: meta-labels).
+
+        Returns
+        -------
+        numpy.ndarray, shape (n_classes,), int64
+        """
         t = self.targets
-        return np.bincount(t[t >= 0], minlength=N_CLASSES)[:N_CLASSES].astype(np.int64)
+        return np.bincount(t[t >= 0], minlength=n_classes)[:n_classes].astype(np.int64)
 
     def get_batch(self, indices: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Gather a batch of windows in one vectorised copy.

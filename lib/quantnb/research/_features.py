@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from quantnb.data import check_bars
+from quantnb.data import check_bars, data_columns
 from quantnb.errors import ConfigError
 from quantnb.features import RESEARCH_FEATURES, available_features, compute_batch
 
@@ -21,17 +21,15 @@ _PRICES = ("open", "high", "low", "close")
 def _holding_data(bars: pl.DataFrame | Sequence[str]) -> list[str]:
     if not isinstance(bars, pl.DataFrame):
         return list(bars)
-    if bars.height == 0:
-        return bars.columns
-    return [c for c, n in zip(bars.columns, bars.null_count().row(0), strict=True) if n < bars.height]
+    return data_columns(bars)
 
 
 def feature_columns(bars: pl.DataFrame | Sequence[str]) -> list[str]:
     """Return the names of the classifier features that these bars provide.
 
-    A feature is provided when its source columns hold data: for a frame, a column that is
-    entirely null (the ETL writes every bar column, null where the source lacks it, e.g. book
-    columns for an OHLCV file or volume for a book-only file) counts as absent. The table of
+    A feature is provided when its source columns hold data (:func:`quantnb.data.data_columns`:
+    the ETL writes every bar column, null where the source lacks it, e.g. book columns for an
+    OHLCV file or volume for a book-only file). The table of
     definitions is in :mod:`quantnb.features._library`.
 
     Parameters

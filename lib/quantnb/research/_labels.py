@@ -10,6 +10,7 @@ from loguru import logger
 
 from quantnb.errors import ConfigError
 from quantnb.research._bars import _MINUTE_US, check_bars
+from quantnb.research._meta import meta_labels, momentum_side, side_from_column
 
 SELL, NEUTRAL, BUY = 0, 1, 2
 LABEL_NAMES: tuple[str, str, str] = ("SELL", "NEUTRAL", "BUY")
@@ -218,12 +219,15 @@ def label_events(df: pl.DataFrame, method: str = "fixed_horizon", *, lookahead_m
                  threshold_short_frac: float = -0.004, threshold_long_frac: float = 0.008,
                  max_holding_min: int = 60, profit_take_mult: float = 1.0, stop_loss_mult: float = 1.0,
                  vol_span_min: int = 60, cusum_threshold: float | None = None,
-                 price_col: str = "close") -> pl.DataFrame:
+                 price_col: str = "close", side_rule: str = "momentum", momentum_min: int = 60,
+                 side_col: str = "side", meta_cost_bps: float = 0.0, keep_unlabelled: bool = False) -> pl.DataFrame:
     """Label bars by ``method`` and add each label's end ``t1``, ``uniqueness`` and ``return_weight``.
 
     ``fixed_horizon`` is :func:`label_bars` (its columns and values unchanged) with
     ``t1 = ts + lookahead_min``; ``triple_barrier`` is
-    :func:`quantnb.research.triple_barrier_labels` (adds ``barrier`` and ``vol_frac``). With
+    :func:`quantnb.research.triple_barrier_labels` (adds ``barrier`` and ``vol_frac``); ``meta`` is
+    :func:`quantnb.research.meta_labels` on the primary side of ``side_rule`` (labels 0 SKIP / 1 TAKE;
+    adds ``side``, ``trade_return``, ``barrier``, ``vol_frac``). With
     ``cusum_threshold`` only the bars picked by :func:`quantnb.research.cusum_events` are
     labelled. Uniqueness and return weights come from
     :func:`quantnb.research.sample_weights` (AFML sections 4.3-4.6), computed over the labels
@@ -233,7 +237,7 @@ def label_events(df: pl.DataFrame, method: str = "fixed_horizon", *, lookahead_m
     ----------
     df : polars.DataFrame
         1-minute bars: ``ts``, ``price_col``, optional ``gap_before``.
-    method : {"fixed_horizon", "triple_barrier"}
+    method : {"fixed_horizon", "triple_barrier", "meta"}
         Labelling method.
     lookahead_min, threshold_short_frac, threshold_long_frac : int, float, float
         Fixed-horizon parameters (see :func:`label_bars`).
@@ -243,6 +247,18 @@ def label_events(df: pl.DataFrame, method: str = "fixed_horizon", *, lookahead_m
         CUSUM filter threshold on cumulative log returns, > 0; default label every bar.
     price_col : str
         Price column.
+    side_rule : {"momentum", "column"}
+        meta: the primary side, :func:`quantnb.research.momentum_side` over ``momentum_min`` minutes
+        or the bars' column ``side_col`` (-1, 0, +1).
+    momentum_min : int
+        meta: momentum look-back, minutes.
+    side_col : str
+        meta: the side column when ``side_rule="column"``.
+    meta_cost_bps : float
+        meta: round-trip cost a TAKE label must exceed, bps.
+    keep_unlabelled : bool
+        meta: return every bar of ``df`` with its ``side`` (0: no bet) and null label columns where
+        there is no label, so that windows of bars can end at sparse bets; default only labelled bars.
 
     Returns
     -------
@@ -259,9 +275,21 @@ def label_events(df: pl.DataFrame, method: str = "fixed_horizon", *, lookahead_m
     """
     from quantnb.research._afml import cusum_events, fixed_horizon_t1, sample_weights, triple_barrier_labels
 
-    if method not in ("fixed_horizon", "triple_barrier"):
-        raise ConfigError(f"method: got {method!r}; give 'fixed_horizon' or 'triple_barrier'")
+    if method not in ("fixed_horizon", "triple_barrier", "meta"):
+        raise ConfigError(f"method: got {method!r}; give 'fixed_horizon', 'triple_barrier' or 'meta'")
     events = None if cusum_threshold is None else cusum_events(df, cusum_threshold, price_col)
+    if method == "meta":
+        if side_rule not in ("momentum", "column"):
+            raise ConfigError(f"side_rule: got {side_rule!r}; give 'momentum' or 'column'")
+        side = momentum_side(df, momentum_min, price_col) if side_rule == "momentum" else side_from_column(df, side_col)
+        out = meta_labels(df, side, max_holding_min, profit_take_mult, stop_loss_mult, vol_span_min, meta_cost_bps,
+                          price_col, events)
+        out = sample_weights(out, df, price_col)
+        if not keep_unlabelled:
+            return out
+        added = [c for c in out.columns if c not in df.columns and c != "side"]
+        return df.with_columns(side=pl.Series(side, dtype=pl.Int8)).join(out.select("ts", *added), on="ts",
+                                                                          how="left", maintain_order="left")
     if method == "triple_barrier":
         out = triple_barrier_labels(df, max_holding_min, profit_take_mult, stop_loss_mult, vol_span_min,
                                     price_col, events)

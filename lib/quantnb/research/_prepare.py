@@ -32,6 +32,8 @@ class PreparedData:
         The split frames (with feature columns) and the embargo.
     seq_len : int
         Window length, rows (minutes).
+    class_names : tuple of str
+        The label classes: SELL, NEUTRAL, BUY, or SKIP, TAKE for meta-labels.
     """
 
     train: WindowDataset
@@ -41,14 +43,15 @@ class PreparedData:
     features: list[str]
     splits: DataSplits
     seq_len: int
+    class_names: tuple[str, ...] = LABEL_NAMES
 
     def summary(self) -> dict[str, Any]:
         """Return per split: time span, rows, windows and label distribution (JSON/YAML-ready)."""
         spans = self.splits.spans()
         out: dict[str, Any] = {}
         for name, ds in (("train", self.train), ("val", self.val), ("test", self.test)):
-            counts = dict(zip(LABEL_NAMES, (int(c) for c in ds.class_counts()), strict=True))
-            out[name] = {**spans[name], "windows": len(ds), "label_distribution": label_distribution(counts)}
+            out[name] = {**spans[name], "windows": len(ds),
+                         "label_distribution": _distribution(ds, self.class_names)}
         return out
 
 
@@ -62,6 +65,8 @@ def prepare_datasets(
     embargo_min: int | None = None,
     features: Sequence[str] | None = None,
     weight_col: str | None = None,
+    class_names: Sequence[str] = LABEL_NAMES,
+    extra_features: Sequence[str] = (),
 ) -> PreparedData:
     """Build features, split chronologically with an embargo, fit the scaler on train, index windows.
 
@@ -83,6 +88,13 @@ def prepare_datasets(
     weight_col : str, optional
         Sample-weight column of the labels (``uniqueness`` or ``return_weight``), carried by
         the windows and used by the trainer's loss; default unweighted.
+    class_names : sequence of str
+        Names of the label classes 0, 1, ...: SELL, NEUTRAL, BUY (default) or
+        :data:`quantnb.research.META_LABEL_NAMES` for meta-labels.
+    extra_features : sequence of str
+        Columns of ``labelled`` fed to the model as they are (scaled like the others) after the
+        registry's features, e.g. ``("side",)``: the primary's side for a meta-labelling secondary
+        model (AFML 3.6); a null makes its row unusable.
 
     Returns
     -------
@@ -99,6 +111,11 @@ def prepare_datasets(
         raise ConfigError(f"labelled: no 'label' column (columns: {labelled.columns}); run label_bars first")
     names = list(features) if features is not None else feature_columns(labelled)
     frame = build_features(labelled, names)
+    missing = [c for c in extra_features if c not in labelled.columns]
+    if missing:
+        raise ConfigError(f"extra_features: {missing} are not columns of the labelled bars (columns: "
+                          f"{labelled.columns}); relabel the data or drop them")
+    names = names + [c for c in extra_features if c not in names]
     splits = chronological_split(frame, train_frac=train_frac, val_frac=val_frac,
                                  lookahead_min=lookahead_min, embargo_min=embargo_min)
     scaler = FeatureScaler.fit(splits.train, names)
@@ -113,7 +130,18 @@ def prepare_datasets(
             logger.warning("dataset/{}: {} of {} rows have a missing or non-finite feature and cannot enter a "
                            "window; check the input bars or pass a shorter feature list", name, unusable,
                            ds.features.shape[0])
-        dist = label_distribution(dict(zip(LABEL_NAMES, ds.class_counts().tolist(), strict=True)))
-        logger.info("dataset/{}: {} windows of {} min x {} features | {}", name, len(ds), seq_len, len(names),
-                    format_distribution(dist))
-    return PreparedData(*sets, scaler=scaler, features=names, splits=splits, seq_len=int(seq_len))
+        dist = _distribution(ds, tuple(class_names))
+        text = (format_distribution(dist) if tuple(class_names) == LABEL_NAMES
+                else " | ".join(f"{k}: {100 * v:.1f}%" for k, v in dist.items()))
+        logger.info("dataset/{}: {} windows of {} min x {} features | {}", name, len(ds), seq_len, len(names), text)
+    return PreparedData(*sets, scaler=scaler, features=names, splits=splits, seq_len=int(seq_len),
+                        class_names=tuple(class_names))
+
+
+def _distribution(ds: WindowDataset, names: tuple[str, ...]) -> dict[str, float]:
+    """Share of each class among the windows of ``ds``, keyed by class name."""
+    counts = ds.class_counts(len(names))
+    if names == LABEL_NAMES:
+        return label_distribution(dict(zip(LABEL_NAMES, counts.tolist(), strict=True)))
+    total = int(counts.sum())
+    return {k: (int(c) / total if total else 0.0) for k, c in zip(names, counts, strict=True)}

@@ -85,7 +85,7 @@ if TYPE_CHECKING:  # the names for type checkers; at run time each loads on firs
     from quantnb.rl._plot import plot_equity_curve
     from quantnb.rl._portfolio import Portfolio
     from quantnb.rl._rules import MarketRules
-    from quantnb.rl._train import TrainResult, train_sac
+    from quantnb.rl._train import train_sac
     from quantnb.rl._train_types import CheckpointInfo, EnvSpec, SacParams, TrainProgress, nest_flat_params
 
 __getattr__, __dir__ = attach(__name__, {
@@ -129,7 +129,6 @@ __getattr__, __dir__ = attach(__name__, {
     "MarginTier": "quantnb.rl._perp",
     "MarketRules": "quantnb.rl._rules",
     "Portfolio": "quantnb.rl._portfolio",
-    "TrainResult": "quantnb.rl._train",
     "train_sac": "quantnb.rl._train",
     "CheckpointInfo": "quantnb.rl._train_types",
     "EnvSpec": "quantnb.rl._train_types",
@@ -177,7 +176,6 @@ __all__ = [
     "EnvSpec",
     "nest_flat_params",
     "train_sac",
-    "TrainResult",
     "TrainProgress",
     "CheckpointInfo",
     "latest_checkpoint",

@@ -19,9 +19,9 @@ from quantnb.errors import ConfigError
 from quantnb.features import FeatureScaler
 from quantnb.models._bundle import sha256_file
 from quantnb.rl._classifier import CLASSIFIER_FEATURES, AgentFeatureStream, ClassifierSignal
+from quantnb.rl._costs import FillModel
 from quantnb.rl._incremental import IncrementalFeatures
 from quantnb.rl._observation import PORTFOLIO_STATE_NAMES, ActionInterpreter, ObservationBuilder
-from quantnb.rl._portfolio import FillModel
 from quantnb.rl._train_types import EnvSpec, SacParams, nest_flat_params
 from quantnb.runlog import atomic_path, atomic_write_text, package_versions
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from loguru import logger
 
 from quantnb.errors import ConfigError, OperationalError
+from quantnb.rl._rules import MarketRules
 
 __all__ = ["BarQuote", "FeeSchedule", "Fill", "FillModel", "VENUE_FEES", "fit_impact_coef", "walk_book"]
 
@@ -18,38 +19,51 @@ _PARKINSON = 1.0 / math.sqrt(4.0 * math.log(2.0))
 
 @dataclass(frozen=True)
 class Fill:
-    """One executed market order.
+    """One executed market order: the one fill type of research, paper trading and the venue brokers.
 
     Attributes
     ----------
     qty : float
-        Signed filled quantity, base units: > 0 bought, < 0 sold.
+        Signed filled quantity, base units: > 0 bought, < 0 sold (0: nothing filled).
     price_usd : float
-        Average fill price after spread, slippage and impact, USD per unit.
-    reference_price_usd : float
-        Price the costs are measured from (the next bar's open, or the book's mid), USD.
-    notional_usd : float
-        ``abs(qty) * price_usd``.
+        Average fill price after spread, slippage, impact and tick rounding, USD per unit.
     fee_usd : float
-        ``notional_usd * fee_bps / 1e4``.
+        Commission paid, USD (``notional_usd * fee_bps / 1e4`` when simulated).
+    reference_price_usd : float or None
+        Price the costs are measured from (the fill bar's open, or the book's mid), USD; None
+        for a venue's fill.
     impact_usd : float
         Price cost against the reference: ``abs(qty) * abs(price_usd - reference_price_usd)``, USD.
     unfilled_qty : float
-        Signed quantity the recorded book could not fill (partial fill), base units.
+        Signed quantity ordered but not filled (partial fill, or a paper order that filled nothing), base units.
+    order_id, client_order_id : str
+        Venue order id and our id for the order (idempotent resubmission key); ``""`` in research.
+    status : str
+        ``simulated`` (research), ``paper``, ``paper-none``, or the venue's status (``FILLED``, ...).
+    reduce_only : bool
+        Whether the order could only reduce a position.
     """
 
     qty: float
     price_usd: float
-    reference_price_usd: float
-    notional_usd: float
     fee_usd: float
+    reference_price_usd: float | None = None
     impact_usd: float = 0.0
     unfilled_qty: float = 0.0
+    order_id: str = ""
+    client_order_id: str = ""
+    status: str = "simulated"
+    reduce_only: bool = False
 
     @property
     def side(self) -> str:
-        """Return ``"buy"`` or ``"sell"``."""
-        return "buy" if self.qty > 0 else "sell"
+        """Return ``"buy"`` or ``"sell"`` (the ordered side, also when nothing filled)."""
+        return "buy" if (self.qty or self.unfilled_qty) > 0 else "sell"
+
+    @property
+    def notional_usd(self) -> float:
+        """Return ``abs(qty) * price_usd``, USD."""
+        return abs(self.qty) * self.price_usd
 
 
 @dataclass(frozen=True)
@@ -336,7 +350,7 @@ class FillModel:
         return px * (1.0 + extra) if qty > 0 else px * (1.0 - extra)
 
     def fill(self, qty: float, reference_price_usd: float, *, quote: BarQuote | None = None,
-             book: Sequence[tuple[float, float]] | None = None) -> Fill | None:
+             book: Sequence[tuple[float, float]] | None = None, rules: MarketRules | None = None) -> Fill | None:
         """Fill a market order.
 
         Parameters
@@ -350,6 +364,9 @@ class FillModel:
         book : sequence of (price_usd, size), optional
             Recorded levels of the side taken, best first: the order walks them (slippage and
             quote impact are not added) and fills partially where they run out.
+        rules : MarketRules, optional
+            The model price (not a book walk, whose levels are on the tick already) is rounded to
+            ``rules.tick_size`` against the trader (:meth:`MarketRules.round_fill_price`).
 
         Returns
         -------
@@ -379,13 +396,15 @@ class FillModel:
                                filled, filled + abs(unfilled))
         else:
             price = self.fill_price(qty, reference_price_usd, quote)
+            if rules is not None:
+                price = rules.round_fill_price(price, qty)
             depth_usd = None if quote is None else (quote.ask_depth_usd if qty > 0 else quote.bid_depth_usd)
         notional = abs(qty) * price
         if depth_usd and notional > self.capacity_frac * depth_usd:
             logger.warning("costs: order of {:.0f} USD is {:.1f}x the capacity share {} of {:.0f} USD depth",
                            notional, notional / (self.capacity_frac * depth_usd), self.capacity_frac, depth_usd)
         impact = abs(qty) * abs(price - reference_price_usd)
-        return Fill(qty, price, reference_price_usd, notional, notional * self.fee_bps / 1e4, impact, unfilled)
+        return Fill(qty, price, notional * self.fee_bps / 1e4, reference_price_usd, impact, unfilled)
 
     def __repr__(self) -> str:
         return (f"FillModel(fee_bps={self.fee_bps}, slippage_bps={self.slippage_bps}, "

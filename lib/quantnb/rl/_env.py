@@ -12,7 +12,7 @@ import polars as pl
 
 from quantnb.errors import ConfigError, DataError
 from quantnb.features import segment_start_expr
-from quantnb.rl._costs import BarQuote, FillModel
+from quantnb.rl._costs import _MIN_QTY, BarQuote, FillModel
 from quantnb.rl._features import DEFAULT_WARMUP_BARS, compute_features
 from quantnb.rl._observation import ActionInterpreter, ObservationBuilder, PortfolioState
 from quantnb.rl._perp import FundingRates, MarginTier, settlements_between
@@ -27,8 +27,8 @@ class TradingEnv(gym.Env):
 
     Step at decision bar ``t`` (after its close): the action becomes a target fraction of
     equity (:class:`ActionInterpreter`); the order is sized at ``close[t]``
-    (:meth:`Portfolio.order_qty_for_target`) and filled at ``open[t + 1]`` with fee and slippage
-    (:class:`FillModel`); the portfolio is marked at ``close[t + 1]`` and the reward is
+    (:meth:`Portfolio.order_qty_for_target`) and filled at ``open[t + 1]`` (``open[t + 1 + latency_bars]``)
+    with fee and slippage (:class:`FillModel`); the portfolio is marked at ``close[t + 1]`` and the reward is
     ``log(equity[t + 1] / equity[t])``. The next observation is built at ``t + 1`` by
     :class:`ObservationBuilder`. An episode ends with ``truncated=True`` at the end of the
     period, after ``max_episode_steps``, or at the last bar before a gap, and with
@@ -76,6 +76,12 @@ class TradingEnv(gym.Env):
     margin_tiers : tuple of MarginTier, optional
         Maintenance-margin brackets: after each fill the bar's low (long) or high (short) is
         checked against the liquidation price; a liquidation ends the episode (``terminated``).
+    latency_bars : int, default 0
+        An order decided at bar ``t`` fills at ``open[t + 1 + latency_bars]`` (0: the next open),
+        with the decision bar's quote. Orders in flight count in the sizing of later orders (the
+        target is the position plus what is in flight) but not in the observation; those still
+        in flight at the end of a run of decision bars (a gap, the period's end) are cancelled.
+        :class:`quantnb.live.PaperBroker` applies the same rule.
 
     The fill model sees the decision bar's :class:`BarQuote` (``high``, ``low``, ``close``,
     ``volume`` as USD, and ``spread_bps_mean``, ``bid_depth_10``, ``ask_depth_10`` where the bars
@@ -108,8 +114,13 @@ class TradingEnv(gym.Env):
         market_rules: MarketRules | None = None,
         funding: FundingRates | None = None,
         margin_tiers: tuple[MarginTier, ...] | None = None,
+        latency_bars: int = 0,
     ) -> None:
         super().__init__()
+        if not (isinstance(latency_bars, int | np.integer) and latency_bars >= 0):
+            raise ConfigError(f"latency_bars={latency_bars!r}: must be an integer >= 0 (0 = fill at the next open)")
+        self.latency_bars = int(latency_bars)
+        self._in_flight: list[tuple[int, float]] = []  # (decision bar, signed qty) of orders not yet filled
         self.builder, self.interpreter, self.fill_model = observation_builder, action_interpreter, fill_model
         names = list(observation_builder.feature_names)
         if features is None:
@@ -215,6 +226,11 @@ class TradingEnv(gym.Env):
         return int(cand[0]), hi
 
     @property
+    def first_decision_bar(self) -> int:
+        """Return the index of the period's first decision bar (where an evaluation starts)."""
+        return self._first
+
+    @property
     def n_period_steps(self) -> int:
         """Return the number of decision bars of the period (steps of an evaluation over all of it)."""
         return int(self._dec.sum())
@@ -263,6 +279,7 @@ class TradingEnv(gym.Env):
                 raise ConfigError("reset(options={'continue': True}): no decision bar is left after the current one")
             start = self._t + 1 + int(later[0])
             self._hold_through(self._t, start)
+            self._in_flight = []
             steps = self.n_period_steps if self.max_episode_steps is None else self.max_episode_steps
             self._t, self._t_end = start, min(start + steps, int(self._run_end[start]))
             return self._observation(), self._info(None, None)
@@ -278,6 +295,7 @@ class TradingEnv(gym.Env):
                 start = int(cand[self.np_random.integers(0, cand.size)])
         self._t, self._t_end = start, min(start + steps, int(self._run_end[start]))
         self.portfolio = Portfolio(self.initial_equity_usd)
+        self._in_flight = []
         return self._observation(), self._info(None, None)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
@@ -300,7 +318,8 @@ class TradingEnv(gym.Env):
         info : dict
             ``bar_ts``, ``close_usd``, ``equity_usd``, ``position_qty``, ``position_frac``,
             ``action_raw``, ``target_frac``, ``fill_qty``, ``fill_price_usd``, ``fee_usd``,
-            ``impact_usd``, ``funding_usd`` and ``liquidation_price_usd`` (None unless liquidated).
+            ``impact_usd`` (of the fill booked at ``open[t + 1]``: the order decided ``latency_bars``
+            steps earlier), ``funding_usd`` and ``liquidation_price_usd`` (None unless liquidated).
         """
         t, pf = self._t, self.portfolio
         equity_before = pf.equity(self._close[t])
@@ -310,13 +329,18 @@ class TradingEnv(gym.Env):
             for s in settlements_between(self._ts[t], self._ts[t + 1]):
                 funding_usd += pf.pay_funding(self.funding.rate_at(s), self._open[t + 1])
         if decision.rebalance:
-            qty = pf.order_qty_for_target(decision.target_frac, self._close[t])
+            flying = sum(q for _, q in self._in_flight)
+            qty = pf.order_qty_for_target(decision.target_frac, self._close[t]) - flying
             if self.market_rules is not None:
-                qty, _ = self.market_rules.admit(qty, self._close[t], pf.position_qty)
-            quote = self.quote(t) if self.fill_model.uses_quotes else None
-            fill = self.fill_model.fill(qty, self._open[t + 1], quote=quote)
+                qty, _ = self.market_rules.admit(qty, self._close[t], pf.position_qty + flying)
+            if abs(qty) >= _MIN_QTY:
+                self._in_flight.append((t, qty))
+        for t_dec, qty in [o for o in self._in_flight if o[0] + self.latency_bars == t]:
+            quote = self.quote(t_dec) if self.fill_model.uses_quotes else None
+            fill = self.fill_model.fill(qty, self._open[t + 1], quote=quote, rules=self.market_rules)
             if fill is not None:
                 pf.apply(fill)
+        self._in_flight = [o for o in self._in_flight if o[0] + self.latency_bars > t]
         liquidated = None
         if self.margin_tiers is not None:
             liquidated = pf.liquidate_if_breached(self._low[t + 1], self._high[t + 1], self.margin_tiers)
@@ -406,10 +430,12 @@ class TradingEnv(gym.Env):
         Returns
         -------
         dict
-            ``t``, ``t_end`` (bar indices), ``portfolio`` and ``np_random`` (the RNG state).
+            ``t``, ``t_end`` (bar indices), ``portfolio``, ``in_flight`` (orders not yet filled)
+            and ``np_random`` (the RNG state).
         """
         return {
             "t": self._t,
+            "in_flight": [list(o) for o in self._in_flight],
             "t_end": self._t_end,
             "portfolio": self.portfolio.to_dict(),
             "np_random": self.np_random.bit_generator.state,
@@ -425,6 +451,7 @@ class TradingEnv(gym.Env):
         """
         self._t, self._t_end = int(state["t"]), int(state["t_end"])
         self.portfolio = Portfolio.from_dict(state["portfolio"])
+        self._in_flight = [(int(t), float(q)) for t, q in state.get("in_flight", [])]
         rng_state = state["np_random"]
         bit_gen = getattr(np.random, rng_state["bit_generator"])()
         bit_gen.state = rng_state

@@ -113,11 +113,10 @@ def evaluate_agent(
     ppy = _periods_per_year(ts) if periods_per_year is None else float(periods_per_year)
     eq = np.array(equity, dtype=np.float64)
     close = np.array(closes, dtype=np.float64)
-    bh = _buy_and_hold(eq[0], close, env.fill_model.fee_bps, env.fill_model.slippage_bps)
-    bh_funding = env.hold_funding_usd(bh[-1] / close[-1], ts)  # buy-and-hold pays the agent's funding too
+    bh, bh_qty, bh_costs = _buy_and_hold(env, eq[0], close)
+    bh_funding = env.hold_funding_usd(bh_qty, ts)  # buy-and-hold pays the agent's funding too
     bh = bh - bh_funding
-    bh_costs = _buy_and_hold_costs(eq[0], env.fill_model.fee_bps, env.fill_model.slippage_bps,
-                                   float(bh_funding[-1]) if np.size(bh_funding) else 0.0)
+    bh_costs["funding_usd"] = float(bh_funding[-1]) if np.size(bh_funding) else 0.0
     pf = env.portfolio
     stats = {name: sharpe_report(curve, ts, periods_per_year=ppy, n_trials=n_trials if name == "agent" else 1,
                                  trial_sharpe_var=trial_sharpe_var if name == "agent" else None, n_boot=n_boot,
@@ -168,18 +167,25 @@ def _with_timing_null(result: EvaluationResult, seed: int) -> EvaluationResult:
     return result
 
 
-def _buy_and_hold(equity0_usd: float, close_usd: np.ndarray, fee_bps: float, slippage_bps: float) -> np.ndarray:
-    """Equity of buying with all of ``equity0_usd`` at ``close_usd[0]`` with the agent's costs, marked at each close."""
-    qty = equity0_usd / (close_usd[0] * (1 + slippage_bps / 1e4) * (1 + fee_bps / 1e4))
-    return np.concatenate([[equity0_usd], qty * close_usd[1:]])
+def _buy_and_hold(env: TradingEnv, equity0_usd: float, close_usd: np.ndarray) -> tuple[np.ndarray, float, dict]:
+    """Buy with all of ``equity0_usd`` at ``close_usd[0]`` through the agent's fill model; return curve, qty, costs.
 
-
-def _buy_and_hold_costs(equity0_usd: float, fee_bps: float, slippage_bps: float, funding_usd: float) -> dict:
-    """Return the fees, slippage and funding of :func:`_buy_and_hold`'s one buy, keyed as ``cost_summary``."""
-    notional = equity0_usd / (1 + fee_bps / 1e4)  # the price with slippage times the quantity
-    fees, impact = notional * fee_bps / 1e4, notional * slippage_bps / (1e4 + slippage_bps)
-    return {"cost_bps": (fees + impact) / notional * 1e4, "fees_usd": fees, "impact_usd": impact,
-            "funding_usd": funding_usd}
+    The fill pays what the agent's fills pay (fee, slippage, half-spread and impact of the first decision
+    bar's quote, tick rounding); the size solves ``qty * price * (1 + fee) = equity0`` by fixed-point
+    iteration (the impact depends on the size). Marked at each close, no closing fill.
+    """
+    fm, ref = env.fill_model, float(close_usd[0])
+    quote = env.quote(env.first_decision_bar) if fm.uses_quotes else None
+    px = ref * (1 + fm.slippage_bps / 1e4)
+    for _ in range(4):
+        qty = equity0_usd / (px * (1 + fm.fee_bps / 1e4))
+        px = fm.fill_price(qty, ref, quote)
+        if env.market_rules is not None:
+            px = env.market_rules.round_fill_price(px, qty)
+    qty = equity0_usd / (px * (1 + fm.fee_bps / 1e4))
+    fees, impact = qty * px * fm.fee_bps / 1e4, qty * (px - ref)
+    costs = {"cost_bps": (fees + impact) / (qty * px) * 1e4, "fees_usd": fees, "impact_usd": impact}
+    return np.concatenate([[equity0_usd], qty * close_usd[1:]]), qty, costs
 
 
 def stitch_evaluations(

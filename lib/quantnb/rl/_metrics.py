@@ -20,10 +20,13 @@ MINUTES_PER_YEAR = 525_600  # 365 * 24 * 60: crypto trades around the clock
 class PerformanceMetrics:
     """Performance of one equity curve.
 
+    The return adds up: ``gross_return_frac - (cost_usd + funding_usd) / equity[0] = total_return_frac``
+    (the net return).
+
     Attributes
     ----------
     total_return_frac : float
-        ``equity[-1] / equity[0] - 1``.
+        ``equity[-1] / equity[0] - 1``: the net return, after costs and funding.
     sharpe_annualised : float
         ``mean(r) / std(r, ddof=1) * sqrt(periods_per_year)`` of per-bar simple returns ``r``,
         risk-free rate 0; 0.0 when returns do not vary. The square-root-of-time scaling assumes
@@ -40,7 +43,14 @@ class PerformanceMetrics:
     cost_bps : float
         Execution costs (fees and price impact) per traded notional, bps.
     impact_usd, funding_usd : float
-        Price impact of fills against their reference price, and funding paid (< 0: received), USD.
+        Price impact of fills against their reference price (spread crossing, slippage, impact, tick
+        rounding), and funding paid (< 0: received), USD.
+    cost_usd : float
+        Execution costs, ``fees_usd + impact_usd``, USD.
+    gross_return_frac : float
+        The return before costs and funding, ``total_return_frac + (cost_usd + funding_usd) / equity[0]``:
+        the PnL of the fills at their reference prices. Over stitched walk-forward folds the USD figures
+        are the folds' own (each fold starts at the initial equity), so it is the folds' sum, approximately.
     """
 
     total_return_frac: float
@@ -52,6 +62,8 @@ class PerformanceMetrics:
     cost_bps: float = 0.0
     impact_usd: float = 0.0
     funding_usd: float = 0.0
+    cost_usd: float = 0.0
+    gross_return_frac: float = 0.0
 
 
 def performance_metrics(
@@ -87,14 +99,19 @@ def performance_metrics(
     sd = float(r.std(ddof=1)) if r.size > 1 else 0.0
     sharpe = float(r.mean()) / sd * math.sqrt(periods_per_year) if sd > 0 else 0.0
     drawdown = 1.0 - eq / np.maximum.accumulate(eq)
+    c = {k: float(v) for k, v in (costs or {}).items() if k in ("cost_bps", "impact_usd", "funding_usd")}
+    net = float(eq[-1] / eq[0] - 1.0)
+    cost = float(fees_usd) + c.get("impact_usd", 0.0)
     return PerformanceMetrics(
-        total_return_frac=float(eq[-1] / eq[0] - 1.0),
+        total_return_frac=net,
         sharpe_annualised=sharpe,
         max_drawdown_frac=float(drawdown.max()),
         n_trades=int(n_trades),
         fees_usd=float(fees_usd),
         n_steps=int(eq.size - 1),
-        **{k: float(v) for k, v in (costs or {}).items() if k in ("cost_bps", "impact_usd", "funding_usd")},
+        **c,
+        cost_usd=cost,
+        gross_return_frac=net + (cost + c.get("funding_usd", 0.0)) / float(eq[0]),
     )
 
 
@@ -170,8 +187,20 @@ class EvaluationResult:
                        f"shifted in time (mean {n.null_mean:+.4f}, p = {n.p_value:.3f}, {n.n_shifts} shifts).")
         flat = self.flat_null()
         if flat is not None:
+            out.append(self.cost_line())
             out.append(flat["verdict"])
         return out
+
+    def cost_line(self) -> str:
+        """Return one sentence: gross return, costs, funding and net return of the agent and of buy-and-hold."""
+        e0 = float(self.equity_usd[0])
+
+        def part(name: str, m: PerformanceMetrics) -> str:
+            return (f"{name} gross {m.gross_return_frac:+.2%} - costs {m.cost_usd / e0:.2%} ({m.fees_usd:,.2f} USD "
+                    f"fees + {m.impact_usd:,.2f} USD spread and impact) - funding {m.funding_usd / e0:+.2%} "
+                    f"= net {m.total_return_frac:+.2%}")
+
+        return f"costs: {part('agent', self.agent)}; {part('buy-and-hold', self.buy_and_hold)}."
 
     def flat_null(self) -> dict[str, Any] | None:
         """Compare the agent with staying flat throughout (return 0, no trades, no fees).
@@ -248,7 +277,7 @@ class EvaluationResult:
         out.update({f"bh_{k}": _num(v) for k, v in b.items()})
         if self.timing_null is not None:
             out["timing_p_value"] = self.timing_null.p_value
-            out["gross_return_frac"] = self.timing_null.gross_return_frac
+            out["timing_gross_return_frac"] = self.timing_null.gross_return_frac
         return out
 
     def metrics_dict(self) -> dict[str, Any]:

@@ -147,6 +147,7 @@ class MarginTier:
     max_leverage: float
 
 
+# Maintenance-margin tiers per (venue, symbol), selected by the venue (``EnvSpec.venue_rules``).
 # Binance USD-M BTCUSDT leverage brackets (GET /fapi/v1/leverageBracket, "Leverage and Margin of
 # USDⓈ-M Futures", as published 2024; check the live endpoint before relying on a tier).
 MARGIN_TIERS: dict[tuple[str, str], tuple[MarginTier, ...]] = {
@@ -157,6 +158,14 @@ MARGIN_TIERS: dict[tuple[str, str], tuple[MarginTier, ...]] = {
         MarginTier(230_000_000.0, 0.1, 5), MarginTier(480_000_000.0, 0.125, 4),
         MarginTier(600_000_000.0, 0.15, 3), MarginTier(800_000_000.0, 0.25, 2),
         MarginTier(1_200_000_000.0, 0.5, 1),
+    ),
+    # Bybit USDT perpetual BTCUSDT risk-limit tiers (v5 GET /v5/market/risk-limit?category=linear; Bybit help
+    # centre "Risk Limit (USDT Contract)"): 2,000,000 USDT per tier, maintenance margin 0.5 % plus 0.5 % per tier,
+    # initial margin 1 % plus 0.5 % per tier (max leverage 100, 66.67, 50, ...), with the ``mmDeduction`` that
+    # keeps the margin continuous across tiers (the same rule as Binance's ``cum``). CAUTION: these figures
+    # were written from documentation memory, without internet access; check the endpoint before relying on them.
+    ("bybit_linear", "BTCUSDT"): tuple(
+        MarginTier(2_000_000.0 * k, round(0.005 * (k + 1), 4), round(1.0 / (0.01 + 0.005 * k), 2)) for k in range(10)
     ),
 }
 
@@ -182,7 +191,8 @@ def maintenance_margin_usd(notional_usd: float, tiers: tuple[MarginTier, ...]) -
     Returns
     -------
     float
-        USDT; Binance's formula (Binance, "How to Calculate Liquidation Price of USDⓈ-M Contracts").
+        USDT; Binance's formula (Binance, "How to Calculate Liquidation Price of USDⓈ-M Contracts"), also
+        Bybit's with its ``mmDeduction`` (Bybit, "Maintenance Margin (USDT Contract)").
     """
     i = bisect_right([t.floor_usd for t in tiers], abs(notional_usd)) - 1
     return abs(notional_usd) * tiers[max(i, 0)].mmr - _cum(tiers)[max(i, 0)]

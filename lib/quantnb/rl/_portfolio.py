@@ -6,11 +6,11 @@ import math
 from typing import Any
 
 from quantnb.errors import ConfigError
-from quantnb.rl._costs import _MIN_QTY, Fill, FillModel
+from quantnb.rl._costs import _MIN_QTY, Fill
 from quantnb.rl._observation import PortfolioState
 from quantnb.rl._perp import MarginTier, liquidation_price_usd, maintenance_margin_usd
 
-__all__ = ["Fill", "FillModel", "Portfolio"]
+__all__ = ["Portfolio"]
 
 
 class Portfolio:

@@ -99,6 +99,31 @@ class MarketRules:
         t = self.tick_size
         return round(round(price_usd / t) * t, _decimals(t)) if t > 0 else price_usd
 
+    def round_fill_price(self, price_usd: float, qty: float) -> float:
+        """Round a simulated fill price to the tick against the trader: a buy up, a sell down, USDT.
+
+        A venue fills a market order at resting prices, which lie on the tick grid: a buy takes the
+        first ask at or above the model's price, a sell the first bid at or below it.
+
+        Parameters
+        ----------
+        price_usd : float
+            Model price, USDT per unit.
+        qty : float
+            Signed order quantity (> 0 buy), base units.
+
+        Returns
+        -------
+        float
+            ``ceil(price / tick) * tick`` for a buy, ``floor(...)`` for a sell; ``price_usd`` when the tick is 0.
+        """
+        t = self.tick_size
+        if t <= 0:
+            return price_usd
+        n = price_usd / t
+        k = math.ceil(n - 1e-9) if qty > 0 else math.floor(n + 1e-9)
+        return round(k * t, _decimals(t))
+
     def admit(self, qty: float, price_usd: float, position_qty: float = 0.0) -> tuple[float, str]:
         """Round an order to the rules and say whether it may be sent.
 

@@ -4,43 +4,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from loguru import logger
-from stable_baselines3 import SAC
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from quantnb.errors import ConfigError
+from quantnb.models import TrainResult
 from quantnb.rl._callback import CheckpointProgress
 from quantnb.rl._checkpoint import latest_checkpoint, load_checkpoint, new_model, save_checkpoint
 from quantnb.rl._env import TradingEnv
 from quantnb.rl._train_types import CheckpointInfo, SacParams, TrainProgress
-
-
-@dataclass
-class TrainResult:
-    """Outcome of :func:`train_sac`.
-
-    Attributes
-    ----------
-    model : stable_baselines3.SAC
-        The trained model, attached to the training environment.
-    num_timesteps : int
-        Steps done in total (>= ``total_timesteps`` unless it was already passed).
-    resumed_from : int or None
-        Step of the checkpoint training continued from, None for a fresh start.
-    checkpoint : CheckpointInfo
-        The last checkpoint written (at ``num_timesteps``).
-    elapsed_s : float
-        Wall time of this call, seconds.
-    """
-
-    model: SAC
-    num_timesteps: int
-    resumed_from: int | None
-    checkpoint: CheckpointInfo
-    elapsed_s: float
 
 
 def train_sac(
@@ -89,7 +63,10 @@ def train_sac(
 
     Returns
     -------
-    TrainResult
+    quantnb.models.TrainResult
+        ``steps_done`` in environment steps (>= ``total_timesteps`` unless it was already
+        passed), ``resumed_from_step`` (0 for a fresh start), the last checkpoint's
+        ``checkpoint.json`` and model zip.
 
     Raises
     ------
@@ -141,10 +118,6 @@ def train_sac(
         logger.info("rl/train already at step {} >= total_timesteps={}", model.num_timesteps, total_timesteps)
     last = cb.last if cb.last is not None else save_checkpoint(ckpt_dir, model, params, cb.stats_state())
     logger.info("rl/train done steps={} elapsed_s={:.1f}", model.num_timesteps, time.monotonic() - started)
-    return TrainResult(
-        model=model,
-        num_timesteps=model.num_timesteps,
-        resumed_from=None if found is None else found.num_timesteps,
-        checkpoint=last,
-        elapsed_s=time.monotonic() - started,
-    )
+    return TrainResult(model=model, steps_done=model.num_timesteps, step_unit="env_steps",
+                       resumed_from_step=0 if found is None else found.num_timesteps, last_checkpoint_path=last.path,
+                       best_model_path=last.model_path, elapsed_s=time.monotonic() - started)

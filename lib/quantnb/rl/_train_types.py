@@ -147,6 +147,7 @@ class EnvSpec(_Params):
         None, description="Apply this venue's lot step, minimum notional and margin tiers (None: none).")
     funding_rate: float | None = Field(
         None, ge=-0.01, le=0.01, description="Constant perpetual funding rate per 8-hour settlement; None: off.")
+    latency_bars: int = Field(0, ge=0, le=60, description="Bars between a decision and its fill: 0 = the next open.")
 
     def cost_setup(self, symbol: str) -> dict[str, Any]:
         """Return the execution-cost pieces of the environment and the paper broker for ``symbol``.
@@ -159,7 +160,7 @@ class EnvSpec(_Params):
         Returns
         -------
         dict
-            ``fill_model``, ``market_rules``, ``funding`` and ``margin_tiers`` (None where off): the
+            ``fill_model``, ``market_rules``, ``funding``, ``margin_tiers`` (None where off) and ``latency_bars``: the
             keyword arguments :class:`TradingEnv` takes and :class:`quantnb.live.PaperBroker` mirrors.
 
         Raises
@@ -178,7 +179,8 @@ class EnvSpec(_Params):
         return {"fill_model": FillModel(self.fee_bps, self.slippage_bps, cross_spread=self.cross_spread,
                                         impact_coef=self.impact_coef),
                 "market_rules": rules, "margin_tiers": tiers,
-                "funding": None if self.funding_rate is None else FundingRates(constant_rate=self.funding_rate)}
+                "funding": None if self.funding_rate is None else FundingRates(constant_rate=self.funding_rate),
+                "latency_bars": self.latency_bars}
 
 
 def nest_flat_params(values: dict[str, Any]) -> dict[str, Any]:

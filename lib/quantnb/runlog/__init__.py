@@ -5,11 +5,16 @@ with ``from loguru import logger``. Report each finished item with
 :meth:`RunContext.item_done`, each saved shard with :meth:`RunContext.batch_saved`, and
 commit finished items to :attr:`RunContext.checkpoint` only after their output is on disk.
 Record headline metrics with :meth:`RunContext.record_metrics`; displays follow progress
-with :func:`add_progress_listener`; :func:`list_runs` is the run monitor.
+with :func:`add_progress_listener`; :func:`list_runs` is the run monitor; :func:`analyse_run`
+reads a finished or dead run back (the post-mortem; it loads polars on first use). A stage that
+scores a model on a span calls :func:`record_test_spans`, which counts the earlier runs that looked at it.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from quantnb._lazy import attach
 from quantnb.runlog._atomic import (
     atomic_path,
     atomic_write_bytes,
@@ -25,11 +30,12 @@ from quantnb.runlog._heartbeat import (
     BATCH_COLUMNS,
     HEARTBEAT_COLUMNS,
     memory_gb,
-    pid_alive,
     read_heartbeat,
 )
+from quantnb.runlog._interrupt import interrupt_reason, on_run_interrupt, on_run_start
 from quantnb.runlog._layout import RunPaths
 from quantnb.runlog._monitor import RunSummary, format_runs_table, list_runs, runs_frame
+from quantnb.runlog._process import pid_alive
 from quantnb.runlog._progress import ProgressEvent, ProgressListener, add_progress_listener
 from quantnb.runlog._record import (
     mark_dead_run_interrupted,
@@ -41,7 +47,14 @@ from quantnb.runlog._record import (
 )
 from quantnb.runlog._run import RunContext, is_interrupt, make_run_id, start_run, worker_initializer
 from quantnb.runlog._secrets import SecretMasker, secret_values
+from quantnb.runlog._spans import SpanEvaluation, earlier_span_runs, record_test_spans, span_evaluations
 from quantnb.runlog._workflow import AsyncWorkflowSession, WorkflowSession, log_workflow
+
+if TYPE_CHECKING:  # the post-mortem reader loads polars and numpy: on first use only
+    from quantnb.runlog._postmortem import PostmortemReport, analyse_run, find_latest_run
+
+__getattr__, __dir__ = attach(__name__, dict.fromkeys(("PostmortemReport", "analyse_run", "find_latest_run"),
+                                                      "quantnb.runlog._postmortem"))
 
 __all__ = [
     "start_run",
@@ -49,6 +62,9 @@ __all__ = [
     "RunPaths",
     "RunSummary",
     "list_runs",
+    "analyse_run",
+    "find_latest_run",
+    "PostmortemReport",
     "runs_frame",
     "format_runs_table",
     "mark_dead_run_interrupted",
@@ -61,6 +77,9 @@ __all__ = [
     "make_run_id",
     "worker_initializer",
     "is_interrupt",
+    "interrupt_reason",
+    "on_run_start",
+    "on_run_interrupt",
     "Checkpoint",
     "WorkflowSession",
     "AsyncWorkflowSession",
@@ -82,4 +101,8 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "read_json_tolerant",
+    "SpanEvaluation",
+    "span_evaluations",
+    "earlier_span_runs",
+    "record_test_spans",
 ]

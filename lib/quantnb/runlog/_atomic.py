@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from quantnb._secrets import SecretMasker
+from quantnb.runlog._layout import RunPaths
+from quantnb.runlog._process import pid_alive
 
 _TMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
 _LEGACY_TMP_MIN_AGE_S = 3600.0
@@ -271,9 +273,6 @@ def remove_stale_temp_files(*folders: str | os.PathLike[str], recursive: bool = 
     list of pathlib.Path
         The files removed.
     """
-    from quantnb.runlog._heartbeat import pid_alive
-    from quantnb.runlog._layout import RunPaths
-
     dirs: list[Path] = []
     for folder in folders:
         if isinstance(folder, RunPaths):

@@ -13,6 +13,7 @@ import psutil
 
 from quantnb._secrets import SecretMasker
 from quantnb.runlog._atomic import atomic_write_json, read_json_tolerant
+from quantnb.runlog._process import pid_alive
 
 HEARTBEAT_COLUMNS = (
     "timestamp", "item", "batch_num", "total_batches", "events_count", "mem_gb", "run_id",
@@ -200,30 +201,6 @@ class HeartbeatJson:
         self._pending = False
         atomic_write_json(self.path, {**self.base, **self.state})
         return True
-
-
-def pid_alive(pid: int, create_time: float | None = None) -> bool:
-    """Return whether process ``pid`` is alive (and, if given, started at ``create_time``).
-
-    Parameters
-    ----------
-    pid : int
-        Process id.
-    create_time : float, optional
-        ``psutil.Process.create_time()`` recorded at start, to tell a reused pid apart.
-
-    Returns
-    -------
-    bool
-        False if there is no such process, or it started at another time (a reused pid).
-    """
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return create_time is None or abs(proc.create_time() - create_time) < 1.0
-    except psutil.Error:
-        return False
 
 
 def read_heartbeat(path: str | os.PathLike[str]) -> dict[str, Any] | None:

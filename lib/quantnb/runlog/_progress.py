@@ -13,24 +13,28 @@ from loguru import logger
 class ProgressEvent:
     """One progress update of a run, built from the same numbers as the heartbeat JSON.
 
+    The one progress type: :class:`~quantnb.runlog.RunContext` sends it to listeners and
+    :class:`quantnb.display.ProgressDisplay` draws it.
+
     Attributes
     ----------
+    done : int
+        Items finished (completed or failed), this attempt and earlier ones.
+    total : int or None
+        Items in all; None while unknown.
     run_id, stage : str
         The run the event belongs to.
     kind : str
         ``start`` (run opened), ``item`` (:meth:`RunContext.item_done`), ``total``
         (:meth:`RunContext.set_total`), ``step`` (:meth:`RunContext.report_step`), ``beat``
         (liveness beat between items, or :meth:`RunContext.beat`) or ``finish`` (final status).
-    done : int
-        Items finished (completed or failed), this attempt and earlier ones.
-    total : int or None
-        Items in all; None while unknown.
-    rate : float or None
+    rate_per_s : float or None
         Items per second in this process; None before the first item.
     eta_s : float or None
         Seconds left at the current rate; None without a total or a rate.
-    rss_mb : float
-        Resident memory of the process and its children, MB (1e6 bytes).
+    rss_gb : float or None
+        Resident memory of the process and its children, GB (1e9 bytes), as the heartbeat's
+        ``memory_gb``; None when unknown.
     message : str
         The last item's name or the last :meth:`RunContext.beat` message.
     status : str
@@ -50,16 +54,16 @@ class ProgressEvent:
         Fraction of the current item done, in [0, 1] (for an ETA between items).
     """
 
-    run_id: str
-    stage: str
-    kind: str
     done: int
     total: int | None
-    rate: float | None
-    eta_s: float | None
-    rss_mb: float
-    message: str
-    status: str
+    run_id: str = ""
+    stage: str = ""
+    kind: str = "item"
+    rate_per_s: float | None = None
+    eta_s: float | None = None
+    rss_gb: float | None = None
+    message: str = ""
+    status: str = "running"
     elapsed_s: float = 0.0
     events: int = 0
     step_done: int | None = None
@@ -74,6 +78,12 @@ class ProgressEvent:
         if not self.total:
             return None
         return min(1.0, self.done / self.total)
+
+    @property
+    def progress(self) -> float:
+        """Items finished plus the fraction of the current one (``2.33`` epochs)."""
+        frac = self.item_fraction if self.item_fraction is not None and self.status == "running" else 0.0
+        return self.done + (min(frac, 1.0) if self.total is None or self.done < self.total else 0.0)
 
 
 def singular_unit(unit: str) -> str:

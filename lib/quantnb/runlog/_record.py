@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import subprocess
 from pathlib import Path
 from typing import Any
 
+from loguru import logger
+
 from quantnb.errors import ConfigError
-from quantnb.runlog._atomic import atomic_write_json, read_json_tolerant
-from quantnb.runlog._heartbeat import pid_alive
+from quantnb.runlog._atomic import atomic_write_json, json_unreadable_reason, read_json_tolerant
+from quantnb.runlog._heartbeat import iso, utc_now
+from quantnb.runlog._process import pid_alive
 
 _PACKAGES = (
     "quantnb", "torch", "numpy", "polars", "pyarrow", "msgspec", "loguru", "papermill", "optuna",
@@ -78,6 +82,7 @@ def update_run_record(run_dir: Path, **fields: Any) -> dict[str, Any]:
     path = run_dir / "run.json"
     record = read_json_tolerant(path)
     if not isinstance(record, dict):
+        _keep_unreadable(path)
         record = {}
     for key, value in fields.items():
         if isinstance(value, dict) and isinstance(record.get(key), dict):
@@ -86,6 +91,21 @@ def update_run_record(run_dir: Path, **fields: Any) -> dict[str, Any]:
             record[key] = value
     atomic_write_json(path, record)
     return record
+
+
+def _keep_unreadable(path: Path) -> None:
+    """Move an unreadable run.json aside (``run.json.unreadable-<UTC>``) so writing a new record loses nothing."""
+    why = json_unreadable_reason(path) if path.exists() else None
+    if why is None and not (path.exists() and path.stat().st_size):
+        return
+    kept = path.with_name(f"run.json.unreadable-{utc_now():%Y%m%dT%H%M%S%fZ}")
+    try:
+        os.replace(path, kept)
+    except OSError as exc:
+        logger.warning("{} is unreadable ({}) and could not be kept aside: {}", path, why, exc)
+        return
+    logger.warning("{} was unreadable ({}); kept as {} and a new record started", path, why or "not an object",
+                   kept.name)
 
 
 def read_run_record(run_dir: Path, *, detect_dead: bool = True) -> dict[str, Any] | None:
@@ -210,8 +230,6 @@ def mark_dead_run_interrupted(run_dir: Path, record: dict[str, Any] | None = Non
     dict
         The record, updated when it was marked.
     """
-    from quantnb.runlog._heartbeat import iso, utc_now
-
     if record is None:
         record = read_json_tolerant(run_dir / "run.json")
         if not isinstance(record, dict):

@@ -32,6 +32,7 @@ from quantnb.runlog._heartbeat import (
     utc_now,
 )
 from quantnb.runlog._held_signals import redeliver, signals_held
+from quantnb.runlog._interrupt import INTERRUPT_HOOKS, START_HOOKS, interrupt_reason
 from quantnb.runlog._layout import RunPaths
 from quantnb.runlog._progress import ProgressEvent, ProgressListener, global_listeners, notify, singular_unit
 from quantnb.runlog._record import (
@@ -252,9 +253,8 @@ class RunContext:
         )
         self._heartbeat_write(force=True, last_beat_at=iso(utc_now()))
         self._install_sigterm()
-        from quantnb.display import attach_progress  # a widget in JupyterLab, log lines otherwise
-
-        attach_progress(self)
+        for hook in START_HOOKS:  # quantnb.display's: a widget in JupyterLab, log lines otherwise
+            hook(self)
         self._emit("start")
         self._beat_thread = threading.Thread(target=self._beat_loop, name=f"heartbeat-{self.run_id}",
                                              daemon=True)
@@ -511,7 +511,7 @@ class RunContext:
         rate = self._rate()
         event = ProgressEvent(
             run_id=self.run_id, stage=self.stage, kind=kind, done=self.items_done(), total=self.total_items,
-            rate=rate, eta_s=self._eta_s(), rss_mb=round((mem_gb if mem_gb is not None else memory_gb()) * 1000, 1),
+            rate_per_s=rate, eta_s=self._eta_s(), rss_gb=round(mem_gb if mem_gb is not None else memory_gb(), 4),
             message=self._message, status=self.status, elapsed_s=round(time.monotonic() - self._t0, 3),
             events=self.events, **(self._step if self._step is not None and self.status == "running" else {}),
         )
@@ -663,12 +663,11 @@ class RunContext:
         if exc is None:
             return self._finish(None, None)
         if is_interrupt(exc):
-            from quantnb.display import interrupt_reason, show_interrupt_as_one_line
-
             reason = interrupt_reason(exc, self._step, self._message)
             logger.bind(console=False).warning("Run {} interrupted: {}", self.run_id, reason)
             had_line = getattr(exc, "_render_traceback_", None) is not None  # an inner run's line
-            show_interrupt_as_one_line(exc, self, reason)
+            for hook in INTERRUPT_HOOKS:  # quantnb.display's: one line in a notebook, not a traceback
+                hook(exc, self, reason)
             ours = not had_line and getattr(exc, "_render_traceback_", None) is not None
             return self._finish("interrupted", reason, resume_hint_on_console=not ours)
         logger.opt(exception=(exc_type, exc, tb)).error(

@@ -103,6 +103,28 @@ def seed_summary(seeds: list[int], evaluations: list[Any]) -> pl.DataFrame:
     return pl.DataFrame(rows, infer_schema_length=None)
 
 
+_COST_METRICS = {"gross_return_frac": "gross_return_frac", "cost_usd": "cost_usd", "fees_usd": "fees_usd",
+                 "impact_usd": "impact_usd", "cost_bps": "cost_bps", "funding_usd": "funding_usd",
+                 "net_return_frac": "total_return_frac"}
+
+
+def cost_metrics(flat: dict[str, Any]) -> dict[str, Any]:
+    """Return gross return, costs, funding and net return of the agent and buy-and-hold (``bh_``), for run.json.
+
+    Parameters
+    ----------
+    flat : dict
+        :meth:`EvaluationResult.flat_metrics`.
+
+    Returns
+    -------
+    dict
+        ``gross_return_frac``, ``cost_usd`` (= ``fees_usd`` + ``impact_usd``), ``cost_bps``, ``funding_usd``,
+        ``net_return_frac``, and the same with a ``bh_`` prefix; gross - (cost + funding) / equity0 = net.
+    """
+    return {f"{p}{k}": flat.get(f"{p}{v}") for p in ("", "bh_") for k, v in _COST_METRICS.items()}
+
+
 def _seed_metrics(table: pl.DataFrame) -> dict[str, Any]:
     """Return the across-seed mean and CI of return and Sharpe, for run.json metrics."""
     out: dict[str, Any] = {}

@@ -1,4 +1,4 @@
-"""Purged k-fold datasets for the optimization objective (``cv_folds``), and PBO over its trials."""
+"""Purged k-fold and CPCV datasets for the optimization objective, and PBO over its trials."""
 
 from __future__ import annotations
 
@@ -10,100 +10,154 @@ import numpy as np
 import polars as pl
 
 from quantnb.errors import ConfigError
-from quantnb.evaluation import pbo_cscv, purged_kfold_splits
+from quantnb.evaluation import cpcv_splits, pbo_cscv, purged_kfold_splits
 
 if TYPE_CHECKING:
     from quantnb.research import PreparedData, WindowDataset
 
-FOLD_SCORES_ATTR = "fold_f1_macro"  # trial user attribute: F1 macro of each fold's test group
+FOLD_SCORES_ATTR = "fold_f1_macro"  # trial user attribute: F1 macro of each group (k-fold: fold), the PBO columns
+SPLIT_SCORES_ATTR = "split_f1_macro"  # trial user attribute: F1 macro of each split (CPCV)
+PATH_SCORES_ATTR = "path_f1_macro"  # trial user attribute: F1 macro of each CPCV backtest path
 
 
 @dataclass(frozen=True)
 class CvFold:
-    """One purged fold: training windows, an inner split for early stopping, and the scored test group."""
+    """One purged split: training windows, an inner split for early stopping, and the scored test groups.
+
+    ``tests`` holds one dataset per test group (one for the purged k-fold, ``k`` for CPCV), in the
+    order of ``groups``: a window never spans two groups.
+    """
 
     train: WindowDataset
     inner_val: WindowDataset
-    test: WindowDataset
+    tests: tuple[WindowDataset, ...]
+    groups: tuple[int, ...]
+
+    @property
+    def test(self) -> WindowDataset:
+        """The test windows of a one-group split (the purged k-fold)."""
+        if len(self.tests) != 1:
+            raise ValueError(f"split tests {len(self.tests)} groups; use .tests")
+        return self.tests[0]
 
 
-def cv_datasets(data: PreparedData, *, n_folds: int, lookahead_min: int, inner_val_frac: float = 0.15) -> list[CvFold]:
-    """Build purged, embargoed k-fold window datasets over the selection span (train + validation).
+def cv_datasets(data: PreparedData, *, n_folds: int, lookahead_min: int, inner_val_frac: float = 0.15,
+                n_test_groups: int | None = None, weight_col: str | None = None) -> list[CvFold]:
+    """Build purged, embargoed k-fold (or CPCV) window datasets over the selection span (train + validation).
 
-    The test split of ``data`` stays untouched. Each fold scores one contiguous group of the
-    selection span; it trains on the other labels that neither overlap the group nor come within
-    ``lookahead_min`` of it (:func:`quantnb.evaluation.purged_kfold_splits`), and stops early on
-    the last ``inner_val_frac`` of its own training rows (purged likewise), never on the group it is scored on.
-    The scaler is refitted on each fold's training rows.
+    The test split of ``data`` stays untouched. Each split scores one contiguous group of the
+    selection span (or, with ``n_test_groups``, one combination of that many groups: combinatorial
+    purged CV, :func:`quantnb.evaluation.cpcv_splits`); it trains on the other labels that neither
+    overlap a scored group nor come within ``lookahead_min`` of it, and stops early on the last
+    ``inner_val_frac`` of its own training rows (purged likewise), never on the groups it is scored
+    on. The scaler is refitted on each split's training rows.
 
     Parameters
     ----------
     data : PreparedData
         From :func:`quantnb.research.prepare_datasets`; its ``splits.train`` and ``splits.val`` frames.
     n_folds : int
-        Test groups, >= 2.
+        Groups, >= 2 (``cv_folds``, or ``cv_groups`` for CPCV).
     lookahead_min : int
-        Label horizon, minutes: labels end at ``ts + lookahead_min``; also the embargo.
+        Label horizon, minutes: labels end at ``t1`` (the column when present, else ``ts + lookahead_min``);
+        also the embargo.
     inner_val_frac : float, default 0.15
-        Share of each fold's training rows held out for early stopping.
+        Share of each split's training rows held out for early stopping.
+    n_test_groups : int, optional
+        CPCV: groups tested per split (``cv_test_groups``); None: the purged k-fold.
+    weight_col : str, optional
+        Sample-weight column of the labels carried by the training windows (``sample_weight_col``).
 
     Returns
     -------
     list of CvFold
+        ``n_folds`` splits, or ``C(n_folds, n_test_groups)`` for CPCV.
 
     Raises
     ------
     ConfigError
-        If a fold has no window in one of its parts (too little data for ``n_folds``).
+        If a split has no window in one of its parts (too little data for the groups).
     """
     from quantnb.features import FeatureScaler
     from quantnb.research import WindowDataset
 
     frame = pl.concat([data.splits.train, data.splits.val], how="vertical_relaxed")
-    t0 = frame["ts"].to_numpy().astype("datetime64[us]")
+    t0, t1 = _label_times(frame, lookahead_min)
+    what = "cv_folds" if n_test_groups is None else "cv_groups"
     folds = []
-    for k, (fit, inner, test) in enumerate(cv_rows(t0, n_folds=n_folds, lookahead_min=lookahead_min,
-                                                   inner_val_frac=inner_val_frac)):
-        fit_frame, inner_frame, test_frame = (frame[idx.tolist()] for idx in (fit, inner, test))
-        scaler = FeatureScaler.fit(fit_frame, data.features)
-        sets = [WindowDataset.from_frame(f, scaler, data.seq_len) for f in (fit_frame, inner_frame, test_frame)]
-        for name, ds in zip(("training", "inner validation", "test"), sets, strict=True):
+    for k, (fit, inner, tests, groups) in enumerate(_split_rows(t0, t1, n_groups=n_folds, n_test_groups=n_test_groups,
+                                                                lookahead_min=lookahead_min,
+                                                                inner_val_frac=inner_val_frac)):
+        scaler = FeatureScaler.fit(frame[fit.tolist()], data.features)
+        train, inner_val = (WindowDataset.from_frame(frame[idx.tolist()], scaler, data.seq_len, weight_col=weight_col)
+                            for idx in (fit, inner))
+        sets = [train, inner_val, *(WindowDataset.from_frame(frame[idx.tolist()], scaler, data.seq_len)
+                                    for idx in tests)]
+        names = ["training", "inner validation", *(f"test group {g}" for g in groups)]
+        for name, ds in zip(names, sets, strict=True):
             if len(ds) == 0:
-                raise ConfigError(f"cv_folds={n_folds}: fold {k} has no {name} window of seq_len {data.seq_len}; "
-                                  "use fewer folds or more data")
-        folds.append(CvFold(*sets))
+                raise ConfigError(f"{what}={n_folds}: split {k} has no {name} window of seq_len {data.seq_len}; "
+                                  "use fewer groups or more data")
+        folds.append(CvFold(train, inner_val, tuple(sets[2:]), groups))
     return folds
 
 
-def cv_rows(t0: np.ndarray, *, n_folds: int, lookahead_min: int,
-            inner_val_frac: float = 0.15) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Return, per purged fold, the row positions that fit, stop early (inner validation) and score.
+def _label_times(frame: pl.DataFrame, lookahead_min: int) -> tuple[np.ndarray, np.ndarray]:
+    """Label start and end times, datetime64[us]: ``t1`` when the labels carry it, else ``ts + lookahead``."""
+    t0 = frame["ts"].to_numpy().astype("datetime64[us]")
+    fixed = t0 + np.timedelta64(dt.timedelta(minutes=lookahead_min)).astype("timedelta64[us]")
+    if "t1" not in frame.columns:
+        return t0, fixed
+    t1 = frame["t1"].to_numpy().astype("datetime64[us]")
+    return t0, np.where(np.isnat(t1), fixed, t1)
+
+
+def _split_rows(t0: np.ndarray, t1: np.ndarray, *, n_groups: int, n_test_groups: int | None, lookahead_min: int,
+                inner_val_frac: float) -> list[tuple[np.ndarray, np.ndarray, list[np.ndarray], tuple[int, ...]]]:
+    """Per split: fitting rows, inner-validation rows, each test group's rows, the group numbers."""
+    horizon = np.timedelta64(dt.timedelta(minutes=lookahead_min)).astype("timedelta64[us]")
+    if n_test_groups is None:
+        folds = purged_kfold_splits(t0, t1, n_folds=n_groups, embargo=horizon)
+        parts = [(f.train, [f.test], (k,)) for k, f in enumerate(folds)]
+    else:
+        splits = cpcv_splits(t0, t1, n_groups=n_groups, n_test_groups=n_test_groups, embargo=horizon)
+        parts = [(s.train, list(s.group_tests), s.test_groups) for s in splits]
+    out = []
+    for rows, tests, groups in parts:
+        cut = int(rows.size * (1 - inner_val_frac))
+        inner = rows[cut:]
+        fit = rows[:cut][t1[rows[:cut]] < t0[inner[0]] - horizon] if inner.size else rows[:cut]
+        out.append((fit, inner, tests, groups))
+    return out
+
+
+def cv_rows(t0: np.ndarray, *, n_folds: int, lookahead_min: int, inner_val_frac: float = 0.15,
+            n_test_groups: int | None = None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Return, per purged split, the row positions that fit, stop early (inner validation) and score.
 
     Parameters
     ----------
     t0 : np.ndarray, shape (n,), datetime64[us]
         Bar times, ascending; each label ends ``lookahead_min`` later.
     n_folds : int
-        Test groups, >= 2.
+        Groups, >= 2.
     lookahead_min : int
         Label horizon and embargo, minutes.
     inner_val_frac : float, default 0.15
-        Share of each fold's training rows (the last ones) held out for early stopping; the fitting
+        Share of each split's training rows (the last ones) held out for early stopping; the fitting
         rows whose labels reach within ``lookahead_min`` of it are purged.
+    n_test_groups : int, optional
+        CPCV: groups tested per split; None: the purged k-fold.
 
     Returns
     -------
     list of (fit, inner, test) : tuple of np.ndarray, int64
+        ``test``: the rows of every scored group, ascending.
     """
-    horizon = np.timedelta64(dt.timedelta(minutes=lookahead_min)).astype("timedelta64[us]")
-    out = []
-    for fold in purged_kfold_splits(t0, t0 + horizon, n_folds=n_folds, embargo=horizon):
-        rows = fold.train
-        cut = int(rows.size * (1 - inner_val_frac))
-        inner = rows[cut:]
-        fit = rows[:cut][t0[rows[:cut]] + 2 * horizon < t0[inner[0]]] if inner.size else rows[:cut]
-        out.append((fit, inner, fold.test))
-    return out
+    t1 = t0 + np.timedelta64(dt.timedelta(minutes=lookahead_min)).astype("timedelta64[us]")
+    return [(fit, inner, np.concatenate(tests)) for fit, inner, tests, _ in
+            _split_rows(t0, t1, n_groups=n_folds, n_test_groups=n_test_groups, lookahead_min=lookahead_min,
+                        inner_val_frac=inner_val_frac)]
 
 
 def pbo_of_study(trials: list[Any], n_folds: int) -> tuple[float | None, int]:

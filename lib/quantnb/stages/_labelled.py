@@ -7,7 +7,7 @@ from typing import Any
 import polars as pl
 from loguru import logger
 
-from quantnb.data import read_bar_files
+from quantnb.data import data_columns, read_bar_files
 from quantnb.errors import ConfigError
 
 
@@ -43,28 +43,16 @@ def load_labelled(root: Path, labelled_dir: str) -> tuple[pl.DataFrame, dict[str
         raise ConfigError(f"{folder / 'labelling_config.json'} missing: the labelling run did not finish; "
                           "resume it (quantnb run labelling --resume <run_id>)") from None
     frame = read_bar_files(files)
-    frame = drop_empty_columns(frame)
+    frame = _drop_empty_columns(frame)
     logger.info("Loaded {} labelled rows from {} file(s) in {} ({} .. {})", frame.height, len(files),
                 labelled_dir, frame["ts"].min(), frame["ts"].max())
     return frame, config
 
 
-def drop_empty_columns(frame: pl.DataFrame) -> pl.DataFrame:
-    """Drop numeric columns with no finite value (e.g. book features of an OHLCV-only symbol), logged.
-
-    Parameters
-    ----------
-    frame : polars.DataFrame
-        Features (and labels).
-
-    Returns
-    -------
-    polars.DataFrame
-        ``frame`` without the numeric columns that hold only null, NaN or infinite values.
-    """
-    empty = [c for c, dtype in frame.schema.items()
-             if dtype.is_numeric() and frame[c].is_finite().sum() == 0 and dtype.is_float()
-             or dtype.is_numeric() and frame[c].null_count() == frame.height]
+def _drop_empty_columns(frame: pl.DataFrame) -> pl.DataFrame:
+    """Drop the columns without data (:func:`quantnb.data.data_columns`: e.g. book columns of OHLCV bars), logged."""
+    keep = set(data_columns(frame))
+    empty = [c for c in frame.columns if c not in keep]
     if empty:
         logger.info("Columns without any value, left out of the features: {}", ", ".join(empty))
     return frame.drop(empty)

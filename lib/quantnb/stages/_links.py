@@ -2,18 +2,74 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import Field, PrivateAttr, model_validator
 
 from quantnb._paths import project_root
 from quantnb.config import StageParams, resolve_output_dir
 from quantnb.errors import ConfigError
-from quantnb.runlog import read_run_record
+from quantnb.runlog import RunContext, read_run_record, record_test_spans
 
 _DONE = ("completed", "completed_with_errors")
+SampleWeightCol = Literal["uniqueness", "return_weight"] | None  # the labels' AFML weights (training, optimization)
+
+
+def instrument_of(frame: Any, source: str) -> str:
+    """Return the instrument of a data set: its ``symbol`` column, else the instrument folder of ``source``.
+
+    Parameters
+    ----------
+    frame : polars.DataFrame
+        Bars or labels; a non-empty ``symbol`` column names the instrument.
+    source : str
+        The glob or folder the data came from (``data/processed/bybit/linear/BTCUSDT/*.parquet``:
+        ``BTCUSDT``; a folder: its name).
+
+    Returns
+    -------
+    str
+    """
+    if "symbol" in frame.columns and frame.height and frame["symbol"][0] is not None:
+        return str(frame["symbol"][0])
+    path = Path(source)
+    return path.parent.name if any(ch in path.name for ch in "*?[") else path.name
+
+
+def record_labelled_span(ctx: RunContext, labelled: Any, label_cfg: dict[str, Any], labelled_dir: str,
+                         first_ts: Any, last_ts: Any, what: str) -> int:
+    """Record that the run scores the labels of bars ``first_ts .. last_ts``; return how many earlier runs did.
+
+    The span ends at the last label's end (``last_ts`` plus the labelling's ``lookahead_min``); the
+    instrument is :func:`instrument_of` the labels (their ``symbol``, else the labelled input's folder).
+
+    Parameters
+    ----------
+    ctx : RunContext
+        The running stage.
+    labelled : polars.DataFrame
+        The labelled bars.
+    label_cfg : dict
+        Their ``labelling_config.json`` (``lookahead_min``, ``input_glob``).
+    labelled_dir : str
+        Where they were read from (the instrument's fallback name).
+    first_ts, last_ts : datetime.datetime or str
+        First and last decision bar scored (ISO 8601 when a string; naive means UTC).
+    what : str
+        What is scored there (``selection``, ``test split``).
+
+    Returns
+    -------
+    int
+        ``test_span_evaluations`` (:func:`quantnb.runlog.record_test_spans`).
+    """
+    last = last_ts if isinstance(last_ts, dt.datetime) else dt.datetime.fromisoformat(str(last_ts))
+    end = last + dt.timedelta(minutes=float(label_cfg.get("lookahead_min") or 0))
+    instrument = instrument_of(labelled, str(label_cfg.get("input_glob") or labelled_dir))
+    return record_test_spans(ctx, [(first_ts, end)], instrument=instrument, what=what)
 
 
 def completed_runs(root: Path, stage: str) -> list[dict[str, Any]]:

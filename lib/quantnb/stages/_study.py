@@ -1,4 +1,4 @@
-"""Optuna plumbing of the optimization stage: storage, a reproducible sampler, killed-trial retries.
+"""Optuna plumbing of the optimization stage: storage (:func:`open_study`), a reproducible sampler, retries.
 
 What makes a study reproducible under kills and shareable by several workers:
 
@@ -24,7 +24,10 @@ import hashlib
 import itertools
 import os
 import socket
+import time
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -36,15 +39,15 @@ from optuna.trial import FrozenTrial, TrialState
 from quantnb._secrets import refuse_password_in_url
 from quantnb.errors import ConfigError
 
-__all__ = ["OWNER_ATTR", "KEY_ATTR", "KILLED_ATTR", "PASSWORD_ENV", "TrialSeededSampler", "RetryKilledTrial",
-           "trial_key", "recover_dead_trials", "check_storage_url", "server_kwargs", "refuse_password_error",
-           "finished_outcome", "space_size", "worker_identity"]
+__all__ = ["open_study", "OWNER_ATTR", "KEY_ATTR", "KILLED_ATTR", "PASSWORD_ENV", "TrialSeededSampler",
+           "RetryKilledTrial", "trial_key", "recover_dead_trials", "check_storage_url", "server_kwargs",
+           "refuse_password_error", "finished_outcome", "space_size", "worker_identity"]
 
 OWNER_ATTR = "worker"      # user attr: host, boot time, pid and pid start time of the process running the trial
 KEY_ATTR = "trial_key"     # user attr: the trial's identity (see the module docstring)
 KILLED_ATTR = "quantnb:killed"  # system attr: failed because its worker died (set before the FAIL)
 PASSWORD_ENV = "QUANTNB_OPTUNA_STORAGE_PASSWORD"
-HEARTBEAT_INTERVAL_S = 5  # what optimization._rdb_storage sets
+HEARTBEAT_INTERVAL_S = 5  # what _rdb_storage sets
 # heartbeat age after which a trial of another machine is taken as dead (long: a loaded machine may delay
 # a heartbeat); also the age of a trial without a worker identity taken as dead
 GRACE_PERIOD_S = 60
@@ -125,6 +128,98 @@ def refuse_password_error(url: str, exc: Exception) -> None:
         raise ConfigError(
             f"storage {url}: the database refused the connection ({str(exc).splitlines()[0][-160:]}); "
             f"set {PASSWORD_ENV} (or PGPASSWORD) to the database user's password") from None
+
+
+def open_study(storage: str, study_name: str, seed: int, startup_trials: int, root: Path,
+               space: dict[str, optuna.distributions.BaseDistribution] | None = None) -> optuna.Study:
+    """Create or load a study with a :class:`~quantnb.stages._study.TrialSeededSampler` and a MedianPruner.
+
+    Parameters
+    ----------
+    storage : str
+        ``sqlite:///relative/path.db`` (resolved against ``root``), any SQLAlchemy URL (for
+        PostgreSQL ``postgresql+psycopg://user@host:5432/db``, its password in the environment:
+        ``QUANTNB_OPTUNA_STORAGE_PASSWORD`` or ``PGPASSWORD``), or a journal file path ending in
+        ``.log`` or ``.jsonl``.
+    study_name : str
+        Loaded if it exists.
+    seed : int
+        Sampler seed; each trial draws from ``(seed, trial key)``.
+    startup_trials : int
+        Trials the MedianPruner waits for before pruning.
+    root : pathlib.Path
+        Project directory.
+    space : dict of str to BaseDistribution, optional
+        The whole search space (:func:`search_space`), drawn at once per trial so that no
+        setting repeats; without it the sampler draws parameter by parameter.
+
+    Returns
+    -------
+    optuna.Study
+        Direction ``maximize`` (validation F1 macro).
+
+    Raises
+    ------
+    ConfigError
+        If ``storage`` carries a password.
+    """
+    try:
+        check_storage_url(storage)
+    except ValueError as exc:
+        raise ConfigError(f"storage: {exc}") from None
+    if storage.endswith((".log", ".jsonl")) and "://" not in storage:
+        path = root / storage
+        path.parent.mkdir(parents=True, exist_ok=True)
+        backend = optuna.storages.journal.JournalFileBackend(str(path))
+        store: Any = optuna.storages.JournalStorage(backend)
+    else:
+        kwargs: dict[str, Any] = {}
+        if storage.startswith("sqlite:///") and not storage.startswith("sqlite:////"):
+            db = root / storage.removeprefix("sqlite:///")
+            db.parent.mkdir(parents=True, exist_ok=True)
+            storage = f"sqlite:///{db}"
+            kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+        store = _rdb_storage(storage, server_kwargs(storage, kwargs))
+    study = optuna.create_study(
+        study_name=study_name, storage=store, direction="maximize", load_if_exists=True,
+        sampler=TrialSeededSampler(seed, space or {}),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=0),
+    )
+    if study.metric_names != ["f1_macro"]:
+        with warnings.catch_warnings():  # "experimental" in Optuna 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(["f1_macro"])
+    return study
+
+
+def _rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 5) -> optuna.storages.RDBStorage:
+    """Open an RDB storage; retry while another worker is creating the same schema (they race).
+
+    Heartbeats every 5 s; a trial whose heartbeat is 60 s old is failed and queued again with its own
+    parameters (:class:`~quantnb.stages._study.RetryKilledTrial`).
+
+    Raises
+    ------
+    ConfigError
+        If the server refuses the password (or gets none).
+    """
+    import sqlalchemy.exc
+
+    for attempt in range(1, attempts + 1):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5; we rely on them knowingly
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
+                    heartbeat_stale_trial_callback=RetryKilledTrial(), **kwargs)
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            refuse_password_error(url, exc)
+            if attempt == attempts:
+                raise
+            logger.warning("Storage not ready ({}: {}); retry {}/{}", type(exc).__name__,
+                           str(exc).splitlines()[0][:120], attempt, attempts - 1)
+            time.sleep(0.5 * attempt)
+    raise AssertionError("unreachable")
 
 
 # -- trial identity ----------------------------------------------------------------------

@@ -25,7 +25,7 @@ from quantnb.data import read_bars
 from quantnb.display import result_html
 from quantnb.errors import ConfigError
 from quantnb.rl._train_types import EnvSpec, SacParams, nest_flat_params  # light: pydantic only
-from quantnb.runlog import atomic_path, start_run
+from quantnb.runlog import atomic_path, record_test_spans, start_run
 from quantnb.stages._agent_eval import (
     Span,
     _fold_table,
@@ -33,11 +33,11 @@ from quantnb.stages._agent_eval import (
     _trial_sharpe_var,
     agent_spans,
     check_no_stacking_leak,
+    cost_metrics,
     earlier_trial_sharpes,
     seed_summary,
 )
 from quantnb.stages._agent_folds import PROVENANCE_COLUMN, PROVENANCE_FILE, build_stacking, stacked_spans
-from quantnb.stages._labelled import drop_empty_columns
 
 __all__ = ["AgentParams", "AgentResult", "run_agent", "load_bars"]
 
@@ -203,8 +203,7 @@ def load_bars(root: Path, bars_glob: str) -> pl.DataFrame:
     DataError
         If a file is unreadable or the bars are not a clean minute series.
     """
-    bars = read_bars(bars_glob, root=root)  # refuses several instruments
-    return drop_empty_columns(bars)
+    return read_bars(bars_glob, root=root)  # refuses several instruments, drops empty columns
 
 
 def run_agent(params: AgentParams) -> AgentResult:
@@ -270,6 +269,8 @@ def run_agent(params: AgentParams) -> AgentResult:
         earlier = earlier_trial_sharpes(ctx.root, params.bars_glob, str(eval_start), exclude=ctx.run_id)
         trial_var = _trial_sharpe_var(earlier, bars.filter(pl.col("ts") >= eval_start).height)
         seeds = list(params.seeds or [params.sac.seed])
+        record_test_spans(ctx, [(s[2], s[3] or bars["ts"].max()) for s in spans], instrument=_symbol(params, bars),
+                          what=[f"agent fold {k}" for k in fold_ids])
         n_trials = len(earlier) + len(seeds)
         logger.info("{} earlier agent run(s) evaluated on this span and {} seed(s): n_trials={} for the deflated "
                     "Sharpe", len(earlier), len(seeds), n_trials)
@@ -336,6 +337,7 @@ def run_agent(params: AgentParams) -> AgentResult:
                        trial_sharpes_annualised=[e.agent.sharpe_annualised for _, e in per_seed],
                        **({"walk_forward_folds": fold_table.to_dicts()} if fold_table is not None else {}))
         ctx.record_metrics(**{k: flat.get(v) for k, v in _HEADLINE.items()}, n_trials=n_trials)
+        ctx.record_metrics(**cost_metrics(flat))  # gross return, costs, funding, net: agent and buy-and-hold
         verdicts = [*ev.verdicts(), *_size_verdict(params, len(fits))]
         ctx.record_metrics(verdict=" ".join(verdicts),
                            **({"walk_forward_folds": len(fits)} if fold_table is not None else {}),

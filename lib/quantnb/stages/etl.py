@@ -9,29 +9,27 @@ go on. When every file is done, the shards are merged per instrument (venue, mar
 and UTC day into ``<output_dir>/<venue>/<market>/<SYMBOL>/<YYYY-MM-DD>.parquet``, e.g.
 ``data/processed/bybit/linear/BTCUSDT/2026-08-09.parquet``. Shards and outputs are written
 atomically and the merge is deterministic, so a run killed at any instant and resumed
-writes the same Parquet as one never interrupted. A crashed worker pool fails the run;
-the files it did not finish stay not done, so a resume processes them.
+writes the same Parquet as one never interrupted. Items run through
+:func:`quantnb.parallel.open_executor`; a killed worker fails the run with an ``ExecutorError``
+naming its file; the files not finished stay not done, so a resume processes them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
 import time
 import traceback
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
 from loguru import logger
-from pydantic import Field, PositiveInt, field_validator
+from pydantic import Field, field_validator
 
 from quantnb.config import OutputDir, resolve_output_dir
 from quantnb.display import result_html
 from quantnb.errors import ConfigError, DataError
-from quantnb.parallel import ParallelStageParams, open_executor
+from quantnb.parallel import ExecutorError, ParallelStageParams, open_executor
 from quantnb.runlog import (
     RunContext,
     atomic_path,
@@ -39,7 +37,6 @@ from quantnb.runlog import (
     is_interrupt,
     read_json_tolerant,
     start_run,
-    worker_initializer,
 )
 
 __all__ = ["EtlParams", "EtlResult", "run_etl"]
@@ -55,7 +52,7 @@ DEFAULT_GLOBS = [
 ]
 
 
-class EtlParams(ParallelStageParams):  # + executor, scheduler
+class EtlParams(ParallelStageParams):  # + n_workers, executor, scheduler
     """Parameters of the ETL stage."""
 
     stage = "etl"
@@ -68,7 +65,6 @@ class EtlParams(ParallelStageParams):  # + executor, scheduler
     output_dir: OutputDir = Field("data/processed",
                                   description="Where <venue>/<market>/<SYMBOL>/<YYYY-MM-DD>.parquet go: an absolute "
                                               "folder, or one relative to the project.")
-    n_workers: PositiveInt = Field(2, description="Worker processes; 1 runs in-process.")
     skip_until_snapshot: bool = Field(
         False, description="Skip order-book deltas before the first snapshot instead of failing the file."
     )
@@ -276,80 +272,26 @@ def _check_item_format(ctx: RunContext) -> None:
 
 
 def _process_files(ctx: RunContext, params: EtlParams, inputs: list[Path]) -> dict[str, dict[str, Any]]:
-    """Driver: ingest every not-done input (in workers) and commit each result in input order."""
+    """Driver: ingest every not-done input (in workers) and commit each result as it completes."""
     todo = [p for p in inputs if not ctx.checkpoint.is_completed(_item_name(p, ctx.root))]
     skipped = len(inputs) - len(todo)
     if skipped:
         logger.info("Resume: skipping {} file(s) the checkpoint lists as done", skipped)
     reports: dict[str, dict[str, Any]] = {}
-    jobs = [(p, item, _shard_path(ctx, item)) for p in todo for item in [_item_name(p, ctx.root)]]
     options = {"skip_until_snapshot": params.skip_until_snapshot, "on_crossed": params.on_crossed,
                "default_markets": params.default_markets(),
                "ohlcv_venue": params.ohlcv_venue}
-    if params.executor == "dask":  # items as Dask tasks; this process alone commits and logs them
-        shards = {item: (n, shard) for n, (_, item, shard) in enumerate(jobs)}
-        with open_executor("dask", n_workers=params.n_workers, scheduler=params.scheduler, ctx=ctx) as ex:
-            for p, item, shard in jobs:
-                ex.submit(item, _ingest_to_shard, str(p), str(shard), {**options, "key": item}, inputs=(str(p),))
-            for done in ex.as_completed():
-                _collect(ctx, done.key, shards[done.key][1], shards[done.key][0], reports, done.result)
-        return reports
-    if params.n_workers == 1 or len(jobs) <= 1:
-        for n, (p, item, shard) in enumerate(jobs):
-            _collect(ctx, item, shard, n, reports, lambda p=p, item=item, shard=shard: _ingest_to_shard(
-                str(p), str(shard), {**options, "key": item}))
-        return reports
-    mp = multiprocessing.get_context("spawn")  # fork of a threaded kernel can deadlock polars
-    pool = ProcessPoolExecutor(min(params.n_workers, len(jobs)), mp_context=mp,
-                               initializer=worker_initializer, initargs=ctx.worker_initargs())
-    broken = False
-    try:
-        futures: list[tuple[str, Path, Future[dict[str, Any]]]] = [
-            (item, shard, pool.submit(_ingest_to_shard, str(p), str(shard), {**options, "key": item}))
-            for p, item, shard in jobs
-        ]
-        for n, (item, shard, fut) in enumerate(futures):
-            _collect(ctx, item, shard, n, reports, lambda fut=fut: _result(pool, fut))
-    except BrokenProcessPool as exc:
-        broken = True
-        pending = [item for _, item, _ in jobs if not ctx.checkpoint.is_completed(item)]
-        raise RuntimeError(
-            f"the ETL worker pool crashed ({exc}): a worker process died (killed by a signal or the "
-            f"out-of-memory killer?); {len(pending)} file(s) not processed stay not done: resume the run "
-            f"(quantnb run etl --resume {ctx.run_id}), with fewer n_workers if memory is short") from exc
-    finally:
-        _shutdown(pool, broken)
+    shards: dict[str, tuple[int, Path]] = {}
+    with open_executor(params, ctx) as ex:  # this process alone commits and logs the items
+        for n, p in enumerate(todo):
+            item = _item_name(p, ctx.root)
+            shards[item] = (n, _shard_path(ctx, item))
+            ex.submit(item, _ingest_to_shard, str(p), str(shards[item][1]), {**options, "key": item},
+                      inputs=(str(p),))
+        for done in ex.as_completed():
+            n, shard = shards[done.key]
+            _collect(ctx, done.key, shard, n, reports, done.result)
     return reports
-
-
-def _result(pool: ProcessPoolExecutor, fut: Future[dict[str, Any]]) -> dict[str, Any]:
-    """Wait for ``fut``; raise BrokenProcessPool as soon as a worker process has died.
-
-    The executor notices a dead worker itself, but a worker killed while it held the
-    task queue can leave it waiting forever (CPython gh-94777), so the processes are
-    watched here too.
-    """
-    while True:
-        try:
-            return fut.result(timeout=1.0)
-        except TimeoutError:
-            procs = dict(getattr(pool, "_processes", None) or {})  # pid -> Process (CPython's executor)
-            dead = {pid: proc.exitcode for pid, proc in procs.items() if proc.exitcode is not None}
-            if dead:
-                pid, code = next(iter(dead.items()))
-                raise BrokenProcessPool(f"worker process {pid} exited with code {code}") from None
-
-
-def _shutdown(pool: ProcessPoolExecutor, broken: bool) -> None:
-    """Shut the pool down; after a crash, terminate the other workers instead of waiting for them."""
-    try:
-        if broken:
-            for proc in list((getattr(pool, "_processes", None) or {}).values()):
-                if proc.exitcode is None:
-                    proc.terminate()
-        pool.shutdown(wait=not broken, cancel_futures=True)
-    except OSError as exc:  # a broken pool's shutdown can raise "handle is closed"
-        logger.debug("worker pool shutdown after a crash: {}: {}", type(exc).__name__, exc)
 
 
 def _collect(ctx: RunContext, item: str, shard: Path, n: int, reports: dict[str, dict[str, Any]],
@@ -357,8 +299,8 @@ def _collect(ctx: RunContext, item: str, shard: Path, n: int, reports: dict[str,
     """Driver: take one item's result from ``get()`` and commit it (checkpoint), or quarantine the item.
 
     A :class:`~quantnb.errors.DataError` or any other error of the item quarantines it;
-    an interrupt, or a crash of the worker pool (``BrokenProcessPool``), is re-raised and
-    leaves the item not done.
+    an interrupt, or a failure of the executor (:class:`~quantnb.parallel.ExecutorError`), is
+    re-raised and leaves the item not done.
     """
     try:
         summary = get()
@@ -367,7 +309,7 @@ def _collect(ctx: RunContext, item: str, shard: Path, n: int, reports: dict[str,
         ctx.checkpoint.mark_failed(item, str(exc))
         ctx.item_done(item, events=0, batch_num=n)
         return
-    except BrokenProcessPool:
+    except ExecutorError:
         raise
     except Exception as exc:  # one file's bug must not stop the others; reported in full
         if is_interrupt(exc):  # a signal that surfaced through C code: stop, do not quarantine
@@ -446,8 +388,9 @@ def run_etl(params: EtlParams) -> EtlResult:
     ConfigError
         If no input path matches ``input_globs``, or when resuming a checkpoint written by
         an older quantnb (inputs named by file name).
-    RuntimeError
-        If the worker pool crashed (a worker was killed): the run is ``failed``; resume it.
+    ExecutorError
+        If a worker process was killed (out of memory, SIGKILL) or a Dask worker cannot see an
+        input: the run is ``failed``, nothing is quarantined; resume it.
     KeyboardInterrupt
         On SIGINT/SIGTERM; the run is recorded ``interrupted`` and can be resumed.
     """

@@ -1,4 +1,4 @@
-"""Labelling stage: SELL / NEUTRAL / BUY per ETL Parquet file, fixed-horizon or triple-barrier, with AFML weights.
+"""Labelling stage: SELL / NEUTRAL / BUY (or meta-labels) per ETL Parquet file, with AFML weights.
 
 Each input file is one item, labelled in a worker with the previous file's tail and the next
 file's head as context, so rows near midnight get complete windows when the data is contiguous
@@ -13,26 +13,32 @@ the project), else ``<output_root>/<suffix>/`` (e.g. ``data/labelled/SELL_0004_B
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
 from loguru import logger
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt
 
 from quantnb.config import OutputDir, resolve_output_dir
 from quantnb.display import result_html
 from quantnb.errors import ConfigError, DataError
 from quantnb.parallel import ParallelStageParams, open_executor
-from quantnb.research import format_distribution, label_distribution, label_events, label_suffix
-from quantnb.runlog import RunContext, atomic_path, atomic_write_json, start_run, worker_initializer
+from quantnb.research import (
+    LABEL_NAMES,
+    META_LABEL_NAMES,
+    format_distribution,
+    label_distribution,
+    label_events,
+    label_suffix,
+    side_from_column,
+)
+from quantnb.runlog import RunContext, atomic_path, atomic_write_json, start_run
 
 __all__ = ["LabellingParams", "LabellingResult", "run_labelling"]
 
 
-class LabellingParams(ParallelStageParams):  # + executor, scheduler
+class LabellingParams(ParallelStageParams):  # + n_workers, executor, scheduler
     """Parameters of the labelling stage."""
 
     stage = "labelling"
@@ -49,11 +55,11 @@ class LabellingParams(ParallelStageParams):  # + executor, scheduler
     threshold_short_frac: float = Field(-0.004, lt=0, gt=-1, description="SELL if forward return <= this.")
     threshold_long_frac: float = Field(0.008, gt=0, lt=1, description="BUY if forward return >= this.")
     price_col: str = Field("close", description="Price column; 'micro_price_close' where the ETL has books.")
-    n_workers: PositiveInt = Field(2, description="Worker processes; 1 runs in-process.")
-    method: Literal["fixed_horizon", "triple_barrier"] = Field(
+    method: Literal["fixed_horizon", "triple_barrier", "meta"] = Field(
         "fixed_horizon", description="fixed_horizon: forward return over lookahead_min vs the two thresholds; "
                                      "triple_barrier: first of the EWM-volatility barriers and max_holding_min "
-                                     "(AFML 3.4).")
+                                     "(AFML 3.4); meta: the triple barrier in the direction of a primary side, "
+                                     "1 (TAKE) when its profit-taking barrier is touched first, else 0 (AFML 3.6).")
     max_holding_min: PositiveInt = Field(60, description="triple_barrier: vertical barrier, minutes after the bar; "
                                                          "labelling_config.json records it as lookahead_min, the "
                                                          "longest label and so the embargo of later splits.")
@@ -62,6 +68,13 @@ class LabellingParams(ParallelStageParams):  # + executor, scheduler
     stop_loss_mult: PositiveFloat = Field(1.0, description="triple_barrier: lower barrier, in volatilities below.")
     vol_span_min: PositiveInt = Field(60, description="triple_barrier: span of the EWM volatility of 1-minute "
                                                       "log returns, minutes.")
+    side_rule: Literal["momentum", "column"] = Field(
+        "momentum", description="meta: the primary side; momentum: sign of the return over the last momentum_min "
+                                "minutes (time-series momentum); column: the bars' column side_col (-1, 0, +1).")
+    momentum_min: PositiveInt = Field(60, description="meta, side_rule momentum: look-back, minutes.")
+    side_col: str = Field("side", description="meta, side_rule column: the column holding the primary's side.")
+    meta_cost_bps: NonNegativeFloat = Field(0.0, description="meta: round-trip cost, bps of notional, that a "
+                                                             "profit-taking touch must exceed to be labelled TAKE.")
     cusum_threshold: PositiveFloat | None = Field(None, description="Label only the bars a symmetric CUSUM filter "
                                                                     "on log returns picks (AFML 2.5.2.1); None: all.")
 
@@ -125,16 +138,23 @@ def labelling_suffix(p: dict[str, Any]) -> str:
     Returns
     -------
     str
-        ``SELL_0004_BUY_0008_1h`` (fixed horizon, unchanged) or ``TB_PT1_SL1p5_VOL1h_1h``;
+        ``SELL_0004_BUY_0008_1h`` (fixed horizon, unchanged), ``TB_PT1_SL1p5_VOL1h_1h`` or
+        ``META_MOM1h_PT1_SL1_VOL1h_1h`` (``META_COLside_...`` for a side column, ``_COST11`` for 11 bps);
         ``_CUSUM0005`` is appended when the CUSUM filter is on (threshold in per mille).
     """
     from quantnb.research._labels import _frac_digits, _lookahead_text
 
+    def mult(v: float) -> str:
+        return repr(float(v)).removesuffix(".0").replace(".", "p")
+
+    barriers = (f"PT{mult(p.get('profit_take_mult', 1.0))}_SL{mult(p.get('stop_loss_mult', 1.0))}_"
+                f"VOL{_lookahead_text(p.get('vol_span_min', 60))}_{_lookahead_text(p.get('max_holding_min', 60))}")
     if p.get("method", "fixed_horizon") == "triple_barrier":
-        def mult(v: float) -> str:
-            return repr(float(v)).removesuffix(".0").replace(".", "p")
-        base = (f"TB_PT{mult(p['profit_take_mult'])}_SL{mult(p['stop_loss_mult'])}_"
-                f"VOL{_lookahead_text(p['vol_span_min'])}_{_lookahead_text(p['max_holding_min'])}")
+        base = f"TB_{barriers}"
+    elif p.get("method") == "meta":
+        side = (f"MOM{_lookahead_text(p['momentum_min'])}" if p.get("side_rule", "momentum") == "momentum"
+                else f"COL{p['side_col']}")
+        base = f"META_{side}_{barriers}" + (f"_COST{mult(p['meta_cost_bps'])}" if p.get("meta_cost_bps") else "")
     else:
         base = label_suffix(p["lookahead_min"], p["threshold_short_frac"], p["threshold_long_frac"])
     return base + (f"_CUSUM{_frac_digits(p['cusum_threshold'])}" if p.get("cusum_threshold") else "")
@@ -142,8 +162,11 @@ def labelling_suffix(p: dict[str, Any]) -> str:
 
 def _context_rows(p: dict[str, Any]) -> tuple[int, int]:
     """Rows of the previous file's tail and the next file's head a file needs for exact labels and weights."""
-    span = p["max_holding_min"] if p["method"] == "triple_barrier" else p["lookahead_min"]
-    warmup = 10 * p["vol_span_min"] if p["method"] == "triple_barrier" else 0
+    barrier = p["method"] in ("triple_barrier", "meta")
+    span = p["max_holding_min"] if barrier else p["lookahead_min"]
+    warmup = 10 * p["vol_span_min"] if barrier else 0
+    if p["method"] == "meta" and p["side_rule"] == "momentum":
+        warmup += p["momentum_min"]
     return span + warmup, 2 * span + 1
 
 
@@ -154,27 +177,64 @@ def _label_one(path: str, next_path: str | None, dest: str, p: dict[str, Any],
     if p["price_col"] not in frame.columns:
         raise DataError(f"{path}: no column {p['price_col']!r} (columns: {', '.join(frame.columns)}); "
                         "set price_col to one of them", path=path)
+    side_problem = _side_problem(frame, p)
+    if side_problem is not None:
+        raise DataError(f"{path}: {side_problem}", path=path, field=p["side_col"])
     n_own = frame.height
     own_start, own_end = (frame["ts"][0], frame["ts"][n_own - 1]) if n_own else (None, None)
     n_tail, n_head = _context_rows(p)
     if prev_path is not None and n_own:  # a broken or overlapping previous file is its own problem, not context
         tail = _read_parquet(prev_path).tail(n_tail)
-        if set(frame.columns) <= set(tail.columns) and tail.height and tail["ts"][-1] < own_start:
+        if set(frame.columns) <= set(tail.columns) and tail.height and tail["ts"][-1] < own_start \
+                and _side_problem(tail, p) is None:
             frame = pl.concat([tail.select(frame.columns), frame], how="vertical_relaxed")
     if next_path is not None:
         head = _read_parquet(next_path, n_rows=n_head).select(frame.columns)
-        frame = pl.concat([frame, head], how="vertical_relaxed")
+        if _side_problem(head, p) is None:
+            frame = pl.concat([frame, head], how="vertical_relaxed")
     labelled = label_events(frame, p["method"], lookahead_min=p["lookahead_min"],
                             threshold_short_frac=p["threshold_short_frac"],
                             threshold_long_frac=p["threshold_long_frac"], max_holding_min=p["max_holding_min"],
                             profit_take_mult=p["profit_take_mult"], stop_loss_mult=p["stop_loss_mult"],
                             vol_span_min=p["vol_span_min"], cusum_threshold=p["cusum_threshold"],
-                            price_col=p["price_col"])
+                            price_col=p["price_col"], side_rule=p["side_rule"], momentum_min=p["momentum_min"],
+                            side_col=p["side_col"], meta_cost_bps=p["meta_cost_bps"],
+                            keep_unlabelled=p["method"] == "meta")
     if n_own:
         labelled = labelled.filter((pl.col("ts") >= own_start) & (pl.col("ts") <= own_end))
     with atomic_path(dest) as tmp:
         labelled.write_parquet(tmp, compression="zstd")
-    return {"rows_in": n_own, "rows_labelled": labelled.height, **label_distribution(labelled)}
+    labelled = labelled.filter(pl.col("label").is_not_null())  # meta files keep every bar: count the labels
+    return {"rows_in": n_own, "rows_labelled": labelled.height, **_shares(labelled, _class_names(p["method"]))}
+
+
+def _side_problem(frame: pl.DataFrame, p: dict[str, Any]) -> str | None:
+    """Why the bars' side column cannot serve as the primary's side (meta, side_rule column), else None."""
+    if p["method"] != "meta" or p["side_rule"] != "column":
+        return None
+    try:
+        side_from_column(frame, p["side_col"])
+    except (ConfigError, DataError) as exc:
+        return str(exc)
+    return None
+
+
+def _class_names(method: str) -> tuple[str, ...]:
+    return META_LABEL_NAMES if method == "meta" else LABEL_NAMES
+
+
+def _shares(labelled: pl.DataFrame, names: tuple[str, ...]) -> dict[str, float]:
+    """Share of each label class (keyed SELL/NEUTRAL/BUY, or SKIP/TAKE for meta-labels)."""
+    if names == LABEL_NAMES:
+        return label_distribution(labelled)
+    counts = [int((labelled["label"] == code).sum()) for code in range(len(names))]
+    return {k: (c / labelled.height if labelled.height else 0.0) for k, c in zip(names, counts, strict=True)}
+
+
+def _format(shares: dict[str, Any], names: tuple[str, ...]) -> str:
+    if names == LABEL_NAMES:
+        return format_distribution(shares)
+    return " | ".join(f"{k}: {100.0 * float(shares.get(k, 0.0)):.1f}%" for k in names)
 
 
 def _jobs(params: LabellingParams, root: Path, out_dir: Path
@@ -204,7 +264,8 @@ def _record(ctx: RunContext, item: str, dest: Path, n: int, summary: dict[str, A
     ctx.item_done(item, events=summary["rows_labelled"], batch_num=n)
     excluded = summary["rows_in"] - summary["rows_labelled"]
     logger.debug("{} -> {} ({} rows, {} excluded without a complete future window)",
-                Path(item).name, format_distribution(summary), summary["rows_labelled"], excluded)
+                Path(item).name, _format(summary, META_LABEL_NAMES if "TAKE" in summary else LABEL_NAMES),
+                summary["rows_labelled"], excluded)
 
 
 def run_labelling(params: LabellingParams) -> LabellingResult:
@@ -224,11 +285,21 @@ def run_labelling(params: LabellingParams) -> LabellingResult:
     ------
     ConfigError
         If nothing matches ``input_glob``, or it matches files of several folders (instruments).
+    ExecutorError
+        If a worker process was killed (out of memory, SIGKILL) or a Dask worker cannot see an
+        input: the run is ``failed``, nothing is quarantined; resume it.
     """
     with start_run(params) as ctx:
         ctx.add_cumulative_log(ctx.stage_log_dir / "labelling_processing.log")
         out_dir = params.labelled_dir(ctx.root)
-        if params.method == "triple_barrier":
+        if params.method == "meta":
+            side = (f"momentum over {params.momentum_min} min" if params.side_rule == "momentum"
+                    else f"column {params.side_col!r}")
+            logger.info("Labelling config: meta-labels on the side of {}, +{} / -{} x EWM vol ({} min span) in the "
+                        "side's direction, vertical {} min, TAKE only above {} bps cost, price {} -> {}", side,
+                        params.profit_take_mult, params.stop_loss_mult, params.vol_span_min, params.max_holding_min,
+                        params.meta_cost_bps, params.price_col, out_dir)
+        elif params.method == "triple_barrier":
             logger.info("Labelling config: triple barrier, +{} / -{} x EWM vol ({} min span), vertical {} min, "
                         "price {} -> {}", params.profit_take_mult, params.stop_loss_mult, params.vol_span_min,
                         params.max_holding_min, params.price_col, out_dir)
@@ -247,37 +318,17 @@ def run_labelling(params: LabellingParams) -> LabellingResult:
         todo = [j for j in jobs if not ctx.checkpoint.is_completed(j[0])]
         if len(todo) < len(jobs):
             logger.info("Resume: skipping {} labelled file(s)", len(jobs) - len(todo))
-        p = params.model_dump()
-        if params.executor == "dask":  # items as Dask tasks; this process alone commits and logs them
-            _label_on_dask(ctx, params, todo, p)
-            todo = []
-        mp = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(params.n_workers, mp_context=mp, initializer=worker_initializer,
-                                   initargs=ctx.worker_initargs()) if params.n_workers > 1 and len(todo) > 1 else None
-        try:
-            futures = [(j, pool.submit(_label_one, j[1], j[2], str(j[3]), p, j[4]) if pool else None)
-                       for j in todo]
-            for n, (job, fut) in enumerate(futures):
-                item = job[0]
-                try:
-                    summary = fut.result() if fut else _label_one(job[1], job[2], str(job[3]), p, job[4])
-                except DataError as exc:
-                    logger.error("{} quarantined: {}", item, exc)
-                    ctx.checkpoint.mark_failed(item, str(exc))
-                    continue
-                _record(ctx, item, job[3], n, summary)
-        finally:
-            if pool:
-                pool.shutdown(cancel_futures=True)
-        table = _distribution_table(out_dir)
-        totals = {k: float(table[k].sum()) for k in ("SELL", "NEUTRAL", "BUY")} if table.height else {}
+        _label_files(ctx, params, todo)
+        names = _class_names(params.method)
+        table = _distribution_table(out_dir, names)
+        totals = {k: float(table[k].sum()) for k in names} if table.height else {}
         n_rows = sum(totals.values()) or 1
         effective = float(table["effective_labels"].sum()) if table.height else 0.0
         logger.info("Total -> {} | mean uniqueness {:.4f}: about {:,.0f} effectively independent labels",
-                    format_distribution({k: v / n_rows for k, v in totals.items()}), effective / n_rows, effective)
+                    _format({k: v / n_rows for k, v in totals.items()}, names), effective / n_rows, effective)
         atomic_write_json(out_dir / "labelling_config.json", {
             **params.model_dump(mode="json", exclude=set(params.execution_fields)), "suffix": params.run_suffix(),
-            **({"lookahead_min": params.max_holding_min} if params.method == "triple_barrier" else {}),
+            **({"lookahead_min": params.max_holding_min} if params.method in ("triple_barrier", "meta") else {}),
             "run_id": ctx.run_id, "label_counts": totals})
         ctx.add_output("labelled_dir", out_dir)
         ctx.set_result(rows=int(n_rows), **{f"frac_{k.lower()}": v / n_rows for k, v in totals.items()})
@@ -286,14 +337,15 @@ def run_labelling(params: LabellingParams) -> LabellingResult:
     return LabellingResult(ctx.run_id, ctx.status, out_dir, table, dict(ctx.checkpoint.failed))
 
 
-def _label_on_dask(ctx: RunContext, params: LabellingParams,
-                   todo: list[tuple[str, str, str | None, Path, str | None]],
-                   p: dict[str, Any]) -> None:
-    """Label ``todo`` as Dask tasks; record each file here as its task completes."""
+def _label_files(ctx: RunContext, params: LabellingParams,
+                 todo: list[tuple[str, str, str | None, Path, str | None]]) -> None:
+    """Label ``todo`` through the stage's executor; record each file here as its task completes."""
+    p = params.model_dump()
     index = {job[0]: (n, job) for n, job in enumerate(todo)}
-    with open_executor("dask", n_workers=params.n_workers, scheduler=params.scheduler, ctx=ctx) as ex:
+    with open_executor(params, ctx) as ex:
         for item, path, next_path, dest, prev_path in todo:
-            ex.submit(item, _label_one, path, next_path, str(dest), p, prev_path)
+            ex.submit(item, _label_one, path, next_path, str(dest), p, prev_path,
+                      inputs=tuple(f for f in (path, next_path, prev_path) if f is not None))
         for done in ex.as_completed():
             n, job = index[done.key]
             try:
@@ -305,17 +357,17 @@ def _label_on_dask(ctx: RunContext, params: LabellingParams,
             _record(ctx, done.key, job[3], n, summary)
 
 
-def _distribution_table(out_dir: Path) -> pl.DataFrame:
+def _distribution_table(out_dir: Path, names: tuple[str, ...] = LABEL_NAMES) -> pl.DataFrame:
     rows = []
     for f in sorted(out_dir.glob("*.parquet")):
         with open(f, "rb") as fh:  # a file of an older version (resumed run) has no uniqueness: it counts 0
-            names = [c for c in ("label", "uniqueness") if c in pl.read_parquet_schema(fh)]
+            cols = [c for c in ("label", "uniqueness") if c in pl.read_parquet_schema(fh)]
             fh.seek(0)
-            frame = pl.read_parquet(fh, columns=names).with_columns(uniqueness=pl.col("uniqueness")
-                                                                    if "uniqueness" in names else pl.lit(0.0))
+            frame = pl.read_parquet(fh, columns=cols).with_columns(uniqueness=pl.col("uniqueness")
+                                                                   if "uniqueness" in cols else pl.lit(0.0))
         counts = frame["label"].value_counts()
         by = dict(zip(counts["label"].to_list(), counts["count"].to_list(), strict=True))
-        rows.append({"file": f.name, "SELL": by.get(0, 0), "NEUTRAL": by.get(1, 0), "BUY": by.get(2, 0),
+        rows.append({"file": f.name, **{k: by.get(code, 0) for code, k in enumerate(names)},
                      "effective_labels": float(frame["uniqueness"].sum())})
-    return pl.DataFrame(rows, schema={"file": pl.String, "SELL": pl.Int64, "NEUTRAL": pl.Int64, "BUY": pl.Int64,
+    return pl.DataFrame(rows, schema={"file": pl.String, **dict.fromkeys(names, pl.Int64),
                                       "effective_labels": pl.Float64})

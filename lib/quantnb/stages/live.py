@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import glob
 import re
 import signal
 import threading
@@ -32,7 +31,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 from quantnb.config import StageParams
 from quantnb.display import result_html
 from quantnb.errors import ConfigError
-from quantnb.runlog import start_run
+from quantnb.runlog import record_test_spans, start_run
 from quantnb.stages._links import latest_run_ids
 
 if TYPE_CHECKING:
@@ -221,6 +220,8 @@ def run_live(params: LiveParams) -> LiveResult:
             on_warmup=on_warmup)
         if params.mode == "replay":  # a finite replay: its progress has a total from the start
             ctx.set_total(_replay_total(trader.provider, params.max_steps))
+            record_test_spans(ctx, [_replay_span(trader.provider, params.max_steps)],
+                              instrument=cfg.bundle.metadata.symbol, what="replay")
         import torch
 
         threads = torch.get_num_threads()
@@ -234,7 +235,8 @@ def run_live(params: LiveParams) -> LiveResult:
             if not isinstance(value, dict):
                 logger.info("live/{}={}", key, value)
         ctx.set_result(**summary)
-        ctx.record_metrics(pnl_usd=stats.pnl_usd, trades=stats.trades, max_drawdown_frac=stats.max_drawdown_frac)
+        ctx.record_metrics(pnl_usd=stats.pnl_usd, trades=stats.trades, max_drawdown_frac=stats.max_drawdown_frac,
+                           fees_usd=stats.fees_usd, funding_usd=stats.funding_usd, gross_pnl_usd=stats.gross_pnl_usd)
         ctx.add_output("registro", stats.registro_path or cfg.out_dir)
         ctx.add_output("production_log", prod_log)
         if stats.emergency is not None:
@@ -257,6 +259,14 @@ def _replay_total(provider: Any, max_steps: int | None) -> int | None:
         return None
     n = max(len(bars) - int(warmup), 0)
     return min(n, max_steps) if max_steps else n
+
+
+def _replay_span(provider: Any, max_steps: int | None) -> tuple[dt.datetime, dt.datetime]:
+    """Return the first bar the replay trades and the end of its last (after the warm-up, <= ``max_steps``), UTC."""
+    bars, first = provider.bars, int(provider.warmup_bars)
+    last = min(len(bars), first + max_steps) - 1 if max_steps else len(bars) - 1
+    return (dt.datetime.fromtimestamp(bars[first].open_time_ms / 1000, dt.UTC),
+            dt.datetime.fromtimestamp(bars[last].open_time_ms / 1000 + 60, dt.UTC))
 
 
 def _run_with_stop_signals(trader: Any, flatten: bool) -> tuple[SessionStats, str | None]:
@@ -285,5 +295,4 @@ def _replay_files(root: Path, pattern: str) -> list[str] | str:
     """``replay_glob`` expanded (relative or absolute, ``**``); the pattern if nothing matches (the feed says so)."""
     from quantnb.data import expand_glob
 
-    # escaped: the feed passes each entry through glob.glob again; a name may hold '[' or '*'
-    return [glob.escape(str(f)) for f in expand_glob(root, pattern) if f.is_file()] or str(root / pattern)
+    return [str(f) for f in expand_glob(root, pattern) if f.is_file()] or str(root / pattern)

@@ -19,36 +19,39 @@ Kills and several workers (the rules are in :mod:`quantnb.stages._study`):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-import time
-import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import optuna
 from loguru import logger
 from optuna.trial import TrialState
-from pydantic import Field, PositiveFloat, PositiveInt, field_validator
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from quantnb.display import result_html
 from quantnb.errors import ConfigError, QuantnbError
+from quantnb.evaluation import cpcv_path_count, cpcv_split_count
 from quantnb.runlog import RunContext, atomic_write_json, is_interrupt, start_run
-from quantnb.stages._cv import FOLD_SCORES_ATTR, CvFold, cv_datasets, pbo_of_study
+from quantnb.stages._cv import (
+    FOLD_SCORES_ATTR,
+    PATH_SCORES_ATTR,
+    SPLIT_SCORES_ATTR,
+    CvFold,
+    cv_datasets,
+    pbo_of_study,
+)
 from quantnb.stages._labelled import load_labelled
-from quantnb.stages._links import LabelledDataParams
+from quantnb.stages._links import LabelledDataParams, SampleWeightCol, record_labelled_span
 from quantnb.stages._study import (
-    GRACE_PERIOD_S,
-    HEARTBEAT_INTERVAL_S,
     KEY_ATTR,
     OWNER_ATTR,
-    RetryKilledTrial,
-    TrialSeededSampler,
     check_storage_url,
     finished_outcome,
+    open_study,
     recover_dead_trials,
-    refuse_password_error,
-    server_kwargs,
     space_size,
     trial_key,
     worker_identity,
@@ -96,6 +99,16 @@ class OptimizationParams(LabelledDataParams):
     cv_folds: PositiveInt = Field(
         1, description="Purged k-fold folds over train + validation for the objective (mean F1 macro over folds, "
                        "early stopping on an inner split) and the PBO; even. 1: the single validation split, no PBO.")
+    cv_mode: Literal["purged_kfold", "cpcv"] = Field(
+        "purged_kfold", description="purged_kfold: cv_folds folds (1: the single validation split); cpcv: "
+                                    "combinatorial purged CV, C(cv_groups, cv_test_groups) splits.")
+    cv_groups: PositiveInt = Field(
+        6, description="cpcv: contiguous groups N of train + validation; PBO (CSCV) over the groups needs N even.")
+    cv_test_groups: PositiveInt = Field(2, description="cpcv: groups k tested per split, 1 <= k < cv_groups.")
+    sample_weight_col: SampleWeightCol = Field(
+        None, description="Weigh each window's loss in every trial by its label's AFML uniqueness or "
+                          "return-attribution weight (columns of the labelling stage), as training does; None: "
+                          "unweighted.")
 
     @field_validator("cv_folds")
     @classmethod
@@ -103,6 +116,25 @@ class OptimizationParams(LabelledDataParams):
         if value != 1 and value % 2:
             raise ValueError(f"cv_folds={value}: give 1 or an even number (CSCV splits the folds into halves)")
         return value
+
+    @model_validator(mode="after")
+    def _cpcv_fields(self) -> Self:
+        if self.cv_mode == "cpcv":
+            if self.cv_folds != 1:
+                raise ValueError(f"cv_folds={self.cv_folds} with cv_mode='cpcv': cv_folds sets the purged k-fold; "
+                                 "give cv_groups and cv_test_groups for cpcv (and leave cv_folds at 1)")
+            if self.cv_groups < 2 or not 1 <= self.cv_test_groups < self.cv_groups:
+                raise ValueError(f"cv_groups={self.cv_groups}, cv_test_groups={self.cv_test_groups}: need "
+                                 "cv_groups >= 2 and 1 <= cv_test_groups < cv_groups (e.g. 6 and 2: 15 splits)")
+        return self
+
+    def uses_cv(self) -> bool:
+        """Return whether the objective is cross-validated (purged k-fold with ``cv_folds > 1``, or CPCV)."""
+        return self.cv_mode == "cpcv" or self.cv_folds > 1
+
+    def pbo_columns(self) -> int:
+        """Return the columns of the trial x column matrix the PBO is computed on: folds, or CPCV groups."""
+        return self.cv_groups if self.cv_mode == "cpcv" else self.cv_folds
 
     @field_validator("storage")
     @classmethod
@@ -136,101 +168,9 @@ class OptimizationResult:
         if self.selection:
             pbo = self.selection.get("pbo")
             print(f"Selected from {self.selection.get('n_trials')} trials; probability of backtest overfitting: "
-                  + (f"{pbo:.2f} (CSCV over {self.selection.get('cv_folds')} folds)" if pbo is not None else
-                     "not measured (needs cv_folds >= 2)"))
+                  + (f"{pbo:.2f} (CSCV over {self.selection.get('pbo_columns')} {_columns_word(self.selection)})"
+                     if pbo is not None else "not measured (needs cv_folds >= 2, or cpcv with an even cv_groups)"))
         return self.trials
-
-
-def open_study(storage: str, study_name: str, seed: int, startup_trials: int, root: Path,
-               space: dict[str, optuna.distributions.BaseDistribution] | None = None) -> optuna.Study:
-    """Create or load a study with a :class:`~quantnb.stages._study.TrialSeededSampler` and a MedianPruner.
-
-    Parameters
-    ----------
-    storage : str
-        ``sqlite:///relative/path.db`` (resolved against ``root``), any SQLAlchemy URL (for
-        PostgreSQL ``postgresql+psycopg://user@host:5432/db``, its password in the environment:
-        ``QUANTNB_OPTUNA_STORAGE_PASSWORD`` or ``PGPASSWORD``), or a journal file path ending in
-        ``.log`` or ``.jsonl``.
-    study_name : str
-        Loaded if it exists.
-    seed : int
-        Sampler seed; each trial draws from ``(seed, trial key)``.
-    startup_trials : int
-        Trials the MedianPruner waits for before pruning.
-    root : pathlib.Path
-        Project directory.
-    space : dict of str to BaseDistribution, optional
-        The whole search space (:func:`search_space`), drawn at once per trial so that no
-        setting repeats; without it the sampler draws parameter by parameter.
-
-    Returns
-    -------
-    optuna.Study
-        Direction ``maximize`` (validation F1 macro).
-
-    Raises
-    ------
-    ConfigError
-        If ``storage`` carries a password.
-    """
-    try:
-        check_storage_url(storage)
-    except ValueError as exc:
-        raise ConfigError(f"storage: {exc}") from None
-    if storage.endswith((".log", ".jsonl")) and "://" not in storage:
-        path = root / storage
-        path.parent.mkdir(parents=True, exist_ok=True)
-        backend = optuna.storages.journal.JournalFileBackend(str(path))
-        store: Any = optuna.storages.JournalStorage(backend)
-    else:
-        kwargs: dict[str, Any] = {}
-        if storage.startswith("sqlite:///") and not storage.startswith("sqlite:////"):
-            db = root / storage.removeprefix("sqlite:///")
-            db.parent.mkdir(parents=True, exist_ok=True)
-            storage = f"sqlite:///{db}"
-            kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
-        store = _rdb_storage(storage, server_kwargs(storage, kwargs))
-    study = optuna.create_study(
-        study_name=study_name, storage=store, direction="maximize", load_if_exists=True,
-        sampler=TrialSeededSampler(seed, space or {}),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=0),
-    )
-    if study.metric_names != ["f1_macro"]:
-        with warnings.catch_warnings():  # "experimental" in Optuna 5
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(["f1_macro"])
-    return study
-
-
-def _rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 5) -> optuna.storages.RDBStorage:
-    """Open an RDB storage; retry while another worker is creating the same schema (they race).
-
-    Heartbeats every 5 s; a trial whose heartbeat is 60 s old is failed and queued again with its own
-    parameters (:class:`~quantnb.stages._study.RetryKilledTrial`).
-
-    Raises
-    ------
-    ConfigError
-        If the server refuses the password (or gets none).
-    """
-    import sqlalchemy.exc
-
-    for attempt in range(1, attempts + 1):
-        try:
-            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5; we rely on them knowingly
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
-                    url, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
-                    heartbeat_stale_trial_callback=RetryKilledTrial(), **kwargs)
-        except sqlalchemy.exc.SQLAlchemyError as exc:
-            refuse_password_error(url, exc)
-            if attempt == attempts:
-                raise
-            logger.warning("Storage not ready ({}: {}); retry {}/{}", type(exc).__name__,
-                           str(exc).splitlines()[0][:120], attempt, attempts - 1)
-            time.sleep(0.5 * attempt)
-    raise AssertionError("unreachable")
 
 
 def search_space(params: OptimizationParams) -> dict[str, optuna.distributions.BaseDistribution]:
@@ -259,7 +199,13 @@ def search_space(params: OptimizationParams) -> dict[str, optuna.distributions.B
 def _fixed_settings(params: OptimizationParams) -> dict[str, Any]:
     keys = ("kernel_size", "n_blocks", "lstm_layers", "epochs_per_trial", "patience", "train_frac", "val_frac",
             "labelled_dir") + (("cv_folds",) if params.cv_folds != 1 else ())  # studies from before cv_folds load
+    keys += ("cv_mode", "cv_groups", "cv_test_groups") if params.cv_mode == "cpcv" else ()  # likewise
+    keys += ("sample_weight_col",) if params.sample_weight_col else ()
     return {k: getattr(params, k) for k in keys}
+
+
+def _columns_word(selection: dict[str, Any]) -> str:
+    return "groups" if selection.get("cv_mode") == "cpcv" else "folds"
 
 
 def check_study_compatible(study: optuna.Study, params: OptimizationParams) -> None:
@@ -305,13 +251,17 @@ class _Objective:
 
         if seq_len not in self._data:
             self._data[seq_len] = prepare_datasets(self.labelled, seq_len=seq_len, train_frac=self.p.train_frac,
-                                                   val_frac=self.p.val_frac, lookahead_min=self.lookahead_min)
+                                                   val_frac=self.p.val_frac, lookahead_min=self.lookahead_min,
+                                                   weight_col=self.p.sample_weight_col)
         return self._data[seq_len]
 
     def folds(self, seq_len: int) -> list[CvFold]:
         if seq_len not in self._folds:
-            self._folds[seq_len] = cv_datasets(self.data(seq_len), n_folds=self.p.cv_folds,
-                                               lookahead_min=self.lookahead_min)
+            cpcv = self.p.cv_mode == "cpcv"
+            self._folds[seq_len] = cv_datasets(self.data(seq_len), n_folds=self.p.pbo_columns(),
+                                               lookahead_min=self.lookahead_min,
+                                               n_test_groups=self.p.cv_test_groups if cpcv else None,
+                                               weight_col=self.p.sample_weight_col)
         return self._folds[seq_len]
 
     def sample(self, trial: optuna.Trial) -> dict[str, Any]:
@@ -334,7 +284,7 @@ class _Objective:
         logger.debug("Trial {} started (key {}{}): {}", trial.number, key,
                     f", retry of trial {retry_of}" if retry_of is not None else "", hp)
         try:
-            return self._train_cv(trial, hp, key) if self.p.cv_folds > 1 else self._train(trial, hp, key)
+            return self._train_cv(trial, hp, key) if self.p.uses_cv() else self._train(trial, hp, key)
         except optuna.TrialPruned:
             raise
         except Exception as exc:
@@ -381,13 +331,15 @@ class _Objective:
         return float(result.best_f1_macro)
 
     def _train_cv(self, trial: optuna.Trial, hp: dict[str, Any], key: int) -> float:
-        """Mean test F1 macro over the purged folds; each fold stops early on its inner split."""
+        """Mean test F1 macro over the purged splits; each split stops early on its inner split."""
         import numpy as np
 
-        from quantnb.models import HybridTCNLSTM, TrainConfig, Trainer, evaluate, seed_everything  # torch
+        from quantnb.models import HybridTCNLSTM, TrainConfig, Trainer, classification_scores, evaluate, seed_everything
 
         p, scores = self.p, []
-        for k, fold in enumerate(self.folds(hp["seq_len"])):
+        scored: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}  # (split, group) -> (targets, predictions)
+        folds = self.folds(hp["seq_len"])
+        for k, fold in enumerate(folds):
             seed_everything(p.seed + key)
             model = HybridTCNLSTM(fold.train.n_features, tcn_channels=hp["tcn_channels"], kernel_size=p.kernel_size,
                                   n_blocks=p.n_blocks, dropout=hp["dropout"], lstm_hidden=hp["lstm_hidden"],
@@ -396,14 +348,50 @@ class _Objective:
                               patience=p.patience, seed=p.seed + key, num_threads=p.num_threads)
             Trainer(model, fold.train, fold.inner_val, cfg,
                     self.ctx.run_dir / "trials" / f"trial_{trial.number}" / f"fold_{k}").fit()
-            scores.append(float(evaluate(model, fold.test).scores.f1_macro))
-            logger.debug("Trial {} fold {}: test F1 macro {:.4f}", trial.number, k, scores[-1])
+            with _threads(p.num_threads):  # the trainer sets them for fit() only
+                for g, ds in zip(fold.groups, fold.tests, strict=True):
+                    scored[k, g] = (ds.targets, evaluate(model, ds).predictions)
+            scores.append(_f1([scored[k, g] for g in fold.groups], classification_scores))
+            logger.debug("Trial {} split {} (groups {}): test F1 macro {:.4f}", trial.number, k, fold.groups,
+                         scores[-1])
             trial.report(float(np.mean(scores)), k)
             if trial.should_prune():
-                raise optuna.TrialPruned(f"fold {k}: mean F1 macro {np.mean(scores):.4f} below the median")
-        trial.set_user_attr(FOLD_SCORES_ATTR, scores)
+                raise optuna.TrialPruned(f"split {k}: mean F1 macro {np.mean(scores):.4f} below the median")
+        groups = sorted({g for _, g in scored})
+        trial.set_user_attr(FOLD_SCORES_ATTR, [  # the PBO's columns: each group, scored by the splits testing it
+            float(np.mean([_f1([v], classification_scores) for (_, h), v in scored.items() if h == g]))
+            for g in groups])
+        if p.cv_mode == "cpcv":
+            from quantnb.evaluation import cpcv_paths
+
+            trial.set_user_attr(SPLIT_SCORES_ATTR, scores)
+            trial.set_user_attr(PATH_SCORES_ATTR, [_f1([scored[int(s), g] for g, s in enumerate(path)],
+                                                       classification_scores)
+                                                   for path in cpcv_paths(p.cv_groups, p.cv_test_groups)])
         trial.set_user_attr("f1_macro_sd", float(np.std(scores, ddof=1)))
         return float(np.mean(scores))
+
+
+@contextlib.contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch threads (None: torch's), then restore them."""
+    import torch
+
+    saved = torch.get_num_threads()
+    try:
+        if n is not None:
+            torch.set_num_threads(n)
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _f1(parts: list[tuple[Any, Any]], classification_scores: Any) -> float:
+    """F1 macro of the concatenated (targets, predictions) parts."""
+    import numpy as np
+
+    return float(classification_scores(np.concatenate([t for t, _ in parts]),
+                                       np.concatenate([q for _, q in parts])).f1_macro)
 
 
 def run_optimization(params: OptimizationParams) -> OptimizationResult:
@@ -431,6 +419,13 @@ def run_optimization(params: OptimizationParams) -> OptimizationResult:
     with start_run(params) as ctx:
         logger.info("Labelled data: {}", params.labelled_source())
         labelled, label_cfg = load_labelled(ctx.root, params.labelled_dir)
+        if params.sample_weight_col and params.sample_weight_col not in labelled.columns:
+            raise ConfigError(f"sample_weight_col={params.sample_weight_col!r}: the labels in {params.labelled_dir} "
+                              f"have no such column (labelled before the AFML weights); label them again with the "
+                              "labelling stage, or pass sample_weight_col=None")
+        looked_at = record_labelled_span(ctx, labelled, label_cfg, params.labelled_dir,
+                                         *_selection_span(params, labelled, int(label_cfg["lookahead_min"])),
+                                         what="selection")
         name = params.resolved_study_name()
         space = search_space(params)
         study = open_study(params.storage, name, params.seed, params.pruner_startup_trials, ctx.root, space=space)
@@ -481,13 +476,23 @@ def run_optimization(params: OptimizationParams) -> OptimizationResult:
         best = study.best_trial
         fixed = {"kernel_size": params.kernel_size, "n_blocks": params.n_blocks, "lstm_layers": params.lstm_layers}
         finished = study.get_trials(deepcopy=False, states=_FINISHED)
-        pbo, n_pbo = pbo_of_study(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), params.cv_folds)
+        columns = params.pbo_columns()
+        pbo, n_pbo = pbo_of_study(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), columns)
         selection = {"n_trials": len(finished), "pbo": pbo, "pbo_trials": n_pbo, "cv_folds": params.cv_folds,
+                     "cv_mode": params.cv_mode, "pbo_columns": columns if params.uses_cv() else None,
                      "fold_f1_macro": best.user_attrs.get(FOLD_SCORES_ATTR),
-                     "f1_macro_sd": best.user_attrs.get("f1_macro_sd")}
+                     "f1_macro_sd": best.user_attrs.get("f1_macro_sd"),
+                     "sample_weight_col": params.sample_weight_col, "test_span_evaluations": looked_at}
+        if params.cv_mode == "cpcv":
+            selection.update(cv_groups=params.cv_groups, cv_test_groups=params.cv_test_groups,
+                             n_splits=cpcv_split_count(params.cv_groups, params.cv_test_groups),
+                             n_paths=cpcv_path_count(params.cv_groups, params.cv_test_groups),
+                             split_f1_macro=best.user_attrs.get(SPLIT_SCORES_ATTR),
+                             path_f1_macro=best.user_attrs.get(PATH_SCORES_ATTR))
         logger.info("Selection: best of {} trial(s); {}", len(finished),
-                    f"PBO {pbo:.2f} (CSCV over {n_pbo} trials x {params.cv_folds} folds)" if pbo is not None else
-                    "no PBO (needs cv_folds >= 2 and 2 completed trials)")
+                    f"PBO {pbo:.2f} (CSCV over {n_pbo} trials x {columns} {_columns_word(selection)})"
+                    if pbo is not None else
+                    "no PBO (needs cv_folds >= 2 or cpcv with an even cv_groups, and 2 completed trials)")
         payload = {"study_name": name, "best_trial": best.number, "val_f1_macro": best.value, **selection,
                    "params": {**best.params, **fixed}, "labelled_dir": params.labelled_dir,
                    "label_suffix": params.run_suffix(), "lookahead_min": label_cfg["lookahead_min"],
@@ -507,6 +512,15 @@ def run_optimization(params: OptimizationParams) -> OptimizationResult:
         trials = _trials_table(study)
     return OptimizationResult(ctx.run_id, name, float(best.value), payload["params"],
                               ctx.run_dir / "best_params.json", trials, selection)
+
+
+def _selection_span(params: OptimizationParams, labelled: Any, lookahead_min: int) -> tuple[str, str]:
+    """Return the first and last bar the objective scores: validation, or train + validation with CV."""
+    from quantnb.research import chronological_split
+
+    spans = chronological_split(labelled, train_frac=params.train_frac, val_frac=params.val_frac,
+                                lookahead_min=lookahead_min).spans()
+    return spans["train" if params.uses_cv() else "val"]["start"], spans["val"]["end"]
 
 
 def _target_trials(n_trials: int, space: dict[str, optuna.distributions.BaseDistribution]) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loguru import logger
@@ -15,9 +16,9 @@ from quantnb.runlog import atomic_write_json, start_run
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from quantnb.postmortem import PostmortemReport
+    from quantnb.runlog import PostmortemReport
 
-__all__ = ["PostmortemParams", "PostmortemResult", "run_postmortem"]
+__all__ = ["PostmortemParams", "PostmortemResult", "run_postmortem", "postmortem_of"]
 
 
 class PostmortemParams(StageParams):
@@ -72,14 +73,8 @@ def run_postmortem(params: PostmortemParams) -> PostmortemResult:
     """
     import matplotlib.pyplot as plt  # heavy: imported by the run, not by the runner's parameter validation
 
-    from quantnb.postmortem import (
-        analyse_run,
-        find_latest_run,
-        plot_learning_curve,
-        plot_memory,
-        plot_throughput,
-        plot_timeline,
-    )
+    from quantnb.display._postmortem import plot_learning_curve, plot_memory, plot_throughput, plot_timeline
+    from quantnb.runlog import analyse_run, find_latest_run  # polars, on first use
 
     with start_run(params) as ctx:
         target = params.target_run_id or find_latest_run(ctx.root, params.target_stage)
@@ -107,3 +102,22 @@ def run_postmortem(params: PostmortemParams) -> PostmortemResult:
         ctx.record_metrics(target_status=report.status, errors=report.log_counts.get("ERROR", 0),
                            possible_leak=report.memory_rising)
     return PostmortemResult(report, figures)
+
+
+def postmortem_of(run_id: str, project_dir: str | Path) -> PostmortemResult:
+    """Run the post-mortem stage on ``run_id`` with a quiet console: the run monitor's button.
+
+    Parameters
+    ----------
+    run_id : str
+        The run to analyse (a folder name under ``runs/``).
+    project_dir : str or pathlib.Path
+        The project holding it.
+
+    Returns
+    -------
+    PostmortemResult
+        As :func:`run_postmortem`; ``RunMonitor(postmortem=postmortem_of)`` shows it below the table.
+    """
+    return run_postmortem(PostmortemParams(target_run_id=run_id, project_dir=str(project_dir),
+                                           console_level="WARNING"))

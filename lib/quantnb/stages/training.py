@@ -6,6 +6,11 @@ overridden by any explicitly given field. Checkpoints go to ``runs/<run_id>/chec
 run ends with a test-set report (beside the persistence and majority-class baselines, each with
 the paired block bootstrap CI of the F1 macro difference), a confusion-matrix plot in ``debug_plots/<run_id>/`` and a
 model bundle in ``runs/<run_id>/model/`` that later stages load without the notebook.
+
+On meta-labels (labelling ``method="meta"``, AFML 3.6) the model is a 2-class secondary (SKIP /
+TAKE) and the report adds its precision and recall on TAKE against always taking the primary's
+side, and the primary's bets sized by the model's probability (AFML ch. 10) against the same bets
+unsized on the test split, each with a paired block bootstrap CI and a sentence (``test["meta"]``).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 import numpy as np
 from loguru import logger
@@ -23,7 +28,7 @@ from quantnb.display import result_html
 from quantnb.errors import ConfigError
 from quantnb.runlog import start_run
 from quantnb.stages._labelled import load_labelled
-from quantnb.stages._links import LabelledDataParams, latest_output
+from quantnb.stages._links import LabelledDataParams, SampleWeightCol, latest_output, record_labelled_span
 
 __all__ = ["TrainingParams", "TrainingResult", "run_training"]
 
@@ -56,8 +61,9 @@ class TrainingParams(LabelledDataParams):
     epochs: PositiveInt = Field(10, description="Maximum epochs (cosine schedule length).")
     patience: PositiveInt = Field(3, description="Early-stopping patience on val F1 macro, epochs.")
     weight_decay: float = Field(1e-2, ge=0, description="AdamW weight decay.")
-    class_weights: list[float] | None = Field(None, description="SELL/NEUTRAL/BUY weights; None: inverse frequency.")
-    sample_weight_col: Literal["uniqueness", "return_weight"] | None = Field(
+    class_weights: list[float] | None = Field(None, description="SELL/NEUTRAL/BUY weights (SKIP/TAKE on "
+                                                                "meta-labels); None: inverse frequency.")
+    sample_weight_col: SampleWeightCol = Field(
         None, description="Weigh each window's loss by its label's AFML uniqueness or return-attribution weight "
                           "(columns of the labelling stage); None: unweighted.")
     train_frac: float = Field(0.7, gt=0, lt=1, description="Chronological train fraction.")
@@ -139,11 +145,14 @@ class TrainingResult:
         import polars as pl
 
         t = self.test
+        per_class = (f"S/N/B {t['f1_sell']:.3f}/{t['f1_neutral']:.3f}/{t['f1_buy']:.3f}" if "f1_sell" in t
+                     else f"SKIP/TAKE {t['f1_skip']:.3f}/{t['f1_take']:.3f}")
         print(f"Training {self.run_id}: best val F1 macro {self.best_val_f1_macro:.4f}; test F1 macro "
-              f"{t['f1_macro']:.4f}, weighted {t['f1_weighted']:.4f}, S/N/B {t['f1_sell']:.3f}/"
-              f"{t['f1_neutral']:.3f}/{t['f1_buy']:.3f}")
+              f"{t['f1_macro']:.4f}, weighted {t['f1_weighted']:.4f}, {per_class}")
         for b in t.get("baselines", {}).values():
             print(b["verdict"])
+        for v in (t.get("meta") or {}).get("verdicts", []):
+            print(v)
         print(f"Model bundle: {self.bundle_dir}")
         return pl.DataFrame([{k: v for k, v in h.items() if k != "f1_per_class"} for h in self.history])
 
@@ -153,9 +162,10 @@ def _baselines(data: Any, labelled: Any, lookahead_min: int, y_pred: np.ndarray,
     import polars as pl
 
     from quantnb.evaluation import compare_to_baseline, persistence_predictions
+    from quantnb.research import META_LABEL_NAMES
 
-    y_true = data.test.targets
-    majority = int(np.bincount(data.train.targets, minlength=3).argmax())
+    y_true, n_classes = data.test.targets, len(data.class_names)
+    majority = int(np.bincount(data.train.targets, minlength=n_classes).argmax())
     minutes = pl.col("ts").dt.epoch("s") // 60
     end_min = data.splits.test.select(minutes).to_series().to_numpy()[data.test.ends]
     lab = labelled.select(minutes.alias("m"), pl.col("label").cast(pl.Int64).fill_null(-1))
@@ -164,10 +174,27 @@ def _baselines(data: Any, labelled: Any, lookahead_min: int, y_pred: np.ndarray,
     block = max(float(lookahead_min), len(y_true) ** (1 / 3))  # labels overlap over the lookahead
     out = {}
     for name, base in (("persistence", persist), ("majority", np.full_like(y_true, majority))):
-        out[name] = compare_to_baseline(y_true, y_pred, base, baseline=name, mean_block_len=block, seed=seed).to_dict()
+        out[name] = compare_to_baseline(y_true, y_pred, base, baseline=name, mean_block_len=block, seed=seed,
+                                        n_classes=n_classes).to_dict()
     out["persistence"]["coverage"] = coverage  # share of rows whose bar t - lookahead had a label
     out["majority"]["class"] = majority
+    if data.class_names == META_LABEL_NAMES:  # meta-labels: the primary alone takes every bet (TAKE everywhere)
+        out["take_all"] = compare_to_baseline(y_true, y_pred, np.ones_like(y_true), baseline="always-take (primary)",
+                                              mean_block_len=block, seed=seed, n_classes=n_classes).to_dict()
     return out
+
+
+def _meta_report(data: Any, ev: Any, label_cfg: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Score the secondary model against always taking the primary's side, and its bet sizes against unsized bets."""
+    from quantnb.research import compare_precision_to_take_all, compare_sizing
+
+    y_true, lookahead = data.test.targets, int(label_cfg["lookahead_min"])
+    block = max(float(lookahead), len(y_true) ** (1 / 3))  # labels overlap over the holding period
+    precision = compare_precision_to_take_all(y_true, ev.predictions, mean_block_len=block, seed=seed)
+    trade_return = data.splits.test.get_column("trade_return").to_numpy()[data.test.ends]
+    sizing = compare_sizing(ev.probabilities[:, 1].astype(np.float64), trade_return,
+                            cost_bps=float(label_cfg.get("meta_cost_bps", 0.0)), mean_block_len=block, seed=seed)
+    return {"take_all": precision, "sizing": sizing.to_dict(), "verdicts": [precision["verdict"], sizing.verdict]}
 
 
 def run_training(params: TrainingParams) -> TrainingResult:
@@ -198,20 +225,25 @@ def run_training(params: TrainingParams) -> TrainingResult:
         save_model_bundle,
         seed_everything,
     )
-    from quantnb.research import prepare_datasets
+    from quantnb.research import LABEL_NAMES, META_LABEL_NAMES, prepare_datasets
 
     with start_run(params) as ctx:
         logger.info("Labelled data: {}", params.labelled_source())
         logger.info("Hyper-parameters: {}", params.best_params_source())
         hp = params.model_params(ctx.root)
         labelled, label_cfg = load_labelled(ctx.root, params.labelled_dir)
+        meta = label_cfg.get("method") == "meta"  # a secondary model on the primary's bets (AFML 3.6)
+        if meta:
+            logger.info("Meta-labels: a 2-class secondary model (SKIP / TAKE) on the primary side's bets")
         data = prepare_datasets(labelled, seq_len=hp["seq_len"], train_frac=params.train_frac,
                                 val_frac=params.val_frac, lookahead_min=int(label_cfg["lookahead_min"]),
-                                weight_col=params.sample_weight_col)
+                                weight_col=params.sample_weight_col,
+                                class_names=META_LABEL_NAMES if meta else LABEL_NAMES,
+                                extra_features=("side",) if meta else ())  # the secondary sees the primary's side
         seed_everything(params.seed)
         model = HybridTCNLSTM(len(data.features), tcn_channels=hp["tcn_channels"], kernel_size=hp["kernel_size"],
                               n_blocks=hp["n_blocks"], dropout=hp["dropout"], lstm_hidden=hp["lstm_hidden"],
-                              lstm_layers=hp["lstm_layers"])
+                              lstm_layers=hp["lstm_layers"], n_classes=len(data.class_names))
         cfg = TrainConfig(epochs=params.epochs, batch_size=hp["batch_size"], lr=hp["lr"],
                           weight_decay=params.weight_decay, patience=params.patience,
                           class_weights=tuple(params.class_weights) if params.class_weights else None,
@@ -232,6 +264,9 @@ def run_training(params: TrainingParams) -> TrainingResult:
         result = trainer.fit(resume=ctx.resumed)
         if result.stopped_early_epoch:  # early stopping: the run's total is the epochs it ran (ETA, post-mortem)
             ctx.set_total(result.stopped_early_epoch)
+        test_span = data.splits.spans()["test"]  # counted before it is scored: a run that fails later looked too
+        record_labelled_span(ctx, labelled, label_cfg, params.labelled_dir, test_span["start"], test_span["end"],
+                             what="test split")
         ev = evaluate(model, data.test, batch_size=cfg.eval_batch_size)
         test = ev.to_dict()
         test["baselines"] = _baselines(data, labelled, int(label_cfg["lookahead_min"]), ev.predictions, params.seed)
@@ -239,10 +274,16 @@ def run_training(params: TrainingParams) -> TrainingResult:
         test["f1_macro_ci_low"], test["f1_macro_ci_high"] = ci["model_ci_low"], ci["model_ci_high"]
         for b in test["baselines"].values():
             logger.info("baseline/{}: {}", b["baseline"], b["verdict"])
-        logger.info("test/f1_macro={:.4f} test/f1_weighted={:.4f} test/f1 [S/N/B]={:.3f}/{:.3f}/{:.3f}",
-                    test["f1_macro"], test["f1_weighted"], test["f1_sell"], test["f1_neutral"], test["f1_buy"])
+        if meta:
+            test["meta"] = _meta_report(data, ev, label_cfg, params.seed)
+            for verdict in test["meta"]["verdicts"]:
+                logger.info("meta: {}", verdict)
+        logger.info("test/f1_macro={:.4f} test/f1_weighted={:.4f} test/f1 [{}]={}", test["f1_macro"],
+                    test["f1_weighted"], "/".join(n[0] for n in data.class_names),
+                    "/".join(f"{test[f'f1_{n.lower()}']:.3f}" for n in data.class_names))
         plot = ctx.root / "debug_plots" / ctx.run_id / "confusion_matrix.png"
-        plot_confusion_matrix(np.array(test["confusion"]), plot, title=f"{ctx.run_id}: test confusion matrix")
+        plot_confusion_matrix(np.array(test["confusion"]), plot, title=f"{ctx.run_id}: test confusion matrix",
+                              class_names=data.class_names)
         bundle = save_model_bundle(ctx.run_dir / "model", model, data.scaler, {
             "parameters": {**params.model_dump(mode="json", exclude=set(params.execution_fields)), **hp},
             "train_config": cfg.to_dict(), "seq_len": data.seq_len, "label_suffix": params.run_suffix(),
@@ -258,6 +299,7 @@ def run_training(params: TrainingParams) -> TrainingResult:
                        best_epoch=result.best_epoch, stopped_early_epoch=result.stopped_early_epoch)
         ctx.record_metrics(test_f1_macro=test["f1_macro"], test_f1_macro_ci_low=ci["model_ci_low"],
                            test_f1_macro_ci_high=ci["model_ci_high"], val_f1_macro=result.best_f1_macro,
-                           best_epoch=result.best_epoch, baselines=test["baselines"])
+                           best_epoch=result.best_epoch, baselines=test["baselines"],
+                           **({"meta": {k: v for k, v in test["meta"].items() if k != "verdicts"}} if meta else {}))
     return TrainingResult(ctx.run_id, result.best_f1_macro, test, Path(bundle), plot,
                           [h.to_dict() for h in result.history], data.summary())

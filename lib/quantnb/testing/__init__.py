@@ -4,7 +4,7 @@
   also with defects (crossed book, sequence gap, truncated line, NaN price, ...).
 - :class:`BinanceLoopbackServer`: Binance USD-M REST endpoints on 127.0.0.1 with a matching
   engine and fault injection (:class:`Fault`); point ccxt at it with
-  :func:`configure_ccxt_for_loopback`.
+  ``quantnb.live.make_exchange(mode, base_url=server.base_url)``.
 - :class:`KlineStreamServer`: a websocket server streaming Binance kline messages.
 - :class:`BybitStreamServer`, :class:`BinanceStreamServer`: Bybit v5 public and Binance USD-M
   market-stream servers replaying the real samples (subscribe/ack, ping/pong, snapshots and
@@ -38,7 +38,6 @@ __all__ = [
     "BinanceLoopbackServer",
     "SymbolSpec",
     "Fault",
-    "configure_ccxt_for_loopback",
     "KlineStreamServer",
     "kline_message",
     "BybitStreamServer",
@@ -51,7 +50,6 @@ _LAZY = {
     "BinanceLoopbackServer": "quantnb.testing.binance_server",
     "SymbolSpec": "quantnb.testing.binance_server",
     "Fault": "quantnb.testing.binance_server",
-    "configure_ccxt_for_loopback": "quantnb.testing.binance_server",
     "KlineStreamServer": "quantnb.testing.ws_server",
     "kline_message": "quantnb.testing.ws_server",
     "BybitStreamServer": "quantnb.testing.bybit_ws_server",

@@ -407,7 +407,10 @@ class ExchangeEngine:
         order = self._order_dict(spec.symbol, client_id, side, otype, qty, reduce_only, p)
         if otype == "MARKET":
             self._check_margin(spec.symbol, signed, price)
-            self._fill(order, signed, price)
+            # a market order takes resting prices, which lie on the tick: the ask at or above the price, the bid below
+            ticks = price / spec.tick_size
+            touch = (math.ceil(ticks - 1e-9) if signed > 0 else math.floor(ticks + 1e-9)) * spec.tick_size
+            self._fill(order, signed, round(touch, 10))
         return order
 
     def _order_dict(self, symbol: str, client_id: str, side: str, otype: str, qty: float, reduce_only: bool,

@@ -5,7 +5,7 @@ endpoints ccxt 4.5's ``binanceusdm`` calls for markets, time, account, positions
 and klines, with Binance's response shapes, and fills market orders at the mark price it
 is given. Faults (HTTP 429/418 with ``Retry-After``, 5xx, slow answers, dropped
 connections) are injected per endpoint with :meth:`BinanceLoopbackServer.inject_fault`.
-:func:`configure_ccxt_for_loopback` points a ccxt exchange at it.
+``quantnb.live.make_exchange(mode, base_url=server.base_url)`` points a ccxt exchange at it.
 
 References
 ----------
@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl, urlsplit
 from quantnb.testing._binance_engine import BinanceApiError, ExchangeEngine, SymbolSpec
 from quantnb.testing._faults import ERROR_BODIES, Fault, FaultKind, FaultPlan
 
-__all__ = ["BinanceLoopbackServer", "SymbolSpec", "Fault", "configure_ccxt_for_loopback"]
+__all__ = ["BinanceLoopbackServer", "SymbolSpec", "Fault"]
 
 _PUBLIC = {"/fapi/v1/ping", "/fapi/v1/time", "/fapi/v1/exchangeInfo", "/fapi/v1/klines"}
 
@@ -113,7 +113,7 @@ class BinanceLoopbackServer:
 
     @property
     def base_url(self) -> str:
-        """``http://127.0.0.1:<port>``, the root to give :func:`configure_ccxt_for_loopback`.
+        """``http://127.0.0.1:<port>``, the root to give ``make_exchange(..., base_url=...)``.
 
         Raises
         ------
@@ -360,40 +360,3 @@ def _make_handler(server: BinanceLoopbackServer) -> type[BaseHTTPRequestHandler]
                 pass  # the client gave up (its timeout); the venue's side is done
 
     return Handler
-
-
-def configure_ccxt_for_loopback(exchange: Any, base_url: str) -> Any:
-    """Point a ccxt ``binanceusdm`` exchange at a loopback server; nothing else is contacted.
-
-    Every entry of ``exchange.urls['api']`` is rewritten to ``base_url`` plus its path
-    (``/fapi/v1``, ``/fapi/v2``, ``/fapi/v3``, ``/sapi/v1``, ...), ccxt's client-side rate
-    limiter is switched off (the server has no weight budget), markets are loaded from the
-    linear (USD-M) exchange info only, the authenticated currencies call is disabled, and
-    the USD-M error-code table ccxt applies to ``fapi.binance.com`` is applied to the
-    loopback host too, so errors translate exactly as in production.
-
-    Parameters
-    ----------
-    exchange : ccxt.binanceusdm
-        A fresh exchange instance (before ``load_markets``).
-    base_url : str
-        ``BinanceLoopbackServer.base_url``, e.g. ``http://127.0.0.1:54321``.
-
-    Returns
-    -------
-    ccxt.binanceusdm
-        The same exchange, for chaining.
-    """
-    root = base_url.rstrip("/")
-    api = dict(exchange.urls["api"])
-    for name, url in api.items():
-        if isinstance(url, str):
-            api[name] = root + urlsplit(url).path
-    exchange.urls["api"] = api
-    exchange.enableRateLimit = False  # the loopback server has no weight budget; faults are injected instead
-    exchange.options["fetchMarkets"] = {"types": ["linear"]}
-    exchange.options["fetchCurrencies"] = False
-    linear = exchange.exceptions.get("linear", {})
-    for kind in ("exact", "broad"):
-        exchange.exceptions[kind] = {**exchange.exceptions.get(kind, {}), **linear.get(kind, {})}
-    return exchange

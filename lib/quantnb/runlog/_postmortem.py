@@ -11,7 +11,10 @@ import numpy as np
 import polars as pl
 
 from quantnb.errors import ConfigError
-from quantnb.runlog import RunPaths, read_heartbeat, read_json_tolerant, read_run_record
+from quantnb.runlog._atomic import read_json_tolerant
+from quantnb.runlog._heartbeat import read_heartbeat
+from quantnb.runlog._layout import RunPaths
+from quantnb.runlog._record import read_run_record
 
 _LINE = re.compile(r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) \| (?P<level>[A-Z]+)\s*\| (?P<rest>.*)$")
 _MESSAGE = re.compile(r"^[^|]*\|[^|]*\| (?P<msg>.*)$")  # "process:thread | name:line | message"

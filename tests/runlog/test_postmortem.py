@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from quantnb.postmortem import analyse_run, find_latest_run
+from quantnb.runlog import analyse_run, find_latest_run
 from tests.conftest import make_project, run_cli
 
 CHILD = Path(__file__).with_name("_dying_child.py")

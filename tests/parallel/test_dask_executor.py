@@ -64,14 +64,14 @@ def test_etl_on_dask_writes_the_local_parquet_quarantines_alike_and_logs_worker_
     assert sorted(checkpoint["completed"]) == [f"data/raw/BTCUSDT_202408{10 + i}.gz" for i in range(3)]
 
 
-def _daily_bars(root: Path) -> None:
+def _daily_bars(root: Path, folder: str = "data/processed/BTC-PERP") -> None:
     """Three UTC days of real 1-minute bars as ETL-like Parquet, and one file without a close column."""
     csv = SAMPLES / "ohlcv" / "BTC-PERP_20211231_20220201_1m.csv"
     bars = (pl.read_csv(csv, n_rows=1440 * 3)
             .with_columns(pl.col("timestamp").str.to_datetime(time_zone="UTC").dt.cast_time_unit("us").alias("ts"))
             .drop("timestamp").with_columns(pl.lit(False).alias("gap_before")))
-    out = root / "data" / "processed" / "BTC-PERP"
-    out.mkdir(parents=True)
+    out = root / folder
+    out.mkdir(parents=True, exist_ok=True)
     for (day,), frame in bars.group_by(pl.col("ts").dt.date(), maintain_order=True):
         frame.write_parquet(out / f"{day}.parquet")
     bars.head(10).drop("close").write_parquet(out / "0000_no_close.parquet")  # sorts first: nobody's future
@@ -98,16 +98,12 @@ def test_unreachable_scheduler_is_a_config_error_naming_the_fix(project, monkeyp
                           project_dir=str(project), console_level=None))
     with pytest.raises(ConfigError, match="scheduler='tcp://x:1' is only used with executor='dask'"):
         EtlParams.parse({"scheduler": "tcp://x:1"})
-    with pytest.raises(ConfigError, match="executor='dask'"):
-        from quantnb.parallel import open_executor
-
-        with open_executor("local", n_workers=1, scheduler="tcp://x:1", ctx=None):  # type: ignore[arg-type]
-            pass
 
 
 def test_the_runs_local_cluster_uses_quantnbs_dask_settings_not_dasks_defaults():
     """The settings measured to cost ~20 % of a file's CPU (MALLOC_TRIM_THRESHOLD_, the profiler) are off."""
     import dask
+
     from quantnb.parallel import DASK_CONFIG_FILE
     from quantnb.parallel._dask import DaskExecutor
 
@@ -354,3 +350,20 @@ def test_a_worker_that_cannot_see_the_inputs_fails_the_run_naming_it_and_quarant
     assert rec["status"] == "failed" and worker_address in rec["error"]
     checkpoint = json.loads((project / "logs" / "checkpoints" / f"{run_dir.name}_completed.json").read_text())
     assert checkpoint["failed"] == {} and checkpoint["completed"] == []  # the file stays not done, not blamed
+
+
+@pytest.mark.slow
+def test_labelling_on_a_worker_that_cannot_see_its_inputs_fails_naming_it_and_quarantines_nothing(project,
+                                                                                                 blind_worker):
+    from quantnb.parallel import ExecutorError
+
+    scheduler, worker_address = blind_worker
+    _daily_bars(project, "data/raw")
+    with pytest.raises(ExecutorError) as err:
+        run_labelling(LabellingParams(input_glob="data/raw/*.parquet", lookahead_min=30, executor="dask",
+                                      scheduler=scheduler, project_dir=str(project), console_level=None))
+    text = str(err.value)
+    assert f"Dask worker {worker_address}" in text and "cannot see the input" in text and "data/raw/" in text
+    (run_dir,) = (project / "runs").iterdir()
+    checkpoint = json.loads((project / "logs" / "checkpoints" / f"{run_dir.name}_completed.json").read_text())
+    assert checkpoint["failed"] == {} and checkpoint["completed"] == []  # no file blamed for the worker's mounts

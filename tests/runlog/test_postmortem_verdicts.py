@@ -10,15 +10,9 @@ import pytest
 from loguru import logger
 
 from quantnb.config import StageParams
-from quantnb.postmortem import (
-    analyse_run,
-    is_leak,
-    memory_trend,
-    plot_learning_curve,
-    plot_memory,
-    plot_timeline,
-)
-from quantnb.runlog import start_run
+from quantnb.display._postmortem import plot_learning_curve, plot_memory, plot_timeline
+from quantnb.runlog import analyse_run, start_run
+from quantnb.runlog._postmortem import is_leak, memory_trend
 
 
 class PmParams(StageParams):

@@ -1,0 +1,70 @@
+"""What every executor shares: the task outcome, the interface, its error, the Dask settings file."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from quantnb.errors import QuantnbError
+
+# Dask settings of the LocalCluster a run starts and of `dask worker` started with DASK_CONFIG=<this file>;
+# the file says why each one
+DASK_CONFIG_FILE = Path(__file__).with_name("dask.yaml")
+
+
+class ExecutorError(QuantnbError):
+    """The executor itself failed: the run fails and can be resumed; no input file is quarantined.
+
+    A worker process was killed (out of memory, SIGKILL), Dask workers died too often on
+    one task, the scheduler went away, or a worker cannot see an input the driver sees.
+    """
+
+
+class Completed:
+    """One finished task: its key and its outcome.
+
+    Parameters
+    ----------
+    key : str
+        The key the task was submitted with (the item name).
+    get : callable
+        Returns the task's value or raises the task's own exception.
+    """
+
+    __slots__ = ("key", "_get")
+
+    def __init__(self, key: str, get: Callable[[], Any]):
+        self.key = key
+        self._get = get
+
+    def result(self) -> Any:
+        """Return the task's value; re-raise its exception (a ``DataError`` means quarantine)."""
+        return self._get()
+
+
+class ItemExecutor(Protocol):
+    """What a file-parallel stage needs from an executor."""
+
+    def submit(self, key: str, fn: Callable[..., Any], *args: Any, inputs: Sequence[str] = ()) -> None:
+        """Queue ``fn(*args)`` as the task of item ``key``.
+
+        Parameters
+        ----------
+        key : str
+            The item's identity (its checkpoint key); :meth:`as_completed` yields it back.
+        fn : callable
+            A module-level function (pickled to the worker).
+        *args
+            Its arguments, picklable.
+        inputs : sequence of str
+            Files the task reads, which the driver has seen; an executor whose workers may
+            not share the driver's file system checks them there first (a worker that cannot
+            see them is an :class:`ExecutorError`, not the item's fault).
+        """
+
+    def as_completed(self) -> Iterator[Completed]:
+        """Yield every submitted task once, as it finishes (any order)."""
+
+    def close(self) -> None:
+        """Cancel what has not run and release the workers (idempotent)."""
