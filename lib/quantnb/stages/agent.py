@@ -209,6 +209,13 @@ def load_bars(root: Path, bars_glob: str) -> pl.DataFrame:
 def run_agent(params: AgentParams) -> AgentResult:
     """Train (or resume) the SAC agent, evaluate it on the held-out days, export the bundle.
 
+    With ``walk_forward_folds`` and ``classifier_train_id`` (walk-forward stacking), the
+    classifier is retrained for every block ``j >= 1`` on the labels whose ``t1`` ends
+    ``walk_forward_embargo_min`` before the block (AFML ch. 7) and gives that block's
+    probabilities only; block 0 has none, so the folds start at fold 1 (training from block 1).
+    The bundle carries the model that learnt from every label ending before the bars after the
+    walk-forward (``walk_forward_holdout_days``), else the last block's.
+
     Parameters
     ----------
     params : AgentParams
@@ -222,7 +229,8 @@ def run_agent(params: AgentParams) -> AgentResult:
     Raises
     ------
     ConfigError
-        Missing bars or classifier bundle, or a held-out period leaving too little training data.
+        Missing bars or classifier bundle, a held-out period leaving too little training data, a
+        classifier whose spans reach the evaluation, or (stacking) a block with too few earlier labels.
     DataError
         If the bars are not a clean minute series.
     """
