@@ -90,13 +90,16 @@ class ClassifierSignal:
             raise ConfigError(f"{self.bundle.path}: the model gives {logits.shape[-1]} classes, the agent needs 3")
         return torch.softmax(logits.double(), dim=-1).numpy()
 
-    def batch(self, bars: pl.DataFrame) -> pl.DataFrame:
-        """Return the class probabilities of every bar.
+    def batch(self, bars: pl.DataFrame, rows: tuple[int, int] | None = None) -> pl.DataFrame:
+        """Return the class probabilities of every bar (or of the bars in ``rows`` only).
 
         Parameters
         ----------
         bars : polars.DataFrame
             Bars (``ts`` strictly increasing) with the classifier's source columns.
+        rows : (int, int), optional
+            Run the network only for the bars at positions ``lo <= i < hi``; the others are null.
+            Features still see every bar, so these rows equal those of the whole computation.
 
         Returns
         -------
@@ -118,6 +121,9 @@ class ClassifierSignal:
         if n >= w:
             complete = np.convolve(ok, np.ones(w, dtype=np.int64))[w - 1 : n] == w
             full[w - 1 :] = complete & (seg[w - 1 :] == seg[: n - w + 1])  # the window lies in one segment
+        if rows is not None:
+            full[: max(rows[0], 0)] = False
+            full[max(rows[1], 0):] = False
         ends = np.flatnonzero(full)
         out = np.full((n, len(CLASSIFIER_FEATURES)), np.nan)
         for lo in range(0, ends.size, _BATCH):

@@ -134,10 +134,11 @@ def _seed_metrics(table: pl.DataFrame) -> dict[str, Any]:
     return out
 
 
-def _fold_table(spans: list[Span], evs: list[Any]) -> pl.DataFrame:
+def _fold_table(spans: list[Span], evs: list[Any], fold_ids: list[int] | None = None) -> pl.DataFrame:
     """One row per walk-forward fold: spans, the agent's return and Sharpe with its CI, buy-and-hold's."""
     rows = []
-    for k, ((t0, t1, s0, s1), ev) in enumerate(zip(spans, evs, strict=True)):
+    ids = fold_ids if fold_ids is not None else list(range(len(spans)))
+    for k, (t0, t1, s0, s1), ev in zip(ids, spans, evs, strict=True):
         a = ev.agent_stats
         rows.append({"fold": k, "train_start": str(t0) if t0 else None, "train_end": str(t1), "test_start": str(s0),
                      "test_end": str(s1), "return_frac": ev.agent.total_return_frac,

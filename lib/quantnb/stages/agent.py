@@ -1,7 +1,9 @@
 """Agent stage: a stable-baselines3 SAC agent trained on the gymnasium trading environment.
 
 Bars before the last ``eval_days`` train the agent; the last ``eval_days`` are held out for
-evaluation (against buy-and-hold) and, in the demo, for the live notebook's replay. The run
+evaluation (against buy-and-hold). With ``walk_forward_folds`` the agent is trained and tested per
+fold instead, and with a classifier as well, the classifier is retrained per fold on purged past
+labels so that the agent only ever sees out-of-fold probabilities (:mod:`quantnb.stages._agent_folds`). The run
 directory ``runs/<run_id>/`` becomes the agent bundle (``config_metadata.yaml``, ``scaler.json``,
 ``sac_model.zip``): the live notebook needs nothing else. Checkpoints (model and replay buffer)
 are written atomically every ``checkpoint_every_steps``; ``resume=True`` continues from the last.
@@ -10,19 +12,20 @@ are written atomically every ``checkpoint_every_steps``; ``resume=True`` continu
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import polars as pl
 from loguru import logger
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from quantnb.config import StageParams
 from quantnb.data import read_bars
 from quantnb.display import result_html
 from quantnb.errors import ConfigError
 from quantnb.rl._train_types import EnvSpec, SacParams, nest_flat_params  # light: pydantic only
-from quantnb.runlog import record_test_spans, start_run
+from quantnb.runlog import atomic_path, record_test_spans, start_run
 from quantnb.stages._agent_eval import (
     Span,
     _fold_table,
@@ -34,6 +37,7 @@ from quantnb.stages._agent_eval import (
     earlier_trial_sharpes,
     seed_summary,
 )
+from quantnb.stages._agent_folds import PROVENANCE_COLUMN, PROVENANCE_FILE, build_stacking, stacked_spans
 
 __all__ = ["AgentParams", "AgentResult", "run_agent", "load_bars"]
 
@@ -79,6 +83,16 @@ class AgentParams(StageParams):
     walk_forward_mode: Literal["anchored", "rolling"] = Field(
         "anchored", description="Walk-forward training window: every earlier block, or the previous one only.")
     walk_forward_embargo_min: PositiveInt = Field(60, description="Minutes between a fold's training and its test.")
+    walk_forward_skip_folds: NonNegativeInt = Field(
+        0, description="Leave out the first folds (not trained, not evaluated). With a classifier, fold 0 is always "
+                       "left out (its training block has no out-of-fold probability): give the plain agent 1 to "
+                       "compare the same blocks.")
+    walk_forward_holdout_days: NonNegativeFloat = Field(
+        0.0, description="Walk-forward only: the last days kept out of every fold, the live replay's default span; "
+                         "0: the folds use every bar and the replay says it replays data the agent was selected on.")
+    classifier_epochs: PositiveInt | None = Field(
+        None, description="Walk-forward with a classifier: cap on the epochs of each per-fold retraining; None: the "
+                          "training run's epochs.")
     seeds: list[NonNegativeInt] | None = Field(
         None, min_length=1, description="Train and evaluate once per seed (overrides sac.seed): mean, sd and 95 % CI "
                                         "of each metric across seeds; the bundle is the first seed's. None: sac.seed.")
@@ -108,6 +122,13 @@ class AgentParams(StageParams):
         if self.sac.batch_size > self.sac.buffer_size:
             problems.append(f"batch_size={self.sac.batch_size} > buffer_size={self.sac.buffer_size}: "
                             "set batch_size <= buffer_size")
+        k = self.walk_forward_folds
+        if k and self.walk_forward_skip_folds >= k:
+            problems.append(f"walk_forward_skip_folds={self.walk_forward_skip_folds} leaves none of the "
+                            f"walk_forward_folds={k}: set it below {k}")
+        if k == 1 and self.classifier_train_id:
+            problems.append("walk_forward_folds=1 with classifier_train_id: fold 0 has no out-of-fold classifier "
+                            "probability to train on; use walk_forward_folds >= 2")
         if problems:
             raise ValueError("\n  - ".join(problems))
         return self
@@ -188,6 +209,13 @@ def load_bars(root: Path, bars_glob: str) -> pl.DataFrame:
 def run_agent(params: AgentParams) -> AgentResult:
     """Train (or resume) the SAC agent, evaluate it on the held-out days, export the bundle.
 
+    With ``walk_forward_folds`` and ``classifier_train_id`` (walk-forward stacking), the
+    classifier is retrained for every block ``j >= 1`` on the labels whose ``t1`` ends
+    ``walk_forward_embargo_min`` before the block (AFML ch. 7) and gives that block's
+    probabilities only; block 0 has none, so the folds start at fold 1 (training from block 1).
+    The bundle carries the model that learnt from every label ending before the bars after the
+    walk-forward (``walk_forward_holdout_days``), else the last block's.
+
     Parameters
     ----------
     params : AgentParams
@@ -201,35 +229,48 @@ def run_agent(params: AgentParams) -> AgentResult:
     Raises
     ------
     ConfigError
-        Missing bars or classifier bundle, or a held-out period leaving too little training data.
+        Missing bars or classifier bundle, a held-out period leaving too little training data, a
+        classifier whose spans reach the evaluation, or (stacking) a block with too few earlier labels.
     DataError
         If the bars are not a clean minute series.
     """
     # heavy: imported by the run, not by the runner's parameter validation
     import torch
 
-    from quantnb.rl import AgentMetadata, ClassifierSignal, compute_features, save_agent_bundle
+    from quantnb.rl import CLASSIFIER_FEATURES, AgentMetadata, ClassifierSignal, compute_features, save_agent_bundle
     from quantnb.rl._evaluate import stitch_evaluations
 
     with start_run(params) as ctx:
         torch.set_num_threads(params.num_threads)
         bars = load_bars(ctx.root, params.bars_glob)
         env = params.env
-        spans = agent_spans(bars, eval_days=params.eval_days, window=env.window, warmup_bars=env.warmup_bars,
-                            walk_forward_folds=params.walk_forward_folds, walk_forward_mode=params.walk_forward_mode,
-                            walk_forward_embargo_min=params.walk_forward_embargo_min)
-        eval_start = spans[0][2]
+        wf_bars, after_eval = _holdout(bars, params)
+        all_spans = agent_spans(wf_bars, eval_days=params.eval_days, window=env.window, warmup_bars=env.warmup_bars,
+                                walk_forward_folds=params.walk_forward_folds,
+                                walk_forward_mode=params.walk_forward_mode,
+                                walk_forward_embargo_min=params.walk_forward_embargo_min)
+        fold_ids = list(range(len(all_spans)))[params.walk_forward_skip_folds:]
+        spans = all_spans[params.walk_forward_skip_folds:]
         feats = compute_features(bars, warmup_bars=env.warmup_bars)
-        classifier, clf_dir = None, None
+        classifier, clf_dir, stack = None, None, None
         if params.classifier_train_id:
             clf_dir = ctx.root / "runs" / params.classifier_train_id / "model"
             classifier = ClassifierSignal.load(clf_dir)
             if classifier.seq_len >= env.warmup_bars:
                 raise ConfigError(f"classifier_train_id={params.classifier_train_id!r}: its seq_len "
                                   f"{classifier.seq_len} must be below warmup_bars={env.warmup_bars}")
-            check_no_stacking_leak(classifier.bundle.metadata, params.classifier_train_id, eval_start,
-                                   bars["ts"].max())
-            feats = feats.hstack(classifier.batch(bars).drop("ts"))
+            if params.walk_forward_folds:  # walk-forward stacking: one classifier per block, out-of-fold
+                stack = _stacking(ctx, params, bars, all_spans, clf_dir, after_eval)
+                fold_ids = list(range(len(all_spans)))[max(params.walk_forward_skip_folds, 1):]
+                spans = stacked_spans(all_spans, mode=params.walk_forward_mode)[max(params.walk_forward_skip_folds,
+                                                                                    1) - 1:]
+                feats = feats.hstack(stack.probabilities.select(CLASSIFIER_FEATURES))
+                clf_dir, classifier = stack.live.directory, ClassifierSignal.load(stack.live.directory)
+            else:
+                check_no_stacking_leak(classifier.bundle.metadata, params.classifier_train_id, spans[0][2],
+                                       bars["ts"].max())
+                feats = feats.hstack(classifier.batch(bars).drop("ts"))
+        eval_start = spans[0][2]
         names = [c for c in feats.columns if c != "ts"]
         logger.info("Bars {} .. {}; {} features: {}", bars["ts"].min(), bars["ts"].max(), len(names),
                     ", ".join(names))
@@ -237,7 +278,7 @@ def run_agent(params: AgentParams) -> AgentResult:
         trial_var = _trial_sharpe_var(earlier, bars.filter(pl.col("ts") >= eval_start).height)
         seeds = list(params.seeds or [params.sac.seed])
         record_test_spans(ctx, [(s[2], s[3] or bars["ts"].max()) for s in spans], instrument=_symbol(params, bars),
-                          what=[f"agent fold {k}" for k in range(len(spans))])
+                          what=[f"agent fold {k}" for k in fold_ids])
         n_trials = len(earlier) + len(seeds)
         logger.info("{} earlier agent run(s) evaluated on this span and {} seed(s): n_trials={} for the deflated "
                     "Sharpe", len(earlier), len(seeds), n_trials)
@@ -249,7 +290,8 @@ def run_agent(params: AgentParams) -> AgentResult:
             sac = params.sac.model_copy(update={"seed": seed})
             where = _Where(seed if len(seeds) > 1 else None, None, i * len(spans))
             fits = [_fit_and_evaluate(ctx, params, sac, bars, feats, names, span,
-                                      where._replace(fold=k if len(spans) > 1 else None, index=where.index + k),
+                                      where._replace(fold=fold_ids[k] if len(spans) > 1 else None,
+                                                     index=where.index + k),
                                       n_trials=n_trials, trial_var=trial_var) for k, span in enumerate(spans)]
             if len(fits) == 1:
                 ev = fits[0][2]
@@ -266,10 +308,12 @@ def run_agent(params: AgentParams) -> AgentResult:
         metrics = ev.metrics_dict()
         flat = ev.flat_metrics()
         table = ev.summary_frame()
-        fold_table = _fold_table(spans, [f[2] for f in fits]) if len(fits) > 1 else None
+        fold_table = _fold_table(spans, [f[2] for f in fits], fold_ids) if len(fits) > 1 else None
         if fold_table is not None:
             metrics["walk_forward"] = {"folds": fold_table.to_dicts(), "mode": params.walk_forward_mode,
                                        "embargo_min": params.walk_forward_embargo_min}
+        if stack is not None:
+            metrics.update(_stacking_metrics(stack))
         seed_table = seed_summary(seeds, [e for _, e in per_seed]) if len(seeds) > 1 else None
         if seed_table is not None:
             metrics["seeds"] = seed_table.to_dicts()
@@ -284,11 +328,14 @@ def run_agent(params: AgentParams) -> AgentResult:
             env=env, sac=params.sac.model_copy(update={"seed": seeds[0]}), timeframe="1m",
             symbol=_symbol(params, bars),
             data_span={"train": [str(train_start or bars["ts"].min()), str(train_end)],
-                       "eval": [str(last_start), str(last_end or bars["ts"].max())]},
+                       "eval": [str(last_start), str(last_end or bars["ts"].max())],
+                       **({"after_eval": after_eval} if after_eval else {})},
             params=params.model_dump(mode="json", exclude=set(params.execution_fields)), metrics=metrics,
             feature_names=tuple(names),
-            classifier={} if classifier is None else {"train_id": params.classifier_train_id,
-                                                      "seq_len": classifier.seq_len})
+            classifier={} if classifier is None else {
+                "train_id": params.classifier_train_id, "seq_len": classifier.seq_len,
+                **({"oof": True, "model_id": stack.live.model_id, "data_span": stack.live.span}
+                   if stack is not None else {})})
         bundle = save_agent_bundle(ctx.run_dir, trained.model, scaler, meta, classifier_dir=clf_dir)
         logger.success("Agent bundle written to {} (train_id={})", bundle, ctx.run_id)
         ctx.add_output("bundle", bundle)
@@ -299,12 +346,65 @@ def run_agent(params: AgentParams) -> AgentResult:
                        **({"walk_forward_folds": fold_table.to_dicts()} if fold_table is not None else {}))
         ctx.record_metrics(**{k: flat.get(v) for k, v in _HEADLINE.items()}, n_trials=n_trials)
         ctx.record_metrics(**cost_metrics(flat))  # gross return, costs, funding, net: agent and buy-and-hold
-        ctx.record_metrics(verdict=" ".join(ev.verdicts()),
+        verdicts = [*ev.verdicts(), *_size_verdict(params, len(fits))]
+        ctx.record_metrics(verdict=" ".join(verdicts),
                            **({"walk_forward_folds": len(fits)} if fold_table is not None else {}),
+                           **(_stacking_metrics(stack) if stack is not None else {}),
                            **({"seeds": _seed_metrics(seed_table)} if seed_table is not None else {}),
                            tear_sheet=sheet)
-    return AgentResult(ctx.run_id, Path(bundle), metrics, plot, table, ev.verdicts(), fold_table, seed_table,
+    return AgentResult(ctx.run_id, Path(bundle), metrics, plot, table, verdicts, fold_table, seed_table,
                        sheet_png, meta.data_span)
+
+
+def _holdout(bars: pl.DataFrame, params: AgentParams) -> tuple[pl.DataFrame, list[str] | None]:
+    """Return the walk-forward's bars and the span after them ([first, last] bar, ISO) kept for the live replay."""
+    if not params.walk_forward_folds or not params.walk_forward_holdout_days:
+        return bars, None
+    cut = bars["ts"].max() - dt.timedelta(days=params.walk_forward_holdout_days)
+    rest = bars.filter(pl.col("ts") > cut)
+    if rest.height < 2 or bars.height - rest.height < params.env.warmup_bars:
+        raise ConfigError(f"walk_forward_holdout_days={params.walk_forward_holdout_days} leaves {rest.height} "
+                          f"bars after the walk-forward and {bars.height - rest.height} in it; shorten it")
+    # the last fold's final mark is the close of the walk-forward's last bar + 1 min: the span starts after it
+    after = rest.slice(1)
+    return bars.filter(pl.col("ts") <= cut), [str(after["ts"].min()), str(after["ts"].max())]
+
+
+def _stacking(ctx: Any, params: AgentParams, bars: pl.DataFrame, spans: list[Span], clf_dir: Path,
+              after_eval: list[str] | None) -> Any:
+    """Train (or, resumed, load) the per-block classifiers; save the provenance of every probability."""
+    from quantnb.models import load_model_bundle  # heavy (torch): not at module import
+
+    def on_model(m: Any) -> None:
+        ctx.checkpoint.mark_completed(f"classifier-{m.model_id}")
+        check_no_stacking_leak(load_model_bundle(m.directory).metadata, f"{ctx.run_id}/{m.model_id}",
+                               m.cutoff + dt.timedelta(minutes=params.walk_forward_embargo_min), bars["ts"].max())
+
+    live = dt.datetime.fromisoformat(after_eval[0]) if after_eval else None
+    stack = build_stacking(ctx.root, ctx.run_dir, clf_dir, bars, spans, embargo_min=params.walk_forward_embargo_min,
+                           epochs=params.classifier_epochs, resume=ctx.resumed, live_start=live, on_model=on_model)
+    with atomic_path(ctx.run_dir / "classifiers" / PROVENANCE_FILE) as tmp:
+        stack.probabilities.select("ts", PROVENANCE_COLUMN).write_parquet(tmp)
+    logger.info("Walk-forward stacking: {} classifiers, each giving the probabilities of its block only; "
+                "block 0 has none, so fold 0 is left out; the bundle carries {}", len(stack.models),
+                stack.live.model_id)
+    return stack
+
+
+def _stacking_metrics(stack: Any) -> dict[str, Any]:
+    return {"classifier_oof": True, "classifier_models": [m.record() for m in stack.models],
+            "classifier_live": stack.live.record()}
+
+
+_SKILL_STEPS = 100_000  # SAC's benchmarks train 1e5 to 1e6 steps (Haarnoja et al., "Soft Actor-Critic", 2018)
+
+
+def _size_verdict(params: AgentParams, n_folds: int) -> list[str]:
+    """Say so when the training is far too short to show skill (the demo's sizing)."""
+    if params.total_timesteps >= _SKILL_STEPS:
+        return []
+    return [f"size: {params.total_timesteps:,} SAC steps per fit ({n_folds} fold(s)) is sized for speed, not skill: "
+            f"SAC is usually trained for 10^5-10^6 steps, so this run says nothing about an edge."]
 
 
 def _symbol(params: AgentParams, bars: pl.DataFrame) -> str:

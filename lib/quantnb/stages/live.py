@@ -61,7 +61,8 @@ class LiveParams(StageParams):
     timeframe: str = Field("1m", description="Bar interval; must match the bundle's.")
     replay_glob: str = Field("data/processed/unknown/perp/BTC-PERP/*.parquet", description="Processed bars to replay.")
     replay_start: str | None = Field(
-        None, description="First traded bar (ISO 8601, UTC); default the bundle's evaluation start.")
+        None, description="First traded bar (ISO 8601, UTC); default the bars after the agent's walk-forward "
+                          "(walk_forward_holdout_days), else its evaluation start.")
     replay_speed: float = Field(
         _S.replay_speed, ge=0, description="Replay speed factor (60: a 1-minute bar per second); 0: max.")
     max_drawdown_frac: float = Field(_L.max_drawdown_frac, description="Drawdown from peak equity that triggers "
@@ -157,7 +158,15 @@ class LiveResult:
 
 
 def _replay_start(params: LiveParams, metadata: Any) -> dt.datetime | None:
-    text = params.replay_start or (getattr(metadata, "data_span", {}) or {}).get("eval", [None])[0]
+    """Return the given start, else the bars after the walk-forward, else the evaluation start (said plainly)."""
+    span = getattr(metadata, "data_span", {}) or {}
+    text = params.replay_start or (span.get("after_eval") or [None])[0]
+    if text is None:
+        text = span.get("eval", [None])[0]
+        if text is not None:
+            logger.warning("Replaying from {}: the agent's evaluation span, data the agent was evaluated and "
+                           "selected on (research = live parity, not out-of-sample); walk_forward_holdout_days on "
+                           "the agent keeps later bars for the replay", text)
     if text is None:
         return None
     try:
