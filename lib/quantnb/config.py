@@ -223,13 +223,7 @@ class StageParams(BaseModel):
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Self:
-        """Rules between fields, checked before any work, whatever the stage.
-
-        Every ``<x>_min``/``<x>_max`` pair must satisfy min <= max; ``train_frac +
-        val_frac`` must leave a test split; ``threshold_short_frac < 0 <
-        threshold_long_frac``; ids stay one path component. Output folders are checked by
-        their type, :data:`OutputDir`.
-        """
+        """Rules between fields, checked before any work, whatever the stage."""
         values = {name: getattr(self, name) for name in type(self).model_fields}
         problems = cross_field_problems(values)
         for name, value in values.items():

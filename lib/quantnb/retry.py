@@ -54,13 +54,7 @@ _stamina_quiet = False
 
 
 def _quiet_stamina_logging() -> None:
-    """Drop stamina's own retry logging (each retry is logged once, by :meth:`RetryPolicy.call`).
-
-    stamina's default hooks log every scheduled retry through the standard ``logging`` module,
-    which the session log captures: each retry would appear twice. Its Prometheus counter is
-    kept when ``prometheus_client`` is installed. Done once, at the first retry, so importing
-    this module changes nothing.
-    """
+    """Drop stamina's own retry logging (each retry is logged once, by :meth:`RetryPolicy.call`)."""
     global _stamina_quiet
     if _stamina_quiet:
         return

@@ -25,10 +25,7 @@ _STATUS_COLOURS = {"completed": "#1a7f37", "completed_with_errors": "#9a6700", "
 
 
 def _short_id(run_id: str, stage: str = "") -> str:
-    """Return the run id without its stage prefix (the stage has its column); the full id is the cell's tooltip.
-
-    Nothing else is cut: the config suffix (``_30m`` or ``_1h``) and the timestamp both tell runs apart.
-    """
+    """Return the run id without its stage prefix (the stage has its column); the full id is the cell's tooltip."""
     prefix = f"{stage}_"
     return run_id[len(prefix):] if stage and run_id.startswith(prefix) and len(run_id) > len(prefix) else run_id
 

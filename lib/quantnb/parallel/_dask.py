@@ -39,13 +39,7 @@ _CONNECT_TIMEOUT_S = 60
 
 
 def _local_cluster_config() -> dict[str, Any]:
-    """Return the settings of :data:`DASK_CONFIG_FILE` as dotted keys (``dask.config.set`` replaces a nested dict).
-
-    Returns
-    -------
-    dict of str to Any
-        E.g. ``{"distributed.worker.profile.enabled": False, ...}``.
-    """
+    """Return the settings of :data:`DASK_CONFIG_FILE` as dotted keys (``dask.config.set`` replaces a nested dict)."""
     import yaml
 
     def flat(d: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -129,10 +123,7 @@ def _run_task(topic: str, fn: Callable[..., Any], inputs: Sequence[str], *args: 
 
 
 class _QuietLoguru(WorkerPlugin):
-    """Worker plugin for the run's own LocalCluster: no loguru stderr sink in its workers.
-
-    Their records reach the session log (and the console) through the driver, not twice.
-    """
+    """Worker plugin for the run's own LocalCluster: no loguru stderr sink in its workers."""
 
     name = "quantnb-quiet-loguru"
 

@@ -67,11 +67,7 @@ _interrupt_echo = threading.local()
 
 
 def _is_interrupt_echo(record: logging.LogRecord) -> bool:
-    """Whether ``record`` is a library's report of an interrupt it passes on (optuna's "Trial 3 failed ...").
-
-    Optuna logs an interrupted trial as a WARNING with the KeyboardInterrupt's traceback, then
-    "Trial 3 failed with value None."; the run's own interrupt line says it all.
-    """
+    """Whether ``record`` is a library's report of an interrupt it passes on (optuna's "Trial 3 failed ...")."""
     exc = record.exc_info[1] if record.exc_info else None
     if exc is not None and isinstance(exc, KeyboardInterrupt | RunInterrupted):
         _interrupt_echo.logger = record.name

@@ -15,11 +15,7 @@ _POLL_S = 0.5
 
 
 class _Line:
-    """Give tqdm a plain write/flush view of a stream.
-
-    On a terminal shared with the kernel, tqdm writing to ``sys.stderr`` itself showed
-    nothing; through this view (ASCII bar) it does.
-    """
+    """Give tqdm a plain write/flush view of a stream."""
 
     def __init__(self, stream: TextIO):
         self._stream = stream
