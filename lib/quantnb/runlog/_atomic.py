@@ -223,21 +223,7 @@ def read_json_tolerant(path: str | os.PathLike[str]) -> Any | None:
 
 
 def json_unreadable_reason(path: str | os.PathLike[str]) -> str | None:
-    """Return why an existing JSON file cannot be read (None if it is missing or reads fine).
-
-    :func:`read_json_tolerant` answers None for both a missing and a corrupt file; a caller
-    that must report corruption (a run record, a checkpoint) asks this to tell them apart.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        File to check.
-
-    Returns
-    -------
-    str or None
-        E.g. ``"not JSON: Expecting value at line 1 column 1"``; None when fine or missing.
-    """
+    """Return why an existing JSON file cannot be read (None if it is missing or reads fine)."""
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:

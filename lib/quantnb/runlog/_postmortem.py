@@ -377,18 +377,7 @@ def memory_trend(heart: pl.DataFrame) -> dict[str, Any]:
 
 
 def is_leak(trend: dict[str, Any]) -> bool:
-    """Return whether a :func:`memory_trend` meets every leak threshold.
-
-    Parameters
-    ----------
-    trend : dict of str to Any
-        Output of :func:`memory_trend`.
-
-    Returns
-    -------
-    bool
-        True if points, slope, rise and R^2 all reach their ``LEAK_MIN_*`` thresholds.
-    """
+    """Return whether a :func:`memory_trend` meets every leak threshold."""
     return (trend["points"] >= LEAK_MIN_POINTS and trend["slope_mb_per_h"] is not None
             and trend["slope_mb_per_h"] >= LEAK_MIN_SLOPE_MB_PER_H and trend["rise_frac"] >= LEAK_MIN_RISE_FRAC
             and trend["r2"] >= LEAK_MIN_R2)

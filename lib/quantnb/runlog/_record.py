@@ -136,21 +136,7 @@ def read_run_record(run_dir: Path, *, detect_dead: bool = True) -> dict[str, Any
 
 
 def run_processes_alive(record: dict[str, Any]) -> bool | None:
-    """Return whether any process recorded in a run.json still runs (None if none is recorded).
-
-    The kernel's ``pid`` and the runner's ``runner_pid`` are checked against their
-    recorded ``psutil`` create times, so a reused pid does not count as alive.
-
-    Parameters
-    ----------
-    record : dict of str to Any
-        A run.json record.
-
-    Returns
-    -------
-    bool or None
-        True if a recorded process still runs, False if all are dead, None if none is recorded.
-    """
+    """Return whether any process recorded in a run.json still runs (None if none is recorded)."""
     pids = _recorded_pids(record)
     return any(pid_alive(pid, ct) for pid, ct in pids) if pids else None
 
@@ -163,23 +149,7 @@ def _recorded_pids(record: dict[str, Any], exclude: tuple[int, ...] = ()) -> lis
 
 
 def live_run_pid(record: dict[str, Any], *, exclude: tuple[int, ...] = ()) -> int | None:
-    """Return a live process of a ``running``/``pending`` run (kernel first, then runner), or None.
-
-    The same pid + create-time test as dead-run detection (:func:`run_processes_alive`), so a
-    reused pid does not count.
-
-    Parameters
-    ----------
-    record : dict of str to Any
-        A run.json record.
-    exclude : tuple of int
-        Pids that do not count (this process and its runner, continuing their own run).
-
-    Returns
-    -------
-    int or None
-        The pid of a process still working on the run; None if the run is finished or all dead.
-    """
+    """Return a live process of a ``running``/``pending`` run (kernel first, then runner), or None."""
     if record.get("status") not in ("running", "pending"):
         return None
     return next((pid for pid, ct in _recorded_pids(record, exclude) if pid_alive(pid, ct)), None)
