@@ -56,47 +56,7 @@ if TYPE_CHECKING:  # the names for type checkers; at run time each loads on firs
     from quantnb.research._sizing import SizingComparison, compare_precision_to_take_all, compare_sizing
     from quantnb.research._split import DataSplits, chronological_split
 
-__getattr__, __dir__ = attach(__name__, {
-    "FeatureScaler": "quantnb.features",
-    "BARRIER_PROFIT_TAKE": "quantnb.research._afml",
-    "BARRIER_STOP_LOSS": "quantnb.research._afml",
-    "BARRIER_VERTICAL": "quantnb.research._afml",
-    "cusum_events": "quantnb.research._afml",
-    "ewm_volatility": "quantnb.research._afml",
-    "fixed_horizon_t1": "quantnb.research._afml",
-    "sample_weights": "quantnb.research._afml",
-    "sequential_bootstrap": "quantnb.research._afml",
-    "triple_barrier_labels": "quantnb.research._afml",
-    "N_CLASSES": "quantnb.research._dataset",
-    "WindowDataset": "quantnb.research._dataset",
-    "build_features": "quantnb.research._features",
-    "feature_columns": "quantnb.research._features",
-    "BUY": "quantnb.research._labels",
-    "LABEL_NAMES": "quantnb.research._labels",
-    "NEUTRAL": "quantnb.research._labels",
-    "SELL": "quantnb.research._labels",
-    "THRESHOLD_TOL": "quantnb.research._labels",
-    "format_distribution": "quantnb.research._labels",
-    "label_bars": "quantnb.research._labels",
-    "label_counts": "quantnb.research._labels",
-    "label_distribution": "quantnb.research._labels",
-    "label_suffix": "quantnb.research._labels",
-    "label_events": "quantnb.research._labels",
-    "META_LABEL_NAMES": "quantnb.research._meta",
-    "SKIP": "quantnb.research._meta",
-    "TAKE": "quantnb.research._meta",
-    "bet_size": "quantnb.research._meta",
-    "meta_labels": "quantnb.research._meta",
-    "momentum_side": "quantnb.research._meta",
-    "side_from_column": "quantnb.research._meta",
-    "SizingComparison": "quantnb.research._sizing",
-    "compare_sizing": "quantnb.research._sizing",
-    "compare_precision_to_take_all": "quantnb.research._sizing",
-    "PreparedData": "quantnb.research._prepare",
-    "prepare_datasets": "quantnb.research._prepare",
-    "DataSplits": "quantnb.research._split",
-    "chronological_split": "quantnb.research._split",
-})
+__getattr__, __dir__ = attach(__name__)
 
 __all__ = [
     "label_bars",

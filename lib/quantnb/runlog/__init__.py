@@ -53,8 +53,7 @@ from quantnb.runlog._workflow import AsyncWorkflowSession, WorkflowSession, log_
 if TYPE_CHECKING:  # the post-mortem reader loads polars and numpy: on first use only
     from quantnb.runlog._postmortem import PostmortemReport, analyse_run, find_latest_run
 
-__getattr__, __dir__ = attach(__name__, dict.fromkeys(("PostmortemReport", "analyse_run", "find_latest_run"),
-                                                      "quantnb.runlog._postmortem"))
+__getattr__, __dir__ = attach(__name__)
 
 __all__ = [
     "start_run",
