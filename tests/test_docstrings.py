@@ -2,9 +2,10 @@
 
 Ruff's ``D1`` rules only ask for a docstring and ``D417`` only checks an existing
 ``Parameters`` section; this test asks for the section itself (numpy style) on the public API:
-every name of a public module (no ``_`` in its path) and every name a package exports in an
-``__all__``, wherever it is defined. Names of private ``_*.py`` modules that no ``__all__`` lists
-are internal helpers: one line of docstring is enough (issue 17, "less text, more meaning").
+every name of a public module (no ``_`` in its path) and every name that a package's
+``__init__`` or a public module lists in ``__all__``, wherever it is defined. The other names
+of private ``_*.py`` modules are internal helpers: one line of docstring is enough (issue 17,
+"less text, more meaning").
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ LIB = Path(__file__).resolve().parents[1] / "lib" / "quantnb"
 def _exported(root: Path = LIB) -> frozenset[str]:
     names: set[str] = set()
     for path in root.rglob("*.py"):
+        if any(part.startswith("_") and part != "__init__.py" for part in path.relative_to(root).parts):
+            continue  # a private module's __all__ is what it offers its package, not the public API
         for node in ast.parse(path.read_text(encoding="utf-8")).body:
             if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in node.targets):
                 names.update(e.value for e in getattr(node.value, "elts", ()) if isinstance(e, ast.Constant))
@@ -79,6 +82,7 @@ def test_in_a_private_module_only_exported_names_need_parameters(tmp_path):
     src.write_text('def f(x):\n    """Do it."""\n\n\ndef helper(x):\n    """Help."""\n\n\n'
                    'class C:\n    def m(self, y):\n        """Do m."""\n')
     (tmp_path / "pkg" / "__init__.py").write_text('from pkg._mod import C, f\n\n__all__ = ["f", "C"]\n')
+    (tmp_path / "pkg" / "_other.py").write_text('__all__ = ["helper"]\n')  # a private module's list: not public
     exported = _exported(tmp_path)
     assert exported == {"f", "C"}
     assert _undocumented(src, exported, root=tmp_path) == ["pkg/_mod.py:1 f", "pkg/_mod.py:10 C.m"]

@@ -28,14 +28,12 @@ from quantnb.features._engine import (
     check_warmup,
     compute_batch,
     segment_start_expr,
-    spec_warmup,
 )
 from quantnb.features._library import (
     AGENT_FEATURES,
     BOOK_FEATURE_SOURCES,
     DEFAULT_WARMUP_BARS,
     MARKET_FEATURES,
-    MIN_RECURSIVE_WARMUP,
     RESEARCH_FEATURES,
 )
 from quantnb.features._scaler import FeatureScaler
@@ -84,7 +82,6 @@ __all__ = [
     "available_features",
     "segment_start_expr",
     "check_warmup",
-    "spec_warmup",
     "GAP_THRESHOLD",
     "FORWARD_FILLED",
     "RESEARCH_FEATURES",
@@ -92,5 +89,4 @@ __all__ = [
     "AGENT_FEATURES",
     "BOOK_FEATURE_SOURCES",
     "DEFAULT_WARMUP_BARS",
-    "MIN_RECURSIVE_WARMUP",
 ]

@@ -402,7 +402,7 @@ def analyse_run(root: Path, run_id: str) -> PostmortemReport:
     """Reconstruct what run ``run_id`` did from the files under ``root``.
 
     Reading the run marks a ``running`` run whose processes are dead as
-    ``interrupted`` in its run.json (see :func:`quantnb.runlog.mark_dead_run_interrupted`).
+    ``interrupted`` in its run.json (see :func:`~quantnb.runlog._record.mark_dead_run_interrupted`).
 
     Parameters
     ----------
