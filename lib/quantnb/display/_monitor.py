@@ -42,23 +42,7 @@ def _iso_to_dt(value: Any) -> dt.datetime | None:
 
 
 def read_runs(project_dir: str | Path | None = None, stage: str | None = None) -> list[dict[str, Any]]:
-    """Return one dict per run (newest first): run_id, stage, status, done, total, eta_s, started_at, ...
-
-    Reads :func:`quantnb.runlog.list_runs` (a dead process reads ``interrupted``); the
-    headline is the run's metrics, whole (the table wraps it), else its error.
-
-    Parameters
-    ----------
-    project_dir : str or pathlib.Path, optional
-        Project directory; found from the cwd otherwise.
-    stage : str, optional
-        Only runs of this stage.
-
-    Returns
-    -------
-    list of dict
-        One dict per run, newest first.
-    """
+    """Return one dict per run (newest first): run_id, stage, status, done, total, eta_s, started_at, ..."""
     rows = []
     for s in list_runs(project_root(project_dir), stage=stage):
         row = s.to_row()

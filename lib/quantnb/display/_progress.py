@@ -246,18 +246,7 @@ class ProgressDisplay:
 
 
 def attach_progress(ctx: Any) -> ProgressDisplay:
-    """Create a :class:`ProgressDisplay` for a run and subscribe it to the run's progress events.
-
-    Parameters
-    ----------
-    ctx : quantnb.runlog.RunContext
-        The run; its ``add_progress_listener`` delivers an event per finished item, when the
-        total is set and when the run ends.
-
-    Returns
-    -------
-    ProgressDisplay
-    """
+    """Create a :class:`ProgressDisplay` for a run and subscribe it to the run's progress events."""
     display = ProgressDisplay(ctx.run_id, _UNITS.get(ctx.stage, "items"))
     ctx.add_progress_listener(display)
     return display

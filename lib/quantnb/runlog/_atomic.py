@@ -91,25 +91,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file, fsync, ``os.replace``).
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        Destination file.
-    data : bytes
-        Full content.
-
-    Returns
-    -------
-    pathlib.Path
-        The destination path.
-
-    Raises
-    ------
-    OSError
-        If the write fails; the destination keeps its previous content.
-    """
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, ``os.replace``)."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
@@ -137,18 +119,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 
 def mask_secrets(text: str) -> str:
-    """Return ``text`` with the values of secret environment variables replaced by ``***``.
-
-    Parameters
-    ----------
-    text : str
-        Any text about to be written or shown.
-
-    Returns
-    -------
-    str
-        ``text`` with each secret value replaced by ``***``.
-    """
+    """Return ``text`` with the values of secret environment variables replaced by ``***``."""
     return SecretMasker()(text)
 
 

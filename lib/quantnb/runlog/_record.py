@@ -182,23 +182,8 @@ def refuse_live_run(run_id: str, record: dict[str, Any], *, exclude: tuple[int, 
 def mark_dead_run_interrupted(run_dir: Path, record: dict[str, Any] | None = None) -> dict[str, Any]:
     """Mark a ``running``/``pending`` run whose processes are all dead as ``interrupted``.
 
-    The change is written atomically into ``run.json`` with ``interrupted_detected_at``
-    (UTC ISO 8601, when this check found the processes dead) and
-    ``interrupted_reason``. A record of a live run, a finished run or one without
-    recorded processes is returned unchanged, as is one whose ``run_dir`` is a symbolic
-    link (a run's files are not written through a link that leaves ``runs/``).
-
-    Parameters
-    ----------
-    run_dir : pathlib.Path
-        ``runs/<run_id>/``.
-    record : dict, optional
-        The record already read; read from disk otherwise.
-
-    Returns
-    -------
-    dict
-        The record, updated when it was marked.
+    Writes ``interrupted_detected_at`` and ``interrupted_reason`` atomically; a live, finished or
+    process-less run, or a ``run_dir`` that is a symbolic link, is returned unchanged.
     """
     if record is None:
         record = read_json_tolerant(run_dir / "run.json")

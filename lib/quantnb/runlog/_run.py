@@ -53,21 +53,7 @@ _FLUSH_POLL_S = 0.25
 def make_run_id(stage: str, suffix: str, started: dt.datetime) -> str:
     """Return ``<stage>_<suffix>_<YYYYMMDD_HHMMSS>`` (UTC), the run's directory and log name.
 
-    The suffix is reduced to ``[A-Za-z0-9_.-]`` (other runs of characters become ``-``), so
-    a glob pattern or a path in a parameter (``**``, ``/``, spaces) never reaches a path.
-
-    Parameters
-    ----------
-    stage : str
-        Stage name.
-    suffix : str
-        Readable config suffix (e.g. ``SELL_0004_BUY_0008_1h``); may be empty.
-    started : datetime.datetime
-        Start time, timezone-aware.
-
-    Returns
-    -------
-    str
+    The suffix is reduced to ``[A-Za-z0-9_.-]``, so a glob or a path in a parameter never reaches a path.
     """
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", suffix).strip("-.")[:64].strip("-.") or "none"
     return f"{stage}_{safe}_{started.astimezone(dt.UTC).strftime(_TS_FORMAT)}"

@@ -18,9 +18,8 @@ __all__ = ["LoopbackWebsocketServer"]
 class LoopbackWebsocketServer:
     """Start, stop and context-manager protocol of a loopback websocket server.
 
-    Subclasses implement ``_serve(ws)`` (one connection) and may override
-    :meth:`_serve_options` (keyword arguments of ``websockets.asyncio.server.serve``, e.g.
-    ``process_request`` or ``ssl``) and ``_thread_name``; they call ``super().__init__()``.
+    Subclasses implement ``_serve(ws)`` (one connection), may override :meth:`_serve_options` and
+    ``_thread_name``, and call ``super().__init__()``.
     """
 
     _thread_name = "ws-loopback"
@@ -38,13 +37,7 @@ class LoopbackWebsocketServer:
         return self._port
 
     def start(self) -> Self:
-        """Start the event-loop thread and listen on an ephemeral port; return self.
-
-        Raises
-        ------
-        RuntimeError
-            If the server does not accept connections within 10 s.
-        """
+        """Start the event-loop thread and listen on an ephemeral port; return self."""
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name=self._thread_name,
                                         daemon=True)
         self._thread.start()
