@@ -7,7 +7,6 @@ import json
 import os
 import re
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ from quantnb.runlog._layout import RunPaths
 from quantnb.runlog._process import pid_alive
 
 _TMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
-_LEGACY_TMP_MIN_AGE_S = 3600.0
 
 
 def current_umask() -> int:
@@ -214,8 +212,8 @@ def remove_stale_temp_files(*folders: str | os.PathLike[str], recursive: bool = 
     """Delete temporary files of atomic writes whose writer process is dead.
 
     A process killed inside :func:`atomic_path` leaves ``.<name>.<pid>.<random>.tmp``
-    behind; a resumed run calls this on its folders. Files of a live writer are kept;
-    files of the older ``.<name>.<random>.tmp`` form are removed when older than an hour.
+    behind; a resumed run calls this on its folders. Files of a live writer are kept, and so
+    is any ``.tmp`` file without a writer's pid in its name: quantnb did not write it.
 
     Parameters
     ----------
@@ -237,18 +235,14 @@ def remove_stale_temp_files(*folders: str | os.PathLike[str], recursive: bool = 
         else:
             dirs.append(Path(folder))
     removed = []
-    now = time.time()
     for d in dirs:
         if not d.is_dir():
             continue
         for f in d.rglob(".*.tmp") if recursive else d.glob(".*.tmp"):
             m = _TMP_NAME.match(f.name)
+            if m is None or pid_alive(int(m.group("pid"))):
+                continue
             try:
-                if m is not None:
-                    if pid_alive(int(m.group("pid"))):
-                        continue
-                elif now - f.stat().st_mtime < _LEGACY_TMP_MIN_AGE_S:
-                    continue
                 f.unlink()
                 removed.append(f)
             except OSError:
