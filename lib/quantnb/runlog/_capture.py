@@ -338,8 +338,8 @@ def configure_sinks(
     warnings.showwarning = _log_warning
     if capture_stdio:
         state.stdout, state.stderr = sys.stdout, sys.stderr
-        sys.stdout = _StreamToLogger("stdout", state.stdout, "INFO", masker)  # type: ignore[assignment]
-        sys.stderr = _StreamToLogger("stderr", state.stderr, "WARNING", masker)  # type: ignore[assignment]
+        sys.stdout = _StreamToLogger("stdout", state.stdout, "INFO", masker)
+        sys.stderr = _StreamToLogger("stderr", state.stderr, "WARNING", masker)
     _install_exception_hooks(state, console)
     _state = state
     return state
@@ -385,5 +385,5 @@ def configure_worker(log_path: str, third_party_levels: dict[str, str] | None = 
     logger.add(_AppendFileSink(log_path), level="DEBUG", format=LOG_FORMAT, diagnose=False)
     _route_stdlib(third_party_levels)
     warnings.showwarning = _log_warning
-    sys.stdout = _StreamToLogger("stdout", None, "INFO", masker)  # type: ignore[assignment]
-    sys.stderr = _StreamToLogger("stderr", None, "WARNING", masker)  # type: ignore[assignment]
+    sys.stdout = _StreamToLogger("stdout", None, "INFO", masker)
+    sys.stderr = _StreamToLogger("stderr", None, "WARNING", masker)

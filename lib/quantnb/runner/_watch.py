@@ -116,7 +116,7 @@ def ipc_kernel_manager_class() -> type:
     from jupyter_client import AsyncKernelManager
     from jupyter_core.paths import jupyter_runtime_dir
 
-    class _IpcKernelManager(AsyncKernelManager):  # type: ignore[misc]
+    class _IpcKernelManager(AsyncKernelManager):
         def __init__(self, **kwargs: Any):
             kwargs.setdefault("transport", "ipc")
             super().__init__(**kwargs)
