@@ -694,6 +694,25 @@ def start_run(params: StageParams, *, root: str | os.PathLike[str] | None = None
     ------
     ConfigError
         If ``params.run_id`` names a run that does not exist or had other parameters.
+
+    Examples
+    --------
+    A stage commits each item to the checkpoint once its output is on disk, so a resumed run
+    skips it:
+
+    >>> from quantnb.config import StageParams
+    >>> class CountParams(StageParams):
+    ...     stage = "count"
+    >>> with start_run(CountParams(project_dir=project, console_level=None)) as ctx:
+    ...     ctx.set_total(2)
+    ...     for item in ("a.csv", "b.csv"):
+    ...         if not ctx.checkpoint.is_completed(item):
+    ...             pass  # the work; its output written (atomically) before the next line
+    ...             ctx.checkpoint.mark_completed(item)
+    ...         ctx.item_done(item)
+    ...     ctx.record_metrics(items=2)
+    >>> ctx.status, ctx.run_id.startswith("count_")
+    ('completed', True)
     """
     base = project_root(root if root is not None else params.project_dir)
     if params.run_id:
