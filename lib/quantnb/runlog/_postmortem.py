@@ -434,8 +434,8 @@ def analyse_run(root: Path, run_id: str) -> PostmortemReport:
     status = rec.get("status") or hb.get("status") or "unknown"
     if status in ("running", "pending") and hb.get("status") in ("interrupted", "failed"):
         status = hb["status"]
-    heart = _read_tsv(paths.heartbeat_tsvs, run_id)
-    batches = _read_tsv(paths.batches_tsvs, run_id)
+    heart = _read_tsv(paths.daily_tsvs("heartbeat"), run_id)
+    batches = _read_tsv(paths.daily_tsvs("batches"), run_id)
     keep_last = (rec.get("shard_retention") or {}).get("keep_last")
     logged, missing, pruned, orphaned = _shards(batches, root, keep_last)
     mem = heart["mem_gb"].drop_nulls() if "mem_gb" in heart.columns else pl.Series([], dtype=pl.Float64)

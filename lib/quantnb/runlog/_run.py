@@ -210,8 +210,8 @@ class RunContext:
             retention_days=p.retention_days,
             third_party_levels=p.third_party_levels,
         )
-        self.heartbeat_tsv = TsvLog(self.paths.heartbeat_tsv(self.started_at), HEARTBEAT_COLUMNS)
-        self.batch_tsv = TsvLog(self.paths.batches_tsv(self.started_at), BATCH_COLUMNS)
+        self.heartbeat_tsv = TsvLog(self.paths.daily_tsv("heartbeat", self.started_at), HEARTBEAT_COLUMNS)
+        self.batch_tsv = TsvLog(self.paths.daily_tsv("batches", self.started_at), BATCH_COLUMNS)
         proc = psutil.Process()
         hb_path = self.paths.heartbeat_json
         if self.resumed:  # totals are known from the earlier attempt until set_total says otherwise
