@@ -324,11 +324,6 @@ class StageParams(BaseModel):
         namespace : dict
             ``globals()`` of the notebook.
 
-        Returns
-        -------
-        StageParams
-            The validated, frozen parameters.
-
         Raises
         ------
         ConfigError

@@ -241,8 +241,8 @@ class RetryPolicy:
     async def acall(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         """Await ``fn(*args, **kwargs)``; retry it on :class:`TemporaryError` under this policy.
 
-        The asynchronous twin of :meth:`call` (same waits, logging and limits); the waits
-        are ``asyncio.sleep`` so other tasks of the loop go on.
+        The asynchronous twin of :meth:`call`: the same waits, logging, limits, result and
+        errors; the waits are ``asyncio.sleep`` so other tasks of the loop go on.
 
         Parameters
         ----------
@@ -250,19 +250,6 @@ class RetryPolicy:
             A coroutine function; called anew on every attempt.
         *args, **kwargs
             Passed to ``fn`` on every attempt.
-
-        Returns
-        -------
-        object
-            What the awaited ``fn`` returns.
-
-        Raises
-        ------
-        TemporaryError
-            The last failure, once ``attempts`` or ``timeout_s`` is spent, or at once for a
-            ban longer than ``max_retry_after_s``.
-        Exception
-            Any other error of ``fn``, at once (never retried).
         """
         import asyncio
 
