@@ -12,7 +12,7 @@ from typing import Any, Self
 
 from websockets.asyncio.server import ServerConnection, serve
 
-__all__ = ["LoopbackWebsocketServer"]
+__all__ = ["LoopbackWebsocketServer", "ScriptedStreamServer"]
 
 
 class LoopbackWebsocketServer:
@@ -72,3 +72,38 @@ class LoopbackWebsocketServer:
             self._port = next(iter(server.sockets)).getsockname()[1]
             self._ready.set()
             await self._stop.wait()
+
+
+class ScriptedStreamServer(LoopbackWebsocketServer):
+    """A loopback server that replays a script of frames, with the faults every venue's replay shares.
+
+    Subclasses consume :attr:`_gaps` (script indices never sent) and :attr:`_inject` (frames sent
+    as is after a script index) while they replay.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._gaps: set[int] = set()
+        self._inject: dict[int, list[str]] = {}
+
+    def gap_at(self, index: int) -> None:
+        """Never send script frame ``index`` (a book update): the client sees its sequence jump.
+
+        Parameters
+        ----------
+        index : int
+            Index in the script of the update to leave out.
+        """
+        self._gaps.add(index)
+
+    def inject_after(self, index: int, text: str) -> None:
+        """Send ``text`` as one frame, as is, right after script frame ``index``.
+
+        Parameters
+        ----------
+        index : int
+            Index in the script of the frame sent before it.
+        text : str
+            The frame, e.g. a truncated or ill-typed copy of a real one.
+        """
+        self._inject.setdefault(index, []).append(text)

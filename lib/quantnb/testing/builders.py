@@ -2,9 +2,10 @@
 
 Each builder writes one file in the exact layout its reader expects (Bybit v5 order-book
 ``.data``/``.data.zip``, Binance USD-M ``<recv_ns> <json>`` gzip capture, 1-minute OHLCV
-CSV, Binance trades CSV) and returns a :class:`BuiltFile` with the path and, for a defect,
-the 1-based line where it is. The book is a random walk that never crosses, so every
-defect is the only one in the file. Same arguments, same bytes.
+CSV, Binance trades CSV) into ``directory`` (created if needed) and returns a
+:class:`BuiltFile` with the path and, for a defect, the 1-based line where it is. The book
+is a random walk that never crosses, so every defect is the only one in the file. Every
+builder draws from ``random.Random(seed)``: same arguments, same bytes.
 
 Examples
 --------
@@ -91,8 +92,8 @@ def write_bybit_file(
 
     Parameters
     ----------
-    directory : str or Path
-        Where to write (created if needed).
+    directory, seed
+        As for every builder (see the module docstring).
     symbol, day : str
         Symbol and UTC day (``YYYY-MM-DD``); messages start at 00:00:00.
     depth : int
@@ -101,8 +102,6 @@ def write_bybit_file(
         Delta messages after the snapshot; ``u`` rises by 1 each.
     step_ms : int
         Milliseconds between messages (600 deltas of 250 ms span 2.5 minutes).
-    seed : int
-        Random seed; the same arguments give the same bytes.
     zipped : bool
         Write a ``.zip`` holding the ``.data`` file, as Bybit's archive does.
     defect : str or None
@@ -114,10 +113,6 @@ def write_bybit_file(
         ``mid_stream_snapshot`` (a valid snapshot mid-file, as after a service
         restart), ``time_gap`` (3 minutes without messages).
 
-    Returns
-    -------
-    BuiltFile
-        Path and the line of the defect.
     """
     rng = random.Random(seed)
     tick, decimals = 0.1, 1
@@ -199,25 +194,19 @@ def write_binance_capture(
 
     Parameters
     ----------
-    directory : str or Path
-        Where to write.
+    directory, seed
+        As for every builder (see the module docstring).
     symbol, day : str
         Symbol and UTC day (``YYYYMMDD``).
     n_events : int
         Stream frames (about 40% diffs, 30% trades, 30% bookTicker).
     step_ms : int
         Milliseconds between frames.
-    seed : int
-        Random seed.
     defect : str or None
         ``truncated_gzip`` (the file cut at two thirds), ``seq_gap`` (a diff whose ``pu``
         is not the previous ``u``), ``nan_price`` (in a diff), ``crossed`` (a diff bid
-        above the best ask), ``no_snapshot``, ``non_json_line``.
-
-    Returns
-    -------
-    BuiltFile
-        Path and the line of the defect (None for ``truncated_gzip`` and ``no_snapshot``).
+        above the best ask), ``no_snapshot``, ``non_json_line``; the :class:`BuiltFile` line is None
+        for ``truncated_gzip`` and ``no_snapshot``.
     """
     rng = random.Random(seed)
     tick, decimals = 0.1, 1
@@ -297,23 +286,17 @@ def write_ohlcv_csv(
 
     Parameters
     ----------
-    directory : str or Path
-        Where to write.
+    directory, seed
+        As for every builder (see the module docstring).
     symbol, start : str
         Symbol and first minute (UTC).
     n_minutes : int
         Rows (consecutive minutes unless a defect says otherwise).
-    seed : int
-        Random seed.
     defect : str or None
         ``duplicate_ts``, ``time_gap`` (5 minutes missing), ``out_of_order`` (two rows
         swapped), ``nan_price`` (a close of ``NaN``), ``bad_number`` (a volume of ``abc``),
         ``non_positive_price`` (a row with all prices 0).
 
-    Returns
-    -------
-    BuiltFile
-        Path and the line of the defect.
     """
     rng = random.Random(seed)
     t0 = dt.datetime.fromisoformat(start)
@@ -363,14 +346,12 @@ def write_trades_csv(
 
     Parameters
     ----------
-    directory : str or Path
-        Where to write.
+    directory, seed
+        As for every builder (see the module docstring).
     symbol, day : str
         Symbol and UTC day (``YYYY-MM-DD``).
     n_trades : int
         Trades, about 10 a second from 00:00 UTC.
-    seed : int
-        Random seed.
     header : bool
         Write the header row (older Binance files have none).
     defect : str or None
@@ -378,10 +359,6 @@ def write_trades_csv(
         ``out_of_order`` (two rows swapped), ``nan_price``, ``bad_number`` (a qty of
         ``abc``), ``non_positive_price``.
 
-    Returns
-    -------
-    BuiltFile
-        Path and the line of the defect.
     """
     rng = random.Random(seed)
     t_ms = int(dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC).timestamp() * 1000)
