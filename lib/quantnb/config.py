@@ -61,11 +61,6 @@ def check_path_component(name: str, value: str | None) -> str | None:
         The parameter's name, quoted in the message.
     value : str or None
         The value; None is accepted (unset).
-
-    Returns
-    -------
-    str or None
-        The problem and its fix, or None when ``value`` is safe or unset.
     """
     if value is None:
         return None
@@ -116,11 +111,6 @@ def check_output_dir(name: str, value: str | None, project_dir: str | None = Non
         The folder as given; None is accepted (unset).
     project_dir : str or None
         Project root; None finds it from the current directory.
-
-    Returns
-    -------
-    str or None
-        The problem and its fix, or None when ``value`` can be written to.
     """
     if value is None:
         return None

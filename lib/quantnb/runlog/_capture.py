@@ -189,18 +189,15 @@ class SinkState:
 
     def release_capture(self) -> None:
         """Stop capturing: put back stdout, stderr, hooks and ``warnings.showwarning``."""
-        if self.stdout is not None:
-            with contextlib.suppress(Exception):
-                sys.stdout.flush()
-            if isinstance(sys.stdout, _StreamToLogger):
-                sys.stdout = self.stdout
-            self.stdout = None
-        if self.stderr is not None:
-            with contextlib.suppress(Exception):
-                sys.stderr.flush()
-            if isinstance(sys.stderr, _StreamToLogger):
-                sys.stderr = self.stderr
-            self.stderr = None
+        for name in ("stdout", "stderr"):
+            original = getattr(self, name)
+            if original is not None:
+                current = getattr(sys, name)
+                with contextlib.suppress(Exception):
+                    current.flush()
+                if isinstance(current, _StreamToLogger):
+                    setattr(sys, name, original)
+                setattr(self, name, None)
         if self.excepthook is not None:
             sys.excepthook = self.excepthook
             self.excepthook = None

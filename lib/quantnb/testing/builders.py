@@ -76,18 +76,9 @@ def _bybit_line(kind: str, ts: int, symbol: str, depth: int, bids: list, asks: l
     return json.dumps(msg, separators=(",", ":"))
 
 
-def write_bybit_file(
-    directory: str | Path,
-    *,
-    symbol: str = "BTCUSDT",
-    day: str = "2024-01-02",
-    depth: int = 50,
-    n_deltas: int = 600,
-    step_ms: int = 250,
-    seed: int = 0,
-    zipped: bool = False,
-    defect: BybitDefect | None = None,
-) -> BuiltFile:
+def write_bybit_file(directory: str | Path, *, symbol: str = "BTCUSDT", day: str = "2024-01-02", depth: int = 50,
+                     n_deltas: int = 600, step_ms: int = 250, seed: int = 0, zipped: bool = False,
+                     defect: BybitDefect | None = None) -> BuiltFile:
     """Write a Bybit v5 order-book file ``{day}_{symbol}_ob{depth}.data[.zip]``: one snapshot, then deltas.
 
     Parameters
@@ -176,16 +167,9 @@ def _write_text(directory: Path, name: str, lines: list[str], zipped: bool, defe
     return path
 
 
-def write_binance_capture(
-    directory: str | Path,
-    *,
-    symbol: str = "BTCUSDT",
-    day: str = "20240102",
-    n_events: int = 1500,
-    step_ms: int = 100,
-    seed: int = 0,
-    defect: BinanceDefect | None = None,
-) -> BuiltFile:
+def write_binance_capture(directory: str | Path, *, symbol: str = "BTCUSDT", day: str = "20240102",
+                          n_events: int = 1500, step_ms: int = 100, seed: int = 0,
+                          defect: BinanceDefect | None = None) -> BuiltFile:
     """Write a Binance USD-M capture ``{symbol}_{day}.gz``: depth diffs, trades, bookTicker, one REST snapshot.
 
     The snapshot line comes after the sixth diff, with a ``lastUpdateId`` inside the
@@ -273,15 +257,23 @@ def write_binance_capture(
     return BuiltFile(path, defect_line)
 
 
-def write_ohlcv_csv(
-    directory: str | Path,
-    *,
-    symbol: str = "BTC-PERP",
-    start: str = "2024-01-02 00:00",
-    n_minutes: int = 300,
-    seed: int = 0,
-    defect: CsvDefect | None = None,
-) -> BuiltFile:
+def _put_csv_defect(rows: list[list[str]], at: int, defect: CsvDefect | None, *, prices: slice, nan_col: int,
+                    number_col: int) -> None:
+    """Put a row-level ``defect`` into ``rows[at]`` (``time_gap`` is the caller's: it moves the clock)."""
+    if defect == "duplicate_ts":
+        rows[at][0] = rows[at - 1][0]
+    elif defect == "out_of_order":
+        rows[at - 1], rows[at] = rows[at], rows[at - 1]
+    elif defect == "nan_price":
+        rows[at][nan_col] = "NaN"
+    elif defect == "bad_number":
+        rows[at][number_col] = "abc"
+    elif defect == "non_positive_price":
+        rows[at][prices] = ["0"] * (prices.stop - prices.start)
+
+
+def write_ohlcv_csv(directory: str | Path, *, symbol: str = "BTC-PERP", start: str = "2024-01-02 00:00",
+                    n_minutes: int = 300, seed: int = 0, defect: CsvDefect | None = None) -> BuiltFile:
     """Write a 1-minute OHLCV CSV ``{symbol}_{YYYYMMDD}_{YYYYMMDD}_1m.csv`` (timestamps ``YYYY-MM-DD HH:MM:SS.ffffff``).
 
     Parameters
@@ -313,16 +305,7 @@ def write_ohlcv_csv(
         rows.append([ts, f"{o:.1f}", f"{h:.1f}", f"{lo:.1f}", f"{c:.1f}", f"{rng.uniform(1e5, 5e6):.4f}"])
         price = c
     line = bad_at + 2
-    if defect == "duplicate_ts":
-        rows[bad_at][0] = rows[bad_at - 1][0]
-    elif defect == "out_of_order":
-        rows[bad_at - 1], rows[bad_at] = rows[bad_at], rows[bad_at - 1]
-    elif defect == "nan_price":
-        rows[bad_at][4] = "NaN"
-    elif defect == "bad_number":
-        rows[bad_at][5] = "abc"
-    elif defect == "non_positive_price":
-        rows[bad_at][1:5] = ["0", "0", "0", "0"]
+    _put_csv_defect(rows, bad_at, defect, prices=slice(1, 5), nan_col=4, number_col=5)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     end = t0 + dt.timedelta(minutes=minute)
@@ -332,16 +315,8 @@ def write_ohlcv_csv(
     return BuiltFile(path, line if defect else None)
 
 
-def write_trades_csv(
-    directory: str | Path,
-    *,
-    symbol: str = "BTCUSDT",
-    day: str = "2024-01-02",
-    n_trades: int = 2000,
-    seed: int = 0,
-    header: bool = True,
-    defect: CsvDefect | None = None,
-) -> BuiltFile:
+def write_trades_csv(directory: str | Path, *, symbol: str = "BTCUSDT", day: str = "2024-01-02", n_trades: int = 2000,
+                     seed: int = 0, header: bool = True, defect: CsvDefect | None = None) -> BuiltFile:
     """Write a Binance public trades CSV ``{symbol}-trades-{day}.csv`` (``id,price,qty,quote_qty,time,is_buyer_maker``).
 
     Parameters
@@ -374,16 +349,7 @@ def write_trades_csv(
         rows.append([str(trade_id), f"{price:.1f}", f"{qty:.3f}", f"{price * qty:.4f}", str(t_ms),
                      "true" if rng.random() < 0.5 else "false"])
     line = bad_at + 1 + int(header)
-    if defect == "duplicate_ts":
-        rows[bad_at][0] = rows[bad_at - 1][0]
-    elif defect == "out_of_order":
-        rows[bad_at - 1], rows[bad_at] = rows[bad_at], rows[bad_at - 1]
-    elif defect == "nan_price":
-        rows[bad_at][1] = "NaN"
-    elif defect == "bad_number":
-        rows[bad_at][2] = "abc"
-    elif defect == "non_positive_price":
-        rows[bad_at][1] = "0"
+    _put_csv_defect(rows, bad_at, defect, prices=slice(1, 2), nan_col=1, number_col=2)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{symbol}-trades-{day}.csv"
