@@ -137,10 +137,6 @@ def compare_to_baseline(y_true: np.ndarray, y_model: np.ndarray, y_base: np.ndar
     n_classes : int, default 3
         Classes ``0 .. n_classes - 1`` the F1 macro averages over (2 for meta-labels).
 
-    Returns
-    -------
-    BaselineComparison
-
     Raises
     ------
     ConfigError

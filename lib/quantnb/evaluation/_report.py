@@ -127,10 +127,6 @@ def sharpe_report(
     name : str, default "result"
         Subject of the verdict sentence, e.g. ``"agent"``.
 
-    Returns
-    -------
-    SharpeReport
-
     Raises
     ------
     ConfigError

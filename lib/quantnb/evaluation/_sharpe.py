@@ -64,10 +64,6 @@ def return_moments(returns: np.ndarray) -> ReturnMoments:
     returns : np.ndarray, shape (n,), float64
         Simple returns per bar (or per day), n >= 2, all finite.
 
-    Returns
-    -------
-    ReturnMoments
-
     Raises
     ------
     ConfigError

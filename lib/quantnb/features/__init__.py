@@ -52,10 +52,6 @@ def available_features(bars: pl.DataFrame | Sequence[str], candidates: Sequence[
     candidates : sequence of str
         Registered feature names, e.g. :data:`RESEARCH_FEATURES` or :data:`AGENT_FEATURES`.
 
-    Returns
-    -------
-    list of str
-
     Raises
     ------
     ConfigError

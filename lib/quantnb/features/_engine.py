@@ -59,10 +59,6 @@ def check_warmup(warmup_bars: int) -> int:
     warmup_bars : int
         Warm-up of the recursive features, bars.
 
-    Returns
-    -------
-    int
-
     Raises
     ------
     ConfigError

@@ -223,10 +223,6 @@ def get_specs(names: Sequence[str]) -> list[FeatureSpec]:
     names : sequence of str
         Registered feature names.
 
-    Returns
-    -------
-    list of FeatureSpec
-
     Raises
     ------
     ConfigError

@@ -106,10 +106,6 @@ def compare_sizing(prob_take: np.ndarray, trade_return: np.ndarray, *, cost_bps:
     chunk : int
         Resamples drawn at once (memory ``chunk * n``).
 
-    Returns
-    -------
-    SizingComparison
-
     Raises
     ------
     ConfigError

@@ -209,10 +209,6 @@ def list_runs(
         Only runs of this stage.
     status : str, optional
         Only runs with this status (after dead-process detection).
-
-    Returns
-    -------
-    list of RunSummary
     """
     root = project_root(project_dir)
     out = []

@@ -411,10 +411,6 @@ def analyse_run(root: Path, run_id: str) -> PostmortemReport:
     run_id : str
         Run to analyse (a directory of ``root/runs``).
 
-    Returns
-    -------
-    PostmortemReport
-
     Raises
     ------
     ConfigError

@@ -122,10 +122,6 @@ def read_run_record(run_dir: Path, *, detect_dead: bool = True) -> dict[str, Any
         ``runs/<run_id>/``.
     detect_dead : bool, default True
         Mark a dead ``running``/``pending`` run ``interrupted`` before returning it.
-
-    Returns
-    -------
-    dict of str to Any or None
     """
     record = read_json_tolerant(run_dir / "run.json")
     if not isinstance(record, dict):

@@ -112,10 +112,6 @@ def is_interrupt(exc: BaseException | None) -> bool:
     ----------
     exc : BaseException or None
         The exception caught; None gives False.
-
-    Returns
-    -------
-    bool
     """
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:

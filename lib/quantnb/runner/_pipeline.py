@@ -32,10 +32,6 @@ class PipelineResult:
         width : int or None
             Characters per line; None: the terminal's. Columns that do not fit go on an
             indented line under their step (see :func:`quantnb.runlog._monitor.fit_table`).
-
-        Returns
-        -------
-        str
         """
         rows = []
         for step_id, o in self.outcomes:
@@ -123,10 +119,6 @@ def run_pipeline(config: str | Path, *, root: str | Path | None = None) -> Pipel
         Pipeline YAML (e.g. ``configs/demo.yaml``).
     root : str or pathlib.Path, optional
         Project directory.
-
-    Returns
-    -------
-    PipelineResult
 
     Raises
     ------
