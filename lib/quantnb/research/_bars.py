@@ -7,14 +7,9 @@ import polars as pl
 from quantnb.data import check_bars
 from quantnb.features import segment_start_expr
 
-__all__ = ["check_bars", "minute_index", "break_before_expr", "_MINUTE_US"]
+__all__ = ["check_bars", "break_before_expr", "_MINUTE_US"]
 
 _MINUTE_US = 60_000_000
-
-
-def minute_index(df: pl.DataFrame) -> pl.Expr:
-    """Return an expression of the integer minutes since the epoch of each bar's ``ts``."""
-    return (pl.col("ts").dt.epoch("us") // _MINUTE_US).alias("_minute")
 
 
 def break_before_expr(df: pl.DataFrame) -> pl.Expr:
