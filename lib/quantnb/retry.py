@@ -53,6 +53,15 @@ T = TypeVar("T")
 _stamina_quiet = False
 
 
+def _first_wait(hook: Callable[[Exception], float | bool], err: TemporaryError) -> float:
+    """Return the wait after a call's first failure (0 under ``stamina`` test mode); re-raise ``err`` if none."""
+    wait = hook(err)
+    if wait is False:
+        raise err
+    _quiet_stamina_logging()
+    return 0.0 if stamina.is_testing() else float(wait)
+
+
 def _quiet_stamina_logging() -> None:
     """Drop stamina's own retry logging (each retry is logged once, by :meth:`RetryPolicy.call`)."""
     global _stamina_quiet
@@ -195,12 +204,9 @@ class RetryPolicy:
         try:  # fast path: a call that succeeds costs no retry machinery (the trader calls this every bar)
             return fn(*args, **kwargs)
         except TemporaryError as err:
-            wait = hook(err)
-            if wait is False:
-                raise
-        _quiet_stamina_logging()
-        if not stamina.is_testing():
-            time.sleep(float(wait))
+            wait = _first_wait(hook, err)
+        if wait:
+            time.sleep(wait)
         for attempt in stamina.retry_context(on=hook, attempts=self._retries(), timeout=None):
             with attempt:
                 return fn(*args, **kwargs)
@@ -257,12 +263,9 @@ class RetryPolicy:
         try:
             return await fn(*args, **kwargs)
         except TemporaryError as err:
-            wait = hook(err)
-            if wait is False:
-                raise
-        _quiet_stamina_logging()
-        if not stamina.is_testing():
-            await asyncio.sleep(float(wait))
+            wait = _first_wait(hook, err)
+        if wait:
+            await asyncio.sleep(wait)
         async for attempt in stamina.retry_context(on=hook, attempts=self._retries(), timeout=None):
             with attempt:
                 return await fn(*args, **kwargs)
