@@ -4,30 +4,11 @@ The package is organised by concern: :mod:`quantnb.runlog` (run logging, heartbe
 checkpoints, resume), :mod:`quantnb.data` (readers, book reconstruction, bars),
 :mod:`quantnb.stages` (one module per notebook), :mod:`quantnb.models`,
 :mod:`quantnb.rl`, :mod:`quantnb.live`, :mod:`quantnb.runner` and
-:mod:`quantnb.testing`.
+:mod:`quantnb.testing`; every error derives from :class:`quantnb.errors.QuantnbError`.
 """
 
 from __future__ import annotations
 
-from quantnb.errors import (
-    ConfigError,
-    DataError,
-    OperationalError,
-    QuantnbError,
-    QuantnbWarning,
-    RateLimitError,
-    TemporaryError,
-)
-
 __version__ = "0.1.0"
 
-__all__ = [
-    "__version__",
-    "QuantnbError",
-    "ConfigError",
-    "DataError",
-    "TemporaryError",
-    "RateLimitError",
-    "OperationalError",
-    "QuantnbWarning",
-]
+__all__ = ["__version__"]

@@ -2,51 +2,85 @@
 
 The runner validates a stage's parameters before it starts the kernel; importing a package
 such as :mod:`quantnb.rl` must not import torch, stable-baselines3, ccxt or matplotlib for that
-(PEP 562 module ``__getattr__``, as SciPy's ``lazy_loader`` does).
+(PEP 562 module ``__getattr__``, as SciPy's ``lazy_loader`` does). A package lists each lazy name
+once, as an import under ``if TYPE_CHECKING:`` (what type checkers and readers see), and once in
+``__all__``; :func:`attach` reads the imports from the package's source.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 __all__ = ["attach"]
 
 
-def attach(package: str, names: Mapping[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+def _type_checking_imports(package: str) -> dict[str, tuple[str, str]]:
+    """Map each name imported under the package's ``if TYPE_CHECKING:`` to its module and name there."""
+    path = Path(sys.modules[package].__file__ or "")
+    names: dict[str, tuple[str, str]] = {}
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        test = node.test if isinstance(node, ast.If) else None
+        if not (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING"
+                or isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"):
+            continue
+        for imp in node.body:
+            if isinstance(imp, ast.ImportFrom):
+                module = importlib.util.resolve_name("." * imp.level + (imp.module or ""), package)
+                names.update({a.asname or a.name: (module, a.name) for a in imp.names})
+    return names
+
+
+def attach(package: str, names: Mapping[str, str] | None = None,
+           ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """Return a module ``__getattr__`` and ``__dir__`` that import each public name on first use.
 
     Parameters
     ----------
     package : str
-        The package's ``__name__``.
-    names : mapping of str to str
-        Public name to the absolute name of the submodule that defines it.
+        The package's ``__name__``; the package is in ``sys.modules`` (call this from its ``__init__``).
+    names : mapping of str to str, optional
+        Public name to the absolute name of the submodule that defines it. By default, every
+        ``from <module> import <name>`` under the package's top-level ``if TYPE_CHECKING:``.
 
     Returns
     -------
     (callable, callable)
-        ``__getattr__(name)`` imports ``names[name]``, caches the value in the package and
+        ``__getattr__(name)`` imports the name's module, caches the value in the package and
         returns it; ``__dir__()`` lists the module's globals and every lazy name.
 
     Raises
     ------
     AttributeError
         From ``__getattr__``, for a name the package does not export.
+
+    Examples
+    --------
+    In ``quantnb/research/__init__.py``::
+
+        if TYPE_CHECKING:  # the names for type checkers; at run time each loads on first use
+            from quantnb.research._labels import label_bars
+
+        __getattr__, __dir__ = attach(__name__)
+        __all__ = ["label_bars"]
     """
+    lazy = {k: (m, k) for k, m in names.items()} if names is not None else _type_checking_imports(package)
 
     def __getattr__(name: str) -> Any:
         try:
-            module = names[name]
+            module, attr = lazy[name]
         except KeyError:
             raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
-        value = getattr(importlib.import_module(module), name)
+        value = getattr(importlib.import_module(module), attr)
         setattr(sys.modules[package], name, value)
         return value
 
     def __dir__() -> list[str]:
-        return sorted(set(vars(sys.modules[package])) | set(names))
+        return sorted(set(vars(sys.modules[package])) | set(lazy))
 
     return __getattr__, __dir__

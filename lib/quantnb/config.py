@@ -61,11 +61,6 @@ def check_path_component(name: str, value: str | None) -> str | None:
         The parameter's name, quoted in the message.
     value : str or None
         The value; None is accepted (unset).
-
-    Returns
-    -------
-    str or None
-        The problem and its fix, or None when ``value`` is safe or unset.
     """
     if value is None:
         return None
@@ -116,11 +111,6 @@ def check_output_dir(name: str, value: str | None, project_dir: str | None = Non
         The folder as given; None is accepted (unset).
     project_dir : str or None
         Project root; None finds it from the current directory.
-
-    Returns
-    -------
-    str or None
-        The problem and its fix, or None when ``value`` can be written to.
     """
     if value is None:
         return None
@@ -223,13 +213,7 @@ class StageParams(BaseModel):
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Self:
-        """Rules between fields, checked before any work, whatever the stage.
-
-        Every ``<x>_min``/``<x>_max`` pair must satisfy min <= max; ``train_frac +
-        val_frac`` must leave a test split; ``threshold_short_frac < 0 <
-        threshold_long_frac``; ids stay one path component. Output folders are checked by
-        their type, :data:`OutputDir`.
-        """
+        """Rules between fields, checked before any work, whatever the stage."""
         values = {name: getattr(self, name) for name in type(self).model_fields}
         problems = cross_field_problems(values)
         for name, value in values.items():
@@ -329,11 +313,6 @@ class StageParams(BaseModel):
         ----------
         namespace : dict
             ``globals()`` of the notebook.
-
-        Returns
-        -------
-        StageParams
-            The validated, frozen parameters.
 
         Raises
         ------

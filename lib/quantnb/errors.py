@@ -23,7 +23,6 @@ __all__ = [
     "OrderRejectedError",
     "RunInterrupted",
     "QuantnbWarning",
-    "DataQualityWarning",
 ]
 
 
@@ -119,7 +118,3 @@ class RunInterrupted(QuantnbError):
 
 class QuantnbWarning(UserWarning):
     """Root of quantnb's warnings."""
-
-
-class DataQualityWarning(QuantnbWarning):
-    """Input data has a defect that was counted and reported but not fatal."""

@@ -53,14 +53,17 @@ T = TypeVar("T")
 _stamina_quiet = False
 
 
-def _quiet_stamina_logging() -> None:
-    """Drop stamina's own retry logging (each retry is logged once, by :meth:`RetryPolicy.call`).
+def _first_wait(hook: Callable[[Exception], float | bool], err: TemporaryError) -> float:
+    """Return the wait after a call's first failure (0 under ``stamina`` test mode); re-raise ``err`` if none."""
+    wait = hook(err)
+    if wait is False:
+        raise err
+    _quiet_stamina_logging()
+    return 0.0 if stamina.is_testing() else float(wait)
 
-    stamina's default hooks log every scheduled retry through the standard ``logging`` module,
-    which the session log captures: each retry would appear twice. Its Prometheus counter is
-    kept when ``prometheus_client`` is installed. Done once, at the first retry, so importing
-    this module changes nothing.
-    """
+
+def _quiet_stamina_logging() -> None:
+    """Drop stamina's own retry logging (each retry is logged once, by :meth:`RetryPolicy.call`)."""
     global _stamina_quiet
     if _stamina_quiet:
         return
@@ -201,12 +204,9 @@ class RetryPolicy:
         try:  # fast path: a call that succeeds costs no retry machinery (the trader calls this every bar)
             return fn(*args, **kwargs)
         except TemporaryError as err:
-            wait = hook(err)
-            if wait is False:
-                raise
-        _quiet_stamina_logging()
-        if not stamina.is_testing():
-            time.sleep(float(wait))
+            wait = _first_wait(hook, err)
+        if wait:
+            time.sleep(wait)
         for attempt in stamina.retry_context(on=hook, attempts=self._retries(), timeout=None):
             with attempt:
                 return fn(*args, **kwargs)
@@ -247,8 +247,8 @@ class RetryPolicy:
     async def acall(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         """Await ``fn(*args, **kwargs)``; retry it on :class:`TemporaryError` under this policy.
 
-        The asynchronous twin of :meth:`call` (same waits, logging and limits); the waits
-        are ``asyncio.sleep`` so other tasks of the loop go on.
+        The asynchronous twin of :meth:`call`: the same waits, logging, limits, result and
+        errors; the waits are ``asyncio.sleep`` so other tasks of the loop go on.
 
         Parameters
         ----------
@@ -256,19 +256,6 @@ class RetryPolicy:
             A coroutine function; called anew on every attempt.
         *args, **kwargs
             Passed to ``fn`` on every attempt.
-
-        Returns
-        -------
-        object
-            What the awaited ``fn`` returns.
-
-        Raises
-        ------
-        TemporaryError
-            The last failure, once ``attempts`` or ``timeout_s`` is spent, or at once for a
-            ban longer than ``max_retry_after_s``.
-        Exception
-            Any other error of ``fn``, at once (never retried).
         """
         import asyncio
 
@@ -276,12 +263,9 @@ class RetryPolicy:
         try:
             return await fn(*args, **kwargs)
         except TemporaryError as err:
-            wait = hook(err)
-            if wait is False:
-                raise
-        _quiet_stamina_logging()
-        if not stamina.is_testing():
-            await asyncio.sleep(float(wait))
+            wait = _first_wait(hook, err)
+        if wait:
+            await asyncio.sleep(wait)
         async for attempt in stamina.retry_context(on=hook, attempts=self._retries(), timeout=None):
             with attempt:
                 return await fn(*args, **kwargs)

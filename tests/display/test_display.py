@@ -3,7 +3,8 @@ from __future__ import annotations
 import polars as pl
 from loguru import logger
 
-from quantnb.display import ProgressDisplay, quality_html, result_html
+from quantnb.display import ProgressDisplay, result_html
+from quantnb.display._html import quality_html
 from quantnb.runlog import ProgressEvent
 from quantnb.stages.etl import EtlParams, EtlResult, run_etl
 
@@ -86,7 +87,8 @@ def test_training_optimization_and_agent_results_render_tables_and_inline_plots(
 
 
 def test_no_widget_outside_a_kernel_a_person_looks_at(monkeypatch):
-    from quantnb.display import HEADLESS_ENV, in_interactive_frontend
+    from quantnb.display import HEADLESS_ENV
+    from quantnb.display._progress import in_interactive_frontend
 
     assert not in_interactive_frontend()  # plain Python (pytest): no IPython kernel
     monkeypatch.setenv(HEADLESS_ENV, "1")  # what quantnb run sets for its kernels

@@ -50,7 +50,7 @@ def test_a_slow_epoch_shows_its_batches_seconds_per_epoch_and_an_eta(clock: _Clo
     assert "0/10 epochs (3%)" in line, line
     assert "epoch 1/10 · batch 40/120" in line, line
     assert "60 s/epoch" in line and "epochs/s" not in line, line
-    eta = display.eta_s(display._last)  # 9.67 epochs left at 60 s each
+    eta = display._eta_s(display._last)  # 9.67 epochs left at 60 s each
     assert eta == pytest.approx((10 - 40 / 120) * 60, rel=0.03), eta
     assert "ETA 9:40" in line, line
 

@@ -192,3 +192,11 @@ def test_the_notebook_result_names_the_missing_and_corrupt_files_where_they_went
     etl = _etl(project, _parse_value(globs.group(1)))  # the suggested next step reads what was downloaded
     assert etl.status == "completed"
     assert sorted(_bars(project)["ts"].dt.date().unique().to_list()) == [dt.date(2022, 1, 1), dt.date(2022, 1, 4)]
+
+
+def test_the_run_download_example_runs_as_written(project, archive):
+    from quantnb.stages.download import run_download
+    from tests._examples import run_examples
+
+    run_examples(run_download, base_url=archive.url, project=str(project))
+    assert len(list((project / "data" / "raw").rglob("BTCUSDT-1m-2022-01-0*.zip"))) == 3

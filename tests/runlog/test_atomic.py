@@ -46,3 +46,16 @@ def test_secrets_are_masked_in_json_checkpoint_and_run_record(tmp_path, monkeypa
     update_run_record(tmp_path, failed_items=ckpt.failed, error=f"bad {SECRET}")
     for path in tmp_path.iterdir():
         assert SECRET not in path.read_text(), path
+
+
+def test_stale_temp_cleanup_removes_a_dead_writers_file_and_leaves_tmp_files_it_did_not_write(tmp_path):
+    from quantnb.runlog import remove_stale_temp_files
+
+    dead_pid = 2**22 + 12345  # above the default pid_max (4194304): no such process
+    ours = tmp_path / f".model.pt.{dead_pid}.x1y2.tmp"
+    foreign = tmp_path / ".notes.abc.tmp"  # another program's temp file: no writer pid in the name
+    for f in (ours, foreign):
+        f.write_bytes(b"half")
+        os.utime(f, (0, 0))  # written long ago
+    assert remove_stale_temp_files(tmp_path) == [ours]
+    assert foreign.exists() and not ours.exists()

@@ -175,3 +175,11 @@ def test_etl_does_not_quarantine_a_file_when_the_user_interrupts(tmp_path):
     _collect(ctx, "data/raw/y.gz", tmp_path / "y.gz.parquet", 1, {}, buggy_read)
     assert "RuntimeError: a reader bug" in ctx.checkpoint.failed["data/raw/y.gz"]  # a real error is quarantined
     ctx.finish()
+
+
+def test_the_start_run_example_runs_as_written(project):
+    from quantnb.runlog._run import start_run as documented
+    from tests._examples import run_examples
+
+    run_examples(documented, start_run=documented, project=str(project))
+    assert len(list((project / "runs").glob("count_*/run.json"))) == 1

@@ -176,16 +176,5 @@ def plan_files(venue: str, market: str, data_type: str, symbols: list[str], star
 
 
 def default_base_url(venue: str, data_type: str) -> str:
-    """Return the public archive's root URL for ``venue`` and ``data_type``.
-
-    Parameters
-    ----------
-    venue, data_type : str
-        As for :func:`plan_files`.
-
-    Returns
-    -------
-    str
-        E.g. ``https://data.binance.vision``.
-    """
+    """Return the public archive's root URL for ``venue`` and ``data_type``, e.g. ``https://data.binance.vision``."""
     return DEFAULT_BASE_URLS.get((venue, data_type)) or DEFAULT_BASE_URLS[(venue, "*")]

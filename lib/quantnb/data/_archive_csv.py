@@ -77,27 +77,8 @@ def _read(path: Path, names: Sequence[str], required: Sequence[str]) -> pl.DataF
 def read_klines(path: Path, report: QualityReport) -> pl.DataFrame:
     """Read a Binance 1-minute kline CSV (zip or plain, spot or futures); return one row a minute.
 
-    Parameters
-    ----------
-    path : Path
-        ``SYMBOL-1m-YYYY-MM[-DD].zip|.csv``; columns ``open_time, open, high, low, close,
-        volume, close_time, quote_volume, count, taker_buy_volume, ...``, with a header
-        (futures) or without (spot); ``open_time`` in ms, or us (spot from 2025).
-    report : QualityReport
-        Where unaligned stamps and the bar rules' findings are counted (as for
-        :func:`~quantnb.data._csv.read_ohlcv`).
-
-    Returns
-    -------
-    polars.DataFrame
-        The accepted klines: ``ts`` (Datetime[us, UTC]), ``open, high, low, close`` (quote per base unit),
-        ``volume`` and ``buy_volume`` (taker buys; base units), ``n_trades`` (Int64).
-
-    Raises
-    ------
-    DataError
-        Another interval than 1m (named in the file name), an unreadable file or a value
-        that does not parse; the message names the file and line.
+    ``open_time`` is in ms, or us (spot from 2025); the rows are ``ts`` (Datetime[us, UTC]), ``open, high,
+    low, close`` (quote per base unit), ``volume`` and ``buy_volume`` (base units), ``n_trades``.
     """
     interval = path.name.split("-")[1] if path.name.count("-") >= 2 else "1m"
     if interval != "1m":
@@ -117,27 +98,7 @@ def read_klines(path: Path, report: QualityReport) -> pl.DataFrame:
 
 
 def read_agg_trades(path: Path, report: QualityReport) -> pl.DataFrame:
-    """Read a Binance aggTrades CSV (zip or plain); return 1-minute trade bars (``trades_to_bars``).
-
-    Parameters
-    ----------
-    path : Path
-        ``SYMBOL-aggTrades-YYYY-MM[-DD].zip|.csv``: ``agg_trade_id, price, quantity,
-        first_trade_id, last_trade_id, transact_time, is_buyer_maker`` (header-less in spot).
-    report : QualityReport
-        Where bad values and duplicates are counted.
-
-    Returns
-    -------
-    polars.DataFrame
-        :data:`~quantnb.data._bars.TRADE_BAR_SCHEMA` rows; ``n_trades`` counts the trades
-        each aggregate stands for (``last_trade_id - first_trade_id + 1``).
-
-    Raises
-    ------
-    DataError
-        An unreadable file or a value that does not parse (file and line named).
-    """
+    """Read a Binance aggTrades CSV (zip or plain); return 1-minute trade bars (``trades_to_bars``)."""
     frame = _read(path, AGG_COLUMNS, AGG_COLUMNS[:7])
     frame = _numbers(path, frame, ("agg_trade_id", "first_trade_id", "last_trade_id"), pl.Int64())
     frame = _numbers(path, frame, ("price", "quantity"), pl.Float64())
@@ -165,27 +126,8 @@ def read_agg_trades(path: Path, report: QualityReport) -> pl.DataFrame:
 def read_book_ticker(path: Path, report: QualityReport) -> pl.DataFrame:
     """Read a Binance bookTicker CSV; return per-minute top-of-book features.
 
-    Parameters
-    ----------
-    path : Path
-        ``SYMBOL-bookTicker-YYYY-MM[-DD].zip|.csv``: ``update_id, best_bid_price,
-        best_bid_qty, best_ask_price, best_ask_qty, transaction_time, event_time``.
-    report : QualityReport
-        Where crossed quotes are counted (and skipped).
-
-    Returns
-    -------
-    polars.DataFrame
-        ``ts``; ``mid_open, mid_high, mid_low, mid_close`` (mid of the quotes in the
-        minute); ``micro_price_close`` (``(bid * ask_qty + ask * bid_qty) / (bid_qty +
-        ask_qty)`` of the last quote, Stoikov 2018, as :attr:`OrderBook.micro_price`);
-        ``spread_bps_mean`` (mean over the quotes of ``1e4 * (ask - bid) / mid``, as for book
-        sources); ``n_book_updates`` (quotes). Depth fields stay null: a quote has one level.
-
-    Raises
-    ------
-    DataError
-        An unreadable file or a value that does not parse (file and line named).
+    ``micro_price_close`` is Stoikov's (2018) micro-price of the last quote, as :attr:`OrderBook.micro_price`;
+    ``spread_bps_mean`` the mean of ``1e4 * (ask - bid) / mid``; depth fields stay null (a quote has one level).
     """
     frame = _read(path, BBO_COLUMNS, BBO_COLUMNS[:6])
     px = ("best_bid_price", "best_ask_price", "best_bid_qty", "best_ask_qty")
@@ -214,24 +156,7 @@ def read_book_ticker(path: Path, report: QualityReport) -> pl.DataFrame:
 def read_funding(path: Path, report: QualityReport) -> pl.DataFrame:
     """Read a Binance fundingRate CSV; return the funding series (not bars).
 
-    Parameters
-    ----------
-    path : Path
-        ``SYMBOL-fundingRate-YYYY-MM.zip|.csv``: ``calc_time, funding_interval_hours,
-        last_funding_rate``.
-    report : QualityReport
-        Where duplicates are counted.
-
-    Returns
-    -------
-    polars.DataFrame
-        ``ts`` (funding time, Datetime[us, UTC]), ``funding_rate`` (fraction of notional
-        paid by longs to shorts when positive), ``funding_interval_h`` (Int64), sorted.
-
-    Raises
-    ------
-    DataError
-        An unreadable file or a value that does not parse (file and line named).
+    ``funding_rate`` is the fraction of notional paid by longs to shorts when positive.
     """
     frame = _read(path, FUNDING_COLUMNS, FUNDING_COLUMNS)
     frame = _numbers(path, frame, ("last_funding_rate",), pl.Float64())
@@ -247,27 +172,7 @@ def read_funding(path: Path, report: QualityReport) -> pl.DataFrame:
 
 
 def read_bybit_trades(path: Path, report: QualityReport) -> pl.DataFrame:
-    """Read a Bybit public trades CSV (``.csv.gz`` or plain); return 1-minute trade bars.
-
-    Parameters
-    ----------
-    path : Path
-        Derivatives (``trading/``): ``timestamp`` (seconds, fractional), ``symbol, side,
-        size, price, ...``; spot (``spot/``): ``id, timestamp`` (ms), ``price, volume, side``.
-        ``side`` is the taker's (``Buy``/``Sell``).
-    report : QualityReport
-        Where bad values are counted.
-
-    Returns
-    -------
-    polars.DataFrame
-        :data:`~quantnb.data._bars.TRADE_BAR_SCHEMA` rows.
-
-    Raises
-    ------
-    DataError
-        Missing columns, an unreadable file or a value that does not parse.
-    """
+    """Read a Bybit public trades CSV (``.csv.gz`` or plain); return 1-minute trade bars."""
     try:
         frame = pl.read_csv(path, infer_schema=False, glob=False)
     except (pl.exceptions.PolarsError, OSError) as exc:  # a truncated gzip is an OSError ("unexpected end")

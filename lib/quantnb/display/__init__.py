@@ -6,14 +6,13 @@ line of a notebook cell (``result``) shows a compact table and the run's plots i
 
 from __future__ import annotations
 
-from quantnb.display._html import quality_html, result_html, table_html
+from quantnb.display._html import result_html
 from quantnb.display._interrupt import show_interrupt_as_one_line
-from quantnb.display._monitor import RunMonitor, read_runs
+from quantnb.display._monitor import RunMonitor
 from quantnb.display._progress import (
     HEADLESS_ENV,
     ProgressDisplay,
     attach_progress,
-    in_interactive_frontend,
 )
 from quantnb.runlog import on_run_interrupt, on_run_start
 
@@ -21,13 +20,7 @@ __all__ = [
     "HEADLESS_ENV",
     "ProgressDisplay",
     "RunMonitor",
-    "read_runs",
-    "attach_progress",
-    "in_interactive_frontend",
-    "show_interrupt_as_one_line",
-    "quality_html",
     "result_html",
-    "table_html",
 ]
 
 # Every run of the process gets the progress display and the one-line interrupt: the run spine

@@ -52,22 +52,7 @@ def _cell(value: Any) -> tuple[str, bool]:
 
 
 def table_html(rows: Any, *, max_rows: int = 30, columns: Iterable[str] | None = None) -> str:
-    """Render rows (a polars/pandas frame, a list of dicts or one dict) as a compact HTML table.
-
-    Parameters
-    ----------
-    rows : polars.DataFrame, pandas.DataFrame, list of dict or dict
-        A dict becomes a two-column name/value table.
-    max_rows : int
-        Rows shown; the rest are counted in a last line.
-    columns : iterable of str, optional
-        Columns to show, in order; all otherwise.
-
-    Returns
-    -------
-    str
-        An HTML ``<table>`` in a horizontally scrolling box (never wider than the page).
-    """
+    """Render rows (a polars/pandas frame, a list of dicts or one dict) as a compact HTML table."""
     if isinstance(rows, Mapping):
         body = "".join(f"<tr><th class='l'>{_esc(k)}</th><td class='l w'>{_esc(_cell(v)[0])}</td></tr>"
                        for k, v in rows.items())
@@ -100,20 +85,7 @@ def table_html(rows: Any, *, max_rows: int = 30, columns: Iterable[str] | None =
 
 
 def image_html(path: str | Path | None, *, width_px: int | None = None) -> str:
-    """Embed a PNG file (base64) so it shows inline and survives in the saved notebook; '' if absent.
-
-    Parameters
-    ----------
-    path : str, Path or None
-        A PNG file; None or a missing file gives ``''``.
-    width_px : int or None
-        Display width in CSS pixels; None keeps the image's own width.
-
-    Returns
-    -------
-    str
-        An ``<img>`` element with a ``data:image/png;base64`` source, or ``''``.
-    """
+    """Embed a PNG file (base64) so it shows inline and survives in the saved notebook; '' if absent."""
     if path is None or not Path(path).is_file():
         return ""
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
@@ -122,20 +94,7 @@ def image_html(path: str | Path | None, *, width_px: int | None = None) -> str:
 
 
 def figure_html(fig: Any, *, width_px: int | None = None) -> str:
-    """Embed a matplotlib figure as a PNG.
-
-    Parameters
-    ----------
-    fig : matplotlib.figure.Figure
-        The figure; it is not closed.
-    width_px : int or None
-        Display width in CSS pixels; None keeps the rendered width.
-
-    Returns
-    -------
-    str
-        An ``<img>`` element with a base64 PNG source.
-    """
+    """Embed a matplotlib figure as a PNG."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     data = base64.b64encode(buf.getvalue()).decode("ascii")
@@ -144,13 +103,7 @@ def figure_html(fig: Any, *, width_px: int | None = None) -> str:
 
 
 def integer_ticks(*axes: Any) -> None:
-    """Put x ticks on whole numbers only (epochs, trials): no ``2.5`` epoch on the axis.
-
-    Parameters
-    ----------
-    *axes : matplotlib.axes.Axes
-        Axes whose x axis counts epochs or trials.
-    """
+    """Put x ticks on whole numbers only (epochs, trials): no ``2.5`` epoch on the axis."""
     from matplotlib.ticker import MaxNLocator
 
     for ax in axes:
@@ -158,21 +111,7 @@ def integer_ticks(*axes: Any) -> None:
 
 
 def learning_curves_html(history: list[Mapping[str, Any]], *, title: str = "") -> str:
-    """Plot loss (train, val) and F1 macro per epoch side by side; '' without history.
-
-    Parameters
-    ----------
-    history : list of mapping
-        One mapping per epoch with ``epoch``, ``train_loss``, ``val_loss``, ``f1_macro``
-        (validation) and ``is_best`` (marked); missing values are not plotted.
-    title : str
-        Figure title.
-
-    Returns
-    -------
-    str
-        An ``<img>`` element, or ``''`` when ``history`` is empty.
-    """
+    """Plot loss (train, val) and F1 macro per epoch side by side; '' without history."""
     if not history:
         return ""
     from matplotlib.figure import Figure
@@ -200,19 +139,7 @@ def learning_curves_html(history: list[Mapping[str, Any]], *, title: str = "") -
 
 
 def quality_html(quality: Mapping[str, Mapping[str, Any]]) -> str:
-    """Render quality reports as one table: a row per file with defects, a column per non-zero counter.
-
-    Parameters
-    ----------
-    quality : mapping of str to mapping
-        File name to its :meth:`QualityReport.to_dict` output.
-
-    Returns
-    -------
-    str
-        A heading counting files with defects and clean files, then a ``<table>`` of the
-        files with defects (no table when every file is clean).
-    """
+    """Render quality reports as one table: a row per file with defects, a column per non-zero counter."""
     try:
         from quantnb.data._quality import COUNTERS
 

@@ -11,21 +11,7 @@ __all__ = ["interrupt_line", "show_interrupt_as_one_line"]
 
 
 def interrupt_line(ctx: Any, reason: str) -> str:
-    """Return the one line shown for an interrupted run: what stopped, what was saved, the resume command.
-
-    Parameters
-    ----------
-    ctx : quantnb.runlog.RunContext
-        The interrupted run (its checkpoint, total and last step).
-    reason : str
-        :func:`~quantnb.runlog.interrupt_reason` of the interrupt (says whether it was SIGTERM).
-
-    Returns
-    -------
-    str
-        ``run <id> interrupted during trial 1 · epoch 2/3 · batch 18/47; 1/4 trials finished and
-        saved; resume: quantnb run <stage> --resume <id> (or resume=True in the parameters cell)``.
-    """
+    """Return the one line shown for an interrupted run: what stopped, what was saved, the resume command."""
     unit = _UNITS.get(ctx.stage, "items")
     done = len(ctx.checkpoint.completed)
     total = f"/{ctx.total_items}" if ctx.total_items else ""
@@ -40,19 +26,8 @@ def interrupt_line(ctx: Any, reason: str) -> str:
 def show_interrupt_as_one_line(exc: BaseException, ctx: Any, reason: str) -> None:
     """Make IPython show ``exc`` as one line (:func:`interrupt_line`) instead of its traceback.
 
-    IPython renders an exception that has ``_render_traceback_`` with what it returns; the
-    exception still propagates, so Run All stops at the cell and papermill records the
-    failure. A bare ``KeyboardInterrupt()`` also gets the line as its message (the error's
-    ``evalue``). Outside IPython, or when an inner run already set it, nothing changes.
-
-    Parameters
-    ----------
-    exc : BaseException
-        The interrupt leaving the run's ``with`` block.
-    ctx : quantnb.runlog.RunContext
-        The interrupted run.
-    reason : str
-        :func:`~quantnb.runlog.interrupt_reason` of ``exc``.
+    IPython renders an exception's ``_render_traceback_``; the exception still propagates, so Run All
+    stops at the cell and papermill records the failure.
     """
     if getattr(exc, "_render_traceback_", None) is not None:
         return
@@ -65,7 +40,7 @@ def show_interrupt_as_one_line(exc: BaseException, ctx: Any, reason: str) -> Non
     line = interrupt_line(ctx, reason)
     text = f"\x1b[1;31m{type(exc).__name__}\x1b[0m: {line}"
     try:
-        exc._render_traceback_ = lambda: [text]  # type: ignore[attr-defined]
+        exc._render_traceback_ = lambda: [text]
     except AttributeError:  # an exception type with __slots__: IPython shows its traceback
         return
     if not exc.args:  # a bare KeyboardInterrupt(): the error's evalue (papermill, `quantnb run`) says it too

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import html
 import threading
 from collections.abc import Callable
@@ -25,43 +24,13 @@ _STATUS_COLOURS = {"completed": "#1a7f37", "completed_with_errors": "#9a6700", "
 
 
 def _short_id(run_id: str, stage: str = "") -> str:
-    """Return the run id without its stage prefix (the stage has its column); the full id is the cell's tooltip.
-
-    Nothing else is cut: the config suffix (``_30m`` or ``_1h``) and the timestamp both tell runs apart.
-    """
+    """Return the run id without its stage prefix (the stage has its column); the full id is the cell's tooltip."""
     prefix = f"{stage}_"
     return run_id[len(prefix):] if stage and run_id.startswith(prefix) and len(run_id) > len(prefix) else run_id
 
 
-def _iso_to_dt(value: Any) -> dt.datetime | None:
-    if isinstance(value, dt.datetime):
-        return value
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(dt.UTC)
-    except ValueError:
-        return None
-
-
 def read_runs(project_dir: str | Path | None = None, stage: str | None = None) -> list[dict[str, Any]]:
-    """Return one dict per run (newest first): run_id, stage, status, done, total, eta_s, started_at, ...
-
-    Reads :func:`quantnb.runlog.list_runs` (a dead process reads ``interrupted``); the
-    headline is the run's metrics, whole (the table wraps it), else its error.
-
-    Parameters
-    ----------
-    project_dir : str or pathlib.Path, optional
-        Project directory; found from the cwd otherwise.
-    stage : str, optional
-        Only runs of this stage.
-
-    Returns
-    -------
-    list of dict
-        One dict per run, newest first.
-    """
+    """Return one dict per run (newest first): run_id, stage, status, done, total, eta_s, started_at, ..."""
     rows = []
     for s in list_runs(project_root(project_dir), stage=stage):
         row = s.to_row()
@@ -96,7 +65,7 @@ class _Row:
     def update(self, r: dict[str, Any]) -> None:
         status = str(r.get("status"))
         done, total = r.get("done"), r.get("total")
-        started = _iso_to_dt(r.get("started_at"))
+        started = r.get("started_at")  # a datetime: RunSummary parsed it
         values = {
             "run": _cell(self.run_id, shown=_short_id(self.run_id, str(r.get("stage") or "")), wrap=True, is_id=True),
             "stage": _cell(str(r.get("stage")), wrap=True),

@@ -1,4 +1,10 @@
-"""Post-mortem figures: memory, throughput, learning curves and the WARNING/ERROR timeline."""
+"""Post-mortem figures: memory, throughput, learning curves and the WARNING/ERROR timeline.
+
+Each ``plot_*(report, path)`` draws one figure of an analysed run (a
+:class:`~quantnb.runlog.PostmortemReport`), saves it as a PNG at ``path`` (its folder created) and
+returns it; ``plot_learning_curve`` and ``plot_timeline`` return None, writing nothing, when the run
+has nothing of theirs to plot.
+"""
 
 from __future__ import annotations
 
@@ -37,20 +43,7 @@ def _save(fig: Figure, path: Path) -> Figure:
 
 
 def plot_memory(report: PostmortemReport, path: Path) -> Figure:
-    """Plot resident memory (GB) per heartbeat and per batch over time; save a PNG to ``path``.
-
-    Parameters
-    ----------
-    report : PostmortemReport
-        The analysed run.
-    path : Path
-        PNG to write.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        The figure (a notebook displays it inline).
-    """
+    """Plot resident memory (GB) per heartbeat and per batch over time; save a PNG to ``path``."""
     fig, ax = plt.subplots(figsize=(8, 3.5))
     times: list[Any] = []
     if not report.heartbeat.is_empty():
@@ -75,19 +68,7 @@ def plot_memory(report: PostmortemReport, path: Path) -> Figure:
 
 
 def plot_throughput(report: PostmortemReport, path: Path) -> Figure:
-    """Plot items finished per minute over time; save a PNG to ``path``.
-
-    Parameters
-    ----------
-    report : PostmortemReport
-        The analysed run.
-    path : Path
-        PNG to write.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
+    """Plot items finished per minute over time; save a PNG to ``path``."""
     fig, ax = plt.subplots(figsize=(8, 3.5))
     if not report.throughput.is_empty():
         minutes = report.throughput["minute"].to_list()
@@ -99,20 +80,7 @@ def plot_throughput(report: PostmortemReport, path: Path) -> Figure:
 
 
 def plot_learning_curve(report: PostmortemReport, path: Path) -> Figure | None:
-    """Plot loss and F1 macro per epoch (training) or F1 macro per trial (optimization); save a PNG.
-
-    Parameters
-    ----------
-    report : PostmortemReport
-        The analysed run.
-    path : Path
-        PNG to write (only when there is something to plot).
-
-    Returns
-    -------
-    matplotlib.figure.Figure or None
-        None when the run's log has no epoch or trial lines.
-    """
+    """Plot loss and F1 macro per epoch (training) or F1 macro per trial (optimization); save a PNG."""
     curve, trials = report.learning_curve, report.trials
     if curve.is_empty() and trials.is_empty():
         return None
@@ -149,20 +117,7 @@ def plot_learning_curve(report: PostmortemReport, path: Path) -> Figure | None:
 
 
 def plot_timeline(report: PostmortemReport, path: Path) -> Figure | None:
-    """Plot every WARNING/ERROR/CRITICAL line of the log over time; save a PNG.
-
-    Parameters
-    ----------
-    report : PostmortemReport
-        The analysed run.
-    path : Path
-        PNG to write (only when there is something to plot).
-
-    Returns
-    -------
-    matplotlib.figure.Figure or None
-        None when the log has no such line.
-    """
+    """Plot every WARNING/ERROR/CRITICAL line of the log over time; save a PNG."""
     tl = report.timeline.drop_nulls("timestamp") if not report.timeline.is_empty() else report.timeline
     if tl.is_empty():
         return None

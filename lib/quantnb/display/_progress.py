@@ -144,19 +144,8 @@ class ProgressDisplay:
         else:
             logger.debug("progress {}", self.line(ev))
 
-    def rate_per_s(self, ev: ProgressEvent) -> float | None:
-        """Items per second: the sender's, else since this display started (this attempt's items).
-
-        Parameters
-        ----------
-        ev : ProgressEvent
-            The latest event.
-
-        Returns
-        -------
-        float or None
-            Items per second, None before any item finished.
-        """
+    def _rate_per_s(self, ev: ProgressEvent) -> float | None:
+        """Items per second: the sender's, else since this display started (this attempt's items)."""
         if self._base is not None:  # from the first item or step on: no set-up time, fractions of items count
             t0, p0 = self._base
             elapsed, n = time.monotonic() - t0, ev.progress - p0
@@ -168,20 +157,9 @@ class ProgressDisplay:
         n = ev.done - (self._first_done or 0)
         return n / elapsed if elapsed > 0 and n > 0 else None
 
-    def eta_s(self, ev: ProgressEvent) -> float | None:
-        """Seconds left: the sender's estimate, else at the current rate; None when unknown.
-
-        Parameters
-        ----------
-        ev : ProgressEvent
-            The latest event.
-
-        Returns
-        -------
-        float or None
-            Seconds left, None when the total or the rate is unknown.
-        """
-        rate = self.rate_per_s(ev)
+    def _eta_s(self, ev: ProgressEvent) -> float | None:
+        """Seconds left: the sender's estimate, else at the current rate; None when unknown."""
+        rate = self._rate_per_s(ev)
         if ev.eta_s is not None and (ev.item_fraction is None or rate is None):
             return ev.eta_s
         if not ev.total or rate is None:
@@ -208,11 +186,11 @@ class ProgressDisplay:
             step = f"{singular_unit(ev.step_unit or 'steps')} {ev.step_done}/{ev.step_total or '?'}" \
                 if ev.step_done is not None else ""
             parts.append(" · ".join(p for p in (ev.context, step) if p))
-        rate = self.rate_per_s(ev)
+        rate = self._rate_per_s(ev)
         if rate is not None:
             parts.append(_fmt_rate(rate, self.unit))
         if ev.status == "running" and ev.total:  # open-ended (a recording, live): no "ETA ?" for ever
-            parts.append(f"ETA {_fmt_duration(self.eta_s(ev))}")
+            parts.append(f"ETA {_fmt_duration(self._eta_s(ev))}")
         else:
             parts.append(f"{ev.status} in {_fmt_duration(time.monotonic() - self._t0)}")
         if ev.rss_gb is not None:
@@ -246,18 +224,7 @@ class ProgressDisplay:
 
 
 def attach_progress(ctx: Any) -> ProgressDisplay:
-    """Create a :class:`ProgressDisplay` for a run and subscribe it to the run's progress events.
-
-    Parameters
-    ----------
-    ctx : quantnb.runlog.RunContext
-        The run; its ``add_progress_listener`` delivers an event per finished item, when the
-        total is set and when the run ends.
-
-    Returns
-    -------
-    ProgressDisplay
-    """
+    """Create a :class:`ProgressDisplay` for a run and subscribe it to the run's progress events."""
     display = ProgressDisplay(ctx.run_id, _UNITS.get(ctx.stage, "items"))
     ctx.add_progress_listener(display)
     return display

@@ -14,14 +14,13 @@ from __future__ import annotations
 from quantnb.evaluation._baselines import (
     BaselineComparison,
     compare_to_baseline,
-    f1_macro_of_resamples,
     persistence_predictions,
 )
 from quantnb.evaluation._bootstrap import BootstrapCI, bootstrap_ci, stationary_bootstrap_indices
 from quantnb.evaluation._cpcv import CpcvSplit, cpcv_path_count, cpcv_paths, cpcv_split_count, cpcv_splits
 from quantnb.evaluation._nulls import ShiftNull, shift_null, shift_null_samples
 from quantnb.evaluation._pbo import pbo_cscv
-from quantnb.evaluation._report import SharpeReport, daily_returns, mean_ci, sharpe_report
+from quantnb.evaluation._report import SharpeReport, mean_ci, sharpe_report
 from quantnb.evaluation._sharpe import (
     ReturnMoments,
     deflated_sharpe_ratio,
@@ -36,8 +35,8 @@ from quantnb.evaluation._splits import Fold, purged_kfold_splits, walk_forward_s
 
 __all__ = [
     "BaselineComparison", "BootstrapCI", "CpcvSplit", "cpcv_path_count", "cpcv_paths", "cpcv_split_count",
-    "cpcv_splits", "compare_to_baseline", "f1_macro_of_resamples", "persistence_predictions",
-    "Fold", "ReturnMoments", "SharpeReport", "ShiftNull", "bootstrap_ci", "daily_returns",
+    "cpcv_splits", "compare_to_baseline", "persistence_predictions",
+    "Fold", "ReturnMoments", "SharpeReport", "ShiftNull", "bootstrap_ci",
     "deflated_sharpe_ratio", "expected_max_sharpe", "mean_ci", "min_track_record_length", "pbo_cscv",
     "probabilistic_sharpe_ratio", "purged_kfold_splits", "return_moments", "sharpe_ratio", "sharpe_report",
     "sharpe_std_error", "shift_null", "shift_null_samples", "stationary_bootstrap_indices", "walk_forward_splits",

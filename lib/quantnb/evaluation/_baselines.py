@@ -15,21 +15,7 @@ N_CLASSES = 3
 
 def f1_macro_of_resamples(y_true: np.ndarray, y_pred: np.ndarray, idx: np.ndarray,
                           n_classes: int = N_CLASSES) -> np.ndarray:
-    """Return the F1 macro over ``n_classes`` classes of each resample of the rows (zero_division=0, as scikit-learn).
-
-    Parameters
-    ----------
-    y_true, y_pred : np.ndarray, shape (n,), int
-        Classes in {0, 1, 2}.
-    idx : np.ndarray, shape (m, n) or (n,), int
-        Row positions of each resample.
-    n_classes : int, default 3
-        Classes ``0 .. n_classes - 1`` (2 for meta-labels).
-
-    Returns
-    -------
-    np.ndarray, shape (m,), float64
-    """
+    """Return the F1 macro over ``n_classes`` classes of each resample of the rows (zero_division=0, as sklearn)."""
     rows = np.atleast_2d(idx)
     m = rows.shape[0]
     k = int(n_classes)
@@ -150,10 +136,6 @@ def compare_to_baseline(y_true: np.ndarray, y_model: np.ndarray, y_base: np.ndar
         Resamples drawn at once (memory ``chunk * n``); keep it fixed for reproducible figures.
     n_classes : int, default 3
         Classes ``0 .. n_classes - 1`` the F1 macro averages over (2 for meta-labels).
-
-    Returns
-    -------
-    BaselineComparison
 
     Raises
     ------

@@ -57,17 +57,7 @@ def stationary_bootstrap_indices(n: int, n_boot: int, mean_block_len: float, see
 
 
 def default_block_len(n: int) -> float:
-    """Return the default mean block length, ``max(1, n ** (1/3))`` (the optimal rate, Politis & White 2004).
-
-    Parameters
-    ----------
-    n : int
-        Series length.
-
-    Returns
-    -------
-    float
-    """
+    """Return the default mean block length, ``max(1, n ** (1/3))`` (the optimal rate, Politis & White 2004)."""
     return max(1.0, n ** (1.0 / 3.0))
 
 

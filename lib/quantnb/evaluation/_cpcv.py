@@ -40,10 +40,6 @@ def cpcv_split_count(n_groups: int, n_test_groups: int) -> int:
     ----------
     n_groups, n_test_groups : int
         ``N`` groups, ``k`` of them tested per split; ``1 <= k < N``.
-
-    Returns
-    -------
-    int
     """
     _check_nk(n_groups, n_test_groups)
     return math.comb(n_groups, n_test_groups)
@@ -55,11 +51,7 @@ def cpcv_path_count(n_groups: int, n_test_groups: int) -> int:
     Parameters
     ----------
     n_groups, n_test_groups : int
-        ``N`` groups, ``k`` of them tested per split; ``1 <= k < N``.
-
-    Returns
-    -------
-    int
+        As for :func:`cpcv_split_count`.
 
     References
     ----------

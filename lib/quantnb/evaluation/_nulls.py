@@ -76,10 +76,6 @@ def shift_null(held_frac: np.ndarray, asset_return: np.ndarray, *, n_shifts: int
     seed : int, default 0
         Seed of ``numpy.random.default_rng``.
 
-    Returns
-    -------
-    ShiftNull
-
     Raises
     ------
     ConfigError

@@ -22,26 +22,7 @@ SIGNIFICANCE = 0.95  # PSR / DSR level a figure must reach to be called distingu
 
 
 def daily_returns(equity_usd: np.ndarray, bar_ts: list[dt.datetime]) -> np.ndarray:
-    """Return the returns between UTC day ends of an equity curve (the first against its first mark).
-
-    Parameters
-    ----------
-    equity_usd : np.ndarray, shape (n,), float64
-        Equity at each mark, > 0.
-    bar_ts : list of datetime, length n
-        Mark times, ascending.
-
-    Returns
-    -------
-    np.ndarray, shape (n_days,), float64
-        One return per calendar day (UTC) that has a mark after the first; a partial first and last
-        day count as days.
-
-    Raises
-    ------
-    ConfigError
-        If the lengths differ.
-    """
+    """Return the returns between UTC day ends of an equity curve (the first against its first mark)."""
     eq = np.asarray(equity_usd, dtype=np.float64)
     if eq.size != len(bar_ts):
         raise ConfigError(f"equity has {eq.size} marks but bar_ts {len(bar_ts)}: give one time per mark")
@@ -145,10 +126,6 @@ def sharpe_report(
         Of :func:`bootstrap_ci`.
     name : str, default "result"
         Subject of the verdict sentence, e.g. ``"agent"``.
-
-    Returns
-    -------
-    SharpeReport
 
     Raises
     ------

@@ -25,32 +25,12 @@ def _returns(returns: np.ndarray, name: str = "returns", min_n: int = 2) -> np.n
 
 
 def norm_cdf(x: float) -> float:
-    """Return the standard normal CDF at ``x``.
-
-    Parameters
-    ----------
-    x : float
-        Point to evaluate.
-
-    Returns
-    -------
-    float
-    """
+    """Return the standard normal CDF at ``x``."""
     return _NORMAL.cdf(x)
 
 
 def norm_ppf(p: float) -> float:
-    """Return the standard normal quantile at ``p`` (0 < p < 1).
-
-    Parameters
-    ----------
-    p : float
-        Probability.
-
-    Returns
-    -------
-    float
-    """
+    """Return the standard normal quantile at ``p`` (0 < p < 1)."""
     return _NORMAL.inv_cdf(p)
 
 
@@ -83,10 +63,6 @@ def return_moments(returns: np.ndarray) -> ReturnMoments:
     ----------
     returns : np.ndarray, shape (n,), float64
         Simple returns per bar (or per day), n >= 2, all finite.
-
-    Returns
-    -------
-    ReturnMoments
 
     Raises
     ------

@@ -29,14 +29,12 @@ from quantnb.features._engine import (
     check_warmup,
     compute_batch,
     segment_start_expr,
-    spec_warmup,
 )
 from quantnb.features._library import (
     AGENT_FEATURES,
     BOOK_FEATURE_SOURCES,
     DEFAULT_WARMUP_BARS,
     MARKET_FEATURES,
-    MIN_RECURSIVE_WARMUP,
     RESEARCH_FEATURES,
 )
 from quantnb.features._scaler import FeatureScaler
@@ -53,10 +51,6 @@ def available_features(bars: pl.DataFrame | Sequence[str], candidates: Sequence[
         frame a column without data (:func:`quantnb.data.data_columns`) counts as absent.
     candidates : sequence of str
         Registered feature names, e.g. :data:`RESEARCH_FEATURES` or :data:`AGENT_FEATURES`.
-
-    Returns
-    -------
-    list of str
 
     Raises
     ------
@@ -83,7 +77,6 @@ __all__ = [
     "available_features",
     "segment_start_expr",
     "check_warmup",
-    "spec_warmup",
     "GAP_THRESHOLD",
     "FORWARD_FILLED",
     "RESEARCH_FEATURES",
@@ -91,5 +84,4 @@ __all__ = [
     "AGENT_FEATURES",
     "BOOK_FEATURE_SOURCES",
     "DEFAULT_WARMUP_BARS",
-    "MIN_RECURSIVE_WARMUP",
 ]

@@ -59,10 +59,6 @@ def check_warmup(warmup_bars: int) -> int:
     warmup_bars : int
         Warm-up of the recursive features, bars.
 
-    Returns
-    -------
-    int
-
     Raises
     ------
     ConfigError
@@ -75,20 +71,7 @@ def check_warmup(warmup_bars: int) -> int:
 
 
 def spec_warmup(spec: FeatureSpec, warmup_bars: int) -> int:
-    """Return the bars of a segment ``spec`` needs: its own warm-up, or ``warmup_bars`` if recursive.
-
-    Parameters
-    ----------
-    spec : FeatureSpec
-        The feature.
-    warmup_bars : int
-        Convergence length of recursive features.
-
-    Returns
-    -------
-    int
-        Bars, >= 1.
-    """
+    """Return the bars of a segment ``spec`` needs: its own warm-up, or ``warmup_bars`` if recursive."""
     return max(spec.warmup_bars, warmup_bars) if spec.recursive else spec.warmup_bars
 
 

@@ -86,9 +86,6 @@ class FeatureScaler:
         clip_sigma : float or None, default None
             See the class docstring.
 
-        Returns
-        -------
-        FeatureScaler
 
         Raises
         ------
@@ -181,9 +178,6 @@ class FeatureScaler:
         source : str
             File name for messages.
 
-        Returns
-        -------
-        FeatureScaler
 
         Raises
         ------
@@ -239,9 +233,6 @@ class FeatureScaler:
         path : str or path-like
             The JSON file.
 
-        Returns
-        -------
-        FeatureScaler
 
         Raises
         ------

@@ -155,15 +155,7 @@ PL_OPS, NP_OPS = _PlOps(), _NpOps()
 
 
 class NpSource:
-    """Source accessor for the incremental engine: one segment's history of source values.
-
-    Parameters
-    ----------
-    history : mapping of str to sequence of numpy.float64
-        Per source column, the segment's values so far, current bar last (NaN = missing).
-    ema_state : list of float
-        This spec's exponential-mean states, in call order (mutated: one entry per ``ema`` call).
-    """
+    """Source accessor for the incremental engine: one segment's history of source values."""
 
     def __init__(self, history: Mapping[str, Sequence[Any]], ema_state: list[Any]) -> None:
         self._h = history
@@ -174,56 +166,17 @@ class NpSource:
         return self._h[col][-1]
 
     def lag(self, col: str, k: int) -> Any:
-        """Return ``col`` ``k`` bars before the current one.
-
-        Parameters
-        ----------
-        col : str
-            Source column.
-        k : int
-            Lag, bars (>= 1).
-
-        Returns
-        -------
-        numpy.float64
-            NaN when the segment has fewer than ``k + 1`` bars.
-        """
+        """Return ``col`` ``k`` bars before the current one."""
         h = self._h[col]
         return h[-1 - k] if len(h) > k else np.float64(np.nan)
 
     def window(self, col: str, n: int) -> list[Any]:
-        """Return the last ``n`` values of ``col``, oldest first.
-
-        Parameters
-        ----------
-        col : str
-            Source column.
-        n : int
-            Window length, bars.
-
-        Returns
-        -------
-        list of numpy.float64
-            ``n`` NaN while the segment is shorter than ``n``.
-        """
+        """Return the last ``n`` values of ``col``, oldest first."""
         h = self._h[col]
         return list(h)[-n:] if len(h) >= n else [np.float64(np.nan)] * n
 
     def ema(self, value: Any, alpha: float) -> Any:
-        """Advance this call's exponential mean by ``value`` and return it (``adjust=False``).
-
-        Parameters
-        ----------
-        value : float
-            The new observation; NaN leaves the mean unchanged (as polars' ``ignore_nulls``).
-        alpha : float
-            Smoothing factor in (0, 1].
-
-        Returns
-        -------
-        numpy.float64
-            The mean; seeded with the segment's first non-missing value.
-        """
+        """Advance this call's exponential mean by ``value`` and return it (``adjust=False``)."""
         i, self._i = self._i, self._i + 1
         if i == len(self._ema):
             self._ema.append(np.float64(np.nan))
@@ -269,10 +222,6 @@ def get_specs(names: Sequence[str]) -> list[FeatureSpec]:
     ----------
     names : sequence of str
         Registered feature names.
-
-    Returns
-    -------
-    list of FeatureSpec
 
     Raises
     ------

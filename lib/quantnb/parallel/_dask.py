@@ -39,13 +39,7 @@ _CONNECT_TIMEOUT_S = 60
 
 
 def _local_cluster_config() -> dict[str, Any]:
-    """Return the settings of :data:`DASK_CONFIG_FILE` as dotted keys (``dask.config.set`` replaces a nested dict).
-
-    Returns
-    -------
-    dict of str to Any
-        E.g. ``{"distributed.worker.profile.enabled": False, ...}``.
-    """
+    """Return the settings of :data:`DASK_CONFIG_FILE` as dotted keys (``dask.config.set`` replaces a nested dict)."""
     import yaml
 
     def flat(d: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -129,10 +123,7 @@ def _run_task(topic: str, fn: Callable[..., Any], inputs: Sequence[str], *args: 
 
 
 class _QuietLoguru(WorkerPlugin):
-    """Worker plugin for the run's own LocalCluster: no loguru stderr sink in its workers.
-
-    Their records reach the session log (and the console) through the driver, not twice.
-    """
+    """Worker plugin for the run's own LocalCluster: no loguru stderr sink in its workers."""
 
     name = "quantnb-quiet-loguru"
 
@@ -147,23 +138,7 @@ def _unwrap(out: dict[str, Any]) -> Any:
 
 
 class DaskExecutor:
-    """Run items as tasks on a Dask cluster; see the module docstring.
-
-    Parameters
-    ----------
-    n_workers : int
-        Worker processes of the LocalCluster started when ``scheduler`` is None (one
-        thread each, no memory limit, as the local process pool).
-    scheduler : str or None
-        Address of a running scheduler, e.g. ``tcp://10.0.0.5:8786``.
-    run_id : str
-        The run; it names the tasks and the log topic.
-
-    Raises
-    ------
-    ConfigError
-        If the scheduler cannot be reached within 60 s.
-    """
+    """Run items as tasks on a Dask cluster; see the module docstring."""
 
     def __init__(self, *, n_workers: int, scheduler: str | None, run_id: str):
         from distributed import Client, LocalCluster
@@ -224,25 +199,7 @@ class DaskExecutor:
             self._seen.pop(attempt, None)
 
     def submit(self, key: str, fn: Callable[..., Any], *args: Any, inputs: Sequence[str] = ()) -> None:
-        """Queue ``fn(*args)`` as the task of item ``key`` on the cluster.
-
-        Parameters
-        ----------
-        key : str
-            The item's identity (its checkpoint key); :meth:`as_completed` yields it back.
-        fn : callable
-            A module-level function (pickled to the worker).
-        *args
-            Its arguments, picklable.
-        inputs : sequence of str
-            Files the task reads, as the driver sees them; the worker checks it sees each one
-            before ``fn`` runs (else :meth:`as_completed` raises :class:`ExecutorError`).
-
-        Raises
-        ------
-        ExecutorError
-            After :meth:`close`.
-        """
+        """Queue ``fn(*args)`` as the task of item ``key`` on the cluster."""
         if self._client is None:
             raise ExecutorError("submit after close")
         fut = self._client.submit(_run_task, self._topic, fn, tuple(inputs), *args, pure=False,
@@ -250,15 +207,7 @@ class DaskExecutor:
         self._futures[fut] = key
 
     def as_completed(self) -> Iterator[Completed]:
-        """Yield each task as it finishes.
-
-        Raises
-        ------
-        ExecutorError
-            If a task could not be run by the cluster (its workers died
-            ``allowed-failures`` times, the scheduler went away), or its worker cannot
-            see one of its ``inputs`` (naming the worker and the file).
-        """
+        """Yield each task as it finishes."""
         from distributed import as_completed
 
         for fut in as_completed(list(self._futures), loop=self._client.loop):
@@ -286,17 +235,7 @@ class DaskExecutor:
             yield Completed(key, lambda out=out: _unwrap(out))
 
     def close(self, wait: bool = False) -> None:
-        """Cancel the tasks not consumed, unsubscribe, close the client and the local cluster.
-
-        The LocalCluster (about a second or two to stop its workers) is closed by a
-        non-daemon thread unless ``wait``, so the driver goes on with the merge meanwhile;
-        the interpreter waits for that thread before it exits.
-
-        Parameters
-        ----------
-        wait : bool, default False
-            Stop the local cluster before returning.
-        """
+        """Cancel the tasks not consumed, unsubscribe, close the client and the local cluster."""
         client, cluster, self._client, self._cluster = self._client, self._cluster, None, None
         if client is not None:
             if self._futures:

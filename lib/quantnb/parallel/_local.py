@@ -53,18 +53,7 @@ def _exit_text(code: int) -> str:
 
 
 class LocalExecutor:
-    """Run items in a process pool on this machine (in this process when one worker or one item).
-
-    Parameters
-    ----------
-    n_workers : int
-        Worker processes (fewer when there are fewer items).
-    initargs : tuple
-        :meth:`quantnb.runlog.RunContext.worker_initargs` of the run.
-    resume_hint : str, optional
-        The command that resumes the run, quoted in the error after a crash
-        (``quantnb run etl --resume <run_id>``).
-    """
+    """Run items in a process pool on this machine (in this process when one worker or one item)."""
 
     def __init__(self, n_workers: int, initargs: tuple[Any, ...], *, resume_hint: str | None = None):
         self._n_workers = n_workers
@@ -77,30 +66,11 @@ class LocalExecutor:
         self._broken = False
 
     def submit(self, key: str, fn: Callable[..., Any], *args: Any, inputs: Sequence[str] = ()) -> None:
-        """Queue ``fn(*args)`` as the task of item ``key``; tasks start when :meth:`as_completed` is iterated.
-
-        Parameters
-        ----------
-        key : str
-            The item's identity (its checkpoint key); :meth:`as_completed` yields it back.
-        fn : callable
-            A module-level function (pickled to the worker).
-        *args
-            Its arguments, picklable.
-        inputs : sequence of str
-            Files the task reads; unused here (the workers share this machine's file system).
-        """
+        """Queue ``fn(*args)`` as the task of item ``key``; tasks start when :meth:`as_completed` is iterated."""
         self._queued.append((key, fn, args))
 
     def as_completed(self) -> Iterator[Completed]:
-        """Yield each task as it finishes; in this process, in submission order, with one worker or one task.
-
-        Raises
-        ------
-        ExecutorError
-            When a worker process dies (killed by a signal or the out-of-memory killer),
-            naming the file it was processing; the tasks not yet yielded stay not done.
-        """
+        """Yield each task as it finishes; in this process, in submission order, with one worker or one task."""
         queued, self._queued = self._queued, []
         if self._n_workers == 1 or len(queued) <= 1:
             for key, fn, args in queued:

@@ -208,11 +208,7 @@ def triple_barrier_labels(df: pl.DataFrame, max_holding_min: int, profit_take_mu
 
 def _first_touch(df: pl.DataFrame, p: np.ndarray, cand: np.ndarray, up_frac: np.ndarray, down_frac: np.ndarray,
                 horizon: int) -> tuple[np.ndarray, np.ndarray]:
-    """Walk the price paths of rows ``cand`` to the first barrier; return (end row or -1, raw barrier code) per row.
-
-    ``up_frac`` / ``down_frac`` (shape (rows,)) are the price-return barriers above and below
-    (``down_frac`` < 0); the code is 1 for the upper, -1 for the lower, 0 for the vertical barrier.
-    """
+    """Walk the price paths of rows ``cand`` to the first barrier; return (end row or -1, raw barrier code) per row."""
     n = df.height
     seg = _segments(df)
     end = np.full(n, -1, dtype=np.int64)

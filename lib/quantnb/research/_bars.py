@@ -7,38 +7,11 @@ import polars as pl
 from quantnb.data import check_bars
 from quantnb.features import segment_start_expr
 
-__all__ = ["check_bars", "minute_index", "break_before_expr", "_MINUTE_US"]
+__all__ = ["check_bars", "break_before_expr", "_MINUTE_US"]
 
 _MINUTE_US = 60_000_000
 
 
-def minute_index(df: pl.DataFrame) -> pl.Expr:
-    """Return an expression of the integer minutes since the epoch of each bar's ``ts``.
-
-    Parameters
-    ----------
-    df : polars.DataFrame
-        The bars (unused; kept for the call sites).
-
-    Returns
-    -------
-    polars.Expr
-        Int64, named ``_minute``.
-    """
-    return (pl.col("ts").dt.epoch("us") // _MINUTE_US).alias("_minute")
-
-
 def break_before_expr(df: pl.DataFrame) -> pl.Expr:
-    """Return an expression, True where a bar starts a segment (the one gap policy of :mod:`quantnb.features`).
-
-    Parameters
-    ----------
-    df : polars.DataFrame
-        The bars (``gap_before`` is honoured when present).
-
-    Returns
-    -------
-    polars.Expr
-        Boolean, named ``_break_before``: first row, a ``ts`` step of 2 minutes or more, or ``gap_before``.
-    """
+    """Return an expression, True where a bar starts a segment (the one gap policy of :mod:`quantnb.features`)."""
     return segment_start_expr(df.columns).alias("_break_before")

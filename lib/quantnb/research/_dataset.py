@@ -83,10 +83,6 @@ class WindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             Sample-weight column (``uniqueness`` or ``return_weight`` of the labelling stage);
             ``None``: unweighted.
 
-        Returns
-        -------
-        WindowDataset
-
         Raises
         ------
         ConfigError

@@ -96,10 +96,6 @@ def prepare_datasets(
         registry's features, e.g. ``("side",)``: the primary's side for a meta-labelling secondary
         model (AFML 3.6); a null makes its row unusable.
 
-    Returns
-    -------
-    PreparedData
-
     Raises
     ------
     ConfigError

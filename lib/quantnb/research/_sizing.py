@@ -106,10 +106,6 @@ def compare_sizing(prob_take: np.ndarray, trade_return: np.ndarray, *, cost_bps:
     chunk : int
         Resamples drawn at once (memory ``chunk * n``).
 
-    Returns
-    -------
-    SizingComparison
-
     Raises
     ------
     ConfigError
@@ -171,14 +167,8 @@ def compare_precision_to_take_all(y_true: np.ndarray, y_model: np.ndarray, *, me
         Meta-labels and the model's predictions, 0 SKIP / 1 TAKE, time order, n >= 2.
     mean_block_len : float
         Mean bootstrap block, rows, >= 1 (the label horizon: labels overlap).
-    n_boot : int
-        Paired resamples.
-    level : float
-        Two-sided coverage.
-    seed : int
-        Seed of the resamples.
-    chunk : int
-        Resamples drawn at once.
+    n_boot, level, seed, chunk
+        As for :func:`compare_sizing`: paired resamples, two-sided coverage, their seed, resamples drawn at once.
 
     Returns
     -------

@@ -34,8 +34,8 @@ class DataSplits:
         out: dict[str, dict[str, Any]] = {}
         for name, frame in (("train", self.train), ("val", self.val), ("test", self.test)):
             ts = frame.get_column("ts")
-            out[name] = {"start": ts.min().isoformat() if frame.height else None,  # type: ignore[union-attr]
-                         "end": ts.max().isoformat() if frame.height else None,  # type: ignore[union-attr]
+            out[name] = {"start": ts.min().isoformat() if frame.height else None,
+                         "end": ts.max().isoformat() if frame.height else None,
                          "rows": frame.height}
         return out
 

@@ -17,35 +17,29 @@ from typing import TYPE_CHECKING
 from quantnb._lazy import attach
 from quantnb.runlog._atomic import (
     atomic_path,
-    atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
-    mask_secrets,
     read_json_tolerant,
     remove_stale_temp_files,
 )
 from quantnb.runlog._capture import LOG_FORMAT
 from quantnb.runlog._checkpoint import Checkpoint
 from quantnb.runlog._heartbeat import (
-    BATCH_COLUMNS,
-    HEARTBEAT_COLUMNS,
     memory_gb,
     read_heartbeat,
 )
 from quantnb.runlog._interrupt import interrupt_reason, on_run_interrupt, on_run_start
 from quantnb.runlog._layout import RunPaths
 from quantnb.runlog._monitor import RunSummary, format_runs_table, list_runs, runs_frame
-from quantnb.runlog._process import pid_alive
 from quantnb.runlog._progress import ProgressEvent, ProgressListener, add_progress_listener
 from quantnb.runlog._record import (
-    mark_dead_run_interrupted,
     mark_dead_runs,
     package_versions,
     read_run_record,
     refuse_live_run,
     update_run_record,
 )
-from quantnb.runlog._run import RunContext, is_interrupt, make_run_id, start_run, worker_initializer
+from quantnb.runlog._run import RunContext, is_interrupt, start_run, worker_initializer
 from quantnb.runlog._secrets import SecretMasker, secret_values
 from quantnb.runlog._spans import SpanEvaluation, earlier_span_runs, record_test_spans, span_evaluations
 from quantnb.runlog._workflow import AsyncWorkflowSession, WorkflowSession, log_workflow
@@ -53,8 +47,7 @@ from quantnb.runlog._workflow import AsyncWorkflowSession, WorkflowSession, log_
 if TYPE_CHECKING:  # the post-mortem reader loads polars and numpy: on first use only
     from quantnb.runlog._postmortem import PostmortemReport, analyse_run, find_latest_run
 
-__getattr__, __dir__ = attach(__name__, dict.fromkeys(("PostmortemReport", "analyse_run", "find_latest_run"),
-                                                      "quantnb.runlog._postmortem"))
+__getattr__, __dir__ = attach(__name__)
 
 __all__ = [
     "start_run",
@@ -67,14 +60,11 @@ __all__ = [
     "PostmortemReport",
     "runs_frame",
     "format_runs_table",
-    "mark_dead_run_interrupted",
     "mark_dead_runs",
     "ProgressEvent",
     "ProgressListener",
     "add_progress_listener",
-    "mask_secrets",
     "remove_stale_temp_files",
-    "make_run_id",
     "worker_initializer",
     "is_interrupt",
     "interrupt_reason",
@@ -85,7 +75,6 @@ __all__ = [
     "AsyncWorkflowSession",
     "log_workflow",
     "read_heartbeat",
-    "pid_alive",
     "memory_gb",
     "read_run_record",
     "refuse_live_run",
@@ -94,10 +83,7 @@ __all__ = [
     "SecretMasker",
     "secret_values",
     "LOG_FORMAT",
-    "HEARTBEAT_COLUMNS",
-    "BATCH_COLUMNS",
     "atomic_path",
-    "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
     "read_json_tolerant",

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ from quantnb.runlog._layout import RunPaths
 from quantnb.runlog._process import pid_alive
 
 _TMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
-_LEGACY_TMP_MIN_AGE_S = 3600.0
 
 
 def current_umask() -> int:
@@ -91,25 +89,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file, fsync, ``os.replace``).
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        Destination file.
-    data : bytes
-        Full content.
-
-    Returns
-    -------
-    pathlib.Path
-        The destination path.
-
-    Raises
-    ------
-    OSError
-        If the write fails; the destination keeps its previous content.
-    """
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, ``os.replace``)."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
@@ -137,18 +117,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 
 def mask_secrets(text: str) -> str:
-    """Return ``text`` with the values of secret environment variables replaced by ``***``.
-
-    Parameters
-    ----------
-    text : str
-        Any text about to be written or shown.
-
-    Returns
-    -------
-    str
-        ``text`` with each secret value replaced by ``***``.
-    """
+    """Return ``text`` with the values of secret environment variables replaced by ``***``."""
     return SecretMasker()(text)
 
 
@@ -223,21 +192,7 @@ def read_json_tolerant(path: str | os.PathLike[str]) -> Any | None:
 
 
 def json_unreadable_reason(path: str | os.PathLike[str]) -> str | None:
-    """Return why an existing JSON file cannot be read (None if it is missing or reads fine).
-
-    :func:`read_json_tolerant` answers None for both a missing and a corrupt file; a caller
-    that must report corruption (a run record, a checkpoint) asks this to tell them apart.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        File to check.
-
-    Returns
-    -------
-    str or None
-        E.g. ``"not JSON: Expecting value at line 1 column 1"``; None when fine or missing.
-    """
+    """Return why an existing JSON file cannot be read (None if it is missing or reads fine)."""
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
@@ -257,8 +212,8 @@ def remove_stale_temp_files(*folders: str | os.PathLike[str], recursive: bool = 
     """Delete temporary files of atomic writes whose writer process is dead.
 
     A process killed inside :func:`atomic_path` leaves ``.<name>.<pid>.<random>.tmp``
-    behind; a resumed run calls this on its folders. Files of a live writer are kept;
-    files of the older ``.<name>.<random>.tmp`` form are removed when older than an hour.
+    behind; a resumed run calls this on its folders. Files of a live writer are kept, and so
+    is any ``.tmp`` file without a writer's pid in its name: quantnb did not write it.
 
     Parameters
     ----------
@@ -280,18 +235,14 @@ def remove_stale_temp_files(*folders: str | os.PathLike[str], recursive: bool = 
         else:
             dirs.append(Path(folder))
     removed = []
-    now = time.time()
     for d in dirs:
         if not d.is_dir():
             continue
         for f in d.rglob(".*.tmp") if recursive else d.glob(".*.tmp"):
             m = _TMP_NAME.match(f.name)
+            if m is None or pid_alive(int(m.group("pid"))):
+                continue
             try:
-                if m is not None:
-                    if pid_alive(int(m.group("pid"))):
-                        continue
-                elif now - f.stat().st_mtime < _LEGACY_TMP_MIN_AGE_S:
-                    continue
                 f.unlink()
                 removed.append(f)
             except OSError:

@@ -67,11 +67,7 @@ _interrupt_echo = threading.local()
 
 
 def _is_interrupt_echo(record: logging.LogRecord) -> bool:
-    """Whether ``record`` is a library's report of an interrupt it passes on (optuna's "Trial 3 failed ...").
-
-    Optuna logs an interrupted trial as a WARNING with the KeyboardInterrupt's traceback, then
-    "Trial 3 failed with value None."; the run's own interrupt line says it all.
-    """
+    """Whether ``record`` is a library's report of an interrupt it passes on (optuna's "Trial 3 failed ...")."""
     exc = record.exc_info[1] if record.exc_info else None
     if exc is not None and isinstance(exc, KeyboardInterrupt | RunInterrupted):
         _interrupt_echo.logger = record.name
@@ -192,22 +188,16 @@ class SinkState:
         self.file_sinks: list[int] = []  # loguru handler ids writing the run's files
 
     def release_capture(self) -> None:
-        """Stop capturing: put back stdout, stderr, hooks and ``warnings.showwarning``.
-
-        Idempotent; each hook is put back once.
-        """
-        if self.stdout is not None:
-            with contextlib.suppress(Exception):
-                sys.stdout.flush()
-            if isinstance(sys.stdout, _StreamToLogger):
-                sys.stdout = self.stdout
-            self.stdout = None
-        if self.stderr is not None:
-            with contextlib.suppress(Exception):
-                sys.stderr.flush()
-            if isinstance(sys.stderr, _StreamToLogger):
-                sys.stderr = self.stderr
-            self.stderr = None
+        """Stop capturing: put back stdout, stderr, hooks and ``warnings.showwarning``."""
+        for name in ("stdout", "stderr"):
+            original = getattr(self, name)
+            if original is not None:
+                current = getattr(sys, name)
+                with contextlib.suppress(Exception):
+                    current.flush()
+                if isinstance(current, _StreamToLogger):
+                    setattr(sys, name, original)
+                setattr(self, name, None)
         if self.excepthook is not None:
             sys.excepthook = self.excepthook
             self.excepthook = None
@@ -241,31 +231,13 @@ _state: SinkState | None = None
 
 
 def release_sinks(state: SinkState) -> None:
-    """End a run's capture: nothing logged or printed afterwards reaches its files.
-
-    Stdout, stderr, ``warnings`` and the exception hooks are put back; the run's file
-    sinks are removed; the console sink stays, so later ``logger`` calls (and stdlib
-    ``logging``) still show in the notebook or terminal.
-
-    Parameters
-    ----------
-    state : SinkState
-        What :func:`configure_sinks` returned for the run.
-    """
+    """End a run's capture: nothing logged or printed afterwards reaches its files."""
     state.release_capture()
     state.release_files()
 
 
 def add_file_sink(state: SinkState | None, sink_id: int) -> None:
-    """Register loguru handler ``sink_id`` as one of the run's files (removed at the run's end).
-
-    Parameters
-    ----------
-    state : SinkState or None
-        The run's sink state; None (no run configured) does nothing.
-    sink_id : int
-        The id ``logger.add`` returned.
-    """
+    """Register loguru handler ``sink_id`` as one of the run's files (removed at the run's end)."""
     if state is not None:
         state.file_sinks.append(sink_id)
 
@@ -323,31 +295,7 @@ def configure_sinks(
     third_party_levels: dict[str, str] | None = None,
     capture_stdio: bool = True,
 ) -> SinkState:
-    """Configure every sink of this process for one run; undo any previous configuration.
-
-    See :func:`quantnb.runlog.start_run` for the meaning of each argument.
-
-    Parameters
-    ----------
-    log_path : Path
-        The session log (DEBUG and up, line-buffered, secrets masked); its folder is created.
-    console_level : str or None, default "INFO"
-        Lowest level shown on stdout (a few plain lines); None shows nothing.
-    rotation_mb : float, default 50.0
-        Size in MB at which the log file is rotated (and zipped).
-    retention_days : float, default 7.0
-        Age in days after which rotated files are deleted.
-    third_party_levels : dict of str to str or None
-        Standard-library logger name to level (e.g. ``{"optuna": "WARNING"}``); those loggers
-        are routed into loguru.
-    capture_stdio : bool, default True
-        Route ``print`` and stderr into the log too (stdout at INFO, stderr at WARNING).
-
-    Returns
-    -------
-    SinkState
-        What to undo at the run's end (:func:`release_sinks`).
-    """
+    """Configure every sink of this process for one run; undo any previous configuration."""
     global _state
     if _state is not None:
         _state.restore()
@@ -387,8 +335,8 @@ def configure_sinks(
     warnings.showwarning = _log_warning
     if capture_stdio:
         state.stdout, state.stderr = sys.stdout, sys.stderr
-        sys.stdout = _StreamToLogger("stdout", state.stdout, "INFO", masker)  # type: ignore[assignment]
-        sys.stderr = _StreamToLogger("stderr", state.stderr, "WARNING", masker)  # type: ignore[assignment]
+        sys.stdout = _StreamToLogger("stdout", state.stdout, "INFO", masker)
+        sys.stderr = _StreamToLogger("stderr", state.stderr, "WARNING", masker)
     _install_exception_hooks(state, console)
     _state = state
     return state
@@ -427,21 +375,12 @@ def _install_exception_hooks(state: SinkState, console: TextIO) -> None:
 
 
 def configure_worker(log_path: str, third_party_levels: dict[str, str] | None = None) -> None:
-    """Configure a worker process (ProcessPoolExecutor initializer) to log into the session log.
-
-    Parameters
-    ----------
-    log_path : str
-        The parent's session log; lines are appended whole (``O_APPEND``), so they
-        interleave with the parent's without tearing.
-    third_party_levels : dict of str to str, optional
-        Per-logger thresholds for stdlib loggers, as in :func:`quantnb.runlog.start_run`.
-    """
+    """Configure a worker process (ProcessPoolExecutor initializer) to log into the session log."""
     masker = SecretMasker()
     logger.remove()
     logger.configure(patcher=_make_patcher(masker))
     logger.add(_AppendFileSink(log_path), level="DEBUG", format=LOG_FORMAT, diagnose=False)
     _route_stdlib(third_party_levels)
     warnings.showwarning = _log_warning
-    sys.stdout = _StreamToLogger("stdout", None, "INFO", masker)  # type: ignore[assignment]
-    sys.stderr = _StreamToLogger("stderr", None, "WARNING", masker)  # type: ignore[assignment]
+    sys.stdout = _StreamToLogger("stdout", None, "INFO", masker)
+    sys.stderr = _StreamToLogger("stderr", None, "WARNING", masker)

@@ -64,10 +64,6 @@ class Checkpoint:
         ----------
         item : str
             Item key (e.g. an input file's path relative to the project).
-
-        Returns
-        -------
-        bool
         """
         return item in self._done
 

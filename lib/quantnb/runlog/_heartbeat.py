@@ -74,15 +74,7 @@ def memory_gb() -> float:
 
 
 class TsvLog:
-    """An append-only, line-buffered TSV file with a header written on creation.
-
-    Parameters
-    ----------
-    path : pathlib.Path
-        File to append to; created with a header line if missing.
-    columns : tuple of str
-        Column names, in order.
-    """
+    """An append-only, line-buffered TSV file with a header written on creation."""
 
     def __init__(self, path: Path, columns: tuple[str, ...]):
         self.path = path
@@ -95,18 +87,7 @@ class TsvLog:
             self._fh.write("\t".join(columns) + "\n")
 
     def append(self, *values: Any) -> None:
-        """Append one row; secrets masked, tabs and newlines inside values replaced by spaces.
-
-        Parameters
-        ----------
-        *values : Any
-            One value per column, formatted with ``str``.
-
-        Raises
-        ------
-        ValueError
-            If the number of values differs from the number of columns (a programming error).
-        """
+        """Append one row; secrets masked, tabs and newlines inside values replaced by spaces."""
         if len(values) != len(self.columns):
             raise ValueError(f"{self.path.name}: {len(values)} values for {len(self.columns)} columns")
         cells = (self._mask(str(v)).replace("\t", " ").replace("\n", " ") for v in values)
@@ -122,18 +103,7 @@ class HeartbeatJson:
 
     A throttled update is not dropped: it stays pending and :meth:`flush` (called by the
     run's beat thread every few hundred ms, and at the end) writes it once the interval
-    has elapsed, so the file is at most ``min_interval_s`` (plus the poll) behind the
-    latest item. Thread-safe.
-
-    Parameters
-    ----------
-    path : pathlib.Path
-        ``logs/heartbeats/<run_name>_heartbeat.json``.
-    base : dict
-        Fields fixed for the run: ``run_id``, ``stage``, ``pid``, ``started_at``.
-    min_interval_s : float
-        Minimum seconds between two writes of a ``running`` status; a final status is
-        always written.
+    has elapsed. Thread-safe.
     """
 
     def __init__(self, path: Path, base: dict[str, Any], min_interval_s: float = 1.0):
@@ -155,22 +125,7 @@ class HeartbeatJson:
         return self._pending
 
     def update(self, force: bool = False, **fields: Any) -> bool:
-        """Merge ``fields`` into the state and write it if due; return whether it was written.
-
-        An update not written now stays pending until the next :meth:`flush`.
-
-        Parameters
-        ----------
-        force : bool, default False
-            Write now whatever the throttle says.
-        **fields : Any
-            JSON-serialisable state fields.
-
-        Returns
-        -------
-        bool
-            True if the file was written.
-        """
+        """Merge ``fields`` into the state and write it if due; return whether it was written."""
         with self._lock:
             self.state.update(fields)
             self._pending = True
@@ -179,18 +134,7 @@ class HeartbeatJson:
             return self._write()
 
     def flush(self, force: bool = False) -> bool:
-        """Write the pending state if the throttle allows (or ``force``); return whether written.
-
-        Parameters
-        ----------
-        force : bool, default False
-            Write now whatever the throttle says.
-
-        Returns
-        -------
-        bool
-            True if the file was written.
-        """
+        """Write the pending state if the throttle allows (or ``force``); return whether written."""
         with self._lock:
             if not self._pending or (not force and not self.due()):
                 return False

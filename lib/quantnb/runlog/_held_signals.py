@@ -15,23 +15,7 @@ _HELD = (signal.SIGINT, signal.SIGTERM)
 
 @contextlib.contextmanager
 def signals_held(restore: dict[int, Any] | None = None) -> Iterator[list[int]]:
-    """Record SIGINT/SIGTERM instead of acting on them inside the block; yield the signals that arrived.
-
-    Python runs signal handlers in the main thread only, so outside it nothing is held
-    (and nothing can interrupt the block). On leaving, each signal gets back its handler of
-    before the block, or the one ``restore`` names for it. The caller decides what a late
-    signal means: :func:`redeliver` it, or drop it when the run already ended interrupted.
-
-    Parameters
-    ----------
-    restore : dict of int to handler, optional
-        Signal number to the handler it gets when the block ends (instead of its handler of before).
-
-    Yields
-    ------
-    list of int
-        The signal numbers that arrived inside the block, in order.
-    """
+    """Record SIGINT/SIGTERM instead of acting on them inside the block; yield the signals that arrived."""
     late: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield late
@@ -49,17 +33,7 @@ def signals_held(restore: dict[int, Any] | None = None) -> Iterator[list[int]]:
 
 
 def redeliver(late: list[int], status: str, run_id: str) -> None:
-    """Act on the signals held while run ``run_id`` ended: dropped if it ended interrupted, raised again otherwise.
-
-    Parameters
-    ----------
-    late : list of int
-        Signal numbers from :func:`signals_held`; each distinct one is raised once, in order.
-    status : str
-        The status the run ended with.
-    run_id : str
-        The run, named in the DEBUG line.
-    """
+    """Act on the signals held while run ``run_id`` ended: dropped if it ended interrupted, raised again otherwise."""
     if not late:
         return
     names = ", ".join(signal.Signals(s).name for s in dict.fromkeys(late))

@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from pathlib import Path
+from typing import Literal
+
+TsvKind = Literal["heartbeat", "batches"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,43 +62,27 @@ class RunPaths:
         """``logs/<stage>/<run_id>.log``."""
         return self.stage_log_dir / f"{self.run_id}.log"
 
-    def heartbeat_tsv(self, day: dt.date | dt.datetime) -> Path:
-        """``logs/<stage>/heartbeat_<YYYYMMDD>.log``, shared by the stage's runs of that day.
+    def daily_tsv(self, kind: TsvKind, day: dt.date | dt.datetime) -> Path:
+        """``logs/<stage>/<kind>_<YYYYMMDD>.log``, shared by the stage's runs of that UTC day.
 
         Parameters
         ----------
+        kind : {"heartbeat", "batches"}
+            A line per finished item, or per saved shard.
         day : datetime.date or datetime.datetime
             The UTC day.
-
-        Returns
-        -------
-        Path
         """
-        return self.stage_log_dir / f"heartbeat_{day:%Y%m%d}.log"
+        return self.stage_log_dir / f"{kind}_{day:%Y%m%d}.log"
 
-    def batches_tsv(self, day: dt.date | dt.datetime) -> Path:
-        """``logs/<stage>/batches_<YYYYMMDD>.log``.
+    def daily_tsvs(self, kind: TsvKind) -> list[Path]:
+        """Every ``kind`` TSV of the stage, oldest first (a run may span days).
 
         Parameters
         ----------
-        day : datetime.date or datetime.datetime
-            The UTC day.
-
-        Returns
-        -------
-        Path
+        kind : {"heartbeat", "batches"}
+            As for :meth:`daily_tsv`.
         """
-        return self.stage_log_dir / f"batches_{day:%Y%m%d}.log"
-
-    @property
-    def heartbeat_tsvs(self) -> list[Path]:
-        """Every heartbeat TSV of the stage (a run may span days)."""
-        return sorted(self.stage_log_dir.glob("heartbeat_*.log"))
-
-    @property
-    def batches_tsvs(self) -> list[Path]:
-        """Every batch TSV of the stage."""
-        return sorted(self.stage_log_dir.glob("batches_*.log"))
+        return sorted(self.stage_log_dir.glob(f"{kind}_*.log"))
 
     @property
     def heartbeat_json(self) -> Path:

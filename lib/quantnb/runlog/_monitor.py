@@ -131,22 +131,7 @@ def format_metrics(stage: str, metrics: dict[str, Any], width: int = _HEADLINE_W
 
 
 def summarise_run(root: Path, run_id: str) -> RunSummary | None:
-    """Return the :class:`RunSummary` of ``runs/<run_id>``, or None without a run.json.
-
-    A run.json that exists but cannot be read gives status ``unreadable`` with the reason
-    in ``error`` (listed, not skipped).
-
-    Parameters
-    ----------
-    root : pathlib.Path
-        Project directory.
-    run_id : str
-        A directory of ``root/runs``.
-
-    Returns
-    -------
-    RunSummary or None
-    """
+    """Return the :class:`RunSummary` of ``runs/<run_id>``, or None without a run.json."""
     rec = read_run_record(root / "runs" / run_id)  # marks a dead "running" run interrupted
     if rec is None:
         return _unreadable(root, run_id)
@@ -224,10 +209,6 @@ def list_runs(
         Only runs of this stage.
     status : str, optional
         Only runs with this status (after dead-process detection).
-
-    Returns
-    -------
-    list of RunSummary
     """
     root = project_root(project_dir)
     out = []

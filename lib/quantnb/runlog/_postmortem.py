@@ -377,18 +377,7 @@ def memory_trend(heart: pl.DataFrame) -> dict[str, Any]:
 
 
 def is_leak(trend: dict[str, Any]) -> bool:
-    """Return whether a :func:`memory_trend` meets every leak threshold.
-
-    Parameters
-    ----------
-    trend : dict of str to Any
-        Output of :func:`memory_trend`.
-
-    Returns
-    -------
-    bool
-        True if points, slope, rise and R^2 all reach their ``LEAK_MIN_*`` thresholds.
-    """
+    """Return whether a :func:`memory_trend` meets every leak threshold."""
     return (trend["points"] >= LEAK_MIN_POINTS and trend["slope_mb_per_h"] is not None
             and trend["slope_mb_per_h"] >= LEAK_MIN_SLOPE_MB_PER_H and trend["rise_frac"] >= LEAK_MIN_RISE_FRAC
             and trend["r2"] >= LEAK_MIN_R2)
@@ -413,7 +402,7 @@ def analyse_run(root: Path, run_id: str) -> PostmortemReport:
     """Reconstruct what run ``run_id`` did from the files under ``root``.
 
     Reading the run marks a ``running`` run whose processes are dead as
-    ``interrupted`` in its run.json (see :func:`quantnb.runlog.mark_dead_run_interrupted`).
+    ``interrupted`` in its run.json (see :func:`~quantnb.runlog._record.mark_dead_run_interrupted`).
 
     Parameters
     ----------
@@ -421,10 +410,6 @@ def analyse_run(root: Path, run_id: str) -> PostmortemReport:
         Project directory.
     run_id : str
         Run to analyse (a directory of ``root/runs``).
-
-    Returns
-    -------
-    PostmortemReport
 
     Raises
     ------
@@ -445,8 +430,8 @@ def analyse_run(root: Path, run_id: str) -> PostmortemReport:
     status = rec.get("status") or hb.get("status") or "unknown"
     if status in ("running", "pending") and hb.get("status") in ("interrupted", "failed"):
         status = hb["status"]
-    heart = _read_tsv(paths.heartbeat_tsvs, run_id)
-    batches = _read_tsv(paths.batches_tsvs, run_id)
+    heart = _read_tsv(paths.daily_tsvs("heartbeat"), run_id)
+    batches = _read_tsv(paths.daily_tsvs("batches"), run_id)
     keep_last = (rec.get("shard_retention") or {}).get("keep_last")
     logged, missing, pruned, orphaned = _shards(batches, root, keep_last)
     mem = heart["mem_gb"].drop_nulls() if "mem_gb" in heart.columns else pl.Series([], dtype=pl.Float64)

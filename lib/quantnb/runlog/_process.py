@@ -6,20 +6,7 @@ import psutil
 
 
 def pid_alive(pid: int, create_time: float | None = None) -> bool:
-    """Return whether process ``pid`` is alive (and, if given, started at ``create_time``).
-
-    Parameters
-    ----------
-    pid : int
-        Process id.
-    create_time : float, optional
-        ``psutil.Process.create_time()`` recorded at start, to tell a reused pid apart.
-
-    Returns
-    -------
-    bool
-        False if there is no such process, or it started at another time (a reused pid).
-    """
+    """Return whether process ``pid`` is alive (and, if given, started at ``create_time``)."""
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:

@@ -147,15 +147,7 @@ def global_listeners() -> list[ProgressListener]:
 
 
 def notify(listeners: list[ProgressListener], event: ProgressEvent) -> None:
-    """Call every listener with ``event``; a failing listener is logged at DEBUG and skipped.
-
-    Parameters
-    ----------
-    listeners : list of ProgressListener
-        Callables taking one event.
-    event : ProgressEvent
-        The event to deliver.
-    """
+    """Call every listener with ``event``; a failing listener is logged at DEBUG and skipped."""
     for listener in listeners:
         try:
             listener(event)

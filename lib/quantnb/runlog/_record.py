@@ -122,10 +122,6 @@ def read_run_record(run_dir: Path, *, detect_dead: bool = True) -> dict[str, Any
         ``runs/<run_id>/``.
     detect_dead : bool, default True
         Mark a dead ``running``/``pending`` run ``interrupted`` before returning it.
-
-    Returns
-    -------
-    dict of str to Any or None
     """
     record = read_json_tolerant(run_dir / "run.json")
     if not isinstance(record, dict):
@@ -136,21 +132,7 @@ def read_run_record(run_dir: Path, *, detect_dead: bool = True) -> dict[str, Any
 
 
 def run_processes_alive(record: dict[str, Any]) -> bool | None:
-    """Return whether any process recorded in a run.json still runs (None if none is recorded).
-
-    The kernel's ``pid`` and the runner's ``runner_pid`` are checked against their
-    recorded ``psutil`` create times, so a reused pid does not count as alive.
-
-    Parameters
-    ----------
-    record : dict of str to Any
-        A run.json record.
-
-    Returns
-    -------
-    bool or None
-        True if a recorded process still runs, False if all are dead, None if none is recorded.
-    """
+    """Return whether any process recorded in a run.json still runs (None if none is recorded)."""
     pids = _recorded_pids(record)
     return any(pid_alive(pid, ct) for pid, ct in pids) if pids else None
 
@@ -163,23 +145,7 @@ def _recorded_pids(record: dict[str, Any], exclude: tuple[int, ...] = ()) -> lis
 
 
 def live_run_pid(record: dict[str, Any], *, exclude: tuple[int, ...] = ()) -> int | None:
-    """Return a live process of a ``running``/``pending`` run (kernel first, then runner), or None.
-
-    The same pid + create-time test as dead-run detection (:func:`run_processes_alive`), so a
-    reused pid does not count.
-
-    Parameters
-    ----------
-    record : dict of str to Any
-        A run.json record.
-    exclude : tuple of int
-        Pids that do not count (this process and its runner, continuing their own run).
-
-    Returns
-    -------
-    int or None
-        The pid of a process still working on the run; None if the run is finished or all dead.
-    """
+    """Return a live process of a ``running``/``pending`` run (kernel first, then runner), or None."""
     if record.get("status") not in ("running", "pending"):
         return None
     return next((pid for pid, ct in _recorded_pids(record, exclude) if pid_alive(pid, ct)), None)
@@ -212,23 +178,8 @@ def refuse_live_run(run_id: str, record: dict[str, Any], *, exclude: tuple[int, 
 def mark_dead_run_interrupted(run_dir: Path, record: dict[str, Any] | None = None) -> dict[str, Any]:
     """Mark a ``running``/``pending`` run whose processes are all dead as ``interrupted``.
 
-    The change is written atomically into ``run.json`` with ``interrupted_detected_at``
-    (UTC ISO 8601, when this check found the processes dead) and
-    ``interrupted_reason``. A record of a live run, a finished run or one without
-    recorded processes is returned unchanged, as is one whose ``run_dir`` is a symbolic
-    link (a run's files are not written through a link that leaves ``runs/``).
-
-    Parameters
-    ----------
-    run_dir : pathlib.Path
-        ``runs/<run_id>/``.
-    record : dict, optional
-        The record already read; read from disk otherwise.
-
-    Returns
-    -------
-    dict
-        The record, updated when it was marked.
+    Writes ``interrupted_detected_at`` and ``interrupted_reason`` atomically; a live, finished or
+    process-less run, or a ``run_dir`` that is a symbolic link, is returned unchanged.
     """
     if record is None:
         record = read_json_tolerant(run_dir / "run.json")

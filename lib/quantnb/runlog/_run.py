@@ -53,21 +53,7 @@ _FLUSH_POLL_S = 0.25
 def make_run_id(stage: str, suffix: str, started: dt.datetime) -> str:
     """Return ``<stage>_<suffix>_<YYYYMMDD_HHMMSS>`` (UTC), the run's directory and log name.
 
-    The suffix is reduced to ``[A-Za-z0-9_.-]`` (other runs of characters become ``-``), so
-    a glob pattern or a path in a parameter (``**``, ``/``, spaces) never reaches a path.
-
-    Parameters
-    ----------
-    stage : str
-        Stage name.
-    suffix : str
-        Readable config suffix (e.g. ``SELL_0004_BUY_0008_1h``); may be empty.
-    started : datetime.datetime
-        Start time, timezone-aware.
-
-    Returns
-    -------
-    str
+    The suffix is reduced to ``[A-Za-z0-9_.-]``, so a glob or a path in a parameter never reaches a path.
     """
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", suffix).strip("-.")[:64].strip("-.") or "none"
     return f"{stage}_{safe}_{started.astimezone(dt.UTC).strftime(_TS_FORMAT)}"
@@ -126,10 +112,6 @@ def is_interrupt(exc: BaseException | None) -> bool:
     ----------
     exc : BaseException or None
         The exception caught; None gives False.
-
-    Returns
-    -------
-    bool
     """
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
@@ -224,8 +206,8 @@ class RunContext:
             retention_days=p.retention_days,
             third_party_levels=p.third_party_levels,
         )
-        self.heartbeat_tsv = TsvLog(self.paths.heartbeat_tsv(self.started_at), HEARTBEAT_COLUMNS)
-        self.batch_tsv = TsvLog(self.paths.batches_tsv(self.started_at), BATCH_COLUMNS)
+        self.heartbeat_tsv = TsvLog(self.paths.daily_tsv("heartbeat", self.started_at), HEARTBEAT_COLUMNS)
+        self.batch_tsv = TsvLog(self.paths.daily_tsv("batches", self.started_at), BATCH_COLUMNS)
         proc = psutil.Process()
         hb_path = self.paths.heartbeat_json
         if self.resumed:  # totals are known from the earlier attempt until set_total says otherwise
@@ -708,6 +690,25 @@ def start_run(params: StageParams, *, root: str | os.PathLike[str] | None = None
     ------
     ConfigError
         If ``params.run_id`` names a run that does not exist or had other parameters.
+
+    Examples
+    --------
+    A stage commits each item to the checkpoint once its output is on disk, so a resumed run
+    skips it:
+
+    >>> from quantnb.config import StageParams
+    >>> class CountParams(StageParams):
+    ...     stage = "count"
+    >>> with start_run(CountParams(project_dir=project, console_level=None)) as ctx:
+    ...     ctx.set_total(2)
+    ...     for item in ("a.csv", "b.csv"):
+    ...         if not ctx.checkpoint.is_completed(item):
+    ...             pass  # the work; its output written (atomically) before the next line
+    ...             ctx.checkpoint.mark_completed(item)
+    ...         ctx.item_done(item)
+    ...     ctx.record_metrics(items=2)
+    >>> ctx.status, ctx.run_id.startswith("count_")
+    ('completed', True)
     """
     base = project_root(root if root is not None else params.project_dir)
     if params.run_id:

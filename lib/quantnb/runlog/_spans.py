@@ -60,10 +60,6 @@ class SpanEvaluation:
             The instrument.
         start, end : datetime.datetime
             The other span, UTC-aware, both ends included.
-
-        Returns
-        -------
-        bool
         """
         return self.instrument == instrument and self.start <= end and start <= self.end
 

@@ -58,22 +58,7 @@ def _default(field: FieldInfo) -> str:
 
 
 def stage_help(stage: str, usage: str, width: int | None = None) -> str:
-    """Return the help of ``quantnb run <stage>``: description, parameters, options, exit codes.
-
-    Parameters
-    ----------
-    stage : str
-        One of :data:`quantnb.stages.STAGES`.
-    usage : str
-        The usage line argparse formats for the stage's sub-command.
-    width : int or None
-        Characters per line; None: the terminal's.
-
-    Returns
-    -------
-    str
-        Plain text (no reStructuredText markup).
-    """
+    """Return the help of ``quantnb run <stage>``: description, parameters, options, exit codes."""
     width = width or min(shutil.get_terminal_size((100, 24)).columns, 120)
     cls = params_class(stage)
     module = importlib.import_module(STAGES[stage].split(":")[0])
@@ -106,19 +91,7 @@ def stage_help(stage: str, usage: str, width: int | None = None) -> str:
 
 
 class StageHelpAction(argparse.Action):
-    """``-h/--help`` of a stage's sub-command: print :func:`stage_help` (imports the stage only then).
-
-    Parameters
-    ----------
-    option_strings : list of str
-        ``["-h", "--help"]``.
-    dest : str
-        Ignored (the action stores nothing).
-    stage : str
-        The stage whose help is printed.
-    help : str or None
-        The option's own help line.
-    """
+    """``-h/--help`` of a stage's sub-command: print :func:`stage_help` (imports the stage only then)."""
 
     def __init__(self, option_strings: list[str], dest: str, stage: str, help: str | None = None) -> None:  # noqa: A002
         super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0, help=help)

@@ -250,10 +250,6 @@ def run_stage(
     source : str or None
         Where the parameters came from, quoted in a refusal (a pipeline's file and step).
 
-    Returns
-    -------
-    RunOutcome
-
     Raises
     ------
     ConfigError

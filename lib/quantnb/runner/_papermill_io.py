@@ -21,20 +21,7 @@ class MaskingLocalHandler(LocalHandler):
     """papermill's local file handler, with secret values replaced by ``***`` in what it writes."""
 
     def write(self, buf: str, path: str) -> Any:
-        """Write ``buf`` to ``path`` with every known secret value masked.
-
-        Parameters
-        ----------
-        buf : str
-            Text papermill writes (a notebook as JSON).
-        path : str
-            Destination file.
-
-        Returns
-        -------
-        Any
-            What papermill's ``LocalHandler.write`` returns.
-        """
+        """Write ``buf`` to ``path`` with every known secret value masked."""
         return super().write(SecretMasker()(buf), path)
 
 

@@ -32,10 +32,6 @@ class PipelineResult:
         width : int or None
             Characters per line; None: the terminal's. Columns that do not fit go on an
             indented line under their step (see :func:`quantnb.runlog._monitor.fit_table`).
-
-        Returns
-        -------
-        str
         """
         rows = []
         for step_id, o in self.outcomes:
@@ -96,29 +92,7 @@ def _where(config: str | Path, n: int, step_id: str) -> str:
 
 
 def validate_pipeline(config: str | Path, *, root: str | Path | None = None) -> list[tuple[str, str]]:
-    """Check every step of a pipeline YAML before anything runs.
-
-    Each step's parameters are validated by its stage's model (unknown names, types,
-    ranges, rules between fields), with ``${id.run_id}`` and ``${id.outputs.name}``
-    standing for values of earlier steps; a reference to no earlier step is refused.
-
-    Parameters
-    ----------
-    config : str or pathlib.Path
-        Pipeline YAML.
-    root : str or pathlib.Path, optional
-        Project directory.
-
-    Returns
-    -------
-    list of (str, str)
-        ``(step id, stage)`` of every step, in order.
-
-    Raises
-    ------
-    ConfigError
-        Naming the YAML file and the step, for the first step whose parameters are invalid.
-    """
+    """Check every step of a pipeline YAML before anything runs."""
     base = project_root(root)
     spec = load_yaml_params(config)
     steps = _steps(config, spec)
@@ -145,10 +119,6 @@ def run_pipeline(config: str | Path, *, root: str | Path | None = None) -> Pipel
         Pipeline YAML (e.g. ``configs/demo.yaml``).
     root : str or pathlib.Path, optional
         Project directory.
-
-    Returns
-    -------
-    PipelineResult
 
     Raises
     ------

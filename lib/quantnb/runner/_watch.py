@@ -15,11 +15,7 @@ _POLL_S = 0.5
 
 
 class _Line:
-    """Give tqdm a plain write/flush view of a stream.
-
-    On a terminal shared with the kernel, tqdm writing to ``sys.stderr`` itself showed
-    nothing; through this view (ASCII bar) it does.
-    """
+    """Give tqdm a plain write/flush view of a stream."""
 
     def __init__(self, stream: TextIO):
         self._stream = stream
@@ -32,22 +28,7 @@ class _Line:
 
 
 class HeartbeatProgress:
-    """Tail a run's heartbeat JSON in a thread and draw it as one tqdm line.
-
-    The kernel writes the heartbeat (at most ~1 s late); the runner only reads it, so
-    the terminal line, the JupyterLab widget and ``quantnb runs`` show the same numbers.
-
-    Parameters
-    ----------
-    heartbeat_path : pathlib.Path
-        ``logs/heartbeats/<run_id>_heartbeat.json``.
-    label : str
-        Shown before the bar (the stage).
-    file : text stream, optional
-        Where the line goes (stderr by default).
-    disable : bool or None
-        True hides the line; None hides it when ``file`` is not a terminal (CI logs).
-    """
+    """Tail a run's heartbeat JSON in a thread and draw it as one tqdm line."""
 
     def __init__(self, heartbeat_path: Path, label: str, *, file: TextIO | None = None,
                  disable: bool | None = None, poll_s: float = _POLL_S):
@@ -125,24 +106,17 @@ class HeartbeatProgress:
 def ipc_kernel_manager_class() -> type:
     """Return an AsyncKernelManager class on IPC (Unix sockets) that shuts its kernel down without a SIGINT.
 
-    ipykernel warns "Kernel is running over TCP without encryption" for every TCP kernel;
-    IPC sockets in Jupyter's runtime directory are files only our user can open, so the
-    warning's cause goes away, not just the message.
-
-    jupyter_client's ``shutdown_kernel`` (8.x, ``KernelManager._async_shutdown_kernel``)
-    interrupts the kernel before sending ``shutdown_request``. That second SIGINT of a run
-    lands wherever the kernel is: in a shell handler still open after the last cell (ipykernel
-    logs ``[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.`` at the end of a run that
-    completed), or in the run's ``finish`` after a relayed interrupt. Here a shutdown sends
-    only ``shutdown_request``; a kernel that does not exit in ``shutdown_wait_time`` is still
-    terminated and killed by jupyter_client.
+    IPC sockets are files only our user can open: ipykernel's "running over TCP without encryption"
+    warning loses its cause. jupyter_client 8.x interrupts the kernel before ``shutdown_request``; that
+    second SIGINT lands in a shell handler or in the run's ``finish``, so here a shutdown sends only the
+    request (a kernel that does not exit in ``shutdown_wait_time`` is still terminated and killed).
     """
     import uuid
 
     from jupyter_client import AsyncKernelManager
     from jupyter_core.paths import jupyter_runtime_dir
 
-    class _IpcKernelManager(AsyncKernelManager):  # type: ignore[misc]
+    class _IpcKernelManager(AsyncKernelManager):
         def __init__(self, **kwargs: Any):
             kwargs.setdefault("transport", "ipc")
             super().__init__(**kwargs)

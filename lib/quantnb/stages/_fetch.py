@@ -96,25 +96,7 @@ def _container_problem(path: Path, name: str) -> str | None:
 
 
 class Fetcher:
-    """Fetch archive files under one aiohttp session, at most ``max_concurrency`` at a time.
-
-    Parameters
-    ----------
-    base_url : str
-        Archive root, e.g. ``https://data.binance.vision`` (no trailing slash needed).
-    out_dir : Path
-        Files land at ``out_dir / ArchiveFile.path``.
-    quarantine_dir : Path
-        Where a file failing its checksum goes (outside ``out_dir``, so the ETL never reads it).
-    policy : RetryPolicy
-        Retries of each request.
-    max_concurrency : int
-        Files in flight at once.
-    timeout_s : float
-        Connect and per-read timeout of each request, seconds.
-    on_bytes : callable
-        Called with the size of every chunk written (progress).
-    """
+    """Fetch archive files under one aiohttp session, at most ``max_concurrency`` at a time."""
 
     def __init__(self, base_url: str, out_dir: Path, quarantine_dir: Path, policy: RetryPolicy,
                  max_concurrency: int, timeout_s: float, on_bytes: Callable[[int], None]) -> None:
@@ -137,20 +119,7 @@ class Fetcher:
             await self.session.close()
 
     def url(self, file: ArchiveFile, suffix: str = "") -> str:
-        """Return the URL of ``file`` (plus ``suffix``, e.g. ``.CHECKSUM``).
-
-        Parameters
-        ----------
-        file : ArchiveFile
-            The archive file.
-        suffix : str
-            Appended to its path.
-
-        Returns
-        -------
-        str
-            ``<base_url>/<path><suffix>``.
-        """
+        """Return the URL of ``file`` (plus ``suffix``, e.g. ``.CHECKSUM``)."""
         return f"{self.base_url}/{file.path}{suffix}"
 
     async def _checksum_once(self, url: str) -> str:
@@ -205,22 +174,7 @@ class Fetcher:
         return received
 
     async def fetch(self, file: ArchiveFile, *, trusted: bool) -> Outcome:
-        """Download, verify and place one file; never raises for a per-file failure.
-
-        Parameters
-        ----------
-        file : ArchiveFile
-            The file.
-        trusted : bool
-            The checkpoint lists it as verified: keep it without a request if it is in place.
-
-        Returns
-        -------
-        Outcome
-            ``skipped`` (in place and verified), ``downloaded``, ``missing`` (404, WARNING),
-            ``corrupt`` (checksum or CRC mismatch; quarantined, ERROR) or ``failed``
-            (retries spent; the part file is kept for the next attempt).
-        """
+        """Download, verify and place one file; never raises for a per-file failure."""
         dest = self.out_dir / file.path
         if (trusted or not file.checksum) and dest.is_file():  # placed only once verified (atomic rename)
             return Outcome(file.path, "skipped")

@@ -300,6 +300,20 @@ def run_download(params: DownloadParams) -> DownloadResult:
     KeyboardInterrupt
         On SIGINT/SIGTERM; the run is recorded ``interrupted``: resume it (verified files
         are skipped, part files continued).
+
+    Examples
+    --------
+    Three days of Binance USD-M one-minute klines into ``data/raw/``, in the archive's own layout
+    (``base_url`` left unset is data.binance.vision; here a loopback copy serves them):
+
+    >>> from quantnb.stages.download import DownloadParams, run_download
+    >>> params = DownloadParams(symbols=["BTCUSDT"], start="2022-01-01", end="2022-01-03",
+    ...                         base_url=base_url, project_dir=project, console_level=None)
+    >>> result = run_download(params)
+    >>> result.status, result.files["status"].to_list()
+    ('completed', ['downloaded', 'downloaded', 'downloaded'])
+    >>> run_download(params.model_copy(update={"resume": True})).files["status"].to_list()
+    ['skipped', 'skipped', 'skipped']
     """
     from quantnb.data._archive import plan_files
 

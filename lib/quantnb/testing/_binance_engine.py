@@ -16,17 +16,7 @@ from typing import Any
 
 
 class BinanceApiError(Exception):
-    """A Binance error reply: HTTP status plus ``{"code": ..., "msg": ...}``.
-
-    Parameters
-    ----------
-    status : int
-        HTTP status, e.g. 400.
-    code : int
-        Binance error code, e.g. -2019 (margin is insufficient).
-    msg : str
-        Binance's message.
-    """
+    """A Binance error reply: HTTP status plus ``{"code": ..., "msg": ...}``."""
 
     def __init__(self, status: int, code: int, msg: str):
         super().__init__(msg)
@@ -84,19 +74,6 @@ class ExchangeEngine:
     part; ``reduceOnly`` orders are capped at the position and rejected (-2022) when they
     would open or grow one; an order needing more initial margin than available is
     rejected (-2019); LIMIT orders rest until cancelled (nothing crosses them).
-
-    Parameters
-    ----------
-    specs : list of SymbolSpec
-        The listed symbols.
-    balance_usd : float
-        Starting wallet balance, USDT.
-    fee_bps : float
-        Fee of a market order, basis points of its notional.
-    leverage : int
-        Account leverage (initial margin = notional / leverage).
-    prices : dict of str to float
-        Starting mark/last price per symbol, USDT.
     """
 
     def __init__(
@@ -129,22 +106,7 @@ class ExchangeEngine:
 
     # --- read-only views -------------------------------------------------------------
     def spec(self, symbol: str | None) -> SymbolSpec:
-        """Return the spec of ``symbol``.
-
-        Parameters
-        ----------
-        symbol : str or None
-            The symbol as the request gave it.
-
-        Returns
-        -------
-        SymbolSpec
-
-        Raises
-        ------
-        BinanceApiError
-            400 / -1121 "Invalid symbol." if it is not listed.
-        """
+        """Return the spec of ``symbol``."""
         if symbol not in self.specs:
             raise BinanceApiError(400, -1121, "Invalid symbol.")
         return self.specs[symbol]
@@ -203,17 +165,7 @@ class ExchangeEngine:
         return sum(abs(p.amt) * self.prices[s] / self.leverage for s, p in self.positions.items())
 
     def position_rows(self, symbol: str | None = None) -> list[dict[str, Any]]:
-        """Return ``GET /fapi/v2/positionRisk`` rows.
-
-        Parameters
-        ----------
-        symbol : str or None
-            Only this symbol's row; None for all.
-
-        Returns
-        -------
-        list of dict
-        """
+        """Return ``GET /fapi/v2/positionRisk`` rows."""
         rows = []
         for sym, p in self.positions.items():
             if symbol is not None and sym != symbol:
@@ -266,24 +218,7 @@ class ExchangeEngine:
 
     def klines_rows(self, symbol: str, interval: str, start_ms: int | None, end_ms: int | None,
                     limit: int) -> list[list[Any]]:
-        """Return ``GET /fapi/v1/klines`` rows that opened by the server clock.
-
-        Parameters
-        ----------
-        symbol : str
-            A listed symbol.
-        interval : str
-            Binance interval, e.g. ``"1m"``.
-        start_ms, end_ms : int or None
-            Open-time bounds, epoch ms, inclusive.
-        limit : int
-            Most rows returned: the first ones after ``start_ms``, else the latest ones.
-
-        Returns
-        -------
-        list of list
-            Binance's kline arrays.
-        """
+        """Return ``GET /fapi/v1/klines`` rows that opened by the server clock."""
         self.spec(symbol)
         rows = self.klines.get((symbol, interval), [])
         now = self.now_ms()
@@ -293,59 +228,18 @@ class ExchangeEngine:
 
     # --- orders ----------------------------------------------------------------------
     def find_order(self, symbol: str, order_id: int | None, client_id: str | None) -> dict[str, Any]:
-        """Return the stored order of ``symbol`` with ``order_id`` or ``client_id``.
-
-        Parameters
-        ----------
-        symbol : str
-            The order's symbol.
-        order_id : int or None
-            Exchange order id.
-        client_id : str or None
-            Client order id (``origClientOrderId``).
-
-        Returns
-        -------
-        dict of str to Any
-            The order as Binance returns it.
-
-        Raises
-        ------
-        BinanceApiError
-            400 / -2013 "Order does not exist." if none matches.
-        """
+        """Return the stored order of ``symbol`` with ``order_id`` or ``client_id``."""
         for o in self.orders.values():
             if o["symbol"] == symbol and (o["orderId"] == order_id or (client_id and o["clientOrderId"] == client_id)):
                 return o
         raise BinanceApiError(400, -2013, "Order does not exist.")
 
     def open_orders(self, symbol: str | None) -> list[dict[str, Any]]:
-        """Return the resting (``NEW``) orders.
-
-        Parameters
-        ----------
-        symbol : str or None
-            Only this symbol's; None for all.
-
-        Returns
-        -------
-        list of dict
-        """
+        """Return the resting (``NEW``) orders."""
         return [o for o in self.orders.values() if o["status"] == "NEW" and symbol in (None, o["symbol"])]
 
     def cancel_all(self, symbol: str) -> dict[str, Any]:
-        """Cancel every resting order of ``symbol``.
-
-        Parameters
-        ----------
-        symbol : str
-            A listed symbol.
-
-        Returns
-        -------
-        dict of str to Any
-            Binance's ``{"code": 200, "msg": ...}`` reply.
-        """
+        """Cancel every resting order of ``symbol``."""
         self.spec(symbol)
         for o in self.open_orders(symbol):
             o["status"] = "CANCELED"
@@ -353,25 +247,7 @@ class ExchangeEngine:
         return {"code": 200, "msg": "The operation of cancel all open order is done."}
 
     def new_order(self, p: dict[str, str]) -> dict[str, Any]:
-        """Place an order from ``POST /fapi/v1/order`` parameters (see the class docstring).
-
-        Parameters
-        ----------
-        p : dict of str to str
-            Request parameters: ``symbol``, ``side``, ``type``, ``quantity``, ``price``,
-            ``newClientOrderId``, ``reduceOnly``...
-
-        Returns
-        -------
-        dict of str to Any
-            The order as Binance returns it.
-
-        Raises
-        ------
-        BinanceApiError
-            With Binance's code for a bad side, type or quantity, a ``reduceOnly`` order that
-            would open a position, or insufficient margin.
-        """
+        """Place an order from ``POST /fapi/v1/order`` parameters (see the class docstring)."""
         spec = self.spec(p.get("symbol"))
         side = p.get("side", "")
         otype = p.get("type", "")

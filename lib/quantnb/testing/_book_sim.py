@@ -8,17 +8,7 @@ Levels = list[tuple[int, float]]  # (price in ticks, size); size 0.0 deletes
 
 
 class BookSim:
-    """Random walk of a book that never crosses: sizes change, levels appear and vanish, the touch moves.
-
-    Parameters
-    ----------
-    rng : random.Random
-        Seeded generator (the walk is reproducible).
-    mid_ticks : int
-        Starting mid price, in ticks.
-    n_levels : int
-        Levels per side.
-    """
+    """Random walk of a book that never crosses: sizes change, levels appear and vanish, the touch moves."""
 
     def __init__(self, rng: random.Random, mid_ticks: int, n_levels: int) -> None:
         self.rng = rng

@@ -70,13 +70,7 @@ class FaultPlan:
         self.struck: list[tuple[str, str, str]] = []
 
     def add(self, fault: Fault) -> None:
-        """Queue ``fault``.
-
-        Parameters
-        ----------
-        fault : Fault
-            The fault; requests consume its ``count``.
-        """
+        """Queue ``fault``."""
         with self._lock:
             self._faults.append(fault)
 
@@ -86,20 +80,7 @@ class FaultPlan:
             self._faults.clear()
 
     def take(self, method: str, path: str) -> Fault | None:
-        """Consume one count of the first queued fault matching a request.
-
-        Parameters
-        ----------
-        method : str
-            HTTP method of the request.
-        path : str
-            Its path, e.g. ``"/fapi/v1/order"``.
-
-        Returns
-        -------
-        Fault or None
-            The fault to act out, or None to serve the request normally.
-        """
+        """Consume one count of the first queued fault matching a request."""
         with self._lock:
             for f in self._faults:
                 if f.count > 0 and f.path in (None, path) and f.method in (None, method):

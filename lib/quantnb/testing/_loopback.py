@@ -12,15 +12,14 @@ from typing import Any, Self
 
 from websockets.asyncio.server import ServerConnection, serve
 
-__all__ = ["LoopbackWebsocketServer"]
+__all__ = ["LoopbackWebsocketServer", "ScriptedStreamServer"]
 
 
 class LoopbackWebsocketServer:
     """Start, stop and context-manager protocol of a loopback websocket server.
 
-    Subclasses implement ``_serve(ws)`` (one connection) and may override
-    :meth:`_serve_options` (keyword arguments of ``websockets.asyncio.server.serve``, e.g.
-    ``process_request`` or ``ssl``) and ``_thread_name``; they call ``super().__init__()``.
+    Subclasses implement ``_serve(ws)`` (one connection), may override :meth:`_serve_options` and
+    ``_thread_name``, and call ``super().__init__()``.
     """
 
     _thread_name = "ws-loopback"
@@ -38,13 +37,7 @@ class LoopbackWebsocketServer:
         return self._port
 
     def start(self) -> Self:
-        """Start the event-loop thread and listen on an ephemeral port; return self.
-
-        Raises
-        ------
-        RuntimeError
-            If the server does not accept connections within 10 s.
-        """
+        """Start the event-loop thread and listen on an ephemeral port; return self."""
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name=self._thread_name,
                                         daemon=True)
         self._thread.start()
@@ -79,3 +72,38 @@ class LoopbackWebsocketServer:
             self._port = next(iter(server.sockets)).getsockname()[1]
             self._ready.set()
             await self._stop.wait()
+
+
+class ScriptedStreamServer(LoopbackWebsocketServer):
+    """A loopback server that replays a script of frames, with the faults every venue's replay shares.
+
+    Subclasses consume :attr:`_gaps` (script indices never sent) and :attr:`_inject` (frames sent
+    as is after a script index) while they replay.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._gaps: set[int] = set()
+        self._inject: dict[int, list[str]] = {}
+
+    def gap_at(self, index: int) -> None:
+        """Never send script frame ``index`` (a book update): the client sees its sequence jump.
+
+        Parameters
+        ----------
+        index : int
+            Index in the script of the update to leave out.
+        """
+        self._gaps.add(index)
+
+    def inject_after(self, index: int, text: str) -> None:
+        """Send ``text`` as one frame, as is, right after script frame ``index``.
+
+        Parameters
+        ----------
+        index : int
+            Index in the script of the frame sent before it.
+        text : str
+            The frame, e.g. a truncated or ill-typed copy of a real one.
+        """
+        self._inject.setdefault(index, []).append(text)

@@ -44,7 +44,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from quantnb.testing._loopback import LoopbackWebsocketServer
+from quantnb.testing._loopback import ScriptedStreamServer
 
 __all__ = ["BinanceStreamServer", "load_binance_capture", "SAMPLE_CAPTURE"]
 
@@ -92,7 +92,7 @@ def load_binance_capture(path: str | Path = SAMPLE_CAPTURE, max_frames: int | No
     return snapshot, frames
 
 
-class BinanceStreamServer(LoopbackWebsocketServer):
+class BinanceStreamServer(ScriptedStreamServer):
     """Replay Binance USD-M stream frames and serve depth snapshots on ``127.0.0.1``.
 
     Parameters
@@ -151,8 +151,6 @@ class BinanceStreamServer(LoopbackWebsocketServer):
         self.cursor = 0
         self.done = threading.Event()
         self._drops: dict[int, int] = {}
-        self._gaps: set[int] = set()
-        self._inject: dict[int, list[str]] = {}
         self._stalls: dict[int, int] = {}
         self._hang: list[float] = []
         self.close_codes: list[int] = []
@@ -168,28 +166,6 @@ class BinanceStreamServer(LoopbackWebsocketServer):
             Frames after ``index`` that are never sent (they pass while the client reconnects).
         """
         self._drops[index] = skip
-
-    def gap_at(self, index: int) -> None:
-        """Never send script frame ``index`` (a depth diff): the next diff's ``pu`` will not match.
-
-        Parameters
-        ----------
-        index : int
-            Index in the script of the depth diff to leave out.
-        """
-        self._gaps.add(index)
-
-    def inject_after(self, index: int, text: str) -> None:
-        """Send ``text`` as one frame, as is, right after script frame ``index`` (a truncated or ill-typed frame).
-
-        Parameters
-        ----------
-        index : int
-            Index in the script of the frame sent before it.
-        text : str
-            The frame.
-        """
-        self._inject.setdefault(index, []).append(text)
 
     def stall_after(self, index: int, skip: int = 0) -> None:
         """Stop sending on the connection after script frame ``index``, without closing it.

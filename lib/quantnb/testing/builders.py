@@ -2,9 +2,10 @@
 
 Each builder writes one file in the exact layout its reader expects (Bybit v5 order-book
 ``.data``/``.data.zip``, Binance USD-M ``<recv_ns> <json>`` gzip capture, 1-minute OHLCV
-CSV, Binance trades CSV) and returns a :class:`BuiltFile` with the path and, for a defect,
-the 1-based line where it is. The book is a random walk that never crosses, so every
-defect is the only one in the file. Same arguments, same bytes.
+CSV, Binance trades CSV) into ``directory`` (created if needed) and returns a
+:class:`BuiltFile` with the path and, for a defect, the 1-based line where it is. The book
+is a random walk that never crosses, so every defect is the only one in the file. Every
+builder draws from ``random.Random(seed)``: same arguments, same bytes.
 
 Examples
 --------
@@ -75,24 +76,15 @@ def _bybit_line(kind: str, ts: int, symbol: str, depth: int, bids: list, asks: l
     return json.dumps(msg, separators=(",", ":"))
 
 
-def write_bybit_file(
-    directory: str | Path,
-    *,
-    symbol: str = "BTCUSDT",
-    day: str = "2024-01-02",
-    depth: int = 50,
-    n_deltas: int = 600,
-    step_ms: int = 250,
-    seed: int = 0,
-    zipped: bool = False,
-    defect: BybitDefect | None = None,
-) -> BuiltFile:
+def write_bybit_file(directory: str | Path, *, symbol: str = "BTCUSDT", day: str = "2024-01-02", depth: int = 50,
+                     n_deltas: int = 600, step_ms: int = 250, seed: int = 0, zipped: bool = False,
+                     defect: BybitDefect | None = None) -> BuiltFile:
     """Write a Bybit v5 order-book file ``{day}_{symbol}_ob{depth}.data[.zip]``: one snapshot, then deltas.
 
     Parameters
     ----------
-    directory : str or Path
-        Where to write (created if needed).
+    directory, seed
+        As for every builder (see the module docstring).
     symbol, day : str
         Symbol and UTC day (``YYYY-MM-DD``); messages start at 00:00:00.
     depth : int
@@ -101,8 +93,6 @@ def write_bybit_file(
         Delta messages after the snapshot; ``u`` rises by 1 each.
     step_ms : int
         Milliseconds between messages (600 deltas of 250 ms span 2.5 minutes).
-    seed : int
-        Random seed; the same arguments give the same bytes.
     zipped : bool
         Write a ``.zip`` holding the ``.data`` file, as Bybit's archive does.
     defect : str or None
@@ -114,10 +104,6 @@ def write_bybit_file(
         ``mid_stream_snapshot`` (a valid snapshot mid-file, as after a service
         restart), ``time_gap`` (3 minutes without messages).
 
-    Returns
-    -------
-    BuiltFile
-        Path and the line of the defect.
     """
     rng = random.Random(seed)
     tick, decimals = 0.1, 1
@@ -181,16 +167,9 @@ def _write_text(directory: Path, name: str, lines: list[str], zipped: bool, defe
     return path
 
 
-def write_binance_capture(
-    directory: str | Path,
-    *,
-    symbol: str = "BTCUSDT",
-    day: str = "20240102",
-    n_events: int = 1500,
-    step_ms: int = 100,
-    seed: int = 0,
-    defect: BinanceDefect | None = None,
-) -> BuiltFile:
+def write_binance_capture(directory: str | Path, *, symbol: str = "BTCUSDT", day: str = "20240102",
+                          n_events: int = 1500, step_ms: int = 100, seed: int = 0,
+                          defect: BinanceDefect | None = None) -> BuiltFile:
     """Write a Binance USD-M capture ``{symbol}_{day}.gz``: depth diffs, trades, bookTicker, one REST snapshot.
 
     The snapshot line comes after the sixth diff, with a ``lastUpdateId`` inside the
@@ -199,25 +178,19 @@ def write_binance_capture(
 
     Parameters
     ----------
-    directory : str or Path
-        Where to write.
+    directory, seed
+        As for every builder (see the module docstring).
     symbol, day : str
         Symbol and UTC day (``YYYYMMDD``).
     n_events : int
         Stream frames (about 40% diffs, 30% trades, 30% bookTicker).
     step_ms : int
         Milliseconds between frames.
-    seed : int
-        Random seed.
     defect : str or None
         ``truncated_gzip`` (the file cut at two thirds), ``seq_gap`` (a diff whose ``pu``
         is not the previous ``u``), ``nan_price`` (in a diff), ``crossed`` (a diff bid
-        above the best ask), ``no_snapshot``, ``non_json_line``.
-
-    Returns
-    -------
-    BuiltFile
-        Path and the line of the defect (None for ``truncated_gzip`` and ``no_snapshot``).
+        above the best ask), ``no_snapshot``, ``non_json_line``; the :class:`BuiltFile` line is None
+        for ``truncated_gzip`` and ``no_snapshot``.
     """
     rng = random.Random(seed)
     tick, decimals = 0.1, 1
@@ -284,36 +257,38 @@ def write_binance_capture(
     return BuiltFile(path, defect_line)
 
 
-def write_ohlcv_csv(
-    directory: str | Path,
-    *,
-    symbol: str = "BTC-PERP",
-    start: str = "2024-01-02 00:00",
-    n_minutes: int = 300,
-    seed: int = 0,
-    defect: CsvDefect | None = None,
-) -> BuiltFile:
+def _put_csv_defect(rows: list[list[str]], at: int, defect: CsvDefect | None, *, prices: slice, nan_col: int,
+                    number_col: int) -> None:
+    """Put a row-level ``defect`` into ``rows[at]`` (``time_gap`` is the caller's: it moves the clock)."""
+    if defect == "duplicate_ts":
+        rows[at][0] = rows[at - 1][0]
+    elif defect == "out_of_order":
+        rows[at - 1], rows[at] = rows[at], rows[at - 1]
+    elif defect == "nan_price":
+        rows[at][nan_col] = "NaN"
+    elif defect == "bad_number":
+        rows[at][number_col] = "abc"
+    elif defect == "non_positive_price":
+        rows[at][prices] = ["0"] * (prices.stop - prices.start)
+
+
+def write_ohlcv_csv(directory: str | Path, *, symbol: str = "BTC-PERP", start: str = "2024-01-02 00:00",
+                    n_minutes: int = 300, seed: int = 0, defect: CsvDefect | None = None) -> BuiltFile:
     """Write a 1-minute OHLCV CSV ``{symbol}_{YYYYMMDD}_{YYYYMMDD}_1m.csv`` (timestamps ``YYYY-MM-DD HH:MM:SS.ffffff``).
 
     Parameters
     ----------
-    directory : str or Path
-        Where to write.
+    directory, seed
+        As for every builder (see the module docstring).
     symbol, start : str
         Symbol and first minute (UTC).
     n_minutes : int
         Rows (consecutive minutes unless a defect says otherwise).
-    seed : int
-        Random seed.
     defect : str or None
         ``duplicate_ts``, ``time_gap`` (5 minutes missing), ``out_of_order`` (two rows
         swapped), ``nan_price`` (a close of ``NaN``), ``bad_number`` (a volume of ``abc``),
         ``non_positive_price`` (a row with all prices 0).
 
-    Returns
-    -------
-    BuiltFile
-        Path and the line of the defect.
     """
     rng = random.Random(seed)
     t0 = dt.datetime.fromisoformat(start)
@@ -330,16 +305,7 @@ def write_ohlcv_csv(
         rows.append([ts, f"{o:.1f}", f"{h:.1f}", f"{lo:.1f}", f"{c:.1f}", f"{rng.uniform(1e5, 5e6):.4f}"])
         price = c
     line = bad_at + 2
-    if defect == "duplicate_ts":
-        rows[bad_at][0] = rows[bad_at - 1][0]
-    elif defect == "out_of_order":
-        rows[bad_at - 1], rows[bad_at] = rows[bad_at], rows[bad_at - 1]
-    elif defect == "nan_price":
-        rows[bad_at][4] = "NaN"
-    elif defect == "bad_number":
-        rows[bad_at][5] = "abc"
-    elif defect == "non_positive_price":
-        rows[bad_at][1:5] = ["0", "0", "0", "0"]
+    _put_csv_defect(rows, bad_at, defect, prices=slice(1, 5), nan_col=4, number_col=5)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     end = t0 + dt.timedelta(minutes=minute)
@@ -349,28 +315,18 @@ def write_ohlcv_csv(
     return BuiltFile(path, line if defect else None)
 
 
-def write_trades_csv(
-    directory: str | Path,
-    *,
-    symbol: str = "BTCUSDT",
-    day: str = "2024-01-02",
-    n_trades: int = 2000,
-    seed: int = 0,
-    header: bool = True,
-    defect: CsvDefect | None = None,
-) -> BuiltFile:
+def write_trades_csv(directory: str | Path, *, symbol: str = "BTCUSDT", day: str = "2024-01-02", n_trades: int = 2000,
+                     seed: int = 0, header: bool = True, defect: CsvDefect | None = None) -> BuiltFile:
     """Write a Binance public trades CSV ``{symbol}-trades-{day}.csv`` (``id,price,qty,quote_qty,time,is_buyer_maker``).
 
     Parameters
     ----------
-    directory : str or Path
-        Where to write.
+    directory, seed
+        As for every builder (see the module docstring).
     symbol, day : str
         Symbol and UTC day (``YYYY-MM-DD``).
     n_trades : int
         Trades, about 10 a second from 00:00 UTC.
-    seed : int
-        Random seed.
     header : bool
         Write the header row (older Binance files have none).
     defect : str or None
@@ -378,10 +334,6 @@ def write_trades_csv(
         ``out_of_order`` (two rows swapped), ``nan_price``, ``bad_number`` (a qty of
         ``abc``), ``non_positive_price``.
 
-    Returns
-    -------
-    BuiltFile
-        Path and the line of the defect.
     """
     rng = random.Random(seed)
     t_ms = int(dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC).timestamp() * 1000)
@@ -397,16 +349,7 @@ def write_trades_csv(
         rows.append([str(trade_id), f"{price:.1f}", f"{qty:.3f}", f"{price * qty:.4f}", str(t_ms),
                      "true" if rng.random() < 0.5 else "false"])
     line = bad_at + 1 + int(header)
-    if defect == "duplicate_ts":
-        rows[bad_at][0] = rows[bad_at - 1][0]
-    elif defect == "out_of_order":
-        rows[bad_at - 1], rows[bad_at] = rows[bad_at], rows[bad_at - 1]
-    elif defect == "nan_price":
-        rows[bad_at][1] = "NaN"
-    elif defect == "bad_number":
-        rows[bad_at][2] = "abc"
-    elif defect == "non_positive_price":
-        rows[bad_at][1] = "0"
+    _put_csv_defect(rows, bad_at, defect, prices=slice(1, 2), nan_col=1, number_col=2)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{symbol}-trades-{day}.csv"

@@ -34,7 +34,7 @@ import msgspec
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from quantnb.testing._loopback import LoopbackWebsocketServer
+from quantnb.testing._loopback import ScriptedStreamServer
 
 __all__ = ["BybitStreamServer", "load_bybit_frames", "SAMPLE_OB200"]
 
@@ -111,7 +111,7 @@ class _TopicBook:
                                     "u": self.u, "seq": self.seq}, "cts": self.ts}, separators=(",", ":"))
 
 
-class BybitStreamServer(LoopbackWebsocketServer):
+class BybitStreamServer(ScriptedStreamServer):
     """Replay Bybit v5 public frames to websocket clients on ``127.0.0.1``.
 
     Parameters
@@ -165,8 +165,6 @@ class BybitStreamServer(LoopbackWebsocketServer):
         self.cursor = 0
         self._books: dict[str, _TopicBook] = {}
         self._drops: set[int] = set()
-        self._gaps: set[int] = set()
-        self._inject: dict[int, list[str]] = {}
         self._stalls: set[int] = set()
         self.close_codes: list[int] = []
 
@@ -180,28 +178,6 @@ class BybitStreamServer(LoopbackWebsocketServer):
             Index in the script of the last frame sent before the cut.
         """
         self._drops.add(index)
-
-    def gap_at(self, index: int) -> None:
-        """Never send script frame ``index`` (a delta): the client sees its update id jump.
-
-        Parameters
-        ----------
-        index : int
-            Index in the script of the delta to leave out.
-        """
-        self._gaps.add(index)
-
-    def inject_after(self, index: int, text: str) -> None:
-        """Send ``text`` as one frame, as is (topic routing skipped), right after script frame ``index``.
-
-        Parameters
-        ----------
-        index : int
-            Index in the script of the frame sent before it.
-        text : str
-            The frame, e.g. a truncated or ill-typed copy of a real one.
-        """
-        self._inject.setdefault(index, []).append(text)
 
     def stall_after(self, index: int) -> None:
         """Stop sending data on the connection after script frame ``index`` (pings are still answered).

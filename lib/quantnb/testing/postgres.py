@@ -215,7 +215,7 @@ def postgres_server(**kwargs: object) -> Iterator[PostgresServer]:
     PostgresServer
         The running server.
     """
-    server = start_postgres(**kwargs)  # type: ignore[arg-type]
+    server = start_postgres(**kwargs)
     try:
         yield server
     finally:
