@@ -75,6 +75,7 @@ def test_every_probability_an_agent_fold_trains_on_comes_from_a_model_whose_labe
     emb = dt.timedelta(minutes=EMBARGO_MIN)
     folds = metrics["walk_forward"]["folds"] if "walk_forward" in metrics else rec["results"]["walk_forward_folds"]
     assert [f["fold"] for f in folds] == [1, 2]  # fold 0 (training on block 0, no out-of-fold probability) left out
+    assert [f["fold"] for f in rec["metrics"]["tear_sheet"]["folds"]] == [1, 2]  # the plot names the same folds
     for f in folds:
         lo = _utc(f["train_start"])
         train = prov.filter((pl.col("ts") >= lo) & (pl.col("ts") < _utc(f["train_end"])))

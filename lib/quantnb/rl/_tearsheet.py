@@ -47,7 +47,8 @@ def _rolling_sharpe(r: np.ndarray, window: int) -> np.ndarray:
 
 
 def tear_sheet_data(folds: list[EvaluationResult], stitched: EvaluationResult, seed_results: list[EvaluationResult],
-                    seeds: list[int], *, null_seed: int, n_shifts: int = 999) -> dict[str, Any]:
+                    seeds: list[int], *, null_seed: int, n_shifts: int = 999,
+                    fold_ids: list[int] | None = None) -> dict[str, Any]:
     """Return the tear sheet's figures as a compact, JSON-ready dict (what :func:`plot_tear_sheet` draws).
 
     Parameters
@@ -64,6 +65,9 @@ def tear_sheet_data(folds: list[EvaluationResult], stitched: EvaluationResult, s
         Seed of the shift null, the one the evaluation's ``timing_null`` used (the same draws).
     n_shifts : int, default 999
         Shifts of the null, as the evaluation drew them.
+    fold_ids : list of int, optional
+        The walk-forward folds' numbers, as the run's log and fold table give them (folds left out
+        are skipped); default 0, 1, ...
 
     Returns
     -------
@@ -90,7 +94,7 @@ def tear_sheet_data(folds: list[EvaluationResult], stitched: EvaluationResult, s
     for k, f in enumerate(folds):
         idx = _pick(len(f.bar_ts))
         out["folds"].append({
-            "fold": k, "minute": _minutes(f.bar_ts, start, idx),
+            "fold": k if fold_ids is None else fold_ids[k], "minute": _minutes(f.bar_ts, start, idx),
             "agent": [_g(v) for v in f.equity_usd[idx] / f.equity_usd[0]],
             "buy_and_hold": [_g(v) for v in f.buy_and_hold_equity_usd[idx] / f.buy_and_hold_equity_usd[0]],
             "return_frac": _g(f.agent.total_return_frac), "bh_return_frac": _g(f.buy_and_hold.total_return_frac)})

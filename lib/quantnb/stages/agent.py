@@ -304,7 +304,7 @@ def run_agent(params: AgentParams) -> AgentResult:
         fits, ev = per_seed[0]  # the bundle and the table: the first seed's
         trained, scaler, _ = fits[-1]
         _plot(ev, plot)
-        sheet, sheet_png = _tear_sheet(ctx, fits, ev, per_seed, seeds)
+        sheet, sheet_png = _tear_sheet(ctx, fits, ev, per_seed, seeds, fold_ids)
         metrics = ev.metrics_dict()
         flat = ev.flat_metrics()
         table = ev.summary_frame()
@@ -320,8 +320,9 @@ def run_agent(params: AgentParams) -> AgentResult:
             logger.info("Across {} seeds:\n{}", len(seeds), seed_table)
         if params.baseline_agent_id:
             table = _with_baseline(table, ctx.root / "runs" / params.baseline_agent_id, str(eval_start))
+        # the table, row by row, to the session log only (the notebook renders it once, as a table)
         for line in table.iter_rows(named=True):  # e.g. "eval total_return_frac: agent -0.01571 | buy_and_hold 0.07263"
-            logger.info("eval {}: {}", line["metric"], " | ".join(
+            logger.debug("eval {}: {}", line["metric"], " | ".join(
                 _fmt_metric(k, v) for k, v in line.items() if k != "metric"))
         train_start, train_end, last_start, last_end = spans[-1]
         meta = AgentMetadata(
@@ -474,11 +475,13 @@ def _plot(ev: Any, path: Path) -> None:
     plot_equity_curve(ev, path)
 
 
-def _tear_sheet(ctx: Any, fits: list[Any], ev: Any, per_seed: list[Any], seeds: list[int]) -> tuple[dict, Path]:
+def _tear_sheet(ctx: Any, fits: list[Any], ev: Any, per_seed: list[Any], seeds: list[int],
+                fold_ids: list[int]) -> tuple[dict, Path]:
     """Compute the tear sheet's data (for run.json metrics) and draw it to debug_plots/<run id>/tear_sheet.png."""
     from quantnb.rl._tearsheet import plot_tear_sheet, tear_sheet_data
 
-    sheet = tear_sheet_data([f[2] for f in fits], ev, [e for _, e in per_seed], seeds, null_seed=seeds[0])
+    sheet = tear_sheet_data([f[2] for f in fits], ev, [e for _, e in per_seed], seeds, null_seed=seeds[0],
+                            fold_ids=fold_ids if len(fits) > 1 else None)
     png = plot_tear_sheet(sheet, ctx.root / "debug_plots" / ctx.run_id / "tear_sheet.png", title=ctx.run_id)
     return sheet, png
 
@@ -495,9 +498,11 @@ def _with_baseline(table: pl.DataFrame, bundle_dir: Path, eval_start: str) -> pl
 
     meta = load_agent_bundle(bundle_dir).metadata
     base = meta.metrics.get("agent") or {}
-    if meta.data_span.get("eval", [None])[0] != eval_start:
+    folds = (meta.metrics.get("walk_forward") or {}).get("folds") or []  # walk-forward: evaluated from its first fold
+    base_start = folds[0].get("test_start") if folds else meta.data_span.get("eval", [None])[0]
+    if base_start != eval_start:
         logger.warning("baseline agent {} was evaluated from {}, this agent from {}: the columns are not comparable",
-                       bundle_dir.name, meta.data_span.get("eval", [None])[0], eval_start)
+                       bundle_dir.name, base_start, eval_start)
     col = pl.Series("baseline_agent", [float(base[m]) if base.get(m) is not None else None for m in table["metric"]],
                     pl.Float64)
     return table.select("metric", "agent").with_columns(col).hstack(table.select("buy_and_hold"))
