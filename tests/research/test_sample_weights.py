@@ -71,3 +71,22 @@ def test_prepare_datasets_passes_the_labels_weights(btc_bars: pl.DataFrame) -> N
     with pytest.raises(ConfigError, match="weight_col"):
         prepare_datasets(labelled.drop("uniqueness"), seq_len=8, train_frac=0.6, val_frac=0.2, lookahead_min=30,
                          weight_col="uniqueness")
+
+
+def test_sequential_bootstrap_weights_are_the_draw_counts_of_the_training_labels(btc_bars: pl.DataFrame) -> None:
+    """AFML 4.5 as a training option: each training row weighs (times drawn) x (its label weight); val/test do not."""
+    from quantnb.research import sequential_bootstrap
+
+    labelled = label_events(btc_bars.head(3000), "triple_barrier", max_holding_min=30)
+    kw = {"seq_len": 8, "train_frac": 0.6, "val_frac": 0.2, "lookahead_min": 30}
+    data = prepare_datasets(labelled, **kw, weight_col="uniqueness", bootstrap_seed=7)
+    train = data.splits.train
+    drawable = train.with_row_index("_row").filter(pl.col("label").is_not_null() & pl.col("t1").is_not_null())
+    counts = np.bincount(drawable["_row"].to_numpy()[sequential_bootstrap(drawable.select("ts", "t1"), seed=7)],
+                         minlength=train.height)
+    assert data.train.weights == pytest.approx(counts * train["uniqueness"].fill_null(0.0).to_numpy())
+    assert (data.train.weights == 0).any() and (counts > 1).any()  # some labels left out, some drawn twice
+    assert data.val.weights == pytest.approx(data.splits.val["uniqueness"].fill_null(0.0).to_numpy())
+    again = prepare_datasets(labelled, **kw, weight_col="uniqueness", bootstrap_seed=7)
+    assert np.array_equal(again.train.weights, data.train.weights)  # seeded
+    assert not np.array_equal(prepare_datasets(labelled, **kw, bootstrap_seed=8).train.weights, counts)

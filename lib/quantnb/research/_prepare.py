@@ -10,6 +10,7 @@ from loguru import logger
 
 from quantnb.errors import ConfigError
 from quantnb.features import FeatureScaler
+from quantnb.research._afml import sequential_bootstrap
 from quantnb.research._dataset import WindowDataset
 from quantnb.research._features import build_features, feature_columns
 from quantnb.research._labels import LABEL_NAMES, format_distribution, label_distribution
@@ -67,6 +68,7 @@ def prepare_datasets(
     weight_col: str | None = None,
     class_names: Sequence[str] = LABEL_NAMES,
     extra_features: Sequence[str] = (),
+    bootstrap_seed: int | None = None,
 ) -> PreparedData:
     """Build features, split chronologically with an embargo, fit the scaler on train, index windows.
 
@@ -95,6 +97,10 @@ def prepare_datasets(
         Columns of ``labelled`` fed to the model as they are (scaled like the others) after the
         registry's features, e.g. ``("side",)``: the primary's side for a meta-labelling secondary
         model (AFML 3.6); a null makes its row unusable.
+    bootstrap_seed : int, optional
+        Draw the training labels by sequential bootstrap (AFML 4.5, seeded) and weight each
+        training window by how often its label was drawn (times ``weight_col``'s weight): the
+        loss then sees a sample closer to independent; needs ``t1``. Default: every label once.
 
     Raises
     ------
@@ -115,8 +121,11 @@ def prepare_datasets(
     splits = chronological_split(frame, train_frac=train_frac, val_frac=val_frac,
                                  lookahead_min=lookahead_min, embargo_min=embargo_min)
     scaler = FeatureScaler.fit(splits.train, names)
-    sets = [WindowDataset.from_frame(part, scaler, seq_len, weight_col=weight_col)
-            for part in (splits.train, splits.val, splits.test)]
+    train, train_weight = splits.train, weight_col
+    if bootstrap_seed is not None:
+        train, train_weight = _bootstrap_weighted(train, weight_col, bootstrap_seed), _BOOTSTRAP_COL
+    sets = [WindowDataset.from_frame(part, scaler, seq_len, weight_col=w)
+            for part, w in ((train, train_weight), (splits.val, weight_col), (splits.test, weight_col))]
     for name, ds in zip(("train", "val", "test"), sets, strict=True):
         if len(ds) == 0:
             raise ConfigError(f"seq_len: {seq_len} leaves no window in the {name} split "
@@ -141,3 +150,18 @@ def _distribution(ds: WindowDataset, names: tuple[str, ...]) -> dict[str, float]
         return label_distribution(dict(zip(LABEL_NAMES, counts.tolist(), strict=True)))
     total = int(counts.sum())
     return {k: (int(c) / total if total else 0.0) for k, c in zip(names, counts, strict=True)}
+
+
+_BOOTSTRAP_COL = "_sequential_bootstrap_weight"
+
+
+def _bootstrap_weighted(train: pl.DataFrame, weight_col: str | None, seed: int) -> pl.DataFrame:
+    """Add the draw count of each labelled row (sequential bootstrap) times its weight as :data:`_BOOTSTRAP_COL`."""
+    rows = train.with_row_index("_row").filter(pl.col("label").is_not_null() & pl.col("t1").is_not_null())
+    draws = sequential_bootstrap(rows.select("ts", "t1"), seed=seed)
+    counts = np.zeros(train.height)
+    np.add.at(counts, rows["_row"].to_numpy()[draws], 1.0)
+    base = train[weight_col].fill_null(0.0).to_numpy() if weight_col else 1.0
+    logger.info("dataset/train: sequential bootstrap drew {} of {} labels at least once (seed {})",
+                int((counts > 0).sum()), rows.height, seed)
+    return train.with_columns(pl.Series(_BOOTSTRAP_COL, counts * base))

@@ -75,6 +75,9 @@ class TrainingParams(LabelledDataParams):
     sample_weight_col: SampleWeightCol = Field(
         None, description="Weigh each window's loss by its label's AFML uniqueness or return-attribution weight "
                           "(columns of the labelling stage); None: unweighted.")
+    sequential_bootstrap: bool = Field(
+        False, description="Weigh each training window by how often AFML's sequential bootstrap (ch. 4.5, seeded by "
+                           "seed) draws its label, times sample_weight_col's weight; False: every label once.")
     train_frac: float = Field(0.7, gt=0, lt=1, description="Chronological train fraction.")
     val_frac: float = Field(0.15, gt=0, lt=1, description="Chronological validation fraction.")
     seed: int = Field(TrainConfig.seed, ge=0, description="Seed of weights init, data order and "
@@ -249,7 +252,8 @@ def run_training(params: TrainingParams) -> TrainingResult:
                                 val_frac=params.val_frac, lookahead_min=int(label_cfg["lookahead_min"]),
                                 weight_col=params.sample_weight_col,
                                 class_names=META_LABEL_NAMES if meta else LABEL_NAMES,
-                                extra_features=("side",) if meta else ())  # the secondary sees the primary's side
+                                extra_features=("side",) if meta else (),  # the secondary sees the primary's side
+                                bootstrap_seed=params.seed if params.sequential_bootstrap else None)
         seed_everything(params.seed)
         arch = ModelConfig(**{f: hp[f] for f in ModelConfig.__dataclass_fields__})
         model = HybridTCNLSTM(len(data.features), **dataclasses.asdict(arch), n_classes=len(data.class_names))
