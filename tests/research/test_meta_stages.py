@@ -91,4 +91,10 @@ def test_training_a_secondary_model_on_meta_labels_reports_precision_and_sizing(
     assert "Net return per trade" in printed
     html = res._repr_html_()
     assert "Meta-labelling (test split" in html and "precision on TAKE" in html and "net return per trade" in html
+    from quantnb.errors import ConfigError
+    from quantnb.stages.optimization import OptimizationParams, run_optimization
+
+    with pytest.raises(ConfigError, match="meta-labels .* not searched by the optimization stage"):
+        run_optimization(OptimizationParams(project_dir=str(root), console_level=None, n_trials=1,
+                                            labelled_dir=lab.output_dir.relative_to(root).as_posix()))
 

@@ -428,6 +428,10 @@ def run_optimization(params: OptimizationParams) -> OptimizationResult:
     with start_run(params) as ctx:
         logger.info("Labelled data: {}", params.labelled_source())
         labelled, label_cfg = load_labelled(ctx.root, params.labelled_dir)
+        if label_cfg.get("method") == "meta":  # its trials would fit 3 classes without the primary's side
+            raise ConfigError(f"labelled_dir={params.labelled_dir}: meta-labels (SKIP/TAKE on a primary side) are not "
+                              "searched by the optimization stage yet; train the secondary model with the training "
+                              "stage (its hyper-parameters as fields, or best_params_path of a fixed-horizon study)")
         if params.sample_weight_col and params.sample_weight_col not in labelled.columns:
             raise ConfigError(f"sample_weight_col={params.sample_weight_col!r}: the labels in {params.labelled_dir} "
                               f"have no such column (labelled before the AFML weights); label them again with the "
