@@ -77,6 +77,21 @@ def test_quantnb_run_record_executes_the_notebook_then_resumes_with_another_stop
     assert ing.quality.resyncs == 1 and not ing.book.is_crossed  # the new connection's snapshot rebuilt the book
 
 
+def test_frames_arriving_after_max_messages_are_neither_recorded_nor_reported(tmp_path):
+    """An unpaced stream: frames keep arriving while the recorder stops; run.json's count is max_messages."""
+    from quantnb.record import Recorder
+
+    with BybitStreamServer(load_bybit_frames()[:150]) as srv:  # unpaced: many frames per read
+        rec = Recorder(config(tmp_path, venue="bybit", market="linear", symbols=(SYMBOL,), channels=("book",),
+                              ws_url=srv.url(), max_messages=30))
+        rec.run()
+    rep = rec.report()
+    assert rec.stopped_by == "max_messages" and rep["messages"] == 30 and rep["received"] >= 30
+    raw = tmp_path / "raw" / f"2026-08-09_{SYMBOL}_ob200.data"
+    assert len(raw.read_bytes().splitlines()) == 30
+    assert read_events(tmp_path / "parquet")["update_id"].n_unique() == 30
+
+
 def test_reconnect_backoff_is_exponential_with_full_jitter():
     from quantnb.record import backoff_s
 

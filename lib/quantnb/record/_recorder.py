@@ -449,14 +449,19 @@ class Recorder:
         return out
 
     def report(self) -> dict[str, Any]:
-        """Counters per symbol, totals, messages/s over the run, bytes per sink (JSON-ready)."""
+        """Counters per symbol, totals, messages/s over the run, bytes per sink (JSON-ready).
+
+        ``messages`` is the frames recorded (exactly ``max_messages`` when that stopped the run);
+        ``received`` also counts the frames that arrived after the stop and were not recorded.
+        """
         elapsed = max(time.monotonic() - self._t0, 1e-9)
-        out: dict[str, Any] = {
-            "messages": self.messages, "elapsed_s": round(elapsed, 3), "msgs_per_s": round(self.messages / elapsed, 1),
-            "sink_bytes": self.sink_bytes(), "per_symbol": self.counters.to_dict(),
-        }
+        out: dict[str, Any] = {"elapsed_s": round(elapsed, 3), "sink_bytes": self.sink_bytes(),
+                               "per_symbol": self.counters.to_dict()}
         for f in Counters.FIELDS:
             out[f] = self.counters.total(f)
+        out["received"] = out["messages"]  # the clients' count, frames after the stop included
+        out["messages"] = self.messages
+        out["msgs_per_s"] = round(self.messages / elapsed, 1)
         if self.parquet is not None:
             out["shards"] = self.parquet.n
             out["parquet_rows"] = self.parquet.rows
