@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from quantnb._lazy import defer_rfc3987_syntax
+
+defer_rfc3987_syntax()  # the tests import nbformat (jsonschema): no IRI grammar built unless a test checks an IRI
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "data" / "samples"
 PYTHON = sys.executable
