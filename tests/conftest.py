@@ -35,6 +35,23 @@ def project(tmp_path: Path) -> Path:
     return make_project(tmp_path / "proj")
 
 
+@pytest.fixture(scope="session")
+def _cli_agent_bundle(tmp_path_factory) -> tuple[Path, str]:
+    """ETL of the BTC-PERP month and a tiny SAC agent through the CLI, once per test session."""
+    from tests.stages.test_trading_stages import _agent_bundle
+
+    return _agent_bundle(tmp_path_factory.mktemp("cli-agent"))
+
+
+@pytest.fixture
+def agent_project(_cli_agent_bundle, tmp_path: Path) -> tuple[Path, str]:
+    """A copy of the session's CLI-trained agent project for one test: (root, train_id)."""
+    root, train_id = _cli_agent_bundle
+    copy = tmp_path / "proj"
+    shutil.copytree(root, copy, symlinks=True)  # data/samples stays a link
+    return copy, train_id
+
+
 def run_cli(
     *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess:

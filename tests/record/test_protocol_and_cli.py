@@ -149,9 +149,13 @@ def test_wss_records_over_tls_and_an_untrusted_certificate_is_refused(tmp_path, 
                               channels=("book",), ws_url=srv.url(), backoff_base_s=0.05))
         t = threading.Thread(target=rec.run, daemon=True)
         t.start()
-        time.sleep(2.0)
+        deadline = time.monotonic() + 60  # until a refused handshake was retried: no fixed sleep racing the thread
+        while time.monotonic() < deadline and not (rec.counters.total("reconnects") >= 1 and any(
+                "CERTIFICATE_VERIFY_FAILED" in w for w in warnings)):
+            time.sleep(0.05)
         rec.request_stop()
         t.join(30)
+        assert not t.is_alive(), "a stop request during the reconnect loop was lost"
         assert rec.messages == 0 and srv.subscriptions == [] and rec.counters.total("reconnects") >= 1
     logger.remove(sink)
     assert any("CERTIFICATE_VERIFY_FAILED" in w and "SSL_CERT_FILE" in w for w in warnings), warnings

@@ -333,10 +333,7 @@ class Recorder:
         finally:
             self._stop.set()  # the flusher finishes a flush in progress and returns
             for t in (client_task, reporter, *waiters):
-                t.cancel()
-            for t in (client_task, reporter, *waiters):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
+                await _cancel(t)
             with contextlib.suppress(Exception):
                 await flusher
             try:
@@ -499,3 +496,17 @@ class Recorder:
                         c["reconnects"], c["messages"])
         if self.on_progress is not None:
             self.on_progress(rep)
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait until it ends; cancel again while it runs on.
+
+    Python 3.11's ``asyncio.wait_for`` can swallow a cancellation that arrives as the awaited
+    call fails (a refused TLS handshake): the client then sleeps its backoff and reconnects as if
+    nothing happened, and a stop request would wait forever.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=0.5)
+    if not task.cancelled():
+        task.exception()  # retrieved: no "exception was never retrieved" at exit
