@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from quantnb._lazy import defer_rfc3987_syntax
+
+defer_rfc3987_syntax()  # the tests import nbformat (jsonschema): no IRI grammar built unless a test checks an IRI
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "data" / "samples"
 PYTHON = sys.executable
@@ -29,6 +33,23 @@ def make_project(root: Path) -> Path:
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     return make_project(tmp_path / "proj")
+
+
+@pytest.fixture(scope="session")
+def _cli_agent_bundle(tmp_path_factory) -> tuple[Path, str]:
+    """ETL of the BTC-PERP month and a tiny SAC agent through the CLI, once per test session."""
+    from tests.stages.test_trading_stages import _agent_bundle
+
+    return _agent_bundle(tmp_path_factory.mktemp("cli-agent"))
+
+
+@pytest.fixture
+def agent_project(_cli_agent_bundle, tmp_path: Path) -> tuple[Path, str]:
+    """A copy of the session's CLI-trained agent project for one test: (root, train_id)."""
+    root, train_id = _cli_agent_bundle
+    copy = tmp_path / "proj"
+    shutil.copytree(root, copy, symlinks=True)  # data/samples stays a link
+    return copy, train_id
 
 
 def run_cli(

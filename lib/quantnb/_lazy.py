@@ -13,11 +13,12 @@ import ast
 import importlib
 import importlib.util
 import sys
+import types
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["attach"]
+__all__ = ["attach", "defer_rfc3987_syntax"]
 
 
 def _type_checking_imports(package: str) -> dict[str, tuple[str, str]]:
@@ -84,3 +85,30 @@ def attach(package: str, names: Mapping[str, str] | None = None,
         return sorted(set(vars(sys.modules[package])) | set(lazy))
 
     return __getattr__, __dir__
+
+
+def defer_rfc3987_syntax() -> None:
+    """Let ``import jsonschema`` (papermill, nbformat) skip building rfc3987-syntax's IRI parser until it is used.
+
+    jsonschema imports ``rfc3987_syntax`` for its ``iri`` formats, and that module compiles an
+    Earley grammar (lark) at import time: 2-3 s of CPU on an idle machine, 10+ s on a busy one, in
+    every ``quantnb run`` process. A stand-in module is registered instead; its
+    ``is_valid_syntax`` imports the real module on its first call, so IRI checks behave exactly
+    as before. Call it before jsonschema is imported; it does nothing if rfc3987-syntax is absent
+    or already imported.
+    """
+    name = "rfc3987_syntax"
+    if name in sys.modules or importlib.util.find_spec(name) is None:
+        return
+    stub = types.ModuleType(name, "Stand-in for rfc3987_syntax: the real module loads on first use.")
+    real: list[Callable[[str, str], bool]] = []
+
+    def is_valid_syntax(term: str, value: str) -> bool:
+        if not real:
+            if sys.modules.get(name) is stub:
+                del sys.modules[name]
+            real.append(importlib.import_module(name).is_valid_syntax)
+        return real[0](term, value)
+
+    stub.is_valid_syntax = is_valid_syntax  # type: ignore[attr-defined]
+    sys.modules[name] = stub

@@ -77,6 +77,21 @@ def test_quantnb_run_record_executes_the_notebook_then_resumes_with_another_stop
     assert ing.quality.resyncs == 1 and not ing.book.is_crossed  # the new connection's snapshot rebuilt the book
 
 
+def test_frames_arriving_after_max_messages_are_neither_recorded_nor_reported(tmp_path):
+    """An unpaced stream: frames keep arriving while the recorder stops; run.json's count is max_messages."""
+    from quantnb.record import Recorder
+
+    with BybitStreamServer(load_bybit_frames()[:150]) as srv:  # unpaced: many frames per read
+        rec = Recorder(config(tmp_path, venue="bybit", market="linear", symbols=(SYMBOL,), channels=("book",),
+                              ws_url=srv.url(), max_messages=30))
+        rec.run()
+    rep = rec.report()
+    assert rec.stopped_by == "max_messages" and rep["messages"] == 30 and rep["received"] >= 30
+    raw = tmp_path / "raw" / f"2026-08-09_{SYMBOL}_ob200.data"
+    assert len(raw.read_bytes().splitlines()) == 30
+    assert read_events(tmp_path / "parquet")["update_id"].n_unique() == 30
+
+
 def test_refused_reconnects_wait_the_policys_full_jitter_draws_and_are_counted():
     """Each wait is a full-jitter draw from [0, min(cap, base * 2**(n-1))] (Brooker, AWS 2015), from the policy."""
     import asyncio
@@ -159,9 +174,13 @@ def test_wss_records_over_tls_and_an_untrusted_certificate_is_refused(tmp_path, 
                               channels=("book",), ws_url=srv.url(), backoff_base_s=0.05))
         t = threading.Thread(target=rec.run, daemon=True)
         t.start()
-        time.sleep(2.0)
+        deadline = time.monotonic() + 60  # until a refused handshake was retried: no fixed sleep racing the thread
+        while time.monotonic() < deadline and not (rec.counters.total("reconnects") >= 1 and any(
+                "CERTIFICATE_VERIFY_FAILED" in w for w in warnings)):
+            time.sleep(0.05)
         rec.request_stop()
         t.join(30)
+        assert not t.is_alive(), "a stop request during the reconnect loop was lost"
         assert rec.messages == 0 and srv.subscriptions == [] and rec.counters.total("reconnects") >= 1
     logger.remove(sink)
     assert any("CERTIFICATE_VERIFY_FAILED" in w and "SSL_CERT_FILE" in w for w in warnings), warnings

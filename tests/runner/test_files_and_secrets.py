@@ -71,6 +71,8 @@ def test_a_quarantined_secret_line_reaches_no_file_and_files_honour_the_umask(tm
     for path in written:
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, (path, oct(path.stat().st_mode))
     assert not [p for p in files if p.name.endswith(".tmp")]
+    if secret != NASTY:
+        return  # the resume below is one path for both secrets: run it with the harder one
     # resume of the finished run: still no temporary file
     again = _quantnb(root, "run", "etl", "--resume", run_id, env={"FOO_SECRET": secret})
     assert again.returncode == 0, again.stderr[-3000:]

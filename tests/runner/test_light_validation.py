@@ -41,3 +41,22 @@ def test_lazy_packages_still_export_every_name():
         assert set(pkg.__all__) <= set(dir(pkg))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         quantnb.rl.nope  # noqa: B018
+
+
+_RUNNER_PROBE = """
+import json, sys
+import quantnb.runner._execute  # papermill, nbformat, jsonschema: what every `quantnb run` imports
+import jsonschema
+grammar_built = "lark" in sys.modules
+checker = jsonschema.FormatChecker()
+print(json.dumps([grammar_built, checker.conforms("https://example.org/a", "iri"), checker.conforms("::x", "iri"),
+                  "lark" in sys.modules]))
+"""
+
+
+def test_the_runner_builds_no_iri_grammar_at_start_and_iri_formats_are_still_checked():
+    out = subprocess.run([sys.executable, "-c", _RUNNER_PROBE], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    built_at_import, valid_ok, invalid_ok, built_on_use = json.loads(out.stdout.splitlines()[-1])
+    assert not built_at_import, "rfc3987-syntax's Earley grammar is compiled at every `quantnb run` start"
+    assert valid_ok and not invalid_ok and built_on_use  # the real checker, loaded on first use

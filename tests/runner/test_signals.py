@@ -37,13 +37,20 @@ def test_signal_to_runner_interrupts_the_kernel_and_resume_completes(project, si
     record = json.loads((project / "runs" / run_id / "run.json").read_text())
     assert record["status"] == "interrupted"
     ckpt = json.loads(ckpt_path.read_text())
-    assert ckpt["status"] == "interrupted" and 1 <= len(ckpt["completed"]) < 8
+    if ckpt["status"] != "interrupted":  # the kernel never wrote the run's end: say where it stopped (CI flake)
+        log = project / "logs" / "etl" / f"{run_id}.log"
+        tail = log.read_text()[-3000:] if log.exists() else "(no session log)"
+        pytest.fail(f"checkpoint {ckpt['status']!r}, run.json {record['status']!r}; runner stderr:\n{err[-2000:]}"
+                    f"\nsession log tail:\n{tail}")
+    assert 1 <= len(ckpt["completed"]) < 8
     for item in ckpt["completed"]:  # consistent: every committed item has its shard on disk, whole
         pl.read_parquet(project / "runs" / run_id / "parts" / f"{shard_stem(item)}.parquet")
     nb = nbformat.read(project / "runs" / run_id / "etl.ipynb", as_version=4)
     assert any(o.get("ename") == "KeyboardInterrupt" for c in nb.cells for o in c.get("outputs", []))
     log = (project / "logs" / "etl" / f"{run_id}.log").read_text()
     assert "interrupted" in log and f"--resume {run_id}" in log
+    if signum != signal.SIGTERM:
+        return  # the resume of an interrupted run is one path whatever the signal: run once (SIGTERM)
     done = run_cli("run", "etl", "--resume", run_id, cwd=project)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Resume: skipping" in (project / "logs" / "etl" / f"{run_id}.log").read_text()
@@ -51,10 +58,8 @@ def test_signal_to_runner_interrupts_the_kernel_and_resume_completes(project, si
 
 
 @pytest.mark.slow
-def test_sigterm_stops_a_live_session_in_order_and_records_its_statistics(tmp_path):
-    from tests.stages.test_trading_stages import _agent_bundle
-
-    root, train_id = _agent_bundle(tmp_path)
+def test_sigterm_stops_a_live_session_in_order_and_records_its_statistics(agent_project):
+    root, train_id = agent_project
     proc, run_id = _start(root, "run", "live", "-p", "train_id", train_id, "-p", "replay_speed", "3000")
     registro_dir = root / "runs" / train_id / "produccion"
     deadline = time.monotonic() + 60

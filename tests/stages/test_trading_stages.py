@@ -40,8 +40,8 @@ def _agent_bundle(tmp_path: Path) -> tuple[Path, str]:
 
 
 @pytest.mark.slow
-def test_agent_then_replay_session_audit_emergency_and_no_secret_anywhere(tmp_path):
-    root, train_id = _agent_bundle(tmp_path)
+def test_agent_then_replay_session_audit_emergency_and_no_secret_anywhere(agent_project):
+    root, train_id = agent_project
     agent_dir = root / "runs" / train_id
     for name in ("config_metadata.yaml", "scaler.json", "sac_model.zip"):
         assert (agent_dir / name).exists(), name

@@ -338,10 +338,7 @@ class Recorder:
         finally:
             self._stop.set()  # the flusher finishes a flush in progress and returns
             for t in (client_task, reporter, *waiters):
-                t.cancel()
-            for t in (client_task, reporter, *waiters):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
+                await _cancel(t)
             with contextlib.suppress(Exception):
                 await flusher
             try:
@@ -454,14 +451,19 @@ class Recorder:
         return out
 
     def report(self) -> dict[str, Any]:
-        """Counters per symbol, totals, messages/s over the run, bytes per sink (JSON-ready)."""
+        """Counters per symbol, totals, messages/s over the run, bytes per sink (JSON-ready).
+
+        ``messages`` is the frames recorded (exactly ``max_messages`` when that stopped the run);
+        ``received`` also counts the frames that arrived after the stop and were not recorded.
+        """
         elapsed = max(time.monotonic() - self._t0, 1e-9)
-        out: dict[str, Any] = {
-            "messages": self.messages, "elapsed_s": round(elapsed, 3), "msgs_per_s": round(self.messages / elapsed, 1),
-            "sink_bytes": self.sink_bytes(), "per_symbol": self.counters.to_dict(),
-        }
+        out: dict[str, Any] = {"elapsed_s": round(elapsed, 3), "sink_bytes": self.sink_bytes(),
+                               "per_symbol": self.counters.to_dict()}
         for f in Counters.FIELDS:
             out[f] = self.counters.total(f)
+        out["received"] = out["messages"]  # the clients' count, frames after the stop included
+        out["messages"] = self.messages
+        out["msgs_per_s"] = round(self.messages / elapsed, 1)
         if self.parquet is not None:
             out["shards"] = self.parquet.n
             out["parquet_rows"] = self.parquet.rows
@@ -499,3 +501,17 @@ class Recorder:
                         c["reconnects"], c["messages"])
         if self.on_progress is not None:
             self.on_progress(rep)
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait until it ends; cancel again while it runs on.
+
+    Python 3.11's ``asyncio.wait_for`` can swallow a cancellation that arrives as the awaited
+    call fails (a refused TLS handshake): the client then sleeps its backoff and reconnects as if
+    nothing happened, and a stop request would wait forever.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=0.5)
+    if not task.cancelled():
+        task.exception()  # retrieved: no "exception was never retrieved" at exit

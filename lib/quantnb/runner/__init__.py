@@ -9,6 +9,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from quantnb._lazy import defer_rfc3987_syntax
+
+defer_rfc3987_syntax()  # papermill imports jsonschema: seconds of grammar building at every `quantnb run` start
+
 if TYPE_CHECKING:
     from quantnb.runner._execute import RunOutcome, resolve_params, run_stage
     from quantnb.runner._pipeline import PipelineResult, run_pipeline
