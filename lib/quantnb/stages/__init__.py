@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 
+import quantnb.display  # noqa: F401 - every run of a stage gets the progress widget and the one-line interrupt
 from quantnb.config import StageParams
 from quantnb.errors import ConfigError
 
