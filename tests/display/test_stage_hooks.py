@@ -16,7 +16,7 @@ print(sorted(h.__name__ for h in START_HOOKS), sorted(h.__name__ for h in INTERR
 
 
 def test_every_stage_module_registers_the_display_hooks_on_its_own():
-    """A notebook imports one stage module (e.g. download): its runs must still show progress (a lab test caught this)."""
+    """A notebook imports one stage module (e.g. download): its runs still show progress (a lab test caught it)."""
     for stage, target in STAGES.items():
         module = target.split(":")[0]
         out = subprocess.run([sys.executable, "-c", _PROBE, module], capture_output=True, text=True, timeout=120)
