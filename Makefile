@@ -26,7 +26,7 @@ demo: venv
 test: venv
 	bash scripts/system-deps.sh  # Debian's chromium and postgresql, when missing
 	$(BIN)/ruff check lib tests benchmarks
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25  # the slowest tests, for keeping the suite near 15 min
 
 lab: venv
 	$(BIN)/python -m quantnb.lab

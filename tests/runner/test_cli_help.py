@@ -19,7 +19,7 @@ def test_quantnb_help_shows_no_restructuredtext_markup(project):
 @pytest.mark.parametrize(("stage", "first_line", "param_line", "help_text"), [
     ("etl", "ETL stage: raw exchange files", "output_dir : str = 'data/processed'", "an absolute folder"),
     ("labelling", "Labelling stage: SELL / NEUTRAL / BUY", "lookahead_min : int > 0 = 60", "Forward-return horizon"),
-    ("live", "Live stage: the trader", "max_drawdown_frac : float > 0 < 1 = 0.2", "emergency protocol"),
+    ("live", "Live stage: the trader", "max_drawdown_frac : float = 0.2", "emergency protocol, in (0, 1)"),
 ])
 def test_a_stages_help_lists_its_description_parameters_and_exit_codes(project, stage, first_line, param_line,
                                                                         help_text):
