@@ -40,8 +40,9 @@ def test_a_dead_pool_process_is_an_executor_error_not_an_item_error(tmp_path):
     try:
         ex.submit("ok", _ok_or_bad, 1)  # two tasks: one task alone runs in this process
         ex.submit("dies", os._exit, 3)
+        # the exit code when the driver saw the process die; "died" when the pool had already dropped it (under load)
         with pytest.raises(ExecutorError, match=r"worker pool crashed while processing dies \(its worker process "
-                                                r"\d+ exited with code 3\)"):
+                                                r"\d+ (exited with code 3|died)\)"):
             for done in ex.as_completed():
                 done.result()
     finally:

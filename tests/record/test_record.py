@@ -268,14 +268,15 @@ def test_sinks_behind_the_stream_pause_reading_and_lose_nothing(tmp_path, monkey
 
     slow = ParquetSink.write_batch
 
-    def write_slowly(self, batch):  # a disk slower than the stream: the shard is written once 2 batches wait behind it
+    def write_slowly(self, batch):  # a slow disk: the shard is written once 2 batches wait behind it (the pause)
         deadline = _time.monotonic() + 10.0
-        while self.pending < 2 * 20 + 1 and _time.monotonic() < deadline and len(srv.sent) < N_FRAMES:
+        while self.pending < 2 * 20 and _time.monotonic() < deadline and len(srv.sent) < N_FRAMES:
             _time.sleep(0.01)
         return slow(self, batch)
 
     monkeypatch.setattr(ParquetSink, "write_batch", write_slowly)
-    with BybitStreamServer() as srv:
+    # paced (about 2 s for the sample): an unpaced burst can be read whole before the first flush starts
+    with BybitStreamServer(message_delay_s=0.005) as srv:
         rec = record_until_done(config(tmp_path, venue="bybit", market="linear", symbols=(SYMBOL,), channels=("book",),
                                        ws_url=srv.url(), max_batch_frames=20, flush_every_s=5.0), srv)
         sent = list(srv.sent)

@@ -105,6 +105,8 @@ class LocalExecutor:
         running = {pid: self._marker(pid) for pid in dead}
         culprits = [f"{running[pid]} (its worker process {pid} {_exit_text(c)})" if running[pid]
                     else f"no file (worker process {pid} {_exit_text(c)} between files)" for pid, c in first.items()]
+        if not culprits:  # the pool dropped its process table before the driver saw the death: the notes remain
+            culprits = [f"{key} (its worker process {pid} died)" for pid, key in self._left_notes().items()]
         others = sorted(k for pid, k in running.items() if k and pid not in first)
         return ExecutorError(
             f"the local worker pool crashed while processing {'; '.join(culprits) or 'an unknown file'}"
@@ -112,6 +114,12 @@ class LocalExecutor:
             + f". Nothing was quarantined: the {len(unfinished)} file(s) not finished stay not done; "
             f"resume the run{f' ({self._resume_hint})' if self._resume_hint else ''}, with fewer n_workers "
             "if memory is short")
+
+    def _left_notes(self) -> dict[int, str]:
+        """Return pid -> item of every note a worker left (a finished item removes its note)."""
+        notes = Path(self._markers or "")
+        return {int(f.name): k for f in (notes.iterdir() if self._markers and notes.is_dir() else ())
+                if f.name.isdigit() and (k := self._marker(int(f.name)))}
 
     def _marker(self, pid: int) -> str | None:
         try:
