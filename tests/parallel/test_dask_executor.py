@@ -121,6 +121,16 @@ def test_the_runs_local_cluster_uses_quantnbs_dask_settings_not_dasks_defaults()
     assert "MALLOC_TRIM_THRESHOLD_: null" in DASK_CONFIG_FILE.read_text()
 
 
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """Stop a test cluster: workers first, then the scheduler; each by its own pid (killed after 30 s)."""
+    for p in reversed(procs):
+        p.terminate()
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
 @pytest.fixture
 def dask_cluster(tmp_path):
     """A scheduler and two worker processes started the way the README says, on loopback."""
@@ -144,12 +154,7 @@ def dask_cluster(tmp_path):
             client.wait_for_workers(2, timeout=120)
         yield address
     finally:
-        for p in reversed(procs):  # workers first, then the scheduler; each by its own pid
-            p.terminate()
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        _stop(procs)
 
 
 @pytest.mark.slow
@@ -325,12 +330,7 @@ def blind_worker(project, tmp_path):
             (worker_address,) = client.scheduler_info()["workers"]
         yield address, worker_address
     finally:
-        for p in reversed(procs):
-            p.terminate()
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        _stop(procs)
 
 
 @pytest.mark.slow
