@@ -65,5 +65,6 @@ def test_a_worker_killed_by_sigkill_is_named_with_its_item_and_the_resume_comman
     finally:
         ex.close()
     text = str(err.value)
-    assert "data/raw/killed.gz (its worker process" in text and "killed by SIGKILL" in text
+    # "died" when the pool had already reaped the process before the driver saw it (under load): its exit unknown
+    assert "data/raw/killed.gz (its worker process" in text and ("killed by SIGKILL" in text or " died)" in text)
     assert "quantnb run etl --resume r1" in text and "Nothing was quarantined" in text

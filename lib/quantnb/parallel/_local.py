@@ -52,6 +52,15 @@ def _exit_text(code: int) -> str:
     return f"exited with code {code}"
 
 
+def _reap(pid: int) -> int | None:
+    """Return a dead child's exit code (negative: signal) if no one has reaped it yet, else None."""
+    try:
+        got, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    return os.waitstatus_to_exitcode(status) if got else None
+
+
 class LocalExecutor:
     """Run items in a process pool on this machine (in this process when one worker or one item)."""
 
@@ -106,7 +115,8 @@ class LocalExecutor:
         culprits = [f"{running[pid]} (its worker process {pid} {_exit_text(c)})" if running[pid]
                     else f"no file (worker process {pid} {_exit_text(c)} between files)" for pid, c in first.items()]
         if not culprits:  # the pool dropped its process table before the driver saw the death: the notes remain
-            culprits = [f"{key} (its worker process {pid} died)" for pid, key in self._left_notes().items()]
+            culprits = [f"{key} (its worker process {pid} {_exit_text(c) if (c := _reap(pid)) is not None else 'died'})"
+                        for pid, key in self._left_notes().items()]
         others = sorted(k for pid, k in running.items() if k and pid not in first)
         return ExecutorError(
             f"the local worker pool crashed while processing {'; '.join(culprits) or 'an unknown file'}"
