@@ -24,7 +24,14 @@ def _bars(n: int) -> pl.DataFrame:
 
 
 def _steps_per_s(bars: pl.DataFrame, steps: int, **kw) -> float:
-    from quantnb.rl import ActionInterpreter, FeatureScaler, FillModel, ObservationBuilder, TradingEnv, compute_features
+    from quantnb.agent import (
+        ActionInterpreter,
+        FeatureScaler,
+        FillModel,
+        ObservationBuilder,
+        TradingEnv,
+        compute_features,
+    )
 
     feats = compute_features(bars, warmup_bars=100)
     names = [c for c in feats.columns if c != "ts"]
@@ -47,7 +54,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=5_000, help="environment steps per configuration")
     args = ap.parse_args()
-    from quantnb.rl import MARGIN_TIERS, FillModel, FundingRates, MarketRules, walk_book
+    from quantnb.agent import MARGIN_TIERS, FillModel, FundingRates, MarketRules, walk_book
 
     bars = _bars(args.steps + 400)
     flat = _steps_per_s(bars, args.steps)

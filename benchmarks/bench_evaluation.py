@@ -35,8 +35,8 @@ def _median_s(fn, rounds: int) -> float:
 
 def _evaluation(eq: np.ndarray, ts: list, pos: np.ndarray, r: np.ndarray):
     """An EvaluationResult of the synthetic curve (buy-and-hold: the same curve), with its timing null."""
+    from quantnb.agent import EvaluationResult, performance_metrics
     from quantnb.evaluation import sharpe_report, shift_null
-    from quantnb.rl import EvaluationResult, performance_metrics
 
     perf = performance_metrics(eq)
     stats = sharpe_report(eq, ts, periods_per_year=525_600, n_boot=100)
@@ -50,8 +50,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--n-boot", type=int, default=1000)
     args = ap.parse_args()
+    from quantnb.agent._tearsheet import plot_tear_sheet, tear_sheet_data
     from quantnb.evaluation import compare_to_baseline, pbo_cscv, sharpe_report, shift_null
-    from quantnb.rl._tearsheet import plot_tear_sheet, tear_sheet_data
 
     rng = np.random.default_rng(0)
     print(f"load average {os.getloadavg()[0]:.1f}; n_boot {args.n_boot}; median of {args.rounds}")

@@ -27,7 +27,7 @@ from pathlib import Path
 import polars as pl
 from loguru import logger
 
-from quantnb.research import format_distribution, label_bars, label_distribution, label_events, label_suffix
+from quantnb.classifier import format_distribution, label_bars, label_distribution, label_events, label_suffix
 
 ROOT = Path(__file__).resolve().parents[1]
 OHLCV = ROOT / "data" / "samples" / "ohlcv" / "BTC-PERP_20211231_20220201_1m.csv"

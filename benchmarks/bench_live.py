@@ -34,9 +34,7 @@ import torch
 from loguru import logger
 from stable_baselines3 import SAC
 
-from quantnb.config import StageParams
-from quantnb.live import PaperBroker, ReplayProvider, RiskLimits, Trader
-from quantnb.rl import (
+from quantnb.agent import (
     DEFAULT_WARMUP_BARS,
     MARKET_FEATURES,
     ActionInterpreter,
@@ -46,8 +44,10 @@ from quantnb.rl import (
     ObservationBuilder,
     compute_features,
 )
-from quantnb.rl._env import TradingEnv
-from quantnb.runlog import start_run
+from quantnb.agent._env import TradingEnv
+from quantnb.config import StageParams
+from quantnb.live import PaperBroker, ReplayProvider, RiskLimits, Trader
+from quantnb.runs import start_run
 
 ROOT = Path(__file__).resolve().parents[1]
 OHLCV = ROOT / "data" / "samples" / "ohlcv" / "BTC-PERP_20211231_20220201_1m.csv"

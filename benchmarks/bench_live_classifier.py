@@ -52,9 +52,7 @@ def _synthetic(runs: Path, seq_len: int) -> tuple[str, str]:
     import torch
     from stable_baselines3 import SAC
 
-    from quantnb.models import HybridTCNLSTM, save_model_bundle
-    from quantnb.research import build_features, feature_columns
-    from quantnb.rl import (
+    from quantnb.agent import (
         ActionInterpreter,
         AgentMetadata,
         ClassifierSignal,
@@ -65,6 +63,7 @@ def _synthetic(runs: Path, seq_len: int) -> tuple[str, str]:
         compute_features,
         save_agent_bundle,
     )
+    from quantnb.classifier import HybridTCNLSTM, build_features, feature_columns, save_model_bundle
 
     torch.manual_seed(0)
     bars = _month().head(6_000)

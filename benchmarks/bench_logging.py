@@ -65,7 +65,7 @@ def run_bare(root: Path) -> float:
 
 
 def per_call_us(n: int = 50_000) -> dict[str, float]:
-    from quantnb.runlog import LOG_FORMAT
+    from quantnb.runs import LOG_FORMAT
 
     out = {}
     tmp = Path(tempfile.mkdtemp(prefix="qnb-sink-"))

@@ -34,8 +34,16 @@ from loguru import logger
 from torch import nn
 from torch.nn import functional as F
 
-from quantnb.models import HybridTCNLSTM, TrainConfig, Trainer, inverse_frequency_weights, seed_everything
-from quantnb.research import WindowDataset, label_bars, prepare_datasets
+from quantnb.classifier import (
+    HybridTCNLSTM,
+    TrainConfig,
+    Trainer,
+    WindowDataset,
+    inverse_frequency_weights,
+    label_bars,
+    prepare_datasets,
+    seed_everything,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 OHLCV = ROOT / "data" / "samples" / "ohlcv" / "BTC-PERP_20211231_20220201_1m.csv"

@@ -63,7 +63,7 @@ def run_cli(
 def _restore_run_sinks():
     """Give back stdout/stderr and loguru's sinks that a test's run left captured."""
     yield
-    from quantnb.runlog import _capture
+    from quantnb.runs import _capture
 
     if _capture._state is not None:
         _capture._state.restore()

@@ -27,12 +27,12 @@ LIB = REPO / "lib" / "quantnb"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors",),
     ("quantnb", "_lazy", "_paths", "_pidlock", "_secrets", "_yaml", "retry", "config"),
-    ("runlog",),
+    ("runs",),
     ("data", "evaluation"),
     ("features", "parallel"),
     ("record",),
-    ("research", "models"),
-    ("rl",),
+    ("classifier",),
+    ("agent",),
     ("live",),
     ("display",),
     ("stages",),
@@ -196,10 +196,10 @@ def test_the_checks_find_a_circle_an_upward_import_and_a_test_kit_import(tmp_pat
     for rel, source in {
         "__init__.py": "",
         "errors.py": "",
-        "runlog/__init__.py": "from quantnb.runlog._run import start_run\n",
-        "runlog/_run.py": "def start_run():\n    from quantnb.display import attach  # hidden in a function\n",
+        "runs/__init__.py": "from quantnb.runs._run import start_run\n",
+        "runs/_run.py": "def start_run():\n    from quantnb.display import attach  # hidden in a function\n",
         "display/__init__.py": "from .monitor import RunMonitor\n",
-        "display/monitor.py": "import quantnb.runlog\n",
+        "display/monitor.py": "import quantnb.runs\n",
         "data/__init__.py": "import importlib\n\nimportlib.import_module('quantnb.display.monitor')\n",
         "live/_venue.py": "if True:\n    from quantnb.testing.server import patch\n",
         "testing/server.py": "from quantnb.errors import *\n",
@@ -207,11 +207,11 @@ def test_the_checks_find_a_circle_an_upward_import_and_a_test_kit_import(tmp_pat
         (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
         (pkg / rel).write_text(source)
     graph, files = import_graph(pkg)
-    assert circles(graph) == [frozenset({"quantnb.runlog", "quantnb.runlog._run", "quantnb.display",
+    assert circles(graph) == [frozenset({"quantnb.runs", "quantnb.runs._run", "quantnb.display",
                                          "quantnb.display.monitor"})]
     up = "\n".join(layer_problems(graph, files))
     assert "data/__init__.py:3: quantnb.data imports quantnb.display.monitor," in up, up  # by a quoted name
-    assert up.count("\n") == 2 and "_run.py:2: quantnb.runlog._run imports quantnb.display," in up, up
+    assert up.count("\n") == 2 and "_run.py:2: quantnb.runs._run imports quantnb.display," in up, up
     assert "_venue.py:2: quantnb.live._venue imports quantnb.testing.server," in up, up  # testing is the top layer
     kit = kit_imports(graph, files)
     assert len(kit) == 1 and "quantnb.live._venue imports the test kit" in kit[0], kit

@@ -1,9 +1,9 @@
 """One definition per default, one name per quantity: every config reads its defaults from the one owner.
 
-The owners: :class:`~quantnb.models.ModelConfig` (the TCN-LSTM's architecture),
-:class:`~quantnb.models.TrainConfig` (the trainer), :class:`~quantnb.record.RecorderConfig`,
+The owners: :class:`~quantnb.classifier.ModelConfig` (the TCN-LSTM's architecture),
+:class:`~quantnb.classifier.TrainConfig` (the trainer), :class:`~quantnb.record.RecorderConfig`,
 :class:`~quantnb.live.SessionSettings` and :class:`~quantnb.live.RiskLimits`, and
-``rl._costs.DEFAULT_FEE_BPS`` (the taker fee). The stages keep flat parameters (the notebooks'
+``agent._costs.DEFAULT_FEE_BPS`` (the taker fee). The stages keep flat parameters (the notebooks'
 parameters cells, ``configs/*.yaml``, ``-p name=value``) and build the composed configs by name.
 """
 
@@ -19,12 +19,12 @@ import pathlib
 import pytest
 import yaml
 
+from quantnb.agent import VENUE_FEES, EnvSpec
+from quantnb.agent._costs import DEFAULT_FEE_BPS
+from quantnb.classifier import ModelConfig, TrainConfig
+from quantnb.classifier._tcn_lstm import HybridTCNLSTM
 from quantnb.live import RiskLimits, SessionSettings, Trader
-from quantnb.models import ModelConfig, TrainConfig
-from quantnb.models._tcn_lstm import HybridTCNLSTM
 from quantnb.record import RecorderConfig
-from quantnb.rl import VENUE_FEES, EnvSpec
-from quantnb.rl._costs import DEFAULT_FEE_BPS
 from quantnb.stages.live import LiveParams
 from quantnb.stages.optimization import OptimizationParams
 from quantnb.stages.record import RecordParams
@@ -108,9 +108,9 @@ def test_fee_bps_is_one_name_with_one_default_the_venues_taker_fee():
 
 # Names whose default is a number or a string written in a signature or a config class: where each may be.
 OWNED = {
-    **{n: {"models/_config.py:ModelConfig"} for n in dataclasses.asdict(ModelConfig())},
-    **{n: {"models/_config.py:TrainConfig"} for n in ("epochs", "weight_decay", "log_every_batches")},
-    "patience": {"models/_config.py:TrainConfig",
+    **{n: {"classifier/_config.py:ModelConfig"} for n in dataclasses.asdict(ModelConfig())},
+    **{n: {"classifier/_config.py:TrainConfig"} for n in ("epochs", "weight_decay", "log_every_batches")},
+    "patience": {"classifier/_config.py:TrainConfig",
                  "stages/optimization.py:OptimizationParams"},  # a trial's budget, deliberately shorter
     "fee_bps": set(),  # DEFAULT_FEE_BPS, a module constant, is the one number
     "max_drawdown_frac": {"live/_risk.py:RiskLimits",

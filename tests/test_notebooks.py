@@ -97,7 +97,7 @@ def test_console_lines_reach_each_cell_after_the_run_reconfigured_stdout(tmp_pat
     import nbclient
 
     nb = nbformat.v4.new_notebook()
-    start = (f"from pathlib import Path\nfrom loguru import logger\nfrom quantnb.runlog._capture import "
+    start = (f"from pathlib import Path\nfrom loguru import logger\nfrom quantnb.runs._capture import "
              f"configure_sinks\nconfigure_sinks(Path({str(tmp_path / 'a.log')!r}))\nlogger.warning('first')")
     nb.cells = [nbformat.v4.new_code_cell(s) for s in (
         start, "print('print between')", start.replace("first", "second"))]

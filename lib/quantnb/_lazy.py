@@ -1,7 +1,7 @@
 """Lazy re-exports: a package's public names load their submodule on first use.
 
 The runner validates a stage's parameters before it starts the kernel; importing a package
-such as :mod:`quantnb.rl` must not import torch, stable-baselines3, ccxt or matplotlib for that
+such as :mod:`quantnb.agent` must not import torch, stable-baselines3, ccxt or matplotlib for that
 (PEP 562 module ``__getattr__``, as SciPy's ``lazy_loader`` does). A package lists each lazy name
 once, as an import under ``if TYPE_CHECKING:`` (what type checkers and readers see), and once in
 ``__all__``; :func:`attach` reads the imports from the package's source.
@@ -62,10 +62,10 @@ def attach(package: str, names: Mapping[str, str] | None = None,
 
     Examples
     --------
-    In ``quantnb/research/__init__.py``::
+    In ``quantnb/classifier/__init__.py``::
 
         if TYPE_CHECKING:  # the names for type checkers; at run time each loads on first use
-            from quantnb.research._labels import label_bars
+            from quantnb.classifier._labels import label_bars
 
         __getattr__, __dir__ = attach(__name__)
         __all__ = ["label_bars"]

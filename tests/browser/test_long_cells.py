@@ -72,7 +72,7 @@ _COUNT_IOPUB_JS = """() => {
 
 def test_the_monitor_left_open_sends_nothing_when_idle(page, lab: Lab):
     from quantnb.config import StageParams
-    from quantnb.runlog import _capture, start_run
+    from quantnb.runs import _capture, start_run
 
     class ShortParams(StageParams):
         stage = "labelling"

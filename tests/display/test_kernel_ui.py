@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from quantnb.config import StageParams
-from quantnb.runlog import _capture, start_run
+from quantnb.runs import _capture, start_run
 from tests.conftest import make_project
 
 pytestmark = pytest.mark.slow

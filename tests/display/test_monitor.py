@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from quantnb.config import StageParams
-from quantnb.runlog import start_run
+from quantnb.runs import start_run
 
 
 class LabelParams(StageParams):

@@ -61,7 +61,7 @@ def test_learning_curve_epochs_and_trials_are_whole_numbers(tmp_path: Path):
 
 
 def test_the_confusion_matrix_title_is_whole_and_clear_of_the_colour_bar(tmp_path: Path, monkeypatch):
-    from quantnb.models import plot_confusion_matrix
+    from quantnb.classifier import plot_confusion_matrix
 
     saved: list[Figure] = []
     original = Figure.savefig
@@ -98,7 +98,7 @@ def test_the_record_result_is_a_summary_not_a_raw_frame(tmp_path: Path):
 
 @pytest.mark.parametrize("n", [1, 3])
 def test_training_result_shows_the_confusion_matrix_at_its_own_size(tmp_path: Path, n: int):
-    from quantnb.models import plot_confusion_matrix
+    from quantnb.classifier import plot_confusion_matrix
     from quantnb.stages.training import TrainingResult
 
     png = plot_confusion_matrix(np.eye(3, dtype=int) * 10 * n, tmp_path / "cm.png", title="t")

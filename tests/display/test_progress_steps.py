@@ -11,7 +11,7 @@ from loguru import logger
 
 from quantnb.config import StageParams
 from quantnb.display import ProgressDisplay
-from quantnb.runlog import ProgressEvent, add_progress_listener, start_run
+from quantnb.runs import ProgressEvent, add_progress_listener, start_run
 
 
 class StepParams(StageParams):
@@ -123,7 +123,7 @@ def test_an_interrupt_has_a_reason_in_the_log_and_run_json(tmp_path):
 
 
 def test_interrupt_reason_says_sigterm_and_where():
-    from quantnb.runlog import interrupt_reason
+    from quantnb.runs import interrupt_reason
 
     assert interrupt_reason(KeyboardInterrupt("signal SIGTERM"), None, "trial-3") == \
         "KeyboardInterrupt: signal SIGTERM (after trial-3)"

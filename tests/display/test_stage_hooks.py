@@ -10,7 +10,7 @@ from quantnb.stages import STAGES
 _PROBE = """
 import importlib, sys
 importlib.import_module(sys.argv[1])
-from quantnb.runlog._interrupt import INTERRUPT_HOOKS, START_HOOKS
+from quantnb.runs._interrupt import INTERRUPT_HOOKS, START_HOOKS
 print(sorted(h.__name__ for h in START_HOOKS), sorted(h.__name__ for h in INTERRUPT_HOOKS))
 """
 

@@ -10,10 +10,9 @@ import numpy as np
 import polars as pl
 import pytest
 
+from quantnb.classifier import classification_scores, label_bars
 from quantnb.evaluation import compare_to_baseline, persistence_predictions
 from quantnb.evaluation._baselines import f1_macro_of_resamples
-from quantnb.models import classification_scores
-from quantnb.research import label_bars
 from tests.conftest import make_project
 
 LOOKAHEAD = 30

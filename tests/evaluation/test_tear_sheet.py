@@ -9,12 +9,12 @@ import struct
 import numpy as np
 import pytest
 
+from quantnb.agent import evaluate_agent
+from quantnb.agent._evaluate import stitch_evaluations
+from quantnb.agent._tearsheet import MAX_POINTS, plot_tear_sheet, tear_sheet_data
 from quantnb.evaluation import sharpe_std_error
-from quantnb.rl import evaluate_agent
-from quantnb.rl._evaluate import stitch_evaluations
-from quantnb.rl._tearsheet import MAX_POINTS, plot_tear_sheet, tear_sheet_data
+from tests.agent._helpers import make_env, month_bars
 from tests.conftest import make_project
-from tests.rl._helpers import make_env, month_bars
 
 
 class SignPolicy:
@@ -70,7 +70,7 @@ def test_the_tear_sheet_json_holds_the_evaluations_own_figures_and_draws_a_reada
 @pytest.mark.slow
 def test_the_agent_stage_records_the_tear_sheet_in_run_json_and_shows_it(tmp_path):
     from quantnb.stages.agent import AgentParams, run_agent
-    from tests.rl.test_agent_stage_evaluation import SMALL, _random_walk_bars
+    from tests.agent.test_agent_stage_evaluation import SMALL, _random_walk_bars
 
     root = make_project(tmp_path / "proj")
     out = root / "data" / "processed" / "unknown" / "perp" / "BTC-PERP"

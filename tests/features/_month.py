@@ -7,7 +7,7 @@ from functools import lru_cache
 import numpy as np
 import polars as pl
 
-from tests.rl._helpers import month_bars
+from tests.agent._helpers import month_bars
 
 # rows removed to make gaps: one missing minute, three, and a long outage (600 minutes)
 GAP_ROWS = [(5_000, 5_001), (12_000, 12_003), (30_000, 30_600)]

@@ -4,7 +4,7 @@ import pytest
 
 from quantnb.data import read_bar_files, read_bars
 from quantnb.errors import ConfigError, DataError
-from tests.rl._helpers import month_bars
+from tests.agent._helpers import month_bars
 
 
 def test_read_bars_by_glob_sorted_checked_and_empty_columns_dropped(tmp_path):

@@ -9,10 +9,7 @@ import numpy as np
 import polars as pl
 from loguru import logger
 
-from quantnb.live._feed import ReplayProvider
-from quantnb.live._types import Bar
-from quantnb.retry import RetryPolicy
-from quantnb.rl import (
+from quantnb.agent import (
     MARKET_FEATURES,
     ActionInterpreter,
     FeatureScaler,
@@ -20,6 +17,9 @@ from quantnb.rl import (
     ObservationBuilder,
     compute_features,
 )
+from quantnb.live._feed import ReplayProvider
+from quantnb.live._types import Bar
+from quantnb.retry import RetryPolicy
 from quantnb.testing.binance_server import BinanceLoopbackServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -139,7 +139,7 @@ def save_tiny_bundle(bundle_dir: Path, bars: pl.DataFrame, split_ts: Any, *, win
     import torch
     from stable_baselines3 import SAC
 
-    from quantnb.rl import AgentMetadata, FillModel, TradingEnv, save_agent_bundle
+    from quantnb.agent import AgentMetadata, FillModel, TradingEnv, save_agent_bundle
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -6,8 +6,8 @@ import math
 import polars as pl
 import pytest
 
+from quantnb.agent import FillModel
 from quantnb.live import PaperBroker, ReplayProvider, RiskLimits, Trader
-from quantnb.rl import FillModel
 from tests.live._helpers import WARMUP, WINDOW, ConstantPolicy, make_agent, sample_bars
 
 START = WARMUP + WINDOW - 2

@@ -13,10 +13,7 @@ import pytest
 import torch
 from stable_baselines3 import SAC
 
-from quantnb.live import RiskLimits, SessionSettings, build_trader, load_live_config
-from quantnb.models import HybridTCNLSTM, save_model_bundle
-from quantnb.research import build_features, feature_columns
-from quantnb.rl import (
+from quantnb.agent import (
     CLASSIFIER_FEATURES,
     ActionInterpreter,
     AgentMetadata,
@@ -28,6 +25,8 @@ from quantnb.rl import (
     compute_features,
     save_agent_bundle,
 )
+from quantnb.classifier import HybridTCNLSTM, build_features, feature_columns, save_model_bundle
+from quantnb.live import RiskLimits, SessionSettings, build_trader, load_live_config
 from tests.conftest import make_project
 from tests.live._helpers import sample_bars
 
@@ -134,7 +133,7 @@ def test_testnet_classifier_agent_on_loopback_sees_the_replays_observations(agen
     live_obs = np.stack([s.observation[:n_market] for s in live])
     replay_obs = np.stack([s.observation[:n_market] for s in replayed[:n_live]])
     # float32 network: windows evaluated in batches of other sizes differ in the last bits (probabilities agree
-    # to 1e-6, see tests/rl/test_classifier.py); the scaler's 1/std enlarges that in the observation
+    # to 1e-6, see tests/agent/test_classifier.py); the scaler's 1/std enlarges that in the observation
     np.testing.assert_allclose(live_obs, replay_obs, rtol=0, atol=1e-5)
     clf_cols = [r * len(cfg.bundle.feature_names) + len(cfg.bundle.feature_names) - 3 + j
                 for r in range(WINDOW) for j in range(3)]
@@ -146,7 +145,7 @@ def test_testnet_classifier_agent_on_loopback_sees_the_replays_observations(agen
 
 def test_live_stage_shows_the_warm_up_with_its_total_and_infers_on_one_thread(agents, tmp_path):
     """The notebook's progress message counts the history bars against their total; torch runs one thread."""
-    from quantnb.runlog import add_progress_listener
+    from quantnb.runs import add_progress_listener
     from quantnb.stages.live import LiveParams, run_live
 
     runs, bars = agents

@@ -9,10 +9,10 @@ import time
 import polars as pl
 import pytest
 
+from quantnb.agent import CLASSIFIER_FEATURES
 from quantnb.errors import ConfigError
 from quantnb.live import ReplayProvider, RiskLimits, SessionSettings, build_trader, load_live_config
 from quantnb.live._book_feed import check_live_features, with_book_features
-from quantnb.rl import CLASSIFIER_FEATURES
 from tests.live._helpers import sample_bars, save_tiny_bundle
 
 TRAIN_ID = "agent_spread_20240101_000000"

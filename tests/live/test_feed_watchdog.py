@@ -7,10 +7,10 @@ import math
 
 import polars as pl
 
+from quantnb.agent import FillModel
 from quantnb.live import CcxtBroker, CcxtKlineProvider, ReplayProvider, RiskLimits, Trader
 from quantnb.live._guard import bar_iso
 from quantnb.live._paper import PaperBroker
-from quantnb.rl import FillModel
 from quantnb.testing.ws_server import KlineStreamServer
 from tests.live._helpers import WARMUP, WINDOW, ConstantPolicy, fixed_retry, make_agent, sample_bars
 

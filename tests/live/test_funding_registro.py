@@ -8,9 +8,9 @@ import datetime as dt
 import numpy as np
 import pytest
 
+from quantnb.agent import ActionInterpreter, FeatureScaler, FillModel, FundingRates, ObservationBuilder, TradingEnv
+from quantnb.agent import compute_features as rl_features
 from quantnb.live import PaperBroker, ReplayProvider, RiskLimits, Trader
-from quantnb.rl import ActionInterpreter, FeatureScaler, FillModel, FundingRates, ObservationBuilder, TradingEnv
-from quantnb.rl import compute_features as rl_features
 from tests.live._helpers import WARMUP, WINDOW, ConstantPolicy, make_agent, sample_bars
 
 S08 = dt.datetime(2022, 1, 1, 8, tzinfo=dt.UTC)  # the bars start 2021-12-31 23:01: 00:00 falls in the warm-up

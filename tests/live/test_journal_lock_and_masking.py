@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import stamina
 
+from quantnb.agent import FillModel
 from quantnb.errors import ConfigError, TemporaryError
 from quantnb.live import (
     REGISTRO_COLUMNS,
@@ -33,7 +34,6 @@ from quantnb.live import (
     state_path,
 )
 from quantnb.retry import RetryPolicy
-from quantnb.rl import FillModel
 from tests.live._helpers import WARMUP, WINDOW, make_agent, sample_bars
 
 START = WARMUP + WINDOW - 2
@@ -117,7 +117,7 @@ _SESSION = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     from quantnb.errors import ConfigError
     from quantnb.live import PaperBroker, ReplayProvider, RiskLimits, Trader
-    from quantnb.rl import FillModel
+    from quantnb.agent import FillModel
     from tests.live._helpers import make_agent, sample_bars
     bars = sample_bars({n})
     trader = Trader(make_agent(), ReplayProvider(bars, history_bars={start}, speed=float(sys.argv[2])),

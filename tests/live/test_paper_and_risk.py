@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from quantnb.agent import FillModel
 from quantnb.errors import ConfigError, OperationalError, RateLimitError, TemporaryError
 from quantnb.live import (
     AccountState,
@@ -15,7 +16,6 @@ from quantnb.live import (
     TradingState,
     retry_temporary,
 )
-from quantnb.rl import FillModel
 
 
 def test_paper_fills_at_next_open_with_slippage_and_fee_and_marks_at_close():

@@ -8,10 +8,7 @@ import pytest
 import torch
 from stable_baselines3 import SAC
 
-from quantnb.errors import ConfigError
-from quantnb.live import RiskLimits, SessionSettings, build_trader, load_live_config, run_with_restarts
-from quantnb.live._inference import deterministic_policy
-from quantnb.rl import (
+from quantnb.agent import (
     ActionInterpreter,
     AgentMetadata,
     FeatureScaler,
@@ -22,6 +19,9 @@ from quantnb.rl import (
     evaluate_agent,
     save_agent_bundle,
 )
+from quantnb.errors import ConfigError
+from quantnb.live import RiskLimits, SessionSettings, build_trader, load_live_config, run_with_restarts
+from quantnb.live._inference import deterministic_policy
 from tests.live._helpers import sample_bars
 
 WARMUP, WINDOW, N_BARS, TRAIN_ID = 60, 4, 700, "agent_test_20240101_000000"

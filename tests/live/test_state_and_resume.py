@@ -6,8 +6,8 @@ import re
 
 import pytest
 
+from quantnb.agent import FillModel
 from quantnb.live import PaperBroker, ReplayProvider, RiskLimits, StateStore, Trader, TradingState, state_path
-from quantnb.rl import FillModel
 from tests.live._helpers import WARMUP, WINDOW, make_agent, sample_bars
 
 START = WARMUP + WINDOW - 2

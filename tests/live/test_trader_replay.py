@@ -6,6 +6,7 @@ import math
 import pytest
 from loguru import logger
 
+from quantnb.agent import MARKET_FEATURES, FillModel
 from quantnb.live import (
     REGISTRO_COLUMNS,
     CcxtBroker,
@@ -14,7 +15,6 @@ from quantnb.live import (
     RiskLimits,
     Trader,
 )
-from quantnb.rl import MARKET_FEATURES, FillModel
 from tests.live._helpers import WARMUP, WINDOW, PricedReplay, RecordingSleep, fixed_retry, make_agent, sample_bars
 
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from quantnb.agent import FillModel, MarketRules
 from quantnb.errors import ConfigError, OperationalError
 from quantnb.live import RiskLimits
 from quantnb.live._ccxt_broker import CcxtBroker
@@ -14,9 +15,8 @@ from quantnb.live._paper import PaperBroker
 from quantnb.live._risk import RiskControl
 from quantnb.live._types import AccountState
 from quantnb.live._types import MarketRules as LiveMarketRules
-from quantnb.rl import FillModel, MarketRules
-from tests.rl._helpers import small_bars
-from tests.rl.test_perp import _env
+from tests.agent._helpers import small_bars
+from tests.agent.test_perp import _env
 
 RAW_QTYS = [0.0123456, -0.0567891, 0.0021, 0.00099, -0.2509999, 0.0029, 0.1]  # base units, BTC
 EQUITY = 10_000.0

@@ -9,9 +9,7 @@ import pytest
 import torch
 from stable_baselines3 import SAC
 
-from quantnb.data import ingest_file, merge_parts
-from quantnb.live import RiskLimits, SessionSettings, build_trader, load_live_config
-from quantnb.rl import (
+from quantnb.agent import (
     ActionInterpreter,
     AgentMetadata,
     FeatureScaler,
@@ -21,6 +19,8 @@ from quantnb.rl import (
     compute_features,
     save_agent_bundle,
 )
+from quantnb.data import ingest_file, merge_parts
+from quantnb.live import RiskLimits, SessionSettings, build_trader, load_live_config
 from quantnb.testing.binance_server import BinanceLoopbackServer
 from quantnb.testing.binance_stream_server import SAMPLE_CAPTURE, BinanceStreamServer
 from quantnb.testing.ws_server import KlineStreamServer

@@ -20,7 +20,7 @@ from tests.conftest import QUANTNB, run_cli
 _CELL = '''import signal, time
 from pathlib import Path
 from IPython import get_ipython
-from quantnb.runlog import start_run
+from quantnb.runs import start_run
 from quantnb.stages import params_class
 
 def _count(signum, frame):

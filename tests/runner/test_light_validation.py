@@ -29,18 +29,17 @@ def test_validating_a_stage_imports_no_heavy_library(stage):
 
 
 def test_lazy_packages_still_export_every_name():
+    import quantnb.agent
+    import quantnb.classifier
     import quantnb.live
-    import quantnb.models
-    import quantnb.research
-    import quantnb.rl
-    import quantnb.runlog
+    import quantnb.runs
 
-    for pkg in (quantnb.live, quantnb.models, quantnb.research, quantnb.runlog, quantnb.rl):
+    for pkg in (quantnb.live, quantnb.classifier, quantnb.classifier, quantnb.runs, quantnb.agent):
         missing = [n for n in pkg.__all__ if getattr(pkg, n, None) is None]
         assert not missing, f"{pkg.__name__}: {missing}"
         assert set(pkg.__all__) <= set(dir(pkg))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        quantnb.rl.nope  # noqa: B018
+        quantnb.agent.nope  # noqa: B018
 
 
 _RUNNER_PROBE = """

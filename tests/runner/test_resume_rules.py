@@ -13,12 +13,12 @@ import pytest
 
 from quantnb.config import StageParams
 from quantnb.errors import ConfigError
-from quantnb.runlog import start_run
 from quantnb.runner import resolve_params
+from quantnb.runs import start_run
 from quantnb.stages import STAGES
 from tests.conftest import make_project, run_cli
 
-SLEEPER = Path(__file__).parents[1] / "runlog" / "_sleeper.py"
+SLEEPER = Path(__file__).parents[1] / "runs" / "_sleeper.py"
 
 
 class SleeperParams(StageParams):

@@ -6,7 +6,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from quantnb.research import label_bars, label_suffix
+from quantnb.classifier import label_bars, label_suffix
 from tests.conftest import SAMPLES, make_project
 
 LOOKAHEAD_MIN, SHORT, LONG = 30, -0.002, 0.002

@@ -151,7 +151,7 @@ def test_run_id_suffix_is_safe_for_any_pattern():
     params = EtlParams(input_globs=["data/**/*.gz", "/abs/pa th/[ab]/*.csv", "x/données/*"])
     suffix = params.run_suffix()
     assert SAFE_RUN_ID.match(suffix) and "**" not in suffix
-    from quantnb.runlog._run import make_run_id, utc_now
+    from quantnb.runs._run import make_run_id, utc_now
 
     assert SAFE_RUN_ID.match(make_run_id("etl", "a/**/b c[1]", utc_now()))
 

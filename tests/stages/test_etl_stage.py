@@ -13,7 +13,7 @@ import polars as pl
 import psutil
 import pytest
 
-from quantnb.runlog import read_heartbeat
+from quantnb.runs import read_heartbeat
 from tests.conftest import QUANTNB, SAMPLES, run_cli
 
 

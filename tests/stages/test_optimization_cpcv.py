@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 from pydantic import ValidationError
 
+from quantnb.classifier import label_events
 from quantnb.errors import ConfigError
-from quantnb.research import label_events
 from quantnb.stages.optimization import OptimizationParams, run_optimization
 from tests.conftest import SAMPLES, make_project
 from tests.stages._opt_child import SMALL_STUDY

@@ -116,7 +116,7 @@ def test_a_trial_left_running_by_a_dead_worker_is_retried_with_its_setting(tmp_p
     import subprocess
     import sys
 
-    from quantnb.stages._study import (
+    from quantnb.classifier._study import (
         KEY_ATTR,
         KILLED_ATTR,
         OWNER_ATTR,
@@ -158,7 +158,7 @@ def test_a_trial_left_running_by_a_dead_worker_is_retried_with_its_setting(tmp_p
 def test_a_small_finite_space_is_covered_without_repeats_and_its_size_caps_the_study(tmp_path: Path):
     import optuna
 
-    from quantnb.stages._study import TrialSeededSampler, space_size
+    from quantnb.classifier._study import TrialSeededSampler, space_size
     from quantnb.stages.optimization import _target_trials
 
     space = {"a": optuna.distributions.CategoricalDistribution([1, 2, 3]),
@@ -182,7 +182,7 @@ def test_a_trial_of_another_machine_is_retried_once_its_heartbeat_is_stale(tmp_p
 
     import optuna
 
-    from quantnb.stages._study import OWNER_ATTR, RetryKilledTrial, recover_dead_trials, worker_identity
+    from quantnb.classifier._study import OWNER_ATTR, RetryKilledTrial, recover_dead_trials, worker_identity
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from quantnb.runlog import earlier_span_runs, span_evaluations
+from quantnb.runs import earlier_span_runs, span_evaluations
 from quantnb.stages.optimization import OptimizationParams, run_optimization
 from quantnb.stages.training import TrainingParams, run_training
 from tests.stages._opt_child import SMALL_STUDY

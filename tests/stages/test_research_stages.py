@@ -103,7 +103,7 @@ def test_research_notebooks_run_through_papermill(tmp_path):
     (train_dir,) = (root / "runs").glob("training_*")
     record = json.loads((train_dir / "run.json").read_text())
     assert record["status"] == "completed" and 0 <= record["results"]["test_f1_macro"] <= 1
-    from quantnb.models import load_model_bundle
+    from quantnb.classifier import load_model_bundle
 
     bundle = load_model_bundle(train_dir / "model")
     assert bundle.metadata["label_suffix"] == "SELL_0002_BUY_0002_30m"

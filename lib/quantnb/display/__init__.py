@@ -14,7 +14,7 @@ from quantnb.display._progress import (
     ProgressDisplay,
     attach_progress,
 )
-from quantnb.runlog import on_run_interrupt, on_run_start
+from quantnb.runs import on_run_interrupt, on_run_start
 
 __all__ = [
     "HEADLESS_ENV",

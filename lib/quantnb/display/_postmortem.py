@@ -1,7 +1,7 @@
 """Post-mortem figures: memory, throughput, learning curves and the WARNING/ERROR timeline.
 
 Each ``plot_*(report, path)`` draws one figure of an analysed run (a
-:class:`~quantnb.runlog.PostmortemReport`), saves it as a PNG at ``path`` (its folder created) and
+:class:`~quantnb.runs.PostmortemReport`), saves it as a PNG at ``path`` (its folder created) and
 returns it; ``plot_learning_curve`` and ``plot_timeline`` return None, writing nothing, when the run
 has nothing of theirs to plot.
 """
@@ -18,7 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from quantnb.display._html import integer_ticks
-from quantnb.runlog._postmortem import LEAK_MIN_POINTS, PostmortemReport
+from quantnb.runs._postmortem import LEAK_MIN_POINTS, PostmortemReport
 
 _LEVEL_Y = {"WARNING": 0, "ERROR": 1, "CRITICAL": 2}
 _LEVEL_COLOUR = {"WARNING": "tab:orange", "ERROR": "tab:red", "CRITICAL": "darkred"}

@@ -1,6 +1,6 @@
 """One progress mechanism: a widget in JupyterLab, DEBUG lines in the session log when headless.
 
-Fed by the same events that feed the heartbeat (:meth:`quantnb.runlog.RunContext.item_done`):
+Fed by the same events that feed the heartbeat (:meth:`quantnb.runs.RunContext.item_done`):
 files for the ETL and labelling, trials, epochs, SAC checkpoints, bars.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from loguru import logger
 
-from quantnb.runlog._progress import ProgressEvent, singular_unit
+from quantnb.runs._progress import ProgressEvent, singular_unit
 
 __all__ = ["ProgressDisplay", "attach_progress", "in_interactive_frontend", "HEADLESS_ENV"]
 
@@ -122,7 +122,7 @@ class ProgressDisplay:
 
     # -- events -----------------------------------------------------------------------
     def __call__(self, ev: ProgressEvent) -> None:
-        """Take one progress event (what :meth:`quantnb.runlog.RunContext.add_progress_listener` delivers)."""
+        """Take one progress event (what :meth:`quantnb.runs.RunContext.add_progress_listener` delivers)."""
         if self._last is not None:  # a total or final event: keep the last item and memory
             ev = dataclasses.replace(ev, message=ev.message or self._last.message,
                                      rss_gb=ev.rss_gb if ev.rss_gb is not None else self._last.rss_gb)

@@ -14,7 +14,7 @@ import polars as pl
 from loguru import logger
 
 from quantnb.errors import ConfigError
-from quantnb.runlog import atomic_write_json
+from quantnb.runs import atomic_write_json
 
 FORMAT = "quantnb.FeatureScaler/2"
 _RL_FORMAT_1 = "quantnb.rl.FeatureScaler/1"  # agent bundles before the feature layer (clip 5 sigma)

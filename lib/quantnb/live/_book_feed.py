@@ -43,7 +43,7 @@ def book_source_columns(feature_names: Sequence[str]) -> tuple[str, ...]:
     feature_names : sequence of str
         The agent bundle's ``feature_names``.
     """
-    from quantnb.rl._features import BOOK_FEATURE_SOURCES
+    from quantnb.agent._features import BOOK_FEATURE_SOURCES
 
     return tuple(dict.fromkeys(c for f in feature_names for c in BOOK_FEATURE_SOURCES.get(f, ())))
 
@@ -60,7 +60,7 @@ def check_replay_features(feature_names: Sequence[str], bars: pl.DataFrame, *, c
         The replay's bars (OHLCV plus any book columns).
     computed : sequence of str
         Features the bundle computes itself from the bars (its classifier's probabilities,
-        :attr:`quantnb.rl.AgentBundle.computed_features`).
+        :attr:`quantnb.agent.AgentBundle.computed_features`).
     where : str
         Names the bars in the message.
 
@@ -70,7 +70,7 @@ def check_replay_features(feature_names: Sequence[str], bars: pl.DataFrame, *, c
         Naming the features and the columns the bars lack (absent or all null), e.g. an agent
         needing ``spread_bps`` replayed on OHLCV-only bars.
     """
-    from quantnb.rl._features import BOOK_FEATURE_SOURCES, MARKET_FEATURES
+    from quantnb.agent._features import BOOK_FEATURE_SOURCES, MARKET_FEATURES
 
     wanted = [f for f in feature_names if f not in computed]
     unknown = [f for f in wanted if f not in MARKET_FEATURES and f not in BOOK_FEATURE_SOURCES]
@@ -96,7 +96,7 @@ def check_live_features(feature_names: Sequence[str], *, book_feed: bool, comput
         Whether a live order-book feed is available for the session.
     computed : sequence of str
         Features the bundle computes itself from the candles (its classifier's probabilities,
-        :attr:`quantnb.rl.AgentBundle.computed_features`): available whatever the feed.
+        :attr:`quantnb.agent.AgentBundle.computed_features`): available whatever the feed.
 
     Raises
     ------
@@ -104,7 +104,7 @@ def check_live_features(feature_names: Sequence[str], *, book_feed: bool, comput
         Naming the features: unknown to both the kline and the book feed, or book
         features when ``book_feed`` is False.
     """
-    from quantnb.rl._features import BOOK_FEATURE_SOURCES, MARKET_FEATURES
+    from quantnb.agent._features import BOOK_FEATURE_SOURCES, MARKET_FEATURES
 
     feature_names = [f for f in feature_names if f not in computed]
     unknown = [f for f in feature_names if f not in MARKET_FEATURES and f not in BOOK_FEATURE_SOURCES]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import abc
 
+from quantnb.agent._costs import Fill
 from quantnb.live._types import AccountState, Bar, MarketRules, Side
-from quantnb.rl._costs import Fill
 
 __all__ = ["Broker"]
 

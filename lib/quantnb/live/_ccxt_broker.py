@@ -9,11 +9,11 @@ from typing import Any, TypeVar
 import ccxt
 from loguru import logger
 
+from quantnb.agent._costs import Fill
 from quantnb.errors import ConfigError, OperationalError
 from quantnb.live._broker import Broker
 from quantnb.live._types import AccountState, MarketRules, Side
 from quantnb.live._venue import ENV_KEYS, credentials_from_env, make_exchange, translate_ccxt_error
-from quantnb.rl._costs import Fill
 
 __all__ = ["CcxtBroker"]
 

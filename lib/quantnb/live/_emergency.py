@@ -11,13 +11,13 @@ from typing import Literal, Protocol
 
 from loguru import logger
 
+from quantnb.agent._costs import Fill
 from quantnb.errors import ConfigError, QuantnbError
 from quantnb.live._audit import EMERGENCIAS_COLUMNS, CsvAppender
 from quantnb.live._broker import Broker
 from quantnb.live._state import TradingState
 from quantnb.retry import RetryPolicy
-from quantnb.rl._costs import Fill
-from quantnb.runlog import atomic_write_text
+from quantnb.runs import atomic_write_text
 
 __all__ = ["HALT_MARKER", "EmergencyCause", "EmergencyReport", "EmergencyProtocol", "OrderJournal",
            "check_not_halted", "halt_marker_path"]

@@ -1,4 +1,4 @@
-"""PaperBroker: simulated fills through the research fill model and portfolio (quantnb.rl)."""
+"""PaperBroker: simulated fills through the research fill model and portfolio (quantnb.agent)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import datetime as dt
 import math
 from typing import Any
 
+from quantnb.agent._costs import BarQuote, Fill, FillModel
+from quantnb.agent._perp import FundingRates, MarginTier, settlements_between
+from quantnb.agent._portfolio import Portfolio
 from quantnb.errors import ConfigError, OperationalError
 from quantnb.live._broker import Broker
 from quantnb.live._types import AccountState, Bar, MarketRules, Side
-from quantnb.rl._costs import BarQuote, Fill, FillModel
-from quantnb.rl._perp import FundingRates, MarginTier, settlements_between
-from quantnb.rl._portfolio import Portfolio
 
 __all__ = ["PaperBroker"]
 
@@ -22,7 +22,7 @@ class PaperBroker(Broker):
 
     An order sent on a closed candle fills at the next candle's open (``Bar.next_open``,
     given by :meth:`on_bar`; the close when there is none) with the fill model's slippage
-    and fee, and is booked in a :class:`quantnb.rl.Portfolio`; equity is marked at the
+    and fee, and is booked in a :class:`quantnb.agent.Portfolio`; equity is marked at the
     close. Replay sessions therefore see the same account, fill for fill, as the
     environment's evaluation.
 
@@ -32,7 +32,7 @@ class PaperBroker(Broker):
         Name of the traded symbol (labels only).
     initial_cash_usd : float
         Starting equity, USD, > 0.
-    fill_model : quantnb.rl.FillModel
+    fill_model : quantnb.agent.FillModel
         Fee and slippage (usually the agent bundle's).
     rules : MarketRules, optional
         Quantity step and minimum notional to enforce (:meth:`MarketRules.admit`, as the
@@ -52,7 +52,7 @@ class PaperBroker(Broker):
 
     Attributes
     ----------
-    portfolio : quantnb.rl.Portfolio
+    portfolio : quantnb.agent.Portfolio
         The booked cash, position, fees and trades.
     """
 
@@ -86,7 +86,7 @@ class PaperBroker(Broker):
         environment's order: funding for settlements missed in a gap (at the bar's open), a
         liquidation if the bar's range reached the liquidation price, then funding for the
         settlements in ``(open_time, open_time + interval]`` marked at the fill price, then the
-        bar's :class:`quantnb.rl.BarQuote` for the next orders.
+        bar's :class:`quantnb.agent.BarQuote` for the next orders.
 
         Parameters
         ----------

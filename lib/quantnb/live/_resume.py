@@ -9,12 +9,12 @@ from pathlib import Path
 
 from loguru import logger
 
+from quantnb.agent._costs import Fill
 from quantnb.live._audit import CsvAppender
 from quantnb.live._broker import Broker
 from quantnb.live._state import StateStore, TraderState, TradingState
 from quantnb.live._types import AccountState
 from quantnb.retry import RetryPolicy
-from quantnb.rl._costs import Fill
 
 __all__ = ["RECONCILIATION_COLUMNS", "Reconciliation", "load_recorded_state", "cut_registro", "reconcile"]
 

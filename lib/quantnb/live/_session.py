@@ -13,6 +13,7 @@ from typing import Any
 import polars as pl
 from loguru import logger
 
+from quantnb.agent import AgentBundle, load_agent_bundle
 from quantnb.data import read_bars
 from quantnb.errors import ConfigError, TemporaryError
 from quantnb.live._book_feed import book_source_columns, check_replay_features, with_book_features
@@ -26,7 +27,6 @@ from quantnb.live._stats import SessionStats, StepInfo
 from quantnb.live._trader import Trader
 from quantnb.live._venue import WS_URLS
 from quantnb.retry import RetryPolicy
-from quantnb.rl import AgentBundle, load_agent_bundle
 
 __all__ = ["LiveConfig", "load_live_config", "build_trader", "run_with_restarts"]
 
@@ -47,7 +47,7 @@ class LiveConfig:
         ``runs/<train_id>/``.
     out_dir : pathlib.Path
         ``runs/<train_id>/produccion/``: registro, emergencias and the halt marker.
-    bundle : quantnb.rl.AgentBundle
+    bundle : quantnb.agent.AgentBundle
         Model, scaler, observation builder, action interpreter, fill model, metadata.
     timeframe : str
         Bar interval the agent was trained on (``1m``).
@@ -80,7 +80,7 @@ def load_live_config(runs_dir: Path, train_id: str, *, timeframe: str | None = N
     ------
     ConfigError
         If ``train_id`` is malformed, a bundle file is missing or the files disagree
-        (from :func:`quantnb.rl.load_agent_bundle`), or the timeframe differs from training.
+        (from :func:`quantnb.agent.load_agent_bundle`), or the timeframe differs from training.
     """
     if not train_id or not _TRAIN_ID.match(train_id):
         raise ConfigError(f"train_id={train_id!r}: give the agent run's id, e.g. 'agent_default_20240101_120000'")

@@ -35,7 +35,7 @@ from loguru import logger
 
 from quantnb._pidlock import PidLock
 from quantnb.errors import ConfigError
-from quantnb.runlog import atomic_write_text
+from quantnb.runs import atomic_write_text
 
 __all__ = ["TradingState", "PendingOrder", "TraderState", "StateStore", "SessionLock", "STATE_VERSION",
            "state_path", "journal_path", "read_latest_state"]

@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 from loguru import logger
 
+from quantnb.agent._costs import Fill
 from quantnb.live._audit import AuditRow
 from quantnb.live._emergency import EmergencyReport
 from quantnb.live._guard import bar_iso
 from quantnb.live._types import AccountState, Bar
-from quantnb.rl._costs import Fill
 
 __all__ = ["StepInfo", "SessionStats"]
 

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 import numpy as np
 from loguru import logger
 
+from quantnb.agent import ActionInterpreter, IncrementalFeatures, ObservationBuilder, PortfolioState
+from quantnb.agent._costs import Fill
 from quantnb.errors import OrderRejectedError, QuantnbError, TemporaryError
 from quantnb.live._audit import REGISTRO_COLUMNS, CsvAppender, unique_session_ts
 from quantnb.live._broker import Broker
@@ -31,8 +33,6 @@ from quantnb.live._types import AccountState, Bar
 from quantnb.live._warmup import FeatureFeed, warm_up
 from quantnb.live._watchdog import FeedWatchdog, StopGuard, missing_features
 from quantnb.retry import RetryPolicy
-from quantnb.rl import ActionInterpreter, IncrementalFeatures, ObservationBuilder, PortfolioState
-from quantnb.rl._costs import Fill
 
 __all__ = ["AgentLike", "Trader"]
 
@@ -40,7 +40,7 @@ _S = SessionSettings  # the session defaults, written once there
 
 
 class AgentLike(Protocol):
-    """What the trader needs from an agent bundle (``quantnb.rl.AgentBundle`` provides it)."""
+    """What the trader needs from an agent bundle (``quantnb.agent.AgentBundle`` provides it)."""
 
     model: Any
     observation_builder: ObservationBuilder

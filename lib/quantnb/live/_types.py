@@ -1,11 +1,11 @@
-"""Value types shared by the live trader's components (bars, account, market rules; fills: quantnb.rl._costs)."""
+"""Value types shared by the live trader's components (bars, account, market rules; fills: quantnb.agent._costs)."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Literal
 
-from quantnb.rl._rules import MarketRules  # the one owner; re-exported here for live code
+from quantnb.agent._rules import MarketRules  # the one owner; re-exported here for live code
 
 __all__ = ["AccountState", "Bar", "MarketRules", "Side"]
 

@@ -24,7 +24,7 @@ from quantnb.errors import (
 )
 from quantnb.live._endpoints import check_endpoint_override
 from quantnb.retry import retry_after_s_from_headers
-from quantnb.runlog import SecretMasker
+from quantnb.runs import SecretMasker
 
 __all__ = ["Mode", "ENV_KEYS", "credentials_from_env", "make_exchange", "translate_ccxt_error", "scrub"]
 

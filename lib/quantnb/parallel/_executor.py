@@ -11,7 +11,7 @@ from quantnb.parallel._params import ParallelStageParams
 from quantnb.parallel._types import ItemExecutor
 
 if TYPE_CHECKING:
-    from quantnb.runlog import RunContext
+    from quantnb.runs import RunContext
 
 
 @contextlib.contextmanager

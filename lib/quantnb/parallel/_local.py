@@ -26,7 +26,7 @@ from typing import Any
 from loguru import logger
 
 from quantnb.parallel._types import Completed, ExecutorError
-from quantnb.runlog import worker_initializer
+from quantnb.runs import worker_initializer
 
 _POLL_S = 1.0  # how often the driver looks for dead workers while it waits for results
 _REAP_WAIT_S = 10.0  # longest wait for a dead worker's exit code (it is there within milliseconds)

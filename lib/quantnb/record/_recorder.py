@@ -232,7 +232,7 @@ class Recorder:
         """Record in a background thread; the calling thread waits and turns KeyboardInterrupt into a stop.
 
         Works in a Jupyter kernel (whose thread has a running event loop). A KeyboardInterrupt
-        (SIGINT, or SIGTERM under :func:`quantnb.runlog.start_run`) stops the recorder, which
+        (SIGINT, or SIGTERM under :func:`quantnb.runs.start_run`) stops the recorder, which
         flushes every sink before this returns; the interrupt is then raised again.
 
         Parameters

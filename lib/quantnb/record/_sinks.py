@@ -37,7 +37,7 @@ from quantnb.record._events import (
     events_from_frames,
     frames_from_events,
 )
-from quantnb.runlog import atomic_path
+from quantnb.runs import atomic_path
 
 __all__ = ["RawSink", "ParquetSink", "repair_raw_file"]
 

@@ -19,7 +19,9 @@ from quantnb._paths import check_run_dir, project_root
 from quantnb.config import StageParams, load_yaml_params
 from quantnb.display._progress import HEADLESS_ENV
 from quantnb.errors import ConfigError
-from quantnb.runlog import (
+from quantnb.runner._papermill_io import install as install_masking_io
+from quantnb.runner._watch import HeartbeatProgress, ipc_kernel_manager_class
+from quantnb.runs import (
     RunPaths,
     SecretMasker,
     atomic_path,
@@ -30,11 +32,9 @@ from quantnb.runlog import (
     remove_stale_temp_files,
     update_run_record,
 )
-from quantnb.runlog._heartbeat import iso, utc_now
-from quantnb.runlog._record import git_commit, package_versions
-from quantnb.runlog._run import new_run_id
-from quantnb.runner._papermill_io import install as install_masking_io
-from quantnb.runner._watch import HeartbeatProgress, ipc_kernel_manager_class
+from quantnb.runs._heartbeat import iso, utc_now
+from quantnb.runs._record import git_commit, package_versions
+from quantnb.runs._run import new_run_id
 from quantnb.stages import params_class
 
 EXIT_CODES = {"completed": 0, "completed_with_errors": 0, "failed": 1, "interrupted": 130}

@@ -8,9 +8,9 @@ from typing import Any
 from quantnb._paths import project_root
 from quantnb.config import load_yaml_params
 from quantnb.errors import ConfigError
-from quantnb.runlog._monitor import fit_table, format_metrics
-from quantnb.runlog._record import mark_dead_runs
 from quantnb.runner._execute import RunOutcome, resolve_params, run_stage
+from quantnb.runs._monitor import fit_table, format_metrics
+from quantnb.runs._record import mark_dead_runs
 
 # ${<step id>.run_id} or ${<step id>.outputs.<name>} (an output the step recorded in its run.json)
 _REF = re.compile(r"\$\{([A-Za-z0-9_\-]+)\.(run_id|outputs\.[A-Za-z0-9_\-]+)\}")
@@ -31,7 +31,7 @@ class PipelineResult:
         ----------
         width : int or None
             Characters per line; None: the terminal's. Columns that do not fit go on an
-            indented line under their step (see :func:`quantnb.runlog._monitor.fit_table`).
+            indented line under their step (see :func:`quantnb.runs._monitor.fit_table`).
         """
         rows = []
         for step_id, o in self.outcomes:

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any, TextIO
 
-from quantnb.runlog import read_json_tolerant
+from quantnb.runs import read_json_tolerant
 
 __all__ = ["HeartbeatProgress", "ipc_kernel_manager_class"]
 

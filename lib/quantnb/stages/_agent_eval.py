@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from quantnb.agent._metrics import MINUTES_PER_YEAR
 from quantnb.errors import ConfigError
 from quantnb.evaluation import mean_ci, walk_forward_splits
-from quantnb.rl._metrics import MINUTES_PER_YEAR
-from quantnb.runlog import list_runs, read_run_record
+from quantnb.runs import list_runs, read_run_record
 
 Span = tuple[dt.datetime | None, dt.datetime, dt.datetime, dt.datetime | None]  # train start/end, test start/end
 
@@ -151,7 +151,7 @@ def _fold_table(spans: list[Span], evs: list[Any], fold_ids: list[int] | None = 
 def earlier_trial_sharpes(root: Path, bars_glob: str, eval_start: str, *, exclude: str | None = None) -> list[float]:
     """Return the annualised Sharpe of every trial (run and seed) of completed agent runs on the same bars and span.
 
-    The trial registry of the deflated Sharpe: runs listed by :func:`quantnb.runlog.list_runs`
+    The trial registry of the deflated Sharpe: runs listed by :func:`quantnb.runs.list_runs`
     (what ``quantnb runs`` shows) whose run.json has the same ``bars_glob`` parameter and
     ``eval_start`` result. A run without a recorded Sharpe counts as a trial with an unknown Sharpe (NaN).
 

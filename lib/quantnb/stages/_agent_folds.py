@@ -24,9 +24,9 @@ import numpy as np
 import polars as pl
 from loguru import logger
 
+from quantnb.classifier._labelled import load_labelled
 from quantnb.errors import ConfigError
 from quantnb.stages._agent_eval import Span
-from quantnb.stages._labelled import load_labelled
 
 PROVENANCE_COLUMN = "clf_model"  # the model id behind each bar's probabilities (null: none)
 PROVENANCE_FILE = "provenance.parquet"  # runs/<agent run>/classifiers/: ts and PROVENANCE_COLUMN per bar
@@ -134,7 +134,7 @@ def fit_fold_classifier(source: Any, labelled: pl.DataFrame, *, cutoff: dt.datet
 
     Parameters
     ----------
-    source : quantnb.models.ModelBundle
+    source : quantnb.classifier.ModelBundle
         The training run's model bundle (``parameters``, ``train_config``, ``seq_len``, ``lookahead_min``).
     labelled : polars.DataFrame
         The training run's labelled bars (``ts``, ``label``, ``t1`` or the fixed horizon).
@@ -158,9 +158,16 @@ def fit_fold_classifier(source: Any, labelled: pl.DataFrame, *, cutoff: dt.datet
     ConfigError
         If too few labels precede ``cutoff`` for a training and a validation window.
     """
+    from quantnb.classifier import (
+        TrainConfig,
+        Trainer,
+        WindowDataset,
+        build_features,
+        load_model_bundle,
+        save_model_bundle,
+        seed_everything,
+    )
     from quantnb.features import FeatureScaler
-    from quantnb.models import TrainConfig, Trainer, load_model_bundle, save_model_bundle, seed_everything
-    from quantnb.research import WindowDataset, build_features
 
     meta = source.metadata
     out = directory / "model"
@@ -248,7 +255,7 @@ def build_stacking(root: Path, run_dir: Path, source_dir: Path, bars: pl.DataFra
     ConfigError
         If the source bundle names no labelled data, or a block has too few earlier labels.
     """
-    from quantnb.rl import CLASSIFIER_FEATURES, ClassifierSignal
+    from quantnb.agent import CLASSIFIER_FEATURES, ClassifierSignal
 
     source = ClassifierSignal.load(source_dir).bundle
     labelled_dir = (source.metadata.get("parameters") or {}).get("labelled_dir")

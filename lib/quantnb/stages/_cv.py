@@ -13,7 +13,7 @@ from quantnb.errors import ConfigError
 from quantnb.evaluation import cpcv_splits, pbo_cscv, purged_kfold_splits
 
 if TYPE_CHECKING:
-    from quantnb.research import PreparedData, WindowDataset
+    from quantnb.classifier import PreparedData, WindowDataset
 
 FOLD_SCORES_ATTR = "fold_f1_macro"  # trial user attribute: F1 macro of each group (k-fold: fold), the PBO columns
 SPLIT_SCORES_ATTR = "split_f1_macro"  # trial user attribute: F1 macro of each split (CPCV)
@@ -55,7 +55,7 @@ def cv_datasets(data: PreparedData, *, n_folds: int, lookahead_min: int, inner_v
     Parameters
     ----------
     data : PreparedData
-        From :func:`quantnb.research.prepare_datasets`; its ``splits.train`` and ``splits.val`` frames.
+        From :func:`quantnb.classifier.prepare_datasets`; its ``splits.train`` and ``splits.val`` frames.
     n_folds : int
         Groups, >= 2 (``cv_folds``, or ``cv_groups`` for CPCV).
     lookahead_min : int
@@ -78,8 +78,8 @@ def cv_datasets(data: PreparedData, *, n_folds: int, lookahead_min: int, inner_v
     ConfigError
         If a split has no window in one of its parts (too little data for the groups).
     """
+    from quantnb.classifier import WindowDataset
     from quantnb.features import FeatureScaler
-    from quantnb.research import WindowDataset
 
     frame = pl.concat([data.splits.train, data.splits.val], how="vertical_relaxed")
     t0, t1 = _label_times(frame, lookahead_min)

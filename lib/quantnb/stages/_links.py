@@ -12,7 +12,7 @@ from pydantic import Field, PrivateAttr, model_validator
 from quantnb._paths import project_root
 from quantnb.config import StageParams, resolve_output_dir
 from quantnb.errors import ConfigError
-from quantnb.runlog import RunContext, read_run_record, record_test_spans
+from quantnb.runs import RunContext, read_run_record, record_test_spans
 
 _DONE = ("completed", "completed_with_errors")
 SampleWeightCol = Literal["uniqueness", "return_weight"] | None  # the labels' AFML weights (training, optimization)
@@ -64,7 +64,7 @@ def record_labelled_span(ctx: RunContext, labelled: Any, label_cfg: dict[str, An
     Returns
     -------
     int
-        ``test_span_evaluations`` (:func:`quantnb.runlog.record_test_spans`).
+        ``test_span_evaluations`` (:func:`quantnb.runs.record_test_spans`).
     """
     last = last_ts if isinstance(last_ts, dt.datetime) else dt.datetime.fromisoformat(str(last_ts))
     end = last + dt.timedelta(minutes=float(label_cfg.get("lookahead_min") or 0))

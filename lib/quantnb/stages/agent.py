@@ -20,12 +20,12 @@ import polars as pl
 from loguru import logger
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
+from quantnb.agent._train_types import EnvSpec, SacParams, nest_flat_params  # light: pydantic only
 from quantnb.config import StageParams
 from quantnb.data import read_bars
 from quantnb.display import result_html
 from quantnb.errors import ConfigError
-from quantnb.rl._train_types import EnvSpec, SacParams, nest_flat_params  # light: pydantic only
-from quantnb.runlog import atomic_path, record_test_spans, start_run
+from quantnb.runs import atomic_path, record_test_spans, start_run
 from quantnb.stages._agent_eval import (
     Span,
     _fold_table,
@@ -59,7 +59,7 @@ class AgentParams(StageParams):
     The SAC hyper-parameters are a :class:`SacParams` and the environment an
     :class:`EnvSpec`, stored verbatim in the bundle. Flat names (``buffer_size``, ``window``,
     as the notebook and ``quantnb run -p`` give them) are moved into ``sac`` / ``env`` by
-    :func:`quantnb.rl.nest_flat_params`, the one place they are mapped; a flat value of None
+    :func:`quantnb.agent.nest_flat_params`, the one place they are mapped; a flat value of None
     leaves the class default (``buffer_size`` 100,000 and ``learning_starts`` 1,000: SacParams').
     """
 
@@ -237,8 +237,8 @@ def run_agent(params: AgentParams) -> AgentResult:
     # heavy: imported by the run, not by the runner's parameter validation
     import torch
 
-    from quantnb.rl import CLASSIFIER_FEATURES, AgentMetadata, ClassifierSignal, compute_features, save_agent_bundle
-    from quantnb.rl._evaluate import stitch_evaluations
+    from quantnb.agent import CLASSIFIER_FEATURES, AgentMetadata, ClassifierSignal, compute_features, save_agent_bundle
+    from quantnb.agent._evaluate import stitch_evaluations
 
     with start_run(params) as ctx:
         torch.set_num_threads(params.num_threads)
@@ -374,7 +374,7 @@ def _holdout(bars: pl.DataFrame, params: AgentParams) -> tuple[pl.DataFrame, lis
 def _stacking(ctx: Any, params: AgentParams, bars: pl.DataFrame, spans: list[Span], clf_dir: Path,
               after_eval: list[str] | None) -> Any:
     """Train (or, resumed, load) the per-block classifiers; save the provenance of every probability."""
-    from quantnb.models import load_model_bundle  # heavy (torch): not at module import
+    from quantnb.classifier import load_model_bundle  # heavy (torch): not at module import
 
     def on_model(m: Any) -> None:
         ctx.checkpoint.mark_completed(f"classifier-{m.model_id}")
@@ -423,7 +423,7 @@ def _fit_and_evaluate(ctx: Any, params: AgentParams, sac: SacParams, bars: pl.Da
                       names: list[str], span: Span, at: _Where, *, n_trials: int,
                       trial_var: float | None) -> tuple[Any, Any, Any]:
     """Fit the scaler and SAC on the span's training bars, evaluate on its test bars: (trained, scaler, evaluation)."""
-    from quantnb.rl import (
+    from quantnb.agent import (
         ActionInterpreter,
         FeatureScaler,
         ObservationBuilder,
@@ -470,7 +470,7 @@ def _fit_and_evaluate(ctx: Any, params: AgentParams, sac: SacParams, bars: pl.Da
 
 
 def _plot(ev: Any, path: Path) -> None:
-    from quantnb.rl import plot_equity_curve
+    from quantnb.agent import plot_equity_curve
 
     plot_equity_curve(ev, path)
 
@@ -478,7 +478,7 @@ def _plot(ev: Any, path: Path) -> None:
 def _tear_sheet(ctx: Any, fits: list[Any], ev: Any, per_seed: list[Any], seeds: list[int],
                 fold_ids: list[int]) -> tuple[dict, Path]:
     """Compute the tear sheet's data (for run.json metrics) and draw it to debug_plots/<run id>/tear_sheet.png."""
-    from quantnb.rl._tearsheet import plot_tear_sheet, tear_sheet_data
+    from quantnb.agent._tearsheet import plot_tear_sheet, tear_sheet_data
 
     sheet = tear_sheet_data([f[2] for f in fits], ev, [e for _, e in per_seed], seeds, null_seed=seeds[0],
                             fold_ids=fold_ids if len(fits) > 1 else None)
@@ -494,7 +494,7 @@ def _fmt_metric(name: str, value: Any) -> str:
 
 def _with_baseline(table: pl.DataFrame, bundle_dir: Path, eval_start: str) -> pl.DataFrame:
     """Insert the baseline agent's evaluation metrics as column ``baseline_agent`` (before buy-and-hold)."""
-    from quantnb.rl import load_agent_bundle  # heavy (stable-baselines3): not at module import
+    from quantnb.agent import load_agent_bundle  # heavy (stable-baselines3): not at module import
 
     meta = load_agent_bundle(bundle_dir).metadata
     base = meta.metrics.get("agent") or {}

@@ -33,7 +33,7 @@ from loguru import logger
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from quantnb.config import OutputDir, StageParams, resolve_output_dir
-from quantnb.runlog import RunContext, start_run
+from quantnb.runs import RunContext, start_run
 
 __all__ = ["DownloadParams", "DownloadResult", "run_download"]
 

@@ -30,7 +30,7 @@ from quantnb.config import OutputDir, resolve_output_dir
 from quantnb.display import result_html
 from quantnb.errors import ConfigError, DataError
 from quantnb.parallel import ExecutorError, ParallelStageParams, open_executor
-from quantnb.runlog import (
+from quantnb.runs import (
     RunContext,
     atomic_path,
     atomic_write_json,

@@ -20,11 +20,7 @@ import polars as pl
 from loguru import logger
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt
 
-from quantnb.config import OutputDir, resolve_output_dir
-from quantnb.display import result_html
-from quantnb.errors import ConfigError, DataError
-from quantnb.parallel import ParallelStageParams, open_executor
-from quantnb.research import (
+from quantnb.classifier import (
     LABEL_NAMES,
     META_LABEL_NAMES,
     format_distribution,
@@ -33,7 +29,11 @@ from quantnb.research import (
     label_suffix,
     side_from_column,
 )
-from quantnb.runlog import RunContext, atomic_path, atomic_write_json, start_run
+from quantnb.config import OutputDir, resolve_output_dir
+from quantnb.display import result_html
+from quantnb.errors import ConfigError, DataError
+from quantnb.parallel import ParallelStageParams, open_executor
+from quantnb.runs import RunContext, atomic_path, atomic_write_json, start_run
 
 __all__ = ["LabellingParams", "LabellingResult", "run_labelling"]
 
@@ -142,7 +142,7 @@ def labelling_suffix(p: dict[str, Any]) -> str:
         ``META_MOM1h_PT1_SL1_VOL1h_1h`` (``META_COLside_...`` for a side column, ``_COST11`` for 11 bps);
         ``_CUSUM0005`` is appended when the CUSUM filter is on (threshold in per mille).
     """
-    from quantnb.research._labels import _frac_digits, _lookahead_text
+    from quantnb.classifier._labels import _frac_digits, _lookahead_text
 
     def mult(v: float) -> str:
         return repr(float(v)).removesuffix(".0").replace(".", "p")

@@ -33,7 +33,7 @@ from quantnb.display import result_html
 from quantnb.errors import ConfigError
 from quantnb.live._risk import RiskLimits
 from quantnb.live._settings import SessionSettings
-from quantnb.runlog import record_test_spans, start_run
+from quantnb.runs import record_test_spans, start_run
 from quantnb.stages._links import latest_run_ids
 
 if TYPE_CHECKING:

@@ -5,13 +5,13 @@ The study lives in ``storage`` (SQLite by default, any SQLAlchemy URL such as Po
 under a name derived from the label suffix, and is loaded if it exists. Each trial reports
 validation F1 macro every epoch, so the MedianPruner stops weak trials early.
 
-Kills and several workers (the rules are in :mod:`quantnb.stages._study`):
+Kills and several workers (the rules are in :mod:`quantnb.classifier._study`):
 
 * a study killed at any point (runner, kernel, workers) and resumed, or run again with the same
   parameters, ends with the same finished trials as an uninterrupted one: settings are drawn from
   ``(seed, trial key)``, a trial left RUNNING by a dead worker is failed and retried with its own
   parameters, and training is seeded by the trial key, which a retry keeps
-  (:func:`~quantnb.stages._study.finished_outcome` is what "the same" compares);
+  (:func:`~quantnb.classifier._study.finished_outcome` is what "the same" compares);
 * several processes (or machines) on one storage and study name share it: no two trials get the
   same setting while the space has others, and the study stops at ``n_trials`` finished trials
   (one more at most when two workers start their last trial at the same instant).
@@ -31,22 +31,9 @@ from loguru import logger
 from optuna.trial import TrialState
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
-from quantnb.display import result_html
-from quantnb.errors import ConfigError, QuantnbError
-from quantnb.evaluation import cpcv_path_count, cpcv_split_count
-from quantnb.models._config import ModelConfig, TrainConfig
-from quantnb.runlog import RunContext, atomic_write_json, is_interrupt, start_run
-from quantnb.stages._cv import (
-    FOLD_SCORES_ATTR,
-    PATH_SCORES_ATTR,
-    SPLIT_SCORES_ATTR,
-    CvFold,
-    cv_datasets,
-    pbo_of_study,
-)
-from quantnb.stages._labelled import load_labelled
-from quantnb.stages._links import LabelledDataParams, SampleWeightCol, record_labelled_span
-from quantnb.stages._study import (
+from quantnb.classifier._config import ModelConfig, TrainConfig
+from quantnb.classifier._labelled import load_labelled
+from quantnb.classifier._study import (
     KEY_ATTR,
     OWNER_ATTR,
     check_storage_url,
@@ -57,9 +44,22 @@ from quantnb.stages._study import (
     trial_key,
     worker_identity,
 )
+from quantnb.display import result_html
+from quantnb.errors import ConfigError, QuantnbError
+from quantnb.evaluation import cpcv_path_count, cpcv_split_count
+from quantnb.runs import RunContext, atomic_write_json, is_interrupt, start_run
+from quantnb.stages._cv import (
+    FOLD_SCORES_ATTR,
+    PATH_SCORES_ATTR,
+    SPLIT_SCORES_ATTR,
+    CvFold,
+    cv_datasets,
+    pbo_of_study,
+)
+from quantnb.stages._links import LabelledDataParams, SampleWeightCol, record_labelled_span
 
 if TYPE_CHECKING:
-    from quantnb.research import PreparedData
+    from quantnb.classifier import PreparedData
 
 __all__ = ["OptimizationParams", "OptimizationResult", "run_optimization", "open_study", "search_space",
            "check_study_compatible", "finished_outcome"]
@@ -262,7 +262,7 @@ class _Objective:
         self._folds: dict[int, list[CvFold]] = {}
 
     def data(self, seq_len: int) -> PreparedData:
-        from quantnb.research import prepare_datasets  # torch: loaded by the run, not by parameter validation
+        from quantnb.classifier import prepare_datasets  # torch: loaded by the run, not by parameter validation
 
         if seq_len not in self._data:
             self._data[seq_len] = prepare_datasets(self.labelled, seq_len=seq_len, train_frac=self.p.train_frac,
@@ -315,7 +315,7 @@ class _Objective:
             raise
 
     def _train(self, trial: optuna.Trial, hp: dict[str, Any], key: int) -> float:
-        from quantnb.models import HybridTCNLSTM, Trainer, seed_everything  # torch, as above
+        from quantnb.classifier import HybridTCNLSTM, Trainer, seed_everything  # torch, as above
 
         p = self.p
         data = self.data(hp["seq_len"])
@@ -346,7 +346,7 @@ class _Objective:
         """Mean test F1 macro over the purged splits; each split stops early on its inner split."""
         import numpy as np
 
-        from quantnb.models import HybridTCNLSTM, Trainer, classification_scores, evaluate, seed_everything
+        from quantnb.classifier import HybridTCNLSTM, Trainer, classification_scores, evaluate, seed_everything
 
         p, scores = self.p, []
         scored: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}  # (split, group) -> (targets, predictions)
@@ -529,7 +529,7 @@ def run_optimization(params: OptimizationParams) -> OptimizationResult:
 
 def _selection_span(params: OptimizationParams, labelled: Any, lookahead_min: int) -> tuple[str, str]:
     """Return the first and last bar the objective scores: validation, or train + validation with CV."""
-    from quantnb.research import chronological_split
+    from quantnb.classifier import chronological_split
 
     spans = chronological_split(labelled, train_frac=params.train_frac, val_frac=params.val_frac,
                                 lookahead_min=lookahead_min).spans()

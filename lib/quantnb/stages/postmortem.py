@@ -11,12 +11,12 @@ from pydantic import Field
 
 from quantnb.config import StageParams
 from quantnb.display import result_html
-from quantnb.runlog import atomic_write_json, start_run
+from quantnb.runs import atomic_write_json, start_run
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from quantnb.runlog import PostmortemReport
+    from quantnb.runs import PostmortemReport
 
 __all__ = ["PostmortemParams", "PostmortemResult", "run_postmortem", "postmortem_of"]
 
@@ -74,7 +74,7 @@ def run_postmortem(params: PostmortemParams) -> PostmortemResult:
     import matplotlib.pyplot as plt  # heavy: imported by the run, not by the runner's parameter validation
 
     from quantnb.display._postmortem import plot_learning_curve, plot_memory, plot_throughput, plot_timeline
-    from quantnb.runlog import analyse_run, find_latest_run  # polars, on first use
+    from quantnb.runs import analyse_run, find_latest_run  # polars, on first use
 
     with start_run(params) as ctx:
         target = params.target_run_id or find_latest_run(ctx.root, params.target_stage)

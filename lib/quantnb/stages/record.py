@@ -37,7 +37,7 @@ from quantnb.config import OutputDir, StageParams, resolve_output_dir
 from quantnb.errors import ConfigError
 from quantnb.record import Recorder, RecorderConfig
 from quantnb.record._recorder import CLICKHOUSE_PATH
-from quantnb.runlog import start_run
+from quantnb.runs import start_run
 
 __all__ = ["RecordParams", "RecordResult", "run_record", "open_clickhouse", "ClickHouseQuery"]
 

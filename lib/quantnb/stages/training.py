@@ -24,11 +24,11 @@ import numpy as np
 from loguru import logger
 from pydantic import Field, PositiveFloat, PositiveInt, PrivateAttr, model_validator
 
+from quantnb.classifier._config import ModelConfig, TrainConfig
+from quantnb.classifier._labelled import load_labelled
 from quantnb.display import result_html
 from quantnb.errors import ConfigError
-from quantnb.models._config import ModelConfig, TrainConfig
-from quantnb.runlog import start_run
-from quantnb.stages._labelled import load_labelled
+from quantnb.runs import start_run
 from quantnb.stages._links import LabelledDataParams, SampleWeightCol, latest_output, record_labelled_span
 
 __all__ = ["TrainingParams", "TrainingResult", "run_training"]
@@ -43,9 +43,9 @@ _MODEL_DEFAULTS: dict[str, Any] = {**dataclasses.asdict(ModelConfig()), "seq_len
 class TrainingParams(LabelledDataParams):
     """Parameters of the training stage; model fields left None come from the best-parameters JSON.
 
-    Defaults are read from their one owner: the architecture's from :class:`~quantnb.models.ModelConfig`,
+    Defaults are read from their one owner: the architecture's from :class:`~quantnb.classifier.ModelConfig`,
     the trainer's (epochs, patience, lr, batch size, weight decay, seed) from
-    :class:`~quantnb.models.TrainConfig`. The fields stay flat (``-p epochs=5``), as in the notebook.
+    :class:`~quantnb.classifier.TrainConfig`. The fields stay flat (``-p epochs=5``), as in the notebook.
 
     ``best_params_path=None`` takes the best parameters of the latest completed optimization
     run on the same ``labelled_dir`` (when the parameters are validated); the run logs which,
@@ -175,8 +175,8 @@ def _baselines(data: Any, labelled: Any, lookahead_min: int, y_pred: np.ndarray,
     """Score the persistence and majority-class baselines on the test windows, each with the paired F1 macro CI."""
     import polars as pl
 
+    from quantnb.classifier import META_LABEL_NAMES
     from quantnb.evaluation import compare_to_baseline, persistence_predictions
-    from quantnb.research import META_LABEL_NAMES
 
     y_true, n_classes = data.test.targets, len(data.class_names)
     majority = int(np.bincount(data.train.targets, minlength=n_classes).argmax())
@@ -200,7 +200,7 @@ def _baselines(data: Any, labelled: Any, lookahead_min: int, y_pred: np.ndarray,
 
 def _meta_report(data: Any, ev: Any, label_cfg: dict[str, Any], seed: int) -> dict[str, Any]:
     """Score the secondary model against always taking the primary's side, and its bet sizes against unsized bets."""
-    from quantnb.research import compare_precision_to_take_all, compare_sizing
+    from quantnb.classifier import compare_precision_to_take_all, compare_sizing
 
     y_true, lookahead = data.test.targets, int(label_cfg["lookahead_min"])
     block = max(float(lookahead), len(y_true) ** (1 / 3))  # labels overlap over the holding period
@@ -230,15 +230,17 @@ def run_training(params: TrainingParams) -> TrainingResult:
         Missing labelled data or best parameters, or a resume with different settings.
     """
     # heavy: imported by the run, not by the runner's parameter validation
-    from quantnb.models import (
+    from quantnb.classifier import (
+        LABEL_NAMES,
+        META_LABEL_NAMES,
         HybridTCNLSTM,
         Trainer,
         evaluate,
         plot_confusion_matrix,
+        prepare_datasets,
         save_model_bundle,
         seed_everything,
     )
-    from quantnb.research import LABEL_NAMES, META_LABEL_NAMES, prepare_datasets
 
     with start_run(params) as ctx:
         logger.info("Labelled data: {}", params.labelled_source())

@@ -28,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from quantnb.rl._costs import DEFAULT_FEE_BPS
+from quantnb.agent._costs import DEFAULT_FEE_BPS
 from quantnb.testing._binance_engine import BinanceApiError, ExchangeEngine, SymbolSpec
 from quantnb.testing._faults import ERROR_BODIES, Fault, FaultKind, FaultPlan
 
@@ -51,7 +51,7 @@ class BinanceLoopbackServer:
         Initial USDT wallet balance.
     fee_bps : float
         Commission on every market fill (a taker fee), basis points of notional; default
-        :data:`quantnb.rl._costs.DEFAULT_FEE_BPS`, Binance's regular USD-M taker rate.
+        :data:`quantnb.agent._costs.DEFAULT_FEE_BPS`, Binance's regular USD-M taker rate.
     leverage : int
         Leverage used for initial-margin checks (error -2019 "Margin is insufficient.").
     api_key, api_secret : str, optional

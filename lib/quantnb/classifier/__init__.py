@@ -1,0 +1,147 @@
+"""The classifier: labels, splits and window datasets; the TCN-LSTM, its trainer, metrics and bundles; the study.
+
+Typical use by the labelling and training stages::
+
+    labelled = label_bars(bars, lookahead_min=60, threshold_short_frac=-0.004, threshold_long_frac=0.008)
+    data = prepare_datasets(labelled, seq_len=60, train_frac=0.7, val_frac=0.15, lookahead_min=60)
+    cfg = TrainConfig(epochs=10)      # defaults: TrainConfig's; the architecture's: ModelConfig's
+    model = HybridTCNLSTM(len(data.features), **dataclasses.asdict(ModelConfig(lstm_hidden=64)))
+    result = Trainer(model, data.train, data.val, cfg, run_dir / "checkpoints").fit(resume=resume)
+    test = evaluate(model, data.test)
+    save_model_bundle(run_dir / "model", model, data.scaler, {"seq_len": data.seq_len, ...})
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from quantnb._lazy import attach
+
+if TYPE_CHECKING:  # the names for type checkers; at run time each loads on first use
+    from quantnb.classifier._afml import (
+        BARRIER_PROFIT_TAKE,
+        BARRIER_STOP_LOSS,
+        BARRIER_VERTICAL,
+        cusum_events,
+        ewm_volatility,
+        fixed_horizon_t1,
+        sample_weights,
+        sequential_bootstrap,
+        triple_barrier_labels,
+    )
+    from quantnb.classifier._bundle import (
+        BUNDLE_FORMAT,
+        METADATA_FILE,
+        SCALER_FILE,
+        WEIGHTS_FILE,
+        ModelBundle,
+        library_versions,
+        load_model_bundle,
+        save_model_bundle,
+    )
+    from quantnb.classifier._config import ModelConfig, TrainConfig
+    from quantnb.classifier._dataset import N_CLASSES, WindowDataset
+    from quantnb.classifier._evaluate import Evaluation, evaluate, plot_confusion_matrix
+    from quantnb.classifier._features import build_features, feature_columns
+    from quantnb.classifier._labels import (
+        BUY,
+        LABEL_NAMES,
+        NEUTRAL,
+        SELL,
+        format_distribution,
+        label_bars,
+        label_counts,
+        label_distribution,
+        label_events,
+        label_suffix,
+    )
+    from quantnb.classifier._meta import (
+        META_LABEL_NAMES,
+        SKIP,
+        TAKE,
+        bet_size,
+        meta_labels,
+        momentum_side,
+        side_from_column,
+    )
+    from quantnb.classifier._metrics import (
+        ClassificationScores,
+        classification_scores,
+        confusion_matrix,
+        f1_from_confusion,
+    )
+    from quantnb.classifier._prepare import PreparedData, prepare_datasets
+    from quantnb.classifier._sizing import SizingComparison, compare_precision_to_take_all, compare_sizing
+    from quantnb.classifier._split import DataSplits, chronological_split
+    from quantnb.classifier._stats import BatchStats, EpochStats, TrainResult
+    from quantnb.classifier._tcn_lstm import CausalConvBlock, HybridTCNLSTM
+    from quantnb.classifier._trainer import Trainer, inverse_frequency_weights, seed_everything
+    from quantnb.features import FeatureScaler
+
+__getattr__, __dir__ = attach(__name__)
+
+__all__ = [
+    "label_bars",
+    "label_events",
+    "BARRIER_PROFIT_TAKE",
+    "BARRIER_STOP_LOSS",
+    "BARRIER_VERTICAL",
+    "cusum_events",
+    "ewm_volatility",
+    "fixed_horizon_t1",
+    "sample_weights",
+    "sequential_bootstrap",
+    "triple_barrier_labels",
+    "meta_labels",
+    "momentum_side",
+    "side_from_column",
+    "bet_size",
+    "compare_sizing",
+    "compare_precision_to_take_all",
+    "SizingComparison",
+    "META_LABEL_NAMES",
+    "SKIP",
+    "TAKE",
+    "label_suffix",
+    "label_counts",
+    "label_distribution",
+    "format_distribution",
+    "SELL",
+    "NEUTRAL",
+    "BUY",
+    "LABEL_NAMES",
+    "N_CLASSES",
+    "feature_columns",
+    "build_features",
+    "chronological_split",
+    "DataSplits",
+    "FeatureScaler",
+    "WindowDataset",
+    "prepare_datasets",
+    "PreparedData",
+    "HybridTCNLSTM",
+    "CausalConvBlock",
+    "ModelConfig",
+    "TrainConfig",
+    "Trainer",
+    "TrainResult",
+    "EpochStats",
+    "BatchStats",
+    "seed_everything",
+    "inverse_frequency_weights",
+    "evaluate",
+    "Evaluation",
+    "plot_confusion_matrix",
+    "confusion_matrix",
+    "f1_from_confusion",
+    "classification_scores",
+    "ClassificationScores",
+    "save_model_bundle",
+    "load_model_bundle",
+    "ModelBundle",
+    "library_versions",
+    "BUNDLE_FORMAT",
+    "WEIGHTS_FILE",
+    "SCALER_FILE",
+    "METADATA_FILE",
+]
