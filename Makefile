@@ -26,6 +26,7 @@ demo: venv
 test: venv
 	bash scripts/system-deps.sh  # Debian's chromium and postgresql, when missing
 	$(BIN)/ruff check lib tests benchmarks
+	$(BIN)/mypy  # the library's types ([tool.mypy] in pyproject.toml)
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25  # the slowest tests, for keeping the suite near 15 min
 
 lab: venv
@@ -33,6 +34,7 @@ lab: venv
 
 lint: venv
 	$(BIN)/ruff check lib tests benchmarks
+	$(BIN)/mypy
 
 bench: venv
 	$(BIN)/python benchmarks/bench_etl.py
