@@ -19,11 +19,17 @@ def test_every_step_of_the_example_validates_and_its_outputs_feed_the_next(proje
     assert [s["stage"] for s in steps][:3] == ["download", "download", "etl"]
     ids: list[str] = []
     params = {}
+    ref_re = re.compile(r"\$\{([A-Za-z0-9_-]+)\.(run_id|outputs\.([A-Za-z0-9_]+))\}")
+
+    def resolve(m: re.Match[str]) -> str:  # what the pipeline would put there once the earlier step ran
+        ref, _, output = m.groups()
+        assert ref in ids, f"{step['stage']} refers to {ref}, not an earlier step"
+        if output == "labelled_dir":  # what the labelling stage records: <output_root>/<label suffix>
+            return str(params[ref].labelled_dir(project))
+        return f"runs/{ref}_20260101_000000/{output}.json" if output else f"{ref}_20260101_000000"
+
     for step in steps:
-        values = yaml.safe_load(re.sub(r"\$\{([A-Za-z0-9_-]+)\.run_id\}",
-                                       lambda m: f"{m.group(1)}_20260101_000000", yaml.safe_dump(step["params"])))
-        for ref in re.findall(r"\$\{([A-Za-z0-9_-]+)\.run_id\}", yaml.safe_dump(step["params"])):
-            assert ref in ids, f"{step['stage']} refers to {ref}, not an earlier step"
+        values = yaml.safe_load(ref_re.sub(resolve, yaml.safe_dump(step["params"])))
         model = params_class(step["stage"]).parse({**values, "project_dir": str(project)}, source=str(CONFIG))
         ids.append(step.get("id", step["stage"]))
         params[ids[-1]] = model
@@ -41,7 +47,10 @@ def test_every_step_of_the_example_validates_and_its_outputs_feed_the_next(proje
     for f in planned:  # every downloaded file is an ETL input
         assert any(fnmatch.fnmatch(f"{klines.output_dir}/{f.path}", g) for g in etl.input_globs), f.path
     assert params["labelling"].input_glob.startswith(etl.output_dir + "/binance/usdm/BTCUSDT/")
-    assert params["optimization"].labelled_dir.startswith(params["labelling"].output_root)
+    # later steps take the labelling's folder from what it recorded, never a typed folder name
+    for step in steps:
+        if step["stage"] in ("optimization", "training"):
+            assert step["params"]["labelled_dir"] == "${labelling.outputs.labelled_dir}"
 
 
 @pytest.mark.parametrize("config", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.stem)
