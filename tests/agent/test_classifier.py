@@ -11,7 +11,6 @@ from stable_baselines3 import SAC
 from quantnb.agent import (
     CLASSIFIER_FEATURES,
     ActionInterpreter,
-    AgentFeatureStream,
     AgentMetadata,
     ClassifierSignal,
     FeatureScaler,
@@ -23,6 +22,7 @@ from quantnb.agent import (
     load_agent_bundle,
     save_agent_bundle,
 )
+from quantnb.agent._classifier import AgentFeatureStream
 from quantnb.classifier import HybridTCNLSTM, build_features, feature_columns, save_model_bundle
 from quantnb.errors import ConfigError
 from quantnb.live import RiskLimits, SessionSettings, build_trader, load_live_config
