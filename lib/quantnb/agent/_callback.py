@@ -6,9 +6,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from loguru import logger
+from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback
 
 from quantnb.agent._checkpoint import save_checkpoint
@@ -95,7 +96,7 @@ class CheckpointProgress(BaseCallback):
             self._checkpoint()
 
     def _checkpoint(self) -> None:
-        info = save_checkpoint(self.ckpt_dir, self.model, self.params, self.stats_state())
+        info = save_checkpoint(self.ckpt_dir, cast(SAC, self.model), self.params, self.stats_state())
         self.last, self._last_step = info, info.num_timesteps
         logger.debug(
             "rl/checkpoint step={} replay_buffer_size={} path={}",

@@ -229,6 +229,7 @@ def load_checkpoint(info: CheckpointInfo, vec: DummyVecEnv, params: SacParams) -
         raise ConfigError(
             f"{info.model_path}: does not fit this environment ({e}); use the same features and window"
         ) from e
+    assert model.replay_buffer is not None  # SAC.load builds it (_setup_model)
     with open(info.replay_buffer_path, "rb") as fh:
         _restore_buffer(model.replay_buffer, pickle.load(fh), info.replay_buffer_path)
     with open(info.state_path, "rb") as fh:

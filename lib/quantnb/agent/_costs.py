@@ -392,6 +392,7 @@ class FillModel:
         if abs(qty) < _MIN_QTY:
             return None
         unfilled = 0.0
+        depth_usd: float | None
         if book is not None:
             filled, price = walk_book(book, abs(qty))
             if filled < _MIN_QTY:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Any
+from typing import Any, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -19,6 +19,7 @@ from quantnb.agent._rules import MarketRules
 from quantnb.errors import ConfigError, DataError
 from quantnb.features import segment_start_expr
 
+_D = TypeVar("_D", np.ndarray, None)
 _BANKRUPT_EQUITY_RATIO = 1e-6  # reward floor: log(1e-6) when equity is wiped out
 
 
@@ -157,7 +158,7 @@ class TradingEnv(gym.Env):
         self._t = self._t_end = self._first
 
     @staticmethod
-    def _col(bars: pl.DataFrame, name: str, default: np.ndarray | None) -> np.ndarray | None:
+    def _col(bars: pl.DataFrame, name: str, default: _D) -> np.ndarray | _D:
         return bars[name].cast(pl.Float64).fill_null(np.nan).to_numpy() if name in bars.columns else default
 
     def quote(self, t: int) -> BarQuote:

@@ -11,6 +11,7 @@ bars after a gap, and the environment never builds an observation across one.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import polars as pl
 from loguru import logger
@@ -110,7 +111,7 @@ def check_close(bars: pl.DataFrame) -> None:
     close = bars["close"].cast(pl.Float64)
     bad = close.is_null() | ~close.is_finite() | (close <= 0)
     if bad.any():
-        i = int(bad.arg_max())
+        i = cast(int, bad.arg_max())
         ts = bars["ts"][i] if "ts" in bars.columns else None
         raise DataError(f"bars row {i} (ts={ts}): close={close[i]!r} is not a positive price; fix the ETL",
                         bar=i, field="close")

@@ -264,7 +264,7 @@ class EvaluationResult:
             }
         )
 
-    def flat_metrics(self) -> dict[str, float]:
+    def flat_metrics(self) -> dict[str, float | None]:
         """Return the metrics as one flat mapping.
 
         Returns

@@ -88,9 +88,9 @@ def ewm_volatility(df: pl.DataFrame, span_min: int, price_col: str = "close") ->
     p = _prices(df, price_col)
     r2 = pl.Series(_returns(p, _segments(df)) ** 2).fill_nan(None)
     var = r2.ewm_mean(alpha=2.0 / (span + 1), adjust=False, ignore_nulls=True, min_samples=1)
-    var = var.forward_fill().to_numpy()  # a bar without a return keeps the previous variance
+    var_arr = var.forward_fill().to_numpy()  # a bar without a return keeps the previous variance
     seen = np.cumsum(~np.isnan(r2.fill_null(float("nan")).to_numpy()))
-    return np.where(seen >= span, np.sqrt(var), np.nan)
+    return np.where(seen >= span, np.sqrt(var_arr), np.nan)
 
 
 def cusum_events(df: pl.DataFrame, threshold_frac: float, price_col: str = "close") -> np.ndarray:

@@ -8,7 +8,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -129,7 +129,7 @@ def save_model_bundle(directory: str | os.PathLike[str], model: nn.Module, scale
     name = type(model).__name__
     if name not in _MODEL_CLASSES or not hasattr(model, "config"):
         raise ConfigError(f"model: {name} cannot be bundled; supported: {sorted(_MODEL_CLASSES)}")
-    params = dict(model.config)
+    params = dict(cast(dict[str, Any], model.config))
     if params.get("n_features") != len(scaler.feature_names):
         raise ConfigError(f"scaler: {len(scaler.feature_names)} features but the model takes "
                           f"{params.get('n_features')}; save the scaler the model was trained with")

@@ -34,6 +34,7 @@ import optuna
 import psutil
 from loguru import logger
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from quantnb._secrets import refuse_password_in_url
@@ -170,7 +171,7 @@ def open_study(storage: str, study_name: str, seed: int, startup_trials: int, ro
     if storage.endswith((".log", ".jsonl")) and "://" not in storage:
         path = root / storage
         path.parent.mkdir(parents=True, exist_ok=True)
-        backend = optuna.storages.journal.JournalFileBackend(str(path))
+        backend = JournalFileBackend(str(path))
         store: Any = optuna.storages.JournalStorage(backend)
     else:
         kwargs: dict[str, Any] = {}
@@ -393,6 +394,12 @@ def space_size(space: dict[str, BaseDistribution]) -> int | None:
     return size
 
 
+def _int_range(dist: BaseDistribution) -> list[int]:
+    """Every value of a finite integer distribution (what :func:`space_size` counted)."""
+    assert isinstance(dist, IntDistribution)  # space_size returned a size: the space is finite
+    return list(range(dist.low, dist.high + 1, dist.step))
+
+
 class TrialSeededSampler(optuna.samplers.BaseSampler):
     """TPE whose randomness comes from ``(seed, trial key)`` and that does not repeat a setting.
 
@@ -512,7 +519,7 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
             names = list(self.space)
             values = [[optuna.distributions._get_single_value(d)] if d.single() else
                       list(d.choices) if isinstance(d, CategoricalDistribution) else
-                      list(range(d.low, d.high + 1, d.step)) for d in self.space.values()]
+                      _int_range(d) for d in self.space.values()]
             combos = [dict(zip(names, c, strict=True)) for c in itertools.product(*values)]
             free = [c for c in combos if all(c[k] == v for k, v in trial.params.items() if k in c)
                     and _canon(c) not in taken]
