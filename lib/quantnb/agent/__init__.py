@@ -17,13 +17,11 @@ Research use (what the agent stage calls)::
     feats = compute_features(bars)                         # whole history, one call
     names = [c for c in feats.columns if c != "ts"]
     scaler = FeatureScaler.fit(feats.filter(pl.col("ts") < split_ts), names)   # training period only
-    builder = ObservationBuilder(names, window, scaler)
-    env_kw = dict(observation_builder=builder, action_interpreter=ActionInterpreter(max_position_frac, deadband_frac),
-                  fill_model=FillModel(fee_bps, slippage_bps), features=feats)
-    train_env = TradingEnv(bars, **env_kw, end_ts=split_ts, max_episode_steps=1440, random_start=True)
+    spec = EnvSpec(window=window, fee_bps=fee_bps, ...)     # window, action mapping, costs
+    train_env = make_env(bars, spec, scaler, feats, end_ts=split_ts, max_episode_steps=1440, random_start=True)
     result = train_sac(train_env, SacParams(...), total_timesteps=..., checkpoint_dir=run_dir / "checkpoints",
                        checkpoint_every_steps=..., resume=resume, on_checkpoint=..., on_progress=...)
-    eval_env = TradingEnv(bars, **env_kw, start_ts=split_ts)
+    eval_env = make_env(bars, spec, scaler, feats, start_ts=split_ts)
     ev = evaluate_agent(result.model, eval_env, plot_path=debug_dir / "equity_curve.png")
     save_agent_bundle(run_dir, result.model, scaler, AgentMetadata(window=window, ..., metrics=ev.metrics_dict()))
 
@@ -56,7 +54,7 @@ if TYPE_CHECKING:  # the names for type checkers; at run time each loads on firs
     from quantnb.agent._bundle import AgentBundle, AgentMetadata, load_agent_bundle, save_agent_bundle
     from quantnb.agent._classifier import CLASSIFIER_FEATURES, ClassifierSignal
     from quantnb.agent._costs import VENUE_FEES, BarQuote, Fill, FillModel, walk_book
-    from quantnb.agent._env import TradingEnv
+    from quantnb.agent._env import TradingEnv, make_env
     from quantnb.agent._evaluate import (
         MINUTES_PER_YEAR,
         EvaluationResult,
@@ -115,6 +113,7 @@ __all__ = [
     "MarketRules",
     # environment and training
     "TradingEnv",
+    "make_env",
     "SacParams",
     "EnvSpec",
     "nest_flat_params",

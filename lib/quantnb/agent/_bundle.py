@@ -404,26 +404,7 @@ def _bundle_files(directory: Path, with_classifier: bool) -> list[str]:
 
 
 def check_bundle_files(directory: str | Path, doc: dict[str, Any]) -> None:
-    """Compare every file of an agent bundle with the SHA-256 recorded in its ``config_metadata.yaml``.
-
-    A bundle saved before the digests were recorded (no ``sha256`` key) is accepted with a
-    WARNING naming it: it carries no evidence either way, refusing it would strand every agent
-    trained before, and a truncated model file is still refused by the loader. Re-export it (or
-    retrain) to have it checked.
-
-    Parameters
-    ----------
-    directory : str or Path
-        The bundle directory.
-    doc : dict
-        Its parsed ``config_metadata.yaml``.
-
-    Raises
-    ------
-    ConfigError
-        Naming the file: a recorded file is missing, or its SHA-256 differs (edited, replaced or
-        truncated since the bundle was saved); or the ``sha256`` entry is malformed.
-    """
+    """Compare every file of an agent bundle with the SHA-256 recorded in its ``config_metadata.yaml``."""
     d = Path(directory)
     cfg_path = d / CONFIG_FILE
     digests = doc.get("sha256")

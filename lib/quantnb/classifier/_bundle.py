@@ -72,13 +72,7 @@ def _plain(value: Any) -> Any:
 
 
 def sha256_file(path: Path) -> str:
-    """Return the SHA-256 of the file at ``path`` as 64 hex digits (read in 1 MiB chunks).
-
-    Parameters
-    ----------
-    path : pathlib.Path
-        The file to hash.
-    """
+    """Return the SHA-256 of the file at ``path`` as 64 hex digits (read in 1 MiB chunks)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):

@@ -15,15 +15,7 @@ from quantnb.errors import ConfigError, DataError
 
 @dataclass(frozen=True)
 class DataSplits:
-    """Chronological train / validation / test frames separated by an embargo.
-
-    Attributes
-    ----------
-    train, val, test : polars.DataFrame
-        Consecutive, non-overlapping slices of the input, in time order.
-    embargo_min : int
-        Minutes dropped after the last bar of train and of val.
-    """
+    """Chronological train / validation / test frames separated by an embargo."""
 
     train: pl.DataFrame
     val: pl.DataFrame

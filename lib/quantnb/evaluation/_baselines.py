@@ -70,27 +70,7 @@ def persistence_predictions(end_minute: np.ndarray, label_minute: np.ndarray, la
 
 @dataclass(frozen=True)
 class BaselineComparison:
-    """A model's F1 macro against one baseline's on the same rows, with a paired block bootstrap CI.
-
-    Attributes
-    ----------
-    baseline : str
-        ``"persistence"`` or ``"majority"``.
-    f1_macro : float
-        The baseline's F1 macro.
-    model_minus_baseline : float
-        Model F1 macro minus the baseline's.
-    diff_ci_low, diff_ci_high : float
-        Percentile interval of that difference over paired resamples of the rows.
-    model_ci_low, model_ci_high : float
-        Percentile interval of the model's own F1 macro over the same resamples.
-    level : float
-    mean_block_len : float
-        Rows per bootstrap block (at least the label horizon: overlapping labels are dependent).
-    n_boot : int
-    verdict : str
-        One sentence in words: beats, is worse than, or is not distinguishable from the baseline.
-    """
+    """A model's F1 macro against one baseline's on the same rows, with a paired block bootstrap CI."""
 
     baseline: str
     f1_macro: float
