@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
 from quantnb.errors import ConfigError
-from quantnb.evaluation._bootstrap import default_block_len, stationary_bootstrap_indices
+from quantnb.evaluation._bootstrap import Record, default_block_len, stationary_bootstrap_indices
 
 N_CLASSES = 3
 
@@ -69,7 +68,7 @@ def persistence_predictions(end_minute: np.ndarray, label_minute: np.ndarray, la
 
 
 @dataclass(frozen=True)
-class BaselineComparison:
+class BaselineComparison(Record):
     """A model's F1 macro against one baseline's on the same rows, with a paired block bootstrap CI."""
 
     baseline: str
@@ -83,10 +82,6 @@ class BaselineComparison:
     mean_block_len: float
     n_boot: int
     verdict: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the fields as a JSON-ready dict."""
-        return asdict(self)
 
 
 def compare_to_baseline(y_true: np.ndarray, y_model: np.ndarray, y_base: np.ndarray, *, baseline: str,

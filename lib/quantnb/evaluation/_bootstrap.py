@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any, cast
 
 import numpy as np
 
@@ -59,6 +60,14 @@ def stationary_bootstrap_indices(n: int, n_boot: int, mean_block_len: float, see
 def default_block_len(n: int) -> float:
     """Return the default mean block length, ``max(1, n ** (1/3))`` (the optimal rate, Politis & White 2004)."""
     return max(1.0, n ** (1.0 / 3.0))
+
+
+class Record:
+    """Base of the evaluation's result dataclasses: :meth:`to_dict` gives their fields."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the fields as a JSON-ready dict."""
+        return asdict(cast(Any, self))
 
 
 @dataclass(frozen=True)
