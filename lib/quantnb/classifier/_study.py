@@ -315,7 +315,7 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
 
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        """Draw the whole setting of ``trial`` (see the class docstring)."""
+        """Draw the whole setting of ``trial`` at once (see :meth:`draw`)."""
         if not search_space:
             return {}
         setting = self.draw(study, trial)

@@ -28,7 +28,7 @@ class CausalConvBlock(nn.Module):
         self.downsample = nn.Conv1d(in_channels, out_channels, 1) if in_channels != out_channels else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the block."""
+        """Map ``x``, shape (batch, in_channels, seq_len), to (batch, out_channels, seq_len), causally."""
         out = self.dropout(F.relu(self.conv1(F.pad(x, (self.pad, 0)))))
         out = self.dropout(F.relu(self.conv2(F.pad(out, (self.pad, 0)))))
         res = x if self.downsample is None else self.downsample(x)
