@@ -54,7 +54,7 @@ def compare_sizing(prob_take: np.ndarray, trade_return: np.ndarray, *, cost_bps:
     """Compare the primary's bets sized by the secondary's probability with the same bets at full size.
 
     Each signal ``i`` has the side's gross return ``r_i`` (``trade_return`` of
-    :func:`quantnb.classifier.meta_labels`) and the secondary's probability ``p_i`` that it pays.
+    :func:`quantnb.classifier._meta.meta_labels`) and the secondary's probability ``p_i`` that it pays.
     Unsized, every signal is a bet of size 1; sized, the size is ``bet_size(p_i, step=step,
     never_reverse=True)`` in [0, 1] (AFML ch. 10). Both pay ``cost_bps`` per unit of bet. The
     figure compared is the net return per unit of bet, so a size that merely shrinks exposure does
