@@ -113,10 +113,6 @@ class AgentMetadata:
         ----------
         **changes
             Fields to change.
-
-        Returns
-        -------
-        AgentMetadata
         """
         values = {f: getattr(self, f) for f in self.__dataclass_fields__}
         if any(k in _ENV_KEYS for k in changes):
@@ -135,12 +131,7 @@ class AgentMetadata:
     sac_params = property(lambda self: self.sac.model_dump(mode="json"), doc="The SAC parameters as a dict.")
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the YAML-ready content (``env`` and ``sac`` verbatim).
-
-        Returns
-        -------
-        dict
-        """
+        """Return the YAML-ready content (``env`` and ``sac`` verbatim)."""
         out = {f: getattr(self, f) for f in self.__dataclass_fields__}
         out["env"], out["sac"] = self.env.model_dump(mode="json"), self.sac.model_dump(mode="json")
         out["feature_names"] = list(self.feature_names)

@@ -133,12 +133,7 @@ class ClassifierSignal:
         return frame.with_columns([pl.Series(c, out[:, j]).fill_nan(None) for j, c in enumerate(CLASSIFIER_FEATURES)])
 
     def stream(self) -> ClassifierStream:
-        """Return a fresh one-bar-at-a-time computation of the probabilities (for the live trader).
-
-        Returns
-        -------
-        ClassifierStream
-        """
+        """Return a fresh one-bar-at-a-time computation of the probabilities (for the live trader)."""
         return ClassifierStream(self)
 
 

@@ -128,10 +128,6 @@ class BarQuote:
             ``spread_bps_mean``.
         bid_depth_qty, ask_depth_qty : float, optional
             ``bid_depth_10`` / ``ask_depth_10``, base units (valued at ``close``).
-
-        Returns
-        -------
-        BarQuote
         """
         def ok(v: float | None) -> float | None:
             return float(v) if v is not None and math.isfinite(v) and v >= 0 else None
@@ -279,10 +275,6 @@ class FillModel:
         ----------
         **changes
             Constructor arguments to change (``fee_bps``, ``slippage_bps``, ``cross_spread``, ...).
-
-        Returns
-        -------
-        FillModel
         """
         kw: dict[str, float | bool] = {"fee_bps": self.fee_bps, "slippage_bps": self.slippage_bps,
                                        "maker_fee_bps": self.maker_fee_bps, "cross_spread": self.cross_spread,

@@ -169,10 +169,6 @@ class TradingEnv(gym.Env):
         ----------
         t : int
             Bar index into the environment's bars.
-
-        Returns
-        -------
-        BarQuote
         """
         q = {k: (None if v is None else float(v[t])) for k, v in self._quote_cols.items()}
         return BarQuote.from_bar(float(self._high[t]), float(self._low[t]), float(self._close[t]), q["volume"],

@@ -205,10 +205,6 @@ class Portfolio:
             Mark price, USD per unit.
         tiers : tuple of MarginTier
             The symbol's brackets.
-
-        Returns
-        -------
-        float
         """
         return maintenance_margin_usd(abs(self.position_qty) * mark_price_usd, tiers)
 
@@ -231,10 +227,6 @@ class Portfolio:
         ----------
         data : dict of str to Any
             Field names to values.
-
-        Returns
-        -------
-        Portfolio
         """
         p = cls(data["initial_cash_usd"])
         for k, v in data.items():

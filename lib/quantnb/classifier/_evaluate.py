@@ -76,10 +76,6 @@ def evaluate(model: nn.Module, dataset: WindowDataset, *, batch_size: int = 1024
         Where to run; default the model's device.
     class_weights : sequence of n_classes float or torch.Tensor, optional
         Weights of the reported cross-entropy; default unweighted.
-
-    Returns
-    -------
-    Evaluation
     """
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32, device=dev)

@@ -380,10 +380,6 @@ def finished_outcome(study: optuna.Study) -> list[dict[str, Any]]:
     ----------
     study : optuna.Study
         The study.
-
-    Returns
-    -------
-    list of dict
     """
     trials = study.get_trials(deepcopy=False)
     rows = [{"key": trial_key(trials, t), "params": dict(sorted(t.params.items())), "value": t.value,
