@@ -9,15 +9,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from quantnb.agent import (
-    ActionInterpreter,
-    FeatureScaler,
-    FillModel,
-    ObservationBuilder,
-    SacParams,
-    TradingEnv,
-    compute_features,
-)
+from quantnb.agent import EnvSpec, FeatureScaler, SacParams, TradingEnv, compute_features
+from quantnb.agent import make_env as build_env
 
 REPO = Path(__file__).resolve().parents[2]
 MONTH_CSV = REPO / "data" / "samples" / "ohlcv" / "BTC-PERP_20211231_20220201_1m.csv"
@@ -57,10 +50,9 @@ def make_env(bars: pl.DataFrame | None = None, *, fee_bps: float = 5.0, slippage
     names = [c for c in feats.columns if c != "ts"]
     split = bars.height * 3 // 4 if split is None else split
     scaler = FeatureScaler.fit(feats.head(split), names)
-    builder = ObservationBuilder(names, WINDOW, scaler)
-    return TradingEnv(bars, observation_builder=builder,
-                      action_interpreter=ActionInterpreter(max_position_frac, deadband_frac),
-                      fill_model=FillModel(fee_bps, slippage_bps), features=feats, **env_kw)
+    spec = EnvSpec(window=WINDOW, fee_bps=fee_bps, slippage_bps=slippage_bps, max_position_frac=max_position_frac,
+                   deadband_frac=deadband_frac, warmup_bars=warmup_bars)
+    return build_env(bars, spec, scaler, feats, **env_kw)
 
 
 def tiny_sac_params(**over) -> SacParams:

@@ -10,19 +10,17 @@ from stable_baselines3 import SAC
 
 from quantnb.agent import (
     CLASSIFIER_FEATURES,
-    ActionInterpreter,
-    AgentFeatureStream,
     AgentMetadata,
     ClassifierSignal,
+    EnvSpec,
     FeatureScaler,
-    FillModel,
-    ObservationBuilder,
-    TradingEnv,
     compute_features,
     evaluate_agent,
     load_agent_bundle,
+    make_env,
     save_agent_bundle,
 )
+from quantnb.agent._classifier import AgentFeatureStream
 from quantnb.classifier import HybridTCNLSTM, build_features, feature_columns, save_model_bundle
 from quantnb.errors import ConfigError
 from quantnb.live import RiskLimits, SessionSettings, build_trader, load_live_config
@@ -78,13 +76,13 @@ def test_agent_with_classifier_trades_the_same_in_the_environment_and_live(class
     names = [c for c in feats.columns if c != "ts"]
     assert names[-3:] == list(CLASSIFIER_FEATURES)
     scaler = FeatureScaler.fit(feats.filter(pl.col("ts") < split), names, clip_sigma=5.0)
-    kw = dict(observation_builder=ObservationBuilder(names, WINDOW, scaler), action_interpreter=ActionInterpreter(1, 0),
-              fill_model=FillModel(4.0, 1.0), features=feats, warmup_bars=WARMUP)
-    train_env = TradingEnv(bars, **kw, end_ts=split, max_episode_steps=100, random_start=True)
+    spec = EnvSpec(window=WINDOW, fee_bps=4.0, slippage_bps=1.0, max_position_frac=1.0, deadband_frac=0.0,
+                   warmup_bars=WARMUP)
+    train_env = make_env(bars, spec, scaler, feats, end_ts=split, max_episode_steps=100, random_start=True)
     model = SAC("MlpPolicy", train_env, buffer_size=500, learning_starts=50, batch_size=32, seed=0, device="cpu",
                 policy_kwargs={"net_arch": [16]}, verbose=0)
     model.learn(80)
-    ev = evaluate_agent(model, TradingEnv(bars, **kw, start_ts=split))
+    ev = evaluate_agent(model, make_env(bars, spec, scaler, feats, start_ts=split))
     runs = tmp_path / "runs"
     meta = AgentMetadata(window=WINDOW, fee_bps=4.0, slippage_bps=1.0, max_position_frac=1.0, deadband_frac=0.0,
                          warmup_bars=WARMUP, symbol="BTC-PERP", timeframe="1m",

@@ -130,7 +130,7 @@ def test_portfolio_cost_summary_reports_cost_bps_fees_impact():
 
 
 def test_square_root_coefficient_fitted_from_a_recorded_book_by_hand():
-    from quantnb.agent import fit_impact_coef
+    from quantnb.agent._costs import fit_impact_coef
 
     data = _snapshot("2024-12-01_XRPUSDT_ob500.data.zip")
     asks, bids = _side(data["a"], True), _side(data["b"], False)

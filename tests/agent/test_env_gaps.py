@@ -6,15 +6,14 @@ import numpy as np
 import polars as pl
 
 from quantnb.agent import (
-    ActionInterpreter,
+    EnvSpec,
     FeatureScaler,
-    FillModel,
     IncrementalFeatures,
-    ObservationBuilder,
     PortfolioState,
     TradingEnv,
     compute_features,
     evaluate_agent,
+    make_env,
 )
 from tests.agent._helpers import month_bars
 
@@ -34,9 +33,9 @@ def _env(bars: pl.DataFrame, **kw) -> TradingEnv:
     feats = compute_features(bars, warmup_bars=WARMUP)
     names = [c for c in feats.columns if c != "ts"]
     scaler = FeatureScaler.fit(feats, names, clip_sigma=5.0)
-    return TradingEnv(bars, observation_builder=ObservationBuilder(names, WINDOW, scaler),
-                      action_interpreter=ActionInterpreter(1.0, 0.0), fill_model=FillModel(4.0, 1.0),
-                      features=feats, warmup_bars=WARMUP, **kw)
+    spec = EnvSpec(window=WINDOW, fee_bps=4.0, slippage_bps=1.0, max_position_frac=1.0, deadband_frac=0.0,
+                   warmup_bars=WARMUP)
+    return make_env(bars, spec, scaler, feats, **kw)
 
 
 class _Flip:

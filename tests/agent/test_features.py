@@ -7,13 +7,8 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from quantnb.agent import (
-    DEFAULT_WARMUP_BARS,
-    MARKET_FEATURES,
-    IncrementalFeatures,
-    available_feature_names,
-    compute_features,
-)
+from quantnb.agent import DEFAULT_WARMUP_BARS, MARKET_FEATURES, IncrementalFeatures, compute_features
+from quantnb.agent._features import available_feature_names
 from quantnb.errors import ConfigError, DataError
 from tests.agent._helpers import hand_bars, month_bars, small_bars
 

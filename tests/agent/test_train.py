@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from quantnb.agent import evaluate_agent, latest_checkpoint, train_sac
+from quantnb.agent import evaluate_agent, train_sac
+from quantnb.agent._checkpoint import latest_checkpoint
 from quantnb.errors import ConfigError
 from tests.agent._helpers import REPO, eval_env, tiny_sac_params, train_env
 

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 from quantnb.classifier import (
-    BatchStats,
     HybridTCNLSTM,
     TrainConfig,
     Trainer,
@@ -23,6 +22,7 @@ from quantnb.classifier import (
     prepare_datasets,
     seed_everything,
 )
+from quantnb.classifier._stats import BatchStats
 from tests.classifier._builders import read_btc_bars
 
 CONFIG = TrainConfig(epochs=5, batch_size=32, lr=3e-3, patience=10, seed=7, num_threads=1, log_every_batches=10,

@@ -11,16 +11,14 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from quantnb.classifier import (
+from quantnb.classifier import label_bars, label_events, sequential_bootstrap
+from quantnb.classifier._afml import (
     BARRIER_PROFIT_TAKE,
     BARRIER_STOP_LOSS,
     BARRIER_VERTICAL,
     cusum_events,
     ewm_volatility,
-    label_bars,
-    label_events,
     sample_weights,
-    sequential_bootstrap,
     triple_barrier_labels,
 )
 from quantnb.errors import ConfigError

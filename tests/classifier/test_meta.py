@@ -9,18 +9,15 @@ import polars as pl
 import pytest
 
 from quantnb.classifier import (
-    BARRIER_PROFIT_TAKE,
-    BARRIER_STOP_LOSS,
-    BARRIER_VERTICAL,
     bet_size,
     compare_precision_to_take_all,
     compare_sizing,
     label_events,
-    meta_labels,
-    momentum_side,
     prepare_datasets,
     side_from_column,
 )
+from quantnb.classifier._afml import BARRIER_PROFIT_TAKE, BARRIER_STOP_LOSS, BARRIER_VERTICAL
+from quantnb.classifier._meta import meta_labels, momentum_side
 from quantnb.errors import ConfigError, DataError
 from tests.classifier._builders import bars
 from tests.classifier.test_afml import (

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from quantnb.classifier import HybridTCNLSTM, classification_scores, confusion_matrix, f1_from_confusion
+from quantnb.classifier import HybridTCNLSTM, classification_scores, confusion_matrix
+from quantnb.classifier._metrics import f1_from_confusion
 from quantnb.errors import ConfigError
 
 

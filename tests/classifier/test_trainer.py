@@ -9,8 +9,6 @@ import torch
 import torch.utils.deterministic
 
 from quantnb.classifier import (
-    BatchStats,
-    EpochStats,
     HybridTCNLSTM,
     PreparedData,
     TrainConfig,
@@ -21,6 +19,7 @@ from quantnb.classifier import (
     plot_confusion_matrix,
     seed_everything,
 )
+from quantnb.classifier._stats import BatchStats, EpochStats
 from quantnb.errors import ConfigError
 
 TINY = {"tcn_channels": 6, "kernel_size": 2, "n_blocks": 2, "dropout": 0.1, "lstm_hidden": 6, "lstm_layers": 1}

@@ -13,19 +13,21 @@ from hypothesis import strategies as st
 
 from quantnb.errors import ConfigError
 from quantnb.evaluation import (
-    bootstrap_ci,
     deflated_sharpe_ratio,
-    expected_max_sharpe,
-    min_track_record_length,
     pbo_cscv,
-    probabilistic_sharpe_ratio,
     purged_kfold_splits,
     return_moments,
-    sharpe_ratio,
     sharpe_report,
     shift_null,
     stationary_bootstrap_indices,
     walk_forward_splits,
+)
+from quantnb.evaluation._bootstrap import bootstrap_ci
+from quantnb.evaluation._sharpe import (
+    expected_max_sharpe,
+    min_track_record_length,
+    probabilistic_sharpe_ratio,
+    sharpe_ratio,
 )
 
 

@@ -17,13 +17,11 @@ Research use (what the agent stage calls)::
     feats = compute_features(bars)                         # whole history, one call
     names = [c for c in feats.columns if c != "ts"]
     scaler = FeatureScaler.fit(feats.filter(pl.col("ts") < split_ts), names)   # training period only
-    builder = ObservationBuilder(names, window, scaler)
-    env_kw = dict(observation_builder=builder, action_interpreter=ActionInterpreter(max_position_frac, deadband_frac),
-                  fill_model=FillModel(fee_bps, slippage_bps), features=feats)
-    train_env = TradingEnv(bars, **env_kw, end_ts=split_ts, max_episode_steps=1440, random_start=True)
+    spec = EnvSpec(window=window, fee_bps=fee_bps, ...)     # window, action mapping, costs
+    train_env = make_env(bars, spec, scaler, feats, end_ts=split_ts, max_episode_steps=1440, random_start=True)
     result = train_sac(train_env, SacParams(...), total_timesteps=..., checkpoint_dir=run_dir / "checkpoints",
                        checkpoint_every_steps=..., resume=resume, on_checkpoint=..., on_progress=...)
-    eval_env = TradingEnv(bars, **env_kw, start_ts=split_ts)
+    eval_env = make_env(bars, spec, scaler, feats, start_ts=split_ts)
     ev = evaluate_agent(result.model, eval_env, plot_path=debug_dir / "equity_curve.png")
     save_agent_bundle(run_dir, result.model, scaler, AgentMetadata(window=window, ..., metrics=ev.metrics_dict()))
 
@@ -54,14 +52,12 @@ from quantnb._lazy import attach
 
 if TYPE_CHECKING:  # the names for type checkers; at run time each loads on first use
     from quantnb.agent._bundle import AgentBundle, AgentMetadata, load_agent_bundle, save_agent_bundle
-    from quantnb.agent._checkpoint import latest_checkpoint
-    from quantnb.agent._classifier import CLASSIFIER_FEATURES, AgentFeatureStream, ClassifierSignal, ClassifierStream
-    from quantnb.agent._costs import VENUE_FEES, BarQuote, FeeSchedule, Fill, FillModel, fit_impact_coef, walk_book
-    from quantnb.agent._env import TradingEnv
+    from quantnb.agent._classifier import CLASSIFIER_FEATURES, ClassifierSignal
+    from quantnb.agent._costs import VENUE_FEES, BarQuote, Fill, FillModel, walk_book
+    from quantnb.agent._env import TradingEnv, make_env
     from quantnb.agent._evaluate import (
         MINUTES_PER_YEAR,
         EvaluationResult,
-        PerformanceMetrics,
         evaluate_agent,
         performance_metrics,
     )
@@ -69,12 +65,10 @@ if TYPE_CHECKING:  # the names for type checkers; at run time each loads on firs
         BOOK_FEATURE_SOURCES,
         DEFAULT_WARMUP_BARS,
         MARKET_FEATURES,
-        available_feature_names,
         compute_features,
     )
     from quantnb.agent._incremental import IncrementalFeatures
     from quantnb.agent._observation import (
-        PORTFOLIO_STATE_NAMES,
         ActionInterpreter,
         Decision,
         ObservationBuilder,
@@ -85,62 +79,14 @@ if TYPE_CHECKING:  # the names for type checkers; at run time each loads on firs
     from quantnb.agent._portfolio import Portfolio
     from quantnb.agent._rules import MarketRules
     from quantnb.agent._train import train_sac
-    from quantnb.agent._train_types import CheckpointInfo, EnvSpec, SacParams, TrainProgress, nest_flat_params
+    from quantnb.agent._train_types import EnvSpec, SacParams, nest_flat_params
     from quantnb.features import FeatureScaler
 
-__getattr__, __dir__ = attach(__name__, {
-    "FeatureScaler": "quantnb.features",
-    "AgentBundle": "quantnb.agent._bundle",
-    "AgentMetadata": "quantnb.agent._bundle",
-    "load_agent_bundle": "quantnb.agent._bundle",
-    "save_agent_bundle": "quantnb.agent._bundle",
-    "latest_checkpoint": "quantnb.agent._checkpoint",
-    "CLASSIFIER_FEATURES": "quantnb.agent._classifier",
-    "AgentFeatureStream": "quantnb.agent._classifier",
-    "ClassifierSignal": "quantnb.agent._classifier",
-    "ClassifierStream": "quantnb.agent._classifier",
-    "TradingEnv": "quantnb.agent._env",
-    "MINUTES_PER_YEAR": "quantnb.agent._evaluate",
-    "EvaluationResult": "quantnb.agent._evaluate",
-    "PerformanceMetrics": "quantnb.agent._evaluate",
-    "evaluate_agent": "quantnb.agent._evaluate",
-    "performance_metrics": "quantnb.agent._evaluate",
-    "BOOK_FEATURE_SOURCES": "quantnb.agent._features",
-    "DEFAULT_WARMUP_BARS": "quantnb.agent._features",
-    "MARKET_FEATURES": "quantnb.agent._features",
-    "available_feature_names": "quantnb.agent._features",
-    "compute_features": "quantnb.agent._features",
-    "IncrementalFeatures": "quantnb.agent._incremental",
-    "PORTFOLIO_STATE_NAMES": "quantnb.agent._observation",
-    "ActionInterpreter": "quantnb.agent._observation",
-    "Decision": "quantnb.agent._observation",
-    "ObservationBuilder": "quantnb.agent._observation",
-    "PortfolioState": "quantnb.agent._observation",
-    "plot_equity_curve": "quantnb.agent._plot",
-    "BarQuote": "quantnb.agent._costs",
-    "FeeSchedule": "quantnb.agent._costs",
-    "Fill": "quantnb.agent._costs",
-    "FillModel": "quantnb.agent._costs",
-    "VENUE_FEES": "quantnb.agent._costs",
-    "walk_book": "quantnb.agent._costs",
-    "fit_impact_coef": "quantnb.agent._costs",
-    "FundingRates": "quantnb.agent._perp",
-    "MARGIN_TIERS": "quantnb.agent._perp",
-    "MarginTier": "quantnb.agent._perp",
-    "MarketRules": "quantnb.agent._rules",
-    "Portfolio": "quantnb.agent._portfolio",
-    "train_sac": "quantnb.agent._train",
-    "CheckpointInfo": "quantnb.agent._train_types",
-    "EnvSpec": "quantnb.agent._train_types",
-    "SacParams": "quantnb.agent._train_types",
-    "TrainProgress": "quantnb.agent._train_types",
-    "nest_flat_params": "quantnb.agent._train_types",
-})
+__getattr__, __dir__ = attach(__name__)
 
 __all__ = [
     # features
     "compute_features",
-    "available_feature_names",
     "IncrementalFeatures",
     "MARKET_FEATURES",
     "BOOK_FEATURE_SOURCES",
@@ -148,13 +94,10 @@ __all__ = [
     "FeatureScaler",
     # the classifier's probabilities as agent features
     "ClassifierSignal",
-    "ClassifierStream",
-    "AgentFeatureStream",
     "CLASSIFIER_FEATURES",
     # observation, action, fills (shared with quantnb.live)
     "ObservationBuilder",
     "PortfolioState",
-    "PORTFOLIO_STATE_NAMES",
     "ActionInterpreter",
     "Decision",
     "Fill",
@@ -162,27 +105,22 @@ __all__ = [
     "Portfolio",
     # execution costs, perpetual economics, venue rules
     "BarQuote",
-    "FeeSchedule",
     "VENUE_FEES",
     "walk_book",
-    "fit_impact_coef",
     "FundingRates",
     "MarginTier",
     "MARGIN_TIERS",
     "MarketRules",
     # environment and training
     "TradingEnv",
+    "make_env",
     "SacParams",
     "EnvSpec",
     "nest_flat_params",
     "train_sac",
-    "TrainProgress",
-    "CheckpointInfo",
-    "latest_checkpoint",
     # evaluation
     "evaluate_agent",
     "EvaluationResult",
-    "PerformanceMetrics",
     "performance_metrics",
     "plot_equity_curve",
     "MINUTES_PER_YEAR",

@@ -113,10 +113,6 @@ class AgentMetadata:
         ----------
         **changes
             Fields to change.
-
-        Returns
-        -------
-        AgentMetadata
         """
         values = {f: getattr(self, f) for f in self.__dataclass_fields__}
         if any(k in _ENV_KEYS for k in changes):
@@ -135,12 +131,7 @@ class AgentMetadata:
     sac_params = property(lambda self: self.sac.model_dump(mode="json"), doc="The SAC parameters as a dict.")
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the YAML-ready content (``env`` and ``sac`` verbatim).
-
-        Returns
-        -------
-        dict
-        """
+        """Return the YAML-ready content (``env`` and ``sac`` verbatim)."""
         out = {f: getattr(self, f) for f in self.__dataclass_fields__}
         out["env"], out["sac"] = self.env.model_dump(mode="json"), self.sac.model_dump(mode="json")
         out["feature_names"] = list(self.feature_names)
@@ -404,26 +395,7 @@ def _bundle_files(directory: Path, with_classifier: bool) -> list[str]:
 
 
 def check_bundle_files(directory: str | Path, doc: dict[str, Any]) -> None:
-    """Compare every file of an agent bundle with the SHA-256 recorded in its ``config_metadata.yaml``.
-
-    A bundle saved before the digests were recorded (no ``sha256`` key) is accepted with a
-    WARNING naming it: it carries no evidence either way, refusing it would strand every agent
-    trained before, and a truncated model file is still refused by the loader. Re-export it (or
-    retrain) to have it checked.
-
-    Parameters
-    ----------
-    directory : str or Path
-        The bundle directory.
-    doc : dict
-        Its parsed ``config_metadata.yaml``.
-
-    Raises
-    ------
-    ConfigError
-        Naming the file: a recorded file is missing, or its SHA-256 differs (edited, replaced or
-        truncated since the bundle was saved); or the ``sha256`` entry is malformed.
-    """
+    """Compare every file of an agent bundle with the SHA-256 recorded in its ``config_metadata.yaml``."""
     d = Path(directory)
     cfg_path = d / CONFIG_FILE
     digests = doc.get("sha256")

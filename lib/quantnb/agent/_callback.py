@@ -6,9 +6,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from loguru import logger
+from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback
 
 from quantnb.agent._checkpoint import save_checkpoint
@@ -16,29 +17,7 @@ from quantnb.agent._train_types import CheckpointInfo, SacParams, TrainProgress
 
 
 class CheckpointProgress(BaseCallback):
-    """Checkpoint at rollout starts (after the gradient steps: a clean state) and report progress.
-
-    Parameters
-    ----------
-    ckpt_dir : Path
-        Folder of the checkpoints and their ``checkpoint.json``.
-    params : SacParams
-        Stored with every checkpoint (a resume must match them).
-    total_timesteps : int
-        Steps of the whole training, for progress fractions.
-    every_steps : int
-        Environment steps between checkpoints.
-    progress_every_steps : int
-        Environment steps between progress reports.
-    on_checkpoint : callable or None
-        Called with each new :class:`CheckpointInfo`.
-    on_progress : callable or None
-        Called with a :class:`TrainProgress` every ``progress_every_steps``.
-    found : CheckpointInfo or None
-        The checkpoint training resumes from; None for a fresh start.
-    stats : dict of str to Any
-        Episode statistics saved with that checkpoint (``episodes``, ``returns``, ``ep_return``).
-    """
+    """Checkpoint at rollout starts (after the gradient steps: a clean state) and report progress."""
 
     def __init__(
         self,
@@ -95,7 +74,7 @@ class CheckpointProgress(BaseCallback):
             self._checkpoint()
 
     def _checkpoint(self) -> None:
-        info = save_checkpoint(self.ckpt_dir, self.model, self.params, self.stats_state())
+        info = save_checkpoint(self.ckpt_dir, cast(SAC, self.model), self.params, self.stats_state())
         self.last, self._last_step = info, info.num_timesteps
         logger.debug(
             "rl/checkpoint step={} replay_buffer_size={} path={}",

@@ -24,19 +24,7 @@ _BUFFER_FORMAT = "quantnb.rl.replay_buffer/1"
 
 
 def new_model(vec: DummyVecEnv, params: SacParams) -> SAC:
-    """Return a fresh SB3 ``SAC`` with an MLP policy on ``vec``, configured by ``params`` (CPU).
-
-    Parameters
-    ----------
-    vec : DummyVecEnv
-        The (single) training environment.
-    params : SacParams
-        Hyper-parameters; ``net_arch`` and ``seed`` included.
-
-    Returns
-    -------
-    stable_baselines3.SAC
-    """
+    """Return a fresh SB3 ``SAC`` with an MLP policy on ``vec``, configured by ``params`` (CPU)."""
     return SAC(
         "MlpPolicy",
         vec,
@@ -86,27 +74,7 @@ def _restore_buffer(buf: Any, payload: dict[str, Any], path: Path) -> None:
 
 
 def save_checkpoint(ckpt_dir: Path, model: SAC, params: SacParams, stats: dict[str, Any]) -> CheckpointInfo:
-    """Save the model and the filled rows of its replay buffer, then commit them in ``checkpoint.json``.
-
-    Files are written atomically; the commit file is replaced last, so a crash leaves the
-    previous checkpoint in force.
-
-    Parameters
-    ----------
-    ckpt_dir : Path
-        Checkpoint folder.
-    model : stable_baselines3.SAC
-        The model being trained.
-    params : SacParams
-        Stored so that a resume with other parameters is refused.
-    stats : dict of str to Any
-        Episode statistics to restore on resume.
-
-    Returns
-    -------
-    CheckpointInfo
-        What was committed (step, paths, time).
-    """
+    """Save the model and the filled rows of its replay buffer, then commit them in ``checkpoint.json``."""
     n = int(model.num_timesteps)
     stem = f"step{n:012d}"
     paths = {
@@ -160,22 +128,7 @@ def _info(ckpt_dir: Path, record: dict[str, Any], saved_at: dt.datetime) -> Chec
 
 
 def latest_checkpoint(checkpoint_dir: str | Path) -> CheckpointInfo | None:
-    """Return the last committed checkpoint in ``checkpoint_dir``, or None when there is none.
-
-    Parameters
-    ----------
-    checkpoint_dir : str or Path
-        Directory given to :func:`train_sac`.
-
-    Returns
-    -------
-    CheckpointInfo or None
-
-    Raises
-    ------
-    ConfigError
-        If ``checkpoint.json`` is not a quantnb checkpoint or names a file that is missing.
-    """
+    """Return the last committed checkpoint in ``checkpoint_dir``, or None when there is none."""
     ckpt_dir = Path(checkpoint_dir)
     record = read_json_tolerant(ckpt_dir / COMMIT_FILE)
     if record is None:
@@ -192,29 +145,7 @@ def latest_checkpoint(checkpoint_dir: str | Path) -> CheckpointInfo | None:
 
 
 def load_checkpoint(info: CheckpointInfo, vec: DummyVecEnv, params: SacParams) -> tuple[SAC, dict[str, Any]]:
-    """Load the model and replay buffer a :class:`CheckpointInfo` names, onto environment ``vec``.
-
-    Parameters
-    ----------
-    info : CheckpointInfo
-        The committed checkpoint (see :func:`latest_checkpoint`).
-    vec : DummyVecEnv
-        The environment to attach; its spaces must match the saved model's.
-    params : SacParams
-        This run's parameters; they must equal the checkpoint's.
-
-    Returns
-    -------
-    model : stable_baselines3.SAC
-        With its replay buffer restored.
-    stats : dict of str to Any
-        Episode statistics saved with the checkpoint.
-
-    Raises
-    ------
-    ConfigError
-        If the parameters differ, the model does not fit ``vec``, or the buffer does not match.
-    """
+    """Load the model and replay buffer a :class:`CheckpointInfo` names, onto environment ``vec``."""
     given = params.model_dump(mode="json")
     diff = {k: (info.params.get(k), v) for k, v in given.items() if info.params.get(k) != v}
     if diff:
@@ -229,6 +160,7 @@ def load_checkpoint(info: CheckpointInfo, vec: DummyVecEnv, params: SacParams) -
         raise ConfigError(
             f"{info.model_path}: does not fit this environment ({e}); use the same features and window"
         ) from e
+    assert model.replay_buffer is not None  # SAC.load builds it (_setup_model)
     with open(info.replay_buffer_path, "rb") as fh:
         _restore_buffer(model.replay_buffer, pickle.load(fh), info.replay_buffer_path)
     with open(info.state_path, "rb") as fh:

@@ -133,46 +133,19 @@ class ClassifierSignal:
         return frame.with_columns([pl.Series(c, out[:, j]).fill_nan(None) for j, c in enumerate(CLASSIFIER_FEATURES)])
 
     def stream(self) -> ClassifierStream:
-        """Return a fresh one-bar-at-a-time computation of the probabilities (for the live trader).
-
-        Returns
-        -------
-        ClassifierStream
-        """
+        """Return a fresh one-bar-at-a-time computation of the probabilities (for the live trader)."""
         return ClassifierStream(self)
 
 
 class ClassifierStream:
-    """The classifier's probabilities, one closed bar at a time (see :meth:`ClassifierSignal.stream`).
-
-    Parameters
-    ----------
-    signal : ClassifierSignal
-        The loaded classifier.
-    """
+    """The classifier's probabilities, one closed bar at a time (see :meth:`ClassifierSignal.stream`)."""
 
     def __init__(self, signal: ClassifierSignal) -> None:
         self.signal = signal
         self._feats = FeatureStream(signal.features, window=signal.seq_len)
 
     def update(self, bar: Mapping[str, Any]) -> np.ndarray | None:
-        """Add one closed bar; return its probabilities.
-
-        Parameters
-        ----------
-        bar : mapping
-            The classifier's source columns and ``ts`` (see :meth:`FeatureStream.update`).
-
-        Returns
-        -------
-        numpy.ndarray, shape (3,), float64, or None
-            P(SELL), P(NEUTRAL), P(BUY); None until ``seq_len`` feature rows of one segment exist.
-
-        Raises
-        ------
-        DataError
-            If the bar lacks a field or does not follow the previous one.
-        """
+        """Add one closed bar; return its probabilities."""
         self._feats.update(bar)
         win = self._feats.window_array()
         if win is None:
@@ -184,34 +157,10 @@ class ClassifierStream:
 class AgentFeatureStream(RowWindow):
     """The agent's live feature rows: market features, then (when the bundle has one) the classifier's.
 
-    Drop-in for :class:`IncrementalFeatures` in the live trader: :meth:`push`, :meth:`update`,
-    :meth:`window_array`, :attr:`ready`.
-
-    The classifier's forward pass is deferred: :meth:`push` only records the bar, and
-    :meth:`window_array` (or :attr:`ready`) computes the probabilities of the rows still
-    missing them in one batch. A warm-up over many bars thus runs the network only for the
-    ``window`` rows the observation reads, instead of once per bar; one bar at a time
-    (push, then ``window_array``) it runs once per bar as before. When the classifier's
-    features are neither recursive nor forward-filled (the OHLCV features are lag-1 at most),
-    its feature engine is also fed only the last bars the window needs (rows there do not
-    depend on older bars), so a long warm-up costs about what the agent's market features cost.
-
-    Parameters
-    ----------
-    feature_names : sequence of str
-        The bundle's features: registered names, then :data:`CLASSIFIER_FEATURES` if a
-        classifier is given.
-    window : int
-        Rows in :meth:`window_array`.
-    warmup_bars : int
-        Warm-up of the recursive indicators.
-    classifier : ClassifierSignal, optional
-        The bundle's classifier.
-
-    Raises
-    ------
-    ConfigError
-        If the classifier features are listed without a classifier, or the reverse.
+    Drop-in for :class:`IncrementalFeatures`. The classifier's forward pass is deferred to
+    :meth:`window_array` / :attr:`ready` and batched over the rows still missing it, so a long warm-up
+    runs the network only for the ``window`` rows the observation reads; when the classifier's features
+    are local (neither recursive nor forward-filled) its engine is fed only the bars the window needs.
     """
 
     def __init__(self, feature_names: Sequence[str], *, window: int, warmup_bars: int,
@@ -255,19 +204,7 @@ class AgentFeatureStream(RowWindow):
         return len(self._rows) == self.window
 
     def push(self, bar: Mapping[str, Any]) -> None:
-        """Add one closed bar; its classifier probabilities are computed when a window is asked for.
-
-        Parameters
-        ----------
-        bar : mapping
-            ``ts``, ``close`` and every source column of the features.
-
-        Raises
-        ------
-        DataError
-            As :meth:`IncrementalFeatures.update`, or if the bar lacks a column the classifier
-            needs (the state is then left unchanged).
-        """
+        """Add one closed bar; its classifier probabilities are computed when a window is asked for."""
         if self._clf is not None and not self._clf_source_set.issubset(bar.keys()):
             missing = [c for c in self._clf_sources if c not in bar]
             if missing:
@@ -296,36 +233,10 @@ class AgentFeatureStream(RowWindow):
         self._rows.append(row)
 
     def update(self, bar: Mapping[str, Any]) -> np.ndarray | None:
-        """Add one closed bar; return its full feature row (the classifier runs now).
-
-        Parameters
-        ----------
-        bar : mapping
-            ``ts``, ``close`` and every source column of the features.
-
-        Returns
-        -------
-        numpy.ndarray, shape (n_features,), float64, or None
-            None while a part is warming up (the window then restarts).
-
-        Raises
-        ------
-        DataError
-            As :meth:`push`.
-        """
+        """Add one closed bar; return its full feature row (the classifier runs now)."""
         self.push(bar)
         self._resolve()
         return self._rows[-1].copy() if self._rows else None  # rows end at the newest bar, or are empty
-
-    def window_array(self) -> np.ndarray | None:
-        """Return the last ``window`` feature rows, oldest first, or None until there are that many.
-
-        Returns
-        -------
-        numpy.ndarray, shape (window, n_features), float64, or None
-            Rows of one segment only (a gap empties the window).
-        """
-        return np.stack(self._rows) if self.ready else None
 
     def _clear(self) -> None:
         self._rows.clear()

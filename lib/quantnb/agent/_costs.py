@@ -69,16 +69,7 @@ class Fill:
 
 @dataclass(frozen=True)
 class FeeSchedule:
-    """Maker and taker fees of one venue and tier, basis points of notional.
-
-    Attributes
-    ----------
-    maker_fee_bps, fee_bps : float
-        Fee of a resting (maker) and of an aggressive (taker) order, bps (``fee_bps`` is the
-        taker fee everywhere: :class:`FillModel`, ``EnvSpec``, the live stage, the loopback venue).
-    venue : str
-        Venue and tier the figures come from.
-    """
+    """Maker and taker fees of one venue and tier, bps of notional (``fee_bps`` is the taker fee everywhere)."""
 
     maker_fee_bps: float
     fee_bps: float
@@ -137,10 +128,6 @@ class BarQuote:
             ``spread_bps_mean``.
         bid_depth_qty, ask_depth_qty : float, optional
             ``bid_depth_10`` / ``ask_depth_10``, base units (valued at ``close``).
-
-        Returns
-        -------
-        BarQuote
         """
         def ok(v: float | None) -> float | None:
             return float(v) if v is not None and math.isfinite(v) and v >= 0 else None
@@ -183,31 +170,8 @@ def fit_impact_coef(levels: Sequence[tuple[float, float]], mid_usd: float, sigma
                     notionals_usd: Sequence[float]) -> float:
     """Fit Y of the square-root law to a recorded book: least squares of walk cost on ``sigma * sqrt(Q / V)``.
 
-    The cost of each size is the book walk's average price over the half-spread price (the touch),
-    as a fraction of mid, so that ``cross_spread`` and the fitted impact add up to the walk.
-
-    Parameters
-    ----------
-    levels : sequence of (price_usd, size)
-        One side of a recorded book, best first (asks for buys).
-    mid_usd : float
-        Mid price, USD per unit.
-    sigma_frac : float
-        Volatility over the horizon of ``volume_usd`` (e.g. one bar), fraction, > 0.
-    volume_usd : float
-        Notional traded over that horizon, USD, > 0.
-    notionals_usd : sequence of float
-        Order sizes to fit on, USD; sizes the book cannot fill are left out.
-
-    Returns
-    -------
-    float
-        ``Y = sum(c x) / sum(x x)`` with ``x = sigma * sqrt(Q / V)`` and ``c`` the walk cost beyond the touch.
-
-    Raises
-    ------
-    ConfigError
-        If sigma or volume is not positive, or no size fills.
+    A size's cost is the walk's average price beyond the touch (the half-spread), as a fraction of mid,
+    so that ``cross_spread`` and the fitted impact add up to the walk: ``Y = sum(c x) / sum(x x)``.
     """
     if not (sigma_frac > 0 and volume_usd > 0):
         raise ConfigError(f"sigma_frac={sigma_frac!r}, volume_usd={volume_usd!r}: both must be > 0 to fit impact")
@@ -311,10 +275,6 @@ class FillModel:
         ----------
         **changes
             Constructor arguments to change (``fee_bps``, ``slippage_bps``, ``cross_spread``, ...).
-
-        Returns
-        -------
-        FillModel
         """
         kw: dict[str, float | bool] = {"fee_bps": self.fee_bps, "slippage_bps": self.slippage_bps,
                                        "maker_fee_bps": self.maker_fee_bps, "cross_spread": self.cross_spread,
@@ -392,6 +352,7 @@ class FillModel:
         if abs(qty) < _MIN_QTY:
             return None
         unfilled = 0.0
+        depth_usd: float | None
         if book is not None:
             filled, price = walk_book(book, abs(qty))
             if filled < _MIN_QTY:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Any
+from typing import Any, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -16,9 +16,11 @@ from quantnb.agent._observation import ActionInterpreter, ObservationBuilder, Po
 from quantnb.agent._perp import FundingRates, MarginTier, settlements_between
 from quantnb.agent._portfolio import Portfolio
 from quantnb.agent._rules import MarketRules
+from quantnb.agent._train_types import EnvSpec
 from quantnb.errors import ConfigError, DataError
-from quantnb.features import segment_start_expr
+from quantnb.features import FeatureScaler, segment_start_expr
 
+_D = TypeVar("_D", np.ndarray, None)
 _BANKRUPT_EQUITY_RATIO = 1e-6  # reward floor: log(1e-6) when equity is wiped out
 
 
@@ -157,7 +159,7 @@ class TradingEnv(gym.Env):
         self._t = self._t_end = self._first
 
     @staticmethod
-    def _col(bars: pl.DataFrame, name: str, default: np.ndarray | None) -> np.ndarray | None:
+    def _col(bars: pl.DataFrame, name: str, default: _D) -> np.ndarray | _D:
         return bars[name].cast(pl.Float64).fill_null(np.nan).to_numpy() if name in bars.columns else default
 
     def quote(self, t: int) -> BarQuote:
@@ -167,10 +169,6 @@ class TradingEnv(gym.Env):
         ----------
         t : int
             Bar index into the environment's bars.
-
-        Returns
-        -------
-        BarQuote
         """
         q = {k: (None if v is None else float(v[t])) for k, v in self._quote_cols.items()}
         return BarQuote.from_bar(float(self._high[t]), float(self._low[t]), float(self._close[t]), q["volume"],
@@ -456,3 +454,35 @@ class TradingEnv(gym.Env):
         bit_gen = getattr(np.random, rng_state["bit_generator"])()
         bit_gen.state = rng_state
         self._np_random = np.random.Generator(bit_gen)
+
+
+def make_env(bars: pl.DataFrame, spec: EnvSpec, scaler: FeatureScaler, features: pl.DataFrame | None = None, *,
+             symbol: str = "", **period: Any) -> TradingEnv:
+    """Build the :class:`TradingEnv` that ``spec`` describes, observing the features ``scaler`` was fitted on.
+
+    Parameters
+    ----------
+    bars : pl.DataFrame
+        ETL bars, as :class:`TradingEnv` takes them.
+    spec : EnvSpec
+        Window, action mapping, starting equity, warm-up and the execution costs
+        (:meth:`EnvSpec.cost_setup`).
+    scaler : FeatureScaler
+        Fitted on the training period only; its ``feature_names`` are the observed features.
+    features : pl.DataFrame, optional
+        Output of :func:`compute_features` for ``bars`` (computed by the environment when omitted).
+    symbol : str
+        Venue symbol, looked up only when ``spec.venue_rules`` is set.
+    **period
+        ``start_ts``, ``end_ts``, ``max_episode_steps``, ``random_start`` of :class:`TradingEnv`.
+
+    Raises
+    ------
+    ConfigError
+        As :class:`TradingEnv` and :meth:`EnvSpec.cost_setup` do.
+    """
+    return TradingEnv(
+        bars, observation_builder=ObservationBuilder(scaler.feature_names, spec.window, scaler,
+                                                     state_clip=spec.state_clip),
+        action_interpreter=ActionInterpreter(spec.max_position_frac, spec.deadband_frac), features=features,
+        initial_equity_usd=spec.initial_equity_usd, warmup_bars=spec.warmup_bars, **spec.cost_setup(symbol), **period)

@@ -23,21 +23,7 @@ class Predictor(Protocol):
     """Anything with SB3's ``predict`` (a ``SAC`` model, or a stub in tests)."""
 
     def predict(self, observation: np.ndarray, deterministic: bool = ...) -> tuple[np.ndarray, Any]:
-        """Return ``(action, state)`` for ``observation``.
-
-        Parameters
-        ----------
-        observation : numpy.ndarray, shape (n_obs,), float32
-            One observation.
-        deterministic : bool
-            Take the policy's mean action instead of sampling.
-
-        Returns
-        -------
-        action : numpy.ndarray, shape (n_actions,), float32
-        state : Any
-            Recurrent state (None for SAC).
-        """
+        """Return ``(action, state)`` for ``observation``."""
         ...
 
 
@@ -168,12 +154,7 @@ def _with_timing_null(result: EvaluationResult, seed: int) -> EvaluationResult:
 
 
 def _buy_and_hold(env: TradingEnv, equity0_usd: float, close_usd: np.ndarray) -> tuple[np.ndarray, float, dict]:
-    """Buy with all of ``equity0_usd`` at ``close_usd[0]`` through the agent's fill model; return curve, qty, costs.
-
-    The fill pays what the agent's fills pay (fee, slippage, half-spread and impact of the first decision
-    bar's quote, tick rounding); the size solves ``qty * price * (1 + fee) = equity0`` by fixed-point
-    iteration (the impact depends on the size). Marked at each close, no closing fill.
-    """
+    """Buy with all of ``equity0_usd`` at ``close_usd[0]`` through the agent's fill model; return curve, qty, costs."""
     fm, ref = env.fill_model, float(close_usd[0])
     quote = env.quote(env.first_decision_bar) if fm.uses_quotes else None
     px = ref * (1 + fm.slippage_bps / 1e4)
@@ -192,28 +173,7 @@ def stitch_evaluations(
     folds: list[EvaluationResult], *, n_trials: int = 1, trial_sharpe_var: float | None = None, n_boot: int = 1000,
     seed: int = 0,
 ) -> EvaluationResult:
-    """Chain the out-of-sample evaluations of walk-forward folds into one equity curve and measure it.
-
-    Each fold's per-bar returns are compounded in fold order from the first fold's initial equity
-    (a fold starts flat, as its evaluation did); buy-and-hold is stitched alike.
-
-    Parameters
-    ----------
-    folds : list of EvaluationResult
-        In time order, non-overlapping test spans.
-    n_trials, trial_sharpe_var, n_boot, seed
-        As in :func:`evaluate_agent`, for the stitched curve's uncertainty.
-
-    Returns
-    -------
-    EvaluationResult
-        Over all test bars; trades and fees summed.
-
-    Raises
-    ------
-    ConfigError
-        If ``folds`` is empty.
-    """
+    """Chain the out-of-sample evaluations of walk-forward folds into one equity curve and measure it."""
     if not folds:
         raise ConfigError("walk-forward: no fold to stitch; give walk_forward_folds >= 1")
 

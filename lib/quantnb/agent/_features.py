@@ -11,6 +11,7 @@ bars after a gap, and the environment never builds an observation across one.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import polars as pl
 from loguru import logger
@@ -32,24 +33,7 @@ __all__ = ["MARKET_FEATURES", "BOOK_FEATURE_SOURCES", "DEFAULT_WARMUP_BARS", "av
 
 
 def available_feature_names(bars: pl.DataFrame) -> list[str]:
-    """Return the agent features computable from ``bars``, in canonical order.
-
-    Parameters
-    ----------
-    bars : polars.DataFrame
-        A bars frame (see :func:`compute_features`). A book column that is entirely null (ETL
-        bars from an OHLCV file carry them) leaves its feature out.
-
-    Returns
-    -------
-    list of str
-        :data:`MARKET_FEATURES`, then the usable order-book features.
-
-    Raises
-    ------
-    ConfigError
-        Never for these registered names (kept for the signature of :func:`available_features`).
-    """
+    """Return the agent features computable from ``bars``, in canonical order."""
     out = available_features(bars, AGENT_FEATURES)
     left = [f for f in BOOK_FEATURE_SOURCES if f not in out and all(c in bars.columns for c in BOOK_FEATURE_SOURCES[f])]
     if left:
@@ -92,25 +76,14 @@ def compute_features(bars: pl.DataFrame, feature_names: Sequence[str] | None = N
 
 
 def check_close(bars: pl.DataFrame) -> None:
-    """Refuse bars whose ``close`` is missing, null, not finite or not positive.
-
-    Parameters
-    ----------
-    bars : polars.DataFrame
-        Bars with a ``close`` column.
-
-    Raises
-    ------
-    DataError
-        Naming the first bad row, its ``ts`` and the fix.
-    """
+    """Refuse bars whose ``close`` is missing, null, not finite or not positive."""
     if "close" not in bars.columns:
         raise DataError(f"bars lack column 'close' (columns: {bars.columns}); pass ETL bars "
                         "(ts, open, high, low, close, volume[, book])", field="close")
     close = bars["close"].cast(pl.Float64)
     bad = close.is_null() | ~close.is_finite() | (close <= 0)
     if bad.any():
-        i = int(bad.arg_max())
+        i = cast(int, bad.arg_max())
         ts = bars["ts"][i] if "ts" in bars.columns else None
         raise DataError(f"bars row {i} (ts={ts}): close={close[i]!r} is not a positive price; fix the ETL",
                         bar=i, field="close")

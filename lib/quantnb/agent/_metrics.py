@@ -18,39 +18,14 @@ MINUTES_PER_YEAR = 525_600  # 365 * 24 * 60: crypto trades around the clock
 
 @dataclass(frozen=True)
 class PerformanceMetrics:
-    """Performance of one equity curve.
+    """Performance of an equity curve: ``total_return_frac = gross_return_frac - (cost_usd + funding_usd) / equity[0]``.
 
-    The return adds up: ``gross_return_frac - (cost_usd + funding_usd) / equity[0] = total_return_frac``
-    (the net return).
-
-    Attributes
-    ----------
-    total_return_frac : float
-        ``equity[-1] / equity[0] - 1``: the net return, after costs and funding.
-    sharpe_annualised : float
-        ``mean(r) / std(r, ddof=1) * sqrt(periods_per_year)`` of per-bar simple returns ``r``,
-        risk-free rate 0; 0.0 when returns do not vary. The square-root-of-time scaling assumes
-        i.i.d. returns (Lo, "The Statistics of Sharpe Ratios", Financial Analysts Journal, 2002);
-        with 1-minute bars ``periods_per_year = 525_600``.
-    max_drawdown_frac : float
-        Largest fall from a running peak, ``max_t (1 - equity_t / max_{s<=t} equity_s)``, >= 0.
-    n_trades : int
-        Fills.
-    fees_usd : float
-        Fees paid, USD.
-    n_steps : int
-        Bars traded (``len(equity) - 1``).
-    cost_bps : float
-        Execution costs (fees and price impact) per traded notional, bps.
-    impact_usd, funding_usd : float
-        Price impact of fills against their reference price (spread crossing, slippage, impact, tick
-        rounding), and funding paid (< 0: received), USD.
-    cost_usd : float
-        Execution costs, ``fees_usd + impact_usd``, USD.
-    gross_return_frac : float
-        The return before costs and funding, ``total_return_frac + (cost_usd + funding_usd) / equity[0]``:
-        the PnL of the fills at their reference prices. Over stitched walk-forward folds the USD figures
-        are the folds' own (each fold starts at the initial equity), so it is the folds' sum, approximately.
+    ``sharpe_annualised`` is ``mean(r) / std(r, ddof=1) * sqrt(periods_per_year)`` of per-bar simple
+    returns, 0.0 when flat (i.i.d. scaling: Lo, "The Statistics of Sharpe Ratios", 2002);
+    ``max_drawdown_frac`` is ``max_t (1 - equity_t / max_{s<=t} equity_s)``; ``cost_bps`` is fees and
+    impact per traded notional; ``impact_usd`` is the fills against their reference prices (spread,
+    slippage, impact, tick rounding); ``funding_usd`` < 0 is received. Over stitched folds the USD
+    figures are the folds' own, so ``gross_return_frac`` is their sum, approximately.
     """
 
     total_return_frac: float
@@ -264,7 +239,7 @@ class EvaluationResult:
             }
         )
 
-    def flat_metrics(self) -> dict[str, float]:
+    def flat_metrics(self) -> dict[str, float | None]:
         """Return the metrics as one flat mapping.
 
         Returns

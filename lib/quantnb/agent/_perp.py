@@ -24,20 +24,7 @@ SETTLEMENT_HOURS_UTC = (0, 8, 16)
 
 def settlements_between(start: dt.datetime, end: dt.datetime,
                         hours_utc: tuple[int, ...] = SETTLEMENT_HOURS_UTC) -> list[dt.datetime]:
-    """Return the funding settlement times ``s`` with ``start < s <= end`` (UTC, on the hour).
-
-    Parameters
-    ----------
-    start, end : datetime
-        Timezone-aware or naive-UTC bounds.
-    hours_utc : tuple of int, default (0, 8, 16)
-        Settlement hours (Binance and Bybit USDT perpetuals settle every 8 hours from 00:00 UTC).
-
-    Returns
-    -------
-    list of datetime
-        In time order, with ``start``'s timezone.
-    """
+    """Return the funding settlements ``start < s <= end``: UTC, on the hours given (Binance, Bybit: every 8 h)."""
     out: list[dt.datetime] = []
     day = start.replace(hour=0, minute=0, second=0, microsecond=0)
     while day <= end:
@@ -179,44 +166,20 @@ def _cum(tiers: tuple[MarginTier, ...]) -> list[float]:
 
 
 def maintenance_margin_usd(notional_usd: float, tiers: tuple[MarginTier, ...]) -> float:
-    """Return the maintenance margin of a position, ``notional * mmr - cum`` of its bracket, USDT.
+    """Return the maintenance margin, ``notional * mmr - cum`` of its bracket, USDT.
 
-    Parameters
-    ----------
-    notional_usd : float
-        Absolute position notional at the mark price, USDT.
-    tiers : tuple of MarginTier
-        The symbol's brackets, ascending (e.g. ``MARGIN_TIERS[("binance_usdm", "BTCUSDT")]``).
-
-    Returns
-    -------
-    float
-        USDT; Binance's formula (Binance, "How to Calculate Liquidation Price of USDⓈ-M Contracts"), also
-        Bybit's with its ``mmDeduction`` (Bybit, "Maintenance Margin (USDT Contract)").
+    Binance, "How to Calculate Liquidation Price of USDⓈ-M Contracts"; also Bybit's with its
+    ``mmDeduction`` (Bybit, "Maintenance Margin (USDT Contract)").
     """
     i = bisect_right([t.floor_usd for t in tiers], abs(notional_usd)) - 1
     return abs(notional_usd) * tiers[max(i, 0)].mmr - _cum(tiers)[max(i, 0)]
 
 
 def liquidation_price_usd(cash_usd: float, position_qty: float, tiers: tuple[MarginTier, ...]) -> float:
-    """Return the mark price at which equity falls to the maintenance margin (one position, cross margin).
+    """Return the mark price, USDT, at which equity falls to the maintenance margin; nan if none.
 
-    Solves ``cash + q p = |q| p mmr - cum`` per bracket: ``p = -(cash + cum) / (q (1 - sign(q) mmr))``
-    and keeps the solution whose notional lies in its bracket.
-
-    Parameters
-    ----------
-    cash_usd : float
-        Cash (wallet balance net of the position's cost), USDT.
-    position_qty : float
-        Signed position, base units, != 0.
-    tiers : tuple of MarginTier
-        Brackets of the symbol.
-
-    Returns
-    -------
-    float
-        USDT per unit; ``nan`` when the position cannot be liquidated (e.g. a fully funded long).
+    Solves ``cash + q p = |q| p mmr - cum`` per bracket, ``p = -(cash + cum) / (q (1 - sign(q) mmr))``,
+    and keeps the solution whose notional lies in its bracket (one position, cross margin).
     """
     q = position_qty
     cum = _cum(tiers)

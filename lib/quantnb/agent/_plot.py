@@ -12,7 +12,7 @@ from quantnb.runs import atomic_path
 
 
 def plot_equity_curve(result: EvaluationResult, path: str | Path, *, title: str | None = None) -> Path:
-    """Save the agent's and buy-and-hold's equity and the agent's position as a PNG.
+    """Save the agent's and buy-and-hold's equity and the agent's position as a PNG; return ``path``.
 
     Parameters
     ----------
@@ -22,16 +22,6 @@ def plot_equity_curve(result: EvaluationResult, path: str | Path, *, title: str 
         Destination PNG (parent directories created; written atomically).
     title : str, optional
         Figure title; default a one-line summary of the metrics.
-
-    Returns
-    -------
-    Path
-        ``path``.
-
-    Raises
-    ------
-    OSError
-        If the file cannot be written.
     """
     a, b = result.agent, result.buy_and_hold
     fig = Figure(figsize=(11, 6), dpi=100, layout="constrained")

@@ -51,32 +51,22 @@ class Portfolio:
         self.n_liquidations = 0
 
     def equity(self, mark_price_usd: float) -> float:
-        """Return equity marked at ``mark_price_usd``, USD.
+        """Return equity, USD: cash plus the position marked at ``mark_price_usd``.
 
         Parameters
         ----------
         mark_price_usd : float
             Mark price, USD per unit.
-
-        Returns
-        -------
-        float
-            Cash plus the position marked at ``mark_price_usd``, USD.
         """
         return self.cash_usd + self.position_qty * mark_price_usd
 
     def unrealized_pnl(self, mark_price_usd: float) -> float:
-        """Return the open position's PnL at ``mark_price_usd``, USD (fees excluded).
+        """Return the open position's PnL, USD: ``position * (mark - average entry)``, 0 when flat, fees excluded.
 
         Parameters
         ----------
         mark_price_usd : float
-            Mark price, USD per unit.
-
-        Returns
-        -------
-        float
-            ``position * (mark - average entry)``, USD; 0 when flat.
+            As in :meth:`equity`.
         """
         return self.position_qty * (mark_price_usd - self.avg_entry_price_usd) if self.position_qty else 0.0
 
@@ -215,10 +205,6 @@ class Portfolio:
             Mark price, USD per unit.
         tiers : tuple of MarginTier
             The symbol's brackets.
-
-        Returns
-        -------
-        float
         """
         return maintenance_margin_usd(abs(self.position_qty) * mark_price_usd, tiers)
 
@@ -241,10 +227,6 @@ class Portfolio:
         ----------
         data : dict of str to Any
             Field names to values.
-
-        Returns
-        -------
-        Portfolio
         """
         p = cls(data["initial_cash_usd"])
         for k, v in data.items():

@@ -91,10 +91,6 @@ class MarketRules:
         ----------
         price_usd : float
             Price, USDT per unit.
-
-        Returns
-        -------
-        float
         """
         t = self.tick_size
         return round(round(price_usd / t) * t, _decimals(t)) if t > 0 else price_usd

@@ -51,40 +51,9 @@ def tear_sheet_data(folds: list[EvaluationResult], stitched: EvaluationResult, s
                     fold_ids: list[int] | None = None) -> dict[str, Any]:
     """Return the tear sheet's figures as a compact, JSON-ready dict (what :func:`plot_tear_sheet` draws).
 
-    Parameters
-    ----------
-    folds : list of EvaluationResult
-        The first seed's evaluation per walk-forward fold (one for a single split), in time order.
-    stitched : EvaluationResult
-        Their stitched evaluation (``folds[0]`` itself for a single split).
-    seed_results : list of EvaluationResult
-        One (stitched) evaluation per seed, in the order of ``seeds``.
-    seeds : list of int
-        The agent's seeds.
-    null_seed : int
-        Seed of the shift null, the one the evaluation's ``timing_null`` used (the same draws).
-    n_shifts : int, default 999
-        Shifts of the null, as the evaluation drew them.
-    fold_ids : list of int, optional
-        The walk-forward folds' numbers, as the run's log and fold table give them (folds left out
-        are skipped); default 0, 1, ...
-
-    Returns
-    -------
-    dict
-        ``start`` (ISO time of the first mark; ``minute`` lists are offsets from it), ``folds`` (per
-        fold: ``minute``, ``agent`` and ``buy_and_hold`` equity normalised to 1 at the fold's start,
-        ``return_frac``, ``bh_return_frac``), ``drawdown`` (of the stitched curves, fractions, the
-        deepest point kept), ``rolling_sharpe`` (annualised, trailing ``window_bars``, with the 95 %
-        band ``+- 1.96`` standard errors of Bailey & López de Prado 2012 eq. 3, the whole series' skew
-        and kurtosis), ``seeds`` (per seed total return and Sharpe) and ``shift_null`` (histogram
-        ``edges`` / ``counts`` of the shifted gross returns, ``observed``, ``p_value``). At most
-        200 points per series.
-
-    Raises
-    ------
-    ConfigError
-        If ``folds`` is empty or ``seeds`` and ``seed_results`` differ in length.
+    ``start``, ``folds`` (equity per fold, normalised to 1), ``drawdown``, ``rolling_sharpe`` (with the
+    95 % band ``+- 1.96`` standard errors of Bailey & López de Prado 2012 eq. 3), ``seeds`` and
+    ``shift_null``; at most 200 points per series.
     """
     if not folds or len(seeds) != len(seed_results):
         raise ConfigError(f"tear sheet: {len(folds)} fold(s), {len(seeds)} seed(s) for {len(seed_results)} "
@@ -132,26 +101,7 @@ def tear_sheet_data(folds: list[EvaluationResult], stitched: EvaluationResult, s
 
 
 def plot_tear_sheet(data: dict[str, Any], path: str | Path, *, title: str = "") -> Path:
-    """Draw the tear sheet of :func:`tear_sheet_data` as one PNG (6 panels, 13 x 8 in at 100 dpi).
-
-    Panels: equity per fold against buy-and-hold (each fold from 1), drawdown, rolling Sharpe with
-    its 95 % band, return per fold, the distribution over seeds, and the shift-null histogram
-    with the agent's mark.
-
-    Parameters
-    ----------
-    data : dict
-        From :func:`tear_sheet_data` (e.g. read back from run.json ``metrics.tear_sheet``).
-    path : str or Path
-        Destination PNG (parent directories created; written atomically).
-    title : str, optional
-        Figure title, e.g. the run id.
-
-    Returns
-    -------
-    Path
-        ``path``.
-    """
+    """Draw the tear sheet of :func:`tear_sheet_data` as one PNG (6 panels, 13 x 8 in at 100 dpi)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -113,7 +113,8 @@ def train_sac(
     )
     remaining = int(total_timesteps) - model.num_timesteps
     if remaining > 0:
-        model.learn(remaining, callback=cb, log_interval=None, reset_num_timesteps=found is None, progress_bar=False)
+        model.learn(remaining, callback=cb, log_interval=None,  # type: ignore[arg-type]  # None: no log dumps (SB3)
+                    reset_num_timesteps=found is None, progress_bar=False)
     elif found is not None:
         logger.info("rl/train already at step {} >= total_timesteps={}", model.num_timesteps, total_timesteps)
     last = cb.last if cb.last is not None else save_checkpoint(ckpt_dir, model, params, cb.stats_state())

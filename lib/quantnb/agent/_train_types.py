@@ -22,23 +22,7 @@ class _Params(BaseModel):
 
     @classmethod
     def parse(cls, values: dict) -> Self:
-        """Validate ``values`` (unknown names refused).
-
-        Parameters
-        ----------
-        values : dict
-            Field names to values.
-
-        Returns
-        -------
-        SacParams or EnvSpec
-            An instance of the class it is called on.
-
-        Raises
-        ------
-        ConfigError
-            Naming the bad field (e.g. ``net_arch=[]``: at least one hidden layer).
-        """
+        """Validate ``values`` (unknown names refused)."""
         try:
             return cls(**values)
         except ValidationError as e:
@@ -69,23 +53,7 @@ class SacParams(_Params):
 
 @dataclass(frozen=True)
 class TrainProgress:
-    """Training progress reported every ``progress_every_steps``.
-
-    Attributes
-    ----------
-    num_timesteps, total_timesteps : int
-        Environment steps done and planned.
-    fps : float
-        Steps per second since the previous report.
-    mean_reward : float
-        Mean per-step reward (log equity change) since the previous report.
-    mean_episode_return : float or None
-        Mean return of the last 100 finished episodes, None before the first.
-    episodes : int
-        Finished episodes.
-    elapsed_s : float
-        Wall time of this session of training, seconds.
-    """
+    """Training progress reported every ``progress_every_steps``."""
 
     num_timesteps: int
     total_timesteps: int
@@ -98,23 +66,7 @@ class TrainProgress:
 
 @dataclass(frozen=True)
 class CheckpointInfo:
-    """One committed training checkpoint.
-
-    Attributes
-    ----------
-    path : Path
-        Its ``checkpoint.json`` (the commit record, written last).
-    num_timesteps : int
-        Environment steps done when it was written.
-    model_path, replay_buffer_path, state_path : Path
-        SB3 model zip, pickled replay buffer, pickled RNG/episode state.
-    replay_buffer_size : int
-        Transitions stored in the replay buffer.
-    saved_at : datetime
-        UTC time of the commit.
-    params : dict
-        The :class:`SacParams` it was trained with.
-    """
+    """One committed training checkpoint."""
 
     path: Path
     num_timesteps: int

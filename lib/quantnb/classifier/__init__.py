@@ -19,23 +19,11 @@ from quantnb._lazy import attach
 
 if TYPE_CHECKING:  # the names for type checkers; at run time each loads on first use
     from quantnb.classifier._afml import (
-        BARRIER_PROFIT_TAKE,
-        BARRIER_STOP_LOSS,
-        BARRIER_VERTICAL,
-        cusum_events,
-        ewm_volatility,
-        fixed_horizon_t1,
-        sample_weights,
         sequential_bootstrap,
-        triple_barrier_labels,
     )
     from quantnb.classifier._bundle import (
-        BUNDLE_FORMAT,
-        METADATA_FILE,
         SCALER_FILE,
-        WEIGHTS_FILE,
         ModelBundle,
-        library_versions,
         load_model_bundle,
         save_model_bundle,
     )
@@ -60,21 +48,17 @@ if TYPE_CHECKING:  # the names for type checkers; at run time each loads on firs
         SKIP,
         TAKE,
         bet_size,
-        meta_labels,
-        momentum_side,
         side_from_column,
     )
     from quantnb.classifier._metrics import (
-        ClassificationScores,
         classification_scores,
         confusion_matrix,
-        f1_from_confusion,
     )
     from quantnb.classifier._prepare import PreparedData, prepare_datasets
-    from quantnb.classifier._sizing import SizingComparison, compare_precision_to_take_all, compare_sizing
-    from quantnb.classifier._split import DataSplits, chronological_split
-    from quantnb.classifier._stats import BatchStats, EpochStats, TrainResult
-    from quantnb.classifier._tcn_lstm import CausalConvBlock, HybridTCNLSTM
+    from quantnb.classifier._sizing import compare_precision_to_take_all, compare_sizing
+    from quantnb.classifier._split import chronological_split
+    from quantnb.classifier._stats import TrainResult
+    from quantnb.classifier._tcn_lstm import HybridTCNLSTM
     from quantnb.classifier._trainer import Trainer, inverse_frequency_weights, seed_everything
     from quantnb.features import FeatureScaler
 
@@ -83,22 +67,11 @@ __getattr__, __dir__ = attach(__name__)
 __all__ = [
     "label_bars",
     "label_events",
-    "BARRIER_PROFIT_TAKE",
-    "BARRIER_STOP_LOSS",
-    "BARRIER_VERTICAL",
-    "cusum_events",
-    "ewm_volatility",
-    "fixed_horizon_t1",
-    "sample_weights",
     "sequential_bootstrap",
-    "triple_barrier_labels",
-    "meta_labels",
-    "momentum_side",
     "side_from_column",
     "bet_size",
     "compare_sizing",
     "compare_precision_to_take_all",
-    "SizingComparison",
     "META_LABEL_NAMES",
     "SKIP",
     "TAKE",
@@ -114,34 +87,24 @@ __all__ = [
     "feature_columns",
     "build_features",
     "chronological_split",
-    "DataSplits",
     "FeatureScaler",
     "WindowDataset",
     "prepare_datasets",
     "PreparedData",
     "HybridTCNLSTM",
-    "CausalConvBlock",
     "ModelConfig",
     "TrainConfig",
     "Trainer",
     "TrainResult",
-    "EpochStats",
-    "BatchStats",
     "seed_everything",
     "inverse_frequency_weights",
     "evaluate",
     "Evaluation",
     "plot_confusion_matrix",
     "confusion_matrix",
-    "f1_from_confusion",
     "classification_scores",
-    "ClassificationScores",
     "save_model_bundle",
     "load_model_bundle",
     "ModelBundle",
-    "library_versions",
-    "BUNDLE_FORMAT",
-    "WEIGHTS_FILE",
     "SCALER_FILE",
-    "METADATA_FILE",
 ]

@@ -58,66 +58,27 @@ def _returns(p: np.ndarray, seg: np.ndarray) -> np.ndarray:
 
 
 def ewm_volatility(df: pl.DataFrame, span_min: int, price_col: str = "close") -> np.ndarray:
-    """Return the exponentially weighted volatility of 1-minute log returns at each bar.
+    """Return the EWM volatility of 1-minute log returns at each bar, a fraction per minute.
 
     RiskMetrics' zero-mean EWM variance (J.P. Morgan, *RiskMetrics Technical Document*, 1996):
-    ``v_t = (1 - a) v_{t-1} + a r_t^2`` with ``a = 2 / (span_min + 1)``, started at the first
-    return; a bar whose return is missing (the first bar, a gap, a bad price) keeps the previous
-    value. The volatility is ``sqrt(v_t)``, NaN until ``span_min`` returns have been seen.
-
-    Parameters
-    ----------
-    df : polars.DataFrame
-        1-minute bars with ``ts`` and ``price_col``.
-    span_min : int
-        EWM span, minutes (returns), >= 1.
-    price_col : str
-        Price column.
-
-    Returns
-    -------
-    numpy.ndarray, shape (rows,), float64
-        Per-minute volatility as a fraction (0.001 is 0.1 % per minute).
-
-    Raises
-    ------
-    ConfigError
-        If ``span_min`` is not a positive integer or ``price_col`` is absent.
+    ``v_t = (1 - a) v_{t-1} + a r_t^2``, ``a = 2 / (span_min + 1)``; a bar without a return keeps the
+    previous value; NaN until ``span_min`` returns have been seen.
     """
     span = _positive_int("vol_span_min", span_min)
     p = _prices(df, price_col)
     r2 = pl.Series(_returns(p, _segments(df)) ** 2).fill_nan(None)
     var = r2.ewm_mean(alpha=2.0 / (span + 1), adjust=False, ignore_nulls=True, min_samples=1)
-    var = var.forward_fill().to_numpy()  # a bar without a return keeps the previous variance
+    var_arr = var.forward_fill().to_numpy()  # a bar without a return keeps the previous variance
     seen = np.cumsum(~np.isnan(r2.fill_null(float("nan")).to_numpy()))
-    return np.where(seen >= span, np.sqrt(var), np.nan)
+    return np.where(seen >= span, np.sqrt(var_arr), np.nan)
 
 
 def cusum_events(df: pl.DataFrame, threshold_frac: float, price_col: str = "close") -> np.ndarray:
-    """Return the bars picked by a symmetric CUSUM filter on 1-minute log returns (AFML snippet 2.4).
+    """Return a bool mask of the bars a symmetric CUSUM filter on 1-minute log returns picks (AFML snippet 2.4).
 
-    ``s+ = max(0, s+ + r)`` and ``s- = min(0, s- + r)``; a bar where ``s+ > threshold_frac`` or
-    ``s- < -threshold_frac`` is an event and resets both sums. The sums also reset at every gap,
-    and a missing return (bad price) leaves them unchanged.
-
-    Parameters
-    ----------
-    df : polars.DataFrame
-        1-minute bars with ``ts`` and ``price_col``.
-    threshold_frac : float
-        Threshold on the cumulative log return, > 0 (0.005 is about 0.5 %).
-    price_col : str
-        Price column.
-
-    Returns
-    -------
-    numpy.ndarray, shape (rows,), bool
-        True at each event bar.
-
-    Raises
-    ------
-    ConfigError
-        If ``threshold_frac`` is not a positive finite number or ``price_col`` is absent.
+    ``s+ = max(0, s+ + r)``, ``s- = min(0, s- + r)``; a bar where ``s+ > threshold_frac`` or
+    ``s- < -threshold_frac`` is an event and resets both sums, as does every gap; a missing return
+    leaves them unchanged.
     """
     h = _positive_real("cusum_threshold", threshold_frac)
     seg = _segments(df)
@@ -143,45 +104,12 @@ def triple_barrier_labels(df: pl.DataFrame, max_holding_min: int, profit_take_mu
                           events: np.ndarray | None = None) -> pl.DataFrame:
     """Label bars by the first of three barriers their price path touches (AFML section 3.4).
 
-    For an event bar ``t`` with price ``p0`` and volatility ``s = ewm_volatility(t) *
-    sqrt(max_holding_min)`` (the per-minute EWM volatility scaled to the holding period), the
-    upper barrier is ``p0 * (1 + profit_take_mult * s)``, the lower ``p0 * (1 - stop_loss_mult *
-    s)`` and the vertical one ``t + max_holding_min`` minutes. The prices of the bars after ``t``
-    are scanned in order: the first at or above the upper barrier gives BUY (2), at or below the
-    lower SELL (0); if neither is touched by the vertical barrier the label is NEUTRAL (1).
-    Comparisons include the barrier within 1e-12. A bar is not labelled when its volatility is
-    not yet known or zero, its price is bad, or its path reaches a gap, a bad price or the end of the data
-    before a barrier is touched: a label never spans a gap nor ends past its vertical barrier.
-
-    Parameters
-    ----------
-    df : polars.DataFrame
-        1-minute bars: ``ts`` (Datetime, strictly increasing), ``price_col``, optional ``gap_before``.
-    max_holding_min : int
-        Vertical barrier, minutes after the event, >= 1.
-    profit_take_mult, stop_loss_mult : float
-        Barrier widths in units of the holding-period volatility, > 0.
-    vol_span_min : int
-        Span of :func:`ewm_volatility`, minutes.
-    price_col : str
-        Price column.
-    events : numpy.ndarray, shape (rows,), bool, optional
-        Bars to label (e.g. :func:`cusum_events`); default every bar.
-
-    Returns
-    -------
-    polars.DataFrame
-        The labelled event bars in input order: the input columns plus ``fwd_return`` (Float64,
-        return to the touch), ``label`` (Int8), ``t1`` (same dtype as ``ts``: the bar where the
-        label ends), ``barrier`` (Int8: 1 profit-taking, -1 stop-loss, 0 vertical) and
-        ``vol_frac`` (Float64, holding-period volatility).
-
-    Raises
-    ------
-    ConfigError
-        If a parameter is out of range or ``events`` has the wrong shape.
-    DataError
-        If ``ts`` is invalid (see :func:`quantnb.data.check_bars`).
+    For an event bar ``t`` with price ``p0`` and holding-period volatility ``s = ewm_volatility(t) *
+    sqrt(max_holding_min)`` the barriers are ``p0 (1 + profit_take_mult s)`` (BUY, 2), ``p0 (1 -
+    stop_loss_mult s)`` (SELL, 0) and ``t + max_holding_min`` minutes (NEUTRAL, 1), compared within
+    1e-12. A bar whose volatility is unknown or zero, or whose path reaches a gap, a bad price or the
+    end of the data first, is not labelled. Returns the event bars plus ``fwd_return``, ``label``,
+    ``t1``, ``barrier`` (1 profit-taking, -1 stop-loss, 0 vertical) and ``vol_frac``.
     """
     horizon = _positive_int("max_holding_min", max_holding_min)
     pt, sl = _positive_real("profit_take_mult", profit_take_mult), _positive_real("stop_loss_mult", stop_loss_mult)
@@ -255,31 +183,9 @@ def _walk_sparse(cand: np.ndarray, p: np.ndarray, seg: np.ndarray, pad_p: np.nda
 def sample_weights(labelled: pl.DataFrame, bars: pl.DataFrame, price_col: str = "close") -> pl.DataFrame:
     """Add each label's average uniqueness and return-attribution weight (AFML sections 4.3-4.4, 4.6).
 
-    A label starting at bar ``t0`` and ending at ``t1`` spans the returns of the bars in
-    ``(t0, t1]``. The concurrency ``c_t`` of bar ``t`` counts the labels spanning it; a label's
-    uniqueness is the mean of ``1 / c_t`` over its span, in (0, 1]; its return weight is
-    ``|sum of r_t / c_t|`` over its span with ``r_t`` the bar's 1-minute log return (AFML snippet
-    4.10, before scaling; the trainer scales the weights of a split to mean 1).
-
-    Parameters
-    ----------
-    labelled : polars.DataFrame
-        Labels with ``ts`` and ``t1`` (both on ``bars``' grid, ``t1 > ts``), e.g. from
-        :func:`triple_barrier_labels` or :func:`quantnb.classifier.label_events`.
-    bars : polars.DataFrame
-        The bars the labels were computed from (``ts``, ``price_col``).
-    price_col : str
-        Price column.
-
-    Returns
-    -------
-    polars.DataFrame
-        ``labelled`` plus ``uniqueness`` and ``return_weight`` (Float64).
-
-    Raises
-    ------
-    ConfigError
-        If ``t1`` is missing, or a ``ts`` / ``t1`` is not a bar of ``bars`` or ``t1 <= ts``.
+    A label ``(t0, t1]`` spans the returns of its bars; ``c_t`` counts the labels spanning bar ``t``.
+    ``uniqueness`` is the mean of ``1 / c_t`` over the span, in (0, 1]; ``return_weight`` is
+    ``|sum r_t / c_t|`` over it (AFML snippet 4.10, unscaled: the trainer scales a split to mean 1).
     """
     if "t1" not in labelled.columns:
         raise ConfigError(f"labelled: no 't1' column (columns: {labelled.columns}); label with label_events first")
@@ -305,20 +211,7 @@ def sample_weights(labelled: pl.DataFrame, bars: pl.DataFrame, price_col: str = 
 
 
 def fixed_horizon_t1(labelled: pl.DataFrame, lookahead_min: int) -> pl.DataFrame:
-    """Add ``t1 = ts + lookahead_min`` (the end of each fixed-horizon label) as column ``t1``.
-
-    Parameters
-    ----------
-    labelled : polars.DataFrame
-        Output of :func:`quantnb.classifier.label_bars`.
-    lookahead_min : int
-        The labelling lookahead, minutes.
-
-    Returns
-    -------
-    polars.DataFrame
-        ``labelled`` plus ``t1`` (same dtype as ``ts``).
-    """
+    """Add ``t1 = ts + lookahead_min`` (the end of each fixed-horizon label) as column ``t1``."""
     minutes = _positive_int("lookahead_min", lookahead_min)
     return labelled.with_columns(t1=pl.col("ts") + pl.duration(microseconds=minutes * _MINUTE_US))
 

@@ -8,7 +8,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -72,13 +72,7 @@ def _plain(value: Any) -> Any:
 
 
 def sha256_file(path: Path) -> str:
-    """Return the SHA-256 of the file at ``path`` as 64 hex digits (read in 1 MiB chunks).
-
-    Parameters
-    ----------
-    path : pathlib.Path
-        The file to hash.
-    """
+    """Return the SHA-256 of the file at ``path`` as 64 hex digits (read in 1 MiB chunks)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -129,7 +123,7 @@ def save_model_bundle(directory: str | os.PathLike[str], model: nn.Module, scale
     name = type(model).__name__
     if name not in _MODEL_CLASSES or not hasattr(model, "config"):
         raise ConfigError(f"model: {name} cannot be bundled; supported: {sorted(_MODEL_CLASSES)}")
-    params = dict(model.config)
+    params = dict(cast(dict[str, Any], model.config))
     if params.get("n_features") != len(scaler.feature_names):
         raise ConfigError(f"scaler: {len(scaler.feature_names)} features but the model takes "
                           f"{params.get('n_features')}; save the scaler the model was trained with")

@@ -30,13 +30,7 @@ def capture_rng_states() -> dict[str, Any]:
 
 
 def restore_rng_states(states: dict[str, Any]) -> None:
-    """Restore RNG states captured by :func:`capture_rng_states`.
-
-    Parameters
-    ----------
-    states : dict of str to Any
-        The ``torch``, ``cuda`` (or None), ``numpy`` and ``python`` states, as captured.
-    """
+    """Restore RNG states captured by :func:`capture_rng_states`."""
     torch.set_rng_state(states["torch"])
     if states.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -48,44 +42,14 @@ def restore_rng_states(states: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
-    """Write a training state with ``torch.save`` atomically (temporary file, fsync, rename).
-
-    Parameters
-    ----------
-    path : Path
-        Destination file; replaced atomically.
-    state : dict of str to Any
-        Tensors, plain containers and numbers only (it is loaded with ``weights_only=True``);
-        a ``format`` key is added.
-
-    Returns
-    -------
-    Path
-        ``path``.
-    """
+    """Write a training state with ``torch.save`` atomically (temporary file, fsync, rename)."""
     with atomic_path(path) as tmp:
         torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
     return path
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a state written by :func:`save_checkpoint` (``weights_only`` unpickling: no code runs).
-
-    Parameters
-    ----------
-    path : Path
-        The checkpoint file.
-
-    Returns
-    -------
-    dict of str to Any
-        The saved state, ``format`` key included; tensors on the CPU.
-
-    Raises
-    ------
-    DataError
-        If the file is unreadable or not a quantnb training checkpoint.
-    """
+    """Read a state written by :func:`save_checkpoint` (``weights_only`` unpickling: no code runs)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
@@ -98,22 +62,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def check_compatible(path: Path, state: dict[str, Any], expected: dict[str, Any]) -> None:
-    """Refuse to resume when a result-changing setting or the data differ from the checkpoint.
-
-    Parameters
-    ----------
-    path : Path
-        The checkpoint, for the message.
-    state : dict of str to Any
-        The loaded checkpoint state.
-    expected : dict of str to Any
-        Setting names and this run's values; each is compared to the state's.
-
-    Raises
-    ------
-    ConfigError
-        Naming the first differing field, its checkpoint value and its new value.
-    """
+    """Refuse to resume when a result-changing setting or the data differ from the checkpoint."""
     for key, value in expected.items():
         old = state.get("identity", {}).get(key)
         if old != value:

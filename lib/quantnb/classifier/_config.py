@@ -20,7 +20,7 @@ class ModelConfig:
     """Architecture of the hybrid TCN-LSTM: the one place its defaults are written.
 
     Read by :class:`~quantnb.classifier.HybridTCNLSTM`, the training stage (fields left None) and the
-    optimization stage's fixed values; the model bundle stores the model's.
+    optimization stage's fixed values; the model bundle stores the model's. A bad value raises ConfigError naming it.
 
     Parameters
     ----------
@@ -31,11 +31,6 @@ class ModelConfig:
         Dropout in the TCN blocks and between LSTM layers, in [0, 1).
     lstm_hidden, lstm_layers : int
         LSTM hidden size and stacked layers, >= 1.
-
-    Raises
-    ------
-    ConfigError
-        If a value is out of range (the message names the field).
     """
 
     tcn_channels: int = 32
@@ -58,7 +53,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyper-parameters and execution settings of :class:`Trainer`.
+    """Hyper-parameters and execution settings of :class:`Trainer`; a bad value raises ConfigError naming it.
 
     Parameters
     ----------
@@ -93,11 +88,6 @@ class TrainConfig:
         Use ``torch.use_deterministic_algorithms`` (warn-only) and deterministic cuDNN while training.
     device : str
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-
-    Raises
-    ------
-    ConfigError
-        If a value is out of range (the message names the field).
     """
 
     epochs: int = 10

@@ -45,6 +45,13 @@ class WindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         negative or not finite on a labelled row.
     """
 
+    features: np.ndarray
+    labels: np.ndarray
+    seq_len: int
+    ends: np.ndarray
+    weights: np.ndarray | None
+    _offsets: np.ndarray
+
     def __init__(self, features: np.ndarray, labels: np.ndarray, seq_len: int,
                  break_before: np.ndarray | None = None, weights: np.ndarray | None = None):
         if isinstance(seq_len, bool) or not isinstance(seq_len, numbers.Integral) or seq_len < 1:

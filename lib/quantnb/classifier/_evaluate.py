@@ -76,10 +76,6 @@ def evaluate(model: nn.Module, dataset: WindowDataset, *, batch_size: int = 1024
         Where to run; default the model's device.
     class_weights : sequence of n_classes float or torch.Tensor, optional
         Weights of the reported cross-entropy; default unweighted.
-
-    Returns
-    -------
-    Evaluation
     """
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32, device=dev)
@@ -103,18 +99,7 @@ def evaluate(model: nn.Module, dataset: WindowDataset, *, batch_size: int = 1024
 
 
 def class_names(n_classes: int) -> tuple[str, ...]:
-    """Return the class names of a classifier's output: SELL/NEUTRAL/BUY (3), SKIP/TAKE (2, meta-labels).
-
-    Parameters
-    ----------
-    n_classes : int
-        Width of the model's output.
-
-    Returns
-    -------
-    tuple of str
-        One name per class; ``class0``, ``class1`` ... for other widths.
-    """
+    """Return the class names of a classifier's output: SELL/NEUTRAL/BUY (3), SKIP/TAKE (2, meta-labels)."""
     if n_classes == len(LABEL_NAMES):
         return LABEL_NAMES
     if n_classes == len(META_LABEL_NAMES):

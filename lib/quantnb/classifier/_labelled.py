@@ -12,27 +12,7 @@ from quantnb.errors import ConfigError
 
 
 def load_labelled(root: Path, labelled_dir: str) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Read every labelled Parquet of ``labelled_dir`` in time order, and its labelling config.
-
-    Parameters
-    ----------
-    root : Path
-        Project directory.
-    labelled_dir : str
-        Folder of the labelling stage's output, relative to ``root``.
-
-    Returns
-    -------
-    frame : polars.DataFrame
-        All labelled rows, sorted by ``ts``.
-    config : dict of str to Any
-        The labelling run's ``labelling_config.json``.
-
-    Raises
-    ------
-    ConfigError
-        If the directory holds no labelled file or no ``labelling_config.json``.
-    """
+    """Read every labelled Parquet of ``labelled_dir`` in time order, and its labelling config."""
     folder = root / labelled_dir
     files = sorted(folder.glob("*.parquet"))
     if not files:

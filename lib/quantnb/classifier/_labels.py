@@ -225,12 +225,12 @@ def label_events(df: pl.DataFrame, method: str = "fixed_horizon", *, lookahead_m
 
     ``fixed_horizon`` is :func:`label_bars` (its columns and values unchanged) with
     ``t1 = ts + lookahead_min``; ``triple_barrier`` is
-    :func:`quantnb.classifier.triple_barrier_labels` (adds ``barrier`` and ``vol_frac``); ``meta`` is
-    :func:`quantnb.classifier.meta_labels` on the primary side of ``side_rule`` (labels 0 SKIP / 1 TAKE;
+    :func:`quantnb.classifier._afml.triple_barrier_labels` (adds ``barrier`` and ``vol_frac``); ``meta`` is
+    :func:`quantnb.classifier._meta.meta_labels` on the primary side of ``side_rule`` (labels 0 SKIP / 1 TAKE;
     adds ``side``, ``trade_return``, ``barrier``, ``vol_frac``). With
-    ``cusum_threshold`` only the bars picked by :func:`quantnb.classifier.cusum_events` are
+    ``cusum_threshold`` only the bars picked by :func:`quantnb.classifier._afml.cusum_events` are
     labelled. Uniqueness and return weights come from
-    :func:`quantnb.classifier.sample_weights` (AFML sections 4.3-4.6), computed over the labels
+    :func:`quantnb.classifier._afml.sample_weights` (AFML sections 4.3-4.6), computed over the labels
     of ``df``.
 
     Parameters
@@ -242,13 +242,13 @@ def label_events(df: pl.DataFrame, method: str = "fixed_horizon", *, lookahead_m
     lookahead_min, threshold_short_frac, threshold_long_frac : int, float, float
         Fixed-horizon parameters (see :func:`label_bars`).
     max_holding_min, profit_take_mult, stop_loss_mult, vol_span_min : int, float, float, int
-        Triple-barrier parameters (see :func:`quantnb.classifier.triple_barrier_labels`).
+        Triple-barrier parameters (see :func:`quantnb.classifier._afml.triple_barrier_labels`).
     cusum_threshold : float, optional
         CUSUM filter threshold on cumulative log returns, > 0; default label every bar.
     price_col : str
         Price column.
     side_rule : {"momentum", "column"}
-        meta: the primary side, :func:`quantnb.classifier.momentum_side` over ``momentum_min`` minutes
+        meta: the primary side, :func:`quantnb.classifier._meta.momentum_side` over ``momentum_min`` minutes
         or the bars' column ``side_col`` (-1, 0, +1).
     momentum_min : int
         meta: momentum look-back, minutes.

@@ -32,35 +32,10 @@ _erf = np.vectorize(math.erf, otypes=[np.float64])
 
 
 def momentum_side(df: pl.DataFrame, lookback_min: int, price_col: str = "close") -> np.ndarray:
-    """Return the time-series momentum side of each bar: the sign of its return over the last ``lookback_min``.
+    """Return each bar's time-series momentum side, int8: ``sign(p_t / p_{t - lookback_min} - 1)``.
 
-    ``side_t = sign(p_t / p_{t - lookback_min} - 1)`` with ``p`` the close of each bar, known at the
-    bar's close (the decision time of every label). The side is 0 where the look-back window
-    reaches a gap (a missing minute or ``gap_before``), the start of the data or a bad price, and
-    where the return is exactly 0.
-
-    Parameters
-    ----------
-    df : polars.DataFrame
-        1-minute bars with ``ts``, ``price_col``, optional ``gap_before``.
-    lookback_min : int
-        Look-back, minutes, >= 1.
-    price_col : str
-        Price column.
-
-    Returns
-    -------
-    numpy.ndarray, shape (rows,), int8
-        +1 long, -1 short, 0 no bet.
-
-    Raises
-    ------
-    ConfigError
-        If ``lookback_min`` is not a positive integer or ``price_col`` is absent.
-
-    References
-    ----------
-    Moskowitz, Ooi and Pedersen, "Time series momentum", Journal of Financial Economics 104(2), 2012.
+    0 (no bet) where the look-back reaches a gap, the start of the data or a bad price. Moskowitz, Ooi
+    and Pedersen, "Time series momentum", Journal of Financial Economics 104(2), 2012.
     """
     n_back = _positive_int("momentum_min", lookback_min)
     p = _prices(df, price_col)
@@ -115,52 +90,13 @@ def side_from_column(df: pl.DataFrame, side_col: str) -> np.ndarray:
 def meta_labels(df: pl.DataFrame, side: np.ndarray, max_holding_min: int, profit_take_mult: float = 1.0,
                 stop_loss_mult: float = 1.0, vol_span_min: int = 60, cost_bps: float = 0.0,
                 price_col: str = "close", events: np.ndarray | None = None) -> pl.DataFrame:
-    """Meta-label the primary's bets: 1 when the side's profit-taking barrier is touched first and pays the cost.
+    """Meta-label the primary's bets: TAKE (1) when its profit-taking barrier is hit first and pays the cost.
 
-    AFML section 3.6. For an event bar ``t`` with a non-zero ``side``, price ``p0`` and
-    holding-period volatility ``s`` (as :func:`quantnb.classifier.triple_barrier_labels`), the
-    barriers are set in the side's direction: profit-taking at a side return of
-    ``+profit_take_mult * s``, stop-loss at ``-stop_loss_mult * s`` (for a short, a price fall of
-    ``profit_take_mult * s`` takes profit), vertical at ``max_holding_min``. The label is TAKE
-    (1) when the profit-taking barrier is touched first and the side's return there exceeds
-    ``cost_bps`` (the round trip's cost), else SKIP (0): a stop-loss, a vertical barrier or a
-    profit too small to pay the cost. A bar without a side, a volatility or a complete path (gap,
-    bad price, end of data) gets no label; no label spans a gap or ends past its vertical barrier.
-
-    Parameters
-    ----------
-    df : polars.DataFrame
-        1-minute bars: ``ts``, ``price_col``, optional ``gap_before``.
-    side : numpy.ndarray, shape (rows,), integer
-        The primary's side at each bar's close: +1, -1 or 0 (no bet), e.g. :func:`momentum_side`.
-    max_holding_min : int
-        Vertical barrier, minutes, >= 1.
-    profit_take_mult, stop_loss_mult : float
-        Barrier widths in holding-period volatilities, > 0.
-    vol_span_min : int
-        Span of the EWM volatility, minutes.
-    cost_bps : float
-        Round-trip cost a winning bet must exceed, basis points of notional, >= 0.
-    price_col : str
-        Price column.
-    events : numpy.ndarray, shape (rows,), bool, optional
-        Bars that may be labelled (e.g. CUSUM events); default every bar with a side.
-
-    Returns
-    -------
-    polars.DataFrame
-        The labelled bars in input order: the input columns plus ``side`` (Int8), ``fwd_return``
-        (Float64, price return to the touch), ``trade_return`` (Float64, ``side * fwd_return``:
-        the primary's gross return on the bet), ``label`` (Int8: 0 SKIP, 1 TAKE), ``t1``,
-        ``barrier`` (Int8 in the side's terms: 1 profit-taking, -1 stop-loss, 0 vertical) and
-        ``vol_frac``.
-
-    Raises
-    ------
-    ConfigError
-        If a parameter is out of range or ``side`` / ``events`` have the wrong shape or values.
-    DataError
-        If ``ts`` is invalid.
+    AFML section 3.6: the barriers of :func:`triple_barrier_labels` set in the side's direction; TAKE
+    when the side's return at the profit-taking touch exceeds ``cost_bps`` (round trip), else SKIP (0).
+    A bar without a side, a volatility or a complete path gets no label. Adds ``side``,
+    ``fwd_return``, ``trade_return`` (``side * fwd_return``), ``label``, ``t1``, ``barrier`` (in the
+    side's terms) and ``vol_frac``.
     """
     horizon = _positive_int("max_holding_min", max_holding_min)
     pt, sl = _positive_real("profit_take_mult", profit_take_mult), _positive_real("stop_loss_mult", stop_loss_mult)

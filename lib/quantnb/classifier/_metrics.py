@@ -39,19 +39,7 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = 3)
 
 @dataclass(frozen=True)
 class ClassificationScores:
-    """F1 scores of a classifier, from its confusion matrix.
-
-    Attributes
-    ----------
-    f1_macro : float
-        Unweighted mean of the per-class F1.
-    f1_weighted : float
-        Mean of the per-class F1 weighted by each class's support (true count).
-    f1_per_class : tuple of float
-        F1 of each class (SELL, NEUTRAL, BUY).
-    confusion : numpy.ndarray, shape (n_classes, n_classes), int64
-        Rows true class, columns predicted class.
-    """
+    """F1 scores of a classifier, from its confusion matrix."""
 
     f1_macro: float
     f1_weighted: float
@@ -66,31 +54,11 @@ class ClassificationScores:
 
 
 def f1_from_confusion(cm: np.ndarray) -> ClassificationScores:
-    """Compute per-class, macro and weighted F1 from a confusion matrix.
+    """Compute per-class, macro and weighted F1 from a confusion matrix (rows true, columns predicted).
 
-    For class ``c``: ``F1 = 2 TP / (2 TP + FP + FN)`` with ``TP = cm[c, c]``, ``FP`` the rest of
-    column ``c`` and ``FN`` the rest of row ``c``. A class never true and never predicted has
-    F1 = 0 (scikit-learn's ``f1_score(..., labels=[0, 1, 2], zero_division=0)`` convention), so the
-    macro mean always averages over every class.
-
-    Parameters
-    ----------
-    cm : numpy.ndarray, shape (n_classes, n_classes), integer
-        Rows true class, columns predicted class.
-
-    Returns
-    -------
-    ClassificationScores
-
-    Raises
-    ------
-    ConfigError
-        If ``cm`` is not square or has a negative count.
-
-    References
-    ----------
-    van Rijsbergen, *Information Retrieval*, 2nd ed., 1979 (F-measure); Sokolova and Lapalme,
-    "A systematic analysis of performance measures for classification tasks", 2009 (macro averaging).
+    ``F1_c = 2 TP / (2 TP + FP + FN)``; a class never true nor predicted has F1 = 0 (scikit-learn's
+    ``zero_division=0``), so the macro mean averages over every class. van Rijsbergen, *Information
+    Retrieval*, 1979; Sokolova and Lapalme, 2009 (macro averaging).
     """
     m = np.asarray(cm, dtype=np.int64)
     if m.ndim != 2 or m.shape[0] != m.shape[1] or (m < 0).any():
@@ -104,22 +72,11 @@ def f1_from_confusion(cm: np.ndarray) -> ClassificationScores:
 
 
 def classification_scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = 3) -> ClassificationScores:
-    """Return the F1 scores and confusion matrix of predictions.
+    """Return the F1 scores and confusion matrix of predictions (a :class:`ClassificationScores`).
 
     Parameters
     ----------
-    y_true, y_pred : numpy.ndarray, shape (n,), integer
-        True and predicted classes in ``[0, n_classes)``.
-    n_classes : int
-        Number of classes.
-
-    Returns
-    -------
-    ClassificationScores
-
-    Raises
-    ------
-    ConfigError
-        If the shapes differ or a class is out of range.
+    y_true, y_pred, n_classes
+        As in :func:`confusion_matrix`, which raises :class:`ConfigError` on a shape or class out of range.
     """
     return f1_from_confusion(confusion_matrix(y_true, y_pred, n_classes))

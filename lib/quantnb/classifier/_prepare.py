@@ -139,7 +139,7 @@ def prepare_datasets(
         text = (format_distribution(dist) if tuple(class_names) == LABEL_NAMES
                 else " | ".join(f"{k}: {100 * v:.1f}%" for k, v in dist.items()))
         logger.info("dataset/{}: {} windows of {} min x {} features | {}", name, len(ds), seq_len, len(names), text)
-    return PreparedData(*sets, scaler=scaler, features=names, splits=splits, seq_len=int(seq_len),
+    return PreparedData(sets[0], sets[1], sets[2], scaler=scaler, features=names, splits=splits, seq_len=int(seq_len),
                         class_names=tuple(class_names))
 
 

@@ -14,34 +14,10 @@ from quantnb.evaluation import stationary_bootstrap_indices
 
 @dataclass(frozen=True)
 class SizingComparison:
-    """The primary strategy sized by :func:`quantnb.classifier.bet_size` against the primary taking every signal.
+    """The primary sized by :func:`bet_size` against taking every signal, with a paired bootstrap CI.
 
-    Returns are net of ``cost_bps`` per unit of bet, per primary signal (one label).
-
-    Attributes
-    ----------
-    n_signals : int
-        Primary signals (bets) scored.
-    n_taken : int
-        Signals the sized strategy bets on (size > 0).
-    mean_size : float
-        Mean size over all signals, in [0, 1].
-    unsized_return_per_trade, sized_return_per_trade : float
-        Net return per unit of bet, fraction: ``mean(r - c)`` unsized, ``sum(s (r - c)) / sum(s)`` sized
-        (a trade of size ``s`` counts ``s`` times), with ``r`` the side's return and ``c`` the cost.
-    sized_return_per_signal : float
-        ``mean(s (r - c))``: the sized strategy's net return per signal, capital at risk included.
-    unsized_hit_rate, sized_hit_rate : float
-        Share of bets with a positive net return (sized: of the taken ones, NaN when none).
-    diff, diff_ci_low, diff_ci_high : float
-        Sized minus unsized return per trade, and its percentile interval over paired stationary
-        block-bootstrap resamples of the signals.
-    level : float
-    mean_block_len : float
-    n_boot : int
-    cost_bps : float
-    verdict : str
-        One sentence in words: sizing improves, worsens or is not distinguishable from taking every signal.
+    Net returns, fractions: per trade ``mean(r - c)`` unsized and ``sum(s (r - c)) / sum(s)`` sized, per
+    signal ``mean(s (r - c))``; ``diff`` is sized minus unsized per trade.
     """
 
     n_signals: int
@@ -78,7 +54,7 @@ def compare_sizing(prob_take: np.ndarray, trade_return: np.ndarray, *, cost_bps:
     """Compare the primary's bets sized by the secondary's probability with the same bets at full size.
 
     Each signal ``i`` has the side's gross return ``r_i`` (``trade_return`` of
-    :func:`quantnb.classifier.meta_labels`) and the secondary's probability ``p_i`` that it pays.
+    :func:`quantnb.classifier._meta.meta_labels`) and the secondary's probability ``p_i`` that it pays.
     Unsized, every signal is a bet of size 1; sized, the size is ``bet_size(p_i, step=step,
     never_reverse=True)`` in [0, 1] (AFML ch. 10). Both pay ``cost_bps`` per unit of bet. The
     figure compared is the net return per unit of bet, so a size that merely shrinks exposure does

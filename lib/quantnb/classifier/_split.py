@@ -3,7 +3,8 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, cast
 
 import polars as pl
 from loguru import logger
@@ -14,15 +15,7 @@ from quantnb.errors import ConfigError, DataError
 
 @dataclass(frozen=True)
 class DataSplits:
-    """Chronological train / validation / test frames separated by an embargo.
-
-    Attributes
-    ----------
-    train, val, test : polars.DataFrame
-        Consecutive, non-overlapping slices of the input, in time order.
-    embargo_min : int
-        Minutes dropped after the last bar of train and of val.
-    """
+    """Chronological train / validation / test frames separated by an embargo."""
 
     train: pl.DataFrame
     val: pl.DataFrame
@@ -34,8 +27,9 @@ class DataSplits:
         out: dict[str, dict[str, Any]] = {}
         for name, frame in (("train", self.train), ("val", self.val), ("test", self.test)):
             ts = frame.get_column("ts")
-            out[name] = {"start": ts.min().isoformat() if frame.height else None,
-                         "end": ts.max().isoformat() if frame.height else None,
+            first, last = cast(datetime, ts.min()), cast(datetime, ts.max())
+            out[name] = {"start": first.isoformat() if frame.height else None,
+                         "end": last.isoformat() if frame.height else None,
                          "rows": frame.height}
         return out
 

@@ -8,32 +8,7 @@ from typing import Any, Literal
 
 @dataclass(frozen=True)
 class EpochStats:
-    """What one training epoch produced, passed to ``on_epoch_end`` and kept in the history.
-
-    Attributes
-    ----------
-    epoch, n_epochs : int
-        This epoch (1-based) and the maximum.
-    train_loss, val_loss : float
-        Class-weighted cross-entropy over the epoch's training windows and over validation.
-    f1_macro, f1_weighted : float
-        Validation F1, macro and support-weighted.
-    f1_per_class : tuple of float
-        Validation F1 of SELL, NEUTRAL, BUY (SKIP, TAKE for meta-labels).
-    lr : float
-        Learning rate used during this epoch.
-    is_best : bool
-        Whether this epoch improved the best F1 macro (and the best model was saved).
-    best_f1_macro : float
-        Best validation F1 macro so far; ``best_epoch`` is where it was reached.
-    best_epoch : int
-    epochs_without_improvement : int
-        Early-stopping counter after this epoch.
-    n_train_samples : int
-        Training windows seen this epoch.
-    duration_s : float
-        Wall time of the epoch including validation and checkpointing, seconds.
-    """
+    """What one training epoch produced, passed to ``on_epoch_end`` and kept in the history."""
 
     epoch: int
     n_epochs: int
@@ -66,35 +41,13 @@ class EpochStats:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EpochStats:
-        """Rebuild from :meth:`to_dict` output.
-
-        Parameters
-        ----------
-        d : dict of str to Any
-            Field names to values, as :meth:`to_dict` wrote them.
-
-        Returns
-        -------
-        EpochStats
-        """
+        """Rebuild from :meth:`to_dict` output."""
         return cls(**{**d, "f1_per_class": tuple(d["f1_per_class"])})
 
 
 @dataclass(frozen=True)
 class BatchStats:
-    """One optimiser step, passed to ``on_batch_end``.
-
-    Attributes
-    ----------
-    epoch : int
-        Epoch, 1-based.
-    batch, n_batches : int
-        Batch within the epoch (1-based) and batches per epoch.
-    loss : float
-        Class-weighted cross-entropy of this batch.
-    batch_size : int
-        Windows in this batch.
-    """
+    """One optimiser step, passed to ``on_batch_end``."""
 
     epoch: int
     batch: int

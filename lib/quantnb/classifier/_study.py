@@ -34,6 +34,7 @@ import optuna
 import psutil
 from loguru import logger
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from quantnb._secrets import refuse_password_in_url
@@ -59,48 +60,14 @@ _LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.
 def check_storage_url(storage: str) -> str:
     """Refuse a storage URL that carries a password; return it unchanged otherwise.
 
-    Parameters are written to ``run.json``, the executed notebook and the session log, so a
-    database password must come from the environment: :data:`PASSWORD_ENV`, or libpq's own
-    ``PGPASSWORD`` / ``~/.pgpass`` for PostgreSQL.
-
-    Parameters
-    ----------
-    storage : str
-        SQLAlchemy URL of the Optuna storage (``sqlite:///...``, ``postgresql+psycopg://...``).
-
-    Returns
-    -------
-    str
-        ``storage``.
-
-    Raises
-    ------
-    ConfigError
-        If the URL has ``user:password@`` or a ``password=`` query parameter (a
-        ``ValueError`` too, so a pydantic validator reports it as a validation error).
+    The password comes from the environment (:data:`PASSWORD_ENV`, or libpq's ``PGPASSWORD`` /
+    ``~/.pgpass``). The ConfigError is a ``ValueError`` too, so a pydantic validator reports it.
     """
     return refuse_password_in_url(storage, what="the storage URL", env=f"{PASSWORD_ENV} (or PGPASSWORD)")
 
 
 def server_kwargs(url: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Add to RDBStorage ``kwargs`` what a server database needs.
-
-    That is the password from :data:`PASSWORD_ENV` (handed to the driver, never put in the URL;
-    libpq reads ``PGPASSWORD`` itself) and a pre-ping of pooled connections.
-
-    Parameters
-    ----------
-    url : str
-        Storage URL (already checked by :func:`check_storage_url`).
-    kwargs : dict of str to Any
-        Keyword arguments of ``optuna.storages.RDBStorage``; updated in place.
-
-    Returns
-    -------
-    dict of str to Any
-        ``kwargs``, whose ``engine_kwargs`` gain ``pool_pre_ping`` and the password's
-        ``connect_args`` (server URLs only; SQLite is left as is).
-    """
+    """Add to RDBStorage ``kwargs`` what a server database needs."""
     if not url.startswith("sqlite"):
         engine = kwargs.setdefault("engine_kwargs", {})
         engine.setdefault("pool_pre_ping", True)
@@ -110,20 +77,7 @@ def server_kwargs(url: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def refuse_password_error(url: str, exc: Exception) -> None:
-    """Raise :class:`ConfigError` if ``exc`` says the server wants a (another) password: retrying won't help.
-
-    Parameters
-    ----------
-    url : str
-        Storage URL, for the message.
-    exc : Exception
-        The error the connection attempt raised.
-
-    Raises
-    ------
-    ConfigError
-        If ``exc`` is an authentication failure; otherwise the function returns.
-    """
+    """Raise :class:`ConfigError` if ``exc`` says the server wants a (another) password: retrying won't help."""
     if "password" in str(exc).lower():
         raise ConfigError(
             f"storage {url}: the database refused the connection ({str(exc).splitlines()[0][-160:]}); "
@@ -170,7 +124,7 @@ def open_study(storage: str, study_name: str, seed: int, startup_trials: int, ro
     if storage.endswith((".log", ".jsonl")) and "://" not in storage:
         path = root / storage
         path.parent.mkdir(parents=True, exist_ok=True)
-        backend = optuna.storages.journal.JournalFileBackend(str(path))
+        backend = JournalFileBackend(str(path))
         store: Any = optuna.storages.JournalStorage(backend)
     else:
         kwargs: dict[str, Any] = {}
@@ -196,12 +150,7 @@ def _rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 5) -> optuna.
     """Open an RDB storage; retry while another worker is creating the same schema (they race).
 
     Heartbeats every 5 s; a trial whose heartbeat is 60 s old is failed and queued again with its own
-    parameters (:class:`~quantnb.classifier._study.RetryKilledTrial`).
-
-    Raises
-    ------
-    ConfigError
-        If the server refuses the password (or gets none).
+    parameters (:class:`RetryKilledTrial`).
     """
     import sqlalchemy.exc
 
@@ -224,20 +173,7 @@ def _rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 5) -> optuna.
 
 # -- trial identity ----------------------------------------------------------------------
 def trial_key(trials: Sequence[FrozenTrial], trial: FrozenTrial) -> int:
-    """Return ``trial``'s key: its original's key for a retry, else its number minus earlier retries.
-
-    Parameters
-    ----------
-    trials : sequence of FrozenTrial
-        Every trial of the study (any state), as the storage returns them.
-    trial : FrozenTrial
-        The trial to name.
-
-    Returns
-    -------
-    int
-        0-based key, stable across retries and resumes.
-    """
+    """Return ``trial``'s key: its original's key for a retry, else its number minus earlier retries."""
     if KEY_ATTR in trial.user_attrs:
         return int(trial.user_attrs[KEY_ATTR])
     original = trial.system_attrs.get("failed_trial")
@@ -275,15 +211,9 @@ def _owner_dead(trial: FrozenTrial, grace_s: float) -> bool:
 class RetryKilledTrial:
     """Re-enqueue a trial whose worker died, with its own parameters, as a WAITING trial.
 
-    Same attributes as Optuna's ``RetryHeartbeatStaleTrialCallback`` (``failed_trial``: the
-    first attempt's number, ``retry_history``), so Optuna's helpers read them; the dead
-    worker's identity is dropped, the trial key is kept. A trial retried ``max_retry`` times
-    (e.g. one that kills its worker by running out of memory) stays FAIL.
-
-    Parameters
-    ----------
-    max_retry : int
-        Retries of one trial after which it stays FAIL.
+    Same attributes as Optuna's ``RetryHeartbeatStaleTrialCallback`` (``failed_trial``,
+    ``retry_history``), so Optuna's helpers read them; the trial key is kept. A trial retried
+    ``max_retry`` times (e.g. one that kills its worker by running out of memory) stays FAIL.
     """
 
     def __init__(self, max_retry: int = MAX_RETRIES):
@@ -312,24 +242,9 @@ def recover_dead_trials(study: optuna.Study, grace_s: float = GRACE_PERIOD_S,
                         retry: RetryKilledTrial | None = None) -> list[int]:
     """Fail the RUNNING trials whose worker is dead and queue a retry of each; return their numbers.
 
-    Safe with several workers: only the one whose FAIL is stored first queues the retry. The
-    trial is marked ``KILLED_ATTR`` before it is failed, so a recovery killed between the FAIL
-    and the retry is completed by the next one (a FAIL trial marked killed that no retry names).
-
-    Parameters
-    ----------
-    study : optuna.Study
-        The study (its storage shared by the workers).
-    grace_s : float
-        Seconds after its start after which a RUNNING trial that recorded no owner process
-        counts as dead (a recorded owner is checked by pid and create time).
-    retry : RetryKilledTrial or None
-        The retry policy; None uses one with the default ``max_retry``.
-
-    Returns
-    -------
-    list of int
-        Numbers of the trials whose retry this call queued.
+    Safe with several workers: only the one whose FAIL is stored first queues the retry. The trial is
+    marked ``KILLED_ATTR`` before it is failed, so a recovery killed between the FAIL and the retry is
+    completed by the next one.
     """
     retry = retry or RetryKilledTrial()
     recovered = []
@@ -368,18 +283,7 @@ def _canon(params: dict[str, Any]) -> tuple[tuple[str, str], ...]:
 
 
 def space_size(space: dict[str, BaseDistribution]) -> int | None:
-    """Return how many distinct settings ``space`` holds, or None if it is continuous.
-
-    Parameters
-    ----------
-    space : dict of str to optuna.distributions.BaseDistribution
-        Parameter name to distribution.
-
-    Returns
-    -------
-    int or None
-        The product of each parameter's number of values; None if one is continuous.
-    """
+    """Return how many distinct settings ``space`` holds, or None if it is continuous."""
     size = 1
     for dist in space.values():
         if dist.single():
@@ -393,56 +297,25 @@ def space_size(space: dict[str, BaseDistribution]) -> int | None:
     return size
 
 
-class TrialSeededSampler(optuna.samplers.BaseSampler):
-    """TPE whose randomness comes from ``(seed, trial key)`` and that does not repeat a setting.
+def _int_range(dist: BaseDistribution) -> list[int]:
+    """Every value of a finite integer distribution (what :func:`space_size` counted)."""
+    assert isinstance(dist, IntDistribution)  # space_size returned a size: the space is finite
+    return list(range(dist.low, dist.high + 1, dist.step))
 
-    Parameters
-    ----------
-    seed : int
-        The study's seed.
-    space : dict of str to BaseDistribution
-        Every parameter the objective suggests (the whole setting is drawn at once).
-    max_draws : int
-        Draws before a finite space is enumerated for a setting not taken yet.
-    """
+
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """TPE whose randomness comes from ``(seed, trial key)`` and that does not repeat a setting."""
 
     def __init__(self, seed: int, space: dict[str, BaseDistribution], max_draws: int = 16):
         self.seed, self.space, self.max_draws = seed, dict(space), max_draws
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        """Return the declared space (its single-valued parameters left to Optuna).
-
-        Parameters
-        ----------
-        study : optuna.Study
-            Unused: the space is fixed.
-        trial : optuna.trial.FrozenTrial
-            Unused.
-
-        Returns
-        -------
-        dict of str to optuna.distributions.BaseDistribution
-        """
+        """Return the declared space (its single-valued parameters left to Optuna)."""
         return {k: d for k, d in self.space.items() if not d.single()}
 
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        """Draw the whole setting of ``trial`` (see the class docstring).
-
-        Parameters
-        ----------
-        study : optuna.Study
-            The study.
-        trial : optuna.trial.FrozenTrial
-            The trial being sampled.
-        search_space : dict of str to optuna.distributions.BaseDistribution
-            The relative space Optuna passes (the declared one).
-
-        Returns
-        -------
-        dict of str to Any
-            Parameter name to value.
-        """
+        """Draw the whole setting of ``trial`` at once (see :meth:`draw`)."""
         if not search_space:
             return {}
         setting = self.draw(study, trial)
@@ -450,24 +323,7 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
-        """Sample a parameter outside the declared space (not used by the stage) from the trial's TPE.
-
-        Parameters
-        ----------
-        study : optuna.Study
-            The study.
-        trial : optuna.trial.FrozenTrial
-            The trial being sampled.
-        param_name : str
-            The parameter.
-        param_distribution : optuna.distributions.BaseDistribution
-            Its distribution.
-
-        Returns
-        -------
-        Any
-            A value of ``param_distribution``.
-        """
+        """Sample a parameter outside the declared space (not used by the stage) from the trial's TPE."""
         return self._tpe(trial.number, 0).sample_independent(study, trial, param_name, param_distribution)
 
     def _tpe(self, key: int, draw: int) -> optuna.samplers.TPESampler:
@@ -476,21 +332,9 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
     def draw(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
         """Return a setting for ``trial`` that no other live or finished trial has.
 
-        Deterministic given the study's history: draw ``d`` uses a TPE seeded from
-        ``(seed, key, d)``; after ``max_draws`` collisions a finite space is enumerated in
-        order from a seeded offset; an exhausted space returns the last draw (a WARNING).
-
-        Parameters
-        ----------
-        study : optuna.Study
-            The study (its live and finished trials are the settings to avoid).
-        trial : optuna.trial.FrozenTrial
-            The trial; its key seeds the draws.
-
-        Returns
-        -------
-        dict of str to Any
-            Parameter name to value.
+        Deterministic given the study's history: draw ``d`` uses a TPE seeded from ``(seed, key, d)``;
+        after ``max_draws`` collisions a finite space is enumerated from a seeded offset; an exhausted
+        space returns the last draw (a WARNING).
         """
         trials = study.get_trials(deepcopy=False)
         key = trial_key(trials, trial)
@@ -512,7 +356,7 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
             names = list(self.space)
             values = [[optuna.distributions._get_single_value(d)] if d.single() else
                       list(d.choices) if isinstance(d, CategoricalDistribution) else
-                      list(range(d.low, d.high + 1, d.step)) for d in self.space.values()]
+                      _int_range(d) for d in self.space.values()]
             combos = [dict(zip(names, c, strict=True)) for c in itertools.product(*values)]
             free = [c for c in combos if all(c[k] == v for k, v in trial.params.items() if k in c)
                     and _canon(c) not in taken]
@@ -536,10 +380,6 @@ def finished_outcome(study: optuna.Study) -> list[dict[str, Any]]:
     ----------
     study : optuna.Study
         The study.
-
-    Returns
-    -------
-    list of dict
     """
     trials = study.get_trials(deepcopy=False)
     rows = [{"key": trial_key(trials, t), "params": dict(sorted(t.params.items())), "value": t.value,

@@ -13,28 +13,10 @@ _M = ModelConfig  # the architecture's defaults are ModelConfig's
 
 
 class CausalConvBlock(nn.Module):
-    """One residual block of a temporal convolutional network (TCN).
+    """One residual TCN block: two causal dilated convolutions, each with ReLU and dropout, and a residual.
 
-    Two causal dilated ``Conv1d`` layers (left padding ``(kernel_size - 1) * dilation``, so output
-    step ``t`` sees inputs ``<= t`` only), each followed by ReLU and dropout, plus a residual
-    connection (a 1x1 convolution when the channel count changes) and a final ReLU.
-
-    Parameters
-    ----------
-    in_channels, out_channels : int
-        Channels in and out.
-    kernel_size : int
-        Convolution kernel width, steps.
-    dilation : int
-        Dilation of both convolutions.
-    dropout : float
-        Dropout probability after each convolution.
-
-    References
-    ----------
-    Bai, Kolter and Koltun, "An Empirical Evaluation of Generic Convolutional and Recurrent
-    Networks for Sequence Modeling", arXiv:1803.01271, 2018, section 3 and figure 1. Weight
-    normalisation is left out: AdamW with weight decay trains these small blocks stably.
+    Bai, Kolter and Koltun, arXiv:1803.01271, 2018, section 3. Weight normalisation is left out: AdamW
+    with weight decay trains these small blocks stably.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int, dropout: float):
@@ -46,17 +28,7 @@ class CausalConvBlock(nn.Module):
         self.downsample = nn.Conv1d(in_channels, out_channels, 1) if in_channels != out_channels else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the block.
-
-        Parameters
-        ----------
-        x : torch.Tensor, shape (batch, in_channels, seq_len), float32
-            Input sequence, oldest step first; padded on the left so the block stays causal.
-
-        Returns
-        -------
-        torch.Tensor, shape (batch, out_channels, seq_len), float32
-        """
+        """Map ``x``, shape (batch, in_channels, seq_len), to (batch, out_channels, seq_len), causally."""
         out = self.dropout(F.relu(self.conv1(F.pad(x, (self.pad, 0)))))
         out = self.dropout(F.relu(self.conv2(F.pad(out, (self.pad, 0)))))
         res = x if self.downsample is None else self.downsample(x)

@@ -7,7 +7,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -61,9 +61,10 @@ def seed_everything(seed: int) -> None:
 @contextlib.contextmanager
 def _torch_settings(config: TrainConfig) -> Iterator[None]:
     """Apply thread count and determinism for the run; restore torch's global settings afterwards."""
+    det = cast(Any, torch.utils.deterministic)  # its attribute is set by a module-class trick stubs miss
     saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
              torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.deterministic,
-             torch.backends.cudnn.benchmark, torch.utils.deterministic.fill_uninitialized_memory)
+             torch.backends.cudnn.benchmark, det.fill_uninitialized_memory)
     try:
         if config.num_threads is not None:
             torch.set_num_threads(config.num_threads)
@@ -72,14 +73,14 @@ def _torch_settings(config: TrainConfig) -> Iterator[None]:
             torch.use_deterministic_algorithms(True, warn_only=True)
             # Filling every new tensor with NaN only guards against reading uninitialised memory, which
             # no op of ours does; it costs about 9 % of CPU training time, so it is switched off.
-            torch.utils.deterministic.fill_uninitialized_memory = False
+            det.fill_uninitialized_memory = False
             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
         yield
     finally:
         torch.set_num_threads(saved[0])
         torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[3], saved[4]
-        torch.utils.deterministic.fill_uninitialized_memory = saved[5]
+        det.fill_uninitialized_memory = saved[5]
 
 
 def _resolve_device(name: str) -> torch.device:

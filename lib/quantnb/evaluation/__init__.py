@@ -12,32 +12,23 @@ the standard library only (no scipy).
 from __future__ import annotations
 
 from quantnb.evaluation._baselines import (
-    BaselineComparison,
     compare_to_baseline,
     persistence_predictions,
 )
-from quantnb.evaluation._bootstrap import BootstrapCI, bootstrap_ci, stationary_bootstrap_indices
-from quantnb.evaluation._cpcv import CpcvSplit, cpcv_path_count, cpcv_paths, cpcv_split_count, cpcv_splits
+from quantnb.evaluation._bootstrap import stationary_bootstrap_indices
+from quantnb.evaluation._cpcv import cpcv_path_count, cpcv_paths, cpcv_split_count, cpcv_splits
 from quantnb.evaluation._nulls import ShiftNull, shift_null, shift_null_samples
 from quantnb.evaluation._pbo import pbo_cscv
 from quantnb.evaluation._report import SharpeReport, mean_ci, sharpe_report
 from quantnb.evaluation._sharpe import (
-    ReturnMoments,
     deflated_sharpe_ratio,
-    expected_max_sharpe,
-    min_track_record_length,
-    probabilistic_sharpe_ratio,
     return_moments,
-    sharpe_ratio,
     sharpe_std_error,
 )
-from quantnb.evaluation._splits import Fold, purged_kfold_splits, walk_forward_splits
+from quantnb.evaluation._splits import purged_kfold_splits, walk_forward_splits
 
-__all__ = [
-    "BaselineComparison", "BootstrapCI", "CpcvSplit", "cpcv_path_count", "cpcv_paths", "cpcv_split_count",
-    "cpcv_splits", "compare_to_baseline", "persistence_predictions",
-    "Fold", "ReturnMoments", "SharpeReport", "ShiftNull", "bootstrap_ci",
-    "deflated_sharpe_ratio", "expected_max_sharpe", "mean_ci", "min_track_record_length", "pbo_cscv",
-    "probabilistic_sharpe_ratio", "purged_kfold_splits", "return_moments", "sharpe_ratio", "sharpe_report",
+__all__ = [ "cpcv_path_count", "cpcv_paths", "cpcv_split_count",
+    "cpcv_splits", "compare_to_baseline", "persistence_predictions", "SharpeReport", "ShiftNull",
+    "deflated_sharpe_ratio", "mean_ci", "pbo_cscv", "purged_kfold_splits", "return_moments", "sharpe_report",
     "sharpe_std_error", "shift_null", "shift_null_samples", "stationary_bootstrap_indices", "walk_forward_splits",
 ]

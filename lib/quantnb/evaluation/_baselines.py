@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
 from quantnb.errors import ConfigError
-from quantnb.evaluation._bootstrap import default_block_len, stationary_bootstrap_indices
+from quantnb.evaluation._bootstrap import Record, default_block_len, stationary_bootstrap_indices
 
 N_CLASSES = 3
 
@@ -69,28 +68,8 @@ def persistence_predictions(end_minute: np.ndarray, label_minute: np.ndarray, la
 
 
 @dataclass(frozen=True)
-class BaselineComparison:
-    """A model's F1 macro against one baseline's on the same rows, with a paired block bootstrap CI.
-
-    Attributes
-    ----------
-    baseline : str
-        ``"persistence"`` or ``"majority"``.
-    f1_macro : float
-        The baseline's F1 macro.
-    model_minus_baseline : float
-        Model F1 macro minus the baseline's.
-    diff_ci_low, diff_ci_high : float
-        Percentile interval of that difference over paired resamples of the rows.
-    model_ci_low, model_ci_high : float
-        Percentile interval of the model's own F1 macro over the same resamples.
-    level : float
-    mean_block_len : float
-        Rows per bootstrap block (at least the label horizon: overlapping labels are dependent).
-    n_boot : int
-    verdict : str
-        One sentence in words: beats, is worse than, or is not distinguishable from the baseline.
-    """
+class BaselineComparison(Record):
+    """A model's F1 macro against one baseline's on the same rows, with a paired block bootstrap CI."""
 
     baseline: str
     f1_macro: float
@@ -103,10 +82,6 @@ class BaselineComparison:
     mean_block_len: float
     n_boot: int
     verdict: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the fields as a JSON-ready dict."""
-        return asdict(self)
 
 
 def compare_to_baseline(y_true: np.ndarray, y_model: np.ndarray, y_base: np.ndarray, *, baseline: str,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any, cast
 
 import numpy as np
 
@@ -61,22 +62,17 @@ def default_block_len(n: int) -> float:
     return max(1.0, n ** (1.0 / 3.0))
 
 
+class Record:
+    """Base of the evaluation's result dataclasses: :meth:`to_dict` gives their fields."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the fields as a JSON-ready dict."""
+        return asdict(cast(Any, self))
+
+
 @dataclass(frozen=True)
 class BootstrapCI:
-    """Percentile confidence intervals from a stationary block bootstrap.
-
-    Attributes
-    ----------
-    sharpe_ci_low, sharpe_ci_high : float
-        Of the Sharpe ratio, annualised with the ``periods_per_year`` given.
-    return_ci_low, return_ci_high : float
-        Of the compounded total return ``prod(1 + r) - 1``.
-    level : float
-        Two-sided coverage, e.g. 0.95.
-    n_boot : int
-    mean_block_len : float
-    seed : int
-    """
+    """Percentile confidence intervals from a stationary block bootstrap."""
 
     sharpe_ci_low: float
     sharpe_ci_high: float
@@ -92,36 +88,10 @@ def bootstrap_ci(
     returns: np.ndarray, *, periods_per_year: float = 1.0, n_boot: int = 1000, mean_block_len: float | None = None,
     level: float = 0.95, seed: int = 0, chunk: int = 100,
 ) -> BootstrapCI:
-    """Return stationary-bootstrap percentile CIs of the Sharpe ratio and the total return.
+    """Return stationary-bootstrap percentile CIs of the Sharpe ratio and the total return ``prod(1 + r) - 1``.
 
-    Parameters
-    ----------
-    returns : np.ndarray, shape (n,), float64
-        Simple returns per period, n >= 2, all finite and > -1.
-    periods_per_year : float, default 1
-        Annualises the Sharpe (1: per period).
-    n_boot : int, default 1000
-        Resamples.
-    mean_block_len : float, optional
-        Mean block length, observations; default :func:`default_block_len`.
-    level : float, default 0.95
-        Two-sided coverage, strictly between 0 and 1.
-    seed : int, default 0
-        The same seed and inputs give the same interval.
-    chunk : int, default 100
-        Resamples drawn at once (bounds memory to ``chunk * n`` values); does not change the result
-        only when ``chunk >= n_boot``, so keep it fixed for reproducible figures.
-
-    Returns
-    -------
-    BootstrapCI
-        Quantiles ``(1 - level) / 2`` and ``(1 + level) / 2`` (numpy's linear interpolation) of the
-        resampled statistics; a resample whose returns do not vary has Sharpe 0.
-
-    Raises
-    ------
-    ConfigError
-        If the returns are too few or not finite, or an argument is out of range.
+    ``chunk`` (resamples drawn at once) changes the draws unless ``chunk >= n_boot``: keep it fixed for
+    reproducible figures.
     """
     r = _returns(returns)
     if not 0.0 < level < 1.0:

@@ -15,17 +15,7 @@ from quantnb.evaluation._splits import _clear_of, _times
 
 @dataclass(frozen=True)
 class CpcvSplit:
-    """One combinatorial split: ``k`` test groups, trained on the purged and embargoed rest.
-
-    Attributes
-    ----------
-    train, test : np.ndarray, shape (n_train,) and (n_test,), int64
-        Sorted row positions.
-    test_groups : tuple of int
-        The groups tested, ascending (0-based, in time order).
-    group_tests : tuple of np.ndarray
-        Row positions of each test group, in the order of ``test_groups``.
-    """
+    """One combinatorial split: ``k`` test groups, trained on the purged and embargoed rest."""
 
     train: np.ndarray
     test: np.ndarray

@@ -5,12 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 
 from quantnb.errors import ConfigError
-from quantnb.evaluation._bootstrap import bootstrap_ci
+from quantnb.evaluation._bootstrap import Record, bootstrap_ci
 from quantnb.evaluation._sharpe import (
     deflated_sharpe_ratio,
     min_track_record_length,
@@ -33,8 +32,8 @@ def daily_returns(equity_usd: np.ndarray, bar_ts: list[dt.datetime]) -> np.ndarr
 
 
 @dataclass(frozen=True)
-class SharpeReport:
-    """Sharpe, return and their uncertainty for one equity curve (see :func:`sharpe_report`).
+class SharpeReport(Record):
+    """Sharpe, return and their uncertainty for one equity curve (see :func:`sharpe_report`); no NaN or infinity.
 
     Attributes
     ----------
@@ -82,10 +81,6 @@ class SharpeReport:
     n_bars: int
     ci_level: float
     verdict: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the fields as a JSON-ready dict (no NaN or infinity)."""
-        return asdict(self)
 
 
 def _verdict(name: str, r: SharpeReport, periods_per_year: float) -> str:

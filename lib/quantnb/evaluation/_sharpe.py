@@ -36,19 +36,7 @@ def norm_ppf(p: float) -> float:
 
 @dataclass(frozen=True)
 class ReturnMoments:
-    """The moments the Sharpe inference needs, of one return series.
-
-    Attributes
-    ----------
-    n : int
-        Observations.
-    sharpe : float
-        ``mean / std(ddof=1)``, per observation (not annualised); 0.0 when returns do not vary.
-    skew : float
-        Sample skewness ``m3 / m2**1.5`` (biased moments), 0.0 when returns do not vary.
-    kurtosis : float
-        Sample kurtosis ``m4 / m2**2`` (not excess: 3 for a normal), 3.0 when returns do not vary.
-    """
+    """Per-observation Sharpe, skew and kurtosis (not excess: 3 for a normal) of one return series."""
 
     n: int
     sharpe: float
@@ -80,26 +68,10 @@ def return_moments(returns: np.ndarray) -> ReturnMoments:
 
 
 def sharpe_ratio(returns: np.ndarray, *, periods_per_year: float = 1.0) -> float:
-    """Return ``mean / std(ddof=1) * sqrt(periods_per_year)`` of ``returns`` (risk-free rate 0).
+    """Return ``mean / std(ddof=1) * sqrt(periods_per_year)`` of ``returns`` (risk-free 0; 0.0 when flat).
 
-    Parameters
-    ----------
-    returns : np.ndarray, shape (n,), float64
-        Simple returns per period, n >= 2.
-    periods_per_year : float, default 1
-        1 gives the per-period Sharpe; 525,600 annualises 1-minute returns, 365 daily ones. The
-        square-root-of-time scaling assumes i.i.d. returns (Lo, "The Statistics of Sharpe Ratios",
-        Financial Analysts Journal 58(4), 2002).
-
-    Returns
-    -------
-    float
-        0.0 when returns do not vary.
-
-    Raises
-    ------
-    ConfigError
-        If there are fewer than 2 returns or one is not finite.
+    The square-root-of-time scaling assumes i.i.d. returns (Lo, "The Statistics of Sharpe Ratios",
+    Financial Analysts Journal 58(4), 2002).
     """
     return return_moments(returns).sharpe * math.sqrt(periods_per_year)
 
@@ -131,26 +103,8 @@ def sharpe_std_error(sharpe: float, n: int, skew: float = 0.0, kurtosis: float =
 def probabilistic_sharpe_ratio(
     sharpe: float, n: int, *, skew: float = 0.0, kurtosis: float = 3.0, benchmark_sharpe: float = 0.0
 ) -> float:
-    """Return the PSR: the probability that the true Sharpe ratio exceeds ``benchmark_sharpe``.
+    """Return the PSR ``Phi((SR - SR*) / sharpe_std_error(SR, n, skew, kurtosis))`` of per-observation ratios.
 
-    Parameters
-    ----------
-    sharpe : float
-        Observed per-observation (not annualised) Sharpe ratio.
-    n : int
-        Observations it was estimated on, >= 2.
-    skew, kurtosis : float
-        Of the returns; ``kurtosis`` is not excess (3 for a normal).
-    benchmark_sharpe : float, default 0
-        Per-observation Sharpe to beat.
-
-    Returns
-    -------
-    float
-        ``Phi((SR - SR*) / sharpe_std_error(SR, n, skew, kurtosis))``, in [0, 1].
-
-    References
-    ----------
     Bailey & López de Prado, "The Sharpe Ratio Efficient Frontier", Journal of Risk 15(2), 2012, eq. 7.
     """
     return norm_cdf((sharpe - benchmark_sharpe) / sharpe_std_error(sharpe, n, skew, kurtosis))
@@ -159,23 +113,8 @@ def probabilistic_sharpe_ratio(
 def expected_max_sharpe(n_trials: int, trial_sharpe_var: float) -> float:
     """Return the expected maximum Sharpe of ``n_trials`` unskilled trials, the DSR's benchmark ``SR0``.
 
-    Parameters
-    ----------
-    n_trials : int
-        Independent configurations tried, >= 1.
-    trial_sharpe_var : float
-        Variance of the trials' per-observation Sharpe ratios, >= 0.
-
-    Returns
-    -------
-    float
-        ``sqrt(V) * ((1 - g) * Phi^-1(1 - 1/N) + g * Phi^-1(1 - 1/(N e)))``, ``g`` Euler's
-        constant; 0.0 for one trial (Bailey & López de Prado 2014, eq. 2).
-
-    Raises
-    ------
-    ConfigError
-        If ``n_trials < 1`` or the variance is negative.
+    ``sqrt(V) ((1 - g) Phi^-1(1 - 1/N) + g Phi^-1(1 - 1/(N e)))``, ``g`` Euler's constant; 0.0 for one
+    trial (Bailey & López de Prado 2014, eq. 2).
     """
     if n_trials < 1 or not trial_sharpe_var >= 0:
         raise ConfigError(f"n_trials={n_trials}, trial_sharpe_var={trial_sharpe_var}: need n_trials >= 1 and "
@@ -228,26 +167,8 @@ def min_track_record_length(
 ) -> float:
     """Return the observations needed for ``sharpe`` to exceed ``benchmark_sharpe`` at ``confidence``.
 
-    Parameters
-    ----------
-    sharpe : float
-        Observed per-observation Sharpe ratio.
-    skew, kurtosis : float
-        Of the returns; ``kurtosis`` not excess.
-    benchmark_sharpe : float, default 0
-        Per-observation Sharpe to beat.
-    confidence : float, default 0.95
-        Probability level, strictly between 0 and 1.
-
-    Returns
-    -------
-    float
-        ``1 + (1 - skew*SR + (kurtosis-1)/4*SR**2) * (Phi^-1(confidence) / (SR - SR*))**2``
-        observations; ``inf`` when ``sharpe <= benchmark_sharpe`` (no track record suffices).
-
-    References
-    ----------
-    Bailey & López de Prado, "The Sharpe Ratio Efficient Frontier", Journal of Risk 15(2), 2012, eq. 11.
+    ``1 + (1 - skew SR + (kurtosis - 1) / 4 SR^2) (Phi^-1(confidence) / (SR - SR*))^2``; ``inf`` when
+    ``SR <= SR*``. Bailey & López de Prado, "The Sharpe Ratio Efficient Frontier", 2012, eq. 11.
     """
     if not 0.0 < confidence < 1.0:
         raise ConfigError(f"confidence={confidence}: give a probability strictly between 0 and 1, e.g. 0.95")

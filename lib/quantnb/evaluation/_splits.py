@@ -13,15 +13,7 @@ from quantnb.errors import ConfigError
 
 @dataclass(frozen=True)
 class Fold:
-    """One train/test split, as row positions into the arrays given.
-
-    Attributes
-    ----------
-    train, test : np.ndarray, shape (n_train,) and (n_test,), int64
-        Sorted positions.
-    test_start, test_end : Any
-        First ``t0`` and last ``t1`` of the test rows (the span the test labels cover).
-    """
+    """One train/test split, as row positions into the arrays given."""
 
     train: np.ndarray
     test: np.ndarray

@@ -423,14 +423,7 @@ def _fit_and_evaluate(ctx: Any, params: AgentParams, sac: SacParams, bars: pl.Da
                       names: list[str], span: Span, at: _Where, *, n_trials: int,
                       trial_var: float | None) -> tuple[Any, Any, Any]:
     """Fit the scaler and SAC on the span's training bars, evaluate on its test bars: (trained, scaler, evaluation)."""
-    from quantnb.agent import (
-        ActionInterpreter,
-        FeatureScaler,
-        ObservationBuilder,
-        TradingEnv,
-        evaluate_agent,
-        train_sac,
-    )
+    from quantnb.agent import FeatureScaler, evaluate_agent, make_env, train_sac
 
     train_start, train_end, test_start, test_end = span
     env = params.env
@@ -440,13 +433,9 @@ def _fit_and_evaluate(ctx: Any, params: AgentParams, sac: SacParams, bars: pl.Da
     where = "".join(f"{n} {v}: " for n, v in (("seed", at.seed), ("fold", at.fold)) if v is not None)
     logger.info("{}training {} .. {}, evaluation {} .. {}", where, train_start or bars["ts"].min(), train_end,
                 test_start, test_end or bars["ts"].max())
-    env_kw: dict[str, Any] = dict(
-        observation_builder=ObservationBuilder(names, env.window, scaler, state_clip=env.state_clip),
-        action_interpreter=ActionInterpreter(env.max_position_frac, env.deadband_frac),
-        features=feats, initial_equity_usd=env.initial_equity_usd, warmup_bars=env.warmup_bars,
-        **env.cost_setup(_symbol(params, bars)))  # fees, spread, impact, venue rules, funding, margin: one model
-    train_env = TradingEnv(bars, **env_kw, start_ts=train_start, end_ts=train_end,
-                           max_episode_steps=env.max_episode_steps, random_start=True)
+    symbol = _symbol(params, bars)  # venue rules and margin tiers, where the spec sets a venue
+    train_env = make_env(bars, env, scaler, feats, symbol=symbol, start_ts=train_start, end_ts=train_end,
+                         max_episode_steps=env.max_episode_steps, random_start=True)
     per_fold = params.total_timesteps // params.checkpoint_every_steps
     tag = "".join(f"{n}{v}-" for n, v in (("seed", at.seed), ("fold", at.fold)) if v is not None)
 
@@ -464,7 +453,7 @@ def _fit_and_evaluate(ctx: Any, params: AgentParams, sac: SacParams, bars: pl.Da
                         checkpoint_every_steps=params.checkpoint_every_steps, resume=ctx.resumed,
                         progress_every_steps=params.progress_every_steps,
                         on_checkpoint=on_checkpoint)  # rl/steps lines: DEBUG, once
-    eval_env = TradingEnv(bars, **env_kw, start_ts=test_start, end_ts=test_end)
+    eval_env = make_env(bars, env, scaler, feats, symbol=symbol, start_ts=test_start, end_ts=test_end)
     ev = evaluate_agent(trained.model, eval_env, n_trials=n_trials, trial_sharpe_var=trial_var, seed=sac.seed)
     return trained, scaler, ev
 
