@@ -245,7 +245,7 @@ class CcxtKlineProvider(DataProvider):
     def _run_loop(self) -> None:
         async def main() -> None:
             self._loop = asyncio.get_running_loop()
-            self._task = asyncio.current_task()  # type: ignore[assignment]
+            self._task = asyncio.current_task()
             if self._stopping.is_set():
                 return
             try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import time
 from collections.abc import Callable
+from typing import cast
 
 import polars as pl
 from loguru import logger
@@ -101,8 +102,9 @@ class ReplayProvider(DataProvider):
         self._pause_s = bar_interval_s / speed if speed > 0 else 0.0
         self._sleep = sleep
         ts_ms = (bars["ts"].dt.epoch("ms") if bars.schema["ts"] != pl.Int64 else bars["ts"]).to_list()
-        cols = [bars[c].cast(pl.Float64).to_list() if c in bars.columns else [None] * bars.height
-                for c in OHLCV_COLUMNS[1:]]
+        # a missing column (only volume may be) gives None, as the docstring says
+        cols = cast(list[list[float]], [bars[c].cast(pl.Float64).to_list() if c in bars.columns
+                                        else [None] * bars.height for c in OHLCV_COLUMNS[1:]])
         self.extra_columns = tuple(c for c in bars.columns if c not in OHLCV_COLUMNS and bars.schema[c].is_numeric())
         extras = [bars[c].cast(pl.Float64).to_list() for c in self.extra_columns]
         n = bars.height

@@ -62,7 +62,7 @@ def _sac_fast_path(model: Any) -> Callable[[np.ndarray], np.ndarray] | None:
         return None
     policy = getattr(model, "policy", None)
     actor = getattr(policy, "actor", None)
-    if not isinstance(model, SAC) or actor is None or getattr(actor, "use_sde", True):
+    if not isinstance(model, SAC) or policy is None or actor is None or getattr(actor, "use_sde", True):
         return None
     if not isinstance(model.observation_space, spaces.Box) or len(model.observation_space.shape) != 1:
         return None

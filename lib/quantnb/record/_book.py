@@ -240,8 +240,7 @@ class BinanceLiveBook:
         """
         self.line += 1
         ev = self.last_event = _BINANCE_FRAME(text).data
-        cls = type(ev)
-        if cls is _Depth:
+        if type(ev) is _Depth:
             gap = self.depth.bars.synced and ev.pu != self.depth.prev_u
             if gap:
                 self.gaps += 1
@@ -252,7 +251,7 @@ class BinanceLiveBook:
             if not was and self.depth.bars.synced and not self.first_logged:
                 self.first_logged = True
             return "gap" if gap else "depth"
-        if cls is _Trade:
+        if type(ev) is _Trade:
             t = self.trades
             t.ts.append(ev.T)
             t.ids.append(ev.t)

@@ -92,9 +92,9 @@ class ClickHouseSink:
         self._known: set[str] | None = None
         check_identifier(table)
         db = table.split(".")[0] if "." in table else "default"
+        self._client: Any = None  # a clickhouse_connect client (untyped) when url is given
         if url is None:
             self._session = _open_chdb(path)
-            self._client = None
         else:
             self._session = None
             self._client = clickhouse_server_client(url)

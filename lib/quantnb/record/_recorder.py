@@ -413,6 +413,7 @@ class Recorder:
                 raise raw_exc
             return
         batch = self.parquet.detach()  # in the recording thread: the frames buffered until now
+        assert batch is not None  # pending was checked above
         self._flushing = True
         try:
             try:

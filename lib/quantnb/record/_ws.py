@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from picows import WSCloseCode, WSError, WSInvalidURL, WSListener, WSMsgType, ws_connect
 
@@ -75,12 +75,13 @@ async def _connection(url: str, on_message: Callable[[bytes], None]) -> tuple[An
         If the connection or the handshake fails (the client reconnects).
     """
     try:
-        return await asyncio.wait_for(
+        transport, listener = await asyncio.wait_for(
             ws_connect(lambda: _Listener(on_message), url, websocket_handshake_timeout=_OPEN_TIMEOUT_S,
                        max_frame_size=_MAX_FRAME_BYTES, enable_auto_pong=True, logger_name="record"),
             _OPEN_TIMEOUT_S)
     except WSInvalidURL as exc:
         raise ValueError(f"websocket URL {url!r} is not a ws:// or wss:// URL: {exc}") from exc
+    return transport, cast(_Listener, listener)  # the one the factory above made
 
 
 async def _until_closed(transport: Any, listener: _Listener) -> None:
