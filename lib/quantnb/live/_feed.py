@@ -19,13 +19,7 @@ OHLCV_COLUMNS = ("ts", "open", "high", "low", "close", "volume")
 
 
 class DataProvider(abc.ABC):
-    """A source of closed candles: a warm-up history, then one event per closed candle.
-
-    Attributes
-    ----------
-    finished : bool
-        True when no candle will ever come again (end of a replay).
-    """
+    """A source of closed candles: a warm-up history, then one event per closed candle."""
 
     finished: bool = False
 
@@ -35,34 +29,16 @@ class DataProvider(abc.ABC):
 
     @abc.abstractmethod
     def next_bar(self, timeout_s: float) -> Bar | None:
-        """Return the next closed candle, or None if none closed within ``timeout_s`` seconds.
-
-        Parameters
-        ----------
-        timeout_s : float
-            Seconds to wait for a candle to close.
-        """
+        """Return the next closed candle, or None if none closed within ``timeout_s`` seconds."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and threads."""
 
     def fallback(self) -> None:  # noqa: B027 - optional hook
-        """Fetch the closed candles the stream did not deliver by another route (REST), for the stale-feed watchdog.
-
-        Raises
-        ------
-        TemporaryError
-            If the other route fails too (after its retries).
-        """
+        """Fetch the closed candles the stream did not deliver by another route (REST), for the stale-feed watchdog."""
 
     def resume_after(self, open_time_ms: int) -> None:  # noqa: B027 - optional hook
-        """Hint that candles opening at or before ``open_time_ms`` were processed before a restart (no pacing).
-
-        Parameters
-        ----------
-        open_time_ms : int
-            Open time of the last processed candle, milliseconds since the Unix epoch (UTC).
-        """
+        """Hint that candles opening at or before ``open_time_ms`` were processed before a restart (no pacing)."""
 
 
 class ReplayProvider(DataProvider):

@@ -38,21 +38,7 @@ _TIMEFRAME_S = {"1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3
 
 @dataclasses.dataclass(frozen=True)
 class LiveConfig:
-    """A loaded agent bundle and where its production files go.
-
-    Attributes
-    ----------
-    train_id : str
-        The training run that made the bundle.
-    bundle_dir : pathlib.Path
-        ``runs/<train_id>/``.
-    out_dir : pathlib.Path
-        ``runs/<train_id>/produccion/``: registro, emergencias and the halt marker.
-    bundle : quantnb.agent.AgentBundle
-        Model, scaler, observation builder, action interpreter, fill model, metadata.
-    timeframe : str
-        Bar interval the agent was trained on (``1m``).
-    """
+    """A loaded agent bundle and where its production files go."""
 
     train_id: str
     bundle_dir: Path

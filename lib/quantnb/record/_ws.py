@@ -23,13 +23,7 @@ _CONN_ERRORS = (OSError, WSError, asyncio.TimeoutError, EOFError)
 
 
 class _Listener(WSListener):
-    """picows callbacks of one connection: whole messages to ``on_message(bytes)``, errors kept for the session.
-
-    Fragmented messages (a first frame with FIN unset, then CONTINUATION frames) are joined;
-    a CLOSE frame is answered and the connection closed; PINGs are answered by picows.
-    An exception raised by ``on_message`` closes the connection and is re-raised by
-    :func:`_connection` (not swallowed into a reconnect).
-    """
+    """picows callbacks of one connection: whole messages to ``on_message(bytes)``, errors kept for the session."""
 
     def __init__(self, on_message: Callable[[bytes], None]) -> None:
         super().__init__()
@@ -65,15 +59,7 @@ class _Listener(WSListener):
 
 
 async def _connection(url: str, on_message: Callable[[bytes], None]) -> tuple[Any, _Listener]:
-    """Open a websocket to ``url`` (TCP, TLS for wss, handshake) within ``_OPEN_TIMEOUT_S``.
-
-    Raises
-    ------
-    ValueError
-        If ``url`` is not a ws:// or wss:// URL.
-    OSError, picows.WSError, asyncio.TimeoutError
-        If the connection or the handshake fails (the client reconnects).
-    """
+    """Open a websocket to ``url`` (TCP, TLS for wss, handshake) within ``_OPEN_TIMEOUT_S``."""
     try:
         transport, listener = await asyncio.wait_for(
             ws_connect(lambda: _Listener(on_message), url, websocket_handshake_timeout=_OPEN_TIMEOUT_S,
