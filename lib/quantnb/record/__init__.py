@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from quantnb._lazy import attach
 
 if TYPE_CHECKING:  # the names for type checkers; at run time each loads on first use
+    from quantnb.record._clickhouse import ClickHouseConnection
     from quantnb.record._clients import (
         BINANCE_REST_URL,
         BINANCE_TESTNET_REST_URL,
@@ -29,6 +30,6 @@ if TYPE_CHECKING:  # the names for type checkers; at run time each loads on firs
 __getattr__, __dir__ = attach(__name__)
 
 __all__ = [
-    "Recorder", "RecorderConfig", "read_events",
+    "Recorder", "RecorderConfig", "read_events", "ClickHouseConnection",
     "BINANCE_WS_URL", "BINANCE_REST_URL", "BINANCE_TESTNET_WS_URL", "BINANCE_TESTNET_REST_URL",
 ]

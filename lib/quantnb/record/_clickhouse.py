@@ -24,7 +24,7 @@ from quantnb.errors import ConfigError, OperationalError, TemporaryError
 from quantnb.record._guard import check_identifier
 from quantnb.retry import RetryPolicy
 
-__all__ = ["ClickHouseSink", "TABLE_DDL", "VIEW_DDL"]
+__all__ = ["ClickHouseConnection", "ClickHouseSink", "TABLE_DDL", "VIEW_DDL"]
 
 
 TABLE_DDL = """CREATE TABLE IF NOT EXISTS {table}_frames (
@@ -45,7 +45,23 @@ SELECT recv_ns, exch_ms, venue, market, symbol, channel, type, update_id, seq,
 FROM {table}_frames ARRAY JOIN price, size, arrayEnumerate(price) AS k"""
 
 
-class ClickHouseSink:
+class ClickHouseConnection:
+    """An embedded chDB session or a server client (clickhouse-connect), whichever is open."""
+
+    _session: Any = None
+    _client: Any = None
+
+    def close(self) -> None:
+        """Release the database (embedded chDB allows one process per folder)."""
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+class ClickHouseSink(ClickHouseConnection):
     """Insert Parquet shards into a ClickHouse MergeTree table, once each.
 
     The shards' rows (one per frame) go into the MergeTree table ``<table>_frames``; the view
@@ -69,7 +85,6 @@ class ClickHouseSink:
         self._known: set[str] | None = None
         check_identifier(table)
         db = table.split(".")[0] if "." in table else "default"
-        self._client: Any = None  # a clickhouse_connect client (untyped) when url is given
         if url is None:
             self._session = _open_chdb(path)
         else:
@@ -188,13 +203,6 @@ class ClickHouseSink:
         if done:
             logger.info("ClickHouse backfill: inserted {} shard(s) missing from {}", len(done), self.table)
         return done
-
-    def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-            self._session = None
-        if self._client is not None:
-            self._client.close()
 
 
 def clickhouse_server_client(url: str, name: str = "clickhouse_url") -> Any:
