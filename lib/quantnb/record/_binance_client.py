@@ -66,16 +66,8 @@ class BinanceClient(_Client):
         self.want_book = "book" in self.channels
 
     def streams(self) -> list[str]:
-        out = []
-        for s in self.symbols:
-            low = s.lower()
-            if "book" in self.channels:
-                out.append(f"{low}@depth@{self.depth_speed}")
-            if "trades" in self.channels:
-                out.append(f"{low}@trade")
-            if "bbo" in self.channels:
-                out.append(f"{low}@bookTicker")
-        return out
+        return self._stream_names({"book": f"{{low}}@depth@{self.depth_speed}", "trades": "{low}@trade",
+                                   "bbo": "{low}@bookTicker"})
 
     async def _session(self) -> None:
         import aiohttp

@@ -97,6 +97,7 @@ class _Client:
     """What both venue clients share: reconnect loop, bad-frame quarantine, book checks, liveness watchdog."""
 
     venue = ""
+    channels: tuple[str, ...] = ()
     clock_ns = staticmethod(time.time_ns)  # receive time (UTC ns): the raw files' days follow it
 
     def __init__(self, symbols: list[str], on_frame: OnFrame, counters: Counters, *, backoff_base_s: float = 0.5,
@@ -231,6 +232,10 @@ class _Client:
     def _alive_hint(self) -> str:
         return ""
 
+    def _stream_names(self, names: dict[str, str]) -> list[str]:
+        """Return each symbol's names of the subscribed channels (templates of ``{s}`` and ``{low}``), in order."""
+        return [t.format(s=s, low=s.lower()) for s in self.symbols for ch, t in names.items() if ch in self.channels]
+
     def _invalidate(self, sym: str | None) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -301,13 +306,7 @@ class BybitClient(_Client):
         self._resync: asyncio.Queue[str] = asyncio.Queue()
 
     def topics(self) -> list[str]:
-        out = []
-        for s in self.symbols:
-            if "book" in self.channels:
-                out.append(f"orderbook.{self.depth}.{s}")
-            if "trades" in self.channels:
-                out.append(f"publicTrade.{s}")
-        return out
+        return self._stream_names({"book": f"orderbook.{self.depth}.{{s}}", "trades": "publicTrade.{s}"})
 
     async def _session(self) -> None:
         logger.info("bybit: connecting to {}", self.url)
