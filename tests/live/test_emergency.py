@@ -5,7 +5,9 @@ import csv
 import pytest
 
 from quantnb.errors import ConfigError
-from quantnb.live import CcxtBroker, RiskLimits, Trader, check_not_halted, halt_marker_path
+from quantnb.live import RiskLimits, Trader
+from quantnb.live._ccxt_broker import CcxtBroker
+from quantnb.live._emergency import check_not_halted, halt_marker_path
 from tests.live._helpers import WARMUP, WINDOW, ConstantPolicy, PricedReplay, fixed_retry, make_agent, sample_bars
 
 

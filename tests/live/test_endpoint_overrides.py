@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from quantnb.errors import ConfigError
-from quantnb.live import CcxtBroker, make_exchange
+from quantnb.live import make_exchange
+from quantnb.live._ccxt_broker import CcxtBroker
 from quantnb.stages.live import LiveParams
 from quantnb.testing.binance_server import BinanceLoopbackServer
 

@@ -8,7 +8,9 @@ import math
 import polars as pl
 
 from quantnb.agent import FillModel
-from quantnb.live import CcxtBroker, CcxtKlineProvider, ReplayProvider, RiskLimits, Trader
+from quantnb.live import ReplayProvider, RiskLimits, Trader
+from quantnb.live._ccxt_broker import CcxtBroker
+from quantnb.live._ccxt_feed import CcxtKlineProvider
 from quantnb.live._guard import bar_iso
 from quantnb.live._paper import PaperBroker
 from quantnb.testing.ws_server import KlineStreamServer

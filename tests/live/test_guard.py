@@ -10,7 +10,9 @@ import pytest
 
 from quantnb.agent import FillModel
 from quantnb.data import BAR_RULES, ingest_file
-from quantnb.live import BadBarError, Bar, PaperBroker, ReplayProvider, RiskLimits, Trader, validate_bar
+from quantnb.live import BadBarError, PaperBroker, ReplayProvider, RiskLimits, Trader
+from quantnb.live._guard import validate_bar
+from quantnb.live._types import Bar
 from tests.live._helpers import WARMUP, WINDOW, make_agent, sample_bars
 
 T0_MS = 1_704_153_600_000  # 2024-01-02 00:00 UTC

@@ -18,21 +18,9 @@ import stamina
 
 from quantnb.agent import FillModel
 from quantnb.errors import ConfigError, TemporaryError
-from quantnb.live import (
-    REGISTRO_COLUMNS,
-    CsvAppender,
-    PaperBroker,
-    PendingOrder,
-    ReplayProvider,
-    RiskLimits,
-    SessionLock,
-    StateStore,
-    Trader,
-    TraderState,
-    journal_path,
-    read_latest_state,
-    state_path,
-)
+from quantnb.live import PaperBroker, ReplayProvider, RiskLimits, Trader, read_latest_state
+from quantnb.live._audit import REGISTRO_COLUMNS, CsvAppender
+from quantnb.live._state import PendingOrder, SessionLock, StateStore, TraderState, journal_path, state_path
 from quantnb.retry import RetryPolicy
 from tests.live._helpers import WARMUP, WINDOW, make_agent, sample_bars
 

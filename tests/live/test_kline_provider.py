@@ -6,7 +6,8 @@ import time
 import pytest
 
 from quantnb.errors import TemporaryError
-from quantnb.live import CcxtKlineProvider, make_exchange
+from quantnb.live import make_exchange
+from quantnb.live._ccxt_feed import CcxtKlineProvider
 from quantnb.testing.ws_server import KlineStreamServer
 from tests.live._helpers import fixed_retry, sample_bars
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import csv
 
-from quantnb.live import CcxtBroker, RiskLimits, Trader
+from quantnb.live import RiskLimits, Trader
+from quantnb.live._ccxt_broker import CcxtBroker
 from tests.live._helpers import WARMUP, WINDOW, ConstantPolicy, PricedReplay, fixed_retry, make_agent, sample_bars
 
 ORDER = "/fapi/v1/order"

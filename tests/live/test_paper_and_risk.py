@@ -6,16 +6,11 @@ import pytest
 
 from quantnb.agent import FillModel
 from quantnb.errors import ConfigError, OperationalError, RateLimitError, TemporaryError
-from quantnb.live import (
-    AccountState,
-    MarketRules,
-    PaperBroker,
-    RetryPolicy,
-    RiskControl,
-    RiskLimits,
-    TradingState,
-    retry_temporary,
-)
+from quantnb.live import MarketRules, PaperBroker, RiskLimits
+from quantnb.live._risk import RiskControl
+from quantnb.live._state import TradingState
+from quantnb.live._types import AccountState
+from quantnb.retry import RetryPolicy, retry_temporary
 
 
 def test_paper_fills_at_next_open_with_slippage_and_fee_and_marks_at_close():

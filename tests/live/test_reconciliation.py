@@ -5,7 +5,9 @@ import json
 
 import pytest
 
-from quantnb.live import CcxtBroker, PendingOrder, RiskLimits, StateStore, Trader
+from quantnb.live import RiskLimits, Trader
+from quantnb.live._ccxt_broker import CcxtBroker
+from quantnb.live._state import PendingOrder, StateStore
 from tests.live._helpers import WARMUP, WINDOW, ConstantPolicy, PricedReplay, fixed_retry, make_agent, sample_bars
 
 

@@ -7,7 +7,8 @@ import re
 import pytest
 
 from quantnb.agent import FillModel
-from quantnb.live import PaperBroker, ReplayProvider, RiskLimits, StateStore, Trader, TradingState, state_path
+from quantnb.live import PaperBroker, ReplayProvider, RiskLimits, Trader
+from quantnb.live._state import StateStore, TradingState, state_path
 from tests.live._helpers import WARMUP, WINDOW, make_agent, sample_bars
 
 START = WARMUP + WINDOW - 2
@@ -98,7 +99,7 @@ def test_an_unreadable_state_file_refuses_to_start_naming_the_file(tmp_path):
 
 
 def test_state_store_replaces_atomically_leaves_no_stray_files_and_archives_the_content(tmp_path):
-    from quantnb.live import PendingOrder, TraderState
+    from quantnb.live._state import PendingOrder, TraderState
 
     store = StateStore(tmp_path, "replay")
     state = TraderState(mode="replay", session_ts="s", order_tag="t", peak_equity_usd=123.5)

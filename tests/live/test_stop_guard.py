@@ -7,7 +7,8 @@ import json
 import threading
 import time
 
-from quantnb.live import CcxtBroker, RiskLimits, Trader
+from quantnb.live import RiskLimits, Trader
+from quantnb.live._ccxt_broker import CcxtBroker
 from tests.live._helpers import WARMUP, WINDOW, ConstantPolicy, PricedReplay, fixed_retry, make_agent, sample_bars
 
 KILL_GRACE_S = 30.0  # the runner kills the kernel this long after relaying the signal

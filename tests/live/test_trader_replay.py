@@ -7,14 +7,9 @@ import pytest
 from loguru import logger
 
 from quantnb.agent import MARKET_FEATURES, FillModel
-from quantnb.live import (
-    REGISTRO_COLUMNS,
-    CcxtBroker,
-    PaperBroker,
-    ReplayProvider,
-    RiskLimits,
-    Trader,
-)
+from quantnb.live import PaperBroker, ReplayProvider, RiskLimits, Trader
+from quantnb.live._audit import REGISTRO_COLUMNS
+from quantnb.live._ccxt_broker import CcxtBroker
 from tests.live._helpers import WARMUP, WINDOW, PricedReplay, RecordingSleep, fixed_retry, make_agent, sample_bars
 
 

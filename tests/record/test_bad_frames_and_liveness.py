@@ -10,7 +10,8 @@ import pytest
 from loguru import logger
 
 from quantnb.data import ingest_file
-from quantnb.record import BinanceClient, Counters
+from quantnb.record._binance_client import BinanceClient
+from quantnb.record._clients import Counters
 from quantnb.stages.record import RecordParams, run_record
 from quantnb.testing.binance_stream_server import BinanceStreamServer, load_binance_capture
 from quantnb.testing.bybit_ws_server import BybitStreamServer, load_bybit_frames, trade_frame

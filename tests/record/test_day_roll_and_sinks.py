@@ -15,7 +15,9 @@ import pytest
 
 from quantnb.data import ingest_file
 from quantnb.errors import ConfigError, OperationalError
-from quantnb.record import BinanceClient, ClickHouseSink, Recorder, RecorderConfig, read_events
+from quantnb.record import Recorder, RecorderConfig, read_events
+from quantnb.record._binance_client import BinanceClient
+from quantnb.record._clickhouse import ClickHouseSink
 from quantnb.record._sinks import ParquetSink, RawSink
 from quantnb.stages.record import RecordParams, run_record
 from quantnb.testing.binance_stream_server import BinanceStreamServer, load_binance_capture

@@ -104,7 +104,7 @@ def test_refused_reconnects_wait_the_policys_full_jitter_draws_and_are_counted()
     from loguru import logger
 
     from quantnb.errors import TemporaryError
-    from quantnb.record import BybitClient, Counters
+    from quantnb.record._clients import BybitClient, Counters
 
     logged: list[str] = []
     with socket.socket() as closed:  # bound, not listening: a loopback port that refuses connections

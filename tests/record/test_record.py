@@ -10,8 +10,10 @@ import polars as pl
 import pytest
 
 from quantnb.data import ingest_file, merge_parts
-from quantnb.record import ClickHouseSink, ParquetSink, read_events, repair_raw_file
+from quantnb.record import read_events
+from quantnb.record._clickhouse import ClickHouseSink
 from quantnb.record._events import BINANCE_BBO, BINANCE_DEPTH, BINANCE_TRADE, BYBIT_BOOK, events_frame
+from quantnb.record._sinks import ParquetSink, repair_raw_file
 from quantnb.stages.record import RecordParams, run_record
 from quantnb.testing.binance_stream_server import BinanceStreamServer, load_binance_capture
 from quantnb.testing.bybit_ws_server import SAMPLE_OB200, BybitStreamServer, load_bybit_frames

@@ -32,13 +32,7 @@ def session_timestamp() -> str:
 
 
 def unique_session_ts(out_dir: Path) -> str:
-    """Return a session timestamp whose CSV files do not exist yet in ``out_dir`` (``-2``, ``-3`` on clashes).
-
-    Parameters
-    ----------
-    out_dir : pathlib.Path
-        The production folder.
-    """
+    """Return a session timestamp whose CSV files do not exist yet in ``out_dir`` (``-2``, ``-3`` on clashes)."""
     base = ts = session_timestamp()
     n = 1
     while (out_dir / f"registro_{ts}.csv").exists() or (out_dir / f"emergencias_{ts}.csv").exists():
@@ -49,71 +43,31 @@ def unique_session_ts(out_dir: Path) -> str:
 
 @dataclasses.dataclass(slots=True)
 class AuditRow:
-    """One ``registro`` row: the decision and its outcome for one closed bar.
+    """One ``registro`` row: the decision and its outcome for one closed bar."""
 
-    Attributes
-    ----------
-    timestamp : str
-        Wall-clock UTC time the row was written, ISO 8601.
-    step : int
-        0-based bar index of the session.
-    bar_ts : str
-        The candle's open time, ISO 8601 UTC.
-    close : float
-        The candle's close, USDT.
-    action_raw : float
-        The policy's output, in [-1, 1].
-    target_frac : float
-        Target position over equity after interpretation and risk clipping.
-    side : str
-        ``buy``, ``sell`` or ``""`` (no order).
-    qty, fill_price, fee_usd : float
-        Filled base quantity, average price (USDT) and commission (USDT); 0, nan, 0 without order.
-    funding_usd : float
-        Funding paid at the settlements booked on this bar, USDT (< 0: received); empty where the
-        venue books it (testnet, live: read the venue's income history).
-    position : float
-        Signed position after the step, base units.
-    balance_usd, equity_usd, peak_equity_usd : float
-        Wallet balance, equity and session peak equity after the step, USDT.
-    drawdown_frac : float
-        ``1 - equity / peak``.
-    decision_latency_ms : float
-        From the closed candle's arrival to the order being handed to the broker (or to
-        the no-order decision), milliseconds.
-    event : str
-        ``bar`` (a decision on a closed candle), ``rejected`` (a bad candle, not acted on),
-        ``order_rejected`` (the venue refused the bar's order; skipped, reason in ``note``),
-        ``stop_flatten`` (closing fill of an orderly stop), ``emergency_close`` (closing fill
-        of the emergency protocol) or ``reconcile_fill`` (an in-flight order a restart found filled).
-    client_order_id : str
-        Our id of the order, ``""`` without one.
-    gap_before : int
-        1 when candles are missing before this one (the features warm up again), else 0.
-    note : str
-        Why no order was sent, or the rejection reason.
-    """
-
-    timestamp: str
-    step: int
-    bar_ts: str
-    close: float
-    action_raw: float
-    target_frac: float
-    side: str
-    qty: float
-    fill_price: float
-    fee_usd: float
-    position: float
-    balance_usd: float
+    timestamp: str  # wall-clock UTC time the row was written, ISO 8601
+    step: int  # 0-based bar index of the session
+    bar_ts: str  # the candle's open time, ISO 8601 UTC
+    close: float  # USDT
+    action_raw: float  # the policy's output, in [-1, 1]
+    target_frac: float  # target position over equity after interpretation and risk clipping
+    side: str  # "buy", "sell" or "" (no order)
+    qty: float  # filled base quantity; 0 without order
+    fill_price: float  # average price, USDT; nan without order
+    fee_usd: float  # commission, USDT
+    position: float  # signed, base units, after the step
+    balance_usd: float  # wallet balance after the step, USDT
     equity_usd: float
-    peak_equity_usd: float
-    drawdown_frac: float
-    decision_latency_ms: float
+    peak_equity_usd: float  # the session's peak equity
+    drawdown_frac: float  # 1 - equity / peak
+    decision_latency_ms: float  # closed candle's arrival -> order handed to the broker (or no-order decision)
+    # bar | rejected (bad candle, not acted on) | order_rejected (skipped, reason in note) | stop_flatten |
+    # emergency_close | reconcile_fill (an in-flight order a restart found filled)
     event: str = "bar"
-    client_order_id: str = ""
-    gap_before: int = 0
-    note: str = ""
+    client_order_id: str = ""  # our id of the order
+    gap_before: int = 0  # 1 when candles are missing before this one (the features warm up again)
+    note: str = ""  # why no order was sent, or the rejection reason
+    # funding paid at this bar's settlements, USDT (< 0: received); empty where the venue books it (testnet, live)
     funding_usd: float = 0.0
 
 
@@ -126,17 +80,9 @@ def _fmt(v: Any) -> str:
 class CsvAppender:
     """A CSV file opened for line-buffered appends: each row reaches the OS as it is written.
 
-    The header is written when the file is new or empty; a file left by a killed run is
-    appended to (readers tolerate a truncated last line). Values of secret environment
-    variables (names with KEY, SECRET, TOKEN or PASSWORD, 4+ characters; read when the file
-    is opened) are written as ``***`` (only text fields can carry one; numbers cost nothing).
-
-    Parameters
-    ----------
-    path : pathlib.Path
-        The CSV file; its folder is created.
-    columns : tuple of str
-        Column names, in order.
+    A file left by a killed run is appended to (readers tolerate a truncated last line). Values of
+    secret environment variables (names with KEY, SECRET, TOKEN or PASSWORD, 4+ characters; read
+    when the file is opened) are written as ``***``.
     """
 
     def __init__(self, path: Path, columns: tuple[str, ...]):
@@ -152,13 +98,7 @@ class CsvAppender:
             self._writer.writerow(columns)
 
     def write(self, row: AuditRow | dict[str, Any]) -> None:
-        """Append one row (an :class:`AuditRow` or a dict keyed by column), secrets masked, and flush it.
-
-        Parameters
-        ----------
-        row : AuditRow or dict of str to Any
-            The row; a dict may omit columns (written empty) and its unknown keys are ignored.
-        """
+        """Append one row (an :class:`AuditRow` or a dict keyed by column), secrets masked, and flush it."""
         if isinstance(row, AuditRow):
             values = [getattr(row, c) for c in self.columns]
         else:

@@ -36,13 +36,7 @@ _MINUTE_MS = 60_000
 
 
 def book_source_columns(feature_names: Sequence[str]) -> tuple[str, ...]:
-    """Return the book columns (``spread_bps_mean``, ...) the bundle's order-book features are computed from.
-
-    Parameters
-    ----------
-    feature_names : sequence of str
-        The agent bundle's ``feature_names``.
-    """
+    """Return the book columns (``spread_bps_mean``, ...) the bundle's order-book features are computed from."""
     from quantnb.agent._features import BOOK_FEATURE_SOURCES
 
     return tuple(dict.fromkeys(c for f in feature_names for c in BOOK_FEATURE_SOURCES.get(f, ())))
@@ -50,26 +44,7 @@ def book_source_columns(feature_names: Sequence[str]) -> tuple[str, ...]:
 
 def check_replay_features(feature_names: Sequence[str], bars: pl.DataFrame, *, computed: Sequence[str] = (),
                           where: str = "the replay bars") -> None:
-    """Refuse a replay whose bars cannot give some feature of the agent (before any bar is traded).
-
-    Parameters
-    ----------
-    feature_names : sequence of str
-        The agent bundle's ``feature_names``.
-    bars : polars.DataFrame
-        The replay's bars (OHLCV plus any book columns).
-    computed : sequence of str
-        Features the bundle computes itself from the bars (its classifier's probabilities,
-        :attr:`quantnb.agent.AgentBundle.computed_features`).
-    where : str
-        Names the bars in the message.
-
-    Raises
-    ------
-    ConfigError
-        Naming the features and the columns the bars lack (absent or all null), e.g. an agent
-        needing ``spread_bps`` replayed on OHLCV-only bars.
-    """
+    """Refuse a replay whose bars cannot give some feature of the agent (before any bar is traded)."""
     from quantnb.agent._features import BOOK_FEATURE_SOURCES, MARKET_FEATURES
 
     wanted = [f for f in feature_names if f not in computed]
@@ -86,24 +61,7 @@ def check_replay_features(feature_names: Sequence[str], bars: pl.DataFrame, *, c
 
 
 def check_live_features(feature_names: Sequence[str], *, book_feed: bool, computed: Sequence[str] = ()) -> list[str]:
-    """Return the bundle's order-book features; raise if a live feed cannot give some feature.
-
-    Parameters
-    ----------
-    feature_names : sequence of str
-        The agent bundle's ``feature_names``.
-    book_feed : bool
-        Whether a live order-book feed is available for the session.
-    computed : sequence of str
-        Features the bundle computes itself from the candles (its classifier's probabilities,
-        :attr:`quantnb.agent.AgentBundle.computed_features`): available whatever the feed.
-
-    Raises
-    ------
-    ConfigError
-        Naming the features: unknown to both the kline and the book feed, or book
-        features when ``book_feed`` is False.
-    """
+    """Return the bundle's order-book features; raise if a live feed cannot give some feature."""
     from quantnb.agent._features import BOOK_FEATURE_SOURCES, MARKET_FEATURES
 
     feature_names = [f for f in feature_names if f not in computed]
@@ -122,37 +80,9 @@ def check_live_features(feature_names: Sequence[str], *, book_feed: bool, comput
 class BookFeatureProvider(DataProvider):
     """Candles from ``inner`` with the live book's features of each candle's minute in ``extras``.
 
-    Parameters
-    ----------
-    inner : DataProvider
-        The candle source (1-minute candles).
-    symbol : str
-        Exchange symbol of the book, e.g. ``BTCUSDT``.
-    venue : {"binance", "bybit"}
-        The book's venue (the trader trades Binance USD-M; its book is the default).
-    ws_url, rest_url : str, optional
-        Stream and REST roots; None: the venue's production endpoints (pass the testnet's
-        for a testnet session).
-    market : str
-        ``usdm`` for Binance; ``linear`` or ``spot`` for Bybit.
-    depth : int
-        Bybit book depth / Binance REST snapshot levels.
-    book_wait_s : float
-        How long a candle waits for the book to pass its minute (the next update after the
-        minute's end closes the minute, as in the ETL) before the book's current state is used.
-    sync_timeout_s : float
-        How long the start waits for a synced book; the session is refused past it.
-
-    Raises
-    ------
-    ConfigError
-        At start, if the book feed gives no synced book within ``sync_timeout_s`` (feed down):
-        the agent's order-book features could never be computed.
-
-    Attributes
-    ----------
-    recorder : quantnb.record.Recorder
-        The book client (no sinks); its ``counters`` hold gaps, resyncs and reconnects.
+    A candle waits up to ``book_wait_s`` for the book to pass its minute (the next update after the
+    minute's end closes it, as in the ETL), then takes the book's current state. No synced book
+    within ``sync_timeout_s`` at start raises ConfigError (the features could never be computed).
     """
 
     def __init__(self, inner: DataProvider, symbol: str, *, venue: str = "binance", ws_url: str | None = None,
@@ -207,13 +137,7 @@ class BookFeatureProvider(DataProvider):
         return [_with_extras(b, dict.fromkeys(BOOK_COLUMNS)) for b in self.inner.warmup()]
 
     def next_bar(self, timeout_s: float) -> Bar | None:
-        """Return the next closed candle with its minute's book columns in ``extras`` (None before a synced book).
-
-        Parameters
-        ----------
-        timeout_s : float
-            Seconds to wait for the inner provider's next closed candle.
-        """
+        """Return the next closed candle with its minute's book columns in ``extras`` (None before a synced book)."""
         bar = self.inner.next_bar(timeout_s)
         if bar is None:
             return None
@@ -226,13 +150,7 @@ class BookFeatureProvider(DataProvider):
         return _with_extras(bar, row)
 
     def book_row(self, minute_ms: int) -> dict[str, float | None] | None:
-        """Return the book columns of the minute starting at ``minute_ms`` (waits up to ``book_wait_s``).
-
-        Parameters
-        ----------
-        minute_ms : int
-            Open time of the minute, milliseconds since the Unix epoch (UTC).
-        """
+        """Return the book columns of the minute starting at ``minute_ms`` (waits up to ``book_wait_s``)."""
         loop = self.recorder._loop
         client = self.recorder.client
         if loop is None or client is None:
@@ -286,29 +204,8 @@ def with_book_features(provider: DataProvider, feature_names: Sequence[str], sym
                        **kw: Any) -> DataProvider:
     """Wrap ``provider`` with the live book when the bundle's features need it (else return it unchanged).
 
-    Parameters
-    ----------
-    provider : DataProvider
-        The candle feed.
-    feature_names : sequence of str
-        The bundle's features.
-    symbol : str
-        ``BTCUSDT`` or ``BTC/USDT:USDT``.
-    mode : {"testnet", "live"}
-        Picks Binance USD-M's testnet or production market-data endpoints; the environment
-        variables ``QUANTNB_BOOK_WS_URL`` and ``QUANTNB_BOOK_REST_URL`` override them
-        (a loopback server in tests).
-    book_feed : bool
-        False refuses bundles with order-book features.
-    computed : sequence of str
-        Features the bundle computes itself (``AgentBundle.computed_features``).
-    **kw
-        Passed to :class:`BookFeatureProvider`.
-
-    Raises
-    ------
-    ConfigError
-        At start, naming the features the session's feeds cannot give.
+    ``mode`` picks Binance USD-M's testnet or production market data; ``QUANTNB_BOOK_WS_URL`` and
+    ``QUANTNB_BOOK_REST_URL`` override them (a loopback server in tests).
     """
     import os
 

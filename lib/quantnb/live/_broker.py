@@ -13,19 +13,10 @@ __all__ = ["Broker"]
 class Broker(abc.ABC):
     """One account on one venue, trading one symbol.
 
-    Implementations raise only quantnb errors: :class:`~quantnb.errors.TemporaryError` or
-    :class:`~quantnb.errors.RateLimitError` for what a retry may cure,
-    :class:`~quantnb.errors.OperationalError` for what halts trading.
-
-    Attributes
-    ----------
-    symbol : str
-        The traded symbol.
-    rules : MarketRules
-        Quantity step, minimum quantity and minimum notional of ``symbol``.
-    cheap_account : bool
-        True when :meth:`account` costs no request (paper), so the trader re-reads it
-        after each fill instead of estimating it.
+    Implementations raise only :class:`~quantnb.errors.TemporaryError` or
+    :class:`~quantnb.errors.RateLimitError` (a retry may cure it) and
+    :class:`~quantnb.errors.OperationalError` (halts trading). ``cheap_account``: :meth:`account`
+    costs no request (paper), so the trader re-reads it after each fill instead of estimating it.
     """
 
     symbol: str
@@ -39,17 +30,7 @@ class Broker(abc.ABC):
         """Release the connection."""
 
     def on_bar(self, close_price: float, next_open: float | None, *, bar: Bar | None = None) -> None:  # noqa: B027
-        """Tell the broker a candle closed (paper brokers revalue; venues ignore it).
-
-        Parameters
-        ----------
-        close_price : float
-            The candle's close, USDT.
-        next_open : float or None
-            Replay only: the price a market order sent now fills at.
-        bar : Bar, optional
-            The candle (paper brokers take its range, volume and time for costs, funding and margin).
-        """
+        """Tell the broker a candle closed (paper brokers revalue; venues ignore it)."""
 
     @abc.abstractmethod
     def account(self) -> AccountState:
@@ -62,19 +43,10 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def market_order(self, side: Side, qty: float, *, reduce_only: bool = False,
                      client_order_id: str | None = None) -> Fill:
-        """Send a market order on :attr:`symbol` and return its fill.
+        """Send a market order on :attr:`symbol` (``qty`` > 0, base units, on ``rules.qty_step``); return its fill.
 
-        Parameters
-        ----------
-        side : {"buy", "sell"}
-            Order side.
-        qty : float
-            Quantity, base units, > 0, already rounded to ``rules.qty_step``.
-        reduce_only : bool
-            The order may only shrink the position.
-        client_order_id : str, optional
-            Idempotency key: calling again with the same id after a failure returns the
-            order the venue already took instead of sending a second one.
+        ``client_order_id`` is an idempotency key: sent again after a failure, the order the venue
+        already took is returned instead of a second one.
         """
 
     @abc.abstractmethod
@@ -83,17 +55,7 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     def close_position(self, symbol: str, qty: float, *, client_order_id: str | None = None) -> Fill:
-        """Flatten ``qty`` (signed, base units) of ``symbol`` with a reduce-only market order.
-
-        Parameters
-        ----------
-        symbol : str
-            The position's symbol.
-        qty : float
-            Signed quantity to close, base units.
-        client_order_id : str, optional
-            Our id for the closing order (recorded before sending).
-        """
+        """Flatten ``qty`` (signed, base units) of ``symbol`` with a reduce-only market order."""
 
     def funding_paid_usd(self) -> float | None:
         """Return the funding booked so far, USD (< 0: received): a paper broker's; None where the venue books it."""
@@ -110,16 +72,7 @@ class Broker(abc.ABC):
     def order_status(self, client_order_id: str) -> tuple[str, Fill | None]:
         """Ask the venue what became of ``client_order_id``.
 
-        Parameters
-        ----------
-        client_order_id : str
-            The client order id the order was (or may have been) sent with.
-
-        Returns
-        -------
-        tuple of (str, Fill or None)
-            ``("filled", fill)``, ``("open", None)`` (resting or partly filled) or
-            ``("missing", None)`` (the venue never took it). Paper brokers keep nothing
-            across processes: always ``missing``.
+        Returns ``("filled", fill)``, ``("open", None)`` (resting or partly filled) or ``("missing", None)``
+        (never taken); paper brokers keep nothing across processes: always ``missing``.
         """
         return "missing", None

@@ -23,26 +23,8 @@ T = TypeVar("T")
 class CcxtBroker(Broker):
     """Binance USD-M account (one-way position mode) through ccxt's ``binanceusdm``.
 
-    API keys are read from the environment only (:data:`ENV_KEYS`); they live in the ccxt
-    object and nowhere else, and every error message is scrubbed of them.
-
-    Parameters
-    ----------
-    symbol : str
-        ccxt symbol (``BTC/USDT:USDT``) or Binance id (``BTCUSDT``).
-    mode : {"testnet", "live"}
-        ``testnet`` trades Binance's demo-trading account.
-    base_url : str, optional
-        Loopback server root replacing every Binance URL (tests, offline demos).
-    timeout_s : float
-        HTTP timeout per request, seconds.
-    environ : mapping, optional
-        Where to read the keys; ``os.environ`` by default.
-
-    Raises
-    ------
-    ConfigError
-        If the keys' environment variables are unset.
+    API keys are read from the environment only (:data:`ENV_KEYS`); they live in the ccxt object
+    and nowhere else, and every error message is scrubbed of them.
 
     References
     ----------
@@ -77,15 +59,7 @@ class CcxtBroker(Broker):
             raise translate_ccxt_error(err, what=what, exchange=self._ex, secrets=self._secrets) from None
 
     def connect(self) -> None:
-        """Load markets, resolve the symbol and its rules, and check the keys with a balance call.
-
-        Raises
-        ------
-        ConfigError
-            If the symbol is unknown or the venue rejects the keys.
-        TemporaryError
-            If the venue cannot be reached (retry).
-        """
+        """Load markets, resolve the symbol and its rules, and check the keys with a balance call."""
         markets = self._call("load markets", self._ex.load_markets)
         sym = self._requested_symbol
         if sym not in markets:
@@ -138,20 +112,7 @@ class CcxtBroker(Broker):
 
     def market_order(self, side: Side, qty: float, *, reduce_only: bool = False,
                      client_order_id: str | None = None) -> Fill:
-        """Send a market order (see :meth:`Broker.market_order`); idempotent per ``client_order_id``.
-
-        Parameters
-        ----------
-        side : {"buy", "sell"}
-            Order side.
-        qty : float
-            Quantity, base units; > 0.
-        reduce_only : bool, default False
-            Send with ``reduceOnly`` so the order can only shrink the position.
-        client_order_id : str, optional
-            Client order id (``newClientOrderId``); a fresh ``qnb-<hex>`` id when None. An id
-            already sent by this broker is first looked up on the venue and not resent if taken.
-        """
+        """Send a market order (see :meth:`Broker.market_order`); idempotent per ``client_order_id``."""
         return self._market(self.symbol, side, qty, reduce_only, client_order_id)
 
     def _market(self, symbol: str, side: Side, qty: float, reduce_only: bool, cid: str | None) -> Fill:
@@ -203,17 +164,7 @@ class CcxtBroker(Broker):
         return n
 
     def close_position(self, symbol: str, qty: float, *, client_order_id: str | None = None) -> Fill:
-        """Flatten ``qty`` (signed, base units) of ``symbol`` with a reduce-only market order.
-
-        Parameters
-        ----------
-        symbol : str
-            The ccxt symbol of the position.
-        qty : float
-            Signed position to flatten, base units (> 0 long: sells; < 0 short: buys).
-        client_order_id : str, optional
-            Client order id; a fresh one when None.
-        """
+        """Flatten ``qty`` (signed, base units) of ``symbol`` with a reduce-only market order."""
         side: Side = "sell" if qty > 0 else "buy"
         return self._market(symbol, side, abs(qty), True, client_order_id)
 
@@ -223,20 +174,7 @@ class CcxtBroker(Broker):
         return [str(o.get("clientOrderId") or o.get("id")) for o in orders]
 
     def order_status(self, client_order_id: str) -> tuple[str, Fill | None]:
-        """Look ``client_order_id`` up on the venue (``GET /fapi/v1/order?origClientOrderId=``).
-
-        Parameters
-        ----------
-        client_order_id : str
-            The client order id (``origClientOrderId``) to look up on :attr:`symbol`.
-
-        Returns
-        -------
-        tuple of (str, Fill or None)
-            ``("filled", fill)`` with its trades and fees, ``("open", None)`` while it rests
-            or is partly filled, ``("missing", None)`` when the venue never took it (or it
-            was cancelled or expired unfilled).
-        """
+        """Look ``client_order_id`` up on the venue (``GET /fapi/v1/order?origClientOrderId=``)."""
         order = self._lookup(self.symbol, client_order_id)
         if order is None:
             return "missing", None

@@ -42,41 +42,10 @@ class _Failed:
 class CcxtKlineProvider(DataProvider):
     """Closed candles of a Binance USD-M symbol: REST history, websocket stream, REST gap fills.
 
-    Parameters
-    ----------
-    exchange : ccxt.binanceusdm
-        For REST klines (public; markets are loaded if needed).
-    symbol : str
-        ccxt symbol, e.g. ``BTC/USDT:USDT``.
-    timeframe : str
-        Binance interval, e.g. ``1m``.
-    ws_url : str
-        Stream address: a base such as ``wss://fstream.binance.com/ws`` (the
-        ``<id>@kline_<tf>`` path is appended) or a full stream URL.
-    history_bars : int
-        Closed candles returned by :meth:`warmup` (the rolling window's initial fill).
-    retry : RetryPolicy
-        Retry of REST calls.
-    volume_in_quote : bool
-        Emit the quote-currency volume (Binance ``q``, USDT notional) as ``Bar.volume``,
-        as the bundled BTC-PERP training bars count volume; else base units (``v``).
-    reconnect_initial_s, reconnect_max_s : float
-        Exponential backoff (with jitter, :class:`quantnb.retry.RetryPolicy`) between
-        reconnection attempts, seconds.
-    max_reconnect_failures : int
-        Consecutive failed connection attempts before :meth:`next_bar` raises.
-    clock_ms : callable, optional
-        Current time, epoch ms; a REST candle counts as closed when its close time is
-        before it. Default: the exchange's clock (``GET /fapi/v1/time``, weight 1), read
-        before each REST download so local clock skew cannot pass a forming candle as closed.
-
-    Attributes
-    ----------
-    window : collections.deque of Bar
-        The last ``history_bars`` closed candles (rolling window).
-    connections, duplicates_dropped, backfilled : int
-        Counters: websocket connections made, stream candles dropped as already emitted,
-        candles filled from REST after the warm-up.
+    ``volume_in_quote`` emits Binance ``q`` (USDT notional) as ``Bar.volume``, as the bundled
+    BTC-PERP training bars count volume; else base units (``v``). ``clock_ms`` (epoch ms) defaults
+    to the exchange's clock (``GET /fapi/v1/time``), read before each REST download so local clock
+    skew cannot pass a forming candle as closed.
 
     References
     ----------
@@ -182,16 +151,8 @@ class CcxtKlineProvider(DataProvider):
     def next_bar(self, timeout_s: float) -> Bar | None:
         """Return the next closed candle, or None after ``timeout_s`` seconds without one.
 
-        Parameters
-        ----------
-        timeout_s : float
-            Seconds to wait for a candle to close.
-
-        Raises
-        ------
-        TemporaryError
-            After ``max_reconnect_failures`` consecutive failed reconnections, or when a
-            REST gap fill fails all its retries.
+        Raises TemporaryError after ``max_reconnect_failures`` failed reconnections in a row, or
+        when a REST gap fill fails all its retries.
         """
         deadline = time.monotonic() + timeout_s
         while True:
@@ -219,13 +180,7 @@ class CcxtKlineProvider(DataProvider):
                 self._accept(item)
 
     def fallback(self) -> None:
-        """Queue the closed candles after the last one emitted, from REST (the stream is silent).
-
-        Raises
-        ------
-        TemporaryError
-            If REST fails all its retries.
-        """
+        """Queue the closed candles after the last one emitted, from REST (the stream is silent)."""
         if self._last_ms >= 0:
             self._backfill(None)
 
@@ -245,7 +200,7 @@ class CcxtKlineProvider(DataProvider):
     def _run_loop(self) -> None:
         async def main() -> None:
             self._loop = asyncio.get_running_loop()
-            self._task = asyncio.current_task()  # type: ignore[assignment]
+            self._task = asyncio.current_task()
             if self._stopping.is_set():
                 return
             try:

@@ -30,63 +30,22 @@ class OrderJournal(Protocol):
     """Where the closing orders of a flatten are recorded (the trader: state file and registro)."""
 
     def order_intent(self, side: str, qty: float, purpose: str) -> str:
-        """Record the intent of a reduce-only order before it is sent; return its client order id.
-
-        Parameters
-        ----------
-        side : str
-            ``"buy"`` or ``"sell"``.
-        qty : float
-            Quantity, base units; > 0.
-        purpose : str
-            Why the order is sent (e.g. ``"stop_flatten"``), recorded with the intent.
-        """
+        """Record the intent of a reduce-only order before it is sent; return its client order id."""
 
     def order_filled(self, fill: Fill, purpose: str) -> None:
-        """Record the fill of an order announced by :meth:`order_intent`.
-
-        Parameters
-        ----------
-        fill : Fill
-            The venue's fill.
-        purpose : str
-            The purpose given to :meth:`order_intent`.
-        """
+        """Record the fill of an order announced by :meth:`order_intent`."""
 
     def order_failed(self, client_order_id: str) -> None:
-        """Forget an intent whose order failed (the venue is asked again on restart if unsure).
-
-        Parameters
-        ----------
-        client_order_id : str
-            The id :meth:`order_intent` returned.
-        """
+        """Forget an intent whose order failed (the venue is asked again on restart if unsure)."""
 
 
 def halt_marker_path(out_dir: Path) -> Path:
-    """Return ``<out_dir>/HALTED_DRAWDOWN``, the file that blocks restarts after a drawdown emergency.
-
-    Parameters
-    ----------
-    out_dir : pathlib.Path
-        The production folder, ``runs/<train_id>/produccion``.
-    """
+    """Return ``<out_dir>/HALTED_DRAWDOWN``, the file that blocks restarts after a drawdown emergency."""
     return Path(out_dir) / HALT_MARKER
 
 
 def check_not_halted(out_dir: Path) -> None:
-    """Refuse to start while a drawdown emergency's marker file exists.
-
-    Parameters
-    ----------
-    out_dir : pathlib.Path
-        The production folder, ``runs/<train_id>/produccion``.
-
-    Raises
-    ------
-    ConfigError
-        If ``<out_dir>/HALTED_DRAWDOWN`` exists; the message names the file to remove.
-    """
+    """Raise ConfigError, naming the file to remove, while a drawdown emergency's marker file exists."""
     marker = halt_marker_path(out_dir)
     if marker.exists():
         first = marker.read_text(encoding="utf-8", errors="replace").splitlines()[:1]
@@ -97,64 +56,21 @@ def check_not_halted(out_dir: Path) -> None:
 
 @dataclasses.dataclass
 class EmergencyReport:
-    """What the emergency protocol did.
-
-    Attributes
-    ----------
-    cause : {"drawdown", "critical_error", "connection", "bad_data", "order_rejected", "stale_feed", "stop_request"}
-        Why it ran.
-    detail : str
-        The triggering error or figures.
-    peak_equity_usd, equity_usd : float
-        Session peak and last known equity, USDT.
-    orders_cancelled : int
-        Open orders cancelled (-1 if the cancel failed).
-    positions_closed : dict of str to float
-        Symbol to the signed quantity closed, base units.
-    confirmations : list of str
-        The venue's answers (order ids, statuses) and any step that failed.
-    flat_confirmed : bool
-        True when the venue reported no open position before the poll timeout.
-    marker_path : pathlib.Path or None
-        The halt marker written (drawdown only).
-    """
+    """What the emergency protocol did."""
 
     cause: str
     detail: str
     peak_equity_usd: float
     equity_usd: float
-    orders_cancelled: int = 0
-    positions_closed: dict[str, float] = dataclasses.field(default_factory=dict)
-    confirmations: list[str] = dataclasses.field(default_factory=list)
-    flat_confirmed: bool = False
-    marker_path: Path | None = None
+    orders_cancelled: int = 0  # -1 if the cancel failed
+    positions_closed: dict[str, float] = dataclasses.field(default_factory=dict)  # symbol -> signed qty, base units
+    confirmations: list[str] = dataclasses.field(default_factory=list)  # the venue's answers, failed steps
+    flat_confirmed: bool = False  # the venue reported no position before the poll timeout
+    marker_path: Path | None = None  # the halt marker written (drawdown only)
 
 
 class EmergencyProtocol:
-    """Flatten the account and stop.
-
-    Parameters
-    ----------
-    broker : Broker
-        The account to flatten.
-    out_dir : pathlib.Path
-        Where ``emergencias_<ts>.csv`` and the halt marker go.
-    session_ts : str
-        The session's timestamp, ``YYYYMMDD_HHMMSS``.
-    retry : RetryPolicy
-        Retry of each exchange call.
-    poll_interval_s, poll_timeout_s : float
-        How often and how long to poll positions until flat, seconds.
-    sleep : callable
-        Injectable sleep.
-    journal : OrderJournal, optional
-        Records each closing order's intent before it is sent and its fill after.
-
-    Attributes
-    ----------
-    state : TradingState
-        ``HALTED`` once :meth:`run` started.
-    """
+    """Flatten the account and stop."""
 
     def __init__(self, broker: Broker, out_dir: Path, session_ts: str, retry: RetryPolicy, *,
                  poll_interval_s: float = 0.5, poll_timeout_s: float = 30.0,
@@ -172,24 +88,8 @@ class EmergencyProtocol:
     def run(self, cause: EmergencyCause, detail: str, *, peak_equity_usd: float, equity_usd: float) -> EmergencyReport:
         """Cancel all orders, close all positions reduce-only, poll until flat, record, halt on drawdown.
 
-        Each exchange call is retried; a step that still fails is recorded and the
-        protocol goes on to the next one. Never raises for an exchange failure.
-
-        Parameters
-        ----------
-        cause : {"drawdown", "critical_error", "connection", "bad_data", "order_rejected", "stale_feed"}
-            What triggered the emergency; a drawdown cause also writes the halt marker.
-        detail : str
-            Free text recorded with the cause (the failing call, the drawdown reached).
-        peak_equity_usd : float
-            Peak equity of the session, USDT.
-        equity_usd : float
-            Equity when the emergency began, USDT.
-
-        Returns
-        -------
-        EmergencyReport
-            Also written as one row of ``emergencias_<ts>.csv``.
+        Each exchange call is retried; a step that still fails is recorded and the protocol goes on
+        to the next one: it never raises for an exchange failure.
         """
         logger.critical("live/emergency: cause={} {} — cancelling orders and closing positions", cause, detail)
         self.state = TradingState.HALTED
@@ -222,23 +122,7 @@ class EmergencyProtocol:
             return None
 
     def flatten(self, rep: EmergencyReport, purpose: str = "emergency_close") -> bool:
-        """Close every position reduce-only and poll until the venue reports none.
-
-        Progress (closed quantities, venue answers, failures) is added to ``rep``; each
-        closing order goes through the journal (intent before, fill after).
-
-        Parameters
-        ----------
-        rep : EmergencyReport
-            Collects what was done.
-        purpose : str
-            ``emergency_close`` or ``stop_flatten``, recorded with each fill.
-
-        Returns
-        -------
-        bool
-            True when flat was confirmed before ``poll_timeout_s``.
-        """
+        """Close every position reduce-only and poll until the venue reports none."""
         deadline = time.monotonic() + self.poll_timeout_s
         while True:
             open_pos = self._positions(rep)
@@ -266,17 +150,7 @@ class EmergencyProtocol:
 
     def record_unconfirmed_stop(self, timeout_s: float, position_qty: float, peak_equity_usd: float,
                                 equity_usd: float) -> None:
-        """Record a stop whose flatten was not confirmed within ``timeout_s`` (the venue did not answer in time).
-
-        Parameters
-        ----------
-        timeout_s : float
-            The stop's time limit, seconds.
-        position_qty : float
-            Last known position, base units.
-        peak_equity_usd, equity_usd : float
-            Session peak and last known equity, USDT.
-        """
+        """Record a stop whose flatten was not confirmed within ``timeout_s`` (the venue did not answer in time)."""
         rep = EmergencyReport("stop_request", f"stop requested; the flatten was not confirmed within "
                                               f"stop_timeout_s={timeout_s:g} s (venue unreachable or slow); last "
                                               f"known position {position_qty:g}", peak_equity_usd, equity_usd)
@@ -285,13 +159,7 @@ class EmergencyProtocol:
         self.record(rep)
 
     def record(self, rep: EmergencyReport) -> None:
-        """Append ``rep`` as one row of ``emergencias_<ts>.csv`` (created with its header).
-
-        Parameters
-        ----------
-        rep : EmergencyReport
-            What was done; ``flat_confirmed`` False records a flatten that failed.
-        """
+        """Append ``rep`` as one row of ``emergencias_<ts>.csv`` (created with its header)."""
         dd = 1.0 - rep.equity_usd / rep.peak_equity_usd if rep.peak_equity_usd > 0 else float("nan")
         with CsvAppender(self.path, EMERGENCIAS_COLUMNS) as out:
             out.write({

@@ -25,27 +25,12 @@ def _is_loopback(host: str) -> bool:
 
 
 def check_endpoint_override(mode: str, name: str, url: str | None) -> None:
-    """Refuse an endpoint override that could send keys or orders to a foreign host.
+    """Refuse (ConfigError, before any connection) an endpoint override that could reach a foreign host.
 
     ``live`` takes no override at all (real keys go to Binance's own hosts only). ``testnet``
     takes a loopback address (``127.0.0.0/8``, ``::1``, ``localhost``; the loopback servers of
     :mod:`quantnb.testing`) or one of :data:`TESTNET_HOSTS` over TLS (``https``/``wss``).
     ``replay`` sends nothing, so any value passes.
-
-    Parameters
-    ----------
-    mode : {"replay", "testnet", "live"}
-        The session's mode.
-    name : str
-        The parameter, for the message (``rest_base_url`` or ``ws_url``).
-    url : str or None
-        The override; None passes.
-
-    Raises
-    ------
-    ConfigError
-        Naming the parameter, the value's host and what is allowed; raised before any
-        connection, so nothing (no API key, no signed request) was sent.
     """
     if url is None or mode == "replay":
         return

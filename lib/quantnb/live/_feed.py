@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import time
 from collections.abc import Callable
+from typing import cast
 
 import polars as pl
 from loguru import logger
@@ -18,13 +19,7 @@ OHLCV_COLUMNS = ("ts", "open", "high", "low", "close", "volume")
 
 
 class DataProvider(abc.ABC):
-    """A source of closed candles: a warm-up history, then one event per closed candle.
-
-    Attributes
-    ----------
-    finished : bool
-        True when no candle will ever come again (end of a replay).
-    """
+    """A source of closed candles: a warm-up history, then one event per closed candle."""
 
     finished: bool = False
 
@@ -34,34 +29,16 @@ class DataProvider(abc.ABC):
 
     @abc.abstractmethod
     def next_bar(self, timeout_s: float) -> Bar | None:
-        """Return the next closed candle, or None if none closed within ``timeout_s`` seconds.
-
-        Parameters
-        ----------
-        timeout_s : float
-            Seconds to wait for a candle to close.
-        """
+        """Return the next closed candle, or None if none closed within ``timeout_s`` seconds."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and threads."""
 
     def fallback(self) -> None:  # noqa: B027 - optional hook
-        """Fetch the closed candles the stream did not deliver by another route (REST), for the stale-feed watchdog.
-
-        Raises
-        ------
-        TemporaryError
-            If the other route fails too (after its retries).
-        """
+        """Fetch the closed candles the stream did not deliver by another route (REST), for the stale-feed watchdog."""
 
     def resume_after(self, open_time_ms: int) -> None:  # noqa: B027 - optional hook
-        """Hint that candles opening at or before ``open_time_ms`` were processed before a restart (no pacing).
-
-        Parameters
-        ----------
-        open_time_ms : int
-            Open time of the last processed candle, milliseconds since the Unix epoch (UTC).
-        """
+        """Hint that candles opening at or before ``open_time_ms`` were processed before a restart (no pacing)."""
 
 
 class ReplayProvider(DataProvider):
@@ -101,8 +78,9 @@ class ReplayProvider(DataProvider):
         self._pause_s = bar_interval_s / speed if speed > 0 else 0.0
         self._sleep = sleep
         ts_ms = (bars["ts"].dt.epoch("ms") if bars.schema["ts"] != pl.Int64 else bars["ts"]).to_list()
-        cols = [bars[c].cast(pl.Float64).to_list() if c in bars.columns else [None] * bars.height
-                for c in OHLCV_COLUMNS[1:]]
+        # a missing column (only volume may be) gives None, as the docstring says
+        cols = cast(list[list[float]], [bars[c].cast(pl.Float64).to_list() if c in bars.columns
+                                        else [None] * bars.height for c in OHLCV_COLUMNS[1:]])
         self.extra_columns = tuple(c for c in bars.columns if c not in OHLCV_COLUMNS and bars.schema[c].is_numeric())
         extras = [bars[c].cast(pl.Float64).to_list() for c in self.extra_columns]
         n = bars.height

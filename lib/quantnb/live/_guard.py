@@ -40,32 +40,7 @@ def _rebuild(message: str, bar_ts: str, field: str, rule: str = "") -> BadBarErr
 
 
 def validate_bar(bar: Bar, *, prev_ms: int | None = None, interval_ms: int = 60_000) -> list[BarFinding]:
-    """Judge a candle by the ETL's bar rules; raise on a reject verdict, log and return the flags.
-
-    Parameters
-    ----------
-    bar : Bar
-        The closed candle.
-    prev_ms : int or None
-        Open time of the last candle the features took (None: the first), for the duplicate,
-        out-of-order and gap rules.
-    interval_ms : int, default 60_000
-        Candle length, milliseconds.
-
-    Returns
-    -------
-    list of BarFinding
-        The ``flag`` findings (e.g. zero volume while the price moved, a gap); the candle is
-        used. A zero-volume flag is logged at WARNING here; a gap is logged and acted on
-        (features restart) by the feature feed.
-
-    Raises
-    ------
-    BadBarError
-        Naming the candle's open time, the field, its value and the rule: a NaN, infinite or
-        non-positive price; a NaN, infinite or negative volume; high/low not bracketing open
-        and close; the minute of the previous candle again, or an earlier one.
-    """
+    """Judge a candle by the ETL's bar rules; raise BadBarError on a reject verdict, log and return the flags."""
     findings = check_bar(bar.open_time_ms, bar.open, bar.high, bar.low, bar.close, bar.volume, prev_ms=prev_ms,
                          interval_ms=interval_ms)
     if findings and findings[0].rule.verdict is Verdict.REJECT:

@@ -107,7 +107,7 @@ class PaperBroker(Broker):
         self._in_flight = [o for o in self._in_flight if o[0] > self._bar_no]
         self._mark = close_price
         ok_next = next_open is not None and math.isfinite(next_open) and next_open > 0
-        self._exec_price = next_open if ok_next else close_price
+        self._exec_price = next_open if next_open is not None and ok_next else close_price
         if bar is None:
             return
         pf = self.portfolio

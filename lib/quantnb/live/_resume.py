@@ -22,26 +22,7 @@ RECONCILIATION_COLUMNS = ("timestamp", "item", "recorded", "venue", "action")
 
 
 def load_recorded_state(store: StateStore, *, fresh_start: bool) -> TraderState | None:
-    """Return the state a new session continues, or None for a new session (logged at WARNING).
-
-    Parameters
-    ----------
-    store : StateStore
-        The state file of this ``train_id`` and mode.
-    fresh_start : bool
-        Deliberately ignore (and archive) a recorded state: a new account and a new peak equity.
-
-    Returns
-    -------
-    TraderState or None
-        None when there is no state, ``fresh_start`` is set, or the recorded replay reached
-        the end of its data.
-
-    Raises
-    ------
-    ConfigError
-        If the state file exists but is unreadable.
-    """
+    """Return the state a new session continues, or None for a new session (logged at WARNING)."""
     if fresh_start:
         logger.warning("live/state: fresh_start=True: any recorded account and peak equity of {} are set aside; "
                        "the drawdown guard starts from the current equity", store.path)
@@ -59,15 +40,7 @@ def load_recorded_state(store: StateStore, *, fresh_start: bool) -> TraderState 
 
 
 def cut_registro(path: Path, size_bytes: int) -> int:
-    """Cut ``path`` back to ``size_bytes`` (rows written after the last recorded step); return bytes removed.
-
-    Parameters
-    ----------
-    path : pathlib.Path
-        The registro CSV; a missing file removes nothing.
-    size_bytes : int
-        Size recorded with the last step, bytes; a file not longer is left as is.
-    """
+    """Cut ``path`` back to ``size_bytes`` (rows written after the last recorded step); return bytes removed."""
     if not path.exists():
         return 0
     extra = path.stat().st_size - size_bytes
@@ -83,19 +56,7 @@ def cut_registro(path: Path, size_bytes: int) -> int:
 
 @dataclasses.dataclass
 class Reconciliation:
-    """What a resumed session found: resolved orders and the venue's account.
-
-    Attributes
-    ----------
-    fills : list of (PendingOrder purpose, Fill)
-        In-flight orders the venue filled.
-    account : AccountState
-        The venue's account after resolution.
-    differences : int
-        Differences between the recorded state and the venue (each logged at WARNING).
-    path : pathlib.Path
-        ``reconciliacion_<ts>.csv``.
-    """
+    """What a resumed session found: resolved orders and the venue's account."""
 
     fills: list[tuple[str, Fill]]
     account: AccountState
@@ -114,25 +75,7 @@ def reconcile(rec: TraderState, broker: Broker, retry: RetryPolicy, path: Path, 
     the process (the recorded account predates it; its candle is processed again). For a
     venue: each in-flight client order id is looked up (filled, open or missing); resting
     orders are cancelled (the trader only sends market orders); position and balance are
-    compared with the recorded ones. Every difference is logged at WARNING and written to
-    ``path``.
-
-    Parameters
-    ----------
-    rec : TraderState
-        The recorded state.
-    broker : Broker
-        Connected broker (paper already restored).
-    retry : RetryPolicy
-        Retry of each venue call.
-    path : pathlib.Path
-        The reconciliation CSV.
-    paper : bool
-        True for the paper broker.
-
-    Returns
-    -------
-    Reconciliation
+    compared with the recorded ones.
     """
     fills: list[tuple[str, Fill]] = []
     n = 0

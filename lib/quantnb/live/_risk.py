@@ -44,45 +44,16 @@ class RiskLimits:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class OrderPlan:
-    """An order the risk control sized and validated.
+    """An order the risk control sized and validated."""
 
-    Attributes
-    ----------
-    side : {"buy", "sell"} or None
-        None when no order is needed or allowed.
-    qty : float
-        Base units, rounded to the venue's step; 0 with ``side=None``.
-    target_frac : float
-        Target position as a fraction of equity after clipping to ``max_position_frac``.
-    reason : str
-        Why no order (``flat change below min notional``, ``system stopping``, ...) or ``""``.
-    """
-
-    side: Side | None
-    qty: float
-    target_frac: float
-    reason: str = ""
+    side: Side | None  # None: no order needed or allowed
+    qty: float  # base units, on the venue's step; 0 with side None
+    target_frac: float  # after clipping to max_position_frac
+    reason: str = ""  # why no order, or ""
 
 
 class RiskControl:
-    """Track drawdown from peak equity and turn a target fraction into a valid order.
-
-    Parameters
-    ----------
-    limits : RiskLimits
-        Drawdown and position limits.
-    rules : MarketRules
-        The venue's quantity step and minimum notional.
-
-    Attributes
-    ----------
-    peak_equity_usd : float
-        Highest equity seen this session, USDT (nan before the first update).
-    drawdown_frac : float
-        ``1 - equity / peak`` at the last update.
-    max_drawdown_frac_seen : float
-        Largest drawdown of the session.
-    """
+    """Track drawdown from peak equity and turn a target fraction into a valid order."""
 
     def __init__(self, limits: RiskLimits, rules: MarketRules):
         self.limits = limits
@@ -94,13 +65,8 @@ class RiskControl:
     def update_equity(self, equity_usd: float) -> bool:
         """Record ``equity_usd``; return True when the drawdown limit is breached.
 
-        The drawdown is ``1 - equity / max(equity so far)``, the usual peak-to-trough
-        measure (e.g. Magdon-Ismail & Atiya, "Maximum drawdown", Risk 17(10), 2004).
-
-        Parameters
-        ----------
-        equity_usd : float
-            Current account equity, USDT.
+        The drawdown is ``1 - equity / max(equity so far)``, the usual peak-to-trough measure
+        (e.g. Magdon-Ismail & Atiya, "Maximum drawdown", Risk 17(10), 2004).
         """
         if math.isnan(self.peak_equity_usd) or equity_usd > self.peak_equity_usd:
             self.peak_equity_usd = equity_usd
@@ -109,15 +75,7 @@ class RiskControl:
         return self.drawdown_frac >= self.limits.max_drawdown_frac - 1e-12  # "reaches", float-tolerant
 
     def restore(self, peak_equity_usd: float, max_drawdown_frac_seen: float) -> None:
-        """Continue a recorded session's drawdown guard: its peak equity (USDT) and largest drawdown.
-
-        Parameters
-        ----------
-        peak_equity_usd : float
-            Peak equity of the recorded session, USDT.
-        max_drawdown_frac_seen : float
-            Largest drawdown the session reached, fraction of the peak (0-1).
-        """
+        """Continue a recorded session's drawdown guard: its peak equity (USDT) and largest drawdown."""
         self.peak_equity_usd = float(peak_equity_usd)
         self.max_drawdown_frac_seen = float(max_drawdown_frac_seen)
 
@@ -130,22 +88,6 @@ class RiskControl:
         (the target is clipped to ``±max_position_frac``), the quantity step, and the
         minimum notional (Binance -4164; an order closing the position exactly is exempt,
         as reduce-only orders are). Orders that fail a check become no-orders with a reason.
-
-        Parameters
-        ----------
-        target_frac : float
-            Target signed position notional over equity.
-        account : AccountState
-            Current balance, equity and position.
-        price : float
-            Expected fill price, USDT.
-        state : TradingState
-            The trader's state.
-
-        Returns
-        -------
-        OrderPlan
-            The validated order, or a no-order with its reason.
         """
         lim = self.limits.max_position_frac
         target_frac = min(max(target_frac, -lim), lim)

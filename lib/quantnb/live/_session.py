@@ -17,10 +17,11 @@ from quantnb.agent import AgentBundle, load_agent_bundle
 from quantnb.data import read_bars
 from quantnb.errors import ConfigError, TemporaryError
 from quantnb.live._book_feed import book_source_columns, check_replay_features, with_book_features
+from quantnb.live._broker import Broker
 from quantnb.live._ccxt_broker import CcxtBroker
 from quantnb.live._ccxt_feed import CcxtKlineProvider
 from quantnb.live._emergency import check_not_halted
-from quantnb.live._feed import ReplayProvider
+from quantnb.live._feed import DataProvider, ReplayProvider
 from quantnb.live._paper import PaperBroker
 from quantnb.live._settings import SessionSettings
 from quantnb.live._stats import SessionStats, StepInfo
@@ -37,21 +38,7 @@ _TIMEFRAME_S = {"1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3
 
 @dataclasses.dataclass(frozen=True)
 class LiveConfig:
-    """A loaded agent bundle and where its production files go.
-
-    Attributes
-    ----------
-    train_id : str
-        The training run that made the bundle.
-    bundle_dir : pathlib.Path
-        ``runs/<train_id>/``.
-    out_dir : pathlib.Path
-        ``runs/<train_id>/produccion/``: registro, emergencias and the halt marker.
-    bundle : quantnb.agent.AgentBundle
-        Model, scaler, observation builder, action interpreter, fill model, metadata.
-    timeframe : str
-        Bar interval the agent was trained on (``1m``).
-    """
+    """A loaded agent bundle and where its production files go."""
 
     train_id: str
     bundle_dir: Path
@@ -92,7 +79,7 @@ def load_live_config(runs_dir: Path, train_id: str, *, timeframe: str | None = N
         raise ConfigError(f"timeframe={tf!r} but {bundle_dir}/config_metadata.yaml says the agent was trained on "
                           f"{trained_tf!r} bars; trade {trained_tf!r} or train an agent on {tf!r} bars")
     if tf not in _TIMEFRAME_S:
-        raise ConfigError(f"timeframe={tf!r}: use one of {sorted(_TIMEFRAME_S, key=_TIMEFRAME_S.get)}")
+        raise ConfigError(f"timeframe={tf!r}: use one of {sorted(_TIMEFRAME_S, key=_TIMEFRAME_S.__getitem__)}")
     return LiveConfig(train_id, bundle_dir, bundle_dir / "produccion", bundle, tf)
 
 
@@ -182,6 +169,8 @@ def build_trader(
     check_not_halted(cfg.out_dir)
     bundle, meta = cfg.bundle, cfg.bundle.metadata
     retry = retry or RetryPolicy(what="live/retry")
+    broker: Broker
+    provider: DataProvider
     watch: dict[str, Any] = {}  # the stale-feed watchdog: off in replay (the bars are checked at start)
     if mode == "replay":
         if replay_bars is None:
@@ -197,8 +186,8 @@ def build_trader(
         logger.info("live/session: replay of {} bars of {} with agent {}", n, meta.symbol, cfg.train_id)
     else:
         sym = _ccxt_symbol(symbol or meta.symbol)
-        broker = CcxtBroker(sym, mode, base_url=s.rest_base_url, timeout_s=s.timeout_s)
-        provider = CcxtKlineProvider(broker.exchange, sym, cfg.timeframe, ws_url=s.ws_url or WS_URLS[mode],
+        broker = ccxt_broker = CcxtBroker(sym, mode, base_url=s.rest_base_url, timeout_s=s.timeout_s)
+        provider = CcxtKlineProvider(ccxt_broker.exchange, sym, cfg.timeframe, ws_url=s.ws_url or WS_URLS[mode],
                                      history_bars=meta.warmup_bars + meta.window - 1, retry=retry)
         provider = with_book_features(provider, meta.feature_names, sym, mode=mode, computed=bundle.computed_features)
         watch = {"stale_bar_s": float(_TIMEFRAME_S[cfg.timeframe]),

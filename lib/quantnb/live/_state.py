@@ -58,102 +58,41 @@ class TradingState(enum.StrEnum):
 
 @dataclasses.dataclass
 class PendingOrder:
-    """An order whose intent was recorded but whose outcome is not yet known.
+    """An order whose intent was recorded but whose outcome is not yet known."""
 
-    Attributes
-    ----------
-    client_order_id : str
-        Our id for the order (Binance ``newClientOrderId``); the restart asks the venue about it.
-    side : {"buy", "sell"}
-        Order side.
-    qty : float
-        Quantity, base units.
-    reduce_only : bool
-        Whether the order may only shrink the position.
-    step : int
-        Registro step of the decision.
-    bar_ts_ms : int
-        Open time of the candle the decision was made on, epoch ms.
-    purpose : str
-        ``bar`` (the agent's order), ``stop_flatten`` or ``emergency_close``.
-    """
-
-    client_order_id: str
+    client_order_id: str  # Binance newClientOrderId; the restart asks the venue about it
     side: str
-    qty: float
+    qty: float  # base units
     reduce_only: bool
-    step: int
-    bar_ts_ms: int
-    purpose: str = "bar"
+    step: int  # registro step of the decision
+    bar_ts_ms: int  # open time of the decision's candle, epoch ms
+    purpose: str = "bar"  # bar (the agent's order), stop_flatten or emergency_close
 
 
 @dataclasses.dataclass
 class TraderState:
-    """Everything a restarted session needs; see the module docstring for the file.
-
-    Attributes
-    ----------
-    mode : str
-        ``replay``, ``testnet`` or ``live``.
-    session_ts : str
-        Suffix of the session's ``registro_<ts>.csv`` (a resumed session appends to it).
-    order_tag : str
-        Middle part of the session's client order ids (``qnb-<tag>-<step>``).
-    trading_state : TradingState
-        The state when the file was written.
-    step : int
-        Next registro step index.
-    last_bar_ms : int or None
-        Open time of the last candle processed, epoch ms.
-    last_close : float or None
-        Its close (the paper account's mark), USDT.
-    equity0_usd : float
-        Equity at the session's first start (the observation's reference), USDT.
-    peak_equity_usd, max_drawdown_frac_seen : float
-        The drawdown guard: peak equity, USDT, and the largest drawdown seen.
-    bad_bars_in_row : int
-        Consecutive rejected candles before the last processed one.
-    registro_bytes : int
-        Size of the registro after the last recorded step; a longer file (a step killed
-        before its state was written) is cut back to it on restart.
-    account : dict
-        Last known ``balance_usd``, ``equity_usd``, ``position_qty``, ``entry_price``.
-    paper : dict or None
-        The paper portfolio (cash, position, entry price, fees, realized PnL, trades).
-    pending_orders : list of PendingOrder
-        Orders sent, outcome unknown.
-    completed : bool
-        True once a replay reached the end of its data (a new start is a new session).
-    halt_cause : str
-        Why the state is ``halted`` (emergency cause), else ``""``.
-    restarts : int
-        How many times the session was resumed.
-    updated_at : str
-        UTC time of the write, ISO 8601.
-    save_seq : int
-        Number of the write; of the snapshot and the journal's last line, the higher wins.
-    """
+    """Everything a restarted session needs; see the module docstring for the file."""
 
     mode: str
-    session_ts: str
-    order_tag: str
+    session_ts: str  # suffix of the session's registro_<ts>.csv (a resumed session appends to it)
+    order_tag: str  # middle part of the session's client order ids (qnb-<tag>-<step>)
     trading_state: TradingState = TradingState.ACTIVE
-    step: int = 0
-    last_bar_ms: int | None = None
-    last_close: float | None = None
-    equity0_usd: float = math.nan
+    step: int = 0  # next registro step
+    last_bar_ms: int | None = None  # open time of the last candle processed, epoch ms
+    last_close: float | None = None  # its close (the paper account's mark), USDT
+    equity0_usd: float = math.nan  # equity at the session's first start (the observation's reference)
     peak_equity_usd: float = math.nan
     max_drawdown_frac_seen: float = 0.0
     bad_bars_in_row: int = 0
-    registro_bytes: int = 0
-    account: dict[str, float] = dataclasses.field(default_factory=dict)
-    paper: dict[str, Any] | None = None
-    pending_orders: list[PendingOrder] = dataclasses.field(default_factory=list)
-    completed: bool = False
+    registro_bytes: int = 0  # registro size after the last step; a longer file is cut back on restart
+    account: dict[str, float] = dataclasses.field(default_factory=dict)  # balance/equity_usd, position_qty, entry
+    paper: dict[str, Any] | None = None  # the paper portfolio
+    pending_orders: list[PendingOrder] = dataclasses.field(default_factory=list)  # sent, outcome unknown
+    completed: bool = False  # a replay reached the end of its data (a new start is a new session)
     halt_cause: str = ""
     restarts: int = 0
-    updated_at: str = ""
-    save_seq: int = 0
+    updated_at: str = ""  # UTC, ISO 8601
+    save_seq: int = 0  # of the snapshot and the journal's last line, the higher wins
 
     def to_json_bytes(self) -> bytes:
         """Return the state as one compact JSON line (floats round-trip exactly; NaN written as null)."""
@@ -167,20 +106,7 @@ class TraderState:
 
     @classmethod
     def from_json(cls, text: str, *, where: str = "<state>") -> TraderState:
-        """Parse :meth:`to_json` output.
-
-        Parameters
-        ----------
-        text : str
-            JSON written by :meth:`to_json`.
-        where : str, default "<state>"
-            The file or journal line the text came from, for error messages.
-
-        Raises
-        ------
-        ConfigError
-            If the text is not a state file of this version (the message names ``where``).
-        """
+        """Parse :meth:`to_json` output; ConfigError naming ``where`` if it is not a state of this version."""
         try:
             raw = msgspec.json.decode(text)
             if not isinstance(raw, dict):
@@ -208,15 +134,7 @@ _ENCODER = msgspec.json.Encoder(enc_hook=_enc_hook)  # NaN and inf are written a
 
 
 def journal_path(out_dir: Path, mode: str) -> Path:
-    """Return ``<out_dir>/state_<mode>.journal``, the per-step state lines written after the last snapshot.
-
-    Parameters
-    ----------
-    out_dir : pathlib.Path
-        The production folder, ``runs/<train_id>/produccion``.
-    mode : str
-        Trading mode (``"replay"``, ``"testnet"`` or ``"live"``).
-    """
+    """Return ``<out_dir>/state_<mode>.journal``, the per-step state lines written after the last snapshot."""
     return Path(out_dir) / f"state_{mode}.journal"
 
 
@@ -273,39 +191,12 @@ def read_latest_state(out_dir: Path, mode: str) -> TraderState | None:
 
 
 def state_path(out_dir: Path, mode: str) -> Path:
-    """Return ``<out_dir>/state_<mode>.json``, the trader state of one ``train_id`` and mode.
-
-    Parameters
-    ----------
-    out_dir : pathlib.Path
-        The production folder, ``runs/<train_id>/produccion``.
-    mode : str
-        Trading mode (``"replay"``, ``"testnet"`` or ``"live"``).
-    """
+    """Return ``<out_dir>/state_<mode>.json``, the trader state of one ``train_id`` and mode."""
     return Path(out_dir) / f"state_{mode}.json"
 
 
 class StateStore:
-    """Load and save one :class:`TraderState` atomically: a snapshot file, and for replay a step journal.
-
-    Parameters
-    ----------
-    out_dir : pathlib.Path
-        ``runs/<train_id>/produccion``.
-    mode : str
-        ``replay``, ``testnet`` or ``live``: each mode has its own files.
-    fsync : bool, optional
-        Flush each write to the disk (file and folder) before it replaces the previous one,
-        so it survives a power loss too. Default: True for ``testnet``/``live`` (one write a
-        minute; every :meth:`save` is a full snapshot: temporary file, fsync, ``os.replace``),
-        False for ``replay`` (a paper simulation writing thousands of states a second): then a
-        :meth:`save` appends one line to the journal, which is just as atomic against a killed
-        process (the newest complete line wins on :meth:`load`, a torn one is ignored).
-    snapshot_every_steps : int
-        Without fsync: write the full snapshot (and empty the journal) every this many saves.
-    snapshot_every_s : float
-        Without fsync: ... or when this many seconds passed since the last snapshot.
-    """
+    """Load and save one :class:`TraderState` atomically: a snapshot file, and for replay a step journal."""
 
     def __init__(self, out_dir: Path, mode: str, *, fsync: bool | None = None, snapshot_every_steps: int = 2_000,
                  snapshot_every_s: float = 10.0):
@@ -330,28 +221,14 @@ class StateStore:
                     f.unlink()
 
     def load(self) -> TraderState | None:
-        """Return the recorded state (the newer of the snapshot and the journal's last line), or None.
-
-        Raises
-        ------
-        ConfigError
-            If the snapshot exists but cannot be read as a state of this mode.
-        """
+        """Return the recorded state (the newer of the snapshot and the journal's last line), or None."""
         state = read_latest_state(self.path.parent, self.mode)
         if state is not None and state.mode != self.mode:
             raise ConfigError(f"{self.path}: records mode {state.mode!r}, not {self.mode!r}; move it away")
         return state
 
     def save(self, state: TraderState, *, snapshot: bool = False) -> None:
-        """Record ``state``: a journal line, or a full atomic snapshot (always with fsync, or when due/asked).
-
-        Parameters
-        ----------
-        state : TraderState
-            The state; its ``save_seq`` and ``updated_at`` are set here.
-        snapshot : bool
-            Write the full snapshot now (the trader asks at a session's start and end).
-        """
+        """Record ``state``: a journal line, or a full atomic snapshot (always with fsync, or when due/asked)."""
         state.save_seq += 1
         state.updated_at = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
         if self.fsync:
@@ -399,13 +276,7 @@ class StateStore:
             self._journal_fd = None
 
     def archive(self, reason: str) -> Path | None:
-        """Rename the state file to ``state_<mode>.<UTC ts>.json`` (a deliberate fresh start); return the new path.
-
-        Parameters
-        ----------
-        reason : str
-            Why the state is set aside; logged.
-        """
+        """Rename the state file to ``state_<mode>.<UTC ts>.json`` (a deliberate fresh start); return the new path."""
         latest = self.load() if self.journal.exists() else None
         self.close()
         if not self.path.exists() and latest is None:
@@ -428,40 +299,14 @@ class StateStore:
 
 
 class SessionLock(PidLock):
-    """One session per ``train_id`` and mode: an exclusive ``flock`` on ``.session_<mode>.lock``.
-
-    The lock is held for the session's life and released by the kernel when the process
-    dies, so a killed session never blocks its restart. The file records the holder's pid,
-    run id and start time (for the refusal message).
-
-    Parameters
-    ----------
-    out_dir : pathlib.Path
-        ``runs/<train_id>/produccion``.
-    mode : str
-        ``replay``, ``testnet`` or ``live``.
-    """
+    """One session per ``train_id`` and mode: an exclusive ``flock`` on ``.session_<mode>.lock``."""
 
     def __init__(self, out_dir: Path, mode: str):
         super().__init__(Path(out_dir) / f".session_{mode}.lock", file_mode=0o666)
         self.mode = mode
 
     def acquire(self, run_id: str = "", session_ts: str = "") -> None:
-        """Take the lock and record this process in it.
-
-        Parameters
-        ----------
-        run_id : str, default ""
-            The run id recorded in the lock file.
-        session_ts : str, default ""
-            The session's start time (UTC), recorded in the lock file.
-
-        Raises
-        ------
-        ConfigError
-            If another session of this ``train_id`` and mode holds it (the message names its
-            pid, run id and start time).
-        """
+        """Take the lock and record this process in it."""
         if not self.try_acquire(run_id=run_id, session_ts=session_ts):
             h = self.holder()
             raise ConfigError(

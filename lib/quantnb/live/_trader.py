@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from loguru import logger
@@ -34,6 +34,9 @@ from quantnb.live._warmup import FeatureFeed, warm_up
 from quantnb.live._watchdog import FeedWatchdog, StopGuard, missing_features
 from quantnb.retry import RetryPolicy
 
+if TYPE_CHECKING:
+    from quantnb.agent._classifier import AgentFeatureStream
+
 __all__ = ["AgentLike", "Trader"]
 
 _S = SessionSettings  # the session defaults, written once there
@@ -46,7 +49,7 @@ class AgentLike(Protocol):
     observation_builder: ObservationBuilder
     action_interpreter: ActionInterpreter
 
-    def new_feature_stream(self) -> IncrementalFeatures:
+    def new_feature_stream(self) -> IncrementalFeatures | AgentFeatureStream:
         """Return fresh incremental features matching the training features."""
 
 
@@ -539,6 +542,7 @@ class Trader:
         purpose : str
             The purpose given to :meth:`order_intent`; the registro row's event.
         """
+        acct: AccountState | None
         try:
             acct = self.retry.call(self.broker.account) if self.broker.cheap_account or self._acct is None \
                 else self._after_fill(self._acct, fill)

@@ -45,26 +45,9 @@ _SIGNATURE = re.compile(r"signature=[0-9a-fA-F]+")
 
 
 def credentials_from_env(mode: str, environ: Mapping[str, str] | None = None) -> tuple[str, str]:
-    """Return ``(api_key, api_secret)`` for ``mode`` from environment variables.
+    """Return ``(api_key, api_secret)`` for ``mode`` from ``QUANTNB_BINANCE[_TESTNET]_API_KEY``/``..._SECRET``.
 
-    Parameters
-    ----------
-    mode : {"testnet", "live"}
-        Selects ``QUANTNB_BINANCE_TESTNET_API_KEY``/``..._SECRET`` or
-        ``QUANTNB_BINANCE_API_KEY``/``..._SECRET``.
-    environ : mapping, optional
-        Environment to read; ``os.environ`` by default.
-
-    Returns
-    -------
-    tuple of str
-        The key and the secret. Never log them.
-
-    Raises
-    ------
-    ConfigError
-        If ``mode`` has no keys or a variable is unset or empty (the message names the
-        variable, never a value).
+    Raises ConfigError naming the variable (never a value) if one is unset or empty.
     """
     if mode not in ENV_KEYS:
         raise ConfigError(f"mode={mode!r} trades no exchange account; API keys exist for 'testnet' and 'live'")
@@ -132,15 +115,7 @@ def _use_base_url(exchange: Any, base_url: str) -> None:
 
 
 def scrub(text: str, secrets: tuple[str, ...] = ()) -> str:
-    """Return ``text`` without URL query strings, signatures, or secret values.
-
-    Parameters
-    ----------
-    text : str
-        A message that may quote a request URL (ccxt does).
-    secrets : tuple of str
-        Extra values to mask besides the secret-looking environment variables.
-    """
+    """Return ``text`` without URL query strings, signatures, or secret values."""
     text = _SIGNATURE.sub("signature=***", _QUERY.sub("?<query removed>", text))
     text = SecretMasker()(text)
     return SecretMasker([s for s in secrets if s])(text) if any(secrets) else text

@@ -13,15 +13,7 @@ from quantnb.live._types import Bar
 
 
 class FeatureFeed:
-    """The agent's incremental features under the gap policy: a gap restarts them (a fresh warm-up).
-
-    Parameters
-    ----------
-    agent : AgentLike
-        Gives ``new_feature_stream()`` (the bundle).
-    interval_ms : int
-        Candle length, ms; a larger step between candles is a gap.
-    """
+    """The agent's incremental features under the gap policy: a gap restarts them (a fresh warm-up)."""
 
     def __init__(self, agent: Any, interval_ms: int):
         self.agent, self.interval_ms = agent, interval_ms
@@ -29,13 +21,7 @@ class FeatureFeed:
         self.last_ms: int | None = None
 
     def push(self, bar: Bar) -> bool:
-        """Add a validated candle; return True when candles are missing before it (features restarted).
-
-        Parameters
-        ----------
-        bar : Bar
-            The closed candle (its extras carry any book columns).
-        """
+        """Add a validated candle; return True when candles are missing before it (features restarted)."""
         gap = self.last_ms is not None and bar.open_time_ms - self.last_ms > self.interval_ms
         if gap:
             self.feats = self.agent.new_feature_stream()
@@ -50,19 +36,7 @@ class FeatureFeed:
 
 def warm_up(feed: FeatureFeed, bars: Sequence[Bar], feed_only: Callable[[FeatureFeed, Bar], None],
             on_warmup: Callable[[int, int], None] | None) -> None:
-    """Feed the history candles through ``feed_only``, reporting ``on_warmup(done, total)`` about twice a second.
-
-    Parameters
-    ----------
-    feed : FeatureFeed
-        The session's features.
-    bars : sequence of Bar
-        The history candles, oldest first.
-    feed_only : callable
-        The trader's features-only step (bad-bar and gap rules).
-    on_warmup : callable, optional
-        Progress, called with candles done and their total (and once at the end).
-    """
+    """Feed the history candles through ``feed_only``, reporting ``on_warmup(done, total)`` about twice a second."""
     total, t0 = len(bars), time.perf_counter()
     logger.info("live/warmup: {} candles of history warm the features up", total)
     last = t0

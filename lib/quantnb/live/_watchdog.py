@@ -14,15 +14,7 @@ __all__ = ["FeedWatchdog", "StopGuard", "missing_features"]
 
 
 def missing_features(extras: Mapping[str, Any] | None, needed: Sequence[str]) -> list[str]:
-    """Return the needed source columns a candle lacks (absent, None or NaN in ``extras``).
-
-    Parameters
-    ----------
-    extras : mapping or None
-        The candle's extra columns (:attr:`Bar.extras`), e.g. the live book's ``spread_bps_mean``.
-    needed : sequence of str
-        Source columns the agent's features are computed from, besides OHLCV.
-    """
+    """Return the needed source columns a candle lacks (absent, None or NaN in ``extras``)."""
     out = []
     for col in needed:
         v = None if extras is None else extras.get(col)
@@ -34,20 +26,8 @@ def missing_features(extras: Mapping[str, Any] | None, needed: Sequence[str]) ->
 class FeedWatchdog:
     """Count the bars a feed has missed: no closed candle, or none carrying every needed feature.
 
-    A stream can stay open and send nothing (no candle, no close): the trader would wait for
-    ever holding its position. The trader calls :meth:`fed` for each complete candle and
-    :meth:`missed_bars` while it waits; the first ``bar_s`` after a candle is the normal wait,
-    each further ``bar_s`` is one missed bar.
-
-    Parameters
-    ----------
-    bar_s : float
-        Candle length in wall-clock seconds (60 for 1-minute candles).
-    warn_bars, emergency_bars : int
-        Missed bars before a WARNING and a REST fallback (again at each further missed bar),
-        and before the emergency protocol.
-    clock : callable
-        Monotonic clock, seconds.
+    A stream can stay open and send nothing: the trader would wait for ever holding its position.
+    The first ``bar_s`` after a candle is the normal wait; each further ``bar_s`` is one missed bar.
     """
 
     def __init__(self, bar_s: float, warn_bars: int, emergency_bars: int, clock: Callable[[], float] = time.monotonic):
@@ -83,17 +63,7 @@ class FeedWatchdog:
 class StopGuard:
     """Put a stop on record before the runner's kill: the state at once, the unconfirmed flatten at the deadline.
 
-    Started when a stop is requested (from a signal handler: the work runs in this daemon
-    thread, not in the handler). ``mark`` runs at once (save the state as ``reducing``);
-    ``record`` runs ``timeout_s`` later unless :meth:`done` was called first (write the
-    emergencias row of a flatten that is not confirmed).
-
-    Parameters
-    ----------
-    timeout_s : float
-        Seconds the stop may take before ``record`` runs.
-    mark, record : callable
-        The two actions; exceptions are the caller's to handle (they are logged and dropped here).
+    Started from a signal handler, the work runs in this daemon thread, not in the handler.
     """
 
     def __init__(self, timeout_s: float, mark: Callable[[], None], record: Callable[[], None]):

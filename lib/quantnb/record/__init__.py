@@ -12,26 +12,24 @@ The recorder stage (:mod:`quantnb.stages.record`) runs a :class:`Recorder` under
 
 from __future__ import annotations
 
-from quantnb.record._binance_client import BinanceClient
-from quantnb.record._book import BinanceLiveBook, BybitLiveBook
-from quantnb.record._clickhouse import ClickHouseSink
-from quantnb.record._clients import (
-    BINANCE_REST_URL,
-    BINANCE_TESTNET_REST_URL,
-    BINANCE_TESTNET_WS_URL,
-    BINANCE_WS_URL,
-    BYBIT_TESTNET_URLS,
-    BYBIT_URLS,
-    BybitClient,
-    Counters,
-)
-from quantnb.record._events import EVENT_SCHEMA, events_frame
-from quantnb.record._recorder import Recorder, RecorderConfig
-from quantnb.record._sinks import ParquetSink, RawSink, read_events, repair_raw_file
+from typing import TYPE_CHECKING
+
+from quantnb._lazy import attach
+
+if TYPE_CHECKING:  # the names for type checkers; at run time each loads on first use
+    from quantnb.record._clickhouse import ClickHouseConnection
+    from quantnb.record._clients import (
+        BINANCE_REST_URL,
+        BINANCE_TESTNET_REST_URL,
+        BINANCE_TESTNET_WS_URL,
+        BINANCE_WS_URL,
+    )
+    from quantnb.record._recorder import Recorder, RecorderConfig
+    from quantnb.record._sinks import read_events
+
+__getattr__, __dir__ = attach(__name__)
 
 __all__ = [
-    "BybitClient", "BinanceClient", "Counters", "BybitLiveBook", "BinanceLiveBook",
-    "Recorder", "RecorderConfig", "RawSink", "ParquetSink", "ClickHouseSink", "read_events", "repair_raw_file",
-    "EVENT_SCHEMA", "events_frame", "BYBIT_URLS", "BYBIT_TESTNET_URLS", "BINANCE_WS_URL", "BINANCE_REST_URL",
-    "BINANCE_TESTNET_WS_URL", "BINANCE_TESTNET_REST_URL",
+    "Recorder", "RecorderConfig", "read_events", "ClickHouseConnection",
+    "BINANCE_WS_URL", "BINANCE_REST_URL", "BINANCE_TESTNET_WS_URL", "BINANCE_TESTNET_REST_URL",
 ]

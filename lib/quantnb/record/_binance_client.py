@@ -40,33 +40,7 @@ _NS_PER_DAY = 86_400 * 10**9
 
 
 class BinanceClient(_Client):
-    """Binance USD-M market streams: ``<symbol>@depth@100ms`` (or ``@0ms``) synced to REST, ``@trade``, ``@bookTicker``.
-
-    Parameters
-    ----------
-    symbols : list of str
-    on_frame : callable
-        ``on_frame(kind, symbol, recv_ns, exch_ms, text, decoded=None)`` for every frame and every REST snapshot.
-    counters : Counters
-    ws_url, rest_url : str
-        Websocket root (``/stream?streams=...`` appended) and REST root (``/fapi/v1/depth``).
-    channels : list of {"book", "trades", "bbo"}
-    depth_speed : {"100ms", "0ms", "250ms", "500ms"}
-    snapshot_limit : int
-        Levels of the REST snapshot (Binance: 5 ... 1000).
-    snapshot_timeout_s : float, default 10.0
-        Timeout of one snapshot request, seconds; then it is retried.
-    **kw
-        ``backoff_base_s``, ``stale_after_s``, ``book_stale_after_s``, ``on_bad_frame``: see
-        :class:`quantnb.record.BybitClient`.
-
-    Attributes
-    ----------
-    books : dict of str to BinanceLiveBook
-    snapshot_retry : RetryPolicy
-        The waits between snapshot attempts: until the book syncs, a ban waited out (the book needs
-        the snapshot), each failure logged up to the 5th, then every 20th.
-    """
+    """Binance USD-M market streams: ``@depth@100ms`` (or ``@0ms``) synced to REST, ``@trade``, ``@bookTicker``."""
 
     venue = "binance"
 
@@ -92,16 +66,8 @@ class BinanceClient(_Client):
         self.want_book = "book" in self.channels
 
     def streams(self) -> list[str]:
-        out = []
-        for s in self.symbols:
-            low = s.lower()
-            if "book" in self.channels:
-                out.append(f"{low}@depth@{self.depth_speed}")
-            if "trades" in self.channels:
-                out.append(f"{low}@trade")
-            if "bbo" in self.channels:
-                out.append(f"{low}@bookTicker")
-        return out
+        return self._stream_names({"book": f"{{low}}@depth@{self.depth_speed}", "trades": "{low}@trade",
+                                   "bbo": "{low}@bookTicker"})
 
     async def _session(self) -> None:
         import aiohttp

@@ -61,24 +61,7 @@ def _merged(parts: list[pl.DataFrame]) -> pl.DataFrame:
 
 
 class BybitLiveBook:
-    """The live book of one Bybit symbol, with the ETL's sequence rules and minute features.
-
-    Parameters
-    ----------
-    symbol : str
-        Exchange symbol, e.g. ``BTCUSDT``.
-
-    Attributes
-    ----------
-    book : OrderBook
-        The ETL's book.
-    last_u : int
-        Update id of the last frame accepted (-1 before any).
-    synced : bool
-        Whether the book holds a snapshot and every delta since.
-    snapshots, resyncs, gaps : int
-        Snapshots applied, snapshots after the first (rebuilds) and update-id breaks.
-    """
+    """The live book of one Bybit symbol, with the ETL's sequence rules and minute features."""
 
     def __init__(self, symbol: str, market: str = "linear") -> None:
         self.symbol, self.market = symbol, market
@@ -97,11 +80,6 @@ class BybitLiveBook:
         Mirrors ``quantnb.data._bybit.read_bybit``: the minute rolls before the frame is
         applied; a delta must have ``u == last_u + 1``; a repeated ``u`` is skipped; a break
         clears the book, whose deltas are then skipped until the next snapshot.
-
-        Parameters
-        ----------
-        msg : BybitBookMsg
-            One decoded ``orderbook.<depth>.<symbol>`` frame (``type`` snapshot or delta; ``ts`` in ms).
         """
         bars, book = self.minutes, self.book
         d = msg.data
@@ -184,20 +162,6 @@ class BinanceLiveBook:
     Depth diffs are buffered until a REST snapshot, synced by Binance's rules (drop
     ``u < lastUpdateId``; first ``U <= lastUpdateId <= u``; then ``pu`` == previous ``u``), and
     a break unsyncs the book until the next snapshot.
-
-    Parameters
-    ----------
-    symbol : str
-        Exchange symbol, e.g. ``BTCUSDT``.
-    market : str, default "usdm"
-        Market label written with the events.
-
-    Attributes
-    ----------
-    needs_snapshot : bool
-        True while the book waits for a REST snapshot (fetch one).
-    snapshots, resyncs, gaps : int
-        REST snapshots applied, those after the first, ``pu`` breaks.
     """
 
     def __init__(self, symbol: str, market: str = "usdm") -> None:
@@ -231,17 +195,10 @@ class BinanceLiveBook:
         return self.report.resyncs
 
     def on_frame(self, text: bytes) -> str | None:
-        """Apply one combined-stream frame; return ``"gap"``, ``"depth"``, ``"trade"`` or ``"bbo"``.
-
-        Parameters
-        ----------
-        text : bytes
-            One combined-stream frame (``{"stream": ..., "data": ...}``) of ``depth``, ``trade`` or ``bookTicker``.
-        """
+        """Apply one combined-stream frame; return ``"gap"``, ``"depth"``, ``"trade"`` or ``"bbo"``."""
         self.line += 1
         ev = self.last_event = _BINANCE_FRAME(text).data
-        cls = type(ev)
-        if cls is _Depth:
+        if type(ev) is _Depth:
             gap = self.depth.bars.synced and ev.pu != self.depth.prev_u
             if gap:
                 self.gaps += 1
@@ -252,7 +209,7 @@ class BinanceLiveBook:
             if not was and self.depth.bars.synced and not self.first_logged:
                 self.first_logged = True
             return "gap" if gap else "depth"
-        if cls is _Trade:
+        if type(ev) is _Trade:
             t = self.trades
             t.ts.append(ev.T)
             t.ids.append(ev.t)
@@ -265,12 +222,9 @@ class BinanceLiveBook:
         return "bbo"
 
     def on_snapshot(self, text: bytes) -> None:
-        """Apply a REST depth snapshot (``{"lastUpdateId","E","bids","asks"}``) and replay buffered diffs.
+        """Apply a REST depth snapshot and replay buffered diffs.
 
-        Parameters
-        ----------
-        text : bytes
-            The body of ``GET /fapi/v1/depth`` (Binance USD-M Futures API, "Order Book").
+        ``text`` is the body of ``GET /fapi/v1/depth`` (Binance USD-M Futures API, "Order Book").
         """
         self.line += 1
         self.depth.on_snapshot(_DECODE_SNAPSHOT(text), self.line)

@@ -24,7 +24,7 @@ from quantnb.errors import ConfigError, OperationalError, TemporaryError
 from quantnb.record._guard import check_identifier
 from quantnb.retry import RetryPolicy
 
-__all__ = ["ClickHouseSink", "TABLE_DDL", "VIEW_DDL"]
+__all__ = ["ClickHouseConnection", "ClickHouseSink", "TABLE_DDL", "VIEW_DDL"]
 
 
 TABLE_DDL = """CREATE TABLE IF NOT EXISTS {table}_frames (
@@ -45,35 +45,28 @@ SELECT recv_ns, exch_ms, venue, market, symbol, channel, type, update_id, seq,
 FROM {table}_frames ARRAY JOIN price, size, arrayEnumerate(price) AS k"""
 
 
-class ClickHouseSink:
+class ClickHouseConnection:
+    """An embedded chDB session or a server client (clickhouse-connect), whichever is open."""
+
+    _session: Any = None
+    _client: Any = None
+
+    def close(self) -> None:
+        """Release the database (embedded chDB allows one process per folder)."""
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+class ClickHouseSink(ClickHouseConnection):
     """Insert Parquet shards into a ClickHouse MergeTree table, once each.
 
     The shards' rows (one per frame) go into the MergeTree table ``<table>_frames``; the view
-    ``<table>`` gives one row per level or trade, the columns of ``EVENT_SCHEMA``.
-
-    Parameters
-    ----------
-    url : str or None
-        ``None``: embedded chDB with its data under ``path``. Otherwise a server URL
-        ``http(s)://user@host:port/database`` for clickhouse-connect; the password comes
-        from the environment variable ``CLICKHOUSE_PASSWORD`` only.
-    path : pathlib.Path
-        chDB data folder (embedded only).
-    table : str
-        ``database.name`` of the events view; the MergeTree table is ``<table>_frames`` (both
-        created if missing).
-    retries : int
-        Attempts per insert before the shard is left in Parquet for backfill.
-    retry_wait_s : float
-        Wait before the first retry, seconds; doubled per retry, at most ``retry_wait_s * retries``
-        (:attr:`retry`, a :class:`quantnb.retry.RetryPolicy`).
-
-    Attributes
-    ----------
-    inserted, rows : int
-        Shards and events (rows of the view) inserted by this process.
-    backlog : list of str
-        Shards that failed every attempt (they stay in Parquet; :meth:`backfill` retries).
+    ``<table>`` gives one row per level or trade (``EVENT_SCHEMA``). ``url`` None: embedded chDB
+    under ``path``; else a server (clickhouse-connect), its password from ``CLICKHOUSE_PASSWORD`` only.
     """
 
     name = "clickhouse"
@@ -94,7 +87,6 @@ class ClickHouseSink:
         db = table.split(".")[0] if "." in table else "default"
         if url is None:
             self._session = _open_chdb(path)
-            self._client = None
         else:
             self._session = None
             self._client = clickhouse_server_client(url)
@@ -114,8 +106,8 @@ class ClickHouseSink:
     def _check_parts(self, partitions: int = 2) -> None:
         """Verify the checksums of the newest ``partitions`` days' parts; raise naming the folder and bad parts.
 
-        Only the newest days (where a crash or a full disk leaves a damaged part) are read:
-        ``CHECK TABLE`` reads every byte it checks, and a month of frames would delay each start.
+        Only the newest days (where a crash or a full disk leaves a damaged part): ``CHECK TABLE``
+        reads every byte it checks, and a month of frames would delay each start.
         """
         db, name = (self.table.split(".", 1) if "." in self.table else ("default", self.table))
         ids = str(self._session.query(
@@ -152,20 +144,7 @@ class ClickHouseSink:
         return {r[0] for r in self._client.query(f"SELECT DISTINCT shard FROM {self.table}_frames").result_rows}
 
     def insert_shard(self, path: Path, events: int | None = None) -> bool:
-        """Insert one shard unless the table holds it already; retry, else leave it for backfill.
-
-        Parameters
-        ----------
-        path : pathlib.Path
-            A Parquet shard written by :class:`ParquetSink`; its stem is the shard name.
-        events : int, optional
-            Its number of events (rows of the view), if known; else counted from the file.
-
-        Returns
-        -------
-        bool
-            True if the shard is in the table now (inserted or already there).
-        """
+        """Insert one shard unless the table holds it already; retry, else leave it for backfill."""
         shard = path.stem
         failures: list[Exception] = []
 
@@ -213,18 +192,7 @@ class ClickHouseSink:
         return True
 
     def backfill(self, shard_dir: Path) -> list[str]:
-        """Insert every shard of ``shard_dir`` the table lacks (e.g. after a kill or failed inserts).
-
-        Parameters
-        ----------
-        shard_dir : pathlib.Path
-            The folder of Parquet shards.
-
-        Returns
-        -------
-        list of str
-            The shard names inserted now; a shard that fails all retries stays in ``backlog``.
-        """
+        """Insert every shard of ``shard_dir`` the table lacks (e.g. after a kill or failed inserts)."""
         have = self._known = self.shards_in_table()
         done = []
         for path in sorted(shard_dir.glob("*.parquet")):
@@ -236,33 +204,9 @@ class ClickHouseSink:
             logger.info("ClickHouse backfill: inserted {} shard(s) missing from {}", len(done), self.table)
         return done
 
-    def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-            self._session = None
-        if self._client is not None:
-            self._client.close()
-
 
 def clickhouse_server_client(url: str, name: str = "clickhouse_url") -> Any:
-    """Return a clickhouse-connect client for ``http(s)://user@host:port/database``.
-
-    Parameters
-    ----------
-    url : str
-        The server; the password comes from ``CLICKHOUSE_PASSWORD`` only.
-    name : str
-        The parameter that gave ``url``, quoted in the error.
-
-    Returns
-    -------
-    clickhouse_connect.driver.Client
-
-    Raises
-    ------
-    ConfigError
-        If ``url`` carries a password.
-    """
+    """Return a clickhouse-connect client for ``http(s)://user@host:port/database``."""
     import clickhouse_connect
 
     refuse_password_in_url(url, what=name, env="CLICKHOUSE_PASSWORD")

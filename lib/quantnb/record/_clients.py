@@ -73,13 +73,7 @@ OnFrame = Callable[..., None]  # (kind, symbol, recv_ns, exch_ms, text, decoded=
 
 
 class Counters:
-    """Per-symbol counters of a recording session (JSON-ready via :meth:`to_dict`).
-
-    Parameters
-    ----------
-    symbols : list of str
-        The recorded symbols; each starts with every field of ``FIELDS`` at 0.
-    """
+    """Per-symbol counters of a recording session (JSON-ready via :meth:`to_dict`)."""
 
     FIELDS = ("messages", "snapshots", "deltas", "trades", "bbo", "gaps", "resyncs", "reconnects", "bytes_in",
               "bad_frames", "nan_prices", "crossed", "stalls")
@@ -88,42 +82,11 @@ class Counters:
         self.by_symbol: dict[str, dict[str, int]] = {s: dict.fromkeys(self.FIELDS, 0) for s in symbols}
 
     def add(self, symbol: str, field: str, n: int = 1) -> None:
-        """Add ``n`` to one symbol's counter.
-
-        Parameters
-        ----------
-        symbol : str
-            One of the symbols given to the constructor.
-        field : str
-            One of ``FIELDS``.
-        n : int, default 1
-            Amount to add (messages, or bytes for ``bytes_in``).
-
-        Raises
-        ------
-        KeyError
-            If ``symbol`` or ``field`` is unknown.
-        """
+        """Add ``n`` to one symbol's counter."""
         self.by_symbol[symbol][field] += n
 
     def total(self, field: str) -> int:
-        """Return one counter summed over all symbols.
-
-        Parameters
-        ----------
-        field : str
-            One of ``FIELDS``.
-
-        Returns
-        -------
-        int
-            The sum.
-
-        Raises
-        ------
-        KeyError
-            If ``field`` is unknown.
-        """
+        """Return one counter summed over all symbols."""
         return sum(c[field] for c in self.by_symbol.values())
 
     def to_dict(self) -> dict[str, dict[str, int]]:
@@ -134,6 +97,7 @@ class _Client:
     """What both venue clients share: reconnect loop, bad-frame quarantine, book checks, liveness watchdog."""
 
     venue = ""
+    channels: tuple[str, ...] = ()
     clock_ns = staticmethod(time.time_ns)  # receive time (UTC ns): the raw files' days follow it
 
     def __init__(self, symbols: list[str], on_frame: OnFrame, counters: Counters, *, backoff_base_s: float = 0.5,
@@ -224,11 +188,7 @@ class _Client:
             logger.warning(fmt + " (once per connection)", *args)
 
     async def _watchdog(self, transport: Any) -> None:
-        """Close a connection with no data for ``stale_after_s`` or a book silent for ``book_stale_after_s``.
-
-        Reads the per-symbol counters each tick (a quarter of the shorter timeout), so the
-        frames themselves pay nothing for it.
-        """
+        """Close a connection with no data for ``stale_after_s`` or a book silent for ``book_stale_after_s``."""
         limits = [x for x in (self.stale_after_s, self.book_stale_after_s) if x]
         if not limits:
             return
@@ -272,17 +232,15 @@ class _Client:
     def _alive_hint(self) -> str:
         return ""
 
+    def _stream_names(self, names: dict[str, str]) -> list[str]:
+        """Return each symbol's names of the subscribed channels (templates of ``{s}`` and ``{low}``), in order."""
+        return [t.format(s=s, low=s.lower()) for s in self.symbols for ch, t in names.items() if ch in self.channels]
+
     def _invalidate(self, sym: str | None) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def pause_reading(self) -> bool:
-        """Stop reading the socket (backpressure: TCP flow control then holds the sender).
-
-        Returns
-        -------
-        bool
-            True if reading was running and is now paused.
-        """
+        """Stop reading the socket (backpressure: TCP flow control then holds the sender)."""
         tr = self._transport
         if self._paused or tr is None or tr.is_disconnected:
             return False
@@ -329,33 +287,10 @@ def _topic_symbol(text: bytes) -> str | None:
 class BybitClient(_Client):
     """Bybit v5 public streams (linear or spot): ``orderbook.<depth>.<SYMBOL>``, ``publicTrade.<SYMBOL>``.
 
-    Parameters
-    ----------
-    symbols : list of str
-    on_frame : callable
-        ``on_frame(kind, symbol, recv_ns, exch_ms, text, decoded=None)`` for every data frame.
-    counters : Counters
-    url : str
-        ``wss://stream.bybit.com/v5/public/linear`` (or spot, or a testnet / loopback URL).
-    depth : {1, 50, 200, 500}
-        Order-book depth (Bybit: 1, 50, 200 linear, 500 linear; spot 1, 50, 200).
-    channels : list of {"book", "trades"}
-    ping_every_s : float
-        Client heartbeat period (Bybit: 20 s).
-    stale_after_s, book_stale_after_s : float or None
-        Liveness: a connection with no data frame for ``stale_after_s`` (pongs do not count),
-        or a symbol with no book frame for ``book_stale_after_s``, is closed with a WARNING,
-        then reconnected and resubscribed (new snapshots). None: not checked.
-    on_bad_frame : callable, optional
-        ``on_bad_frame(venue=, connection=, recv_ns=, reason=, text=, symbol=)`` for a frame that
-        cannot be decoded (it is not recorded; the book resubscribes for a snapshot).
-    on_raw_only : callable, optional
-        ``on_raw_only(kind, symbol, recv_ns, exch_ms, text)`` for the snapshot line written at a
-        UTC day roll (the live book, so the new day's raw file starts with a snapshot).
-
-    Attributes
-    ----------
-    books : dict of str to BybitLiveBook
+    Depths: 1, 50, 200, 500 (linear); 1, 50, 200 (spot); heartbeat every 20 s (Bybit's). A
+    connection with no data frame for ``stale_after_s`` (pongs do not count), or a symbol with no
+    book frame for ``book_stale_after_s``, is closed with a WARNING, then reconnected and
+    resubscribed (new snapshots).
     """
 
     venue = "bybit"
@@ -371,13 +306,7 @@ class BybitClient(_Client):
         self._resync: asyncio.Queue[str] = asyncio.Queue()
 
     def topics(self) -> list[str]:
-        out = []
-        for s in self.symbols:
-            if "book" in self.channels:
-                out.append(f"orderbook.{self.depth}.{s}")
-            if "trades" in self.channels:
-                out.append(f"publicTrade.{s}")
-        return out
+        return self._stream_names({"book": f"orderbook.{self.depth}.{{s}}", "trades": "publicTrade.{s}"})
 
     async def _session(self) -> None:
         logger.info("bybit: connecting to {}", self.url)

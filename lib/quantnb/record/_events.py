@@ -96,36 +96,7 @@ def _book(frame: pl.DataFrame, bid: str, ask: str) -> pl.DataFrame:
 
 def events_frame(kind: str, recv_ns: list[int], texts: list[bytes], *, venue: str, market: str,
                  symbols: list[str] | None = None, shard: str = "", frame_index: bool = False) -> pl.DataFrame:
-    """Decode buffered frames of one kind into normalized event rows (schema ``EVENT_SCHEMA``).
-
-    Parameters
-    ----------
-    kind : str
-        One of the frame kinds (``BYBIT_BOOK``, ``BINANCE_DEPTH``, ...).
-    recv_ns : list of int
-        Local receive time of each frame, ns.
-    texts : list of bytes
-        The frames as received (JSON, one each, no newline).
-    venue, market : str
-        Written in every row.
-    symbols : list of str, optional
-        Symbol of each frame; needed for REST snapshots (their JSON has none).
-    shard : str
-        The shard name written in every row.
-    frame_index : bool, default False
-        Add a column ``_i`` (UInt32): the frame of each book row, the row itself for trades
-        (each trade is its own stored row, see :func:`frames_from_events`).
-
-    Returns
-    -------
-    polars.DataFrame
-        Rows in frame order (within a frame: bids then asks), schema ``EVENT_SCHEMA``.
-
-    Raises
-    ------
-    ValueError
-        On an unknown ``kind``.
-    """
+    """Decode buffered frames of one kind into normalized event rows (schema ``EVENT_SCHEMA``)."""
     if not texts:
         return pl.DataFrame(schema=EVENT_SCHEMA | ({"_i": pl.UInt32()} if frame_index else {}))
     f = _decode(kind, recv_ns, texts)
@@ -179,18 +150,7 @@ def events_frame(kind: str, recv_ns: list[int], texts: list[bytes], *, venue: st
 
 
 def frames_from_events(events: pl.DataFrame) -> pl.DataFrame:
-    """Group event rows (with their frame index ``_i``, see :func:`events_frame`) into stored rows.
-
-    Parameters
-    ----------
-    events : polars.DataFrame
-        ``EVENT_SCHEMA`` columns plus ``_i`` (rows of one frame share it, bids before asks).
-
-    Returns
-    -------
-    polars.DataFrame
-        Schema ``FRAME_SCHEMA``: one row per ``_i``, in order.
-    """
+    """Group event rows (with their frame index ``_i``, see :func:`events_frame`) into stored rows."""
     if events.is_empty():
         return pl.DataFrame(schema=FRAME_SCHEMA)
     out = events.group_by("_i", maintain_order=True).agg(
@@ -205,18 +165,7 @@ class BookColumns:
 
     Each frame is taken apart when it arrives (its levels appended to one flat ``array('d')``),
     so a batch holds ~300 bytes per frame instead of the decoded objects (~3 kB of small
-    Python objects each for a Bybit ``orderbook.200`` delta, kept until the flush), and
-    :meth:`frame` builds the stored rows from the buffers without a Python loop.
-
-    Parameters
-    ----------
-    kind : {BYBIT_BOOK, BINANCE_DEPTH}
-        The frame kind.
-
-    Raises
-    ------
-    ValueError
-        For a kind without a decoded form.
+    Python objects each for a Bybit ``orderbook.200`` delta, kept until the flush).
     """
 
     __slots__ = ("kind", "recv", "exch", "u", "seq", "nb", "nlev", "flat", "snap", "symbols", "_bybit")
@@ -237,15 +186,7 @@ class BookColumns:
         return len(self.recv)
 
     def add(self, recv_ns: int, msg: Any) -> None:
-        """Append one decoded frame.
-
-        Parameters
-        ----------
-        recv_ns : int
-            Local receive time, ns since the epoch.
-        msg : Any
-            A ``BybitBookMsg`` (Bybit) or the ETL's ``_Depth`` event (Binance).
-        """
+        """Append one decoded frame."""
         if self._bybit:
             d = msg.data
             self.exch.append(msg.ts)
@@ -267,29 +208,12 @@ class BookColumns:
         ext(chain.from_iterable(a))
 
     def extend(self, other: BookColumns) -> None:
-        """Append another accumulator's frames after these.
-
-        Parameters
-        ----------
-        other : BookColumns
-            Of the same kind.
-        """
+        """Append another accumulator's frames after these."""
         for name in ("recv", "exch", "u", "seq", "nb", "nlev", "snap", "flat", "symbols"):
             getattr(self, name).extend(getattr(other, name))
 
     def frame(self, *, venue: str, market: str, shard: str = "") -> pl.DataFrame:
-        """Return the stored rows (``FRAME_SCHEMA``), one per frame, in arrival order.
-
-        Parameters
-        ----------
-        venue, market, shard : str
-            Written in every row.
-
-        Returns
-        -------
-        polars.DataFrame
-            Schema ``FRAME_SCHEMA``, ``len(self)`` rows.
-        """
+        """Return the stored rows (``FRAME_SCHEMA``), one per frame, in arrival order."""
         import pyarrow as pa
 
         n = len(self.recv)
@@ -318,19 +242,7 @@ class BookColumns:
 
 
 def events_from_frames(frames: pl.DataFrame) -> pl.DataFrame:
-    """Expand stored rows (``FRAME_SCHEMA``) to one row per level or trade (``EVENT_SCHEMA``).
-
-    Parameters
-    ----------
-    frames : polars.DataFrame
-        Stored rows, e.g. Parquet shards read back.
-
-    Returns
-    -------
-    polars.DataFrame
-        Schema ``EVENT_SCHEMA``, in the stored order (within a frame: bids, then asks);
-        a frame with no level (an empty delta) gives no row.
-    """
+    """Expand stored rows (``FRAME_SCHEMA``) to one row per level or trade (``EVENT_SCHEMA``)."""
     if frames.is_empty():
         return pl.DataFrame(schema=EVENT_SCHEMA)
     f = frames.filter(pl.col("price").list.len() > 0)

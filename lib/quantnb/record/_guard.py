@@ -31,25 +31,7 @@ _MAX_QUARANTINED_BYTES = 1 << 20
 
 
 def check_identifier(value: str, field: str = "clickhouse_table") -> str:
-    """Return ``value`` if it is a safe SQL identifier (``[A-Za-z_][A-Za-z0-9_.]*``).
-
-    Parameters
-    ----------
-    value : str
-        A ``database.table`` (or plain) name that is spliced into SQL text.
-    field : str, default "clickhouse_table"
-        The parameter named in the error.
-
-    Returns
-    -------
-    str
-        ``value`` unchanged.
-
-    Raises
-    ------
-    ConfigError
-        When ``value`` holds anything else (a quote, a space, a semicolon...), quoting a prefix of it.
-    """
+    """Return ``value`` if it is a safe SQL identifier (``[A-Za-z_][A-Za-z0-9_.]*``)."""
     if not isinstance(value, str) or not IDENTIFIER_RE.fullmatch(value):
         shown = repr(value)[:80]
         raise ConfigError(f"{field}={shown}: not a valid ClickHouse name; use letters, digits, '_' and '.' "
@@ -58,13 +40,7 @@ def check_identifier(value: str, field: str = "clickhouse_table") -> str:
 
 
 def has_nonfinite(text: bytes) -> bool:
-    """Return True when a frame holds a quoted ``NaN`` or ``inf`` value (a price or size that is not a number).
-
-    Parameters
-    ----------
-    text : bytes
-        A venue frame (JSON) as received.
-    """
+    """Return True when a frame holds a quoted ``NaN`` or ``inf`` value (a price or size that is not a number)."""
     # screen first (two memchr): every spelling of NaN and inf holds an n or N, which Bybit book and Binance
     # depth frames (keys, types, usual symbols) otherwise lack; the regex alone costs ~1 us a frame
     if text.find(b"n") < 0 and text.find(b"N") < 0:
@@ -73,26 +49,14 @@ def has_nonfinite(text: bytes) -> bool:
 
 
 class FolderLock(PidLock):
-    """One recorder per folder: an exclusive ``flock`` on ``.<name>.recorder.lock`` beside the folder.
-
-    Parameters
-    ----------
-    folder : pathlib.Path
-        The folder a recorder writes (created if missing).
-    """
+    """One recorder per folder: an exclusive ``flock`` on ``.<name>.recorder.lock`` beside the folder."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         super().__init__(self.folder.parent / f".{self.folder.name}.recorder.lock")
 
     def acquire(self) -> None:
-        """Take the lock and record this process (pid, start time) in it.
-
-        Raises
-        ------
-        ConfigError
-            If another recorder holds it: the message names the folder and that recorder's pid.
-        """
+        """Take the lock and record this process (pid, start time) in it."""
         self.folder.mkdir(parents=True, exist_ok=True)
         if not self.try_acquire():
             h = self.holder()
@@ -103,22 +67,7 @@ class FolderLock(PidLock):
 
 
 class Quarantine:
-    """Frames that could not be decoded, one JSON line each, in ``<folder>/<prefix>_bad_frames.ndjson``.
-
-    Parameters
-    ----------
-    folder : pathlib.Path or None
-        Where the file goes (created at the first bad frame); None: frames are counted, not kept.
-    prefix : str
-        File name prefix (the recorder's shard prefix: unique per process).
-
-    Attributes
-    ----------
-    n : int
-        Frames quarantined by this process.
-    path : pathlib.Path or None
-        The file (None without a folder).
-    """
+    """Frames that could not be decoded, one JSON line each, in ``<folder>/<prefix>_bad_frames.ndjson``."""
 
     def __init__(self, folder: Path | None, prefix: str) -> None:
         self.path = Path(folder) / f"{prefix}_bad_frames.ndjson" if folder is not None else None
@@ -126,23 +75,7 @@ class Quarantine:
 
     def add(self, *, venue: str, connection: int, recv_ns: int, reason: str, text: bytes,
             symbol: str | None = None) -> None:
-        """Append one bad frame (at most its first MiB) with where it came from and why it was refused.
-
-        Parameters
-        ----------
-        venue : str
-            ``bybit`` or ``binance``.
-        connection : int
-            The client's connection number (1 for the first).
-        recv_ns : int
-            Local receive time, ns since the epoch.
-        reason : str
-            The decoder's message.
-        text : bytes
-            The frame as received.
-        symbol : str, optional
-            The symbol, when it could be read.
-        """
+        """Append one bad frame (at most its first MiB) with where it came from and why it was refused."""
         self.n += 1
         if self.path is None:
             return

@@ -413,6 +413,7 @@ class Recorder:
                 raise raw_exc
             return
         batch = self.parquet.detach()  # in the recording thread: the frames buffered until now
+        assert batch is not None  # pending was checked above
         self._flushing = True
         try:
             try:
@@ -504,12 +505,7 @@ class Recorder:
 
 
 async def _cancel(task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` and wait until it ends; cancel again while it runs on.
-
-    Python 3.11's ``asyncio.wait_for`` can swallow a cancellation that arrives as the awaited
-    call fails (a refused TLS handshake): the client then sleeps its backoff and reconnects as if
-    nothing happened, and a stop request would wait forever.
-    """
+    """Cancel ``task`` and wait until it ends; cancel again while it runs on."""
     while not task.done():
         task.cancel()
         await asyncio.wait([task], timeout=0.5)

@@ -76,13 +76,7 @@ def _gzip_good_length(path: Path) -> int:
 
 
 def repair_raw_file(path: Path) -> int:
-    """Cut a torn end off a raw file (a partial last line, or a partial gzip member); return bytes cut.
-
-    Parameters
-    ----------
-    path : pathlib.Path
-        A raw file (``.gz`` or plain text); a missing or empty file is left alone.
-    """
+    """Cut a torn end off a raw file (a partial last line, or a partial gzip member); return bytes cut."""
     if not path.exists():
         return 0
     size = path.stat().st_size
@@ -110,16 +104,7 @@ def repair_raw_file(path: Path) -> int:
 
 
 class RawSink:
-    """Append frames to the venue's daily archive files under ``root``.
-
-    Parameters
-    ----------
-    root : pathlib.Path
-        Folder of the files (created).
-    venue : {"bybit", "binance"}
-    depth : int
-        Bybit book depth in the file name (``ob<depth>``).
-    """
+    """Append frames to the venue's daily archive files under ``root``."""
 
     name = "raw"
 
@@ -149,24 +134,7 @@ class RawSink:
         return p
 
     def write(self, kind: str, symbol: str, recv_ns: int, exch_ms: int, text: bytes, decoded: Any = None) -> None:
-        """Buffer one frame; Bybit files roll on the frame's exchange day, Binance on the receive day.
-
-        Parameters
-        ----------
-        kind : str
-            Frame kind (``BYBIT_BOOK``, ``BYBIT_TRADE``, ``BINANCE_DEPTH``, ``BINANCE_TRADE``,
-            ``BINANCE_BBO`` or ``BINANCE_SNAPSHOT``).
-        symbol : str
-            Exchange symbol, e.g. ``BTCUSDT``.
-        recv_ns : int
-            Local receive time, nanoseconds since the Unix epoch (UTC).
-        exch_ms : int
-            Exchange timestamp, milliseconds since the Unix epoch (Bybit frames); 0 for Binance frames.
-        text : bytes
-            The frame exactly as received (for a snapshot, the REST response body).
-        decoded : Any, optional
-            The client's decoded form of a book frame (``BybitBookMsg`` or the ETL's depth event), if any.
-        """
+        """Buffer one frame; Bybit files roll on the frame's exchange day, Binance on the receive day."""
         if self.venue == "bybit":
             self._buf[self._path(kind, symbol, exch_ms // _MS_PER_DAY)].append(text)
         else:
@@ -180,14 +148,9 @@ class RawSink:
     def flush(self) -> int:
         """Append the buffered lines to their files; return bytes written.
 
-        A file whose write fails (disk full, I/O error) is cut back to its size before the
-        write, so it ends in whole lines (gzip members), and keeps its lines for the next
-        flush: each frame lands in its file exactly once. The other files are written.
-
-        Raises
-        ------
-        OSError
-            After trying every file, when one failed (naming it and the frames kept).
+        A file whose write fails (disk full, I/O error) is cut back to its size before the write
+        (whole lines, gzip members) and keeps its lines for the next flush, so each frame lands in
+        its file exactly once; after trying every file, OSError names the one that failed.
         """
         written = 0
         kept: dict[Path, list[bytes]] = {}
@@ -245,15 +208,7 @@ class RawSink:
 class ParquetSink:
     """Normalized events in Parquet shards ``<root>/<prefix>_<n>.parquet``, one per flush.
 
-    Parameters
-    ----------
-    root : pathlib.Path
-        Shard folder (created).
-    venue, market : str
-        Written in every row.
-    prefix : str
-        Shard name prefix, unique per recorder process (e.g. run id, start time and pid),
-        so a restarted recorder never overwrites an earlier shard.
+    ``prefix`` is unique per recorder process, so a restarted recorder never overwrites a shard.
     """
 
     name = "parquet"
@@ -275,24 +230,7 @@ class ParquetSink:
         self.pending = 0
 
     def write(self, kind: str, symbol: str, recv_ns: int, exch_ms: int, text: bytes, decoded: Any = None) -> None:
-        """Buffer one frame until the next flush (a book frame the client decoded is buffered as columns).
-
-        Parameters
-        ----------
-        kind : str
-            Frame kind (``BYBIT_BOOK``, ``BYBIT_TRADE``, ``BINANCE_DEPTH``, ``BINANCE_TRADE``,
-            ``BINANCE_BBO`` or ``BINANCE_SNAPSHOT``).
-        symbol : str
-            Exchange symbol, e.g. ``BTCUSDT``.
-        recv_ns : int
-            Local receive time, nanoseconds since the Unix epoch (UTC).
-        exch_ms : int
-            Exchange timestamp, milliseconds since the Unix epoch (Bybit frames); 0 for Binance frames.
-        text : bytes
-            The frame exactly as received (for a snapshot, the REST response body).
-        decoded : Any, optional
-            The client's decoded form of a book frame (``BybitBookMsg`` or the ETL's depth event), if any.
-        """
+        """Buffer one frame until the next flush (a book frame the client decoded is buffered as columns)."""
         self.pending += 1
         if decoded is not None and kind in _DECODED:
             cols = self._cols.get(kind)
@@ -306,13 +244,7 @@ class ParquetSink:
             self._sym.append(symbol)
 
     def detach(self) -> tuple | None:
-        """Take the buffered frames (in the recording thread) as one batch with its shard name; None if empty.
-
-        Returns
-        -------
-        tuple or None
-            ``(shard, recv_ns per kind, frames per kind, snapshot symbols, BookColumns per kind, n_frames)``.
-        """
+        """Take the buffered frames (in the recording thread) as one batch with its shard name; None if empty."""
         if not self.pending:
             return None
         batch = (f"{self.prefix}_{self.n:06d}", self._recv, self._text, self._sym, self._cols, self.pending)
@@ -322,13 +254,7 @@ class ParquetSink:
         return batch
 
     def restore(self, batch: tuple) -> None:
-        """Put back a batch whose write failed, before the frames buffered since (the next shard holds both).
-
-        Parameters
-        ----------
-        batch : tuple
-            A batch from :meth:`detach`.
-        """
+        """Put back a batch whose write failed, before the frames buffered since (the next shard holds both)."""
         _, recv, text, sym, cols, pending = batch
         recv, text = defaultdict(list, {k: list(v) for k, v in recv.items()}), \
             defaultdict(list, {k: list(v) for k, v in text.items()})
@@ -347,21 +273,7 @@ class ParquetSink:
         self.pending += pending
 
     def write_batch(self, batch: tuple) -> tuple[Path, int, int]:
-        """Build a detached batch's rows and write them as one shard atomically (any thread).
-
-        The shard stores one row per frame (``FRAME_SCHEMA``); :func:`read_events` gives one
-        row per level or trade.
-
-        Parameters
-        ----------
-        batch : tuple
-            A batch from :meth:`detach`.
-
-        Returns
-        -------
-        tuple of (pathlib.Path, int, int)
-            The shard, its number of events (rows of :func:`read_events`) and of frames.
-        """
+        """Build a detached batch's rows and write them as one shard atomically (any thread)."""
         shard, recv, text, sym, cols, n_frames = batch
         frames = [c.frame(venue=self.venue, market=self.market, shard=shard) for c in cols.values() if len(c)]
         frames += [frames_from_events(events_frame(k, recv[k], text[k], venue=self.venue, market=self.market,

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from picows import WSCloseCode, WSError, WSInvalidURL, WSListener, WSMsgType, ws_connect
 
@@ -23,13 +23,7 @@ _CONN_ERRORS = (OSError, WSError, asyncio.TimeoutError, EOFError)
 
 
 class _Listener(WSListener):
-    """picows callbacks of one connection: whole messages to ``on_message(bytes)``, errors kept for the session.
-
-    Fragmented messages (a first frame with FIN unset, then CONTINUATION frames) are joined;
-    a CLOSE frame is answered and the connection closed; PINGs are answered by picows.
-    An exception raised by ``on_message`` closes the connection and is re-raised by
-    :func:`_connection` (not swallowed into a reconnect).
-    """
+    """picows callbacks of one connection: whole messages to ``on_message(bytes)``, errors kept for the session."""
 
     def __init__(self, on_message: Callable[[bytes], None]) -> None:
         super().__init__()
@@ -65,22 +59,15 @@ class _Listener(WSListener):
 
 
 async def _connection(url: str, on_message: Callable[[bytes], None]) -> tuple[Any, _Listener]:
-    """Open a websocket to ``url`` (TCP, TLS for wss, handshake) within ``_OPEN_TIMEOUT_S``.
-
-    Raises
-    ------
-    ValueError
-        If ``url`` is not a ws:// or wss:// URL.
-    OSError, picows.WSError, asyncio.TimeoutError
-        If the connection or the handshake fails (the client reconnects).
-    """
+    """Open a websocket to ``url`` (TCP, TLS for wss, handshake) within ``_OPEN_TIMEOUT_S``."""
     try:
-        return await asyncio.wait_for(
+        transport, listener = await asyncio.wait_for(
             ws_connect(lambda: _Listener(on_message), url, websocket_handshake_timeout=_OPEN_TIMEOUT_S,
                        max_frame_size=_MAX_FRAME_BYTES, enable_auto_pong=True, logger_name="record"),
             _OPEN_TIMEOUT_S)
     except WSInvalidURL as exc:
         raise ValueError(f"websocket URL {url!r} is not a ws:// or wss:// URL: {exc}") from exc
+    return transport, cast(_Listener, listener)  # the one the factory above made
 
 
 async def _until_closed(transport: Any, listener: _Listener) -> None:

@@ -35,7 +35,7 @@ from quantnb._paths import project_root
 from quantnb._secrets import refuse_password_in_url
 from quantnb.config import OutputDir, StageParams, resolve_output_dir
 from quantnb.errors import ConfigError
-from quantnb.record import Recorder, RecorderConfig
+from quantnb.record import ClickHouseConnection, Recorder, RecorderConfig
 from quantnb.record._recorder import CLICKHOUSE_PATH
 from quantnb.runs import start_run
 
@@ -307,7 +307,7 @@ def run_record(params: RecordParams) -> RecordResult:
                         params.clickhouse_table if "clickhouse" in params.sinks else None)
 
 
-class ClickHouseQuery:
+class ClickHouseQuery(ClickHouseConnection):
     """The recorder's ClickHouse opened for queries (see :func:`open_clickhouse`); results as polars frames.
 
     Parameters
@@ -339,15 +339,6 @@ class ClickHouseQuery:
         if self._session is not None:
             return pl.from_arrow(self._session.query(sql, "ArrowTable"))
         return pl.from_arrow(self._client.query_arrow(sql))
-
-    def close(self) -> None:
-        """Release the database (embedded chDB allows one process per folder)."""
-        if self._session is not None:
-            self._session.close()
-            self._session = None
-        if self._client is not None:
-            self._client.close()
-            self._client = None
 
     def __enter__(self) -> ClickHouseQuery:  # noqa: D105
         return self
