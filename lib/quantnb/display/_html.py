@@ -6,7 +6,7 @@ import base64
 import html
 import io
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +110,7 @@ def integer_ticks(*axes: Any) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def learning_curves_html(history: list[Mapping[str, Any]], *, title: str = "") -> str:
+def learning_curves_html(history: Sequence[Mapping[str, Any]], *, title: str = "") -> str:
     """Plot loss (train, val) and F1 macro per epoch side by side; '' without history."""
     if not history:
         return ""

@@ -40,7 +40,7 @@ def show_interrupt_as_one_line(exc: BaseException, ctx: Any, reason: str) -> Non
     line = interrupt_line(ctx, reason)
     text = f"\x1b[1;31m{type(exc).__name__}\x1b[0m: {line}"
     try:
-        exc._render_traceback_ = lambda: [text]
+        setattr(exc, "_render_traceback_", lambda: [text])  # noqa: B010 - IPython's hook, not a declared attribute
     except AttributeError:  # an exception type with __slots__: IPython shows its traceback
         return
     if not exc.args:  # a bare KeyboardInterrupt(): the error's evalue (papermill, `quantnb run`) says it too

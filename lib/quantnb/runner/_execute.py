@@ -15,7 +15,7 @@ import psutil
 from loguru import logger
 from papermill.exceptions import PapermillExecutionError
 
-from quantnb._paths import check_run_dir, project_root
+from quantnb._paths import project_root
 from quantnb.config import StageParams, load_yaml_params
 from quantnb.display._progress import HEADLESS_ENV
 from quantnb.errors import ConfigError
@@ -33,6 +33,7 @@ from quantnb.runs import (
     update_run_record,
 )
 from quantnb.runs._heartbeat import iso, utc_now
+from quantnb.runs._layout import check_run_dir
 from quantnb.runs._record import git_commit, package_versions
 from quantnb.runs._run import new_run_id
 from quantnb.stages import params_class
@@ -105,9 +106,9 @@ def resolve_params(
     """
     cls = params_class(stage)
     values: dict[str, Any] = {}
+    rec: dict[str, Any] | None = None
     if resume_run_id:
-        check_run_dir(root, resume_run_id)
-        rec = read_run_record(root / "runs" / resume_run_id)
+        rec = read_run_record(check_run_dir(root, resume_run_id))
         if rec is None:
             raise ConfigError(f"--resume {resume_run_id}: no runs/{resume_run_id}/run.json under {root}")
         if rec.get("stage") != stage:
@@ -124,7 +125,7 @@ def resolve_params(
     if resume_run_id:
         values.update(resume=True, run_id=resume_run_id)
     params = cls.parse(values, source=source or str(params_file or "command line"))
-    if resume_run_id and rec.get("config_hash") not in (None, params.config_hash()):
+    if rec is not None and rec.get("config_hash") not in (None, params.config_hash()):
         changed = sorted(k for k, v in params.model_dump(mode="json").items()
                          if k not in params.execution_fields and rec.get("parameters", {}).get(k, v) != v)
         raise ConfigError(f"--resume {resume_run_id}: that run was started with other parameters "
@@ -287,12 +288,11 @@ def run_stage(
     t0 = time.monotonic()
     error: dict[str, Any] | None = None
     install_masking_io()  # the notebooks papermill saves while cells run carry no secret either
-    hb_path = base / "logs" / "heartbeats" / f"{run_id}_heartbeat.json"
     show = False if (log_output or progress is False) else (True if progress else sys.stderr.isatty())
     streams = {"stdout_file": sys.stdout, "stderr_file": sys.stderr} if log_output else {}
     previous_headless = os.environ.get(HEADLESS_ENV)
     os.environ[HEADLESS_ENV] = "1"  # the kernel inherits it: progress lines in the log, no widget state
-    with _SignalRelay() as relay, HeartbeatProgress(hb_path, stage, disable=not show):
+    with _SignalRelay() as relay, HeartbeatProgress(paths.heartbeat_json, stage, disable=not show):
         try:
             papermill.execute_notebook(
                 str(notebook_in), str(notebook_out), parameters=inject, kernel_name=kernel_name,

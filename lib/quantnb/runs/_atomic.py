@@ -208,7 +208,7 @@ def json_unreadable_reason(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
-def remove_stale_temp_files(*folders: str | os.PathLike[str], recursive: bool = True) -> list[Path]:
+def remove_stale_temp_files(*folders: str | os.PathLike[str] | RunPaths, recursive: bool = True) -> list[Path]:
     """Delete temporary files of atomic writes whose writer process is dead.
 
     A process killed inside :func:`atomic_path` leaves ``.<name>.<pid>.<random>.tmp``

@@ -13,11 +13,11 @@ from quantnb.runs._progress import singular_unit
 
 __all__ = ["interrupt_reason", "where_stopped", "on_run_start", "on_run_interrupt"]
 
-START_HOOKS: list[Callable[[Any], None]] = []
+START_HOOKS: list[Callable[[Any], object]] = []
 INTERRUPT_HOOKS: list[Callable[[BaseException, Any, str], None]] = []
 
 
-def on_run_start(hook: Callable[[Any], None]) -> None:
+def on_run_start(hook: Callable[[Any], object]) -> None:
     """Call ``hook(ctx)`` when any run of this process opens, before its ``start`` event (once per hook).
 
     Parameters

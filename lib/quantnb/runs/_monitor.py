@@ -8,13 +8,14 @@ import os
 import shutil
 import sys
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from quantnb._paths import project_root
 from quantnb.runs._atomic import json_unreadable_reason, read_json_tolerant
 from quantnb.runs._heartbeat import read_heartbeat, utc_now
-from quantnb.runs._layout import RunPaths
+from quantnb.runs._layout import RunPaths, record_file, record_files, run_dir
 from quantnb.runs._record import read_run_record
 
 # The metric shown first for each stage (the rest follow in recording order).
@@ -132,7 +133,7 @@ def format_metrics(stage: str, metrics: dict[str, Any], width: int = _HEADLINE_W
 
 def summarise_run(root: Path, run_id: str) -> RunSummary | None:
     """Return the :class:`RunSummary` of ``runs/<run_id>``, or None without a run.json."""
-    rec = read_run_record(root / "runs" / run_id)  # marks a dead "running" run interrupted
+    rec = read_run_record(run_dir(root, run_id))  # marks a dead "running" run interrupted
     if rec is None:
         return _unreadable(root, run_id)
     stage = str(rec.get("stage") or run_id.split("_")[0])
@@ -157,7 +158,7 @@ def summarise_run(root: Path, run_id: str) -> RunSummary | None:
     if total and done is not None:
         pct = min(100.0, 100.0 * done / total)
     log = rec.get("log")
-    failure = rec.get("failure") if isinstance(rec.get("failure"), dict) else {}
+    failure = f if isinstance(f := rec.get("failure"), dict) else {}
     error = (f"{failure['ename']}: {failure.get('evalue', '')}" if failure.get("ename") else None) or rec.get("error")
     if error is None and rec.get("interrupted_detected_at"):
         error = "process died (killed?)"
@@ -178,7 +179,7 @@ def summarise_run(root: Path, run_id: str) -> RunSummary | None:
 
 def _unreadable(root: Path, run_id: str) -> RunSummary | None:
     """Summarise a run whose run.json exists but cannot be read (listed with why, not skipped)."""
-    path = root / "runs" / run_id / "run.json"
+    path = record_file(run_dir(root, run_id))
     reason = json_unreadable_reason(path) or ("not a JSON object" if path.exists() else None)
     if reason is None:
         return None
@@ -212,7 +213,7 @@ def list_runs(
     """
     root = project_root(project_dir)
     out = []
-    for rec_path in sorted((root / "runs").glob("*/run.json")):
+    for rec_path in record_files(root):
         summary = summarise_run(root, rec_path.parent.name)
         if summary is None or (stage and summary.stage != stage) or (status and summary.status != status):
             continue
@@ -258,7 +259,7 @@ def _fmt_duration(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def fit_table(header: tuple[str, ...], rows: list[tuple[str, ...]], width: int | None = None) -> str:
+def fit_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]], width: int | None = None) -> str:
     """Return ``rows`` as an aligned plain-text table no wider than ``width`` where it can be.
 
     Columns are kept from the left while they fit (the first always); each of the others

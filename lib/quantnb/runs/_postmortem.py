@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -13,7 +13,7 @@ import polars as pl
 from quantnb.errors import ConfigError
 from quantnb.runs._atomic import read_json_tolerant
 from quantnb.runs._heartbeat import read_heartbeat
-from quantnb.runs._layout import RunPaths
+from quantnb.runs._layout import RunPaths, record_files, run_dir
 from quantnb.runs._record import read_run_record
 
 _LINE = re.compile(r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) \| (?P<level>[A-Z]+)\s*\| (?P<rest>.*)$")
@@ -230,7 +230,7 @@ def find_latest_run(root: Path, stage: str | None = None, exclude_stage: str | N
         If there is no such run.
     """
     best: tuple[str, str] | None = None
-    for rec_path in (root / "runs").glob("*/run.json"):
+    for rec_path in record_files(root):
         rec = read_run_record(rec_path.parent) or {}
         if stage and rec.get("stage") != stage:
             continue
@@ -398,6 +398,13 @@ def _cause(rec: dict[str, Any], scan: _LogScan, status: str) -> str | None:
     return None
 
 
+def _min_max_mean(mem: pl.Series) -> dict[str, float]:
+    """Return the memory column's min, max and mean in GB ({} if empty)."""
+    if not len(mem):
+        return {}
+    return {k: float(cast(float, v)) for k, v in (("min", mem.min()), ("max", mem.max()), ("mean", mem.mean()))}
+
+
 def analyse_run(root: Path, run_id: str) -> PostmortemReport:
     """Reconstruct what run ``run_id`` did from the files under ``root``.
 
@@ -416,7 +423,7 @@ def analyse_run(root: Path, run_id: str) -> PostmortemReport:
     ConfigError
         If the run has neither a run.json nor a heartbeat JSON.
     """
-    rec = read_run_record(root / "runs" / run_id) or {}
+    rec = read_run_record(run_dir(root, run_id)) or {}
     stage = rec.get("stage") or run_id.split("_")[0]
     paths = RunPaths(root, run_id, stage)
     hb = read_heartbeat(paths.heartbeat_json)
@@ -482,7 +489,7 @@ def analyse_run(root: Path, run_id: str) -> PostmortemReport:
         last_item=last_item, last_batch_shard=logged[-1] if logged else None,
         items_done=done, items_failed=failed, items_total=total,
         shards_logged=logged, shards_missing=missing, shards_orphaned=orphaned, shards_pruned=pruned,
-        memory_gb={"min": float(mem.min()), "max": float(mem.max()), "mean": float(mem.mean())} if len(mem) else {},
+        memory_gb=_min_max_mean(mem),
         memory_rising=is_leak(trend), memory_trend=trend, heartbeat=heart, batches=batches,
         throughput=throughput, log_counts=scan.counts, last_errors=scan.errors,
         failed_items=dict(ckpt.get("failed", {})), last_progress=last_progress, last_log_line=scan.last_line,

@@ -14,6 +14,7 @@ from loguru import logger
 from quantnb.errors import ConfigError
 from quantnb.runs._atomic import atomic_write_json, json_unreadable_reason, read_json_tolerant
 from quantnb.runs._heartbeat import iso, utc_now
+from quantnb.runs._layout import record_file, record_files
 from quantnb.runs._process import pid_alive
 
 _PACKAGES = (
@@ -79,7 +80,7 @@ def update_run_record(run_dir: Path, **fields: Any) -> dict[str, Any]:
     dict
         The record as written.
     """
-    path = run_dir / "run.json"
+    path = record_file(run_dir)
     record = read_json_tolerant(path)
     if not isinstance(record, dict):
         _keep_unreadable(path)
@@ -123,7 +124,7 @@ def read_run_record(run_dir: Path, *, detect_dead: bool = True) -> dict[str, Any
     detect_dead : bool, default True
         Mark a dead ``running``/``pending`` run ``interrupted`` before returning it.
     """
-    record = read_json_tolerant(run_dir / "run.json")
+    record = read_json_tolerant(record_file(run_dir))
     if not isinstance(record, dict):
         return None
     if detect_dead:
@@ -182,7 +183,7 @@ def mark_dead_run_interrupted(run_dir: Path, record: dict[str, Any] | None = Non
     process-less run, or a ``run_dir`` that is a symbolic link, is returned unchanged.
     """
     if record is None:
-        record = read_json_tolerant(run_dir / "run.json")
+        record = read_json_tolerant(record_file(run_dir))
         if not isinstance(record, dict):
             return {}
     if record.get("status") not in ("running", "pending"):
@@ -211,7 +212,7 @@ def mark_dead_runs(root: Path) -> list[str]:
         Run ids marked ``interrupted`` by this call.
     """
     marked = []
-    for rec_path in sorted((root / "runs").glob("*/run.json")):
+    for rec_path in record_files(root):
         before = read_json_tolerant(rec_path)
         if not isinstance(before, dict) or before.get("status") not in ("running", "pending"):
             continue

@@ -11,12 +11,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import psutil
 from loguru import logger
 
-from quantnb._paths import check_run_dir, project_root
+from quantnb._paths import project_root
 from quantnb.config import StageParams
 from quantnb.errors import ConfigError, RunInterrupted
 from quantnb.runs._atomic import read_json_tolerant, remove_stale_temp_files
@@ -33,7 +33,7 @@ from quantnb.runs._heartbeat import (
 )
 from quantnb.runs._held_signals import redeliver, signals_held
 from quantnb.runs._interrupt import INTERRUPT_HOOKS, START_HOOKS, interrupt_reason
-from quantnb.runs._layout import RunPaths
+from quantnb.runs._layout import RunPaths, check_run_dir, record_files, run_dir, runs_dir
 from quantnb.runs._progress import ProgressEvent, ProgressListener, global_listeners, notify, singular_unit
 from quantnb.runs._record import (
     git_commit,
@@ -78,11 +78,11 @@ def new_run_id(params: StageParams, root: Path) -> str:
         The claimed run id; its folder exists.
     """
     base = make_run_id(params.stage, params.run_suffix(), utc_now())
-    (root / "runs").mkdir(parents=True, exist_ok=True)
+    runs_dir(root).mkdir(parents=True, exist_ok=True)
     run_id, n = base, 1
     while True:
         try:
-            (root / "runs" / run_id).mkdir()
+            run_dir(root, run_id).mkdir()
             return run_id
         except FileExistsError:
             n += 1
@@ -92,7 +92,7 @@ def new_run_id(params: StageParams, root: Path) -> str:
 def _find_resumable(root: Path, stage: str, config_hash: str) -> str | None:
     """Latest run of ``stage`` with the same config hash that did not complete."""
     candidates = []
-    for rec_path in (root / "runs").glob(f"{stage}_*/run.json"):
+    for rec_path in record_files(root, f"{stage}_*"):
         rec = read_run_record(rec_path.parent)
         if (rec and rec.get("config_hash") == config_hash and rec.get("status") != "completed"
                 and live_run_pid(rec) is None):  # a run still going is not ours to join
@@ -349,7 +349,7 @@ class RunContext:
             self.total_batches if self.total_batches is not None else "",
             events, f"{mem:.3f}", self.run_id,
         )
-        step = {"step": None} if self._step is not None else {}
+        step: dict[str, Any] = {"step": None} if self._step is not None else {}
         self._step = None  # the next item's steps start afresh
         self._heartbeat_write(last_item=item, batch_num=batch_num, memory_gb=round(mem, 3), **step)
         self._emit("item", mem)
@@ -633,7 +633,7 @@ class RunContext:
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool:
+    ) -> Literal[False]:
         with self._signals_held() as late:  # a late interrupt cannot stop the record half-written
             status = self._exit(exc_type, exc, tb)
         redeliver(late, status, self.run_id)
@@ -713,7 +713,7 @@ def start_run(params: StageParams, *, root: str | os.PathLike[str] | None = None
     base = project_root(root if root is not None else params.project_dir)
     if params.run_id:
         run_id = params.run_id
-        rec = read_run_record(base / "runs" / run_id)
+        rec = read_run_record(run_dir(base, run_id))
         if rec is None:
             raise ConfigError(f"run_id={run_id!r}: no runs/{run_id}/run.json under {base}; "
                               "pass an existing run id or leave run_id unset for a new run")

@@ -19,6 +19,7 @@ from loguru import logger
 
 from quantnb._paths import project_root
 from quantnb.errors import ConfigError
+from quantnb.runs._layout import run_dir
 from quantnb.runs._monitor import list_runs
 from quantnb.runs._record import read_run_record, update_run_record
 
@@ -92,7 +93,7 @@ def span_evaluations(project_dir: str | os.PathLike[str] | None = None, *,
     root = project_root(project_dir)
     out = []
     for summary in list_runs(root):
-        rec = read_run_record(root / "runs" / summary.run_id, detect_dead=False) or {}
+        rec = read_run_record(run_dir(root, summary.run_id), detect_dead=False) or {}
         for item in rec.get(SPANS_FIELD) or []:
             try:
                 ev = SpanEvaluation(summary.run_id, str(item.get("stage") or summary.stage), str(item["instrument"]),

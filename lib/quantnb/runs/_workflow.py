@@ -7,7 +7,7 @@ import inspect
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 from loguru import logger
 
@@ -46,7 +46,7 @@ class WorkflowSession:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> Literal[False]:
         self.elapsed_s = time.perf_counter() - self._t0
         log = logger.bind(**self.context).opt(depth=1)
         if exc is None:

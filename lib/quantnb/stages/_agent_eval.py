@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 import polars as pl
@@ -13,12 +13,19 @@ from quantnb.agent._metrics import MINUTES_PER_YEAR
 from quantnb.errors import ConfigError
 from quantnb.evaluation import mean_ci, walk_forward_splits
 from quantnb.runs import list_runs, read_run_record
+from quantnb.runs._layout import run_dir
 
 Span = tuple[dt.datetime | None, dt.datetime, dt.datetime, dt.datetime | None]  # train start/end, test start/end
 
 
+def last_ts(bars: pl.DataFrame) -> dt.datetime:
+    """Return the last bar's time (polars types a column's max as any scalar)."""
+    return cast(dt.datetime, bars["ts"].max())
+
+
 def agent_spans(bars: pl.DataFrame, *, eval_days: float, window: int, warmup_bars: int, walk_forward_folds: int = 0,
-                walk_forward_mode: str = "anchored", walk_forward_embargo_min: int = 60) -> list[Span]:
+                walk_forward_mode: Literal["anchored", "rolling"] = "anchored",
+                walk_forward_embargo_min: int = 60) -> list[Span]:
     """Return the training and evaluation spans: one split, or the walk-forward folds.
 
     Without walk-forward, training takes the bars before the last ``eval_days`` and evaluation the
@@ -51,7 +58,7 @@ def agent_spans(bars: pl.DataFrame, *, eval_days: float, window: int, warmup_bar
     """
     ts = bars["ts"]
     if not walk_forward_folds:
-        split_ts = ts.max() - dt.timedelta(days=eval_days)
+        split_ts = last_ts(bars) - dt.timedelta(days=eval_days)
         if bars.filter(pl.col("ts") < split_ts).height < window * 10:
             raise ConfigError(f"eval_days={eval_days} leaves under {window * 10} training bars")
         return [(None, split_ts, split_ts, None)]
@@ -174,7 +181,7 @@ def earlier_trial_sharpes(root: Path, bars_glob: str, eval_start: str, *, exclud
     """
     out: list[float] = []
     for summary in list_runs(root, stage="agent", status="completed"):
-        rec = read_run_record(root / "runs" / summary.run_id, detect_dead=False) or {}
+        rec = read_run_record(run_dir(root, summary.run_id), detect_dead=False) or {}
         results, parameters = rec.get("results") or {}, rec.get("parameters") or {}
         if summary.run_id == exclude or results.get("eval_start") != eval_start or \
                 parameters.get("bars_glob") != bars_glob:

@@ -18,7 +18,7 @@ import datetime as dt
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -26,6 +26,7 @@ from loguru import logger
 
 from quantnb.classifier._labelled import load_labelled
 from quantnb.errors import ConfigError
+from quantnb.runs._layout import checkpoints_dir, model_dir
 from quantnb.stages._agent_eval import Span
 
 PROVENANCE_COLUMN = "clf_model"  # the model id behind each bar's probabilities (null: none)
@@ -120,7 +121,8 @@ def _inner_split(frame: pl.DataFrame, share: float) -> tuple[pl.DataFrame, pl.Da
 
 def _span(name: str, frame: pl.DataFrame, ds: Any) -> dict[str, Any]:
     ts = frame["ts"]
-    return {name: {"start": ts.min().isoformat(), "end": ts.max().isoformat(), "rows": frame.height,
+    first, last = cast(dt.datetime, ts.min()), cast(dt.datetime, ts.max())
+    return {name: {"start": first.isoformat(), "end": last.isoformat(), "rows": frame.height,
                    "windows": len(ds)}}
 
 
@@ -170,7 +172,7 @@ def fit_fold_classifier(source: Any, labelled: pl.DataFrame, *, cutoff: dt.datet
     from quantnb.features import FeatureScaler
 
     meta = source.metadata
-    out = directory / "model"
+    out = model_dir(directory)
     if resume and (out / "config_metadata.yaml").exists():
         done = load_model_bundle(out).metadata
         logger.info("classifier {}: trained before the restart, loaded from {}", model_id, out)
@@ -204,10 +206,10 @@ def fit_fold_classifier(source: Any, labelled: pl.DataFrame, *, cutoff: dt.datet
     model = type(source.model)(**meta["model"]["params"])
     logger.info("classifier {}: labels ending before {} ({} train / {} validation windows, {} epochs at most)",
                 model_id, cutoff.isoformat(), len(sets[0]), len(sets[1]), cfg.epochs)
-    fit = Trainer(model, sets[0], sets[1], cfg, directory / "checkpoints").fit(resume=resume)
+    fit = Trainer(model, sets[0], sets[1], cfg, checkpoints_dir(directory)).fit(resume=resume)
     kept = frame.filter(pl.col("label").is_not_null())
     span = {**_span("train", train, sets[0]), **_span("val", val, sets[1]),
-            "label_t1_max": kept["t1"].max().isoformat()}
+            "label_t1_max": cast(dt.datetime, kept["t1"].max()).isoformat()}
     save_model_bundle(out, model, scaler, {
         "parameters": hp, "train_config": cfg.to_dict(), "seq_len": seq_len, "lookahead_min": lookahead,
         "labelling": meta.get("labelling"), "label_suffix": meta.get("label_suffix"), "data_span": span,
@@ -288,7 +290,7 @@ def build_stacking(root: Path, run_dir: Path, source_dir: Path, bars: pl.DataFra
         hi = bars.height if end is None else int(ts.search_sorted(end, side="left"))
         block = ClassifierSignal.load(m.directory).batch(bars, rows=(lo, hi)).drop("ts").to_numpy()[lo:hi]
         probs[lo:hi] = block
-        owner[lo:hi] = np.where(np.isfinite(block).all(axis=1), m.model_id, None)
+        owner[lo:hi][np.isfinite(block).all(axis=1)] = m.model_id  # the rest stays None
     frame = pl.DataFrame({"ts": ts}).with_columns(
         [pl.Series(c, probs[:, j]).fill_nan(None) for j, c in enumerate(CLASSIFIER_FEATURES)]
         + [pl.Series(PROVENANCE_COLUMN, owner.tolist(), pl.Utf8)])

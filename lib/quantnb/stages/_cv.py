@@ -116,6 +116,7 @@ def _split_rows(t0: np.ndarray, t1: np.ndarray, *, n_groups: int, n_test_groups:
                 inner_val_frac: float) -> list[tuple[np.ndarray, np.ndarray, list[np.ndarray], tuple[int, ...]]]:
     """Per split: fitting rows, inner-validation rows, each test group's rows, the group numbers."""
     horizon = np.timedelta64(dt.timedelta(minutes=lookahead_min)).astype("timedelta64[us]")
+    parts: list[tuple[np.ndarray, list[np.ndarray], tuple[int, ...]]]
     if n_test_groups is None:
         folds = purged_kfold_splits(t0, t1, n_folds=n_groups, embargo=horizon)
         parts = [(f.train, [f.test], (k,)) for k, f in enumerate(folds)]

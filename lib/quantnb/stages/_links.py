@@ -13,6 +13,7 @@ from quantnb._paths import project_root
 from quantnb.config import StageParams, resolve_output_dir
 from quantnb.errors import ConfigError
 from quantnb.runs import RunContext, read_run_record, record_test_spans
+from quantnb.runs._layout import record_files
 
 _DONE = ("completed", "completed_with_errors")
 SampleWeightCol = Literal["uniqueness", "return_weight"] | None  # the labels' AFML weights (training, optimization)
@@ -88,7 +89,7 @@ def completed_runs(root: Path, stage: str) -> list[dict[str, Any]]:
         Records (status completed or completed_with_errors), each with ``run_id``, by end time.
     """
     found = []
-    for rec_path in (root / "runs").glob("*/run.json"):
+    for rec_path in record_files(root):
         rec = read_run_record(rec_path.parent, detect_dead=False)
         if rec and rec.get("stage") == stage and rec.get("status") in _DONE:
             found.append({**rec, "run_id": rec.get("run_id") or rec_path.parent.name})
@@ -176,6 +177,13 @@ class LabelledDataParams(StageParams):
         """Return the label suffix: the name of ``labelled_dir``."""
         return Path(self.labelled_dir).name if self.labelled_dir else "unlabelled"
 
+    def labelled_folder(self) -> str:
+        """Return ``labelled_dir``; ConfigError if it was not given and no labelling run has completed."""
+        if self.labelled_dir is None:
+            raise ConfigError("labelled_dir: not given, and no completed labelling run under runs/ to take it from; "
+                              "run the labelling stage first (quantnb run labelling) or pass labelled_dir")
+        return self.labelled_dir
+
     def labelled_source(self) -> str:
         """Return ``labelled_dir`` and where it came from, for the run's log.
 
@@ -189,10 +197,8 @@ class LabelledDataParams(StageParams):
         ConfigError
             If ``labelled_dir`` was not given and no labelling run has completed.
         """
-        if self.labelled_dir is None:
-            raise ConfigError("labelled_dir: not given, and no completed labelling run under runs/ to take it from; "
-                              "run the labelling stage first (quantnb run labelling) or pass labelled_dir")
+        folder = self.labelled_folder()
         if self._labelled_from is None:
-            return f"labelled_dir {self.labelled_dir} (given)"
-        return (f"labelled_dir {self.labelled_dir}: the output of {self._labelled_from}, the latest completed "
+            return f"labelled_dir {folder} (given)"
+        return (f"labelled_dir {folder}: the output of {self._labelled_from}, the latest completed "
                 "labelling run (pass labelled_dir to choose another)")

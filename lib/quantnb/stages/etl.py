@@ -349,7 +349,7 @@ def _merge_and_write(ctx: RunContext, params: EtlParams) -> pl.DataFrame:
         for venue, market, symbol in instruments.iter_rows():
             dest = out_dir / venue / market / symbol / f"{shard.name.removesuffix('.parquet')}.quality.json"
             atomic_write_json(dest, report)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for (instrument, day), frame in sorted(merge_parts(parts).items()):
         dest = out_dir / instrument / f"{day.isoformat()}.parquet"
         with atomic_path(dest) as tmp:

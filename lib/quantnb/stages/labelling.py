@@ -361,7 +361,7 @@ def _distribution_table(out_dir: Path, names: tuple[str, ...] = LABEL_NAMES) -> 
     rows = []
     for f in sorted(out_dir.glob("*.parquet")):
         with open(f, "rb") as fh:  # a file of an older version (resumed run) has no uniqueness: it counts 0
-            cols = [c for c in ("label", "uniqueness") if c in pl.read_parquet_schema(fh)]
+            cols: list[str] = [c for c in ("label", "uniqueness") if c in pl.read_parquet_schema(fh)]
             fh.seek(0)
             frame = pl.read_parquet(fh, columns=cols).with_columns(uniqueness=pl.col("uniqueness")
                                                                    if "uniqueness" in cols else pl.lit(0.0))

@@ -34,6 +34,7 @@ from quantnb.errors import ConfigError
 from quantnb.live._risk import RiskLimits
 from quantnb.live._settings import SessionSettings
 from quantnb.runs import record_test_spans, start_run
+from quantnb.runs._layout import runs_dir
 from quantnb.stages._links import latest_run_ids
 
 if TYPE_CHECKING:
@@ -202,7 +203,7 @@ def run_live(params: LiveParams) -> LiveResult:
     from quantnb.live import StepInfo, build_trader, load_live_config, session_timestamp
 
     with start_run(params) as ctx:
-        cfg = load_live_config(ctx.root / "runs", params.train_id, timeframe=params.timeframe)
+        cfg = load_live_config(runs_dir(ctx.root), params.train_id, timeframe=params.timeframe)
         session_ts = session_timestamp()
         prod_log = ctx.add_cumulative_log(cfg.out_dir / f"produccion_{session_ts}.log", level="DEBUG",
                                           include_streams=True)

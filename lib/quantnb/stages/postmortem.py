@@ -12,6 +12,7 @@ from pydantic import Field
 from quantnb.config import StageParams
 from quantnb.display import result_html
 from quantnb.runs import atomic_write_json, start_run
+from quantnb.runs._layout import debug_plots_dir
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -86,7 +87,7 @@ def run_postmortem(params: PostmortemParams) -> PostmortemResult:
             t = report.memory_trend
             logger.warning("Memory rose {:+.0f} MB/h ({:+.0%} over the run, R^2 {:.2f}, {} points): possible leak",
                            t["slope_mb_per_h"], t["rise_frac"], t["r2"], t["points"])
-        plots = ctx.root / "debug_plots" / target
+        plots = debug_plots_dir(ctx.root, target)
         figures = [plot_memory(report, plots / "memory.png"), plot_throughput(report, plots / "throughput.png")]
         for extra in (plot_learning_curve(report, plots / "learning_curve.png"),
                       plot_timeline(report, plots / "timeline.png")):

@@ -25,7 +25,7 @@ import dataclasses
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 import polars as pl
 from loguru import logger
@@ -43,6 +43,9 @@ __all__ = ["RecordParams", "RecordResult", "run_record", "open_clickhouse", "Cli
 
 _DEPTHS = {"linear": (1, 50, 200, 500), "spot": (1, 50, 200)}
 _R = RecorderConfig  # the recorder's settings and their defaults: written there once, read here
+Channel = Literal["book", "trades", "bbo"]
+Sink = Literal["raw", "parquet", "clickhouse"]
+DepthSpeed = Literal["100ms", "0ms", "250ms", "500ms"]
 
 
 class RecordParams(StageParams):
@@ -65,8 +68,8 @@ class RecordParams(StageParams):
     symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT"], min_length=1, description="Exchange symbols.")
     depth: PositiveInt = Field(_R.depth, description="Bybit book depth (1, 50, 200, 500); Binance: REST snapshot "
                                                      "levels (rounded up to 5, 10, 20, 50, 100, 500 or 1000).")
-    channels: list[Literal["book", "trades", "bbo"]] = Field(
-        default_factory=lambda: list(_R.channels), min_length=1,
+    channels: list[Channel] = Field(
+        default_factory=lambda: cast(list[Channel], list(_R.channels)), min_length=1,
         description="book (order book), trades, bbo (Binance bookTicker).")
     duration_s: PositiveFloat | None = Field(_R.duration_s, allow_inf_nan=False,
                                              description="Stop after this many seconds; None: until stopped.")
@@ -76,8 +79,8 @@ class RecordParams(StageParams):
     rest_url: str | None = Field(_R.rest_url, description="Binance REST root for depth snapshots; None: production.")
     output_dir: OutputDir = Field("data/recorded", description="raw/ and parquet/ go under it: an absolute folder "
                                   "or one relative to the project.")
-    sinks: list[Literal["raw", "parquet", "clickhouse"]] = Field(
-        default_factory=lambda: ["raw", "parquet"], min_length=1, description="Where the frames go.")
+    sinks: list[Sink] = Field(
+        default_factory=lambda: cast(list[Sink], ["raw", "parquet"]), min_length=1, description="Where the frames go.")
     clickhouse_url: str | None = Field(_R.clickhouse_url,
                                        description="ClickHouse server http(s)://user@host:port/db; None: chDB.")
     clickhouse_path: OutputDir = Field(CLICKHOUSE_PATH, description="Embedded chDB folder: absolute or relative "
@@ -96,8 +99,8 @@ class RecordParams(StageParams):
         _R.book_stale_after_s, allow_inf_nan=False, description="Liveness per channel: a symbol whose book sends "
         "nothing for this long is resynced the same way, seconds; None: not checked. Trades are not timed (a quiet "
         "market is normal).")
-    binance_depth_speed: Literal["100ms", "0ms", "250ms", "500ms"] = Field(
-        _R.binance_depth_speed,
+    binance_depth_speed: DepthSpeed = Field(
+        cast(DepthSpeed, _R.binance_depth_speed),
         description="Binance diff-depth stream speed: <symbol>@depth@<speed> (0ms: every update).")
     log_frames: bool = Field(_R.log_frames, description="Log every frame at DEBUG (session log only; slows recording).")
 
@@ -337,8 +340,8 @@ class ClickHouseQuery:
             The result, one column per selected expression (ClickHouse types mapped by Arrow).
         """
         if self._session is not None:
-            return pl.from_arrow(self._session.query(sql, "ArrowTable"))
-        return pl.from_arrow(self._client.query_arrow(sql))
+            return cast(pl.DataFrame, pl.from_arrow(self._session.query(sql, "ArrowTable")))
+        return cast(pl.DataFrame, pl.from_arrow(self._client.query_arrow(sql)))
 
     def close(self) -> None:
         """Release the database (embedded chDB allows one process per folder)."""
