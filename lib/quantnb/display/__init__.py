@@ -9,16 +9,11 @@ from __future__ import annotations
 from quantnb.display._html import result_html
 from quantnb.display._interrupt import show_interrupt_as_one_line
 from quantnb.display._monitor import RunMonitor
-from quantnb.display._progress import (
-    HEADLESS_ENV,
-    ProgressDisplay,
-    attach_progress,
-)
+from quantnb.display._progress import HEADLESS_ENV, attach_progress
 from quantnb.runs import on_run_interrupt, on_run_start
 
 __all__ = [
     "HEADLESS_ENV",
-    "ProgressDisplay",
     "RunMonitor",
     "result_html",
 ]

@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     if args.command == "runs":  # reads files only: no papermill, no stage imports
         return _runs(args)
-    from quantnb.runner import run_pipeline, run_stage
+    from quantnb.runner._execute import run_stage
+    from quantnb.runner._pipeline import run_pipeline
 
     try:
         if args.command == "run":
