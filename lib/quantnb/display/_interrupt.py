@@ -24,11 +24,7 @@ def interrupt_line(ctx: Any, reason: str) -> str:
 
 
 def show_interrupt_as_one_line(exc: BaseException, ctx: Any, reason: str) -> None:
-    """Make IPython show ``exc`` as one line (:func:`interrupt_line`) instead of its traceback.
-
-    IPython renders an exception's ``_render_traceback_``; the exception still propagates, so Run All
-    stops at the cell and papermill records the failure.
-    """
+    """Make IPython show ``exc`` as one line (:func:`interrupt_line`); it still propagates."""
     if getattr(exc, "_render_traceback_", None) is not None:
         return
     try:

@@ -60,16 +60,7 @@ def optuna_dir(root: Path) -> Path:
 
 
 def check_run_dir(root: str | os.PathLike[str], run_id: str) -> Path:
-    """Return ``<root>/runs/<run_id>``, refusing it if it is a symbolic link.
-
-    A run's own files stay in the project: a link placed in ``runs/`` that points
-    elsewhere is not followed for writes.
-
-    Raises
-    ------
-    ConfigError
-        If ``runs/<run_id>`` is a symbolic link.
-    """
+    """Return ``<root>/runs/<run_id>``; ConfigError if it is a symbolic link (not written through)."""
     path = run_dir(root, run_id)
     if path.is_symlink():
         raise ConfigError(f"{path} is a symbolic link (to {os.readlink(path)}); a run's files stay in the "

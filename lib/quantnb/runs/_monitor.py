@@ -109,22 +109,7 @@ def _fmt_value(value: Any) -> str:
 
 
 def format_metrics(stage: str, metrics: dict[str, Any], width: int = _HEADLINE_WIDTH) -> str:
-    """Return ``metrics`` as compact ``name=value`` text, the stage's headline ones first.
-
-    Parameters
-    ----------
-    stage : str
-        Stage of the run (chooses the headline metrics, :data:`HEADLINE_METRICS`).
-    metrics : dict
-        Name to value.
-    width : int
-        Longest text returned; longer text ends with an ellipsis.
-
-    Returns
-    -------
-    str
-        At most ``width`` characters; ``''`` without metrics.
-    """
+    """Return ``metrics`` as ``name=value`` text, the stage's headline ones first, at most ``width`` chars."""
     first = [k for k in HEADLINE_METRICS.get(stage, ()) if k in metrics]
     keys = first + [k for k in metrics if k not in first]
     text = " ".join(f"{k}={_fmt_value(metrics[k])}" for k in keys)
@@ -260,28 +245,8 @@ def _fmt_duration(seconds: float | None) -> str:
 
 
 def fit_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]], width: int | None = None) -> str:
-    """Return ``rows`` as an aligned plain-text table no wider than ``width`` where it can be.
-
-    Columns are kept from the left while they fit (the first always); each of the others
-    goes on an indented line under its row as ``name: value``, wrapped at spaces, so
-    nothing is cut: a single value longer than the width (a long path) stays whole on its
-    own line.
-
-    Parameters
-    ----------
-    header : tuple of str
-        Column names, most important first.
-    rows : list of tuple of str
-        One tuple per row, as long as ``header``.
-    width : int or None
-        Characters per line; None: ``COLUMNS``, else the terminal's, else (output piped to
-        a file or a program) no limit: one line per row.
-
-    Returns
-    -------
-    str
-        The header, a rule, and the rows.
-    """
+    """Return an aligned table; columns that do not fit ``width`` go, as ``name: value``, under their row."""
+    # width None: COLUMNS, else the terminal's, else (piped) no limit
     if width is None:
         piped = "COLUMNS" not in os.environ and not sys.stdout.isatty()
         width = sys.maxsize if piped else shutil.get_terminal_size().columns

@@ -339,20 +339,7 @@ def _shards(batches: pl.DataFrame, root: Path, keep_last: int | None) -> tuple[l
 
 
 def memory_trend(heart: pl.DataFrame) -> dict[str, Any]:
-    """Fit memory over time; return points, slope (MB/h), fitted rise (fraction), R^2 and thresholds.
-
-    Parameters
-    ----------
-    heart : polars.DataFrame
-        Heartbeat rows with ``timestamp`` (Datetime) and ``mem_gb`` (resident memory, GB).
-
-    Returns
-    -------
-    dict of str to Any
-        ``points``, ``slope_mb_per_h`` (least-squares line), ``rise_frac`` (fitted rise over
-        the fitted start), ``r2`` (coefficient of determination; None when under 2 points)
-        and the ``min_*`` thresholds :func:`is_leak` applies.
-    """
+    """Fit memory over time: points, slope_mb_per_h, rise_frac, r2 (None under 2 points), thresholds."""
     out: dict[str, Any] = {"points": 0, "slope_mb_per_h": None, "rise_frac": None, "r2": None,
                            "min_points": LEAK_MIN_POINTS, "min_slope_mb_per_h": LEAK_MIN_SLOPE_MB_PER_H,
                            "min_rise_frac": LEAK_MIN_RISE_FRAC, "min_r2": LEAK_MIN_R2}

@@ -38,19 +38,7 @@ def package_versions() -> dict[str, str]:
 
 
 def git_commit(root: Path) -> str | None:
-    """Return ``HEAD``'s commit in ``root`` with ``-dirty`` if the tree has changes, or None.
-
-    Parameters
-    ----------
-    root : Path
-        A folder inside a git work tree.
-
-    Returns
-    -------
-    str or None
-        The commit hash, with ``-dirty`` appended when there are uncommitted changes; None
-        outside a repository or without git.
-    """
+    """Return ``HEAD``'s commit in ``root`` (``-dirty`` with changes), or None outside git."""
     try:
         sha = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"],
@@ -177,11 +165,7 @@ def refuse_live_run(run_id: str, record: dict[str, Any], *, exclude: tuple[int, 
 
 
 def mark_dead_run_interrupted(run_dir: Path, record: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Mark a ``running``/``pending`` run whose processes are all dead as ``interrupted``.
-
-    Writes ``interrupted_detected_at`` and ``interrupted_reason`` atomically; a live, finished or
-    process-less run, or a ``run_dir`` that is a symbolic link, is returned unchanged.
-    """
+    """Mark a running/pending run whose processes are all dead ``interrupted``; else unchanged."""
     if record is None:
         record = read_json_tolerant(record_file(run_dir))
         if not isinstance(record, dict):

@@ -51,32 +51,14 @@ _FLUSH_POLL_S = 0.25
 
 
 def make_run_id(stage: str, suffix: str, started: dt.datetime) -> str:
-    """Return ``<stage>_<suffix>_<YYYYMMDD_HHMMSS>`` (UTC), the run's directory and log name.
-
-    The suffix is reduced to ``[A-Za-z0-9_.-]``, so a glob or a path in a parameter never reaches a path.
-    """
+    """Return ``<stage>_<suffix>_<YYYYMMDD_HHMMSS>`` (UTC), the suffix reduced to ``[A-Za-z0-9_.-]``."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", suffix).strip("-.")[:64].strip("-.") or "none"
     return f"{stage}_{safe}_{started.astimezone(dt.UTC).strftime(_TS_FORMAT)}"
 
 
 def new_run_id(params: StageParams, root: Path) -> str:
-    """Derive a fresh run id for ``params`` and claim ``root/runs/<run_id>/`` for it.
-
-    The directory is created with ``mkdir`` (no ``exist_ok``), which succeeds for one
-    process only, so two runs started in the same second by two processes get two ids.
-
-    Parameters
-    ----------
-    params : StageParams
-        The stage's parameters (stage name and suffix come from them).
-    root : Path
-        Project directory.
-
-    Returns
-    -------
-    str
-        The claimed run id; its folder exists.
-    """
+    """Derive a fresh run id for ``params`` and claim ``root/runs/<run_id>/`` for it."""
+    # mkdir without exist_ok succeeds for one process only: two runs in the same second get two ids
     base = make_run_id(params.stage, params.run_suffix(), utc_now())
     runs_dir(root).mkdir(parents=True, exist_ok=True)
     run_id, n = base, 1

@@ -28,40 +28,18 @@ SPANS_FIELD = "test_spans"  # run.json: [{"stage", "instrument", "start", "end",
 
 @dataclasses.dataclass(frozen=True)
 class SpanEvaluation:
-    """One evaluation of a run on a span of an instrument's data.
-
-    Attributes
-    ----------
-    run_id, stage : str
-        The run that evaluated, and its stage.
-    instrument : str
-        The instrument (e.g. ``BTCUSDT``), as the stage names it.
-    start, end : datetime.datetime
-        The span, UTC, both ends included (``end``: the last label's end time).
-    what : str
-        What was evaluated there (``selection``, ``test split``, ``agent fold 2``, ``replay``).
-    started_at : datetime.datetime or None
-        When the run started, UTC.
-    """
+    """One evaluation of a run on a span of an instrument's data."""
 
     run_id: str
     stage: str
-    instrument: str
-    start: dt.datetime
-    end: dt.datetime
-    what: str
-    started_at: dt.datetime | None
+    instrument: str  # e.g. BTCUSDT, as the stage names it
+    start: dt.datetime  # UTC, both ends included
+    end: dt.datetime  # the last label's end time
+    what: str  # selection, test split, agent fold 2, replay
+    started_at: dt.datetime | None  # when the run started, UTC
 
     def overlaps(self, instrument: str, start: dt.datetime, end: dt.datetime) -> bool:
-        """Return whether this evaluation is on ``instrument`` and shares a moment with ``[start, end]``.
-
-        Parameters
-        ----------
-        instrument : str
-            The instrument.
-        start, end : datetime.datetime
-            The other span, UTC-aware, both ends included.
-        """
+        """Return whether this evaluation is on ``instrument`` and shares a moment with ``[start, end]`` (UTC)."""
         return self.instrument == instrument and self.start <= end and start <= self.end
 
 

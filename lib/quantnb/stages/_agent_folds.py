@@ -35,19 +35,7 @@ PROVENANCE_FILE = "provenance.parquet"  # runs/<agent run>/classifiers/: ts and 
 
 @dataclasses.dataclass(frozen=True)
 class FoldClassifier:
-    """One classifier of the walk-forward stacking.
-
-    Attributes
-    ----------
-    model_id : str
-        ``block_<j>`` (the block whose probabilities it gives) or ``live`` (the exported one).
-    cutoff : datetime.datetime
-        Every training label's ``t1`` is before this instant (UTC): the block start less the embargo.
-    directory : Path
-        Its model bundle.
-    span : dict
-        Its ``data_span``: ``train`` and ``val`` start, end, rows and windows, ``label_t1_max`` (ISO 8601 UTC).
-    """
+    """One classifier of the walk-forward stacking (``block_<j>`` or ``live``)."""
 
     model_id: str
     cutoff: dt.datetime
@@ -61,18 +49,7 @@ class FoldClassifier:
 
 @dataclasses.dataclass(frozen=True)
 class Stacking:
-    """The out-of-fold probabilities of the walk-forward and the models behind them.
-
-    Attributes
-    ----------
-    probabilities : polars.DataFrame
-        ``ts``, the three classifier features and :data:`PROVENANCE_COLUMN` (Utf8) per bar; null
-        before block 1 (and after the last block).
-    models : list of FoldClassifier
-        ``block_1 .. block_K`` in time order.
-    live : FoldClassifier
-        The model exported with the agent.
-    """
+    """The out-of-fold probabilities of the walk-forward (null before block 1) and the models behind them."""
 
     probabilities: pl.DataFrame
     models: list[FoldClassifier]
@@ -80,20 +57,7 @@ class Stacking:
 
 
 def stacked_spans(spans: list[Span], *, mode: str) -> list[Span]:
-    """Return the folds an agent on out-of-fold probabilities can train: fold 0 left out, training from block 1.
-
-    Parameters
-    ----------
-    spans : list of Span
-        Every walk-forward fold, as :func:`~quantnb.stages._agent_eval.agent_spans` gives them.
-    mode : {"anchored", "rolling"}
-        ``anchored`` folds train from block 1's start (block 0 has no out-of-fold probability).
-
-    Returns
-    -------
-    list of Span
-        Folds ``1 .. K-1``.
-    """
+    """Return folds 1 .. K-1 (block 0 has no out-of-fold probability); anchored ones train from block 1."""
     block1 = spans[0][2]
     return [(block1 if mode == "anchored" else t0, t1, s0, s1) for (t0, t1, s0, s1) in spans[1:]]
 
@@ -128,38 +92,9 @@ def _span(name: str, frame: pl.DataFrame, ds: Any) -> dict[str, Any]:
 
 def fit_fold_classifier(source: Any, labelled: pl.DataFrame, *, cutoff: dt.datetime, directory: Path,
                         epochs: int | None, resume: bool, model_id: str) -> FoldClassifier:
-    """Train the source bundle's classifier again on the labels ending before ``cutoff``; save its bundle.
-
-    The training run's configuration is reused: features, model class and constructor parameters,
-    ``train_config`` (``epochs`` capped when given), sample weights and the train/validation
-    proportion (early stopping on the last ``val_frac / (train_frac + val_frac)`` of the rows).
-
-    Parameters
-    ----------
-    source : quantnb.classifier.ModelBundle
-        The training run's model bundle (``parameters``, ``train_config``, ``seq_len``, ``lookahead_min``).
-    labelled : polars.DataFrame
-        The training run's labelled bars (``ts``, ``label``, ``t1`` or the fixed horizon).
-    cutoff : datetime.datetime
-        UTC; only labels with ``t1 < cutoff`` are learnt from, only bars before it are read.
-    directory : Path
-        Holds ``checkpoints/`` (the trainer's, for resume) and ``model/`` (the bundle, written last).
-    epochs : int, optional
-        Cap on the epochs; None: the training run's.
-    resume : bool
-        Load ``model/`` when it is complete; else continue the trainer's checkpoint.
-    model_id : str
-        Recorded in the bundle and the provenance column.
-
-    Returns
-    -------
-    FoldClassifier
-
-    Raises
-    ------
-    ConfigError
-        If too few labels precede ``cutoff`` for a training and a validation window.
-    """
+    """Train the source bundle's classifier again on the labels with ``t1 < cutoff``; save its bundle."""
+    # the training run's configuration is reused (features, model, train_config, weights, train/val
+    # proportion); ConfigError when too few labels precede the cutoff
     from quantnb.classifier import (
         TrainConfig,
         Trainer,
@@ -222,41 +157,7 @@ def fit_fold_classifier(source: Any, labelled: pl.DataFrame, *, cutoff: dt.datet
 def build_stacking(root: Path, run_dir: Path, source_dir: Path, bars: pl.DataFrame, spans: list[Span], *,
                    embargo_min: int, epochs: int | None, resume: bool, live_start: dt.datetime | None,
                    on_model: Callable[[FoldClassifier], None] | None = None) -> Stacking:
-    """Train the per-block classifiers and assemble the out-of-fold probabilities of ``bars``.
-
-    Parameters
-    ----------
-    root : Path
-        Project root (the labelled directory of the training run is relative to it).
-    run_dir : Path
-        The agent run's directory; models go to ``classifiers/<model id>/``.
-    source_dir : Path
-        The training run's ``model`` bundle, whose configuration every fold reuses.
-    bars : polars.DataFrame
-        The agent's bars (every bar, ``ts`` ascending).
-    spans : list of Span
-        The walk-forward folds of :func:`~quantnb.stages._agent_eval.agent_spans` (all of them).
-    embargo_min : int
-        Minutes between a model's last label end and the start of the block it serves.
-    epochs : int, optional
-        Cap on each model's epochs.
-    resume : bool
-        Reuse the models already saved.
-    live_start : datetime.datetime, optional
-        First bar after the walk-forward (the live replay's default): the exported model learns from
-        every label ending before it less the embargo. None: the exported model is the last block's.
-    on_model : callable, optional
-        Called with each model once it is trained or loaded (progress, checkpoint).
-
-    Returns
-    -------
-    Stacking
-
-    Raises
-    ------
-    ConfigError
-        If the source bundle names no labelled data, or a block has too few earlier labels.
-    """
+    """Train the per-block classifiers and assemble the out-of-fold probabilities of ``bars``."""
     from quantnb.agent import CLASSIFIER_FEATURES, ClassifierSignal
 
     source = ClassifierSignal.load(source_dir).bundle
