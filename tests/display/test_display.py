@@ -3,8 +3,7 @@ from __future__ import annotations
 import polars as pl
 from loguru import logger
 
-from quantnb.display import result_html
-from quantnb.display._html import quality_html
+from quantnb.display._html import quality_html, result_html
 from quantnb.display._progress import ProgressDisplay
 from quantnb.runs._progress import ProgressEvent
 from quantnb.stages.etl import EtlParams, EtlResult, run_etl

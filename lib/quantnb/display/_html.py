@@ -400,3 +400,10 @@ def result_html(result: Any) -> str:
     body = render(result) if render else f"<pre>{_esc(repr(result))}</pre>"
     kind = type(result).__name__.removesuffix("Result").lower()
     return f"{_STYLE}<div class='qnb qnb-{kind}'>{body}</div>"
+
+
+class HtmlResult:
+    """Base of the stage results: a notebook shows one as :func:`result_html` renders it."""
+
+    def _repr_html_(self) -> str:  # noqa: D105
+        return result_html(self)

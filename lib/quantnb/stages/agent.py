@@ -23,7 +23,7 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, Pos
 from quantnb.agent._train_types import EnvSpec, SacParams, nest_flat_params  # light: pydantic only
 from quantnb.config import StageParams
 from quantnb.data import read_bars
-from quantnb.display import result_html
+from quantnb.display import HtmlResult
 from quantnb.errors import ConfigError
 from quantnb.runs import atomic_path, record_test_spans, start_run
 from quantnb.runs._layout import checkpoints_dir, model_dir, run_dir
@@ -147,7 +147,7 @@ class AgentParams(StageParams):
 
 
 @dataclasses.dataclass
-class AgentResult:
+class AgentResult(HtmlResult):
     """The trained agent's evaluation and where its bundle went (``train_id`` = run id)."""
 
     train_id: str
@@ -160,9 +160,6 @@ class AgentResult:
     seeds: pl.DataFrame | None = None
     tear_sheet: Path | None = None
     data_span: dict[str, list[str]] | None = None  # {"train": [start, end], "eval": [start, end]}, UTC
-
-    def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
-        return result_html(self)
 
     def summary(self) -> pl.DataFrame:
         """Print where the bundle is; return the evaluation table.

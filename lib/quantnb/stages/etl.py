@@ -27,7 +27,7 @@ from loguru import logger
 from pydantic import Field, field_validator
 
 from quantnb.config import OutputDir, resolve_output_dir
-from quantnb.display import result_html
+from quantnb.display import HtmlResult
 from quantnb.errors import ConfigError, DataError
 from quantnb.parallel import ExecutorError, ParallelStageParams, open_executor
 from quantnb.runs import (
@@ -119,36 +119,17 @@ def _is_glob(part: str) -> bool:
 
 
 @dataclasses.dataclass
-class EtlResult:
-    """What an ETL run produced.
-
-    Attributes
-    ----------
-    run_id, status : str
-        The run and its final status.
-    outputs : polars.DataFrame
-        One row per Parquet written: ``venue, market, symbol, day, rows, gaps, path, size_kb``.
-    quarantined : dict of str to str
-        Input (its path relative to the project, or absolute) to the reason it was quarantined.
-    quality : dict of str to dict
-        Input to its quality report.
-    empty_inputs : list of str
-        Inputs that held no data row (reported at WARNING, in run.json and the quality report).
-    conflicts : list of dict
-        Per input whose book data another input of the same instrument gave instead, for some
-        minutes (see :func:`quantnb.data.book_conflicts`); in run.json ``results.conflicts``.
-    """
+class EtlResult(HtmlResult):
+    """What an ETL run produced (inputs are named by their path relative to the project, or absolute)."""
 
     run_id: str
     status: str
-    outputs: pl.DataFrame
-    quarantined: dict[str, str]
-    quality: dict[str, dict[str, Any]]
-    empty_inputs: list[str] = dataclasses.field(default_factory=list)
+    outputs: pl.DataFrame  # per Parquet written: venue, market, symbol, day, rows, gaps, path, size_kb
+    quarantined: dict[str, str]  # input to the reason it was quarantined
+    quality: dict[str, dict[str, Any]]  # input to its quality report
+    empty_inputs: list[str] = dataclasses.field(default_factory=list)  # inputs without a data row (WARNING)
+    # per input whose book data another input of the instrument gave instead (quantnb.data.book_conflicts)
     conflicts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-
-    def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
-        return result_html(self)
 
     def summary(self) -> pl.DataFrame:
         """Print the status and quarantined files; return the outputs table (shown in a notebook)."""

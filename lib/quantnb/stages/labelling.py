@@ -30,7 +30,7 @@ from quantnb.classifier import (
     side_from_column,
 )
 from quantnb.config import OutputDir, resolve_output_dir
-from quantnb.display import result_html
+from quantnb.display import HtmlResult
 from quantnb.errors import ConfigError, DataError
 from quantnb.parallel import ParallelStageParams, open_executor
 from quantnb.runs import RunContext, atomic_path, atomic_write_json, start_run
@@ -101,7 +101,7 @@ class LabellingParams(ParallelStageParams):  # + n_workers, executor, scheduler
 
 
 @dataclasses.dataclass
-class LabellingResult:
+class LabellingResult(HtmlResult):
     """What a labelling run produced: the output directory and the label distribution per file."""
 
     run_id: str
@@ -109,9 +109,6 @@ class LabellingResult:
     output_dir: Path
     distribution: pl.DataFrame
     quarantined: dict[str, str]
-
-    def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
-        return result_html(self)
 
     def summary(self) -> pl.DataFrame:
         """Print the total distribution; return the per-file table."""

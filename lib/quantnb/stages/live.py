@@ -29,7 +29,7 @@ from loguru import logger
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from quantnb.config import StageParams
-from quantnb.display import result_html
+from quantnb.display import HtmlResult
 from quantnb.errors import ConfigError
 from quantnb.live._risk import RiskLimits
 from quantnb.live._settings import SessionSettings
@@ -136,15 +136,12 @@ class LiveParams(StageParams):
 
 
 @dataclasses.dataclass
-class LiveResult:
+class LiveResult(HtmlResult):
     """Session statistics and the production files of a live run."""
 
     run_id: str
     stats: SessionStats
     production_log: Path
-
-    def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
-        return result_html(self)
 
     def summary(self) -> pl.DataFrame:
         """Print where the files are; return the statistics as a one-row table."""

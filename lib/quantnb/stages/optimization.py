@@ -44,7 +44,7 @@ from quantnb.classifier._study import (
     trial_key,
     worker_identity,
 )
-from quantnb.display import result_html
+from quantnb.display import HtmlResult
 from quantnb.errors import ConfigError, QuantnbError
 from quantnb.evaluation import cpcv_path_count, cpcv_split_count
 from quantnb.runs import RunContext, atomic_write_json, is_interrupt, start_run
@@ -151,7 +151,7 @@ class OptimizationParams(LabelledDataParams):
 
 
 @dataclasses.dataclass
-class OptimizationResult:
+class OptimizationResult(HtmlResult):
     """Best trial of the study and where its parameters were written."""
 
     run_id: str
@@ -161,9 +161,6 @@ class OptimizationResult:
     best_params_path: Path
     trials: Any  # polars.DataFrame of every trial: number, state, value, params
     selection: dict[str, Any] = dataclasses.field(default_factory=dict)  # n_trials, pbo, cv_folds, fold scores
-
-    def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
-        return result_html(self)
 
     def summary(self) -> Any:
         """Print the best trial; return the trials table."""

@@ -10,7 +10,7 @@ from loguru import logger
 from pydantic import Field
 
 from quantnb.config import StageParams
-from quantnb.display import result_html
+from quantnb.display import HtmlResult
 from quantnb.runs import atomic_write_json, start_run
 from quantnb.runs._layout import debug_plots_dir
 
@@ -35,7 +35,7 @@ class PostmortemParams(StageParams):
 
 
 @dataclasses.dataclass
-class PostmortemResult:
+class PostmortemResult(HtmlResult):
     """A post-mortem: the report and its figures saved under debug_plots/<run_id>/.
 
     The figures are memory and throughput over time, and, when the run has them,
@@ -44,9 +44,6 @@ class PostmortemResult:
 
     report: PostmortemReport
     figures: list[Figure]
-
-    def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
-        return result_html(self)
 
     def summary(self) -> list[Figure]:
         """Print the report; return the figures (shown inline in a notebook)."""

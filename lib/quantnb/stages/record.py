@@ -34,6 +34,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_v
 from quantnb._paths import project_root
 from quantnb._secrets import refuse_password_in_url
 from quantnb.config import OutputDir, StageParams, resolve_output_dir
+from quantnb.display import HtmlResult
 from quantnb.errors import ConfigError
 from quantnb.record import Recorder, RecorderConfig
 from quantnb.record._recorder import CLICKHOUSE_PATH
@@ -151,31 +152,15 @@ class RecordParams(StageParams):
 
 
 @dataclasses.dataclass
-class RecordResult:
-    """What a recording session wrote.
-
-    Attributes
-    ----------
-    run_id, status : str
-    report : dict
-        Final counters: totals, ``per_symbol`` counters, ``sink_bytes``, shards.
-    raw_dir, parquet_dir : pathlib.Path or None
-        Where the files are.
-    clickhouse_table : str or None
-        The ClickHouse events view (``database.name``; the table is ``<name>_frames``), if that sink ran.
-    """
+class RecordResult(HtmlResult):
+    """What a recording session wrote."""
 
     run_id: str
     status: str
-    report: dict[str, Any]
+    report: dict[str, Any]  # final counters: totals, per_symbol, sink_bytes, shards
     raw_dir: Path | None
     parquet_dir: Path | None
-    clickhouse_table: str | None = None
-
-    def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
-        from quantnb.display import result_html
-
-        return result_html(self)
+    clickhouse_table: str | None = None  # the events view database.name (table <name>_frames), if that sink ran
 
     def summary(self) -> pl.DataFrame:
         """Print totals, where each sink wrote and how to read it; return the per-symbol counters as a table.

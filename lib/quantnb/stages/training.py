@@ -26,7 +26,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, PrivateAttr, model_valid
 
 from quantnb.classifier._config import ModelConfig, TrainConfig
 from quantnb.classifier._labelled import load_labelled
-from quantnb.display import result_html
+from quantnb.display import HtmlResult
 from quantnb.errors import ConfigError
 from quantnb.runs import start_run
 from quantnb.runs._layout import checkpoints_dir, model_dir
@@ -141,7 +141,7 @@ class TrainingParams(LabelledDataParams):
 
 
 @dataclasses.dataclass
-class TrainingResult:
+class TrainingResult(HtmlResult):
     """Training outcome: history, test metrics and where the bundle and plots went."""
 
     run_id: str
@@ -151,9 +151,6 @@ class TrainingResult:
     confusion_plot: Path
     history: list[dict[str, Any]]
     data_span: dict[str, Any] | None = None  # per split: start, end (ISO 8601 UTC), rows, windows
-
-    def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
-        return result_html(self)
 
     def summary(self) -> Any:
         """Print test F1 scores; return the per-epoch history as a polars DataFrame."""
