@@ -232,6 +232,12 @@ def run_agent(params: AgentParams) -> AgentResult:
         classifier whose spans reach the evaluation, or (stacking) a block with too few earlier labels.
     DataError
         If the bars are not a clean minute series.
+
+    Examples
+    --------
+    >>> params = AgentParams(bars_glob="data/processed/bybit/linear/BTCUSDT/*.parquet", total_timesteps=5_000)
+    >>> result = run_agent(params)
+    >>> result.summary()  # agent versus buy-and-hold on the held-out days
     """
     # heavy: imported by the run, not by the runner's parameter validation
     import torch

@@ -374,6 +374,12 @@ def run_etl(params: EtlParams) -> EtlResult:
         input: the run is ``failed``, nothing is quarantined; resume it.
     KeyboardInterrupt
         On SIGINT/SIGTERM; the run is recorded ``interrupted`` and can be resumed.
+
+    Examples
+    --------
+    >>> params = EtlParams(input_globs=["data/raw/bybit/*.data.zip"], n_workers=2)
+    >>> result = run_etl(params)
+    >>> result.outputs.select("symbol", "day", "rows")  # one row per daily Parquet
     """
     with start_run(params) as ctx:
         _check_item_format(ctx)

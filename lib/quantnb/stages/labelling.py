@@ -285,6 +285,12 @@ def run_labelling(params: LabellingParams) -> LabellingResult:
     ExecutorError
         If a worker process was killed (out of memory, SIGKILL) or a Dask worker cannot see an
         input: the run is ``failed``, nothing is quarantined; resume it.
+
+    Examples
+    --------
+    >>> params = LabellingParams(input_glob="data/processed/bybit/linear/BTCUSDT/*.parquet", method="triple_barrier")
+    >>> result = run_labelling(params)
+    >>> result.output_dir, result.distribution  # the folder optimization and training read by default
     """
     with start_run(params) as ctx:
         ctx.add_cumulative_log(ctx.stage_log_dir / "labelling_processing.log")

@@ -195,6 +195,11 @@ def run_live(params: LiveParams) -> LiveResult:
         Before any connection: ``live`` without ``confirm_live``, a missing or inconsistent
         bundle, the drawdown halt marker present, missing API key variables, an unreadable
         state file.
+
+    Examples
+    --------
+    >>> result = run_live(LiveParams(train_id="agent_default_20240101_120000", mode="replay", max_steps=500))
+    >>> result.summary()  # the session statistics as a one-row table
     """
     # heavy: imported by the run, not by the runner's parameter validation
     from quantnb.live import StepInfo, build_trader, load_live_config, session_timestamp

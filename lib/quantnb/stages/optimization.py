@@ -422,6 +422,11 @@ def run_optimization(params: OptimizationParams) -> OptimizationResult:
         If the labelled data is missing.
     QuantnbError
         If no trial completed (all pruned or failed).
+
+    Examples
+    --------
+    >>> result = run_optimization(OptimizationParams(n_trials=6))  # labelled_dir: the latest labelling run's
+    >>> result.best_value, result.best_params_path
     """
     optuna.logging.disable_default_handler()
     optuna.logging.enable_propagation()

@@ -68,6 +68,11 @@ def run_postmortem(params: PostmortemParams) -> PostmortemResult:
     ------
     ConfigError
         If there is no run to analyse.
+
+    Examples
+    --------
+    >>> result = run_postmortem(PostmortemParams(target_stage="etl"))  # the latest ETL run
+    >>> result.report.status, result.report.memory_rising
     """
     import matplotlib.pyplot as plt  # heavy: imported by the run, not by the runner's parameter validation
 

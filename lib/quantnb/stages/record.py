@@ -222,6 +222,11 @@ def run_record(params: RecordParams) -> RecordResult:
     ------
     ConfigError
         Invalid parameters (before any connection); a password in ``clickhouse_url``.
+
+    Examples
+    --------
+    >>> result = run_record(RecordParams(venue="bybit", symbols=["BTCUSDT"], duration_s=60))
+    >>> result.summary()  # per-symbol counters: snapshots, deltas, trades, gaps
     """
     with start_run(params) as ctx:
         out = resolve_output_dir(params.output_dir, ctx.root)

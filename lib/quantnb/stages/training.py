@@ -226,6 +226,11 @@ def run_training(params: TrainingParams) -> TrainingResult:
     ------
     ConfigError
         Missing labelled data or best parameters, or a resume with different settings.
+
+    Examples
+    --------
+    >>> result = run_training(TrainingParams(epochs=5))  # the latest labels, the study's best parameters
+    >>> result.test["f1_macro"], result.bundle_dir
     """
     # heavy: imported by the run, not by the runner's parameter validation
     from quantnb.classifier import (
