@@ -32,48 +32,23 @@ _HEADLINE_WIDTH = 60
 
 @dataclasses.dataclass(frozen=True)
 class RunSummary:
-    """One row of the run monitor.
-
-    Attributes
-    ----------
-    run_id, stage, status : str
-        ``status`` is run.json's, with a ``running`` run whose processes are dead
-        already marked ``interrupted`` (in the file too).
-    pid_alive : bool or None
-        Whether the run's process still runs (None when no process was recorded).
-    done, total : int or None
-        Items finished and in all (heartbeat).
-    progress_pct, eta_s : float or None
-        Percent done and seconds left (ETA only while running).
-    started_at, ended_at : datetime.datetime or None
-        UTC.
-    duration_s : float or None
-        Until the end, or until now for a running run.
-    metrics : dict
-        The run's headline metrics (``run.json`` ``metrics``).
-    log : pathlib.Path or None
-        Session log.
-    interrupted_detected_at : str or None
-        When a dead process was detected (ISO UTC).
-    error : str or None
-        Why a failed or interrupted run stopped (its error, failing cell or dead process).
-    """
+    """One row of the run monitor (times UTC)."""
 
     run_id: str
     stage: str
-    status: str
-    pid_alive: bool | None
-    done: int | None
+    status: str  # run.json's; a running run with dead processes is marked interrupted (in the file too)
+    pid_alive: bool | None  # None when no process was recorded
+    done: int | None  # items finished (heartbeat)
     total: int | None
     progress_pct: float | None
-    eta_s: float | None
+    eta_s: float | None  # seconds left, while running
     started_at: dt.datetime | None
     ended_at: dt.datetime | None
-    duration_s: float | None
-    metrics: dict[str, Any]
-    log: Path | None
-    interrupted_detected_at: str | None = None
-    error: str | None = None
+    duration_s: float | None  # until the end, or now for a running run
+    metrics: dict[str, Any]  # run.json's headline metrics
+    log: Path | None  # the session log
+    interrupted_detected_at: str | None = None  # when a dead process was detected (ISO)
+    error: str | None = None  # why a failed or interrupted run stopped (error, failing cell, dead process)
 
     @property
     def headline(self) -> str:

@@ -44,95 +44,40 @@ LEAK_MIN_R2 = 0.6
 
 @dataclasses.dataclass
 class PostmortemReport:
-    """Where a run stopped, why, and how it behaved, reconstructed from its files.
-
-    Attributes
-    ----------
-    run_id, stage, status : str
-        ``status`` is run.json's, a ``running`` run with dead processes read (and
-        recorded) as ``interrupted``.
-    pid_alive : bool
-        Whether the process that wrote the heartbeat still runs.
-    last_item, last_batch_shard : str or None
-        The last finished item (heartbeat TSV) and the last shard saved (batch TSV).
-    last_progress : str or None
-        The last progress line of the log (e.g. ``Epoch 3/10 | batch 200/500``), else the
-        last finished item with its time and done/total.
-    last_log_line : str or None
-        The last line of the session log (what the run was doing when it stopped).
-    cause : str or None
-        Why it stopped when the files know it (signal, exception, dead process).
-    resume_command : str or None
-        The exact command that continues the run (None for a completed run).
-    items_done, items_failed : int
-        Finished items (checkpoint, or heartbeat for runs without a checkpoint, e.g. live).
-    items_total : int or None
-        The final total (follows early stopping); None for open-ended runs (live).
-    stopped_early : bool
-        A completed run that finished before its first declared total (early stopping).
-    shards_logged, shards_missing, shards_pruned, shards_orphaned : list of str
-        Shards in the batch TSV; those not on disk that should be; those removed by
-        design (rolling checkpoints, ``RunContext.set_shard_retention``); files next to
-        them not logged (including temporary files of an interrupted atomic write).
-    memory_gb : dict
-        ``min``, ``max``, ``mean`` over the heartbeat lines (GB).
-    memory_trend : dict
-        ``points``, ``slope_mb_per_h``, ``rise_frac``, ``r2`` of a least-squares fit of
-        memory over time, and the thresholds used.
-    memory_rising : bool
-        True only for a sustained trend (see the ``LEAK_*`` thresholds): a possible leak.
-    heartbeat, batches : polars.DataFrame
-        This run's heartbeat and batch TSV rows (timestamp parsed as UTC).
-    throughput : polars.DataFrame
-        ``minute`` (UTC), ``items`` and ``events`` per minute.
-    learning_curve : polars.DataFrame
-        Training: ``epoch``, ``train_loss``, ``val_loss``, ``f1_macro``; optimization:
-        ``trial``, ``epoch``, ``f1_macro`` (per epoch) — parsed from the session log.
-    trials : polars.DataFrame
-        Optimization: ``trial``, ``state``, ``value``, ``best_so_far``.
-    timeline : polars.DataFrame
-        ``timestamp``, ``level``, ``message`` of every WARNING/ERROR/CRITICAL line.
-    log_counts : dict
-        Lines per level in the session log(s).
-    last_errors : list of str
-        The last ERROR/CRITICAL lines of the log, newest last.
-    failed_items : dict
-        Item to reason.
-    metrics : dict
-        The run's headline metrics (run.json).
-    """
+    """Where a run stopped, why, and how it behaved, reconstructed from its files (memory in GB, times UTC)."""
 
     run_id: str
     stage: str
-    status: str
-    pid_alive: bool
-    last_item: str | None
-    last_batch_shard: str | None
-    items_done: int
+    status: str  # run.json's; a running run with dead processes is read (and recorded) as interrupted
+    pid_alive: bool  # the process that wrote the heartbeat still runs
+    last_item: str | None  # the last finished item (heartbeat TSV)
+    last_batch_shard: str | None  # the last shard saved (batch TSV)
+    items_done: int  # from the checkpoint, or the heartbeat for runs without one (live)
     items_failed: int
-    items_total: int | None
-    shards_logged: list[str]
-    shards_missing: list[str]
-    shards_orphaned: list[str]
-    memory_gb: dict[str, float]
-    memory_rising: bool
-    heartbeat: pl.DataFrame
-    batches: pl.DataFrame
-    throughput: pl.DataFrame
-    log_counts: dict[str, int]
-    last_errors: list[str]
-    failed_items: dict[str, str]
-    shards_pruned: list[str] = dataclasses.field(default_factory=list)
-    memory_trend: dict[str, Any] = dataclasses.field(default_factory=dict)
-    last_progress: str | None = None
-    last_log_line: str | None = None
-    cause: str | None = None
-    resume_command: str | None = None
-    stopped_early: bool = False
-    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    items_total: int | None  # the final total (follows early stopping); None for open-ended runs
+    shards_logged: list[str]  # shards in the batch TSV
+    shards_missing: list[str]  # logged, not on disk, and not pruned
+    shards_orphaned: list[str]  # files next to them not logged (temporary files of an interrupted write too)
+    memory_gb: dict[str, float]  # min, max, mean over the heartbeat lines
+    memory_rising: bool  # a sustained trend only (the LEAK_* thresholds): a possible leak
+    heartbeat: pl.DataFrame  # this run's heartbeat TSV rows
+    batches: pl.DataFrame  # this run's batch TSV rows
+    throughput: pl.DataFrame  # minute, items, events per minute
+    log_counts: dict[str, int]  # lines per level in the session log(s)
+    last_errors: list[str]  # the last ERROR/CRITICAL lines, newest last
+    failed_items: dict[str, str]  # item to reason
+    shards_pruned: list[str] = dataclasses.field(default_factory=list)  # by design (set_shard_retention)
+    memory_trend: dict[str, Any] = dataclasses.field(default_factory=dict)  # memory_trend()'s fit
+    last_progress: str | None = None  # the log's last progress line, else the last item with done/total
+    last_log_line: str | None = None  # what the run was doing when it stopped
+    cause: str | None = None  # signal, exception or dead process, when the files know it
+    resume_command: str | None = None  # the exact command that continues the run; None when completed
+    stopped_early: bool = False  # completed before its first declared total (early stopping)
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)  # run.json's headline metrics
+    # training: epoch, train_loss, val_loss, f1_macro; optimization: trial, epoch, f1_macro (from the log)
     learning_curve: pl.DataFrame = dataclasses.field(default_factory=pl.DataFrame)
-    trials: pl.DataFrame = dataclasses.field(default_factory=pl.DataFrame)
-    timeline: pl.DataFrame = dataclasses.field(default_factory=pl.DataFrame)
+    trials: pl.DataFrame = dataclasses.field(default_factory=pl.DataFrame)  # trial, state, value, best_so_far
+    timeline: pl.DataFrame = dataclasses.field(default_factory=pl.DataFrame)  # WARNING and above: ts, level, msg
 
     @property
     def finished(self) -> bool:

@@ -123,25 +123,18 @@ class RunContext:
     root : Path
         Project directory.
     run_id : str
-        The run's id (its folder ``runs/<run_id>/`` exists).
+        ``<stage>_<suffix>_<YYYYMMDD_HHMMSS>``; its folder ``runs/<run_id>/`` exists.
     resumed : bool
         Whether the run continues an earlier attempt (its checkpoint is loaded).
 
     Attributes
     ----------
-    run_id : str
-        ``<stage>_<suffix>_<YYYYMMDD_HHMMSS>``; also the run name of the heartbeat and
-        checkpoint files.
-    root, run_dir, log_path : pathlib.Path
-        Project directory, ``runs/<run_id>/`` and the session log.
     paths : RunPaths
-        Every file of the run (run.json, notebook, heartbeats, checkpoint).
+        Every file of the run; ``run_dir`` and ``log_path`` are its run folder and session log.
     metrics : dict
         Headline metrics recorded with :meth:`record_metrics` (run.json ``metrics``).
     checkpoint : Checkpoint
         Finished and failed items; ``resume`` skips the finished ones.
-    resumed : bool
-        Whether this run continues an earlier attempt.
     """
 
     def __init__(self, params: StageParams, root: Path, run_id: str, resumed: bool):
