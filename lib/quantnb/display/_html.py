@@ -383,19 +383,7 @@ _RENDERERS = {"DownloadResult": _download, "RecordResult": _record, "EtlResult":
 
 
 def result_html(result: Any) -> str:
-    """Return the HTML summary of a stage result (the body of its ``_repr_html_``).
-
-    Parameters
-    ----------
-    result : object
-        A ``DownloadResult``, ``EtlResult``, ``LabellingResult``, ``OptimizationResult``, ``TrainingResult``,
-        ``AgentResult``, ``LiveResult``, ``PostmortemResult`` or ``RecordResult``.
-
-    Returns
-    -------
-    str
-        A self-contained HTML fragment (styles and images inline).
-    """
+    """Return the self-contained HTML summary of a stage result (the body of its ``_repr_html_``)."""
     render = _RENDERERS.get(type(result).__name__)
     body = render(result) if render else f"<pre>{_esc(repr(result))}</pre>"
     kind = type(result).__name__.removesuffix("Result").lower()

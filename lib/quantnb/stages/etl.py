@@ -169,23 +169,7 @@ def _find_inputs(params: EtlParams, root: Path) -> tuple[list[Path], dict[str, s
 
 
 def _ingest_to_shard(path: str, shard: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Worker: ingest one raw file into a partial-bars shard (written atomically); return its summary.
-
-    Parameters
-    ----------
-    path : str
-        The input file.
-    shard : str
-        Where the partial bars go (``runs/<run_id>/parts/<shard_stem>.parquet``).
-    options : dict
-        Keyword arguments of :func:`quantnb.data.ingest_file` (``key``,
-        ``skip_until_snapshot``, ``default_markets``, ``ohlcv_venue``).
-
-    Returns
-    -------
-    dict
-        ``n_messages, rows, quality, elapsed_s``.
-    """
+    """Worker: ingest one raw file into a partial-bars shard (atomically); return its summary."""
     from quantnb.data import ingest_file
 
     t0 = time.perf_counter()
@@ -277,12 +261,8 @@ def _process_files(ctx: RunContext, params: EtlParams, inputs: list[Path]) -> di
 
 def _collect(ctx: RunContext, item: str, shard: Path, n: int, reports: dict[str, dict[str, Any]],
                 get: Any) -> None:
-    """Driver: take one item's result from ``get()`` and commit it (checkpoint), or quarantine the item.
-
-    A :class:`~quantnb.errors.DataError` or any other error of the item quarantines it;
-    an interrupt, or a failure of the executor (:class:`~quantnb.parallel.ExecutorError`), is
-    re-raised and leaves the item not done.
-    """
+    """Driver: commit one item's result from ``get()``, or quarantine it (DataError or any error)."""
+    # an interrupt or an ExecutorError is re-raised and leaves the item not done
     try:
         summary = get()
     except DataError as exc:
