@@ -113,11 +113,12 @@ def main(argv: list[str] | None = None) -> int:
 def _runs(args: argparse.Namespace) -> int:
     from quantnb._paths import project_root
     from quantnb.runs import format_runs_table, list_runs
+    from quantnb.runs._layout import runs_dir
 
     root = project_root(args.root)
     summaries = list_runs(root, stage=args.stage, status=args.status)
     if not summaries:
-        print(f"no runs under {root / 'runs'}" + (" matching the filters" if args.stage or args.status else ""))
+        print(f"no runs under {runs_dir(root)}" + (" matching the filters" if args.stage or args.status else ""))
         return 0
     print(format_runs_table(summaries, root))
     return 0

@@ -13,7 +13,7 @@ import polars as pl
 from quantnb.errors import ConfigError
 from quantnb.runs._atomic import read_json_tolerant
 from quantnb.runs._heartbeat import read_heartbeat
-from quantnb.runs._layout import RunPaths, record_files, run_dir
+from quantnb.runs._layout import RunPaths, record_files, run_dir, runs_dir
 from quantnb.runs._record import read_run_record
 
 _LINE = re.compile(r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) \| (?P<level>[A-Z]+)\s*\| (?P<rest>.*)$")
@@ -184,7 +184,7 @@ def find_latest_run(root: Path, stage: str | None = None, exclude_stage: str | N
         key = (str(rec.get("started_at", "")), rec_path.parent.name)
         best = key if best is None or key > best else best
     if best is None:
-        raise ConfigError(f"no run{' of stage ' + stage if stage else ''} under {root / 'runs'}")
+        raise ConfigError(f"no run{' of stage ' + stage if stage else ''} under {runs_dir(root)}")
     return best[1]
 
 
