@@ -251,12 +251,11 @@ class RunContext:
         memory, last message). Item events come from the thread calling
         :meth:`item_done`; beats come from the heartbeat's daemon thread every
         ``beat_interval_s``. A failing listener is logged at DEBUG and never stops the run.
-        See also :func:`quantnb.runs.add_progress_listener` for every run of the process.
 
         Parameters
         ----------
         listener : callable
-            Called with one :class:`~quantnb.runs.ProgressEvent`.
+            Called with one :class:`~quantnb.runs._progress.ProgressEvent`.
 
         Returns
         -------
