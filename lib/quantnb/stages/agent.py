@@ -180,7 +180,7 @@ class AgentResult(HtmlResult):
 
 
 def load_bars(root: Path, bars_glob: str) -> pl.DataFrame:
-    """Read the ETL bars matching ``bars_glob`` (see :func:`quantnb.data.read_bars`), empty columns dropped.
+    """Read the ETL bars matching ``bars_glob`` (:func:`quantnb.data.read_bars`): one instrument, checked.
 
     Parameters
     ----------
@@ -189,18 +189,10 @@ def load_bars(root: Path, bars_glob: str) -> pl.DataFrame:
     bars_glob : str
         Glob of the Parquet bar files of one symbol.
 
-    Returns
-    -------
-    polars.DataFrame
-        In time order, checked (:func:`quantnb.data.check_bars`).
-
     Raises
     ------
-    ConfigError
-        If nothing matches, a match is not a readable regular file, or the bars are of
-        several instruments.
-    DataError
-        If a file is unreadable or the bars are not a clean minute series.
+    ConfigError, DataError
+        As :func:`quantnb.data.read_bars`: nothing matches, several instruments, not a clean minute series.
     """
     return read_bars(bars_glob, root=root)  # refuses several instruments, drops empty columns
 
