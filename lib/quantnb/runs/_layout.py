@@ -55,7 +55,7 @@ def debug_plots_dir(root: Path, run_id: str) -> Path:
 
 
 def optuna_dir(root: Path) -> Path:
-    """``<root>/runs/optuna/``: the optimization stage's study databases."""
+    """``<root>/runs/optuna/``: the best parameters of a study kept in a database server."""
     return runs_dir(root) / "optuna"
 
 
