@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from quantnb.errors import ConfigError
-from quantnb.lab import lab_command, lab_environment
+from quantnb.lab import _lab_command, _lab_environment
 from tests.conftest import PYTHON
 
 _START_TIMEOUT_S = 120
@@ -36,8 +36,8 @@ def _status(url: str) -> int:
 
 def test_an_empty_token_is_refused():
     with pytest.raises(ConfigError, match="empty token"):
-        lab_environment("")
-    assert "JUPYTER_TOKEN" not in " ".join(lab_command(8888, "/tmp"))
+        _lab_environment("")
+    assert "JUPYTER_TOKEN" not in " ".join(_lab_command(8888, "/tmp"))
 
 
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc")

@@ -3,8 +3,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from quantnb.errors import ConfigError
-
 _MARKERS = ("pyproject.toml", "notebooks")
 
 
@@ -38,33 +36,3 @@ def project_root(start: str | os.PathLike[str] | None = None) -> Path:
             return candidate
     return here
 
-
-def check_run_dir(root: str | os.PathLike[str], run_id: str) -> Path:
-    """Return ``<root>/runs/<run_id>``, refusing it if it is a symbolic link.
-
-    A run's own files stay in the project: a link placed in ``runs/`` that points
-    elsewhere is not followed for writes.
-
-    Parameters
-    ----------
-    root : str or os.PathLike
-        Project directory.
-    run_id : str
-        A plain run id.
-
-    Returns
-    -------
-    pathlib.Path
-        The run directory (it may not exist yet).
-
-    Raises
-    ------
-    ConfigError
-        If ``runs/<run_id>`` is a symbolic link.
-    """
-    run_dir = Path(root) / "runs" / run_id
-    if run_dir.is_symlink():
-        raise ConfigError(f"{run_dir} is a symbolic link (to {os.readlink(run_dir)}); a run's files stay in the "
-                          "project, so quantnb does not write through it: remove the link, or move the run "
-                          "folder back into runs/")
-    return run_dir

@@ -19,28 +19,11 @@ from pathlib import Path
 
 from quantnb.errors import ConfigError
 
-__all__ = ["lab_command", "lab_environment", "main"]
+__all__ = ["main"]
 
 
-def lab_command(port: int, root: str | Path, *, python: str | None = None) -> list[str]:
-    """Return the command line that starts JupyterLab for the project.
-
-    The command line carries no token: start it with :func:`lab_environment`'s environment.
-
-    Parameters
-    ----------
-    port : int
-        TCP port on 127.0.0.1; no retry on another port (the printed URL must be right).
-    root : str or pathlib.Path
-        Project directory (JupyterLab's root and the kernels' working directory).
-    python : str, optional
-        Interpreter of the project's environment (this one by default).
-
-    Returns
-    -------
-    list of str
-        ``[python, "-m", "jupyterlab", ...]`` with port and root directory options.
-    """
+def _lab_command(port: int, root: str | Path, *, python: str | None = None) -> list[str]:
+    """Return the command line that starts JupyterLab on 127.0.0.1:``port`` (no token: see :func:`_lab_environment`)."""
     return [
         python or sys.executable, "-m", "jupyterlab", "--no-browser",
         "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
@@ -54,27 +37,8 @@ def lab_command(port: int, root: str | Path, *, python: str | None = None) -> li
     ]
 
 
-def lab_environment(token: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Return the environment that hands JupyterLab its token (``JUPYTER_TOKEN``).
-
-    Parameters
-    ----------
-    token : str
-        Authentication token; must not be empty.
-    environ : mapping of str to str, optional
-        Base environment; ``os.environ`` by default. ``JUPYTER_TOKEN_FILE`` is dropped from it
-        (it would be read only when ``JUPYTER_TOKEN`` is unset, but says another token exists).
-
-    Returns
-    -------
-    dict of str to str
-        A copy of ``environ`` with ``JUPYTER_TOKEN`` set.
-
-    Raises
-    ------
-    ConfigError
-        If ``token`` is empty (that would switch authentication off).
-    """
+def _lab_environment(token: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Return ``environ`` with ``JUPYTER_TOKEN`` set (ConfigError if empty: no authentication) and no token file."""
     if not token:
         raise ConfigError("an empty token switches JupyterLab's authentication off; pass a random token")
     env = {k: v for k, v in (os.environ if environ is None else environ).items() if k != "JUPYTER_TOKEN_FILE"}
@@ -83,13 +47,8 @@ def lab_environment(token: str, environ: Mapping[str, str] | None = None) -> dic
 
 
 def _widget_extension_args() -> list[str]:
-    """Point JupyterLab at the widget extension when it lives in another environment.
-
-    ipywidgets render only where JupyterLab finds their extension; a venv that borrows its
-    packages from another (a git worktree's ``.venv``) has it in that one's share/jupyter.
-    Only the extension path is added, not the whole data directory (its kernel specs would
-    shadow the project's kernel).
-    """
+    """Point JupyterLab at the widget extension when it lives in another environment (a worktree's venv)."""
+    # only the extension path: the other environment's whole data directory would shadow the project's kernel
     try:
         import jupyterlab_widgets
     except ImportError:
@@ -107,11 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     ----------
     argv : list of str or None
         Command-line arguments (``--port``, ``--root``); None reads ``sys.argv``.
-
-    Returns
-    -------
-    int
-        JupyterLab's exit code.
     """
     parser = argparse.ArgumentParser(prog="python -m quantnb.lab", description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("QUANTNB_LAB_PORT", "8888")))
@@ -123,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     token = secrets.token_urlsafe(24)
     print(f"JupyterLab for {root}\n  open: http://127.0.0.1:{args.port}/lab/tree/notebooks?token={token}\n"
           "  (loopback only; the token changes at every start; Ctrl-C stops the server)", flush=True)
-    cmd = lab_command(args.port, root)
-    os.execve(cmd[0], cmd, lab_environment(token))
+    cmd = _lab_command(args.port, root)
+    os.execve(cmd[0], cmd, _lab_environment(token))
     return 0  # pragma: no cover (execv does not return)
 
 

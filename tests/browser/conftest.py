@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from quantnb.lab import lab_command, lab_environment
+from quantnb.lab import _lab_command, _lab_environment
 from tests.conftest import PYTHON, REPO, make_project
 
 CHROMIUM = "/usr/bin/chromium"
@@ -56,9 +56,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     project = make_project(base / "proj")
     _quiet_lab_settings(base / "settings")
     port, token = _free_port(), secrets.token_urlsafe(16)
-    env = {**lab_environment(token), "JUPYTERLAB_SETTINGS_DIR": str(base / "settings"),
+    env = {**_lab_environment(token), "JUPYTERLAB_SETTINGS_DIR": str(base / "settings"),
            "JUPYTERLAB_WORKSPACES_DIR": str(base / "workspaces"), "JUPYTER_RUNTIME_DIR": str(base / "runtime")}
-    cmd = [*lab_command(port, project, python=PYTHON), "--LabApp.expose_app_in_browser=True"]
+    cmd = [*_lab_command(port, project, python=PYTHON), "--LabApp.expose_app_in_browser=True"]
     log = base / "jupyterlab.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT)

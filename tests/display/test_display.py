@@ -3,9 +3,9 @@ from __future__ import annotations
 import polars as pl
 from loguru import logger
 
-from quantnb.display import ProgressDisplay, result_html
-from quantnb.display._html import quality_html
-from quantnb.runs import ProgressEvent
+from quantnb.display._html import quality_html, result_html
+from quantnb.display._progress import ProgressDisplay
+from quantnb.runs._progress import ProgressEvent
 from quantnb.stages.etl import EtlParams, EtlResult, run_etl
 
 
@@ -25,7 +25,8 @@ def test_headless_progress_goes_to_the_log_as_lines_not_a_widget():
 
 
 def test_the_display_draws_the_memory_a_run_measures_in_gb(tmp_path):
-    from quantnb.runs import memory_gb, start_run
+    from quantnb.runs import start_run
+    from quantnb.runs._heartbeat import memory_gb
 
     ctx = start_run(EtlParams(project_dir=str(tmp_path), console_level=None))
     seen: list[ProgressEvent] = []

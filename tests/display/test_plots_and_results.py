@@ -24,7 +24,7 @@ def _png_widths(html: str) -> list[tuple[int, str]]:
 
 
 def test_postmortem_figures_are_shown_at_their_own_readable_size():
-    from quantnb.display import result_html
+    from quantnb.display._html import result_html
 
     figures = []
     for _ in range(2):

@@ -10,8 +10,9 @@ import pytest
 from loguru import logger
 
 from quantnb.config import StageParams
-from quantnb.display import ProgressDisplay
-from quantnb.runs import ProgressEvent, add_progress_listener, start_run
+from quantnb.display._progress import ProgressDisplay
+from quantnb.runs import start_run
+from quantnb.runs._progress import ProgressEvent, add_progress_listener
 
 
 class StepParams(StageParams):
@@ -123,7 +124,7 @@ def test_an_interrupt_has_a_reason_in_the_log_and_run_json(tmp_path):
 
 
 def test_interrupt_reason_says_sigterm_and_where():
-    from quantnb.runs import interrupt_reason
+    from quantnb.runs._interrupt import interrupt_reason
 
     assert interrupt_reason(KeyboardInterrupt("signal SIGTERM"), None, "trial-3") == \
         "KeyboardInterrupt: signal SIGTERM (after trial-3)"

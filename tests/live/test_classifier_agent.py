@@ -145,7 +145,7 @@ def test_testnet_classifier_agent_on_loopback_sees_the_replays_observations(agen
 
 def test_live_stage_shows_the_warm_up_with_its_total_and_infers_on_one_thread(agents, tmp_path):
     """The notebook's progress message counts the history bars against their total; torch runs one thread."""
-    from quantnb.runs import add_progress_listener
+    from quantnb.runs._progress import add_progress_listener
     from quantnb.stages.live import LiveParams, run_live
 
     runs, bars = agents

@@ -13,7 +13,7 @@ import pytest
 
 from quantnb.config import StageParams
 from quantnb.errors import ConfigError
-from quantnb.runner import resolve_params
+from quantnb.runner._execute import resolve_params
 from quantnb.runs import start_run
 from quantnb.stages import STAGES
 from tests.conftest import make_project, run_cli

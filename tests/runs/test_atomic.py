@@ -8,7 +8,8 @@ import stat
 
 import pytest
 
-from quantnb.runs import Checkpoint, atomic_write_json, atomic_write_text, update_run_record
+from quantnb.runs import atomic_write_json, atomic_write_text, update_run_record
+from quantnb.runs._checkpoint import Checkpoint
 
 SECRET = "tok-4f9a2b"
 

@@ -6,7 +6,8 @@ import json
 import time
 
 from quantnb.config import StageParams
-from quantnb.runs import add_progress_listener, start_run
+from quantnb.runs import start_run
+from quantnb.runs._progress import add_progress_listener
 
 
 class HbParams(StageParams):

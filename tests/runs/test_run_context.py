@@ -10,7 +10,8 @@ from loguru import logger
 
 from quantnb.config import StageParams
 from quantnb.errors import ConfigError
-from quantnb.runs import AsyncWorkflowSession, WorkflowSession, log_workflow, read_heartbeat, start_run
+from quantnb.runs import read_heartbeat, start_run
+from quantnb.runs._workflow import AsyncWorkflowSession, WorkflowSession, log_workflow
 
 
 class DemoParams(StageParams):

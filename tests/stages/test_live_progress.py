@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from quantnb.runs import _capture, add_progress_listener
+from quantnb.runs import _capture
+from quantnb.runs._progress import add_progress_listener
 from tests.stages.test_trading_stages import LONG_ID, _live_project, tiny_bundles  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.slow

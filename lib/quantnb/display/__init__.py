@@ -1,26 +1,21 @@
 """What a person sees of a run in a notebook: progress widgets and HTML summaries of results.
 
-Results of every stage have a one-line ``_repr_html_`` that delegates here, so the last
+Results of every stage derive from :class:`HtmlResult`, whose ``_repr_html_`` renders here, so the last
 line of a notebook cell (``result``) shows a compact table and the run's plots inline.
 """
 
 from __future__ import annotations
 
-from quantnb.display._html import result_html
+from quantnb.display._html import HtmlResult
 from quantnb.display._interrupt import show_interrupt_as_one_line
 from quantnb.display._monitor import RunMonitor
-from quantnb.display._progress import (
-    HEADLESS_ENV,
-    ProgressDisplay,
-    attach_progress,
-)
+from quantnb.display._progress import HEADLESS_ENV, attach_progress
 from quantnb.runs import on_run_interrupt, on_run_start
 
 __all__ = [
     "HEADLESS_ENV",
-    "ProgressDisplay",
     "RunMonitor",
-    "result_html",
+    "HtmlResult",
 ]
 
 # Every run of the process gets the progress display and the one-line interrupt: the run spine

@@ -6,7 +6,7 @@ import base64
 import html
 import io
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +110,7 @@ def integer_ticks(*axes: Any) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def learning_curves_html(history: list[Mapping[str, Any]], *, title: str = "") -> str:
+def learning_curves_html(history: Sequence[Mapping[str, Any]], *, title: str = "") -> str:
     """Plot loss (train, val) and F1 macro per epoch side by side; '' without history."""
     if not history:
         return ""
@@ -383,20 +383,15 @@ _RENDERERS = {"DownloadResult": _download, "RecordResult": _record, "EtlResult":
 
 
 def result_html(result: Any) -> str:
-    """Return the HTML summary of a stage result (the body of its ``_repr_html_``).
-
-    Parameters
-    ----------
-    result : object
-        A ``DownloadResult``, ``EtlResult``, ``LabellingResult``, ``OptimizationResult``, ``TrainingResult``,
-        ``AgentResult``, ``LiveResult``, ``PostmortemResult`` or ``RecordResult``.
-
-    Returns
-    -------
-    str
-        A self-contained HTML fragment (styles and images inline).
-    """
+    """Return the self-contained HTML summary of a stage result (the body of its ``_repr_html_``)."""
     render = _RENDERERS.get(type(result).__name__)
     body = render(result) if render else f"<pre>{_esc(repr(result))}</pre>"
     kind = type(result).__name__.removesuffix("Result").lower()
     return f"{_STYLE}<div class='qnb qnb-{kind}'>{body}</div>"
+
+
+class HtmlResult:
+    """Base of the stage results: a notebook shows one as :func:`result_html` renders it."""
+
+    def _repr_html_(self) -> str:  # noqa: D105
+        return result_html(self)

@@ -24,11 +24,7 @@ def interrupt_line(ctx: Any, reason: str) -> str:
 
 
 def show_interrupt_as_one_line(exc: BaseException, ctx: Any, reason: str) -> None:
-    """Make IPython show ``exc`` as one line (:func:`interrupt_line`) instead of its traceback.
-
-    IPython renders an exception's ``_render_traceback_``; the exception still propagates, so Run All
-    stops at the cell and papermill records the failure.
-    """
+    """Make IPython show ``exc`` as one line (:func:`interrupt_line`); it still propagates."""
     if getattr(exc, "_render_traceback_", None) is not None:
         return
     try:
@@ -40,7 +36,7 @@ def show_interrupt_as_one_line(exc: BaseException, ctx: Any, reason: str) -> Non
     line = interrupt_line(ctx, reason)
     text = f"\x1b[1;31m{type(exc).__name__}\x1b[0m: {line}"
     try:
-        exc._render_traceback_ = lambda: [text]
+        setattr(exc, "_render_traceback_", lambda: [text])  # noqa: B010 - IPython's hook, not a declared attribute
     except AttributeError:  # an exception type with __slots__: IPython shows its traceback
         return
     if not exc.args:  # a bare KeyboardInterrupt(): the error's evalue (papermill, `quantnb run`) says it too

@@ -73,21 +73,7 @@ def _fmt_duration(seconds: float | None) -> str:
 
 
 class ProgressDisplay:
-    """Shows a run's progress: done/total, rate, ETA, memory and the last item.
-
-    In JupyterLab (see :func:`in_interactive_frontend`) a small ipywidgets bar; otherwise
-    a DEBUG line in the session log at most every few seconds (and at the end), so an
-    executed notebook keeps no widget state.
-
-    Parameters
-    ----------
-    label : str
-        What runs, e.g. the run id.
-    unit : str
-        What an item is (files, epochs, trials).
-    widget : bool, optional
-        Force (True) or refuse (False) the widget; detected when None.
-    """
+    """Show a run's progress: a widget in JupyterLab, else a DEBUG line every few seconds."""
 
     def __init__(self, label: str, unit: str = "items", *, widget: bool | None = None):
         self.label = label
@@ -167,18 +153,7 @@ class ProgressDisplay:
         return max(ev.total - ev.progress, 0.0) / rate
 
     def line(self, ev: ProgressEvent) -> str:
-        """One line: ``2/10 epochs (23%) · epoch 3/10: batch 40/120 · 41 s/epoch · ETA 5:14 · RSS 0.45 GB · last: x``.
-
-        Parameters
-        ----------
-        ev : ProgressEvent
-            The latest event.
-
-        Returns
-        -------
-        str
-            The text line (parts that are unknown are left out).
-        """
+        """Return ``2/10 epochs (23%) · epoch 3/10: batch 40/120 · 41 s/epoch · ETA 5:14 · RSS 0.45 GB``."""
         parts = [f"{ev.done}/{ev.total if ev.total else '?'} {self.unit}"]
         if ev.total:
             parts[0] += f" ({100.0 * min(ev.progress / ev.total, 1.0):.0f}%)"

@@ -15,7 +15,7 @@ import psutil
 from loguru import logger
 from papermill.exceptions import PapermillExecutionError
 
-from quantnb._paths import check_run_dir, project_root
+from quantnb._paths import project_root
 from quantnb.config import StageParams, load_yaml_params
 from quantnb.display._progress import HEADLESS_ENV
 from quantnb.errors import ConfigError
@@ -33,6 +33,7 @@ from quantnb.runs import (
     update_run_record,
 )
 from quantnb.runs._heartbeat import iso, utc_now
+from quantnb.runs._layout import check_run_dir
 from quantnb.runs._record import git_commit, package_versions
 from quantnb.runs._run import new_run_id
 from quantnb.stages import params_class
@@ -43,19 +44,7 @@ _KILL_GRACE_S = 30.0
 
 @dataclasses.dataclass
 class RunOutcome:
-    """What one ``quantnb run`` produced.
-
-    Attributes
-    ----------
-    run_id, stage, status : str
-        Identity and final status (completed, completed_with_errors, failed, interrupted).
-    notebook : pathlib.Path
-        The executed notebook, saved even when a cell failed.
-    record : dict
-        The final ``run.json``.
-    exit_code : int
-        0 for completed (with or without errors), 1 failed, 130 or 143 interrupted.
-    """
+    """What one ``quantnb run`` produced; ``exit_code``: 0 completed, 1 failed, 130/143 interrupted."""
 
     run_id: str
     stage: str
@@ -74,40 +63,12 @@ def resolve_params(
     root: Path,
     source: str | None = None,
 ) -> tuple[StageParams, dict[str, Any]]:
-    """Merge a resumed run's parameters, a YAML file and overrides; validate before any work.
-
-    Parameters
-    ----------
-    stage : str
-        Stage name (``etl``, ``labelling``, ...).
-    overrides : dict of str to Any or None
-        Values given on the command line; they win over the file and the resumed run.
-    params_file : str, Path or None
-        YAML mapping of parameter values.
-    resume_run_id : str or None
-        A run whose recorded parameters are the base (its ``resume`` is set).
-    root : Path
-        Project directory (holding ``runs/``).
-    source : str or None
-        Where the values came from, quoted in errors (a pipeline's file and step);
-        None: the params file, else "command line".
-
-    Returns
-    -------
-    (StageParams, dict)
-        The validated model and the explicit values to inject into the notebook.
-
-    Raises
-    ------
-    ConfigError
-        Unknown stage or parameter, ill-typed value, missing run to resume, a run to resume
-        that is still running (its pid named) or that had other parameters. Nothing is written.
-    """
+    """Merge a resumed run's parameters, a YAML file and overrides; ConfigError before any work."""
     cls = params_class(stage)
     values: dict[str, Any] = {}
+    rec: dict[str, Any] | None = None
     if resume_run_id:
-        check_run_dir(root, resume_run_id)
-        rec = read_run_record(root / "runs" / resume_run_id)
+        rec = read_run_record(check_run_dir(root, resume_run_id))
         if rec is None:
             raise ConfigError(f"--resume {resume_run_id}: no runs/{resume_run_id}/run.json under {root}")
         if rec.get("stage") != stage:
@@ -124,7 +85,7 @@ def resolve_params(
     if resume_run_id:
         values.update(resume=True, run_id=resume_run_id)
     params = cls.parse(values, source=source or str(params_file or "command line"))
-    if resume_run_id and rec.get("config_hash") not in (None, params.config_hash()):
+    if rec is not None and rec.get("config_hash") not in (None, params.config_hash()):
         changed = sorted(k for k, v in params.model_dump(mode="json").items()
                          if k not in params.execution_fields and rec.get("parameters", {}).get(k, v) != v)
         raise ConfigError(f"--resume {resume_run_id}: that run was started with other parameters "
@@ -220,41 +181,9 @@ def run_stage(
     log_output: bool = False,
     source: str | None = None,
 ) -> RunOutcome:
-    """Execute ``notebooks/<stage>.ipynb`` into ``runs/<run_id>/<stage>.ipynb`` and record the run.
-
-    Parameters are validated before anything runs. A failing cell still leaves the
-    executed notebook (papermill saves it) and a ``run.json`` with status ``failed``, the
-    failing cell and the error. SIGTERM or SIGINT interrupts the kernel, so the stage marks
-    itself ``interrupted`` with a consistent checkpoint; a second signal kills the kernel.
-
-    Parameters
-    ----------
-    stage : str
-        One of :data:`quantnb.stages.STAGES`.
-    overrides : dict, optional
-        Parameter values (``-p NAME VALUE``), applied last.
-    params_file : str or pathlib.Path, optional
-        YAML mapping of parameters (``-f``).
-    resume_run_id : str, optional
-        Continue this run (``--resume``): its parameters, ``resume=True``, same run directory.
-    root : str or pathlib.Path, optional
-        Project directory; found from the cwd otherwise.
-    kernel_name : str
-        Jupyter kernel to execute with (over IPC sockets, not TCP).
-    progress : bool or None
-        A live terminal line (tqdm, from the run's heartbeat JSON) on stderr; None shows it
-        only when stderr is a terminal; False (``--quiet``) never.
-    log_output : bool
-        Stream the kernel's output (its console log lines) to this process's stdout/stderr
-        (``--log-output``); the progress line is then left out.
-    source : str or None
-        Where the parameters came from, quoted in a refusal (a pipeline's file and step).
-
-    Raises
-    ------
-    ConfigError
-        Invalid parameters or stage, or a missing notebook; nothing was run.
-    """
+    """Execute ``notebooks/<stage>.ipynb`` into ``runs/<run_id>/`` and record the run (``quantnb run``)."""
+    # A failing cell still leaves the executed notebook and run.json (failed); a signal interrupts
+    # the kernel (the stage marks itself interrupted), a second one kills it.
     base = project_root(root)
     mark_dead_runs(base)  # runs whose processes died (SIGKILL) become interrupted in their run.json
     params, values = resolve_params(stage, overrides=overrides, params_file=params_file,
@@ -287,12 +216,11 @@ def run_stage(
     t0 = time.monotonic()
     error: dict[str, Any] | None = None
     install_masking_io()  # the notebooks papermill saves while cells run carry no secret either
-    hb_path = base / "logs" / "heartbeats" / f"{run_id}_heartbeat.json"
     show = False if (log_output or progress is False) else (True if progress else sys.stderr.isatty())
     streams = {"stdout_file": sys.stdout, "stderr_file": sys.stderr} if log_output else {}
     previous_headless = os.environ.get(HEADLESS_ENV)
     os.environ[HEADLESS_ENV] = "1"  # the kernel inherits it: progress lines in the log, no widget state
-    with _SignalRelay() as relay, HeartbeatProgress(hb_path, stage, disable=not show):
+    with _SignalRelay() as relay, HeartbeatProgress(paths.heartbeat_json, stage, disable=not show):
         try:
             papermill.execute_notebook(
                 str(notebook_in), str(notebook_out), parameters=inject, kernel_name=kernel_name,

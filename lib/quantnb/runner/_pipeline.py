@@ -25,14 +25,7 @@ class PipelineResult:
     ok: bool
 
     def table(self, width: int | None = None) -> str:
-        """Return a plain-text summary table: step, stage, status, duration, run id, metrics, outputs.
-
-        Parameters
-        ----------
-        width : int or None
-            Characters per line; None: the terminal's. Columns that do not fit go on an
-            indented line under their step (see :func:`quantnb.runs._monitor.fit_table`).
-        """
+        """Return a plain-text table of the steps (see :func:`quantnb.runs._monitor.fit_table`)."""
         rows = []
         for step_id, o in self.outcomes:
             duration = o.record.get("duration_s") or o.record.get("runner_duration_s") or ""
@@ -105,27 +98,8 @@ def validate_pipeline(config: str | Path, *, root: str | Path | None = None) -> 
 
 
 def run_pipeline(config: str | Path, *, root: str | Path | None = None) -> PipelineResult:
-    """Run the stages listed in a pipeline YAML in order; stop at the first failure.
-
-    The file holds ``name`` and ``stages``, a list of ``{stage, id (optional), params}``.
-    A parameter value may refer to an earlier step's run as ``${<id>.run_id}``, or to an
-    output it recorded in its run.json as ``${<id>.outputs.<name>}`` (e.g.
-    ``${labelling.outputs.labelled_dir}``). Every step's parameters are validated (see
-    :func:`validate_pipeline`) before the first step runs.
-
-    Parameters
-    ----------
-    config : str or pathlib.Path
-        Pipeline YAML (e.g. ``configs/demo.yaml``).
-    root : str or pathlib.Path, optional
-        Project directory.
-
-    Raises
-    ------
-    ConfigError
-        If the file is malformed or a step's parameters are invalid (naming the file and
-        the step); nothing has run then.
-    """
+    """Run a pipeline YAML's stages in order (``${<id>.run_id}``, ``${<id>.outputs.<name>}``); stop at a failure."""
+    # every step's parameters are validated before the first step runs (ConfigError)
     base = project_root(root)
     mark_dead_runs(base)  # runs whose processes died become interrupted in their run.json
     validate_pipeline(config, root=base)

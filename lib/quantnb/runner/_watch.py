@@ -104,13 +104,9 @@ class HeartbeatProgress:
 
 
 def ipc_kernel_manager_class() -> type:
-    """Return an AsyncKernelManager class on IPC (Unix sockets) that shuts its kernel down without a SIGINT.
-
-    IPC sockets are files only our user can open: ipykernel's "running over TCP without encryption"
-    warning loses its cause. jupyter_client 8.x interrupts the kernel before ``shutdown_request``; that
-    second SIGINT lands in a shell handler or in the run's ``finish``, so here a shutdown sends only the
-    request (a kernel that does not exit in ``shutdown_wait_time`` is still terminated and killed).
-    """
+    """Return an AsyncKernelManager class on IPC sockets whose shutdown sends no SIGINT."""
+    # IPC sockets are files only our user opens (no 'TCP without encryption' warning); jupyter_client 8
+    # interrupts before shutdown_request, a second SIGINT that would land in a handler or the run's finish
     import uuid
 
     from jupyter_client import AsyncKernelManager

@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     if args.command == "runs":  # reads files only: no papermill, no stage imports
         return _runs(args)
-    from quantnb.runner import run_pipeline, run_stage
+    from quantnb.runner._execute import run_stage
+    from quantnb.runner._pipeline import run_pipeline
 
     try:
         if args.command == "run":
@@ -112,11 +113,12 @@ def main(argv: list[str] | None = None) -> int:
 def _runs(args: argparse.Namespace) -> int:
     from quantnb._paths import project_root
     from quantnb.runs import format_runs_table, list_runs
+    from quantnb.runs._layout import runs_dir
 
     root = project_root(args.root)
     summaries = list_runs(root, stage=args.stage, status=args.status)
     if not summaries:
-        print(f"no runs under {root / 'runs'}" + (" matching the filters" if args.stage or args.status else ""))
+        print(f"no runs under {runs_dir(root)}" + (" matching the filters" if args.stage or args.status else ""))
         return 0
     print(format_runs_table(summaries, root))
     return 0

@@ -5,7 +5,7 @@ with ``from loguru import logger``. Report each finished item with
 :meth:`RunContext.item_done`, each saved shard with :meth:`RunContext.batch_saved`, and
 commit finished items to :attr:`RunContext.checkpoint` only after their output is on disk.
 Record headline metrics with :meth:`RunContext.record_metrics`; displays follow progress
-with :func:`add_progress_listener`; :func:`list_runs` is the run monitor; :func:`analyse_run`
+with :meth:`RunContext.add_progress_listener`; :func:`list_runs` is the run monitor; :func:`analyse_run`
 reads a finished or dead run back (the post-mortem; it loads polars on first use). A stage that
 scores a model on a span calls :func:`record_test_spans`, which counts the earlier runs that looked at it.
 """
@@ -23,15 +23,10 @@ from quantnb.runs._atomic import (
     remove_stale_temp_files,
 )
 from quantnb.runs._capture import LOG_FORMAT
-from quantnb.runs._checkpoint import Checkpoint
-from quantnb.runs._heartbeat import (
-    memory_gb,
-    read_heartbeat,
-)
-from quantnb.runs._interrupt import interrupt_reason, on_run_interrupt, on_run_start
+from quantnb.runs._heartbeat import read_heartbeat
+from quantnb.runs._interrupt import on_run_interrupt, on_run_start
 from quantnb.runs._layout import RunPaths
 from quantnb.runs._monitor import RunSummary, format_runs_table, list_runs, runs_frame
-from quantnb.runs._progress import ProgressEvent, ProgressListener, add_progress_listener
 from quantnb.runs._record import (
     mark_dead_runs,
     package_versions,
@@ -40,9 +35,8 @@ from quantnb.runs._record import (
     update_run_record,
 )
 from quantnb.runs._run import RunContext, is_interrupt, start_run, worker_initializer
-from quantnb.runs._secrets import SecretMasker, secret_values
-from quantnb.runs._spans import SpanEvaluation, earlier_span_runs, record_test_spans, span_evaluations
-from quantnb.runs._workflow import AsyncWorkflowSession, WorkflowSession, log_workflow
+from quantnb.runs._secrets import SecretMasker
+from quantnb.runs._spans import earlier_span_runs, record_test_spans, span_evaluations
 
 if TYPE_CHECKING:  # the post-mortem reader loads polars and numpy: on first use only
     from quantnb.runs._postmortem import PostmortemReport, analyse_run, find_latest_run
@@ -61,33 +55,22 @@ __all__ = [
     "runs_frame",
     "format_runs_table",
     "mark_dead_runs",
-    "ProgressEvent",
-    "ProgressListener",
-    "add_progress_listener",
     "remove_stale_temp_files",
     "worker_initializer",
     "is_interrupt",
-    "interrupt_reason",
     "on_run_start",
     "on_run_interrupt",
-    "Checkpoint",
-    "WorkflowSession",
-    "AsyncWorkflowSession",
-    "log_workflow",
     "read_heartbeat",
-    "memory_gb",
     "read_run_record",
     "refuse_live_run",
     "package_versions",
     "update_run_record",
     "SecretMasker",
-    "secret_values",
     "LOG_FORMAT",
     "atomic_path",
     "atomic_write_json",
     "atomic_write_text",
     "read_json_tolerant",
-    "SpanEvaluation",
     "span_evaluations",
     "earlier_span_runs",
     "record_test_spans",

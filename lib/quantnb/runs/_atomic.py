@@ -96,22 +96,14 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write UTF-8 ``text`` to ``path`` atomically, secrets masked; see :func:`atomic_write_bytes`.
-
-    Values of secret environment variables (see :func:`quantnb.runs.secret_values`)
-    are replaced by ``***``, so no file quantnb writes carries one.
+    """Write UTF-8 ``text`` to ``path`` atomically with secrets masked (``***``); return ``path``.
 
     Parameters
     ----------
     path : str or path-like
         Destination file; its folder is created if missing.
     text : str
-        Content, written as UTF-8.
-
-    Returns
-    -------
-    Path
-        ``path``.
+        Content; values of secret environment variables are replaced, so no file quantnb writes carries one.
     """
     return atomic_write_bytes(path, mask_secrets(text).encode("utf-8"))
 
@@ -132,7 +124,7 @@ def _mask_obj(obj: Any, mask: Any) -> Any:
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Write ``obj`` as indented JSON to ``path`` atomically; see :func:`atomic_write_bytes`.
+    """Write ``obj`` as indented JSON to ``path`` atomically, secrets masked; return ``path``.
 
     Parameters
     ----------
@@ -141,16 +133,10 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     obj : Any
         JSON-serialisable object (paths and datetimes are written as strings).
 
-    Returns
-    -------
-    Path
-        ``path``.
-
     Raises
     ------
     TypeError
-        If ``obj`` is not JSON-serialisable (values are converted with ``str`` as a fallback
-        only for paths and datetimes).
+        If ``obj`` is not JSON-serialisable (only paths and datetimes fall back to ``str``).
     OSError
         If the write fails.
     """
@@ -208,7 +194,7 @@ def json_unreadable_reason(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
-def remove_stale_temp_files(*folders: str | os.PathLike[str], recursive: bool = True) -> list[Path]:
+def remove_stale_temp_files(*folders: str | os.PathLike[str] | RunPaths, recursive: bool = True) -> list[Path]:
     """Delete temporary files of atomic writes whose writer process is dead.
 
     A process killed inside :func:`atomic_path` leaves ``.<name>.<pid>.<random>.tmp``

@@ -12,6 +12,7 @@ import traceback
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any, TextIO
 
 from loguru import logger
@@ -54,7 +55,8 @@ class _InterceptHandler(logging.Handler):
             level = record.levelno
         if _is_interrupt_echo(record):
             level = "DEBUG"  # the run says it was interrupted, once; the library's echo goes to the log only
-        frame, depth = sys._getframe(0), 0
+        frame: FrameType | None = sys._getframe(0)
+        depth = 0
         while frame is not None and (depth == 0 or frame.f_code.co_filename == logging.__file__):
             frame = frame.f_back
             depth += 1
@@ -125,7 +127,7 @@ class _StreamToLogger(io.TextIOBase):
         return False
 
     @property
-    def encoding(self) -> str:  # noqa: D102
+    def encoding(self) -> str:  # type: ignore[override]  # noqa: D102 - io.TextIOBase's is read-only at runtime
         return getattr(self.original, "encoding", None) or "utf-8"
 
     def writable(self) -> bool:  # noqa: D102
@@ -280,8 +282,9 @@ def _console_filter(record: Any) -> bool:
     return record["level"].no >= _WARNING_NO or (record["name"] or "").startswith(_CONSOLE_INFO_MODULES)
 
 
-def _log_warning(message: Any, category: type, filename: str, lineno: int, *_: Any) -> None:
-    logger.patch(lambda r: r.update(name="warnings", line=lineno)).warning(
+def _log_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: TextIO | None = None, line: str | None = None) -> None:
+    logger.patch(lambda r: r.update({"name": "warnings", "line": lineno})).warning(
         "{}: {} ({}:{})", category.__name__, message, filename, lineno
     )
 

@@ -13,25 +13,9 @@ from quantnb.runs._heartbeat import iso, utc_now
 
 
 class Checkpoint:
-    """The finished and failed items of a run; what ``resume=True`` skips.
+    """The finished and failed items of a run (``logs/checkpoints/<run_id>_completed.json``); resume skips them."""
 
-    The file is ``logs/checkpoints/<run_name>_completed.json`` with fields ``run_id``,
-    ``completed`` (list of item names, in completion order), ``failed`` (item name to
-    reason), ``total_completed``, ``last_updated`` (UTC ISO 8601), ``config_hash`` and
-    ``status``. Every change is written with temp file, fsync and ``os.replace``, so the
-    file on disk is always a whole, earlier-or-current state.
-
-    Parameters
-    ----------
-    path : pathlib.Path
-        Checkpoint file.
-    run_id : str
-        Run the checkpoint belongs to.
-    config_hash : str
-        Hash of the canonical parameters; a resume with other parameters is refused.
-    resume : bool
-        Load the existing file (True) or start empty, replacing any old file (False).
-    """
+    # every change: temp file, fsync, os.replace, so the file is always a whole earlier-or-current state
 
     def __init__(self, path: Path, run_id: str, config_hash: str, resume: bool):
         self.path = path
@@ -58,28 +42,11 @@ class Checkpoint:
         self.save()
 
     def is_completed(self, item: str) -> bool:
-        """Return whether ``item`` finished in this run or an earlier attempt of it.
-
-        Parameters
-        ----------
-        item : str
-            Item key (e.g. an input file's path relative to the project).
-        """
+        """Return whether ``item`` finished in this run or an earlier attempt of it."""
         return item in self._done
 
     def mark_completed(self, *items: str, **extra: Any) -> None:
-        """Record ``items`` as finished (and clear earlier failures of them); save atomically.
-
-        Call this only after the item's output is durably on disk (its shard written
-        atomically), so a kill between the two never marks unsaved work as done.
-
-        Parameters
-        ----------
-        *items : str
-            Item keys.
-        **extra : Any
-            JSON-serialisable values merged into the checkpoint's ``extra`` mapping (e.g. a counter).
-        """
+        """Record ``items`` as finished (clearing their failures); call only once their output is on disk."""
         for item in items:
             if item not in self._done:
                 self._done.add(item)
@@ -89,26 +56,12 @@ class Checkpoint:
         self.save()
 
     def mark_failed(self, item: str, reason: str) -> None:
-        """Record ``item`` as failed with ``reason`` (e.g. quarantined); save atomically.
-
-        Parameters
-        ----------
-        item : str
-            Item key.
-        reason : str
-            Why it failed, with its fix (shown by the run summary).
-        """
+        """Record ``item`` as failed with ``reason`` (its fix, shown by the run summary); save atomically."""
         self.failed[item] = reason
         self.save()
 
     def save(self, status: str | None = None) -> None:
-        """Write the checkpoint atomically, optionally with a new run status.
-
-        Parameters
-        ----------
-        status : str or None
-            New run status (``completed``, ``interrupted``...); None keeps the current one.
-        """
+        """Write the checkpoint atomically, with a new run ``status`` unless None."""
         if status is not None:
             self.status = status
         atomic_write_json(

@@ -31,18 +31,7 @@ def utc_now() -> dt.datetime:
 
 
 def iso(ts: dt.datetime) -> str:
-    """Format a UTC datetime as ISO 8601 with milliseconds and a ``Z`` suffix.
-
-    Parameters
-    ----------
-    ts : datetime.datetime
-        A timezone-aware datetime (converted to UTC).
-
-    Returns
-    -------
-    str
-        E.g. ``"2026-01-05T12:00:00.123Z"``.
-    """
+    """Format a datetime as UTC ISO 8601 with milliseconds and ``Z``: ``2026-01-05T12:00:00.123Z``."""
     return ts.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
@@ -51,11 +40,8 @@ _children_cache: tuple[float, int] = (-_CHILDREN_REFRESH_S, 0)
 
 
 def memory_gb() -> float:
-    """Return the resident memory of this process and its children, GB (1e9 bytes).
-
-    The children's share is refreshed at most every 5 s: listing them walks ``/proc``
-    (about 2 ms), while this process's own RSS costs microseconds and is always current.
-    """
+    """Return the resident memory of this process and its children, GB (1e9 bytes)."""
+    # the children's share is refreshed at most every 5 s: listing them walks /proc (about 2 ms)
     global _children_cache
     now = time.monotonic()
     stamp, children_rss = _children_cache
@@ -99,12 +85,9 @@ class TsvLog:
 
 
 class HeartbeatJson:
-    """The current status of a run, replaced atomically at most once per ``min_interval_s``.
+    """A run's current status, replaced atomically at most once per ``min_interval_s`` (thread-safe)."""
 
-    A throttled update is not dropped: it stays pending and :meth:`flush` (called by the
-    run's beat thread every few hundred ms, and at the end) writes it once the interval
-    has elapsed. Thread-safe.
-    """
+    # a throttled update stays pending; flush() (the beat thread's, and the end) writes it later
 
     def __init__(self, path: Path, base: dict[str, Any], min_interval_s: float = 1.0):
         self.path = path

@@ -13,11 +13,11 @@ from quantnb.runs._progress import singular_unit
 
 __all__ = ["interrupt_reason", "where_stopped", "on_run_start", "on_run_interrupt"]
 
-START_HOOKS: list[Callable[[Any], None]] = []
+START_HOOKS: list[Callable[[Any], object]] = []
 INTERRUPT_HOOKS: list[Callable[[BaseException, Any, str], None]] = []
 
 
-def on_run_start(hook: Callable[[Any], None]) -> None:
+def on_run_start(hook: Callable[[Any], object]) -> None:
     """Call ``hook(ctx)`` when any run of this process opens, before its ``start`` event (once per hook).
 
     Parameters
@@ -47,15 +47,7 @@ _SIGINT = "SIGINT (Ctrl-C, or Kernel > Interrupt in Jupyter)"
 
 
 def where_stopped(step: dict[str, Any] | None, last_item: str) -> str:
-    """Return where a run was: ``trial 1 · epoch 2/3`` from its last step, else ``after <last item>``.
-
-    Parameters
-    ----------
-    step : dict or None
-        The run's last :meth:`~quantnb.runs.RunContext.report_step` fields.
-    last_item : str
-        The last finished item's name; ``""`` when none.
-    """
+    """Return where a run was: ``trial 1 · epoch 2/3`` from its last step, else ``after <last item>``."""
     if step:
         unit = str(step.get("step_unit") or "steps")
         done, total = step.get("step_done"), step.get("step_total")
@@ -65,24 +57,7 @@ def where_stopped(step: dict[str, Any] | None, last_item: str) -> str:
 
 
 def interrupt_reason(exc: BaseException, step: dict[str, Any] | None = None, last_item: str = "") -> str:
-    """Return why and where a run stopped: ``KeyboardInterrupt: SIGINT (...) during trial 1 · epoch 2/3``.
-
-    Parameters
-    ----------
-    exc : BaseException
-        The interrupt (``KeyboardInterrupt``, :class:`~quantnb.errors.RunInterrupted`), perhaps
-        chained under another exception.
-    step : dict, optional
-        The run's last :meth:`~quantnb.runs.RunContext.report_step` fields
-        (``context``, ``step_done``, ``step_total``, ``step_unit``).
-    last_item : str
-        The last finished item's name (``trial-0``), used when no step is known.
-
-    Returns
-    -------
-    str
-        One line, never empty: a bare ``KeyboardInterrupt()`` reads as SIGINT.
-    """
+    """Return one line: why and where a run stopped (a bare ``KeyboardInterrupt()`` reads as SIGINT)."""
     what = str(exc).strip()
     if not what and isinstance(exc, KeyboardInterrupt):
         what = _SIGINT

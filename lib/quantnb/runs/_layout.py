@@ -4,10 +4,69 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Literal
 
+from quantnb.errors import ConfigError
+
 TsvKind = Literal["heartbeat", "batches"]
+_RECORD = "run.json"
+
+
+def runs_dir(root: str | os.PathLike[str]) -> Path:
+    """``<root>/runs/``: one folder per run."""
+    return Path(root) / "runs"
+
+
+def run_dir(root: str | os.PathLike[str], run_id: str) -> Path:
+    """``<root>/runs/<run_id>/``."""
+    return runs_dir(root) / run_id
+
+
+def record_file(run_folder: str | os.PathLike[str]) -> Path:
+    """``<run folder>/run.json``, the run record."""
+    return Path(run_folder) / _RECORD
+
+
+def record_files(root: str | os.PathLike[str], pattern: str = "*") -> list[Path]:
+    """Every ``runs/<pattern>/run.json`` under ``root``, sorted by path."""
+    return sorted(runs_dir(root).glob(f"{pattern}/{_RECORD}"))
+
+
+def model_dir(run_folder: Path) -> Path:
+    """``<run folder>/model/``, the classifier bundle of a training run."""
+    return run_folder / "model"
+
+
+def checkpoints_dir(run_folder: Path) -> Path:
+    """``<run folder>/checkpoints/``, what a resumed fit continues from."""
+    return run_folder / "checkpoints"
+
+
+def production_dir(run_folder: Path) -> Path:
+    """``runs/<train_id>/produccion/``: the live sessions of an agent (logs, state, halt marker)."""
+    return run_folder / "produccion"
+
+
+def debug_plots_dir(root: Path, run_id: str) -> Path:
+    """``<root>/debug_plots/<run_id>/``."""
+    return root / "debug_plots" / run_id
+
+
+def optuna_dir(root: Path) -> Path:
+    """``<root>/runs/optuna/``: the best parameters of a study kept in a database server."""
+    return runs_dir(root) / "optuna"
+
+
+def check_run_dir(root: str | os.PathLike[str], run_id: str) -> Path:
+    """Return ``<root>/runs/<run_id>``; ConfigError if it is a symbolic link (not written through)."""
+    path = run_dir(root, run_id)
+    if path.is_symlink():
+        raise ConfigError(f"{path} is a symbolic link (to {os.readlink(path)}); a run's files stay in the "
+                          "project, so quantnb does not write through it: remove the link, or move the run "
+                          "folder back into runs/")
+    return path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,12 +99,12 @@ class RunPaths:
     @property
     def run_dir(self) -> Path:
         """``runs/<run_id>/``: run.json, the executed notebook, models, bundles."""
-        return self.root / "runs" / self.run_id
+        return run_dir(self.root, self.run_id)
 
     @property
     def record(self) -> Path:
         """``runs/<run_id>/run.json``."""
-        return self.run_dir / "run.json"
+        return record_file(self.run_dir)
 
     @property
     def notebook(self) -> Path:
@@ -97,4 +156,4 @@ class RunPaths:
     @property
     def debug_plots(self) -> Path:
         """``debug_plots/<run_id>/``."""
-        return self.root / "debug_plots" / self.run_id
+        return debug_plots_dir(self.root, self.run_id)

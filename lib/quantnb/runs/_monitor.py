@@ -8,13 +8,14 @@ import os
 import shutil
 import sys
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from quantnb._paths import project_root
 from quantnb.runs._atomic import json_unreadable_reason, read_json_tolerant
 from quantnb.runs._heartbeat import read_heartbeat, utc_now
-from quantnb.runs._layout import RunPaths
+from quantnb.runs._layout import RunPaths, record_file, record_files, run_dir
 from quantnb.runs._record import read_run_record
 
 # The metric shown first for each stage (the rest follow in recording order).
@@ -31,48 +32,23 @@ _HEADLINE_WIDTH = 60
 
 @dataclasses.dataclass(frozen=True)
 class RunSummary:
-    """One row of the run monitor.
-
-    Attributes
-    ----------
-    run_id, stage, status : str
-        ``status`` is run.json's, with a ``running`` run whose processes are dead
-        already marked ``interrupted`` (in the file too).
-    pid_alive : bool or None
-        Whether the run's process still runs (None when no process was recorded).
-    done, total : int or None
-        Items finished and in all (heartbeat).
-    progress_pct, eta_s : float or None
-        Percent done and seconds left (ETA only while running).
-    started_at, ended_at : datetime.datetime or None
-        UTC.
-    duration_s : float or None
-        Until the end, or until now for a running run.
-    metrics : dict
-        The run's headline metrics (``run.json`` ``metrics``).
-    log : pathlib.Path or None
-        Session log.
-    interrupted_detected_at : str or None
-        When a dead process was detected (ISO UTC).
-    error : str or None
-        Why a failed or interrupted run stopped (its error, failing cell or dead process).
-    """
+    """One row of the run monitor (times UTC)."""
 
     run_id: str
     stage: str
-    status: str
-    pid_alive: bool | None
-    done: int | None
+    status: str  # run.json's; a running run with dead processes is marked interrupted (in the file too)
+    pid_alive: bool | None  # None when no process was recorded
+    done: int | None  # items finished (heartbeat)
     total: int | None
     progress_pct: float | None
-    eta_s: float | None
+    eta_s: float | None  # seconds left, while running
     started_at: dt.datetime | None
     ended_at: dt.datetime | None
-    duration_s: float | None
-    metrics: dict[str, Any]
-    log: Path | None
-    interrupted_detected_at: str | None = None
-    error: str | None = None
+    duration_s: float | None  # until the end, or now for a running run
+    metrics: dict[str, Any]  # run.json's headline metrics
+    log: Path | None  # the session log
+    interrupted_detected_at: str | None = None  # when a dead process was detected (ISO)
+    error: str | None = None  # why a failed or interrupted run stopped (error, failing cell, dead process)
 
     @property
     def headline(self) -> str:
@@ -108,22 +84,7 @@ def _fmt_value(value: Any) -> str:
 
 
 def format_metrics(stage: str, metrics: dict[str, Any], width: int = _HEADLINE_WIDTH) -> str:
-    """Return ``metrics`` as compact ``name=value`` text, the stage's headline ones first.
-
-    Parameters
-    ----------
-    stage : str
-        Stage of the run (chooses the headline metrics, :data:`HEADLINE_METRICS`).
-    metrics : dict
-        Name to value.
-    width : int
-        Longest text returned; longer text ends with an ellipsis.
-
-    Returns
-    -------
-    str
-        At most ``width`` characters; ``''`` without metrics.
-    """
+    """Return ``metrics`` as ``name=value`` text, the stage's headline ones first, at most ``width`` chars."""
     first = [k for k in HEADLINE_METRICS.get(stage, ()) if k in metrics]
     keys = first + [k for k in metrics if k not in first]
     text = " ".join(f"{k}={_fmt_value(metrics[k])}" for k in keys)
@@ -132,7 +93,7 @@ def format_metrics(stage: str, metrics: dict[str, Any], width: int = _HEADLINE_W
 
 def summarise_run(root: Path, run_id: str) -> RunSummary | None:
     """Return the :class:`RunSummary` of ``runs/<run_id>``, or None without a run.json."""
-    rec = read_run_record(root / "runs" / run_id)  # marks a dead "running" run interrupted
+    rec = read_run_record(run_dir(root, run_id))  # marks a dead "running" run interrupted
     if rec is None:
         return _unreadable(root, run_id)
     stage = str(rec.get("stage") or run_id.split("_")[0])
@@ -157,7 +118,7 @@ def summarise_run(root: Path, run_id: str) -> RunSummary | None:
     if total and done is not None:
         pct = min(100.0, 100.0 * done / total)
     log = rec.get("log")
-    failure = rec.get("failure") if isinstance(rec.get("failure"), dict) else {}
+    failure = f if isinstance(f := rec.get("failure"), dict) else {}
     error = (f"{failure['ename']}: {failure.get('evalue', '')}" if failure.get("ename") else None) or rec.get("error")
     if error is None and rec.get("interrupted_detected_at"):
         error = "process died (killed?)"
@@ -178,7 +139,7 @@ def summarise_run(root: Path, run_id: str) -> RunSummary | None:
 
 def _unreadable(root: Path, run_id: str) -> RunSummary | None:
     """Summarise a run whose run.json exists but cannot be read (listed with why, not skipped)."""
-    path = root / "runs" / run_id / "run.json"
+    path = record_file(run_dir(root, run_id))
     reason = json_unreadable_reason(path) or ("not a JSON object" if path.exists() else None)
     if reason is None:
         return None
@@ -212,7 +173,7 @@ def list_runs(
     """
     root = project_root(project_dir)
     out = []
-    for rec_path in sorted((root / "runs").glob("*/run.json")):
+    for rec_path in record_files(root):
         summary = summarise_run(root, rec_path.parent.name)
         if summary is None or (stage and summary.stage != stage) or (status and summary.status != status):
             continue
@@ -258,29 +219,9 @@ def _fmt_duration(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def fit_table(header: tuple[str, ...], rows: list[tuple[str, ...]], width: int | None = None) -> str:
-    """Return ``rows`` as an aligned plain-text table no wider than ``width`` where it can be.
-
-    Columns are kept from the left while they fit (the first always); each of the others
-    goes on an indented line under its row as ``name: value``, wrapped at spaces, so
-    nothing is cut: a single value longer than the width (a long path) stays whole on its
-    own line.
-
-    Parameters
-    ----------
-    header : tuple of str
-        Column names, most important first.
-    rows : list of tuple of str
-        One tuple per row, as long as ``header``.
-    width : int or None
-        Characters per line; None: ``COLUMNS``, else the terminal's, else (output piped to
-        a file or a program) no limit: one line per row.
-
-    Returns
-    -------
-    str
-        The header, a rule, and the rows.
-    """
+def fit_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]], width: int | None = None) -> str:
+    """Return an aligned table; columns that do not fit ``width`` go, as ``name: value``, under their row."""
+    # width None: COLUMNS, else the terminal's, else (piped) no limit
     if width is None:
         piped = "COLUMNS" not in os.environ and not sys.stdout.isatty()
         width = sys.maxsize if piped else shutil.get_terminal_size().columns

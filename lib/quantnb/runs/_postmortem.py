@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -13,7 +13,7 @@ import polars as pl
 from quantnb.errors import ConfigError
 from quantnb.runs._atomic import read_json_tolerant
 from quantnb.runs._heartbeat import read_heartbeat
-from quantnb.runs._layout import RunPaths
+from quantnb.runs._layout import RunPaths, record_files, run_dir, runs_dir
 from quantnb.runs._record import read_run_record
 
 _LINE = re.compile(r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) \| (?P<level>[A-Z]+)\s*\| (?P<rest>.*)$")
@@ -44,95 +44,40 @@ LEAK_MIN_R2 = 0.6
 
 @dataclasses.dataclass
 class PostmortemReport:
-    """Where a run stopped, why, and how it behaved, reconstructed from its files.
-
-    Attributes
-    ----------
-    run_id, stage, status : str
-        ``status`` is run.json's, a ``running`` run with dead processes read (and
-        recorded) as ``interrupted``.
-    pid_alive : bool
-        Whether the process that wrote the heartbeat still runs.
-    last_item, last_batch_shard : str or None
-        The last finished item (heartbeat TSV) and the last shard saved (batch TSV).
-    last_progress : str or None
-        The last progress line of the log (e.g. ``Epoch 3/10 | batch 200/500``), else the
-        last finished item with its time and done/total.
-    last_log_line : str or None
-        The last line of the session log (what the run was doing when it stopped).
-    cause : str or None
-        Why it stopped when the files know it (signal, exception, dead process).
-    resume_command : str or None
-        The exact command that continues the run (None for a completed run).
-    items_done, items_failed : int
-        Finished items (checkpoint, or heartbeat for runs without a checkpoint, e.g. live).
-    items_total : int or None
-        The final total (follows early stopping); None for open-ended runs (live).
-    stopped_early : bool
-        A completed run that finished before its first declared total (early stopping).
-    shards_logged, shards_missing, shards_pruned, shards_orphaned : list of str
-        Shards in the batch TSV; those not on disk that should be; those removed by
-        design (rolling checkpoints, ``RunContext.set_shard_retention``); files next to
-        them not logged (including temporary files of an interrupted atomic write).
-    memory_gb : dict
-        ``min``, ``max``, ``mean`` over the heartbeat lines (GB).
-    memory_trend : dict
-        ``points``, ``slope_mb_per_h``, ``rise_frac``, ``r2`` of a least-squares fit of
-        memory over time, and the thresholds used.
-    memory_rising : bool
-        True only for a sustained trend (see the ``LEAK_*`` thresholds): a possible leak.
-    heartbeat, batches : polars.DataFrame
-        This run's heartbeat and batch TSV rows (timestamp parsed as UTC).
-    throughput : polars.DataFrame
-        ``minute`` (UTC), ``items`` and ``events`` per minute.
-    learning_curve : polars.DataFrame
-        Training: ``epoch``, ``train_loss``, ``val_loss``, ``f1_macro``; optimization:
-        ``trial``, ``epoch``, ``f1_macro`` (per epoch) — parsed from the session log.
-    trials : polars.DataFrame
-        Optimization: ``trial``, ``state``, ``value``, ``best_so_far``.
-    timeline : polars.DataFrame
-        ``timestamp``, ``level``, ``message`` of every WARNING/ERROR/CRITICAL line.
-    log_counts : dict
-        Lines per level in the session log(s).
-    last_errors : list of str
-        The last ERROR/CRITICAL lines of the log, newest last.
-    failed_items : dict
-        Item to reason.
-    metrics : dict
-        The run's headline metrics (run.json).
-    """
+    """Where a run stopped, why, and how it behaved, reconstructed from its files (memory in GB, times UTC)."""
 
     run_id: str
     stage: str
-    status: str
-    pid_alive: bool
-    last_item: str | None
-    last_batch_shard: str | None
-    items_done: int
+    status: str  # run.json's; a running run with dead processes is read (and recorded) as interrupted
+    pid_alive: bool  # the process that wrote the heartbeat still runs
+    last_item: str | None  # the last finished item (heartbeat TSV)
+    last_batch_shard: str | None  # the last shard saved (batch TSV)
+    items_done: int  # from the checkpoint, or the heartbeat for runs without one (live)
     items_failed: int
-    items_total: int | None
-    shards_logged: list[str]
-    shards_missing: list[str]
-    shards_orphaned: list[str]
-    memory_gb: dict[str, float]
-    memory_rising: bool
-    heartbeat: pl.DataFrame
-    batches: pl.DataFrame
-    throughput: pl.DataFrame
-    log_counts: dict[str, int]
-    last_errors: list[str]
-    failed_items: dict[str, str]
-    shards_pruned: list[str] = dataclasses.field(default_factory=list)
-    memory_trend: dict[str, Any] = dataclasses.field(default_factory=dict)
-    last_progress: str | None = None
-    last_log_line: str | None = None
-    cause: str | None = None
-    resume_command: str | None = None
-    stopped_early: bool = False
-    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    items_total: int | None  # the final total (follows early stopping); None for open-ended runs
+    shards_logged: list[str]  # shards in the batch TSV
+    shards_missing: list[str]  # logged, not on disk, and not pruned
+    shards_orphaned: list[str]  # files next to them not logged (temporary files of an interrupted write too)
+    memory_gb: dict[str, float]  # min, max, mean over the heartbeat lines
+    memory_rising: bool  # a sustained trend only (the LEAK_* thresholds): a possible leak
+    heartbeat: pl.DataFrame  # this run's heartbeat TSV rows
+    batches: pl.DataFrame  # this run's batch TSV rows
+    throughput: pl.DataFrame  # minute, items, events per minute
+    log_counts: dict[str, int]  # lines per level in the session log(s)
+    last_errors: list[str]  # the last ERROR/CRITICAL lines, newest last
+    failed_items: dict[str, str]  # item to reason
+    shards_pruned: list[str] = dataclasses.field(default_factory=list)  # by design (set_shard_retention)
+    memory_trend: dict[str, Any] = dataclasses.field(default_factory=dict)  # memory_trend()'s fit
+    last_progress: str | None = None  # the log's last progress line, else the last item with done/total
+    last_log_line: str | None = None  # what the run was doing when it stopped
+    cause: str | None = None  # signal, exception or dead process, when the files know it
+    resume_command: str | None = None  # the exact command that continues the run; None when completed
+    stopped_early: bool = False  # completed before its first declared total (early stopping)
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)  # run.json's headline metrics
+    # training: epoch, train_loss, val_loss, f1_macro; optimization: trial, epoch, f1_macro (from the log)
     learning_curve: pl.DataFrame = dataclasses.field(default_factory=pl.DataFrame)
-    trials: pl.DataFrame = dataclasses.field(default_factory=pl.DataFrame)
-    timeline: pl.DataFrame = dataclasses.field(default_factory=pl.DataFrame)
+    trials: pl.DataFrame = dataclasses.field(default_factory=pl.DataFrame)  # trial, state, value, best_so_far
+    timeline: pl.DataFrame = dataclasses.field(default_factory=pl.DataFrame)  # WARNING and above: ts, level, msg
 
     @property
     def finished(self) -> bool:
@@ -230,7 +175,7 @@ def find_latest_run(root: Path, stage: str | None = None, exclude_stage: str | N
         If there is no such run.
     """
     best: tuple[str, str] | None = None
-    for rec_path in (root / "runs").glob("*/run.json"):
+    for rec_path in record_files(root):
         rec = read_run_record(rec_path.parent) or {}
         if stage and rec.get("stage") != stage:
             continue
@@ -239,7 +184,7 @@ def find_latest_run(root: Path, stage: str | None = None, exclude_stage: str | N
         key = (str(rec.get("started_at", "")), rec_path.parent.name)
         best = key if best is None or key > best else best
     if best is None:
-        raise ConfigError(f"no run{' of stage ' + stage if stage else ''} under {root / 'runs'}")
+        raise ConfigError(f"no run{' of stage ' + stage if stage else ''} under {runs_dir(root)}")
     return best[1]
 
 
@@ -339,20 +284,7 @@ def _shards(batches: pl.DataFrame, root: Path, keep_last: int | None) -> tuple[l
 
 
 def memory_trend(heart: pl.DataFrame) -> dict[str, Any]:
-    """Fit memory over time; return points, slope (MB/h), fitted rise (fraction), R^2 and thresholds.
-
-    Parameters
-    ----------
-    heart : polars.DataFrame
-        Heartbeat rows with ``timestamp`` (Datetime) and ``mem_gb`` (resident memory, GB).
-
-    Returns
-    -------
-    dict of str to Any
-        ``points``, ``slope_mb_per_h`` (least-squares line), ``rise_frac`` (fitted rise over
-        the fitted start), ``r2`` (coefficient of determination; None when under 2 points)
-        and the ``min_*`` thresholds :func:`is_leak` applies.
-    """
+    """Fit memory over time: points, slope_mb_per_h, rise_frac, r2 (None under 2 points), thresholds."""
     out: dict[str, Any] = {"points": 0, "slope_mb_per_h": None, "rise_frac": None, "r2": None,
                            "min_points": LEAK_MIN_POINTS, "min_slope_mb_per_h": LEAK_MIN_SLOPE_MB_PER_H,
                            "min_rise_frac": LEAK_MIN_RISE_FRAC, "min_r2": LEAK_MIN_R2}
@@ -398,6 +330,13 @@ def _cause(rec: dict[str, Any], scan: _LogScan, status: str) -> str | None:
     return None
 
 
+def _min_max_mean(mem: pl.Series) -> dict[str, float]:
+    """Return the memory column's min, max and mean in GB ({} if empty)."""
+    if not len(mem):
+        return {}
+    return {k: float(cast(float, v)) for k, v in (("min", mem.min()), ("max", mem.max()), ("mean", mem.mean()))}
+
+
 def analyse_run(root: Path, run_id: str) -> PostmortemReport:
     """Reconstruct what run ``run_id`` did from the files under ``root``.
 
@@ -416,7 +355,7 @@ def analyse_run(root: Path, run_id: str) -> PostmortemReport:
     ConfigError
         If the run has neither a run.json nor a heartbeat JSON.
     """
-    rec = read_run_record(root / "runs" / run_id) or {}
+    rec = read_run_record(run_dir(root, run_id)) or {}
     stage = rec.get("stage") or run_id.split("_")[0]
     paths = RunPaths(root, run_id, stage)
     hb = read_heartbeat(paths.heartbeat_json)
@@ -482,7 +421,7 @@ def analyse_run(root: Path, run_id: str) -> PostmortemReport:
         last_item=last_item, last_batch_shard=logged[-1] if logged else None,
         items_done=done, items_failed=failed, items_total=total,
         shards_logged=logged, shards_missing=missing, shards_orphaned=orphaned, shards_pruned=pruned,
-        memory_gb={"min": float(mem.min()), "max": float(mem.max()), "mean": float(mem.mean())} if len(mem) else {},
+        memory_gb=_min_max_mean(mem),
         memory_rising=is_leak(trend), memory_trend=trend, heartbeat=heart, batches=batches,
         throughput=throughput, log_counts=scan.counts, last_errors=scan.errors,
         failed_items=dict(ckpt.get("failed", {})), last_progress=last_progress, last_log_line=scan.last_line,

@@ -14,6 +14,7 @@ from loguru import logger
 from quantnb.errors import ConfigError
 from quantnb.runs._atomic import atomic_write_json, json_unreadable_reason, read_json_tolerant
 from quantnb.runs._heartbeat import iso, utc_now
+from quantnb.runs._layout import record_file, record_files
 from quantnb.runs._process import pid_alive
 
 _PACKAGES = (
@@ -37,19 +38,7 @@ def package_versions() -> dict[str, str]:
 
 
 def git_commit(root: Path) -> str | None:
-    """Return ``HEAD``'s commit in ``root`` with ``-dirty`` if the tree has changes, or None.
-
-    Parameters
-    ----------
-    root : Path
-        A folder inside a git work tree.
-
-    Returns
-    -------
-    str or None
-        The commit hash, with ``-dirty`` appended when there are uncommitted changes; None
-        outside a repository or without git.
-    """
+    """Return ``HEAD``'s commit in ``root`` (``-dirty`` with changes), or None outside git."""
     try:
         sha = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"],
@@ -79,7 +68,7 @@ def update_run_record(run_dir: Path, **fields: Any) -> dict[str, Any]:
     dict
         The record as written.
     """
-    path = run_dir / "run.json"
+    path = record_file(run_dir)
     record = read_json_tolerant(path)
     if not isinstance(record, dict):
         _keep_unreadable(path)
@@ -123,7 +112,7 @@ def read_run_record(run_dir: Path, *, detect_dead: bool = True) -> dict[str, Any
     detect_dead : bool, default True
         Mark a dead ``running``/``pending`` run ``interrupted`` before returning it.
     """
-    record = read_json_tolerant(run_dir / "run.json")
+    record = read_json_tolerant(record_file(run_dir))
     if not isinstance(record, dict):
         return None
     if detect_dead:
@@ -176,13 +165,9 @@ def refuse_live_run(run_id: str, record: dict[str, Any], *, exclude: tuple[int, 
 
 
 def mark_dead_run_interrupted(run_dir: Path, record: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Mark a ``running``/``pending`` run whose processes are all dead as ``interrupted``.
-
-    Writes ``interrupted_detected_at`` and ``interrupted_reason`` atomically; a live, finished or
-    process-less run, or a ``run_dir`` that is a symbolic link, is returned unchanged.
-    """
+    """Mark a running/pending run whose processes are all dead ``interrupted``; else unchanged."""
     if record is None:
-        record = read_json_tolerant(run_dir / "run.json")
+        record = read_json_tolerant(record_file(run_dir))
         if not isinstance(record, dict):
             return {}
     if record.get("status") not in ("running", "pending"):
@@ -211,7 +196,7 @@ def mark_dead_runs(root: Path) -> list[str]:
         Run ids marked ``interrupted`` by this call.
     """
     marked = []
-    for rec_path in sorted((root / "runs").glob("*/run.json")):
+    for rec_path in record_files(root):
         before = read_json_tolerant(rec_path)
         if not isinstance(before, dict) or before.get("status") not in ("running", "pending"):
             continue

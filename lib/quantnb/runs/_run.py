@@ -11,12 +11,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import psutil
 from loguru import logger
 
-from quantnb._paths import check_run_dir, project_root
+from quantnb._paths import project_root
 from quantnb.config import StageParams
 from quantnb.errors import ConfigError, RunInterrupted
 from quantnb.runs._atomic import read_json_tolerant, remove_stale_temp_files
@@ -33,7 +33,7 @@ from quantnb.runs._heartbeat import (
 )
 from quantnb.runs._held_signals import redeliver, signals_held
 from quantnb.runs._interrupt import INTERRUPT_HOOKS, START_HOOKS, interrupt_reason
-from quantnb.runs._layout import RunPaths
+from quantnb.runs._layout import RunPaths, check_run_dir, record_files, run_dir, runs_dir
 from quantnb.runs._progress import ProgressEvent, ProgressListener, global_listeners, notify, singular_unit
 from quantnb.runs._record import (
     git_commit,
@@ -51,38 +51,20 @@ _FLUSH_POLL_S = 0.25
 
 
 def make_run_id(stage: str, suffix: str, started: dt.datetime) -> str:
-    """Return ``<stage>_<suffix>_<YYYYMMDD_HHMMSS>`` (UTC), the run's directory and log name.
-
-    The suffix is reduced to ``[A-Za-z0-9_.-]``, so a glob or a path in a parameter never reaches a path.
-    """
+    """Return ``<stage>_<suffix>_<YYYYMMDD_HHMMSS>`` (UTC), the suffix reduced to ``[A-Za-z0-9_.-]``."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", suffix).strip("-.")[:64].strip("-.") or "none"
     return f"{stage}_{safe}_{started.astimezone(dt.UTC).strftime(_TS_FORMAT)}"
 
 
 def new_run_id(params: StageParams, root: Path) -> str:
-    """Derive a fresh run id for ``params`` and claim ``root/runs/<run_id>/`` for it.
-
-    The directory is created with ``mkdir`` (no ``exist_ok``), which succeeds for one
-    process only, so two runs started in the same second by two processes get two ids.
-
-    Parameters
-    ----------
-    params : StageParams
-        The stage's parameters (stage name and suffix come from them).
-    root : Path
-        Project directory.
-
-    Returns
-    -------
-    str
-        The claimed run id; its folder exists.
-    """
+    """Derive a fresh run id for ``params`` and claim ``root/runs/<run_id>/`` for it."""
+    # mkdir without exist_ok succeeds for one process only: two runs in the same second get two ids
     base = make_run_id(params.stage, params.run_suffix(), utc_now())
-    (root / "runs").mkdir(parents=True, exist_ok=True)
+    runs_dir(root).mkdir(parents=True, exist_ok=True)
     run_id, n = base, 1
     while True:
         try:
-            (root / "runs" / run_id).mkdir()
+            run_dir(root, run_id).mkdir()
             return run_id
         except FileExistsError:
             n += 1
@@ -92,7 +74,7 @@ def new_run_id(params: StageParams, root: Path) -> str:
 def _find_resumable(root: Path, stage: str, config_hash: str) -> str | None:
     """Latest run of ``stage`` with the same config hash that did not complete."""
     candidates = []
-    for rec_path in (root / "runs").glob(f"{stage}_*/run.json"):
+    for rec_path in record_files(root, f"{stage}_*"):
         rec = read_run_record(rec_path.parent)
         if (rec and rec.get("config_hash") == config_hash and rec.get("status") != "completed"
                 and live_run_pid(rec) is None):  # a run still going is not ours to join
@@ -141,25 +123,18 @@ class RunContext:
     root : Path
         Project directory.
     run_id : str
-        The run's id (its folder ``runs/<run_id>/`` exists).
+        ``<stage>_<suffix>_<YYYYMMDD_HHMMSS>``; its folder ``runs/<run_id>/`` exists.
     resumed : bool
         Whether the run continues an earlier attempt (its checkpoint is loaded).
 
     Attributes
     ----------
-    run_id : str
-        ``<stage>_<suffix>_<YYYYMMDD_HHMMSS>``; also the run name of the heartbeat and
-        checkpoint files.
-    root, run_dir, log_path : pathlib.Path
-        Project directory, ``runs/<run_id>/`` and the session log.
     paths : RunPaths
-        Every file of the run (run.json, notebook, heartbeats, checkpoint).
+        Every file of the run; ``run_dir`` and ``log_path`` are its run folder and session log.
     metrics : dict
         Headline metrics recorded with :meth:`record_metrics` (run.json ``metrics``).
     checkpoint : Checkpoint
         Finished and failed items; ``resume`` skips the finished ones.
-    resumed : bool
-        Whether this run continues an earlier attempt.
     """
 
     def __init__(self, params: StageParams, root: Path, run_id: str, resumed: bool):
@@ -276,12 +251,11 @@ class RunContext:
         memory, last message). Item events come from the thread calling
         :meth:`item_done`; beats come from the heartbeat's daemon thread every
         ``beat_interval_s``. A failing listener is logged at DEBUG and never stops the run.
-        See also :func:`quantnb.runs.add_progress_listener` for every run of the process.
 
         Parameters
         ----------
         listener : callable
-            Called with one :class:`~quantnb.runs.ProgressEvent`.
+            Called with one :class:`~quantnb.runs._progress.ProgressEvent`.
 
         Returns
         -------
@@ -349,7 +323,7 @@ class RunContext:
             self.total_batches if self.total_batches is not None else "",
             events, f"{mem:.3f}", self.run_id,
         )
-        step = {"step": None} if self._step is not None else {}
+        step: dict[str, Any] = {"step": None} if self._step is not None else {}
         self._step = None  # the next item's steps start afresh
         self._heartbeat_write(last_item=item, batch_num=batch_num, memory_gb=round(mem, 3), **step)
         self._emit("item", mem)
@@ -633,7 +607,7 @@ class RunContext:
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool:
+    ) -> Literal[False]:
         with self._signals_held() as late:  # a late interrupt cannot stop the record half-written
             status = self._exit(exc_type, exc, tb)
         redeliver(late, status, self.run_id)
@@ -713,7 +687,7 @@ def start_run(params: StageParams, *, root: str | os.PathLike[str] | None = None
     base = project_root(root if root is not None else params.project_dir)
     if params.run_id:
         run_id = params.run_id
-        rec = read_run_record(base / "runs" / run_id)
+        rec = read_run_record(run_dir(base, run_id))
         if rec is None:
             raise ConfigError(f"run_id={run_id!r}: no runs/{run_id}/run.json under {base}; "
                               "pass an existing run id or leave run_id unset for a new run")

@@ -19,6 +19,7 @@ from loguru import logger
 
 from quantnb._paths import project_root
 from quantnb.errors import ConfigError
+from quantnb.runs._layout import run_dir
 from quantnb.runs._monitor import list_runs
 from quantnb.runs._record import read_run_record, update_run_record
 
@@ -27,40 +28,18 @@ SPANS_FIELD = "test_spans"  # run.json: [{"stage", "instrument", "start", "end",
 
 @dataclasses.dataclass(frozen=True)
 class SpanEvaluation:
-    """One evaluation of a run on a span of an instrument's data.
-
-    Attributes
-    ----------
-    run_id, stage : str
-        The run that evaluated, and its stage.
-    instrument : str
-        The instrument (e.g. ``BTCUSDT``), as the stage names it.
-    start, end : datetime.datetime
-        The span, UTC, both ends included (``end``: the last label's end time).
-    what : str
-        What was evaluated there (``selection``, ``test split``, ``agent fold 2``, ``replay``).
-    started_at : datetime.datetime or None
-        When the run started, UTC.
-    """
+    """One evaluation of a run on a span of an instrument's data."""
 
     run_id: str
     stage: str
-    instrument: str
-    start: dt.datetime
-    end: dt.datetime
-    what: str
-    started_at: dt.datetime | None
+    instrument: str  # e.g. BTCUSDT, as the stage names it
+    start: dt.datetime  # UTC, both ends included
+    end: dt.datetime  # the last label's end time
+    what: str  # selection, test split, agent fold 2, replay
+    started_at: dt.datetime | None  # when the run started, UTC
 
     def overlaps(self, instrument: str, start: dt.datetime, end: dt.datetime) -> bool:
-        """Return whether this evaluation is on ``instrument`` and shares a moment with ``[start, end]``.
-
-        Parameters
-        ----------
-        instrument : str
-            The instrument.
-        start, end : datetime.datetime
-            The other span, UTC-aware, both ends included.
-        """
+        """Return whether this evaluation is on ``instrument`` and shares a moment with ``[start, end]`` (UTC)."""
         return self.instrument == instrument and self.start <= end and start <= self.end
 
 
@@ -92,7 +71,7 @@ def span_evaluations(project_dir: str | os.PathLike[str] | None = None, *,
     root = project_root(project_dir)
     out = []
     for summary in list_runs(root):
-        rec = read_run_record(root / "runs" / summary.run_id, detect_dead=False) or {}
+        rec = read_run_record(run_dir(root, summary.run_id), detect_dead=False) or {}
         for item in rec.get(SPANS_FIELD) or []:
             try:
                 ev = SpanEvaluation(summary.run_id, str(item.get("stage") or summary.stage), str(item["instrument"]),

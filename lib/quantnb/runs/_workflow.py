@@ -7,7 +7,7 @@ import inspect
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 from loguru import logger
 
@@ -15,20 +15,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class WorkflowSession:
-    """Log the start, end, elapsed time and any error (with traceback) of a block; re-raise.
-
-    Parameters
-    ----------
-    name : str
-        What the block does, quoted in every line.
-    **context
-        Fields bound to every record inside the block (``logger.bind``).
-
-    Examples
-    --------
-    >>> with WorkflowSession("merge shards", n_files=3):
-    ...     pass
-    """
+    """Log the start, end, elapsed time and any error (with traceback) of a block; re-raise."""
 
     def __init__(self, name: str, **context: Any):
         self.name = name
@@ -46,7 +33,7 @@ class WorkflowSession:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> Literal[False]:
         self.elapsed_s = time.perf_counter() - self._t0
         log = logger.bind(**self.context).opt(depth=1)
         if exc is None:
@@ -78,18 +65,7 @@ class AsyncWorkflowSession(WorkflowSession):
 
 
 def log_workflow(name: str | None = None) -> Callable[[F], F]:
-    """Decorate a function or coroutine function so each call runs in a :class:`WorkflowSession`.
-
-    Parameters
-    ----------
-    name : str, optional
-        Workflow name; the function's qualified name by default.
-
-    Returns
-    -------
-    callable
-        The decorator; it keeps the function's signature and name.
-    """
+    """Decorate a function or coroutine function so each call runs in a :class:`WorkflowSession`."""
 
     def decorate(func: F) -> F:
         label = name or func.__qualname__

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 import polars as pl
@@ -13,45 +13,26 @@ from quantnb.agent._metrics import MINUTES_PER_YEAR
 from quantnb.errors import ConfigError
 from quantnb.evaluation import mean_ci, walk_forward_splits
 from quantnb.runs import list_runs, read_run_record
+from quantnb.runs._layout import run_dir
 
 Span = tuple[dt.datetime | None, dt.datetime, dt.datetime, dt.datetime | None]  # train start/end, test start/end
 
 
+def last_ts(bars: pl.DataFrame) -> dt.datetime:
+    """Return the last bar's time (polars types a column's max as any scalar)."""
+    return cast(dt.datetime, bars["ts"].max())
+
+
 def agent_spans(bars: pl.DataFrame, *, eval_days: float, window: int, warmup_bars: int, walk_forward_folds: int = 0,
-                walk_forward_mode: str = "anchored", walk_forward_embargo_min: int = 60) -> list[Span]:
-    """Return the training and evaluation spans: one split, or the walk-forward folds.
-
-    Without walk-forward, training takes the bars before the last ``eval_days`` and evaluation the
-    rest. With ``walk_forward_folds = k``, the decision bars after the warm-up are cut into
-    ``k + 1`` blocks (:func:`quantnb.evaluation.walk_forward_splits`); fold ``i`` evaluates on block
-    ``i + 1`` and trains on the past only (``anchored``: every earlier block, ``rolling``: block
-    ``i``), its last training mark ``walk_forward_embargo_min`` minutes and more before the test.
-    A decision's reward ends at the next bar's close, so the label end time is ``ts + 1 min``.
-
-    Parameters
-    ----------
-    bars : polars.DataFrame
-        The instrument's 1-minute bars, ``ts`` ascending.
-    eval_days : float
-        Without walk-forward, the last days held out.
-    window, warmup_bars : int
-        The environment's observation window and warm-up, bars.
-    walk_forward_folds, walk_forward_mode, walk_forward_embargo_min
-        As :class:`~quantnb.stages.agent.AgentParams` names them; 0 folds: one split.
-
-    Returns
-    -------
-    list of (train_start or None, train_end, test_start, test_end or None)
-        None: from the first bar / to the last one.
-
-    Raises
-    ------
-    ConfigError
-        If a training span would hold fewer than ``10 * window`` bars.
-    """
+                walk_forward_mode: Literal["anchored", "rolling"] = "anchored",
+                walk_forward_embargo_min: int = 60) -> list[Span]:
+    """Return (train_start, train_end, test_start, test_end) per fold: one split, or the walk-forward."""
+    # walk-forward: k + 1 blocks after the warm-up (evaluation.walk_forward_splits); fold i tests block i + 1,
+    # trains on the past (anchored: all earlier blocks, rolling: block i) ending embargo minutes before;
+    # a reward ends at the next bar's close, so a label ends at ts + 1 min. ConfigError under 10 * window bars
     ts = bars["ts"]
     if not walk_forward_folds:
-        split_ts = ts.max() - dt.timedelta(days=eval_days)
+        split_ts = last_ts(bars) - dt.timedelta(days=eval_days)
         if bars.filter(pl.col("ts") < split_ts).height < window * 10:
             raise ConfigError(f"eval_days={eval_days} leaves under {window * 10} training bars")
         return [(None, split_ts, split_ts, None)]
@@ -78,20 +59,7 @@ _SEED_METRICS = ("total_return_frac", "sharpe_annualised", "sharpe_daily_annuali
 
 
 def seed_summary(seeds: list[int], evaluations: list[Any]) -> pl.DataFrame:
-    """Return each metric per seed with its mean, sd and 95 % t-interval across seeds.
-
-    Parameters
-    ----------
-    seeds : list of int
-        The seeds, in the order of ``evaluations``.
-    evaluations : list of EvaluationResult
-        One per seed (stitched over the folds under walk-forward).
-
-    Returns
-    -------
-    polars.DataFrame
-        Columns ``metric``, ``seed_<s>`` for each seed, ``mean``, ``sd``, ``ci_low``, ``ci_high`` (Float64).
-    """
+    """Return each metric per seed (``seed_<s>``) with its mean, sd and 95 % t-interval across seeds."""
     flats = [e.flat_metrics() for e in evaluations]
     rows = []
     for m in _SEED_METRICS:
@@ -109,19 +77,7 @@ _COST_METRICS = {"gross_return_frac": "gross_return_frac", "cost_usd": "cost_usd
 
 
 def cost_metrics(flat: dict[str, Any]) -> dict[str, Any]:
-    """Return gross return, costs, funding and net return of the agent and buy-and-hold (``bh_``), for run.json.
-
-    Parameters
-    ----------
-    flat : dict
-        :meth:`EvaluationResult.flat_metrics`.
-
-    Returns
-    -------
-    dict
-        ``gross_return_frac``, ``cost_usd`` (= ``fees_usd`` + ``impact_usd``), ``cost_bps``, ``funding_usd``,
-        ``net_return_frac``, and the same with a ``bh_`` prefix; gross - (cost + funding) / equity0 = net.
-    """
+    """Return gross return, costs, funding and net return of the agent and buy-and-hold (``bh_``)."""
     return {f"{p}{k}": flat.get(f"{p}{v}") for p in ("", "bh_") for k, v in _COST_METRICS.items()}
 
 
@@ -149,32 +105,12 @@ def _fold_table(spans: list[Span], evs: list[Any], fold_ids: list[int] | None = 
 
 
 def earlier_trial_sharpes(root: Path, bars_glob: str, eval_start: str, *, exclude: str | None = None) -> list[float]:
-    """Return the annualised Sharpe of every trial (run and seed) of completed agent runs on the same bars and span.
-
-    The trial registry of the deflated Sharpe: runs listed by :func:`quantnb.runs.list_runs`
-    (what ``quantnb runs`` shows) whose run.json has the same ``bars_glob`` parameter and
-    ``eval_start`` result. A run without a recorded Sharpe counts as a trial with an unknown Sharpe (NaN).
-
-    Parameters
-    ----------
-    root : Path
-        Project root.
-    bars_glob : str
-        The bars the agent was evaluated on.
-    eval_start : str
-        First evaluation bar, as the stage records it (``str(split_ts)``).
-    exclude : str, optional
-        A run id not to count (the current run).
-
-    Returns
-    -------
-    list of float
-        One annualised Sharpe per earlier trial, each seed of a run with ``seeds`` counted (NaN where not
-        recorded).
-    """
+    """Return the annualised Sharpe (NaN if unrecorded) of each trial on the same bars and span."""
+    # the deflated Sharpe's trial registry: completed agent runs with the same bars_glob and eval_start,
+    # each seed a trial
     out: list[float] = []
     for summary in list_runs(root, stage="agent", status="completed"):
-        rec = read_run_record(root / "runs" / summary.run_id, detect_dead=False) or {}
+        rec = read_run_record(run_dir(root, summary.run_id), detect_dead=False) or {}
         results, parameters = rec.get("results") or {}, rec.get("parameters") or {}
         if summary.run_id == exclude or results.get("eval_start") != eval_start or \
                 parameters.get("bars_glob") != bars_glob:
@@ -201,28 +137,8 @@ def _utc(value: Any) -> dt.datetime:
 def check_no_stacking_leak(
     classifier_metadata: dict[str, Any], classifier_id: str, eval_start: dt.datetime, eval_end: dt.datetime
 ) -> None:
-    """Refuse a classifier whose training or validation data reaches the agent's evaluation span.
-
-    The classifier was fitted on its train span and selected (Optuna objective, early stopping,
-    best checkpoint) on its validation span; labels look ``lookahead_min`` past each bar. If that
-    reach, ``[train start, validation end + lookahead]``, overlaps the agent's evaluation span, the
-    agent is judged on data its classifier was chosen on: a stacking leak.
-
-    Parameters
-    ----------
-    classifier_metadata : dict
-        The classifier bundle's ``config_metadata.yaml`` (``data_span`` with ``train`` and ``val``
-        ``start`` / ``end`` ISO times, and ``lookahead_min``), as the training stage writes it.
-    classifier_id : str
-        Its training run id, for the message.
-    eval_start, eval_end : datetime.datetime
-        The agent's evaluation span (UTC; naive means UTC).
-
-    Raises
-    ------
-    ConfigError
-        Naming both spans and the overlap in hours, or saying that the bundle records no span.
-    """
+    """Refuse (ConfigError) a classifier whose train..val + lookahead reaches the evaluation span."""
+    # it was fitted on train and chosen (Optuna, early stopping) on val: an agent judged there would leak
     span = classifier_metadata.get("data_span") or {}
     try:
         start, val_end = _utc(span["train"]["start"]), _utc(span["val"]["end"])

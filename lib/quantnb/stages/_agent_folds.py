@@ -18,7 +18,7 @@ import datetime as dt
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -26,6 +26,7 @@ from loguru import logger
 
 from quantnb.classifier._labelled import load_labelled
 from quantnb.errors import ConfigError
+from quantnb.runs._layout import checkpoints_dir, model_dir
 from quantnb.stages._agent_eval import Span
 
 PROVENANCE_COLUMN = "clf_model"  # the model id behind each bar's probabilities (null: none)
@@ -34,19 +35,7 @@ PROVENANCE_FILE = "provenance.parquet"  # runs/<agent run>/classifiers/: ts and 
 
 @dataclasses.dataclass(frozen=True)
 class FoldClassifier:
-    """One classifier of the walk-forward stacking.
-
-    Attributes
-    ----------
-    model_id : str
-        ``block_<j>`` (the block whose probabilities it gives) or ``live`` (the exported one).
-    cutoff : datetime.datetime
-        Every training label's ``t1`` is before this instant (UTC): the block start less the embargo.
-    directory : Path
-        Its model bundle.
-    span : dict
-        Its ``data_span``: ``train`` and ``val`` start, end, rows and windows, ``label_t1_max`` (ISO 8601 UTC).
-    """
+    """One classifier of the walk-forward stacking (``block_<j>`` or ``live``)."""
 
     model_id: str
     cutoff: dt.datetime
@@ -60,18 +49,7 @@ class FoldClassifier:
 
 @dataclasses.dataclass(frozen=True)
 class Stacking:
-    """The out-of-fold probabilities of the walk-forward and the models behind them.
-
-    Attributes
-    ----------
-    probabilities : polars.DataFrame
-        ``ts``, the three classifier features and :data:`PROVENANCE_COLUMN` (Utf8) per bar; null
-        before block 1 (and after the last block).
-    models : list of FoldClassifier
-        ``block_1 .. block_K`` in time order.
-    live : FoldClassifier
-        The model exported with the agent.
-    """
+    """The out-of-fold probabilities of the walk-forward (null before block 1) and the models behind them."""
 
     probabilities: pl.DataFrame
     models: list[FoldClassifier]
@@ -79,20 +57,7 @@ class Stacking:
 
 
 def stacked_spans(spans: list[Span], *, mode: str) -> list[Span]:
-    """Return the folds an agent on out-of-fold probabilities can train: fold 0 left out, training from block 1.
-
-    Parameters
-    ----------
-    spans : list of Span
-        Every walk-forward fold, as :func:`~quantnb.stages._agent_eval.agent_spans` gives them.
-    mode : {"anchored", "rolling"}
-        ``anchored`` folds train from block 1's start (block 0 has no out-of-fold probability).
-
-    Returns
-    -------
-    list of Span
-        Folds ``1 .. K-1``.
-    """
+    """Return folds 1 .. K-1 (block 0 has no out-of-fold probability); anchored ones train from block 1."""
     block1 = spans[0][2]
     return [(block1 if mode == "anchored" else t0, t1, s0, s1) for (t0, t1, s0, s1) in spans[1:]]
 
@@ -120,44 +85,16 @@ def _inner_split(frame: pl.DataFrame, share: float) -> tuple[pl.DataFrame, pl.Da
 
 def _span(name: str, frame: pl.DataFrame, ds: Any) -> dict[str, Any]:
     ts = frame["ts"]
-    return {name: {"start": ts.min().isoformat(), "end": ts.max().isoformat(), "rows": frame.height,
+    first, last = cast(dt.datetime, ts.min()), cast(dt.datetime, ts.max())
+    return {name: {"start": first.isoformat(), "end": last.isoformat(), "rows": frame.height,
                    "windows": len(ds)}}
 
 
 def fit_fold_classifier(source: Any, labelled: pl.DataFrame, *, cutoff: dt.datetime, directory: Path,
                         epochs: int | None, resume: bool, model_id: str) -> FoldClassifier:
-    """Train the source bundle's classifier again on the labels ending before ``cutoff``; save its bundle.
-
-    The training run's configuration is reused: features, model class and constructor parameters,
-    ``train_config`` (``epochs`` capped when given), sample weights and the train/validation
-    proportion (early stopping on the last ``val_frac / (train_frac + val_frac)`` of the rows).
-
-    Parameters
-    ----------
-    source : quantnb.classifier.ModelBundle
-        The training run's model bundle (``parameters``, ``train_config``, ``seq_len``, ``lookahead_min``).
-    labelled : polars.DataFrame
-        The training run's labelled bars (``ts``, ``label``, ``t1`` or the fixed horizon).
-    cutoff : datetime.datetime
-        UTC; only labels with ``t1 < cutoff`` are learnt from, only bars before it are read.
-    directory : Path
-        Holds ``checkpoints/`` (the trainer's, for resume) and ``model/`` (the bundle, written last).
-    epochs : int, optional
-        Cap on the epochs; None: the training run's.
-    resume : bool
-        Load ``model/`` when it is complete; else continue the trainer's checkpoint.
-    model_id : str
-        Recorded in the bundle and the provenance column.
-
-    Returns
-    -------
-    FoldClassifier
-
-    Raises
-    ------
-    ConfigError
-        If too few labels precede ``cutoff`` for a training and a validation window.
-    """
+    """Train the source bundle's classifier again on the labels with ``t1 < cutoff``; save its bundle."""
+    # the training run's configuration is reused (features, model, train_config, weights, train/val
+    # proportion); ConfigError when too few labels precede the cutoff
     from quantnb.classifier import (
         TrainConfig,
         Trainer,
@@ -170,7 +107,7 @@ def fit_fold_classifier(source: Any, labelled: pl.DataFrame, *, cutoff: dt.datet
     from quantnb.features import FeatureScaler
 
     meta = source.metadata
-    out = directory / "model"
+    out = model_dir(directory)
     if resume and (out / "config_metadata.yaml").exists():
         done = load_model_bundle(out).metadata
         logger.info("classifier {}: trained before the restart, loaded from {}", model_id, out)
@@ -204,10 +141,10 @@ def fit_fold_classifier(source: Any, labelled: pl.DataFrame, *, cutoff: dt.datet
     model = type(source.model)(**meta["model"]["params"])
     logger.info("classifier {}: labels ending before {} ({} train / {} validation windows, {} epochs at most)",
                 model_id, cutoff.isoformat(), len(sets[0]), len(sets[1]), cfg.epochs)
-    fit = Trainer(model, sets[0], sets[1], cfg, directory / "checkpoints").fit(resume=resume)
+    fit = Trainer(model, sets[0], sets[1], cfg, checkpoints_dir(directory)).fit(resume=resume)
     kept = frame.filter(pl.col("label").is_not_null())
     span = {**_span("train", train, sets[0]), **_span("val", val, sets[1]),
-            "label_t1_max": kept["t1"].max().isoformat()}
+            "label_t1_max": cast(dt.datetime, kept["t1"].max()).isoformat()}
     save_model_bundle(out, model, scaler, {
         "parameters": hp, "train_config": cfg.to_dict(), "seq_len": seq_len, "lookahead_min": lookahead,
         "labelling": meta.get("labelling"), "label_suffix": meta.get("label_suffix"), "data_span": span,
@@ -220,41 +157,7 @@ def fit_fold_classifier(source: Any, labelled: pl.DataFrame, *, cutoff: dt.datet
 def build_stacking(root: Path, run_dir: Path, source_dir: Path, bars: pl.DataFrame, spans: list[Span], *,
                    embargo_min: int, epochs: int | None, resume: bool, live_start: dt.datetime | None,
                    on_model: Callable[[FoldClassifier], None] | None = None) -> Stacking:
-    """Train the per-block classifiers and assemble the out-of-fold probabilities of ``bars``.
-
-    Parameters
-    ----------
-    root : Path
-        Project root (the labelled directory of the training run is relative to it).
-    run_dir : Path
-        The agent run's directory; models go to ``classifiers/<model id>/``.
-    source_dir : Path
-        The training run's ``model`` bundle, whose configuration every fold reuses.
-    bars : polars.DataFrame
-        The agent's bars (every bar, ``ts`` ascending).
-    spans : list of Span
-        The walk-forward folds of :func:`~quantnb.stages._agent_eval.agent_spans` (all of them).
-    embargo_min : int
-        Minutes between a model's last label end and the start of the block it serves.
-    epochs : int, optional
-        Cap on each model's epochs.
-    resume : bool
-        Reuse the models already saved.
-    live_start : datetime.datetime, optional
-        First bar after the walk-forward (the live replay's default): the exported model learns from
-        every label ending before it less the embargo. None: the exported model is the last block's.
-    on_model : callable, optional
-        Called with each model once it is trained or loaded (progress, checkpoint).
-
-    Returns
-    -------
-    Stacking
-
-    Raises
-    ------
-    ConfigError
-        If the source bundle names no labelled data, or a block has too few earlier labels.
-    """
+    """Train the per-block classifiers and assemble the out-of-fold probabilities of ``bars``."""
     from quantnb.agent import CLASSIFIER_FEATURES, ClassifierSignal
 
     source = ClassifierSignal.load(source_dir).bundle
@@ -288,7 +191,7 @@ def build_stacking(root: Path, run_dir: Path, source_dir: Path, bars: pl.DataFra
         hi = bars.height if end is None else int(ts.search_sorted(end, side="left"))
         block = ClassifierSignal.load(m.directory).batch(bars, rows=(lo, hi)).drop("ts").to_numpy()[lo:hi]
         probs[lo:hi] = block
-        owner[lo:hi] = np.where(np.isfinite(block).all(axis=1), m.model_id, None)
+        owner[lo:hi][np.isfinite(block).all(axis=1)] = m.model_id  # the rest stays None
     frame = pl.DataFrame({"ts": ts}).with_columns(
         [pl.Series(c, probs[:, j]).fill_nan(None) for j, c in enumerate(CLASSIFIER_FEATURES)]
         + [pl.Series(PROVENANCE_COLUMN, owner.tolist(), pl.Utf8)])

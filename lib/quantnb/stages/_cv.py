@@ -22,11 +22,7 @@ PATH_SCORES_ATTR = "path_f1_macro"  # trial user attribute: F1 macro of each CPC
 
 @dataclass(frozen=True)
 class CvFold:
-    """One purged split: training windows, an inner split for early stopping, and the scored test groups.
-
-    ``tests`` holds one dataset per test group (one for the purged k-fold, ``k`` for CPCV), in the
-    order of ``groups``: a window never spans two groups.
-    """
+    """One purged split: training windows, an inner split for early stopping, one test set per group."""
 
     train: WindowDataset
     inner_val: WindowDataset
@@ -43,41 +39,10 @@ class CvFold:
 
 def cv_datasets(data: PreparedData, *, n_folds: int, lookahead_min: int, inner_val_frac: float = 0.15,
                 n_test_groups: int | None = None, weight_col: str | None = None) -> list[CvFold]:
-    """Build purged, embargoed k-fold (or CPCV) window datasets over the selection span (train + validation).
-
-    The test split of ``data`` stays untouched. Each split scores one contiguous group of the
-    selection span (or, with ``n_test_groups``, one combination of that many groups: combinatorial
-    purged CV, :func:`quantnb.evaluation.cpcv_splits`); it trains on the other labels that neither
-    overlap a scored group nor come within ``lookahead_min`` of it, and stops early on the last
-    ``inner_val_frac`` of its own training rows (purged likewise), never on the groups it is scored
-    on. The scaler is refitted on each split's training rows.
-
-    Parameters
-    ----------
-    data : PreparedData
-        From :func:`quantnb.classifier.prepare_datasets`; its ``splits.train`` and ``splits.val`` frames.
-    n_folds : int
-        Groups, >= 2 (``cv_folds``, or ``cv_groups`` for CPCV).
-    lookahead_min : int
-        Label horizon, minutes: labels end at ``t1`` (the column when present, else ``ts + lookahead_min``);
-        also the embargo.
-    inner_val_frac : float, default 0.15
-        Share of each split's training rows held out for early stopping.
-    n_test_groups : int, optional
-        CPCV: groups tested per split (``cv_test_groups``); None: the purged k-fold.
-    weight_col : str, optional
-        Sample-weight column of the labels carried by the training windows (``sample_weight_col``).
-
-    Returns
-    -------
-    list of CvFold
-        ``n_folds`` splits, or ``C(n_folds, n_test_groups)`` for CPCV.
-
-    Raises
-    ------
-    ConfigError
-        If a split has no window in one of its parts (too little data for the groups).
-    """
+    """Build purged, embargoed k-fold (or CPCV) window datasets over the selection span (train + val)."""
+    # each split trains on labels that neither overlap its scored groups nor come within lookahead_min of
+    # them, stops early on its own last inner_val_frac rows (purged too), refits the scaler; the test
+    # split is untouched. ConfigError when a part of a split has no window
     from quantnb.classifier import WindowDataset
     from quantnb.features import FeatureScaler
 
@@ -116,6 +81,7 @@ def _split_rows(t0: np.ndarray, t1: np.ndarray, *, n_groups: int, n_test_groups:
                 inner_val_frac: float) -> list[tuple[np.ndarray, np.ndarray, list[np.ndarray], tuple[int, ...]]]:
     """Per split: fitting rows, inner-validation rows, each test group's rows, the group numbers."""
     horizon = np.timedelta64(dt.timedelta(minutes=lookahead_min)).astype("timedelta64[us]")
+    parts: list[tuple[np.ndarray, list[np.ndarray], tuple[int, ...]]]
     if n_test_groups is None:
         folds = purged_kfold_splits(t0, t1, n_folds=n_groups, embargo=horizon)
         parts = [(f.train, [f.test], (k,)) for k, f in enumerate(folds)]
@@ -133,27 +99,7 @@ def _split_rows(t0: np.ndarray, t1: np.ndarray, *, n_groups: int, n_test_groups:
 
 def cv_rows(t0: np.ndarray, *, n_folds: int, lookahead_min: int, inner_val_frac: float = 0.15,
             n_test_groups: int | None = None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Return, per purged split, the row positions that fit, stop early (inner validation) and score.
-
-    Parameters
-    ----------
-    t0 : np.ndarray, shape (n,), datetime64[us]
-        Bar times, ascending; each label ends ``lookahead_min`` later.
-    n_folds : int
-        Groups, >= 2.
-    lookahead_min : int
-        Label horizon and embargo, minutes.
-    inner_val_frac : float, default 0.15
-        Share of each split's training rows (the last ones) held out for early stopping; the fitting
-        rows whose labels reach within ``lookahead_min`` of it are purged.
-    n_test_groups : int, optional
-        CPCV: groups tested per split; None: the purged k-fold.
-
-    Returns
-    -------
-    list of (fit, inner, test) : tuple of np.ndarray, int64
-        ``test``: the rows of every scored group, ascending.
-    """
+    """Return, per purged split, the row positions (int64) that fit, stop early and score."""
     t1 = t0 + np.timedelta64(dt.timedelta(minutes=lookahead_min)).astype("timedelta64[us]")
     return [(fit, inner, np.concatenate(tests)) for fit, inner, tests, _ in
             _split_rows(t0, t1, n_groups=n_folds, n_test_groups=n_test_groups, lookahead_min=lookahead_min,
@@ -161,20 +107,7 @@ def cv_rows(t0: np.ndarray, *, n_folds: int, lookahead_min: int, inner_val_frac:
 
 
 def pbo_of_study(trials: list[Any], n_folds: int) -> tuple[float | None, int]:
-    """Return the PBO (CSCV) over the completed trials' fold scores, and how many trials entered it.
-
-    Parameters
-    ----------
-    trials : list of optuna.trial.FrozenTrial
-        The study's trials; those with ``n_folds`` fold scores in their user attributes count.
-    n_folds : int
-        Folds per trial (``cv_folds``).
-
-    Returns
-    -------
-    (float or None, int)
-        PBO, None with fewer than 2 such trials or an odd fold count; the trial count.
-    """
+    """Return the PBO (CSCV, Bailey et al. 2017) of the trials' fold scores (None under 2), and their count."""
     rows = [t.user_attrs.get(FOLD_SCORES_ATTR) for t in trials]
     matrix = [r for r in rows if isinstance(r, list) and len(r) == n_folds]
     if len(matrix) < 2 or n_folds < 2 or n_folds % 2:

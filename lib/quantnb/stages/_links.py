@@ -13,26 +13,14 @@ from quantnb._paths import project_root
 from quantnb.config import StageParams, resolve_output_dir
 from quantnb.errors import ConfigError
 from quantnb.runs import RunContext, read_run_record, record_test_spans
+from quantnb.runs._layout import record_files
 
 _DONE = ("completed", "completed_with_errors")
 SampleWeightCol = Literal["uniqueness", "return_weight"] | None  # the labels' AFML weights (training, optimization)
 
 
 def instrument_of(frame: Any, source: str) -> str:
-    """Return the instrument of a data set: its ``symbol`` column, else the instrument folder of ``source``.
-
-    Parameters
-    ----------
-    frame : polars.DataFrame
-        Bars or labels; a non-empty ``symbol`` column names the instrument.
-    source : str
-        The glob or folder the data came from (``data/processed/bybit/linear/BTCUSDT/*.parquet``:
-        ``BTCUSDT``; a folder: its name).
-
-    Returns
-    -------
-    str
-    """
+    """Return the data's ``symbol`` column value, else the instrument folder of ``source``."""
     if "symbol" in frame.columns and frame.height and frame["symbol"][0] is not None:
         return str(frame["symbol"][0])
     path = Path(source)
@@ -41,31 +29,7 @@ def instrument_of(frame: Any, source: str) -> str:
 
 def record_labelled_span(ctx: RunContext, labelled: Any, label_cfg: dict[str, Any], labelled_dir: str,
                          first_ts: Any, last_ts: Any, what: str) -> int:
-    """Record that the run scores the labels of bars ``first_ts .. last_ts``; return how many earlier runs did.
-
-    The span ends at the last label's end (``last_ts`` plus the labelling's ``lookahead_min``); the
-    instrument is :func:`instrument_of` the labels (their ``symbol``, else the labelled input's folder).
-
-    Parameters
-    ----------
-    ctx : RunContext
-        The running stage.
-    labelled : polars.DataFrame
-        The labelled bars.
-    label_cfg : dict
-        Their ``labelling_config.json`` (``lookahead_min``, ``input_glob``).
-    labelled_dir : str
-        Where they were read from (the instrument's fallback name).
-    first_ts, last_ts : datetime.datetime or str
-        First and last decision bar scored (ISO 8601 when a string; naive means UTC).
-    what : str
-        What is scored there (``selection``, ``test split``).
-
-    Returns
-    -------
-    int
-        ``test_span_evaluations`` (:func:`quantnb.runs.record_test_spans`).
-    """
+    """Record that the run scores the labels of ``first_ts .. last_ts``; return earlier runs that did."""
     last = last_ts if isinstance(last_ts, dt.datetime) else dt.datetime.fromisoformat(str(last_ts))
     end = last + dt.timedelta(minutes=float(label_cfg.get("lookahead_min") or 0))
     instrument = instrument_of(labelled, str(label_cfg.get("input_glob") or labelled_dir))
@@ -73,22 +37,9 @@ def record_labelled_span(ctx: RunContext, labelled: Any, label_cfg: dict[str, An
 
 
 def completed_runs(root: Path, stage: str) -> list[dict[str, Any]]:
-    """Return the run.json of every completed run of ``stage`` under ``root/runs``, newest first.
-
-    Parameters
-    ----------
-    root : pathlib.Path
-        Project directory.
-    stage : str
-        Stage name.
-
-    Returns
-    -------
-    list of dict
-        Records (status completed or completed_with_errors), each with ``run_id``, by end time.
-    """
+    """Return the run.json of every completed run of ``stage`` under ``root/runs``, newest first."""
     found = []
-    for rec_path in (root / "runs").glob("*/run.json"):
+    for rec_path in record_files(root):
         rec = read_run_record(rec_path.parent, detect_dead=False)
         if rec and rec.get("stage") == stage and rec.get("status") in _DONE:
             found.append({**rec, "run_id": rec.get("run_id") or rec_path.parent.name})
@@ -98,25 +49,7 @@ def completed_runs(root: Path, stage: str) -> list[dict[str, Any]]:
 
 def latest_output(project_dir: str | os.PathLike[str] | None, stage: str, output: str,
                   *, parameter: tuple[str, str] | None = None) -> tuple[str, str] | None:
-    """Return ``(run_id, path)`` of ``output`` of the latest completed ``stage`` run, or None.
-
-    Parameters
-    ----------
-    project_dir : str, os.PathLike or None
-        Project directory; found from the cwd if None.
-    stage : str
-        The earlier stage, e.g. ``"labelling"``.
-    output : str
-        The name the run recorded the output under (``outputs.<name>`` in run.json).
-    parameter : (str, str) or None
-        ``(name, folder)``: only runs whose recorded parameter ``name`` names the same
-        folder (both taken from the project when relative).
-
-    Returns
-    -------
-    (str, str) or None
-        The run id and the output's path as recorded (relative to the project when inside it).
-    """
+    """Return ``(run_id, path)`` of ``output`` of the latest completed ``stage`` run, or None."""
     root = project_root(project_dir)
     for rec in completed_runs(root, stage):
         path = (rec.get("outputs") or {}).get(output)
@@ -131,32 +64,12 @@ def latest_output(project_dir: str | os.PathLike[str] | None, stage: str, output
 
 
 def latest_run_ids(project_dir: str | os.PathLike[str] | None, stage: str, n: int = 5) -> list[str]:
-    """Return the ids of the ``n`` latest completed runs of ``stage``, newest first.
-
-    Parameters
-    ----------
-    project_dir : str, os.PathLike or None
-        Project directory; found from the cwd if None.
-    stage : str
-        Stage name.
-    n : int
-        At most this many.
-
-    Returns
-    -------
-    list of str
-    """
+    """Return the ids of the ``n`` latest completed runs of ``stage``, newest first."""
     return [r["run_id"] for r in completed_runs(project_root(project_dir), stage)[:n]]
 
 
 class LabelledDataParams(StageParams):
-    """Parameters of a stage that reads the labelling stage's output (optimization, training).
-
-    ``labelled_dir=None`` takes the output of the latest completed labelling run (its
-    ``outputs.labelled_dir`` in run.json) when the parameters are validated, so the run
-    records, hashes and resumes with the folder it used; :meth:`labelled_source` says
-    which run it came from.
-    """
+    """Parameters of a stage reading labelled data; ``labelled_dir=None``: the latest labelling run's."""
 
     labelled_dir: str | None = Field(
         None, description="Output folder of the labelling stage (absolute or relative to the project); None: "
@@ -176,23 +89,17 @@ class LabelledDataParams(StageParams):
         """Return the label suffix: the name of ``labelled_dir``."""
         return Path(self.labelled_dir).name if self.labelled_dir else "unlabelled"
 
-    def labelled_source(self) -> str:
-        """Return ``labelled_dir`` and where it came from, for the run's log.
-
-        Returns
-        -------
-        str
-            The folder, and the labelling run it was taken from when it was not given.
-
-        Raises
-        ------
-        ConfigError
-            If ``labelled_dir`` was not given and no labelling run has completed.
-        """
+    def labelled_folder(self) -> str:
+        """Return ``labelled_dir``; ConfigError if it was not given and no labelling run has completed."""
         if self.labelled_dir is None:
             raise ConfigError("labelled_dir: not given, and no completed labelling run under runs/ to take it from; "
                               "run the labelling stage first (quantnb run labelling) or pass labelled_dir")
+        return self.labelled_dir
+
+    def labelled_source(self) -> str:
+        """Return ``labelled_dir`` and where it came from, for the run's log."""
+        folder = self.labelled_folder()
         if self._labelled_from is None:
-            return f"labelled_dir {self.labelled_dir} (given)"
-        return (f"labelled_dir {self.labelled_dir}: the output of {self._labelled_from}, the latest completed "
+            return f"labelled_dir {folder} (given)"
+        return (f"labelled_dir {folder}: the output of {self._labelled_from}, the latest completed "
                 "labelling run (pass labelled_dir to choose another)")

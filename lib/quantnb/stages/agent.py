@@ -23,9 +23,10 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, Pos
 from quantnb.agent._train_types import EnvSpec, SacParams, nest_flat_params  # light: pydantic only
 from quantnb.config import StageParams
 from quantnb.data import read_bars
-from quantnb.display import result_html
+from quantnb.display import HtmlResult
 from quantnb.errors import ConfigError
 from quantnb.runs import atomic_path, record_test_spans, start_run
+from quantnb.runs._layout import checkpoints_dir, model_dir, run_dir
 from quantnb.stages._agent_eval import (
     Span,
     _fold_table,
@@ -35,6 +36,7 @@ from quantnb.stages._agent_eval import (
     check_no_stacking_leak,
     cost_metrics,
     earlier_trial_sharpes,
+    last_ts,
     seed_summary,
 )
 from quantnb.stages._agent_folds import PROVENANCE_COLUMN, PROVENANCE_FILE, build_stacking, stacked_spans
@@ -145,7 +147,7 @@ class AgentParams(StageParams):
 
 
 @dataclasses.dataclass
-class AgentResult:
+class AgentResult(HtmlResult):
     """The trained agent's evaluation and where its bundle went (``train_id`` = run id)."""
 
     train_id: str
@@ -158,9 +160,6 @@ class AgentResult:
     seeds: pl.DataFrame | None = None
     tear_sheet: Path | None = None
     data_span: dict[str, list[str]] | None = None  # {"train": [start, end], "eval": [start, end]}, UTC
-
-    def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
-        return result_html(self)
 
     def summary(self) -> pl.DataFrame:
         """Print where the bundle is; return the evaluation table.
@@ -181,7 +180,7 @@ class AgentResult:
 
 
 def load_bars(root: Path, bars_glob: str) -> pl.DataFrame:
-    """Read the ETL bars matching ``bars_glob`` (see :func:`quantnb.data.read_bars`), empty columns dropped.
+    """Read the ETL bars matching ``bars_glob`` (:func:`quantnb.data.read_bars`): one instrument, checked.
 
     Parameters
     ----------
@@ -190,18 +189,10 @@ def load_bars(root: Path, bars_glob: str) -> pl.DataFrame:
     bars_glob : str
         Glob of the Parquet bar files of one symbol.
 
-    Returns
-    -------
-    polars.DataFrame
-        In time order, checked (:func:`quantnb.data.check_bars`).
-
     Raises
     ------
-    ConfigError
-        If nothing matches, a match is not a readable regular file, or the bars are of
-        several instruments.
-    DataError
-        If a file is unreadable or the bars are not a clean minute series.
+    ConfigError, DataError
+        As :func:`quantnb.data.read_bars`: nothing matches, several instruments, not a clean minute series.
     """
     return read_bars(bars_glob, root=root)  # refuses several instruments, drops empty columns
 
@@ -233,6 +224,12 @@ def run_agent(params: AgentParams) -> AgentResult:
         classifier whose spans reach the evaluation, or (stacking) a block with too few earlier labels.
     DataError
         If the bars are not a clean minute series.
+
+    Examples
+    --------
+    >>> params = AgentParams(bars_glob="data/processed/bybit/linear/BTCUSDT/*.parquet", total_timesteps=5_000)
+    >>> result = run_agent(params)
+    >>> result.summary()  # agent versus buy-and-hold on the held-out days
     """
     # heavy: imported by the run, not by the runner's parameter validation
     import torch
@@ -254,7 +251,7 @@ def run_agent(params: AgentParams) -> AgentResult:
         feats = compute_features(bars, warmup_bars=env.warmup_bars)
         classifier, clf_dir, stack = None, None, None
         if params.classifier_train_id:
-            clf_dir = ctx.root / "runs" / params.classifier_train_id / "model"
+            clf_dir = model_dir(run_dir(ctx.root, params.classifier_train_id))
             classifier = ClassifierSignal.load(clf_dir)
             if classifier.seq_len >= env.warmup_bars:
                 raise ConfigError(f"classifier_train_id={params.classifier_train_id!r}: its seq_len "
@@ -268,7 +265,7 @@ def run_agent(params: AgentParams) -> AgentResult:
                 clf_dir, classifier = stack.live.directory, ClassifierSignal.load(stack.live.directory)
             else:
                 check_no_stacking_leak(classifier.bundle.metadata, params.classifier_train_id, spans[0][2],
-                                       bars["ts"].max())
+                                       last_ts(bars))
                 feats = feats.hstack(classifier.batch(bars).drop("ts"))
         eval_start = spans[0][2]
         names = [c for c in feats.columns if c != "ts"]
@@ -284,14 +281,14 @@ def run_agent(params: AgentParams) -> AgentResult:
                     "Sharpe", len(earlier), len(seeds), n_trials)
         ctx.set_total(params.total_timesteps // params.checkpoint_every_steps * len(spans) * len(seeds))
         ctx.set_shard_retention(keep_last=1)  # the rolling checkpoint deletes older ones by design
-        plot = ctx.root / "debug_plots" / ctx.run_id / "equity_curve.png"
+        plot = ctx.paths.debug_plots / "equity_curve.png"
         per_seed = []
         for i, seed in enumerate(seeds):
             sac = params.sac.model_copy(update={"seed": seed})
             where = _Where(seed if len(seeds) > 1 else None, None, i * len(spans))
             fits = [_fit_and_evaluate(ctx, params, sac, bars, feats, names, span,
                                       where._replace(fold=fold_ids[k] if len(spans) > 1 else None,
-                                                     index=where.index + k),
+                                                     position=where.position + k),
                                       n_trials=n_trials, trial_var=trial_var) for k, span in enumerate(spans)]
             if len(fits) == 1:
                 ev = fits[0][2]
@@ -319,7 +316,7 @@ def run_agent(params: AgentParams) -> AgentResult:
             metrics["seeds"] = seed_table.to_dicts()
             logger.info("Across {} seeds:\n{}", len(seeds), seed_table)
         if params.baseline_agent_id:
-            table = _with_baseline(table, ctx.root / "runs" / params.baseline_agent_id, str(eval_start))
+            table = _with_baseline(table, run_dir(ctx.root, params.baseline_agent_id), str(eval_start))
         # the table, row by row, to the session log only (the notebook renders it once, as a table)
         for line in table.iter_rows(named=True):  # e.g. "eval total_return_frac: agent -0.01571 | buy_and_hold 0.07263"
             logger.debug("eval {}: {}", line["metric"], " | ".join(
@@ -361,7 +358,7 @@ def _holdout(bars: pl.DataFrame, params: AgentParams) -> tuple[pl.DataFrame, lis
     """Return the walk-forward's bars and the span after them ([first, last] bar, ISO) kept for the live replay."""
     if not params.walk_forward_folds or not params.walk_forward_holdout_days:
         return bars, None
-    cut = bars["ts"].max() - dt.timedelta(days=params.walk_forward_holdout_days)
+    cut = last_ts(bars) - dt.timedelta(days=params.walk_forward_holdout_days)
     rest = bars.filter(pl.col("ts") > cut)
     if rest.height < 2 or bars.height - rest.height < params.env.warmup_bars:
         raise ConfigError(f"walk_forward_holdout_days={params.walk_forward_holdout_days} leaves {rest.height} "
@@ -379,7 +376,7 @@ def _stacking(ctx: Any, params: AgentParams, bars: pl.DataFrame, spans: list[Spa
     def on_model(m: Any) -> None:
         ctx.checkpoint.mark_completed(f"classifier-{m.model_id}")
         check_no_stacking_leak(load_model_bundle(m.directory).metadata, f"{ctx.run_id}/{m.model_id}",
-                               m.cutoff + dt.timedelta(minutes=params.walk_forward_embargo_min), bars["ts"].max())
+                               m.cutoff + dt.timedelta(minutes=params.walk_forward_embargo_min), last_ts(bars))
 
     live = dt.datetime.fromisoformat(after_eval[0]) if after_eval else None
     stack = build_stacking(ctx.root, ctx.run_dir, clf_dir, bars, spans, embargo_min=params.walk_forward_embargo_min,
@@ -416,7 +413,7 @@ def _symbol(params: AgentParams, bars: pl.DataFrame) -> str:
 class _Where(NamedTuple):
     seed: int | None  # None: the only seed
     fold: int | None  # None: one split
-    index: int  # 0-based position among every (seed, fold) fit, for progress
+    position: int  # 0-based among every (seed, fold) fit, for progress
 
 
 def _fit_and_evaluate(ctx: Any, params: AgentParams, sac: SacParams, bars: pl.DataFrame, feats: pl.DataFrame,
@@ -441,12 +438,12 @@ def _fit_and_evaluate(ctx: Any, params: AgentParams, sac: SacParams, bars: pl.Da
 
     def on_checkpoint(info: Any) -> None:
         item = f"{tag}step-{info.num_timesteps}"
-        done = at.index * per_fold + info.num_timesteps // params.checkpoint_every_steps
+        done = at.position * per_fold + info.num_timesteps // params.checkpoint_every_steps
         ctx.batch_saved(done, 1, info.num_timesteps, info.model_path)
         ctx.checkpoint.mark_completed(item)
         ctx.item_done(item, events=info.num_timesteps)
 
-    ckpt = ctx.run_dir / "checkpoints"
+    ckpt = checkpoints_dir(ctx.run_dir)
     ckpt = ckpt if at.seed is None else ckpt / f"seed_{at.seed}"
     ckpt = ckpt if at.fold is None else ckpt / f"fold_{at.fold}"
     trained = train_sac(train_env, sac, total_timesteps=params.total_timesteps, checkpoint_dir=ckpt,
@@ -471,7 +468,7 @@ def _tear_sheet(ctx: Any, fits: list[Any], ev: Any, per_seed: list[Any], seeds: 
 
     sheet = tear_sheet_data([f[2] for f in fits], ev, [e for _, e in per_seed], seeds, null_seed=seeds[0],
                             fold_ids=fold_ids if len(fits) > 1 else None)
-    png = plot_tear_sheet(sheet, ctx.root / "debug_plots" / ctx.run_id / "tear_sheet.png", title=ctx.run_id)
+    png = plot_tear_sheet(sheet, ctx.paths.debug_plots / "tear_sheet.png", title=ctx.run_id)
     return sheet, png
 
 

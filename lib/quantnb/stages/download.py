@@ -33,6 +33,7 @@ from loguru import logger
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from quantnb.config import OutputDir, StageParams, resolve_output_dir
+from quantnb.display import HtmlResult
 from quantnb.runs import RunContext, start_run
 
 __all__ = ["DownloadParams", "DownloadResult", "run_download"]
@@ -101,38 +102,18 @@ class DownloadParams(StageParams):
 
 
 @dataclasses.dataclass
-class DownloadResult:
-    """What a download run fetched.
-
-    Attributes
-    ----------
-    run_id, status : str
-        The run and its final status (``completed_with_errors`` when a file is corrupt or failed).
-    files : polars.DataFrame
-        One row per planned file: ``path`` (under ``output_dir``), ``status`` (``downloaded``,
-        ``skipped``, ``missing``, ``corrupt``, ``failed``, ``not_done``), ``bytes``, ``reason``.
-    output_dir : pathlib.Path
-        Where the archive layout was reproduced.
-    bytes_total : int
-        Bytes received by this attempt.
-    elapsed_s : float
-        Wall time of the transfers, seconds.
-    quarantine_dir : pathlib.Path or None
-        Where corrupt files were moved (``runs/<run_id>/quarantine``).
-    """
+class DownloadResult(HtmlResult):
+    """What a download run fetched (status ``completed_with_errors`` when a file is corrupt or failed)."""
 
     run_id: str
     status: str
+    # per planned file: path (under output_dir), status (downloaded, skipped, missing, corrupt, failed,
+    # not_done), bytes, reason
     files: pl.DataFrame
-    output_dir: Path
-    bytes_total: int
-    elapsed_s: float
-    quarantine_dir: Path | None = None
-
-    def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
-        from quantnb.display import result_html
-
-        return result_html(self)
+    output_dir: Path  # where the archive layout was reproduced
+    bytes_total: int  # received by this attempt
+    elapsed_s: float  # wall time of the transfers
+    quarantine_dir: Path | None = None  # where corrupt files were moved: runs/<run_id>/quarantine
 
     def _of(self, status: str) -> list[str]:
         return self.files.filter(pl.col("status") == status)["path"].to_list()

@@ -27,7 +27,7 @@ from loguru import logger
 from pydantic import Field, field_validator
 
 from quantnb.config import OutputDir, resolve_output_dir
-from quantnb.display import result_html
+from quantnb.display import HtmlResult
 from quantnb.errors import ConfigError, DataError
 from quantnb.parallel import ExecutorError, ParallelStageParams, open_executor
 from quantnb.runs import (
@@ -119,36 +119,17 @@ def _is_glob(part: str) -> bool:
 
 
 @dataclasses.dataclass
-class EtlResult:
-    """What an ETL run produced.
-
-    Attributes
-    ----------
-    run_id, status : str
-        The run and its final status.
-    outputs : polars.DataFrame
-        One row per Parquet written: ``venue, market, symbol, day, rows, gaps, path, size_kb``.
-    quarantined : dict of str to str
-        Input (its path relative to the project, or absolute) to the reason it was quarantined.
-    quality : dict of str to dict
-        Input to its quality report.
-    empty_inputs : list of str
-        Inputs that held no data row (reported at WARNING, in run.json and the quality report).
-    conflicts : list of dict
-        Per input whose book data another input of the same instrument gave instead, for some
-        minutes (see :func:`quantnb.data.book_conflicts`); in run.json ``results.conflicts``.
-    """
+class EtlResult(HtmlResult):
+    """What an ETL run produced (inputs are named by their path relative to the project, or absolute)."""
 
     run_id: str
     status: str
-    outputs: pl.DataFrame
-    quarantined: dict[str, str]
-    quality: dict[str, dict[str, Any]]
-    empty_inputs: list[str] = dataclasses.field(default_factory=list)
+    outputs: pl.DataFrame  # per Parquet written: venue, market, symbol, day, rows, gaps, path, size_kb
+    quarantined: dict[str, str]  # input to the reason it was quarantined
+    quality: dict[str, dict[str, Any]]  # input to its quality report
+    empty_inputs: list[str] = dataclasses.field(default_factory=list)  # inputs without a data row (WARNING)
+    # per input whose book data another input of the instrument gave instead (quantnb.data.book_conflicts)
     conflicts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-
-    def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
-        return result_html(self)
 
     def summary(self) -> pl.DataFrame:
         """Print the status and quarantined files; return the outputs table (shown in a notebook)."""
@@ -188,23 +169,7 @@ def _find_inputs(params: EtlParams, root: Path) -> tuple[list[Path], dict[str, s
 
 
 def _ingest_to_shard(path: str, shard: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Worker: ingest one raw file into a partial-bars shard (written atomically); return its summary.
-
-    Parameters
-    ----------
-    path : str
-        The input file.
-    shard : str
-        Where the partial bars go (``runs/<run_id>/parts/<shard_stem>.parquet``).
-    options : dict
-        Keyword arguments of :func:`quantnb.data.ingest_file` (``key``,
-        ``skip_until_snapshot``, ``default_markets``, ``ohlcv_venue``).
-
-    Returns
-    -------
-    dict
-        ``n_messages, rows, quality, elapsed_s``.
-    """
+    """Worker: ingest one raw file into a partial-bars shard (atomically); return its summary."""
     from quantnb.data import ingest_file
 
     t0 = time.perf_counter()
@@ -296,12 +261,8 @@ def _process_files(ctx: RunContext, params: EtlParams, inputs: list[Path]) -> di
 
 def _collect(ctx: RunContext, item: str, shard: Path, n: int, reports: dict[str, dict[str, Any]],
                 get: Any) -> None:
-    """Driver: take one item's result from ``get()`` and commit it (checkpoint), or quarantine the item.
-
-    A :class:`~quantnb.errors.DataError` or any other error of the item quarantines it;
-    an interrupt, or a failure of the executor (:class:`~quantnb.parallel.ExecutorError`), is
-    re-raised and leaves the item not done.
-    """
+    """Driver: commit one item's result from ``get()``, or quarantine it (DataError or any error)."""
+    # an interrupt or an ExecutorError is re-raised and leaves the item not done
     try:
         summary = get()
     except DataError as exc:
@@ -349,7 +310,7 @@ def _merge_and_write(ctx: RunContext, params: EtlParams) -> pl.DataFrame:
         for venue, market, symbol in instruments.iter_rows():
             dest = out_dir / venue / market / symbol / f"{shard.name.removesuffix('.parquet')}.quality.json"
             atomic_write_json(dest, report)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for (instrument, day), frame in sorted(merge_parts(parts).items()):
         dest = out_dir / instrument / f"{day.isoformat()}.parquet"
         with atomic_path(dest) as tmp:
@@ -393,6 +354,12 @@ def run_etl(params: EtlParams) -> EtlResult:
         input: the run is ``failed``, nothing is quarantined; resume it.
     KeyboardInterrupt
         On SIGINT/SIGTERM; the run is recorded ``interrupted`` and can be resumed.
+
+    Examples
+    --------
+    >>> params = EtlParams(input_globs=["data/raw/bybit/*.data.zip"], n_workers=2)
+    >>> result = run_etl(params)
+    >>> result.outputs.select("symbol", "day", "rows")  # one row per daily Parquet
     """
     with start_run(params) as ctx:
         _check_item_format(ctx)

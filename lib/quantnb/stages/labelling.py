@@ -30,7 +30,7 @@ from quantnb.classifier import (
     side_from_column,
 )
 from quantnb.config import OutputDir, resolve_output_dir
-from quantnb.display import result_html
+from quantnb.display import HtmlResult
 from quantnb.errors import ConfigError, DataError
 from quantnb.parallel import ParallelStageParams, open_executor
 from quantnb.runs import RunContext, atomic_path, atomic_write_json, start_run
@@ -101,7 +101,7 @@ class LabellingParams(ParallelStageParams):  # + n_workers, executor, scheduler
 
 
 @dataclasses.dataclass
-class LabellingResult:
+class LabellingResult(HtmlResult):
     """What a labelling run produced: the output directory and the label distribution per file."""
 
     run_id: str
@@ -109,9 +109,6 @@ class LabellingResult:
     output_dir: Path
     distribution: pl.DataFrame
     quarantined: dict[str, str]
-
-    def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
-        return result_html(self)
 
     def summary(self) -> pl.DataFrame:
         """Print the total distribution; return the per-file table."""
@@ -288,6 +285,12 @@ def run_labelling(params: LabellingParams) -> LabellingResult:
     ExecutorError
         If a worker process was killed (out of memory, SIGKILL) or a Dask worker cannot see an
         input: the run is ``failed``, nothing is quarantined; resume it.
+
+    Examples
+    --------
+    >>> params = LabellingParams(input_glob="data/processed/bybit/linear/BTCUSDT/*.parquet", method="triple_barrier")
+    >>> result = run_labelling(params)
+    >>> result.output_dir, result.distribution  # the folder optimization and training read by default
     """
     with start_run(params) as ctx:
         ctx.add_cumulative_log(ctx.stage_log_dir / "labelling_processing.log")
@@ -361,7 +364,7 @@ def _distribution_table(out_dir: Path, names: tuple[str, ...] = LABEL_NAMES) -> 
     rows = []
     for f in sorted(out_dir.glob("*.parquet")):
         with open(f, "rb") as fh:  # a file of an older version (resumed run) has no uniqueness: it counts 0
-            cols = [c for c in ("label", "uniqueness") if c in pl.read_parquet_schema(fh)]
+            cols: list[str] = [c for c in ("label", "uniqueness") if c in pl.read_parquet_schema(fh)]
             fh.seek(0)
             frame = pl.read_parquet(fh, columns=cols).with_columns(uniqueness=pl.col("uniqueness")
                                                                    if "uniqueness" in cols else pl.lit(0.0))

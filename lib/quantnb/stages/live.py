@@ -29,11 +29,12 @@ from loguru import logger
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from quantnb.config import StageParams
-from quantnb.display import result_html
+from quantnb.display import HtmlResult
 from quantnb.errors import ConfigError
 from quantnb.live._risk import RiskLimits
 from quantnb.live._settings import SessionSettings
 from quantnb.runs import record_test_spans, start_run
+from quantnb.runs._layout import runs_dir
 from quantnb.stages._links import latest_run_ids
 
 if TYPE_CHECKING:
@@ -135,15 +136,12 @@ class LiveParams(StageParams):
 
 
 @dataclasses.dataclass
-class LiveResult:
+class LiveResult(HtmlResult):
     """Session statistics and the production files of a live run."""
 
     run_id: str
     stats: SessionStats
     production_log: Path
-
-    def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
-        return result_html(self)
 
     def summary(self) -> pl.DataFrame:
         """Print where the files are; return the statistics as a one-row table."""
@@ -197,12 +195,17 @@ def run_live(params: LiveParams) -> LiveResult:
         Before any connection: ``live`` without ``confirm_live``, a missing or inconsistent
         bundle, the drawdown halt marker present, missing API key variables, an unreadable
         state file.
+
+    Examples
+    --------
+    >>> result = run_live(LiveParams(train_id="agent_default_20240101_120000", mode="replay", max_steps=500))
+    >>> result.summary()  # the session statistics as a one-row table
     """
     # heavy: imported by the run, not by the runner's parameter validation
     from quantnb.live import StepInfo, build_trader, load_live_config, session_timestamp
 
     with start_run(params) as ctx:
-        cfg = load_live_config(ctx.root / "runs", params.train_id, timeframe=params.timeframe)
+        cfg = load_live_config(runs_dir(ctx.root), params.train_id, timeframe=params.timeframe)
         session_ts = session_timestamp()
         prod_log = ctx.add_cumulative_log(cfg.out_dir / f"produccion_{session_ts}.log", level="DEBUG",
                                           include_streams=True)

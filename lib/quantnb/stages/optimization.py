@@ -44,10 +44,11 @@ from quantnb.classifier._study import (
     trial_key,
     worker_identity,
 )
-from quantnb.display import result_html
+from quantnb.display import HtmlResult
 from quantnb.errors import ConfigError, QuantnbError
 from quantnb.evaluation import cpcv_path_count, cpcv_split_count
 from quantnb.runs import RunContext, atomic_write_json, is_interrupt, start_run
+from quantnb.runs._layout import optuna_dir
 from quantnb.stages._cv import (
     FOLD_SCORES_ATTR,
     PATH_SCORES_ATTR,
@@ -150,7 +151,7 @@ class OptimizationParams(LabelledDataParams):
 
 
 @dataclasses.dataclass
-class OptimizationResult:
+class OptimizationResult(HtmlResult):
     """Best trial of the study and where its parameters were written."""
 
     run_id: str
@@ -160,9 +161,6 @@ class OptimizationResult:
     best_params_path: Path
     trials: Any  # polars.DataFrame of every trial: number, state, value, params
     selection: dict[str, Any] = dataclasses.field(default_factory=dict)  # n_trials, pbo, cv_folds, fold scores
-
-    def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
-        return result_html(self)
 
     def summary(self) -> Any:
         """Print the best trial; return the trials table."""
@@ -285,6 +283,7 @@ class _Objective:
             if isinstance(dist, optuna.distributions.CategoricalDistribution):
                 out[name] = trial.suggest_categorical(name, list(dist.choices))
             else:
+                assert isinstance(dist, optuna.distributions.FloatDistribution)  # search_space has no other kind
                 out[name] = trial.suggest_float(name, dist.low, dist.high, log=dist.log)
         return out
 
@@ -340,6 +339,7 @@ class _Objective:
 
         ckpt = self.ctx.run_dir / "trials" / f"trial_{trial.number}"
         result = Trainer(model, data.train, data.val, cfg, ckpt, on_epoch_end=on_epoch, on_batch_end=on_batch).fit()
+        assert result.best_f1_macro is not None  # Trainer.fit always sets it
         return float(result.best_f1_macro)
 
     def _train_cv(self, trial: optuna.Trial, hp: dict[str, Any], key: int) -> float:
@@ -422,12 +422,17 @@ def run_optimization(params: OptimizationParams) -> OptimizationResult:
         If the labelled data is missing.
     QuantnbError
         If no trial completed (all pruned or failed).
+
+    Examples
+    --------
+    >>> result = run_optimization(OptimizationParams(n_trials=6))  # labelled_dir: the latest labelling run's
+    >>> result.best_value, result.best_params_path
     """
     optuna.logging.disable_default_handler()
     optuna.logging.enable_propagation()
     with start_run(params) as ctx:
         logger.info("Labelled data: {}", params.labelled_source())
-        labelled, label_cfg = load_labelled(ctx.root, params.labelled_dir)
+        labelled, label_cfg = load_labelled(ctx.root, params.labelled_folder())
         if label_cfg.get("method") == "meta":  # its trials would fit 3 classes without the primary's side
             raise ConfigError(f"labelled_dir={params.labelled_dir}: meta-labels (SKIP/TAKE on a primary side) are not "
                               "searched by the optimization stage yet; train the secondary model with the training "
@@ -436,7 +441,7 @@ def run_optimization(params: OptimizationParams) -> OptimizationResult:
             raise ConfigError(f"sample_weight_col={params.sample_weight_col!r}: the labels in {params.labelled_dir} "
                               f"have no such column (labelled before the AFML weights); label them again with the "
                               "labelling stage, or pass sample_weight_col=None")
-        looked_at = record_labelled_span(ctx, labelled, label_cfg, params.labelled_dir,
+        looked_at = record_labelled_span(ctx, labelled, label_cfg, params.labelled_folder(),
                                          *_selection_span(params, labelled, int(label_cfg["lookahead_min"])),
                                          what="selection")
         name = params.resolved_study_name()
@@ -523,6 +528,7 @@ def run_optimization(params: OptimizationParams) -> OptimizationResult:
         ctx.record_metrics(best_f1_macro=best.value, best_trial=best.number, trials=len(all_trials),
                            n_trials=len(finished), pbo=pbo)
         trials = _trials_table(study)
+    assert best.value is not None  # the best of the finished trials
     return OptimizationResult(ctx.run_id, name, float(best.value), payload["params"],
                               ctx.run_dir / "best_params.json", trials, selection)
 
@@ -565,7 +571,7 @@ def _best_params_path(storage: str, name: str, root: Path) -> Path:
     elif "://" not in storage:
         folder = (root / storage).parent
     else:
-        folder = root / "runs" / "optuna"
+        folder = optuna_dir(root)
     return folder / f"{name}_best_params.json"
 
 

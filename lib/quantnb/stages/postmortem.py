@@ -10,8 +10,9 @@ from loguru import logger
 from pydantic import Field
 
 from quantnb.config import StageParams
-from quantnb.display import result_html
+from quantnb.display import HtmlResult
 from quantnb.runs import atomic_write_json, start_run
+from quantnb.runs._layout import debug_plots_dir
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -34,7 +35,7 @@ class PostmortemParams(StageParams):
 
 
 @dataclasses.dataclass
-class PostmortemResult:
+class PostmortemResult(HtmlResult):
     """A post-mortem: the report and its figures saved under debug_plots/<run_id>/.
 
     The figures are memory and throughput over time, and, when the run has them,
@@ -43,9 +44,6 @@ class PostmortemResult:
 
     report: PostmortemReport
     figures: list[Figure]
-
-    def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
-        return result_html(self)
 
     def summary(self) -> list[Figure]:
         """Print the report; return the figures (shown inline in a notebook)."""
@@ -70,6 +68,11 @@ def run_postmortem(params: PostmortemParams) -> PostmortemResult:
     ------
     ConfigError
         If there is no run to analyse.
+
+    Examples
+    --------
+    >>> result = run_postmortem(PostmortemParams(target_stage="etl"))  # the latest ETL run
+    >>> result.report.status, result.report.memory_rising
     """
     import matplotlib.pyplot as plt  # heavy: imported by the run, not by the runner's parameter validation
 
@@ -86,7 +89,7 @@ def run_postmortem(params: PostmortemParams) -> PostmortemResult:
             t = report.memory_trend
             logger.warning("Memory rose {:+.0f} MB/h ({:+.0%} over the run, R^2 {:.2f}, {} points): possible leak",
                            t["slope_mb_per_h"], t["rise_frac"], t["r2"], t["points"])
-        plots = ctx.root / "debug_plots" / target
+        plots = debug_plots_dir(ctx.root, target)
         figures = [plot_memory(report, plots / "memory.png"), plot_throughput(report, plots / "throughput.png")]
         for extra in (plot_learning_curve(report, plots / "learning_curve.png"),
                       plot_timeline(report, plots / "timeline.png")):

@@ -25,7 +25,7 @@ import dataclasses
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 import polars as pl
 from loguru import logger
@@ -34,6 +34,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_v
 from quantnb._paths import project_root
 from quantnb._secrets import refuse_password_in_url
 from quantnb.config import OutputDir, StageParams, resolve_output_dir
+from quantnb.display import HtmlResult
 from quantnb.errors import ConfigError
 from quantnb.record import ClickHouseConnection, Recorder, RecorderConfig
 from quantnb.record._recorder import CLICKHOUSE_PATH
@@ -43,6 +44,9 @@ __all__ = ["RecordParams", "RecordResult", "run_record", "open_clickhouse", "Cli
 
 _DEPTHS = {"linear": (1, 50, 200, 500), "spot": (1, 50, 200)}
 _R = RecorderConfig  # the recorder's settings and their defaults: written there once, read here
+Channel = Literal["book", "trades", "bbo"]
+Sink = Literal["raw", "parquet", "clickhouse"]
+DepthSpeed = Literal["100ms", "0ms", "250ms", "500ms"]
 
 
 class RecordParams(StageParams):
@@ -65,8 +69,8 @@ class RecordParams(StageParams):
     symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT"], min_length=1, description="Exchange symbols.")
     depth: PositiveInt = Field(_R.depth, description="Bybit book depth (1, 50, 200, 500); Binance: REST snapshot "
                                                      "levels (rounded up to 5, 10, 20, 50, 100, 500 or 1000).")
-    channels: list[Literal["book", "trades", "bbo"]] = Field(
-        default_factory=lambda: list(_R.channels), min_length=1,
+    channels: list[Channel] = Field(
+        default_factory=lambda: cast(list[Channel], list(_R.channels)), min_length=1,
         description="book (order book), trades, bbo (Binance bookTicker).")
     duration_s: PositiveFloat | None = Field(_R.duration_s, allow_inf_nan=False,
                                              description="Stop after this many seconds; None: until stopped.")
@@ -76,8 +80,8 @@ class RecordParams(StageParams):
     rest_url: str | None = Field(_R.rest_url, description="Binance REST root for depth snapshots; None: production.")
     output_dir: OutputDir = Field("data/recorded", description="raw/ and parquet/ go under it: an absolute folder "
                                   "or one relative to the project.")
-    sinks: list[Literal["raw", "parquet", "clickhouse"]] = Field(
-        default_factory=lambda: ["raw", "parquet"], min_length=1, description="Where the frames go.")
+    sinks: list[Sink] = Field(
+        default_factory=lambda: cast(list[Sink], ["raw", "parquet"]), min_length=1, description="Where the frames go.")
     clickhouse_url: str | None = Field(_R.clickhouse_url,
                                        description="ClickHouse server http(s)://user@host:port/db; None: chDB.")
     clickhouse_path: OutputDir = Field(CLICKHOUSE_PATH, description="Embedded chDB folder: absolute or relative "
@@ -96,8 +100,8 @@ class RecordParams(StageParams):
         _R.book_stale_after_s, allow_inf_nan=False, description="Liveness per channel: a symbol whose book sends "
         "nothing for this long is resynced the same way, seconds; None: not checked. Trades are not timed (a quiet "
         "market is normal).")
-    binance_depth_speed: Literal["100ms", "0ms", "250ms", "500ms"] = Field(
-        _R.binance_depth_speed,
+    binance_depth_speed: DepthSpeed = Field(
+        cast(DepthSpeed, _R.binance_depth_speed),
         description="Binance diff-depth stream speed: <symbol>@depth@<speed> (0ms: every update).")
     log_frames: bool = Field(_R.log_frames, description="Log every frame at DEBUG (session log only; slows recording).")
 
@@ -148,31 +152,15 @@ class RecordParams(StageParams):
 
 
 @dataclasses.dataclass
-class RecordResult:
-    """What a recording session wrote.
-
-    Attributes
-    ----------
-    run_id, status : str
-    report : dict
-        Final counters: totals, ``per_symbol`` counters, ``sink_bytes``, shards.
-    raw_dir, parquet_dir : pathlib.Path or None
-        Where the files are.
-    clickhouse_table : str or None
-        The ClickHouse events view (``database.name``; the table is ``<name>_frames``), if that sink ran.
-    """
+class RecordResult(HtmlResult):
+    """What a recording session wrote."""
 
     run_id: str
     status: str
-    report: dict[str, Any]
+    report: dict[str, Any]  # final counters: totals, per_symbol, sink_bytes, shards
     raw_dir: Path | None
     parquet_dir: Path | None
-    clickhouse_table: str | None = None
-
-    def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
-        from quantnb.display import result_html
-
-        return result_html(self)
+    clickhouse_table: str | None = None  # the events view database.name (table <name>_frames), if that sink ran
 
     def summary(self) -> pl.DataFrame:
         """Print totals, where each sink wrote and how to read it; return the per-symbol counters as a table.
@@ -234,6 +222,11 @@ def run_record(params: RecordParams) -> RecordResult:
     ------
     ConfigError
         Invalid parameters (before any connection); a password in ``clickhouse_url``.
+
+    Examples
+    --------
+    >>> result = run_record(RecordParams(venue="bybit", symbols=["BTCUSDT"], duration_s=60))
+    >>> result.summary()  # per-symbol counters: snapshots, deltas, trades, gaps
     """
     with start_run(params) as ctx:
         out = resolve_output_dir(params.output_dir, ctx.root)
@@ -337,8 +330,8 @@ class ClickHouseQuery(ClickHouseConnection):
             The result, one column per selected expression (ClickHouse types mapped by Arrow).
         """
         if self._session is not None:
-            return pl.from_arrow(self._session.query(sql, "ArrowTable"))
-        return pl.from_arrow(self._client.query_arrow(sql))
+            return cast(pl.DataFrame, pl.from_arrow(self._session.query(sql, "ArrowTable")))
+        return cast(pl.DataFrame, pl.from_arrow(self._client.query_arrow(sql)))
 
     def __enter__(self) -> ClickHouseQuery:  # noqa: D105
         return self

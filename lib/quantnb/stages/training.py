@@ -26,9 +26,10 @@ from pydantic import Field, PositiveFloat, PositiveInt, PrivateAttr, model_valid
 
 from quantnb.classifier._config import ModelConfig, TrainConfig
 from quantnb.classifier._labelled import load_labelled
-from quantnb.display import result_html
+from quantnb.display import HtmlResult
 from quantnb.errors import ConfigError
 from quantnb.runs import start_run
+from quantnb.runs._layout import checkpoints_dir, model_dir
 from quantnb.stages._links import LabelledDataParams, SampleWeightCol, latest_output, record_labelled_span
 
 __all__ = ["TrainingParams", "TrainingResult", "run_training"]
@@ -140,7 +141,7 @@ class TrainingParams(LabelledDataParams):
 
 
 @dataclasses.dataclass
-class TrainingResult:
+class TrainingResult(HtmlResult):
     """Training outcome: history, test metrics and where the bundle and plots went."""
 
     run_id: str
@@ -150,9 +151,6 @@ class TrainingResult:
     confusion_plot: Path
     history: list[dict[str, Any]]
     data_span: dict[str, Any] | None = None  # per split: start, end (ISO 8601 UTC), rows, windows
-
-    def _repr_html_(self) -> str:  # noqa: D105 (the notebook's display of the result)
-        return result_html(self)
 
     def summary(self) -> Any:
         """Print test F1 scores; return the per-epoch history as a polars DataFrame."""
@@ -228,6 +226,11 @@ def run_training(params: TrainingParams) -> TrainingResult:
     ------
     ConfigError
         Missing labelled data or best parameters, or a resume with different settings.
+
+    Examples
+    --------
+    >>> result = run_training(TrainingParams(epochs=5))  # the latest labels, the study's best parameters
+    >>> result.test["f1_macro"], result.bundle_dir
     """
     # heavy: imported by the run, not by the runner's parameter validation
     from quantnb.classifier import (
@@ -246,7 +249,7 @@ def run_training(params: TrainingParams) -> TrainingResult:
         logger.info("Labelled data: {}", params.labelled_source())
         logger.info("Hyper-parameters: {}", params.best_params_source())
         hp = params.model_params(ctx.root)
-        labelled, label_cfg = load_labelled(ctx.root, params.labelled_dir)
+        labelled, label_cfg = load_labelled(ctx.root, params.labelled_folder())
         meta = label_cfg.get("method") == "meta"  # a secondary model on the primary's bets (AFML 3.6)
         if meta:
             logger.info("Meta-labels: a 2-class secondary model (SKIP / TAKE) on the primary side's bets")
@@ -274,16 +277,16 @@ def run_training(params: TrainingParams) -> TrainingResult:
         def on_batch(b: Any) -> None:
             ctx.report_step(b.batch, b.n_batches, "batches", context=f"epoch {b.epoch}/{params.epochs}")
 
-        trainer = Trainer(model, data.train, data.val, cfg, ctx.run_dir / "checkpoints", on_epoch_end=on_epoch,
+        trainer = Trainer(model, data.train, data.val, cfg, checkpoints_dir(ctx.run_dir), on_epoch_end=on_epoch,
                           on_batch_end=on_batch)
         result = trainer.fit(resume=ctx.resumed)
         if result.stopped_early_epoch:  # early stopping: the run's total is the epochs it ran (ETA, post-mortem)
             ctx.set_total(result.stopped_early_epoch)
         test_span = data.splits.spans()["test"]  # counted before it is scored: a run that fails later looked too
-        record_labelled_span(ctx, labelled, label_cfg, params.labelled_dir, test_span["start"], test_span["end"],
+        record_labelled_span(ctx, labelled, label_cfg, params.labelled_folder(), test_span["start"], test_span["end"],
                              what="test split")
         ev = evaluate(model, data.test, batch_size=cfg.eval_batch_size)
-        test = ev.to_dict()
+        test: dict[str, Any] = ev.to_dict()
         test["baselines"] = _baselines(data, labelled, int(label_cfg["lookahead_min"]), ev.predictions, params.seed)
         ci = test["baselines"]["persistence"]  # the model's own interval, from the same resamples
         test["f1_macro_ci_low"], test["f1_macro_ci_high"] = ci["model_ci_low"], ci["model_ci_high"]
@@ -296,10 +299,10 @@ def run_training(params: TrainingParams) -> TrainingResult:
         logger.info("test/f1_macro={:.4f} test/f1_weighted={:.4f} test/f1 [{}]={}", test["f1_macro"],
                     test["f1_weighted"], "/".join(n[0] for n in data.class_names),
                     "/".join(f"{test[f'f1_{n.lower()}']:.3f}" for n in data.class_names))
-        plot = ctx.root / "debug_plots" / ctx.run_id / "confusion_matrix.png"
+        plot = ctx.paths.debug_plots / "confusion_matrix.png"
         plot_confusion_matrix(np.array(test["confusion"]), plot, title=f"{ctx.run_id}: test confusion matrix",
                               class_names=data.class_names)
-        bundle = save_model_bundle(ctx.run_dir / "model", model, data.scaler, {
+        bundle = save_model_bundle(model_dir(ctx.run_dir), model, data.scaler, {
             "parameters": {**params.model_dump(mode="json", exclude=set(params.execution_fields)), **hp},
             "train_config": cfg.to_dict(), "seq_len": data.seq_len, "label_suffix": params.run_suffix(),
             "lookahead_min": label_cfg["lookahead_min"], "labelling": label_cfg, "data_span": data.summary(),
@@ -316,5 +319,6 @@ def run_training(params: TrainingParams) -> TrainingResult:
                            test_f1_macro_ci_high=ci["model_ci_high"], val_f1_macro=result.best_f1_macro,
                            best_epoch=result.best_epoch, baselines=test["baselines"],
                            **({"meta": {k: v for k, v in test["meta"].items() if k != "verdicts"}} if meta else {}))
+    assert result.best_f1_macro is not None  # Trainer.fit always sets it
     return TrainingResult(ctx.run_id, result.best_f1_macro, test, Path(bundle), plot,
                           [h.to_dict() for h in result.history], data.summary())
