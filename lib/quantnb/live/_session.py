@@ -28,6 +28,7 @@ from quantnb.live._stats import SessionStats, StepInfo
 from quantnb.live._trader import Trader
 from quantnb.live._venue import WS_URLS
 from quantnb.retry import RetryPolicy
+from quantnb.runs._layout import production_dir
 
 __all__ = ["LiveConfig", "load_live_config", "build_trader", "run_with_restarts"]
 
@@ -80,7 +81,7 @@ def load_live_config(runs_dir: Path, train_id: str, *, timeframe: str | None = N
                           f"{trained_tf!r} bars; trade {trained_tf!r} or train an agent on {tf!r} bars")
     if tf not in _TIMEFRAME_S:
         raise ConfigError(f"timeframe={tf!r}: use one of {sorted(_TIMEFRAME_S, key=_TIMEFRAME_S.__getitem__)}")
-    return LiveConfig(train_id, bundle_dir, bundle_dir / "produccion", bundle, tf)
+    return LiveConfig(train_id, bundle_dir, production_dir(bundle_dir), bundle, tf)
 
 
 def _ccxt_symbol(symbol: str) -> str:
