@@ -26,7 +26,9 @@ def _type_checking_imports(package: str) -> dict[str, tuple[str, str]]:
     path = Path(sys.modules[package].__file__ or "")
     names: dict[str, tuple[str, str]] = {}
     for node in ast.parse(path.read_text(encoding="utf-8")).body:
-        test = node.test if isinstance(node, ast.If) else None
+        if not isinstance(node, ast.If):
+            continue
+        test = node.test
         if not (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING"
                 or isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"):
             continue

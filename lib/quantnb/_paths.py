@@ -16,16 +16,6 @@ def project_root(start: str | os.PathLike[str] | None = None) -> Path:
     ``pyproject.toml`` and ``notebooks/`` (so a notebook opened from ``notebooks/`` in
     JupyterLab and a papermill run from the repository root agree); else the current
     working directory.
-
-    Parameters
-    ----------
-    start : str or os.PathLike, optional
-        An explicit project directory.
-
-    Returns
-    -------
-    pathlib.Path
-        Absolute path of the project directory.
     """
     if start is not None:
         return Path(start).resolve()
@@ -44,23 +34,6 @@ def check_run_dir(root: str | os.PathLike[str], run_id: str) -> Path:
 
     A run's own files stay in the project: a link placed in ``runs/`` that points
     elsewhere is not followed for writes.
-
-    Parameters
-    ----------
-    root : str or os.PathLike
-        Project directory.
-    run_id : str
-        A plain run id.
-
-    Returns
-    -------
-    pathlib.Path
-        The run directory (it may not exist yet).
-
-    Raises
-    ------
-    ConfigError
-        If ``runs/<run_id>`` is a symbolic link.
     """
     run_dir = Path(root) / "runs" / run_id
     if run_dir.is_symlink():

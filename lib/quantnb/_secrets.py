@@ -50,16 +50,6 @@ def escaped_forms(value: str) -> list[str]:
     A secret holding a backslash or a quote is written escaped once in run.json or a ``repr``
     (a backslash doubled), and twice in a notebook's JSON quoting a ``repr``; masking only the
     raw value would let those through.
-
-    Parameters
-    ----------
-    value : str
-        A secret value.
-
-    Returns
-    -------
-    list of str
-        The distinct forms, longest first.
     """
     forms, level = {value}, {value}
     for _ in range(_ESCAPE_DEPTH):

@@ -387,7 +387,7 @@ def _install_notebook_error_display() -> None:
     except ImportError:
         return
     ip = get_ipython()
-    if ip is None or getattr(ip, "custom_exceptions", ()):  # ours already, or someone else's: leave it
+    if ip is None or bool(getattr(ip, "custom_exceptions", ())):  # ours already, or someone else's: leave it
         return
 
     def show(shell: Any, etype: type[BaseException], value: BaseException, tb: Any,

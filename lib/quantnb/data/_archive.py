@@ -43,19 +43,7 @@ DEFAULT_BASE_URLS: dict[tuple[str, str], str] = {
 
 @dataclasses.dataclass(frozen=True)
 class ArchiveFile:
-    """One file of a venue's archive.
-
-    Attributes
-    ----------
-    path : str
-        POSIX path relative to the archive root (and to the download's ``output_dir``).
-    symbol : str
-        Exchange symbol, upper case.
-    period : str
-        ``YYYY-MM-DD`` (a daily file) or ``YYYY-MM`` (a monthly file).
-    checksum : bool
-        Whether the archive publishes ``<path>.CHECKSUM`` (SHA-256) next to it (Binance).
-    """
+    """One file of a venue's archive."""
 
     path: str
     symbol: str
@@ -120,35 +108,6 @@ def plan_files(venue: str, market: str, data_type: str, symbols: list[str], star
     daily files for the other days; ``fundingRate`` is published monthly only (the month of
     any day asked for), ``bookDepth`` and ``metrics`` daily only. No day is covered twice.
     Bybit: daily files.
-
-    Parameters
-    ----------
-    venue : {"binance", "bybit"}
-        The archive.
-    market : str
-        Binance ``spot``, ``usdm``, ``coinm``; Bybit ``linear``, ``inverse``, ``spot``.
-    data_type : str
-        One of :data:`BINANCE_TYPES` or :data:`BYBIT_TYPES` for the market.
-    symbols : list of str
-        Exchange symbols (upper-cased here).
-    start, end : datetime.date
-        First and last UTC day wanted, inclusive.
-    interval : str
-        Kline interval (``1m``, ``5m``, ``1h``...), klines only.
-    book_depth : int, optional
-        Bybit order-book depth in the file name; None: 500 (linear, inverse), 200 (spot).
-    today : datetime.date, optional
-        The current UTC date (a month not yet over is fetched as daily files).
-
-    Returns
-    -------
-    list of ArchiveFile
-        In symbol, then period order.
-
-    Raises
-    ------
-    ValueError
-        If ``start > end`` or the venue, market or data type is not in the tables above.
     """
     if start > end:
         raise ValueError(f"start={start} is after end={end}; give start <= end (UTC dates, inclusive)")

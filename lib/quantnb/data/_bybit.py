@@ -128,6 +128,7 @@ def read_bybit(path: Path, report: QualityReport, *, skip_until_snapshot: bool =
     synced = False
     lineno = 0
     n = 0
+    msg: _Msg | None
     with open_lines(path) as fh:
         try:
             for lineno, raw in enumerate(fh, 1):

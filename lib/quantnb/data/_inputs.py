@@ -21,20 +21,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 def safe_token(text: str, max_len: int = 48) -> str:
-    """Return ``text`` reduced to ``[A-Za-z0-9_.-]`` (runs of other characters become ``-``).
-
-    Parameters
-    ----------
-    text : str
-        Any text, e.g. a folder name or a glob pattern.
-    max_len : int
-        Longest result.
-
-    Returns
-    -------
-    str
-        The safe text, or ``"none"`` if nothing is left.
-    """
+    """Return ``text`` reduced to ``[A-Za-z0-9_.-]`` (runs of other characters become ``-``)."""
     return _UNSAFE.sub("-", text).strip("-.")[:max_len].strip("-.") or "none"
 
 
@@ -68,12 +55,7 @@ def expand_glob(root: Path, pattern: str) -> list[Path]:
 
 
 def _glob(text: str) -> list[str]:
-    """``glob.glob(text, recursive=True)``, but ``**`` enters each real folder once (no symlink loops).
-
-    Python's glob follows a symbolic link to a parent folder again and again (40 levels, and
-    exponentially many paths with two such links); here one ``**`` walks each real folder
-    (device and inode) once.
-    """
+    """``glob.glob(text, recursive=True)``, but ``**`` enters each real folder once (no symlink loops)."""
     parts = Path(text).parts
     if "**" not in parts:
         return glob.glob(text)

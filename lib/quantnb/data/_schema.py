@@ -95,18 +95,7 @@ def empty_parts() -> pl.DataFrame:
 
 
 def conform_parts(frame: pl.DataFrame) -> pl.DataFrame:
-    """Add missing part columns as nulls, cast to PART_SCHEMA and order the columns.
-
-    Parameters
-    ----------
-    frame : polars.DataFrame
-        Partial bars of one input file (any subset of :data:`PART_SCHEMA` columns).
-
-    Returns
-    -------
-    polars.DataFrame
-        Exactly the :data:`PART_SCHEMA` columns, in its order and dtypes.
-    """
+    """Add missing part columns as nulls, cast to PART_SCHEMA and order the columns."""
     missing = [pl.lit(None, dtype=dt).alias(c) for c, dt in PART_SCHEMA.items() if c not in frame.columns]
     if missing:
         frame = frame.with_columns(missing)

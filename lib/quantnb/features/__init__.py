@@ -38,7 +38,7 @@ from quantnb.features._library import (
     RESEARCH_FEATURES,
 )
 from quantnb.features._scaler import FeatureScaler
-from quantnb.features._spec import FORWARD_FILLED, GAP_THRESHOLD, REGISTRY, FeatureSpec, get_specs, register
+from quantnb.features._spec import FORWARD_FILLED, get_specs
 
 
 def available_features(bars: pl.DataFrame | Sequence[str], candidates: Sequence[str]) -> list[str]:
@@ -66,9 +66,6 @@ def available_features(bars: pl.DataFrame | Sequence[str], candidates: Sequence[
 
 
 __all__ = [
-    "FeatureSpec",
-    "REGISTRY",
-    "register",
     "get_specs",
     "compute_batch",
     "FeatureStream",
@@ -77,7 +74,6 @@ __all__ = [
     "available_features",
     "segment_start_expr",
     "check_warmup",
-    "GAP_THRESHOLD",
     "FORWARD_FILLED",
     "RESEARCH_FEATURES",
     "MARKET_FEATURES",

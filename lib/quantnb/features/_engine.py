@@ -6,7 +6,7 @@ import datetime as dt
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -133,7 +133,7 @@ def _check_frame(bars: pl.DataFrame, specs: Sequence[FeatureSpec]) -> None:
         steps = bars["ts"].dt.epoch("us").diff().slice(1)
         bad = steps.is_null() | (steps <= 0)
         if bad.any():
-            i = int(bad.arg_max()) + 1
+            i = cast(int, bad.arg_max()) + 1
             raise DataError(f"bars row {i} (ts={bars['ts'][i]}): timestamps must increase strictly; "
                             "sort the bars by ts and drop duplicate minutes", bar=i, field="ts")
 

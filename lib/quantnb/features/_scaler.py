@@ -34,7 +34,7 @@ class FeatureScaler:
     ----------
     feature_names : sequence of str
         Column order of every array passed to :meth:`transform`.
-    mean, std : sequence of float
+    mean, std : sequence of float or numpy.ndarray
         Per-feature statistics (finite, ``std > 0``), same length as ``feature_names``.
     clip_sigma : float or None, default None
         Bound on the absolute scaled value (the agent uses 5.0 to tame flash crashes); None: no clip.
@@ -48,7 +48,8 @@ class FeatureScaler:
         ``clip_sigma`` is not positive.
     """
 
-    def __init__(self, feature_names: Sequence[str], mean: Sequence[float], std: Sequence[float], *,
+    def __init__(self, feature_names: Sequence[str], mean: Sequence[float] | np.ndarray,
+                 std: Sequence[float] | np.ndarray, *,
                  clip_sigma: float | None = None, fit_info: dict[str, Any] | None = None) -> None:
         self.feature_names: list[str] = [str(f) for f in feature_names]
         self.mean = np.asarray(mean, dtype=np.float64)

@@ -79,13 +79,7 @@ class FeatureSpec:
     lookback: int = 0
 
     def batch_expr(self) -> pl.Expr:
-        """Return the polars expression of the feature for one segment (apply it ``.over`` segments).
-
-        Returns
-        -------
-        polars.Expr
-            Float64, named :attr:`name`.
-        """
+        """Return the polars expression of the feature for one segment (apply it ``.over`` segments)."""
         return self.formula(_PlSource(), PL_OPS).cast(pl.Float64).alias(self.name)
 
 
@@ -192,23 +186,7 @@ REGISTRY: dict[str, FeatureSpec] = {}
 
 
 def register(spec: FeatureSpec) -> FeatureSpec:
-    """Add ``spec`` to :data:`REGISTRY`.
-
-    Parameters
-    ----------
-    spec : FeatureSpec
-        The feature; its name must be new.
-
-    Returns
-    -------
-    FeatureSpec
-        ``spec``.
-
-    Raises
-    ------
-    ConfigError
-        If a feature of that name is already registered.
-    """
+    """Add ``spec`` to :data:`REGISTRY`."""
     if spec.name in REGISTRY:
         raise ConfigError(f"feature {spec.name!r} is already registered; pick another name")
     REGISTRY[spec.name] = spec

@@ -67,14 +67,7 @@ def _s(x: float, nd: int = 8) -> str:
 
 
 class ExchangeEngine:
-    """Account state and matching behind the loopback server; hold ``lock`` while touching it.
-
-    One-way position mode, cross margin: a market order fills whole at the symbol's price
-    (``prices``), pays ``fee_bps`` of its notional, and realizes PnL on the reduced
-    part; ``reduceOnly`` orders are capped at the position and rejected (-2022) when they
-    would open or grow one; an order needing more initial margin than available is
-    rejected (-2019); LIMIT orders rest until cancelled (nothing crosses them).
-    """
+    """Account state and matching behind the loopback server; hold ``lock`` while touching it."""
 
     def __init__(
         self,
@@ -301,8 +294,8 @@ class ExchangeEngine:
             "priceMatch": "NONE", "selfTradePreventionMode": "EXPIRE_MAKER", "goodTillDate": 0,
             "time": now, "updateTime": now,
         }
+        self.orders[self._next_order_id] = order
         self._next_order_id += 1
-        self.orders[order["orderId"]] = order
         return order
 
     def _check_margin(self, symbol: str, signed: float, price: float) -> None:

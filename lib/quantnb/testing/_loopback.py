@@ -16,11 +16,7 @@ __all__ = ["LoopbackWebsocketServer", "ScriptedStreamServer"]
 
 
 class LoopbackWebsocketServer:
-    """Start, stop and context-manager protocol of a loopback websocket server.
-
-    Subclasses implement ``_serve(ws)`` (one connection), may override :meth:`_serve_options` and
-    ``_thread_name``, and call ``super().__init__()``.
-    """
+    """Start, stop and context-manager protocol of a loopback websocket server."""
 
     _thread_name = "ws-loopback"
 
@@ -75,11 +71,7 @@ class LoopbackWebsocketServer:
 
 
 class ScriptedStreamServer(LoopbackWebsocketServer):
-    """A loopback server that replays a script of frames, with the faults every venue's replay shares.
-
-    Subclasses consume :attr:`_gaps` (script indices never sent) and :attr:`_inject` (frames sent
-    as is after a script index) while they replay.
-    """
+    """A loopback server that replays a script of frames, with the faults every venue's replay shares."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -87,23 +79,9 @@ class ScriptedStreamServer(LoopbackWebsocketServer):
         self._inject: dict[int, list[str]] = {}
 
     def gap_at(self, index: int) -> None:
-        """Never send script frame ``index`` (a book update): the client sees its sequence jump.
-
-        Parameters
-        ----------
-        index : int
-            Index in the script of the update to leave out.
-        """
+        """Never send script frame ``index`` (a book update): the client sees its sequence jump."""
         self._gaps.add(index)
 
     def inject_after(self, index: int, text: str) -> None:
-        """Send ``text`` as one frame, as is, right after script frame ``index``.
-
-        Parameters
-        ----------
-        index : int
-            Index in the script of the frame sent before it.
-        text : str
-            The frame, e.g. a truncated or ill-typed copy of a real one.
-        """
+        """Send ``text`` as one frame, as is, right after script frame ``index``."""
         self._inject.setdefault(index, []).append(text)

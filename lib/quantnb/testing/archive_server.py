@@ -209,7 +209,7 @@ class ArchiveServer:
 
     def start(self) -> Self:
         """Listen on an ephemeral port of 127.0.0.1 in a daemon thread; return self."""
-        server = self
+        server: ArchiveServer = self
 
         class Handler(_Handler):
             archive = server

@@ -34,7 +34,7 @@ import gzip
 import http
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -210,7 +210,7 @@ class BinanceStreamServer(ScriptedStreamServer):
                 "ping_interval": self.ping_interval_s}
 
     # -- REST ---------------------------------------------------------------------------------
-    def _http(self, conn: ServerConnection, request: Request) -> Response | None:
+    def _http(self, conn: ServerConnection, request: Request) -> Response | Awaitable[Response] | None:
         url = urlsplit(request.path)
         if url.path.startswith(("/stream", "/ws/")):
             return None  # a websocket handshake

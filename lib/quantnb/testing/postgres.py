@@ -26,6 +26,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 __all__ = ["PostgresServer", "find_bin_dir", "start_postgres", "postgres_server"]
 
@@ -202,12 +203,12 @@ def start_postgres(
 
 
 @contextlib.contextmanager
-def postgres_server(**kwargs: object) -> Iterator[PostgresServer]:
+def postgres_server(**kwargs: Any) -> Iterator[PostgresServer]:
     """Context manager around :func:`start_postgres`: the server is stopped and deleted on exit.
 
     Parameters
     ----------
-    **kwargs : object
+    **kwargs : Any
         Passed to :func:`start_postgres`.
 
     Yields
