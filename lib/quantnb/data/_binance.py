@@ -32,7 +32,7 @@ from quantnb.data._bars import MINUTE_MS, BookMinutes, TradeBuffer
 from quantnb.data._book import OrderBook
 from quantnb.data._io import IO_ERRORS, io_error, no_messages, open_lines
 from quantnb.data._quality import QualityReport
-from quantnb.data._validate import Price, Size, clean_levels, crossed_ok, decode_error
+from quantnb.data._validate import Price, Size, clean_levels, crossed_ok, decode_error, strict_decode
 
 GAP_MS = 2 * MINUTE_MS
 BUFFER_MAX = 20_000  # diff events kept while waiting for a snapshot (Binance: "buffer the events")
@@ -207,44 +207,10 @@ class BinanceBook:
 def read_binance(path: Path, report: QualityReport, *, on_crossed: str = "raise",
                  on_progress: Callable[[int], None] | None = None
                  ) -> tuple[str, pl.DataFrame, pl.DataFrame, OrderBook]:
-    """Replay a Binance USD-M capture; return the symbol, per-minute book rows, trade bars and the final book.
+    """Replay a Binance USD-M or spot capture; return the symbol, per-minute book rows, trade bars and the final book.
 
-    Parameters
-    ----------
-    path : Path
-        A Binance USD-M capture (``depthUpdate`` and ``trade``/``aggTrade`` messages, one
-        JSON object a line; plain, ``.gz`` or ``.zip``).
-    report : QualityReport
-        Where every defect is counted, with its line.
-    on_crossed : {"raise", "skip"}
-        What a crossed book does: raise :class:`DataError`, or count it and leave the
-        update out of the features.
-    on_progress : callable or None
-        Called with the number of lines read so far, now and then.
-
-    Returns
-    -------
-    symbol : str
-        The capture's symbol, e.g. ``"BTCUSDT"``.
-    book_rows : polars.DataFrame
-        One row a minute of book features (``ts`` Datetime[us, UTC], mid OHLC, micro-price,
-        ``spread_bps_mean``, depth and imbalance of the top 10 levels, update counts).
-    trade_bars : polars.DataFrame
-        One-minute trade bars (see :func:`trades_to_bars`).
-    book : OrderBook
-        The book after the last message.
-
-    Raises
-    ------
-    DataError
-        If the file cannot be read or decoded, has no message, its sequence, time or symbol
-        is inconsistent, or the book crosses with ``on_crossed="raise"``; the message names
-        the file, the line and the fix.
-
-    References
-    ----------
-    Binance USD-M futures, "How to manage a local order book correctly" (``U``/``u``/``pu``
-    sequencing of diff. depth streams), developers.binance.com.
+    Sequencing follows Binance's "How to manage a local order book correctly" (``U``/``u``/``pu``
+    of diff. depth streams, developers.binance.com); ``on_crossed`` as in :func:`read_bybit`.
     """
     depth = BinanceBook(path, report, on_crossed)
     trades = TradeBuffer()
@@ -319,15 +285,9 @@ def _slow(path: Path, line: int, payload: bytes, exc: Exception, report: Quality
     if not payload.strip():
         report.flag("blank_lines", line, "blank line skipped")
         return None
-    try:
-        obj = _DECODE_ANY(payload)
-    except msgspec.DecodeError as exc2:
-        raise decode_error(path, line, payload, exc2) from exc2
+    obj = strict_decode(_DECODE_ANY, path, line, payload)
     if isinstance(obj, dict) and "lastUpdateId" in obj:
-        try:
-            depth.on_snapshot(DECODE_SNAPSHOT(payload), line)
-        except msgspec.DecodeError as exc2:
-            raise decode_error(path, line, payload, exc2) from exc2
+        depth.on_snapshot(strict_decode(DECODE_SNAPSHOT, path, line, payload), line)
         return None
     data = obj.get("data", obj) if isinstance(obj, dict) else None
     kind = data.get("e") if isinstance(data, dict) else None

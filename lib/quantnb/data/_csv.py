@@ -207,29 +207,9 @@ def _trades_path(path: Path, tmp: Path) -> Path:
 
 
 def read_trades(path: Path, report: QualityReport) -> pl.DataFrame:
-    """Read a Binance public trades CSV (zip or plain); return 1-minute trade bars (see ``trades_to_bars``).
+    """Read a Binance public trades CSV (zip or plain); return 1-minute bars.
 
-    Parameters
-    ----------
-    path : Path
-        Binance public-data trades CSV (``id, price, qty, quote_qty, time, is_buyer_maker``,
-        with or without header); plain or ``.zip``.
-    report : QualityReport
-        Where duplicates, out-of-order trades and bad values are counted.
-
-    Returns
-    -------
-    polars.DataFrame
-        One row a minute with :data:`TRADE_BAR_SCHEMA` columns.
-
-    Raises
-    ------
-    DataError
-        If the file cannot be read or parsed; the message names the file, line and fix.
-
-    References
-    ----------
-    Binance public data, https://github.com/binance/binance-public-data (trades files).
+    Format: https://github.com/binance/binance-public-data (trades files).
     """
     with tempfile.TemporaryDirectory(prefix="quantnb-trades-") as tmp:
         member = _trades_path(path, Path(tmp))

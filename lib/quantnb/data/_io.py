@@ -25,21 +25,24 @@ BOOK_TICKER = "binance_bookticker"
 FUNDING = "binance_funding"
 BYBIT_TRADES = "bybit_trades"
 
+
+def _binance_public(kind: str, word: str, days: str, what: str) -> tuple[str, re.Pattern[str], str]:
+    """One kind of Binance public-data file, ``SYMBOL-<word>-<days>.csv|.zip``."""
+    return (kind, re.compile(rf"^(?P<symbol>[A-Za-z0-9]+)-{word}-(?P<day>[0-9-]+)\.(?:csv|zip)$"),
+            f"SYMBOL-{word}-{days}.csv|.zip (Binance public {what})")
+
+
 _PATTERNS: tuple[tuple[str, re.Pattern[str], str], ...] = (
     (BYBIT, re.compile(r"^(?P<day>\d{4}-\d{2}-\d{2})_(?P<symbol>[A-Za-z0-9]+)_ob(?P<depth>\d+)\.data(?:\.zip)?$"),
      "YYYY-MM-DD_SYMBOL_obN.data[.zip] (Bybit v5 order book)"),
     (BINANCE, re.compile(r"^(?P<symbol>[A-Za-z0-9]+)_(?P<day>\d{8})(?:\.[A-Za-z0-9]+)?\.gz$"),
      "SYMBOL_YYYYMMDD[.ext].gz (Binance USD-M stream capture, '<recv_ns> <json>' lines)"),
-    (TRADES, re.compile(r"^(?P<symbol>[A-Za-z0-9]+)-trades-(?P<day>[0-9-]+)\.(?:csv|zip)$"),
-     "SYMBOL-trades-YYYY-MM-DD.csv|.zip (Binance public trades CSV)"),
+    _binance_public(TRADES, "trades", "YYYY-MM-DD", "trades CSV"),
     (KLINES, re.compile(r"^(?P<symbol>[A-Za-z0-9]+)-(?P<interval>\d+(?:s|m|h|d|w|mo))-(?P<day>[0-9-]+)\.(?:csv|zip)$"),
      "SYMBOL-1m-YYYY-MM[-DD].csv|.zip (Binance public klines)"),
-    (AGG_TRADES, re.compile(r"^(?P<symbol>[A-Za-z0-9]+)-aggTrades-(?P<day>[0-9-]+)\.(?:csv|zip)$"),
-     "SYMBOL-aggTrades-YYYY-MM[-DD].csv|.zip (Binance public aggTrades)"),
-    (BOOK_TICKER, re.compile(r"^(?P<symbol>[A-Za-z0-9]+)-bookTicker-(?P<day>[0-9-]+)\.(?:csv|zip)$"),
-     "SYMBOL-bookTicker-YYYY-MM[-DD].csv|.zip (Binance public bookTicker)"),
-    (FUNDING, re.compile(r"^(?P<symbol>[A-Za-z0-9]+)-fundingRate-(?P<day>[0-9-]+)\.(?:csv|zip)$"),
-     "SYMBOL-fundingRate-YYYY-MM.csv|.zip (Binance public funding rates)"),
+    _binance_public(AGG_TRADES, "aggTrades", "YYYY-MM[-DD]", "aggTrades"),
+    _binance_public(BOOK_TICKER, "bookTicker", "YYYY-MM[-DD]", "bookTicker"),
+    _binance_public(FUNDING, "fundingRate", "YYYY-MM", "funding rates"),
     (BYBIT_TRADES, re.compile(r"^(?P<symbol>[A-Z0-9]+?)_?(?P<day>\d{4}-\d{2}-\d{2})\.csv(?:\.gz)?$"),
      "SYMBOLYYYY-MM-DD.csv.gz or SYMBOL_YYYY-MM-DD.csv.gz (Bybit public trades)"),
     (OHLCV, re.compile(r"^(?P<symbol>[^_]+)_.*1m\.csv$"), "SYMBOL_..._1m.csv (1-minute OHLCV CSV)"),

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 import msgspec
 
 from quantnb.data._io import snippet
 from quantnb.data._quality import QualityReport
 from quantnb.errors import ConfigError, DataError
+
+T = TypeVar("T")
 
 # Checked in C while decoding: a price must be finite and > 0, a size finite and >= 0.
 # A line that fails these is re-read by the slow path, which tells NaN/Inf (fatal) from
@@ -40,6 +42,14 @@ def decode_error(path: Path, line: int, raw: bytes, exc: Exception) -> DataError
         what = f"not valid JSON ({exc})"
         fix = "the line is truncated or corrupt — re-download the file"
     return DataError(f"{path} line {line}: {what}: {snippet(raw)}; {fix}", path=str(path), line=line)
+
+
+def strict_decode(decode: Callable[[bytes], T], path: Path, line: int, raw: bytes) -> T:
+    """Return ``decode(raw)``; a msgspec error becomes :func:`decode_error`'s DataError."""
+    try:
+        return decode(raw)
+    except msgspec.DecodeError as exc:
+        raise decode_error(path, line, raw, exc) from exc
 
 
 def clean_levels(levels: Sequence[Level], side: str, path: Path, line: int, report: QualityReport) -> list[Level]:

@@ -206,22 +206,12 @@ class FeatureScaler:
             raise ConfigError(f"{source}: {e}") from e
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the scaler as JSON, atomically.
+        """Write the scaler as JSON, atomically; return the path written (an OSError if it cannot be).
 
         Parameters
         ----------
         path : str or path-like
             Destination file.
-
-        Returns
-        -------
-        Path
-            The path written.
-
-        Raises
-        ------
-        OSError
-            If the file cannot be written.
         """
         return atomic_write_json(path, self.to_dict())
 
@@ -233,7 +223,6 @@ class FeatureScaler:
         ----------
         path : str or path-like
             The JSON file.
-
 
         Raises
         ------

@@ -12,7 +12,16 @@ from typing import Any, Self
 
 from websockets.asyncio.server import ServerConnection, serve
 
-__all__ = ["LoopbackWebsocketServer", "ScriptedStreamServer"]
+__all__ = ["LoopbackWebsocketServer", "ScriptedStreamServer", "apply_levels"]
+
+
+def apply_levels(side: dict[str, str], levels: list[list[str]]) -> None:
+    """Apply a depth message's ``[price, size]`` strings to one side of a book (size 0 deletes the level)."""
+    for p, q in levels:
+        if float(q) == 0.0:
+            side.pop(p, None)
+        else:
+            side[p] = q
 
 
 class LoopbackWebsocketServer:

@@ -63,11 +63,6 @@ def zip_bytes(name: str, data: bytes) -> bytes:
         The member's name, e.g. ``BTCUSDT-1m-2022-01-01.csv``.
     data : bytes
         Its content.
-
-    Returns
-    -------
-    bytes
-        The zip file.
     """
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -86,11 +81,6 @@ def checksum_text(name: str, data: bytes) -> bytes:
         The zip's file name.
     data : bytes
         The zip's content.
-
-    Returns
-    -------
-    bytes
-        One line, as data.binance.vision publishes it.
     """
     return f"{hashlib.sha256(data).hexdigest()}  {name}\n".encode()
 
@@ -402,16 +392,13 @@ def _bybit_trades(trades_csv: Path) -> bytes:
 def sample_archive(samples: str | Path) -> dict[str, bytes]:
     """Return archive path -> content built from the bundled samples (see the module docstring).
 
+    Binance paths (``data/futures/um/...``) and Bybit paths (``orderbook/...``, ``trading/...``);
+    give it to :class:`ArchiveServer` (checksums are added there).
+
     Parameters
     ----------
     samples : str or Path
         The samples folder (``data/samples`` of the repository).
-
-    Returns
-    -------
-    dict of str to bytes
-        Binance paths (``data/futures/um/...``) and Bybit paths (``orderbook/...``,
-        ``trading/...``); give it to :class:`ArchiveServer` (checksums are added there).
     """
     samples = Path(samples)
     files: dict[str, bytes] = {}

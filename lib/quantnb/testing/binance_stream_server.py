@@ -44,7 +44,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from quantnb.testing._loopback import ScriptedStreamServer
+from quantnb.testing._loopback import ScriptedStreamServer, apply_levels
 
 __all__ = ["BinanceStreamServer", "load_binance_capture", "SAMPLE_CAPTURE"]
 
@@ -55,6 +55,9 @@ _decode = msgspec.json.Decoder().decode
 def load_binance_capture(path: str | Path = SAMPLE_CAPTURE, max_frames: int | None = None) -> tuple[str, list[str]]:
     """Split a capture into its first REST snapshot and the stream frames after the sync point.
 
+    Returns ``(snapshot_json, frames)``: frames are the ``{"stream","data"}`` JSON texts that
+    follow the snapshot, depth diffs with ``u < lastUpdateId`` left out.
+
     Parameters
     ----------
     path : str or pathlib.Path, default SAMPLE_CAPTURE
@@ -62,12 +65,6 @@ def load_binance_capture(path: str | Path = SAMPLE_CAPTURE, max_frames: int | No
         frames), e.g. ``data/samples/binance_usdm/BTCUSDT_20240808.gz``.
     max_frames : int, optional
         Stop after this many frames; all of them when None.
-
-    Returns
-    -------
-    tuple
-        ``(snapshot_json, frames)``: frames are the ``{"stream","data"}`` JSON texts that follow
-        the snapshot, depth diffs with ``u < lastUpdateId`` left out.
     """
     snapshot = ""
     frames: list[str] = []
@@ -314,10 +311,6 @@ class BinanceStreamServer(ScriptedStreamServer):
 
     def _apply(self, frame: str) -> None:
         d = _decode(frame)["data"]
-        for side, levels in ((self.bids, d["b"]), (self.asks, d["a"])):
-            for p, q in levels:
-                if float(q) == 0.0:
-                    side.pop(p, None)
-                else:
-                    side[p] = q
+        apply_levels(self.bids, d["b"])
+        apply_levels(self.asks, d["a"])
         self.last_id, self.last_e = d["u"], d["E"]

@@ -34,7 +34,7 @@ import msgspec
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from quantnb.testing._loopback import ScriptedStreamServer
+from quantnb.testing._loopback import ScriptedStreamServer, apply_levels
 
 __all__ = ["BybitStreamServer", "load_bybit_frames", "SAMPLE_OB200"]
 
@@ -95,12 +95,8 @@ class _TopicBook:
         d = msg["data"]
         if msg["type"] == "snapshot":
             self.b, self.a = {}, {}
-        for side, levels in ((self.b, d["b"]), (self.a, d["a"])):
-            for p, s in levels:
-                if float(s) == 0.0:
-                    side.pop(p, None)
-                else:
-                    side[p] = s
+        apply_levels(self.b, d["b"])
+        apply_levels(self.a, d["a"])
         self.u, self.seq, self.ts, self.symbol = d["u"], d.get("seq", 0), msg["ts"], d["s"]
 
     def snapshot(self, topic: str) -> str:
@@ -199,11 +195,6 @@ class BybitStreamServer(ScriptedStreamServer):
         ----------
         market : str, default "linear"
             The v5 public channel path (``linear``, ``spot``, ``inverse``...).
-
-        Returns
-        -------
-        str
-            The websocket URL.
         """
         if self.ssl_context is not None:  # a certificate names a host: localhost
             return f"wss://localhost:{self._port}/v5/public/{market}"

@@ -58,17 +58,12 @@ class PostgresServer:
     run_as: str | None
 
     def url(self, driver: str = "postgresql+psycopg") -> str:
-        """Return the SQLAlchemy URL, without the password (pass that through the environment).
+        """Return the SQLAlchemy URL ``<driver>://<user>@<host>:<port>/<dbname>``, without the password.
 
         Parameters
         ----------
         driver : str, default "postgresql+psycopg"
             SQLAlchemy dialect and driver.
-
-        Returns
-        -------
-        str
-            ``<driver>://<user>@<host>:<port>/<dbname>``.
         """
         return f"{driver}://{self.user}@{self.host}:{self.port}/{self.dbname}"
 
@@ -153,11 +148,6 @@ def start_postgres(
     timeout_s : float
         How long ``pg_ctl`` waits for the server to accept connections.
 
-    Returns
-    -------
-    PostgresServer
-        The running server; call :meth:`PostgresServer.stop` (or use :func:`postgres_server`).
-
     Raises
     ------
     FileNotFoundError
@@ -210,11 +200,6 @@ def postgres_server(**kwargs: Any) -> Iterator[PostgresServer]:
     ----------
     **kwargs : Any
         Passed to :func:`start_postgres`.
-
-    Yields
-    ------
-    PostgresServer
-        The running server.
     """
     server = start_postgres(**kwargs)
     try:

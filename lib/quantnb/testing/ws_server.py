@@ -45,11 +45,6 @@ def kline_message(bar: Bar, *, symbol: str, interval: str, interval_ms: int, clo
         The ``x`` field: True only on the final message of the candle.
     fraction : float
         Part of the candle elapsed, in (0, 1]; the close is interpolated from the open.
-
-    Returns
-    -------
-    str
-        ``{"e":"kline","E":..,"s":..,"k":{"t","T","s","i","f","L","o","c","h","l","v","n","x","q","V","Q","B"}}``.
     """
     t, o, h, lo, c, v = (float(x) for x in bar)
     t = int(t)
