@@ -316,11 +316,6 @@ def data_columns(frame: pl.DataFrame) -> list[str]:
     ----------
     frame : polars.DataFrame
         Any frame.
-
-    Returns
-    -------
-    list of str
-        The column names, in the frame's order.
     """
     if not frame.height:
         return frame.columns

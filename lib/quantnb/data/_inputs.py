@@ -120,11 +120,6 @@ def traversed_folder(pattern: str, path: Path) -> bool:
         The glob as given by the user.
     path : Path
         One match of ``pattern``.
-
-    Returns
-    -------
-    bool
-        True if ``path`` is a folder walked by a trailing ``**`` of ``pattern``.
     """
     parts = Path(pattern).parts
     recursive = "**" in parts and parts[-1] in ("**", "*")
@@ -143,11 +138,6 @@ def item_key(path: Path, root: Path) -> str:
         The input file.
     root : Path
         The project root.
-
-    Returns
-    -------
-    str
-        POSIX path relative to ``root``, or the absolute path if outside it.
     """
     absolute = path if path.is_absolute() else root / path
     absolute = Path(os.path.normpath(absolute))
@@ -167,11 +157,6 @@ def shard_stem(key: str) -> str:
     ----------
     key : str
         An item key (see :func:`item_key`).
-
-    Returns
-    -------
-    str
-        ``<file name with unsafe characters replaced>-<16 hex digits of sha256(key)>``.
     """
     digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:16]
     return f"{safe_token(Path(key).name, 80)}-{digest}"

@@ -103,11 +103,6 @@ class ArchiveServer:
         Wait before answering each request, seconds (a slow or distant server).
     bytes_per_s : float or None
         Cap on the send rate of each response body, bytes per second; None: no cap.
-
-    Attributes
-    ----------
-    requests : list of tuple
-        ``(monotonic time, path, Range header or "")`` of every request.
     """
 
     def __init__(self, files: Mapping[str, bytes] | None = None, *, latency_s: float = 0.0,
@@ -116,7 +111,7 @@ class ArchiveServer:
         self.latency_s = latency_s
         self.bytes_per_s = bytes_per_s
         self.faults = FaultPlan()
-        self.requests: list[tuple[float, str, str]] = []
+        self.requests: list[tuple[float, str, str]] = []  # (monotonic time, path, Range header or "")
         self._drops: dict[str, _Drop] = {}
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None

@@ -57,13 +57,6 @@ class BinanceLoopbackServer:
     api_key, api_secret : str, optional
         When given, private endpoints require this ``X-MBX-APIKEY`` and a valid HMAC-SHA256
         ``signature``; when None, any key and any signature are accepted.
-
-    Attributes
-    ----------
-    engine : ExchangeEngine
-        The account and matching state (positions, orders, trades), guarded by ``engine.lock``.
-    requests : list of tuple
-        ``(method, path, params)`` of every request received, ``signature`` removed.
     """
 
     def __init__(
@@ -79,10 +72,11 @@ class BinanceLoopbackServer:
     ):
         specs = list(symbols) if symbols else [SymbolSpec()]
         prices = prices or {s.symbol: 50_000.0 for s in specs}
+        # the account and matching state (positions, orders, trades), guarded by engine.lock
         self.engine = ExchangeEngine(specs, balance_usd=balance_usd, fee_bps=fee_bps,
                                      leverage=leverage, prices=prices)
         self.faults = FaultPlan()
-        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.requests: list[tuple[str, str, dict[str, str]]] = []  # (method, path, params), signature removed
         self._api_key, self._api_secret = api_key, api_secret
         self._stop = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None

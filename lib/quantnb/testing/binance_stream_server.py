@@ -105,17 +105,6 @@ class BinanceStreamServer(ScriptedStreamServer):
         Server pings (the client must answer pong); None: never.
     loop : bool
         Start the script again at its end (benchmark); the book is then not tracked.
-
-    Attributes
-    ----------
-    connections, rest_requests : int
-        Websocket connections and REST snapshot requests served.
-    sent : list of str
-        Every ``data`` event sent, as JSON text of its frame (not kept with ``loop``).
-    snapshots : list of str
-        Every REST snapshot served.
-    done : threading.Event
-        Set when the script has been streamed to its end.
     """
 
     _thread_name = "binance-ws-loopback"
@@ -140,13 +129,13 @@ class BinanceStreamServer(ScriptedStreamServer):
         self.message_delay_s = message_delay_s
         self.ping_interval_s = ping_interval_s
         self.loop = loop
-        self.connections = 0
-        self.rest_requests = 0
-        self.sent: list[str] = []
-        self.snapshots: list[str] = []
+        self.connections = 0  # websocket connections served
+        self.rest_requests = 0  # REST snapshot requests served
+        self.sent: list[str] = []  # every data event sent, as JSON text of its frame (not kept with loop)
+        self.snapshots: list[str] = []  # every REST snapshot served
         self.n_sent = 0
         self.cursor = 0
-        self.done = threading.Event()
+        self.done = threading.Event()  # set when the script has been streamed to its end
         self._drops: dict[int, int] = {}
         self._stalls: dict[int, int] = {}
         self._hang: list[float] = []

@@ -124,20 +124,6 @@ class BybitStreamServer(ScriptedStreamServer):
         Pause after a subscription's acknowledgement before streaming.
     ssl_context : ssl.SSLContext, optional
         Serve ``wss://`` (TLS) with this server context; :meth:`url` then names ``localhost``.
-
-    Attributes
-    ----------
-    connections, pings : int
-        Connections accepted and pings answered.
-    subscriptions : list of list of str
-        Topics of every subscribe message received.
-    sent : list of str
-        Every frame sent (snapshots built on subscription included), in order; not kept
-        when ``loop`` is set.
-    done : threading.Event
-        Set when the script has been streamed to its end.
-    close_codes : list of int
-        The close code of each connection a client closed with a close frame.
     """
 
     _thread_name = "bybit-ws-loopback"
@@ -151,18 +137,18 @@ class BybitStreamServer(ScriptedStreamServer):
         self.message_delay_s = message_delay_s
         self.start_delay_s = start_delay_s
         self.loop = loop
-        self.connections = 0
-        self.pings = 0
+        self.connections = 0  # connections accepted
+        self.pings = 0  # pings answered
         self.pongs_enabled = True  # False: a server that went silent (the client must reconnect)
-        self.subscriptions: list[list[str]] = []
-        self.sent: list[str] = []
+        self.subscriptions: list[list[str]] = []  # topics of every subscribe message received
+        self.sent: list[str] = []  # every frame sent (snapshots built on subscription too), in order; not with loop
         self.n_sent = 0
-        self.done = threading.Event()
+        self.done = threading.Event()  # set when the script has been streamed to its end
         self.cursor = 0
         self._books: dict[str, _TopicBook] = {}
         self._drops: set[int] = set()
         self._stalls: set[int] = set()
-        self.close_codes: list[int] = []
+        self.close_codes: list[int] = []  # of each connection a client closed with a close frame
 
     # -- faults -----------------------------------------------------------------------------
     def drop_after(self, index: int) -> None:

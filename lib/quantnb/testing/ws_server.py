@@ -85,13 +85,6 @@ class KlineStreamServer(LoopbackWebsocketServer):
         Called with a candle's open time (ms) when it closes on the server clock, also for
         candles skipped during an outage (before they are skipped); a test uses it to advance
         the REST server's clock.
-
-    Attributes
-    ----------
-    connections : int
-        Connections accepted so far.
-    cursor : int
-        Index of the next candle to stream.
     """
 
     _thread_name = "kline-ws-loopback"
@@ -105,8 +98,8 @@ class KlineStreamServer(LoopbackWebsocketServer):
         self.updates_per_bar = updates_per_bar
         self.message_delay_s = message_delay_s
         self.on_closed = on_closed
-        self.connections = 0
-        self.cursor = 0
+        self.connections = 0  # connections accepted so far
+        self.cursor = 0  # index of the next candle to stream
         self.path = f"/ws/{symbol.lower()}@kline_{interval}"
         self._drops: list[_Drop] = []
 
