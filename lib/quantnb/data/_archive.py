@@ -45,10 +45,10 @@ DEFAULT_BASE_URLS: dict[tuple[str, str], str] = {
 class ArchiveFile:
     """One file of a venue's archive."""
 
-    path: str
-    symbol: str
-    period: str
-    checksum: bool
+    path: str  # POSIX path relative to the archive root (and to the download's output_dir)
+    symbol: str  # exchange symbol, upper case
+    period: str  # YYYY-MM-DD (a daily file) or YYYY-MM (a monthly file)
+    checksum: bool  # whether the archive publishes <path>.CHECKSUM (SHA-256) next to it (Binance)
 
     @property
     def name(self) -> str:
@@ -107,7 +107,9 @@ def plan_files(venue: str, market: str, data_type: str, symbols: list[str], star
     Binance: a monthly file for each calendar month asked for whole (and already over),
     daily files for the other days; ``fundingRate`` is published monthly only (the month of
     any day asked for), ``bookDepth`` and ``metrics`` daily only. No day is covered twice.
-    Bybit: daily files.
+    Bybit: daily files. ``today`` (the UTC date) decides which months are over; Bybit's
+    ``book_depth`` defaults to 500 (linear, inverse) or 200 (spot). A ValueError if ``start > end``
+    or the venue, market or data type is not in the tables.
     """
     if start > end:
         raise ValueError(f"start={start} is after end={end}; give start <= end (UTC dates, inclusive)")

@@ -76,7 +76,11 @@ def _read(path: Path, names: Sequence[str], required: Sequence[str]) -> pl.DataF
 
 
 def read_klines(path: Path, report: QualityReport) -> pl.DataFrame:
-    """Read a Binance 1-minute kline CSV (zip or plain, spot or futures); return one row a minute."""
+    """Read a Binance 1-minute kline CSV (zip or plain, spot or futures); return one row a minute.
+
+    ``open_time`` is in ms, or us (spot from 2025); the rows are ``ts`` (Datetime[us, UTC]), ``open, high,
+    low, close`` (quote per base unit), ``volume`` and ``buy_volume`` (base units), ``n_trades``.
+    """
     interval = path.name.split("-")[1] if path.name.count("-") >= 2 else "1m"
     if interval != "1m":
         raise DataError(f"{path}: {interval} klines; the ETL builds 1-minute bars from 1m klines only — download "
@@ -121,7 +125,11 @@ def read_agg_trades(path: Path, report: QualityReport) -> pl.DataFrame:
 
 
 def read_book_ticker(path: Path, report: QualityReport) -> pl.DataFrame:
-    """Read a Binance bookTicker CSV; return per-minute top-of-book features."""
+    """Read a Binance bookTicker CSV; return per-minute top-of-book features.
+
+    ``micro_price_close`` is Stoikov's (2018) micro-price of the last quote, as :attr:`OrderBook.micro_price`;
+    ``spread_bps_mean`` the mean of ``1e4 * (ask - bid) / mid``; depth fields stay null (a quote has one level).
+    """
     frame = _read(path, BBO_COLUMNS, BBO_COLUMNS[:6])
     px = ("best_bid_price", "best_ask_price", "best_bid_qty", "best_ask_qty")
     frame = _numbers(path, frame, px, pl.Float64())
@@ -147,7 +155,10 @@ def read_book_ticker(path: Path, report: QualityReport) -> pl.DataFrame:
 
 
 def read_funding(path: Path, report: QualityReport) -> pl.DataFrame:
-    """Read a Binance fundingRate CSV; return the funding series (not bars)."""
+    """Read a Binance fundingRate CSV; return the funding series (not bars).
+
+    ``funding_rate`` is the fraction of notional paid by longs to shorts when positive.
+    """
     frame = _read(path, FUNDING_COLUMNS, FUNDING_COLUMNS)
     frame = _numbers(path, frame, ("last_funding_rate",), pl.Float64())
     frame = _numbers(path, frame, ("funding_interval_hours",), pl.Int64())

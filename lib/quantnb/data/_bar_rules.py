@@ -110,11 +110,14 @@ class _Expr:
 class BarRule:
     """One rule of a valid bar."""
 
-    name: str
+    name: str  # e.g. "high_below_open_close"
     verdict: Verdict
-    counter: str
-    fix: str
+    counter: str  # the QualityReport counter the ETL counts it under
+    fix: str  # what to do about it, for messages
+    # broken(op, b): whether bar b (a mapping of ts, open, high, low, close, volume, prev, interval to numbers
+    # or polars expressions) breaks the rule
     broken: Callable[[Any, Any], Any] = dataclasses.field(repr=False)
+    # detail(b) -> (field, value, what), for the message of a broken bar (numbers)
     detail: Callable[[dict[str, Any]], tuple[str, Any, str]] = dataclasses.field(repr=False)
 
 

@@ -39,7 +39,11 @@ def minute_start(ms: pl.Expr) -> pl.Expr:
 
 
 def trades_to_bars(trades: pl.DataFrame) -> pl.DataFrame:
-    """Aggregate trades into 1-minute OHLCV bars."""
+    """Aggregate trades into 1-minute OHLCV bars (``TRADE_BAR_SCHEMA``), one row per minute with trades.
+
+    Prices in ``(ts_ms, id)`` order; ``buy_volume``: taker buys (``is_buyer_maker`` False), base
+    units; ``first_ms, last_ms``: first and last trade time, for :func:`combine_trade_bars`.
+    """
     if trades.height == 0:
         return pl.DataFrame(schema=TRADE_BAR_SCHEMA)
     return (
@@ -62,7 +66,11 @@ def trades_to_bars(trades: pl.DataFrame) -> pl.DataFrame:
 
 
 def combine_trade_bars(bars: pl.DataFrame) -> pl.DataFrame:
-    """Combine trade bars of consecutive chunks of one trade stream into one row per minute."""
+    """Combine trade bars of consecutive chunks of one trade stream into one row per minute.
+
+    Open of the earliest ``first_ms`` (ties: earlier chunk), close of the latest ``last_ms`` (ties:
+    later chunk), max high, min low, summed volume, buy volume and count.
+    """
     if bars.height == 0:
         return pl.DataFrame(schema=TRADE_BAR_SCHEMA)
     return (

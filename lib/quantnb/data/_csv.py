@@ -172,7 +172,12 @@ def _order_checks(report: QualityReport, frame: pl.DataFrame, ts: str, what: str
 
 
 def read_ohlcv(path: Path, report: QualityReport) -> pl.DataFrame:
-    """Read a 1-minute OHLCV CSV; return the rows the bar rules accept (``ts, open, high, low, close, volume``)."""
+    """Read a 1-minute OHLCV CSV; return the rows the bar rules accept (``ts, open, high, low, close, volume``).
+
+    Header ``timestamp, open, high, low, close, volume``; ``timestamp`` is epoch ms, s or us (by
+    magnitude) or ``YYYY-MM-DD HH:MM:SS[.ffffff]`` UTC. ``ts`` comes out as Datetime[us, UTC]
+    minute starts, increasing; every bar rule broken is counted in ``report`` with its line.
+    """
     frame = _read_strings(path, OHLCV_COLUMNS, has_header=True)
     frame = _numbers(path, frame, OHLCV_COLUMNS[1:], pl.Float64())
     frame = oldest_first(_check_times(path, frame, "timestamp"), "timestamp", path)

@@ -25,7 +25,11 @@ def apply_levels(side: dict[str, str], levels: list[list[str]]) -> None:
 
 
 class LoopbackWebsocketServer:
-    """Start, stop and context-manager protocol of a loopback websocket server."""
+    """Start, stop and context-manager protocol of a loopback websocket server.
+
+    Subclasses implement ``_serve(ws)`` (one connection), may override :meth:`_serve_options` and
+    ``_thread_name``, and call ``super().__init__()``.
+    """
 
     _thread_name = "ws-loopback"
 
@@ -80,7 +84,11 @@ class LoopbackWebsocketServer:
 
 
 class ScriptedStreamServer(LoopbackWebsocketServer):
-    """A loopback server that replays a script of frames, with the faults every venue's replay shares."""
+    """A loopback server that replays a script of frames, with the faults every venue's replay shares.
+
+    Subclasses consume :attr:`_gaps` (script indices never sent) and :attr:`_inject` (frames sent
+    as is after a script index) while they replay.
+    """
 
     def __init__(self) -> None:
         super().__init__()
