@@ -39,7 +39,12 @@ class ItemExecutor(Protocol):
     """What a file-parallel stage needs from an executor."""
 
     def submit(self, key: str, fn: Callable[..., Any], *args: Any, inputs: Sequence[str] = ()) -> None:
-        """Queue ``fn(*args)`` as the task of item ``key``."""
+        """Queue ``fn(*args)`` (a module-level function, picklable arguments) as the task of item ``key``.
+
+        ``inputs`` are the files the task reads, which the driver has seen; an executor whose
+        workers may not share the driver's file system checks them there first (a worker that
+        cannot see them is an :class:`ExecutorError`, not the item's fault).
+        """
 
     def as_completed(self) -> Iterator[Completed]:
         """Yield every submitted task once, as it finishes (any order)."""
