@@ -7,7 +7,7 @@ Typical use (the ETL stage does this per file, in worker processes)::
     for (instrument, day), bars in merge_parts(parts).items():  # "venue/market/SYMBOL", BAR_SCHEMA
         ...
 
-Sources (by file name, see :func:`detect_source`): Bybit v5 order-book files
+Sources (by file name, see :func:`~quantnb.data._io.detect_source`): Bybit v5 order-book files
 (``YYYY-MM-DD_SYMBOL_obN.data[.zip]``), Binance USD-M or spot stream captures
 (``SYMBOL_YYYYMMDD.gz``), Binance public trades CSV (``SYMBOL-trades-*.csv``) and
 1-minute OHLCV CSV (``SYMBOL_..._1m.csv``); the venues' public archive files the download
