@@ -39,28 +39,47 @@ BUFFER_MAX = 20_000  # diff events kept while waiting for a snapshot (Binance: "
 NO_PU = -(2**62)  # a spot depth event has no ``pu`` field
 
 
-class Depth(msgspec.Struct, tag="depthUpdate", tag_field="e"):
+class _LooseDepth(msgspec.Struct):
     E: int
     s: str
     U: int
     u: int
-    b: list[tuple[Price, Size]]
-    a: list[tuple[Price, Size]]
+    b: list[tuple[float, float]]
+    a: list[tuple[float, float]]
     pu: int = NO_PU
 
 
-class Trade(msgspec.Struct, tag="trade", tag_field="e"):
+class _LooseTrade(msgspec.Struct):
     T: int
     s: str
     t: int
-    p: Price
-    q: Size
+    p: float
+    q: float
     m: bool
 
 
-class _Ticker(msgspec.Struct, tag="bookTicker", tag_field="e"):
+class _LooseTicker(msgspec.Struct):
     u: int
     s: str
+    b: float
+    B: float
+    a: float
+    A: float
+
+
+# The fast decoder's events: the loose layouts with every price and size constrained (a value out
+# of range sends the line to the slow path, which checks each value).
+class Depth(_LooseDepth, tag="depthUpdate", tag_field="e"):
+    b: list[tuple[Price, Size]]
+    a: list[tuple[Price, Size]]
+
+
+class Trade(_LooseTrade, tag="trade", tag_field="e"):
+    p: Price
+    q: Size
+
+
+class _Ticker(_LooseTicker, tag="bookTicker", tag_field="e"):
     b: Price
     B: Size
     a: Price
@@ -77,16 +96,6 @@ class _Snapshot(msgspec.Struct):
     bids: list[tuple[float, float]]
     asks: list[tuple[float, float]]
     E: int = -1  # message output time, ms (USD-M REST depth has it; -1 if absent)
-
-
-class _LooseDepth(msgspec.Struct):
-    E: int
-    s: str
-    U: int
-    u: int
-    b: list[tuple[float, float]]
-    a: list[tuple[float, float]]
-    pu: int = NO_PU
 
 
 DECODE_FRAME = msgspec.json.Decoder(_Frame, strict=False).decode
@@ -300,24 +309,6 @@ def _slow(path: Path, line: int, payload: bytes, exc: Exception, report: Quality
         return _loose_event(path, line, kind, msgspec.json.encode(data), report)
     except msgspec.DecodeError as exc2:
         raise decode_error(path, line, payload, exc2) from exc2
-
-
-class _LooseTrade(msgspec.Struct):
-    T: int
-    s: str
-    t: int
-    p: float
-    q: float
-    m: bool
-
-
-class _LooseTicker(msgspec.Struct):
-    u: int
-    s: str
-    b: float
-    B: float
-    a: float
-    A: float
 
 
 _LOOSE: dict[str, msgspec.json.Decoder[Any]] = {
