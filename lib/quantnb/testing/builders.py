@@ -47,18 +47,11 @@ CsvDefect = Literal["duplicate_ts", "time_gap", "out_of_order", "nan_price", "ba
 
 
 class BuiltFile(NamedTuple):
-    """A file written by a builder.
-
-    Attributes
-    ----------
-    path : Path
-        The file.
-    defect_line : int or None
-        1-based line of the defect (CSV: header is line 1); None for a healthy file or a
-        defect of the whole file (bad zip, truncated gzip).
-    """
+    """A file written by a builder."""
 
     path: Path
+    # 1-based line of the defect (CSV: header is line 1); None for a healthy file or a defect of the whole
+    # file (bad zip, truncated gzip)
     defect_line: int | None
 
 

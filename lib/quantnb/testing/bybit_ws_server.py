@@ -58,18 +58,9 @@ def trade_frame(symbol: str, ts_ms: int, price: str, size: str, side: str, seq: 
 
     Parameters
     ----------
-    symbol : str
-        Exchange symbol, e.g. ``BTCUSDT``.
-    ts_ms : int
-        Trade and frame time, milliseconds since the Unix epoch (``T`` and ``ts``).
-    price, size : str
-        Price (quote per base unit) and size (base units), decimal strings as Bybit sends them.
-    side : str
-        Taker side, ``"Buy"`` or ``"Sell"`` (``S``).
-    seq : int
-        Cross sequence (``seq``).
-    trade_id : str
-        Trade id (``i``).
+    symbol, ts_ms, price, size, side, seq, trade_id
+        Bybit's ``s``; ``T`` and ``ts`` (epoch ms); ``p`` and ``v`` (quote per base unit, base units,
+        decimal strings as Bybit sends them); ``S`` (taker side, ``"Buy"`` or ``"Sell"``); ``seq``; ``i``.
 
     References
     ----------
