@@ -26,7 +26,9 @@ def _type_checking_imports(package: str) -> dict[str, tuple[str, str]]:
     path = Path(sys.modules[package].__file__ or "")
     names: dict[str, tuple[str, str]] = {}
     for node in ast.parse(path.read_text(encoding="utf-8")).body:
-        test = node.test if isinstance(node, ast.If) else None
+        if not isinstance(node, ast.If):
+            continue
+        test = node.test
         if not (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING"
                 or isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"):
             continue
@@ -41,28 +43,9 @@ def attach(package: str, names: Mapping[str, str] | None = None,
            ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """Return a module ``__getattr__`` and ``__dir__`` that import each public name on first use.
 
-    Parameters
-    ----------
-    package : str
-        The package's ``__name__``; the package is in ``sys.modules`` (call this from its ``__init__``).
-    names : mapping of str to str, optional
-        Public name to the absolute name of the submodule that defines it. By default, every
-        ``from <module> import <name>`` under the package's top-level ``if TYPE_CHECKING:``.
-
-    Returns
-    -------
-    (callable, callable)
-        ``__getattr__(name)`` imports the name's module, caches the value in the package and
-        returns it; ``__dir__()`` lists the module's globals and every lazy name.
-
-    Raises
-    ------
-    AttributeError
-        From ``__getattr__``, for a name the package does not export.
-
-    Examples
-    --------
-    In ``quantnb/classifier/__init__.py``::
+    ``names`` maps a public name to its submodule's absolute name; by default every
+    ``from <module> import <name>`` under the package's top-level ``if TYPE_CHECKING:``. E.g. in
+    ``quantnb/classifier/__init__.py``::
 
         if TYPE_CHECKING:  # the names for type checkers; at run time each loads on first use
             from quantnb.classifier._labels import label_bars

@@ -14,16 +14,6 @@ def project_root(start: str | os.PathLike[str] | None = None) -> Path:
     ``pyproject.toml`` and ``notebooks/`` (so a notebook opened from ``notebooks/`` in
     JupyterLab and a papermill run from the repository root agree); else the current
     working directory.
-
-    Parameters
-    ----------
-    start : str or os.PathLike, optional
-        An explicit project directory.
-
-    Returns
-    -------
-    pathlib.Path
-        Absolute path of the project directory.
     """
     if start is not None:
         return Path(start).resolve()

@@ -15,13 +15,6 @@ class PidLock:
 
     The holder writes ``{"pid", "started_at", **info}`` into the file so that a refused second
     process can name it. The recorder's folder lock and the trader's session lock are built on it.
-
-    Parameters
-    ----------
-    path : pathlib.Path
-        The lock file (its folder is created if missing).
-    file_mode : int, default 0o644
-        Permission bits of a new lock file.
     """
 
     def __init__(self, path: Path, file_mode: int = 0o644) -> None:
@@ -47,13 +40,7 @@ class PidLock:
         return fd
 
     def try_acquire(self, **info: Any) -> bool:
-        """Take the lock and write this process into it; return False when another process holds it.
-
-        Parameters
-        ----------
-        **info : Any
-            JSON-ready fields written beside ``pid`` and ``started_at`` (a run id, say).
-        """
+        """Take the lock and write this process into it; return False when another process holds it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = self._open_locked()
         if fd is None:

@@ -50,16 +50,6 @@ def escaped_forms(value: str) -> list[str]:
     A secret holding a backslash or a quote is written escaped once in run.json or a ``repr``
     (a backslash doubled), and twice in a notebook's JSON quoting a ``repr``; masking only the
     raw value would let those through.
-
-    Parameters
-    ----------
-    value : str
-        A secret value.
-
-    Returns
-    -------
-    list of str
-        The distinct forms, longest first.
     """
     forms, level = {value}, {value}
     for _ in range(_ESCAPE_DEPTH):
@@ -98,31 +88,11 @@ class SecretMasker:
 
 
 def refuse_password_in_url(url: str, *, what: str, env: str) -> str:
-    """Refuse a URL that carries a password; return it unchanged otherwise.
+    """Refuse a URL that carries a password (ConfigError, a ValueError for pydantic too); else return it.
 
     Parameters are written to ``run.json``, the executed notebook and the session log, so a
-    password must come from the environment. Stage parameter models call this in a validator,
-    so the refusal comes before the run exists (nothing written).
-
-    Parameters
-    ----------
-    url : str
-        A server URL (``http://user@host:8123/db``, an SQLAlchemy URL); text without ``://`` passes.
-    what : str
-        How the user names the URL in the message (``"the storage URL"``, ``"clickhouse_url"``).
-    env : str
-        The environment variable(s) to hold the password instead, as the message should name them.
-
-    Returns
-    -------
-    str
-        ``url``.
-
-    Raises
-    ------
-    ConfigError
-        If the URL has ``user:password@`` or a ``password=`` query parameter (a ``ValueError``
-        too, so a pydantic validator reports it as a validation error). The password is not quoted.
+    password must come from the environment (``env`` names it). Stage parameter models call this
+    in a validator, so the refusal comes before the run exists (nothing written).
     """
     if "://" not in url:
         return url

@@ -67,28 +67,7 @@ class _BoundedLoader(yaml.SafeLoader):
 
 
 def safe_load_bounded(text: str, *, source: str = "YAML") -> Any:
-    """Parse ``text`` as ``yaml.safe_load`` does, refusing aliases that expand past a bound.
-
-    Parameters
-    ----------
-    text : str
-        A YAML document.
-    source : str
-        The file or option it came from, quoted in the error.
-
-    Returns
-    -------
-    Any
-        The document, as ``yaml.safe_load`` returns it.
-
-    Raises
-    ------
-    ConfigError
-        If the document expands to more than :data:`MAX_EXPANDED_NODES` values (scalars,
-        lists, mappings; each alias use counted in full) or holds a recursive alias.
-    yaml.YAMLError
-        If ``text`` is not valid YAML.
-    """
+    """Parse ``text`` as ``yaml.safe_load`` does, refusing aliases that expand past a bound."""
     loader = _BoundedLoader(text)
     loader.source = source
     try:

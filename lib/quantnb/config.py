@@ -85,11 +85,6 @@ def resolve_output_dir(value: str | os.PathLike[str], root: str | os.PathLike[st
         The folder as given, e.g. ``"data/processed"`` or ``"/mnt/data/processed"``.
     root : str or os.PathLike
         The project directory.
-
-    Returns
-    -------
-    pathlib.Path
-        An absolute, normalised path.
     """
     path = Path(value).expanduser()
     return Path(os.path.normpath(path if path.is_absolute() else Path(root) / path))
@@ -148,11 +143,6 @@ def cross_field_problems(values: dict[str, Any]) -> list[str]:
     ----------
     values : dict of str to Any
         Parameter names and values as given (unset parameters may be absent or None).
-
-    Returns
-    -------
-    list of str
-        One message per violated rule, in the order of the rules above.
     """
     problems = []
     for name, lo in values.items():
@@ -241,11 +231,6 @@ class StageParams(BaseModel):
             Parameter names to values.
         source : str
             Where the values came from (a file name, "notebook"), quoted in the error.
-
-        Returns
-        -------
-        StageParams
-            The validated, frozen parameters.
 
         Raises
         ------
@@ -387,7 +372,7 @@ def _install_notebook_error_display() -> None:
     except ImportError:
         return
     ip = get_ipython()
-    if ip is None or getattr(ip, "custom_exceptions", ()):  # ours already, or someone else's: leave it
+    if ip is None or bool(getattr(ip, "custom_exceptions", ())):  # ours already, or someone else's: leave it
         return
 
     def show(shell: Any, etype: type[BaseException], value: BaseException, tb: Any,
@@ -406,11 +391,6 @@ def load_yaml_params(path: str | Path) -> dict[str, Any]:
     ----------
     path : str or Path
         A YAML file holding one mapping of parameter names to values.
-
-    Returns
-    -------
-    dict of str to Any
-        The mapping as parsed (not yet validated by a params model).
 
     Raises
     ------

@@ -187,11 +187,6 @@ class RetryPolicy:
         *args, **kwargs
             Passed to ``fn`` on every attempt.
 
-        Returns
-        -------
-        object
-            What ``fn`` returns.
-
         Raises
         ------
         TemporaryError
@@ -278,11 +273,6 @@ class RetryPolicy:
         ----------
         fn : callable
             The function to wrap (its name and docstring are kept, :func:`functools.wraps`).
-
-        Returns
-        -------
-        callable
-            A function with ``fn``'s signature that retries :class:`TemporaryError` under this policy.
         """
 
         @functools.wraps(fn)
@@ -299,11 +289,6 @@ def retry_temporary(policy: RetryPolicy | None = None) -> Callable[[Callable[P, 
     ----------
     policy : RetryPolicy, optional
         The policy; ``RetryPolicy()`` by default.
-
-    Returns
-    -------
-    callable
-        The decorator.
     """
     return (policy or RetryPolicy()).decorate
 
@@ -370,11 +355,6 @@ def translate_error(err: BaseException, *, what: str, headers: Mapping[str, Any]
         Response headers, read for ``Retry-After``.
     status : int, optional
         HTTP status of the failed response, when there was one.
-
-    Returns
-    -------
-    QuantnbError
-        The translated error.
     """
     from quantnb.errors import OperationalError
 

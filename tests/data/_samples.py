@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quantnb.data import FileIngest, ingest_file
+from quantnb.data import ingest_file
+from quantnb.data._ingest import FileIngest
 
 SAMPLES = Path(__file__).resolve().parents[2] / "data" / "samples"
 BYBIT_BTC = SAMPLES / "bybit" / "2026-08-09_BTCUSDT_ob200.data"

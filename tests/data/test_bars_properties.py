@@ -8,7 +8,7 @@ import polars as pl
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from quantnb.data import combine_trade_bars, flag_gaps, trades_to_bars
+from quantnb.data._bars import combine_trade_bars, flag_gaps, trades_to_bars
 
 BASE_MS = 1_704_153_600_000  # 2024-01-02 00:00 UTC
 

@@ -7,7 +7,8 @@ import random
 import polars as pl
 import pytest
 
-from quantnb.data import BAR_SCHEMA, PART_SCHEMA, ingest_file, merge_parts
+from quantnb.data import BAR_SCHEMA, ingest_file, merge_parts
+from quantnb.data._schema import PART_SCHEMA
 from quantnb.errors import DataError
 from quantnb.testing.builders import write_binance_capture, write_bybit_file, write_ohlcv_csv, write_trades_csv
 from tests.data._samples import BINANCE, BYBIT_BTC, BYBIT_XRP, TRADES, ingested

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from quantnb.data import accepted_patterns, detect_source
+from quantnb.data._io import accepted_patterns, detect_source
 from quantnb.errors import DataError
 from tests.data._samples import BINANCE, BYBIT_BTC, BYBIT_XRP, OHLCV, TRADES
 

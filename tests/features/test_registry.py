@@ -9,13 +9,12 @@ import pytest
 from quantnb.errors import ConfigError
 from quantnb.features import (
     AGENT_FEATURES,
-    GAP_THRESHOLD,
-    REGISTRY,
     RESEARCH_FEATURES,
     FeatureStream,
     compute_batch,
     segment_start_expr,
 )
+from quantnb.features._spec import GAP_THRESHOLD, REGISTRY
 from tests.features._month import GAP_ROWS, month_with_book, with_gaps
 
 WARMUP = 120

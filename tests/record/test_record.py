@@ -232,7 +232,7 @@ def test_stored_frames_expand_to_exactly_the_events_of_one_row_per_level(tmp_pat
     assert frames_from_events(events_frame(BYBIT_BOOK, recv, texts, venue="bybit", market="linear", shard="s",
                                            frame_index=True)).equals(stored.filter(pl.col("price").list.len() > 0))
     # Binance: depth diffs through the client's decoded events, trades and bookTicker through the text path
-    from quantnb.data._binance import _DECODE
+    from quantnb.data._binance import DECODE_FRAME as _DECODE
 
     _, frames = load_binance_capture(max_frames=600)
     for kind, tag in ((BINANCE_DEPTH, "depthUpdate"), (BINANCE_TRADE, '"e":"trade"'), (BINANCE_BBO, "bookTicker")):

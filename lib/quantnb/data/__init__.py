@@ -7,7 +7,7 @@ Typical use (the ETL stage does this per file, in worker processes)::
     for (instrument, day), bars in merge_parts(parts).items():  # "venue/market/SYMBOL", BAR_SCHEMA
         ...
 
-Sources (by file name, see :func:`detect_source`): Bybit v5 order-book files
+Sources (by file name, see :func:`~quantnb.data._io.detect_source`): Bybit v5 order-book files
 (``YYYY-MM-DD_SYMBOL_obN.data[.zip]``), Binance USD-M or spot stream captures
 (``SYMBOL_YYYYMMDD.gz``), Binance public trades CSV (``SYMBOL-trades-*.csv``) and
 1-minute OHLCV CSV (``SYMBOL_..._1m.csv``); the venues' public archive files the download
@@ -35,41 +35,19 @@ Final bar columns (``BAR_SCHEMA``), one row per minute with data, per instrument
 
 from __future__ import annotations
 
-from quantnb.data._bar_reader import bar_files, check_bars, read_bar_files, read_bars
+from quantnb.data._bar_reader import check_bars, read_bar_files, read_bars
 from quantnb.data._bar_rules import BAR_RULES, BarFinding, Verdict, bar_iso, check_bar, data_columns
-from quantnb.data._bars import combine_trade_bars, flag_gaps, trades_to_bars
 from quantnb.data._book import OrderBook
-from quantnb.data._ingest import FileIngest, ingest_file
+from quantnb.data._ingest import ingest_file
 from quantnb.data._inputs import check_regular_file, expand_glob, item_key, shard_stem, traversed_folder
-from quantnb.data._io import SourceInfo, accepted_patterns, detect_source
 from quantnb.data._merge import book_conflicts, instrument_path, merge_parts
 from quantnb.data._quality import QualityReport
-from quantnb.data._schema import BAR_SCHEMA, PART_SCHEMA
+from quantnb.data._schema import BAR_SCHEMA
 
 __all__ = [
-    "detect_source",
-    "accepted_patterns",
-    "SourceInfo",
-    "ingest_file",
-    "FileIngest",
-    "merge_parts",
-    "book_conflicts",
-    "instrument_path",
-    "expand_glob",
-    "item_key",
-    "shard_stem",
-    "check_regular_file",
-    "traversed_folder",
-    "OrderBook",
-    "QualityReport",
-    "BAR_SCHEMA",
-    "PART_SCHEMA",
-    "trades_to_bars",
-    "combine_trade_bars",
-    "flag_gaps",
-    "read_bars",
-    "read_bar_files",
-    "bar_files",
-    "check_bars",
+    "ingest_file", "merge_parts", "book_conflicts", "instrument_path",
+    "expand_glob", "item_key", "shard_stem", "check_regular_file", "traversed_folder",
+    "OrderBook", "QualityReport", "BAR_SCHEMA",
+    "read_bars", "read_bar_files", "check_bars",
     "BAR_RULES", "BarFinding", "Verdict", "bar_iso", "check_bar", "data_columns",
 ]

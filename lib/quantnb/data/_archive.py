@@ -43,24 +43,12 @@ DEFAULT_BASE_URLS: dict[tuple[str, str], str] = {
 
 @dataclasses.dataclass(frozen=True)
 class ArchiveFile:
-    """One file of a venue's archive.
+    """One file of a venue's archive."""
 
-    Attributes
-    ----------
-    path : str
-        POSIX path relative to the archive root (and to the download's ``output_dir``).
-    symbol : str
-        Exchange symbol, upper case.
-    period : str
-        ``YYYY-MM-DD`` (a daily file) or ``YYYY-MM`` (a monthly file).
-    checksum : bool
-        Whether the archive publishes ``<path>.CHECKSUM`` (SHA-256) next to it (Binance).
-    """
-
-    path: str
-    symbol: str
-    period: str
-    checksum: bool
+    path: str  # POSIX path relative to the archive root (and to the download's output_dir)
+    symbol: str  # exchange symbol, upper case
+    period: str  # YYYY-MM-DD (a daily file) or YYYY-MM (a monthly file)
+    checksum: bool  # whether the archive publishes <path>.CHECKSUM (SHA-256) next to it (Binance)
 
     @property
     def name(self) -> str:
@@ -119,36 +107,9 @@ def plan_files(venue: str, market: str, data_type: str, symbols: list[str], star
     Binance: a monthly file for each calendar month asked for whole (and already over),
     daily files for the other days; ``fundingRate`` is published monthly only (the month of
     any day asked for), ``bookDepth`` and ``metrics`` daily only. No day is covered twice.
-    Bybit: daily files.
-
-    Parameters
-    ----------
-    venue : {"binance", "bybit"}
-        The archive.
-    market : str
-        Binance ``spot``, ``usdm``, ``coinm``; Bybit ``linear``, ``inverse``, ``spot``.
-    data_type : str
-        One of :data:`BINANCE_TYPES` or :data:`BYBIT_TYPES` for the market.
-    symbols : list of str
-        Exchange symbols (upper-cased here).
-    start, end : datetime.date
-        First and last UTC day wanted, inclusive.
-    interval : str
-        Kline interval (``1m``, ``5m``, ``1h``...), klines only.
-    book_depth : int, optional
-        Bybit order-book depth in the file name; None: 500 (linear, inverse), 200 (spot).
-    today : datetime.date, optional
-        The current UTC date (a month not yet over is fetched as daily files).
-
-    Returns
-    -------
-    list of ArchiveFile
-        In symbol, then period order.
-
-    Raises
-    ------
-    ValueError
-        If ``start > end`` or the venue, market or data type is not in the tables above.
+    Bybit: daily files. ``today`` (the UTC date) decides which months are over; Bybit's
+    ``book_depth`` defaults to 500 (linear, inverse) or 200 (spot). A ValueError if ``start > end``
+    or the venue, market or data type is not in the tables.
     """
     if start > end:
         raise ValueError(f"start={start} is after end={end}; give start <= end (UTC dates, inclusive)")

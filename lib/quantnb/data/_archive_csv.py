@@ -21,6 +21,7 @@ import contextlib
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import cast
 
 import polars as pl
 
@@ -189,7 +190,7 @@ def read_bybit_trades(path: Path, report: QualityReport) -> pl.DataFrame:
     frame = _numbers(path, frame, ("timestamp", "price", size), pl.Float64())
     _fatal_prices(path, frame, ("price", "timestamp"))
     report.lines, report.messages = frame.height + 1, frame.height
-    big = frame["timestamp"].abs().max() or 0
+    big = cast(float, frame["timestamp"].abs().max() or 0)
     scale = 1000.0 if big < 1e11 else 1.0 if big < 1e14 else 1e-3  # by magnitude: s, ms or us
     frame = frame.with_columns(ts_ms=(pl.col("timestamp") * scale).round().cast(pl.Int64),
                                is_buyer_maker=pl.col("side").str.strip_chars().str.to_lowercase() == "sell")

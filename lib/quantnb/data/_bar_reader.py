@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import polars as pl
 
@@ -47,11 +48,11 @@ def check_bars(df: pl.DataFrame, *, what: str = "bars") -> None:
         return
     epoch = df.get_column("ts").dt.epoch("us")
     if epoch.null_count():
-        row = int(epoch.is_null().arg_max())
+        row = cast(int, epoch.is_null().arg_max())
         raise DataError(f"{what}: row {row}: 'ts' is null; drop or repair that bar", bar=row, field="ts")
     off_grid = (epoch % _MINUTE_US) != 0
     if off_grid.any():
-        row = int(off_grid.arg_max())
+        row = cast(int, off_grid.arg_max())
         raise DataError(
             f"{what}: row {row}: ts {df['ts'][row]} is not on the minute grid; bars must be 1-minute bars "
             "stamped at the minute start — resample them first",
@@ -59,8 +60,8 @@ def check_bars(df: pl.DataFrame, *, what: str = "bars") -> None:
         )
     if df.height > 1:
         steps = epoch.diff().slice(1)
-        if steps.min() <= 0:  # type: ignore[operator]
-            row = int((steps <= 0).arg_max()) + 1
+        if cast(int, steps.min()) <= 0:
+            row = cast(int, (steps <= 0).arg_max()) + 1
             if "symbol" in df.columns and df.get_column("symbol").n_unique() > 1:
                 raise DataError(
                     f"{what}: rows of several symbols ({df.get_column('symbol').unique().sort().to_list()[:5]}); "
@@ -75,20 +76,7 @@ def check_bars(df: pl.DataFrame, *, what: str = "bars") -> None:
 
 
 def bar_files(root: str | os.PathLike[str], pattern: str) -> list[Path]:
-    """Return the files under ``root`` matching the glob ``pattern`` (``**`` recurses), sorted.
-
-    Parameters
-    ----------
-    root : str or path-like
-        Project root the pattern is relative to (an absolute pattern ignores it).
-    pattern : str
-        Glob, e.g. ``data/processed/BTC-PERP/*.parquet``.
-
-    Returns
-    -------
-    list of Path
-        Sorted; empty when nothing matches.
-    """
+    """Return the files under ``root`` matching the glob ``pattern`` (``**`` recurses), sorted."""
     return [p for p in expand_glob(Path(root), pattern) if p.is_file() and not traversed_folder(pattern, p)]
 
 

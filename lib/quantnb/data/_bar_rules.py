@@ -108,30 +108,16 @@ class _Expr:
 
 @dataclasses.dataclass(frozen=True)
 class BarRule:
-    """One rule of a valid bar.
+    """One rule of a valid bar."""
 
-    Attributes
-    ----------
-    name : str
-        The rule's name (e.g. ``"high_below_open_close"``).
-    verdict : Verdict
-        ``reject`` or ``flag``.
-    counter : str
-        The :class:`QualityReport` counter the ETL counts it under.
-    fix : str
-        What to do about it, for messages.
-    broken : callable
-        ``broken(op, b)``: whether bar ``b`` (a mapping of ``ts, open, high, low, close,
-        volume, prev, interval`` to numbers or expressions) breaks the rule.
-    detail : callable
-        ``detail(b) -> (field, value, what)`` for the message of a broken bar (numbers).
-    """
-
-    name: str
+    name: str  # e.g. "high_below_open_close"
     verdict: Verdict
-    counter: str
-    fix: str
+    counter: str  # the QualityReport counter the ETL counts it under
+    fix: str  # what to do about it, for messages
+    # broken(op, b): whether bar b (a mapping of ts, open, high, low, close, volume, prev, interval to numbers
+    # or polars expressions) breaks the rule
     broken: Callable[[Any, Any], Any] = dataclasses.field(repr=False)
+    # detail(b) -> (field, value, what), for the message of a broken bar (numbers)
     detail: Callable[[dict[str, Any]], tuple[str, Any, str]] = dataclasses.field(repr=False)
 
 
@@ -252,20 +238,7 @@ def check_bar(ts_ms: int, open: Any, high: Any, low: Any, close: Any, volume: An
 
 
 def oldest_first(frame: pl.DataFrame, ts: str, path: Any) -> pl.DataFrame:
-    """Return a file stored newest-first (every row no later than the one before) reversed, with an INFO line.
-
-    Exports that list the latest bar first are common; read as they are, every row after the
-    first would be ``out_of_order``. A file in no order at all is left to that rule.
-
-    Parameters
-    ----------
-    frame : polars.DataFrame
-        The file's rows in file order.
-    ts : str
-        Its time column.
-    path : str or Path
-        The file, for the log line.
-    """
+    """Return a file stored newest-first (every row no later than the one before) reversed, with an INFO line."""
     col = frame[ts]
     if frame.height > 1 and col.is_sorted(descending=True) and not col.is_sorted():
         logger.info("{}: rows are stored newest-first; read oldest-first", path)
@@ -281,32 +254,6 @@ def judge_bars(frame: pl.DataFrame, report: QualityReport, *, ts: str = "ts", li
     Every broken rule is counted in ``report`` under the rule's counter; the first
     ``LOG_LIMIT_PER_KIND`` of each are logged with the file, the line (when ``line`` is
     given) and :attr:`BarFinding.message`, exactly as :func:`check_bar` words them.
-
-    Parameters
-    ----------
-    frame : polars.DataFrame
-        The bars in file order: ``ts`` (epoch ms Int64 or Datetime, minute start) and the
-        price and volume columns.
-    report : QualityReport
-        The file's report.
-    ts : str, default "ts"
-        The time column.
-    line : str or None
-        The column holding each row's 1-based file line, if any.
-    columns : sequence of str
-        The frame's ``open, high, low, close`` and optionally ``volume`` columns, in that
-        order (a book's mid bars pass ``mid_open, ...`` and no volume).
-    sequence : bool, default True
-        Judge the duplicate, out-of-order and gap rules too; False for bars the caller
-        built itself one per minute in time order (trade and book aggregation), whose event
-        gaps it reports with their lines.
-    interval_ms : int, default 60_000
-        Bar length, milliseconds.
-
-    Returns
-    -------
-    polars.DataFrame
-        The rows no reject rule refused, in file order (so in time order when ``sequence``).
     """
     if not frame.height:
         return frame
@@ -372,11 +319,6 @@ def data_columns(frame: pl.DataFrame) -> list[str]:
     ----------
     frame : polars.DataFrame
         Any frame.
-
-    Returns
-    -------
-    list of str
-        The column names, in the frame's order.
     """
     if not frame.height:
         return frame.columns

@@ -34,39 +34,15 @@ _BOOK_ROW_SCHEMA: dict[str, pl.DataType] = {
 
 
 def minute_start(ms: pl.Expr) -> pl.Expr:
-    """Return the UTC minute start (Datetime[us, UTC]) of epoch-millisecond timestamps.
-
-    Parameters
-    ----------
-    ms : polars.Expr
-        Int64 milliseconds since the Unix epoch (UTC).
-
-    Returns
-    -------
-    polars.Expr
-        Datetime[us, UTC], floored to the minute.
-    """
+    """Return the UTC minute start (Datetime[us, UTC]) of epoch-millisecond timestamps."""
     return ((ms // MINUTE_MS) * (MINUTE_MS * 1000)).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
 
 
 def trades_to_bars(trades: pl.DataFrame) -> pl.DataFrame:
-    """Aggregate trades into 1-minute OHLCV bars.
+    """Aggregate trades into 1-minute OHLCV bars (``TRADE_BAR_SCHEMA``), one row per minute with trades.
 
-    Parameters
-    ----------
-    trades : polars.DataFrame
-        Columns ``ts_ms`` (Int64, epoch ms, UTC), ``id`` (Int64, trade id), ``price``
-        (Float64, quote per base unit), ``qty`` (Float64, base units), ``is_buyer_maker``
-        (Boolean; False means the taker bought).
-
-    Returns
-    -------
-    polars.DataFrame
-        One row per minute with trades, sorted by ``ts``; schema ``TRADE_BAR_SCHEMA``:
-        ``ts`` (minute start, Datetime[us, UTC]), ``open, high, low, close`` (trade prices in
-        ``(ts_ms, id)`` order), ``volume`` and ``buy_volume`` (base units; buy = taker buys),
-        ``n_trades``, and ``first_ms, last_ms`` (first/last trade time, used by
-        :func:`combine_trade_bars`).
+    Prices in ``(ts_ms, id)`` order; ``buy_volume``: taker buys (``is_buyer_maker`` False), base
+    units; ``first_ms, last_ms``: first and last trade time, for :func:`combine_trade_bars`.
     """
     if trades.height == 0:
         return pl.DataFrame(schema=TRADE_BAR_SCHEMA)
@@ -92,18 +68,8 @@ def trades_to_bars(trades: pl.DataFrame) -> pl.DataFrame:
 def combine_trade_bars(bars: pl.DataFrame) -> pl.DataFrame:
     """Combine trade bars of consecutive chunks of one trade stream into one row per minute.
 
-    Parameters
-    ----------
-    bars : polars.DataFrame
-        Rows of :func:`trades_to_bars` for successive chunks, in chunk order; a minute
-        may appear once per chunk.
-
-    Returns
-    -------
-    polars.DataFrame
-        Same schema, one row per minute, sorted by ``ts``: open of the earliest
-        ``first_ms`` (ties: earlier chunk), close of the latest ``last_ms`` (ties: later
-        chunk), max high, min low, summed volume, buy volume and count.
+    Open of the earliest ``first_ms`` (ties: earlier chunk), close of the latest ``last_ms`` (ties:
+    later chunk), max high, min low, summed volume, buy volume and count.
     """
     if bars.height == 0:
         return pl.DataFrame(schema=TRADE_BAR_SCHEMA)
@@ -126,20 +92,7 @@ def combine_trade_bars(bars: pl.DataFrame) -> pl.DataFrame:
 
 
 def flag_gaps(ts: pl.Expr, over: str | list[str] | None = None) -> pl.Expr:
-    """Return a Boolean expression: True where the previous bar is ``GAP_MIN`` (2) minutes or more earlier.
-
-    Parameters
-    ----------
-    ts : polars.Expr
-        Sorted minute starts (Datetime).
-    over : str, list of str or None
-        Column(s) whose groups (e.g. ``["venue", "market", "symbol"]``) are flagged separately.
-
-    Returns
-    -------
-    polars.Expr
-        Boolean; the first bar of each group is False (nothing before it to compare).
-    """
+    """Return a Boolean expression: True where the previous bar is ``GAP_MIN`` (2) minutes or more earlier."""
     diff = ts.diff()
     if over is not None:
         diff = diff.over(over)
@@ -147,13 +100,7 @@ def flag_gaps(ts: pl.Expr, over: str | list[str] | None = None) -> pl.Expr:
 
 
 class TradeBuffer:
-    """Column buffers of streamed trades, turned into partial bars every ``chunk`` trades.
-
-    Parameters
-    ----------
-    chunk : int, default 50_000
-        Trades buffered before they are aggregated into partial minute bars (memory bound).
-    """
+    """Column buffers of streamed trades, turned into partial bars every ``chunk`` trades."""
 
     def __init__(self, chunk: int = 50_000) -> None:
         self.chunk = chunk
@@ -184,13 +131,6 @@ class BookMinutes:
     it, so the close reflects the book at the end of the minute) and :meth:`add` after
     each applied message. Spread mean is over updates (not time-weighted); mid OHLC is
     kept for the bar fallback when a symbol has no trades.
-
-    Parameters
-    ----------
-    book : OrderBook
-        The book the reader updates; read at every :meth:`add` and at the minute's close.
-    report : QualityReport
-        Where unsynced minutes are counted.
     """
 
     def __init__(self, book: OrderBook, report: QualityReport) -> None:
@@ -210,13 +150,7 @@ class BookMinutes:
         self.m_open = self.m_high = self.m_low = self.m_close = math.nan
 
     def roll(self, ts_ms: int) -> None:
-        """Close the open minute (if any) and open the minute of ``ts_ms``.
-
-        Parameters
-        ----------
-        ts_ms : int
-            Event time, milliseconds since the Unix epoch (UTC).
-        """
+        """Close the open minute (if any) and open the minute of ``ts_ms``."""
         if self.minute >= 0:
             self._close()
         self.minute = ts_ms // MINUTE_MS
@@ -224,14 +158,7 @@ class BookMinutes:
         self._clear()
 
     def add(self, bb: float, ba: float) -> None:
-        """Account one applied book message with best bid ``bb`` and best ask ``ba``.
-
-        Parameters
-        ----------
-        bb, ba : float
-            Best bid and ask after the message, quote currency per base unit (``-inf`` /
-            ``inf`` for an empty side).
-        """
+        """Account one applied book message with best bid ``bb`` and best ask ``ba``."""
         self.n += 1
         d = ba - bb
         if 0.0 <= d < _INF:
@@ -253,7 +180,7 @@ class BookMinutes:
                              "minute close (price off the inferred tick grid?); repaired")
         if self.synced and not math.isnan(book.best_bid) and not math.isnan(book.best_ask) and not book.is_crossed:
             bid_d, ask_d = book.depth(DEPTH_LEVELS)
-            feats = (book.micro_price, bid_d, ask_d, (bid_d - ask_d) / (bid_d + ask_d))
+            feats: tuple[float | None, ...] = (book.micro_price, bid_d, ask_d, (bid_d - ask_d) / (bid_d + ask_d))
         else:
             feats = (None, None, None, None)
             when = dt.datetime.fromtimestamp(self.minute * 60, dt.UTC).strftime("%Y-%m-%d %H:%M")

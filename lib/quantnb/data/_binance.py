@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import polars as pl
@@ -31,51 +32,11 @@ from quantnb.data._bars import MINUTE_MS, BookMinutes, TradeBuffer
 from quantnb.data._book import OrderBook
 from quantnb.data._io import IO_ERRORS, io_error, no_messages, open_lines
 from quantnb.data._quality import QualityReport
-from quantnb.data._validate import Price, Size, clean_levels, crossed_ok, decode_error
+from quantnb.data._validate import Price, Size, clean_levels, crossed_ok, decode_error, strict_decode
 
 GAP_MS = 2 * MINUTE_MS
 BUFFER_MAX = 20_000  # diff events kept while waiting for a snapshot (Binance: "buffer the events")
 NO_PU = -(2**62)  # a spot depth event has no ``pu`` field
-
-
-class _Depth(msgspec.Struct, tag="depthUpdate", tag_field="e"):
-    E: int
-    s: str
-    U: int
-    u: int
-    b: list[tuple[Price, Size]]
-    a: list[tuple[Price, Size]]
-    pu: int = NO_PU
-
-
-class _Trade(msgspec.Struct, tag="trade", tag_field="e"):
-    T: int
-    s: str
-    t: int
-    p: Price
-    q: Size
-    m: bool
-
-
-class _Ticker(msgspec.Struct, tag="bookTicker", tag_field="e"):
-    u: int
-    s: str
-    b: Price
-    B: Size
-    a: Price
-    A: Size
-
-
-class _Frame(msgspec.Struct):
-    stream: str
-    data: _Depth | _Trade | _Ticker
-
-
-class _Snapshot(msgspec.Struct):
-    lastUpdateId: int
-    bids: list[tuple[float, float]]
-    asks: list[tuple[float, float]]
-    E: int = -1  # message output time, ms (USD-M REST depth has it; -1 if absent)
 
 
 class _LooseDepth(msgspec.Struct):
@@ -88,12 +49,61 @@ class _LooseDepth(msgspec.Struct):
     pu: int = NO_PU
 
 
-_DECODE = msgspec.json.Decoder(_Frame, strict=False).decode
-_DECODE_SNAPSHOT = msgspec.json.Decoder(_Snapshot, strict=False).decode
+class _LooseTrade(msgspec.Struct):
+    T: int
+    s: str
+    t: int
+    p: float
+    q: float
+    m: bool
+
+
+class _LooseTicker(msgspec.Struct):
+    u: int
+    s: str
+    b: float
+    B: float
+    a: float
+    A: float
+
+
+# The fast decoder's events: the loose layouts with every price and size constrained (a value out
+# of range sends the line to the slow path, which checks each value).
+class Depth(_LooseDepth, tag="depthUpdate", tag_field="e"):
+    b: list[tuple[Price, Size]]
+    a: list[tuple[Price, Size]]
+
+
+class Trade(_LooseTrade, tag="trade", tag_field="e"):
+    p: Price
+    q: Size
+
+
+class _Ticker(_LooseTicker, tag="bookTicker", tag_field="e"):
+    b: Price
+    B: Size
+    a: Price
+    A: Size
+
+
+class _Frame(msgspec.Struct):
+    stream: str
+    data: Depth | Trade | _Ticker
+
+
+class _Snapshot(msgspec.Struct):
+    lastUpdateId: int
+    bids: list[tuple[float, float]]
+    asks: list[tuple[float, float]]
+    E: int = -1  # message output time, ms (USD-M REST depth has it; -1 if absent)
+
+
+DECODE_FRAME = msgspec.json.Decoder(_Frame, strict=False).decode
+DECODE_SNAPSHOT = msgspec.json.Decoder(_Snapshot, strict=False).decode
 _DECODE_ANY = msgspec.json.Decoder(strict=False).decode
 
 
-class _BinanceBook:
+class BinanceBook:
     """The depth side of a capture: sync state machine, book, per-minute features."""
 
     def __init__(self, path: Path, report: QualityReport, on_crossed: str) -> None:
@@ -102,12 +112,12 @@ class _BinanceBook:
         self.bars = BookMinutes(self.book, report)
         self.snapshot_id: int | None = None
         self.prev_u = -1
-        self.buffer: deque[tuple[_Depth, int]] = deque()
+        self.buffer: deque[tuple[Depth, int]] = deque()
         self.last_e = -1
         self.n_depth = 0
         self.n_spot = 0  # depth events without ``pu`` (spot rules)
 
-    def on_depth(self, ev: _Depth, line: int) -> None:
+    def on_depth(self, ev: Depth, line: int) -> None:
         self.n_depth += 1
         self.n_spot += ev.pu == NO_PU
         if ev.E < self.last_e:
@@ -121,7 +131,7 @@ class _BinanceBook:
             self.bars.roll(ev.E)
         self._sequence(ev, line)
 
-    def _sequence(self, ev: _Depth, line: int) -> None:
+    def _sequence(self, ev: Depth, line: int) -> None:
         spot = ev.pu == NO_PU
         if self.bars.synced:
             if spot and ev.U != self.prev_u + 1:
@@ -133,7 +143,7 @@ class _BinanceBook:
             else:
                 self._apply(ev, line)
                 return
-            self._unsync()
+            self.unsync()
             self._buffer(ev, line)
             return
         if self.snapshot_id is None:
@@ -151,10 +161,10 @@ class _BinanceBook:
             self.report.flag("seq_gaps", line, f"first diff after the snapshot starts at U={ev.U} > "
                              f"{'lastUpdateId+1' if spot else 'lastUpdateId'}={target}: the snapshot is too old; "
                              "waiting for a new one")
-            self._unsync()
+            self.unsync()
             self._buffer(ev, line)
 
-    def _apply(self, ev: _Depth, line: int) -> None:
+    def _apply(self, ev: Depth, line: int) -> None:
         self.prev_u = ev.u
         bb, ba = self.book.apply(ev.b, ev.a)
         if bb >= ba and not crossed_ok(self.path, line, bb, ba, f"u={ev.u}", self.on_crossed, self.report):
@@ -162,12 +172,12 @@ class _BinanceBook:
             return
         self.bars.add(bb, ba)
 
-    def _unsync(self) -> None:
+    def unsync(self) -> None:
         self.book.clear()
         self.bars.synced = False
         self.snapshot_id = None
 
-    def _buffer(self, ev: _Depth, line: int) -> None:
+    def _buffer(self, ev: Depth, line: int) -> None:
         if len(self.buffer) >= BUFFER_MAX:
             _, old_line = self.buffer.popleft()
             self.report.flag("buffer_dropped", old_line, f"pre-snapshot buffer full ({BUFFER_MAX} diffs); oldest "
@@ -206,55 +216,22 @@ class _BinanceBook:
 def read_binance(path: Path, report: QualityReport, *, on_crossed: str = "raise",
                  on_progress: Callable[[int], None] | None = None
                  ) -> tuple[str, pl.DataFrame, pl.DataFrame, OrderBook]:
-    """Replay a Binance USD-M capture; return the symbol, per-minute book rows, trade bars and the final book.
+    """Replay a Binance USD-M or spot capture; return the symbol, per-minute book rows, trade bars and the final book.
 
-    Parameters
-    ----------
-    path : Path
-        A Binance USD-M capture (``depthUpdate`` and ``trade``/``aggTrade`` messages, one
-        JSON object a line; plain, ``.gz`` or ``.zip``).
-    report : QualityReport
-        Where every defect is counted, with its line.
-    on_crossed : {"raise", "skip"}
-        What a crossed book does: raise :class:`DataError`, or count it and leave the
-        update out of the features.
-    on_progress : callable or None
-        Called with the number of lines read so far, now and then.
-
-    Returns
-    -------
-    symbol : str
-        The capture's symbol, e.g. ``"BTCUSDT"``.
-    book_rows : polars.DataFrame
-        One row a minute of book features (``ts`` Datetime[us, UTC], mid OHLC, micro-price,
-        ``spread_bps_mean``, depth and imbalance of the top 10 levels, update counts).
-    trade_bars : polars.DataFrame
-        One-minute trade bars (see :func:`trades_to_bars`).
-    book : OrderBook
-        The book after the last message.
-
-    Raises
-    ------
-    DataError
-        If the file cannot be read or decoded, has no message, its sequence, time or symbol
-        is inconsistent, or the book crosses with ``on_crossed="raise"``; the message names
-        the file, the line and the fix.
-
-    References
-    ----------
-    Binance USD-M futures, "How to manage a local order book correctly" (``U``/``u``/``pu``
-    sequencing of diff. depth streams), developers.binance.com.
+    Sequencing follows Binance's "How to manage a local order book correctly" (``U``/``u``/``pu``
+    of diff. depth streams, developers.binance.com); ``on_crossed`` as in :func:`read_bybit`.
     """
-    depth = _BinanceBook(path, report, on_crossed)
+    depth = BinanceBook(path, report, on_crossed)
     trades = TradeBuffer()
     t_ts, t_id, t_px, t_q, t_m = trades.ts, trades.ids, trades.px, trades.qty, trades.maker
-    decode = _DECODE
+    decode = DECODE_FRAME
     symbol = ""
     last_t = last_id = -1
-    last_trade: _Trade | None = None
+    last_trade: Trade | None = None
     last_trade_line: int | None = None
     n = n_bbo = 0
     lineno = 0
+    ev: Depth | Trade | _Ticker | None
     with open_lines(path) as fh:
         try:
             for lineno, raw in enumerate(fh, 1):
@@ -266,12 +243,11 @@ def read_binance(path: Path, report: QualityReport, *, on_crossed: str = "raise"
                     if ev is None:
                         continue
                 n += 1
-                cls = type(ev)
-                if cls is _Ticker:
+                if type(ev) is _Ticker:
                     n_bbo += 1
                     if ev.b >= ev.a:
                         _bbo_crossed(ev, lineno, report)
-                elif cls is _Trade:
+                elif type(ev) is Trade:
                     if ev.T < last_t or ev.t <= last_id or ev.s != symbol or ev.T - last_t >= GAP_MS:
                         if not _trade_checks(ev, lineno, last_t, last_id, symbol, report, last_trade, last_trade_line):
                             continue
@@ -288,6 +264,7 @@ def read_binance(path: Path, report: QualityReport, *, on_crossed: str = "raise"
                         trades.flush()
                         t_ts, t_id, t_px, t_q, t_m = trades.ts, trades.ids, trades.px, trades.qty, trades.maker
                 else:
+                    assert isinstance(ev, Depth)  # the frame decoder's third and last event type
                     if ev.s != symbol:
                         if symbol:
                             report.flag("symbol_mismatch", lineno, f"depthUpdate for {ev.s!r} in a {symbol} capture; "
@@ -312,20 +289,14 @@ def read_binance(path: Path, report: QualityReport, *, on_crossed: str = "raise"
 
 
 def _slow(path: Path, line: int, payload: bytes, exc: Exception, report: QualityReport,
-          depth: _BinanceBook) -> _Depth | _Trade | _Ticker | None:
+          depth: BinanceBook) -> Depth | Trade | _Ticker | None:
     """Handle a line the fast decoder refused: blank, snapshot, unknown event, bad JSON/layout/values."""
     if not payload.strip():
         report.flag("blank_lines", line, "blank line skipped")
         return None
-    try:
-        obj = _DECODE_ANY(payload)
-    except msgspec.DecodeError as exc2:
-        raise decode_error(path, line, payload, exc2) from exc2
+    obj = strict_decode(_DECODE_ANY, path, line, payload)
     if isinstance(obj, dict) and "lastUpdateId" in obj:
-        try:
-            depth.on_snapshot(_DECODE_SNAPSHOT(payload), line)
-        except msgspec.DecodeError as exc2:
-            raise decode_error(path, line, payload, exc2) from exc2
+        depth.on_snapshot(strict_decode(DECODE_SNAPSHOT, path, line, payload), line)
         return None
     data = obj.get("data", obj) if isinstance(obj, dict) else None
     kind = data.get("e") if isinstance(data, dict) else None
@@ -340,25 +311,7 @@ def _slow(path: Path, line: int, payload: bytes, exc: Exception, report: Quality
         raise decode_error(path, line, payload, exc2) from exc2
 
 
-class _LooseTrade(msgspec.Struct):
-    T: int
-    s: str
-    t: int
-    p: float
-    q: float
-    m: bool
-
-
-class _LooseTicker(msgspec.Struct):
-    u: int
-    s: str
-    b: float
-    B: float
-    a: float
-    A: float
-
-
-_LOOSE = {
+_LOOSE: dict[str, msgspec.json.Decoder[Any]] = {
     "depthUpdate": msgspec.json.Decoder(_LooseDepth, strict=False),
     "trade": msgspec.json.Decoder(_LooseTrade, strict=False),
     "bookTicker": msgspec.json.Decoder(_LooseTicker, strict=False),
@@ -366,13 +319,13 @@ _LOOSE = {
 
 
 def _loose_event(path: Path, line: int, kind: str, data: bytes,
-                 report: QualityReport) -> _Depth | _Trade | _Ticker | None:
+                 report: QualityReport) -> Depth | Trade | _Ticker | None:
     """Decode an event without value constraints, then check its values one by one."""
     ev = _LOOSE[kind].decode(data)
     if isinstance(ev, _LooseDepth):
         bids = clean_levels(ev.b, "bid", path, line, report)
         asks = clean_levels(ev.a, "ask", path, line, report)
-        return _Depth(E=ev.E, s=ev.s, U=ev.U, u=ev.u, b=bids, a=asks, pu=ev.pu)
+        return Depth(E=ev.E, s=ev.s, U=ev.U, u=ev.u, b=bids, a=asks, pu=ev.pu)
     if isinstance(ev, _LooseTrade):
         levels = [(ev.p, ev.q)]
         ident = f"trade t={ev.t}"
@@ -382,7 +335,7 @@ def _loose_event(path: Path, line: int, kind: str, data: bytes,
     if len(clean_levels(levels, ident, path, line, report)) < len(levels):
         return None  # counted and logged by clean_levels
     if isinstance(ev, _LooseTrade):
-        return _Trade(ev.T, ev.s, ev.t, ev.p, ev.q, ev.m)
+        return Trade(ev.T, ev.s, ev.t, ev.p, ev.q, ev.m)
     return _Ticker(ev.u, ev.s, ev.b, ev.B, ev.a, ev.A)
 
 
@@ -392,8 +345,8 @@ def _bbo_crossed(ev: _Ticker, line: int, report: QualityReport) -> None:
                 "counted (bookTicker does not feed the book features)")
 
 
-def _trade_checks(ev: _Trade, line: int, last_t: int, last_id: int, symbol: str, report: QualityReport,
-                  last: _Trade | None = None, last_line: int | None = None) -> bool:
+def _trade_checks(ev: Trade, line: int, last_t: int, last_id: int, symbol: str, report: QualityReport,
+                  last: Trade | None = None, last_line: int | None = None) -> bool:
     """Handle the rare cases of the trade checks; return False to skip the trade."""
     if symbol and ev.s != symbol:
         report.flag("symbol_mismatch", line, f"trade for {ev.s!r} in a {symbol} capture; skipped")

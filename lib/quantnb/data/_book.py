@@ -145,12 +145,7 @@ class OrderBook:
             self._scale = float(10 ** max(map(_decimals, prices)))
 
     def _next_bid(self, bids: Sequence[Level]) -> float:
-        """Best bid after the old best (or a level above it) was deleted by ``bids``.
-
-        Levels above the old best can only come from this message; below it, walk down
-        the price grid (``1 / scale`` steps, exact floats ``n / scale``) to the first
-        non-empty level, and rescan the whole side only if none is near.
-        """
+        """Best bid after the old best (or a level above it) was deleted by ``bids``."""
         bb, bd = self._bb, self._bids
         above = [p for p, _ in bids if p > bb and bd[p]]
         if above:

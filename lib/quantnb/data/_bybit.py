@@ -21,7 +21,7 @@ from quantnb.data._bars import MINUTE_MS, BookMinutes
 from quantnb.data._book import OrderBook
 from quantnb.data._io import IO_ERRORS, io_error, no_messages, open_lines
 from quantnb.data._quality import QualityReport
-from quantnb.data._validate import Price, Size, clean_levels, crossed_ok, decode_error
+from quantnb.data._validate import Price, Size, clean_levels, crossed_ok, strict_decode
 from quantnb.errors import DataError
 
 GAP_MS = 2 * MINUTE_MS
@@ -62,10 +62,7 @@ def _slow(path: Path, line: int, raw: bytes, exc: Exception, report: QualityRepo
     if not raw.strip():
         report.flag("blank_lines", line, "blank line skipped")
         return None
-    try:
-        loose = _DECODE_LOOSE(raw)
-    except msgspec.DecodeError as exc2:
-        raise decode_error(path, line, raw, exc2) from exc2
+    loose = strict_decode(_DECODE_LOOSE, path, line, raw)
     if loose.type not in ("snapshot", "delta"):
         report.flag("unsupported_messages", line, f"message type {loose.type!r} is not snapshot/delta; skipped")
         return None
@@ -79,43 +76,11 @@ def read_bybit(path: Path, report: QualityReport, *, skip_until_snapshot: bool =
                on_progress: Callable[[int], None] | None = None) -> tuple[str, pl.DataFrame, OrderBook]:
     """Replay a Bybit order-book file; return its symbol, per-minute book rows and the final book.
 
-    Parameters
-    ----------
-    path : Path
-        A Bybit ``ob500`` order-book archive (one JSON ``snapshot``/``delta`` message a line;
-        plain, ``.gz`` or ``.zip``).
-    report : QualityReport
-        Where every defect is counted, with its line.
-    skip_until_snapshot : bool, default False
-        Skip (and count) deltas before the first snapshot instead of raising: for files
-        truncated at the start.
-    on_crossed : {"raise", "skip"}
-        What a crossed book does: raise :class:`DataError`, or count it and leave the
-        update out of the features.
-    on_progress : callable or None
-        Called with the number of lines read so far, now and then.
-
-    Returns
-    -------
-    symbol : str
-        The file's symbol, e.g. ``"BTCUSDT"``.
-    book_rows : polars.DataFrame
-        One row a minute of book features (``ts`` Datetime[us, UTC], mid OHLC, micro-price,
-        ``spread_bps_mean``, depth and imbalance of the top 10 levels, update counts).
-    book : OrderBook
-        The book after the last message.
-
-    Raises
-    ------
-    DataError
-        If the file cannot be read or decoded, has no message, a delta precedes every
-        snapshot (without ``skip_until_snapshot``), time or symbol is inconsistent, or the
-        book crosses with ``on_crossed="raise"``; the message names file, line and fix.
-
-    References
-    ----------
-    Bybit v5 WebSocket "Orderbook" topic: a snapshot resets the book, deltas carry absolute
-    sizes (0 deletes a level) and the update id ``u`` (``u=1`` after a service restart).
+    ``skip_until_snapshot`` skips (and counts) deltas before the first snapshot instead of raising
+    (files truncated at the start); ``on_crossed="skip"`` counts a crossed book and leaves the
+    update out of the features. Bybit v5 WebSocket "Orderbook" topic: a snapshot resets the book,
+    deltas carry absolute sizes (0 deletes a level) and the update id ``u`` (``u=1`` after a
+    service restart).
     """
     book = OrderBook()
     bars = BookMinutes(book, report)
@@ -128,6 +93,7 @@ def read_bybit(path: Path, report: QualityReport, *, skip_until_snapshot: bool =
     synced = False
     lineno = 0
     n = 0
+    msg: _Msg | None
     with open_lines(path) as fh:
         try:
             for lineno, raw in enumerate(fh, 1):

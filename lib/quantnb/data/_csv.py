@@ -7,6 +7,7 @@ import tempfile
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import polars as pl
 
@@ -139,11 +140,11 @@ def _epoch_ms(path: Path, col: pl.Series) -> pl.Series:
     sample = text.drop_nulls().head(1).to_list()
     if sample and sample[0].lstrip("-").isdigit():
         num = text.cast(pl.Int64, strict=False)
-        big = num.drop_nulls().abs().max() or 0
+        big = cast(int, num.drop_nulls().abs().max() or 0)
         scale = 1000 if big < 10**11 else (1 if big < 10**14 else 0)
         return (num * scale if scale else num // 1000).alias(col.name)
     dt = text.str.to_datetime(strict=False, time_unit="us")
-    if dt.dtype.time_zone is None:  # type: ignore[union-attr]
+    if cast(pl.Datetime, dt.dtype).time_zone is None:
         dt = dt.dt.replace_time_zone("UTC")
     return (dt.dt.convert_time_zone("UTC").dt.epoch("us") // 1000).alias(col.name)
 
@@ -173,27 +174,9 @@ def _order_checks(report: QualityReport, frame: pl.DataFrame, ts: str, what: str
 def read_ohlcv(path: Path, report: QualityReport) -> pl.DataFrame:
     """Read a 1-minute OHLCV CSV; return the rows the bar rules accept (``ts, open, high, low, close, volume``).
 
-    Parameters
-    ----------
-    path : Path
-        CSV with the header ``timestamp, open, high, low, close, volume``; ``timestamp``
-        is epoch ms, s or us (by magnitude) or ``YYYY-MM-DD HH:MM:SS[.ffffff]`` UTC.
-    report : QualityReport
-        Where unaligned stamps and every bar rule broken (:mod:`quantnb.data._bar_rules`:
-        a bad price or volume, OHLC inconsistent, a duplicate or earlier minute rejected; zero
-        volume and gaps flagged) are counted, with their lines.
-
-    Returns
-    -------
-    polars.DataFrame
-        Columns ``ts`` (Datetime[us, UTC], minute start, increasing), ``open``, ``high``,
-        ``low``, ``close`` (quote per base unit) and ``volume`` (base units), Float64.
-
-    Raises
-    ------
-    DataError
-        If the file cannot be read or a value does not parse as a number or a timestamp;
-        the message names the file, line and fix.
+    Header ``timestamp, open, high, low, close, volume``; ``timestamp`` is epoch ms, s or us (by
+    magnitude) or ``YYYY-MM-DD HH:MM:SS[.ffffff]`` UTC. ``ts`` comes out as Datetime[us, UTC]
+    minute starts, increasing; every bar rule broken is counted in ``report`` with its line.
     """
     frame = _read_strings(path, OHLCV_COLUMNS, has_header=True)
     frame = _numbers(path, frame, OHLCV_COLUMNS[1:], pl.Float64())
@@ -229,29 +212,9 @@ def _trades_path(path: Path, tmp: Path) -> Path:
 
 
 def read_trades(path: Path, report: QualityReport) -> pl.DataFrame:
-    """Read a Binance public trades CSV (zip or plain); return 1-minute trade bars (see ``trades_to_bars``).
+    """Read a Binance public trades CSV (zip or plain); return 1-minute bars.
 
-    Parameters
-    ----------
-    path : Path
-        Binance public-data trades CSV (``id, price, qty, quote_qty, time, is_buyer_maker``,
-        with or without header); plain or ``.zip``.
-    report : QualityReport
-        Where duplicates, out-of-order trades and bad values are counted.
-
-    Returns
-    -------
-    polars.DataFrame
-        One row a minute with :data:`TRADE_BAR_SCHEMA` columns.
-
-    Raises
-    ------
-    DataError
-        If the file cannot be read or parsed; the message names the file, line and fix.
-
-    References
-    ----------
-    Binance public data, https://github.com/binance/binance-public-data (trades files).
+    Format: https://github.com/binance/binance-public-data (trades files).
     """
     with tempfile.TemporaryDirectory(prefix="quantnb-trades-") as tmp:
         member = _trades_path(path, Path(tmp))

@@ -45,35 +45,16 @@ from quantnb.errors import DataError
 
 @dataclasses.dataclass
 class FileIngest:
-    """The result of ingesting one raw file.
+    """The result of ingesting one raw file (:func:`ingest_file`).
 
-    Attributes
-    ----------
-    path : Path
-        The input file.
-    kind : str
-        Detected file kind (see :func:`detect_source`).
-    symbol : str
-        The symbol the file describes.
-    venue, market : str
-        The rest of the instrument: e.g. ``bybit``/``linear``, ``binance``/``spot``.
-    bars : polars.DataFrame
-        Partial 1-minute bars, schema ``PART_SCHEMA``: ``venue, market, symbol, ts, source, file`` and the
-        fields this source provides (the others null). ``source`` is ``trades_csv``,
-        ``binance_trades``, ``ohlcv_csv``, ``binance_book`` or ``bybit_book``; a Binance
-        capture gives two sources. Sorted by ``source, ts``; one row per source and minute.
-    quality : QualityReport
-        Counts and defects found.
-    n_messages : int
-        Messages (JSON sources) or rows (CSV sources) parsed.
-    elapsed_s : float
-        Wall time of the ingestion, seconds.
-    book : OrderBook or None
-        The reconstructed book at the end of the file (order-book sources), else None.
-    funding : polars.DataFrame or None
-        A funding-rate file's series (``venue, market, symbol, ts, funding_rate,
-        funding_interval_h, file``; :data:`~quantnb.data._archive_csv.FUNDING_SCHEMA`), else None;
-        such a file gives no bars.
+    ``kind``: the detected file kind; ``symbol``, ``venue``, ``market``: the instrument; ``bars``:
+    partial 1-minute bars, ``PART_SCHEMA`` (``venue, market, symbol, ts, source, file`` and the
+    fields this source provides, the others null; ``source`` is ``trades_csv``, ``binance_trades``,
+    ``ohlcv_csv``, ``binance_book`` or ``bybit_book``, and a Binance capture gives two), sorted by
+    ``source, ts``, one row per source and minute; ``quality``: counts and defects; ``n_messages``:
+    messages (JSON) or rows (CSV) parsed; ``elapsed_s``: wall time, seconds; ``book``: the final
+    book of an order-book source, else None; ``funding``: a funding-rate file's series
+    (``FUNDING_SCHEMA``; such a file gives no bars), else None.
     """
 
     path: Path

@@ -21,20 +21,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 def safe_token(text: str, max_len: int = 48) -> str:
-    """Return ``text`` reduced to ``[A-Za-z0-9_.-]`` (runs of other characters become ``-``).
-
-    Parameters
-    ----------
-    text : str
-        Any text, e.g. a folder name or a glob pattern.
-    max_len : int
-        Longest result.
-
-    Returns
-    -------
-    str
-        The safe text, or ``"none"`` if nothing is left.
-    """
+    """Return ``text`` reduced to ``[A-Za-z0-9_.-]`` (runs of other characters become ``-``)."""
     return _UNSAFE.sub("-", text).strip("-.")[:max_len].strip("-.") or "none"
 
 
@@ -68,12 +55,7 @@ def expand_glob(root: Path, pattern: str) -> list[Path]:
 
 
 def _glob(text: str) -> list[str]:
-    """``glob.glob(text, recursive=True)``, but ``**`` enters each real folder once (no symlink loops).
-
-    Python's glob follows a symbolic link to a parent folder again and again (40 levels, and
-    exponentially many paths with two such links); here one ``**`` walks each real folder
-    (device and inode) once.
-    """
+    """``glob.glob(text, recursive=True)``, but ``**`` enters each real folder once (no symlink loops)."""
     parts = Path(text).parts
     if "**" not in parts:
         return glob.glob(text)
@@ -138,11 +120,6 @@ def traversed_folder(pattern: str, path: Path) -> bool:
         The glob as given by the user.
     path : Path
         One match of ``pattern``.
-
-    Returns
-    -------
-    bool
-        True if ``path`` is a folder walked by a trailing ``**`` of ``pattern``.
     """
     parts = Path(pattern).parts
     recursive = "**" in parts and parts[-1] in ("**", "*")
@@ -161,11 +138,6 @@ def item_key(path: Path, root: Path) -> str:
         The input file.
     root : Path
         The project root.
-
-    Returns
-    -------
-    str
-        POSIX path relative to ``root``, or the absolute path if outside it.
     """
     absolute = path if path.is_absolute() else root / path
     absolute = Path(os.path.normpath(absolute))
@@ -185,11 +157,6 @@ def shard_stem(key: str) -> str:
     ----------
     key : str
         An item key (see :func:`item_key`).
-
-    Returns
-    -------
-    str
-        ``<file name with unsafe characters replaced>-<16 hex digits of sha256(key)>``.
     """
     digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:16]
     return f"{safe_token(Path(key).name, 80)}-{digest}"

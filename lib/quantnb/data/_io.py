@@ -25,21 +25,24 @@ BOOK_TICKER = "binance_bookticker"
 FUNDING = "binance_funding"
 BYBIT_TRADES = "bybit_trades"
 
+
+def _binance_public(kind: str, word: str, days: str, what: str) -> tuple[str, re.Pattern[str], str]:
+    """One kind of Binance public-data file, ``SYMBOL-<word>-<days>.csv|.zip``."""
+    return (kind, re.compile(rf"^(?P<symbol>[A-Za-z0-9]+)-{word}-(?P<day>[0-9-]+)\.(?:csv|zip)$"),
+            f"SYMBOL-{word}-{days}.csv|.zip (Binance public {what})")
+
+
 _PATTERNS: tuple[tuple[str, re.Pattern[str], str], ...] = (
     (BYBIT, re.compile(r"^(?P<day>\d{4}-\d{2}-\d{2})_(?P<symbol>[A-Za-z0-9]+)_ob(?P<depth>\d+)\.data(?:\.zip)?$"),
      "YYYY-MM-DD_SYMBOL_obN.data[.zip] (Bybit v5 order book)"),
     (BINANCE, re.compile(r"^(?P<symbol>[A-Za-z0-9]+)_(?P<day>\d{8})(?:\.[A-Za-z0-9]+)?\.gz$"),
      "SYMBOL_YYYYMMDD[.ext].gz (Binance USD-M stream capture, '<recv_ns> <json>' lines)"),
-    (TRADES, re.compile(r"^(?P<symbol>[A-Za-z0-9]+)-trades-(?P<day>[0-9-]+)\.(?:csv|zip)$"),
-     "SYMBOL-trades-YYYY-MM-DD.csv|.zip (Binance public trades CSV)"),
+    _binance_public(TRADES, "trades", "YYYY-MM-DD", "trades CSV"),
     (KLINES, re.compile(r"^(?P<symbol>[A-Za-z0-9]+)-(?P<interval>\d+(?:s|m|h|d|w|mo))-(?P<day>[0-9-]+)\.(?:csv|zip)$"),
      "SYMBOL-1m-YYYY-MM[-DD].csv|.zip (Binance public klines)"),
-    (AGG_TRADES, re.compile(r"^(?P<symbol>[A-Za-z0-9]+)-aggTrades-(?P<day>[0-9-]+)\.(?:csv|zip)$"),
-     "SYMBOL-aggTrades-YYYY-MM[-DD].csv|.zip (Binance public aggTrades)"),
-    (BOOK_TICKER, re.compile(r"^(?P<symbol>[A-Za-z0-9]+)-bookTicker-(?P<day>[0-9-]+)\.(?:csv|zip)$"),
-     "SYMBOL-bookTicker-YYYY-MM[-DD].csv|.zip (Binance public bookTicker)"),
-    (FUNDING, re.compile(r"^(?P<symbol>[A-Za-z0-9]+)-fundingRate-(?P<day>[0-9-]+)\.(?:csv|zip)$"),
-     "SYMBOL-fundingRate-YYYY-MM.csv|.zip (Binance public funding rates)"),
+    _binance_public(AGG_TRADES, "aggTrades", "YYYY-MM[-DD]", "aggTrades"),
+    _binance_public(BOOK_TICKER, "bookTicker", "YYYY-MM[-DD]", "bookTicker"),
+    _binance_public(FUNDING, "fundingRate", "YYYY-MM", "funding rates"),
     (BYBIT_TRADES, re.compile(r"^(?P<symbol>[A-Z0-9]+?)_?(?P<day>\d{4}-\d{2}-\d{2})\.csv(?:\.gz)?$"),
      "SYMBOLYYYY-MM-DD.csv.gz or SYMBOL_YYYY-MM-DD.csv.gz (Bybit public trades)"),
     (OHLCV, re.compile(r"^(?P<symbol>[^_]+)_.*1m\.csv$"), "SYMBOL_..._1m.csv (1-minute OHLCV CSV)"),
@@ -77,19 +80,6 @@ def market_from_path(path: str | Path, kind: str) -> str | None:
     The nearest matching folder wins: Bybit ``linear``, ``inverse``, ``spot``, ``option``;
     Binance ``futures/um`` (or ``usdm``, ``um``) -> ``usdm``, ``futures/cm`` (``coinm``,
     ``cm``) -> ``coinm``, ``spot`` -> ``spot``. Folder names are compared in lower case.
-
-    Parameters
-    ----------
-    path : str or Path
-        The input file.
-    kind : str
-        Its source kind (:func:`detect_source`); an OHLCV CSV has no layout (None).
-
-    Returns
-    -------
-    str or None
-        ``linear``, ``inverse``, ``spot``, ``option``, ``usdm`` or ``coinm``; None when no
-        folder of ``path`` names a market.
     """
     parts = [p.lower() for p in Path(path).parts[:-1]]
     for i in range(len(parts) - 1, -1, -1):
@@ -112,25 +102,7 @@ def accepted_patterns() -> list[str]:
 
 
 def detect_source(path: str | Path) -> SourceInfo:
-    """Detect the source kind and symbol of a raw data file from its name.
-
-    Parameters
-    ----------
-    path : str or Path
-        The file; only its name is used.
-
-    Returns
-    -------
-    SourceInfo
-        ``kind`` is ``"bybit_book"``, ``"binance_usdm"``, ``"trades_csv"`` or ``"ohlcv_csv"``;
-        ``symbol`` is the symbol in the name, upper-cased for exchange files (e.g.
-        ``BTC-PERP_20211231_20220201_1m.csv`` gives ``BTC-PERP``).
-
-    Raises
-    ------
-    DataError
-        If the name matches none of the accepted patterns; the message lists them.
-    """
+    """Detect the source kind and symbol of a raw data file from its name."""
     name = Path(path).name
     for kind, pattern, _ in _PATTERNS:
         m = pattern.match(name)
@@ -145,22 +117,7 @@ def detect_source(path: str | Path) -> SourceInfo:
 
 
 def line_too_long(path: Path, line: int, max_bytes: int = MAX_LINE_BYTES) -> DataError:
-    """Return the DataError for a line longer than ``max_bytes`` (named by its 1-based number).
-
-    Parameters
-    ----------
-    path : Path
-        The file.
-    line : int
-        1-based number of the line.
-    max_bytes : int
-        The limit it passed.
-
-    Returns
-    -------
-    DataError
-        With ``path`` and ``line``; the file is quarantined.
-    """
+    """Return the DataError for a line longer than ``max_bytes`` (named by its 1-based number)."""
     return DataError(f"{path} line {line}: longer than {max_bytes:,} bytes; no record of "
                      "this format is that long, so the file is corrupt or not this kind of data — re-download it",
                      path=str(path), line=line)
@@ -171,15 +128,6 @@ class LineStream:
 
     Iterating reads at most ``max_bytes + 1`` bytes per line, so a file holding one huge line
     costs that much memory, not the line's length. Other attributes are the stream's.
-
-    Parameters
-    ----------
-    stream : IO[bytes]
-        A buffered binary stream.
-    path : Path
-        The file, for the error message.
-    max_bytes : int
-        The longest line accepted, bytes (line end included).
     """
 
     def __init__(self, stream: IO[bytes], path: Path, max_bytes: int = MAX_LINE_BYTES):
@@ -208,27 +156,6 @@ def check_line_lengths(stream: IO[bytes], path: Path, max_bytes: int = MAX_LINE_
 
     For readers that hand a whole file to a library (polars' CSV reader): the check costs one
     pass at block speed and ``BUFFER_BYTES`` of memory, whatever the line lengths.
-
-    Parameters
-    ----------
-    stream : IO[bytes]
-        The file's bytes (decompressed).
-    path : Path
-        The file, for the error message.
-    max_bytes : int
-        The longest line accepted, bytes (line end included).
-    copy_to : IO[bytes], optional
-        Where to write every block read (extracting a zip member while checking it).
-
-    Returns
-    -------
-    int
-        Number of lines (a last line without a line end counts).
-
-    Raises
-    ------
-    DataError
-        Naming the first line longer than ``max_bytes``.
     """
     lines, run = 0, 0  # complete lines so far; bytes of the current, unfinished line
     while block := stream.read(BUFFER_BYTES):
@@ -256,26 +183,7 @@ def check_line_lengths(stream: IO[bytes], path: Path, max_bytes: int = MAX_LINE_
 
 @contextlib.contextmanager
 def open_lines(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[LineStream]:
-    """Open a plain, ``.zip`` (one member) or ``.gz`` file as a buffered binary stream of lines.
-
-    Parameters
-    ----------
-    path : Path
-        The file; the compression is chosen by its suffix.
-    max_line_bytes : int
-        The longest line accepted (:data:`MAX_LINE_BYTES` by default).
-
-    Yields
-    ------
-    LineStream
-        Iterate it for lines (each ending in a newline except maybe the last).
-
-    Raises
-    ------
-    DataError
-        If the file cannot be opened or a zip holds other than one member; while iterating,
-        for a line longer than ``max_line_bytes`` (naming its number).
-    """
+    """Open a plain, ``.zip`` (one member) or ``.gz`` file as a buffered binary stream of lines."""
     name = path.name.lower()
     try:
         if name.endswith(".zip"):
@@ -289,10 +197,10 @@ def open_lines(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[Lin
                         path=str(path),
                     )
                 with zf.open(members[0]) as member:
-                    yield LineStream(io.BufferedReader(member, BUFFER_BYTES), path, max_line_bytes)  # type: ignore[arg-type]
+                    yield LineStream(io.BufferedReader(member, BUFFER_BYTES), path, max_line_bytes)  # type: ignore[type-var]
         elif name.endswith(".gz"):
             with gzip.open(path, "rb") as gz:
-                yield LineStream(io.BufferedReader(gz, BUFFER_BYTES), path, max_line_bytes)  # type: ignore[arg-type]
+                yield LineStream(io.BufferedReader(gz, BUFFER_BYTES), path, max_line_bytes)
         else:
             with open(path, "rb", buffering=BUFFER_BYTES) as fh:
                 yield LineStream(fh, path, max_line_bytes)
@@ -316,20 +224,6 @@ def io_error(path: Path, last_line: int, exc: BaseException) -> DataError:
     Buffered read-ahead surfaces the error before the lines preceding it are handed out,
     so for gzip the readable lines are counted again; a zip member is checked as a whole
     (its CRC at the end), so its error names no line.
-
-    Parameters
-    ----------
-    path : Path
-        The file being read.
-    last_line : int
-        1-based number of the last line handed out before the error.
-    exc : BaseException
-        The decompression or OS error.
-
-    Returns
-    -------
-    DataError
-        With ``path`` and, when known, ``line`` filled; the caller raises it ``from exc``.
     """
     if path.name.lower().endswith(".zip"):
         return DataError(f"{path}: corrupt zip member ({type(exc).__name__}: {exc}); re-download the file",
@@ -347,37 +241,12 @@ def io_error(path: Path, last_line: int, exc: BaseException) -> DataError:
 
 
 def no_messages(path: Path) -> DataError:
-    """Return the DataError for an order-book file without a single message.
-
-    Parameters
-    ----------
-    path : Path
-        The empty (or blank) file.
-
-    Returns
-    -------
-    DataError
-        Naming the file and the fix (re-download it).
-    """
+    """Return the DataError for an order-book file without a single message."""
     return DataError(f"{path}: the file holds no messages (empty download?); re-download it", path=str(path))
 
 
 def snippet(raw: bytes | str, limit: int = 80) -> str:
-    """Return the start of a line for an error message.
-
-    Parameters
-    ----------
-    raw : bytes or str
-        The line; bytes are decoded as UTF-8 with replacement.
-    limit : int, default 80
-        Characters kept before an ellipsis.
-
-    Returns
-    -------
-    str
-        The line without its line end, cut to ``limit`` characters plus ``...``,
-        ``repr``-quoted.
-    """
+    """Return the start of a line for an error message."""
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
     text = text.rstrip("\r\n")
     return repr(text if len(text) <= limit else text[:limit] + "...")

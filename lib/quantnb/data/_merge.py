@@ -89,11 +89,6 @@ def instrument_path(venue: str, market: str, symbol: str) -> str:
         E.g. ``"bybit"`` and ``"linear"``.
     symbol : str
         Exchange symbol; upper-cased in the path.
-
-    Returns
-    -------
-    str
-        A relative POSIX path.
     """
     return f"{venue}/{market}/{symbol}"
 

@@ -49,120 +49,51 @@ class QualityReport:
     Every defect is counted here and logged at WARNING with file and line (the first
     ``LOG_LIMIT_PER_KIND`` of each kind one by one, the rest in one summary line), so
     nothing is dropped silently. Fatal corruption is not counted: it raises
-    :class:`~quantnb.errors.DataError` instead.
-
-    Attributes
-    ----------
-    path : str
-        The input file.
-    source : str
-        Source kind: ``bybit_book``, ``binance_usdm``, ``ohlcv_csv`` or ``trades_csv``.
-    venue, market : str
-        The instrument's venue (``bybit``, ``binance``, the ETL's ``ohlcv_venue``) and
-        market (``linear``, ``spot``, ``usdm``...); empty until the ingestion sets them.
-    symbols : list of str
-        Symbols found in the file.
-    lines, messages : int
-        Lines read; messages (or CSV rows) parsed.
-    snapshots, book_updates, trades, bbo_updates : int
-        Book snapshots applied, book messages applied (snapshots and deltas), trades,
-        best-bid/offer (``bookTicker``) messages.
-    bars : int
-        Partial 1-minute bar rows produced.
-    no_data_rows : bool
-        The file holds no data row (e.g. a CSV with a header only, or a capture without
-        a trade or a synced book); reported at WARNING, the file produces no bar.
-    first_ts, last_ts : str or None
-        First and last exchange timestamp seen (ISO 8601, UTC).
-    nan_inf : int
-        NaN or infinite sizes or volumes (NaN/Inf *prices* are fatal).
-    non_positive_price, negative_size : int
-        Levels, trades or rows with a price <= 0 or a size < 0 (skipped, counted).
-    crossed, locked : int
-        Book states with best bid > best ask (crossed) or == best ask (locked).
-    seq_gaps : int
-        Breaks of the update-id sequence (Bybit ``u`` not +1; Binance ``pu`` != previous ``u``).
-    resyncs : int
-        Book rebuilds from a later snapshot (after a gap, or a snapshot mid-stream).
-    skipped_unsynced : int
-        Book deltas skipped while waiting for a snapshot after a gap.
-    skipped_before_snapshot : int
-        Bybit deltas skipped before the first snapshot (``skip_until_snapshot=True``).
-    stale_dropped : int
-        Binance diffs dropped by the sync rule ``u < lastUpdateId`` (normal, not a defect).
-    buffer_dropped : int
-        Binance diffs dropped because the pre-snapshot buffer was full.
-    duplicates, out_of_order : int
-        Repeated or decreasing timestamps / update ids / trade ids.
-    conflicting_duplicates : int
-        Duplicates (counted in ``duplicates`` too) whose values differ from the row kept.
-    duplicate_conflicts : list of dict
-        The first of them as ``{"line", "key", "kept_line", "kept", "dropped"}``: the key
-        (timestamp or trade id), the values of the row kept (the first in the file) and
-        of the row dropped.
-    time_gaps : int
-        Jumps of 2 minutes or more between consecutive events or bars.
-    unsynced_minutes : int
-        Minutes with book messages but no synced book at the close (no book features).
-    unsupported_messages : int
-        Messages of a kind the reader does not use (e.g. ``aggTrade``), skipped.
-    blank_lines : int
-        Empty lines, skipped.
-    ohlc_inconsistent : int
-        Bars whose high/low do not bracket open and close (rejected).
-    zero_volume : int
-        Bars with volume 0 while the price moved (kept); see :mod:`quantnb.data._bar_rules`,
-        which owns every bar rule and the counter each is counted under.
-    unaligned_ts : int
-        Bar timestamps not on a minute boundary (floored to the minute).
-    symbol_mismatch : int
-        Messages whose symbol differs from the file's first symbol (skipped).
-    top_repairs : int
-        Minute closes where the incrementally kept best bid/ask disagreed with a full scan
-        (repaired; expected 0).
-    examples : list of dict
-        The first findings as ``{"kind", "line", "message"}``.
+    :class:`~quantnb.errors.DataError` instead. Each field's comment says what it counts;
+    :mod:`quantnb.data._bar_rules` owns every bar rule and the counter each is counted under.
     """
 
-    path: str
-    source: str
-    venue: str = ""
-    market: str = ""
-    symbols: list[str] = dataclasses.field(default_factory=list)
-    lines: int = 0
-    messages: int = 0
-    snapshots: int = 0
-    book_updates: int = 0
+    path: str  # the input file
+    source: str  # source kind: bybit_book, binance_usdm, ohlcv_csv or trades_csv
+    venue: str = ""  # bybit, binance, the ETL's ohlcv_venue; empty until the ingestion sets it
+    market: str = ""  # linear, spot, usdm...; empty until the ingestion sets it
+    symbols: list[str] = dataclasses.field(default_factory=list)  # symbols found in the file
+    lines: int = 0  # lines read
+    messages: int = 0  # messages (or CSV rows) parsed
+    snapshots: int = 0  # book snapshots applied
+    book_updates: int = 0  # book messages applied (snapshots and deltas)
     trades: int = 0
-    bbo_updates: int = 0
-    bars: int = 0
-    no_data_rows: bool = False
-    first_ts: str | None = None
-    last_ts: str | None = None
-    nan_inf: int = 0
-    non_positive_price: int = 0
-    negative_size: int = 0
-    crossed: int = 0
-    locked: int = 0
-    seq_gaps: int = 0
-    resyncs: int = 0
-    skipped_unsynced: int = 0
-    skipped_before_snapshot: int = 0
-    stale_dropped: int = 0
-    buffer_dropped: int = 0
-    duplicates: int = 0
-    conflicting_duplicates: int = 0
-    out_of_order: int = 0
-    time_gaps: int = 0
-    unsynced_minutes: int = 0
-    unsupported_messages: int = 0
-    blank_lines: int = 0
-    ohlc_inconsistent: int = 0
-    zero_volume: int = 0
-    unaligned_ts: int = 0
-    symbol_mismatch: int = 0
-    top_repairs: int = 0
-    examples: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    bbo_updates: int = 0  # best-bid/offer (bookTicker) messages
+    bars: int = 0  # partial 1-minute bar rows produced
+    no_data_rows: bool = False  # no data row (a header-only CSV, a capture without trade or synced book): no bar
+    first_ts: str | None = None  # first exchange timestamp seen (ISO 8601, UTC)
+    last_ts: str | None = None  # last one
+    nan_inf: int = 0  # NaN or infinite sizes or volumes (NaN/Inf *prices* are fatal)
+    non_positive_price: int = 0  # levels, trades or rows with a price <= 0 (skipped)
+    negative_size: int = 0  # ... with a size < 0 (skipped)
+    crossed: int = 0  # book states with best bid > best ask
+    locked: int = 0  # book states with best bid == best ask
+    seq_gaps: int = 0  # breaks of the update-id sequence (Bybit u not +1; Binance pu != previous u)
+    resyncs: int = 0  # book rebuilds from a later snapshot (after a gap, or a snapshot mid-stream)
+    skipped_unsynced: int = 0  # book deltas skipped while waiting for a snapshot after a gap
+    skipped_before_snapshot: int = 0  # Bybit deltas skipped before the first snapshot (skip_until_snapshot)
+    stale_dropped: int = 0  # Binance diffs dropped by the sync rule u < lastUpdateId (normal, not a defect)
+    buffer_dropped: int = 0  # Binance diffs dropped because the pre-snapshot buffer was full
+    duplicates: int = 0  # repeated timestamps / update ids / trade ids
+    conflicting_duplicates: int = 0  # duplicates (counted in duplicates too) whose values differ from the row kept
+    out_of_order: int = 0  # decreasing timestamps / update ids / trade ids
+    time_gaps: int = 0  # jumps of 2 minutes or more between consecutive events or bars
+    unsynced_minutes: int = 0  # minutes with book messages but no synced book at the close (no book features)
+    unsupported_messages: int = 0  # messages of a kind the reader does not use (e.g. aggTrade), skipped
+    blank_lines: int = 0  # empty lines, skipped
+    ohlc_inconsistent: int = 0  # bars whose high/low do not bracket open and close (rejected)
+    zero_volume: int = 0  # bars with volume 0 while the price moved (kept)
+    unaligned_ts: int = 0  # bar timestamps not on a minute boundary (floored to the minute)
+    symbol_mismatch: int = 0  # messages whose symbol differs from the file's first symbol (skipped)
+    top_repairs: int = 0  # minute closes where the kept best bid/ask disagreed with a full scan (repaired; expect 0)
+    examples: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # first findings: {kind, line, message}
+    # the first conflicting duplicates: {line, key, kept_line, kept, dropped} (key: timestamp or trade id; the
+    # values of the row kept, the first in the file, and of the row dropped)
     duplicate_conflicts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def flag(self, kind: str, line: int | None, message: str, count: int = 1) -> None:

@@ -38,55 +38,20 @@ BOOK_FIELDS = (
     "resyncs",
 )
 
+_INSTRUMENT: dict[str, pl.DataType] = {"venue": pl.String(), "market": pl.String(), "symbol": pl.String()}
+# Each field's dtype, by name: Int64 for counts, Float64 for the rest.
+_TYPED = {c: pl.Int64() if c in ("n_trades", "n_book_updates", "resyncs") else pl.Float64()
+          for c in (*OHLCV_FIELDS, *TRADE_FIELDS, *MID_FIELDS, *BOOK_FIELDS)}
+
 PART_SCHEMA: dict[str, pl.DataType] = {
-    "venue": pl.String(),
-    "market": pl.String(),
-    "symbol": pl.String(),
-    "ts": UTC_MINUTE,
-    "source": pl.String(),
-    "file": pl.String(),
-    "open": pl.Float64(),
-    "high": pl.Float64(),
-    "low": pl.Float64(),
-    "close": pl.Float64(),
-    "volume": pl.Float64(),
-    "n_trades": pl.Int64(),
-    "buy_volume": pl.Float64(),
-    "mid_open": pl.Float64(),
-    "mid_high": pl.Float64(),
-    "mid_low": pl.Float64(),
-    "mid_close": pl.Float64(),
-    "micro_price_close": pl.Float64(),
-    "spread_bps_mean": pl.Float64(),
-    "bid_depth_10": pl.Float64(),
-    "ask_depth_10": pl.Float64(),
-    "imbalance_10": pl.Float64(),
-    "n_book_updates": pl.Int64(),
-    "resyncs": pl.Int64(),
+    **_INSTRUMENT, "ts": UTC_MINUTE, "source": pl.String(), "file": pl.String(),
+    **{c: _TYPED[c] for c in (*OHLCV_FIELDS, *TRADE_FIELDS, *MID_FIELDS, *BOOK_FIELDS)}  # mid_close once,
 }
 
 BAR_SCHEMA: dict[str, pl.DataType] = {
-    "ts": UTC_MINUTE,
-    "venue": pl.String(),
-    "market": pl.String(),
-    "symbol": pl.String(),
-    "open": pl.Float64(),
-    "high": pl.Float64(),
-    "low": pl.Float64(),
-    "close": pl.Float64(),
-    "volume": pl.Float64(),
-    "n_trades": pl.Int64(),
-    "buy_volume": pl.Float64(),
-    "mid_close": pl.Float64(),
-    "micro_price_close": pl.Float64(),
-    "spread_bps_mean": pl.Float64(),
-    "bid_depth_10": pl.Float64(),
-    "ask_depth_10": pl.Float64(),
-    "imbalance_10": pl.Float64(),
-    "n_book_updates": pl.Int64(),
-    "resyncs": pl.Int64(),
-    "gap_before": pl.Boolean(),
-    "ohlcv_source": pl.String(),
+    "ts": UTC_MINUTE, **_INSTRUMENT,
+    **{c: _TYPED[c] for c in (*OHLCV_FIELDS, *TRADE_FIELDS, *BOOK_FIELDS)},
+    "gap_before": pl.Boolean(), "ohlcv_source": pl.String(),
 }
 
 
@@ -95,18 +60,7 @@ def empty_parts() -> pl.DataFrame:
 
 
 def conform_parts(frame: pl.DataFrame) -> pl.DataFrame:
-    """Add missing part columns as nulls, cast to PART_SCHEMA and order the columns.
-
-    Parameters
-    ----------
-    frame : polars.DataFrame
-        Partial bars of one input file (any subset of :data:`PART_SCHEMA` columns).
-
-    Returns
-    -------
-    polars.DataFrame
-        Exactly the :data:`PART_SCHEMA` columns, in its order and dtypes.
-    """
+    """Add missing part columns as nulls, cast to PART_SCHEMA and order the columns."""
     missing = [pl.lit(None, dtype=dt).alias(c) for c, dt in PART_SCHEMA.items() if c not in frame.columns]
     if missing:
         frame = frame.with_columns(missing)

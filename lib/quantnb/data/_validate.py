@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 import msgspec
 
 from quantnb.data._io import snippet
 from quantnb.data._quality import QualityReport
 from quantnb.errors import ConfigError, DataError
+
+T = TypeVar("T")
 
 # Checked in C while decoding: a price must be finite and > 0, a size finite and >= 0.
 # A line that fails these is re-read by the slow path, which tells NaN/Inf (fatal) from
@@ -26,41 +28,13 @@ CROSSED_POLICIES = ("raise", "skip")
 
 
 def check_policy(on_crossed: str) -> None:
-    """Refuse an unknown ``on_crossed`` value.
-
-    Parameters
-    ----------
-    on_crossed : str
-        The policy as given.
-
-    Raises
-    ------
-    ConfigError
-        If it is not one of :data:`CROSSED_POLICIES` (``"raise"``, ``"skip"``).
-    """
+    """Refuse an unknown ``on_crossed`` value."""
     if on_crossed not in CROSSED_POLICIES:
         raise ConfigError(f"on_crossed={on_crossed!r}: expected one of {CROSSED_POLICIES}")
 
 
 def decode_error(path: Path, line: int, raw: bytes, exc: Exception) -> DataError:
-    """Translate a msgspec error on one line into a DataError naming file, line and fix.
-
-    Parameters
-    ----------
-    path : Path
-        The file.
-    line : int
-        1-based line number.
-    raw : bytes
-        The line that failed to decode (its start is quoted).
-    exc : Exception
-        msgspec's error.
-
-    Returns
-    -------
-    DataError
-        With ``path`` and ``line`` filled; the caller raises it.
-    """
+    """Translate a msgspec error on one line into a DataError naming file, line and fix."""
     if isinstance(exc, msgspec.ValidationError):
         what = f"unexpected message layout ({exc})"
         fix = "the file is not in the expected exchange format or is corrupt — check the source or re-download it"
@@ -70,32 +44,16 @@ def decode_error(path: Path, line: int, raw: bytes, exc: Exception) -> DataError
     return DataError(f"{path} line {line}: {what}: {snippet(raw)}; {fix}", path=str(path), line=line)
 
 
+def strict_decode(decode: Callable[[bytes], T], path: Path, line: int, raw: bytes) -> T:
+    """Return ``decode(raw)``; a msgspec error becomes :func:`decode_error`'s DataError."""
+    try:
+        return decode(raw)
+    except msgspec.DecodeError as exc:
+        raise decode_error(path, line, raw, exc) from exc
+
+
 def clean_levels(levels: Sequence[Level], side: str, path: Path, line: int, report: QualityReport) -> list[Level]:
-    """Return the levels that are usable; raise on NaN/Inf, count and skip price <= 0 or size < 0.
-
-    Parameters
-    ----------
-    levels : sequence of (price, size)
-        Parsed levels, quote per base unit and base units.
-    side : {"bid", "ask"}
-        For messages.
-    path : Path
-        The file, for messages.
-    line : int
-        1-based line of the message.
-    report : QualityReport
-        Where skipped levels are counted.
-
-    Returns
-    -------
-    list of (price, size)
-        The levels with price > 0 and size >= 0.
-
-    Raises
-    ------
-    DataError
-        If a price or size is NaN or infinite: the book cannot be trusted after it.
-    """
+    """Return the levels that are usable; raise on NaN/Inf, count and skip price <= 0 or size < 0."""
     out: list[Level] = []
     for i, (px, sz) in enumerate(levels):
         if not (math.isfinite(px) and math.isfinite(sz)):
@@ -115,24 +73,7 @@ def clean_levels(levels: Sequence[Level], side: str, path: Path, line: int, repo
 
 
 def crossed_error(path: Path, line: int, bb: float, ba: float, ident: str) -> DataError:
-    """Return the DataError for a book left crossed by a whole message.
-
-    Parameters
-    ----------
-    path : Path
-        The file.
-    line : int
-        1-based line of the message that crossed the book.
-    bb, ba : float
-        Best bid and ask after it, quote per base unit.
-    ident : str
-        The message's id for the message text (e.g. ``"u=123"``).
-
-    Returns
-    -------
-    DataError
-        With ``path`` and ``line`` filled, suggesting ``on_crossed="skip"``.
-    """
+    """Return the DataError for a book left crossed by a whole message."""
     return DataError(
         f"{path} line {line}: the book is crossed after applying this message ({ident}: best bid {bb!r} > "
         f"best ask {ba!r}); an update is missing or corrupt — re-download the file, or run the ETL with "
@@ -144,33 +85,7 @@ def crossed_error(path: Path, line: int, bb: float, ba: float, ident: str) -> Da
 
 def crossed_ok(path: Path, line: int, bb: float, ba: float, ident: str, on_crossed: str,
                report: QualityReport) -> bool:
-    """Handle a locked (counted, usable) or crossed book (raise, or count and skip); return True if usable.
-
-    Parameters
-    ----------
-    path : Path
-        The file.
-    line : int
-        1-based line of the message.
-    bb, ba : float
-        Best bid and ask after it, quote per base unit; ``bb >= ba``.
-    ident : str
-        The message's id for messages (e.g. ``"u=123"``).
-    on_crossed : {"raise", "skip"}
-        The policy for a crossed book.
-    report : QualityReport
-        Where locked and crossed books are counted.
-
-    Returns
-    -------
-    bool
-        True if the book is usable (locked), False if the update must be skipped.
-
-    Raises
-    ------
-    DataError
-        If the book is crossed and ``on_crossed == "raise"``.
-    """
+    """Handle a locked (counted, usable) or crossed book (raise, or count and skip); return True if usable."""
     if bb == ba:
         report.flag("locked", line, f"book locked after {ident}: best bid == best ask == {bb!r}")
         return True

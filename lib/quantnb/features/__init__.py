@@ -1,6 +1,6 @@
 """One feature layer from bars to agent to live.
 
-A registry of :class:`FeatureSpec` (name, source columns, one formula, warm-up in bars,
+A registry of :class:`~quantnb.features._spec.FeatureSpec` (name, source columns, one formula, warm-up in bars,
 behaviour at a gap) generates both engines, so research, the RL environment and the live
 trader compute the same numbers:
 
@@ -9,7 +9,7 @@ trader compute the same numbers:
 - :class:`FeatureStream` evaluates the same formulas on numpy scalars one closed bar at a
   time (the live trader), equal to the batch rows to 1e-9.
 
-One gap policy: a step of :data:`GAP_THRESHOLD` (2 minutes) or more between bar timestamps,
+One gap policy: a step of :data:`~quantnb.features._spec.GAP_THRESHOLD` (2 minutes) or more between bar timestamps,
 or ``gap_before = True``, starts a new segment; every lag, window and recursion restarts there,
 so no value spans a gap. :class:`FeatureScaler` standardises features (optionally clipped) and
 reads every scaler file the project has written. The feature table is in
@@ -38,7 +38,7 @@ from quantnb.features._library import (
     RESEARCH_FEATURES,
 )
 from quantnb.features._scaler import FeatureScaler
-from quantnb.features._spec import FORWARD_FILLED, GAP_THRESHOLD, REGISTRY, FeatureSpec, get_specs, register
+from quantnb.features._spec import FORWARD_FILLED, get_specs
 
 
 def available_features(bars: pl.DataFrame | Sequence[str], candidates: Sequence[str]) -> list[str]:
@@ -66,9 +66,6 @@ def available_features(bars: pl.DataFrame | Sequence[str], candidates: Sequence[
 
 
 __all__ = [
-    "FeatureSpec",
-    "REGISTRY",
-    "register",
     "get_specs",
     "compute_batch",
     "FeatureStream",
@@ -77,7 +74,6 @@ __all__ = [
     "available_features",
     "segment_start_expr",
     "check_warmup",
-    "GAP_THRESHOLD",
     "FORWARD_FILLED",
     "RESEARCH_FEATURES",
     "MARKET_FEATURES",

@@ -6,7 +6,7 @@ import datetime as dt
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -133,7 +133,7 @@ def _check_frame(bars: pl.DataFrame, specs: Sequence[FeatureSpec]) -> None:
         steps = bars["ts"].dt.epoch("us").diff().slice(1)
         bad = steps.is_null() | (steps <= 0)
         if bad.any():
-            i = int(bad.arg_max()) + 1
+            i = cast(int, bad.arg_max()) + 1
             raise DataError(f"bars row {i} (ts={bars['ts'][i]}): timestamps must increase strictly; "
                             "sort the bars by ts and drop duplicate minutes", bar=i, field="ts")
 
@@ -149,22 +149,12 @@ class RowWindow:
     _rows: deque[np.ndarray]
 
     def update(self, bar: Mapping[str, Any]) -> np.ndarray | None:  # pragma: no cover - abstract
-        """Add one closed bar; return its feature row or None (see the subclasses).
+        """Add one closed bar; return its feature row, or None while warming up (subclasses implement it).
 
         Parameters
         ----------
         bar : mapping
             The bar's fields.
-
-        Returns
-        -------
-        numpy.ndarray or None
-            The feature row, None while warming up.
-
-        Raises
-        ------
-        NotImplementedError
-            Always, here; subclasses implement it.
         """
         raise NotImplementedError
 
@@ -174,22 +164,12 @@ class RowWindow:
         return len(self._rows) == self.window
 
     def update_frame(self, bars: pl.DataFrame) -> int:
-        """Feed every row of ``bars`` in order (history before going live).
+        """Feed every row of ``bars`` in order (history before going live); return how many gave a feature row.
 
         Parameters
         ----------
         bars : polars.DataFrame
-            Closed bars with the source columns (and ``ts``).
-
-        Returns
-        -------
-        int
-            How many rows gave a complete feature row.
-
-        Raises
-        ------
-        DataError
-            As ``update``.
+            Closed bars with the source columns (and ``ts``); errors as :meth:`update`.
         """
         return sum(self.update(row) is not None for row in bars.iter_rows(named=True))
 

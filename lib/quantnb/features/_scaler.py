@@ -34,7 +34,7 @@ class FeatureScaler:
     ----------
     feature_names : sequence of str
         Column order of every array passed to :meth:`transform`.
-    mean, std : sequence of float
+    mean, std : sequence of float or numpy.ndarray
         Per-feature statistics (finite, ``std > 0``), same length as ``feature_names``.
     clip_sigma : float or None, default None
         Bound on the absolute scaled value (the agent uses 5.0 to tame flash crashes); None: no clip.
@@ -48,7 +48,8 @@ class FeatureScaler:
         ``clip_sigma`` is not positive.
     """
 
-    def __init__(self, feature_names: Sequence[str], mean: Sequence[float], std: Sequence[float], *,
+    def __init__(self, feature_names: Sequence[str], mean: Sequence[float] | np.ndarray,
+                 std: Sequence[float] | np.ndarray, *,
                  clip_sigma: float | None = None, fit_info: dict[str, Any] | None = None) -> None:
         self.feature_names: list[str] = [str(f) for f in feature_names]
         self.mean = np.asarray(mean, dtype=np.float64)
@@ -205,22 +206,12 @@ class FeatureScaler:
             raise ConfigError(f"{source}: {e}") from e
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the scaler as JSON, atomically.
+        """Write the scaler as JSON, atomically; return the path written (an OSError if it cannot be).
 
         Parameters
         ----------
         path : str or path-like
             Destination file.
-
-        Returns
-        -------
-        Path
-            The path written.
-
-        Raises
-        ------
-        OSError
-            If the file cannot be written.
         """
         return atomic_write_json(path, self.to_dict())
 
@@ -232,7 +223,6 @@ class FeatureScaler:
         ----------
         path : str or path-like
             The JSON file.
-
 
         Raises
         ------

@@ -42,31 +42,16 @@ Formula = Callable[[Any, Any], Any]
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """One feature: its sources, formula, warm-up and behaviour at a gap.
+    """One feature: its sources (bar columns), formula, warm-up and behaviour at a gap (restart, the only policy).
 
-    Attributes
-    ----------
-    name : str
-        Column name of the feature (Float64).
-    sources : tuple of str
-        Bar columns the formula reads (``close``, ``volume``, book columns, ...).
-    formula : callable
-        ``formula(x, o)``: ``x[col]`` is the current bar's value, ``x.lag(col, k)`` the value
-        ``k`` bars earlier, ``x.window(col, n)`` the last ``n`` values oldest first,
-        ``x.ema(value, alpha)`` an exponential mean (``adjust=False``, seeded with the first
-        non-null value of the segment); ``o`` provides ``log``, ``log1p``, ``sqrt``, ``maximum``,
-        ``minimum``, ``where``, ``total`` and ``cast``. See :mod:`quantnb.features._library`.
-    warmup_bars : int
-        Bars of a segment needed before the value is defined (1 = the current bar only).
-    recursive : bool
-        True for exponential recursions, whose warm-up is a convergence length: the caller's
-        ``warmup_bars`` (default 500) applies, so the seed's weight is below 1e-16.
-    at_gap : {"restart"}
-        The only policy: lags, windows and recursions restart after a gap.
-    doc : str
-        Definition in words, for tables and docstrings.
-    lookback : int
-        Longest lag or window the formula uses, bars (the stream keeps this much history).
+    ``formula(x, o)``: ``x[col]`` is the current bar's value, ``x.lag(col, k)`` the value ``k`` bars
+    earlier, ``x.window(col, n)`` the last ``n`` values oldest first, ``x.ema(value, alpha)`` an
+    exponential mean (``adjust=False``, seeded with the first non-null value of the segment); ``o``
+    provides ``log``, ``log1p``, ``sqrt``, ``maximum``, ``minimum``, ``where``, ``total`` and ``cast``.
+    ``warmup_bars``: bars of a segment needed before the value is defined (1 = the current bar only);
+    ``recursive`` marks exponential recursions, whose warm-up is a convergence length (the caller's
+    ``warmup_bars``, default 500, so the seed's weight is below 1e-16). ``lookback``: the longest lag
+    or window, bars (the stream keeps this much history).
     """
 
     name: str
@@ -79,13 +64,7 @@ class FeatureSpec:
     lookback: int = 0
 
     def batch_expr(self) -> pl.Expr:
-        """Return the polars expression of the feature for one segment (apply it ``.over`` segments).
-
-        Returns
-        -------
-        polars.Expr
-            Float64, named :attr:`name`.
-        """
+        """Return the polars expression of the feature for one segment (apply it ``.over`` segments)."""
         return self.formula(_PlSource(), PL_OPS).cast(pl.Float64).alias(self.name)
 
 
@@ -192,23 +171,7 @@ REGISTRY: dict[str, FeatureSpec] = {}
 
 
 def register(spec: FeatureSpec) -> FeatureSpec:
-    """Add ``spec`` to :data:`REGISTRY`.
-
-    Parameters
-    ----------
-    spec : FeatureSpec
-        The feature; its name must be new.
-
-    Returns
-    -------
-    FeatureSpec
-        ``spec``.
-
-    Raises
-    ------
-    ConfigError
-        If a feature of that name is already registered.
-    """
+    """Add ``spec`` to :data:`REGISTRY`."""
     if spec.name in REGISTRY:
         raise ConfigError(f"feature {spec.name!r} is already registered; pick another name")
     REGISTRY[spec.name] = spec

@@ -18,6 +18,6 @@ from __future__ import annotations
 
 from quantnb.parallel._executor import open_executor
 from quantnb.parallel._params import ParallelStageParams
-from quantnb.parallel._types import DASK_CONFIG_FILE, ExecutorError, ItemExecutor
+from quantnb.parallel._types import DASK_CONFIG_FILE, ExecutorError
 
-__all__ = ["DASK_CONFIG_FILE", "ExecutorError", "ItemExecutor", "ParallelStageParams", "open_executor"]
+__all__ = ["DASK_CONFIG_FILE", "ExecutorError", "ParallelStageParams", "open_executor"]

@@ -18,6 +18,7 @@ written atomically under a fixed name, the output is the same.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import socket
 import threading
@@ -25,7 +26,7 @@ import traceback
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 from distributed.diagnostics.plugin import WorkerPlugin
 from loguru import logger
@@ -184,8 +185,9 @@ class DaskExecutor:
         t = _worker_time(rec["t"])
         process, thread = _Ident(rec["pid"], rec["process"]), _Ident(0, rec["thread"])
         # bound like captured streams: in the session log only, as records of local pool workers are
-        logger.patch(lambda r: r.update(time=t, name=rec["name"], function=rec["function"], line=rec["line"],
-                                        process=process, thread=thread)).bind(stream="dask-worker").log(
+        fields = {"time": t, "name": rec["name"], "function": rec["function"], "line": rec["line"],
+                  "process": process, "thread": thread}
+        logger.patch(lambda r: cast("dict[str, Any]", r).update(fields)).bind(stream="dask-worker").log(
             rec["level"], "{}", rec["message"])
         with self._cond:
             self._seen[rec["attempt"]] += 1
@@ -210,6 +212,8 @@ class DaskExecutor:
         """Yield each task as it finishes."""
         from distributed import as_completed
 
+        if self._client is None:
+            raise ExecutorError("as_completed after close")
         for fut in as_completed(list(self._futures), loop=self._client.loop):
             key = self._futures.pop(fut)
             if fut.status != "finished":
@@ -220,7 +224,7 @@ class DaskExecutor:
             try:
                 out = fut.result()
             except Exception as exc:  # the result did not come back whole (e.g. it did not unpickle)
-                yield Completed(key, lambda exc=exc: _reraise(exc))
+                yield Completed(key, functools.partial(_reraise, exc))
                 continue
             finally:
                 fut.release()
@@ -232,7 +236,7 @@ class DaskExecutor:
                     "fix that worker's mounts (or stop it), then resume the run to process the files not done")
             if "error" in out:
                 logger.debug("{}: task raised on the worker:\n{}", key, out["traceback"].rstrip())
-            yield Completed(key, lambda out=out: _unwrap(out))
+            yield Completed(key, functools.partial(_unwrap, out))
 
     def close(self, wait: bool = False) -> None:
         """Cancel the tasks not consumed, unsubscribe, close the client and the local cluster."""

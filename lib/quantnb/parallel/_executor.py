@@ -36,14 +36,6 @@ def open_executor(params: ParallelStageParams, ctx: RunContext) -> Iterator[Item
     ------
     ConfigError
         If the Dask scheduler cannot be reached.
-
-    Examples
-    --------
-    >>> with open_executor(params, ctx) as ex:          # doctest: +SKIP
-    ...     for item, path in jobs:
-    ...         ex.submit(item, work_fn, path, inputs=(path,))
-    ...     for done in ex.as_completed():
-    ...         summary = done.result()                  # re-raises the task's own error (DataError...)
     """
     if params.executor == "dask":
         from quantnb.parallel._dask import DaskExecutor  # distributed is heavy: imported for Dask runs only

@@ -22,15 +22,7 @@ class ExecutorError(QuantnbError):
 
 
 class Completed:
-    """One finished task: its key and its outcome.
-
-    Parameters
-    ----------
-    key : str
-        The key the task was submitted with (the item name).
-    get : callable
-        Returns the task's value or raises the task's own exception.
-    """
+    """One finished task: its key and its outcome."""
 
     __slots__ = ("key", "_get")
 
@@ -47,20 +39,11 @@ class ItemExecutor(Protocol):
     """What a file-parallel stage needs from an executor."""
 
     def submit(self, key: str, fn: Callable[..., Any], *args: Any, inputs: Sequence[str] = ()) -> None:
-        """Queue ``fn(*args)`` as the task of item ``key``.
+        """Queue ``fn(*args)`` (a module-level function, picklable arguments) as the task of item ``key``.
 
-        Parameters
-        ----------
-        key : str
-            The item's identity (its checkpoint key); :meth:`as_completed` yields it back.
-        fn : callable
-            A module-level function (pickled to the worker).
-        *args
-            Its arguments, picklable.
-        inputs : sequence of str
-            Files the task reads, which the driver has seen; an executor whose workers may
-            not share the driver's file system checks them there first (a worker that cannot
-            see them is an :class:`ExecutorError`, not the item's fault).
+        ``inputs`` are the files the task reads, which the driver has seen; an executor whose
+        workers may not share the driver's file system checks them there first (a worker that
+        cannot see them is an :class:`ExecutorError`, not the item's fault).
         """
 
     def as_completed(self) -> Iterator[Completed]:

@@ -106,7 +106,7 @@ class BinanceClient(_Client):
         for s in [sym] if sym else self.symbols:
             d = self.books[s].depth
             if d.bars.synced or d.snapshot_id is not None:
-                d._unsync()
+                d.unsync()
 
     def _on_message(self, text: bytes) -> None:
         """Handle one frame (called by picows on the event loop, as it is parsed)."""

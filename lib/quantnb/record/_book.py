@@ -19,8 +19,11 @@ from loguru import logger
 
 from quantnb.data import OrderBook, QualityReport, merge_parts
 from quantnb.data._bars import BookMinutes, TradeBuffer
-from quantnb.data._binance import _DECODE as _BINANCE_FRAME
-from quantnb.data._binance import _DECODE_SNAPSHOT, _BinanceBook, _Depth, _Trade
+from quantnb.data._binance import DECODE_FRAME as _BINANCE_FRAME
+from quantnb.data._binance import DECODE_SNAPSHOT as _DECODE_SNAPSHOT
+from quantnb.data._binance import BinanceBook as _BinanceBook
+from quantnb.data._binance import Depth as _Depth
+from quantnb.data._binance import Trade as _Trade
 from quantnb.data._schema import BAR_SCHEMA, BINANCE_BOOK, BINANCE_TRADES, BYBIT_BOOK, conform_parts
 
 __all__ = ["BybitLiveBook", "BinanceLiveBook", "decode_bybit_book", "BybitBookMsg"]

@@ -18,48 +18,21 @@ Importing the servers pulls in ccxt and websockets, so they load on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
-from quantnb.testing.builders import (
-    BuiltFile,
-    write_binance_capture,
-    write_bybit_file,
-    write_ohlcv_csv,
-    write_trades_csv,
-)
+from quantnb._lazy import attach
 
+if TYPE_CHECKING:  # the names for type checkers; at run time each loads on first use
+    from quantnb.testing.archive_server import ArchiveServer, sample_archive
+    from quantnb.testing.binance_server import BinanceLoopbackServer, Fault
+    from quantnb.testing.binance_stream_server import BinanceStreamServer
+    from quantnb.testing.builders import write_binance_capture, write_bybit_file, write_ohlcv_csv, write_trades_csv
+    from quantnb.testing.bybit_ws_server import BybitStreamServer
+    from quantnb.testing.ws_server import KlineStreamServer
+
+__getattr__, __dir__ = attach(__name__)
 __all__ = [
-    "BuiltFile",
-    "write_bybit_file",
-    "write_binance_capture",
-    "write_ohlcv_csv",
-    "write_trades_csv",
-    "BinanceLoopbackServer",
-    "SymbolSpec",
-    "Fault",
-    "KlineStreamServer",
-    "kline_message",
-    "BybitStreamServer",
-    "BinanceStreamServer",
-    "ArchiveServer",
-    "sample_archive",
+    "write_bybit_file", "write_binance_capture", "write_ohlcv_csv", "write_trades_csv",
+    "BinanceLoopbackServer", "Fault", "KlineStreamServer", "BybitStreamServer", "BinanceStreamServer",
+    "ArchiveServer", "sample_archive",
 ]
-
-_LAZY = {
-    "BinanceLoopbackServer": "quantnb.testing.binance_server",
-    "SymbolSpec": "quantnb.testing.binance_server",
-    "Fault": "quantnb.testing.binance_server",
-    "KlineStreamServer": "quantnb.testing.ws_server",
-    "kline_message": "quantnb.testing.ws_server",
-    "BybitStreamServer": "quantnb.testing.bybit_ws_server",
-    "BinanceStreamServer": "quantnb.testing.binance_stream_server",
-    "ArchiveServer": "quantnb.testing.archive_server",
-    "sample_archive": "quantnb.testing.archive_server",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'quantnb.testing' has no attribute {name!r}")

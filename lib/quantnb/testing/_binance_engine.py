@@ -27,32 +27,18 @@ class BinanceApiError(Exception):
 
 @dataclasses.dataclass
 class SymbolSpec:
-    """A USD-M perpetual and its exchange filters (defaults: Binance's BTCUSDT).
-
-    Attributes
-    ----------
-    symbol, base, quote : str
-        Exchange id and assets.
-    tick_size : float
-        Price increment (``PRICE_FILTER.tickSize``), USDT.
-    step_size, min_qty, max_qty : float
-        Quantity increment and bounds (``LOT_SIZE``), base units.
-    min_notional_usd : float
-        Smallest order notional (``MIN_NOTIONAL.notional``), USDT; reduce-only orders exempt.
-    price_precision, quantity_precision : int
-        Decimals of ``pricePrecision`` / ``quantityPrecision``.
-    """
+    """A USD-M perpetual and its exchange filters (defaults: Binance's BTCUSDT); prices in USDT."""
 
     symbol: str = "BTCUSDT"
     base: str = "BTC"
     quote: str = "USDT"
-    tick_size: float = 0.1
-    step_size: float = 0.001
+    tick_size: float = 0.1  # PRICE_FILTER.tickSize
+    step_size: float = 0.001  # LOT_SIZE, base units (and min_qty, max_qty)
     min_qty: float = 0.001
     max_qty: float = 1000.0
-    min_notional_usd: float = 100.0
-    price_precision: int = 2
-    quantity_precision: int = 3
+    min_notional_usd: float = 100.0  # MIN_NOTIONAL.notional; reduce-only orders exempt
+    price_precision: int = 2  # decimals of pricePrecision
+    quantity_precision: int = 3  # decimals of quantityPrecision
 
 
 @dataclasses.dataclass
@@ -67,14 +53,7 @@ def _s(x: float, nd: int = 8) -> str:
 
 
 class ExchangeEngine:
-    """Account state and matching behind the loopback server; hold ``lock`` while touching it.
-
-    One-way position mode, cross margin: a market order fills whole at the symbol's price
-    (``prices``), pays ``fee_bps`` of its notional, and realizes PnL on the reduced
-    part; ``reduceOnly`` orders are capped at the position and rejected (-2022) when they
-    would open or grow one; an order needing more initial margin than available is
-    rejected (-2019); LIMIT orders rest until cancelled (nothing crosses them).
-    """
+    """Account state and matching behind the loopback server; hold ``lock`` while touching it."""
 
     def __init__(
         self,
@@ -301,8 +280,8 @@ class ExchangeEngine:
             "priceMatch": "NONE", "selfTradePreventionMode": "EXPIRE_MAKER", "goodTillDate": 0,
             "time": now, "updateTime": now,
         }
+        self.orders[self._next_order_id] = order
         self._next_order_id += 1
-        self.orders[order["orderId"]] = order
         return order
 
     def _check_margin(self, symbol: str, signed: float, price: float) -> None:

@@ -26,38 +26,19 @@ ERROR_BODIES: dict[int, tuple[int, str]] = {
 
 @dataclasses.dataclass
 class Fault:
-    """One injected fault.
+    """One injected fault (what each field does is beside it)."""
 
-    Attributes
-    ----------
-    kind : {"status", "timeout", "drop"}
-        ``status``: reply with ``status`` (and ``Retry-After`` when ``retry_after_s`` is set);
-        ``timeout``: wait ``delay_s`` before answering; ``drop``: close the TCP connection
-        without a reply.
-    path : str or None
-        Endpoint path such as ``/fapi/v1/order``; None matches every path.
-    method : str or None
-        HTTP method to match; None matches every method.
-    count : int
-        How many matching requests suffer it.
-    status : int
-        HTTP status for ``kind="status"``.
-    retry_after_s : float or None
-        Value of the ``Retry-After`` header, seconds.
-    delay_s : float
-        Wait for ``kind="timeout"``, seconds.
-    after_processing : bool
-        Process the request (e.g. fill the order) before the fault strikes: the venue acted
-        but the client never learns it, as with Binance's "execution status unknown".
-    """
-
+    # status: reply with ``status`` (and Retry-After when retry_after_s is set); timeout: wait delay_s before
+    # answering; drop: close the TCP connection without a reply
     kind: FaultKind
-    path: str | None = None
-    method: str | None = None
-    count: int = 1
-    status: int = 503
-    retry_after_s: float | None = None
-    delay_s: float = 5.0
+    path: str | None = None  # endpoint path such as /fapi/v1/order; None matches every path
+    method: str | None = None  # HTTP method to match; None matches every method
+    count: int = 1  # how many matching requests suffer it
+    status: int = 503  # HTTP status for kind="status"
+    retry_after_s: float | None = None  # value of the Retry-After header, seconds
+    delay_s: float = 5.0  # wait for kind="timeout", seconds
+    # process the request (e.g. fill the order) before the fault strikes: the venue acted but the client never
+    # learns it, as with Binance's "execution status unknown"
     after_processing: bool = False
 
 

@@ -12,7 +12,16 @@ from typing import Any, Self
 
 from websockets.asyncio.server import ServerConnection, serve
 
-__all__ = ["LoopbackWebsocketServer", "ScriptedStreamServer"]
+__all__ = ["LoopbackWebsocketServer", "ScriptedStreamServer", "apply_levels"]
+
+
+def apply_levels(side: dict[str, str], levels: list[list[str]]) -> None:
+    """Apply a depth message's ``[price, size]`` strings to one side of a book (size 0 deletes the level)."""
+    for p, q in levels:
+        if float(q) == 0.0:
+            side.pop(p, None)
+        else:
+            side[p] = q
 
 
 class LoopbackWebsocketServer:
@@ -87,23 +96,9 @@ class ScriptedStreamServer(LoopbackWebsocketServer):
         self._inject: dict[int, list[str]] = {}
 
     def gap_at(self, index: int) -> None:
-        """Never send script frame ``index`` (a book update): the client sees its sequence jump.
-
-        Parameters
-        ----------
-        index : int
-            Index in the script of the update to leave out.
-        """
+        """Never send script frame ``index`` (a book update): the client sees its sequence jump."""
         self._gaps.add(index)
 
     def inject_after(self, index: int, text: str) -> None:
-        """Send ``text`` as one frame, as is, right after script frame ``index``.
-
-        Parameters
-        ----------
-        index : int
-            Index in the script of the frame sent before it.
-        text : str
-            The frame, e.g. a truncated or ill-typed copy of a real one.
-        """
+        """Send ``text`` as one frame, as is, right after script frame ``index``."""
         self._inject.setdefault(index, []).append(text)

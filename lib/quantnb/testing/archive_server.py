@@ -63,11 +63,6 @@ def zip_bytes(name: str, data: bytes) -> bytes:
         The member's name, e.g. ``BTCUSDT-1m-2022-01-01.csv``.
     data : bytes
         Its content.
-
-    Returns
-    -------
-    bytes
-        The zip file.
     """
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -86,11 +81,6 @@ def checksum_text(name: str, data: bytes) -> bytes:
         The zip's file name.
     data : bytes
         The zip's content.
-
-    Returns
-    -------
-    bytes
-        One line, as data.binance.vision publishes it.
     """
     return f"{hashlib.sha256(data).hexdigest()}  {name}\n".encode()
 
@@ -113,11 +103,6 @@ class ArchiveServer:
         Wait before answering each request, seconds (a slow or distant server).
     bytes_per_s : float or None
         Cap on the send rate of each response body, bytes per second; None: no cap.
-
-    Attributes
-    ----------
-    requests : list of tuple
-        ``(monotonic time, path, Range header or "")`` of every request.
     """
 
     def __init__(self, files: Mapping[str, bytes] | None = None, *, latency_s: float = 0.0,
@@ -126,7 +111,7 @@ class ArchiveServer:
         self.latency_s = latency_s
         self.bytes_per_s = bytes_per_s
         self.faults = FaultPlan()
-        self.requests: list[tuple[float, str, str]] = []
+        self.requests: list[tuple[float, str, str]] = []  # (monotonic time, path, Range header or "")
         self._drops: dict[str, _Drop] = {}
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -209,7 +194,7 @@ class ArchiveServer:
 
     def start(self) -> Self:
         """Listen on an ephemeral port of 127.0.0.1 in a daemon thread; return self."""
-        server = self
+        server: ArchiveServer = self
 
         class Handler(_Handler):
             archive = server
@@ -402,16 +387,13 @@ def _bybit_trades(trades_csv: Path) -> bytes:
 def sample_archive(samples: str | Path) -> dict[str, bytes]:
     """Return archive path -> content built from the bundled samples (see the module docstring).
 
+    Binance paths (``data/futures/um/...``) and Bybit paths (``orderbook/...``, ``trading/...``);
+    give it to :class:`ArchiveServer` (checksums are added there).
+
     Parameters
     ----------
     samples : str or Path
         The samples folder (``data/samples`` of the repository).
-
-    Returns
-    -------
-    dict of str to bytes
-        Binance paths (``data/futures/um/...``) and Bybit paths (``orderbook/...``,
-        ``trading/...``); give it to :class:`ArchiveServer` (checksums are added there).
     """
     samples = Path(samples)
     files: dict[str, bytes] = {}

@@ -57,13 +57,6 @@ class BinanceLoopbackServer:
     api_key, api_secret : str, optional
         When given, private endpoints require this ``X-MBX-APIKEY`` and a valid HMAC-SHA256
         ``signature``; when None, any key and any signature are accepted.
-
-    Attributes
-    ----------
-    engine : ExchangeEngine
-        The account and matching state (positions, orders, trades), guarded by ``engine.lock``.
-    requests : list of tuple
-        ``(method, path, params)`` of every request received, ``signature`` removed.
     """
 
     def __init__(
@@ -79,10 +72,11 @@ class BinanceLoopbackServer:
     ):
         specs = list(symbols) if symbols else [SymbolSpec()]
         prices = prices or {s.symbol: 50_000.0 for s in specs}
+        # the account and matching state (positions, orders, trades), guarded by engine.lock
         self.engine = ExchangeEngine(specs, balance_usd=balance_usd, fee_bps=fee_bps,
                                      leverage=leverage, prices=prices)
         self.faults = FaultPlan()
-        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.requests: list[tuple[str, str, dict[str, str]]] = []  # (method, path, params), signature removed
         self._api_key, self._api_secret = api_key, api_secret
         self._stop = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
@@ -173,17 +167,12 @@ class BinanceLoopbackServer:
             self.engine.klines[(symbol, interval)] = rows
 
     def position_amt(self, symbol: str = "BTCUSDT") -> float:
-        """Return the signed position of ``symbol``, base units.
+        """Return the signed position of ``symbol``, base units (> 0 long, < 0 short, 0 flat).
 
         Parameters
         ----------
         symbol : str, default "BTCUSDT"
             A listed symbol.
-
-        Returns
-        -------
-        float
-            > 0 long, < 0 short, 0 flat.
         """
         with self.engine.lock:
             return self.engine.positions[symbol].amt
@@ -206,32 +195,13 @@ class BinanceLoopbackServer:
         delay_s: float = 5.0,
         after_processing: bool = False,
     ) -> Fault:
-        """Make the next ``count`` requests to ``path`` fail; see :class:`Fault` for the fields.
+        """Make the next ``count`` requests to ``path`` (None: every path) fail; return the plan entry.
 
         Parameters
         ----------
-        kind : {"status", "timeout", "drop"}
-            What the server does instead of answering: an error reply with ``status``, a
-            wait of ``delay_s`` before answering, or a closed connection.
-        path : str or None
-            Request path the fault applies to; None for every path.
-        method : str or None
-            HTTP method it applies to; None for every method.
-        count : int, default 1
-            Requests that fail.
-        status : int, default 503
-            HTTP status of an error reply.
-        retry_after_s : float or None
-            ``Retry-After`` header of the reply, seconds.
-        delay_s : float, default 5.0
-            How long a delay fault holds the request.
-        after_processing : bool, default False
-            Act the fault out after the request took effect (e.g. an order placed, its reply lost).
-
-        Returns
-        -------
-        Fault
-            The plan entry; its ``count`` drops as requests consume it.
+        kind, path, method, count, status, retry_after_s, delay_s, after_processing
+            The :class:`Fault` fields (its docstring says what each does); ``count`` drops as
+            requests consume the fault.
         """
         fault = Fault(kind=kind, path=path, method=method, count=count, status=status,
                       retry_after_s=retry_after_s, delay_s=delay_s, after_processing=after_processing)

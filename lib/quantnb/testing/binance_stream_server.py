@@ -34,7 +34,7 @@ import gzip
 import http
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -44,7 +44,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from quantnb.testing._loopback import ScriptedStreamServer
+from quantnb.testing._loopback import ScriptedStreamServer, apply_levels
 
 __all__ = ["BinanceStreamServer", "load_binance_capture", "SAMPLE_CAPTURE"]
 
@@ -55,6 +55,9 @@ _decode = msgspec.json.Decoder().decode
 def load_binance_capture(path: str | Path = SAMPLE_CAPTURE, max_frames: int | None = None) -> tuple[str, list[str]]:
     """Split a capture into its first REST snapshot and the stream frames after the sync point.
 
+    Returns ``(snapshot_json, frames)``: frames are the ``{"stream","data"}`` JSON texts that
+    follow the snapshot, depth diffs with ``u < lastUpdateId`` left out.
+
     Parameters
     ----------
     path : str or pathlib.Path, default SAMPLE_CAPTURE
@@ -62,12 +65,6 @@ def load_binance_capture(path: str | Path = SAMPLE_CAPTURE, max_frames: int | No
         frames), e.g. ``data/samples/binance_usdm/BTCUSDT_20240808.gz``.
     max_frames : int, optional
         Stop after this many frames; all of them when None.
-
-    Returns
-    -------
-    tuple
-        ``(snapshot_json, frames)``: frames are the ``{"stream","data"}`` JSON texts that follow
-        the snapshot, depth diffs with ``u < lastUpdateId`` left out.
     """
     snapshot = ""
     frames: list[str] = []
@@ -108,17 +105,6 @@ class BinanceStreamServer(ScriptedStreamServer):
         Server pings (the client must answer pong); None: never.
     loop : bool
         Start the script again at its end (benchmark); the book is then not tracked.
-
-    Attributes
-    ----------
-    connections, rest_requests : int
-        Websocket connections and REST snapshot requests served.
-    sent : list of str
-        Every ``data`` event sent, as JSON text of its frame (not kept with ``loop``).
-    snapshots : list of str
-        Every REST snapshot served.
-    done : threading.Event
-        Set when the script has been streamed to its end.
     """
 
     _thread_name = "binance-ws-loopback"
@@ -143,13 +129,13 @@ class BinanceStreamServer(ScriptedStreamServer):
         self.message_delay_s = message_delay_s
         self.ping_interval_s = ping_interval_s
         self.loop = loop
-        self.connections = 0
-        self.rest_requests = 0
-        self.sent: list[str] = []
-        self.snapshots: list[str] = []
+        self.connections = 0  # websocket connections served
+        self.rest_requests = 0  # REST snapshot requests served
+        self.sent: list[str] = []  # every data event sent, as JSON text of its frame (not kept with loop)
+        self.snapshots: list[str] = []  # every REST snapshot served
         self.n_sent = 0
         self.cursor = 0
-        self.done = threading.Event()
+        self.done = threading.Event()  # set when the script has been streamed to its end
         self._drops: dict[int, int] = {}
         self._stalls: dict[int, int] = {}
         self._hang: list[float] = []
@@ -210,7 +196,7 @@ class BinanceStreamServer(ScriptedStreamServer):
                 "ping_interval": self.ping_interval_s}
 
     # -- REST ---------------------------------------------------------------------------------
-    def _http(self, conn: ServerConnection, request: Request) -> Response | None:
+    def _http(self, conn: ServerConnection, request: Request) -> Response | Awaitable[Response] | None:
         url = urlsplit(request.path)
         if url.path.startswith(("/stream", "/ws/")):
             return None  # a websocket handshake
@@ -314,10 +300,6 @@ class BinanceStreamServer(ScriptedStreamServer):
 
     def _apply(self, frame: str) -> None:
         d = _decode(frame)["data"]
-        for side, levels in ((self.bids, d["b"]), (self.asks, d["a"])):
-            for p, q in levels:
-                if float(q) == 0.0:
-                    side.pop(p, None)
-                else:
-                    side[p] = q
+        apply_levels(self.bids, d["b"])
+        apply_levels(self.asks, d["a"])
         self.last_id, self.last_e = d["u"], d["E"]

@@ -47,18 +47,11 @@ CsvDefect = Literal["duplicate_ts", "time_gap", "out_of_order", "nan_price", "ba
 
 
 class BuiltFile(NamedTuple):
-    """A file written by a builder.
-
-    Attributes
-    ----------
-    path : Path
-        The file.
-    defect_line : int or None
-        1-based line of the defect (CSV: header is line 1); None for a healthy file or a
-        defect of the whole file (bad zip, truncated gzip).
-    """
+    """A file written by a builder."""
 
     path: Path
+    # 1-based line of the defect (CSV: header is line 1); None for a healthy file or a defect of the whole
+    # file (bad zip, truncated gzip)
     defect_line: int | None
 
 
@@ -103,7 +96,6 @@ def write_bybit_file(directory: str | Path, *, symbol: str = "BTCUSDT", day: str
         ``bad_zip`` (garbage bytes named ``.zip``), ``negative_size``,
         ``mid_stream_snapshot`` (a valid snapshot mid-file, as after a service
         restart), ``time_gap`` (3 minutes without messages).
-
     """
     rng = random.Random(seed)
     tick, decimals = 0.1, 1
@@ -288,7 +280,6 @@ def write_ohlcv_csv(directory: str | Path, *, symbol: str = "BTC-PERP", start: s
         ``duplicate_ts``, ``time_gap`` (5 minutes missing), ``out_of_order`` (two rows
         swapped), ``nan_price`` (a close of ``NaN``), ``bad_number`` (a volume of ``abc``),
         ``non_positive_price`` (a row with all prices 0).
-
     """
     rng = random.Random(seed)
     t0 = dt.datetime.fromisoformat(start)
@@ -333,7 +324,6 @@ def write_trades_csv(directory: str | Path, *, symbol: str = "BTCUSDT", day: str
         ``duplicate_ts`` (a repeated trade id), ``time_gap`` (3 minutes without trades),
         ``out_of_order`` (two rows swapped), ``nan_price``, ``bad_number`` (a qty of
         ``abc``), ``non_positive_price``.
-
     """
     rng = random.Random(seed)
     t_ms = int(dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC).timestamp() * 1000)

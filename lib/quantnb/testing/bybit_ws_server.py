@@ -34,7 +34,7 @@ import msgspec
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from quantnb.testing._loopback import ScriptedStreamServer
+from quantnb.testing._loopback import ScriptedStreamServer, apply_levels
 
 __all__ = ["BybitStreamServer", "load_bybit_frames", "SAMPLE_OB200"]
 
@@ -58,18 +58,9 @@ def trade_frame(symbol: str, ts_ms: int, price: str, size: str, side: str, seq: 
 
     Parameters
     ----------
-    symbol : str
-        Exchange symbol, e.g. ``BTCUSDT``.
-    ts_ms : int
-        Trade and frame time, milliseconds since the Unix epoch (``T`` and ``ts``).
-    price, size : str
-        Price (quote per base unit) and size (base units), decimal strings as Bybit sends them.
-    side : str
-        Taker side, ``"Buy"`` or ``"Sell"`` (``S``).
-    seq : int
-        Cross sequence (``seq``).
-    trade_id : str
-        Trade id (``i``).
+    symbol, ts_ms, price, size, side, seq, trade_id
+        Bybit's ``s``; ``T`` and ``ts`` (epoch ms); ``p`` and ``v`` (quote per base unit, base units,
+        decimal strings as Bybit sends them); ``S`` (taker side, ``"Buy"`` or ``"Sell"``); ``seq``; ``i``.
 
     References
     ----------
@@ -95,12 +86,8 @@ class _TopicBook:
         d = msg["data"]
         if msg["type"] == "snapshot":
             self.b, self.a = {}, {}
-        for side, levels in ((self.b, d["b"]), (self.a, d["a"])):
-            for p, s in levels:
-                if float(s) == 0.0:
-                    side.pop(p, None)
-                else:
-                    side[p] = s
+        apply_levels(self.b, d["b"])
+        apply_levels(self.a, d["a"])
         self.u, self.seq, self.ts, self.symbol = d["u"], d.get("seq", 0), msg["ts"], d["s"]
 
     def snapshot(self, topic: str) -> str:
@@ -128,20 +115,6 @@ class BybitStreamServer(ScriptedStreamServer):
         Pause after a subscription's acknowledgement before streaming.
     ssl_context : ssl.SSLContext, optional
         Serve ``wss://`` (TLS) with this server context; :meth:`url` then names ``localhost``.
-
-    Attributes
-    ----------
-    connections, pings : int
-        Connections accepted and pings answered.
-    subscriptions : list of list of str
-        Topics of every subscribe message received.
-    sent : list of str
-        Every frame sent (snapshots built on subscription included), in order; not kept
-        when ``loop`` is set.
-    done : threading.Event
-        Set when the script has been streamed to its end.
-    close_codes : list of int
-        The close code of each connection a client closed with a close frame.
     """
 
     _thread_name = "bybit-ws-loopback"
@@ -155,18 +128,18 @@ class BybitStreamServer(ScriptedStreamServer):
         self.message_delay_s = message_delay_s
         self.start_delay_s = start_delay_s
         self.loop = loop
-        self.connections = 0
-        self.pings = 0
+        self.connections = 0  # connections accepted
+        self.pings = 0  # pings answered
         self.pongs_enabled = True  # False: a server that went silent (the client must reconnect)
-        self.subscriptions: list[list[str]] = []
-        self.sent: list[str] = []
+        self.subscriptions: list[list[str]] = []  # topics of every subscribe message received
+        self.sent: list[str] = []  # every frame sent (snapshots built on subscription too), in order; not with loop
         self.n_sent = 0
-        self.done = threading.Event()
+        self.done = threading.Event()  # set when the script has been streamed to its end
         self.cursor = 0
         self._books: dict[str, _TopicBook] = {}
         self._drops: set[int] = set()
         self._stalls: set[int] = set()
-        self.close_codes: list[int] = []
+        self.close_codes: list[int] = []  # of each connection a client closed with a close frame
 
     # -- faults -----------------------------------------------------------------------------
     def drop_after(self, index: int) -> None:
@@ -199,11 +172,6 @@ class BybitStreamServer(ScriptedStreamServer):
         ----------
         market : str, default "linear"
             The v5 public channel path (``linear``, ``spot``, ``inverse``...).
-
-        Returns
-        -------
-        str
-            The websocket URL.
         """
         if self.ssl_context is not None:  # a certificate names a host: localhost
             return f"wss://localhost:{self._port}/v5/public/{market}"

@@ -26,6 +26,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 __all__ = ["PostgresServer", "find_bin_dir", "start_postgres", "postgres_server"]
 
@@ -57,17 +58,12 @@ class PostgresServer:
     run_as: str | None
 
     def url(self, driver: str = "postgresql+psycopg") -> str:
-        """Return the SQLAlchemy URL, without the password (pass that through the environment).
+        """Return the SQLAlchemy URL ``<driver>://<user>@<host>:<port>/<dbname>``, without the password.
 
         Parameters
         ----------
         driver : str, default "postgresql+psycopg"
             SQLAlchemy dialect and driver.
-
-        Returns
-        -------
-        str
-            ``<driver>://<user>@<host>:<port>/<dbname>``.
         """
         return f"{driver}://{self.user}@{self.host}:{self.port}/{self.dbname}"
 
@@ -152,11 +148,6 @@ def start_postgres(
     timeout_s : float
         How long ``pg_ctl`` waits for the server to accept connections.
 
-    Returns
-    -------
-    PostgresServer
-        The running server; call :meth:`PostgresServer.stop` (or use :func:`postgres_server`).
-
     Raises
     ------
     FileNotFoundError
@@ -202,18 +193,13 @@ def start_postgres(
 
 
 @contextlib.contextmanager
-def postgres_server(**kwargs: object) -> Iterator[PostgresServer]:
+def postgres_server(**kwargs: Any) -> Iterator[PostgresServer]:
     """Context manager around :func:`start_postgres`: the server is stopped and deleted on exit.
 
     Parameters
     ----------
-    **kwargs : object
+    **kwargs : Any
         Passed to :func:`start_postgres`.
-
-    Yields
-    ------
-    PostgresServer
-        The running server.
     """
     server = start_postgres(**kwargs)
     try:

@@ -45,11 +45,6 @@ def kline_message(bar: Bar, *, symbol: str, interval: str, interval_ms: int, clo
         The ``x`` field: True only on the final message of the candle.
     fraction : float
         Part of the candle elapsed, in (0, 1]; the close is interpolated from the open.
-
-    Returns
-    -------
-    str
-        ``{"e":"kline","E":..,"s":..,"k":{"t","T","s","i","f","L","o","c","h","l","v","n","x","q","V","Q","B"}}``.
     """
     t, o, h, lo, c, v = (float(x) for x in bar)
     t = int(t)
@@ -90,13 +85,6 @@ class KlineStreamServer(LoopbackWebsocketServer):
         Called with a candle's open time (ms) when it closes on the server clock, also for
         candles skipped during an outage (before they are skipped); a test uses it to advance
         the REST server's clock.
-
-    Attributes
-    ----------
-    connections : int
-        Connections accepted so far.
-    cursor : int
-        Index of the next candle to stream.
     """
 
     _thread_name = "kline-ws-loopback"
@@ -110,8 +98,8 @@ class KlineStreamServer(LoopbackWebsocketServer):
         self.updates_per_bar = updates_per_bar
         self.message_delay_s = message_delay_s
         self.on_closed = on_closed
-        self.connections = 0
-        self.cursor = 0
+        self.connections = 0  # connections accepted so far
+        self.cursor = 0  # index of the next candle to stream
         self.path = f"/ws/{symbol.lower()}@kline_{interval}"
         self._drops: list[_Drop] = []
 
