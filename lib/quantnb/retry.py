@@ -119,7 +119,7 @@ class RetryPolicy:
         If a number is out of range.
     """
 
-    attempts: int = 4
+    attempts: int | None = 4
     timeout_s: float | None = 120.0
     wait_initial_s: float = 0.5
     wait_max_s: float = 10.0
