@@ -161,6 +161,15 @@ def kit_imports(graph: Graph, files: dict[str, Path]) -> list[str]:
             for target, line in targets if _top(target) == "testing"]
 
 
+def private_imports(graph: Graph, files: dict[str, Path]) -> list[str]:
+    """Return every import of another package's private module (``quantnb.data._binance`` from ``record/``)."""
+    return [f"{files[mod]}:{line}: {mod} imports {target}, private to {_top(target)}/; import the name from "
+            f"quantnb.{_top(target)} (export it there if another package needs it)"
+            for mod, targets in graph.items()
+            for target, line in targets
+            if len(parts := target.split(".")) > 2 and parts[2].startswith("_") and _top(target) != _top(mod)]
+
+
 @pytest.fixture(scope="module")
 def lib_graph() -> tuple[Graph, dict[str, Path]]:
     return import_graph(LIB)
@@ -179,6 +188,11 @@ def test_no_module_imports_a_higher_layer(lib_graph):
 
 def test_the_library_never_imports_the_test_kit(lib_graph):
     problems = kit_imports(*lib_graph)
+    assert not problems, "\n".join(problems)
+
+
+def test_a_package_is_used_through_its_exported_names_only(lib_graph):
+    problems = private_imports(*lib_graph)
     assert not problems, "\n".join(problems)
 
 
@@ -203,6 +217,8 @@ def test_the_checks_find_a_circle_an_upward_import_and_a_test_kit_import(tmp_pat
         "data/__init__.py": "import importlib\n\nimportlib.import_module('quantnb.display.monitor')\n",
         "live/_venue.py": "if True:\n    from quantnb.testing.server import patch\n",
         "testing/server.py": "from quantnb.errors import *\n",
+        "live/_feed.py": "from quantnb.data._binance import decode\nfrom quantnb.data import read_bars\n",
+        "data/_binance.py": "decode = None\n",
     }.items():
         (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
         (pkg / rel).write_text(source)
@@ -215,3 +231,5 @@ def test_the_checks_find_a_circle_an_upward_import_and_a_test_kit_import(tmp_pat
     assert "_venue.py:2: quantnb.live._venue imports quantnb.testing.server," in up, up  # testing is the top layer
     kit = kit_imports(graph, files)
     assert len(kit) == 1 and "quantnb.live._venue imports the test kit" in kit[0], kit
+    private = private_imports(graph, files)
+    assert len(private) == 1 and "_feed.py:1: quantnb.live._feed imports quantnb.data._binance," in private[0], private

@@ -52,14 +52,15 @@ from quantnb._lazy import attach
 
 if TYPE_CHECKING:  # the names for type checkers; at run time each loads on first use
     from quantnb.agent._bundle import AgentBundle, AgentMetadata, load_agent_bundle, save_agent_bundle
-    from quantnb.agent._classifier import CLASSIFIER_FEATURES, ClassifierSignal
-    from quantnb.agent._costs import VENUE_FEES, BarQuote, Fill, FillModel, walk_book
+    from quantnb.agent._classifier import CLASSIFIER_FEATURES, AgentFeatureStream, ClassifierSignal
+    from quantnb.agent._costs import DEFAULT_FEE_BPS, VENUE_FEES, BarQuote, Fill, FillModel, walk_book
     from quantnb.agent._env import TradingEnv, make_env
     from quantnb.agent._evaluate import (
         MINUTES_PER_YEAR,
         EvaluationResult,
         evaluate_agent,
         performance_metrics,
+        stitch_evaluations,
     )
     from quantnb.agent._features import (
         BOOK_FEATURE_SOURCES,
@@ -74,10 +75,11 @@ if TYPE_CHECKING:  # the names for type checkers; at run time each loads on firs
         ObservationBuilder,
         PortfolioState,
     )
-    from quantnb.agent._perp import MARGIN_TIERS, FundingRates, MarginTier
+    from quantnb.agent._perp import MARGIN_TIERS, FundingRates, MarginTier, settlements_between
     from quantnb.agent._plot import plot_equity_curve
     from quantnb.agent._portfolio import Portfolio
     from quantnb.agent._rules import MarketRules
+    from quantnb.agent._tearsheet import plot_tear_sheet, tear_sheet_data
     from quantnb.agent._train import train_sac
     from quantnb.agent._train_types import EnvSpec, SacParams, nest_flat_params
     from quantnb.features import FeatureScaler
@@ -129,4 +131,10 @@ __all__ = [
     "load_agent_bundle",
     "AgentBundle",
     "AgentMetadata",
+    "AgentFeatureStream",
+    "DEFAULT_FEE_BPS",
+    "plot_tear_sheet",
+    "settlements_between",
+    "stitch_evaluations",
+    "tear_sheet_data",
 ]

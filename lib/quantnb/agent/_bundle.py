@@ -20,7 +20,7 @@ from quantnb.agent._costs import FillModel
 from quantnb.agent._incremental import IncrementalFeatures
 from quantnb.agent._observation import PORTFOLIO_STATE_NAMES, ActionInterpreter, ObservationBuilder
 from quantnb.agent._train_types import EnvSpec, SacParams, nest_flat_params
-from quantnb.classifier._bundle import sha256_file
+from quantnb.classifier import sha256_file
 from quantnb.errors import ConfigError
 from quantnb.features import FeatureScaler
 from quantnb.runs import atomic_path, atomic_write_text, package_versions

@@ -26,11 +26,13 @@ if TYPE_CHECKING:  # the names for type checkers; at run time each loads on firs
         ModelBundle,
         load_model_bundle,
         save_model_bundle,
+        sha256_file,
     )
     from quantnb.classifier._config import ModelConfig, TrainConfig
     from quantnb.classifier._dataset import N_CLASSES, WindowDataset
     from quantnb.classifier._evaluate import Evaluation, evaluate, plot_confusion_matrix
     from quantnb.classifier._features import build_features, feature_columns
+    from quantnb.classifier._labelled import load_labelled
     from quantnb.classifier._labels import (
         BUY,
         LABEL_NAMES,
@@ -42,6 +44,7 @@ if TYPE_CHECKING:  # the names for type checkers; at run time each loads on firs
         label_distribution,
         label_events,
         label_suffix,
+        labelling_suffix,
     )
     from quantnb.classifier._meta import (
         META_LABEL_NAMES,
@@ -58,6 +61,17 @@ if TYPE_CHECKING:  # the names for type checkers; at run time each loads on firs
     from quantnb.classifier._sizing import compare_precision_to_take_all, compare_sizing
     from quantnb.classifier._split import chronological_split
     from quantnb.classifier._stats import TrainResult
+    from quantnb.classifier._study import (
+        KEY_ATTR,
+        OWNER_ATTR,
+        check_storage_url,
+        finished_outcome,
+        open_study,
+        recover_dead_trials,
+        space_size,
+        trial_key,
+        worker_identity,
+    )
     from quantnb.classifier._tcn_lstm import HybridTCNLSTM
     from quantnb.classifier._trainer import Trainer, inverse_frequency_weights, seed_everything
     from quantnb.features import FeatureScaler
@@ -76,6 +90,7 @@ __all__ = [
     "SKIP",
     "TAKE",
     "label_suffix",
+    "labelling_suffix",
     "label_counts",
     "label_distribution",
     "format_distribution",
@@ -107,4 +122,15 @@ __all__ = [
     "load_model_bundle",
     "ModelBundle",
     "SCALER_FILE",
+    "KEY_ATTR",
+    "OWNER_ATTR",
+    "check_storage_url",
+    "finished_outcome",
+    "load_labelled",
+    "open_study",
+    "recover_dead_trials",
+    "sha256_file",
+    "space_size",
+    "trial_key",
+    "worker_identity",
 ]

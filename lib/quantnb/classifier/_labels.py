@@ -4,6 +4,7 @@ import math
 import numbers
 from collections.abc import Mapping
 from decimal import Decimal
+from typing import Any
 
 import polars as pl
 from loguru import logger
@@ -299,3 +300,34 @@ def label_events(df: pl.DataFrame, method: str = "fixed_horizon", *, lookahead_m
             out = out.filter(pl.col("ts").is_in(df.filter(pl.Series(events)).get_column("ts").implode()))
         out = fixed_horizon_t1(out, lookahead_min)
     return sample_weights(out, df, price_col)
+
+
+def labelling_suffix(p: dict[str, Any]) -> str:
+    """Return the output folder name of a labelling configuration (a dict of :class:`LabellingParams` fields).
+
+    Parameters
+    ----------
+    p : dict
+        ``method``, the method's fields and ``cusum_threshold``.
+
+    Returns
+    -------
+    str
+        ``SELL_0004_BUY_0008_1h`` (fixed horizon, unchanged), ``TB_PT1_SL1p5_VOL1h_1h`` or
+        ``META_MOM1h_PT1_SL1_VOL1h_1h`` (``META_COLside_...`` for a side column, ``_COST11`` for 11 bps);
+        ``_CUSUM0005`` is appended when the CUSUM filter is on (threshold in per mille).
+    """
+    def mult(v: float) -> str:
+        return repr(float(v)).removesuffix(".0").replace(".", "p")
+
+    barriers = (f"PT{mult(p.get('profit_take_mult', 1.0))}_SL{mult(p.get('stop_loss_mult', 1.0))}_"
+                f"VOL{_lookahead_text(p.get('vol_span_min', 60))}_{_lookahead_text(p.get('max_holding_min', 60))}")
+    if p.get("method", "fixed_horizon") == "triple_barrier":
+        base = f"TB_{barriers}"
+    elif p.get("method") == "meta":
+        side = (f"MOM{_lookahead_text(p['momentum_min'])}" if p.get("side_rule", "momentum") == "momentum"
+                else f"COL{p['side_col']}")
+        base = f"META_{side}_{barriers}" + (f"_COST{mult(p['meta_cost_bps'])}" if p.get("meta_cost_bps") else "")
+    else:
+        base = label_suffix(p["lookahead_min"], p["threshold_short_frac"], p["threshold_long_frac"])
+    return base + (f"_CUSUM{_frac_digits(p['cusum_threshold'])}" if p.get("cusum_threshold") else "")

@@ -35,14 +35,18 @@ Final bar columns (``BAR_SCHEMA``), one row per minute with data, per instrument
 
 from __future__ import annotations
 
+from quantnb.data._archive import BINANCE_TYPES, BYBIT_TYPES, ArchiveFile, default_base_url, plan_files
 from quantnb.data._bar_reader import check_bars, read_bar_files, read_bars
 from quantnb.data._bar_rules import BAR_RULES, BarFinding, Verdict, bar_iso, check_bar, data_columns
+from quantnb.data._bars import GAP_MIN, BookMinutes, TradeBuffer
+from quantnb.data._binance import DECODE_FRAME, DECODE_SNAPSHOT, BinanceBook, Depth, Trade
 from quantnb.data._book import OrderBook
 from quantnb.data._ingest import ingest_file
-from quantnb.data._inputs import check_regular_file, expand_glob, item_key, shard_stem, traversed_folder
+from quantnb.data._inputs import check_regular_file, expand_glob, item_key, safe_token, shard_stem, traversed_folder
+from quantnb.data._io import MARKET_RE, markets_by_kind
 from quantnb.data._merge import book_conflicts, instrument_path, merge_parts
-from quantnb.data._quality import QualityReport
-from quantnb.data._schema import BAR_SCHEMA
+from quantnb.data._quality import COUNTERS, QualityReport
+from quantnb.data._schema import BAR_SCHEMA, BINANCE_BOOK, BINANCE_TRADES, BYBIT_BOOK, conform_parts
 
 __all__ = [
     "ingest_file", "merge_parts", "book_conflicts", "instrument_path",
@@ -50,4 +54,25 @@ __all__ = [
     "OrderBook", "QualityReport", "BAR_SCHEMA",
     "read_bars", "read_bar_files", "check_bars",
     "BAR_RULES", "BarFinding", "Verdict", "bar_iso", "check_bar", "data_columns",
+    "ArchiveFile",
+    "BINANCE_BOOK",
+    "BINANCE_TRADES",
+    "BINANCE_TYPES",
+    "BYBIT_BOOK",
+    "BYBIT_TYPES",
+    "BinanceBook",
+    "BookMinutes",
+    "COUNTERS",
+    "DECODE_FRAME",
+    "DECODE_SNAPSHOT",
+    "Depth",
+    "GAP_MIN",
+    "MARKET_RE",
+    "markets_by_kind",
+    "Trade",
+    "TradeBuffer",
+    "conform_parts",
+    "default_base_url",
+    "plan_files",
+    "safe_token",
 ]

@@ -250,3 +250,15 @@ def snippet(raw: bytes | str, limit: int = 80) -> str:
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
     text = text.rstrip("\r\n")
     return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def markets_by_kind(binance_market: str, bybit_market: str, ohlcv_market: str) -> dict[str, str]:
+    """Map each source kind to the market of its files when their folders name none.
+
+    Parameters
+    ----------
+    binance_market, bybit_market, ohlcv_market : str
+        Market of Binance archive files (every Binance kind), Bybit book and trade files, OHLCV CSVs.
+    """
+    return {**dict.fromkeys(BINANCE_ARCHIVE_KINDS, binance_market), BYBIT: bybit_market,
+            BYBIT_TRADES: bybit_market, OHLCV: ohlcv_market}

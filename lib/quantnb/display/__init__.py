@@ -9,6 +9,7 @@ from __future__ import annotations
 from quantnb.display._html import HtmlResult
 from quantnb.display._interrupt import show_interrupt_as_one_line
 from quantnb.display._monitor import RunMonitor
+from quantnb.display._postmortem import plot_learning_curve, plot_memory, plot_throughput, plot_timeline
 from quantnb.display._progress import HEADLESS_ENV, attach_progress
 from quantnb.runs import on_run_interrupt, on_run_start
 
@@ -16,6 +17,10 @@ __all__ = [
     "HEADLESS_ENV",
     "RunMonitor",
     "HtmlResult",
+    "plot_learning_curve",
+    "plot_memory",
+    "plot_throughput",
+    "plot_timeline",
 ]
 
 # Every run of the process gets the progress display and the one-line interrupt: the run spine

@@ -141,7 +141,7 @@ def learning_curves_html(history: Sequence[Mapping[str, Any]], *, title: str = "
 def quality_html(quality: Mapping[str, Mapping[str, Any]]) -> str:
     """Render quality reports as one table: a row per file with defects, a column per non-zero counter."""
     try:
-        from quantnb.data._quality import COUNTERS
+        from quantnb.data import COUNTERS
 
         counters = [c for c in COUNTERS if c != "stale_dropped"]
     except ImportError:  # pragma: no cover

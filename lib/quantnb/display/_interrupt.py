@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from quantnb.display._progress import _UNITS
-from quantnb.runs._interrupt import where_stopped
+from quantnb.runs import where_stopped
 
 __all__ = ["interrupt_line", "show_interrupt_as_one_line"]
 

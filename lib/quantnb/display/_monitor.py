@@ -11,8 +11,7 @@ from typing import Any
 from quantnb._paths import project_root
 from quantnb.display._progress import _fmt_duration
 from quantnb.errors import ConfigError
-from quantnb.runs import list_runs
-from quantnb.runs._monitor import format_metrics
+from quantnb.runs import format_metrics, list_runs
 
 __all__ = ["RunMonitor", "read_runs"]
 

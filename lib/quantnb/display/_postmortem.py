@@ -18,7 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from quantnb.display._html import integer_ticks
-from quantnb.runs._postmortem import LEAK_MIN_POINTS, PostmortemReport
+from quantnb.runs import LEAK_MIN_POINTS, PostmortemReport
 
 _LEVEL_Y = {"WARNING": 0, "ERROR": 1, "CRITICAL": 2}
 _LEVEL_COLOUR = {"WARNING": "tab:orange", "ERROR": "tab:red", "CRITICAL": "darkred"}

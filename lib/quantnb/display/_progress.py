@@ -13,7 +13,7 @@ from typing import Any
 
 from loguru import logger
 
-from quantnb.runs._progress import ProgressEvent, singular_unit
+from quantnb.runs import ProgressEvent, singular_unit
 
 __all__ = ["ProgressDisplay", "attach_progress", "in_interactive_frontend", "HEADLESS_ENV"]
 

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
-from quantnb.data._bars import GAP_MIN
+from quantnb.data import GAP_MIN
 from quantnb.errors import ConfigError
 
 GAP_THRESHOLD = dt.timedelta(minutes=GAP_MIN)

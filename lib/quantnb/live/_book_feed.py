@@ -37,7 +37,7 @@ _MINUTE_MS = 60_000
 
 def book_source_columns(feature_names: Sequence[str]) -> tuple[str, ...]:
     """Return the book columns (``spread_bps_mean``, ...) the bundle's order-book features are computed from."""
-    from quantnb.agent._features import BOOK_FEATURE_SOURCES
+    from quantnb.agent import BOOK_FEATURE_SOURCES
 
     return tuple(dict.fromkeys(c for f in feature_names for c in BOOK_FEATURE_SOURCES.get(f, ())))
 
@@ -45,7 +45,7 @@ def book_source_columns(feature_names: Sequence[str]) -> tuple[str, ...]:
 def check_replay_features(feature_names: Sequence[str], bars: pl.DataFrame, *, computed: Sequence[str] = (),
                           where: str = "the replay bars") -> None:
     """Refuse a replay whose bars cannot give some feature of the agent (before any bar is traded)."""
-    from quantnb.agent._features import BOOK_FEATURE_SOURCES, MARKET_FEATURES
+    from quantnb.agent import BOOK_FEATURE_SOURCES, MARKET_FEATURES
 
     wanted = [f for f in feature_names if f not in computed]
     unknown = [f for f in wanted if f not in MARKET_FEATURES and f not in BOOK_FEATURE_SOURCES]
@@ -62,7 +62,7 @@ def check_replay_features(feature_names: Sequence[str], bars: pl.DataFrame, *, c
 
 def check_live_features(feature_names: Sequence[str], *, book_feed: bool, computed: Sequence[str] = ()) -> list[str]:
     """Return the bundle's order-book features; raise if a live feed cannot give some feature."""
-    from quantnb.agent._features import BOOK_FEATURE_SOURCES, MARKET_FEATURES
+    from quantnb.agent import BOOK_FEATURE_SOURCES, MARKET_FEATURES
 
     feature_names = [f for f in feature_names if f not in computed]
     unknown = [f for f in feature_names if f not in MARKET_FEATURES and f not in BOOK_FEATURE_SOURCES]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 
-from quantnb.agent._costs import Fill
+from quantnb.agent import Fill
 from quantnb.live._types import AccountState, Bar, MarketRules, Side
 
 __all__ = ["Broker"]

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import ccxt
 from loguru import logger
 
-from quantnb.agent._costs import Fill
+from quantnb.agent import Fill
 from quantnb.errors import ConfigError, OperationalError
 from quantnb.live._broker import Broker
 from quantnb.live._types import AccountState, MarketRules, Side

@@ -11,7 +11,7 @@ from typing import Literal, Protocol
 
 from loguru import logger
 
-from quantnb.agent._costs import Fill
+from quantnb.agent import Fill
 from quantnb.errors import ConfigError, QuantnbError
 from quantnb.live._audit import EMERGENCIAS_COLUMNS, CsvAppender
 from quantnb.live._broker import Broker

@@ -7,9 +7,7 @@ import datetime as dt
 import math
 from typing import Any
 
-from quantnb.agent._costs import BarQuote, Fill, FillModel
-from quantnb.agent._perp import FundingRates, MarginTier, settlements_between
-from quantnb.agent._portfolio import Portfolio
+from quantnb.agent import BarQuote, Fill, FillModel, FundingRates, MarginTier, Portfolio, settlements_between
 from quantnb.errors import ConfigError, OperationalError
 from quantnb.live._broker import Broker
 from quantnb.live._types import AccountState, Bar, MarketRules, Side

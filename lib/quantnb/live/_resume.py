@@ -9,7 +9,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from quantnb.agent._costs import Fill
+from quantnb.agent import Fill
 from quantnb.live._audit import CsvAppender
 from quantnb.live._broker import Broker
 from quantnb.live._state import StateStore, TraderState, TradingState

@@ -28,7 +28,7 @@ from quantnb.live._stats import SessionStats, StepInfo
 from quantnb.live._trader import Trader
 from quantnb.live._venue import WS_URLS
 from quantnb.retry import RetryPolicy
-from quantnb.runs._layout import production_dir
+from quantnb.runs import production_dir
 
 __all__ = ["LiveConfig", "load_live_config", "build_trader", "run_with_restarts"]
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from loguru import logger
 
-from quantnb.agent._costs import Fill
+from quantnb.agent import Fill
 from quantnb.live._audit import AuditRow
 from quantnb.live._emergency import EmergencyReport
 from quantnb.live._guard import bar_iso

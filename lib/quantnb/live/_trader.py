@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from loguru import logger
 
-from quantnb.agent import ActionInterpreter, IncrementalFeatures, ObservationBuilder, PortfolioState
-from quantnb.agent._costs import Fill
+from quantnb.agent import ActionInterpreter, Fill, IncrementalFeatures, ObservationBuilder, PortfolioState
 from quantnb.errors import OrderRejectedError, QuantnbError, TemporaryError
 from quantnb.live._audit import REGISTRO_COLUMNS, CsvAppender, unique_session_ts
 from quantnb.live._broker import Broker
@@ -35,7 +34,7 @@ from quantnb.live._watchdog import FeedWatchdog, StopGuard, missing_features
 from quantnb.retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from quantnb.agent._classifier import AgentFeatureStream
+    from quantnb.agent import AgentFeatureStream
 
 __all__ = ["AgentLike", "Trader"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from quantnb.agent._rules import MarketRules  # the one owner; re-exported here for live code
+from quantnb.agent import MarketRules
 
 __all__ = ["AccountState", "Bar", "MarketRules", "Side"]
 

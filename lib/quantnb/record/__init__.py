@@ -17,14 +17,15 @@ from typing import TYPE_CHECKING
 from quantnb._lazy import attach
 
 if TYPE_CHECKING:  # the names for type checkers; at run time each loads on first use
-    from quantnb.record._clickhouse import ClickHouseConnection
+    from quantnb.record._clickhouse import ClickHouseConnection, clickhouse_server_client
     from quantnb.record._clients import (
         BINANCE_REST_URL,
         BINANCE_TESTNET_REST_URL,
         BINANCE_TESTNET_WS_URL,
         BINANCE_WS_URL,
     )
-    from quantnb.record._recorder import Recorder, RecorderConfig
+    from quantnb.record._guard import check_identifier
+    from quantnb.record._recorder import CLICKHOUSE_PATH, Recorder, RecorderConfig
     from quantnb.record._sinks import read_events
 
 __getattr__, __dir__ = attach(__name__)
@@ -32,4 +33,7 @@ __getattr__, __dir__ = attach(__name__)
 __all__ = [
     "Recorder", "RecorderConfig", "read_events", "ClickHouseConnection",
     "BINANCE_WS_URL", "BINANCE_REST_URL", "BINANCE_TESTNET_WS_URL", "BINANCE_TESTNET_REST_URL",
+    "CLICKHOUSE_PATH",
+    "check_identifier",
+    "clickhouse_server_client",
 ]

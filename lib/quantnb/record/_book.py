@@ -17,14 +17,23 @@ import msgspec
 import polars as pl
 from loguru import logger
 
-from quantnb.data import OrderBook, QualityReport, merge_parts
-from quantnb.data._bars import BookMinutes, TradeBuffer
-from quantnb.data._binance import DECODE_FRAME as _BINANCE_FRAME
-from quantnb.data._binance import DECODE_SNAPSHOT as _DECODE_SNAPSHOT
-from quantnb.data._binance import BinanceBook as _BinanceBook
-from quantnb.data._binance import Depth as _Depth
-from quantnb.data._binance import Trade as _Trade
-from quantnb.data._schema import BAR_SCHEMA, BINANCE_BOOK, BINANCE_TRADES, BYBIT_BOOK, conform_parts
+from quantnb.data import (
+    BAR_SCHEMA,
+    BINANCE_BOOK,
+    BINANCE_TRADES,
+    BYBIT_BOOK,
+    BookMinutes,
+    OrderBook,
+    QualityReport,
+    TradeBuffer,
+    conform_parts,
+    merge_parts,
+)
+from quantnb.data import DECODE_FRAME as _BINANCE_FRAME
+from quantnb.data import DECODE_SNAPSHOT as _DECODE_SNAPSHOT
+from quantnb.data import BinanceBook as _BinanceBook
+from quantnb.data import Depth as _Depth
+from quantnb.data import Trade as _Trade
 
 __all__ = ["BybitLiveBook", "BinanceLiveBook", "decode_bybit_book", "BybitBookMsg"]
 

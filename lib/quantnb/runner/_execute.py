@@ -17,7 +17,7 @@ from papermill.exceptions import PapermillExecutionError
 
 from quantnb._paths import project_root
 from quantnb.config import StageParams, load_yaml_params
-from quantnb.display._progress import HEADLESS_ENV
+from quantnb.display import HEADLESS_ENV
 from quantnb.errors import ConfigError
 from quantnb.runner._papermill_io import install as install_masking_io
 from quantnb.runner._watch import HeartbeatProgress, ipc_kernel_manager_class
@@ -25,17 +25,19 @@ from quantnb.runs import (
     RunPaths,
     SecretMasker,
     atomic_path,
+    check_run_dir,
+    git_commit,
+    iso,
     mark_dead_runs,
+    new_run_id,
+    package_versions,
     read_heartbeat,
     read_run_record,
     refuse_live_run,
     remove_stale_temp_files,
     update_run_record,
+    utc_now,
 )
-from quantnb.runs._heartbeat import iso, utc_now
-from quantnb.runs._layout import check_run_dir
-from quantnb.runs._record import git_commit, package_versions
-from quantnb.runs._run import new_run_id
 from quantnb.stages import params_class
 
 EXIT_CODES = {"completed": 0, "completed_with_errors": 0, "failed": 1, "interrupted": 130}

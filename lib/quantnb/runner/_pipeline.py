@@ -9,8 +9,7 @@ from quantnb._paths import project_root
 from quantnb.config import load_yaml_params
 from quantnb.errors import ConfigError
 from quantnb.runner._execute import RunOutcome, resolve_params, run_stage
-from quantnb.runs._monitor import fit_table, format_metrics
-from quantnb.runs._record import mark_dead_runs
+from quantnb.runs import fit_table, format_metrics, mark_dead_runs
 
 # ${<step id>.run_id} or ${<step id>.outputs.<name>} (an output the step recorded in its run.json)
 _REF = re.compile(r"\$\{([A-Za-z0-9_\-]+)\.(run_id|outputs\.[A-Za-z0-9_\-]+)\}")

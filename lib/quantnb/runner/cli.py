@@ -112,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _runs(args: argparse.Namespace) -> int:
     from quantnb._paths import project_root
-    from quantnb.runs import format_runs_table, list_runs
-    from quantnb.runs._layout import runs_dir
+    from quantnb.runs import format_runs_table, list_runs, runs_dir
 
     root = project_root(args.root)
     summaries = list_runs(root, stage=args.stage, status=args.status)

@@ -39,7 +39,24 @@ from quantnb.runs._secrets import SecretMasker
 from quantnb.runs._spans import earlier_span_runs, record_test_spans, span_evaluations
 
 if TYPE_CHECKING:  # the post-mortem reader loads polars and numpy: on first use only
-    from quantnb.runs._postmortem import PostmortemReport, analyse_run, find_latest_run
+    from quantnb.runs._heartbeat import iso, utc_now
+    from quantnb.runs._interrupt import where_stopped
+    from quantnb.runs._layout import (
+        check_run_dir,
+        checkpoints_dir,
+        debug_plots_dir,
+        model_dir,
+        optuna_dir,
+        production_dir,
+        record_files,
+        run_dir,
+        runs_dir,
+    )
+    from quantnb.runs._monitor import fit_table, format_metrics
+    from quantnb.runs._postmortem import LEAK_MIN_POINTS, PostmortemReport, analyse_run, find_latest_run
+    from quantnb.runs._progress import ProgressEvent, singular_unit
+    from quantnb.runs._record import git_commit
+    from quantnb.runs._run import new_run_id
 
 __getattr__, __dir__ = attach(__name__)
 
@@ -74,4 +91,23 @@ __all__ = [
     "span_evaluations",
     "earlier_span_runs",
     "record_test_spans",
+    "LEAK_MIN_POINTS",
+    "ProgressEvent",
+    "check_run_dir",
+    "checkpoints_dir",
+    "debug_plots_dir",
+    "fit_table",
+    "format_metrics",
+    "git_commit",
+    "iso",
+    "model_dir",
+    "new_run_id",
+    "optuna_dir",
+    "production_dir",
+    "record_files",
+    "run_dir",
+    "runs_dir",
+    "singular_unit",
+    "utc_now",
+    "where_stopped",
 ]

@@ -9,11 +9,10 @@ from typing import Any, Literal, cast
 import numpy as np
 import polars as pl
 
-from quantnb.agent._metrics import MINUTES_PER_YEAR
+from quantnb.agent import MINUTES_PER_YEAR
 from quantnb.errors import ConfigError
 from quantnb.evaluation import mean_ci, walk_forward_splits
-from quantnb.runs import list_runs, read_run_record
-from quantnb.runs._layout import run_dir
+from quantnb.runs import list_runs, read_run_record, run_dir
 
 Span = tuple[dt.datetime | None, dt.datetime, dt.datetime, dt.datetime | None]  # train start/end, test start/end
 

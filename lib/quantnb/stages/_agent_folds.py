@@ -24,9 +24,9 @@ import numpy as np
 import polars as pl
 from loguru import logger
 
-from quantnb.classifier._labelled import load_labelled
+from quantnb.classifier import load_labelled
 from quantnb.errors import ConfigError
-from quantnb.runs._layout import checkpoints_dir, model_dir
+from quantnb.runs import checkpoints_dir, model_dir
 from quantnb.stages._agent_eval import Span
 
 PROVENANCE_COLUMN = "clf_model"  # the model id behind each bar's probabilities (null: none)

@@ -24,7 +24,7 @@ from typing import BinaryIO
 import aiohttp
 from loguru import logger
 
-from quantnb.data._archive import ArchiveFile
+from quantnb.data import ArchiveFile
 from quantnb.errors import DataError, QuantnbError, TemporaryError
 from quantnb.retry import RetryPolicy, translate_error
 

@@ -12,8 +12,7 @@ from pydantic import Field, PrivateAttr, model_validator
 from quantnb._paths import project_root
 from quantnb.config import StageParams, resolve_output_dir
 from quantnb.errors import ConfigError
-from quantnb.runs import RunContext, read_run_record, record_test_spans
-from quantnb.runs._layout import record_files
+from quantnb.runs import RunContext, read_run_record, record_files, record_test_spans
 
 _DONE = ("completed", "completed_with_errors")
 SampleWeightCol = Literal["uniqueness", "return_weight"] | None  # the labels' AFML weights (training, optimization)

@@ -20,13 +20,12 @@ import polars as pl
 from loguru import logger
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
-from quantnb.agent._train_types import EnvSpec, SacParams, nest_flat_params  # light: pydantic only
+from quantnb.agent import EnvSpec, SacParams, nest_flat_params
 from quantnb.config import StageParams
 from quantnb.data import read_bars
 from quantnb.display import HtmlResult
 from quantnb.errors import ConfigError
-from quantnb.runs import atomic_path, record_test_spans, start_run
-from quantnb.runs._layout import checkpoints_dir, model_dir, run_dir
+from quantnb.runs import atomic_path, checkpoints_dir, model_dir, record_test_spans, run_dir, start_run
 from quantnb.stages._agent_eval import (
     Span,
     _fold_table,
@@ -234,8 +233,14 @@ def run_agent(params: AgentParams) -> AgentResult:
     # heavy: imported by the run, not by the runner's parameter validation
     import torch
 
-    from quantnb.agent import CLASSIFIER_FEATURES, AgentMetadata, ClassifierSignal, compute_features, save_agent_bundle
-    from quantnb.agent._evaluate import stitch_evaluations
+    from quantnb.agent import (
+        CLASSIFIER_FEATURES,
+        AgentMetadata,
+        ClassifierSignal,
+        compute_features,
+        save_agent_bundle,
+        stitch_evaluations,
+    )
 
     with start_run(params) as ctx:
         torch.set_num_threads(params.num_threads)
@@ -464,7 +469,7 @@ def _plot(ev: Any, path: Path) -> None:
 def _tear_sheet(ctx: Any, fits: list[Any], ev: Any, per_seed: list[Any], seeds: list[int],
                 fold_ids: list[int]) -> tuple[dict, Path]:
     """Compute the tear sheet's data (for run.json metrics) and draw it to debug_plots/<run id>/tear_sheet.png."""
-    from quantnb.agent._tearsheet import plot_tear_sheet, tear_sheet_data
+    from quantnb.agent import plot_tear_sheet, tear_sheet_data
 
     sheet = tear_sheet_data([f[2] for f in fits], ev, [e for _, e in per_seed], seeds, null_seed=seeds[0],
                             fold_ids=fold_ids if len(fits) > 1 else None)

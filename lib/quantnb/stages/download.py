@@ -75,7 +75,7 @@ class DownloadParams(StageParams):
 
     @model_validator(mode="after")
     def _check(self) -> DownloadParams:
-        from quantnb.data._archive import BINANCE_TYPES, BYBIT_TYPES
+        from quantnb.data import BINANCE_TYPES, BYBIT_TYPES
 
         table = BINANCE_TYPES if self.venue == "binance" else BYBIT_TYPES
         if self.market not in table:
@@ -173,7 +173,7 @@ class _Progress:
 async def _run_all(ctx: RunContext, params: DownloadParams, todo: list[Any], out_dir: Path,
                    progress: _Progress, stop: threading.Event) -> list[Any]:
     """Fetch every file of ``todo`` (at most ``max_concurrency`` at once); commit each as it ends."""
-    from quantnb.data._archive import default_base_url
+    from quantnb.data import default_base_url
     from quantnb.retry import RetryPolicy
     from quantnb.stages._fetch import Fetcher
 
@@ -296,7 +296,7 @@ def run_download(params: DownloadParams) -> DownloadResult:
     >>> run_download(params.model_copy(update={"resume": True})).files["status"].to_list()
     ['skipped', 'skipped', 'skipped']
     """
-    from quantnb.data._archive import plan_files
+    from quantnb.data import plan_files
 
     with start_run(params) as ctx:
         out_dir = resolve_output_dir(params.output_dir, ctx.root)

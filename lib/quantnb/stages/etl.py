@@ -87,7 +87,7 @@ class EtlParams(ParallelStageParams):  # + n_workers, executor, scheduler
     @field_validator("bybit_market", "binance_market", "ohlcv_venue", "ohlcv_market")
     @classmethod
     def _folder_name(cls, value: str) -> str:
-        from quantnb.data._io import MARKET_RE
+        from quantnb.data import MARKET_RE
 
         if not MARKET_RE.match(value):
             raise ValueError(f"{value!r} must be lower-case letters, digits, '_' or '-' (it names an output folder)")
@@ -95,7 +95,7 @@ class EtlParams(ParallelStageParams):  # + n_workers, executor, scheduler
 
     def run_suffix(self) -> str:
         """Return the input folders' names, e.g. ``bybit-binance_usdm-trades-ohlcv`` (``[A-Za-z0-9_.-]`` only)."""
-        from quantnb.data._inputs import safe_token
+        from quantnb.data import safe_token
 
         names = []
         for pattern in self.input_globs:
@@ -107,11 +107,9 @@ class EtlParams(ParallelStageParams):  # + n_workers, executor, scheduler
 
     def default_markets(self) -> dict[str, str]:
         """Source kind to the market of files whose folders name none."""
-        from quantnb.data import _io
+        from quantnb.data import markets_by_kind
 
-        binance = dict.fromkeys(_io.BINANCE_ARCHIVE_KINDS, self.binance_market)
-        return {**binance, _io.BYBIT: self.bybit_market, _io.BYBIT_TRADES: self.bybit_market,
-                _io.OHLCV: self.ohlcv_market}
+        return markets_by_kind(self.binance_market, self.bybit_market, self.ohlcv_market)
 
 
 def _is_glob(part: str) -> bool:

@@ -26,7 +26,7 @@ from quantnb.classifier import (
     format_distribution,
     label_distribution,
     label_events,
-    label_suffix,
+    labelling_suffix,
     side_from_column,
 )
 from quantnb.config import OutputDir, resolve_output_dir
@@ -122,39 +122,6 @@ def _read_parquet(path: str | Path, n_rows: int | None = None) -> pl.DataFrame:
     """Read one Parquet file by path, never as a glob (a path may hold ``*``, ``?`` or ``[``)."""
     with open(path, "rb") as fh:
         return pl.read_parquet(fh, n_rows=n_rows)
-
-
-def labelling_suffix(p: dict[str, Any]) -> str:
-    """Return the output folder name of a labelling configuration (a dict of :class:`LabellingParams` fields).
-
-    Parameters
-    ----------
-    p : dict
-        ``method``, the method's fields and ``cusum_threshold``.
-
-    Returns
-    -------
-    str
-        ``SELL_0004_BUY_0008_1h`` (fixed horizon, unchanged), ``TB_PT1_SL1p5_VOL1h_1h`` or
-        ``META_MOM1h_PT1_SL1_VOL1h_1h`` (``META_COLside_...`` for a side column, ``_COST11`` for 11 bps);
-        ``_CUSUM0005`` is appended when the CUSUM filter is on (threshold in per mille).
-    """
-    from quantnb.classifier._labels import _frac_digits, _lookahead_text
-
-    def mult(v: float) -> str:
-        return repr(float(v)).removesuffix(".0").replace(".", "p")
-
-    barriers = (f"PT{mult(p.get('profit_take_mult', 1.0))}_SL{mult(p.get('stop_loss_mult', 1.0))}_"
-                f"VOL{_lookahead_text(p.get('vol_span_min', 60))}_{_lookahead_text(p.get('max_holding_min', 60))}")
-    if p.get("method", "fixed_horizon") == "triple_barrier":
-        base = f"TB_{barriers}"
-    elif p.get("method") == "meta":
-        side = (f"MOM{_lookahead_text(p['momentum_min'])}" if p.get("side_rule", "momentum") == "momentum"
-                else f"COL{p['side_col']}")
-        base = f"META_{side}_{barriers}" + (f"_COST{mult(p['meta_cost_bps'])}" if p.get("meta_cost_bps") else "")
-    else:
-        base = label_suffix(p["lookahead_min"], p["threshold_short_frac"], p["threshold_long_frac"])
-    return base + (f"_CUSUM{_frac_digits(p['cusum_threshold'])}" if p.get("cusum_threshold") else "")
 
 
 def _context_rows(p: dict[str, Any]) -> tuple[int, int]:

@@ -31,10 +31,8 @@ from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 from quantnb.config import StageParams
 from quantnb.display import HtmlResult
 from quantnb.errors import ConfigError
-from quantnb.live._risk import RiskLimits
-from quantnb.live._settings import SessionSettings
-from quantnb.runs import record_test_spans, start_run
-from quantnb.runs._layout import runs_dir
+from quantnb.live import RiskLimits, SessionSettings
+from quantnb.runs import record_test_spans, runs_dir, start_run
 from quantnb.stages._links import latest_run_ids
 
 if TYPE_CHECKING:

@@ -31,13 +31,14 @@ from loguru import logger
 from optuna.trial import TrialState
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
-from quantnb.classifier._config import ModelConfig, TrainConfig
-from quantnb.classifier._labelled import load_labelled
-from quantnb.classifier._study import (
+from quantnb.classifier import (
     KEY_ATTR,
     OWNER_ATTR,
+    ModelConfig,
+    TrainConfig,
     check_storage_url,
     finished_outcome,
+    load_labelled,
     open_study,
     recover_dead_trials,
     space_size,
@@ -47,8 +48,7 @@ from quantnb.classifier._study import (
 from quantnb.display import HtmlResult
 from quantnb.errors import ConfigError, QuantnbError
 from quantnb.evaluation import cpcv_path_count, cpcv_split_count
-from quantnb.runs import RunContext, atomic_write_json, is_interrupt, start_run
-from quantnb.runs._layout import optuna_dir
+from quantnb.runs import RunContext, atomic_write_json, is_interrupt, optuna_dir, start_run
 from quantnb.stages._cv import (
     FOLD_SCORES_ATTR,
     PATH_SCORES_ATTR,

@@ -11,8 +11,7 @@ from pydantic import Field
 
 from quantnb.config import StageParams
 from quantnb.display import HtmlResult
-from quantnb.runs import atomic_write_json, start_run
-from quantnb.runs._layout import debug_plots_dir
+from quantnb.runs import atomic_write_json, debug_plots_dir, start_run
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -76,7 +75,7 @@ def run_postmortem(params: PostmortemParams) -> PostmortemResult:
     """
     import matplotlib.pyplot as plt  # heavy: imported by the run, not by the runner's parameter validation
 
-    from quantnb.display._postmortem import plot_learning_curve, plot_memory, plot_throughput, plot_timeline
+    from quantnb.display import plot_learning_curve, plot_memory, plot_throughput, plot_timeline
     from quantnb.runs import analyse_run, find_latest_run  # polars, on first use
 
     with start_run(params) as ctx:

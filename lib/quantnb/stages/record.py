@@ -36,8 +36,7 @@ from quantnb._secrets import refuse_password_in_url
 from quantnb.config import OutputDir, StageParams, resolve_output_dir
 from quantnb.display import HtmlResult
 from quantnb.errors import ConfigError
-from quantnb.record import ClickHouseConnection, Recorder, RecorderConfig
-from quantnb.record._recorder import CLICKHOUSE_PATH
+from quantnb.record import CLICKHOUSE_PATH, ClickHouseConnection, Recorder, RecorderConfig
 from quantnb.runs import start_run
 
 __all__ = ["RecordParams", "RecordResult", "run_record", "open_clickhouse", "ClickHouseQuery"]
@@ -121,7 +120,7 @@ class RecordParams(StageParams):
                              f"{', '.join(map(str, _DEPTHS[self.market]))}")
         if self.venue == "bybit" and "bbo" in self.channels:
             raise ValueError("channels: 'bbo' is a Binance stream (bookTicker); Bybit's top of book is orderbook.1")
-        from quantnb.record._guard import check_identifier
+        from quantnb.record import check_identifier
 
         check_identifier(self.clickhouse_table)  # it is spliced into SQL text
         if "clickhouse" in self.sinks and "parquet" not in self.sinks:
@@ -372,7 +371,7 @@ def open_clickhouse(path: str | os.PathLike[str] | None = None, *, url: str | No
         empty), or ``url`` carries a password.
     """
     if url is not None:
-        from quantnb.record._clickhouse import clickhouse_server_client  # imports nothing heavy until called
+        from quantnb.record import clickhouse_server_client
 
         return ClickHouseQuery(client=clickhouse_server_client(url, "url"), where=url)
     import chdb.session

@@ -24,12 +24,10 @@ import numpy as np
 from loguru import logger
 from pydantic import Field, PositiveFloat, PositiveInt, PrivateAttr, model_validator
 
-from quantnb.classifier._config import ModelConfig, TrainConfig
-from quantnb.classifier._labelled import load_labelled
+from quantnb.classifier import ModelConfig, TrainConfig, load_labelled
 from quantnb.display import HtmlResult
 from quantnb.errors import ConfigError
-from quantnb.runs import start_run
-from quantnb.runs._layout import checkpoints_dir, model_dir
+from quantnb.runs import checkpoints_dir, model_dir, start_run
 from quantnb.stages._links import LabelledDataParams, SampleWeightCol, latest_output, record_labelled_span
 
 __all__ = ["TrainingParams", "TrainingResult", "run_training"]

@@ -28,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from quantnb.agent._costs import DEFAULT_FEE_BPS
+from quantnb.agent import DEFAULT_FEE_BPS
 from quantnb.testing._binance_engine import BinanceApiError, ExchangeEngine, SymbolSpec
 from quantnb.testing._faults import ERROR_BODIES, Fault, FaultKind, FaultPlan
 
