@@ -43,7 +43,15 @@ def _save(fig: Figure, path: Path) -> Figure:
 
 
 def plot_memory(report: PostmortemReport, path: Path) -> Figure:
-    """Plot resident memory (GB) per heartbeat and per batch over time; save a PNG to ``path``."""
+    """Plot resident memory (GB) per heartbeat and per batch over time; save a PNG to ``path``.
+
+    Parameters
+    ----------
+    report : PostmortemReport
+        The run's post-mortem.
+    path : pathlib.Path
+        PNG to write (parent folders created).
+    """
     fig, ax = plt.subplots(figsize=(8, 3.5))
     times: list[Any] = []
     if not report.heartbeat.is_empty():
@@ -68,7 +76,13 @@ def plot_memory(report: PostmortemReport, path: Path) -> Figure:
 
 
 def plot_throughput(report: PostmortemReport, path: Path) -> Figure:
-    """Plot items finished per minute over time; save a PNG to ``path``."""
+    """Plot items finished per minute over time; save a PNG to ``path``.
+
+    Parameters
+    ----------
+    report, path
+        As for :func:`plot_memory`.
+    """
     fig, ax = plt.subplots(figsize=(8, 3.5))
     if not report.throughput.is_empty():
         minutes = report.throughput["minute"].to_list()
@@ -80,7 +94,18 @@ def plot_throughput(report: PostmortemReport, path: Path) -> Figure:
 
 
 def plot_learning_curve(report: PostmortemReport, path: Path) -> Figure | None:
-    """Plot loss and F1 macro per epoch (training) or F1 macro per trial (optimization); save a PNG."""
+    """Plot loss and F1 macro per epoch (training) or F1 macro per trial (optimization); save a PNG.
+
+    Parameters
+    ----------
+    report, path
+        As for :func:`plot_memory`.
+
+    Returns
+    -------
+    Figure or None
+        None (nothing written) when the run has neither epochs nor trials.
+    """
     curve, trials = report.learning_curve, report.trials
     if curve.is_empty() and trials.is_empty():
         return None
@@ -117,7 +142,18 @@ def plot_learning_curve(report: PostmortemReport, path: Path) -> Figure | None:
 
 
 def plot_timeline(report: PostmortemReport, path: Path) -> Figure | None:
-    """Plot every WARNING/ERROR/CRITICAL line of the log over time; save a PNG."""
+    """Plot every WARNING/ERROR/CRITICAL line of the log over time; save a PNG.
+
+    Parameters
+    ----------
+    report, path
+        As for :func:`plot_memory`.
+
+    Returns
+    -------
+    Figure or None
+        None (nothing written) when no such line has a timestamp.
+    """
     tl = report.timeline.drop_nulls("timestamp") if not report.timeline.is_empty() else report.timeline
     if tl.is_empty():
         return None

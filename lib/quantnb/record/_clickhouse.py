@@ -206,7 +206,21 @@ class ClickHouseSink(ClickHouseConnection):
 
 
 def clickhouse_server_client(url: str, name: str = "clickhouse_url") -> Any:
-    """Return a clickhouse-connect client for ``http(s)://user@host:port/database``."""
+    """Return a clickhouse-connect client for ``http(s)://user@host:port/database``.
+
+    Parameters
+    ----------
+    url : str
+        Server URL without a password (``CLICKHOUSE_PASSWORD`` gives it); port defaults 8123 (http),
+        8443 (https); user and database default to ``default``.
+    name : str
+        The parameter named in the error.
+
+    Raises
+    ------
+    ConfigError
+        If ``url`` carries a password.
+    """
     import clickhouse_connect
 
     refuse_password_in_url(url, what=name, env="CLICKHOUSE_PASSWORD")

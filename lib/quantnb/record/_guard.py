@@ -31,7 +31,20 @@ _MAX_QUARANTINED_BYTES = 1 << 20
 
 
 def check_identifier(value: str, field: str = "clickhouse_table") -> str:
-    """Return ``value`` if it is a safe SQL identifier (``[A-Za-z_][A-Za-z0-9_.]*``)."""
+    """Return ``value`` if it is a safe SQL identifier (``[A-Za-z_][A-Za-z0-9_.]*``).
+
+    Parameters
+    ----------
+    value : str
+        ClickHouse database or table name (``db.table`` allowed).
+    field : str
+        The parameter named in the error.
+
+    Raises
+    ------
+    ConfigError
+        If ``value`` is not a string matching :data:`IDENTIFIER_RE`.
+    """
     if not isinstance(value, str) or not IDENTIFIER_RE.fullmatch(value):
         shown = repr(value)[:80]
         raise ConfigError(f"{field}={shown}: not a valid ClickHouse name; use letters, digits, '_' and '.' "

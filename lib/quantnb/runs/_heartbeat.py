@@ -31,7 +31,13 @@ def utc_now() -> dt.datetime:
 
 
 def iso(ts: dt.datetime) -> str:
-    """Format a datetime as UTC ISO 8601 with milliseconds and ``Z``: ``2026-01-05T12:00:00.123Z``."""
+    """Format a datetime as UTC ISO 8601 with milliseconds and ``Z``: ``2026-01-05T12:00:00.123Z``.
+
+    Parameters
+    ----------
+    ts : datetime.datetime
+        Timezone-aware (a naive one is taken as local time).
+    """
     return ts.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 

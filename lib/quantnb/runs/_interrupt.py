@@ -47,7 +47,15 @@ _SIGINT = "SIGINT (Ctrl-C, or Kernel > Interrupt in Jupyter)"
 
 
 def where_stopped(step: dict[str, Any] | None, last_item: str) -> str:
-    """Return where a run was: ``trial 1 · epoch 2/3`` from its last step, else ``after <last item>``."""
+    """Return where a run was: ``trial 1 · epoch 2/3`` from its last step, else ``after <last item>``.
+
+    Parameters
+    ----------
+    step : dict or None
+        The last progress step (``context``, ``step_unit``, ``step_done``, ``step_total``).
+    last_item : str
+        The last item finished; ``""`` if none (then ``""`` is returned without a step).
+    """
     if step:
         unit = str(step.get("step_unit") or "steps")
         done, total = step.get("step_done"), step.get("step_total")

@@ -15,12 +15,26 @@ _RECORD = "run.json"
 
 
 def runs_dir(root: str | os.PathLike[str]) -> Path:
-    """``<root>/runs/``: one folder per run."""
+    """``<root>/runs/``: one folder per run.
+
+    Parameters
+    ----------
+    root : path-like
+        Project directory.
+    """
     return Path(root) / "runs"
 
 
 def run_dir(root: str | os.PathLike[str], run_id: str) -> Path:
-    """``<root>/runs/<run_id>/``."""
+    """``<root>/runs/<run_id>/``.
+
+    Parameters
+    ----------
+    root : path-like
+        Project directory.
+    run_id : str
+        As in :class:`RunPaths`.
+    """
     return runs_dir(root) / run_id
 
 
@@ -30,37 +44,90 @@ def record_file(run_folder: str | os.PathLike[str]) -> Path:
 
 
 def record_files(root: str | os.PathLike[str], pattern: str = "*") -> list[Path]:
-    """Every ``runs/<pattern>/run.json`` under ``root``, sorted by path."""
+    """Every ``runs/<pattern>/run.json`` under ``root``, sorted by path.
+
+    Parameters
+    ----------
+    root : path-like
+        Project directory.
+    pattern : str
+        Glob on the run id (``"train_*"``).
+    """
     return sorted(runs_dir(root).glob(f"{pattern}/{_RECORD}"))
 
 
 def model_dir(run_folder: Path) -> Path:
-    """``<run folder>/model/``, the classifier bundle of a training run."""
+    """``<run folder>/model/``, the classifier bundle of a training run.
+
+    Parameters
+    ----------
+    run_folder : pathlib.Path
+        ``runs/<run_id>/``.
+    """
     return run_folder / "model"
 
 
 def checkpoints_dir(run_folder: Path) -> Path:
-    """``<run folder>/checkpoints/``, what a resumed fit continues from."""
+    """``<run folder>/checkpoints/``, what a resumed fit continues from.
+
+    Parameters
+    ----------
+    run_folder : pathlib.Path
+        ``runs/<run_id>/``.
+    """
     return run_folder / "checkpoints"
 
 
 def production_dir(run_folder: Path) -> Path:
-    """``runs/<train_id>/produccion/``: the live sessions of an agent (logs, state, halt marker)."""
+    """``runs/<train_id>/produccion/``: the live sessions of an agent (logs, state, halt marker).
+
+    Parameters
+    ----------
+    run_folder : pathlib.Path
+        ``runs/<train_id>/``, the agent's training run.
+    """
     return run_folder / "produccion"
 
 
 def debug_plots_dir(root: Path, run_id: str) -> Path:
-    """``<root>/debug_plots/<run_id>/``."""
+    """``<root>/debug_plots/<run_id>/``.
+
+    Parameters
+    ----------
+    root : pathlib.Path
+        Project directory.
+    run_id : str
+        As in :class:`RunPaths`.
+    """
     return root / "debug_plots" / run_id
 
 
 def optuna_dir(root: Path) -> Path:
-    """``<root>/runs/optuna/``: the best parameters of a study kept in a database server."""
+    """``<root>/runs/optuna/``: the best parameters of a study kept in a database server.
+
+    Parameters
+    ----------
+    root : pathlib.Path
+        Project directory.
+    """
     return runs_dir(root) / "optuna"
 
 
 def check_run_dir(root: str | os.PathLike[str], run_id: str) -> Path:
-    """Return ``<root>/runs/<run_id>``; ConfigError if it is a symbolic link (not written through)."""
+    """Return ``<root>/runs/<run_id>``, refusing a symbolic link (quantnb does not write through one).
+
+    Parameters
+    ----------
+    root : path-like
+        Project directory.
+    run_id : str
+        As in :class:`RunPaths`.
+
+    Raises
+    ------
+    ConfigError
+        If the folder is a symbolic link.
+    """
     path = run_dir(root, run_id)
     if path.is_symlink():
         raise ConfigError(f"{path} is a symbolic link (to {os.readlink(path)}); a run's files stay in the "

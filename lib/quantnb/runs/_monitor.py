@@ -84,7 +84,17 @@ def _fmt_value(value: Any) -> str:
 
 
 def format_metrics(stage: str, metrics: dict[str, Any], width: int = _HEADLINE_WIDTH) -> str:
-    """Return ``metrics`` as ``name=value`` text, the stage's headline ones first, at most ``width`` chars."""
+    """Return ``metrics`` as ``name=value`` text, the stage's headline ones first, at most ``width`` chars.
+
+    Parameters
+    ----------
+    stage : str
+        Picks the headline metrics (:data:`HEADLINE_METRICS`).
+    metrics : dict
+        Name to value; floats shown to 4 significant digits.
+    width : int
+        Longer text is cut and ends in ``…``.
+    """
     first = [k for k in HEADLINE_METRICS.get(stage, ()) if k in metrics]
     keys = first + [k for k in metrics if k not in first]
     text = " ".join(f"{k}={_fmt_value(metrics[k])}" for k in keys)
@@ -220,7 +230,17 @@ def _fmt_duration(seconds: float | None) -> str:
 
 
 def fit_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]], width: int | None = None) -> str:
-    """Return an aligned table; columns that do not fit ``width`` go, as ``name: value``, under their row."""
+    """Return an aligned table; columns that do not fit ``width`` go, as ``name: value``, under their row.
+
+    Parameters
+    ----------
+    header : tuple of str
+        Column names.
+    rows : sequence of tuple of str
+        One cell per column; an empty cell of a folded column is left out.
+    width : int or None
+        Characters per line; None: ``COLUMNS`` or the terminal's, no limit when piped.
+    """
     # width None: COLUMNS, else the terminal's, else (piped) no limit
     if width is None:
         piped = "COLUMNS" not in os.environ and not sys.stdout.isatty()

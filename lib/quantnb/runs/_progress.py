@@ -46,7 +46,13 @@ class ProgressEvent:
 
 
 def singular_unit(unit: str) -> str:
-    """Return the singular of a plural unit name (``batches`` -> ``batch``); others unchanged."""
+    """Return the singular of a plural unit name (``batches`` -> ``batch``); others unchanged.
+
+    Parameters
+    ----------
+    unit : str
+        English noun, such as ``epochs`` or ``files``.
+    """
     if unit.endswith(("ches", "shes", "sses", "xes")):
         return unit[:-2]
     return unit[:-1] if unit.endswith("s") and len(unit) > 1 else unit

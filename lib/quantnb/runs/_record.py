@@ -38,7 +38,13 @@ def package_versions() -> dict[str, str]:
 
 
 def git_commit(root: Path) -> str | None:
-    """Return ``HEAD``'s commit in ``root`` (``-dirty`` with changes), or None outside git."""
+    """Return ``HEAD``'s commit in ``root`` (``-dirty`` with changes), or None outside git.
+
+    Parameters
+    ----------
+    root : pathlib.Path
+        Any folder of the repository; untracked files do not make it dirty.
+    """
     try:
         sha = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"],

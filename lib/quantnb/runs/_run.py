@@ -57,7 +57,20 @@ def make_run_id(stage: str, suffix: str, started: dt.datetime) -> str:
 
 
 def new_run_id(params: StageParams, root: Path) -> str:
-    """Derive a fresh run id for ``params`` and claim ``root/runs/<run_id>/`` for it."""
+    """Derive a fresh run id for ``params`` and claim ``root/runs/<run_id>/`` for it.
+
+    Parameters
+    ----------
+    params : StageParams
+        Its ``stage`` and ``run_suffix()`` name the id (:func:`make_run_id`, started now).
+    root : pathlib.Path
+        Project directory.
+
+    Returns
+    -------
+    str
+        The id; ``-2``, ``-3``... appended when another run took it (the folder is created atomically).
+    """
     # mkdir without exist_ok succeeds for one process only: two runs in the same second get two ids
     base = make_run_id(params.stage, params.run_suffix(), utc_now())
     runs_dir(root).mkdir(parents=True, exist_ok=True)
