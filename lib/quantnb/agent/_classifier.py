@@ -161,6 +161,20 @@ class AgentFeatureStream(RowWindow):
     :meth:`window_array` / :attr:`ready` and batched over the rows still missing it, so a long warm-up
     runs the network only for the ``window`` rows the observation reads; when the classifier's features
     are local (neither recursive nor forward-filled) its engine is fed only the bars the window needs.
+
+    Parameters
+    ----------
+    feature_names : sequence of str
+        The bundle's features in output order; :data:`CLASSIFIER_FEATURES` last, exactly when ``classifier``.
+    window, warmup_bars
+        As in :class:`IncrementalFeatures`.
+    classifier : ClassifierSignal, optional
+        The bundle's classifier, whose probabilities end each row.
+
+    Raises
+    ------
+    ConfigError
+        If the classifier's features are misplaced, or present without a classifier (or the reverse).
     """
 
     def __init__(self, feature_names: Sequence[str], *, window: int, warmup_bars: int,
@@ -204,7 +218,18 @@ class AgentFeatureStream(RowWindow):
         return len(self._rows) == self.window
 
     def push(self, bar: Mapping[str, Any]) -> None:
-        """Add one closed bar; its classifier probabilities are computed when a window is asked for."""
+        """Add one closed bar; its classifier probabilities are computed when a window is asked for.
+
+        Parameters
+        ----------
+        bar : mapping
+            As in :meth:`IncrementalFeatures.update`, plus the source columns of the classifier's features.
+
+        Raises
+        ------
+        DataError
+            If ``bar`` lacks a field the features need.
+        """
         if self._clf is not None and not self._clf_source_set.issubset(bar.keys()):
             missing = [c for c in self._clf_sources if c not in bar]
             if missing:
@@ -233,7 +258,18 @@ class AgentFeatureStream(RowWindow):
         self._rows.append(row)
 
     def update(self, bar: Mapping[str, Any]) -> np.ndarray | None:
-        """Add one closed bar; return its full feature row (the classifier runs now)."""
+        """Add one closed bar; return its full feature row (the classifier runs now).
+
+        Parameters
+        ----------
+        bar : mapping
+            As in :meth:`push`.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n_features,), float64, or None
+            None during warm-up (after the start or a gap).
+        """
         self.push(bar)
         self._resolve()
         return self._rows[-1].copy() if self._rows else None  # rows end at the newest bar, or are empty

@@ -173,7 +173,20 @@ def stitch_evaluations(
     folds: list[EvaluationResult], *, n_trials: int = 1, trial_sharpe_var: float | None = None, n_boot: int = 1000,
     seed: int = 0,
 ) -> EvaluationResult:
-    """Chain the out-of-sample evaluations of walk-forward folds into one equity curve and measure it."""
+    """Chain the out-of-sample evaluations of walk-forward folds into one equity curve and measure it.
+
+    Parameters
+    ----------
+    folds : list of EvaluationResult
+        The folds' held-out evaluations, in time order.
+    n_trials, trial_sharpe_var, n_boot, seed
+        As in :func:`quantnb.evaluation.sharpe_report` (the agent's curve only: buy-and-hold is one trial).
+
+    Raises
+    ------
+    ConfigError
+        If ``folds`` is empty.
+    """
     if not folds:
         raise ConfigError("walk-forward: no fold to stitch; give walk_forward_folds >= 1")
 

@@ -24,7 +24,15 @@ SETTLEMENT_HOURS_UTC = (0, 8, 16)
 
 def settlements_between(start: dt.datetime, end: dt.datetime,
                         hours_utc: tuple[int, ...] = SETTLEMENT_HOURS_UTC) -> list[dt.datetime]:
-    """Return the funding settlements ``start < s <= end``: UTC, on the hours given (Binance, Bybit: every 8 h)."""
+    """Return the funding settlements ``start < s <= end``: UTC, on the hours given (Binance, Bybit: every 8 h).
+
+    Parameters
+    ----------
+    start, end : datetime
+        Bounds in UTC, both aware or both naive; the settlements keep their ``tzinfo``.
+    hours_utc : tuple of int, default (0, 8, 16)
+        Settlement hours of each day.
+    """
     out: list[dt.datetime] = []
     day = start.replace(hour=0, minute=0, second=0, microsecond=0)
     while day <= end:

@@ -54,6 +54,24 @@ def tear_sheet_data(folds: list[EvaluationResult], stitched: EvaluationResult, s
     ``start``, ``folds`` (equity per fold, normalised to 1), ``drawdown``, ``rolling_sharpe`` (with the
     95 % band ``+- 1.96`` standard errors of Bailey & López de Prado 2012 eq. 3), ``seeds`` and
     ``shift_null``; at most 200 points per series.
+
+    Parameters
+    ----------
+    folds : list of EvaluationResult
+        Each walk-forward fold's held-out evaluation, in time order.
+    stitched : EvaluationResult
+        The folds chained (:func:`stitch_evaluations`).
+    seed_results, seeds : list
+        One evaluation per training seed, and those seeds.
+    null_seed, n_shifts
+        ``seed`` and ``n_shifts`` of :func:`quantnb.evaluation.shift_null_samples`.
+    fold_ids : list of int, optional
+        Fold labels; default 0, 1, ...
+
+    Raises
+    ------
+    ConfigError
+        If there is no fold, or ``seeds`` and ``seed_results`` differ in length.
     """
     if not folds or len(seeds) != len(seed_results):
         raise ConfigError(f"tear sheet: {len(folds)} fold(s), {len(seeds)} seed(s) for {len(seed_results)} "
@@ -101,7 +119,17 @@ def tear_sheet_data(folds: list[EvaluationResult], stitched: EvaluationResult, s
 
 
 def plot_tear_sheet(data: dict[str, Any], path: str | Path, *, title: str = "") -> Path:
-    """Draw the tear sheet of :func:`tear_sheet_data` as one PNG (6 panels, 13 x 8 in at 100 dpi)."""
+    """Draw the tear sheet of :func:`tear_sheet_data` as one PNG (6 panels, 13 x 8 in at 100 dpi).
+
+    Parameters
+    ----------
+    data : dict
+        What :func:`tear_sheet_data` returned (or its JSON read back).
+    path : str or pathlib.Path
+        The PNG to write (atomically).
+    title : str, default ""
+        Figure title.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -72,7 +72,13 @@ def _plain(value: Any) -> Any:
 
 
 def sha256_file(path: Path) -> str:
-    """Return the SHA-256 of the file at ``path`` as 64 hex digits (read in 1 MiB chunks)."""
+    """Return the SHA-256 of the file at ``path`` as 64 hex digits (read in 1 MiB chunks).
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        A readable file.
+    """
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):

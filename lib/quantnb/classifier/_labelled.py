@@ -12,7 +12,25 @@ from quantnb.errors import ConfigError
 
 
 def load_labelled(root: Path, labelled_dir: str) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Read every labelled Parquet of ``labelled_dir`` in time order, and its labelling config."""
+    """Read every labelled Parquet of ``labelled_dir`` in time order, and its labelling config.
+
+    Parameters
+    ----------
+    root : pathlib.Path
+        Project directory.
+    labelled_dir : str
+        The labelling stage's output folder, relative to ``root``.
+
+    Returns
+    -------
+    (frame, config) : tuple of polars.DataFrame and dict
+        The bars (columns without any value dropped) and ``labelling_config.json``.
+
+    Raises
+    ------
+    ConfigError
+        If the folder holds no Parquet or no ``labelling_config.json`` (an unfinished run).
+    """
     folder = root / labelled_dir
     files = sorted(folder.glob("*.parquet"))
     if not files:

@@ -62,6 +62,16 @@ def check_storage_url(storage: str) -> str:
 
     The password comes from the environment (:data:`PASSWORD_ENV`, or libpq's ``PGPASSWORD`` /
     ``~/.pgpass``). The ConfigError is a ``ValueError`` too, so a pydantic validator reports it.
+
+    Parameters
+    ----------
+    storage : str
+        Optuna storage URL, e.g. ``sqlite:///optuna.db`` or ``postgresql://user@host/db``.
+
+    Raises
+    ------
+    ConfigError
+        If the URL holds a password.
     """
     return refuse_password_in_url(storage, what="the storage URL", env=f"{PASSWORD_ENV} (or PGPASSWORD)")
 
@@ -173,7 +183,13 @@ def _rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 5) -> optuna.
 
 # -- trial identity ----------------------------------------------------------------------
 def trial_key(trials: Sequence[FrozenTrial], trial: FrozenTrial) -> int:
-    """Return ``trial``'s key: its original's key for a retry, else its number minus earlier retries."""
+    """Return ``trial``'s key: its original's key for a retry, else its number minus earlier retries.
+
+    Parameters
+    ----------
+    trials, trial : sequence of FrozenTrial, FrozenTrial
+        The study's trials (at least those before ``trial``), and the trial to key.
+    """
     if KEY_ATTR in trial.user_attrs:
         return int(trial.user_attrs[KEY_ATTR])
     original = trial.system_attrs.get("failed_trial")
@@ -245,6 +261,15 @@ def recover_dead_trials(study: optuna.Study, grace_s: float = GRACE_PERIOD_S,
     Safe with several workers: only the one whose FAIL is stored first queues the retry. The trial is
     marked ``KILLED_ATTR`` before it is failed, so a recovery killed between the FAIL and the retry is
     completed by the next one.
+
+    Parameters
+    ----------
+    study : optuna.Study
+        The study whose RUNNING (and killed FAIL) trials are checked.
+    grace_s : float, default 60
+        Age, seconds, after which a trial without a worker identity is taken as dead.
+    retry : RetryKilledTrial, optional
+        What queues the retries; default ``RetryKilledTrial()``.
     """
     retry = retry or RetryKilledTrial()
     recovered = []
@@ -283,7 +308,13 @@ def _canon(params: dict[str, Any]) -> tuple[tuple[str, str], ...]:
 
 
 def space_size(space: dict[str, BaseDistribution]) -> int | None:
-    """Return how many distinct settings ``space`` holds, or None if it is continuous."""
+    """Return how many distinct settings ``space`` holds, or None if it is continuous.
+
+    Parameters
+    ----------
+    space : dict of str to BaseDistribution
+        Optuna search space; a log-scaled integer counts as continuous.
+    """
     size = 1
     for dist in space.values():
         if dist.single():

@@ -107,9 +107,27 @@ def plan_files(venue: str, market: str, data_type: str, symbols: list[str], star
     Binance: a monthly file for each calendar month asked for whole (and already over),
     daily files for the other days; ``fundingRate`` is published monthly only (the month of
     any day asked for), ``bookDepth`` and ``metrics`` daily only. No day is covered twice.
-    Bybit: daily files. ``today`` (the UTC date) decides which months are over; Bybit's
-    ``book_depth`` defaults to 500 (linear, inverse) or 200 (spot). A ValueError if ``start > end``
-    or the venue, market or data type is not in the tables.
+    Bybit: daily files.
+
+    Parameters
+    ----------
+    venue, market, data_type : str
+        ``"binance"`` or ``"bybit"``; a market and data type of :data:`BINANCE_TYPES` / :data:`BYBIT_TYPES`.
+    symbols : list of str
+        Venue symbols, e.g. ``["BTCUSDT"]`` (upper-cased).
+    start, end : datetime.date
+        First and last UTC day.
+    interval : str, default "1m"
+        Kline interval (Binance ``klines`` only).
+    book_depth : int, optional
+        Bybit order-book levels; default 500 (linear, inverse) or 200 (spot).
+    today : datetime.date, optional
+        The UTC date that decides which months are over; default now.
+
+    Raises
+    ------
+    ValueError
+        If ``start > end`` or the venue, market or data type is not in the tables.
     """
     if start > end:
         raise ValueError(f"start={start} is after end={end}; give start <= end (UTC dates, inclusive)")
@@ -137,5 +155,11 @@ def plan_files(venue: str, market: str, data_type: str, symbols: list[str], star
 
 
 def default_base_url(venue: str, data_type: str) -> str:
-    """Return the public archive's root URL for ``venue`` and ``data_type``, e.g. ``https://data.binance.vision``."""
+    """Return the public archive's root URL for ``venue`` and ``data_type``, e.g. ``https://data.binance.vision``.
+
+    Parameters
+    ----------
+    venue, data_type : str
+        As in :func:`plan_files`; Bybit's order books have their own host.
+    """
     return DEFAULT_BASE_URLS.get((venue, data_type)) or DEFAULT_BASE_URLS[(venue, "*")]

@@ -100,7 +100,13 @@ def flag_gaps(ts: pl.Expr, over: str | list[str] | None = None) -> pl.Expr:
 
 
 class TradeBuffer:
-    """Column buffers of streamed trades, turned into partial bars every ``chunk`` trades."""
+    """Column buffers of streamed trades, turned into partial bars every ``chunk`` trades.
+
+    Parameters
+    ----------
+    chunk : int, default 50000
+        Trades buffered before the reader calls :meth:`flush`.
+    """
 
     def __init__(self, chunk: int = 50_000) -> None:
         self.chunk = chunk
@@ -131,6 +137,13 @@ class BookMinutes:
     it, so the close reflects the book at the end of the minute) and :meth:`add` after
     each applied message. Spread mean is over updates (not time-weighted); mid OHLC is
     kept for the bar fallback when a symbol has no trades.
+
+    Parameters
+    ----------
+    book : OrderBook
+        The book the reader updates; read at each minute's close.
+    report : QualityReport
+        Where unsynced minutes and top-of-book repairs are counted.
     """
 
     def __init__(self, book: OrderBook, report: QualityReport) -> None:
@@ -150,7 +163,13 @@ class BookMinutes:
         self.m_open = self.m_high = self.m_low = self.m_close = math.nan
 
     def roll(self, ts_ms: int) -> None:
-        """Close the open minute (if any) and open the minute of ``ts_ms``."""
+        """Close the open minute (if any) and open the minute of ``ts_ms``.
+
+        Parameters
+        ----------
+        ts_ms : int
+            Event time, ms since the Unix epoch (UTC).
+        """
         if self.minute >= 0:
             self._close()
         self.minute = ts_ms // MINUTE_MS
@@ -158,7 +177,13 @@ class BookMinutes:
         self._clear()
 
     def add(self, bb: float, ba: float) -> None:
-        """Account one applied book message with best bid ``bb`` and best ask ``ba``."""
+        """Account one applied book message with best bid ``bb`` and best ask ``ba``.
+
+        Parameters
+        ----------
+        bb, ba : float
+            Best bid and ask after the message, quote currency; ``-inf`` / ``inf`` for an empty side.
+        """
         self.n += 1
         d = ba - bb
         if 0.0 <= d < _INF:

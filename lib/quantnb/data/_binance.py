@@ -104,7 +104,17 @@ _DECODE_ANY = msgspec.json.Decoder(strict=False).decode
 
 
 class BinanceBook:
-    """The depth side of a capture: sync state machine, book, per-minute features."""
+    """The depth side of a capture: sync state machine, book, per-minute features.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The capture, for messages.
+    report : QualityReport
+        Where defects are counted.
+    on_crossed : {"raise", "skip"}
+        A crossed book raises a DataError, or is counted and its update left out.
+    """
 
     def __init__(self, path: Path, report: QualityReport, on_crossed: str) -> None:
         self.path, self.report, self.on_crossed = path, report, on_crossed
@@ -118,6 +128,20 @@ class BinanceBook:
         self.n_spot = 0  # depth events without ``pu`` (spot rules)
 
     def on_depth(self, ev: Depth, line: int) -> None:
+        """Apply, buffer or drop one diff by Binance's sequencing rules (a later minute is rolled first).
+
+        Parameters
+        ----------
+        ev : Depth
+            The ``depthUpdate`` event.
+        line : int
+            Its line in the capture, 1-based.
+
+        Raises
+        ------
+        DataError
+            If the diff leaves the book crossed and ``on_crossed="raise"``.
+        """
         self.n_depth += 1
         self.n_spot += ev.pu == NO_PU
         if ev.E < self.last_e:
@@ -185,6 +209,20 @@ class BinanceBook:
         self.buffer.append((ev, line))
 
     def on_snapshot(self, snap: _Snapshot, line: int) -> None:
+        """Reset the book to a REST depth snapshot and replay the buffered diffs.
+
+        Parameters
+        ----------
+        snap : _Snapshot
+            The snapshot (``lastUpdateId``, bids, asks).
+        line : int
+            Its line in the capture, 1-based.
+
+        Raises
+        ------
+        DataError
+            If a level is NaN or infinite, or a replayed diff crosses the book and ``on_crossed="raise"``.
+        """
         if snap.E >= self.bars.next_ms:  # close the minute before the reset, so its close is the old book
             self.bars.roll(snap.E)
         bids = clean_levels(snap.bids, "bid", self.path, line, self.report)

@@ -21,7 +21,15 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 def safe_token(text: str, max_len: int = 48) -> str:
-    """Return ``text`` reduced to ``[A-Za-z0-9_.-]`` (runs of other characters become ``-``)."""
+    """Return ``text`` reduced to ``[A-Za-z0-9_.-]`` (runs of other characters become ``-``).
+
+    Parameters
+    ----------
+    text : str
+        Any text, e.g. a folder or file name.
+    max_len : int, default 48
+        Longest result; edge ``-`` and ``.`` are stripped, and an empty result is ``"none"``.
+    """
     return _UNSAFE.sub("-", text).strip("-.")[:max_len].strip("-.") or "none"
 
 

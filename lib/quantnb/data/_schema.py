@@ -60,7 +60,13 @@ def empty_parts() -> pl.DataFrame:
 
 
 def conform_parts(frame: pl.DataFrame) -> pl.DataFrame:
-    """Add missing part columns as nulls, cast to PART_SCHEMA and order the columns."""
+    """Add missing part columns as nulls, cast to PART_SCHEMA and order the columns.
+
+    Parameters
+    ----------
+    frame : polars.DataFrame
+        A part's rows; columns not in :data:`PART_SCHEMA` are dropped.
+    """
     missing = [pl.lit(None, dtype=dt).alias(c) for c, dt in PART_SCHEMA.items() if c not in frame.columns]
     if missing:
         frame = frame.with_columns(missing)
