@@ -6,12 +6,19 @@ line of a notebook cell (``result``) shows a compact table and the run's plots i
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from quantnb._lazy import attach
 from quantnb.display._html import HtmlResult
 from quantnb.display._interrupt import show_interrupt_as_one_line
 from quantnb.display._monitor import RunMonitor
-from quantnb.display._postmortem import plot_learning_curve, plot_memory, plot_throughput, plot_timeline
 from quantnb.display._progress import HEADLESS_ENV, attach_progress
 from quantnb.runs import on_run_interrupt, on_run_start
+
+if TYPE_CHECKING:  # the post-mortem plots load matplotlib: on first use only
+    from quantnb.display._postmortem import plot_learning_curve, plot_memory, plot_throughput, plot_timeline
+
+__getattr__, __dir__ = attach(__name__)
 
 __all__ = [
     "HEADLESS_ENV",
