@@ -158,8 +158,9 @@ class EvaluationResult:
         n = self.timing_null
         if n is not None:
             skill = "beats" if n.p_value < 0.05 else "does not beat"
-            out.append(f"timing: the agent's gross return {n.gross_return_frac:+.4f} {skill} its own positions "
-                       f"shifted in time (mean {n.null_mean:+.4f}, p = {n.p_value:.3f}, {n.n_shifts} shifts).")
+            out.append(f"timing: the agent's positions earn {n.gross_return_frac:+.2%} before costs (sum of position x "
+                       f"bar return, not compounded) and {skill} the same positions shifted in time (mean "
+                       f"{n.null_mean:+.2%}, p = {n.p_value:.3f}, {n.n_shifts} shifts).")
         flat = self.flat_null()
         if flat is not None:
             out.append(self.cost_line())
