@@ -14,7 +14,6 @@ start (:class:`~quantnb.errors.ConfigError`) a bundle whose features no live fee
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Sequence
@@ -151,18 +150,18 @@ class BookFeatureProvider(DataProvider):
 
     def book_row(self, minute_ms: int) -> dict[str, float | None] | None:
         """Return the book columns of the minute starting at ``minute_ms`` (waits up to ``book_wait_s``)."""
-        loop = self.recorder._loop
-        client = self.recorder.client
-        if loop is None or client is None:
+        if self.recorder.client is None:
             return None
         deadline = time.monotonic() + self.book_wait_s
         while True:
-            fut = asyncio.run_coroutine_threadsafe(self._parts(minute_ms), loop)
             try:
-                passed, part = fut.result(timeout=max(self.book_wait_s, 1.0))
+                got = self.recorder.call_in_loop(lambda: self._parts(minute_ms), max(self.book_wait_s, 1.0))
             except Exception as exc:  # noqa: BLE001 - the feed is down: no book for this candle
                 logger.warning("live book feed: no book for minute {} ({}: {})", minute_ms, type(exc).__name__, exc)
                 return None
+            if got is None:  # the recorder's loop is not running
+                return None
+            passed, part = got
             if passed or time.monotonic() >= deadline:
                 break
             time.sleep(0.02)
@@ -170,7 +169,7 @@ class BookFeatureProvider(DataProvider):
             return None
         return {c: part[c][0] for c in BOOK_COLUMNS}
 
-    async def _parts(self, minute_ms: int) -> tuple[bool, pl.DataFrame | None]:
+    def _parts(self, minute_ms: int) -> tuple[bool, pl.DataFrame | None]:
         """In the feed's loop: whether the book passed the minute, and that minute's partial-bar row."""
         book = self.recorder.client.books[self.symbol]  # type: ignore[union-attr]
         minutes = book.minutes if hasattr(book, "minutes") else book.depth.bars

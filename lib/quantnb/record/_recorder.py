@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from loguru import logger
 
@@ -32,6 +32,8 @@ from quantnb.record._clients import (
 )
 from quantnb.record._guard import FolderLock, Quarantine
 from quantnb.record._sinks import ParquetSink, RawSink
+
+_T = TypeVar("_T")
 
 __all__ = ["Recorder", "RecorderConfig", "CLICKHOUSE_PATH"]
 
@@ -223,6 +225,38 @@ class Recorder:
                 self._loop.call_soon_threadsafe(self._stop.set)
             except RuntimeError:  # the loop closed between the check and the call: the recorder already stopped
                 pass
+
+    def call_in_loop(self, fn: Callable[[], _T], timeout_s: float) -> _T | None:
+        """Return ``fn()`` computed in the recorder's event loop, where the live books change (thread-safe).
+
+        Parameters
+        ----------
+        fn : callable
+            Reads the books (``recorder.client.books``); it runs between two frames, never during one.
+        timeout_s : float
+            Longest wait for the loop to run it, seconds.
+
+        Returns
+        -------
+        The value of ``fn()``; None when the recorder's loop is not running.
+
+        Raises
+        ------
+        TimeoutError
+            If the loop did not run ``fn`` within ``timeout_s``; whatever ``fn`` raised.
+        """
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return None
+
+        async def call() -> _T:
+            return fn()
+
+        try:
+            future = asyncio.run_coroutine_threadsafe(call(), loop)
+        except RuntimeError:  # the loop closed after the check: the recorder stopped
+            return None
+        return future.result(timeout=timeout_s)
 
     def run(self) -> None:
         """Record in this thread until stopped (``asyncio.run`` of :meth:`arun`)."""
