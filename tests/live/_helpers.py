@@ -139,7 +139,7 @@ def save_tiny_bundle(bundle_dir: Path, bars: pl.DataFrame, split_ts: Any, *, win
     import torch
     from stable_baselines3 import SAC
 
-    from quantnb.agent import AgentMetadata, FillModel, TradingEnv, save_agent_bundle
+    from quantnb.agent import AgentMetadata, EnvSpec, make_env, save_agent_bundle
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -147,10 +147,9 @@ def save_tiny_bundle(bundle_dir: Path, bars: pl.DataFrame, split_ts: Any, *, win
         feats = compute_features(bars, warmup_bars=WARMUP)
         names = [c for c in feats.columns if c != "ts"]
         scaler = FeatureScaler.fit(feats.filter(feats["ts"] < split_ts), names)
-        env = TradingEnv(bars, observation_builder=ObservationBuilder(names, window, scaler),
-                         action_interpreter=ActionInterpreter(1.0, 0.02), fill_model=FillModel(4.0, 1.0),
-                         features=feats, initial_equity_usd=10_000.0, warmup_bars=WARMUP, end_ts=split_ts,
-                         max_episode_steps=100, random_start=True)
+        spec = EnvSpec(window=window, fee_bps=4.0, slippage_bps=1.0, max_position_frac=1.0, deadband_frac=0.02,
+                       warmup_bars=WARMUP, initial_equity_usd=10_000.0)
+        env = make_env(bars, spec, scaler, feats, end_ts=split_ts, max_episode_steps=100, random_start=True)
         model = SAC("MlpPolicy", env, buffer_size=1_000, learning_starts=50, batch_size=32, seed=0, device="cpu",
                     policy_kwargs={"net_arch": [32, 32]}, verbose=0)
         model.learn(learn_steps)
@@ -158,8 +157,6 @@ def save_tiny_bundle(bundle_dir: Path, bars: pl.DataFrame, split_ts: Any, *, win
             with torch.no_grad():
                 model.policy.actor.mu.weight.zero_()
                 model.policy.actor.mu.bias.fill_(5.0)
-        meta = AgentMetadata(window=window, fee_bps=4.0, slippage_bps=1.0, max_position_frac=1.0, deadband_frac=0.02,
-                             warmup_bars=WARMUP, initial_equity_usd=10_000.0, symbol="BTC-PERP", timeframe="1m")
-        save_agent_bundle(bundle_dir, model, scaler, meta)
+        save_agent_bundle(bundle_dir, model, scaler, AgentMetadata(env=spec, symbol="BTC-PERP", timeframe="1m"))
     finally:
         torch.set_num_threads(threads)

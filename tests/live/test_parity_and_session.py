@@ -9,14 +9,12 @@ import torch
 from stable_baselines3 import SAC
 
 from quantnb.agent import (
-    ActionInterpreter,
     AgentMetadata,
+    EnvSpec,
     FeatureScaler,
-    FillModel,
-    ObservationBuilder,
-    TradingEnv,
     compute_features,
     evaluate_agent,
+    make_env,
     save_agent_bundle,
 )
 from quantnb.errors import ConfigError
@@ -38,17 +36,14 @@ def bundle_setup(tmp_path_factory):
     feats = compute_features(bars, warmup_bars=WARMUP)
     names = [c for c in feats.columns if c != "ts"]
     scaler = FeatureScaler.fit(feats.filter(feats["ts"] < split), names)
-    kw = dict(observation_builder=ObservationBuilder(names, WINDOW, scaler),
-              action_interpreter=ActionInterpreter(1.0, 0.02), fill_model=FillModel(4.0, 1.0), features=feats,
-              initial_equity_usd=10_000.0, warmup_bars=WARMUP)
-    train_env = TradingEnv(bars, **kw, end_ts=split, max_episode_steps=100, random_start=True)
+    spec = EnvSpec(window=WINDOW, fee_bps=4.0, slippage_bps=1.0, max_position_frac=1.0, deadband_frac=0.02,
+                   warmup_bars=WARMUP, initial_equity_usd=10_000.0)  # the stage's path: make_env of an EnvSpec
+    train_env = make_env(bars, spec, scaler, feats, end_ts=split, max_episode_steps=100, random_start=True)
     model = SAC("MlpPolicy", train_env, buffer_size=1_000, learning_starts=50, batch_size=32, seed=0, device="cpu",
                 policy_kwargs={"net_arch": [32, 32]}, verbose=0)
     model.learn(150)
-    meta = AgentMetadata(window=WINDOW, fee_bps=4.0, slippage_bps=1.0, max_position_frac=1.0, deadband_frac=0.02,
-                         warmup_bars=WARMUP, initial_equity_usd=10_000.0, symbol="BTC-PERP", timeframe="1m")
-    save_agent_bundle(runs / TRAIN_ID, model, scaler, meta)
-    evaluation = evaluate_agent(model, TradingEnv(bars, **kw, start_ts=split))
+    save_agent_bundle(runs / TRAIN_ID, model, scaler, AgentMetadata(env=spec, symbol="BTC-PERP", timeframe="1m"))
+    evaluation = evaluate_agent(model, make_env(bars, spec, scaler, feats, start_ts=split))
     yield runs, bars, split, evaluation
     torch.set_num_threads(threads)
 
