@@ -23,40 +23,36 @@ from quantnb.runs._atomic import (
     remove_stale_temp_files,
 )
 from quantnb.runs._capture import LOG_FORMAT
-from quantnb.runs._heartbeat import read_heartbeat
-from quantnb.runs._interrupt import on_run_interrupt, on_run_start
-from quantnb.runs._layout import RunPaths
-from quantnb.runs._monitor import RunSummary, format_runs_table, list_runs, runs_frame
+from quantnb.runs._heartbeat import iso, read_heartbeat, utc_now
+from quantnb.runs._interrupt import on_run_interrupt, on_run_start, where_stopped
+from quantnb.runs._layout import (
+    RunPaths,
+    check_run_dir,
+    checkpoints_dir,
+    debug_plots_dir,
+    model_dir,
+    optuna_dir,
+    production_dir,
+    record_files,
+    run_dir,
+    runs_dir,
+)
+from quantnb.runs._monitor import RunSummary, fit_table, format_metrics, format_runs_table, list_runs, runs_frame
+from quantnb.runs._progress import ProgressEvent, singular_unit
 from quantnb.runs._record import (
+    git_commit,
     mark_dead_runs,
     package_versions,
     read_run_record,
     refuse_live_run,
     update_run_record,
 )
-from quantnb.runs._run import RunContext, is_interrupt, start_run, worker_initializer
+from quantnb.runs._run import RunContext, is_interrupt, new_run_id, start_run, worker_initializer
 from quantnb.runs._secrets import SecretMasker
 from quantnb.runs._spans import earlier_span_runs, record_test_spans, span_evaluations
 
 if TYPE_CHECKING:  # the post-mortem reader loads polars and numpy: on first use only
-    from quantnb.runs._heartbeat import iso, utc_now
-    from quantnb.runs._interrupt import where_stopped
-    from quantnb.runs._layout import (
-        check_run_dir,
-        checkpoints_dir,
-        debug_plots_dir,
-        model_dir,
-        optuna_dir,
-        production_dir,
-        record_files,
-        run_dir,
-        runs_dir,
-    )
-    from quantnb.runs._monitor import fit_table, format_metrics
     from quantnb.runs._postmortem import LEAK_MIN_POINTS, PostmortemReport, analyse_run, find_latest_run
-    from quantnb.runs._progress import ProgressEvent, singular_unit
-    from quantnb.runs._record import git_commit
-    from quantnb.runs._run import new_run_id
 
 __getattr__, __dir__ = attach(__name__)
 
