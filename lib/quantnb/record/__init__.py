@@ -1,11 +1,12 @@
 """Live order-book recording: venue websocket clients, live books on the ETL's code, and sinks.
 
-- :class:`BybitClient` (v5 public, linear/spot: ``orderbook.<depth>.<SYMBOL>``,
-  ``publicTrade.<SYMBOL>``) and :class:`BinanceClient` (USD-M: ``@depth@100ms`` synced to a
-  REST snapshot, ``@trade``, ``@bookTicker``), written on ``picows``.
-- :class:`BybitLiveBook`, :class:`BinanceLiveBook`: the ETL's ``OrderBook`` and minute
-  aggregation, so recorded-then-ETL'd bars equal the live bars.
-- :class:`Recorder` with :class:`RawSink`, :class:`ParquetSink`, :class:`ClickHouseSink`.
+- websocket clients (``record/_clients.py``: Bybit v5 public ``orderbook.<depth>.<SYMBOL>`` and
+  ``publicTrade.<SYMBOL>``; ``record/_binance_client.py``: Binance USD-M ``@depth@100ms`` synced to a
+  REST snapshot, ``@trade``, ``@bookTicker``), written on ``picows``;
+- live books on data's ``OrderBook``, ``BinanceBook`` and minute aggregation (``record/_book.py``), so
+  recorded-then-ETL'd bars equal the live bars;
+- :class:`Recorder` (configured by :class:`RecorderConfig`) with its raw, Parquet and ClickHouse sinks;
+  :meth:`Recorder.call_in_loop` is how the trader's book feed reads the live books.
 
 The recorder stage (:mod:`quantnb.stages.record`) runs a :class:`Recorder` under the run log.
 """
