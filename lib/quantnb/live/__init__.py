@@ -2,20 +2,20 @@
 
 A session trades one symbol with an agent bundle, one decision per closed candle:
 
-- :class:`ReplayProvider` (processed Parquet bars, default) or :class:`CcxtKlineProvider`
+- :class:`ReplayProvider` (processed Parquet bars, default) or :class:`~quantnb.live._ccxt_feed.CcxtKlineProvider`
   (REST history + websocket klines, gap fills) give closed candles;
-- :class:`PaperBroker` (the research fill model) or :class:`CcxtBroker` (Binance USD-M)
+- :class:`PaperBroker` (the research fill model) or :class:`~quantnb.live._ccxt_broker.CcxtBroker` (Binance USD-M)
   execute; exchange errors become :class:`~quantnb.errors.TemporaryError`,
   :class:`~quantnb.errors.RateLimitError` or :class:`~quantnb.errors.OperationalError`
   at the broker, and :class:`quantnb.retry.RetryPolicy` retries the temporary ones;
-- :class:`RiskControl` tracks drawdown from peak equity and validates each order;
-- :class:`EmergencyProtocol` cancels, closes reduce-only, confirms flat and records
+- :class:`~quantnb.live._risk.RiskControl` tracks drawdown from peak equity and validates each order;
+- :class:`~quantnb.live._emergency.EmergencyProtocol` cancels, closes reduce-only, confirms flat and records
   ``emergencias_<ts>.csv``; after a drawdown a ``HALTED_DRAWDOWN`` file blocks restarts;
 - :class:`Trader` runs the loop and writes ``registro_<ts>.csv``, one row per candle and per
-  closing fill; its state (:class:`TraderState`, one :class:`TradingState`: active / reducing /
-  halted) is written atomically to ``state_<mode>.json`` after every step, so a restarted
+  closing fill; its state (:class:`~quantnb.live._state.TraderState`, one
+  :class:`~quantnb.live._state.TradingState`: active / reducing / halted) is written atomically to ``state_<mode>.json`` after every step, so a restarted
   session continues (replay) or reconciles with the venue (testnet/live);
-- :func:`validate_bar` judges each candle by the ETL's bar rules (:mod:`quantnb.data._bar_rules`):
+- :func:`~quantnb.live._guard.validate_bar` judges each candle by the ETL's bar rules (:mod:`quantnb.data._bar_rules`):
   a rejected one is not acted on; a gap restarts the features.
 
 A stage builds a session with :func:`load_live_config` (the agent bundle of ``train_id``)

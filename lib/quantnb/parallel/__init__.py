@@ -4,7 +4,7 @@ A stage submits one task per item (an input file) and consumes the results as th
 complete; the driver (the process that called the stage, usually the notebook's kernel)
 alone writes the checkpoint, the heartbeat and batch TSVs and the session log, so the
 resume contract is the same whichever executor runs the items. A worker that dies (out of
-memory, SIGKILL) or cannot see an input is an :class:`ExecutorError` (a :class:`QuantnbError`),
+memory, SIGKILL) or cannot see an input is an :class:`ExecutorError` (a :class:`~quantnb.errors.QuantnbError`),
 never an item's fault.
 
 >>> with open_executor(params, ctx) as ex:          # doctest: +SKIP
