@@ -13,9 +13,11 @@ A session trades one symbol with an agent bundle, one decision per closed candle
   ``emergencias_<ts>.csv``; after a drawdown a ``HALTED_DRAWDOWN`` file blocks restarts;
 - :class:`Trader` runs the loop and writes ``registro_<ts>.csv``, one row per candle and per
   closing fill; its state (:class:`~quantnb.live._state.TraderState`, one
-  :class:`~quantnb.live._state.TradingState`: active / reducing / halted) is written atomically to ``state_<mode>.json`` after every step, so a restarted
-  session continues (replay) or reconciles with the venue (testnet/live);
-- :func:`~quantnb.live._guard.validate_bar` judges each candle by the ETL's bar rules (:mod:`quantnb.data._bar_rules`):
+  :class:`~quantnb.live._state.TradingState`: active / reducing / halted) is written atomically
+  to ``state_<mode>.json`` after every step, so a restarted session continues (replay) or
+  reconciles with the venue (testnet/live);
+- :func:`~quantnb.live._guard.validate_bar` judges each candle by the ETL's bar rules
+  (:mod:`quantnb.data._bar_rules`):
   a rejected one is not acted on; a gap restarts the features.
 
 A stage builds a session with :func:`load_live_config` (the agent bundle of ``train_id``)
